@@ -1,0 +1,14 @@
+"""Errors a user can fix: the CLI prints their message as one sentence and exits non-zero."""
+
+
+class UserError(Exception):
+    """Bad input, missing file or missing dependency; the message says what to do."""
+
+    exit_code = 2
+
+
+def missing_dependency(module: str, extra: str) -> UserError:
+    return UserError(
+        f"This command needs the Python package '{module}', which is not installed; "
+        f"install it with: pip install 'queue-mood[{extra}]'"
+    )

@@ -1,0 +1,20 @@
+"""The one label order shared by every stage (FER2013's classes, alphabetical)."""
+
+LABELS = ("angry", "disgust", "fear", "happy", "neutral", "sad", "surprise")
+
+# Other spellings users' datasets have (the Kaggle "emotion-detection-fer" layout).
+ALIASES = {
+    "disgusted": "disgust",
+    "fearful": "fear",
+    "surprised": "surprise",
+}
+
+# fer2013.csv's integer codes, which are not alphabetical.
+FER2013_CSV_CODES = {0: "angry", 1: "disgust", 2: "fear", 3: "happy", 4: "sad", 5: "surprise", 6: "neutral"}
+
+
+def label_index(name: str) -> int | None:
+    """Index of a class folder name in LABELS, or None if it names no known class."""
+    key = name.strip().lower()
+    key = ALIASES.get(key, key)
+    return LABELS.index(key) if key in LABELS else None

@@ -1,0 +1,75 @@
+"""Face crop -> model input. The one implementation used by train, convert and edge.
+
+A detector box frames a face more tightly than FER2013's crops do, so a box is expanded
+by the model card's crop rule before it is resized to the model's input size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CropRule:
+    """How a detector box becomes the square crop the model was trained on.
+
+    scale: side of the square crop divided by the box's larger side.
+    shift_y: crop centre moved down by this fraction of the box height (FER2013 faces sit
+    slightly high in their crops, so usually >= 0).
+    """
+
+    scale: float = 1.0
+    shift_y: float = 0.0
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CropRule":
+        return cls(scale=float(d["scale"]), shift_y=float(d["shift_y"]))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def square(self, x: float, y: float, w: float, h: float) -> tuple[int, int, int]:
+        """(left, top, side) of the square crop for box (x, y, w, h) in pixels."""
+        side = max(w, h) * self.scale
+        cx = x + w / 2.0
+        cy = y + h / 2.0 + self.shift_y * h
+        return int(round(cx - side / 2)), int(round(cy - side / 2)), max(1, int(round(side)))
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    """uint8 grayscale view of a gray, BGR or BGRA image."""
+    import cv2
+
+    if image.ndim == 2:
+        return image
+    if image.ndim == 3 and image.shape[2] == 1:
+        return image[:, :, 0]
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2GRAY)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+def resize_square(gray: np.ndarray, size: int) -> np.ndarray:
+    """Resize a grayscale image to size x size (area filter when shrinking)."""
+    import cv2
+
+    if gray.shape[0] == size and gray.shape[1] == size:
+        return gray
+    shrink = gray.shape[0] > size or gray.shape[1] > size
+    return cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def crop_face(gray: np.ndarray, box: tuple[float, float, float, float], rule: CropRule, size: int) -> np.ndarray:
+    """The size x size uint8 face crop for a box; parts outside the frame repeat the edge."""
+    import cv2
+
+    left, top, side = rule.square(*box)
+    h, w = gray.shape[:2]
+    pad = max(0, -left, -top, left + side - w, top + side - h)
+    if pad:
+        gray = cv2.copyMakeBorder(gray, pad, pad, pad, pad, cv2.BORDER_REPLICATE)
+        left += pad
+        top += pad
+    return resize_square(gray[top : top + side, left : left + side], size)

@@ -1,0 +1,1 @@
+"""Build-machine training stage (TensorFlow/Keras). May import edge; edge never imports it."""

@@ -1,0 +1,268 @@
+"""Dataset readers: class-folder layouts (two Kaggle naming schemes) and fer2013.csv.
+
+Every reader returns uint8 size x size grayscale arrays and integer labels in edge.labels
+order. Files that cannot be decoded are skipped and listed, never dropped silently.
+Decoded arrays are cached under a key made from the source's bytes.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import UserError
+from edge.labels import FER2013_CSV_CODES, LABELS, label_index
+from edge.preprocess import resize_square, to_gray
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "validation": "val",
+               "publictest": "val", "test": "test", "privatetest": "test"}
+CSV_USAGE = {"training": "train", "publictest": "val", "privatetest": "test"}
+CACHE_VERSION = 1
+
+
+@dataclass
+class Split:
+    x: np.ndarray  # (n, size, size) uint8
+    y: np.ndarray  # (n,) int64, indices into LABELS
+    names: list[str]  # file (or csv row) each sample came from
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def counts(self) -> list[int]:
+        return np.bincount(self.y, minlength=len(LABELS)).tolist()
+
+    def take(self, idx: np.ndarray) -> "Split":
+        return Split(self.x[idx], self.y[idx], [self.names[i] for i in idx])
+
+
+@dataclass
+class Dataset:
+    source: str
+    layout: str
+    fingerprint: str
+    splits: dict[str, Split]
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
+
+    def summary(self) -> dict:
+        return {
+            "source": self.source,
+            "layout": self.layout,
+            "fingerprint": self.fingerprint,
+            "splits": {k: {"images": len(v), "per_class": dict(zip(LABELS, v.counts()))} for k, v in self.splits.items()},
+            "skipped": [{"file": f, "reason": r} for f, r in self.skipped],
+        }
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("QUEUE_MOOD_CACHE", Path.home() / ".cache" / "queue-mood"))
+
+
+def load_dataset(path: str | os.PathLike, size: int = 48, cache_dir: Path | None = None, progress: bool = True) -> Dataset:
+    """Read a dataset folder or fer2013.csv, from the cache when its bytes are unchanged."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"Dataset path {path} does not exist; pass a folder of class folders, a folder of split folders, or fer2013.csv.")
+    if path.is_file():
+        if path.suffix.lower() != ".csv":
+            raise UserError(f"{path} is a file but not a CSV; pass a dataset folder or fer2013.csv.")
+        layout, files = "fer2013-csv", None
+        fingerprint = _hash_files([path], path.parent, size)
+    else:
+        layout, files = _scan_folders(path)
+        fingerprint = _hash_files([f for _, _, f in files], path, size)
+
+    cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
+    cached = _read_cache(cache_dir, fingerprint, path, layout)
+    if cached:
+        return cached
+    if files is None:
+        splits, skipped = _read_csv(path, size, progress)
+    else:
+        splits, skipped = _decode_folders(path, files, size, progress)
+    if not any(len(s) for s in splits.values()):
+        raise UserError(f"No readable images in {path} ({len(skipped)} files skipped); check the folder layout and file types.")
+    ds = Dataset(str(path), layout, fingerprint, splits, skipped)
+    _write_cache(cache_dir, ds)
+    return ds
+
+
+def _scan_folders(root: Path) -> tuple[str, list[tuple[str, int, Path]]]:
+    """[(split, label, file)] for a folder of class folders or of split folders."""
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not subdirs:
+        raise UserError(f"{root} holds no folders; expected class folders ({', '.join(LABELS)}) or split folders (train, val, test).")
+    split_dirs = [d for d in subdirs if d.name.lower() in SPLIT_NAMES]
+    if split_dirs:
+        layout = "split-folders"
+        groups = [(SPLIT_NAMES[d.name.lower()], d) for d in split_dirs]
+    else:
+        layout = "class-folders"
+        groups = [("all", root)]
+    files = []
+    for split, folder in groups:
+        for cls_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            label = label_index(cls_dir.name)
+            if label is None:
+                raise UserError(
+                    f"Unknown class folder '{cls_dir}'; class folders must be named {', '.join(LABELS)} "
+                    "(or disgusted, fearful, surprised)."
+                )
+            for f in sorted(cls_dir.iterdir()):
+                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
+                    files.append((split, label, f))
+    if not files:
+        raise UserError(f"No images (.jpg, .png) found under {root}; the dataset is empty.")
+    return layout, files
+
+
+def _hash_files(files: list[Path], root: Path, size: int) -> str:
+    h = hashlib.sha256(f"v{CACHE_VERSION}:{size}".encode())
+    for f in files:
+        h.update(str(f.relative_to(root)).encode())
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    return h.hexdigest()[:24]
+
+
+def _progress(iterable, total, desc, enabled):
+    if not enabled:
+        return iterable
+    from tqdm import tqdm
+
+    return tqdm(iterable, total=total, desc=desc, unit="img", leave=False)
+
+
+def _decode_folders(root, files, size, progress):
+    import cv2
+
+    per_split: dict[str, tuple[list, list, list]] = {}
+    skipped = []
+    for split, label, f in _progress(files, len(files), "decoding images", progress):
+        raw = np.fromfile(f, dtype=np.uint8)
+        img = cv2.imdecode(raw, cv2.IMREAD_UNCHANGED) if raw.size else None
+        if img is None:
+            skipped.append((str(f.relative_to(root)), "not a readable image"))
+            continue
+        if img.dtype != np.uint8:
+            img = cv2.convertScaleAbs(img, alpha=255.0 / max(1, int(img.max())))
+        xs, ys, names = per_split.setdefault(split, ([], [], []))
+        xs.append(resize_square(to_gray(img), size))
+        ys.append(label)
+        names.append(str(f.relative_to(root)))
+    splits = {
+        s: Split(np.stack(xs) if xs else np.zeros((0, size, size), np.uint8), np.array(ys, np.int64), names)
+        for s, (xs, ys, names) in per_split.items()
+    }
+    return splits, skipped
+
+
+def _read_csv(path: Path, size: int, progress: bool):
+    per_split: dict[str, tuple[list, list, list]] = {}
+    skipped = []
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        need = {"emotion", "pixels"}
+        if not reader.fieldnames or not need <= {c.strip().lower() for c in reader.fieldnames}:
+            raise UserError(f"{path} is not fer2013.csv: it needs the columns emotion,pixels[,Usage], found {reader.fieldnames}.")
+        cols = {c.strip().lower(): c for c in reader.fieldnames}
+        for lineno, row in enumerate(_progress(reader, None, "reading csv", progress), start=2):
+            where = f"{path.name}:{lineno}"
+            try:
+                name = FER2013_CSV_CODES[int(row[cols["emotion"]])]
+                pixels = np.array(row[cols["pixels"]].split(), dtype=np.int64)
+                side = int(round(np.sqrt(pixels.size)))
+                if side * side != pixels.size or pixels.size == 0 or pixels.min() < 0 or pixels.max() > 255:
+                    raise ValueError("pixels are not a square 0-255 image")
+            except (KeyError, ValueError, TypeError) as exc:
+                skipped.append((where, f"bad row ({exc})"))
+                continue
+            usage = (row.get(cols.get("usage", ""), "") or "Training").strip().lower()
+            split = CSV_USAGE.get(usage)
+            if split is None:
+                skipped.append((where, f"unknown Usage '{usage}'"))
+                continue
+            xs, ys, names = per_split.setdefault(split, ([], [], []))
+            xs.append(resize_square(pixels.reshape(side, side).astype(np.uint8), size))
+            ys.append(LABELS.index(name))
+            names.append(where)
+    splits = {s: Split(np.stack(xs), np.array(ys, np.int64), names) for s, (xs, ys, names) in per_split.items()}
+    return splits, skipped
+
+
+def _cache_path(cache_dir: Path, fingerprint: str) -> Path:
+    return cache_dir / "datasets" / f"{fingerprint}.npz"
+
+
+def _read_cache(cache_dir, fingerprint, path, layout) -> Dataset | None:
+    p = _cache_path(cache_dir, fingerprint)
+    if not p.exists():
+        return None
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            splits = {s: Split(z[f"{s}_x"], z[f"{s}_y"], meta["names"][s]) for s in meta["splits"]}
+    except Exception:  # a damaged cache is rebuilt, not trusted
+        return None
+    return Dataset(str(path), layout, fingerprint, splits, [tuple(s) for s in meta["skipped"]])
+
+
+def _write_cache(cache_dir: Path, ds: Dataset) -> None:
+    p = _cache_path(cache_dir, ds.fingerprint)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {}
+        for s, sp in ds.splits.items():
+            arrays[f"{s}_x"], arrays[f"{s}_y"] = sp.x, sp.y
+        meta = {"splits": list(ds.splits), "names": {s: sp.names for s, sp in ds.splits.items()}, "skipped": ds.skipped}
+        tmp = p.with_suffix(".tmp.npz")
+        np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
+        os.replace(tmp, p)
+    except OSError:
+        pass  # caching is an optimisation; a read-only home must not stop training
+
+
+def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
+    """(rest, held) with `fraction` of every class held out; fixed by the seed."""
+    rng = np.random.default_rng(seed)
+    held = []
+    for c in range(len(LABELS)):
+        idx = np.flatnonzero(split.y == c)
+        rng.shuffle(idx)
+        held.extend(idx[: int(round(len(idx) * fraction))])
+    held_mask = np.zeros(len(split), bool)
+    held_mask[held] = True
+    return split.take(np.flatnonzero(~held_mask)), split.take(np.flatnonzero(held_mask))
+
+
+def train_val(ds: Dataset, val_fraction: float = 0.1, seed: int = 1234) -> tuple[Split, Split, str]:
+    """Training and validation splits, before any augmentation.
+
+    The dataset's own val split (PublicTest) when it has one, else a stratified split
+    with a fixed seed. A test split is never used here.
+    """
+    if "val" in ds.splits and "train" in ds.splits:
+        return ds.splits["train"], ds.splits["val"], "dataset val split"
+    base = ds.splits.get("train") or ds.splits.get("all")
+    if base is None:
+        raise UserError(f"{ds.source} has no training images (found splits: {', '.join(ds.splits)}).")
+    rest, held = stratified_split(base, val_fraction, seed)
+    return rest, held, f"stratified {val_fraction:.0%} of train, seed {seed}"
+
+
+def eval_split(ds: Dataset, which: str | None = None) -> tuple[Split, str]:
+    """The split `edge eval` measures: the named one, else val, else everything in a flat folder."""
+    if which:
+        if which not in ds.splits:
+            raise UserError(f"{ds.source} has no '{which}' split; it has: {', '.join(ds.splits)}.")
+        return ds.splits[which], which
+    for name in ("val", "all", "test", "train"):
+        if name in ds.splits:
+            return ds.splits[name], name
+    raise UserError(f"{ds.source} has no images to evaluate.")

@@ -1,0 +1,190 @@
+"""`edge train`: fit an architecture from the registry, with checkpoints and resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import UserError
+from edge.labels import LABELS
+from train.augment import AugmentConfig, augment_batch
+from train.data import Split, load_dataset, train_val
+
+INPUT_SIZE = 48  # FER2013's native crop; the model card carries it from here on
+
+
+@dataclass
+class TrainSettings:
+    data: str
+    out: str
+    arch: str = "queue_net"
+    epochs: int = 40
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.01
+    warmup_epochs: int = 2
+    label_smoothing: float = 0.1
+    class_weight_power: float = 0.5  # 0: none, 1: fully inverse-frequency
+    mixup_alpha: float = 0.0
+    patience: int = 12
+    seed: int = 1234
+    val_fraction: float = 0.1
+    weights: str | None = None  # mobilenetv2 only: "imagenet" or None
+    augment: bool = True
+    steps_per_epoch: int | None = None  # for quick tests
+    arch_options: dict = field(default_factory=dict)
+
+
+def class_weights(y: np.ndarray, power: float) -> np.ndarray:
+    """(N / (K * n_c)) ** power per class, normalised so the mean sample weight is 1."""
+    counts = np.bincount(y, minlength=len(LABELS)).astype(float)
+    w = np.where(counts > 0, (counts.sum() / (len(LABELS) * np.maximum(counts, 1))) ** power, 0.0)
+    return w / (w[y].mean() if len(y) else 1.0)
+
+
+def _batches(keras):
+    class AugmentedBatches(keras.utils.PyDataset):
+        """Shuffled, augmented (x, one-hot y, sample weight) batches; seeded by (seed, epoch, batch)."""
+
+        def __init__(self, split: Split, s: TrainSettings, weights: np.ndarray):
+            super().__init__()
+            self.split, self.s, self.weights = split, s, weights
+            self.epoch = 0
+            self.aug = AugmentConfig()
+            self._order()
+
+        def _order(self):
+            self.order = np.random.default_rng([self.s.seed, self.epoch]).permutation(len(self.split))
+
+        def set_epoch(self, epoch: int):
+            self.epoch = epoch
+            self._order()
+
+        def __len__(self):
+            n = math.ceil(len(self.split) / self.s.batch_size)
+            return min(n, self.s.steps_per_epoch) if self.s.steps_per_epoch else n
+
+        def __getitem__(self, i):
+            idx = self.order[i * self.s.batch_size : (i + 1) * self.s.batch_size]
+            rng = np.random.default_rng([self.s.seed, self.epoch, i])
+            x = self.split.x[idx]
+            x = augment_batch(x, rng, self.aug) if self.s.augment else x.astype(np.float32)
+            y = np.eye(len(LABELS), dtype=np.float32)[self.split.y[idx]]
+            sw = self.weights[self.split.y[idx]].astype(np.float32)
+            if self.s.mixup_alpha > 0:
+                lam = rng.beta(self.s.mixup_alpha, self.s.mixup_alpha)
+                perm = rng.permutation(len(idx))
+                x = lam * x + (1 - lam) * x[perm]
+                y = lam * y + (1 - lam) * y[perm]
+                sw = lam * sw + (1 - lam) * sw[perm]
+            return x[..., None], y, sw
+
+    return AugmentedBatches
+
+
+def _epoch_sync(keras, batches):
+    class EpochSync(keras.callbacks.Callback):
+        """Tell the batches which epoch runs, so a resumed run replays the same augmentation."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            batches.set_epoch(epoch)
+
+    return EpochSync()
+
+
+def import_keras():
+    try:
+        import keras  # noqa: F401
+        import tensorflow  # noqa: F401
+    except ImportError as exc:
+        raise UserError(
+            f"Training needs TensorFlow/Keras ({exc.name} is missing); install the build extra: pip install -e '.[train]'."
+        ) from exc
+    return keras
+
+
+def versions() -> dict:
+    import keras
+    import tensorflow as tf
+
+    return {"python": platform.python_version(), "numpy": np.__version__, "tensorflow": tf.__version__,
+            "keras": keras.__version__, "platform": platform.platform()}
+
+
+def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None) -> dict:
+    """Train into s.out; returns the metrics written to metrics.json."""
+    out = Path(s.out)
+    settings_file = out / "train_settings.json"
+    if resume:
+        if not settings_file.exists():
+            raise UserError(f"Nothing to resume in {out}: it has no train_settings.json; start a new run without --resume.")
+        # The saved settings win: a resumed run continues the same schedule and data.
+        s = TrainSettings(**json.loads(settings_file.read_text()))
+    elif out.exists() and any(out.iterdir()):
+        raise UserError(f"Run folder {out} already has files; pass --resume to continue it or choose a new --out.")
+
+    keras = import_keras()
+    from train import archs, report
+
+    keras.utils.set_random_seed(s.seed)
+    ds = load_dataset(s.data, size=INPUT_SIZE)
+    tr, va, val_source = train_val(ds, s.val_fraction, s.seed)
+    if len(tr) == 0 or len(va) == 0:
+        raise UserError(f"{s.data} gives {len(tr)} training and {len(va)} validation images; both must be non-empty.")
+
+    out.mkdir(parents=True, exist_ok=True)
+    settings_file.write_text(json.dumps(asdict(s), indent=2))
+    cmd = command or sys.argv
+    with (out / "command.txt").open("a") as fh:
+        fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}  {shlex.join(cmd)}\n")
+    (out / "data.json").write_text(json.dumps({**ds.summary(), "validation": val_source,
+                                               "train_images": len(tr), "val_images": len(va)}, indent=2))
+    (out / "versions.json").write_text(json.dumps(versions(), indent=2))
+
+    options = dict(s.arch_options)
+    if s.arch == "mobilenetv2":
+        options["weights"] = s.weights
+    model = archs.build(s.arch, INPUT_SIZE, len(LABELS), **options)
+    weights = class_weights(tr.y, s.class_weight_power)
+    batches = _batches(keras)(tr, s, weights)
+    steps = len(batches) * s.epochs
+    warmup = len(batches) * s.warmup_epochs
+    schedule = keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=s.lr / 10 if warmup else s.lr, decay_steps=max(1, steps - warmup),
+        warmup_target=s.lr if warmup else None, warmup_steps=warmup, alpha=0.01)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=s.weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=s.label_smoothing),
+        metrics=["accuracy"],
+    )
+    val_x = va.x[..., None].astype(np.float32)
+    val_y = np.eye(len(LABELS), dtype=np.float32)[va.y]
+    callbacks = [
+        keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False),
+        _epoch_sync(keras, batches),
+        keras.callbacks.ModelCheckpoint(str(out / "model.keras"), monitor="val_accuracy", save_best_only=True),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+        keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=s.patience, restore_best_weights=True),
+    ]
+    started = time.time()
+    model.fit(batches, validation_data=(val_x, val_y), epochs=s.epochs, callbacks=callbacks,
+              verbose=1 if sys.stdout.isatty() else 2)
+    elapsed = time.time() - started
+    timing_file = out / "timing.json"
+    timing = json.loads(timing_file.read_text()) if timing_file.exists() else {"train_seconds": 0.0}
+    timing["train_seconds"] += elapsed
+    timing_file.write_text(json.dumps(timing, indent=2))
+
+    best = keras.models.load_model(out / "model.keras") if (out / "model.keras").exists() else model
+    probs = best.predict(val_x, batch_size=256, verbose=0)
+    metrics = report.write_run_report(out, best, va, probs, tr, ds, weights, timing["train_seconds"], val_source)
+    return metrics
