@@ -59,6 +59,90 @@ def train(data, out, arch, epochs, batch_size, lr, label_smoothing, class_weight
     click.echo(f"val accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}; report in {out}")
 
 
+@cli.command()
+@click.argument("model")
+@click.option("--data", required=True, help="Dataset folder or fer2013.csv (train split calibrates, val split checks parity).")
+@click.option("--out", required=True, help="Folder for model_int8.tflite, model_float32.tflite, model.json, parity.*")
+@click.option("--calibration-size", type=int, default=500, show_default=True, help="Representative images, stratified by class.")
+@click.option("--max-drop", type=float, default=0.5, show_default=True, help="Largest allowed accuracy drop, percentage points.")
+@click.option("--min-agreement", type=float, default=0.97, show_default=True, help="Smallest allowed Keras/int8 top-1 agreement.")
+@click.option("--float16", is_flag=True, help="Also write model_float16.tflite.")
+@click.option("--split", default=None, help="Split to check parity on (default: val).")
+def convert(model, data, out, calibration_size, max_drop, min_agreement, float16, split):
+    """Quantize a trained model (run folder or .keras) to int8 TFLite and check parity."""
+    from convert.parity import markdown
+    from convert.quantize import ConvertSettings, run
+    from train.trainer import import_keras
+
+    import_keras()
+    parity, failures = run(ConvertSettings(model=model, data=data, out=out, calibration_size=calibration_size,
+                                           max_drop_pp=max_drop, min_agreement=min_agreement, float16=float16,
+                                           split=split))
+    click.echo(markdown(parity))
+    if failures:
+        raise UserError(f"Parity gate failed: {'; '.join(failures)} (files kept in {out}).")
+
+
+@cli.command("eval")
+@click.argument("model_arg", metavar="[MODEL]", required=False)
+@click.option("--model", "model_opt", default=None, help="A .keras or .tflite model (default: the shipped model).")
+@click.option("--data", required=True, help="Dataset folder or fer2013.csv.")
+@click.option("--split", default=None, help="Split to evaluate (default: val, else all images).")
+@click.option("--json", "as_json", is_flag=True, help="Print the evaluation as JSON.")
+@click.option("--raw", is_flag=True, help="Skip the card's temperature (uncalibrated probabilities).")
+def eval_cmd(model_arg, model_opt, data, split, as_json, raw):
+    """Evaluate any model (.keras through Keras, .tflite through the edge runtime) on a dataset."""
+    from edge.evaluate import evaluate
+
+    rep = evaluate(model_opt or model_arg, data, split, calibrated=not raw)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(rep, indent=2))
+    else:
+        from edge.metrics import format_report
+
+        click.echo(format_report(rep, f"{rep['model']} on {rep['data']} [{rep['split']}] via {rep['runtime']}"))
+
+
+@cli.command("run")
+@click.option("--config", "config_path", default=None, help="TOML config file (default: built-in defaults).")
+@click.option("--camera", type=int, default=None, help="Camera index: the Pi camera via picamera2, else a USB camera.")
+@click.option("--source", default=None, help="Video file, image folder or rtsp:// / http:// stream instead of a camera.")
+@click.option("--model", default=None, help="int8 .tflite model with model.json beside it (default: the shipped model).")
+@click.option("--detector", type=click.Choice(["blazeface", "haar", "yunet"]), default=None)
+@click.option("--detector-model", default=None, help="Face detector model file.")
+@click.option("--threads", type=int, default=None, help="Interpreter threads (default 1).")
+@click.option("--max-frames", type=int, default=None, help="Stop after this many frames.")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--preview", default=None, metavar="VIDEO.mp4",
+              help="Write an annotated video for debugging (off by default: frames never leave memory).")
+@click.option("--print-config", is_flag=True, help="Print the effective config as TOML and exit.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON at the end.")
+@click.option("-v", "--verbose", count=True)
+def run_cmd(config_path, camera, source, model, detector, detector_model, threads, max_frames, duration, preview,
+            print_config, as_json, verbose):
+    """Watch the queue: camera -> faces -> expressions -> queue mood -> local alerts."""
+    import json
+    import logging
+
+    from edge.app import RunOptions, run
+    from edge.config import load_config, to_dict, to_toml
+
+    overrides = {k: v for k, v in {
+        "source.camera": camera, "source.path": source, "model.path": model, "detector.kind": detector,
+        "detector.model": detector_model, "model.threads": threads}.items() if v is not None}
+    cfg = load_config(config_path, overrides)
+    if print_config:
+        click.echo(to_toml(to_dict(cfg)))
+        return
+    logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    summary = run(cfg, RunOptions(max_frames=max_frames, duration_s=duration, preview=preview))
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+
+
 def main():
     cli(prog_name="edge")
 

@@ -102,6 +102,7 @@ def _epoch_sync(keras, batches):
 
 
 def import_keras():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
     try:
         import keras  # noqa: F401
         import tensorflow  # noqa: F401

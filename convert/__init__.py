@@ -1,0 +1,1 @@
+"""Build-machine conversion stage: Keras -> int8 TFLite with a parity gate and the model card."""

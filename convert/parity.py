@@ -1,0 +1,61 @@
+"""Float-vs-int8 parity: the gate that proves quantization kept the model's behaviour."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from edge.classifier import Classifier
+from edge.labels import LABELS
+from edge.metrics import classification_report
+
+
+def parity_report(model, files: dict, card, split, calibration_size: int) -> dict:
+    keras_probs = model.predict(split.x.astype(np.float32)[..., None], batch_size=256, verbose=0)
+    reports = {"keras": classification_report(split.y, keras_probs)}
+    probs = {"keras": keras_probs}
+    for kind, path in files.items():
+        clf = Classifier(path, card, calibrated=False)
+        probs[kind] = clf.predict_many(split.x)
+        reports[kind] = classification_report(split.y, probs[kind])
+    diff = np.abs(probs["int8"] - keras_probs)
+    return {
+        "images": int(len(split)),
+        "calibration_size": calibration_size,
+        "accuracy": {k: r["accuracy"] for k, r in reports.items()},
+        "keras_accuracy": reports["keras"]["accuracy"],
+        "int8_accuracy": reports["int8"]["accuracy"],
+        "drop_pp": round(100 * (reports["keras"]["accuracy"] - reports["int8"]["accuracy"]), 3),
+        "agreement": float((probs["int8"].argmax(1) == keras_probs.argmax(1)).mean()),
+        "recall_delta_pp": {c: round(100 * (reports["int8"]["per_class"][c]["recall"] - reports["keras"]["per_class"][c]["recall"]), 3)
+                            for c in LABELS},
+        "prob_abs_diff": {"mean": float(diff.mean()), "max": float(diff.max())},
+        "file_bytes": {k: Path(p).stat().st_size for k, p in files.items()},
+        "macro_f1": {k: r["macro_f1"] for k, r in reports.items()},
+    }
+
+
+def markdown(p: dict) -> str:
+    rows = ["| model | accuracy | macro-F1 | file size |", "|---|---:|---:|---:|"]
+    for k, acc in p["accuracy"].items():
+        size = f"{p['file_bytes'][k] / 1024:.0f} KiB" if k in p["file_bytes"] else "-"
+        rows.append(f"| {k} | {100 * acc:.2f}% | {p['macro_f1'][k]:.4f} | {size} |")
+    rows += [
+        "",
+        f"- images: {p['images']}, calibration images: {p['calibration_size']}",
+        f"- int8 drop vs Keras: {p['drop_pp']:.2f} pp; top-1 agreement: {100 * p['agreement']:.2f}%",
+        f"- probability |diff| int8 vs Keras: mean {p['prob_abs_diff']['mean']:.4f}, max {p['prob_abs_diff']['max']:.4f}",
+        "- per-class recall change (pp): " + ", ".join(f"{c} {d:+.2f}" for c, d in p["recall_delta_pp"].items()),
+    ]
+    b = p.get("budget")
+    if b:
+        rows.append(f"- gate (drop <= {b['max_drop_pp']} pp, agreement >= {b['min_agreement']}): "
+                    + ("passed" if b["passed"] else "FAILED: " + "; ".join(b["failures"])))
+    return "\n".join(rows) + "\n"
+
+
+def write_parity(out: Path, p: dict) -> None:
+    (out / "parity.json").write_text(json.dumps(p, indent=2))
+    (out / "parity.md").write_text(markdown(p))

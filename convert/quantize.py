@@ -1,0 +1,154 @@
+"""`edge convert`: full-integer post-training quantization with a representative dataset."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.card import ModelCard, Quant, sha256_file
+from edge.errors import UserError
+from edge.labels import LABELS
+from edge.preprocess import DEFAULT_CROP_RULE
+from train.data import Split, load_dataset, train_val
+
+
+@dataclass
+class ConvertSettings:
+    model: str  # run folder or .keras file
+    data: str
+    out: str
+    calibration_size: int = 500
+    max_drop_pp: float = 0.5
+    min_agreement: float = 0.97
+    float16: bool = False
+    seed: int = 1234
+    split: str | None = None  # parity split; default val
+
+
+def resolve_keras_model(path: str) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        p = p / "model.keras"
+    if not p.is_file():
+        raise UserError(f"No Keras model at {p}; pass a run folder from `edge train` or a .keras file.")
+    return p
+
+
+def load_keras(path: Path):
+    from train.trainer import import_keras
+
+    keras = import_keras()
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises several types for a damaged archive
+        raise UserError(f"{path} could not be loaded as a Keras model ({type(exc).__name__}: {exc}).") from exc
+    shape = tuple(model.input_shape[1:])
+    if len(shape) != 3 or shape[0] != shape[1] or shape[2] != 1:
+        raise UserError(f"{path} takes input {model.input_shape}, but the pipeline feeds square grayscale crops "
+                        "(None, S, S, 1); retrain it with `edge train`.")
+    if model.output_shape[-1] != len(LABELS):
+        raise UserError(f"{path} outputs {model.output_shape[-1]} classes, expected {len(LABELS)} ({', '.join(LABELS)}).")
+    return model
+
+
+def representative(split: Split, n: int, seed: int) -> np.ndarray:
+    """n training crops drawn stratified by class with a fixed seed, as float32 raw pixels:
+    exactly what the classifier is fed at inference (the rescale sits inside the model)."""
+    rng = np.random.default_rng(seed)
+    counts = np.bincount(split.y, minlength=len(LABELS))
+    share = np.maximum(1, np.round(n * counts / counts.sum())).astype(int)
+    idx = []
+    for c in range(len(LABELS)):
+        cls = np.flatnonzero(split.y == c)
+        idx.extend(rng.choice(cls, min(share[c], len(cls)), replace=False))
+    idx = np.array(idx)
+    rng.shuffle(idx)
+    return split.x[idx].astype(np.float32)[..., None]
+
+
+def to_tflite(model, kind: str, calib: np.ndarray | None = None) -> bytes:
+    """Keras -> SavedModel -> TFLite. kind: int8 (full integer), float32 or float16."""
+    import tensorflow as tf
+
+    tmp = tempfile.mkdtemp(prefix="qm-export-")
+    try:
+        model.export(tmp, format="tf_saved_model", verbose=False)
+        conv = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        if kind == "int8":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.representative_dataset = lambda: ([calib[i : i + 1]] for i in range(len(calib)))
+            conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]  # no Flex ops
+            conv.inference_input_type = tf.int8
+            conv.inference_output_type = tf.int8
+        elif kind == "float16":
+            conv.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv.target_spec.supported_types = [tf.float16]
+        try:
+            return conv.convert()
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"TFLite {kind} conversion failed ({first}); the model must use TFLite builtin ops only.") from exc
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def io_quant(tflite_path: Path) -> tuple[Quant, Quant]:
+    from edge.runtime import load_interpreter
+
+    it = load_interpreter(tflite_path)
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    return Quant(float(i["quantization"][0]), int(i["quantization"][1])), Quant(float(o["quantization"][0]), int(o["quantization"][1]))
+
+
+def run(s: ConvertSettings) -> tuple[dict, list[str]]:
+    """Convert, write the card and the parity report; returns (parity, failures)."""
+    from convert.parity import parity_report, write_parity
+
+    keras_path = resolve_keras_model(s.model)
+    model = load_keras(keras_path)
+    size = int(model.input_shape[1])
+    ds = load_dataset(s.data, size=size)
+    train_split, val_split, _ = train_val(ds, seed=s.seed)
+    if s.split:
+        from train.data import eval_split
+
+        val_split, _ = eval_split(ds, s.split)
+    out = Path(s.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    calib = representative(train_split, s.calibration_size, s.seed)
+    files = {"int8": out / "model_int8.tflite", "float32": out / "model_float32.tflite"}
+    if s.float16:
+        files["float16"] = out / "model_float16.tflite"
+    for kind, path in files.items():
+        path.write_bytes(to_tflite(model, kind, calib if kind == "int8" else None))
+
+    in_q, out_q = io_quant(files["int8"])
+    run_dir = keras_path.parent
+    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
+    card = ModelCard(
+        labels=list(LABELS), input_size=size, color="gray", crop=DEFAULT_CROP_RULE,
+        input_quant=in_q, output_quant=out_q, model_file=files["int8"].name,
+        model_sha256=sha256_file(files["int8"]), source_sha256=sha256_file(keras_path),
+        architecture=model.name,
+        metrics={k: metrics[k] for k in ("accuracy", "macro_f1", "parameters") if k in metrics},
+    )
+    card.save(out)
+    parity = parity_report(model, files, card, val_split, s.calibration_size)
+    failures = []
+    if parity["drop_pp"] > s.max_drop_pp:
+        failures.append(f"int8 accuracy drop {parity['drop_pp']:.2f} pp exceeds --max-drop {s.max_drop_pp} pp")
+    if parity["agreement"] < s.min_agreement:
+        failures.append(f"Keras/int8 top-1 agreement {parity['agreement']:.4f} is below --min-agreement {s.min_agreement}")
+    parity["budget"] = {"max_drop_pp": s.max_drop_pp, "min_agreement": s.min_agreement, "passed": not failures,
+                        "failures": failures}
+    card.parity = {k: parity[k] for k in ("images", "keras_accuracy", "int8_accuracy", "drop_pp", "agreement")}
+    card.parity["passed"] = not failures
+    card.save(out)
+    write_parity(out, parity)
+    return parity, failures

@@ -1,0 +1,52 @@
+"""The alert policy: a pure state machine handed timestamps.
+
+Raises when the negative share stays >= raise_share for raise_after_s with at least
+min_faces faces; clears when it stays below clear_share (hysteresis) for clear_after_s;
+no new alert until cooldown_s after a clear.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class AlertPolicy:
+    raise_share: float = 0.5
+    clear_share: float = 0.3
+    raise_after_s: float = 5.0
+    clear_after_s: float = 5.0
+    min_faces: int = 2
+    cooldown_s: float = 120.0
+
+    def __post_init__(self):
+        self.raised = False
+        self._since: float | None = None  # when the condition for the next transition began
+        self._cooldown_until = float("-inf")
+
+    @property
+    def state(self) -> str:
+        return "raised" if self.raised else "clear"
+
+    def update(self, t_s: float, negative_share: float, faces: int) -> str | None:
+        """Advance to time t_s; returns "raised" or "cleared" on a transition, else None."""
+        if not self.raised:
+            hot = faces >= self.min_faces and negative_share >= self.raise_share and t_s >= self._cooldown_until
+            if not hot:
+                self._since = None
+                return None
+            self._since = t_s if self._since is None else self._since
+            if t_s - self._since >= self.raise_after_s:
+                self.raised, self._since = True, None
+                return "raised"
+            return None
+        calm = negative_share < self.clear_share
+        if not calm:
+            self._since = None
+            return None
+        self._since = t_s if self._since is None else self._since
+        if t_s - self._since >= self.clear_after_s:
+            self.raised, self._since = False, None
+            self._cooldown_until = t_s + self.cooldown_s
+            return "cleared"
+        return None

@@ -1,0 +1,143 @@
+"""`edge run`: the service loop. Frames in, counts and alerts out; no frame or face crop is
+written or sent anywhere unless --preview asks for an annotated video.
+
+Exit codes: 0 normal end (source finished, --max-frames/--duration reached, SIGINT/SIGTERM);
+2 bad input (config, model, camera, video); 3 the live source could not be reopened.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edge.config import Config
+
+log = logging.getLogger("edge")
+
+
+@dataclass
+class RunOptions:
+    max_frames: int | None = None
+    duration_s: float | None = None
+    preview: str | None = None  # path of an annotated video to write (debugging only)
+    every: int = 1
+
+
+def load_parts(cfg: Config):
+    """(classifier, detector) for a config; errors are UserErrors with one sentence."""
+    from edge.classifier import Classifier
+    from edge.detectors.base import create_detector
+    from edge.models import default_model_path
+
+    model_path = Path(cfg.model.path) if cfg.model.path else default_model_path()
+    classifier = Classifier(model_path, num_threads=cfg.model.threads)
+    d = cfg.detector
+    detector = create_detector(d.kind, model=d.model, variant=d.variant, min_score=d.min_score,
+                               min_face_px=d.min_face_px, threads=cfg.model.threads)
+    return classifier, detector
+
+
+def make_event(kind: str, result, device: str) -> "AlertEvent":
+    from edge.sinks.base import AlertEvent
+
+    return AlertEvent(kind=kind, t_s=round(result.t_s, 3), wall_time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                      negative_share=round(result.mood.negative_share, 4), faces=result.mood.faces,
+                      counts=result.mood.counts, device=device, event_id=uuid.uuid4().hex)
+
+
+class _StopFlag:
+    """Set by SIGINT/SIGTERM; the loop finishes its frame and flushes the sinks."""
+
+    def __init__(self):
+        self.event = threading.Event()
+
+    def install(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, lambda *_: self.event.set())
+
+
+def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
+    """Run the pipeline until the source ends or a limit/signal stops it; returns a summary."""
+    from edge.pipeline import Pipeline
+    from edge.sinks import build_sinks
+    from edge.sources import open_source
+    from edge.status import Stats, StatusServer
+
+    classifier, detector = load_parts(cfg)
+    device = cfg.device_name or socket.gethostname()
+    pipeline = Pipeline(cfg, classifier, detector)
+    s = cfg.source
+    source = open_source(s.camera, s.path, s.width, s.height, s.fps, opts.every, s.reopen_max_backoff_s)
+    stats = Stats(classifier.runtime.describe(), str(classifier.path), source.describe())
+    log.info("model %s (%s, %s); detector %s; source %s", classifier.path.name, classifier.card.architecture,
+             classifier.runtime.describe(), detector.describe(), source.describe())
+    sinks = build_sinks(cfg.sinks, device)
+    server = StatusServer(stats, cfg.status.host, cfg.status.port).start() if cfg.status.enabled else None
+    if server:
+        log.info("status on http://%s:%d/status and /metrics", cfg.status.host, server.port)
+    stop = _StopFlag()
+    stop.install()
+    writer = None
+    frames = alerts = 0
+    track_ids: set[int] = set()
+    started = time.monotonic()
+    try:
+        with source:
+            for frame in source:
+                result = pipeline.process(frame)
+                frames += 1
+                track_ids.update(t.id for t in result.tracks)
+                if result.transition:
+                    alerts += result.transition == "raised"
+                    event = make_event(result.transition, result, device)
+                    log.warning("ALERT %s at t=%.1fs: %.0f%% of %d faces negative", result.transition, result.t_s,
+                                100 * result.mood.negative_share, result.mood.faces)
+                    sinks.send(event)
+                stats.update(result, source.dropped, pipeline.timer.medians_ms(), sinks.failures)
+                if opts.preview:
+                    writer = _preview(writer, opts.preview, frame, result, classifier.labels)
+                if on_result:
+                    on_result(frame, result)
+                if stop.event.is_set() or (opts.max_frames and frames >= opts.max_frames) or \
+                        (opts.duration_s and time.monotonic() - started >= opts.duration_s):
+                    break
+    finally:
+        sinks.close()
+        if server:
+            server.stop()
+        if writer is not None:
+            writer.release()
+    elapsed = time.monotonic() - started
+    summary = {"frames": frames, "tracks": len(track_ids), "alerts_raised": alerts, "seconds": round(elapsed, 2),
+               "fps": round(frames / elapsed, 2) if elapsed > 0 else 0.0, "dropped_frames": source.dropped,
+               "stage_ms": pipeline.timer.medians_ms(), "runtime": classifier.runtime.describe(),
+               "alert_state": pipeline.policy.state}
+    log.info("stopped after %d frames: %s", frames, summary)
+    return summary
+
+
+def _preview(writer, path: str, frame, result, labels):
+    """Annotated copy of the frames, for debugging only (off by default: privacy)."""
+    import cv2
+
+    img = frame.image if frame.image.ndim == 3 else cv2.cvtColor(frame.image, cv2.COLOR_GRAY2BGR)
+    img = img.copy()
+    for tr in result.tracks:
+        x, y, w, h = tr.box.rounded()
+        cv2.rectangle(img, (x, y), (x + w, y + h), (0, 255, 0), 2)
+        cv2.putText(img, f"#{tr.id} {labels[tr.top]} {tr.confidence:.2f}", (x, max(12, y - 4)),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1)
+    cv2.putText(img, f"negative {100 * result.mood.negative_share:.0f}% of {result.mood.faces}  alert: {result.alert_state}",
+                (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 255), 2)
+    if writer is None:
+        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 15, (img.shape[1], img.shape[0]))
+    writer.write(img)
+    return writer

@@ -1,0 +1,105 @@
+"""The expression classifier on the TFLite runtime: crops in, calibrated probabilities out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edge.card import ModelCard, load_card
+from edge.errors import UserError
+from edge.runtime import load_interpreter, runtime
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    """The one place model outputs are turned back into real numbers."""
+    return (q.astype(np.float32) - zero_point) * scale
+
+
+def apply_temperature(probs: np.ndarray, temperature: float, floor: float = 1e-6) -> np.ndarray:
+    """softmax(log p / T): temperature scaling on a model whose output is already softmax."""
+    if temperature == 1.0:
+        return probs
+    logp = np.log(np.maximum(probs, floor)) / temperature
+    logp -= logp.max(axis=1, keepdims=True)
+    e = np.exp(logp)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Classifier:
+    """Runs a converted model; `predict` takes uint8 (n, s, s) face crops."""
+
+    def __init__(self, model_path, card: ModelCard | None = None, num_threads: int | None = 1,
+                 calibrated: bool = True):
+        """calibrated=False gives the bare model: no flip averaging, no temperature."""
+        self.path = Path(model_path)
+        self.card = card or load_card(self.path)
+        self.interp = load_interpreter(self.path, num_threads)
+        self.runtime = runtime()
+        inp = self.interp.get_input_details()[0]
+        out = self.interp.get_output_details()[0]
+        s = self.card.input_size
+        if tuple(inp["shape"][1:]) != (s, s, 1) or out["shape"][-1] != len(self.card.labels):
+            raise UserError(
+                f"{self.path} takes input {list(inp['shape'])} and gives {list(out['shape'])}, but its card says "
+                f"[n, {s}, {s}, 1] -> [n, {len(self.card.labels)}]; the model and model.json do not belong together."
+            )
+        self._in, self._out = inp, out
+        self._batch = int(inp["shape"][0])
+        self.temperature = self.card.temperature if calibrated else 1.0
+        self.flip_average = self.card.flip_average and calibrated
+        # The quantization of the model file itself is what counts; the card must agree with it.
+        self._in_q = inp["quantization"] if inp["dtype"] != np.float32 else None
+        self._out_q = out["quantization"] if out["dtype"] != np.float32 else None
+        # Small probabilities are 0 after int8 quantization; half a step keeps log() finite.
+        self._floor = self._out_q[0] / 2 if self._out_q else 1e-6
+
+    @property
+    def labels(self) -> list[str]:
+        return self.card.labels
+
+    def _resize(self, n: int):
+        if n != self._batch:
+            s = self.card.input_size
+            self.interp.resize_tensor_input(self._in["index"], [n, s, s, 1])
+            self.interp.allocate_tensors()
+            self._batch = n
+
+    def raw_probs(self, crops: np.ndarray) -> np.ndarray:
+        """Uncalibrated model probabilities, (n, classes) float32."""
+        crops = np.asarray(crops)
+        if crops.ndim == 2:
+            crops = crops[None]
+        n = len(crops)
+        if n == 0:
+            return np.zeros((0, len(self.labels)), np.float32)
+        x = crops.astype(np.float32)[..., None]
+        if self._in_q:
+            x = quantize(x, self._in_q[0], self._in_q[1], self._in["dtype"])
+        self._resize(n)
+        self.interp.set_tensor(self._in["index"], x)
+        self.interp.invoke()
+        y = self.interp.get_tensor(self._out["index"])
+        return dequantize(y, *self._out_q) if self._out_q else y.astype(np.float32)
+
+    def predict(self, crops: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities: with the card's flip_average, the mean over each crop and
+        its mirror image (one batch), then the card's temperature."""
+        crops = np.asarray(crops)
+        if crops.ndim == 2:
+            crops = crops[None]
+        if self.flip_average and len(crops):
+            both = self.raw_probs(np.concatenate([crops, crops[:, :, ::-1]]))
+            probs = (both[: len(crops)] + both[len(crops) :]) / 2
+        else:
+            probs = self.raw_probs(crops)
+        return apply_temperature(probs, self.temperature, self._floor)
+
+    def predict_many(self, crops: np.ndarray, batch: int = 256) -> np.ndarray:
+        return np.concatenate([self.predict(crops[i : i + batch]) for i in range(0, len(crops), batch)] or
+                              [np.zeros((0, len(self.labels)), np.float32)])

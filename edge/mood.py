@@ -1,0 +1,41 @@
+"""Queue mood over a sliding window: the share of tracked faces whose smoothed emotion is
+negative and confident, and the count of faces per emotion."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from edge.tracking import Track
+
+
+@dataclass
+class Mood:
+    t_s: float
+    faces: int
+    negative: int
+    counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def negative_share(self) -> float:
+        return self.negative / self.faces if self.faces else 0.0
+
+
+class MoodWindow:
+    """Remembers each confirmed track's latest smoothed state for `window_s` seconds."""
+
+    def __init__(self, labels: list[str], window_s: float, negative: list[str], min_confidence: float):
+        self.labels, self.window_s, self.min_confidence = list(labels), window_s, min_confidence
+        self.negative = {labels.index(n) for n in negative}
+        self._latest: dict[int, tuple[float, int, float]] = {}  # track id -> (t_s, top class, confidence)
+
+    def update(self, t_s: float, tracks: list[Track]) -> Mood:
+        for tr in tracks:
+            self._latest[tr.id] = (t_s, tr.top, tr.confidence)
+        for tid in [tid for tid, (t, _, _) in self._latest.items() if t_s - t > self.window_s]:
+            del self._latest[tid]
+        counts = dict.fromkeys(self.labels, 0)
+        negative = 0
+        for _, top, conf in self._latest.values():
+            counts[self.labels[top]] += 1
+            negative += top in self.negative and conf >= self.min_confidence
+        return Mood(t_s, len(self._latest), negative, counts)

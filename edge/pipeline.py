@@ -1,0 +1,90 @@
+"""One frame through the product: detect -> crop -> classify -> track -> mood -> alert.
+
+Shared by `edge run` (live) and `edge analyze` (recordings): one pipeline, two front doors.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.alerts import AlertPolicy
+from edge.classifier import Classifier
+from edge.config import Config
+from edge.detectors.base import FaceDetector
+from edge.mood import Mood, MoodWindow
+from edge.preprocess import crop_face, to_gray
+from edge.sources import Frame
+from edge.tracking import Track, Tracker
+
+STAGES = ("detect", "classify", "track")
+
+
+@dataclass
+class FrameResult:
+    frame_index: int
+    t_s: float
+    detections: int
+    tracks: list[Track]  # confirmed tracks seen in this frame
+    mood: Mood
+    transition: str | None  # "raised" / "cleared" on this frame
+    alert_state: str
+    stage_s: dict[str, float] = field(default_factory=dict)
+
+
+class StageTimer:
+    """Median stage latencies over the last `keep` frames (for /status and benchmarks)."""
+
+    def __init__(self, keep: int = 300):
+        self.samples = {s: deque(maxlen=keep) for s in STAGES}
+        self.per_face = deque(maxlen=keep)
+
+    def add(self, stage_s: dict[str, float], faces: int):
+        for k, v in stage_s.items():
+            self.samples[k].append(v)
+        if faces:
+            self.per_face.append(stage_s["classify"] / faces)
+
+    def medians_ms(self) -> dict[str, float]:
+        out = {k: 1000 * float(np.median(v)) for k, v in self.samples.items() if v}
+        if self.per_face:
+            out["classify_per_face"] = 1000 * float(np.median(self.per_face))
+        return out
+
+
+class Pipeline:
+    def __init__(self, cfg: Config, classifier: Classifier, detector: FaceDetector):
+        self.cfg, self.classifier, self.detector = cfg, classifier, detector
+        card = classifier.card
+        self.crop_rule, self.size = card.crop, card.input_size
+        t, m, a = cfg.tracking, cfg.mood, cfg.alert
+        self.tracker = Tracker(t.iou_match, t.max_gap_s, t.ema_alpha, t.min_hits)
+        self.mood = MoodWindow(card.labels, m.window_s, m.negative, m.min_confidence)
+        self.policy = AlertPolicy(a.raise_share, a.clear_share, a.raise_after_s, a.clear_after_s, a.min_faces, a.cooldown_s)
+        self.timer = StageTimer()
+
+    def classify(self, gray: np.ndarray, boxes) -> np.ndarray:
+        """Calibrated probabilities per box, all faces in one batch."""
+        crops = np.stack([crop_face(gray, b.as_tuple(), self.crop_rule, self.size) for b in boxes])
+        return self.classifier.predict(crops)
+
+    def process(self, frame: Frame) -> FrameResult:
+        t0 = time.perf_counter()
+        detections = self.detector.detect(frame.image)
+        t1 = time.perf_counter()
+        boxes = [d.box for d in detections]
+        if boxes:
+            probs = self.classify(to_gray(frame.image), boxes)
+        else:
+            probs = np.zeros((0, len(self.classifier.labels)), np.float32)
+        t2 = time.perf_counter()
+        tracks = self.tracker.update(frame.t_s, boxes, probs)
+        mood = self.mood.update(frame.t_s, tracks)
+        transition = self.policy.update(frame.t_s, mood.negative_share, mood.faces)
+        t3 = time.perf_counter()
+        stage_s = {"detect": t1 - t0, "classify": t2 - t1, "track": t3 - t2}
+        self.timer.add(stage_s, len(boxes))
+        return FrameResult(frame.index, frame.t_s, len(detections), tracks, mood, transition, self.policy.state, stage_s)

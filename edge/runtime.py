@@ -1,0 +1,71 @@
+"""The one place a TFLite interpreter is loaded: ai-edge-litert, then tflite_runtime,
+then tensorflow.lite (the last only on a build machine)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from edge.errors import UserError
+
+# (runtime name, module with Interpreter, distribution whose version is reported)
+_CANDIDATES = (
+    ("ai-edge-litert", "ai_edge_litert.interpreter", "ai-edge-litert"),
+    ("tflite-runtime", "tflite_runtime.interpreter", "tflite-runtime"),
+    ("tensorflow.lite", "tensorflow.lite", "tensorflow"),
+)
+
+
+@dataclass(frozen=True)
+class Runtime:
+    name: str
+    version: str
+    interpreter_class: type
+
+    def describe(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+_cached: Runtime | None = None
+
+
+def runtime() -> Runtime:
+    """The first TFLite runtime that imports (QUEUE_MOOD_RUNTIME=name forces one)."""
+    global _cached
+    if _cached is not None:
+        return _cached
+    import importlib
+    from importlib import metadata
+
+    forced = os.environ.get("QUEUE_MOOD_RUNTIME")
+    for name, module, dist in _CANDIDATES:
+        if forced and forced != name:
+            continue
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        try:
+            version = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            version = "unknown"
+        _cached = Runtime(name, version, mod.Interpreter)
+        return _cached
+    raise UserError(
+        "No TFLite runtime is installed; install one with: pip install 'ai-edge-litert' 'numpy<2' "
+        "(on a Raspberry Pi) or pip install 'queue-mood[edge]'."
+    )
+
+
+def load_interpreter(model_path, num_threads: int | None = 1):
+    """An allocated interpreter for a .tflite file; a bad file is one clear sentence."""
+    path = os.fspath(model_path)
+    if not os.path.isfile(path):
+        raise UserError(f"Model file {path} does not exist; pass a .tflite model made by `edge convert`.")
+    rt = runtime()
+    try:
+        interp = rt.interpreter_class(model_path=path, num_threads=num_threads)
+        interp.allocate_tensors()
+    except (ValueError, RuntimeError) as exc:
+        raise UserError(f"{path} is not a valid TFLite model ({str(exc).splitlines()[0]}); re-run `edge convert`.") from exc
+    return interp

@@ -1,0 +1,317 @@
+"""Frame sources: context-managed iterators of Frame(image, t_s, index).
+
+Recordings (video files, image folders) are read frame by frame with media timestamps
+(index / fps), so a run raises the same alerts at the same media times on any machine.
+Live sources (cameras, streams) run a grabber thread where the latest frame wins: a slow
+consumer gets the newest frame, stale ones are dropped and counted, and a source that
+stops delivering is reopened with back-off.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from edge.errors import UserError
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mjpeg", ".mjpg")
+
+
+@dataclass
+class Frame:
+    image: np.ndarray  # BGR (h, w, 3) or grayscale (h, w) uint8
+    t_s: float  # seconds: media time for recordings, time.monotonic() for live sources
+    index: int
+
+
+class Source:
+    live = False
+    dropped = 0  # frames discarded because processing was slower than the source
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __iter__(self) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        return type(self).__name__
+
+
+def _cv2():
+    try:
+        import cv2
+    except ImportError as exc:
+        raise UserError("OpenCV is missing; on a Raspberry Pi run: sudo apt install python3-opencv "
+                        "(elsewhere: pip install 'queue-mood[opencv]').") from exc
+    return cv2
+
+
+class VideoFileSource(Source):
+    """A recording, frame by frame; timestamps are index / the file's fps."""
+
+    def __init__(self, path: str, every: int = 1):
+        cv2 = _cv2()
+        self.path, self.every = path, max(1, every)
+        self.cap = cv2.VideoCapture(path)
+        ok, first = self.cap.read() if self.cap.isOpened() else (False, None)
+        if not ok:
+            self.cap.release()
+            raise UserError(f"Cannot read video {path}: the file is missing, damaged or in a format OpenCV cannot decode.")
+        self._first = first
+        fps = self.cap.get(cv2.CAP_PROP_FPS)
+        self.fps = fps if fps and 0 < fps < 1000 else 25.0
+        count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.frame_count = count if count > 0 else None
+
+    def __iter__(self):
+        index, img = 0, self._first
+        while img is not None:
+            if index % self.every == 0:
+                yield Frame(img, index / self.fps, index)
+            ok, img = self.cap.read()
+            img = img if ok else None
+            index += 1
+
+    def close(self):
+        self.cap.release()
+
+    def describe(self):
+        return f"video {self.path} ({self.fps:g} fps)"
+
+
+class ImageFolderSource(Source):
+    """Images in name order as frames at `fps` media frames per second; unreadable files
+    are skipped and listed in `failed`."""
+
+    def __init__(self, path: str, fps: float = 1.0, every: int = 1, files: list[Path] | None = None):
+        self.path, self.fps, self.every = Path(path), fps, max(1, every)
+        self.files = files or sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not self.files:
+            raise UserError(f"Folder {path} has no images (.jpg, .png, .bmp).")
+        self.failed: list[tuple[str, str]] = []
+        self.frame_count = len(self.files)
+
+    def __iter__(self):
+        cv2 = _cv2()
+        for index, f in enumerate(self.files):
+            if index % self.every:
+                continue
+            img = cv2.imdecode(np.fromfile(f, np.uint8), cv2.IMREAD_COLOR) if f.stat().st_size else None
+            if img is None:
+                self.failed.append((str(f), "not a readable image"))
+                log.warning("skipping unreadable image %s", f)
+                continue
+            yield Frame(img, index / self.fps, index)
+
+    @classmethod
+    def single(cls, image: Path) -> "ImageFolderSource":
+        return cls(str(image.parent), files=[image])
+
+    def describe(self):
+        return f"image folder {self.path} ({len(self.files)} images)"
+
+
+class LiveSource(Source):
+    """A grabber thread keeps only the newest frame; reopens with back-off when delivery stops."""
+
+    live = True
+    stall_s = 5.0  # no frame for this long counts as a stopped source
+
+    def __init__(self, max_backoff_s: float = 30.0):
+        self.max_backoff_s = max_backoff_s
+        self._cond = threading.Condition()
+        self._latest: Frame | None = None
+        self._stop = threading.Event()
+        self._index = 0
+        self.reopens = 0
+        self.dropped = 0
+        self._thread: threading.Thread | None = None
+
+    # Subclasses: open the device (raise UserError if absent), read one frame (None = failed), release.
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _read(self) -> np.ndarray | None:
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        pass
+
+    def __enter__(self):
+        self._open()  # the first open fails loudly: a missing camera is a user error
+        self._thread = threading.Thread(target=self._grab_loop, name="frame-grabber", daemon=True)
+        self._thread.start()
+        return self
+
+    def _grab_loop(self):
+        backoff = 0.5
+        last_ok = time.monotonic()
+        while not self._stop.is_set():
+            img = self._read()
+            if img is not None:
+                backoff, last_ok = 0.5, time.monotonic()
+                with self._cond:
+                    if self._latest is not None:
+                        self.dropped += 1  # the consumer never saw it
+                    self._latest = Frame(img, time.monotonic(), self._index)
+                    self._index += 1
+                    self._cond.notify()
+                continue
+            if time.monotonic() - last_ok < 1.0:
+                continue  # a single failed read; try again
+            log.warning("%s stopped delivering frames; reopening in %.1f s", self.describe(), backoff)
+            self._release()
+            if self._stop.wait(backoff):
+                break
+            backoff = min(backoff * 2, self.max_backoff_s)
+            try:
+                self._open()
+                self.reopens += 1
+                last_ok = time.monotonic()
+            except UserError as exc:
+                log.warning("reopen failed: %s", exc)
+        self._release()
+
+    def __iter__(self):
+        while not self._stop.is_set():
+            with self._cond:
+                if self._latest is None:
+                    self._cond.wait(timeout=0.5)
+                frame, self._latest = self._latest, None
+            if frame is not None:
+                yield frame
+
+    def close(self):
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=5)
+
+
+class OpenCVCamera(LiveSource):
+    """A USB camera (VideoCapture(N)) or an RTSP/HTTP stream URL."""
+
+    def __init__(self, device: int | str, width: int = 640, height: int = 480, fps: float = 15.0, max_backoff_s: float = 30.0):
+        super().__init__(max_backoff_s)
+        self.device, self.width, self.height, self.fps = device, width, height, fps
+        self.cap = None
+
+    def _open(self):
+        cv2 = _cv2()
+        cap = cv2.VideoCapture(self.device)
+        if isinstance(self.device, int) and cap.isOpened():
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+            cap.set(cv2.CAP_PROP_FPS, self.fps)
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        if not cap.isOpened() or not cap.read()[0]:
+            cap.release()
+            what = f"camera {self.device}" if isinstance(self.device, int) else f"stream {self.device}"
+            raise UserError(f"Cannot open {what}: check that it is connected (ls /dev/video*) or reachable, "
+                            "and that this user may use it (group 'video').")
+        self.cap = cap
+
+    def _read(self):
+        ok, img = self.cap.read() if self.cap is not None else (False, None)
+        return img if ok else None
+
+    def _release(self):
+        if self.cap is not None:
+            self.cap.release()
+            self.cap = None
+
+    def describe(self):
+        return f"camera {self.device}" if isinstance(self.device, int) else f"stream {self.device}"
+
+
+class PiCamera(LiveSource):
+    """The Raspberry Pi camera via picamera2; the detector reads the lores Y plane (grayscale)."""
+
+    def __init__(self, index: int = 0, width: int = 640, height: int = 480, fps: float = 15.0, max_backoff_s: float = 30.0):
+        super().__init__(max_backoff_s)
+        self.index, self.width, self.height, self.fps = index, width, height, fps
+        self.cam = None
+
+    @staticmethod
+    def available(index: int) -> bool:
+        """picamera2 importable and a libcamera camera `index` present."""
+        try:
+            from picamera2 import Picamera2  # imported here: importing it probes devices
+        except ImportError:
+            return False
+        try:
+            return index < len(Picamera2.global_camera_info())
+        except Exception:  # libcamera errors surface as several types
+            return False
+
+    def _open(self):
+        from picamera2 import Picamera2
+
+        try:
+            cam = Picamera2(self.index)
+            cfg = cam.create_preview_configuration(
+                main={"size": (self.width, self.height), "format": "RGB888"},
+                lores={"size": (self.width, self.height), "format": "YUV420"},
+                controls={"FrameRate": self.fps},
+            )
+            cam.configure(cfg)
+            cam.start()
+        except Exception as exc:
+            raise UserError(f"Cannot start Pi camera {self.index} ({exc}); check the ribbon cable and `rpicam-hello --list-cameras`.") from exc
+        self.cam = cam
+        self._lores_w, self._lores_h = cam.stream_configuration("lores")["size"]
+
+    def _read(self):
+        try:
+            yuv = self.cam.capture_array("lores")
+        except Exception as exc:
+            log.warning("Pi camera read failed: %s", exc)
+            return None
+        return np.ascontiguousarray(yuv[: self._lores_h, : self._lores_w])  # the Y plane: grayscale
+
+    def _release(self):
+        if self.cam is not None:
+            try:
+                self.cam.stop()
+                self.cam.close()
+            except Exception:
+                pass
+            self.cam = None
+
+    def describe(self):
+        return f"Pi camera {self.index} (picamera2, lores Y plane)"
+
+
+def open_source(camera: int | None, path: str, width: int = 640, height: int = 480, fps: float = 15.0,
+                every: int = 1, max_backoff_s: float = 30.0) -> Source:
+    """The source the arguments name: --camera N or --source PATH_or_URL."""
+    if path:
+        if "://" in path:
+            return OpenCVCamera(path, width, height, fps, max_backoff_s)
+        p = Path(path)
+        if p.is_dir():
+            return ImageFolderSource(path, fps=fps, every=every)
+        if not p.exists():
+            raise UserError(f"Source {path} does not exist; pass a video file, an image folder or an rtsp:// URL.")
+        if p.suffix.lower() in IMAGE_SUFFIXES:
+            return ImageFolderSource.single(p)
+        return VideoFileSource(path, every=every)
+    if camera is None:
+        raise UserError("No source given; pass --camera N or --source PATH_or_URL.")
+    if PiCamera.available(camera):
+        return PiCamera(camera, width, height, fps, max_backoff_s)
+    return OpenCVCamera(camera, width, height, fps, max_backoff_s)

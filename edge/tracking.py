@@ -1,0 +1,84 @@
+"""Per-face tracks: greedy IoU matching, expiry after a gap, EMA-smoothed probabilities.
+
+Counts are of people, not frames: a track becomes a face once it has `min_hits` detections.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge.geometry import BBox
+
+
+@dataclass
+class Track:
+    id: int
+    box: BBox
+    probs: np.ndarray  # smoothed class probabilities
+    first_t_s: float
+    last_t_s: float
+    hits: int = 1
+    latest: np.ndarray = field(default=None)  # this frame's raw prediction
+
+    @property
+    def top(self) -> int:
+        return int(self.probs.argmax())
+
+    @property
+    def confidence(self) -> float:
+        return float(self.probs.max())
+
+
+class Tracker:
+    def __init__(self, iou_match: float = 0.3, max_gap_s: float = 1.5, ema_alpha: float = 0.3, min_hits: int = 3):
+        self.iou_match, self.max_gap_s, self.ema_alpha, self.min_hits = iou_match, max_gap_s, ema_alpha, min_hits
+        self.tracks: dict[int, Track] = {}
+        self._next_id = 1
+
+    def _match(self, boxes: list[BBox]) -> dict[int, int]:
+        """detection index -> track id, best overlaps first. A detection whose centre lies
+        inside a track's box also matches (fast movers between low-fps frames)."""
+        pairs = []
+        for tid, tr in self.tracks.items():
+            for di, b in enumerate(boxes):
+                iou = tr.box.iou(b)
+                cx, cy = b.center
+                inside = tr.box.x <= cx <= tr.box.x + tr.box.w and tr.box.y <= cy <= tr.box.y + tr.box.h
+                score = iou if iou >= self.iou_match else (self.iou_match * 0.5 if inside else 0.0)
+                if score > 0:
+                    pairs.append((score, di, tid))
+        matched: dict[int, int] = {}
+        used = set()
+        for _, di, tid in sorted(pairs, reverse=True):
+            if di not in matched and tid not in used:
+                matched[di] = tid
+                used.add(tid)
+        return matched
+
+    def update(self, t_s: float, boxes: list[BBox], probs: np.ndarray) -> list[Track]:
+        """Feed one frame's detections and their predictions; returns the confirmed tracks
+        seen in this frame."""
+        for tid in [tid for tid, tr in self.tracks.items() if t_s - tr.last_t_s > self.max_gap_s]:
+            del self.tracks[tid]
+        matched = self._match(boxes)
+        seen = []
+        for di, box in enumerate(boxes):
+            p = np.asarray(probs[di], np.float32)
+            tid = matched.get(di)
+            if tid is None:
+                tr = Track(self._next_id, box, p.copy(), t_s, t_s, latest=p)
+                self.tracks[tr.id] = tr
+                self._next_id += 1
+            else:
+                tr = self.tracks[tid]
+                tr.box, tr.last_t_s, tr.latest = box, t_s, p
+                tr.probs = (1 - self.ema_alpha) * tr.probs + self.ema_alpha * p
+                tr.hits += 1
+            if tr.hits >= self.min_hits:
+                seen.append(tr)
+        return seen
+
+    def confirmed(self) -> list[Track]:
+        return [t for t in self.tracks.values() if t.hits >= self.min_hits]
