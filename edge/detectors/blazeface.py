@@ -11,7 +11,6 @@ imported, since it imports TensorFlow) or from a path the user gives.
 
 from __future__ import annotations
 
-import logging
 import os
 from pathlib import Path
 
@@ -21,8 +20,6 @@ from edge.detectors.anchors import FULL_RANGE, SHORT_RANGE, SsdAnchorOptions, ge
 from edge.detectors.base import Detection, FaceDetector, register
 from edge.errors import UserError, missing_dependency
 from edge.geometry import BBox
-
-log = logging.getLogger(__name__)
 
 MODEL_FILES = {
     "short_range": "face_detection_short_range.tflite",
@@ -197,7 +194,7 @@ class BlazeFace(FaceDetector):
         interp.invoke()
         raw = interp.get_tensor(self._reg_index)[0]
         logits = interp.get_tensor(self._score_index)[0, :, 0]
-        scores = 1.0 / (1.0 + np.exp(-np.clip(logits, -SCORE_CLIP, SCORE_CLIP)))
+        scores = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -SCORE_CLIP, SCORE_CLIP)))
         keep = np.nonzero(scores >= self.min_score)[0]
         if keep.size == 0:
             return []
@@ -212,18 +209,17 @@ class BlazeFace(FaceDetector):
         kps = raw[:, 4 : 4 + 2 * NUM_KEYPOINTS].reshape(-1, NUM_KEYPOINTS, 2) / s
         kps = kps * np.stack([aw, ah], axis=1)[:, None, :] + np.stack([ax, ay], axis=1)[:, None, :]
         boxes, scores, kps = weighted_nms(boxes, scores, kps)
-        # normalised input coordinates -> frame pixels
-        to_frame = np.array([(s, -pad_x, sx), (s, -pad_y, sy)], dtype=np.float64)
+        # normalised input coordinates -> frame pixels (undo the letterbox)
+        pad = np.array([pad_x, pad_y], dtype=np.float64)
+        factor = np.array([sx, sy], dtype=np.float64)
+        corners = (boxes.reshape(-1, 2, 2) * s - pad) / factor  # (N, [top-left, bottom-right], xy)
+        kps = (kps * s - pad) / factor
         found = []
-        for box, score, kp in zip(boxes, scores, kps):
-            x1 = (box[0] * s - pad_x) / sx
-            y1 = (box[1] * s - pad_y) / sy
-            x2 = (box[2] * s - pad_x) / sx
-            y2 = (box[3] * s - pad_y) / sy
+        for (x1, y1), (x2, y2), score, kp in zip(corners[:, 0], corners[:, 1], scores, kps):
             if x2 - x1 < self.min_face_px or y2 <= y1:
                 continue
-            kp_frame = (kp * to_frame[:, 0] + to_frame[:, 1]) / to_frame[:, 2]
-            found.append((Detection(BBox(float(x1), float(y1), float(x2 - x1), float(y2 - y1)), float(score)), kp_frame))
+            box = BBox(float(x1), float(y1), float(x2 - x1), float(y2 - y1))
+            found.append((Detection(box, float(score)), kp))
         return found
 
     def detect(self, frame: np.ndarray) -> list[Detection]:

@@ -1,0 +1,78 @@
+"""OpenCV's Viola-Jones frontal-face cascade: no TFLite model needed, weaker on small,
+turned or dim faces. Works with the pip wheel (cv2.data) and Debian's python3-opencv
+(cascades in the opencv-data package)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edge.detectors.base import Detection, FaceDetector, register
+from edge.errors import UserError, missing_dependency
+from edge.geometry import BBox
+
+CASCADE = "haarcascade_frontalface_default.xml"
+SYSTEM_DIRS = ("/usr/share/opencv4/haarcascades", "/usr/share/opencv/haarcascades")
+
+
+def find_cascade(cv2) -> Path | None:
+    """The frontal-face cascade of the wheel (cv2.data) or of Debian's opencv-data."""
+    dirs = []
+    data = getattr(cv2, "data", None)
+    if data is not None and getattr(data, "haarcascades", None):
+        dirs.append(data.haarcascades)
+    dirs.extend(SYSTEM_DIRS)
+    for d in dirs:
+        candidate = Path(d) / CASCADE
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@register
+class Haar(FaceDetector):
+    key = "haar"
+
+    def __init__(self, model: str = "", min_face_px: int = 20, scale_factor: float = 1.1, min_neighbors: int = 5, **_):
+        try:
+            import cv2
+        except ImportError as exc:
+            raise missing_dependency("cv2", "opencv") from exc
+        self._cv2 = cv2
+        if model:
+            path = Path(os.path.expanduser(model))
+            if not path.is_file():
+                raise UserError(f"Haar cascade {path} does not exist; fix [detector] model or leave it empty.")
+        else:
+            path = find_cascade(cv2)
+            if path is None:
+                raise UserError(
+                    f"OpenCV's {CASCADE} was not found; install the Debian package opencv-data "
+                    "(sudo apt install opencv-data), pip install opencv-python-headless, "
+                    "or pass [detector] model = PATH to the cascade file."
+                )
+        self.model_path = path
+        self.cascade = cv2.CascadeClassifier(str(path))
+        if self.cascade.empty():
+            raise UserError(f"{path} is not a valid OpenCV cascade file; pass [detector] model = PATH to {CASCADE}.")
+        self.min_face_px = int(min_face_px)
+        self.scale_factor = float(scale_factor)
+        self.min_neighbors = int(min_neighbors)
+
+    def describe(self) -> str:
+        return f"haar ({self.model_path.name})"
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        from edge.preprocess import to_gray
+
+        gray = to_gray(frame)
+        faces = self.cascade.detectMultiScale(
+            gray,
+            scaleFactor=self.scale_factor,
+            minNeighbors=self.min_neighbors,
+            minSize=(self.min_face_px, self.min_face_px),
+        )
+        boxes = np.asarray(faces).reshape(-1, 4)
+        return [Detection(BBox(float(x), float(y), float(w), float(h)), 1.0) for x, y, w, h in boxes]

@@ -1,0 +1,75 @@
+"""OpenCV's YuNet face detector (cv2.FaceDetectorYN, OpenCV >= 4.5.4) from an ONNX model
+the user downloads (face_detection_yunet_2023mar.onnx needs OpenCV >= 4.8)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edge.detectors.base import Detection, FaceDetector, register
+from edge.errors import UserError, missing_dependency
+from edge.geometry import BBox
+
+MODEL_HINT = (
+    "download face_detection_yunet_2023mar.onnx from the OpenCV model zoo (needs OpenCV >= 4.8; "
+    "older OpenCV needs face_detection_yunet_2022mar.onnx) and pass [detector] model = PATH"
+)
+
+
+@register
+class YuNet(FaceDetector):
+    key = "yunet"
+
+    def __init__(self, model: str = "", min_score: float = 0.5, min_face_px: int = 20, nms_iou: float = 0.3, **_):
+        try:
+            import cv2
+        except ImportError as exc:
+            raise missing_dependency("cv2", "opencv") from exc
+        if not hasattr(cv2, "FaceDetectorYN"):
+            raise UserError(
+                f"The installed OpenCV {cv2.__version__} has no FaceDetectorYN (YuNet needs OpenCV >= 4.5.4, "
+                "4.8 for the 2023mar model); use [detector] kind = \"blazeface\" or upgrade OpenCV."
+            )
+        if not model:
+            raise UserError(f"The YuNet detector needs a model file: {MODEL_HINT}.")
+        path = Path(os.path.expanduser(model))
+        if not path.is_file():
+            raise UserError(f"YuNet model {path} does not exist: {MODEL_HINT}.")
+        self.model_path = path
+        self.min_score = float(min_score)
+        self.min_face_px = int(min_face_px)
+        try:
+            self.net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), self.min_score, float(nms_iou))
+        except cv2.error as exc:
+            raise UserError(
+                f"OpenCV {cv2.__version__} cannot load {path} as a YuNet model ({str(exc).strip().splitlines()[-1]}); "
+                "the 2023mar model needs OpenCV >= 4.8."
+            ) from exc
+        self._size: tuple[int, int] | None = None
+
+    def describe(self) -> str:
+        return f"yunet ({self.model_path.name})"
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        import cv2
+
+        if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
+            frame = cv2.cvtColor(frame.reshape(frame.shape[:2]), cv2.COLOR_GRAY2BGR)
+        elif frame.shape[2] == 4:
+            frame = cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+        h, w = frame.shape[:2]
+        if self._size != (w, h):
+            self.net.setInputSize((w, h))
+            self._size = (w, h)
+        _, faces = self.net.detect(frame)
+        if faces is None:
+            return []
+        out = []
+        for row in np.asarray(faces).reshape(-1, 15):
+            x, y, bw, bh = (float(v) for v in row[:4])
+            if bw < self.min_face_px:
+                continue
+            out.append(Detection(BBox(x, y, bw, bh), float(row[14])))
+        return out

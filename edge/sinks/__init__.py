@@ -1,0 +1,28 @@
+"""Alert sinks: where AlertEvents go. Only the event's JSON ever leaves the device, never an image.
+
+Constructor shape: every sink takes the fields of its config dataclass as keyword options, so
+`SINKS[key](**dataclasses.asdict(cfg), **extra)` builds it:
+
+    LogSink()                                            # always on
+    JsonlSink(path="")                                   # JsonlSinkConfig
+    WebhookSink(url, timeout_s, headers, *, spool, retry_min_s=2.0, retry_max_s=120.0)
+    MqttSink(host, port, topic, state_topic, client_id, username, password, keepalive_s,
+             *, spool, device_name="", reconnect_min_s=1.0, reconnect_max_s=60.0, close_wait_s=2.0)
+    GpioSink(pin, device, active_high)                   # GpioSinkConfig
+    CommandSink(argv, timeout_s)                         # CommandSinkConfig
+
+Sinks with `spooled = True` (webhook, mqtt) keep undelivered events in a Spool; build_sinks
+gives each its own `<spool_dir>/<key>` directory (left out: the default spool dir). The
+keyword-only options after `*` are not in the config file; tests use them to shorten delays.
+
+`build_sinks(sinks_cfg: SinksConfig, device_name: str) -> Fanout` makes the log sink plus every
+configured section; `Fanout.send/flush/close` call each sink and catch, log and count
+(`Fanout.failures`) every exception; `Fanout.check()` gives each sink's one-line status.
+"""
+
+from edge.sinks import command, gpio, jsonl, log, mqtt, webhook  # noqa: F401 - fill SINKS
+from edge.sinks.base import SINKS, AlertEvent, Sink, register
+from edge.sinks.fanout import Fanout, build_sinks
+from edge.sinks.spool import Spool
+
+__all__ = ["SINKS", "AlertEvent", "Fanout", "Sink", "Spool", "build_sinks", "register"]

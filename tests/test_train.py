@@ -1,0 +1,96 @@
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow", reason="training tests need the train extra")
+
+from edge.labels import LABELS  # noqa: E402
+from train import archs  # noqa: E402
+from train.trainer import class_weights  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(archs.ARCHITECTURES))
+def test_every_architecture_builds_and_trains_one_step(name):
+    opts = {"weights": None} if name == "mobilenetv2" else {}
+    model = archs.build(name, 48, len(LABELS), **opts)
+    assert model.input_shape == (None, 48, 48, 1) and model.output_shape == (None, 7)
+    model.compile(optimizer="adam", loss="categorical_crossentropy")
+    x = np.random.default_rng(0).uniform(0, 255, (4, 48, 48, 1)).astype("float32")
+    y = np.eye(7, dtype="float32")[[0, 1, 2, 3]]
+    before = [w.copy() for w in model.get_weights()]
+    loss = model.train_on_batch(x, y)
+    assert np.isfinite(loss)
+    assert any(not np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    # raw pixels in: the rescale is part of the graph, augmentation is not
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert not any(k.startswith("Random") for k in kinds)
+
+
+def test_default_architecture_fits_the_pi_budget():
+    model = archs.build(archs.DEFAULT_ARCH, 48, 7)
+    assert model.count_params() <= 1_500_000
+
+
+def test_class_weights_favour_rare_classes():
+    y = np.array([0] * 100 + [1] * 10 + [3] * 400)
+    w = class_weights(y, 0.5)
+    assert w[1] > w[0] > w[3]
+    assert np.isclose(w[y].mean(), 1.0)
+    assert np.allclose(class_weights(y, 0.0)[[0, 1, 3]], 1.0)
+
+
+def test_run_folder_has_the_report(tiny_run):
+    for name in ("model.keras", "history.csv", "metrics.json", "command.txt", "data.json", "versions.json",
+                 "samples_per_class.png", "images_per_class.png", "curves.png", "confusion_matrix.png"):
+        assert (tiny_run / name).exists(), name
+    m = json.loads((tiny_run / "metrics.json").read_text())
+    assert set(m["per_class"]) == set(LABELS) and len(m["confusion_matrix"]) == 7
+    assert m["parameters"] > 0 and m["train_seconds"] > 0
+    assert m["accuracy"] > 0.6, "the tiny model did not learn the synthetic patterns"
+    for png in tiny_run.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _epochs(run_dir):
+    with (run_dir / "history.csv").open() as fh:
+        return [int(r["epoch"]) for r in csv.DictReader(fh)]
+
+
+def test_resume_after_kill_continues_from_checkpoint(tmp_path, synthetic_dataset, cache_env):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "edge.cli", "train", "--data", str(synthetic_dataset), "--out", str(out),
+           "--arch", "mini_xception", "--epochs", "5", "--batch-size", "32"]
+    env = {**os.environ, "QUEUE_MOOD_CACHE": str(cache_env)}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None:
+            if (out / "history.csv").exists() and len(_epochs(out)) >= 2:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "training finished before it could be interrupted"
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    done = _epochs(out)
+    assert 2 <= len(done) < 5
+    r = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    epochs = _epochs(out)
+    assert epochs == list(range(5)), f"resumed run did not continue from epoch {len(done)}: {epochs}"
+    assert (out / "metrics.json").exists()
+    assert len((out / "command.txt").read_text().splitlines()) == 2
+
+
+def test_existing_run_without_resume_is_refused(tiny_run, synthetic_dataset):
+    from tests.conftest import run_cli
+
+    r = run_cli("train", "--data", synthetic_dataset, "--out", tiny_run, "--epochs", "1")
+    assert r.returncode == 2 and "--resume" in r.stderr
