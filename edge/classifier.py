@@ -38,6 +38,8 @@ class Classifier:
                  calibrated: bool = True):
         """calibrated=False gives the bare model: no flip averaging, no temperature."""
         self.path = Path(model_path)
+        if not self.path.is_file():
+            raise UserError(f"Model file {self.path} does not exist; pass a .tflite model made by `edge convert`.")
         self.card = card or load_card(self.path)
         self.interp = load_interpreter(self.path, num_threads)
         self.runtime = runtime()
@@ -53,11 +55,19 @@ class Classifier:
         self._batch = int(inp["shape"][0])
         self.temperature = self.card.temperature if calibrated else 1.0
         self.flip_average = self.card.flip_average and calibrated
-        # The quantization of the model file itself is what counts; the card must agree with it.
-        self._in_q = inp["quantization"] if inp["dtype"] != np.float32 else None
-        self._out_q = out["quantization"] if out["dtype"] != np.float32 else None
+        # Quantization comes from the card; a card that disagrees with the file is refused.
+        self._in_q = self._quant(inp, self.card.input_quant, "input")
+        self._out_q = self._quant(out, self.card.output_quant, "output")
         # Small probabilities are 0 after int8 quantization; half a step keeps log() finite.
         self._floor = self._out_q[0] / 2 if self._out_q else 1e-6
+
+    def _quant(self, detail, q, which):
+        if detail["dtype"] == np.float32:
+            return None
+        if q is None or not np.isclose(q.scale, detail["quantization"][0], rtol=1e-5) or q.zero_point != detail["quantization"][1]:
+            raise UserError(f"{self.path}'s {which} quantization {detail['quantization']} differs from its card's ({q}); "
+                            "the model and model.json do not belong together.")
+        return q.scale, q.zero_point
 
     @property
     def labels(self) -> list[str]:

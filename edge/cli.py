@@ -92,7 +92,7 @@ def convert(model, data, out, calibration_size, max_drop, min_agreement, float16
 @click.option("--raw", is_flag=True, help="Skip the card's temperature (uncalibrated probabilities).")
 def eval_cmd(model_arg, model_opt, data, split, as_json, raw):
     """Evaluate any model (.keras through Keras, .tflite through the edge runtime) on a dataset."""
-    from edge.evaluate import evaluate
+    from train.evaluate import evaluate
 
     rep = evaluate(model_opt or model_arg, data, split, calibrated=not raw)
     if as_json:
@@ -141,6 +141,58 @@ def run_cmd(config_path, camera, source, model, detector, detector_model, thread
     summary = run(cfg, RunOptions(max_frames=max_frames, duration_s=duration, preview=preview))
     if as_json:
         click.echo(json.dumps(summary, indent=2))
+
+
+@cli.command("analyze")
+@click.argument("path")
+@click.option("--out", default=None, help="Folder for the results (default: ./<name>-analysis).")
+@click.option("--every", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Analyse every Nth frame (or image).")
+@click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True,
+              help="Format of timeline.* and tracks.*.")
+@click.option("--annotate", is_flag=True, help="Also write OUT/annotated.mp4 with boxes and labels (off by default: privacy).")
+@click.option("--config", "config_path", default=None, help="TOML config file (default: built-in defaults).")
+@click.option("--model", default=None, help="int8 .tflite model with model.json beside it (default: the shipped model).")
+def analyze_cmd(path, out, every, fmt, annotate, config_path, model):
+    """Analyse a video, an image or a folder of images: per-face timeline, per-track summary, chart."""
+    from pathlib import Path
+
+    from edge.analyze import AnalyzeOptions, analyze, report_lines
+    from edge.config import load_config
+
+    cfg = load_config(config_path, {"model.path": model} if model else {})
+    out = out or f"{Path(path).stem or 'input'}-analysis"
+    summary = analyze(cfg, path, AnalyzeOptions(out=out, every=every, fmt=fmt, annotate=annotate))
+    for line in report_lines(summary):
+        click.echo(line)
+
+
+@cli.command("bundle")
+@click.option("--model", default=None, help="int8 .tflite with model.json beside it (default: the config's, else the shipped model).")
+@click.option("--config", "config_path", default=None, help="TOML config to ship (default: edge run's defaults with camera 0).")
+@click.option("--out", required=True, help="Bundle folder, or a file ending in .tar.gz.")
+@click.option("--wheel", default=None, help="A prebuilt queue_mood-*.whl (default: build one from this checkout).")
+def bundle_cmd(model, config_path, out, wheel):
+    """Pack model, detector, config, wheel, install.sh and the systemd unit for a Pi."""
+    from edge.bundle import BundleSettings, run
+
+    result = run(BundleSettings(out=out, model=model, config=config_path, wheel=wheel))
+    click.echo(f"bundle {result.path} ({len(result.files)} files, {result.size_bytes / 2**20:.1f} MiB)")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+
+
+@cli.command("doctor")
+@click.option("--config", "config_path", default=None, help="TOML config to check (default: built-in defaults).")
+@click.option("--model", default=None, help="int8 .tflite model to check instead of the config's.")
+@click.option("--camera", type=int, default=None, help="Camera index to probe (default: the config's camera).")
+@click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
+@click.pass_context
+def doctor_cmd(ctx, config_path, model, camera, as_json):
+    """Check this machine: runtime, numpy/OpenCV, camera, model, detector, config, sinks, disk, Pi health."""
+    from edge.doctor import DoctorSettings, run
+
+    ctx.exit(run(DoctorSettings(config=config_path, model=model, camera=camera, as_json=as_json), echo=click.echo))
 
 
 def main():

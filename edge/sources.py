@@ -130,7 +130,7 @@ class LiveSource(Source):
     """A grabber thread keeps only the newest frame; reopens with back-off when delivery stops."""
 
     live = True
-    stall_s = 5.0  # no frame for this long counts as a stopped source
+    stall_s = 3.0  # no frame for this long counts as a stopped source
 
     def __init__(self, max_backoff_s: float = 30.0):
         self.max_backoff_s = max_backoff_s
@@ -172,8 +172,9 @@ class LiveSource(Source):
                     self._index += 1
                     self._cond.notify()
                 continue
-            if time.monotonic() - last_ok < 1.0:
-                continue  # a single failed read; try again
+            if time.monotonic() - last_ok < self.stall_s:
+                self._stop.wait(0.01)  # a failed read; retry without spinning
+                continue
             log.warning("%s stopped delivering frames; reopening in %.1f s", self.describe(), backoff)
             self._release()
             if self._stop.wait(backoff):

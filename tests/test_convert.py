@@ -1,0 +1,114 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow", reason="conversion tests need the train extra")
+
+from edge.card import load_card  # noqa: E402
+from edge.classifier import Classifier  # noqa: E402
+from edge.errors import UserError  # noqa: E402
+from tests.conftest import run_cli  # noqa: E402
+from train.data import load_dataset  # noqa: E402
+
+
+def test_int8_model_io_matches_its_card(tiny_converted):
+    card = load_card(tiny_converted / "model_int8.tflite")
+    clf = Classifier(tiny_converted / "model_int8.tflite")
+    inp, out = clf.interp.get_input_details()[0], clf.interp.get_output_details()[0]
+    assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
+    assert inp["quantization"] == pytest.approx((card.input_quant.scale, card.input_quant.zero_point))
+    assert out["quantization"] == pytest.approx((card.output_quant.scale, card.output_quant.zero_point))
+    assert card.labels == list(clf.labels) and card.input_size == 48 and card.crop.scale > 1
+    assert len(card.source_sha256) == 64 and len(card.model_sha256) == 64
+    assert (tiny_converted / "model_float32.tflite").exists()
+
+
+def test_int8_agrees_with_keras(tiny_converted, tiny_run, synthetic_dataset):
+    parity = json.loads((tiny_converted / "parity.json").read_text())
+    assert parity["images"] == 84
+    # Stated rate for this tiny model on its own synthetic val data.
+    assert parity["agreement"] >= 0.9, parity
+    assert parity["int8_accuracy"] >= 0.6
+    assert set(parity["recall_delta_pp"]) == set(load_card(tiny_converted / "model_int8.tflite").labels)
+    assert (tiny_converted / "parity.md").read_text().count("|") > 10
+
+
+def test_calibration_preprocessing_matches_inference(tiny_converted, synthetic_dataset):
+    """The edge classifier fed uint8 crops scores like the parity run (same preprocessing)."""
+    ds = load_dataset(synthetic_dataset)
+    clf = Classifier(tiny_converted / "model_int8.tflite")
+    probs = clf.predict_many(ds.splits["val"].x)
+    acc = float((probs.argmax(1) == ds.splits["val"].y).mean())
+    parity = json.loads((tiny_converted / "parity.json").read_text())
+    assert acc == pytest.approx(parity["int8_accuracy"], abs=0.03)
+
+
+def test_parity_gate_fails_on_an_impossible_budget(tiny_run, synthetic_dataset, tmp_path, cache_env):
+    out = tmp_path / "conv"
+    r = run_cli("convert", tiny_run, "--data", synthetic_dataset, "--out", out, "--calibration-size", "50",
+                "--max-drop", "-1", env={"QUEUE_MOOD_CACHE": str(cache_env)})
+    assert r.returncode != 0
+    assert "Parity gate failed" in r.stderr and "--max-drop" in r.stderr
+    assert (out / "parity.json").exists() and (out / "model_int8.tflite").exists()
+    assert not json.loads((out / "parity.json").read_text())["budget"]["passed"]
+
+
+def test_corrupt_tflite_is_one_sentence(tmp_path, tiny_converted):
+    bad = tmp_path / "model_int8.tflite"
+    bad.write_bytes(b"\x00" * 64)
+    (tmp_path / "model.json").write_text((tiny_converted / "model.json").read_text())
+    with pytest.raises(UserError, match="not a valid TFLite model"):
+        Classifier(bad)
+    r = run_cli("eval", bad, "--data", tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_wrong_input_shape_is_refused(tmp_path, synthetic_dataset):
+    import keras
+
+    inp = keras.Input((64, 64, 3))
+    model = keras.Model(inp, keras.layers.Dense(7, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inp)))
+    model.save(tmp_path / "rgb.keras")
+    r = run_cli("convert", tmp_path / "rgb.keras", "--data", synthetic_dataset, "--out", tmp_path / "o")
+    assert r.returncode == 2 and "grayscale" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_card_mismatch_with_model_is_refused(tmp_path, tiny_converted):
+    card = json.loads((tiny_converted / "model.json").read_text())
+    card["input_size"] = 64
+    (tmp_path / "model.json").write_text(json.dumps(card))
+    (tmp_path / "model_int8.tflite").write_bytes((tiny_converted / "model_int8.tflite").read_bytes())
+    with pytest.raises(UserError, match="do not belong together"):
+        Classifier(tmp_path / "model_int8.tflite")
+
+
+def test_edge_runs_the_int8_model_without_tensorflow(tiny_converted):
+    """A Pi has no TensorFlow: block its import and run the classifier and `edge eval`."""
+    code = f"""
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('tensorflow', 'keras', 'train', 'convert'):
+            raise ImportError('blocked: ' + name)
+sys.meta_path.insert(0, Block())
+import numpy as np
+from edge.classifier import Classifier
+clf = Classifier({str(tiny_converted / 'model_int8.tflite')!r})
+p = clf.predict(np.full((3, 48, 48), 128, np.uint8))
+assert p.shape == (3, 7) and np.allclose(p.sum(1), 1, atol=0.02), p
+print(clf.runtime.describe())
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().startswith(("ai-edge-litert", "tflite-runtime"))
+
+
+def test_eval_reports_tflite_through_the_edge_runtime(tiny_converted, synthetic_dataset, cache_env):
+    r = run_cli("eval", tiny_converted / "model_int8.tflite", "--data", synthetic_dataset, "--json",
+                env={"QUEUE_MOOD_CACHE": str(cache_env)})
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["runtime"].startswith("ai-edge-litert") and rep["split"] == "val" and rep["images"] == 84

@@ -1,0 +1,277 @@
+"""The whole edge pipeline driven from videos built from real faces."""
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from edge.app import RunOptions, run
+from edge.config import load_config
+from edge.errors import UserError
+from edge.sources import LiveSource
+from tests.conftest import run_cli
+from benchmarks.scenes import astronaut_face, background, fer_images, place, write_video
+
+NEGATIVE = ("angry", "sad", "fear")
+
+
+@pytest.fixture(scope="module")
+def astronaut_video(tmp_path_factory):
+    d = tmp_path_factory.mktemp("astro")
+    face = astronaut_face()
+    frames = []
+    for i in range(30):
+        f = background(i)
+        place(f, face, 60 + 4 * i, 120, 200)
+        frames.append(f)
+    return write_video(d / "astronaut.mp4", frames, 10)
+
+
+def test_run_on_a_video_tracks_the_face(astronaut_video, tiny_converted, tmp_path):
+    r = run_cli("run", "--source", astronaut_video, "--model", tiny_converted / "model_int8.tflite",
+                "--max-frames", 25, "--json", env={"HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout[r.stdout.index("{"):])
+    assert summary["frames"] == 25 and summary["tracks"] == 1
+    assert summary["runtime"].startswith("ai-edge-litert")
+    assert {"detect", "classify", "track"} <= set(summary["stage_ms"])
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--source", "/nonexistent/video.mp4"], "does not exist"),
+    (["--camera", "9"], "Cannot open camera 9"),
+    (["--model", "/nonexistent/model_int8.tflite", "--source", "."], "does not exist"),
+])
+def test_bad_inputs_are_one_sentence(args, needle, tiny_converted, tmp_path):
+    if "--model" not in args:
+        args = args + ["--model", str(tiny_converted / "model_int8.tflite")]
+    r = run_cli("run", *args, "--max-frames", 1, env={"HOME": str(tmp_path)})
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1 and needle in errors[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_unreadable_video_and_bad_config(tmp_path, tiny_converted):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00garbage" * 100)
+    r = run_cli("run", "--source", bad, "--model", tiny_converted / "model_int8.tflite")
+    assert r.returncode == 2 and "Cannot read video" in r.stderr
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[alert]\nraise_share = 0.2\nclear_share = 0.5\n")
+    r = run_cli("run", "--config", cfg, "--print-config")
+    assert r.returncode == 2 and "alert.clear_share" in r.stderr and "0.5" in r.stderr
+    cfg.write_text("[detector]\nkind = 'blazeface'\nthreshold = 3\n")
+    r = run_cli("run", "--config", cfg, "--print-config")
+    assert r.returncode == 2 and "detector.threshold" in r.stderr
+
+
+def test_print_config_shows_effective_values(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[alert]\nmin_faces = 4\n")
+    r = run_cli("run", "--config", cfg, "--print-config", "--camera", "2")
+    assert r.returncode == 0, r.stderr
+    assert "min_faces = 4" in r.stdout and "camera = 2" in r.stdout
+
+
+class FakeCamera(LiveSource):
+    """Our own LiveSource interface driven by a generator: fast frames, then a stall."""
+
+    stall_s = 0.2
+
+    def __init__(self, stall_after=None):
+        super().__init__(max_backoff_s=0.05)
+        self.n, self.stall_after, self.opens = 0, stall_after, 0
+
+    def _open(self):
+        self.opens += 1
+
+    def _read(self):
+        time.sleep(0.002)
+        self.n += 1
+        if self.stall_after and self.n > self.stall_after and self.opens == 1:  # unplugged until reopened
+            return None
+        return np.full((4, 4), self.n % 255, np.uint8)
+
+
+def test_live_source_latest_frame_wins():
+    seen = []
+    with FakeCamera() as cam:
+        for frame in cam:
+            seen.append(frame.index)
+            time.sleep(0.05)  # a slow consumer
+            if len(seen) == 5:
+                break
+    assert cam.dropped > 5
+    assert all(b - a > 1 for a, b in zip(seen, seen[1:])), "stale frames were delivered"
+
+
+def test_live_source_reopens_after_it_stops_delivering():
+    cam = FakeCamera(stall_after=10)
+    got = 0
+    with cam:
+        deadline = time.monotonic() + 30
+        for _ in cam:
+            got += 1
+            if cam.reopens >= 1 and got > 15 or time.monotonic() > deadline:
+                break
+    assert cam.reopens >= 1 and got > 15
+
+
+def test_status_endpoint_serves_json_and_prometheus():
+    import urllib.request
+
+    from edge.status import Stats, StatusServer
+
+    stats = Stats("ai-edge-litert x", "model.tflite", "video")
+    srv = StatusServer(stats, "127.0.0.1", 0).start()
+    try:
+        base = f"http://127.0.0.1:{srv.port}"
+        status = json.loads(urllib.request.urlopen(base + "/status", timeout=5).read())
+        assert status["runtime"] == "ai-edge-litert x" and status["alert_state"] == "clear"
+        metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+        assert "# TYPE queue_mood_frames_total counter" in metrics and "queue_mood_alert_raised 0" in metrics
+    finally:
+        srv.stop()
+
+
+# --- the product's behaviour on real faces: needs the shipped (real) model -------------
+
+@pytest.fixture(scope="module")
+def shipped_model():
+    from edge.models import default_model_path
+
+    try:
+        return default_model_path()
+    except UserError as exc:
+        pytest.skip(f"needs the shipped default model: {exc}")
+
+
+def _usable_faces(fer_root, model_path, labels_wanted, size=220, need=3):
+    """FER2013 faces the detector finds and the model reads as their true label (so the
+    scene's ground truth is unambiguous): {label: [gray faces]}."""
+    from edge.classifier import Classifier
+    from edge.detectors.base import create_detector
+    from edge.preprocess import crop_face, to_gray
+
+    clf = Classifier(model_path)
+    det = create_detector("blazeface")
+    out = {}
+    for label in labels_wanted:
+        keep = []
+        for face in fer_images(fer_root, label):
+            frame = background(1)
+            place(frame, face, 200, 120, size)
+            found = det.detect(frame)
+            if len(found) != 1:
+                continue
+            probs = clf.predict(crop_face(to_gray(frame), found[0].box.as_tuple(), clf.card.crop, clf.card.input_size))[0]
+            if clf.labels[int(probs.argmax())] == label and probs.max() > 0.5:
+                keep.append(face)
+            if len(keep) == need:
+                break
+        out[label] = keep
+    return out
+
+
+def test_queue_turning_unhappy_raises_one_alert_and_clears(fer_faces, shipped_model, tmp_path):
+    faces = _usable_faces(fer_faces, shipped_model, ("happy",) + NEGATIVE)
+    negative = [f for lab in NEGATIVE for f in faces[lab]]
+    if len(faces["happy"]) < 1 or len(negative) < 2:
+        pytest.skip(f"too few real faces both detected and recognised: { {k: len(v) for k, v in faces.items()} }")
+    astro = astronaut_face()
+    fps = 5
+
+    def scene(people, seconds, seed):
+        frames = []
+        for i in range(int(seconds * fps)):
+            f = background(seed + i)
+            for slot, face in enumerate(people):
+                place(f, face, 40 + slot * 300 + (i % 3), 120, 220 if face.ndim == 2 else 200)
+            frames.append(f)
+        return frames
+
+    happy = [astro, faces["happy"][0]]
+    angry = negative[:2]
+    # happy queue 0-8 s, unhappy 8-24 s, happy 24-36 s, unhappy again 36-48 s (inside the cooldown)
+    frames = scene(happy, 8, 0) + scene(angry, 16, 100) + scene(happy, 12, 200) + scene(angry, 12, 300)
+    video = write_video(tmp_path / "queue.mp4", frames, fps)
+    cfg_file = tmp_path / "queue.toml"
+    cfg_file.write_text(f"""
+[source]
+path = "{video}"
+[tracking]
+min_hits = 2
+max_gap_s = 1.0
+[mood]
+window_s = 3
+[alert]
+raise_share = 0.6
+clear_share = 0.3
+raise_after_s = 3
+clear_after_s = 3
+min_faces = 2
+cooldown_s = 600
+[sinks.jsonl]
+path = "{tmp_path / 'events.jsonl'}"
+[status]
+enabled = false
+""")
+    cfg = load_config(cfg_file, {"model.path": str(shipped_model)})
+    timeline = []
+    summary = run(cfg, RunOptions(), on_result=lambda fr, res: timeline.append(
+        (res.t_s, res.mood.negative_share, res.mood.faces, res.transition)))
+    transitions = [(t, tr) for t, _, _, tr in timeline if tr]
+    assert [tr for _, tr in transitions] == ["raised", "cleared"], transitions
+    (t_raise, _), (t_clear, _) = transitions
+    assert 8 + 3 <= t_raise <= 8 + 8, "raised outside the expected window (after raise_after_s of unhappy faces)"
+    assert 24 + 3 <= t_clear <= 24 + 9
+    peak = max(s for t, s, _, _ in timeline if 12 <= t <= 24)
+    calm = max(s for t, s, _, _ in timeline if 2 <= t <= 8)
+    assert peak >= 0.6 > calm
+    assert summary["tracks"] >= 4  # people, not frames
+    events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [e["kind"] for e in events] == ["raised", "cleared"]
+
+
+def test_nothing_but_counts_leaves_the_device(astronaut_video, tiny_converted, tmp_path, monkeypatch):
+    """Privacy: with default settings no frame or crop is written or sent anywhere."""
+    import cv2
+
+    def forbidden(*a, **k):
+        raise AssertionError("an image was about to be written")
+
+    for name in ("imwrite", "VideoWriter", "imencode"):
+        monkeypatch.setattr(cv2, name, forbidden)
+    monkeypatch.setattr(np, "save", forbidden)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = load_config(None, {"source.path": str(astronaut_video), "model.path": str(tiny_converted / "model_int8.tflite"),
+                             "sinks.jsonl.path": str(tmp_path / "ev.jsonl"), "status.port": 0,
+                             "alert.min_faces": 1, "alert.raise_share": 0.01, "alert.clear_share": 0.0, "alert.raise_after_s": 0.0,
+                             "mood.min_confidence": 0.0, "mood.negative": ["angry", "disgust", "fear", "happy",
+                                                                            "neutral", "sad", "surprise"]})
+    before = {p for p in tmp_path.rglob("*")}
+    run(cfg, RunOptions(max_frames=20))
+    created = {p for p in tmp_path.rglob("*")} - before
+    assert all(p.suffix in ("", ".jsonl") for p in created), created
+    for line in (tmp_path / "ev.jsonl").read_text().splitlines():
+        assert len(line) < 1000 and set(json.loads(line)) <= {
+            "kind", "t_s", "wall_time", "negative_share", "faces", "counts", "device", "event_id"}
+
+
+def test_sigterm_stops_cleanly_and_flushes(astronaut_video, tiny_converted, tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    long_video = write_video(tmp_path / "long.mp4", [background(i) for i in range(600)], 10)
+    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--source", str(long_video), "--model",
+                             str(tiny_converted / "model_int8.tflite"), "--json"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    time.sleep(3)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    summary = json.loads(out[out.index("{"):])
+    assert 0 < summary["frames"] < 600
