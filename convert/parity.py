@@ -49,6 +49,12 @@ def markdown(p: dict) -> str:
         f"- probability |diff| int8 vs Keras: mean {p['prob_abs_diff']['mean']:.4f}, max {p['prob_abs_diff']['max']:.4f}",
         "- per-class recall change (pp): " + ", ".join(f"{c} {d:+.2f}" for c, d in p["recall_delta_pp"].items()),
     ]
+    c = p.get("calibration")
+    if c:
+        rows.append(f"- flip averaging: {'on' if c['flip_average'] else 'off'} (int8 val accuracy {100 * c['accuracy_int8']:.2f}% "
+                    f"plain, {100 * c['accuracy_int8_flip_average']:.2f}% averaged with the mirror image)")
+        rows.append(f"- temperature {c['temperature']:.3f}: ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}, "
+                    f"NLL {c['nll_before']:.4f} -> {c['nll_after']:.4f}")
     b = p.get("budget")
     if b:
         rows.append(f"- gate (drop <= {b['max_drop_pp']} pp, agreement >= {b['min_agreement']}): "

@@ -149,6 +149,21 @@ def run(s: ConvertSettings) -> tuple[dict, list[str]]:
                         "failures": failures}
     card.parity = {k: parity[k] for k in ("images", "keras_accuracy", "int8_accuracy", "drop_pp", "agreement")}
     card.parity["passed"] = not failures
+    calib_rep = calibrate(files["int8"], card, val_split)
+    card.flip_average, card.temperature = calib_rep["flip_average"], calib_rep["temperature"]
+    card.metrics["calibration"] = calib_rep
+    parity["calibration"] = calib_rep
     card.save(out)
     write_parity(out, parity)
     return parity, failures
+
+
+def calibrate(int8_path: Path, card: ModelCard, split: Split) -> dict:
+    """Flip averaging and temperature, chosen and fitted on `split` through the edge classifier."""
+    from convert.calibrate import calibration_report
+    from edge.classifier import Classifier
+
+    clf = Classifier(int8_path, card, calibrated=False)
+    plain = clf.predict_many(split.x)
+    flipped = clf.predict_many(split.x[:, :, ::-1])
+    return calibration_report(plain, (plain + flipped) / 2, split.y, clf._floor)

@@ -18,7 +18,13 @@ PY=${1:-}
 if [[ -z "$PY" ]]; then
     if [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi
 fi
-PLATFORMS=(--platform manylinux2014_aarch64 --platform manylinux_2_28_aarch64 --platform manylinux_2_36_aarch64)
+# pip matches --platform tags exactly (it does not widen manylinux_2_28 to the older glibc
+# versions, nor manylinux2014 to its alias manylinux_2_17), so list every tag a real Bookworm
+# aarch64 pip accepts: manylinux2014 and manylinux_2_17 ... manylinux_2_36.
+PLATFORMS=(--platform manylinux2014_aarch64)
+for glibc in $(seq 36 -1 17); do
+    PLATFORMS+=(--platform "manylinux_2_${glibc}_aarch64")
+done
 TARGET=(--only-binary=:all: "${PLATFORMS[@]}" --python-version 3.11 --implementation cp)
 
 mapfile -t REQS < <("$PY" - <<'EOF'

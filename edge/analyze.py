@@ -476,7 +476,7 @@ def report_lines(s: dict) -> list[str]:
                      f"{s['seconds_per_media_minute']} s per minute of video.")
     else:
         lines.append(f"Analysed {s['frames_analysed']} image{'s' if s['frames_analysed'] != 1 else ''} in "
-                     f"{s['processing_s']:.1f} s ({s['seconds_per_image']} s per image).")
+                     f"{s['processing_s']:.2f} s ({s['seconds_per_image']} s per image).")
     name = Path(s["files"]["timeline"]).name
     if not s["faces"]:
         lines.append(f"No faces were found in {s['input']}, so {name} has only its header.")

@@ -352,8 +352,8 @@ def _stage(s: BundleSettings, stage: Path, archive: str | None, folder: str) -> 
     source = Path(s.source).resolve() if s.source else default_source()
     _check_source(source)
     cfg = _load_bundle_config(s.config, notes)
-    model = _resolve_model(s.model, cfg)
     detector_files = _detector_files(cfg)
+    model = _resolve_model(s.model, cfg)
     _rewrite_paths(cfg, notes)
 
     for sub in ("model", "detector", "wheels"):

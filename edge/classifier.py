@@ -61,7 +61,7 @@ class Classifier:
         # Small probabilities are 0 after int8 quantization; half a step keeps log() finite.
         self._floor = self._out_q[0] / 2 if self._out_q else 1e-6
 
-    def _quant(self, detail, q, which):
+    def _quant(self, detail, q, which) -> tuple[float, int] | None:
         if detail["dtype"] == np.float32:
             return None
         if q is None or not np.isclose(q.scale, detail["quantization"][0], rtol=1e-5) or q.zero_point != detail["quantization"][1]:

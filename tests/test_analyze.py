@@ -209,7 +209,7 @@ def where(rows: list[dict], track_id: str) -> str:
 @pytest.mark.slow
 def test_video_timeline_tracks_and_chart(scene, tiny_converted, tmp_path):
     out = tmp_path / "out"
-    r = analyze_cli(scene.video, out, tiny_converted / "model_int8.tflite")
+    res = analyze_cli(scene.video, out, tiny_converted / "model_int8.tflite")
     labels = json.loads((tiny_converted / "model.json").read_text())["labels"]
     header, rows = read_csv(out / "timeline.csv")
     assert header == timeline_columns(labels)
@@ -245,7 +245,7 @@ def test_video_timeline_tracks_and_chart(scene, tiny_converted, tmp_path):
     assert sum(s["counts"]["tracks_by_dominant"].values()) == 3
     assert s["seconds_per_media_minute"] > 0 and s["elapsed_s"] >= s["processing_s"] > 0
     assert png_size(out / "summary.png") == figure_size_px("video")
-    assert "s per minute of video" in r.stdout and "3 tracks" in r.stdout
+    assert "s per minute of video" in res.stdout and "3 tracks" in res.stdout
     assert not (out / "annotated.mp4").exists()  # only with --annotate
 
 

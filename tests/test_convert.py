@@ -112,3 +112,25 @@ def test_eval_reports_tflite_through_the_edge_runtime(tiny_converted, synthetic_
     assert r.returncode == 0, r.stderr
     rep = json.loads(r.stdout)
     assert rep["runtime"].startswith("ai-edge-litert") and rep["split"] == "val" and rep["images"] == 84
+
+
+def test_temperature_scaling_lowers_nll_on_overconfident_probs():
+    from convert.calibrate import fit_temperature, nll
+    from edge.classifier import apply_temperature
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, 2000)
+    logits = rng.normal(0, 1, (2000, 7))
+    logits[np.arange(2000), y] += 1.0
+    over = np.exp(4 * logits)  # 4x overconfident softmax
+    over /= over.sum(1, keepdims=True)
+    t = fit_temperature(over, y)
+    assert 3.0 < t < 5.0
+    assert nll(apply_temperature(over, t), y) < nll(over, y)
+
+
+def test_card_carries_calibration(tiny_converted):
+    card = load_card(tiny_converted / "model_int8.tflite")
+    cal = card.metrics["calibration"]
+    assert card.temperature == cal["temperature"] and 0.25 <= card.temperature <= 5
+    assert cal["nll_after"] <= cal["nll_before"] + 1e-9

