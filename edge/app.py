@@ -2,7 +2,8 @@
 written or sent anywhere unless --preview asks for an annotated video.
 
 Exit codes: 0 normal end (source finished, --max-frames/--duration reached, SIGINT/SIGTERM);
-2 bad input (config, model, camera, video); 3 the live source could not be reopened.
+2 bad input (config, model, camera, video) found before the loop starts. A live camera that
+stops delivering later is reopened with back-off for as long as the service runs.
 """
 
 from __future__ import annotations

@@ -1,0 +1,374 @@
+"""Shared by the benchmark scripts: machine info, a timing helper, and the JSON/markdown writers.
+
+Every benchmark writes <out>/<name>.json (for scripts that compare runs) and <out>/<name>.md
+(for people), both headed by the same machine block: CPU, cores, OS, Python, numpy, OpenCV,
+the TFLite runtime, on a Raspberry Pi the board and the CPU governor (a WARNING when it is not
+`performance`), the command line, the date and the sha256 of every model measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+DEFAULT_OUT = REPO / "benchmarks" / "results"
+DEFAULT_MODEL_DIR = REPO / "edge" / "models" / "default"
+PI_MODEL = Path("/proc/device-tree/model")
+GOVERNOR = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+THERMAL = Path("/sys/class/thermal/thermal_zone0/temp")
+
+
+# ---------------------------------------------------------------------------- machine
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text(errors="replace").replace("\x00", "").strip()
+    except OSError:
+        return None
+
+
+def cpu_model() -> str:
+    """'model name' from /proc/cpuinfo (x86), else 'Hardware'/'Model' (ARM), else platform."""
+    text = _read(Path("/proc/cpuinfo")) or ""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if ":" in line:
+            k, v = (s.strip() for s in line.split(":", 1))
+            fields.setdefault(k.lower(), v)
+    for key in ("model name", "hardware", "model", "cpu part"):
+        if fields.get(key):
+            return fields[key]
+    return platform.processor() or platform.machine()
+
+
+def cores() -> dict:
+    logical = os.cpu_count() or 1
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = logical
+    return {"logical": logical, "usable": usable}
+
+
+def all_cores() -> int:
+    return cores()["usable"]
+
+
+def os_name() -> str:
+    text = _read(Path("/etc/os-release")) or ""
+    for line in text.splitlines():
+        if line.startswith("PRETTY_NAME="):
+            return f"{line.split('=', 1)[1].strip(chr(34))} ({platform.system()} {platform.release()})"
+    return platform.platform()
+
+
+def _version(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def library_versions() -> dict:
+    """Versions without importing TensorFlow (read from the installed distributions)."""
+    out = {"numpy": np.__version__}
+    try:
+        import cv2
+
+        out["opencv"] = cv2.__version__
+    except ImportError:
+        out["opencv"] = None
+    try:
+        from edge.runtime import runtime
+
+        out["tflite_runtime"] = runtime().describe()
+    except Exception as exc:  # noqa: BLE001 - reported, not fatal: accuracy of .keras needs none
+        out["tflite_runtime"] = f"none ({exc})"
+    for dist in ("tensorflow", "tensorflow-cpu", "keras"):
+        v = _version(dist)
+        if v:
+            out[dist] = v
+    return out
+
+
+def machine_info() -> dict:
+    """The machine block every result carries; `warnings` lists what makes numbers unreliable."""
+    info = {
+        "cpu": cpu_model(),
+        "machine": platform.machine(),
+        "cores": cores(),
+        "os": os_name(),
+        "python": platform.python_version(),
+        **library_versions(),
+        "hostname": platform.node(),
+    }
+    warnings = []
+    board = _read(PI_MODEL)
+    if board:
+        info["board"] = board
+    governor = _read(GOVERNOR)
+    if governor:
+        info["cpu_governor"] = governor
+        if governor != "performance":
+            warnings.append(f"WARNING: CPU governor is '{governor}', not 'performance'; timings vary with the clock. "
+                            "Set it with: echo performance | sudo tee /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor")
+    temp = _read(THERMAL)
+    if temp and temp.lstrip("-").isdigit():
+        info["cpu_temp_c_at_start"] = round(int(temp) / 1000, 1)
+    try:
+        load1 = os.getloadavg()[0]
+        info["load_average_1min_at_start"] = round(load1, 2)
+        if load1 > 0.5 * info["cores"]["usable"]:
+            warnings.append(f"WARNING: load average {load1:.1f} on {info['cores']['usable']} cores at start; "
+                            "other work is competing for the CPU.")
+    except OSError:
+        pass
+    info["warnings"] = warnings
+    return info
+
+
+def command_line(script: str, argv: Sequence[str] | None) -> str:
+    """How this run was started: `edge bench NAME ...` or `python benchmarks/NAME.py ...`."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    prefix = sys.argv[0] if sys.argv and sys.argv[0].startswith("edge bench") else f"python benchmarks/{script}.py"
+    return " ".join([prefix, shlex.join(args)]).strip()
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def model_info(path) -> dict:
+    from edge.card import sha256_file
+
+    p = Path(path)
+    return {"path": str(p), "file": p.name, "size_bytes": p.stat().st_size, "sha256": sha256_file(p)}
+
+
+def run_header(script: str, argv, models: Sequence | None = None) -> dict:
+    """machine + command + date + model hashes: the first keys of every result file."""
+    return {
+        "benchmark": script,
+        "date": now_iso(),
+        "command": command_line(script, argv),
+        "machine": machine_info(),
+        "models": [model_info(m) for m in (models or []) if Path(m).is_file()],
+    }
+
+
+# ---------------------------------------------------------------------------- timing
+
+@dataclass
+class Timing:
+    repeats: int
+    warmup: int
+    median_ms: float
+    p90_ms: float
+    p99_ms: float
+    mean_ms: float
+    min_ms: float
+    max_ms: float
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def summarize(samples_ms: Sequence[float], warmup: int = 0) -> Timing:
+    a = np.asarray(samples_ms, np.float64)
+    if a.size == 0:
+        raise ValueError("no timing samples")
+    return Timing(int(a.size), int(warmup), float(np.median(a)), float(np.percentile(a, 90)),
+                  float(np.percentile(a, 99)), float(a.mean()), float(a.min()), float(a.max()))
+
+
+def seeded_inputs(make: Callable[[np.random.Generator], object], seed: int, n: int = 8) -> list:
+    """n inputs drawn by `make` from one seeded generator (rotated through while timing)."""
+    rng = np.random.default_rng(seed)
+    return [make(rng) for _ in range(max(1, n))]
+
+
+def time_calls(fn: Callable[[object], object], inputs: Sequence, repeats: int, warmup: int) -> Timing:
+    """Run fn on the inputs in turn: `warmup` untimed calls, then `repeats` timed ones."""
+    for i in range(warmup):
+        fn(inputs[i % len(inputs)])
+    samples = []
+    clock = time.perf_counter
+    for i in range(repeats):
+        x = inputs[i % len(inputs)]
+        t = clock()
+        fn(x)
+        samples.append((clock() - t) * 1000.0)
+    return summarize(samples, warmup)
+
+
+def percentile_ms(samples_s: Sequence[float], q: float) -> float | None:
+    return round(1000 * float(np.percentile(samples_s, q)), 4) if len(samples_s) else None
+
+
+def median_ms(samples_s: Sequence[float]) -> float | None:
+    return round(1000 * float(np.median(samples_s)), 4) if len(samples_s) else None
+
+
+# ---------------------------------------------------------------------------- writers
+
+def out_dir(path) -> Path:
+    p = Path(path)
+    p.mkdir(parents=True, exist_ok=True)
+    return p
+
+
+def write_json(path: Path, obj) -> Path:
+    path.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+    return path
+
+
+def _json_default(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
+
+
+def fmt(v, digits: int = 2) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence], right: Sequence[bool] | None = None) -> str:
+    """A GitHub markdown table; `right` marks right-aligned (numeric) columns."""
+    right = right or [i > 0 for i in range(len(headers))]
+    esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
+    lines = ["| " + " | ".join(esc(h) for h in headers) + " |",
+             "|" + "|".join("---:" if r else "---" for r in right) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def md_header(title: str, report: dict) -> str:
+    """Title, warnings, then the machine block and the command, as markdown."""
+    m = report["machine"]
+    lines = [f"# {title}", ""]
+    for w in m.get("warnings", []):
+        lines += [f"> **{w}**", ""]
+    board = f" · board: {m['board']}" if m.get("board") else ""
+    gov = f" · governor: {m['cpu_governor']}" if m.get("cpu_governor") else ""
+    lines += [
+        f"- machine: {m['cpu']} ({m['machine']}), {m['cores']['usable']} usable cores{board}{gov}",
+        f"- OS: {m['os']} · Python {m['python']} · numpy {m['numpy']} · OpenCV {m['opencv']} · "
+        f"TFLite runtime: {m['tflite_runtime']}",
+        f"- date: {report['date']}",
+        f"- command: `{report['command']}`",
+    ]
+    for mi in report.get("models", []):
+        lines.append(f"- model {mi['path']}: {mi['size_bytes']:,} bytes, sha256 {mi['sha256'][:16]}…")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(out: Path, name: str, report: dict, markdown: str) -> tuple[Path, Path]:
+    out = out_dir(out)
+    j = write_json(out / f"{name}.json", report)
+    m = out / f"{name}.md"
+    m.write_text(markdown)
+    return j, m
+
+
+def pyplot():
+    """matplotlib with the Agg backend (headless), or None when matplotlib is not installed."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    return plt
+
+
+def slug(text: str) -> str:
+    keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+    return keep.strip("_")[:80] or "model"
+
+
+def add_common_args(ap, default_repeats: int | None = None, default_warmup: int | None = None) -> None:
+    ap.add_argument("--out", default=str(DEFAULT_OUT), help="folder for the JSON, markdown and PNG files (default: %(default)s)")
+    ap.add_argument("--seed", type=int, default=0, help="seed for inputs and sampling (default: %(default)s)")
+    if default_repeats is not None:
+        ap.add_argument("--repeats", type=int, default=default_repeats, help="timed runs per case (default: %(default)s)")
+    if default_warmup is not None:
+        ap.add_argument("--warmup", type=int, default=default_warmup, help="untimed runs before timing (default: %(default)s)")
+
+
+def default_models() -> list[str]:
+    """The shipped default model and, where the run folder keeps them, its float and Keras twins."""
+    out = []
+    for p in (DEFAULT_MODEL_DIR / "model_int8.tflite", DEFAULT_MODEL_DIR / "model_float32.tflite",
+              REPO / "runs" / "default" / "model_float32.tflite", REPO / "runs" / "default" / "model.keras"):
+        if p.is_file() and p.name not in {Path(o).name for o in out}:
+            out.append(str(p))
+    return out
+
+
+def expand_models(items: Sequence[str]) -> list[Path]:
+    """Model paths; a folder stands for the models in it (int8, float32, float16 .tflite, model.keras)."""
+    from edge.errors import UserError
+
+    out: list[Path] = []
+    for item in items:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            found = [p / n for n in ("model_int8.tflite", "model_float32.tflite", "model_float16.tflite", "model.keras")
+                     if (p / n).is_file()]
+            if not found:
+                raise UserError(f"{p} holds no model_int8.tflite, model_float32.tflite or model.keras.")
+            out += found
+        elif p.is_file() and p.suffix in (".tflite", ".keras"):
+            out.append(p)
+        else:
+            raise UserError(f"{p} is not a .tflite or .keras model (or a folder of them).")
+    return out
+
+
+def model_label(path: Path) -> str:
+    """A short label: parent folder + file name."""
+    return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+
+
+def find_card_for(path: Path, others: Sequence[Path] = ()):
+    """The model card beside a .tflite; a float model without one borrows a sibling's card
+    (labels, input size and crop rule; a float model ignores the quantization fields).
+    Returns (card, where) or (None, reason)."""
+    from edge.card import CARD_NAME, load_card
+
+    if (path.parent / CARD_NAME).is_file():
+        return load_card(path), str(path.parent / CARD_NAME)
+    if "int8" in path.name:
+        return None, f"no {CARD_NAME} beside {path}"
+    for o in others:
+        c = Path(o).parent / CARD_NAME
+        if Path(o).suffix == ".tflite" and c.is_file():
+            return load_card(o), str(c)
+    return None, f"no {CARD_NAME} beside {path} or any other model given"
