@@ -168,7 +168,7 @@ def run_header(script: str, argv, models: Sequence | None = None) -> dict:
         "date": now_iso(),
         "command": command_line(script, argv),
         "machine": machine_info(),
-        "models": [model_info(m) for m in (models or []) if Path(m).is_file()],
+        "models": [model_info(m) for m in dict.fromkeys(str(m) for m in (models or [])) if Path(m).is_file()],
     }
 
 

@@ -164,7 +164,7 @@ EOF
 # shellcheck disable=SC2206 # QM_PIP_ARGS is a list of words on purpose
 pip_extra=($QM_PIP_ARGS)
 pip_install() {
-    "$VENV/bin/python" -I -m pip --disable-pip-version-check --no-input install \
+    "$VENV/bin/python" -I -m pip --disable-pip-version-check --no-input install --root-user-action=ignore \
         --only-binary=:all: -c "$CONSTRAINTS" "${pip_extra[@]}" "$@"
 }
 
@@ -272,5 +272,5 @@ program  $VENV/bin/edge
 config   $CONFIG
 spool    $STATE_DIR/spool
 logs     journalctl -u queue-mood -f
-check    $VENV/bin/edge doctor --config $CONFIG
+check    sudo $VENV/bin/edge doctor --config $CONFIG
 EOF

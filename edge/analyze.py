@@ -236,6 +236,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     total = getattr(source, "frame_count", None)
     bar = _progress(math.ceil(total / every) if total else None, Path(path).name, opts.progress, opts.notes)
     pipeline = None
+    interrupted = False
     next_id = 1
     t_loop = time.monotonic()
     try:
@@ -292,6 +293,9 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
                     annotator.add(frame.image, faces, result, min_hits)
                 if bar is not None:
                     bar.update(1)
+    except KeyboardInterrupt:  # Ctrl-C: keep what was analysed and write the files for it
+        interrupted = True
+        opts.notes.append(f"Stopped by Ctrl-C after {frames} analysed frames; the files cover only that part.")
     finally:
         if bar is not None:
             bar.close()
@@ -318,7 +322,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
 
     if kind == "video":
         count = getattr(source, "frame_count", None)
-        media_s = (count if count else last_index + 1) / fps
+        media_s = (count if count and not interrupted else last_index + 1) / fps
         end_s = media_s
         for a in alerts:
             if a["cleared_s"] is None:

@@ -165,7 +165,7 @@ def config_text(cfg: Config, origin: str) -> str:
         "# queue-mood settings, written by `edge bundle` "
         f"({datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, from {origin}).",
         "# Every setting is listed with its value. After editing: sudo systemctl restart queue-mood",
-        "# Check it: /opt/queue-mood/venv/bin/edge doctor --config /etc/queue-mood/config.toml",
+        "# Check it: sudo /opt/queue-mood/venv/bin/edge doctor --config /etc/queue-mood/config.toml",
         f"# detector.model is the BlazeFace file for detector.variant; both variants are in {DETECTOR_DIR}/.",
         "",
     ]
@@ -336,7 +336,7 @@ program and the model and keeps your settings and any undelivered alerts.
 Afterwards, on the Pi:
   Is it running?        systemctl status queue-mood
   What is it doing?     journalctl -u queue-mood -f
-  Check everything:     /opt/queue-mood/venv/bin/edge doctor --config /etc/queue-mood/config.toml
+  Check everything:     sudo /opt/queue-mood/venv/bin/edge doctor --config /etc/queue-mood/config.toml
   Settings:             sudo nano /etc/queue-mood/config.toml
                         then: sudo systemctl restart queue-mood
   Stop / start:         sudo systemctl stop queue-mood / sudo systemctl start queue-mood

@@ -264,8 +264,9 @@ def check_config(ctx: _Context):
     overrides = {"model.path": ctx.s.model} if ctx.s.model else {}
     try:
         cfg = load_config(ctx.s.config, overrides)
-    except UserError as exc:
-        ctx.add("config", FAIL, f"{exc} (the checks below use the built-in defaults)")
+    except (UserError, OSError) as exc:
+        why = str(exc) if isinstance(exc, UserError) else f"cannot read {ctx.s.config} ({exc.strerror}); try sudo"
+        ctx.add("config", FAIL, f"{why} (the checks below use the built-in defaults)")
         cfg = Config()
         if ctx.s.model:
             cfg.model.path = ctx.s.model
