@@ -256,6 +256,9 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> Confi
             data = tomllib.loads(p.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"Config file {p} is not valid TOML: {exc}.") from exc
+        except OSError as exc:
+            raise ConfigError(f"Config file {p} cannot be read ({exc.strerror}); run as a user allowed to read it "
+                              "(the service user, or sudo).") from exc
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
