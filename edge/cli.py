@@ -195,6 +195,30 @@ def doctor_cmd(ctx, config_path, model, camera, as_json):
     ctx.exit(run(DoctorSettings(config=config_path, model=model, camera=camera, as_json=as_json), echo=click.echo))
 
 
+BENCHMARKS = ("accuracy", "latency", "pipeline", "detector_recall", "peer")
+
+
+@cli.command("bench", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("name", type=click.Choice(BENCHMARKS))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def bench_cmd(name, args):
+    """Run benchmarks/NAME.py with ARGS (`edge bench NAME --help` lists them); results go to benchmarks/results."""
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent  # a checkout: benchmarks/ sits beside edge/
+    if importlib.util.find_spec("benchmarks") is None and (root / "benchmarks" / "__init__.py").is_file():
+        sys.path.insert(0, str(root))
+    try:
+        module = importlib.import_module(f"benchmarks.{name}")
+    except ImportError as exc:
+        raise UserError(f"The benchmark scripts are not importable ({exc}); run from a checkout of the project "
+                        "or reinstall it with pip install -e '.[dev]'.") from exc
+    sys.argv = [f"edge bench {name}", *args]  # argparse's usage line and the command recorded in the results
+    sys.exit(module.main(list(args)) or 0)
+
+
 def main():
     cli(prog_name="edge")
 

