@@ -251,7 +251,7 @@ def figures(report: dict, out: Path) -> list[Path]:
         for i, r in enumerate(report["rows"]):
             vals = [r["per_class_recall"][c] for c in LABELS]
             ax.bar(np.arange(len(LABELS)) + (i - (n - 1) / 2) * width, vals, width,
-                   label=f"{r['label'][:45]} (acc {r['accuracy']:.3f})")
+                   label=f"{r['label'][:60]} (acc {r['accuracy']:.3f})")
         ax.set_xticks(range(len(LABELS)), LABELS)
         ax.set_ylabel("recall")
         ax.set_ylim(0, 1)

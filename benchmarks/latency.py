@@ -131,8 +131,9 @@ def peer_cases(files, threads: int, args, backend: str) -> list[dict]:
     s = files.spec.input_size
     rows = []
     x_in = common.seeded_inputs(lambda rng: rng.uniform(-1, 1, (1, s, s, 1)).astype(np.float32), args.seed)
-    rows.append(row(label, "peer", "invoke", "float32 I/O" if backend == "tflite" else "keras float", threads,
-                    common.time_calls(peer.raw, x_in, args.repeats, args.warmup), runtime=peer.runtime))
+    dtype = "float32 I/O" if backend == "tflite" else "keras float, TF default threads"
+    rows.append(row(label, "peer", "invoke", dtype, threads, common.time_calls(peer.raw, x_in, args.repeats, args.warmup),
+                    runtime=peer.runtime))
     frames = common.seeded_inputs(gray_frames, args.seed)
     for n in args.faces:
         boxes = [tuple(int(v) for v in b) for b in face_boxes(n)]

@@ -293,6 +293,7 @@ def run(args, argv=None) -> dict:
     card = classifier.card
     report.update({
         "threads": args.threads, "runs": args.runs, "warmup_frames": args.warmup,
+        "data": None if args.video else (args.data if args.data and Path(args.data).exists() else "none (astronauts only)"),
         "ours": {"model": str(model_path), "runtime": classifier.runtime.describe(), "detector": detector.describe(),
                  "flip_average": classifier.flip_average, "temperature": classifier.temperature,
                  "architecture": card.architecture},
