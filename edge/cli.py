@@ -34,7 +34,10 @@ def cli():
 @click.option("--arch", default="queue_net", show_default=True, help="Architecture from the registry.")
 @click.option("--epochs", type=int, default=40, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate (cosine schedule).")
+@click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate.")
+@click.option("--optimizer", type=click.Choice(["adamw", "adam"]), default="adamw", show_default=True)
+@click.option("--schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True,
+              help="cosine: warm-up then cosine decay to 1% of --lr.")
 @click.option("--label-smoothing", type=float, default=0.1, show_default=True)
 @click.option("--class-weight-power", type=float, default=0.5, show_default=True,
               help="0 = no class weights, 1 = inverse frequency.")
@@ -46,12 +49,13 @@ def cli():
               help="mobilenetv2 only.")
 @click.option("--steps-per-epoch", type=int, default=None, help="Cap batches per epoch (quick trials).")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last epoch.")
-def train(data, out, arch, epochs, batch_size, lr, label_smoothing, class_weight_power, mixup_alpha,
+def train(data, out, arch, epochs, batch_size, lr, optimizer, schedule, label_smoothing, class_weight_power, mixup_alpha,
           no_augment, patience, seed, weights, steps_per_epoch, resume):
     """Train a model on FER2013 (or any dataset in a supported layout)."""
     from train.trainer import TrainSettings, run
 
     s = TrainSettings(data=data, out=out, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
+                      optimizer=optimizer, schedule=schedule,
                       label_smoothing=label_smoothing, class_weight_power=class_weight_power,
                       mixup_alpha=mixup_alpha, augment=not no_augment, patience=patience, seed=seed,
                       weights=None if weights == "none" else weights, steps_per_epoch=steps_per_epoch)

@@ -30,6 +30,8 @@ class TrainSettings:
     epochs: int = 40
     batch_size: int = 64
     lr: float = 2e-3
+    optimizer: str = "adamw"  # adamw | adam (the seed_cnn baseline recipe)
+    schedule: str = "cosine"  # cosine (with warm-up) | constant
     weight_decay: float = 0.01
     warmup_epochs: int = 2
     label_smoothing: float = 0.1
@@ -101,6 +103,23 @@ def _epoch_sync(keras, batches):
     return EpochSync()
 
 
+def _optimizer(keras, s: TrainSettings, steps_per_epoch: int):
+    if s.schedule == "cosine":
+        steps, warmup = steps_per_epoch * s.epochs, steps_per_epoch * s.warmup_epochs
+        lr = keras.optimizers.schedules.CosineDecay(
+            initial_learning_rate=s.lr / 10 if warmup else s.lr, decay_steps=max(1, steps - warmup),
+            warmup_target=s.lr if warmup else None, warmup_steps=warmup, alpha=0.01)
+    elif s.schedule == "constant":
+        lr = s.lr
+    else:
+        raise UserError(f"Unknown --schedule '{s.schedule}'; choose cosine or constant.")
+    if s.optimizer == "adamw":
+        return keras.optimizers.AdamW(learning_rate=lr, weight_decay=s.weight_decay)
+    if s.optimizer == "adam":
+        return keras.optimizers.Adam(learning_rate=lr)
+    raise UserError(f"Unknown --optimizer '{s.optimizer}'; choose adamw or adam.")
+
+
 def _best_so_far(history_csv: Path) -> float:
     import csv
 
@@ -166,13 +185,8 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
     model = archs.build(s.arch, INPUT_SIZE, len(LABELS), **options)
     weights = class_weights(tr.y, s.class_weight_power)
     batches = _batches(keras)(tr, s, weights)
-    steps = len(batches) * s.epochs
-    warmup = len(batches) * s.warmup_epochs
-    schedule = keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=s.lr / 10 if warmup else s.lr, decay_steps=max(1, steps - warmup),
-        warmup_target=s.lr if warmup else None, warmup_steps=warmup, alpha=0.01)
     model.compile(
-        optimizer=keras.optimizers.AdamW(learning_rate=schedule, weight_decay=s.weight_decay),
+        optimizer=_optimizer(keras, s, len(batches)),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=s.label_smoothing),
         metrics=["accuracy"],
     )
