@@ -23,6 +23,18 @@ class Group(click.Group):
             sys.exit(exc.exit_code)
 
 
+def build_stage(module: str):
+    """A build-machine module (train/, convert/), loaded only by the commands that need it:
+    the edge runtime itself never imports them."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise UserError(f"This command needs the build-machine packages ({exc.name} is missing); "
+                        "install them with: pip install 'queue-mood[train]'.") from exc
+
+
 @click.group(cls=Group)
 def cli():
     """Queue-mood monitor: train, convert and run a facial-expression model on a Raspberry Pi."""
@@ -52,14 +64,13 @@ def cli():
 def train(data, out, arch, epochs, batch_size, lr, optimizer, schedule, label_smoothing, class_weight_power, mixup_alpha,
           no_augment, patience, seed, weights, steps_per_epoch, resume):
     """Train a model on FER2013 (or any dataset in a supported layout)."""
-    from train.trainer import TrainSettings, run
-
-    s = TrainSettings(data=data, out=out, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
+    trainer = build_stage("train.trainer")
+    s = trainer.TrainSettings(data=data, out=out, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
                       optimizer=optimizer, schedule=schedule,
                       label_smoothing=label_smoothing, class_weight_power=class_weight_power,
                       mixup_alpha=mixup_alpha, augment=not no_augment, patience=patience, seed=seed,
                       weights=None if weights == "none" else weights, steps_per_epoch=steps_per_epoch)
-    metrics = run(s, resume=resume)
+    metrics = trainer.run(s, resume=resume)
     click.echo(f"val accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}; report in {out}")
 
 
@@ -74,15 +85,12 @@ def train(data, out, arch, epochs, batch_size, lr, optimizer, schedule, label_sm
 @click.option("--split", default=None, help="Split to check parity on (default: val).")
 def convert(model, data, out, calibration_size, max_drop, min_agreement, float16, split):
     """Quantize a trained model (run folder or .keras) to int8 TFLite and check parity."""
-    from convert.parity import markdown
-    from convert.quantize import ConvertSettings, run
-    from train.trainer import import_keras
-
-    import_keras()
-    parity, failures = run(ConvertSettings(model=model, data=data, out=out, calibration_size=calibration_size,
+    build_stage("train.trainer").import_keras()
+    quantize = build_stage("convert.quantize")
+    parity, failures = quantize.run(quantize.ConvertSettings(model=model, data=data, out=out, calibration_size=calibration_size,
                                            max_drop_pp=max_drop, min_agreement=min_agreement, float16=float16,
                                            split=split))
-    click.echo(markdown(parity))
+    click.echo(build_stage("convert.parity").markdown(parity))
     if failures:
         raise UserError(f"Parity gate failed: {'; '.join(failures)} (files kept in {out}).")
 
@@ -96,9 +104,7 @@ def convert(model, data, out, calibration_size, max_drop, min_agreement, float16
 @click.option("--raw", is_flag=True, help="Skip the card's temperature (uncalibrated probabilities).")
 def eval_cmd(model_arg, model_opt, data, split, as_json, raw):
     """Evaluate any model (.keras through Keras, .tflite through the edge runtime) on a dataset."""
-    from train.evaluate import evaluate
-
-    rep = evaluate(model_opt or model_arg, data, split, calibrated=not raw)
+    rep = build_stage("train.evaluate").evaluate(model_opt or model_arg, data, split, calibrated=not raw)
     if as_json:
         import json
 
