@@ -114,7 +114,7 @@ def face_path(path: Path, others, threads: int, faces: int, args):
         raise UserError(where)
     clf = Classifier(path, card=card, num_threads=threads)
     boxes = face_boxes(faces)
-    rule, size = card.crop, card.input_size
+    rule, size = card.crop_for("blazeface"), card.input_size
 
     def call(gray):
         return clf.predict(np.stack([crop_face(gray, b, rule, size) for b in boxes]))

@@ -28,7 +28,7 @@ class ModelCard:
     labels: list[str]
     input_size: int
     color: str  # "gray"
-    crop: CropRule
+    crop: CropRule  # for the default detector
     input_quant: Quant | None  # None for a float model
     output_quant: Quant | None
     flip_average: bool = False  # average each crop's prediction with its mirror image's
@@ -39,16 +39,23 @@ class ModelCard:
     architecture: str = ""
     parity: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
+    # Detectors frame a face differently: the rule measured for each detector key.
+    crop_by_detector: dict[str, CropRule] = field(default_factory=dict)
+
+    def crop_for(self, detector_key: str) -> CropRule:
+        return self.crop_by_detector.get(detector_key, self.crop)
 
     def to_json(self) -> str:
         d = asdict(self)
         d["crop"] = self.crop.to_dict()
+        d["crop_by_detector"] = {k: r.to_dict() for k, r in self.crop_by_detector.items()}
         return json.dumps(d, indent=2)
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelCard":
         d = dict(d)
         d["crop"] = CropRule.from_dict(d["crop"])
+        d["crop_by_detector"] = {k: CropRule.from_dict(r) for k, r in d.get("crop_by_detector", {}).items()}
         for k in ("input_quant", "output_quant"):
             d[k] = Quant(**d[k]) if d.get(k) else None
         return cls(**d)

@@ -59,7 +59,7 @@ class Pipeline:
     def __init__(self, cfg: Config, classifier: Classifier, detector: FaceDetector):
         self.cfg, self.classifier, self.detector = cfg, classifier, detector
         card = classifier.card
-        self.crop_rule, self.size = card.crop, card.input_size
+        self.crop_rule, self.size = card.crop_for(detector.key), card.input_size
         t, m, a = cfg.tracking, cfg.mood, cfg.alert
         self.tracker = Tracker(t.iou_match, t.max_gap_s, t.ema_alpha, t.min_hits)
         self.mood = MoodWindow(card.labels, m.window_s, m.negative, m.min_confidence)

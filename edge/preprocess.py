@@ -74,9 +74,3 @@ def crop_face(gray: np.ndarray, box: tuple[float, float, float, float], rule: Cr
         top += pad
     return resize_square(gray[top : top + side, left : left + side], size)
 
-
-# Measured by running the default detector (BlazeFace full-range) on 1,000 FER2013 val
-# faces upscaled onto a background (benchmarks/detector_recall.py): median crop side /
-# box side 1.25 (IQR 1.14-1.38), centre offset -0.05 box heights. Convert copies it into
-# every model card; edge reads it only from there.
-DEFAULT_CROP_RULE = CropRule(scale=1.25, shift_y=-0.05)

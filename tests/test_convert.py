@@ -134,3 +134,10 @@ def test_card_carries_calibration(tiny_converted):
     cal = card.metrics["calibration"]
     assert card.temperature == cal["temperature"] and 0.25 <= card.temperature <= 5
     assert cal["nll_after"] <= cal["nll_before"] + 1e-9
+
+
+def test_card_has_a_crop_rule_per_detector(tiny_converted):
+    card = load_card(tiny_converted / "model_int8.tflite")
+    assert card.crop_for("blazeface") == card.crop
+    assert card.crop_for("haar").scale < card.crop_for("blazeface").scale
+    assert card.crop_for("yunet") == card.crop  # unmeasured detectors fall back to the default
