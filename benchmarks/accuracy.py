@@ -317,18 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        report = run(args, argv)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    out = common.out_dir(args.out)
-    figures(report, out)
-    md = markdown(report)
-    j, m = common.write_results(out, NAME, report, md)
-    print(md)
-    print(f"wrote {j}, {m} and the PNGs in {out}")
-    return 0
+    return common.finish(NAME, args, argv, run, figures, markdown)
 
 
 if __name__ == "__main__":

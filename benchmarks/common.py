@@ -372,3 +372,23 @@ def find_card_for(path: Path, others: Sequence[Path] = ()):
         if Path(o).suffix == ".tflite" and c.is_file():
             return load_card(o), str(c)
     return None, f"no {CARD_NAME} beside {path} or any other model given"
+
+
+def finish(name: str, args, argv, run, draw, to_markdown) -> int:
+    """The end every benchmark script shares: measure, draw, write JSON + markdown, print.
+    `draw(report, out)` returns the PNG paths it wrote; a UserError is one line and exit 2."""
+    from edge.errors import UserError
+
+    try:
+        report = run(args, argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = out_dir(args.out)
+    pngs = [p for p in draw(report, out) if p]
+    report["png"] = [p.name for p in pngs]
+    md = to_markdown(report)
+    j, m = write_results(out, name, report, md)
+    print(md)
+    print(f"wrote {j}, {m}" + (f" and {', '.join(p.name for p in pngs)} in {out}" if pngs else ""))
+    return 0

@@ -382,7 +382,7 @@ def markdown(report: dict) -> str:
             lines.append(f"- {Path(v['video']).name}: {v['frames']} frames at {v['fps']:g} fps, "
                          f"faces {', '.join(v['faces'])} at widths {v['face_widths_px']} px")
     if report.get("png"):
-        lines.append(f"\nFigure: {report['png']}")
+        lines.append(f"\nFigure: {', '.join(report['png'])}")
     return "\n".join(lines) + "\n"
 
 
@@ -414,19 +414,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        report = run(args, argv)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    out = common.out_dir(args.out)
-    png = figure(report, out)
-    report["png"] = png.name if png else None
-    md = markdown(report)
-    j, m = common.write_results(out, NAME, report, md)
-    print(md)
-    print(f"wrote {j}, {m}" + (f" and {png}" if png else ""))
-    return 0
+    return common.finish(NAME, args, argv, run, lambda r, o: [figure(r, o)], markdown)
 
 
 if __name__ == "__main__":
