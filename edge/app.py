@@ -81,7 +81,13 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     log.info("model %s (%s, %s); detector %s; source %s", classifier.path.name, classifier.card.architecture,
              classifier.runtime.describe(), detector.describe(), source.describe())
     sinks = build_sinks(cfg.sinks, device)
-    server = StatusServer(stats, cfg.status.host, cfg.status.port).start() if cfg.status.enabled else None
+    server = None
+    if cfg.status.enabled:
+        try:
+            server = StatusServer(stats, cfg.status.host, cfg.status.port).start()
+        except OSError as exc:  # the monitor matters more than its status page
+            log.warning("status endpoint not started: cannot listen on %s:%d (%s)", cfg.status.host, cfg.status.port,
+                        exc.strerror)
     if server:
         log.info("status on http://%s:%d/status and /metrics", cfg.status.host, server.port)
     stop = _StopFlag()
