@@ -4,7 +4,7 @@
 #
 #   bash deploy/check_aarch64_wheels.sh [PYTHON]      (default: .venv/bin/python, else python3)
 #
-# 1. each requirement of the `edge`, `mqtt` and `gpio` extras in pyproject.toml, plus
+# 1. each base requirement and each of the `edge`, `mqtt` and `gpio` extras in pyproject.toml, plus
 #    'numpy<2', downloaded alone (--no-deps) as an aarch64 wheel;
 # 2. the same requirements resolved WITH their dependencies under the Pi's constraints
 #    (numpy<2, no OpenCV wheel), so a transitive dependency without an aarch64 wheel, or one
@@ -29,7 +29,10 @@ TARGET=(--only-binary=:all: "${PLATFORMS[@]}" --python-version 3.11 --implementa
 
 mapfile -t REQS < <("$PY" - <<'EOF'
 import tomllib
-extras = tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+extras = project["optional-dependencies"]
+for req in project["dependencies"]:  # the project's own requirements install on the Pi too
+    print(req)
 for name in ("edge", "mqtt", "gpio"):
     for req in extras[name]:
         print(req)
