@@ -58,11 +58,16 @@ class _StopFlag:
 
     def __init__(self):
         self.event = threading.Event()
+        self._previous = {}
 
     def install(self):
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                signal.signal(sig, lambda *_: self.event.set())
+                self._previous[sig] = signal.signal(sig, lambda *_: self.event.set())
+
+    def restore(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
 
 
 def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
@@ -117,6 +122,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
                         (opts.duration_s and time.monotonic() - started >= opts.duration_s):
                     break
     finally:
+        stop.restore()
         sinks.close()
         if server:
             server.stop()

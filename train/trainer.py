@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import shlex
@@ -72,7 +71,9 @@ def _batches(keras):
             self._order()
 
         def __len__(self):
-            n = math.ceil(len(self.split) / self.s.batch_size)
+            # Full batches only (the reshuffle each epoch still uses every image): TF 2.21's
+            # oneDNN kernels segfault on mini_xception's backward pass with a short last batch.
+            n = max(1, len(self.split) // self.s.batch_size)
             return min(n, self.s.steps_per_epoch) if self.s.steps_per_epoch else n
 
         def __getitem__(self, i):
