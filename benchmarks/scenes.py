@@ -68,7 +68,7 @@ def demo_frames(seconds: float = 20.0, fps: float = 15.0, fer_root: Path | None 
             extra += fer_images(Path(fer_root), label)[:1]
     for i in range(int(seconds * fps)):
         f = background(i)
-        place(f, astro, 20 + (i * 2) % 200, 120, 200)
+        place(f, astro, 20 + abs((i * 2) % 400 - 200), 120, 200)  # walks back and forth
         for slot, face in enumerate(extra[:2]):
             place(f, face, 330 + slot * 150, 150 + slot * 40, 140)
         yield f
