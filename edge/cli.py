@@ -60,16 +60,19 @@ def cli():
 @click.option("--weights", type=click.Choice(["imagenet", "none"]), default="imagenet", show_default=True,
               help="mobilenetv2 only.")
 @click.option("--steps-per-epoch", type=int, default=None, help="Cap batches per epoch (quick trials).")
+@click.option("--warmup-epochs", type=int, default=2, show_default=True)
+@click.option("--init-from", default=None, help="Start from this .keras model's weights (same --arch): a second schedule.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last epoch.")
 def train(data, out, arch, epochs, batch_size, lr, optimizer, schedule, label_smoothing, class_weight_power, mixup_alpha,
-          no_augment, patience, seed, weights, steps_per_epoch, resume):
+          no_augment, patience, seed, weights, steps_per_epoch, warmup_epochs, init_from, resume):
     """Train a model on FER2013 (or any dataset in a supported layout)."""
     trainer = build_stage("train.trainer")
     s = trainer.TrainSettings(data=data, out=out, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
                       optimizer=optimizer, schedule=schedule,
                       label_smoothing=label_smoothing, class_weight_power=class_weight_power,
                       mixup_alpha=mixup_alpha, augment=not no_augment, patience=patience, seed=seed,
-                      weights=None if weights == "none" else weights, steps_per_epoch=steps_per_epoch)
+                      weights=None if weights == "none" else weights, steps_per_epoch=steps_per_epoch,
+                      warmup_epochs=warmup_epochs, init_from=init_from)
     metrics = trainer.run(s, resume=resume)
     click.echo(f"val accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}; report in {out}")
 

@@ -94,3 +94,21 @@ def test_existing_run_without_resume_is_refused(tiny_run, synthetic_dataset):
 
     r = run_cli("train", "--data", synthetic_dataset, "--out", tiny_run, "--epochs", "1")
     assert r.returncode == 2 and "--resume" in r.stderr
+
+
+def test_init_from_starts_with_the_given_weights(tiny_run, synthetic_dataset, tmp_path, cache_env):
+    from train.trainer import TrainSettings, run
+
+    before = json.loads((tiny_run / "metrics.json").read_text())["accuracy"]
+    m = run(TrainSettings(data=str(synthetic_dataset), out=str(tmp_path / "cycle2"), arch="mini_xception", epochs=1,
+                          batch_size=16, lr=1e-7, warmup_epochs=0, augment=False,
+                          init_from=str(tiny_run / "model.keras"), arch_options={"bn_momentum": 0.8}))
+    assert m["accuracy"] >= before - 0.05  # a freshly initialised model would be near chance (1/7)
+
+
+def test_init_from_a_different_architecture_is_one_sentence(tiny_run, synthetic_dataset, tmp_path):
+    from tests.conftest import run_cli
+
+    r = run_cli("train", "--data", synthetic_dataset, "--out", tmp_path / "x", "--arch", "queue_net",
+                "--init-from", tiny_run / "model.keras", "--epochs", "1")
+    assert r.returncode == 2 and "is not a queue_net model" in r.stderr and "Traceback" not in r.stderr

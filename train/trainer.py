@@ -42,6 +42,7 @@ class TrainSettings:
     weights: str | None = None  # mobilenetv2 only: "imagenet" or None
     augment: bool = True
     steps_per_epoch: int | None = None  # for quick tests
+    init_from: str | None = None  # a .keras model whose weights start this run (a second cosine cycle)
     arch_options: dict = field(default_factory=dict)
 
 
@@ -184,6 +185,11 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
     if s.arch == "mobilenetv2":
         options["weights"] = s.weights
     model = archs.build(s.arch, INPUT_SIZE, len(LABELS), **options)
+    if s.init_from:
+        try:
+            model.set_weights(keras.models.load_model(s.init_from, compile=False).get_weights())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"Cannot start from {s.init_from}: it is not a {s.arch} model ({exc}).") from exc
     weights = class_weights(tr.y, s.class_weight_power)
     batches = _batches(keras)(tr, s, weights)
     model.compile(
