@@ -69,7 +69,7 @@ def fer_faces(tmp_path_factory) -> Path:
     if not FER_TAR.exists():
         pytest.skip(f"FER2013 not found at {FER_TAR}; real-face tests need ../shared/datasets")
     root = tmp_path_factory.mktemp("fer")
-    want = {c: 12 for c in LABELS}
+    want = {c: 30 for c in LABELS}
     with tarfile.open(FER_TAR) as tar:
         for m in tar:
             parts = Path(m.name).parts

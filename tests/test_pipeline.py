@@ -148,9 +148,12 @@ def shipped_model():
         pytest.skip(f"needs the shipped default model: {exc}")
 
 
+SLOTS_X = (40, 340)  # where the scene puts its two people
+
+
 def _usable_faces(fer_root, model_path, labels_wanted, size=220, need=3):
-    """FER2013 faces the detector finds and the model reads as their true label (so the
-    scene's ground truth is unambiguous): {label: [gray faces]}."""
+    """FER2013 faces the detector finds, at both places the scene uses, and the model reads
+    as their true label (so the scene's ground truth is unambiguous): {label: [gray faces]}."""
     from edge.classifier import Classifier
     from edge.detectors.base import create_detector
     from edge.preprocess import crop_face, to_gray
@@ -161,13 +164,18 @@ def _usable_faces(fer_root, model_path, labels_wanted, size=220, need=3):
     for label in labels_wanted:
         keep = []
         for face in fer_images(fer_root, label):
-            frame = background(1)
-            place(frame, face, 200, 120, size)
-            found = det.detect(frame)
-            if len(found) != 1:
-                continue
-            probs = clf.predict(crop_face(to_gray(frame), found[0].box.as_tuple(), clf.card.crop, clf.card.input_size))[0]
-            if clf.labels[int(probs.argmax())] == label and probs.max() > 0.5:
+            ok = True
+            for x in SLOTS_X:
+                frame = background(1)
+                place(frame, face, x, 120, size)
+                found = det.detect(frame)
+                if len(found) != 1:
+                    ok = False
+                    break
+                crop = crop_face(to_gray(frame), found[0].box.as_tuple(), clf.card.crop, clf.card.input_size)
+                probs = clf.predict(crop)[0]
+                ok = ok and clf.labels[int(probs.argmax())] == label and probs.max() > 0.5
+            if ok:
                 keep.append(face)
             if len(keep) == need:
                 break
@@ -176,11 +184,27 @@ def _usable_faces(fer_root, model_path, labels_wanted, size=220, need=3):
 
 
 def test_queue_turning_unhappy_raises_one_alert_and_clears(fer_faces, shipped_model, tmp_path):
-    faces = _usable_faces(fer_faces, shipped_model, ("happy",) + NEGATIVE)
-    negative = [f for lab in NEGATIVE for f in faces[lab]]
-    if len(faces["happy"]) < 1 or len(negative) < 2:
-        pytest.skip(f"too few real faces both detected and recognised: { {k: len(v) for k, v in faces.items()} }")
+    from itertools import combinations
+
+    from edge.detectors.base import create_detector
+
+    faces = _usable_faces(fer_faces, shipped_model, ("happy",) + NEGATIVE, need=6)
     astro = astronaut_face()
+    det = create_detector("blazeface")
+
+    def both_found(pair):
+        # BlazeFace scores upscaled gray FER crops near its threshold, and a second face in
+        # the frame can tip one under it: keep only pairs it finds together.
+        f = background(7)
+        for slot, face in enumerate(pair):
+            place(f, face, SLOTS_X[slot], 120, 220 if face.ndim == 2 else 200)
+        return len(det.detect(f)) == 2
+
+    negative = [f for lab in NEGATIVE for f in faces[lab]]
+    angry = next((list(p) for p in combinations(negative, 2) if both_found(p)), None)
+    happy_face = next((f for f in faces["happy"] if both_found((astro, f))), None)
+    if angry is None or happy_face is None:
+        pytest.skip(f"too few real faces both detected and recognised: { {k: len(v) for k, v in faces.items()} }")
     fps = 5
 
     def scene(people, seconds, seed):
@@ -188,14 +212,15 @@ def test_queue_turning_unhappy_raises_one_alert_and_clears(fer_faces, shipped_mo
         for i in range(int(seconds * fps)):
             f = background(seed + i)
             for slot, face in enumerate(people):
-                place(f, face, 40 + slot * 300 + (i % 3), 120, 220 if face.ndim == 2 else 200)
+                place(f, face, SLOTS_X[slot] + (i % 3), 120, 220 if face.ndim == 2 else 200)
             frames.append(f)
         return frames
 
-    happy = [astro, faces["happy"][0]]
-    angry = negative[:2]
-    # happy queue 0-8 s, unhappy 8-24 s, happy 24-36 s, unhappy again 36-48 s (inside the cooldown)
-    frames = scene(happy, 8, 0) + scene(angry, 16, 100) + scene(happy, 12, 200) + scene(angry, 12, 300)
+    happy = [astro, happy_face]
+    # happy queue 0-8 s, unhappy 10-26 s, happy 28-40 s, unhappy again 42-54 s (inside the
+    # cooldown); the line is empty for 2 s between groups, so each group is new people
+    frames = (scene(happy, 8, 0) + scene([], 2, 50) + scene(angry, 16, 100) + scene([], 2, 150)
+              + scene(happy, 12, 200) + scene([], 2, 250) + scene(angry, 12, 300))
     video = write_video(tmp_path / "queue.mp4", frames, fps)
     cfg_file = tmp_path / "queue.toml"
     cfg_file.write_text(f"""
@@ -225,12 +250,12 @@ enabled = false
     transitions = [(t, tr) for t, _, _, tr in timeline if tr]
     assert [tr for _, tr in transitions] == ["raised", "cleared"], transitions
     (t_raise, _), (t_clear, _) = transitions
-    assert 8 + 3 <= t_raise <= 8 + 8, "raised outside the expected window (after raise_after_s of unhappy faces)"
-    assert 24 + 3 <= t_clear <= 24 + 9
-    peak = max(s for t, s, _, _ in timeline if 12 <= t <= 24)
+    assert 10 + 3 <= t_raise <= 10 + 8, "raised outside the expected window (after raise_after_s of unhappy faces)"
+    assert 26 + 3 <= t_clear <= 26 + 9
+    peak = max(s for t, s, _, _ in timeline if 14 <= t <= 26)
     calm = max(s for t, s, _, _ in timeline if 2 <= t <= 8)
     assert peak >= 0.6 > calm
-    assert summary["tracks"] >= 4  # people, not frames
+    assert 6 <= summary["tracks"] <= 10  # people (8 came and went), not frames
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert [e["kind"] for e in events] == ["raised", "cleared"]
 
