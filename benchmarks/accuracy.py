@@ -29,6 +29,7 @@ from benchmarks import common
 from benchmarks.peer import PEER_NOTE, PeerModel, add_peer_args, peer_or_reason
 from edge.errors import UserError
 from edge.labels import LABELS
+from train.data import FER2013_SIZE
 
 NAME = "accuracy"
 
@@ -130,13 +131,13 @@ def evaluate_keras(path: Path, data: Data) -> dict:
 
 def evaluate_peer(files, data: Data, threads: int, backend: str) -> dict:
     peer = PeerModel(files, threads=threads, backend=backend)
-    x, y = data.get(48)
+    x, y = data.get(FER2013_SIZE)  # the peer resizes FER crops itself, as fer does
     t = time.perf_counter()
     probs = peer.predict_fer_images(x)
     seconds = time.perf_counter() - t
     sp = files.spec
     return {"y": y, "probs": probs, "runtime": peer.runtime, "model_path": peer.path,
-            "path": f"fer preprocessing: 48->{sp.input_size} px ({sp.resize}), x/{sp.scale_divisor:g}, "
+            "path": f"fer preprocessing: {FER2013_SIZE}->{sp.input_size} px ({sp.resize}), x/{sp.scale_divisor:g}, "
                     f"(x-{sp.shift:g})*{sp.multiply:g}; fer label order mapped to ours",
             "parameters": peer.parameters(),
             "parameters_source": "Keras count_params" if peer.backend == "keras" else "constant tensor elements",

@@ -308,6 +308,15 @@ def pyplot():
     return plt
 
 
+def save_figure(plt, fig, out: Path, name: str) -> Path:
+    """Write a benchmark's figure as OUT/NAME.png and release it."""
+    fig.tight_layout()
+    p = out / f"{name}.png"
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
+    return p
+
+
 def slug(text: str) -> str:
     keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
     return keep.strip("_")[:80] or "model"

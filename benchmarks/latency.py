@@ -243,11 +243,7 @@ def figure(report: dict, out: Path) -> Path | None:
     ax.invert_yaxis()
     ax.set_xlabel("ms per call (bar: median, whisker: p90)")
     ax.set_title(f"Classifier latency, batch 1 ({report['repeats']} runs after {report['warmup']} warm-up)")
-    fig.tight_layout()
-    p = out / f"{NAME}.png"
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    return p
+    return common.save_figure(plt, fig, out, NAME)
 
 
 def markdown(report: dict) -> str:

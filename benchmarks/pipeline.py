@@ -308,19 +308,23 @@ def run(args, argv=None) -> dict:
     return report
 
 
+def _runs(report: dict):
+    """(video, "ours" | "peer", its result) for every pipeline measured on every video."""
+    for v in report["videos"]:
+        for who in ("ours", "peer"):
+            if v.get(who):
+                yield v, who, v[who]
+
+
 def figure(report: dict, out: Path) -> Path | None:
     plt = common.pyplot()
     if plt is None or not report["videos"]:
         return None
     labels, stacks = [], []
-    for v in report["videos"]:
-        for who in ("ours", "peer"):
-            r = v.get(who)
-            if not r:
-                continue
-            s = r["stage_ms_median"]
-            labels.append(f"{Path(v['video']).name} · {who} · {r['fps_median']} fps")
-            stacks.append([s["decode"] or 0, s["detect"] or 0, s["classify"] or 0, s["track"] or 0])
+    for v, who, r in _runs(report):
+        s = r["stage_ms_median"]
+        labels.append(f"{Path(v['video']).name} · {who} · {r['fps_median']} fps")
+        stacks.append([s["decode"] or 0, s["detect"] or 0, s["classify"] or 0, s["track"] or 0])
     stacks = np.array(stacks)
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(labels) + 1.4))
     left = np.zeros(len(labels))
@@ -333,11 +337,7 @@ def figure(report: dict, out: Path) -> Path | None:
     ax.set_xlabel("median ms per frame, by stage")
     ax.set_title(f"Pipeline per frame, {report['threads']} thread(s)")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    p = out / f"{NAME}.png"
-    fig.savefig(p, dpi=100)
-    plt.close(fig)
-    return p
+    return common.save_figure(plt, fig, out, NAME)
 
 
 def markdown(report: dict) -> str:
@@ -354,17 +354,13 @@ def markdown(report: dict) -> str:
     lines.append(f"{report['threads']} thread(s) for interpreters and OpenCV; {report['runs']} timed pass(es) per "
                  f"video after {report['warmup_frames']} warm-up frames.\n")
     rows = []
-    for v in report["videos"]:
-        for who in ("ours", "peer"):
-            r = v.get(who)
-            if not r:
-                continue
-            s = r["stage_ms_median"]
-            rows.append([Path(v["video"]).name, who, v.get("faces_placed") or "–", f"{r['faces_per_frame_mean']:.2f}",
-                         common.fmt(r["fps_median"]), common.fmt(r["frame_ms"]["median"]), common.fmt(r["frame_ms"]["p90"]),
-                         common.fmt(s["decode"]), common.fmt(s["detect"]), common.fmt(s["classify"]),
-                         common.fmt(s["classify_per_face"]), common.fmt(s["track"]),
-                         common.fmt(v.get("fps_ratio_ours_to_peer")) if who == "ours" else ""])
+    for v, who, r in _runs(report):
+        s = r["stage_ms_median"]
+        rows.append([Path(v["video"]).name, who, v.get("faces_placed") or "–", f"{r['faces_per_frame_mean']:.2f}",
+                     common.fmt(r["fps_median"]), common.fmt(r["frame_ms"]["median"]), common.fmt(r["frame_ms"]["p90"]),
+                     common.fmt(s["decode"]), common.fmt(s["detect"]), common.fmt(s["classify"]),
+                     common.fmt(s["classify_per_face"]), common.fmt(s["track"]),
+                     common.fmt(v.get("fps_ratio_ours_to_peer")) if who == "ours" else ""])
     lines.append(common.md_table(["video", "pipeline", "faces placed", "faces found / frame", "FPS (median)",
                                   "frame ms", "frame p90 ms", "decode ms", "detect ms", "classify ms",
                                   "per face ms", "track+mood ms", "FPS ours / peer"], rows,

@@ -7,6 +7,16 @@ class UserError(Exception):
     exit_code = 2
 
 
+def import_cv2():
+    """OpenCV, imported when first needed; missing, it is one sentence saying how to get it."""
+    try:
+        import cv2
+    except ImportError as exc:
+        raise UserError("OpenCV is missing; on a Raspberry Pi run: sudo apt install python3-opencv "
+                        "(elsewhere: pip install 'queue-mood[opencv]').") from exc
+    return cv2
+
+
 def missing_dependency(module: str, extra: str) -> UserError:
     return UserError(
         f"This command needs the Python package '{module}', which is not installed; "

@@ -18,7 +18,7 @@ from typing import Iterator
 
 import numpy as np
 
-from edge.errors import UserError
+from edge.errors import UserError, import_cv2
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -52,20 +52,11 @@ class Source:
         return type(self).__name__
 
 
-def _cv2():
-    try:
-        import cv2
-    except ImportError as exc:
-        raise UserError("OpenCV is missing; on a Raspberry Pi run: sudo apt install python3-opencv "
-                        "(elsewhere: pip install 'queue-mood[opencv]').") from exc
-    return cv2
-
-
 class VideoFileSource(Source):
     """A recording, frame by frame; timestamps are index / the file's fps."""
 
     def __init__(self, path: str, every: int = 1):
-        cv2 = _cv2()
+        cv2 = import_cv2()
         self.path, self.every = path, max(1, every)
         self.cap = cv2.VideoCapture(path)
         ok, first = self.cap.read() if self.cap.isOpened() else (False, None)
@@ -107,7 +98,7 @@ class ImageFolderSource(Source):
         self.frame_count = len(self.files)
 
     def __iter__(self):
-        cv2 = _cv2()
+        cv2 = import_cv2()
         for index, f in enumerate(self.files):
             if index % self.every:
                 continue
@@ -212,7 +203,7 @@ class OpenCVCamera(LiveSource):
         self.cap = None
 
     def _open(self):
-        cv2 = _cv2()
+        cv2 = import_cv2()
         cap = cv2.VideoCapture(self.device)
         if isinstance(self.device, int) and cap.isOpened():
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)

@@ -25,6 +25,7 @@ SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "validation"
                "publictest": "val", "test": "test", "privatetest": "test"}
 CSV_USAGE = {"training": "train", "publictest": "val", "privatetest": "test"}
 CACHE_VERSION = 1
+FER2013_SIZE = 48  # FER2013's native crop side; the model card carries the model's input size onward
 
 
 @dataclass

@@ -16,9 +16,9 @@ import numpy as np
 from edge.errors import UserError
 from edge.labels import LABELS
 from train.augment import AugmentConfig, augment_batch
-from train.data import Split, load_dataset, train_val
+from train.data import FER2013_SIZE, Split, load_dataset, train_val
 
-INPUT_SIZE = 48  # FER2013's native crop; the model card carries it from here on
+INPUT_SIZE = FER2013_SIZE  # models are trained at the dataset's native size
 
 
 @dataclass

@@ -18,7 +18,7 @@ import numpy as np
 
 from edge.detectors.anchors import FULL_RANGE, SHORT_RANGE, SsdAnchorOptions, generate_anchors
 from edge.detectors.base import Detection, FaceDetector, register
-from edge.errors import UserError, missing_dependency
+from edge.errors import UserError, import_cv2
 from edge.geometry import BBox
 
 MODEL_FILES = {
@@ -104,10 +104,7 @@ class BlazeFace(FaceDetector):
         threads: int = 1,
         **_,
     ):
-        try:
-            import cv2  # noqa: F401
-        except ImportError as exc:
-            raise missing_dependency("cv2", "opencv") from exc
+        import_cv2()  # fail at start-up, not on the first frame
         from edge.runtime import load_interpreter
 
         if variant not in MODEL_FILES:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.detectors.base import Detection, FaceDetector, register
-from edge.errors import UserError, missing_dependency
+from edge.errors import UserError, import_cv2
 from edge.geometry import BBox
 
 CASCADE = "haarcascade_frontalface_default.xml"
@@ -36,11 +36,7 @@ class Haar(FaceDetector):
     key = "haar"
 
     def __init__(self, model: str = "", min_face_px: int = 20, scale_factor: float = 1.1, min_neighbors: int = 5, **_):
-        try:
-            import cv2
-        except ImportError as exc:
-            raise missing_dependency("cv2", "opencv") from exc
-        self._cv2 = cv2
+        self._cv2 = cv2 = import_cv2()
         if model:
             path = Path(os.path.expanduser(model))
             if not path.is_file():

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.detectors.base import Detection, FaceDetector, register
-from edge.errors import UserError, missing_dependency
+from edge.errors import UserError, import_cv2
 from edge.geometry import BBox
 
 MODEL_HINT = (
@@ -23,10 +23,7 @@ class YuNet(FaceDetector):
     key = "yunet"
 
     def __init__(self, model: str = "", min_score: float = 0.5, min_face_px: int = 20, nms_iou: float = 0.3, **_):
-        try:
-            import cv2
-        except ImportError as exc:
-            raise missing_dependency("cv2", "opencv") from exc
+        cv2 = import_cv2()
         if not hasattr(cv2, "FaceDetectorYN"):
             raise UserError(
                 f"The installed OpenCV {cv2.__version__} has no FaceDetectorYN (YuNet needs OpenCV >= 4.5.4, "
