@@ -397,6 +397,8 @@ def finish(name: str, args, argv, run, draw, to_markdown) -> int:
     pngs = [p for p in draw(report, out) if p]
     report["png"] = [p.name for p in pngs]
     md = to_markdown(report)
+    if pngs:
+        md += f"\nFigures: {', '.join(report['png'])}\n"
     j, m = write_results(out, name, report, md)
     print(md)
     print(f"wrote {j}, {m}" + (f" and {', '.join(p.name for p in pngs)} in {out}" if pngs else ""))

@@ -265,8 +265,6 @@ def markdown(report: dict) -> str:
         lines.append(f"\nPeer not measured: {report['peer']['skipped']}")
     for s in report["skipped"]:
         lines.append(f"\nSkipped {s['model']} ({s['threads']} threads): {s['reason']}")
-    if report.get("png"):
-        lines.append(f"\nFigure: {', '.join(report['png'])}")
     return "\n".join(lines) + "\n"
 
 

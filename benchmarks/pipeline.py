@@ -377,8 +377,6 @@ def markdown(report: dict) -> str:
         for v in vids:
             lines.append(f"- {Path(v['video']).name}: {v['frames']} frames at {v['fps']:g} fps, "
                          f"faces {', '.join(v['faces'])} at widths {v['face_widths_px']} px")
-    if report.get("png"):
-        lines.append(f"\nFigure: {', '.join(report['png'])}")
     return "\n".join(lines) + "\n"
 
 
