@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from edge.labels import LABELS
+import train  # noqa: F401,E402  (sets TF's environment before any test imports TensorFlow)
 
 REPO = Path(__file__).resolve().parents[1]
 FER_TAR = REPO.parent / "shared" / "datasets" / "fer2013.tar.gz"
