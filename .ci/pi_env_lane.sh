@@ -62,7 +62,7 @@ trap cleanup EXIT
 step "systemd unit"
 "$BPY" -c '
 import sys
-from edge.bundle import check_unit
+from edge.ops.bundle import check_unit
 problems = check_unit(open(sys.argv[1]).read())
 sys.exit("; ".join(problems)) if problems else print("parse check: no problems")
 ' deploy/queue-mood.service

@@ -95,7 +95,7 @@ def baseline_label(info: dict) -> str:
 
 def evaluate_tflite(path: Path, others, data: Data, threads: int, calibrated: bool) -> dict:
     from benchmarks.peer import constant_elements
-    from edge.classifier import Classifier
+    from edge.pipeline.classifier import Classifier
 
     card, where = common.find_card_for(path, others)
     if card is None:

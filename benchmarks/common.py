@@ -95,7 +95,7 @@ def library_versions() -> dict:
     except ImportError:
         out["opencv"] = None
     try:
-        from edge.runtime import runtime
+        from edge.pipeline.runtime import runtime
 
         out["tflite_runtime"] = runtime().describe()
     except Exception as exc:  # noqa: BLE001 - reported, not fatal: accuracy of .keras needs none

@@ -9,7 +9,7 @@ face box, so the face inside a W-wide crop is smaller than W; W is reported as c
 For every found face the benchmark also records how the crop relates to the detection:
   scale   = crop_side / max(det_w, det_h)
   shift_y = (crop_centre_y - det_centre_y) / det_h
-whose medians are the edge.preprocess.CropRule(scale, shift_y) that turns a detector box
+whose medians are the edge.pipeline.preprocess.CropRule(scale, shift_y) that turns a detector box
 back into a FER2013-like crop.
 
     python benchmarks/detector_recall.py --data data/fer2013 --n 200
@@ -135,7 +135,7 @@ def make_scenes(faces, sizes, seed: int):
 def match(placed, detections):
     """Greedy one-to-one matching of placed crops to detections; returns
     ({face_index: detection}, number of unmatched detections)."""
-    from edge.geometry import BBox
+    from edge.pipeline.geometry import BBox
 
     pairs = []
     for idx, _, (x, y, s) in placed:
@@ -154,7 +154,7 @@ def match(placed, detections):
 
 
 def run(args) -> dict:
-    from edge.detectors import create_detector
+    from edge.pipeline.detectors import create_detector
 
     sizes = tuple(int(s) for s in args.sizes.split(","))
     t0 = time.perf_counter()
@@ -168,7 +168,7 @@ def run(args) -> dict:
         kind, options = VARIANTS[name]
         options = dict(options)
         if options.get("model") and not Path(options["model"]).is_file():
-            from edge.detectors.blazeface import find_model
+            from edge.pipeline.detectors.blazeface import find_model
 
             found = find_model(options["model"])
             if found is None:

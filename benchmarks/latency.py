@@ -3,7 +3,7 @@ p99 over many seeded runs after a warm-up.
 
 Cases:
   invoke      set_tensor + invoke + get_tensor on one seeded input, through
-              edge.runtime.load_interpreter (TFLite float32 / float16 / int8)
+              edge.pipeline.runtime.load_interpreter (TFLite float32 / float16 / int8)
   keras call  model(x, training=False) on one input (Keras float; each thread count runs in
               its own process, since TensorFlow fixes its thread pools at start-up)
   keras predict_on_batch
@@ -80,7 +80,7 @@ def row(model: str, kind: str, case: str, dtype: str, threads: int, timing: comm
 
 
 def tflite_invoke(path: Path, threads: int, args) -> tuple[str, common.Timing]:
-    from edge.runtime import load_interpreter
+    from edge.pipeline.runtime import load_interpreter
 
     interp = load_interpreter(path, threads)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
@@ -106,8 +106,8 @@ def tflite_invoke(path: Path, threads: int, args) -> tuple[str, common.Timing]:
 
 def face_path(path: Path, others, threads: int, faces: int, args):
     """Timing of crop + Classifier.predict for `faces` boxes on a gray frame."""
-    from edge.classifier import Classifier
-    from edge.preprocess import crop_face
+    from edge.pipeline.classifier import Classifier
+    from edge.pipeline.preprocess import crop_face
 
     card, where = common.find_card_for(path, others)
     if card is None:
@@ -186,7 +186,7 @@ def run(args, argv=None) -> dict:
     threads = thread_counts(args.threads)
     args.faces = [int(f) for f in str(args.faces).split(",") if f.strip()]
     rows, skipped = [], []
-    from edge.runtime import runtime
+    from edge.pipeline.runtime import runtime
 
     rt = runtime().describe()
     for p in models:

@@ -300,7 +300,7 @@ class PeerModel:
         # column j of our output = column order[j] of fer's output
         self.order = [self.spec.labels.index(name) for name in LABELS]
         if self.backend == "tflite":
-            from edge.runtime import load_interpreter, runtime
+            from edge.pipeline.runtime import load_interpreter, runtime
 
             self.path = files.tflite
             self.interp = load_interpreter(self.path, threads)
@@ -392,7 +392,7 @@ class PeerFaceFinder:
     def __init__(self, spec: PeerSpec):
         import cv2
 
-        from edge.detectors.haar import find_cascade
+        from edge.pipeline.detectors.haar import find_cascade
 
         self._cv2 = cv2
         path = find_cascade(cv2)

@@ -160,7 +160,7 @@ def _stats(decode, detect, classify, track, faces, passes) -> dict:
 def _passes(video: str, runs: int, warmup: int, per_frame):
     """Run per_frame(frame) -> (detect_s, classify_s, track_s, faces) over the video: a warm-up
     over the first `warmup` frames, then `runs` timed passes."""
-    from edge.sources import VideoFileSource
+    from edge.pipeline.sources import VideoFileSource
 
     decode, detect, classify, track, faces, passes = [], [], [], [], [], []
     for p in range(runs + (1 if warmup else 0)):
@@ -194,7 +194,7 @@ def _passes(video: str, runs: int, warmup: int, per_frame):
 
 
 def measure_ours(video: str, cfg, args, parts=None) -> dict:
-    from edge.pipeline import Pipeline
+    from edge.pipeline.core import Pipeline
 
     classifier, detector = parts
     state = {"pipe": None}
@@ -228,7 +228,7 @@ def measure_peer(video: str, finder: PeerFaceFinder, peer: PeerModel, args) -> d
 def run(args, argv=None) -> dict:
     import cv2
 
-    from edge.app import load_parts
+    from edge.service.app import load_parts
     from edge.config import load_config
 
     cv2.setNumThreads(args.threads)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edge.classifier import apply_temperature
+from edge.pipeline.classifier import apply_temperature
 from edge.metrics import expected_calibration_error
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.classifier import Classifier
+from edge.pipeline.classifier import Classifier
 from edge.labels import LABELS
 from edge.metrics import classification_report
 

@@ -13,7 +13,7 @@ import numpy as np
 from edge.card import ModelCard, Quant, sha256_file
 from edge.errors import UserError
 from edge.labels import LABELS
-from edge.preprocess import CropRule
+from edge.pipeline.preprocess import CropRule
 from train.data import Split, load_dataset, train_val
 
 
@@ -106,7 +106,7 @@ def to_tflite(model, kind: str, calib: np.ndarray | None = None) -> bytes:
 
 
 def io_quant(tflite_path: Path) -> tuple[Quant, Quant]:
-    from edge.runtime import load_interpreter
+    from edge.pipeline.runtime import load_interpreter
 
     it = load_interpreter(tflite_path)
     i, o = it.get_input_details()[0], it.get_output_details()[0]
@@ -170,7 +170,7 @@ def run(s: ConvertSettings) -> tuple[dict, list[str]]:
 def calibrate(int8_path: Path, card: ModelCard, split: Split) -> dict:
     """Flip averaging and temperature, chosen and fitted on `split` through the edge classifier."""
     from convert.calibrate import calibration_report
-    from edge.classifier import Classifier
+    from edge.pipeline.classifier import Classifier
 
     clf = Classifier(int8_path, card, calibrated=False)
     plain = clf.predict_many(split.x)

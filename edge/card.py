@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edge.errors import UserError
-from edge.preprocess import CropRule
+from edge.pipeline.preprocess import CropRule
 
 CARD_NAME = "model.json"
 

@@ -139,7 +139,7 @@ def run_cmd(config_path, camera, source, model, detector, detector_model, thread
     import json
     import logging
 
-    from edge.app import RunOptions, run
+    from edge.service.app import RunOptions, run
     from edge.config import load_config, to_dict, to_toml
 
     overrides = {k: v for k, v in {
@@ -170,7 +170,7 @@ def analyze_cmd(path, out, every, fmt, annotate, config_path, model):
     """Analyse a video, an image or a folder of images: per-face timeline, per-track summary, chart."""
     from pathlib import Path
 
-    from edge.analyze import AnalyzeOptions, analyze, report_lines
+    from edge.ops.analyze import AnalyzeOptions, analyze, report_lines
     from edge.config import load_config
 
     cfg = load_config(config_path, {"model.path": model} if model else {})
@@ -187,7 +187,7 @@ def analyze_cmd(path, out, every, fmt, annotate, config_path, model):
 @click.option("--wheel", default=None, help="A prebuilt queue_mood-*.whl (default: build one from this checkout).")
 def bundle_cmd(model, config_path, out, wheel):
     """Pack model, detector, config, wheel, install.sh and the systemd unit for a Pi."""
-    from edge.bundle import BundleSettings, run
+    from edge.ops.bundle import BundleSettings, run
 
     result = run(BundleSettings(out=out, model=model, config=config_path, wheel=wheel))
     click.echo(f"bundle {result.path} ({len(result.files)} files, {result.size_bytes / 2**20:.1f} MiB)")
@@ -203,7 +203,7 @@ def bundle_cmd(model, config_path, out, wheel):
 @click.pass_context
 def doctor_cmd(ctx, config_path, model, camera, as_json):
     """Check this machine: runtime, numpy/OpenCV, camera, model, detector, config, sinks, disk, Pi health."""
-    from edge.doctor import DoctorSettings, run
+    from edge.ops.doctor import DoctorSettings, run
 
     ctx.exit(run(DoctorSettings(config=config_path, model=model, camera=camera, as_json=as_json), echo=click.echo))
 

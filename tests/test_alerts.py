@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
-from edge.alerts import AlertPolicy
-from edge.geometry import BBox
+from edge.pipeline.alerts import AlertPolicy
+from edge.pipeline.geometry import BBox
 from edge.labels import LABELS
-from edge.mood import MoodWindow
-from edge.tracking import Tracker
+from edge.pipeline.mood import MoodWindow
+from edge.pipeline.tracking import Tracker
 
 
 def replay(policy, timeline, step_s=0.5):

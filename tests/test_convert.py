@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("tensorflow", reason="conversion tests need the train extra")
 
 from edge.card import load_card  # noqa: E402
-from edge.classifier import Classifier  # noqa: E402
+from edge.pipeline.classifier import Classifier  # noqa: E402
 from edge.errors import UserError  # noqa: E402
 from tests.conftest import run_cli  # noqa: E402
 from train.data import load_dataset  # noqa: E402
@@ -95,7 +95,7 @@ class Block:
             raise ImportError('blocked: ' + name)
 sys.meta_path.insert(0, Block())
 import numpy as np
-from edge.classifier import Classifier
+from edge.pipeline.classifier import Classifier
 clf = Classifier({str(tiny_converted / 'model_int8.tflite')!r})
 p = clf.predict(np.full((3, 48, 48), 128, np.uint8))
 assert p.shape == (3, 7) and np.allclose(p.sum(1), 1, atol=0.02), p
@@ -116,7 +116,7 @@ def test_eval_reports_tflite_through_the_edge_runtime(tiny_converted, synthetic_
 
 def test_temperature_scaling_lowers_nll_on_overconfident_probs():
     from convert.calibrate import fit_temperature, nll
-    from edge.classifier import apply_temperature
+    from edge.pipeline.classifier import apply_temperature
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 7, 2000)

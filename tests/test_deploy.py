@@ -16,11 +16,11 @@ from pathlib import Path
 
 import pytest
 
-from edge.bundle import BundleSettings, check_unit, parse_unit
-from edge.bundle import run as bundle_run
+from edge.ops.bundle import BundleSettings, check_unit, parse_unit
+from edge.ops.bundle import run as bundle_run
 from edge.config import load_config
-from edge.detectors.blazeface import find_model
-from edge.doctor import (FAIL, OK, WARN, governor_verdict, opencv_verdict, sink_verdict, temperature_verdict,
+from edge.pipeline.detectors.blazeface import find_model
+from edge.ops.doctor import (FAIL, OK, WARN, governor_verdict, opencv_verdict, sink_verdict, temperature_verdict,
                          throttled_verdict)
 from tests.conftest import run_cli
 
@@ -84,7 +84,7 @@ def test_bundle_holds_everything_the_pi_needs(store_bundle, tiny_model):
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         entry_points = next(z.read(n).decode() for n in names if n.endswith("entry_points.txt"))
-    assert {"edge/cli.py", "edge/doctor.py", "edge/bundle.py", "edge/detectors/blazeface.py"} <= names
+    assert {"edge/cli.py", "edge/ops/doctor.py", "edge/ops/bundle.py", "edge/pipeline/detectors/blazeface.py"} <= names
     assert "edge = edge.cli:main" in entry_points
     manifest = json.loads((b / "MANIFEST.json").read_text())
     assert manifest["wheel"] == f"wheels/{wheel.name}"
@@ -107,7 +107,7 @@ def test_bundled_config_loads_and_points_at_the_installed_files(store_bundle):
 def test_bundled_files_load_together_once_installed(store_bundle, tmp_path):
     """What install.sh does with the paths (a prefix other than /opt/queue-mood), then the
     edge run's own loader on the result."""
-    from edge.app import load_parts
+    from edge.service.app import load_parts
 
     b, prefix = store_bundle["dir"], tmp_path / "opt" / "queue-mood"
     shutil.copytree(b / "model", prefix / "model")

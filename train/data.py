@@ -18,7 +18,7 @@ import numpy as np
 
 from edge.errors import UserError
 from edge.labels import FER2013_CSV_CODES, LABELS, label_index
-from edge.preprocess import resize_square, to_gray
+from edge.pipeline.preprocess import resize_square, to_gray
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "validation": "val",

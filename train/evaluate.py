@@ -24,7 +24,7 @@ def evaluate(model: str | None, data: str, split: str | None = None, calibrated:
     if path.is_dir():
         path = path / "model.keras"
     if path.suffix == ".tflite":
-        from edge.classifier import Classifier
+        from edge.pipeline.classifier import Classifier
 
         clf = Classifier(path, calibrated=calibrated)
         sp, name = _read_split(data, clf.card.input_size, split)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.detectors.anchors import FULL_RANGE, SHORT_RANGE, SsdAnchorOptions, generate_anchors
-from edge.detectors.base import Detection, FaceDetector, register
+from edge.pipeline.detectors.anchors import FULL_RANGE, SHORT_RANGE, SsdAnchorOptions, generate_anchors
+from edge.pipeline.detectors.base import Detection, FaceDetector, register
 from edge.errors import UserError, import_cv2
-from edge.geometry import BBox
+from edge.pipeline.geometry import BBox
 
 MODEL_FILES = {
     "short_range": "face_detection_short_range.tflite",
@@ -105,7 +105,7 @@ class BlazeFace(FaceDetector):
         **_,
     ):
         import_cv2()  # fail at start-up, not on the first frame
-        from edge.runtime import load_interpreter
+        from edge.pipeline.runtime import load_interpreter
 
         if variant not in MODEL_FILES:
             raise UserError(f"Unknown BlazeFace variant '{variant}'; choose one of: {', '.join(MODEL_FILES)}.")

@@ -8,7 +8,7 @@ import numpy as np
 
 from edge.card import ModelCard, load_card
 from edge.errors import UserError
-from edge.runtime import load_interpreter, runtime
+from edge.pipeline.runtime import load_interpreter, runtime
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.detectors.base import Detection, FaceDetector, register
+from edge.pipeline.detectors.base import Detection, FaceDetector, register
 from edge.errors import UserError, import_cv2
-from edge.geometry import BBox
+from edge.pipeline.geometry import BBox
 
 MODEL_HINT = (
     "download face_detection_yunet_2023mar.onnx from the OpenCV model zoo (needs OpenCV >= 4.8; "

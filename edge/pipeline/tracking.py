@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge.geometry import BBox
+from edge.pipeline.geometry import BBox
 
 
 @dataclass

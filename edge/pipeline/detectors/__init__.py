@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import logging
 
-from edge.detectors.base import DETECTORS, Detection, FaceDetector, create_detector, register
+from edge.pipeline.detectors.base import DETECTORS, Detection, FaceDetector, create_detector, register
 
 log = logging.getLogger(__name__)
 

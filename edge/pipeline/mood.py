@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from edge.tracking import Track
+from edge.pipeline.tracking import Track
 
 
 @dataclass

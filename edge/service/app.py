@@ -33,8 +33,8 @@ class RunOptions:
 
 def load_parts(cfg: Config):
     """(classifier, detector) for a config; errors are UserErrors with one sentence."""
-    from edge.classifier import Classifier
-    from edge.detectors.base import create_detector
+    from edge.pipeline.classifier import Classifier
+    from edge.pipeline.detectors.base import create_detector
     from edge.models import default_model_path
 
     model_path = Path(cfg.model.path) if cfg.model.path else default_model_path()
@@ -72,10 +72,10 @@ class _StopFlag:
 
 def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     """Run the pipeline until the source ends or a limit/signal stops it; returns a summary."""
-    from edge.pipeline import Pipeline
+    from edge.pipeline.core import Pipeline
     from edge.sinks import build_sinks
-    from edge.sources import open_source
-    from edge.status import Stats, StatusServer
+    from edge.pipeline.sources import open_source
+    from edge.service.status import Stats, StatusServer
 
     classifier, detector = load_parts(cfg)
     device = cfg.device_name or socket.gethostname()

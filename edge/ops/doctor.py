@@ -213,7 +213,7 @@ def check_platform(ctx: _Context) -> None:
 
 
 def check_runtime(ctx: _Context) -> None:
-    from edge.runtime import runtime
+    from edge.pipeline.runtime import runtime
 
     try:
         rt = runtime()
@@ -278,7 +278,7 @@ def check_config(ctx: _Context):
 def check_model(ctx: _Context, cfg) -> None:
     import numpy as np
 
-    from edge.classifier import Classifier
+    from edge.pipeline.classifier import Classifier
     from edge.models import default_model_path
 
     try:
@@ -305,7 +305,7 @@ def check_model(ctx: _Context, cfg) -> None:
 def check_detector(ctx: _Context, cfg) -> None:
     import numpy as np
 
-    from edge.detectors.base import create_detector
+    from edge.pipeline.detectors.base import create_detector
 
     d = cfg.detector
     try:

@@ -69,7 +69,7 @@ class BundleResult:
 
 
 def default_source() -> Path:
-    return Path(__file__).resolve().parents[1]
+    return Path(__file__).resolve().parents[2]
 
 
 def _check_source(source: Path) -> None:
@@ -105,13 +105,13 @@ def _resolve_model(model: str | None, cfg: Config) -> Path:
     if card.model_sha256 and card.model_sha256 != sha256_file(path):
         raise UserError(f"{path.with_name(CARD_NAME)} describes a different .tflite than {path} (sha256 differs); "
                         "re-run `edge convert` or pair the files correctly.")
-    from edge.runtime import runtime
+    from edge.pipeline.runtime import runtime
 
     try:
         runtime()
     except UserError:
         return path  # no TFLite runtime on this machine: the card check above is what can be done
-    from edge.classifier import Classifier
+    from edge.pipeline.classifier import Classifier
 
     Classifier(path)  # the model loads and matches its card (one sentence otherwise)
     return path
@@ -119,7 +119,7 @@ def _resolve_model(model: str | None, cfg: Config) -> Path:
 
 def _detector_files(cfg: Config) -> dict[str, Path]:
     """{bundle file name: source path} for the configured detector; rewrites cfg.detector.model."""
-    from edge.detectors.blazeface import MODEL_FILES, WHEEL_PIN, find_model
+    from edge.pipeline.detectors.blazeface import MODEL_FILES, WHEEL_PIN, find_model
 
     d = cfg.detector
     if d.kind == "yunet":

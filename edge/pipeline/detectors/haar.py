@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.detectors.base import Detection, FaceDetector, register
+from edge.pipeline.detectors.base import Detection, FaceDetector, register
 from edge.errors import UserError, import_cv2
-from edge.geometry import BBox
+from edge.pipeline.geometry import BBox
 
 CASCADE = "haarcascade_frontalface_default.xml"
 SYSTEM_DIRS = ("/usr/share/opencv4/haarcascades", "/usr/share/opencv/haarcascades")
@@ -61,7 +61,7 @@ class Haar(FaceDetector):
         return f"haar ({self.model_path.name})"
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
-        from edge.preprocess import to_gray
+        from edge.pipeline.preprocess import to_gray
 
         gray = to_gray(frame)
         faces = self.cascade.detectMultiScale(

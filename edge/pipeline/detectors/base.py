@@ -9,7 +9,7 @@ from typing import Callable
 import numpy as np
 
 from edge.errors import UserError
-from edge.geometry import BBox
+from edge.pipeline.geometry import BBox
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def register(cls):
 
 def create_detector(kind: str, **options) -> FaceDetector:
     """The detector named `kind` (blazeface, haar, yunet) built with its options."""
-    from edge import detectors  # noqa: F401  (imports the plugins so they register)
+    from edge.pipeline import detectors  # noqa: F401  (imports the plugins so they register)
 
     if kind not in DETECTORS:
         raise UserError(f"Unknown face detector '{kind}'; choose one of: {', '.join(sorted(DETECTORS))}.")

@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from edge.alerts import AlertPolicy
-from edge.classifier import Classifier
+from edge.pipeline.alerts import AlertPolicy
+from edge.pipeline.classifier import Classifier
 from edge.config import Config
-from edge.detectors.base import FaceDetector
-from edge.mood import Mood, MoodWindow
-from edge.preprocess import crop_face, to_gray
-from edge.sources import Frame
-from edge.tracking import Track, Tracker
+from edge.pipeline.detectors.base import FaceDetector
+from edge.pipeline.mood import Mood, MoodWindow
+from edge.pipeline.preprocess import crop_face, to_gray
+from edge.pipeline.sources import Frame
+from edge.pipeline.tracking import Track, Tracker
 
 STAGES = ("detect", "classify", "track")
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from edge.config import Config
 from edge.errors import UserError
-from edge.sources import IMAGE_SUFFIXES, ImageFolderSource, Source, VideoFileSource
+from edge.pipeline.sources import IMAGE_SUFFIXES, ImageFolderSource, Source, VideoFileSource
 
 # Fixed chart geometry (inches at DPI), so the PNG's pixel size is predictable.
 DPI = 100
@@ -187,8 +187,8 @@ class _Annotator:
 
 def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     """Analyse a recording; writes the files into opts.out and returns the summary (also in summary.json)."""
-    from edge.app import load_parts
-    from edge.pipeline import Pipeline, StageTimer
+    from edge.service.app import load_parts
+    from edge.pipeline.core import Pipeline, StageTimer
 
     started = time.monotonic()
     _require_matplotlib()  # fail before the work, not after it
