@@ -1,0 +1,1 @@
+"""Operations around the runtime: doctor, bundle, offline analysis."""

@@ -1,0 +1,1 @@
+"""The per-frame data path: sources -> detectors -> crop -> classifier -> tracking -> mood -> alerts."""

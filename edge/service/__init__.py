@@ -1,0 +1,1 @@
+"""The long-running service: the run loop and the local status server."""
