@@ -55,15 +55,32 @@ class StageTimer:
         return out
 
 
+class QueueMonitor:
+    """After the classifier: tracker -> mood window -> alert policy, one frame at a time.
+    The scenario benchmark drives this same object with banked classifier outputs."""
+
+    def __init__(self, cfg: Config, labels: list[str]):
+        t, m, a = cfg.tracking, cfg.mood, cfg.alert
+        self.tracker = Tracker(t.iou_match, t.max_gap_s, t.ema_alpha, t.min_hits)
+        self.mood = MoodWindow(labels, m.window_s, m.negative, m.min_confidence, m.score, m.min_seen_s,
+                               m.min_seen_share, m.unhappy_above)
+        self.policy = AlertPolicy(a.raise_share, a.clear_share, a.raise_after_s, a.clear_after_s, a.min_faces, a.cooldown_s)
+
+    def update(self, t_s: float, boxes: list, probs) -> tuple[list[Track], Mood, str | None]:
+        """boxes: this frame's detections; probs: one prediction per box, None where the
+        box was not classified this frame. Returns (confirmed tracks seen, mood, transition)."""
+        tracks = self.tracker.update(t_s, boxes, probs)
+        mood = self.mood.update(t_s, tracks)
+        return tracks, mood, self.policy.update(t_s, mood.negative_share, mood.faces)
+
+
 class Pipeline:
     def __init__(self, cfg: Config, classifier: Classifier, detector: FaceDetector):
         self.cfg, self.classifier, self.detector = cfg, classifier, detector
         card = classifier.card
         self.crop_rule, self.size = card.crop_for(detector.key), card.input_size
-        t, m, a = cfg.tracking, cfg.mood, cfg.alert
-        self.tracker = Tracker(t.iou_match, t.max_gap_s, t.ema_alpha, t.min_hits)
-        self.mood = MoodWindow(card.labels, m.window_s, m.negative, m.min_confidence)
-        self.policy = AlertPolicy(a.raise_share, a.clear_share, a.raise_after_s, a.clear_after_s, a.min_faces, a.cooldown_s)
+        self.monitor = QueueMonitor(cfg, card.labels)
+        self.tracker, self.mood, self.policy = self.monitor.tracker, self.monitor.mood, self.monitor.policy
         self.timer = StageTimer()
 
     def classify(self, gray: np.ndarray, boxes) -> np.ndarray:
@@ -81,9 +98,7 @@ class Pipeline:
         else:
             probs = np.zeros((0, len(self.classifier.labels)), np.float32)
         t2 = time.perf_counter()
-        tracks = self.tracker.update(frame.t_s, boxes, probs)
-        mood = self.mood.update(frame.t_s, tracks)
-        transition = self.policy.update(frame.t_s, mood.negative_share, mood.faces)
+        tracks, mood, transition = self.monitor.update(frame.t_s, boxes, probs)
         t3 = time.perf_counter()
         stage_s = {"detect": t1 - t0, "classify": t2 - t1, "track": t3 - t2}
         self.timer.add(stage_s, len(boxes))

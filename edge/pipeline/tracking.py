@@ -1,11 +1,14 @@
 """Per-face tracks: greedy IoU matching, expiry after a gap, EMA-smoothed probabilities.
 
 Counts are of people, not frames: a track becomes a face once it has `min_hits` detections.
+A detection may come without a prediction (the classifier was not run on it this frame): the
+track follows the box and keeps its last smoothed probabilities.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
@@ -16,11 +19,13 @@ from edge.pipeline.geometry import BBox
 class Track:
     id: int
     box: BBox
-    probs: np.ndarray  # smoothed class probabilities
+    probs: np.ndarray | None  # smoothed class probabilities; None until first classified
     first_t_s: float
     last_t_s: float
-    hits: int = 1
-    latest: np.ndarray = field(default=None)  # this frame's raw prediction
+    hits: int = 1  # frames with a detection
+    frames: int = 1  # frames since the track began (hits / frames: how steadily it is detected)
+    classified: int = 0  # predictions received
+    latest: np.ndarray | None = field(default=None)  # this frame's raw prediction
 
     @property
     def top(self) -> int:
@@ -30,11 +35,20 @@ class Track:
     def confidence(self) -> float:
         return float(self.probs.max())
 
+    @property
+    def seen_s(self) -> float:
+        return self.last_t_s - self.first_t_s
+
+    @property
+    def seen_share(self) -> float:
+        return self.hits / self.frames
+
 
 class Tracker:
     def __init__(self, iou_match: float = 0.3, max_gap_s: float = 1.5, ema_alpha: float = 0.3, min_hits: int = 3):
         self.iou_match, self.max_gap_s, self.ema_alpha, self.min_hits = iou_match, max_gap_s, ema_alpha, min_hits
         self.tracks: dict[int, Track] = {}
+        self.last_ids: list[int] = []  # the track id of each detection in the last update
         self._next_id = 1
 
     def _match(self, boxes: list[BBox]) -> dict[int, int]:
@@ -57,25 +71,35 @@ class Tracker:
                 used.add(tid)
         return matched
 
-    def update(self, t_s: float, boxes: list[BBox], probs: np.ndarray) -> list[Track]:
-        """Feed one frame's detections and their predictions; returns the confirmed tracks
-        seen in this frame."""
+    def _smooth(self, tr: Track, p: np.ndarray | None) -> None:
+        tr.latest = p
+        if p is None:
+            return
+        tr.probs = p.copy() if tr.probs is None else (1 - self.ema_alpha) * tr.probs + self.ema_alpha * p
+        tr.classified += 1
+
+    def update(self, t_s: float, boxes: list[BBox], probs: np.ndarray | Sequence[np.ndarray | None]) -> list[Track]:
+        """Feed one frame's detections and their predictions (an entry may be None: not
+        classified this frame); returns the confirmed tracks seen in this frame."""
         for tid in [tid for tid, tr in self.tracks.items() if t_s - tr.last_t_s > self.max_gap_s]:
             del self.tracks[tid]
+        for tr in self.tracks.values():
+            tr.frames += 1
         matched = self._match(boxes)
-        seen = []
+        seen, self.last_ids = [], []
         for di, box in enumerate(boxes):
-            p = np.asarray(probs[di], np.float32)
+            p = None if probs[di] is None else np.asarray(probs[di], np.float32)
             tid = matched.get(di)
             if tid is None:
-                tr = Track(self._next_id, box, p.copy(), t_s, t_s, latest=p)
+                tr = Track(self._next_id, box, None, t_s, t_s)
                 self.tracks[tr.id] = tr
                 self._next_id += 1
             else:
                 tr = self.tracks[tid]
-                tr.box, tr.last_t_s, tr.latest = box, t_s, p
-                tr.probs = (1 - self.ema_alpha) * tr.probs + self.ema_alpha * p
+                tr.box, tr.last_t_s = box, t_s
                 tr.hits += 1
+            self._smooth(tr, p)
+            self.last_ids.append(tr.id)
             if tr.hits >= self.min_hits:
                 seen.append(tr)
         return seen
