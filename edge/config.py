@@ -80,10 +80,20 @@ class TrackingConfig:
 class MoodConfig:
     window_s: float = 10.0
     negative: list[str] = field(default_factory=lambda: ["angry", "disgust", "fear", "sad"])
-    min_confidence: float = 0.4  # a face counts as negative only when its smoothed top class is this sure
+    min_confidence: float = 0.4  # score "votes": a face counts as negative only when its smoothed top class is this sure
+    score: str = "votes"  # "votes" (top class negative) or "expected" (probability of a negative class)
+    min_seen_s: float = 3.0  # a track joins the mood after it has been followed this long ...
+    min_seen_share: float = 0.7  # ... and detected in at least this share of the frames since it began
+    unhappy_above: float = 1.0  # score "change": a face this likely negative counts as unhappy whatever its own level
 
     def validate(self, p):
+        from edge.pipeline.mood import SCORES
+
         _check(self.window_s > 0, f"{p}.window_s", self.window_s, "a number > 0")
+        _check(self.score in SCORES, f"{p}.score", self.score, ", ".join(SCORES))
+        _check(self.min_seen_s >= 0, f"{p}.min_seen_s", self.min_seen_s, "a number >= 0")
+        _check(0 <= self.min_seen_share <= 1, f"{p}.min_seen_share", self.min_seen_share, "a number in [0, 1]")
+        _check(0 < self.unhappy_above <= 1, f"{p}.unhappy_above", self.unhappy_above, "a number in (0, 1]")
         bad = [n for n in self.negative if n not in LABELS]
         _check(not bad and self.negative, f"{p}.negative", self.negative, f"a non-empty list of {', '.join(LABELS)}")
         _check(0 <= self.min_confidence < 1, f"{p}.min_confidence", self.min_confidence, "a number in [0, 1)")
