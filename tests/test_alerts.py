@@ -189,3 +189,41 @@ def test_without_the_guard_the_same_flicker_does_page():
     cfg = load_config(None, {"mood.min_seen_s": 0.0, "mood.min_seen_share": 0.0, "alert.min_faces": 1,
                              "alert.raise_share": 0.3, "alert.clear_share": 0.0, "alert.raise_after_s": 0.0})
     assert "raised" in queue_with_flicker(cfg, burst=3, calm_faces=2)
+
+
+def test_the_next_person_at_the_same_spot_starts_a_new_track():
+    """A gap shorter than max_gap_s: the same look continues the track (an occlusion), a
+    different look starts a new one (someone else took the spot); without looks they merge."""
+    rng = np.random.default_rng(0)
+    a, b = (v / np.linalg.norm(v) for v in rng.normal(size=(2, 324)))
+    spot = BBox(200, 100, 80, 88)
+
+    def ids(second_look, min_look_similarity=0.5):
+        tr = Tracker(max_gap_s=3.0, min_hits=1, min_look_similarity=min_look_similarity)
+        for i in range(10):
+            tr.update(i * 0.2, [spot], [None], [a])
+        tr.update(3.6, [spot], [None], [second_look])  # unseen for 1.8 s
+        return tr.last_ids  # the track the last detection went to
+
+    assert ids(a) == [1]
+    assert ids(b) == [2]
+    assert ids(b, min_look_similarity=0.0) == [1]
+    noisy_a = a + 0.3 * b
+    assert ids(noisy_a / np.linalg.norm(noisy_a)) == [1]
+
+
+def test_looks_tell_faces_apart_through_camera_jitter(fer_faces):
+    """preprocess.look on real faces: the same face in two jittered camera views is more alike
+    than two different faces, for most faces."""
+    import cv2
+
+    from benchmarks.face_bank import Jitter, jitter_face
+    from edge.pipeline.preprocess import look
+
+    rng = np.random.default_rng(0)
+    faces = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in sorted(fer_faces.glob("*/*.jpg"))[:60]]
+    views = [[look(jitter_face(f, 64, Jitter(), rng)) for _ in range(2)] for f in faces]
+    same = np.array([v[0] @ v[1] for v in views])
+    other = np.array([views[i][0] @ views[(i + 1) % len(views)][1] for i in range(len(views))])
+    assert np.median(same) > 0.6 > 0.3 > np.median(other)
+    assert np.mean(same > 0.5) > 0.8 and np.mean(other > 0.5) < 0.1

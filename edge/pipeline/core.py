@@ -16,7 +16,7 @@ from edge.pipeline.classifier import Classifier
 from edge.config import Config
 from edge.pipeline.detectors.base import FaceDetector
 from edge.pipeline.mood import Mood, MoodWindow
-from edge.pipeline.preprocess import crop_face, to_gray
+from edge.pipeline.preprocess import crop_face, look, to_gray
 from edge.pipeline.sources import Frame
 from edge.pipeline.tracking import Track, Tracker
 
@@ -61,15 +61,16 @@ class QueueMonitor:
 
     def __init__(self, cfg: Config, labels: list[str]):
         t, m, a = cfg.tracking, cfg.mood, cfg.alert
-        self.tracker = Tracker(t.iou_match, t.max_gap_s, t.ema_alpha, t.min_hits)
+        self.tracker = Tracker(t.iou_match, t.max_gap_s, t.ema_alpha, t.min_hits, t.min_look_similarity)
         self.mood = MoodWindow(labels, m.window_s, m.negative, m.min_confidence, m.score, m.min_seen_s,
                                m.min_seen_share, m.unhappy_above)
         self.policy = AlertPolicy(a.raise_share, a.clear_share, a.raise_after_s, a.clear_after_s, a.min_faces, a.cooldown_s)
 
-    def update(self, t_s: float, boxes: list, probs) -> tuple[list[Track], Mood, str | None]:
+    def update(self, t_s: float, boxes: list, probs, looks=None) -> tuple[list[Track], Mood, str | None]:
         """boxes: this frame's detections; probs: one prediction per box, None where the
-        box was not classified this frame. Returns (confirmed tracks seen, mood, transition)."""
-        tracks = self.tracker.update(t_s, boxes, probs)
+        box was not classified this frame; looks: preprocess.look of each box's crop (or
+        None). Returns (confirmed tracks seen, mood, transition)."""
+        tracks = self.tracker.update(t_s, boxes, probs, looks)
         mood = self.mood.update(t_s, tracks)
         return tracks, mood, self.policy.update(t_s, mood.negative_share, mood.faces)
 
@@ -83,22 +84,27 @@ class Pipeline:
         self.tracker, self.mood, self.policy = self.monitor.tracker, self.monitor.mood, self.monitor.policy
         self.timer = StageTimer()
 
+    def crops(self, gray: np.ndarray, boxes) -> np.ndarray:
+        return np.stack([crop_face(gray, b.as_tuple(), self.crop_rule, self.size) for b in boxes])
+
     def classify(self, gray: np.ndarray, boxes) -> np.ndarray:
         """Calibrated probabilities per box, all faces in one batch."""
-        crops = np.stack([crop_face(gray, b.as_tuple(), self.crop_rule, self.size) for b in boxes])
-        return self.classifier.predict(crops)
+        return self.classifier.predict(self.crops(gray, boxes))
 
     def process(self, frame: Frame) -> FrameResult:
         t0 = time.perf_counter()
         detections = self.detector.detect(frame.image)
         t1 = time.perf_counter()
         boxes = [d.box for d in detections]
+        looks = []
         if boxes:
-            probs = self.classify(to_gray(frame.image), boxes)
+            crops = self.crops(to_gray(frame.image), boxes)
+            probs = self.classifier.predict(crops)
+            looks = [look(c) for c in crops]
         else:
             probs = np.zeros((0, len(self.classifier.labels)), np.float32)
         t2 = time.perf_counter()
-        tracks, mood, transition = self.monitor.update(frame.t_s, boxes, probs)
+        tracks, mood, transition = self.monitor.update(frame.t_s, boxes, probs, looks)
         t3 = time.perf_counter()
         stage_s = {"detect": t1 - t0, "classify": t2 - t1, "track": t3 - t2}
         self.timer.add(stage_s, len(boxes))

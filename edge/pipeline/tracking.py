@@ -3,6 +3,12 @@
 Counts are of people, not frames: a track becomes a face once it has `min_hits` detections.
 A detection may come without a prediction (the classifier was not run on it this frame): the
 track follows the box and keeps its last smoothed probabilities.
+
+New people at the same spot: when detections carry a look (preprocess.look), a track unseen
+for REPLACE_GAP_S or more continues only with a detection that looks like it (dot product
+>= min_look_similarity), so the next person in a queue spot starts a new track even when the
+gap between them is shorter than max_gap_s. Shorter gaps (a missed frame or two) are not
+checked: nobody walks out and another in that fast, and each check can split a track.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ from typing import Sequence
 import numpy as np
 
 from edge.pipeline.geometry import BBox
+
+REPLACE_GAP_S = 1.0  # the shortest gap in which one person can leave a spot and another take it
 
 
 @dataclass
@@ -26,6 +34,7 @@ class Track:
     frames: int = 1  # frames since the track began (hits / frames: how steadily it is detected)
     classified: int = 0  # predictions received
     latest: np.ndarray | None = field(default=None)  # this frame's raw prediction
+    look: np.ndarray | None = field(default=None)  # appearance (unit vector), smoothed
 
     @property
     def top(self) -> int:
@@ -45,18 +54,28 @@ class Track:
 
 
 class Tracker:
-    def __init__(self, iou_match: float = 0.3, max_gap_s: float = 1.5, ema_alpha: float = 0.3, min_hits: int = 3):
+    def __init__(self, iou_match: float = 0.3, max_gap_s: float = 1.5, ema_alpha: float = 0.3, min_hits: int = 3,
+                 min_look_similarity: float = 0.0):
         self.iou_match, self.max_gap_s, self.ema_alpha, self.min_hits = iou_match, max_gap_s, ema_alpha, min_hits
+        self.min_look_similarity = min_look_similarity
         self.tracks: dict[int, Track] = {}
         self.last_ids: list[int] = []  # the track id of each detection in the last update
         self._next_id = 1
 
-    def _match(self, boxes: list[BBox]) -> dict[int, int]:
+    def _same_look(self, tr: Track, look: np.ndarray | None, t_s: float) -> bool:
+        """After a gap, a detection continues the track only if it looks like it."""
+        if t_s - tr.last_t_s < REPLACE_GAP_S or look is None or tr.look is None or self.min_look_similarity <= 0:
+            return True
+        return float(tr.look @ look) >= self.min_look_similarity
+
+    def _match(self, boxes: list[BBox], looks, t_s: float) -> dict[int, int]:
         """detection index -> track id, best overlaps first. A detection whose centre lies
         inside a track's box also matches (fast movers between low-fps frames)."""
         pairs = []
         for tid, tr in self.tracks.items():
             for di, b in enumerate(boxes):
+                if not self._same_look(tr, looks[di], t_s):
+                    continue
                 iou = tr.box.iou(b)
                 cx, cy = b.center
                 inside = tr.box.x <= cx <= tr.box.x + tr.box.w and tr.box.y <= cy <= tr.box.y + tr.box.h
@@ -78,14 +97,17 @@ class Tracker:
         tr.probs = p.copy() if tr.probs is None else (1 - self.ema_alpha) * tr.probs + self.ema_alpha * p
         tr.classified += 1
 
-    def update(self, t_s: float, boxes: list[BBox], probs: np.ndarray | Sequence[np.ndarray | None]) -> list[Track]:
-        """Feed one frame's detections and their predictions (an entry may be None: not
-        classified this frame); returns the confirmed tracks seen in this frame."""
+    def update(self, t_s: float, boxes: list[BBox], probs: np.ndarray | Sequence[np.ndarray | None],
+               looks: Sequence[np.ndarray | None] | None = None) -> list[Track]:
+        """Feed one frame's detections, their predictions (an entry may be None: not
+        classified this frame) and optionally their looks; returns the confirmed tracks
+        seen in this frame."""
         for tid in [tid for tid, tr in self.tracks.items() if t_s - tr.last_t_s > self.max_gap_s]:
             del self.tracks[tid]
         for tr in self.tracks.values():
             tr.frames += 1
-        matched = self._match(boxes)
+        looks = looks if looks is not None else [None] * len(boxes)
+        matched = self._match(boxes, looks, t_s)
         seen, self.last_ids = [], []
         for di, box in enumerate(boxes):
             p = None if probs[di] is None else np.asarray(probs[di], np.float32)
@@ -99,10 +121,17 @@ class Tracker:
                 tr.box, tr.last_t_s = box, t_s
                 tr.hits += 1
             self._smooth(tr, p)
+            self._remember_look(tr, looks[di])
             self.last_ids.append(tr.id)
             if tr.hits >= self.min_hits:
                 seen.append(tr)
         return seen
+
+    def _remember_look(self, tr: Track, look: np.ndarray | None) -> None:
+        if look is None:
+            return
+        v = look if tr.look is None else 0.7 * tr.look + 0.3 * look  # follows slow changes (pose, light)
+        tr.look = v / max(float(np.linalg.norm(v)), 1e-6)
 
     def confirmed(self) -> list[Track]:
         return [t for t in self.tracks.values() if t.hits >= self.min_hits]
