@@ -231,6 +231,7 @@ min_hits = 2
 max_gap_s = 1.0
 [mood]
 window_s = 3
+score = "expected"  # these people arrive unhappy: the default "change" score looks for people turning unhappy
 [alert]
 raise_share = 0.6
 clear_share = 0.3
