@@ -73,6 +73,7 @@ class FaceBank:
     probs: np.ndarray  # (faces, widths, per_face, classes) float32
     widths_px: tuple[int, ...]
     files: list[str]
+    looks: np.ndarray | None = None  # (faces, widths, per_face, dims) float16: preprocess.look of each view
 
     def width_index(self, width_px: float) -> int:
         return int(np.argmin([abs(w - width_px) for w in self.widths_px]))
@@ -103,34 +104,45 @@ def cache_dir() -> Path:
     return Path(os.environ.get("QUEUE_MOOD_CACHE") or Path.home() / ".cache" / "queue-mood") / "face_bank"
 
 
-def build_bank(classifier, root: Path, per_class: int | None, jitter: Jitter, seed: int,
-               widths_px=WIDTHS_PX, use_cache: bool = True) -> FaceBank:
+def camera_views(files: list[Path], size: int, jitter: Jitter, seed: int, widths_px) -> np.ndarray:
+    """(faces, widths, per_face, size, size) uint8 model inputs; the same for the same seed."""
     import cv2
 
-    from edge.card import sha256_file
-
-    labels = list(classifier.labels)
-    faces = list_faces(root, labels, per_class, seed)
-    key = json.dumps({"model": sha256_file(classifier.path), "files": [str(f) for f, _ in faces], "jitter": jitter.key(),
-                      "widths": list(widths_px), "seed": seed}, sort_keys=True)
-    path = cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
-    if use_cache and path.is_file():
-        z = np.load(path)
-        return FaceBank(labels, z["face_labels"], z["probs"], tuple(widths_px), [str(f) for f, _ in faces])
     rng = np.random.default_rng(seed)
-    crops = np.empty((len(faces), len(widths_px), jitter.per_face, classifier.card.input_size,
-                      classifier.card.input_size), np.uint8)
-    size = classifier.card.input_size
-    for i, (f, _) in enumerate(faces):
+    crops = np.empty((len(files), len(widths_px), jitter.per_face, size, size), np.uint8)
+    for i, f in enumerate(files):
         img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
         img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA) if img.shape != (size, size) else img
         for wi, w in enumerate(widths_px):
             for r in range(jitter.per_face):
                 crops[i, wi, r] = jitter_face(img, w, jitter, rng)
-    probs = classifier.predict_many(crops.reshape(-1, size, size)).reshape(*crops.shape[:3], len(labels))
-    bank = FaceBank(labels, np.array([k for _, k in faces], np.int16), probs.astype(np.float32), tuple(widths_px),
-                    [str(f) for f, _ in faces])
+    return crops
+
+
+def build_bank(classifier, root: Path, per_class: int | None, jitter: Jitter, seed: int,
+               widths_px=WIDTHS_PX, use_cache: bool = True) -> FaceBank:
+    from edge.card import sha256_file
+    from edge.pipeline.preprocess import LOOK_NAME, look
+
+    labels = list(classifier.labels)
+    faces = list_faces(root, labels, per_class, seed)
+    files = [f for f, _ in faces]
+    key = json.dumps({"model": sha256_file(classifier.path), "files": [str(f) for f in files], "jitter": jitter.key(),
+                      "widths": list(widths_px), "seed": seed}, sort_keys=True)
+    path = cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
+    face_labels = np.array([k for _, k in faces], np.int16)
+    cached = dict(np.load(path)) if use_cache and path.is_file() else {}
+    looks_key = f"looks_{LOOK_NAME}"
+    if "probs" in cached and looks_key in cached:
+        return FaceBank(labels, face_labels, cached["probs"], tuple(widths_px), [str(f) for f in files], cached[looks_key])
+    size = classifier.card.input_size
+    crops = camera_views(files, size, jitter, seed, widths_px)
+    flat = crops.reshape(-1, size, size)
+    probs = cached.get("probs")
+    if probs is None:
+        probs = classifier.predict_many(flat).reshape(*crops.shape[:3], len(labels)).astype(np.float32)
+    looks = np.stack([look(c) for c in flat]).reshape(*crops.shape[:3], -1).astype(np.float16)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, face_labels=bank.face_labels, probs=bank.probs)
-    return bank
+        np.savez_compressed(path, face_labels=face_labels, probs=probs, **{looks_key: looks})
+    return FaceBank(labels, face_labels, probs, tuple(widths_px), [str(f) for f in files], looks)

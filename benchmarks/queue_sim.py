@@ -119,6 +119,7 @@ class Simulation:
         self.rng = np.random.default_rng(seed)
         self.r = random.Random(seed)  # scalar draws in the frame loop (numpy's are slow one at a time)
         self.views = bank.probs.shape[2]
+        self.looks = None if bank.looks is None else bank.looks.astype(np.float32)
         self.calm_faces = bank.faces_of([c for c in CALM if c in bank.labels])
         self.unhappy_faces = bank.faces_of([c for c in UNHAPPY if c in bank.labels])
         self.spots = spots(sc.faces, self.rng, sc.width_px)
@@ -173,7 +174,7 @@ class Simulation:
 
     def detections(self, t: float, dt: float):
         sc, r, bank = self.sc, self.r, self.bank
-        boxes, probs, who = [], [], []
+        boxes, probs, looks, who = [], [], [], []
         pull, step = dt / 10.0, math.sqrt(2 * dt / 10.0)  # drift: mean-reverting over ~10 s
         for p in self.people.values():
             cx, cy, _ = self.spots[p.spot]
@@ -191,13 +192,16 @@ class Simulation:
             x, y = cx + p.off[0] + r.gauss(0, jit), cy + p.off[1] + r.gauss(0, jit)
             boxes.append(BBox(x - w / 2, y - w / 2, w, w * 1.1))
             probs.append(bank.probs[p.face, p.wbin, p.view])
+            looks.append(None if self.looks is None else self.looks[p.face, p.wbin, p.view])
             who.append(p.id)
         for k, (fx, fy, fw, face) in enumerate(self.flickers):
             if r.random() < sc.flicker_rate:
                 boxes.append(BBox(fx - fw / 2, fy - fw / 2, fw, fw * 1.1))
-                probs.append(bank.probs[face, bank.width_index(fw), r.randrange(self.views)])
+                view = r.randrange(self.views)
+                probs.append(bank.probs[face, bank.width_index(fw), view])
+                looks.append(None if self.looks is None else self.looks[face, bank.width_index(fw), view])
                 who.append(-1 - k)
-        return boxes, probs, who
+        return boxes, probs, looks, who
 
     def run(self, classify=None) -> SimResult:
         """classify(t_s, boxes, tracker) -> which boxes get their prediction this frame
@@ -220,11 +224,11 @@ class Simulation:
             if now_unhappy or now_unhappy != in_period:
                 self.rebalance(t, now_unhappy, now_unhappy and not in_period)
             in_period = now_unhappy
-            boxes, probs, who = self.detections(t, dt)
+            boxes, probs, looks, who = self.detections(t, dt)
             if classify is not None:
                 keep = classify(t, boxes, tracker)
                 probs = [p if k else None for p, k in zip(probs, keep)]
-            _, mood, tr = self.monitor.update(t, boxes, probs)
+            _, mood, tr = self.monitor.update(t, boxes, probs, looks)
             share[i], faces[i] = mood.negative_share, mood.faces
             if tr:
                 transitions.append((t, tr))

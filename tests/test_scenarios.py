@@ -92,10 +92,13 @@ def test_a_small_seeded_run_writes_finite_numbers(fer_faces, cache_env, tmp_path
     assert (out / "scenarios.md").read_text().startswith("# Queue scenarios") and (out / "scenarios.png").stat().st_size
     assert r["command"].endswith(" ".join(argv)) and r["machine"]["cpu"] and r["models"][0]["sha256"]
     assert [s["scenario"] for s in r["scenarios"]][:3] == ["calm queue", "people turn unhappy", "unhappy people arrive"]
-    for row in r["scenarios"] + r["sweep"]:
+    for row in r["scenarios"] + [kinds for s in r["sweep"] for kinds in s["by_kind"].values()]:
         assert math.isfinite(row["false_alarms_per_8h"]) and row["calm_hours"] > 0
     assert all(row["unhappy_periods"] > 0 for row in r["scenarios"][1:3])
     assert {t["metric"] for t in r["targets"]} >= {"false_alarms_per_8h", "alerted_share", "one_track_share"}
+    measured = {(t["scenario"], t["metric"]): t["measured"] for t in r["targets"]}
+    assert 0 <= measured[("all 3-face runs", "one_track_share")] <= 1
+    assert math.isfinite(measured[("all calm time", "false_alarms_per_8h")])
     assert len(r["sweep"]) == 2 * 2  # two mood variants x (the legacy alert row + one grid point)
 
 
