@@ -74,29 +74,35 @@ function el(name, attrs, parent) {
 }
 
 function renderHistory(h) {
-  const svg = $("chart"), W = 600, H = 220, L = 36, R = 30, T = 10, B = 24;
+  // The last hour, or since the first point when the monitor has run for less (5 min at least).
+  const svg = $("chart"), W = 600, H = 260, L = 52, R = 34, T = 12, B = 30;
   svg.replaceChildren();
-  const end = Date.now() / 1000, start = end - h.span_s;
-  const x = (t) => L + (W - L - R) * Math.max(0, (t - start) / h.span_s);
-  const pts = h.points.filter((p) => p.t + h.step_s >= start);
+  const end = Date.now() / 1000;
+  const pts = h.points.filter((p) => p.t + h.step_s >= end - h.span_s);
+  const start = Math.max(end - h.span_s, Math.min(end - 300, pts.length ? pts[0].t : end));
+  const x = (t) => L + (W - L - R) * Math.max(0, (t - start) / (end - start));
   const maxFaces = Math.max(1, ...pts.map((p) => p.faces));
   const yShare = (v) => T + (H - T - B) * (1 - v);
   const yFaces = (n) => T + (H - T - B) * (1 - n / maxFaces);
   for (const v of [0, 0.5, 1]) {
     el("line", {x1: L, x2: W - R, y1: yShare(v), y2: yShare(v), class: "grid"}, svg);
-    el("text", {x: 2, y: yShare(v) + 4}, svg).textContent = pct(v);
+    el("text", {x: 2, y: yShare(v) + 5}, svg).textContent = pct(v);
   }
-  el("text", {x: W - R + 4, y: yFaces(maxFaces) + 4}, svg).textContent = maxFaces;
-  el("text", {x: W - R + 4, y: yFaces(0) + 4}, svg).textContent = "0";
-  for (let m = 60; m >= 0; m -= 15) {
-    el("text", {x: x(end - m * 60) - 10, y: H - 6}, svg).textContent = m ? `-${m} min` : "now";
+  el("text", {x: W - R + 6, y: yFaces(maxFaces) + 5}, svg).textContent = maxFaces;
+  el("text", {x: W - R + 6, y: yFaces(0) + 5}, svg).textContent = "0";
+  for (let i = 0; i <= 3; i++) {
+    const t = start + (end - start) * i / 3;
+    const label = new Date(t * 1000).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
+    el("text", {x: x(t), y: H - 8, "text-anchor": ["start", "middle", "middle", "end"][i]}, svg).textContent = label;
   }
   for (const p of pts) {
     if (p.alert) el("rect", {x: x(p.t), y: T, width: Math.max(1, x(p.t + h.step_s) - x(p.t)), height: H - T - B, class: "alert"}, svg);
   }
   const line = (f, cls) => {
     if (!pts.length) return;
-    el("polyline", {points: pts.map((p) => `${x(p.t + h.step_s / 2).toFixed(1)},${f(p).toFixed(1)}`).join(" "), class: cls}, svg);
+    const coords = pts.map((p) => `${x(Math.min(end, p.t + h.step_s / 2)).toFixed(1)},${f(p).toFixed(1)}`);
+    if (coords.length === 1) coords.unshift(`${x(pts[0].t).toFixed(1)},${f(pts[0]).toFixed(1)}`);
+    el("polyline", {points: coords.join(" "), class: cls}, svg);
   };
   line((p) => yFaces(p.faces), "faces");
   line((p) => yShare(p.negative_share), "share");
