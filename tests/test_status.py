@@ -265,3 +265,53 @@ def test_client_disconnects_are_debug_lines_without_traceback(serve, caplog, cap
     assert all(r.levelno == logging.DEBUG and not r.exc_info for r in caplog.records)
     assert "Traceback" not in capfd.readouterr().err
     assert get(base + "/status")[0] == 200
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("rtsp://admin:pw@10.0.0.9:554/stream1", "rtsp://***@10.0.0.9:554/stream1"),
+    ("http://cam.local/video?user=a&token=xyz", "http://cam.local/video?***"),
+    ("https://[fe80::1]:8443/a#frag", "https://[fe80::1]:8443/a#***"),
+    ("http://user:pw@host:99999/", "http://***"),  # unparseable (port): only the scheme is left
+])
+def test_redact_url(url, shown):
+    from edge.service.redact import redact_text, redact_url
+
+    assert redact_url(url) == shown
+    assert redact_text(f"stream {url} (reopening)") == f"stream {shown} (reopening)"
+    assert redact_text("video /tmp/a b.mp4") == "video /tmp/a b.mp4"
+
+
+def test_a_stream_url_with_credentials_is_not_echoed_when_it_fails():
+    from tests.conftest import run_cli
+
+    r = run_cli("run", "--source", "http://viewer:s3cret@127.0.0.1:9/cam.mjpg?token=abc123", timeout=120)
+    assert r.returncode == 2 and "Cannot open stream http://***@127.0.0.1:9/cam.mjpg?***" in r.stderr, r.stderr
+    assert "s3cret" not in r.stdout + r.stderr and "abc123" not in r.stdout + r.stderr
+
+
+def test_doctor_warns_when_the_network_address_answers_without_auth(serve):
+    from edge.config import Config
+    from edge.ops import doctor
+
+    lan = doctor._lan_address()
+    if lan is None:
+        pytest.skip("this machine has no non-loopback address to probe")
+    open_srv = StatusServer(Stats("rt", "m", "v"), StatusConfig(host="0.0.0.0", port=0))  # as an old version would
+    open_srv.start()
+    try:
+        cfg = Config()
+        cfg.status.port = open_srv.port
+        ctx = doctor._Context(doctor.DoctorSettings())
+        doctor.check_status(ctx, cfg)
+        warn = [c for c in ctx.checks if c.name == "status auth"]
+        assert warn and warn[0].status == doctor.WARN and f"{lan}:{open_srv.port}" in warn[0].detail
+    finally:
+        open_srv.stop()
+    guarded = StatusServer(Stats("rt", "m", "v"), StatusConfig(host="0.0.0.0", port=0, token=TOKEN)).start()
+    try:
+        cfg = load_config(None, {"status.host": "0.0.0.0", "status.token": TOKEN, "status.port": guarded.port})
+        ctx = doctor._Context(doctor.DoctorSettings())
+        doctor.check_status(ctx, cfg)
+        assert [c.status for c in ctx.checks] == [doctor.OK] and "a token required" in ctx.checks[0].detail
+    finally:
+        guarded.stop()
