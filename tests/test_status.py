@@ -131,18 +131,12 @@ def test_history_survives_a_restart_in_sqlite_and_disk_trouble_falls_back_to_mem
     assert again.recent_alerts()[0]["kind"] == "raised"
     again.close()
 
-    (tmp_path / "ro").mkdir()
-    (tmp_path / "ro").chmod(0o500)
     caplog.set_level(logging.WARNING)
-    try:
-        h = History(db_path=str(tmp_path / "ro" / "h.sqlite"))
-        h.add(now, 0.1, 1, False)
-        h.add(now + 20, 0.1, 1, False)
-        assert len(h.series()) == 2
-    finally:
-        (tmp_path / "ro").chmod(0o700)
-    if any("memory only" in r.message for r in caplog.records):  # root may write anyway
-        assert h._db is None
+    h = History(db_path=str(tmp_path / "no-such-dir" / "h.sqlite"))  # not creatable, even for root
+    h.add(now, 0.1, 1, False)
+    h.add(now + 20, 0.1, 1, False)
+    assert len(h.series()) == 2  # the chart carries on in memory
+    assert [r.message for r in caplog.records if "memory only" in r.message]
 
 
 def test_metrics_parse_as_prometheus_and_carry_the_fleet_series(serve):
