@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live_edge import TOKEN, edge_runs, free_port, long_video  # noqa: F401 - fixtures
+from tests.live_edge import TOKEN, free_port
 
 FLEET = Path(__file__).resolve().parents[1] / "deploy" / "fleet"
 PROMTOOL, PROMETHEUS = shutil.which("promtool"), shutil.which("prometheus")
@@ -73,7 +73,7 @@ def query(port: int, promql: str) -> dict:
 @pytest.mark.slow
 @needs_promtool
 @pytest.mark.skipif(not PROMETHEUS, reason="needs Debian's prometheus (apt install prometheus)")
-def test_prometheus_scrapes_two_monitors_with_store_and_checkout_labels(edge_runs, tmp_path):  # noqa: F811
+def test_prometheus_scrapes_two_monitors_with_store_and_checkout_labels(edge_runs, tmp_path):
     runs = [edge_runs("till-1"), edge_runs("till-2")]
     for r in runs:
         r.wait_until(lambda s: s["frames"] > 0)

@@ -19,7 +19,8 @@ from edge.sinks import build_sinks
 from tests.test_sinks import broker, needs_mosquitto, wait_for  # noqa: F401 - the broker fixture
 
 pytestmark = needs_mosquitto
-CONFIG_TOPIC = re.compile(r"homeassistant/(sensor|binary_sensor)/(?P<node>[a-zA-Z0-9_-]+)/(?P<obj>[a-zA-Z0-9_-]+)/config")
+CONFIG_TOPIC = re.compile(r"homeassistant/(sensor|binary_sensor)/(?P<node>[a-zA-Z0-9_-]+)/(?P<obj>[a-zA-Z0-9_-]+)"
+                          r"/config")
 
 
 class Listener:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.live_edge import TOKEN, edge_runs, long_video  # noqa: F401 - fixtures
+from tests.live_edge import TOKEN
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.slow,
@@ -36,7 +36,7 @@ def screenshot(url: str, out: Path, window: str = PHONE) -> Path:
     return out
 
 
-def test_page_shows_live_faces_and_alert_in_a_browser(edge_runs, tmp_path):  # noqa: F811
+def test_page_shows_live_faces_and_alert_in_a_browser(edge_runs, tmp_path):
     run = edge_runs("till-1")
     now = run.wait_until(lambda s: s["alert_state"] == "raised" and s["faces"] >= 1)
     base = f"http://127.0.0.1:{run.port}"

@@ -100,7 +100,8 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
         except OSError as exc:  # the monitor matters more than its status page
             log.warning("status endpoint not started: cannot listen on %s:%d (%s)", st.host, st.port, exc.strerror)
     if server:
-        shown = "localhost" if is_loopback(st.host) else st.host
+        wildcard = st.host in ("0.0.0.0", "::")
+        shown = "localhost" if is_loopback(st.host) else "<this Pi's address>" if wildcard else st.host
         log.info("status page on http://%s:%d/ (JSON: /status, Prometheus: /metrics)%s", shown, server.port,
                  "; needs the token or password from [status]" if server.auth.enabled else "")
     stop = _StopFlag()

@@ -46,7 +46,8 @@ class History:
                 db.execute(stmt)
             now = datetime.now(timezone.utc).timestamp()
             for t, share, faces, alert in db.execute(
-                    "SELECT t, negative_share, faces, alert FROM samples WHERE t >= ? ORDER BY t", (now - self.span_s,)):
+                    "SELECT t, negative_share, faces, alert FROM samples WHERE t >= ? ORDER BY t",
+                    (now - self.span_s,)):
                 self.points.append({"t": t, "negative_share": share, "faces": faces, "alert": bool(alert)})
             for t, kind, share, faces in db.execute(
                     "SELECT t, kind, negative_share, faces FROM alerts ORDER BY t DESC LIMIT ?", (self.alerts.maxlen,)):
@@ -85,7 +86,8 @@ class History:
         s["alert"] = s["alert"] or raised
 
     def _point(self, s: dict) -> dict:
-        return {"t": s["t"], "negative_share": round(s["share_sum"] / s["n"], 4), "faces": s["faces"], "alert": s["alert"]}
+        return {"t": s["t"], "negative_share": round(s["share_sum"] / s["n"], 4), "faces": s["faces"],
+                "alert": s["alert"]}
 
     def _close(self) -> None:
         p = self._point(self._step)

@@ -58,7 +58,8 @@ class Stats:
         self.data = {"device": device, "runtime": runtime, "model": model, "source": redact_text(source),
                      "started_at": _now_iso(), "frames": 0, "dropped_frames": 0, "fps": 0.0, "faces": 0,
                      "negative_share": 0.0, "counts": dict.fromkeys(labels, 0), "alert_state": "clear",
-                     "alert_raised_at": None, "alerts_raised": 0, "negative": list(negative), "stage_ms": {}, "sink_failures": {}}
+                     "alert_raised_at": None, "alerts_raised": 0, "negative": list(negative), "stage_ms": {},
+                     "sink_failures": {}}
         self._last_t: float | None = None
         self._health: dict = {}
         self._health_t = -HEALTH_EVERY_S
