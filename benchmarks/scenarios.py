@@ -304,11 +304,12 @@ def draw(r: dict, out: Path) -> list[Path]:
     axes[0].axhline(1.0, color="gray", ls="--")
     axes[0].axvline(12.0, color="gray", ls="--")
     axes[0].set_yscale("symlog", linthresh=1.0)
+    axes[0].set_ylim(bottom=-0.2)
     axes[0].set(xlabel="median time to alert (s), people turning unhappy", ylabel="false alarms per 8 h of calm queue",
                 title="False alarms vs time to alert (targets dashed)")
     axes[1].axhline(0.95, color="gray", ls="--")
     axes[1].set(xlabel="median time to alert (s), people turning unhappy", ylim=(0, 1.02),
-                ylabel="60-s unhappy periods alerted (o: people turn, x: unhappy people arrive)")
+                ylabel="share of 60-s unhappy periods alerted", title="o: people turn unhappy, x: unhappy people arrive")
     axes[0].legend(fontsize=8)
     return [common.save_figure(plt, fig, out, NAME)]
 
@@ -321,7 +322,7 @@ def main(argv=None) -> int:
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. mood.score=expected")
     ap.add_argument("--faces-per-class", type=int, default=None, help="use at most this many faces per class (default: all)")
     ap.add_argument("--views", type=int, default=4, help="camera views per face and width in the bank (default: %(default)s)")
-    ap.add_argument("--hours", type=float, default=16.0, help="calm queue hours, 3 faces (default: %(default)s)")
+    ap.add_argument("--hours", type=float, default=32.0, help="calm queue hours, 3 faces (default: %(default)s)")
     ap.add_argument("--mixed-hours", type=float, default=6.0, help="hours of each unhappy-period kind, 3 faces (default: %(default)s)")
     ap.add_argument("--sizes", type=int, nargs="*", default=[1, 2, 4, 6], help="other queue sizes, a third of the mixed hours each")
     ap.add_argument("--sweep-hours", type=float, default=3.0, help="hours per sweep run, calm and mixed (0: no sweep)")

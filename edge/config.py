@@ -107,7 +107,7 @@ class MoodConfig:
 class AlertConfig:
     raise_share: float = 0.3  # negative share that starts the raise timer (chosen by benchmarks/scenarios.py)
     clear_share: float = 0.15  # share below which the clear timer runs (hysteresis)
-    raise_after_s: float = 5.0
+    raise_after_s: float = 8.0
     clear_after_s: float = 3.0
     min_faces: int = 2
     cooldown_s: float = 120.0  # after a clear, no new alert for this long

@@ -279,7 +279,7 @@ def test_a_signal_stops_cleanly_and_flushes_the_sinks(sig, astronaut_video, tiny
     cfg = load_config(None, {"source.path": str(astronaut_video), "model.path": str(tiny_converted / "model_int8.tflite"),
                              "sinks.jsonl.path": str(tmp_path / "ev.jsonl"), "status.enabled": False,
                              "alert.min_faces": 1, "alert.raise_share": 0.01, "alert.clear_share": 0.0,
-                             "alert.raise_after_s": 0.0, "mood.min_confidence": 0.0, "mood.min_seen_s": 0.0,
+                             "alert.raise_after_s": 0.0, "mood.min_confidence": 0.0, "mood.min_seen_s": 0.0, "mood.score": "expected",
                              "mood.negative": ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]})
     before = signal.getsignal(getattr(signal, sig))
 
