@@ -86,7 +86,7 @@ def test_a_small_seeded_run_writes_finite_numbers(fer_faces, cache_env, tmp_path
     out = tmp_path / "out"
     argv = ["--data", str(fer_faces), "--faces-per-class", "4", "--views", "2", "--hours", "0.1", "--mixed-hours", "0.2",
             "--sizes", "2", "--sweep-hours", "0.05", "--raise-shares", "0.4", "--raise-afters", "3",
-            "--variants", "legacy", "expected", "--out", str(out), "--seed", "1"]
+            "--variants", "legacy", "expected", "--videos", "--out", str(out), "--seed", "1"]
     assert scenarios.main(argv) == 0
     r = json.loads((out / "scenarios.json").read_text())
     assert (out / "scenarios.md").read_text().startswith("# Queue scenarios") and (out / "scenarios.png").stat().st_size
@@ -108,3 +108,22 @@ def test_bad_data_folder_is_one_sentence(tmp_path, capsys):
     assert scenarios.main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "--data" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", ["turn", "arrive", "calm"])
+def test_rendered_scene_scripts_hold_the_truth(kind):
+    """The rendered scenes' scripts: during the unhappy period two of the three people in view
+    show an unhappy face (turned, or newcomers), outside it nobody does."""
+    from benchmarks.queue_video import CALM_S, UNHAPPY_S, script
+
+    calm, unhappy = [[0, 1, 2], [3, 4, 5], [6, 7, 8]], [[10, 11], [12, 13], [14, 15]]
+    visits, periods = script(kind, calm, unhappy)
+    assert periods == ([] if kind == "calm" else [(CALM_S, CALM_S + UNHAPPY_S)])
+    for t in np.arange(0, 2 * CALM_S + UNHAPPY_S, 0.5):
+        shown = [v.face_at(t) for v in visits if v.start_s <= t < v.end_s]
+        n_unhappy = sum(f >= 10 for f in shown)
+        inside = any(s + 5 <= t < e for s, e in periods)  # newcomers take up to 4 s to arrive
+        if inside:
+            assert n_unhappy == 2 and len(shown) == 3, (t, shown)
+        elif not any(s <= t < e for s, e in periods):
+            assert n_unhappy == 0, (t, shown)
