@@ -33,7 +33,6 @@ class Frame:
 
 
 class Source:
-    live = False
     dropped = 0  # frames discarded because processing was slower than the source
 
     def __enter__(self):
@@ -120,7 +119,6 @@ class ImageFolderSource(Source):
 class LiveSource(Source):
     """A grabber thread keeps only the newest frame; reopens with back-off when delivery stops."""
 
-    live = True
     stall_s = 3.0  # no frame for this long counts as a stopped source
 
     def __init__(self, max_backoff_s: float = 30.0):

@@ -79,6 +79,3 @@ class Tracker:
             if tr.hits >= self.min_hits:
                 seen.append(tr)
         return seen
-
-    def confirmed(self) -> list[Track]:
-        return [t for t in self.tracks.values() if t.hits >= self.min_hits]

@@ -28,7 +28,6 @@ class RunOptions:
     max_frames: int | None = None
     duration_s: float | None = None
     preview: str | None = None  # path of an annotated video to write (debugging only)
-    every: int = 1
 
 
 def load_parts(cfg: Config):
@@ -81,7 +80,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     device = cfg.device_name or socket.gethostname()
     pipeline = Pipeline(cfg, classifier, detector)
     s = cfg.source
-    source = open_source(s.camera, s.path, s.width, s.height, s.fps, opts.every, s.reopen_max_backoff_s)
+    source = open_source(s.camera, s.path, s.width, s.height, s.fps, max_backoff_s=s.reopen_max_backoff_s)
     stats = Stats(classifier.runtime.describe(), str(classifier.path), source.describe())
     log.info("model %s (%s, %s); detector %s; source %s", classifier.path.name, classifier.card.architecture,
              classifier.runtime.describe(), detector.describe(), source.describe())

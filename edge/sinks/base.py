@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass, field
 from typing import Callable
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
 class AlertEvent:
     """What leaves the device: counts and shares, never an image."""
 
-    kind: str  # "raised" | "cleared" | "status"
+    kind: str  # "raised" | "cleared"
     t_s: float  # pipeline time (media time for a recording, monotonic for live)
     wall_time: str  # ISO 8601 UTC
     negative_share: float
@@ -35,7 +32,7 @@ class Sink:
         raise NotImplementedError
 
     def flush(self) -> None:
-        """Deliver what is pending (called on shutdown and periodically)."""
+        """Deliver what is pending (called by close() on shutdown)."""
 
     def close(self) -> None:
         self.flush()

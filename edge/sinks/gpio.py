@@ -34,7 +34,6 @@ class GpioSink(Sink):
             self._out.on()
         elif event.kind == "cleared":
             self._out.off()
-        # "status" events leave the output as it is
 
     def close(self) -> None:
         if not self._out.closed:

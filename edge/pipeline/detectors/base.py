@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from typing import Callable
 
@@ -10,8 +9,6 @@ import numpy as np
 
 from edge.errors import UserError
 from edge.pipeline.geometry import BBox
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
