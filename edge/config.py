@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.errors import UserError
+from edge.paths import expand_path
 from edge.labels import LABELS
 
 
@@ -300,3 +301,10 @@ def to_toml(d: dict, prefix: str = "") -> str:
     for k, v in tables:
         out.append(to_toml(v, f"{prefix}.{k}" if prefix else k))
     return "\n".join(out)
+
+
+def resolve_model(cfg: Config) -> Path:
+    """The classifier model a config names: model.path, or the model shipped in the package."""
+    from edge.models import default_model_path
+
+    return expand_path(cfg.model.path) if cfg.model.path else default_model_path()

@@ -30,7 +30,7 @@ import numpy as np
 
 from edge.config import Config
 from edge.errors import UserError
-from edge.pipeline.sources import IMAGE_SUFFIXES, ImageFolderSource, Source, VideoFileSource
+from edge.pipeline.sources import ImageFolderSource, open_source
 
 # Fixed chart geometry (inches at DPI), so the PNG's pixel size is predictable.
 DPI = 100
@@ -80,26 +80,6 @@ def _progress(total: int | None, desc: str, enabled: bool | None, notes: list[st
         return None
     return tqdm(total=total, desc=desc, unit="frame", disable=None if enabled is None else not enabled,
                 dynamic_ncols=True)
-
-
-# -- the input --------------------------------------------------------------------------
-
-
-def open_input(path: str, every: int) -> tuple[Source, str]:
-    """(source, kind) for a video file, one image or a folder of images; kind is "video" or "images"."""
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{path} does not exist; pass a video file, an image or a folder of images.")
-    if p.is_dir():
-        return ImageFolderSource(str(p), fps=1.0, every=every), "images"
-    if p.suffix.lower() in IMAGE_SUFFIXES:
-        import cv2
-
-        data = np.fromfile(str(p), np.uint8)
-        if not data.size or cv2.imdecode(data, cv2.IMREAD_COLOR) is None:
-            raise UserError(f"Cannot read image {path}: the file is empty, damaged or not an image OpenCV can decode.")
-        return ImageFolderSource.single(p), "images"
-    return VideoFileSource(str(p), every=every), "video"
 
 
 # -- output files -----------------------------------------------------------------------
@@ -195,7 +175,9 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     if opts.fmt not in ("csv", "json"):
         raise UserError(f"Unknown format '{opts.fmt}'; choose csv or json.")
     every = max(1, int(opts.every))
-    source, kind = open_input(path, every)  # an unreadable input fails here, before the model loads
+    # an unreadable input fails here, before the model loads; images are one second apart
+    source = open_source(None, path, fps=1.0, every=every)
+    kind = "images" if isinstance(source, ImageFolderSource) else "video"
     out = Path(opts.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; pass a folder to write the results into.")

@@ -31,8 +31,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edge.card import CARD_NAME, load_card, sha256_file
-from edge.config import Config, load_config, to_dict, to_toml
+from edge.config import Config, load_config, resolve_model, to_dict, to_toml
 from edge.errors import UserError
+from edge.paths import expand_path
 
 # Where install.sh puts things on the Pi; the bundled config points here.
 INSTALL_PREFIX = "/opt/queue-mood"
@@ -93,14 +94,9 @@ def _load_bundle_config(config_path: str | None, notes: list[str]) -> Config:
 
 
 def _resolve_model(model: str | None, cfg: Config) -> Path:
-    from edge.models import default_model_path
-
-    if model or cfg.model.path:
-        path = Path(os.path.expanduser(model or cfg.model.path))
-        if not path.is_file():
-            raise UserError(f"Model file {path} does not exist; pass --model PATH to a model_int8.tflite from `edge convert`.")
-    else:
-        path = default_model_path()
+    path = expand_path(model) if model else resolve_model(cfg)
+    if not path.is_file():
+        raise UserError(f"Model file {path} does not exist; pass --model PATH to a model_int8.tflite from `edge convert`.")
     card = load_card(path)
     if card.model_sha256 and card.model_sha256 != sha256_file(path):
         raise UserError(f"{path.with_name(CARD_NAME)} describes a different .tflite than {path} (sha256 differs); "
@@ -127,7 +123,7 @@ def _detector_files(cfg: Config) -> dict[str, Path]:
                         "is 4.6; use kind = 'blazeface' for the Pi.")
     files: dict[str, Path] = {}
     if d.model:
-        path = Path(os.path.expanduser(d.model))
+        path = expand_path(d.model)
         if not path.is_file():
             raise UserError(f"Face detector model {path} (detector.model) does not exist; fix it or leave it empty.")
         files[path.name] = path
@@ -417,7 +413,7 @@ def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 def run(s: BundleSettings) -> BundleResult:
     """Write the bundle; bad inputs are UserErrors checked before anything is written."""
-    out = Path(s.out).expanduser()
+    out = expand_path(s.out)
     as_tar = out.name.endswith(TAR_SUFFIXES)
     if not as_tar and out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "MANIFEST.json").exists())):
         raise UserError(f"{out} exists and is not an empty folder or an earlier bundle; choose another --out.")

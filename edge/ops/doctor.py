@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.errors import UserError
+from edge.paths import expand_path
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 SERVICE = "queue-mood"
@@ -278,11 +279,11 @@ def check_config(ctx: _Context):
 def check_model(ctx: _Context, cfg) -> None:
     import numpy as np
 
+    from edge.config import resolve_model
     from edge.pipeline.classifier import Classifier
-    from edge.models import default_model_path
 
     try:
-        path = Path(cfg.model.path).expanduser() if cfg.model.path else default_model_path()
+        path = resolve_model(cfg)
         clf = Classifier(path, num_threads=cfg.model.threads)
         s = clf.card.input_size
         probs = clf.predict(np.full((1, s, s), 128, np.uint8))
@@ -324,13 +325,15 @@ def check_detector(ctx: _Context, cfg) -> None:
 
 
 def check_camera(ctx: _Context, cfg) -> None:
+    from edge.paths import expand_path
+
     src = cfg.source
     index = ctx.s.camera
     if index is None:
         if src.path:
             if "://" in src.path:
                 ctx.add("camera", OK, f"skipped: the config reads the stream {src.path}")
-            elif Path(src.path).expanduser().exists():
+            elif expand_path(src.path).exists():
                 ctx.add("camera", OK, f"skipped: the config reads {src.path} (it exists)")
             else:
                 ctx.add("camera", FAIL, f"the config reads {src.path}, which does not exist")
@@ -382,7 +385,7 @@ def check_sinks(ctx: _Context, cfg) -> None:
     from edge.sinks.fanout import OPTIONAL
     from edge.sinks.spool import DEFAULT_SPOOL_DIR
 
-    spool_root = Path(cfg.sinks.spool_dir or DEFAULT_SPOOL_DIR).expanduser()
+    spool_root = expand_path(cfg.sinks.spool_dir or DEFAULT_SPOOL_DIR)
     device = cfg.device_name or platform.node()
     configured = [k for k in OPTIONAL if getattr(cfg.sinks, k) is not None]
     ctx.add("sink log", OK, "the journal / stderr (always on)")
@@ -422,9 +425,10 @@ def check_sinks(ctx: _Context, cfg) -> None:
 
 
 def check_disk(ctx: _Context, cfg) -> None:
+    from edge.paths import expand_path
     from edge.sinks.spool import DEFAULT_SPOOL_DIR
 
-    spool = Path(cfg.sinks.spool_dir or DEFAULT_SPOOL_DIR).expanduser()
+    spool = expand_path(cfg.sinks.spool_dir or DEFAULT_SPOOL_DIR)
     existing = spool
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

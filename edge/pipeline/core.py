@@ -60,10 +60,9 @@ class Pipeline:
         self.cfg, self.classifier, self.detector = cfg, classifier, detector
         card = classifier.card
         self.crop_rule, self.size = card.crop_for(detector.key), card.input_size
-        t, m, a = cfg.tracking, cfg.mood, cfg.alert
-        self.tracker = Tracker(t.iou_match, t.max_gap_s, t.ema_alpha, t.min_hits)
-        self.mood = MoodWindow(card.labels, m.window_s, m.negative, m.min_confidence)
-        self.policy = AlertPolicy(a.raise_share, a.clear_share, a.raise_after_s, a.clear_after_s, a.min_faces, a.cooldown_s)
+        self.tracker = Tracker(cfg.tracking)
+        self.mood = MoodWindow(card.labels, cfg.mood)
+        self.policy = AlertPolicy(cfg.alert)
         self.timer = StageTimer()
 
     def classify(self, gray: np.ndarray, boxes) -> np.ndarray:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge.config import TrackingConfig
 from edge.pipeline.geometry import BBox
 
 
@@ -32,8 +33,8 @@ class Track:
 
 
 class Tracker:
-    def __init__(self, iou_match: float = 0.3, max_gap_s: float = 1.5, ema_alpha: float = 0.3, min_hits: int = 3):
-        self.iou_match, self.max_gap_s, self.ema_alpha, self.min_hits = iou_match, max_gap_s, ema_alpha, min_hits
+    def __init__(self, cfg: TrackingConfig | None = None):
+        self.cfg = cfg or TrackingConfig()
         self.tracks: dict[int, Track] = {}
         self._next_id = 1
 
@@ -46,7 +47,7 @@ class Tracker:
                 iou = tr.box.iou(b)
                 cx, cy = b.center
                 inside = tr.box.x <= cx <= tr.box.x + tr.box.w and tr.box.y <= cy <= tr.box.y + tr.box.h
-                score = iou if iou >= self.iou_match else (self.iou_match * 0.5 if inside else 0.0)
+                score = iou if iou >= self.cfg.iou_match else (self.cfg.iou_match * 0.5 if inside else 0.0)
                 if score > 0:
                     pairs.append((score, di, tid))
         matched: dict[int, int] = {}
@@ -60,7 +61,7 @@ class Tracker:
     def update(self, t_s: float, boxes: list[BBox], probs: np.ndarray) -> list[Track]:
         """Feed one frame's detections and their predictions; returns the confirmed tracks
         seen in this frame."""
-        for tid in [tid for tid, tr in self.tracks.items() if t_s - tr.last_t_s > self.max_gap_s]:
+        for tid in [tid for tid, tr in self.tracks.items() if t_s - tr.last_t_s > self.cfg.max_gap_s]:
             del self.tracks[tid]
         matched = self._match(boxes)
         seen = []
@@ -74,8 +75,8 @@ class Tracker:
             else:
                 tr = self.tracks[tid]
                 tr.box, tr.last_t_s, tr.latest = box, t_s, p
-                tr.probs = (1 - self.ema_alpha) * tr.probs + self.ema_alpha * p
+                tr.probs = (1 - self.cfg.ema_alpha) * tr.probs + self.cfg.ema_alpha * p
                 tr.hits += 1
-            if tr.hits >= self.min_hits:
+            if tr.hits >= self.cfg.min_hits:
                 seen.append(tr)
         return seen

@@ -16,7 +16,6 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 from edge.config import Config
 
@@ -32,12 +31,11 @@ class RunOptions:
 
 def load_parts(cfg: Config):
     """(classifier, detector) for a config; errors are UserErrors with one sentence."""
+    from edge.config import resolve_model
     from edge.pipeline.classifier import Classifier
     from edge.pipeline.detectors.base import create_detector
-    from edge.models import default_model_path
 
-    model_path = Path(cfg.model.path) if cfg.model.path else default_model_path()
-    classifier = Classifier(model_path, num_threads=cfg.model.threads)
+    classifier = Classifier(resolve_model(cfg), num_threads=cfg.model.threads)
     d = cfg.detector
     detector = create_detector(d.kind, model=d.model, variant=d.variant, min_score=d.min_score,
                                min_face_px=d.min_face_px, threads=cfg.model.threads)

@@ -6,9 +6,9 @@ import dataclasses
 import logging
 import uuid
 from collections import Counter
-from pathlib import Path
 
 from edge.config import SinksConfig
+from edge.paths import expand_path
 from edge.sinks.base import SINKS, AlertEvent, Sink
 from edge.sinks.log import LogSink
 from edge.sinks.spool import DEFAULT_SPOOL_DIR, Spool
@@ -59,7 +59,7 @@ class Fanout:
 
 def build_sinks(sinks_cfg: SinksConfig, device_name: str) -> Fanout:
     """The log sink plus every configured section, each spooling sink in <spool_dir>/<key>."""
-    root = Path(sinks_cfg.spool_dir or DEFAULT_SPOOL_DIR).expanduser()
+    root = expand_path(sinks_cfg.spool_dir or DEFAULT_SPOOL_DIR)
     sinks: list[Sink] = [LogSink()]
     for key in OPTIONAL:
         cfg = getattr(sinks_cfg, key)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import IO
 
+from edge.paths import expand_path
 from edge.sinks.base import AlertEvent, Sink, register
 from edge.sinks.spool import STATE_DIR
 
@@ -16,7 +16,7 @@ class JsonlSink(Sink):
     key = "jsonl"
 
     def __init__(self, path: str = ""):
-        self.path = Path(path or STATE_DIR / "alerts.jsonl").expanduser()
+        self.path = expand_path(path or STATE_DIR / "alerts.jsonl")
         self._file: IO[str] | None = None
 
     def send(self, event: AlertEvent) -> None:

@@ -11,13 +11,13 @@ imported, since it imports TensorFlow) or from a path the user gives.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from edge.pipeline.detectors.anchors import FULL_RANGE, SHORT_RANGE, SsdAnchorOptions, generate_anchors
 from edge.pipeline.detectors.base import Detection, FaceDetector, register
+from edge.paths import expand_path
 from edge.errors import UserError, import_cv2
 from edge.pipeline.geometry import BBox
 
@@ -113,7 +113,7 @@ class BlazeFace(FaceDetector):
         self.min_score = float(min_score)
         self.min_face_px = int(min_face_px)
         if model:
-            path = Path(os.path.expanduser(model))
+            path = expand_path(model)
             if not path.is_file():
                 raise UserError(f"Face detector model {path} does not exist; fix [detector] model or leave it empty.")
         else:

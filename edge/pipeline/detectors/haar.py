@@ -4,12 +4,12 @@ turned or dim faces. Works with the pip wheel (cv2.data) and Debian's python3-op
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from edge.pipeline.detectors.base import Detection, FaceDetector, register
+from edge.paths import expand_path
 from edge.errors import UserError, import_cv2
 from edge.pipeline.geometry import BBox
 
@@ -38,7 +38,7 @@ class Haar(FaceDetector):
     def __init__(self, model: str = "", min_face_px: int = 20, scale_factor: float = 1.1, min_neighbors: int = 5, **_):
         self._cv2 = cv2 = import_cv2()
         if model:
-            path = Path(os.path.expanduser(model))
+            path = expand_path(model)
             if not path.is_file():
                 raise UserError(f"Haar cascade {path} does not exist; fix [detector] model or leave it empty.")
         else:

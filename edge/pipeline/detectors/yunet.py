@@ -3,12 +3,11 @@ the user downloads (face_detection_yunet_2023mar.onnx needs OpenCV >= 4.8)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 
 import numpy as np
 
 from edge.pipeline.detectors.base import Detection, FaceDetector, register
+from edge.paths import expand_path
 from edge.errors import UserError, import_cv2
 from edge.pipeline.geometry import BBox
 
@@ -31,7 +30,7 @@ class YuNet(FaceDetector):
             )
         if not model:
             raise UserError(f"The YuNet detector needs a model file: {MODEL_HINT}.")
-        path = Path(os.path.expanduser(model))
+        path = expand_path(model)
         if not path.is_file():
             raise UserError(f"YuNet model {path} does not exist: {MODEL_HINT}.")
         self.model_path = path
