@@ -10,6 +10,24 @@ import sys
 import click
 
 from edge.errors import UserError
+from edge.pipeline.detectors import DETECTORS
+
+
+class PluginChoice(click.Choice):
+    """The keys of a plugin registry, read when the command runs, so a plugin registered
+    after this module was imported is a choice too."""
+
+    def __init__(self, registry):
+        self.registry = registry
+        super().__init__(())
+
+    @property
+    def choices(self):
+        return tuple(sorted(self.registry))
+
+    @choices.setter
+    def choices(self, _value):  # click.Choice.__init__ assigns it; the registry is the truth
+        pass
 
 
 class Group(click.Group):
@@ -123,7 +141,7 @@ def eval_cmd(model_arg, model_opt, data, split, as_json, raw):
 @click.option("--camera", type=int, default=None, help="Camera index: the Pi camera via picamera2, else a USB camera.")
 @click.option("--source", default=None, help="Video file, image folder or rtsp:// / http:// stream instead of a camera.")
 @click.option("--model", default=None, help="int8 .tflite model with model.json beside it (default: the shipped model).")
-@click.option("--detector", type=click.Choice(["blazeface", "haar", "yunet"]), default=None)
+@click.option("--detector", type=PluginChoice(DETECTORS), default=None)
 @click.option("--detector-model", default=None, help="Face detector model file.")
 @click.option("--threads", type=int, default=None, help="Interpreter threads (default 1).")
 @click.option("--max-frames", type=int, default=None, help="Stop after this many frames.")

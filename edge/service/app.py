@@ -36,10 +36,7 @@ def load_parts(cfg: Config):
     from edge.pipeline.detectors.base import create_detector
 
     classifier = Classifier(resolve_model(cfg), num_threads=cfg.model.threads)
-    d = cfg.detector
-    detector = create_detector(d.kind, model=d.model, variant=d.variant, min_score=d.min_score,
-                               min_face_px=d.min_face_px, threads=cfg.model.threads)
-    return classifier, detector
+    return classifier, create_detector(cfg.detector, threads=cfg.model.threads)
 
 
 def make_event(kind: str, result, device: str) -> "AlertEvent":

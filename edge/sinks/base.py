@@ -1,9 +1,13 @@
-"""Alert sink interface and registry. A failing sink never stops the pipeline."""
+"""Alert sink interface and registry. A failing sink never stops the pipeline. Each sink
+module declares its [sinks.<key>] config dataclass as `Config`, registers itself, and its
+check() is its line in `edge doctor`."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from pathlib import Path
+
+from edge.plugins import Registry
 
 
 @dataclass
@@ -24,9 +28,25 @@ class AlertEvent:
 
 
 class Sink:
-    """Subclasses set `key`, take their config section as keyword options, implement send()."""
+    """Subclasses set `key` and `Config`, take their config section as keyword options, implement send()."""
 
     key = ""
+    Config: type | None = None  # the [sinks.<key>] dataclass; None: always on, no section
+    order = 50  # send order: local records first, then the network, then actuators
+    spooled = False  # True: undelivered events wait in a Spool at <spool_dir>/<key>
+
+    @classmethod
+    def build(cls, cfg, spool_root: Path, device_name: str) -> "Sink":
+        """This sink from its config section, plus what the file does not hold."""
+        from edge.sinks.spool import Spool
+
+        return cls(**asdict(cfg), **({"spool": Spool(spool_root / cls.key)} if cls.spooled else {}))
+
+    @classmethod
+    def doctor_config(cls, cfg, service_running: bool):
+        """The section `edge doctor` builds this sink from, or one line saying why it builds
+        none (e.g. the running service holds the hardware)."""
+        return cfg
 
     def send(self, event: AlertEvent) -> None:
         raise NotImplementedError
@@ -42,9 +62,5 @@ class Sink:
         return "ok"
 
 
-SINKS: dict[str, Callable[..., Sink]] = {}
-
-
-def register(cls):
-    SINKS[cls.key] = cls
-    return cls
+SINKS = Registry("alert sink")
+register = SINKS.register

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from typing import IO
 
 from edge.paths import expand_path
@@ -11,9 +12,16 @@ from edge.sinks.base import AlertEvent, Sink, register
 from edge.sinks.spool import STATE_DIR
 
 
+@dataclass
+class JsonlSinkConfig:
+    path: str = ""
+
+
 @register
 class JsonlSink(Sink):
     key = "jsonl"
+    Config = JsonlSinkConfig
+    order = 10
 
     def __init__(self, path: str = ""):
         self.path = expand_path(path or STATE_DIR / "alerts.jsonl")

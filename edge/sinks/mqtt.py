@@ -5,14 +5,17 @@ nor when the process restarts in the meantime: a new sink on the same spool rese
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
 import socket
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 
-from edge.errors import missing_dependency
+from edge.errors import check, missing_dependency
 from edge.sinks.base import AlertEvent, Sink, register
 from edge.sinks.spool import DEFAULT_SPOOL_DIR, Spool
 from edge.sinks.webhook import tcp_reachable
@@ -22,10 +25,37 @@ log = logging.getLogger(__name__)
 STATE_KINDS = ("raised", "cleared")
 
 
+@dataclass
+class MqttSinkConfig:
+    host: str = ""
+    port: int = 1883
+    topic: str = "queue-mood/alerts"
+    state_topic: str = "queue-mood/state"  # retained: the current alert state
+    client_id: str = ""
+    username: str = ""
+    password: str = ""
+    keepalive_s: int = 30
+
+    def validate(self, p):
+        check(bool(self.host), f"{p}.host", self.host, "a broker host name")
+        check(0 < self.port < 65536, f"{p}.port", self.port, "a TCP port")
+
+
 @register
 class MqttSink(Sink):
     key = "mqtt"
+    Config = MqttSinkConfig
+    order = 30
     spooled = True  # build_sinks passes spool=Spool(<spool_dir>/mqtt)
+
+    @classmethod
+    def build(cls, cfg: MqttSinkConfig, spool_root, device_name: str) -> "MqttSink":
+        return cls(**dataclasses.asdict(cfg), spool=Spool(spool_root / cls.key), device_name=device_name)
+
+    @classmethod
+    def doctor_config(cls, cfg: MqttSinkConfig, service_running: bool) -> MqttSinkConfig:
+        # never take over the running service's client id on the broker
+        return dataclasses.replace(cfg, client_id=f"{cfg.client_id or 'queue-mood'}-doctor-{os.getpid()}")
 
     def __init__(self, host: str, port: int = 1883, topic: str = "queue-mood/alerts",
                  state_topic: str = "queue-mood/state", client_id: str = "", username: str = "",
