@@ -28,11 +28,12 @@ class FrameResult:
     frame_index: int
     t_s: float
     detections: int
-    tracks: list[Track]  # confirmed tracks seen in this frame
+    tracks: list[Track]  # confirmed tracks seen in this frame (what mood and alerts count)
     mood: Mood
     transition: str | None  # "raised" / "cleared" on this frame
     alert_state: str
     stage_s: dict[str, float] = field(default_factory=dict)
+    faces: list[Track] = field(default_factory=list)  # every track detected in this frame, confirmed or not
 
 
 class StageTimer:
@@ -86,4 +87,5 @@ class Pipeline:
         t3 = time.perf_counter()
         stage_s = {"detect": t1 - t0, "classify": t2 - t1, "track": t3 - t2}
         self.timer.add(stage_s, len(boxes))
-        return FrameResult(frame.index, frame.t_s, len(detections), tracks, mood, transition, self.policy.state, stage_s)
+        return FrameResult(frame.index, frame.t_s, len(detections), tracks, mood, transition, self.policy.state, stage_s,
+                           list(self.tracker.seen))

@@ -22,6 +22,7 @@ class Track:
     last_t_s: float
     hits: int = 1
     latest: np.ndarray = field(default=None)  # this frame's raw prediction
+    confirmed: bool = False  # has had min_hits detections: counts as a person
 
     @property
     def top(self) -> int:
@@ -36,6 +37,7 @@ class Tracker:
     def __init__(self, cfg: TrackingConfig | None = None):
         self.cfg = cfg or TrackingConfig()
         self.tracks: dict[int, Track] = {}
+        self.seen: list[Track] = []  # every track detected in the last frame, confirmed or not, by id
         self._next_id = 1
 
     def _match(self, boxes: list[BBox]) -> dict[int, int]:
@@ -64,7 +66,7 @@ class Tracker:
         for tid in [tid for tid, tr in self.tracks.items() if t_s - tr.last_t_s > self.cfg.max_gap_s]:
             del self.tracks[tid]
         matched = self._match(boxes)
-        seen = []
+        self.seen = []
         for di, box in enumerate(boxes):
             p = np.asarray(probs[di], np.float32)
             tid = matched.get(di)
@@ -77,6 +79,8 @@ class Tracker:
                 tr.box, tr.last_t_s, tr.latest = box, t_s, p
                 tr.probs = (1 - self.cfg.ema_alpha) * tr.probs + self.cfg.ema_alpha * p
                 tr.hits += 1
-            if tr.hits >= self.cfg.min_hits:
-                seen.append(tr)
-        return seen
+            tr.confirmed = tr.hits >= self.cfg.min_hits
+            self.seen.append(tr)
+        confirmed = [tr for tr in self.seen if tr.confirmed]
+        self.seen.sort(key=lambda tr: tr.id)
+        return confirmed

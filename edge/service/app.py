@@ -66,6 +66,7 @@ class _StopFlag:
 
 def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     """Run the pipeline until the source ends or a limit/signal stops it; returns a summary."""
+    from edge.pipeline.annotate import AnnotatedVideo
     from edge.pipeline.core import Pipeline
     from edge.sinks import build_sinks
     from edge.pipeline.sources import open_source
@@ -108,8 +109,9 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
                                 100 * result.mood.negative_share, result.mood.faces)
                     sinks.send(event)
                 stats.update(result, source.dropped, pipeline.timer.medians_ms(), sinks.failures)
-                if opts.preview:
-                    writer = _preview(writer, opts.preview, frame, result, classifier.labels)
+                if opts.preview:  # debugging only (off by default: privacy)
+                    writer = writer or AnnotatedVideo(opts.preview, 15, classifier.labels)
+                    writer.add(frame.image, result)
                 if on_result:
                     on_result(frame, result)
                 if stop.event.is_set() or (opts.max_frames and frames >= opts.max_frames) or \
@@ -121,7 +123,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
         if server:
             server.stop()
         if writer is not None:
-            writer.release()
+            writer.close()
     elapsed = time.monotonic() - started
     summary = {"frames": frames, "tracks": len(track_ids), "alerts_raised": alerts, "seconds": round(elapsed, 2),
                "fps": round(frames / elapsed, 2) if elapsed > 0 else 0.0, "dropped_frames": source.dropped,
@@ -130,21 +132,3 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     log.info("stopped after %d frames: %s", frames, summary)
     return summary
 
-
-def _preview(writer, path: str, frame, result, labels):
-    """Annotated copy of the frames, for debugging only (off by default: privacy)."""
-    import cv2
-
-    img = frame.image if frame.image.ndim == 3 else cv2.cvtColor(frame.image, cv2.COLOR_GRAY2BGR)
-    img = img.copy()
-    for tr in result.tracks:
-        x, y, w, h = tr.box.rounded()
-        cv2.rectangle(img, (x, y), (x + w, y + h), (0, 255, 0), 2)
-        cv2.putText(img, f"#{tr.id} {labels[tr.top]} {tr.confidence:.2f}", (x, max(12, y - 4)),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1)
-    cv2.putText(img, f"negative {100 * result.mood.negative_share:.0f}% of {result.mood.faces}  alert: {result.alert_state}",
-                (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 255), 2)
-    if writer is None:
-        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 15, (img.shape[1], img.shape[0]))
-    writer.write(img)
-    return writer
