@@ -8,6 +8,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
@@ -147,3 +148,25 @@ def test_an_unregistered_sink_section_is_an_unknown_key():
     assert "dummy" not in SINKS
     with pytest.raises(ConfigError, match=r"Unknown config key 'sinks\.dummy'.*jsonl"):
         load_config(None, {"sinks.dummy.path": "x"})
+
+
+def test_stage_commands_come_from_entry_points_and_a_missing_package_is_one_sentence(monkeypatch):
+    from importlib.metadata import EntryPoint
+
+    import edge.cli
+
+    @click.command("fake")
+    def fake():
+        import no_such_build_package  # noqa: F401
+
+    monkeypatch.setitem(globals(), "fake_command", fake)
+    eps = [EntryPoint("fake", f"{__name__}:fake_command", edge.cli.STAGE_COMMANDS),
+           EntryPoint("gone", "no_such_stage.cli:cmd", edge.cli.STAGE_COMMANDS)]
+    monkeypatch.setattr(edge.cli, "entry_points", lambda group: eps if group == edge.cli.STAGE_COMMANDS else [])
+    runner = CliRunner()
+    assert {"fake", "gone", "run"} <= set(runner.invoke(cli, ["--help"]).output.split())
+    for name, missing in (("fake", "no_such_build_package"), ("gone", "no_such_stage")):
+        out = runner.invoke(cli, [name])
+        assert out.exit_code == 2, out.output
+        assert f"needs the build-machine packages ({missing} is missing)" in out.output
+        assert "pip install 'queue-mood[train]'" in out.output and "Traceback" not in out.output

@@ -31,7 +31,7 @@ def evaluate(model: str | None, data: str, split: str | None = None, calibrated:
         probs = clf.predict_many(sp.x)
         runtime = clf.runtime.describe()
     elif path.suffix == ".keras":
-        from convert.quantize import load_keras
+        from train.trainer import load_keras
 
         m = load_keras(path)
         sp, name = _read_split(data, int(m.input_shape[1]), split)
