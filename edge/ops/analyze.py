@@ -31,7 +31,7 @@ import numpy as np
 from edge.config import Config
 from edge.errors import UserError
 from edge.pipeline.annotate import AnnotatedVideo
-from edge.pipeline.core import Pipeline, StageTimer
+from edge.pipeline.core import Pipeline, StageTimer, load_parts
 from edge.pipeline.sources import ImageFolderSource, open_source
 
 # Fixed chart geometry (inches at DPI), so the PNG's pixel size is predictable.
@@ -248,8 +248,6 @@ def _replay(cfg: Config, parts, source, name_of, rec: _Recorder, timer: StageTim
 
 def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     """Analyse a recording; writes the files into opts.out and returns the summary (also in summary.json)."""
-    from edge.service.app import load_parts
-
     started = time.monotonic()
     _require_matplotlib()  # fail before the work, not after it
     if opts.fmt not in ("csv", "json"):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from edge.config import Config
+from edge.pipeline.core import load_parts
 
 log = logging.getLogger("edge")
 
@@ -27,16 +28,6 @@ class RunOptions:
     max_frames: int | None = None
     duration_s: float | None = None
     preview: str | None = None  # path of an annotated video to write (debugging only)
-
-
-def load_parts(cfg: Config):
-    """(classifier, detector) for a config; errors are UserErrors with one sentence."""
-    from edge.config import resolve_model
-    from edge.pipeline.classifier import Classifier
-    from edge.pipeline.detectors.base import create_detector
-
-    classifier = Classifier(resolve_model(cfg), num_threads=cfg.model.threads)
-    return classifier, create_detector(cfg.detector, threads=cfg.model.threads)
 
 
 def make_event(kind: str, result, device: str) -> "AlertEvent":

@@ -4,7 +4,7 @@ doctor check and the files `edge bundle` ships."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -88,13 +88,17 @@ def register(cls):
 
 def detector_config(kind: str, **options) -> DetectorConfig:
     """A validated [detector] section from a kind and keyword options (scripts, benchmarks, tests)."""
-    from edge.config import build, validate
     from edge.pipeline import detectors  # noqa: F401  (imports the plugins so they register)
 
     if kind not in DETECTORS:
         raise UserError(f"Unknown face detector '{kind}'; choose one of: {', '.join(sorted(DETECTORS))}.")
-    cfg = build(DetectorConfig, {"kind": kind, **options}, "detector")
-    validate(cfg, "detector")
+    config = DETECTORS[kind].Config
+    unknown = sorted(set(options) - {f.name for f in fields(config)})
+    if unknown:
+        raise UserError(f"The {kind} detector has no option {', '.join(unknown)}; "
+                        f"its options: {', '.join(f.name for f in fields(config) if f.name != 'kind')}.")
+    cfg = config(**options)
+    cfg.validate("detector")
     return cfg
 
 
