@@ -5,9 +5,13 @@ itself. Config validation ([detector], [sinks.*]), the CLI's choices, `edge doct
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
+import json
 import logging
 import pkgutil
+import re
+import sys
 
 log = logging.getLogger(__name__)
 
@@ -34,3 +38,19 @@ class Registry(dict):
                 importlib.import_module(f"{package}.{mod.name}")
             except ImportError as exc:
                 log.warning("%s '%s' is unavailable: %s", self.family, mod.name, exc)
+
+    def reference(self, table: str) -> list[str]:
+        """Markdown rows for the docs, from the plugins themselves: the key, the first line of
+        its module's docstring and its config keys with their defaults."""
+        rows = [f"| {self.family} | what it is | {table} keys (defaults) |", "| --- | --- | --- |"]
+        for key, cls in sorted(self.items()):
+            doc = " ".join((sys.modules[cls.__module__].__doc__ or "").split())
+            doc = re.split(r"(?<=\.)\s+(?=[A-Z])", doc)[0]  # the first sentence
+            keys = ", ".join(f"`{f.name} = {json.dumps(_default(f))}`" for f in dataclasses.fields(cls.Config)
+                             if f.name != "kind") if cls.Config else "always on, no table"
+            rows.append(f"| `{key}` | {doc} | {keys} |")
+        return rows
+
+
+def _default(f: dataclasses.Field):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default

@@ -170,3 +170,18 @@ def test_stage_commands_come_from_entry_points_and_a_missing_package_is_one_sent
         assert out.exit_code == 2, out.output
         assert f"needs the build-machine packages ({missing} is missing)" in out.output
         assert "pip install 'queue-mood[train]'" in out.output and "Traceback" not in out.output
+
+
+def test_readme_plugin_tables_are_generated_from_the_registries():
+    import os
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    text = readme.read_text()
+    start, end = "<!-- plugins:start -->\n", "<!-- plugins:end -->"
+    head, rest = text.split(start)
+    _, tail = rest.split(end)
+    block = "\n".join([*DETECTORS.reference("[detector]"), "", *SINKS.reference("[sinks.<key>]")]) + "\n"
+    if os.environ.get("QM_WRITE_DOCS"):
+        readme.write_text(head + start + block + end + tail)
+        text = readme.read_text()
+    assert text == head + start + block + end + tail, "README's plugin tables are stale: QM_WRITE_DOCS=1 pytest -k readme"
