@@ -36,11 +36,11 @@ class Sink:
     spooled = False  # True: undelivered events wait in a Spool at <spool_dir>/<key>
 
     @classmethod
-    def build(cls, cfg, spool_root: Path, device_name: str) -> "Sink":
-        """This sink from its config section, plus what the file does not hold."""
+    def build(cls, cfg, spool_root: Path, device_name: str) -> list["Sink"]:
+        """The sinks a config section makes (this one, plus what the file does not hold)."""
         from edge.sinks.spool import Spool
 
-        return cls(**asdict(cfg), **({"spool": Spool(spool_root / cls.key)} if cls.spooled else {}))
+        return [cls(**asdict(cfg), **({"spool": Spool(spool_root / cls.key)} if cls.spooled else {}))]
 
     @classmethod
     def doctor_config(cls, cfg, service_running: bool):
@@ -53,6 +53,9 @@ class Sink:
 
     def flush(self) -> None:
         """Deliver what is pending (called by close() on shutdown)."""
+
+    def update(self, status: dict) -> None:
+        """The current /status snapshot, every few seconds; for sinks that show live values."""
 
     def close(self) -> None:
         self.flush()

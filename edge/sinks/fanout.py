@@ -51,6 +51,9 @@ class Fanout:
     def flush(self) -> None:
         self._each("flush")
 
+    def update(self, status: dict) -> None:
+        self._each("update", status)
+
     def close(self) -> None:
         self._each("close")
 
@@ -71,5 +74,5 @@ def build_sinks(sinks_cfg: SinksConfig, device_name: str) -> Fanout:
     for key in configurable():
         cfg = getattr(sinks_cfg, key, None)
         if cfg is not None:
-            sinks.append(SINKS[key].build(cfg, root, device_name))
+            sinks.extend(SINKS[key].build(cfg, root, device_name))
     return Fanout(sinks, device_name)
