@@ -159,7 +159,7 @@ def run_scenes(cfg, data: Path, kinds, folder: Path, seed: int) -> list[dict]:
 
     from benchmarks.detector_recall import load_val_faces
     from edge.errors import UserError
-    from edge.service.app import load_parts
+    from edge.pipeline.core import load_parts
 
     _, detector = load_parts(cfg)
     by_class: dict[str, list[np.ndarray]] = {}

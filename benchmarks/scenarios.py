@@ -162,8 +162,7 @@ def alert_grid(args) -> list[dict]:
 def policy_from(cfg):
     from edge.pipeline.alerts import AlertPolicy
 
-    a = cfg.alert
-    return AlertPolicy(a.raise_share, a.clear_share, a.raise_after_s, a.clear_after_s, a.min_faces, a.cooldown_s)
+    return AlertPolicy(cfg.alert)
 
 
 def by_kind(runs: dict, transitions: dict) -> dict:

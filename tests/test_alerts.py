@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from edge.config import AlertConfig, MoodConfig, TrackingConfig
 from edge.pipeline.alerts import AlertPolicy
 from edge.pipeline.geometry import BBox
 from edge.labels import LABELS
@@ -24,38 +25,38 @@ def replay(policy, timeline, step_s=0.5):
 
 
 def test_raises_after_duration_and_clears_with_hysteresis():
-    p = AlertPolicy(raise_share=0.5, clear_share=0.3, raise_after_s=5, clear_after_s=4, min_faces=2, cooldown_s=60)
+    p = AlertPolicy(AlertConfig(raise_share=0.5, clear_share=0.3, raise_after_s=5, clear_after_s=4, min_faces=2, cooldown_s=60))
     events = replay(p, [(10, 0.0, 3), (10, 0.7, 3), (10, 0.4, 3), (10, 0.1, 3)])
     # raised 5 s after the share went high; 0.4 is between the thresholds so it stays raised
     assert events == [(15.0, "raised"), (34.0, "cleared")]
 
 
 def test_short_spikes_do_not_raise():
-    p = AlertPolicy(raise_after_s=5, min_faces=1)
+    p = AlertPolicy(AlertConfig(raise_after_s=5, min_faces=1))
     assert replay(p, [(3, 0.9, 2), (1, 0.0, 2)] * 5) == []
 
 
 def test_min_faces_guards_a_single_frown():
-    p = AlertPolicy(raise_after_s=2, min_faces=2)
+    p = AlertPolicy(AlertConfig(raise_after_s=2, min_faces=2))
     assert replay(p, [(20, 1.0, 1)]) == []
-    assert replay(AlertPolicy(raise_after_s=2, min_faces=2), [(20, 1.0, 2)]) == [(2.0, "raised")]
+    assert replay(AlertPolicy(AlertConfig(raise_after_s=2, min_faces=2)), [(20, 1.0, 2)]) == [(2.0, "raised")]
 
 
 def test_cooldown_blocks_a_second_alert_then_allows_it():
-    p = AlertPolicy(raise_share=0.5, clear_share=0.3, raise_after_s=2, clear_after_s=2, min_faces=1, cooldown_s=30)
+    p = AlertPolicy(AlertConfig(raise_share=0.5, clear_share=0.3, raise_after_s=2, clear_after_s=2, min_faces=1, cooldown_s=30))
     events = replay(p, [(5, 0.9, 2), (5, 0.0, 2), (10, 0.9, 2), (30, 0.0, 2), (5, 0.9, 2)])
     # raise at 2, clear at 7, cooldown until 37: the burst at 10-20 is ignored; the one at 50 raises at 52
     assert events == [(2.0, "raised"), (7.0, "cleared"), (52.0, "raised")]
 
 
 def test_flicker_inside_the_band_never_clears():
-    p = AlertPolicy(raise_share=0.6, clear_share=0.2, raise_after_s=1, clear_after_s=3, min_faces=1)
+    p = AlertPolicy(AlertConfig(raise_share=0.6, clear_share=0.2, raise_after_s=1, clear_after_s=3, min_faces=1))
     events = replay(p, [(2, 0.8, 2)] + [(1, 0.1, 2), (1, 0.5, 2)] * 10)
     assert events == [(1.0, "raised")]
 
 
 def test_tracker_keeps_ids_and_expires_after_gap():
-    tr = Tracker(iou_match=0.3, max_gap_s=1.0, ema_alpha=0.5, min_hits=2)
+    tr = Tracker(TrackingConfig(iou_match=0.3, max_gap_s=1.0, ema_alpha=0.5, min_hits=2))
     p = np.eye(7, dtype=np.float32)
     a, b = BBox(100, 100, 80, 80), BBox(400, 100, 80, 80)
     assert tr.update(0.0, [a, b], p[[3, 0]]) == []  # not confirmed yet
@@ -71,16 +72,17 @@ def test_tracker_keeps_ids_and_expires_after_gap():
 
 
 def test_mood_counts_people_in_the_window_not_frames():
-    tr = Tracker(min_hits=1, ema_alpha=1.0)
-    mw = MoodWindow(list(LABELS), window_s=5, negative=["angry", "sad"], min_confidence=0.5)
+    tr = Tracker(TrackingConfig(min_hits=1, ema_alpha=1.0))
+    mw = MoodWindow(list(LABELS), MoodConfig(window_s=5, negative=["angry", "sad"], min_confidence=0.5, score="votes",
+                                             min_seen_s=0.0))
     p = np.eye(7, dtype=np.float32)
     for i in range(20):  # one angry face seen 20 times, one happy face
         mood = mw.update(i * 0.1, tr.update(i * 0.1, [BBox(0, 0, 50, 50), BBox(300, 0, 50, 50)], p[[0, 3]]))
     assert mood.faces == 2 and mood.negative == 1 and mood.negative_share == 0.5
     assert mood.counts["angry"] == 1 and mood.counts["happy"] == 1
     unsure = np.full((1, 7), 1 / 7, np.float32)
-    mw2 = MoodWindow(list(LABELS), 5, ["angry"], 0.5)
-    assert mw2.update(0, Tracker(min_hits=1).update(0, [BBox(0, 0, 9, 9)], unsure)).negative == 0
+    mw2 = MoodWindow(list(LABELS), MoodConfig(5, ["angry"], 0.5, score="votes", min_seen_s=0.0))
+    assert mw2.update(0, Tracker(TrackingConfig(min_hits=1)).update(0, [BBox(0, 0, 9, 9)], unsure)).negative == 0
     assert mw.update(10.0, []).faces == 0  # everyone left the window
 
 
@@ -95,42 +97,48 @@ def test_bbox_iou(a, b, iou):
 NEG = ["angry", "disgust", "fear", "sad"]
 
 
+def mood_cfg(**kw) -> MoodConfig:
+    """A 5-s window, the top-1 vote rule and no seen-guard unless a test asks for them."""
+    return MoodConfig(**{"window_s": 5, "negative": NEG, "min_confidence": 0.4, "score": "votes", "min_seen_s": 0.0,
+                         "min_seen_share": 0.0, **kw})
+
+
 def onehot(label: str) -> np.ndarray:
     return np.eye(7, dtype=np.float32)[LABELS.index(label)]
 
 
 def test_a_detection_without_prediction_follows_its_track_and_keeps_its_mood():
-    tr = Tracker(min_hits=1, ema_alpha=1.0)
+    tr = Tracker(TrackingConfig(min_hits=1, ema_alpha=1.0))
     tr.update(0.0, [BBox(100, 100, 80, 80)], [onehot("sad")])
     seen = tr.update(0.2, [BBox(102, 100, 80, 80), BBox(400, 100, 80, 80)], [None, None])
     assert tr.last_ids == [1, 2]
     assert LABELS[seen[0].top] == "sad" and seen[0].classified == 1 and seen[0].hits == 2
     assert seen[1].probs is None  # a new track not yet classified has no mood ...
-    mw = MoodWindow(list(LABELS), 5, NEG, 0.4)
+    mw = MoodWindow(list(LABELS), mood_cfg())
     assert mw.update(0.2, seen).faces == 1  # ... and is not counted
 
 
 def test_the_scores_votes_expected_and_change():
     p = np.array([0.3, 0.0, 0.0, 0.2, 0.3, 0.2, 0.0], np.float32)  # 50% negative, top class neutral/angry tie
-    tr = Tracker(min_hits=1, ema_alpha=1.0)
+    tr = Tracker(TrackingConfig(min_hits=1, ema_alpha=1.0))
     seen = tr.update(0.0, [BBox(0, 0, 50, 50)], [p])
-    assert MoodWindow(list(LABELS), 5, NEG, 0.4, score="expected").update(0.0, seen).negative == pytest.approx(0.5)
+    assert MoodWindow(list(LABELS), mood_cfg(score="expected")).update(0.0, seen).negative == pytest.approx(0.5)
     # change: a face that looks half-negative from the start scores 0, then 1 once it has risen by FULL_RISE
-    mw = MoodWindow(list(LABELS), 5, NEG, 0.4, score="change", min_seen_s=1.0)
+    mw = MoodWindow(list(LABELS), mood_cfg(score="change", min_seen_s=1.0))
     for i in range(6):
         mood = mw.update(i * 0.2, tr.update(i * 0.2, [BBox(0, 0, 50, 50)], [p]))
     assert mood.faces == 1 and mood.negative == 0.0
     seen = tr.update(1.4, [BBox(0, 0, 50, 50)], [onehot("angry")])
     assert mw.update(1.4, seen).negative == 1.0
     # unhappy_above: someone who arrives clearly unhappy counts without having changed
-    mw = MoodWindow(list(LABELS), 5, NEG, 0.4, score="change", unhappy_above=0.9)
-    seen = Tracker(min_hits=1).update(0.0, [BBox(0, 0, 50, 50)], [onehot("sad")])
+    mw = MoodWindow(list(LABELS), mood_cfg(score="change", unhappy_above=0.9))
+    seen = Tracker(TrackingConfig(min_hits=1)).update(0.0, [BBox(0, 0, 50, 50)], [onehot("sad")])
     assert mw.update(0.0, seen).negative == 1.0
 
 
 def test_a_face_counts_only_after_being_seen_steadily():
-    mw = MoodWindow(list(LABELS), 5, NEG, 0.4, min_seen_s=2.0, min_seen_share=0.5)
-    tr = Tracker(min_hits=1, max_gap_s=5.0)
+    mw = MoodWindow(list(LABELS), mood_cfg(min_seen_s=2.0, min_seen_share=0.5))
+    tr = Tracker(TrackingConfig(min_hits=1, max_gap_s=5.0))
     faces = []
     for i in range(30):  # 10 fps; detected every other frame at first, then every frame
         boxes = [BBox(0, 0, 50, 50)] if (i % 2 == 0 or i >= 10) else []
@@ -199,7 +207,7 @@ def test_the_next_person_at_the_same_spot_starts_a_new_track():
     spot = BBox(200, 100, 80, 88)
 
     def ids(second_look, min_look_similarity=0.5):
-        tr = Tracker(max_gap_s=3.0, min_hits=1, min_look_similarity=min_look_similarity)
+        tr = Tracker(TrackingConfig(max_gap_s=3.0, min_hits=1, min_look_similarity=min_look_similarity))
         for i in range(10):
             tr.update(i * 0.2, [spot], [None], [a])
         tr.update(3.6, [spot], [None], [second_look])  # unseen for 1.8 s

@@ -13,8 +13,8 @@ import numpy as np
 
 from edge.pipeline.alerts import AlertPolicy
 from edge.pipeline.classifier import Classifier
-from edge.config import Config
-from edge.pipeline.detectors.base import FaceDetector
+from edge.config import Config, resolve_model
+from edge.pipeline.detectors.base import FaceDetector, create_detector
 from edge.pipeline.mood import Mood, MoodWindow
 from edge.pipeline.preprocess import crop_face, look, to_gray
 from edge.pipeline.sources import Frame
@@ -28,11 +28,12 @@ class FrameResult:
     frame_index: int
     t_s: float
     detections: int
-    tracks: list[Track]  # confirmed tracks seen in this frame
+    tracks: list[Track]  # confirmed tracks seen in this frame (what mood and alerts count)
     mood: Mood
     transition: str | None  # "raised" / "cleared" on this frame
     alert_state: str
     stage_s: dict[str, float] = field(default_factory=dict)
+    faces: list[Track] = field(default_factory=list)  # every track detected in this frame, confirmed or not
 
 
 class StageTimer:
@@ -60,11 +61,9 @@ class QueueMonitor:
     The scenario benchmark drives this same object with banked classifier outputs."""
 
     def __init__(self, cfg: Config, labels: list[str]):
-        t, m, a = cfg.tracking, cfg.mood, cfg.alert
-        self.tracker = Tracker(t.iou_match, t.max_gap_s, t.ema_alpha, t.min_hits, t.min_look_similarity)
-        self.mood = MoodWindow(labels, m.window_s, m.negative, m.min_confidence, m.score, m.min_seen_s,
-                               m.min_seen_share, m.unhappy_above)
-        self.policy = AlertPolicy(a.raise_share, a.clear_share, a.raise_after_s, a.clear_after_s, a.min_faces, a.cooldown_s)
+        self.tracker = Tracker(cfg.tracking)
+        self.mood = MoodWindow(labels, cfg.mood)
+        self.policy = AlertPolicy(cfg.alert)
 
     def update(self, t_s: float, boxes: list, probs, looks=None) -> tuple[list[Track], Mood, str | None]:
         """boxes: this frame's detections; probs: one prediction per box, None where the
@@ -108,4 +107,11 @@ class Pipeline:
         t3 = time.perf_counter()
         stage_s = {"detect": t1 - t0, "classify": t2 - t1, "track": t3 - t2}
         self.timer.add(stage_s, len(boxes))
-        return FrameResult(frame.index, frame.t_s, len(detections), tracks, mood, transition, self.policy.state, stage_s)
+        return FrameResult(frame.index, frame.t_s, len(detections), tracks, mood, transition, self.policy.state, stage_s,
+                           list(self.tracker.seen))
+
+
+def load_parts(cfg: Config):
+    """(classifier, detector) for a config; errors are UserErrors with one sentence."""
+    classifier = Classifier(resolve_model(cfg), num_threads=cfg.model.threads)
+    return classifier, create_detector(cfg.detector, threads=cfg.model.threads)

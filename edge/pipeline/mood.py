@@ -21,9 +21,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from edge.config import MoodConfig
 from edge.pipeline.tracking import Track
 
-SCORES = ("votes", "expected", "change")
 FULL_RISE = 0.4  # score "change": a rise in negative probability this large is a fully unhappy face
 
 
@@ -42,28 +42,23 @@ class Mood:
 class MoodWindow:
     """Remembers each counted track's latest smoothed state for `window_s` seconds."""
 
-    def __init__(self, labels: list[str], window_s: float, negative: list[str], min_confidence: float,
-                 score: str = "votes", min_seen_s: float = 0.0, min_seen_share: float = 0.0,
-                 unhappy_above: float = 1.0):
-        if score not in SCORES:
-            raise ValueError(f"score must be one of {SCORES}, not {score!r}")
-        self.labels, self.window_s, self.min_confidence = list(labels), window_s, min_confidence
-        self.score, self.min_seen_s, self.min_seen_share = score, min_seen_s, min_seen_share
-        self.unhappy_above = unhappy_above
-        self.negative = sorted({labels.index(n) for n in negative})
+    def __init__(self, labels: list[str], cfg: MoodConfig | None = None):
+        self.cfg = cfg or MoodConfig()
+        self.labels = list(labels)
+        self.negative = sorted({self.labels.index(n) for n in self.cfg.negative})
         self._latest: dict[int, tuple[float, int, float]] = {}  # track id -> (t_s, top class, unhappy score)
         self._base: dict[int, tuple[float, float, int]] = {}  # track id -> (t_s, sum, n) of its first negative probabilities
 
     def counts_as_face(self, tr: Track) -> bool:
-        return tr.probs is not None and tr.seen_s >= self.min_seen_s and tr.seen_share >= self.min_seen_share
+        return tr.probs is not None and tr.seen_s >= self.cfg.min_seen_s and tr.seen_share >= self.cfg.min_seen_share
 
     def face_score(self, tr: Track) -> float:
-        if self.score == "votes":
-            return float(tr.top in self.negative and tr.confidence >= self.min_confidence)
+        if self.cfg.score == "votes":
+            return float(tr.top in self.negative and tr.confidence >= self.cfg.min_confidence)
         p = float(tr.probs[self.negative].sum())
-        if self.score == "expected":
+        if self.cfg.score == "expected":
             return p
-        if p >= self.unhappy_above:
+        if p >= self.cfg.unhappy_above:
             return 1.0
         _, total, n = self._base[tr.id]
         return min(1.0, max(0.0, p - total / n) / FULL_RISE)
@@ -77,9 +72,9 @@ class MoodWindow:
                 self._base[tr.id] = (t_s, total + float(tr.probs[self.negative].sum()), n + 1)
             if self.counts_as_face(tr):
                 self._latest[tr.id] = (t_s, tr.top, self.face_score(tr))
-        for tid in [tid for tid, (t, _, _) in self._latest.items() if t_s - t > self.window_s]:
+        for tid in [tid for tid, (t, _, _) in self._latest.items() if t_s - t > self.cfg.window_s]:
             del self._latest[tid]
-        for tid in [tid for tid, (t, _, _) in self._base.items() if t_s - t > self.window_s and tid not in self._latest]:
+        for tid in [tid for tid, (t, _, _) in self._base.items() if t_s - t > self.cfg.window_s and tid not in self._latest]:
             del self._base[tid]
         counts = dict.fromkeys(self.labels, 0)
         negative = 0.0

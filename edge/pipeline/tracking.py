@@ -18,6 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
+from edge.config import TrackingConfig
 from edge.pipeline.geometry import BBox
 
 REPLACE_GAP_S = 1.0  # the shortest gap in which one person can leave a spot and another take it
@@ -35,6 +36,7 @@ class Track:
     classified: int = 0  # predictions received
     latest: np.ndarray | None = field(default=None)  # this frame's raw prediction
     look: np.ndarray | None = field(default=None)  # appearance (unit vector), smoothed
+    confirmed: bool = False  # has had min_hits detections: counts as a person
 
     @property
     def top(self) -> int:
@@ -54,19 +56,18 @@ class Track:
 
 
 class Tracker:
-    def __init__(self, iou_match: float = 0.3, max_gap_s: float = 1.5, ema_alpha: float = 0.3, min_hits: int = 3,
-                 min_look_similarity: float = 0.0):
-        self.iou_match, self.max_gap_s, self.ema_alpha, self.min_hits = iou_match, max_gap_s, ema_alpha, min_hits
-        self.min_look_similarity = min_look_similarity
+    def __init__(self, cfg: TrackingConfig | None = None):
+        self.cfg = cfg or TrackingConfig()
         self.tracks: dict[int, Track] = {}
-        self.last_ids: list[int] = []  # the track id of each detection in the last update
+        self.seen: list[Track] = []  # every track detected in the last frame, confirmed or not, by id
+        self.last_ids: list[int] = []  # the track id of each detection in the last update, in detection order
         self._next_id = 1
 
     def _same_look(self, tr: Track, look: np.ndarray | None, t_s: float) -> bool:
         """After a gap, a detection continues the track only if it looks like it."""
-        if t_s - tr.last_t_s < REPLACE_GAP_S or look is None or tr.look is None or self.min_look_similarity <= 0:
+        if t_s - tr.last_t_s < REPLACE_GAP_S or look is None or tr.look is None or self.cfg.min_look_similarity <= 0:
             return True
-        return float(tr.look @ look) >= self.min_look_similarity
+        return float(tr.look @ look) >= self.cfg.min_look_similarity
 
     def _match(self, boxes: list[BBox], looks, t_s: float) -> dict[int, int]:
         """detection index -> track id, best overlaps first. A detection whose centre lies
@@ -79,7 +80,7 @@ class Tracker:
                 iou = tr.box.iou(b)
                 cx, cy = b.center
                 inside = tr.box.x <= cx <= tr.box.x + tr.box.w and tr.box.y <= cy <= tr.box.y + tr.box.h
-                score = iou if iou >= self.iou_match else (self.iou_match * 0.5 if inside else 0.0)
+                score = iou if iou >= self.cfg.iou_match else (self.cfg.iou_match * 0.5 if inside else 0.0)
                 if score > 0:
                     pairs.append((score, di, tid))
         matched: dict[int, int] = {}
@@ -94,7 +95,8 @@ class Tracker:
         tr.latest = p
         if p is None:
             return
-        tr.probs = p.copy() if tr.probs is None else (1 - self.ema_alpha) * tr.probs + self.ema_alpha * p
+        a = self.cfg.ema_alpha
+        tr.probs = p.copy() if tr.probs is None else (1 - a) * tr.probs + a * p
         tr.classified += 1
 
     def update(self, t_s: float, boxes: list[BBox], probs: np.ndarray | Sequence[np.ndarray | None],
@@ -102,13 +104,13 @@ class Tracker:
         """Feed one frame's detections, their predictions (an entry may be None: not
         classified this frame) and optionally their looks; returns the confirmed tracks
         seen in this frame."""
-        for tid in [tid for tid, tr in self.tracks.items() if t_s - tr.last_t_s > self.max_gap_s]:
+        for tid in [tid for tid, tr in self.tracks.items() if t_s - tr.last_t_s > self.cfg.max_gap_s]:
             del self.tracks[tid]
         for tr in self.tracks.values():
             tr.frames += 1
         looks = looks if looks is not None else [None] * len(boxes)
         matched = self._match(boxes, looks, t_s)
-        seen, self.last_ids = [], []
+        self.seen, self.last_ids = [], []
         for di, box in enumerate(boxes):
             p = None if probs[di] is None else np.asarray(probs[di], np.float32)
             tid = matched.get(di)
@@ -123,15 +125,14 @@ class Tracker:
             self._smooth(tr, p)
             self._remember_look(tr, looks[di])
             self.last_ids.append(tr.id)
-            if tr.hits >= self.min_hits:
-                seen.append(tr)
-        return seen
+            tr.confirmed = tr.hits >= self.cfg.min_hits
+            self.seen.append(tr)
+        confirmed = [tr for tr in self.seen if tr.confirmed]
+        self.seen.sort(key=lambda tr: tr.id)
+        return confirmed
 
     def _remember_look(self, tr: Track, look: np.ndarray | None) -> None:
         if look is None:
             return
         v = look if tr.look is None else 0.7 * tr.look + 0.3 * look  # follows slow changes (pose, light)
         tr.look = v / max(float(np.linalg.norm(v)), 1e-6)
-
-    def confirmed(self) -> list[Track]:
-        return [t for t in self.tracks.values() if t.hits >= self.min_hits]
