@@ -258,7 +258,8 @@ def test_nothing_but_counts_leaves_the_device(astronaut_video, tiny_converted, t
     cfg = load_config(None, {"source.path": str(astronaut_video), "model.path": str(tiny_converted / "model_int8.tflite"),
                              "sinks.jsonl.path": str(tmp_path / "ev.jsonl"), "status.port": 0,
                              "alert.min_faces": 1, "alert.raise_share": 0.01, "alert.clear_share": 0.0, "alert.raise_after_s": 0.0,
-                             "mood.min_confidence": 0.0, "mood.negative": ["angry", "disgust", "fear", "happy",
+                             "mood.min_confidence": 0.0, "mood.min_seen_s": 0.0, "mood.score": "expected",
+                             "mood.negative": ["angry", "disgust", "fear", "happy",
                                                                             "neutral", "sad", "surprise"]})
     before = {p for p in tmp_path.rglob("*")}
     run(cfg, RunOptions(max_frames=20))
