@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -295,7 +295,3 @@ def identity(res: SimResult, min_seen_s: float = 10.0) -> dict:
         "identity_swaps": sum(max(0, len(s) - 1) for s in real),
         "people": len(res.visits),
     }
-
-
-def with_changes(sc: Scenario, **kw) -> Scenario:
-    return replace(sc, **kw)
