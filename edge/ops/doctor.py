@@ -305,12 +305,11 @@ def check_model(ctx: _Context, cfg) -> None:
 def check_detector(ctx: _Context, cfg) -> None:
     import numpy as np
 
-    from edge.pipeline.detectors.base import create_detector
+    from edge.pipeline.detectors.regions import configured_detector
 
     d = cfg.detector
     try:
-        det = create_detector(d.kind, model=d.model, variant=d.variant, min_score=d.min_score,
-                              min_face_px=d.min_face_px, threads=cfg.model.threads)
+        det = configured_detector(cfg)
         faces = det.detect(np.zeros((cfg.source.height, cfg.source.width, 3), np.uint8))
     except UserError as exc:
         ctx.add("detector", FAIL, str(exc))

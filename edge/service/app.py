@@ -34,15 +34,12 @@ class RunOptions:
 def load_parts(cfg: Config):
     """(classifier, detector) for a config; errors are UserErrors with one sentence."""
     from edge.pipeline.classifier import Classifier
-    from edge.pipeline.detectors.base import create_detector
+    from edge.pipeline.detectors.regions import configured_detector
     from edge.models import default_model_path
 
     model_path = Path(cfg.model.path) if cfg.model.path else default_model_path()
     classifier = Classifier(model_path, num_threads=cfg.model.threads)
-    d = cfg.detector
-    detector = create_detector(d.kind, model=d.model, variant=d.variant, min_score=d.min_score,
-                               min_face_px=d.min_face_px, threads=cfg.model.threads)
-    return classifier, detector
+    return classifier, configured_detector(cfg)
 
 
 def make_event(kind: str, result, device: str) -> "AlertEvent":
