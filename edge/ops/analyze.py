@@ -9,7 +9,8 @@ OUT/tracks.csv|json    one row per track: first/last seen, frames, dominant emot
                        the mean probabilities) and the mean probabilities
 OUT/summary.png        video: share of faces per emotion over time, the negative share and the
                        periods the alert policy was raised; images: one bar per image
-OUT/summary.json       counts, alert periods, unreadable files, elapsed time and speed
+OUT/summary.json       counts, face widths (for camera placement), alert periods, unreadable
+                       files, elapsed time and speed
 OUT/annotated.mp4      only with --annotate (frames otherwise never leave memory)
 
 No alert is sent anywhere: sinks and the status server belong to `edge run`.
@@ -30,6 +31,7 @@ import numpy as np
 
 from edge.config import Config
 from edge.errors import UserError
+from edge.pipeline import face_width
 from edge.pipeline.sources import IMAGE_SUFFIXES, ImageFolderSource, Source, VideoFileSource
 
 # Fixed chart geometry (inches at DPI), so the PNG's pixel size is predictable.
@@ -230,6 +232,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     frame_rows: list[tuple] = []  # video: (t_s, faces, negative_share, counts per label)
     image_rows: dict[int, tuple] = {}  # images: file index -> (faces, mean probs or None)
     alerts: list[dict] = []
+    face_widths: list[float] = []  # detector box widths in frame pixels, for camera placement
     frames = 0
     last_index = -1
     min_hits = cfg.tracking.min_hits
@@ -279,6 +282,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
                     counts[tr.top] += 1
                     probs_sum += p
                     by_top[labels[tr.top]] += 1
+                    face_widths.append(tr.box.w)
                     top = int(p.argmax())
                     timeline.write([round(frame.t_s, 3), frame.index, *([name] if image_col else []), st.id,
                                     *[round(float(v), 1) for v in tr.box.as_tuple()],
@@ -349,6 +353,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
         "media_fps": round(fps, 3) if kind == "video" else None,
         "faces": faces_total,
         "tracks": len(tracks),
+        "face_width_px": face_width.summarize(face_widths),
         "tracks_confirmed": sum(st.confirmed for st in tracks.values()) if video else None,
         "counts": {"tracks_by_dominant": by_dominant, "faces_by_smoothed_top": by_top},
         "alerts": alerts,
@@ -491,6 +496,8 @@ def report_lines(s: dict) -> list[str]:
                          f"{s['faces']} face sightings; dominant emotions: {dom}.")
         else:
             lines.append(f"{s['faces']} face{'s' if s['faces'] > 1 else ''}; dominant emotions: {dom}.")
+    if s.get("face_width_px"):
+        lines.append(face_width.advice(s["face_width_px"]))
     if s["alerts"]:
         spans = ", ".join(f"{a['raised_s']:g}-{a['cleared_s']:g} s" if a["cleared_s"] is not None
                           else f"{a['raised_s']:g} s-end" for a in s["alerts"])
