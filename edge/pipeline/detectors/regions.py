@@ -117,7 +117,8 @@ class RegionDetector(FaceDetector):
         if self.tiles != (1, 1):
             parts.append(f"{self.tiles[0]}x{self.tiles[1]} tiles, overlap {self.overlap:g}"
                          + (" + whole" if self.whole else ""))
-        return f"{self.inner.describe()} on {'; '.join(parts)}" if parts else self.inner.describe()
+        calls = self.tiles[0] * self.tiles[1] + (self.whole and self.tiles != (1, 1))
+        return f"{self.inner.describe()} on {'; '.join(parts)} ({calls} call{'s' if calls > 1 else ''} per frame)"
 
 
 def with_regions(inner: FaceDetector, roi=(), tiles=(1, 1), overlap: float = 0.25, whole: bool = False) -> FaceDetector:
