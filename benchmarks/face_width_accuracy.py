@@ -84,12 +84,15 @@ def run(args, argv) -> dict:
         return round(float((clf.predict_many(x).argmax(1) == y).mean()), 4)
 
     full = accuracy(images)
+    done: dict[tuple[int, str], float] = {}  # (crop side, interpolation) -> accuracy, measured once
     rows = []
     for kind, values in (("face_width", args.widths), ("crop_side", args.sides)):
         for v in values:
             side = int(round(scale * v)) if kind == "face_width" else v
             for up in args.interpolations:
-                acc = accuracy(degrade(images, side, up)) if side < images.shape[1] else full
+                if (side, up) not in done:
+                    done[side, up] = accuracy(degrade(images, side, up)) if side < images.shape[1] else full
+                acc = done[side, up]
                 rows.append({"kind": kind, "value": v, "crop_px": side, "upscale": up, "accuracy": acc,
                              "drop_pp": round(100 * (full - acc), 2)})
                 print(f"{kind} {v:3d} (crop {side:2d} px) {up:9s} accuracy {acc:.4f} ({rows[-1]['drop_pp']:+.2f} pp)")
