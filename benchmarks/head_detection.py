@@ -45,10 +45,11 @@ MATCH_IOU = 0.3
 # the old default, ROI and tiles on each model, the config's default, and capture at 1280x960
 DEFAULT_SETUPS = ("full_range,short_range,full_range+roi,full_range+t3x2+whole,full_range@0.4+t3x2+whole,"
                   "short_range@0.65+t3x2+whole,default,short_range@0.65+roi+t3x2+whole,default+hires")
-MODELS = {
-    "full_range": ("blazeface", {"variant": "full_range"}),
-    "short_range": ("blazeface", {"variant": "short_range"}),
-    "full_range_sparse": ("blazeface", {"variant": "full_range", "model": "face_detection_full_range_sparse.tflite"}),
+MODELS = {  # at MediaPipe's own score threshold, 0.5, unless a set-up names another
+    "full_range": ("blazeface", {"variant": "full_range", "min_score": 0.5}),
+    "short_range": ("blazeface", {"variant": "short_range", "min_score": 0.5}),
+    "full_range_sparse": ("blazeface", {"variant": "full_range", "min_score": 0.5,
+                                        "model": "face_detection_full_range_sparse.tflite"}),
     "haar": ("haar", {}),
 }
 

@@ -4,23 +4,20 @@ with the key path, the value and what is allowed. CLI flags override file values
 from __future__ import annotations
 
 import dataclasses
+import functools
+import re
 import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.errors import UserError
+from edge.errors import ConfigError, UserError  # noqa: F401  (ConfigError: callers import it from here)
+from edge.errors import check as _check
 from edge.labels import LABELS
-
-
-class ConfigError(UserError):
-    pass
-
-
-def _check(cond: bool, path: str, value, allowed: str):
-    if not cond:
-        raise ConfigError(f"Config key '{path}' has the bad value {value!r}; allowed: {allowed}.")
+from edge.paths import expand_path
+from edge.pipeline.detectors import DetectorConfig
+from edge.sinks import SINKS
 
 
 @dataclass
@@ -53,33 +50,6 @@ class ModelConfig:
 
     def validate(self, p):
         _check(self.threads >= 1, f"{p}.threads", self.threads, "an integer >= 1")
-
-
-@dataclass
-class DetectorConfig:
-    kind: str = "blazeface"  # blazeface | haar | yunet
-    model: str = ""  # detector model file; empty: find the default
-    # Defaults chosen on benchmarks/head_detection.py: short range on 4x3 ~200-px tiles plus
-    # the whole frame finds 40-px faces in a 640x480 frame (the whole-frame full range model
-    # misses half of them) at ~3.5x full range's cost; 0.65 keeps false faces rare.
-    variant: str = "short_range"  # blazeface: full_range | short_range
-    min_score: float = 0.65
-    min_face_px: int = 20
-    # The ROI split into [cols, rows] overlapping windows, one detector call each ([1, 1]: one
-    # call on the whole ROI); tile_whole adds a call on the whole ROI for faces bigger than
-    # the overlap.
-    tiles: list[int] = field(default_factory=lambda: [4, 3])
-    tile_overlap: float = 0.25  # a fraction of a tile
-    tile_whole: bool = True
-
-    def validate(self, p):
-        _check(self.kind in ("blazeface", "haar", "yunet"), f"{p}.kind", self.kind, "blazeface, haar, yunet")
-        _check(self.variant in ("full_range", "short_range"), f"{p}.variant", self.variant, "full_range, short_range")
-        _check(0 < self.min_score < 1, f"{p}.min_score", self.min_score, "a number between 0 and 1")
-        _check(self.min_face_px >= 1, f"{p}.min_face_px", self.min_face_px, "an integer >= 1")
-        _check(len(self.tiles) == 2 and all(1 <= t <= 8 for t in self.tiles), f"{p}.tiles", self.tiles,
-               "[cols, rows], each 1-8")
-        _check(0 <= self.tile_overlap < 0.75, f"{p}.tile_overlap", self.tile_overlap, "a number in [0, 0.75)")
 
 
 @dataclass
@@ -129,74 +99,63 @@ class AlertConfig:
 
 
 @dataclass
-class JsonlSinkConfig:
-    path: str = ""
-
-
-@dataclass
-class WebhookSinkConfig:
-    url: str = ""
-    timeout_s: float = 5.0
-    headers: dict = field(default_factory=dict)
-
-    def validate(self, p):
-        _check(self.url.startswith(("http://", "https://")), f"{p}.url", self.url, "an http:// or https:// URL")
-
-
-@dataclass
-class MqttSinkConfig:
-    host: str = ""
-    port: int = 1883
-    topic: str = "queue-mood/alerts"
-    state_topic: str = "queue-mood/state"  # retained: the current alert state
-    client_id: str = ""
-    username: str = ""
-    password: str = ""
-    keepalive_s: int = 30
-
-    def validate(self, p):
-        _check(bool(self.host), f"{p}.host", self.host, "a broker host name")
-        _check(0 < self.port < 65536, f"{p}.port", self.port, "a TCP port")
-
-
-@dataclass
-class GpioSinkConfig:
-    pin: int = 17
-    device: str = "led"  # led | buzzer
-    active_high: bool = True
-
-    def validate(self, p):
-        _check(self.device in ("led", "buzzer"), f"{p}.device", self.device, "led, buzzer")
-        _check(0 <= self.pin <= 27, f"{p}.pin", self.pin, "a BCM pin number 0-27")
-
-
-@dataclass
-class CommandSinkConfig:
-    argv: list[str] = field(default_factory=list)  # the event JSON arrives on stdin
-    timeout_s: float = 10.0
-
-    def validate(self, p):
-        _check(bool(self.argv), f"{p}.argv", self.argv, "a non-empty list: program and arguments")
-
-
-@dataclass
 class SinksConfig:
+    """[sinks]: spool_dir, plus one optional [sinks.<key>] table per sink in the registry
+    (each sink module declares its table's dataclass). The class with those tables is made
+    when a config is made, so a sink registered after this import still gets its table."""
+
     spool_dir: str = ""  # undelivered webhook/MQTT events; empty: ~/.local/state/queue-mood/spool
-    jsonl: JsonlSinkConfig | None = None
-    webhook: WebhookSinkConfig | None = None
-    mqtt: MqttSinkConfig | None = None
-    gpio: GpioSinkConfig | None = None
-    command: CommandSinkConfig | None = None
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls.table_class() if cls is SinksConfig else cls)
+
+    @classmethod
+    def table_class(cls, data: dict | None = None, path: str = "") -> type:
+        return _sinks_class(tuple((key, s.Config) for key, s in SINKS.items() if s.Config is not None))
+
+
+@functools.lru_cache(maxsize=8)
+def _sinks_class(sections: tuple) -> type:
+    cls = dataclasses.make_dataclass("SinksConfig", [(key, c | None, field(default=None)) for key, c in sections],
+                                     bases=(SinksConfig,))
+    cls.__module__ = __name__
+    return cls
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost may resolve to anything
+        return False
 
 
 @dataclass
 class StatusConfig:
     enabled: bool = True
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # beyond loopback (e.g. "0.0.0.0") only with a token or password
     port: int = 8765
+    token: str = ""  # the page's link carries it once as ?token=...; Prometheus sends it as a bearer token
+    user: str = "manager"  # basic-auth user name, used with `password`
+    password: str = ""
+    history_db: str = ""  # SQLite file that keeps the page's last hour across restarts; empty: memory only
+    idle_timeout_s: float = 10.0  # a client that sends nothing this long is disconnected
+    max_clients: int = 16  # handler threads at most; more clients at once get 503
 
     def validate(self, p):
         _check(0 <= self.port < 65536, f"{p}.port", self.port, "a TCP port (0 = any free port)")
+        _check(is_loopback(self.host) or bool(self.token or self.password), f"{p}.host", self.host,
+               f"127.0.0.1, ::1 or localhost; any other address needs {p}.token or {p}.password set too, "
+               "so the store network cannot read it without them")
+        _check(not self.token or (len(self.token) >= 16 and re.fullmatch(r"[A-Za-z0-9._~-]+", self.token)),
+               f"{p}.token", "(hidden)", "at least 16 letters, digits or -._~ (it travels in a link and a cookie), "
+               "e.g. from: python3 -c 'import secrets; print(secrets.token_urlsafe(24))'")
+        _check(not self.password or len(self.password) >= 8, f"{p}.password", "(hidden)", "at least 8 characters")
+        _check(0 < self.idle_timeout_s < 3600, f"{p}.idle_timeout_s", self.idle_timeout_s, "seconds in (0, 3600)")
+        _check(1 <= self.max_clients <= 256, f"{p}.max_clients", self.max_clients, "an integer 1-256")
 
 
 @dataclass
@@ -204,7 +163,7 @@ class Config:
     device_name: str = ""  # names this Pi in events; empty: the host name
     source: SourceConfig = field(default_factory=SourceConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    detector: DetectorConfig = field(default_factory=lambda: DetectorConfig.table_class({}, "detector")())
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     mood: MoodConfig = field(default_factory=MoodConfig)
     alert: AlertConfig = field(default_factory=AlertConfig)
@@ -234,6 +193,8 @@ def build(cls, data: dict, path: str = ""):
     """Instance of dataclass `cls` from a dict, rejecting unknown keys and wrong types."""
     if not isinstance(data, dict):
         raise ConfigError(f"Config key '{path or '(top)'}' must be a table, got {data!r}.")
+    if hasattr(cls, "table_class"):  # a table whose keys depend on a plugin registry
+        cls = cls.table_class(data, path)
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     for key in data:
@@ -320,3 +281,10 @@ def to_toml(d: dict, prefix: str = "") -> str:
     for k, v in tables:
         out.append(to_toml(v, f"{prefix}.{k}" if prefix else k))
     return "\n".join(out)
+
+
+def resolve_model(cfg: Config) -> Path:
+    """The classifier model a config names: model.path, or the model shipped in the package."""
+    from edge.models import default_model_path
+
+    return expand_path(cfg.model.path) if cfg.model.path else default_model_path()

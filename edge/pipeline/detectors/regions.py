@@ -91,7 +91,7 @@ class RegionDetector(FaceDetector):
     def __init__(self, inner: FaceDetector, roi: Roi = Roi(), tiles: tuple[int, int] = (1, 1),
                  overlap: float = 0.25, whole: bool = False):
         self.inner, self.roi, self.tiles, self.overlap, self.whole = inner, roi, tuple(tiles), overlap, whole
-        self.key = inner.key
+        self.key, self.cfg = inner.key, getattr(inner, "cfg", None)
         self._windows: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
 
     def windows_for(self, frame_w: int, frame_h: int) -> list[tuple[int, int, int, int]]:
@@ -109,7 +109,8 @@ class RegionDetector(FaceDetector):
                 found.append(Detection(BBox(b.x + x0, b.y + y0, b.w, b.h), d.score))
         return merge(found) if len(self.windows_for(w, h)) > 1 else found
 
-    def describe(self) -> str:
+    def regions(self) -> str:
+        """Where it looks, e.g. 'roi 0,0.2,1,0.6; 4x2 tiles, overlap 0.25 + whole (9 calls per frame)'."""
         parts = []
         if self.roi != Roi():
             r = self.roi
@@ -118,7 +119,16 @@ class RegionDetector(FaceDetector):
             parts.append(f"{self.tiles[0]}x{self.tiles[1]} tiles, overlap {self.overlap:g}"
                          + (" + whole" if self.whole else ""))
         calls = self.tiles[0] * self.tiles[1] + (self.whole and self.tiles != (1, 1))
-        return f"{self.inner.describe()} on {'; '.join(parts)} ({calls} call{'s' if calls > 1 else ''} per frame)"
+        return f"{'; '.join(parts)} ({calls} call{'s' if calls > 1 else ''} per frame)"
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()} on {self.regions()}"
+
+    def doctor(self, width: int, height: int) -> tuple[str, str]:
+        """The inner detector's own check, then this set-up on a blank frame (where no face is)."""
+        status, line = self.inner.doctor(width, height)
+        faces = self.detect(np.zeros((height, width, 3), np.uint8))
+        return (status if not faces else "WARN"), f"{line}; on {self.regions()}: {len(faces)} faces"
 
 
 def with_regions(inner: FaceDetector, roi=(), tiles=(1, 1), overlap: float = 0.25, whole: bool = False) -> FaceDetector:
@@ -136,10 +146,7 @@ def from_config(inner: FaceDetector, cfg) -> FaceDetector:
 
 
 def configured_detector(cfg) -> FaceDetector:
-    """The face detector a Config describes, with its ROI and tiles."""
+    """The face detector a Config describes ([detector]), on its ROI and tiles."""
     from edge.pipeline.detectors.base import create_detector
 
-    d = cfg.detector
-    inner = create_detector(d.kind, model=d.model, variant=d.variant, min_score=d.min_score,
-                            min_face_px=d.min_face_px, threads=cfg.model.threads)
-    return from_config(inner, cfg)
+    return from_config(create_detector(cfg.detector, threads=cfg.model.threads), cfg)
