@@ -18,7 +18,7 @@ import pytest
 
 from edge.ops.bundle import BundleSettings, check_unit, parse_unit
 from edge.ops.bundle import run as bundle_run
-from edge.config import DetectorConfig, load_config
+from edge.config import load_config
 from edge.pipeline.detectors.blazeface import MODEL_FILES, find_model
 from edge.ops.doctor import (FAIL, OK, WARN, governor_verdict, opencv_verdict, sink_verdict, temperature_verdict,
                          throttled_verdict)
@@ -118,7 +118,7 @@ def test_bundled_files_load_together_once_installed(store_bundle, tmp_path):
     classifier, detector = load_parts(load_config(tmp_path / "config.toml"))
     assert classifier.path == prefix / "model" / "model_int8.tflite"
     inner = getattr(detector, "inner", detector)  # the default config tiles the frame
-    assert inner.model_path == prefix / "detector" / MODEL_FILES[DetectorConfig().variant]
+    assert inner.model_path == prefix / "detector" / MODEL_FILES[inner.variant]
 
 
 @needs_blazeface
