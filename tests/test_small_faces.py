@@ -159,7 +159,7 @@ def test_roi_finds_small_heads_the_whole_frame_detector_misses(lfw_32px):
 def test_default_config_detector_finds_lfw_heads_at_queue_distance():
     """Other people than the astronaut: scikit-image's LFW faces blended into a head, four to
     a frame at 40 px, through the detector `edge run` builds from the default config."""
-    from edge.service.app import load_parts
+    from edge.pipeline.core import load_parts
 
     _, det = load_parts(load_config(None))
     lfw = heads.lfw_heads()[:24]
