@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-READ_PX = 40  # from here up: >= 95% of faces found, expression accuracy as at full resolution
-FIND_PX = 32  # from here up: most faces found, but expressions are read less reliably
+READ_PX = 40  # from here up: >= 95% of faces found, and the crop holds as many pixels as the model reads
+FIND_PX = 32  # from here up: >= 90% found; below it the detector misses more and more (57% at 24 px)
 
 
 def summarize(widths) -> dict | None:
@@ -33,7 +33,7 @@ def advice(s: dict) -> str:
     if below_read <= 0.1:
         return f"{spread}: wide enough to find and read (>= {READ_PX} px)."
     below_find = s[f"share_below_{FIND_PX}"]
-    return (f"{spread}: {below_read:.0%} are under {READ_PX} px, where expressions are read less reliably"
-            + (f", {below_find:.0%} under {FIND_PX} px, where faces are also missed" if below_find > 0 else "")
+    return (f"{spread}: {below_read:.0%} are under {READ_PX} px, where the classifier gets fewer pixels than it reads"
+            + (f", {below_find:.0%} under {FIND_PX} px, where the detector misses many faces" if below_find > 0 else "")
             + "; move the camera closer, zoom in, set [source] roi to the queue, or capture at 1280x960 "
               "(README: Camera placement).")
