@@ -81,6 +81,9 @@ class MoodConfig:
     min_seen_s: float = 3.0  # a track joins the mood after it has been followed this long ...
     min_seen_share: float = 0.7  # ... and detected in at least this share of the frames since it began
     unhappy_above: float = 1.0  # score "change": a face this likely negative counts as unhappy whatever its own level
+    baseline_rise: float = 0.0  # > 0: the queue also counts as unhappy by how far its mean negative probability is above
+    #   this camera's usual level (learned over calm time); this far above it is a fully unhappy queue. 0: off
+    baseline_s: float = 600.0  # the usual level is a running mean over about this much calm queue time
 
     def validate(self, p):
         _check(self.window_s > 0, f"{p}.window_s", self.window_s, "a number > 0")
@@ -88,6 +91,8 @@ class MoodConfig:
         _check(self.min_seen_s >= 0, f"{p}.min_seen_s", self.min_seen_s, "a number >= 0")
         _check(0 <= self.min_seen_share <= 1, f"{p}.min_seen_share", self.min_seen_share, "a number in [0, 1]")
         _check(0 < self.unhappy_above <= 1, f"{p}.unhappy_above", self.unhappy_above, "a number in (0, 1]")
+        _check(self.baseline_rise >= 0, f"{p}.baseline_rise", self.baseline_rise, "a number >= 0 (0: no baseline)")
+        _check(self.baseline_s > 0, f"{p}.baseline_s", self.baseline_s, "a number > 0")
         bad = [n for n in self.negative if n not in LABELS]
         _check(not bad and self.negative, f"{p}.negative", self.negative, f"a non-empty list of {', '.join(LABELS)}")
         _check(0 <= self.min_confidence < 1, f"{p}.min_confidence", self.min_confidence, "a number in [0, 1)")
