@@ -31,6 +31,7 @@ class SourceConfig:
     height: int = 480
     fps: float = 15.0  # requested camera rate; media rate for an image folder
     reopen_max_backoff_s: float = 30.0
+    down_after_s: float = 5.0  # a live source silent this long is reported "camera down"
 
     def validate(self, p):
         _check(self.camera is None or self.camera >= 0, f"{p}.camera", self.camera, "an integer >= 0")

@@ -19,6 +19,7 @@ from typing import Iterator
 import numpy as np
 
 from edge.errors import UserError, import_cv2
+from edge.redact import redact_url
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -44,6 +45,12 @@ class Source:
 
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
+
+    def poll(self, timeout_s: float) -> Iterator[Frame | None]:
+        """The frames, plus None whenever none arrived for timeout_s (live sources only), so
+        a caller can check its stop conditions and notice a silent camera. A recording never
+        waits on anything outside, so it simply yields its frames."""
+        yield from self
 
     def close(self) -> None:
         pass
@@ -91,7 +98,12 @@ class ImageFolderSource(Source):
 
     def __init__(self, path: str, fps: float = 1.0, every: int = 1, files: list[Path] | None = None):
         self.path, self.fps, self.every = Path(path), fps, max(1, every)
-        self.files = files or sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        try:  # is_file: a folder named x.jpg or a broken link is not an image
+            self.files = files or sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                                         and p.is_file())
+        except OSError as exc:
+            raise UserError(f"Cannot list folder {path} ({exc.strerror}); check that it exists and this user may "
+                            "read it.") from exc
         if not self.files:
             raise UserError(f"Folder {path} has no images (.jpg, .png, .bmp).")
         self.failed: list[tuple[str, str]] = []
@@ -102,10 +114,16 @@ class ImageFolderSource(Source):
         for index, f in enumerate(self.files):
             if index % self.every:
                 continue
-            img = cv2.imdecode(np.fromfile(f, np.uint8), cv2.IMREAD_COLOR) if f.stat().st_size else None
+            try:
+                data = np.fromfile(f, np.uint8)
+            except OSError as exc:  # removed, unreadable or a dangling link since it was listed
+                data, why = None, exc.strerror or str(exc)
+            else:
+                why = "not a readable image"
+            img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
             if img is None:
-                self.failed.append((str(f), "not a readable image"))
-                log.warning("skipping unreadable image %s", f)
+                self.failed.append((str(f), why))
+                log.warning("skipping unreadable image %s (%s)", f, why)
                 continue
             yield Frame(img, index / self.fps, index)
 
@@ -179,19 +197,23 @@ class LiveSource(Source):
                 log.warning("reopen failed: %s", exc)
         self._release()
 
-    def __iter__(self):
+    def poll(self, timeout_s: float):
         while not self._stop.is_set():
             with self._cond:
                 if self._latest is None:
-                    self._cond.wait(timeout=0.5)
+                    self._cond.wait(timeout=timeout_s)
                 frame, self._latest = self._latest, None
-            if frame is not None:
-                yield frame
+            yield frame
+
+    def __iter__(self):
+        return (f for f in self.poll(0.5) if f is not None)
 
     def close(self):
         self._stop.set()
         if self._thread:
-            self._thread.join(timeout=5)
+            # Short: a driver or stream read can block far longer (FFmpeg waits 30 s); the
+            # daemon thread then ends with the process and stopping stays prompt.
+            self._thread.join(timeout=1.0)
 
 
 class OpenCVCamera(LiveSource):
@@ -212,7 +234,7 @@ class OpenCVCamera(LiveSource):
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         if not cap.isOpened() or not cap.read()[0]:
             cap.release()
-            what = f"camera {self.device}" if isinstance(self.device, int) else f"stream {self.device}"
+            what = self.describe()
             raise UserError(f"Cannot open {what}: check that it is connected (ls /dev/video*) or reachable, "
                             "and that this user may use it (group 'video').")
         self.cap = cap
@@ -227,7 +249,7 @@ class OpenCVCamera(LiveSource):
             self.cap = None
 
     def describe(self):
-        return f"camera {self.device}" if isinstance(self.device, int) else f"stream {self.device}"
+        return f"camera {self.device}" if isinstance(self.device, int) else f"stream {redact_url(self.device)}"
 
 
 class PiCamera(LiveSource):

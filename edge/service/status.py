@@ -16,7 +16,8 @@ class Stats:
         self.started = time.monotonic()
         self.data = {"runtime": runtime, "model": model, "source": source, "frames": 0, "dropped_frames": 0,
                      "fps": 0.0, "faces": 0, "negative_share": 0.0, "counts": {}, "alert_state": "clear",
-                     "alerts_raised": 0, "stage_ms": {}, "sink_failures": {}}
+                     "alerts_raised": 0, "stage_ms": {}, "sink_failures": {}, "camera": "up",
+                     "camera_down_total": 0, "sinks": {}}
         self._last_t: float | None = None
 
     def update(self, result, dropped: int, stage_ms: dict, sink_failures: dict):
@@ -28,6 +29,7 @@ class Stats:
                 d["fps"] = inst if d["fps"] == 0 else 0.9 * d["fps"] + 0.1 * inst
             self._last_t = now
             d["frames"] += 1
+            d["camera"] = "up"
             d["dropped_frames"] = dropped
             d["faces"] = result.mood.faces
             d["negative_share"] = round(result.mood.negative_share, 4)
@@ -37,9 +39,38 @@ class Stats:
             d["stage_ms"] = {k: round(v, 3) for k, v in stage_ms.items()}
             d["sink_failures"] = dict(sink_failures)
 
+    def camera_down(self):
+        """No frames: nothing is known about the queue, so no mood and no alert is asserted."""
+        with self._lock:
+            self.data.update(camera="down", fps=0.0, faces=0, negative_share=None, counts={}, alert_state="unknown")
+            self.data["camera_down_total"] += 1
+            self._last_t = None  # the fps average restarts with the next frame
+
+    def camera_up(self):
+        with self._lock:
+            self.data["camera"] = "up"
+
+    def set_sinks(self, sinks: dict):
+        """Per-sink delivery counts from Fanout.stats()."""
+        with self._lock:
+            self.data["sinks"] = sinks
+
     def snapshot(self) -> dict:
         with self._lock:
             return {**json.loads(json.dumps(self.data)), "uptime_s": round(time.monotonic() - self.started, 1)}
+
+
+# Fanout.stats() key -> metric (name, help, type)
+SINK_METRICS = (
+    ("sent", "sink_sent_total", "Events handed to the sink.", "counter"),
+    ("delivered", "sink_delivered_total", "Events (MQTT: messages) the receiver accepted.", "counter"),
+    ("queued", "sink_queued", "Events waiting in the sink's in-memory queue.", "gauge"),
+    ("spooled", "sink_spooled", "Undelivered events in the sink's spool.", "gauge"),
+    ("in_memory", "sink_spool_in_memory", "Spooled events held in memory because the disk refused them.", "gauge"),
+    ("dead_lettered", "sink_dead_lettered_total", "Events rejected for good, moved to the dead-letter folder.", "counter"),
+    ("dropped", "sink_spool_dropped_total", "Oldest spooled events dropped (spool cap or full disk).", "counter"),
+    ("lost", "sink_lost_total", "Events neither delivered nor spooled (sink stuck, no spool).", "counter"),
+)
 
 
 def prometheus(s: dict) -> str:
@@ -51,7 +82,7 @@ def prometheus(s: dict) -> str:
             for k, v in value.items():
                 lines.append(f'queue_mood_{name}{{{labels}="{k}"}} {v}')
         else:
-            lines.append(f"queue_mood_{name} {value}")
+            lines.append(f"queue_mood_{name} {'NaN' if value is None else value}")
 
     metric("frames_total", s["frames"], "Frames processed.", "counter")
     metric("dropped_frames_total", s["dropped_frames"], "Live frames dropped because processing was slower.", "counter")
@@ -63,6 +94,11 @@ def prometheus(s: dict) -> str:
     metric("alerts_raised_total", s["alerts_raised"], "Alerts raised since start.", "counter")
     metric("stage_latency_ms", s["stage_ms"], "Median stage latency over recent frames.", labels="stage")
     metric("sink_failures_total", s["sink_failures"], "Failed deliveries per sink.", "counter", labels="sink")
+    metric("camera_up", int(s["camera"] == "up"), "1 while the source delivers frames, 0 once it is silent.")
+    metric("camera_down_total", s["camera_down_total"], "Times the source went silent.", "counter")
+    per_sink = s["sinks"]
+    for key, name, help_, kind in SINK_METRICS:
+        metric(name, {sink: c[key] for sink, c in per_sink.items()}, help_, kind, labels="sink")
     metric("uptime_seconds", s["uptime_s"], "Seconds since start.")
     return "\n".join(lines) + "\n"
 

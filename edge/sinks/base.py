@@ -13,7 +13,7 @@ log = logging.getLogger(__name__)
 class AlertEvent:
     """What leaves the device: counts and shares, never an image."""
 
-    kind: str  # "raised" | "cleared" | "status"
+    kind: str  # "raised" | "cleared" | "status" | "camera_down" | "camera_up"
     t_s: float  # pipeline time (media time for a recording, monotonic for live)
     wall_time: str  # ISO 8601 UTC
     negative_share: float
@@ -30,9 +30,15 @@ class Sink:
     """Subclasses set `key`, take their config section as keyword options, implement send()."""
 
     key = ""
+    delivered = 0  # events (messages, for MQTT) the sink handed over successfully
 
     def send(self, event: AlertEvent) -> None:
         raise NotImplementedError
+
+    def keep(self, event: AlertEvent) -> bool:
+        """Store an event for later delivery without sending it (a stuck sink at shutdown or
+        with a full queue); False when the sink has no spool, and the event is lost."""
+        return False
 
     def flush(self) -> None:
         """Deliver what is pending (called on shutdown and periodically)."""

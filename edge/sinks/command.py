@@ -36,6 +36,8 @@ class CommandSink(Sink):
         if proc.returncode != 0:
             err = proc.stderr.decode(errors="replace").strip()[-300:]
             log.warning("Alert command %s exited with %d: %s", self.argv[0], proc.returncode, err or "(no stderr)")
+            return
+        self.delivered += 1
 
     def check(self) -> str:
         found = shutil.which(self.argv[0])

@@ -31,12 +31,14 @@ class MqttSink(Sink):
                  state_topic: str = "queue-mood/state", client_id: str = "", username: str = "",
                  password: str = "", keepalive_s: int = 30, *, spool: Spool | None = None,
                  device_name: str = "", reconnect_min_s: float = 1.0, reconnect_max_s: float = 60.0,
-                 close_wait_s: float = 2.0):
+                 close_wait_s: float = 1.0):
         try:
             import paho.mqtt.client as mqtt
         except ImportError:
             raise missing_dependency("paho-mqtt", "mqtt") from None
         self._ok_rc = (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)  # NO_CONN: paho queues it
+        self._too_large = mqtt.MQTT_ERR_PAYLOAD_SIZE
+        self.delivered = 0  # messages the broker acknowledged
         self.host, self.port, self.topic, self.state_topic = host, port, topic, state_topic
         self.spool = spool if spool is not None else Spool(DEFAULT_SPOOL_DIR / self.key)
         self.close_wait_s = close_wait_s
@@ -79,6 +81,7 @@ class MqttSink(Sink):
             if event_id is None:
                 self._early.add(mid)
                 return
+            self.delivered += 1
         self.spool.ack(event_id)
 
     def _pump(self) -> None:
@@ -91,7 +94,16 @@ class MqttSink(Sink):
             for event_id, msg in self.spool.pending():
                 if event_id in busy:
                     continue
-                info = self._client.publish(msg["topic"], json.dumps(msg["payload"]), qos=1, retain=msg["retain"])
+                try:
+                    info = self._client.publish(msg["topic"], json.dumps(msg["payload"]), qos=1, retain=msg["retain"])
+                except (ValueError, TypeError, KeyError) as exc:
+                    # A bad topic (e.g. spooled before the config was fixed) or payload: paho
+                    # refuses it before sending, and retrying can never succeed.
+                    self.spool.dead_letter(event_id, f"MQTT cannot publish it: {exc}")
+                    continue
+                if info.rc == self._too_large:
+                    self.spool.dead_letter(event_id, "MQTT payload too large")
+                    continue
                 if info.rc not in self._ok_rc:
                     log.warning("MQTT publish failed (rc=%s); will retry.", info.rc)
                     return
@@ -102,15 +114,20 @@ class MqttSink(Sink):
                     else:
                         self._inflight[info.mid] = event_id
                 if acked:
+                    self.delivered += 1
                     self.spool.ack(event_id)
 
-    def send(self, event: AlertEvent) -> None:
+    def keep(self, event: AlertEvent) -> bool:
         payload = event.to_dict()
         self.spool.put({"topic": self.topic, "retain": False, "payload": payload})
         if event.kind in STATE_KINDS:
             # Retained, so a dashboard that subscribes later still sees whether an alert is on.
             self.spool.put({"topic": self.state_topic, "retain": True,
                             "payload": {"state": event.kind, "event": payload}})
+        return True
+
+    def send(self, event: AlertEvent) -> None:
+        self.keep(event)
         self._pump()
 
     def flush(self) -> None:
