@@ -4,6 +4,8 @@ with the key path, the value and what is allowed. CLI flags override file values
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import tomllib
 import types
 import typing
@@ -23,6 +25,23 @@ def _check(cond: bool, path: str, value, allowed: str):
         raise ConfigError(f"Config key '{path}' has the bad value {value!r}; allowed: {allowed}.")
 
 
+def _range(value, lo, hi, path: str, what: str = "a number", lo_open: bool = False):
+    """lo <= value <= hi (lo < value when lo_open); floats are already finite (build checks)."""
+    ok = (lo < value if lo_open else lo <= value) and value <= hi
+    _check(ok, path, value, f"{what} {'>' if lo_open else '>='} {lo:g} and <= {hi:g}")
+
+
+MAX_THREADS = 64  # a Pi has 4 cores; far more threads than cores only slows inference (or crashes BLAS)
+MAX_TIMEOUT_S = 300.0
+HOUR_S, DAY_S = 3600.0, 86400.0
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
+
+
+def _check_topic(topic: str, path: str):
+    _check(bool(topic) and not set(topic) & {"#", "+", "\0"} and len(topic.encode()) <= 65535, path, topic,
+           "a non-empty MQTT topic without the wildcards # and + (they are for subscribing, not publishing)")
+
+
 @dataclass
 class SourceConfig:
     camera: int | None = None  # camera index; None when `path` is used
@@ -34,9 +53,13 @@ class SourceConfig:
     down_after_s: float = 5.0  # a live source silent this long is reported "camera down"
 
     def validate(self, p):
-        _check(self.camera is None or self.camera >= 0, f"{p}.camera", self.camera, "an integer >= 0")
-        _check(self.width > 0 and self.height > 0, f"{p}.width/height", (self.width, self.height), "positive integers")
-        _check(self.fps > 0, f"{p}.fps", self.fps, "a number > 0")
+        if self.camera is not None:
+            _range(self.camera, 0, 1023, f"{p}.camera", "an integer")
+        _range(self.width, 16, 8192, f"{p}.width", "an integer")
+        _range(self.height, 16, 8192, f"{p}.height", "an integer")
+        _range(self.fps, 0, 240, f"{p}.fps", lo_open=True)
+        _range(self.reopen_max_backoff_s, 0, HOUR_S, f"{p}.reopen_max_backoff_s", lo_open=True)
+        _range(self.down_after_s, 0, HOUR_S, f"{p}.down_after_s", lo_open=True)
 
 
 @dataclass
@@ -45,7 +68,7 @@ class ModelConfig:
     threads: int = 1
 
     def validate(self, p):
-        _check(self.threads >= 1, f"{p}.threads", self.threads, "an integer >= 1")
+        _range(self.threads, 1, MAX_THREADS, f"{p}.threads", "an integer")
 
 
 @dataclass
@@ -60,7 +83,7 @@ class DetectorConfig:
         _check(self.kind in ("blazeface", "haar", "yunet"), f"{p}.kind", self.kind, "blazeface, haar, yunet")
         _check(self.variant in ("full_range", "short_range"), f"{p}.variant", self.variant, "full_range, short_range")
         _check(0 < self.min_score < 1, f"{p}.min_score", self.min_score, "a number between 0 and 1")
-        _check(self.min_face_px >= 1, f"{p}.min_face_px", self.min_face_px, "an integer >= 1")
+        _range(self.min_face_px, 1, 8192, f"{p}.min_face_px", "an integer")
 
 
 @dataclass
@@ -72,9 +95,9 @@ class TrackingConfig:
 
     def validate(self, p):
         _check(0 < self.iou_match < 1, f"{p}.iou_match", self.iou_match, "a number between 0 and 1")
-        _check(self.max_gap_s > 0, f"{p}.max_gap_s", self.max_gap_s, "a number > 0")
+        _range(self.max_gap_s, 0, HOUR_S, f"{p}.max_gap_s", lo_open=True)
         _check(0 < self.ema_alpha <= 1, f"{p}.ema_alpha", self.ema_alpha, "a number in (0, 1]")
-        _check(self.min_hits >= 1, f"{p}.min_hits", self.min_hits, "an integer >= 1")
+        _range(self.min_hits, 1, 10_000, f"{p}.min_hits", "an integer")
 
 
 @dataclass
@@ -84,7 +107,7 @@ class MoodConfig:
     min_confidence: float = 0.4  # a face counts as negative only when its smoothed top class is this sure
 
     def validate(self, p):
-        _check(self.window_s > 0, f"{p}.window_s", self.window_s, "a number > 0")
+        _range(self.window_s, 0, HOUR_S, f"{p}.window_s", lo_open=True)
         bad = [n for n in self.negative if n not in LABELS]
         _check(not bad and self.negative, f"{p}.negative", self.negative, f"a non-empty list of {', '.join(LABELS)}")
         _check(0 <= self.min_confidence < 1, f"{p}.min_confidence", self.min_confidence, "a number in [0, 1)")
@@ -103,10 +126,10 @@ class AlertConfig:
         _check(0 < self.raise_share <= 1, f"{p}.raise_share", self.raise_share, "a number in (0, 1]")
         _check(0 <= self.clear_share < self.raise_share, f"{p}.clear_share", self.clear_share,
                f"a number in [0, raise_share={self.raise_share})")
-        _check(self.raise_after_s >= 0, f"{p}.raise_after_s", self.raise_after_s, "a number >= 0")
-        _check(self.clear_after_s >= 0, f"{p}.clear_after_s", self.clear_after_s, "a number >= 0")
-        _check(self.min_faces >= 1, f"{p}.min_faces", self.min_faces, "an integer >= 1")
-        _check(self.cooldown_s >= 0, f"{p}.cooldown_s", self.cooldown_s, "a number >= 0")
+        _range(self.raise_after_s, 0, DAY_S, f"{p}.raise_after_s")
+        _range(self.clear_after_s, 0, DAY_S, f"{p}.clear_after_s")
+        _range(self.min_faces, 1, 10_000, f"{p}.min_faces", "an integer")
+        _range(self.cooldown_s, 0, DAY_S, f"{p}.cooldown_s")
 
 
 @dataclass
@@ -121,7 +144,17 @@ class WebhookSinkConfig:
     headers: dict = field(default_factory=dict)
 
     def validate(self, p):
-        _check(self.url.startswith(("http://", "https://")), f"{p}.url", self.url, "an http:// or https:// URL")
+        from edge.redact import redact_url
+
+        _check(self.url.startswith(("http://", "https://")), f"{p}.url", redact_url(self.url),
+               "an http:// or https:// URL")
+        _range(self.timeout_s, 0, MAX_TIMEOUT_S, f"{p}.timeout_s", "seconds", lo_open=True)
+        for name, value in self.headers.items():
+            where = f"{p}.headers.{name}"
+            _check(bool(HEADER_NAME.match(name)), where, name, "a header name of letters, digits and -")
+            # CR/LF would end the header and let the value inject others; the value is not echoed (a token).
+            _check(isinstance(value, str) and not set(value) & set("\r\n\0"), where, "(value hidden)",
+                   "a string without line breaks")
 
 
 @dataclass
@@ -137,7 +170,10 @@ class MqttSinkConfig:
 
     def validate(self, p):
         _check(bool(self.host), f"{p}.host", self.host, "a broker host name")
-        _check(0 < self.port < 65536, f"{p}.port", self.port, "a TCP port")
+        _range(self.port, 1, 65535, f"{p}.port", "a TCP port")
+        _check_topic(self.topic, f"{p}.topic")
+        _check_topic(self.state_topic, f"{p}.state_topic")
+        _range(self.keepalive_s, 5, 65535, f"{p}.keepalive_s", "seconds")
 
 
 @dataclass
@@ -157,7 +193,9 @@ class CommandSinkConfig:
     timeout_s: float = 10.0
 
     def validate(self, p):
-        _check(bool(self.argv), f"{p}.argv", self.argv, "a non-empty list: program and arguments")
+        _check(bool(self.argv) and bool(self.argv[0]), f"{p}.argv", self.argv,
+               "a non-empty list: program and arguments")
+        _range(self.timeout_s, 0, MAX_TIMEOUT_S, f"{p}.timeout_s", "seconds", lo_open=True)
 
 
 @dataclass
@@ -168,6 +206,12 @@ class SinksConfig:
     mqtt: MqttSinkConfig | None = None
     gpio: GpioSinkConfig | None = None
     command: CommandSinkConfig | None = None
+
+    def validate(self, p):
+        if self.spool_dir:
+            d = Path(self.spool_dir).expanduser()
+            _check(d.is_dir() or not d.exists(), f"{p}.spool_dir", self.spool_dir,
+                   "a folder (or a path where one can be made), not a file")
 
 
 @dataclass
@@ -230,6 +274,8 @@ def build(cls, data: dict, path: str = ""):
         if dataclasses.is_dataclass(target):
             kwargs[name] = build(target, value, where)
         elif any(_type_ok(value, t) for t in options):
+            if target is float and not math.isfinite(value):
+                raise ConfigError(f"Config key '{where}' has the bad value {value!r}; expected a finite number.")
             kwargs[name] = float(value) if target is float else value
         else:
             raise ConfigError(f"Config key '{where}' has the bad value {value!r}; expected {_describe(target)}.")
@@ -254,7 +300,10 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> Confi
         if not p.is_file():
             raise ConfigError(f"Config file {p} does not exist; pass --config PATH to a TOML file.")
         try:
-            data = tomllib.loads(p.read_text())
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"Config file {p} is not UTF-8 text (bad byte at offset {exc.start}); save it as "
+                              "UTF-8.") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"Config file {p} is not valid TOML: {exc}.") from exc
         except OSError as exc:

@@ -89,7 +89,8 @@ def open_input(path: str, every: int) -> tuple[Source, str]:
     """(source, kind) for a video file, one image or a folder of images; kind is "video" or "images"."""
     p = Path(path)
     if not p.exists():
-        raise UserError(f"{path} does not exist; pass a video file, an image or a folder of images.")
+        what = "is a link to a file that does not exist" if p.is_symlink() else "does not exist"
+        raise UserError(f"{path} {what}; pass a video file, an image or a folder of images.")
     if p.is_dir():
         return ImageFolderSource(str(p), fps=1.0, every=every), "images"
     if p.suffix.lower() in IMAGE_SUFFIXES:
@@ -199,7 +200,14 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     out = Path(opts.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; pass a folder to write the results into.")
-    out.mkdir(parents=True, exist_ok=True)
+    try:  # a read-only or full disk fails here, before the model loads, not halfway through
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".edge-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"Cannot write the results into --out {out} ({exc.strerror or exc}); pass a folder on a "
+                        "writable disk.") from exc
 
     classifier, detector = load_parts(cfg)
     labels = list(classifier.labels)

@@ -322,7 +322,8 @@ def open_source(camera: int | None, path: str, width: int = 640, height: int = 4
         if p.is_dir():
             return ImageFolderSource(path, fps=fps, every=every)
         if not p.exists():
-            raise UserError(f"Source {path} does not exist; pass a video file, an image folder or an rtsp:// URL.")
+            what = "is a link to a file that does not exist" if p.is_symlink() else "does not exist"
+            raise UserError(f"Source {path} {what}; pass a video file, an image folder or an rtsp:// URL.")
         if p.suffix.lower() in IMAGE_SUFFIXES:
             return ImageFolderSource.single(p)
         return VideoFileSource(path, every=every)

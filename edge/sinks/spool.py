@@ -215,10 +215,3 @@ class Spool:
                     pass
             self.dead += 1
         log.error("Spool %s: event %s rejected for good (%s); %s.", self.dir, event_id, why, where)
-
-    def dead_count(self) -> int:
-        """Events in the dead-letter folder (including earlier runs')."""
-        try:
-            return sum(1 for _ in (self.dir / DEAD_DIR).glob("*.json"))
-        except OSError:
-            return 0
