@@ -46,6 +46,10 @@ class Sink:
     def close(self) -> None:
         self.flush()
 
+    def abort(self) -> None:
+        """Called from another thread when the sink is still busy after shutdown's deadline:
+        end what can be ended (a child process); the sink's thread is then left behind."""
+
     def check(self) -> str:
         """One line on whether the sink can deliver now (for `edge doctor`)."""
         return "ok"

@@ -64,20 +64,19 @@ class _Worker:
         try:
             self.queue.put_nowait(item)
         except queue.Full:
-            if item is not _FLUSH:
-                self.rescue(item, "its queue is full")
+            if item is not _FLUSH and not self.rescue(item):
+                log.error("Sink %s: event %s %s lost: its queue is full and it has no spool (%d lost so far).",
+                          self.sink.key, item.kind, item.event_id, self.lost)
 
-    def rescue(self, event: AlertEvent, why: str) -> None:
-        """An event the worker will not handle: into the spool if the sink has one, else lost."""
+    def rescue(self, event: AlertEvent) -> bool:
+        """An event the worker will not handle: into the spool if the sink has one, else counted lost."""
         try:
-            kept = self.sink.keep(event)
+            if self.sink.keep(event):
+                return True
         except Exception as exc:  # noqa: BLE001 - counted as lost below
             log.error("Sink %s: could not spool event %s (%s).", self.sink.key, event.event_id, exc)
-            kept = False
-        if not kept:
-            self.lost += 1
-            log.error("Sink %s: event %s %s lost: %s (%d lost so far).", self.sink.key, event.kind, event.event_id,
-                      why, self.lost)
+        self.lost += 1
+        return False
 
     def leftovers(self) -> list[AlertEvent]:
         out = []
@@ -140,10 +139,10 @@ class Fanout:
             w.thread.join(max(0.0, deadline - time.monotonic()))
             if w.thread.is_alive():
                 left = w.leftovers()
-                log.warning("Sink %s still busy %.1f s after the stop; %d queued events are left to its spool "
-                            "(if it has one).", w.sink.key, self.close_timeout_s, len(left))
-                for event in left:
-                    w.rescue(event, "the service stopped first")
+                lost = sum(not w.rescue(event) for event in left)
+                log.warning("Sink %s still busy %.1f s after the stop: %d queued events spooled, %d lost (no spool).",
+                            w.sink.key, self.close_timeout_s, len(left) - lost, lost)
+                self.call(w.sink, "abort")
 
     def stats(self) -> dict[str, dict]:
         """Per sink: sent, delivered, spooled (on disk + in memory), dead-lettered, dropped, lost, failures."""

@@ -1,4 +1,4 @@
-"""POSTs each event as JSON (stdlib urllib). Failed events wait in an on-disk spool and are
+"""POSTs each event as JSON (stdlib urllib). Events go through an on-disk spool and are
 retried, in order, with an exponential back-off plus jitter, so a dead server is not hit on
 every event and a fleet of Pis does not retry in step. An event the server rejects for good
 (a 4xx other than 408/425/429) is dead-lettered instead of blocking the ones behind it.
@@ -101,20 +101,9 @@ class WebhookSink(Sink):
         self._succeeded()
 
     def send(self, event: AlertEvent) -> None:
-        payload = event.to_dict()
-        if not len(self.spool) and time.monotonic() >= self._next_try:
-            try:
-                self._post(payload)  # the common case: no disk write at all
-                self._succeeded()
-                return
-            except Rejected as exc:
-                self.spool.dead_letter(self.spool.put(payload), f"webhook {self.shown_url} answered {exc}")
-                return
-            except Exception as exc:  # noqa: BLE001
-                self._failed(exc)
-                self.spool.put(payload)
-                return
-        self.spool.put(payload)  # behind older events, so order is kept
+        # On disk before the first try (alerts are rare, the write is small): a stop or a crash
+        # during a request that hangs loses nothing, and order is kept behind older events.
+        self.spool.put(event.to_dict())
         self.flush()
 
     def keep(self, event: AlertEvent) -> bool:
