@@ -211,9 +211,10 @@ class LiveSource(Source):
     def close(self):
         self._stop.set()
         if self._thread:
-            # Short: a driver or stream read can block far longer (FFmpeg waits 30 s); the
+            # Short: a read at the camera's rate ends well within it, and a driver or stream
+            # read that blocks (FFmpeg waits 30 s) would not end in any wait worth having; the
             # daemon thread then ends with the process and stopping stays prompt.
-            self._thread.join(timeout=1.0)
+            self._thread.join(timeout=0.25)
 
 
 class OpenCVCamera(LiveSource):

@@ -130,7 +130,9 @@ class StatusServer:
 
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="status-http", daemon=True)
+        # poll_interval: how long stop() waits for the serving loop; short, so a stop stays prompt.
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                       name="status-http", daemon=True)
 
     def start(self):
         self.thread.start()

@@ -31,7 +31,7 @@ class MqttSink(Sink):
                  state_topic: str = "queue-mood/state", client_id: str = "", username: str = "",
                  password: str = "", keepalive_s: int = 30, *, spool: Spool | None = None,
                  device_name: str = "", reconnect_min_s: float = 1.0, reconnect_max_s: float = 60.0,
-                 close_wait_s: float = 1.0):
+                 close_wait_s: float = 0.5):
         try:
             import paho.mqtt.client as mqtt
         except ImportError:
