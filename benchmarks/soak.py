@@ -43,6 +43,7 @@ if __package__ in (None, ""):
 from benchmarks import common
 from benchmarks.scenes import astronaut_face, background, place
 from edge.errors import UserError
+from edge.sinks.webhook import tcp_reachable
 
 NAME = "soak"
 MOSQUITTO = "/usr/sbin/mosquitto"
@@ -198,21 +199,13 @@ class Broker:
         if self.up():
             return
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=self.log.open("ab"))
-        if not wait_until(lambda: _connects(self.port), 15):
+        if not wait_until(lambda: not tcp_reachable("127.0.0.1", self.port, 1.0), 15):
             raise UserError(f"mosquitto did not start; see {self.log}")
 
     def stop(self):
         if self.up():
             self.proc.terminate()
             self.proc.wait(15)
-
-
-def _connects(port: int) -> bool:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=1).close()
-        return True
-    except OSError:
-        return False
 
 
 class Subscriber:
