@@ -208,7 +208,7 @@ def doctor_cmd(ctx, config_path, model, camera, as_json):
     ctx.exit(run(DoctorSettings(config=config_path, model=model, camera=camera, as_json=as_json), echo=click.echo))
 
 
-BENCHMARKS = ("accuracy", "latency", "pipeline", "detector_recall", "peer")
+BENCHMARKS = ("accuracy", "latency", "pipeline", "detector_recall", "peer", "soak")
 
 
 @cli.command("bench", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

@@ -606,3 +606,19 @@ def test_redact_url_hides_credentials_and_tokens():
     assert redact_url("https://h/abcdefghijklmnopqrstuvwxyz0123") == "https://h/***"
     assert redact_url("/dev/video0") == "/dev/video0"
     assert "pw" not in redact_url("http://u:pw@h:99999999/")
+
+
+# ---------------------------------------------------------------- the soak's bookkeeping
+
+
+def test_soak_schedule_and_rss_fit():
+    from benchmarks.soak import WARMUP_MIN, faults_at, rss_growth_mb_per_h, schedule
+
+    assert [name for name, _, _ in schedule(300)] == ["webhook_down", "webhook_hang", "broker_down", "camera_stall"]
+    assert faults_at(0, 300) == set() and faults_at(50, 300) == {"webhook_down"}
+    assert faults_at(300 + 260, 300) == {"camera_stall"} and faults_at(130 / 5, 60) == {"webhook_hang"}
+    flat = [{"t_s": 60.0 * m, "rss_mb": 140.0} for m in range(10)]
+    growing = [{"t_s": 60.0 * m, "rss_mb": 140.0 + 0.1 * m} for m in range(10)]  # 0.1 MB a minute
+    assert rss_growth_mb_per_h(flat) == 0.0
+    assert rss_growth_mb_per_h(growing) == pytest.approx(6.0)
+    assert rss_growth_mb_per_h(growing[:WARMUP_MIN + 2]) is None  # too few points after warm-up
