@@ -1,13 +1,15 @@
-"""Credentials out of URLs before they are shown or logged: `redact_url` keeps what an
-operator needs to recognise the target (scheme, host, port, a short first path segment) and
-replaces user:password, the rest of the path and the query, which commonly carry tokens
+"""Credentials out of URLs before they are shown (/status, errors) or logged: `redact_url`
+keeps what an operator needs to recognise the target (scheme, host, port, a short first path
+segment) and replaces user:password, the rest of the path and the query, which commonly carry tokens
 (`https://hooks.example/services/T0/B0/SECRET`, `rtsp://admin:pw@cam/...`, `?token=...`)."""
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 HIDDEN = "***"
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
 TOKEN_LEN = 24  # a path segment this long is treated as a secret even when it comes first
 
 
@@ -35,3 +37,9 @@ def redact_url(url: str) -> str:
     query = HIDDEN if parts.query else ""
     fragment = HIDDEN if parts.fragment else ""
     return urlunsplit((parts.scheme, netloc, path, query, fragment))
+
+
+def redact_text(text: str) -> str:
+    """`text` with every URL in it redacted (a source's description, a log line); text
+    without URLs comes back unchanged."""
+    return _URL.sub(lambda m: redact_url(m.group()), text)

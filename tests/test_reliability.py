@@ -170,6 +170,11 @@ def test_dead_camera_is_reported_down_and_a_signal_still_stops(sig, tmp_path, mo
     assert summary["frames"] + summary["dropped_frames"] == 5
     assert seen["camera"] == "down" and seen["fps"] == 0 and seen["faces"] == 0
     assert seen["alert_state"] == "unknown" and seen["negative_share"] is None
+    from edge.service.exposition import render
+
+    text = render(lambda: seen)[0].decode()  # what /metrics serves while the camera is down
+    assert "queue_mood_camera_up 0.0" in text and "queue_mood_negative_share NaN" in text
+    assert "queue_mood_alert_raised 0.0" in text
     assert _kinds(tmp_path / "ev.jsonl") == ["camera_down"]
     assert summary["sinks"]["jsonl"]["delivered"] == 1 and summary["sinks"]["jsonl"]["lost"] == 0
     cam.resume.set()
@@ -190,10 +195,10 @@ def test_duration_ends_a_run_on_a_silent_camera_and_camera_up_is_sent(tmp_path, 
         assert rec.stats.snapshot()["camera"] == "up"
     else:  # a loaded machine: the duration still ended the run while the camera was silent
         assert _kinds(tmp_path / "ev.jsonl")[:1] == ["camera_down"]
-    from edge.service.status import prometheus
+    from edge.service.exposition import render
 
-    text = prometheus(rec.stats.snapshot())
-    assert "queue_mood_camera_down_total 1" in text and 'queue_mood_sink_delivered_total{sink="jsonl"}' in text
+    text = render(rec.stats.snapshot)[0].decode()
+    assert "queue_mood_camera_down_total 1.0" in text and 'queue_mood_sink_delivered_total{sink="jsonl"}' in text
 
 
 class MjpegStream:

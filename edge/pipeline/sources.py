@@ -235,9 +235,8 @@ class OpenCVCamera(LiveSource):
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         if not cap.isOpened() or not cap.read()[0]:
             cap.release()
-            what = self.describe()
-            raise UserError(f"Cannot open {what}: check that it is connected (ls /dev/video*) or reachable, "
-                            "and that this user may use it (group 'video').")
+            raise UserError(f"Cannot open {self.describe()}: check that it is connected (ls /dev/video*) or "
+                            "reachable, and that this user may use it (group 'video').")
         self.cap = cap
 
     def _read(self):
@@ -250,6 +249,7 @@ class OpenCVCamera(LiveSource):
             self.cap = None
 
     def describe(self):
+        # a stream URL's user:password or ?token= never reaches the log, /status or an error
         return f"camera {self.device}" if isinstance(self.device, int) else f"stream {redact_url(self.device)}"
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from edge.config import Config
 
 log = logging.getLogger("edge")
+STATE_EVERY_S = 5.0  # how often sinks that show live values (Home Assistant) get the current mood
 
 
 @dataclass
@@ -116,6 +117,9 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     from edge.pipeline.core import Pipeline
     from edge.sinks import build_sinks
     from edge.pipeline.sources import open_source
+    from edge.config import is_loopback
+    from edge.redact import redact_text
+    from edge.service.history import History
     from edge.service.notify import Watchdog, notify
     from edge.service.status import Stats, StatusServer
 
@@ -124,25 +128,30 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     pipeline = Pipeline(cfg, classifier, detector)
     s = cfg.source
     source = open_source(s.camera, s.path, s.width, s.height, s.fps, opts.every, s.reopen_max_backoff_s)
-    stats = Stats(classifier.runtime.describe(), str(classifier.path), source.describe())
+    st = cfg.status
+    history = History(db_path=str(Path(st.history_db).expanduser()) if st.history_db else "")
+    stats = Stats(classifier.runtime.describe(), str(classifier.path), source.describe(), device=device,
+                  labels=classifier.labels, negative=cfg.mood.negative, history=history)
     log.info("model %s (%s, %s); detector %s; source %s", classifier.path.name, classifier.card.architecture,
-             classifier.runtime.describe(), detector.describe(), source.describe())
+             classifier.runtime.describe(), detector.describe(), redact_text(source.describe()))
     sinks = build_sinks(cfg.sinks, device)
     server = None
-    if cfg.status.enabled:
+    if st.enabled:
         try:
-            server = StatusServer(stats, cfg.status.host, cfg.status.port).start()
+            server = StatusServer(stats, st).start()
         except OSError as exc:  # the monitor matters more than its status page
-            log.warning("status endpoint not started: cannot listen on %s:%d (%s)", cfg.status.host, cfg.status.port,
-                        exc.strerror)
+            log.warning("status endpoint not started: cannot listen on %s:%d (%s)", st.host, st.port, exc.strerror)
     if server:
-        log.info("status on http://%s:%d/status and /metrics", cfg.status.host, server.port)
+        wildcard = st.host in ("0.0.0.0", "::")
+        shown = "localhost" if is_loopback(st.host) else "<this Pi's address>" if wildcard else st.host
+        log.info("status page on http://%s:%d/ (JSON: /status, Prometheus: /metrics)%s", shown, server.port,
+                 "; needs the token or password from [status]" if server.auth.enabled else "")
     stop = _StopFlag()
     stop.install()
     writer = None
     frames = alerts = 0
     track_ids: set[int] = set()
-    started = time.monotonic()
+    started = next_state = time.monotonic()
     watchdog = Watchdog()
     camera = _CameraWatch(source.describe(), s.down_after_s, stats, sinks, device)
     next_sink_stats = 0.0
@@ -160,6 +169,9 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
                 if now >= next_sink_stats:
                     stats.set_sinks(sinks.stats())
                     next_sink_stats = now + SINK_STATS_EVERY_S
+                if now >= next_state:  # live values for Home Assistant's sensors, camera down or not
+                    next_state = now + STATE_EVERY_S
+                    sinks.update(stats.snapshot())
                 if frame is None:
                     camera.idle()
                     if should_stop():
@@ -188,6 +200,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
         sinks.close()
         if server:
             server.stop()
+        history.close()
         if writer is not None:
             writer.release()
     elapsed = time.monotonic() - started

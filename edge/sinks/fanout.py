@@ -34,6 +34,10 @@ CLOSE_TIMEOUT_S = 1.0  # all sinks together, so a stop signal is honoured within
 _FLUSH, _STOP = object(), object()
 
 
+class _Update(dict):
+    """A status snapshot for Sink.update, told apart from events in a worker's queue."""
+
+
 class _Worker:
     """One sink's thread: sends queued events in order, flushes when idle, closes on _STOP."""
 
@@ -56,6 +60,8 @@ class _Worker:
                 return
             if item is _FLUSH:
                 self.fanout.call(self.sink, "flush")
+            elif isinstance(item, _Update):
+                self.fanout.call(self.sink, "update", dict(item))
             else:
                 self.fanout.call(self.sink, "send", item)
                 self.sent += 1
@@ -64,7 +70,7 @@ class _Worker:
         try:
             self.queue.put_nowait(item)
         except queue.Full:
-            if item is not _FLUSH and not self.rescue(item):
+            if isinstance(item, AlertEvent) and not self.rescue(item):
                 log.error("Sink %s: event %s %s lost: its queue is full and it has no spool (%d lost so far).",
                           self.sink.key, item.kind, item.event_id, self.lost)
 
@@ -124,6 +130,13 @@ class Fanout:
         for w in self._workers:
             w.submit(_FLUSH)
 
+    def update(self, status: dict) -> None:
+        """The current status for sinks that show live values (returns at once; dropped, not
+        queued behind, when such a sink is busy: the next one replaces it)."""
+        for w in self._workers:
+            if type(w.sink).update is not Sink.update and w.queue.empty():
+                w.submit(_Update(status))
+
     def close(self) -> None:
         """Flush and close every sink within close_timeout_s; spool or count what is left."""
         if self._closed:
@@ -181,4 +194,9 @@ def build_sinks(sinks_cfg: SinksConfig, device_name: str, **fanout_options) -> F
         if key == "mqtt":
             extra["device_name"] = device_name
         sinks.append(cls(**dataclasses.asdict(cfg), **extra))
+        if key == "mqtt" and cfg.discovery:
+            from edge.sinks.homeassistant import HomeAssistantSink
+
+            sinks.append(HomeAssistantSink(cfg.host, cfg.port, cfg.username, cfg.password, cfg.keepalive_s,
+                                           device_name=device_name, prefix=cfg.discovery_prefix))
     return Fanout(sinks, device_name, **fanout_options)
