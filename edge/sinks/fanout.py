@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 OPTIONAL = ("jsonl", "webhook", "mqtt", "gpio", "command")  # SinksConfig fields, in send order
 QUEUE_MAX = 1000  # events waiting for one sink; alerts are rare, so only a stuck sink fills it
 FLUSH_EVERY_S = 2.0
-CLOSE_TIMEOUT_S = 1.0  # all sinks together, so a stop signal is honoured within 2 s
+CLOSE_TIMEOUT_S = 0.75  # all sinks together, so a stop signal is honoured within 2 s on a busy Pi
 
 _FLUSH, _STOP = object(), object()
 
