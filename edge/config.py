@@ -4,6 +4,7 @@ with the key path, the value and what is allowed. CLI flags override file values
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
 import tomllib
@@ -12,34 +13,16 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.errors import UserError
+from edge.errors import ConfigError, UserError  # noqa: F401  (ConfigError: callers import it from here)
+from edge.errors import check as _check
+from edge.errors import check_range as _range
 from edge.labels import LABELS
-
-
-class ConfigError(UserError):
-    pass
-
-
-def _check(cond: bool, path: str, value, allowed: str):
-    if not cond:
-        raise ConfigError(f"Config key '{path}' has the bad value {value!r}; allowed: {allowed}.")
-
-
-def _range(value, lo, hi, path: str, what: str = "a number", lo_open: bool = False):
-    """lo <= value <= hi (lo < value when lo_open); floats are already finite (build checks)."""
-    ok = (lo < value if lo_open else lo <= value) and value <= hi
-    _check(ok, path, value, f"{what} {'>' if lo_open else '>='} {lo:g} and <= {hi:g}")
-
+from edge.paths import expand_path
+from edge.pipeline.detectors import DetectorConfig
+from edge.sinks import SINKS
 
 MAX_THREADS = 64  # a Pi has 4 cores; far more threads than cores only slows inference (or crashes BLAS)
-MAX_TIMEOUT_S = 300.0
 HOUR_S, DAY_S = 3600.0, 86400.0
-HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
-
-
-def _check_topic(topic: str, path: str):
-    _check(bool(topic) and not set(topic) & {"#", "+", "\0"} and len(topic.encode()) <= 65535, path, topic,
-           "a non-empty MQTT topic without the wildcards # and + (they are for subscribing, not publishing)")
 
 
 @dataclass
@@ -69,21 +52,6 @@ class ModelConfig:
 
     def validate(self, p):
         _range(self.threads, 1, MAX_THREADS, f"{p}.threads", "an integer")
-
-
-@dataclass
-class DetectorConfig:
-    kind: str = "blazeface"  # blazeface | haar | yunet
-    model: str = ""  # detector model file; empty: find the default
-    variant: str = "full_range"  # blazeface: full_range | short_range
-    min_score: float = 0.5
-    min_face_px: int = 20
-
-    def validate(self, p):
-        _check(self.kind in ("blazeface", "haar", "yunet"), f"{p}.kind", self.kind, "blazeface, haar, yunet")
-        _check(self.variant in ("full_range", "short_range"), f"{p}.variant", self.variant, "full_range, short_range")
-        _check(0 < self.min_score < 1, f"{p}.min_score", self.min_score, "a number between 0 and 1")
-        _range(self.min_face_px, 1, 8192, f"{p}.min_face_px", "an integer")
 
 
 @dataclass
@@ -133,89 +101,33 @@ class AlertConfig:
 
 
 @dataclass
-class JsonlSinkConfig:
-    path: str = ""
-
-
-@dataclass
-class WebhookSinkConfig:
-    url: str = ""
-    timeout_s: float = 5.0
-    headers: dict = field(default_factory=dict)
-
-    def validate(self, p):
-        from edge.redact import redact_url
-
-        _check(self.url.startswith(("http://", "https://")), f"{p}.url", redact_url(self.url),
-               "an http:// or https:// URL")
-        _range(self.timeout_s, 0, MAX_TIMEOUT_S, f"{p}.timeout_s", "seconds", lo_open=True)
-        for name, value in self.headers.items():
-            where = f"{p}.headers.{name}"
-            _check(bool(HEADER_NAME.match(name)), where, name, "a header name of letters, digits and -")
-            # CR/LF would end the header and let the value inject others; the value is not echoed (a token).
-            _check(isinstance(value, str) and not set(value) & set("\r\n\0"), where, "(value hidden)",
-                   "a string without line breaks")
-
-
-@dataclass
-class MqttSinkConfig:
-    host: str = ""
-    port: int = 1883
-    topic: str = "queue-mood/alerts"
-    state_topic: str = "queue-mood/state"  # retained: the current alert state
-    client_id: str = ""
-    username: str = ""
-    password: str = ""
-    keepalive_s: int = 30
-    discovery: bool = True  # Home Assistant MQTT discovery: this Pi appears as a device with sensors
-    discovery_prefix: str = "homeassistant"  # Home Assistant's discovery prefix setting
-
-    def validate(self, p):
-        _check(bool(self.host), f"{p}.host", self.host, "a broker host name")
-        _range(self.port, 1, 65535, f"{p}.port", "a TCP port")
-        _check_topic(self.topic, f"{p}.topic")
-        _check_topic(self.state_topic, f"{p}.state_topic")
-        _range(self.keepalive_s, 5, 65535, f"{p}.keepalive_s", "seconds")
-        _check(bool(re.fullmatch(r"[^#+/\s]+(/[^#+/\s]+)*", self.discovery_prefix)), f"{p}.discovery_prefix",
-               self.discovery_prefix, "an MQTT topic prefix without #, +, spaces or leading/trailing /")
-
-
-@dataclass
-class GpioSinkConfig:
-    pin: int = 17
-    device: str = "led"  # led | buzzer
-    active_high: bool = True
-
-    def validate(self, p):
-        _check(self.device in ("led", "buzzer"), f"{p}.device", self.device, "led, buzzer")
-        _check(0 <= self.pin <= 27, f"{p}.pin", self.pin, "a BCM pin number 0-27")
-
-
-@dataclass
-class CommandSinkConfig:
-    argv: list[str] = field(default_factory=list)  # the event JSON arrives on stdin
-    timeout_s: float = 10.0
-
-    def validate(self, p):
-        _check(bool(self.argv) and bool(self.argv[0]), f"{p}.argv", self.argv,
-               "a non-empty list: program and arguments")
-        _range(self.timeout_s, 0, MAX_TIMEOUT_S, f"{p}.timeout_s", "seconds", lo_open=True)
-
-
-@dataclass
 class SinksConfig:
+    """[sinks]: spool_dir, plus one optional [sinks.<key>] table per sink in the registry
+    (each sink module declares its table's dataclass). The class with those tables is made
+    when a config is made, so a sink registered after this import still gets its table."""
+
     spool_dir: str = ""  # undelivered webhook/MQTT events; empty: ~/.local/state/queue-mood/spool
-    jsonl: JsonlSinkConfig | None = None
-    webhook: WebhookSinkConfig | None = None
-    mqtt: MqttSinkConfig | None = None
-    gpio: GpioSinkConfig | None = None
-    command: CommandSinkConfig | None = None
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls.table_class() if cls is SinksConfig else cls)
+
+    @classmethod
+    def table_class(cls, data: dict | None = None, path: str = "") -> type:
+        return _sinks_class(tuple((key, s.Config) for key, s in SINKS.items() if s.Config is not None))
 
     def validate(self, p):
         if self.spool_dir:
-            d = Path(self.spool_dir).expanduser()
+            d = expand_path(self.spool_dir)
             _check(d.is_dir() or not d.exists(), f"{p}.spool_dir", self.spool_dir,
                    "a folder (or a path where one can be made), not a file")
+
+
+@functools.lru_cache(maxsize=8)
+def _sinks_class(sections: tuple) -> type:
+    cls = dataclasses.make_dataclass("SinksConfig", [(key, c | None, field(default=None)) for key, c in sections],
+                                     bases=(SinksConfig,))
+    cls.__module__ = __name__
+    return cls
 
 
 def is_loopback(host: str) -> bool:
@@ -259,7 +171,7 @@ class Config:
     device_name: str = ""  # names this Pi in events; empty: the host name
     source: SourceConfig = field(default_factory=SourceConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    detector: DetectorConfig = field(default_factory=lambda: DetectorConfig.table_class({}, "detector")())
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     mood: MoodConfig = field(default_factory=MoodConfig)
     alert: AlertConfig = field(default_factory=AlertConfig)
@@ -289,6 +201,8 @@ def build(cls, data: dict, path: str = ""):
     """Instance of dataclass `cls` from a dict, rejecting unknown keys and wrong types."""
     if not isinstance(data, dict):
         raise ConfigError(f"Config key '{path or '(top)'}' must be a table, got {data!r}.")
+    if hasattr(cls, "table_class"):  # a table whose keys depend on a plugin registry
+        cls = cls.table_class(data, path)
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     for key in data:
@@ -380,3 +294,10 @@ def to_toml(d: dict, prefix: str = "") -> str:
     for k, v in tables:
         out.append(to_toml(v, f"{prefix}.{k}" if prefix else k))
     return "\n".join(out)
+
+
+def resolve_model(cfg: Config) -> Path:
+    """The classifier model a config names: model.path, or the model shipped in the package."""
+    from edge.models import default_model_path
+
+    return expand_path(cfg.model.path) if cfg.model.path else default_model_path()

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from edge.paths import expand_path
+
 log = logging.getLogger(__name__)
 
 STATE_DIR = Path("~/.local/state/queue-mood")
@@ -65,7 +67,7 @@ class Spool:
     def __init__(self, directory: str | Path, cap: int = DEFAULT_CAP):
         if cap < 1:
             raise ValueError("spool cap must be >= 1")
-        self.dir = Path(directory).expanduser()
+        self.dir = expand_path(directory)
         self.cap = cap
         self.dropped = 0  # events lost to the cap or a full disk since this object was made
         self.dead = 0  # events moved to the dead-letter folder

@@ -11,14 +11,17 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import socket
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from edge.errors import check, check_range
 from edge.redact import redact_url
-from edge.sinks.base import AlertEvent, Sink, register
+from edge.sinks.base import MAX_TIMEOUT_S, AlertEvent, Sink, register
 from edge.sinks.spool import DEFAULT_SPOOL_DIR, Spool
 
 log = logging.getLogger(__name__)
@@ -44,9 +47,32 @@ class Rejected(Exception):
     """The receiver refused this event for good: retrying it can never succeed."""
 
 
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
+
+
+@dataclass
+class WebhookSinkConfig:
+    url: str = ""
+    timeout_s: float = 5.0
+    headers: dict = field(default_factory=dict)
+
+    def validate(self, p):
+        check(self.url.startswith(("http://", "https://")), f"{p}.url", redact_url(self.url),
+              "an http:// or https:// URL")
+        check_range(self.timeout_s, 0, MAX_TIMEOUT_S, f"{p}.timeout_s", "seconds", lo_open=True)
+        for name, value in self.headers.items():
+            where = f"{p}.headers.{name}"
+            check(bool(HEADER_NAME.match(name)), where, name, "a header name of letters, digits and -")
+            # CR/LF would end the header and let the value inject others; the value is not echoed (a token).
+            check(isinstance(value, str) and not set(value) & set("\r\n\0"), where, "(value hidden)",
+                  "a string without line breaks")
+
+
 @register
 class WebhookSink(Sink):
     key = "webhook"
+    Config = WebhookSinkConfig
+    order = 20
     spooled = True  # build_sinks passes spool=Spool(<spool_dir>/webhook)
 
     def __init__(self, url: str, timeout_s: float = 5.0, headers: dict | None = None, *,
