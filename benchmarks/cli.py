@@ -8,7 +8,8 @@ import sys
 
 import click
 
-BENCHMARKS = ("accuracy", "latency", "pipeline", "detector_recall", "peer", "soak")
+BENCHMARKS = ("accuracy", "latency", "pipeline", "detector_recall", "peer", "head_detection", "face_width_accuracy",
+              "soak")
 
 
 @click.command("bench", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

@@ -34,6 +34,9 @@ class SourceConfig:
     fps: float = 15.0  # requested camera rate; media rate for an image folder
     reopen_max_backoff_s: float = 30.0
     down_after_s: float = 5.0  # a live source silent this long is reported "camera down"
+    # The queue's part of the frame, [x, y, w, h] as fractions (0-1) of the frame; empty:
+    # the whole frame. The detector looks only there, so its input pixels go to the faces.
+    roi: list[float] = field(default_factory=list)
 
     def validate(self, p):
         if self.camera is not None:
@@ -43,6 +46,11 @@ class SourceConfig:
         _range(self.fps, 0, 240, f"{p}.fps", lo_open=True)
         _range(self.reopen_max_backoff_s, 0, HOUR_S, f"{p}.reopen_max_backoff_s", lo_open=True)
         _range(self.down_after_s, 0, HOUR_S, f"{p}.down_after_s", lo_open=True)
+        r = self.roi
+        _check(not r or (len(r) == 4 and min(r) >= 0 and r[2] > 0 and r[3] > 0 and r[0] + r[2] <= 1 + 1e-9
+                         and r[1] + r[3] <= 1 + 1e-9), f"{p}.roi", r,
+               "[x, y, w, h] as fractions of the frame (x + w <= 1, y + h <= 1, w and h > 0), e.g. [0, 0.2, 1, 0.6], "
+               "or [] for the whole frame")
 
 
 @dataclass
