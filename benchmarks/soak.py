@@ -293,6 +293,8 @@ def write_config(workdir: Path, hook: Webhook, broker: Broker, status_port: int)
 down_after_s = 5.0
 [mood]
 window_s = 3.0
+score = "votes"
+min_seen_s = 0.5
 negative = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 min_confidence = 0.0
 [alert]
