@@ -25,12 +25,14 @@ def _check(cond: bool, path: str, value, allowed: str):
 
 @dataclass
 class SourceConfig:
-    camera: int | None = None  # camera index; None when `path` is used
-    path: str = ""  # video file, image folder, or rtsp:// / http:// URL
-    width: int = 640
-    height: int = 480
+    """Where frames come from: a camera, or a recording or stream (`path`)."""
+
+    camera: int | None = None  # camera index (the Pi camera via picamera2, else a USB camera), e.g. `0`
+    path: str = ""  # video file, image folder, or rtsp:// / http:// URL (used when camera is unset)
+    width: int = 640  # requested frame width in pixels
+    height: int = 480  # requested frame height in pixels
     fps: float = 15.0  # requested camera rate; media rate for an image folder
-    reopen_max_backoff_s: float = 30.0
+    reopen_max_backoff_s: float = 30.0  # longest wait between attempts to reopen a camera or stream that stopped
 
     def validate(self, p):
         _check(self.camera is None or self.camera >= 0, f"{p}.camera", self.camera, "an integer >= 0")
@@ -40,8 +42,10 @@ class SourceConfig:
 
 @dataclass
 class ModelConfig:
-    path: str = ""  # empty: the shipped default model
-    threads: int = 1
+    """The expression classifier: an int8 .tflite with its model.json card beside it."""
+
+    path: str = ""  # model_int8.tflite to use; empty: the shipped default model
+    threads: int = 1  # interpreter threads (also used by the face detector)
 
     def validate(self, p):
         _check(self.threads >= 1, f"{p}.threads", self.threads, "an integer >= 1")
@@ -49,11 +53,13 @@ class ModelConfig:
 
 @dataclass
 class DetectorConfig:
+    """The face detector."""
+
     kind: str = "blazeface"  # blazeface | haar | yunet
-    model: str = ""  # detector model file; empty: find the default
-    variant: str = "full_range"  # blazeface: full_range | short_range
-    min_score: float = 0.5
-    min_face_px: int = 20
+    model: str = ""  # detector model file; empty: the one shipped with queue-mood (blazeface) or OpenCV (haar)
+    variant: str = "full_range"  # blazeface: full_range (faces up to about 5 m) | short_range (within about 2 m)
+    min_score: float = 0.5  # detections scoring lower are ignored
+    min_face_px: int = 20  # faces narrower than this (pixels) are ignored
 
     def validate(self, p):
         _check(self.kind in ("blazeface", "haar", "yunet"), f"{p}.kind", self.kind, "blazeface, haar, yunet")
@@ -64,6 +70,8 @@ class DetectorConfig:
 
 @dataclass
 class TrackingConfig:
+    """Following each face from frame to frame."""
+
     iou_match: float = 0.3  # a detection continues a track when their boxes overlap this much
     max_gap_s: float = 1.5  # a track unseen this long has left
     ema_alpha: float = 0.3  # weight of the newest prediction in a track's smoothed probabilities
@@ -78,8 +86,10 @@ class TrackingConfig:
 
 @dataclass
 class MoodConfig:
-    window_s: float = 10.0
-    negative: list[str] = field(default_factory=lambda: ["angry", "disgust", "fear", "sad"])
+    """The queue's mood: each tracked face's latest smoothed expression over a sliding window."""
+
+    window_s: float = 10.0  # a face that left counts this long after it was last seen
+    negative: list[str] = field(default_factory=lambda: ["angry", "disgust", "fear", "sad"])  # expressions that count as unhappy
     min_confidence: float = 0.4  # a face counts as negative only when its smoothed top class is this sure
 
     def validate(self, p):
@@ -91,11 +101,13 @@ class MoodConfig:
 
 @dataclass
 class AlertConfig:
+    """When the queue's mood raises an alert, and when it clears."""
+
     raise_share: float = 0.5  # negative share that starts the raise timer
     clear_share: float = 0.3  # share below which the clear timer runs (hysteresis)
-    raise_after_s: float = 5.0
-    clear_after_s: float = 5.0
-    min_faces: int = 2
+    raise_after_s: float = 5.0  # the share must stay at or above raise_share this long to raise
+    clear_after_s: float = 5.0  # the share must stay below clear_share this long to clear
+    min_faces: int = 2  # no alert with fewer faces in the window (one frown is not a queue)
     cooldown_s: float = 120.0  # after a clear, no new alert for this long
 
     def validate(self, p):
@@ -110,14 +122,18 @@ class AlertConfig:
 
 @dataclass
 class JsonlSinkConfig:
-    path: str = ""
+    """Alert sink: one JSON line per event appended to a local file."""
+
+    path: str = ""  # the file; empty: ~/.local/state/queue-mood/alerts.jsonl
 
 
 @dataclass
 class WebhookSinkConfig:
-    url: str = ""
-    timeout_s: float = 5.0
-    headers: dict = field(default_factory=dict)
+    """Alert sink: each event POSTed as JSON; undelivered events are spooled and retried."""
+
+    url: str = ""  # where events are POSTed, e.g. `"https://hooks.example.com/queue-mood"`
+    timeout_s: float = 5.0  # give up on one attempt after this long (it is retried later)
+    headers: dict = field(default_factory=dict)  # extra HTTP headers, e.g. `{"Authorization" = "Bearer TOKEN"}`
 
     def validate(self, p):
         _check(self.url.startswith(("http://", "https://")), f"{p}.url", self.url, "an http:// or https:// URL")
@@ -125,14 +141,16 @@ class WebhookSinkConfig:
 
 @dataclass
 class MqttSinkConfig:
-    host: str = ""
-    port: int = 1883
-    topic: str = "queue-mood/alerts"
+    """Alert sink: events published to an MQTT broker; undelivered events are spooled."""
+
+    host: str = ""  # broker host name, e.g. `"broker.local"`
+    port: int = 1883  # broker TCP port
+    topic: str = "queue-mood/alerts"  # each event is published here (QoS 1)
     state_topic: str = "queue-mood/state"  # retained: the current alert state
-    client_id: str = ""
-    username: str = ""
-    password: str = ""
-    keepalive_s: int = 30
+    client_id: str = ""  # MQTT client id; empty: derived from the device name
+    username: str = ""  # broker user; empty: no login
+    password: str = ""  # broker password
+    keepalive_s: int = 30  # MQTT keep-alive interval in seconds
 
     def validate(self, p):
         _check(bool(self.host), f"{p}.host", self.host, "a broker host name")
@@ -141,9 +159,11 @@ class MqttSinkConfig:
 
 @dataclass
 class GpioSinkConfig:
-    pin: int = 17
+    """Alert sink: an LED or buzzer on a GPIO pin, on while the alert is raised."""
+
+    pin: int = 17  # BCM pin number
     device: str = "led"  # led | buzzer
-    active_high: bool = True
+    active_high: bool = True  # false when the pin sinks the current (on = low)
 
     def validate(self, p):
         _check(self.device in ("led", "buzzer"), f"{p}.device", self.device, "led, buzzer")
@@ -152,8 +172,10 @@ class GpioSinkConfig:
 
 @dataclass
 class CommandSinkConfig:
-    argv: list[str] = field(default_factory=list)  # the event JSON arrives on stdin
-    timeout_s: float = 10.0
+    """Alert sink: a program run once per event."""
+
+    argv: list[str] = field(default_factory=list)  # program and arguments; the event JSON arrives on stdin, e.g. `["/usr/local/bin/notify-staff", "--till", "3"]`
+    timeout_s: float = 10.0  # the program is killed after this long
 
     def validate(self, p):
         _check(bool(self.argv), f"{p}.argv", self.argv, "a non-empty list: program and arguments")
@@ -161,6 +183,8 @@ class CommandSinkConfig:
 
 @dataclass
 class SinksConfig:
+    """Where alerts go, besides the log (always on)."""
+
     spool_dir: str = ""  # undelivered webhook/MQTT events; empty: ~/.local/state/queue-mood/spool
     jsonl: JsonlSinkConfig | None = None
     webhook: WebhookSinkConfig | None = None
@@ -171,9 +195,11 @@ class SinksConfig:
 
 @dataclass
 class StatusConfig:
-    enabled: bool = True
-    host: str = "127.0.0.1"
-    port: int = 8765
+    """The local status endpoint: /status (JSON) and /metrics (Prometheus)."""
+
+    enabled: bool = True  # serve the status endpoint
+    host: str = "127.0.0.1"  # address to listen on (loopback: only this machine)
+    port: int = 8765  # TCP port (0: any free port)
 
     def validate(self, p):
         _check(0 <= self.port < 65536, f"{p}.port", self.port, "a TCP port (0 = any free port)")

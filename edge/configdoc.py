@@ -1,0 +1,270 @@
+"""The config reference and the commented example file, generated from the config dataclasses.
+
+Walks the `Config` dataclass tree generically (dataclasses.fields, type hints, defaults), so a
+section added anywhere (a plugin module's config class included) appears without a change
+here. A key's help text is its field's `metadata["help"]`, else the comment on the field's
+line (and comment lines directly above it) in the class source. A help text may end with
+"e.g. `VALUE`" (a TOML value): the example file uses it where the default would not work,
+such as a webhook's URL.
+
+    edge config --docs      > docs/config.md
+    edge config --example   > deploy/config.example.toml   (also: edge run --print-config --example)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import io
+import json
+import re
+import textwrap
+import tokenize
+import tomllib
+import types
+import typing
+from dataclasses import dataclass
+
+from edge.config import Config
+
+EXAMPLE_RE = re.compile(r"\s*\(?e\.g\. `([^`]+)`\)?\.?\s*$")
+DOCS_CMD = "edge config --docs > docs/config.md"
+EXAMPLE_CMD = "edge config --example > deploy/config.example.toml"
+
+
+@dataclass
+class Key:
+    name: str
+    type: str  # for people: "integer", "list of strings", ...
+    default: object  # None: unset
+    help: str  # without the "e.g." part
+    example: object  # the value the example file shows
+    required: bool = False  # the default fails the section's validation: the file must set it
+
+
+@dataclass
+class Section:
+    path: str  # dotted TOML table name; "" for the top level
+    doc: str
+    optional: bool  # absent from the file = off (the sinks)
+    keys: list[Key]
+
+
+def _source_help(cls) -> dict[str, str]:
+    """{field name: comment text} from the class source: a trailing comment, after any
+    comment lines directly above the field. {} when the source is not available."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    out: dict[str, str] = {}
+    above: list[str] = []
+    line: list[tokenize.TokenInfo] = []
+    body_col = None
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT and not line:
+            above.append(tok.string.lstrip("#").strip())
+            continue
+        if tok.type == tokenize.NL and not line:
+            if tok.line.strip() == "":
+                above = []  # a blank line ends a comment block
+            continue
+        if tok.type in (tokenize.INDENT, tokenize.DEDENT):
+            continue
+        if tok.type != tokenize.NEWLINE:
+            line.append(tok)
+            continue
+        code = [t for t in line if t.type != tokenize.COMMENT]
+        if len(code) >= 2 and code[0].type == tokenize.NAME and code[1].string == ":":
+            body_col = code[0].start[1] if body_col is None else body_col
+            name = code[0].string
+            if name in names and code[0].start[1] == body_col and name not in out:
+                trailing = [t.string.lstrip("#").strip() for t in line if t.type == tokenize.COMMENT]
+                out[name] = " ".join(above + trailing).strip()
+        above, line = [], []
+    return out
+
+
+def _describe(tp) -> str:
+    options = [a for a in typing.get_args(tp) if a is not type(None)] if isinstance(tp, types.UnionType) else [tp]
+    optional = len(options) < len(typing.get_args(tp)) if isinstance(tp, types.UnionType) else False
+    names = {int: "integer", float: "number", str: "string", bool: "true/false", dict: "table"}
+    t = options[0]
+    if typing.get_origin(t) is list:
+        (inner,) = typing.get_args(t)
+        text = f"list of {names.get(inner, getattr(inner, '__name__', str(inner)))}s"
+    elif typing.get_origin(t) is dict:
+        text = "table"
+    else:
+        text = names.get(t, getattr(t, "__name__", str(t)))
+    return f"{text} or unset" if optional else text
+
+
+def _class_doc(cls) -> str:
+    doc = inspect.getdoc(cls) or ""
+    return "" if doc.startswith(cls.__name__ + "(") else " ".join(doc.split())  # dataclass's generated one
+
+
+def _default(f: dataclasses.Field):
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _required(cls, examples: dict) -> set[str]:
+    """Keys whose default the section's own validate() rejects, found by validating the
+    defaults and putting in the example of each key an error names, one at a time."""
+    from edge.config import ConfigError
+
+    if not hasattr(cls, "validate"):
+        return set()
+    obj, found = cls(), set()
+    for _ in range(len(examples) + 1):
+        try:
+            obj.validate("s")
+            return found
+        except ConfigError as exc:
+            m = re.search(r"'s\.(\w+)", str(exc))
+            if not m or m.group(1) not in examples or m.group(1) in found:
+                return found
+            found.add(m.group(1))
+            setattr(obj, m.group(1), examples[m.group(1)])
+    return found
+
+
+def _dataclass_of(tp):
+    options = typing.get_args(tp) if isinstance(tp, types.UnionType) else (tp,)
+    found = [a for a in options if dataclasses.is_dataclass(a)]
+    return (found[0], type(None) in options) if found else (None, False)
+
+
+def sections(cls=Config, path: str = "", optional: bool = False) -> list[Section]:
+    """Every table of the config, depth first, each with its scalar keys."""
+    hints = typing.get_type_hints(cls)
+    helps = _source_help(cls)
+    keys, children = [], []
+    for f in dataclasses.fields(cls):
+        child, child_optional = _dataclass_of(hints[f.name])
+        if child is not None:
+            children.append((child, f"{path}.{f.name}" if path else f.name, child_optional))
+            continue
+        text = f.metadata.get("help") or helps.get(f.name, "")
+        example = _default(f)
+        m = EXAMPLE_RE.search(text)
+        if m:
+            example = tomllib.loads(f"v = {m.group(1)}")["v"]
+            text = text[: m.start()].rstrip(" ,;(")
+        keys.append(Key(f.name, _describe(hints[f.name]), _default(f), text, example))
+    for name in _required(cls, {k.name: k.example for k in keys}):
+        next(k for k in keys if k.name == name).required = True
+    out = [Section(path, _class_doc(cls) if path else "", optional, keys)] if keys or not children else []
+    for child, child_path, child_optional in children:
+        out += sections(child, child_path, child_optional)
+    return out
+
+
+def toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return json.dumps(v)
+
+
+def _sentence(text: str) -> str:
+    text = text[:1].upper() + text[1:]
+    return text if not text or text.endswith((".", ")", "!", "?")) else text + "."
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def markdown() -> str:
+    """docs/config.md: every key of every section, its type, default and meaning."""
+    lines = [
+        "# Configuration reference",
+        "",
+        f"Generated from the config dataclasses by `{DOCS_CMD}`; do not edit it by hand",
+        "(a test checks that it matches). `edge run --config FILE.toml` reads a TOML file; every key",
+        "has the default shown, unknown keys and bad values stop the program with the key path, the",
+        "value and what is allowed, and command-line flags override the file. A commented example",
+        "with every key: [deploy/config.example.toml](../deploy/config.example.toml)",
+        "(`edge run --print-config --example`); the effective config: `edge run --print-config`.",
+        "",
+        "Sections marked *optional* are off unless the file has them: each alert sink is turned on",
+        "by its table (an empty `[sinks.jsonl]` is enough for the JSON-lines file). The log sink",
+        "(the journal) is always on.",
+    ]
+    for sec in sections():
+        title = f"`[{sec.path}]`" if sec.path else "Top level"
+        lines += ["", f"## {title}" + (" (optional)" if sec.optional else ""), ""]
+        if sec.doc:
+            lines += [sec.doc, ""]
+        lines += ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
+        for k in sec.keys:
+            default = "unset" if k.default is None else f"`{toml_value(k.default)}`"
+            default = "required" if k.required else default
+            meaning = _sentence(k.help) + (f" Example: `{toml_value(k.example)}`." if k.example != k.default else "")
+            lines.append(f"| `{k.name}` | {k.type} | {default} | {_cell(meaning)} |")
+    return "\n".join(lines) + "\n"
+
+
+def _key_lines(sec: Section, commented: bool, use_examples: bool) -> list[str]:
+    """`key = value  # help` lines; an unset key is shown commented out with its example."""
+    out = []
+    for k in sec.keys:
+        value = k.example if use_examples or k.default is None else k.default
+        mark = "# " if commented or k.default is None else ""
+        line = f"{mark}{k.name} = {toml_value(value)}" if value is not None else f"# {k.name} is unset"
+        if not k.help:
+            out.append(line)
+        elif len(line) + len(k.help) + 4 <= 100:
+            out.append(f"{line}  # {k.help}")
+        else:
+            out += [f"# {part}" for part in textwrap.wrap(k.help, 96)] + [line]
+    return out
+
+
+def commented_section(sec: Section) -> list[str]:
+    """An optional section as comments, with example values: uncommented, it loads."""
+    head = [f"# {line}" for line in textwrap.wrap(sec.doc, 96)] if sec.doc else []
+    return head + [f"# [{sec.path}]"] + _key_lines(sec, commented=True, use_examples=True)
+
+
+def example_toml() -> str:
+    """deploy/config.example.toml: every section with its defaults, optional ones commented out."""
+    lines = [
+        "# queue-mood: a commented example config with every key. Values are the defaults, except",
+        "# in the commented-out sections, which show examples.",
+        f"# Generated from the config dataclasses by `{EXAMPLE_CMD}`.",
+        "# Use: edge run --config FILE.toml; check it: edge doctor --config FILE.toml.",
+        "# Reference: docs/config.md. Optional sections (the alert sinks) are commented out:",
+        "# remove the leading '# ' of a section's lines to turn it on; the log sink is always on.",
+    ]
+    for sec in sections():
+        lines.append("")
+        if sec.optional:
+            lines += commented_section(sec)
+            continue
+        if sec.path:
+            lines += [f"# {line}" for line in textwrap.wrap(sec.doc, 96)] + [f"[{sec.path}]"]
+        lines += _key_lines(sec, commented=False, use_examples=False)
+    return "\n".join(lines) + "\n"
+
+
+def uncomment(text: str) -> str:
+    """The example with its optional sections turned on (what tests load)."""
+    out = []
+    for line in text.splitlines():
+        body = line[2:] if line.startswith("# ") else None
+        if body is not None and re.match(r"^(\[[\w.]+\]|\w+ = )", body):
+            out.append(body)
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
