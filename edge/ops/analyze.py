@@ -327,7 +327,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
         for a in alerts:
             if a["cleared_s"] is None:
                 a["open_at_end"] = True
-        _plot_video(out / "summary.png", Path(path).name, labels, frame_rows, alerts, end_s, step_s,
+        plot_timeline(out / "summary.png", Path(path).name, labels, frame_rows, alerts, end_s, step_s,
                     cfg.alert.raise_share)
     else:
         media_s = None
@@ -395,7 +395,7 @@ def time_bins(frame_rows: list[tuple], step_s: float, n_labels: int):
     return np.arange(n) * width, width, counts
 
 
-def _plot_video(path: Path, title: str, labels, frame_rows, alerts, end_s: float, step_s: float, raise_share: float):
+def plot_timeline(path: Path, title: str, labels, frame_rows, alerts, end_s: float, step_s: float, raise_share: float):
     from matplotlib.ticker import MaxNLocator
 
     fig = _figure(VIDEO_FIGSIZE)
