@@ -21,7 +21,7 @@ import numpy as np
 from edge.errors import UserError, import_cv2
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # what OpenCV decodes
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mjpeg", ".mjpg")
 
 
@@ -93,7 +93,7 @@ class ImageFolderSource(Source):
         self.path, self.fps, self.every = Path(path), fps, max(1, every)
         self.files = files or sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not self.files:
-            raise UserError(f"Folder {path} has no images (.jpg, .png, .bmp).")
+            raise UserError(f"Folder {path} has no images ({', '.join(IMAGE_SUFFIXES)}).")
         self.failed: list[tuple[str, str]] = []
         self.frame_count = len(self.files)
 
