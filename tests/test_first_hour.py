@@ -374,3 +374,23 @@ def subprocess_help(module) -> str:
     with contextlib.redirect_stdout(buf), pytest.raises(SystemExit):
         module.main(["--help"])
     return buf.getvalue()
+
+
+def test_the_demo_scene_reads_as_its_ground_truth_to_the_shipped_model():
+    """The synthesised faces are what the demo claims: the shipped detector finds all four
+    people and the shipped classifier counts as negative exactly those the scene made unhappy."""
+    pytest.importorskip("skimage")
+    from edge.ops.demo_scene import PEOPLE, Scene, negative_people
+    from edge.pipeline.core import Pipeline
+    from edge.pipeline.sources import Frame
+    from edge.service.app import load_parts
+
+    cfg = Config()
+    classifier, detector = load_parts(cfg)
+    scene = Scene(detector)
+    for t_s in (3.0, 13.0, 26.0):
+        pipeline = Pipeline(cfg, classifier, detector)
+        for i in range(6):  # a still moment: enough frames for the tracks to be confirmed and smoothed
+            r = pipeline.process(Frame(scene.frame(t_s), t_s + i / 15, i))
+        assert r.detections == len(PEOPLE) and r.mood.faces == len(PEOPLE)
+        assert r.mood.negative == negative_people(t_s), (t_s, r.mood.counts)
