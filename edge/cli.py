@@ -141,7 +141,7 @@ def run_cmd(config_path, camera, source, model, detector, detector_model, thread
     import json
 
     from edge.service.app import RunOptions, run
-    from edge.config import load_config, to_dict, to_toml
+    from edge.config import load_config
 
     overrides = {k: v for k, v in {
         "source.camera": camera, "source.path": source, "model.path": model, "detector.kind": detector,
@@ -155,7 +155,9 @@ def run_cmd(config_path, camera, source, model, detector, detector_model, thread
         return
     cfg = load_config(config_path, overrides)
     if print_config:
-        click.echo(to_toml(to_dict(cfg)))
+        from edge.configdoc import effective_toml
+
+        click.echo(effective_toml(cfg), nl=False)
         return
     if verbose and quiet:
         raise UserError("-v and -q contradict each other; choose one.")
@@ -178,14 +180,14 @@ def run_cmd(config_path, camera, source, model, detector, detector_model, thread
 def config_cmd(config_path, docs, example):
     """Print the effective config, the reference of every key, or a commented example."""
     from edge import configdoc
-    from edge.config import load_config, to_dict, to_toml
+    from edge.config import load_config
 
     if docs and example:
         raise UserError("Choose one of --docs and --example.")
     if docs or example:
         click.echo(configdoc.markdown() if docs else configdoc.example_toml(), nl=False)
         return
-    click.echo(to_toml(to_dict(load_config(config_path))))
+    click.echo(configdoc.effective_toml(load_config(config_path)), nl=False)
 
 
 @cli.command("demo")

@@ -258,6 +258,22 @@ def example_toml() -> str:
     return "\n".join(lines) + "\n"
 
 
+def effective_toml(cfg) -> str:
+    """The effective config (what --print-config shows) followed by the alert sinks it leaves
+    off as commented-out examples, so it is a starting file that shows every way out."""
+    from edge.config import to_dict, to_toml
+
+    unused = [sec for sec in sections() if sec.optional and sec.path.startswith("sinks.")
+              and getattr(cfg.sinks, sec.path.split(".", 1)[1], None) is None]
+    lines = [to_toml(to_dict(cfg)).rstrip()]
+    if unused:
+        lines += ["", "# Alert sinks not turned on (the log sink always is). To turn one on, remove the '# ' of",
+                  "# its lines and fill in its values; every key: edge run --print-config --example."]
+        for sec in unused:
+            lines += [""] + commented_section(sec)
+    return "\n".join(lines) + "\n"
+
+
 def uncomment(text: str) -> str:
     """The example with its optional sections turned on (what tests load)."""
     out = []

@@ -116,6 +116,13 @@ def test_print_config_example_and_edge_config(tmp_path):
     assert r.returncode == 0 and r.stdout == configdoc.markdown()
     r = run_cli("run", "--example")
     assert r.returncode == 2 and r.stderr.startswith("error: --example goes with --print-config")
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[sinks.jsonl]\n")
+    r = run_cli("run", "--config", cfg, "--print-config")  # the effective config, unused sinks as examples
+    assert r.returncode == 0 and "[sinks.jsonl]" in r.stdout and "# [sinks.jsonl]" not in r.stdout
+    assert "# [sinks.webhook]" in r.stdout and "# [sinks.command]" in r.stdout
+    cfg.write_text(configdoc.uncomment(r.stdout))
+    assert load_config(cfg).sinks.webhook.url
 
 
 # -- the console ---------------------------------------------------------------------------

@@ -32,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edge.card import CARD_NAME, load_card, sha256_file
-from edge.config import Config, load_config, to_dict, to_toml
+from edge.config import Config, load_config
 from edge.errors import UserError
 
 # Where install.sh puts things on the Pi; the bundled config points here.
@@ -157,22 +157,9 @@ def config_text(cfg: Config, origin: str) -> str:
         "# Check it: sudo /opt/queue-mood/venv/bin/edge doctor --config /etc/queue-mood/config.toml",
         "",
     ]
-    return "\n".join(header) + to_toml(to_dict(cfg)).rstrip() + "\n" + unused_sinks_text(cfg)
+    from edge.configdoc import effective_toml
 
-
-def unused_sinks_text(cfg: Config) -> str:
-    """The alert sinks this config leaves off, as commented-out examples (uncommented, they load)."""
-    from edge.configdoc import commented_section, sections
-
-    unused = [sec for sec in sections() if sec.optional and sec.path.startswith("sinks.")
-              and getattr(cfg.sinks, sec.path.split(".", 1)[1], None) is None]
-    if not unused:
-        return ""
-    lines = ["", "# Alert sinks not turned on (the log sink always is). To turn one on, remove the '# ' of its",
-             "# lines and fill in its values; every key is explained in config.example.toml."]
-    for sec in unused:
-        lines += [""] + commented_section(sec)
-    return "\n".join(lines) + "\n"
+    return "\n".join(header) + effective_toml(cfg)
 
 
 # -- the project wheel ------------------------------------------------------------------
