@@ -115,6 +115,7 @@ class Console:
         root.setLevel(logging.DEBUG if verbose > 1 else logging.WARNING if quiet else logging.INFO)
         logging.getLogger("edge").setLevel(logging.DEBUG if verbose else logging.NOTSET)
         logging.getLogger("edge.alerts").setLevel(logging.INFO if quiet else logging.NOTSET)
+        logging.getLogger("matplotlib").setLevel(logging.NOTSET if verbose > 1 else logging.WARNING)
 
     def on_result(self, frame, result) -> None:
         if self.status:
