@@ -4,6 +4,7 @@ with the key path, the value and what is allowed. CLI flags override file values
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -151,10 +152,14 @@ class MqttSinkConfig:
     username: str = ""  # broker user; empty: no login
     password: str = ""  # broker password
     keepalive_s: int = 30  # MQTT keep-alive interval in seconds
+    discovery: bool = True  # Home Assistant MQTT discovery: this Pi appears as a device with sensors
+    discovery_prefix: str = "homeassistant"  # Home Assistant's discovery prefix setting
 
     def validate(self, p):
         _check(bool(self.host), f"{p}.host", self.host, "a broker host name")
         _check(0 < self.port < 65536, f"{p}.port", self.port, "a TCP port")
+        _check(bool(re.fullmatch(r"[^#+/\s]+(/[^#+/\s]+)*", self.discovery_prefix)), f"{p}.discovery_prefix",
+               self.discovery_prefix, "an MQTT topic prefix without #, +, spaces or leading/trailing /")
 
 
 @dataclass
@@ -193,16 +198,42 @@ class SinksConfig:
     command: CommandSinkConfig | None = None
 
 
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost may resolve to anything
+        return False
+
+
 @dataclass
 class StatusConfig:
-    """The local status endpoint: /status (JSON) and /metrics (Prometheus)."""
+    """The local status endpoint: the manager's page, /status (JSON) and /metrics (Prometheus)."""
 
     enabled: bool = True  # serve the status endpoint
-    host: str = "127.0.0.1"  # address to listen on (loopback: only this machine)
+    host: str = "127.0.0.1"  # beyond loopback (e.g. "0.0.0.0") only with a token or password
     port: int = 8765  # TCP port (0: any free port)
+    token: str = ""  # the page's link carries it once as ?token=...; Prometheus sends it as a bearer token
+    user: str = "manager"  # basic-auth user name, used with `password`
+    password: str = ""  # basic-auth password; empty: no basic auth
+    history_db: str = ""  # SQLite file that keeps the page's last hour across restarts; empty: memory only
+    idle_timeout_s: float = 10.0  # a client that sends nothing this long is disconnected
+    max_clients: int = 16  # handler threads at most; more clients at once get 503
 
     def validate(self, p):
         _check(0 <= self.port < 65536, f"{p}.port", self.port, "a TCP port (0 = any free port)")
+        _check(is_loopback(self.host) or bool(self.token or self.password), f"{p}.host", self.host,
+               f"127.0.0.1, ::1 or localhost; any other address needs {p}.token or {p}.password set too, "
+               "so the store network cannot read it without them")
+        _check(not self.token or (len(self.token) >= 16 and re.fullmatch(r"[A-Za-z0-9._~-]+", self.token)),
+               f"{p}.token", "(hidden)", "at least 16 letters, digits or -._~ (it travels in a link and a cookie), "
+               "e.g. from: python3 -c 'import secrets; print(secrets.token_urlsafe(24))'")
+        _check(not self.password or len(self.password) >= 8, f"{p}.password", "(hidden)", "at least 8 characters")
+        _check(0 < self.idle_timeout_s < 3600, f"{p}.idle_timeout_s", self.idle_timeout_s, "seconds in (0, 3600)")
+        _check(1 <= self.max_clients <= 256, f"{p}.max_clients", self.max_clients, "an integer 1-256")
 
 
 @dataclass
