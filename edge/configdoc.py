@@ -177,8 +177,11 @@ def toml_value(v) -> str:
 
 
 def _sentence(text: str) -> str:
-    text = text[:1].upper() + text[1:]
-    return text if not text or text.endswith((".", ")", "!", "?")) else text + "."
+    """Capitalised (unless it starts with a name such as model_int8.tflite) and ending in a full stop."""
+    first = text.split(" ", 1)[0]
+    if first.isalpha():
+        text = text[:1].upper() + text[1:]
+    return text if not text or text.endswith((".", "!", "?")) else text + "."
 
 
 def _cell(text: str) -> str:
