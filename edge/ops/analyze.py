@@ -63,11 +63,11 @@ def figure_size_px(kind: str, images: int = 0) -> tuple[int, int]:
     return int(round(w * DPI)), int(round(h * DPI))
 
 
-def _require_matplotlib():
+def _require_matplotlib(command: str = "edge analyze"):
     try:
         import matplotlib  # noqa: F401
     except ImportError as exc:
-        raise UserError("edge analyze draws summary.png with matplotlib, which is not installed; install it with "
+        raise UserError(f"{command} draws summary.png with matplotlib, which is not installed; install it with "
                         "`pip install matplotlib` (on a Raspberry Pi: sudo apt install python3-matplotlib).") from exc
 
 

@@ -103,7 +103,7 @@ def run(s: DemoSettings, echo=print) -> DemoResult:
     from edge.ops.demo_scene import FPS, PEOPLE, SECONDS, write_scene
     from edge.service import app
 
-    _require_matplotlib()
+    _require_matplotlib("edge demo")
     out = Path(s.out).expanduser() if s.out else default_out()
     try:
         out.mkdir(parents=True, exist_ok=True)
