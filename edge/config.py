@@ -4,6 +4,7 @@ with the key path, the value and what is allowed. CLI flags override file values
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import tomllib
 import types
@@ -11,17 +12,12 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.errors import UserError
+from edge.errors import ConfigError, UserError  # noqa: F401  (ConfigError: callers import it from here)
+from edge.errors import check as _check
 from edge.labels import LABELS
-
-
-class ConfigError(UserError):
-    pass
-
-
-def _check(cond: bool, path: str, value, allowed: str):
-    if not cond:
-        raise ConfigError(f"Config key '{path}' has the bad value {value!r}; allowed: {allowed}.")
+from edge.paths import expand_path
+from edge.pipeline.detectors import DetectorConfig
+from edge.sinks import SINKS
 
 
 @dataclass
@@ -50,23 +46,6 @@ class ModelConfig:
 
     def validate(self, p):
         _check(self.threads >= 1, f"{p}.threads", self.threads, "an integer >= 1")
-
-
-@dataclass
-class DetectorConfig:
-    """The face detector."""
-
-    kind: str = "blazeface"  # blazeface | haar | yunet
-    model: str = ""  # detector model file; empty: the one shipped with queue-mood (blazeface) or OpenCV (haar)
-    variant: str = "full_range"  # blazeface: full_range (faces up to about 5 m) | short_range (within about 2 m)
-    min_score: float = 0.5  # detections scoring lower are ignored
-    min_face_px: int = 20  # faces narrower than this (pixels) are ignored
-
-    def validate(self, p):
-        _check(self.kind in ("blazeface", "haar", "yunet"), f"{p}.kind", self.kind, "blazeface, haar, yunet")
-        _check(self.variant in ("full_range", "short_range"), f"{p}.variant", self.variant, "full_range, short_range")
-        _check(0 < self.min_score < 1, f"{p}.min_score", self.min_score, "a number between 0 and 1")
-        _check(self.min_face_px >= 1, f"{p}.min_face_px", self.min_face_px, "an integer >= 1")
 
 
 @dataclass
@@ -122,80 +101,29 @@ class AlertConfig:
 
 
 @dataclass
-class JsonlSinkConfig:
-    """Alert sink: one JSON line per event appended to a local file."""
-
-    path: str = ""  # the file; empty: ~/.local/state/queue-mood/alerts.jsonl
-
-
-@dataclass
-class WebhookSinkConfig:
-    """Alert sink: each event POSTed as JSON; undelivered events are spooled and retried."""
-
-    url: str = ""  # where events are POSTed, e.g. `"https://hooks.example.com/queue-mood"`
-    timeout_s: float = 5.0  # give up on one attempt after this long (it is retried later)
-    headers: dict = field(default_factory=dict)  # extra HTTP headers, e.g. `{"Authorization" = "Bearer TOKEN"}`
-
-    def validate(self, p):
-        _check(self.url.startswith(("http://", "https://")), f"{p}.url", self.url, "an http:// or https:// URL")
-
-
-@dataclass
-class MqttSinkConfig:
-    """Alert sink: events published to an MQTT broker; undelivered events are spooled."""
-
-    host: str = ""  # broker host name, e.g. `"broker.local"`
-    port: int = 1883  # broker TCP port
-    topic: str = "queue-mood/alerts"  # each event is published here (QoS 1)
-    state_topic: str = "queue-mood/state"  # retained: the current alert state
-    client_id: str = ""  # MQTT client id; empty: derived from the device name
-    username: str = ""  # broker user; empty: no login
-    password: str = ""  # broker password
-    keepalive_s: int = 30  # MQTT keep-alive interval in seconds
-    discovery: bool = True  # Home Assistant MQTT discovery: this Pi appears as a device with sensors
-    discovery_prefix: str = "homeassistant"  # Home Assistant's discovery prefix setting
-
-    def validate(self, p):
-        _check(bool(self.host), f"{p}.host", self.host, "a broker host name")
-        _check(0 < self.port < 65536, f"{p}.port", self.port, "a TCP port")
-        _check(bool(re.fullmatch(r"[^#+/\s]+(/[^#+/\s]+)*", self.discovery_prefix)), f"{p}.discovery_prefix",
-               self.discovery_prefix, "an MQTT topic prefix without #, +, spaces or leading/trailing /")
-
-
-@dataclass
-class GpioSinkConfig:
-    """Alert sink: an LED or buzzer on a GPIO pin, on while the alert is raised."""
-
-    pin: int = 17  # BCM pin number
-    device: str = "led"  # led | buzzer
-    active_high: bool = True  # false when the pin sinks the current (on = low)
-
-    def validate(self, p):
-        _check(self.device in ("led", "buzzer"), f"{p}.device", self.device, "led, buzzer")
-        _check(0 <= self.pin <= 27, f"{p}.pin", self.pin, "a BCM pin number 0-27")
-
-
-@dataclass
-class CommandSinkConfig:
-    """Alert sink: a program run once per event."""
-
-    argv: list[str] = field(default_factory=list)  # program and arguments; the event JSON arrives on stdin, e.g. `["/usr/local/bin/notify-staff", "--till", "3"]`
-    timeout_s: float = 10.0  # the program is killed after this long
-
-    def validate(self, p):
-        _check(bool(self.argv), f"{p}.argv", self.argv, "a non-empty list: program and arguments")
-
-
-@dataclass
 class SinksConfig:
     """Where alerts go, besides the log (always on)."""
 
+    # [sinks]: spool_dir, plus one optional [sinks.<key>] table per sink in the registry (each
+    # sink module declares its table's dataclass). The class with those tables is made when a
+    # config is made, so a sink registered after this import still gets its table.
+
     spool_dir: str = ""  # undelivered webhook/MQTT events; empty: ~/.local/state/queue-mood/spool
-    jsonl: JsonlSinkConfig | None = None
-    webhook: WebhookSinkConfig | None = None
-    mqtt: MqttSinkConfig | None = None
-    gpio: GpioSinkConfig | None = None
-    command: CommandSinkConfig | None = None
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls.table_class() if cls is SinksConfig else cls)
+
+    @classmethod
+    def table_class(cls, data: dict | None = None, path: str = "") -> type:
+        return _sinks_class(tuple((key, s.Config) for key, s in SINKS.items() if s.Config is not None))
+
+
+@functools.lru_cache(maxsize=8)
+def _sinks_class(sections: tuple) -> type:
+    cls = dataclasses.make_dataclass("SinksConfig", [(key, c | None, field(default=None)) for key, c in sections],
+                                     bases=(SinksConfig,))
+    cls.__module__ = __name__
+    return cls
 
 
 def is_loopback(host: str) -> bool:
@@ -241,7 +169,7 @@ class Config:
     device_name: str = ""  # names this Pi in events; empty: the host name
     source: SourceConfig = field(default_factory=SourceConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    detector: DetectorConfig = field(default_factory=lambda: DetectorConfig.table_class({}, "detector")())
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     mood: MoodConfig = field(default_factory=MoodConfig)
     alert: AlertConfig = field(default_factory=AlertConfig)
@@ -271,6 +199,8 @@ def build(cls, data: dict, path: str = ""):
     """Instance of dataclass `cls` from a dict, rejecting unknown keys and wrong types."""
     if not isinstance(data, dict):
         raise ConfigError(f"Config key '{path or '(top)'}' must be a table, got {data!r}.")
+    if hasattr(cls, "table_class"):  # a table whose keys depend on a plugin registry
+        cls = cls.table_class(data, path)
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     for key in data:
@@ -357,3 +287,10 @@ def to_toml(d: dict, prefix: str = "") -> str:
     for k, v in tables:
         out.append(to_toml(v, f"{prefix}.{k}" if prefix else k))
     return "\n".join(out)
+
+
+def resolve_model(cfg: Config) -> Path:
+    """The classifier model a config names: model.path, or the model shipped in the package."""
+    from edge.models import default_model_path
+
+    return expand_path(cfg.model.path) if cfg.model.path else default_model_path()

@@ -48,6 +48,17 @@ class Section:
     doc: str
     optional: bool  # absent from the file = off (the sinks)
     keys: list[Key]
+    variant: str = ""  # an alternative form of the table above, e.g. 'kind = "haar"'
+
+
+def _help_texts(cls) -> dict[str, str]:
+    """_source_help of the class and of the dataclasses it inherits from (a plugin's config
+    subclass, or a table class made at run time, keeps its bases' help)."""
+    out: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if dataclasses.is_dataclass(klass):
+            out.update({k: v for k, v in _source_help(klass).items() if v})
+    return out
 
 
 def _source_help(cls) -> dict[str, str]:
@@ -102,8 +113,12 @@ def _describe(tp) -> str:
 
 
 def _class_doc(cls) -> str:
-    doc = inspect.getdoc(cls) or ""
-    return "" if doc.startswith(cls.__name__ + "(") else " ".join(doc.split())  # dataclass's generated one
+    """The first real docstring along the class's bases (not dataclass's generated one)."""
+    for klass in cls.__mro__:
+        doc = klass.__dict__.get("__doc__") or ""
+        if doc and not doc.startswith(klass.__name__ + "("):
+            return " ".join(doc.split())
+    return ""
 
 
 def _default(f: dataclasses.Field):
@@ -141,15 +156,15 @@ def _dataclass_of(tp):
     return (found[0], type(None) in options) if found else (None, False)
 
 
-def sections(cls=Config, path: str = "", optional: bool = False) -> list[Section]:
-    """Every table of the config, depth first, each with its scalar keys."""
+def _keys(cls) -> tuple[list[Key], list[tuple[type, str, bool]]]:
+    """(scalar keys, [(child dataclass, field name, optional)]) of a dataclass."""
     hints = typing.get_type_hints(cls)
-    helps = _source_help(cls)
+    helps = _help_texts(cls)
     keys, children = [], []
     for f in dataclasses.fields(cls):
         child, child_optional = _dataclass_of(hints[f.name])
         if child is not None:
-            children.append((child, f"{path}.{f.name}" if path else f.name, child_optional))
+            children.append((child, f.name, child_optional))
             continue
         text = f.metadata.get("help") or helps.get(f.name, "")
         example = _default(f)
@@ -160,9 +175,45 @@ def sections(cls=Config, path: str = "", optional: bool = False) -> list[Section
         keys.append(Key(f.name, _describe(hints[f.name]), _default(f), text, example))
     for name in _required(cls, {k.name: k.example for k in keys}):
         next(k for k in keys if k.name == name).required = True
-    out = [Section(path, _class_doc(cls) if path else "", optional, keys)] if keys or not children else []
-    for child, child_path, child_optional in children:
-        out += sections(child, child_path, child_optional)
+    return keys, children
+
+
+def _subclasses(cls) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out += [sub, *_subclasses(sub)]
+    return out
+
+
+def sections(cls=Config, path: str = "", optional: bool = False) -> list[Section]:
+    """Every table of the config, depth first, each with its scalar keys. A table whose keys
+    depend on a plugin registry (a class with `table_class`) is documented as its default
+    class, followed by each registered alternative that differs from it in a key's default
+    (the `kind` that picks the plugin), with the keys it adds."""
+    concrete = cls.table_class({}, path) if hasattr(cls, "table_class") else cls
+    keys, children = _keys(concrete)
+    out = [Section(path, _class_doc(concrete) if path else "", optional, keys)] if keys or not children else []
+    if concrete is not cls:
+        common = {f.name for f in dataclasses.fields(cls)}
+        for k in keys:
+            if k.name not in common:
+                k.help += " (only this kind)"
+        base = {k.name: k for k in keys}
+        for alt in _subclasses(cls):
+            if alt is concrete or not dataclasses.is_dataclass(alt):
+                continue
+            alt_keys, _ = _keys(alt)
+            picks = [k for k in alt_keys if k.name in base and k.default != base[k.name].default]
+            if picks:
+                added = [k for k in alt_keys if k.name not in common]
+                when = ", ".join(f"{k.name} = {toml_value(k.default)}" for k in picks)
+                shared = ", ".join(f"`{k.name}`" for k in alt_keys if k.name in common)
+                doc = f"{_class_doc(alt)} Keys as above: {shared}" + ("; its own:" if added else ".")
+                out.append(Section(path, doc, optional, added, variant=when))
+    # optional tables (the sinks) by name: their fields follow the registry's import order
+    children = [c for c in children if not c[2]] + sorted((c for c in children if c[2]), key=lambda c: c[1])
+    for child, name, child_optional in children:
+        out += sections(child, f"{path}.{name}" if path else name, child_optional)
     return out
 
 
@@ -206,9 +257,13 @@ def markdown() -> str:
     ]
     for sec in sections():
         title = f"`[{sec.path}]`" if sec.path else "Top level"
+        title += f" with `{sec.variant}`" if sec.variant else ""
         lines += ["", f"## {title}" + (" (optional)" if sec.optional else ""), ""]
         if sec.doc:
             lines += [sec.doc, ""]
+        if sec.variant and not sec.keys:
+            lines.pop()  # the blank line after the doc
+            continue
         lines += ["| key | type | default | meaning |", "| --- | --- | --- | --- |"]
         for k in sec.keys:
             default = "unset" if k.default is None else f"`{toml_value(k.default)}`"
@@ -251,6 +306,10 @@ def example_toml() -> str:
         "# remove the leading '# ' of a section's lines to turn it on; the log sink is always on.",
     ]
     for sec in sections():
+        if sec.variant:  # another plugin for the table above: its doc and its own keys, commented
+            lines += [f"# {line}" for line in textwrap.wrap(sec.doc or sec.variant, 96)]
+            lines += _key_lines(sec, commented=True, use_examples=True)
+            continue
         lines.append("")
         if sec.optional:
             lines += commented_section(sec)
@@ -266,7 +325,7 @@ def effective_toml(cfg) -> str:
     off as commented-out examples, so it is a starting file that shows every way out."""
     from edge.config import to_dict, to_toml
 
-    unused = [sec for sec in sections() if sec.optional and sec.path.startswith("sinks.")
+    unused = [sec for sec in sections() if sec.optional and not sec.variant and sec.path.startswith("sinks.")
               and getattr(cfg.sinks, sec.path.split(".", 1)[1], None) is None]
     lines = [to_toml(to_dict(cfg)).rstrip()]
     if unused:
@@ -282,7 +341,7 @@ def uncomment(text: str) -> str:
     out = []
     for line in text.splitlines():
         body = line[2:] if line.startswith("# ") else None
-        if body is not None and re.match(r"^(\[[\w.]+\]|\w+ = )", body):
+        if body is not None and re.match(r"^(\[[\w.]+\]\s*$|\w+ = )", body):
             out.append(body)
         else:
             out.append(line)

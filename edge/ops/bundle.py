@@ -32,8 +32,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edge.card import CARD_NAME, load_card, sha256_file
-from edge.config import Config, load_config
+from edge.config import Config, load_config, resolve_model
 from edge.errors import UserError
+from edge.paths import expand_path
 
 # Where install.sh puts things on the Pi; the bundled config points here.
 INSTALL_PREFIX = "/opt/queue-mood"
@@ -94,14 +95,9 @@ def _load_bundle_config(config_path: str | None, notes: list[str]) -> Config:
 
 
 def _resolve_model(model: str | None, cfg: Config) -> Path:
-    from edge.models import default_model_path
-
-    if model or cfg.model.path:
-        path = Path(os.path.expanduser(model or cfg.model.path))
-        if not path.is_file():
-            raise UserError(f"Model file {path} does not exist; pass --model PATH to a model_int8.tflite from `edge convert`.")
-    else:
-        path = default_model_path()
+    path = expand_path(model) if model else resolve_model(cfg)
+    if not path.is_file():
+        raise UserError(f"Model file {path} does not exist; pass --model PATH to a model_int8.tflite from `edge convert`.")
     card = load_card(path)
     if card.model_sha256 and card.model_sha256 != sha256_file(path):
         raise UserError(f"{path.with_name(CARD_NAME)} describes a different .tflite than {path} (sha256 differs); "
@@ -119,20 +115,14 @@ def _resolve_model(model: str | None, cfg: Config) -> Path:
 
 
 def _detector_files(cfg: Config) -> dict[str, Path]:
-    """{bundle file name: source path} of a detector model file the config names, and
-    cfg.detector.model rewritten to its place on the Pi. The BlazeFace models ship in the
-    queue-mood wheel, so the default detector needs no file here."""
-    d = cfg.detector
-    if d.kind == "yunet":
-        raise UserError("detector.kind = 'yunet' needs OpenCV >= 4.8, but Raspberry Pi OS Bookworm's python3-opencv "
-                        "is 4.6; use kind = 'blazeface' for the Pi.")
-    if not d.model:  # blazeface: in the wheel; haar: the cascade comes with apt's opencv-data
-        return {}
-    path = Path(os.path.expanduser(d.model))
-    if not path.is_file():
-        raise UserError(f"Face detector model {path} (detector.model) does not exist; fix it or leave it empty.")
-    d.model = f"{DETECTOR_DIR}/{path.name}"
-    return {path.name: path}
+    """{bundle file name: source path} for the configured detector; rewrites cfg.detector.model.
+    The BlazeFace models ship in the queue-mood wheel, so the default detector needs no file."""
+    from edge.pipeline.detectors import DETECTORS
+
+    files = DETECTORS[cfg.detector.kind].bundle_files(cfg.detector)
+    if files:  # the plugin lists the file the config uses first
+        cfg.detector.model = f"{DETECTOR_DIR}/{next(iter(files))}"
+    return files
 
 
 def _rewrite_paths(cfg: Config, notes: list[str]) -> None:
@@ -403,7 +393,7 @@ def _stage(s: BundleSettings, stage: Path, archive: str | None, folder: str) -> 
                   "architecture": card.architecture, "labels": card.labels,
                   **dict(zip(("accuracy", "accuracy_of"), card.edge_accuracy() or (None, None))),
                   "int8_parity": card.parity.get("passed")},
-        "detector": {"kind": cfg.detector.kind, "variant": cfg.detector.variant, "files": sorted(detector_files)},
+        "detector": {"kind": cfg.detector.kind, "variant": getattr(cfg.detector, "variant", None), "files": sorted(detector_files)},
         "wheel": f"wheels/{wheel.name}",
         "install": {"prefix": INSTALL_PREFIX, "config": f"{ETC_DIR}/config.toml", "state": STATE_DIR},
         "files": {f: sha256_file(stage / f) for f in files},
@@ -429,7 +419,7 @@ def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 def run(s: BundleSettings) -> BundleResult:
     """Write the bundle; bad inputs are UserErrors checked before anything is written."""
-    out = Path(s.out).expanduser()
+    out = expand_path(s.out)
     as_tar = out.name.endswith(TAR_SUFFIXES)
     if not as_tar and out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "MANIFEST.json").exists())):
         raise UserError(f"{out} exists and is not an empty folder or an earlier bundle; choose another --out.")

@@ -101,6 +101,7 @@ def run(s: DemoSettings, echo=print) -> DemoResult:
     something needed is missing."""
     from edge.ops.analyze import _require_matplotlib, plot_timeline
     from edge.ops.demo_scene import FPS, PEOPLE, SECONDS, write_scene
+    from edge.pipeline.core import load_parts
     from edge.service import app
 
     _require_matplotlib("edge demo")
@@ -116,7 +117,7 @@ def run(s: DemoSettings, echo=print) -> DemoResult:
                            + to_toml(to_dict(cfg)))
     (out / "alerts.jsonl").unlink(missing_ok=True)  # this run's events only
 
-    _, detector = app.load_parts(cfg)  # the scene is made with the detector the monitor uses
+    _, detector = load_parts(cfg)  # the scene is made with the detector the monitor uses
     echo(f"Making a {SECONDS:.0f}-second queue scene: {len(PEOPLE)} people (scikit-image's astronaut photo); "
          f"{sum(p.unhappy_from_s is not None for p in PEOPLE)} of them turn unhappy at about "
          f"{min(p.unhappy_from_s for p in PEOPLE if p.unhappy_from_s):.0f} s and calm down at about "

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge.config import TrackingConfig
 from edge.pipeline.geometry import BBox
 
 
@@ -21,6 +22,7 @@ class Track:
     last_t_s: float
     hits: int = 1
     latest: np.ndarray = field(default=None)  # this frame's raw prediction
+    confirmed: bool = False  # has had min_hits detections: counts as a person
 
     @property
     def top(self) -> int:
@@ -32,9 +34,10 @@ class Track:
 
 
 class Tracker:
-    def __init__(self, iou_match: float = 0.3, max_gap_s: float = 1.5, ema_alpha: float = 0.3, min_hits: int = 3):
-        self.iou_match, self.max_gap_s, self.ema_alpha, self.min_hits = iou_match, max_gap_s, ema_alpha, min_hits
+    def __init__(self, cfg: TrackingConfig | None = None):
+        self.cfg = cfg or TrackingConfig()
         self.tracks: dict[int, Track] = {}
+        self.seen: list[Track] = []  # every track detected in the last frame, confirmed or not, by id
         self._next_id = 1
 
     def _match(self, boxes: list[BBox]) -> dict[int, int]:
@@ -46,7 +49,7 @@ class Tracker:
                 iou = tr.box.iou(b)
                 cx, cy = b.center
                 inside = tr.box.x <= cx <= tr.box.x + tr.box.w and tr.box.y <= cy <= tr.box.y + tr.box.h
-                score = iou if iou >= self.iou_match else (self.iou_match * 0.5 if inside else 0.0)
+                score = iou if iou >= self.cfg.iou_match else (self.cfg.iou_match * 0.5 if inside else 0.0)
                 if score > 0:
                     pairs.append((score, di, tid))
         matched: dict[int, int] = {}
@@ -60,10 +63,10 @@ class Tracker:
     def update(self, t_s: float, boxes: list[BBox], probs: np.ndarray) -> list[Track]:
         """Feed one frame's detections and their predictions; returns the confirmed tracks
         seen in this frame."""
-        for tid in [tid for tid, tr in self.tracks.items() if t_s - tr.last_t_s > self.max_gap_s]:
+        for tid in [tid for tid, tr in self.tracks.items() if t_s - tr.last_t_s > self.cfg.max_gap_s]:
             del self.tracks[tid]
         matched = self._match(boxes)
-        seen = []
+        self.seen = []
         for di, box in enumerate(boxes):
             p = np.asarray(probs[di], np.float32)
             tid = matched.get(di)
@@ -74,11 +77,10 @@ class Tracker:
             else:
                 tr = self.tracks[tid]
                 tr.box, tr.last_t_s, tr.latest = box, t_s, p
-                tr.probs = (1 - self.ema_alpha) * tr.probs + self.ema_alpha * p
+                tr.probs = (1 - self.cfg.ema_alpha) * tr.probs + self.cfg.ema_alpha * p
                 tr.hits += 1
-            if tr.hits >= self.min_hits:
-                seen.append(tr)
-        return seen
-
-    def confirmed(self) -> list[Track]:
-        return [t for t in self.tracks.values() if t.hits >= self.min_hits]
+            tr.confirmed = tr.hits >= self.cfg.min_hits
+            self.seen.append(tr)
+        confirmed = [tr for tr in self.seen if tr.confirmed]
+        self.seen.sort(key=lambda tr: tr.id)
+        return confirmed

@@ -11,14 +11,15 @@ replaces them.
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edge.pipeline.detectors.anchors import FULL_RANGE, SHORT_RANGE, SsdAnchorOptions, generate_anchors
-from edge.pipeline.detectors.base import Detection, FaceDetector, register
-from edge.errors import UserError, import_cv2
+from edge.pipeline.detectors.base import Detection, DetectorConfig, FaceDetector, register
+from edge.paths import expand_path
+from edge.errors import UserError, check, import_cv2
 from edge.pipeline.geometry import BBox
 
 MODEL_FILES = {
@@ -96,29 +97,36 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, i
     return np.asarray(out_boxes), np.asarray(out_scores), np.asarray(out_kps)
 
 
+@dataclass
+class BlazeFaceConfig(DetectorConfig):
+    """[detector] with kind = "blazeface" (the default): MediaPipe's BlazeFace, shipped in
+    this package. With no `model`, a Pi bundle needs no detector file (the wheel has both)."""
+
+    kind: str = "blazeface"
+    variant: str = "full_range"  # full_range (faces up to ~5 m) | short_range (within ~2 m)
+
+    def validate(self, p):
+        super().validate(p)
+        check(self.variant in MODEL_FILES, f"{p}.variant", self.variant, ", ".join(MODEL_FILES))
+
+
 @register
 class BlazeFace(FaceDetector):
-    key = "blazeface"
+    Config = BlazeFaceConfig
 
-    def __init__(
-        self,
-        model: str = "",
-        variant: str = "full_range",
-        min_score: float = 0.5,
-        min_face_px: int = 20,
-        threads: int = 1,
-        **_,
-    ):
+    def __init__(self, cfg: BlazeFaceConfig, threads: int = 1):
         import_cv2()  # fail at start-up, not on the first frame
         from edge.pipeline.runtime import load_interpreter
 
+        self.cfg = cfg
+        model, variant = cfg.model, cfg.variant
         if variant not in MODEL_FILES:
             raise UserError(f"Unknown BlazeFace variant '{variant}'; choose one of: {', '.join(MODEL_FILES)}.")
         self.variant = variant
-        self.min_score = float(min_score)
-        self.min_face_px = int(min_face_px)
+        self.min_score = float(cfg.min_score)
+        self.min_face_px = int(cfg.min_face_px)
         if model:
-            path = Path(os.path.expanduser(model))
+            path = expand_path(model)
             if not path.is_file():
                 raise UserError(f"Face detector model {path} does not exist; fix [detector] model or leave it empty.")
         else:
