@@ -216,10 +216,14 @@ def sections(cls=Config, path: str = "", optional: bool = False) -> list[Section
             alt_keys, _ = _keys(alt)
             picks = [k for k in alt_keys if k.name in base and k.default != base[k.name].default]
             if picks and _is_current(cls, alt, {k.name: k.default for k in picks}, path):
+                # the one key that picks this plugin (`kind`), if one does; its other defaults in the text
+                chosen = next(([k] for k in picks if _is_current(cls, alt, {k.name: k.default}, path)), picks)
                 added = [k for k in alt_keys if k.name not in common]
-                when = ", ".join(f"{k.name} = {toml_value(k.default)}" for k in picks)
+                when = ", ".join(f"{k.name} = {toml_value(k.default)}" for k in chosen)
                 shared = ", ".join(f"`{k.name}`" for k in alt_keys if k.name in common)
-                doc = f"{_class_doc(alt)} Keys as above: {shared}" + ("; its own:" if added else ".")
+                own = ", ".join(f"`{k.name} = {toml_value(k.default)}`" for k in picks if k not in chosen)
+                doc = f"{_class_doc(alt)} Keys as above: {shared}" + (f"; its defaults differ: {own}" if own else "")
+                doc += "; its own keys:" if added else "."
                 out.append(Section(path, doc, optional, added, variant=when))
     # optional tables (the sinks) by name: their fields follow the registry's import order
     children = [c for c in children if not c[2]] + sorted((c for c in children if c[2]), key=lambda c: c[1])

@@ -221,11 +221,10 @@ def _reset_logging():
 @pytest.fixture(scope="module")
 def short_scene(tmp_path_factory) -> Path:
     from edge.ops.demo_scene import write_scene
-    from edge.pipeline.detectors.base import create_detector
 
     pytest.importorskip("skimage")
     path = tmp_path_factory.mktemp("scene") / "scene.mp4"
-    write_scene(path, create_detector("blazeface"), seconds=2.0)
+    write_scene(path, seconds=2.0)
     return path
 
 
@@ -394,7 +393,7 @@ def test_the_demo_scene_reads_as_its_ground_truth_to_the_shipped_model():
 
     cfg = Config()
     classifier, detector = load_parts(cfg)
-    scene = Scene(detector)
+    scene = Scene()
     for t_s in (3.0, 13.0, 26.0):
         pipeline = Pipeline(cfg, classifier, detector)
         for i in range(6):  # a still moment: enough frames for the tracks to be confirmed and smoothed

@@ -101,7 +101,6 @@ def run(s: DemoSettings, echo=print) -> DemoResult:
     something needed is missing."""
     from edge.ops.analyze import _require_matplotlib, plot_timeline
     from edge.ops.demo_scene import FPS, PEOPLE, SECONDS, write_scene
-    from edge.pipeline.core import load_parts
     from edge.service import app
 
     _require_matplotlib("edge demo")
@@ -117,12 +116,11 @@ def run(s: DemoSettings, echo=print) -> DemoResult:
                            + to_toml(to_dict(cfg)))
     (out / "alerts.jsonl").unlink(missing_ok=True)  # this run's events only
 
-    _, detector = load_parts(cfg)  # the scene is made with the detector the monitor uses
     echo(f"Making a {SECONDS:.0f}-second queue scene: {len(PEOPLE)} people (scikit-image's astronaut photo); "
          f"{sum(p.unhappy_from_s is not None for p in PEOPLE)} of them turn unhappy at about "
          f"{min(p.unhappy_from_s for p in PEOPLE if p.unhappy_from_s):.0f} s and calm down at about "
          f"{min(p.unhappy_until_s for p in PEOPLE if p.unhappy_until_s):.0f} s.")
-    write_scene(video, detector)
+    write_scene(video)
     a = cfg.alert
     echo(f"Running the monitor on it with the default alert policy: raise when at least {a.raise_share:.0%} of "
          f"at least {a.min_faces} faces look negative for {a.raise_after_s:g} s; clear below "

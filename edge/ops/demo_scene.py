@@ -89,11 +89,23 @@ def unhappy_face(img: np.ndarray, eyes: np.ndarray, mouth: np.ndarray, face_w: f
 
 
 def head_and_shoulders(img: np.ndarray, box) -> np.ndarray:
-    """The picture around a face box with the context a detector expects: hair, ears, neck."""
+    """The picture around a face box with the context a detector expects: hair, ears, neck
+    (little of the spacesuit: its collar ring alone scores as a small face for BlazeFace)."""
     x, y, w, h = box
-    x0, x1 = int(max(0, x - 0.55 * w)), int(min(img.shape[1], x + 1.55 * w))
-    y0, y1 = int(max(0, y - 0.75 * h)), int(min(img.shape[0], y + 1.9 * h))
+    x0, x1 = int(max(0, x - 0.45 * w)), int(min(img.shape[1], x + 1.45 * w))
+    y0, y1 = int(max(0, y - 0.75 * h)), int(min(img.shape[0], y + 1.45 * h))
     return img[y0:y1, x0:x1]
+
+
+def soft_edges(h: int, w: int, border: float = 0.08) -> np.ndarray:
+    """(h, w, 1) weights that fade a picture into the background over `border` of its width,
+    so its rectangle's edges do not look like features to a detector."""
+    import cv2
+
+    b = max(2, int(border * w))
+    mask = np.zeros((h, w), np.float32)
+    mask[b:-b, b:-b] = 1.0
+    return cv2.GaussianBlur(mask, (0, 0), b / 2)[..., None]
 
 
 def background() -> np.ndarray:
@@ -108,11 +120,15 @@ def background() -> np.ndarray:
 class Scene:
     """Renders frames of the queue at any media time."""
 
-    def __init__(self, detector):
+    def __init__(self):
         import cv2
 
+        from edge.pipeline.detectors import create_detector
+
         photo = astronaut_photo()
-        found = detector.detect_with_keypoints(photo)
+        # the photo's one face at full size: BlazeFace full range, untiled, finds it with its keypoints
+        finder = create_detector("blazeface", variant="full_range", tiles=[1, 1])
+        found = finder.detect_with_keypoints(photo)
         if not found:
             raise UserError("The face detector finds no face in scikit-image's astronaut photo, so the demo scene "
                             "cannot be made; check `edge doctor`.")
@@ -129,11 +145,12 @@ class Scene:
                 pic = pic[:, ::-1] if p.mirror else pic
                 pics[name] = np.clip(pic.astype(np.float32) * p.gain, 0, 255)
             self.pictures.append(pics)
+        self.masks = [soft_edges(*pics["happy"].shape[:2]) for pics in self.pictures]
         self.base = background()
 
     def frame(self, t_s: float) -> np.ndarray:
         img = self.base.astype(np.float32)
-        for i, (p, pics) in reversed(list(enumerate(zip(PEOPLE, self.pictures)))):  # far ones first
+        for i, (p, pics, mask) in reversed(list(enumerate(zip(PEOPLE, self.pictures, self.masks)))):  # far first
             k = 0.0
             if p.unhappy_from_s is not None:
                 k = np.clip((t_s - p.unhappy_from_s) / FADE_S, 0, 1) - np.clip((t_s - p.unhappy_until_s) / FADE_S, 0, 1)
@@ -142,15 +159,16 @@ class Scene:
             dy = int(round(2 * math.sin(1.1 * t_s + 2 * i)))
             x, y = p.x + dx, p.y + dy
             h, w = min(pic.shape[0], H - y), min(pic.shape[1], W - x)
-            img[y : y + h, x : x + w] = pic[:h, :w]
+            a = mask[:h, :w]
+            img[y : y + h, x : x + w] = pic[:h, :w] * a + img[y : y + h, x : x + w] * (1 - a)
         return img.astype(np.uint8)
 
 
-def write_scene(path: Path, detector, seconds: float = SECONDS, fps: float = FPS) -> dict:
+def write_scene(path: Path, seconds: float = SECONDS, fps: float = FPS) -> dict:
     """Writes the scene video; returns its description (also written beside it as JSON)."""
     import cv2
 
-    scene = Scene(detector)
+    scene = Scene()
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (W, H))
     if not writer.isOpened():
         raise UserError(f"OpenCV cannot write the demo video {path} (no MPEG-4 encoder in this OpenCV build).")
