@@ -261,16 +261,18 @@ def _no_status(scene: Path) -> Path:
 @pytest.mark.slow
 def test_edge_demo_raises_and_clears_an_alert_with_the_default_policy(tmp_path):
     pytest.importorskip("skimage")
+    from edge.ops import demo_scene
+
     out = tmp_path / "demo"
     r = run_cli("demo", "--fast", "--out", out, env={"PYTHONDONTWRITEBYTECODE": "1"})
     assert r.returncode == 0, r.stdout + r.stderr
     seconds = [line for line in r.stdout.splitlines() if line.strip().split("s ", 1)[0].replace(".", "").isdigit()]
-    assert len([s for s in seconds if "| alert " in s]) == 30  # one line per second of the scene
+    assert len([s for s in seconds if "| alert " in s]) == demo_scene.SECONDS  # one line per second of the scene
     assert ">>> ALERT RAISED" in r.stdout and ">>> ALERT CLEARED" in r.stdout
     assert "alert raised" in r.stderr and "alert cleared" in r.stderr  # through the log sink
     events = [json.loads(line) for line in (out / "alerts.jsonl").read_text().splitlines()]
     assert [e["kind"] for e in events] == ["raised", "cleared"]
-    assert events[0]["t_s"] < events[1]["t_s"] < 30 and events[0]["faces"] >= 2
+    assert events[0]["t_s"] < events[1]["t_s"] < demo_scene.SECONDS and events[0]["faces"] >= 2
     assert (out / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and str(out / "summary.png") in r.stdout
     cfg = load_config(out / "demo.toml")  # the demo's config: the product's alert policy, unchanged
     assert cfg.alert == Config().alert and cfg.mood == Config().mood and cfg.tracking == Config().tracking
@@ -280,7 +282,7 @@ def test_edge_demo_raises_and_clears_an_alert_with_the_default_policy(tmp_path):
 def test_demo_scene_ground_truth_and_default_folder(monkeypatch, tmp_path):
     from edge.ops import demo, demo_scene
 
-    assert [demo_scene.negative_people(t) for t in (0, 7.5, 12, 19.5, 25)] == [0, 2, 3, 1, 0]
+    assert [demo_scene.negative_people(t) for t in (0, 4.7, 10, 14.7, 20)] == [0, 2, 3, 1, 0]
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     assert demo.default_out() == tmp_path / "queue-mood" / "demo"
     cfg = demo.demo_config(tmp_path, tmp_path / "scene.mp4")
@@ -386,6 +388,7 @@ def test_the_demo_scene_reads_as_its_ground_truth_to_the_shipped_model():
     """The synthesised faces are what the demo claims: the shipped detector finds all four
     people and the shipped classifier counts as negative exactly those the scene made unhappy."""
     pytest.importorskip("skimage")
+    from edge.ops import demo_scene
     from edge.ops.demo_scene import PEOPLE, Scene, negative_people
     from edge.pipeline.core import Pipeline
     from edge.pipeline.sources import Frame
@@ -394,9 +397,9 @@ def test_the_demo_scene_reads_as_its_ground_truth_to_the_shipped_model():
     cfg = Config()
     classifier, detector = load_parts(cfg)
     scene = Scene()
-    for t_s in (3.0, 13.0, 26.0):
+    for t_s in (2.0, 10.0, 21.0):
         pipeline = Pipeline(cfg, classifier, detector)
         for i in range(6):  # a still moment: enough frames for the tracks to be confirmed and smoothed
-            r = pipeline.process(Frame(scene.frame(t_s), t_s + i / 15, i))
+            r = pipeline.process(Frame(scene.frame(t_s), t_s + i / demo_scene.FPS, i))
         assert r.detections == len(PEOPLE) and r.mood.faces == len(PEOPLE)
         assert r.mood.negative == negative_people(t_s), (t_s, r.mood.counts)

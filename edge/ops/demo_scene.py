@@ -21,8 +21,8 @@ import numpy as np
 
 from edge.errors import UserError
 
-W, H, FPS = 640, 480, 15.0
-SECONDS = 30.0
+W, H, FPS = 640, 480, 10.0  # 10 frames per second keep the demo quick on a busy laptop
+SECONDS = 24.0
 FADE_S = 0.6  # an expression change is a cross-fade this long
 
 
@@ -37,11 +37,13 @@ class Person:
     unhappy_until_s: float | None = None
 
 
-# Nearest (largest) first; three turn unhappy at 6-8 s and calm down at 18-20 s.
+# Nearest (largest) first; three turn unhappy at 4-5 s and calm down at 14-15 s, so that with
+# the default policy (5 s above / below the thresholds) the alert is raised at about 10 s and
+# cleared at about 20 s.
 PEOPLE = (
-    Person(x=20, y=150, face_px=100, mirror=False, gain=1.0, unhappy_from_s=6.0, unhappy_until_s=18.0),
-    Person(x=190, y=120, face_px=88, mirror=True, gain=0.85, unhappy_from_s=7.0, unhappy_until_s=19.0),
-    Person(x=345, y=100, face_px=78, mirror=False, gain=1.1, unhappy_from_s=8.0, unhappy_until_s=20.0),
+    Person(x=20, y=150, face_px=100, mirror=False, gain=1.0, unhappy_from_s=4.0, unhappy_until_s=14.0),
+    Person(x=190, y=120, face_px=88, mirror=True, gain=0.85, unhappy_from_s=4.5, unhappy_until_s=14.5),
+    Person(x=345, y=100, face_px=78, mirror=False, gain=1.1, unhappy_from_s=5.0, unhappy_until_s=15.0),
     Person(x=485, y=85, face_px=70, mirror=True, gain=0.95),
 )
 
