@@ -1,6 +1,6 @@
 """`edge demo`: the product doing its job in half a minute, with no camera and no dataset.
 
-Makes a 24-second queue scene (edge.ops.demo_scene: four people, three turn unhappy and calm
+Makes a 26-second queue scene (edge.ops.demo_scene: four people, three turn unhappy and calm
 down again), then runs `edge run`'s own service loop on it (the real detector, classifier,
 tracker, mood window, alert policy and sinks) with the product's default thresholds. The demo's
 config differs from the defaults only in where things go: the scene as the source, a JSON-lines

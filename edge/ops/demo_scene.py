@@ -22,7 +22,7 @@ import numpy as np
 from edge.errors import UserError
 
 W, H, FPS = 640, 480, 10.0  # 10 frames per second keep the demo quick on a busy laptop
-SECONDS = 24.0
+SECONDS = 26.0
 FADE_S = 0.6  # an expression change is a cross-fade this long
 
 
@@ -37,13 +37,14 @@ class Person:
     unhappy_until_s: float | None = None
 
 
-# Nearest (largest) first; three turn unhappy at 4-5 s and calm down at 14-15 s, so that with
-# the default policy (5 s above / below the thresholds) the alert is raised at about 10 s and
-# cleared at about 20 s.
+# Nearest (largest) first; three turn unhappy at 4-5 s and calm down at 17-18 s. With the
+# default mood and alert settings (a face counts after 3 s; raise after 8 s above the raise
+# share, clear after 3 s below the clear share) the alert is raised at about 13 s and cleared
+# at about 21 s, with a few seconds to spare on either side.
 PEOPLE = (
-    Person(x=20, y=150, face_px=100, mirror=False, gain=1.0, unhappy_from_s=4.0, unhappy_until_s=14.0),
-    Person(x=190, y=120, face_px=88, mirror=True, gain=0.85, unhappy_from_s=4.5, unhappy_until_s=14.5),
-    Person(x=345, y=100, face_px=78, mirror=False, gain=1.1, unhappy_from_s=5.0, unhappy_until_s=15.0),
+    Person(x=20, y=150, face_px=100, mirror=False, gain=1.0, unhappy_from_s=4.0, unhappy_until_s=17.0),
+    Person(x=190, y=120, face_px=88, mirror=True, gain=0.85, unhappy_from_s=4.5, unhappy_until_s=17.5),
+    Person(x=345, y=100, face_px=78, mirror=False, gain=1.1, unhappy_from_s=5.0, unhappy_until_s=18.0),
     Person(x=485, y=85, face_px=70, mirror=True, gain=0.95),
 )
 

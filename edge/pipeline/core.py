@@ -17,7 +17,7 @@ from edge.config import Config, resolve_model
 from edge.pipeline.detectors.base import FaceDetector
 from edge.pipeline.detectors.regions import configured_detector
 from edge.pipeline.mood import Mood, MoodWindow
-from edge.pipeline.preprocess import crop_face, to_gray
+from edge.pipeline.preprocess import crop_face, look, to_gray
 from edge.pipeline.sources import Frame
 from edge.pipeline.tracking import Track, Tracker
 
@@ -57,34 +57,54 @@ class StageTimer:
         return out
 
 
+class QueueMonitor:
+    """After the classifier: tracker -> mood window -> alert policy, one frame at a time.
+    The scenario benchmark drives this same object with banked classifier outputs."""
+
+    def __init__(self, cfg: Config, labels: list[str]):
+        self.tracker = Tracker(cfg.tracking)
+        self.mood = MoodWindow(labels, cfg.mood)
+        self.policy = AlertPolicy(cfg.alert)
+
+    def update(self, t_s: float, boxes: list, probs, looks=None) -> tuple[list[Track], Mood, str | None]:
+        """boxes: this frame's detections; probs: one prediction per box, None where the
+        box was not classified this frame; looks: preprocess.look of each box's crop (or
+        None). Returns (confirmed tracks seen, mood, transition)."""
+        tracks = self.tracker.update(t_s, boxes, probs, looks)
+        mood = self.mood.update(t_s, tracks)
+        return tracks, mood, self.policy.update(t_s, mood.negative_share, mood.faces)
+
+
 class Pipeline:
     def __init__(self, cfg: Config, classifier: Classifier, detector: FaceDetector):
         self.cfg, self.classifier, self.detector = cfg, classifier, detector
         card = classifier.card
         self.crop_rule, self.size = card.crop_for(detector.key), card.input_size
-        self.tracker = Tracker(cfg.tracking)
-        self.mood = MoodWindow(card.labels, cfg.mood)
-        self.policy = AlertPolicy(cfg.alert)
+        self.monitor = QueueMonitor(cfg, card.labels)
+        self.tracker, self.mood, self.policy = self.monitor.tracker, self.monitor.mood, self.monitor.policy
         self.timer = StageTimer()
+
+    def crops(self, gray: np.ndarray, boxes) -> np.ndarray:
+        return np.stack([crop_face(gray, b.as_tuple(), self.crop_rule, self.size) for b in boxes])
 
     def classify(self, gray: np.ndarray, boxes) -> np.ndarray:
         """Calibrated probabilities per box, all faces in one batch."""
-        crops = np.stack([crop_face(gray, b.as_tuple(), self.crop_rule, self.size) for b in boxes])
-        return self.classifier.predict(crops)
+        return self.classifier.predict(self.crops(gray, boxes))
 
     def process(self, frame: Frame) -> FrameResult:
         t0 = time.perf_counter()
         detections = self.detector.detect(frame.image)
         t1 = time.perf_counter()
         boxes = [d.box for d in detections]
+        looks = []
         if boxes:
-            probs = self.classify(to_gray(frame.image), boxes)
+            crops = self.crops(to_gray(frame.image), boxes)
+            probs = self.classifier.predict(crops)
+            looks = [look(c) for c in crops]
         else:
             probs = np.zeros((0, len(self.classifier.labels)), np.float32)
         t2 = time.perf_counter()
-        tracks = self.tracker.update(frame.t_s, boxes, probs)
-        mood = self.mood.update(frame.t_s, tracks)
-        transition = self.policy.update(frame.t_s, mood.negative_share, mood.faces)
+        tracks, mood, transition = self.monitor.update(frame.t_s, boxes, probs, looks)
         t3 = time.perf_counter()
         stage_s = {"detect": t1 - t0, "classify": t2 - t1, "track": t3 - t2}
         self.timer.add(stage_s, len(boxes))
