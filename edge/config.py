@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import re
 import tomllib
 import types
@@ -14,28 +15,39 @@ from pathlib import Path
 
 from edge.errors import ConfigError, UserError  # noqa: F401  (ConfigError: callers import it from here)
 from edge.errors import check as _check
+from edge.errors import check_range as _range
 from edge.labels import LABELS
 from edge.paths import expand_path
 from edge.pipeline.detectors import DetectorConfig
 from edge.sinks import SINKS
 
+MAX_THREADS = 64  # a Pi has 4 cores; far more threads than cores only slows inference (or crashes BLAS)
+HOUR_S, DAY_S = 3600.0, 86400.0
+
 
 @dataclass
 class SourceConfig:
-    camera: int | None = None  # camera index; None when `path` is used
-    path: str = ""  # video file, image folder, or rtsp:// / http:// URL
-    width: int = 640
-    height: int = 480
+    """Where frames come from: a camera, or a recording or stream (`path`)."""
+
+    camera: int | None = None  # camera index (the Pi camera via picamera2, else a USB camera), e.g. `0`
+    path: str = ""  # video file, image folder, or rtsp:// / http:// URL (used when camera is unset)
+    width: int = 640  # requested frame width in pixels
+    height: int = 480  # requested frame height in pixels
     fps: float = 15.0  # requested camera rate; media rate for an image folder
-    reopen_max_backoff_s: float = 30.0
+    reopen_max_backoff_s: float = 30.0  # longest wait between attempts to reopen a camera or stream that stopped
+    down_after_s: float = 5.0  # a live source silent this long is reported "camera down"
     # The queue's part of the frame, [x, y, w, h] as fractions (0-1) of the frame; empty:
     # the whole frame. The detector looks only there, so its input pixels go to the faces.
     roi: list[float] = field(default_factory=list)
 
     def validate(self, p):
-        _check(self.camera is None or self.camera >= 0, f"{p}.camera", self.camera, "an integer >= 0")
-        _check(self.width > 0 and self.height > 0, f"{p}.width/height", (self.width, self.height), "positive integers")
-        _check(self.fps > 0, f"{p}.fps", self.fps, "a number > 0")
+        if self.camera is not None:
+            _range(self.camera, 0, 1023, f"{p}.camera", "an integer")
+        _range(self.width, 16, 8192, f"{p}.width", "an integer")
+        _range(self.height, 16, 8192, f"{p}.height", "an integer")
+        _range(self.fps, 0, 240, f"{p}.fps", lo_open=True)
+        _range(self.reopen_max_backoff_s, 0, HOUR_S, f"{p}.reopen_max_backoff_s", lo_open=True)
+        _range(self.down_after_s, 0, HOUR_S, f"{p}.down_after_s", lo_open=True)
         r = self.roi
         _check(not r or (len(r) == 4 and min(r) >= 0 and r[2] > 0 and r[3] > 0 and r[0] + r[2] <= 1 + 1e-9
                          and r[1] + r[3] <= 1 + 1e-9), f"{p}.roi", r,
@@ -45,15 +57,19 @@ class SourceConfig:
 
 @dataclass
 class ModelConfig:
-    path: str = ""  # empty: the shipped default model
-    threads: int = 1
+    """The expression classifier: an int8 .tflite with its model.json card beside it."""
+
+    path: str = ""  # model_int8.tflite to use; empty: the shipped default model
+    threads: int = 1  # interpreter threads (also used by the face detector)
 
     def validate(self, p):
-        _check(self.threads >= 1, f"{p}.threads", self.threads, "an integer >= 1")
+        _range(self.threads, 1, MAX_THREADS, f"{p}.threads", "an integer")
 
 
 @dataclass
 class TrackingConfig:
+    """Following each face from frame to frame."""
+
     iou_match: float = 0.3  # a detection continues a track when their boxes overlap this much
     max_gap_s: float = 3.0  # a track unseen this long has left (bridges short occlusions)
     ema_alpha: float = 0.3  # weight of the newest prediction in a track's smoothed probabilities
@@ -62,9 +78,9 @@ class TrackingConfig:
 
     def validate(self, p):
         _check(0 < self.iou_match < 1, f"{p}.iou_match", self.iou_match, "a number between 0 and 1")
-        _check(self.max_gap_s > 0, f"{p}.max_gap_s", self.max_gap_s, "a number > 0")
+        _range(self.max_gap_s, 0, HOUR_S, f"{p}.max_gap_s", lo_open=True)
         _check(0 < self.ema_alpha <= 1, f"{p}.ema_alpha", self.ema_alpha, "a number in (0, 1]")
-        _check(self.min_hits >= 1, f"{p}.min_hits", self.min_hits, "an integer >= 1")
+        _range(self.min_hits, 1, 10_000, f"{p}.min_hits", "an integer")
         _check(0 <= self.min_look_similarity < 1, f"{p}.min_look_similarity", self.min_look_similarity,
                "a number in [0, 1)")
 
@@ -74,21 +90,26 @@ SCORES = ("change", "expected", "votes")  # how the mood scores a face as unhapp
 
 @dataclass
 class MoodConfig:
+    """The queue's mood: each tracked face's latest score over a sliding window."""
+
     window_s: float = 3.0  # a face stays in the mood this long after it was last seen
-    negative: list[str] = field(default_factory=lambda: ["angry", "disgust", "fear", "sad"])
+    negative: list[str] = field(default_factory=lambda: ["angry", "disgust", "fear", "sad"])  # expressions that count as unhappy
     min_confidence: float = 0.4  # score "votes": a face counts as negative only when its smoothed top class is this sure
     score: str = "change"  # "change" (rise above the person's own level), "expected" (probability of a negative class), "votes" (top class)
     min_seen_s: float = 3.0  # a track joins the mood after it has been followed this long ...
     min_seen_share: float = 0.7  # ... and detected in at least this share of the frames since it began
     unhappy_above: float = 1.0  # score "change": a face this likely negative counts as unhappy whatever its own level
-    baseline_rise: float = 0.0  # > 0: the queue also counts as unhappy by how far its mean negative probability is above
-    #   this camera's usual level (learned over calm time); this far above it is a fully unhappy queue. 0: off
-    baseline_s: float = 600.0  # the usual level is a running mean over about this much calm queue time
+    # > 0: the queue's mean negative probability this far above this camera's usual level
+    # counts as a fully unhappy queue (people who arrive unhappy); 0: off
+    baseline_rise: float = 0.0
+    # baseline_rise: the usual level is a running mean over about this much calm queue time
+    # (not while an alert is raised)
+    baseline_s: float = 600.0
 
     def validate(self, p):
-        _check(self.window_s > 0, f"{p}.window_s", self.window_s, "a number > 0")
+        _range(self.window_s, 0, HOUR_S, f"{p}.window_s", lo_open=True)
         _check(self.score in SCORES, f"{p}.score", self.score, ", ".join(SCORES))
-        _check(self.min_seen_s >= 0, f"{p}.min_seen_s", self.min_seen_s, "a number >= 0")
+        _range(self.min_seen_s, 0, HOUR_S, f"{p}.min_seen_s")
         _check(0 <= self.min_seen_share <= 1, f"{p}.min_seen_share", self.min_seen_share, "a number in [0, 1]")
         _check(0 < self.unhappy_above <= 1, f"{p}.unhappy_above", self.unhappy_above, "a number in (0, 1]")
         _check(self.baseline_rise >= 0, f"{p}.baseline_rise", self.baseline_rise, "a number >= 0 (0: no baseline)")
@@ -100,28 +121,32 @@ class MoodConfig:
 
 @dataclass
 class AlertConfig:
+    """When the queue's mood raises an alert, and when it clears."""
+
     raise_share: float = 0.3  # negative share that starts the raise timer (chosen by benchmarks/scenarios.py)
     clear_share: float = 0.15  # share below which the clear timer runs (hysteresis)
-    raise_after_s: float = 8.0
-    clear_after_s: float = 3.0
-    min_faces: int = 2
+    raise_after_s: float = 8.0  # the share must stay at or above raise_share this long to raise
+    clear_after_s: float = 3.0  # the share must stay below clear_share this long to clear
+    min_faces: int = 2  # no alert with fewer faces in the window (one frown is not a queue)
     cooldown_s: float = 120.0  # after a clear, no new alert for this long
 
     def validate(self, p):
         _check(0 < self.raise_share <= 1, f"{p}.raise_share", self.raise_share, "a number in (0, 1]")
         _check(0 <= self.clear_share < self.raise_share, f"{p}.clear_share", self.clear_share,
                f"a number in [0, raise_share={self.raise_share})")
-        _check(self.raise_after_s >= 0, f"{p}.raise_after_s", self.raise_after_s, "a number >= 0")
-        _check(self.clear_after_s >= 0, f"{p}.clear_after_s", self.clear_after_s, "a number >= 0")
-        _check(self.min_faces >= 1, f"{p}.min_faces", self.min_faces, "an integer >= 1")
-        _check(self.cooldown_s >= 0, f"{p}.cooldown_s", self.cooldown_s, "a number >= 0")
+        _range(self.raise_after_s, 0, DAY_S, f"{p}.raise_after_s")
+        _range(self.clear_after_s, 0, DAY_S, f"{p}.clear_after_s")
+        _range(self.min_faces, 1, 10_000, f"{p}.min_faces", "an integer")
+        _range(self.cooldown_s, 0, DAY_S, f"{p}.cooldown_s")
 
 
 @dataclass
 class SinksConfig:
-    """[sinks]: spool_dir, plus one optional [sinks.<key>] table per sink in the registry
-    (each sink module declares its table's dataclass). The class with those tables is made
-    when a config is made, so a sink registered after this import still gets its table."""
+    """Where alerts go, besides the log (always on)."""
+
+    # [sinks]: spool_dir, plus one optional [sinks.<key>] table per sink in the registry (each
+    # sink module declares its table's dataclass). The class with those tables is made when a
+    # config is made, so a sink registered after this import still gets its table.
 
     spool_dir: str = ""  # undelivered webhook/MQTT events; empty: ~/.local/state/queue-mood/spool
 
@@ -131,6 +156,12 @@ class SinksConfig:
     @classmethod
     def table_class(cls, data: dict | None = None, path: str = "") -> type:
         return _sinks_class(tuple((key, s.Config) for key, s in SINKS.items() if s.Config is not None))
+
+    def validate(self, p):
+        if self.spool_dir:
+            d = expand_path(self.spool_dir)
+            _check(d.is_dir() or not d.exists(), f"{p}.spool_dir", self.spool_dir,
+                   "a folder (or a path where one can be made), not a file")
 
 
 @functools.lru_cache(maxsize=8)
@@ -154,12 +185,14 @@ def is_loopback(host: str) -> bool:
 
 @dataclass
 class StatusConfig:
-    enabled: bool = True
+    """The local status endpoint: the manager's page, /status (JSON) and /metrics (Prometheus)."""
+
+    enabled: bool = True  # serve the status endpoint
     host: str = "127.0.0.1"  # beyond loopback (e.g. "0.0.0.0") only with a token or password
-    port: int = 8765
+    port: int = 8765  # TCP port (0: any free port)
     token: str = ""  # the page's link carries it once as ?token=...; Prometheus sends it as a bearer token
     user: str = "manager"  # basic-auth user name, used with `password`
-    password: str = ""
+    password: str = ""  # basic-auth password; empty: no basic auth
     history_db: str = ""  # SQLite file that keeps the page's last hour across restarts; empty: memory only
     idle_timeout_s: float = 10.0  # a client that sends nothing this long is disconnected
     max_clients: int = 16  # handler threads at most; more clients at once get 503
@@ -229,6 +262,8 @@ def build(cls, data: dict, path: str = ""):
         if dataclasses.is_dataclass(target):
             kwargs[name] = build(target, value, where)
         elif any(_type_ok(value, t) for t in options):
+            if target is float and not math.isfinite(value):
+                raise ConfigError(f"Config key '{where}' has the bad value {value!r}; expected a finite number.")
             kwargs[name] = float(value) if target is float else value
         else:
             raise ConfigError(f"Config key '{where}' has the bad value {value!r}; expected {_describe(target)}.")
@@ -253,7 +288,10 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> Confi
         if not p.is_file():
             raise ConfigError(f"Config file {p} does not exist; pass --config PATH to a TOML file.")
         try:
-            data = tomllib.loads(p.read_text())
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"Config file {p} is not UTF-8 text (bad byte at offset {exc.start}); save it as "
+                              "UTF-8.") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"Config file {p} is not valid TOML: {exc}.") from exc
         except OSError as exc:
