@@ -71,7 +71,7 @@ class QueueMonitor:
         box was not classified this frame; looks: preprocess.look of each box's crop (or
         None). Returns (confirmed tracks seen, mood, transition)."""
         tracks = self.tracker.update(t_s, boxes, probs, looks)
-        mood = self.mood.update(t_s, tracks)
+        mood = self.mood.update(t_s, tracks, calm=not self.policy.raised)
         return tracks, mood, self.policy.update(t_s, mood.negative_share, mood.faces)
 
 
