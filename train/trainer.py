@@ -216,7 +216,12 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
     if s.arch == "mobilenetv2":
         options["weights"] = s.weights
     model = archs.build(s.arch, INPUT_SIZE, len(LABELS), **options)
-    if s.init_from:
+    if s.init_from and s.init_from.endswith(".tflite"):
+        from train.from_tflite import load_from_tflite
+
+        sample = np.random.default_rng(s.seed).permutation(len(tr))[:1024]
+        load_from_tflite(model, s.init_from, tr.x[sample])
+    elif s.init_from:
         try:
             model.set_weights(keras.models.load_model(s.init_from, compile=False).get_weights())
         except (OSError, ValueError) as exc:
