@@ -56,8 +56,6 @@ def _folded_ops(path: Path, layer_names: list[str]) -> dict[str, list[dict]]:
 
 def load_from_tflite(model, path: str | Path, sample: np.ndarray) -> None:
     """Set `model`'s weights from the int8 .tflite at path; sample: uint8 (n, s, s) training crops."""
-    import keras
-
     path = Path(path)
     layers = {layer.name: layer for layer in model.layers}
     weighted = [n for n, layer in layers.items() if type(layer).__name__ in _WEIGHTED]
@@ -65,6 +63,16 @@ def load_from_tflite(model, path: str | Path, sample: np.ndarray) -> None:
     if set(ops) != set(weighted):
         raise UserError(f"{path} does not hold the weights of every {model.name} layer (missing: "
                         f"{', '.join(sorted(set(weighted) - set(ops)))}); pass a .tflite converted from {model.name}.")
+    try:
+        folded_bias = _set_kernels(model, layers, weighted, ops)
+    except ValueError as exc:  # a layer of another width
+        raise UserError(f"{path} was not converted from this {model.name} ({exc}); "
+                        "pass a .tflite of the same architecture.") from exc
+    _unfold_batchnorm(model, layers, folded_bias, sample, path)
+
+
+def _set_kernels(model, layers, weighted, ops) -> dict[str, np.ndarray]:
+    """Put the dequantized kernels back; returns each BN-followed convolution's folded bias."""
     rescale = next((layer.scale for layer in model.layers if type(layer).__name__ == "Rescaling"), 1.0)
     folded_bias = {}
     for name in weighted:
@@ -90,6 +98,11 @@ def load_from_tflite(model, path: str | Path, sample: np.ndarray) -> None:
         else:
             layer.set_weights(new)
             folded_bias[name] = bias
+    return folded_bias
+
+
+def _unfold_batchnorm(model, layers, folded_bias, sample, path) -> None:
+    import keras
 
     # The BN after each convolution: first an exact identity plus the folded bias...
     bn_of = {}
