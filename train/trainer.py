@@ -216,12 +216,13 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
     if s.arch == "mobilenetv2":
         options["weights"] = s.weights
     model = archs.build(s.arch, INPUT_SIZE, len(LABELS), **options)
-    if s.init_from and s.init_from.endswith(".tflite"):
+    restoring = resume and (out / "backup").exists()  # the backup's weights replace any starting weights
+    if s.init_from and s.init_from.endswith(".tflite") and not restoring:
         from train.from_tflite import load_from_tflite
 
         sample = np.random.default_rng(s.seed).permutation(len(tr))[:1024]
         load_from_tflite(model, s.init_from, tr.x[sample])
-    elif s.init_from:
+    elif s.init_from and not restoring:
         try:
             model.set_weights(keras.models.load_model(s.init_from, compile=False).get_weights())
         except (OSError, ValueError) as exc:
