@@ -46,7 +46,10 @@ def figures(out: Path, tr, rep: dict) -> None:
     class_counts(tr, out / "images_per_class.png")
     if (out / "history.csv").exists():
         curves(out / "history.csv", out / "curves.png")
-    confusion_figure(np.array(rep["confusion_matrix"]), out / "confusion_matrix.png")
+    confusion_figure(np.array(rep["confusion_matrix"]), out / "confusion_matrix.png", "folder labels")
+    if rep.get("ferplus_majority", {}).get("images"):
+        confusion_figure(np.array(rep["ferplus_majority"]["confusion_matrix"]), out / "confusion_matrix_ferplus.png",
+                         "FER+ majority")
 
 
 def sample_faces(split, path: Path) -> None:
