@@ -136,3 +136,8 @@ def test_training_on_votes_reports_both_label_kinds(voted, tmp_path, cache_env):
     rep = evaluate(str(out), str(voted), degrade=[24, 12])
     assert set(rep["degraded"]) == {"24", "12"} and "ferplus_majority_accuracy" in rep["degraded"]["12"]
     assert rep["ferplus_majority"]["skipped"]["tie"] == 1
+
+
+def test_eval_degrade_takes_sizes(tmp_path):
+    r = run_cli("eval", "--data", tmp_path, "--degrade", "40,x")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--degrade takes face sizes" in r.stderr
