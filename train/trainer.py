@@ -234,8 +234,9 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=s.label_smoothing),
         metrics=["accuracy"],
     )
-    # Checkpoints pick the epoch by accuracy against the training targets' argmax (for ferplus:
-    # the vote majority, doubtful images left out); the report below scores every label kind.
+    # Checkpoints pick the epoch by accuracy against the argmax of the training kind of target
+    # (for ferplus: votes mixed with --folder-weight, doubtful images left out); the report
+    # below scores every label kind.
     val_x = va_fit.x[..., None].astype(np.float32)
     best = keras.callbacks.ModelCheckpoint(str(out / "model.keras"), monitor="val_accuracy", save_best_only=True)
     if resume:  # a resumed run must not overwrite the best model with a worse one
