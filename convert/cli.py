@@ -17,7 +17,8 @@ from edge.errors import UserError
 @click.option("--min-agreement", type=float, default=0.97, show_default=True, help="Smallest allowed Keras/int8 top-1 agreement.")
 @click.option("--float16", is_flag=True, help="Also write model_float16.tflite.")
 @click.option("--split", default=None, help="Split to check parity on (default: val).")
-def convert(model, data, out, calibration_size, max_drop, min_agreement, float16, split):
+@click.option("--votes", default=None, help="FER+ votes CSV to score and calibrate against (default: the one the run trained on).")
+def convert(model, data, out, calibration_size, max_drop, min_agreement, float16, split, votes):
     """Quantize a trained model (run folder or .keras) to int8 TFLite and check parity."""
     from convert import quantize
     from convert.parity import markdown
@@ -26,7 +27,7 @@ def convert(model, data, out, calibration_size, max_drop, min_agreement, float16
     import_keras()
     parity, failures = quantize.run(quantize.ConvertSettings(model=model, data=data, out=out, calibration_size=calibration_size,
                                            max_drop_pp=max_drop, min_agreement=min_agreement, float16=float16,
-                                           split=split))
+                                           split=split, votes=votes))
     click.echo(markdown(parity))
     if failures:
         raise UserError(f"Parity gate failed: {'; '.join(failures)} (files kept in {out}).")

@@ -12,7 +12,7 @@ from edge.labels import LABELS
 from edge.metrics import classification_report
 
 
-def parity_report(model, files: dict, card, split, calibration_size: int) -> dict:
+def parity_report(model, files: dict, card, split, calibration_size: int, votes=None) -> dict:
     keras_probs = model.predict(split.x.astype(np.float32)[..., None], batch_size=256, verbose=0)
     reports = {"keras": classification_report(split.y, keras_probs)}
     probs = {"keras": keras_probs}
@@ -21,7 +21,15 @@ def parity_report(model, files: dict, card, split, calibration_size: int) -> dic
         probs[kind] = clf.predict_many(split.x)
         reports[kind] = classification_report(split.y, probs[kind])
     diff = np.abs(probs["int8"] - keras_probs)
-    return {
+    extra = {}
+    if votes is not None:  # the same gate's numbers against the ten annotators' majority
+        from train.votes import majority_labels
+
+        maj = majority_labels(split.names, votes)
+        known = maj >= 0
+        extra["ferplus_majority_accuracy"] = {k: float((p[known].argmax(1) == maj[known]).mean()) for k, p in probs.items()}
+        extra["ferplus_majority_images"] = int(known.sum())
+    return {**extra,
         "images": int(len(split)),
         "calibration_size": calibration_size,
         "accuracy": {k: r["accuracy"] for k, r in reports.items()},
@@ -49,12 +57,16 @@ def markdown(p: dict) -> str:
         f"- probability |diff| int8 vs Keras: mean {p['prob_abs_diff']['mean']:.4f}, max {p['prob_abs_diff']['max']:.4f}",
         "- per-class recall change (pp): " + ", ".join(f"{c} {d:+.2f}" for c, d in p["recall_delta_pp"].items()),
     ]
+    if "ferplus_majority_accuracy" in p:
+        rows.append("- accuracy against the FER+ majority (" + str(p["ferplus_majority_images"]) + " images): "
+                    + ", ".join(f"{k} {100 * a:.2f}%" for k, a in p["ferplus_majority_accuracy"].items()))
     c = p.get("calibration")
     if c:
-        rows.append(f"- flip averaging: {'on' if c['flip_average'] else 'off'} (int8 val accuracy {100 * c['accuracy_int8']:.2f}% "
-                    f"plain, {100 * c['accuracy_int8_flip_average']:.2f}% averaged with the mirror image)")
-        rows.append(f"- temperature {c['temperature']:.3f}: ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}, "
-                    f"NLL {c['nll_before']:.4f} -> {c['nll_after']:.4f}")
+        rows.append(f"- flip averaging: {'on' if c['flip_average'] else 'off'} (int8 val accuracy against the "
+                    f"{c.get('judged_by', 'folder labels')} {100 * c['accuracy_int8']:.2f}% plain, "
+                    f"{100 * c['accuracy_int8_flip_average']:.2f}% averaged with the mirror image)")
+        rows.append(f"- temperature {c['temperature']:.3f} (fitted against {c.get('fitted_against', 'folder labels')}): "
+                    f"ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}, NLL {c['nll_before']:.4f} -> {c['nll_after']:.4f}")
     b = p.get("budget")
     if b:
         rows.append(f"- gate (drop <= {b['max_drop_pp']} pp, agreement >= {b['min_agreement']}): "

@@ -37,6 +37,7 @@ class ConvertSettings:
     float16: bool = False
     seed: int = 1234
     split: str | None = None  # parity split; default val
+    votes: str | None = None  # FER+ votes; default: the training run's, when it trained on them
 
 
 def resolve_keras_model(path: str) -> Path:
@@ -97,6 +98,17 @@ def io_quant(tflite_path: Path) -> tuple[Quant, Quant]:
     return Quant(float(i["quantization"][0]), int(i["quantization"][1])), Quant(float(o["quantization"][0]), int(o["quantization"][1]))
 
 
+def run_votes(s: ConvertSettings, run_dir: Path):
+    """The FER+ votes to score and calibrate with: --votes, else those the run trained on, else none."""
+    from train.votes import find_votes, read_votes
+
+    settings = run_dir / "train_settings.json"
+    trained = json.loads(settings.read_text()) if settings.exists() else {}
+    if s.votes or trained.get("labels") == "ferplus":
+        return read_votes(find_votes(s.data, s.votes or trained.get("votes")))
+    return None
+
+
 def run(s: ConvertSettings) -> tuple[dict, list[str]]:
     """Convert, write the card and the parity report; returns (parity, failures)."""
     from convert.parity import parity_report, write_parity
@@ -122,17 +134,20 @@ def run(s: ConvertSettings) -> tuple[dict, list[str]]:
 
     in_q, out_q = io_quant(files["int8"])
     run_dir = keras_path.parent
+    votes = run_votes(s, run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
+    if "ferplus_majority" in metrics:
+        metrics["ferplus_majority_accuracy"] = metrics["ferplus_majority"]["accuracy"]
     card = ModelCard(
         labels=list(LABELS), input_size=size, color="gray", crop=DEFAULT_CROP_RULE,
         crop_by_detector=dict(CROP_BY_DETECTOR),
         input_quant=in_q, output_quant=out_q, model_file=files["int8"].name,
         model_sha256=sha256_file(files["int8"]), source_sha256=sha256_file(keras_path),
         architecture=model.name,
-        metrics={k: metrics[k] for k in ("accuracy", "macro_f1", "parameters") if k in metrics},
+        metrics={k: metrics[k] for k in ("accuracy", "ferplus_majority_accuracy", "macro_f1", "parameters") if k in metrics},
     )
     card.save(out)
-    parity = parity_report(model, files, card, val_split, s.calibration_size)
+    parity = parity_report(model, files, card, val_split, s.calibration_size, votes)
     failures = []
     if parity["drop_pp"] > s.max_drop_pp:
         failures.append(f"int8 accuracy drop {parity['drop_pp']:.2f} pp exceeds --max-drop {s.max_drop_pp} pp")
@@ -142,7 +157,7 @@ def run(s: ConvertSettings) -> tuple[dict, list[str]]:
                         "failures": failures}
     card.parity = {k: parity[k] for k in ("images", "keras_accuracy", "int8_accuracy", "drop_pp", "agreement")}
     card.parity["passed"] = not failures
-    calib_rep = calibrate(files["int8"], card, val_split)
+    calib_rep = calibrate(files["int8"], card, val_split, votes)
     card.flip_average, card.temperature = calib_rep["flip_average"], calib_rep["temperature"]
     card.metrics["calibration"] = calib_rep
     parity["calibration"] = calib_rep
@@ -151,12 +166,19 @@ def run(s: ConvertSettings) -> tuple[dict, list[str]]:
     return parity, failures
 
 
-def calibrate(int8_path: Path, card: ModelCard, split: Split) -> dict:
-    """Flip averaging and temperature, chosen and fitted on `split` through the edge classifier."""
+def calibrate(int8_path: Path, card: ModelCard, split: Split, votes=None) -> dict:
+    """Flip averaging and temperature, chosen and fitted on `split` through the edge classifier
+    (against the FER+ votes when the model was trained on them)."""
     from convert.calibrate import calibration_report
     from edge.pipeline.classifier import Classifier
 
     clf = Classifier(int8_path, card, calibrated=False)
     plain = clf.predict_many(split.x)
     flipped = clf.predict_many(split.x[:, :, ::-1])
-    return calibration_report(plain, (plain + flipped) / 2, split.y, clf.prob_floor)
+    soft = majority = None
+    if votes is not None:
+        from train.votes import majority_labels, soft_targets
+
+        soft = soft_targets(split.names, split.y, votes)[0]  # doubtful images keep their folder label here
+        majority = majority_labels(split.names, votes)
+    return calibration_report(plain, (plain + flipped) / 2, split.y, clf.prob_floor, soft, majority)

@@ -18,3 +18,17 @@ def label_index(name: str) -> int | None:
     key = name.strip().lower()
     key = ALIASES.get(key, key)
     return LABELS.index(key) if key in LABELS else None
+
+# FER+ vote columns (Barsoum et al. 2016) -> our classes. contempt has no FER2013 class and
+# unknown / nf (not a face) mark doubtful images; the training stage reads these names.
+FERPLUS_CLASSES = {
+    "anger": "angry",
+    "disgust": "disgust",
+    "fear": "fear",
+    "happiness": "happy",
+    "neutral": "neutral",
+    "sadness": "sad",
+    "surprise": "surprise",
+}
+FERPLUS_DOUBTFUL = ("unknown", "nf")
+FERPLUS_UNUSED = ("contempt",)

@@ -60,4 +60,13 @@ def format_report(rep: dict, title: str = "") -> str:
     lines.append(f"{'class':<10}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
     for name, m in rep["per_class"].items():
         lines.append(f"{name:<10}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>10.3f}{m['support']:>9d}")
+    fp = rep.get("ferplus_majority")
+    if fp and fp.get("images"):
+        skipped = ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in fp["skipped"].items())
+        lines.append("")
+        lines.append(format_report({k: v for k, v in fp.items() if k != "skipped"},
+                                   f"against the FER+ majority ({skipped} skipped)"))
+    for side, d in (rep.get("degraded") or {}).items():
+        extra = f"  FER+ majority {d['ferplus_majority_accuracy']:.4f}" if "ferplus_majority_accuracy" in d else ""
+        lines.append(f"degraded to {side} px: accuracy {d['accuracy']:.4f}{extra}")
     return "\n".join(lines)

@@ -131,6 +131,24 @@ def test_temperature_scaling_lowers_nll_on_overconfident_probs():
     assert nll(apply_temperature(over, t), y) < nll(over, y)
 
 
+def test_temperature_against_vote_distributions():
+    """Soft targets as sure as the annotators: a fit against them undoes the overconfidence."""
+    from convert.calibrate import calibration_report, fit_temperature, nll
+    from edge.classifier import apply_temperature
+
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0, 1, (2000, 7))
+    soft = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)  # what ten annotators would say
+    over = apply_temperature(soft, 0.4)  # the model is sure where people are not
+    t = fit_temperature(over, soft)
+    assert 2.3 < t < 2.7 and nll(apply_temperature(over, t), soft) < nll(over, soft)
+    majority = soft.argmax(1)
+    majority[:10] = -1  # ties are not judged
+    rep = calibration_report(over, over, soft.argmax(1), 1e-6, soft=soft, majority=majority)
+    assert rep["fitted_against"] == "FER+ vote distributions" and rep["judged_by"] == "FER+ majority"
+    assert rep["accuracy_int8"] == 1.0 and not rep["flip_average"]
+
+
 def test_card_carries_calibration(tiny_converted):
     card = load_card(tiny_converted / "model_int8.tflite")
     cal = card.metrics["calibration"]

@@ -117,3 +117,27 @@ def test_init_from_a_different_architecture_is_one_sentence(tiny_run, synthetic_
     r = run_cli("train", "--data", synthetic_dataset, "--out", tmp_path / "x", "--arch", "queue_net",
                 "--init-from", tiny_run / "model.keras", "--epochs", "1")
     assert r.returncode == 2 and "is not a queue_net model" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_init_from_an_int8_tflite_recovers_the_model(tiny_run, tiny_converted, synthetic_dataset, cache_env):
+    """The Keras weights are rebuilt from the int8 file (BN unfolded): same predictions as int8."""
+    from edge.classifier import Classifier
+    from train.data import load_dataset
+    from train.from_tflite import load_from_tflite
+
+    ds = load_dataset(synthetic_dataset, progress=False)
+    model = archs.build("mini_xception", 48, 7)
+    load_from_tflite(model, tiny_converted / "model_int8.tflite", ds.splits["train"].x)
+    x = ds.splits["val"].x
+    rebuilt = model.predict(x.astype("float32")[..., None], verbose=0)
+    int8 = Classifier(tiny_converted / "model_int8.tflite", calibrated=False).predict_many(x)
+    assert (rebuilt.argmax(1) == int8.argmax(1)).mean() >= 0.95
+    assert np.abs(rebuilt - int8).mean() < 0.05
+
+
+def test_init_from_a_tflite_of_another_architecture_is_one_sentence(tiny_converted, synthetic_dataset, tmp_path):
+    from tests.conftest import run_cli
+
+    r = run_cli("train", "--data", synthetic_dataset, "--out", tmp_path / "x", "--arch", "queue_net",
+                "--init-from", tiny_converted / "model_int8.tflite", "--epochs", "1")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "same architecture" in r.stderr, r.stderr

@@ -18,6 +18,50 @@ class AugmentConfig:
     contrast: float = 0.25  # +- fraction
     erase_p: float = 0.4
     erase_area: tuple[float, float] = (0.02, 0.15)
+    # Real cameras: a face a detector finds at 24-48 px is upscaled to the model's size, after
+    # optics blur, sensor noise and JPEG/stream compression. 0 turns each one off.
+    rescale_p: float = 0.5
+    rescale_side: tuple[int, int] = (24, 48)
+    blur_p: float = 0.25
+    blur_sigma: tuple[float, float] = (0.3, 1.2)
+    noise_p: float = 0.3
+    noise_std: tuple[float, float] = (1.0, 6.0)  # grey levels
+    jpeg_p: float = 0.3
+    jpeg_quality: tuple[int, int] = (30, 90)
+
+
+def degrade(x: np.ndarray, side: int) -> np.ndarray:
+    """A uint8 (n, s, s) batch shrunk to side x side and scaled back up, as the edge path
+    resizes a small face crop to the model's input."""
+    from edge.preprocess import resize_square
+
+    s = x.shape[1]
+    return np.stack([resize_square(resize_square(img, side), s) for img in x]) if len(x) else x.copy()
+
+
+def _camera(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
+    """Blur, downscale, sensor noise and JPEG, in the order a camera applies them, then the
+    upscale the edge path does; float32 in and out."""
+    import cv2
+
+    from edge.preprocess import resize_square
+
+    s = img.shape[0]
+    img = np.clip(img, 0, 255)
+    if rng.random() < cfg.blur_p:
+        img = cv2.GaussianBlur(img, (0, 0), rng.uniform(*cfg.blur_sigma))
+    small = rng.random() < cfg.rescale_p
+    if small:
+        img = resize_square(img, int(rng.integers(cfg.rescale_side[0], cfg.rescale_side[1] + 1)))
+    if rng.random() < cfg.noise_p:
+        img = img + rng.normal(0, rng.uniform(*cfg.noise_std), img.shape).astype(np.float32)
+    if rng.random() < cfg.jpeg_p:
+        q = int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1))
+        ok, buf = cv2.imencode(".jpg", np.clip(img, 0, 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, q])
+        img = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE).astype(np.float32)
+    if small:
+        img = resize_square(np.clip(img, 0, 255), s)
+    return img
 
 
 def augment_batch(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np.ndarray:
@@ -31,6 +75,7 @@ def augment_batch(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -
         img = x[i]
         if cfg.flip and rng.random() < 0.5:
             img = img[:, ::-1]
+        # Rotation, zoom and shift are also the crop jitter: a detector box is never placed the same twice.
         m = cv2.getRotationMatrix2D((c, c), rng.uniform(-cfg.rotate_deg, cfg.rotate_deg),
                                     1.0 + rng.uniform(-cfg.zoom, cfg.zoom))
         m[:, 2] += rng.uniform(-cfg.shift, cfg.shift, 2) * s
@@ -46,5 +91,5 @@ def augment_batch(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -
             ew = int(min(s, round(np.sqrt(area / aspect))))
             top, left = rng.integers(0, s - eh + 1), rng.integers(0, s - ew + 1)
             img[top : top + eh, left : left + ew] = rng.uniform(0, 255, (eh, ew))
-        out[i] = np.clip(img, 0, 255)
+        out[i] = np.clip(_camera(img, rng, cfg), 0, 255)
     return out

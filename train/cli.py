@@ -28,10 +28,16 @@ import click
               help="mobilenetv2 only.")
 @click.option("--steps-per-epoch", type=int, default=None, help="Cap batches per epoch (quick trials).")
 @click.option("--warmup-epochs", type=int, default=2, show_default=True)
-@click.option("--init-from", default=None, help="Start from this .keras model's weights (same --arch): a second schedule.")
+@click.option("--init-from", default=None, help="Start from this .keras model's weights, or an int8 .tflite converted from the same --arch: a second schedule.")
+@click.option("--labels", type=click.Choice(["folder", "ferplus"]), default="folder", show_default=True,
+              help="folder: one label per image from its class folder; ferplus: the ten FER+ annotators' vote distribution.")
+@click.option("--votes", default=None, help="FER+ votes CSV (default: ferplus_votes.csv beside or above --data).")
+@click.option("--folder-weight", type=float, default=0.0, show_default=True,
+              help="ferplus: share of the folder label mixed into each vote distribution.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last epoch.")
 def train(data, out, arch, epochs, batch_size, lr, optimizer, schedule, label_smoothing, class_weight_power, mixup_alpha,
-          no_augment, patience, seed, weights, steps_per_epoch, warmup_epochs, init_from, resume):
+          no_augment, patience, seed, weights, steps_per_epoch, warmup_epochs, init_from, labels, votes, folder_weight,
+          resume):
     """Train a model on FER2013 (or any dataset in a supported layout)."""
     from train import trainer
 
@@ -40,7 +46,8 @@ def train(data, out, arch, epochs, batch_size, lr, optimizer, schedule, label_sm
                       label_smoothing=label_smoothing, class_weight_power=class_weight_power,
                       mixup_alpha=mixup_alpha, augment=not no_augment, patience=patience, seed=seed,
                       weights=None if weights == "none" else weights, steps_per_epoch=steps_per_epoch,
-                      warmup_epochs=warmup_epochs, init_from=init_from)
+                      warmup_epochs=warmup_epochs, init_from=init_from, labels=labels, votes=votes,
+                      folder_weight=folder_weight)
     metrics = trainer.run(s, resume=resume)
     click.echo(f"val accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}; report in {out}")
 
@@ -52,11 +59,20 @@ def train(data, out, arch, epochs, batch_size, lr, optimizer, schedule, label_sm
 @click.option("--split", default=None, help="Split to evaluate (default: val, else all images).")
 @click.option("--json", "as_json", is_flag=True, help="Print the evaluation as JSON.")
 @click.option("--raw", is_flag=True, help="Skip the card's temperature (uncalibrated probabilities).")
-def eval_cmd(model_arg, model_opt, data, split, as_json, raw):
+@click.option("--votes", default=None, help="FER+ votes CSV for the FER+ majority score (default: ferplus_votes.csv "
+              "beside or above --data, if any).")
+@click.option("--degrade", default=None, metavar="SIDES",
+              help="Also score the split shrunk to these face sizes and scaled back up, e.g. 40,32,24.")
+def eval_cmd(model_arg, model_opt, data, split, as_json, raw, votes, degrade):
     """Evaluate any model (.keras through Keras, .tflite through the edge runtime) on a dataset."""
+    from edge.errors import UserError
     from train.evaluate import evaluate
 
-    rep = evaluate(model_opt or model_arg, data, split, calibrated=not raw)
+    try:
+        sides = [int(v) for v in degrade.split(",") if v.strip()] if degrade else None
+    except ValueError:
+        raise UserError(f"--degrade takes face sizes in pixels separated by commas (e.g. 40,32,24), not '{degrade}'.")
+    rep = evaluate(model_opt or model_arg, data, split, calibrated=not raw, votes=votes, degrade=sides)
     if as_json:
         import json
 

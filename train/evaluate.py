@@ -1,5 +1,10 @@
 """`edge eval`: one evaluation for every model type. Needs no TensorFlow for .tflite models:
-those run through the edge runtime, exactly as on the Pi."""
+those run through the edge runtime, exactly as on the Pi.
+
+Scores against the dataset's folder labels and, when a FER+ votes file is given or lies
+beside the data, against the FER+ majority; --degrade repeats both on val shrunk to small
+face sizes and scaled back up (a far-away face on a real camera).
+"""
 
 from __future__ import annotations
 
@@ -18,7 +23,45 @@ def _read_split(data: str, size: int, split: str | None):
     return eval_split(load_dataset(data, size=size, only_split=split or EVAL_ORDER), split)
 
 
-def evaluate(model: str | None, data: str, split: str | None = None, calibrated: bool = True) -> dict:
+def load_votes(data: str, votes: str | None, required: bool = False):
+    """The FER+ votes for `data`: the given file, else one found beside it, else None."""
+    from train.votes import find_votes, read_votes
+
+    try:
+        return read_votes(find_votes(data, votes))
+    except UserError:
+        if votes or required:
+            raise
+        return None
+
+
+def label_reports(names: list[str], y: np.ndarray, probs: np.ndarray, votes) -> dict:
+    """The folder-label report, with the FER+ majority report under 'ferplus_majority' when votes exist."""
+    rep = classification_report(y, probs)
+    if votes is not None:
+        from train.votes import ferplus_report
+
+        rep["ferplus_majority"] = ferplus_report(names, probs, votes)
+    return rep
+
+
+def degraded_reports(predict, sp, votes, sides: list[int]) -> dict:
+    """Accuracies on the split shrunk to each side in pixels and scaled back to its size."""
+    from train.augment import degrade
+
+    out = {}
+    for side in sides:
+        if not 1 <= side <= sp.x.shape[1]:
+            raise UserError(f"--degrade {side} is not a face size between 1 and the model's input size {sp.x.shape[1]}.")
+        rep = label_reports(sp.names, sp.y, predict(degrade(sp.x, side)), votes)
+        out[str(side)] = {"accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"],
+                          **({"ferplus_majority_accuracy": rep["ferplus_majority"]["accuracy"]}
+                             if "ferplus_majority" in rep else {})}
+    return out
+
+
+def evaluate(model: str | None, data: str, split: str | None = None, calibrated: bool = True,
+             votes: str | None = None, degrade: list[int] | None = None) -> dict:
     path = expand_path(model) if model else default_model_path()
     if not path.exists():
         raise UserError(f"Model {path} does not exist; pass a .keras or .tflite file.")
@@ -29,18 +72,25 @@ def evaluate(model: str | None, data: str, split: str | None = None, calibrated:
 
         clf = Classifier(path, calibrated=calibrated)
         sp, name = _read_split(data, clf.card.input_size, split)
-        probs = clf.predict_many(sp.x)
+        predict = clf.predict_many
         runtime = clf.runtime.describe()
     elif path.suffix == ".keras":
         from train.trainer import load_keras
 
         m = load_keras(path)
         sp, name = _read_split(data, int(m.input_shape[1]), split)
-        probs = m.predict(sp.x.astype(np.float32)[..., None], batch_size=256, verbose=0)
+
+        def predict(x):
+            return m.predict(x.astype(np.float32)[..., None], batch_size=256, verbose=0)
+
         import keras
 
         runtime = f"keras {keras.__version__}"
     else:
         raise UserError(f"{path} is neither a .keras nor a .tflite model.")
-    return {"model": str(path), "data": str(data), "split": name, "runtime": runtime,
-            **classification_report(sp.y, probs)}
+    v = load_votes(data, votes)
+    rep = {"model": str(path), "data": str(data), "split": name, "runtime": runtime,
+           **label_reports(sp.names, sp.y, predict(sp.x), v)}
+    if degrade:
+        rep["degraded"] = degraded_reports(predict, sp, v, degrade)
+    return rep

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 
 from edge.labels import LABELS
-from edge.metrics import classification_report
 
 
 def _plt():
@@ -21,8 +20,12 @@ def _plt():
     return plt
 
 
-def write_run_report(out: Path, model, va, probs, tr, ds, weights, train_seconds: float, val_source: str) -> dict:
-    rep = classification_report(va.y, probs)
+def write_run_report(out: Path, model, va, probs, tr, ds, weights, train_seconds: float, val_source: str,
+                     votes: str | None = None) -> dict:
+    """metrics.json scores val against the folder labels and, when votes exist, the FER+ majority."""
+    from train.evaluate import label_reports, load_votes
+
+    rep = label_reports(va.names, va.y, probs, load_votes(ds.source, votes))
     metrics = {
         "model": "model.keras",
         "architecture": model.name,
@@ -43,7 +46,10 @@ def figures(out: Path, tr, rep: dict) -> None:
     class_counts(tr, out / "images_per_class.png")
     if (out / "history.csv").exists():
         curves(out / "history.csv", out / "curves.png")
-    confusion_figure(np.array(rep["confusion_matrix"]), out / "confusion_matrix.png")
+    confusion_figure(np.array(rep["confusion_matrix"]), out / "confusion_matrix.png", "folder labels")
+    if rep.get("ferplus_majority", {}).get("images"):
+        confusion_figure(np.array(rep["ferplus_majority"]["confusion_matrix"]), out / "confusion_matrix_ferplus.png",
+                         "FER+ majority")
 
 
 def sample_faces(split, path: Path) -> None:

@@ -43,6 +43,9 @@ class TrainSettings:
     augment: bool = True
     steps_per_epoch: int | None = None  # for quick tests
     init_from: str | None = None  # a .keras model whose weights start this run (a second cosine cycle)
+    labels: str = "folder"  # folder: the dataset's class folders | ferplus: the FER+ vote distribution
+    votes: str | None = None  # ferplus_votes.csv (found beside or above --data when not given)
+    folder_weight: float = 0.0  # ferplus: share of the folder label's one-hot in each target
     arch_options: dict = field(default_factory=dict)
 
 
@@ -55,11 +58,11 @@ def class_weights(y: np.ndarray, power: float) -> np.ndarray:
 
 def _batches(keras):
     class AugmentedBatches(keras.utils.PyDataset):
-        """Shuffled, augmented (x, one-hot y, sample weight) batches; seeded by (seed, epoch, batch)."""
+        """Shuffled, augmented (x, target distribution y, sample weight) batches; seeded by (seed, epoch, batch)."""
 
-        def __init__(self, split: Split, s: TrainSettings, weights: np.ndarray):
+        def __init__(self, split: Split, targets: np.ndarray, s: TrainSettings, weights: np.ndarray):
             super().__init__()
-            self.split, self.s, self.weights = split, s, weights
+            self.split, self.targets, self.s, self.weights = split, targets, s, weights
             self.epoch = 0
             self.aug = AugmentConfig()
             self._order()
@@ -82,8 +85,8 @@ def _batches(keras):
             rng = np.random.default_rng([self.s.seed, self.epoch, i])
             x = self.split.x[idx]
             x = augment_batch(x, rng, self.aug) if self.s.augment else x.astype(np.float32)
-            y = np.eye(len(LABELS), dtype=np.float32)[self.split.y[idx]]
-            sw = self.weights[self.split.y[idx]].astype(np.float32)
+            y = self.targets[idx]
+            sw = (y @ self.weights).astype(np.float32)  # a soft target weighs as the mix of its classes
             if self.s.mixup_alpha > 0:
                 lam = rng.beta(self.s.mixup_alpha, self.s.mixup_alpha)
                 perm = rng.permutation(len(idx))
@@ -129,6 +132,33 @@ def _best_so_far(history_csv: Path) -> float:
         return float("-inf")
     with history_csv.open() as fh:
         return max((float(r["val_accuracy"]) for r in csv.DictReader(fh)), default=float("-inf"))
+
+
+def targets(s: TrainSettings, tr: Split, va: Split):
+    """(train split, train targets, val split, val targets, label info) for s.labels."""
+    one_hot = np.eye(len(LABELS), dtype=np.float32)
+    if s.labels == "folder":
+        return tr, one_hot[tr.y], va, one_hot[va.y], {"kind": "folder"}
+    if s.labels != "ferplus":
+        raise UserError(f"Unknown --labels '{s.labels}'; choose folder or ferplus.")
+    if not 0.0 <= s.folder_weight <= 1.0:
+        raise UserError(f"--folder-weight must lie in [0, 1], got {s.folder_weight}.")
+    from train.votes import find_votes, read_votes, soft_targets
+
+    path = find_votes(s.data, s.votes)
+    s.votes = str(path)  # saved with the settings, so --resume reads the same file
+    votes = read_votes(path)
+    info = {"kind": "ferplus", "votes": str(path), "folder_weight": s.folder_weight}
+    out = []
+    for name, split in (("train", tr), ("val", va)):
+        t, keep, counts = soft_targets(split.names, split.y, votes, s.folder_weight)
+        info[name] = counts
+        print(f"FER+ votes, {name}: {counts['vote_labels']} images with vote labels, {counts['folder_label_fallback']} "
+              f"with the folder label (no votes), {counts['left_out_doubtful']} left out (mostly unknown / not a face)",
+              flush=True)
+        keep_idx = np.flatnonzero(keep)
+        out += [split.take(keep_idx), t[keep_idx]]
+    return (*out, info)
 
 
 def import_keras():
@@ -183,37 +213,46 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
 
     keras.utils.set_random_seed(s.seed)
     ds = load_dataset(s.data, size=INPUT_SIZE)
-    tr, va, val_source = train_val(ds, s.val_fraction, s.seed)
-    if len(tr) == 0 or len(va) == 0:
-        raise UserError(f"{s.data} gives {len(tr)} training and {len(va)} validation images; both must be non-empty.")
+    tr_all, va, val_source = train_val(ds, s.val_fraction, s.seed)
+    tr, tr_y, va_fit, va_y, label_info = targets(s, tr_all, va)
+    if len(tr) == 0 or len(va_fit) == 0:
+        raise UserError(f"{s.data} gives {len(tr)} training and {len(va_fit)} validation images; both must be non-empty.")
 
     out.mkdir(parents=True, exist_ok=True)
     settings_file.write_text(json.dumps(asdict(s), indent=2))
     cmd = command or sys.argv
     with (out / "command.txt").open("a") as fh:
         fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}  {shlex.join(cmd)}\n")
-    (out / "data.json").write_text(json.dumps({**ds.summary(), "validation": val_source,
-                                               "train_images": len(tr), "val_images": len(va)}, indent=2))
+    (out / "data.json").write_text(json.dumps({**ds.summary(), "validation": val_source, "labels": label_info,
+                                               "train_images": len(tr), "val_images": len(va_fit)}, indent=2))
     (out / "versions.json").write_text(json.dumps(versions(), indent=2))
 
     options = dict(s.arch_options)
     if s.arch == "mobilenetv2":
         options["weights"] = s.weights
     model = archs.build(s.arch, INPUT_SIZE, len(LABELS), **options)
-    if s.init_from:
+    restoring = resume and (out / "backup").exists()  # the backup's weights replace any starting weights
+    if s.init_from and s.init_from.endswith(".tflite") and not restoring:
+        from train.from_tflite import load_from_tflite
+
+        sample = np.random.default_rng(s.seed).permutation(len(tr))[:1024]
+        load_from_tflite(model, s.init_from, tr.x[sample])
+    elif s.init_from and not restoring:
         try:
             model.set_weights(keras.models.load_model(s.init_from, compile=False).get_weights())
         except (OSError, ValueError) as exc:
             raise UserError(f"Cannot start from {s.init_from}: it is not a {s.arch} model ({exc}).") from exc
-    weights = class_weights(tr.y, s.class_weight_power)
-    batches = _batches(keras)(tr, s, weights)
+    weights = class_weights(tr_y.argmax(1), s.class_weight_power)
+    batches = _batches(keras)(tr, tr_y, s, weights)
     model.compile(
         optimizer=_optimizer(keras, s, len(batches)),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=s.label_smoothing),
         metrics=["accuracy"],
     )
-    val_x = va.x[..., None].astype(np.float32)
-    val_y = np.eye(len(LABELS), dtype=np.float32)[va.y]
+    # Checkpoints pick the epoch by accuracy against the argmax of the training kind of target
+    # (for ferplus: votes mixed with --folder-weight, doubtful images left out); the report
+    # below scores every label kind.
+    val_x = va_fit.x[..., None].astype(np.float32)
     best = keras.callbacks.ModelCheckpoint(str(out / "model.keras"), monitor="val_accuracy", save_best_only=True)
     if resume:  # a resumed run must not overwrite the best model with a worse one
         best.best = _best_so_far(out / "history.csv")
@@ -225,7 +264,7 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
         keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=s.patience, restore_best_weights=True),
     ]
     started = time.time()
-    model.fit(batches, validation_data=(val_x, val_y), epochs=s.epochs, callbacks=callbacks,
+    model.fit(batches, validation_data=(val_x, va_y), epochs=s.epochs, callbacks=callbacks,
               verbose=1 if sys.stdout.isatty() else 2)
     elapsed = time.time() - started
     timing_file = out / "timing.json"
@@ -234,6 +273,7 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
     timing_file.write_text(json.dumps(timing, indent=2))
 
     best = keras.models.load_model(out / "model.keras") if (out / "model.keras").exists() else model
-    probs = best.predict(val_x, batch_size=256, verbose=0)
-    metrics = report.write_run_report(out, best, va, probs, tr, ds, weights, timing["train_seconds"], val_source)
+    probs = best.predict(va.x[..., None].astype(np.float32), batch_size=256, verbose=0)
+    metrics = report.write_run_report(out, best, va, probs, tr, ds, weights, timing["train_seconds"], val_source,
+                                      votes=s.votes if s.labels == "ferplus" else None)
     return metrics

@@ -1,0 +1,143 @@
+"""FER+ votes: the reader, the soft targets, the majority metric and training on votes."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from edge.errors import UserError
+from edge.labels import FERPLUS_CLASSES, LABELS
+from tests.conftest import REPO, run_cli, write_class_folders
+from train.data import load_dataset
+from train.votes import ferplus_report, find_votes, majority, majority_labels, read_votes, soft_targets
+
+HEADER = ["file", "neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt", "unknown", "nf"]
+SHARED_VOTES = REPO.parent / "shared" / "datasets" / "ferplus_votes.csv"
+
+
+def vote_row(file, **votes):
+    return [file] + [votes.get(c, 0) for c in HEADER[1:]]
+
+
+def write_votes(path, rows):
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(HEADER)
+        w.writerows(rows)
+    return path
+
+
+@pytest.fixture()
+def voted(tmp_path, cache_env):
+    """Two images per class in train/ and val/; votes beside the data folder for some of them."""
+    root = tmp_path / "fer2013"
+    write_class_folders(root / "train", 2, seed=3)
+    write_class_folders(root / "val", 2, seed=4)
+    rows = [
+        vote_row("train/angry/0000.png", anger=6, sadness=3, contempt=1),  # contempt dropped: 6/9, 3/9
+        vote_row("train/fear/0000.png", surprise=7, fear=3),  # the majority disagrees with the folder
+        vote_row("train/happy/0000.png", unknown=4, nf=2, happiness=4),  # mostly doubtful: left out
+        vote_row("train/sad/0000.png", contempt=10),  # no vote on our classes: left out
+        vote_row("val/happy/0000.png", happiness=10),
+        vote_row("val/sad/0000.png", sadness=4, neutral=4, fear=2),  # a tie: no majority
+        vote_row("val/neutral/0001.png", nf=8, neutral=2),
+        vote_row("train/angry/9999.png", anger=10),  # not in the data: ignored
+    ]
+    write_votes(tmp_path / "ferplus_votes.csv", rows)
+    return root
+
+
+def test_vote_reader_matches_falls_back_and_leaves_out_doubtful(voted):
+    ds = load_dataset(voted, progress=False)
+    votes = read_votes(find_votes(voted, None))  # found in the folder above the data
+    tr = ds.splits["train"]
+    t, keep, counts = soft_targets(tr.names, tr.y, votes)
+    assert counts == {"images": 14, "vote_labels": 2, "folder_label_fallback": 10, "left_out_doubtful": 2}
+    by_name = dict(zip(tr.names, t))
+    assert np.allclose(by_name["train/angry/0000.png"], np.array([6, 0, 0, 0, 0, 3, 0]) / 9)
+    assert by_name["train/fear/0000.png"][LABELS.index("surprise")] == pytest.approx(0.7)
+    assert np.array_equal(by_name["train/disgust/0001.png"], np.eye(7)[LABELS.index("disgust")])  # fallback
+    assert sorted(np.array(tr.names)[~keep]) == ["train/happy/0000.png", "train/sad/0000.png"]
+    assert np.allclose(t.sum(1), 1)
+
+    mixed, _, _ = soft_targets(tr.names, tr.y, votes, folder_weight=0.5)
+    fear = dict(zip(tr.names, mixed))["train/fear/0000.png"]
+    assert fear[LABELS.index("fear")] == pytest.approx(0.5 + 0.15) and fear[LABELS.index("surprise")] == pytest.approx(0.35)
+
+
+def test_ferplus_majority_skips_ties_doubtful_and_unmatched(voted):
+    votes = read_votes(voted.parent / "ferplus_votes.csv")
+    assert majority(np.array([0, 0, 4, 0, 4, 2, 0])) == -1 and majority(np.array([0, 0, 0, 9, 1, 0, 0])) == 3
+    names = ["val/happy/0000.png", "val/sad/0000.png", "val/neutral/0001.png", "val/angry/0000.png"]
+    assert majority_labels(names, votes).tolist() == [LABELS.index("happy"), -1, -1, -1]
+    probs = np.full((4, 7), 0.01)
+    probs[:, LABELS.index("sad")] = 0.9  # wrong for the one image that has a majority
+    rep = ferplus_report(names, probs, votes)
+    assert rep["images"] == 1 and rep["accuracy"] == 0.0
+    assert rep["skipped"] == {"no_votes": 1, "doubtful": 1, "tie": 1}
+    probs[0] = np.eye(7)[LABELS.index("happy")]
+    assert ferplus_report(names, probs, votes)["per_class"]["happy"]["recall"] == 1.0
+
+
+def test_mapping_covers_our_classes_once():
+    assert sorted(FERPLUS_CLASSES.values()) == sorted(LABELS)
+
+
+def test_bad_votes_are_one_sentence(tmp_path, voted):
+    with pytest.raises(UserError, match="lacks the columns"):
+        read_votes(_bad_header(tmp_path / "bad.csv"))
+    with pytest.raises(UserError, match="None of the"):
+        ds = load_dataset(voted, progress=False)
+        other = read_votes(write_votes(tmp_path / "other.csv", [vote_row("elsewhere/x.png", anger=1)]))
+        soft_targets(ds.splits["train"].names, ds.splits["train"].y, other)
+    r = run_cli("train", "--data", voted, "--out", tmp_path / "run", "--labels", "ferplus", "--votes", tmp_path / "nope.csv",
+                env={"QUEUE_MOOD_CACHE": str(tmp_path / "c")})
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert [ln for ln in r.stderr.splitlines() if ln.startswith("error:")] == [
+        f"error: Votes file {tmp_path / 'nope.csv'} does not exist; pass --votes PATH to ferplus_votes.csv."]
+
+
+def _bad_header(path):
+    path.write_text("file,anger\nx.png,1\n")
+    return path
+
+
+def test_votes_not_found_beside_the_data(tmp_path):
+    (tmp_path / "a" / "b" / "data").mkdir(parents=True)
+    with pytest.raises(UserError, match="pass --votes PATH"):
+        find_votes(tmp_path / "a" / "b" / "data", None)
+
+
+@pytest.mark.skipif(not SHARED_VOTES.exists(), reason=f"FER+ votes not found at {SHARED_VOTES}")
+def test_shared_votes_file_reads():
+    votes = read_votes(SHARED_VOTES)
+    train = sum(n.startswith("train/") for n in votes.counts)
+    val = sum(n.startswith("val/") for n in votes.counts)
+    assert (train, val) == (28558, 3579)  # the counts its README states
+    assert 0 < len(votes.doubtful) < 200
+
+
+@pytest.mark.slow
+def test_training_on_votes_reports_both_label_kinds(voted, tmp_path, cache_env):
+    pytest.importorskip("tensorflow", reason="training tests need the train extra")
+    from train.evaluate import evaluate
+    from train.trainer import TrainSettings, run
+
+    out = tmp_path / "run"
+    m = run(TrainSettings(data=str(voted), out=str(out), arch="mini_xception", epochs=2, batch_size=4, lr=1e-3,
+                          warmup_epochs=0, labels="ferplus", folder_weight=0.2, arch_options={"bn_momentum": 0.8}))
+    data = json.loads((out / "data.json").read_text())
+    assert data["labels"]["train"] == {"images": 14, "vote_labels": 2, "folder_label_fallback": 10, "left_out_doubtful": 2}
+    assert data["train_images"] == 12 and data["labels"]["votes"].endswith("ferplus_votes.csv")
+    assert json.loads((out / "train_settings.json").read_text())["votes"] == data["labels"]["votes"]
+    assert m["images"] == 14 and m["ferplus_majority"]["images"] == 1
+    assert np.isfinite(m["loss"])
+    rep = evaluate(str(out), str(voted), degrade=[24, 12])
+    assert set(rep["degraded"]) == {"24", "12"} and "ferplus_majority_accuracy" in rep["degraded"]["12"]
+    assert rep["ferplus_majority"]["skipped"]["tie"] == 1
+
+
+def test_eval_degrade_takes_sizes(tmp_path):
+    r = run_cli("eval", "--data", tmp_path, "--degrade", "40,x")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--degrade takes face sizes" in r.stderr

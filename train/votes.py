@@ -1,0 +1,134 @@
+"""FER+ votes (ten annotators per FER2013 image) as training targets and as a second
+ground truth for evaluation.
+
+The votes file has one row per image: `file` relative to the dataset folder, then vote
+counts per FER+ column (edge.labels.FERPLUS_*). Targets are the votes over our seven
+classes as a distribution; images without a row keep their folder label; images whose
+votes are mostly unknown / not-a-face are left out of training and of the FER+ metric.
+"""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import UserError
+from edge.labels import FERPLUS_CLASSES, FERPLUS_DOUBTFUL, FERPLUS_UNUSED, LABELS
+
+VOTES_FILE = "ferplus_votes.csv"
+# Column order that lines FER+ names up with LABELS, so a row maps to our classes by position.
+_CLASS_COLUMNS = [next(k for k, v in FERPLUS_CLASSES.items() if v == name) for name in LABELS]
+
+
+@dataclass
+class Votes:
+    source: str
+    counts: dict[str, np.ndarray]  # file -> votes over LABELS (int)
+    doubtful: set[str]  # files whose votes are mostly unknown or not-a-face
+
+    def __len__(self) -> int:
+        return len(self.counts)
+
+
+def find_votes(data: str | Path, votes: str | Path | None) -> Path:
+    """The votes file: the given path, else ferplus_votes.csv beside or above the data folder."""
+    if votes:
+        p = Path(votes)
+        if not p.is_file():
+            raise UserError(f"Votes file {p} does not exist; pass --votes PATH to ferplus_votes.csv.")
+        return p
+    data = Path(data).resolve()
+    for folder in (data, *list(data.parents)[:2]):
+        if (folder / VOTES_FILE).is_file():
+            return folder / VOTES_FILE
+    raise UserError(f"FER+ labels need the votes file: pass --votes PATH ({VOTES_FILE} was not found in {data} "
+                    "or the two folders above it).")
+
+
+def read_votes(path: str | Path) -> Votes:
+    path = Path(path)
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        need = {"file", *FERPLUS_CLASSES, *FERPLUS_DOUBTFUL, *FERPLUS_UNUSED}
+        missing = need - set(reader.fieldnames or [])
+        if missing:
+            raise UserError(f"{path} is not a FER+ votes file: it lacks the columns {', '.join(sorted(missing))}.")
+        counts, doubtful = {}, set()
+        for lineno, row in enumerate(reader, start=2):
+            try:
+                ours = np.array([int(row[c]) for c in _CLASS_COLUMNS], np.int64)
+                unsure = sum(int(row[c]) for c in FERPLUS_DOUBTFUL)
+                other = sum(int(row[c]) for c in FERPLUS_UNUSED)
+            except (TypeError, ValueError) as exc:
+                raise UserError(f"{path}:{lineno} has a vote count that is not an integer ({exc}).") from exc
+            name = row["file"].strip().replace("\\", "/")
+            counts[name] = ours
+            # Half or more of the votes say "unknown" or "not a face": the image teaches nothing
+            # reliable, so it is left out. An image with no vote on our classes (all contempt) too.
+            if 2 * unsure >= unsure + other + ours.sum() or ours.sum() == 0:
+                doubtful.add(name)
+    if not counts:
+        raise UserError(f"{path} has no rows of votes.")
+    return Votes(str(path), counts, doubtful)
+
+
+def majority(counts: np.ndarray) -> int:
+    """Index of the class with the most votes, or -1 for a tie or no votes."""
+    top = counts.max()
+    return int(counts.argmax()) if top > 0 and (counts == top).sum() == 1 else -1
+
+
+def soft_targets(names: list[str], folder_y: np.ndarray, votes: Votes, folder_weight: float = 0.0):
+    """(targets (n, 7) float32, keep mask, counts) for a split.
+
+    A matched image's target is its vote distribution over our classes, mixed with its folder
+    label's one-hot by folder_weight (0: votes only); an unmatched image keeps its folder
+    label; a doubtful image is left out (keep False).
+    """
+    k = len(LABELS)
+    targets = np.eye(k, dtype=np.float32)[folder_y]
+    keep = np.ones(len(names), bool)
+    matched = 0
+    for i, name in enumerate(names):
+        c = votes.counts.get(name)
+        if c is None:
+            continue
+        if name in votes.doubtful:
+            keep[i] = False
+            continue
+        matched += 1
+        targets[i] = (1 - folder_weight) * c / c.sum() + folder_weight * targets[i]
+    if len(names) and not matched and not (~keep).any():
+        raise UserError(f"None of the {len(names)} images matches a row of {votes.source}; its file column must be "
+                        "relative to the dataset folder (e.g. train/angry/Training_10118481.jpg).")
+    counts = {"images": len(names), "vote_labels": matched, "folder_label_fallback": len(names) - matched - int((~keep).sum()),
+              "left_out_doubtful": int((~keep).sum())}
+    return targets, keep, counts
+
+
+def majority_labels(names: list[str], votes: Votes) -> np.ndarray:
+    """The FER+ majority per image; -1 where it is unknown (no row, tie, doubtful)."""
+    out = np.full(len(names), -1, np.int64)
+    for i, name in enumerate(names):
+        c = votes.counts.get(name)
+        if c is not None and name not in votes.doubtful:
+            out[i] = majority(c)
+    return out
+
+
+def ferplus_report(names: list[str], probs: np.ndarray, votes: Votes) -> dict:
+    """The classification report against the FER+ majority, on the images that have one;
+    the images skipped (no row, doubtful, tied majority) are counted."""
+    from edge.metrics import classification_report
+
+    maj = majority_labels(names, votes)
+    unmatched = sum(n not in votes.counts for n in names)
+    doubtful = sum(n in votes.doubtful for n in names)
+    known = maj >= 0
+    rep = classification_report(maj[known], np.asarray(probs)[known]) if known.any() else {"images": 0}
+    rep["skipped"] = {"no_votes": unmatched, "doubtful": doubtful, "tie": int((~known).sum()) - unmatched - doubtful}
+    rep["votes"] = votes.source
+    return rep
