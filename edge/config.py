@@ -77,6 +77,21 @@ class TrackingConfig:
 
 
 @dataclass
+class ScheduleConfig:
+    """The compute budget (edge.pipeline.schedule)."""
+
+    classify_hz: float = 2.0  # classifications per track per second; 0 = every face in every frame
+    classify_max_per_frame: int = 2  # faces classified in one frame at most (new tracks first); 0 = no cap
+    detect_every: int = 3  # run the face detector on every n-th frame; the tracker carries boxes between
+
+    def validate(self, p):
+        _check(self.classify_hz >= 0, f"{p}.classify_hz", self.classify_hz, "a number >= 0 (0 = every frame)")
+        _check(self.classify_max_per_frame >= 0, f"{p}.classify_max_per_frame", self.classify_max_per_frame,
+               "an integer >= 0 (0 = no cap)")
+        _check(self.detect_every >= 1, f"{p}.detect_every", self.detect_every, "an integer >= 1")
+
+
+@dataclass
 class MoodConfig:
     window_s: float = 10.0
     negative: list[str] = field(default_factory=lambda: ["angry", "disgust", "fear", "sad"])
@@ -186,6 +201,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     detector: DetectorConfig = field(default_factory=DetectorConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     mood: MoodConfig = field(default_factory=MoodConfig)
     alert: AlertConfig = field(default_factory=AlertConfig)
     sinks: SinksConfig = field(default_factory=SinksConfig)

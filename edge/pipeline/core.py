@@ -17,6 +17,7 @@ from edge.config import Config
 from edge.pipeline.detectors.base import FaceDetector
 from edge.pipeline.mood import Mood, MoodWindow
 from edge.pipeline.preprocess import crop_face, to_gray
+from edge.pipeline.schedule import Schedule
 from edge.pipeline.sources import Frame
 from edge.pipeline.tracking import Track, Tracker
 
@@ -33,6 +34,8 @@ class FrameResult:
     transition: str | None  # "raised" / "cleared" on this frame
     alert_state: str
     stage_s: dict[str, float] = field(default_factory=dict)
+    detected: bool = True  # False: the schedule skipped the detector; tracks carry their last boxes
+    classified: int = 0  # faces classified in this frame (the schedule picks which)
 
 
 class StageTimer:
@@ -64,6 +67,9 @@ class Pipeline:
         self.tracker = Tracker(t.iou_match, t.max_gap_s, t.ema_alpha, t.min_hits)
         self.mood = MoodWindow(card.labels, m.window_s, m.negative, m.min_confidence)
         self.policy = AlertPolicy(a.raise_share, a.clear_share, a.raise_after_s, a.clear_after_s, a.min_faces, a.cooldown_s)
+        self.schedule = Schedule(cfg.schedule)
+        self._frames = 0
+        self._carried: list[Track] = []  # the tracks of the last detector frame
         self.timer = StageTimer()
 
     def classify(self, gray: np.ndarray, boxes) -> np.ndarray:
@@ -73,18 +79,27 @@ class Pipeline:
 
     def process(self, frame: Frame) -> FrameResult:
         t0 = time.perf_counter()
-        detections = self.detector.detect(frame.image)
+        detect = self.schedule.detect_now(self._frames)
+        self._frames += 1
+        detections = self.detector.detect(frame.image) if detect else []
         t1 = time.perf_counter()
-        boxes = [d.box for d in detections]
-        if boxes:
-            probs = self.classify(to_gray(frame.image), boxes)
-        else:
-            probs = np.zeros((0, len(self.classifier.labels)), np.float32)
+        if detect:
+            self._carried = self.tracker.assign(frame.t_s, [d.box for d in detections])
+            tracks = self._carried
+        else:  # boxes carried from the last detection; faces are classified on fresh boxes only
+            tracks = [tr for tr in self._carried if tr.id in self.tracker.tracks]
+        due = self.schedule.due(frame.t_s, tracks) if detect else []
         t2 = time.perf_counter()
-        tracks = self.tracker.update(frame.t_s, boxes, probs)
-        mood = self.mood.update(frame.t_s, tracks)
-        transition = self.policy.update(frame.t_s, mood.negative_share, mood.faces)
+        if due:
+            probs = self.classify(to_gray(frame.image), [tracks[i].box for i in due])
+            for i, p in zip(due, probs):
+                self.tracker.observe(tracks[i], frame.t_s, p)
         t3 = time.perf_counter()
-        stage_s = {"detect": t1 - t0, "classify": t2 - t1, "track": t3 - t2}
-        self.timer.add(stage_s, len(boxes))
-        return FrameResult(frame.index, frame.t_s, len(detections), tracks, mood, transition, self.policy.state, stage_s)
+        seen = self.tracker.counted(tracks)
+        mood = self.mood.update(frame.t_s, seen)
+        transition = self.policy.update(frame.t_s, mood.negative_share, mood.faces)
+        t4 = time.perf_counter()
+        stage_s = {"detect": t1 - t0, "classify": t3 - t2, "track": (t2 - t1) + (t4 - t3)}
+        self.timer.add(stage_s, len(due))
+        return FrameResult(frame.index, frame.t_s, len(detections), seen, mood, transition, self.policy.state, stage_s,
+                           detect, len(due))

@@ -16,11 +16,12 @@ from edge.pipeline.geometry import BBox
 class Track:
     id: int
     box: BBox
-    probs: np.ndarray  # smoothed class probabilities
+    probs: np.ndarray | None  # smoothed class probabilities; None until first classified
     first_t_s: float
     last_t_s: float
     hits: int = 1
-    latest: np.ndarray = field(default=None)  # this frame's raw prediction
+    latest: np.ndarray = field(default=None)  # the newest raw prediction
+    classified_t_s: float | None = None  # when `latest` was made (a schedule skips frames)
 
     @property
     def top(self) -> int:
@@ -57,28 +58,44 @@ class Tracker:
                 used.add(tid)
         return matched
 
-    def update(self, t_s: float, boxes: list[BBox], probs: np.ndarray) -> list[Track]:
-        """Feed one frame's detections and their predictions; returns the confirmed tracks
-        seen in this frame."""
+    def assign(self, t_s: float, boxes: list[BBox]) -> list[Track]:
+        """Expire stale tracks, then the track (continued or new) of each detection, in box order."""
         for tid in [tid for tid, tr in self.tracks.items() if t_s - tr.last_t_s > self.max_gap_s]:
             del self.tracks[tid]
         matched = self._match(boxes)
-        seen = []
+        out = []
         for di, box in enumerate(boxes):
-            p = np.asarray(probs[di], np.float32)
             tid = matched.get(di)
             if tid is None:
-                tr = Track(self._next_id, box, p.copy(), t_s, t_s, latest=p)
+                tr = Track(self._next_id, box, None, t_s, t_s)
                 self.tracks[tr.id] = tr
                 self._next_id += 1
             else:
                 tr = self.tracks[tid]
-                tr.box, tr.last_t_s, tr.latest = box, t_s, p
-                tr.probs = (1 - self.ema_alpha) * tr.probs + self.ema_alpha * p
+                tr.box, tr.last_t_s = box, t_s
                 tr.hits += 1
-            if tr.hits >= self.min_hits:
-                seen.append(tr)
-        return seen
+            out.append(tr)
+        return out
+
+    def observe(self, tr: Track, t_s: float, p) -> None:
+        """One prediction for a track. A frame without one leaves the smoothed state as it
+        was: being skipped by a schedule is not evidence."""
+        p = np.asarray(p, np.float32)
+        tr.probs = p.copy() if tr.probs is None else (1 - self.ema_alpha) * tr.probs + self.ema_alpha * p
+        tr.latest, tr.classified_t_s = p, t_s
+
+    def counted(self, tracks: list[Track]) -> list[Track]:
+        """The tracks that count as people with a mood: confirmed and classified at least once."""
+        return [tr for tr in tracks if tr.hits >= self.min_hits and tr.probs is not None]
+
+    def update(self, t_s: float, boxes: list[BBox], probs) -> list[Track]:
+        """Feed one frame's detections and their predictions (a row may be None: not classified
+        this frame); returns the confirmed tracks seen in this frame."""
+        tracks = self.assign(t_s, boxes)
+        for tr, p in zip(tracks, probs):
+            if p is not None:
+                self.observe(tr, t_s, p)
+        return self.counted(tracks)
 
     def confirmed(self) -> list[Track]:
-        return [t for t in self.tracks.values() if t.hits >= self.min_hits]
+        return self.counted(list(self.tracks.values()))

@@ -1,0 +1,147 @@
+"""The compute budget: the classification/detection schedule, fixed batch slots, MAC counting."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from edge.card import ModelCard
+from edge.config import ConfigError, ScheduleConfig, load_config
+from edge.pipeline.detectors.base import Detection, FaceDetector
+from edge.pipeline.geometry import BBox
+from edge.pipeline.schedule import Schedule
+from edge.pipeline.sources import Frame
+from edge.pipeline.tracking import Track, Tracker
+
+FPS = 15.0
+
+
+def track(tid, classified_t_s):
+    return Track(tid, BBox(0, 0, 10, 10), None, 0.0, 0.0, classified_t_s=classified_t_s)
+
+
+def test_new_tracks_jump_the_queue_then_the_longest_waiting_go_first():
+    s = Schedule(ScheduleConfig(classify_hz=2.0, classify_max_per_frame=2))
+    tracks = [track(1, 0.1), track(2, None), track(3, 0.0), track(4, 0.9)]
+    assert s.due(1.0, tracks) == [1, 2]  # the new one, then the oldest classification
+    assert Schedule(ScheduleConfig(classify_hz=2.0, classify_max_per_frame=0)).due(1.0, tracks) == [1, 2, 0]
+    assert s.due(0.3, [track(1, 0.0)]) == []  # not due for another 0.2 s
+
+
+def test_schedule_off_classifies_every_face_in_every_frame():
+    s = Schedule(ScheduleConfig(classify_hz=0.0, classify_max_per_frame=2))
+    assert s.due(0.0, [track(i, 0.0) for i in range(5)]) == [0, 1, 2, 3, 4]
+
+
+def test_a_frame_without_a_prediction_is_not_evidence():
+    tr = Tracker(min_hits=2, ema_alpha=0.5)
+    sad, happy = np.eye(7, dtype=np.float32)[5], np.eye(7, dtype=np.float32)[3]
+    box = BBox(10, 10, 50, 50)
+    assert tr.update(0.0, [box], [sad]) == []  # not confirmed yet
+    seen = tr.update(0.1, [box], [None])  # seen, not classified: still a sad person
+    assert [t.id for t in seen] == [1] and seen[0].top == 5 and seen[0].probs[5] == 1.0
+    seen = tr.update(0.2, [box], [happy])
+    assert np.allclose(seen[0].probs[[3, 5]], [0.5, 0.5])  # one EMA step, not three
+    # a new track that was never classified has no mood to count
+    assert [t.id for t in tr.update(0.3, [box, BBox(300, 300, 50, 50)], [None, None])] == [1]
+
+
+def test_schedule_config_is_strict():
+    with pytest.raises(ConfigError, match="schedule.detect_every"):
+        load_config(None, {"schedule.detect_every": 0})
+    with pytest.raises(ConfigError, match="schedule.classify_hz"):
+        load_config(None, {"schedule.classify_hz": -1.0})
+
+
+class StillFaces(FaceDetector):
+    """Four faces that do not move; counts its calls."""
+
+    key = "blazeface"
+
+    def __init__(self):
+        self.calls = 0
+
+    def detect(self, frame):
+        self.calls += 1
+        return [Detection(BBox(40 + 150 * i, 100, 110, 120), 0.9) for i in range(4)]
+
+
+@pytest.fixture(scope="module")
+def shipped_classifier():
+    from edge.models import default_model_path
+    from edge.pipeline.classifier import Classifier
+    from edge.errors import UserError
+
+    try:
+        return Classifier(default_model_path())
+    except UserError as exc:
+        pytest.skip(f"needs the shipped default model: {exc}")
+
+
+def run_frames(cfg, clf, seconds=4.0):
+    from edge.pipeline.core import Pipeline
+
+    det = StillFaces()
+    pipe = Pipeline(cfg, clf, det)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    results, classified_at = [], {}  # track id -> times it was classified (tracks are live objects)
+    for i in range(int(seconds * FPS)):
+        results.append(pipe.process(Frame(image, i / FPS, i)))
+        for t in results[-1].tracks:
+            classified_at.setdefault(t.id, set()).add(t.classified_t_s)
+    return results, det, classified_at
+
+
+def test_each_face_is_classified_at_the_rate_within_the_frame_budget(shipped_classifier):
+    cfg = load_config(None, {"schedule.classify_hz": 2.0, "schedule.classify_max_per_frame": 2,
+                             "schedule.detect_every": 3})
+    results, det, when = run_frames(cfg, shipped_classifier)
+    assert det.calls == len(results) // 3  # the detector on every third frame only
+    assert max(r.classified for r in results) == 2
+    assert all(r.classified == 0 for r in results if not r.detected)
+    assert len(when) == 4
+    for times in when.values():
+        gaps = np.diff(sorted(times))
+        # at least the period apart; late by at most two detector frames (the per-frame cap)
+        assert len(gaps) >= 4 and gaps.min() >= 0.5 - 1e-6 and gaps.max() <= 0.5 + 2 * 3 / FPS + 1e-6
+    # carried frames report the same people as detector frames
+    assert {len(r.tracks) for r in results[10:]} == {4}
+    per_frame, _, _ = run_frames(dataclasses.replace(
+        cfg, schedule=ScheduleConfig(classify_hz=0.0, classify_max_per_frame=0, detect_every=1)), shipped_classifier)
+    work = sum(r.classified for r in per_frame) / sum(r.classified for r in results)
+    assert work >= 5, work
+
+
+def test_batches_are_padded_to_fixed_slots_with_the_same_answers(shipped_classifier):
+    clf = shipped_classifier
+    rng = np.random.default_rng(1)
+    crops = rng.integers(0, 255, (9, clf.card.input_size, clf.card.input_size), dtype=np.uint8)
+    one_by_one = np.concatenate([clf.raw_probs(c) for c in crops])
+    for n in range(1, 10):
+        assert np.allclose(clf.raw_probs(crops[:n]), one_by_one[:n], atol=1e-6)
+    assert set(clf._slots) == {1, 2, 4, 8}
+
+
+def test_old_cards_load_without_a_mac_count():
+    d = dataclasses.asdict(ModelCard(["a", "b"], 48, "gray", None, None, None))
+    del d["macs_per_invoke"]  # cards written before the field
+    d["crop"] = {"scale": 1.0, "shift_y": 0.0}
+    assert ModelCard.from_dict(d).macs_per_invoke == 0
+
+
+def test_macs_are_counted_from_the_model_ops(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    from edge.pipeline.cost import model_macs
+
+    inp = tf.keras.Input((8, 8, 1))
+    x = tf.keras.layers.Conv2D(4, 3, padding="same")(inp)
+    x = tf.keras.layers.DepthwiseConv2D(3, padding="same")(x)
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    out = tf.keras.layers.Dense(3)(x)
+    path = tmp_path / "m.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inp, out)).convert())
+    m = model_macs(path)
+    assert m["by_op"] == {"CONV_2D": 8 * 8 * 4 * 3 * 3 * 1, "DEPTHWISE_CONV_2D": 8 * 8 * 4 * 3 * 3,
+                          "FULLY_CONNECTED": 4 * 3}
+    assert m["total"] == sum(m["by_op"].values())
