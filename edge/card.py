@@ -37,6 +37,7 @@ class ModelCard:
     model_sha256: str = ""  # the .tflite this card describes
     source_sha256: str = ""  # the Keras model it was converted from
     architecture: str = ""
+    macs_per_invoke: int = 0  # multiply-accumulates of one batch-1 invoke (edge.pipeline.cost); 0: not counted
     parity: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     # Detectors frame a face differently: the rule measured for each detector key.
