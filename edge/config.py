@@ -84,6 +84,11 @@ class ScheduleConfig:
     classify_max_per_frame: int = 2  # faces classified in one frame at most (new tracks first); 0 = no cap
     detect_every: int = 3  # run the face detector on every n-th frame; the tracker carries boxes between
 
+    @classmethod
+    def every_frame(cls) -> "ScheduleConfig":
+        """The schedule off: the detector and the classifier on every face of every frame."""
+        return cls(classify_hz=0.0, classify_max_per_frame=0, detect_every=1)
+
     def validate(self, p):
         _check(self.classify_hz >= 0, f"{p}.classify_hz", self.classify_hz, "a number >= 0 (0 = every frame)")
         _check(self.classify_max_per_frame >= 0, f"{p}.classify_max_per_frame", self.classify_max_per_frame,

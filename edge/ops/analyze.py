@@ -19,6 +19,7 @@ matplotlib (the chart) and tqdm (the progress bar) are imported only here, lazil
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import sys
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.config import Config
+from edge.config import Config, ScheduleConfig
 from edge.errors import UserError
 from edge.pipeline.sources import IMAGE_SUFFIXES, ImageFolderSource, Source, VideoFileSource
 
@@ -196,6 +197,8 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
         raise UserError(f"Unknown format '{opts.fmt}'; choose csv or json.")
     every = max(1, int(opts.every))
     source, kind = open_input(path, every)  # an unreadable input fails here, before the model loads
+    # Offline, the timeline has a row for every face in every analysed frame: no compute schedule.
+    cfg = dataclasses.replace(cfg, schedule=ScheduleConfig.every_frame())
     out = Path(opts.out)
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; pass a folder to write the results into.")
@@ -252,7 +255,8 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
                 # after tracking.min_hits detections): otherwise a face's first min_hits - 1 frames,
                 # and any face in a single image, would be missing from the timeline. The tracker
                 # itself keeps its configured settings, so the mood, the alert periods and the
-                # smoothed columns are exactly those `edge run` would produce on this recording.
+                # smoothed columns are those `edge run` would produce on this recording with the
+                # compute schedule off ([schedule] classify_hz = 0, detect_every = 1).
                 faces = sorted((tr for tr in pipeline.tracker.tracks.values() if tr.last_t_s == frame.t_s),
                                key=lambda tr: tr.id)
                 name = Path(source.files[frame.index]).name if kind == "images" else ""
