@@ -60,6 +60,14 @@ def cpu_model() -> str:
 SIMD_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm")
 
 
+# One Raspberry Pi 4 core (Cortex-A72, 1.5 GHz, no int8 dot product), in GMAC/s: XNNPACK's
+# README (github.com/google/XNNPACK, "Raspberry Pi" table, benchmarked 2020-02-12) gives
+# MobileNet v1 1.0X (569 M MACs, Howard et al. 2017) at 75 ms on an RPi 4 with 4 threads:
+# 7.6 GMAC/s for the board, 1.9 per core. That figure is fp32; without SDOT, XNNPACK's int8
+# kernels on the A72 are assumed no faster. An estimate until `edge bench` runs on a Pi.
+PI4_CORE_GMACS = 569e6 / 0.075 / 4 / 1e9
+
+
 def cpu_features() -> list[str]:
     """The SIMD_FEATURES this CPU reports in /proc/cpuinfo ('flags' on x86, 'Features' on ARM)."""
     text = _read(Path("/proc/cpuinfo")) or ""

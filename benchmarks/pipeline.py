@@ -285,7 +285,7 @@ def live_pass(video: dict, step, pace: bool = True) -> dict:
     from edge.pipeline.sources import VideoFileSource
 
     gt = video.get("gt")
-    frames = classified = placed = found = 0
+    frames = classified = placed = found = detected = 0
     with VideoFileSource(video["video"]) as src:
         fps = src.fps
         wall0, cpu0 = time.perf_counter(), time.process_time()
@@ -294,9 +294,10 @@ def live_pass(video: dict, step, pace: bool = True) -> dict:
                 wait = wall0 + frame.index / fps - time.perf_counter()
                 if wait > 0:
                     time.sleep(wait)
-            k, boxes = step(frame)
+            k, boxes, d = step(frame)
             frames += 1
             classified += k
+            detected += d
             if gt and frame.index < len(gt):
                 placed += len(gt[frame.index])
                 found += covered(gt[frame.index], boxes)
@@ -306,6 +307,7 @@ def live_pass(video: dict, step, pace: bool = True) -> dict:
             "cpu_share_of_core": round(cpu / wall, 4), "cpu_s_per_video_s": round(cpu / video_s, 4),
             "kept_up": wall <= 1.05 * video_s if pace else None, "paced": pace,
             "faces_classified_per_video_s": round(classified / video_s, 2),
+            "detector_calls_per_video_s": round(detected / video_s, 2),
             "recall": round(found / placed, 4) if placed else None}
 
 
@@ -316,7 +318,7 @@ def ours_step(cfg, parts):
 
     def step(frame):
         r = pipe.process(frame)
-        return r.classified, [t.box for t in r.tracks]
+        return r.classified, [t.box for t in r.tracks], r.detected
 
     return step
 
@@ -331,25 +333,43 @@ def peer_step(finder: PeerFaceFinder, peer: PeerModel):
         boxes = finder.find(gray)
         if len(boxes):
             peer.predict(peer.crops_from_frame(gray, boxes))
-        return len(boxes), [BBox(*map(float, b)) for b in boxes]
+        return len(boxes), [BBox(*map(float, b)) for b in boxes], True
 
     return step
 
 
 def per_frame_config(cfg):
     """cfg with the schedule off: every face classified and the detector run in every frame."""
-    import dataclasses
-
     from edge.config import ScheduleConfig
 
-    return dataclasses.replace(cfg, schedule=ScheduleConfig(classify_hz=0.0, classify_max_per_frame=0, detect_every=1))
+    return dataclasses.replace(cfg, schedule=ScheduleConfig.every_frame())
+
+
+def model_macs(classifier, detector) -> dict:
+    """MACs per classified face (both flips when the card averages them) and per detector call
+    (None for a detector that is not a TFLite model)."""
+    from edge.pipeline.cost import macs_per_invoke
+
+    interp = getattr(detector, "interpreter", None)
+    return {"per_face": macs_per_invoke(classifier.interp)["total"] * (2 if classifier.flip_average else 1),
+            "per_detection": macs_per_invoke(interp)["total"] if interp is not None else None}
+
+
+def add_macs(r: dict, macs: dict) -> dict:
+    """MACs per second of video, and what share of one Pi 4 core that is (common.PI4_CORE_GMACS)."""
+    if macs["per_detection"] is not None:
+        per_s = r["faces_classified_per_video_s"] * macs["per_face"] + r["detector_calls_per_video_s"] * macs["per_detection"]
+        r["gmacs_per_video_s"] = round(per_s / 1e9, 3)
+        r["pi4_core_share_estimate"] = round(per_s / 1e9 / common.PI4_CORE_GMACS, 3)
+    return r
 
 
 def live(v: dict, cfg, parts, peer_parts) -> dict:
     """Ours (the config's schedule), ours with the schedule off, and the peer, each over the
     video at its frame rate, in this one run."""
-    out = {"ours": live_pass(v, ours_step(cfg, parts)),
-           "ours_per_frame": live_pass(v, ours_step(per_frame_config(cfg), parts))}
+    macs = model_macs(*parts)
+    out = {"ours": add_macs(live_pass(v, ours_step(cfg, parts)), macs),
+           "ours_per_frame": add_macs(live_pass(v, ours_step(per_frame_config(cfg), parts)), macs)}
     if peer_parts:
         out["peer"] = live_pass(v, peer_step(*peer_parts))
         out["cpu_ratio_peer_to_ours"] = round(out["peer"]["cpu_s"] / out["ours"]["cpu_s"], 2)
@@ -361,12 +381,10 @@ def live(v: dict, cfg, parts, peer_parts) -> dict:
 
 def sweep_detect(v: dict, cfg, parts, ks) -> list[dict]:
     """Unpaced passes of ours with the detector on every k-th frame: CPU, recall, classifications."""
-    import dataclasses
-
-    rows = []
+    rows, macs = [], model_macs(*parts)
     for k in ks:
         c = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule, detect_every=k))
-        rows.append({"detect_every": k, **live_pass(v, ours_step(c, parts), pace=False)})
+        rows.append({"detect_every": k, **add_macs(live_pass(v, ours_step(c, parts), pace=False), macs)})
     return rows
 
 
@@ -549,27 +567,34 @@ def live_markdown(report: dict) -> list[str]:
             rows.append([Path(v["video"]).name, who.replace("_", " "), v["frames"], f"{100 * r['cpu_share_of_core']:.2f}",
                          f"{r['cpu_s_per_video_s']:.4f}", "yes" if r["kept_up"] else "no",
                          f"{r['faces_classified_per_video_s']:.1f}", common.fmt(r["recall"], 3),
+                         common.fmt(r.get("gmacs_per_video_s"), 3), common.fmt(r.get("pi4_core_share_estimate")),
                          common.fmt(lv.get("cpu_ratio_peer_to_ours")) if who == "ours" else "",
                          common.fmt(lv.get("classify_cut_per_frame_to_ours")) if who == "ours" else ""])
     lines.append(common.md_table(["video", "pipeline", "frames", "CPU % of one core", "CPU s / video s", "kept up",
-                                  "faces classified / video s", "face recall", "CPU peer / ours",
-                                  "classify work cut"], rows, [False, False, *[True] * 8]))
+                                  "faces classified / video s", "face recall", "GMAC / video s",
+                                  "Pi 4 cores (est.)", "CPU peer / ours", "classify work cut"], rows,
+                                 [False, False, *[True] * 10]))
     lines.append("\nColumns: CPU = this process's CPU time (all threads, decoding included) over the pass; % of one "
                  "core = CPU time / wall time; CPU s / video s = the same per second of video (what a live camera "
                  "costs even when a pipeline cannot keep up); kept up = the pass took at most 5% longer than the "
                  "video; face recall = share of placed faces (per frame) holding the centre of a reported box (ours: "
                  "confirmed tracks, carried boxes included; peer: its Haar detections); CPU peer / ours = CPU "
                  "seconds ratio on the same video; classify work cut = faces classified per second with the schedule "
-                 "off / on.")
+                 "off / on; GMAC / video s = classifier MACs per face (x2 with flip averaging) x faces classified + "
+                 "detector MACs x detector calls, per second of video; Pi 4 cores (est.) = that / "
+                 f"{common.PI4_CORE_GMACS:.1f} GMAC/s per Cortex-A72 core (XNNPACK's published Raspberry Pi 4 "
+                 "MobileNet v1 figure; see README).")
     sweeps = [v for v in report["videos"] if v.get("detect_sweep")]
     if sweeps:
         lines.append("\nDetector schedule (unpaced passes of ours, detector on every k-th frame, boxes carried by the "
                      "tracker between):\n")
         rows = [[Path(v["video"]).name, r["detect_every"], f"{r['cpu_s_per_video_s']:.4f}",
-                 f"{r['faces_classified_per_video_s']:.1f}", common.fmt(r["recall"], 3)]
+                 f"{r['faces_classified_per_video_s']:.1f}", common.fmt(r["recall"], 3),
+                 common.fmt(r.get("gmacs_per_video_s"), 3), common.fmt(r.get("pi4_core_share_estimate"))]
                 for v in sweeps for r in v["detect_sweep"]]
         lines.append(common.md_table(["video", "detect every k", "CPU s / video s", "faces classified / video s",
-                                      "face recall"], rows, [False, True, True, True, True]))
+                                      "face recall", "GMAC / video s", "Pi 4 cores (est.)"], rows,
+                                     [False, *[True] * 6]))
     return lines
 
 
