@@ -45,8 +45,12 @@ class StageTimer:
         self.samples = {s: deque(maxlen=keep) for s in STAGES}
         self.per_face = deque(maxlen=keep)
 
-    def add(self, stage_s: dict[str, float], faces: int):
+    def add(self, stage_s: dict[str, float], faces: int, detected: bool = True):
+        """faces: how many were classified. A stage the schedule skipped in this frame adds no
+        sample, so the medians stay the cost of doing the work."""
         for k, v in stage_s.items():
+            if (k == "detect" and not detected) or (k == "classify" and not faces):
+                continue
             self.samples[k].append(v)
         if faces:
             self.per_face.append(stage_s["classify"] / faces)
@@ -100,6 +104,6 @@ class Pipeline:
         transition = self.policy.update(frame.t_s, mood.negative_share, mood.faces)
         t4 = time.perf_counter()
         stage_s = {"detect": t1 - t0, "classify": t3 - t2, "track": (t2 - t1) + (t4 - t3)}
-        self.timer.add(stage_s, len(due))
+        self.timer.add(stage_s, len(due), detect)
         return FrameResult(frame.index, frame.t_s, len(detections), seen, mood, transition, self.policy.state, stage_s,
                            detect, len(due))
