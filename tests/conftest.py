@@ -14,6 +14,7 @@ import pytest
 
 from edge.labels import LABELS
 import train  # noqa: F401,E402  (sets TF's environment before any test imports TensorFlow)
+from tests.live_edge import edge_runs, long_video  # noqa: F401,E402  (one video for the browser and fleet tests)
 
 REPO = Path(__file__).resolve().parents[1]
 FER_TAR = REPO.parent / "shared" / "datasets" / "fer2013.tar.gz"

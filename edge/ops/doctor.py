@@ -2,7 +2,8 @@
 
 Checks the TFLite runtime, numpy/OpenCV (and that they work together), the camera, the model
 and its card (with a dummy inference), the face detector (on a blank frame), the config, each
-configured alert sink, free disk at the spool, and on a Raspberry Pi the board, temperature,
+configured alert sink, free disk at the spool, the status page (warning when this machine's
+network address answers it without a token or password), and on a Raspberry Pi the board, temperature,
 throttling and CPU governor. Nothing is sent, nothing is written to the spool, and a camera
 probe runs in a child process with a timeout so a stuck driver cannot hang the doctor.
 Exit code 1 when any check FAILs.
@@ -18,6 +19,7 @@ import json
 import os
 import platform
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -26,11 +28,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.errors import UserError
+from edge.service.health import THERMAL, THROTTLE_BITS
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 SERVICE = "queue-mood"
 DEVICE_MODEL = Path("/proc/device-tree/model")
-THERMAL = Path("/sys/class/thermal/thermal_zone0/temp")
 GOVERNOR = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
 APT_DIST = "/usr/lib/python3/dist-packages"
 FREE_FAIL_MB, FREE_WARN_MB = 50, 500
@@ -100,13 +102,10 @@ def temperature_verdict(celsius: float) -> tuple[str, str]:
     return OK, f"CPU at {celsius:.1f} C"
 
 
-_THROTTLE_BITS = {0: "under-voltage", 1: "ARM frequency capped", 2: "throttled", 3: "soft temperature limit"}
-
-
 def throttled_verdict(value: int) -> tuple[str, str]:
     """`vcgencmd get_throttled`: bits 0-3 now, bits 16-19 the same since boot."""
-    now = [text for bit, text in _THROTTLE_BITS.items() if value & (1 << bit)]
-    past = [text for bit, text in _THROTTLE_BITS.items() if value & (1 << (bit + 16))]
+    now = [text for bit, text in THROTTLE_BITS.items() if value & (1 << bit)]
+    past = [text for bit, text in THROTTLE_BITS.items() if value & (1 << (bit + 16))]
     if value & 1:
         return FAIL, f"under-voltage now (0x{value:x}): use the official power supply; it corrupts SD cards and slows the Pi"
     if now:
@@ -389,7 +388,9 @@ def check_sinks(ctx: _Context, cfg) -> None:
     for key in configured:
         section = getattr(cfg.sinks, key)
         if key == "mqtt":  # never take over the running service's client id on the broker
-            section = dataclasses.replace(section, client_id=f"{section.client_id or SERVICE}-doctor-{os.getpid()}")
+            # nor announce this Pi to Home Assistant (its availability would flip to offline on close)
+            section = dataclasses.replace(section, client_id=f"{section.client_id or SERVICE}-doctor-{os.getpid()}",
+                                          discovery=False)
         if key == "gpio":
             if service_active():
                 ctx.add(f"sink {key}", OK, f"{section.device} on BCM pin {section.pin}: not claimed, the running "
@@ -442,6 +443,50 @@ def check_disk(ctx: _Context, cfg) -> None:
                                f"the one that can: sudo -u {SERVICE} edge doctor ...)")
 
 
+def _lan_address() -> str | None:
+    """This machine's address on its default route (a UDP socket's connect sends nothing)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.255", 9))
+            addr = s.getsockname()[0]
+    except OSError:
+        return None
+    return None if addr.startswith("127.") or addr == "0.0.0.0" else addr
+
+
+def _answers_without_auth(host: str, port: int) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/status", timeout=3) as r:
+            return r.status == 200
+    except (OSError, urllib.error.URLError, ValueError):
+        return False  # refused, 401, or nothing there
+
+
+def check_status(ctx: _Context, cfg) -> None:
+    """Where the status page listens, and whether anything on this Pi's network address
+    answers it without credentials (the service predating the config, a proxy, a test run)."""
+    from edge.config import is_loopback
+
+    st = cfg.status
+    if not st.enabled:
+        ctx.add("status page", OK, "off ([status] enabled = false)")
+        return
+    need = " and ".join(w for w, on in (("a token", st.token), ("a password", st.password)) if on)
+    if is_loopback(st.host):
+        ctx.add("status page", OK, f"http://localhost:{st.port}/ on this Pi only; for the store network set "
+                                   "[status] host = \"0.0.0.0\" with a token or password")
+    else:
+        ctx.add("status page", OK, f"on {st.host}:{st.port}, {need} required")
+    lan = _lan_address()
+    if lan and st.port and _answers_without_auth(lan, st.port):
+        ctx.add("status auth", WARN, f"http://{lan}:{st.port}/status answers without a token or password: anyone on "
+                                     "the store network can read it; restart the service with [status] token or "
+                                     "password set (or host = \"127.0.0.1\")")
+
+
 def check_pi(ctx: _Context) -> None:
     if not ctx.on_pi:
         return
@@ -470,6 +515,7 @@ def diagnose(s: DoctorSettings) -> list[Check]:
     check_camera(ctx, cfg)
     check_sinks(ctx, cfg)
     check_disk(ctx, cfg)
+    check_status(ctx, cfg)
     check_pi(ctx)
     return ctx.checks
 

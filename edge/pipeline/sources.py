@@ -19,6 +19,7 @@ from typing import Iterator
 import numpy as np
 
 from edge.errors import UserError, import_cv2
+from edge.service.redact import redact_url
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -212,9 +213,8 @@ class OpenCVCamera(LiveSource):
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         if not cap.isOpened() or not cap.read()[0]:
             cap.release()
-            what = f"camera {self.device}" if isinstance(self.device, int) else f"stream {self.device}"
-            raise UserError(f"Cannot open {what}: check that it is connected (ls /dev/video*) or reachable, "
-                            "and that this user may use it (group 'video').")
+            raise UserError(f"Cannot open {self.describe()}: check that it is connected (ls /dev/video*) or "
+                            "reachable, and that this user may use it (group 'video').")
         self.cap = cap
 
     def _read(self):
@@ -227,7 +227,8 @@ class OpenCVCamera(LiveSource):
             self.cap = None
 
     def describe(self):
-        return f"camera {self.device}" if isinstance(self.device, int) else f"stream {self.device}"
+        # a stream URL's user:password or ?token= never reaches the log, /status or an error
+        return f"camera {self.device}" if isinstance(self.device, int) else f"stream {redact_url(self.device)}"
 
 
 class PiCamera(LiveSource):

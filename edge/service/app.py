@@ -21,6 +21,7 @@ from pathlib import Path
 from edge.config import Config
 
 log = logging.getLogger("edge")
+STATE_EVERY_S = 5.0  # how often sinks that show live values (Home Assistant) get the current mood
 
 
 @dataclass
@@ -75,6 +76,9 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     from edge.pipeline.core import Pipeline
     from edge.sinks import build_sinks
     from edge.pipeline.sources import open_source
+    from edge.config import is_loopback
+    from edge.service.history import History
+    from edge.service.redact import redact_text
     from edge.service.status import Stats, StatusServer
 
     classifier, detector = load_parts(cfg)
@@ -82,25 +86,30 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     pipeline = Pipeline(cfg, classifier, detector)
     s = cfg.source
     source = open_source(s.camera, s.path, s.width, s.height, s.fps, opts.every, s.reopen_max_backoff_s)
-    stats = Stats(classifier.runtime.describe(), str(classifier.path), source.describe())
+    st = cfg.status
+    history = History(db_path=str(Path(st.history_db).expanduser()) if st.history_db else "")
+    stats = Stats(classifier.runtime.describe(), str(classifier.path), source.describe(), device=device,
+                  labels=classifier.labels, negative=cfg.mood.negative, history=history)
     log.info("model %s (%s, %s); detector %s; source %s", classifier.path.name, classifier.card.architecture,
-             classifier.runtime.describe(), detector.describe(), source.describe())
+             classifier.runtime.describe(), detector.describe(), redact_text(source.describe()))
     sinks = build_sinks(cfg.sinks, device)
     server = None
-    if cfg.status.enabled:
+    if st.enabled:
         try:
-            server = StatusServer(stats, cfg.status.host, cfg.status.port).start()
+            server = StatusServer(stats, st).start()
         except OSError as exc:  # the monitor matters more than its status page
-            log.warning("status endpoint not started: cannot listen on %s:%d (%s)", cfg.status.host, cfg.status.port,
-                        exc.strerror)
+            log.warning("status endpoint not started: cannot listen on %s:%d (%s)", st.host, st.port, exc.strerror)
     if server:
-        log.info("status on http://%s:%d/status and /metrics", cfg.status.host, server.port)
+        wildcard = st.host in ("0.0.0.0", "::")
+        shown = "localhost" if is_loopback(st.host) else "<this Pi's address>" if wildcard else st.host
+        log.info("status page on http://%s:%d/ (JSON: /status, Prometheus: /metrics)%s", shown, server.port,
+                 "; needs the token or password from [status]" if server.auth.enabled else "")
     stop = _StopFlag()
     stop.install()
     writer = None
     frames = alerts = 0
     track_ids: set[int] = set()
-    started = time.monotonic()
+    started = next_state = time.monotonic()
     try:
         with source:
             for frame in source:
@@ -114,6 +123,9 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
                                 100 * result.mood.negative_share, result.mood.faces)
                     sinks.send(event)
                 stats.update(result, source.dropped, pipeline.timer.medians_ms(), sinks.failures)
+                if time.monotonic() >= next_state:  # live values for Home Assistant's sensors
+                    next_state = time.monotonic() + STATE_EVERY_S
+                    sinks.update(stats.snapshot())
                 if opts.preview:
                     writer = _preview(writer, opts.preview, frame, result, classifier.labels)
                 if on_result:
@@ -126,6 +138,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
         sinks.close()
         if server:
             server.stop()
+        history.close()
         if writer is not None:
             writer.release()
     elapsed = time.monotonic() - started

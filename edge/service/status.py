@@ -1,26 +1,71 @@
-"""Live counters for the local status endpoint: /status (JSON) and /metrics (Prometheus)."""
+"""The local status server: a live page for the store manager at `/`, JSON at `/status` and
+`/history`, and Prometheus metrics at `/metrics`. Read-only (GET/HEAD only) and never an
+image: the page shows counts and shares, as the sinks do.
+
+Safe to leave running for months: loopback unless `[status] host` says otherwise, and then
+a token or basic-auth password is required (compared in constant time); URLs with
+credentials are redacted; idle connections time out; the number of handler threads is
+capped (extra clients get 503 at once); clients that hang up are logged at debug level."""
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hmac
 import json
+import logging
+import re
+import socket
+import sys
 import threading
 import time
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from importlib import resources
+from urllib.parse import parse_qs, urlsplit
+
+from edge.config import StatusConfig
+from edge.labels import LABELS
+from edge.service import health
+from edge.service.history import History
+from edge.service.redact import redact_text
+
+log = logging.getLogger(__name__)
+
+HEALTH_EVERY_S = 5.0  # sysfs reads are cheap, but not per request
+COOKIE = "qm_token"
+_QUERY = re.compile(r"\?[^\s\"]*")  # a link's ?token= never reaches the log
+ASSETS = {"/": ("index.html", "text/html; charset=utf-8"),
+          "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
+          "/static/style.css": ("style.css", "text/css; charset=utf-8")}
+SECURITY_HEADERS = {
+    # Nothing external, no images at all (privacy), no framing; the page's token never leaks in a Referer.
+    "Content-Security-Policy": "default-src 'self'; img-src 'none'; frame-ancestors 'none'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
 
 
 class Stats:
-    """Written by the pipeline thread, read by the HTTP thread; a lock keeps snapshots whole."""
+    """Written by the pipeline thread, read by the HTTP threads; a lock keeps snapshots whole."""
 
-    def __init__(self, runtime: str, model: str, source: str):
+    def __init__(self, runtime: str, model: str, source: str, *, device: str = "", labels=LABELS,
+                 negative=(), history: History | None = None):
         self._lock = threading.Lock()
         self.started = time.monotonic()
-        self.data = {"runtime": runtime, "model": model, "source": source, "frames": 0, "dropped_frames": 0,
-                     "fps": 0.0, "faces": 0, "negative_share": 0.0, "counts": {}, "alert_state": "clear",
-                     "alerts_raised": 0, "stage_ms": {}, "sink_failures": {}}
+        self.history = history or History()
+        self.data = {"device": device, "runtime": runtime, "model": model, "source": redact_text(source),
+                     "started_at": _now_iso(), "frames": 0, "dropped_frames": 0, "fps": 0.0, "faces": 0,
+                     "negative_share": 0.0, "counts": dict.fromkeys(labels, 0), "alert_state": "clear",
+                     "alert_raised_at": None, "alerts_raised": 0, "negative": list(negative), "stage_ms": {},
+                     "sink_failures": {}}
         self._last_t: float | None = None
+        self._health: dict = {}
+        self._health_t = -HEALTH_EVERY_S
 
     def update(self, result, dropped: int, stage_ms: dict, sink_failures: dict):
-        now = time.monotonic()
+        now, wall = time.monotonic(), time.time()
         with self._lock:
             d = self.data
             if self._last_t is not None and now > self._last_t:
@@ -31,69 +76,191 @@ class Stats:
             d["dropped_frames"] = dropped
             d["faces"] = result.mood.faces
             d["negative_share"] = round(result.mood.negative_share, 4)
-            d["counts"] = result.mood.counts
+            d["counts"] = {**d["counts"], **result.mood.counts}
             d["alert_state"] = result.alert_state
-            d["alerts_raised"] += result.transition == "raised"
             d["stage_ms"] = {k: round(v, 3) for k, v in stage_ms.items()}
             d["sink_failures"] = dict(sink_failures)
+            if result.transition:
+                d["alerts_raised"] += result.transition == "raised"
+                d["alert_raised_at"] = _now_iso() if result.transition == "raised" else None
+                self.history.add_alert(wall, result.transition, result.mood.negative_share, result.mood.faces)
+            self.history.add(wall, result.mood.negative_share, result.mood.faces, result.alert_state == "raised")
 
     def snapshot(self) -> dict:
+        """What /status shows: the current mood, alert, recent alerts and health."""
+        now = time.monotonic()
+        if now - self._health_t >= HEALTH_EVERY_S:  # outside the lock: sysfs may be slow
+            self._health, self._health_t = health.read(), now
         with self._lock:
-            return {**json.loads(json.dumps(self.data)), "uptime_s": round(time.monotonic() - self.started, 1)}
+            return {**json.loads(json.dumps(self.data)), "uptime_s": round(now - self.started, 1),
+                    "health": dict(self._health), "recent_alerts": self.history.recent_alerts()}
+
+    def series(self) -> dict:
+        """What /history shows: the chart's points over the last span."""
+        with self._lock:
+            return {"step_s": self.history.step_s, "span_s": self.history.span_s, "points": self.history.series()}
 
 
-def prometheus(s: dict) -> str:
-    lines = []
+def _now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
-    def metric(name, value, help_, kind="gauge", labels=""):
-        lines.extend([f"# HELP queue_mood_{name} {help_}", f"# TYPE queue_mood_{name} {kind}"])
-        if isinstance(value, dict):
-            for k, v in value.items():
-                lines.append(f'queue_mood_{name}{{{labels}="{k}"}} {v}')
+
+class Auth:
+    """A bearer token (header, the page's cookie, or ?token= once in a link) and/or a basic-auth
+    user and password. With neither configured everything is allowed (loopback only: the
+    config refuses another host without one)."""
+
+    def __init__(self, token: str = "", user: str = "", password: str = ""):
+        self.token, self.user, self.password = token.encode(), user.encode(), password.encode()
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.token or self.password)
+
+    def _token_ok(self, given: str) -> bool:
+        return bool(self.token) and hmac.compare_digest(given.encode(), self.token)
+
+    def _basic_ok(self, encoded: str) -> bool:
+        if not self.password:
+            return False
+        try:
+            user, _, password = base64.b64decode(encoded, validate=True).partition(b":")
+        except (binascii.Error, ValueError):
+            return False
+        # both compared, always: the time taken does not say which one was wrong
+        return hmac.compare_digest(user, self.user) & hmac.compare_digest(password, self.password)
+
+    def check(self, headers, query: dict) -> tuple[bool, bool]:
+        """(allowed, allowed by the ?token= of a link)."""
+        if not self.enabled:
+            return True, False
+        scheme, _, value = (headers.get("Authorization") or "").partition(" ")
+        if scheme.lower() == "bearer" and self._token_ok(value.strip()):
+            return True, False
+        if scheme.lower() == "basic" and self._basic_ok(value.strip()):
+            return True, False
+        for part in (headers.get("Cookie") or "").split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == COOKIE and self._token_ok(value):
+                return True, False
+        given = query.get("token", [""])[0]
+        return (True, True) if given and self._token_ok(given) else (False, False)
+
+    def challenge(self) -> str:
+        return 'Basic realm="queue-mood", charset="UTF-8"' if self.password else 'Bearer realm="queue-mood"'
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 64  # the listen backlog (socketserver's default is 5)
+
+    def __init__(self, address, handler, max_clients: int):
+        self._slots = threading.BoundedSemaphore(max_clients)
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address):
+        if not self._slots.acquire(blocking=False):  # all handler threads busy: say so, do not queue
+            try:
+                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 2\r\nContent-Length: 0\r\n\r\n")
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request, client_address):
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError, socket.timeout)):
+            log.debug("status client %s went away: %s", client_address[0], exc)
         else:
-            lines.append(f"queue_mood_{name} {value}")
+            log.warning("status request from %s failed: %s: %s", client_address[0], type(exc).__name__, exc)
 
-    metric("frames_total", s["frames"], "Frames processed.", "counter")
-    metric("dropped_frames_total", s["dropped_frames"], "Live frames dropped because processing was slower.", "counter")
-    metric("fps", round(s["fps"], 3), "Frames processed per second (smoothed).")
-    metric("faces", s["faces"], "Tracked faces in the mood window.")
-    metric("negative_share", s["negative_share"], "Share of tracked faces with a confident negative expression.")
-    metric("faces_by_emotion", s["counts"], "Tracked faces per smoothed emotion.", labels="emotion")
-    metric("alert_raised", int(s["alert_state"] == "raised"), "1 while an alert is raised.")
-    metric("alerts_raised_total", s["alerts_raised"], "Alerts raised since start.", "counter")
-    metric("stage_latency_ms", s["stage_ms"], "Median stage latency over recent frames.", labels="stage")
-    metric("sink_failures_total", s["sink_failures"], "Failed deliveries per sink.", "counter", labels="sink")
-    metric("uptime_seconds", s["uptime_s"], "Seconds since start.")
-    return "\n".join(lines) + "\n"
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
 
 
 class StatusServer:
-    """A tiny HTTP server on a daemon thread; binds 127.0.0.1 unless configured otherwise."""
+    """The HTTP server on a daemon thread; takes the [status] section whole."""
 
-    def __init__(self, stats: Stats, host: str = "127.0.0.1", port: int = 8765):
-        stats_ref = stats
+    def __init__(self, stats: Stats, cfg: StatusConfig):
+        auth = Auth(cfg.token, cfg.user, cfg.password)
+        assets = {path: (resources.files("edge.service").joinpath("web", name).read_bytes(), ctype)
+                  for path, (name, ctype) in ASSETS.items()}
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = cfg.idle_timeout_s  # an idle or trickling client loses its thread after this
+            server_version = "queue-mood"
+            sys_version = ""
+
             def do_GET(self):
-                snap = stats_ref.snapshot()
-                if self.path.rstrip("/") == "/status":
-                    body, ctype = json.dumps(snap, indent=2).encode(), "application/json"
-                elif self.path.rstrip("/") == "/metrics":
-                    body, ctype = prometheus(snap).encode(), "text/plain; version=0.0.4"
-                else:
-                    self.send_error(404, "try /status or /metrics")
+                self._serve(send_body=True)
+
+            def do_HEAD(self):
+                self._serve(send_body=False)
+
+            def _serve(self, send_body: bool):
+                url = urlsplit(self.path)
+                path = url.path.rstrip("/") or "/"
+                allowed, by_link = auth.check(self.headers, parse_qs(url.query))
+                if not allowed:
+                    self._send(401, b"This page needs the token or password from the monitor's config "
+                                    b"([status] token / password).\n", "text/plain; charset=utf-8", send_body,
+                               {"WWW-Authenticate": auth.challenge()})
                     return
-                self.send_response(200)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
+                if by_link:  # keep the token in a cookie and out of the address bar and history
+                    self._send(303, b"", "text/plain", send_body, {
+                        "Location": path,
+                        "Set-Cookie": f"{COOKIE}={auth.token.decode()}; HttpOnly; SameSite=Strict; Path=/; "
+                                      "Max-Age=2592000"})
+                    return
+                if path in assets:
+                    body, ctype = assets[path]
+                elif path == "/status":
+                    body, ctype = json.dumps(stats.snapshot(), indent=1).encode(), "application/json"
+                elif path == "/history":
+                    body, ctype = json.dumps(stats.series()).encode(), "application/json"
+                elif path == "/metrics":
+                    try:
+                        from edge.service.exposition import render
+
+                        body, ctype = render(stats.snapshot)
+                    except ImportError:
+                        self._send(503, b"/metrics needs prometheus_client: pip install 'queue-mood[edge]'\n",
+                                   "text/plain; charset=utf-8", send_body)
+                        return
+                else:
+                    self._send(404, b"Not found; try /, /status, /history or /metrics.\n",
+                               "text/plain; charset=utf-8", send_body)
+                    return
+                self._send(200, body, ctype, send_body)
+
+            def _send(self, code: int, body: bytes, ctype: str, send_body: bool, extra: dict | None = None):
+                self.send_response(code)
+                for k, v in {**SECURITY_HEADERS, "Content-Type": ctype, "Content-Length": str(len(body)),
+                             **(extra or {})}.items():
+                    self.send_header(k, v)
                 self.end_headers()
-                self.wfile.write(body)
+                if send_body:
+                    self.wfile.write(body)
 
-            def log_message(self, *args):  # keep the journal for alerts, not for scrapes
-                pass
+            def log_message(self, fmt, *args):  # scrapes and page polls stay out of the journal
+                log.debug("status %s: %s", self.address_string(), _QUERY.sub("?***", fmt % args))
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        server_cls = _Server6 if ":" in cfg.host else _Server
+        self.httpd = server_cls((cfg.host, cfg.port), Handler, cfg.max_clients)
         self.port = self.httpd.server_address[1]
+        self.auth = auth
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="status-http", daemon=True)
 
     def start(self):

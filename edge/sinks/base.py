@@ -37,6 +37,9 @@ class Sink:
     def flush(self) -> None:
         """Deliver what is pending (called on shutdown and periodically)."""
 
+    def update(self, status: dict) -> None:
+        """The current /status snapshot, every few seconds; for sinks that show live values."""
+
     def close(self) -> None:
         self.flush()
 

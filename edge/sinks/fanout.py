@@ -44,6 +44,9 @@ class Fanout:
     def flush(self) -> None:
         self._each("flush")
 
+    def update(self, status: dict) -> None:
+        self._each("update", status)
+
     def close(self) -> None:
         self._each("close")
 
@@ -72,4 +75,9 @@ def build_sinks(sinks_cfg: SinksConfig, device_name: str) -> Fanout:
         if key == "mqtt":
             extra["device_name"] = device_name
         sinks.append(cls(**dataclasses.asdict(cfg), **extra))
+        if key == "mqtt" and cfg.discovery:
+            from edge.sinks.homeassistant import HomeAssistantSink
+
+            sinks.append(HomeAssistantSink(cfg.host, cfg.port, cfg.username, cfg.password, cfg.keepalive_s,
+                                           device_name=device_name, prefix=cfg.discovery_prefix))
     return Fanout(sinks, device_name)

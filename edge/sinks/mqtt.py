@@ -29,7 +29,8 @@ class MqttSink(Sink):
 
     def __init__(self, host: str, port: int = 1883, topic: str = "queue-mood/alerts",
                  state_topic: str = "queue-mood/state", client_id: str = "", username: str = "",
-                 password: str = "", keepalive_s: int = 30, *, spool: Spool | None = None,
+                 password: str = "", keepalive_s: int = 30, discovery: bool = True,
+                 discovery_prefix: str = "homeassistant", *, spool: Spool | None = None,
                  device_name: str = "", reconnect_min_s: float = 1.0, reconnect_max_s: float = 60.0,
                  close_wait_s: float = 2.0):
         try:
@@ -38,6 +39,7 @@ class MqttSink(Sink):
             raise missing_dependency("paho-mqtt", "mqtt") from None
         self._ok_rc = (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)  # NO_CONN: paho queues it
         self.host, self.port, self.topic, self.state_topic = host, port, topic, state_topic
+        # discovery/discovery_prefix: build_sinks adds a HomeAssistantSink for them
         self.spool = spool if spool is not None else Spool(DEFAULT_SPOOL_DIR / self.key)
         self.close_wait_s = close_wait_s
         self.connected = False

@@ -1,0 +1,71 @@
+"""/metrics in the Prometheus text format, written by prometheus_client from one Stats
+snapshot per scrape (a custom collector: no global registry, no state of its own).
+
+Series (HQ's rules and dashboard in deploy/fleet/ use these names; the store and checkout
+labels come from the scrape config, one target per Pi):
+queue_mood_info{device,runtime,version}, queue_mood_frames_total, queue_mood_dropped_frames_total,
+queue_mood_fps, queue_mood_faces, queue_mood_negative_share, queue_mood_faces_by_emotion{emotion},
+queue_mood_alert_raised, queue_mood_alerts_raised_total, queue_mood_stage_latency_ms{stage},
+queue_mood_sink_failures_total{sink}, queue_mood_uptime_seconds, and where the board says:
+queue_mood_cpu_temperature_celsius, queue_mood_throttled, queue_mood_under_voltage."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from edge import __version__
+
+
+def render(snapshot: Callable[[], dict]) -> tuple[bytes, str]:
+    """(body, content type) for one scrape; ImportError when prometheus_client is missing."""
+    from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Collector(snapshot))
+    return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+class _Collector:
+    def __init__(self, snapshot: Callable[[], dict]):
+        self.snapshot = snapshot
+
+    def collect(self):
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
+
+        s = self.snapshot()
+
+        def family(cls, name, help_, value=None, label=None, values=None):
+            m = cls(f"queue_mood_{name}", help_, labels=[label] if label else None)
+            for key, v in (values.items() if label else [(None, value)]):
+                m.add_metric([key] if label else [], v)
+            return m
+
+        def gauge(*a, **k):
+            return family(GaugeMetricFamily, *a, **k)
+
+        def counter(*a, **k):
+            return family(CounterMetricFamily, *a, **k)
+
+        yield InfoMetricFamily("queue_mood", "The monitor on this device.",
+                               value={"device": s["device"], "runtime": s["runtime"], "version": __version__})
+        yield counter("frames", "Frames processed.", s["frames"])
+        yield counter("dropped_frames", "Live frames dropped because processing was slower.", s["dropped_frames"])
+        yield gauge("fps", "Frames processed per second (smoothed).", s["fps"])
+        yield gauge("faces", "Tracked faces in the mood window.", s["faces"])
+        yield gauge("negative_share", "Share of tracked faces with a confident negative expression.",
+                    s["negative_share"])
+        yield gauge("faces_by_emotion", "Tracked faces per smoothed emotion.", label="emotion", values=s["counts"])
+        yield gauge("alert_raised", "1 while an alert is raised.", int(s["alert_state"] == "raised"))
+        yield counter("alerts_raised", "Alerts raised since start.", s["alerts_raised"])
+        yield gauge("stage_latency_ms", "Median stage latency over recent frames.", label="stage",
+                    values=s["stage_ms"])
+        yield counter("sink_failures", "Failed deliveries per sink.", label="sink", values=s["sink_failures"])
+        yield gauge("uptime_seconds", "Seconds since start.", s["uptime_s"])
+        h = s["health"]
+        if h["cpu_temperature_c"] is not None:
+            yield gauge("cpu_temperature_celsius", "CPU temperature.", h["cpu_temperature_c"])
+        if h["throttled_flags"] is not None:
+            now = h["throttled_now"]
+            yield gauge("throttled", "1 while the Pi firmware caps the clock or throttles (heat or power).",
+                        int(any(n != "under-voltage" for n in now)))
+            yield gauge("under_voltage", "1 while the Pi firmware reports under-voltage.", int("under-voltage" in now))

@@ -1,0 +1,114 @@
+"""The last hour of the queue's mood for the status page's chart: one point per `step_s`
+(mean negative share, most faces, whether an alert was raised), and the recent alerts.
+
+Bounded in memory; with a `db_path` the same points also go to a small SQLite file, trimmed
+to the span, so the chart survives a restart. Disk trouble never stops the monitor: the
+file is dropped with one warning and the in-memory history carries on."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections import deque
+from datetime import datetime, timezone
+
+log = logging.getLogger(__name__)
+
+SCHEMA = ("CREATE TABLE IF NOT EXISTS samples (t REAL PRIMARY KEY, negative_share REAL, faces INTEGER, alert INTEGER)",
+          "CREATE TABLE IF NOT EXISTS alerts (t REAL, kind TEXT, negative_share REAL, faces INTEGER)")
+
+
+def iso(t_wall: float) -> str:
+    return datetime.fromtimestamp(t_wall, timezone.utc).isoformat(timespec="seconds")
+
+
+class History:
+    """Not thread-safe on its own: Stats calls it under its lock."""
+
+    def __init__(self, step_s: float = 10.0, span_s: float = 3600.0, alerts_kept: int = 20, db_path: str = ""):
+        self.step_s, self.span_s = step_s, span_s
+        self.points: deque[dict] = deque(maxlen=max(1, int(span_s // step_s)))
+        self.alerts: deque[dict] = deque(maxlen=alerts_kept)
+        self._step: dict | None = None  # the step being accumulated
+        self._db: sqlite3.Connection | None = None
+        if db_path:
+            self._open(db_path)
+
+    # -- the on-disk ring
+    def _open(self, path: str) -> None:
+        try:
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=1.0)
+            # WAL without a sync per write: a point lost to a power cut costs nothing, an SD card
+            # fsync every 10 s on the frame loop's thread would
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            for stmt in SCHEMA:
+                db.execute(stmt)
+            now = datetime.now(timezone.utc).timestamp()
+            for t, share, faces, alert in db.execute(
+                    "SELECT t, negative_share, faces, alert FROM samples WHERE t >= ? ORDER BY t",
+                    (now - self.span_s,)):
+                self.points.append({"t": t, "negative_share": share, "faces": faces, "alert": bool(alert)})
+            for t, kind, share, faces in db.execute(
+                    "SELECT t, kind, negative_share, faces FROM alerts ORDER BY t DESC LIMIT ?", (self.alerts.maxlen,)):
+                self.alerts.appendleft({"t": t, "time": iso(t), "kind": kind, "negative_share": share, "faces": faces})
+            self._db = db
+        except sqlite3.Error as exc:
+            log.warning("status history file %s not usable (%s); keeping the history in memory only", path, exc)
+
+    def _write(self, sql: str, *rows) -> None:
+        if self._db is None:
+            return
+        try:
+            for row in rows:
+                self._db.execute(sql, row)
+            cutoff = self.points[0]["t"] if self.points else 0.0
+            self._db.execute("DELETE FROM samples WHERE t < ?", (cutoff,))
+            self._db.execute("DELETE FROM alerts WHERE t NOT IN (SELECT t FROM alerts ORDER BY t DESC LIMIT ?)",
+                             (self.alerts.maxlen,))
+        except sqlite3.Error as exc:
+            log.warning("status history file no longer writable (%s); keeping the history in memory only", exc)
+            self._db.close()
+            self._db = None
+
+    # -- recording
+    def add(self, t_wall: float, negative_share: float, faces: int, raised: bool) -> None:
+        start = t_wall - t_wall % self.step_s  # aligned, so points from before a restart line up
+        s = self._step
+        if s is not None and start != s["t"]:
+            self._close()
+            s = None
+        if s is None:
+            s = self._step = {"t": start, "n": 0, "share_sum": 0.0, "faces": 0, "alert": False}
+        s["n"] += 1
+        s["share_sum"] += negative_share
+        s["faces"] = max(s["faces"], faces)
+        s["alert"] = s["alert"] or raised
+
+    def _point(self, s: dict) -> dict:
+        return {"t": s["t"], "negative_share": round(s["share_sum"] / s["n"], 4), "faces": s["faces"],
+                "alert": s["alert"]}
+
+    def _close(self) -> None:
+        p = self._point(self._step)
+        self.points.append(p)
+        self._write("INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?)",
+                    (p["t"], p["negative_share"], p["faces"], int(p["alert"])))
+
+    def add_alert(self, t_wall: float, kind: str, negative_share: float, faces: int) -> None:
+        a = {"t": t_wall, "time": iso(t_wall), "kind": kind, "negative_share": round(negative_share, 4), "faces": faces}
+        self.alerts.append(a)
+        self._write("INSERT INTO alerts VALUES (?, ?, ?, ?)", (t_wall, kind, a["negative_share"], faces))
+
+    # -- reading
+    def series(self) -> list[dict]:
+        """Closed points of the span, then the step in progress."""
+        return list(self.points) + ([self._point(self._step)] if self._step else [])
+
+    def recent_alerts(self) -> list[dict]:
+        return list(reversed(self.alerts))
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None

@@ -1,0 +1,126 @@
+// The status page: polls /status and /history (same origin, so the auth cookie or basic-auth
+// credentials go along) and draws everything from counts. No library, nothing fetched from
+// elsewhere, no image: the monitor may be offline and the page must never show a face.
+"use strict";
+
+const STATUS_EVERY_MS = 2000;
+const HISTORY_EVERY_MS = 10000;
+const SVG = "http://www.w3.org/2000/svg";
+const $ = (id) => document.getElementById(id);
+
+function pct(x) { return Math.round(100 * x) + "%"; }
+function clock(iso) { return new Date(iso).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit"}); }
+function text(el, value) { if (el.textContent !== String(value)) el.textContent = value; }
+
+function row(table, cells) {
+  const tr = document.createElement("tr");
+  for (const c of cells) {
+    const td = document.createElement("td");
+    if (c instanceof Node) td.appendChild(c); else td.textContent = c;
+    tr.appendChild(td);
+  }
+  table.appendChild(tr);
+}
+
+function renderStatus(s) {
+  text($("device"), s.device ? "· " + s.device : "");
+  text($("faces"), s.faces);
+  text($("negative-share"), pct(s.negative_share));
+  const raised = s.alert_state === "raised";
+  text($("alert-state"), raised ? "RAISED" : "clear");
+  $("alert-card").className = "card " + (raised ? "alert-raised" : "alert-clear");
+  text($("alert-since"), raised && s.alert_raised_at ? "since " + clock(s.alert_raised_at) : "");
+
+  const emotions = $("emotions");
+  emotions.replaceChildren();
+  const most = Math.max(1, ...Object.values(s.counts));
+  for (const [name, n] of Object.entries(s.counts)) {
+    const bar = document.createElement("div");
+    bar.className = "bar" + (s.negative.includes(name) ? " neg" : "");
+    bar.style.width = (100 * n / most) + "%";
+    row(emotions, [name, bar, n]);
+  }
+
+  const alerts = $("alerts");
+  alerts.replaceChildren();
+  for (const a of s.recent_alerts.slice(0, 10)) {
+    const li = document.createElement("li");
+    li.textContent = `${clock(a.time)} ${a.kind}: ${pct(a.negative_share)} of ${a.faces} faces unhappy`;
+    alerts.appendChild(li);
+  }
+  if (!s.recent_alerts.length) alerts.innerHTML = '<li class="muted">none yet</li>';
+
+  const h = s.health, health = $("health");
+  health.replaceChildren();
+  row(health, ["frame rate", s.fps.toFixed(1) + " fps"]);
+  row(health, ["dropped frames", s.dropped_frames]);
+  row(health, ["stage times", Object.entries(s.stage_ms).map(([k, v]) => `${k} ${v.toFixed(1)} ms`).join(", ") || "–"]);
+  const failures = Object.entries(s.sink_failures).filter(([, n]) => n > 0);
+  row(health, ["sink failures", failures.map(([k, n]) => `${k} ${n}`).join(", ") || "none"]);
+  if (h.cpu_temperature_c !== null && h.cpu_temperature_c !== undefined) row(health, ["CPU temperature", h.cpu_temperature_c.toFixed(1) + " °C"]);
+  if (h.throttled_flags !== null && h.throttled_flags !== undefined) row(health, ["throttling", h.throttled_now.join(", ") || "none"]);
+  row(health, ["up for", Math.round(s.uptime_s / 60) + " min"]);
+  row(health, ["source", s.source]);
+
+  text($("updated"), "updated " + new Date().toLocaleTimeString());
+  document.body.dataset.live = "1";
+}
+
+function el(name, attrs, parent) {
+  const e = document.createElementNS(SVG, name);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  parent.appendChild(e);
+  return e;
+}
+
+function renderHistory(h) {
+  // The last hour, or since the first point when the monitor has run for less (5 min at least).
+  const svg = $("chart"), W = 600, H = 260, L = 52, R = 34, T = 12, B = 30;
+  svg.replaceChildren();
+  const end = Date.now() / 1000;
+  const pts = h.points.filter((p) => p.t + h.step_s >= end - h.span_s);
+  const start = Math.max(end - h.span_s, Math.min(end - 300, pts.length ? pts[0].t : end));
+  const x = (t) => L + (W - L - R) * Math.max(0, (t - start) / (end - start));
+  const maxFaces = Math.max(1, ...pts.map((p) => p.faces));
+  const yShare = (v) => T + (H - T - B) * (1 - v);
+  const yFaces = (n) => T + (H - T - B) * (1 - n / maxFaces);
+  for (const v of [0, 0.5, 1]) {
+    el("line", {x1: L, x2: W - R, y1: yShare(v), y2: yShare(v), class: "grid"}, svg);
+    el("text", {x: 2, y: yShare(v) + 5}, svg).textContent = pct(v);
+  }
+  el("text", {x: W - R + 6, y: yFaces(maxFaces) + 5}, svg).textContent = maxFaces;
+  el("text", {x: W - R + 6, y: yFaces(0) + 5}, svg).textContent = "0";
+  for (let i = 0; i <= 3; i++) {
+    const t = start + (end - start) * i / 3;
+    const label = new Date(t * 1000).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
+    el("text", {x: x(t), y: H - 8, "text-anchor": ["start", "middle", "middle", "end"][i]}, svg).textContent = label;
+  }
+  for (const p of pts) {
+    if (p.alert) el("rect", {x: x(p.t), y: T, width: Math.max(1, x(p.t + h.step_s) - x(p.t)), height: H - T - B, class: "alert"}, svg);
+  }
+  const line = (f, cls) => {
+    if (!pts.length) return;
+    const coords = pts.map((p) => `${x(Math.min(end, p.t + h.step_s / 2)).toFixed(1)},${f(p).toFixed(1)}`);
+    if (coords.length === 1) coords.unshift(`${x(pts[0].t).toFixed(1)},${f(pts[0]).toFixed(1)}`);
+    el("polyline", {points: coords.join(" "), class: cls}, svg);
+  };
+  line((p) => yFaces(p.faces), "faces");
+  line((p) => yShare(p.negative_share), "share");
+  svg.dataset.points = pts.length;
+}
+
+async function poll(path, render, every) {
+  try {
+    const r = await fetch(path, {cache: "no-store", credentials: "same-origin"});
+    if (r.status === 401) { text($("updated"), "not authorised: open the link with the token"); return; }
+    if (r.ok) render(await r.json());
+    else text($("updated"), `monitor answered ${r.status}`);
+  } catch (e) {
+    text($("updated"), "monitor not reachable, retrying…");
+  } finally {
+    setTimeout(() => poll(path, render, every), every);
+  }
+}
+
+poll("/status", renderStatus, STATUS_EVERY_MS);
+poll("/history", renderHistory, HISTORY_EVERY_MS);

@@ -1,0 +1,122 @@
+"""HQ's fleet view (deploy/fleet/): the rules checked and unit-tested with promtool, the
+dashboard's queries limited to series that exist, and Debian's prometheus really scraping
+two `edge run` monitors, with their store/checkout labels, through the shipped config."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.live_edge import TOKEN, free_port
+
+FLEET = Path(__file__).resolve().parents[1] / "deploy" / "fleet"
+PROMTOOL, PROMETHEUS = shutil.which("promtool"), shutil.which("prometheus")
+needs_promtool = pytest.mark.skipif(not PROMTOOL, reason="needs promtool (apt install prometheus)")
+
+
+def promtool(*args, cwd=FLEET) -> subprocess.CompletedProcess:
+    r = subprocess.run([PROMTOOL, *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r
+
+
+@needs_promtool
+def test_rules_pass_promtool_check_and_their_unit_tests():
+    assert "SUCCESS" in promtool("check", "rules", "rules.yml").stdout
+    assert "SUCCESS" in promtool("test", "rules", "rules_test.yml").stdout
+
+
+def _series_the_monitor_exports() -> set[str]:
+    from edge.service.exposition import render
+    from edge.service.status import Stats
+
+    stats = Stats("rt", "m", "video", device="d")
+    snap = stats.snapshot()
+    snap["health"] = {"cpu_temperature_c": 50.0, "throttled_flags": 0, "throttled_now": []}  # as on a Pi
+    snap["sink_failures"] = {"webhook": 1}
+    body = render(lambda: snap)[0].decode()
+    return {m for m in re.findall(r"^(queue_mood_\w+)", body, re.M)}
+
+
+def _dashboard_queries() -> list[str]:
+    dash = json.loads((FLEET / "grafana-dashboard.json").read_text())
+    return [t["expr"] for p in dash["panels"] for t in p["targets"]]
+
+
+def test_dashboard_and_rules_use_only_series_that_exist():
+    pytest.importorskip("prometheus_client", reason="/metrics needs prometheus_client (edge extra)")
+    exported = _series_the_monitor_exports()
+    rules = (FLEET / "rules.yml").read_text()
+    recorded = set(re.findall(r"record: (\S+)", rules))
+    for expr in _dashboard_queries() + re.findall(r"expr: (.+)", rules):
+        for name in re.findall(r"\b((?:queue_mood|store:queue_mood|checkout:queue_mood)[\w:]*)", expr):
+            assert name in exported | recorded, f"{name} in {expr!r} is neither exported nor recorded"
+    assert {"queue_mood_alert_raised", "queue_mood_alerts_raised_total", "queue_mood_negative_share",
+            "queue_mood_faces", "queue_mood_faces_by_emotion", "queue_mood_fps",
+            "queue_mood_cpu_temperature_celsius"} <= exported
+
+
+def query(port: int, promql: str) -> dict:
+    url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
+@pytest.mark.slow
+@needs_promtool
+@pytest.mark.skipif(not PROMETHEUS, reason="needs Debian's prometheus (apt install prometheus)")
+def test_prometheus_scrapes_two_monitors_with_store_and_checkout_labels(edge_runs, tmp_path):
+    runs = [edge_runs("till-1"), edge_runs("till-2")]
+    for r in runs:
+        r.wait_until(lambda s: s["frames"] > 0)
+
+    # the shipped config, as HQ deploys it: a token file and one targets file per store
+    conf = tmp_path / "prometheus"
+    shutil.copytree(FLEET, conf)
+    (conf / "queue-mood.token").write_text(TOKEN + "\n")
+    for f in (conf / "targets").glob("*.yml"):
+        f.unlink()
+    (conf / "targets" / "test-store.yml").write_text("".join(
+        f'- targets: ["127.0.0.1:{r.port}"]\n  labels: {{store: "test-store", checkout: "{i + 1}"}}\n'
+        for i, r in enumerate(runs)))
+    yml = conf / "prometheus.yml"
+    fast = yml.read_text().replace("interval: 15s", "interval: 1s").replace("timeout: 5s", "timeout: 1s")
+    yml.write_text(fast)  # a test cannot wait 15 s per scrape
+    promtool("check", "config", yml, cwd=conf)
+
+    port = free_port()
+    log = (tmp_path / "prometheus.log").open("wb")
+    prom = subprocess.Popen([PROMETHEUS, f"--config.file={yml}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                             f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=log)
+    try:
+        deadline = time.monotonic() + 90
+        faces = []
+        while time.monotonic() < deadline:
+            try:
+                faces = query(port, "queue_mood_faces")["data"]["result"]
+            except OSError:
+                faces = []
+            if len(faces) == 2 and query(port, "store:queue_mood_faces:sum")["data"]["result"]:
+                break
+            assert prom.poll() is None, (tmp_path / "prometheus.log").read_text()[-3000:]
+            time.sleep(0.5)
+        labels = sorted((s["metric"]["store"], s["metric"]["checkout"]) for s in faces)
+        assert labels == [("test-store", "1"), ("test-store", "2")], (tmp_path / "prometheus.log").read_text()[-3000:]
+        up = query(port, 'up{job="queue-mood"}')["data"]["result"]
+        assert sorted(float(s["value"][1]) for s in up) == [1.0, 1.0]  # the token got both scrapes through
+        assert {s["metric"]["device"] for s in query(port, "queue_mood_info")["data"]["result"]} == {"till-1", "till-2"}
+        for expr in _dashboard_queries():  # every panel's query runs on real data
+            assert query(port, expr.replace("$store", ".*"))["status"] == "success", expr
+        raised = query(port, "queue_mood_alert_raised")["data"]["result"]
+        assert len(raised) == 2
+    finally:
+        prom.terminate()
+        prom.wait(30)

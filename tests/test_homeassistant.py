@@ -1,0 +1,156 @@
+"""Home Assistant MQTT discovery against a real mosquitto: what a Home Assistant instance
+subscribed to the broker would receive, checked against its documented discovery scheme."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+
+import pytest
+
+from edge.config import MqttSinkConfig, SinksConfig
+from edge.labels import LABELS
+from edge.sinks import build_sinks
+from tests.test_sinks import broker, needs_mosquitto, wait_for  # noqa: F401 - the broker fixture
+
+pytestmark = needs_mosquitto
+CONFIG_TOPIC = re.compile(r"homeassistant/(sensor|binary_sensor)/(?P<node>[a-zA-Z0-9_-]+)/(?P<obj>[a-zA-Z0-9_-]+)"
+                          r"/config")
+
+
+class Listener:
+    """A paho client standing in for Home Assistant: records (topic, payload bytes, retain)."""
+
+    def __init__(self, port: int, topics=("homeassistant/#", "queue-mood/#")):
+        import paho.mqtt.client as mqtt
+
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self._lock = threading.Lock()
+        ready = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe([(t, 1) for t in topics])
+        self.client.on_subscribe = lambda *a: ready.set()
+        self.client.on_message = self._record
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert ready.wait(15), "listener could not subscribe"
+
+    def _record(self, client, userdata, msg):
+        with self._lock:
+            self.messages.append((msg.topic, msg.payload, bool(msg.retain)))
+
+    def on(self, topic: str) -> list[bytes]:
+        with self._lock:
+            return [p for t, p, _ in self.messages if t == topic]
+
+    def configs(self) -> list[tuple[str, dict]]:
+        with self._lock:
+            return [(t, json.loads(p)) for t, p, _ in self.messages if CONFIG_TOPIC.fullmatch(t)]
+
+    def close(self):
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def listeners():
+    made = []
+
+    def make(*a, **k):
+        made.append(Listener(*a, **k))
+        return made[-1]
+
+    yield make
+    for m in made:
+        m.close()
+
+
+def status(faces=3, share=2 / 3, state="raised", **counts) -> dict:
+    return {"faces": faces, "negative_share": share, "alert_state": state,
+            "counts": {**dict.fromkeys(LABELS, 0), **(counts or {"angry": 2, "happy": 1})}}
+
+
+def value_of(template: str, state: dict):
+    """What Home Assistant's `{{ value_json.a.b }}` templates give for a state payload."""
+    (path,) = re.fullmatch(r"\{\{ value_json\.([a-z_.]+) \}\}", template).groups()
+    for key in path.split("."):
+        state = state[key]
+    return state
+
+
+def test_discovery_configs_state_birth_and_clean_offline(broker, listeners, tmp_path):  # noqa: F811
+    ha = listeners(broker.port)
+    fan = build_sinks(SinksConfig(spool_dir=str(tmp_path), mqtt=MqttSinkConfig(host="127.0.0.1", port=broker.port)),
+                      "till 3")
+    assert [s.key for s in fan.sinks] == ["log", "mqtt", "homeassistant"]
+    fan.update(status())
+    entities = 2 + len(LABELS) + 1
+    assert wait_for(lambda: len(ha.configs()) >= entities), ha.messages
+    configs = dict(ha.configs())
+    assert len(configs) == entities
+    state_topics, avail_topics, ids, devices = set(), set(), set(), set()
+    for topic, c in configs.items():
+        m = CONFIG_TOPIC.fullmatch(topic)
+        assert m["node"] == "till_3"  # the space is not allowed in a node id
+        assert c["unique_id"].endswith(m["obj"]) and c["name"]
+        assert c["payload_available"] == "online" and c["payload_not_available"] == "offline"
+        assert c["device"]["identifiers"] and c["device"]["name"] == "Queue mood till 3"
+        state_topics.add(c["state_topic"])
+        avail_topics.add(c["availability_topic"])
+        ids.add(c["unique_id"])
+        devices.add(json.dumps(c["device"], sort_keys=True))
+    assert len(ids) == entities and len(devices) == 1  # one device, distinct entities
+    (state_topic,) = state_topics
+    (avail_topic,) = avail_topics
+    alert = configs["homeassistant/binary_sensor/till_3/alert/config"]
+    assert alert["device_class"] == "problem" and (alert["payload_on"], alert["payload_off"]) == ("ON", "OFF")
+    share = configs["homeassistant/sensor/till_3/negative_share/config"]
+    assert share["unit_of_measurement"] == "%" and share["state_class"] == "measurement"
+
+    assert wait_for(lambda: ha.on(state_topic))
+    state = json.loads(ha.on(state_topic)[-1])
+    got = {CONFIG_TOPIC.fullmatch(t)["obj"]: value_of(c["value_template"], state) for t, c in configs.items()}
+    assert got == {"negative_share": 66.7, "faces": 3, "alert": "ON",
+                   **{f"faces_{k}": v for k, v in status()["counts"].items()}}
+
+    # availability is retained: Home Assistant starting later still sees the Pi online
+    late = listeners(broker.port, topics=(avail_topic,))
+    assert wait_for(lambda: late.messages)
+    assert late.messages[0][1:] == (b"online", True)
+
+    # Home Assistant restarts: its birth message brings every config again
+    before = len(ha.configs())
+    ha.client.publish("homeassistant/status", "online", qos=1)
+    assert wait_for(lambda: len(ha.configs()) >= before + entities)
+
+    fan.update(status(faces=1, share=0.0, state="clear", happy=1))
+    assert wait_for(lambda: json.loads(ha.on(state_topic)[-1])["alert"] == "OFF")
+
+    fan.close()  # a clean stop says offline itself (the broker sends no last will then)
+    assert wait_for(lambda: ha.on(avail_topic)[-1:] == [b"offline"])
+
+
+def test_last_will_marks_a_dead_pi_offline(broker, listeners, tmp_path):  # noqa: F811
+    ha = listeners(broker.port, topics=("queue-mood/+/availability",))
+    code = textwrap.dedent(f"""
+        import time
+        from edge.sinks.homeassistant import HomeAssistantSink
+        s = HomeAssistantSink("127.0.0.1", {broker.port}, device_name="till-9")
+        while not s.connected:
+            time.sleep(0.05)
+        print("up", flush=True)
+        time.sleep(600)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "up"
+        assert wait_for(lambda: b"online" in [p for _, p, _ in ha.messages])
+    finally:
+        proc.send_signal(signal.SIGKILL)  # no clean disconnect: only the broker can say it
+        proc.wait(10)
+    assert wait_for(lambda: ha.messages[-1][:2] == ("queue-mood/till-9/availability", b"offline"))

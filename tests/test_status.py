@@ -1,0 +1,311 @@
+"""The status server with real sockets: the page and its assets, auth, redaction, the
+history ring (memory and SQLite), /metrics as Prometheus parses it, and the hardening
+(idle timeout, thread cap, quiet client disconnects)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import re
+import socket
+import struct
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+
+from edge.config import ConfigError, StatusConfig, load_config
+from edge.labels import LABELS
+from edge.pipeline.core import FrameResult
+from edge.pipeline.mood import Mood
+from edge.service.history import History
+from edge.service.status import Stats, StatusServer
+
+TOKEN = "t0ken-for-the-tests-only"
+
+
+def result(faces: int, negative: int, state: str = "clear", transition=None, **counts) -> FrameResult:
+    return FrameResult(frame_index=0, t_s=0.0, detections=faces, tracks=[], mood=Mood(0.0, faces, negative, counts),
+                       transition=transition, alert_state=state)
+
+
+@pytest.fixture
+def serve():
+    servers = []
+
+    def make(stats=None, **cfg) -> tuple[str, StatusServer]:
+        stats = stats or Stats("ai-edge-litert x", "model.tflite", "video", device="till-3",
+                               negative=["angry", "sad"])
+        srv = StatusServer(stats, StatusConfig(port=0, **cfg)).start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.port}", srv
+
+    yield make
+    for s in servers:
+        s.stop()
+
+
+def get(url, headers=None, timeout=10):
+    """(status, headers, body) without raising on 4xx/5xx and without following redirects."""
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *a, **k):
+            return None
+
+    opener = urllib.request.build_opener(NoRedirect)
+    try:
+        with opener.open(urllib.request.Request(url, headers=headers or {}), timeout=timeout) as r:
+            return r.status, r.headers, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read()
+
+
+def test_page_and_assets_come_from_the_package_and_reference_nothing_outside(serve):
+    base, _ = serve()
+    code, headers, html = get(base + "/")
+    assert code == 200 and headers["Content-Type"].startswith("text/html")
+    assert "img-src 'none'" in headers["Content-Security-Policy"] and headers["Referrer-Policy"] == "no-referrer"
+    html = html.decode()
+    for asset in re.findall(r'(?:src|href)="([^"]+)"', html):
+        assert asset.startswith("/static/"), asset  # nothing from a CDN: the Pi may be offline
+        code, headers, body = get(base + asset)
+        assert code == 200 and body and headers["Content-Type"].split(";")[0] in ("text/javascript", "text/css")
+        text = body.decode()
+        # the only URL in the assets is SVG's XML namespace, which is never fetched
+        assert re.findall(r"https?://[^\s\"')]+", text) in ([], ["http://www.w3.org/2000/svg"])
+        assert "<img" not in text and "url(" not in text  # never an image
+    assert "<img" not in html
+    assert get(base + "/nothing")[0] == 404
+
+
+def test_status_history_and_recent_alerts_follow_the_pipeline(serve):
+    stats = Stats("rt", "m", "video", device="till-3", negative=["angry", "sad"])
+    base, _ = serve(stats)
+    stats.update(result(3, 0, happy=3), 0, {"detect": 4.0}, {})
+    stats.update(result(3, 2, "raised", "raised", angry=2, happy=1), 2, {"detect": 5.0}, {"webhook": 1})
+    s = json.loads(get(base + "/status")[2])
+    assert s["faces"] == 3 and s["alert_state"] == "raised" and s["alert_raised_at"]
+    assert s["counts"] == {**dict.fromkeys(LABELS, 0), "angry": 2, "happy": 1}
+    assert s["negative"] == ["angry", "sad"] and s["dropped_frames"] == 2 and s["sink_failures"] == {"webhook": 1}
+    assert [a["kind"] for a in s["recent_alerts"]] == ["raised"] and s["recent_alerts"][0]["faces"] == 3
+    assert set(s["health"]) == {"cpu_temperature_c", "throttled_flags", "throttled_now"}
+    h = json.loads(get(base + "/history")[2])
+    assert h["points"][-1]["faces"] == 3 and h["points"][-1]["alert"] is True
+    stats.update(result(1, 0, "clear", "cleared", happy=1), 2, {}, {})
+    s = json.loads(get(base + "/status")[2])
+    assert s["alert_raised_at"] is None and [a["kind"] for a in s["recent_alerts"]] == ["cleared", "raised"]
+
+
+def test_credentials_in_the_source_url_are_never_shown(serve):
+    stats = Stats("rt", "m", "stream rtsp://admin:s3cret@10.0.0.9:554/live?token=abc123", device="x")
+    base, _ = serve(stats)
+    body = get(base + "/status")[2].decode()
+    assert "s3cret" not in body and "abc123" not in body and "admin" not in body
+    assert "rtsp://***@10.0.0.9:554/live?***" in body
+
+
+def test_history_is_bounded_and_averages_each_step(tmp_path):
+    h = History(step_s=10, span_s=60)
+    t0 = 1_700_000_000.0  # a multiple of 10
+    for i in range(200):  # 100 s at 2 samples per second
+        h.add(t0 + i / 2, negative_share=0.5 if i % 2 else 0.0, faces=i % 4, raised=35 <= i / 2 < 41)
+    pts = h.series()
+    assert len(pts) == 7  # 6 closed steps (the span) + the one in progress
+    assert [p["t"] - t0 for p in pts] == [30, 40, 50, 60, 70, 80, 90]
+    assert all(p["negative_share"] == 0.25 and p["faces"] == 3 for p in pts)
+    assert [p["alert"] for p in pts] == [True, True, False, False, False, False, False]  # raised 35-40.5 s
+
+
+def test_history_survives_a_restart_in_sqlite_and_disk_trouble_falls_back_to_memory(tmp_path, caplog):
+    db = tmp_path / "history.sqlite"
+    now = time.time()
+    h = History(step_s=10, span_s=3600, db_path=str(db))
+    for i in range(5):
+        h.add(now - 40 + 10 * i, 0.2 * i, i, i == 3)
+    h.add_alert(now - 10, "raised", 0.6, 3)
+    h.close()
+    again = History(step_s=10, span_s=3600, db_path=str(db))
+    assert [p["faces"] for p in again.series()] == [0, 1, 2, 3]  # the 4 closed steps
+    assert again.recent_alerts()[0]["kind"] == "raised"
+    again.close()
+
+    caplog.set_level(logging.WARNING)
+    h = History(db_path=str(tmp_path / "no-such-dir" / "h.sqlite"))  # not creatable, even for root
+    h.add(now, 0.1, 1, False)
+    h.add(now + 20, 0.1, 1, False)
+    assert len(h.series()) == 2  # the chart carries on in memory
+    assert [r.message for r in caplog.records if "memory only" in r.message]
+
+
+def test_metrics_parse_as_prometheus_and_carry_the_fleet_series(serve):
+    parser = pytest.importorskip("prometheus_client.parser", reason="/metrics needs prometheus_client (edge extra)")
+    stats = Stats("ai-edge-litert x", "m", "video", device="till-3")
+    base, _ = serve(stats)
+    stats.update(result(4, 3, "raised", "raised", angry=3, neutral=1), 5, {"classify": 2.5}, {"mqtt": 2})
+    code, headers, body = get(base + "/metrics")
+    assert code == 200 and headers["Content-Type"].startswith("text/plain")
+    fams = {f.name: f for f in parser.text_string_to_metric_families(body.decode())}
+    value = {(s.name, tuple(sorted(s.labels.items()))): s.value for f in fams.values() for s in f.samples}
+    assert value[("queue_mood_faces", ())] == 4 and value[("queue_mood_negative_share", ())] == 0.75
+    assert value[("queue_mood_alert_raised", ())] == 1 and value[("queue_mood_alerts_raised_total", ())] == 1
+    assert fams["queue_mood_alerts_raised"].type == "counter" and fams["queue_mood_frames"].type == "counter"
+    assert {s.labels["emotion"]: s.value for s in fams["queue_mood_faces_by_emotion"].samples} == {
+        **dict.fromkeys(LABELS, 0), "angry": 3, "neutral": 1}
+    assert value[("queue_mood_sink_failures_total", (("sink", "mqtt"),))] == 2
+    assert value[("queue_mood_dropped_frames_total", ())] == 5 and ("queue_mood_fps", ()) in value
+    (info,) = [s for f in fams.values() for s in f.samples if s.name == "queue_mood_info"]
+    assert info.labels["device"] == "till-3" and info.value == 1
+
+
+def test_metrics_import_does_not_pull_numpy():
+    import subprocess
+    import sys
+
+    code = ("import sys; from edge.service.exposition import render; from edge.service.status import Stats; "
+            "render(Stats('rt', 'm', 'v').snapshot); print('numpy' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_token_auth_refuses_without_and_accepts_header_link_and_cookie(serve):
+    base, _ = serve(token=TOKEN)
+    for path in ("/", "/status", "/metrics", "/history", "/static/app.js"):
+        code, headers, _ = get(base + path)
+        assert code == 401 and headers["WWW-Authenticate"].startswith("Bearer"), path
+    assert get(base + "/status", {"Authorization": "Bearer wrong-token-of-same-size"})[0] == 401
+    assert get(base + "/status", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    code, headers, _ = get(base + f"/?token={TOKEN}")  # the manager's link
+    assert code == 303 and headers["Location"] == "/"  # the token leaves the address bar
+    cookie = headers["Set-Cookie"].split(";")[0]
+    assert "HttpOnly" in headers["Set-Cookie"] and "SameSite=Strict" in headers["Set-Cookie"]
+    assert get(base + "/status", {"Cookie": cookie})[0] == 200
+    assert get(base + "/status", {"Cookie": "qm_token=nope"})[0] == 401
+
+
+def test_basic_auth_password(serve):
+    base, _ = serve(user="manager", password="correct horse")
+
+    def basic(user, pw):
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{pw}".encode()).decode()}
+
+    code, headers, _ = get(base + "/")
+    assert code == 401 and headers["WWW-Authenticate"].startswith("Basic")
+    assert get(base + "/", basic("manager", "correct horse"))[0] == 200
+    assert get(base + "/", basic("manager", "wrong"))[0] == 401
+    assert get(base + "/", basic("someone", "correct horse"))[0] == 401
+    assert get(base + "/", {"Authorization": "Basic !!notbase64"})[0] == 401
+
+
+def test_read_only(serve):
+    base, _ = serve()
+    req = urllib.request.Request(base + "/status", data=b"{}", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 501
+
+
+def test_binding_beyond_loopback_needs_a_token_or_password():
+    with pytest.raises(ConfigError, match=r"status\.host.*token or .*password"):
+        load_config(None, {"status.host": "0.0.0.0"})
+    with pytest.raises(ConfigError, match=r"status\.token") as e:
+        load_config(None, {"status.host": "0.0.0.0", "status.token": "short"})
+    assert "short" not in str(e.value)  # never echo a secret
+    assert load_config(None, {"status.host": "0.0.0.0", "status.token": TOKEN}).status.token == TOKEN
+    assert load_config(None, {"status.host": "::1"}).status.host == "::1"
+    assert load_config(None, {"status.host": "192.168.1.20", "status.password": "long enough"})
+
+
+def test_idle_connection_is_closed_and_the_thread_freed(serve):
+    base, srv = serve(idle_timeout_s=0.3)
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+    s.sendall(b"GET /status HTTP/1.1\r\n")  # starts a request, then goes quiet
+    assert s.recv(1024) == b""  # the server hung up on it
+    s.close()
+    assert get(base + "/status")[0] == 200
+
+
+def test_thread_cap_answers_503_instead_of_piling_up_threads(serve):
+    base, srv = serve(max_clients=2, idle_timeout_s=30)
+    idle = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(2)]
+    for s in idle:
+        s.sendall(b"GET / HTTP/1.1\r\n")  # each holds a handler thread
+    deadline = time.monotonic() + 10
+    while srv.httpd._slots._value and time.monotonic() < deadline:  # both handler threads started
+        time.sleep(0.01)
+    assert get(base + "/status")[0] == 503
+    for s in idle:
+        s.close()
+    deadline = time.monotonic() + 10
+    while get(base + "/status")[0] != 200:
+        assert time.monotonic() < deadline, "slots were not given back"
+        time.sleep(0.05)
+
+
+def test_client_disconnects_are_debug_lines_without_traceback(serve, caplog, capfd):
+    base, srv = serve()
+    caplog.set_level(logging.DEBUG, logger="edge.service.status")
+    for _ in range(10):
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+        s.sendall(b"GET /status HTTP/1.1\r\nHost: x\r\n")  # half a request, then a reset
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        s.close()
+    deadline = time.monotonic() + 10
+    while not any("went away" in r.message for r in caplog.records) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert any("went away" in r.message for r in caplog.records)
+    assert all(r.levelno == logging.DEBUG and not r.exc_info for r in caplog.records)
+    assert "Traceback" not in capfd.readouterr().err
+    assert get(base + "/status")[0] == 200
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("rtsp://admin:pw@10.0.0.9:554/stream1", "rtsp://***@10.0.0.9:554/stream1"),
+    ("http://cam.local/video?user=a&token=xyz", "http://cam.local/video?***"),
+    ("https://[fe80::1]:8443/a#frag", "https://[fe80::1]:8443/a#***"),
+    ("http://user:pw@host:99999/", "http://***"),  # unparseable (port): only the scheme is left
+])
+def test_redact_url(url, shown):
+    from edge.service.redact import redact_text, redact_url
+
+    assert redact_url(url) == shown
+    assert redact_text(f"stream {url} (reopening)") == f"stream {shown} (reopening)"
+    assert redact_text("video /tmp/a b.mp4") == "video /tmp/a b.mp4"
+
+
+def test_a_stream_url_with_credentials_is_not_echoed_when_it_fails():
+    from tests.conftest import run_cli
+
+    r = run_cli("run", "--source", "http://viewer:s3cret@127.0.0.1:9/cam.mjpg?token=abc123", timeout=120)
+    assert r.returncode == 2 and "Cannot open stream http://***@127.0.0.1:9/cam.mjpg?***" in r.stderr, r.stderr
+    assert "s3cret" not in r.stdout + r.stderr and "abc123" not in r.stdout + r.stderr
+
+
+def test_doctor_warns_when_the_network_address_answers_without_auth(serve):
+    from edge.config import Config
+    from edge.ops import doctor
+
+    lan = doctor._lan_address()
+    if lan is None:
+        pytest.skip("this machine has no non-loopback address to probe")
+    open_srv = StatusServer(Stats("rt", "m", "v"), StatusConfig(host="0.0.0.0", port=0))  # as an old version would
+    open_srv.start()
+    try:
+        cfg = Config()
+        cfg.status.port = open_srv.port
+        ctx = doctor._Context(doctor.DoctorSettings())
+        doctor.check_status(ctx, cfg)
+        warn = [c for c in ctx.checks if c.name == "status auth"]
+        assert warn and warn[0].status == doctor.WARN and f"{lan}:{open_srv.port}" in warn[0].detail
+    finally:
+        open_srv.stop()
+    guarded = StatusServer(Stats("rt", "m", "v"), StatusConfig(host="0.0.0.0", port=0, token=TOKEN)).start()
+    try:
+        cfg = load_config(None, {"status.host": "0.0.0.0", "status.token": TOKEN, "status.port": guarded.port})
+        ctx = doctor._Context(doctor.DoctorSettings())
+        doctor.check_status(ctx, cfg)
+        assert [c.status for c in ctx.checks] == [doctor.OK] and "a token required" in ctx.checks[0].detail
+    finally:
+        guarded.stop()

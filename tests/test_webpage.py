@@ -1,0 +1,62 @@
+"""The manager's page in a real headless browser (Debian's chromium) while `edge run`
+processes a video: the DOM is filled by the page's own polling, and without the token
+nothing is served."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.live_edge import TOKEN
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not CHROMIUM, reason="needs Debian's chromium (apt install chromium)")]
+PHONE = "430,1400"  # a phone-sized window: the page is read on the manager's phone
+
+
+def chromium(url: str, *args: str, budget_ms: int = 6000) -> subprocess.CompletedProcess:
+    """Headless chromium on `url`; virtual time runs the page's timers (its polling) for
+    `budget_ms`, waiting for its fetches, before the DOM is dumped or the screenshot taken."""
+    return subprocess.run([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                           "--disable-extensions", "--hide-scrollbars", f"--virtual-time-budget={budget_ms}",
+                           *args, url], capture_output=True, text=True, timeout=120)
+
+
+def screenshot(url: str, out: Path, window: str = PHONE) -> Path:
+    """The page as the manager sees it (README's picture is made by this)."""
+    r = chromium(url, f"--screenshot={out}", f"--window-size={window}")
+    assert out.exists() and out.stat().st_size > 10_000, r.stderr[-2000:]
+    return out
+
+
+def test_page_shows_live_faces_and_alert_in_a_browser(edge_runs, tmp_path):
+    run = edge_runs("till-1")
+    now = run.wait_until(lambda s: s["alert_state"] == "raised" and s["faces"] >= 1)
+    base = f"http://127.0.0.1:{run.port}"
+
+    with pytest.raises(urllib.error.HTTPError) as refused:  # no token, no page
+        urllib.request.urlopen(base + "/", timeout=10)
+    assert refused.value.code == 401
+    assert chromium(base + "/", "--dump-dom").stdout.count('id="faces"') == 0  # the browser gets nothing either
+
+    link = f"{base}/?token={TOKEN}"  # what the manager bookmarks; the server swaps it for a cookie
+    dom = chromium(link, "--dump-dom").stdout
+    assert 'data-live="1"' in dom, dom[-3000:]  # the page's polling filled it in
+    faces = int(re.search(r'id="faces">(\d+)<', dom).group(1))
+    after = run.wait_until(lambda s: True)
+    assert min(now["faces"], after["faces"]) <= faces <= max(now["faces"], after["faces"]) + 1
+    assert re.search(r'id="alert-state">RAISED<', dom)
+    assert re.search(r'id="alert-since">since \d', dom)
+    assert re.search(r'<li>[^<]* raised: \d+% of \d+ faces unhappy</li>', dom)  # the recent alerts
+    assert int(re.search(r'data-points="(\d+)"', dom).group(1)) >= 1  # the chart drew the history
+    assert "<img" not in dom
+
+    shot = screenshot(link, tmp_path / "status-page.png")
+    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
