@@ -652,7 +652,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--model", default=None, help="int8 .tflite with model.json beside it (default: the config's, "
                     "else the shipped model)")
     ap.add_argument("--config", default=None, help="edge TOML config (detector, tracking, mood, alert settings)")
-    ap.add_argument("--detector", choices=("blazeface", "haar", "yunet"), default=None,
+    from edge.pipeline.detectors import DETECTORS
+
+    ap.add_argument("--detector", choices=sorted(DETECTORS), default=None,
                     help="our face detector (default: the config's, blazeface)")
     ap.add_argument("--threads", type=int, default=1, help="threads for the interpreters and OpenCV (default: %(default)s)")
     ap.add_argument("--video", action="append", default=None, help="measure this video instead of generated ones "

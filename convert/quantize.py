@@ -16,6 +16,7 @@ from edge.pipeline.cost import model_macs
 from edge.labels import LABELS
 from edge.pipeline.preprocess import CropRule
 from train.data import Split, load_dataset, train_val
+from train.trainer import load_keras
 
 
 # Measured by running each detector on 1,000 FER2013 val faces upscaled onto a background
@@ -46,23 +47,6 @@ def resolve_keras_model(path: str) -> Path:
     if not p.is_file():
         raise UserError(f"No Keras model at {p}; pass a run folder from `edge train` or a .keras file.")
     return p
-
-
-def load_keras(path: Path):
-    from train.trainer import import_keras
-
-    keras = import_keras()
-    try:
-        model = keras.models.load_model(path, compile=False)
-    except Exception as exc:  # Keras raises several types for a damaged archive
-        raise UserError(f"{path} could not be loaded as a Keras model ({type(exc).__name__}: {exc}).") from exc
-    shape = tuple(model.input_shape[1:])
-    if len(shape) != 3 or shape[0] != shape[1] or shape[2] != 1:
-        raise UserError(f"{path} takes input {model.input_shape}, but the pipeline feeds square grayscale crops "
-                        "(None, S, S, 1); retrain it with `edge train`.")
-    if model.output_shape[-1] != len(LABELS):
-        raise UserError(f"{path} outputs {model.output_shape[-1]} classes, expected {len(LABELS)} ({', '.join(LABELS)}).")
-    return model
 
 
 def representative(split: Split, n: int, seed: int) -> np.ndarray:
@@ -176,4 +160,4 @@ def calibrate(int8_path: Path, card: ModelCard, split: Split) -> dict:
     clf = Classifier(int8_path, card, calibrated=False)
     plain = clf.predict_many(split.x)
     flipped = clf.predict_many(split.x[:, :, ::-1])
-    return calibration_report(plain, (plain + flipped) / 2, split.y, clf._floor)
+    return calibration_report(plain, (plain + flipped) / 2, split.y, clf.prob_floor)

@@ -1,19 +1,94 @@
 """The `edge` command: parse arguments, build settings, call one run() per subcommand.
 
-Build-machine subcommands (train, convert) import TensorFlow lazily, inside run().
+The build-machine stages (train, convert, benchmarks) register their own commands under the
+"queue_mood.commands" entry points (pyproject.toml); edge finds them there and never imports
+those packages by name. They import TensorFlow lazily, inside each command.
 """
 
 from __future__ import annotations
 
+import functools
 import sys
+from importlib.metadata import entry_points
 
 import click
 
 from edge.errors import UserError
+from edge.pipeline.detectors import DETECTORS
+
+
+class PluginChoice(click.Choice):
+    """The keys of a plugin registry, read when the command runs, so a plugin registered
+    after this module was imported is a choice too."""
+
+    def __init__(self, registry):
+        self.registry = registry
+        super().__init__(())
+
+    @property
+    def choices(self):
+        return tuple(sorted(self.registry))
+
+    @choices.setter
+    def choices(self, _value):  # click.Choice.__init__ assigns it; the registry is the truth
+        pass
+
+
+STAGE_COMMANDS = "queue_mood.commands"  # the entry-point group of the stages' commands
+
+
+def _needs_build_extra(exc: ImportError) -> UserError:
+    return UserError(f"This command needs the build-machine packages ({exc.name} is missing); "
+                     "install them with: pip install 'queue-mood[train]'.")
+
+
+def _stage_command(ep) -> click.Command:
+    """A stage's command from its entry point; a missing build-machine package (at import or
+    inside the command) is one sentence, not a traceback."""
+    try:
+        cmd = ep.load()
+    except ImportError as exc:
+        error = _needs_build_extra(exc)
+
+        def fail():
+            raise error
+
+        return click.Command(ep.name, callback=fail, help=f"(unavailable: {error})",
+                             context_settings={"ignore_unknown_options": True})
+    callback = cmd.callback
+
+    @functools.wraps(callback)
+    def guarded(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except ImportError as exc:
+            raise _needs_build_extra(exc) from exc
+
+    cmd.callback = guarded
+    return cmd
 
 
 class Group(click.Group):
-    """Turns a UserError from any subcommand into one sentence on stderr and exit code 2."""
+    """Adds the stages' registered commands; turns a UserError from any subcommand into one
+    sentence on stderr and exit code 2."""
+
+    def _stages(self) -> dict:
+        return {ep.name: ep for ep in entry_points(group=STAGE_COMMANDS)}
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *self._stages()})
+
+    def get_command(self, ctx, name):
+        cmd = super().get_command(ctx, name)
+        if cmd is None and name in self._stages():
+            cmd = _stage_command(self._stages()[name])
+        return cmd
+
+    def resolve_command(self, ctx, args):
+        if args and self.get_command(ctx, args[0]) is None and not self._stages():
+            raise UserError(f"Unknown command '{args[0]}'. This install registers no build-stage commands (train, "
+                            "convert, eval, bench); reinstall the package from its checkout: pip install -e '.[dev]'.")
+        return super().resolve_command(ctx, args)
 
     def invoke(self, ctx):
         try:
@@ -23,99 +98,9 @@ class Group(click.Group):
             sys.exit(exc.exit_code)
 
 
-def build_stage(module: str):
-    """A build-machine module (train/, convert/), loaded only by the commands that need it:
-    the edge runtime itself never imports them."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise UserError(f"This command needs the build-machine packages ({exc.name} is missing); "
-                        "install them with: pip install 'queue-mood[train]'.") from exc
-
-
 @click.group(cls=Group)
 def cli():
     """Queue-mood monitor: train, convert and run a facial-expression model on a Raspberry Pi."""
-
-
-@cli.command()
-@click.option("--data", required=True, help="Dataset folder (class or split folders) or fer2013.csv.")
-@click.option("--out", required=True, help="Run folder to write (model.keras, metrics.json, figures).")
-@click.option("--arch", default="queue_net", show_default=True, help="Architecture from the registry.")
-@click.option("--epochs", type=int, default=40, show_default=True)
-@click.option("--batch-size", type=int, default=64, show_default=True)
-@click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate.")
-@click.option("--optimizer", type=click.Choice(["adamw", "adam"]), default="adamw", show_default=True)
-@click.option("--schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True,
-              help="cosine: warm-up then cosine decay to 1% of --lr.")
-@click.option("--label-smoothing", type=float, default=0.1, show_default=True)
-@click.option("--class-weight-power", type=float, default=0.5, show_default=True,
-              help="0 = no class weights, 1 = inverse frequency.")
-@click.option("--mixup", "mixup_alpha", type=float, default=0.0, show_default=True, help="Mixup alpha (0 = off).")
-@click.option("--no-augment", is_flag=True, help="Train on the images as they are (the seed_cnn baseline recipe).")
-@click.option("--patience", type=int, default=12, show_default=True, help="Early-stopping patience in epochs.")
-@click.option("--seed", type=int, default=1234, show_default=True)
-@click.option("--weights", type=click.Choice(["imagenet", "none"]), default="imagenet", show_default=True,
-              help="mobilenetv2 only.")
-@click.option("--steps-per-epoch", type=int, default=None, help="Cap batches per epoch (quick trials).")
-@click.option("--warmup-epochs", type=int, default=2, show_default=True)
-@click.option("--init-from", default=None, help="Start from this .keras model's weights (same --arch): a second schedule.")
-@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last epoch.")
-def train(data, out, arch, epochs, batch_size, lr, optimizer, schedule, label_smoothing, class_weight_power, mixup_alpha,
-          no_augment, patience, seed, weights, steps_per_epoch, warmup_epochs, init_from, resume):
-    """Train a model on FER2013 (or any dataset in a supported layout)."""
-    trainer = build_stage("train.trainer")
-    s = trainer.TrainSettings(data=data, out=out, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
-                      optimizer=optimizer, schedule=schedule,
-                      label_smoothing=label_smoothing, class_weight_power=class_weight_power,
-                      mixup_alpha=mixup_alpha, augment=not no_augment, patience=patience, seed=seed,
-                      weights=None if weights == "none" else weights, steps_per_epoch=steps_per_epoch,
-                      warmup_epochs=warmup_epochs, init_from=init_from)
-    metrics = trainer.run(s, resume=resume)
-    click.echo(f"val accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}; report in {out}")
-
-
-@cli.command()
-@click.argument("model")
-@click.option("--data", required=True, help="Dataset folder or fer2013.csv (train split calibrates, val split checks parity).")
-@click.option("--out", required=True, help="Folder for model_int8.tflite, model_float32.tflite, model.json, parity.*")
-@click.option("--calibration-size", type=int, default=500, show_default=True, help="Representative images, stratified by class.")
-@click.option("--max-drop", type=float, default=0.5, show_default=True, help="Largest allowed accuracy drop, percentage points.")
-@click.option("--min-agreement", type=float, default=0.97, show_default=True, help="Smallest allowed Keras/int8 top-1 agreement.")
-@click.option("--float16", is_flag=True, help="Also write model_float16.tflite.")
-@click.option("--split", default=None, help="Split to check parity on (default: val).")
-def convert(model, data, out, calibration_size, max_drop, min_agreement, float16, split):
-    """Quantize a trained model (run folder or .keras) to int8 TFLite and check parity."""
-    build_stage("train.trainer").import_keras()
-    quantize = build_stage("convert.quantize")
-    parity, failures = quantize.run(quantize.ConvertSettings(model=model, data=data, out=out, calibration_size=calibration_size,
-                                           max_drop_pp=max_drop, min_agreement=min_agreement, float16=float16,
-                                           split=split))
-    click.echo(build_stage("convert.parity").markdown(parity))
-    if failures:
-        raise UserError(f"Parity gate failed: {'; '.join(failures)} (files kept in {out}).")
-
-
-@cli.command("eval")
-@click.argument("model_arg", metavar="[MODEL]", required=False)
-@click.option("--model", "model_opt", default=None, help="A .keras or .tflite model (default: the shipped model).")
-@click.option("--data", required=True, help="Dataset folder or fer2013.csv.")
-@click.option("--split", default=None, help="Split to evaluate (default: val, else all images).")
-@click.option("--json", "as_json", is_flag=True, help="Print the evaluation as JSON.")
-@click.option("--raw", is_flag=True, help="Skip the card's temperature (uncalibrated probabilities).")
-def eval_cmd(model_arg, model_opt, data, split, as_json, raw):
-    """Evaluate any model (.keras through Keras, .tflite through the edge runtime) on a dataset."""
-    rep = build_stage("train.evaluate").evaluate(model_opt or model_arg, data, split, calibrated=not raw)
-    if as_json:
-        import json
-
-        click.echo(json.dumps(rep, indent=2))
-    else:
-        from edge.metrics import format_report
-
-        click.echo(format_report(rep, f"{rep['model']} on {rep['data']} [{rep['split']}] via {rep['runtime']}"))
 
 
 @cli.command("run")
@@ -123,7 +108,7 @@ def eval_cmd(model_arg, model_opt, data, split, as_json, raw):
 @click.option("--camera", type=int, default=None, help="Camera index: the Pi camera via picamera2, else a USB camera.")
 @click.option("--source", default=None, help="Video file, image folder or rtsp:// / http:// stream instead of a camera.")
 @click.option("--model", default=None, help="int8 .tflite model with model.json beside it (default: the shipped model).")
-@click.option("--detector", type=click.Choice(["blazeface", "haar", "yunet"]), default=None)
+@click.option("--detector", type=PluginChoice(DETECTORS), default=None)
 @click.option("--detector-model", default=None, help="Face detector model file.")
 @click.option("--threads", type=int, default=None, help="Interpreter threads (default 1).")
 @click.option("--max-frames", type=int, default=None, help="Stop after this many frames.")
@@ -206,30 +191,6 @@ def doctor_cmd(ctx, config_path, model, camera, as_json):
     from edge.ops.doctor import DoctorSettings, run
 
     ctx.exit(run(DoctorSettings(config=config_path, model=model, camera=camera, as_json=as_json), echo=click.echo))
-
-
-BENCHMARKS = ("accuracy", "latency", "pipeline", "detector_recall", "peer")
-
-
-@cli.command("bench", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
-@click.argument("name", type=click.Choice(BENCHMARKS))
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def bench_cmd(name, args):
-    """Run benchmarks/NAME.py with ARGS (`edge bench NAME --help` lists them); results go to benchmarks/results."""
-    import importlib
-    import importlib.util
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parent.parent  # a checkout: benchmarks/ sits beside edge/
-    if importlib.util.find_spec("benchmarks") is None and (root / "benchmarks" / "__init__.py").is_file():
-        sys.path.insert(0, str(root))
-    try:
-        module = importlib.import_module(f"benchmarks.{name}")
-    except ImportError as exc:
-        raise UserError(f"The benchmark scripts are not importable ({exc}); run from a checkout of the project "
-                        "or reinstall it with pip install -e '.[dev]'.") from exc
-    sys.argv = [f"edge bench {name}", *args]  # argparse's usage line and the command recorded in the results
-    sys.exit(module.main(list(args)) or 0)
 
 
 def main():

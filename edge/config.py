@@ -4,6 +4,7 @@ with the key path, the value and what is allowed. CLI flags override file values
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 import tomllib
 import types
@@ -11,17 +12,12 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.errors import UserError
+from edge.errors import ConfigError, UserError  # noqa: F401  (ConfigError: callers import it from here)
+from edge.errors import check as _check
 from edge.labels import LABELS
-
-
-class ConfigError(UserError):
-    pass
-
-
-def _check(cond: bool, path: str, value, allowed: str):
-    if not cond:
-        raise ConfigError(f"Config key '{path}' has the bad value {value!r}; allowed: {allowed}.")
+from edge.paths import expand_path
+from edge.pipeline.detectors import DetectorConfig
+from edge.sinks import SINKS
 
 
 @dataclass
@@ -46,21 +42,6 @@ class ModelConfig:
 
     def validate(self, p):
         _check(self.threads >= 1, f"{p}.threads", self.threads, "an integer >= 1")
-
-
-@dataclass
-class DetectorConfig:
-    kind: str = "blazeface"  # blazeface | haar | yunet
-    model: str = ""  # detector model file; empty: find the default
-    variant: str = "full_range"  # blazeface: full_range | short_range
-    min_score: float = 0.5
-    min_face_px: int = 20
-
-    def validate(self, p):
-        _check(self.kind in ("blazeface", "haar", "yunet"), f"{p}.kind", self.kind, "blazeface, haar, yunet")
-        _check(self.variant in ("full_range", "short_range"), f"{p}.variant", self.variant, "full_range, short_range")
-        _check(0 < self.min_score < 1, f"{p}.min_score", self.min_score, "a number between 0 and 1")
-        _check(self.min_face_px >= 1, f"{p}.min_face_px", self.min_face_px, "an integer >= 1")
 
 
 @dataclass
@@ -130,68 +111,27 @@ class AlertConfig:
 
 
 @dataclass
-class JsonlSinkConfig:
-    path: str = ""
-
-
-@dataclass
-class WebhookSinkConfig:
-    url: str = ""
-    timeout_s: float = 5.0
-    headers: dict = field(default_factory=dict)
-
-    def validate(self, p):
-        _check(self.url.startswith(("http://", "https://")), f"{p}.url", self.url, "an http:// or https:// URL")
-
-
-@dataclass
-class MqttSinkConfig:
-    host: str = ""
-    port: int = 1883
-    topic: str = "queue-mood/alerts"
-    state_topic: str = "queue-mood/state"  # retained: the current alert state
-    client_id: str = ""
-    username: str = ""
-    password: str = ""
-    keepalive_s: int = 30
-    discovery: bool = True  # Home Assistant MQTT discovery: this Pi appears as a device with sensors
-    discovery_prefix: str = "homeassistant"  # Home Assistant's discovery prefix setting
-
-    def validate(self, p):
-        _check(bool(self.host), f"{p}.host", self.host, "a broker host name")
-        _check(0 < self.port < 65536, f"{p}.port", self.port, "a TCP port")
-        _check(bool(re.fullmatch(r"[^#+/\s]+(/[^#+/\s]+)*", self.discovery_prefix)), f"{p}.discovery_prefix",
-               self.discovery_prefix, "an MQTT topic prefix without #, +, spaces or leading/trailing /")
-
-
-@dataclass
-class GpioSinkConfig:
-    pin: int = 17
-    device: str = "led"  # led | buzzer
-    active_high: bool = True
-
-    def validate(self, p):
-        _check(self.device in ("led", "buzzer"), f"{p}.device", self.device, "led, buzzer")
-        _check(0 <= self.pin <= 27, f"{p}.pin", self.pin, "a BCM pin number 0-27")
-
-
-@dataclass
-class CommandSinkConfig:
-    argv: list[str] = field(default_factory=list)  # the event JSON arrives on stdin
-    timeout_s: float = 10.0
-
-    def validate(self, p):
-        _check(bool(self.argv), f"{p}.argv", self.argv, "a non-empty list: program and arguments")
-
-
-@dataclass
 class SinksConfig:
+    """[sinks]: spool_dir, plus one optional [sinks.<key>] table per sink in the registry
+    (each sink module declares its table's dataclass). The class with those tables is made
+    when a config is made, so a sink registered after this import still gets its table."""
+
     spool_dir: str = ""  # undelivered webhook/MQTT events; empty: ~/.local/state/queue-mood/spool
-    jsonl: JsonlSinkConfig | None = None
-    webhook: WebhookSinkConfig | None = None
-    mqtt: MqttSinkConfig | None = None
-    gpio: GpioSinkConfig | None = None
-    command: CommandSinkConfig | None = None
+
+    def __new__(cls, *args, **kwargs):
+        return object.__new__(cls.table_class() if cls is SinksConfig else cls)
+
+    @classmethod
+    def table_class(cls, data: dict | None = None, path: str = "") -> type:
+        return _sinks_class(tuple((key, s.Config) for key, s in SINKS.items() if s.Config is not None))
+
+
+@functools.lru_cache(maxsize=8)
+def _sinks_class(sections: tuple) -> type:
+    cls = dataclasses.make_dataclass("SinksConfig", [(key, c | None, field(default=None)) for key, c in sections],
+                                     bases=(SinksConfig,))
+    cls.__module__ = __name__
+    return cls
 
 
 def is_loopback(host: str) -> bool:
@@ -235,7 +175,7 @@ class Config:
     device_name: str = ""  # names this Pi in events; empty: the host name
     source: SourceConfig = field(default_factory=SourceConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
+    detector: DetectorConfig = field(default_factory=lambda: DetectorConfig.table_class({}, "detector")())
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     mood: MoodConfig = field(default_factory=MoodConfig)
@@ -266,6 +206,8 @@ def build(cls, data: dict, path: str = ""):
     """Instance of dataclass `cls` from a dict, rejecting unknown keys and wrong types."""
     if not isinstance(data, dict):
         raise ConfigError(f"Config key '{path or '(top)'}' must be a table, got {data!r}.")
+    if hasattr(cls, "table_class"):  # a table whose keys depend on a plugin registry
+        cls = cls.table_class(data, path)
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     for key in data:
@@ -352,3 +294,10 @@ def to_toml(d: dict, prefix: str = "") -> str:
     for k, v in tables:
         out.append(to_toml(v, f"{prefix}.{k}" if prefix else k))
     return "\n".join(out)
+
+
+def resolve_model(cfg: Config) -> Path:
+    """The classifier model a config names: model.path, or the model shipped in the package."""
+    from edge.models import default_model_path
+
+    return expand_path(cfg.model.path) if cfg.model.path else default_model_path()

@@ -7,6 +7,16 @@ class UserError(Exception):
     exit_code = 2
 
 
+class ConfigError(UserError):
+    pass
+
+
+def check(cond: bool, path: str, value, allowed: str) -> None:
+    """One sentence naming the config key, its bad value and what is allowed."""
+    if not cond:
+        raise ConfigError(f"Config key '{path}' has the bad value {value!r}; allowed: {allowed}.")
+
+
 def import_cv2():
     """OpenCV, imported when first needed; missing, it is one sentence saying how to get it."""
     try:

@@ -15,7 +15,7 @@ cv2 = pytest.importorskip("cv2")
 
 from edge.pipeline.detectors import DETECTORS, create_detector  # noqa: E402
 from edge.pipeline.detectors.anchors import FULL_RANGE, SHORT_RANGE, generate_anchors  # noqa: E402
-from edge.pipeline.detectors.blazeface import BlazeFace, find_model, weighted_nms  # noqa: E402
+from edge.pipeline.detectors.blazeface import find_model, weighted_nms  # noqa: E402
 from edge.errors import UserError  # noqa: E402
 from edge.pipeline.geometry import BBox  # noqa: E402
 
@@ -153,7 +153,7 @@ def test_min_face_px_drops_small_faces(astronaut):
 @needs_blazeface
 def test_user_model_path_wins_and_picks_anchors_from_the_model(astronaut):
     short = find_model("face_detection_short_range.tflite")
-    det = BlazeFace(model=str(short), variant="full_range")
+    det = create_detector("blazeface", model=str(short), variant="full_range")
     assert det.size == 128 and len(det.anchors) == 896
     assert len(det.detect(astronaut)) == 1
 

@@ -13,7 +13,8 @@ import threading
 
 import pytest
 
-from edge.config import MqttSinkConfig, SinksConfig
+from edge.config import SinksConfig
+from edge.sinks.mqtt import MqttSinkConfig
 from edge.labels import LABELS
 from edge.sinks import build_sinks
 from tests.test_sinks import broker, needs_mosquitto, wait_for  # noqa: F401 - the broker fixture

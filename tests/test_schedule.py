@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from edge.card import ModelCard
-from edge.config import ConfigError, ScheduleConfig, load_config
+from edge.config import ConfigError, ScheduleConfig, TrackingConfig, load_config
 from edge.pipeline.detectors.base import Detection, FaceDetector
 from edge.pipeline.geometry import BBox
 from edge.pipeline.schedule import Schedule
@@ -34,7 +34,7 @@ def test_schedule_off_classifies_every_face_in_every_frame():
 
 
 def test_a_frame_without_a_prediction_is_not_evidence():
-    tr = Tracker(min_hits=2, ema_alpha=0.5)
+    tr = Tracker(TrackingConfig(min_hits=2, ema_alpha=0.5))
     sad, happy = np.eye(7, dtype=np.float32)[5], np.eye(7, dtype=np.float32)[3]
     box = BBox(10, 10, 50, 50)
     assert tr.update(0.0, [box], [sad]) == []  # not confirmed yet

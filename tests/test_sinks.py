@@ -17,7 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import CommandSinkConfig, JsonlSinkConfig, SinksConfig, WebhookSinkConfig
+from edge.config import SinksConfig
+from edge.sinks.command import CommandSinkConfig
+from edge.sinks.jsonl import JsonlSinkConfig
+from edge.sinks.webhook import WebhookSinkConfig
 from edge.errors import UserError
 from edge.sinks import AlertEvent, Fanout, Sink, Spool, build_sinks
 from edge.sinks.command import CommandSink

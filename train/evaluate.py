@@ -3,12 +3,12 @@ those run through the edge runtime, exactly as on the Pi."""
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 
 from edge.errors import UserError
 from edge.metrics import classification_report
+from edge.paths import expand_path
 from edge.models import default_model_path
 from train.data import eval_split, load_dataset
 
@@ -18,7 +18,7 @@ def _read_split(data: str, size: int, split: str | None):
 
 
 def evaluate(model: str | None, data: str, split: str | None = None, calibrated: bool = True) -> dict:
-    path = Path(model) if model else default_model_path()
+    path = expand_path(model) if model else default_model_path()
     if not path.exists():
         raise UserError(f"Model {path} does not exist; pass a .keras or .tflite file.")
     if path.is_dir():
@@ -31,7 +31,7 @@ def evaluate(model: str | None, data: str, split: str | None = None, calibrated:
         probs = clf.predict_many(sp.x)
         runtime = clf.runtime.describe()
     elif path.suffix == ".keras":
-        from convert.quantize import load_keras
+        from train.trainer import load_keras
 
         m = load_keras(path)
         sp, name = _read_split(data, int(m.input_shape[1]), split)

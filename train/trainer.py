@@ -143,6 +143,21 @@ def import_keras():
     return keras
 
 
+def load_keras(path: Path):
+    keras = import_keras()
+    try:
+        model = keras.models.load_model(path, compile=False)
+    except Exception as exc:  # Keras raises several types for a damaged archive
+        raise UserError(f"{path} could not be loaded as a Keras model ({type(exc).__name__}: {exc}).") from exc
+    shape = tuple(model.input_shape[1:])
+    if len(shape) != 3 or shape[0] != shape[1] or shape[2] != 1:
+        raise UserError(f"{path} takes input {model.input_shape}, but the pipeline feeds square grayscale crops "
+                        "(None, S, S, 1); retrain it with `edge train`.")
+    if model.output_shape[-1] != len(LABELS):
+        raise UserError(f"{path} outputs {model.output_shape[-1]} classes, expected {len(LABELS)} ({', '.join(LABELS)}).")
+    return model
+
+
 def versions() -> dict:
     import keras
     import tensorflow as tf

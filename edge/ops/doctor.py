@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.errors import UserError
+from edge.paths import expand_path
 from edge.service.health import THERMAL, THROTTLE_BITS
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -277,11 +278,11 @@ def check_config(ctx: _Context):
 def check_model(ctx: _Context, cfg) -> None:
     import numpy as np
 
+    from edge.config import resolve_model
     from edge.pipeline.classifier import Classifier
-    from edge.models import default_model_path
 
     try:
-        path = Path(cfg.model.path).expanduser() if cfg.model.path else default_model_path()
+        path = resolve_model(cfg)
         clf = Classifier(path, num_threads=cfg.model.threads)
         s = clf.card.input_size
         probs = clf.predict(np.full((1, s, s), 128, np.uint8))
@@ -302,24 +303,18 @@ def check_model(ctx: _Context, cfg) -> None:
 
 
 def check_detector(ctx: _Context, cfg) -> None:
-    import numpy as np
+    from edge.pipeline.detectors import create_detector
 
-    from edge.pipeline.detectors.base import create_detector
-
-    d = cfg.detector
     try:
-        det = create_detector(d.kind, model=d.model, variant=d.variant, min_score=d.min_score,
-                              min_face_px=d.min_face_px, threads=cfg.model.threads)
-        faces = det.detect(np.zeros((cfg.source.height, cfg.source.width, 3), np.uint8))
+        det = create_detector(cfg.detector, threads=cfg.model.threads)
+        status, line = det.doctor(cfg.source.width, cfg.source.height)  # the plugin's own check
     except UserError as exc:
         ctx.add("detector", FAIL, str(exc))
         return
     except Exception as exc:  # noqa: BLE001
-        ctx.add("detector", FAIL, f"{d.kind} failed on a blank frame: {type(exc).__name__}: {exc}")
+        ctx.add("detector", FAIL, f"{cfg.detector.kind} failed its check: {type(exc).__name__}: {exc}")
         return
-    status = OK if not faces else WARN
-    ctx.add("detector", status, f"{det.describe()}: ran on a blank {cfg.source.width}x{cfg.source.height} frame "
-                                f"({len(faces)} faces)")
+    ctx.add("detector", status, line)
 
 
 def check_camera(ctx: _Context, cfg) -> None:
@@ -329,7 +324,7 @@ def check_camera(ctx: _Context, cfg) -> None:
         if src.path:
             if "://" in src.path:
                 ctx.add("camera", OK, f"skipped: the config reads the stream {src.path}")
-            elif Path(src.path).expanduser().exists():
+            elif expand_path(src.path).exists():
                 ctx.add("camera", OK, f"skipped: the config reads {src.path} (it exists)")
             else:
                 ctx.add("camera", FAIL, f"the config reads {src.path}, which does not exist")
@@ -377,25 +372,19 @@ def check_sinks(ctx: _Context, cfg) -> None:
     """Each configured sink's Fanout.check() line, built against an empty temporary spool (so
     the doctor never sends a spooled event), with the real spool's backlog counted beside it."""
     from edge.config import SinksConfig
-    from edge.sinks import build_sinks
-    from edge.sinks.fanout import OPTIONAL
+    from edge.sinks import SINKS, build_sinks
+    from edge.sinks.fanout import configurable
     from edge.sinks.spool import DEFAULT_SPOOL_DIR
 
-    spool_root = Path(cfg.sinks.spool_dir or DEFAULT_SPOOL_DIR).expanduser()
+    spool_root = expand_path(cfg.sinks.spool_dir or DEFAULT_SPOOL_DIR)
     device = cfg.device_name or platform.node()
-    configured = [k for k in OPTIONAL if getattr(cfg.sinks, k) is not None]
+    configured = [k for k in configurable() if getattr(cfg.sinks, k, None) is not None]
     ctx.add("sink log", OK, "the journal / stderr (always on)")
     for key in configured:
-        section = getattr(cfg.sinks, key)
-        if key == "mqtt":  # never take over the running service's client id on the broker
-            # nor announce this Pi to Home Assistant (its availability would flip to offline on close)
-            section = dataclasses.replace(section, client_id=f"{section.client_id or SERVICE}-doctor-{os.getpid()}",
-                                          discovery=False)
-        if key == "gpio":
-            if service_active():
-                ctx.add(f"sink {key}", OK, f"{section.device} on BCM pin {section.pin}: not claimed, the running "
-                                           f"{SERVICE} service holds it")
-                continue
+        section = SINKS[key].doctor_config(getattr(cfg.sinks, key), service_active())
+        if isinstance(section, str):  # the sink says why it is not built here
+            ctx.add(f"sink {key}", OK, section)
+            continue
         backlog = ""
         real = spool_root / key
         try:
@@ -425,7 +414,7 @@ def check_sinks(ctx: _Context, cfg) -> None:
 def check_disk(ctx: _Context, cfg) -> None:
     from edge.sinks.spool import DEFAULT_SPOOL_DIR
 
-    spool = Path(cfg.sinks.spool_dir or DEFAULT_SPOOL_DIR).expanduser()
+    spool = expand_path(cfg.sinks.spool_dir or DEFAULT_SPOOL_DIR)
     existing = spool
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent

@@ -7,19 +7,12 @@ no new alert until cooldown_s after a clear.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from edge.config import AlertConfig
 
 
-@dataclass
 class AlertPolicy:
-    raise_share: float = 0.5
-    clear_share: float = 0.3
-    raise_after_s: float = 5.0
-    clear_after_s: float = 5.0
-    min_faces: int = 2
-    cooldown_s: float = 120.0
-
-    def __post_init__(self):
+    def __init__(self, cfg: AlertConfig | None = None):
+        self.cfg = cfg or AlertConfig()
         self.raised = False
         self._since: float | None = None  # when the condition for the next transition began
         self._cooldown_until = float("-inf")
@@ -31,22 +24,22 @@ class AlertPolicy:
     def update(self, t_s: float, negative_share: float, faces: int) -> str | None:
         """Advance to time t_s; returns "raised" or "cleared" on a transition, else None."""
         if not self.raised:
-            hot = faces >= self.min_faces and negative_share >= self.raise_share and t_s >= self._cooldown_until
+            hot = faces >= self.cfg.min_faces and negative_share >= self.cfg.raise_share and t_s >= self._cooldown_until
             if not hot:
                 self._since = None
                 return None
             self._since = t_s if self._since is None else self._since
-            if t_s - self._since >= self.raise_after_s:
+            if t_s - self._since >= self.cfg.raise_after_s:
                 self.raised, self._since = True, None
                 return "raised"
             return None
-        calm = negative_share < self.clear_share
+        calm = negative_share < self.cfg.clear_share
         if not calm:
             self._since = None
             return None
         self._since = t_s if self._since is None else self._since
-        if t_s - self._since >= self.clear_after_s:
+        if t_s - self._since >= self.cfg.clear_after_s:
             self.raised, self._since = False, None
-            self._cooldown_until = t_s + self.cooldown_s
+            self._cooldown_until = t_s + self.cfg.cooldown_s
             return "cleared"
         return None

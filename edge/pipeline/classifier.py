@@ -64,7 +64,7 @@ class Classifier:
         self._in_q = self._quant(inp, self.card.input_quant, "input")
         self._out_q = self._quant(out, self.card.output_quant, "output")
         # Small probabilities are 0 after int8 quantization; half a step keeps log() finite.
-        self._floor = self._out_q[0] / 2 if self._out_q else 1e-6
+        self.prob_floor = self._out_q[0] / 2 if self._out_q else 1e-6
 
     def _quant(self, detail, q, which) -> tuple[float, int] | None:
         if detail["dtype"] == np.float32:
@@ -123,7 +123,7 @@ class Classifier:
             probs = (both[: len(crops)] + both[len(crops) :]) / 2
         else:
             probs = self.raw_probs(crops)
-        return apply_temperature(probs, self.temperature, self._floor)
+        return apply_temperature(probs, self.temperature, self.prob_floor)
 
     def predict_many(self, crops: np.ndarray, batch: int = 256) -> np.ndarray:
         return np.concatenate([self.predict(crops[i : i + batch]) for i in range(0, len(crops), batch)] or

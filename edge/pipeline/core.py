@@ -13,8 +13,8 @@ import numpy as np
 
 from edge.pipeline.alerts import AlertPolicy
 from edge.pipeline.classifier import Classifier
-from edge.config import Config
-from edge.pipeline.detectors.base import FaceDetector
+from edge.config import Config, resolve_model
+from edge.pipeline.detectors.base import FaceDetector, create_detector
 from edge.pipeline.mood import Mood, MoodWindow
 from edge.pipeline.preprocess import crop_face, to_gray
 from edge.pipeline.schedule import Schedule
@@ -29,11 +29,12 @@ class FrameResult:
     frame_index: int
     t_s: float
     detections: int
-    tracks: list[Track]  # confirmed tracks seen in this frame
+    tracks: list[Track]  # confirmed tracks seen in this frame (what mood and alerts count)
     mood: Mood
     transition: str | None  # "raised" / "cleared" on this frame
     alert_state: str
     stage_s: dict[str, float] = field(default_factory=dict)
+    faces: list[Track] = field(default_factory=list)  # every track detected in this frame, confirmed or not
     detected: bool = True  # False: the schedule skipped the detector; tracks carry their last boxes
     classified: int = 0  # faces classified in this frame (the schedule picks which)
 
@@ -67,10 +68,9 @@ class Pipeline:
         self.cfg, self.classifier, self.detector = cfg, classifier, detector
         card = classifier.card
         self.crop_rule, self.size = card.crop_for(detector.key), card.input_size
-        t, m, a = cfg.tracking, cfg.mood, cfg.alert
-        self.tracker = Tracker(t.iou_match, t.max_gap_s, t.ema_alpha, t.min_hits)
-        self.mood = MoodWindow(card.labels, m.window_s, m.negative, m.min_confidence)
-        self.policy = AlertPolicy(a.raise_share, a.clear_share, a.raise_after_s, a.clear_after_s, a.min_faces, a.cooldown_s)
+        self.tracker = Tracker(cfg.tracking)
+        self.mood = MoodWindow(card.labels, cfg.mood)
+        self.policy = AlertPolicy(cfg.alert)
         self.schedule = Schedule(cfg.schedule)
         self._frames = 0
         self._carried: list[Track] = []  # the tracks of the last detector frame
@@ -105,5 +105,13 @@ class Pipeline:
         t4 = time.perf_counter()
         stage_s = {"detect": t1 - t0, "classify": t3 - t2, "track": (t2 - t1) + (t4 - t3)}
         self.timer.add(stage_s, len(due), detect)
+        # every face with a mood to show, confirmed or not (carried boxes between detector frames)
+        faces = sorted((tr for tr in tracks if tr.probs is not None), key=lambda tr: tr.id)
         return FrameResult(frame.index, frame.t_s, len(detections), seen, mood, transition, self.policy.state, stage_s,
-                           detect, len(due))
+                           faces, detect, len(due))
+
+
+def load_parts(cfg: Config):
+    """(classifier, detector) for a config; errors are UserErrors with one sentence."""
+    classifier = Classifier(resolve_model(cfg), num_threads=cfg.model.threads)
+    return classifier, create_detector(cfg.detector, threads=cfg.model.threads)

@@ -22,10 +22,6 @@ class BBox:
     def center(self) -> tuple[float, float]:
         return self.x + self.w / 2, self.y + self.h / 2
 
-    def scale(self, sx: float, sy: float | None = None) -> "BBox":
-        sy = sx if sy is None else sy
-        return BBox(self.x * sx, self.y * sy, self.w * sx, self.h * sy)
-
     def intersect(self, other: "BBox") -> "BBox":
         x1, y1 = max(self.x, other.x), max(self.y, other.y)
         x2, y2 = min(self.x + self.w, other.x + other.w), min(self.y + self.h, other.y + other.h)

@@ -19,6 +19,7 @@ from typing import Iterator
 import numpy as np
 
 from edge.errors import UserError, import_cv2
+from edge.paths import expand_path
 from edge.service.redact import redact_url
 
 log = logging.getLogger(__name__)
@@ -34,7 +35,6 @@ class Frame:
 
 
 class Source:
-    live = False
     dropped = 0  # frames discarded because processing was slower than the source
 
     def __enter__(self):
@@ -112,6 +112,11 @@ class ImageFolderSource(Source):
 
     @classmethod
     def single(cls, image: Path) -> "ImageFolderSource":
+        """One image; one that cannot be decoded fails here, before any model loads."""
+        cv2 = import_cv2()
+        data = np.fromfile(str(image), np.uint8)
+        if not data.size or cv2.imdecode(data, cv2.IMREAD_COLOR) is None:
+            raise UserError(f"Cannot read image {image}: the file is empty, damaged or not an image OpenCV can decode.")
         return cls(str(image.parent), files=[image])
 
     def describe(self):
@@ -121,7 +126,6 @@ class ImageFolderSource(Source):
 class LiveSource(Source):
     """A grabber thread keeps only the newest frame; reopens with back-off when delivery stops."""
 
-    live = True
     stall_s = 3.0  # no frame for this long counts as a stopped source
 
     def __init__(self, max_backoff_s: float = 30.0):
@@ -297,14 +301,14 @@ def open_source(camera: int | None, path: str, width: int = 640, height: int = 4
     if path:
         if "://" in path:
             return OpenCVCamera(path, width, height, fps, max_backoff_s)
-        p = Path(path)
+        p = expand_path(path)
         if p.is_dir():
-            return ImageFolderSource(path, fps=fps, every=every)
+            return ImageFolderSource(str(p), fps=fps, every=every)
         if not p.exists():
             raise UserError(f"Source {path} does not exist; pass a video file, an image folder or an rtsp:// URL.")
         if p.suffix.lower() in IMAGE_SUFFIXES:
             return ImageFolderSource.single(p)
-        return VideoFileSource(path, every=every)
+        return VideoFileSource(str(p), every=every)
     if camera is None:
         raise UserError("No source given; pass --camera N or --source PATH_or_URL.")
     if PiCamera.available(camera):

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge.config import TrackingConfig
 from edge.pipeline.geometry import BBox
 
 
@@ -21,6 +22,7 @@ class Track:
     last_t_s: float
     hits: int = 1
     latest: np.ndarray = field(default=None)  # the newest raw prediction
+    confirmed: bool = False  # has had min_hits detections: counts as a person
     classified_t_s: float | None = None  # when `latest` was made (a schedule skips frames)
 
     @property
@@ -33,9 +35,10 @@ class Track:
 
 
 class Tracker:
-    def __init__(self, iou_match: float = 0.3, max_gap_s: float = 1.5, ema_alpha: float = 0.3, min_hits: int = 3):
-        self.iou_match, self.max_gap_s, self.ema_alpha, self.min_hits = iou_match, max_gap_s, ema_alpha, min_hits
+    def __init__(self, cfg: TrackingConfig | None = None):
+        self.cfg = cfg or TrackingConfig()
         self.tracks: dict[int, Track] = {}
+        self.seen: list[Track] = []  # every track detected in the last frame, confirmed or not, by id
         self._next_id = 1
 
     def _match(self, boxes: list[BBox]) -> dict[int, int]:
@@ -47,7 +50,7 @@ class Tracker:
                 iou = tr.box.iou(b)
                 cx, cy = b.center
                 inside = tr.box.x <= cx <= tr.box.x + tr.box.w and tr.box.y <= cy <= tr.box.y + tr.box.h
-                score = iou if iou >= self.iou_match else (self.iou_match * 0.5 if inside else 0.0)
+                score = iou if iou >= self.cfg.iou_match else (self.cfg.iou_match * 0.5 if inside else 0.0)
                 if score > 0:
                     pairs.append((score, di, tid))
         matched: dict[int, int] = {}
@@ -60,7 +63,7 @@ class Tracker:
 
     def assign(self, t_s: float, boxes: list[BBox]) -> list[Track]:
         """Expire stale tracks, then the track (continued or new) of each detection, in box order."""
-        for tid in [tid for tid, tr in self.tracks.items() if t_s - tr.last_t_s > self.max_gap_s]:
+        for tid in [tid for tid, tr in self.tracks.items() if t_s - tr.last_t_s > self.cfg.max_gap_s]:
             del self.tracks[tid]
         matched = self._match(boxes)
         out = []
@@ -74,19 +77,22 @@ class Tracker:
                 tr = self.tracks[tid]
                 tr.box, tr.last_t_s = box, t_s
                 tr.hits += 1
+            tr.confirmed = tr.hits >= self.cfg.min_hits
             out.append(tr)
+        self.seen = sorted(out, key=lambda tr: tr.id)
         return out
 
     def observe(self, tr: Track, t_s: float, p) -> None:
         """One prediction for a track. A frame without one leaves the smoothed state as it
         was: being skipped by a schedule is not evidence."""
         p = np.asarray(p, np.float32)
-        tr.probs = p.copy() if tr.probs is None else (1 - self.ema_alpha) * tr.probs + self.ema_alpha * p
+        tr.probs = p.copy() if tr.probs is None else (1 - self.cfg.ema_alpha) * tr.probs + self.cfg.ema_alpha * p
         tr.latest, tr.classified_t_s = p, t_s
 
-    def counted(self, tracks: list[Track]) -> list[Track]:
+    @staticmethod
+    def counted(tracks: list[Track]) -> list[Track]:
         """The tracks that count as people with a mood: confirmed and classified at least once."""
-        return [tr for tr in tracks if tr.hits >= self.min_hits and tr.probs is not None]
+        return [tr for tr in tracks if tr.confirmed and tr.probs is not None]
 
     def update(self, t_s: float, boxes: list[BBox], probs) -> list[Track]:
         """Feed one frame's detections and their predictions (a row may be None: not classified
@@ -96,6 +102,3 @@ class Tracker:
             if p is not None:
                 self.observe(tr, t_s, p)
         return self.counted(tracks)
-
-    def confirmed(self) -> list[Track]:
-        return self.counted(list(self.tracks.values()))

@@ -16,9 +16,10 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
 
 from edge.config import Config
+from edge.paths import expand_path
+from edge.pipeline.core import load_parts
 
 log = logging.getLogger("edge")
 STATE_EVERY_S = 5.0  # how often sinks that show live values (Home Assistant) get the current mood
@@ -29,21 +30,6 @@ class RunOptions:
     max_frames: int | None = None
     duration_s: float | None = None
     preview: str | None = None  # path of an annotated video to write (debugging only)
-    every: int = 1
-
-
-def load_parts(cfg: Config):
-    """(classifier, detector) for a config; errors are UserErrors with one sentence."""
-    from edge.pipeline.classifier import Classifier
-    from edge.pipeline.detectors.base import create_detector
-    from edge.models import default_model_path
-
-    model_path = Path(cfg.model.path) if cfg.model.path else default_model_path()
-    classifier = Classifier(model_path, num_threads=cfg.model.threads)
-    d = cfg.detector
-    detector = create_detector(d.kind, model=d.model, variant=d.variant, min_score=d.min_score,
-                               min_face_px=d.min_face_px, threads=cfg.model.threads)
-    return classifier, detector
 
 
 def make_event(kind: str, result, device: str) -> "AlertEvent":
@@ -73,6 +59,7 @@ class _StopFlag:
 
 def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     """Run the pipeline until the source ends or a limit/signal stops it; returns a summary."""
+    from edge.pipeline.annotate import AnnotatedVideo
     from edge.pipeline.core import Pipeline
     from edge.sinks import build_sinks
     from edge.pipeline.sources import open_source
@@ -85,9 +72,9 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     device = cfg.device_name or socket.gethostname()
     pipeline = Pipeline(cfg, classifier, detector)
     s = cfg.source
-    source = open_source(s.camera, s.path, s.width, s.height, s.fps, opts.every, s.reopen_max_backoff_s)
+    source = open_source(s.camera, s.path, s.width, s.height, s.fps, max_backoff_s=s.reopen_max_backoff_s)
     st = cfg.status
-    history = History(db_path=str(Path(st.history_db).expanduser()) if st.history_db else "")
+    history = History(db_path=str(expand_path(st.history_db)) if st.history_db else "")
     stats = Stats(classifier.runtime.describe(), str(classifier.path), source.describe(), device=device,
                   labels=classifier.labels, negative=cfg.mood.negative, history=history)
     log.info("model %s (%s, %s); detector %s; source %s", classifier.path.name, classifier.card.architecture,
@@ -126,8 +113,9 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
                 if time.monotonic() >= next_state:  # live values for Home Assistant's sensors
                     next_state = time.monotonic() + STATE_EVERY_S
                     sinks.update(stats.snapshot())
-                if opts.preview:
-                    writer = _preview(writer, opts.preview, frame, result, classifier.labels)
+                if opts.preview:  # debugging only (off by default: privacy)
+                    writer = writer or AnnotatedVideo(opts.preview, 15, classifier.labels)
+                    writer.add(frame.image, result)
                 if on_result:
                     on_result(frame, result)
                 if stop.event.is_set() or (opts.max_frames and frames >= opts.max_frames) or \
@@ -140,7 +128,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
             server.stop()
         history.close()
         if writer is not None:
-            writer.release()
+            writer.close()
     elapsed = time.monotonic() - started
     summary = {"frames": frames, "tracks": len(track_ids), "alerts_raised": alerts, "seconds": round(elapsed, 2),
                "fps": round(frames / elapsed, 2) if elapsed > 0 else 0.0, "dropped_frames": source.dropped,
@@ -149,21 +137,3 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     log.info("stopped after %d frames: %s", frames, summary)
     return summary
 
-
-def _preview(writer, path: str, frame, result, labels):
-    """Annotated copy of the frames, for debugging only (off by default: privacy)."""
-    import cv2
-
-    img = frame.image if frame.image.ndim == 3 else cv2.cvtColor(frame.image, cv2.COLOR_GRAY2BGR)
-    img = img.copy()
-    for tr in result.tracks:
-        x, y, w, h = tr.box.rounded()
-        cv2.rectangle(img, (x, y), (x + w, y + h), (0, 255, 0), 2)
-        cv2.putText(img, f"#{tr.id} {labels[tr.top]} {tr.confidence:.2f}", (x, max(12, y - 4)),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 255, 0), 1)
-    cv2.putText(img, f"negative {100 * result.mood.negative_share:.0f}% of {result.mood.faces}  alert: {result.alert_state}",
-                (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 255), 2)
-    if writer is None:
-        writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*"mp4v"), 15, (img.shape[1], img.shape[0]))
-    writer.write(img)
-    return writer

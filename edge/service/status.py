@@ -22,13 +22,16 @@ import time
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
-from edge.config import StatusConfig
 from edge.labels import LABELS
 from edge.service import health
 from edge.service.history import History
 from edge.service.redact import redact_text
+
+if TYPE_CHECKING:  # edge.config pulls in the plugin registries (and numpy); /metrics does not need them
+    from edge.config import StatusConfig
 
 log = logging.getLogger(__name__)
 

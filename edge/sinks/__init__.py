@@ -1,7 +1,9 @@
 """Alert sinks: where AlertEvents go. Only the event's JSON ever leaves the device, never an image.
 
-Constructor shape: every sink takes the fields of its config dataclass as keyword options, so
-`SINKS[key](**dataclasses.asdict(cfg), **extra)` builds it:
+A sink is one module here: its `Config` dataclass (the [sinks.<key>] table) and a Sink subclass
+that registers itself; importing this package imports every module in it. Constructor shape:
+every sink takes the fields of its config dataclass as keyword options, so
+`SINKS[key].build(cfg, spool_root, device_name)` builds it:
 
     LogSink()                                            # always on
     JsonlSink(path="")                                   # JsonlSinkConfig
@@ -20,9 +22,10 @@ configured section; `Fanout.send/flush/close` call each sink and catch, log and 
 (`Fanout.failures`) every exception; `Fanout.check()` gives each sink's one-line status.
 """
 
-from edge.sinks import command, gpio, jsonl, log, mqtt, webhook  # noqa: F401 - fill SINKS
 from edge.sinks.base import SINKS, AlertEvent, Sink, register
 from edge.sinks.fanout import Fanout, build_sinks
 from edge.sinks.spool import Spool
+
+SINKS.load(__name__, __path__)
 
 __all__ = ["SINKS", "AlertEvent", "Fanout", "Sink", "Spool", "build_sinks", "register"]

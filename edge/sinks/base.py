@@ -1,19 +1,20 @@
-"""Alert sink interface and registry. A failing sink never stops the pipeline."""
+"""Alert sink interface and registry. A failing sink never stops the pipeline. Each sink
+module declares its [sinks.<key>] config dataclass as `Config`, registers itself, and its
+check() is its line in `edge doctor`."""
 
 from __future__ import annotations
 
-import logging
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from pathlib import Path
 
-log = logging.getLogger(__name__)
+from edge.plugins import Registry
 
 
 @dataclass
 class AlertEvent:
     """What leaves the device: counts and shares, never an image."""
 
-    kind: str  # "raised" | "cleared" | "status"
+    kind: str  # "raised" | "cleared"
     t_s: float  # pipeline time (media time for a recording, monotonic for live)
     wall_time: str  # ISO 8601 UTC
     negative_share: float
@@ -27,15 +28,31 @@ class AlertEvent:
 
 
 class Sink:
-    """Subclasses set `key`, take their config section as keyword options, implement send()."""
+    """Subclasses set `key` and `Config`, take their config section as keyword options, implement send()."""
 
     key = ""
+    Config: type | None = None  # the [sinks.<key>] dataclass; None: always on, no section
+    order = 50  # send order: local records first, then the network, then actuators
+    spooled = False  # True: undelivered events wait in a Spool at <spool_dir>/<key>
+
+    @classmethod
+    def build(cls, cfg, spool_root: Path, device_name: str) -> list["Sink"]:
+        """The sinks a config section makes (this one, plus what the file does not hold)."""
+        from edge.sinks.spool import Spool
+
+        return [cls(**asdict(cfg), **({"spool": Spool(spool_root / cls.key)} if cls.spooled else {}))]
+
+    @classmethod
+    def doctor_config(cls, cfg, service_running: bool):
+        """The section `edge doctor` builds this sink from, or one line saying why it builds
+        none (e.g. the running service holds the hardware)."""
+        return cfg
 
     def send(self, event: AlertEvent) -> None:
         raise NotImplementedError
 
     def flush(self) -> None:
-        """Deliver what is pending (called on shutdown and periodically)."""
+        """Deliver what is pending (called by close() on shutdown)."""
 
     def update(self, status: dict) -> None:
         """The current /status snapshot, every few seconds; for sinks that show live values."""
@@ -48,9 +65,5 @@ class Sink:
         return "ok"
 
 
-SINKS: dict[str, Callable[..., Sink]] = {}
-
-
-def register(cls):
-    SINKS[cls.key] = cls
-    return cls
+SINKS = Registry("alert sink")
+register = SINKS.register

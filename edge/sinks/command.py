@@ -7,15 +7,28 @@ import json
 import logging
 import shutil
 import subprocess
+from dataclasses import dataclass, field
 
+from edge.errors import check
 from edge.sinks.base import AlertEvent, Sink, register
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class CommandSinkConfig:
+    argv: list[str] = field(default_factory=list)  # the event JSON arrives on stdin
+    timeout_s: float = 10.0
+
+    def validate(self, p):
+        check(bool(self.argv), f"{p}.argv", self.argv, "a non-empty list: program and arguments")
+
+
 @register
 class CommandSink(Sink):
     key = "command"
+    Config = CommandSinkConfig
+    order = 60
 
     def __init__(self, argv: list[str], timeout_s: float = 10.0):
         if not argv:

@@ -6,16 +6,23 @@ import dataclasses
 import logging
 import uuid
 from collections import Counter
-from pathlib import Path
 
-from edge.config import SinksConfig
+from typing import TYPE_CHECKING
+
+from edge.paths import expand_path
 from edge.sinks.base import SINKS, AlertEvent, Sink
 from edge.sinks.log import LogSink
-from edge.sinks.spool import DEFAULT_SPOOL_DIR, Spool
+from edge.sinks.spool import DEFAULT_SPOOL_DIR
+
+if TYPE_CHECKING:  # edge.config builds [sinks] from this package's registry
+    from edge.config import SinksConfig
 
 log = logging.getLogger(__name__)
 
-OPTIONAL = ("jsonl", "webhook", "mqtt", "gpio", "command")  # SinksConfig fields, in send order
+
+def configurable() -> list[str]:
+    """Keys of the sinks that have a [sinks.<key>] table, in send order."""
+    return [key for key, cls in sorted(SINKS.items(), key=lambda kv: kv[1].order) if cls.Config is not None]
 
 
 class Fanout:
@@ -62,22 +69,10 @@ class Fanout:
 
 def build_sinks(sinks_cfg: SinksConfig, device_name: str) -> Fanout:
     """The log sink plus every configured section, each spooling sink in <spool_dir>/<key>."""
-    root = Path(sinks_cfg.spool_dir or DEFAULT_SPOOL_DIR).expanduser()
+    root = expand_path(sinks_cfg.spool_dir or DEFAULT_SPOOL_DIR)
     sinks: list[Sink] = [LogSink()]
-    for key in OPTIONAL:
-        cfg = getattr(sinks_cfg, key)
-        if cfg is None:
-            continue
-        cls = SINKS[key]
-        extra: dict = {}
-        if getattr(cls, "spooled", False):
-            extra["spool"] = Spool(root / key)
-        if key == "mqtt":
-            extra["device_name"] = device_name
-        sinks.append(cls(**dataclasses.asdict(cfg), **extra))
-        if key == "mqtt" and cfg.discovery:
-            from edge.sinks.homeassistant import HomeAssistantSink
-
-            sinks.append(HomeAssistantSink(cfg.host, cfg.port, cfg.username, cfg.password, cfg.keepalive_s,
-                                           device_name=device_name, prefix=cfg.discovery_prefix))
+    for key in configurable():
+        cfg = getattr(sinks_cfg, key, None)
+        if cfg is not None:
+            sinks.extend(SINKS[key].build(cfg, root, device_name))
     return Fanout(sinks, device_name)

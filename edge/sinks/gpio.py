@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
-from edge.errors import UserError, missing_dependency
+from dataclasses import dataclass
+
+from edge.errors import UserError, check, missing_dependency
 from edge.sinks.base import AlertEvent, Sink, register
+
+
+@dataclass
+class GpioSinkConfig:
+    pin: int = 17
+    device: str = "led"  # led | buzzer
+    active_high: bool = True
+
+    def validate(self, p):
+        check(self.device in ("led", "buzzer"), f"{p}.device", self.device, "led, buzzer")
+        check(0 <= self.pin <= 27, f"{p}.pin", self.pin, "a BCM pin number 0-27")
 
 
 @register
 class GpioSink(Sink):
     key = "gpio"
+    Config = GpioSinkConfig
+    order = 40
 
     def __init__(self, pin: int = 17, device: str = "led", active_high: bool = True):
         try:
@@ -25,6 +40,12 @@ class GpioSink(Sink):
                             "Is this a Raspberry Pi, and is the pin free?") from exc
         self.pin, self.device = pin, device
 
+    @classmethod
+    def doctor_config(cls, cfg: GpioSinkConfig, service_running: bool):
+        if service_running:
+            return f"{cfg.device} on BCM pin {cfg.pin}: not claimed, the running queue-mood service holds it"
+        return cfg
+
     @property
     def is_on(self) -> bool:
         return bool(self._out.value)
@@ -34,7 +55,6 @@ class GpioSink(Sink):
             self._out.on()
         elif event.kind == "cleared":
             self._out.off()
-        # "status" events leave the output as it is
 
     def close(self) -> None:
         if not self._out.closed:

@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
+from dataclasses import dataclass
 from typing import IO
 
+from edge.paths import expand_path
 from edge.sinks.base import AlertEvent, Sink, register
 from edge.sinks.spool import STATE_DIR
+
+
+@dataclass
+class JsonlSinkConfig:
+    path: str = ""
 
 
 @register
 class JsonlSink(Sink):
     key = "jsonl"
+    Config = JsonlSinkConfig
+    order = 10
 
     def __init__(self, path: str = ""):
-        self.path = Path(path or STATE_DIR / "alerts.jsonl").expanduser()
+        self.path = expand_path(path or STATE_DIR / "alerts.jsonl")
         self._file: IO[str] | None = None
 
     def send(self, event: AlertEvent) -> None:

@@ -5,14 +5,18 @@ nor when the process restarts in the meantime: a new sink on the same spool rese
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import os
+import re
 import socket
 import threading
 import time
 import uuid
+from dataclasses import dataclass
 
-from edge.errors import missing_dependency
+from edge.errors import check, missing_dependency
 from edge.sinks.base import AlertEvent, Sink, register
 from edge.sinks.spool import DEFAULT_SPOOL_DIR, Spool
 from edge.sinks.webhook import tcp_reachable
@@ -22,10 +26,49 @@ log = logging.getLogger(__name__)
 STATE_KINDS = ("raised", "cleared")
 
 
+@dataclass
+class MqttSinkConfig:
+    host: str = ""
+    port: int = 1883
+    topic: str = "queue-mood/alerts"
+    state_topic: str = "queue-mood/state"  # retained: the current alert state
+    client_id: str = ""
+    username: str = ""
+    password: str = ""
+    keepalive_s: int = 30
+    discovery: bool = True  # Home Assistant MQTT discovery: this Pi appears as a device with sensors
+    discovery_prefix: str = "homeassistant"  # Home Assistant's discovery prefix setting
+
+    def validate(self, p):
+        check(bool(self.host), f"{p}.host", self.host, "a broker host name")
+        check(0 < self.port < 65536, f"{p}.port", self.port, "a TCP port")
+        check(bool(re.fullmatch(r"[^#+/\s]+(/[^#+/\s]+)*", self.discovery_prefix)), f"{p}.discovery_prefix",
+              self.discovery_prefix, "an MQTT topic prefix without #, +, spaces or leading/trailing /")
+
+
 @register
 class MqttSink(Sink):
     key = "mqtt"
+    Config = MqttSinkConfig
+    order = 30
     spooled = True  # build_sinks passes spool=Spool(<spool_dir>/mqtt)
+
+    @classmethod
+    def build(cls, cfg: MqttSinkConfig, spool_root, device_name: str) -> list[Sink]:
+        sinks: list[Sink] = [cls(**dataclasses.asdict(cfg), spool=Spool(spool_root / cls.key), device_name=device_name)]
+        if cfg.discovery:
+            from edge.sinks.homeassistant import HomeAssistantSink
+
+            sinks.append(HomeAssistantSink(cfg.host, cfg.port, cfg.username, cfg.password, cfg.keepalive_s,
+                                           device_name=device_name, prefix=cfg.discovery_prefix))
+        return sinks
+
+    @classmethod
+    def doctor_config(cls, cfg: MqttSinkConfig, service_running: bool) -> MqttSinkConfig:
+        # never take over the running service's client id on the broker, nor announce this Pi
+        # to Home Assistant (its availability would flip to offline on close)
+        return dataclasses.replace(cfg, client_id=f"{cfg.client_id or 'queue-mood'}-doctor-{os.getpid()}",
+                                   discovery=False)
 
     def __init__(self, host: str, port: int = 1883, topic: str = "queue-mood/alerts",
                  state_topic: str = "queue-mood/state", client_id: str = "", username: str = "",
@@ -39,7 +82,7 @@ class MqttSink(Sink):
             raise missing_dependency("paho-mqtt", "mqtt") from None
         self._ok_rc = (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)  # NO_CONN: paho queues it
         self.host, self.port, self.topic, self.state_topic = host, port, topic, state_topic
-        # discovery/discovery_prefix: build_sinks adds a HomeAssistantSink for them
+        # discovery/discovery_prefix: build() adds a HomeAssistantSink for them
         self.spool = spool if spool is not None else Spool(DEFAULT_SPOOL_DIR / self.key)
         self.close_wait_s = close_wait_s
         self.connected = False

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from edge.paths import expand_path
+
 log = logging.getLogger(__name__)
 
 STATE_DIR = Path("~/.local/state/queue-mood")
@@ -26,7 +28,7 @@ class Spool:
     def __init__(self, directory: str | Path, cap: int = DEFAULT_CAP):
         if cap < 1:
             raise ValueError("spool cap must be >= 1")
-        self.dir = Path(directory).expanduser()
+        self.dir = expand_path(directory)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.cap = cap
         self.dropped = 0  # events lost to the cap since this object was made

@@ -8,8 +8,10 @@ import logging
 import socket
 import time
 import urllib.request
+from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+from edge.errors import check
 from edge.sinks.base import AlertEvent, Sink, register
 from edge.sinks.spool import DEFAULT_SPOOL_DIR, Spool
 
@@ -25,9 +27,21 @@ def tcp_reachable(host: str, port: int, timeout_s: float = 3.0) -> str:
         return str(exc) or type(exc).__name__
 
 
+@dataclass
+class WebhookSinkConfig:
+    url: str = ""
+    timeout_s: float = 5.0
+    headers: dict = field(default_factory=dict)
+
+    def validate(self, p):
+        check(self.url.startswith(("http://", "https://")), f"{p}.url", self.url, "an http:// or https:// URL")
+
+
 @register
 class WebhookSink(Sink):
     key = "webhook"
+    Config = WebhookSinkConfig
+    order = 20
     spooled = True  # build_sinks passes spool=Spool(<spool_dir>/webhook)
 
     def __init__(self, url: str, timeout_s: float = 5.0, headers: dict | None = None, *,

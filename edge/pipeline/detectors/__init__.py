@@ -1,21 +1,11 @@
-"""Face detectors. Importing this package registers every plugin whose module imports;
-a plugin that cannot be imported is logged and left out of the registry."""
+"""Face detectors. Importing this package registers every plugin module in it (a module
+whose optional dependency is missing is logged and left out): a new detector is one file."""
 
 from __future__ import annotations
 
-import importlib
-import logging
+from edge.pipeline.detectors.base import (DETECTORS, Detection, DetectorConfig, FaceDetector, create_detector,
+                                          detector_config, register)
 
-from edge.pipeline.detectors.base import DETECTORS, Detection, FaceDetector, create_detector, register
+DETECTORS.load(__name__, __path__)
 
-log = logging.getLogger(__name__)
-
-PLUGINS = ("blazeface", "haar", "yunet")
-
-for _name in PLUGINS:
-    try:
-        importlib.import_module(f"{__name__}.{_name}")
-    except ImportError as _exc:  # an optional dependency of that plugin is missing
-        log.warning("face detector '%s' is unavailable: %s", _name, _exc)
-
-__all__ = ["DETECTORS", "Detection", "FaceDetector", "create_detector", "register"]
+__all__ = ["DETECTORS", "Detection", "DetectorConfig", "FaceDetector", "create_detector", "detector_config", "register"]

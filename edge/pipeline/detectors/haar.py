@@ -4,12 +4,13 @@ turned or dim faces. Works with the pip wheel (cv2.data) and Debian's python3-op
 
 from __future__ import annotations
 
-import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edge.pipeline.detectors.base import Detection, FaceDetector, register
+from edge.pipeline.detectors.base import Detection, DetectorConfig, FaceDetector, register
+from edge.paths import expand_path
 from edge.errors import UserError, import_cv2
 from edge.pipeline.geometry import BBox
 
@@ -31,14 +32,22 @@ def find_cascade(cv2) -> Path | None:
     return None
 
 
+@dataclass
+class HaarConfig(DetectorConfig):
+    kind: str = "haar"  # min_score is not used: the cascade gives no score
+
+
 @register
 class Haar(FaceDetector):
-    key = "haar"
+    Config = HaarConfig
+    scale_factor = 1.1  # detectMultiScale's image pyramid step
+    min_neighbors = 5  # overlapping hits a face needs
 
-    def __init__(self, model: str = "", min_face_px: int = 20, scale_factor: float = 1.1, min_neighbors: int = 5, **_):
+    def __init__(self, cfg: HaarConfig, threads: int = 1):
+        self.cfg, model = cfg, cfg.model
         self._cv2 = cv2 = import_cv2()
         if model:
-            path = Path(os.path.expanduser(model))
+            path = expand_path(model)
             if not path.is_file():
                 raise UserError(f"Haar cascade {path} does not exist; fix [detector] model or leave it empty.")
         else:
@@ -53,9 +62,7 @@ class Haar(FaceDetector):
         self.cascade = cv2.CascadeClassifier(str(path))
         if self.cascade.empty():
             raise UserError(f"{path} is not a valid OpenCV cascade file; pass [detector] model = PATH to {CASCADE}.")
-        self.min_face_px = int(min_face_px)
-        self.scale_factor = float(scale_factor)
-        self.min_neighbors = int(min_neighbors)
+        self.min_face_px = int(cfg.min_face_px)
 
     def describe(self) -> str:
         return f"haar ({self.model_path.name})"

@@ -3,12 +3,12 @@ the user downloads (face_detection_yunet_2023mar.onnx needs OpenCV >= 4.8)."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 
-from edge.pipeline.detectors.base import Detection, FaceDetector, register
+from edge.pipeline.detectors.base import Detection, DetectorConfig, FaceDetector, register
+from edge.paths import expand_path
 from edge.errors import UserError, import_cv2
 from edge.pipeline.geometry import BBox
 
@@ -18,11 +18,18 @@ MODEL_HINT = (
 )
 
 
+@dataclass
+class YuNetConfig(DetectorConfig):
+    kind: str = "yunet"
+
+
 @register
 class YuNet(FaceDetector):
-    key = "yunet"
+    Config = YuNetConfig
+    nms_iou = 0.3  # boxes overlapping more than this are one face
 
-    def __init__(self, model: str = "", min_score: float = 0.5, min_face_px: int = 20, nms_iou: float = 0.3, **_):
+    def __init__(self, cfg: YuNetConfig, threads: int = 1):
+        self.cfg, model = cfg, cfg.model
         cv2 = import_cv2()
         if not hasattr(cv2, "FaceDetectorYN"):
             raise UserError(
@@ -31,14 +38,14 @@ class YuNet(FaceDetector):
             )
         if not model:
             raise UserError(f"The YuNet detector needs a model file: {MODEL_HINT}.")
-        path = Path(os.path.expanduser(model))
+        path = expand_path(model)
         if not path.is_file():
             raise UserError(f"YuNet model {path} does not exist: {MODEL_HINT}.")
         self.model_path = path
-        self.min_score = float(min_score)
-        self.min_face_px = int(min_face_px)
+        self.min_score = float(cfg.min_score)
+        self.min_face_px = int(cfg.min_face_px)
         try:
-            self.net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), self.min_score, float(nms_iou))
+            self.net = cv2.FaceDetectorYN.create(str(path), "", (320, 320), self.min_score, float(self.nms_iou))
         except cv2.error as exc:
             raise UserError(
                 f"OpenCV {cv2.__version__} cannot load {path} as a YuNet model ({str(exc).strip().splitlines()[-1]}); "
@@ -48,6 +55,11 @@ class YuNet(FaceDetector):
 
     def describe(self) -> str:
         return f"yunet ({self.model_path.name})"
+
+    @classmethod
+    def bundle_files(cls, cfg: YuNetConfig):
+        raise UserError("detector.kind = 'yunet' needs OpenCV >= 4.8, but Raspberry Pi OS Bookworm's python3-opencv "
+                        "is 4.6; use kind = 'blazeface' for the Pi.")
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
         import cv2

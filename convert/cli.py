@@ -1,0 +1,32 @@
+"""The conversion stage's command, `edge convert`, registered with the edge CLI through the
+"queue_mood.commands" entry points in pyproject.toml (edge never imports convert)."""
+
+from __future__ import annotations
+
+import click
+
+from edge.errors import UserError
+
+
+@click.command()
+@click.argument("model")
+@click.option("--data", required=True, help="Dataset folder or fer2013.csv (train split calibrates, val split checks parity).")
+@click.option("--out", required=True, help="Folder for model_int8.tflite, model_float32.tflite, model.json, parity.*")
+@click.option("--calibration-size", type=int, default=500, show_default=True, help="Representative images, stratified by class.")
+@click.option("--max-drop", type=float, default=0.5, show_default=True, help="Largest allowed accuracy drop, percentage points.")
+@click.option("--min-agreement", type=float, default=0.97, show_default=True, help="Smallest allowed Keras/int8 top-1 agreement.")
+@click.option("--float16", is_flag=True, help="Also write model_float16.tflite.")
+@click.option("--split", default=None, help="Split to check parity on (default: val).")
+def convert(model, data, out, calibration_size, max_drop, min_agreement, float16, split):
+    """Quantize a trained model (run folder or .keras) to int8 TFLite and check parity."""
+    from convert import quantize
+    from convert.parity import markdown
+    from train.trainer import import_keras
+
+    import_keras()
+    parity, failures = quantize.run(quantize.ConvertSettings(model=model, data=data, out=out, calibration_size=calibration_size,
+                                           max_drop_pp=max_drop, min_agreement=min_agreement, float16=float16,
+                                           split=split))
+    click.echo(markdown(parity))
+    if failures:
+        raise UserError(f"Parity gate failed: {'; '.join(failures)} (files kept in {out}).")

@@ -1,0 +1,60 @@
+"""Boxes, labels and the mood line drawn on a frame: the one drawing used by `edge run
+--preview` and `edge analyze --annotate` (both off by default: frames never leave memory)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import UserError, import_cv2
+
+CONFIRMED, TENTATIVE, MOOD = (0, 255, 0), (0, 200, 255), (0, 0, 255)  # BGR
+
+
+def draw(image: np.ndarray, result, labels: list[str]) -> np.ndarray:
+    """A BGR copy of `image` with every face of `result` (green once its track counts as a
+    person, orange before) and a line with the time, faces, negative share and alert state."""
+    cv2 = import_cv2()
+    img = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    img = img.copy()
+    for tr in result.faces:
+        x, y, w, h = tr.box.rounded()
+        color = CONFIRMED if tr.confirmed else TENTATIVE
+        cv2.rectangle(img, (x, y), (x + w, y + h), color, 2)
+        cv2.putText(img, f"#{tr.id} {labels[tr.top]} {tr.confidence:.2f}", (x, max(12, y - 4)),
+                    cv2.FONT_HERSHEY_SIMPLEX, 0.5, color, 1, cv2.LINE_AA)
+    cv2.putText(img, f"t={result.t_s:.1f}s  faces {len(result.faces)}  negative {100 * result.mood.negative_share:.0f}%"
+                f"  alert: {result.alert_state}", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, MOOD, 2)
+    return img
+
+
+class AnnotatedVideo:
+    """An mp4 of annotated frames; frames of another size are letterboxed into the first one's."""
+
+    def __init__(self, path: str | Path, fps: float, labels: list[str]):
+        self.path, self.fps, self.labels = Path(path), fps, list(labels)
+        self.writer = None
+        self.size: tuple[int, int] | None = None
+
+    def add(self, image: np.ndarray, result) -> None:
+        cv2 = import_cv2()
+        img = draw(image, result, self.labels)
+        if self.writer is None:
+            self.size = (img.shape[1], img.shape[0])
+            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
+            if not self.writer.isOpened():
+                raise UserError(f"Cannot write {self.path}: this OpenCV build has no mp4v encoder; "
+                                "leave out --preview / --annotate.")
+        if (img.shape[1], img.shape[0]) != self.size:
+            s = min(self.size[0] / img.shape[1], self.size[1] / img.shape[0])
+            small = cv2.resize(img, (max(1, int(img.shape[1] * s)), max(1, int(img.shape[0] * s))))
+            canvas = np.zeros((self.size[1], self.size[0], 3), np.uint8)
+            y0, x0 = (self.size[1] - small.shape[0]) // 2, (self.size[0] - small.shape[1]) // 2
+            canvas[y0 : y0 + small.shape[0], x0 : x0 + small.shape[1]] = small
+            img = canvas
+        self.writer.write(img)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.release()

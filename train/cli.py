@@ -1,0 +1,67 @@
+"""The training stage's commands, `edge train` and `edge eval`, registered with the edge CLI
+through the "queue_mood.commands" entry points in pyproject.toml (edge never imports train).
+TensorFlow is imported inside each command, not here."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.option("--data", required=True, help="Dataset folder (class or split folders) or fer2013.csv.")
+@click.option("--out", required=True, help="Run folder to write (model.keras, metrics.json, figures).")
+@click.option("--arch", default="queue_net", show_default=True, help="Architecture from the registry.")
+@click.option("--epochs", type=int, default=40, show_default=True)
+@click.option("--batch-size", type=int, default=64, show_default=True)
+@click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate.")
+@click.option("--optimizer", type=click.Choice(["adamw", "adam"]), default="adamw", show_default=True)
+@click.option("--schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True,
+              help="cosine: warm-up then cosine decay to 1% of --lr.")
+@click.option("--label-smoothing", type=float, default=0.1, show_default=True)
+@click.option("--class-weight-power", type=float, default=0.5, show_default=True,
+              help="0 = no class weights, 1 = inverse frequency.")
+@click.option("--mixup", "mixup_alpha", type=float, default=0.0, show_default=True, help="Mixup alpha (0 = off).")
+@click.option("--no-augment", is_flag=True, help="Train on the images as they are (the seed_cnn baseline recipe).")
+@click.option("--patience", type=int, default=12, show_default=True, help="Early-stopping patience in epochs.")
+@click.option("--seed", type=int, default=1234, show_default=True)
+@click.option("--weights", type=click.Choice(["imagenet", "none"]), default="imagenet", show_default=True,
+              help="mobilenetv2 only.")
+@click.option("--steps-per-epoch", type=int, default=None, help="Cap batches per epoch (quick trials).")
+@click.option("--warmup-epochs", type=int, default=2, show_default=True)
+@click.option("--init-from", default=None, help="Start from this .keras model's weights (same --arch): a second schedule.")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last epoch.")
+def train(data, out, arch, epochs, batch_size, lr, optimizer, schedule, label_smoothing, class_weight_power, mixup_alpha,
+          no_augment, patience, seed, weights, steps_per_epoch, warmup_epochs, init_from, resume):
+    """Train a model on FER2013 (or any dataset in a supported layout)."""
+    from train import trainer
+
+    s = trainer.TrainSettings(data=data, out=out, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
+                      optimizer=optimizer, schedule=schedule,
+                      label_smoothing=label_smoothing, class_weight_power=class_weight_power,
+                      mixup_alpha=mixup_alpha, augment=not no_augment, patience=patience, seed=seed,
+                      weights=None if weights == "none" else weights, steps_per_epoch=steps_per_epoch,
+                      warmup_epochs=warmup_epochs, init_from=init_from)
+    metrics = trainer.run(s, resume=resume)
+    click.echo(f"val accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}; report in {out}")
+
+
+@click.command("eval")
+@click.argument("model_arg", metavar="[MODEL]", required=False)
+@click.option("--model", "model_opt", default=None, help="A .keras or .tflite model (default: the shipped model).")
+@click.option("--data", required=True, help="Dataset folder or fer2013.csv.")
+@click.option("--split", default=None, help="Split to evaluate (default: val, else all images).")
+@click.option("--json", "as_json", is_flag=True, help="Print the evaluation as JSON.")
+@click.option("--raw", is_flag=True, help="Skip the card's temperature (uncalibrated probabilities).")
+def eval_cmd(model_arg, model_opt, data, split, as_json, raw):
+    """Evaluate any model (.keras through Keras, .tflite through the edge runtime) on a dataset."""
+    from train.evaluate import evaluate
+
+    rep = evaluate(model_opt or model_arg, data, split, calibrated=not raw)
+    if as_json:
+        import json
+
+        click.echo(json.dumps(rep, indent=2))
+    else:
+        from edge.metrics import format_report
+
+        click.echo(format_report(rep, f"{rep['model']} on {rep['data']} [{rep['split']}] via {rep['runtime']}"))
