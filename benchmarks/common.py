@@ -343,14 +343,36 @@ def save_figure(plt, fig, out: Path, name: str) -> Path:
     return p
 
 
+def save_plot(plt, fig, ax, out: Path, name: str, **legend) -> Path:
+    """A one-axes figure's ending: legend (with `legend` options), light grid, OUT/NAME.png."""
+    ax.legend(**legend)
+    ax.grid(alpha=0.3)
+    return save_figure(plt, fig, out, name)
+
+
+def script_parser(doc: str, default_threads: int | None = None):
+    """An argparse parser for a benchmark script: first paragraph of `doc` as description,
+    all of it as epilog, and the common arguments."""
+    import argparse
+
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0], epilog=doc,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_args(ap, default_threads=default_threads)
+    return ap
+
+
 def slug(text: str) -> str:
     keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
     return keep.strip("_")[:80] or "model"
 
 
-def add_common_args(ap, default_repeats: int | None = None, default_warmup: int | None = None) -> None:
+def add_common_args(ap, default_repeats: int | None = None, default_warmup: int | None = None,
+                    default_threads: int | None = None) -> None:
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="folder for the JSON, markdown and PNG files (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0, help="seed for inputs and sampling (default: %(default)s)")
+    if default_threads is not None:
+        ap.add_argument("--threads", type=int, default=default_threads,
+                        help="interpreter (and OpenCV) threads (default: %(default)s)")
     if default_repeats is not None:
         ap.add_argument("--repeats", type=int, default=default_repeats, help="timed runs per case (default: %(default)s)")
     if default_warmup is not None:
@@ -407,6 +429,11 @@ def find_card_for(path: Path, others: Sequence[Path] = ()):
         if Path(o).suffix == ".tflite" and c.is_file():
             return load_card(o), str(c)
     return None, f"no {CARD_NAME} beside {path} or any other model given"
+
+
+def script_main(name: str, parser, run, figure, to_markdown, argv=None) -> int:
+    """main() of a benchmark script that draws one figure: parse, then finish()."""
+    return finish(name, parser.parse_args(argv), argv, run, lambda r, o: [figure(r, o)], to_markdown)
 
 
 def finish(name: str, args, argv, run, draw, to_markdown) -> int:

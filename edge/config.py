@@ -28,11 +28,19 @@ class SourceConfig:
     height: int = 480
     fps: float = 15.0  # requested camera rate; media rate for an image folder
     reopen_max_backoff_s: float = 30.0
+    # The queue's part of the frame, [x, y, w, h] as fractions (0-1) of the frame; empty:
+    # the whole frame. The detector looks only there, so its input pixels go to the faces.
+    roi: list[float] = field(default_factory=list)
 
     def validate(self, p):
         _check(self.camera is None or self.camera >= 0, f"{p}.camera", self.camera, "an integer >= 0")
         _check(self.width > 0 and self.height > 0, f"{p}.width/height", (self.width, self.height), "positive integers")
         _check(self.fps > 0, f"{p}.fps", self.fps, "a number > 0")
+        r = self.roi
+        _check(not r or (len(r) == 4 and min(r) >= 0 and r[2] > 0 and r[3] > 0 and r[0] + r[2] <= 1 + 1e-9
+                         and r[1] + r[3] <= 1 + 1e-9), f"{p}.roi", r,
+               "[x, y, w, h] as fractions of the frame (x + w <= 1, y + h <= 1, w and h > 0), e.g. [0, 0.2, 1, 0.6], "
+               "or [] for the whole frame")
 
 
 @dataclass

@@ -19,7 +19,7 @@ import pytest
 from edge.ops.bundle import BundleSettings, check_unit, parse_unit
 from edge.ops.bundle import run as bundle_run
 from edge.config import load_config
-from edge.pipeline.detectors.blazeface import find_model
+from edge.pipeline.detectors.blazeface import MODEL_FILES, find_model
 from edge.ops.doctor import (FAIL, OK, WARN, governor_verdict, opencv_verdict, sink_verdict, temperature_verdict,
                          throttled_verdict)
 from tests.conftest import run_cli
@@ -97,7 +97,7 @@ def test_bundle_holds_everything_the_pi_needs(store_bundle, tiny_model):
 def test_bundled_config_loads_and_points_at_the_installed_files(store_bundle):
     cfg = load_config(store_bundle["dir"] / "config.toml")
     assert cfg.model.path == "/opt/queue-mood/model/model_int8.tflite"
-    assert cfg.detector.model == "/opt/queue-mood/detector/face_detection_full_range.tflite"
+    assert cfg.detector.model == f"/opt/queue-mood/detector/{MODEL_FILES[cfg.detector.variant]}"
     assert cfg.sinks.spool_dir == "/var/lib/queue-mood/spool"
     assert cfg.sinks.jsonl.path == "/var/lib/queue-mood/alerts.jsonl"
     assert (cfg.device_name, cfg.source.camera, cfg.sinks.mqtt.host) == ("till-3", 1, "broker.local")
@@ -117,7 +117,8 @@ def test_bundled_files_load_together_once_installed(store_bundle, tmp_path):
     (tmp_path / "config.toml").write_text(text)
     classifier, detector = load_parts(load_config(tmp_path / "config.toml"))
     assert classifier.path == prefix / "model" / "model_int8.tflite"
-    assert detector.model_path == prefix / "detector" / "face_detection_full_range.tflite"
+    inner = getattr(detector, "inner", detector)  # the default config tiles the frame
+    assert inner.model_path == prefix / "detector" / MODEL_FILES[inner.variant]
 
 
 @needs_blazeface

@@ -9,7 +9,8 @@ OUT/tracks.csv|json    one row per track: first/last seen, frames, dominant emot
                        the mean probabilities) and the mean probabilities
 OUT/summary.png        video: share of faces per emotion over time, the negative share and the
                        periods the alert policy was raised; images: one bar per image
-OUT/summary.json       counts, alert periods, unreadable files, elapsed time and speed
+OUT/summary.json       counts, face widths (for camera placement), alert periods, unreadable
+                       files, elapsed time and speed
 OUT/annotated.mp4      only with --annotate (frames otherwise never leave memory)
 
 No alert is sent anywhere: sinks and the status server belong to `edge run`.
@@ -31,6 +32,7 @@ import numpy as np
 
 from edge.config import Config, ScheduleConfig
 from edge.errors import UserError
+from edge.pipeline import face_width
 from edge.pipeline.annotate import AnnotatedVideo
 from edge.pipeline.core import Pipeline, StageTimer, load_parts
 from edge.pipeline.sources import ImageFolderSource, open_source
@@ -147,6 +149,7 @@ class _Recorder:
         self.frame_rows: list[tuple] = []  # video: (t_s, faces, negative_share, counts per label)
         self.image_rows: dict[int, tuple] = {}  # images: file index -> (faces, mean probs or None)
         self.alerts: list[dict] = []
+        self.face_widths: list[float] = []  # detector box widths in frame pixels, for camera placement
         self.frames = 0
         self.last_index = -1
         self.interrupted = False  # Ctrl-C: the files cover the part analysed
@@ -169,6 +172,7 @@ class _Recorder:
             counts[tr.top] += 1
             probs_sum += p
             self.by_top[self.labels[tr.top]] += 1
+            self.face_widths.append(tr.box.w)
             top = int(p.argmax())
             self.timeline.write([round(frame.t_s, 3), frame.index, *([name] if self.image_col else []), st.id,
                                  *[round(float(v), 1) for v in tr.box.as_tuple()],
@@ -298,6 +302,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
         "media_fps": round(fps, 3) if video else None,
         "faces": rec.timeline.rows,
         "tracks": len(rec.tracks),
+        "face_width_px": face_width.summarize(rec.face_widths),
         "tracks_confirmed": sum(st.confirmed for st in rec.tracks.values()) if video else None,
         "counts": {"tracks_by_dominant": by_dominant, "faces_by_smoothed_top": rec.by_top},
         "alerts": rec.alerts,
@@ -456,6 +461,8 @@ def report_lines(s: dict) -> list[str]:
                          f"{s['faces']} face sightings; dominant emotions: {dom}.")
         else:
             lines.append(f"{s['faces']} face{'s' if s['faces'] > 1 else ''}; dominant emotions: {dom}.")
+    if s.get("face_width_px"):
+        lines.append(face_width.advice(s["face_width_px"]))
     if s["alerts"]:
         spans = ", ".join(f"{a['raised_s']:g}-{a['cleared_s']:g} s" if a["cleared_s"] is not None
                           else f"{a['raised_s']:g} s-end" for a in s["alerts"])

@@ -303,10 +303,10 @@ def check_model(ctx: _Context, cfg) -> None:
 
 
 def check_detector(ctx: _Context, cfg) -> None:
-    from edge.pipeline.detectors import create_detector
+    from edge.pipeline.detectors.regions import configured_detector
 
     try:
-        det = create_detector(cfg.detector, threads=cfg.model.threads)
+        det = configured_detector(cfg)
         status, line = det.doctor(cfg.source.width, cfg.source.height)  # the plugin's own check
     except UserError as exc:
         ctx.add("detector", FAIL, str(exc))

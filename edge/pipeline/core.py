@@ -14,7 +14,8 @@ import numpy as np
 from edge.pipeline.alerts import AlertPolicy
 from edge.pipeline.classifier import Classifier
 from edge.config import Config, resolve_model
-from edge.pipeline.detectors.base import FaceDetector, create_detector
+from edge.pipeline.detectors.base import FaceDetector
+from edge.pipeline.detectors.regions import configured_detector
 from edge.pipeline.mood import Mood, MoodWindow
 from edge.pipeline.preprocess import crop_face, to_gray
 from edge.pipeline.schedule import Schedule
@@ -114,4 +115,4 @@ class Pipeline:
 def load_parts(cfg: Config):
     """(classifier, detector) for a config; errors are UserErrors with one sentence."""
     classifier = Classifier(resolve_model(cfg), num_threads=cfg.model.threads)
-    return classifier, create_detector(cfg.detector, threads=cfg.model.threads)
+    return classifier, configured_detector(cfg)

@@ -51,14 +51,21 @@ def to_gray(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
 
 
+# OpenCV interpolation for enlarging a crop smaller than the model input (a face under
+# ~38 px). Chosen on benchmarks/face_width_accuracy.py: on val faces degraded to a 24-px
+# face width, Lanczos loses 1.6 points of accuracy, bilinear 4.9.
+UPSCALE = "lanczos4"
+
+
 def resize_square(gray: np.ndarray, size: int) -> np.ndarray:
-    """Resize a grayscale image to size x size (area filter when shrinking)."""
+    """Resize a grayscale image to size x size (area filter when shrinking, UPSCALE when enlarging)."""
     import cv2
 
     if gray.shape[0] == size and gray.shape[1] == size:
         return gray
     shrink = gray.shape[0] > size or gray.shape[1] > size
-    return cv2.resize(gray, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    flag = cv2.INTER_AREA if shrink else getattr(cv2, f"INTER_{UPSCALE.upper()}")
+    return cv2.resize(gray, (size, size), interpolation=flag)
 
 
 def crop_face(gray: np.ndarray, box: tuple[float, float, float, float], rule: CropRule, size: int) -> np.ndarray:

@@ -4,7 +4,7 @@ doctor check and the files `edge bundle` ships."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,13 @@ class DetectorConfig:
     model: str = ""  # detector model file; empty: find the default
     min_score: float = 0.5
     min_face_px: int = 20
+    # [source] roi split into [cols, rows] overlapping windows, one detector call each ([1, 1]:
+    # one call on the whole ROI); tile_whole adds a call on the whole ROI for faces bigger than
+    # the overlap (detectors/regions.py; benchmarks/head_detection.py measures the choices).
+    # A detector with a small fixed input (BlazeFace) sets its own default.
+    tiles: list[int] = field(default_factory=lambda: [1, 1])
+    tile_overlap: float = 0.25  # a fraction of a tile
+    tile_whole: bool = True
 
     @classmethod
     def table_class(cls, data: dict, path: str) -> type:
@@ -45,6 +52,9 @@ class DetectorConfig:
         check(self.kind in DETECTORS, f"{p}.kind", self.kind, ", ".join(sorted(DETECTORS)))
         check(0 < self.min_score < 1, f"{p}.min_score", self.min_score, "a number between 0 and 1")
         check(self.min_face_px >= 1, f"{p}.min_face_px", self.min_face_px, "an integer >= 1")
+        check(len(self.tiles) == 2 and all(1 <= t <= 8 for t in self.tiles), f"{p}.tiles", self.tiles,
+              "[cols, rows], each 1-8")
+        check(0 <= self.tile_overlap < 0.75, f"{p}.tile_overlap", self.tile_overlap, "a number in [0, 0.75)")
 
 
 class FaceDetector:

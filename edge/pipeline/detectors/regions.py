@@ -1,0 +1,152 @@
+"""A face detector run on the parts of the frame where the faces are.
+
+A square-input detector sees the whole 640x480 frame at 192x192 (BlazeFace full range), so a
+40-px face reaches it 12 px wide, below what it finds reliably. Two ways to give the faces
+more of the detector's input pixels, measured in benchmarks/head_detection.py:
+
+- a region of interest (`[source] roi`, fractions of the frame): only the queue's part;
+- tiles (`[detector] tiles = [cols, rows]`): the region split into overlapping windows, one
+  detector call each; `tile_whole = true` adds one call on the whole region for faces larger
+  than the overlap, which a tile border would cut.
+
+Boxes come back in frame pixels; a face found in two windows is merged by NMS.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from edge.pipeline.detectors.base import Detection, FaceDetector
+from edge.pipeline.geometry import BBox
+
+MERGE_IOU = 0.3  # the same face seen by two windows
+MERGE_INSIDE = 0.6  # a part of a face cut by a tile border, lying inside the whole face's box
+
+
+@dataclass(frozen=True)
+class Roi:
+    """Fractions of the frame: left, top, width, height (the whole frame is 0, 0, 1, 1)."""
+
+    x: float = 0.0
+    y: float = 0.0
+    w: float = 1.0
+    h: float = 1.0
+
+    @classmethod
+    def from_list(cls, values) -> "Roi":
+        return cls(*(float(v) for v in values)) if values else cls()
+
+    def pixels(self, frame_w: int, frame_h: int) -> tuple[int, int, int, int]:
+        """(x0, y0, x1, y1) in pixels, at least one pixel wide and tall."""
+        x0, y0 = int(round(self.x * frame_w)), int(round(self.y * frame_h))
+        x1 = max(x0 + 1, min(frame_w, int(round((self.x + self.w) * frame_w))))
+        y1 = max(y0 + 1, min(frame_h, int(round((self.y + self.h) * frame_h))))
+        return x0, y0, x1, y1
+
+
+def windows(frame_w: int, frame_h: int, roi: Roi, cols: int, rows: int, overlap: float,
+            whole: bool) -> list[tuple[int, int, int, int]]:
+    """The detector windows (x0, y0, x1, y1) in pixels: cols x rows tiles covering the ROI,
+    neighbours sharing `overlap` of a tile's size, plus the whole ROI when `whole`."""
+    rx0, ry0, rx1, ry1 = roi.pixels(frame_w, frame_h)
+    out = []
+
+    def spans(start: int, stop: int, n: int) -> list[tuple[int, int]]:
+        length = stop - start
+        if n == 1:
+            return [(start, stop)]
+        size = length / (n - (n - 1) * overlap)
+        step = size * (1 - overlap)
+        return [(start + int(round(i * step)), min(stop, start + int(round(i * step + size)))) for i in range(n)]
+
+    for y0, y1 in spans(ry0, ry1, rows):
+        for x0, x1 in spans(rx0, rx1, cols):
+            out.append((x0, y0, x1, y1))
+    if whole and len(out) > 1:
+        out.append((rx0, ry0, rx1, ry1))
+    return out
+
+
+def merge(dets: list[Detection]) -> list[Detection]:
+    """Greedy NMS by score across windows: a box overlapping a better one by IoU > MERGE_IOU,
+    or lying mostly inside it (a face cut by a tile border), is dropped."""
+    kept: list[Detection] = []
+    for d in sorted(dets, key=lambda d: -d.score):
+        if all(d.box.iou(k.box) <= MERGE_IOU and _inside(d.box, k.box) <= MERGE_INSIDE
+               and _inside(k.box, d.box) <= MERGE_INSIDE for k in kept):
+            kept.append(d)
+    return kept
+
+
+def _inside(small: BBox, big: BBox) -> float:
+    """Share of `small`'s area inside `big`."""
+    return small.intersect(big).area / small.area if small.area > 0 else 0.0
+
+
+class RegionDetector(FaceDetector):
+    """Runs `inner` on each window of the ROI; keeps the inner detector's key (its crop rule)."""
+
+    def __init__(self, inner: FaceDetector, roi: Roi = Roi(), tiles: tuple[int, int] = (1, 1),
+                 overlap: float = 0.25, whole: bool = False):
+        self.inner, self.roi, self.tiles, self.overlap, self.whole = inner, roi, tuple(tiles), overlap, whole
+        self.key, self.cfg = inner.key, getattr(inner, "cfg", None)
+        self._windows: dict[tuple[int, int], list[tuple[int, int, int, int]]] = {}
+
+    def windows_for(self, frame_w: int, frame_h: int) -> list[tuple[int, int, int, int]]:
+        key = (frame_w, frame_h)
+        if key not in self._windows:
+            self._windows[key] = windows(frame_w, frame_h, self.roi, *self.tiles, self.overlap, self.whole)
+        return self._windows[key]
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        h, w = frame.shape[:2]
+        found = []
+        for x0, y0, x1, y1 in self.windows_for(w, h):
+            for d in self.inner.detect(frame[y0:y1, x0:x1]):
+                b = d.box
+                found.append(Detection(BBox(b.x + x0, b.y + y0, b.w, b.h), d.score))
+        return merge(found) if len(self.windows_for(w, h)) > 1 else found
+
+    def regions(self) -> str:
+        """Where it looks, e.g. 'roi 0,0.2,1,0.6; 4x2 tiles, overlap 0.25 + whole (9 calls per frame)'."""
+        parts = []
+        if self.roi != Roi():
+            r = self.roi
+            parts.append(f"roi {r.x:g},{r.y:g},{r.w:g},{r.h:g}")
+        if self.tiles != (1, 1):
+            parts.append(f"{self.tiles[0]}x{self.tiles[1]} tiles, overlap {self.overlap:g}"
+                         + (" + whole" if self.whole else ""))
+        calls = self.tiles[0] * self.tiles[1] + (self.whole and self.tiles != (1, 1))
+        return f"{'; '.join(parts)} ({calls} call{'s' if calls > 1 else ''} per frame)"
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()} on {self.regions()}"
+
+    def doctor(self, width: int, height: int) -> tuple[str, str]:
+        """The inner detector's own check, then this set-up on a blank frame (where no face is)."""
+        status, line = self.inner.doctor(width, height)
+        faces = self.detect(np.zeros((height, width, 3), np.uint8))
+        return (status if not faces else "WARN"), f"{line}; on {self.regions()}: {len(faces)} faces"
+
+
+def with_regions(inner: FaceDetector, roi=(), tiles=(1, 1), overlap: float = 0.25, whole: bool = False) -> FaceDetector:
+    """`inner` itself when it sees the whole frame in one call, else a RegionDetector."""
+    r = Roi.from_list(roi)
+    if r == Roi() and tuple(tiles) == (1, 1):
+        return inner
+    return RegionDetector(inner, r, tuple(tiles), overlap, whole)
+
+
+def from_config(inner: FaceDetector, cfg) -> FaceDetector:
+    """`inner` set up by a Config's [source] roi and [detector] tiles, tile_overlap, tile_whole."""
+    d = cfg.detector
+    return with_regions(inner, cfg.source.roi, d.tiles, d.tile_overlap, d.tile_whole)
+
+
+def configured_detector(cfg) -> FaceDetector:
+    """The face detector a Config describes ([detector]), on its ROI and tiles."""
+    from edge.pipeline.detectors.base import create_detector
+
+    return from_config(create_detector(cfg.detector, threads=cfg.model.threads), cfg)
