@@ -346,13 +346,16 @@ def per_frame_config(cfg):
 
 
 def model_macs(classifier, detector) -> dict:
-    """MACs per classified face (both flips when the card averages them) and per detector call
-    (None for a detector that is not a TFLite model)."""
+    """MACs per classified face (both flips when the card averages them) and per detector frame
+    (every tile's call; None for a detector that is not a TFLite model)."""
     from edge.pipeline.cost import macs_per_invoke
 
-    interp = getattr(detector, "interpreter", None)
+    inner = getattr(detector, "inner", detector)  # a RegionDetector runs its inner one per window
+    calls = len(detector.windows_for(W, H)) if hasattr(detector, "windows_for") else 1
+    interp = getattr(inner, "interpreter", None)
     return {"per_face": macs_per_invoke(classifier.interp)["total"] * (2 if classifier.flip_average else 1),
-            "per_detection": macs_per_invoke(interp)["total"] if interp is not None else None}
+            "per_detection": macs_per_invoke(interp)["total"] * calls if interp is not None else None,
+            "detector_calls_per_frame": calls}
 
 
 def add_macs(r: dict, macs: dict) -> dict:
@@ -379,12 +382,12 @@ def live(v: dict, cfg, parts, peer_parts) -> dict:
     return out
 
 
-def sweep_detect(v: dict, cfg, parts, ks) -> list[dict]:
-    """Unpaced passes of ours with the detector on every k-th frame: CPU, recall, classifications."""
+def sweep_detect(v: dict, cfg, parts, rates) -> list[dict]:
+    """Unpaced passes of ours with the detector at each rate (Hz): CPU, recall, classifications."""
     rows, macs = [], model_macs(*parts)
-    for k in ks:
-        c = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule, detect_every=k))
-        rows.append({"detect_every": k, **add_macs(live_pass(v, ours_step(c, parts), pace=False), macs)})
+    for hz in rates:
+        c = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule, detect_hz=hz))
+        rows.append({"detect_hz": hz, **add_macs(live_pass(v, ours_step(c, parts), pace=False), macs)})
     return rows
 
 
@@ -451,7 +454,7 @@ def run(args, argv=None) -> dict:
             entry["live"] = live(v, cfg, (classifier, detector), (finder, peer) if peer else None)
             if args.sweep_detect:
                 entry["detect_sweep"] = sweep_detect(v, cfg, (classifier, detector),
-                                                     [int(k) for k in args.sweep_detect.split(",")])
+                                                     [float(k) for k in args.sweep_detect.split(",")])
             lv = entry["live"]
             print("  " + "; ".join(f"{who} {r['cpu_share_of_core']:.1%} of a core, recall {r['recall']}"
                                    for who, r in lv.items() if isinstance(r, dict)))
@@ -554,7 +557,7 @@ def live_markdown(report: dict) -> list[str]:
     sch = report["schedule"]
     lines = [f"Live rate: each video played at its frame rate (no frame handled before its time, none dropped), "
              f"through ours (schedule: each face classified at {sch['classify_hz']:g} Hz, at most "
-             f"{sch['classify_max_per_frame']} per frame, detector on every {sch['detect_every']} frame(s)), ours with "
+             f"{sch['classify_max_per_frame']} per frame, detector at most {sch['detect_hz']:g} times a second), ours with "
              f"the schedule off (every face in every frame), and the peer, one after another in this run"
              f"{'; pinned to core ' + str(report['pinned_core']) if report.get('pinned_core') is not None else ''}.\n"]
     rows = []
@@ -586,13 +589,13 @@ def live_markdown(report: dict) -> list[str]:
                  "MobileNet v1 figure; see README).")
     sweeps = [v for v in report["videos"] if v.get("detect_sweep")]
     if sweeps:
-        lines.append("\nDetector schedule (unpaced passes of ours, detector on every k-th frame, boxes carried by the "
+        lines.append("\nDetector schedule (unpaced passes of ours, detector at each rate, boxes carried by the "
                      "tracker between):\n")
-        rows = [[Path(v["video"]).name, r["detect_every"], f"{r['cpu_s_per_video_s']:.4f}",
+        rows = [[Path(v["video"]).name, f"{r['detect_hz']:g}", f"{r['cpu_s_per_video_s']:.4f}",
                  f"{r['faces_classified_per_video_s']:.1f}", common.fmt(r["recall"], 3),
                  common.fmt(r.get("gmacs_per_video_s"), 3), common.fmt(r.get("pi4_core_share_estimate"))]
                 for v in sweeps for r in v["detect_sweep"]]
-        lines.append(common.md_table(["video", "detect every k", "CPU s / video s", "faces classified / video s",
+        lines.append(common.md_table(["video", "detector Hz", "CPU s / video s", "faces classified / video s",
                                       "face recall", "GMAC / video s", "Pi 4 cores (est.)"], rows,
                                      [False, *[True] * 6]))
     return lines
@@ -671,8 +674,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "faces walking through a queue, 3.3 faces per frame (default: none)")
     ap.add_argument("--live", action="store_true", help="live rate: each video played at its frame rate through ours, "
                     "ours with the schedule off and the peer; reports CPU time as a share of one core")
-    ap.add_argument("--sweep-detect", default="", metavar="K,K", help="with --live: also unpaced passes of ours with "
-                    "the detector on every k-th frame, for each k listed (CPU, recall)")
+    ap.add_argument("--sweep-detect", default="", metavar="HZ,HZ", help="with --live: also unpaced passes of "
+                    "ours with the detector at each rate listed, e.g. 15,7.5,5,3 (CPU, recall)")
     ap.add_argument("--pin-core", type=int, default=None, metavar="N", help="run on CPU core N only "
                     "(os.sched_setaffinity)")
     ap.add_argument("--runs", type=int, default=3, help="timed passes over each video (default: %(default)s)")

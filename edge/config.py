@@ -72,18 +72,18 @@ class ScheduleConfig:
 
     classify_hz: float = 2.0  # classifications per track per second; 0 = every face in every frame
     classify_max_per_frame: int = 2  # faces classified in one frame at most (new tracks first); 0 = no cap
-    detect_every: int = 3  # run the face detector on every n-th frame; the tracker carries boxes between
+    detect_hz: float = 5.0  # face detector runs per second at most (15 fps: every 3rd frame); 0 = every frame
 
     @classmethod
     def every_frame(cls) -> "ScheduleConfig":
         """The schedule off: the detector and the classifier on every face of every frame."""
-        return cls(classify_hz=0.0, classify_max_per_frame=0, detect_every=1)
+        return cls(classify_hz=0.0, classify_max_per_frame=0, detect_hz=0.0)
 
     def validate(self, p):
         _check(self.classify_hz >= 0, f"{p}.classify_hz", self.classify_hz, "a number >= 0 (0 = every frame)")
         _check(self.classify_max_per_frame >= 0, f"{p}.classify_max_per_frame", self.classify_max_per_frame,
                "an integer >= 0 (0 = no cap)")
-        _check(self.detect_every >= 1, f"{p}.detect_every", self.detect_every, "an integer >= 1")
+        _check(self.detect_hz >= 0, f"{p}.detect_hz", self.detect_hz, "a number >= 0 (0 = every frame)")
 
 
 @dataclass

@@ -265,7 +265,7 @@ def test_pipeline_live_rate_reports_cpu_share_recall_and_the_detector_sweep(tiny
     before = os.sched_getaffinity(0)
     try:
         rc = pipeline.main(["--model", str(tiny_converted / "model_int8.tflite"), "--data", str(tmp_path / "no-fer"),
-                            "--faces", "1", "--frames", "8", "--queue-seconds", "1", "--live", "--sweep-detect", "1,2",
+                            "--faces", "1", "--frames", "8", "--queue-seconds", "1", "--live", "--sweep-detect", "15,7.5",
                             "--pin-core", str(core), "--no-peer", "--out", str(out)])
         assert os.sched_getaffinity(0) == {core}
     finally:
@@ -280,7 +280,8 @@ def test_pipeline_live_rate_reports_cpu_share_recall_and_the_detector_sweep(tiny
         assert ours["wall_s"] >= (ours["frames"] - 1) / v["fps"]  # paced: the last frame not before its time
         assert ours["recall"] is not None and ours["gmacs_per_video_s"] > 0
         assert off["detector_calls_per_video_s"] == pytest.approx(v["fps"], rel=0.01)
-        assert [r["detect_every"] for r in v["detect_sweep"]] == [1, 2]
+        assert [r["detect_hz"] for r in v["detect_sweep"]] == [15.0, 7.5]
+        assert v["detect_sweep"][1]["detector_calls_per_video_s"] < v["detect_sweep"][0]["detector_calls_per_video_s"]
     assert "CPU % of one core" in md and "Pi 4 cores (est.)" in md
     assert pipeline.main(["--pin-core", "9999", "--no-peer", "--live", "--out", str(out)]) == 2
 

@@ -46,9 +46,21 @@ def test_a_frame_without_a_prediction_is_not_evidence():
     assert [t.id for t in tr.update(0.3, [box, BBox(300, 300, 50, 50)], [None, None])] == [1]
 
 
+def test_the_detector_rate_holds_at_any_camera_fps():
+    for fps, every in ((15, 3), (30, 6), (5, 1), (10, 2)):
+        s, ran = Schedule(ScheduleConfig(detect_hz=5.0)), []
+        for i in range(int(3 * fps)):
+            if s.detect_now(i / fps):
+                s.detected(i / fps)
+                ran.append(i)
+        assert set(np.diff(ran).tolist()) == {every}, fps
+    off = Schedule(ScheduleConfig.every_frame())
+    assert off.detect_now(0.0) and (off.detected(0.0) or off.detect_now(0.01))
+
+
 def test_schedule_config_is_strict():
-    with pytest.raises(ConfigError, match="schedule.detect_every"):
-        load_config(None, {"schedule.detect_every": 0})
+    with pytest.raises(ConfigError, match="schedule.detect_hz"):
+        load_config(None, {"schedule.detect_hz": -1.0})
     with pytest.raises(ConfigError, match="schedule.classify_hz"):
         load_config(None, {"schedule.classify_hz": -1.0})
 
@@ -95,9 +107,9 @@ def run_frames(cfg, clf, seconds=4.0):
 
 def test_each_face_is_classified_at_the_rate_within_the_frame_budget(shipped_classifier):
     cfg = load_config(None, {"schedule.classify_hz": 2.0, "schedule.classify_max_per_frame": 2,
-                             "schedule.detect_every": 3})
+                             "schedule.detect_hz": 5.0})
     results, det, when = run_frames(cfg, shipped_classifier)
-    assert det.calls == len(results) // 3  # the detector on every third frame only
+    assert det.calls == len(results) // 3  # 5 Hz at 15 fps: the detector on every third frame only
     assert max(r.classified for r in results) == 2
     assert all(r.classified == 0 for r in results if not r.detected)
     assert len(when) == 4
@@ -108,7 +120,7 @@ def test_each_face_is_classified_at_the_rate_within_the_frame_budget(shipped_cla
     # carried frames report the same people as detector frames
     assert {len(r.tracks) for r in results[10:]} == {4}
     per_frame, _, _ = run_frames(dataclasses.replace(
-        cfg, schedule=ScheduleConfig(classify_hz=0.0, classify_max_per_frame=0, detect_every=1)), shipped_classifier)
+        cfg, schedule=ScheduleConfig.every_frame()), shipped_classifier)
     work = sum(r.classified for r in per_frame) / sum(r.classified for r in results)
     assert work >= 5, work
 

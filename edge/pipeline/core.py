@@ -73,7 +73,6 @@ class Pipeline:
         self.mood = MoodWindow(card.labels, cfg.mood)
         self.policy = AlertPolicy(cfg.alert)
         self.schedule = Schedule(cfg.schedule)
-        self._frames = 0
         self._carried: list[Track] = []  # the tracks of the last detector frame
         self.timer = StageTimer()
 
@@ -84,8 +83,9 @@ class Pipeline:
 
     def process(self, frame: Frame) -> FrameResult:
         t0 = time.perf_counter()
-        detect = self.schedule.detect_now(self._frames)
-        self._frames += 1
+        detect = self.schedule.detect_now(frame.t_s)
+        if detect:
+            self.schedule.detected(frame.t_s)
         detections = self.detector.detect(frame.image) if detect else []
         t1 = time.perf_counter()
         if detect:

@@ -2,8 +2,9 @@
 
 Expressions change over seconds and the tracker smooths them, so each track is classified a
 few times a second, not in every frame: new tracks first, then the longest-waiting due ones,
-at most `max_per_frame` per frame (round robin). Between detector frames the tracker carries
-the boxes of the last detection.
+at most `max_per_frame` per frame (round robin). The detector runs a few times a second too
+(rates, not frame counts, so the budget holds at any camera fps); between detector frames the
+tracker carries the boxes of the last detection.
 """
 
 from __future__ import annotations
@@ -17,11 +18,15 @@ _SLACK_S = 1e-3
 
 class Schedule:
     def __init__(self, cfg: ScheduleConfig):
-        self.classify_hz, self.max_per_frame, self.detect_every = cfg.classify_hz, cfg.classify_max_per_frame, cfg.detect_every
+        self.classify_hz, self.max_per_frame, self.detect_hz = cfg.classify_hz, cfg.classify_max_per_frame, cfg.detect_hz
+        self.detected_t_s: float | None = None  # when the detector last ran
 
-    def detect_now(self, frame_count: int) -> bool:
-        """Whether the frame_count-th frame (0 = first) runs the detector."""
-        return frame_count % self.detect_every == 0
+    def detect_now(self, t_s: float) -> bool:
+        """Whether the frame at t_s runs the detector (call detected(t_s) when it does)."""
+        return self.detect_hz <= 0 or self.detected_t_s is None or t_s - self.detected_t_s >= 1 / self.detect_hz - _SLACK_S
+
+    def detected(self, t_s: float) -> None:
+        self.detected_t_s = t_s
 
     def due(self, t_s: float, tracks: list[Track]) -> list[int]:
         """Indices of the tracks to classify at t_s: never classified first (in order), then
