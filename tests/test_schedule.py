@@ -58,6 +58,19 @@ def test_the_detector_rate_holds_at_any_camera_fps():
     assert off.detect_now(0.0) and (off.detected(0.0) or off.detect_now(0.01))
 
 
+def test_a_prediction_after_skipped_frames_weighs_as_those_frames_would():
+    tr = Tracker(TrackingConfig(min_hits=1, ema_alpha=0.3))
+    sad, happy = np.eye(7, dtype=np.float32)[5], np.eye(7, dtype=np.float32)[3]
+    box = BBox(10, 10, 50, 50)
+    per_frame, scheduled = tr.update(0.0, [box], [sad])[0], Tracker(TrackingConfig(min_hits=1, ema_alpha=0.3))
+    sch = scheduled.update(0.0, [box], [sad])[0]
+    for i in range(1, 5):
+        tr.update(i / 15, [box], [happy])
+    scheduled.update(4 / 15, [box], [None])
+    scheduled.observe(sch, 4 / 15, happy, frames=4)
+    assert np.allclose(sch.probs, per_frame.probs) and sch.probs[3] == pytest.approx(1 - 0.7 ** 4)
+
+
 def test_schedule_config_is_strict():
     with pytest.raises(ConfigError, match="schedule.detect_hz"):
         load_config(None, {"schedule.detect_hz": -1.0})

@@ -74,6 +74,8 @@ class Pipeline:
         self.policy = AlertPolicy(cfg.alert)
         self.schedule = Schedule(cfg.schedule)
         self._carried: list[Track] = []  # the tracks of the last detector frame
+        self._frame = 0
+        self._classified_at: dict[int, int] = {}  # track id -> frame of its last classification
         self.timer = StageTimer()
 
     def classify(self, gray: np.ndarray, boxes) -> np.ndarray:
@@ -83,6 +85,7 @@ class Pipeline:
 
     def process(self, frame: Frame) -> FrameResult:
         t0 = time.perf_counter()
+        self._frame += 1
         detect = self.schedule.detect_now(frame.t_s)
         if detect:
             self.schedule.detected(frame.t_s)
@@ -98,7 +101,11 @@ class Pipeline:
         if due:
             probs = self.classify(to_gray(frame.image), [tracks[i].box for i in due])
             for i, p in zip(due, probs):
-                self.tracker.observe(tracks[i], frame.t_s, p)
+                tr = tracks[i]
+                self.tracker.observe(tr, frame.t_s, p, self._frame - self._classified_at.get(tr.id, self._frame - 1))
+                self._classified_at[tr.id] = self._frame
+            if len(self._classified_at) > 2 * len(self.tracker.tracks) + 16:  # forget tracks that ended
+                self._classified_at = {k: v for k, v in self._classified_at.items() if k in self.tracker.tracks}
         t3 = time.perf_counter()
         seen = self.tracker.counted(tracks)
         mood = self.mood.update(frame.t_s, seen)

@@ -82,11 +82,15 @@ class Tracker:
         self.seen = sorted(out, key=lambda tr: tr.id)
         return out
 
-    def observe(self, tr: Track, t_s: float, p) -> None:
+    def observe(self, tr: Track, t_s: float, p, frames: int = 1) -> None:
         """One prediction for a track. A frame without one leaves the smoothed state as it
-        was: being skipped by a schedule is not evidence."""
+        was: being skipped by a schedule is not evidence. A prediction standing for `frames`
+        frames (a schedule classified this track that many frames after its last time) weighs
+        as much as that many equal per-frame predictions, so the smoothing keeps its speed in
+        seconds whatever the classification rate."""
         p = np.asarray(p, np.float32)
-        tr.probs = p.copy() if tr.probs is None else (1 - self.cfg.ema_alpha) * tr.probs + self.cfg.ema_alpha * p
+        a = 1 - (1 - self.cfg.ema_alpha) ** max(frames, 1)
+        tr.probs = p.copy() if tr.probs is None else (1 - a) * tr.probs + a * p
         tr.latest, tr.classified_t_s = p, t_s
 
     @staticmethod
