@@ -78,17 +78,30 @@ def test_schedule_config_is_strict():
         load_config(None, {"schedule.classify_hz": -1.0})
 
 
-class StillFaces(FaceDetector):
-    """Four faces that do not move; counts its calls."""
+class CountingDetector(FaceDetector):
+    """A detector we own for tests: `find(frame)` gives the faces; calls are counted."""
 
     key = "blazeface"
 
-    def __init__(self):
-        self.calls = 0
+    def __init__(self, find):
+        self.calls, self.find = 0, find
 
     def detect(self, frame):
         self.calls += 1
-        return [Detection(BBox(40 + 150 * i, 100, 110, 120), 0.9) for i in range(4)]
+        return self.find(frame)
+
+
+def still_faces(frame):
+    """Four faces that do not move."""
+    return [Detection(BBox(40 + 150 * i, 100, 110, 120), 0.9) for i in range(4)]
+
+
+def bright_square(frame):
+    """The bright square in whatever window the detector is given."""
+    ys, xs = np.nonzero(frame[..., 0] > 128)
+    if not len(xs):
+        return []
+    return [Detection(BBox(xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1), 0.9)]
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +119,7 @@ def shipped_classifier():
 def run_frames(cfg, clf, seconds=4.0):
     from edge.pipeline.core import Pipeline
 
-    det = StillFaces()
+    det = CountingDetector(still_faces)
     pipe = Pipeline(cfg, clf, det)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
@@ -170,3 +183,25 @@ def test_macs_are_counted_from_the_model_ops(tmp_path):
     assert m["by_op"] == {"CONV_2D": 8 * 8 * 4 * 3 * 3 * 1, "DEPTHWISE_CONV_2D": 8 * 8 * 4 * 3 * 3,
                           "FULLY_CONNECTED": 4 * 3}
     assert m["total"] == sum(m["by_op"].values())
+
+
+def test_between_scans_a_tiled_detector_looks_only_around_known_faces(shipped_classifier):
+    from edge.pipeline.core import Pipeline
+    from edge.pipeline.detectors.regions import RegionDetector
+
+    inner = CountingDetector(bright_square)
+    det = RegionDetector(inner, tiles=(4, 3), whole=True)  # 13 calls for the whole frame
+    cfg = load_config(None, {"schedule.detect_hz": 5.0, "schedule.scan_hz": 1.0})
+    pipe = Pipeline(cfg, shipped_classifier, det)
+    image = np.zeros((480, 640, 3), np.uint8)
+    calls, boxes = [], []
+    for i in range(30):  # 2 s at 15 fps; the face walks right 2 px a frame
+        image[:] = 0
+        image[200:280, 100 + 2 * i:180 + 2 * i] = 255
+        before = inner.calls
+        r = pipe.process(Frame(image, i / FPS, i))
+        calls.append(inner.calls - before)
+        boxes += [t.box.x for t in r.faces] if r.detected else []
+    detector_frames = [c for c in calls[::3]]
+    assert detector_frames == [13, 1, 1, 1, 1, 13, 1, 1, 1, 1]  # a scan a second, one window between
+    assert boxes[-1] == 100 + 2 * 27  # the focused windows followed the face
