@@ -311,14 +311,32 @@ def live_pass(video: dict, step, pace: bool = True) -> dict:
             "recall": round(found / placed, 4) if placed else None}
 
 
+def count_detector_calls(detector) -> None:
+    """Counts the detector model's calls in `bench_calls` (a tiled detector calls its inner
+    one per window, and between scans only around known faces)."""
+    inner = getattr(detector, "inner", detector)
+    if hasattr(inner, "bench_calls"):
+        return
+    real, inner.bench_calls = inner.detect, 0
+
+    def counted(image):
+        inner.bench_calls += 1
+        return real(image)
+
+    inner.detect = counted
+
+
 def ours_step(cfg, parts):
     from edge.pipeline.core import Pipeline
 
     pipe = Pipeline(cfg, *parts)
+    inner = getattr(parts[1], "inner", parts[1])
+    count_detector_calls(parts[1])
 
     def step(frame):
+        before = inner.bench_calls
         r = pipe.process(frame)
-        return r.classified, [t.box for t in r.tracks], r.detected
+        return r.classified, [t.box for t in r.tracks], inner.bench_calls - before
 
     return step
 
@@ -333,7 +351,7 @@ def peer_step(finder: PeerFaceFinder, peer: PeerModel):
         boxes = finder.find(gray)
         if len(boxes):
             peer.predict(peer.crops_from_frame(gray, boxes))
-        return len(boxes), [BBox(*map(float, b)) for b in boxes], True
+        return len(boxes), [BBox(*map(float, b)) for b in boxes], 1
 
     return step
 
@@ -346,15 +364,15 @@ def per_frame_config(cfg):
 
 
 def model_macs(classifier, detector) -> dict:
-    """MACs per classified face (both flips when the card averages them) and per detector frame
-    (every tile's call; None for a detector that is not a TFLite model)."""
+    """MACs per classified face (both flips when the card averages them) and per detector model
+    call (None for a detector that is not a TFLite model); calls for one whole frame."""
     from edge.pipeline.cost import macs_per_invoke
 
     inner = getattr(detector, "inner", detector)  # a RegionDetector runs its inner one per window
     calls = len(detector.windows_for(W, H)) if hasattr(detector, "windows_for") else 1
     interp = getattr(inner, "interpreter", None)
     return {"per_face": macs_per_invoke(classifier.interp)["total"] * (2 if classifier.flip_average else 1),
-            "per_detection": macs_per_invoke(interp)["total"] * calls if interp is not None else None,
+            "per_detection": macs_per_invoke(interp)["total"] if interp is not None else None,
             "detector_calls_per_frame": calls}
 
 
@@ -371,7 +389,7 @@ def live(v: dict, cfg, parts, peer_parts) -> dict:
     """Ours (the config's schedule), ours with the schedule off, and the peer, each over the
     video at its frame rate, in this one run."""
     macs = model_macs(*parts)
-    out = {"ours": add_macs(live_pass(v, ours_step(cfg, parts)), macs),
+    out = {"macs": macs, "ours": add_macs(live_pass(v, ours_step(cfg, parts)), macs),
            "ours_per_frame": add_macs(live_pass(v, ours_step(per_frame_config(cfg), parts)), macs)}
     if peer_parts:
         out["peer"] = live_pass(v, peer_step(*peer_parts))
@@ -457,7 +475,7 @@ def run(args, argv=None) -> dict:
                                                      [float(k) for k in args.sweep_detect.split(",")])
             lv = entry["live"]
             print("  " + "; ".join(f"{who} {r['cpu_share_of_core']:.1%} of a core, recall {r['recall']}"
-                                   for who, r in lv.items() if isinstance(r, dict)))
+                                   for who, r in lv.items() if who in LIVE_WHO))
             results.append(entry)
             continue
         print(f"{Path(v['video']).name}: ours ...", flush=True)
