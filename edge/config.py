@@ -55,15 +55,21 @@ class ModelConfig:
 @dataclass
 class TrackingConfig:
     iou_match: float = 0.3  # a detection continues a track when their boxes overlap this much
-    max_gap_s: float = 1.5  # a track unseen this long has left
+    max_gap_s: float = 3.0  # a track unseen this long has left (bridges short occlusions)
     ema_alpha: float = 0.3  # weight of the newest prediction in a track's smoothed probabilities
     min_hits: int = 3  # detections before a track counts as a person
+    min_look_similarity: float = 0.5  # after a gap of >= 1 s a detection continues a track only if it looks this alike (0: off)
 
     def validate(self, p):
         _check(0 < self.iou_match < 1, f"{p}.iou_match", self.iou_match, "a number between 0 and 1")
         _check(self.max_gap_s > 0, f"{p}.max_gap_s", self.max_gap_s, "a number > 0")
         _check(0 < self.ema_alpha <= 1, f"{p}.ema_alpha", self.ema_alpha, "a number in (0, 1]")
         _check(self.min_hits >= 1, f"{p}.min_hits", self.min_hits, "an integer >= 1")
+        _check(0 <= self.min_look_similarity < 1, f"{p}.min_look_similarity", self.min_look_similarity,
+               "a number in [0, 1)")
+
+
+SCORES = ("change", "expected", "votes")  # how the mood scores a face as unhappy (edge/pipeline/mood.py)
 
 
 @dataclass
@@ -91,12 +97,20 @@ class ScheduleConfig:
 
 @dataclass
 class MoodConfig:
-    window_s: float = 10.0
+    window_s: float = 3.0  # a face stays in the mood this long after it was last seen
     negative: list[str] = field(default_factory=lambda: ["angry", "disgust", "fear", "sad"])
-    min_confidence: float = 0.4  # a face counts as negative only when its smoothed top class is this sure
+    min_confidence: float = 0.4  # score "votes": a face counts as negative only when its smoothed top class is this sure
+    score: str = "change"  # "change" (rise above the person's own level), "expected" (probability of a negative class), "votes" (top class)
+    min_seen_s: float = 3.0  # a track joins the mood after it has been followed this long ...
+    min_seen_share: float = 0.7  # ... and detected in at least this share of the frames since it began
+    unhappy_above: float = 1.0  # score "change": a face this likely negative counts as unhappy whatever its own level
 
     def validate(self, p):
         _check(self.window_s > 0, f"{p}.window_s", self.window_s, "a number > 0")
+        _check(self.score in SCORES, f"{p}.score", self.score, ", ".join(SCORES))
+        _check(self.min_seen_s >= 0, f"{p}.min_seen_s", self.min_seen_s, "a number >= 0")
+        _check(0 <= self.min_seen_share <= 1, f"{p}.min_seen_share", self.min_seen_share, "a number in [0, 1]")
+        _check(0 < self.unhappy_above <= 1, f"{p}.unhappy_above", self.unhappy_above, "a number in (0, 1]")
         bad = [n for n in self.negative if n not in LABELS]
         _check(not bad and self.negative, f"{p}.negative", self.negative, f"a non-empty list of {', '.join(LABELS)}")
         _check(0 <= self.min_confidence < 1, f"{p}.min_confidence", self.min_confidence, "a number in [0, 1)")
@@ -104,10 +118,10 @@ class MoodConfig:
 
 @dataclass
 class AlertConfig:
-    raise_share: float = 0.5  # negative share that starts the raise timer
-    clear_share: float = 0.3  # share below which the clear timer runs (hysteresis)
-    raise_after_s: float = 5.0
-    clear_after_s: float = 5.0
+    raise_share: float = 0.3  # negative share that starts the raise timer (chosen by benchmarks/scenarios.py)
+    clear_share: float = 0.15  # share below which the clear timer runs (hysteresis)
+    raise_after_s: float = 8.0
+    clear_after_s: float = 3.0
     min_faces: int = 2
     cooldown_s: float = 120.0  # after a clear, no new alert for this long
 

@@ -24,6 +24,7 @@ device_name = "{device}"
 path = "{video}"
 [mood]
 min_confidence = 0.0
+score = "expected"  # every face counts as fully negative from the start (the default "change" waits for a change)
 negative = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 [alert]
 min_faces = 1

@@ -73,14 +73,15 @@ def test_tracker_keeps_ids_and_expires_after_gap():
 
 def test_mood_counts_people_in_the_window_not_frames():
     tr = Tracker(TrackingConfig(min_hits=1, ema_alpha=1.0))
-    mw = MoodWindow(list(LABELS), MoodConfig(window_s=5, negative=["angry", "sad"], min_confidence=0.5))
+    mw = MoodWindow(list(LABELS), MoodConfig(window_s=5, negative=["angry", "sad"], min_confidence=0.5, score="votes",
+                                             min_seen_s=0.0))
     p = np.eye(7, dtype=np.float32)
     for i in range(20):  # one angry face seen 20 times, one happy face
         mood = mw.update(i * 0.1, tr.update(i * 0.1, [BBox(0, 0, 50, 50), BBox(300, 0, 50, 50)], p[[0, 3]]))
     assert mood.faces == 2 and mood.negative == 1 and mood.negative_share == 0.5
     assert mood.counts["angry"] == 1 and mood.counts["happy"] == 1
     unsure = np.full((1, 7), 1 / 7, np.float32)
-    mw2 = MoodWindow(list(LABELS), MoodConfig(5, ["angry"], 0.5))
+    mw2 = MoodWindow(list(LABELS), MoodConfig(5, ["angry"], 0.5, score="votes", min_seen_s=0.0))
     assert mw2.update(0, Tracker(TrackingConfig(min_hits=1)).update(0, [BBox(0, 0, 9, 9)], unsure)).negative == 0
     assert mw.update(10.0, []).faces == 0  # everyone left the window
 
@@ -89,3 +90,149 @@ def test_mood_counts_people_in_the_window_not_frames():
                                        ((0, 0, 10, 10), (20, 20, 5, 5), 0.0)])
 def test_bbox_iou(a, b, iou):
     assert BBox(*a).iou(BBox(*b)) == pytest.approx(iou)
+
+
+# ---------------------------------------------------------------------------- who counts as a face
+
+NEG = ["angry", "disgust", "fear", "sad"]
+
+
+def mood_cfg(**kw) -> MoodConfig:
+    """A 5-s window, the top-1 vote rule and no seen-guard unless a test asks for them."""
+    return MoodConfig(**{"window_s": 5, "negative": NEG, "min_confidence": 0.4, "score": "votes", "min_seen_s": 0.0,
+                         "min_seen_share": 0.0, **kw})
+
+
+def onehot(label: str) -> np.ndarray:
+    return np.eye(7, dtype=np.float32)[LABELS.index(label)]
+
+
+def test_a_detection_without_prediction_follows_its_track_and_keeps_its_mood():
+    tr = Tracker(TrackingConfig(min_hits=1, ema_alpha=1.0))
+    tr.update(0.0, [BBox(100, 100, 80, 80)], [onehot("sad")])
+    seen = tr.update(0.2, [BBox(102, 100, 80, 80), BBox(400, 100, 80, 80)], [None, None])
+    assert tr.last_ids == [1, 2]
+    assert LABELS[seen[0].top] == "sad" and seen[0].classified == 1 and seen[0].hits == 2
+    assert seen[1].probs is None  # a new track not yet classified has no mood ...
+    mw = MoodWindow(list(LABELS), mood_cfg())
+    assert mw.update(0.2, seen).faces == 1  # ... and is not counted
+
+
+def test_the_scores_votes_expected_and_change():
+    p = np.array([0.3, 0.0, 0.0, 0.2, 0.3, 0.2, 0.0], np.float32)  # 50% negative, top class neutral/angry tie
+    tr = Tracker(TrackingConfig(min_hits=1, ema_alpha=1.0))
+    seen = tr.update(0.0, [BBox(0, 0, 50, 50)], [p])
+    assert MoodWindow(list(LABELS), mood_cfg(score="expected")).update(0.0, seen).negative == pytest.approx(0.5)
+    # change: a face that looks half-negative from the start scores 0, then 1 once it has risen by FULL_RISE
+    mw = MoodWindow(list(LABELS), mood_cfg(score="change", min_seen_s=1.0))
+    for i in range(6):
+        mood = mw.update(i * 0.2, tr.update(i * 0.2, [BBox(0, 0, 50, 50)], [p]))
+    assert mood.faces == 1 and mood.negative == 0.0
+    seen = tr.update(1.4, [BBox(0, 0, 50, 50)], [onehot("angry")])
+    assert mw.update(1.4, seen).negative == 1.0
+    # unhappy_above: someone who arrives clearly unhappy counts without having changed
+    mw = MoodWindow(list(LABELS), mood_cfg(score="change", unhappy_above=0.9))
+    seen = Tracker(TrackingConfig(min_hits=1)).update(0.0, [BBox(0, 0, 50, 50)], [onehot("sad")])
+    assert mw.update(0.0, seen).negative == 1.0
+
+
+def test_a_face_counts_only_after_being_seen_steadily():
+    mw = MoodWindow(list(LABELS), mood_cfg(min_seen_s=2.0, min_seen_share=0.5))
+    tr = Tracker(TrackingConfig(min_hits=1, max_gap_s=5.0))
+    faces = []
+    for i in range(30):  # 10 fps; detected every other frame at first, then every frame
+        boxes = [BBox(0, 0, 50, 50)] if (i % 2 == 0 or i >= 10) else []
+        faces.append(mw.update(i * 0.1, tr.update(i * 0.1, boxes, [onehot("sad")] * len(boxes))).faces)
+    assert faces[:20] == [0] * 20 and faces[-1] == 1
+
+
+def flicker_frames(n: int, rate: float, burst: int, seed: int):
+    """Frames in which a flickering spot is detected: bursts of `burst` frames, `rate` of all frames."""
+    rng = np.random.default_rng(seed)
+    on = np.zeros(n, bool)
+    for start in np.flatnonzero(rng.random(n) < rate / burst):
+        on[start : start + burst] = True
+    return on
+
+
+def queue_with_flicker(cfg, rate=0.02, burst=1, calm_faces=2, seconds=300, fps=5, seed=0):
+    """Calm people (happy) plus one flickering 'angry' detection; returns the transitions."""
+    from edge.pipeline.core import QueueMonitor
+
+    mon = QueueMonitor(cfg, list(LABELS))
+    people = [BBox(60 + 200 * k, 100, 90, 100) for k in range(calm_faces)]
+    ghost = BBox(500, 300, 50, 55)
+    out = []
+    for i, flick in enumerate(flicker_frames(seconds * fps, rate, burst, seed)):
+        boxes = people + ([ghost] if flick else [])
+        probs = [onehot("happy")] * len(people) + ([onehot("angry")] if flick else [])
+        _, _, tr = mon.update(i / fps, boxes, probs)
+        if tr:
+            out.append(tr)
+    return out
+
+
+ANY_THRESHOLD = [dict(raise_share=rs, min_faces=mf, raise_after_s=ra, clear_share=0.0)
+                 for rs in (0.01, 0.2, 0.34, 0.5, 1.0) for mf in (1, 2) for ra in (0.0, 2.0)]
+
+
+@pytest.mark.parametrize("score", ["votes", "expected", "change"])
+@pytest.mark.parametrize("burst, calm_faces", [(1, 0), (1, 2), (3, 0), (3, 2), (5, 0)])
+def test_one_flickering_detection_never_pages_anyone_at_any_threshold(score, burst, calm_faces):
+    """A spot detected in 2% of frames (singly, or in bursts of 3-5 that pass min_hits), always
+    'angry', alone or beside calm people: with the default tracking and mood settings it never
+    becomes a face, so no alert threshold can raise."""
+    from edge.config import load_config
+
+    for alert in ANY_THRESHOLD:
+        cfg = load_config(None, {"mood.score": score, "mood.unhappy_above": 0.5,
+                                 **{f"alert.{k}": v for k, v in alert.items()}})
+        assert queue_with_flicker(cfg, burst=burst, calm_faces=calm_faces) == [], (alert, score)
+
+
+def test_without_the_guard_the_same_flicker_does_page():
+    """The test above can fail: with the seen-guard off, the flicker alone raises."""
+    from edge.config import load_config
+
+    cfg = load_config(None, {"mood.min_seen_s": 0.0, "mood.min_seen_share": 0.0, "alert.min_faces": 1,
+                             "schedule.detect_hz": 0.0, "schedule.classify_hz": 0.0,
+                             "alert.raise_share": 0.3, "alert.clear_share": 0.0, "alert.raise_after_s": 0.0})
+    assert "raised" in queue_with_flicker(cfg, burst=3, calm_faces=2)
+
+
+def test_the_next_person_at_the_same_spot_starts_a_new_track():
+    """A gap shorter than max_gap_s: the same look continues the track (an occlusion), a
+    different look starts a new one (someone else took the spot); without looks they merge."""
+    rng = np.random.default_rng(0)
+    a, b = (v / np.linalg.norm(v) for v in rng.normal(size=(2, 324)))
+    spot = BBox(200, 100, 80, 88)
+
+    def ids(second_look, min_look_similarity=0.5):
+        tr = Tracker(TrackingConfig(max_gap_s=3.0, min_hits=1, min_look_similarity=min_look_similarity))
+        for i in range(10):
+            tr.update(i * 0.2, [spot], [None], [a])
+        tr.update(3.6, [spot], [None], [second_look])  # unseen for 1.8 s
+        return tr.last_ids  # the track the last detection went to
+
+    assert ids(a) == [1]
+    assert ids(b) == [2]
+    assert ids(b, min_look_similarity=0.0) == [1]
+    noisy_a = a + 0.3 * b
+    assert ids(noisy_a / np.linalg.norm(noisy_a)) == [1]
+
+
+def test_looks_tell_faces_apart_through_camera_jitter(fer_faces):
+    """preprocess.look on real faces: the same face in two jittered camera views is more alike
+    than two different faces, for most faces."""
+    import cv2
+
+    from benchmarks.face_bank import Jitter, jitter_face
+    from edge.pipeline.preprocess import look
+
+    rng = np.random.default_rng(0)
+    faces = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in sorted(fer_faces.glob("*/*.jpg"))[:60]]
+    views = [[look(jitter_face(f, 64, Jitter(), rng)) for _ in range(2)] for f in faces]
+    same = np.array([v[0] @ v[1] for v in views])
+    other = np.array([views[i][0] @ views[(i + 1) % len(views)][1] for i in range(len(views))])
+    assert np.median(same) > 0.6 > 0.3 > np.median(other)
+    assert np.mean(same > 0.5) > 0.8 and np.mean(other > 0.5) < 0.1

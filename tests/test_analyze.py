@@ -278,7 +278,7 @@ def test_alert_periods_are_in_the_summary_and_shaded(scene, tiny_converted, tmp_
     confirmed face, and it stays raised (the astronaut never leaves)."""
     cfg = tmp_path / "alert.toml"
     cfg.write_text('[mood]\nnegative = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]\n'
-                   'min_confidence = 0.0\n[alert]\nmin_faces = 1\nraise_after_s = 0.5\n')
+                   'min_confidence = 0.0\nmin_seen_s = 0.0\nscore = "expected"\n[alert]\nmin_faces = 1\nraise_after_s = 0.5\n')
     out = tmp_path / "out"
     r = analyze_cli(scene.video, out, tiny_converted / "model_int8.tflite", "--config", cfg)
     s = json.loads((out / "summary.json").read_text())

@@ -214,6 +214,7 @@ min_hits = 2
 max_gap_s = 1.0
 [mood]
 window_s = 3
+score = "expected"  # these people arrive unhappy: the default "change" score looks for people turning unhappy
 [alert]
 raise_share = 0.6
 clear_share = 0.3
@@ -257,7 +258,8 @@ def test_nothing_but_counts_leaves_the_device(astronaut_video, tiny_converted, t
     cfg = load_config(None, {"source.path": str(astronaut_video), "model.path": str(tiny_converted / "model_int8.tflite"),
                              "sinks.jsonl.path": str(tmp_path / "ev.jsonl"), "status.port": 0,
                              "alert.min_faces": 1, "alert.raise_share": 0.01, "alert.clear_share": 0.0, "alert.raise_after_s": 0.0,
-                             "mood.min_confidence": 0.0, "mood.negative": ["angry", "disgust", "fear", "happy",
+                             "mood.min_confidence": 0.0, "mood.min_seen_s": 0.0, "mood.score": "expected",
+                             "mood.negative": ["angry", "disgust", "fear", "happy",
                                                                             "neutral", "sad", "surprise"]})
     before = {p for p in tmp_path.rglob("*")}
     run(cfg, RunOptions(max_frames=20))
@@ -278,7 +280,7 @@ def test_a_signal_stops_cleanly_and_flushes_the_sinks(sig, astronaut_video, tiny
     cfg = load_config(None, {"source.path": str(astronaut_video), "model.path": str(tiny_converted / "model_int8.tflite"),
                              "sinks.jsonl.path": str(tmp_path / "ev.jsonl"), "status.enabled": False,
                              "alert.min_faces": 1, "alert.raise_share": 0.01, "alert.clear_share": 0.0,
-                             "alert.raise_after_s": 0.0, "mood.min_confidence": 0.0,
+                             "alert.raise_after_s": 0.0, "mood.min_confidence": 0.0, "mood.min_seen_s": 0.0, "mood.score": "expected",
                              "mood.negative": ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]})
     before = signal.getsignal(getattr(signal, sig))
 

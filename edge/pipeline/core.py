@@ -17,7 +17,7 @@ from edge.config import Config, resolve_model
 from edge.pipeline.detectors.base import FaceDetector
 from edge.pipeline.detectors.regions import configured_detector, detect_in
 from edge.pipeline.mood import Mood, MoodWindow
-from edge.pipeline.preprocess import crop_face, to_gray
+from edge.pipeline.preprocess import crop_face, look, to_gray
 from edge.pipeline.schedule import Schedule, focus_windows
 from edge.pipeline.sources import Frame
 from edge.pipeline.tracking import Track, Tracker
@@ -64,70 +64,111 @@ class StageTimer:
         return out
 
 
+class QueueMonitor:
+    """After the detector: tracker -> (the classifier, on the faces the schedule picks) ->
+    mood window -> alert policy, one frame at a time. The scenario benchmark drives this same
+    object with banked classifier outputs."""
+
+    def __init__(self, cfg: Config, labels: list[str]):
+        self.tracker = Tracker(cfg.tracking)
+        self.mood = MoodWindow(labels, cfg.mood)
+        self.policy = AlertPolicy(cfg.alert)
+        self.schedule = Schedule(cfg.schedule)
+        self.carried: list[Track] = []  # the tracks of the last detector frame, in detection order
+        self.classified = 0  # faces classified in the last update
+        self._frame = 0
+        self._classified_at: dict[int, int] = {}  # track id -> frame of its last classification
+
+    def detect_now(self, t_s: float) -> bool:
+        """Whether the schedule runs the detector on the frame at t_s."""
+        return self.schedule.detect_now(t_s)
+
+    def update(self, t_s: float, boxes: list | None, probs, looks=None) -> tuple[list[Track], Mood, str | None]:
+        """boxes: this frame's detections; on a frame where the schedule skips the detector
+        (or boxes is None) the last detector frame's tracks carry on with their boxes. probs:
+        one prediction per box (None where there is none), or a callable classify(indices) ->
+        predictions that runs the classifier on the boxes the schedule picks; only those are
+        used. looks: preprocess.look of each box's crop (or None). Returns (confirmed tracks
+        seen, mood, transition)."""
+        detect = boxes is not None and self.detect_now(t_s)
+        self.classified = 0
+        self._frame += 1
+        if detect:
+            self.schedule.detected(t_s)
+            self.tracker.update(t_s, boxes, [None] * len(boxes), looks)
+            self.carried = [self.tracker.tracks[tid] for tid in self.tracker.last_ids]
+            due = self.schedule.due(t_s, self.carried)
+            if not callable(probs):
+                due = [i for i in due if probs[i] is not None]
+            if due:
+                predictions = probs(due) if callable(probs) else [probs[i] for i in due]
+                for i, p in zip(due, predictions):
+                    tr = self.carried[i]
+                    self.tracker.observe(tr, t_s, p, self._frame - self._classified_at.get(tr.id, self._frame - 1))
+                    self._classified_at[tr.id] = self._frame
+                self.classified = len(due)
+        else:
+            self.carried = [tr for tr in self.carried if tr.id in self.tracker.tracks]
+        if len(self._classified_at) > 2 * len(self.tracker.tracks) + 16:  # forget tracks that ended
+            self._classified_at = {k: v for k, v in self._classified_at.items() if k in self.tracker.tracks}
+        tracks = Tracker.counted(self.carried)
+        mood = self.mood.update(t_s, tracks)
+        return tracks, mood, self.policy.update(t_s, mood.negative_share, mood.faces)
+
+
 class Pipeline:
     def __init__(self, cfg: Config, classifier: Classifier, detector: FaceDetector):
         self.cfg, self.classifier, self.detector = cfg, classifier, detector
         card = classifier.card
         self.crop_rule, self.size = card.crop_for(detector.key), card.input_size
-        self.tracker = Tracker(cfg.tracking)
-        self.mood = MoodWindow(card.labels, cfg.mood)
-        self.policy = AlertPolicy(cfg.alert)
-        self.schedule = Schedule(cfg.schedule)
-        self._carried: list[Track] = []  # the tracks of the last detector frame
-        self._frame = 0
-        self._classified_at: dict[int, int] = {}  # track id -> frame of its last classification
+        self.monitor = QueueMonitor(cfg, card.labels)
+        self.tracker, self.mood, self.policy = self.monitor.tracker, self.monitor.mood, self.monitor.policy
         self.timer = StageTimer()
+
+    def crops(self, gray: np.ndarray, boxes) -> np.ndarray:
+        return np.stack([crop_face(gray, b.as_tuple(), self.crop_rule, self.size) for b in boxes])
 
     def classify(self, gray: np.ndarray, boxes) -> np.ndarray:
         """Calibrated probabilities per box, all faces in one batch."""
-        crops = np.stack([crop_face(gray, b.as_tuple(), self.crop_rule, self.size) for b in boxes])
-        return self.classifier.predict(crops)
+        return self.classifier.predict(self.crops(gray, boxes))
 
     def detect(self, frame: Frame) -> list:
         """The whole frame on a scan; between scans only windows around the faces being
         tracked, when that takes fewer detector calls than the whole frame (tiles)."""
         h, w = frame.image.shape[:2]
         whole_calls = len(self.detector.windows_for(w, h)) if hasattr(self.detector, "windows_for") else 1
-        known = [tr.box for tr in self._carried if tr.id in self.tracker.tracks]
-        if self.schedule.scan_now(frame.t_s) or len(known) >= whole_calls:
-            self.schedule.scanned(frame.t_s)
+        known = [tr.box for tr in self.monitor.carried if tr.id in self.tracker.tracks]
+        schedule = self.monitor.schedule
+        if schedule.scan_now(frame.t_s) or len(known) >= whole_calls:
+            schedule.scanned(frame.t_s)
             return self.detector.detect(frame.image)
         return detect_in(getattr(self.detector, "inner", self.detector), frame.image, focus_windows(known, w, h))
 
     def process(self, frame: Frame) -> FrameResult:
         t0 = time.perf_counter()
-        self._frame += 1
-        detect = self.schedule.detect_now(frame.t_s)
-        if detect:
-            self.schedule.detected(frame.t_s)
+        detect = self.monitor.detect_now(frame.t_s)
         detections = self.detect(frame) if detect else []
         t1 = time.perf_counter()
-        if detect:
-            self._carried = self.tracker.assign(frame.t_s, [d.box for d in detections])
-            tracks = self._carried
-        else:  # boxes carried from the last detection; faces are classified on fresh boxes only
-            tracks = [tr for tr in self._carried if tr.id in self.tracker.tracks]
-        due = self.schedule.due(frame.t_s, tracks) if detect else []
+        boxes = [d.box for d in detections]
+        crops = self.crops(to_gray(frame.image), boxes) if boxes else None
+        looks = [look(c) for c in crops] if boxes else []
+        spent = [0.0]
+
+        def classify(indices):  # only the faces the schedule picks
+            t = time.perf_counter()
+            out = self.classifier.predict(crops[indices])
+            spent[0] += time.perf_counter() - t
+            return out
+
         t2 = time.perf_counter()
-        if due:
-            probs = self.classify(to_gray(frame.image), [tracks[i].box for i in due])
-            for i, p in zip(due, probs):
-                tr = tracks[i]
-                self.tracker.observe(tr, frame.t_s, p, self._frame - self._classified_at.get(tr.id, self._frame - 1))
-                self._classified_at[tr.id] = self._frame
-            if len(self._classified_at) > 2 * len(self.tracker.tracks) + 16:  # forget tracks that ended
-                self._classified_at = {k: v for k, v in self._classified_at.items() if k in self.tracker.tracks}
+        tracks, mood, transition = self.monitor.update(frame.t_s, boxes if detect else None, classify, looks)
         t3 = time.perf_counter()
-        seen = self.tracker.counted(tracks)
-        mood = self.mood.update(frame.t_s, seen)
-        transition = self.policy.update(frame.t_s, mood.negative_share, mood.faces)
-        t4 = time.perf_counter()
-        stage_s = {"detect": t1 - t0, "classify": t3 - t2, "track": (t2 - t1) + (t4 - t3)}
-        self.timer.add(stage_s, len(due), detect)
+        stage_s = {"detect": t1 - t0, "classify": spent[0], "track": (t3 - t1) - spent[0]}
+        self.timer.add(stage_s, self.monitor.classified, detect)
         # every face with a mood to show, confirmed or not (carried boxes between detector frames)
-        faces = sorted((tr for tr in tracks if tr.probs is not None), key=lambda tr: tr.id)
-        return FrameResult(frame.index, frame.t_s, len(detections), seen, mood, transition, self.policy.state, stage_s,
-                           faces, detect, len(due))
+        faces = sorted((tr for tr in self.monitor.carried if tr.probs is not None), key=lambda tr: tr.id)
+        return FrameResult(frame.index, frame.t_s, len(detections), tracks, mood, transition, self.policy.state, stage_s,
+                           faces, detect, self.monitor.classified)
 
 
 def load_parts(cfg: Config):

@@ -28,7 +28,12 @@ class BBox:
         return BBox(x1, y1, max(0.0, x2 - x1), max(0.0, y2 - y1))
 
     def iou(self, other: "BBox") -> float:
-        inter = self.intersect(other).area
+        # inline arithmetic: the tracker calls this for every track x detection pair each frame
+        iw = min(self.x + self.w, other.x + other.w) - max(self.x, other.x)
+        ih = min(self.y + self.h, other.y + other.h) - max(self.y, other.y)
+        if iw <= 0 or ih <= 0:
+            return 0.0
+        inter = iw * ih
         union = self.area + other.area - inter
         return inter / union if union > 0 else 0.0
 

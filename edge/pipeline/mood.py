@@ -1,5 +1,21 @@
-"""Queue mood over a sliding window: the share of tracked faces whose smoothed emotion is
-negative and confident, and the count of faces per emotion."""
+"""Queue mood over a short window: how much of the queue looks unhappy, and the count of
+faces per emotion.
+
+Only people count: a track joins the mood once it has been followed for `min_seen_s` and was
+detected in at least `min_seen_share` of the frames since it began, so a detection that
+flickers (a poster, a face half behind a shoulder) never becomes a face however it is
+classified. A face stays in the mood for `window_s` after it was last seen.
+
+Ways to score a face as unhappy (`score`):
+  votes     1 when its smoothed top class is negative and at least `min_confidence` sure
+  expected  its smoothed probability of any negative class (the calibrated expectation)
+  change    how far that probability has risen above the person's own level while they were
+            first seen (the `min_seen_s` before they count); a rise of FULL_RISE or more
+            scores 1: a face that merely looks sad at rest stays at 0, one that turns unhappy
+            goes up; a face at or above `unhappy_above` scores 1 whatever its own level
+            (people who arrive unhappy)
+The negative share is the mean score over the faces.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +24,14 @@ from dataclasses import dataclass, field
 from edge.config import MoodConfig
 from edge.pipeline.tracking import Track
 
+FULL_RISE = 0.4  # score "change": a rise in negative probability this large is a fully unhappy face
+
 
 @dataclass
 class Mood:
     t_s: float
     faces: int
-    negative: int
+    negative: float  # faces counted as unhappy (a sum of scores: fractional when score="expected")
     counts: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -22,22 +40,45 @@ class Mood:
 
 
 class MoodWindow:
-    """Remembers each confirmed track's latest smoothed state for `window_s` seconds."""
+    """Remembers each counted track's latest smoothed state for `window_s` seconds."""
 
     def __init__(self, labels: list[str], cfg: MoodConfig | None = None):
         self.cfg = cfg or MoodConfig()
         self.labels = list(labels)
-        self.negative = {self.labels.index(n) for n in self.cfg.negative}
-        self._latest: dict[int, tuple[float, int, float]] = {}  # track id -> (t_s, top class, confidence)
+        self.negative = sorted({self.labels.index(n) for n in self.cfg.negative})
+        self._latest: dict[int, tuple[float, int, float]] = {}  # track id -> (t_s, top class, unhappy score)
+        self._base: dict[int, tuple[float, float, int]] = {}  # track id -> (t_s, sum, n) of its first negative probabilities
+
+    def counts_as_face(self, tr: Track) -> bool:
+        return tr.probs is not None and tr.seen_s >= self.cfg.min_seen_s and tr.seen_share >= self.cfg.min_seen_share
+
+    def face_score(self, tr: Track) -> float:
+        if self.cfg.score == "votes":
+            return float(tr.top in self.negative and tr.confidence >= self.cfg.min_confidence)
+        p = float(tr.probs[self.negative].sum())
+        if self.cfg.score == "expected":
+            return p
+        if p >= self.cfg.unhappy_above:
+            return 1.0
+        _, total, n = self._base[tr.id]
+        return min(1.0, max(0.0, p - total / n) / FULL_RISE)
 
     def update(self, t_s: float, tracks: list[Track]) -> Mood:
         for tr in tracks:
-            self._latest[tr.id] = (t_s, tr.top, tr.confidence)
+            if tr.probs is None:
+                continue
+            if tr.id not in self._latest:  # the person's own level: until they count, and the first frame they do
+                _, total, n = self._base.get(tr.id, (t_s, 0.0, 0))
+                self._base[tr.id] = (t_s, total + float(tr.probs[self.negative].sum()), n + 1)
+            if self.counts_as_face(tr):
+                self._latest[tr.id] = (t_s, tr.top, self.face_score(tr))
         for tid in [tid for tid, (t, _, _) in self._latest.items() if t_s - t > self.cfg.window_s]:
             del self._latest[tid]
+        for tid in [tid for tid, (t, _, _) in self._base.items() if t_s - t > self.cfg.window_s and tid not in self._latest]:
+            del self._base[tid]
         counts = dict.fromkeys(self.labels, 0)
-        negative = 0
-        for _, top, conf in self._latest.values():
+        negative = 0.0
+        for _, top, score in self._latest.values():
             counts[self.labels[top]] += 1
-            negative += top in self.negative and conf >= self.cfg.min_confidence
+            negative += score
         return Mood(t_s, len(self._latest), negative, counts)

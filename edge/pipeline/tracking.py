@@ -1,16 +1,27 @@
 """Per-face tracks: greedy IoU matching, expiry after a gap, EMA-smoothed probabilities.
 
 Counts are of people, not frames: a track becomes a face once it has `min_hits` detections.
+A detection may come without a prediction (the classifier was not run on it this frame): the
+track follows the box and keeps its last smoothed probabilities.
+
+New people at the same spot: when detections carry a look (preprocess.look), a track unseen
+for REPLACE_GAP_S or more continues only with a detection that looks like it (dot product
+>= min_look_similarity), so the next person in a queue spot starts a new track even when the
+gap between them is shorter than max_gap_s. Shorter gaps (a missed frame or two) are not
+checked: nobody walks out and another in that fast, and each check can split a track.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
 from edge.config import TrackingConfig
 from edge.pipeline.geometry import BBox
+
+REPLACE_GAP_S = 1.0  # the shortest gap in which one person can leave a spot and another take it
 
 
 @dataclass
@@ -20,10 +31,13 @@ class Track:
     probs: np.ndarray | None  # smoothed class probabilities; None until first classified
     first_t_s: float
     last_t_s: float
-    hits: int = 1
-    latest: np.ndarray = field(default=None)  # the newest raw prediction
+    hits: int = 1  # frames with a detection
+    frames: int = 1  # frames since the track began (hits / frames: how steadily it is detected)
+    classified: int = 0  # predictions received
+    latest: np.ndarray | None = field(default=None)  # this frame's raw prediction
+    classified_t_s: float | None = None  # when the newest prediction was made (a schedule skips frames)
+    look: np.ndarray | None = field(default=None)  # appearance (unit vector), smoothed
     confirmed: bool = False  # has had min_hits detections: counts as a person
-    classified_t_s: float | None = None  # when `latest` was made (a schedule skips frames)
 
     @property
     def top(self) -> int:
@@ -33,20 +47,37 @@ class Track:
     def confidence(self) -> float:
         return float(self.probs.max())
 
+    @property
+    def seen_s(self) -> float:
+        return self.last_t_s - self.first_t_s
+
+    @property
+    def seen_share(self) -> float:
+        return self.hits / self.frames
+
 
 class Tracker:
     def __init__(self, cfg: TrackingConfig | None = None):
         self.cfg = cfg or TrackingConfig()
         self.tracks: dict[int, Track] = {}
         self.seen: list[Track] = []  # every track detected in the last frame, confirmed or not, by id
+        self.last_ids: list[int] = []  # the track id of each detection in the last update, in detection order
         self._next_id = 1
 
-    def _match(self, boxes: list[BBox]) -> dict[int, int]:
+    def _same_look(self, tr: Track, look: np.ndarray | None, t_s: float) -> bool:
+        """After a gap, a detection continues the track only if it looks like it."""
+        if t_s - tr.last_t_s < REPLACE_GAP_S or look is None or tr.look is None or self.cfg.min_look_similarity <= 0:
+            return True
+        return float(tr.look @ look) >= self.cfg.min_look_similarity
+
+    def _match(self, boxes: list[BBox], looks, t_s: float) -> dict[int, int]:
         """detection index -> track id, best overlaps first. A detection whose centre lies
         inside a track's box also matches (fast movers between low-fps frames)."""
         pairs = []
         for tid, tr in self.tracks.items():
             for di, b in enumerate(boxes):
+                if not self._same_look(tr, looks[di], t_s):
+                    continue
                 iou = tr.box.iou(b)
                 cx, cy = b.center
                 inside = tr.box.x <= cx <= tr.box.x + tr.box.w and tr.box.y <= cy <= tr.box.y + tr.box.h
@@ -61,12 +92,37 @@ class Tracker:
                 used.add(tid)
         return matched
 
-    def assign(self, t_s: float, boxes: list[BBox]) -> list[Track]:
-        """Expire stale tracks, then the track (continued or new) of each detection, in box order."""
+    def observe(self, tr: Track, t_s: float, p, frames: int = 1) -> None:
+        """A prediction for a track (None: not classified this frame). A frame without one
+        leaves the smoothed state as it was: being skipped by a schedule is not evidence. A
+        prediction standing for `frames` frames (a schedule classified this track that many
+        frames after the last time) weighs as much as that many equal per-frame predictions,
+        so the smoothing keeps its speed in seconds whatever the classification rate."""
+        tr.latest = None if p is None else np.asarray(p, np.float32)
+        if p is None:
+            return
+        a = 1 - (1 - self.cfg.ema_alpha) ** max(frames, 1)
+        tr.probs = tr.latest.copy() if tr.probs is None else (1 - a) * tr.probs + a * tr.latest
+        tr.classified += 1
+        tr.classified_t_s = t_s
+
+    @staticmethod
+    def counted(tracks: list[Track]) -> list[Track]:
+        """The tracks that count as people with a mood: confirmed and classified at least once."""
+        return [tr for tr in tracks if tr.confirmed and tr.probs is not None]
+
+    def update(self, t_s: float, boxes: list[BBox], probs: np.ndarray | Sequence[np.ndarray | None],
+               looks: Sequence[np.ndarray | None] | None = None) -> list[Track]:
+        """Feed one frame's detections, their predictions (an entry may be None: not
+        classified this frame) and optionally their looks; returns the confirmed tracks
+        seen in this frame."""
         for tid in [tid for tid, tr in self.tracks.items() if t_s - tr.last_t_s > self.cfg.max_gap_s]:
             del self.tracks[tid]
-        matched = self._match(boxes)
-        out = []
+        for tr in self.tracks.values():
+            tr.frames += 1
+        looks = looks if looks is not None else [None] * len(boxes)
+        matched = self._match(boxes, looks, t_s)
+        self.seen, self.last_ids = [], []
         for di, box in enumerate(boxes):
             tid = matched.get(di)
             if tid is None:
@@ -77,32 +133,17 @@ class Tracker:
                 tr = self.tracks[tid]
                 tr.box, tr.last_t_s = box, t_s
                 tr.hits += 1
+            self.observe(tr, t_s, probs[di])
+            self._remember_look(tr, looks[di])
+            self.last_ids.append(tr.id)
             tr.confirmed = tr.hits >= self.cfg.min_hits
-            out.append(tr)
-        self.seen = sorted(out, key=lambda tr: tr.id)
-        return out
+            self.seen.append(tr)
+        confirmed = [tr for tr in self.seen if tr.confirmed]
+        self.seen.sort(key=lambda tr: tr.id)
+        return confirmed
 
-    def observe(self, tr: Track, t_s: float, p, frames: int = 1) -> None:
-        """One prediction for a track. A frame without one leaves the smoothed state as it
-        was: being skipped by a schedule is not evidence. A prediction standing for `frames`
-        frames (a schedule classified this track that many frames after its last time) weighs
-        as much as that many equal per-frame predictions, so the smoothing keeps its speed in
-        seconds whatever the classification rate."""
-        p = np.asarray(p, np.float32)
-        a = 1 - (1 - self.cfg.ema_alpha) ** max(frames, 1)
-        tr.probs = p.copy() if tr.probs is None else (1 - a) * tr.probs + a * p
-        tr.latest, tr.classified_t_s = p, t_s
-
-    @staticmethod
-    def counted(tracks: list[Track]) -> list[Track]:
-        """The tracks that count as people with a mood: confirmed and classified at least once."""
-        return [tr for tr in tracks if tr.confirmed and tr.probs is not None]
-
-    def update(self, t_s: float, boxes: list[BBox], probs) -> list[Track]:
-        """Feed one frame's detections and their predictions (a row may be None: not classified
-        this frame); returns the confirmed tracks seen in this frame."""
-        tracks = self.assign(t_s, boxes)
-        for tr, p in zip(tracks, probs):
-            if p is not None:
-                self.observe(tr, t_s, p)
-        return self.counted(tracks)
+    def _remember_look(self, tr: Track, look: np.ndarray | None) -> None:
+        if look is None:
+            return
+        v = look if tr.look is None else 0.7 * tr.look + 0.3 * look  # follows slow changes (pose, light)
+        tr.look = v / max(float(np.linalg.norm(v)), 1e-6)

@@ -1,0 +1,148 @@
+"""The classifier's outputs on real FER2013 faces seen the way a queue camera sees them.
+
+Each face is shown to the real classifier (the same `Classifier.predict` the Pi runs) several
+times, each time jittered like a camera frame: the detector box shifted and rescaled, the face
+resampled to its width in the frame (40-160 px), blurred, its brightness and contrast changed,
+sensor noise added, then cut back to the model input through the card's crop size. The bank
+holds the calibrated probabilities per face x width x jitter, so a simulated queue draws a
+classifier output per frame without running the model: hundreds of queue-hours in minutes.
+
+The bank is cached (npz) under $QUEUE_MOOD_CACHE or ~/.cache/queue-mood, keyed by the model's
+sha256, the faces and the jitter settings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+WIDTHS_PX = (48, 80, 128)  # face widths in the frame the bank is made at (a person uses the nearest)
+
+
+@dataclass(frozen=True)
+class Jitter:
+    """How much a camera frame varies one face (standard deviations unless a range)."""
+
+    shift: float = 0.05  # box centre, fraction of the box side
+    scale: float = 0.07  # box side, relative
+    blur_px: tuple[float, float] = (0.0, 1.2)  # Gaussian sigma at frame resolution (focus, motion)
+    gain: tuple[float, float] = (0.7, 1.3)  # contrast
+    offset: float = 15.0  # brightness, gray levels
+    noise: float = 4.0  # sensor noise, gray levels at frame resolution
+    per_face: int = 4  # jittered views per face and width
+
+    def key(self) -> dict:
+        return asdict(self)
+
+
+CROP_OVER_BOX = 1.25  # the crop a detector box becomes is about this much wider than the face
+
+
+def jitter_face(face: np.ndarray, width_px: int, j: Jitter, rng: np.random.Generator) -> np.ndarray:
+    """One camera view of a 48x48 FER2013 face (uint8) as the model input it would give."""
+    import cv2
+
+    from edge.pipeline.preprocess import resize_square
+
+    size = face.shape[0]
+    s = 1.0 + rng.normal(0, j.scale)
+    dx, dy = rng.normal(0, j.shift, 2) * size
+    m = cv2.getRotationMatrix2D((size / 2, size / 2), 0.0, s)
+    m[:, 2] += (dx, dy)
+    view = cv2.warpAffine(face, m, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+    side = max(8, int(round(width_px * CROP_OVER_BOX)))  # the crop's side in frame pixels
+    cam = cv2.resize(view, (side, side), interpolation=cv2.INTER_AREA if side < size else cv2.INTER_LINEAR)
+    cam = cam.astype(np.float32)
+    sigma = rng.uniform(*j.blur_px)
+    if sigma > 0.2:
+        cam = cv2.GaussianBlur(cam, (0, 0), sigma)
+    cam = (cam - 128.0) * rng.uniform(*j.gain) + 128.0 + rng.normal(0, j.offset)
+    cam += rng.normal(0, j.noise, cam.shape)
+    return resize_square(np.clip(np.round(cam), 0, 255).astype(np.uint8), size)
+
+
+@dataclass
+class FaceBank:
+    labels: list[str]
+    face_labels: np.ndarray  # (faces,) class index of each FER2013 face
+    probs: np.ndarray  # (faces, widths, per_face, classes) float32
+    widths_px: tuple[int, ...]
+    files: list[str]
+    looks: np.ndarray | None = None  # (faces, widths, per_face, dims) float16: preprocess.look of each view
+
+    def width_index(self, width_px: float) -> int:
+        return int(np.argmin([abs(w - width_px) for w in self.widths_px]))
+
+    def faces_of(self, classes: list[str]) -> np.ndarray:
+        idx = [self.labels.index(c) for c in classes]
+        return np.flatnonzero(np.isin(self.face_labels, idx))
+
+
+def list_faces(root: Path, labels: list[str], per_class: int | None, seed: int) -> list[tuple[Path, int]]:
+    """(file, class) for the FER2013 faces in root/<class>/, at most per_class per class (seeded)."""
+    from edge.errors import UserError
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for k, name in enumerate(labels):
+        files = sorted((root / name).glob("*.[jp][pn]g"))
+        if per_class is not None and len(files) > per_class:
+            files = [files[i] for i in sorted(rng.choice(len(files), per_class, replace=False))]
+        out += [(f, k) for f in files]
+    if not out:
+        raise UserError(f"No face images under {root}/<class>/ for classes {', '.join(labels)}; "
+                        "pass --data with a FER2013 split folder (e.g. data/fer2013/val).")
+    return out
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("QUEUE_MOOD_CACHE") or Path.home() / ".cache" / "queue-mood") / "face_bank"
+
+
+def camera_views(files: list[Path], size: int, jitter: Jitter, seed: int, widths_px) -> np.ndarray:
+    """(faces, widths, per_face, size, size) uint8 model inputs; the same for the same seed."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    crops = np.empty((len(files), len(widths_px), jitter.per_face, size, size), np.uint8)
+    for i, f in enumerate(files):
+        img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA) if img.shape != (size, size) else img
+        for wi, w in enumerate(widths_px):
+            for r in range(jitter.per_face):
+                crops[i, wi, r] = jitter_face(img, w, jitter, rng)
+    return crops
+
+
+def build_bank(classifier, root: Path, per_class: int | None, jitter: Jitter, seed: int,
+               widths_px=WIDTHS_PX, use_cache: bool = True) -> FaceBank:
+    from edge.card import sha256_file
+    from edge.pipeline.preprocess import LOOK_NAME, look
+
+    labels = list(classifier.labels)
+    faces = list_faces(root, labels, per_class, seed)
+    files = [f for f, _ in faces]
+    key = json.dumps({"model": sha256_file(classifier.path), "files": [str(f) for f in files], "jitter": jitter.key(),
+                      "widths": list(widths_px), "seed": seed}, sort_keys=True)
+    path = cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
+    face_labels = np.array([k for _, k in faces], np.int16)
+    cached = dict(np.load(path)) if use_cache and path.is_file() else {}
+    looks_key = f"looks_{LOOK_NAME}"
+    if "probs" in cached and looks_key in cached:
+        return FaceBank(labels, face_labels, cached["probs"], tuple(widths_px), [str(f) for f in files], cached[looks_key])
+    size = classifier.card.input_size
+    crops = camera_views(files, size, jitter, seed, widths_px)
+    flat = crops.reshape(-1, size, size)
+    probs = cached.get("probs")
+    if probs is None:
+        probs = classifier.predict_many(flat).reshape(*crops.shape[:3], len(labels)).astype(np.float32)
+    looks = np.stack([look(c) for c in flat]).reshape(*crops.shape[:3], -1).astype(np.float16)
+    if use_cache:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(path, face_labels=face_labels, probs=probs, **{looks_key: looks})
+    return FaceBank(labels, face_labels, probs, tuple(widths_px), [str(f) for f in files], looks)

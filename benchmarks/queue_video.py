@@ -1,0 +1,181 @@
+"""Level (b) of the scenario benchmark: a few rendered queue videos through the whole
+pipeline, the `edge run` loop itself (detector, crop, classifier, tracker, mood, alert).
+
+A scene has three spots; people (FER2013 val faces the configured detector finds at the
+rendered size, upscaled onto the background of benchmarks/scenes.py) arrive, drift a few
+pixels and leave; in the unhappy period two of the three either turn unhappy (their face is
+swapped for an unhappy one and back) or leave and are replaced by unhappy newcomers. Bare
+FER2013 crops are not whole heads, so the faces are large (120-160 px) for the detector to
+find them; the simulated level covers the 40-160 px range.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.queue_sim import SimResult, Scenario, identity, score
+
+FPS = 5.0
+SPOTS = [(30, 140, 150), (245, 120, 160), (460, 150, 140)]  # (x, y, width) per spot
+CALM_S, UNHAPPY_S = 60.0, 60.0
+
+
+@dataclass
+class Visit:
+    pid: int
+    spot: int
+    start_s: float
+    end_s: float
+    faces: list[tuple[float, int]] = field(default_factory=list)  # (from t_s, face index), in order
+
+    def face_at(self, t: float) -> int:
+        return [f for s, f in self.faces if s <= t][-1]
+
+
+def script(kind: str, calm: list[list[int]], unhappy: list[list[int]]) -> tuple[list[Visit], list[tuple[float, float]]]:
+    """Who stands where showing which face, for a scene kind: 'turn', 'arrive' or 'calm'.
+    calm[spot] / unhappy[spot]: face indices that spot may show, used in order."""
+    c, u = [iter(x) for x in calm], [iter(x) for x in unhappy]
+    end = 2 * CALM_S + UNHAPPY_S
+    s0, s1 = CALM_S, CALM_S + UNHAPPY_S
+    visits = [Visit(1, 0, 0.0, end, [(0.0, next(c[0]))]), Visit(2, 1, 0.0, 35.0, [(0.0, next(c[1]))]),
+              Visit(3, 1, 37.0, end, [(37.0, next(c[1]))]), Visit(4, 2, 0.0, end, [(0.0, next(c[2]))])]
+    if kind == "turn":
+        for v in (visits[0], visits[2]):
+            v.faces += [(s0, next(u[v.spot])), (s1, v.faces[0][1])]
+        return visits, [(s0, s1)]
+    if kind == "arrive":
+        visits[0].end_s = visits[2].end_s = s0
+        visits += [Visit(5, 0, s0 + 3, end, [(s0 + 3, next(u[0])), (s1, next(c[0]))]),
+                   Visit(6, 1, s0 + 4, end, [(s0 + 4, next(u[1])), (s1, next(c[1]))])]
+        return visits, [(s0, s1)]
+    return visits, []
+
+
+def frame(t: float, i: int, visits: list[Visit], faces: list[np.ndarray]):
+    """The BGR frame at time t and the truth boxes [(person id, x, y, w, h)]."""
+    from benchmarks.scenes import background, place
+
+    img = background(i)
+    truth = []
+    for v in visits:
+        if not v.start_s <= t < v.end_s:
+            continue
+        x, y, w = SPOTS[v.spot]
+        x += int(round(4 * math.sin(t / 3 + v.pid)))
+        y += int(round(3 * math.cos(t / 4 + v.pid)))
+        face = faces[v.face_at(t)]
+        place(img, face, x, y, w)
+        truth.append((v.pid, x, y, w, int(round(face.shape[0] * w / face.shape[1]))))
+    return img, truth
+
+
+def steady(detector, face: np.ndarray, spot: int) -> bool:
+    """The detector finds this face alone at this spot in every one of 6 frames of its drift."""
+
+    v = Visit(0, spot, 0.0, 1e9, [(0.0, 0)])
+    for k in range(6):
+        img, _ = frame(k * 2.1, k, [v], [face])
+        if len(detector.detect(img)) != 1:
+            return False
+    return True
+
+
+def pick(detector, pool: list[np.ndarray], per_spot: int) -> list[list[np.ndarray]]:
+    """Per spot, `per_spot` faces from the pool that the detector finds steadily there."""
+    out, used = [], set()
+    for spot in range(len(SPOTS)):
+        got = []
+        for k, face in enumerate(pool):
+            if len(got) == per_spot:
+                break
+            if k not in used and steady(detector, face, spot):
+                got.append(face)
+                used.add(k)
+        out.append(got)
+    return out
+
+
+def run_scene(cfg, kind: str, calm: list[np.ndarray], unhappy: list[np.ndarray], folder: Path) -> dict:
+    from benchmarks.scenes import write_video
+    from edge.service.app import RunOptions, run
+
+    faces = [f for spot in calm + unhappy for f in spot]
+    idx, k = [], 0
+    for spot in calm + unhappy:
+        idx.append(list(range(k, k + len(spot))))
+        k += len(spot)
+    visits, periods = script(kind, idx[: len(calm)], idx[len(calm):])
+    n = int((2 * CALM_S + UNHAPPY_S) * FPS)
+    truths = []
+
+    def frames():
+        for i in range(n):
+            img, truth = frame(i / FPS, i, visits, faces)
+            truths.append(truth)
+            yield img
+
+    video = write_video(folder / f"queue_{kind}.mp4", frames(), FPS)
+    cfg.source.path = str(video)
+    transitions, track_people, seen = [], {}, {}
+
+    def on_result(fr, res):
+        if res.transition:
+            transitions.append((res.t_s, res.transition))
+        for tr in res.tracks:
+            pid = match(tr.box, truths[fr.index])
+            track_people.setdefault(tr.id, set()).add(pid)
+            if pid > 0:
+                v = seen.setdefault(pid, {"first": res.t_s, "last": res.t_s, "tracks": set()})
+                v["last"] = res.t_s
+                v["tracks"].add(tr.id)
+
+    run(cfg, RunOptions(), on_result=on_result)
+    t_s = np.arange(n) / FPS
+    res = SimResult(Scenario(name=kind, hours=n / FPS / 3600, fps=FPS), t_s, np.zeros(n, np.float32),
+                    np.zeros(n, np.int16), periods, transitions, seen, track_people)
+    return {"scene": kind, "seconds": n / FPS, "transitions": transitions, **score(res, transitions), **identity(res)}
+
+
+def match(box, truth) -> int:
+    """The person whose rendered face the tracked box overlaps most (IoU >= 0.2), else -1."""
+    from edge.pipeline.geometry import BBox
+
+    best, pid = 0.2, -1
+    for p, x, y, w, h in truth:
+        iou = box.iou(BBox(x, y, w, h))
+        if iou >= best:
+            best, pid = iou, p
+    return pid
+
+
+def run_scenes(cfg, data: Path, kinds, folder: Path, seed: int) -> list[dict]:
+    """Renders and runs each scene kind with the config's detector and model."""
+    import copy
+
+    from benchmarks.detector_recall import load_val_faces
+    from edge.errors import UserError
+    from edge.pipeline.core import load_parts
+
+    _, detector = load_parts(cfg)
+    by_class: dict[str, list[np.ndarray]] = {}
+    for name, img in load_val_faces(data, 1500, seed):
+        if img is not None:
+            by_class.setdefault(name.split("/")[0], []).append(img)
+    calm_pool = [f for c in ("happy", "neutral", "surprise") for f in by_class.get(c, [])]
+    unhappy_pool = [f for c in ("angry", "sad", "fear", "disgust") for f in by_class.get(c, [])]
+    calm, unhappy = pick(detector, calm_pool, 3), pick(detector, unhappy_pool, 2)
+    if min(map(len, calm)) < 3 or min(map(len, unhappy)) < 2:
+        raise UserError("The detector does not find enough FER2013 faces steadily at the scene's spots "
+                        f"(calm {[len(x) for x in calm]}, unhappy {[len(x) for x in unhappy]} of 3 and 2 per spot); "
+                        "pass --data with more faces, or --videos with no names to skip the rendered scenes.")
+    rows = []
+    for kind in kinds:
+        c = copy.deepcopy(cfg)
+        c.status.enabled = False
+        rows.append(run_scene(c, kind, calm, unhappy, folder))
+    return rows

@@ -1,0 +1,129 @@
+"""The queue scenario benchmark: its scoring on hand-made timelines, the simulation's ground
+truth, and a small seeded run end to end (files written, numbers finite)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from benchmarks.face_bank import FaceBank
+from benchmarks.queue_sim import Scenario, SimResult, Simulation, identity, score
+from edge.config import load_config
+from edge.labels import LABELS
+from edge.pipeline.core import QueueMonitor
+
+
+def result(periods, hours=1.0, fps=5.0, visits=None, track_people=None) -> SimResult:
+    n = int(hours * 3600 * fps)
+    return SimResult(Scenario(hours=hours, fps=fps), np.arange(n) / fps, np.zeros(n, np.float32), np.zeros(n, np.int16),
+                     periods, [], visits or {}, track_people or {})
+
+
+def test_score_tells_hits_from_false_alarms():
+    res = result([(100.0, 160.0), (1000.0, 1060.0), (2000.0, 2060.0)])
+    transitions = [(105.0, "raised"), (170.0, "cleared"),  # caught after 5 s, cleared 10 s after it ended
+                   (500.0, "raised"), (520.0, "cleared"),  # a false alarm
+                   (1075.0, "raised"), (1200.0, "cleared")]  # late but within the grace: caught after 75 s
+    s = score(res, transitions)
+    assert s["false_alarms"] == 1 and s["unhappy_periods"] == 3 and s["alerted_share"] == pytest.approx(2 / 3)
+    assert s["time_to_alert_s"] == [5.0, 75.0] and s["time_to_clear_s"] == [10.0, 140.0]
+    calm_h = (3600 - 3 * 80) / 3600
+    assert s["calm_hours"] == pytest.approx(calm_h) and s["false_alarms_per_8h"] == pytest.approx(8 / calm_h)
+
+
+def test_identity_counts_fragments_and_swaps():
+    visits = {1: {"first": 0.0, "last": 30.0, "tracks": {7}}, 2: {"first": 0.0, "last": 30.0, "tracks": {8, 9}},
+              3: {"first": 40.0, "last": 45.0, "tracks": {7}}}  # 3 stayed 5 s: not judged for fragments
+    ident = identity(result([], visits=visits, track_people={7: {1, 3}, 8: {2}, 9: {2, -1}}))
+    assert ident["people_in_view_10s"] == 2 and ident["one_track_share"] == 0.5
+    assert ident["identity_swaps"] == 1  # track 7 went from person 1 to person 3; the flicker (-1) is not a person
+
+
+def fake_bank(seed=0) -> FaceBank:
+    """Clear-cut outputs: each face's class gets most of the probability in every view."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 7, 140)
+    probs = rng.dirichlet(np.ones(7), (140, 3, 4)).astype(np.float32) * 0.2
+    probs[np.arange(140), :, :, labels] += 0.8
+    return FaceBank(list(LABELS), labels, probs, (48, 80, 128), [])
+
+
+@pytest.mark.parametrize("arrive", [False, True])
+def test_unhappy_periods_hold_the_truth(arrive):
+    """During an unhappy period at least half of the people present are unhappy; outside
+    none are; detections carry the person's id."""
+    sc = Scenario(hours=0.5, unhappy_every_s=(120, 200), unhappy_arrive=arrive, miss_rate=0.0, occlusions_per_min=0.0,
+                  flicker_spots=0)
+    sim = Simulation(fake_bank(), sc, QueueMonitor(load_config(None), list(LABELS)), seed=3)
+    checked = []
+    orig = sim.detections
+
+    def spy(t, dt):
+        start = next((s for s, e in sim.periods if s <= t < e), None)
+        present = list(sim.people.values())
+        unhappy = [p for p in present if p.unhappy]
+        if start is None:
+            checked.append((False, not unhappy))
+        elif arrive and t > start + 10:  # newcomers (a spot refills within 8 s) are the unhappy ones
+            checked.append((True, unhappy and all(p.arrive_t >= start for p in unhappy)))
+        elif not arrive:
+            checked.append((True, len(unhappy) >= math.ceil(len(present) / 2)))
+        return orig(t, dt)
+
+    sim.detections = spy
+    res = sim.run()
+    assert res.periods and all(ok for _, ok in checked) and any(inside for inside, _ in checked)
+    assert score(res, res.transitions)["unhappy_periods"] == len(res.periods)
+
+
+def test_a_small_seeded_run_writes_finite_numbers(fer_faces, cache_env, tmp_path):
+    """CI smoke test: the real classifier on a few real faces, a few simulated minutes."""
+    from benchmarks import scenarios
+
+    out = tmp_path / "out"
+    argv = ["--data", str(fer_faces), "--faces-per-class", "4", "--views", "2", "--hours", "0.1", "--mixed-hours", "0.2",
+            "--sizes", "2", "--sweep-hours", "0.05", "--raise-shares", "0.4", "--raise-afters", "3",
+            "--variants", "legacy", "expected", "--videos", "--out", str(out), "--seed", "1"]
+    assert scenarios.main(argv) == 0
+    r = json.loads((out / "scenarios.json").read_text())
+    assert (out / "scenarios.md").read_text().startswith("# Queue scenarios") and (out / "scenarios.png").stat().st_size
+    assert r["command"].endswith(" ".join(argv)) and r["machine"]["cpu"] and r["models"][0]["sha256"]
+    assert [s["scenario"] for s in r["scenarios"]][:3] == ["calm queue", "people turn unhappy", "unhappy people arrive"]
+    for row in r["scenarios"] + [kinds for s in r["sweep"] for kinds in s["by_kind"].values()]:
+        assert math.isfinite(row["false_alarms_per_8h"]) and row["calm_hours"] > 0
+    assert all(row["unhappy_periods"] > 0 for row in r["scenarios"][1:3])
+    assert {t["metric"] for t in r["targets"]} >= {"false_alarms_per_8h", "alerted_share", "one_track_share"}
+    measured = {(t["scenario"], t["metric"]): t["measured"] for t in r["targets"]}
+    assert 0 <= measured[("all 3-face runs", "one_track_share")] <= 1
+    assert math.isfinite(measured[("all calm time", "false_alarms_per_8h")])
+    assert len(r["sweep"]) == 2 * 2  # two mood variants x (the legacy alert row + one grid point)
+
+
+def test_bad_data_folder_is_one_sentence(tmp_path, capsys):
+    from benchmarks import scenarios
+
+    assert scenarios.main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "--data" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", ["turn", "arrive", "calm"])
+def test_rendered_scene_scripts_hold_the_truth(kind):
+    """The rendered scenes' scripts: during the unhappy period two of the three people in view
+    show an unhappy face (turned, or newcomers), outside it nobody does."""
+    from benchmarks.queue_video import CALM_S, UNHAPPY_S, script
+
+    calm, unhappy = [[0, 1, 2], [3, 4, 5], [6, 7, 8]], [[10, 11], [12, 13], [14, 15]]
+    visits, periods = script(kind, calm, unhappy)
+    assert periods == ([] if kind == "calm" else [(CALM_S, CALM_S + UNHAPPY_S)])
+    for t in np.arange(0, 2 * CALM_S + UNHAPPY_S, 0.5):
+        shown = [v.face_at(t) for v in visits if v.start_s <= t < v.end_s]
+        n_unhappy = sum(f >= 10 for f in shown)
+        inside = any(s + 5 <= t < e for s, e in periods)  # newcomers take up to 4 s to arrive
+        if inside:
+            assert n_unhappy == 2 and len(shown) == 3, (t, shown)
+        elif not any(s <= t < e for s, e in periods):
+            assert n_unhappy == 0, (t, shown)
