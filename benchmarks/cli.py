@@ -9,7 +9,7 @@ import sys
 import click
 
 BENCHMARKS = ("accuracy", "latency", "pipeline", "detector_recall", "peer", "head_detection", "face_width_accuracy",
-              "scenarios")
+              "scenarios", "soak")
 
 
 @click.command("bench", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})

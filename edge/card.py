@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from edge.errors import UserError
+from edge.labels import LABELS
 from edge.pipeline.preprocess import CropRule
 
 CARD_NAME = "model.json"
@@ -54,6 +56,8 @@ class ModelCard:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelCard":
+        """A card from its JSON; a missing, unknown or out-of-range key raises CardError."""
+        check_card(d)
         d = dict(d)
         d["crop"] = CropRule.from_dict(d["crop"])
         d["crop_by_detector"] = {k: CropRule.from_dict(r) for k, r in d.get("crop_by_detector", {}).items()}
@@ -65,6 +69,68 @@ class ModelCard:
         p = Path(folder) / CARD_NAME
         p.write_text(self.to_json())
         return p
+
+
+class CardError(ValueError):
+    """One sentence: the card key, its bad value and what is allowed."""
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _need(ok: bool, key: str, value, allowed: str) -> None:
+    if not ok:
+        raise CardError(f"key '{key}' has the bad value {value!r}; allowed: {allowed}")
+
+
+def _check_crop(d, key: str) -> None:
+    _need(isinstance(d, dict) and {"scale", "shift_y"} <= set(d), key, d, "an object with scale and shift_y")
+    _need(_number(d["scale"]) and 0 < d["scale"] <= 4, f"{key}.scale", d["scale"], "a number > 0 and <= 4")
+    _need(_number(d["shift_y"]) and -1 <= d["shift_y"] <= 1, f"{key}.shift_y", d["shift_y"],
+          "a number between -1 and 1")
+
+
+def _check_quant(d, key: str) -> None:
+    if d is None:
+        return  # a float model
+    _need(isinstance(d, dict) and set(d) == {"scale", "zero_point"}, key, d,
+          "null or an object with scale and zero_point")
+    _need(_number(d["scale"]) and d["scale"] > 0, f"{key}.scale", d["scale"], "a number > 0")
+    zp = d["zero_point"]
+    _need(isinstance(zp, int) and not isinstance(zp, bool) and -128 <= zp <= 255, f"{key}.zero_point", zp,
+          "an integer between -128 and 255")
+
+
+def check_card(d) -> None:
+    """Every key of a model card's JSON, before any of it is used (convert wrote it; a hand edit
+    or a damaged file must fail here, not as NaN probabilities later)."""
+    _need(isinstance(d, dict), "(top)", type(d).__name__, "a JSON object")
+    known = {f.name for f in fields(ModelCard)}
+    unknown = sorted(set(d) - known)
+    _need(not unknown, unknown[0] if unknown else "", "present", f"only {', '.join(sorted(known))}")
+    required = ("labels", "input_size", "color", "crop", "input_quant", "output_quant")
+    missing = [k for k in required if k not in d]
+    _need(not missing, missing[0] if missing else "", "missing", "it is required")
+    labels = d["labels"]
+    _need(isinstance(labels, list) and sorted(map(str, labels)) == sorted(LABELS) and len(set(labels)) == len(LABELS),
+          "labels", labels, f"a list of the {len(LABELS)} names {', '.join(LABELS)}, each once")
+    size = d["input_size"]
+    _need(isinstance(size, int) and not isinstance(size, bool) and 8 <= size <= 512, "input_size", size,
+          "an integer between 8 and 512")
+    _need(d["color"] == "gray", "color", d["color"], '"gray"')
+    _check_crop(d["crop"], "crop")
+    _check_quant(d["input_quant"], "input_quant")
+    _check_quant(d["output_quant"], "output_quant")
+    t = d.get("temperature", 1.0)
+    _need(_number(t) and 0 < t <= 100, "temperature", t, "a number > 0 and <= 100")
+    _need(isinstance(d.get("flip_average", False), bool), "flip_average", d.get("flip_average"), "true or false")
+    for key in ("model_file", "model_sha256", "source_sha256", "architecture"):
+        _need(isinstance(d.get(key, ""), str), key, d.get(key), "a string")
+    for key in ("parity", "metrics", "crop_by_detector"):
+        _need(isinstance(d.get(key, {}), dict), key, d.get(key), "an object")
+    for det, rule in d.get("crop_by_detector", {}).items():
+        _check_crop(rule, f"crop_by_detector.{det}")
 
 
 def sha256_file(path) -> str:
@@ -81,6 +147,10 @@ def load_card(model_path) -> ModelCard:
     if not p.exists():
         raise UserError(f"No model card {p} beside {model_path}; convert the model with `edge convert`, which writes it.")
     try:
-        return ModelCard.from_dict(json.loads(p.read_text()))
+        return ModelCard.from_dict(json.loads(p.read_text(encoding="utf-8")))
+    except CardError as exc:
+        raise UserError(f"Model card {p}: {exc}; fix it or re-run `edge convert`, which writes it.") from exc
     except (ValueError, KeyError, TypeError) as exc:
         raise UserError(f"Model card {p} is damaged ({exc}); re-run `edge convert`.") from exc
+    except OSError as exc:
+        raise UserError(f"Model card {p} cannot be read ({exc.strerror}); check its permissions.") from exc

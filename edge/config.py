@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import re
 import tomllib
 import types
@@ -14,10 +15,14 @@ from pathlib import Path
 
 from edge.errors import ConfigError, UserError  # noqa: F401  (ConfigError: callers import it from here)
 from edge.errors import check as _check
+from edge.errors import check_range as _range
 from edge.labels import LABELS
 from edge.paths import expand_path
 from edge.pipeline.detectors import DetectorConfig
 from edge.sinks import SINKS
+
+MAX_THREADS = 64  # a Pi has 4 cores; far more threads than cores only slows inference (or crashes BLAS)
+HOUR_S, DAY_S = 3600.0, 86400.0
 
 
 @dataclass
@@ -28,14 +33,19 @@ class SourceConfig:
     height: int = 480
     fps: float = 15.0  # requested camera rate; media rate for an image folder
     reopen_max_backoff_s: float = 30.0
+    down_after_s: float = 5.0  # a live source silent this long is reported "camera down"
     # The queue's part of the frame, [x, y, w, h] as fractions (0-1) of the frame; empty:
     # the whole frame. The detector looks only there, so its input pixels go to the faces.
     roi: list[float] = field(default_factory=list)
 
     def validate(self, p):
-        _check(self.camera is None or self.camera >= 0, f"{p}.camera", self.camera, "an integer >= 0")
-        _check(self.width > 0 and self.height > 0, f"{p}.width/height", (self.width, self.height), "positive integers")
-        _check(self.fps > 0, f"{p}.fps", self.fps, "a number > 0")
+        if self.camera is not None:
+            _range(self.camera, 0, 1023, f"{p}.camera", "an integer")
+        _range(self.width, 16, 8192, f"{p}.width", "an integer")
+        _range(self.height, 16, 8192, f"{p}.height", "an integer")
+        _range(self.fps, 0, 240, f"{p}.fps", lo_open=True)
+        _range(self.reopen_max_backoff_s, 0, HOUR_S, f"{p}.reopen_max_backoff_s", lo_open=True)
+        _range(self.down_after_s, 0, HOUR_S, f"{p}.down_after_s", lo_open=True)
         r = self.roi
         _check(not r or (len(r) == 4 and min(r) >= 0 and r[2] > 0 and r[3] > 0 and r[0] + r[2] <= 1 + 1e-9
                          and r[1] + r[3] <= 1 + 1e-9), f"{p}.roi", r,
@@ -49,7 +59,7 @@ class ModelConfig:
     threads: int = 1
 
     def validate(self, p):
-        _check(self.threads >= 1, f"{p}.threads", self.threads, "an integer >= 1")
+        _range(self.threads, 1, MAX_THREADS, f"{p}.threads", "an integer")
 
 
 @dataclass
@@ -62,9 +72,9 @@ class TrackingConfig:
 
     def validate(self, p):
         _check(0 < self.iou_match < 1, f"{p}.iou_match", self.iou_match, "a number between 0 and 1")
-        _check(self.max_gap_s > 0, f"{p}.max_gap_s", self.max_gap_s, "a number > 0")
+        _range(self.max_gap_s, 0, HOUR_S, f"{p}.max_gap_s", lo_open=True)
         _check(0 < self.ema_alpha <= 1, f"{p}.ema_alpha", self.ema_alpha, "a number in (0, 1]")
-        _check(self.min_hits >= 1, f"{p}.min_hits", self.min_hits, "an integer >= 1")
+        _range(self.min_hits, 1, 10_000, f"{p}.min_hits", "an integer")
         _check(0 <= self.min_look_similarity < 1, f"{p}.min_look_similarity", self.min_look_similarity,
                "a number in [0, 1)")
 
@@ -106,9 +116,9 @@ class MoodConfig:
     unhappy_above: float = 1.0  # score "change": a face this likely negative counts as unhappy whatever its own level
 
     def validate(self, p):
-        _check(self.window_s > 0, f"{p}.window_s", self.window_s, "a number > 0")
+        _range(self.window_s, 0, HOUR_S, f"{p}.window_s", lo_open=True)
         _check(self.score in SCORES, f"{p}.score", self.score, ", ".join(SCORES))
-        _check(self.min_seen_s >= 0, f"{p}.min_seen_s", self.min_seen_s, "a number >= 0")
+        _range(self.min_seen_s, 0, HOUR_S, f"{p}.min_seen_s")
         _check(0 <= self.min_seen_share <= 1, f"{p}.min_seen_share", self.min_seen_share, "a number in [0, 1]")
         _check(0 < self.unhappy_above <= 1, f"{p}.unhappy_above", self.unhappy_above, "a number in (0, 1]")
         bad = [n for n in self.negative if n not in LABELS]
@@ -129,10 +139,10 @@ class AlertConfig:
         _check(0 < self.raise_share <= 1, f"{p}.raise_share", self.raise_share, "a number in (0, 1]")
         _check(0 <= self.clear_share < self.raise_share, f"{p}.clear_share", self.clear_share,
                f"a number in [0, raise_share={self.raise_share})")
-        _check(self.raise_after_s >= 0, f"{p}.raise_after_s", self.raise_after_s, "a number >= 0")
-        _check(self.clear_after_s >= 0, f"{p}.clear_after_s", self.clear_after_s, "a number >= 0")
-        _check(self.min_faces >= 1, f"{p}.min_faces", self.min_faces, "an integer >= 1")
-        _check(self.cooldown_s >= 0, f"{p}.cooldown_s", self.cooldown_s, "a number >= 0")
+        _range(self.raise_after_s, 0, DAY_S, f"{p}.raise_after_s")
+        _range(self.clear_after_s, 0, DAY_S, f"{p}.clear_after_s")
+        _range(self.min_faces, 1, 10_000, f"{p}.min_faces", "an integer")
+        _range(self.cooldown_s, 0, DAY_S, f"{p}.cooldown_s")
 
 
 @dataclass
@@ -149,6 +159,12 @@ class SinksConfig:
     @classmethod
     def table_class(cls, data: dict | None = None, path: str = "") -> type:
         return _sinks_class(tuple((key, s.Config) for key, s in SINKS.items() if s.Config is not None))
+
+    def validate(self, p):
+        if self.spool_dir:
+            d = expand_path(self.spool_dir)
+            _check(d.is_dir() or not d.exists(), f"{p}.spool_dir", self.spool_dir,
+                   "a folder (or a path where one can be made), not a file")
 
 
 @functools.lru_cache(maxsize=8)
@@ -248,6 +264,8 @@ def build(cls, data: dict, path: str = ""):
         if dataclasses.is_dataclass(target):
             kwargs[name] = build(target, value, where)
         elif any(_type_ok(value, t) for t in options):
+            if target is float and not math.isfinite(value):
+                raise ConfigError(f"Config key '{where}' has the bad value {value!r}; expected a finite number.")
             kwargs[name] = float(value) if target is float else value
         else:
             raise ConfigError(f"Config key '{where}' has the bad value {value!r}; expected {_describe(target)}.")
@@ -272,7 +290,10 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> Confi
         if not p.is_file():
             raise ConfigError(f"Config file {p} does not exist; pass --config PATH to a TOML file.")
         try:
-            data = tomllib.loads(p.read_text())
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"Config file {p} is not UTF-8 text (bad byte at offset {exc.start}); save it as "
+                              "UTF-8.") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"Config file {p} is not valid TOML: {exc}.") from exc
         except OSError as exc:

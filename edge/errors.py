@@ -17,6 +17,12 @@ def check(cond: bool, path: str, value, allowed: str) -> None:
         raise ConfigError(f"Config key '{path}' has the bad value {value!r}; allowed: {allowed}.")
 
 
+def check_range(value, lo, hi, path: str, what: str = "a number", lo_open: bool = False) -> None:
+    """lo <= value <= hi (lo < value when lo_open); config floats are already finite (config.build)."""
+    ok = (lo < value if lo_open else lo <= value) and value <= hi
+    check(ok, path, value, f"{what} {'>' if lo_open else '>='} {lo:g} and <= {hi:g}")
+
+
 def import_cv2():
     """OpenCV, imported when first needed; missing, it is one sentence saying how to get it."""
     try:

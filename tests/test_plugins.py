@@ -138,6 +138,7 @@ def test_a_new_sink_needs_no_other_file(tmp_path, dummy_sink):
     fan = build_sinks(cfg.sinks, "pi-1")
     assert [s.key for s in fan.sinks] == ["log", "dummy"]
     fan.send(AlertEvent("raised", 1.0, "2026-01-01T00:00:00+00:00", 0.5, 2))
+    fan.close()  # sinks deliver from their own threads; close waits for them
     assert json.loads(target.read_text())["device"] == "pi-1"
 
     checks = checks_of(tmp_path, f"[sinks.dummy]\npath = '{target}'\n")

@@ -241,14 +241,14 @@ class Boom(Sink):
 
 def test_failing_sink_does_not_stop_the_others(tmp_path, caplog):
     path = tmp_path / "a.jsonl"
-    fan = Fanout([Boom(), JsonlSink(path=str(path))], device_name="pi-7")
+    fan = Fanout([Boom(), JsonlSink(path=str(path))], device_name="pi-7", flush_every_s=3600)
     event = AlertEvent(kind="raised", t_s=1.0, wall_time="2024-05-01T12:00:00Z", negative_share=0.7, faces=3)
     with caplog.at_level(logging.ERROR):
         fan.send(event)
         fan.send(ev("cleared", 2))
         fan.flush()
         fan.close()
-    assert fan.failures["boom"] == 4  # two sends, flush, close (which flushes)
+    assert fan.failures["boom"] == 4  # two sends, flush, close (which flushes), each in the worker
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     assert len(lines) == 2
     assert lines[0]["device"] == "pi-7" and lines[0]["event_id"]  # filled in by Fanout

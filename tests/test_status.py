@@ -268,7 +268,7 @@ def test_client_disconnects_are_debug_lines_without_traceback(serve, caplog, cap
     ("http://user:pw@host:99999/", "http://***"),  # unparseable (port): only the scheme is left
 ])
 def test_redact_url(url, shown):
-    from edge.service.redact import redact_text, redact_url
+    from edge.redact import redact_text, redact_url
 
     assert redact_url(url) == shown
     assert redact_text(f"stream {url} (reopening)") == f"stream {shown} (reopening)"

@@ -217,7 +217,14 @@ def _output_dir(out: str) -> Path:
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise UserError(f"--out {path} is a file; pass a folder to write the results into.")
-    path.mkdir(parents=True, exist_ok=True)
+    try:  # a read-only or full disk fails here, before the model loads, not halfway through
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".edge-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise UserError(f"Cannot write the results into --out {path} ({exc.strerror or exc}); pass a folder on a "
+                        "writable disk.") from exc
     return path
 
 

@@ -197,7 +197,7 @@ UNIT_KEYS = {
     "Service": {"Type", "User", "Group", "SupplementaryGroups", "DynamicUser", "ExecStart", "ExecStartPre",
                 "ExecStartPost", "ExecStop", "ExecStopPost", "ExecReload", "WorkingDirectory", "Environment",
                 "EnvironmentFile", "Restart", "RestartSec", "RestartPreventExitStatus", "RestartForceExitStatus",
-                "SuccessExitStatus", "TimeoutStartSec", "TimeoutStopSec", "TimeoutSec", "WatchdogSec",
+                "SuccessExitStatus", "TimeoutStartSec", "TimeoutStopSec", "TimeoutSec", "WatchdogSec", "NotifyAccess",
                 "KillMode", "KillSignal", "RemainAfterExit", "StateDirectory", "StateDirectoryMode",
                 "CacheDirectory", "LogsDirectory", "RuntimeDirectory", "ConfigurationDirectory", "StandardOutput",
                 "StandardError", "StandardInput", "SyslogIdentifier", "NoNewPrivileges", "ProtectSystem",

@@ -4,7 +4,8 @@ Checks the TFLite runtime, numpy/OpenCV (and that they work together), the camer
 and its card (with a dummy inference), the face detector (on a blank frame), the config, each
 configured alert sink, free disk at the spool, the status page (warning when this machine's
 network address answers it without a token or password), and on a Raspberry Pi the board, temperature,
-throttling and CPU governor. Nothing is sent, nothing is written to the spool, and a camera
+throttling and CPU governor. Nothing is sent, no event is written to the spool (only a probe
+file, removed at once, to see that the spool's disk takes writes), and a camera
 probe runs in a child process with a timeout so a stuck driver cannot hang the doctor.
 Exit code 1 when any check FAILs.
 """
@@ -374,7 +375,7 @@ def check_sinks(ctx: _Context, cfg) -> None:
     from edge.config import SinksConfig
     from edge.sinks import SINKS, build_sinks
     from edge.sinks.fanout import configurable
-    from edge.sinks.spool import DEFAULT_SPOOL_DIR
+    from edge.sinks.spool import DEAD_DIR, DEFAULT_SPOOL_DIR
 
     spool_root = expand_path(cfg.sinks.spool_dir or DEFAULT_SPOOL_DIR)
     device = cfg.device_name or platform.node()
@@ -389,7 +390,9 @@ def check_sinks(ctx: _Context, cfg) -> None:
         real = spool_root / key
         try:
             pending = len(list(real.glob("*.json"))) if real.is_dir() else 0
+            dead = len(list((real / DEAD_DIR).glob("*.json"))) if (real / DEAD_DIR).is_dir() else 0
             backlog = f"; {pending} undelivered in {real}" if pending else ""
+            backlog += f"; {dead} rejected events in {real / DEAD_DIR}" if dead else ""
         except OSError:
             backlog = f"; spool {real} not readable by this user"
         with tempfile.TemporaryDirectory(prefix="qm-doctor-") as tmp:
@@ -427,9 +430,28 @@ def check_disk(ctx: _Context, cfg) -> None:
         ctx.add("disk", WARN, where)
     else:
         ctx.add("disk", OK, where)
-    if not os.access(existing, os.W_OK):
+    if not existing.is_dir():
+        ctx.add("spool", FAIL, f"{existing} is a file, not a folder: set sinks.spool_dir to a folder")
+    elif existing == spool:
+        ctx.add(*spool_writable(spool))
+    elif not os.access(existing, os.W_OK):
         ctx.add("spool", WARN, f"{existing} is not writable by this user (the service's user {SERVICE} may be "
                                f"the one that can: sudo -u {SERVICE} edge doctor ...)")
+
+
+def spool_writable(spool: Path) -> tuple[str, str, str]:
+    """A real write (the spool's own fsync-and-rename) of a probe file, removed at once: as root,
+    or on a read-only or full file system, os.access says nothing about whether writes work."""
+    from edge.sinks.spool import write_atomic
+
+    probe = spool / ".doctor-probe.json"
+    try:
+        write_atomic(probe, b"{}")
+        probe.unlink()
+    except OSError as exc:
+        return ("spool", FAIL, f"{spool} does not take writes ({exc.strerror or exc}): undelivered alerts would be "
+                               "held only in memory and lost on a restart")
+    return ("spool", OK, f"{spool} takes writes")
 
 
 def _lan_address() -> str | None:

@@ -20,7 +20,7 @@ import numpy as np
 
 from edge.errors import UserError, import_cv2
 from edge.paths import expand_path
-from edge.service.redact import redact_url
+from edge.redact import redact_url
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
@@ -45,6 +45,12 @@ class Source:
 
     def __iter__(self) -> Iterator[Frame]:
         raise NotImplementedError
+
+    def poll(self, timeout_s: float) -> Iterator[Frame | None]:
+        """The frames, plus None whenever none arrived for timeout_s (live sources only), so
+        a caller can check its stop conditions and notice a silent camera. A recording never
+        waits on anything outside, so it simply yields its frames."""
+        yield from self
 
     def close(self) -> None:
         pass
@@ -92,7 +98,12 @@ class ImageFolderSource(Source):
 
     def __init__(self, path: str, fps: float = 1.0, every: int = 1, files: list[Path] | None = None):
         self.path, self.fps, self.every = Path(path), fps, max(1, every)
-        self.files = files or sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        try:  # is_file: a folder named x.jpg or a broken link is not an image
+            self.files = files or sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                                         and p.is_file())
+        except OSError as exc:
+            raise UserError(f"Cannot list folder {path} ({exc.strerror}); check that it exists and this user may "
+                            "read it.") from exc
         if not self.files:
             raise UserError(f"Folder {path} has no images (.jpg, .png, .bmp).")
         self.failed: list[tuple[str, str]] = []
@@ -103,10 +114,16 @@ class ImageFolderSource(Source):
         for index, f in enumerate(self.files):
             if index % self.every:
                 continue
-            img = cv2.imdecode(np.fromfile(f, np.uint8), cv2.IMREAD_COLOR) if f.stat().st_size else None
+            try:
+                data = np.fromfile(f, np.uint8)
+            except OSError as exc:  # removed, unreadable or a dangling link since it was listed
+                data, why = None, exc.strerror or str(exc)
+            else:
+                why = "not a readable image"
+            img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
             if img is None:
-                self.failed.append((str(f), "not a readable image"))
-                log.warning("skipping unreadable image %s", f)
+                self.failed.append((str(f), why))
+                log.warning("skipping unreadable image %s (%s)", f, why)
                 continue
             yield Frame(img, index / self.fps, index)
 
@@ -184,19 +201,24 @@ class LiveSource(Source):
                 log.warning("reopen failed: %s", exc)
         self._release()
 
-    def __iter__(self):
+    def poll(self, timeout_s: float):
         while not self._stop.is_set():
             with self._cond:
                 if self._latest is None:
-                    self._cond.wait(timeout=0.5)
+                    self._cond.wait(timeout=timeout_s)
                 frame, self._latest = self._latest, None
-            if frame is not None:
-                yield frame
+            yield frame
+
+    def __iter__(self):
+        return (f for f in self.poll(0.5) if f is not None)
 
     def close(self):
         self._stop.set()
         if self._thread:
-            self._thread.join(timeout=5)
+            # Short: a read at the camera's rate ends well within it, and a driver or stream
+            # read that blocks (FFmpeg waits 30 s) would not end in any wait worth having; the
+            # daemon thread then ends with the process and stopping stays prompt.
+            self._thread.join(timeout=0.25)
 
 
 class OpenCVCamera(LiveSource):
@@ -305,7 +327,8 @@ def open_source(camera: int | None, path: str, width: int = 640, height: int = 4
         if p.is_dir():
             return ImageFolderSource(str(p), fps=fps, every=every)
         if not p.exists():
-            raise UserError(f"Source {path} does not exist; pass a video file, an image folder or an rtsp:// URL.")
+            what = "is a link to a file that does not exist" if p.is_symlink() else "does not exist"
+            raise UserError(f"Source {path} {what}; pass a video file, an image folder or an rtsp:// URL.")
         if p.suffix.lower() in IMAGE_SUFFIXES:
             return ImageFolderSource.single(p)
         return VideoFileSource(str(p), every=every)

@@ -4,6 +4,11 @@ written or sent anywhere unless --preview asks for an annotated video.
 Exit codes: 0 normal end (source finished, --max-frames/--duration reached, SIGINT/SIGTERM);
 2 bad input (config, model, camera, video) found before the loop starts. A live camera that
 stops delivering later is reopened with back-off for as long as the service runs.
+
+The loop never waits unboundedly: a live source is polled with a short timeout, so stop
+signals and --duration work while the camera is silent, and a camera silent for
+`source.down_after_s` is reported "down" (status, log, /metrics, a camera_down event to the
+sinks) until its next frame. Sinks deliver from their own threads (edge.sinks.fanout).
 """
 
 from __future__ import annotations
@@ -33,11 +38,47 @@ class RunOptions:
 
 
 def make_event(kind: str, result, device: str) -> "AlertEvent":
+    return _event(kind, result.t_s, device, round(result.mood.negative_share, 4), result.mood.faces, result.mood.counts)
+
+
+def _event(kind: str, t_s: float, device: str, negative_share: float = 0.0, faces: int = 0,
+           counts: dict | None = None) -> "AlertEvent":
     from edge.sinks.base import AlertEvent
 
-    return AlertEvent(kind=kind, t_s=round(result.t_s, 3), wall_time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                      negative_share=round(result.mood.negative_share, 4), faces=result.mood.faces,
-                      counts=result.mood.counts, device=device, event_id=uuid.uuid4().hex)
+    return AlertEvent(kind=kind, t_s=round(t_s, 3), wall_time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                      negative_share=negative_share, faces=faces, counts=counts or {}, device=device,
+                      event_id=uuid.uuid4().hex)
+
+
+TICK_S = 0.25  # longest wait for a frame before the loop checks its stop conditions again
+SINK_STATS_EVERY_S = 1.0
+
+
+class _CameraWatch:
+    """Marks the source down after down_after_s without a frame and up at the next frame;
+    each change is logged, shown in the status and sent to the sinks."""
+
+    def __init__(self, source_name: str, down_after_s: float, stats, sinks, device: str):
+        self.name, self.down_after_s, self.stats, self.sinks, self.device = source_name, down_after_s, stats, sinks, device
+        self.last_frame = time.monotonic()
+        self.down = False
+
+    def frame(self) -> None:
+        self.last_frame = time.monotonic()
+        if self.down:
+            self.down = False
+            log.warning("%s delivers frames again: camera up", self.name)
+            self.stats.camera_up()
+            self.sinks.send(_event("camera_up", self.last_frame, self.device))
+
+    def idle(self) -> None:
+        silent = time.monotonic() - self.last_frame
+        if not self.down and silent >= self.down_after_s:
+            self.down = True
+            log.error("%s delivered no frame for %.0f s: camera down (fps 0, mood unknown, alert state not "
+                      "asserted until it is back)", self.name, silent)
+            self.stats.camera_down()
+            self.sinks.send(_event("camera_down", time.monotonic(), self.device))
 
 
 class _StopFlag:
@@ -64,8 +105,9 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     from edge.sinks import build_sinks
     from edge.pipeline.sources import open_source
     from edge.config import is_loopback
+    from edge.redact import redact_text
     from edge.service.history import History
-    from edge.service.redact import redact_text
+    from edge.service.notify import Watchdog, notify
     from edge.service.status import Stats, StatusServer
 
     classifier, detector = load_parts(cfg)
@@ -97,9 +139,32 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     frames = alerts = 0
     track_ids: set[int] = set()
     started = next_state = time.monotonic()
+    watchdog = Watchdog()
+    camera = _CameraWatch(source.describe(), s.down_after_s, stats, sinks, device)
+    next_sink_stats = 0.0
+
+    def should_stop() -> bool:
+        return stop.event.is_set() or bool(opts.max_frames and frames >= opts.max_frames) or \
+            bool(opts.duration_s and time.monotonic() - started >= opts.duration_s)
+
     try:
         with source:
-            for frame in source:
+            notify("READY=1")
+            for frame in source.poll(TICK_S):
+                watchdog.ping()
+                now = time.monotonic()
+                if now >= next_sink_stats:
+                    stats.set_sinks(sinks.stats())
+                    next_sink_stats = now + SINK_STATS_EVERY_S
+                if now >= next_state:  # live values for Home Assistant's sensors, camera down or not
+                    next_state = now + STATE_EVERY_S
+                    sinks.update(stats.snapshot())
+                if frame is None:
+                    camera.idle()
+                    if should_stop():
+                        break
+                    continue
+                camera.frame()
                 result = pipeline.process(frame)
                 frames += 1
                 track_ids.update(t.id for t in result.tracks)
@@ -110,18 +175,15 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
                                 100 * result.mood.negative_share, result.mood.faces)
                     sinks.send(event)
                 stats.update(result, source.dropped, pipeline.timer.medians_ms(), sinks.failures)
-                if time.monotonic() >= next_state:  # live values for Home Assistant's sensors
-                    next_state = time.monotonic() + STATE_EVERY_S
-                    sinks.update(stats.snapshot())
                 if opts.preview:  # debugging only (off by default: privacy)
                     writer = writer or AnnotatedVideo(opts.preview, 15, classifier.labels)
                     writer.add(frame.image, result)
                 if on_result:
                     on_result(frame, result)
-                if stop.event.is_set() or (opts.max_frames and frames >= opts.max_frames) or \
-                        (opts.duration_s and time.monotonic() - started >= opts.duration_s):
+                if should_stop():
                     break
     finally:
+        notify("STOPPING=1")
         stop.restore()
         sinks.close()
         if server:
@@ -133,7 +195,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     summary = {"frames": frames, "tracks": len(track_ids), "alerts_raised": alerts, "seconds": round(elapsed, 2),
                "fps": round(frames / elapsed, 2) if elapsed > 0 else 0.0, "dropped_frames": source.dropped,
                "stage_ms": pipeline.timer.medians_ms(), "runtime": classifier.runtime.describe(),
-               "alert_state": pipeline.policy.state}
+               "alert_state": pipeline.policy.state, "sinks": sinks.stats()}
     log.info("stopped after %d frames: %s", frames, summary)
     return summary
 

@@ -6,7 +6,9 @@ labels come from the scrape config, one target per Pi):
 queue_mood_info{device,runtime,version}, queue_mood_frames_total, queue_mood_dropped_frames_total,
 queue_mood_fps, queue_mood_faces, queue_mood_negative_share, queue_mood_faces_by_emotion{emotion},
 queue_mood_alert_raised, queue_mood_alerts_raised_total, queue_mood_stage_latency_ms{stage},
-queue_mood_sink_failures_total{sink}, queue_mood_uptime_seconds, and where the board says:
+queue_mood_sink_failures_total{sink}, queue_mood_camera_up, queue_mood_camera_down_total,
+queue_mood_sink_{sent,delivered,dead_lettered,spool_dropped,lost}_total{sink},
+queue_mood_sink_{queued,spooled,spool_in_memory}{sink}, queue_mood_uptime_seconds, and where the board says:
 queue_mood_cpu_temperature_celsius, queue_mood_throttled, queue_mood_under_voltage."""
 
 from __future__ import annotations
@@ -14,6 +16,18 @@ from __future__ import annotations
 from typing import Callable
 
 from edge import __version__
+
+# Fanout.stats() key -> (metric name, help, counter?)
+SINK_SERIES = (
+    ("sent", "sink_sent", "Events handed to the sink.", True),
+    ("delivered", "sink_delivered", "Events (MQTT: messages) the receiver accepted.", True),
+    ("queued", "sink_queued", "Events waiting in the sink's in-memory queue.", False),
+    ("spooled", "sink_spooled", "Undelivered events in the sink's spool.", False),
+    ("in_memory", "sink_spool_in_memory", "Spooled events held in memory because the disk refused them.", False),
+    ("dead_lettered", "sink_dead_lettered", "Events rejected for good, moved to the dead-letter folder.", True),
+    ("dropped", "sink_spool_dropped", "Oldest spooled events dropped (spool cap or full disk).", True),
+    ("lost", "sink_lost", "Events neither delivered nor spooled (sink stuck, no spool).", True),
+)
 
 
 def render(snapshot: Callable[[], dict]) -> tuple[bytes, str]:
@@ -52,14 +66,20 @@ class _Collector:
         yield counter("dropped_frames", "Live frames dropped because processing was slower.", s["dropped_frames"])
         yield gauge("fps", "Frames processed per second (smoothed).", s["fps"])
         yield gauge("faces", "Tracked faces in the mood window.", s["faces"])
+        share = s["negative_share"]  # None while the camera is down: the mood is unknown
         yield gauge("negative_share", "Share of tracked faces with a confident negative expression.",
-                    s["negative_share"])
+                    float("nan") if share is None else share)
         yield gauge("faces_by_emotion", "Tracked faces per smoothed emotion.", label="emotion", values=s["counts"])
         yield gauge("alert_raised", "1 while an alert is raised.", int(s["alert_state"] == "raised"))
         yield counter("alerts_raised", "Alerts raised since start.", s["alerts_raised"])
         yield gauge("stage_latency_ms", "Median stage latency over recent frames.", label="stage",
                     values=s["stage_ms"])
         yield counter("sink_failures", "Failed deliveries per sink.", label="sink", values=s["sink_failures"])
+        yield gauge("camera_up", "1 while the source delivers frames, 0 once it is silent.", int(s["camera"] == "up"))
+        yield counter("camera_down", "Times the source went silent.", s["camera_down_total"])
+        for key, name, help_, is_counter in SINK_SERIES:
+            values = {sink: c[key] for sink, c in s["sinks"].items()}
+            yield (counter if is_counter else gauge)(name, help_, label="sink", values=values)
         yield gauge("uptime_seconds", "Seconds since start.", s["uptime_s"])
         h = s["health"]
         if h["cpu_temperature_c"] is not None:

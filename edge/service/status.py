@@ -28,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 from edge.labels import LABELS
 from edge.service import health
 from edge.service.history import History
-from edge.service.redact import redact_text
+from edge.redact import redact_text
 
 if TYPE_CHECKING:  # edge.config pulls in the plugin registries (and numpy); /metrics does not need them
     from edge.config import StatusConfig
@@ -62,7 +62,7 @@ class Stats:
                      "started_at": _now_iso(), "frames": 0, "dropped_frames": 0, "fps": 0.0, "faces": 0,
                      "negative_share": 0.0, "counts": dict.fromkeys(labels, 0), "alert_state": "clear",
                      "alert_raised_at": None, "alerts_raised": 0, "negative": list(negative), "stage_ms": {},
-                     "sink_failures": {}}
+                     "sink_failures": {}, "camera": "up", "camera_down_total": 0, "sinks": {}}
         self._last_t: float | None = None
         self._health: dict = {}
         self._health_t = -HEALTH_EVERY_S
@@ -76,6 +76,7 @@ class Stats:
                 d["fps"] = inst if d["fps"] == 0 else 0.9 * d["fps"] + 0.1 * inst
             self._last_t = now
             d["frames"] += 1
+            d["camera"] = "up"
             d["dropped_frames"] = dropped
             d["faces"] = result.mood.faces
             d["negative_share"] = round(result.mood.negative_share, 4)
@@ -88,6 +89,23 @@ class Stats:
                 d["alert_raised_at"] = _now_iso() if result.transition == "raised" else None
                 self.history.add_alert(wall, result.transition, result.mood.negative_share, result.mood.faces)
             self.history.add(wall, result.mood.negative_share, result.mood.faces, result.alert_state == "raised")
+
+    def camera_down(self):
+        """No frames: nothing is known about the queue, so no mood and no alert is asserted."""
+        with self._lock:
+            self.data.update(camera="down", fps=0.0, faces=0, negative_share=None, alert_state="unknown",
+                             counts=dict.fromkeys(self.data["counts"], 0))
+            self.data["camera_down_total"] += 1
+            self._last_t = None  # the fps average restarts with the next frame
+
+    def camera_up(self):
+        with self._lock:
+            self.data["camera"] = "up"
+
+    def set_sinks(self, sinks: dict):
+        """Per-sink delivery counts from Fanout.stats()."""
+        with self._lock:
+            self.data["sinks"] = sinks
 
     def snapshot(self) -> dict:
         """What /status shows: the current mood, alert, recent alerts and health."""
@@ -264,7 +282,9 @@ class StatusServer:
         self.httpd = server_cls((cfg.host, cfg.port), Handler, cfg.max_clients)
         self.port = self.httpd.server_address[1]
         self.auth = auth
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="status-http", daemon=True)
+        # poll_interval: how long stop() waits for the serving loop; short, so a stop stays prompt.
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                       name="status-http", daemon=True)
 
     def start(self):
         self.thread.start()

@@ -9,7 +9,7 @@ every sink takes the fields of its config dataclass as keyword options, so
     JsonlSink(path="")                                   # JsonlSinkConfig
     WebhookSink(url, timeout_s, headers, *, spool, retry_min_s=2.0, retry_max_s=120.0)
     MqttSink(host, port, topic, state_topic, client_id, username, password, keepalive_s,
-             *, spool, device_name="", reconnect_min_s=1.0, reconnect_max_s=60.0, close_wait_s=2.0)
+             *, spool, device_name="", reconnect_min_s=1.0, reconnect_max_s=60.0, close_wait_s=0.5)
     GpioSink(pin, device, active_high)                   # GpioSinkConfig
     CommandSink(argv, timeout_s)                         # CommandSinkConfig
 
@@ -18,8 +18,10 @@ gives each its own `<spool_dir>/<key>` directory (left out: the default spool di
 keyword-only options after `*` are not in the config file; tests use them to shorten delays.
 
 `build_sinks(sinks_cfg: SinksConfig, device_name: str) -> Fanout` makes the log sink plus every
-configured section; `Fanout.send/flush/close` call each sink and catch, log and count
-(`Fanout.failures`) every exception; `Fanout.check()` gives each sink's one-line status.
+configured section. `Fanout.send/flush` only enqueue: each sink has a worker thread with a
+bounded queue that calls it, flushes it periodically, and catches, logs and counts
+(`Fanout.failures`) every exception; `Fanout.close` is bounded in time; `Fanout.stats()` gives
+per-sink delivery counts and `Fanout.check()` each sink's one-line status.
 """
 
 from edge.sinks.base import SINKS, AlertEvent, Sink, register

@@ -9,12 +9,14 @@ from pathlib import Path
 
 from edge.plugins import Registry
 
+MAX_TIMEOUT_S = 300.0  # a sink timeout (webhook, command) longer than this is a typo, not a slow receiver
+
 
 @dataclass
 class AlertEvent:
     """What leaves the device: counts and shares, never an image."""
 
-    kind: str  # "raised" | "cleared"
+    kind: str  # "raised" | "cleared" | "camera_down" | "camera_up"
     t_s: float  # pipeline time (media time for a recording, monotonic for live)
     wall_time: str  # ISO 8601 UTC
     negative_share: float
@@ -31,6 +33,7 @@ class Sink:
     """Subclasses set `key` and `Config`, take their config section as keyword options, implement send()."""
 
     key = ""
+    delivered = 0  # events (messages, for MQTT) the sink handed over successfully
     Config: type | None = None  # the [sinks.<key>] dataclass; None: always on, no section
     order = 50  # send order: local records first, then the network, then actuators
     spooled = False  # True: undelivered events wait in a Spool at <spool_dir>/<key>
@@ -51,14 +54,23 @@ class Sink:
     def send(self, event: AlertEvent) -> None:
         raise NotImplementedError
 
+    def keep(self, event: AlertEvent) -> bool:
+        """Store an event for later delivery without sending it (a stuck sink at shutdown or
+        with a full queue); False when the sink has no spool, and the event is lost."""
+        return False
+
     def flush(self) -> None:
-        """Deliver what is pending (called by close() on shutdown)."""
+        """Deliver what is pending (called by the sink's worker when idle, and by close())."""
 
     def update(self, status: dict) -> None:
         """The current /status snapshot, every few seconds; for sinks that show live values."""
 
     def close(self) -> None:
         self.flush()
+
+    def abort(self) -> None:
+        """Called from another thread when the sink is still busy after shutdown's deadline:
+        end what can be ended (a child process); the sink's thread is then left behind."""
 
     def check(self) -> str:
         """One line on whether the sink can deliver now (for `edge doctor`)."""

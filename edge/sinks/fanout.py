@@ -1,18 +1,28 @@
-"""Sends each event to every configured sink; one sink failing never affects the others."""
+"""Sends each event to every configured sink without ever blocking the caller.
+
+Each sink has its own worker thread and bounded queue: `send` only enqueues, so a webhook
+that never answers or a command that sleeps delays its own deliveries, never the frame loop
+nor the other sinks. A worker also flushes its sink every `flush_every_s` while idle, so a
+spool is retried while the service runs, not only at the next alert. `close` gives the
+workers `close_timeout_s` in all; what a sink has not handled by then is put in its spool
+(spooling sinks) or counted as lost. One sink failing never affects the others.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import queue
+import threading
+import time
 import uuid
 from collections import Counter
-
 from typing import TYPE_CHECKING
 
 from edge.paths import expand_path
 from edge.sinks.base import SINKS, AlertEvent, Sink
 from edge.sinks.log import LogSink
-from edge.sinks.spool import DEFAULT_SPOOL_DIR
+from edge.sinks.spool import DEFAULT_SPOOL_DIR, Spool
 
 if TYPE_CHECKING:  # edge.config builds [sinks] from this package's registry
     from edge.config import SinksConfig
@@ -25,37 +35,147 @@ def configurable() -> list[str]:
     return [key for key, cls in sorted(SINKS.items(), key=lambda kv: kv[1].order) if cls.Config is not None]
 
 
+QUEUE_MAX = 1000  # events waiting for one sink; alerts are rare, so only a stuck sink fills it
+FLUSH_EVERY_S = 2.0
+CLOSE_TIMEOUT_S = 0.75  # all sinks together, so a stop signal is honoured within 2 s on a busy Pi
+
+_FLUSH, _STOP = object(), object()
+
+
+class _Update(dict):
+    """A status snapshot for Sink.update, told apart from events in a worker's queue."""
+
+
+class _Worker:
+    """One sink's thread: sends queued events in order, flushes when idle, closes on _STOP."""
+
+    def __init__(self, sink: Sink, fanout: "Fanout", queue_max: int, flush_every_s: float):
+        self.sink, self.fanout, self.flush_every_s = sink, fanout, flush_every_s
+        self.queue: queue.Queue = queue.Queue(queue_max)
+        self.sent = 0  # events handed to the sink
+        self.lost = 0  # events neither handled by the sink nor spooled
+        self.thread = threading.Thread(target=self._run, name=f"sink-{sink.key}", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                item = self.queue.get(timeout=self.flush_every_s)
+            except queue.Empty:
+                item = _FLUSH
+            if item is _STOP:
+                self.fanout.call(self.sink, "close")
+                return
+            if item is _FLUSH:
+                self.fanout.call(self.sink, "flush")
+            elif isinstance(item, _Update):
+                self.fanout.call(self.sink, "update", dict(item))
+            else:
+                self.fanout.call(self.sink, "send", item)
+                self.sent += 1
+
+    def submit(self, item) -> None:
+        try:
+            self.queue.put_nowait(item)
+        except queue.Full:
+            if isinstance(item, AlertEvent) and not self.rescue(item):
+                log.error("Sink %s: event %s %s lost: its queue is full and it has no spool (%d lost so far).",
+                          self.sink.key, item.kind, item.event_id, self.lost)
+
+    def rescue(self, event: AlertEvent) -> bool:
+        """An event the worker will not handle: into the spool if the sink has one, else counted lost."""
+        try:
+            if self.sink.keep(event):
+                return True
+        except Exception as exc:  # noqa: BLE001 - counted as lost below
+            log.error("Sink %s: could not spool event %s (%s).", self.sink.key, event.event_id, exc)
+        self.lost += 1
+        return False
+
+    def leftovers(self) -> list[AlertEvent]:
+        out = []
+        while True:
+            try:
+                item = self.queue.get_nowait()
+            except queue.Empty:
+                return out
+            if isinstance(item, AlertEvent):
+                out.append(item)
+
+
 class Fanout:
-    def __init__(self, sinks: list[Sink], device_name: str = ""):
+    def __init__(self, sinks: list[Sink], device_name: str = "", *, queue_max: int = QUEUE_MAX,
+                 flush_every_s: float = FLUSH_EVERY_S, close_timeout_s: float = CLOSE_TIMEOUT_S):
         self.sinks = list(sinks)
         self.device_name = device_name
+        self.close_timeout_s = close_timeout_s
         self.failures: Counter[str] = Counter()  # sink key -> exceptions caught
+        self._lock = threading.Lock()
+        self._workers = [_Worker(s, self, queue_max, flush_every_s) for s in self.sinks]
+        self._closed = False
 
-    def _each(self, action: str, *args) -> None:
-        for sink in self.sinks:
-            try:
-                getattr(sink, action)(*args)
-            except Exception as exc:  # noqa: BLE001 - the pipeline must keep running
+    def call(self, sink: Sink, action: str, *args) -> None:
+        """Run one sink method, catching, logging and counting any exception (worker threads)."""
+        try:
+            getattr(sink, action)(*args)
+        except Exception as exc:  # noqa: BLE001 - the pipeline must keep running
+            with self._lock:
                 self.failures[sink.key] += 1
-                first = self.failures[sink.key] == 1  # full traceback once; then one line each
-                log.error("Sink %s failed in %s (%d failures so far): %s", sink.key, action,
-                          self.failures[sink.key], exc, exc_info=first)
+                n = self.failures[sink.key]
+            # Full traceback once; then one line each.
+            log.error("Sink %s failed in %s (%d failures so far): %s", sink.key, action, n, exc, exc_info=n == 1)
 
     def send(self, event: AlertEvent) -> None:
         # An id lets receivers drop the duplicates that at-least-once delivery can produce.
         if not event.event_id or not event.device:
             event = dataclasses.replace(event, event_id=event.event_id or uuid.uuid4().hex,
                                         device=event.device or self.device_name)
-        self._each("send", event)
+        for w in self._workers:
+            w.submit(event)
 
     def flush(self) -> None:
-        self._each("flush")
+        """Ask every sink to deliver what is pending (returns at once)."""
+        for w in self._workers:
+            w.submit(_FLUSH)
 
     def update(self, status: dict) -> None:
-        self._each("update", status)
+        """The current status for sinks that show live values (returns at once; dropped, not
+        queued behind, when such a sink is busy: the next one replaces it)."""
+        for w in self._workers:
+            if type(w.sink).update is not Sink.update and w.queue.empty():
+                w.submit(_Update(status))
 
     def close(self) -> None:
-        self._each("close")
+        """Flush and close every sink within close_timeout_s; spool or count what is left."""
+        if self._closed:
+            return
+        self._closed = True
+        deadline = time.monotonic() + self.close_timeout_s
+        for w in self._workers:
+            try:
+                w.queue.put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Full:
+                pass
+        for w in self._workers:
+            w.thread.join(max(0.0, deadline - time.monotonic()))
+            if w.thread.is_alive():
+                left = w.leftovers()
+                lost = sum(not w.rescue(event) for event in left)
+                log.warning("Sink %s still busy %.1f s after the stop: %d queued events spooled, %d lost (no spool).",
+                            w.sink.key, self.close_timeout_s, len(left) - lost, lost)
+                self.call(w.sink, "abort")
+
+    def stats(self) -> dict[str, dict]:
+        """Per sink: sent, delivered, spooled (on disk + in memory), dead-lettered, dropped, lost, failures."""
+        out = {}
+        for w in self._workers:
+            s = w.sink
+            spool: Spool | None = getattr(s, "spool", None)
+            out[s.key] = {"queued": w.queue.qsize(), "sent": w.sent, "delivered": s.delivered,
+                          "spooled": len(spool) if spool else 0, "in_memory": spool.in_memory if spool else 0,
+                          "dead_lettered": spool.dead if spool else 0, "dropped": spool.dropped if spool else 0,
+                          "lost": w.lost, "failures": self.failures[s.key]}
+        return out
 
     def check(self) -> dict[str, str]:
         out = {}
@@ -67,7 +187,7 @@ class Fanout:
         return out
 
 
-def build_sinks(sinks_cfg: SinksConfig, device_name: str) -> Fanout:
+def build_sinks(sinks_cfg: SinksConfig, device_name: str, **fanout_options) -> Fanout:
     """The log sink plus every configured section, each spooling sink in <spool_dir>/<key>."""
     root = expand_path(sinks_cfg.spool_dir or DEFAULT_SPOOL_DIR)
     sinks: list[Sink] = [LogSink()]
@@ -75,4 +195,4 @@ def build_sinks(sinks_cfg: SinksConfig, device_name: str) -> Fanout:
         cfg = getattr(sinks_cfg, key, None)
         if cfg is not None:
             sinks.extend(SINKS[key].build(cfg, root, device_name))
-    return Fanout(sinks, device_name)
+    return Fanout(sinks, device_name, **fanout_options)

@@ -73,8 +73,10 @@ def discovery_configs(topics: Topics, device: str, labels) -> list[tuple[str, di
     return out
 
 
-def state_payload(faces: int, negative_share: float, counts: dict, alert_raised: bool) -> dict:
-    return {"faces": faces, "negative_share": round(100 * negative_share, 1), "counts": dict(counts),
+def state_payload(faces: int, negative_share: float | None, counts: dict, alert_raised: bool) -> dict:
+    # negative_share is None while the camera is down: the sensor then shows "unknown"
+    share = None if negative_share is None else round(100 * negative_share, 1)
+    return {"faces": faces, "negative_share": share, "counts": dict(counts),
             "alert": "ON" if alert_raised else "OFF"}
 
 
@@ -83,7 +85,7 @@ class HomeAssistantSink(Sink):
 
     def __init__(self, host: str, port: int = 1883, username: str = "", password: str = "", keepalive_s: int = 30,
                  *, device_name: str = "", prefix: str = "homeassistant", reconnect_min_s: float = 1.0,
-                 reconnect_max_s: float = 60.0, close_wait_s: float = 2.0):
+                 reconnect_max_s: float = 60.0, close_wait_s: float = 0.5):
         try:
             import paho.mqtt.client as mqtt
         except ImportError:

@@ -33,6 +33,7 @@ class JsonlSink(Sink):
             self._file = self.path.open("a", encoding="utf-8")
         self._file.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
         self._file.flush()  # a crash or power cut loses at most the line being written
+        self.delivered += 1
 
     def close(self) -> None:
         if self._file is not None:

@@ -18,3 +18,4 @@ class LogSink(Sink):
         level = logging.WARNING if event.kind == "raised" else logging.INFO
         log.log(level, "alert %s: negative share %.0f%% of %d faces (%s) device=%s t=%.1fs",
                 event.kind, 100 * event.negative_share, event.faces, counts, event.device or "-", event.t_s)
+        self.delivered += 1

@@ -16,7 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from edge.errors import check, missing_dependency
+from edge.errors import check, check_range, missing_dependency
 from edge.sinks.base import AlertEvent, Sink, register
 from edge.sinks.spool import DEFAULT_SPOOL_DIR, Spool
 from edge.sinks.webhook import tcp_reachable
@@ -24,6 +24,11 @@ from edge.sinks.webhook import tcp_reachable
 log = logging.getLogger(__name__)
 
 STATE_KINDS = ("raised", "cleared")
+
+
+def check_topic(topic: str, path: str) -> None:
+    check(bool(topic) and not set(topic) & {"#", "+", "\0"} and len(topic.encode()) <= 65535, path, topic,
+          "a non-empty MQTT topic without the wildcards # and + (they are for subscribing, not publishing)")
 
 
 @dataclass
@@ -41,7 +46,10 @@ class MqttSinkConfig:
 
     def validate(self, p):
         check(bool(self.host), f"{p}.host", self.host, "a broker host name")
-        check(0 < self.port < 65536, f"{p}.port", self.port, "a TCP port")
+        check_range(self.port, 1, 65535, f"{p}.port", "a TCP port")
+        check_topic(self.topic, f"{p}.topic")
+        check_topic(self.state_topic, f"{p}.state_topic")
+        check_range(self.keepalive_s, 5, 65535, f"{p}.keepalive_s", "seconds")
         check(bool(re.fullmatch(r"[^#+/\s]+(/[^#+/\s]+)*", self.discovery_prefix)), f"{p}.discovery_prefix",
               self.discovery_prefix, "an MQTT topic prefix without #, +, spaces or leading/trailing /")
 
@@ -75,12 +83,14 @@ class MqttSink(Sink):
                  password: str = "", keepalive_s: int = 30, discovery: bool = True,
                  discovery_prefix: str = "homeassistant", *, spool: Spool | None = None,
                  device_name: str = "", reconnect_min_s: float = 1.0, reconnect_max_s: float = 60.0,
-                 close_wait_s: float = 2.0):
+                 close_wait_s: float = 0.5):
         try:
             import paho.mqtt.client as mqtt
         except ImportError:
             raise missing_dependency("paho-mqtt", "mqtt") from None
         self._ok_rc = (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)  # NO_CONN: paho queues it
+        self._too_large = mqtt.MQTT_ERR_PAYLOAD_SIZE
+        self.delivered = 0  # messages the broker acknowledged
         self.host, self.port, self.topic, self.state_topic = host, port, topic, state_topic
         # discovery/discovery_prefix: build() adds a HomeAssistantSink for them
         self.spool = spool if spool is not None else Spool(DEFAULT_SPOOL_DIR / self.key)
@@ -124,6 +134,7 @@ class MqttSink(Sink):
             if event_id is None:
                 self._early.add(mid)
                 return
+            self.delivered += 1
         self.spool.ack(event_id)
 
     def _pump(self) -> None:
@@ -136,7 +147,16 @@ class MqttSink(Sink):
             for event_id, msg in self.spool.pending():
                 if event_id in busy:
                     continue
-                info = self._client.publish(msg["topic"], json.dumps(msg["payload"]), qos=1, retain=msg["retain"])
+                try:
+                    info = self._client.publish(msg["topic"], json.dumps(msg["payload"]), qos=1, retain=msg["retain"])
+                except (ValueError, TypeError, KeyError) as exc:
+                    # A bad topic (e.g. spooled before the config was fixed) or payload: paho
+                    # refuses it before sending, and retrying can never succeed.
+                    self.spool.dead_letter(event_id, f"MQTT cannot publish it: {exc}")
+                    continue
+                if info.rc == self._too_large:
+                    self.spool.dead_letter(event_id, "MQTT payload too large")
+                    continue
                 if info.rc not in self._ok_rc:
                     log.warning("MQTT publish failed (rc=%s); will retry.", info.rc)
                     return
@@ -147,15 +167,20 @@ class MqttSink(Sink):
                     else:
                         self._inflight[info.mid] = event_id
                 if acked:
+                    self.delivered += 1
                     self.spool.ack(event_id)
 
-    def send(self, event: AlertEvent) -> None:
+    def keep(self, event: AlertEvent) -> bool:
         payload = event.to_dict()
         self.spool.put({"topic": self.topic, "retain": False, "payload": payload})
         if event.kind in STATE_KINDS:
             # Retained, so a dashboard that subscribes later still sees whether an alert is on.
             self.spool.put({"topic": self.state_topic, "retain": True,
                             "payload": {"state": event.kind, "event": payload}})
+        return True
+
+    def send(self, event: AlertEvent) -> None:
+        self.keep(event)
         self._pump()
 
     def flush(self) -> None:

@@ -1,21 +1,32 @@
-"""POSTs each event as JSON (stdlib urllib). Failed events wait in an on-disk spool and are
-retried, in order, with an exponential back-off so a dead server is not hit every frame."""
+"""POSTs each event as JSON (stdlib urllib). Events go through an on-disk spool and are
+retried, in order, with an exponential back-off plus jitter, so a dead server is not hit on
+every event and a fleet of Pis does not retry in step. An event the server rejects for good
+(a 4xx other than 408/425/429) is dead-lettered instead of blocking the ones behind it.
+
+Each POST carries an `Idempotency-Key: <event_id>` header: an event whose answer was lost
+(a timeout after the server processed it) is sent again, and the receiver can drop it."""
 
 from __future__ import annotations
 
 import json
 import logging
+import random
+import re
 import socket
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
-from edge.errors import check
-from edge.sinks.base import AlertEvent, Sink, register
+from edge.errors import check, check_range
+from edge.redact import redact_url
+from edge.sinks.base import MAX_TIMEOUT_S, AlertEvent, Sink, register
 from edge.sinks.spool import DEFAULT_SPOOL_DIR, Spool
 
 log = logging.getLogger(__name__)
+
+RETRYABLE_4XX = (408, 425, 429)  # timeouts and rate limits: worth trying again later
 
 
 def tcp_reachable(host: str, port: int, timeout_s: float = 3.0) -> str:
@@ -27,6 +38,18 @@ def tcp_reachable(host: str, port: int, timeout_s: float = 3.0) -> str:
         return str(exc) or type(exc).__name__
 
 
+def jittered(delay_s: float) -> float:
+    """50-100 % of a back-off delay, at random: Pis that failed together do not retry together."""
+    return delay_s * random.uniform(0.5, 1.0)
+
+
+class Rejected(Exception):
+    """The receiver refused this event for good: retrying it can never succeed."""
+
+
+HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
+
+
 @dataclass
 class WebhookSinkConfig:
     url: str = ""
@@ -34,7 +57,15 @@ class WebhookSinkConfig:
     headers: dict = field(default_factory=dict)
 
     def validate(self, p):
-        check(self.url.startswith(("http://", "https://")), f"{p}.url", self.url, "an http:// or https:// URL")
+        check(self.url.startswith(("http://", "https://")), f"{p}.url", redact_url(self.url),
+              "an http:// or https:// URL")
+        check_range(self.timeout_s, 0, MAX_TIMEOUT_S, f"{p}.timeout_s", "seconds", lo_open=True)
+        for name, value in self.headers.items():
+            where = f"{p}.headers.{name}"
+            check(bool(HEADER_NAME.match(name)), where, name, "a header name of letters, digits and -")
+            # CR/LF would end the header and let the value inject others; the value is not echoed (a token).
+            check(isinstance(value, str) and not set(value) & set("\r\n\0"), where, "(value hidden)",
+                  "a string without line breaks")
 
 
 @register
@@ -47,56 +78,63 @@ class WebhookSink(Sink):
     def __init__(self, url: str, timeout_s: float = 5.0, headers: dict | None = None, *,
                  spool: Spool | None = None, retry_min_s: float = 2.0, retry_max_s: float = 120.0):
         self.url = url
+        self.shown_url = redact_url(url)  # tokens in the path or query never reach the log
         self.timeout_s = timeout_s
         self.headers = {"Content-Type": "application/json", "User-Agent": "queue-mood", **(headers or {})}
         self.spool = spool if spool is not None else Spool(DEFAULT_SPOOL_DIR / self.key)
         self.retry_min_s, self.retry_max_s = retry_min_s, retry_max_s
-        self._delay = 0.0  # current back-off; 0 while the server answers
+        self.delivered = 0
+        self._delay = 0.0  # current back-off (undithered); 0 while the server answers
         self._next_try = 0.0  # monotonic time before which nothing is sent
 
     def _post(self, payload: dict) -> None:
-        req = urllib.request.Request(self.url, data=json.dumps(payload).encode(), headers=self.headers,
-                                     method="POST")
-        with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # non-2xx >= 400 raises
-            resp.read()
-            if not 200 <= resp.status < 300:
-                raise OSError(f"HTTP {resp.status}")
+        headers = {**self.headers, "Idempotency-Key": str(payload.get("event_id", ""))}
+        req = urllib.request.Request(self.url, data=json.dumps(payload).encode(), headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # non-2xx >= 400 raises
+                resp.read()
+                if not 200 <= resp.status < 300:
+                    raise OSError(f"HTTP {resp.status}")
+        except urllib.error.HTTPError as exc:
+            if 400 <= exc.code < 500 and exc.code not in RETRYABLE_4XX:
+                raise Rejected(f"HTTP {exc.code} {exc.reason}") from None
+            raise OSError(f"HTTP {exc.code} {exc.reason}") from None
+        self.delivered += 1
 
     def _failed(self, exc: Exception) -> None:
         first = self._delay == 0
         self._delay = min(max(2 * self._delay, self.retry_min_s), self.retry_max_s)
-        self._next_try = time.monotonic() + self._delay
+        self._next_try = time.monotonic() + jittered(self._delay)
         if first:  # once per outage, not once per retry
-            log.warning("Webhook %s failed (%s); spooling events, retrying with back-off.", self.url, exc)
+            log.warning("Webhook %s failed (%s); spooling events, retrying with back-off.", self.shown_url, exc)
 
     def _succeeded(self) -> None:
         if self._delay:
-            log.info("Webhook %s reachable again.", self.url)
+            log.info("Webhook %s reachable again.", self.shown_url)
         self._delay = self._next_try = 0.0
 
     def _drain(self) -> None:
         for event_id, payload in self.spool.pending():
             try:
                 self._post(payload)
-            except Exception as exc:  # noqa: BLE001 - any failure means "try later"
+            except Rejected as exc:
+                self.spool.dead_letter(event_id, f"webhook {self.shown_url} answered {exc}")
+                continue
+            except Exception as exc:  # noqa: BLE001 - any other failure means "try later"
                 self._failed(exc)
                 return
             self.spool.ack(event_id)
         self._succeeded()
 
     def send(self, event: AlertEvent) -> None:
-        payload = event.to_dict()
-        if not len(self.spool) and time.monotonic() >= self._next_try:
-            try:
-                self._post(payload)  # the common case: no disk write at all
-                self._succeeded()
-                return
-            except Exception as exc:  # noqa: BLE001
-                self._failed(exc)
-                self.spool.put(payload)
-                return
-        self.spool.put(payload)  # behind older events, so order is kept
+        # On disk before the first try (alerts are rare, the write is small): a stop or a crash
+        # during a request that hangs loses nothing, and order is kept behind older events.
+        self.spool.put(event.to_dict())
         self.flush()
+
+    def keep(self, event: AlertEvent) -> bool:
+        self.spool.put(event.to_dict())
+        return True
 
     def flush(self) -> None:
         if len(self.spool) and time.monotonic() >= self._next_try:
