@@ -162,10 +162,17 @@ def test_batches_are_padded_to_fixed_slots_with_the_same_answers(shipped_classif
 
 
 def test_old_cards_load_without_a_mac_count():
-    d = dataclasses.asdict(ModelCard(["a", "b"], 48, "gray", None, None, None))
+    import json
+
+    from edge.card import CardError
+    from edge.models import default_model_path
+
+    d = json.loads(default_model_path().with_name("model.json").read_text())
+    assert ModelCard.from_dict(d).macs_per_invoke > 0
     del d["macs_per_invoke"]  # cards written before the field
-    d["crop"] = {"scale": 1.0, "shift_y": 0.0}
     assert ModelCard.from_dict(d).macs_per_invoke == 0
+    with pytest.raises(CardError, match="macs_per_invoke"):
+        ModelCard.from_dict({**d, "macs_per_invoke": -5})
 
 
 def test_macs_are_counted_from_the_model_ops(tmp_path):
