@@ -16,7 +16,7 @@ BENCHMARKS = ("accuracy", "latency", "pipeline", "detector_recall", "peer", "hea
 @click.argument("name", type=click.Choice(BENCHMARKS))
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def bench(name, args):
-    """Run benchmarks/NAME.py with ARGS (`edge bench NAME --help` lists them); results go to benchmarks/results."""
+    """Run benchmarks/NAME.py with ARGS (`edge bench NAME --help` lists them); results go to a new runs/bench/ folder unless --out says where."""
     module = importlib.import_module(f"{__package__}.{name}")
     # argv[0] is argparse's usage line and the command that benchmarks.common records
     sys.argv = [f"edge bench {name}", *args]

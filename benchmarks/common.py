@@ -25,7 +25,15 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-DEFAULT_OUT = REPO / "benchmarks" / "results"
+RESULTS = REPO / "benchmarks" / "results"  # the committed results: written only when --out names it
+
+
+def default_out() -> Path:
+    """A fresh run folder (runs/ is ignored by git), so a run never overwrites the committed
+    results by accident; `--out benchmarks/results` updates those on purpose."""
+    return REPO / "runs" / "bench" / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
 DEFAULT_MODEL_DIR = REPO / "edge" / "models" / "default"
 PI_MODEL = Path("/proc/device-tree/model")
 GOVERNOR = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
@@ -368,7 +376,9 @@ def slug(text: str) -> str:
 
 def add_common_args(ap, default_repeats: int | None = None, default_warmup: int | None = None,
                     default_threads: int | None = None) -> None:
-    ap.add_argument("--out", default=str(DEFAULT_OUT), help="folder for the JSON, markdown and PNG files (default: %(default)s)")
+    ap.add_argument("--out", default=str(default_out()),
+                    help="folder for the JSON, markdown and PNG files (default: a new folder runs/bench/<UTC time>; "
+                         "--out benchmarks/results replaces the committed results)")
     ap.add_argument("--seed", type=int, default=0, help="seed for inputs and sampling (default: %(default)s)")
     if default_threads is not None:
         ap.add_argument("--threads", type=int, default=default_threads,

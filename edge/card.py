@@ -45,6 +45,19 @@ class ModelCard:
     # Detectors frame a face differently: the rule measured for each detector key.
     crop_by_detector: dict[str, CropRule] = field(default_factory=dict)
 
+    def edge_accuracy(self) -> tuple[float, str] | None:
+        """(accuracy, what it is) for the model as edge runs it: the int8 model, with flip
+        averaging when the card turns it on, as convert measured it; the Keras figure only
+        when the card has nothing closer. None when the card has no accuracy at all."""
+        cal, images = self.metrics.get("calibration") or {}, self.parity.get("images")
+        key = "accuracy_int8_flip_average" if self.flip_average else "accuracy_int8"
+        for value, what, n in ((cal.get(key), "int8 as the Pi runs it", cal.get("images")),
+                               (self.parity.get("int8_accuracy"), "int8", images),
+                               (self.metrics.get("accuracy"), "float model before int8", None)):
+            if isinstance(value, (int, float)):
+                return float(value), what + (f", {n:,} validation images" if n else ", validation")
+        return None
+
     def crop_for(self, detector_key: str) -> CropRule:
         return self.crop_by_detector.get(detector_key, self.crop)
 

@@ -116,29 +116,82 @@ def cli():
 @click.option("--preview", default=None, metavar="VIDEO.mp4",
               help="Write an annotated video for debugging (off by default: frames never leave memory).")
 @click.option("--print-config", is_flag=True, help="Print the effective config as TOML and exit.")
-@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON at the end.")
-@click.option("-v", "--verbose", count=True)
+@click.option("--example", is_flag=True, help="With --print-config: print a commented example with every key instead.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON at the end (no status line).")
+@click.option("-v", "--verbose", count=True, help="-v: per-track detail each second; -vv: debug logs of every library.")
+@click.option("-q", "--quiet", is_flag=True, help="Only alerts, warnings and errors; no status line.")
 def run_cmd(config_path, camera, source, model, detector, detector_model, threads, max_frames, duration, preview,
-            print_config, as_json, verbose):
+            print_config, example, as_json, verbose, quiet):
     """Watch the queue: camera -> faces -> expressions -> queue mood -> local alerts."""
     import json
-    import logging
 
     from edge.service.app import RunOptions, run
-    from edge.config import load_config, to_dict, to_toml
+    from edge.config import load_config
 
     overrides = {k: v for k, v in {
         "source.camera": camera, "source.path": source, "model.path": model, "detector.kind": detector,
         "detector.model": detector_model, "model.threads": threads}.items() if v is not None}
+    if example:
+        if not print_config:
+            raise UserError("--example goes with --print-config: edge run --print-config --example.")
+        from edge.configdoc import example_toml
+
+        click.echo(example_toml(), nl=False)
+        return
     cfg = load_config(config_path, overrides)
     if print_config:
-        click.echo(to_toml(to_dict(cfg)))
+        from edge.configdoc import effective_toml
+
+        click.echo(effective_toml(cfg), nl=False)
         return
-    logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    summary = run(cfg, RunOptions(max_frames=max_frames, duration_s=duration, preview=preview))
+    if verbose and quiet:
+        raise UserError("-v and -q contradict each other; choose one.")
+    from edge.service.console import Console
+
+    console = Console(verbose=verbose, quiet=quiet, status_line=False if as_json else None)
+    try:
+        summary = run(cfg, RunOptions(max_frames=max_frames, duration_s=duration, preview=preview),
+                      on_result=console.on_result)
+    finally:
+        console.close()
     if as_json:
         click.echo(json.dumps(summary, indent=2))
+
+
+@cli.command("config")
+@click.option("--config", "config_path", default=None, help="TOML config file to check and print (default: built-in defaults).")
+@click.option("--docs", is_flag=True, help="Print the reference of every key (docs/config.md) as Markdown.")
+@click.option("--example", is_flag=True, help="Print a commented example with every key (deploy/config.example.toml).")
+def config_cmd(config_path, docs, example):
+    """Print the effective config, the reference of every key, or a commented example."""
+    from edge import configdoc
+    from edge.config import load_config
+
+    if docs and example:
+        raise UserError("Choose one of --docs and --example.")
+    if docs or example:
+        click.echo(configdoc.markdown() if docs else configdoc.example_toml(), nl=False)
+        return
+    click.echo(configdoc.effective_toml(load_config(config_path)), nl=False)
+
+
+@cli.command("demo")
+@click.option("--out", default=None, help="Folder for the scene, alerts.jsonl and summary.png "
+                                          "(default: ~/.cache/queue-mood/demo).")
+@click.option("--fast", is_flag=True, help="Run through the scene as fast as this machine can (default: its own pace).")
+def demo_cmd(out, fast):
+    """Watch the monitor raise and clear an alert on a made-up queue scene (no camera, no dataset)."""
+    from edge.ops.demo import DemoSettings, run
+    from edge.service.console import Console
+
+    Console(status_line=False)  # logs (the alerts among them) on stderr, the live lines on stdout
+    result = run(DemoSettings(out=out, realtime=not fast), echo=click.echo)
+    kinds = [e["kind"] for e in result.alerts]
+    if not ("raised" in kinds and "cleared" in kinds):
+        err = UserError(f"The demo ran, but the alert was not both raised and cleared (events: {kinds or 'none'}); "
+                        f"see {result.chart}.")
+        err.exit_code = 1
+        raise err
 
 
 @cli.command("analyze")

@@ -27,12 +27,14 @@ HOUR_S, DAY_S = 3600.0, 86400.0
 
 @dataclass
 class SourceConfig:
-    camera: int | None = None  # camera index; None when `path` is used
-    path: str = ""  # video file, image folder, or rtsp:// / http:// URL
-    width: int = 640
-    height: int = 480
+    """Where frames come from: a camera, or a recording or stream (`path`)."""
+
+    camera: int | None = None  # camera index (the Pi camera via picamera2, else a USB camera), e.g. `0`
+    path: str = ""  # video file, image folder, or rtsp:// / http:// URL (used when camera is unset)
+    width: int = 640  # requested frame width in pixels
+    height: int = 480  # requested frame height in pixels
     fps: float = 15.0  # requested camera rate; media rate for an image folder
-    reopen_max_backoff_s: float = 30.0
+    reopen_max_backoff_s: float = 30.0  # longest wait between attempts to reopen a camera or stream that stopped
     down_after_s: float = 5.0  # a live source silent this long is reported "camera down"
     # The queue's part of the frame, [x, y, w, h] as fractions (0-1) of the frame; empty:
     # the whole frame. The detector looks only there, so its input pixels go to the faces.
@@ -55,8 +57,10 @@ class SourceConfig:
 
 @dataclass
 class ModelConfig:
-    path: str = ""  # empty: the shipped default model
-    threads: int = 1
+    """The expression classifier: an int8 .tflite with its model.json card beside it."""
+
+    path: str = ""  # model_int8.tflite to use; empty: the shipped default model
+    threads: int = 1  # interpreter threads (also used by the face detector)
 
     def validate(self, p):
         _range(self.threads, 1, MAX_THREADS, f"{p}.threads", "an integer")
@@ -64,6 +68,8 @@ class ModelConfig:
 
 @dataclass
 class TrackingConfig:
+    """Following each face from frame to frame."""
+
     iou_match: float = 0.3  # a detection continues a track when their boxes overlap this much
     max_gap_s: float = 3.0  # a track unseen this long has left (bridges short occlusions)
     ema_alpha: float = 0.3  # weight of the newest prediction in a track's smoothed probabilities
@@ -89,8 +95,7 @@ class ScheduleConfig:
     classify_hz: float = 2.0  # classifications per track per second; 0 = every face in every frame
     classify_max_per_frame: int = 2  # faces classified in one frame at most (new tracks first); 0 = no cap
     detect_hz: float = 5.0  # face detector runs per second at most (15 fps: every 3rd frame); 0 = every frame
-    scan_hz: float = 1.0  # whole-frame passes (every tile) per second to find newcomers; between, the detector
-    #                       looks only around the faces being tracked, when that takes fewer calls; 0 = always whole
+    scan_hz: float = 1.0  # full passes a second (all tiles), for newcomers; between, only around known faces; 0 = always full
 
     @classmethod
     def every_frame(cls) -> "ScheduleConfig":
@@ -107,8 +112,10 @@ class ScheduleConfig:
 
 @dataclass
 class MoodConfig:
+    """The queue's mood: each tracked face's latest score over a sliding window."""
+
     window_s: float = 3.0  # a face stays in the mood this long after it was last seen
-    negative: list[str] = field(default_factory=lambda: ["angry", "disgust", "fear", "sad"])
+    negative: list[str] = field(default_factory=lambda: ["angry", "disgust", "fear", "sad"])  # expressions that count as unhappy
     min_confidence: float = 0.4  # score "votes": a face counts as negative only when its smoothed top class is this sure
     score: str = "change"  # "change" (rise above the person's own level), "expected" (probability of a negative class), "votes" (top class)
     min_seen_s: float = 3.0  # a track joins the mood after it has been followed this long ...
@@ -128,11 +135,13 @@ class MoodConfig:
 
 @dataclass
 class AlertConfig:
+    """When the queue's mood raises an alert, and when it clears."""
+
     raise_share: float = 0.3  # negative share that starts the raise timer (chosen by benchmarks/scenarios.py)
     clear_share: float = 0.15  # share below which the clear timer runs (hysteresis)
-    raise_after_s: float = 8.0
-    clear_after_s: float = 3.0
-    min_faces: int = 2
+    raise_after_s: float = 8.0  # the share must stay at or above raise_share this long to raise
+    clear_after_s: float = 3.0  # the share must stay below clear_share this long to clear
+    min_faces: int = 2  # no alert with fewer faces in the window (one frown is not a queue)
     cooldown_s: float = 120.0  # after a clear, no new alert for this long
 
     def validate(self, p):
@@ -147,9 +156,11 @@ class AlertConfig:
 
 @dataclass
 class SinksConfig:
-    """[sinks]: spool_dir, plus one optional [sinks.<key>] table per sink in the registry
-    (each sink module declares its table's dataclass). The class with those tables is made
-    when a config is made, so a sink registered after this import still gets its table."""
+    """Where alerts go, besides the log (always on)."""
+
+    # [sinks]: spool_dir, plus one optional [sinks.<key>] table per sink in the registry (each
+    # sink module declares its table's dataclass). The class with those tables is made when a
+    # config is made, so a sink registered after this import still gets its table.
 
     spool_dir: str = ""  # undelivered webhook/MQTT events; empty: ~/.local/state/queue-mood/spool
 
@@ -188,12 +199,14 @@ def is_loopback(host: str) -> bool:
 
 @dataclass
 class StatusConfig:
-    enabled: bool = True
+    """The local status endpoint: the manager's page, /status (JSON) and /metrics (Prometheus)."""
+
+    enabled: bool = True  # serve the status endpoint
     host: str = "127.0.0.1"  # beyond loopback (e.g. "0.0.0.0") only with a token or password
-    port: int = 8765
+    port: int = 8765  # TCP port (0: any free port)
     token: str = ""  # the page's link carries it once as ?token=...; Prometheus sends it as a bearer token
     user: str = "manager"  # basic-auth user name, used with `password`
-    password: str = ""
+    password: str = ""  # basic-auth password; empty: no basic auth
     history_db: str = ""  # SQLite file that keeps the page's last hour across restarts; empty: memory only
     idle_timeout_s: float = 10.0  # a client that sends nothing this long is disconnected
     max_clients: int = 16  # handler threads at most; more clients at once get 503

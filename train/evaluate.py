@@ -10,11 +10,12 @@ from edge.errors import UserError
 from edge.metrics import classification_report
 from edge.paths import expand_path
 from edge.models import default_model_path
-from train.data import eval_split, load_dataset
+from train.data import EVAL_ORDER, eval_split, load_dataset
 
 
 def _read_split(data: str, size: int, split: str | None):
-    return eval_split(load_dataset(data, size=size), split)
+    """Only the scored split is decoded."""
+    return eval_split(load_dataset(data, size=size, only_split=split or EVAL_ORDER), split)
 
 
 def evaluate(model: str | None, data: str, split: str | None = None, calibrated: bool = True) -> dict:

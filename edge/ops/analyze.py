@@ -68,11 +68,11 @@ def figure_size_px(kind: str, images: int = 0) -> tuple[int, int]:
     return int(round(w * DPI)), int(round(h * DPI))
 
 
-def _require_matplotlib():
+def _require_matplotlib(command: str = "edge analyze"):
     try:
         import matplotlib  # noqa: F401
     except ImportError as exc:
-        raise UserError("edge analyze draws summary.png with matplotlib, which is not installed; install it with "
+        raise UserError(f"{command} draws summary.png with matplotlib, which is not installed; install it with "
                         "`pip install matplotlib` (on a Raspberry Pi: sudo apt install python3-matplotlib).") from exc
 
 
@@ -338,7 +338,7 @@ def _chart(png: Path, path: str, source, rec: _Recorder, every: int, step_s: flo
         for a in rec.alerts:
             if a["cleared_s"] is None:
                 a["open_at_end"] = True
-        _plot_video(png, Path(path).name, rec.labels, rec.frame_rows, rec.alerts, media_s, step_s, raise_share)
+        plot_timeline(png, Path(path).name, rec.labels, rec.frame_rows, rec.alerts, media_s, step_s, raise_share)
         return media_s
     # every image asked for, in name order: (name, faces or -1 when unreadable, mean probs or None)
     rows = [(Path(f).name, *rec.image_rows.get(i, (-1, None))) for i, f in enumerate(source.files) if i % every == 0]
@@ -372,7 +372,7 @@ def time_bins(frame_rows: list[tuple], step_s: float, n_labels: int):
     return np.arange(n) * width, width, counts
 
 
-def _plot_video(path: Path, title: str, labels, frame_rows, alerts, end_s: float, step_s: float, raise_share: float):
+def plot_timeline(path: Path, title: str, labels, frame_rows, alerts, end_s: float, step_s: float, raise_share: float):
     from matplotlib.ticker import MaxNLocator
 
     fig = _figure(VIDEO_FIGSIZE)

@@ -5,8 +5,9 @@
       install.sh             apt + venv + pip + system user + config + systemd unit (deploy/install.sh)
       queue-mood.service     the systemd unit (deploy/queue-mood.service)
       config.toml            the validated config, its file paths rewritten to the installed ones
+      config.example.toml    every key with its default and meaning (the sinks commented out)
       model/                 model_int8.tflite + model.json
-      detector/              the BlazeFace model files (both variants)
+      detector/              a detector model file the config names (BlazeFace ships in the wheel)
       wheels/                this checkout's queue-mood wheel
       MANIFEST.json          what went in: sha256 of each file, model card summary, versions
 
@@ -31,7 +32,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edge.card import CARD_NAME, load_card, sha256_file
-from edge.config import Config, load_config, resolve_model, to_dict, to_toml
+from edge.config import Config, load_config, resolve_model
 from edge.errors import UserError
 from edge.paths import expand_path
 
@@ -114,7 +115,8 @@ def _resolve_model(model: str | None, cfg: Config) -> Path:
 
 
 def _detector_files(cfg: Config) -> dict[str, Path]:
-    """{bundle file name: source path} for the configured detector; rewrites cfg.detector.model."""
+    """{bundle file name: source path} for the configured detector; rewrites cfg.detector.model.
+    The BlazeFace models ship in the queue-mood wheel, so the default detector needs no file."""
     from edge.pipeline.detectors import DETECTORS
 
     files = DETECTORS[cfg.detector.kind].bundle_files(cfg.detector)
@@ -143,10 +145,11 @@ def config_text(cfg: Config, origin: str) -> str:
         f"({datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, from {origin}).",
         "# Every setting is listed with its value. After editing: sudo systemctl restart queue-mood",
         "# Check it: sudo /opt/queue-mood/venv/bin/edge doctor --config /etc/queue-mood/config.toml",
-        f"# detector.model is the BlazeFace file for detector.variant; both variants are in {DETECTOR_DIR}/.",
         "",
     ]
-    return "\n".join(header) + to_toml(to_dict(cfg)).rstrip() + "\n"
+    from edge.configdoc import effective_toml
+
+    return "\n".join(header) + effective_toml(cfg)
 
 
 # -- the project wheel ------------------------------------------------------------------
@@ -157,6 +160,26 @@ def _package_dirs(source: Path) -> list[Path]:
     include = data.get("tool", {}).get("setuptools", {}).get("packages", {}).get("find", {}).get("include", ["*"])
     return [p for p in sorted(source.iterdir()) if p.is_dir() and (p / "__init__.py").is_file()
             and any(fnmatch.fnmatch(p.name, pat) for pat in include)]
+
+
+def _local_backend_ok(source: Path) -> bool:
+    """Whether this environment's setuptools meets pyproject's build-system requirement
+    (a venv from Python 3.11's ensurepip has 65.5, too old for an SPDX licence)."""
+    from importlib import metadata
+
+    def as_tuple(version: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in re.findall(r"\d+", version)[:3])
+
+    try:
+        have = as_tuple(metadata.version("setuptools"))
+    except metadata.PackageNotFoundError:
+        return False
+    requires = tomllib.loads((source / "pyproject.toml").read_text()).get("build-system", {}).get("requires", [])
+    for req in requires:
+        m = re.fullmatch(r"\s*setuptools\s*>=\s*([\d.]+)\s*", req)
+        if m and have < as_tuple(m.group(1)):
+            return False
+    return True
 
 
 def build_wheel(source: Path, out_dir: Path) -> Path:
@@ -170,11 +193,8 @@ def build_wheel(source: Path, out_dir: Path) -> Path:
         for pkg in _package_dirs(source):
             shutil.copytree(pkg, src / pkg.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
         cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-q", "-w", str(out_dir), str(src)]
-        try:
-            import setuptools  # noqa: F401 - present: build offline, without an isolated build env
+        if _local_backend_ok(source):  # build offline, without an isolated build env
             cmd.insert(4, "--no-build-isolation")
-        except ImportError:
-            pass
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
@@ -291,7 +311,7 @@ def readme_text(manifest: dict, archive: str | None, folder: str) -> str:
         copy = f"scp -r {folder} pi@HOST:\n  ssh pi@HOST 'sudo bash ./{folder}/install.sh'"
     m = manifest["model"]
     acc = m.get("accuracy")
-    model_line = f"{m['architecture'] or 'model'}" + (f", validation accuracy {acc:.1%}" if isinstance(acc, float) else "")
+    model_line = f"{m['architecture'] or 'model'}" + (f", accuracy {acc:.1%} ({m['accuracy_of']})" if acc else "")
     return f"""Queue-mood monitor: installation bundle
 =======================================
 Made {manifest['created']} by `edge bundle` (queue-mood {manifest['version']}).
@@ -315,6 +335,7 @@ Afterwards, on the Pi:
   What is it doing?     journalctl -u queue-mood -f
   Check everything:     sudo /opt/queue-mood/venv/bin/edge doctor --config /etc/queue-mood/config.toml
   Settings:             sudo nano /etc/queue-mood/config.toml
+                        (every key explained: /etc/queue-mood/config.example.toml)
                         then: sudo systemctl restart queue-mood
   Stop / start:         sudo systemctl stop queue-mood / sudo systemctl start queue-mood
 
@@ -333,7 +354,7 @@ def _stage(s: BundleSettings, stage: Path, archive: str | None, folder: str) -> 
     model = _resolve_model(s.model, cfg)
     _rewrite_paths(cfg, notes)
 
-    for sub in ("model", "detector", "wheels"):
+    for sub in ("model", "wheels", *(["detector"] if detector_files else [])):
         (stage / sub).mkdir(parents=True)
     shutil.copy2(model, stage / "model" / MODEL_FILE)
     shutil.copy2(model.with_name(CARD_NAME), stage / "model" / CARD_NAME)
@@ -356,6 +377,9 @@ def _stage(s: BundleSettings, stage: Path, archive: str | None, folder: str) -> 
     origin = s.config or "built-in defaults with camera 0"
     (stage / "config.toml").write_text(config_text(cfg, origin))
     load_config(stage / "config.toml")  # what we wrote loads (to_toml round trip)
+    from edge.configdoc import example_toml
+
+    (stage / "config.example.toml").write_text(example_toml())
 
     card = load_card(stage / "model" / MODEL_FILE)
     version = wheel.name.split("-")[1]
@@ -367,7 +391,8 @@ def _stage(s: BundleSettings, stage: Path, archive: str | None, folder: str) -> 
         "config_from": origin,
         "model": {"from": str(model), "file": f"model/{MODEL_FILE}", "sha256": sha256_file(stage / "model" / MODEL_FILE),
                   "architecture": card.architecture, "labels": card.labels,
-                  "accuracy": card.metrics.get("accuracy"), "int8_parity": card.parity.get("passed")},
+                  **dict(zip(("accuracy", "accuracy_of"), card.edge_accuracy() or (None, None))),
+                  "int8_parity": card.parity.get("passed")},
         "detector": {"kind": cfg.detector.kind, "variant": getattr(cfg.detector, "variant", None), "files": sorted(detector_files)},
         "wheel": f"wheels/{wheel.name}",
         "install": {"prefix": INSTALL_PREFIX, "config": f"{ETC_DIR}/config.toml", "state": STATE_DIR},

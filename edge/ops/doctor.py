@@ -297,8 +297,8 @@ def check_model(ctx: _Context, cfg) -> None:
     if probs.shape != (1, len(card.labels)) or not np.isfinite(probs).all() or abs(float(probs.sum()) - 1) > 0.05:
         ctx.add("model", FAIL, f"{path}: dummy inference gave {probs.round(3).tolist()}, not probabilities")
         return
-    acc = card.metrics.get("accuracy")
-    extra = f", validation accuracy {acc:.1%}" if isinstance(acc, float) else ""
+    acc = card.edge_accuracy()
+    extra = f", accuracy {acc[0]:.1%} ({acc[1]})" if acc else ""
     ctx.add("model", OK, f"{path} ({card.architecture or 'model'}{extra}; {len(card.labels)} labels, "
                          f"{s}x{s} {card.color}, {clf.interp.get_input_details()[0]['dtype'].__name__} input): dummy inference ran")
 

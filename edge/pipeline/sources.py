@@ -23,7 +23,7 @@ from edge.paths import expand_path
 from edge.redact import redact_url
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # what OpenCV decodes
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mjpeg", ".mjpg")
 
 
@@ -105,7 +105,7 @@ class ImageFolderSource(Source):
             raise UserError(f"Cannot list folder {path} ({exc.strerror}); check that it exists and this user may "
                             "read it.") from exc
         if not self.files:
-            raise UserError(f"Folder {path} has no images (.jpg, .png, .bmp).")
+            raise UserError(f"Folder {path} has no images ({', '.join(IMAGE_SUFFIXES)}).")
         self.failed: list[tuple[str, str]] = []
         self.frame_count = len(self.files)
 

@@ -171,9 +171,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
                 if result.transition:
                     alerts += result.transition == "raised"
                     event = make_event(result.transition, result, device)
-                    log.warning("ALERT %s at t=%.1fs: %.0f%% of %d faces negative", result.transition, result.t_s,
-                                100 * result.mood.negative_share, result.mood.faces)
-                    sinks.send(event)
+                    sinks.send(event)  # the log sink, always on, writes the alert's log line
                 stats.update(result, source.dropped, pipeline.timer.medians_ms(), sinks.failures)
                 if opts.preview:  # debugging only (off by default: privacy)
                     writer = writer or AnnotatedVideo(opts.preview, 15, classifier.labels)
@@ -194,7 +192,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     elapsed = time.monotonic() - started
     summary = {"frames": frames, "tracks": len(track_ids), "alerts_raised": alerts, "seconds": round(elapsed, 2),
                "fps": round(frames / elapsed, 2) if elapsed > 0 else 0.0, "dropped_frames": source.dropped,
-               "stage_ms": pipeline.timer.medians_ms(), "runtime": classifier.runtime.describe(),
+               "stage_ms": {k: round(v, 2) for k, v in pipeline.timer.medians_ms().items()}, "runtime": classifier.runtime.describe(),
                "alert_state": pipeline.policy.state, "sinks": sinks.stats()}
     log.info("stopped after %d frames: %s", frames, summary)
     return summary

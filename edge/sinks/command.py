@@ -17,8 +17,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class CommandSinkConfig:
-    argv: list[str] = field(default_factory=list)  # the event JSON arrives on stdin
-    timeout_s: float = 10.0
+    """Alert sink: a program run once per event."""
+
+    argv: list[str] = field(default_factory=list)  # program and arguments; the event JSON arrives on stdin, e.g. `["/usr/local/bin/notify-staff", "--till", "3"]`
+    timeout_s: float = 10.0  # the program is killed after this long
 
     def validate(self, p):
         check(bool(self.argv) and bool(self.argv[0]), f"{p}.argv", self.argv,

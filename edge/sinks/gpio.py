@@ -10,9 +10,11 @@ from edge.sinks.base import AlertEvent, Sink, register
 
 @dataclass
 class GpioSinkConfig:
-    pin: int = 17
+    """Alert sink: an LED or buzzer on a GPIO pin, on while the alert is raised."""
+
+    pin: int = 17  # BCM pin number
     device: str = "led"  # led | buzzer
-    active_high: bool = True
+    active_high: bool = True  # false when the pin sinks the current (on = low)
 
     def validate(self, p):
         check(self.device in ("led", "buzzer"), f"{p}.device", self.device, "led, buzzer")

@@ -14,7 +14,9 @@ from edge.sinks.spool import STATE_DIR
 
 @dataclass
 class JsonlSinkConfig:
-    path: str = ""
+    """Alert sink: one JSON line per event appended to a local file."""
+
+    path: str = ""  # the file; empty: ~/.local/state/queue-mood/alerts.jsonl
 
 
 @register

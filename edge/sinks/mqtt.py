@@ -33,14 +33,16 @@ def check_topic(topic: str, path: str) -> None:
 
 @dataclass
 class MqttSinkConfig:
-    host: str = ""
-    port: int = 1883
-    topic: str = "queue-mood/alerts"
+    """Alert sink: events published to an MQTT broker; undelivered events are spooled."""
+
+    host: str = ""  # broker host name, e.g. `"broker.local"`
+    port: int = 1883  # broker TCP port
+    topic: str = "queue-mood/alerts"  # each event is published here (QoS 1)
     state_topic: str = "queue-mood/state"  # retained: the current alert state
-    client_id: str = ""
-    username: str = ""
-    password: str = ""
-    keepalive_s: int = 30
+    client_id: str = ""  # MQTT client id; empty: derived from the device name
+    username: str = ""  # broker user; empty: no login
+    password: str = ""  # broker password
+    keepalive_s: int = 30  # MQTT keep-alive interval in seconds
     discovery: bool = True  # Home Assistant MQTT discovery: this Pi appears as a device with sensors
     discovery_prefix: str = "homeassistant"  # Home Assistant's discovery prefix setting
 

@@ -52,9 +52,11 @@ HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC
 
 @dataclass
 class WebhookSinkConfig:
-    url: str = ""
-    timeout_s: float = 5.0
-    headers: dict = field(default_factory=dict)
+    """Alert sink: each event POSTed as JSON; undelivered events are spooled and retried."""
+
+    url: str = ""  # where events are POSTed, e.g. `"https://hooks.example.com/queue-mood"`
+    timeout_s: float = 5.0  # give up on one attempt after this long (it is retried later)
+    headers: dict = field(default_factory=dict)  # extra HTTP headers, e.g. `{"Authorization" = "Bearer TOKEN"}`
 
     def validate(self, p):
         check(self.url.startswith(("http://", "https://")), f"{p}.url", redact_url(self.url),

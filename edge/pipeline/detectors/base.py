@@ -29,17 +29,17 @@ class DetectorConfig:
     """[detector]: the keys every detector has. `kind` picks the plugin, whose own Config
     subclass (in its module) adds its keys and sets `kind`'s default to the plugin's key."""
 
-    kind: str = "blazeface"
-    model: str = ""  # detector model file; empty: find the default
-    min_score: float = 0.5
-    min_face_px: int = 20
+    kind: str = "blazeface"  # which detector: blazeface, haar or yunet (each may add keys of its own)
+    model: str = ""  # detector model file; empty: the one shipped with queue-mood (blazeface) or OpenCV (haar)
+    min_score: float = 0.5  # detections scoring lower are ignored
+    min_face_px: int = 20  # faces narrower than this (pixels) are ignored
     # [source] roi split into [cols, rows] overlapping windows, one detector call each ([1, 1]:
     # one call on the whole ROI); tile_whole adds a call on the whole ROI for faces bigger than
     # the overlap (detectors/regions.py; benchmarks/head_detection.py measures the choices).
     # A detector with a small fixed input (BlazeFace) sets its own default.
     tiles: list[int] = field(default_factory=lambda: [1, 1])
     tile_overlap: float = 0.25  # a fraction of a tile
-    tile_whole: bool = True
+    tile_whole: bool = True  # also one call on the whole ROI, for faces bigger than the tiles' overlap
 
     @classmethod
     def table_class(cls, data: dict, path: str) -> type:

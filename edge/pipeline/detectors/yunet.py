@@ -20,6 +20,8 @@ MODEL_HINT = (
 
 @dataclass
 class YuNetConfig(DetectorConfig):
+    """[detector] with kind = "yunet": OpenCV's YuNet (a model file you download; not on the Pi's OpenCV 4.6)."""
+
     kind: str = "yunet"
 
 

@@ -1,0 +1,145 @@
+"""`edge demo`: the product doing its job in half a minute, with no camera and no dataset.
+
+Makes a 26-second queue scene (edge.ops.demo_scene: four people, three turn unhappy and calm
+down again), then runs `edge run`'s own service loop on it (the real detector, classifier,
+tracker, mood window, alert policy and sinks) with the product's default thresholds. The demo's
+config differs from the defaults only in where things go: the scene as the source, a JSON-lines
+alert file and spool in the demo folder, and the status endpoint on a free port. It prints a line
+per second of the scene, the alert raised and cleared (log and JSON lines), and a summary chart.
+
+    OUT/scene.mp4, scene.json   the scene and what is in it (who is unhappy when)
+    OUT/demo.toml               the config used: `edge run --config OUT/demo.toml` replays it
+    OUT/alerts.jsonl            the alert events, as the jsonl sink writes them
+    OUT/summary.png             expressions over time, negative share, the alert period
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge.config import Config, load_config, to_dict, to_toml
+from edge.errors import UserError
+
+
+@dataclass
+class DemoSettings:
+    out: str | None = None  # default: default_out()
+    realtime: bool = True  # play the scene at its own pace (False: as fast as the machine goes)
+
+
+@dataclass
+class DemoResult:
+    out: Path
+    summary: dict  # edge run's summary
+    alerts: list[dict]  # the events in alerts.jsonl
+    chart: Path
+    config: Path
+
+
+def default_out() -> Path:
+    """Outside any checkout: $XDG_CACHE_HOME/queue-mood/demo (~/.cache/queue-mood/demo)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "queue-mood" / "demo"
+
+
+def demo_config(out: Path, video: Path) -> Config:
+    """The product defaults with the demo's files: only where things go differs."""
+    return load_config(None, {
+        "device_name": "demo",
+        "source.path": str(video),
+        "sinks.spool_dir": str(out / "spool"),
+        "sinks.jsonl": {"path": str(out / "alerts.jsonl")},
+        "status.port": 0,  # any free port: a running service may hold the default one
+    })
+
+
+class _Live:
+    """The per-frame hook: a line per second of scene time, the data for the chart, and the
+    pace of the scene's own clock when realtime."""
+
+    def __init__(self, echo, realtime: bool):
+        from edge.service.console import status_text
+
+        self.echo, self.realtime, self.status_text = echo, realtime, status_text
+        self.rows: list[tuple] = []  # (t_s, faces, negative_share, counts per label)
+        self.periods: list[dict] = []  # {"raised_s", "cleared_s"}
+        self.labels: list[str] | None = None
+        self._second = -1
+        self._start = None
+
+    def __call__(self, frame, result) -> None:
+        import numpy as np
+
+        if self._start is None:
+            self._start = time.monotonic() - result.t_s
+        if self.realtime:  # a recording would otherwise play as fast as the machine can go
+            time.sleep(max(0.0, self._start + result.t_s - time.monotonic()))
+        if self.labels is None:
+            self.labels = list(result.mood.counts)
+        counts = np.zeros(len(self.labels), np.int64)
+        for tr in result.tracks:
+            counts[tr.top] += 1
+        self.rows.append((result.t_s, len(result.tracks), result.mood.negative_share, counts))
+        if result.transition == "raised":
+            self.periods.append({"raised_s": round(result.t_s, 2), "cleared_s": None})
+        elif result.transition == "cleared" and self.periods:
+            self.periods[-1]["cleared_s"] = round(result.t_s, 2)
+        if result.transition:
+            self.echo(f"{result.t_s:5.1f}s  >>> ALERT {result.transition.upper()}: "
+                      f"{100 * result.mood.negative_share:.0f}% of {result.mood.faces} faces look negative")
+        if int(result.t_s) > self._second:
+            self._second = int(result.t_s)
+            self.echo(f"{result.t_s:5.1f}s  {self.status_text(result)}")
+
+
+def run(s: DemoSettings, echo=print) -> DemoResult:
+    """Make the scene, run the service loop on it, write the chart; raises UserError when
+    something needed is missing."""
+    from edge.ops.analyze import _require_matplotlib, plot_timeline
+    from edge.ops.demo_scene import FPS, PEOPLE, SECONDS, write_scene
+    from edge.service import app
+
+    _require_matplotlib("edge demo")
+    out = Path(s.out).expanduser() if s.out else default_out()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"Cannot create the demo folder {out} ({exc.strerror}); pass --out DIR.") from exc
+    video = out / "scene.mp4"
+    cfg = demo_config(out, video)
+    config_path = out / "demo.toml"
+    config_path.write_text("# The config `edge demo` used: the product defaults, with the demo's files.\n"
+                           + to_toml(to_dict(cfg)))
+    (out / "alerts.jsonl").unlink(missing_ok=True)  # this run's events only
+
+    echo(f"Making a {SECONDS:.0f}-second queue scene: {len(PEOPLE)} people (scikit-image's astronaut photo); "
+         f"{sum(p.unhappy_from_s is not None for p in PEOPLE)} of them turn unhappy at about "
+         f"{min(p.unhappy_from_s for p in PEOPLE if p.unhappy_from_s):.0f} s and calm down at about "
+         f"{min(p.unhappy_until_s for p in PEOPLE if p.unhappy_until_s):.0f} s.")
+    write_scene(video)
+    a = cfg.alert
+    echo(f"Running the monitor on it with the default alert policy: raise when at least {a.raise_share:.0%} of "
+         f"at least {a.min_faces} faces look negative for {a.raise_after_s:g} s; clear below "
+         f"{a.clear_share:.0%} for {a.clear_after_s:g} s.")
+    live = _Live(echo, s.realtime)
+    summary = app.run(cfg, app.RunOptions(), on_result=live)
+
+    chart = out / "summary.png"
+    plot_timeline(chart, "edge demo", live.labels or [], live.rows, live.periods, SECONDS, 1.0 / FPS, a.raise_share)
+    alerts_file = out / "alerts.jsonl"
+    alerts = [json.loads(line) for line in alerts_file.read_text().splitlines()] if alerts_file.exists() else []
+    echo(f"alerts.jsonl ({alerts_file}):")
+    for event in alerts:
+        echo("  " + json.dumps(event, separators=(",", ":")))
+    kinds = [e["kind"] for e in alerts]
+    if "raised" in kinds and "cleared" in kinds:
+        raised = next(e for e in alerts if e["kind"] == "raised")
+        cleared = next(e for e in alerts if e["kind"] == "cleared")
+        echo(f"The alert was raised at {raised['t_s']:.1f} s and cleared at {cleared['t_s']:.1f} s of the scene.")
+    echo(f"Summary chart: {chart}")
+    echo(f"Replay: edge run --config {config_path}")
+    return DemoResult(out=out, summary=summary, alerts=alerts, chart=chart, config=config_path)
