@@ -147,6 +147,8 @@ def mood_variants(args) -> dict[str, dict]:
         "change, 3 s window, seen guard": {"mood.score": "change", "mood.window_s": 3.0, **guard},
         "change or p>=0.9, 3 s window, seen guard": {"mood.score": "change", "mood.window_s": 3.0,
                                                      "mood.unhappy_above": 0.9, **guard},
+        **{f"change or camera baseline (rise {rise:g}), 3 s window, seen guard":
+           {"mood.score": "change", "mood.window_s": 3.0, "mood.baseline_rise": rise, **guard} for rise in (0.8, 1.0, 1.2)},
     }
 
 

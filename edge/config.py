@@ -121,6 +121,12 @@ class MoodConfig:
     min_seen_s: float = 3.0  # a track joins the mood after it has been followed this long ...
     min_seen_share: float = 0.7  # ... and detected in at least this share of the frames since it began
     unhappy_above: float = 1.0  # score "change": a face this likely negative counts as unhappy whatever its own level
+    # > 0: the queue's mean negative probability this far above this camera's usual level
+    # counts as a fully unhappy queue (people who arrive unhappy); 0: off
+    baseline_rise: float = 0.0
+    # baseline_rise: the usual level is a running mean over about this much calm queue time
+    # (not while an alert is raised)
+    baseline_s: float = 600.0
 
     def validate(self, p):
         _range(self.window_s, 0, HOUR_S, f"{p}.window_s", lo_open=True)
@@ -128,6 +134,8 @@ class MoodConfig:
         _range(self.min_seen_s, 0, HOUR_S, f"{p}.min_seen_s")
         _check(0 <= self.min_seen_share <= 1, f"{p}.min_seen_share", self.min_seen_share, "a number in [0, 1]")
         _check(0 < self.unhappy_above <= 1, f"{p}.unhappy_above", self.unhappy_above, "a number in (0, 1]")
+        _check(self.baseline_rise >= 0, f"{p}.baseline_rise", self.baseline_rise, "a number >= 0 (0: no baseline)")
+        _check(self.baseline_s > 0, f"{p}.baseline_s", self.baseline_s, "a number > 0")
         bad = [n for n in self.negative if n not in LABELS]
         _check(not bad and self.negative, f"{p}.negative", self.negative, f"a non-empty list of {', '.join(LABELS)}")
         _check(0 <= self.min_confidence < 1, f"{p}.min_confidence", self.min_confidence, "a number in [0, 1)")

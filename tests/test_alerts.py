@@ -7,7 +7,7 @@ from edge.config import AlertConfig, MoodConfig, TrackingConfig
 from edge.pipeline.alerts import AlertPolicy
 from edge.pipeline.geometry import BBox
 from edge.labels import LABELS
-from edge.pipeline.mood import MoodWindow
+from edge.pipeline.mood import BASELINE_WARMUP_S, MAX_STEP_S, Baseline, MoodWindow
 from edge.pipeline.tracking import Tracker
 
 
@@ -136,6 +136,56 @@ def test_the_scores_votes_expected_and_change():
     assert mw.update(0.0, seen).negative == 1.0
 
 
+def neg_probs(p_negative: float) -> np.ndarray:
+    """A prediction with probability p_negative on "sad", the rest on "neutral"."""
+    return p_negative * onehot("sad") + (1 - p_negative) * onehot("neutral")
+
+
+def test_the_baseline_is_a_running_mean_over_calm_time_only():
+    b = Baseline(tau_s=10.0)
+    b.update(0.0, 0.2, True)
+    for i in range(1, 11):  # 10 s at 0.2: the plain mean
+        b.update(float(i), 0.2, True)
+    assert b.level == pytest.approx(0.2) and b.learned_s == pytest.approx(10.0) and not b.ready
+    for i in range(11, 200):  # an alert is raised: the high level is not learned
+        b.update(float(i), 0.9, False)
+    assert b.level == pytest.approx(0.2) and b.learned_s == pytest.approx(10.0)
+    b.update(500.0, 0.9, True)  # after a long gap one step counts as MAX_STEP_S, not 300 s
+    assert b.learned_s == pytest.approx(10.0 + MAX_STEP_S) and b.level == pytest.approx(0.2 + 0.7 / 10)
+    for i in range(501, 501 + int(BASELINE_WARMUP_S)):  # then an exponential mean with time constant tau_s
+        b.update(float(i), 0.5, True)
+    assert b.ready and b.level == pytest.approx(0.5, abs=1e-3)
+
+
+def arrivals(cfg: MoodConfig, usual: float, arrive: float, calm_s: float = 300.0):
+    """Two people at `usual` negative probability for calm_s, then they leave and two arrive at
+    `arrive`: the negative share 10 s after they arrived, and the camera's learned usual level."""
+    mw, tr = MoodWindow(list(LABELS), cfg), Tracker(TrackingConfig(min_hits=1, max_gap_s=0.5))
+    boxes = [BBox(0, 0, 60, 60), BBox(300, 0, 60, 60)]
+    t, mood = 0.0, None
+    for p, until, at in ((usual, calm_s, 0.0), (arrive, calm_s + 10.0, 20.0)):
+        t += 2.0  # the first two leave; the newcomers come in a little lower
+        while t < until:
+            moved = [BBox(b.x, b.y + at, b.w, b.h) for b in boxes]
+            mood = mw.update(t, tr.update(t, moved, [neg_probs(p)] * 2))
+            t += 0.5
+    return mood.negative_share, mw.baseline.level
+
+
+@pytest.mark.parametrize("usual", [0.1, 0.5])
+def test_the_camera_baseline_catches_people_who_arrive_unhappy(usual):
+    """People who arrive unhappy never rise, so the change score misses them; the baseline
+    compares the queue with this camera's usual level, whatever that level is (a model that
+    rates neutral faces half negative, or one that does not)."""
+    change = mood_cfg(score="change", min_seen_s=1.0)
+    assert arrivals(change, usual, usual + 0.4)[0] == 0.0
+    share, learned = arrivals(MoodConfig(**{**change.__dict__, "baseline_rise": 0.8}), usual, usual + 0.4)
+    # no alert policy here, so the 10 s after the arrival are learned too (a little: baseline_s is 600 s)
+    assert learned == pytest.approx(usual, abs=0.01) and share == pytest.approx(0.4 / 0.8, abs=0.02)
+    # a queue as negative as usual stays calm
+    assert arrivals(MoodConfig(**{**change.__dict__, "baseline_rise": 0.8}), usual, usual)[0] == 0.0
+
+
 def test_a_face_counts_only_after_being_seen_steadily():
     mw = MoodWindow(list(LABELS), mood_cfg(min_seen_s=2.0, min_seen_share=0.5))
     tr = Tracker(TrackingConfig(min_hits=1, max_gap_s=5.0))
@@ -176,7 +226,7 @@ ANY_THRESHOLD = [dict(raise_share=rs, min_faces=mf, raise_after_s=ra, clear_shar
                  for rs in (0.01, 0.2, 0.34, 0.5, 1.0) for mf in (1, 2) for ra in (0.0, 2.0)]
 
 
-@pytest.mark.parametrize("score", ["votes", "expected", "change"])
+@pytest.mark.parametrize("score", ["votes", "expected", "change", "baseline"])
 @pytest.mark.parametrize("burst, calm_faces", [(1, 0), (1, 2), (3, 0), (3, 2), (5, 0)])
 def test_one_flickering_detection_never_pages_anyone_at_any_threshold(score, burst, calm_faces):
     """A spot detected in 2% of frames (singly, or in bursts of 3-5 that pass min_hits), always
@@ -185,7 +235,8 @@ def test_one_flickering_detection_never_pages_anyone_at_any_threshold(score, bur
     from edge.config import load_config
 
     for alert in ANY_THRESHOLD:
-        cfg = load_config(None, {"mood.score": score, "mood.unhappy_above": 0.5,
+        base = {"mood.score": "change", "mood.baseline_rise": 0.2} if score == "baseline" else {"mood.score": score}
+        cfg = load_config(None, {**base, "mood.unhappy_above": 0.5,
                                  **{f"alert.{k}": v for k, v in alert.items()}})
         assert queue_with_flicker(cfg, burst=burst, calm_faces=calm_faces) == [], (alert, score)
 

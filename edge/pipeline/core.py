@@ -112,7 +112,7 @@ class QueueMonitor:
         if len(self._classified_at) > 2 * len(self.tracker.tracks) + 16:  # forget tracks that ended
             self._classified_at = {k: v for k, v in self._classified_at.items() if k in self.tracker.tracks}
         tracks = Tracker.counted(self.carried)
-        mood = self.mood.update(t_s, tracks)
+        mood = self.mood.update(t_s, tracks, calm=not self.policy.raised)
         return tracks, mood, self.policy.update(t_s, mood.negative_share, mood.faces)
 
 

@@ -15,6 +15,14 @@ Ways to score a face as unhappy (`score`):
             goes up; a face at or above `unhappy_above` scores 1 whatever its own level
             (people who arrive unhappy)
 The negative share is the mean score over the faces.
+
+Optional per-camera baseline (`baseline_rise` > 0), for people who arrive unhappy (they never
+rise): the window learns this camera's usual mean negative probability per face over calm queue
+time (a running mean over about `baseline_s`, not while an alert is raised), and the share is
+at least how far the queue's mean probability now is above that usual level, divided by
+`baseline_rise`. Comparing the queue with its own usual level, not with a fixed number, keeps
+it right for any model's bias (one that rates many neutral faces negative, or one that does not)
+and for any camera's light and angle.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from edge.config import MoodConfig
 from edge.pipeline.tracking import Track
 
 FULL_RISE = 0.4  # score "change": a rise in negative probability this large is a fully unhappy face
+BASELINE_WARMUP_S = 120.0  # the camera's usual level is used once it has been learned over this much calm queue time
+MAX_STEP_S = 1.0  # a gap between updates counts as at most this much learning time
 
 
 @dataclass
@@ -39,6 +49,30 @@ class Mood:
         return self.negative / self.faces if self.faces else 0.0
 
 
+class Baseline:
+    """This camera's usual mean negative probability per face: the plain mean until `tau_s` of
+    calm queue time has been learned, then an exponential running mean with that time constant."""
+
+    def __init__(self, tau_s: float):
+        self.tau_s = tau_s
+        self.level = 0.0
+        self.learned_s = 0.0
+        self._t: float | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.learned_s >= BASELINE_WARMUP_S
+
+    def update(self, t_s: float, level: float | None, learn: bool):
+        """level: the queue's mean negative probability now (None: no faces); learn: the queue
+        is calm (no alert raised), so this moment may shape the usual level."""
+        dt = 0.0 if self._t is None else min(MAX_STEP_S, max(0.0, t_s - self._t))
+        self._t = t_s
+        if learn and level is not None and dt > 0:
+            self.learned_s += dt
+            self.level += (level - self.level) * dt / min(self.learned_s, self.tau_s)
+
+
 class MoodWindow:
     """Remembers each counted track's latest smoothed state for `window_s` seconds."""
 
@@ -46,8 +80,9 @@ class MoodWindow:
         self.cfg = cfg or MoodConfig()
         self.labels = list(labels)
         self.negative = sorted({self.labels.index(n) for n in self.cfg.negative})
-        self._latest: dict[int, tuple[float, int, float]] = {}  # track id -> (t_s, top class, unhappy score)
+        self._latest: dict[int, tuple[float, int, float, float]] = {}  # track id -> (t_s, top class, unhappy score, p negative)
         self._base: dict[int, tuple[float, float, int]] = {}  # track id -> (t_s, sum, n) of its first negative probabilities
+        self.baseline = Baseline(self.cfg.baseline_s)  # this camera's usual level (used when baseline_rise > 0)
 
     def counts_as_face(self, tr: Track) -> bool:
         return tr.probs is not None and tr.seen_s >= self.cfg.min_seen_s and tr.seen_share >= self.cfg.min_seen_share
@@ -63,7 +98,8 @@ class MoodWindow:
         _, total, n = self._base[tr.id]
         return min(1.0, max(0.0, p - total / n) / FULL_RISE)
 
-    def update(self, t_s: float, tracks: list[Track]) -> Mood:
+    def update(self, t_s: float, tracks: list[Track], calm: bool = True) -> Mood:
+        """calm: no alert is raised (the baseline learns only then)."""
         for tr in tracks:
             if tr.probs is None:
                 continue
@@ -71,14 +107,21 @@ class MoodWindow:
                 _, total, n = self._base.get(tr.id, (t_s, 0.0, 0))
                 self._base[tr.id] = (t_s, total + float(tr.probs[self.negative].sum()), n + 1)
             if self.counts_as_face(tr):
-                self._latest[tr.id] = (t_s, tr.top, self.face_score(tr))
-        for tid in [tid for tid, (t, _, _) in self._latest.items() if t_s - t > self.cfg.window_s]:
+                self._latest[tr.id] = (t_s, tr.top, self.face_score(tr), float(tr.probs[self.negative].sum()))
+        for tid in [tid for tid, (t, _, _, _) in self._latest.items() if t_s - t > self.cfg.window_s]:
             del self._latest[tid]
         for tid in [tid for tid, (t, _, _) in self._base.items() if t_s - t > self.cfg.window_s and tid not in self._latest]:
             del self._base[tid]
         counts = dict.fromkeys(self.labels, 0)
         negative = 0.0
-        for _, top, score in self._latest.values():
+        for _, top, score, _ in self._latest.values():
             counts[self.labels[top]] += 1
             negative += score
-        return Mood(t_s, len(self._latest), negative, counts)
+        faces = len(self._latest)
+        if self.cfg.baseline_rise > 0:
+            level = sum(p for *_, p in self._latest.values()) / faces if faces else None
+            if faces and self.baseline.ready:
+                above = min(1.0, max(0.0, (level - self.baseline.level) / self.cfg.baseline_rise))
+                negative = max(negative, above * faces)
+            self.baseline.update(t_s, level, calm)
+        return Mood(t_s, faces, negative, counts)
