@@ -63,6 +63,30 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# CPU features that decide int8 inference speed (~10x between them): x86 flags, then ARM's
+# (asimddp = the dot-product instructions a Pi 5's Cortex-A76 has and a Pi 4's A72 lacks).
+SIMD_FEATURES = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimd", "asimddp", "i8mm")
+
+
+# One Raspberry Pi 4 core (Cortex-A72, 1.5 GHz, no int8 dot product), in GMAC/s: XNNPACK's
+# README (github.com/google/XNNPACK, "Raspberry Pi" table, benchmarked 2020-02-12) gives
+# MobileNet v1 1.0X (569 M MACs, Howard et al. 2017) at 75 ms on an RPi 4 with 4 threads:
+# 7.6 GMAC/s for the board, 1.9 per core. That figure is fp32; without SDOT, XNNPACK's int8
+# kernels on the A72 are assumed no faster. An estimate until `edge bench` runs on a Pi.
+PI4_CORE_GMACS = 569e6 / 0.075 / 4 / 1e9
+
+
+def cpu_features() -> list[str]:
+    """The SIMD_FEATURES this CPU reports in /proc/cpuinfo ('flags' on x86, 'Features' on ARM)."""
+    text = _read(Path("/proc/cpuinfo")) or ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            have = set(value.split())
+            return [f for f in SIMD_FEATURES if f in have]
+    return []
+
+
 def cores() -> dict:
     logical = os.cpu_count() or 1
     try:
@@ -119,6 +143,7 @@ def machine_info() -> dict:
     """The machine block every result carries; `warnings` lists what makes numbers unreliable."""
     info = {
         "cpu": cpu_model(),
+        "cpu_features": cpu_features(),
         "machine": platform.machine(),
         "cores": cores(),
         "os": os_name(),
@@ -286,6 +311,7 @@ def md_header(title: str, report: dict) -> str:
     gov = f" · governor: {m['cpu_governor']}" if m.get("cpu_governor") else ""
     lines += [
         f"- machine: {m['cpu']} ({m['machine']}), {m['cores']['usable']} usable cores{board}{gov}",
+        f"- CPU features for int8 inference: {', '.join(m.get('cpu_features') or ['none reported'])}",
         f"- OS: {m['os']} · Python {m['python']} · numpy {m['numpy']} · OpenCV {m['opencv']} · "
         f"TFLite runtime: {m['tflite_runtime']}",
         f"- date: {report['date']}",

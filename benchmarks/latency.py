@@ -79,10 +79,20 @@ def row(model: str, kind: str, case: str, dtype: str, threads: int, timing: comm
     return d
 
 
-def tflite_invoke(path: Path, threads: int, args) -> tuple[str, common.Timing]:
+def with_macs(d: dict, macs: int | None) -> dict:
+    """Adds the model's MACs per invoke and the rate this timing implies (GMAC/s)."""
+    if macs:
+        d["macs"] = macs
+        d["gmacs_per_s"] = round(macs / (d["median_ms"] * 1e6), 2)
+    return d
+
+
+def tflite_invoke(path: Path, threads: int, args) -> tuple[str, common.Timing, int]:
+    from edge.pipeline.cost import macs_per_invoke
     from edge.pipeline.runtime import load_interpreter
 
     interp = load_interpreter(path, threads)
+    macs = macs_per_invoke(interp)["total"]
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     shape, dtype = [1, *inp["shape"][1:]], inp["dtype"]
     if list(inp["shape"]) != shape:
@@ -101,7 +111,7 @@ def tflite_invoke(path: Path, threads: int, args) -> tuple[str, common.Timing]:
         return interp.get_tensor(out["index"])
 
     inputs = common.seeded_inputs(make, args.seed)
-    return np.dtype(dtype).name, common.time_calls(call, inputs, args.repeats, args.warmup)
+    return np.dtype(dtype).name, common.time_calls(call, inputs, args.repeats, args.warmup), macs
 
 
 def face_path(path: Path, others, threads: int, faces: int, args):
@@ -132,8 +142,13 @@ def peer_cases(files, threads: int, args, backend: str) -> list[dict]:
     rows = []
     x_in = common.seeded_inputs(lambda rng: rng.uniform(-1, 1, (1, s, s, 1)).astype(np.float32), args.seed)
     dtype = "float32 I/O" if backend == "tflite" else "keras float, TF default threads"
-    rows.append(row(label, "peer", "invoke", dtype, threads, common.time_calls(peer.raw, x_in, args.repeats, args.warmup),
-                    runtime=peer.runtime))
+    macs = None
+    if getattr(peer, "interp", None) is not None:
+        from edge.pipeline.cost import macs_per_invoke
+
+        macs = macs_per_invoke(peer.interp)["total"]
+    rows.append(with_macs(row(label, "peer", "invoke", dtype, threads,
+                              common.time_calls(peer.raw, x_in, args.repeats, args.warmup), runtime=peer.runtime), macs))
     frames = common.seeded_inputs(gray_frames, args.seed)
     for n in args.faces:
         boxes = [tuple(int(v) for v in b) for b in face_boxes(n)]
@@ -197,8 +212,8 @@ def run(args, argv=None) -> dict:
                 if p.suffix == ".keras":
                     rows += keras_cases(p, t, args)
                     continue
-                dtype, timing = tflite_invoke(p, t, args)
-                rows.append(row(label, "ours", "invoke", dtype, t, timing, runtime=rt))
+                dtype, timing, macs = tflite_invoke(p, t, args)
+                rows.append(with_macs(row(label, "ours", "invoke", dtype, t, timing, runtime=rt), macs))
                 for n in args.faces:
                     timing, desc = face_path(p, models, t, n, args)
                     rows.append(row(label, "ours", "face path", f"crop + Classifier.predict ({desc})", t, timing,
@@ -252,14 +267,20 @@ def markdown(report: dict) -> str:
              f"{report['seed']}). Thread counts: {', '.join(map(str, report['threads']))}.", ""]
     rows = [[r["model"], r["case"], r["dtype"], r["threads"], r.get("faces", "–"), f"{r['median_ms']:.3f}",
              f"{r['p90_ms']:.3f}", f"{r['p99_ms']:.3f}",
-             f"{r['per_face_median_ms']:.3f}" if r.get("per_face_median_ms") is not None else "–"] for r in report["rows"]]
+             f"{r['per_face_median_ms']:.3f}" if r.get("per_face_median_ms") is not None else "–",
+             f"{r['macs'] / 1e6:.1f}" if r.get("macs") else "–", common.fmt(r.get("gmacs_per_s"), 1)]
+            for r in report["rows"]]
     lines.append(common.md_table(["model", "case", "input / path", "threads", "faces", "median ms", "p90 ms", "p99 ms",
-                                  "per face ms"], rows, [False, False, False, True, True, True, True, True, True]))
+                                  "per face ms", "M MACs / invoke", "GMAC/s"], rows,
+                                 [False, False, False, *[True] * 8]))
     lines.append("")
     lines.append("Columns: invoke = set_tensor + invoke + get_tensor on one input; keras call = model(x, training=False); "
                  "face path = crop from a 640x480 gray frame + quantize + invoke + dequantize (+ flip averaging and "
                  "temperature when the card asks), for all faces of a frame in one batch; per face = median / faces. "
-                 "The peer's face path is fer's crop, scaling and one invoke per face. p90/p99 = 90th/99th percentile.")
+                 "The peer's face path is fer's crop, scaling and one invoke per face. p90/p99 = 90th/99th percentile. "
+                 "M MACs / invoke = multiply-accumulates of one batch-1 invoke counted from the model's conv, depthwise "
+                 "and fully-connected ops (edge.pipeline.cost); GMAC/s = MACs / median invoke time, the rate this CPU "
+                 "reached (it differs ~10x between AVX2, AVX-512 VNNI and a Pi's NEON: see the CPU features above).")
     lines.append(f"\n**Peer caveat.** {report['peer_note']}")
     if isinstance(report["peer"], dict) and report["peer"].get("skipped"):
         lines.append(f"\nPeer not measured: {report['peer']['skipped']}")

@@ -20,6 +20,7 @@ Single thread by default (--threads): interpreters and OpenCV alike.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 import sys
 import tempfile
@@ -44,6 +45,8 @@ LAYOUTS = {
     4: [(50, 20, 160), (380, 15, 200), (70, 255, 150), (390, 250, 220)],
 }
 MAX_H = {1: H, 2: H, 4: 240}  # a face in the 2x2 layout stays in its half of the frame
+# The queue video: people stand in these slots (front first) and step forward every few seconds
+QUEUE_SLOTS = [LAYOUTS[4][2], LAYOUTS[4][3], LAYOUTS[4][1], LAYOUTS[4][0]]
 
 
 def default_data() -> Path:
@@ -73,6 +76,23 @@ def compose(i: int, n: int, faces, seed: int):
         place(f, face, px, py, w)
         boxes.append((px, py, max(w, h)))
     return f, boxes
+
+
+def compose_queue(i: int, fps: float, faces, seed: int):
+    """Frame i of the queue video: (BGR frame, [(x, y, w, h)] of each person's placed image).
+    Person p wears face p mod len(faces), mirrored on alternate rounds."""
+    from benchmarks.scenes import background, place, queue_positions
+
+    f = background(seed * 1000 + i)
+    rects = []
+    for person, x, y, w in queue_positions(i / fps, QUEUE_SLOTS):
+        face = faces[person % len(faces)]
+        if (person // len(faces)) % 2:
+            face = face[:, ::-1]
+        h = int(round(face.shape[0] * w / face.shape[1]))
+        place(f, face, x, y, w)
+        rects.append((x, y, w, min(h, H - y)))
+    return f, rects
 
 
 def _all_found(detector, n, faces, seed, check_frames) -> bool:
@@ -118,20 +138,45 @@ def pick_faces(data: Path | None, detector, n: int, astro, seed: int, max_tries:
     return chosen, names, tried
 
 
-def make_videos(folder: Path, data, detector, counts, frames: int, fps: float, seed: int, max_tries: int) -> list[dict]:
+def make_videos(folder: Path, data, detector, counts, frames: int, fps: float, seed: int, max_tries: int,
+                queue_s: float = 0.0) -> list[dict]:
+    """The n-face videos and, with queue_s, the queue video (the 4-face video's faces walking
+    through a queue). Each entry's "gt" holds, per frame, the rectangles where faces were placed."""
     from benchmarks.scenes import astronaut_face, write_video
 
     astro = astronaut_face()
     videos = []
-    for n in counts:
+    for n in sorted(set(counts) | ({4} if queue_s else set())):
         if n not in LAYOUTS:
             raise UserError(f"--faces {n}: layouts exist for {', '.join(map(str, LAYOUTS))} faces.")
         faces, names, tried = pick_faces(data, detector, n, astro, seed + n, max_tries, frames)
         faces, names = [astro, *faces], ["astronaut", *names]
-        path = write_video(folder / f"faces{n}.mp4", (compose(i, n, faces, seed)[0] for i in range(frames)), fps)
-        videos.append({"video": str(path), "faces_placed": n, "faces": names,
-                       "face_widths_px": [s[2] for s in LAYOUTS[n]], "fer_candidates_tried": tried,
-                       "frames": frames, "fps": fps})
+        if n in counts:
+            gt = []
+
+            def frames_of(faces=faces, n=n, gt=gt):
+                for i in range(frames):
+                    f, boxes = compose(i, n, faces, seed)
+                    gt.append([(x, y, s, s) for x, y, s in boxes])
+                    yield f
+
+            path = write_video(folder / f"faces{n}.mp4", frames_of(), fps)
+            videos.append({"video": str(path), "faces_placed": n, "faces": names,
+                           "face_widths_px": [s[2] for s in LAYOUTS[n]], "fer_candidates_tried": tried,
+                           "frames": frames, "fps": fps, "gt": gt})
+        if n == 4 and queue_s:
+            gt, count = [], int(round(queue_s * fps))
+
+            def queue_frames(faces=faces, gt=gt):
+                for i in range(count):
+                    f, rects = compose_queue(i, fps, faces, seed)
+                    gt.append(rects)
+                    yield f
+
+            path = write_video(folder / "queue.mp4", queue_frames(), fps)
+            videos.append({"video": str(path), "faces_placed": "queue", "faces": names,
+                           "face_widths_px": [s[2] for s in QUEUE_SLOTS], "fer_candidates_tried": tried,
+                           "frames": count, "fps": fps, "gt": gt})
     return videos
 
 
@@ -225,12 +270,162 @@ def measure_peer(video: str, finder: PeerFaceFinder, peer: PeerModel, args) -> d
     return _passes(video, args.runs, args.warmup, per_frame)
 
 
+# ---------------------------------------------------------------------------- live rate
+
+def covered(rects, boxes) -> int:
+    """How many placed faces (x, y, w, h) hold the centre of a reported box."""
+    return sum(any(x <= b.center[0] <= x + w and y <= b.center[1] <= y + h for b in boxes) for x, y, w, h in rects)
+
+
+def live_pass(video: dict, step, pace: bool = True) -> dict:
+    """One pass over a video; paced, no frame is handled before its time in the video (a
+    pipeline slower than the video runs flat out, never dropping frames). step(frame) ->
+    (faces classified, boxes reported). CPU is this process's CPU time over the pass, all its
+    threads, video decoding included; as a share of one core it is CPU time / wall time."""
+    from edge.pipeline.sources import VideoFileSource
+
+    gt = video.get("gt")
+    frames = classified = placed = found = detected = 0
+    with VideoFileSource(video["video"]) as src:
+        fps = src.fps
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        for frame in src:
+            if pace:
+                wait = wall0 + frame.index / fps - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+            k, boxes, d = step(frame)
+            frames += 1
+            classified += k
+            detected += d
+            if gt and frame.index < len(gt):
+                placed += len(gt[frame.index])
+                found += covered(gt[frame.index], boxes)
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+    video_s = frames / fps
+    return {"frames": frames, "video_s": round(video_s, 3), "wall_s": round(wall, 3), "cpu_s": round(cpu, 4),
+            "cpu_share_of_core": round(cpu / wall, 4), "cpu_s_per_video_s": round(cpu / video_s, 4),
+            "kept_up": wall <= 1.05 * video_s if pace else None, "paced": pace,
+            "faces_classified_per_video_s": round(classified / video_s, 2),
+            "detector_calls_per_video_s": round(detected / video_s, 2),
+            "recall": round(found / placed, 4) if placed else None}
+
+
+def count_detector_calls(detector) -> None:
+    """Counts the detector model's calls in `bench_calls` (a tiled detector calls its inner
+    one per window, and between scans only around known faces)."""
+    inner = getattr(detector, "inner", detector)
+    if hasattr(inner, "bench_calls"):
+        return
+    real, inner.bench_calls = inner.detect, 0
+
+    def counted(image):
+        inner.bench_calls += 1
+        return real(image)
+
+    inner.detect = counted
+
+
+def ours_step(cfg, parts):
+    from edge.pipeline.core import Pipeline
+
+    pipe = Pipeline(cfg, *parts)
+    inner = getattr(parts[1], "inner", parts[1])
+    count_detector_calls(parts[1])
+
+    def step(frame):
+        before = inner.bench_calls
+        r = pipe.process(frame)
+        return r.classified, [t.box for t in r.tracks], inner.bench_calls - before
+
+    return step
+
+
+def peer_step(finder: PeerFaceFinder, peer: PeerModel):
+    import cv2
+
+    from edge.pipeline.geometry import BBox
+
+    def step(frame):
+        gray = cv2.cvtColor(frame.image, cv2.COLOR_BGR2GRAY) if frame.image.ndim == 3 else frame.image
+        boxes = finder.find(gray)
+        if len(boxes):
+            peer.predict(peer.crops_from_frame(gray, boxes))
+        return len(boxes), [BBox(*map(float, b)) for b in boxes], 1
+
+    return step
+
+
+def per_frame_config(cfg):
+    """cfg with the schedule off: every face classified and the detector run in every frame."""
+    from edge.config import ScheduleConfig
+
+    return dataclasses.replace(cfg, schedule=ScheduleConfig.every_frame())
+
+
+def model_macs(classifier, detector) -> dict:
+    """MACs per classified face (both flips when the card averages them) and per detector model
+    call (None for a detector that is not a TFLite model); calls for one whole frame."""
+    from edge.pipeline.cost import macs_per_invoke
+
+    inner = getattr(detector, "inner", detector)  # a RegionDetector runs its inner one per window
+    calls = len(detector.windows_for(W, H)) if hasattr(detector, "windows_for") else 1
+    interp = getattr(inner, "interpreter", None)
+    return {"per_face": macs_per_invoke(classifier.interp)["total"] * (2 if classifier.flip_average else 1),
+            "per_detection": macs_per_invoke(interp)["total"] if interp is not None else None,
+            "detector_calls_per_frame": calls}
+
+
+def add_macs(r: dict, macs: dict) -> dict:
+    """MACs per second of video, and what share of one Pi 4 core that is (common.PI4_CORE_GMACS)."""
+    if macs["per_detection"] is not None:
+        per_s = r["faces_classified_per_video_s"] * macs["per_face"] + r["detector_calls_per_video_s"] * macs["per_detection"]
+        r["gmacs_per_video_s"] = round(per_s / 1e9, 3)
+        r["pi4_core_share_estimate"] = round(per_s / 1e9 / common.PI4_CORE_GMACS, 3)
+    return r
+
+
+def live(v: dict, cfg, parts, peer_parts) -> dict:
+    """Ours (the config's schedule), ours with the schedule off, and the peer, each over the
+    video at its frame rate, in this one run."""
+    macs = model_macs(*parts)
+    out = {"macs": macs, "ours": add_macs(live_pass(v, ours_step(cfg, parts)), macs),
+           "ours_per_frame": add_macs(live_pass(v, ours_step(per_frame_config(cfg), parts)), macs)}
+    if peer_parts:
+        out["peer"] = live_pass(v, peer_step(*peer_parts))
+        out["cpu_ratio_peer_to_ours"] = round(out["peer"]["cpu_s"] / out["ours"]["cpu_s"], 2)
+    k = out["ours"]["faces_classified_per_video_s"]
+    out["classify_cut_per_frame_to_ours"] = round(out["ours_per_frame"]["faces_classified_per_video_s"] / k, 2) \
+        if k else None
+    return out
+
+
+def sweep_detect(v: dict, cfg, parts, rates) -> list[dict]:
+    """Unpaced passes of ours with the detector at each rate (Hz): CPU, recall, classifications."""
+    rows, macs = [], model_macs(*parts)
+    for hz in rates:
+        c = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule, detect_hz=hz))
+        rows.append({"detect_hz": hz, **add_macs(live_pass(v, ours_step(c, parts), pace=False), macs)})
+    return rows
+
+
+def pin_core(core: int) -> None:
+    import os
+
+    allowed = sorted(os.sched_getaffinity(0))
+    if core not in allowed:
+        raise UserError(f"--pin-core {core}: this process may run on cores {allowed}; pick one of them.")
+    os.sched_setaffinity(0, {core})
+
+
 def run(args, argv=None) -> dict:
     import cv2
 
     from edge.service.app import load_parts
     from edge.config import load_config
 
+    if args.pin_core is not None:
+        pin_core(args.pin_core)
     cv2.setNumThreads(args.threads)
     overrides = {"model.threads": args.threads}
     if args.model:
@@ -256,7 +451,7 @@ def run(args, argv=None) -> dict:
         counts = [int(c) for c in args.faces.split(",")]
         print(f"writing {len(counts)} videos of {args.frames} frames to {folder} ...", flush=True)
         videos = make_videos(folder, data if data and data.exists() else None, detector, counts, args.frames, args.fps,
-                             args.seed, args.max_tries)
+                             args.seed, args.max_tries, args.queue_seconds)
 
     peer_files, why = peer_or_reason(args)
     finder = peer = None
@@ -271,9 +466,21 @@ def run(args, argv=None) -> dict:
 
     results = []
     for v in videos:
+        if args.live:
+            print(f"{Path(v['video']).name}: live rate, ours / ours per frame / peer ...", flush=True)
+            entry = {k: x for k, x in v.items() if k != "gt"}
+            entry["live"] = live(v, cfg, (classifier, detector), (finder, peer) if peer else None)
+            if args.sweep_detect:
+                entry["detect_sweep"] = sweep_detect(v, cfg, (classifier, detector),
+                                                     [float(k) for k in args.sweep_detect.split(",")])
+            lv = entry["live"]
+            print("  " + "; ".join(f"{who} {r['cpu_share_of_core']:.1%} of a core, recall {r['recall']}"
+                                   for who, r in lv.items() if who in LIVE_WHO))
+            results.append(entry)
+            continue
         print(f"{Path(v['video']).name}: ours ...", flush=True)
         ours = measure_ours(v["video"], cfg, args, (classifier, detector))
-        entry = {**v, "ours": ours}
+        entry = {**{k: x for k, x in v.items() if k != "gt"}, "ours": ours}
         line = f"  ours {ours['fps_median']} fps, {ours['faces_per_frame_mean']} faces/frame"
         if peer is not None:
             theirs = measure_peer(v["video"], finder, peer, args)
@@ -292,7 +499,8 @@ def run(args, argv=None) -> dict:
     report = common.run_header(NAME, argv, [model_path, *([peer.path] if peer else [])])
     card = classifier.card
     report.update({
-        "threads": args.threads, "runs": args.runs, "warmup_frames": args.warmup,
+        "threads": args.threads, "runs": args.runs, "warmup_frames": args.warmup, "live": args.live,
+        "pinned_core": args.pin_core, "schedule": dataclasses.asdict(cfg.schedule),
         "data": None if args.video else (args.data if args.data and Path(args.data).exists() else "none (astronauts only)"),
         "ours": {"model": str(model_path), "runtime": classifier.runtime.describe(), "detector": detector.describe(),
                  "flip_average": classifier.flip_average, "temperature": classifier.temperature,
@@ -316,7 +524,30 @@ def _runs(report: dict):
                 yield v, who, v[who]
 
 
+LIVE_WHO = ("ours", "ours_per_frame", "peer")
+
+
+def live_figure(report: dict, out: Path) -> Path | None:
+    plt = common.pyplot()
+    if plt is None or not report["videos"]:
+        return None
+    names = [Path(v["video"]).name for v in report["videos"]]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    width = 0.27
+    for k, (who, color) in enumerate(zip(LIVE_WHO, ("#4c72b0", "#8da0cb", "#dd8452"))):
+        vals = [100 * v["live"][who]["cpu_share_of_core"] if who in v["live"] else 0 for v in report["videos"]]
+        ax.bar(np.arange(len(names)) + (k - 1) * width, vals, width, label=who.replace("_", " "), color=color)
+    ax.axhline(10, color="#999999", lw=0.8, ls="--")
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("CPU, % of one core")
+    ax.set_title(f"Live rate (video paced at its fps), {report['threads']} thread(s)")
+    ax.legend(fontsize=8)
+    return common.save_figure(plt, fig, out, NAME)
+
+
 def figure(report: dict, out: Path) -> Path | None:
+    if report.get("live"):
+        return live_figure(report, out)
     plt = common.pyplot()
     if plt is None or not report["videos"]:
         return None
@@ -340,6 +571,54 @@ def figure(report: dict, out: Path) -> Path | None:
     return common.save_figure(plt, fig, out, NAME)
 
 
+def live_markdown(report: dict) -> list[str]:
+    sch = report["schedule"]
+    lines = [f"Live rate: each video played at its frame rate (no frame handled before its time, none dropped), "
+             f"through ours (schedule: each face classified at {sch['classify_hz']:g} Hz, at most "
+             f"{sch['classify_max_per_frame']} per frame, detector at most {sch['detect_hz']:g} times a second), ours with "
+             f"the schedule off (every face in every frame), and the peer, one after another in this run"
+             f"{'; pinned to core ' + str(report['pinned_core']) if report.get('pinned_core') is not None else ''}.\n"]
+    rows = []
+    for v in report["videos"]:
+        lv = v["live"]
+        for who in LIVE_WHO:
+            r = lv.get(who)
+            if not r:
+                continue
+            rows.append([Path(v["video"]).name, who.replace("_", " "), v["frames"], f"{100 * r['cpu_share_of_core']:.2f}",
+                         f"{r['cpu_s_per_video_s']:.4f}", "yes" if r["kept_up"] else "no",
+                         f"{r['faces_classified_per_video_s']:.1f}", common.fmt(r["recall"], 3),
+                         common.fmt(r.get("gmacs_per_video_s"), 3), common.fmt(r.get("pi4_core_share_estimate")),
+                         common.fmt(lv.get("cpu_ratio_peer_to_ours")) if who == "ours" else "",
+                         common.fmt(lv.get("classify_cut_per_frame_to_ours")) if who == "ours" else ""])
+    lines.append(common.md_table(["video", "pipeline", "frames", "CPU % of one core", "CPU s / video s", "kept up",
+                                  "faces classified / video s", "face recall", "GMAC / video s",
+                                  "Pi 4 cores (est.)", "CPU peer / ours", "classify work cut"], rows,
+                                 [False, False, *[True] * 10]))
+    lines.append("\nColumns: CPU = this process's CPU time (all threads, decoding included) over the pass; % of one "
+                 "core = CPU time / wall time; CPU s / video s = the same per second of video (what a live camera "
+                 "costs even when a pipeline cannot keep up); kept up = the pass took at most 5% longer than the "
+                 "video; face recall = share of placed faces (per frame) holding the centre of a reported box (ours: "
+                 "confirmed tracks, carried boxes included; peer: its Haar detections); CPU peer / ours = CPU "
+                 "seconds ratio on the same video; classify work cut = faces classified per second with the schedule "
+                 "off / on; GMAC / video s = classifier MACs per face (x2 with flip averaging) x faces classified + "
+                 "detector MACs x detector calls, per second of video; Pi 4 cores (est.) = that / "
+                 f"{common.PI4_CORE_GMACS:.1f} GMAC/s per Cortex-A72 core (XNNPACK's published Raspberry Pi 4 "
+                 "MobileNet v1 figure; see README).")
+    sweeps = [v for v in report["videos"] if v.get("detect_sweep")]
+    if sweeps:
+        lines.append("\nDetector schedule (unpaced passes of ours, detector at each rate, boxes carried by the "
+                     "tracker between):\n")
+        rows = [[Path(v["video"]).name, f"{r['detect_hz']:g}", f"{r['cpu_s_per_video_s']:.4f}",
+                 f"{r['faces_classified_per_video_s']:.1f}", common.fmt(r["recall"], 3),
+                 common.fmt(r.get("gmacs_per_video_s"), 3), common.fmt(r.get("pi4_core_share_estimate"))]
+                for v in sweeps for r in v["detect_sweep"]]
+        lines.append(common.md_table(["video", "detector Hz", "CPU s / video s", "faces classified / video s",
+                                      "face recall", "GMAC / video s", "Pi 4 cores (est.)"], rows,
+                                     [False, *[True] * 6]))
+    return lines
+
+
 def markdown(report: dict) -> str:
     lines = [common.md_header("End-to-end pipeline (640x480 video)", report)]
     o = report["ours"]
@@ -351,6 +630,9 @@ def markdown(report: dict) -> str:
     else:
         lines.append(f"Peer: {p['describe']}, Haar {Path(p['face_finder']).name} detectMultiScale{p['detect_kwargs']}, "
                      "fer's crop and scaling, one invoke per face.\n")
+    if report.get("live"):
+        lines.append(f"{report['threads']} thread(s) for interpreters and OpenCV.\n")
+        return "\n".join(lines + live_markdown(report) + _video_notes(report)) + "\n"
     lines.append(f"{report['threads']} thread(s) for interpreters and OpenCV; {report['runs']} timed pass(es) per "
                  f"video after {report['warmup_frames']} warm-up frames.\n")
     rows = []
@@ -370,14 +652,19 @@ def markdown(report: dict) -> str:
                  "time / faces in frames with faces; faces found / frame = mean detections per frame (a pipeline that "
                  "finds fewer faces classifies less); track+mood = tracker + queue mood + alert policy (the peer has "
                  "none).")
-    lines.append(f"\n**Peer caveat.** {report['peer_note']}")
+    return "\n".join(lines + _video_notes(report)) + "\n"
+
+
+def _video_notes(report: dict) -> list[str]:
+    lines = [f"\n**Peer caveat.** {report['peer_note']}"]
     vids = [v for v in report["videos"] if v.get("faces")]
     if vids:
         lines.append("\nGenerated videos (real faces; FER2013 faces picked only if our detector finds them):")
         for v in vids:
+            what = "people walking through a queue, wearing" if v["faces_placed"] == "queue" else "faces"
             lines.append(f"- {Path(v['video']).name}: {v['frames']} frames at {v['fps']:g} fps, "
-                         f"faces {', '.join(v['faces'])} at widths {v['face_widths_px']} px")
-    return "\n".join(lines) + "\n"
+                         f"{what} {', '.join(v['faces'])} at widths {v['face_widths_px']} px")
+    return lines
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -401,6 +688,14 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--max-tries", type=int, default=300, help="FER2013 faces tried per video when picking faces the "
                     "detector finds (default: %(default)s)")
     ap.add_argument("--keep-videos", default=None, metavar="DIR", help="write the generated videos here and keep them")
+    ap.add_argument("--queue-seconds", type=float, default=0.0, help="also a queue video this long: the 4-face video's "
+                    "faces walking through a queue, 3.3 faces per frame (default: none)")
+    ap.add_argument("--live", action="store_true", help="live rate: each video played at its frame rate through ours, "
+                    "ours with the schedule off and the peer; reports CPU time as a share of one core")
+    ap.add_argument("--sweep-detect", default="", metavar="HZ,HZ", help="with --live: also unpaced passes of "
+                    "ours with the detector at each rate listed, e.g. 15,7.5,5,3 (CPU, recall)")
+    ap.add_argument("--pin-core", type=int, default=None, metavar="N", help="run on CPU core N only "
+                    "(os.sched_setaffinity)")
     ap.add_argument("--runs", type=int, default=3, help="timed passes over each video (default: %(default)s)")
     ap.add_argument("--warmup", type=int, default=10, help="untimed frames before the timed passes (default: %(default)s)")
     add_peer_args(ap)

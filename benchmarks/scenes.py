@@ -42,6 +42,39 @@ def place(frame: np.ndarray, face: np.ndarray, x: int, y: int, size: int) -> Non
     frame[y : y + h, x : x + w] = face[:h, :w]
 
 
+def queue_positions(t_s: float, slots, dwell_s: float = 4.0, walk_s: float = 1.0, gap_every: int = 6):
+    """Where the people of an endless queue are at t_s, as [(person, x, y, width)]. People stand
+    in `slots` ((x, y, width), front first); every dwell_s the front person walks out to the left
+    and everyone steps one slot forward, taking walk_s, while a newcomer walks into the last slot
+    from the right. Every gap_every-th person is missing (a gap in the queue), so the count of
+    faces changes as in a real queue. Only people wholly inside the frame are returned."""
+    import math
+
+    n = len(slots)
+    cycle = math.floor(t_s / dwell_s)
+    a = min((t_s - cycle * dwell_s) / walk_s, 1.0)  # progress of this cycle's step forward
+
+    def slot(k):  # k = -1: just out at the left, k = n: just out at the right
+        if k < 0:
+            x, y, w = slots[0]
+            return -w - 1, y, w
+        if k >= n:
+            x, y, w = slots[-1]
+            return W + 1, y, w
+        return slots[k]
+
+    out = []
+    for k in range(n + 1):  # person cycle+k steps from slot k to slot k-1
+        person = cycle + k
+        if gap_every and person % gap_every == gap_every - 1:
+            continue
+        (x0, y0, w0), (x1, y1, w1) = slot(k), slot(k - 1)
+        x, y, w = (int(round(u + a * (v - u))) for u, v in ((x0, x1), (y0, y1), (w0, w1)))
+        if 0 <= x and x + w <= W:
+            out.append((person, x, y, w))
+    return out
+
+
 def write_video(path: Path, frames, fps: float) -> Path:
     import cv2
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from edge.card import ModelCard, Quant, sha256_file
 from edge.errors import UserError
+from edge.pipeline.cost import model_macs
 from edge.labels import LABELS
 from edge.pipeline.preprocess import CropRule
 from train.data import Split, load_dataset, train_val
@@ -143,7 +144,7 @@ def run(s: ConvertSettings) -> tuple[dict, list[str]]:
         crop_by_detector=dict(CROP_BY_DETECTOR),
         input_quant=in_q, output_quant=out_q, model_file=files["int8"].name,
         model_sha256=sha256_file(files["int8"]), source_sha256=sha256_file(keras_path),
-        architecture=model.name,
+        architecture=model.name, macs_per_invoke=model_macs(files["int8"])["total"],
         metrics={k: metrics[k] for k in ("accuracy", "ferplus_majority_accuracy", "macro_f1", "parameters") if k in metrics},
     )
     card.save(out)

@@ -39,6 +39,7 @@ class ModelCard:
     model_sha256: str = ""  # the .tflite this card describes
     source_sha256: str = ""  # the Keras model it was converted from
     architecture: str = ""
+    macs_per_invoke: int = 0  # multiply-accumulates of one batch-1 invoke (edge.pipeline.cost); 0: not counted
     parity: dict = field(default_factory=dict)
     metrics: dict = field(default_factory=dict)
     # Detectors frame a face differently: the rule measured for each detector key.
@@ -137,6 +138,9 @@ def check_card(d) -> None:
     t = d.get("temperature", 1.0)
     _need(_number(t) and 0 < t <= 100, "temperature", t, "a number > 0 and <= 100")
     _need(isinstance(d.get("flip_average", False), bool), "flip_average", d.get("flip_average"), "true or false")
+    macs = d.get("macs_per_invoke", 0)
+    _need(isinstance(macs, int) and not isinstance(macs, bool) and macs >= 0, "macs_per_invoke", macs,
+          "an integer >= 0 (0: not counted)")
     for key in ("model_file", "model_sha256", "source_sha256", "architecture"):
         _need(isinstance(d.get(key, ""), str), key, d.get(key), "a string")
     for key in ("parity", "metrics", "crop_by_detector"):

@@ -89,6 +89,28 @@ SCORES = ("change", "expected", "votes")  # how the mood scores a face as unhapp
 
 
 @dataclass
+class ScheduleConfig:
+    """The compute budget (edge.pipeline.schedule)."""
+
+    classify_hz: float = 2.0  # classifications per track per second; 0 = every face in every frame
+    classify_max_per_frame: int = 2  # faces classified in one frame at most (new tracks first); 0 = no cap
+    detect_hz: float = 5.0  # face detector runs per second at most (15 fps: every 3rd frame); 0 = every frame
+    scan_hz: float = 1.0  # full passes a second (all tiles), for newcomers; between, only around known faces; 0 = always full
+
+    @classmethod
+    def every_frame(cls) -> "ScheduleConfig":
+        """The schedule off: the detector and the classifier on every face of every frame."""
+        return cls(classify_hz=0.0, classify_max_per_frame=0, detect_hz=0.0, scan_hz=0.0)
+
+    def validate(self, p):
+        _check(self.classify_hz >= 0, f"{p}.classify_hz", self.classify_hz, "a number >= 0 (0 = every frame)")
+        _check(self.classify_max_per_frame >= 0, f"{p}.classify_max_per_frame", self.classify_max_per_frame,
+               "an integer >= 0 (0 = no cap)")
+        _check(self.detect_hz >= 0, f"{p}.detect_hz", self.detect_hz, "a number >= 0 (0 = every frame)")
+        _check(self.scan_hz >= 0, f"{p}.scan_hz", self.scan_hz, "a number >= 0 (0 = every detector frame)")
+
+
+@dataclass
 class MoodConfig:
     """The queue's mood: each tracked face's latest score over a sliding window."""
 
@@ -217,6 +239,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     detector: DetectorConfig = field(default_factory=lambda: DetectorConfig.table_class({}, "detector")())
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     mood: MoodConfig = field(default_factory=MoodConfig)
     alert: AlertConfig = field(default_factory=AlertConfig)
     sinks: SinksConfig = field(default_factory=SinksConfig)

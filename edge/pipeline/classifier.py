@@ -10,6 +10,10 @@ from edge.card import ModelCard, load_card
 from edge.errors import UserError
 from edge.pipeline.runtime import load_interpreter, runtime
 
+# Batch sizes an interpreter is prepared for; a batch is zero-padded up to the next one (larger
+# batches run in chunks of the last), so the face count changing never re-prepares tensors.
+BATCH_SLOTS = (1, 2, 4, 8)
+
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype) -> np.ndarray:
     info = np.iinfo(dtype)
@@ -41,6 +45,7 @@ class Classifier:
         if not self.path.is_file():
             raise UserError(f"Model file {self.path} does not exist; pass a .tflite model made by `edge convert`.")
         self.card = card or load_card(self.path)
+        self.num_threads = num_threads
         self.interp = load_interpreter(self.path, num_threads)
         self.runtime = runtime()
         inp = self.interp.get_input_details()[0]
@@ -52,7 +57,7 @@ class Classifier:
                 f"[n, {s}, {s}, 1] -> [n, {len(self.card.labels)}]; the model and model.json do not belong together."
             )
         self._in, self._out = inp, out
-        self._batch = int(inp["shape"][0])
+        self._slots = {int(inp["shape"][0]): self.interp}  # batch size -> interpreter prepared for it
         self.temperature = self.card.temperature if calibrated else 1.0
         self.flip_average = self.card.flip_average and calibrated
         # Quantization comes from the card; a card that disagrees with the file is refused.
@@ -73,28 +78,38 @@ class Classifier:
     def labels(self) -> list[str]:
         return self.card.labels
 
-    def _resize(self, n: int):
-        if n != self._batch:
+    def _interpreter(self, slot: int):
+        """The interpreter prepared for batch `slot`: one per slot, made on first use."""
+        interp = self._slots.get(slot)
+        if interp is None:
+            interp = load_interpreter(self.path, self.num_threads)
             s = self.card.input_size
-            self.interp.resize_tensor_input(self._in["index"], [n, s, s, 1])
-            self.interp.allocate_tensors()
-            self._batch = n
+            interp.resize_tensor_input(self._in["index"], [slot, s, s, 1])
+            interp.allocate_tensors()
+            self._slots[slot] = interp
+        return interp
 
     def raw_probs(self, crops: np.ndarray) -> np.ndarray:
         """Uncalibrated model probabilities, (n, classes) float32."""
         crops = np.asarray(crops)
         if crops.ndim == 2:
             crops = crops[None]
-        n = len(crops)
-        if n == 0:
+        if len(crops) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        x = crops.astype(np.float32)[..., None]
+        top = BATCH_SLOTS[-1]
+        return np.concatenate([self._invoke(crops[i : i + top]) for i in range(0, len(crops), top)])
+
+    def _invoke(self, crops: np.ndarray) -> np.ndarray:
+        n = len(crops)
+        slot = next(b for b in BATCH_SLOTS if b >= n)
+        x = np.zeros((slot, *crops.shape[1:], 1), np.float32)
+        x[:n, ..., 0] = crops
         if self._in_q:
             x = quantize(x, self._in_q[0], self._in_q[1], self._in["dtype"])
-        self._resize(n)
-        self.interp.set_tensor(self._in["index"], x)
-        self.interp.invoke()
-        y = self.interp.get_tensor(self._out["index"])
+        interp = self._interpreter(slot)
+        interp.set_tensor(self._in["index"], x)
+        interp.invoke()
+        y = interp.get_tensor(self._out["index"])[:n]
         return dequantize(y, *self._out_q) if self._out_q else y.astype(np.float32)
 
     def predict(self, crops: np.ndarray) -> np.ndarray:

@@ -15,9 +15,10 @@ from edge.pipeline.alerts import AlertPolicy
 from edge.pipeline.classifier import Classifier
 from edge.config import Config, resolve_model
 from edge.pipeline.detectors.base import FaceDetector
-from edge.pipeline.detectors.regions import configured_detector
+from edge.pipeline.detectors.regions import configured_detector, detect_in
 from edge.pipeline.mood import Mood, MoodWindow
 from edge.pipeline.preprocess import crop_face, look, to_gray
+from edge.pipeline.schedule import Schedule, focus_windows
 from edge.pipeline.sources import Frame
 from edge.pipeline.tracking import Track, Tracker
 
@@ -35,6 +36,8 @@ class FrameResult:
     alert_state: str
     stage_s: dict[str, float] = field(default_factory=dict)
     faces: list[Track] = field(default_factory=list)  # every track detected in this frame, confirmed or not
+    detected: bool = True  # False: the schedule skipped the detector; tracks carry their last boxes
+    classified: int = 0  # faces classified in this frame (the schedule picks which)
 
 
 class StageTimer:
@@ -44,8 +47,12 @@ class StageTimer:
         self.samples = {s: deque(maxlen=keep) for s in STAGES}
         self.per_face = deque(maxlen=keep)
 
-    def add(self, stage_s: dict[str, float], faces: int):
+    def add(self, stage_s: dict[str, float], faces: int, detected: bool = True):
+        """faces: how many were classified. A stage the schedule skipped in this frame adds no
+        sample, so the medians stay the cost of doing the work."""
         for k, v in stage_s.items():
+            if (k == "detect" and not detected) or (k == "classify" and not faces):
+                continue
             self.samples[k].append(v)
         if faces:
             self.per_face.append(stage_s["classify"] / faces)
@@ -58,19 +65,53 @@ class StageTimer:
 
 
 class QueueMonitor:
-    """After the classifier: tracker -> mood window -> alert policy, one frame at a time.
-    The scenario benchmark drives this same object with banked classifier outputs."""
+    """After the detector: tracker -> (the classifier, on the faces the schedule picks) ->
+    mood window -> alert policy, one frame at a time. The scenario benchmark drives this same
+    object with banked classifier outputs."""
 
     def __init__(self, cfg: Config, labels: list[str]):
         self.tracker = Tracker(cfg.tracking)
         self.mood = MoodWindow(labels, cfg.mood)
         self.policy = AlertPolicy(cfg.alert)
+        self.schedule = Schedule(cfg.schedule)
+        self.carried: list[Track] = []  # the tracks of the last detector frame, in detection order
+        self.classified = 0  # faces classified in the last update
+        self._frame = 0
+        self._classified_at: dict[int, int] = {}  # track id -> frame of its last classification
 
-    def update(self, t_s: float, boxes: list, probs, looks=None) -> tuple[list[Track], Mood, str | None]:
-        """boxes: this frame's detections; probs: one prediction per box, None where the
-        box was not classified this frame; looks: preprocess.look of each box's crop (or
-        None). Returns (confirmed tracks seen, mood, transition)."""
-        tracks = self.tracker.update(t_s, boxes, probs, looks)
+    def detect_now(self, t_s: float) -> bool:
+        """Whether the schedule runs the detector on the frame at t_s."""
+        return self.schedule.detect_now(t_s)
+
+    def update(self, t_s: float, boxes: list | None, probs, looks=None) -> tuple[list[Track], Mood, str | None]:
+        """boxes: this frame's detections; on a frame where the schedule skips the detector
+        (or boxes is None) the last detector frame's tracks carry on with their boxes. probs:
+        one prediction per box (None where there is none), or a callable classify(indices) ->
+        predictions that runs the classifier on the boxes the schedule picks; only those are
+        used. looks: preprocess.look of each box's crop (or None). Returns (confirmed tracks
+        seen, mood, transition)."""
+        detect = boxes is not None and self.detect_now(t_s)
+        self.classified = 0
+        self._frame += 1
+        if detect:
+            self.schedule.detected(t_s)
+            self.tracker.update(t_s, boxes, [None] * len(boxes), looks)
+            self.carried = [self.tracker.tracks[tid] for tid in self.tracker.last_ids]
+            due = self.schedule.due(t_s, self.carried)
+            if not callable(probs):
+                due = [i for i in due if probs[i] is not None]
+            if due:
+                predictions = probs(due) if callable(probs) else [probs[i] for i in due]
+                for i, p in zip(due, predictions):
+                    tr = self.carried[i]
+                    self.tracker.observe(tr, t_s, p, self._frame - self._classified_at.get(tr.id, self._frame - 1))
+                    self._classified_at[tr.id] = self._frame
+                self.classified = len(due)
+        else:
+            self.carried = [tr for tr in self.carried if tr.id in self.tracker.tracks]
+        if len(self._classified_at) > 2 * len(self.tracker.tracks) + 16:  # forget tracks that ended
+            self._classified_at = {k: v for k, v in self._classified_at.items() if k in self.tracker.tracks}
+        tracks = Tracker.counted(self.carried)
         mood = self.mood.update(t_s, tracks, calm=not self.policy.raised)
         return tracks, mood, self.policy.update(t_s, mood.negative_share, mood.faces)
 
@@ -91,25 +132,43 @@ class Pipeline:
         """Calibrated probabilities per box, all faces in one batch."""
         return self.classifier.predict(self.crops(gray, boxes))
 
+    def detect(self, frame: Frame) -> list:
+        """The whole frame on a scan; between scans only windows around the faces being
+        tracked, when that takes fewer detector calls than the whole frame (tiles)."""
+        h, w = frame.image.shape[:2]
+        whole_calls = len(self.detector.windows_for(w, h)) if hasattr(self.detector, "windows_for") else 1
+        known = [tr.box for tr in self.monitor.carried if tr.id in self.tracker.tracks]
+        schedule = self.monitor.schedule
+        if schedule.scan_now(frame.t_s) or len(known) >= whole_calls:
+            schedule.scanned(frame.t_s)
+            return self.detector.detect(frame.image)
+        return detect_in(getattr(self.detector, "inner", self.detector), frame.image, focus_windows(known, w, h))
+
     def process(self, frame: Frame) -> FrameResult:
         t0 = time.perf_counter()
-        detections = self.detector.detect(frame.image)
+        detect = self.monitor.detect_now(frame.t_s)
+        detections = self.detect(frame) if detect else []
         t1 = time.perf_counter()
         boxes = [d.box for d in detections]
-        looks = []
-        if boxes:
-            crops = self.crops(to_gray(frame.image), boxes)
-            probs = self.classifier.predict(crops)
-            looks = [look(c) for c in crops]
-        else:
-            probs = np.zeros((0, len(self.classifier.labels)), np.float32)
+        crops = self.crops(to_gray(frame.image), boxes) if boxes else None
+        looks = [look(c) for c in crops] if boxes else []
+        spent = [0.0]
+
+        def classify(indices):  # only the faces the schedule picks
+            t = time.perf_counter()
+            out = self.classifier.predict(crops[indices])
+            spent[0] += time.perf_counter() - t
+            return out
+
         t2 = time.perf_counter()
-        tracks, mood, transition = self.monitor.update(frame.t_s, boxes, probs, looks)
+        tracks, mood, transition = self.monitor.update(frame.t_s, boxes if detect else None, classify, looks)
         t3 = time.perf_counter()
-        stage_s = {"detect": t1 - t0, "classify": t2 - t1, "track": t3 - t2}
-        self.timer.add(stage_s, len(boxes))
+        stage_s = {"detect": t1 - t0, "classify": spent[0], "track": (t3 - t1) - spent[0]}
+        self.timer.add(stage_s, self.monitor.classified, detect)
+        # every face with a mood to show, confirmed or not (carried boxes between detector frames)
+        faces = sorted((tr for tr in self.monitor.carried if tr.probs is not None), key=lambda tr: tr.id)
         return FrameResult(frame.index, frame.t_s, len(detections), tracks, mood, transition, self.policy.state, stage_s,
-                           list(self.tracker.seen))
+                           faces, detect, self.monitor.classified)
 
 
 def load_parts(cfg: Config):

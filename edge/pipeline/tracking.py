@@ -35,6 +35,7 @@ class Track:
     frames: int = 1  # frames since the track began (hits / frames: how steadily it is detected)
     classified: int = 0  # predictions received
     latest: np.ndarray | None = field(default=None)  # this frame's raw prediction
+    classified_t_s: float | None = None  # when the newest prediction was made (a schedule skips frames)
     look: np.ndarray | None = field(default=None)  # appearance (unit vector), smoothed
     confirmed: bool = False  # has had min_hits detections: counts as a person
 
@@ -91,13 +92,24 @@ class Tracker:
                 used.add(tid)
         return matched
 
-    def _smooth(self, tr: Track, p: np.ndarray | None) -> None:
-        tr.latest = p
+    def observe(self, tr: Track, t_s: float, p, frames: int = 1) -> None:
+        """A prediction for a track (None: not classified this frame). A frame without one
+        leaves the smoothed state as it was: being skipped by a schedule is not evidence. A
+        prediction standing for `frames` frames (a schedule classified this track that many
+        frames after the last time) weighs as much as that many equal per-frame predictions,
+        so the smoothing keeps its speed in seconds whatever the classification rate."""
+        tr.latest = None if p is None else np.asarray(p, np.float32)
         if p is None:
             return
-        a = self.cfg.ema_alpha
-        tr.probs = p.copy() if tr.probs is None else (1 - a) * tr.probs + a * p
+        a = 1 - (1 - self.cfg.ema_alpha) ** max(frames, 1)
+        tr.probs = tr.latest.copy() if tr.probs is None else (1 - a) * tr.probs + a * tr.latest
         tr.classified += 1
+        tr.classified_t_s = t_s
+
+    @staticmethod
+    def counted(tracks: list[Track]) -> list[Track]:
+        """The tracks that count as people with a mood: confirmed and classified at least once."""
+        return [tr for tr in tracks if tr.confirmed and tr.probs is not None]
 
     def update(self, t_s: float, boxes: list[BBox], probs: np.ndarray | Sequence[np.ndarray | None],
                looks: Sequence[np.ndarray | None] | None = None) -> list[Track]:
@@ -112,7 +124,6 @@ class Tracker:
         matched = self._match(boxes, looks, t_s)
         self.seen, self.last_ids = [], []
         for di, box in enumerate(boxes):
-            p = None if probs[di] is None else np.asarray(probs[di], np.float32)
             tid = matched.get(di)
             if tid is None:
                 tr = Track(self._next_id, box, None, t_s, t_s)
@@ -122,7 +133,7 @@ class Tracker:
                 tr = self.tracks[tid]
                 tr.box, tr.last_t_s = box, t_s
                 tr.hits += 1
-            self._smooth(tr, p)
+            self.observe(tr, t_s, probs[di])
             self._remember_look(tr, looks[di])
             self.last_ids.append(tr.id)
             tr.confirmed = tr.hits >= self.cfg.min_hits

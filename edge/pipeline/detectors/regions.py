@@ -80,6 +80,16 @@ def merge(dets: list[Detection]) -> list[Detection]:
     return kept
 
 
+def detect_in(detector: FaceDetector, frame: np.ndarray, wins) -> list[Detection]:
+    """`detector` on each window (x0, y0, x1, y1) of the frame; boxes in frame pixels, merged."""
+    found = []
+    for x0, y0, x1, y1 in wins:
+        for d in detector.detect(frame[y0:y1, x0:x1]):
+            b = d.box
+            found.append(Detection(BBox(b.x + x0, b.y + y0, b.w, b.h), d.score))
+    return merge(found) if len(wins) > 1 else found
+
+
 def _inside(small: BBox, big: BBox) -> float:
     """Share of `small`'s area inside `big`."""
     return small.intersect(big).area / small.area if small.area > 0 else 0.0
@@ -102,12 +112,7 @@ class RegionDetector(FaceDetector):
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
         h, w = frame.shape[:2]
-        found = []
-        for x0, y0, x1, y1 in self.windows_for(w, h):
-            for d in self.inner.detect(frame[y0:y1, x0:x1]):
-                b = d.box
-                found.append(Detection(BBox(b.x + x0, b.y + y0, b.w, b.h), d.score))
-        return merge(found) if len(self.windows_for(w, h)) > 1 else found
+        return detect_in(self.inner, frame, self.windows_for(w, h))
 
     def regions(self) -> str:
         """Where it looks, e.g. 'roi 0,0.2,1,0.6; 4x2 tiles, overlap 0.25 + whole (9 calls per frame)'."""

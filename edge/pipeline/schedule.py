@@ -1,0 +1,69 @@
+"""The compute budget: which frames run the detector and which tracks the classifier sees.
+
+Expressions change over seconds and the tracker smooths them, so each track is classified a
+few times a second, not in every frame: new tracks first, then the longest-waiting due ones,
+at most `max_per_frame` per frame (round robin). The detector runs a few times a second too
+(rates, not frame counts, so the budget holds at any camera fps); between detector frames the
+tracker carries the boxes of the last detection. A detector made of many calls (tiles) looks
+at the whole frame only `scan_hz` times a second, for newcomers; in its other frames it looks
+only around the faces being tracked.
+"""
+
+from __future__ import annotations
+
+from edge.config import ScheduleConfig
+from edge.pipeline.geometry import BBox
+from edge.pipeline.tracking import Track
+
+# Frame timestamps jitter; a track due within this much counts as due.
+_SLACK_S = 1e-3
+# A window around a known face is this many face sizes wide: a step between detector frames
+# stays inside it, and the face fills a share of it that a short-range detector finds.
+FOCUS_SIZES = 2.5
+
+
+def focus_windows(boxes: list[BBox], frame_w: int, frame_h: int) -> list[tuple[int, int, int, int]]:
+    """(x0, y0, x1, y1) around each box, FOCUS_SIZES times its larger side, inside the frame."""
+    out = []
+    for b in boxes:
+        half, (cx, cy) = FOCUS_SIZES * max(b.w, b.h) / 2, b.center
+        x0, y0 = max(0, int(cx - half)), max(0, int(cy - half))
+        x1, y1 = min(frame_w, int(cx + half)), min(frame_h, int(cy + half))
+        if x1 - x0 > 1 and y1 - y0 > 1:
+            out.append((x0, y0, x1, y1))
+    return out
+
+
+class Schedule:
+    def __init__(self, cfg: ScheduleConfig):
+        self.classify_hz, self.max_per_frame, self.detect_hz = cfg.classify_hz, cfg.classify_max_per_frame, cfg.detect_hz
+        self.scan_hz = cfg.scan_hz
+        self.detected_t_s: float | None = None  # when the detector last ran
+        self.scanned_t_s: float | None = None  # when it last looked at the whole frame
+
+    def detect_now(self, t_s: float) -> bool:
+        """Whether the frame at t_s runs the detector (call detected(t_s) when it does)."""
+        return self.detect_hz <= 0 or self.detected_t_s is None or t_s - self.detected_t_s >= 1 / self.detect_hz - _SLACK_S
+
+    def detected(self, t_s: float) -> None:
+        self.detected_t_s = t_s
+
+    def scan_now(self, t_s: float) -> bool:
+        """Whether this detector frame looks at the whole frame (call scanned(t_s) when it does)."""
+        return self.scan_hz <= 0 or self.scanned_t_s is None or t_s - self.scanned_t_s >= 1 / self.scan_hz - _SLACK_S
+
+    def scanned(self, t_s: float) -> None:
+        self.scanned_t_s = t_s
+
+    def due(self, t_s: float, tracks: list[Track]) -> list[int]:
+        """Indices of the tracks to classify at t_s: never classified first (in order), then
+        those whose last classification is oldest, among those due."""
+        if self.classify_hz <= 0:  # schedule off: every face in every frame
+            return list(range(len(tracks)))
+        new = [i for i, tr in enumerate(tracks) if tr.classified_t_s is None]
+        period = 1.0 / self.classify_hz
+        waiting = [i for i, tr in enumerate(tracks)
+                   if tr.classified_t_s is not None and t_s - tr.classified_t_s >= period - _SLACK_S]
+        waiting.sort(key=lambda i: tracks[i].classified_t_s)
+        picked = new + waiting
+        return picked[: self.max_per_frame] if self.max_per_frame else picked

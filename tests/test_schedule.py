@@ -1,0 +1,214 @@
+"""The compute budget: the classification/detection schedule, fixed batch slots, MAC counting."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from edge.card import ModelCard
+from edge.config import ConfigError, ScheduleConfig, TrackingConfig, load_config
+from edge.pipeline.detectors.base import Detection, FaceDetector
+from edge.pipeline.geometry import BBox
+from edge.pipeline.schedule import Schedule
+from edge.pipeline.sources import Frame
+from edge.pipeline.tracking import Track, Tracker
+
+FPS = 15.0
+
+
+def track(tid, classified_t_s):
+    return Track(tid, BBox(0, 0, 10, 10), None, 0.0, 0.0, classified_t_s=classified_t_s)
+
+
+def test_new_tracks_jump_the_queue_then_the_longest_waiting_go_first():
+    s = Schedule(ScheduleConfig(classify_hz=2.0, classify_max_per_frame=2))
+    tracks = [track(1, 0.1), track(2, None), track(3, 0.0), track(4, 0.9)]
+    assert s.due(1.0, tracks) == [1, 2]  # the new one, then the oldest classification
+    assert Schedule(ScheduleConfig(classify_hz=2.0, classify_max_per_frame=0)).due(1.0, tracks) == [1, 2, 0]
+    assert s.due(0.3, [track(1, 0.0)]) == []  # not due for another 0.2 s
+
+
+def test_schedule_off_classifies_every_face_in_every_frame():
+    s = Schedule(ScheduleConfig(classify_hz=0.0, classify_max_per_frame=2))
+    assert s.due(0.0, [track(i, 0.0) for i in range(5)]) == [0, 1, 2, 3, 4]
+
+
+def test_a_frame_without_a_prediction_is_not_evidence():
+    tr = Tracker(TrackingConfig(min_hits=2, ema_alpha=0.5))
+    sad, happy = np.eye(7, dtype=np.float32)[5], np.eye(7, dtype=np.float32)[3]
+    box = BBox(10, 10, 50, 50)
+    assert tr.update(0.0, [box], [sad]) == []  # not confirmed yet
+    seen = tr.update(0.1, [box], [None])  # seen, not classified: still a sad person
+    assert [t.id for t in seen] == [1] and seen[0].top == 5 and seen[0].probs[5] == 1.0
+    seen = tr.update(0.2, [box], [happy])
+    assert np.allclose(seen[0].probs[[3, 5]], [0.5, 0.5])  # one EMA step, not three
+    # a new track that was never classified has no mood to count
+    assert [t.id for t in tr.update(0.3, [box, BBox(300, 300, 50, 50)], [None, None])] == [1]
+
+
+def test_the_detector_rate_holds_at_any_camera_fps():
+    for fps, every in ((15, 3), (30, 6), (5, 1), (10, 2)):
+        s, ran = Schedule(ScheduleConfig(detect_hz=5.0)), []
+        for i in range(int(3 * fps)):
+            if s.detect_now(i / fps):
+                s.detected(i / fps)
+                ran.append(i)
+        assert set(np.diff(ran).tolist()) == {every}, fps
+    off = Schedule(ScheduleConfig.every_frame())
+    assert off.detect_now(0.0) and (off.detected(0.0) or off.detect_now(0.01))
+
+
+def test_a_prediction_after_skipped_frames_weighs_as_those_frames_would():
+    tr = Tracker(TrackingConfig(min_hits=1, ema_alpha=0.3))
+    sad, happy = np.eye(7, dtype=np.float32)[5], np.eye(7, dtype=np.float32)[3]
+    box = BBox(10, 10, 50, 50)
+    per_frame, scheduled = tr.update(0.0, [box], [sad])[0], Tracker(TrackingConfig(min_hits=1, ema_alpha=0.3))
+    sch = scheduled.update(0.0, [box], [sad])[0]
+    for i in range(1, 5):
+        tr.update(i / 15, [box], [happy])
+    scheduled.update(4 / 15, [box], [None])
+    scheduled.observe(sch, 4 / 15, happy, frames=4)
+    assert np.allclose(sch.probs, per_frame.probs) and sch.probs[3] == pytest.approx(1 - 0.7 ** 4)
+
+
+def test_schedule_config_is_strict():
+    with pytest.raises(ConfigError, match="schedule.detect_hz"):
+        load_config(None, {"schedule.detect_hz": -1.0})
+    with pytest.raises(ConfigError, match="schedule.classify_hz"):
+        load_config(None, {"schedule.classify_hz": -1.0})
+
+
+class CountingDetector(FaceDetector):
+    """A detector we own for tests: `find(frame)` gives the faces; calls are counted."""
+
+    key = "blazeface"
+
+    def __init__(self, find):
+        self.calls, self.find = 0, find
+
+    def detect(self, frame):
+        self.calls += 1
+        return self.find(frame)
+
+
+def still_faces(frame):
+    """Four faces that do not move."""
+    return [Detection(BBox(40 + 150 * i, 100, 110, 120), 0.9) for i in range(4)]
+
+
+def bright_square(frame):
+    """The bright square in whatever window the detector is given."""
+    ys, xs = np.nonzero(frame[..., 0] > 128)
+    if not len(xs):
+        return []
+    return [Detection(BBox(xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1), 0.9)]
+
+
+@pytest.fixture(scope="module")
+def shipped_classifier():
+    from edge.models import default_model_path
+    from edge.pipeline.classifier import Classifier
+    from edge.errors import UserError
+
+    try:
+        return Classifier(default_model_path())
+    except UserError as exc:
+        pytest.skip(f"needs the shipped default model: {exc}")
+
+
+def run_frames(cfg, clf, seconds=4.0):
+    from edge.pipeline.core import Pipeline
+
+    det = CountingDetector(still_faces)
+    pipe = Pipeline(cfg, clf, det)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
+    results, classified_at = [], {}  # track id -> times it was classified (tracks are live objects)
+    for i in range(int(seconds * FPS)):
+        results.append(pipe.process(Frame(image, i / FPS, i)))
+        for t in results[-1].tracks:
+            classified_at.setdefault(t.id, set()).add(t.classified_t_s)
+    return results, det, classified_at
+
+
+def test_each_face_is_classified_at_the_rate_within_the_frame_budget(shipped_classifier):
+    cfg = load_config(None, {"schedule.classify_hz": 2.0, "schedule.classify_max_per_frame": 2,
+                             "schedule.detect_hz": 5.0})
+    results, det, when = run_frames(cfg, shipped_classifier)
+    assert det.calls == len(results) // 3  # 5 Hz at 15 fps: the detector on every third frame only
+    assert max(r.classified for r in results) == 2
+    assert all(r.classified == 0 for r in results if not r.detected)
+    assert len(when) == 4
+    for times in when.values():
+        gaps = np.diff(sorted(times))
+        # at least the period apart; late by at most two detector frames (the per-frame cap)
+        assert len(gaps) >= 4 and gaps.min() >= 0.5 - 1e-6 and gaps.max() <= 0.5 + 2 * 3 / FPS + 1e-6
+    # carried frames report the same people as detector frames
+    assert {len(r.tracks) for r in results[10:]} == {4}
+    per_frame, _, _ = run_frames(dataclasses.replace(
+        cfg, schedule=ScheduleConfig.every_frame()), shipped_classifier)
+    work = sum(r.classified for r in per_frame) / sum(r.classified for r in results)
+    assert work >= 5, work
+
+
+def test_batches_are_padded_to_fixed_slots_with_the_same_answers(shipped_classifier):
+    clf = shipped_classifier
+    rng = np.random.default_rng(1)
+    crops = rng.integers(0, 255, (9, clf.card.input_size, clf.card.input_size), dtype=np.uint8)
+    one_by_one = np.concatenate([clf.raw_probs(c) for c in crops])
+    for n in range(1, 10):
+        assert np.allclose(clf.raw_probs(crops[:n]), one_by_one[:n], atol=1e-6)
+    assert set(clf._slots) == {1, 2, 4, 8}
+
+
+def test_old_cards_load_without_a_mac_count():
+    import json
+
+    from edge.card import CardError
+    from edge.models import default_model_path
+
+    d = json.loads(default_model_path().with_name("model.json").read_text())
+    assert ModelCard.from_dict(d).macs_per_invoke > 0
+    del d["macs_per_invoke"]  # cards written before the field
+    assert ModelCard.from_dict(d).macs_per_invoke == 0
+    with pytest.raises(CardError, match="macs_per_invoke"):
+        ModelCard.from_dict({**d, "macs_per_invoke": -5})
+
+
+def test_macs_are_counted_from_the_model_ops(tmp_path):
+    tf = pytest.importorskip("tensorflow")
+    from edge.pipeline.cost import model_macs
+
+    inp = tf.keras.Input((8, 8, 1))
+    x = tf.keras.layers.Conv2D(4, 3, padding="same")(inp)
+    x = tf.keras.layers.DepthwiseConv2D(3, padding="same")(x)
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    out = tf.keras.layers.Dense(3)(x)
+    path = tmp_path / "m.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inp, out)).convert())
+    m = model_macs(path)
+    assert m["by_op"] == {"CONV_2D": 8 * 8 * 4 * 3 * 3 * 1, "DEPTHWISE_CONV_2D": 8 * 8 * 4 * 3 * 3,
+                          "FULLY_CONNECTED": 4 * 3}
+    assert m["total"] == sum(m["by_op"].values())
+
+
+def test_between_scans_a_tiled_detector_looks_only_around_known_faces(shipped_classifier):
+    from edge.pipeline.core import Pipeline
+    from edge.pipeline.detectors.regions import RegionDetector
+
+    inner = CountingDetector(bright_square)
+    det = RegionDetector(inner, tiles=(4, 3), whole=True)  # 13 calls for the whole frame
+    cfg = load_config(None, {"schedule.detect_hz": 5.0, "schedule.scan_hz": 1.0})
+    pipe = Pipeline(cfg, shipped_classifier, det)
+    image = np.zeros((480, 640, 3), np.uint8)
+    calls, boxes = [], []
+    for i in range(30):  # 2 s at 15 fps; the face walks right 2 px a frame
+        image[:] = 0
+        image[200:280, 100 + 2 * i:180 + 2 * i] = 255
+        before = inner.calls
+        r = pipe.process(Frame(image, i / FPS, i))
+        calls.append(inner.calls - before)
+        boxes += [t.box.x for t in r.faces] if r.detected else []
+    detector_frames = [c for c in calls[::3]]
+    assert detector_frames == [13, 1, 1, 1, 1, 13, 1, 1, 1, 1]  # a scan a second, one window between
+    assert boxes[-1] == 100 + 2 * 27  # the focused windows followed the face
