@@ -134,7 +134,7 @@ def test_temperature_scaling_lowers_nll_on_overconfident_probs():
 def test_temperature_against_vote_distributions():
     """Soft targets as sure as the annotators: a fit against them undoes the overconfidence."""
     from convert.calibrate import calibration_report, fit_temperature, nll
-    from edge.classifier import apply_temperature
+    from edge.pipeline.classifier import apply_temperature
 
     rng = np.random.default_rng(1)
     logits = rng.normal(0, 1, (2000, 7))

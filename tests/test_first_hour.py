@@ -393,8 +393,10 @@ def test_the_demo_scene_reads_as_its_ground_truth_to_the_shipped_model():
     from edge.pipeline.core import Pipeline
     from edge.pipeline.sources import Frame
     from edge.pipeline.core import load_parts
+    from edge.config import ScheduleConfig
 
     cfg = Config()
+    cfg.schedule = ScheduleConfig.every_frame()  # a still moment: every face detected and read in every frame
     classifier, detector = load_parts(cfg)
     scene = Scene()
     for t_s in (2.0, 10.0, 22.0):

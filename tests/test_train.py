@@ -121,7 +121,7 @@ def test_init_from_a_different_architecture_is_one_sentence(tiny_run, synthetic_
 
 def test_init_from_an_int8_tflite_recovers_the_model(tiny_run, tiny_converted, synthetic_dataset, cache_env):
     """The Keras weights are rebuilt from the int8 file (BN unfolded): same predictions as int8."""
-    from edge.classifier import Classifier
+    from edge.pipeline.classifier import Classifier
     from train.data import load_dataset
     from train.from_tflite import load_from_tflite
 

@@ -33,7 +33,7 @@ class AugmentConfig:
 def degrade(x: np.ndarray, side: int) -> np.ndarray:
     """A uint8 (n, s, s) batch shrunk to side x side and scaled back up, as the edge path
     resizes a small face crop to the model's input."""
-    from edge.preprocess import resize_square
+    from edge.pipeline.preprocess import resize_square
 
     s = x.shape[1]
     return np.stack([resize_square(resize_square(img, side), s) for img in x]) if len(x) else x.copy()
@@ -44,7 +44,7 @@ def _camera(img: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -> np
     upscale the edge path does; float32 in and out."""
     import cv2
 
-    from edge.preprocess import resize_square
+    from edge.pipeline.preprocess import resize_square
 
     s = img.shape[0]
     img = np.clip(img, 0, 255)

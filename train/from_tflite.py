@@ -34,7 +34,7 @@ def _dequantize(interp, detail) -> np.ndarray:
 def _folded_ops(path: Path, layer_names: list[str]) -> dict[str, list[dict]]:
     """Keras layer name -> the tflite ops holding its weights, in graph order: each op's
     dequantized weights and bias and whether it reads the model input."""
-    from edge.runtime import load_interpreter
+    from edge.pipeline.runtime import load_interpreter
 
     interp = load_interpreter(path)
     details = {d["index"]: d for d in interp.get_tensor_details()}
