@@ -26,11 +26,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from benchmarks.face_bank import FaceBank
+from edge.config import MoodConfig
+from edge.labels import LABELS
 from edge.pipeline.geometry import BBox
 
 W, H = 640, 480
-CALM = ("happy", "neutral", "surprise")  # faces are drawn from these classes' files, as often as FER2013 has them
-UNHAPPY = ("angry", "disgust", "fear", "sad")
+# Ground truth: the product's own negative classes are unhappy, the rest calm; faces are drawn
+# from these classes' files, as often as FER2013 has them.
+UNHAPPY = tuple(MoodConfig().negative)
+CALM = tuple(label for label in LABELS if label not in UNHAPPY)
 
 
 @dataclass(frozen=True)

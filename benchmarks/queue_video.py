@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.queue_sim import SimResult, Scenario, identity, score
+from benchmarks.queue_sim import CALM, UNHAPPY, SimResult, Scenario, identity, score
 
 FPS = 5.0
 SPOTS = [(30, 140, 150), (245, 120, 160), (460, 150, 140)]  # (x, y, width) per spot
@@ -166,8 +166,8 @@ def run_scenes(cfg, data: Path, kinds, folder: Path, seed: int) -> list[dict]:
     for name, img in load_val_faces(data, 1500, seed):
         if img is not None:
             by_class.setdefault(name.split("/")[0], []).append(img)
-    calm_pool = [f for c in ("happy", "neutral", "surprise") for f in by_class.get(c, [])]
-    unhappy_pool = [f for c in ("angry", "sad", "fear", "disgust") for f in by_class.get(c, [])]
+    calm_pool = [f for c in CALM for f in by_class.get(c, [])]
+    unhappy_pool = [f for c in UNHAPPY for f in by_class.get(c, [])]
     calm, unhappy = pick(detector, calm_pool, 3), pick(detector, unhappy_pool, 2)
     if min(map(len, calm)) < 3 or min(map(len, unhappy)) < 2:
         raise UserError("The detector does not find enough FER2013 faces steadily at the scene's spots "
