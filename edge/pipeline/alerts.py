@@ -25,21 +25,23 @@ class AlertPolicy:
         """Advance to time t_s; returns "raised" or "cleared" on a transition, else None."""
         if not self.raised:
             hot = faces >= self.cfg.min_faces and negative_share >= self.cfg.raise_share and t_s >= self._cooldown_until
-            if not hot:
-                self._since = None
-                return None
-            self._since = t_s if self._since is None else self._since
-            if t_s - self._since >= self.cfg.raise_after_s:
-                self.raised, self._since = True, None
+            if self._held(hot, t_s, self.cfg.raise_after_s):
+                self.raised = True
                 return "raised"
             return None
-        calm = negative_share < self.cfg.clear_share
-        if not calm:
-            self._since = None
-            return None
-        self._since = t_s if self._since is None else self._since
-        if t_s - self._since >= self.cfg.clear_after_s:
-            self.raised, self._since = False, None
+        if self._held(negative_share < self.cfg.clear_share, t_s, self.cfg.clear_after_s):
+            self.raised = False
             self._cooldown_until = t_s + self.cfg.cooldown_s
             return "cleared"
         return None
+
+    def _held(self, condition: bool, t_s: float, need_s: float) -> bool:
+        """Whether `condition` has held without a break for need_s up to t_s (the hysteresis timer)."""
+        if not condition:
+            self._since = None
+            return False
+        self._since = t_s if self._since is None else self._since
+        if t_s - self._since >= need_s:
+            self._since = None
+            return True
+        return False
