@@ -31,6 +31,11 @@ min_faces = 1
 raise_share = 0.01
 clear_share = 0.0
 raise_after_s = 0.0
+[schedule]  # every face of every frame: a file is read as fast as it is processed, so this keeps the run long enough to watch
+classify_hz = 0
+classify_max_per_frame = 0
+detect_hz = 0
+scan_hz = 0
 [status]
 port = {port}
 token = "{token}"
