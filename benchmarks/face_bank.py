@@ -78,6 +78,23 @@ class FaceBank:
     def width_index(self, width_px: float) -> int:
         return int(np.argmin([abs(w - width_px) for w in self.widths_px]))
 
+    def relabel_by_votes(self, root: Path, votes) -> dict:
+        """Take each face's class from the FER+ annotators' majority instead of FER2013's one
+        label (which the ten annotators overrule on about a third of the images); a face with a
+        tied or doubtful vote, or none, is left out (class -1). Returns what changed."""
+        from train.votes import majority
+
+        dataset = Path(root).resolve().parent
+        new = np.full(len(self.files), -1, np.int16)
+        for i, f in enumerate(self.files):
+            key = Path(f).resolve().relative_to(dataset).as_posix()
+            if key in votes.counts and key not in votes.doubtful:
+                new[i] = majority(votes.counts[key])
+        info = {"truth": "FER+ majority", "votes": votes.source, "kept": int((new >= 0).sum()),
+                "left_out": int((new < 0).sum()), "changed_class": int(((new >= 0) & (new != self.face_labels)).sum())}
+        self.face_labels = new
+        return info
+
     def faces_of(self, classes: list[str]) -> np.ndarray:
         idx = [self.labels.index(c) for c in classes]
         return np.flatnonzero(np.isin(self.face_labels, idx))

@@ -57,7 +57,10 @@ class Scenario:
     flicker_rate: float = 0.02  # share of frames in which a flicker spot is "detected"
     drift: float = 0.05  # a person's typical distance from their spot, in face widths
     box_jitter: float = 0.03  # detector box noise per frame, in face widths
-    jitter_hold: float = 0.7  # chance a frame keeps the previous frame's camera view (views are correlated)
+    # A person's camera view (pose, light, blur) changes this often, in seconds, not frames: a
+    # faster camera sees the same look more often, not more independent looks. 1.8/s keeps a
+    # 5 fps frame's view with chance 0.7.
+    view_change_hz: float = 1.8
 
     @property
     def calm_only(self) -> bool:
@@ -190,7 +193,7 @@ class Simulation:
                 continue
             if r.random() < sc.miss_rate:
                 continue
-            if r.random() > sc.jitter_hold:
+            if r.random() > math.exp(-sc.view_change_hz * dt):
                 p.view = r.randrange(self.views)
             w, jit = p.width * (1 + r.gauss(0, sc.box_jitter)), sc.box_jitter * p.width
             x, y = cx + p.off[0] + r.gauss(0, jit), cy + p.off[1] + r.gauss(0, jit)

@@ -1,12 +1,13 @@
 """Level (b) of the scenario benchmark: a few rendered queue videos through the whole
 pipeline, the `edge run` loop itself (detector, crop, classifier, tracker, mood, alert).
 
-A scene has three spots; people (FER2013 val faces the configured detector finds at the
-rendered size, upscaled onto the background of benchmarks/scenes.py) arrive, drift a few
-pixels and leave; in the unhappy period two of the three either turn unhappy (their face is
-swapped for an unhappy one and back) or leave and are replaced by unhappy newcomers. Bare
-FER2013 crops are not whole heads, so the faces are large (120-160 px) for the detector to
-find them; the simulated level covers the 40-160 px range.
+A scene has three spots at queue distance (faces 48-64 px wide in a 640x480 frame); people
+(whole heads: FER2013 val faces blended into a head with hair, ears, neck and clothes, as in
+heads.py, picked only if the configured detector finds them steadily there) arrive, drift a
+few pixels and leave; in the unhappy period two of the three either turn unhappy (their face
+is swapped for an unhappy one and back) or leave and are replaced by unhappy newcomers. Calm
+or unhappy follows the FER+ annotators' majority when a votes file is given, else FER2013's
+folder label.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.queue_sim import CALM, UNHAPPY, SimResult, Scenario, identity, score
+from edge.labels import LABELS
 
 FPS = 5.0
-SPOTS = [(30, 140, 150), (245, 120, 160), (460, 150, 140)]  # (x, y, width) per spot
+SPOTS = [(50, 150, 64), (270, 130, 56), (480, 170, 48)]  # (head x, head y, face width) per spot
 CALM_S, UNHAPPY_S = 60.0, 60.0
 
 
@@ -56,9 +58,10 @@ def script(kind: str, calm: list[list[int]], unhappy: list[list[int]]) -> tuple[
     return visits, []
 
 
-def frame(t: float, i: int, visits: list[Visit], faces: list[np.ndarray]):
-    """The BGR frame at time t and the truth boxes [(person id, x, y, w, h)]."""
-    from benchmarks.scenes import background, place
+def frame(t: float, i: int, visits: list[Visit], heads: list):
+    """The BGR frame at time t and the truth face boxes [(person id, x, y, w, h)]."""
+    from benchmarks.heads import paste_head
+    from benchmarks.scenes import background
 
     img = background(i)
     truth = []
@@ -68,14 +71,13 @@ def frame(t: float, i: int, visits: list[Visit], faces: list[np.ndarray]):
         x, y, w = SPOTS[v.spot]
         x += int(round(4 * math.sin(t / 3 + v.pid)))
         y += int(round(3 * math.cos(t / 4 + v.pid)))
-        face = faces[v.face_at(t)]
-        place(img, face, x, y, w)
-        truth.append((v.pid, x, y, w, int(round(face.shape[0] * w / face.shape[1]))))
+        fx, fy, fw, fh = paste_head(img, heads[v.face_at(t)], x, y, w)
+        truth.append((v.pid, int(round(fx)), int(round(fy)), int(round(fw)), int(round(fh))))
     return img, truth
 
 
-def steady(detector, face: np.ndarray, spot: int) -> bool:
-    """The detector finds this face alone at this spot in every one of 6 frames of its drift."""
+def steady(detector, face, spot: int) -> bool:
+    """The detector finds this head's face alone at this spot in every one of 6 frames of its drift."""
 
     v = Visit(0, spot, 0.0, 1e9, [(0.0, 0)])
     for k in range(6):
@@ -85,7 +87,7 @@ def steady(detector, face: np.ndarray, spot: int) -> bool:
     return True
 
 
-def pick(detector, pool: list[np.ndarray], per_spot: int) -> list[list[np.ndarray]]:
+def pick(detector, pool: list, per_spot: int) -> list[list]:
     """Per spot, `per_spot` faces from the pool that the detector finds steadily there."""
     out, used = [], set()
     for spot in range(len(SPOTS)):
@@ -100,7 +102,7 @@ def pick(detector, pool: list[np.ndarray], per_spot: int) -> list[list[np.ndarra
     return out
 
 
-def run_scene(cfg, kind: str, calm: list[np.ndarray], unhappy: list[np.ndarray], folder: Path) -> dict:
+def run_scene(cfg, kind: str, calm: list[list], unhappy: list[list], folder: Path) -> dict:
     from benchmarks.scenes import write_video
     from edge.service.app import RunOptions, run
 
@@ -153,19 +155,29 @@ def match(box, truth) -> int:
     return pid
 
 
-def run_scenes(cfg, data: Path, kinds, folder: Path, seed: int) -> list[dict]:
-    """Renders and runs each scene kind with the config's detector and model."""
+def run_scenes(cfg, data: Path, kinds, folder: Path, seed: int, votes=None) -> list[dict]:
+    """Renders and runs each scene kind with the config's detector and model. votes (FER+):
+    a face is calm or unhappy by the annotators' majority (ties and doubtful faces unused)."""
     import copy
 
     from benchmarks.detector_recall import load_val_faces
+    from benchmarks.heads import FER_FRAME, astronaut_head, blend_face
     from edge.errors import UserError
     from edge.pipeline.core import load_parts
 
     _, detector = load_parts(cfg)
-    by_class: dict[str, list[np.ndarray]] = {}
+    template = astronaut_head()
+    by_class: dict[str, list] = {}
     for name, img in load_val_faces(data, 1500, seed):
-        if img is not None:
-            by_class.setdefault(name.split("/")[0], []).append(img)
+        label = name.split("/")[0]
+        if votes is not None:
+            from train.votes import majority
+
+            key = f"val/{name}"
+            k = majority(votes.counts[key]) if key in votes.counts and key not in votes.doubtful else -1
+            label = LABELS[k] if k >= 0 else None
+        if img is not None and label:
+            by_class.setdefault(label, []).append(blend_face(template, img, FER_FRAME, "fer", label))
     calm_pool = [f for c in CALM for f in by_class.get(c, [])]
     unhappy_pool = [f for c in UNHAPPY for f in by_class.get(c, [])]
     calm, unhappy = pick(detector, calm_pool, 3), pick(detector, unhappy_pool, 2)

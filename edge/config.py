@@ -73,7 +73,7 @@ class TrackingConfig:
     iou_match: float = 0.3  # a detection continues a track when their boxes overlap this much
     max_gap_s: float = 3.0  # a track unseen this long has left (bridges short occlusions)
     ema_alpha: float = 0.3  # weight of the newest prediction in a track's smoothed probabilities
-    min_hits: int = 3  # detections before a track counts as a person
+    min_hits: int = 1  # detections before a track counts as a person (the mood has its own guard: min_seen_s)
     min_look_similarity: float = 0.5  # after a gap of >= 1 s a detection continues a track only if it looks this alike (0: off)
 
     def validate(self, p):

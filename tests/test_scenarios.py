@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -127,3 +128,51 @@ def test_rendered_scene_scripts_hold_the_truth(kind):
             assert n_unhappy == 2 and len(shown) == 3, (t, shown)
         elif not any(s <= t < e for s, e in periods):
             assert n_unhappy == 0, (t, shown)
+
+
+def test_fer_plus_majority_replaces_the_folder_label_and_drops_unsure_faces(tmp_path):
+    from edge.labels import FERPLUS_CLASSES, FERPLUS_DOUBTFUL, FERPLUS_UNUSED
+    from train.votes import read_votes
+
+    cols = [*FERPLUS_CLASSES, *FERPLUS_DOUBTFUL, *FERPLUS_UNUSED]
+
+    def row(file, **votes):
+        return ",".join([file] + [str(votes.get(c, 0)) for c in cols])
+
+    fer = {v: k for k, v in FERPLUS_CLASSES.items()}  # our label -> FER+ column
+    (tmp_path / "votes.csv").write_text("\n".join([
+        "file," + ",".join(cols),
+        row("val/neutral/a.png", **{fer["sad"]: 7, fer["neutral"]: 3}),  # annotators say sad
+        row("val/happy/b.png", **{fer["happy"]: 9, fer["neutral"]: 1}),  # they agree
+        row("val/angry/c.png", **{fer["angry"]: 4, fer["disgust"]: 4}),  # a tie
+        row("val/sad/d.png", **{fer["sad"]: 2, FERPLUS_DOUBTFUL[0]: 8}),  # mostly unknown / not a face
+    ]) + "\n")
+    files = [str(tmp_path / "val" / c / f) for c, f in
+             [("neutral", "a.png"), ("happy", "b.png"), ("angry", "c.png"), ("sad", "d.png"), ("fear", "e.png")]]
+    folder = np.array([LABELS.index(Path(f).parent.name) for f in files], np.int16)
+    bank = FaceBank(list(LABELS), folder.copy(), np.zeros((5, 1, 1, 7), np.float32), (48,), files)
+    info = bank.relabel_by_votes(tmp_path / "val", read_votes(tmp_path / "votes.csv"))
+    assert list(bank.face_labels) == [LABELS.index("sad"), LABELS.index("happy"), -1, -1, -1]
+    assert info["kept"] == 2 and info["left_out"] == 3 and info["changed_class"] == 1
+    assert list(bank.faces_of(["sad"])) == [0] and list(bank.faces_of(["angry", "fear"])) == []
+
+
+def test_rendered_scene_puts_whole_heads_where_the_detector_finds_them(fer_faces):
+    """Level (b) renders heads at queue distance; the faces it picks are found at their truth boxes."""
+    import cv2
+
+    from benchmarks.heads import FER_FRAME, astronaut_head, blend_face
+    from benchmarks.queue_video import SPOTS, Visit, frame, match, pick
+    from edge.pipeline.core import load_parts
+
+    _, detector = load_parts(load_config(None))
+    template = astronaut_head()
+    pool = [blend_face(template, cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), FER_FRAME, "fer")
+            for p in sorted(fer_faces.glob("*/*.jpg"))[:60]]
+    spots = pick(detector, pool, 1)
+    assert all(len(s) == 1 for s in spots)
+    visits = [Visit(k + 1, k, 0.0, 10.0, [(0.0, k)]) for k in range(len(SPOTS))]
+    img, truth = frame(2.0, 7, visits, [s[0] for s in spots])
+    assert img.shape == (480, 640, 3) and [w for *_, w, _ in truth] == [w for *_, w in SPOTS]
+    found = sorted(match(d.box, truth) for d in detector.detect(img))
+    assert found == [1, 2, 3]
