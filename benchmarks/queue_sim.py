@@ -239,7 +239,7 @@ class Simulation:
             share[i], faces[i] = mood.negative_share, mood.faces
             if tr:
                 transitions.append((t, tr))
-            for pid, tid in zip(who, tracker.last_ids):
+            for pid, tid in zip(who, tracker.last_ids if self.monitor.detected else []):  # only fresh detections
                 track_people.setdefault(tid, set()).add(pid)
                 if pid > 0:
                     v = visits.setdefault(pid, {"first": t, "last": t, "tracks": set()})

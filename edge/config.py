@@ -72,14 +72,17 @@ class TrackingConfig:
 
     iou_match: float = 0.3  # a detection continues a track when their boxes overlap this much
     max_gap_s: float = 3.0  # a track unseen this long has left (bridges short occlusions)
-    ema_alpha: float = 0.3  # weight of the newest prediction in a track's smoothed probabilities
+    # time constant of a track's smoothed probabilities, in seconds, whatever the camera fps and
+    # classification rate: a prediction dt seconds after the last weighs 1 - exp(-dt / smooth_s)
+    # (0.56 s: the old per-frame weight 0.3 at 5 fps)
+    smooth_s: float = 0.56
     min_hits: int = 1  # detections before a track counts as a person (the mood has its own guard: min_seen_s)
     min_look_similarity: float = 0.5  # after a gap of >= 1 s a detection continues a track only if it looks this alike (0: off)
 
     def validate(self, p):
         _check(0 < self.iou_match < 1, f"{p}.iou_match", self.iou_match, "a number between 0 and 1")
         _range(self.max_gap_s, 0, HOUR_S, f"{p}.max_gap_s", lo_open=True)
-        _check(0 < self.ema_alpha <= 1, f"{p}.ema_alpha", self.ema_alpha, "a number in (0, 1]")
+        _range(self.smooth_s, 0, HOUR_S, f"{p}.smooth_s")
         _range(self.min_hits, 1, 10_000, f"{p}.min_hits", "an integer")
         _check(0 <= self.min_look_similarity < 1, f"{p}.min_look_similarity", self.min_look_similarity,
                "a number in [0, 1)")

@@ -56,7 +56,7 @@ def test_flicker_inside_the_band_never_clears():
 
 
 def test_tracker_keeps_ids_and_expires_after_gap():
-    tr = Tracker(TrackingConfig(iou_match=0.3, max_gap_s=1.0, ema_alpha=0.5, min_hits=2))
+    tr = Tracker(TrackingConfig(iou_match=0.3, max_gap_s=1.0, smooth_s=0.5, min_hits=2))
     p = np.eye(7, dtype=np.float32)
     a, b = BBox(100, 100, 80, 80), BBox(400, 100, 80, 80)
     assert tr.update(0.0, [a, b], p[[3, 0]]) == []  # not confirmed yet
@@ -72,7 +72,7 @@ def test_tracker_keeps_ids_and_expires_after_gap():
 
 
 def test_mood_counts_people_in_the_window_not_frames():
-    tr = Tracker(TrackingConfig(min_hits=1, ema_alpha=1.0))
+    tr = Tracker(TrackingConfig(min_hits=1, smooth_s=0.0))
     mw = MoodWindow(list(LABELS), MoodConfig(window_s=5, negative=["angry", "sad"], min_confidence=0.5, score="votes",
                                              min_seen_s=0.0))
     p = np.eye(7, dtype=np.float32)
@@ -108,7 +108,7 @@ def onehot(label: str) -> np.ndarray:
 
 
 def test_a_detection_without_prediction_follows_its_track_and_keeps_its_mood():
-    tr = Tracker(TrackingConfig(min_hits=1, ema_alpha=1.0))
+    tr = Tracker(TrackingConfig(min_hits=1, smooth_s=0.0))
     tr.update(0.0, [BBox(100, 100, 80, 80)], [onehot("sad")])
     seen = tr.update(0.2, [BBox(102, 100, 80, 80), BBox(400, 100, 80, 80)], [None, None])
     assert tr.last_ids == [1, 2]
@@ -120,7 +120,7 @@ def test_a_detection_without_prediction_follows_its_track_and_keeps_its_mood():
 
 def test_the_scores_votes_expected_and_change():
     p = np.array([0.3, 0.0, 0.0, 0.2, 0.3, 0.2, 0.0], np.float32)  # 50% negative, top class neutral/angry tie
-    tr = Tracker(TrackingConfig(min_hits=1, ema_alpha=1.0))
+    tr = Tracker(TrackingConfig(min_hits=1, smooth_s=0.0))
     seen = tr.update(0.0, [BBox(0, 0, 50, 50)], [p])
     assert MoodWindow(list(LABELS), mood_cfg(score="expected")).update(0.0, seen).negative == pytest.approx(0.5)
     # change: a face that looks half-negative from the start scores 0, then 1 once it has risen by FULL_RISE

@@ -1,6 +1,7 @@
 """The compute budget: the classification/detection schedule, fixed batch slots, MAC counting."""
 
 import dataclasses
+import math
 
 import numpy as np
 import pytest
@@ -34,14 +35,15 @@ def test_schedule_off_classifies_every_face_in_every_frame():
 
 
 def test_a_frame_without_a_prediction_is_not_evidence():
-    tr = Tracker(TrackingConfig(min_hits=2, ema_alpha=0.5))
+    tr = Tracker(TrackingConfig(min_hits=2, smooth_s=0.5))
     sad, happy = np.eye(7, dtype=np.float32)[5], np.eye(7, dtype=np.float32)[3]
     box = BBox(10, 10, 50, 50)
     assert tr.update(0.0, [box], [sad]) == []  # not confirmed yet
     seen = tr.update(0.1, [box], [None])  # seen, not classified: still a sad person
     assert [t.id for t in seen] == [1] and seen[0].top == 5 and seen[0].probs[5] == 1.0
     seen = tr.update(0.2, [box], [happy])
-    assert np.allclose(seen[0].probs[[3, 5]], [0.5, 0.5])  # one EMA step, not three
+    a = 1 - math.exp(-0.2 / 0.5)  # one step weighed by the 0.2 s since the last prediction
+    assert np.allclose(seen[0].probs[[3, 5]], [a, 1 - a])
     # a new track that was never classified has no mood to count
     assert [t.id for t in tr.update(0.3, [box, BBox(300, 300, 50, 50)], [None, None])] == [1]
 
@@ -58,17 +60,21 @@ def test_the_detector_rate_holds_at_any_camera_fps():
     assert off.detect_now(0.0) and (off.detected(0.0) or off.detect_now(0.01))
 
 
-def test_a_prediction_after_skipped_frames_weighs_as_those_frames_would():
-    tr = Tracker(TrackingConfig(min_hits=1, ema_alpha=0.3))
+def test_smoothing_runs_in_seconds_whatever_the_rate_of_predictions():
+    """Four predictions at 15 fps and one scheduled prediction 4/15 s later leave the same state."""
     sad, happy = np.eye(7, dtype=np.float32)[5], np.eye(7, dtype=np.float32)[3]
     box = BBox(10, 10, 50, 50)
-    per_frame, scheduled = tr.update(0.0, [box], [sad])[0], Tracker(TrackingConfig(min_hits=1, ema_alpha=0.3))
-    sch = scheduled.update(0.0, [box], [sad])[0]
+    tr, scheduled = Tracker(TrackingConfig(smooth_s=0.5)), Tracker(TrackingConfig(smooth_s=0.5))
+    per_frame, sch = tr.update(0.0, [box], [sad])[0], scheduled.update(0.0, [box], [sad])[0]
     for i in range(1, 5):
         tr.update(i / 15, [box], [happy])
     scheduled.update(4 / 15, [box], [None])
-    scheduled.observe(sch, 4 / 15, happy, frames=4)
-    assert np.allclose(sch.probs, per_frame.probs) and sch.probs[3] == pytest.approx(1 - 0.7 ** 4)
+    scheduled.observe(sch, 4 / 15, happy)
+    assert np.allclose(sch.probs, per_frame.probs) and sch.probs[3] == pytest.approx(1 - math.exp(-(4 / 15) / 0.5))
+    off = Tracker(TrackingConfig(smooth_s=0.0))  # no smoothing: the latest prediction
+    t = off.update(0.0, [box], [sad])[0]
+    off.update(0.1, [box], [happy])
+    assert np.allclose(t.probs, happy)
 
 
 def test_schedule_config_is_strict():

@@ -76,8 +76,7 @@ class QueueMonitor:
         self.schedule = Schedule(cfg.schedule)
         self.carried: list[Track] = []  # the tracks of the last detector frame, in detection order
         self.classified = 0  # faces classified in the last update
-        self._frame = 0
-        self._classified_at: dict[int, int] = {}  # track id -> frame of its last classification
+        self.detected = False  # whether the last update ran the tracker on fresh detections
 
     def detect_now(self, t_s: float) -> bool:
         """Whether the schedule runs the detector on the frame at t_s."""
@@ -92,7 +91,7 @@ class QueueMonitor:
         seen, mood, transition)."""
         detect = boxes is not None and self.detect_now(t_s)
         self.classified = 0
-        self._frame += 1
+        self.detected = detect  # whether this update ran the tracker on fresh detections
         if detect:
             self.schedule.detected(t_s)
             self.tracker.update(t_s, boxes, [None] * len(boxes), looks)
@@ -104,13 +103,10 @@ class QueueMonitor:
                 predictions = probs(due) if callable(probs) else [probs[i] for i in due]
                 for i, p in zip(due, predictions):
                     tr = self.carried[i]
-                    self.tracker.observe(tr, t_s, p, self._frame - self._classified_at.get(tr.id, self._frame - 1))
-                    self._classified_at[tr.id] = self._frame
+                    self.tracker.observe(tr, t_s, p)
                 self.classified = len(due)
         else:
             self.carried = [tr for tr in self.carried if tr.id in self.tracker.tracks]
-        if len(self._classified_at) > 2 * len(self.tracker.tracks) + 16:  # forget tracks that ended
-            self._classified_at = {k: v for k, v in self._classified_at.items() if k in self.tracker.tracks}
         tracks = Tracker.counted(self.carried)
         mood = self.mood.update(t_s, tracks, calm=not self.policy.raised)
         return tracks, mood, self.policy.update(t_s, mood.negative_share, mood.faces)

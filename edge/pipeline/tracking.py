@@ -13,6 +13,8 @@ checked: nobody walks out and another in that fast, and each check can split a t
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -92,17 +94,20 @@ class Tracker:
                 used.add(tid)
         return matched
 
-    def observe(self, tr: Track, t_s: float, p, frames: int = 1) -> None:
+    def observe(self, tr: Track, t_s: float, p) -> None:
         """A prediction for a track (None: not classified this frame). A frame without one
         leaves the smoothed state as it was: being skipped by a schedule is not evidence. A
-        prediction standing for `frames` frames (a schedule classified this track that many
-        frames after the last time) weighs as much as that many equal per-frame predictions,
-        so the smoothing keeps its speed in seconds whatever the classification rate."""
+        prediction weighs by the time since the track's last one (1 - exp(-dt / smooth_s)),
+        so the smoothing has the same speed in seconds at any fps and classification rate."""
         tr.latest = None if p is None else np.asarray(p, np.float32)
         if p is None:
             return
-        a = 1 - (1 - self.cfg.ema_alpha) ** max(frames, 1)
-        tr.probs = tr.latest.copy() if tr.probs is None else (1 - a) * tr.probs + a * tr.latest
+        if tr.probs is None or tr.classified_t_s is None:
+            tr.probs = tr.latest.copy()
+        else:
+            dt = max(0.0, t_s - tr.classified_t_s)
+            a = 1.0 if self.cfg.smooth_s <= 0 else 1.0 - math.exp(-dt / self.cfg.smooth_s)
+            tr.probs = (1 - a) * tr.probs + a * tr.latest
         tr.classified += 1
         tr.classified_t_s = t_s
 
