@@ -55,6 +55,7 @@ class Data:
                 idx = np.sort(np.random.default_rng(self.seed).choice(len(sp), self.limit, replace=False))
                 sp = sp.take(idx)
             self.split_name = name
+            self.names = list(sp.names)
             self._by_size[size] = (sp.x, sp.y)
         return self._by_size[size]
 
@@ -152,10 +153,18 @@ def _calibration_changes_anything(path: Path, others) -> bool:
     return True
 
 
-def make_row(label: str, kind: str, model_path: Path, res: dict, note: str = "") -> dict:
+def make_row(label: str, kind: str, model_path: Path, res: dict, note: str = "", votes=None, names=None) -> dict:
     from edge.metrics import classification_report
 
     rep = classification_report(res["y"], res["probs"])
+    plus = {}
+    if votes is not None:  # a second ground truth: the ten annotators' majority
+        from train.votes import ferplus_report
+
+        fp = ferplus_report(names, res["probs"], votes)
+        plus = {"ferplus": {"images": fp["images"], "accuracy": round(fp["accuracy"], 4),
+                            "macro_f1": round(fp["macro_f1"], 4),
+                            "per_class_recall": {k: round(v["recall"], 4) for k, v in fp["per_class"].items()}}}
     return {
         "label": label, "kind": kind, "model": str(model_path), "size_bytes": Path(model_path).stat().st_size,
         "runtime": res["runtime"], "path": res["path"], "images": rep["images"],
@@ -164,7 +173,7 @@ def make_row(label: str, kind: str, model_path: Path, res: dict, note: str = "")
         "ece": round(rep["ece"], 4), "loss": round(rep["loss"], 4),
         "parameters": res["parameters"], "parameters_source": res["parameters_source"],
         "seconds": round(res["seconds"], 2), "confusion_matrix": rep["confusion_matrix"], "note": note,
-        **({"card": res["card"]} if res.get("card") else {}),
+        **({"card": res["card"]} if res.get("card") else {}), **plus,
     }
 
 
@@ -177,13 +186,20 @@ def run(args, argv=None) -> dict:
     threads = args.threads or common.all_cores()
     data = Data(args.data, args.split, args.limit, args.seed)
     rows, skipped = [], []
+    votes = None
+    if args.votes:
+        from train.votes import find_votes, read_votes
+
+        votes = read_votes(find_votes(args.data, args.votes))
 
     def add(label, kind, path, fn, note=""):
         print(f"{label} ...", flush=True)
         try:
-            rows.append(make_row(label, kind, path, fn(), note))
+            res = fn()
+            rows.append(make_row(label, kind, path, res, note, votes, data.names))
             r = rows[-1]
-            print(f"  accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}  ({r['images']} images, {r['seconds']:.1f} s)")
+            fp = f"  FER+ majority {r['ferplus']['accuracy']:.4f}" if votes is not None else ""
+            print(f"  accuracy {r['accuracy']:.4f}  macro-F1 {r['macro_f1']:.4f}{fp}  ({r['images']} images, {r['seconds']:.1f} s)")
         except UserError as exc:
             skipped.append({"label": label, "reason": str(exc)})
             print(f"  skipped: {exc}")
@@ -227,7 +243,7 @@ def run(args, argv=None) -> dict:
     report = common.run_header(NAME, argv, [Path(r["model"]) for r in rows])
     report.update({
         "data": str(args.data), "split": data.split_name, "limit": args.limit, "threads": threads,
-        "labels": list(LABELS), "rows": rows, "skipped": skipped,
+        "labels": list(LABELS), "rows": rows, "skipped": skipped, "votes": votes.source if votes else None,
         "peer": peer if peer else {"skipped": why}, "peer_note": PEER_NOTE, "baseline": baseline,
     })
     return report
@@ -278,6 +294,15 @@ def markdown(report: dict) -> str:
                      f"{r['size_bytes'] / 1e6:.3f}", f"{r['parameters']:,}", r["runtime"]])
     heads = ["model", "path", "accuracy", "macro-F1", *[f"recall {c}" for c in LABELS], "file MB", "parameters", "runtime"]
     lines.append(common.md_table(heads, rows, [False, False, *[True] * (len(heads) - 3), False]))
+    if report.get("votes"):
+        plus = [r for r in report["rows"] if "ferplus" in r]
+        lines += ["", f"Against the FER+ majority of ten annotators ({report['votes']}; images with a tied or "
+                      "doubtful vote, or none, skipped):", ""]
+        lines.append(common.md_table(
+            ["model", "images", "FER+ accuracy", "FER+ macro-F1", *[f"recall {c}" for c in LABELS]],
+            [[r["label"], r["ferplus"]["images"], f"{r['ferplus']['accuracy']:.4f}", f"{r['ferplus']['macro_f1']:.4f}",
+              *[f"{r['ferplus']['per_class_recall'].get(c, 0):.3f}" for c in LABELS]] for r in plus],
+            [False, *[True] * (3 + len(LABELS))]))
     notes = [r for r in report["rows"] if r["note"] and r["kind"] == "baseline"]
     lines.append("")
     lines.append(f"**Peer caveat.** {report['peer_note']}")
@@ -306,6 +331,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default: %(default)s)")
     ap.add_argument("--split", default=None, help="split to evaluate (default: val, else all images)")
     ap.add_argument("--limit", type=int, default=None, help="evaluate a seeded random subset of this many images")
+    ap.add_argument("--votes", default=None, help="FER+ votes CSV: also score against the annotators' majority")
     ap.add_argument("--raw", action="store_true", help="also report each .tflite without flip averaging/temperature")
     ap.add_argument("--baseline", default=None, help="seed_cnn run folder (model.keras, history.csv, train_settings.json) "
                     "or a model inside one; its row is labelled with its capped epochs")

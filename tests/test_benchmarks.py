@@ -346,3 +346,34 @@ def test_baseline_script_uses_real_train_flags():
     assert {"--arch", "--no-augment", "--class-weight-power", "--label-smoothing", "--epochs", "--patience"} <= flags
     for flag in flags:
         assert flag in help_text, flag
+
+
+def test_accuracy_scores_against_the_annotators_majority_too(tiny_converted, synthetic_dataset, tmp_path):
+    """With --votes, each row also has its accuracy against the FER+ majority: here the votes move
+    every happy face to neutral, so a model's FER+ accuracy is its accuracy on those labels."""
+    import csv
+
+    from benchmarks import accuracy
+    from edge.labels import FERPLUS_CLASSES, FERPLUS_DOUBTFUL, FERPLUS_UNUSED
+
+    column = {ours: fer for fer, ours in FERPLUS_CLASSES.items()}
+    header = ["file", *FERPLUS_CLASSES, *FERPLUS_DOUBTFUL, *FERPLUS_UNUSED]
+    files = sorted((synthetic_dataset / "val").glob("*/*.png"))
+    votes = tmp_path / "votes.csv"
+    with votes.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        for f in files:
+            label = "neutral" if f.parent.name == "happy" else f.parent.name
+            w.writerow([f.relative_to(synthetic_dataset).as_posix()] + [8 if c == column[label] else 0 for c in header[1:]])
+    out = tmp_path / "out"
+    assert accuracy.main([str(tiny_converted / "model_int8.tflite"), "--data", str(synthetic_dataset), "--votes",
+                          str(votes), "--no-peer", "--out", str(out)]) == 0
+    report, md = read_outputs(out, "accuracy")
+    (row,) = report["rows"]
+    assert row["ferplus"]["images"] == len(files) and "FER+ majority" in md
+    assert row["ferplus"]["per_class_recall"]["happy"] == 0.0  # no face is happy by the votes
+    cm = np.array(row["confusion_matrix"])  # rows: folder label, columns: prediction
+    h, n = LABELS.index("happy"), LABELS.index("neutral")
+    expected = (np.trace(cm) - cm[h, h] + cm[h, n]) / cm.sum()
+    assert row["ferplus"]["accuracy"] == pytest.approx(expected, abs=1e-4)
