@@ -297,7 +297,7 @@ def to_markdown(r: dict) -> str:
             ["scenario", "metric", "target", "measured", "met"],
             [[t["scenario"], t["metric"], t["target"], _f(t["measured"]), "yes" if t["met"] else "**no**"]
              for t in r["targets"]], right=[False, False, True, True, True]), ""]
-    lines += ["## Scenarios at the operating point", "", common.md_table(
+    lines += [] if not r["scenarios"] else ["## Scenarios at the operating point", "", common.md_table(
         ["scenario", "faces", "hours", "calm h", "false alarms /8 h", "periods", "alerted", "TTA median s",
          "TTA p90 s", "TTC median s", "TTC p90 s", "one track (>=10 s)", "tracks/person", "identity swaps"],
         [[s["scenario"], s["faces"], _f(s["hours"], 1), _f(s["calm_hours"], 1), _f(s["false_alarms_per_8h"]),
@@ -321,8 +321,12 @@ def to_markdown(r: dict) -> str:
                                    "turn: alerted", "turn: TTA median", "turn: TTA p90", "turn: TTC p90",
                                    "arrive: alerted", "arrive: TTA median"], rows, right=[False] + [True] * 9), ""]
     if r.get("videos"):
+        from benchmarks.queue_video import SPOTS
+
         lines += ["## Rendered scenes through the whole pipeline (`edge run` loop, operating point)", "",
-                  "Three spots, FER2013 faces the detector finds at 140-160 px; 60 s calm, 60 s unhappy (two of three "
+                  "Three spots at queue distance, whole heads (FER2013 faces blended into a head) with faces "
+                  f"{min(w for *_, w in SPOTS)}-{max(w for *_, w in SPOTS)} px wide in 640x480, picked only if the "
+                  "detector finds them there; 60 s calm, 60 s unhappy (two of three "
                   "people turn unhappy, or leave and unhappy newcomers arrive), 60 s calm; the calm scene has no "
                   "unhappy period. A person is followed through the tracked boxes that overlap their face.", "",
                   common.md_table(["scene", "seconds", "alerts (t s)", "false alarms", "alerted", "TTA s", "TTC s",
