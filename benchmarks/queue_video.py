@@ -164,6 +164,7 @@ def run_scenes(cfg, data: Path, kinds, folder: Path, seed: int, votes=None) -> l
     from benchmarks.heads import FER_FRAME, astronaut_head, blend_face
     from edge.errors import UserError
     from edge.pipeline.core import load_parts
+    from train.votes import majority
 
     _, detector = load_parts(cfg)
     template = astronaut_head()
@@ -171,8 +172,6 @@ def run_scenes(cfg, data: Path, kinds, folder: Path, seed: int, votes=None) -> l
     for name, img in load_val_faces(data, 1500, seed):
         label = name.split("/")[0]
         if votes is not None:
-            from train.votes import majority
-
             key = f"val/{name}"
             k = majority(votes.counts[key]) if key in votes.counts and key not in votes.doubtful else -1
             label = LABELS[k] if k >= 0 else None
