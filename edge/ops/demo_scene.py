@@ -4,7 +4,7 @@ astronaut photo (public domain, NASA). No dataset is needed and no image data is
 Four people wait in line (the same photo, mirrored, scaled for distance and lit differently).
 Three of them turn unhappy one after another and calm down again later; the fourth stays
 cheerful. The unhappy face is synthesised from the smiling one: the brows are pulled down and
-together, and the mouth region is mirrored top to bottom, which turns the smile into a
+together, the upper lids lowered, and the mouth region is mirrored top to bottom, which turns the smile into a
 grimace. Where to do that comes from BlazeFace's keypoints (eyes, mouth) on the photo, so no
 coordinates are hard-coded. The shipped classifier reads that face as angry and the original
 as happy (the demo prints what it reads; nothing here asserts it).
@@ -67,24 +67,28 @@ def astronaut_photo() -> np.ndarray:
 
 
 def unhappy_face(img: np.ndarray, eyes: np.ndarray, mouth: np.ndarray, face_w: float) -> np.ndarray:
-    """The same face with furrowed brows and a downturned mouth. eyes: (2, 2) x, y of the
-    subject's right and left eye; mouth: (2,) x, y; face_w: the face box width, pixels."""
+    """The same face with furrowed brows, narrowed eyes and a downturned mouth. eyes: (2, 2)
+    x, y of the subject's right and left eye; mouth: (2,) x, y; face_w: the face box width, pixels."""
     import cv2
 
     h, w = img.shape[:2]
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     u = face_w / 105.0  # the sizes below were tuned on the astronaut's 105 px face
     map_x, map_y = xx.copy(), yy.copy()
-    for (ex, ey), inward in zip(eyes, (1.0, -1.0)):  # inner brow ends move down and towards the nose
+    for (ex, ey), inward in zip(eyes, (1.0, -1.0)):
+        # inner brow ends move down and towards the nose
         g = np.exp(-((xx - (ex + inward * 8 * u)) ** 2 + (yy - (ey - 14 * u)) ** 2) / (2 * (9 * u) ** 2))
-        map_y -= 7 * u * g
-        map_x -= inward * 4 * u * g
+        map_y -= 18 * u * g
+        map_x -= inward * 8 * u * g
+        # the upper lid comes down a little (a glare rather than a smile's open eyes)
+        g = np.exp(-((xx - ex) ** 2 + (yy - (ey - 4 * u)) ** 2) / (2 * (7 * u) ** 2))
+        map_y -= 6 * u * g
     out = cv2.remap(img, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
     mx, my = mouth
-    x0, x1 = int(round(mx - 30 * u)), int(round(mx + 30 * u))
-    y0, y1 = int(round(my - 12 * u)), int(round(my + 12 * u))
+    x0, x1 = int(round(mx - 36 * u)), int(round(mx + 36 * u))
+    y0, y1 = int(round(my - 16 * u)), int(round(my + 16 * u))
     flipped = out.copy()
-    flipped[y0:y1, x0:x1] = out[y0:y1, x0:x1][::-1]
+    flipped[y0:y1, x0:x1] = out[y0:y1, x0:x1][::-1]  # the smile mirrored top to bottom: a grimace
     mask = np.zeros((h, w), np.float32)
     mask[y0:y1, x0:x1] = 1.0
     mask = cv2.GaussianBlur(mask, (0, 0), 4 * u)[..., None]  # no visible seam
