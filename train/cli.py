@@ -34,10 +34,14 @@ import click
 @click.option("--votes", default=None, help="FER+ votes CSV (default: ferplus_votes.csv beside or above --data).")
 @click.option("--folder-weight", type=float, default=0.0, show_default=True,
               help="ferplus: share of the folder label mixed into each vote distribution.")
+@click.option("--teacher", default=None, help="Distillation: a trained model (.tflite with its card, or .keras), or "
+              "several separated by commas, whose probabilities on the training images are mixed into the targets.")
+@click.option("--teacher-weight", type=float, default=0.5, show_default=True,
+              help="Share of the teachers' probabilities in each training target.")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last epoch.")
 def train(data, out, arch, epochs, batch_size, lr, optimizer, schedule, label_smoothing, class_weight_power, mixup_alpha,
           no_augment, patience, seed, weights, steps_per_epoch, warmup_epochs, init_from, labels, votes, folder_weight,
-          resume):
+          teacher, teacher_weight, resume):
     """Train a model on FER2013 (or any dataset in a supported layout)."""
     from train import trainer
 
@@ -47,7 +51,7 @@ def train(data, out, arch, epochs, batch_size, lr, optimizer, schedule, label_sm
                       mixup_alpha=mixup_alpha, augment=not no_augment, patience=patience, seed=seed,
                       weights=None if weights == "none" else weights, steps_per_epoch=steps_per_epoch,
                       warmup_epochs=warmup_epochs, init_from=init_from, labels=labels, votes=votes,
-                      folder_weight=folder_weight)
+                      folder_weight=folder_weight, teacher=teacher, teacher_weight=teacher_weight)
     metrics = trainer.run(s, resume=resume)
     click.echo(f"val accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}; report in {out}")
 

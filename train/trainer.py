@@ -46,6 +46,8 @@ class TrainSettings:
     labels: str = "folder"  # folder: the dataset's class folders | ferplus: the FER+ vote distribution
     votes: str | None = None  # ferplus_votes.csv (found beside or above --data when not given)
     folder_weight: float = 0.0  # ferplus: share of the folder label's one-hot in each target
+    teacher: str | None = None  # distillation: model file(s), comma-separated, whose probabilities join the targets
+    teacher_weight: float = 0.5  # share of the teachers' mean probabilities in each training target
     arch_options: dict = field(default_factory=dict)
 
 
@@ -208,6 +210,10 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
     elif out.exists() and any(out.iterdir()):
         raise UserError(f"Run folder {out} already has files; pass --resume to continue it or choose a new --out.")
 
+    if s.teacher:  # a wrong path fails now, not after the dataset has loaded
+        from train.teacher import teacher_paths
+
+        teacher_paths(s.teacher)
     keras = import_keras()
     from train import archs, report
 
@@ -215,6 +221,10 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
     ds = load_dataset(s.data, size=INPUT_SIZE)
     tr_all, va, val_source = train_val(ds, s.val_fraction, s.seed)
     tr, tr_y, va_fit, va_y, label_info = targets(s, tr_all, va)
+    if s.teacher:  # validation keeps the ground truth: the teacher only shapes what is learned
+        from train.teacher import distill
+
+        tr_y, label_info["teacher"] = distill(s.teacher, s.teacher_weight, tr.x, tr_y)
     if len(tr) == 0 or len(va_fit) == 0:
         raise UserError(f"{s.data} gives {len(tr)} training and {len(va_fit)} validation images; both must be non-empty.")
 

@@ -1,0 +1,54 @@
+"""Distillation (`edge train --teacher`): teachers' probabilities mixed into the training targets."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from edge.errors import UserError
+from tests.conftest import run_cli
+
+
+def test_mix_keeps_distributions_and_weighs_the_teacher():
+    from train.teacher import mix
+
+    labels = np.eye(7, dtype=np.float32)[[0, 3]]
+    teacher = np.array([[0.0, 0, 0, 0, 2.0, 0, 0], [0.5, 0, 0, 0.5, 0, 0, 0]], np.float32)  # unnormalised row 1
+    out = mix(labels, teacher, 0.25)
+    assert np.allclose(out.sum(axis=1), 1.0)
+    assert out[0, 0] == pytest.approx(0.75) and out[0, 4] == pytest.approx(0.25)
+    assert out[1, 3] == pytest.approx(0.75 + 0.125) and out[1, 0] == pytest.approx(0.125)
+    assert np.allclose(mix(labels, teacher, 0.0), labels)
+    with pytest.raises(UserError, match="--teacher-weight"):
+        mix(labels, teacher, 1.5)
+
+
+def test_a_teacher_that_is_not_a_model_is_one_sentence(tmp_path, synthetic_dataset):
+    (tmp_path / "notes.txt").write_text("x")
+    for bad in (tmp_path / "missing.tflite", tmp_path / "notes.txt"):
+        r = run_cli("train", "--data", synthetic_dataset, "--out", tmp_path / "run", "--teacher", bad)
+        assert r.returncode == 2 and r.stderr.startswith(f"error: --teacher {bad}: not a .tflite or .keras file")
+        assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()
+
+
+def test_training_with_a_teacher_records_it_and_learns(tiny_converted, tiny_run, synthetic_dataset, tmp_path, cache_env):
+    """Two teachers (the int8 file and the Keras model it came from) averaged, half of each target."""
+    pytest.importorskip("tensorflow", reason="training tests need the train extra")
+    from train.teacher import predict
+    from train.trainer import TrainSettings, run
+
+    teachers = f"{tiny_converted / 'model_int8.tflite'},{tiny_run / 'model.keras'}"
+    out = tmp_path / "student"
+    m = run(TrainSettings(data=str(synthetic_dataset), out=str(out), arch="mini_xception", epochs=2, batch_size=16,
+                          lr=5e-3, warmup_epochs=0, augment=False, teacher=teachers, teacher_weight=0.5,
+                          arch_options={"bn_momentum": 0.8}))
+    info = json.loads((out / "data.json").read_text())["labels"]["teacher"]
+    assert info["models"] == teachers.split(",") and info["weight"] == 0.5
+    assert 0.5 < info["agreement_with_labels"] <= 1.0  # the tiny teacher learned the synthetic classes
+    assert json.loads((out / "train_settings.json").read_text())["teacher"] == teachers
+    assert np.isfinite(m["loss"]) and 0 <= m["accuracy"] <= 1
+    x = np.random.default_rng(0).integers(0, 255, (3, 48, 48), dtype=np.uint8)
+    p = predict(tiny_converted / "model_int8.tflite", x)
+    assert p.shape == (3, 7) and np.allclose(p.sum(axis=1), 1.0, atol=1e-3)

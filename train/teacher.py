@@ -1,0 +1,74 @@
+"""Knowledge distillation: a stronger model's (or an ensemble's) probabilities on the training
+images mixed into each training target, so the student learns how a teacher splits a face
+between classes, not only which class the labels name.
+
+The teacher's outputs are computed once, on the training images as they are (no
+augmentation), before training starts; a .tflite teacher runs through the edge Classifier
+as on the Pi (its card's flip averaging and temperature), a .keras teacher through Keras.
+Several teachers (comma-separated) are averaged.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from edge.errors import UserError
+from edge.labels import LABELS
+
+
+def teacher_paths(spec: str) -> list[Path]:
+    paths = [Path(p.strip()).expanduser() for p in spec.split(",") if p.strip()]
+    if not paths:
+        raise UserError("--teacher needs a model: a .tflite (with its model.json) or a .keras file, or several "
+                        "separated by commas.")
+    for p in paths:
+        if not p.is_file() or p.suffix not in (".tflite", ".keras"):
+            raise UserError(f"--teacher {p}: not a .tflite or .keras file; pass a trained model "
+                            "(e.g. edge/models/default/model_int8.tflite).")
+    return paths
+
+
+def predict(path: Path, x: np.ndarray) -> np.ndarray:
+    """(N, classes) probabilities of one teacher on uint8 crops x (N, S, S)."""
+    if path.suffix == ".tflite":
+        from edge.pipeline.classifier import Classifier
+
+        clf = Classifier(path)
+        if list(clf.labels) != list(LABELS):
+            raise UserError(f"--teacher {path} predicts {', '.join(clf.labels)}, not {', '.join(LABELS)}.")
+        size = clf.card.input_size
+        xs = x if x.shape[1] == size else _resize(x, size)
+        return clf.predict_many(xs).astype(np.float32)
+    from train.trainer import load_keras
+
+    m = load_keras(path)
+    size = int(m.input_shape[1])
+    xs = x if x.shape[1] == size else _resize(x, size)
+    return m.predict(xs.astype(np.float32)[..., None], batch_size=256, verbose=0).astype(np.float32)
+
+
+def _resize(x: np.ndarray, size: int) -> np.ndarray:
+    import cv2
+
+    return np.stack([cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA) for img in x])
+
+
+def mix(targets: np.ndarray, teacher: np.ndarray, weight: float) -> np.ndarray:
+    """(1 - weight) * targets + weight * teacher, each row still a distribution."""
+    if not 0.0 <= weight <= 1.0:
+        raise UserError(f"--teacher-weight must lie in [0, 1], got {weight}.")
+    t = teacher / np.maximum(teacher.sum(axis=1, keepdims=True), 1e-12)
+    return ((1.0 - weight) * targets + weight * t).astype(np.float32)
+
+
+def distill(spec: str, weight: float, x: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, dict]:
+    """The training targets with the teachers' mean probabilities mixed in, and what was done."""
+    paths = teacher_paths(spec)
+    probs = np.mean([predict(p, x) for p in paths], axis=0)
+    agree = float((probs.argmax(1) == targets.argmax(1)).mean()) if len(x) else 0.0
+    print(f"teacher: {len(paths)} model(s) on {len(x)} training images, top-1 agreement with the labels "
+          f"{agree:.1%}; weight {weight:g} in each target", flush=True)
+    return mix(targets, probs, weight), {"models": [str(p) for p in paths], "weight": weight,
+                                         "agreement_with_labels": round(agree, 4)}
