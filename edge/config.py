@@ -267,6 +267,11 @@ def _describe(tp) -> str:
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
 
+# Keys an older release read, and what replaced them (named in the error, so an old config is easy to fix).
+RENAMED = {"tracking.ema_alpha": "tracking.smooth_s, the smoothing's time constant in seconds (0.56 is what "
+                                 "ema_alpha = 0.3 gave at 5 fps)"}
+
+
 def build(cls, data: dict, path: str = ""):
     """Instance of dataclass `cls` from a dict, rejecting unknown keys and wrong types."""
     if not isinstance(data, dict):
@@ -278,6 +283,8 @@ def build(cls, data: dict, path: str = ""):
     for key in data:
         if key not in known:
             where = f"{path}.{key}" if path else key
+            if where in RENAMED:
+                raise ConfigError(f"Config key '{where}' is no longer read; use {RENAMED[where]}.")
             raise ConfigError(f"Unknown config key '{where}'; allowed here: {', '.join(sorted(known))}.")
     kwargs = {}
     for name in known & set(data):

@@ -218,3 +218,10 @@ def test_between_scans_a_tiled_detector_looks_only_around_known_faces(shipped_cl
     detector_frames = [c for c in calls[::3]]
     assert detector_frames == [13, 1, 1, 1, 1, 13, 1, 1, 1, 1]  # a scan a second, one window between
     assert boxes[-1] == 100 + 2 * 27  # the focused windows followed the face
+
+
+def test_an_old_config_with_ema_alpha_is_told_what_replaced_it(tmp_path):
+    cfg = tmp_path / "old.toml"
+    cfg.write_text("[tracking]\nema_alpha = 0.3\n")
+    with pytest.raises(ConfigError, match=r"'tracking\.ema_alpha' is no longer read; use tracking\.smooth_s"):
+        load_config(cfg)
