@@ -82,14 +82,11 @@ class FaceBank:
         """Take each face's class from the FER+ annotators' majority instead of FER2013's one
         label (which the ten annotators overrule on about a third of the images); a face with a
         tied or doubtful vote, or none, is left out (class -1). Returns what changed."""
-        from train.votes import majority
+        from train.votes import majority_labels
 
         dataset = Path(root).resolve().parent
-        new = np.full(len(self.files), -1, np.int16)
-        for i, f in enumerate(self.files):
-            key = Path(f).resolve().relative_to(dataset).as_posix()
-            if key in votes.counts and key not in votes.doubtful:
-                new[i] = majority(votes.counts[key])
+        names = [Path(f).resolve().relative_to(dataset).as_posix() for f in self.files]  # the votes file's keys
+        new = majority_labels(names, votes).astype(np.int16)
         info = {"truth": "FER+ majority", "votes": votes.source, "kept": int((new >= 0).sum()),
                 "left_out": int((new < 0).sum()), "changed_class": int(((new >= 0) & (new != self.face_labels)).sum())}
         self.face_labels = new

@@ -164,17 +164,16 @@ def run_scenes(cfg, data: Path, kinds, folder: Path, seed: int, votes=None) -> l
     from benchmarks.heads import FER_FRAME, astronaut_head, blend_face
     from edge.errors import UserError
     from edge.pipeline.core import load_parts
-    from train.votes import majority
+    from train.votes import majority_labels
 
     _, detector = load_parts(cfg)
     template = astronaut_head()
+    faces = load_val_faces(data, 1500, seed)  # (class/file, image)
+    labels = [name.split("/")[0] for name, _ in faces]
+    if votes is not None:  # the votes file's keys are val/class/file
+        labels = [LABELS[k] if k >= 0 else None for k in majority_labels([f"val/{n}" for n, _ in faces], votes)]
     by_class: dict[str, list] = {}
-    for name, img in load_val_faces(data, 1500, seed):
-        label = name.split("/")[0]
-        if votes is not None:
-            key = f"val/{name}"
-            k = majority(votes.counts[key]) if key in votes.counts and key not in votes.doubtful else -1
-            label = LABELS[k] if k >= 0 else None
+    for (_, img), label in zip(faces, labels):
         if img is not None and label:
             by_class.setdefault(label, []).append(blend_face(template, img, FER_FRAME, "fer", label))
     calm_pool = [f for c in CALM for f in by_class.get(c, [])]

@@ -322,10 +322,11 @@ def to_markdown(r: dict) -> str:
                                    "arrive: alerted", "arrive: TTA median"], rows, right=[False] + [True] * 9), ""]
     if r.get("videos"):
         from benchmarks.queue_video import SPOTS
+        from benchmarks.scenes import H, W
 
         lines += ["## Rendered scenes through the whole pipeline (`edge run` loop, operating point)", "",
                   "Three spots at queue distance, whole heads (FER2013 faces blended into a head) with faces "
-                  f"{min(w for *_, w in SPOTS)}-{max(w for *_, w in SPOTS)} px wide in 640x480, picked only if the "
+                  f"{min(w for *_, w in SPOTS)}-{max(w for *_, w in SPOTS)} px wide in {W}x{H}, picked only if the "
                   "detector finds them there; 60 s calm, 60 s unhappy (two of three "
                   "people turn unhappy, or leave and unhappy newcomers arrive), 60 s calm; the calm scene has no "
                   "unhappy period. A person is followed through the tracked boxes that overlap their face.", "",

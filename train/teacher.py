@@ -38,27 +38,29 @@ def predict(path: Path, x: np.ndarray) -> np.ndarray:
         clf = Classifier(path)
         if list(clf.labels) != list(LABELS):
             raise UserError(f"--teacher {path} predicts {', '.join(clf.labels)}, not {', '.join(LABELS)}.")
-        size = clf.card.input_size
-        xs = x if x.shape[1] == size else _resize(x, size)
-        return clf.predict_many(xs).astype(np.float32)
+        return clf.predict_many(_resized(x, clf.card.input_size)).astype(np.float32)
     from train.trainer import load_keras
 
     m = load_keras(path)
-    size = int(m.input_shape[1])
-    xs = x if x.shape[1] == size else _resize(x, size)
+    xs = _resized(x, int(m.input_shape[1]))
     return m.predict(xs.astype(np.float32)[..., None], batch_size=256, verbose=0).astype(np.float32)
 
 
-def _resize(x: np.ndarray, size: int) -> np.ndarray:
-    import cv2
+def _resized(x: np.ndarray, size: int) -> np.ndarray:
+    """The crops at the teacher's input size, resized as the edge runtime resizes them."""
+    from edge.pipeline.preprocess import resize_square
 
-    return np.stack([cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA) for img in x])
+    return x if x.shape[1] == size else np.stack([resize_square(img, size) for img in x])
+
+
+def check_weight(weight: float) -> None:
+    if not 0.0 <= weight <= 1.0:
+        raise UserError(f"--teacher-weight must lie in [0, 1], got {weight}.")
 
 
 def mix(targets: np.ndarray, teacher: np.ndarray, weight: float) -> np.ndarray:
     """(1 - weight) * targets + weight * teacher, each row still a distribution."""
-    if not 0.0 <= weight <= 1.0:
-        raise UserError(f"--teacher-weight must lie in [0, 1], got {weight}.")
+    check_weight(weight)
     t = teacher / np.maximum(teacher.sum(axis=1, keepdims=True), 1e-12)
     return ((1.0 - weight) * targets + weight * t).astype(np.float32)
 

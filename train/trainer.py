@@ -210,10 +210,11 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
     elif out.exists() and any(out.iterdir()):
         raise UserError(f"Run folder {out} already has files; pass --resume to continue it or choose a new --out.")
 
-    if s.teacher:  # a wrong path fails now, not after the dataset has loaded
-        from train.teacher import teacher_paths
+    if s.teacher:  # a wrong path or weight fails now, not after the dataset has loaded
+        from train.teacher import check_weight, teacher_paths
 
         teacher_paths(s.teacher)
+        check_weight(s.teacher_weight)
     keras = import_keras()
     from train import archs, report
 

@@ -4,8 +4,8 @@ astronaut photo (public domain, NASA). No dataset is needed and no image data is
 Four people wait in line (the same photo, mirrored, scaled for distance and lit differently).
 Three of them turn unhappy one after another and calm down again later; the fourth stays
 cheerful. The unhappy face is synthesised from the smiling one: the brows are pulled down and
-together, the upper lids lowered, and the mouth region is mirrored top to bottom, which turns the smile into a
-grimace. Where to do that comes from BlazeFace's keypoints (eyes, mouth) on the photo, so no
+together, the upper lids lowered, and the mouth region is mirrored top to bottom, which turns
+the smile into a grimace. Where to do that comes from BlazeFace's keypoints (eyes, mouth) on the photo, so no
 coordinates are hard-coded. The shipped classifier reads that face as angry and the original
 as happy (the demo prints what it reads; nothing here asserts it).
 """

@@ -14,7 +14,6 @@ checked: nobody walks out and another in that fast, and each check can split a t
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -102,7 +101,7 @@ class Tracker:
         tr.latest = None if p is None else np.asarray(p, np.float32)
         if p is None:
             return
-        if tr.probs is None or tr.classified_t_s is None:
+        if tr.probs is None:  # the first prediction (classified_t_s is set with it)
             tr.probs = tr.latest.copy()
         else:
             dt = max(0.0, t_s - tr.classified_t_s)
