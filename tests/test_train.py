@@ -141,3 +141,16 @@ def test_init_from_a_tflite_of_another_architecture_is_one_sentence(tiny_convert
     r = run_cli("train", "--data", synthetic_dataset, "--out", tmp_path / "x", "--arch", "queue_net",
                 "--init-from", tiny_converted / "model_int8.tflite", "--epochs", "1")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "same architecture" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("name,cls", [("adamw", "AdamW"), ("adam", "Adam"), ("sgd", "SGD")])
+def test_optimizer_choice_builds_that_optimizer(name, cls):
+    import keras
+
+    from train.trainer import TrainSettings, _optimizer
+
+    opt = _optimizer(keras, TrainSettings(data="d", out="o", optimizer=name), steps_per_epoch=10)
+    assert type(opt).__name__ == cls
+    if name == "sgd":
+        assert opt.nesterov and opt.momentum == pytest.approx(0.9)
+        assert opt.weight_decay == pytest.approx(5e-4)

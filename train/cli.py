@@ -14,7 +14,8 @@ import click
 @click.option("--epochs", type=int, default=40, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate.")
-@click.option("--optimizer", type=click.Choice(["adamw", "adam"]), default="adamw", show_default=True)
+@click.option("--optimizer", type=click.Choice(["adamw", "adam", "sgd"]), default="adamw", show_default=True,
+              help="sgd: momentum 0.9 with Nesterov; give it about 10x the AdamW --lr.")
 @click.option("--schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True,
               help="cosine: warm-up then cosine decay to 1% of --lr.")
 @click.option("--label-smoothing", type=float, default=0.1, show_default=True)
