@@ -99,11 +99,12 @@ class ScheduleConfig:
     classify_max_per_frame: int = 2  # faces classified in one frame at most (new tracks first); 0 = no cap
     detect_hz: float = 5.0  # face detector runs per second at most (15 fps: every 3rd frame); 0 = every frame
     scan_hz: float = 1.0  # full passes a second (all tiles), for newcomers; between, only around known faces; 0 = always full
+    scan_still_s: float = 4.0  # a pass skips a tile in which nothing moved since it was last looked at, for up to this long; 0 = never skip
 
     @classmethod
     def every_frame(cls) -> "ScheduleConfig":
         """The schedule off: the detector and the classifier on every face of every frame."""
-        return cls(classify_hz=0.0, classify_max_per_frame=0, detect_hz=0.0, scan_hz=0.0)
+        return cls(classify_hz=0.0, classify_max_per_frame=0, detect_hz=0.0, scan_hz=0.0, scan_still_s=0.0)
 
     def validate(self, p):
         _check(self.classify_hz >= 0, f"{p}.classify_hz", self.classify_hz, "a number >= 0 (0 = every frame)")
@@ -111,6 +112,7 @@ class ScheduleConfig:
                "an integer >= 0 (0 = no cap)")
         _check(self.detect_hz >= 0, f"{p}.detect_hz", self.detect_hz, "a number >= 0 (0 = every frame)")
         _check(self.scan_hz >= 0, f"{p}.scan_hz", self.scan_hz, "a number >= 0 (0 = every detector frame)")
+        _check(self.scan_still_s >= 0, f"{p}.scan_still_s", self.scan_still_s, "a number of seconds >= 0 (0 = never skip)")
 
 
 @dataclass

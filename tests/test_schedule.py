@@ -204,7 +204,7 @@ def test_between_scans_a_tiled_detector_looks_only_around_known_faces(shipped_cl
 
     inner = CountingDetector(bright_square)
     det = RegionDetector(inner, tiles=(4, 3), whole=True)  # 13 calls for the whole frame
-    cfg = load_config(None, {"schedule.detect_hz": 5.0, "schedule.scan_hz": 1.0})
+    cfg = load_config(None, {"schedule.detect_hz": 5.0, "schedule.scan_hz": 1.0, "schedule.scan_still_s": 0})
     pipe = Pipeline(cfg, shipped_classifier, det)
     image = np.zeros((480, 640, 3), np.uint8)
     calls, boxes = [], []
@@ -218,6 +218,54 @@ def test_between_scans_a_tiled_detector_looks_only_around_known_faces(shipped_cl
     detector_frames = [c for c in calls[::3]]
     assert detector_frames == [13, 1, 1, 1, 1, 13, 1, 1, 1, 1]  # a scan a second, one window between
     assert boxes[-1] == 100 + 2 * 27  # the focused windows followed the face
+
+
+def test_a_scan_skips_tiles_where_nothing_moved_but_finds_a_newcomer(shipped_classifier):
+    from edge.pipeline.core import Pipeline
+    from edge.pipeline.detectors.regions import RegionDetector
+
+    inner = CountingDetector(bright_square)
+    det = RegionDetector(inner, tiles=(4, 3), whole=True)
+    cfg = load_config(None, {"schedule.detect_hz": 5.0, "schedule.scan_hz": 1.0, "schedule.scan_still_s": 4.0})
+    pipe = Pipeline(cfg, shipped_classifier, det)
+    rng = np.random.default_rng(0)
+    scans, found, oldest = {}, {}, []
+    for i in range(int(6.5 * FPS)):  # a face walks right 2 px a frame; a newcomer stands still from 2.5 s
+        t = i / FPS
+        image = np.clip(rng.normal(60, 4, (480, 640, 3)), 0, 255).astype(np.uint8)  # sensor noise
+        image[200:280, 100 + 2 * i:180 + 2 * i] = 255
+        if t >= 2.5:
+            image[60:120, 500:550] = 255
+        before = inner.calls
+        r = pipe.process(Frame(image, t, i))
+        if i % FPS == 0:
+            scans[i // FPS] = inner.calls - before
+            oldest.append(max(t - when for _, when in pipe.monitor.schedule.gate.seen.values()))
+        if r.detected:
+            found[i] = sorted(int(tr.box.x) for tr in r.faces)
+    assert scans[0] == 13  # nothing seen yet: every tile
+    assert 2 <= scans[1] < 13 and 2 <= scans[2] < 13  # the walker's tiles and the whole frame only
+    assert max(oldest) < 4.0  # no tile goes unlooked-at for scan_still_s or longer
+    assert found[3 * FPS] == [100 + 2 * 3 * FPS, 500]  # the newcomer moved in: found at the next scan
+    assert found[max(found)][0] == 100 + 2 * max(found)  # the walker followed throughout
+
+
+def test_the_motion_gate_ignores_sensor_noise_and_sees_a_small_face():
+    from edge.pipeline.schedule import MotionGate
+
+    gate = MotionGate(still_s=10.0)
+    wins = [(0, 0, 320, 240), (320, 0, 640, 240), (0, 240, 320, 480), (320, 240, 640, 480)]
+    rng = np.random.default_rng(1)
+
+    def frame():
+        return np.clip(rng.normal(120, 4, (480, 640)), 0, 255).astype(np.uint8)
+
+    assert gate.pick(frame(), wins, 0.0) == [0, 1, 2, 3]
+    assert gate.pick(frame(), wins, 1.0) == []
+    img = frame()
+    img[300:340, 400:430] = 60  # a 30-px face-sized change in the last window
+    assert gate.pick(img, wins, 2.0) == [3]
+    assert MotionGate(still_s=0).pick(frame(), wins, 3.0) == [0, 1, 2, 3]  # 0: never skip
 
 
 def test_an_old_config_with_ema_alpha_is_told_what_replaced_it(tmp_path):

@@ -6,10 +6,13 @@ at most `max_per_frame` per frame (round robin). The detector runs a few times a
 (rates, not frame counts, so the budget holds at any camera fps); between detector frames the
 tracker carries the boxes of the last detection. A detector made of many calls (tiles) looks
 at the whole frame only `scan_hz` times a second, for newcomers; in its other frames it looks
-only around the faces being tracked.
+only around the faces being tracked. A newcomer moves, so a pass skips the tiles in which nothing
+has moved since the detector last looked at them (MotionGate), each for at most `scan_still_s`.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from edge.config import ScheduleConfig
 from edge.pipeline.geometry import BBox
@@ -34,10 +37,47 @@ def focus_windows(boxes: list[BBox], frame_w: int, frame_h: int) -> list[tuple[i
     return out
 
 
+# Motion is judged on the grey frame in blocks of MOTION_BLOCK x MOTION_BLOCK pixels (averaging
+# sensor noise of a few grey levels down to well under one), and a block has moved when its mean
+# changed by more than MOTION_LEVELS grey levels: a face or a body entering changes it by tens.
+MOTION_BLOCK = 8
+MOTION_LEVELS = 10.0
+
+
+class MotionGate:
+    """Which of the detector's windows a pass looks at: those with a block that moved since the
+    window was last looked at, and those not looked at for `still_s` (a face the detector missed
+    while it moved gets more tries)."""
+
+    def __init__(self, still_s: float):
+        self.still_s = still_s
+        self.seen: dict[tuple[int, int, int, int], tuple[np.ndarray, float]] = {}  # window -> (its blocks, when)
+
+    def pick(self, gray: np.ndarray, wins: list[tuple[int, int, int, int]], t_s: float) -> list[int]:
+        if self.still_s <= 0:
+            return list(range(len(wins)))
+        import cv2
+
+        h, w = gray.shape[:2]
+        blocks = cv2.resize(gray, (max(1, w // MOTION_BLOCK), max(1, h // MOTION_BLOCK)),
+                            interpolation=cv2.INTER_AREA).astype(np.float32)
+        picked = []
+        for i, win in enumerate(wins):
+            x0, y0, x1, y1 = (v // MOTION_BLOCK for v in win)
+            now = blocks[y0 : max(y0 + 1, y1), x0 : max(x0 + 1, x1)]
+            last = self.seen.get(win)
+            if (last is None or t_s - last[1] >= self.still_s - _SLACK_S or last[0].shape != now.shape
+                    or float(np.abs(now - last[0]).max()) > MOTION_LEVELS):
+                picked.append(i)
+                self.seen[win] = (now.copy(), t_s)
+        return picked
+
+
 class Schedule:
     def __init__(self, cfg: ScheduleConfig):
         self.classify_hz, self.max_per_frame, self.detect_hz = cfg.classify_hz, cfg.classify_max_per_frame, cfg.detect_hz
         self.scan_hz = cfg.scan_hz
+        self.gate = MotionGate(cfg.scan_still_s)
         self.detected_t_s: float | None = None  # when the detector last ran
         self.scanned_t_s: float | None = None  # when it last looked at the whole frame
 
