@@ -44,14 +44,20 @@ MOTION_BLOCK = 8
 MOTION_LEVELS = 10.0
 
 
+# A window that moved is looked at for this long after, too: someone who walks in and stops may
+# be found only once they face the camera.
+MOTION_SETTLE_S = 2.0
+
+
 class MotionGate:
     """Which of the detector's windows a pass looks at: those with a block that moved since the
-    window was last looked at, and those not looked at for `still_s` (a face the detector missed
-    while it moved gets more tries)."""
+    window was last looked at or within MOTION_SETTLE_S, and those not looked at for `still_s` (a
+    face the detector missed gets more tries)."""
 
     def __init__(self, still_s: float):
         self.still_s = still_s
         self.seen: dict[tuple[int, int, int, int], tuple[np.ndarray, float]] = {}  # window -> (its blocks, when)
+        self.moved: dict[tuple[int, int, int, int], float] = {}  # window -> when it last moved
 
     def pick(self, gray: np.ndarray, wins: list[tuple[int, int, int, int]], t_s: float) -> list[int]:
         if self.still_s <= 0:
@@ -66,8 +72,10 @@ class MotionGate:
             x0, y0, x1, y1 = (v // MOTION_BLOCK for v in win)
             now = blocks[y0 : max(y0 + 1, y1), x0 : max(x0 + 1, x1)]
             last = self.seen.get(win)
-            if (last is None or t_s - last[1] >= self.still_s - _SLACK_S or last[0].shape != now.shape
-                    or float(np.abs(now - last[0]).max()) > MOTION_LEVELS):
+            if last is not None and (last[0].shape != now.shape or float(np.abs(now - last[0]).max()) > MOTION_LEVELS):
+                self.moved[win] = t_s
+            if (last is None or t_s - last[1] >= self.still_s - _SLACK_S
+                    or t_s - self.moved.get(win, -np.inf) <= MOTION_SETTLE_S + _SLACK_S):
                 picked.append(i)
                 self.seen[win] = (now.copy(), t_s)
         return picked
