@@ -244,7 +244,8 @@ def test_a_scan_skips_tiles_where_nothing_moved_but_finds_a_newcomer(shipped_cla
         if r.detected:
             found[i] = sorted(int(tr.box.x) for tr in r.faces)
     assert scans[0] == 13  # nothing seen yet: every tile
-    assert 2 <= scans[1] < 13 and 2 <= scans[2] < 13  # the walker's tiles and the whole frame only
+    assert scans[1] == scans[2] == 1  # the walker moves inside the window around them: one call
+    assert 2 <= scans[3] < 13  # the newcomer's tiles (and the whole frame), and the walker's window
     assert max(oldest) < 4.0  # no tile goes unlooked-at for scan_still_s or longer
     assert found[3 * FPS] == [100 + 2 * 3 * FPS, 500]  # the newcomer moved in: found at the next scan
     assert found[max(found)][0] == 100 + 2 * max(found)  # the walker followed throughout
@@ -266,6 +267,22 @@ def test_the_motion_gate_ignores_sensor_noise_and_sees_a_small_face():
     img[300:340, 400:430] = 60  # a 30-px face-sized change in the last window
     assert gate.pick(img, wins, 2.0) == [3]
     assert MotionGate(still_s=0).pick(frame(), wins, 3.0) == [0, 1, 2, 3]  # 0: never skip
+
+
+def test_motion_of_a_tracked_person_does_not_open_tiles_but_a_newcomer_beside_them_does():
+    from edge.pipeline.schedule import MotionGate
+
+    gate = MotionGate(still_s=10.0)
+    wins = [(0, 0, 320, 480), (320, 0, 640, 480)]
+    face_window = (40, 40, 200, 200)  # the window around a tracked face in the left tile
+    base = np.full((480, 640), 120, np.uint8)
+    assert gate.pick(base, wins, 0.0, covered=[face_window]) == [0, 1]
+    moved = base.copy()
+    moved[60:180, 60:180] = 40  # the face moves
+    moved[210:350, 80:160] = 200  # and the chest below it
+    assert gate.pick(moved, wins, 1.0, covered=[face_window]) == []
+    moved[100:160, 400:450] = 30  # a newcomer in the right tile
+    assert gate.pick(moved, wins, 2.0, covered=[face_window]) == [1]
 
 
 def test_an_old_config_with_ema_alpha_is_told_what_replaced_it(tmp_path):

@@ -129,22 +129,25 @@ class Pipeline:
         return self.classifier.predict(self.crops(gray, boxes))
 
     def detect(self, frame: Frame) -> list:
-        """The whole frame on a scan (its tiles where something moved); between scans only
-        windows around the faces being tracked, when that takes fewer detector calls than the
-        whole frame (tiles)."""
+        """Windows around the faces being tracked, when that takes fewer detector calls than
+        the whole frame (tiles); on a scan also the tiles where something else moved."""
         if not hasattr(self.detector, "windows_for"):  # one call sees the whole frame
             return self.detector.detect(frame.image)
         h, w = frame.image.shape[:2]
         wins = self.detector.windows_for(w, h)
         known = [tr.box for tr in self.monitor.carried if tr.id in self.tracker.tracks]
         schedule = self.monitor.schedule
-        if schedule.scan_now(frame.t_s) or len(known) >= len(wins):
+        if len(known) >= len(wins):  # the whole frame takes fewer calls than the faces
             schedule.scanned(frame.t_s)
-            looked = [wins[i] for i in schedule.gate.pick(to_gray(frame.image), wins, frame.t_s)]
-            # a known face in a skipped tile is still looked for around itself
-            rest = [b for b in known if not any(_holds(win, b) for win in looked)]
-            return detect_in(self.detector.inner, frame.image, looked + focus_windows(rest, w, h))
-        return detect_in(self.detector.inner, frame.image, focus_windows(known, w, h))
+            return self.detector.detect(frame.image)
+        focus = focus_windows(known, w, h)
+        if schedule.scan_now(frame.t_s):
+            schedule.scanned(frame.t_s)
+            picked = schedule.gate.pick(to_gray(frame.image), wins, frame.t_s, covered=focus)
+            if len(picked) == len(wins):  # every tile: the faces are in them
+                return self.detector.detect(frame.image)
+            return detect_in(self.detector.inner, frame.image, [wins[i] for i in picked] + focus)
+        return detect_in(self.detector.inner, frame.image, focus)
 
     def process(self, frame: Frame) -> FrameResult:
         t0 = time.perf_counter()
@@ -171,10 +174,6 @@ class Pipeline:
         faces = sorted((tr for tr in self.monitor.carried if tr.probs is not None), key=lambda tr: tr.id)
         return FrameResult(frame.index, frame.t_s, len(detections), tracks, mood, transition, self.policy.state, stage_s,
                            faces, detect, self.monitor.classified)
-
-
-def _holds(win: tuple[int, int, int, int], b) -> bool:
-    return win[0] <= b.x and win[1] <= b.y and b.x + b.w <= win[2] and b.y + b.h <= win[3]
 
 
 def load_parts(cfg: Config):

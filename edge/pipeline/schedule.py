@@ -52,14 +52,18 @@ MOTION_SETTLE_S = 2.0
 class MotionGate:
     """Which of the detector's windows a pass looks at: those with a block that moved since the
     window was last looked at or within MOTION_SETTLE_S, and those not looked at for `still_s` (a
-    face the detector missed gets more tries)."""
+    face the detector missed gets more tries). Motion inside `covered` does not count: the
+    windows around the faces being tracked, which the pass looks at anyway, and as much again
+    below each (that person's shoulders and chest): a tracked person swaying is not a newcomer.
+    A face that appears in front of someone's chest is found within `still_s`."""
 
     def __init__(self, still_s: float):
         self.still_s = still_s
         self.seen: dict[tuple[int, int, int, int], tuple[np.ndarray, float]] = {}  # window -> (its blocks, when)
         self.moved: dict[tuple[int, int, int, int], float] = {}  # window -> when it last moved
 
-    def pick(self, gray: np.ndarray, wins: list[tuple[int, int, int, int]], t_s: float) -> list[int]:
+    def pick(self, gray: np.ndarray, wins: list[tuple[int, int, int, int]], t_s: float,
+             covered: list[tuple[int, int, int, int]] = ()) -> list[int]:
         if self.still_s <= 0:
             return list(range(len(wins)))
         import cv2
@@ -67,12 +71,16 @@ class MotionGate:
         h, w = gray.shape[:2]
         blocks = cv2.resize(gray, (max(1, w // MOTION_BLOCK), max(1, h // MOTION_BLOCK)),
                             interpolation=cv2.INTER_AREA).astype(np.float32)
+        free = np.ones(blocks.shape, bool)  # blocks not wholly inside a covered window
+        for x0, y0, x1, y1 in covered:
+            free[-(-y0 // MOTION_BLOCK) : (2 * y1 - y0) // MOTION_BLOCK, -(-x0 // MOTION_BLOCK) : x1 // MOTION_BLOCK] = False
         picked = []
         for i, win in enumerate(wins):
             x0, y0, x1, y1 = (v // MOTION_BLOCK for v in win)
-            now = blocks[y0 : max(y0 + 1, y1), x0 : max(x0 + 1, x1)]
-            last = self.seen.get(win)
-            if last is not None and (last[0].shape != now.shape or float(np.abs(now - last[0]).max()) > MOTION_LEVELS):
+            cut = (slice(y0, max(y0 + 1, y1)), slice(x0, max(x0 + 1, x1)))
+            now, last = blocks[cut], self.seen.get(win)
+            if last is not None and (last[0].shape != now.shape
+                                     or bool(((np.abs(now - last[0]) > MOTION_LEVELS) & free[cut]).any())):
                 self.moved[win] = t_s
             if (last is None or t_s - last[1] >= self.still_s - _SLACK_S
                     or t_s - self.moved.get(win, -np.inf) <= MOTION_SETTLE_S + _SLACK_S):
