@@ -36,6 +36,7 @@ classify_hz = 0
 classify_max_per_frame = 0
 detect_hz = 0
 scan_hz = 0
+scan_still_s = 0
 [status]
 port = {port}
 token = "{token}"
