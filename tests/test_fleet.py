@@ -40,7 +40,8 @@ def _series_the_monitor_exports() -> set[str]:
 
     stats = Stats("rt", "m", "video", device="d")
     snap = stats.snapshot()
-    snap["health"] = {"cpu_temperature_c": 50.0, "throttled_flags": 0, "throttled_now": []}  # as on a Pi
+    snap["health"] = {"cpu_temperature_c": 50.0, "throttled_flags": 0, "throttled_now": [],  # as on a Pi
+                      "process_cpu_share": 0.3}
     snap["sink_failures"] = {"webhook": 1}
     body = render(lambda: snap)[0].decode()
     return {m for m in re.findall(r"^(queue_mood_\w+)", body, re.M)}
@@ -61,7 +62,7 @@ def test_dashboard_and_rules_use_only_series_that_exist():
             assert name in exported | recorded, f"{name} in {expr!r} is neither exported nor recorded"
     assert {"queue_mood_alert_raised", "queue_mood_alerts_raised_total", "queue_mood_negative_share",
             "queue_mood_faces", "queue_mood_faces_by_emotion", "queue_mood_fps",
-            "queue_mood_cpu_temperature_celsius"} <= exported
+            "queue_mood_cpu_temperature_celsius", "queue_mood_process_cpu_share"} <= exported
 
 
 def query(port: int, promql: str) -> dict:

@@ -90,7 +90,7 @@ def test_status_history_and_recent_alerts_follow_the_pipeline(serve):
     assert s["counts"] == {**dict.fromkeys(LABELS, 0), "angry": 2, "happy": 1}
     assert s["negative"] == ["angry", "sad"] and s["dropped_frames"] == 2 and s["sink_failures"] == {"webhook": 1}
     assert [a["kind"] for a in s["recent_alerts"]] == ["raised"] and s["recent_alerts"][0]["faces"] == 3
-    assert set(s["health"]) == {"cpu_temperature_c", "throttled_flags", "throttled_now"}
+    assert set(s["health"]) == {"cpu_temperature_c", "throttled_flags", "throttled_now", "process_cpu_share"}
     h = json.loads(get(base + "/history")[2])
     assert h["points"][-1]["faces"] == 3 and h["points"][-1]["alert"] is True
     stats.update(result(1, 0, "clear", "cleared", happy=1), 2, {}, {})
@@ -309,3 +309,17 @@ def test_doctor_warns_when_the_network_address_answers_without_auth(serve):
         assert [c.status for c in ctx.checks] == [doctor.OK] and "a token required" in ctx.checks[0].detail
     finally:
         guarded.stop()
+
+
+def test_process_cpu_share_is_cpu_seconds_per_wall_second_over_the_interval():
+    from edge.service.health import CpuShare
+
+    clock, cpu = [100.0], [7.0]
+    share = CpuShare(every_s=5.0, clock=lambda: clock[0], cpu=lambda: cpu[0])
+    assert share.sample() is None  # nothing to average yet
+    clock[0], cpu[0] = 103.0, 7.6
+    assert share.sample() is None  # not every_s yet
+    clock[0], cpu[0] = 110.0, 9.5
+    assert share.sample() == pytest.approx(0.25)  # 2.5 CPU s over 10 s: a quarter of a core
+    clock[0], cpu[0] = 115.0, 14.5
+    assert share.sample() == pytest.approx(1.0)  # one core busy over the next 5 s

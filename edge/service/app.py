@@ -139,6 +139,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     frames = alerts = 0
     track_ids: set[int] = set()
     started = next_state = time.monotonic()
+    cpu_started = time.process_time()
     watchdog = Watchdog()
     camera = _CameraWatch(source.describe(), s.down_after_s, stats, sinks, device)
     next_sink_stats = 0.0
@@ -192,6 +193,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     elapsed = time.monotonic() - started
     summary = {"frames": frames, "tracks": len(track_ids), "alerts_raised": alerts, "seconds": round(elapsed, 2),
                "fps": round(frames / elapsed, 2) if elapsed > 0 else 0.0, "dropped_frames": source.dropped,
+               "cpu_share_of_core": round((time.process_time() - cpu_started) / elapsed, 2) if elapsed > 0 else None,
                "stage_ms": {k: round(v, 2) for k, v in pipeline.timer.medians_ms().items()}, "runtime": classifier.runtime.describe(),
                "alert_state": pipeline.policy.state, "sinks": sinks.stats()}
     log.info("stopped after %d frames: %s", frames, summary)

@@ -8,7 +8,8 @@ queue_mood_fps, queue_mood_faces, queue_mood_negative_share, queue_mood_faces_by
 queue_mood_alert_raised, queue_mood_alerts_raised_total, queue_mood_stage_latency_ms{stage},
 queue_mood_sink_failures_total{sink}, queue_mood_camera_up, queue_mood_camera_down_total,
 queue_mood_sink_{sent,delivered,dead_lettered,spool_dropped,lost}_total{sink},
-queue_mood_sink_{queued,spooled,spool_in_memory}{sink}, queue_mood_uptime_seconds, and where the board says:
+queue_mood_sink_{queued,spooled,spool_in_memory}{sink}, queue_mood_uptime_seconds,
+queue_mood_process_cpu_share (after the first few seconds), and where the board says:
 queue_mood_cpu_temperature_celsius, queue_mood_throttled, queue_mood_under_voltage."""
 
 from __future__ import annotations
@@ -82,6 +83,9 @@ class _Collector:
             yield (counter if is_counter else gauge)(name, help_, label="sink", values=values)
         yield gauge("uptime_seconds", "Seconds since start.", s["uptime_s"])
         h = s["health"]
+        if h.get("process_cpu_share") is not None:
+            yield gauge("process_cpu_share", "CPU seconds this process used per second, all threads (1.0 = one core "
+                        "busy), over the last few seconds.", h["process_cpu_share"])
         if h["cpu_temperature_c"] is not None:
             yield gauge("cpu_temperature_celsius", "CPU temperature.", h["cpu_temperature_c"])
         if h["throttled_flags"] is not None:

@@ -1,10 +1,12 @@
 """The board's health as the kernel reports it: CPU temperature and, on a Raspberry Pi,
 the firmware's throttling flags. Read from sysfs only (no vcgencmd subprocess), so it is
-cheap enough for the status server to poll; missing files mean "not known here"."""
+cheap enough for the status server to poll; missing files mean "not known here". Beside
+them, what the monitor itself costs: its CPU time per second (CpuShare)."""
 
 from __future__ import annotations
 
 import glob
+import time
 from pathlib import Path
 
 THERMAL = Path("/sys/class/thermal/thermal_zone0/temp")  # millidegrees Celsius
@@ -52,3 +54,20 @@ def throttle_now(flags: int | None) -> list[str]:
 def read() -> dict:
     flags = throttled_flags()
     return {"cpu_temperature_c": cpu_temperature_c(), "throttled_flags": flags, "throttled_now": throttle_now(flags)}
+
+
+class CpuShare:
+    """This process's CPU seconds per second of wall time, all threads (1.0 = one core busy),
+    averaged over at least `every_s`: what the monitor costs on this board, measured there."""
+
+    def __init__(self, every_s: float = 5.0, clock=time.monotonic, cpu=time.process_time):
+        self.every_s, self.clock, self.cpu = every_s, clock, cpu
+        self._t, self._c = clock(), cpu()
+        self.share: float | None = None  # None until every_s has passed
+
+    def sample(self) -> float | None:
+        t, c = self.clock(), self.cpu()
+        if t - self._t >= self.every_s:
+            self.share = round((c - self._c) / (t - self._t), 4)
+            self._t, self._c = t, c
+        return self.share

@@ -66,6 +66,7 @@ class Stats:
         self._last_t: float | None = None
         self._health: dict = {}
         self._health_t = -HEALTH_EVERY_S
+        self._cpu = health.CpuShare(HEALTH_EVERY_S)
 
     def update(self, result, dropped: int, stage_ms: dict, sink_failures: dict):
         now, wall = time.monotonic(), time.time()
@@ -111,7 +112,7 @@ class Stats:
         """What /status shows: the current mood, alert, recent alerts and health."""
         now = time.monotonic()
         if now - self._health_t >= HEALTH_EVERY_S:  # outside the lock: sysfs may be slow
-            self._health, self._health_t = health.read(), now
+            self._health, self._health_t = {**health.read(), "process_cpu_share": self._cpu.sample()}, now
         with self._lock:
             return {**json.loads(json.dumps(self.data)), "uptime_s": round(now - self.started, 1),
                     "health": dict(self._health), "recent_alerts": self.history.recent_alerts()}
