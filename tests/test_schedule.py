@@ -290,3 +290,37 @@ def test_an_old_config_with_ema_alpha_is_told_what_replaced_it(tmp_path):
     cfg.write_text("[tracking]\nema_alpha = 0.3\n")
     with pytest.raises(ConfigError, match=r"'tracking\.ema_alpha' is no longer read; use tracking\.smooth_s"):
         load_config(cfg)
+
+
+def test_budget_rates_count_the_calls_the_schedule_makes_at_most():
+    from edge.pipeline.schedule import budget_rates
+
+    calls, faces = budget_rates(ScheduleConfig(), fps=15, faces=4, full_pass_calls=13)
+    assert calls == pytest.approx(13 + 4 * 4)  # one full pass a second, a window per face in the 4 other detector frames
+    assert faces == pytest.approx(4 * 5 / 3)  # at 5 detector frames a second a 0.5-s period is every 3rd one
+    calls, faces = budget_rates(ScheduleConfig.every_frame(), fps=15, faces=4, full_pass_calls=13)
+    assert (calls, faces) == (15 * 13, 15 * 4)
+    _, capped = budget_rates(ScheduleConfig(classify_hz=5.0), fps=15, faces=4, full_pass_calls=13)
+    assert capped == 2 * 5  # classify_max_per_frame = 2 on 5 detector frames a second
+
+
+def _doctor_budget(tmp_path, toml=""):
+    from edge.ops.doctor import DoctorSettings, diagnose
+
+    (tmp_path / "frames").mkdir(exist_ok=True)
+    path = tmp_path / "config.toml"
+    path.write_text(f"[source]\npath = '{tmp_path / 'frames'}'\n" + toml)
+    return {c.name: c for c in diagnose(DoctorSettings(config=str(path), camera_timeout_s=5))}["compute budget"]
+
+
+def test_doctor_times_this_board_and_warns_when_the_schedule_needs_a_core(tmp_path, monkeypatch, shipped_classifier):
+    from edge.ops import doctor
+
+    check = _doctor_budget(tmp_path)
+    assert check.status == "OK" and "of one core at 15 fps with 4 faces" in check.detail
+    assert "29 calls/s" in check.detail and "6.7 faces/s" in check.detail
+    monkeypatch.setattr(doctor, "_median_s", lambda fn, n=7: 0.01)  # a slow board: 10 ms a call
+    check = _doctor_budget(tmp_path)
+    assert check.status == "OK" and check.detail.startswith("about 36% of one core")  # 29 x 10 ms + 6.7 x 10 ms
+    check = _doctor_budget(tmp_path, "[schedule]\nclassify_hz = 0\nclassify_max_per_frame = 0\ndetect_hz = 0\nscan_hz = 0\n")
+    assert check.status == "WARN" and check.detail.startswith("about 255% of one core") and "classify_hz = 1" in check.detail

@@ -12,6 +12,8 @@ has moved since the detector last looked at them (MotionGate), each for at most 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from edge.config import ScheduleConfig
@@ -35,6 +37,21 @@ def focus_windows(boxes: list[BBox], frame_w: int, frame_h: int) -> list[tuple[i
         if x1 - x0 > 1 and y1 - y0 > 1:
             out.append((x0, y0, x1, y1))
     return out
+
+
+def budget_rates(cfg: ScheduleConfig, fps: float, faces: int, full_pass_calls: int) -> tuple[float, float]:
+    """(detector model calls, faces classified) per second that the schedule makes at most
+    with `faces` in view at `fps`: every tile in every whole-frame pass (a pass that skips
+    still tiles makes fewer), a window per face between passes, and each face classified on
+    the first detector frame after its period is up."""
+    det_fps = fps if cfg.detect_hz <= 0 else min(fps, cfg.detect_hz)
+    passes = det_fps if cfg.scan_hz <= 0 else min(det_fps, cfg.scan_hz)
+    calls = passes * full_pass_calls + (det_fps - passes) * min(faces, full_pass_calls)
+    per_face = det_fps if cfg.classify_hz <= 0 else det_fps / math.ceil(det_fps / cfg.classify_hz - _SLACK_S)
+    classified = faces * per_face
+    if cfg.classify_max_per_frame:
+        classified = min(classified, cfg.classify_max_per_frame * det_fps)
+    return calls, classified
 
 
 # Motion is judged on the grey frame in blocks of MOTION_BLOCK x MOTION_BLOCK pixels (averaging
