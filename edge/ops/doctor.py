@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -323,8 +324,6 @@ BUDGET_WARN = 0.8  # of one core: above it a busy queue may cost frames
 
 
 def _median_s(fn, n: int = 7) -> float:
-    import time
-
     fn()  # the first call allocates
     times = []
     for _ in range(n):

@@ -59,8 +59,6 @@ def budget_rates(cfg: ScheduleConfig, fps: float, faces: int, full_pass_calls: i
 # changed by more than MOTION_LEVELS grey levels: a face or a body entering changes it by tens.
 MOTION_BLOCK = 8
 MOTION_LEVELS = 10.0
-
-
 # A window that moved is looked at for this long after, too: someone who walks in and stops may
 # be found only once they face the camera.
 MOTION_SETTLE_S = 2.0
@@ -90,7 +88,9 @@ class MotionGate:
                             interpolation=cv2.INTER_AREA).astype(np.float32)
         free = np.ones(blocks.shape, bool)  # blocks not wholly inside a covered window
         for x0, y0, x1, y1 in covered:
-            free[-(-y0 // MOTION_BLOCK) : (2 * y1 - y0) // MOTION_BLOCK, -(-x0 // MOTION_BLOCK) : x1 // MOTION_BLOCK] = False
+            below = y1 + (y1 - y0)  # the person's shoulders and chest
+            first_x, first_y = math.ceil(x0 / MOTION_BLOCK), math.ceil(y0 / MOTION_BLOCK)
+            free[first_y : below // MOTION_BLOCK, first_x : x1 // MOTION_BLOCK] = False
         picked = []
         for i, win in enumerate(wins):
             x0, y0, x1, y1 = (v // MOTION_BLOCK for v in win)
