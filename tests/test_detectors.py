@@ -122,6 +122,25 @@ def test_blazeface_finds_the_one_face(astronaut, blazeface, variant, face_w, cen
 
 
 @needs_blazeface
+@pytest.mark.parametrize("size", [(500, 480), (330, 300), (413, 397)])
+def test_a_window_shrunk_in_two_steps_looks_and_detects_like_one_area_resize(astronaut, blazeface, size, monkeypatch):
+    from edge.pipeline.detectors import blazeface as bf
+
+    frame, truth = place_astronaut(astronaut, 150, (size[0] / 2 + 11, size[1] / 2 - 7), size=size)
+    nw, nh = 128, round(128 * size[1] / size[0])
+    small, w, h = bf.shrink_area(frame, nw, nh)
+    one = cv2.resize(frame[:h, :w], (nw, nh), interpolation=cv2.INTER_AREA)
+    assert small.shape == one.shape and w > size[0] - 5 and h > size[1] - 5
+    assert np.abs(small.astype(float) - one).mean() < 2.0  # grey levels
+    (two_step,) = blazeface["short_range"].detect(frame)
+    monkeypatch.setattr(bf, "shrink_area", lambda im, nw, nh: (
+        cv2.resize(im, (nw, nh), interpolation=cv2.INTER_AREA), im.shape[1], im.shape[0]))
+    (one_step,) = blazeface["short_range"].detect(frame)
+    assert two_step.box.iou(one_step.box) > 0.95 and abs(two_step.score - one_step.score) < 0.02
+    assert two_step.box.iou(truth) > 0.5
+
+
+@needs_blazeface
 @pytest.mark.parametrize("variant", ["short_range", "full_range"])
 def test_grayscale_and_portrait_frames(astronaut, blazeface, variant):
     frame, truth = place_astronaut(astronaut, 140, (300, 240))

@@ -54,6 +54,15 @@ def negative_people(t_s: float) -> int:
     return sum(p.unhappy_from_s is not None and p.unhappy_from_s <= t_s < p.unhappy_until_s for p in PEOPLE)
 
 
+# Where BlazeFace full range (untiled) finds the photo's one face, (x, y, w, h), and its
+# keypoints (the subject's right eye, left eye, nose tip, mouth, right and left ear), measured
+# once: the photo never changes, and the scene should not move when the detector's input
+# resizing does (the unhappy face is drawn from these points).
+ASTRONAUT_BOX = (173.27, 67.93, 106.56, 106.56)
+ASTRONAUT_KEYPOINTS = ((205.31, 102.03), (246.55, 105.25), (224.59, 130.32), (223.42, 148.28), (181.62, 109.12),
+                       (269.75, 114.96))
+
+
 def astronaut_photo() -> np.ndarray:
     """scikit-image's astronaut (512x512), BGR."""
     import cv2
@@ -130,17 +139,8 @@ class Scene:
     def __init__(self):
         import cv2
 
-        from edge.pipeline.detectors import create_detector
-
         photo = astronaut_photo()
-        # the photo's one face at full size: BlazeFace full range, untiled, finds it with its keypoints
-        finder = create_detector("blazeface", variant="full_range", tiles=[1, 1])
-        found = finder.detect_with_keypoints(photo)
-        if not found:
-            raise UserError("The face detector finds no face in scikit-image's astronaut photo, so the demo scene "
-                            "cannot be made; check `edge doctor`.")
-        det, kp = max(found, key=lambda f: f[0].score)
-        box = det.box.as_tuple()
+        box, kp = ASTRONAUT_BOX, np.array(ASTRONAUT_KEYPOINTS)
         faces = {"happy": photo, "unhappy": unhappy_face(photo, kp[:2], kp[3], box[2])}
         self.pictures = []  # per person: {expression: picture at the person's scale}
         for p in PEOPLE:
