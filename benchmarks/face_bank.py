@@ -74,6 +74,16 @@ class FaceBank:
     widths_px: tuple[int, ...]
     files: list[str]
     looks: np.ndarray | None = None  # (faces, widths, per_face, dims) float16: preprocess.look of each view
+    # (faces, widths, per_face, 2, classes): each view seen once, as it is [0] and mirrored [1]
+    # (schedule.flip_in_turn); None: only the averaged outputs in `probs`
+    turn: np.ndarray | None = None
+
+    def output(self, face: int, wbin: int, view: int, mirror: bool | None) -> np.ndarray:
+        """The classifier's output on one view: both images averaged (mirror None, or a bank
+        without single views), else the view as it is or mirrored."""
+        if mirror is None or self.turn is None:
+            return self.probs[face, wbin, view]
+        return self.turn[face, wbin, view, int(mirror)]
 
     def width_index(self, width_px: float) -> int:
         return int(np.argmin([abs(w - width_px) for w in self.widths_px]))
@@ -133,6 +143,12 @@ def camera_views(files: list[Path], size: int, jitter: Jitter, seed: int, widths
     return crops
 
 
+def single_views(classifier, crops: np.ndarray, mirror: bool, batch: int = 256) -> np.ndarray:
+    """The classifier's calibrated output on each crop seen once, as it is or mirrored."""
+    return np.concatenate([classifier.predict(crops[i : i + batch], np.full(len(crops[i : i + batch]), mirror))
+                           for i in range(0, len(crops), batch)]).astype(np.float32)
+
+
 def build_bank(classifier, root: Path, per_class: int | None, jitter: Jitter, seed: int,
                widths_px=WIDTHS_PX, use_cache: bool = True) -> FaceBank:
     from edge.card import sha256_file
@@ -147,16 +163,25 @@ def build_bank(classifier, root: Path, per_class: int | None, jitter: Jitter, se
     face_labels = np.array([k for _, k in faces], np.int16)
     cached = dict(np.load(path)) if use_cache and path.is_file() else {}
     looks_key = f"looks_{LOOK_NAME}"
-    if "probs" in cached and looks_key in cached:
-        return FaceBank(labels, face_labels, cached["probs"], tuple(widths_px), [str(f) for f in files], cached[looks_key])
+    want_turn = classifier.flip_average  # a model without flip averaging has only one output per view
+    if "probs" in cached and looks_key in cached and ("turn" in cached or not want_turn):
+        return FaceBank(labels, face_labels, cached["probs"], tuple(widths_px), [str(f) for f in files],
+                        cached[looks_key], cached.get("turn"))
     size = classifier.card.input_size
     crops = camera_views(files, size, jitter, seed, widths_px)
     flat = crops.reshape(-1, size, size)
+    shape = (*crops.shape[:3], len(labels))
     probs = cached.get("probs")
     if probs is None:
-        probs = classifier.predict_many(flat).reshape(*crops.shape[:3], len(labels)).astype(np.float32)
-    looks = np.stack([look(c) for c in flat]).reshape(*crops.shape[:3], -1).astype(np.float16)
+        probs = classifier.predict_many(flat).reshape(shape).astype(np.float32)
+    turn = cached.get("turn")
+    if turn is None and want_turn:
+        turn = np.stack([single_views(classifier, flat, m).reshape(shape) for m in (False, True)], axis=3)
+    looks = cached.get(looks_key)
+    if looks is None:
+        looks = np.stack([look(c) for c in flat]).reshape(*crops.shape[:3], -1).astype(np.float16)
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, face_labels=face_labels, probs=probs, **{looks_key: looks})
-    return FaceBank(labels, face_labels, probs, tuple(widths_px), [str(f) for f in files], looks)
+        extra = {} if turn is None else {"turn": turn}
+        np.savez_compressed(path, face_labels=face_labels, probs=probs, **{looks_key: looks}, **extra)
+    return FaceBank(labels, face_labels, probs, tuple(widths_px), [str(f) for f in files], looks, turn)

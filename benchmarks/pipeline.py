@@ -363,15 +363,17 @@ def per_frame_config(cfg):
     return dataclasses.replace(cfg, schedule=ScheduleConfig.every_frame())
 
 
-def model_macs(classifier, detector) -> dict:
-    """MACs per classified face (both flips when the card averages them) and per detector model
-    call (None for a detector that is not a TFLite model); calls for one whole frame."""
+def model_macs(classifier, detector, cfg) -> dict:
+    """MACs per classified face (both images when the card averages a face with its mirror image
+    and the schedule does not take them in turn) and per detector model call (None for a
+    detector that is not a TFLite model); calls for one whole frame."""
     from edge.pipeline.cost import macs_per_invoke
 
     inner = getattr(detector, "inner", detector)  # a RegionDetector runs its inner one per window
     calls = len(detector.windows_for(W, H)) if hasattr(detector, "windows_for") else 1
     interp = getattr(inner, "interpreter", None)
-    return {"per_face": macs_per_invoke(classifier.interp)["total"] * (2 if classifier.flip_average else 1),
+    both = classifier.flip_average and not cfg.schedule.flip_in_turn
+    return {"per_face": macs_per_invoke(classifier.interp)["total"] * (2 if both else 1),
             "per_detection": macs_per_invoke(interp)["total"] if interp is not None else None,
             "detector_calls_per_frame": calls}
 
@@ -388,9 +390,9 @@ def add_macs(r: dict, macs: dict) -> dict:
 def live(v: dict, cfg, parts, peer_parts) -> dict:
     """Ours (the config's schedule), ours with the schedule off, and the peer, each over the
     video at its frame rate, in this one run."""
-    macs = model_macs(*parts)
+    macs, every = model_macs(*parts, cfg), per_frame_config(cfg)
     out = {"macs": macs, "ours": add_macs(live_pass(v, ours_step(cfg, parts)), macs),
-           "ours_per_frame": add_macs(live_pass(v, ours_step(per_frame_config(cfg), parts)), macs)}
+           "ours_per_frame": add_macs(live_pass(v, ours_step(every, parts)), model_macs(*parts, every))}
     if peer_parts:
         out["peer"] = live_pass(v, peer_step(*peer_parts))
         out["cpu_ratio_peer_to_ours"] = round(out["peer"]["cpu_s"] / out["ours"]["cpu_s"], 2)
@@ -402,7 +404,7 @@ def live(v: dict, cfg, parts, peer_parts) -> dict:
 
 def sweep_detect(v: dict, cfg, parts, rates) -> list[dict]:
     """Unpaced passes of ours with the detector at each rate (Hz): CPU, recall, classifications."""
-    rows, macs = [], model_macs(*parts)
+    rows, macs = [], model_macs(*parts, cfg)
     for hz in rates:
         c = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule, detect_hz=hz))
         rows.append({"detect_hz": hz, **add_macs(live_pass(v, ours_step(c, parts), pace=False), macs)})
@@ -601,7 +603,8 @@ def live_markdown(report: dict) -> list[str]:
                  "video; face recall = share of placed faces (per frame) holding the centre of a reported box (ours: "
                  "confirmed tracks, carried boxes included; peer: its Haar detections); CPU peer / ours = CPU "
                  "seconds ratio on the same video; classify work cut = faces classified per second with the schedule "
-                 "off / on; GMAC / video s = classifier MACs per face (x2 with flip averaging) x faces classified + "
+                 "off / on; GMAC / video s = classifier MACs per face (x2 where each classification sees the face and its "
+                 "mirror image: flip averaging, not in turn) x faces classified + "
                  "detector MACs x detector calls, per second of video; Pi 4 cores (est.) = that / "
                  f"{common.PI4_CORE_GMACS:.1f} GMAC/s per Cortex-A72 core (XNNPACK's published Raspberry Pi 4 "
                  "MobileNet v1 figure; see README).")
@@ -623,7 +626,10 @@ def live_markdown(report: dict) -> list[str]:
 def markdown(report: dict) -> str:
     lines = [common.md_header("End-to-end pipeline (640x480 video)", report)]
     o = report["ours"]
-    lines.append(f"Ours: {o['model']} ({o['runtime']}, flip-average {'on' if o['flip_average'] else 'off'}), "
+    turn = report.get("schedule", {}).get("flip_in_turn")
+    flip = ("off" if not o["flip_average"] else "on, the face and its mirror image in turn" if turn
+            else "on, both images in each classification")
+    lines.append(f"Ours: {o['model']} ({o['runtime']}, flip-average {flip}), "
                  f"detector {o['detector']}.  ")
     p = report["peer"]
     if p.get("skipped"):

@@ -181,7 +181,7 @@ class Simulation:
 
     def detections(self, t: float, dt: float):
         sc, r, bank = self.sc, self.r, self.bank
-        boxes, probs, looks, who = [], [], [], []
+        boxes, views, looks, who = [], [], [], []  # views: (face, width bin, view) in the bank
         pull, step = dt / 10.0, math.sqrt(2 * dt / 10.0)  # drift: mean-reverting over ~10 s
         for p in self.people.values():
             cx, cy, _ = self.spots[p.spot]
@@ -198,21 +198,19 @@ class Simulation:
             w, jit = p.width * (1 + r.gauss(0, sc.box_jitter)), sc.box_jitter * p.width
             x, y = cx + p.off[0] + r.gauss(0, jit), cy + p.off[1] + r.gauss(0, jit)
             boxes.append(BBox(x - w / 2, y - w / 2, w, w * 1.1))
-            probs.append(bank.probs[p.face, p.wbin, p.view])
+            views.append((p.face, p.wbin, p.view))
             looks.append(None if self.looks is None else self.looks[p.face, p.wbin, p.view])
             who.append(p.id)
         for k, (fx, fy, fw, face) in enumerate(self.flickers):
             if r.random() < sc.flicker_rate:
                 boxes.append(BBox(fx - fw / 2, fy - fw / 2, fw, fw * 1.1))
                 view = r.randrange(self.views)
-                probs.append(bank.probs[face, bank.width_index(fw), view])
+                views.append((face, bank.width_index(fw), view))
                 looks.append(None if self.looks is None else self.looks[face, bank.width_index(fw), view])
                 who.append(-1 - k)
-        return boxes, probs, looks, who
+        return boxes, views, looks, who
 
-    def run(self, classify=None) -> SimResult:
-        """classify(t_s, boxes, tracker) -> which boxes get their prediction this frame
-        (a classification schedule); default: all of them."""
+    def run(self) -> SimResult:
         sc = self.sc
         dt = 1.0 / sc.fps
         periods = self.periods = schedule(sc, self.rng)
@@ -231,11 +229,13 @@ class Simulation:
             if now_unhappy or now_unhappy != in_period:
                 self.rebalance(t, now_unhappy, now_unhappy and not in_period)
             in_period = now_unhappy
-            boxes, probs, looks, who = self.detections(t, dt)
-            if classify is not None:
-                keep = classify(t, boxes, tracker)
-                probs = [p if k else None for p, k in zip(probs, keep)]
-            _, mood, tr = self.monitor.update(t, boxes, probs, looks)
+            boxes, views, looks, who = self.detections(t, dt)
+
+            def classify(due, mirror, views=views):  # the bank's outputs instead of running the model
+                flags = mirror or [None] * len(due)
+                return [self.bank.output(*views[i], m) for i, m in zip(due, flags)]
+
+            _, mood, tr = self.monitor.update(t, boxes, classify, looks)
             share[i], faces[i] = mood.negative_share, mood.faces
             if tr:
                 transitions.append((t, tr))

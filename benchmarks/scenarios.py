@@ -68,12 +68,16 @@ def config_for(args, overrides: dict | None = None):
 
 
 def parse_set(items) -> dict:
-    """--set mood.score=expected -> {"mood.score": "expected"} (numbers become numbers)."""
+    """--set mood.score=expected -> {"mood.score": "expected"} (numbers become numbers, true and
+    false booleans)."""
     out = {}
     for item in items or []:
         if "=" not in item:
             raise UserError(f"--set {item!r} is not KEY=VALUE; write e.g. --set alert.raise_share=0.5.")
         k, v = item.split("=", 1)
+        if v in ("true", "false"):
+            out[k] = v == "true"
+            continue
         try:
             out[k] = int(v) if v.lstrip("-").isdigit() else float(v)
         except ValueError:
@@ -81,10 +85,10 @@ def parse_set(items) -> dict:
     return out
 
 
-def simulate(bank, cfg, sc: Scenario, seed: int, classify=None):
+def simulate(bank, cfg, sc: Scenario, seed: int):
     from edge.pipeline.core import QueueMonitor
 
-    return Simulation(bank, sc, QueueMonitor(cfg, bank.labels), seed).run(classify)
+    return Simulation(bank, sc, QueueMonitor(cfg, bank.labels), seed).run()
 
 
 def pct(values, q) -> float | None:

@@ -8,6 +8,7 @@ import pytest
 
 from edge.card import ModelCard
 from edge.config import ConfigError, ScheduleConfig, TrackingConfig, load_config
+from edge.labels import LABELS
 from edge.pipeline.detectors.base import Detection, FaceDetector
 from edge.pipeline.geometry import BBox
 from edge.pipeline.schedule import Schedule
@@ -165,6 +166,44 @@ def test_batches_are_padded_to_fixed_slots_with_the_same_answers(shipped_classif
     for n in range(1, 10):
         assert np.allclose(clf.raw_probs(crops[:n]), one_by_one[:n], atol=1e-6)
     assert set(clf._slots) == {1, 2, 4, 8}
+
+
+def test_a_mirror_flag_sees_that_image_only_and_the_two_average_to_flip_averaging(shipped_classifier):
+    from edge.pipeline.classifier import apply_temperature
+
+    clf = shipped_classifier
+    assert clf.flip_average  # the shipped card asks for flip averaging
+    rng = np.random.default_rng(2)
+    crops = rng.integers(0, 255, (3, clf.card.input_size, clf.card.input_size), dtype=np.uint8)
+    plain, mirrored = clf.raw_probs(crops), clf.raw_probs(crops[:, :, ::-1])
+    calibrated = lambda p: apply_temperature(p, clf.temperature, clf.prob_floor)  # noqa: E731
+    got = clf.predict(crops, [False, True, False])
+    assert np.allclose(got, calibrated(np.stack([plain[0], mirrored[1], plain[2]])), atol=1e-6)
+    assert np.allclose(clf.predict(crops), calibrated((plain + mirrored) / 2), atol=1e-6)
+    with pytest.raises(ValueError, match="one flag per crop"):
+        clf.predict(crops, [True])
+
+
+@pytest.mark.parametrize("in_turn", [True, False])
+def test_each_track_sees_its_face_and_its_mirror_image_in_turn(in_turn):
+    from edge.pipeline.core import QueueMonitor
+
+    cfg = load_config(None, {"schedule.classify_hz": 2.0, "schedule.detect_hz": 5.0,
+                             "schedule.flip_in_turn": in_turn})
+    monitor = QueueMonitor(cfg, list(LABELS))
+    asked: dict[int, list] = {}
+
+    def classify(due, mirror):
+        for k, i in enumerate(due):
+            asked.setdefault(i, []).append(None if mirror is None else mirror[k])
+        return [np.full(len(LABELS), 1 / len(LABELS), np.float32)] * len(due)
+
+    boxes = [BBox(40, 40, 60, 60), BBox(300, 40, 60, 60)]
+    for i in range(int(3 * FPS)):
+        monitor.update(i / FPS, boxes, classify)
+    for flags in asked.values():
+        assert len(flags) >= 5
+        assert flags == ([k % 2 == 1 for k in range(len(flags))] if in_turn else [None] * len(flags))
 
 
 def test_old_cards_load_without_a_mac_count():

@@ -357,7 +357,8 @@ def check_budget(ctx: _Context, cfg) -> None:
     size = clf.card.input_size
     try:
         det_s = _median_s(lambda: inner.detect(frame[y0:y1, x0:x1]))
-        face_s = _median_s(lambda: clf.predict(np.full((1, size, size), 128, np.uint8)))
+        mirror = [False] if cfg.schedule.flip_in_turn else None  # one image a face, or the face and its mirror
+        face_s = _median_s(lambda: clf.predict(np.full((1, size, size), 128, np.uint8), mirror))
     except Exception as exc:  # noqa: BLE001
         ctx.add("compute budget", WARN, f"could not time the detector and classifier: {type(exc).__name__}: {exc}")
         return

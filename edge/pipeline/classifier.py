@@ -112,13 +112,20 @@ class Classifier:
         y = interp.get_tensor(self._out["index"])[:n]
         return dequantize(y, *self._out_q) if self._out_q else y.astype(np.float32)
 
-    def predict(self, crops: np.ndarray) -> np.ndarray:
+    def predict(self, crops: np.ndarray, mirror=None) -> np.ndarray:
         """Calibrated probabilities: with the card's flip_average, the mean over each crop and
-        its mirror image (one batch), then the card's temperature."""
+        its mirror image (one batch), then the card's temperature. mirror: one flag per crop to
+        see that crop or its mirror image instead of both (half the work; a track's smoothing
+        averages the two over its classifications); ignored without the card's flip_average."""
         crops = np.asarray(crops)
         if crops.ndim == 2:
             crops = crops[None]
-        if self.flip_average and len(crops):
+        if self.flip_average and len(crops) and mirror is not None:
+            flags = np.asarray(mirror, bool)
+            if flags.shape != (len(crops),):
+                raise ValueError(f"mirror needs one flag per crop ({len(crops)}), got shape {flags.shape}")
+            probs = self.raw_probs(np.where(flags[:, None, None], crops[:, :, ::-1], crops))
+        elif self.flip_average and len(crops):
             both = self.raw_probs(np.concatenate([crops, crops[:, :, ::-1]]))
             probs = (both[: len(crops)] + both[len(crops) :]) / 2
         else:

@@ -74,6 +74,7 @@ class QueueMonitor:
         self.mood = MoodWindow(labels, cfg.mood)
         self.policy = AlertPolicy(cfg.alert)
         self.schedule = Schedule(cfg.schedule)
+        self.flip_in_turn = cfg.schedule.flip_in_turn
         self.carried: list[Track] = []  # the tracks of the last detector frame, in detection order
         self.classified = 0  # faces classified in the last update
         self.detected = False  # whether the last update ran the tracker on fresh detections
@@ -82,13 +83,18 @@ class QueueMonitor:
         """Whether the schedule runs the detector on the frame at t_s."""
         return self.schedule.detect_now(t_s)
 
+    def mirror(self, due: list[int]) -> list[bool] | None:
+        """With flip_in_turn, every other classification of a track sees its mirror image."""
+        return [self.carried[i].classified % 2 == 1 for i in due] if self.flip_in_turn else None
+
     def update(self, t_s: float, boxes: list | None, probs, looks=None) -> tuple[list[Track], Mood, str | None]:
         """boxes: this frame's detections; on a frame where the schedule skips the detector
         (or boxes is None) the last detector frame's tracks carry on with their boxes. probs:
-        one prediction per box (None where there is none), or a callable classify(indices) ->
-        predictions that runs the classifier on the boxes the schedule picks; only those are
-        used. looks: preprocess.look of each box's crop (or None). Returns (confirmed tracks
-        seen, mood, transition)."""
+        one prediction per box (None where there is none), or a callable classify(indices,
+        mirror) -> predictions that runs the classifier on the boxes the schedule picks (mirror:
+        per box, whether to see its mirror image instead, from schedule.flip_in_turn; None: both
+        the crop and its mirror); only those are used. looks: preprocess.look of each box's crop
+        (or None). Returns (confirmed tracks seen, mood, transition)."""
         detect = boxes is not None and self.detect_now(t_s)
         self.classified = 0
         self.detected = detect  # whether this update ran the tracker on fresh detections
@@ -100,7 +106,7 @@ class QueueMonitor:
             if not callable(probs):
                 due = [i for i in due if probs[i] is not None]
             if due:
-                predictions = probs(due) if callable(probs) else [probs[i] for i in due]
+                predictions = probs(due, self.mirror(due)) if callable(probs) else [probs[i] for i in due]
                 for i, p in zip(due, predictions):
                     tr = self.carried[i]
                     self.tracker.observe(tr, t_s, p)
@@ -159,9 +165,9 @@ class Pipeline:
         looks = [look(c) for c in crops] if boxes else []
         spent = [0.0]
 
-        def classify(indices):  # only the faces the schedule picks
+        def classify(indices, mirror):  # only the faces the schedule picks
             t = time.perf_counter()
-            out = self.classifier.predict(crops[indices])
+            out = self.classifier.predict(crops[indices], mirror)
             spent[0] += time.perf_counter() - t
             return out
 
