@@ -224,7 +224,7 @@ def run(args, argv) -> dict:
     report["data"] = {"folder": str(data), **truth, "faces": int((bank.face_labels >= 0).sum()),
                       "per_class": {l: int((bank.face_labels == k).sum()) for k, l in enumerate(bank.labels)},
                       "views_per_face_and_width": args.views, "widths_px": list(bank.widths_px), "jitter": Jitter().key()}
-    report["operating_point"] = {k: to_dict(cfg)[k] for k in ("tracking", "mood", "alert")}
+    report["operating_point"] = {k: to_dict(cfg)[k] for k in ("tracking", "mood", "alert", "schedule")}
     base = dict(fps=args.fps, miss_rate=args.miss_rate, occlusions_per_min=args.occlusions_per_min,
                 flicker_spots=args.flicker_spots, flicker_rate=args.flicker_rate)
     report["simulation"] = {**base, "grace_s": GRACE_S, "scenario_defaults": Scenario().__dict__}
@@ -295,7 +295,8 @@ def to_markdown(r: dict) -> str:
               f"{r['simulation']['occlusions_per_min']} occlusions/min per person, {r['simulation']['flicker_spots']} "
               f"flickering spot(s) detected in {r['simulation']['flicker_rate']:.0%} of frames (looking unhappy); "
               f"an alert up to {r['simulation']['grace_s']:g} s after an unhappy period ends still counts for it",
-              f"- operating point: mood {r['operating_point']['mood']}, alert {r['operating_point']['alert']}", ""]
+              f"- operating point: mood {r['operating_point']['mood']}, alert {r['operating_point']['alert']}"
+              + (f", schedule {r['operating_point']['schedule']}" if "schedule" in r["operating_point"] else ""), ""]
     if r.get("targets"):
         lines += ["## Targets (3 faces)", "", common.md_table(
             ["scenario", "metric", "target", "measured", "met"],
