@@ -100,16 +100,21 @@ class ScheduleConfig:
     detect_hz: float = 5.0  # face detector runs per second at most (15 fps: every 3rd frame); 0 = every frame
     scan_hz: float = 1.0  # full passes a second (all tiles), for newcomers; between, only around known faces; 0 = always full
     scan_still_s: float = 4.0  # a pass skips a tile in which nothing moved since it was last looked at, for up to this long; 0 = never skip
+    # between scans, the window around a face that has not moved since its last detection (under
+    # 0.5 face widths a second) is looked at this often at most, its box carried meanwhile; a
+    # moving face is looked for at detect_hz (0 = every face at detect_hz)
+    detect_still_hz: float = 2.5
     # a model whose card asks for flip averaging: each classification of a face sees the face or
     # its mirror image in turn, and the track's smoothing averages them (half the classifier
-    # work); false: both in every classification
-    flip_in_turn: bool = True
+    # work, for a Pi 4 with many faces; slightly fewer alerts in the scenario benchmark);
+    # false: both in every classification
+    flip_in_turn: bool = False
 
     @classmethod
     def every_frame(cls) -> "ScheduleConfig":
         """The schedule off: the detector and the classifier on every face of every frame."""
         return cls(classify_hz=0.0, classify_max_per_frame=0, detect_hz=0.0, scan_hz=0.0, scan_still_s=0.0,
-                   flip_in_turn=False)
+                   detect_still_hz=0.0, flip_in_turn=False)
 
     def validate(self, p):
         _check(self.classify_hz >= 0, f"{p}.classify_hz", self.classify_hz, "a number >= 0 (0 = every frame)")
@@ -118,6 +123,8 @@ class ScheduleConfig:
         _check(self.detect_hz >= 0, f"{p}.detect_hz", self.detect_hz, "a number >= 0 (0 = every frame)")
         _check(self.scan_hz >= 0, f"{p}.scan_hz", self.scan_hz, "a number >= 0 (0 = every detector frame)")
         _check(self.scan_still_s >= 0, f"{p}.scan_still_s", self.scan_still_s, "a number of seconds >= 0 (0 = never skip)")
+        _check(self.detect_still_hz >= 0, f"{p}.detect_still_hz", self.detect_still_hz,
+               "a number >= 0 (0 = still faces at detect_hz)")
 
 
 @dataclass

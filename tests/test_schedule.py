@@ -111,6 +111,15 @@ def bright_square(frame):
     return [Detection(BBox(xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1), 0.9)]
 
 
+def bright_squares(frame):
+    """Each bright square in the window the detector is given; a whole square scores higher than
+    a part of one cut by a window's edge, as a real detector's would."""
+    import cv2
+
+    n, _, stats, _ = cv2.connectedComponentsWithStats((frame[..., 0] > 128).astype(np.uint8))
+    return [Detection(BBox(x, y, w, h), 0.5 + w * h / 1e5) for x, y, w, h, _ in stats[1:n]]
+
+
 @pytest.fixture(scope="module")
 def shipped_classifier():
     from edge.models import default_model_path
@@ -243,7 +252,8 @@ def test_between_scans_a_tiled_detector_looks_only_around_known_faces(shipped_cl
 
     inner = CountingDetector(bright_square)
     det = RegionDetector(inner, tiles=(4, 3), whole=True)  # 13 calls for the whole frame
-    cfg = load_config(None, {"schedule.detect_hz": 5.0, "schedule.scan_hz": 1.0, "schedule.scan_still_s": 0})
+    cfg = load_config(None, {"schedule.detect_hz": 5.0, "schedule.scan_hz": 1.0, "schedule.scan_still_s": 0,
+                             "schedule.detect_still_hz": 0})
     pipe = Pipeline(cfg, shipped_classifier, det)
     image = np.zeros((480, 640, 3), np.uint8)
     calls, boxes = [], []
@@ -257,6 +267,74 @@ def test_between_scans_a_tiled_detector_looks_only_around_known_faces(shipped_cl
     detector_frames = [c for c in calls[::3]]
     assert detector_frames == [13, 1, 1, 1, 1, 13, 1, 1, 1, 1]  # a scan a second, one window between
     assert boxes[-1] == 100 + 2 * 27  # the focused windows followed the face
+
+
+def test_a_still_face_is_looked_for_less_often_and_stays_one_counted_track(shipped_classifier):
+    from edge.pipeline.core import Pipeline
+    from edge.pipeline.detectors.regions import RegionDetector
+
+    inner = CountingDetector(bright_squares)
+    det = RegionDetector(inner, tiles=(4, 3), whole=True)
+    cfg = load_config(None, {"schedule.detect_hz": 5.0, "schedule.scan_hz": 0.5, "schedule.scan_still_s": 0,
+                             "schedule.detect_still_hz": 2.5})
+    pipe = Pipeline(cfg, shipped_classifier, det)
+    calls, counted, shares = [], [], []
+    for i in range(int(2.4 * FPS)):
+        image = np.zeros((480, 640, 3), np.uint8)
+        image[300:380, 450:530] = 255  # stands still
+        image[60:140, 60 + 8 * i:140 + 8 * i] = 255  # walks right, 1.5 face widths a second
+        before = inner.calls
+        r = pipe.process(Frame(image, i / FPS, i))
+        if r.detected:
+            calls.append(inner.calls - before)
+            counted.append(len(r.tracks))
+            shares.append(min(tr.seen_share for tr in r.tracks) if r.tracks else 0.0)
+    between = calls[1:10]  # detector frames between the first scan and the next (2 s later)
+    assert calls[0] == 13 and calls[10] == 13
+    assert between[0] == 2  # the still face is still only once it has been found twice
+    assert set(between[1:]) == {1, 2} and sum(between[1:]) == 8 + 4  # walker every time, still face every other
+    assert counted[1:] == [2] * (len(counted) - 1)  # both counted on every detector frame
+    assert min(shares[1:]) == 1.0  # a carried box is not a missed detection
+    assert len(pipe.tracker.tracks) == 2
+
+
+def test_a_still_face_is_looked_for_at_once_when_its_window_changes():
+    from edge.pipeline.schedule import Schedule, motion_blocks
+
+    sched = Schedule(ScheduleConfig(detect_still_hz=2.5))
+    tr = track(1, None)
+    tr.box = BBox(300, 200, 80, 80)  # its window: 200 px around the face
+    frame = np.full((480, 640), 100, np.uint8)
+    frame[200:280, 300:380] = 200
+    for t in (0.0, 0.2):
+        sched.found(t, [1], [tr.box], motion_blocks(frame))
+    sway = frame.copy()
+    sway[200:280, 296:300] = 200  # the outline moves 4 px: a few blocks change
+    assert sched.carry(0.4, [tr], motion_blocks(sway), 640, 480) == ([], [tr])
+    step = np.full((480, 640), 100, np.uint8)
+    step[200:280, 350:430] = 200  # the person steps aside by most of a face
+    assert sched.carry(0.4, [tr], motion_blocks(step), 640, 480) == ([tr], [])
+    assert sched.carry(0.6, [tr], motion_blocks(frame), 640, 480) == ([tr], [])  # 1 / 2.5 s since found
+    assert Schedule(ScheduleConfig(detect_still_hz=0)).carry(0.4, [tr], motion_blocks(frame), 640, 480) == ([tr], [])
+
+
+def test_a_still_face_that_leaves_is_not_kept_by_its_carried_box(shipped_classifier):
+    from edge.pipeline.core import Pipeline
+    from edge.pipeline.detectors.regions import RegionDetector
+
+    det = RegionDetector(CountingDetector(bright_squares), tiles=(4, 3), whole=True)
+    cfg = load_config(None, {"schedule.detect_still_hz": 2.5, "tracking.max_gap_s": 1.0})
+    pipe = Pipeline(cfg, shipped_classifier, det)
+    gone = None
+    for i in range(int(4 * FPS)):
+        t = i / FPS
+        image = np.zeros((480, 640, 3), np.uint8)
+        if t < 1.5:
+            image[200:280, 300:380] = 255
+        r = pipe.process(Frame(image, t, i))
+        if t >= 1.5 and gone is None and not r.tracks:
+            gone = t
+    assert gone is not None and gone - 1.5 <= 1.0 + 1 / 2.5 + 0.2  # max_gap_s, at most one carried look, a frame
 
 
 def test_a_scan_skips_tiles_where_nothing_moved_but_finds_a_newcomer(shipped_classifier):

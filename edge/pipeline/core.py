@@ -14,11 +14,11 @@ import numpy as np
 from edge.pipeline.alerts import AlertPolicy
 from edge.pipeline.classifier import Classifier
 from edge.config import Config, resolve_model
-from edge.pipeline.detectors.base import FaceDetector
+from edge.pipeline.detectors.base import Detection, FaceDetector
 from edge.pipeline.detectors.regions import configured_detector, detect_in
 from edge.pipeline.mood import Mood, MoodWindow
 from edge.pipeline.preprocess import crop_face, look, to_gray
-from edge.pipeline.schedule import Schedule, focus_windows
+from edge.pipeline.schedule import Schedule, focus_windows, motion_blocks
 from edge.pipeline.sources import Frame
 from edge.pipeline.tracking import Track, Tracker
 
@@ -126,6 +126,8 @@ class Pipeline:
         self.monitor = QueueMonitor(cfg, card.labels)
         self.tracker, self.mood, self.policy = self.monitor.tracker, self.monitor.mood, self.monitor.policy
         self.timer = StageTimer()
+        self.carried_n = 0  # detections of the last frame that were carried boxes (Schedule.carry), last in the list
+        self._blocks_of: tuple[int | None, np.ndarray | None] = (None, None)  # (frame index, its motion_blocks)
 
     def crops(self, gray: np.ndarray, boxes) -> np.ndarray:
         return np.stack([crop_face(gray, b.as_tuple(), self.crop_rule, self.size) for b in boxes])
@@ -153,11 +155,22 @@ class Pipeline:
             if len(picked) == len(wins):  # every tile: the faces are in them
                 return self.detector.detect(frame.image)
             return detect_in(self.detector.inner, frame.image, [wins[i] for i in picked] + focus)
-        return detect_in(self.detector.inner, frame.image, focus)
+        tracked = [tr for tr in self.monitor.carried if tr.id in self.tracker.tracks]
+        look_for, carry = schedule.carry(frame.t_s, tracked, self._blocks(frame), w, h)
+        found = detect_in(self.detector.inner, frame.image, focus_windows([tr.box for tr in look_for], w, h))
+        self.carried_n = len(carry)  # appended last: kept where they were, not found anew
+        return found + [Detection(tr.box, 0.0) for tr in carry]
+
+    def _blocks(self, frame: Frame) -> np.ndarray:
+        """motion_blocks of this frame, made once."""
+        if self._blocks_of[0] != frame.index:
+            self._blocks_of = (frame.index, motion_blocks(to_gray(frame.image)))
+        return self._blocks_of[1]
 
     def process(self, frame: Frame) -> FrameResult:
         t0 = time.perf_counter()
         detect = self.monitor.detect_now(frame.t_s)
+        self.carried_n = 0
         detections = self.detect(frame) if detect else []
         t1 = time.perf_counter()
         boxes = [d.box for d in detections]
@@ -173,6 +186,9 @@ class Pipeline:
 
         t2 = time.perf_counter()
         tracks, mood, transition = self.monitor.update(frame.t_s, boxes if detect else None, classify, looks)
+        if self.monitor.detected and self.monitor.schedule.still_hz > 0:
+            found = len(boxes) - self.carried_n
+            self.monitor.schedule.found(frame.t_s, self.tracker.last_ids[:found], boxes[:found], self._blocks(frame))
         t3 = time.perf_counter()
         stage_s = {"detect": t1 - t0, "classify": spent[0], "track": (t3 - t1) - spent[0]}
         self.timer.add(stage_s, self.monitor.classified, detect)

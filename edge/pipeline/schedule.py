@@ -64,6 +64,30 @@ MOTION_LEVELS = 10.0
 MOTION_SETTLE_S = 2.0
 
 
+def motion_blocks(gray: np.ndarray) -> np.ndarray:
+    """The grey frame's mean in each MOTION_BLOCK x MOTION_BLOCK block, float32."""
+    import cv2
+
+    h, w = gray.shape[:2]
+    return cv2.resize(gray, (max(1, w // MOTION_BLOCK), max(1, h // MOTION_BLOCK)),
+                      interpolation=cv2.INTER_AREA).astype(np.float32)
+
+
+def block_cut(win: tuple[int, int, int, int]) -> tuple[slice, slice]:
+    """The motion blocks of window (x0, y0, x1, y1) in pixels (at least one)."""
+    x0, y0, x1, y1 = (v // MOTION_BLOCK for v in win)
+    return slice(y0, max(y0 + 1, y1)), slice(x0, max(x0 + 1, x1))
+
+
+def moved(before: np.ndarray, now: np.ndarray, win: tuple[int, int, int, int], share: float) -> bool:
+    """Whether more than `share` of the blocks in window (x0, y0, x1, y1) changed by more than
+    MOTION_LEVELS."""
+    if before.shape != now.shape:
+        return True
+    cut = block_cut(win)
+    return bool((np.abs(now[cut] - before[cut]) > MOTION_LEVELS).mean() > share)
+
+
 class MotionGate:
     """Which of the detector's windows a pass looks at: those with a block that moved since the
     window was last looked at or within MOTION_SETTLE_S, and those not looked at for `still_s` (a
@@ -81,11 +105,7 @@ class MotionGate:
              covered: list[tuple[int, int, int, int]] = ()) -> list[int]:
         if self.still_s <= 0:
             return list(range(len(wins)))
-        import cv2
-
-        h, w = gray.shape[:2]
-        blocks = cv2.resize(gray, (max(1, w // MOTION_BLOCK), max(1, h // MOTION_BLOCK)),
-                            interpolation=cv2.INTER_AREA).astype(np.float32)
+        blocks = motion_blocks(gray)
         free = np.ones(blocks.shape, bool)  # blocks not wholly inside a covered window
         for x0, y0, x1, y1 in covered:
             below = y1 + (y1 - y0)  # the person's shoulders and chest
@@ -93,8 +113,7 @@ class MotionGate:
             free[first_y : below // MOTION_BLOCK, first_x : x1 // MOTION_BLOCK] = False
         picked = []
         for i, win in enumerate(wins):
-            x0, y0, x1, y1 = (v // MOTION_BLOCK for v in win)
-            cut = (slice(y0, max(y0 + 1, y1)), slice(x0, max(x0 + 1, x1)))
+            cut = block_cut(win)
             now, last = blocks[cut], self.seen.get(win)
             if last is not None and (last[0].shape != now.shape
                                      or bool(((np.abs(now - last[0]) > MOTION_LEVELS) & free[cut]).any())):
@@ -106,11 +125,23 @@ class MotionGate:
         return picked
 
 
+# A face whose detections moved less than this many face widths a second is still: a standing
+# person sways well under it, a walking one moves about ten times as fast.
+STILL_SPEED = 0.5
+# ... and its window has not moved while more than this share of its blocks is unchanged: a
+# person stepping off changes their face and the background they uncover, a third of the window
+# or more; one swaying in place changes the blocks along their outline and features. Measured
+# on benchmarks/pipeline.py's videos (README, Compute budget).
+STILL_MOVED_SHARE = 0.2
+
+
 class Schedule:
     def __init__(self, cfg: ScheduleConfig):
         self.classify_hz, self.max_per_frame, self.detect_hz = cfg.classify_hz, cfg.classify_max_per_frame, cfg.detect_hz
-        self.scan_hz = cfg.scan_hz
+        self.scan_hz, self.still_hz = cfg.scan_hz, cfg.detect_still_hz
         self.gate = MotionGate(cfg.scan_still_s)
+        # track id -> (when found, where, still, motion_blocks of that frame)
+        self.looks: dict[int, tuple[float, BBox, bool, np.ndarray]] = {}
         self.detected_t_s: float | None = None  # when the detector last ran
         self.scanned_t_s: float | None = None  # when it last looked at the whole frame
 
@@ -140,3 +171,34 @@ class Schedule:
         waiting.sort(key=lambda i: tracks[i].classified_t_s)
         picked = new + waiting
         return picked[: self.max_per_frame] if self.max_per_frame else picked
+
+    def carry(self, t_s: float, tracks: list[Track], blocks: np.ndarray,
+              frame_w: int, frame_h: int) -> tuple[list[Track], list[Track]]:
+        """(tracks to look for, tracks to carry) on a detector frame between scans: a still face
+        found less than 1 / detect_still_hz ago, whose window has not moved since (motion_blocks
+        of this frame), keeps its box instead of a detector call."""
+        if self.still_hz <= 0:
+            return list(tracks), []
+        look, carry = [], []
+        for tr in tracks:
+            when, _, still, before = self.looks.get(tr.id, (None, None, False, None))
+            win = focus_windows([tr.box], frame_w, frame_h)
+            keep = (still and t_s - when < 1.0 / self.still_hz - _SLACK_S and bool(win)
+                    and not moved(before, blocks, win[0], STILL_MOVED_SHARE))
+            (carry if keep else look).append(tr)
+        return look, carry
+
+    def found(self, t_s: float, ids: list[int], boxes: list[BBox], blocks: np.ndarray) -> None:
+        """Where the detector found each track at t_s (blocks: motion_blocks of that frame); it
+        is still when it moved under STILL_SPEED face widths a second since it was last found."""
+        for tid, box in zip(ids, boxes):
+            before = self.looks.get(tid)
+            still = False
+            if before is not None and t_s > before[0]:
+                (x0, y0), (x1, y1) = before[1].center, box.center
+                speed = math.hypot(x1 - x0, y1 - y0) / max(box.w, box.h, 1.0) / (t_s - before[0])
+                still = speed < STILL_SPEED
+            self.looks[tid] = (t_s, box, still, blocks)
+        if len(self.looks) > 4 * max(1, len(ids)) + 64:  # forget tracks long gone
+            keep = set(ids)
+            self.looks = {tid: v for tid, v in self.looks.items() if tid in keep or t_s - v[0] < 60.0}
