@@ -127,7 +127,7 @@ class Pipeline:
         self.tracker, self.mood, self.policy = self.monitor.tracker, self.monitor.mood, self.monitor.policy
         self.timer = StageTimer()
         self.carried_n = 0  # detections of the last frame that were carried boxes (Schedule.carry), last in the list
-        self._blocks_of: tuple[int | None, np.ndarray | None] = (None, None)  # (frame index, its motion_blocks)
+        self._blocks_of: tuple[np.ndarray | None, np.ndarray | None] = (None, None)  # (frame image, its motion_blocks)
 
     def crops(self, gray: np.ndarray, boxes) -> np.ndarray:
         return np.stack([crop_face(gray, b.as_tuple(), self.crop_rule, self.size) for b in boxes])
@@ -163,8 +163,8 @@ class Pipeline:
 
     def _blocks(self, frame: Frame) -> np.ndarray:
         """motion_blocks of this frame, made once."""
-        if self._blocks_of[0] != frame.index:
-            self._blocks_of = (frame.index, motion_blocks(to_gray(frame.image)))
+        if self._blocks_of[0] is not frame.image:
+            self._blocks_of = (frame.image, motion_blocks(to_gray(frame.image)))
         return self._blocks_of[1]
 
     def process(self, frame: Frame) -> FrameResult:

@@ -6,8 +6,10 @@ at most `max_per_frame` per frame (round robin). The detector runs a few times a
 (rates, not frame counts, so the budget holds at any camera fps); between detector frames the
 tracker carries the boxes of the last detection. A detector made of many calls (tiles) looks
 at the whole frame only `scan_hz` times a second, for newcomers; in its other frames it looks
-only around the faces being tracked. A newcomer moves, so a pass skips the tiles in which nothing
-has moved since the detector last looked at them (MotionGate), each for at most `scan_still_s`.
+only around the faces being tracked, and around a face that stands still only
+`detect_still_hz` times a second (Schedule.carry). A newcomer moves, so a pass skips the tiles in
+which nothing has moved since the detector last looked at them (MotionGate), each for at most
+`scan_still_s`.
 """
 
 from __future__ import annotations
@@ -128,10 +130,10 @@ class MotionGate:
 # A face whose detections moved less than this many face widths a second is still: a standing
 # person sways well under it, a walking one moves about ten times as fast.
 STILL_SPEED = 0.5
-# ... and its window has not moved while more than this share of its blocks is unchanged: a
-# person stepping off changes their face and the background they uncover, a third of the window
-# or more; one swaying in place changes the blocks along their outline and features. Measured
-# on benchmarks/pipeline.py's videos (README, Compute budget).
+# Its window counts as moved when more than this share of its motion blocks changed: a person
+# stepping off changes their face and the background they uncover, a third of the window or
+# more; one swaying in place changes the blocks along their outline and features. Chosen on
+# benchmarks/pipeline.py's videos (README, Compute budget).
 STILL_MOVED_SHARE = 0.2
 
 
