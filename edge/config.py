@@ -100,9 +100,9 @@ class ScheduleConfig:
     detect_hz: float = 5.0  # face detector runs per second at most (15 fps: every 3rd frame); 0 = every frame
     scan_hz: float = 1.0  # full passes a second (all tiles), for newcomers; between, only around known faces; 0 = always full
     scan_still_s: float = 4.0  # a pass skips a tile in which nothing moved since it was last looked at, for up to this long; 0 = never skip
-    # between scans, the window around a face that has not moved since its last detection (under
-    # 0.5 face widths a second) is looked at this often at most, its box carried meanwhile; a
-    # moving face is looked for at detect_hz (0 = every face at detect_hz)
+    # between scans, the window around a still face (its detections moved under 0.5 face widths
+    # a second, and under a fifth of its window changed since) is looked at this often at most,
+    # its box carried meanwhile; a moving face is looked for at detect_hz (0 = every face at detect_hz)
     detect_still_hz: float = 2.5
     # a model whose card asks for flip averaging: each classification of a face sees the face or
     # its mirror image in turn, and the track's smoothing averages them (half the classifier
