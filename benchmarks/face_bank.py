@@ -132,9 +132,11 @@ def camera_views(files: list[Path], size: int, jitter: Jitter, seed: int, widths
     """(faces, widths, per_face, size, size) uint8 model inputs; the same for the same seed."""
     import cv2
 
+    from tqdm import tqdm
+
     rng = np.random.default_rng(seed)
     crops = np.empty((len(files), len(widths_px), jitter.per_face, size, size), np.uint8)
-    for i, f in enumerate(files):
+    for i, f in enumerate(tqdm(files, desc="face bank: camera views", unit="face", disable=None)):
         img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
         img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA) if img.shape != (size, size) else img
         for wi, w in enumerate(widths_px):
@@ -143,10 +145,17 @@ def camera_views(files: list[Path], size: int, jitter: Jitter, seed: int, widths
     return crops
 
 
-def single_views(classifier, crops: np.ndarray, mirror: bool, batch: int = 256) -> np.ndarray:
-    """The classifier's calibrated output on each crop seen once, as it is or mirrored."""
-    return np.concatenate([classifier.predict(crops[i : i + batch], np.full(len(crops[i : i + batch]), mirror))
-                           for i in range(0, len(crops), batch)]).astype(np.float32)
+def outputs(classifier, crops: np.ndarray, mirror: bool | None, batch: int = 256) -> np.ndarray:
+    """The classifier's calibrated output on each crop: both images averaged (mirror None), or
+    the crop seen once, as it is or mirrored."""
+    from tqdm import tqdm
+
+    what = "both images" if mirror is None else "mirror images" if mirror else "images as seen"
+    out = []
+    for i in tqdm(range(0, len(crops), batch), desc=f"face bank: classifier, {what}", unit="batch", disable=None):
+        part = crops[i : i + batch]
+        out.append(classifier.predict(part, None if mirror is None else np.full(len(part), mirror)))
+    return np.concatenate(out).astype(np.float32)
 
 
 def build_bank(classifier, root: Path, per_class: int | None, jitter: Jitter, seed: int,
@@ -173,10 +182,10 @@ def build_bank(classifier, root: Path, per_class: int | None, jitter: Jitter, se
     shape = (*crops.shape[:3], len(labels))
     probs = cached.get("probs")
     if probs is None:
-        probs = classifier.predict_many(flat).reshape(shape).astype(np.float32)
+        probs = outputs(classifier, flat, None).reshape(shape)
     turn = cached.get("turn")
     if turn is None and want_turn:
-        turn = np.stack([single_views(classifier, flat, m).reshape(shape) for m in (False, True)], axis=3)
+        turn = np.stack([outputs(classifier, flat, m).reshape(shape) for m in (False, True)], axis=3)
     looks = cached.get(looks_key)
     if looks is None:
         looks = np.stack([look(c) for c in flat]).reshape(*crops.shape[:3], -1).astype(np.float16)
