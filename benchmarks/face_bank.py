@@ -78,12 +78,16 @@ class FaceBank:
     # (schedule.flip_in_turn); None: only the averaged outputs in `probs`
     turn: np.ndarray | None = None
 
-    def output(self, face: int, wbin: int, view: int, mirror: bool | None) -> np.ndarray:
-        """The classifier's output on one view: both images averaged (mirror None, or a bank
-        without single views), else the view as it is or mirrored."""
-        if mirror is None or self.turn is None:
+    def output(self, face: int, wbin: int, view: int, mirror: bool | None, flip_below: float = 1.0) -> np.ndarray:
+        """The classifier's output on one view, as Classifier.predict gives it: the view as it is
+        or mirrored (mirror: flip_in_turn), the view alone when its top class is at least
+        flip_below sure, else both images averaged (also from a bank without single views)."""
+        if self.turn is None:
             return self.probs[face, wbin, view]
-        return self.turn[face, wbin, view, int(mirror)]
+        if mirror is not None:
+            return self.turn[face, wbin, view, int(mirror)]
+        plain = self.turn[face, wbin, view, 0]
+        return plain if flip_below < 1 and plain.max() >= flip_below else self.probs[face, wbin, view]
 
     def width_index(self, width_px: float) -> int:
         return int(np.argmin([abs(w - width_px) for w in self.widths_px]))

@@ -363,25 +363,33 @@ def per_frame_config(cfg):
     return dataclasses.replace(cfg, schedule=ScheduleConfig.every_frame())
 
 
-def model_macs(classifier, detector, cfg) -> dict:
-    """MACs per classified face (both images when the card averages a face with its mirror image
-    and the schedule does not take them in turn) and per detector model call (None for a
-    detector that is not a TFLite model); calls for one whole frame."""
+def model_macs(classifier, detector) -> dict:
+    """MACs per image through the classifier (a face and its mirror image are two) and per
+    detector model call (None for a detector that is not a TFLite model); calls for one whole
+    frame."""
     from edge.pipeline.cost import macs_per_invoke
 
     inner = getattr(detector, "inner", detector)  # a RegionDetector runs its inner one per window
     calls = len(detector.windows_for(W, H)) if hasattr(detector, "windows_for") else 1
     interp = getattr(inner, "interpreter", None)
-    both = classifier.flip_average and not cfg.schedule.flip_in_turn
-    return {"per_face": macs_per_invoke(classifier.interp)["total"] * (2 if both else 1),
+    return {"per_image": macs_per_invoke(classifier.interp)["total"],
             "per_detection": macs_per_invoke(interp)["total"] if interp is not None else None,
             "detector_calls_per_frame": calls}
+
+
+def ours_pass(v: dict, cfg, parts, pace: bool = True) -> dict:
+    """live_pass of ours, with the images the classifier saw per second of video."""
+    before = parts[0].images_invoked
+    r = live_pass(v, ours_step(cfg, parts), pace)
+    r["classifier_images_per_video_s"] = round((parts[0].images_invoked - before) / r["video_s"], 2)
+    return r
 
 
 def add_macs(r: dict, macs: dict) -> dict:
     """MACs per second of video, and what share of one Pi 4 core that is (common.PI4_CORE_GMACS)."""
     if macs["per_detection"] is not None:
-        per_s = r["faces_classified_per_video_s"] * macs["per_face"] + r["detector_calls_per_video_s"] * macs["per_detection"]
+        per_s = (r["classifier_images_per_video_s"] * macs["per_image"]
+                 + r["detector_calls_per_video_s"] * macs["per_detection"])
         r["gmacs_per_video_s"] = round(per_s / 1e9, 3)
         r["pi4_core_share_estimate"] = round(per_s / 1e9 / common.PI4_CORE_GMACS, 3)
     return r
@@ -390,9 +398,9 @@ def add_macs(r: dict, macs: dict) -> dict:
 def live(v: dict, cfg, parts, peer_parts) -> dict:
     """Ours (the config's schedule), ours with the schedule off, and the peer, each over the
     video at its frame rate, in this one run."""
-    macs, every = model_macs(*parts, cfg), per_frame_config(cfg)
-    out = {"macs": macs, "ours": add_macs(live_pass(v, ours_step(cfg, parts)), macs),
-           "ours_per_frame": add_macs(live_pass(v, ours_step(every, parts)), model_macs(*parts, every))}
+    macs = model_macs(*parts)
+    out = {"macs": macs, "ours": add_macs(ours_pass(v, cfg, parts), macs),
+           "ours_per_frame": add_macs(ours_pass(v, per_frame_config(cfg), parts), macs)}
     if peer_parts:
         out["peer"] = live_pass(v, peer_step(*peer_parts))
         out["cpu_ratio_peer_to_ours"] = round(out["peer"]["cpu_s"] / out["ours"]["cpu_s"], 2)
@@ -404,10 +412,10 @@ def live(v: dict, cfg, parts, peer_parts) -> dict:
 
 def sweep_detect(v: dict, cfg, parts, rates) -> list[dict]:
     """Unpaced passes of ours with the detector at each rate (Hz): CPU, recall, classifications."""
-    rows, macs = [], model_macs(*parts, cfg)
+    rows, macs = [], model_macs(*parts)
     for hz in rates:
         c = dataclasses.replace(cfg, schedule=dataclasses.replace(cfg.schedule, detect_hz=hz))
-        rows.append({"detect_hz": hz, **add_macs(live_pass(v, ours_step(c, parts), pace=False), macs)})
+        rows.append({"detect_hz": hz, **add_macs(ours_pass(v, c, parts, pace=False), macs)})
     return rows
 
 
@@ -603,8 +611,8 @@ def live_markdown(report: dict) -> list[str]:
                  "video; face recall = share of placed faces (per frame) holding the centre of a reported box (ours: "
                  "confirmed tracks, carried boxes included; peer: its Haar detections); CPU peer / ours = CPU "
                  "seconds ratio on the same video; classify work cut = faces classified per second with the schedule "
-                 "off / on; GMAC / video s = classifier MACs per face (x2 where each classification sees the face and its "
-                 "mirror image: flip averaging, not in turn) x faces classified + "
+                 "off / on; GMAC / video s = classifier MACs per image x images classified (a face and its mirror image "
+                 "are two) + "
                  "detector MACs x detector calls, per second of video; Pi 4 cores (est.) = that / "
                  f"{common.PI4_CORE_GMACS:.1f} GMAC/s per Cortex-A72 core (XNNPACK's published Raspberry Pi 4 "
                  "MobileNet v1 figure; see README).")
@@ -626,9 +634,10 @@ def live_markdown(report: dict) -> list[str]:
 def markdown(report: dict) -> str:
     lines = [common.md_header("End-to-end pipeline (640x480 video)", report)]
     o = report["ours"]
-    turn = report.get("schedule", {}).get("flip_in_turn")
-    flip = ("off" if not o["flip_average"] else "on, the face and its mirror image in turn" if turn
-            else "on, both images in each classification")
+    sched = report.get("schedule", {})
+    flip = ("off" if not o["flip_average"] else "on, the face and its mirror image in turn" if sched.get("flip_in_turn")
+            else f"on, the mirror image where the face's top class is under {sched['flip_below']:g}"
+            if sched.get("flip_below", 1) < 1 else "on, both images in each classification")
     lines.append(f"Ours: {o['model']} ({o['runtime']}, flip-average {flip}), "
                  f"detector {o['detector']}.  ")
     p = report["peer"]

@@ -233,7 +233,7 @@ class Simulation:
 
             def classify(due, mirror, views=views):  # the bank's outputs instead of running the model
                 flags = mirror or [None] * len(due)
-                return [self.bank.output(*views[i], m) for i, m in zip(due, flags)]
+                return [self.bank.output(*views[i], m, self.monitor.flip_below) for i, m in zip(due, flags)]
 
             _, mood, tr = self.monitor.update(t, boxes, classify, looks)
             share[i], faces[i] = mood.negative_share, mood.faces

@@ -193,6 +193,28 @@ def test_a_mirror_flag_sees_that_image_only_and_the_two_average_to_flip_averagin
         clf.predict(crops, [True])
 
 
+def test_the_mirror_image_is_classified_only_for_faces_the_model_is_unsure_of(shipped_classifier):
+    from edge.pipeline.classifier import apply_temperature
+
+    clf = shipped_classifier
+    rng = np.random.default_rng(3)
+    crops = rng.integers(0, 255, (6, clf.card.input_size, clf.card.input_size), dtype=np.uint8)
+    plain, mirrored = clf.raw_probs(crops), clf.raw_probs(crops[:, :, ::-1])
+    calibrated = lambda p: apply_temperature(p, clf.temperature, clf.prob_floor)  # noqa: E731
+    sureness = calibrated(plain).max(axis=1)
+    below = float(np.median(sureness))  # half the crops sure enough, half not
+    unsure = sureness < below
+    before = clf.images_invoked
+    got = clf.predict(crops, flip_below=below)
+    assert clf.images_invoked - before == len(crops) + unsure.sum()  # mirror images only for the unsure
+    want = np.where(unsure[:, None], calibrated((plain + mirrored) / 2), calibrated(plain))
+    assert np.allclose(got, want, atol=1e-6)
+    assert np.allclose(clf.predict(crops, flip_below=1.0), calibrated((plain + mirrored) / 2), atol=1e-6)
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="flip_below"):
+            load_config(None, {"schedule.flip_below": bad})
+
+
 @pytest.mark.parametrize("in_turn", [True, False])
 def test_each_track_sees_its_face_and_its_mirror_image_in_turn(in_turn):
     from edge.pipeline.core import QueueMonitor

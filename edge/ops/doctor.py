@@ -369,7 +369,7 @@ def check_budget(ctx: _Context, cfg) -> None:
               f"{faces:.1f} faces/s; camera decoding not counted")
     if share > BUDGET_WARN:
         ctx.add("compute budget", WARN, f"{detail}: more than this board's core can spare; try schedule.classify_hz = 1 "
-                                        "or schedule.detect_hz = 3 or schedule.flip_in_turn = true (README: Compute budget)")
+                                        "or schedule.detect_hz = 3 or schedule.flip_below = 0.8 (README: Compute budget)")
     else:
         ctx.add("compute budget", OK, detail)
 

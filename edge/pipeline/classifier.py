@@ -58,6 +58,7 @@ class Classifier:
             )
         self._in, self._out = inp, out
         self._slots = {int(inp["shape"][0]): self.interp}  # batch size -> interpreter prepared for it
+        self.images_invoked = 0  # crops through the model so far (padding not counted)
         self.temperature = self.card.temperature if calibrated else 1.0
         self.flip_average = self.card.flip_average and calibrated
         # Quantization comes from the card; a card that disagrees with the file is refused.
@@ -101,6 +102,7 @@ class Classifier:
 
     def _invoke(self, crops: np.ndarray) -> np.ndarray:
         n = len(crops)
+        self.images_invoked += n
         slot = next(b for b in BATCH_SLOTS if b >= n)
         x = np.zeros((slot, *crops.shape[1:], 1), np.float32)
         x[:n, ..., 0] = crops
@@ -112,11 +114,12 @@ class Classifier:
         y = interp.get_tensor(self._out["index"])[:n]
         return dequantize(y, *self._out_q) if self._out_q else y.astype(np.float32)
 
-    def predict(self, crops: np.ndarray, mirror=None) -> np.ndarray:
+    def predict(self, crops: np.ndarray, mirror=None, flip_below: float = 1.0) -> np.ndarray:
         """Calibrated probabilities: with the card's flip_average, the mean over each crop and
-        its mirror image (one batch), then the card's temperature. mirror: one flag per crop to
-        see that crop or its mirror image instead of both (half the work; a track's smoothing
-        averages the two over its classifications); ignored without the card's flip_average."""
+        its mirror image, then the card's temperature. flip_below < 1: the mirror image only for
+        crops whose own top class is less sure than that (the others barely move). mirror: one
+        flag per crop to see that crop or its mirror image instead of both (a track's smoothing
+        averages the two over its classifications). Both are ignored without flip_average."""
         crops = np.asarray(crops)
         if crops.ndim == 2:
             crops = crops[None]
@@ -125,6 +128,11 @@ class Classifier:
             if flags.shape != (len(crops),):
                 raise ValueError(f"mirror needs one flag per crop ({len(crops)}), got shape {flags.shape}")
             probs = self.raw_probs(np.where(flags[:, None, None], crops[:, :, ::-1], crops))
+        elif self.flip_average and len(crops) and flip_below < 1:
+            probs = self.raw_probs(crops)
+            unsure = apply_temperature(probs, self.temperature, self.prob_floor).max(axis=1) < flip_below
+            if unsure.any():
+                probs[unsure] = (probs[unsure] + self.raw_probs(crops[unsure][:, :, ::-1])) / 2
         elif self.flip_average and len(crops):
             both = self.raw_probs(np.concatenate([crops, crops[:, :, ::-1]]))
             probs = (both[: len(crops)] + both[len(crops) :]) / 2

@@ -74,7 +74,7 @@ class QueueMonitor:
         self.mood = MoodWindow(labels, cfg.mood)
         self.policy = AlertPolicy(cfg.alert)
         self.schedule = Schedule(cfg.schedule)
-        self.flip_in_turn = cfg.schedule.flip_in_turn
+        self.flip_in_turn, self.flip_below = cfg.schedule.flip_in_turn, cfg.schedule.flip_below
         self.carried: list[Track] = []  # the tracks of the last detector frame, in detection order
         self.classified = 0  # faces classified in the last update
         self.detected = False  # whether the last update ran the tracker on fresh detections
@@ -180,7 +180,7 @@ class Pipeline:
 
         def classify(indices, mirror):  # only the faces the schedule picks
             t = time.perf_counter()
-            out = self.classifier.predict(crops[indices], mirror)
+            out = self.classifier.predict(crops[indices], mirror, self.monitor.flip_below)
             spent[0] += time.perf_counter() - t
             return out
 
