@@ -631,14 +631,21 @@ def live_markdown(report: dict) -> list[str]:
     return lines
 
 
+def flip_words(ours: dict, schedule: dict) -> str:
+    """How our classifier used the mirror image in this run."""
+    if not ours["flip_average"]:
+        return "off"
+    if schedule.get("flip_in_turn"):
+        return "on, the face and its mirror image in turn"
+    if schedule.get("flip_below", 1) < 1:
+        return f"on, the mirror image where the face's top class is under {schedule['flip_below']:g}"
+    return "on, both images in each classification"
+
+
 def markdown(report: dict) -> str:
     lines = [common.md_header("End-to-end pipeline (640x480 video)", report)]
     o = report["ours"]
-    sched = report.get("schedule", {})
-    flip = ("off" if not o["flip_average"] else "on, the face and its mirror image in turn" if sched.get("flip_in_turn")
-            else f"on, the mirror image where the face's top class is under {sched['flip_below']:g}"
-            if sched.get("flip_below", 1) < 1 else "on, both images in each classification")
-    lines.append(f"Ours: {o['model']} ({o['runtime']}, flip-average {flip}), "
+    lines.append(f"Ours: {o['model']} ({o['runtime']}, flip-average {flip_words(o, report.get('schedule', {}))}), "
                  f"detector {o['detector']}.  ")
     p = report["peer"]
     if p.get("skipped"):

@@ -52,6 +52,20 @@ def fake_bank(seed=0) -> FaceBank:
     return FaceBank(list(LABELS), labels, probs, (48, 80, 128), [])
 
 
+def test_the_bank_gives_each_view_as_the_classifier_would_under_each_flip_setting():
+    bank = fake_bank()
+    assert np.array_equal(bank.output(0, 1, 2, None, 0.8), bank.probs[0, 1, 2])  # no single views: averaged
+    sure, unsure = np.full(7, 0.01, np.float32), np.full(7, 1 / 7, np.float32)
+    sure[3] = 0.94
+    bank.turn = np.stack([bank.probs, bank.probs[..., ::-1]], axis=3).copy()
+    bank.turn[0, 0, 0, 0], bank.turn[1, 0, 0, 0] = sure, unsure
+    assert np.array_equal(bank.output(0, 0, 0, True, 1.0), bank.turn[0, 0, 0, 1])  # in turn: the mirror image
+    assert np.array_equal(bank.output(0, 0, 0, False, 1.0), sure)
+    assert np.array_equal(bank.output(0, 0, 0, None, 0.8), sure)  # sure enough: its own image alone
+    assert np.array_equal(bank.output(1, 0, 0, None, 0.8), bank.probs[1, 0, 0])  # unsure: both averaged
+    assert np.array_equal(bank.output(0, 0, 0, None, 1.0), bank.probs[0, 0, 0])  # 1: always both
+
+
 @pytest.mark.parametrize("arrive", [False, True])
 def test_unhappy_periods_hold_the_truth(arrive):
     """During an unhappy period at least half of the people present are unhappy; outside

@@ -391,7 +391,7 @@ def test_a_scan_skips_tiles_where_nothing_moved_but_finds_a_newcomer(shipped_cla
 
 
 def test_the_motion_gate_ignores_sensor_noise_and_sees_a_small_face():
-    from edge.pipeline.schedule import MotionGate
+    from edge.pipeline.schedule import MotionGate, motion_blocks
 
     gate = MotionGate(still_s=10.0)
     wins = [(0, 0, 320, 240), (320, 0, 640, 240), (0, 240, 320, 480), (320, 240, 640, 480)]
@@ -400,28 +400,28 @@ def test_the_motion_gate_ignores_sensor_noise_and_sees_a_small_face():
     def frame():
         return np.clip(rng.normal(120, 4, (480, 640)), 0, 255).astype(np.uint8)
 
-    assert gate.pick(frame(), wins, 0.0) == [0, 1, 2, 3]
-    assert gate.pick(frame(), wins, 1.0) == []
+    assert gate.pick(motion_blocks(frame()), wins, 0.0) == [0, 1, 2, 3]
+    assert gate.pick(motion_blocks(frame()), wins, 1.0) == []
     img = frame()
     img[300:340, 400:430] = 60  # a 30-px face-sized change in the last window
-    assert gate.pick(img, wins, 2.0) == [3]
-    assert MotionGate(still_s=0).pick(frame(), wins, 3.0) == [0, 1, 2, 3]  # 0: never skip
+    assert gate.pick(motion_blocks(img), wins, 2.0) == [3]
+    assert MotionGate(still_s=0).pick(motion_blocks(frame()), wins, 3.0) == [0, 1, 2, 3]  # 0: never skip
 
 
 def test_motion_of_a_tracked_person_does_not_open_tiles_but_a_newcomer_beside_them_does():
-    from edge.pipeline.schedule import MotionGate
+    from edge.pipeline.schedule import MotionGate, motion_blocks
 
     gate = MotionGate(still_s=10.0)
     wins = [(0, 0, 320, 480), (320, 0, 640, 480)]
     face_window = (40, 40, 200, 200)  # the window around a tracked face in the left tile
     base = np.full((480, 640), 120, np.uint8)
-    assert gate.pick(base, wins, 0.0, covered=[face_window]) == [0, 1]
+    assert gate.pick(motion_blocks(base), wins, 0.0, covered=[face_window]) == [0, 1]
     moved = base.copy()
     moved[60:180, 60:180] = 40  # the face moves
     moved[210:350, 80:160] = 200  # and the chest below it
-    assert gate.pick(moved, wins, 1.0, covered=[face_window]) == []
+    assert gate.pick(motion_blocks(moved), wins, 1.0, covered=[face_window]) == []
     moved[100:160, 400:450] = 30  # a newcomer in the right tile
-    assert gate.pick(moved, wins, 2.0, covered=[face_window]) == [1]
+    assert gate.pick(motion_blocks(moved), wins, 2.0, covered=[face_window]) == [1]
 
 
 def test_an_old_config_with_ema_alpha_is_told_what_replaced_it(tmp_path):

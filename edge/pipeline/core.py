@@ -143,7 +143,8 @@ class Pipeline:
             return self.detector.detect(frame.image)
         h, w = frame.image.shape[:2]
         wins = self.detector.windows_for(w, h)
-        known = [tr.box for tr in self.monitor.carried if tr.id in self.tracker.tracks]
+        tracked = [tr for tr in self.monitor.carried if tr.id in self.tracker.tracks]
+        known = [tr.box for tr in tracked]
         schedule = self.monitor.schedule
         if len(known) >= len(wins):  # the whole frame takes fewer calls than the faces
             schedule.scanned(frame.t_s)
@@ -151,11 +152,10 @@ class Pipeline:
         focus = focus_windows(known, w, h)
         if schedule.scan_now(frame.t_s):
             schedule.scanned(frame.t_s)
-            picked = schedule.gate.pick(to_gray(frame.image), wins, frame.t_s, covered=focus)
+            picked = schedule.gate.pick(self._blocks(frame), wins, frame.t_s, covered=focus)
             if len(picked) == len(wins):  # every tile: the faces are in them
                 return self.detector.detect(frame.image)
             return detect_in(self.detector.inner, frame.image, [wins[i] for i in picked] + focus)
-        tracked = [tr for tr in self.monitor.carried if tr.id in self.tracker.tracks]
         look_for, carry = schedule.carry(frame.t_s, tracked, self._blocks(frame), w, h)
         found = detect_in(self.detector.inner, frame.image, focus_windows([tr.box for tr in look_for], w, h))
         self.carried_n = len(carry)  # appended last: kept where they were, not found anew

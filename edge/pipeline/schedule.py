@@ -103,11 +103,11 @@ class MotionGate:
         self.seen: dict[tuple[int, int, int, int], tuple[np.ndarray, float]] = {}  # window -> (its blocks, when)
         self.moved: dict[tuple[int, int, int, int], float] = {}  # window -> when it last moved
 
-    def pick(self, gray: np.ndarray, wins: list[tuple[int, int, int, int]], t_s: float,
+    def pick(self, blocks: np.ndarray, wins: list[tuple[int, int, int, int]], t_s: float,
              covered: list[tuple[int, int, int, int]] = ()) -> list[int]:
+        """blocks: motion_blocks of the frame."""
         if self.still_s <= 0:
             return list(range(len(wins)))
-        blocks = motion_blocks(gray)
         free = np.ones(blocks.shape, bool)  # blocks not wholly inside a covered window
         for x0, y0, x1, y1 in covered:
             below = y1 + (y1 - y0)  # the person's shoulders and chest

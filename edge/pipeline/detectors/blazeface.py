@@ -99,10 +99,9 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, i
 
 def shrink_area(image: np.ndarray, nw: int, nh: int) -> tuple[np.ndarray, int, int]:
     """image area-averaged down to (nw, nh), and the (w, h) of the part it shows. OpenCV's area
-    filter is several times faster for a whole-number factor, so a window shrunk k >= 2 times is
-    first shrunk by k exactly (its last < k columns and rows dropped), then by the rest: about a
-    sixth less time per detector call on a window around a large face, within a grey level or
-    two of one area resize."""
+    filter has a fast path for a whole-number factor, so a window shrunk k >= 2 times is first
+    shrunk by k exactly (its last < k columns and rows dropped), then by the rest: within a grey
+    level or two of one area resize, and less time per call (README: Compute budget)."""
     import cv2
 
     h, w = image.shape[:2]
