@@ -151,6 +151,10 @@ def machine_info() -> dict:
         **library_versions(),
         "hostname": platform.node(),
     }
+    from benchmarks import isa
+
+    if isa.describe():
+        info["kernels"] = isa.describe()
     warnings = []
     board = _read(PI_MODEL)
     if board:
@@ -311,7 +315,8 @@ def md_header(title: str, report: dict) -> str:
     gov = f" · governor: {m['cpu_governor']}" if m.get("cpu_governor") else ""
     lines += [
         f"- machine: {m['cpu']} ({m['machine']}), {m['cores']['usable']} usable cores{board}{gov}",
-        f"- CPU features for int8 inference: {', '.join(m.get('cpu_features') or ['none reported'])}",
+        f"- CPU features for int8 inference: {', '.join(m.get('cpu_features') or ['none reported'])}"
+        + (f" · **{m['kernels']}**" if m.get("kernels") else ""),
         f"- OS: {m['os']} · Python {m['python']} · numpy {m['numpy']} · OpenCV {m['opencv']} · "
         f"TFLite runtime: {m['tflite_runtime']}",
         f"- date: {report['date']}",
@@ -380,6 +385,9 @@ def add_common_args(ap, default_repeats: int | None = None, default_warmup: int 
                     help="folder for the JSON, markdown and PNG files (default: a new folder runs/bench/<UTC time>; "
                          "--out benchmarks/results replaces the committed results)")
     ap.add_argument("--seed", type=int, default=0, help="seed for inputs and sampling (default: %(default)s)")
+    ap.add_argument("--isa", choices=("native", "avx2"), default="native",
+                    help="kernels to use: native (all this CPU has) or avx2 (AVX-512 hidden from every library, to "
+                         "measure as an AVX2-only machine would; re-starts the process; default: %(default)s)")
     if default_threads is not None:
         ap.add_argument("--threads", type=int, default=default_threads,
                         help="interpreter (and OpenCV) threads (default: %(default)s)")
@@ -451,7 +459,10 @@ def finish(name: str, args, argv, run, draw, to_markdown) -> int:
     `draw(report, out)` returns the PNG paths it wrote; a UserError is one line and exit 2."""
     from edge.errors import UserError
 
+    from benchmarks import isa
+
     try:
+        isa.apply(getattr(args, "isa", "native"))
         report = run(args, argv)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

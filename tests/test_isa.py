@@ -1,0 +1,116 @@
+"""benchmarks/isa.py: `--isa avx2` hides AVX-512 from every library, LiteRT's table included."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import isa
+from edge.errors import UserError
+
+REPO = Path(__file__).resolve().parent.parent
+
+x86_litert = pytest.mark.skipif(
+    platform.machine() not in ("x86_64", "AMD64") or subprocess.run(
+        [sys.executable, "-c", "import ai_edge_litert.interpreter"], capture_output=True).returncode != 0,
+    reason="--isa avx2 masks ai-edge-litert on x86-64 only")
+
+
+def zen4_like() -> tuple[bytes, set[str]]:
+    """A table and flags as an AVX-512 VNNI core reports them."""
+    flags = {"ssse3", "sse4_1", "sse4_2", "sse4a", "avx", "fma", "f16c", "avx2", "avx512f", "avx512cd",
+             "avx512dq", "avx512bw", "avx512vl", "avx512_vnni"}
+    table = bytearray(86)
+    for i, flag in isa.CHECKED.items():
+        table[i] = flag in flags
+    return bytes(table), flags
+
+
+def test_a_table_that_matches_the_cpu_passes():
+    table, flags = zen4_like()
+    isa.check_table(table, flags, "lib.so")
+
+
+def test_a_table_with_another_layout_is_refused():
+    table, flags = zen4_like()
+    shifted = bytes(1) + table[:-1]  # one field inserted before the SIMD block
+    with pytest.raises(UserError, match="layout is unknown"):
+        isa.check_table(shifted, flags, "lib.so")
+
+
+def test_a_cpu_without_avx2_is_refused():
+    table = bytes(86)
+    with pytest.raises(UserError, match="no AVX2"):
+        isa.check_table(table, set(), "lib.so")
+
+
+def test_isa_must_come_from_the_command_line(monkeypatch):
+    # in-process (as pytest calls main) there is no command line to re-start with: refused, not exec'd
+    monkeypatch.delenv(isa.ENV_FLAG, raising=False)
+    monkeypatch.setattr(sys, "orig_argv", [sys.executable, "-m", "pytest"])
+    with pytest.raises(UserError, match="command line"):
+        isa.apply("avx2")
+
+
+def test_unknown_isa_is_refused():
+    with pytest.raises(UserError, match="choose one of"):
+        isa.apply("sse2")
+
+
+@x86_litert
+def test_the_litert_library_has_the_cpuinfo_symbols():
+    import ai_edge_litert
+
+    lib = Path(ai_edge_litert.__file__).parent / isa.LIBRARY
+    syms = isa.elf_symbols(lib, {"cpuinfo_initialize", "cpuinfo_isa"})
+    assert set(syms) == {"cpuinfo_initialize", "cpuinfo_isa"}
+    assert syms["cpuinfo_isa"][1] > max(isa.AVX512)
+
+
+PROBE = """
+import ctypes, json, os, sys
+sys.path.insert(0, {repo!r})
+from benchmarks import isa
+isa.apply("avx2")
+import ai_edge_litert
+path, base = isa._loaded(isa.LIBRARY)
+addr, size = isa.elf_symbols(path, {{"cpuinfo_isa"}})["cpuinfo_isa"]
+table = (ctypes.c_uint8 * size).from_address(base + addr)
+print(json.dumps({{"flag": os.environ.get(isa.ENV_FLAG), "npy": os.environ.get("NPY_DISABLE_CPU_FEATURES"),
+                  "avx2": table[28], "avx512": [table[i] for i in isa.AVX512], "kernels": isa.describe()}}))
+"""
+
+
+@x86_litert
+def test_avx2_restarts_with_the_switches_set_and_clears_the_avx512_entries(tmp_path):
+    probe = tmp_path / "probe.py"
+    probe.write_text(PROBE.format(repo=str(REPO)))
+    env = {k: v for k, v in os.environ.items() if k != isa.ENV_FLAG}
+    r = subprocess.run([sys.executable, str(probe), "--isa", "avx2"], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["flag"] == "avx2" and "X86_V4" in out["npy"]
+    assert out["avx2"] == 1 and not any(out["avx512"])
+    assert "AVX2 kernels only" in out["kernels"]
+
+
+@x86_litert
+def test_edge_bench_latency_under_avx2_says_so_in_its_results(tmp_path):
+    from tests.conftest import run_cli
+
+    out = tmp_path / "out"
+    model = REPO / "edge" / "models" / "default" / "model_int8.tflite"
+    r = run_cli("bench", "latency", model, "--isa", "avx2", "--threads", "1", "--faces", "1", "--repeats", "3",
+                "--warmup", "1", "--no-peer", "--out", out)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "latency.json").read_text())
+    assert "AVX2 kernels only" in report["machine"]["kernels"]
+    assert report["command"].startswith("edge bench latency ") and "--isa avx2" in report["command"]
+    assert "AVX2 kernels only" in (out / "latency.md").read_text()
