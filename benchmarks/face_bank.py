@@ -89,6 +89,13 @@ class FaceBank:
         plain = self.turn[face, wbin, view, 0]
         return plain if flip_below < 1 and plain.max() >= flip_below else self.probs[face, wbin, view]
 
+    def images(self, face: int, wbin: int, view: int, flip_below: float = 1.0) -> int:
+        """Images the classifier takes for `output(..., mirror=None, flip_below)`: the view alone
+        when it is sure enough, else it and its mirror image (the bank is of a flip-averaging model)."""
+        if self.turn is not None and flip_below < 1 and self.turn[face, wbin, view, 0].max() >= flip_below:
+            return 1
+        return 2
+
     def width_index(self, width_px: float) -> int:
         return int(np.argmin([abs(w - width_px) for w in self.widths_px]))
 

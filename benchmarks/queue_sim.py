@@ -93,6 +93,8 @@ class SimResult:
     transitions: list[tuple[float, str]]  # from the monitor's own policy
     visits: dict[int, dict]  # person id -> {"seen_s": ..., "tracks": set}
     track_people: dict[int, set]  # track id -> person ids it was given
+    classifications: int = 0  # faces classified
+    images: int = 0  # images through the classifier for them (a face and its mirror image are two)
 
 
 def schedule(sc: Scenario, rng) -> list[tuple[float, float]]:
@@ -220,6 +222,7 @@ class Simulation:
         transitions, visits, track_people = [], {}, {}
         pi, in_period = 0, False
         tracker = self.monitor.tracker
+        counts = [0, 0]  # classifications, classifier images
         for i in range(n):
             t = float(t_s[i])
             while pi < len(periods) and t >= periods[pi][1]:
@@ -233,7 +236,11 @@ class Simulation:
 
             def classify(due, mirror, views=views):  # the bank's outputs instead of running the model
                 flags = mirror or [None] * len(due)
-                return [self.bank.output(*views[i], m, self.monitor.flip_below) for i, m in zip(due, flags)]
+                out = [self.bank.output(*views[i], m, self.monitor.flip_below) for i, m in zip(due, flags)]
+                counts[0] += len(due)
+                counts[1] += sum(1 if m is not None else self.bank.images(*views[i], self.monitor.flip_below)
+                                 for i, m in zip(due, flags))
+                return out
 
             _, mood, tr = self.monitor.update(t, boxes, classify, looks)
             share[i], faces[i] = mood.negative_share, mood.faces
@@ -245,7 +252,7 @@ class Simulation:
                     v = visits.setdefault(pid, {"first": t, "last": t, "tracks": set()})
                     v["last"] = t
                     v["tracks"].add(tid)
-        return SimResult(sc, t_s, share, faces, periods, transitions, visits, track_people)
+        return SimResult(sc, t_s, share, faces, periods, transitions, visits, track_people, *counts)
 
 
 def replay(policy, res: SimResult) -> list[tuple[float, str]]:

@@ -239,7 +239,9 @@ def run(args, argv) -> dict:
         alerts = score(res, res.transitions)
         if n == 3:
             runs3[name] = res
-        rows.append({"scenario": name, "faces": n, "hours": hours, **summarize(alerts, identity(res))})
+        rows.append({"scenario": name, "faces": n, "hours": hours, **summarize(alerts, identity(res)),
+                     "classifier_images_per_classification": round(res.images / res.classifications, 3)
+                     if res.classifications else None})
         print(f"  {name}, {n} faces, {hours:g} h done", file=sys.stderr)
     report["scenarios"] = rows
     if runs3:
@@ -304,12 +306,14 @@ def to_markdown(r: dict) -> str:
              for t in r["targets"]], right=[False, False, True, True, True]), ""]
     lines += [] if not r["scenarios"] else ["## Scenarios at the operating point", "", common.md_table(
         ["scenario", "faces", "hours", "calm h", "false alarms /8 h", "periods", "alerted", "TTA median s",
-         "TTA p90 s", "TTC median s", "TTC p90 s", "one track (>=10 s)", "tracks/person", "identity swaps"],
+         "TTA p90 s", "TTC median s", "TTC p90 s", "one track (>=10 s)", "tracks/person", "identity swaps",
+         "images / classification"],
         [[s["scenario"], s["faces"], _f(s["hours"], 1), _f(s["calm_hours"], 1), _f(s["false_alarms_per_8h"]),
           s["unhappy_periods"], _f(s["alerted_share"]), _f(s["time_to_alert_median_s"], 1), _f(s["time_to_alert_p90_s"], 1),
           _f(s["time_to_clear_median_s"], 1), _f(s["time_to_clear_p90_s"], 1), _f(s["one_track_share"]),
-          _f(s["tracks_per_person"]), s["identity_swaps"]] for s in r["scenarios"]],
-        right=[False] + [True] * 13), ""]
+          _f(s["tracks_per_person"]), s["identity_swaps"], _f(s.get("classifier_images_per_classification"))]
+         for s in r["scenarios"]],
+        right=[False] + [True] * 14), ""]
     if r.get("sweep"):
         rows = []
         for s in r["sweep"]:

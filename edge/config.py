@@ -106,9 +106,13 @@ class ScheduleConfig:
     detect_still_hz: float = 2.5
     # a model whose card asks for flip averaging: each classification of a face sees the face or
     # its mirror image in turn, and the track's smoothing averages them (half the classifier
-    # work, for a Pi 4 with many faces; slightly fewer alerts in the scenario benchmark);
-    # false: both in every classification
-    flip_in_turn: bool = False
+    # work); false: both in every classification
+    flip_in_turn: bool = True
+    # with flip_in_turn: while the queue's negative share is at least this (the alert's clear
+    # share), each classification sees both images again, so a queue that may be turning is
+    # judged as closely as without taking turns and a calm one costs half (1 = in turn whatever
+    # the share; in turn alone alerted a few turns fewer in the scenario benchmark)
+    flip_both_share: float = 0.15
     # with flip averaging (not in turn): the mirror image is classified only for a face whose own
     # image's top class is less sure than this (1 = every face; 0.8 skips it for about 40%, a
     # lever for a Pi 4 with many faces)
@@ -129,6 +133,8 @@ class ScheduleConfig:
         _check(self.scan_still_s >= 0, f"{p}.scan_still_s", self.scan_still_s, "a number of seconds >= 0 (0 = never skip)")
         _check(self.detect_still_hz >= 0, f"{p}.detect_still_hz", self.detect_still_hz,
                "a number >= 0 (0 = still faces at detect_hz)")
+        _check(0 <= self.flip_both_share <= 1, f"{p}.flip_both_share", self.flip_both_share,
+               "a share in [0, 1] (1 = in turn whatever the share)")
         _check(0 < self.flip_below <= 1, f"{p}.flip_below", self.flip_below,
                "a probability in (0, 1] (1 = the mirror image for every face)")
 

@@ -94,6 +94,18 @@ def test_unhappy_periods_hold_the_truth(arrive):
     assert score(res, res.transitions)["unhappy_periods"] == len(res.periods)
 
 
+@pytest.mark.parametrize("settings, per_classification", [
+    ({"schedule.flip_in_turn": False}, 2.0),  # both images every time
+    ({"schedule.flip_both_share": 1.0}, 1.0),  # one image, in turn, whatever the share
+])
+def test_the_simulation_counts_the_images_the_classifier_takes(settings, per_classification):
+    sc = Scenario(hours=0.05, unhappy_every_s=(0.0, 0.0), flicker_spots=0)
+    bank = fake_bank()
+    bank.turn = np.stack([bank.probs, bank.probs], axis=3).copy()
+    res = Simulation(bank, sc, QueueMonitor(load_config(None, settings), list(LABELS)), seed=1).run()
+    assert res.classifications > 0 and res.images == per_classification * res.classifications
+
+
 def test_a_small_seeded_run_writes_finite_numbers(fer_faces, cache_env, tmp_path):
     """CI smoke test: the real classifier on a few real faces, a few simulated minutes."""
     from benchmarks import scenarios
@@ -110,6 +122,8 @@ def test_a_small_seeded_run_writes_finite_numbers(fer_faces, cache_env, tmp_path
     for row in r["scenarios"] + [kinds for s in r["sweep"] for kinds in s["by_kind"].values()]:
         assert math.isfinite(row["false_alarms_per_8h"]) and row["calm_hours"] > 0
     assert all(row["unhappy_periods"] > 0 for row in r["scenarios"][1:3])
+    # in turn, both images while the share is high: between one and two images a classification
+    assert all(1.0 <= row["classifier_images_per_classification"] <= 2.0 for row in r["scenarios"])
     assert {t["metric"] for t in r["targets"]} >= {"false_alarms_per_8h", "alerted_share", "one_track_share"}
     measured = {(t["scenario"], t["metric"]): t["measured"] for t in r["targets"]}
     assert 0 <= measured[("all 3-face runs", "one_track_share")] <= 1

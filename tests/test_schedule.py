@@ -237,6 +237,30 @@ def test_each_track_sees_its_face_and_its_mirror_image_in_turn(in_turn):
         assert flags == ([k % 2 == 1 for k in range(len(flags))] if in_turn else [None] * len(flags))
 
 
+def test_a_queue_near_the_alert_threshold_gets_both_images_again():
+    from edge.pipeline.core import QueueMonitor
+
+    cfg = load_config(None, {"schedule.flip_in_turn": True, "schedule.flip_both_share": 0.15})
+    monitor = QueueMonitor(cfg, list(LABELS))
+    boxes = [BBox(40, 40, 60, 60), BBox(300, 40, 60, 60)]
+    sad = np.eye(len(LABELS), dtype=np.float32)[list(LABELS).index("sad")]
+    monitor.update(0.0, boxes, lambda due, mirror: [sad] * len(due))
+    monitor.share = 0.1  # calm: in turn
+    assert monitor.mirror([0, 1]) == [True, True]
+    monitor.share = 0.15  # at the share: both images (None)
+    assert monitor.mirror([0, 1]) is None
+    _, mood, _ = monitor.update(0.2, boxes, lambda due, mirror: [sad] * len(due))
+    assert monitor.share == mood.negative_share  # each update leaves the share it computed
+    always = QueueMonitor(load_config(None, {"schedule.flip_in_turn": True, "schedule.flip_both_share": 1.0}),
+                          list(LABELS))
+    always.update(0.0, boxes, lambda due, mirror: [sad] * len(due))
+    always.share = 1.0  # 1 (the default): in turn whatever the share
+    assert always.mirror([0]) is not None
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ConfigError, match="flip_both_share"):
+            load_config(None, {"schedule.flip_both_share": bad})
+
+
 def test_old_cards_load_without_a_mac_count():
     import json
 
@@ -463,3 +487,6 @@ def test_doctor_times_this_board_and_warns_when_the_schedule_needs_a_core(tmp_pa
     assert check.status == "OK" and check.detail.startswith("about 36% of one core")  # 29 x 10 ms + 6.7 x 10 ms
     check = _doctor_budget(tmp_path, "[schedule]\nclassify_hz = 0\nclassify_max_per_frame = 0\ndetect_hz = 0\nscan_hz = 0\n")
     assert check.status == "WARN" and check.detail.startswith("about 255% of one core") and "classify_hz = 1" in check.detail
+    check = _doctor_budget(tmp_path, "[schedule]\nflip_in_turn = true\nflip_both_share = 0.15\n")
+    assert "doubles while the queue's negative share is at least 0.15" in check.detail
+    assert "doubles" not in _doctor_budget(tmp_path, "[schedule]\nflip_both_share = 1.0\n").detail

@@ -367,9 +367,12 @@ def check_budget(ctx: _Context, cfg) -> None:
     detail = (f"about {share:.0%} of one core at {fps:g} fps with {BUDGET_FACES} faces, timed on this board: detector "
               f"{det_s * 1e3:.1f} ms a call x {calls:.0f} calls/s at most, classifier {face_s * 1e3:.1f} ms a face x "
               f"{faces:.1f} faces/s; camera decoding not counted")
+    if cfg.schedule.flip_in_turn and cfg.schedule.flip_both_share < 1:
+        detail += (f" (the classifier's part doubles while the queue's negative share is at least "
+                   f"{cfg.schedule.flip_both_share:g}: both images then)")
     if share > BUDGET_WARN:
         ctx.add("compute budget", WARN, f"{detail}: more than this board's core can spare; try schedule.classify_hz = 1 "
-                                        "or schedule.detect_hz = 3 or schedule.flip_below = 0.8 (README: Compute budget)")
+                                        "or schedule.detect_hz = 3 or schedule.flip_both_share = 1 (README: Compute budget)")
     else:
         ctx.add("compute budget", OK, detail)
 

@@ -75,6 +75,8 @@ class QueueMonitor:
         self.policy = AlertPolicy(cfg.alert)
         self.schedule = Schedule(cfg.schedule)
         self.flip_in_turn, self.flip_below = cfg.schedule.flip_in_turn, cfg.schedule.flip_below
+        self.flip_both_share = cfg.schedule.flip_both_share
+        self.share = 0.0  # the queue's negative share after the last update
         self.carried: list[Track] = []  # the tracks of the last detector frame, in detection order
         self.classified = 0  # faces classified in the last update
         self.detected = False  # whether the last update ran the tracker on fresh detections
@@ -84,8 +86,11 @@ class QueueMonitor:
         return self.schedule.detect_now(t_s)
 
     def mirror(self, due: list[int]) -> list[bool] | None:
-        """With flip_in_turn, every other classification of a track sees its mirror image."""
-        return [self.carried[i].classified % 2 == 1 for i in due] if self.flip_in_turn else None
+        """With flip_in_turn, every other classification of a track sees its mirror image; both
+        images (None) while the queue's negative share is at least flip_both_share."""
+        if not self.flip_in_turn or (self.flip_both_share < 1 and self.share >= self.flip_both_share):
+            return None
+        return [self.carried[i].classified % 2 == 1 for i in due]
 
     def update(self, t_s: float, boxes: list | None, probs, looks=None) -> tuple[list[Track], Mood, str | None]:
         """boxes: this frame's detections; on a frame where the schedule skips the detector
@@ -115,6 +120,7 @@ class QueueMonitor:
             self.carried = [tr for tr in self.carried if tr.id in self.tracker.tracks]
         tracks = Tracker.counted(self.carried)
         mood = self.mood.update(t_s, tracks, calm=not self.policy.raised)
+        self.share = mood.negative_share
         return tracks, mood, self.policy.update(t_s, mood.negative_share, mood.faces)
 
 
