@@ -113,9 +113,9 @@ class ScheduleConfig:
     # judged as closely as without taking turns and a calm one costs half (1 = in turn whatever
     # the share; in turn alone alerted a few turns fewer in the scenario benchmark)
     flip_both_share: float = 0.15
-    # with flip averaging (not in turn): the mirror image is classified only for a face whose own
-    # image's top class is less sure than this (1 = every face; 0.8 skips it for about 40%, a
-    # lever for a Pi 4 with many faces)
+    # when both images are due (flip_in_turn off, or the share at flip_both_share): the mirror
+    # image is classified only for a face whose own image's top class is less sure than this
+    # (1 = every face; 0.8 skips it for about 40% of them)
     flip_below: float = 1.0
 
     @classmethod

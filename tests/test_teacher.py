@@ -33,6 +33,7 @@ def test_a_teacher_that_is_not_a_model_is_one_sentence(tmp_path, synthetic_datas
         assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()
 
 
+@pytest.mark.slow  # trains a model with a teacher (20 s on 2 cores); CI runs it
 def test_training_with_a_teacher_records_it_and_learns(tiny_converted, tiny_run, synthetic_dataset, tmp_path, cache_env):
     """Two teachers (the int8 file and the Keras model it came from) averaged, half of each target."""
     pytest.importorskip("tensorflow", reason="training tests need the train extra")
