@@ -103,7 +103,7 @@ class ScheduleConfig:
     # between scans, the window around a still face (its detections moved under 0.5 face widths
     # a second, and under a fifth of its window changed since) is looked at this often at most,
     # its box carried meanwhile; a moving face is looked for at detect_hz (0 = every face at detect_hz)
-    detect_still_hz: float = 2.5
+    detect_still_hz: float = 1.5
     # a model whose card asks for flip averaging: each classification of a face sees the face or
     # its mirror image in turn, and the track's smoothing averages them (half the classifier
     # work); false: both in every classification

@@ -411,7 +411,10 @@ def test_a_scan_skips_tiles_where_nothing_moved_but_finds_a_newcomer(shipped_cla
     assert 2 <= scans[3] < 13  # the newcomer's tiles (and the whole frame), and the walker's window
     assert max(oldest) < 4.0  # no tile goes unlooked-at for scan_still_s or longer
     assert found[3 * FPS] == [100 + 2 * 3 * FPS, 500]  # the newcomer moved in: found at the next scan
-    assert found[max(found)][0] == 100 + 2 * max(found)  # the walker followed throughout
+    # the walker followed throughout; its slow walk (0.4 face widths a second) counts as still, so
+    # between looks its box is carried and lags by at most 1 / detect_still_hz of walking
+    lag = 2 * FPS / load_config(None).schedule.detect_still_hz
+    assert all(0 <= 100 + 2 * i - boxes[0] <= lag + 2 for i, boxes in found.items())
 
 
 def test_the_motion_gate_ignores_sensor_noise_and_sees_a_small_face():
