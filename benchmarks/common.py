@@ -457,9 +457,8 @@ def script_main(name: str, parser, run, figure, to_markdown, argv=None) -> int:
 def finish(name: str, args, argv, run, draw, to_markdown) -> int:
     """The end every benchmark script shares: measure, draw, write JSON + markdown, print.
     `draw(report, out)` returns the PNG paths it wrote; a UserError is one line and exit 2."""
-    from edge.errors import UserError
-
     from benchmarks import isa
+    from edge.errors import UserError
 
     try:
         isa.apply(getattr(args, "isa", "native"))

@@ -86,15 +86,17 @@ class FaceBank:
             return self.probs[face, wbin, view]
         if mirror is not None:
             return self.turn[face, wbin, view, int(mirror)]
-        plain = self.turn[face, wbin, view, 0]
-        return plain if flip_below < 1 and plain.max() >= flip_below else self.probs[face, wbin, view]
+        return self.turn[face, wbin, view, 0] if self.alone(face, wbin, view, flip_below) else self.probs[face, wbin, view]
 
-    def images(self, face: int, wbin: int, view: int, flip_below: float = 1.0) -> int:
-        """Images the classifier takes for `output(..., mirror=None, flip_below)`: the view alone
-        when it is sure enough, else it and its mirror image (the bank is of a flip-averaging model)."""
-        if self.turn is not None and flip_below < 1 and self.turn[face, wbin, view, 0].max() >= flip_below:
-            return 1
-        return 2
+    def alone(self, face: int, wbin: int, view: int, flip_below: float) -> bool:
+        """Whether, with both images due, the view as it is suffices: its top class is at least
+        flip_below sure (flip_below < 1; never from a bank without single views)."""
+        return self.turn is not None and flip_below < 1 and bool(self.turn[face, wbin, view, 0].max() >= flip_below)
+
+    def images(self, face: int, wbin: int, view: int, mirror: bool | None, flip_below: float = 1.0) -> int:
+        """Images through the classifier for `output` with the same arguments (the bank is of a
+        flip-averaging model): one in turn or when the view alone suffices, else two."""
+        return 1 if mirror is not None or self.alone(face, wbin, view, flip_below) else 2
 
     def width_index(self, width_px: float) -> int:
         return int(np.argmin([abs(w - width_px) for w in self.widths_px]))

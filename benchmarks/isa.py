@@ -10,7 +10,7 @@ time from what the CPU reports, and each can be told to ignore AVX-512:
 - LiteRT's XNNPACK (and ruy) have no switch: they read the CPU's features once, from the
   cpuinfo library's `cpuinfo_isa` table, when the first interpreter is made. `apply`
   initialises cpuinfo itself (found through the library's ELF symbol table) and clears the
-  table's AVX-512 entries before any interpreter exists. The table's layout is checked against
+  table's AVX-512 (and AVX-VNNI) entries before any interpreter exists. The layout is checked against
   /proc/cpuinfo first, so a library whose layout differs is refused, not mis-patched.
 
 The result is AVX2 kernels on this core's clock and cache, not a different machine: compare a
@@ -39,14 +39,18 @@ LIBRARY = "libpywrap_litert_common.so"  # ai-edge-litert's interpreter, XNNPACK 
 
 # Byte offsets in cpuinfo's `struct cpuinfo_x86_isa` (x86-64 build: one bool each) and the
 # /proc/cpuinfo flag each must equal; the AVX-512 entries are 29-46.
-CHECKED = {17: "ssse3", 18: "sse4_1", 19: "sse4_2", 20: "sse4a", 22: "avx", 24: "fma", 27: "f16c", 28: "avx2",
+CHECKED = {17: "ssse3", 18: "sse4_1", 19: "sse4_2", 20: "sse4a", 22: "avx", 23: "avx_vnni", 24: "fma", 27: "f16c",
+           28: "avx2",
            29: "avx512f", 32: "avx512cd", 33: "avx512dq", 34: "avx512bw", 35: "avx512vl", 36: "avx512ifma",
            37: "avx512vbmi", 38: "avx512_vbmi2", 39: "avx512_bitalg", 40: "avx512_vpopcntdq", 41: "avx512_vnni",
            42: "avx512_bf16", 43: "avx512_fp16", 44: "avx512_vp2intersect"}
 AVX512 = range(29, 47)
+# Cleared: the AVX-512 entries and AVX-VNNI (256-bit int8 dot products, which an AVX2-only core
+# such as Zen 3 also lacks).
+MASKED = (23, *AVX512)
 # Features whose table entries lie past the checked range (their place moved between cpuinfo
 # versions): a CPU with them is refused rather than half-masked.
-UNCHECKED_WIDE = ("avx10", "amx_tile", "amx_int8", "amx_bf16", "avx_vnni")
+UNCHECKED_WIDE = ("avx10", "amx_tile", "amx_int8", "amx_bf16")
 
 
 def active() -> str:
@@ -116,8 +120,8 @@ def _loaded(name: str) -> tuple[Path, int]:
                     "(the other TFLite runtimes cannot be masked).")
 
 
-def mask_litert_avx512() -> list[str]:
-    """Clear the AVX-512 entries of LiteRT's cpuinfo table; returns the features cleared."""
+def mask_litert_avx512() -> None:
+    """Clear the AVX-512 (and AVX-VNNI) entries of LiteRT's cpuinfo table."""
     import ai_edge_litert.interpreter  # noqa: F401 - maps the library into this process
 
     flags = cpu_flags()
@@ -134,10 +138,8 @@ def mask_litert_avx512() -> list[str]:
     address, size = syms["cpuinfo_isa"]
     table = (ctypes.c_uint8 * size).from_address(base + address)
     check_table(bytes(table), flags, path.name)
-    cleared = [CHECKED.get(i, f"byte {i}") for i in AVX512 if table[i]]
-    for i in AVX512:
+    for i in MASKED:
         table[i] = 0
-    return cleared
 
 
 def check_table(table: bytes, flags: set[str], where: str) -> None:

@@ -235,12 +235,10 @@ class Simulation:
             boxes, views, looks, who = self.detections(t, dt)
 
             def classify(due, mirror, views=views):  # the bank's outputs instead of running the model
-                flags = mirror or [None] * len(due)
-                out = [self.bank.output(*views[i], m, self.monitor.flip_below) for i, m in zip(due, flags)]
-                counts[0] += len(due)
-                counts[1] += sum(1 if m is not None else self.bank.images(*views[i], self.monitor.flip_below)
-                                 for i, m in zip(due, flags))
-                return out
+                asked = [(*views[i], m, self.monitor.flip_below) for i, m in zip(due, mirror or [None] * len(due))]
+                counts[0] += len(asked)
+                counts[1] += sum(self.bank.images(*a) for a in asked)
+                return [self.bank.output(*a) for a in asked]
 
             _, mood, tr = self.monitor.update(t, boxes, classify, looks)
             share[i], faces[i] = mood.negative_share, mood.faces

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import platform
@@ -17,8 +18,7 @@ from edge.errors import UserError
 REPO = Path(__file__).resolve().parent.parent
 
 x86_litert = pytest.mark.skipif(
-    platform.machine() not in ("x86_64", "AMD64") or subprocess.run(
-        [sys.executable, "-c", "import ai_edge_litert.interpreter"], capture_output=True).returncode != 0,
+    platform.machine() not in ("x86_64", "AMD64") or importlib.util.find_spec("ai_edge_litert") is None,
     reason="--isa avx2 masks ai-edge-litert on x86-64 only")
 
 
@@ -83,7 +83,7 @@ path, base = isa._loaded(isa.LIBRARY)
 addr, size = isa.elf_symbols(path, {{"cpuinfo_isa"}})["cpuinfo_isa"]
 table = (ctypes.c_uint8 * size).from_address(base + addr)
 print(json.dumps({{"flag": os.environ.get(isa.ENV_FLAG), "npy": os.environ.get("NPY_DISABLE_CPU_FEATURES"),
-                  "avx2": table[28], "avx512": [table[i] for i in isa.AVX512], "kernels": isa.describe()}}))
+                  "avx2": table[28], "avx512": [table[i] for i in isa.MASKED], "kernels": isa.describe()}}))
 """
 
 
