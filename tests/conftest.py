@@ -85,6 +85,15 @@ def fer_faces(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def shipped_model() -> Path:
+    """The shipped default int8 model (its card beside it), for tests that need a model but not
+    one made in this session: training and converting tiny_run takes most of a minute."""
+    from edge.models import default_model_path
+
+    return default_model_path()
+
+
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory, synthetic_dataset, cache_env) -> Path:
     """A small model trained for real on the synthetic data (shared by convert/edge tests)."""
     pytest.importorskip("tensorflow", reason="training tests need the train extra")

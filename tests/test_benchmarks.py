@@ -180,11 +180,11 @@ def test_accuracy_writes_rows_confusions_and_baseline(tiny_converted, tiny_run, 
     assert PEER_NOTE in md and "macro-F1" in md and "capped at 8 epochs" in md
 
 
-def test_accuracy_with_the_peer(tiny_converted, synthetic_dataset, tmp_path, peer_args):
+def test_accuracy_with_the_peer(shipped_model, synthetic_dataset, tmp_path, peer_args):
     from benchmarks import accuracy
 
     out = tmp_path / "out"
-    assert accuracy.main([str(tiny_converted / "model_int8.tflite"), "--data", str(synthetic_dataset), "--limit", "30",
+    assert accuracy.main([str(shipped_model), "--data", str(synthetic_dataset), "--limit", "30",
                           *peer_args, "--out", str(out)]) == 0
     report, md = read_outputs(out, "accuracy")
     peer = [r for r in report["rows"] if r["kind"] == "peer"]
@@ -240,11 +240,11 @@ def test_latency_tflite_keras_and_face_path(tiny_converted, tiny_run, tmp_path):
 # ---------------------------------------------------------------------------- pipeline
 
 @needs_blazeface
-def test_pipeline_on_generated_videos(tiny_converted, tmp_path):
+def test_pipeline_on_generated_videos(shipped_model, tmp_path):
     from benchmarks import pipeline
 
     out = tmp_path / "out"
-    rc = pipeline.main(["--model", str(tiny_converted / "model_int8.tflite"), "--data", str(tmp_path / "no-fer"),
+    rc = pipeline.main(["--model", str(shipped_model), "--data", str(tmp_path / "no-fer"),
                         "--faces", "1,2", "--frames", "8", "--runs", "1", "--warmup", "2", "--no-peer",
                         "--keep-videos", str(tmp_path / "videos"), "--out", str(out)])
     assert rc == 0
@@ -260,13 +260,13 @@ def test_pipeline_on_generated_videos(tiny_converted, tmp_path):
 
 
 @needs_blazeface
-def test_pipeline_live_rate_reports_cpu_share_recall_and_the_detector_sweep(tiny_converted, tmp_path):
+def test_pipeline_live_rate_reports_cpu_share_recall_and_the_detector_sweep(shipped_model, tmp_path):
     from benchmarks import pipeline
 
     out, core = tmp_path / "out", min(os.sched_getaffinity(0))
     before = os.sched_getaffinity(0)
     try:
-        rc = pipeline.main(["--model", str(tiny_converted / "model_int8.tflite"), "--data", str(tmp_path / "no-fer"),
+        rc = pipeline.main(["--model", str(shipped_model), "--data", str(tmp_path / "no-fer"),
                             "--faces", "1", "--frames", "8", "--queue-seconds", "1", "--live", "--live-runs", "2",
                             "--sweep-detect", "15,7.5", "--pin-core", str(core), "--no-peer", "--out", str(out)])
         assert os.sched_getaffinity(0) == {core}
@@ -305,11 +305,11 @@ def test_pipeline_picks_fer_faces_the_detector_finds(fer_faces):
 
 
 @needs_blazeface
-def test_pipeline_with_the_peer(tiny_converted, tmp_path, peer_args):
+def test_pipeline_with_the_peer(shipped_model, tmp_path, peer_args):
     from benchmarks import pipeline
 
     out = tmp_path / "out"
-    assert pipeline.main(["--model", str(tiny_converted / "model_int8.tflite"), "--data", str(tmp_path / "no-fer"),
+    assert pipeline.main(["--model", str(shipped_model), "--data", str(tmp_path / "no-fer"),
                           "--faces", "1", "--frames", "6", "--runs", "1", "--warmup", "1", *peer_args,
                           "--out", str(out)]) == 0
     report, md = read_outputs(out, "pipeline")
@@ -321,16 +321,16 @@ def test_pipeline_with_the_peer(tiny_converted, tmp_path, peer_args):
 
 # ---------------------------------------------------------------------------- CLI and the baseline recipe
 
-def test_edge_bench_forwards_arguments(tiny_converted, tmp_path):
+def test_edge_bench_forwards_arguments(shipped_model, tmp_path):
     r = run_cli("bench", "latency", "--help")
     assert r.returncode == 0 and "usage: edge bench latency" in r.stdout and "--repeats" in r.stdout
     out = tmp_path / "out"
-    r = run_cli("bench", "latency", tiny_converted / "model_int8.tflite", "--threads", "1", "--faces", "1",
+    r = run_cli("bench", "latency", shipped_model, "--threads", "1", "--faces", "1",
                 "--repeats", "3", "--warmup", "1", "--no-peer", "--out", out)
     assert r.returncode == 0, r.stderr
     report, _ = read_outputs(out, "latency")
     assert report["command"].startswith("edge bench latency ")
-    r = run_cli("bench", "accuracy", "--data", tmp_path / "missing", "--no-peer", tiny_converted)
+    r = run_cli("bench", "accuracy", "--data", tmp_path / "missing", "--no-peer", shipped_model.parent)
     assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
 
 
@@ -351,7 +351,7 @@ def test_baseline_script_uses_real_train_flags():
         assert flag in help_text, flag
 
 
-def test_accuracy_scores_against_the_annotators_majority_too(tiny_converted, synthetic_dataset, tmp_path):
+def test_accuracy_scores_against_the_annotators_majority_too(shipped_model, synthetic_dataset, tmp_path):
     """With --votes, each row also has its accuracy against the FER+ majority: here the votes move
     every happy face to neutral, so a model's FER+ accuracy is its accuracy on those labels."""
     import csv
@@ -370,7 +370,7 @@ def test_accuracy_scores_against_the_annotators_majority_too(tiny_converted, syn
             label = "neutral" if f.parent.name == "happy" else f.parent.name
             w.writerow([f.relative_to(synthetic_dataset).as_posix()] + [8 if c == column[label] else 0 for c in header[1:]])
     out = tmp_path / "out"
-    assert accuracy.main([str(tiny_converted / "model_int8.tflite"), "--data", str(synthetic_dataset), "--votes",
+    assert accuracy.main([str(shipped_model), "--data", str(synthetic_dataset), "--votes",
                           str(votes), "--no-peer", "--out", str(out)]) == 0
     report, md = read_outputs(out, "accuracy")
     (row,) = report["rows"]

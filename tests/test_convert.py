@@ -14,6 +14,7 @@ from tests.conftest import run_cli  # noqa: E402
 from train.data import load_dataset  # noqa: E402
 
 
+@pytest.mark.slow
 def test_int8_model_io_matches_its_card(tiny_converted):
     card = load_card(tiny_converted / "model_int8.tflite")
     clf = Classifier(tiny_converted / "model_int8.tflite")
@@ -26,6 +27,7 @@ def test_int8_model_io_matches_its_card(tiny_converted):
     assert (tiny_converted / "model_float32.tflite").exists()
 
 
+@pytest.mark.slow
 def test_int8_agrees_with_keras(tiny_converted, tiny_run, synthetic_dataset):
     parity = json.loads((tiny_converted / "parity.json").read_text())
     assert parity["images"] == 84
@@ -36,6 +38,7 @@ def test_int8_agrees_with_keras(tiny_converted, tiny_run, synthetic_dataset):
     assert (tiny_converted / "parity.md").read_text().count("|") > 10
 
 
+@pytest.mark.slow
 def test_calibration_preprocessing_matches_inference(tiny_converted, synthetic_dataset):
     """The edge classifier fed uint8 crops scores like the parity run (same preprocessing)."""
     ds = load_dataset(synthetic_dataset)
@@ -57,10 +60,10 @@ def test_parity_gate_fails_on_an_impossible_budget(tiny_run, synthetic_dataset, 
     assert not json.loads((out / "parity.json").read_text())["budget"]["passed"]
 
 
-def test_corrupt_tflite_is_one_sentence(tmp_path, tiny_converted):
+def test_corrupt_tflite_is_one_sentence(tmp_path, shipped_model):
     bad = tmp_path / "model_int8.tflite"
     bad.write_bytes(b"\x00" * 64)
-    (tmp_path / "model.json").write_text((tiny_converted / "model.json").read_text())
+    (tmp_path / "model.json").write_text(shipped_model.with_name("model.json").read_text())
     with pytest.raises(UserError, match="not a valid TFLite model"):
         Classifier(bad)
     r = run_cli("eval", bad, "--data", tmp_path)
@@ -78,15 +81,16 @@ def test_wrong_input_shape_is_refused(tmp_path, synthetic_dataset):
     assert r.returncode == 2 and "grayscale" in r.stderr and "Traceback" not in r.stderr
 
 
-def test_card_mismatch_with_model_is_refused(tmp_path, tiny_converted):
-    card = json.loads((tiny_converted / "model.json").read_text())
+def test_card_mismatch_with_model_is_refused(tmp_path, shipped_model):
+    card = json.loads(shipped_model.with_name("model.json").read_text())
     card["input_size"] = 64
     (tmp_path / "model.json").write_text(json.dumps(card))
-    (tmp_path / "model_int8.tflite").write_bytes((tiny_converted / "model_int8.tflite").read_bytes())
+    (tmp_path / "model_int8.tflite").write_bytes(shipped_model.read_bytes())
     with pytest.raises(UserError, match="do not belong together"):
         Classifier(tmp_path / "model_int8.tflite")
 
 
+@pytest.mark.slow
 def test_edge_runs_the_int8_model_without_tensorflow(tiny_converted):
     """A Pi has no TensorFlow: block its import and run the classifier and `edge eval`."""
     code = f"""
@@ -108,6 +112,7 @@ print(clf.runtime.describe())
     assert r.stdout.strip().startswith(("ai-edge-litert", "tflite-runtime"))
 
 
+@pytest.mark.slow
 def test_eval_reports_tflite_through_the_edge_runtime(tiny_converted, synthetic_dataset, cache_env):
     r = run_cli("eval", tiny_converted / "model_int8.tflite", "--data", synthetic_dataset, "--json",
                 env={"QUEUE_MOOD_CACHE": str(cache_env)})
@@ -149,6 +154,7 @@ def test_temperature_against_vote_distributions():
     assert rep["accuracy_int8"] == 1.0 and not rep["flip_average"]
 
 
+@pytest.mark.slow
 def test_card_carries_calibration(tiny_converted):
     card = load_card(tiny_converted / "model_int8.tflite")
     cal = card.metrics["calibration"]
@@ -156,6 +162,7 @@ def test_card_carries_calibration(tiny_converted):
     assert cal["nll_after"] <= cal["nll_before"] + 1e-9
 
 
+@pytest.mark.slow
 def test_card_has_a_crop_rule_per_detector(tiny_converted):
     card = load_card(tiny_converted / "model_int8.tflite")
     assert card.crop_for("blazeface") == card.crop

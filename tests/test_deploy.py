@@ -47,19 +47,19 @@ def assert_one_sentence(proc, *needles):
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tiny_converted) -> Path:
-    return tiny_converted / "model_int8.tflite"
+def bundled_model(shipped_model) -> Path:
+    return shipped_model
 
 
 @pytest.fixture(scope="module")
-def store_bundle(tmp_path_factory, tiny_model):
-    """A .tar.gz bundle made by the CLI from the tiny model and a store config, unpacked."""
+def store_bundle(tmp_path_factory, bundled_model):
+    """A .tar.gz bundle made by the CLI from the shipped model and a store config, unpacked."""
     root = tmp_path_factory.mktemp("bundle")
     cfg = root / "store.toml"
     cfg.write_text('device_name = "till-3"\n[source]\ncamera = 1\n[sinks.mqtt]\nhost = "broker.local"\n'
                    '[sinks.jsonl]\n')
     tar_path = root / "till-3.tar.gz"  # README.txt must name this file, whatever it is called
-    proc = run_cli("bundle", "--model", tiny_model, "--config", cfg, "--out", tar_path)
+    proc = run_cli("bundle", "--model", bundled_model, "--config", cfg, "--out", tar_path)
     assert proc.returncode == 0, proc.stderr
     with tarfile.open(tar_path) as tar:
         modes = {m.name: m.mode for m in tar.getmembers()}
@@ -71,13 +71,13 @@ def store_bundle(tmp_path_factory, tiny_model):
 
 
 @needs_blazeface
-def test_bundle_holds_everything_the_pi_needs(store_bundle, tiny_model):
+def test_bundle_holds_everything_the_pi_needs(store_bundle, bundled_model):
     b = store_bundle["dir"]
     for rel in ("README.txt", "install.sh", "queue-mood.service", "config.toml", "MANIFEST.json",
                 "model/model_int8.tflite", "model/model.json", "config.example.toml"):
         assert (b / rel).is_file(), rel
     assert not (b / "detector").exists()  # BlazeFace ships in the wheel
-    assert (b / "model/model_int8.tflite").read_bytes() == tiny_model.read_bytes()
+    assert (b / "model/model_int8.tflite").read_bytes() == bundled_model.read_bytes()
     assert (b / "install.sh").read_text() == (DEPLOY / "install.sh").read_text()
     assert (b / "queue-mood.service").read_text() == UNIT.read_text()
     assert store_bundle["modes"]["queue-mood-bundle/install.sh"] & stat.S_IXUSR
@@ -97,7 +97,7 @@ def test_bundle_holds_everything_the_pi_needs(store_bundle, tiny_model):
     readme = (b / "README.txt").read_text()
     assert "scp till-3.tar.gz pi@HOST:" in readme and "tar xzf till-3.tar.gz" in readme
     assert "journalctl -u queue-mood" in readme
-    card_acc = load_card(tiny_model).edge_accuracy()
+    card_acc = load_card(bundled_model).edge_accuracy()
     assert f"accuracy {card_acc[0]:.1%} ({card_acc[1]})" in readme
 
 
@@ -137,30 +137,30 @@ def test_bundled_files_load_together_once_installed(store_bundle, tmp_path):
     assert inner.model_path == find_model(MODEL_FILES[inner.variant])  # the wheel's
 
 
-def test_a_detector_file_the_config_names_is_bundled_and_pointed_at(store_bundle, tiny_model, tmp_path):
+def test_a_detector_file_the_config_names_is_bundled_and_pointed_at(store_bundle, bundled_model, tmp_path):
     (wheel,) = (store_bundle["dir"] / "wheels").glob("*.whl")
     cfg = tmp_path / "store.toml"
     cfg.write_text(f'[detector]\nvariant = "short_range"\nmodel = "{find_model("face_detection_short_range.tflite")}"\n')
     out = tmp_path / "b"
-    result = bundle_run(BundleSettings(out=str(out), model=str(tiny_model), config=str(cfg), wheel=str(wheel)))
+    result = bundle_run(BundleSettings(out=str(out), model=str(bundled_model), config=str(cfg), wheel=str(wheel)))
     assert "detector/face_detection_short_range.tflite" in result.files
     assert load_config(out / "config.toml").detector.model == "/opt/queue-mood/detector/face_detection_short_range.tflite"
 
 
 @needs_blazeface
-def test_default_config_bundle_into_a_folder(store_bundle, tiny_model, tmp_path):
+def test_default_config_bundle_into_a_folder(store_bundle, bundled_model, tmp_path):
     (wheel,) = (store_bundle["dir"] / "wheels").glob("*.whl")
     out = tmp_path / "pi-bundle"
-    result = bundle_run(BundleSettings(out=str(out), model=str(tiny_model), wheel=str(wheel)))
+    result = bundle_run(BundleSettings(out=str(out), model=str(bundled_model), wheel=str(wheel)))
     assert result.path == out and "config.toml" in result.files
     cfg = load_config(out / "config.toml")
     assert cfg.source.camera == 0 and not cfg.source.path
     assert "scp -r pi-bundle pi@HOST:" in (out / "README.txt").read_text()
-    bundle_run(BundleSettings(out=str(out), model=str(tiny_model), wheel=str(wheel)))  # an earlier bundle: replaced
+    bundle_run(BundleSettings(out=str(out), model=str(bundled_model), wheel=str(wheel)))  # an earlier bundle: replaced
     foreign = tmp_path / "photos"
     foreign.mkdir()
     (foreign / "holiday.jpg").write_bytes(b"x")
-    proc = run_cli("bundle", "--model", tiny_model, "--wheel", wheel, "--out", foreign)
+    proc = run_cli("bundle", "--model", bundled_model, "--wheel", wheel, "--out", foreign)
     assert_one_sentence(proc, "photos")
     assert sorted(p.name for p in foreign.iterdir()) == ["holiday.jpg"]
 
@@ -191,9 +191,9 @@ def test_missing_config_file_is_one_sentence(tmp_path):
     assert_one_sentence(proc, "nope.toml")
 
 
-def test_model_and_card_that_do_not_belong_together_are_refused(tmp_path, tiny_model):
-    shutil.copy(tiny_model, tmp_path / "model_int8.tflite")
-    card = json.loads((tiny_model.with_name("model.json")).read_text())
+def test_model_and_card_that_do_not_belong_together_are_refused(tmp_path, bundled_model):
+    shutil.copy(bundled_model, tmp_path / "model_int8.tflite")
+    card = json.loads((bundled_model.with_name("model.json")).read_text())
     card["model_sha256"] = "0" * 64
     (tmp_path / "model.json").write_text(json.dumps(card))
     proc = run_cli("bundle", "--model", tmp_path / "model_int8.tflite", "--out", tmp_path / "b.tar.gz")
@@ -212,13 +212,13 @@ def doctor_config(tmp_path: Path) -> Path:
     return cfg
 
 
-def test_doctor_reports_runtime_and_model_ok(tmp_path, tiny_model):
-    proc = run_cli("doctor", "--model", tiny_model, "--config", doctor_config(tmp_path), "--json")
+def test_doctor_reports_runtime_and_model_ok(tmp_path, bundled_model):
+    proc = run_cli("doctor", "--model", bundled_model, "--config", doctor_config(tmp_path), "--json")
     rep = json.loads(proc.stdout)
     checks = {c["name"]: c for c in rep["checks"]}
     assert checks["tflite runtime"]["status"] == OK
     assert checks["model"]["status"] == OK and "dummy inference ran" in checks["model"]["detail"]
-    acc, what = load_card(tiny_model).edge_accuracy()
+    acc, what = load_card(bundled_model).edge_accuracy()
     assert f"accuracy {acc:.1%} ({what})" in checks["model"]["detail"]
     assert checks["config"]["status"] == OK
     assert checks["camera"]["status"] == OK and "skipped" in checks["camera"]["detail"]

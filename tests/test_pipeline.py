@@ -29,8 +29,8 @@ def astronaut_video(tmp_path_factory):
     return write_video(d / "astronaut.mp4", frames, 10)
 
 
-def test_run_on_a_video_tracks_the_face(astronaut_video, tiny_converted, tmp_path):
-    r = run_cli("run", "--source", astronaut_video, "--model", tiny_converted / "model_int8.tflite",
+def test_run_on_a_video_tracks_the_face(astronaut_video, shipped_model, tmp_path):
+    r = run_cli("run", "--source", astronaut_video, "--model", shipped_model,
                 "--max-frames", 25, "--json", env={"HOME": str(tmp_path)})
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout[r.stdout.index("{"):])
@@ -44,19 +44,19 @@ def test_run_on_a_video_tracks_the_face(astronaut_video, tiny_converted, tmp_pat
     (["--camera", "9"], "Cannot open camera 9"),
     (["--model", "/nonexistent/model_int8.tflite", "--source", "."], "does not exist"),
 ])
-def test_bad_inputs_are_one_sentence(args, needle, tiny_converted, tmp_path):
+def test_bad_inputs_are_one_sentence(args, needle, shipped_model, tmp_path):
     if "--model" not in args:
-        args = args + ["--model", str(tiny_converted / "model_int8.tflite")]
+        args = args + ["--model", str(shipped_model)]
     r = run_cli("run", *args, "--max-frames", 1, env={"HOME": str(tmp_path)})
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert r.returncode == 2 and len(errors) == 1 and needle in errors[0], r.stderr
     assert "Traceback" not in r.stderr
 
 
-def test_unreadable_video_and_bad_config(tmp_path, tiny_converted):
+def test_unreadable_video_and_bad_config(tmp_path, shipped_model):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00garbage" * 100)
-    r = run_cli("run", "--source", bad, "--model", tiny_converted / "model_int8.tflite")
+    r = run_cli("run", "--source", bad, "--model", shipped_model)
     assert r.returncode == 2 and "Cannot read video" in r.stderr
     cfg = tmp_path / "c.toml"
     cfg.write_text("[alert]\nraise_share = 0.2\nclear_share = 0.5\n")
@@ -244,7 +244,7 @@ enabled = false
     assert [e["kind"] for e in events] == ["raised", "cleared"]
 
 
-def test_nothing_but_counts_leaves_the_device(astronaut_video, tiny_converted, tmp_path, monkeypatch):
+def test_nothing_but_counts_leaves_the_device(astronaut_video, shipped_model, tmp_path, monkeypatch):
     """Privacy: with default settings no frame or crop is written or sent anywhere."""
     import cv2
 
@@ -255,7 +255,7 @@ def test_nothing_but_counts_leaves_the_device(astronaut_video, tiny_converted, t
         monkeypatch.setattr(cv2, name, forbidden)
     monkeypatch.setattr(np, "save", forbidden)
     monkeypatch.setenv("HOME", str(tmp_path))
-    cfg = load_config(None, {"source.path": str(astronaut_video), "model.path": str(tiny_converted / "model_int8.tflite"),
+    cfg = load_config(None, {"source.path": str(astronaut_video), "model.path": str(shipped_model),
                              "sinks.jsonl.path": str(tmp_path / "ev.jsonl"), "status.port": 0,
                              "alert.min_faces": 1, "alert.raise_share": 0.01, "alert.clear_share": 0.0, "alert.raise_after_s": 0.0,
                              "mood.min_confidence": 0.0, "mood.min_seen_s": 0.0, "mood.score": "expected",
@@ -271,13 +271,13 @@ def test_nothing_but_counts_leaves_the_device(astronaut_video, tiny_converted, t
 
 
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
-def test_a_signal_stops_cleanly_and_flushes_the_sinks(sig, astronaut_video, tiny_converted, tmp_path):
+def test_a_signal_stops_cleanly_and_flushes_the_sinks(sig, astronaut_video, shipped_model, tmp_path):
     """The signal arrives at frame 10 (sent from the frame callback, so no timing is involved):
     the loop finishes that frame, stops, and the sinks are closed with their events written."""
     import os
     import signal
 
-    cfg = load_config(None, {"source.path": str(astronaut_video), "model.path": str(tiny_converted / "model_int8.tflite"),
+    cfg = load_config(None, {"source.path": str(astronaut_video), "model.path": str(shipped_model),
                              "sinks.jsonl.path": str(tmp_path / "ev.jsonl"), "status.enabled": False,
                              "alert.min_faces": 1, "alert.raise_share": 0.01, "alert.clear_share": 0.0,
                              "alert.raise_after_s": 0.0, "mood.min_confidence": 0.0, "mood.min_seen_s": 0.0, "mood.score": "expected",

@@ -48,6 +48,7 @@ def test_class_weights_favour_rare_classes():
     assert np.allclose(class_weights(y, 0.0)[[0, 1, 3]], 1.0)
 
 
+@pytest.mark.slow
 def test_run_folder_has_the_report(tiny_run):
     for name in ("model.keras", "history.csv", "metrics.json", "command.txt", "data.json", "versions.json",
                  "samples_per_class.png", "images_per_class.png", "curves.png", "confusion_matrix.png"):
@@ -92,6 +93,7 @@ def test_resume_after_kill_continues_from_checkpoint(tmp_path, synthetic_dataset
     assert len((out / "command.txt").read_text().splitlines()) == 2
 
 
+@pytest.mark.slow
 def test_existing_run_without_resume_is_refused(tiny_run, synthetic_dataset):
     from tests.conftest import run_cli
 
@@ -119,6 +121,7 @@ def test_init_from_a_different_architecture_is_one_sentence(tiny_run, synthetic_
     assert r.returncode == 2 and "is not a queue_net model" in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.slow
 def test_init_from_an_int8_tflite_recovers_the_model(tiny_run, tiny_converted, synthetic_dataset, cache_env):
     """The Keras weights are rebuilt from the int8 file (BN unfolded): same predictions as int8."""
     from edge.pipeline.classifier import Classifier
@@ -135,6 +138,7 @@ def test_init_from_an_int8_tflite_recovers_the_model(tiny_run, tiny_converted, s
     assert np.abs(rebuilt - int8).mean() < 0.05
 
 
+@pytest.mark.slow
 def test_init_from_a_tflite_of_another_architecture_is_one_sentence(tiny_converted, synthetic_dataset, tmp_path):
     from tests.conftest import run_cli
 
