@@ -26,6 +26,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import common
+from benchmarks.arrival_bound import bound, person_levels
+from benchmarks.arrival_bound import markdown as arrival_markdown
 from benchmarks.face_bank import Jitter, build_bank
 from benchmarks.queue_sim import GRACE_S, Scenario, Simulation, identity, replay, score
 from edge.errors import UserError
@@ -254,6 +256,10 @@ def run(args, argv) -> dict:
             got = head.get(kind, {}).get(m)
             met = got is not None and (got <= v if op == "<=" else got >= v)
             report["targets"].append({"scenario": kind, "metric": m, "target": f"{op} {v}", "measured": got, "met": met})
+    if "calm queue" in runs3:  # people arriving per 8 h of calm queue: each a fresh queue to judge
+        calm_run = runs3["calm queue"]
+        levels = person_levels(bank, cfg.mood.negative, [c for c in bank.labels if c not in cfg.mood.negative])
+        report["arrival_bound"] = bound(*levels, len(calm_run.visits) / calm_run.scenario.hours * 8, seed=args.seed)
     report["sweep"] = sweep(args, bank) if args.sweep_hours > 0 else []
     report["videos"] = videos(args, cfg, data, model, votes) if args.videos else []
     return report
@@ -314,6 +320,7 @@ def to_markdown(r: dict) -> str:
           _f(s["tracks_per_person"]), s["identity_swaps"], _f(s.get("classifier_images_per_classification"))]
          for s in r["scenarios"]],
         right=[False] + [True] * 14), ""]
+    lines += arrival_markdown(r.get("arrival_bound") or {})
     if r.get("sweep"):
         rows = []
         for s in r["sweep"]:

@@ -129,6 +129,28 @@ def test_a_small_seeded_run_writes_finite_numbers(fer_faces, cache_env, tmp_path
     assert 0 <= measured[("all 3-face runs", "one_track_share")] <= 1
     assert math.isfinite(measured[("all calm time", "false_alarms_per_8h")])
     assert len(r["sweep"]) == 2 * 2  # two mood variants x (the legacy alert row + one grid point)
+    b = r["arrival_bound"]
+    assert b["arrivals_per_8h"] > 0 and 0 <= b["person_auc"] <= 1 and len(b["rows"]) == 3
+    assert all(0 <= row["unhappy_arrivals_caught"] <= 1 for row in b["rows"])
+    assert "## Arrivals: the most any rule" in (out / "scenarios.md").read_text()
+
+
+def test_arrival_bound_follows_how_well_the_levels_separate():
+    """Levels that do not overlap catch every arrival at any budget; identical ones catch
+    about as many mixed queues as calm ones are allowed to cross; AUC as defined."""
+    from benchmarks.arrival_bound import auc, bound
+
+    rng = np.random.default_rng(0)
+    calm, unhappy = rng.uniform(0.0, 0.4, 3000), rng.uniform(0.6, 1.0, 1000)
+    apart = bound(calm, unhappy, arrivals_per_8h=600, samples=50_000)
+    assert [r["unhappy_arrivals_caught"] for r in apart["rows"]] == [1.0, 1.0, 1.0] and apart["person_auc"] == 1.0
+    same = bound(calm, rng.uniform(0.0, 0.4, 1000), arrivals_per_8h=100, samples=200_000)
+    for r in same["rows"]:  # budget 1/100 of queues cross: the mixed ones the same share
+        assert r["unhappy_arrivals_caught"] == pytest.approx(r["false_alarms_per_8h"] / 100, abs=0.01)
+    caught = [r["unhappy_arrivals_caught"] for r in same["rows"]]
+    assert caught == sorted(caught)  # a larger budget never catches fewer
+    assert auc(np.array([0.0, 1.0]), np.array([0.5, 1.0])) == pytest.approx(0.625)  # (1 + 1.5) / 2 / 2
+    assert bound(calm, unhappy[:0], arrivals_per_8h=600) == {}
 
 
 def test_bad_data_folder_is_one_sentence(tmp_path, capsys):
