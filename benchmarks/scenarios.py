@@ -319,7 +319,10 @@ def to_markdown(r: dict) -> str:
           _f(s["time_to_clear_median_s"], 1), _f(s["time_to_clear_p90_s"], 1), _f(s["one_track_share"]),
           _f(s["tracks_per_person"]), s["identity_swaps"], _f(s.get("classifier_images_per_classification"))]
          for s in r["scenarios"]],
-        right=[False] + [True] * 14), ""]
+        right=[False] + [True] * 14), "",
+        "TTA: time to alert from the unhappy period's start; TTC: time to clear from its end (negative: the "
+        "alert cleared while the period was still on); an alert not cleared before the next period counts as "
+        "never cleared.", ""]
     lines += arrival_markdown(r.get("arrival_bound") or {})
     if r.get("sweep"):
         rows = []
