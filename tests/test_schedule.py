@@ -237,7 +237,7 @@ def test_each_track_sees_its_face_and_its_mirror_image_in_turn(in_turn):
         assert flags == ([k % 2 == 1 for k in range(len(flags))] if in_turn else [None] * len(flags))
 
 
-def test_a_queue_near_the_alert_threshold_gets_both_images_again():
+def test_a_queue_near_the_alert_threshold_or_alerted_gets_both_images_again():
     from edge.pipeline.core import QueueMonitor
 
     cfg = load_config(None, {"schedule.flip_in_turn": True, "schedule.flip_both_share": 0.15})
@@ -249,12 +249,16 @@ def test_a_queue_near_the_alert_threshold_gets_both_images_again():
     assert monitor.mirror([0, 1]) == [True, True]
     monitor.share = 0.15  # at the share: both images (None)
     assert monitor.mirror([0, 1]) is None
+    monitor.share, monitor.policy.raised = 0.1, True  # an alert is up: both images until it clears
+    assert monitor.mirror([0, 1]) is None
+    monitor.policy.raised = False
+    assert monitor.mirror([0, 1]) == [True, True]
     _, mood, _ = monitor.update(0.2, boxes, lambda due, mirror: [sad] * len(due))
     assert monitor.share == mood.negative_share  # each update leaves the share it computed
     always = QueueMonitor(load_config(None, {"schedule.flip_in_turn": True, "schedule.flip_both_share": 1.0}),
                           list(LABELS))
     always.update(0.0, boxes, lambda due, mirror: [sad] * len(due))
-    always.share = 1.0  # 1 (the default): in turn whatever the share
+    always.share, always.policy.raised = 1.0, True  # 1: in turn whatever the share, raised or not
     assert always.mirror([0]) is not None
     for bad in (-0.1, 1.5):
         with pytest.raises(ConfigError, match="flip_both_share"):

@@ -369,7 +369,7 @@ def check_budget(ctx: _Context, cfg) -> None:
               f"{faces:.1f} faces/s; camera decoding not counted")
     if cfg.schedule.flip_in_turn and cfg.schedule.flip_both_share < 1:
         detail += (f" (the classifier's part doubles while the queue's negative share is at least "
-                   f"{cfg.schedule.flip_both_share:g}: both images then)")
+                   f"{cfg.schedule.flip_both_share:g} or an alert is raised: both images then)")
     if share > BUDGET_WARN:
         ctx.add("compute budget", WARN, f"{detail}: more than this board's core can spare; try schedule.classify_hz = 1 "
                                         "or schedule.detect_hz = 3 or schedule.flip_both_share = 1 (README: Compute budget)")

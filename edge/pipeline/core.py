@@ -87,8 +87,10 @@ class QueueMonitor:
 
     def mirror(self, due: list[int]) -> list[bool] | None:
         """With flip_in_turn, every other classification of a track sees its mirror image; both
-        images (None) while the queue's negative share is at least flip_both_share."""
-        if not self.flip_in_turn or (self.flip_both_share < 1 and self.share >= self.flip_both_share):
+        images (None) while the queue's negative share is at least flip_both_share, and while an
+        alert is raised (so it clears on the same evidence it was raised on)."""
+        if not self.flip_in_turn or (self.flip_both_share < 1
+                                     and (self.share >= self.flip_both_share or self.policy.raised)):
             return None
         return [self.carried[i].classified % 2 == 1 for i in due]
 
