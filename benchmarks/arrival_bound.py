@@ -5,9 +5,9 @@ A person who arrives unhappy has no calm level of their own to rise from (mood.s
 estimates, on the face bank, the best a queue-level rule of that kind can do: each person's
 level is their negative probability averaged over their camera views (the most a long look
 gives), a queue's score the mean level of the people in it, and the threshold is set so that a
-calm queue of `faces` crosses it at most `false_alarms_per_8h` times in 8 hours, counting each
+calm queue of `faces` crosses it at most a budget's number of times in 8 hours, counting each
 new person's arrival as a fresh queue (a crossing queue stays crossed for a whole wait, far
-longer than an alert's hold). It reports the share of queues with `unhappy` unhappy
+longer than an alert's hold). It reports the share of queues with `unhappy_faces` unhappy
 newcomers among them that cross the same threshold. The model's separation of calm from
 unhappy faces, not the policy, sets this bound.
 """
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# The issue's target: at most this many false alarms per 8 hours of calm queue.
+# False-alarm budgets per 8 hours of calm queue; the alerts issue's target is the first.
 BUDGETS_PER_8H = (1.0, 2.0, 5.0)
 
 
