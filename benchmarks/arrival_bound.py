@@ -16,18 +16,22 @@ from __future__ import annotations
 
 import numpy as np
 
+from benchmarks import common
+from benchmarks.queue_sim import CALM, UNHAPPY
+
 # False-alarm budgets per 8 hours of calm queue; the alerts issue's target is the first.
 BUDGETS_PER_8H = (1.0, 2.0, 5.0)
 
 
-def person_levels(bank, negative: list[str], calm: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(calm people's levels, unhappy people's levels): each face's negative probability,
-    averaged over its views and widths, split by the bank's truth (face_labels)."""
+def person_levels(bank, negative: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(calm people's levels, unhappy people's levels): each face's probability of the `negative`
+    classes, averaged over its views and widths; calm and unhappy as the simulation draws its
+    people (queue_sim.CALM / UNHAPPY)."""
     neg = [bank.labels.index(c) for c in negative]
     level = bank.probs[..., neg].sum(-1).reshape(len(bank.probs), -1).mean(1)
-    is_calm = np.isin(bank.face_labels, [bank.labels.index(c) for c in calm])
-    is_unhappy = np.isin(bank.face_labels, neg)
-    return level[is_calm], level[is_unhappy]
+    calm = bank.faces_of([c for c in CALM if c in bank.labels])
+    unhappy = bank.faces_of([c for c in UNHAPPY if c in bank.labels])
+    return level[calm], level[unhappy]
 
 
 def auc(low: np.ndarray, high: np.ndarray) -> float:
@@ -62,8 +66,6 @@ def bound(calm: np.ndarray, unhappy: np.ndarray, arrivals_per_8h: float, faces: 
 
 
 def markdown(b: dict) -> list[str]:
-    from benchmarks import common
-
     if not b:
         return []
     rows = [[r["false_alarms_per_8h"], f"{r['calm_queues_crossing']:.2%}", r["threshold"],

@@ -153,8 +153,9 @@ def machine_info() -> dict:
     }
     from benchmarks import isa
 
-    if isa.describe():
-        info["kernels"] = isa.describe()
+    kernels = isa.describe()
+    if kernels:
+        info["kernels"] = kernels
     warnings = []
     board = _read(PI_MODEL)
     if board:
@@ -385,7 +386,9 @@ def add_common_args(ap, default_repeats: int | None = None, default_warmup: int 
                     help="folder for the JSON, markdown and PNG files (default: a new folder runs/bench/<UTC time>; "
                          "--out benchmarks/results replaces the committed results)")
     ap.add_argument("--seed", type=int, default=0, help="seed for inputs and sampling (default: %(default)s)")
-    ap.add_argument("--isa", choices=("native", "avx2"), default="native",
+    from benchmarks import isa
+
+    ap.add_argument("--isa", choices=isa.CHOICES, default="native",
                     help="kernels to use: native (all this CPU has) or avx2 (AVX-512 hidden from every library, to "
                          "measure as an AVX2-only machine would; re-starts the process; default: %(default)s)")
     if default_threads is not None:

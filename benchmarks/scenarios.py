@@ -258,7 +258,7 @@ def run(args, argv) -> dict:
             report["targets"].append({"scenario": kind, "metric": m, "target": f"{op} {v}", "measured": got, "met": met})
     if "calm queue" in runs3:  # people arriving per 8 h of calm queue: each a fresh queue to judge
         calm_run = runs3["calm queue"]
-        levels = person_levels(bank, cfg.mood.negative, [c for c in bank.labels if c not in cfg.mood.negative])
+        levels = person_levels(bank, cfg.mood.negative)
         report["arrival_bound"] = bound(*levels, len(calm_run.visits) / calm_run.scenario.hours * 8, seed=args.seed)
     report["sweep"] = sweep(args, bank) if args.sweep_hours > 0 else []
     report["videos"] = videos(args, cfg, data, model, votes) if args.videos else []

@@ -111,8 +111,8 @@ class ScheduleConfig:
     # with flip_in_turn: while the queue's negative share is at least this (the alert's clear
     # share), or an alert is raised, each classification sees both images again, so a queue that
     # may be turning is judged as closely as without taking turns and a calm one costs half (1 =
-    # in turn whatever the share; in turn alone alerted a few turns fewer and cleared later in
-    # the scenario benchmark)
+    # in turn always, whatever the share and the alert; that alerted a few turns fewer and
+    # cleared later in the scenario benchmark)
     flip_both_share: float = 0.15
     # when both images are due (flip_in_turn off, or the share at flip_both_share): the mirror
     # image is classified only for a face whose own image's top class is less sure than this

@@ -102,12 +102,11 @@ def test_avx2_restarts_with_the_switches_set_and_clears_the_avx512_entries(tmp_p
 
 
 @x86_litert
-def test_edge_bench_latency_under_avx2_says_so_in_its_results(tmp_path):
+def test_edge_bench_latency_under_avx2_says_so_in_its_results(tmp_path, shipped_model):
     from tests.conftest import run_cli
 
     out = tmp_path / "out"
-    model = REPO / "edge" / "models" / "default" / "model_int8.tflite"
-    r = run_cli("bench", "latency", model, "--isa", "avx2", "--threads", "1", "--faces", "1", "--repeats", "3",
+    r = run_cli("bench", "latency", shipped_model, "--isa", "avx2", "--threads", "1", "--faces", "1", "--repeats", "3",
                 "--warmup", "1", "--no-peer", "--out", out)
     assert r.returncode == 0, r.stderr
     report = json.loads((out / "latency.json").read_text())
