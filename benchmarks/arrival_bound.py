@@ -8,11 +8,18 @@ gives), a queue's score the mean level of the people in it, and the threshold is
 calm queue of `faces` crosses it at most a budget's number of times in 8 hours, counting each
 new person's arrival as a fresh queue (a crossing queue stays crossed for a whole wait, far
 longer than an alert's hold). It reports the share of queues with `unhappy_faces` unhappy
-newcomers among them that cross the same threshold. The model's separation of calm from
+newcomers among them that cross the same threshold, for two queue scores: the mean level, and
+the sum of each person's log likelihood ratio (unhappy vs calm, learnt from the levels), the
+most powerful score for independent people (Neyman-Pearson), so no rule on these levels does
+better. Beside them, the per-person AUC a model would need for 95% under the textbook binormal
+model (calm and unhappy levels normal with equal spread). The model's separation of calm from
 unhappy faces, not the policy, sets this bound.
 """
 
 from __future__ import annotations
+
+from math import sqrt
+from statistics import NormalDist
 
 import numpy as np
 
@@ -42,25 +49,74 @@ def auc(low: np.ndarray, high: np.ndarray) -> float:
     return float((below + 0.5 * ties).mean() / len(low))
 
 
+def likelihood_ratio(calm: np.ndarray, unhappy: np.ndarray, bins: int = 40, seed: int = 0
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Each level replaced by the log of how much likelier it is among unhappy people than calm
+    ones: binned on quantiles, made non-decreasing, and cross-fitted (each half of the people is
+    scored with the ratio learnt on the other half, so the estimate is not flattered by fitting
+    the same people it scores). A tiny multiple of the level breaks ties within a bin."""
+    rng = np.random.default_rng(seed)
+    folds = [rng.permutation(len(x)) % 2 for x in (calm, unhappy)]
+    out = [np.empty(len(calm)), np.empty(len(unhappy))]
+    for f in (0, 1):
+        fit_c, fit_u = calm[folds[0] != f], unhappy[folds[1] != f]
+        edges = np.quantile(np.concatenate([fit_c, fit_u]), np.linspace(0, 1, bins + 1))
+        edges[0], edges[-1] = -np.inf, np.inf
+        dens_c = (np.histogram(fit_c, edges)[0] + 0.5) / (len(fit_c) + 0.5 * bins)
+        dens_u = (np.histogram(fit_u, edges)[0] + 0.5) / (len(fit_u) + 0.5 * bins)
+        ratio = np.maximum.accumulate(np.log(dens_u / dens_c))
+        for k, x in enumerate((calm, unhappy)):
+            mine = folds[k] == f
+            out[k][mine] = ratio[np.clip(np.searchsorted(edges, x[mine], "right") - 1, 0, bins - 1)] + 1e-6 * x[mine]
+    return out[0], out[1]
+
+
+# The textbook binormal model: calm levels N(0, 1), unhappy N(d, 1), so a person's AUC is
+# Phi(d / sqrt 2); a queue of n with k unhappy has mean N(k d / n, 1 / n).
+def binormal_caught(person_auc: float, calm_share: float, faces: int, unhappy_faces: int) -> float:
+    """Share of queues with `unhappy_faces` unhappy people whose mean crosses the threshold that
+    `calm_share` of calm queues cross, for binormal levels with this per-person AUC."""
+    z = NormalDist()
+    d = sqrt(2) * z.inv_cdf(person_auc)
+    return z.cdf(unhappy_faces * d / sqrt(faces) - z.inv_cdf(1 - calm_share))
+
+
+def auc_needed(calm_share: float, faces: int, unhappy_faces: int, catch: float = 0.95) -> float:
+    """The per-person AUC at which binormal_caught reaches `catch`."""
+    z = NormalDist()
+    d = (z.inv_cdf(1 - calm_share) + z.inv_cdf(catch)) * sqrt(faces) / unhappy_faces
+    return z.cdf(d / sqrt(2))
+
+
+def _caught(calm: np.ndarray, unhappy: np.ndarray, shares, faces: int, unhappy_faces: int, samples: int,
+            seed: int) -> list[tuple[float, float]]:
+    """(threshold, share of mixed queues at or above it) for each allowed share of calm queues."""
+    rng = np.random.default_rng(seed)
+    calm_q = rng.choice(calm, (samples, faces)).mean(1)
+    mixed = np.concatenate([rng.choice(unhappy, (samples, unhappy_faces)),
+                            rng.choice(calm, (samples, faces - unhappy_faces))], axis=1).mean(1)
+    ths = [float(np.quantile(calm_q, 1 - share)) for share in shares]
+    return [(th, float((mixed >= th).mean())) for th in ths]
+
+
 def bound(calm: np.ndarray, unhappy: np.ndarray, arrivals_per_8h: float, faces: int = 3, unhappy_faces: int = 2,
           samples: int = 400_000, seed: int = 0) -> dict:
     """For each false-alarm budget: the threshold on the queue's mean level and the share of
     queues with `unhappy_faces` unhappy people (the rest calm) at or above it."""
     if len(calm) == 0 or len(unhappy) == 0 or arrivals_per_8h <= 0:
         return {}
-    rng = np.random.default_rng(seed)
-    calm_q = rng.choice(calm, (samples, faces)).mean(1)
-    mixed = np.concatenate([rng.choice(unhappy, (samples, unhappy_faces)),
-                            rng.choice(calm, (samples, faces - unhappy_faces))], axis=1).mean(1)
-    rows = []
-    for budget in BUDGETS_PER_8H:
-        share = min(1.0, budget / arrivals_per_8h)  # calm queues allowed to cross
-        th = float(np.quantile(calm_q, 1 - share))
-        rows.append({"false_alarms_per_8h": budget, "calm_queues_crossing": round(share, 5), "threshold": round(th, 3),
-                     "unhappy_arrivals_caught": round(float((mixed >= th).mean()), 3)})
+    shares = [min(1.0, budget / arrivals_per_8h) for budget in BUDGETS_PER_8H]  # calm queues allowed to cross
+    person_auc = min(auc(calm, unhappy), 1 - 1e-9)
+    by_mean = _caught(calm, unhappy, shares, faces, unhappy_faces, samples, seed)
+    by_ratio = _caught(*likelihood_ratio(calm, unhappy, seed=seed), shares, faces, unhappy_faces, samples, seed)
+    rows = [{"false_alarms_per_8h": budget, "calm_queues_crossing": round(share, 5), "threshold": round(th, 3),
+             "unhappy_arrivals_caught": round(caught, 3), "caught_by_likelihood_ratio": round(ratio_caught, 3),
+              "caught_if_binormal": round(binormal_caught(person_auc, share, faces, unhappy_faces), 3),
+             "person_auc_needed_for_95": round(auc_needed(share, faces, unhappy_faces), 4)}
+            for budget, share, (th, caught), (_, ratio_caught) in zip(BUDGETS_PER_8H, shares, by_mean, by_ratio)]
     return {"faces": faces, "unhappy_faces": unhappy_faces, "arrivals_per_8h": round(arrivals_per_8h, 1),
             "people": {"calm": int(len(calm)), "unhappy": int(len(unhappy))},
-            "person_auc": round(auc(calm, unhappy), 3),
+            "person_auc": round(person_auc, 3),
             "calm_people_at_or_above_0.5": round(float((calm >= 0.5).mean()), 3),
             "unhappy_people_below_0.5": round(float((unhappy < 0.5).mean()), 3), "rows": rows}
 
@@ -68,14 +124,22 @@ def bound(calm: np.ndarray, unhappy: np.ndarray, arrivals_per_8h: float, faces: 
 def markdown(b: dict) -> list[str]:
     if not b:
         return []
+    def cell(r, key, fmt):  # results written before a column existed show a dash there
+        return format(r[key], fmt) if key in r else "-"
+
     rows = [[r["false_alarms_per_8h"], f"{r['calm_queues_crossing']:.2%}", r["threshold"],
-             f"{r['unhappy_arrivals_caught']:.0%}"] for r in b["rows"]]
-    return ["## Arrivals: the most any rule on absolute levels can catch (estimate)", "",
+             cell(r, "unhappy_arrivals_caught", ".0%"), cell(r, "caught_by_likelihood_ratio", ".0%"),
+             cell(r, "caught_if_binormal", ".0%"), cell(r, "person_auc_needed_for_95", ".4f")] for r in b["rows"]]
+    return ["## Arrivals: the most a rule on absolute levels can catch (estimate)", "",
             f"Each person's level: the model's negative probability averaged over their views ({b['people']['calm']} "
             f"calm, {b['people']['unhappy']} unhappy people; AUC {b['person_auc']}; calm at or above 0.5: "
             f"{b['calm_people_at_or_above_0.5']:.1%}, unhappy below 0.5: {b['unhappy_people_below_0.5']:.1%}). "
-            f"A queue of {b['faces']} scores its mean level; the threshold lets calm queues cross it at the false-alarm "
-            f"budget, counting each of the calm run's {b['arrivals_per_8h']:g} arrivals per 8 h as a fresh queue; "
-            f"caught: queues with {b['unhappy_faces']} unhappy newcomers at or above it.", "",
-            common.md_table(["false alarms / 8 h", "calm queues crossing", "threshold", "unhappy arrivals caught"],
-                            rows, right=[True] * 4), ""]
+            f"A queue of {b['faces']} is scored by its mean level, or by the sum of its people's log likelihood "
+            f"ratios (learnt from the levels, cross-fitted: no score of these levels does better); the threshold lets "
+            f"calm queues cross at the false-alarm budget, counting each of the calm run's {b['arrivals_per_8h']:g} "
+            f"arrivals per 8 h as a fresh queue; caught: queues with {b['unhappy_faces']} unhappy newcomers at or "
+            f"above it. Binormal: what a mean catches if levels were normal with equal spread and this AUC (a check that "
+            f"the textbook model fits), and the per-person AUC it would need to catch 95%.", "",
+            common.md_table(["false alarms / 8 h", "calm queues crossing", "threshold (mean)", "caught: mean level",
+                             "caught: likelihood ratio", "binormal at this AUC", "AUC needed for 95%"], rows,
+                            right=[True] * 7), ""]

@@ -132,7 +132,9 @@ def test_a_small_seeded_run_writes_finite_numbers(fer_faces, cache_env, tmp_path
     b = r["arrival_bound"]
     assert b["arrivals_per_8h"] > 0 and 0 <= b["person_auc"] <= 1 and len(b["rows"]) == 3
     assert all(0 <= row["unhappy_arrivals_caught"] <= 1 for row in b["rows"])
-    assert "## Arrivals: the most any rule" in (out / "scenarios.md").read_text()
+    assert all(0 <= row["caught_by_likelihood_ratio"] <= 1 and 0.5 < row["person_auc_needed_for_95"] < 1
+               for row in b["rows"])
+    assert "## Arrivals: the most a rule on absolute levels" in (out / "scenarios.md").read_text()
 
 
 def test_arrival_bound_follows_how_well_the_levels_separate():
@@ -151,6 +153,31 @@ def test_arrival_bound_follows_how_well_the_levels_separate():
     assert caught == sorted(caught)  # a larger budget never catches fewer
     assert auc(np.array([0.0, 1.0]), np.array([0.5, 1.0])) == pytest.approx(0.625)  # (1 + 1.5) / 2 / 2
     assert bound(calm, unhappy[:0], arrivals_per_8h=600) == {}
+    for r in apart["rows"] + same["rows"]:  # the likelihood ratio follows the same two extremes
+        assert r["caught_by_likelihood_ratio"] == pytest.approx(r["unhappy_arrivals_caught"], abs=0.015)
+
+
+def test_likelihood_ratio_beats_the_mean_when_a_few_calm_faces_look_very_unhappy():
+    """A calm person who looks far sadder than any unhappy one drags a queue's mean over the
+    threshold; the likelihood ratio caps what one person can add, so it still catches the
+    arrivals: the ratio is what makes the bound a bound on every rule, not just the mean."""
+    from benchmarks.arrival_bound import bound
+
+    rng = np.random.default_rng(1)
+    calm = np.r_[rng.uniform(0.0, 0.1, 2940), rng.uniform(0.5, 1.0, 60)]
+    b = bound(calm, rng.uniform(0.2, 0.4, 1000), arrivals_per_8h=600, samples=50_000)
+    for r in b["rows"][1:]:  # budgets of 2 and 5 per 8 h: more than the queues with two such faces
+        assert r["caught_by_likelihood_ratio"] >= 0.95 and r["unhappy_arrivals_caught"] < 0.2
+
+
+def test_binormal_auc_needed_inverts_what_a_binormal_model_catches():
+    from benchmarks.arrival_bound import auc_needed, binormal_caught
+
+    need = auc_needed(1 / 594, faces=3, unhappy_faces=2)
+    assert need == pytest.approx(0.9975, abs=2e-4)  # d = (2.93 + 1.645) * sqrt 3 / 2 = 3.96
+    assert binormal_caught(need, 1 / 594, 3, 2) == pytest.approx(0.95, abs=1e-9)
+    assert binormal_caught(0.947, 1 / 594, 3, 2) == pytest.approx(0.39, abs=0.01)  # v3's AUC
+    assert auc_needed(5 / 594, 3, 2) < auc_needed(2 / 594, 3, 2) < need  # a larger budget needs less
 
 
 def test_bad_data_folder_is_one_sentence(tmp_path, capsys):
