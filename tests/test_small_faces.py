@@ -54,6 +54,45 @@ def test_merge_drops_the_same_face_seen_twice_and_a_face_cut_by_a_border():
     assert kept == [face, other]
 
 
+class ByWindow(FaceDetector):
+    """Reports, for each window size, the boxes it was given (in window pixels)."""
+
+    key = "by-window"
+
+    def __init__(self, boxes: dict):
+        self.boxes = boxes
+
+    def detect(self, frame):
+        h, w = frame.shape[:2]
+        return self.boxes.get((w, h), [])
+
+
+def test_a_face_keeps_the_box_of_the_smallest_window_that_holds_it_whole():
+    """The whole-frame call sees a small face at a fifth of its size and may return a box
+    twice as big around it, scored a little higher than the tile's exact box: the tile's box
+    is kept. A tile's box that reaches the tile's inner edge (a face the edge may cut) loses
+    to the whole-frame box, as before."""
+    from edge.pipeline.detectors.regions import detect_in
+
+    frame = np.zeros((480, 640, 3), np.uint8)
+    tile, whole = (160, 120, 360, 320), (0, 0, 640, 480)
+    exact = Detection(BBox(50, 50, 56, 56), 0.74)  # in tile pixels: frame (210, 170)
+    swollen = Detection(BBox(185, 145, 115, 115), 0.75)  # frame pixels, holds the exact box
+    det = ByWindow({(200, 200): [exact], (640, 480): [swollen]})
+    (kept,) = detect_in(det, frame, [tile, whole])
+    assert (kept.box.x, kept.box.y, kept.box.w) == (210, 170, 56) and kept.score == 0.74
+
+    cut = Detection(BBox(150, 50, 50, 56), 0.9)  # reaches the tile's right edge (x 200 of 200)
+    det = ByWindow({(200, 200): [cut], (640, 480): [Detection(BBox(300, 165, 70, 70), 0.6)]})
+    (kept,) = detect_in(det, frame, [tile, whole])
+    assert kept.box.w == 70 and kept.score == 0.6
+    # a window edge on the frame's edge cuts nothing: a box touching it keeps its place
+    det = ByWindow({(200, 200): [Detection(BBox(0, 50, 56, 56), 0.7)],
+                    (640, 480): [Detection(BBox(0, 150, 110, 110), 0.8)]})
+    (kept,) = detect_in(det, frame, [(0, 120, 200, 320), whole])
+    assert kept.box.w == 56
+
+
 class Recorder(FaceDetector):
     """Reports one face in the middle of every window it is given, and the windows' sizes."""
 

@@ -23,6 +23,7 @@ from edge.pipeline.geometry import BBox
 
 MERGE_IOU = 0.3  # the same face seen by two windows
 MERGE_INSIDE = 0.6  # a part of a face cut by a tile border, lying inside the whole face's box
+CUT_MARGIN = 0.04  # share of a window's size: a box this near an inner edge may be cut by it
 
 
 @dataclass(frozen=True)
@@ -69,11 +70,12 @@ def windows(frame_w: int, frame_h: int, roi: Roi, cols: int, rows: int, overlap:
     return out
 
 
-def merge(dets: list[Detection]) -> list[Detection]:
-    """Greedy NMS by score across windows: a box overlapping a better one by IoU > MERGE_IOU,
-    or lying mostly inside it (a face cut by a tile border), is dropped."""
+def merge(dets: list[Detection], ranked: bool = False) -> list[Detection]:
+    """Greedy NMS across windows: a box overlapping a kept one by IoU > MERGE_IOU, or nested
+    in it (mostly inside it, or holding it mostly inside), is dropped. Kept in order of score,
+    or in the given order when `ranked` (detect_in's preference)."""
     kept: list[Detection] = []
-    for d in sorted(dets, key=lambda d: -d.score):
+    for d in (dets if ranked else sorted(dets, key=lambda d: -d.score)):
         if all(d.box.iou(k.box) <= MERGE_IOU and _inside(d.box, k.box) <= MERGE_INSIDE
                and _inside(k.box, d.box) <= MERGE_INSIDE for k in kept):
             kept.append(d)
@@ -81,13 +83,30 @@ def merge(dets: list[Detection]) -> list[Detection]:
 
 
 def detect_in(detector: FaceDetector, frame: np.ndarray, wins) -> list[Detection]:
-    """`detector` on each window (x0, y0, x1, y1) of the frame; boxes in frame pixels, merged."""
+    """`detector` on each window (x0, y0, x1, y1) of the frame; boxes in frame pixels, merged.
+    Where windows disagree about a face, the box from the smallest window that holds it whole
+    wins, then the higher score: the smaller the window, the more of the detector's input the
+    face fills, so the truer its box (a 56-px face in a 640-px frame reaches a 128-px input
+    11 px wide, and came back twice its size there, swallowing its own tile's exact box); a
+    box that reaches a window's inner edge may be a face that edge cuts, so it comes last."""
     found = []
+    fh, fw = frame.shape[:2]
     for x0, y0, x1, y1 in wins:
         for d in detector.detect(frame[y0:y1, x0:x1]):
-            b = d.box
-            found.append(Detection(BBox(b.x + x0, b.y + y0, b.w, b.h), d.score))
-    return merge(found) if len(wins) > 1 else found
+            b = BBox(d.box.x + x0, d.box.y + y0, d.box.w, d.box.h)
+            rank = (_reaches_inner_edge(b, (x0, y0, x1, y1), fw, fh), (x1 - x0) * (y1 - y0), -d.score, len(found))
+            found.append((rank, Detection(b, d.score)))
+    if len(wins) <= 1:
+        return [d for _, d in found]
+    return merge([d for _, d in sorted(found, key=lambda f: f[0])], ranked=True)
+
+
+def _reaches_inner_edge(b: BBox, win: tuple[int, int, int, int], frame_w: int, frame_h: int) -> bool:
+    """The box comes within CUT_MARGIN of an edge of its window that is not the frame's."""
+    x0, y0, x1, y1 = win
+    mx, my = CUT_MARGIN * (x1 - x0), CUT_MARGIN * (y1 - y0)
+    return ((x0 > 0 and b.x < x0 + mx) or (y0 > 0 and b.y < y0 + my)
+            or (x1 < frame_w and b.x + b.w > x1 - mx) or (y1 < frame_h and b.y + b.h > y1 - my))
 
 
 def _inside(small: BBox, big: BBox) -> float:
