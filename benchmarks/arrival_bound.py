@@ -101,17 +101,18 @@ def _caught(calm: np.ndarray, unhappy: np.ndarray, shares, faces: int, unhappy_f
 
 def bound(calm: np.ndarray, unhappy: np.ndarray, arrivals_per_8h: float, faces: int = 3, unhappy_faces: int = 2,
           samples: int = 400_000, seed: int = 0) -> dict:
-    """For each false-alarm budget: the threshold on the queue's mean level and the share of
-    queues with `unhappy_faces` unhappy people (the rest calm) at or above it."""
+    """For each false-alarm budget: the threshold on the queue's mean level, the share of queues
+    with `unhappy_faces` unhappy people (the rest calm) at or above it, the same share for the
+    likelihood-ratio score, and the binormal model's view (caught at this AUC, AUC needed)."""
     if len(calm) == 0 or len(unhappy) == 0 or arrivals_per_8h <= 0:
         return {}
     shares = [min(1.0, budget / arrivals_per_8h) for budget in BUDGETS_PER_8H]  # calm queues allowed to cross
-    person_auc = min(auc(calm, unhappy), 1 - 1e-9)
+    person_auc = min(auc(calm, unhappy), 1 - 1e-9)  # the binormal model's inverse CDF needs it below 1
     by_mean = _caught(calm, unhappy, shares, faces, unhappy_faces, samples, seed)
     by_ratio = _caught(*likelihood_ratio(calm, unhappy, seed=seed), shares, faces, unhappy_faces, samples, seed)
     rows = [{"false_alarms_per_8h": budget, "calm_queues_crossing": round(share, 5), "threshold": round(th, 3),
              "unhappy_arrivals_caught": round(caught, 3), "caught_by_likelihood_ratio": round(ratio_caught, 3),
-              "caught_if_binormal": round(binormal_caught(person_auc, share, faces, unhappy_faces), 3),
+             "caught_if_binormal": round(binormal_caught(person_auc, share, faces, unhappy_faces), 3),
              "person_auc_needed_for_95": round(auc_needed(share, faces, unhappy_faces), 4)}
             for budget, share, (th, caught), (_, ratio_caught) in zip(BUDGETS_PER_8H, shares, by_mean, by_ratio)]
     return {"faces": faces, "unhappy_faces": unhappy_faces, "arrivals_per_8h": round(arrivals_per_8h, 1),
@@ -124,6 +125,7 @@ def bound(calm: np.ndarray, unhappy: np.ndarray, arrivals_per_8h: float, faces: 
 def markdown(b: dict) -> list[str]:
     if not b:
         return []
+
     def cell(r, key, fmt):  # results written before a column existed show a dash there
         return format(r[key], fmt) if key in r else "-"
 

@@ -9,7 +9,8 @@ more of the detector's input pixels, measured in benchmarks/head_detection.py:
   detector call each; `tile_whole = true` adds one call on the whole region for faces larger
   than the overlap, which a tile border would cut.
 
-Boxes come back in frame pixels; a face found in two windows is merged by NMS.
+Boxes come back in frame pixels; a face found in two windows is merged by NMS, the box
+of the smallest window that holds it whole first (detect_in).
 """
 
 from __future__ import annotations
