@@ -14,6 +14,11 @@ most powerful score for independent people (Neyman-Pearson), so no rule on these
 better. Beside them, the per-person AUC a model would need for 95% under the textbook binormal
 model (calm and unhappy levels normal with equal spread). The model's separation of calm from
 unhappy faces, not the policy, sets this bound.
+
+How far a better model could take it (annotator_ceiling): the truth, the majority of about ten
+annotators, is itself a noisy draw on faces they split on. A model that knew each face's
+annotator split exactly, the best an image model can do against their majority, still misses
+some arrivals; that ceiling is estimated from the votes alone.
 """
 
 from __future__ import annotations
@@ -122,6 +127,92 @@ def bound(calm: np.ndarray, unhappy: np.ndarray, arrivals_per_8h: float, faces: 
             "unhappy_people_below_0.5": round(float((unhappy < 0.5).mean()), 3), "rows": rows}
 
 
+# Pseudo-votes of the prior (spread like all the votes) added to each face's own votes when its
+# annotator split is drawn: how far a face's true split may lie from its ~10 observed votes.
+PRIOR_VOTES = (0.1, 0.5, 1.0, 2.0)
+
+
+def symmetric_sums(x: np.ndarray, k: int) -> np.ndarray:
+    """The k-th elementary symmetric polynomial of each row of x (the sum over k-subsets of the
+    product of their entries)."""
+    e = [np.ones(len(x))] + [np.zeros(len(x)) for _ in range(k)]
+    for col in x.T:  # e_j += e_(j-1) * col, from the top down so each column enters once
+        for j in range(k, 0, -1):
+            e[j] = e[j] + e[j - 1] * col
+    return e[k]
+
+
+def majority_negative_chance(split: np.ndarray, n_votes: np.ndarray, negative: np.ndarray, rng,
+                             draws: int) -> np.ndarray:
+    """Per face, the chance that `n_votes` annotators drawn from `split` (n, classes) give a
+    negative class the most votes, ties broken at random (Monte Carlo, `draws` panels)."""
+    out = np.empty(len(split))
+    for lo in range(0, len(split), 512):  # (draws, faces, classes) per chunk keeps memory small
+        hi = min(lo + 512, len(split))
+        panel = rng.multinomial(n_votes[lo:hi], split[lo:hi], size=(draws, hi - lo)).astype(np.float64)
+        top = (panel + 1e-3 * rng.random(panel.shape)).argmax(-1)
+        out[lo:hi] = negative[top].mean(0)
+    return out
+
+
+def annotator_ceiling(counts: np.ndarray, unhappy: np.ndarray, negative: np.ndarray, arrivals_per_8h: float,
+                      faces: int = 3, unhappy_faces: int = 2, repeats: int = 5, draws: int = 1000,
+                      samples: int = 200_000, seed: int = 0) -> dict:
+    """The bound for a perfect model. counts: (people, classes) annotator votes; unhappy: their
+    majority is negative (the simulation's truth); negative: (classes,) bool. Each face's true
+    split is drawn from its votes plus a weak prior (Dirichlet, PRIOR_VOTES pseudo-votes); the
+    perfect model's level is the chance that a panel like its own names a negative class; a
+    queue is scored by the exact likelihood ratio of `unhappy_faces` unhappy people among
+    `faces` (the most powerful test). Per prior: the person AUC and the share of arrivals caught
+    at each false-alarm budget (mean and range over `repeats` draws)."""
+    if len(counts) == 0 or unhappy.all() or not unhappy.any() or arrivals_per_8h <= 0:
+        return {}
+    rng = np.random.default_rng(seed)
+    counts = counts.astype(np.float64)
+    n_votes = counts.sum(1).astype(np.int64)
+    prior = counts.sum(0) / counts.sum()
+    shares = [min(1.0, budget / arrivals_per_8h) for budget in BUDGETS_PER_8H]
+    odds = unhappy.mean() / (1 - unhappy.mean())
+    out = []
+    for prior_votes in PRIOR_VOTES:
+        aucs, caught = [], []
+        for _ in range(repeats):
+            g = rng.gamma(counts + prior_votes * prior)
+            level = majority_negative_chance(g / g.sum(1, keepdims=True), n_votes, negative, rng, draws)
+            level = np.clip(level, 0.5 / draws, 1 - 0.5 / draws)  # a finite ratio for the unanimous
+            aucs.append(auc(level[~unhappy], level[unhappy]))
+            ratio = level / (1 - level) / odds  # each person's likelihood ratio, unhappy : calm
+            calm_r, unhappy_r = ratio[~unhappy], ratio[unhappy]
+            calm_q = np.log(symmetric_sums(rng.choice(calm_r, (samples, faces)), unhappy_faces))
+            mixed = np.log(symmetric_sums(np.concatenate([rng.choice(unhappy_r, (samples, unhappy_faces)),
+                                                          rng.choice(calm_r, (samples, faces - unhappy_faces))], 1),
+                                          unhappy_faces))
+            caught.append([float((mixed >= np.quantile(calm_q, 1 - share)).mean()) for share in shares])
+        caught = np.array(caught)
+        out.append({"prior_votes": prior_votes, "person_auc": round(float(np.mean(aucs)), 4),
+                    "rows": [{"false_alarms_per_8h": budget, "caught": round(float(caught[:, j].mean()), 3),
+                              "caught_range": [round(float(caught[:, j].min()), 3), round(float(caught[:, j].max()), 3)]}
+                             for j, budget in enumerate(BUDGETS_PER_8H)]})
+    return {"people": {"calm": int((~unhappy).sum()), "unhappy": int(unhappy.sum())},
+            "votes_per_face": round(float(n_votes.mean()), 2), "repeats": repeats, "priors": out}
+
+
+def bank_votes(bank, root, votes, negative: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(votes per face over LABELS, unhappy per face, LABELS that are negative) for the bank's
+    faces that the simulation uses (a FER+ majority in CALM or UNHAPPY)."""
+    from pathlib import Path
+
+    from edge.labels import LABELS
+
+    dataset = Path(root).resolve().parent
+    people = np.concatenate([bank.faces_of([c for c in CALM if c in bank.labels]),
+                             bank.faces_of([c for c in UNHAPPY if c in bank.labels])])
+    names = [Path(bank.files[i]).resolve().relative_to(dataset).as_posix() for i in people]
+    counts = np.stack([votes.counts[n] for n in names]) if names else np.zeros((0, len(LABELS)), np.int64)
+    unhappy = np.array([bank.labels[k] in negative for k in bank.face_labels[people]], bool)
+    return counts, unhappy, np.array([c in negative for c in LABELS])
+
+
 def markdown(b: dict) -> list[str]:
     if not b:
         return []
@@ -145,3 +236,20 @@ def markdown(b: dict) -> list[str]:
             common.md_table(["false alarms / 8 h", "calm queues crossing", "threshold (mean)", "caught: mean level",
                              "caught: likelihood ratio", "binormal at this AUC", "AUC needed for 95%"], rows,
                             right=[True] * 7), ""]
+
+
+def ceiling_markdown(c: dict) -> list[str]:
+    if not c:
+        return []
+    budgets = [r["false_alarms_per_8h"] for r in c["priors"][0]["rows"]]
+    rows = [[p["prior_votes"], p["person_auc"]] + [f"{r['caught']:.0%} ({r['caught_range'][0]:.0%}-{r['caught_range'][1]:.0%})"
+                                                  for r in p["rows"]] for p in c["priors"]]
+    return ["### The same for a perfect model (the annotators' own disagreement)", "",
+            f"The truth is the majority of about {c['votes_per_face']:g} annotators per face, a noisy draw on faces they "
+            f"split on. A model that knew each face's annotator split exactly (drawn from its votes plus a few "
+            f"pseudo-votes spread like all the votes) scores each person by the chance that a panel like theirs "
+            f"names a negative class, and a queue by the exact likelihood ratio of the unhappy newcomers among "
+            f"its people; {c['people']['calm']} calm and {c['people']['unhappy']} unhappy people, mean (range) of "
+            f"{c['repeats']} draws. No model scores these people better against this truth.", "",
+            common.md_table(["prior pseudo-votes", "person AUC"] + [f"caught at {b:g} false alarm(s) / 8 h" for b in budgets],
+                            rows, right=[True] * (2 + len(budgets))), ""]

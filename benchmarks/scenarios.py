@@ -26,7 +26,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks import common
-from benchmarks.arrival_bound import bound, person_levels
+from benchmarks.arrival_bound import annotator_ceiling, bank_votes, bound, ceiling_markdown, person_levels
 from benchmarks.arrival_bound import markdown as arrival_markdown
 from benchmarks.face_bank import Jitter, build_bank
 from benchmarks.queue_sim import GRACE_S, Scenario, Simulation, identity, replay, score
@@ -259,7 +259,11 @@ def run(args, argv) -> dict:
     if "calm queue" in runs3:  # people arriving per 8 h of calm queue: each a fresh queue to judge
         calm_run = runs3["calm queue"]
         levels = person_levels(bank, cfg.mood.negative)
-        report["arrival_bound"] = bound(*levels, len(calm_run.visits) / calm_run.scenario.hours * 8, seed=args.seed)
+        arrivals_per_8h = len(calm_run.visits) / calm_run.scenario.hours * 8
+        report["arrival_bound"] = bound(*levels, arrivals_per_8h, seed=args.seed)
+        if votes is not None:  # the truth is the annotators' majority: how well could any model do?
+            report["annotator_ceiling"] = annotator_ceiling(*bank_votes(bank, data, votes, cfg.mood.negative),
+                                                            arrivals_per_8h, seed=args.seed)
     report["sweep"] = sweep(args, bank) if args.sweep_hours > 0 else []
     report["videos"] = videos(args, cfg, data, model, votes) if args.videos else []
     return report
@@ -324,6 +328,7 @@ def to_markdown(r: dict) -> str:
         "alert cleared while the period was still on); an alert not cleared before the next period counts as "
         "never cleared.", ""]
     lines += arrival_markdown(r.get("arrival_bound") or {})
+    lines += ceiling_markdown(r.get("annotator_ceiling") or {})
     if r.get("sweep"):
         rows = []
         for s in r["sweep"]:

@@ -180,6 +180,45 @@ def test_binormal_auc_needed_inverts_what_a_binormal_model_catches():
     assert auc_needed(5 / 594, 3, 2) < auc_needed(2 / 594, 3, 2) < need  # a larger budget needs less
 
 
+def test_symmetric_sums_add_the_products_of_every_subset():
+    from itertools import combinations
+
+    from benchmarks.arrival_bound import symmetric_sums
+
+    x = np.random.default_rng(0).uniform(0.1, 3, (50, 4))
+    for k in (1, 2, 3):
+        brute = [sum(np.prod(c) for c in combinations(row, k)) for row in x]
+        assert symmetric_sums(x, k) == pytest.approx(brute)
+
+
+def _votes(sad: int, neutral: int) -> np.ndarray:
+    v = np.zeros(len(LABELS), np.int64)
+    v[LABELS.index("sad")], v[LABELS.index("neutral")] = sad, neutral
+    return v
+
+
+def test_a_perfect_model_catches_arrivals_when_annotators_agree_and_not_when_they_split():
+    """The ceiling comes from the votes alone: unanimous faces leave a perfect model nothing to
+    miss; faces whose annotators split 6-4 either way leave it little to go on."""
+    from benchmarks.arrival_bound import annotator_ceiling
+
+    negative = np.array([c in ("angry", "disgust", "fear", "sad") for c in LABELS])
+    unhappy = np.repeat([True, False], [300, 900])
+    clear = np.stack([_votes(10, 0)] * 300 + [_votes(0, 10)] * 900)
+    split = np.stack([_votes(6, 4)] * 300 + [_votes(4, 6)] * 900)
+    kw = dict(arrivals_per_8h=600, repeats=2, draws=400, samples=50_000)
+    agree = annotator_ceiling(clear, unhappy, negative, **kw)
+    apart = annotator_ceiling(split, unhappy, negative, **kw)
+    for p in agree["priors"]:
+        assert p["person_auc"] > 0.99 and all(r["caught"] > 0.97 for r in p["rows"])
+    for p in apart["priors"]:
+        assert 0.5 < p["person_auc"] < 0.85 and all(r["caught"] < 0.5 for r in p["rows"])
+        assert all(r["caught_range"][0] <= r["caught"] <= r["caught_range"][1] for r in p["rows"])
+    assert [p["prior_votes"] for p in agree["priors"]] == [0.1, 0.5, 1.0, 2.0]
+    assert agree["people"] == {"calm": 900, "unhappy": 300} and agree["votes_per_face"] == 10
+    assert annotator_ceiling(clear[:300], unhappy[:300], negative, **kw) == {}  # no calm people
+
+
 def test_bad_data_folder_is_one_sentence(tmp_path, capsys):
     from benchmarks import scenarios
 
@@ -232,6 +271,13 @@ def test_fer_plus_majority_replaces_the_folder_label_and_drops_unsure_faces(tmp_
     assert list(bank.face_labels) == [LABELS.index("sad"), LABELS.index("happy"), -1, -1, -1]
     assert info["kept"] == 2 and info["left_out"] == 3 and info["changed_class"] == 1
     assert list(bank.faces_of(["sad"])) == [0] and list(bank.faces_of(["angry", "fear"])) == []
+    from benchmarks.arrival_bound import bank_votes
+
+    counts, unhappy, negative = bank_votes(bank, tmp_path / "val", read_votes(tmp_path / "votes.csv"),
+                                           ["angry", "disgust", "fear", "sad"])
+    assert counts.shape == (2, len(LABELS)) and list(unhappy) == [False, True]  # happy (calm) first, then sad
+    assert counts[1][LABELS.index("sad")] == 7 and counts[0][LABELS.index("happy")] == 9
+    assert [LABELS[i] for i in np.flatnonzero(negative)] == ["angry", "disgust", "fear", "sad"]
 
 
 def test_rendered_scene_puts_whole_heads_where_the_detector_finds_them(fer_faces):
