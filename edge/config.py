@@ -78,6 +78,9 @@ class TrackingConfig:
     smooth_s: float = 0.56
     min_hits: int = 1  # detections before a track counts as a person (the mood has its own guard: min_seen_s)
     min_look_similarity: float = 0.5  # after a gap of >= 1 s a detection continues a track only if it looks this alike (0: off)
+    # in the window around a face being tracked, a detection this sure (below the detector's own
+    # threshold) continues that face's track but never starts one (0: off)
+    continue_score: float = 0.5
 
     def validate(self, p):
         _check(0 < self.iou_match < 1, f"{p}.iou_match", self.iou_match, "a number between 0 and 1")
@@ -86,6 +89,7 @@ class TrackingConfig:
         _range(self.min_hits, 1, 10_000, f"{p}.min_hits", "an integer")
         _check(0 <= self.min_look_similarity < 1, f"{p}.min_look_similarity", self.min_look_similarity,
                "a number in [0, 1)")
+        _check(0 <= self.continue_score < 1, f"{p}.continue_score", self.continue_score, "a number in [0, 1)")
 
 
 SCORES = ("change", "expected", "votes")  # how the mood scores a face as unhappy (edge/pipeline/mood.py)

@@ -387,6 +387,90 @@ def test_a_still_face_that_leaves_is_not_kept_by_its_carried_box(shipped_classif
     assert gone is not None and gone - 1.5 <= 1.0 + 1 / 2.5 + 0.2  # max_gap_s, at most one carried look, a frame
 
 
+def test_a_face_one_pass_misses_is_looked_for_again_in_its_window(shipped_classifier):
+    """A whole-frame pass that misses a tracked face gives it one more call in the window around
+    it, in the same frame: the face stays on its track and among the faces looked for."""
+    from edge.pipeline.core import Pipeline
+    from edge.pipeline.detectors.regions import RegionDetector
+
+    blind = {"calls": 0}  # the next this many calls find nothing
+
+    def find(frame):
+        if blind["calls"]:
+            blind["calls"] -= 1
+            return []
+        return bright_square(frame)
+
+    inner = CountingDetector(find)
+    det = RegionDetector(inner, tiles=(4, 3), whole=True)
+    cfg = load_config(None, {"schedule.detect_hz": 5.0, "schedule.scan_hz": 1.0, "schedule.scan_still_s": 0,
+                             "schedule.detect_still_hz": 0})
+    pipe = Pipeline(cfg, shipped_classifier, det)
+    image = np.zeros((480, 640, 3), np.uint8)
+    image[200:280, 300:380] = 255  # one face standing still
+    ids, calls = {}, {}
+    for i in range(int(1.5 * FPS)):
+        if i == FPS:
+            blind["calls"] = 13  # the scan at 1 s: every tile and the whole frame miss it
+        before = inner.calls
+        r = pipe.process(Frame(image, i / FPS, i))
+        if r.detected:
+            ids[i] = [tr.id for tr in r.faces if tr.last_t_s == i / FPS]
+            calls[i] = inner.calls - before
+    first = ids[0]
+    assert calls[FPS] == 13 + 1 and ids[FPS] == first  # the pass, then its window: found, same track
+    assert calls[FPS + 3] == 1 and ids[FPS + 3] == first  # and looked for as before
+
+
+class ScoredDetector(CountingDetector):
+    """Like BlazeFace, keeps what scores at least its min_score: a bright square scores 0.9, a
+    dim one 0.55 (a face near the detector's threshold)."""
+
+    min_score = 0.65
+
+    def __init__(self):
+        super().__init__(self._find)
+
+    def _find(self, frame):
+        import cv2
+
+        n, _, stats, _ = cv2.connectedComponentsWithStats((frame[..., 0] > 128).astype(np.uint8))
+        found = []
+        for x, y, w, h, _ in stats[1:n]:
+            score = 0.9 if frame[y : y + h, x : x + w, 0].max() > 250 else 0.55
+            if score >= self.min_score:
+                found.append(Detection(BBox(x, y, w, h), score))
+        return found
+
+
+@pytest.mark.parametrize("continue_score", [0.0, 0.5])
+def test_a_less_sure_detection_continues_a_track_but_starts_none(shipped_classifier, continue_score):
+    from edge.pipeline.core import Pipeline
+    from edge.pipeline.detectors.regions import RegionDetector
+
+    inner = ScoredDetector()
+    det = RegionDetector(inner, tiles=(4, 3), whole=True)
+    cfg = load_config(None, {"schedule.detect_hz": 5.0, "schedule.scan_hz": 0.5, "schedule.scan_still_s": 0,
+                             "schedule.detect_still_hz": 0, "tracking.continue_score": continue_score})
+    pipe = Pipeline(cfg, shipped_classifier, det)
+    found = {}
+    for i in range(int(2.4 * FPS)):
+        t = i / FPS
+        image = np.zeros((480, 640, 3), np.uint8)
+        image[200:280, 300:380] = 255 if t < 1.0 else 200  # the face's score dips under 0.65 at 1 s
+        image[150:190, 390:430] = 200  # something dim in that face's window, not on it
+        r = pipe.process(Frame(image, t, i))
+        if r.detected:
+            found[round(t, 1)] = [tr.id for tr in r.faces if tr.last_t_s == t]
+    assert inner.min_score == 0.65  # lowered only for the calls around known faces
+    dipped = [found[t] for t in found if 1.0 <= t < 2.0]  # between the scans at 0 and 2 s
+    if continue_score:
+        assert all(ids == [1] for ids in dipped)  # the same track, every detector frame
+        assert len(pipe.tracker.tracks) == 1  # the dim thing beside it never became a face
+    else:
+        assert all(ids == [] for ids in dipped)  # lost under the detector's own threshold
+
+
 def test_a_scan_skips_tiles_where_nothing_moved_but_finds_a_newcomer(shipped_classifier):
     from edge.pipeline.core import Pipeline
     from edge.pipeline.detectors.regions import RegionDetector

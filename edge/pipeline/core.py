@@ -156,18 +156,50 @@ class Pipeline:
         schedule = self.monitor.schedule
         if len(known) >= len(wins):  # the whole frame takes fewer calls than the faces
             schedule.scanned(frame.t_s)
-            return self.detector.detect(frame.image)
+            return self._missed_again(frame.image, self.detector.detect(frame.image), tracked, w, h)
         focus = focus_windows(known, w, h)
         if schedule.scan_now(frame.t_s):
             schedule.scanned(frame.t_s)
             picked = schedule.gate.pick(self._blocks(frame), wins, frame.t_s, covered=focus)
             if len(picked) == len(wins):  # every tile: the faces are in them
-                return self.detector.detect(frame.image)
-            return detect_in(self.detector.inner, frame.image, [wins[i] for i in picked] + focus)
+                found = self.detector.detect(frame.image)
+            else:
+                found = detect_in(self.detector.inner, frame.image, [wins[i] for i in picked] + focus)
+            return self._missed_again(frame.image, found, tracked, w, h)
         look_for, carry = schedule.carry(frame.t_s, tracked, self._blocks(frame), w, h)
-        found = detect_in(self.detector.inner, frame.image, focus_windows([tr.box for tr in look_for], w, h))
+        found = self._look_again(frame.image, look_for, w, h)
         self.carried_n = len(carry)  # appended last: kept where they were, not found anew
         return found + [Detection(tr.box, 0.0) for tr in carry]
+
+    def _missed_again(self, image: np.ndarray, found: list[Detection], tracked: list[Track], w: int,
+                      h: int) -> list[Detection]:
+        """A pass over the frame can miss a face it is tracking (a tile shows it smaller, or its
+        score dips under the threshold); such a face gets one more call in the window around it
+        (_look_again) in the same frame, so one miss does not drop it from the faces looked for."""
+        iou = self.cfg.tracking.iou_match
+        missed = [tr for tr in tracked if all(d.box.iou(tr.box) < iou for d in found)]
+        if not missed:
+            return found
+        again = [d for d in self._look_again(image, missed, w, h) if all(d.box.iou(f.box) < iou for f in found)]
+        return found + again
+
+    def _look_again(self, image: np.ndarray, tracks: list[Track], w: int, h: int) -> list[Detection]:
+        """The detector in the window around each of these tracks. With tracking.continue_score
+        below the detector's threshold, a less sure detection is kept too when it overlaps the
+        box of a track looked for (it can continue that track, not start one): a face near the
+        threshold is then not dropped, and its track not split, each time its score dips."""
+        inner, weak = self.detector.inner, self.cfg.tracking.continue_score
+        wins = focus_windows([tr.box for tr in tracks], w, h)
+        strong = getattr(inner, "min_score", None)
+        if not weak or strong is None or weak >= strong:
+            return detect_in(inner, image, wins)
+        inner.min_score = weak
+        try:
+            found = detect_in(inner, image, wins)
+        finally:
+            inner.min_score = strong
+        iou = self.cfg.tracking.iou_match
+        return [d for d in found if d.score >= strong or any(d.box.iou(tr.box) >= iou for tr in tracks)]
 
     def _blocks(self, frame: Frame) -> np.ndarray:
         """motion_blocks of this frame, made once."""
