@@ -293,3 +293,32 @@ def test_a_signal_stops_cleanly_and_flushes_the_sinks(sig, astronaut_video, ship
     assert signal.getsignal(getattr(signal, sig)) is before  # the handler is given back
     kinds = [json.loads(line)["kind"] for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
     assert kinds == ["raised"]
+
+
+@pytest.mark.parametrize("failure, says", [
+    (ModuleNotFoundError("No module named 'ai_edge_litert'", name="ai_edge_litert"), "is installed"),
+    (ImportError("libfoo.so: cannot open shared object file"), "libfoo.so"),
+    (ModuleNotFoundError("No module named 'numpy'", name="numpy"), "numpy"),
+])
+def test_a_runtime_that_fails_to_import_is_told_apart_from_a_missing_one(monkeypatch, failure, says):
+    """'not installed' only when the package is absent; a broken install says what broke."""
+    import importlib
+
+    from edge.errors import UserError
+    from edge.pipeline import runtime
+
+    def fail(name, *a, **k):
+        if name.split(".")[0] in ("ai_edge_litert", "tflite_runtime", "tensorflow"):
+            if name.startswith("ai_edge_litert"):
+                raise failure
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name.split(".")[0])
+        return real(name, *a, **k)
+
+    real = importlib.import_module
+    monkeypatch.setattr(runtime, "_cached", None)
+    monkeypatch.setattr(importlib, "import_module", fail)
+    with pytest.raises(UserError) as err:
+        runtime.runtime()
+    message = str(err.value)
+    assert says in message and "\n" not in message
+    assert ("could be imported" in message) == (says != "is installed")

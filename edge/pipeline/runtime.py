@@ -38,12 +38,15 @@ def runtime() -> Runtime:
     from importlib import metadata
 
     forced = os.environ.get("QUEUE_MOOD_RUNTIME")
+    broken = []  # installed but failed to import: say why, not "not installed"
     for name, module, dist in _CANDIDATES:
         if forced and forced != name:
             continue
         try:
             mod = importlib.import_module(module)
-        except ImportError:
+        except ImportError as exc:
+            if not isinstance(exc, ModuleNotFoundError) or (exc.name and not module.startswith(exc.name)):
+                broken.append(f"{module}: {exc}")
             continue
         try:
             version = metadata.version(dist)
@@ -51,6 +54,9 @@ def runtime() -> Runtime:
             version = "unknown"
         _cached = Runtime(name, version, mod.Interpreter)
         return _cached
+    if broken:
+        raise UserError(f"No TFLite runtime could be imported ({'; '.join(broken)}); reinstall it with: "
+                        "pip install --force-reinstall 'ai-edge-litert' 'numpy<2' (on a Raspberry Pi).")
     raise UserError(
         "No TFLite runtime is installed; install one with: pip install 'ai-edge-litert' 'numpy<2' "
         "(on a Raspberry Pi) or pip install 'queue-mood[edge]'."
