@@ -284,7 +284,8 @@ def test_pipeline_live_rate_reports_cpu_share_recall_and_the_detector_sweep(ship
         assert ours["wall_s"] >= (ours["frames"] - 1) / v["fps"]  # paced: the last frame not before its time
         assert ours["recall"] is not None and ours["gmacs_per_video_s"] > 0
         whole = v["live"]["macs"]["detector_calls_per_frame"]  # model calls for one whole frame (tiles)
-        assert off["detector_calls_per_video_s"] == pytest.approx(v["fps"] * whole, rel=0.01)
+        # every frame a whole pass, plus one call in its own window for a tracked face a pass missed
+        assert v["fps"] * whole * 0.99 <= off["detector_calls_per_video_s"] <= v["fps"] * (whole + 4)
         assert ours["detector_calls_per_video_s"] < off["detector_calls_per_video_s"]
         assert [r["detect_hz"] for r in v["detect_sweep"]] == [15.0, 7.5]
         assert v["detect_sweep"][1]["detector_calls_per_video_s"] < v["detect_sweep"][0]["detector_calls_per_video_s"]
