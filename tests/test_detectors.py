@@ -93,6 +93,15 @@ def test_weighted_nms_averages_overlapping_boxes_by_score():
 
 
 @needs_blazeface
+def test_a_lower_score_is_kept_only_when_asked_for(astronaut, blazeface):
+    """detect_down_to: what detect() finds, and less sure boxes down to the score asked for."""
+    short = blazeface["short_range"]
+    usual, lower = short.detect(astronaut), short.detect_down_to(astronaut, 0.05)
+    assert len(lower) > len(usual) == 1 and min(d.score for d in lower) >= 0.05
+    assert any(d.box.iou(usual[0].box) > 0.9 for d in lower)
+    assert short.min_score == short.cfg.min_score and len(short.detect(astronaut)) == 1
+
+
 def test_reference_face_box_is_where_the_eyes_are(astronaut, blazeface):
     (det, kp), = blazeface["full_range"].detect_with_keypoints(astronaut)
     assert det.box.iou(ASTRONAUT_FACE) > 0.95

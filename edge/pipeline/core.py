@@ -190,14 +190,10 @@ class Pipeline:
         threshold is then not dropped, and its track not split, each time its score dips."""
         inner, weak = self.detector.inner, self.cfg.tracking.continue_score
         wins = focus_windows([tr.box for tr in tracks], w, h)
-        strong = getattr(inner, "min_score", None)
+        strong = inner.min_score
         if not weak or strong is None or weak >= strong:
             return detect_in(inner, image, wins)
-        inner.min_score = weak
-        try:
-            found = detect_in(inner, image, wins)
-        finally:
-            inner.min_score = strong
+        found = detect_in(inner, image, wins, min_score=weak)
         iou = self.cfg.tracking.iou_match
         return [d for d in found if d.score >= strong or any(d.box.iou(tr.box) >= iou for tr in tracks)]
 

@@ -45,7 +45,8 @@ def runtime() -> Runtime:
         try:
             mod = importlib.import_module(module)
         except ImportError as exc:
-            if not isinstance(exc, ModuleNotFoundError) or (exc.name and not module.startswith(exc.name)):
+            absent = isinstance(exc, ModuleNotFoundError) and exc.name and (module + ".").startswith(exc.name + ".")
+            if not absent:
                 broken.append(f"{module}: {exc}")
             continue
         try:

@@ -62,6 +62,7 @@ class FaceDetector:
 
     key = ""
     Config = DetectorConfig
+    min_score: float | None = None  # the score a face needs; None: the detector gives no score
 
     def __init__(self, cfg: DetectorConfig, threads: int = 1):
         self.cfg = cfg
@@ -69,6 +70,12 @@ class FaceDetector:
     def detect(self, frame: np.ndarray) -> list[Detection]:
         """Faces in a BGR (h, w, 3) or grayscale (h, w) uint8 frame."""
         raise NotImplementedError
+
+    def detect_down_to(self, frame: np.ndarray, min_score: float) -> list[Detection]:
+        """detect(), also keeping faces scored at least `min_score` under the usual threshold. A
+        detector that cannot lower it (a cascade; OpenCV's YuNet fixes it when created) gives
+        its usual faces."""
+        return self.detect(frame)
 
     def describe(self) -> str:
         return self.key

@@ -218,9 +218,11 @@ class BlazeFace(FaceDetector):
 
     # -- inference and decoding ------------------------------------------------------
 
-    def detect_with_keypoints(self, frame: np.ndarray) -> list[tuple[Detection, np.ndarray]]:
+    def detect_with_keypoints(self, frame: np.ndarray, min_score: float | None = None
+                              ) -> list[tuple[Detection, np.ndarray]]:
         """Faces with their 6 keypoints, (6, 2) x, y in frame pixels: the subject's right
-        eye, left eye, nose tip, mouth, right ear tragion, left ear tragion."""
+        eye, left eye, nose tip, mouth, right ear tragion, left ear tragion. min_score: this
+        call's threshold instead of the configured one."""
         tensor, sx, sy, pad_x, pad_y = self._letterbox(frame)
         interp = self.interpreter
         interp.set_tensor(self._input_index, tensor.astype(self._input_dtype, copy=False))
@@ -228,7 +230,7 @@ class BlazeFace(FaceDetector):
         raw = interp.get_tensor(self._reg_index)[0]
         logits = interp.get_tensor(self._score_index)[0, :, 0]
         scores = 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -SCORE_CLIP, SCORE_CLIP)))
-        keep = np.nonzero(scores >= self.min_score)[0]
+        keep = np.nonzero(scores >= (self.min_score if min_score is None else min_score))[0]
         if keep.size == 0:
             return []
         raw, scores, anchors = raw[keep], scores[keep], self.anchors[keep]
@@ -257,3 +259,6 @@ class BlazeFace(FaceDetector):
 
     def detect(self, frame: np.ndarray) -> list[Detection]:
         return [d for d, _ in self.detect_with_keypoints(frame)]
+
+    def detect_down_to(self, frame: np.ndarray, min_score: float) -> list[Detection]:
+        return [d for d, _ in self.detect_with_keypoints(frame, min(min_score, self.min_score))]

@@ -83,8 +83,9 @@ def merge(dets: list[Detection], ranked: bool = False) -> list[Detection]:
     return kept
 
 
-def detect_in(detector: FaceDetector, frame: np.ndarray, wins) -> list[Detection]:
-    """`detector` on each window (x0, y0, x1, y1) of the frame; boxes in frame pixels, merged.
+def detect_in(detector: FaceDetector, frame: np.ndarray, wins, min_score: float | None = None) -> list[Detection]:
+    """`detector` on each window (x0, y0, x1, y1) of the frame; boxes in frame pixels, merged
+    (min_score: also faces scored that high under the detector's threshold, detect_down_to).
     Where windows disagree about a face, the box from the smallest window that holds it whole
     wins, then the higher score: the smaller the window, the more of the detector's input the
     face fills, so the truer its box (a 56-px face in a 640-px frame reaches a 128-px input
@@ -93,7 +94,8 @@ def detect_in(detector: FaceDetector, frame: np.ndarray, wins) -> list[Detection
     found = []
     fh, fw = frame.shape[:2]
     for x0, y0, x1, y1 in wins:
-        for d in detector.detect(frame[y0:y1, x0:x1]):
+        window = frame[y0:y1, x0:x1]
+        for d in (detector.detect(window) if min_score is None else detector.detect_down_to(window, min_score)):
             b = BBox(d.box.x + x0, d.box.y + y0, d.box.w, d.box.h)
             rank = (_reaches_inner_edge(b, (x0, y0, x1, y1), fw, fh), (x1 - x0) * (y1 - y0), -d.score, len(found))
             found.append((rank, Detection(b, d.score)))
