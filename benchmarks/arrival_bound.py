@@ -24,12 +24,14 @@ some arrivals; that ceiling is estimated from the votes alone.
 from __future__ import annotations
 
 from math import sqrt
+from pathlib import Path
 from statistics import NormalDist
 
 import numpy as np
 
 from benchmarks import common
 from benchmarks.queue_sim import CALM, UNHAPPY
+from edge.labels import LABELS
 
 # False-alarm budgets per 8 hours of calm queue; the alerts issue's target is the first.
 BUDGETS_PER_8H = (1.0, 2.0, 5.0)
@@ -94,12 +96,13 @@ def auc_needed(calm_share: float, faces: int, unhappy_faces: int, catch: float =
 
 
 def _caught(calm: np.ndarray, unhappy: np.ndarray, shares, faces: int, unhappy_faces: int, samples: int,
-            seed: int) -> list[tuple[float, float]]:
-    """(threshold, share of mixed queues at or above it) for each allowed share of calm queues."""
+            seed: int, score=lambda queues: queues.mean(1)) -> list[tuple[float, float]]:
+    """(threshold, share of mixed queues at or above it) for each allowed share of calm queues;
+    score: (queues, faces) people's values -> each queue's score (default their mean)."""
     rng = np.random.default_rng(seed)
-    calm_q = rng.choice(calm, (samples, faces)).mean(1)
-    mixed = np.concatenate([rng.choice(unhappy, (samples, unhappy_faces)),
-                            rng.choice(calm, (samples, faces - unhappy_faces))], axis=1).mean(1)
+    calm_q = score(rng.choice(calm, (samples, faces)))
+    mixed = score(np.concatenate([rng.choice(unhappy, (samples, unhappy_faces)),
+                                  rng.choice(calm, (samples, faces - unhappy_faces))], axis=1))
     ths = [float(np.quantile(calm_q, 1 - share)) for share in shares]
     return [(th, float((mixed >= th).mean())) for th in ths]
 
@@ -173,21 +176,21 @@ def annotator_ceiling(counts: np.ndarray, unhappy: np.ndarray, negative: np.ndar
     prior = counts.sum(0) / counts.sum()
     shares = [min(1.0, budget / arrivals_per_8h) for budget in BUDGETS_PER_8H]
     odds = unhappy.mean() / (1 - unhappy.mean())
+
+    def likelihood(queues):  # the exact ratio of `unhappy_faces` unhappy people among `faces`, logged
+        return np.log(symmetric_sums(queues, unhappy_faces))
+
     out = []
     for prior_votes in PRIOR_VOTES:
         aucs, caught = [], []
-        for _ in range(repeats):
+        for r in range(repeats):
             g = rng.gamma(counts + prior_votes * prior)
             level = majority_negative_chance(g / g.sum(1, keepdims=True), n_votes, negative, rng, draws)
             level = np.clip(level, 0.5 / draws, 1 - 0.5 / draws)  # a finite ratio for the unanimous
             aucs.append(auc(level[~unhappy], level[unhappy]))
             ratio = level / (1 - level) / odds  # each person's likelihood ratio, unhappy : calm
-            calm_r, unhappy_r = ratio[~unhappy], ratio[unhappy]
-            calm_q = np.log(symmetric_sums(rng.choice(calm_r, (samples, faces)), unhappy_faces))
-            mixed = np.log(symmetric_sums(np.concatenate([rng.choice(unhappy_r, (samples, unhappy_faces)),
-                                                          rng.choice(calm_r, (samples, faces - unhappy_faces))], 1),
-                                          unhappy_faces))
-            caught.append([float((mixed >= np.quantile(calm_q, 1 - share)).mean()) for share in shares])
+            caught.append([c for _, c in _caught(ratio[~unhappy], ratio[unhappy], shares, faces, unhappy_faces,
+                                                 samples, seed + r, score=likelihood)])
         caught = np.array(caught)
         out.append({"prior_votes": prior_votes, "person_auc": round(float(np.mean(aucs)), 4),
                     "rows": [{"false_alarms_per_8h": budget, "caught": round(float(caught[:, j].mean()), 3),
@@ -200,10 +203,6 @@ def annotator_ceiling(counts: np.ndarray, unhappy: np.ndarray, negative: np.ndar
 def bank_votes(bank, root, votes, negative: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(votes per face over LABELS, unhappy per face, LABELS that are negative) for the bank's
     faces that the simulation uses (a FER+ majority in CALM or UNHAPPY)."""
-    from pathlib import Path
-
-    from edge.labels import LABELS
-
     dataset = Path(root).resolve().parent
     people = np.concatenate([bank.faces_of([c for c in CALM if c in bank.labels]),
                              bank.faces_of([c for c in UNHAPPY if c in bank.labels])])
