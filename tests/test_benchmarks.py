@@ -381,3 +381,26 @@ def test_accuracy_scores_against_the_annotators_majority_too(shipped_model, synt
     h, n = LABELS.index("happy"), LABELS.index("neutral")
     expected = (np.trace(cm) - cm[h, h] + cm[h, n]) / cm.sum()
     assert row["ferplus"]["accuracy"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_detector_calls_are_counted_once_whichever_way_the_detector_is_asked():
+    """The benchmark counts model calls: detect() and a call at a lowered threshold each count
+    once, whether the detector lowers it itself or falls back to detect()."""
+    from benchmarks.pipeline import count_detector_calls
+    from edge.pipeline.detectors.base import FaceDetector
+
+    class Plain(FaceDetector):  # no threshold of its own to lower: detect_down_to is detect
+        def detect(self, frame):
+            return []
+
+    class Lowers(Plain):
+        def detect_down_to(self, frame, min_score):
+            return []
+
+    frame = np.zeros((8, 8, 3), np.uint8)
+    for kind in (Plain, Lowers):
+        det = kind(None)
+        count_detector_calls(det)
+        det.detect(frame)
+        det.detect_down_to(frame, 0.5)
+        assert det.bench_calls == 2, kind.__name__
