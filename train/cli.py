@@ -1,8 +1,10 @@
-"""The training stage's commands, `edge train` and `edge eval`, registered with the edge CLI
+"""The training stage's commands, `edge train`, `edge eval` and `edge soup`, registered with the edge CLI
 through the "queue_mood.commands" entry points in pyproject.toml (edge never imports train).
 TensorFlow is imported inside each command, not here."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
@@ -86,3 +88,14 @@ def eval_cmd(model_arg, model_opt, data, split, as_json, raw, votes, degrade):
         from edge.metrics import format_report
 
         click.echo(format_report(rep, f"{rep['model']} on {rep['data']} [{rep['split']}] via {rep['runtime']}"))
+
+
+@click.command("soup")
+@click.argument("out")
+@click.argument("runs", nargs=-1, required=True)
+def soup_cmd(out, runs):
+    """Average the weights of runs fine-tuned from the same start (a model soup) into run folder OUT."""
+    from train.soup import soup
+
+    path = soup(out, list(runs))
+    click.echo(f"soup of {len(runs)} runs: {path}; next: edge eval {path} --data ..., then edge convert {Path(path).parent} ...")

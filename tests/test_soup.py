@@ -1,0 +1,60 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+tf = pytest.importorskip("tensorflow", reason="soup tests need the train extra")
+
+from edge.errors import UserError  # noqa: E402
+from train.soup import soup  # noqa: E402
+
+
+def shifted_copy(run, dest, delta):
+    """Another run of the same model whose every weight is `delta` larger."""
+    import keras
+
+    dest.mkdir(parents=True)
+    model = keras.models.load_model(run / "model.keras", compile=False)
+    model.set_weights([w + delta for w in model.get_weights()])
+    model.save(dest / "model.keras")
+    return dest
+
+
+def test_soup_is_the_mean_of_the_runs_weights(tiny_run, tmp_path, synthetic_dataset):
+    import keras
+
+    from train.evaluate import evaluate
+
+    other = shifted_copy(tiny_run, tmp_path / "other", 1.0)
+    path = soup(tmp_path / "soup", [tiny_run, other])
+    got = keras.models.load_model(path, compile=False).get_weights()
+    base = keras.models.load_model(tiny_run / "model.keras", compile=False).get_weights()
+    assert len(got) == len(base)
+    for g, b in zip(got, base):
+        np.testing.assert_allclose(g, b + 0.5, rtol=1e-5, atol=1e-5)
+    # the first run's settings come along (convert reads the labels and votes from them)
+    assert (tmp_path / "soup" / "train_settings.json").read_text() == (tiny_run / "train_settings.json").read_text()
+    assert len(json.loads((tmp_path / "soup" / "soup.json").read_text())["runs"]) == 2
+    assert 0 <= evaluate(str(path), str(synthetic_dataset), "val")["accuracy"] <= 1
+
+
+def test_soup_refuses_another_architecture_in_one_sentence(tiny_run, tmp_path):
+    from tests.conftest import run_cli
+    from train import archs
+
+    (tmp_path / "seed").mkdir()
+    archs.build("seed_cnn", 48, 7).save(tmp_path / "seed" / "model.keras")
+    r = run_cli("soup", tmp_path / "out", tiny_run, tmp_path / "seed")
+    assert r.returncode == 2 and "other layers" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out" / "model.keras").exists()
+
+
+def test_soup_needs_two_runs_and_a_new_folder(tiny_run, tmp_path):
+    with pytest.raises(UserError, match="at least two"):
+        soup(tmp_path / "a", [tiny_run])
+    with pytest.raises(UserError, match="not a run folder"):
+        soup(tmp_path / "a", [tiny_run, tmp_path / "missing"])
+    shutil.copytree(tiny_run, tmp_path / "done")
+    with pytest.raises(UserError, match="already exists"):
+        soup(tmp_path / "done", [tiny_run, tiny_run])

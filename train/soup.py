@@ -1,0 +1,56 @@
+"""`edge soup`: average the weights of several runs that were fine-tuned from the same start
+("model soup", Wortsman et al. 2022) into one run folder that `edge eval` and `edge convert`
+take. Costs nothing on the Pi: the result is one model of the same architecture.
+
+Only runs that share a start land in one basin, where an average of weights behaves like an
+average of models; runs trained from different initialisations average into noise. Batch-norm
+statistics are averaged like every other weight."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from edge.errors import UserError
+
+COPIED = ("train_settings.json", "data.json", "versions.json")  # the first run's: labels, votes, data for convert
+
+
+def _model_file(run: Path) -> Path:
+    path = run / "model.keras" if run.is_dir() else run
+    if path.suffix != ".keras" or not path.is_file():
+        raise UserError(f"{run} is not a run folder with a model.keras (or a .keras file): give folders written by `edge train`.")
+    return path
+
+
+def soup(out: str | Path, runs: list[str | Path]) -> Path:
+    """Writes OUT/model.keras, the uniform average of the runs' weights, and OUT/soup.json."""
+    import numpy as np
+
+    from train.archs import _keras
+
+    out, runs = Path(out), [Path(r) for r in runs]
+    if len(runs) < 2:
+        raise UserError("A soup needs at least two runs to average; give their folders after the output folder.")
+    if (out / "model.keras").exists():
+        raise UserError(f"{out / 'model.keras'} already exists; choose a new output folder (nothing was overwritten).")
+    files = [_model_file(r) for r in runs]
+    keras = _keras()
+    models = [keras.models.load_model(f, compile=False) for f in files]
+    weights = [m.get_weights() for m in models]
+    shapes = [w.shape for w in weights[0]]
+    for f, m, w in zip(files[1:], models[1:], weights[1:]):
+        if m.name != models[0].name or [x.shape for x in w] != shapes:
+            raise UserError(f"{f} is a {m.name} with other layers than {files[0]} ({models[0].name}); "
+                            "a soup averages runs of one architecture from one start.")
+    models[0].set_weights([np.mean([w[i] for w in weights], axis=0).astype(weights[0][i].dtype)
+                           for i in range(len(shapes))])
+    out.mkdir(parents=True, exist_ok=True)
+    models[0].save(out / "model.keras")
+    for name in COPIED:
+        if (files[0].parent / name).exists():
+            shutil.copy(files[0].parent / name, out / name)
+    (out / "soup.json").write_text(json.dumps({"method": "uniform weight average",
+                                               "runs": [str(f.resolve()) for f in files]}, indent=2) + "\n")
+    return out / "model.keras"
