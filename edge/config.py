@@ -156,7 +156,8 @@ class MoodConfig:
     min_seen_share: float = 0.7  # ... and detected in at least this share of the frames since it began
     unhappy_above: float = 1.0  # score "change": a face this likely negative counts as unhappy whatever its own level
     # > 0: the queue's mean negative probability this far above this camera's usual level
-    # counts as a fully unhappy queue (people who arrive unhappy); 0: off
+    # counts as a fully unhappy queue (people who arrive unhappy); 0: off. Measured (README,
+    # Alerts): 1.2 alerts about 40% of arrivals at 0.1-1.1 false alarms per 8 h, 1.5 about 10%
     baseline_rise: float = 0.0
     # baseline_rise: the usual level is a running mean over about this much calm queue time
     # (not while an alert is raised)
