@@ -21,10 +21,8 @@ def shifted_copy(run, dest, delta):
     return dest
 
 
-def test_soup_is_the_mean_of_the_runs_weights(tiny_run, tmp_path, synthetic_dataset):
+def test_soup_is_the_mean_of_the_runs_weights(tiny_run, tmp_path):
     import keras
-
-    from train.evaluate import evaluate
 
     other = shifted_copy(tiny_run, tmp_path / "other", 1.0)
     path = soup(tmp_path / "soup", [tiny_run, other])
@@ -36,7 +34,14 @@ def test_soup_is_the_mean_of_the_runs_weights(tiny_run, tmp_path, synthetic_data
     # the first run's settings come along (convert reads the labels and votes from them)
     assert (tmp_path / "soup" / "train_settings.json").read_text() == (tiny_run / "train_settings.json").read_text()
     assert len(json.loads((tmp_path / "soup" / "soup.json").read_text())["runs"]) == 2
-    assert 0 <= evaluate(str(path), str(synthetic_dataset), "val")["accuracy"] <= 1
+
+
+def test_soup_of_identical_runs_scores_as_the_run(tiny_run, tmp_path, synthetic_dataset):
+    from train.evaluate import evaluate
+
+    path = soup(tmp_path / "soup", [tiny_run, shifted_copy(tiny_run, tmp_path / "same", 0.0)])
+    got, want = (evaluate(str(p), str(synthetic_dataset), "val") for p in (path, tiny_run / "model.keras"))
+    assert got["accuracy"] == want["accuracy"] and got["loss"] == pytest.approx(want["loss"], rel=1e-5)
 
 
 def test_soup_refuses_another_architecture_in_one_sentence(tiny_run, tmp_path):

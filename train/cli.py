@@ -4,8 +4,6 @@ TensorFlow is imported inside each command, not here."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 
@@ -98,4 +96,4 @@ def soup_cmd(out, runs):
     from train.soup import soup
 
     path = soup(out, list(runs))
-    click.echo(f"soup of {len(runs)} runs: {path}; next: edge eval {path} --data ..., then edge convert {Path(path).parent} ...")
+    click.echo(f"soup of {len(runs)} runs: {path}; next: edge eval {path} --data ..., then edge convert {path.parent} ...")
