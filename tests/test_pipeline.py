@@ -119,7 +119,45 @@ def test_live_source_reopens_after_it_stops_delivering():
     assert cam.reopens >= 1 and got > 15
 
 
-# --- the product's behaviour on real faces: needs the shipped (real) model -------------
+class CountingCapture:
+    """A cv2.VideoCapture that counts the frames converted to BGR (retrieve)."""
+
+    def __init__(self, cap):
+        self.cap, self.retrieved = cap, 0
+
+    def retrieve(self):
+        self.retrieved += 1
+        return self.cap.retrieve()
+
+    def __getattr__(self, name):
+        return getattr(self.cap, name)
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_video_frames_are_converted_only_when_looked_at(astronaut_video, every):
+    import cv2
+
+    from edge.pipeline.sources import VideoFileSource
+
+    cap, reference = cv2.VideoCapture(astronaut_video), []
+    while (got := cap.read())[0]:
+        reference.append(got[1])
+    with VideoFileSource(astronaut_video, every=every) as src:
+        src.cap = CountingCapture(src.cap)
+        frames = list(src)  # nobody looks at the pixels
+        assert [f.index for f in frames] == list(range(0, len(reference), every))
+        assert src.cap.retrieved == 0
+    with VideoFileSource(astronaut_video, every=every) as src:
+        src.cap = CountingCapture(src.cap)
+        looked = []
+        for f in src:
+            if f.index % 2 == 0:
+                assert np.array_equal(f.image, reference[f.index]), f"frame {f.index} has another frame's pixels"
+                assert f.image is f.image  # converted once
+                looked.append(f)
+        assert src.cap.retrieved == len(looked) - 1  # frame 0 is read when the file is opened
+    with pytest.raises(RuntimeError, match="after the next frame was read"):
+        _ = frames[1].image  # a frame kept past its turn on real faces: needs the shipped (real) model -------------
 
 @pytest.fixture(scope="module")
 def shipped_model():

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
@@ -27,11 +26,23 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mjpeg", ".mjpg")
 
 
-@dataclass
 class Frame:
-    image: np.ndarray  # BGR (h, w, 3) or grayscale (h, w) uint8
-    t_s: float  # seconds: media time for recordings, time.monotonic() for live sources
-    index: int
+    """image: BGR (h, w, 3) or grayscale (h, w) uint8; t_s: seconds (media time for recordings,
+    time.monotonic() for live sources); index. A recording may hand over a frame whose pixels
+    are converted only when first asked for (`pixels`, a callable): with the compute schedule
+    most frames are never looked at, and converting a decoded frame to BGR costs as much as
+    decoding it at large frame sizes (docs/compute-budget.md)."""
+
+    __slots__ = ("_image", "_pixels", "t_s", "index")
+
+    def __init__(self, image: np.ndarray | None, t_s: float, index: int, pixels=None):
+        self._image, self._pixels, self.t_s, self.index = image, pixels, t_s, index
+
+    @property
+    def image(self) -> np.ndarray:
+        if self._image is None:
+            self._image, self._pixels = self._pixels(), None
+        return self._image
 
 
 class Source:
@@ -77,13 +88,29 @@ class VideoFileSource(Source):
         self.frame_count = count if count > 0 else None
 
     def __iter__(self):
-        index, img = 0, self._first
-        while img is not None:
-            if index % self.every == 0:
-                yield Frame(img, index / self.fps, index)
-            ok, img = self.cap.read()
-            img = img if ok else None
+        # grab() demuxes and decodes; the conversion to BGR waits until a frame's pixels are
+        # asked for, which must happen before the next frame is read.
+        yield Frame(self._first, 0.0, 0)
+        index = 0
+        while self.cap.grab():
             index += 1
+            if index % self.every == 0:
+                yield Frame(None, index / self.fps, index, self._pixels_of(index))
+        self._at = None
+
+    def _pixels_of(self, index: int):
+        self._at = index
+
+        def pixels() -> np.ndarray:
+            if self._at != index:
+                raise RuntimeError(f"frame {index} of {self.path}: its pixels were asked for after the next frame was read")
+            ok, img = self.cap.retrieve()
+            if not ok or img is None:
+                raise UserError(f"Cannot decode frame {index} of video {self.path}: the file is damaged there; "
+                                "re-encode it (e.g. ffmpeg -i IN -c:v libx264 OUT.mp4).")
+            return img
+
+        return pixels
 
     def close(self):
         self.cap.release()
