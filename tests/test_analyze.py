@@ -342,6 +342,29 @@ def test_no_faces_gives_a_header_only_timeline(tiny_converted, tmp_path):
     assert png_size(out / "summary.png") == figure_size_px("video")
 
 
+def test_a_video_cut_short_says_so_and_charts_only_what_was_read(tmp_path):
+    """An AVI whose second half is gone still lists every frame in its header; the analysis
+    covers the frames that decode and says the rest is missing, instead of passing silently."""
+    import cv2
+
+    small = tmp_path / "whole.avi"
+    writer = cv2.VideoWriter(str(small), cv2.VideoWriter_fourcc(*"MJPG"), FPS, (160, 120))
+    for i in range(60):
+        writer.write(np.full((120, 160, 3), 40 + i, np.uint8))
+    writer.release()
+    data = small.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out"
+    r = run_cli("analyze", cut, "--out", out)  # the shipped model
+    assert r.returncode == 0, r.stderr
+    s = json.loads((out / "summary.json").read_text())
+    assert 0 < s["frames_analysed"] < 50
+    assert s["media_seconds"] == round(s["frames_analysed"] / FPS, 3)  # not the header's 4 s
+    assert any("ended at frame" in n and "of the 60 its header lists" in n for n in s["notes"]), s["notes"]
+    assert "ended at frame" in r.stdout
+
+
 @pytest.mark.parametrize("name,content", [("broken.mp4", b"not a video " * 50), ("broken.jpg", b"\xff\xd8 junk" * 30),
                                           ("missing.mp4", None)])
 def test_unreadable_input_is_one_error_line_and_exit_2(tmp_path, name, content):

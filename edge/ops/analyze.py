@@ -290,6 +290,8 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     name_of = (lambda frame: "") if video else (lambda frame: Path(source.files[frame.index]).name)
     _replay(cfg, (classifier, detector), source, name_of, rec, timer, annotator, bar, opts.notes)
     processing_s = time.monotonic() - t_loop
+    if getattr(source, "ended_early", None):
+        opts.notes.append(source.ended_early)
 
     failed = [{"path": p, "reason": r} for p, r in getattr(source, "failed", [])]
     if not video and not rec.frames:
@@ -334,7 +336,8 @@ def _chart(png: Path, path: str, source, rec: _Recorder, every: int, step_s: flo
     """summary.png; returns the media seconds analysed (None for images)."""
     if rec.video:
         count = getattr(source, "frame_count", None)
-        media_s = (count if count and not rec.interrupted else rec.last_index + 1) / source.fps
+        whole = count and not rec.interrupted and not getattr(source, "ended_early", None)
+        media_s = (count if whole else rec.last_index + 1) / source.fps
         for a in rec.alerts:
             if a["cleared_s"] is None:
                 a["open_at_end"] = True

@@ -86,6 +86,7 @@ class VideoFileSource(Source):
         self.fps = fps if fps and 0 < fps < 1000 else 25.0
         count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.frame_count = count if count > 0 else None
+        self.ended_early: str | None = None  # set when decoding stops well before the header's frame count
 
     def __iter__(self):
         # grab() demuxes and decodes; the conversion to BGR waits until a frame's pixels are
@@ -97,6 +98,11 @@ class VideoFileSource(Source):
             if index % self.every == 0:
                 yield Frame(None, index / self.fps, index, self._pixels_of(index))
         self._at = None
+        read = index + 1
+        if self.frame_count and self.frame_count - read > max(1, self.frame_count // 100):  # headers may round
+            self.ended_early = (f"Video {self.path} ended at frame {read} of the {self.frame_count} its header "
+                                "lists: the rest could not be decoded (the file is cut short or damaged).")
+            log.warning(self.ended_early)
 
     def _pixels_of(self, index: int):
         self._at = index
