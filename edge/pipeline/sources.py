@@ -30,8 +30,8 @@ class Frame:
     """image: BGR (h, w, 3) or grayscale (h, w) uint8; t_s: seconds (media time for recordings,
     time.monotonic() for live sources); index. A recording may hand over a frame whose pixels
     are converted only when first asked for (`pixels`, a callable): with the compute schedule
-    most frames are never looked at, and converting a decoded frame to BGR costs as much as
-    decoding it at large frame sizes (docs/compute-budget.md)."""
+    most frames are never looked at, and converting a decoded frame to BGR adds about half again
+    to the cost of decoding it (docs/compute-budget.md)."""
 
     __slots__ = ("_image", "_pixels", "t_s", "index")
 
@@ -87,6 +87,7 @@ class VideoFileSource(Source):
         count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.frame_count = count if count > 0 else None
         self.ended_early: str | None = None  # set when decoding stops well before the header's frame count
+        self._at: int | None = None  # the frame the capture holds, whose pixels may still be converted
 
     def __iter__(self):
         # grab() demuxes and decodes; the conversion to BGR waits until a frame's pixels are
