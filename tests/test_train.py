@@ -40,6 +40,19 @@ def test_default_architecture_fits_the_pi_budget():
     assert model.count_params() <= 1_500_000
 
 
+def test_queue_net_lite_starts_from_a_queue_net_in_every_layer_but_its_stem():
+    from edge.errors import UserError
+    from train.trainer import load_matching_weights
+
+    full, lite = archs.build("queue_net", 48, 7), archs.build("queue_net_lite", 48, 7)
+    assert load_matching_weights(lite, full) == ["stem2s_sep", "stem2s_bn"]
+    for name in ("stem1_conv", "s2a_sep", "s3_short", "logits"):
+        assert all(np.array_equal(a, b) for a, b in zip(lite.get_layer(name).get_weights(),
+                                                         full.get_layer(name).get_weights())), name
+    with pytest.raises(UserError, match="layers match by name and shape"):
+        load_matching_weights(full, archs.build("mini_xception", 48, 7))
+
+
 def test_class_weights_favour_rare_classes():
     y = np.array([0] * 100 + [1] * 10 + [3] * 400)
     w = class_weights(y, 0.5)
@@ -118,7 +131,7 @@ def test_init_from_a_different_architecture_is_one_sentence(tiny_run, synthetic_
 
     r = run_cli("train", "--data", synthetic_dataset, "--out", tmp_path / "x", "--arch", "queue_net",
                 "--init-from", tiny_run / "model.keras", "--epochs", "1")
-    assert r.returncode == 2 and "is not a queue_net model" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "layers match by name and shape" in r.stderr and "Traceback" not in r.stderr
 
 
 @pytest.mark.slow

@@ -53,6 +53,27 @@ class TrainSettings:
     arch_options: dict = field(default_factory=dict)
 
 
+def load_matching_weights(model, start) -> list[str]:
+    """Copy `start`'s weights into `model` layer by layer, where a layer of the same name has
+    weights of the same shapes; returns the names of the layers left as built. A model that
+    shares fewer than half of its weighted layers is refused (most likely the wrong file)."""
+    theirs = {layer.name: layer for layer in start.layers}
+    weighted = [layer for layer in model.layers if layer.weights]
+    fresh = []
+    for layer in weighted:
+        other = theirs.get(layer.name)
+        w = other.get_weights() if other is not None else []
+        if len(w) == len(layer.weights) and all(a.shape == tuple(b.shape) for a, b in zip(w, layer.weights)):
+            layer.set_weights(w)
+        else:
+            fresh.append(layer.name)
+    if len(fresh) * 2 > len(weighted):
+        raise UserError(f"Cannot start a {model.name} from {start.name}: only {len(weighted) - len(fresh)} of its "
+                        f"{len(weighted)} layers match by name and shape; pass a run of the same or a related "
+                        "architecture.")
+    return fresh
+
+
 def class_weights(y: np.ndarray, power: float) -> np.ndarray:
     """(N / (K * n_c)) ** power per class, normalised so the mean sample weight is 1."""
     counts = np.bincount(y, minlength=len(LABELS)).astype(float)
@@ -256,9 +277,12 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
         load_from_tflite(model, s.init_from, tr.x[sample])
     elif s.init_from and not restoring:
         try:
-            model.set_weights(keras.models.load_model(s.init_from, compile=False).get_weights())
+            start = keras.models.load_model(s.init_from, compile=False)
         except (OSError, ValueError) as exc:
-            raise UserError(f"Cannot start from {s.init_from}: it is not a {s.arch} model ({exc}).") from exc
+            raise UserError(f"Cannot start from {s.init_from}: it is not a Keras model ({exc}).") from exc
+        fresh = load_matching_weights(model, start)
+        if fresh:
+            print(f"Started from {s.init_from} ({start.name}): every layer but {', '.join(fresh)}, which start fresh.")
     weights = class_weights(tr_y.argmax(1), s.class_weight_power)
     batches = _batches(keras)(tr, tr_y, s, weights)
     model.compile(
