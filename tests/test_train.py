@@ -44,13 +44,13 @@ def test_queue_net_lite_starts_from_a_queue_net_in_every_layer_but_its_stem():
     from edge.errors import UserError
     from train.trainer import load_matching_weights
 
-    full, lite = archs.build("queue_net", 48, 7), archs.build("queue_net_lite", 48, 7)
+    full, lite = (archs.build(name, 48, len(LABELS)) for name in ("queue_net", "queue_net_lite"))
     assert load_matching_weights(lite, full) == ["stem2s_sep", "stem2s_bn"]
     for name in ("stem1_conv", "s2a_sep", "s3_short", "logits"):
         assert all(np.array_equal(a, b) for a, b in zip(lite.get_layer(name).get_weights(),
                                                          full.get_layer(name).get_weights())), name
     with pytest.raises(UserError, match="layers match by name and shape"):
-        load_matching_weights(full, archs.build("mini_xception", 48, 7))
+        load_matching_weights(full, archs.build("mini_xception", 48, len(LABELS)))
 
 
 def test_class_weights_favour_rare_classes():

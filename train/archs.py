@@ -62,7 +62,7 @@ def _sep_bn_relu(x, filters, name, bn_momentum=0.99):
 def queue_net(input_size: int, num_classes: int, widths=(64, 128, 256, 512), dropout=0.3, bn_momentum=0.99,
               separable_stem=False, name="queue_net", **_):
     """Default, sized for one Pi core: a full-conv stem, then residual stages of separable
-    convs (ReLU/BN/conv/pool only, all TFLite int8 builtins). ~1.0M params, ~100M MACs, ~0.35 ms int8 on one x86 core.
+    convs (ReLU/BN/conv/pool only, all TFLite int8 builtins). ~1.0M params, 111 M MACs per call.
     separable_stem: the stem's second conv separable, as the stages are (see queue_net_lite)."""
     keras = _keras()
     L = keras.layers
