@@ -29,7 +29,8 @@ import click
               help="mobilenetv2 only.")
 @click.option("--steps-per-epoch", type=int, default=None, help="Cap batches per epoch (quick trials).")
 @click.option("--warmup-epochs", type=int, default=2, show_default=True)
-@click.option("--init-from", default=None, help="Start from this .keras model's weights, or an int8 .tflite converted from the same --arch: a second schedule.")
+@click.option("--init-from", default=None, help="Start from this .keras model's weights, or an int8 .tflite (a shipped model): a second schedule. "
+              "From a related --arch, the layers that match by name and shape are copied and the rest start fresh.")
 @click.option("--labels", type=click.Choice(["folder", "ferplus"]), default="folder", show_default=True,
               help="folder: one label per image from its class folder; ferplus: the ten FER+ annotators' vote distribution.")
 @click.option("--votes", default=None, help="FER+ votes CSV (default: ferplus_votes.csv beside or above --data).")

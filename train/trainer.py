@@ -74,6 +74,34 @@ def load_matching_weights(model, start) -> list[str]:
     return fresh
 
 
+def start_from(model, path: str, sample: np.ndarray) -> None:
+    """Set `model`'s starting weights from a .keras model or an int8 .tflite (sample: uint8
+    training crops for the rebuilt batch norms). A .tflite whose card (model.json beside it)
+    names another architecture is rebuilt as that one, then matched layer by layer like a
+    .keras start, so a related architecture can start from a shipped int8 file."""
+    keras = import_keras()
+    from train import archs
+
+    if path.endswith(".tflite"):
+        from train.from_tflite import load_from_tflite
+
+        card = Path(path).with_name("model.json")
+        arch = json.loads(card.read_text()).get("architecture") if card.is_file() else None
+        if not arch or arch == model.name or arch not in archs.ARCHITECTURES:
+            load_from_tflite(model, path, sample)  # refuses, in one sentence, a file of another architecture
+            return
+        start = archs.build(arch, model.input_shape[1], model.output_shape[-1])
+        load_from_tflite(start, path, sample)
+    else:
+        try:
+            start = keras.models.load_model(path, compile=False)
+        except (OSError, ValueError) as exc:
+            raise UserError(f"Cannot start from {path}: it is not a Keras model ({exc}).") from exc
+    fresh = load_matching_weights(model, start)
+    if fresh:
+        print(f"Started from {path} ({start.name}): every layer but {', '.join(fresh)}, which start fresh.")
+
+
 def class_weights(y: np.ndarray, power: float) -> np.ndarray:
     """(N / (K * n_c)) ** power per class, normalised so the mean sample weight is 1."""
     counts = np.bincount(y, minlength=len(LABELS)).astype(float)
@@ -270,19 +298,9 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
         options["weights"] = s.weights
     model = archs.build(s.arch, INPUT_SIZE, len(LABELS), **options)
     restoring = resume and (out / "backup").exists()  # the backup's weights replace any starting weights
-    if s.init_from and s.init_from.endswith(".tflite") and not restoring:
-        from train.from_tflite import load_from_tflite
-
+    if s.init_from and not restoring:
         sample = np.random.default_rng(s.seed).permutation(len(tr))[:1024]
-        load_from_tflite(model, s.init_from, tr.x[sample])
-    elif s.init_from and not restoring:
-        try:
-            start = keras.models.load_model(s.init_from, compile=False)
-        except (OSError, ValueError) as exc:
-            raise UserError(f"Cannot start from {s.init_from}: it is not a Keras model ({exc}).") from exc
-        fresh = load_matching_weights(model, start)
-        if fresh:
-            print(f"Started from {s.init_from} ({start.name}): every layer but {', '.join(fresh)}, which start fresh.")
+        start_from(model, s.init_from, tr.x[sample])
     weights = class_weights(tr_y.argmax(1), s.class_weight_power)
     batches = _batches(keras)(tr, tr_y, s, weights)
     model.compile(
