@@ -17,7 +17,7 @@ from train.trainer import class_weights  # noqa: E402
 
 
 # The shipped architecture runs by default; the others (up to a minute each on 2 cores) with the slow tests.
-@pytest.mark.parametrize("name", [n if n == "queue_net" else pytest.param(n, marks=pytest.mark.slow)
+@pytest.mark.parametrize("name", [n if n == archs.DEFAULT_ARCH else pytest.param(n, marks=pytest.mark.slow)
                                   for n in sorted(archs.ARCHITECTURES)])
 def test_every_architecture_builds_and_trains_one_step(name):
     opts = {"weights": None} if name == "mobilenetv2" else {}

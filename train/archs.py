@@ -12,7 +12,7 @@ from typing import Callable
 from edge.errors import UserError
 
 ARCHITECTURES: dict[str, Callable] = {}
-DEFAULT_ARCH = "queue_net"
+DEFAULT_ARCH = "queue_net_lite"  # the shipped model's architecture: what `edge train` builds unless told
 
 
 def register(name: str):

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import click
 
+from train.archs import DEFAULT_ARCH
+
 
 @click.command()
 @click.option("--data", required=True, help="Dataset folder (class or split folders) or fer2013.csv.")
 @click.option("--out", required=True, help="Run folder to write (model.keras, metrics.json, figures).")
-@click.option("--arch", default="queue_net", show_default=True, help="Architecture from the registry.")
+@click.option("--arch", default=DEFAULT_ARCH, show_default=True, help="Architecture from the registry.")
 @click.option("--epochs", type=int, default=40, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
 @click.option("--lr", type=float, default=2e-3, show_default=True, help="Peak learning rate.")

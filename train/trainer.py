@@ -15,6 +15,7 @@ import numpy as np
 
 from edge.errors import UserError
 from edge.labels import LABELS
+from train.archs import DEFAULT_ARCH
 from train.augment import AugmentConfig, augment_batch
 from train.data import FER2013_SIZE, Split, load_dataset, train_val
 
@@ -27,7 +28,7 @@ SGD_DECAY_SCALE = 0.05
 class TrainSettings:
     data: str
     out: str
-    arch: str = "queue_net"
+    arch: str = DEFAULT_ARCH
     epochs: int = 40
     batch_size: int = 64
     lr: float = 2e-3
