@@ -64,6 +64,7 @@ def calibration_report(probs_plain, probs_flip, y, floor, soft=None, majority=No
     rep = {
         "images": int(len(y)),
         "judged_by": "FER+ majority" if majority is not None else "folder labels",
+        "judged_images": int(judged.sum()),  # the accuracies below are over these (ties and doubtful votes skipped)
         "fitted_against": "FER+ vote distributions" if soft is not None else "folder labels",
         "accuracy_int8": acc_plain,
         "accuracy_int8_flip_average": acc_flip,

@@ -51,7 +51,10 @@ class ModelCard:
         when the card has nothing closer. None when the card has no accuracy at all."""
         cal, images = self.metrics.get("calibration") or {}, self.parity.get("images")
         key = "accuracy_int8_flip_average" if self.flip_average else "accuracy_int8"
-        for value, what, n in ((cal.get(key), "int8 as the Pi runs it", cal.get("images")),
+        pi_run, pi_images = "int8 as the Pi runs it", cal.get("images")
+        if cal.get("judged_by") == "FER+ majority":  # scored on the images with a clear majority, not all of them
+            pi_run, pi_images = pi_run + ", against the FER+ majority", cal.get("judged_images")  # older cards: none
+        for value, what, n in ((cal.get(key), pi_run, pi_images),
                                (self.parity.get("int8_accuracy"), "int8", images),
                                (self.metrics.get("accuracy"), "float model before int8", None)):
             if isinstance(value, (int, float)):

@@ -152,6 +152,7 @@ def test_temperature_against_vote_distributions():
     rep = calibration_report(over, over, soft.argmax(1), 1e-6, soft=soft, majority=majority)
     assert rep["fitted_against"] == "FER+ vote distributions" and rep["judged_by"] == "FER+ majority"
     assert rep["accuracy_int8"] == 1.0 and not rep["flip_average"]
+    assert rep["images"] == 2000 and rep["judged_images"] == 1990
 
 
 @pytest.mark.slow
