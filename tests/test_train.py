@@ -163,17 +163,17 @@ def test_init_from_a_tflite_of_another_architecture_is_one_sentence(tiny_convert
 def test_a_related_architecture_starts_from_a_shipped_int8_file(shipped_model):
     """queue_net and queue_net_lite differ in one stem layer: either starts from the other's int8
     file (its card names its architecture), every other layer rebuilt from the file."""
-    import json
-
+    from edge.card import load_card
     from train.from_tflite import load_from_tflite
     from train.trainer import start_from
 
-    shipped = json.loads(shipped_model.with_name("model.json").read_text())["architecture"]
-    other = {"queue_net": "queue_net_lite", "queue_net_lite": "queue_net"}[shipped]
-    sample = np.random.default_rng(0).integers(0, 256, (64, 48, 48), dtype=np.uint8)
-    rebuilt = archs.build(shipped, 48, len(LABELS))
+    card = load_card(shipped_model)
+    other = {"queue_net": "queue_net_lite", "queue_net_lite": "queue_net"}[card.architecture]
+    size = card.input_size
+    sample = np.random.default_rng(0).integers(0, 256, (64, size, size), dtype=np.uint8)
+    rebuilt = archs.build(card.architecture, size, len(card.labels))
     load_from_tflite(rebuilt, shipped_model, sample)
-    model = archs.build(other, 48, len(LABELS))
+    model = archs.build(other, size, len(card.labels))
     built = {layer.name: [w.copy() for w in layer.get_weights()] for layer in model.layers}
     start_from(model, str(shipped_model), sample)
     changed = [layer.name for layer in model.layers if layer.weights and not all(

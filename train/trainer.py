@@ -86,9 +86,11 @@ def start_from(model, path: str, sample: np.ndarray) -> None:
     if path.endswith(".tflite"):
         from train.from_tflite import load_from_tflite
 
+        from edge.card import load_card
+
         try:  # no card, or one that cannot be read: the file is taken to be of this architecture
-            arch = json.loads(Path(path).with_name("model.json").read_text()).get("architecture")
-        except (OSError, ValueError, AttributeError):
+            arch = load_card(path).architecture
+        except UserError:
             arch = None
         if not arch or arch == model.name or arch not in archs.ARCHITECTURES:
             load_from_tflite(model, path, sample)  # refuses, in one sentence, a file of another architecture
