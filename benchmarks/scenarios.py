@@ -135,7 +135,8 @@ KINDS = {  # scenario kinds: (calm only, unhappy people arrive rather than turn)
 def scenario_from(args, kind: str, faces: int, hours: float) -> Scenario:
     calm_only, arrive = KINDS[kind]
     kw = dict(name=kind, hours=hours, fps=args.fps, faces=faces, miss_rate=args.miss_rate, unhappy_arrive=arrive,
-              occlusions_per_min=args.occlusions_per_min, flicker_spots=args.flicker_spots, flicker_rate=args.flicker_rate)
+              occlusions_per_min=args.occlusions_per_min, occlusion_s=tuple(args.occlusion_s),
+              flicker_spots=args.flicker_spots, flicker_rate=args.flicker_rate)
     if calm_only:
         kw["unhappy_every_s"] = (0.0, 0.0)
     return Scenario(**kw)
@@ -228,7 +229,7 @@ def run(args, argv) -> dict:
                       "views_per_face_and_width": args.views, "widths_px": list(bank.widths_px), "jitter": Jitter().key()}
     report["operating_point"] = {k: to_dict(cfg)[k] for k in ("tracking", "mood", "alert", "schedule")}
     base = dict(fps=args.fps, miss_rate=args.miss_rate, occlusions_per_min=args.occlusions_per_min,
-                flicker_spots=args.flicker_spots, flicker_rate=args.flicker_rate)
+                occlusion_s=list(args.occlusion_s), flicker_spots=args.flicker_spots, flicker_rate=args.flicker_rate)
     report["simulation"] = {**base, "grace_s": GRACE_S, "scenario_defaults": Scenario().__dict__}
     rows, runs3 = [], {}
     plan = [("calm queue", 3, args.hours), ("people turn unhappy", 3, args.mixed_hours),
@@ -304,7 +305,9 @@ def to_markdown(r: dict) -> str:
               f"each at widths {d['widths_px']} px; jitter {d['jitter']}",
               f"- calm or unhappy by: {truth}",
               f"- simulation: {r['simulation']['fps']} fps, detector misses {r['simulation']['miss_rate']:.0%} of frames, "
-              f"{r['simulation']['occlusions_per_min']} occlusions/min per person, {r['simulation']['flicker_spots']} "
+              f"{r['simulation']['occlusions_per_min']} occlusions/min per person "
+              f"({'-'.join(f'{v:g}' for v in r['simulation'].get('occlusion_s', Scenario.occlusion_s))} s), "
+              f"{r['simulation']['flicker_spots']} "
               f"flickering spot(s) detected in {r['simulation']['flicker_rate']:.0%} of frames (looking unhappy); "
               f"an alert up to {r['simulation']['grace_s']:g} s after an unhappy period ends still counts for it",
               f"- operating point: mood {r['operating_point']['mood']}, alert {r['operating_point']['alert']}"
@@ -418,7 +421,10 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", nargs="*", default=None, help="only sweep mood variants whose name has one of these words")
     ap.add_argument("--fps", type=float, default=5.0)
     ap.add_argument("--miss-rate", type=float, default=0.05)
-    ap.add_argument("--occlusions-per-min", type=float, default=0.3)
+    ap.add_argument("--occlusions-per-min", type=float, default=Scenario.occlusions_per_min)
+    ap.add_argument("--occlusion-s", type=float, nargs=2, default=list(Scenario.occlusion_s), metavar=("MIN", "MAX"),
+                    help="how long an occlusion hides a person, drawn uniformly (default: %(default)s; a person "
+                         "reading their phone or someone passing in front can hide a face for longer)")
     ap.add_argument("--flicker-spots", type=int, default=1)
     ap.add_argument("--flicker-rate", type=float, default=0.02)
     ap.add_argument("--threads", type=int, default=None, help="classifier threads for the bank (default: all cores)")
