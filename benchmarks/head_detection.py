@@ -156,15 +156,16 @@ def render(hs, plans, scale: float):
     return [heads.make_scene(hs, p["picks"], p["width"], p["condition"], p["seed"], scale) for p in plans]
 
 
-def evaluate(det, scenes, plans, hs, warmup: int, classifier=None) -> dict:
+def evaluate(det, scenes, plans, hs, warmup: int, classifier=None, majority: dict | None = None) -> dict:
     """Recall, false positives, time and box framing of one detector set-up; with a
-    classifier, also the expression accuracy on the FER2013 heads it found, per width."""
+    classifier, also the expression accuracy on the FER2013 heads it found, per width, against
+    FER2013's label and (majority: head index -> class) the FER+ annotators' majority."""
     from edge.pipeline.preprocess import crop_face, to_gray
 
     for frame, _ in scenes[:warmup]:
         det.detect(frame)
     per_width, per_cond, per_source = {}, {}, {}
-    ms, fp_total, pairs, crops = [], 0, [], []  # crops: (width, label, crop) of found FER heads
+    ms, fp_total, pairs, crops = [], 0, [], []  # crops: (width, head index, crop) of found FER heads
     clock = time.perf_counter
     rule = classifier.card.crop_for(det.key) if classifier else None
     for (frame, placed), plan in zip(scenes, plans):
@@ -176,7 +177,7 @@ def evaluate(det, scenes, plans, hs, warmup: int, classifier=None) -> dict:
         pairs += [(placed[i].box, dets[j].box) for i, j in found.items()]
         if classifier:
             gray = to_gray(frame)
-            crops += [(plan["width"], hs[placed[i].head].label,
+            crops += [(plan["width"], placed[i].head,
                        crop_face(gray, dets[j].box.as_tuple(), rule, classifier.card.input_size))
                       for i, j in found.items() if hs[placed[i].head].label]
         for i, p in enumerate(placed):
@@ -201,13 +202,38 @@ def evaluate(det, scenes, plans, hs, warmup: int, classifier=None) -> dict:
     }
     if crops:
         pred = classifier.predict_many(np.stack([c for _, _, c in crops])).argmax(1)
-        right = {}
-        for (w, label, _), k in zip(crops, pred):
-            right.setdefault(w, [0, 0])
-            right[w][0] += int(classifier.labels[k] == label)
-            right[w][1] += 1
-        out["fer_accuracy_of_found_by_width"] = rate(right)
+        truths = {"fer_accuracy_of_found_by_width": {i: hs[i].label for _, i, _ in crops}}
+        if majority is not None:
+            truths["ferplus_accuracy_of_found_by_width"] = majority
+        for key, truth in truths.items():
+            right = {}
+            for (w, i, _), k in zip(crops, pred):
+                if truth.get(i) is not None:
+                    right.setdefault(w, [0, 0])
+                    right[w][0] += int(classifier.labels[k] == truth[i])
+                    right[w][1] += 1
+            out[key] = rate(right)
     return out
+
+
+def ferplus_majority(hs, data: Path, votes_arg) -> tuple[dict | None, str]:
+    """Head index -> the FER+ majority class of its face (heads with a tied or doubtful vote
+    left out), and a line saying so; (None, why) without the votes file."""
+    from edge.errors import UserError
+    from edge.labels import LABELS
+    from train.votes import find_votes, majority_labels, read_votes
+
+    try:
+        votes = read_votes(find_votes(data, votes_arg))
+    except UserError as exc:
+        if votes_arg:
+            raise
+        return None, f"FER2013's labels only ({exc})"
+    fer = [i for i, h in enumerate(hs) if h.name]
+    labels = majority_labels([hs[i].name for i in fer], votes)
+    majority = {i: LABELS[k] for i, k in zip(fer, labels) if k >= 0}
+    return majority, (f"FER+ majority of {votes.source} for {len(majority)} of the {len(fer)} FER2013 faces "
+                      f"({len(fer) - len(majority)} with a tied or doubtful vote left out)")
 
 
 def run(args, argv) -> dict:
@@ -231,13 +257,14 @@ def run(args, argv) -> dict:
     cv2.setNumThreads(args.threads)
     classifier = Classifier(Path(args.model) if args.model else default_model_path(), num_threads=args.threads)
     report = common.run_header(NAME, argv, [classifier.path])
+    majority, truth = ferplus_majority(hs, Path(args.data), args.votes)
     results = {}
     for s in setups:
         det = build_detector(s, args.threads, args.min_face_px, args.overlap)
         if det is None:
             print(f"{s['name']:36s} skipped: its model file is not installed")
             continue
-        r = evaluate(det, scenes[2.0 if s["hires"] else 1.0], plans, hs, args.warmup, classifier)
+        r = evaluate(det, scenes[2.0 if s["hires"] else 1.0], plans, hs, args.warmup, classifier, majority)
         r["detector"] = det.describe()
         r["calls_per_frame"] = len(det.windows_for(*((1280, 960) if s["hires"] else (640, 480)))) if hasattr(det, "windows_for") else 1
         results[s["name"]] = r
@@ -253,7 +280,7 @@ def run(args, argv) -> dict:
         "widths": list(args.widths), "conditions": list(heads.CONDITIONS), "queue_region": list(heads.QUEUE_REGION),
         "heads": {"astronaut": 1, "lfw": 100, "fer": args.fer}, "per_frame": args.per_frame, "seed": args.seed,
         "threads": args.threads, "tile_overlap": args.overlap, "min_face_px": args.min_face_px,
-        "match_rule": f"IoU(detection, face box) >= {MATCH_IOU}, one detection per face",
+        "match_rule": f"IoU(detection, face box) >= {MATCH_IOU}, one detection per face", "expression_truth": truth,
         "setups": results,
     })
     return report
@@ -282,12 +309,17 @@ def markdown(report: dict) -> str:
     rows = [[name, *[common.fmt(r["recall_by_condition"].get(c)) for c in conds],
              *[common.fmt(r["recall_by_source"].get(s)) for s in sources]] for name, r in report["setups"].items()]
     lines.append(common.md_table(["set-up", *conds, *sources], rows))
-    lines += ["", "Expression accuracy on the FER2013 heads each set-up found (crop by the card's rule for the "
-              "detector, the shipped classifier; blending a FER face into a head costs accuracy even at large widths, "
-              "so compare widths, not these figures with FER2013's own val accuracy):", ""]
-    rows = [[name, *[common.fmt(r.get("fer_accuracy_of_found_by_width", {}).get(str(w))) for w in widths]]
-            for name, r in report["setups"].items()]
-    lines.append(common.md_table(["set-up", *[f"{w} px" for w in widths]], rows))
+    for key, truth in (("ferplus_accuracy_of_found_by_width", "the FER+ majority of ten annotators"),
+                       ("fer_accuracy_of_found_by_width", "FER2013's single label")):
+        if not any(key in r for r in report["setups"].values()):
+            continue
+        lines += ["", f"Expression accuracy against {truth} on the FER2013 heads each set-up found (crop by the card's "
+                  "rule for the detector, the shipped classifier; blending a FER face into a head costs accuracy even "
+                  "at large widths, so compare widths, not these figures with FER2013's own val accuracy):", ""]
+        rows = [[name, *[common.fmt(r.get(key, {}).get(str(w))) for w in widths]] for name, r in report["setups"].items()]
+        lines.append(common.md_table(["set-up", *[f"{w} px" for w in widths]], rows))
+    if report.get("expression_truth"):
+        lines += ["", f"Expression truth: {report['expression_truth']}."]
     lines += ["", "How the boxes frame the faces (medians over found faces; the face box is BlazeFace full range's "
               "framing at full resolution, the one the card's `blazeface` crop rule was measured with): box width / "
               "face width, and the box centre's offset in face widths:", ""]
@@ -326,6 +358,8 @@ def build_parser():
     ap.add_argument("--data", default=str(default_data()), help="extracted FER2013 folder with val/<class>/ (default: %(default)s)")
     ap.add_argument("--model", default=None, help="expression model (int8 .tflite with model.json) for the accuracy "
                                                   "on found FER2013 heads (default: the shipped model)")
+    ap.add_argument("--votes", default=None, help="FER+ votes CSV, for the accuracy against the annotators' majority "
+                                                  "(default: ferplus_votes.csv beside or above --data, if there)")
     ap.add_argument("--setups", default=DEFAULT_SETUPS, help="comma list of set-ups (default: %(default)s)")
     ap.add_argument("--widths", type=lambda s: [int(v) for v in s.split(",")], default=list(WIDTHS),
                     help="face widths in px (default: %(default)s)")

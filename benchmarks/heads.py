@@ -44,6 +44,7 @@ class Head:
     face: tuple[float, float, float, float]  # x, y, w, h in `image`
     source: str
     label: str | None = None  # the FER2013 expression, for `fer` heads
+    name: str | None = None  # `fer` heads: the image's path from the dataset root (the FER+ votes file's key)
 
 
 def astronaut_head() -> Head:
@@ -103,8 +104,12 @@ def fer_heads(data: Path, n: int, seed: int, split: str = "val") -> list[Head]:
         raise FileNotFoundError(f"no FER2013 images under {root}/<class>/")
     chosen = random.Random(seed).sample(files, min(n, len(files)))
     template = astronaut_head()
-    return [blend_face(template, cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), FER_FRAME, "fer", p.parent.name)
-            for p in chosen]
+    heads = []
+    for p in chosen:
+        head = blend_face(template, cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), FER_FRAME, "fer", p.parent.name)
+        head.name = p.resolve().relative_to(root.resolve().parent).as_posix()
+        heads.append(head)
+    return heads
 
 
 def lfw_heads() -> list[Head]:

@@ -3,6 +3,8 @@ and real heads built from photos that scikit-image ships (benchmarks/heads.py)."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -271,6 +273,29 @@ def test_head_detection_benchmark_writes_recall_per_width(fer_faces, tmp_path):
     assert report["setups"]["full_range"]["calls_per_frame"] == 1
     assert all(0 <= v <= 1 for s in report["setups"].values() for v in s["recall_by_width"].values())
     assert (out / "head_detection.png").stat().st_size > 0 and "| default |" in (out / "head_detection.md").read_text()
+    assert "ferplus_accuracy_of_found_by_width" not in default and "FER2013's labels only" in report["expression_truth"]
+
+    # With votes that agree with every folder label, the accuracy against the annotators' majority
+    # is the accuracy against FER2013's label.
+    from edge.labels import FERPLUS_CLASSES
+
+    columns = ["file", *FERPLUS_CLASSES, "contempt", "unknown", "nf"]
+    column_of = {ours: theirs for theirs, ours in FERPLUS_CLASSES.items()}
+    rows = [",".join(columns)]
+    for f in sorted(Path(fer_faces).glob("*/*")):
+        votes = dict.fromkeys(columns[1:], 0)
+        votes[column_of[f.parent.name]] = 8
+        rows.append(",".join([f"{Path(fer_faces).name}/{f.parent.name}/{f.name}", *map(str, votes.values())]))
+    (tmp_path / "votes.csv").write_text("\n".join(rows) + "\n")
+    r = run_cli("bench", "head_detection", "--data", fer_faces, "--fer", "8", "--frames", "2", "--widths", "32,96",
+                "--setups", "full_range", "--warmup", "0", "--votes", tmp_path / "votes.csv", "--out", out)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((out / "head_detection.json").read_text())
+    full = report["setups"]["full_range"]
+    assert full["ferplus_accuracy_of_found_by_width"] == full["fer_accuracy_of_found_by_width"]
+    assert "FER+ majority" in report["expression_truth"] and "8 of the 8" in report["expression_truth"]
+    assert "against the FER+ majority of ten annotators" in (out / "head_detection.md").read_text()
+
     bad = run_cli("bench", "head_detection", "--data", fer_faces, "--setups", "full_range+t2", "--out", out)
     assert bad.returncode == 2 and "unknown part 't2'" in bad.stderr and "Traceback" not in bad.stderr
 
