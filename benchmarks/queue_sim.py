@@ -244,6 +244,11 @@ class Simulation:
             share[i], faces[i] = mood.negative_share, mood.faces
             if tr:
                 transitions.append((t, tr))
+            for new, old in tracker.refound if self.monitor.detected else []:  # one track from here on
+                for pid in track_people.pop(new, ()):
+                    track_people.setdefault(old, set()).add(pid)
+                    if pid > 0:
+                        visits[pid]["tracks"].discard(new)
             for pid, tid in zip(who, tracker.last_ids if self.monitor.detected else []):  # only fresh detections
                 track_people.setdefault(tid, set()).add(pid)
                 if pid > 0:

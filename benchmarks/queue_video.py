@@ -128,6 +128,11 @@ def run_scene(cfg, kind: str, calm: list[list], unhappy: list[list], folder: Pat
     def on_result(fr, res):
         if res.transition:
             transitions.append((res.t_s, res.transition))
+        for new, old in res.refound:  # a person back after a long gap: one track from here on
+            for pid in track_people.pop(new, ()):
+                track_people.setdefault(old, set()).add(pid)
+                if pid > 0:
+                    seen[pid]["tracks"].discard(new)
         for tr in res.tracks:
             pid = match(tr.box, truths[fr.index])
             track_people.setdefault(tr.id, set()).add(pid)

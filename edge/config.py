@@ -78,6 +78,11 @@ class TrackingConfig:
     smooth_s: float = 0.56
     min_hits: int = 1  # detections before a track counts as a person (the mood has its own guard: min_seen_s)
     min_look_similarity: float = 0.5  # after a gap of >= 1 s a detection continues a track only if it looks this alike (0: off)
+    # a person hidden longer than max_gap_s (reading their phone, someone passing in front) who
+    # comes back within this many seconds where they were keeps their track and their own level
+    # in the mood, if their first second back looks refind_similarity alike (0: off)
+    refind_s: float = 20.0
+    refind_similarity: float = 0.7  # how alike (looks' dot product); stricter than min_look_similarity: a wrong match hands a newcomer someone's level
     # in the window around a face being tracked, a detection this sure (below the detector's own
     # threshold) continues that face's track but never starts one (0: off)
     continue_score: float = 0.5
@@ -89,6 +94,9 @@ class TrackingConfig:
         _range(self.min_hits, 1, 10_000, f"{p}.min_hits", "an integer")
         _check(0 <= self.min_look_similarity < 1, f"{p}.min_look_similarity", self.min_look_similarity,
                "a number in [0, 1)")
+        _range(self.refind_s, 0, HOUR_S, f"{p}.refind_s")
+        _check(0 < self.refind_similarity < 1, f"{p}.refind_similarity", self.refind_similarity,
+               "a number between 0 and 1")
         _check(0 <= self.continue_score < 1, f"{p}.continue_score", self.continue_score, "a number in [0, 1)")
 
 

@@ -287,3 +287,68 @@ def test_looks_tell_faces_apart_through_camera_jitter(fer_faces):
     other = np.array([views[i][0] @ views[(i + 1) % len(views)][1] for i in range(len(views))])
     assert np.median(same) > 0.6 > 0.3 > np.median(other)
     assert np.mean(same > 0.5) > 0.8 and np.mean(other > 0.5) < 0.1
+
+
+def hidden_and_back(back_look, refind_s=20.0, hidden_s=8.0, near=True):
+    """A person seen for 4 s (look a), hidden for hidden_s (longer than max_gap_s), then a face
+    at the same spot (or across the frame) with back_look for 2 s: the tracker's ids of the
+    returning face over those 2 s, and the tracker."""
+    spot, elsewhere = BBox(200, 100, 80, 88), BBox(480, 300, 80, 88)
+    rng = np.random.default_rng(1)
+    a = rng.normal(size=324)
+    a /= np.linalg.norm(a)
+    tr = Tracker(TrackingConfig(max_gap_s=3.0, min_hits=1, refind_s=refind_s, refind_similarity=0.7))
+    for i in range(20):
+        tr.update(i * 0.2, [spot], [None], [a])
+    ids = []
+    for i in range(10):
+        tr.update(3.8 + hidden_s + i * 0.2, [spot if near else elsewhere], [None], [back_look(a)])
+        ids += tr.last_ids
+    return ids, tr
+
+
+def test_a_person_hidden_longer_than_max_gap_keeps_their_track_when_they_come_back():
+    """Hidden for 8 s (their phone, someone in front): the face that comes back at the same spot
+    looking like them is a new track for REFIND_AFTER_S, then continues the old one; someone
+    else there, the same person across the frame, or after refind_s stays a new track."""
+    from edge.pipeline.tracking import REFIND_AFTER_S
+
+    other = np.random.default_rng(2).normal(size=324)
+    other /= np.linalg.norm(other)
+    ids, tr = hidden_and_back(lambda a: a)
+    settle = int(REFIND_AFTER_S / 0.2)
+    assert ids[:settle] == [2] * settle and ids[settle:] == [1] * (10 - settle)
+    assert tr.tracks[1].first_t_s == 0.0 and 2 not in tr.tracks and not tr.lost
+    assert hidden_and_back(lambda a: other)[0] == [2] * 10  # someone else took the spot
+    assert hidden_and_back(lambda a: a, near=False)[0] == [2] * 10  # a look-alike elsewhere
+    assert hidden_and_back(lambda a: a, hidden_s=25.0)[0] == [2] * 10  # gone too long
+    assert hidden_and_back(lambda a: a, refind_s=0.0)[0] == [2] * 10  # refind off
+
+
+def test_a_person_who_comes_back_is_compared_with_their_own_level():
+    """Score "change": a person calm for their first seconds, hidden for 8 s, back unhappy, is
+    unhappy (their own calm level is remembered); without refind they would count as calm,
+    their unhappy look taken for their own level."""
+    from edge.config import load_config
+    from edge.pipeline.core import QueueMonitor
+
+    a = np.random.default_rng(1).normal(size=324)
+    a /= np.linalg.norm(a)
+    spot = BBox(200, 100, 80, 88)
+
+    def share_after_return(refind_s):
+        cfg = load_config(None, {"tracking.refind_s": refind_s, "schedule.detect_hz": 0.0,
+                                 "schedule.classify_hz": 0.0, "mood.score": "change"})
+        mon = QueueMonitor(cfg, list(LABELS))
+        t = 0.0
+        for p, until in ((0.1, 10.0), (None, 18.0), (0.8, 26.0)):  # calm, hidden, back unhappy
+            while t < until:
+                if p is None:
+                    mon.update(t, [], [])
+                else:
+                    mon.update(t, [spot], [neg_probs(p)], [a])
+                t += 0.2
+        return mon.share
+
+    assert share_after_return(20.0) == pytest.approx(1.0)
+    assert share_after_return(0.0) == 0.0

@@ -452,3 +452,41 @@ def test_edge_analyze_imports_neither_tensorflow_nor_matplotlib_up_front():
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'matplotlib', 'tqdm', 'train')]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=120)
+
+
+def test_a_person_back_after_a_long_gap_is_one_track_in_the_analysis(tmp_path):
+    """tracking.refind_s: a face hidden for 8 s that comes back at its place looking the same
+    continues its track, so tracks.csv has one person (the rows of its first second back folded
+    in), numbered 1; with refind off the same frames give two."""
+    from types import SimpleNamespace
+
+    from edge.config import load_config
+    from edge.ops.analyze import _Recorder
+    from edge.pipeline.core import FrameResult, QueueMonitor
+
+    look = np.random.default_rng(0).normal(size=324)
+    look /= np.linalg.norm(look)
+    spot, probs = BBox(200, 100, 80, 88), np.full(len(LABELS), 1 / len(LABELS), np.float32)
+
+    def people(refind_s):
+        out = tmp_path / f"refind{refind_s:g}"
+        out.mkdir()
+        mon = QueueMonitor(load_config(None, {"tracking.refind_s": refind_s, "schedule.detect_hz": 0.0,
+                                           "schedule.classify_hz": 0.0}), list(LABELS))
+        rec = _Recorder(out, list(LABELS), True, "csv")
+        for i in range(75):  # 5 fps: seen 4 s, hidden 8 s, back 3 s
+            t = i * 0.2
+            boxes = [] if 4.0 <= t < 12.0 else [spot]
+            tracks, mood, tr = mon.update(t, boxes, [probs] * len(boxes), [look] * len(boxes))
+            faces = [mon.tracker.tracks[tid] for tid in mon.tracker.last_ids] if boxes else []
+            res = FrameResult(i, t, len(boxes), tracks, mood, tr, mon.policy.state, faces=faces,
+                              refound=list(mon.tracker.refound))
+            rec.add(SimpleNamespace(index=i, t_s=t), res, "")
+        rec.timeline.close()
+        rec.write_tracks()
+        with (out / "tracks.csv").open() as fh:
+            return list(csv.DictReader(fh))
+
+    rows = people(20.0)
+    assert [(r["track_id"], r["frames"]) for r in rows] == [("1", "35")]  # 20 frames before, 15 after
+    assert len(people(0.0)) == 2

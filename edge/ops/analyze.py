@@ -145,6 +145,7 @@ class _Recorder:
                                    "h", *labels, "top", "confidence", "smoothed_top", "smoothed_confidence",
                                    *self.confirmed_col], fmt)
         self.tracks: dict = {}
+        self.numbered = 0  # track numbers given (a person back after a long gap folds into their old number)
         self.by_top = dict.fromkeys(labels, 0)  # face sightings per (smoothed) top emotion
         self.frame_rows: list[tuple] = []  # video: (t_s, faces, negative_share, counts per label)
         self.image_rows: dict[int, tuple] = {}  # images: file index -> (faces, mean probs or None)
@@ -163,6 +164,10 @@ class _Recorder:
             self.alerts[-1]["cleared_s"] = round(result.t_s, 3)
         n = len(self.labels)
         counts, probs_sum = np.zeros(n, np.int64), np.zeros(n, np.float64)
+        for new, old in result.refound if self.video else []:  # tracking.refind_s: the same person again
+            if new in self.tracks and old in self.tracks:  # timeline rows keep the number the face had then
+                back, st = self.tracks.pop(new), self.tracks[old]
+                st.frames, st.sum_probs, st.last_s = st.frames + back.frames, st.sum_probs + back.sum_probs, back.last_s
         for tr in result.faces:
             st = self._track(frame, tr.id, name)
             p = np.asarray(tr.latest, np.float64)
@@ -189,7 +194,8 @@ class _Recorder:
         # track ids restart with each image's fresh pipeline; number them across the folder
         key = track_id if self.video else (frame.index, track_id)
         if key not in self.tracks:
-            self.tracks[key] = _TrackStats(len(self.tracks) + 1, frame.t_s, frame.t_s, name,
+            self.numbered += 1
+            self.tracks[key] = _TrackStats(self.numbered, frame.t_s, frame.t_s, name,
                                            sum_probs=np.zeros(len(self.labels), np.float64))
         return self.tracks[key]
 

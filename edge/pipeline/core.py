@@ -38,6 +38,7 @@ class FrameResult:
     faces: list[Track] = field(default_factory=list)  # every track detected in this frame, confirmed or not
     detected: bool = True  # False: the schedule skipped the detector; tracks carry their last boxes
     classified: int = 0  # faces classified in this frame (the schedule picks which)
+    refound: list[tuple[int, int]] = field(default_factory=list)  # (new track id, the lost one it continues)
 
 
 class StageTimer:
@@ -71,7 +72,7 @@ class QueueMonitor:
 
     def __init__(self, cfg: Config, labels: list[str]):
         self.tracker = Tracker(cfg.tracking)
-        self.mood = MoodWindow(labels, cfg.mood)
+        self.mood = MoodWindow(labels, cfg.mood, keep_s=cfg.tracking.refind_s)
         self.policy = AlertPolicy(cfg.alert)
         self.schedule = Schedule(cfg.schedule)
         self.flip_in_turn, self.flip_below = cfg.schedule.flip_in_turn, cfg.schedule.flip_below
@@ -231,7 +232,7 @@ class Pipeline:
         # every face with a mood to show, confirmed or not (carried boxes between detector frames)
         faces = sorted((tr for tr in self.monitor.carried if tr.probs is not None), key=lambda tr: tr.id)
         return FrameResult(frame.index, frame.t_s, len(detections), tracks, mood, transition, self.policy.state, stage_s,
-                           faces, detect, self.monitor.classified)
+                           faces, detect, self.monitor.classified, list(self.tracker.refound) if detect else [])
 
 
 def load_parts(cfg: Config):

@@ -74,14 +74,19 @@ class Baseline:
 
 
 class MoodWindow:
-    """Remembers each counted track's latest smoothed state for `window_s` seconds."""
+    """Remembers each counted track's latest smoothed state for `window_s` seconds, and each
+    person's own level (score "change") for `keep_s` (the tracker's refind_s: a person hidden
+    for longer than the window who comes back on the same track is compared with their own
+    level, not with how they look on coming back)."""
 
-    def __init__(self, labels: list[str], cfg: MoodConfig | None = None):
+    def __init__(self, labels: list[str], cfg: MoodConfig | None = None, keep_s: float = 0.0):
         self.cfg = cfg or MoodConfig()
         self.labels = list(labels)
         self.negative = sorted({self.labels.index(n) for n in self.cfg.negative})
+        self.keep_s = max(keep_s, self.cfg.window_s)
         self._latest: dict[int, tuple[float, int, float, float]] = {}  # track id -> (t_s, top class, unhappy score, p negative)
-        self._base: dict[int, tuple[float, float, int]] = {}  # track id -> (t_s, sum, n) of its first negative probabilities
+        # track id -> (last seen t_s, sum, n, complete) of its negative probabilities until it first counted
+        self._base: dict[int, tuple[float, float, int, bool]] = {}
         self.baseline = Baseline(self.cfg.baseline_s)  # this camera's usual level (used when baseline_rise > 0)
 
     def counts_as_face(self, tr: Track) -> bool:
@@ -95,7 +100,7 @@ class MoodWindow:
             return p
         if p >= self.cfg.unhappy_above:
             return 1.0
-        _, total, n = self._base[tr.id]
+        _, total, n, _ = self._base[tr.id]
         return min(1.0, max(0.0, p - total / n) / FULL_RISE)
 
     def update(self, t_s: float, tracks: list[Track], calm: bool = True) -> Mood:
@@ -103,14 +108,15 @@ class MoodWindow:
         for tr in tracks:
             if tr.probs is None:
                 continue
-            if tr.id not in self._latest:  # the person's own level: until they count, and the first frame they do
-                _, total, n = self._base.get(tr.id, (t_s, 0.0, 0))
-                self._base[tr.id] = (t_s, total + float(tr.probs[self.negative].sum()), n + 1)
+            _, total, n, complete = self._base.get(tr.id, (t_s, 0.0, 0, False))
+            if not complete:  # the person's own level: until they count, and the first frame they do
+                total, n = total + float(tr.probs[self.negative].sum()), n + 1
+            self._base[tr.id] = (t_s, total, n, complete or self.counts_as_face(tr))
             if self.counts_as_face(tr):
                 self._latest[tr.id] = (t_s, tr.top, self.face_score(tr), float(tr.probs[self.negative].sum()))
         for tid in [tid for tid, (t, _, _, _) in self._latest.items() if t_s - t > self.cfg.window_s]:
             del self._latest[tid]
-        for tid in [tid for tid, (t, _, _) in self._base.items() if t_s - t > self.cfg.window_s and tid not in self._latest]:
+        for tid in [tid for tid, (t, *_) in self._base.items() if t_s - t > self.keep_s and tid not in self._latest]:
             del self._base[tid]
         counts = dict.fromkeys(self.labels, 0)
         negative = 0.0

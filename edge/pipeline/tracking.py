@@ -9,6 +9,13 @@ for REPLACE_GAP_S or more continues only with a detection that looks like it (do
 >= min_look_similarity), so the next person in a queue spot starts a new track even when the
 gap between them is shorter than max_gap_s. Shorter gaps (a missed frame or two) are not
 checked: nobody walks out and another in that fast, and each check can split a track.
+
+People who come back: a confirmed track unseen for longer than max_gap_s is kept aside as
+lost for up to refind_s. A new track that starts near a lost track's last box is compared with
+it once, after REFIND_AFTER_S of its own looks (one look is too noisy; one decision per
+newcomer keeps the chance of taking over someone else's track small): at least
+refind_similarity alike, and it continues the lost track, id and first sighting included, so
+the mood still knows the person's own level.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ from edge.config import TrackingConfig
 from edge.pipeline.geometry import BBox
 
 REPLACE_GAP_S = 1.0  # the shortest gap in which one person can leave a spot and another take it
+REFIND_AFTER_S = 1.0  # a new track is compared with the lost tracks near it once it has been seen this long
 
 
 @dataclass
@@ -39,6 +47,7 @@ class Track:
     classified_t_s: float | None = None  # when the newest prediction was made (a schedule skips frames)
     look: np.ndarray | None = field(default=None)  # appearance (unit vector), smoothed
     confirmed: bool = False  # has had min_hits detections: counts as a person
+    lost_near: list[int] | None = None  # new track: ids of the lost tracks near where it began, until compared
 
     @property
     def top(self) -> int:
@@ -61,6 +70,8 @@ class Tracker:
     def __init__(self, cfg: TrackingConfig | None = None):
         self.cfg = cfg or TrackingConfig()
         self.tracks: dict[int, Track] = {}
+        self.lost: dict[int, Track] = {}  # confirmed tracks unseen for more than max_gap_s, for up to refind_s
+        self.refound: list[tuple[int, int]] = []  # (new id, the lost id it continues) in the last update
         self.seen: list[Track] = []  # every track detected in the last frame, confirmed or not, by id
         self.last_ids: list[int] = []  # the track id of each detection in the last update, in detection order
         self._next_id = 1
@@ -121,16 +132,21 @@ class Tracker:
         classified this frame) and optionally their looks; returns the confirmed tracks
         seen in this frame."""
         for tid in [tid for tid, tr in self.tracks.items() if t_s - tr.last_t_s > self.cfg.max_gap_s]:
-            del self.tracks[tid]
+            tr = self.tracks.pop(tid)
+            if tr.confirmed and tr.look is not None and self.cfg.refind_s > self.cfg.max_gap_s:
+                self.lost[tid] = tr
+        for tid in [tid for tid, tr in self.lost.items() if t_s - tr.last_t_s > self.cfg.refind_s]:
+            del self.lost[tid]
         for tr in self.tracks.values():
             tr.frames += 1
         looks = looks if looks is not None else [None] * len(boxes)
         matched = self._match(boxes, looks, t_s)
-        self.seen, self.last_ids = [], []
+        self.seen, self.last_ids, self.refound = [], [], []
         for di, box in enumerate(boxes):
             tid = matched.get(di)
             if tid is None:
                 tr = Track(self._next_id, box, None, t_s, t_s)
+                tr.lost_near = [lid for lid, lt in self.lost.items() if _near(lt.box, box, self.cfg.iou_match)] or None
                 self.tracks[tr.id] = tr
                 self._next_id += 1
             else:
@@ -139,6 +155,8 @@ class Tracker:
                 tr.hits += 1
             self.observe(tr, t_s, probs[di])
             self._remember_look(tr, looks[di])
+            if tr.lost_near is not None and t_s - tr.first_t_s >= REFIND_AFTER_S:
+                tr = self._refind(tr)
             self.last_ids.append(tr.id)
             tr.confirmed = tr.hits >= self.cfg.min_hits
             self.seen.append(tr)
@@ -146,8 +164,36 @@ class Tracker:
         self.seen.sort(key=lambda tr: tr.id)
         return confirmed
 
+    def _refind(self, new: Track) -> Track:
+        """Compare a new track with the lost tracks near where it began, once: the most alike,
+        if alike enough, takes it over (its id and history, the newcomer's box and state)."""
+        near = [self.lost[lid] for lid in new.lost_near if lid in self.lost]
+        new.lost_near = None
+        if new.look is None or not near:
+            return new
+        old = max(near, key=lambda tr: float(tr.look @ new.look))
+        if float(old.look @ new.look) < self.cfg.refind_similarity:
+            return new
+        del self.lost[old.id], self.tracks[new.id]
+        old.box, old.last_t_s = new.box, new.last_t_s
+        old.hits, old.frames = old.hits + new.hits, old.frames + new.frames
+        if new.probs is not None:  # what the person looks like now, not before they were hidden
+            old.probs, old.latest, old.classified_t_s = new.probs, new.latest, new.classified_t_s
+            old.classified += new.classified
+        old.look = new.look
+        old.confirmed = old.confirmed or new.confirmed
+        self.tracks[old.id] = old
+        self.refound.append((new.id, old.id))
+        return old
+
     def _remember_look(self, tr: Track, look: np.ndarray | None) -> None:
         if look is None:
             return
         v = look if tr.look is None else 0.7 * tr.look + 0.3 * look  # follows slow changes (pose, light)
         tr.look = v / max(float(np.linalg.norm(v)), 1e-6)
+
+
+def _near(last: BBox, box: BBox, iou_match: float) -> bool:
+    """A box about where a lost track was last seen: overlapping it, or its centre inside it."""
+    cx, cy = box.center
+    return last.iou(box) >= iou_match or (last.x <= cx <= last.x + last.w and last.y <= cy <= last.y + last.h)

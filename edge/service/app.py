@@ -169,6 +169,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
                 result = pipeline.process(frame)
                 frames += 1
                 track_ids.update(t.id for t in result.tracks)
+                track_ids.difference_update(new for new, _ in result.refound)  # the same person, back
                 if result.transition:
                     alerts += result.transition == "raised"
                     event = make_event(result.transition, result, device)
