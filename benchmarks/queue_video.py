@@ -5,7 +5,9 @@ A scene has three spots at queue distance (faces 48-64 px wide in a 640x480 fram
 (whole heads: FER2013 val faces blended into a head with hair, ears, neck and clothes, as in
 heads.py, picked only if the configured detector finds them steadily there) arrive, drift a
 few pixels and leave; in the unhappy period two of the three either turn unhappy (their face
-is swapped for an unhappy one and back) or leave and are replaced by unhappy newcomers. Calm
+is swapped for an unhappy one and back) or leave and are replaced by unhappy newcomers; in the
+'hide' scene they turn, and three people are hidden for 7 s each (a phone, someone passing in
+front: longer than tracking.max_gap_s), one while calm and the two unhappy ones while unhappy. Calm
 or unhappy follows the FER+ annotators' majority when a votes file is given, else FER2013's
 folder label.
 """
@@ -33,22 +35,25 @@ class Visit:
     start_s: float
     end_s: float
     faces: list[tuple[float, int]] = field(default_factory=list)  # (from t_s, face index), in order
+    hidden: list[tuple[float, float]] = field(default_factory=list)  # (from, to) t_s: in the spot, face not visible
 
     def face_at(self, t: float) -> int:
         return [f for s, f in self.faces if s <= t][-1]
 
 
 def script(kind: str, calm: list[list[int]], unhappy: list[list[int]]) -> tuple[list[Visit], list[tuple[float, float]]]:
-    """Who stands where showing which face, for a scene kind: 'turn', 'arrive' or 'calm'.
+    """Who stands where showing which face, for a scene kind: 'turn', 'hide', 'arrive' or 'calm'.
     calm[spot] / unhappy[spot]: face indices that spot may show, used in order."""
     c, u = [iter(x) for x in calm], [iter(x) for x in unhappy]
     end = 2 * CALM_S + UNHAPPY_S
     s0, s1 = CALM_S, CALM_S + UNHAPPY_S
     visits = [Visit(1, 0, 0.0, end, [(0.0, next(c[0]))]), Visit(2, 1, 0.0, 35.0, [(0.0, next(c[1]))]),
               Visit(3, 1, 37.0, end, [(37.0, next(c[1]))]), Visit(4, 2, 0.0, end, [(0.0, next(c[2]))])]
-    if kind == "turn":
+    if kind in ("turn", "hide"):
         for v in (visits[0], visits[2]):
             v.faces += [(s0, next(u[v.spot])), (s1, v.faces[0][1])]
+        if kind == "hide":  # hidden while calm, then each unhappy person in turn while unhappy
+            visits[3].hidden, visits[0].hidden, visits[2].hidden = [(20.0, 27.0)], [(s0 + 10, s0 + 17)], [(s0 + 28, s0 + 35)]
         return visits, [(s0, s1)]
     if kind == "arrive":
         visits[0].end_s = visits[2].end_s = s0
@@ -66,7 +71,7 @@ def frame(t: float, i: int, visits: list[Visit], heads: list):
     img = background(i)
     truth = []
     for v in visits:
-        if not v.start_s <= t < v.end_s:
+        if not v.start_s <= t < v.end_s or any(a <= t < b for a, b in v.hidden):
             continue
         x, y, w = SPOTS[v.spot]
         x += int(round(4 * math.sin(t / 3 + v.pid)))

@@ -356,7 +356,9 @@ def to_markdown(r: dict) -> str:
                   f"{min(w for *_, w in SPOTS)}-{max(w for *_, w in SPOTS)} px wide in {W}x{H}, picked only if the "
                   "detector finds them there; 60 s calm, 60 s unhappy (two of three "
                   "people turn unhappy, or leave and unhappy newcomers arrive), 60 s calm; the calm scene has no "
-                  "unhappy period. A person is followed through the tracked boxes that overlap their face.", "",
+                  "unhappy period; the hide scene is the turn scene with one person hidden for 7 s while calm and each "
+                  "unhappy one for 7 s while unhappy. A person is followed through the tracked boxes that overlap "
+                  "their face.", "",
                   common.md_table(["scene", "seconds", "alerts (t s)", "false alarms", "alerted", "TTA s", "TTC s",
                                    "people >= 10 s", "one track", "identity swaps"],
                                   [[v["scene"], _f(v["seconds"], 0),
@@ -416,8 +418,9 @@ def main(argv=None) -> int:
     ap.add_argument("--sweep-hours", type=float, default=3.0, help="hours per sweep run, calm and mixed (0: no sweep)")
     ap.add_argument("--raise-shares", type=float, nargs="+", default=[0.3, 0.4, 0.5, 0.6])
     ap.add_argument("--raise-afters", type=float, nargs="+", default=[3.0, 5.0, 8.0])
-    ap.add_argument("--videos", nargs="*", default=["turn", "arrive", "calm"], choices=["turn", "arrive", "calm"],
-                    help="rendered scenes to run through the whole pipeline (none: --videos with no names)")
+    ap.add_argument("--videos", nargs="*", default=["turn", "arrive", "calm"], choices=["turn", "hide", "arrive", "calm"],
+                    help="rendered scenes to run through the whole pipeline (none: --videos with no names; 'hide': "
+                         "the turn scene with three people hidden for 7 s each, not run by default)")
     ap.add_argument("--variants", nargs="*", default=None, help="only sweep mood variants whose name has one of these words")
     ap.add_argument("--fps", type=float, default=5.0)
     ap.add_argument("--miss-rate", type=float, default=0.05)

@@ -227,16 +227,29 @@ def test_bad_data_folder_is_one_sentence(tmp_path, capsys):
     assert err.startswith("error: ") and "--data" in err and "Traceback" not in err
 
 
-@pytest.mark.parametrize("kind", ["turn", "arrive", "calm"])
+@pytest.mark.parametrize("kind", ["turn", "hide", "arrive", "calm"])
 def test_rendered_scene_scripts_hold_the_truth(kind):
     """The rendered scenes' scripts: during the unhappy period two of the three people in view
-    show an unhappy face (turned, or newcomers), outside it nobody does."""
-    from benchmarks.queue_video import CALM_S, UNHAPPY_S, script
+    show an unhappy face (turned, or newcomers), outside it nobody does; in the hide scene three
+    people are out of sight for 7 s each (longer than tracking.max_gap_s), two while unhappy."""
+    from benchmarks.heads import Head
+    from benchmarks.queue_video import CALM_S, UNHAPPY_S, frame, script
+    from edge.config import TrackingConfig
 
     calm, unhappy = [[0, 1, 2], [3, 4, 5], [6, 7, 8]], [[10, 11], [12, 13], [14, 15]]
     visits, periods = script(kind, calm, unhappy)
     assert periods == ([] if kind == "calm" else [(CALM_S, CALM_S + UNHAPPY_S)])
+    hidden = [(v, a, b) for v in visits for a, b in v.hidden]
+    assert len(hidden) == (3 if kind == "hide" else 0)
+    assert all(b - a > TrackingConfig().max_gap_s for _, a, b in hidden)
+    assert sum(any(s <= a and b <= e for s, e in periods) for _, a, b in hidden) == (2 if kind == "hide" else 0)
+    heads = [Head(np.full((80, 60, 3), 128, np.uint8), (10.0, 10.0, 40.0, 50.0), "test")] * 16
+    for v, a, b in hidden:  # out of the frame's truth while hidden, back after
+        for t, seen in ((a + 1, False), (b + 1, True)):
+            assert (v.pid in [p for p, *_ in frame(t, 0, visits, heads)[1]]) == seen
     for t in np.arange(0, 2 * CALM_S + UNHAPPY_S, 0.5):
+        if kind == "hide":
+            continue  # the same faces as the turn scene, fewer of them in view while someone is hidden
         shown = [v.face_at(t) for v in visits if v.start_s <= t < v.end_s]
         n_unhappy = sum(f >= 10 for f in shown)
         inside = any(s + 5 <= t < e for s, e in periods)  # newcomers take up to 4 s to arrive
