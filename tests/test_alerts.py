@@ -352,3 +352,22 @@ def test_a_person_who_comes_back_is_compared_with_their_own_level():
 
     assert share_after_return(20.0) == pytest.approx(1.0)
     assert share_after_return(0.0) == 0.0
+
+
+def test_a_newcomer_taken_for_someone_back_is_not_counted_twice():
+    """With mood.min_seen_s under REFIND_AFTER_S a face counts before the tracker knows it is
+    someone back; once it does, only the person's own track is in the mood."""
+    from edge.config import load_config
+    from edge.pipeline.core import QueueMonitor
+
+    a = np.random.default_rng(1).normal(size=324)
+    a /= np.linalg.norm(a)
+    spot = BBox(200, 100, 80, 88)
+    cfg = load_config(None, {"mood.min_seen_s": 0.0, "schedule.detect_hz": 0.0, "schedule.classify_hz": 0.0})
+    mon = QueueMonitor(cfg, list(LABELS))
+    faces, t = [], 0.0
+    for seen, until in ((True, 4.0), (False, 12.0), (True, 15.0)):
+        while t < until:
+            faces.append(mon.update(t, [spot] if seen else [], [neg_probs(0.1)] * seen, [a] * seen)[1].faces)
+            t += 0.2
+    assert max(faces) == 1 and faces[-1] == 1 and mon.tracker.tracks.keys() == {1}

@@ -109,6 +109,8 @@ class QueueMonitor:
         if detect:
             self.schedule.detected(t_s)
             self.tracker.update(t_s, boxes, [None] * len(boxes), looks)
+            for new, _ in self.tracker.refound:
+                self.mood.forget(new)
             self.carried = [self.tracker.tracks[tid] for tid in self.tracker.last_ids]
             due = self.schedule.due(t_s, self.carried)
             if not callable(probs):

@@ -103,6 +103,12 @@ class MoodWindow:
         _, total, n, _ = self._base[tr.id]
         return min(1.0, max(0.0, p - total / n) / FULL_RISE)
 
+    def forget(self, track_id: int) -> None:
+        """A track that turned out to be someone already known (the tracker's refind): only
+        the person's own track counts from now on."""
+        self._latest.pop(track_id, None)
+        self._base.pop(track_id, None)
+
     def update(self, t_s: float, tracks: list[Track], calm: bool = True) -> Mood:
         """calm: no alert is raised (the baseline learns only then)."""
         for tr in tracks:
