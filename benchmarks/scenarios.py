@@ -34,7 +34,7 @@ from edge.errors import UserError
 
 NAME = "scenarios"
 # The settings shipped before this benchmark existed: the sweep's reference row.
-LEGACY = {"tracking.max_gap_s": 1.5, "tracking.min_look_similarity": 0.0,
+LEGACY = {"tracking.max_gap_s": 1.5, "tracking.min_look_similarity": 0.0, "tracking.refind_s": 0.0,
           "mood.score": "votes", "mood.window_s": 10.0, "mood.min_seen_s": 0.0, "mood.min_seen_share": 0.0,
           "alert.raise_share": 0.5, "alert.clear_share": 0.3, "alert.raise_after_s": 5.0, "alert.clear_after_s": 5.0}
 TARGETS = [  # from the issue: (scenario kind, metric, op, value), 3 faces; false alarms over all calm time
