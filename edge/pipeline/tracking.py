@@ -91,9 +91,10 @@ class Tracker:
                 if not self._same_look(tr, looks[di], t_s):
                     continue
                 iou = tr.box.iou(b)
-                cx, cy = b.center
-                inside = tr.box.x <= cx <= tr.box.x + tr.box.w and tr.box.y <= cy <= tr.box.y + tr.box.h
-                score = iou if iou >= self.cfg.iou_match else (self.cfg.iou_match * 0.5 if inside else 0.0)
+                if iou >= self.cfg.iou_match:
+                    score = iou
+                else:
+                    score = self.cfg.iou_match * 0.5 if _centre_inside(b, tr.box) else 0.0
                 if score > 0:
                     pairs.append((score, di, tid))
         matched: dict[int, int] = {}
@@ -193,7 +194,11 @@ class Tracker:
         tr.look = v / max(float(np.linalg.norm(v)), 1e-6)
 
 
+def _centre_inside(box: BBox, outer: BBox) -> bool:
+    cx, cy = box.center
+    return outer.x <= cx <= outer.x + outer.w and outer.y <= cy <= outer.y + outer.h
+
+
 def _near(last: BBox, box: BBox, iou_match: float) -> bool:
     """A box about where a lost track was last seen: overlapping it, or its centre inside it."""
-    cx, cy = box.center
-    return last.iou(box) >= iou_match or (last.x <= cx <= last.x + last.w and last.y <= cy <= last.y + last.h)
+    return last.iou(box) >= iou_match or _centre_inside(box, last)
