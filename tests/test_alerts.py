@@ -307,7 +307,7 @@ def hidden_and_back(back_look, refind_s=20.0, hidden_s=8.0, near=True):
     return ids, tr
 
 
-def test_a_person_hidden_longer_than_max_gap_keeps_their_track_when_they_come_back():
+def test_a_person_hidden_longer_than_max_gap_keeps_their_track_when_they_come_back(caplog):
     """Hidden for 8 s (their phone, someone in front): the face that comes back at the same spot
     looking like them is a new track for REFIND_AFTER_S, then continues the old one; someone
     else there, the same person across the frame, or after refind_s stays a new track."""
@@ -315,7 +315,9 @@ def test_a_person_hidden_longer_than_max_gap_keeps_their_track_when_they_come_ba
 
     other = np.random.default_rng(2).normal(size=324)
     other /= np.linalg.norm(other)
-    ids, tr = hidden_and_back(lambda a: a)
+    with caplog.at_level("DEBUG", logger="edge.tracking"):
+        ids, tr = hidden_and_back(lambda a: a)
+    assert "track #2 is #1 back after 8.0 s out of sight (looks 1.00 alike)" in caplog.text  # edge run -v shows it
     settle = int(REFIND_AFTER_S / 0.2)
     assert ids[:settle] == [2] * settle and ids[settle:] == [1] * (10 - settle)
     assert tr.tracks[1].first_t_s == 0.0 and 2 not in tr.tracks and not tr.lost

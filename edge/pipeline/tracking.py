@@ -20,6 +20,7 @@ the mood still knows the person's own level.
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass, field
 from typing import Sequence
@@ -29,6 +30,7 @@ import numpy as np
 from edge.config import TrackingConfig
 from edge.pipeline.geometry import BBox
 
+log = logging.getLogger("edge.tracking")
 REPLACE_GAP_S = 1.0  # the shortest gap in which one person can leave a spot and another take it
 REFIND_AFTER_S = 1.0  # a new track is compared with the lost tracks near it once it has been seen this long
 
@@ -176,6 +178,8 @@ class Tracker:
         if float(old.look @ new.look) < self.cfg.refind_similarity:
             return new
         del self.lost[old.id], self.tracks[new.id]
+        log.debug("track #%d is #%d back after %.1f s out of sight (looks %.2f alike)", new.id, old.id,
+                  new.first_t_s - old.last_t_s, float(old.look @ new.look))
         old.box, old.last_t_s = new.box, new.last_t_s
         old.hits, old.frames = old.hits + new.hits, old.frames + new.frames
         if new.probs is not None:  # what the person looks like now, not before they were hidden
