@@ -80,7 +80,7 @@ class TrackingConfig:
     min_look_similarity: float = 0.5  # after a gap of >= 1 s a detection continues a track only if it looks this alike (0: off)
     # a person hidden longer than max_gap_s (reading their phone, someone passing in front) who
     # comes back within this many seconds where they were keeps their track and their own level
-    # in the mood, if their first second back looks refind_similarity alike (0: off)
+    # in the mood, if their first second back looks refind_similarity alike (off at or below max_gap_s, e.g. 0)
     refind_s: float = 20.0
     refind_similarity: float = 0.7  # how alike (looks' dot product); stricter than min_look_similarity: a wrong match hands a newcomer someone's level
     # in the window around a face being tracked, a detection this sure (below the detector's own
