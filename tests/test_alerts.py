@@ -373,3 +373,27 @@ def test_a_newcomer_taken_for_someone_back_is_not_counted_twice():
             faces.append(mon.update(t, [spot] if seen else [], [neg_probs(0.1)] * seen, [a] * seen)[1].faces)
             t += 0.2
     assert max(faces) == 1 and faces[-1] == 1 and mon.tracker.tracks.keys() == {1}
+
+
+def test_people_are_counted_without_keeping_every_id():
+    """edge run's people count over months: 500 people one after another at one spot, one of
+    them hidden for 8 s and back: 500 counted, and the ids remembered stay few."""
+    from edge.pipeline.tracking import PeopleCount
+
+    rng = np.random.default_rng(3)
+    tr, people, t = Tracker(TrackingConfig(max_gap_s=3.0, min_hits=1)), PeopleCount(), 0.0
+    spot = BBox(200, 100, 80, 88)
+    most = 0
+    for person in range(500):
+        look = rng.normal(size=324)
+        look /= np.linalg.norm(look)
+        hidden = (t + 2.0, t + 10.0) if person == 7 else (0.0, 0.0)
+        end = t + (14.0 if person == 7 else 4.0)
+        while t < end:
+            boxes = [] if hidden[0] <= t < hidden[1] else [spot]
+            tracks = tr.update(t, boxes, [None] * len(boxes), [look] * len(boxes))
+            people.update(tr, tracks, tr.refound)
+            most = max(most, len(people._known))
+            t += 0.2
+        t += 5.0  # the spot stays empty: the next person is a new track
+    assert people.count == 500 and most < 100

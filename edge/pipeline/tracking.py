@@ -198,6 +198,28 @@ class Tracker:
         tr.look = v / max(float(np.linalg.norm(v)), 1e-6)
 
 
+class PeopleCount:
+    """Distinct people (confirmed tracks) seen over a run, without keeping every id a run of
+    months has given out: only ids the tracker may still report are remembered."""
+
+    def __init__(self):
+        self.count = 0
+        self._known: set[int] = set()
+
+    def update(self, tracker: Tracker, tracks: list[Track], refound: list[tuple[int, int]]) -> None:
+        """tracks: a frame's confirmed tracks; refound: its (new id, old id) pairs (FrameResult)."""
+        for tr in tracks:
+            if tr.id not in self._known:
+                self._known.add(tr.id)
+                self.count += 1
+        for new, _ in refound:  # someone back: counted once already
+            if new in self._known:
+                self._known.discard(new)
+                self.count -= 1
+        if len(self._known) > 2 * (len(tracker.tracks) + len(tracker.lost)) + 64:
+            self._known &= tracker.tracks.keys() | tracker.lost.keys()  # ids are never given out again
+
+
 def _centre_inside(box: BBox, outer: BBox) -> bool:
     cx, cy = box.center
     return outer.x <= cx <= outer.x + outer.w and outer.y <= cy <= outer.y + outer.h

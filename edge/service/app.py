@@ -25,6 +25,7 @@ from datetime import datetime, timezone
 from edge.config import Config
 from edge.paths import expand_path
 from edge.pipeline.core import load_parts
+from edge.pipeline.tracking import PeopleCount
 
 log = logging.getLogger("edge")
 STATE_EVERY_S = 5.0  # how often sinks that show live values (Home Assistant) get the current mood
@@ -137,7 +138,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     stop.install()
     writer = None
     frames = alerts = 0
-    track_ids: set[int] = set()
+    people = PeopleCount()
     started = next_state = time.monotonic()
     cpu_started = time.process_time()
     watchdog = Watchdog()
@@ -168,8 +169,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
                 camera.frame()
                 result = pipeline.process(frame)
                 frames += 1
-                track_ids.update(t.id for t in result.tracks)
-                track_ids.difference_update(new for new, _ in result.refound)  # the same person, back
+                people.update(pipeline.tracker, result.tracks, result.refound)
                 if result.transition:
                     alerts += result.transition == "raised"
                     event = make_event(result.transition, result, device)
@@ -192,7 +192,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
         if writer is not None:
             writer.close()
     elapsed = time.monotonic() - started
-    summary = {"frames": frames, "tracks": len(track_ids), "alerts_raised": alerts, "seconds": round(elapsed, 2),
+    summary = {"frames": frames, "tracks": people.count, "alerts_raised": alerts, "seconds": round(elapsed, 2),
                "fps": round(frames / elapsed, 2) if elapsed > 0 else 0.0, "dropped_frames": source.dropped,
                "cpu_share_of_core": round((time.process_time() - cpu_started) / elapsed, 2) if elapsed > 0 else None,
                "stage_ms": {k: round(v, 2) for k, v in pipeline.timer.medians_ms().items()}, "runtime": classifier.runtime.describe(),
