@@ -244,11 +244,8 @@ class Simulation:
             share[i], faces[i] = mood.negative_share, mood.faces
             if tr:
                 transitions.append((t, tr))
-            for new, old in tracker.refound if self.monitor.detected else []:  # one track from here on
-                for pid in track_people.pop(new, ()):
-                    track_people.setdefault(old, set()).add(pid)
-                    if pid > 0:
-                        visits[pid]["tracks"].discard(new)
+            if self.monitor.detected:
+                fold_refound(tracker.refound, track_people, visits)
             for pid, tid in zip(who, tracker.last_ids if self.monitor.detected else []):  # only fresh detections
                 track_people.setdefault(tid, set()).add(pid)
                 if pid > 0:
@@ -256,6 +253,16 @@ class Simulation:
                     v["last"] = t
                     v["tracks"].add(tid)
         return SimResult(sc, t_s, share, faces, periods, transitions, visits, track_people, *counts)
+
+
+def fold_refound(refound: list[tuple[int, int]], track_people: dict[int, set], visits: dict[int, dict]) -> None:
+    """A person the tracker found again after a long gap (tracking.refind_s) is on one track
+    from then on: the short new track they had is folded into the old one."""
+    for new, old in refound:
+        for pid in track_people.pop(new, ()):
+            track_people.setdefault(old, set()).add(pid)
+            if pid > 0:
+                visits[pid]["tracks"].discard(new)
 
 
 def replay(policy, res: SimResult) -> list[tuple[float, str]]:

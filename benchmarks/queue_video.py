@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.queue_sim import CALM, UNHAPPY, SimResult, Scenario, identity, score
+from benchmarks.queue_sim import CALM, UNHAPPY, SimResult, Scenario, fold_refound, identity, score
 from edge.labels import LABELS
 
 FPS = 5.0
@@ -133,11 +133,7 @@ def run_scene(cfg, kind: str, calm: list[list], unhappy: list[list], folder: Pat
     def on_result(fr, res):
         if res.transition:
             transitions.append((res.t_s, res.transition))
-        for new, old in res.refound:  # a person back after a long gap: one track from here on
-            for pid in track_people.pop(new, ()):
-                track_people.setdefault(old, set()).add(pid)
-                if pid > 0:
-                    seen[pid]["tracks"].discard(new)
+        fold_refound(res.refound, track_people, seen)
         for tr in res.tracks:
             pid = match(tr.box, truths[fr.index])
             track_people.setdefault(tr.id, set()).add(pid)

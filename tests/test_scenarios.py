@@ -312,3 +312,13 @@ def test_rendered_scene_puts_whole_heads_where_the_detector_finds_them(fer_faces
     assert img.shape == (480, 640, 3) and [w for *_, w, _ in truth] == [w for *_, w in SPOTS]
     found = sorted(match(d.box, truth) for d in detector.detect(img))
     assert found == [1, 2, 3]
+
+
+def test_a_person_found_again_is_one_track_in_the_identity_figures():
+    """fold_refound: the short track a person had on coming back folds into their old one, so
+    `identity` counts them on one track, and the old track is not given to anyone else."""
+    from benchmarks.queue_sim import fold_refound
+
+    track_people, visits = {2: {1}, 5: {1}, 6: {3}}, {1: {"tracks": {2, 5}}, 3: {"tracks": {6}}}
+    fold_refound([(5, 2)], track_people, visits)
+    assert track_people == {2: {1}, 6: {3}} and visits == {1: {"tracks": {2}}, 3: {"tracks": {6}}}
