@@ -292,6 +292,7 @@ def test_head_detection_benchmark_writes_recall_per_width(fer_faces, tmp_path):
     assert r.returncode == 0, r.stderr
     report = json.loads((out / "head_detection.json").read_text())
     full = report["setups"]["full_range"]
+    assert full["fer_accuracy_of_found_by_width"]  # some FER heads were found and classified
     assert full["ferplus_accuracy_of_found_by_width"] == full["fer_accuracy_of_found_by_width"]
     assert "FER+ majority" in report["expression_truth"] and "8 of the 8" in report["expression_truth"]
     assert "against the FER+ majority of ten annotators" in (out / "head_detection.md").read_text()
