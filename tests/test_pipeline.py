@@ -1,7 +1,6 @@
 """The whole edge pipeline driven from videos built from real faces."""
 
 import json
-import threading
 import time
 
 import numpy as np

@@ -223,7 +223,6 @@ class Pipeline:
             spent[0] += time.perf_counter() - t
             return out
 
-        t2 = time.perf_counter()
         tracks, mood, transition = self.monitor.update(frame.t_s, boxes if detect else None, classify, looks)
         if self.monitor.detected and self.monitor.schedule.still_hz > 0:
             found = len(boxes) - self.carried_n

@@ -26,6 +26,7 @@ from edge.config import Config
 from edge.paths import expand_path
 from edge.pipeline.core import load_parts
 from edge.pipeline.tracking import PeopleCount
+from edge.sinks.base import AlertEvent
 
 log = logging.getLogger("edge")
 STATE_EVERY_S = 5.0  # how often sinks that show live values (Home Assistant) get the current mood
@@ -38,14 +39,12 @@ class RunOptions:
     preview: str | None = None  # path of an annotated video to write (debugging only)
 
 
-def make_event(kind: str, result, device: str) -> "AlertEvent":
+def make_event(kind: str, result, device: str) -> AlertEvent:
     return _event(kind, result.t_s, device, round(result.mood.negative_share, 4), result.mood.faces, result.mood.counts)
 
 
 def _event(kind: str, t_s: float, device: str, negative_share: float = 0.0, faces: int = 0,
-           counts: dict | None = None) -> "AlertEvent":
-    from edge.sinks.base import AlertEvent
-
+           counts: dict | None = None) -> AlertEvent:
     return AlertEvent(kind=kind, t_s=round(t_s, 3), wall_time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                       negative_share=negative_share, faces=faces, counts=counts or {}, device=device,
                       event_id=uuid.uuid4().hex)
