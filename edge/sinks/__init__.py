@@ -20,7 +20,7 @@ keyword-only options after `*` are not in the config file; tests use them to sho
 `build_sinks(sinks_cfg: SinksConfig, device_name: str) -> Fanout` makes the log sink plus every
 configured section. `Fanout.send/flush` only enqueue: each sink has a worker thread with a
 bounded queue that calls it, flushes it periodically, and catches, logs and counts
-(`Fanout.failures`) every exception; `Fanout.close` is bounded in time; `Fanout.stats()` gives
+(`Fanout.failures`) every exception, and a sink counts its own failed deliveries (`Sink.failed`); `Fanout.close` is bounded in time; `Fanout.stats()` gives
 per-sink delivery counts and `Fanout.check()` each sink's one-line status.
 """
 

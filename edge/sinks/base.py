@@ -34,6 +34,7 @@ class Sink:
 
     key = ""
     delivered = 0  # events (messages, for MQTT) the sink handed over successfully
+    failed = 0  # delivery attempts that failed inside the sink (refused, unreachable, non-zero exit)
     Config: type | None = None  # the [sinks.<key>] dataclass; None: always on, no section
     order = 50  # send order: local records first, then the network, then actuators
     spooled = False  # True: undelivered events wait in a Spool at <spool_dir>/<key>

@@ -109,7 +109,7 @@ class Fanout:
         self.sinks = list(sinks)
         self.device_name = device_name
         self.close_timeout_s = close_timeout_s
-        self.failures: Counter[str] = Counter()  # sink key -> exceptions caught
+        self.failures: Counter[str] = Counter()  # sink key -> exceptions caught (failure_counts() adds the sink's own)
         self._lock = threading.Lock()
         self._workers = [_Worker(s, self, queue_max, flush_every_s) for s in self.sinks]
         self._closed = False
@@ -165,6 +165,10 @@ class Fanout:
                             w.sink.key, self.close_timeout_s, len(left) - lost, lost)
                 self.call(w.sink, "abort")
 
+    def failure_counts(self) -> dict[str, int]:
+        """Per sink: failed deliveries, the sink's own count plus the exceptions caught here."""
+        return {s.key: self.failures[s.key] + s.failed for s in self.sinks if self.failures[s.key] + s.failed}
+
     def stats(self) -> dict[str, dict]:
         """Per sink: sent, delivered, spooled (on disk + in memory), dead-lettered, dropped, lost, failures."""
         out = {}
@@ -174,7 +178,7 @@ class Fanout:
             out[s.key] = {"queued": w.queue.qsize(), "sent": w.sent, "delivered": s.delivered,
                           "spooled": len(spool) if spool else 0, "in_memory": spool.in_memory if spool else 0,
                           "dead_lettered": spool.dead if spool else 0, "dropped": spool.dropped if spool else 0,
-                          "lost": w.lost, "failures": self.failures[s.key]}
+                          "lost": w.lost, "failures": self.failure_counts().get(s.key, 0)}
         return out
 
     def check(self) -> dict[str, str]:
