@@ -160,6 +160,29 @@ def sha256_file(path) -> str:
     return h.hexdigest()
 
 
+def check_pair(model_path, card: ModelCard) -> None:
+    """Refuse a card that names this file but was written for other bytes (a .tflite copied over,
+    or a convert interrupted between the model and its card): its temperature and accuracy
+    would be applied to the wrong model. A sibling borrowing the card (model_float32.tflite)
+    is not checked."""
+    path = Path(model_path)
+    if card.model_sha256 and path.name == card.model_file and card.model_sha256 != sha256_file(path):
+        raise UserError(f"{path.with_name(CARD_NAME)} describes a different .tflite than {path} (sha256 differs); "
+                        "re-run `edge convert` or pair the files correctly.")
+
+
+def pairing_notes(card: ModelCard, float_model: bool) -> list[str]:
+    """Sentences a user should see before trusting a model on a Pi."""
+    notes = []
+    if card.parity.get("passed") is False:
+        notes.append("its card says it failed convert's int8 parity gate: it may disagree with the Keras model it "
+                     "came from; re-run `edge convert` or use a model that passed")
+    if float_model:
+        notes.append("it is a float model, not int8: it runs several times slower on a Pi than the int8 model "
+                     "`edge convert` writes (model_int8.tflite)")
+    return notes
+
+
 def load_card(model_path) -> ModelCard:
     """The card for a .tflite: model.json in the same folder."""
     p = Path(model_path).with_name(CARD_NAME)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edge.card import CARD_NAME, load_card, sha256_file
+from edge.card import CARD_NAME, check_pair, load_card, sha256_file
 from edge.config import Config, load_config, resolve_model
 from edge.errors import UserError
 from edge.paths import expand_path
@@ -98,10 +98,7 @@ def _resolve_model(model: str | None, cfg: Config) -> Path:
     path = expand_path(model) if model else resolve_model(cfg)
     if not path.is_file():
         raise UserError(f"Model file {path} does not exist; pass --model PATH to a model_int8.tflite from `edge convert`.")
-    card = load_card(path)
-    if card.model_sha256 and card.model_sha256 != sha256_file(path):
-        raise UserError(f"{path.with_name(CARD_NAME)} describes a different .tflite than {path} (sha256 differs); "
-                        "re-run `edge convert` or pair the files correctly.")
+    check_pair(path, load_card(path))
     from edge.pipeline.runtime import runtime
 
     try:

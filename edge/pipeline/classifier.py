@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.card import ModelCard, load_card
+from edge.card import ModelCard, check_pair, load_card, pairing_notes
 from edge.errors import UserError
 from edge.pipeline.runtime import load_interpreter, runtime
 
@@ -44,7 +44,10 @@ class Classifier:
         self.path = Path(model_path)
         if not self.path.is_file():
             raise UserError(f"Model file {self.path} does not exist; pass a .tflite model made by `edge convert`.")
-        self.card = card or load_card(self.path)
+        if card is None:
+            card = load_card(self.path)
+            check_pair(self.path, card)
+        self.card = card
         self.num_threads = num_threads
         self.interp = load_interpreter(self.path, num_threads)
         self.runtime = runtime()
@@ -74,6 +77,10 @@ class Classifier:
             raise UserError(f"{self.path}'s {which} quantization {detail['quantization']} differs from its card's ({q}); "
                             "the model and model.json do not belong together.")
         return q.scale, q.zero_point
+
+    def notes(self) -> list[str]:
+        """What to know before trusting this model on a Pi (failed parity gate, float model)."""
+        return pairing_notes(self.card, self._in_q is None)
 
     @property
     def labels(self) -> list[str]:

@@ -5,6 +5,7 @@ Shared by `edge run` (live) and `edge analyze` (recordings): one pipeline, two f
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -21,6 +22,8 @@ from edge.pipeline.preprocess import crop_face, look, to_gray
 from edge.pipeline.schedule import Schedule, focus_windows, motion_blocks
 from edge.pipeline.sources import Frame
 from edge.pipeline.tracking import Track, Tracker
+
+log = logging.getLogger("edge")
 
 STAGES = ("detect", "classify", "track")
 
@@ -239,4 +242,6 @@ class Pipeline:
 def load_parts(cfg: Config):
     """(classifier, detector) for a config; errors are UserErrors with one sentence."""
     classifier = Classifier(resolve_model(cfg), num_threads=cfg.model.threads)
+    for note in classifier.notes():
+        log.warning("Model %s: %s.", classifier.path, note)
     return classifier, configured_detector(cfg)

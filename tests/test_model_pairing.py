@@ -1,0 +1,47 @@
+"""A model and its card must belong together wherever a model is loaded, not only in `edge bundle`."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+
+import pytest
+
+from edge.config import load_config
+from edge.errors import UserError
+from edge.pipeline.classifier import Classifier
+from edge.pipeline.core import load_parts
+
+
+def copy_model(shipped_model, folder, **card_changes):
+    shutil.copy(shipped_model, folder / "model_int8.tflite")
+    card = json.loads(shipped_model.with_name("model.json").read_text())
+    card.update(card_changes)
+    (folder / "model.json").write_text(json.dumps(card))
+    return folder / "model_int8.tflite"
+
+
+def test_a_card_written_for_other_bytes_is_refused(tmp_path, shipped_model):
+    stale = copy_model(shipped_model, tmp_path, model_sha256="0" * 64)
+    with pytest.raises(UserError, match="sha256 differs"):
+        Classifier(stale)
+
+
+def test_a_sibling_borrowing_the_card_is_not_checked(tmp_path, shipped_model):
+    model = copy_model(shipped_model, tmp_path, model_sha256="0" * 64)
+    borrowed = model.rename(tmp_path / "model_other.tflite")  # the card names model_int8.tflite, not this file
+    assert Classifier(borrowed).labels
+
+
+def test_edge_run_warns_about_a_model_that_failed_the_parity_gate(tmp_path, shipped_model, caplog):
+    card = json.loads(shipped_model.with_name("model.json").read_text())
+    model = copy_model(shipped_model, tmp_path, parity={**card["parity"], "passed": False})
+    cfg = load_config(None, {"model": {"path": str(model)}})
+    with caplog.at_level(logging.WARNING, logger="edge"):
+        load_parts(cfg)
+    assert any("parity gate" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edge"):
+        load_parts(load_config(None, {"model": {"path": str(shipped_model)}}))
+    assert not [r for r in caplog.records if "parity gate" in r.getMessage()]
