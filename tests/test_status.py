@@ -323,3 +323,13 @@ def test_process_cpu_share_is_cpu_seconds_per_wall_second_over_the_interval():
     assert share.sample() == pytest.approx(0.25)  # 2.5 CPU s over 10 s: a quarter of a core
     clock[0], cpu[0] = 115.0, 14.5
     assert share.sample() == pytest.approx(1.0)  # one core busy over the next 5 s
+
+
+def test_fps_is_frames_per_second_when_frames_come_in_bursts(monkeypatch):
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    stats = Stats("rt", "m", "video")
+    for i in range(400):  # a frame 1 ms after the last, then one 99 ms later: 20 frames a second
+        clock[0] += 0.001 if i % 2 else 0.099
+        stats.update(result(1, 0), 0, {}, {})
+    assert stats.data["fps"] == pytest.approx(20.0, rel=0.1)  # the old mean of 1/dt read about 500

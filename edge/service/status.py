@@ -64,6 +64,7 @@ class Stats:
                      "alert_raised_at": None, "alerts_raised": 0, "negative": list(negative), "stage_ms": {},
                      "sink_failures": {}, "camera": "up", "camera_down_total": 0, "sinks": {}}
         self._last_t: float | None = None
+        self._dt: float | None = None  # running mean of the time between frames
         self._health: dict = {}
         self._health_t = -HEALTH_EVERY_S
         self._cpu = health.CpuShare(HEALTH_EVERY_S)
@@ -73,8 +74,11 @@ class Stats:
         with self._lock:
             d = self.data
             if self._last_t is not None and now > self._last_t:
-                inst = 1.0 / (now - self._last_t)
-                d["fps"] = inst if d["fps"] == 0 else 0.9 * d["fps"] + 0.1 * inst
+                # Average the frame interval, not its inverse: frames that come in bursts (a detector
+                # frame, then carried ones) would otherwise read as thousands of fps.
+                dt = now - self._last_t
+                self._dt = dt if self._dt is None else 0.9 * self._dt + 0.1 * dt
+                d["fps"] = 1.0 / self._dt
             self._last_t = now
             d["frames"] += 1
             d["camera"] = "up"
@@ -97,7 +101,7 @@ class Stats:
             self.data.update(camera="down", fps=0.0, faces=0, negative_share=None, alert_state="unknown",
                              counts=dict.fromkeys(self.data["counts"], 0))
             self.data["camera_down_total"] += 1
-            self._last_t = None  # the fps average restarts with the next frame
+            self._last_t = self._dt = None  # the fps average restarts with the next frame
 
     def camera_up(self):
         with self._lock:
