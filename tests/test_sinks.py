@@ -87,6 +87,19 @@ def test_spool_skips_unreadable_file(tmp_path):
     assert len(sp) == 1
 
 
+def test_spool_ignores_files_that_are_not_its_own(tmp_path, caplog):
+    sp = Spool(tmp_path / "sp")
+    sp.put({"n": 0})
+    (tmp_path / "sp" / "notes.json").write_text("{}")  # left by an operator: crashed every start
+    (tmp_path / "sp" / "0001 copy.json").write_text("{}")
+    with caplog.at_level(logging.WARNING):
+        again = Spool(tmp_path / "sp")
+    again.put({"n": 1})
+    assert [item["n"] for _, item in again.pending()] == [0, 1] and len(again) == 2
+    assert len([r for r in caplog.records if "not spooled events" in r.getMessage()]) == 1
+    assert (tmp_path / "sp" / "notes.json").exists()  # not the spool's to delete
+
+
 # ---------------------------------------------------------------- log, jsonl, command
 
 

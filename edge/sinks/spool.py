@@ -18,6 +18,7 @@ import errno
 import json
 import logging
 import os
+import re
 import threading
 import time
 from pathlib import Path
@@ -31,6 +32,7 @@ STATE_DIR = Path("~/.local/state/queue-mood")
 DEFAULT_SPOOL_DIR = STATE_DIR / "spool"
 DEFAULT_CAP = 10_000
 DEAD_DIR = "dead"
+EVENT_NAME = re.compile(r"[0-9]{20}")  # what put() names its files (the stem); anything else is not ours
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -60,6 +62,17 @@ def write_atomic(path: Path, data: bytes) -> None:
         pass  # the data is written; a folder fsync some file systems refuse is not worth failing for
 
 
+def event_ids(folder: Path) -> tuple[list[str], list[str]]:
+    """(ids of the event files in folder oldest first, names of the other *.json files)."""
+    ids, strays = [], []
+    for p in folder.glob("*.json"):
+        if EVENT_NAME.fullmatch(p.stem):
+            ids.append(p.stem)
+        else:
+            strays.append(p.name)
+    return sorted(ids), sorted(strays)
+
+
 class Spool:
     """`put(dict) -> id`, `pending()` oldest first, `ack(id)` once delivered,
     `dead_letter(id, why)` once rejected for good. Thread-safe."""
@@ -79,7 +92,10 @@ class Spool:
             self.dir.mkdir(parents=True, exist_ok=True)
             for tmp in self.dir.glob(".*.tmp"):  # half-written by a process that died mid-put
                 tmp.unlink(missing_ok=True)
-            self._ids = sorted(p.stem for p in self.dir.glob("*.json"))
+            self._ids, strays = event_ids(self.dir)
+            if strays:  # a copy an operator left, an editor's backup: not ours, and not worth a crash
+                log.warning("Spool %s: ignoring %d files that are not spooled events (%s).", self.dir, len(strays),
+                            ", ".join(strays[:3]) + (", ..." if len(strays) > 3 else ""))
         except OSError as exc:
             self._disk_failed(exc)
         # Ids are nanosecond stamps kept strictly increasing across restarts: a Pi has no
