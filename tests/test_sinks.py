@@ -100,6 +100,33 @@ def test_spool_ignores_files_that_are_not_its_own(tmp_path, caplog):
     assert (tmp_path / "sp" / "notes.json").exists()  # not the spool's to delete
 
 
+def test_spool_counts_are_read_while_a_write_waits_on_the_disk(tmp_path, monkeypatch):
+    import edge.sinks.spool as spool_mod
+
+    sp = Spool(tmp_path / "sp")
+    in_write, release = threading.Event(), threading.Event()
+    real_write = spool_mod.write_atomic
+
+    def slow_write(path, data):  # an SD card whose fsync takes seconds
+        in_write.set()
+        release.wait(30)
+        real_write(path, data)
+
+    monkeypatch.setattr(spool_mod, "write_atomic", slow_write)
+    writer = threading.Thread(target=sp.put, args=({"n": 0},), daemon=True)
+    writer.start()
+    assert in_write.wait(10)
+    counts: list = []
+    reader = threading.Thread(target=lambda: counts.append((len(sp), sp.in_memory)), daemon=True)
+    reader.start()
+    reader.join(10)
+    read_during_write = not reader.is_alive()  # the frame loop's Fanout.stats() did not wait
+    release.set()
+    writer.join(10)
+    reader.join(10)
+    assert read_during_write and counts == [(1, 0)]
+
+
 # ---------------------------------------------------------------- log, jsonl, command
 
 

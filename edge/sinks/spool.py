@@ -102,15 +102,16 @@ class Spool:
         # real-time clock, so after a reboot the wall clock can be behind the spooled files.
         self._last = int(self._ids[-1]) if self._ids else 0
 
+    # The counts are read without the lock: put() and dead_letter() hold it across fsync, which
+    # takes seconds on a busy SD card, and the frame loop reads them every second (Fanout.stats).
+    # len() of a list or dict is atomic.
     def __len__(self) -> int:
-        with self._lock:
-            return len(self._ids)
+        return len(self._ids)
 
     @property
     def in_memory(self) -> int:
         """Events held in memory because the disk refused them (lost if the process stops)."""
-        with self._lock:
-            return len(self._mem)
+        return len(self._mem)
 
     @property
     def disk_error(self) -> str:
