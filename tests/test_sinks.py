@@ -155,15 +155,65 @@ def test_command_gets_json_on_stdin(tmp_path):
     assert json.loads(out.read_text()) == ev("raised", 1).to_dict()
 
 
-def test_command_failures_are_logged_not_raised(tmp_path, caplog):
+def test_command_failures_are_logged_counted_not_raised(tmp_path, caplog):
+    sinks = [CommandSink(argv=["sh", "-c", "echo boom >&2; exit 3"]), CommandSink(argv=["sleep", "10"], timeout_s=0.2),
+             CommandSink(argv=[str(tmp_path / "no-such-program")])]
     with caplog.at_level(logging.WARNING):
-        CommandSink(argv=["sh", "-c", "echo boom >&2; exit 3"]).send(ev("raised", 1))
-        CommandSink(argv=["sleep", "10"], timeout_s=0.2).send(ev("raised", 2))
-        CommandSink(argv=[str(tmp_path / "no-such-program")]).send(ev("raised", 3))
+        for i, sink in enumerate(sinks):
+            sink.send(ev("raised", i))
     assert "exited with 3: boom" in caplog.text
     assert "timed out" in caplog.text
     assert "could not run" in caplog.text
+    assert [s.failed for s in sinks] == [1, 1, 1] and [s.delivered for s in sinks] == [0, 0, 0]
     assert "not found" in CommandSink(argv=[str(tmp_path / "no-such-program")]).check()
+
+
+def running(pid: int) -> bool:
+    """pid exists and is not a zombie (a container's init may never reap it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except (OSError, IndexError):
+        return False
+
+
+def send_in_thread(sink, event) -> threading.Thread:
+    t = threading.Thread(target=sink.send, args=(event,), daemon=True)
+    t.start()
+    return t
+
+
+def test_command_timeout_kills_what_the_program_started(tmp_path):
+    pids = tmp_path / "pids"
+    # An alert script's child keeps stderr open (it held send() until the child ended); a
+    # second child leaves the process group (setsid), so only the bounded wait can end send().
+    script = f"sleep 300 & echo $! >> '{pids}'; setsid sleep 300 & echo $! >> '{pids}'; wait"
+    sink = CommandSink(argv=["sh", "-c", script], timeout_s=0.5)
+    t = send_in_thread(sink, ev("raised", 1))
+    t.join(60)  # well past timeout_s plus the reap wait, well short of the children's 300 s
+    started = [int(x) for x in pids.read_text().split()]
+    try:
+        assert not t.is_alive() and sink.failed == 1
+        assert wait_for(lambda: not running(started[0]))  # the child in the group was killed with sh
+    finally:
+        for pid in started:
+            if running(pid):
+                os.kill(pid, 9)
+
+
+def test_command_abort_kills_the_program_and_its_children(tmp_path):
+    pids = tmp_path / "pids"
+    sink = CommandSink(argv=["sh", "-c", f"sleep 300 & echo $! > '{pids}'; wait"], timeout_s=250)
+    t = send_in_thread(sink, ev("raised", 1))
+    assert wait_for(lambda: pids.exists() and pids.read_text().strip())
+    child = int(pids.read_text())
+    try:
+        sink.abort()  # shutdown's deadline passed
+        t.join(60)
+        assert not t.is_alive()
+        assert wait_for(lambda: not running(child))
+    finally:
+        if running(child):
+            os.kill(child, 9)
 
 
 # ---------------------------------------------------------------- webhook

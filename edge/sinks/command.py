@@ -1,11 +1,17 @@
 """Runs a program for each event with the event JSON on stdin (e.g. a script that sends an
-SMS). A failure or timeout is logged, never raised."""
+SMS). A failure or timeout is logged and counted (`failed`), never raised.
+
+The program runs in its own session (process group): on a timeout, or at shutdown, the whole
+group is killed, so `timeout_s` also bounds what the program started (a script's `curl`,
+`sleep`), which would otherwise keep stderr open and the sink waiting."""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass, field
 
@@ -13,6 +19,16 @@ from edge.errors import check, check_range
 from edge.sinks.base import MAX_TIMEOUT_S, AlertEvent, Sink, register
 
 log = logging.getLogger(__name__)
+
+REAP_S = 2.0  # after the kill, how long to wait for stderr to close (a process that left the group holds it)
+
+
+def kill_group(proc: subprocess.Popen) -> None:
+    """SIGKILL the process group proc leads (start_new_session), children included."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:  # the whole group has exited already
+        pass
 
 
 @dataclass
@@ -44,31 +60,40 @@ class CommandSink(Sink):
         data = json.dumps(event.to_dict()).encode()
         try:
             # No shell: argv is run as given, so event text can never become shell syntax.
+            # Own session: the program and its children can be killed together (kill_group).
             self._proc = subprocess.Popen(self.argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                                          stderr=subprocess.PIPE)
+                                          stderr=subprocess.PIPE, start_new_session=True)
         except OSError as exc:
+            self.failed += 1
             log.warning("Alert command %s could not run: %s", self.argv[0], exc)
             return
+        proc = self._proc
         try:
-            _, stderr = self._proc.communicate(data, timeout=self.timeout_s)
+            _, stderr = proc.communicate(data, timeout=self.timeout_s)
         except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.communicate()
+            kill_group(proc)
+            try:
+                proc.communicate(timeout=REAP_S)
+            except subprocess.TimeoutExpired:  # a child left the group and holds stderr: stop reading it
+                proc.stderr.close()
+                proc.wait()
+            self.failed += 1
             log.warning("Alert command %s timed out after %.1fs (killed).", self.argv[0], self.timeout_s)
             return
         finally:
-            returncode, self._proc = self._proc.returncode, None
-        if returncode != 0:
+            self._proc = None
+        if proc.returncode != 0:
+            self.failed += 1
             err = stderr.decode(errors="replace").strip()[-300:]
-            log.warning("Alert command %s exited with %d: %s", self.argv[0], returncode, err or "(no stderr)")
+            log.warning("Alert command %s exited with %d: %s", self.argv[0], proc.returncode, err or "(no stderr)")
             return
         self.delivered += 1
 
     def abort(self) -> None:
-        """Shutdown while the command still runs: kill it rather than leave it behind."""
+        """Shutdown while the command still runs: kill it and its children rather than leave them behind."""
         proc = self._proc
         if proc is not None and proc.poll() is None:
-            proc.kill()
+            kill_group(proc)
             log.warning("Alert command %s still running at shutdown: killed.", self.argv[0])
 
     def check(self) -> str:
