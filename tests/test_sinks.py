@@ -3,6 +3,7 @@ a real subprocess. Asynchronous delivery is polled for with a generous timeout, 
 
 from __future__ import annotations
 
+import base64
 import getpass
 import json
 import logging
@@ -224,6 +225,7 @@ class Receiver:
 
     def __init__(self, port: int = 0):
         self.requests: list[dict] = []  # every attempt
+        self.headers: list[dict] = []  # each attempt's headers
         self.accepted: list[dict] = []  # answered 2xx
         self.status = 200
         receiver = self
@@ -232,6 +234,7 @@ class Receiver:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 receiver.requests.append(body)
+                receiver.headers.append(dict(self.headers))
                 if 200 <= receiver.status < 300:
                     receiver.accepted.append(body)
                 self.send_response(receiver.status)
@@ -274,6 +277,22 @@ def test_webhook_delivers(tmp_path, receivers):
     assert rx.accepted == [ev("raised", 1).to_dict(), ev("cleared", 2).to_dict()]
     assert len(sink.spool) == 0
     assert "reachable" in sink.check() and "not" not in sink.check()
+
+
+def test_webhook_url_credentials_are_sent_as_basic_auth_and_never_logged(tmp_path, receivers, caplog):
+    rx = receivers()
+    url = rx.url.replace("http://", "http://alice:pw%3Asecret%40x@")  # urllib took them for part of the host
+    sink = WebhookSink(url=url, spool=Spool(tmp_path / "sp"))
+    sink.send(ev("raised", 1))
+    assert [b["event_id"] for b in rx.accepted] == ["e1"] and sink.failed == 0
+    assert rx.headers[-1]["Authorization"] == "Basic " + base64.b64encode(b"alice:pw:secret@x").decode()
+    # An Authorization header in the config wins over the URL's.
+    WebhookSink(url=url, headers={"authorization": "Bearer T"}, spool=Spool(tmp_path / "sp2")).send(ev("raised", 2))
+    assert rx.headers[-1]["Authorization"] == "Bearer T"
+    with caplog.at_level(logging.DEBUG):  # a failure's log line names the host, not the password
+        down = WebhookSink(url=f"http://alice:pw-secret@127.0.0.1:{free_port()}/hook", spool=Spool(tmp_path / "sp3"))
+        down.send(ev("raised", 3))
+    assert len(down.spool) == 1 and "127.0.0.1" in caplog.text and "secret" not in caplog.text
 
 
 def test_webhook_dead_port_spools_then_flush_delivers_in_order(tmp_path, receivers):

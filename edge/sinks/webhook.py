@@ -4,10 +4,14 @@ every event and a fleet of Pis does not retry in step. An event the server rejec
 (a 4xx other than 408/425/429) is dead-lettered instead of blocking the ones behind it.
 
 Each POST carries an `Idempotency-Key: <event_id>` header: an event whose answer was lost
-(a timeout after the server processed it) is sent again, and the receiver can drop it."""
+(a timeout after the server processed it) is sent again, and the receiver can drop it.
+
+Credentials in the URL (`https://user:password@host/hook`) are sent as an `Authorization: Basic`
+header (unless `headers` sets Authorization): urllib would take them for part of the host."""
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import random
@@ -17,7 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from edge.errors import check, check_range
 from edge.redact import redact_url
@@ -41,6 +45,16 @@ def tcp_reachable(host: str, port: int, timeout_s: float = 3.0) -> str:
 def jittered(delay_s: float) -> float:
     """50-100 % of a back-off delay, at random: Pis that failed together do not retry together."""
     return delay_s * random.uniform(0.5, 1.0)
+
+
+def split_credentials(url: str) -> tuple[str, str]:
+    """(url without its `user:password@`, the matching `Basic ...` Authorization value or "")."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url, ""
+    user, password = unquote(parts.username or ""), unquote(parts.password or "")
+    token = base64.b64encode(f"{user}:{password}".encode()).decode()
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2])), f"Basic {token}"
 
 
 class Rejected(Exception):
@@ -79,10 +93,12 @@ class WebhookSink(Sink):
 
     def __init__(self, url: str, timeout_s: float = 5.0, headers: dict | None = None, *,
                  spool: Spool | None = None, retry_min_s: float = 2.0, retry_max_s: float = 120.0):
-        self.url = url
-        self.shown_url = redact_url(url)  # tokens in the path or query never reach the log
+        self.url, basic_auth = split_credentials(url)
+        self.shown_url = redact_url(url)  # credentials and tokens in the path or query never reach the log
         self.timeout_s = timeout_s
         self.headers = {"Content-Type": "application/json", "User-Agent": "queue-mood", **(headers or {})}
+        if basic_auth and not any(name.lower() == "authorization" for name in self.headers):
+            self.headers["Authorization"] = basic_auth
         self.spool = spool if spool is not None else Spool(DEFAULT_SPOOL_DIR / self.key)
         self.retry_min_s, self.retry_max_s = retry_min_s, retry_max_s
         self.delivered = 0
