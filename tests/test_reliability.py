@@ -419,7 +419,7 @@ def test_webhook_4xx_is_dead_lettered_and_the_rest_delivered(tmp_path, receivers
     rx.status = 200
     sink.send(ev("cleared", 2))
     assert [b["event_id"] for b in rx.accepted] == ["e2"]
-    assert spool.dead == 1 and len(spool) == 0 and sink.delivered == 1
+    assert spool.dead == 1 and len(spool) == 0 and sink.delivered == 1 and sink.failed == 1
     dead = list((tmp_path / "sp" / "dead").glob("*.json"))
     assert [json.loads(p.read_text())["event_id"] for p in dead] == ["e1"]
     assert len([r for r in caplog.records if "rejected for good" in r.getMessage()]) == 1

@@ -319,7 +319,7 @@ def test_webhook_non_2xx_spools_and_backs_off(tmp_path, receivers):
     sink.send(ev("status", 2))
     sink.flush()
     assert len(rx.requests) == 1  # the back-off kept later calls off the failing server
-    assert len(sink.spool) == 2
+    assert len(sink.spool) == 2 and sink.failed == 1
     rx.status = 200
     sink.close()  # shutdown tries once more regardless of the back-off
     assert [b["event_id"] for b in rx.accepted] == ["e1", "e2"]

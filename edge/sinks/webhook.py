@@ -136,9 +136,11 @@ class WebhookSink(Sink):
             try:
                 self._post(payload)
             except Rejected as exc:
+                self.failed += 1
                 self.spool.dead_letter(event_id, f"webhook {self.shown_url} answered {exc}")
                 continue
             except Exception as exc:  # noqa: BLE001 - any other failure means "try later"
+                self.failed += 1
                 self._failed(exc)
                 return
             self.spool.ack(event_id)
