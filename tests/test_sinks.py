@@ -228,6 +228,8 @@ class Receiver:
         self.headers: list[dict] = []  # each attempt's headers
         self.accepted: list[dict] = []  # answered 2xx
         self.status = 200
+        self.location = ""  # sent as Location (a redirect) when set
+        self.gets = 0  # GETs answered (a redirect followed)
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -238,6 +240,14 @@ class Receiver:
                 if 200 <= receiver.status < 300:
                     receiver.accepted.append(body)
                 self.send_response(receiver.status)
+                if receiver.location:
+                    self.send_header("Location", receiver.location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def do_GET(self):
+                receiver.gets += 1
+                self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -324,6 +334,33 @@ def test_webhook_non_2xx_spools_and_backs_off(tmp_path, receivers):
     sink.close()  # shutdown tries once more regardless of the back-off
     assert [b["event_id"] for b in rx.accepted] == ["e1", "e2"]
     assert len(sink.spool) == 0
+
+
+def test_webhook_expired_token_or_moved_endpoint_is_retried_with_one_error_each(tmp_path, receivers, caplog):
+    rx = receivers()
+    sink = WebhookSink(url=rx.url, spool=Spool(tmp_path / "sp"), retry_min_s=0, retry_max_s=0)  # no back-off
+    with caplog.at_level(logging.WARNING):
+        for i, status in enumerate([401, 401, 403, 404, 404, 410], start=1):
+            rx.status = status
+            sink.send(ev("raised", i))  # each send retries the whole spool
+    assert sink.spool.dead == 0 and len(sink.spool) == 6 and sink.failed == 6
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 4, errors  # one per outage and status, not one per event or retry
+    assert "HTTP 401" in errors[0] and "credentials" in errors[0] and "HTTP 403" in errors[1]
+    assert "HTTP 404" in errors[2] and "sinks.webhook.url" in errors[2] and "HTTP 410" in errors[3]
+    rx.status = 200  # the token is renewed: everything arrives, in order
+    sink.flush()
+    assert [b["event_id"] for b in rx.accepted] == [f"e{i}" for i in range(1, 7)] and len(sink.spool) == 0
+
+
+def test_webhook_redirect_is_not_followed_as_a_get(tmp_path, receivers, caplog):
+    rx, moved = receivers(), receivers()
+    rx.status, rx.location = 301, moved.url  # e.g. http:// redirected to https://
+    sink = WebhookSink(url=rx.url, spool=Spool(tmp_path / "sp"), retry_min_s=3600)
+    with caplog.at_level(logging.ERROR):
+        sink.send(ev("raised", 1))
+    assert moved.gets == 0 and sink.delivered == 0 and len(sink.spool) == 1  # was: a GET, counted delivered
+    assert "HTTP 301" in caplog.text and f":{moved.port}/hook" in caplog.text and "sinks.webhook.url" in caplog.text
 
 
 def test_webhook_spool_survives_restart(tmp_path, receivers):

@@ -1,7 +1,11 @@
 """POSTs each event as JSON (stdlib urllib). Events go through an on-disk spool and are
 retried, in order, with an exponential back-off plus jitter, so a dead server is not hit on
-every event and a fleet of Pis does not retry in step. An event the server rejects for good
-(a 4xx other than 408/425/429) is dead-lettered instead of blocking the ones behind it.
+every event and a fleet of Pis does not retry in step. An event whose payload the server
+rejects (400, 413, 415, 422) is dead-lettered instead of blocking the ones behind it; every
+other answer that is not 2xx is retried: an expired token (401/403) or a moved endpoint
+(3xx, 404, 405, 410) is the receiver's setting, not the event's fault, and gets one ERROR line
+per outage saying what to check. Redirects are not followed (urllib would resend a POST as a
+GET without the event and count it delivered).
 
 Each POST carries an `Idempotency-Key: <event_id>` header: an event whose answer was lost
 (a timeout after the server processed it) is sent again, and the receiver can drop it.
@@ -30,7 +34,22 @@ from edge.sinks.spool import DEFAULT_SPOOL_DIR, Spool
 
 log = logging.getLogger(__name__)
 
-RETRYABLE_4XX = (408, 425, 429)  # timeouts and rate limits: worth trying again later
+REJECTED = (400, 413, 415, 422)  # the payload itself is refused: sending it again can never succeed
+AUTH = (401, 403)
+MOVED = (404, 405, 410)  # and every 3xx
+TRANSIENT_4XX = (408, 409, 425, 429)  # a timeout, the Idempotency-Key still in progress, too early, a rate limit
+
+
+def advice(status: int) -> str:
+    """What the operator should check after this HTTP status; "" for the receiver's own
+    passing trouble (5xx, a rate limit), which clears by itself."""
+    if status in AUTH:
+        return "check the credentials (the user:password in sinks.webhook.url or its Authorization header)"
+    if status in MOVED or 300 <= status < 400:
+        return "check sinks.webhook.url (has the receiver moved?)"
+    if 400 <= status < 500 and status not in TRANSIENT_4XX:
+        return "check the receiver and the [sinks.webhook] settings"
+    return ""
 
 
 def tcp_reachable(host: str, port: int, timeout_s: float = 3.0) -> str:
@@ -59,6 +78,22 @@ def split_credentials(url: str) -> tuple[str, str]:
 
 class Rejected(Exception):
     """The receiver refused this event for good: retrying it can never succeed."""
+
+
+class Refused(OSError):
+    """A non-2xx answer worth retrying later."""
+
+    def __init__(self, status: int, text: str):
+        super().__init__(f"HTTP {status} {text}")
+        self.status = status
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None  # the 3xx is raised as an HTTPError and retried: a POST must not become a GET
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
 
 
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
@@ -104,31 +139,42 @@ class WebhookSink(Sink):
         self.delivered = 0
         self._delay = 0.0  # current back-off (undithered); 0 while the server answers
         self._next_try = 0.0  # monotonic time before which nothing is sent
+        self._reported: set = set()  # causes of the current outage already logged ("" while it answers)
 
     def _post(self, payload: dict) -> None:
         headers = {**self.headers, "Idempotency-Key": str(payload.get("event_id", ""))}
         req = urllib.request.Request(self.url, data=json.dumps(payload).encode(), headers=headers, method="POST")
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:  # non-2xx >= 400 raises
+            with _opener.open(req, timeout=self.timeout_s) as resp:  # a status >= 300 raises HTTPError
                 resp.read()
                 if not 200 <= resp.status < 300:
-                    raise OSError(f"HTTP {resp.status}")
+                    raise Refused(resp.status, resp.reason)
         except urllib.error.HTTPError as exc:
-            if 400 <= exc.code < 500 and exc.code not in RETRYABLE_4XX:
+            if exc.code in REJECTED:
                 raise Rejected(f"HTTP {exc.code} {exc.reason}") from None
-            raise OSError(f"HTTP {exc.code} {exc.reason}") from None
+            moved_to = exc.headers.get("Location") if 300 <= exc.code < 400 and exc.headers else None
+            raise Refused(exc.code, f"{exc.reason}" + (f" to {redact_url(moved_to)}" if moved_to else "")) from None
         self.delivered += 1
 
     def _failed(self, exc: Exception) -> None:
-        first = self._delay == 0
         self._delay = min(max(2 * self._delay, self.retry_min_s), self.retry_max_s)
         self._next_try = time.monotonic() + jittered(self._delay)
-        if first:  # once per outage, not once per retry
+        status = getattr(exc, "status", 0)
+        if status in self._reported or (not status and self._reported):
+            return  # once per outage and cause, not once per retry
+        first = not self._reported
+        self._reported.add(status)
+        what = advice(status)
+        if what:  # a setting to fix: nothing arrives until someone does
+            log.error("Webhook %s answered %s: %s; events are spooled and retried with back-off.",
+                      self.shown_url, exc, what)
+        elif first:
             log.warning("Webhook %s failed (%s); spooling events, retrying with back-off.", self.shown_url, exc)
 
     def _succeeded(self) -> None:
-        if self._delay:
+        if self._reported:
             log.info("Webhook %s reachable again.", self.shown_url)
+        self._reported.clear()
         self._delay = self._next_try = 0.0
 
     def _drain(self) -> None:
