@@ -101,6 +101,18 @@ def test_spool_ignores_files_that_are_not_its_own(tmp_path, caplog):
     assert (tmp_path / "sp" / "notes.json").exists()  # not the spool's to delete
 
 
+def test_spool_dead_letter_folder_keeps_the_newest_cap_events(tmp_path, caplog):
+    sp = Spool(tmp_path / "sp", cap=3)
+    ids = []
+    with caplog.at_level(logging.WARNING):
+        for n in range(5):
+            ids.append(sp.put({"n": n}))
+            sp.dead_letter(ids[-1], "HTTP 422")
+    dead = sorted(p.stem for p in (tmp_path / "sp" / "dead").glob("*.json"))
+    assert dead == ids[2:] and sp.dead == 5 and len(sp) == 0  # was: all 5, growing without end
+    assert caplog.text.count("removed the 1 oldest") == 2
+
+
 def test_spool_counts_are_read_while_a_write_waits_on_the_disk(tmp_path, monkeypatch):
     import edge.sinks.spool as spool_mod
 

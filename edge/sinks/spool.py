@@ -9,7 +9,7 @@ It survives a process restart, a reboot and disk trouble:
   in memory instead, with one ERROR line saying they are at risk; they move back to disk as
   soon as a write succeeds again;
 - an event a receiver rejects for good (`dead_letter`) is moved to `<dir>/dead/` with one log
-  line, so it never blocks the events behind it.
+  line, so it never blocks the events behind it; that folder keeps the newest `cap` events.
 """
 
 from __future__ import annotations
@@ -214,6 +214,19 @@ class Spool:
                 except OSError as exc:  # read-only now: the next start resends it (receivers dedupe by id)
                     log.warning("Spool %s: cannot remove delivered event %s (%s).", self.dir, event_id, exc.strerror)
 
+    def _trim_dead(self, dead: Path) -> None:
+        """Remove the oldest dead letters beyond the cap: months of rejections must not fill the card."""
+        ids = event_ids(dead)[0]
+        over = len(ids) - self.cap
+        if over <= 0:
+            return
+        for old in ids[:over]:
+            try:
+                (dead / f"{old}.json").unlink(missing_ok=True)
+            except OSError:
+                pass
+        log.warning("Spool %s: the dead-letter folder keeps %d events; removed the %d oldest.", dead, self.cap, over)
+
     def dead_letter(self, event_id: str, why: str) -> None:
         """Move an event the receiver rejected for good to <dir>/dead/, with one log line."""
         with self._lock:
@@ -226,6 +239,7 @@ class Spool:
                 else:
                     os.replace(self._path(event_id), dead / f"{event_id}.json")
                 where = f"moved to {dead}"
+                self._trim_dead(dead)
             except OSError as exc:
                 where = f"discarded ({exc.strerror or exc})"
                 try:
