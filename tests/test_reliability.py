@@ -6,6 +6,7 @@ waits poll with generous timeouts."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -359,6 +360,33 @@ def test_spool_on_a_full_disk_drops_oldest_counts_them_and_leaves_no_tmp(tmp_pat
                                                                key=lambda e: int(e[1:]))
 
 
+def test_jsonl_on_a_full_disk_holds_events_and_writes_them_whole_when_space_is_back(tmp_path, caplog):
+    def big(i):  # larger than a page, so it cannot slip into the slack of the file's last page
+        return dataclasses.replace(ev("status", i), counts={f"k{j}": j for j in range(500)})
+
+    with tmpfs(tmp_path / "small", "size=64k") as disk:
+        sink = JsonlSink(path=str(disk / "alerts.jsonl"))
+        sink.send(big(0))
+        fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)  # something else fills the card
+        try:
+            while True:
+                os.write(fd, b"\0" * 512)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+        with caplog.at_level(logging.ERROR):
+            for i in range(1, 4):
+                sink.send(big(i))  # was: OSError, the event lost and its bytes left in a buffer
+        assert sink.failed == 3 and sink.delivered == 1 and "cannot be written" in caplog.text
+        (disk / "filler").unlink()
+        sink.send(big(4))
+        sink.close()
+        lines = (disk / "alerts.jsonl").read_text().splitlines()
+    assert [json.loads(line)["event_id"] for line in lines] == ["e0", "e1", "e2", "e3", "e4"]  # whole, in order
+    assert sink.delivered == 5 and sink.dropped == 0
+
+
 def test_read_only_spool_holds_events_in_memory_with_one_error(tmp_path, receivers, caplog):
     with tmpfs(tmp_path / "ro", "size=64k,ro") as disk:
         port = free_port()
@@ -473,6 +501,8 @@ BAD_SETTINGS = [
     ('[sinks.webhook]\nurl = "http://h/"\ntimeout_s = 0', "sinks.webhook.timeout_s"),
     ('[sinks.webhook]\nurl = "http://h/"\ntimeout_s = -1', "sinks.webhook.timeout_s"),
     ('[sinks.command]\nargv = ["true"]\ntimeout_s = 0', "sinks.command.timeout_s"),
+    ("[sinks.jsonl]\nmax_mb = -1", "sinks.jsonl.max_mb"),
+    ("[sinks.jsonl]\nkeep = 1000", "sinks.jsonl.keep"),
     ('[sinks.webhook]\nurl = "http://h/"\nheaders = {X-Token = "a\\r\\nX-Evil: 1"}', "sinks.webhook.headers.X-Token"),
     ('[sinks.mqtt]\nhost = "h"\ntopic = "a/#"', "sinks.mqtt.topic"),
     ('[sinks.mqtt]\nhost = "h"\nstate_topic = "a/+/b"', "sinks.mqtt.state_topic"),

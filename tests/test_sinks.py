@@ -4,6 +4,7 @@ a real subprocess. Asynchronous delivery is polled for with a generous timeout, 
 from __future__ import annotations
 
 import base64
+import errno
 import getpass
 import json
 import logging
@@ -160,6 +161,62 @@ def test_jsonl_writes_lines(tmp_path):
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     assert [x["event_id"] for x in lines] == ["e1", "e2"]
     assert "writes" in sink.check()
+
+
+def test_jsonl_rotates_by_size_and_keeps_the_newest_files(tmp_path):
+    path = tmp_path / "alerts.jsonl"
+    sink = JsonlSink(path=str(path), max_mb=1000 / (1 << 20), keep=2)  # 1000 bytes: 4 events a file
+    for i in range(30):
+        sink.send(ev("status", i))
+    sink.close()
+    files = [tmp_path / "alerts.jsonl.2", tmp_path / "alerts.jsonl.1", path]
+    ids = [json.loads(line)["event_id"] for f in files for line in f.read_text().splitlines()]
+    assert ids == [f"e{i}" for i in range(30 - len(ids), 30)] and len(ids) >= 9  # the newest, in order
+    assert all(f.stat().st_size <= 1000 for f in files) and not (tmp_path / "alerts.jsonl.3").exists()
+    assert sink.delivered == 30 and sink.failed == 0
+
+
+def disk_full(fd, data):
+    """jsonl.write_all on a disk that fills up part-way through the write."""
+    os.write(fd, data[:50])
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_jsonl_holds_lines_it_cannot_write_and_writes_them_whole_later(tmp_path, monkeypatch, caplog):
+    import edge.sinks.jsonl as jsonl_mod
+
+    path = tmp_path / "alerts.jsonl"
+    sink = JsonlSink(path=str(path))
+    sink.send(ev("raised", 1))
+    monkeypatch.setattr(jsonl_mod, "write_all", disk_full)
+    monkeypatch.setattr(jsonl_mod, "RETRY_S", 0.0)
+    with caplog.at_level(logging.INFO):
+        sink.send(ev("cleared", 2))  # was: raised, and the event was gone
+        sink.send(ev("raised", 3))
+        sink.flush()
+        assert sink.failed == 3 and sink.delivered == 1
+        monkeypatch.undo()  # space is back
+        sink.flush()
+    sink.send(ev("cleared", 4))
+    assert [json.loads(line)["event_id"] for line in path.read_text().splitlines()] == ["e1", "e2", "e3", "e4"]
+    assert sink.delivered == 4 and sink.dropped == 0
+    assert len([r for r in caplog.records if "cannot be written" in r.getMessage()]) == 1
+    assert "writable again: wrote 2 held events" in caplog.text
+
+
+def test_jsonl_holds_a_bounded_number_of_lines_and_counts_the_rest(tmp_path, monkeypatch):
+    import edge.sinks.jsonl as jsonl_mod
+
+    path = tmp_path / "alerts.jsonl"
+    sink = JsonlSink(path=str(path))
+    monkeypatch.setattr(jsonl_mod, "HOLD_MAX", 2)
+    monkeypatch.setattr(jsonl_mod, "write_all", disk_full)
+    for i in range(5):
+        sink.send(ev("status", i))
+    assert sink.dropped == 3 and sink.failed == 5
+    monkeypatch.undo()  # space is back
+    sink.close()
+    assert [json.loads(line)["event_id"] for line in path.read_text().splitlines()] == ["e3", "e4"]
 
 
 def test_command_gets_json_on_stdin(tmp_path):

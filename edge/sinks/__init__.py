@@ -6,7 +6,7 @@ every sink takes the fields of its config dataclass as keyword options, so
 `SINKS[key].build(cfg, spool_root, device_name)` builds it:
 
     LogSink()                                            # always on
-    JsonlSink(path="")                                   # JsonlSinkConfig
+    JsonlSink(path="", max_mb=10.0, keep=3)              # JsonlSinkConfig
     WebhookSink(url, timeout_s, headers, *, spool, retry_min_s=2.0, retry_max_s=120.0)
     MqttSink(host, port, topic, state_topic, client_id, username, password, keepalive_s,
              *, spool, device_name="", reconnect_min_s=1.0, reconnect_max_s=60.0, close_wait_s=0.5)

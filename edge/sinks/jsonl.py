@@ -1,15 +1,42 @@
-"""Appends one JSON line per event to a local file (easy to tail, grep or load later)."""
+"""Appends one JSON line per event to a local file (easy to tail, grep or load later).
+
+Made to run for months on an SD card:
+- the file is rotated by size (`max_mb`): it becomes `<path>.1`, the older ones move up to
+  `<path>.<keep>`, and the oldest beyond that is deleted;
+- each line is fsynced (alerts are rare), so a power cut loses nothing written;
+- a line that cannot be written (a full disk, a read-only remount) is held in memory and
+  written, in order, on the next event or within `RETRY_S`; a failed write is cut back off
+  the file, so no torn or doubled line is left. At most `HOLD_MAX` lines are held; beyond
+  that the oldest are dropped (`dropped`, logged). Each failed write counts in `failed`.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import time
+from collections import deque
 from dataclasses import dataclass
-from typing import IO
+from pathlib import Path
 
+from edge.errors import check_range
 from edge.paths import expand_path
 from edge.sinks.base import AlertEvent, Sink, register
 from edge.sinks.spool import STATE_DIR
+
+log = logging.getLogger(__name__)
+
+HOLD_MAX = 1000  # lines held in memory while the file cannot be written
+RETRY_S = 10.0  # between tries of held lines when no new event comes (each is an SD-card write)
+MB = 1 << 20
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until all of data is written (a write may take only part of it)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 @dataclass
@@ -17,6 +44,12 @@ class JsonlSinkConfig:
     """Alert sink: one JSON line per event appended to a local file."""
 
     path: str = ""  # the file; empty: ~/.local/state/queue-mood/alerts.jsonl
+    max_mb: float = 10.0  # a file this large (MiB) is rotated to <path>.1; 0: never rotate (an event is about 250 bytes)
+    keep: int = 3  # rotated files kept (<path>.1 the newest); 0: a full file is deleted
+
+    def validate(self, p):
+        check_range(self.max_mb, 0, 100_000, f"{p}.max_mb", "MiB")
+        check_range(self.keep, 0, 100, f"{p}.keep", "files")
 
 
 @register
@@ -25,22 +58,114 @@ class JsonlSink(Sink):
     Config = JsonlSinkConfig
     order = 10
 
-    def __init__(self, path: str = ""):
+    def __init__(self, path: str = "", max_mb: float = 10.0, keep: int = 3):
         self.path = expand_path(path or STATE_DIR / "alerts.jsonl")
-        self._file: IO[str] | None = None
+        self.max_bytes, self.keep = int(max_mb * MB), keep
+        self._fd: int | None = None  # opened on first use, so configuring the sink never writes
+        self._held: deque[bytes] = deque()  # lines not written yet, oldest first
+        self._error = ""  # why the last write failed; "" while writes work
+        self._next_try = 0.0  # monotonic time of the next flush() try of held lines
+        self.dropped = 0  # lines given up on: more than HOLD_MAX held, or still held at close
 
     def send(self, event: AlertEvent) -> None:
-        if self._file is None:  # opened on first use, so configuring the sink never writes
+        self._held.append(json.dumps(event.to_dict(), separators=(",", ":")).encode() + b"\n")
+        if len(self._held) > HOLD_MAX:
+            self._held.popleft()
+            self.dropped += 1
+            log.error("JSON-lines file %s: more than %d events waiting to be written; dropped the oldest "
+                      "(%d dropped so far).", self.path, HOLD_MAX, self.dropped)
+        self._write_held()
+
+    def flush(self) -> None:
+        if self._held and time.monotonic() >= self._next_try:
+            self._write_held()
+
+    def _write_held(self) -> None:
+        data = b"".join(self._held)
+        try:
+            fd = self._open(len(data))
+            size = os.fstat(fd).st_size
+            try:
+                write_all(fd, data)
+                os.fsync(fd)
+            except OSError:
+                try:  # cut off what part was written: the next try writes these lines whole
+                    os.ftruncate(fd, size)
+                except OSError:
+                    pass
+                raise
+        except OSError as exc:
+            self._close()  # reopened next time: the disk may come back remounted
+            self.failed += 1
+            self._next_try = time.monotonic() + RETRY_S
+            if not self._error:  # one line per outage
+                log.error("JSON-lines file %s cannot be written (%s): holding events in memory and retrying.",
+                          self.path, exc.strerror or exc)
+            self._error = exc.strerror or str(exc)
+            return
+        if self._error:
+            log.warning("JSON-lines file %s is writable again: wrote %d held events.", self.path, len(self._held))
+            self._error = ""
+        self.delivered += len(self._held)
+        self._held.clear()
+
+    def _open(self, incoming: int) -> int:
+        """The file's descriptor, reopened when the file was moved or deleted (by hand, by
+        logrotate) and rotated first when `incoming` bytes would take it past max_mb."""
+        if self._fd is not None and not self._is_open_file():
+            self._close()
+        if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._file = self.path.open("a", encoding="utf-8")
-        self._file.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
-        self._file.flush()  # a crash or power cut loses at most the line being written
-        self.delivered += 1
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        size = os.fstat(self._fd).st_size
+        if self.max_bytes and size and size + incoming > self.max_bytes:
+            try:
+                self._rotate()
+            except OSError as exc:  # the folder refuses renames: a file past max_mb beats a lost event
+                log.warning("JSON-lines file %s could not be rotated (%s); appending to it.", self.path,
+                            exc.strerror or exc)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        return self._fd
+
+    def _is_open_file(self) -> bool:
+        try:
+            on_disk, held = os.stat(self.path), os.fstat(self._fd)
+        except OSError:
+            return False
+        return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
+
+    def rotated(self, n: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.{n}")
+
+    def _rotate(self) -> None:
+        self._close()
+        if self.keep == 0:
+            self.path.unlink(missing_ok=True)
+        else:
+            for n in range(self.keep - 1, 0, -1):
+                if self.rotated(n).exists():
+                    os.replace(self.rotated(n), self.rotated(n + 1))
+            os.replace(self.path, self.rotated(1))
+        log.info("JSON-lines file %s reached %.3g MiB: rotated (%d older files kept).", self.path,
+                 self.max_bytes / MB, self.keep)
+
+    def _close(self) -> None:
+        if self._fd is not None:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+            self._fd = None
 
     def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
+        if self._held:
+            self._write_held()
+        if self._held:
+            self.dropped += len(self._held)
+            log.error("JSON-lines file %s still cannot be written at shutdown: %d events lost.", self.path,
+                      len(self._held))
+            self._held.clear()
+        self._close()
 
     def check(self) -> str:
         d = self.path.parent
