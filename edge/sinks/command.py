@@ -36,7 +36,7 @@ class CommandSinkConfig:
     """Alert sink: a program run once per event."""
 
     argv: list[str] = field(default_factory=list)  # program and arguments; the event JSON arrives on stdin, e.g. `["/usr/local/bin/notify-staff", "--till", "3"]`
-    timeout_s: float = 10.0  # the program is killed after this long
+    timeout_s: float = 10.0  # the program, and what it started, is killed after this long
 
     def validate(self, p):
         check(bool(self.argv) and bool(self.argv[0]), f"{p}.argv", self.argv,
