@@ -139,7 +139,7 @@ class WebhookSink(Sink):
         self.delivered = 0
         self._delay = 0.0  # current back-off (undithered); 0 while the server answers
         self._next_try = 0.0  # monotonic time before which nothing is sent
-        self._reported: set = set()  # causes of the current outage already logged ("" while it answers)
+        self._reported: set[int] = set()  # statuses (0: no answer) of the current outage already logged
 
     def _post(self, payload: dict) -> None:
         headers = {**self.headers, "Idempotency-Key": str(payload.get("event_id", ""))}
@@ -153,13 +153,13 @@ class WebhookSink(Sink):
             if exc.code in REJECTED:
                 raise Rejected(f"HTTP {exc.code} {exc.reason}") from None
             moved_to = exc.headers.get("Location") if 300 <= exc.code < 400 and exc.headers else None
-            raise Refused(exc.code, f"{exc.reason}" + (f" to {redact_url(moved_to)}" if moved_to else "")) from None
+            raise Refused(exc.code, str(exc.reason) + (f" to {redact_url(moved_to)}" if moved_to else "")) from None
         self.delivered += 1
 
     def _failed(self, exc: Exception) -> None:
         self._delay = min(max(2 * self._delay, self.retry_min_s), self.retry_max_s)
         self._next_try = time.monotonic() + jittered(self._delay)
-        status = getattr(exc, "status", 0)
+        status = exc.status if isinstance(exc, Refused) else 0
         if status in self._reported or (not status and self._reported):
             return  # once per outage and cause, not once per retry
         first = not self._reported
