@@ -312,10 +312,14 @@ RENAMED = {"tracking.ema_alpha": "tracking.smooth_s, the smoothing's time consta
                                  "ema_alpha = 0.3 gave at 5 fps)"}
 
 
+def _not_a_table(path: str, value) -> ConfigError:
+    return ConfigError(f"Config key '{path or '(top)'}' must be a table, got {value!r}.")
+
+
 def build(cls, data: dict, path: str = ""):
     """Instance of dataclass `cls` from a dict, rejecting unknown keys and wrong types."""
     if not isinstance(data, dict):
-        raise ConfigError(f"Config key '{path or '(top)'}' must be a table, got {data!r}.")
+        raise _not_a_table(path, data)
     if hasattr(cls, "table_class"):  # a table whose keys depend on a plugin registry
         cls = cls.table_class(data, path)
     hints = typing.get_type_hints(cls)
@@ -373,8 +377,10 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> Confi
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
-        for key in parents:
+        for i, key in enumerate(parents):
             node = node.setdefault(key, {})
+            if not isinstance(node, dict):  # `source = 5` in the file, and a --source flag
+                raise _not_a_table(".".join(parents[:i + 1]), node)
         node[leaf] = value
     cfg = build(Config, data)
     validate(cfg)

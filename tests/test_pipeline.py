@@ -66,6 +66,21 @@ def test_unreadable_video_and_bad_config(tmp_path, shipped_model):
     assert r.returncode == 2 and "detector.threshold" in r.stderr
 
 
+@pytest.mark.parametrize("line, flag, value", [
+    ('model = "x.tflite"', "--model", "m.tflite"),
+    ("source = 5", "--source", "v.mp4"),
+    ('detector = "haar"', "--detector", "haar"),
+])
+def test_a_scalar_where_a_table_goes_is_one_sentence_with_or_without_its_flag(tmp_path, line, flag, value):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(line + "\n")
+    key = line.split()[0]
+    for extra in ([], [flag, value]):
+        r = run_cli("run", "--config", cfg, "--print-config", *extra)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+        assert f"Config key '{key}' must be a table" in r.stderr
+
+
 def test_print_config_shows_effective_values(tmp_path):
     cfg = tmp_path / "c.toml"
     cfg.write_text("[alert]\nmin_faces = 4\n")
