@@ -186,6 +186,14 @@ def test_bad_config_is_one_sentence(tmp_path, text, needle):
     assert not (tmp_path / "b.tar.gz").exists()
 
 
+def test_out_in_a_read_only_folder_is_one_sentence(tmp_path):
+    from tests.test_reliability import tmpfs
+
+    with tmpfs(tmp_path / "ro", "size=64k,ro") as disk:
+        proc = run_cli("bundle", "--out", disk / "b.tar.gz")
+    assert_one_sentence(proc, str(disk), "choose another --out")
+
+
 def test_missing_config_file_is_one_sentence(tmp_path):
     proc = run_cli("bundle", "--config", tmp_path / "nope.toml", "--out", tmp_path / "b")
     assert_one_sentence(proc, "nope.toml")

@@ -420,8 +420,13 @@ def run(s: BundleSettings) -> BundleResult:
     as_tar = out.name.endswith(TAR_SUFFIXES)
     if not as_tar and out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "MANIFEST.json").exists())):
         raise UserError(f"{out} exists and is not an empty folder or an earlier bundle; choose another --out.")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".qm-bundle-", dir=out.parent) as tmp:
+    try:  # the bundle is staged beside --out, so that folder must be writable
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = tempfile.TemporaryDirectory(prefix=".qm-bundle-", dir=out.parent)
+    except OSError as exc:
+        raise UserError(f"Cannot write the bundle into the folder {out.parent} ({exc.strerror}); choose another "
+                        "--out in a folder you can write to.") from exc
+    with staging as tmp:
         stage = Path(tmp) / BUNDLE_NAME
         stage.mkdir()
         result = _stage(s, stage, out.name if as_tar else None, out.name)
