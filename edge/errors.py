@@ -38,3 +38,39 @@ def missing_dependency(module: str, extra: str) -> UserError:
         f"This command needs the Python package '{module}', which is not installed; "
         f"install it with: pip install 'queue-mood[{extra}]'"
     )
+
+
+# Optional packages a command imports lazily: module -> (pip name, Raspberry Pi OS / Debian package).
+# On a Pi they come from apt, as OpenCV does: a pip wheel there may pull in numpy 2.
+OPTIONAL_PACKAGES = {"matplotlib": ("matplotlib", "python3-matplotlib"),
+                     "skimage": ("scikit-image", "python3-skimage")}
+
+
+def missing_modules(*modules: str) -> list[str]:
+    """The modules of `modules` that cannot be imported, in order."""
+    import importlib
+
+    missing = []
+    for m in modules:
+        try:
+            importlib.import_module(m)
+        except ImportError:
+            missing.append(m)
+    return missing
+
+
+def install_hint(modules: list[str]) -> str:
+    """How to get optional packages: apt on a Pi, pip elsewhere."""
+    pip = " ".join(OPTIONAL_PACKAGES[m][0] for m in modules)
+    apt = " ".join(OPTIONAL_PACKAGES[m][1] for m in modules)
+    return f"on a Raspberry Pi: sudo apt install {apt} (elsewhere: pip install {pip})"
+
+
+def require_modules(command: str, *modules: str) -> None:
+    """All the optional packages a command needs, checked before its work: one sentence naming
+    every missing one, not one failure per run."""
+    missing = missing_modules(*modules)
+    if missing:
+        names = " and ".join(OPTIONAL_PACKAGES[m][0] for m in missing)
+        raise UserError(f"{command} needs {names}, which {'is' if len(missing) == 1 else 'are'} not installed; "
+                        f"{install_hint(missing)}.")

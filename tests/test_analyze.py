@@ -439,12 +439,30 @@ def test_figure_sizes():
     assert figure_size_px("images", 10_000) == figure_size_px("images", 60)  # capped rows
 
 
-def test_missing_matplotlib_says_what_to_install(monkeypatch):
-    from edge.ops.analyze import _require_matplotlib
+def test_without_matplotlib_analyze_writes_the_tables_and_says_how_to_get_the_chart(monkeypatch, tmp_path,
+                                                                                      shipped_model):
+    from edge.config import load_config
+    from edge.ops.analyze import AnalyzeOptions, analyze, report_lines
 
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
-    with pytest.raises(UserError, match=r"pip install matplotlib"):
-        _require_matplotlib()
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError, as on a Pi
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((64, 64, 3), 128, np.uint8))
+    out = tmp_path / "out"
+    summary = analyze(load_config(None, {"model.path": str(shipped_model)}), str(tmp_path / "a.png"),
+                      AnalyzeOptions(out=str(out), progress=False))
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json", "timeline.csv", "tracks.csv"]
+    (note,) = [n for n in summary["notes"] if "summary.png" in n]
+    assert "sudo apt install python3-matplotlib" in note and note in report_lines(summary)
+
+
+def test_demo_names_every_missing_package_at_once_with_its_apt_name(monkeypatch, tmp_path):
+    from edge.ops.demo import DemoSettings, run
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "skimage", None)
+    with pytest.raises(UserError, match=r"sudo apt install python3-matplotlib python3-skimage") as err:
+        run(DemoSettings(out=str(tmp_path / "demo")))
+    assert "matplotlib and scikit-image" in str(err.value)
+    assert not (tmp_path / "demo").exists()  # refused before any work
 
 
 def test_edge_analyze_imports_neither_tensorflow_nor_matplotlib_up_front():

@@ -8,7 +8,8 @@ OUT/timeline.csv|json  one row per face per analysed frame: time, box, this fram
 OUT/tracks.csv|json    one row per track: first/last seen, frames, dominant emotion (argmax of
                        the mean probabilities) and the mean probabilities
 OUT/summary.png        video: share of faces per emotion over time, the negative share and the
-                       periods the alert policy was raised; images: one bar per image
+                       periods the alert policy was raised; images: one bar per image (only
+                       where matplotlib is installed; without it, a note says how to get it)
 OUT/summary.json       counts, face widths (for camera placement), alert periods, unreadable
                        files, elapsed time and speed
 OUT/annotated.mp4      only with --annotate (frames otherwise never leave memory)
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.config import Config, ScheduleConfig
-from edge.errors import UserError
+from edge.errors import UserError, install_hint, missing_modules
 from edge.pipeline import face_width
 from edge.pipeline.annotate import AnnotatedVideo
 from edge.pipeline.core import Pipeline, StageTimer, load_parts
@@ -66,14 +67,6 @@ def figure_size_px(kind: str, images: int = 0) -> tuple[int, int]:
     else:
         w, h = IMAGES_WIDTH_IN, IMAGES_BASE_IN + IMAGES_ROW_IN * max(1, min(images, MAX_IMAGE_ROWS))
     return int(round(w * DPI)), int(round(h * DPI))
-
-
-def _require_matplotlib(command: str = "edge analyze"):
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError as exc:
-        raise UserError(f"{command} draws summary.png with matplotlib, which is not installed; install it with "
-                        "`pip install matplotlib` (on a Raspberry Pi: sudo apt install python3-matplotlib).") from exc
 
 
 def _progress(total: int | None, desc: str, enabled: bool | None, notes: list[str]):
@@ -267,7 +260,11 @@ def _replay(cfg: Config, parts, source, name_of, rec: _Recorder, timer: StageTim
 def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     """Analyse a recording; writes the files into opts.out and returns the summary (also in summary.json)."""
     started = time.monotonic()
-    _require_matplotlib()  # fail before the work, not after it
+    # no matplotlib (a Pi's install.sh does not add it): the tables without the chart
+    draw = not missing_modules("matplotlib")
+    if not draw:
+        opts.notes.append(f"summary.png was not drawn: it needs matplotlib, which is not installed; "
+                          f"{install_hint(['matplotlib'])}.")
     if opts.fmt not in ("csv", "json"):
         raise UserError(f"Unknown format '{opts.fmt}'; choose csv or json.")
     every = max(1, int(opts.every))
@@ -303,7 +300,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     if not video and not rec.frames:
         raise UserError(f"None of the {len(failed)} images in {path} could be read (damaged or not images).")
     by_dominant = rec.write_tracks()
-    media_s = _chart(out / "summary.png", path, source, rec, every, step_s, cfg.alert.raise_share)
+    media_s = _chart(out / "summary.png" if draw else None, path, source, rec, every, step_s, cfg.alert.raise_share)
     frames = rec.frames
     summary = {
         "input": str(path),
@@ -329,7 +326,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
         "seconds_per_image": round(processing_s / frames, 4) if not video and frames else None,
         "stage_ms": {k: round(v, 2) for k, v in timer.medians_ms().items()},
         "files": {"timeline": str(out / f"timeline.{opts.fmt}"), "tracks": str(out / f"tracks.{opts.fmt}"),
-                  "chart": str(out / "summary.png"), "summary": str(out / "summary.json"),
+                  **({"chart": str(out / "summary.png")} if draw else {}), "summary": str(out / "summary.json"),
                   **({"annotated": str(out / "annotated.mp4")} if opts.annotate else {})},
         "notes": opts.notes,
     }
@@ -338,8 +335,8 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     return summary
 
 
-def _chart(png: Path, path: str, source, rec: _Recorder, every: int, step_s: float, raise_share: float):
-    """summary.png; returns the media seconds analysed (None for images)."""
+def _chart(png: Path | None, path: str, source, rec: _Recorder, every: int, step_s: float, raise_share: float):
+    """summary.png (none when png is None); returns the media seconds analysed (None for images)."""
     if rec.video:
         count = getattr(source, "frame_count", None)
         whole = count and not rec.interrupted and not getattr(source, "ended_early", None)
@@ -347,8 +344,11 @@ def _chart(png: Path, path: str, source, rec: _Recorder, every: int, step_s: flo
         for a in rec.alerts:
             if a["cleared_s"] is None:
                 a["open_at_end"] = True
-        plot_timeline(png, Path(path).name, rec.labels, rec.frame_rows, rec.alerts, media_s, step_s, raise_share)
+        if png:
+            plot_timeline(png, Path(path).name, rec.labels, rec.frame_rows, rec.alerts, media_s, step_s, raise_share)
         return media_s
+    if not png:
+        return None
     # every image asked for, in name order: (name, faces or -1 when unreadable, mean probs or None)
     rows = [(Path(f).name, *rec.image_rows.get(i, (-1, None))) for i, f in enumerate(source.files) if i % every == 0]
     _plot_images(png, Path(path).name, rec.labels, rows)

@@ -99,11 +99,12 @@ class _Live:
 def run(s: DemoSettings, echo=print) -> DemoResult:
     """Make the scene, run the service loop on it, write the chart; raises UserError when
     something needed is missing."""
-    from edge.ops.analyze import _require_matplotlib, plot_timeline
+    from edge.errors import require_modules
+    from edge.ops.analyze import plot_timeline
     from edge.ops.demo_scene import FPS, PEOPLE, SECONDS, write_scene
     from edge.service import app
 
-    _require_matplotlib("edge demo")
+    require_modules("edge demo", "matplotlib", "skimage")  # the chart, the scene's photo
     out = Path(s.out).expanduser() if s.out else default_out()
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.errors import UserError
+from edge.errors import UserError, require_modules
 
 W, H, FPS = 640, 480, 10.0  # 10 frames per second keep the demo quick on a busy laptop
 SECONDS = 26.0
@@ -67,11 +67,8 @@ def astronaut_photo() -> np.ndarray:
     """scikit-image's astronaut (512x512), BGR."""
     import cv2
 
-    try:
-        from skimage import data
-    except ImportError as exc:
-        raise UserError("edge demo makes its queue scene from scikit-image's sample photo, and scikit-image is not "
-                        "installed; install it with: pip install scikit-image (or pip install -e '.[dev]').") from exc
+    require_modules("edge demo's queue scene (scikit-image's sample photo)", "skimage")
+    from skimage import data
     return cv2.cvtColor(data.astronaut(), cv2.COLOR_RGB2BGR)
 
 
