@@ -17,7 +17,7 @@ from edge.errors import ConfigError, UserError  # noqa: F401  (ConfigError: call
 from edge.errors import check as _check
 from edge.errors import check_range as _range
 from edge.labels import LABELS
-from edge.paths import expand_path
+from edge.paths import check_readable, expand_path, not_a_file
 from edge.pipeline.detectors import DetectorConfig
 from edge.sinks import SINKS
 
@@ -362,8 +362,8 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> Confi
     data: dict = {}
     if path:
         p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"Config file {p} does not exist; pass --config PATH to a TOML file.")
+        if why := not_a_file(p):
+            raise ConfigError(f"Config file {p} {why}; pass --config PATH to a TOML file.")
         try:
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except UnicodeDecodeError as exc:
@@ -423,4 +423,10 @@ def resolve_model(cfg: Config) -> Path:
     """The classifier model a config names: model.path, or the model shipped in the package."""
     from edge.models import default_model_path
 
-    return expand_path(cfg.model.path) if cfg.model.path else default_model_path()
+    if not cfg.model.path:
+        return default_model_path()
+    path = expand_path(cfg.model.path)
+    if why := not_a_file(path):  # before the classifier, which calls a folder missing
+        raise UserError(f"Model file {path} {why}; pass a .tflite model made by `edge convert`.")
+    check_readable(path, "Model file")  # before its card's sha256 check reads it
+    return path

@@ -5,8 +5,32 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from edge.errors import UserError
+
 
 def expand_path(value: str | Path) -> Path:
     """A path from the config or the command line, `~` and $VARS expanded: every command
     reads paths through here, so a path that `edge doctor` accepts is one `edge run` opens."""
     return Path(os.path.expandvars(os.path.expanduser(str(value))))
+
+
+def not_a_file(path: str | Path) -> str | None:
+    """Why a path that should name a file does not, as the end of a sentence ("does not
+    exist", "is a folder, not a file"); None when it is a file."""
+    p = Path(path)
+    if p.is_file():
+        return None
+    if p.is_dir():
+        return "is a folder, not a file"
+    return "is a link to a file that does not exist" if p.is_symlink() else "does not exist"
+
+
+def check_readable(path: str | Path, what: str) -> None:
+    """One sentence naming a file this user may not read, before a library that reads it calls
+    it damaged ("not a valid TFLite model") or raises its own error."""
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as exc:
+        raise UserError(f"{what} {path} cannot be read ({exc.strerror}); make it readable by the user that runs "
+                        f"edge (e.g. sudo chmod a+r {path}).") from exc

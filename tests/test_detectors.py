@@ -3,6 +3,7 @@ shared dataset is present, a few FER2013 faces (grayscale crops)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import tarfile
@@ -221,6 +222,8 @@ def test_missing_model_path_is_a_user_error(tmp_path):
     for kind in ("blazeface", "haar", "yunet"):
         with pytest.raises(UserError, match="does not exist"):
             create_detector(kind, model=str(tmp_path / "nope.model"))
+        with pytest.raises(UserError, match="is a folder, not a file"):
+            create_detector(kind, model=str(tmp_path))
 
 
 def test_no_blazeface_model_installed_says_how_to_get_one(monkeypatch):
@@ -260,15 +263,27 @@ def test_haar_without_a_cascade_names_the_options(monkeypatch):
     import edge.pipeline.detectors.haar as haar
 
     monkeypatch.setattr(haar, "find_cascade", lambda cv2: None)
-    with pytest.raises(UserError, match="opencv-data.*\\[detector\\] model"):
+    with pytest.raises(UserError, match=re.escape(haar.cascade_hint(cv2)) + r".*\[detector\] model"):
         create_detector("haar")
+
+
+def test_haar_cascade_advice_fits_where_opencv_came_from():
+    from types import SimpleNamespace
+
+    from edge.pipeline.detectors.haar import cascade_hint
+
+    apt = cascade_hint(SimpleNamespace())  # Debian's cv2 has no cv2.data
+    assert "sudo apt install opencv-data" in apt and "pip" not in apt  # no OpenCV wheel in a Pi's venv
+    wheel = cascade_hint(SimpleNamespace(data=SimpleNamespace(haarcascades="/x")))
+    assert "queue-mood[opencv]" in wheel and "apt" not in wheel
 
 
 def test_not_a_blazeface_model_is_a_user_error(tmp_path):
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(b"not a model")
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match=r"\[detector\] model") as err:
         create_detector("blazeface", model=str(bad))
+    assert "edge convert" not in str(err.value)  # it makes classifiers, not detectors
 
 
 # -- Haar -----------------------------------------------------------------------------

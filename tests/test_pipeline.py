@@ -42,6 +42,9 @@ def test_run_on_a_video_tracks_the_face(astronaut_video, shipped_model, tmp_path
     (["--source", "/nonexistent/video.mp4"], "does not exist"),
     (["--camera", "9"], "Cannot open camera 9"),
     (["--model", "/nonexistent/model_int8.tflite", "--source", "."], "does not exist"),
+    (["--config", ".", "--source", "."], "Config file . is a folder, not a file"),
+    (["--model", ".", "--source", "."], "Model file . is a folder, not a file"),
+    (["--detector-model", ".", "--source", "."], "Face detector model . is a folder, not a file"),
 ])
 def test_bad_inputs_are_one_sentence(args, needle, shipped_model, tmp_path):
     if "--model" not in args:
@@ -50,6 +53,43 @@ def test_bad_inputs_are_one_sentence(args, needle, shipped_model, tmp_path):
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert r.returncode == 2 and len(errors) == 1 and needle in errors[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_model_this_user_may_not_read_is_called_unreadable_not_invalid(tmp_path, shipped_model, monkeypatch):
+    import builtins
+    import shutil
+
+    from edge.pipeline.core import load_parts
+    from edge.pipeline.runtime import load_interpreter
+
+    for f in shipped_model.parent.iterdir():
+        shutil.copy(f, tmp_path)
+    model = tmp_path / shipped_model.name
+    real_open = builtins.open
+
+    def open_as_another_user(file, *args, **kwargs):  # a mode 000 file read by a non-root user
+        if str(file) == str(model):
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", open_as_another_user)
+    for load in (lambda: load_parts(load_config(None, {"model.path": str(model)})), lambda: load_interpreter(model)):
+        with pytest.raises(UserError, match=r"cannot be read \(Permission denied\).*chmod"):
+            load()
+
+
+@pytest.mark.parametrize("where", ["folder", "read-only"])
+def test_preview_that_cannot_be_written_says_why(tmp_path, where):
+    from edge.pipeline.annotate import AnnotatedVideo
+    from tests.test_reliability import tmpfs
+
+    if where == "folder":
+        with pytest.raises(UserError, match="is a folder"):
+            AnnotatedVideo(tmp_path, 15, ["happy"])
+        return
+    with tmpfs(tmp_path / "ro", "size=64k,ro") as disk, pytest.raises(UserError, match="cannot be written") as err:
+        AnnotatedVideo(disk / "p.mp4", 15, ["happy"])
+    assert "encoder" not in str(err.value)
 
 
 def test_unreadable_video_and_bad_config(tmp_path, shipped_model):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +30,28 @@ def draw(image: np.ndarray, result, labels: list[str]) -> np.ndarray:
     return img
 
 
+def _check_writable(path: Path) -> None:
+    folder = path.parent
+    if path.is_dir():
+        raise UserError(f"The annotated video {path} is a folder; give a file name ending in .mp4 "
+                        f"(e.g. {path / 'preview.mp4'}).")
+    if not folder.is_dir():
+        why = f"the folder {folder} does not exist"
+    elif not os.access(folder, os.W_OK | os.X_OK):
+        why = f"the folder {folder} cannot be written (read-only, or another user's)"
+    elif path.exists() and not os.access(path, os.W_OK):
+        why = "the file is read-only"
+    else:
+        return
+    raise UserError(f"Cannot write the annotated video {path}: {why}; choose a file in a folder you can write to.")
+
+
 class AnnotatedVideo:
     """An mp4 of annotated frames; frames of another size are letterboxed into the first one's."""
 
     def __init__(self, path: str | Path, fps: float, labels: list[str]):
         self.path, self.fps, self.labels = Path(path), fps, list(labels)
+        _check_writable(self.path)  # OpenCV's writer would only fail to open, as if it had no encoder
         self.writer = None
         self.size: tuple[int, int] | None = None
 

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 
 from edge.errors import UserError
+from edge.paths import check_readable, not_a_file
 
 # (runtime name, module with Interpreter, distribution whose version is reported)
 _CANDIDATES = (
@@ -64,15 +65,19 @@ def runtime() -> Runtime:
     )
 
 
-def load_interpreter(model_path, num_threads: int | None = 1):
-    """An allocated interpreter for a .tflite file; a bad file is one clear sentence."""
+def load_interpreter(model_path, num_threads: int | None = 1, what: str = "Model file",
+                     advice: str = "pass a .tflite model made by `edge convert`"):
+    """An allocated interpreter for a .tflite file; a bad file is one clear sentence, naming it
+    `what` and ending in `advice` (a face detector's caller gives its own: edge convert makes
+    only classifiers)."""
     path = os.fspath(model_path)
-    if not os.path.isfile(path):
-        raise UserError(f"Model file {path} does not exist; pass a .tflite model made by `edge convert`.")
+    if why := not_a_file(path):
+        raise UserError(f"{what} {path} {why}; {advice}.")
+    check_readable(path, what)  # the interpreter would say only "could not open" or "not a valid model"
     rt = runtime()
     try:
         interp = rt.interpreter_class(model_path=path, num_threads=num_threads)
         interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
-        raise UserError(f"{path} is not a valid TFLite model ({str(exc).splitlines()[0]}); re-run `edge convert`.") from exc
+        raise UserError(f"{path} is not a valid TFLite model ({str(exc).splitlines()[0]}); {advice}.") from exc
     return interp

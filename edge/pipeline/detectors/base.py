@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import UserError, check
-from edge.paths import expand_path
+from edge.paths import expand_path, not_a_file
 from edge.pipeline.geometry import BBox
 from edge.plugins import Registry
 
@@ -92,8 +92,8 @@ class FaceDetector:
         if not cfg.model:
             return {}
         path = expand_path(cfg.model)
-        if not path.is_file():
-            raise UserError(f"Face detector model {path} (detector.model) does not exist; fix it or leave it empty.")
+        if why := not_a_file(path):
+            raise UserError(f"Face detector model {path} (detector.model) {why}; fix it or leave it empty.")
         return {path.name: path}
 
 

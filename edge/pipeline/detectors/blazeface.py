@@ -18,7 +18,7 @@ import numpy as np
 
 from edge.pipeline.detectors.anchors import FULL_RANGE, SHORT_RANGE, SsdAnchorOptions, generate_anchors
 from edge.pipeline.detectors.base import Detection, DetectorConfig, FaceDetector, register
-from edge.paths import expand_path
+from edge.paths import expand_path, not_a_file
 from edge.errors import UserError, check, import_cv2
 from edge.pipeline.geometry import BBox
 
@@ -148,8 +148,8 @@ class BlazeFace(FaceDetector):
         self.min_face_px = int(cfg.min_face_px)
         if model:
             path = expand_path(model)
-            if not path.is_file():
-                raise UserError(f"Face detector model {path} does not exist; fix [detector] model or leave it empty.")
+            if why := not_a_file(path):
+                raise UserError(f"Face detector model {path} {why}; fix [detector] model or leave it empty.")
         else:
             path = find_model(MODEL_FILES[variant])
             if path is None:
@@ -158,7 +158,10 @@ class BlazeFace(FaceDetector):
                     "queue-mood (pip install --force-reinstall 'queue-mood[edge]') or pass [detector] model = PATH."
                 )
         self.model_path = path
-        self.interpreter = load_interpreter(path, num_threads=threads)
+        self.interpreter = load_interpreter(
+            path, num_threads=threads, what="Face detector model",
+            advice=f"pass [detector] model = PATH to MediaPipe's {MODEL_FILES[variant]} (variant {variant}), or "
+                   "leave it empty for the shipped one")
         self._setup_tensors()
 
     def _setup_tensors(self) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.pipeline.detectors.base import Detection, DetectorConfig, FaceDetector, register
-from edge.paths import expand_path
+from edge.paths import expand_path, not_a_file
 from edge.errors import UserError, import_cv2
 from edge.pipeline.geometry import BBox
 
@@ -32,6 +32,14 @@ def find_cascade(cv2) -> Path | None:
     return None
 
 
+def cascade_hint(cv2) -> str:
+    """How to get the cascade for the OpenCV in use: Debian's (a Pi's; no cv2.data) keeps it in
+    opencv-data, and a pip OpenCV wheel in a Pi's venv would replace apt's numpy-matched build."""
+    if getattr(cv2, "data", None) is None:
+        return "install Debian's cascades with: sudo apt install opencv-data"
+    return "reinstall OpenCV with: pip install --force-reinstall 'queue-mood[opencv]'"
+
+
 @dataclass
 class HaarConfig(DetectorConfig):
     """[detector] with kind = "haar": OpenCV's frontal-face Haar cascade."""
@@ -50,16 +58,13 @@ class Haar(FaceDetector):
         self._cv2 = cv2 = import_cv2()
         if model:
             path = expand_path(model)
-            if not path.is_file():
-                raise UserError(f"Haar cascade {path} does not exist; fix [detector] model or leave it empty.")
+            if why := not_a_file(path):
+                raise UserError(f"Haar cascade {path} {why}; fix [detector] model or leave it empty.")
         else:
             path = find_cascade(cv2)
             if path is None:
-                raise UserError(
-                    f"OpenCV's {CASCADE} was not found; install the Debian package opencv-data "
-                    "(sudo apt install opencv-data), pip install opencv-python-headless, "
-                    "or pass [detector] model = PATH to the cascade file."
-                )
+                raise UserError(f"OpenCV's {CASCADE} was not found; {cascade_hint(cv2)}, or pass [detector] model = "
+                                "PATH to the cascade file.")
         self.model_path = path
         self.cascade = cv2.CascadeClassifier(str(path))
         if self.cascade.empty():

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edge.pipeline.detectors.base import Detection, DetectorConfig, FaceDetector, register
-from edge.paths import expand_path
+from edge.paths import expand_path, not_a_file
 from edge.errors import UserError, import_cv2
 from edge.pipeline.geometry import BBox
 
@@ -41,8 +41,8 @@ class YuNet(FaceDetector):
         if not model:
             raise UserError(f"The YuNet detector needs a model file: {MODEL_HINT}.")
         path = expand_path(model)
-        if not path.is_file():
-            raise UserError(f"YuNet model {path} does not exist: {MODEL_HINT}.")
+        if why := not_a_file(path):
+            raise UserError(f"YuNet model {path} {why}: {MODEL_HINT}.")
         self.model_path = path
         self.min_score = float(cfg.min_score)
         self.min_face_px = int(cfg.min_face_px)
