@@ -248,6 +248,20 @@ def test_doctor_fails_on_a_bad_model_and_config(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+def test_doctor_calls_a_read_only_spool_disk_read_only_not_full(tmp_path):
+    from edge.config import Config
+    from edge.ops.doctor import DoctorSettings, _Context, check_disk
+    from tests.test_reliability import tmpfs
+
+    cfg = Config()
+    with tmpfs(tmp_path / "ro", "size=64k,ro") as disk:
+        cfg.sinks.spool_dir = str(disk / "spool")
+        ctx = _Context(DoctorSettings())
+        check_disk(ctx, cfg)
+    (line,) = [c for c in ctx.checks if c.name == "disk"]
+    assert line.status == FAIL and "read-only" in line.detail and "free some space" not in line.detail
+
+
 @pytest.mark.parametrize("numpy_v, cv2_v, error, status", [
     ("1.24.2", "4.6.0", "", OK),  # the Pi: both from apt
     ("2.4.6", "4.14.0", "", OK),  # a laptop with wheels

@@ -483,7 +483,10 @@ def check_disk(ctx: _Context, cfg) -> None:
     usage = shutil.disk_usage(existing)
     free_mb = usage.free / 2**20
     where = f"{free_mb / 1024:.1f} GB free of {usage.total / 2**30:.1f} GB at {spool}"
-    if free_mb < FREE_FAIL_MB:
+    if os.statvfs(existing).f_flag & os.ST_RDONLY:  # its free space is beside the point (and may read 0)
+        ctx.add("disk", FAIL, f"{spool} is on a read-only file system: undelivered alerts cannot be kept; remount "
+                              "it read-write or set sinks.spool_dir to a folder on a writable disk")
+    elif free_mb < FREE_FAIL_MB:
         ctx.add("disk", FAIL, where + ": undelivered alerts cannot be kept; free some space")
     elif free_mb < FREE_WARN_MB:
         ctx.add("disk", WARN, where)
