@@ -311,6 +311,35 @@ def test_doctor_warns_when_the_network_address_answers_without_auth(serve):
         guarded.stop()
 
 
+def test_doctor_fails_a_status_port_another_program_holds_and_explains_port_0():
+    import socket
+
+    from edge.config import Config
+    from edge.ops import doctor
+
+    def status_line(port):
+        cfg = Config()
+        cfg.status.port = port
+        ctx = doctor._Context(doctor.DoctorSettings())
+        doctor.check_status(ctx, cfg)
+        (line,) = [c for c in ctx.checks if c.name == "status page"]
+        return line
+
+    with socket.socket() as other:  # another program on the port: edge run would start without its page
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        line = status_line(other.getsockname()[1])
+        assert line.status == doctor.FAIL and "taken by another program" in line.detail
+    ours = StatusServer(Stats("rt", "m", "v"), StatusConfig(port=0)).start()  # the monitor itself: fine
+    try:
+        line = status_line(ours.port)
+        assert line.status == doctor.OK and "queue-mood monitor running now" in line.detail
+    finally:
+        ours.stop()
+    line = status_line(0)
+    assert line.status == doctor.OK and "localhost:0" not in line.detail and "port = 0" in line.detail
+
+
 def test_process_cpu_share_is_cpu_seconds_per_wall_second_over_the_interval():
     from edge.service.health import CpuShare
 

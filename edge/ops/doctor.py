@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import functools
 import io
 import json
@@ -538,6 +539,44 @@ def _answers_without_auth(host: str, port: int) -> bool:
         return False  # refused, 401, or nothing there
 
 
+def _is_queue_mood(host: str, port: int) -> bool:
+    """Whether the program on host:port is a queue-mood status server (its Server header, sent
+    with a 401 too)."""
+    import http.client
+
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    conn = http.client.HTTPConnection(host, port, timeout=2)
+    try:
+        conn.request("HEAD", "/")
+        return (conn.getresponse().getheader("Server") or "").startswith("queue-mood")
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def port_verdict(host: str, port: int) -> tuple[str, str] | None:
+    """None when edge run could listen on host:port now, else (status, why): a port another
+    program holds would leave edge run without its page (it runs on, with a warning)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does (HTTPServer)
+        try:
+            s.bind((host, port))
+            return None
+        except OSError as exc:
+            err = exc
+    if err.errno == errno.EADDRINUSE:
+        if _is_queue_mood(host, port):
+            return OK, "the queue-mood monitor running now listens there"
+        return FAIL, (f"port {port} on {host} is taken by another program, so edge run would run without its "
+                      "page; stop that program or set [status] port to a free one")
+    fix = {errno.EACCES: "ports below 1024 need root: choose [status] port above 1023",
+           errno.EADDRNOTAVAIL: f"{host} is not an address of this machine: fix [status] host"}
+    return FAIL, (f"edge run cannot listen on {host}:{port} ({err.strerror}); "
+                  f"{fix.get(err.errno, 'fix [status] host and port')}")
+
+
 def check_status(ctx: _Context, cfg) -> None:
     """Where the status page listens, and whether anything on this Pi's network address
     answers it without credentials (the service predating the config, a proxy, a test run)."""
@@ -548,11 +587,16 @@ def check_status(ctx: _Context, cfg) -> None:
         ctx.add("status page", OK, "off ([status] enabled = false)")
         return
     need = " and ".join(w for w, on in (("a token", st.token), ("a password", st.password)) if on)
+    # port 0: the system picks a free one at each start
+    port = "a free port chosen at each start ([status] port = 0; edge run logs which)" if not st.port else None
     if is_loopback(st.host):
-        ctx.add("status page", OK, f"http://localhost:{st.port}/ on this Pi only; for the store network set "
-                                   "[status] host = \"0.0.0.0\" with a token or password")
+        where = f"on this Pi only, {port}" if port else f"http://localhost:{st.port}/ on this Pi only"
+        line = f"{where}; for the store network set [status] host = \"0.0.0.0\" with a token or password"
     else:
-        ctx.add("status page", OK, f"on {st.host}:{st.port}, {need} required")
+        line = f"on {st.host}, {port}, {need} required" if port else f"on {st.host}:{st.port}, {need} required"
+    taken = port_verdict(st.host, st.port) if st.port else None
+    status, why = taken or (OK, "")
+    ctx.add("status page", status, why if status == FAIL else f"{line}; {why}" if why else line)
     lan = _lan_address()
     if lan and st.port and _answers_without_auth(lan, st.port):
         ctx.add("status auth", WARN, f"http://{lan}:{st.port}/status answers without a token or password: anyone on "
