@@ -34,6 +34,24 @@ def test_rules_pass_promtool_check_and_their_unit_tests():
     assert "SUCCESS" in promtool("test", "rules", "rules_test.yml").stdout
 
 
+@needs_promtool
+def test_the_readmes_try_it_command_checks_the_config(tmp_path):
+    """The README's `To try it` command, up to starting prometheus, in a copy of deploy/fleet."""
+    readme = " ".join((FLEET.parents[1] / "README.md").read_text().split())
+    command = re.search(r"To try it.*?`(cd deploy/fleet && [^`]*)`", readme).group(1)
+    command = command.split(" && prometheus ")[0].replace("cd deploy/fleet", f"cd {tmp_path / 'deploy' / 'fleet'}")
+    shutil.copytree(FLEET, tmp_path / "deploy" / "fleet")
+    r = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120, env={"TOKEN": TOKEN,
+                       "PATH": f"{Path(PROMTOOL).parent}:/usr/bin:/bin"})
+    assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
+    assert (tmp_path / "deploy" / "fleet" / "queue-mood.token").read_text().strip() == TOKEN
+
+
+def test_the_fleet_token_file_is_ignored_by_git():
+    ignored = (FLEET.parents[1] / ".gitignore").read_text().split()
+    assert "deploy/fleet/queue-mood.token" in ignored
+
+
 def _series_the_monitor_exports() -> set[str]:
     from edge.service.exposition import render
     from edge.service.status import Stats
