@@ -139,6 +139,37 @@ def test_history_survives_a_restart_in_sqlite_and_disk_trouble_falls_back_to_mem
     assert [r.message for r in caplog.records if "memory only" in r.message]
 
 
+def test_history_after_the_clock_steps_back_keeps_new_points_in_order_in_memory_and_file(tmp_path):
+    """NTP setting back a Pi without RTC that started a day ahead: the points from the wrong
+    clock go, the new ones stay (they were deleted from the file as soon as written), in order."""
+    import sqlite3
+
+    db = tmp_path / "history.sqlite"
+    now = time.time()
+    ahead = now + 86400 - now % 10
+    h = History(step_s=10, span_s=3600, db_path=str(db))
+    for i in range(200):  # 1000 s on the clock that is a day ahead
+        h.add(ahead + 5 * i, 0.1, 2, False)
+    back = now - 1000 - now % 10
+    for i in range(200):  # then 1000 s on the right clock
+        h.add(back + 5 * i, 0.9, 5, True)
+    ts = [p["t"] for p in h.series()]
+    assert ts == sorted(ts) and ts[0] == back and ts[-1] < ahead
+    rows = [t for (t,) in sqlite3.connect(db).execute("SELECT t FROM samples ORDER BY t")]
+    assert rows == ts[:-1]  # the closed points; none from the day ahead
+    h.close()
+    assert [p["t"] for p in History(step_s=10, span_s=3600, db_path=str(db)).series()] == rows  # and after a restart
+
+
+def test_history_written_on_a_clock_that_was_ahead_is_not_loaded_after_a_restart(tmp_path):
+    db = tmp_path / "history.sqlite"
+    h = History(step_s=10, span_s=3600, db_path=str(db))
+    for i in range(5):
+        h.add(time.time() + 86400 + 10 * i, 0.1, 2, False)  # before the restart the clock was a day ahead
+    h.close()
+    assert History(step_s=10, span_s=3600, db_path=str(db)).series() == []
+
+
 def test_metrics_parse_as_prometheus_and_carry_the_fleet_series(serve):
     parser = pytest.importorskip("prometheus_client.parser", reason="/metrics needs prometheus_client (edge extra)")
     stats = Stats("ai-edge-litert x", "m", "video", device="till-3")

@@ -45,9 +45,10 @@ class History:
             for stmt in SCHEMA:
                 db.execute(stmt)
             now = datetime.now(timezone.utc).timestamp()
+            # not rows "from the future", written before the clock was set back (they go at the next write)
             for t, share, faces, alert in db.execute(
-                    "SELECT t, negative_share, faces, alert FROM samples WHERE t >= ? ORDER BY t",
-                    (now - self.span_s,)):
+                    "SELECT t, negative_share, faces, alert FROM samples WHERE t >= ? AND t <= ? ORDER BY t",
+                    (now - self.span_s, now)):
                 self.points.append({"t": t, "negative_share": share, "faces": faces, "alert": bool(alert)})
             for t, kind, share, faces in db.execute(
                     "SELECT t, kind, negative_share, faces FROM alerts ORDER BY t DESC LIMIT ?", (self.alerts.maxlen,)):
@@ -62,8 +63,8 @@ class History:
         try:
             for row in rows:
                 self._db.execute(sql, row)
-            cutoff = self.points[0]["t"] if self.points else 0.0
-            self._db.execute("DELETE FROM samples WHERE t < ?", (cutoff,))
+            if self.points:  # the file keeps what memory keeps: after a clock step, not the rows beyond it
+                self._db.execute("DELETE FROM samples WHERE t < ? OR t > ?", (self.points[0]["t"], self.points[-1]["t"]))
             self._db.execute("DELETE FROM alerts WHERE t NOT IN (SELECT t FROM alerts ORDER BY t DESC LIMIT ?)",
                              (self.alerts.maxlen,))
         except sqlite3.Error as exc:
@@ -79,11 +80,21 @@ class History:
             self._close()
             s = None
         if s is None:
+            self._keep_span_before(start)
             s = self._step = {"t": start, "n": 0, "share_sum": 0.0, "faces": 0, "alert": False}
         s["n"] += 1
         s["share_sum"] += negative_share
         s["faces"] = max(s["faces"], faces)
         s["alert"] = s["alert"] or raised
+
+    def _keep_span_before(self, start: float) -> None:
+        """Only the points of the span before a step starting at `start`. The wall clock can
+        step (NTP setting a Pi without RTC that started with a wrong time): points at or after
+        `start` came from a clock that was ahead, and the series must stay in time order."""
+        while self.points and self.points[-1]["t"] >= start:
+            self.points.pop()
+        while self.points and self.points[0]["t"] < start - self.span_s:
+            self.points.popleft()
 
     def _point(self, s: dict) -> dict:
         return {"t": s["t"], "negative_share": round(s["share_sum"] / s["n"], 4), "faces": s["faces"],
