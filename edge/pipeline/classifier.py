@@ -44,12 +44,11 @@ class Classifier:
         self.path = Path(model_path)
         if not self.path.is_file():
             raise UserError(f"Model file {self.path} does not exist; pass a .tflite model made by `edge convert`.")
-        if card is None:
-            card = load_card(self.path)
-            check_pair(self.path, card)
-        self.card = card
+        self.card = card or load_card(self.path)
         self.num_threads = num_threads
-        self.interp = load_interpreter(self.path, num_threads)
+        self.interp = load_interpreter(self.path, num_threads)  # a damaged file says so before any pairing check
+        if card is None:
+            check_pair(self.path, self.card)
         self.runtime = runtime()
         inp = self.interp.get_input_details()[0]
         out = self.interp.get_output_details()[0]
