@@ -107,7 +107,7 @@ def cli():
 @click.option("--config", "config_path", default=None, help="TOML config file (default: built-in defaults).")
 @click.option("--camera", type=int, default=None, help="Camera index: the Pi camera via picamera2, else a USB camera.")
 @click.option("--source", default=None, help="Video file, image folder or rtsp:// / http:// stream instead of a camera.")
-@click.option("--model", default=None, help="int8 .tflite model with model.json beside it (default: the shipped model).")
+@click.option("--model", default=None, help="int8 .tflite model with model.json beside it, or the folder `edge convert --out` wrote (default: the shipped model).")
 @click.option("--detector", type=PluginChoice(DETECTORS), default=None)
 @click.option("--detector-model", default=None, help="Face detector model file.")
 @click.option("--threads", type=int, default=None, help="Interpreter threads (default 1).")
@@ -203,7 +203,7 @@ def demo_cmd(out, fast):
               help="Format of timeline.* and tracks.*.")
 @click.option("--annotate", is_flag=True, help="Also write OUT/annotated.mp4 with boxes and labels (off by default: privacy).")
 @click.option("--config", "config_path", default=None, help="TOML config file (default: built-in defaults).")
-@click.option("--model", default=None, help="int8 .tflite model with model.json beside it (default: the shipped model).")
+@click.option("--model", default=None, help="int8 .tflite model with model.json beside it, or the folder `edge convert --out` wrote (default: the shipped model).")
 def analyze_cmd(path, out, every, fmt, annotate, config_path, model):
     """Analyse a video, an image or a folder of images: per-face timeline, per-track summary, chart."""
     from pathlib import Path

@@ -426,6 +426,8 @@ def resolve_model(cfg: Config) -> Path:
     if not cfg.model.path:
         return default_model_path()
     path = expand_path(cfg.model.path)
+    if path.is_dir() and (path / "model_int8.tflite").is_file():  # the folder `edge convert --out` wrote
+        path = path / "model_int8.tflite"
     if why := not_a_file(path):  # before the classifier, which calls a folder missing
         raise UserError(f"Model file {path} {why}; pass a .tflite model made by `edge convert`.")
     check_readable(path, "Model file")  # before its card's sha256 check reads it

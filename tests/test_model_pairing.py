@@ -45,3 +45,14 @@ def test_edge_run_warns_about_a_model_that_failed_the_parity_gate(tmp_path, ship
     with caplog.at_level(logging.WARNING, logger="edge"):
         load_parts(load_config(None, {"model": {"path": str(shipped_model)}}))
     assert not [r for r in caplog.records if "parity gate" in r.getMessage()]
+
+
+def test_the_folder_edge_convert_wrote_names_its_int8_model(tmp_path, shipped_model):
+    from edge.config import resolve_model
+
+    model = copy_model(shipped_model, tmp_path)
+    assert resolve_model(load_config(None, {"model": {"path": str(tmp_path)}})) == model
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(UserError, match="is a folder, not a file"):
+        resolve_model(load_config(None, {"model": {"path": str(empty)}}))
