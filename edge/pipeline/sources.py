@@ -9,6 +9,7 @@ stops delivering is reopened with back-off.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -319,6 +320,7 @@ class PiCamera(LiveSource):
     def _open(self):
         from picamera2 import Picamera2
 
+        cam = None
         try:
             cam = Picamera2(self.index)
             cfg = cam.create_video_configuration(main={"size": (self.width, self.height), "format": "RGB888"},
@@ -326,6 +328,8 @@ class PiCamera(LiveSource):
             cam.configure(cfg)
             cam.start()
         except Exception as exc:
+            if cam is not None:  # it holds the camera: left open, every later open fails "busy"
+                _close_quietly(cam)
             raise UserError(f"Cannot start Pi camera {self.index} ({exc}); check the ribbon cable and "
                             "`rpicam-hello --list-cameras`.") from exc
         self.cam = cam
@@ -340,15 +344,20 @@ class PiCamera(LiveSource):
 
     def _release(self):
         if self.cam is not None:
-            try:
-                self.cam.stop()
-                self.cam.close()
-            except Exception:
-                pass
+            _close_quietly(self.cam)
             self.cam = None
 
     def describe(self):
         return f"Pi camera {self.index} (picamera2, {self.width}x{self.height})"
+
+
+def _close_quietly(cam) -> None:
+    """Stop and close a Picamera2; close() runs even when stop() fails (a wedged camera), as
+    only close() lets the camera go."""
+    with contextlib.suppress(Exception):
+        cam.stop()
+    with contextlib.suppress(Exception):
+        cam.close()
 
 
 def open_source(camera: int | None, path: str, width: int = 640, height: int = 480, fps: float = 15.0,

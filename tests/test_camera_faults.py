@@ -1,0 +1,122 @@
+"""Live sources when the camera misbehaves: a Pi camera that stops inside a capture, one whose
+start fails, a driver that raises, a grabber that dies or hangs, a stream that cannot be
+reached. picamera2 is replaced by a stand-in that keeps its contract (the camera is held from
+the constructor until close(); captures are jobs on concurrent futures, and capture_array with
+wait=None waits on its job for as long as it takes). Nothing here asserts a time; waits poll
+with generous timeouts."""
+
+from __future__ import annotations
+
+import sys
+import time
+import types
+from concurrent.futures import Future
+
+import numpy as np
+import pytest
+
+from edge.errors import UserError
+from edge.pipeline.sources import PiCamera
+
+
+class Job(Future):
+    """picamera2's Job: a future whose get_result takes a timeout."""
+
+    def get_result(self, timeout=None):
+        return self.result(timeout=timeout)
+
+
+class Rig:
+    """The libcamera side of the stand-in: which cameras are held, what each one delivers."""
+
+    def __init__(self):
+        self.held: set[int] = set()
+        self.opened: list = []
+        self.plan: list[int | None] = []  # per camera opened: frames before it stops (None: forever)
+        self.start_failures = 0  # the next start() calls that fail
+        self.stop_fails = False
+        self.error: Exception | None = None  # raised by every capture while set
+        self.captures = 0
+        self.never_done: list[Job] = []
+
+    def picamera2(self):
+        rig = self
+
+        class Picamera2:
+            def __init__(self, index=0):
+                if index in rig.held:
+                    raise RuntimeError("Failed to acquire camera: Device or resource busy")
+                rig.held.add(index)
+                self.index = index
+                n = len(rig.opened)
+                self.left = rig.plan[n] if n < len(rig.plan) else None
+                rig.opened.append(self)
+
+            def create_video_configuration(self, **kw):
+                return kw
+
+            def configure(self, cfg):
+                pass
+
+            def start(self):
+                if rig.start_failures:
+                    rig.start_failures -= 1
+                    raise RuntimeError("Failed to start camera: Input/output error")
+
+            def stop(self):
+                if rig.stop_fails:
+                    raise RuntimeError("Camera frontend has timed out!")
+
+            def close(self):
+                rig.held.discard(self.index)
+
+            def capture_array(self, name="main", wait=None):
+                rig.captures += 1
+                job = Job()
+                if rig.error is not None:
+                    job.set_exception(rig.error)
+                elif self.left == 0:  # stopped delivering: the job never completes
+                    rig.never_done.append(job)
+                else:
+                    self.left = None if self.left is None else self.left - 1
+                    job.set_result(np.zeros((48, 64, 4), np.uint8))
+                if wait is False:
+                    return job
+                return job.get_result(timeout=None if wait in (None, True) else wait)
+
+        return Picamera2
+
+
+@pytest.fixture
+def rig(monkeypatch):
+    r = Rig()
+    monkeypatch.setitem(sys.modules, "picamera2", types.SimpleNamespace(Picamera2=r.picamera2()))
+    yield r
+    for job in r.never_done:  # frees a grabber still waiting on one
+        job.set_result(np.zeros((48, 64, 4), np.uint8))
+
+
+def take(source, n: int, timeout: float = 30.0) -> int:
+    """Frames read from a started source until n arrived or the timeout passed."""
+    got, end = 0, time.monotonic() + timeout
+    for frame in source.poll(0.1):
+        got += frame is not None
+        if got >= n or time.monotonic() > end:
+            break
+    return got
+
+
+# ---------------------------------------------------------------- the Pi camera
+
+
+def test_pi_camera_whose_start_fails_is_closed_so_the_next_open_works(rig):
+    rig.start_failures = 1
+    cam = PiCamera(0)
+    with pytest.raises(UserError, match="Cannot start Pi camera 0"):
+        cam._open()
+    assert rig.held == set()
+    cam._open()  # not "Device or resource busy"
+    assert rig.held == {0}
+    rig.stop_fails = True  # a wedged camera: stop() raises, and close() must still run
+    cam._release()
+    assert rig.held == set() and cam.cam is None
