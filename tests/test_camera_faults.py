@@ -109,6 +109,15 @@ def take(source, n: int, timeout: float = 30.0) -> int:
 # ---------------------------------------------------------------- the Pi camera
 
 
+def test_pi_camera_that_stops_inside_a_capture_is_reopened(rig):
+    rig.plan = [5]  # the first camera delivers 5 frames, then no capture ever completes
+    cam = PiCamera(0, max_backoff_s=0.05)
+    cam.stall_s, cam.read_timeout_s = 0.3, 0.05
+    with cam:
+        got = take(cam, 10)
+    assert got == 10 and cam.reopens >= 1 and len(rig.opened) >= 2
+
+
 def test_pi_camera_whose_start_fails_is_closed_so_the_next_open_works(rig):
     rig.start_failures = 1
     cam = PiCamera(0)

@@ -13,6 +13,7 @@ import contextlib
 import logging
 import threading
 import time
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Iterator
 
@@ -304,6 +305,8 @@ class PiCamera(LiveSource):
         super().__init__(max_backoff_s)
         self.index, self.width, self.height, self.fps = index, width, height, fps
         self.cam = None
+        self.read_timeout_s = max(1.0, 3.0 / fps)  # a few frame intervals, and well under stall_s at 15 fps
+        self._job = None  # a capture that timed out and is still queued in picamera2
 
     @staticmethod
     def available(index: int) -> bool:
@@ -335,14 +338,25 @@ class PiCamera(LiveSource):
         self.cam = cam
 
     def _read(self):
+        # A capture waits with a timeout: one without waits forever when the camera stops
+        # delivering, and the grabber never gets to reopen it. capture_array(wait=False) gives
+        # a job in every picamera2 0.3.x (a numeric wait came only later); a job that timed out
+        # stays queued there, so the next read waits on it rather than queueing another.
         try:
-            img = self.cam.capture_array("main")
+            job = self._job if self._job is not None else self.cam.capture_array("main", wait=False)
+            self._job = None
+            try:
+                img = job.get_result(timeout=self.read_timeout_s)
+            except (TimeoutError, FutureTimeout):  # the same class from Python 3.11
+                self._job = job
+                raise TimeoutError(f"no frame within {self.read_timeout_s:g} s") from None
         except Exception as exc:
             log.warning("Pi camera read failed: %s", exc)
             return None
         return np.ascontiguousarray(img[:, :, :3])
 
     def _release(self):
+        self._job = None
         if self.cam is not None:
             _close_quietly(self.cam)
             self.cam = None
