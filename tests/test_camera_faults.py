@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from edge.errors import UserError
-from edge.pipeline.sources import PiCamera
+from edge.pipeline.sources import LiveSource, PiCamera
 
 
 class Job(Future):
@@ -129,3 +129,45 @@ def test_pi_camera_whose_start_fails_is_closed_so_the_next_open_works(rig):
     rig.stop_fails = True  # a wedged camera: stop() raises, and close() must still run
     cam._release()
     assert rig.held == set() and cam.cam is None
+
+
+# ---------------------------------------------------------------- the grabber
+
+
+class FaultyCamera(LiveSource):
+    """Frames, and every 5th read raises the next of read_faults, after which nothing arrives
+    until a reopen; reopens raise open_faults in turn before one works."""
+
+    stall_s = 0.1
+
+    def __init__(self, read_faults, open_faults=()):
+        super().__init__(max_backoff_s=0.05)
+        self.read_faults, self.open_faults = list(read_faults), list(open_faults)
+        self.broken, self.n = False, 0
+
+    def _open(self):
+        if self._thread is not None and self.open_faults:  # the first open, in __enter__, works
+            raise self.open_faults.pop(0)
+        self.broken = False
+
+    def _read(self):
+        time.sleep(0.002)
+        self.n += 1
+        if self.broken:
+            return None
+        if self.n % 5 == 0 and self.read_faults:
+            self.broken = True
+            raise self.read_faults.pop(0)
+        return np.zeros((8, 8), np.uint8)
+
+
+def test_grabber_survives_any_exception_from_the_device():
+    import cv2
+
+    cam = FaultyCamera([RuntimeError("driver hiccup"), cv2.error("V4L2: select() timeout"),
+                        OSError(5, "Input/output error"), MemoryError()],
+                       [OSError(16, "Device or resource busy"), RuntimeError("no such camera")])
+    with cam:
+        got = take(cam, 30)
+        alive = cam._thread.is_alive()
+    assert got == 30 and alive and not cam.read_faults and not cam.open_faults and cam.reopens >= 4

@@ -211,7 +211,11 @@ class LiveSource(Source):
         backoff = 0.5
         last_ok = time.monotonic()
         while not self._stop.is_set():
-            img = self._read()
+            try:
+                img = self._read()
+            except Exception as exc:  # cv2.error, OSError, ...: a failed read, not the end of the grabber
+                log.warning("%s: read failed: %s", self.describe(), _reason(exc))
+                img = None
             if img is not None:
                 backoff, last_ok = 0.5, time.monotonic()
                 with self._cond:
@@ -225,7 +229,7 @@ class LiveSource(Source):
                 self._stop.wait(0.01)  # a failed read; retry without spinning
                 continue
             log.warning("%s stopped delivering frames; reopening in %.1f s", self.describe(), backoff)
-            self._release()
+            self._release_quietly()
             if self._stop.wait(backoff):
                 break
             backoff = min(backoff * 2, self.max_backoff_s)
@@ -233,9 +237,15 @@ class LiveSource(Source):
                 self._open()
                 self.reopens += 1
                 last_ok = time.monotonic()
-            except UserError as exc:
-                log.warning("reopen failed: %s", exc)
-        self._release()
+            except Exception as exc:  # not only UserError: whatever the driver raises, try again later
+                log.warning("reopen failed: %s", _reason(exc))
+        self._release_quietly()
+
+    def _release_quietly(self):
+        try:
+            self._release()
+        except Exception as exc:  # the device is given up either way
+            log.debug("releasing %s failed: %s", self.describe(), _reason(exc))
 
     def poll(self, timeout_s: float):
         while not self._stop.is_set():
@@ -255,6 +265,10 @@ class LiveSource(Source):
             # read that blocks (FFmpeg waits 30 s) would not end in any wait worth having; the
             # daemon thread then ends with the process and stopping stays prompt.
             self._thread.join(timeout=0.25)
+
+
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__  # MemoryError() and friends have no message
 
 
 class OpenCVCamera(LiveSource):
