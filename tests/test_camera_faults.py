@@ -7,6 +7,8 @@ with generous timeouts."""
 
 from __future__ import annotations
 
+import logging
+import re
 import sys
 import time
 import types
@@ -17,6 +19,7 @@ import pytest
 
 from edge.errors import UserError
 from edge.pipeline.sources import LiveSource, PiCamera
+from tests.test_sinks import wait_for
 
 
 class Job(Future):
@@ -129,6 +132,21 @@ def test_pi_camera_whose_start_fails_is_closed_so_the_next_open_works(rig):
     rig.stop_fails = True  # a wedged camera: stop() raises, and close() must still run
     cam._release()
     assert rig.held == set() and cam.cam is None
+
+
+def test_pi_camera_failures_are_logged_once_per_outage(rig, caplog):
+    caplog.set_level(logging.INFO, logger="edge.pipeline.sources")
+    rig.error = RuntimeError("Camera frontend has timed out!")
+    cam = PiCamera(0)
+    cam.stall_s = 3600.0  # no reopen: the failed reads alone are counted
+    with cam:
+        assert wait_for(lambda: rig.captures >= 100, 60)
+        failing = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        rig.error = None
+        assert take(cam, 1) == 1
+    assert len(failing) == 1 and "Camera frontend has timed out!" in failing[0].getMessage()
+    back = [m for r in caplog.records if (m := re.search(r"again after (\d+) failed reads", r.getMessage()))]
+    assert len(back) == 1 and int(back[0][1]) >= 100
 
 
 # ---------------------------------------------------------------- the grabber

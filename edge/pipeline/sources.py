@@ -188,10 +188,12 @@ class LiveSource(Source):
         self._stop = threading.Event()
         self._index = 0
         self.reopens = 0
+        self.read_failures = 0  # failed reads since the start; logged once per outage
         self.dropped = 0
         self._thread: threading.Thread | None = None
 
-    # Subclasses: open the device (raise UserError if absent), read one frame (None = failed), release.
+    # Subclasses: open the device (raise UserError if absent), read one frame (None or an
+    # exception = failed), release.
     def _open(self) -> None:
         raise NotImplementedError
 
@@ -210,13 +212,21 @@ class LiveSource(Source):
     def _grab_loop(self):
         backoff = 0.5
         last_ok = time.monotonic()
+        # An outage runs from a failed read to the next frame. A camera in trouble fails every
+        # read (about 100 a second), so an outage is logged once when it starts, with its
+        # first reason, and once when it ends, with what it cost; in between reads and
+        # reopens are counted (reopens after the first are logged at DEBUG).
+        failed_since, failures, attempts = None, 0, 0
         while not self._stop.is_set():
             try:
-                img = self._read()
+                img, why = self._read(), "no frame"
             except Exception as exc:  # cv2.error, OSError, ...: a failed read, not the end of the grabber
-                log.warning("%s: read failed: %s", self.describe(), _reason(exc))
-                img = None
+                img, why = None, _reason(exc)
             if img is not None:
+                if failed_since is not None:
+                    log.warning("%s delivers frames again after %d failed reads and %d reopen attempts in %.0f s",
+                                self.describe(), failures, attempts, time.monotonic() - failed_since)
+                    failed_since, failures, attempts = None, 0, 0
                 backoff, last_ok = 0.5, time.monotonic()
                 with self._cond:
                     if self._latest is not None:
@@ -225,20 +235,28 @@ class LiveSource(Source):
                     self._index += 1
                     self._cond.notify()
                 continue
+            self.read_failures += 1
+            failures += 1
+            if failed_since is None:
+                failed_since = time.monotonic()
+                log.warning("%s: read failed (%s); further failures are counted until the next frame",
+                            self.describe(), why)
             if time.monotonic() - last_ok < self.stall_s:
                 self._stop.wait(0.01)  # a failed read; retry without spinning
                 continue
-            log.warning("%s stopped delivering frames; reopening in %.1f s", self.describe(), backoff)
+            level = logging.DEBUG if attempts else logging.WARNING
+            log.log(level, "%s stopped delivering frames; reopening in %.1f s", self.describe(), backoff)
             self._release_quietly()
             if self._stop.wait(backoff):
                 break
             backoff = min(backoff * 2, self.max_backoff_s)
+            attempts += 1
             try:
                 self._open()
                 self.reopens += 1
                 last_ok = time.monotonic()
             except Exception as exc:  # not only UserError: whatever the driver raises, try again later
-                log.warning("reopen failed: %s", _reason(exc))
+                log.log(level, "reopening %s failed: %s", self.describe(), _reason(exc))
         self._release_quietly()
 
     def _release_quietly(self):
@@ -356,17 +374,15 @@ class PiCamera(LiveSource):
         # delivering, and the grabber never gets to reopen it. capture_array(wait=False) gives
         # a job in every picamera2 0.3.x (a numeric wait came only later); a job that timed out
         # stays queued there, so the next read waits on it rather than queueing another.
-        try:
-            job = self._job if self._job is not None else self.cam.capture_array("main", wait=False)
-            self._job = None
-            try:
-                img = job.get_result(timeout=self.read_timeout_s)
-            except (TimeoutError, FutureTimeout):  # the same class from Python 3.11
-                self._job = job
-                raise TimeoutError(f"no frame within {self.read_timeout_s:g} s") from None
-        except Exception as exc:
-            log.warning("Pi camera read failed: %s", exc)
+        if self.cam is None:  # a reopen failed
             return None
+        job = self._job if self._job is not None else self.cam.capture_array("main", wait=False)
+        self._job = None
+        try:
+            img = job.get_result(timeout=self.read_timeout_s)
+        except (TimeoutError, FutureTimeout):  # the same class from Python 3.11
+            self._job = job
+            raise TimeoutError(f"no frame within {self.read_timeout_s:g} s") from None
         return np.ascontiguousarray(img[:, :, :3])
 
     def _release(self):
