@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 import time
 import types
 from concurrent.futures import Future
@@ -189,3 +190,48 @@ def test_grabber_survives_any_exception_from_the_device():
         got = take(cam, 30)
         alive = cam._thread.is_alive()
     assert got == 30 and alive and not cam.read_faults and not cam.open_faults and cam.reopens >= 4
+
+
+class HangingCamera(LiveSource):
+    """A few frames, then a read that never returns (a driver stuck in the kernel)."""
+
+    def __init__(self):
+        super().__init__()
+        self.n, self.release = 0, threading.Event()
+
+    def _open(self):
+        pass
+
+    def _read(self):
+        self.n += 1
+        if self.n > 3:
+            self.release.wait()
+        time.sleep(0.01)
+        return np.zeros((8, 8), np.uint8)
+
+
+def test_a_grabber_stuck_in_one_call_is_not_alive():
+    cam = HangingCamera()
+    cam.hung_s = 0.3
+    with cam:
+        assert take(cam, 3) == 3 and cam.alive()
+        assert wait_for(lambda: not cam.alive(), 30)
+        cam.release.set()
+
+
+class DyingCamera(HangingCamera):
+    """Frames from a grabber thread that ends: what no guard in the loop can prevent."""
+
+    def _grab_loop(self):
+        return
+
+
+def test_run_stops_pinging_the_watchdog_when_the_grabber_is_gone(tmp_path, monkeypatch, caplog):
+    from edge.service.app import RunOptions, run
+    from tests.test_reliability import _live_cfg, systemd_notify
+
+    monkeypatch.setattr("edge.pipeline.sources.open_source", lambda *a, **kw: DyingCamera())
+    with systemd_notify(tmp_path, monkeypatch) as got:
+        run(_live_cfg(tmp_path), RunOptions(duration_s=1.0))
+    assert got[0] == "READY=1" and got[-1] == "STOPPING=1" and "WATCHDOG=1" not in got
+    assert len([r for r in caplog.records if "watchdog" in r.getMessage()]) == 1

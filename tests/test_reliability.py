@@ -606,7 +606,10 @@ def test_analyze_out_on_a_read_only_disk_is_one_sentence(tmp_path):
 # ---------------------------------------------------------------- systemd notify
 
 
-def test_run_tells_systemd_ready_watchdog_and_stopping(tmp_path, monkeypatch):
+@contextmanager
+def systemd_notify(tmp_path, monkeypatch):
+    """systemd's notify socket, with a watchdog of 0.2 s; yields the list of the messages
+    received, filled in when the block ends."""
     addr = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(addr)
@@ -614,17 +617,24 @@ def test_run_tells_systemd_ready_watchdog_and_stopping(tmp_path, monkeypatch):
     monkeypatch.setenv("NOTIFY_SOCKET", addr)
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    got: list[str] = []
+    try:
+        yield got
+        while True:
+            try:
+                got.append(sock.recv(100).decode())
+            except OSError:
+                break
+    finally:
+        sock.close()
+
+
+def test_run_tells_systemd_ready_watchdog_and_stopping(tmp_path, monkeypatch):
     cam = StallingCamera(frames=5)
     monkeypatch.setattr("edge.pipeline.sources.open_source", lambda *a, **kw: cam)
-    run(_live_cfg(tmp_path), RunOptions(duration_s=1.5))  # mostly a silent camera: pings continue
+    with systemd_notify(tmp_path, monkeypatch) as got:
+        run(_live_cfg(tmp_path), RunOptions(duration_s=1.5))  # mostly a silent camera: pings continue
     cam.resume.set()
-    got = []
-    while True:
-        try:
-            got.append(sock.recv(100).decode())
-        except OSError:
-            break
-    sock.close()
     assert got[0] == "READY=1" and got[-1] == "STOPPING=1"
     assert got.count("WATCHDOG=1") >= 2
 

@@ -68,6 +68,11 @@ class Source:
     def close(self) -> None:
         pass
 
+    def alive(self) -> bool:
+        """False when the source can deliver no more frames of itself (a live source's grabber
+        ended or is stuck); edge run then stops pinging the systemd watchdog."""
+        return True
+
     def describe(self) -> str:
         return type(self).__name__
 
@@ -180,6 +185,7 @@ class LiveSource(Source):
     """A grabber thread keeps only the newest frame; reopens with back-off when delivery stops."""
 
     stall_s = 3.0  # no frame for this long counts as a stopped source
+    hung_s = 120.0  # one device call this long is stuck for good (OpenCV gives up a stream read after 30 s)
 
     def __init__(self, max_backoff_s: float = 30.0):
         self.max_backoff_s = max_backoff_s
@@ -191,6 +197,7 @@ class LiveSource(Source):
         self.read_failures = 0  # failed reads since the start; logged once per outage
         self.dropped = 0
         self._thread: threading.Thread | None = None
+        self._busy_since: float | None = None  # when the device call under way began
 
     # Subclasses: open the device (raise UserError if absent), read one frame (None or an
     # exception = failed), release.
@@ -219,7 +226,7 @@ class LiveSource(Source):
         failed_since, failures, attempts = None, 0, 0
         while not self._stop.is_set():
             try:
-                img, why = self._read(), "no frame"
+                img, why = self._device(self._read), "no frame"
             except Exception as exc:  # cv2.error, OSError, ...: a failed read, not the end of the grabber
                 img, why = None, _reason(exc)
             if img is not None:
@@ -252,7 +259,7 @@ class LiveSource(Source):
             backoff = min(backoff * 2, self.max_backoff_s)
             attempts += 1
             try:
-                self._open()
+                self._device(self._open)
                 self.reopens += 1
                 last_ok = time.monotonic()
             except Exception as exc:  # not only UserError: whatever the driver raises, try again later
@@ -261,9 +268,23 @@ class LiveSource(Source):
 
     def _release_quietly(self):
         try:
-            self._release()
+            self._device(self._release)
         except Exception as exc:  # the device is given up either way
             log.debug("releasing %s failed: %s", self.describe(), _reason(exc))
+
+    def _device(self, call):
+        """call(), timed, so that alive() can tell a driver call that never returns."""
+        self._busy_since = time.monotonic()
+        try:
+            return call()
+        finally:
+            self._busy_since = None
+
+    def alive(self) -> bool:
+        if self._thread is None:  # not started
+            return True
+        since = self._busy_since
+        return self._thread.is_alive() and (since is None or time.monotonic() - since < self.hung_s)
 
     def poll(self, timeout_s: float):
         while not self._stop.is_set():

@@ -3,7 +3,9 @@ written or sent anywhere unless --preview asks for an annotated video.
 
 Exit codes: 0 normal end (source finished, --max-frames/--duration reached, SIGINT/SIGTERM);
 2 bad input (config, model, camera, video) found before the loop starts. A live camera that
-stops delivering later is reopened with back-off for as long as the service runs.
+stops delivering later is reopened with back-off for as long as the service runs; should the
+source's grabber thread itself end or hang, the loop stops pinging the systemd watchdog, so
+systemd restarts the service.
 
 The loop never waits unboundedly: a live source is polled with a short timeout, so stop
 signals and --duration work while the camera is silent, and a camera silent for
@@ -142,6 +144,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     cpu_started = time.process_time()
     watchdog = Watchdog()
     camera = _CameraWatch(source.describe(), s.down_after_s, stats, sinks, device)
+    grabber_lost = False
     next_sink_stats = 0.0
 
     def should_stop() -> bool:
@@ -152,7 +155,13 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
         with source:
             notify("READY=1")
             for frame in source.poll(TICK_S):
-                watchdog.ping()
+                if source.alive():  # a loop that runs is not enough: frames must be able to come
+                    watchdog.ping()
+                elif not grabber_lost:
+                    grabber_lost = True
+                    log.error("%s: the frame grabber has stopped or hangs; the systemd watchdog is no longer "
+                              "pinged, so systemd restarts the service (outside systemd, restart edge run)",
+                              source.describe())
                 now = time.monotonic()
                 if now >= next_sink_stats:
                     stats.set_sinks(sinks.stats())
