@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from edge.errors import UserError
-from edge.pipeline.sources import LiveSource, PiCamera
-from tests.test_sinks import wait_for
+from edge.pipeline.sources import LiveSource, OpenCVCamera, PiCamera
+from tests.test_sinks import free_port, wait_for
 
 
 class Job(Future):
@@ -235,3 +235,15 @@ def test_run_stops_pinging_the_watchdog_when_the_grabber_is_gone(tmp_path, monke
         run(_live_cfg(tmp_path), RunOptions(duration_s=1.0))
     assert got[0] == "READY=1" and got[-1] == "STOPPING=1" and "WATCHDOG=1" not in got
     assert len([r for r in caplog.records if "watchdog" in r.getMessage()]) == 1
+
+
+# ---------------------------------------------------------------- streams
+
+
+def test_unreachable_stream_gets_a_network_hint_not_a_usb_one():
+    cam = OpenCVCamera(f"http://viewer:hunter2secret@127.0.0.1:{free_port()}/video.mjpg")
+    with pytest.raises(UserError) as err:
+        cam._open()
+    msg = str(err.value)
+    assert "/dev/video" not in msg and "group 'video'" not in msg and "URL" in msg
+    assert "hunter2secret" not in msg

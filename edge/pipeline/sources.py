@@ -328,8 +328,12 @@ class OpenCVCamera(LiveSource):
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
         if not cap.isOpened() or not cap.read()[0]:
             cap.release()
-            raise UserError(f"Cannot open {self.describe()}: check that it is connected (ls /dev/video*) or "
-                            "reachable, and that this user may use it (group 'video').")
+            if isinstance(self.device, int):
+                hint = "check that it is connected (ls /dev/video*) and that this user may use it (group 'video')"
+            else:
+                hint = ("check the URL (path, port), that this machine reaches the camera over the network, "
+                        "and the user name and password in the URL")
+            raise UserError(f"Cannot open {self.describe()}: {hint}.")
         self.cap = cap
 
     def _read(self):
