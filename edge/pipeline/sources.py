@@ -4,7 +4,8 @@ Recordings (video files, image folders) are read frame by frame with media times
 (index / fps), so a run raises the same alerts at the same media times on any machine.
 Live sources (cameras, streams) run a grabber thread where the latest frame wins: a slow
 consumer gets the newest frame, stale ones are dropped and counted, and a source that
-stops delivering is reopened with back-off.
+stops delivering is reopened with back-off. Whatever a driver raises is a failed read, logged
+once per outage; alive() says whether the grabber still runs.
 """
 
 from __future__ import annotations
