@@ -471,6 +471,17 @@ def test_failing_sink_does_not_stop_the_others(tmp_path, caplog):
     assert "sink on fire" in caplog.text
 
 
+def test_a_sink_failure_is_one_line_in_the_journal_with_the_traceback_at_debug(caplog):
+    fan = Fanout([Boom()], flush_every_s=3600)
+    with caplog.at_level(logging.DEBUG, logger="edge.sinks.fanout"):
+        fan.send(ev("raised", 1))
+        fan.close()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in errors][0] == "Sink boom failed in send (1 failures so far): sink on fire"
+    assert not any(r.exc_info for r in errors)
+    assert any(r.exc_info and r.levelno == logging.DEBUG for r in caplog.records)
+
+
 def test_build_sinks(tmp_path, monkeypatch):
     cfg = SinksConfig(spool_dir=str(tmp_path / "spool"), jsonl=JsonlSinkConfig(path=str(tmp_path / "a.jsonl")),
                       webhook=WebhookSinkConfig(url="http://127.0.0.1:9/"),

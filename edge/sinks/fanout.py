@@ -122,8 +122,10 @@ class Fanout:
             with self._lock:
                 self.failures[sink.key] += 1
                 n = self.failures[sink.key]
-            # Full traceback once; then one line each.
-            log.error("Sink %s failed in %s (%d failures so far): %s", sink.key, action, n, exc, exc_info=n == 1)
+            # One line for the journal; the traceback only for someone debugging.
+            log.error("Sink %s failed in %s (%d failures so far): %s", sink.key, action, n,
+                      str(exc) or type(exc).__name__)
+            log.debug("Sink %s failure in %s:", sink.key, action, exc_info=exc)
 
     def send(self, event: AlertEvent) -> None:
         # An id lets receivers drop the duplicates that at-least-once delivery can produce.
