@@ -712,3 +712,78 @@ def test_mqtt_spool_survives_process_restart(broker, subscribers, mqtt_sinks, tm
     assert wait_for(lambda: sub.ids("qm/alerts") == ["e1", "e2"]), sub.messages
     assert wait_for(lambda: any(t == "qm/state" and p["state"] == "raised" for t, p, _, _ in sub.messages))
     assert wait_for(lambda: len(second.spool) == 0)
+
+
+def _records(caplog, level: int, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == level and text in r.getMessage()]
+
+
+@needs_mosquitto
+def test_mqtt_unreachable_broker_warns_once_counts_each_try_and_says_when_it_is_back(tmp_path, caplog):
+    from edge.sinks.mqtt import MqttSink
+
+    (tmp_path / "broker").mkdir()
+    b = Broker(tmp_path / "broker")  # not started yet: nothing listens on its port
+    sink = MqttSink(host="127.0.0.1", port=b.port, spool=Spool(tmp_path / "spool"), reconnect_min_s=0.05,
+                    reconnect_max_s=0.1)
+    fan = Fanout([sink], flush_every_s=3600)
+    try:
+        with caplog.at_level(logging.INFO, logger="edge.sinks.mqtt"):
+            assert wait_for(lambda: sink.failed >= 3)
+            assert fan.failure_counts()["mqtt"] >= 3  # /status and /metrics sink_failures
+            assert _records(caplog, logging.WARNING, "not reachable") == [
+                f"MQTT broker 127.0.0.1:{b.port} not reachable (Connection refused); spooling events, retrying."]
+            b.start()
+            assert wait_for(lambda: sink.connected)
+            assert len(_records(caplog, logging.INFO, "reachable again")) == 1
+            assert len(_records(caplog, logging.WARNING, "")) == 1
+    finally:
+        fan.close()
+        b.stop()
+
+
+def test_mqtt_host_that_does_not_resolve_is_one_warning(tmp_path, caplog):
+    pytest.importorskip("paho.mqtt.client", reason="MQTT tests need the mqtt extra (paho-mqtt)")
+    from edge.sinks.mqtt import MqttSink
+
+    with caplog.at_level(logging.WARNING, logger="edge.sinks.mqtt"):
+        sink = MqttSink(host="broker.invalid", spool=Spool(tmp_path / "spool"), reconnect_min_s=0.05,
+                        reconnect_max_s=0.1)
+        try:
+            assert wait_for(lambda: sink.failed >= 2)
+        finally:
+            sink.close()
+    (line,) = _records(caplog, logging.WARNING, "")
+    assert line.startswith("MQTT broker broker.invalid:1883 not reachable (") and "retrying" in line
+
+
+@needs_mosquitto
+def test_mqtt_clean_stop_does_not_warn(broker, tmp_path, caplog):
+    from edge.sinks.mqtt import MqttSink
+
+    sink = MqttSink(host="127.0.0.1", port=broker.port, spool=Spool(tmp_path / "spool"))
+    assert wait_for(lambda: sink.connected)
+    with caplog.at_level(logging.INFO, logger="edge.sinks.mqtt"):
+        sink.close()
+    assert not _records(caplog, logging.WARNING, "")
+
+
+def test_mqtt_stop_does_not_wait_for_a_connect_attempt_to_an_unreachable_broker(tmp_path, caplog):
+    """paho's loop_stop() joins its thread, which may be in a connect attempt or asleep between
+    retries; here it is held there until the test ends. The stop must not wait for it (it made
+    every `edge doctor` and every stop log 'Sink mqtt still busy')."""
+    pytest.importorskip("paho.mqtt.client", reason="MQTT tests need the mqtt extra (paho-mqtt)")
+    from edge.sinks.mqtt import MqttSink
+
+    sink = MqttSink(host="127.0.0.1", port=free_port(), spool=Spool(tmp_path / "spool"))
+    release = threading.Event()
+    loop_stop = sink._client.loop_stop
+    sink._client.loop_stop = lambda: (release.wait(30), loop_stop())
+    fan = Fanout([sink], flush_every_s=3600)
+    try:
+        with caplog.at_level(logging.WARNING):
+            fan.close()
+    finally:
+        release.set()
+    assert not _records(caplog, logging.WARNING, "still busy")
+

@@ -25,6 +25,7 @@ import uuid
 from edge import __version__
 from edge.errors import missing_dependency
 from edge.sinks.base import AlertEvent, Sink
+from edge.sinks.mqtt import stop_client
 from edge.sinks.webhook import tcp_reachable
 
 log = logging.getLogger(__name__)
@@ -167,8 +168,7 @@ class HomeAssistantSink(Sink):
                 info.wait_for_publish(self.close_wait_s)
             except (RuntimeError, ValueError):
                 pass
-        self._client.disconnect()
-        self._client.loop_stop()
+        stop_client(self._client, self.close_wait_s if self.connected else 0.0)
 
     def check(self) -> str:
         why = tcp_reachable(self.host, self.port)

@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -24,6 +25,16 @@ from edge.sinks.webhook import tcp_reachable
 log = logging.getLogger(__name__)
 
 STATE_KINDS = ("raised", "cleared")
+
+
+def stop_client(client, wait_s: float) -> None:
+    """Disconnect and end paho's network thread, waiting for it at most wait_s: loop_stop()
+    joins a thread that may be asleep between reconnects or in a connect attempt (5 s, longer
+    for a slow DNS lookup). The thread is a daemon and ends by itself once it sees the stop."""
+    client.disconnect()
+    stopper = threading.Thread(target=client.loop_stop, name="mqtt-stop", daemon=True)
+    stopper.start()
+    stopper.join(max(0.0, wait_s))
 
 
 def check_topic(topic: str, path: str) -> None:
@@ -98,6 +109,8 @@ class MqttSink(Sink):
         self.spool = spool if spool is not None else Spool(DEFAULT_SPOOL_DIR / self.key)
         self.close_wait_s = close_wait_s
         self.connected = False
+        self._outage = False  # the broker is known to be unreachable: its WARNING is logged
+        self._closing = False  # close() disconnects on purpose
         self._pump_lock = threading.Lock()  # one publisher at a time keeps spool order
         # Never held while calling paho: paho calls on_publish holding its own message lock.
         self._mid_lock = threading.Lock()
@@ -112,6 +125,7 @@ class MqttSink(Sink):
         self._client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_publish = self._on_publish
         self._client.connect_async(host, port, keepalive_s)
         self._client.loop_start()  # connects, and reconnects forever, in paho's thread
@@ -119,15 +133,36 @@ class MqttSink(Sink):
     # paho callbacks (paho's network thread)
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            log.warning("MQTT broker %s:%d refused the connection: %s", self.host, self.port, reason_code)
+            self._connect_failed(f"refused the connection: {reason_code}")
             return
-        log.info("MQTT connected to %s:%d (%d events spooled).", self.host, self.port, len(self.spool))
+        if self._closing:
+            return
+        if self._outage:
+            log.info("MQTT broker %s:%d reachable again (%d messages spooled).", self.host, self.port, len(self.spool))
+        else:
+            log.info("MQTT connected to %s:%d (%d messages spooled).", self.host, self.port, len(self.spool))
+        self._outage = False
         self.connected = True
         self._pump()  # resend what waited on disk; paho itself resends what was in flight
 
+    def _on_connect_fail(self, client, userdata) -> None:
+        # paho calls this inside its `except OSError:` around the connect, so that is the current exception
+        exc = sys.exc_info()[1]
+        why = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__) if exc else "connection failed"
+        self._connect_failed(f"not reachable ({why})")
+
+    def _connect_failed(self, what: str) -> None:
+        """One failed (re)connect: counted in `failed`, one WARNING per outage, not per retry."""
+        self.failed += 1
+        if not self._outage and not self._closing:
+            log.warning("MQTT broker %s:%d %s; spooling events, retrying.", self.host, self.port, what)
+        self._outage = True
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self.connected:
-            log.warning("MQTT disconnected from %s:%d (%s); spooling events.", self.host, self.port, reason_code)
+        if self.connected and not self._closing:
+            log.warning("MQTT disconnected from %s:%d (%s); spooling events, retrying.", self.host, self.port,
+                        reason_code)
+            self._outage = True  # the failed reconnects that follow are the same outage
         self.connected = False
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
@@ -189,12 +224,13 @@ class MqttSink(Sink):
         self._pump()
 
     def close(self) -> None:
+        self._closing = True  # a deliberate disconnect: no warning
         self._pump()
         deadline = time.monotonic() + self.close_wait_s
         while self.connected and self._inflight and time.monotonic() < deadline:
             time.sleep(0.02)  # give PUBACKs a moment, so the next start does not resend
-        self._client.disconnect()
-        self._client.loop_stop()
+        # Not connected: nothing to send, so no waiting for paho's thread to finish a connect attempt.
+        stop_client(self._client, deadline - time.monotonic() if self.connected else 0.0)
 
     def check(self) -> str:
         why = tcp_reachable(self.host, self.port)
