@@ -787,3 +787,15 @@ def test_mqtt_stop_does_not_wait_for_a_connect_attempt_to_an_unreachable_broker(
         release.set()
     assert not _records(caplog, logging.WARNING, "still busy")
 
+
+def test_doctor_on_an_unreachable_broker_logs_nothing_of_a_running_service(tmp_path):
+    pytest.importorskip("paho.mqtt.client", reason="MQTT tests need the mqtt extra (paho-mqtt)")
+    from tests.conftest import run_cli
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[sinks]\nspool_dir = "{tmp_path / "spool"}"\n[sinks.mqtt]\nhost = "127.0.0.1"\n'
+                   f"port = {free_port()}\n")
+    r = run_cli("doctor", "--config", cfg, "--json", timeout=300)
+    checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+    assert checks["sink mqtt"]["status"] == "WARN" and "not reachable" in checks["sink mqtt"]["detail"]
+    assert "spooling" not in r.stderr and "still busy" not in r.stderr, r.stderr
