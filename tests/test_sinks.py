@@ -482,6 +482,58 @@ def test_a_sink_failure_is_one_line_in_the_journal_with_the_traceback_at_debug(c
     assert any(r.exc_info and r.levelno == logging.DEBUG for r in caplog.records)
 
 
+class Stuck(Sink):
+    """A spooling sink whose send blocks until released."""
+
+    key = "stuck"
+
+    def __init__(self, spool: Spool):
+        self.spool, self.release, self.busy = spool, threading.Event(), threading.Event()
+
+    def send(self, event):
+        self.busy.set()
+        self.release.wait(30)
+
+    def keep(self, event):
+        self.spool.put(event.to_dict())
+        return True
+
+
+def test_a_sink_busy_at_the_stop_says_its_queued_events_went_to_its_spool(tmp_path, caplog):
+    sink = Stuck(Spool(tmp_path / "spool"))
+    fan = Fanout([sink], flush_every_s=3600, close_timeout_s=0.1)
+    try:
+        fan.send(ev("raised", 1))
+        assert sink.busy.wait(15)
+        fan.send(ev("cleared", 2))
+        fan.send(ev("raised", 3))
+        with caplog.at_level(logging.WARNING):
+            fan.close()
+    finally:
+        sink.release.set()
+    (line,) = [r.getMessage() for r in caplog.records if "still busy" in r.getMessage()]
+    assert line == "Sink stuck still busy 0.1 s after the stop; its 2 queued events were put in its spool."
+    assert len(sink.spool) == 2 and fan.stats()["stuck"]["lost"] == 0
+
+
+def test_events_held_in_memory_at_the_stop_are_counted_lost_with_one_error(tmp_path, caplog):
+    pytest.importorskip("paho.mqtt.client", reason="MQTT tests need the mqtt extra (paho-mqtt)")
+    from edge.sinks.mqtt import MqttSink
+
+    (tmp_path / "file").write_text("")  # the spool's folder cannot be made: events stay in memory
+    sink = MqttSink(host="127.0.0.1", port=free_port(), spool=Spool(tmp_path / "file" / "spool"))
+    fan = Fanout([sink], flush_every_s=3600)
+    fan.send(ev("raised", 1))  # an event and its retained state message
+    fan.send(ev("status", 2))
+    assert wait_for(lambda: sink.spool.in_memory == 3)
+    with caplog.at_level(logging.ERROR, logger="edge.sinks.fanout"):
+        fan.close()
+    assert fan.stats()["mqtt"]["lost"] == 2
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "edge.sinks.fanout"]
+    assert line.startswith("Sink mqtt: 2 undelivered alerts held in memory are lost with this stop: its spool ")
+    assert "cannot be written (Not a directory)" in line
+
+
 def test_build_sinks(tmp_path, monkeypatch):
     cfg = SinksConfig(spool_dir=str(tmp_path / "spool"), jsonl=JsonlSinkConfig(path=str(tmp_path / "a.jsonl")),
                       webhook=WebhookSinkConfig(url="http://127.0.0.1:9/"),

@@ -60,6 +60,12 @@ class Sink:
         with a full queue); False when the sink has no spool, and the event is lost."""
         return False
 
+    def unsaved(self) -> int:
+        """Undelivered events held only in memory (the spool's folder refused them): they are
+        lost when the process stops."""
+        spool = getattr(self, "spool", None)
+        return spool.in_memory if spool is not None else 0
+
     def flush(self) -> None:
         """Deliver what is pending (called by the sink's worker when idle, and by close())."""
 

@@ -163,9 +163,30 @@ class Fanout:
             if w.thread.is_alive():
                 left = w.leftovers()
                 lost = sum(not w.rescue(event) for event in left)
-                log.warning("Sink %s still busy %.1f s after the stop: %d queued events spooled, %d lost (no spool).",
-                            w.sink.key, self.close_timeout_s, len(left) - lost, lost)
+                if not left:
+                    what = "no events were queued behind it"
+                elif getattr(w.sink, "spool", None) is not None:
+                    what = f"its {len(left)} queued events were put in its spool" + (f", {lost} lost" if lost else "")
+                else:
+                    what = f"its {len(left)} queued events are lost (it has no spool)"
+                log.warning("Sink %s still busy %.1f s after the stop; %s.", w.sink.key, self.close_timeout_s, what)
                 self.call(w.sink, "abort")
+            self._count_unsaved(w)
+
+    def _count_unsaved(self, w: _Worker) -> None:
+        """Events a spool held in memory (its folder refused them) end with this process: lost."""
+        try:
+            n = w.sink.unsaved()
+        except Exception as exc:  # noqa: BLE001 - a count for the log, never worth failing a stop
+            log.error("Sink %s: cannot count the events held in memory (%s).", w.sink.key, exc)
+            return
+        if n:
+            w.lost += n
+            spool = getattr(w.sink, "spool", None)
+            why = f"its spool {spool.dir} cannot be written ({spool.disk_error})" if spool is not None else \
+                "they were never written to disk"
+            log.error("Sink %s: %d undelivered alerts held in memory are lost with this stop: %s.", w.sink.key, n,
+                      why)
 
     def failure_counts(self) -> dict[str, int]:
         """Per sink: failed deliveries, the sink's own count plus the exceptions caught here."""

@@ -216,6 +216,13 @@ class MqttSink(Sink):
                             "payload": {"state": event.kind, "event": payload}})
         return True
 
+    def unsaved(self) -> int:
+        if not self.spool.in_memory:
+            return 0
+        # events only: the retained state messages beside them are not alerts of their own
+        return sum(not msg["retain"] and not (self.spool.dir / f"{event_id}.json").exists()
+                   for event_id, msg in self.spool.pending())
+
     def send(self, event: AlertEvent) -> None:
         self.keep(event)
         self._pump()
