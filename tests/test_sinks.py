@@ -851,3 +851,55 @@ def test_doctor_on_an_unreachable_broker_logs_nothing_of_a_running_service(tmp_p
     checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
     assert checks["sink mqtt"]["status"] == "WARN" and "not reachable" in checks["sink mqtt"]["detail"]
     assert "spooling" not in r.stderr and "still busy" not in r.stderr, r.stderr
+
+
+
+
+
+
+@needs_mosquitto
+def test_mqtt_delivered_counts_events_not_state_messages(broker, mqtt_sinks, tmp_path):
+    sink = mqtt_sinks(broker.port, tmp_path / "spool")
+    fan = Fanout([sink], flush_every_s=3600)
+    fan.send(ev("raised", 1))  # the event and the retained state
+    fan.send(ev("status", 2))
+    assert wait_for(lambda: fan.stats()["mqtt"]["sent"] == 2 and len(sink.spool) == 0 and not sink._inflight)
+    assert fan.stats()["mqtt"]["delivered"] == 2
+    fan.close()
+
+
+def test_mqtt_a_stale_puback_does_not_ack_a_later_message_that_reuses_its_id(tmp_path):
+    pytest.importorskip("paho.mqtt.client", reason="MQTT tests need the mqtt extra (paho-mqtt)")
+    from types import SimpleNamespace
+
+    from edge.sinks.mqtt import MqttSink
+
+    sink = MqttSink(host="127.0.0.1", port=free_port(), spool=Spool(tmp_path / "spool"))
+    sink.close()  # paho's own thread out of the way: the test plays the broker
+    mids = iter([8, 7])  # the second publish gets id 7 again, as after paho's ids wrap at 65535
+    sink._client.publish = lambda *a, **k: SimpleNamespace(rc=0, mid=next(mids))
+    sink.connected = True
+    sink._on_publish(None, None, 7, None, None)  # a PUBACK for an id this sink has no record of
+    sink.send(ev("status", 1))
+    sink.send(ev("status", 2))
+    assert len(sink.spool) == 2 and sink.delivered == 0  # nothing acknowledged the two events
+    sink._on_publish(None, None, 8, None, None)
+    assert len(sink.spool) == 1 and sink.delivered == 1
+
+
+def test_mqtt_a_pump_while_a_puback_is_handled_does_not_publish_that_message_again(tmp_path):
+    pytest.importorskip("paho.mqtt.client", reason="MQTT tests need the mqtt extra (paho-mqtt)")
+    from types import SimpleNamespace
+
+    from edge.sinks.mqtt import MqttSink
+
+    sink = MqttSink(host="127.0.0.1", port=free_port(), spool=Spool(tmp_path / "spool"))
+    sink.close()  # paho's own thread out of the way: the test plays the broker
+    published = []
+    sink._client.publish = lambda *a, **k: (published.append(a[1]), SimpleNamespace(rc=0, mid=len(published)))[1]
+    sink.connected = True
+    sink.send(ev("status", 1))
+    ack = sink.spool.ack
+    sink.spool.ack = lambda event_id: (sink.flush(), ack(event_id))  # the worker's flush, in paho's PUBACK
+    sink._on_publish(None, None, 1, None, None)
+    assert len(published) == 1 and len(sink.spool) == 0 and sink.delivered == 1

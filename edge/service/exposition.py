@@ -21,7 +21,7 @@ from edge import __version__
 # Fanout.stats() key -> (metric name, help, counter?)
 SINK_SERIES = (
     ("sent", "sink_sent", "Events handed to the sink.", True),
-    ("delivered", "sink_delivered", "Events (MQTT: messages) the receiver accepted.", True),
+    ("delivered", "sink_delivered", "Events the receiver accepted (MQTT: not counting state messages).", True),
     ("queued", "sink_queued", "Events waiting in the sink's in-memory queue.", False),
     ("spooled", "sink_spooled", "Undelivered events in the sink's spool.", False),
     ("in_memory", "sink_spool_in_memory", "Spooled events held in memory because the disk refused them.", False),

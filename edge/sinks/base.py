@@ -33,7 +33,7 @@ class Sink:
     """Subclasses set `key` and `Config`, take their config section as keyword options, implement send()."""
 
     key = ""
-    delivered = 0  # events (messages, for MQTT) the sink handed over successfully
+    delivered = 0  # events the sink handed over successfully (for MQTT: events the broker acknowledged)
     failed = 0  # delivery attempts that failed inside the sink (refused, unreachable, non-zero exit)
     Config: type | None = None  # the [sinks.<key>] dataclass; None: always on, no section
     order = 50  # send order: local records first, then the network, then actuators

@@ -103,7 +103,7 @@ class MqttSink(Sink):
             raise missing_dependency("paho-mqtt", "mqtt") from None
         self._ok_rc = (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)  # NO_CONN: paho queues it
         self._too_large = mqtt.MQTT_ERR_PAYLOAD_SIZE
-        self.delivered = 0  # messages the broker acknowledged
+        self.delivered = 0  # events the broker acknowledged (not the state messages beside them)
         self.host, self.port, self.topic, self.state_topic = host, port, topic, state_topic
         # discovery/discovery_prefix: build() adds a HomeAssistantSink for them
         self.spool = spool if spool is not None else Spool(DEFAULT_SPOOL_DIR / self.key)
@@ -114,8 +114,10 @@ class MqttSink(Sink):
         self._pump_lock = threading.Lock()  # one publisher at a time keeps spool order
         # Never held while calling paho: paho calls on_publish holding its own message lock.
         self._mid_lock = threading.Lock()
-        self._inflight: dict[int, str] = {}  # paho message id -> spool id, awaiting PUBACK
+        # paho message id -> (spool id, an event: not a state message), awaiting PUBACK
+        self._inflight: dict[int, tuple[str | None, bool]] = {}
         self._early: set[int] = set()  # PUBACKs that beat the bookkeeping after publish()
+        self._publishing = False  # a publish() is under way: an unknown PUBACK may be its own
         # A random suffix: many Pis share the host name "raspberrypi", and a broker drops the
         # older of two clients with the same id. The spool, not the broker session, keeps events.
         cid = client_id or f"queue-mood-{device_name or socket.gethostname()}-{uuid.uuid4().hex[:6]}"
@@ -167,12 +169,21 @@ class MqttSink(Sink):
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._mid_lock:
-            event_id = self._inflight.pop(mid, None)
-            if event_id is None:
-                self._early.add(mid)
+            sent = self._inflight.get(mid)
+            if sent is None:
+                if self._publishing:  # the PUBACK beat the bookkeeping after publish()
+                    self._early.add(mid)
                 return
-            self.delivered += 1
-        self.spool.ack(event_id)
+        self._acked(*sent)
+        with self._mid_lock:  # only now: a pump meanwhile saw it in flight, not pending again
+            del self._inflight[mid]
+
+    def _acked(self, event_id: str | None, is_event: bool) -> None:
+        if event_id is not None:
+            self.spool.ack(event_id)
+        if is_event:
+            with self._mid_lock:
+                self.delivered += 1
 
     def _pump(self) -> None:
         """Publish every spooled message that is not already in flight, oldest first."""
@@ -180,32 +191,43 @@ class MqttSink(Sink):
             if not self.connected:
                 return
             with self._mid_lock:
-                busy = set(self._inflight.values())
+                busy = {event_id for event_id, _ in self._inflight.values()}
             for event_id, msg in self.spool.pending():
-                if event_id in busy:
-                    continue
-                try:
-                    info = self._client.publish(msg["topic"], json.dumps(msg["payload"]), qos=1, retain=msg["retain"])
-                except (ValueError, TypeError, KeyError) as exc:
-                    # A bad topic (e.g. spooled before the config was fixed) or payload: paho
-                    # refuses it before sending, and retrying can never succeed.
-                    self.spool.dead_letter(event_id, f"MQTT cannot publish it: {exc}")
-                    continue
-                if info.rc == self._too_large:
-                    self.spool.dead_letter(event_id, "MQTT payload too large")
-                    continue
-                if info.rc not in self._ok_rc:
-                    log.warning("MQTT publish failed (rc=%s); will retry.", info.rc)
+                if event_id not in busy and not self._publish(event_id, msg):
                     return
-                with self._mid_lock:
-                    acked = info.mid in self._early
-                    if acked:
-                        self._early.discard(info.mid)
-                    else:
-                        self._inflight[info.mid] = event_id
-                if acked:
-                    self.delivered += 1
-                    self.spool.ack(event_id)
+
+    def _publish(self, event_id: str | None, msg: dict) -> bool:
+        """Publish one message (QoS 1), acked in the spool (event_id) on its PUBACK. False:
+        paho cannot take it now, try again later. Called with the pump lock held."""
+        with self._mid_lock:
+            self._publishing = True
+        try:
+            info = self._client.publish(msg["topic"], json.dumps(msg["payload"]), qos=1, retain=msg["retain"])
+        except (ValueError, TypeError, KeyError) as exc:
+            # A bad topic (e.g. spooled before the config was fixed) or payload: paho
+            # refuses it before sending, and retrying can never succeed.
+            info, why = None, f"MQTT cannot publish it: {exc}"
+        else:
+            why = "MQTT payload too large" if info.rc == self._too_large else ""
+        queued = info is not None and info.rc in self._ok_rc
+        sent = (event_id, not msg["retain"])  # retained: a state message, not an event
+        with self._mid_lock:
+            # Only this publish can have been acked early (one at a time: the pump lock); any
+            # other unknown id is stale and must not match a later message that reuses it once
+            # paho's ids wrap at 65535 (that message would be deleted from the spool unsent).
+            acked = queued and info.mid in self._early
+            self._publishing = False
+            self._early.clear()
+            if queued and not acked:
+                self._inflight[info.mid] = sent
+        if acked:
+            self._acked(*sent)
+        if why and event_id is not None:
+            self.spool.dead_letter(event_id, why)
+        if not queued and not why:
+            log.warning("MQTT publish failed (rc=%s); will retry.", info.rc)
+            return False
+        return True
 
     def keep(self, event: AlertEvent) -> bool:
         payload = event.to_dict()
@@ -245,3 +267,4 @@ class MqttSink(Sink):
         if why:
             return f"MQTT broker {self.host}:{self.port} not reachable ({why}){backlog}"
         return f"MQTT broker {self.host}:{self.port} reachable{backlog}"
+
