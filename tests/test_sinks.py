@@ -853,8 +853,62 @@ def test_doctor_on_an_unreachable_broker_logs_nothing_of_a_running_service(tmp_p
     assert "spooling" not in r.stderr and "still busy" not in r.stderr, r.stderr
 
 
+def _retained(port: int, topic: str) -> list[dict]:
+    """The retained messages on topic, as a dashboard subscribing now gets them."""
+    import paho.mqtt.client as mqtt
+
+    marker = f"qm-test/marker/{free_port()}"  # retained too: once it arrives, so have the others
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    pub.publish(marker, "{}", qos=1, retain=True).wait_for_publish(15)
+    pub.disconnect()
+    pub.loop_stop()
+    sub = Subscriber(port, [topic, marker])
+    try:
+        assert wait_for(lambda: any(t == marker for t, _, _, _ in sub.messages))
+        return [p for t, p, _, _ in sub.messages if t != marker]
+    finally:
+        sub.close()
 
 
+@needs_mosquitto
+def test_mqtt_restart_while_raised_publishes_the_retained_state_cleared(broker, mqtt_sinks, tmp_path):
+    first = mqtt_sinks(broker.port, tmp_path / "spool")
+    first.send(ev("raised", 1))
+    assert wait_for(lambda: len(first.spool) == 0)
+    first.close()  # the process stops (crash, upgrade) while the alert is raised
+    assert [p["state"] for p in _retained(broker.port, "qm/state")] == ["raised"]
+
+    second = mqtt_sinks(broker.port, tmp_path / "spool")  # the new process starts clear
+    assert wait_for(lambda: second.connected and not second._inflight)
+    assert _retained(broker.port, "qm/state") == [{"state": "cleared", "event": None}]
+    assert second.delivered == 0  # a state message, not an event
+
+
+@needs_mosquitto
+def test_mqtt_start_state_never_overtakes_this_runs_first_alert(broker, mqtt_sinks, tmp_path):
+    broker.stop()
+    sink = mqtt_sinks(broker.port, tmp_path / "spool")
+    sink.send(ev("raised", 1))  # before the broker is reachable
+    broker.start()
+    assert wait_for(lambda: len(sink.spool) == 0)
+    assert [p["state"] for p in _retained(broker.port, "qm/state")] == ["raised"]
+
+
+@needs_mosquitto
+def test_doctor_does_not_touch_the_retained_state(broker, tmp_path):
+    from edge.sinks.mqtt import MqttSink, MqttSinkConfig
+
+    section = MqttSink.doctor_config(MqttSinkConfig(host="127.0.0.1", port=broker.port), service_running=True)
+    fan = build_sinks(SinksConfig(spool_dir=str(tmp_path / "spool"), mqtt=section), "pi-1")
+    try:
+        assert [s.key for s in fan.sinks] == ["log", "mqtt"]
+        assert wait_for(lambda: fan.sinks[1].connected)
+        assert "reachable" in fan.check()["mqtt"]
+    finally:
+        fan.close()
+    assert _retained(broker.port, "#") == []
 
 
 @needs_mosquitto
@@ -874,7 +928,7 @@ def test_mqtt_a_stale_puback_does_not_ack_a_later_message_that_reuses_its_id(tmp
 
     from edge.sinks.mqtt import MqttSink
 
-    sink = MqttSink(host="127.0.0.1", port=free_port(), spool=Spool(tmp_path / "spool"))
+    sink = MqttSink(host="127.0.0.1", port=free_port(), spool=Spool(tmp_path / "spool"), announce_state=False)
     sink.close()  # paho's own thread out of the way: the test plays the broker
     mids = iter([8, 7])  # the second publish gets id 7 again, as after paho's ids wrap at 65535
     sink._client.publish = lambda *a, **k: SimpleNamespace(rc=0, mid=next(mids))
@@ -893,7 +947,7 @@ def test_mqtt_a_pump_while_a_puback_is_handled_does_not_publish_that_message_aga
 
     from edge.sinks.mqtt import MqttSink
 
-    sink = MqttSink(host="127.0.0.1", port=free_port(), spool=Spool(tmp_path / "spool"))
+    sink = MqttSink(host="127.0.0.1", port=free_port(), spool=Spool(tmp_path / "spool"), announce_state=False)
     sink.close()  # paho's own thread out of the way: the test plays the broker
     published = []
     sink._client.publish = lambda *a, **k: (published.append(a[1]), SimpleNamespace(rc=0, mid=len(published)))[1]

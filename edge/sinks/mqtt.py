@@ -1,7 +1,10 @@
 """Publishes each event to an MQTT broker (QoS 1) and the current alert state, retained, to a
 state topic. Every message is written to the on-disk spool before it is published and removed
 only when the broker acknowledges it (PUBACK), so nothing is lost while the broker is down,
-nor when the process restarts in the meantime: a new sink on the same spool resends it."""
+nor when the process restarts in the meantime: a new sink on the same spool resends it.
+A new process, once connected, also publishes the retained state {"state": "cleared",
+"event": null} (after what older runs spooled, before its own first alert): its alert policy
+starts clear, and the topic may still say "raised" from before a restart."""
 
 from __future__ import annotations
 
@@ -25,6 +28,9 @@ from edge.sinks.webhook import tcp_reachable
 log = logging.getLogger(__name__)
 
 STATE_KINDS = ("raised", "cleared")
+# The retained state a new process starts with: its alert policy starts clear, and the state
+# topic may still say "raised" from before a restart (crash, power cut, upgrade).
+START_STATE = {"state": "cleared", "event": None}
 
 
 def stop_client(client, wait_s: float) -> None:
@@ -87,16 +93,17 @@ class MqttSink(Sink):
     @classmethod
     def doctor_config(cls, cfg: MqttSinkConfig, service_running: bool) -> MqttSinkConfig:
         # never take over the running service's client id on the broker, nor announce this Pi
-        # to Home Assistant (its availability would flip to offline on close)
-        return dataclasses.replace(cfg, client_id=f"{cfg.client_id or 'queue-mood'}-doctor-{os.getpid()}",
-                                   discovery=False)
+        # to Home Assistant (its availability would flip to offline on close), nor set the
+        # retained alert state (the doctor does not know it)
+        return _DoctorConfig(**{**dataclasses.asdict(cfg), "discovery": False,
+                                "client_id": f"{cfg.client_id or 'queue-mood'}-doctor-{os.getpid()}"})
 
     def __init__(self, host: str, port: int = 1883, topic: str = "queue-mood/alerts",
                  state_topic: str = "queue-mood/state", client_id: str = "", username: str = "",
                  password: str = "", keepalive_s: int = 30, discovery: bool = True,
                  discovery_prefix: str = "homeassistant", *, spool: Spool | None = None,
                  device_name: str = "", reconnect_min_s: float = 1.0, reconnect_max_s: float = 60.0,
-                 close_wait_s: float = 0.5):
+                 close_wait_s: float = 0.5, announce_state: bool = True):
         try:
             import paho.mqtt.client as mqtt
         except ImportError:
@@ -114,10 +121,12 @@ class MqttSink(Sink):
         self._pump_lock = threading.Lock()  # one publisher at a time keeps spool order
         # Never held while calling paho: paho calls on_publish holding its own message lock.
         self._mid_lock = threading.Lock()
-        # paho message id -> (spool id, an event: not a state message), awaiting PUBACK
+        # paho message id -> (spool id, None for the start state; an event, not a state message), awaiting PUBACK
         self._inflight: dict[int, tuple[str | None, bool]] = {}
         self._early: set[int] = set()  # PUBACKs that beat the bookkeeping after publish()
         self._publishing = False  # a publish() is under way: an unknown PUBACK may be its own
+        # True once this process has a state to publish: START_STATE, or an event's state spooled
+        self._state_set = not announce_state
         # A random suffix: many Pis share the host name "raspberrypi", and a broker drops the
         # older of two clients with the same id. The spool, not the broker session, keeps events.
         cid = client_id or f"queue-mood-{device_name or socket.gethostname()}-{uuid.uuid4().hex[:6]}"
@@ -195,6 +204,9 @@ class MqttSink(Sink):
             for event_id, msg in self.spool.pending():
                 if event_id not in busy and not self._publish(event_id, msg):
                     return
+            if not self._state_set:  # after what older runs spooled, before this run's first event
+                self._state_set = self._publish(None, {"topic": self.state_topic, "retain": True,
+                                                       "payload": START_STATE})
 
     def _publish(self, event_id: str | None, msg: dict) -> bool:
         """Publish one message (QoS 1), acked in the spool (event_id) on its PUBACK. False:
@@ -233,6 +245,7 @@ class MqttSink(Sink):
         payload = event.to_dict()
         self.spool.put({"topic": self.topic, "retain": False, "payload": payload})
         if event.kind in STATE_KINDS:
+            self._state_set = True  # START_STATE would now be older news
             # Retained, so a dashboard that subscribes later still sees whether an alert is on.
             self.spool.put({"topic": self.state_topic, "retain": True,
                             "payload": {"state": event.kind, "event": payload}})
@@ -268,3 +281,9 @@ class MqttSink(Sink):
             return f"MQTT broker {self.host}:{self.port} not reachable ({why}){backlog}"
         return f"MQTT broker {self.host}:{self.port} reachable{backlog}"
 
+
+@dataclass
+class _DoctorConfig(MqttSinkConfig):
+    """`edge doctor`'s section: the sink only checks the broker."""
+
+    announce_state: bool = False
