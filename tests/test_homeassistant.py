@@ -17,7 +17,7 @@ from edge.config import SinksConfig
 from edge.sinks.mqtt import MqttSinkConfig
 from edge.labels import LABELS
 from edge.sinks import build_sinks
-from tests.test_sinks import broker, needs_mosquitto, wait_for  # noqa: F401 - the broker fixture
+from tests.test_sinks import broker, ev, needs_mosquitto, wait_for  # noqa: F401 - the broker fixture
 
 pytestmark = needs_mosquitto
 CONFIG_TOPIC = re.compile(r"homeassistant/(sensor|binary_sensor)/(?P<node>[a-zA-Z0-9_-]+)/(?P<obj>[a-zA-Z0-9_-]+)"
@@ -155,3 +155,19 @@ def test_last_will_marks_a_dead_pi_offline(broker, listeners, tmp_path):  # noqa
         proc.send_signal(signal.SIGKILL)  # no clean disconnect: only the broker can say it
         proc.wait(10)
     assert wait_for(lambda: ha.messages[-1][:2] == ("queue-mood/till-9/availability", b"offline"))
+
+
+def test_delivered_counts_the_events_it_published(broker, tmp_path):  # noqa: F811
+    from edge.sinks import Fanout
+    from edge.sinks.homeassistant import HomeAssistantSink
+
+    sink = HomeAssistantSink("127.0.0.1", broker.port, device_name="till-4")
+    fan = Fanout([sink], flush_every_s=3600)
+    try:
+        assert wait_for(lambda: sink.connected)
+        fan.send(ev("raised", 1))  # its state goes to the alert sensor
+        fan.send(ev("camera_down", 2))  # nothing to show: handled all the same
+        assert wait_for(lambda: fan.stats()["homeassistant"]["sent"] == 2)
+        assert fan.stats()["homeassistant"]["delivered"] == 2
+    finally:
+        fan.close()

@@ -140,16 +140,18 @@ class HomeAssistantSink(Sink):
         if state is not None:
             self._client.publish(self.topics.state, json.dumps(state), qos=0, retain=True)
 
-    def _publish_state(self, state: dict, labels: list[str]) -> None:
+    def _publish_state(self, state: dict, labels: list[str]) -> bool:
+        """False while not connected: the state is then published on connect, unless a newer one replaces it."""
         with self._lock:
             new_labels = labels != self._labels
             self._labels, self._state = labels, state
         if not self.connected:
-            return  # live values: the next one replaces this, nothing to keep
+            return False  # live values: the next one replaces this, nothing to keep
         if new_labels:
             self._announce()
         else:
             self._client.publish(self.topics.state, json.dumps(state), qos=0, retain=True)
+        return True
 
     # the sink interface (the frame loop's thread)
     def update(self, status: dict) -> None:
@@ -158,8 +160,10 @@ class HomeAssistantSink(Sink):
 
     def send(self, event: AlertEvent) -> None:
         if event.kind in ("raised", "cleared") and event.counts:  # the alert's sensor follows at once
-            self._publish_state(state_payload(event.faces, event.negative_share, event.counts,
-                                              event.kind == "raised"), list(event.counts))
+            if not self._publish_state(state_payload(event.faces, event.negative_share, event.counts,
+                                                     event.kind == "raised"), list(event.counts)):
+                return
+        self.delivered += 1  # events (camera ones have nothing to show here), not discovery or live messages
 
     def close(self) -> None:
         if self.connected:  # a clean disconnect sends no last will: say offline ourselves
