@@ -201,6 +201,23 @@ def test_duration_ends_a_run_on_a_silent_camera_and_camera_up_is_sent(tmp_path, 
     assert "queue_mood_camera_down_total 1.0" in text and 'queue_mood_sink_delivered_total{sink="jsonl"}' in text
 
 
+def test_edge_run_goes_on_without_a_gpio_sink_whose_pin_is_in_use(tmp_path, monkeypatch):
+    pytest.importorskip("gpiozero", reason="GPIO tests need the gpio extra")
+    from gpiozero import LED, Device
+    from gpiozero.pins.mock import MockFactory
+
+    monkeypatch.setattr(Device, "pin_factory", MockFactory())
+    held = LED(17)  # another program has the pin
+    monkeypatch.setattr("edge.pipeline.sources.open_source", lambda *a, **kw: StallingCamera(frames=10))
+    try:
+        summary = run(_live_cfg(tmp_path, **{"sinks.gpio.pin": 17}), RunOptions(max_frames=3))
+    finally:
+        held.close()
+    assert summary["frames"] == 3
+    assert summary["sinks"]["gpio"]["disabled"].startswith("Cannot use GPIO pin 17 for the led")
+    assert "jsonl" in summary["sinks"]
+
+
 class MjpegStream:
     """A real MJPEG-over-HTTP camera that sends `frames` frames and then goes silent with the
     connection left open (what a camera does when its network or firmware dies)."""

@@ -550,14 +550,16 @@ def test_build_sinks(tmp_path, monkeypatch):
 
 
 def test_missing_libraries_name_the_extra(monkeypatch):
+    from edge.sinks.base import SinkUnavailable
     from edge.sinks.gpio import GpioSink
     from edge.sinks.mqtt import MqttSink
 
     for mod in ("paho", "paho.mqtt", "paho.mqtt.client", "gpiozero"):
         monkeypatch.setitem(sys.modules, mod, None)  # makes `import mod` fail
-    with pytest.raises(UserError, match=r"queue-mood\[mqtt\]"):
+    # SinkUnavailable: build_sinks disables that sink, the monitor runs on
+    with pytest.raises(SinkUnavailable, match=r"queue-mood\[mqtt\]"):
         MqttSink(host="127.0.0.1")
-    with pytest.raises(UserError, match=r"queue-mood\[gpio\]"):
+    with pytest.raises(SinkUnavailable, match=r"queue-mood\[gpio\]"):
         GpioSink(pin=17)
 
 
@@ -605,6 +607,53 @@ def test_gpio_buzzer_active_low(mock_pins):
     sink.send(ev("cleared", 2))
     assert pin.state is True
     sink.close()
+
+
+def test_a_gpio_pin_in_use_disables_that_sink_and_the_others_run_on(mock_pins, tmp_path, caplog):
+    from gpiozero import LED
+
+    from edge.sinks.gpio import GpioSinkConfig
+
+    held = LED(17)  # another program has the pin
+    cfg = SinksConfig(jsonl=JsonlSinkConfig(path=str(tmp_path / "a.jsonl")), gpio=GpioSinkConfig(pin=17))
+    with caplog.at_level(logging.ERROR):
+        fan = build_sinks(cfg, "pi-1")
+    try:
+        assert [s.key for s in fan.sinks] == ["log", "jsonl", "gpio"]
+        (line,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert line.startswith("Sink gpio cannot start and is disabled; the monitor and the other sinks run on: "
+                               "Cannot use GPIO pin 17 for the led (")
+        assert fan.check()["gpio"].startswith("cannot start, disabled: Cannot use GPIO pin 17")
+        fan.send(ev("raised", 1))
+        assert wait_for(lambda: fan.stats()["gpio"]["sent"] == 1 and fan.stats()["jsonl"]["delivered"] == 1)
+        assert fan.stats()["gpio"]["disabled"].startswith("Cannot use GPIO pin 17")
+        assert fan.failure_counts()["gpio"] == 2  # the start, then the event
+    finally:
+        fan.close()
+        held.close()
+
+
+def test_gpio_on_a_machine_without_gpio_is_one_sentence_without_fallback_warnings(monkeypatch):
+    pytest.importorskip("gpiozero", reason="GPIO tests need the gpio extra")
+    import warnings
+
+    from gpiozero import Device
+
+    from edge.sinks.base import SinkUnavailable
+    from edge.sinks.gpio import GpioSink
+
+    monkeypatch.setattr(Device, "pin_factory", None)  # gpiozero tries every pin library it knows
+    monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            GpioSink(pin=17).close()
+            pytest.skip("this machine has GPIO")
+        except SinkUnavailable as exc:
+            message = str(exc)
+    assert not caught
+    assert "\n" not in message and message.startswith("Cannot use GPIO pin 17 for the led (")
+    assert message.endswith("Is this a Raspberry Pi, and is the pin free?")
 
 
 # ---------------------------------------------------------------- mqtt

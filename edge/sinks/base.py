@@ -7,9 +7,16 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from edge.errors import UserError
 from edge.plugins import Registry
 
 MAX_TIMEOUT_S = 300.0  # a sink timeout (webhook, command) longer than this is a typo, not a slow receiver
+
+
+class SinkUnavailable(UserError):
+    """A sink that cannot start on this machine (no GPIO, the pin in use, its library missing),
+    as opposed to a bad setting: build_sinks disables it with one ERROR line and the monitor
+    runs on with the other sinks, where a stop would leave systemd restarting it every few seconds."""
 
 
 @dataclass
@@ -82,6 +89,21 @@ class Sink:
     def check(self) -> str:
         """One line on whether the sink can deliver now (for `edge doctor`)."""
         return "ok"
+
+
+class DisabledSink(Sink):
+    """Stands in for a configured sink that could not start (SinkUnavailable): shown in /status
+    and `edge doctor`, and every event it gets is a failed delivery."""
+
+    def __init__(self, key: str, why: str):
+        self.key, self.why = key, why
+        self.failed = 1  # the failed start: the status page's sink failures show it
+
+    def send(self, event: AlertEvent) -> None:
+        self.failed += 1
+
+    def check(self) -> str:
+        return f"cannot start, disabled: {self.why}"
 
 
 SINKS = Registry("alert sink")

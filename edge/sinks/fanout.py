@@ -20,7 +20,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 from edge.paths import expand_path
-from edge.sinks.base import SINKS, AlertEvent, Sink
+from edge.sinks.base import SINKS, AlertEvent, DisabledSink, Sink, SinkUnavailable
 from edge.sinks.log import LogSink
 from edge.sinks.spool import DEFAULT_SPOOL_DIR, Spool
 
@@ -202,6 +202,8 @@ class Fanout:
                           "spooled": len(spool) if spool else 0, "in_memory": spool.in_memory if spool else 0,
                           "dead_lettered": spool.dead if spool else 0, "dropped": spool.dropped if spool else 0,
                           "lost": w.lost, "failures": self.failure_counts().get(s.key, 0)}
+            if isinstance(s, DisabledSink):
+                out[s.key]["disabled"] = s.why
         return out
 
     def check(self) -> dict[str, str]:
@@ -215,11 +217,17 @@ class Fanout:
 
 
 def build_sinks(sinks_cfg: SinksConfig, device_name: str, **fanout_options) -> Fanout:
-    """The log sink plus every configured section, each spooling sink in <spool_dir>/<key>."""
+    """The log sink plus every configured section, each spooling sink in <spool_dir>/<key>; a
+    sink that cannot start here is a DisabledSink, so the others still run."""
     root = expand_path(sinks_cfg.spool_dir or DEFAULT_SPOOL_DIR)
     sinks: list[Sink] = [LogSink()]
     for key in configurable():
         cfg = getattr(sinks_cfg, key, None)
-        if cfg is not None:
+        if cfg is None:
+            continue
+        try:
             sinks.extend(SINKS[key].build(cfg, root, device_name))
+        except SinkUnavailable as exc:
+            log.error("Sink %s cannot start and is disabled; the monitor and the other sinks run on: %s", key, exc)
+            sinks.append(DisabledSink(key, str(exc)))
     return Fanout(sinks, device_name, **fanout_options)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from dataclasses import dataclass
 
 from edge.errors import UserError, check, missing_dependency
-from edge.sinks.base import AlertEvent, Sink, register
+from edge.sinks.base import AlertEvent, Sink, SinkUnavailable, register
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -30,16 +34,34 @@ class GpioSink(Sink):
     def __init__(self, pin: int = 17, device: str = "led", active_high: bool = True):
         try:
             import gpiozero
+            from gpiozero.exc import NativePinFactoryFallback, PinFactoryFallback
         except ImportError:
-            raise missing_dependency("gpiozero", "gpio") from None
+            raise SinkUnavailable(str(missing_dependency("gpiozero", "gpio"))) from None
         cls = {"led": gpiozero.LED, "buzzer": gpiozero.Buzzer}.get(device)
         if cls is None:
             raise UserError(f"GPIO device {device!r} is not supported; use led or buzzer.")
-        try:
-            self._out = cls(pin, active_high=active_high, initial_value=False)
-        except gpiozero.GPIOZeroError as exc:
-            raise UserError(f"Cannot use GPIO pin {pin} for the {device} ({str(exc).rstrip('.!')}). "
-                            "Is this a Raspberry Pi, and is the pin free?") from exc
+        # gpiozero warns once per pin library it cannot load (four on a machine without GPIO):
+        # one line here instead.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                self._out = cls(pin, active_high=active_high, initial_value=False)
+            except Exception as exc:  # noqa: BLE001 - gpiozero's errors and its pin library's (lgpio: 'GPIO busy')
+                error = exc
+            else:
+                error = None
+        tried = []
+        for w in caught:
+            if issubclass(w.category, (PinFactoryFallback, NativePinFactoryFallback)):
+                tried.append(str(w.message).removeprefix("Falling back from "))
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if error is not None:
+            why = "; ".join([str(error).rstrip(".!") or type(error).__name__, *tried])
+            raise SinkUnavailable(f"Cannot use GPIO pin {pin} for the {device} ({why}). "
+                                  "Is this a Raspberry Pi, and is the pin free?") from error
+        if tried:
+            log.info("GPIO pin %d: gpiozero fell back to another pin library (%s).", pin, "; ".join(tried))
         self.pin, self.device = pin, device
 
     @classmethod

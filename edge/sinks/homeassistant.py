@@ -24,7 +24,7 @@ import uuid
 
 from edge import __version__
 from edge.errors import missing_dependency
-from edge.sinks.base import AlertEvent, Sink
+from edge.sinks.base import AlertEvent, Sink, SinkUnavailable
 from edge.sinks.mqtt import stop_client
 from edge.sinks.webhook import tcp_reachable
 
@@ -90,7 +90,7 @@ class HomeAssistantSink(Sink):
         try:
             import paho.mqtt.client as mqtt
         except ImportError:
-            raise missing_dependency("paho-mqtt", "mqtt") from None
+            raise SinkUnavailable(str(missing_dependency("paho-mqtt", "mqtt"))) from None
         self.host, self.port, self.close_wait_s = host, port, close_wait_s
         self.device = device_name or socket.gethostname()
         self.topics = Topics(prefix, self.device)

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass
 
 from edge.errors import check, check_range, missing_dependency
-from edge.sinks.base import AlertEvent, Sink, register
+from edge.sinks.base import AlertEvent, Sink, SinkUnavailable, register
 from edge.sinks.spool import DEFAULT_SPOOL_DIR, Spool
 from edge.sinks.webhook import tcp_reachable
 
@@ -107,7 +107,7 @@ class MqttSink(Sink):
         try:
             import paho.mqtt.client as mqtt
         except ImportError:
-            raise missing_dependency("paho-mqtt", "mqtt") from None
+            raise SinkUnavailable(str(missing_dependency("paho-mqtt", "mqtt"))) from None
         self._ok_rc = (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)  # NO_CONN: paho queues it
         self._too_large = mqtt.MQTT_ERR_PAYLOAD_SIZE
         self.delivered = 0  # events the broker acknowledged (not the state messages beside them)
