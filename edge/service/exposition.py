@@ -27,7 +27,8 @@ SINK_SERIES = (
     ("in_memory", "sink_spool_in_memory", "Spooled events held in memory because the disk refused them.", False),
     ("dead_lettered", "sink_dead_lettered", "Events rejected for good, moved to the dead-letter folder.", True),
     ("dropped", "sink_spool_dropped", "Oldest spooled events dropped (spool cap or full disk).", True),
-    ("lost", "sink_lost", "Events neither delivered nor spooled (sink stuck, no spool).", True),
+    ("lost", "sink_lost", "Events neither delivered nor spooled (sink stuck, no spool; or held in memory at a stop).",
+     True),
 )
 
 
