@@ -19,8 +19,8 @@ keyword-only options after `*` are not in the config file; tests use them to sho
 
 `build_sinks(sinks_cfg: SinksConfig, device_name: str) -> Fanout` makes the log sink plus every
 configured section; a sink whose constructor raises SinkUnavailable (no hardware, the pin in
-use, its library missing) becomes a DisabledSink with one ERROR line, and the rest run. `Fanout.send/flush` only enqueue: each sink has a worker thread with a
-bounded queue that calls it, flushes it periodically, and catches, logs and counts
+use, its library missing) becomes a DisabledSink with one ERROR line, and the rest run.
+`Fanout.send/flush` only enqueue: each sink has a worker thread with a bounded queue that calls it, flushes it periodically, and catches, logs and counts
 (`Fanout.failures`) every exception, and a sink counts its own failed deliveries (`Sink.failed`); `Fanout.close` is bounded in time; `Fanout.stats()` gives
 per-sink delivery counts and `Fanout.check()` each sink's one-line status.
 """
