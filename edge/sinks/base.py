@@ -42,6 +42,7 @@ class Sink:
     key = ""
     delivered = 0  # events the sink handed over successfully (for MQTT: events the broker acknowledged)
     failed = 0  # delivery attempts that failed inside the sink (refused, unreachable, non-zero exit)
+    given_up = 0  # events a sink without a spool dropped itself (counted as lost)
     Config: type | None = None  # the [sinks.<key>] dataclass; None: always on, no section
     order = 50  # send order: local records first, then the network, then actuators
     spooled = False  # True: undelivered events wait in a Spool at <spool_dir>/<key>

@@ -7,7 +7,7 @@ Made to run for months on an SD card:
 - a line that cannot be written (a full disk, a read-only remount) is held in memory and
   written, in order, on the next event or within `RETRY_S`; a failed write is cut back off
   the file, so no torn or doubled line is left. At most `HOLD_MAX` lines are held; beyond
-  that the oldest are dropped (`dropped`, logged). Each failed write counts in `failed`.
+  that the oldest are dropped (`given_up`, logged). Each failed write counts in `failed`.
 """
 
 from __future__ import annotations
@@ -65,15 +65,15 @@ class JsonlSink(Sink):
         self._held: deque[bytes] = deque()  # lines not written yet, oldest first
         self._error = ""  # why the last write failed; "" while writes work
         self._next_try = 0.0  # monotonic time of the next flush() try of held lines
-        self.dropped = 0  # lines given up on: more than HOLD_MAX held, or still held at close
+        self.given_up = 0  # lines given up on: more than HOLD_MAX held, or still held at close
 
     def send(self, event: AlertEvent) -> None:
         self._held.append(json.dumps(event.to_dict(), separators=(",", ":")).encode() + b"\n")
         if len(self._held) > HOLD_MAX:
             self._held.popleft()
-            self.dropped += 1
+            self.given_up += 1
             log.error("JSON-lines file %s: more than %d events waiting to be written; dropped the oldest "
-                      "(%d dropped so far).", self.path, HOLD_MAX, self.dropped)
+                      "(%d dropped so far).", self.path, HOLD_MAX, self.given_up)
         self._write_held()
 
     def flush(self) -> None:
@@ -161,7 +161,7 @@ class JsonlSink(Sink):
         if self._held:
             self._write_held()
         if self._held:
-            self.dropped += len(self._held)
+            self.given_up += len(self._held)
             log.error("JSON-lines file %s still cannot be written at shutdown: %d events lost.", self.path,
                       len(self._held))
             self._held.clear()
