@@ -1,9 +1,10 @@
 """systemd's notify protocol without a dependency: one datagram to $NOTIFY_SOCKET.
 
 With `Type=notify` systemd waits for READY=1, and with `WatchdogSec=` it restarts the
-service when WATCHDOG=1 stops arriving, i.e. when the frame loop is stuck (the loop pings on
-every frame and every idle tick, so a silent camera is not "stuck"). Outside systemd every
-call is a no-op.
+service when WATCHDOG=1 stops arriving, i.e. when the frame loop is stuck or its source can no
+longer deliver (the loop pings on every frame and every idle tick while `Source.alive()`, so
+a silent camera is not "stuck" but a dead or hung grabber is). Outside systemd every call is a
+no-op.
 """
 
 from __future__ import annotations
