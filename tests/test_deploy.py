@@ -237,6 +237,16 @@ def test_doctor_reports_runtime_and_model_ok(tmp_path, bundled_model):
     assert not (tmp_path / "spool").exists()  # the doctor writes nothing to the spool
 
 
+def test_doctor_warns_about_a_model_that_failed_the_parity_gate(tmp_path, bundled_model):
+    shutil.copy(bundled_model, tmp_path / "model_int8.tflite")
+    card = json.loads(bundled_model.with_name("model.json").read_text())
+    card["parity"]["passed"] = False
+    (tmp_path / "model.json").write_text(json.dumps(card))
+    proc = run_cli("doctor", "--model", tmp_path / "model_int8.tflite", "--config", doctor_config(tmp_path), "--json")
+    model = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}["model"]
+    assert model["status"] == WARN and "parity gate" in model["detail"]
+
+
 def test_doctor_fails_on_a_bad_model_and_config(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[model]\nthreads = 0\n")

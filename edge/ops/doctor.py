@@ -302,6 +302,9 @@ def check_model(ctx: _Context, cfg) -> None:
         return
     acc = card.edge_accuracy()
     extra = f", accuracy {acc[0]:.1%} ({acc[1]})" if acc else ""
+    if notes := clf.notes():  # a failed parity gate or a float model: it runs, but not as it should
+        ctx.add("model", WARN, f"{path}: " + "; ".join(notes))
+        return
     ctx.add("model", OK, f"{path} ({card.architecture or 'model'}{extra}; {len(card.labels)} labels, "
                          f"{s}x{s} {card.color}, {clf.interp.get_input_details()[0]['dtype'].__name__} input): dummy inference ran")
 
