@@ -401,7 +401,7 @@ def test_jsonl_on_a_full_disk_holds_events_and_writes_them_whole_when_space_is_b
         sink.close()
         lines = (disk / "alerts.jsonl").read_text().splitlines()
     assert [json.loads(line)["event_id"] for line in lines] == ["e0", "e1", "e2", "e3", "e4"]  # whole, in order
-    assert sink.delivered == 5 and sink.dropped == 0
+    assert sink.delivered == 5 and sink.given_up == 0
 
 
 def test_read_only_spool_holds_events_in_memory_with_one_error(tmp_path, receivers, caplog):
