@@ -1,6 +1,7 @@
 import csv
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,11 +99,12 @@ def test_resume_after_kill_continues_from_checkpoint(tmp_path, synthetic_dataset
         proc.wait()
     done = _epochs(out)
     assert 2 <= len(done) < 5
+    killed_seconds = json.loads((out / "timing.json").read_text())["train_seconds"]  # written every epoch
     r = subprocess.run(cmd + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     epochs = _epochs(out)
     assert epochs == list(range(5)), f"resumed run did not continue from epoch {len(done)}: {epochs}"
-    assert (out / "metrics.json").exists()
+    assert json.loads((out / "metrics.json").read_text())["train_seconds"] > killed_seconds > 0
     assert len((out / "command.txt").read_text().splitlines()) == 2
 
 
@@ -195,3 +197,204 @@ def test_optimizer_choice_builds_that_optimizer(name, cls):
     if name == "sgd":
         assert opt.nesterov and opt.momentum == pytest.approx(0.9)
         assert opt.weight_decay == pytest.approx(5e-4)
+
+
+def _stub_run(out, data, done=2, **saved):
+    """A run folder as a killed `edge train` leaves it, without training: settings, data
+    record and a backup that has finished `done` epochs."""
+    from dataclasses import asdict
+
+    from train.trainer import TrainSettings
+
+    (out / "backup").mkdir(parents=True)
+    (out / "backup" / "training_metadata.json").write_text(json.dumps({"epoch": done, "batch": 0}))
+    settings = asdict(TrainSettings(data=str(data), out=str(out), epochs=4, **saved))
+    (out / "train_settings.json").write_text(json.dumps(settings))
+    (out / "data.json").write_text(json.dumps({"fingerprint": "0123456789abcdef01234567"}))
+    (out / "command.txt").write_text("first\n")
+    return out
+
+
+@pytest.mark.parametrize("option, needle", [({"batch_size": 0}, "--batch-size must be at least 1"),
+                                            ({"epochs": 0}, "--epochs must be at least 1"),
+                                            ({"lr": 0.0}, "--lr must be above 0"),
+                                            ({"init_from": "no/such.keras"}, "such.keras does not exist")])
+def test_bad_options_are_refused_before_the_run_folder_is_made(tmp_path, option, needle):
+    from edge.errors import UserError
+    from train.trainer import TrainSettings, run
+
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match=re.escape(needle)):
+        run(TrainSettings(data=str(tmp_path / "not read yet"), out=str(out), **option))
+    assert not out.exists()
+
+
+def test_batch_size_zero_is_one_sentence_on_the_command_line(tmp_path, synthetic_dataset):
+    from tests.conftest import run_cli
+
+    r = run_cli("train", "--data", synthetic_dataset, "--out", tmp_path / "run", "--batch-size", "0")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--batch-size must be at least 1" in r.stderr, r.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_refuses_options_that_differ_from_the_saved_ones(tmp_path, synthetic_dataset):
+    from edge.errors import UserError
+    from train.trainer import TrainSettings, run
+
+    out = _stub_run(tmp_path / "run", synthetic_dataset)
+    s = TrainSettings(data=str(synthetic_dataset), out=str(out), epochs=4, lr=0.5, batch_size=64, arch="queue_net")
+    with pytest.raises(UserError, match=r"--lr 0\.5 \(saved: 0\.002\), --arch queue_net \(saved: "):
+        run(s, resume=True, given={"data": "--data", "out": "--out", "lr": "--lr", "arch": "--arch",
+                                   "batch_size": "--batch-size"})  # --batch-size 64 is the saved value
+    assert (out / "command.txt").read_text() == "first\n"  # nothing recorded that was not used
+
+
+def test_resume_with_fewer_epochs_than_done_is_refused(tmp_path, synthetic_dataset):
+    from edge.errors import UserError
+    from train.trainer import TrainSettings, run
+
+    out = _stub_run(tmp_path / "run", synthetic_dataset, done=3)
+    with pytest.raises(UserError, match="--epochs 2 is fewer than the 3 epochs"):
+        run(TrainSettings(data=str(synthetic_dataset), out=str(out), epochs=2), resume=True,
+            given={"epochs": "--epochs"})
+
+
+def test_resume_without_a_backup_is_refused_and_overwrites_nothing(tmp_path, synthetic_dataset):
+    from edge.errors import UserError
+    from train.trainer import TrainSettings, run
+
+    out = _stub_run(tmp_path / "soup", synthetic_dataset)
+    (out / "backup" / "training_metadata.json").unlink()
+    (out / "backup").rmdir()
+    (out / "model.keras").write_bytes(b"a finished model")
+    with pytest.raises(UserError, match="no backup/; the run finished or was never started"):
+        run(TrainSettings(data=str(synthetic_dataset), out=str(out)), resume=True)
+    assert (out / "model.keras").read_bytes() == b"a finished model"
+
+
+def test_resume_refuses_a_changed_dataset_and_keeps_the_first_record(tmp_path, synthetic_dataset, cache_env):
+    from edge.errors import UserError
+    from train.trainer import TrainSettings, run
+
+    out = _stub_run(tmp_path / "run", synthetic_dataset)  # data.json holds another fingerprint
+    before = (out / "data.json").read_text()
+    with pytest.raises(UserError, match="differ from those .* started on"):
+        run(TrainSettings(data=str(synthetic_dataset), out=str(out)), resume=True)
+    assert (out / "data.json").read_text() == before
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory, synthetic_dataset, cache_env):
+    """Two quick epochs (two batches each) with the backup left for --resume."""
+    from train.trainer import TrainSettings, run
+
+    out = tmp_path_factory.mktemp("short") / "run"
+    run(TrainSettings(data=str(synthetic_dataset), out=str(out), arch="mini_xception", epochs=2, batch_size=16,
+                      steps_per_epoch=2, warmup_epochs=0, augment=False))
+    return out
+
+
+@pytest.mark.slow
+def test_resume_lengthens_a_run_from_another_working_folder(tmp_path, synthetic_dataset, cache_env, monkeypatch, capsys):
+    import shutil
+
+    from train.trainer import TrainSettings, run
+
+    data = shutil.copytree(synthetic_dataset, tmp_path / "work" / "data")
+    (data / "train" / "sad" / "empty.png").write_bytes(b"")
+    monkeypatch.chdir(tmp_path / "work")
+    short = dict(arch="mini_xception", batch_size=16, steps_per_epoch=2, warmup_epochs=0, augment=False)
+    run(TrainSettings(data="data", out="run", epochs=1, **short), command=["edge", "train"])
+    out = tmp_path / "work" / "run"
+    assert "1 files could not be read" in capsys.readouterr().out
+    assert json.loads((out / "train_settings.json").read_text())["data"] == str(data)
+    first_data, first_seconds = (out / "data.json").read_text(), json.loads((out / "timing.json").read_text())
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    run(TrainSettings(data=str(data), out=str(out), epochs=2, **short), resume=True, command=["edge", "train"],
+        given={"data": "--data", "out": "--out", "epochs": "--epochs"})
+    assert _epochs(out) == [0, 1]
+    lines = (out / "command.txt").read_text().splitlines()
+    assert f"(in {tmp_path / 'work'})" in lines[0] and f"(in {tmp_path / 'elsewhere'})" in lines[1]
+    assert "--epochs 2 replaces the saved 1" in lines[1]
+    assert json.loads((out / "train_settings.json").read_text())["epochs"] == 2
+    assert (out / "data.json").read_text() == first_data
+    total = json.loads((out / "metrics.json").read_text())["train_seconds"]
+    assert total > first_seconds["train_seconds"] > 0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("keep_previous", [True, False])
+def test_a_backup_damaged_by_a_crash(short_run, synthetic_dataset, tmp_path, keep_previous):
+    """The previous epoch's copy takes over; with none left, one sentence."""
+    import shutil
+
+    from edge.errors import UserError
+    from train.trainer import TrainSettings, run
+
+    out = shutil.copytree(short_run, tmp_path / "run")
+    weights = out / "backup" / "latest.weights.h5"
+    assert (out / "backup" / "latest.weights.h5.bkp").exists()
+    weights.write_bytes(weights.read_bytes()[:1000])
+    if not keep_previous:
+        (out / "backup" / "latest.weights.h5.bkp").unlink()
+        with pytest.raises(UserError, match="backup cannot be read .*damaged by a crash"):
+            run(TrainSettings(data=str(synthetic_dataset), out=str(out)), resume=True)
+    else:
+        run(TrainSettings(data=str(synthetic_dataset), out=str(out), epochs=3), resume=True,
+            given={"epochs": "--epochs"})
+        assert _epochs(out) == [0, 1, 1, 2]  # epoch 1 again, from the previous epoch's state
+
+
+@pytest.mark.slow
+def test_a_crash_while_saving_the_best_model_keeps_the_previous_one(short_run, synthetic_dataset, tmp_path,
+                                                                    monkeypatch):
+    import shutil
+
+    import keras
+
+    from train.trainer import TrainSettings, run
+
+    out = shutil.copytree(short_run, tmp_path / "run")
+    (out / "history.csv").write_text("epoch,val_accuracy\n0,-1\n")  # so the next epoch is saved as the best
+    good = (out / "model.keras").read_bytes()
+
+    def crash(self, path, *args, **kwargs):
+        open(path, "wb").write(good[:100])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(keras.Model, "save", crash)
+    with pytest.raises(KeyboardInterrupt):
+        run(TrainSettings(data=str(synthetic_dataset), out=str(out), epochs=3), resume=True,
+            given={"epochs": "--epochs"})
+    assert (out / "model.keras").read_bytes() == good
+
+
+@pytest.mark.slow
+def test_ctrl_c_names_the_resume_command(tmp_path, synthetic_dataset, cache_env):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "edge.cli", "train", "--data", str(synthetic_dataset), "--out", str(out),
+           "--arch", "mini_xception", "--epochs", "50", "--batch-size", "16", "--steps-per-epoch", "2"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "QUEUE_MOOD_CACHE": str(cache_env)}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None and not (out / "backup").exists():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
+    assert f"edge train --data {synthetic_dataset} --out {out} --resume" in err
+
+
+def test_a_run_killed_in_its_first_epoch_starts_again_without_resume(tmp_path):
+    from edge.errors import UserError
+    from train.trainer import TrainSettings, run
+
+    out = _stub_run(tmp_path / "run", tmp_path / "data")
+    (out / "backup" / "training_metadata.json").unlink()
+    (out / "backup").rmdir()
+    (out / "history.csv").write_text("")  # CSVLogger opens it when training starts
+    with pytest.raises(UserError, match="no epoch finished; run the command again without --resume"):
+        run(TrainSettings(data=str(tmp_path / "data"), out=str(out)), resume=True)
+    with pytest.raises(UserError, match="Dataset path .* does not exist"):  # past the run folder check
+        run(TrainSettings(data=str(tmp_path / "data"), out=str(out)))

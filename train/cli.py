@@ -56,8 +56,44 @@ def train(data, out, arch, epochs, batch_size, lr, optimizer, schedule, label_sm
                       weights=None if weights == "none" else weights, steps_per_epoch=steps_per_epoch,
                       warmup_epochs=warmup_epochs, init_from=init_from, labels=labels, votes=votes,
                       folder_weight=folder_weight, teacher=teacher, teacher_weight=teacher_weight)
-    metrics = trainer.run(s, resume=resume)
+    given = typed_options(click.get_current_context(), FIELD_OF_PARAM)
+    try:
+        metrics = trainer.run(s, resume=resume, given=given)
+    except KeyboardInterrupt:
+        raise click.exceptions.Exit(interrupted(s)) from None
     click.echo(f"val accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}; report in {out}")
+
+
+# train's parameters by the TrainSettings field each sets, where the names differ.
+FIELD_OF_PARAM = {"no_augment": "augment", "resume": None}
+
+
+def typed_options(ctx: click.Context, field_of_param: dict) -> dict[str, str]:
+    """{settings field: option name} for the options typed on the command line (not defaults)."""
+    from click.core import ParameterSource
+
+    typed = {}
+    for p in ctx.command.params:
+        if ctx.get_parameter_source(p.name) in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT):
+            name = field_of_param.get(p.name, p.name)
+            if name:
+                typed[name] = p.opts[0]
+    return typed
+
+
+def interrupted(s) -> int:
+    """After Ctrl-C: how to carry on, then the shell's exit status for SIGINT."""
+    import os
+    import shlex
+    from pathlib import Path
+
+    out = Path(os.path.abspath(s.out))
+    if (out / "backup").is_dir():
+        hint = f"continue it with: edge train --data {shlex.quote(os.path.abspath(s.data))} --out {shlex.quote(str(out))} --resume"
+    else:
+        hint = "no epoch had finished, so run the same command again to start over"
+    click.echo(f"Interrupted; {hint}", err=True)
+    return 130
 
 
 @click.command("eval")

@@ -203,11 +203,9 @@ def targets(s: TrainSettings, tr: Split, va: Split):
         return tr, one_hot[tr.y], va, one_hot[va.y], {"kind": "folder"}
     if s.labels != "ferplus":
         raise UserError(f"Unknown --labels '{s.labels}'; choose folder or ferplus.")
-    if not 0.0 <= s.folder_weight <= 1.0:
-        raise UserError(f"--folder-weight must lie in [0, 1], got {s.folder_weight}.")
     from train.votes import find_votes, read_votes, soft_targets
 
-    path = find_votes(s.data, s.votes)
+    path = Path(find_votes(s.data, s.votes)).resolve()
     s.votes = str(path)  # saved with the settings, so --resume reads the same file
     votes = read_votes(path)
     info = {"kind": "ferplus", "votes": str(path), "folder_weight": s.folder_weight}
@@ -258,28 +256,137 @@ def versions() -> dict:
             "keras": keras.__version__, "platform": platform.platform()}
 
 
-def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None) -> dict:
-    """Train into s.out; returns the metrics written to metrics.json."""
-    out = Path(s.out)
-    settings_file = out / "train_settings.json"
-    if resume:
-        if not settings_file.exists():
-            raise UserError(f"Nothing to resume in {out}: it has no train_settings.json; start a new run without --resume.")
-        # The saved settings win: a resumed run continues the same schedule and data.
-        s = TrainSettings(**json.loads(settings_file.read_text()))
-    elif out.exists() and any(out.iterdir()):
-        raise UserError(f"Run folder {out} already has files; pass --resume to continue it or choose a new --out.")
+# The files a run writes before its first epoch ends: a folder holding only these never
+# trained, and a new command may start it afresh (after a crash or a bad option).
+START_FILES = {"train_settings.json", "command.txt", "data.json", "versions.json"}
+# What --resume may change: more epochs lengthen the run (the cosine schedule stretches to the
+# new end), patience only moves early stopping. Every other option must match the saved one.
+RESUMABLE = ("epochs", "patience")
 
+
+def never_trained(out: Path) -> bool:
+    """True when `out` holds only what a run writes before its first epoch ends (CSVLogger
+    opens history.csv at the start but writes nothing until an epoch ends)."""
+    files = list(out.iterdir())
+    return all(f.name in START_FILES or (f.name == "history.csv" and f.stat().st_size == 0) for f in files)
+PATH_FIELDS = ("data", "out", "init_from", "votes")
+
+
+def absolute(s: TrainSettings) -> TrainSettings:
+    """s with its paths absolute, so that train_settings.json resumes from any working folder."""
+    d = asdict(s)
+    for k in PATH_FIELDS:
+        if d[k]:
+            d[k] = os.path.abspath(d[k])
+    if d["teacher"]:
+        d["teacher"] = ",".join(os.path.abspath(t.strip()) for t in d["teacher"].split(",") if t.strip())
+    return TrainSettings(**d)
+
+
+def check_settings(s: TrainSettings) -> None:
+    """Refuse, in one sentence, an option no run can use, before the dataset is read or the
+    run folder made (a half-made folder would refuse the corrected command)."""
+    for value, ok, what in ((s.epochs, s.epochs >= 1, "--epochs must be at least 1"),
+                            (s.batch_size, s.batch_size >= 1, "--batch-size must be at least 1"),
+                            (s.lr, s.lr > 0, "--lr must be above 0"),
+                            (s.patience, s.patience >= 1, "--patience must be at least 1"),
+                            (s.warmup_epochs, s.warmup_epochs >= 0, "--warmup-epochs must be 0 or more"),
+                            (s.steps_per_epoch, s.steps_per_epoch is None or s.steps_per_epoch >= 1,
+                             "--steps-per-epoch must be at least 1"),
+                            (s.label_smoothing, 0 <= s.label_smoothing < 1, "--label-smoothing must lie in [0, 1)"),
+                            (s.mixup_alpha, s.mixup_alpha >= 0, "--mixup must be 0 (off) or more"),
+                            (s.class_weight_power, s.class_weight_power >= 0, "--class-weight-power must be 0 or more"),
+                            (s.folder_weight, 0 <= s.folder_weight <= 1, "--folder-weight must lie in [0, 1]")):
+        if not ok:
+            raise UserError(f"{what}, got {value}.")
+    if s.init_from and not Path(s.init_from).is_file():
+        raise UserError(f"--init-from {s.init_from} does not exist; pass a .keras model or an int8 .tflite.")
     if s.teacher:  # a wrong path or weight fails now, not after the dataset has loaded
         from train.teacher import check_weight, teacher_paths
 
         teacher_paths(s.teacher)
         check_weight(s.teacher_weight)
+
+
+def epochs_done(out: Path) -> int:
+    """Epochs the backup holds (0 when it cannot tell)."""
+    try:
+        return int(json.loads((out / "backup" / "training_metadata.json").read_text())["epoch"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return 0
+
+
+def resume_settings(s: TrainSettings, given: dict[str, str] | None) -> tuple[TrainSettings, list[str]]:
+    """The settings a resumed run uses: the saved ones, with the given options that may change
+    (RESUMABLE, and --data: checked against the saved fingerprint once read). Any other given
+    option that differs is refused by name. Returns (settings, notes on what changed)."""
+    out = Path(s.out)
+    settings_file = out / "train_settings.json"
+    if not settings_file.exists():
+        raise UserError(f"Nothing to resume in {out}: it has no train_settings.json; start a new run without --resume.")
+    if not (out / "backup").is_dir():
+        if never_trained(out):
+            raise UserError(f"Nothing to resume in {out}: no epoch finished; run the command again without --resume.")
+        raise UserError(f"Nothing to resume in {out}: no backup/; the run finished or was never started "
+                        "(train a new --out, or start one from it with --init-from).")
+    saved = absolute(TrainSettings(**{**json.loads(settings_file.read_text()), "out": s.out}))
+    differ, notes, use = [], [], asdict(saved)
+    for name, flag in (given or {}).items():
+        new, old = getattr(s, name), getattr(saved, name)
+        if name in ("out", "data") or new == old:
+            continue
+        if name in RESUMABLE:
+            use[name] = new
+            notes.append(f"{flag} {new} replaces the saved {old}")
+        else:
+            differ.append(f"{flag} {new} (saved: {old})")
+    if differ:
+        raise UserError(f"--resume continues {out} with its saved settings, but {', '.join(differ)} differ from them; "
+                        "drop those options, or train a new --out with them.")
+    done = epochs_done(out)
+    if use["epochs"] < done:
+        raise UserError(f"--epochs {use['epochs']} is fewer than the {done} epochs {out} has already trained; "
+                        f"give --epochs {done} or more.")
+    use["data"] = s.data  # the same images at another path are fine; run() compares fingerprints
+    return TrainSettings(**use), notes
+
+
+def record_command(folder: Path, command: list[str] | None = None, notes=()) -> None:
+    """Append the command line, with the working folder its relative paths start from, and
+    notes on what it changed, to folder/command.txt."""
+    cmd = shlex.join(command or sys.argv) + "".join(f"  # {n}" for n in notes)
+    with (folder / "command.txt").open("a") as fh:
+        fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}  (in {os.getcwd()})  {cmd}\n")
+
+
+def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None,
+        given: dict[str, str] | None = None) -> dict:
+    """Train into s.out; returns the metrics written to metrics.json. given: the settings the
+    user typed (field -> option name); on resume, only they are compared with the saved ones
+    (None: every field of s that is not a default counts as typed)."""
+    s = absolute(s)
+    check_settings(s)
+    out = Path(s.out)
+    settings_file = out / "train_settings.json"
+    notes: list[str] = []
+    if resume:
+        if given is None:
+            defaults = TrainSettings(data="", out="")
+            given = {k: "--" + k.replace("_", "-") for k, v in asdict(s).items() if v != getattr(defaults, k)}
+        s, notes = resume_settings(s, given)
+    elif out.exists() and not never_trained(out):
+        raise UserError(f"Run folder {out} already has files; pass --resume to continue it or choose a new --out.")
+
+    ds = load_dataset(s.data, size=INPUT_SIZE)
+    if resume:
+        first = json.loads((out / "data.json").read_text()).get("fingerprint") if (out / "data.json").exists() else None
+        if first and first != ds.fingerprint:
+            raise UserError(f"The images in {s.data} differ from those {out} started on (fingerprint {ds.fingerprint}, "
+                            f"was {first}); resume with the original dataset, or train a new --out on this one.")
     keras = import_keras()
     from train import archs, report
 
     keras.utils.set_random_seed(s.seed)
-    ds = load_dataset(s.data, size=INPUT_SIZE)
     tr_all, va, val_source = train_val(ds, s.val_fraction, s.seed)
     tr, tr_y, va_fit, va_y, label_info = targets(s, tr_all, va)
     if s.teacher:  # validation keeps the ground truth: the teacher only shapes what is learned
@@ -289,23 +396,26 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
     if len(tr) == 0 or len(va_fit) == 0:
         raise UserError(f"{s.data} gives {len(tr)} training and {len(va_fit)} validation images; both must be non-empty.")
 
-    out.mkdir(parents=True, exist_ok=True)
-    settings_file.write_text(json.dumps(asdict(s), indent=2))
-    cmd = command or sys.argv
-    with (out / "command.txt").open("a") as fh:
-        fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}  {shlex.join(cmd)}\n")
-    (out / "data.json").write_text(json.dumps({**ds.summary(), "validation": val_source, "labels": label_info,
-                                               "train_images": len(tr), "val_images": len(va_fit)}, indent=2))
-    (out / "versions.json").write_text(json.dumps(versions(), indent=2))
-
     options = dict(s.arch_options)
     if s.arch == "mobilenetv2":
         options["weights"] = s.weights
     model = archs.build(s.arch, INPUT_SIZE, len(LABELS), **options)
-    restoring = resume and (out / "backup").exists()  # the backup's weights replace any starting weights
-    if s.init_from and not restoring:
+    if s.init_from and not resume:  # on resume the backup's weights replace any starting weights
         sample = np.random.default_rng(s.seed).permutation(len(tr))[:1024]
         start_from(model, s.init_from, tr.x[sample])
+
+    # Written only now, when every option has been used once, so a bad one leaves no folder.
+    out.mkdir(parents=True, exist_ok=True)
+    settings_file.write_text(json.dumps(asdict(s), indent=2))
+    record_command(out, command, notes)
+    if not resume:  # data.json keeps the first session's record; a resume is checked against it above
+        (out / "data.json").write_text(json.dumps({**ds.summary(), "validation": val_source, "labels": label_info,
+                                                   "train_images": len(tr), "val_images": len(va_fit)}, indent=2))
+        if ds.skipped:
+            print(f"{len(ds.skipped)} files could not be read as images and were left out; they are listed under "
+                  f"\"skipped\" in {out / 'data.json'}.", flush=True)
+    (out / "versions.json").write_text(json.dumps(versions(), indent=2))
+
     weights = class_weights(tr_y.argmax(1), s.class_weight_power)
     batches = _batches(keras)(tr, tr_y, s, weights)
     model.compile(
@@ -317,27 +427,77 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
     # (for ferplus: votes mixed with --folder-weight, doubtful images left out); the report
     # below scores every label kind.
     val_x = va_fit.x[..., None].astype(np.float32)
-    best = keras.callbacks.ModelCheckpoint(str(out / "model.keras"), monitor="val_accuracy", save_best_only=True)
+    best = _checkpoint(keras, out / "model.keras")
     if resume:  # a resumed run must not overwrite the best model with a worse one
         best.best = _best_so_far(out / "history.csv")
+    timing = _timing(keras, out / "timing.json")
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(out / "backup"), delete_checkpoint=False),
+        _backup(keras, out / "backup"),
         _epoch_sync(keras, batches),
         best,
+        timing,
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=s.patience, restore_best_weights=True),
     ]
-    started = time.time()
     model.fit(batches, validation_data=(val_x, va_y), epochs=s.epochs, callbacks=callbacks,
               verbose=1 if sys.stdout.isatty() else 2)
-    elapsed = time.time() - started
-    timing_file = out / "timing.json"
-    timing = json.loads(timing_file.read_text()) if timing_file.exists() else {"train_seconds": 0.0}
-    timing["train_seconds"] += elapsed
-    timing_file.write_text(json.dumps(timing, indent=2))
 
     best = keras.models.load_model(out / "model.keras") if (out / "model.keras").exists() else model
     probs = best.predict(va.x[..., None].astype(np.float32), batch_size=256, verbose=0)
-    metrics = report.write_run_report(out, best, va, probs, tr, ds, weights, timing["train_seconds"], val_source,
+    metrics = report.write_run_report(out, best, va, probs, tr, ds, weights, timing.total(), val_source,
                                       votes=s.votes if s.labels == "ferplus" else None)
     return metrics
+
+
+def _backup(keras, path: Path):
+    class Backup(keras.callbacks.BackupAndRestore):
+        """Keeps the previous epoch's state too (a kill during a write leaves one readable);
+        a backup that cannot be read at all is one sentence, not an h5py traceback."""
+
+        def on_train_begin(self, logs=None):
+            try:
+                super().on_train_begin(logs)
+            except Exception as exc:
+                raise UserError(f"The training state in {path} cannot be read ({type(exc).__name__}), most likely "
+                                f"damaged by a crash while it was written; train a new --out, with --init-from "
+                                f"{path.parent / 'model.keras'} to keep the best epoch so far.") from exc
+
+    return Backup(str(path), double_checkpoint=True, delete_checkpoint=False)
+
+
+def _checkpoint(keras, path: Path):
+    class AtomicCheckpoint(keras.callbacks.ModelCheckpoint):
+        """The best model, written to a temporary file and renamed over `path`, so a crash
+        mid-write leaves the previous best model whole."""
+
+        tmp = path.with_name(path.stem + ".partial.keras")
+
+        def on_train_begin(self, logs=None):
+            self.tmp.unlink(missing_ok=True)  # a crash's half-written file is never renamed
+            super().on_train_begin(logs)
+
+        def on_epoch_end(self, epoch, logs=None):
+            super().on_epoch_end(epoch, logs)
+            if self.tmp.exists():
+                os.replace(self.tmp, path)
+
+    cb = AtomicCheckpoint(str(AtomicCheckpoint.tmp), monitor="val_accuracy", save_best_only=True)
+    return cb
+
+
+def _timing(keras, path: Path):
+    class Timing(keras.callbacks.Callback):
+        """timing.json's train_seconds, summed over every session and written each epoch, so a
+        killed session's finished epochs count too."""
+
+        def on_train_begin(self, logs=None):
+            self.before = json.loads(path.read_text())["train_seconds"] if path.exists() else 0.0
+            self.started = time.time()
+
+        def total(self) -> float:
+            return self.before + time.time() - self.started
+
+        def on_epoch_end(self, epoch, logs=None):
+            path.write_text(json.dumps({"train_seconds": round(self.total(), 1)}, indent=2))
+
+    return Timing()
