@@ -104,3 +104,12 @@ def test_load_dataset_errors_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="not a CSV"):
         (tmp_path / "x.txt").write_text("hi")
         load_dataset(tmp_path / "x.txt")
+
+
+def test_a_valid_folder_is_the_val_split_and_other_folders_are_named(tmp_path, cache_env, capsys):
+    write_class_folders(tmp_path / "train", 2)
+    write_class_folders(tmp_path / "valid", 1)
+    write_class_folders(tmp_path / "holdout", 1)
+    ds = load_dataset(tmp_path, progress=False)
+    assert len(ds.splits["val"]) == 7 and set(ds.splits) == {"train", "val"}
+    assert f"Ignoring holdout in {tmp_path}" in capsys.readouterr().err

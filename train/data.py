@@ -11,6 +11,7 @@ import csv
 import hashlib
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from edge.labels import FER2013_CSV_CODES, LABELS, label_index
 from edge.pipeline.preprocess import resize_square, to_gray
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
-SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "validation": "val",
+SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "publictest": "val", "test": "test", "privatetest": "test"}
 CSV_USAGE = {"training": "train", "publictest": "val", "privatetest": "test"}
 CACHE_VERSION = 1
@@ -113,6 +114,10 @@ def _scan_folders(root: Path) -> tuple[str, list[tuple[str, int, Path]]]:
     split_dirs = [d for d in subdirs if d.name.lower() in SPLIT_NAMES]
     if split_dirs:
         layout = "split-folders"
+        ignored = [d.name for d in subdirs if d not in split_dirs]
+        if ignored:  # a split under another name would silently be left out of training or validation
+            print(f"Ignoring {', '.join(ignored)} in {root}: split folders are named train, val (or valid, "
+                  "validation) and test.", file=sys.stderr, flush=True)
         groups = [(SPLIT_NAMES[d.name.lower()], d) for d in split_dirs]
     else:
         layout = "class-folders"
