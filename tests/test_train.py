@@ -218,7 +218,9 @@ def _stub_run(out, data, done=2, **saved):
 @pytest.mark.parametrize("option, needle", [({"batch_size": 0}, "--batch-size must be at least 1"),
                                             ({"epochs": 0}, "--epochs must be at least 1"),
                                             ({"lr": 0.0}, "--lr must be above 0"),
-                                            ({"init_from": "no/such.keras"}, "such.keras does not exist")])
+                                            ({"init_from": "no/such.keras"}, "such.keras does not exist"),
+                                            ({"init_from": __file__}, "is neither a .keras model nor"),
+                                            ({"arch": "nope"}, "Unknown --arch 'nope'")])
 def test_bad_options_are_refused_before_the_run_folder_is_made(tmp_path, option, needle):
     from edge.errors import UserError
     from train.trainer import TrainSettings, run
@@ -306,7 +308,7 @@ def test_resume_lengthens_a_run_from_another_working_folder(tmp_path, synthetic_
     short = dict(arch="mini_xception", batch_size=16, steps_per_epoch=2, warmup_epochs=0, augment=False)
     run(TrainSettings(data="data", out="run", epochs=1, **short), command=["edge", "train"])
     out = tmp_path / "work" / "run"
-    assert "1 files could not be read" in capsys.readouterr().out
+    assert "1 file(s) could not be read" in capsys.readouterr().out
     assert json.loads((out / "train_settings.json").read_text())["data"] == str(data)
     first_data, first_seconds = (out / "data.json").read_text(), json.loads((out / "timing.json").read_text())
     (tmp_path / "elsewhere").mkdir()

@@ -15,7 +15,7 @@ import numpy as np
 
 from edge.errors import UserError
 from edge.labels import LABELS
-from train.archs import DEFAULT_ARCH
+from train.archs import ARCHITECTURES, DEFAULT_ARCH
 from train.augment import AugmentConfig, augment_batch
 from train.data import FER2013_SIZE, Split, load_dataset, train_val
 
@@ -289,7 +289,7 @@ def check_settings(s: TrainSettings) -> None:
     for value, ok, what in ((s.epochs, s.epochs >= 1, "--epochs must be at least 1"),
                             (s.batch_size, s.batch_size >= 1, "--batch-size must be at least 1"),
                             (s.lr, s.lr > 0, "--lr must be above 0"),
-                            (s.patience, s.patience >= 1, "--patience must be at least 1"),
+                            (s.patience, s.patience >= 0, "--patience must be 0 or more"),
                             (s.warmup_epochs, s.warmup_epochs >= 0, "--warmup-epochs must be 0 or more"),
                             (s.steps_per_epoch, s.steps_per_epoch is None or s.steps_per_epoch >= 1,
                              "--steps-per-epoch must be at least 1"),
@@ -299,8 +299,12 @@ def check_settings(s: TrainSettings) -> None:
                             (s.folder_weight, 0 <= s.folder_weight <= 1, "--folder-weight must lie in [0, 1]")):
         if not ok:
             raise UserError(f"{what}, got {value}.")
+    if s.arch not in ARCHITECTURES:
+        raise UserError(f"Unknown --arch '{s.arch}'; choose one of: {', '.join(sorted(ARCHITECTURES))}.")
     if s.init_from and not Path(s.init_from).is_file():
         raise UserError(f"--init-from {s.init_from} does not exist; pass a .keras model or an int8 .tflite.")
+    if s.init_from and Path(s.init_from).suffix not in (".keras", ".tflite"):
+        raise UserError(f"--init-from {s.init_from} is neither a .keras model nor an int8 .tflite; pass one of those.")
     if s.teacher:  # a wrong path or weight fails now, not after the dataset has loaded
         from train.teacher import check_weight, teacher_paths
 
@@ -412,7 +416,7 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
         (out / "data.json").write_text(json.dumps({**ds.summary(), "validation": val_source, "labels": label_info,
                                                    "train_images": len(tr), "val_images": len(va_fit)}, indent=2))
         if ds.skipped:
-            print(f"{len(ds.skipped)} files could not be read as images and were left out; they are listed under "
+            print(f"{len(ds.skipped)} file(s) could not be read as images and were left out; they are listed under "
                   f"\"skipped\" in {out / 'data.json'}.", flush=True)
     (out / "versions.json").write_text(json.dumps(versions(), indent=2))
 
