@@ -20,6 +20,8 @@ from edge.errors import UserError
 @click.option("--votes", default=None, help="FER+ votes CSV to score and calibrate against (default: the one the run trained on).")
 def convert(model, data, out, calibration_size, max_drop, min_agreement, float16, split, votes):
     """Quantize a trained model (run folder or .keras) to int8 TFLite and check parity."""
+    from pathlib import Path
+
     from convert import quantize
     from convert.parity import markdown
     from train.trainer import import_keras
@@ -30,4 +32,5 @@ def convert(model, data, out, calibration_size, max_drop, min_agreement, float16
                                            split=split, votes=votes))
     click.echo(markdown(parity))
     if failures:
-        raise UserError(f"Parity gate failed: {'; '.join(failures)} (files kept in {out}).")
+        raise UserError(f"Parity gate failed: {'; '.join(failures)}; the failed files are in {Path(out) / quantize.FAILED_DIR} "
+                        f"and any passing model in {out} is unchanged.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -10,13 +11,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.card import ModelCard, Quant, sha256_file
+from edge.card import CARD_NAME, ModelCard, Quant, sha256_file
 from edge.errors import UserError
 from edge.pipeline.cost import model_macs
 from edge.labels import LABELS
 from edge.pipeline.preprocess import CropRule
 from train.data import Split, load_dataset, train_val
-from train.trainer import load_keras
+from train.trainer import load_keras, record_command
+
+FAILED_DIR = "failed"  # a conversion that fails the parity gate leaves its files here, for inspection
 
 
 # Measured by running each detector on 1,000 FER2013 val faces upscaled onto a background
@@ -110,22 +113,49 @@ def run_votes(s: ConvertSettings, run_dir: Path):
     return None
 
 
+def check_settings(s: ConvertSettings) -> None:
+    """Refuse, in one sentence, a budget or size no conversion can use, before any work."""
+    if not 0 <= s.min_agreement <= 1:
+        raise UserError(f"--min-agreement is a fraction from 0 to 1 (0.97 for 97%), got {s.min_agreement}.")
+    if s.calibration_size < 1:
+        raise UserError(f"--calibration-size must be at least 1, got {s.calibration_size}.")
+
+
 def run(s: ConvertSettings) -> tuple[dict, list[str]]:
-    """Convert, write the card and the parity report; returns (parity, failures)."""
+    """Convert, write the card and the parity report; returns (parity, failures). The files
+    are made in a scratch folder and moved into s.out when the parity gate passes, else into
+    s.out/failed (FAILED_DIR), so a failed conversion never replaces a passing model."""
+    check_settings(s)
+    keras_path = resolve_keras_model(s.model).resolve()
+    model = load_keras(keras_path)
+    ds = load_dataset(s.data, size=int(model.input_shape[1]))
+    out = Path(s.out)
+    out.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=".convert-", dir=out))
+    try:
+        parity, failures = _convert(s, model, keras_path, ds, scratch)
+        dest = out / FAILED_DIR if failures else out
+        if failures:
+            shutil.rmtree(dest, ignore_errors=True)  # the last failed attempt's files, not a mix
+            dest.mkdir()
+        for f in sorted(scratch.iterdir(), key=lambda f: f.name == CARD_NAME):  # the card last: it names the model
+            os.replace(f, dest / f.name)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    record_command(out, notes=[f"parity gate failed: files in {FAILED_DIR}/"] if failures else [])
+    return parity, failures
+
+
+def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path) -> tuple[dict, list[str]]:
     from convert.parity import parity_report, write_parity
 
-    keras_path = resolve_keras_model(s.model)
-    model = load_keras(keras_path)
     size = int(model.input_shape[1])
-    ds = load_dataset(s.data, size=size)
     train_split, val_split, _ = train_val(ds, seed=s.seed)
+    split_name = "val"
     if s.split:
         from train.data import eval_split
 
-        val_split, _ = eval_split(ds, s.split)
-    out = Path(s.out)
-    out.mkdir(parents=True, exist_ok=True)
-
+        val_split, split_name = eval_split(ds, s.split)
     calib = representative(train_split, s.calibration_size, s.seed)
     files = {"int8": out / "model_int8.tflite", "float32": out / "model_float32.tflite"}
     if s.float16:
@@ -147,8 +177,11 @@ def run(s: ConvertSettings) -> tuple[dict, list[str]]:
         architecture=model.name, macs_per_invoke=model_macs(files["int8"])["total"],
         metrics={k: metrics[k] for k in ("accuracy", "ferplus_majority_accuracy", "macro_f1", "parameters") if k in metrics},
     )
-    card.save(out)
-    parity = parity_report(model, files, card, val_split, s.calibration_size, votes)
+    # Where the model came from: the Keras file, and the images that calibrated and judged it.
+    card.metrics["converted_from"] = {"model": str(keras_path), "data": str(Path(s.data).resolve()),
+                                      "data_fingerprint": ds.fingerprint, "parity_split": split_name}
+    parity = parity_report(model, files, card, val_split, len(calib), votes)
+    parity = {"converted_from": card.metrics["converted_from"], "calibration_requested": s.calibration_size, **parity}
     failures = []
     if parity["drop_pp"] > s.max_drop_pp:
         failures.append(f"int8 accuracy drop {parity['drop_pp']:.2f} pp exceeds --max-drop {s.max_drop_pp} pp")

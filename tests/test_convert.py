@@ -50,14 +50,42 @@ def test_calibration_preprocessing_matches_inference(tiny_converted, synthetic_d
 
 
 @pytest.mark.slow
-def test_parity_gate_fails_on_an_impossible_budget(tiny_run, synthetic_dataset, tmp_path, cache_env):
-    out = tmp_path / "conv"
+def test_parity_gate_fails_on_an_impossible_budget(tiny_run, tiny_converted, synthetic_dataset, tmp_path, cache_env):
+    """The failed files are kept in failed/ for inspection; the passing model already there stays."""
+    import shutil
+
+    out = shutil.copytree(tiny_converted, tmp_path / "conv")
+    passing = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file() and f.name != "command.txt"}
     r = run_cli("convert", tiny_run, "--data", synthetic_dataset, "--out", out, "--calibration-size", "50",
                 "--max-drop", "-1", env={"QUEUE_MOOD_CACHE": str(cache_env)})
     assert r.returncode != 0
-    assert "Parity gate failed" in r.stderr and "--max-drop" in r.stderr
-    assert (out / "parity.json").exists() and (out / "model_int8.tflite").exists()
-    assert not json.loads((out / "parity.json").read_text())["budget"]["passed"]
+    assert "Parity gate failed" in r.stderr and "--max-drop" in r.stderr and str(out / "failed") in r.stderr
+    assert {f.name: f.read_bytes() for f in out.iterdir() if f.name in passing} == passing
+    assert (out / "failed" / "model_int8.tflite").exists() and load_card(out / "failed" / "model_int8.tflite")
+    assert not json.loads((out / "failed" / "parity.json").read_text())["budget"]["passed"]
+    assert "parity gate failed" in (out / "command.txt").read_text().splitlines()[-1]
+    assert not [f for f in out.iterdir() if f.name.startswith(".convert-")]
+
+
+@pytest.mark.slow
+def test_conversion_records_its_sources_and_command(tiny_converted, tiny_run, synthetic_dataset):
+    card = load_card(tiny_converted / "model_int8.tflite")
+    parity = json.loads((tiny_converted / "parity.json").read_text())
+    fingerprint = load_dataset(synthetic_dataset, progress=False).fingerprint
+    for record in (card.metrics["converted_from"], parity["converted_from"]):
+        assert record == {"model": str(tiny_run / "model.keras"), "data": str(synthetic_dataset),
+                          "data_fingerprint": fingerprint, "parity_split": "val"}
+    # 100 asked for; 40 training images a class give round(100 / 7) = 14 of each
+    assert parity["calibration_requested"] == 100 and parity["calibration_size"] == 98
+    assert (tiny_converted / "command.txt").exists()
+
+
+def test_min_agreement_as_a_percentage_is_refused(tmp_path):
+    from convert.quantize import ConvertSettings, run
+
+    with pytest.raises(UserError, match=r"--min-agreement is a fraction from 0 to 1 \(0\.97 for 97%\), got 97"):
+        run(ConvertSettings(model=str(tmp_path / "no model yet"), data="d", out=str(tmp_path / "o"), min_agreement=97))
+    assert not (tmp_path / "o").exists()
 
 
 def test_corrupt_tflite_is_one_sentence(tmp_path, shipped_model):
