@@ -45,13 +45,19 @@ def test_soup_of_identical_runs_scores_as_the_run(tiny_run, tmp_path, synthetic_
 
 
 def test_soup_refuses_another_architecture_in_one_sentence(tiny_run, tmp_path):
-    from tests.conftest import run_cli
+    import os
+    import subprocess
+    import sys
+
     from train import archs
 
     (tmp_path / "seed").mkdir()
     archs.build("seed_cnn", 48, 7).save(tmp_path / "seed" / "model.keras")
-    r = run_cli("soup", tmp_path / "out", tiny_run, tmp_path / "seed")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}  # as a user's shell has it
+    r = subprocess.run([sys.executable, "-m", "edge.cli", "soup", str(tmp_path / "out"), str(tiny_run),
+                        str(tmp_path / "seed")], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 2 and "other layers" in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error:"), r.stderr  # no TensorFlow start-up messages before it
     assert not (tmp_path / "out" / "model.keras").exists()
 
 
@@ -63,3 +69,23 @@ def test_soup_needs_two_runs_and_a_new_folder(tiny_run, tmp_path):
     shutil.copytree(tiny_run, tmp_path / "done")
     with pytest.raises(UserError, match="already exists"):
         soup(tmp_path / "done", [tiny_run, tiny_run])
+
+
+def _with_settings(run, dest, **changes):
+    shutil.copytree(run, dest)
+    settings = json.loads((dest / "train_settings.json").read_text())
+    (dest / "train_settings.json").write_text(json.dumps({**settings, **changes}))
+    return dest
+
+
+def test_soup_refuses_runs_trained_on_other_labels(tiny_run, tmp_path):
+    other = _with_settings(tiny_run, tmp_path / "votes", labels="ferplus")
+    with pytest.raises(UserError, match="one kind of label, but these differ: .*--labels folder, .*--labels ferplus"):
+        soup(tmp_path / "soup", [tiny_run, other])
+    assert not (tmp_path / "soup").exists()
+
+
+def test_soup_warns_of_runs_from_other_starts(tiny_run, tmp_path, capsys):
+    other = _with_settings(tiny_run, tmp_path / "tuned", init_from="/runs/other/model.keras")
+    soup(tmp_path / "soup", [tiny_run, other])
+    assert "started from different weights" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 from edge.errors import UserError
@@ -24,11 +25,29 @@ def _model_file(run: Path) -> Path:
     return path
 
 
+def _check_recipes(files: list[Path]) -> None:
+    """Refuse runs trained on other label kinds (the first run's settings go with the soup, and
+    convert scores it by them); warn when the runs did not start from the same weights."""
+    settings = {}
+    for f in files:
+        p = f.parent / "train_settings.json"
+        settings[f] = json.loads(p.read_text()) if p.exists() else None
+    known = {f: s for f, s in settings.items() if s}
+    labels = {f: s.get("labels", "folder") for f, s in known.items()}
+    if len(set(labels.values())) > 1:
+        raise UserError("A soup averages runs trained on one kind of label, but these differ: "
+                        + ", ".join(f"{f.parent} --labels {v}" for f, v in labels.items()) + ".")
+    starts = {f: s.get("init_from") or f"random weights of seed {s.get('seed')}" for f, s in known.items()}
+    if len(set(starts.values())) > 1:
+        print("warning: these runs started from different weights (" + ", ".join(f"{f.parent}: {v}" for f, v in starts.items())
+              + "); their average may score far below each run.", file=sys.stderr, flush=True)
+
+
 def soup(out: str | Path, runs: list[str | Path]) -> Path:
     """Writes OUT/model.keras, the uniform average of the runs' weights, and OUT/soup.json."""
     import numpy as np
 
-    from train.archs import _keras
+    from train.trainer import import_keras
 
     out, runs = Path(out), [Path(r) for r in runs]
     if len(runs) < 2:
@@ -36,7 +55,8 @@ def soup(out: str | Path, runs: list[str | Path]) -> Path:
     if (out / "model.keras").exists():
         raise UserError(f"{out / 'model.keras'} already exists; choose a new output folder (nothing was overwritten).")
     files = [_model_file(r) for r in runs]
-    keras = _keras()
+    _check_recipes(files)
+    keras = import_keras()  # quiets TensorFlow's start-up messages
     models = [keras.models.load_model(f, compile=False) for f in files]
     weights = [m.get_weights() for m in models]
     shapes = [w.shape for w in weights[0]]
