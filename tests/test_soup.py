@@ -89,3 +89,18 @@ def test_soup_warns_of_runs_from_other_starts(tiny_run, tmp_path, capsys):
     other = _with_settings(tiny_run, tmp_path / "tuned", init_from="/runs/other/model.keras")
     soup(tmp_path / "soup", [tiny_run, other])
     assert "started from different weights" in capsys.readouterr().err
+
+
+def test_a_crash_while_saving_the_soup_leaves_no_model(tiny_run, tmp_path, monkeypatch):
+    import keras
+
+    def crash(self, path, *args, **kwargs):
+        open(path, "wb").write(b"half a model")
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(keras.Model, "save", crash)
+        with pytest.raises(KeyboardInterrupt):
+            soup(tmp_path / "soup", [tiny_run, tiny_run])
+    assert not (tmp_path / "soup" / "model.keras").exists()  # so the same command can run again
+    soup(tmp_path / "soup", [tiny_run, tiny_run])

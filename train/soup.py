@@ -67,7 +67,8 @@ def soup(out: str | Path, runs: list[str | Path]) -> Path:
     models[0].set_weights([np.mean([w[i] for w in weights], axis=0).astype(weights[0][i].dtype)
                            for i in range(len(shapes))])
     out.mkdir(parents=True, exist_ok=True)
-    models[0].save(out / "model.keras")
+    models[0].save(out / "model.partial.keras")  # renamed when whole: a crash leaves no truncated model.keras
+    (out / "model.partial.keras").replace(out / "model.keras")
     for name in COPIED:
         if (files[0].parent / name).exists():
             shutil.copy(files[0].parent / name, out / name)
