@@ -175,6 +175,7 @@ def test_metrics_parse_as_prometheus_and_carry_the_fleet_series(serve):
     stats = Stats("ai-edge-litert x", "m", "video", device="till-3")
     base, _ = serve(stats)
     stats.update(result(4, 3, "raised", "raised", angry=3, neutral=1), 5, {"classify": 2.5}, {"mqtt": 2})
+    stats.set_source(7, 2)
     code, headers, body = get(base + "/metrics")
     assert code == 200 and headers["Content-Type"].startswith("text/plain")
     fams = {f.name: f for f in parser.text_string_to_metric_families(body.decode())}
@@ -186,6 +187,7 @@ def test_metrics_parse_as_prometheus_and_carry_the_fleet_series(serve):
         **dict.fromkeys(LABELS, 0), "angry": 3, "neutral": 1}
     assert value[("queue_mood_sink_failures_total", (("sink", "mqtt"),))] == 2
     assert value[("queue_mood_dropped_frames_total", ())] == 5 and ("queue_mood_fps", ()) in value
+    assert value[("queue_mood_camera_read_failures_total", ())] == 7 and value[("queue_mood_camera_reopens_total", ())] == 2
     (info,) = [s for f in fams.values() for s in f.samples if s.name == "queue_mood_info"]
     assert info.labels["device"] == "till-3" and info.value == 1
 

@@ -7,6 +7,7 @@ queue_mood_info{device,runtime,version}, queue_mood_frames_total, queue_mood_dro
 queue_mood_fps, queue_mood_faces, queue_mood_negative_share, queue_mood_faces_by_emotion{emotion},
 queue_mood_alert_raised, queue_mood_alerts_raised_total, queue_mood_stage_latency_ms{stage},
 queue_mood_sink_failures_total{sink}, queue_mood_camera_up, queue_mood_camera_down_total,
+queue_mood_camera_read_failures_total, queue_mood_camera_reopens_total,
 queue_mood_sink_{sent,delivered,dead_lettered,spool_dropped,lost}_total{sink},
 queue_mood_sink_{queued,spooled,spool_in_memory}{sink}, queue_mood_uptime_seconds,
 queue_mood_process_cpu_share (after the first few seconds), and where the board says:
@@ -79,6 +80,9 @@ class _Collector:
         yield counter("sink_failures", "Failed deliveries per sink.", label="sink", values=s["sink_failures"])
         yield gauge("camera_up", "1 while the source delivers frames, 0 once it is silent.", int(s["camera"] == "up"))
         yield counter("camera_down", "Times the source went silent.", s["camera_down_total"])
+        yield counter("camera_read_failures", "Reads a live camera failed (timeouts, driver errors).",
+                      s["camera_read_failures"])
+        yield counter("camera_reopens", "Times a live camera was closed and opened again.", s["camera_reopens"])
         for key, name, help_, is_counter in SINK_SERIES:
             values = {sink: c[key] for sink, c in s["sinks"].items()}
             yield (counter if is_counter else gauge)(name, help_, label="sink", values=values)

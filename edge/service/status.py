@@ -62,7 +62,8 @@ class Stats:
                      "started_at": _now_iso(), "frames": 0, "dropped_frames": 0, "fps": 0.0, "faces": 0,
                      "negative_share": 0.0, "counts": dict.fromkeys(labels, 0), "alert_state": "clear",
                      "alert_raised_at": None, "alerts_raised": 0, "negative": list(negative), "stage_ms": {},
-                     "sink_failures": {}, "camera": "up", "camera_down_total": 0, "sinks": {}}
+                     "sink_failures": {}, "camera": "up", "camera_down_total": 0, "camera_read_failures": 0,
+                     "camera_reopens": 0, "sinks": {}}
         self._last_t: float | None = None
         self._dt: float | None = None  # running mean of the time between frames
         self._health: dict = {}
@@ -106,6 +107,11 @@ class Stats:
     def camera_up(self):
         with self._lock:
             self.data["camera"] = "up"
+
+    def set_source(self, read_failures: int, reopens: int):
+        """A live source's failed reads and reopen attempts since the start (0 for a recording)."""
+        with self._lock:
+            self.data.update(camera_read_failures=read_failures, camera_reopens=reopens)
 
     def set_sinks(self, sinks: dict):
         """Per-sink delivery counts from Fanout.stats()."""
