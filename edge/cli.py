@@ -219,7 +219,7 @@ def analyze_cmd(path, out, every, fmt, annotate, config_path, model):
 
 
 @cli.command("bundle")
-@click.option("--model", default=None, help="int8 .tflite with model.json beside it (default: the config's, else the shipped model).")
+@click.option("--model", default=None, help="int8 .tflite with model.json beside it, or the folder `edge convert --out` wrote (default: the config's, else the shipped model).")
 @click.option("--config", "config_path", default=None, help="TOML config to ship (default: edge run's defaults with camera 0).")
 @click.option("--out", required=True, help="Bundle folder, or a file ending in .tar.gz.")
 @click.option("--wheel", default=None, help="A prebuilt queue_mood-*.whl (default: build one from this checkout).")

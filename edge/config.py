@@ -419,16 +419,26 @@ def to_toml(d: dict, prefix: str = "") -> str:
     return "\n".join(out)
 
 
+CONVERTED_MODEL = "model_int8.tflite"  # what `edge convert` writes into its --out folder
+
+
 def resolve_model(cfg: Config) -> Path:
     """The classifier model a config names: model.path, or the model shipped in the package."""
     from edge.models import default_model_path
 
     if not cfg.model.path:
         return default_model_path()
-    path = expand_path(cfg.model.path)
-    if path.is_dir() and (path / "model_int8.tflite").is_file():  # the folder `edge convert --out` wrote
-        path = path / "model_int8.tflite"
+    return model_file(cfg.model.path)
+
+
+def model_file(given: str | Path, advice: str = "pass a .tflite model made by `edge convert`") -> Path:
+    """The .tflite a --model or model.path names: a file, or the folder `edge convert --out` wrote."""
+    path = expand_path(given)
+    if path.is_dir():
+        if not (path / CONVERTED_MODEL).is_file():
+            raise UserError(f"Model folder {path} holds no {CONVERTED_MODEL}; {advice}.")
+        path = path / CONVERTED_MODEL
     if why := not_a_file(path):  # before the classifier, which calls a folder missing
-        raise UserError(f"Model file {path} {why}; pass a .tflite model made by `edge convert`.")
+        raise UserError(f"Model file {path} {why}; {advice}.")
     check_readable(path, "Model file")  # before its card's sha256 check reads it
     return path

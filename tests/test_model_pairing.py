@@ -54,5 +54,12 @@ def test_the_folder_edge_convert_wrote_names_its_int8_model(tmp_path, shipped_mo
     assert resolve_model(load_config(None, {"model": {"path": str(tmp_path)}})) == model
     empty = tmp_path / "empty"
     empty.mkdir()
-    with pytest.raises(UserError, match="is a folder, not a file"):
+    with pytest.raises(UserError, match="holds no model_int8.tflite"):
         resolve_model(load_config(None, {"model": {"path": str(empty)}}))
+
+
+def test_bundle_takes_the_folder_edge_convert_wrote(tmp_path, shipped_model):
+    from edge.ops.bundle import _resolve_model
+
+    model = copy_model(shipped_model, tmp_path)
+    assert _resolve_model(str(tmp_path), load_config(None)) == model

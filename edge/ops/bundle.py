@@ -32,9 +32,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from edge.card import CARD_NAME, check_pair, load_card, sha256_file
-from edge.config import Config, load_config, resolve_model
+from edge.config import Config, load_config, model_file, resolve_model
 from edge.errors import UserError
-from edge.paths import check_readable, expand_path, not_a_file
+from edge.paths import expand_path
 
 # Where install.sh puts things on the Pi; the bundled config points here.
 INSTALL_PREFIX = "/opt/queue-mood"
@@ -95,10 +95,8 @@ def _load_bundle_config(config_path: str | None, notes: list[str]) -> Config:
 
 
 def _resolve_model(model: str | None, cfg: Config) -> Path:
-    path = expand_path(model) if model else resolve_model(cfg)
-    if why := not_a_file(path):
-        raise UserError(f"Model file {path} {why}; pass --model PATH to a model_int8.tflite from `edge convert`.")
-    check_readable(path, "Model file")
+    path = model_file(model, "pass --model PATH to a model_int8.tflite from `edge convert`") if model \
+        else resolve_model(cfg)
     check_pair(path, load_card(path))
     from edge.pipeline.runtime import runtime
 
