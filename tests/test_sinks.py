@@ -272,17 +272,19 @@ def test_command_timeout_kills_what_the_program_started(tmp_path):
                 os.kill(pid, 9)
 
 
-def test_command_abort_kills_the_program_and_its_children(tmp_path):
+def test_command_abort_kills_the_program_and_its_children(tmp_path, caplog):
     pids = tmp_path / "pids"
     sink = CommandSink(argv=["sh", "-c", f"sleep 300 & echo $! > '{pids}'; wait"], timeout_s=250)
     t = send_in_thread(sink, ev("raised", 1))
     assert wait_for(lambda: pids.exists() and pids.read_text().strip())
     child = int(pids.read_text())
     try:
-        sink.abort()  # shutdown's deadline passed
-        t.join(60)
+        with caplog.at_level(logging.WARNING, logger="edge.sinks.command"):
+            sink.abort()  # shutdown's deadline passed
+            t.join(60)
         assert not t.is_alive()
         assert wait_for(lambda: not running(child))
+        assert [r.getMessage() for r in caplog.records] == ["Alert command sh still running at shutdown: killed."]
     finally:
         if running(child):
             os.kill(child, 9)

@@ -55,6 +55,7 @@ class CommandSink(Sink):
             raise ValueError("the command sink needs argv: program and arguments")
         self.argv, self.timeout_s = list(argv), timeout_s
         self._proc: subprocess.Popen | None = None  # the running command, for abort()
+        self._aborted = False  # abort() killed it: that line is the one to log
 
     def send(self, event: AlertEvent) -> None:
         data = json.dumps(event.to_dict()).encode()
@@ -84,6 +85,8 @@ class CommandSink(Sink):
             self._proc = None
         if proc.returncode != 0:
             self.failed += 1
+            if self._aborted:
+                return
             err = stderr.decode(errors="replace").strip()[-300:]
             log.warning("Alert command %s exited with %d: %s", self.argv[0], proc.returncode, err or "(no stderr)")
             return
@@ -93,6 +96,7 @@ class CommandSink(Sink):
         """Shutdown while the command still runs: kill it and its children rather than leave them behind."""
         proc = self._proc
         if proc is not None and proc.poll() is None:
+            self._aborted = True
             kill_group(proc)
             log.warning("Alert command %s still running at shutdown: killed.", self.argv[0])
 
