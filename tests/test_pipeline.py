@@ -43,7 +43,7 @@ def test_run_on_a_video_tracks_the_face(astronaut_video, shipped_model, tmp_path
     (["--camera", "9"], "Cannot open camera 9"),
     (["--model", "/nonexistent/model_int8.tflite", "--source", "."], "does not exist"),
     (["--config", ".", "--source", "."], "Config file . is a folder, not a file"),
-    (["--model", ".", "--source", "."], "Model file . is a folder, not a file"),
+    (["--model", ".", "--source", "."], "Model folder . holds no model_int8.tflite"),
     (["--detector-model", ".", "--source", "."], "Face detector model . is a folder, not a file"),
 ])
 def test_bad_inputs_are_one_sentence(args, needle, shipped_model, tmp_path):

@@ -377,8 +377,11 @@ def test_ctrl_c_names_the_resume_command(tmp_path, synthetic_dataset, cache_env)
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "edge.cli", "train", "--data", str(synthetic_dataset), "--out", str(out),
            "--arch", "mini_xception", "--epochs", "50", "--batch-size", "16", "--steps-per-epoch", "2"]
+    # A shell starts background jobs with SIGINT ignored, and Python keeps it so: undo that, or
+    # the test fails whenever the suite itself runs in the background.
     proc = subprocess.Popen(cmd, env={**os.environ, "QUEUE_MOOD_CACHE": str(cache_env)}, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None and not (out / "backup").exists():
         time.sleep(0.2)
