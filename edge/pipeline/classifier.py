@@ -55,7 +55,7 @@ class Classifier:
         s = self.card.input_size
         if tuple(inp["shape"][1:]) != (s, s, 1) or out["shape"][-1] != len(self.card.labels):
             raise UserError(
-                f"{self.path} takes input {list(inp['shape'])} and gives {list(out['shape'])}, but its card says "
+                f"{self.path} takes input {inp['shape'].tolist()} and gives {out['shape'].tolist()}, but its card says "
                 f"[n, {s}, {s}, 1] -> [n, {len(self.card.labels)}]; the model and model.json do not belong together."
             )
         self._in, self._out = inp, out
