@@ -532,7 +532,8 @@ def test_events_held_in_memory_at_the_stop_are_counted_lost_with_one_error(tmp_p
     assert wait_for(lambda: sink.spool.in_memory == 3)
     with caplog.at_level(logging.ERROR, logger="edge.sinks.fanout"):
         fan.close()
-    assert fan.stats()["mqtt"]["lost"] == 2
+    stats = fan.stats()["mqtt"]
+    assert stats["lost"] == 2 and stats["in_memory"] == 0 and stats["spooled"] == 0  # lost, not also still spooled
     (line,) = [r.getMessage() for r in caplog.records if r.name == "edge.sinks.fanout"]
     assert line.startswith("Sink mqtt: 2 undelivered alerts held in memory are lost with this stop: its spool ")
     assert "cannot be written (Not a directory)" in line

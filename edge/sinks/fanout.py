@@ -187,6 +187,8 @@ class Fanout:
                 "they were never written to disk"
             log.error("Sink %s: %d undelivered alerts held in memory are lost with this stop: %s.", w.sink.key, n,
                       why)
+            if spool is not None:
+                spool.drop_memory()
 
     def failure_counts(self) -> dict[str, int]:
         """Per sink: failed deliveries, the sink's own count plus the exceptions caught here."""

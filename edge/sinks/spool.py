@@ -206,6 +206,13 @@ class Spool:
             pass
         return self._mem.pop(event_id, None)
 
+    def drop_memory(self) -> None:
+        """Forget what is held in memory (the process is stopping and it is counted lost), so the
+        counts shown at the end do not list it as still spooled."""
+        with self._lock:
+            for event_id in list(self._mem):
+                self._remove(event_id)
+
     def ack(self, event_id: str) -> None:
         with self._lock:
             if self._remove(event_id) is None:
