@@ -213,7 +213,7 @@ def test_token_auth_refuses_without_and_accepts_header_link_and_cookie(serve):
     code, headers, _ = get(base + f"/?token={TOKEN}")  # the manager's link
     assert code == 303 and headers["Location"] == "/"  # the token leaves the address bar
     cookie = headers["Set-Cookie"].split(";")[0]
-    assert "HttpOnly" in headers["Set-Cookie"] and "SameSite=Strict" in headers["Set-Cookie"]
+    assert "HttpOnly" in headers["Set-Cookie"] and "SameSite=Lax" in headers["Set-Cookie"]
     assert get(base + "/status", {"Cookie": cookie})[0] == 200
     assert get(base + "/status", {"Cookie": "qm_token=nope"})[0] == 401
 

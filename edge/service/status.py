@@ -246,14 +246,18 @@ class StatusServer:
                 path = url.path.rstrip("/") or "/"
                 allowed, by_link = auth.check(self.headers, parse_qs(url.query))
                 if not allowed:
-                    self._send(401, b"This page needs the token or password from the monitor's config "
-                                    b"([status] token / password).\n", "text/plain; charset=utf-8", send_body,
+                    self._send(401, b"This page needs its link with the token (ask whoever installed the monitor "
+                                    b"for it), or the password; the token is [status] token in the monitor's "
+                                    b"config.\n", "text/plain; charset=utf-8", send_body,
                                {"WWW-Authenticate": auth.challenge()})
                     return
                 if by_link:  # keep the token in a cookie and out of the address bar and history
+                    # Lax, not Strict: a link tapped in webmail or on an intranet page is a request from
+                    # another site, and Strict withholds the cookie on this very redirect. The page only
+                    # reads, so a cross-site GET can change nothing.
                     self._send(303, b"", "text/plain", send_body, {
                         "Location": path,
-                        "Set-Cookie": f"{COOKIE}={auth.token.decode()}; HttpOnly; SameSite=Strict; Path=/; "
+                        "Set-Cookie": f"{COOKIE}={auth.token.decode()}; HttpOnly; SameSite=Lax; Path=/; "
                                       "Max-Age=2592000"})
                     return
                 if path in assets:
