@@ -149,6 +149,11 @@ def test_log_sink_logs_one_line(caplog):
         LogSink().send(ev("raised", 1))
     assert len(caplog.records) == 1
     assert "raised" in caplog.text and "sad=2" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edge.alerts"):
+        LogSink().send(AlertEvent(kind="camera_down", t_s=3.0, wall_time="", negative_share=0.0, faces=0))
+    assert caplog.records[0].levelno == logging.WARNING
+    assert caplog.records[0].getMessage().startswith("camera down") and "share" not in caplog.text
 
 
 def test_jsonl_writes_lines(tmp_path):

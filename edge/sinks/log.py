@@ -14,6 +14,11 @@ class LogSink(Sink):
     key = "log"
 
     def send(self, event: AlertEvent) -> None:
+        if event.kind.startswith("camera_"):  # no mood to report: the camera itself is the news
+            log.log(logging.WARNING if event.kind == "camera_down" else logging.INFO, "%s device=%s t=%.1fs",
+                    event.kind.replace("_", " "), event.device or "-", event.t_s)
+            self.delivered += 1
+            return
         counts = ", ".join(f"{k}={v}" for k, v in sorted(event.counts.items())) or "none"
         level = logging.WARNING if event.kind == "raised" else logging.INFO
         log.log(level, "alert %s: negative share %.0f%% of %d faces (%s) device=%s t=%.1fs",
