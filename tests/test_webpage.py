@@ -60,3 +60,31 @@ def test_page_shows_live_faces_and_alert_in_a_browser(edge_runs, tmp_path):
 
     shot = screenshot(link, tmp_path / "status-page.png")
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def _stand_in_stats():
+    from edge.service.status import Stats
+
+    return Stats("rt", "model.tflite", "rtsp://cam", device="till-9", negative=["angry", "sad"])
+
+
+def test_camera_down_is_shown_as_such_and_never_as_clear(tmp_path):
+    """/status after the camera went silent (alert_state "unknown", negative_share null): the
+    page says the queue is not watched, with no share and no "clear"."""
+    from edge.config import StatusConfig
+    from edge.service.status import StatusServer
+
+    stats = _stand_in_stats()
+    stats.camera_down()
+    srv = StatusServer(stats, StatusConfig(port=0)).start()
+    try:
+        dom = chromium(f"http://127.0.0.1:{srv.port}/", "--dump-dom").stdout
+    finally:
+        srv.stop()
+    assert 'data-live="1"' in dom, dom[-3000:]
+    assert re.search(r'id="alert-state">CAMERA DOWN<', dom)
+    assert "The queue is not being watched — check the camera" in dom
+    assert re.search(r'id="negative-share">–<', dom)  # no share is known, so no 0%
+    assert ">clear<" not in dom and "alert-clear" not in dom
+    assert 'class="card alert-down"' in dom
+

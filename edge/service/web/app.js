@@ -8,7 +8,7 @@ const HISTORY_EVERY_MS = 10000;
 const SVG = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
 
-function pct(x) { return Math.round(100 * x) + "%"; }
+function pct(x) { return typeof x === "number" && Number.isFinite(x) ? Math.round(100 * x) + "%" : "–"; }
 function clock(iso) { return new Date(iso).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit"}); }
 function text(el, value) { if (el.textContent !== String(value)) el.textContent = value; }
 
@@ -24,12 +24,19 @@ function row(table, cells) {
 
 function renderStatus(s) {
   text($("device"), s.device ? "· " + s.device : "");
-  text($("faces"), s.faces);
-  text($("negative-share"), pct(s.negative_share));
-  const raised = s.alert_state === "raised";
-  text($("alert-state"), raised ? "RAISED" : "clear");
-  $("alert-card").className = "card " + (raised ? "alert-raised" : "alert-clear");
-  text($("alert-since"), raised && s.alert_raised_at ? "since " + clock(s.alert_raised_at) : "");
+  // Only "raised" and "clear" are asserted; a silent camera, or any state this page does not know,
+  // never reads as "clear".
+  const state = s.camera === "down" ? "down" : ["raised", "clear"].includes(s.alert_state) ? s.alert_state : "unknown";
+  text($("faces"), state === "down" ? "–" : s.faces);
+  text($("negative-share"), state === "down" ? "–" : pct(s.negative_share));
+  text($("alert-state"), {raised: "RAISED", clear: "clear", down: "CAMERA DOWN", unknown: "unknown"}[state]);
+  $("alert-card").className = "card alert-" + state;
+  text($("alert-since"), {
+    raised: s.alert_raised_at ? "since " + clock(s.alert_raised_at) : "",
+    clear: "",
+    down: "The queue is not being watched — check the camera",
+    unknown: "The monitor does not know the queue's mood",
+  }[state]);
 
   const emotions = $("emotions");
   emotions.replaceChildren();
