@@ -88,3 +88,58 @@ def test_camera_down_is_shown_as_such_and_never_as_clear(tmp_path):
     assert ">clear<" not in dom and "alert-clear" not in dom
     assert 'class="card alert-down"' in dom
 
+
+
+def test_figures_go_stale_with_a_banner_when_the_monitor_stops_answering():
+    """The monitor answers one /status and then stops listening: the page greys out the last
+    figures and says since when there has been no data."""
+    from edge.config import StatusConfig
+    from edge.service.status import Stats, StatusServer
+
+    class StopsAfterOne(Stats):
+        served = 0
+
+        def snapshot(self):
+            self.served += 1
+            if self.served == 1:  # this answer goes out; then nobody listens any more
+                srv.httpd.shutdown()
+                srv.httpd.server_close()
+            return super().snapshot()
+
+    stats = StopsAfterOne("rt", "model.tflite", "video", device="till-9", negative=["angry", "sad"])
+    srv = StatusServer(stats, StatusConfig(port=0)).start()
+    try:
+        dom = chromium(f"http://127.0.0.1:{srv.port}/", "--dump-dom").stdout
+    finally:
+        srv.httpd.server_close()
+    assert stats.served == 1
+    assert 'data-live="1"' in dom, dom[-3000:]  # the first poll drew the figures
+    assert re.search(r'<body[^>]* class="[^"]*\bstale\b', dom), dom[:1500]
+    assert re.search(r'No data since \d\d:\d\d:\d\d — the monitor is not reachable', dom), dom[:1500]
+    assert re.search(r'id="alert-state">clear<', dom)  # the last figures stay, greyed out
+
+
+def test_the_stale_banner_goes_once_a_poll_succeeds_again():
+    """One /status poll gets no answer (the connection is dropped), the next ones do: the page
+    ends live, without the banner or the grey."""
+    from edge.config import StatusConfig
+    from edge.service.status import Stats, StatusServer
+
+    class DropsTheSecond(Stats):
+        served = 0
+
+        def snapshot(self):
+            self.served += 1
+            if self.served == 2:
+                raise ConnectionResetError("dropped on purpose")  # the handler closes without answering
+            return super().snapshot()
+
+    stats = DropsTheSecond("rt", "model.tflite", "video", device="till-9", negative=["angry", "sad"])
+    srv = StatusServer(stats, StatusConfig(port=0)).start()
+    try:
+        dom = chromium(f"http://127.0.0.1:{srv.port}/", "--dump-dom").stdout
+    finally:
+        srv.stop()
+    assert stats.served >= 3 and 'data-live="1"' in dom, dom[-3000:]
+    assert not re.search(r'<body[^>]* class="[^"]*\bstale\b', dom)
+    assert re.search(r'<p id="stale"[^>]* hidden', dom)

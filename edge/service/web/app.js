@@ -10,6 +10,7 @@ const $ = (id) => document.getElementById(id);
 
 function pct(x) { return typeof x === "number" && Number.isFinite(x) ? Math.round(100 * x) + "%" : "–"; }
 function clock(iso) { return new Date(iso).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit"}); }
+function hms(d) { return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, "0")).join(":"); }
 function text(el, value) { if (el.textContent !== String(value)) el.textContent = value; }
 
 function row(table, cells) {
@@ -72,6 +73,16 @@ function renderStatus(s) {
 
   text($("updated"), "updated " + new Date().toLocaleTimeString());
   document.body.dataset.live = "1";
+  lastStatusAt = new Date();
+}
+
+// A /status poll that failed (no answer, 401, an error status): the figures on the page are the
+// last ones received, not current ones, so they are greyed out under a banner until a poll succeeds.
+let lastStatusAt = null;
+function setStale(stale) {
+  document.body.classList.toggle("stale", stale);
+  $("stale").hidden = !stale;
+  if (stale) text($("stale"), (lastStatusAt ? "No data since " + hms(lastStatusAt) : "No data yet") + " — the monitor is not reachable");
 }
 
 function el(name, attrs, parent) {
@@ -117,18 +128,20 @@ function renderHistory(h) {
   svg.dataset.points = pts.length;
 }
 
-async function poll(path, render, every) {
+async function poll(path, render, every, stale) {
+  let ok = false;
   try {
     const r = await fetch(path, {cache: "no-store", credentials: "same-origin"});
     if (r.status === 401) { text($("updated"), "not authorised: open the link with the token"); return; }
-    if (r.ok) render(await r.json());
+    if (r.ok) { render(await r.json()); ok = true; }
     else text($("updated"), `monitor answered ${r.status}`);
   } catch (e) {
     text($("updated"), "monitor not reachable, retrying…");
   } finally {
-    setTimeout(() => poll(path, render, every), every);
+    if (stale) stale(!ok);
+    setTimeout(() => poll(path, render, every, stale), every);
   }
 }
 
-poll("/status", renderStatus, STATUS_EVERY_MS);
+poll("/status", renderStatus, STATUS_EVERY_MS, setStale);
 poll("/history", renderHistory, HISTORY_EVERY_MS);
