@@ -62,25 +62,41 @@ def test_page_shows_live_faces_and_alert_in_a_browser(edge_runs, tmp_path):
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def _stand_in_stats():
-    from edge.service.status import Stats
-
-    return Stats("rt", "model.tflite", "rtsp://cam", device="till-9", negative=["angry", "sad"])
-
-
-def test_camera_down_is_shown_as_such_and_never_as_clear(tmp_path):
-    """/status after the camera went silent (alert_state "unknown", negative_share null): the
-    page says the queue is not watched, with no share and no "clear"."""
+def page_dom(answers=()) -> tuple[str, list]:
+    """The page's DOM after its polling, served by a real StatusServer over a stand-in Stats.
+    `answers` tells each /status in turn what to do: "ok", "camera down" (the camera went
+    silent first), "drop" (the connection closes without an answer) or "stop" (this answer goes
+    out, then the server stops listening); after the list, "ok". Returns the DOM and what was done."""
     from edge.config import StatusConfig
-    from edge.service.status import StatusServer
+    from edge.service.status import Stats, StatusServer
 
-    stats = _stand_in_stats()
-    stats.camera_down()
-    srv = StatusServer(stats, StatusConfig(port=0)).start()
+    done: list = []
+
+    class StandIn(Stats):
+        def snapshot(self):
+            what = answers[len(done)] if len(done) < len(answers) else "ok"
+            done.append(what)
+            if what == "camera down":
+                self.camera_down()
+            elif what == "drop":
+                raise ConnectionResetError("dropped on purpose")  # the handler closes without answering
+            elif what == "stop":
+                srv.httpd.shutdown()
+                srv.httpd.server_close()
+            return super().snapshot()
+
+    srv = StatusServer(StandIn("rt", "model.tflite", "rtsp://cam", device="till-9", negative=["angry", "sad"]),
+                       StatusConfig(port=0)).start()
     try:
-        dom = chromium(f"http://127.0.0.1:{srv.port}/", "--dump-dom").stdout
+        return chromium(f"http://127.0.0.1:{srv.port}/", "--dump-dom").stdout, done
     finally:
         srv.stop()
+
+
+def test_camera_down_is_shown_as_such_and_never_as_clear():
+    """/status after the camera went silent (alert_state "unknown", negative_share null): the
+    page says the queue is not watched, with no share and no "clear"."""
+    dom, _ = page_dom(["camera down"])
     assert 'data-live="1"' in dom, dom[-3000:]
     assert re.search(r'id="alert-state">CAMERA DOWN<', dom)
     assert "The queue is not being watched — check the camera" in dom
@@ -89,30 +105,11 @@ def test_camera_down_is_shown_as_such_and_never_as_clear(tmp_path):
     assert 'class="card alert-down"' in dom
 
 
-
 def test_figures_go_stale_with_a_banner_when_the_monitor_stops_answering():
     """The monitor answers one /status and then stops listening: the page greys out the last
     figures and says since when there has been no data."""
-    from edge.config import StatusConfig
-    from edge.service.status import Stats, StatusServer
-
-    class StopsAfterOne(Stats):
-        served = 0
-
-        def snapshot(self):
-            self.served += 1
-            if self.served == 1:  # this answer goes out; then nobody listens any more
-                srv.httpd.shutdown()
-                srv.httpd.server_close()
-            return super().snapshot()
-
-    stats = StopsAfterOne("rt", "model.tflite", "video", device="till-9", negative=["angry", "sad"])
-    srv = StatusServer(stats, StatusConfig(port=0)).start()
-    try:
-        dom = chromium(f"http://127.0.0.1:{srv.port}/", "--dump-dom").stdout
-    finally:
-        srv.httpd.server_close()
-    assert stats.served == 1
+    dom, done = page_dom(["stop"])
+    assert done == ["stop"]
     assert 'data-live="1"' in dom, dom[-3000:]  # the first poll drew the figures
     assert re.search(r'<body[^>]* class="[^"]*\bstale\b', dom), dom[:1500]
     assert re.search(r'No data since \d\d:\d\d:\d\d — the monitor is not reachable', dom), dom[:1500]
@@ -120,26 +117,9 @@ def test_figures_go_stale_with_a_banner_when_the_monitor_stops_answering():
 
 
 def test_the_stale_banner_goes_once_a_poll_succeeds_again():
-    """One /status poll gets no answer (the connection is dropped), the next ones do: the page
-    ends live, without the banner or the grey."""
-    from edge.config import StatusConfig
-    from edge.service.status import Stats, StatusServer
-
-    class DropsTheSecond(Stats):
-        served = 0
-
-        def snapshot(self):
-            self.served += 1
-            if self.served == 2:
-                raise ConnectionResetError("dropped on purpose")  # the handler closes without answering
-            return super().snapshot()
-
-    stats = DropsTheSecond("rt", "model.tflite", "video", device="till-9", negative=["angry", "sad"])
-    srv = StatusServer(stats, StatusConfig(port=0)).start()
-    try:
-        dom = chromium(f"http://127.0.0.1:{srv.port}/", "--dump-dom").stdout
-    finally:
-        srv.stop()
-    assert stats.served >= 3 and 'data-live="1"' in dom, dom[-3000:]
+    """One /status poll gets no answer, the next ones do: the page ends live, without the banner
+    or the grey."""
+    dom, done = page_dom(["ok", "drop"])
+    assert len(done) >= 3 and 'data-live="1"' in dom, dom[-3000:]
     assert not re.search(r'<body[^>]* class="[^"]*\bstale\b', dom)
     assert re.search(r'<p id="stale"[^>]* hidden', dom)
