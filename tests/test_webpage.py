@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from datetime import datetime, timedelta, timezone
 import subprocess
 import urllib.error
 import urllib.request
@@ -53,7 +54,7 @@ def test_page_shows_live_faces_and_alert_in_a_browser(edge_runs, tmp_path):
     after = run.wait_until(lambda s: True)
     assert min(now["faces"], after["faces"]) <= faces <= max(now["faces"], after["faces"]) + 1
     assert re.search(r'id="alert-state">RAISED<', dom)
-    assert re.search(r'id="alert-since">since \d', dom)
+    assert re.search(r'id="alert-since">since \d[^<]* \(\d+ min\)<', dom)  # today: a time and how long ago
     assert re.search(r'<li>[^<]* raised: \d+% of \d+ faces unhappy</li>', dom)  # the recent alerts
     assert int(re.search(r'data-points="(\d+)"', dom).group(1)) >= 1  # the chart drew the history
     assert "<img" not in dom
@@ -65,7 +66,7 @@ def test_page_shows_live_faces_and_alert_in_a_browser(edge_runs, tmp_path):
 def page_dom(answers=()) -> tuple[str, list]:
     """The page's DOM after its polling, served by a real StatusServer over a stand-in Stats.
     `answers` tells each /status in turn what to do: "ok", "camera down" (the camera went
-    silent first), "drop" (the connection closes without an answer) or "stop" (this answer goes
+    silent first), "raised yesterday" (an alert raised 26 h ago), "drop" (the connection closes without an answer) or "stop" (this answer goes
     out, then the server stops listening); after the list, "ok". Returns the DOM and what was done."""
     from edge.config import StatusConfig
     from edge.service.status import Stats, StatusServer
@@ -78,6 +79,9 @@ def page_dom(answers=()) -> tuple[str, list]:
             done.append(what)
             if what == "camera down":
                 self.camera_down()
+            elif what == "raised yesterday":
+                since = datetime.now(timezone.utc) - timedelta(hours=26)
+                self.data.update(alert_state="raised", alert_raised_at=since.isoformat(timespec="seconds"))
             elif what == "drop":
                 raise ConnectionResetError("dropped on purpose")  # the handler closes without answering
             elif what == "stop":
@@ -123,3 +127,10 @@ def test_the_stale_banner_goes_once_a_poll_succeeds_again():
     assert len(done) >= 3 and 'data-live="1"' in dom, dom[-3000:]
     assert not re.search(r'<body[^>]* class="[^"]*\bstale\b', dom)
     assert re.search(r'<p id="stale"[^>]* hidden', dom)
+
+
+def test_an_alert_raised_yesterday_shows_its_date_and_how_long_it_has_been_raised():
+    dom, _ = page_dom(["raised yesterday"] * 50)
+    assert re.search(r'id="alert-state">RAISED<', dom), dom[-3000:]
+    since = re.search(r'id="alert-since">since ([^<]*)<', dom).group(1)
+    assert re.search(r"[A-Za-z]", since.split(" (")[0]) and since.endswith("(26 h 00 min)"), since  # a date, not a bare time

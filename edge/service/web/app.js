@@ -9,7 +9,16 @@ const SVG = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
 
 function pct(x) { return typeof x === "number" && Number.isFinite(x) ? Math.round(100 * x) + "%" : "–"; }
-function clock(iso) { return new Date(iso).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit"}); }
+// A time of day, with the date when it is not today (an alert can stay raised overnight).
+function clock(iso) {
+  const d = new Date(iso), time = d.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit"});
+  return d.toDateString() === new Date().toDateString() ? time : d.toLocaleDateString([], {day: "numeric", month: "short"}) + " " + time;
+}
+// How long ago, for a raised alert: "12 min", "3 h 05 min".
+function ago(iso) {
+  const min = Math.max(0, Math.floor((Date.now() - new Date(iso)) / 60000));
+  return min < 60 ? `${min} min` : `${Math.floor(min / 60)} h ${String(min % 60).padStart(2, "0")} min`;
+}
 function hms(d) { return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, "0")).join(":"); }
 function text(el, value) { if (el.textContent !== String(value)) el.textContent = value; }
 
@@ -33,7 +42,7 @@ function renderStatus(s) {
   text($("alert-state"), {raised: "RAISED", clear: "clear", down: "CAMERA DOWN", unknown: "unknown"}[state]);
   $("alert-card").className = "card alert-" + state;
   text($("alert-since"), {
-    raised: s.alert_raised_at ? "since " + clock(s.alert_raised_at) : "",
+    raised: s.alert_raised_at ? `since ${clock(s.alert_raised_at)} (${ago(s.alert_raised_at)})` : "",
     clear: "",
     down: "The queue is not being watched — check the camera",
     unknown: "The monitor does not know the queue's mood",
