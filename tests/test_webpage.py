@@ -103,6 +103,7 @@ def test_camera_down_is_shown_as_such_and_never_as_clear():
     dom, _ = page_dom(["camera down"])
     assert 'data-live="1"' in dom, dom[-3000:]
     assert re.search(r'id="alert-state">CAMERA DOWN<', dom)
+    assert "<title>CAMERA DOWN · Queue mood</title>" in dom
     assert "The queue is not being watched — check the camera" in dom
     assert re.search(r'id="negative-share">–<', dom)  # no share is known, so no 0%
     assert ">clear<" not in dom and "alert-clear" not in dom
@@ -132,5 +133,6 @@ def test_the_stale_banner_goes_once_a_poll_succeeds_again():
 def test_an_alert_raised_yesterday_shows_its_date_and_how_long_it_has_been_raised():
     dom, _ = page_dom(["raised yesterday"] * 50)
     assert re.search(r'id="alert-state">RAISED<', dom), dom[-3000:]
+    assert "<title>ALERT · Queue mood</title>" in dom
     since = re.search(r'id="alert-since">since ([^<]*)<', dom).group(1)
     assert re.search(r"[A-Za-z]", since.split(" (")[0]) and since.endswith("(26 h 00 min)"), since  # a date, not a bare time

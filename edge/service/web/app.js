@@ -41,6 +41,8 @@ function renderStatus(s) {
   text($("negative-share"), state === "down" ? "–" : pct(s.negative_share));
   text($("alert-state"), {raised: "RAISED", clear: "clear", down: "CAMERA DOWN", unknown: "unknown"}[state]);
   $("alert-card").className = "card alert-" + state;
+  // The tab says it too: a manager with the page in a background tab sees the state change.
+  text(document.querySelector("title"), {raised: "ALERT · ", down: "CAMERA DOWN · ", clear: "", unknown: ""}[state] + "Queue mood");
   text($("alert-since"), {
     raised: s.alert_raised_at ? `since ${clock(s.alert_raised_at)} (${ago(s.alert_raised_at)})` : "",
     clear: "",
