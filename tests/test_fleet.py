@@ -80,7 +80,7 @@ def test_dashboard_and_rules_use_only_series_that_exist():
             assert name in exported | recorded, f"{name} in {expr!r} is neither exported nor recorded"
     assert {"queue_mood_alert_raised", "queue_mood_alerts_raised_total", "queue_mood_negative_share",
             "queue_mood_faces", "queue_mood_faces_by_emotion", "queue_mood_fps",
-            "queue_mood_cpu_temperature_celsius", "queue_mood_process_cpu_share"} <= exported
+            "queue_mood_cpu_temperature_celsius", "queue_mood_process_cpu_share", "queue_mood_camera_up"} <= exported
 
 
 def query(port: int, promql: str) -> dict:
