@@ -136,6 +136,8 @@ def test_prometheus_scrapes_two_monitors_with_store_and_checkout_labels(edge_run
             assert query(port, expr.replace("$store", ".*"))["status"] == "success", expr
         raised = query(port, "queue_mood_alert_raised")["data"]["result"]
         assert len(raised) == 2
+        failures = query(port, 'queue_mood_sink_failures_total{sink="log"}')["data"]["result"]
+        assert sorted((s["metric"]["checkout"], s["value"][1]) for s in failures) == [("1", "0"), ("2", "0")]
     finally:
         prom.terminate()
         prom.wait(30)

@@ -491,6 +491,18 @@ def test_a_sink_failure_is_one_line_in_the_journal_with_the_traceback_at_debug(c
     assert any(r.exc_info and r.levelno == logging.DEBUG for r in caplog.records)
 
 
+def test_failure_counts_name_every_sink_from_the_start_zeros_included(tmp_path):
+    """/metrics' sink_failures counters exist at 0, so Prometheus's increase() sees the first failure."""
+    fan = Fanout([Boom(), JsonlSink(path=str(tmp_path / "a.jsonl"))], flush_every_s=3600)
+    try:
+        assert fan.failure_counts() == {"boom": 0, "jsonl": 0}
+        fan.send(ev("raised", 1))
+        assert wait_for(lambda: fan.failure_counts() == {"boom": 1, "jsonl": 0})
+        assert {k: s["failures"] for k, s in fan.stats().items()} == {"boom": 1, "jsonl": 0}
+    finally:
+        fan.close()
+
+
 class Stuck(Sink):
     """A spooling sink whose send blocks until released."""
 

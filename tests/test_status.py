@@ -192,6 +192,27 @@ def test_metrics_parse_as_prometheus_and_carry_the_fleet_series(serve):
     assert info.labels["device"] == "till-3" and info.value == 1
 
 
+def test_every_sinks_failure_counter_is_in_metrics_at_0_before_any_frame(serve, tmp_path):
+    """What edge run does before the first frame (and every second after): Stats.set_sinks(Fanout.stats())."""
+    parser = pytest.importorskip("prometheus_client.parser", reason="/metrics needs prometheus_client (edge extra)")
+    from edge.sinks import Fanout
+    from edge.sinks.jsonl import JsonlSink
+    from edge.sinks.log import LogSink
+
+    stats = Stats("rt", "m", "video", device="till-3")
+    base, _ = serve(stats)
+    fan = Fanout([LogSink(), JsonlSink(path=str(tmp_path / "a.jsonl"))], flush_every_s=3600)
+    try:
+        stats.set_sinks(fan.stats())
+    finally:
+        fan.close()
+    body = get(base + "/metrics")[2].decode()
+    failures = {s.labels["sink"]: s.value for f in parser.text_string_to_metric_families(body) for s in f.samples
+                if s.name == "queue_mood_sink_failures_total"}
+    assert failures == {"log": 0, "jsonl": 0}
+    assert json.loads(get(base + "/status")[2])["sink_failures"] == {"log": 0, "jsonl": 0}
+
+
 def test_metrics_import_does_not_pull_numpy():
     import subprocess
     import sys

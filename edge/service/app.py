@@ -124,6 +124,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     log.info("model %s (%s, %s); detector %s; source %s", classifier.path.name, classifier.card.architecture,
              classifier.runtime.describe(), detector.describe(), redact_text(source.describe()))
     sinks = build_sinks(cfg.sinks, device)
+    stats.set_sinks(sinks.stats())  # every sink's failure counter at 0 before the first scrape
     server = None
     if st.enabled:
         try:

@@ -114,9 +114,11 @@ class Stats:
             self.data.update(camera_read_failures=read_failures, camera_reopens=reopens)
 
     def set_sinks(self, sinks: dict):
-        """Per-sink delivery counts from Fanout.stats()."""
+        """Per-sink delivery counts from Fanout.stats(); their failures are also `sink_failures`, so
+        every sink's counter is there from the start and still moves while no frames come."""
         with self._lock:
             self.data["sinks"] = sinks
+            self.data["sink_failures"] = {key: s.get("failures", 0) for key, s in sinks.items()}
 
     def snapshot(self) -> dict:
         """What /status shows: the current mood, alert, recent alerts and health."""

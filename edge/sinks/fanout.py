@@ -191,8 +191,10 @@ class Fanout:
                 spool.drop_memory()
 
     def failure_counts(self) -> dict[str, int]:
-        """Per sink: failed deliveries, the sink's own count plus the exceptions caught here."""
-        return {s.key: self.failures[s.key] + s.failed for s in self.sinks if self.failures[s.key] + s.failed}
+        """Per sink: failed deliveries, the sink's own count plus the exceptions caught here; every
+        sink, 0 included, so each /metrics counter exists before its first failure (Prometheus's
+        increase() cannot see a counter's first step otherwise)."""
+        return {s.key: self.failures[s.key] + s.failed for s in self.sinks}
 
     def stats(self) -> dict[str, dict]:
         """Per sink: sent, delivered, spooled (on disk + in memory), dead-lettered, dropped, lost, failures."""
