@@ -47,6 +47,22 @@ def test_the_readmes_try_it_command_checks_the_config(tmp_path):
     assert (tmp_path / "deploy" / "fleet" / "queue-mood.token").read_text().strip() == TOKEN
 
 
+@needs_promtool
+def test_the_example_targets_file_is_not_scraped_but_a_copy_of_it_is_valid(tmp_path):
+    """The shipped example's made-up store must not be scraped (QueueMonitorDown for it); the
+    README names it, and copied to targets/<store>.yml it passes promtool's check of SD files."""
+    glob = re.search(r'files: \["(targets/[^"]+)"\]', (FLEET / "prometheus.yml").read_text()).group(1)
+    assert glob == "targets/*.yml" and not list(FLEET.glob(glob))
+    example = FLEET / "targets" / "example-store.yml.example"
+    assert "`targets/example-store.yml.example`" in (FLEET.parents[1] / "README.md").read_text()
+    conf = tmp_path / "fleet"
+    shutil.copytree(FLEET, conf)
+    (conf / "queue-mood.token").write_text(TOKEN + "\n")
+    shutil.copy(example, conf / "targets" / "berlin-mitte.yml")
+    out = promtool("check", "config", "prometheus.yml", cwd=conf).stdout
+    assert "SUCCESS" in out and "WARNING" not in out, out
+
+
 def test_the_fleet_token_file_is_ignored_by_git():
     ignored = (FLEET.parents[1] / ".gitignore").read_text().split()
     assert "deploy/fleet/queue-mood.token" in ignored
