@@ -8,7 +8,9 @@ with generous timeouts."""
 from __future__ import annotations
 
 import logging
+import os
 import re
+import subprocess
 import sys
 import threading
 import time
@@ -247,3 +249,15 @@ def test_unreachable_stream_gets_a_network_hint_not_a_usb_one():
     msg = str(err.value)
     assert "/dev/video" not in msg and "group 'video'" not in msg and "URL" in msg
     assert "hunter2secret" not in msg
+
+
+def test_ffmpeg_prints_nothing_when_a_stream_cannot_be_opened():
+    """Every reopen attempt of a dead stream made FFmpeg print "Connection refused" to stderr
+    (the journal); the module's own line per outage says why instead."""
+    code = ("from edge.pipeline.sources import OpenCVCamera\n"
+            f"try:\n    OpenCVCamera('http://127.0.0.1:{free_port()}/video.mjpg')._open()\n"
+            "except Exception as exc:\n    print(type(exc).__name__)\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_FFMPEG_LOGLEVEL"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert r.stdout.strip() == "UserError", r.stderr
+    assert "Connection refused" not in r.stderr and "[tcp @" not in r.stderr, r.stderr

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import threading
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -23,6 +24,11 @@ import numpy as np
 from edge.errors import UserError, import_cv2
 from edge.paths import expand_path
 from edge.redact import redact_url
+
+# FFmpeg (OpenCV's backend for streams and files) prints a line to stderr on every failed
+# open: a dead stream's reopen attempts would fill the journal with them, while this module
+# logs one line per outage saying why. Read when OpenCV first uses FFmpeg; set it to 24 to see them.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # what OpenCV decodes
