@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.card import CARD_NAME, ModelCard, Quant, sha256_file
+from edge.card import CARD_NAME, INT8_MODEL, ModelCard, Quant, sha256_file
 from edge.errors import UserError
 from edge.pipeline.cost import model_macs
 from edge.labels import LABELS
@@ -157,7 +157,7 @@ def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path) -> tupl
 
         val_split, split_name = eval_split(ds, s.split)
     calib = representative(train_split, s.calibration_size, s.seed)
-    files = {"int8": out / "model_int8.tflite", "float32": out / "model_float32.tflite"}
+    files = {"int8": out / INT8_MODEL, "float32": out / "model_float32.tflite"}
     if s.float16:
         files["float16"] = out / "model_float16.tflite"
     for kind, path in files.items():

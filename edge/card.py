@@ -17,6 +17,7 @@ from edge.labels import LABELS
 from edge.pipeline.preprocess import CropRule
 
 CARD_NAME = "model.json"
+INT8_MODEL = "model_int8.tflite"  # what `edge convert` writes and the runtime loads
 
 
 @dataclass
@@ -35,7 +36,7 @@ class ModelCard:
     output_quant: Quant | None
     flip_average: bool = False  # average each crop's prediction with its mirror image's
     temperature: float = 1.0  # probabilities are softmax(log p / T), after flip averaging
-    model_file: str = "model_int8.tflite"
+    model_file: str = INT8_MODEL
     model_sha256: str = ""  # the .tflite this card describes
     source_sha256: str = ""  # the Keras model it was converted from
     architecture: str = ""

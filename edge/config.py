@@ -13,6 +13,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from edge.card import INT8_MODEL
 from edge.errors import ConfigError, UserError  # noqa: F401  (ConfigError: callers import it from here)
 from edge.errors import check as _check
 from edge.errors import check_range as _range
@@ -419,9 +420,6 @@ def to_toml(d: dict, prefix: str = "") -> str:
     return "\n".join(out)
 
 
-CONVERTED_MODEL = "model_int8.tflite"  # what `edge convert` writes into its --out folder
-
-
 def resolve_model(cfg: Config) -> Path:
     """The classifier model a config names: model.path, or the model shipped in the package."""
     from edge.models import default_model_path
@@ -435,9 +433,9 @@ def model_file(given: str | Path, advice: str = "pass a .tflite model made by `e
     """The .tflite a --model or model.path names: a file, or the folder `edge convert --out` wrote."""
     path = expand_path(given)
     if path.is_dir():
-        if not (path / CONVERTED_MODEL).is_file():
-            raise UserError(f"Model folder {path} holds no {CONVERTED_MODEL}; {advice}.")
-        path = path / CONVERTED_MODEL
+        if not (path / INT8_MODEL).is_file():
+            raise UserError(f"Model folder {path} holds no {INT8_MODEL}; {advice}.")
+        path = path / INT8_MODEL
     if why := not_a_file(path):  # before the classifier, which calls a folder missing
         raise UserError(f"Model file {path} {why}; {advice}.")
     check_readable(path, "Model file")  # before its card's sha256 check reads it

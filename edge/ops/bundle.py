@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edge.card import CARD_NAME, check_pair, load_card, sha256_file
+from edge.card import CARD_NAME, INT8_MODEL, check_pair, load_card, sha256_file
 from edge.config import Config, load_config, model_file, resolve_model
 from edge.errors import UserError
 from edge.paths import expand_path
@@ -44,7 +44,7 @@ MODEL_DIR = f"{INSTALL_PREFIX}/model"
 DETECTOR_DIR = f"{INSTALL_PREFIX}/detector"
 SPOOL_DIR = f"{STATE_DIR}/spool"
 BUNDLE_NAME = "queue-mood-bundle"  # the top folder inside a .tar.gz
-MODEL_FILE = "model_int8.tflite"  # fixed name on the Pi, so a kept config survives an upgrade
+MODEL_FILE = INT8_MODEL  # fixed name on the Pi, so a kept config survives an upgrade
 UNIT_NAME = "queue-mood.service"
 DEPLOY_FILES = ("install.sh", UNIT_NAME)
 TAR_SUFFIXES = (".tar.gz", ".tgz")
