@@ -31,6 +31,12 @@ def result(faces: int, negative: int, state: str = "clear", transition=None, **c
                        transition=transition, alert_state=state)
 
 
+def sink_stats(**counts) -> dict:
+    """One sink's Fanout.stats() entry: every count 0 but those given."""
+    keys = ("queued", "sent", "delivered", "spooled", "in_memory", "dead_lettered", "dropped", "lost", "failures")
+    return {**dict.fromkeys(keys, 0), **counts}
+
+
 @pytest.fixture
 def serve():
     servers = []
@@ -83,8 +89,9 @@ def test_page_and_assets_come_from_the_package_and_reference_nothing_outside(ser
 def test_status_history_and_recent_alerts_follow_the_pipeline(serve):
     stats = Stats("rt", "m", "video", device="till-3", negative=["angry", "sad"])
     base, _ = serve(stats)
-    stats.update(result(3, 0, happy=3), 0, {"detect": 4.0}, {})
-    stats.update(result(3, 2, "raised", "raised", angry=2, happy=1), 2, {"detect": 5.0}, {"webhook": 1})
+    stats.update(result(3, 0, happy=3), 0, {"detect": 4.0})
+    stats.update(result(3, 2, "raised", "raised", angry=2, happy=1), 2, {"detect": 5.0})
+    stats.set_sinks({"webhook": sink_stats(failures=1)})
     s = json.loads(get(base + "/status")[2])
     assert s["faces"] == 3 and s["alert_state"] == "raised" and s["alert_raised_at"]
     assert s["counts"] == {**dict.fromkeys(LABELS, 0), "angry": 2, "happy": 1}
@@ -93,7 +100,7 @@ def test_status_history_and_recent_alerts_follow_the_pipeline(serve):
     assert set(s["health"]) == {"cpu_temperature_c", "throttled_flags", "throttled_now", "process_cpu_share"}
     h = json.loads(get(base + "/history")[2])
     assert h["points"][-1]["faces"] == 3 and h["points"][-1]["alert"] is True
-    stats.update(result(1, 0, "clear", "cleared", happy=1), 2, {}, {})
+    stats.update(result(1, 0, "clear", "cleared", happy=1), 2, {})
     s = json.loads(get(base + "/status")[2])
     assert s["alert_raised_at"] is None and [a["kind"] for a in s["recent_alerts"]] == ["cleared", "raised"]
 
@@ -174,7 +181,8 @@ def test_metrics_parse_as_prometheus_and_carry_the_fleet_series(serve):
     parser = pytest.importorskip("prometheus_client.parser", reason="/metrics needs prometheus_client (edge extra)")
     stats = Stats("ai-edge-litert x", "m", "video", device="till-3")
     base, _ = serve(stats)
-    stats.update(result(4, 3, "raised", "raised", angry=3, neutral=1), 5, {"classify": 2.5}, {"mqtt": 2})
+    stats.update(result(4, 3, "raised", "raised", angry=3, neutral=1), 5, {"classify": 2.5})
+    stats.set_sinks({"mqtt": sink_stats(failures=2)})
     stats.set_source(7, 2)
     code, headers, body = get(base + "/metrics")
     assert code == 200 and headers["Content-Type"].startswith("text/plain")
@@ -414,5 +422,5 @@ def test_fps_is_frames_per_second_when_frames_come_in_bursts(monkeypatch):
     stats = Stats("rt", "m", "video")
     for i in range(400):  # a frame 1 ms after the last, then one 99 ms later: 20 frames a second
         clock[0] += 0.001 if i % 2 else 0.099
-        stats.update(result(1, 0), 0, {}, {})
+        stats.update(result(1, 0), 0, {})
     assert stats.data["fps"] == pytest.approx(20.0, rel=0.1)  # the old mean of 1/dt read about 500

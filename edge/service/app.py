@@ -184,7 +184,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
                     alerts += result.transition == "raised"
                     event = make_event(result.transition, result, device)
                     sinks.send(event)  # the log sink, always on, writes the alert's log line
-                stats.update(result, source.dropped, pipeline.timer.medians_ms(), sinks.failure_counts())
+                stats.update(result, source.dropped, pipeline.timer.medians_ms())
                 if opts.preview:  # debugging only (off by default: privacy)
                     writer = writer or AnnotatedVideo(opts.preview, 15, classifier.labels)
                     writer.add(frame.image, result)

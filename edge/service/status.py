@@ -70,7 +70,7 @@ class Stats:
         self._health_t = -HEALTH_EVERY_S
         self._cpu = health.CpuShare(HEALTH_EVERY_S)
 
-    def update(self, result, dropped: int, stage_ms: dict, sink_failures: dict):
+    def update(self, result, dropped: int, stage_ms: dict):
         now, wall = time.monotonic(), time.time()
         with self._lock:
             d = self.data
@@ -89,7 +89,6 @@ class Stats:
             d["counts"] = {**d["counts"], **result.mood.counts}
             d["alert_state"] = result.alert_state
             d["stage_ms"] = {k: round(v, 3) for k, v in stage_ms.items()}
-            d["sink_failures"] = dict(sink_failures)
             if result.transition:
                 d["alerts_raised"] += result.transition == "raised"
                 d["alert_raised_at"] = _now_iso() if result.transition == "raised" else None

@@ -205,7 +205,7 @@ class Fanout:
             out[s.key] = {"queued": w.queue.qsize(), "sent": w.sent, "delivered": s.delivered,
                           "spooled": len(spool) if spool else 0, "in_memory": spool.in_memory if spool else 0,
                           "dead_lettered": spool.dead if spool else 0, "dropped": spool.dropped if spool else 0,
-                          "lost": w.lost + s.given_up, "failures": self.failure_counts().get(s.key, 0)}
+                          "lost": w.lost + s.given_up, "failures": self.failures[s.key] + s.failed}
             if isinstance(s, DisabledSink):
                 out[s.key]["disabled"] = s.why
         return out
