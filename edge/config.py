@@ -18,7 +18,7 @@ from edge.errors import ConfigError, UserError  # noqa: F401  (ConfigError: call
 from edge.errors import check as _check
 from edge.errors import check_range as _range
 from edge.labels import LABELS
-from edge.paths import check_readable, expand_path, not_a_file
+from edge.paths import FILE_KEY, check_readable, expand_path, from_folder, not_a_file
 from edge.pipeline.detectors import DetectorConfig
 from edge.sinks import SINKS
 
@@ -31,7 +31,7 @@ class SourceConfig:
     """Where frames come from: a camera, or a recording or stream (`path`)."""
 
     camera: int | None = None  # camera index (the Pi camera via picamera2, else a USB camera), e.g. `0`
-    path: str = ""  # video file, image folder, or rtsp:// / http:// URL (used when camera is unset)
+    path: str = field(default="", metadata=FILE_KEY)  # video file, image folder, or rtsp:// / http:// URL (used when camera is unset)
     width: int = 640  # requested frame width in pixels
     height: int = 480  # requested frame height in pixels
     fps: float = 15.0  # requested camera rate; media rate for an image folder
@@ -60,7 +60,7 @@ class SourceConfig:
 class ModelConfig:
     """The expression classifier: an int8 .tflite with its model.json card beside it."""
 
-    path: str = ""  # model_int8.tflite to use; empty: the shipped default model
+    path: str = field(default="", metadata=FILE_KEY)  # model_int8.tflite to use, or the folder `edge convert --out` wrote; empty: the shipped default model
     threads: int = 1  # interpreter threads (also used by the face detector)
 
     def validate(self, p):
@@ -214,7 +214,7 @@ class SinksConfig:
     # sink module declares its table's dataclass). The class with those tables is made when a
     # config is made, so a sink registered after this import still gets its table.
 
-    spool_dir: str = ""  # undelivered webhook/MQTT events; empty: ~/.local/state/queue-mood/spool
+    spool_dir: str = field(default="", metadata=FILE_KEY)  # undelivered webhook/MQTT events; empty: ~/.local/state/queue-mood/spool
 
     def __new__(cls, *args, **kwargs):
         return object.__new__(cls.table_class() if cls is SinksConfig else cls)
@@ -259,7 +259,7 @@ class StatusConfig:
     token: str = ""  # the page's link carries it once as ?token=...; Prometheus sends it as a bearer token
     user: str = "manager"  # basic-auth user name, used with `password`
     password: str = ""  # basic-auth password; empty: no basic auth
-    history_db: str = ""  # SQLite file that keeps the page's last hour across restarts; empty: memory only
+    history_db: str = field(default="", metadata=FILE_KEY)  # SQLite file that keeps the page's last hour across restarts; empty: memory only
     idle_timeout_s: float = 10.0  # a client that sends nothing this long is disconnected
     max_clients: int = 16  # handler threads at most; more clients at once get 503
 
@@ -317,14 +317,17 @@ def _not_a_table(path: str, value) -> ConfigError:
     return ConfigError(f"Config key '{path or '(top)'}' must be a table, got {value!r}.")
 
 
-def build(cls, data: dict, path: str = ""):
-    """Instance of dataclass `cls` from a dict, rejecting unknown keys and wrong types."""
+def build(cls, data: dict, path: str = "", folder: Path | None = None, as_given: frozenset = frozenset()):
+    """Instance of dataclass `cls` from a dict, rejecting unknown keys and wrong types. With
+    `folder` (the config file's), relative paths in file keys are taken from there, except for
+    the dotted keys in `as_given` (command-line values, relative to the current folder)."""
     if not isinstance(data, dict):
         raise _not_a_table(path, data)
     if hasattr(cls, "table_class"):  # a table whose keys depend on a plugin registry
         cls = cls.table_class(data, path)
     hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    known = set(fields)
     for key in data:
         if key not in known:
             where = f"{path}.{key}" if path else key
@@ -338,10 +341,12 @@ def build(cls, data: dict, path: str = ""):
         options = [a for a in typing.get_args(tp) if a is not type(None)] if isinstance(tp, types.UnionType) else [tp]
         target = options[0]
         if dataclasses.is_dataclass(target):
-            kwargs[name] = build(target, value, where)
+            kwargs[name] = build(target, value, where, folder, as_given)
         elif any(_type_ok(value, t) for t in options):
             if target is float and not math.isfinite(value):
                 raise ConfigError(f"Config key '{where}' has the bad value {value!r}; expected a finite number.")
+            if folder is not None and fields[name].metadata.get("file") and where not in as_given:
+                value = from_folder(value, folder)
             kwargs[name] = float(value) if target is float else value
         else:
             raise ConfigError(f"Config key '{where}' has the bad value {value!r}; expected {_describe(target)}.")
@@ -359,8 +364,10 @@ def validate(obj, path: str = "") -> None:
 
 
 def load_config(path: str | Path | None, overrides: dict | None = None) -> Config:
-    """Config from a TOML file (or defaults), with dotted-key overrides from the CLI."""
+    """Config from a TOML file (or defaults), with dotted-key overrides from the CLI. Relative
+    paths in the file are taken from its folder; those in overrides from the current folder."""
     data: dict = {}
+    folder = None
     if path:
         p = Path(path)
         if why := not_a_file(p):
@@ -375,6 +382,7 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> Confi
         except OSError as exc:
             raise ConfigError(f"Config file {p} cannot be read ({exc.strerror}); run as a user allowed to read it "
                               "(the service user, or sudo).") from exc
+        folder = p.absolute().parent
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
@@ -383,7 +391,7 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> Confi
             if not isinstance(node, dict):  # `source = 5` in the file, and a --source flag
                 raise _not_a_table(".".join(parents[:i + 1]), node)
         node[leaf] = value
-    cfg = build(Config, data)
+    cfg = build(Config, data, folder=folder, as_given=frozenset(overrides or ()))
     validate(cfg)
     return cfg
 

@@ -26,6 +26,7 @@ import typing
 from dataclasses import dataclass
 
 from edge.config import Config
+from edge.paths import FROM_CONFIG_FOLDER
 
 EXAMPLE_RE = re.compile(r"\s*\(?e\.g\. `([^`]+)`\)?\.?\s*$")
 DOCS_CMD = "edge config --docs > docs/config.md"
@@ -172,6 +173,8 @@ def _keys(cls) -> tuple[list[Key], list[tuple[type, str, bool]]]:
         if m:
             example = tomllib.loads(f"v = {m.group(1)}")["v"]
             text = text[: m.start()].rstrip(" ,;(")
+        if f.metadata.get("file"):
+            text += f"; {FROM_CONFIG_FOLDER}"
         keys.append(Key(f.name, _describe(hints[f.name]), _default(f), text, example))
     for name in _required(cls, {k.name: k.example for k in keys}):
         next(k for k in keys if k.name == name).required = True

@@ -8,6 +8,22 @@ from pathlib import Path
 from edge.errors import UserError
 
 
+# Field metadata for a config key that names a file or folder: a relative path in a config file
+# is taken from that file's folder, not from wherever the command runs (systemd runs the
+# service in /var/lib/queue-mood, a shell wherever the user is). A path given on the command
+# line stays relative to the current folder.
+FILE_KEY = {"file": True}
+FROM_CONFIG_FOLDER = "a relative path is taken from the config file's folder"
+
+
+def from_folder(value: str, folder: Path) -> str:
+    """A config file's path value, relative ones joined to the file's folder; empty values,
+    absolute paths, ~ and $VAR paths that expand to absolute ones, and URLs unchanged."""
+    if not value or "://" in value or expand_path(value).is_absolute():
+        return value
+    return str(folder / value)
+
+
 def expand_path(value: str | Path) -> Path:
     """A path from the config or the command line, `~` and $VARS expanded: every command
     reads paths through here, so a path that `edge doctor` accepts is one `edge run` opens."""

@@ -125,6 +125,41 @@ def test_print_config_example_and_edge_config(tmp_path):
     assert load_config(cfg).sinks.webhook.url
 
 
+
+def test_relative_paths_in_a_config_file_are_taken_from_its_folder(tmp_path, monkeypatch):
+    """systemd runs the service in /var/lib/queue-mood; a shell wherever the user is. Either way
+    `path = "queue.mp4"` in /etc/queue-mood/config.toml means /etc/queue-mood/queue.mp4."""
+    conf = tmp_path / "etc"
+    conf.mkdir()
+    (conf / "config.toml").write_text(f"""
+[source]
+path = "videos/queue.mp4"
+[model]
+path = "models/model_int8.tflite"
+[detector]
+model = "det.tflite"
+[sinks]
+spool_dir = "~/spool"
+[sinks.jsonl]
+path = "{tmp_path / 'abs.jsonl'}"
+[status]
+history_db = "state/history.db"
+""")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    cfg = load_config(conf / "config.toml")
+    assert cfg.source.path == str(conf / "videos/queue.mp4") and cfg.model.path == str(conf / "models/model_int8.tflite")
+    assert cfg.detector.model == str(conf / "det.tflite") and cfg.status.history_db == str(conf / "state/history.db")
+    assert cfg.sinks.spool_dir == "~/spool" and cfg.sinks.jsonl.path == str(tmp_path / "abs.jsonl")  # unchanged
+
+    monkeypatch.chdir(tmp_path)  # a relative --config: the same files
+    assert load_config("etc/config.toml").source.path == str(conf / "videos/queue.mp4")
+    # Command-line values are relative to where the command runs; URLs are not paths.
+    cfg = load_config(conf / "config.toml", {"model.path": "m.tflite", "source.path": "rtsp://cam/1"})
+    assert cfg.model.path == "m.tflite" and cfg.source.path == "rtsp://cam/1"
+    r = run_cli("run", "--config", "etc/config.toml", "--print-config")  # in tmp_path
+    assert r.returncode == 0 and f'path = "{conf / "videos/queue.mp4"}"' in r.stdout
+
 # -- the console ---------------------------------------------------------------------------
 
 

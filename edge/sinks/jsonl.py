@@ -17,11 +17,11 @@ import logging
 import os
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.errors import check_range
-from edge.paths import expand_path
+from edge.paths import FILE_KEY, expand_path
 from edge.sinks.base import AlertEvent, Sink, register
 from edge.sinks.spool import STATE_DIR
 
@@ -43,7 +43,7 @@ def write_all(fd: int, data: bytes) -> None:
 class JsonlSinkConfig:
     """Alert sink: one JSON line per event appended to a local file."""
 
-    path: str = ""  # the file; empty: ~/.local/state/queue-mood/alerts.jsonl
+    path: str = field(default="", metadata=FILE_KEY)  # the file; empty: ~/.local/state/queue-mood/alerts.jsonl
     max_mb: float = 10.0  # a file this large (MiB) is rotated to <path>.1; 0: never rotate (an event is about 250 bytes)
     keep: int = 3  # rotated files kept (<path>.1 the newest); 0: a full file is deleted
 

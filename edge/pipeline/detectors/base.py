@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import UserError, check
-from edge.paths import expand_path, not_a_file
+from edge.paths import FILE_KEY, expand_path, not_a_file
 from edge.pipeline.geometry import BBox
 from edge.plugins import Registry
 
@@ -30,7 +30,7 @@ class DetectorConfig:
     subclass (in its module) adds its keys and sets `kind`'s default to the plugin's key."""
 
     kind: str = "blazeface"  # which detector: blazeface, haar or yunet (each may add keys of its own)
-    model: str = ""  # detector model file; empty: the one shipped with queue-mood (blazeface) or OpenCV (haar)
+    model: str = field(default="", metadata=FILE_KEY)  # detector model file; empty: the one shipped with queue-mood (blazeface) or OpenCV (haar)
     min_score: float = 0.5  # detections scoring lower are ignored
     min_face_px: int = 20  # faces narrower than this (pixels) are ignored
     # [source] roi split into [cols, rows] overlapping windows, one detector call each ([1, 1]:
