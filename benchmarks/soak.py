@@ -233,11 +233,15 @@ class Subscriber:
 class Service:
     """One `edge run` child process, as systemd runs it (a separate process, SIGTERM to stop)."""
 
-    def __init__(self, workdir: Path, config: Path, source: str, nice: int, tag: str):
+    def __init__(self, workdir: Path, config: Path, source: str, nice: int, tag: str, trace_memory: bool = False):
         env = {**os.environ, "PYTHONPATH": str(common.REPO), "PYTHONUNBUFFERED": "1"}
         self.log = workdir / f"service-{tag}.log"
         self.out = workdir / f"service-{tag}.json"
-        cmd = ["nice", "-n", str(nice), sys.executable, "-m", "edge.cli", "run", "--config", str(config),
+        self.memtrace = workdir / f"memtrace-{tag}.jsonl" if trace_memory else None
+        launcher = (["-m", "edge.cli"] if self.memtrace is None else
+                    [str(Path(__file__).with_name("memtrace.py")), str(self.memtrace), "--warmup-s",
+                     str(WARMUP_MIN * 60), "--"])
+        cmd = ["nice", "-n", str(nice), sys.executable, *launcher, "run", "--config", str(config),
                "--source", source, "--json"]
         self.proc = subprocess.Popen(cmd, stdout=self.out.open("w"), stderr=self.log.open("w"), env=env,
                                      cwd=workdir)
@@ -416,13 +420,13 @@ def reconcile(workdir: Path, hook: Webhook, sub: Subscriber) -> dict:
             "command": row(cmd_ids, None)}
 
 
-def rss_growth_mb_per_h(samples: list[dict]) -> float | None:
-    pts = [(s["t_s"], s["rss_mb"]) for s in samples if s["t_s"] >= WARMUP_MIN * 60 and "rss_mb" in s]
+def rss_growth_mb_per_h(samples: list[dict], key: str = "rss_mb") -> float | None:
+    pts = [(s["t_s"], s[key]) for s in samples if s["t_s"] >= WARMUP_MIN * 60 and key in s]
     if len(pts) < 3:
         return None
     t, r = np.array(pts).T
     slope = np.polyfit(t, r, 1)[0]
-    return round(float(slope * 3600), 3)
+    return round(float(slope * 3600), 3) + 0.0  # + 0.0: no '-0.00' in the report
 
 
 def run(args, argv) -> dict:
@@ -445,7 +449,7 @@ def run(args, argv) -> dict:
     cfg = write_config(workdir, hook, broker, free_port())
     print(f"soak: {args.minutes:g} min, workdir {workdir}", flush=True)
 
-    svc = Service(workdir, cfg, cam.url, args.nice, "main")
+    svc = Service(workdir, cfg, cam.url, args.nice, "main", args.trace_memory)
     if not svc.warm():
         svc.stop()
         raise UserError(f"edge run did not start; see {svc.log}")
@@ -503,7 +507,25 @@ def run(args, argv) -> dict:
         "fds_range": [min(s["fds"] for s in samples), max(s["fds"] for s in samples)] if samples else None,
         "threads_range": [min(s["threads"] for s in samples), max(s["threads"] for s in samples)] if samples else None,
     })
+    if svc.memtrace is not None:
+        report["memory"] = memory_split(svc.memtrace)
     return report
+
+
+MEMORY_KEYS = (("rss_mb", "RSS (includes tracemalloc's own)"), ("python_heap_mb", "Python heap (tracemalloc)"),
+               ("tracemalloc_own_mb", "tracemalloc's own bookkeeping"),
+               ("malloc_in_use_mb", "malloc: handed out (Python's large objects + native code)"),
+               ("malloc_held_mb", "malloc: held from the system (in use + free in arenas)"),
+               ("gc_objects", "objects the garbage collector tracks"))
+
+
+def memory_split(path: Path) -> dict:
+    """The traced run's samples, each quantity's growth per hour after warm-up, and the source
+    lines whose allocations grew most (memtrace.py)."""
+    lines = [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
+    top = path.with_name(path.stem + "-top.json")
+    return {"samples": lines, "per_hour": {k: rss_growth_mb_per_h(lines, k) for k, _ in MEMORY_KEYS},
+            "top": json.loads(top.read_text()) if top.exists() else None}
 
 
 # ---------------------------------------------------------------------------- output
@@ -557,10 +579,32 @@ def markdown(r: dict) -> str:
                                    s["dropped_frames"], s["camera"], ", ".join(s["faults"]) or "-",
                                    ", ".join(f"{k} {v}" for k, v in s["spooled"].items()) or "-"]
                                   for s in r["samples"]]))
+    if r.get("memory"):
+        lines.append(memory_markdown(r["memory"]))
     lines.append("\n## Stop signal (SIGTERM to exit)\n")
     lines.append(common.md_table(["state", "seconds", "exit code", "note"],
                                  [[s["state"], common.fmt(s["stop_s"]), s.get("exit_code"), s.get("note", "")]
                                   for s in r["stop_latency"]]))
+    return "\n".join(lines) + "\n"
+
+
+def memory_markdown(m: dict) -> str:
+    lines = ["\n## Where the memory is (--trace-memory: the main run under tracemalloc)\n",
+             f"Growth per hour after minute {WARMUP_MIN} (least squares over {len(m['samples'])} samples, one a "
+             "minute). tracemalloc slows Python's allocations and its bookkeeping is part of RSS, so this run's "
+             "RSS is not the untraced figure above; what matters is which line moves with it.\n"]
+    first, last = (m["samples"][0], m["samples"][-1]) if m["samples"] else ({}, {})
+    lines.append(common.md_table(["quantity", "first", "last", "growth per hour"],
+                                 [[label, *(common.fmt(x.get(k)) for x in (first, last)), common.fmt(m["per_hour"].get(k))]
+                                  for k, label in MEMORY_KEYS]))
+    if m.get("top"):
+        t = m["top"]
+        lines.append(f"\nCall stacks whose live allocations grew most from minute {t['since_s'] / 60:.0f} to "
+                     f"{t['at_s'] / 60:.0f} (the last three frames, innermost last):\n")
+        lines.append(common.md_table(["KiB grown", "blocks grown", "KiB now", "where"],
+                                     [[x["size_diff_kb"], x["count_diff"], x["size_kb"],
+                                       " → ".join(x["where"][-3:])]
+                                      for x in t["top"]]))
     return "\n".join(lines) + "\n"
 
 
@@ -572,6 +616,9 @@ def build_parser():
     ap.add_argument("--nice", type=int, default=10, help="niceness of the service process (default: %(default)s)")
     ap.add_argument("--workdir", default=None, help="folder for spool, logs and config (default: a new temp folder)")
     ap.add_argument("--no-stop-checks", action="store_true", help="skip the stop-latency runs per state")
+    ap.add_argument("--trace-memory", action="store_true",
+                    help="run the main service under tracemalloc (benchmarks/memtrace.py) and report where its "
+                         "memory grows: Python heap, malloc, objects, and the source lines that grew most")
     common.add_common_args(ap)
     return ap
 

@@ -684,3 +684,36 @@ def test_soak_schedule_and_rss_fit():
     assert rss_growth_mb_per_h(flat) == 0.0
     assert rss_growth_mb_per_h(growing) == pytest.approx(6.0)
     assert rss_growth_mb_per_h(growing[:WARMUP_MIN + 2]) is None  # too few points after warm-up
+
+
+def test_memtrace_finds_the_line_that_grew_and_the_soak_reports_it(tmp_path):
+    import tracemalloc
+
+    from benchmarks import memtrace
+    from benchmarks.soak import memory_markdown, memory_split
+
+    tracemalloc.start(memtrace.FRAMES)
+    try:
+        base = tracemalloc.take_snapshot()
+        line = sys._getframe().f_lineno + 1
+        kept = [bytearray(64 * 1024) for _ in range(32)]  # 2 MiB held past the second snapshot
+        rows = memtrace.growth(base, tracemalloc.take_snapshot())
+        s = memtrace.sample(0.0)
+    finally:
+        tracemalloc.stop()
+    assert len(kept) == 32
+    assert rows[0]["where"][-1].endswith(f"test_reliability.py:{line}")
+    assert rows[0]["size_diff_kb"] >= 2048 and rows[0]["count_diff"] >= 32
+    assert s["python_heap_mb"] >= 2 and s["rss_mb"] > 0 and s["gc_objects"] > 0
+    assert s["malloc_in_use_mb"] > 0  # glibc here, as on the Pi
+
+    path = tmp_path / "memtrace-main.jsonl"
+    path.write_text("".join(json.dumps({"t_s": 60.0 * m, "rss_mb": 100.0 + 0.05 * m, "python_heap_mb": 20.0,
+                                        "malloc_held_mb": 40.0 + 0.05 * m}) + "\n" for m in range(12)))
+    (tmp_path / "memtrace-main-top.json").write_text(json.dumps({"since_s": 180, "at_s": 660, "top": rows[:1]}))
+    m = memory_split(path)
+    assert m["per_hour"]["rss_mb"] == pytest.approx(3.0) and m["per_hour"]["python_heap_mb"] == 0.0
+    assert m["per_hour"]["malloc_held_mb"] == pytest.approx(3.0) and m["per_hour"]["gc_objects"] is None
+    text = memory_markdown(m)
+    assert "| Python heap (tracemalloc) | 20.00 | 20.00 | 0.00 |" in text and "test_reliability.py:" in text
+
