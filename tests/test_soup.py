@@ -9,6 +9,8 @@ tf = pytest.importorskip("tensorflow", reason="soup tests need the train extra")
 from edge.errors import UserError  # noqa: E402
 from train.soup import soup  # noqa: E402
 
+pytestmark = pytest.mark.slow  # every test here needs `tiny_run`, a model trained for real (25 s on 2 cores)
+
 
 def shifted_copy(run, dest, delta):
     """Another run of the same model whose every weight is `delta` larger."""
