@@ -267,6 +267,7 @@ def test_edge_run_quiet_verbose_and_rounded_json(short_scene):
     quiet = run_cli("run", "--source", short_scene, "--max-frames", "20", "-q", "--config", _no_status(short_scene))
     assert quiet.returncode == 0, quiet.stderr
     assert " INFO " not in quiet.stderr and " DEBUG " not in quiet.stderr
+    assert "XNNPACK" not in quiet.stderr  # the TFLite runtime's own banner (edge.pipeline.runtime)
     verbose = run_cli("run", "--source", short_scene, "-v", "--json",
                       "--config", _no_status(short_scene))
     assert verbose.returncode == 0, verbose.stderr
@@ -282,6 +283,20 @@ def test_edge_run_quiet_verbose_and_rounded_json(short_scene):
     assert floats(summary) and all(round(x, 2) == x for x in floats(summary))
     both = run_cli("run", "--source", short_scene, "-v", "-q")
     assert both.returncode == 2 and "contradict" in both.stderr
+
+
+def test_the_runtime_banner_is_dropped_and_anything_else_it_prints_is_kept(capfd, monkeypatch):
+    import os
+
+    from edge.pipeline import runtime
+
+    monkeypatch.setattr(runtime, "_banner_done", False)
+    with runtime._without_native_banner():  # as the C++ logger writes: straight to fd 2
+        os.write(2, f"{runtime.NATIVE_BANNER}\nERROR: something the user must see\n".encode())
+    assert capfd.readouterr().err == "ERROR: something the user must see\n"
+    with runtime._without_native_banner():  # once per process, as the runtime prints it
+        os.write(2, b"later output goes straight through\n")
+    assert capfd.readouterr().err == "later output goes straight through\n"
 
 
 def _no_status(scene: Path) -> Path:

@@ -3,7 +3,11 @@ then tensorflow.lite (the last only on a build machine)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
+import tempfile
+import threading
 from dataclasses import dataclass
 
 from edge.errors import UserError
@@ -65,6 +69,38 @@ def runtime() -> Runtime:
     )
 
 
+# The TFLite runtime's C++ logger prints this to file descriptor 2 when the first interpreter
+# of a process is made, whatever the log level (`edge run -q` included); no setting turns it off.
+NATIVE_BANNER = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+_banner_lock = threading.Lock()
+_banner_done = False
+
+
+@contextlib.contextmanager
+def _without_native_banner():
+    """Around the first interpreter: fd 2 goes to a file, and whatever the runtime wrote there
+    except its banner is written back to stderr afterwards (a warning or an error is kept)."""
+    global _banner_done
+    with _banner_lock:
+        if _banner_done:
+            yield
+            return
+        _banner_done = True
+        sys.stderr.flush()
+        saved = os.dup(2)
+        with tempfile.TemporaryFile() as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                yield
+            finally:
+                os.dup2(saved, 2)
+                os.close(saved)
+                held.seek(0)
+                rest = [line for line in held.read().decode(errors="replace").splitlines() if line != NATIVE_BANNER]
+                if rest:
+                    print("\n".join(rest), file=sys.stderr, flush=True)
+
+
 def load_interpreter(model_path, num_threads: int | None = 1, what: str = "Model file",
                      advice: str = "pass a .tflite model made by `edge convert`"):
     """An allocated interpreter for a .tflite file; a bad file is one clear sentence, naming it
@@ -76,8 +112,9 @@ def load_interpreter(model_path, num_threads: int | None = 1, what: str = "Model
     check_readable(path, what)  # the interpreter would say only "could not open" or "not a valid model"
     rt = runtime()
     try:
-        interp = rt.interpreter_class(model_path=path, num_threads=num_threads)
-        interp.allocate_tensors()
+        with _without_native_banner():
+            interp = rt.interpreter_class(model_path=path, num_threads=num_threads)
+            interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise UserError(f"{path} is not a valid TFLite model ({str(exc).splitlines()[0]}); {advice}.") from exc
     return interp
