@@ -259,6 +259,8 @@ class StatusConfig:
     token: str = ""  # the page's link carries it once as ?token=...; Prometheus sends it as a bearer token
     user: str = "manager"  # basic-auth user name, used with `password`
     password: str = ""  # basic-auth password; empty: no basic auth
+    # Under a raised alert, the page tells the staff what to do: the store's own instruction.
+    alert_advice: str = "Open another checkout or send someone to help the queue."
     history_db: str = field(default="", metadata=FILE_KEY)  # SQLite file that keeps the page's last hour across restarts; empty: memory only
     idle_timeout_s: float = 10.0  # a client that sends nothing this long is disconnected
     max_clients: int = 16  # handler threads at most; more clients at once get 503
@@ -272,6 +274,8 @@ class StatusConfig:
                f"{p}.token", "(hidden)", "at least 16 letters, digits or -._~ (it travels in a link and a cookie), "
                "e.g. from: python3 -c 'import secrets; print(secrets.token_urlsafe(24))'")
         _check(not self.password or len(self.password) >= 8, f"{p}.password", "(hidden)", "at least 8 characters")
+        _check(len(self.alert_advice) <= 200, f"{p}.alert_advice", self.alert_advice[:40] + "…",
+               "one sentence of at most 200 characters")
         _check(0 < self.idle_timeout_s < 3600, f"{p}.idle_timeout_s", self.idle_timeout_s, "seconds in (0, 3600)")
         _check(1 <= self.max_clients <= 256, f"{p}.max_clients", self.max_clients, "an integer 1-256")
 

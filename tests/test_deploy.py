@@ -177,6 +177,7 @@ def test_bad_model_path_is_one_sentence(tmp_path):
     ("[alert]\nraise_share = 2.0\n", "alert.raise_share"),
     ("[source\n", "not valid TOML"),
     ("[detector]\nkind = 'yunet'\n", "yunet"),
+    (f"[status]\nalert_advice = '{'Call someone. ' * 15}'\n", "status.alert_advice"),
 ])
 def test_bad_config_is_one_sentence(tmp_path, text, needle):
     cfg = tmp_path / "bad.toml"

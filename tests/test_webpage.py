@@ -5,36 +5,18 @@ nothing is served."""
 from __future__ import annotations
 
 import re
-import shutil
 from datetime import datetime, timedelta, timezone
-import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
 
+from benchmarks.page_shot import chromium, chromium_binary, screenshot
 from tests.live_edge import TOKEN
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not CHROMIUM, reason="needs Debian's chromium (apt install chromium)")]
-PHONE = "430,1400"  # a phone-sized window: the page is read on the manager's phone
-
-
-def chromium(url: str, *args: str, budget_ms: int = 6000) -> subprocess.CompletedProcess:
-    """Headless chromium on `url`; virtual time runs the page's timers (its polling) for
-    `budget_ms`, waiting for its fetches, before the DOM is dumped or the screenshot taken."""
-    return subprocess.run([CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                           "--disable-extensions", "--hide-scrollbars", f"--virtual-time-budget={budget_ms}",
-                           *args, url], capture_output=True, text=True, timeout=120)
-
-
-def screenshot(url: str, out: Path, window: str = PHONE) -> Path:
-    """The page as the manager sees it (README's picture is made by this)."""
-    r = chromium(url, f"--screenshot={out}", f"--window-size={window}")
-    assert out.exists() and out.stat().st_size > 10_000, r.stderr[-2000:]
-    return out
+              pytest.mark.skipif(not chromium_binary(), reason="needs Debian's chromium (apt install chromium)")]
 
 
 def test_page_shows_live_faces_and_alert_in_a_browser(edge_runs, tmp_path):
@@ -55,12 +37,18 @@ def test_page_shows_live_faces_and_alert_in_a_browser(edge_runs, tmp_path):
     assert min(now["faces"], after["faces"]) <= faces <= max(now["faces"], after["faces"]) + 1
     assert re.search(r'id="alert-state">RAISED<', dom)
     assert re.search(r'id="alert-since">since \d[^<]* \(\d+ min\)<', dom)  # today: a time and how long ago
+    from edge.config import StatusConfig
+
+    assert f'id="alert-advice">{StatusConfig.alert_advice}<' in dom  # the config's instruction reaches the page
     assert re.search(r'<li>[^<]* raised: \d+% of \d+ faces unhappy</li>', dom)  # the recent alerts
     assert int(re.search(r'data-points="(\d+)"', dom).group(1)) >= 1  # the chart drew the history
     assert "<img" not in dom
 
-    shot = screenshot(link, tmp_path / "status-page.png")
-    assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    screenshot(link, tmp_path / "status-page.png")
+    assert (tmp_path / "status-page.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+ADVICE = "Call a second cashier to till 2."  # a store's status.alert_advice
 
 
 def page_dom(answers=()) -> tuple[str, list]:
@@ -89,7 +77,8 @@ def page_dom(answers=()) -> tuple[str, list]:
                 srv.httpd.server_close()
             return super().snapshot()
 
-    srv = StatusServer(StandIn("rt", "model.tflite", "rtsp://cam", device="till-9", negative=["angry", "sad"]),
+    srv = StatusServer(StandIn("rt", "model.tflite", "rtsp://cam", device="till-9", negative=["angry", "sad"],
+                               alert_advice=ADVICE),
                        StatusConfig(port=0)).start()
     try:
         return chromium(f"http://127.0.0.1:{srv.port}/", "--dump-dom").stdout, done
@@ -108,6 +97,7 @@ def test_camera_down_is_shown_as_such_and_never_as_clear():
     assert re.search(r'id="negative-share">–<', dom)  # no share is known, so no 0%
     assert ">clear<" not in dom and "alert-clear" not in dom
     assert 'class="card alert-down"' in dom
+    assert re.search(r'id="alert-advice" hidden', dom)  # what to do about an unhappy queue: not now
 
 
 def test_figures_go_stale_with_a_banner_when_the_monitor_stops_answering():
@@ -136,3 +126,18 @@ def test_an_alert_raised_yesterday_shows_its_date_and_how_long_it_has_been_raise
     assert "<title>ALERT · Queue mood</title>" in dom
     since = re.search(r'id="alert-since">since ([^<]*)<', dom).group(1)
     assert re.search(r"[A-Za-z]", since.split(" (")[0]) and since.endswith("(26 h 00 min)"), since  # a date, not a bare time
+    assert re.search(rf'<p class="advice" id="alert-advice">{ADVICE}</p>', dom)  # what the staff should do
+
+
+def test_the_readme_picture_is_made_from_the_page_over_a_made_up_hour(tmp_path):
+    from benchmarks import page_shot
+
+    out = page_shot.run(tmp_path / "page.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
+    from edge.service.status import Stats
+
+    stats = Stats("rt", "m", "src", negative=page_shot.NEGATIVE)
+    page_shot.made_up_hour(stats, 1_800_000_000.0)
+    kinds = [a["kind"] for a in stats.history.recent_alerts()]
+    assert kinds == ["raised", "cleared", "raised"]  # newest first: one spell over, one raised now
+    assert stats.snapshot()["alert_state"] == "raised" and len(stats.series()["points"]) >= 350

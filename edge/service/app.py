@@ -120,7 +120,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     st = cfg.status
     history = History(db_path=str(expand_path(st.history_db)) if st.history_db else "")
     stats = Stats(classifier.runtime.describe(), str(classifier.path), source.describe(), device=device,
-                  labels=classifier.labels, negative=cfg.mood.negative, history=history)
+                  labels=classifier.labels, negative=cfg.mood.negative, history=history, alert_advice=st.alert_advice)
     log.info("model %s (%s, %s); detector %s; source %s", classifier.path.name, classifier.card.architecture,
              classifier.runtime.describe(), detector.describe(), redact_text(source.describe()))
     sinks = build_sinks(cfg.sinks, device)

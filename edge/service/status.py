@@ -54,14 +54,14 @@ class Stats:
     """Written by the pipeline thread, read by the HTTP threads; a lock keeps snapshots whole."""
 
     def __init__(self, runtime: str, model: str, source: str, *, device: str = "", labels=LABELS,
-                 negative=(), history: History | None = None):
+                 negative=(), history: History | None = None, alert_advice: str = ""):
         self._lock = threading.Lock()
         self.started = time.monotonic()
         self.history = history or History()
         self.data = {"device": device, "runtime": runtime, "model": model, "source": redact_text(source),
                      "started_at": _now_iso(), "frames": 0, "dropped_frames": 0, "fps": 0.0, "faces": 0,
                      "negative_share": 0.0, "counts": dict.fromkeys(labels, 0), "alert_state": "clear",
-                     "alert_raised_at": None, "alerts_raised": 0, "negative": list(negative), "stage_ms": {},
+                     "alert_raised_at": None, "alert_advice": alert_advice, "alerts_raised": 0, "negative": list(negative), "stage_ms": {},
                      "sink_failures": {}, "camera": "up", "camera_down_total": 0, "camera_read_failures": 0,
                      "camera_reopens": 0, "sinks": {}}
         self._last_t: float | None = None

@@ -50,6 +50,10 @@ function renderStatus(s) {
     unknown: "The monitor does not know the queue's mood",
   }[state]);
 
+  // What the staff should do (status.alert_advice), only while an alert is raised.
+  text($("alert-advice"), state === "raised" ? s.alert_advice || "" : "");
+  $("alert-advice").hidden = state !== "raised" || !s.alert_advice;
+
   const emotions = $("emotions");
   emotions.replaceChildren();
   const most = Math.max(1, ...Object.values(s.counts));

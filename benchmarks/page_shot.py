@@ -1,0 +1,114 @@
+"""The README's picture of the manager's page (docs/status-page.png), and headless chromium
+for the page's tests.
+
+The picture: a real StatusServer and the page's own code in Debian's chromium at a phone's
+width, over a made-up last hour of a queue of 2-4 people: calm, an unhappy spell raised and
+cleared about 25 minutes ago, and another raised a minute ago. Only the figures are made up
+(seeded); everything drawn is what `edge run` serves and how its page shows it.
+
+    python benchmarks/page_shot.py [--out docs/status-page.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from edge.errors import UserError
+
+PHONE = "430,1400"  # a phone-sized window: the page is read on the manager's phone
+NEGATIVE = ["angry", "disgust", "fear", "sad"]  # the default mood.negative
+# (minutes before now, how long in minutes): the unhappy spells of the made-up hour
+SPELLS = ((27.0, 6.0), (1.5, 1.5))
+
+
+def chromium_binary() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def chromium(url: str, *args: str, budget_ms: int = 6000) -> subprocess.CompletedProcess:
+    """Headless chromium on `url`; virtual time runs the page's timers (its polling) for
+    `budget_ms`, waiting for its fetches, before the DOM is dumped or the screenshot taken."""
+    return subprocess.run([chromium_binary(), "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                           "--disable-extensions", "--hide-scrollbars", f"--virtual-time-budget={budget_ms}",
+                           *args, url], capture_output=True, text=True, timeout=120)
+
+
+def screenshot(url: str, out: Path, window: str = PHONE) -> subprocess.CompletedProcess:
+    return chromium(url, f"--screenshot={out}", f"--window-size={window}")
+
+
+def made_up_hour(stats, now: float, seed: int = 7) -> None:
+    """Fill `stats` (edge.service.status.Stats) with an hour of figures, one every 2 s, and its
+    current state: the last spell's alert raised, 3 of 4 faces unhappy."""
+    rng = np.random.default_rng(seed)
+    raised_since = None
+    faces, share, streak = 3, 0.1, 0
+    for t in np.arange(now - 3600, now, 2.0):
+        ago_min = (now - t) / 60
+        unhappy = any(start - length <= ago_min <= start for start, length in SPELLS)
+        if rng.random() < 1 / 45:  # someone joins or leaves about every 90 s
+            faces = int(np.clip(faces + rng.choice([-1, 1]), 3 if unhappy else 2, 4))
+        share = float(np.clip(0.9 * share + 0.1 * (0.7 if unhappy else 0.08) + rng.normal(0, 0.03), 0, 1))
+        # the default policy's shape: raised after 10 s at >= 50%, cleared after 10 s under 30%
+        streak = streak + 1 if (share < 0.3 if raised_since else share >= 0.5) else 0
+        if streak == 5:
+            streak = 0
+            if raised_since is None:
+                raised_since = t
+                stats.history.add_alert(t, "raised", share, faces)
+            else:
+                raised_since = None
+                stats.history.add_alert(t, "cleared", share, faces)
+        stats.history.add(t, share, faces, raised_since is not None)
+    stats.data.update(faces=4, negative_share=0.75, alert_state="raised", alerts_raised=2, fps=15.0,
+                      counts={"angry": 2, "disgust": 0, "fear": 0, "happy": 0, "neutral": 1, "sad": 1,
+                              "surprise": 0},
+                      alert_raised_at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(raised_since)),
+                      stage_ms={"detect": 21.0, "classify": 3.1, "track": 0.2})
+    stats.started -= 5 * 3600  # up for a working day so far
+
+
+def run(out: Path) -> Path:
+    from edge.config import StatusConfig
+    from edge.service.status import Stats, StatusServer
+
+    if chromium_binary() is None:
+        raise UserError("The picture needs Debian's chromium: sudo apt install chromium.")
+    stats = Stats("ai-edge-litert", "model_int8.tflite", "camera 0 (picamera2, 640x480 @ 15 fps)", device="till-1",
+                  negative=NEGATIVE, alert_advice=StatusConfig.alert_advice)
+    made_up_hour(stats, time.time())
+    srv = StatusServer(stats, StatusConfig(port=0)).start()
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        r = screenshot(f"http://127.0.0.1:{srv.port}/", out)
+    finally:
+        srv.stop()
+    if not out.exists() or out.stat().st_size < 10_000:
+        raise UserError(f"chromium wrote no picture to {out}: {r.stderr.strip()[-300:]}")
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "status-page.png")
+    args = ap.parse_args(argv)
+    try:
+        print(f"wrote {run(args.out)}")
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
