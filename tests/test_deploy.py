@@ -21,8 +21,8 @@ from edge.ops.bundle import run as bundle_run
 from edge.card import load_card
 from edge.config import load_config
 from edge.pipeline.detectors.blazeface import MODEL_FILES, find_model
-from edge.ops.doctor import (FAIL, OK, WARN, governor_verdict, opencv_verdict, sink_verdict, temperature_verdict,
-                         throttled_verdict)
+from edge.ops.doctor import (FAIL, OK, WARN, clock_verdict, governor_verdict, opencv_verdict, sink_verdict,
+                              temperature_verdict, throttled_verdict)
 from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -294,6 +294,8 @@ def test_pi_health_verdicts():
     assert throttled_verdict(0x4)[0] == WARN
     assert [temperature_verdict(t)[0] for t in (55.0, 78.0, 86.0)] == [OK, WARN, FAIL]
     assert governor_verdict("performance")[0] == OK and governor_verdict("ondemand")[0] == WARN
+    assert clock_verdict(True)[0] == OK and clock_verdict(None)[0] == OK
+    assert clock_verdict(False)[0] == WARN and "timedatectl" in clock_verdict(False)[1]
     assert sink_verdict("MQTT broker b:1883 not reachable (timed out)") == WARN
     assert sink_verdict("cannot write /var/lib/queue-mood/alerts.jsonl") == FAIL
     assert sink_verdict("webhook h:443 reachable") == OK

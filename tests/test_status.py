@@ -97,7 +97,8 @@ def test_status_history_and_recent_alerts_follow_the_pipeline(serve):
     assert s["counts"] == {**dict.fromkeys(LABELS, 0), "angry": 2, "happy": 1}
     assert s["negative"] == ["angry", "sad"] and s["dropped_frames"] == 2 and s["sink_failures"] == {"webhook": 1}
     assert [a["kind"] for a in s["recent_alerts"]] == ["raised"] and s["recent_alerts"][0]["faces"] == 3
-    assert set(s["health"]) == {"cpu_temperature_c", "throttled_flags", "throttled_now", "process_cpu_share"}
+    assert set(s["health"]) == {"cpu_temperature_c", "throttled_flags", "throttled_now", "process_cpu_share",
+                                "clock_synced"}
     h = json.loads(get(base + "/history")[2])
     assert h["points"][-1]["faces"] == 3 and h["points"][-1]["alert"] is True
     stats.update(result(1, 0, "clear", "cleared", happy=1), 2, {})
@@ -198,6 +199,22 @@ def test_metrics_parse_as_prometheus_and_carry_the_fleet_series(serve):
     assert value[("queue_mood_camera_read_failures_total", ())] == 7 and value[("queue_mood_camera_reopens_total", ())] == 2
     (info,) = [s for f in fams.values() for s in f.samples if s.name == "queue_mood_info"]
     assert info.labels["device"] == "till-3" and info.value == 1
+    from edge.service.health import clock_synced
+
+    assert value[("queue_mood_clock_synced", ())] == int(clock_synced())  # Linux: the kernel always answers
+
+
+def test_clock_synced_is_the_kernels_answer(monkeypatch):
+    """adjtimex(2): TIME_ERROR (5) while no NTP client has set the clock, another state once one
+    has, -1 when the call fails."""
+    from edge.service import health
+
+    for state, want in ((5, False), (0, True), (4, True), (-1, None)):
+        monkeypatch.setattr(health, "_adjtimex", lambda s=state: (lambda buf: s))
+        assert health.clock_synced() is want
+        assert health.read()["clock_synced"] is want
+    monkeypatch.setattr(health, "_adjtimex", lambda: None)  # no libc to ask
+    assert health.clock_synced() is None
 
 
 def test_every_sinks_failure_counter_is_in_metrics_at_0_before_any_frame(serve, tmp_path):

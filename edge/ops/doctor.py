@@ -33,7 +33,7 @@ from pathlib import Path
 
 from edge.errors import UserError
 from edge.paths import expand_path
-from edge.service.health import THERMAL, THROTTLE_BITS
+from edge.service.health import THERMAL, THROTTLE_BITS, clock_synced
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
 SERVICE = "queue-mood"
@@ -118,6 +118,16 @@ def throttled_verdict(value: int) -> tuple[str, str]:
     if past:
         return WARN, f"since boot: {', '.join(past)} (0x{value:x}); power supply or cooling may be marginal"
     return OK, "no under-voltage or throttling since boot (0x0)"
+
+
+def clock_verdict(synced: bool | None) -> tuple[str, str]:
+    if synced is None:
+        return OK, "not checked: the kernel was not asked (not Linux)"
+    if synced:
+        return OK, "synchronized by NTP"
+    return WARN, ("not synchronized: alert events carry the wall_time of a clock no NTP client has set (a Pi has no "
+                  "real-time clock, so after a boot without network it is the last shutdown's time); check "
+                  "`timedatectl` and that the store network lets the Pi reach an NTP server (UDP 123)")
 
 
 def governor_verdict(governor: str) -> tuple[str, str]:
@@ -214,6 +224,7 @@ def check_platform(ctx: _Context) -> None:
     ctx.board = model
     where = model or f"{platform.system()} {platform.machine()} (not a Raspberry Pi)"
     ctx.add("system", OK, f"{where}; Python {platform.python_version()} at {sys.executable}")
+    ctx.add("clock", *clock_verdict(clock_synced()))
 
 
 def check_runtime(ctx: _Context) -> None:

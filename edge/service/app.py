@@ -29,6 +29,7 @@ from edge.paths import expand_path
 from edge.pipeline.core import load_parts
 from edge.pipeline.tracking import PeopleCount
 from edge.sinks.base import AlertEvent
+from edge.service import health
 
 log = logging.getLogger("edge")
 STATE_EVERY_S = 5.0  # how often sinks that show live values (Home Assistant) get the current mood
@@ -49,7 +50,7 @@ def _event(kind: str, t_s: float, device: str, negative_share: float = 0.0, face
            counts: dict | None = None) -> AlertEvent:
     return AlertEvent(kind=kind, t_s=round(t_s, 3), wall_time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                       negative_share=negative_share, faces=faces, counts=counts or {}, device=device,
-                      event_id=uuid.uuid4().hex)
+                      event_id=uuid.uuid4().hex, clock_synced=health.clock_synced())
 
 
 TICK_S = 0.25  # longest wait for a frame before the loop checks its stop conditions again

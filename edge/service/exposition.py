@@ -91,6 +91,9 @@ class _Collector:
         if h.get("process_cpu_share") is not None:
             yield gauge("process_cpu_share", "CPU seconds this process used per second, all threads (1.0 = one core "
                         "busy), over the last few seconds.", h["process_cpu_share"])
+        if h.get("clock_synced") is not None:
+            yield gauge("clock_synced", "1 once an NTP client has synchronized the clock; while 0, events' wall_time "
+                        "may be far off (a Pi has no real-time clock).", int(h["clock_synced"]))
         if h["cpu_temperature_c"] is not None:
             yield gauge("cpu_temperature_celsius", "CPU temperature.", h["cpu_temperature_c"])
         if h["throttled_flags"] is not None:

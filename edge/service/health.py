@@ -1,11 +1,15 @@
-"""The board's health as the kernel reports it: CPU temperature and, on a Raspberry Pi,
-the firmware's throttling flags. Read from sysfs only (no vcgencmd subprocess), so it is
-cheap enough for the status server to poll; missing files mean "not known here". Beside
-them, what the monitor itself costs: its CPU time per second (CpuShare)."""
+"""The board's health as the kernel reports it: CPU temperature, whether the clock is
+synchronized and, on a Raspberry Pi, the firmware's throttling flags. Read from sysfs and one
+system call (no vcgencmd or timedatectl subprocess), so it is cheap enough for the status
+server to poll; what cannot be read means "not known here". Beside them, what the monitor
+itself costs: its CPU time per second (CpuShare)."""
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import glob
+import sys
 import time
 from pathlib import Path
 
@@ -51,9 +55,36 @@ def throttle_now(flags: int | None) -> list[str]:
     return [] if flags is None else [name for bit, name in THROTTLE_BITS.items() if flags & (1 << bit)]
 
 
+# adjtimex(2) returns TIME_ERROR while the kernel's clock is unsynchronized (STA_UNSYNC set): what
+# timedatectl reads for "System clock synchronized". A Pi has no real-time clock, so until an NTP
+# client sets its clock the time is the last shutdown's (fake-hwclock) or older, and so is every
+# event's wall_time.
+TIME_ERROR = 5
+
+
+@functools.lru_cache(maxsize=1)
+def _adjtimex():
+    try:
+        return ctypes.CDLL(None, use_errno=True).adjtimex
+    except (OSError, AttributeError):
+        return None
+
+
+def clock_synced() -> bool | None:
+    """Whether an NTP client has synchronized the system clock, as the kernel sees it; None off
+    Linux or where the call fails."""
+    fn = _adjtimex() if sys.platform.startswith("linux") else None
+    if fn is None:
+        return None
+    timex = ctypes.create_string_buffer(512)  # struct timex is 208 bytes on 64-bit; modes 0: only read
+    state = fn(timex)
+    return None if state < 0 else state != TIME_ERROR
+
+
 def read() -> dict:
     flags = throttled_flags()
-    return {"cpu_temperature_c": cpu_temperature_c(), "throttled_flags": flags, "throttled_now": throttle_now(flags)}
+    return {"cpu_temperature_c": cpu_temperature_c(), "throttled_flags": flags, "throttled_now": throttle_now(flags),
+            "clock_synced": clock_synced()}
 
 
 class CpuShare:

@@ -31,6 +31,9 @@ class AlertEvent:
     counts: dict = field(default_factory=dict)  # emotion -> tracked faces
     device: str = ""
     event_id: str = ""
+    # False: no NTP client had set the clock when the event was made, so wall_time may be far off
+    # (a Pi has no real-time clock); None: not known on this system
+    clock_synced: bool | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)

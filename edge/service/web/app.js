@@ -81,6 +81,7 @@ function renderStatus(s) {
   const failures = Object.entries(s.sink_failures).filter(([, n]) => n > 0);
   row(health, ["sink failures", failures.map(([k, n]) => `${k} ${n}`).join(", ") || "none"]);
   if (h.process_cpu_share !== null && h.process_cpu_share !== undefined) row(health, ["monitor CPU", Math.round(100 * h.process_cpu_share) + "% of one core"]);
+  if (h.clock_synced === false) row(health, ["clock", "not set by NTP: alert times may be wrong"]);
   if (h.cpu_temperature_c !== null && h.cpu_temperature_c !== undefined) row(health, ["CPU temperature", h.cpu_temperature_c.toFixed(1) + " °C"]);
   if (h.throttled_flags !== null && h.throttled_flags !== undefined) row(health, ["throttling", h.throttled_now.join(", ") || "none"]);
   row(health, ["up for", Math.round(s.uptime_s / 60) + " min"]);
