@@ -110,7 +110,8 @@ function el(name, attrs, parent) {
 
 function renderHistory(h) {
   // The last hour, or since the first point when the monitor has run for less (5 min at least).
-  const svg = $("chart"), W = 600, H = 260, L = 52, R = 34, T = 12, B = 30;
+  // Margins fit labels at 22 px: the chart is drawn about 0.6x on a phone, so text stays 13 px there.
+  const svg = $("chart"), W = 600, H = 260, L = 64, R = 38, T = 14, B = 36;
   svg.replaceChildren();
   const end = Date.now() / 1000;
   const pts = h.points.filter((p) => p.t + h.step_s >= end - h.span_s);
@@ -121,14 +122,14 @@ function renderHistory(h) {
   const yFaces = (n) => T + (H - T - B) * (1 - n / maxFaces);
   for (const v of [0, 0.5, 1]) {
     el("line", {x1: L, x2: W - R, y1: yShare(v), y2: yShare(v), class: "grid"}, svg);
-    el("text", {x: 2, y: yShare(v) + 5}, svg).textContent = pct(v);
+    el("text", {x: 2, y: yShare(v) + 7}, svg).textContent = pct(v);
   }
-  el("text", {x: W - R + 6, y: yFaces(maxFaces) + 5}, svg).textContent = maxFaces;
-  el("text", {x: W - R + 6, y: yFaces(0) + 5}, svg).textContent = "0";
-  for (let i = 0; i <= 3; i++) {
-    const t = start + (end - start) * i / 3;
+  el("text", {x: W - R + 6, y: yFaces(maxFaces) + 7}, svg).textContent = maxFaces;
+  el("text", {x: W - R + 6, y: yFaces(0) + 7}, svg).textContent = "0";
+  for (let i = 0; i <= 2; i++) {  // three times fit a phone at this size
+    const t = start + (end - start) * i / 2;
     const label = new Date(t * 1000).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
-    el("text", {x: x(t), y: H - 8, "text-anchor": ["start", "middle", "middle", "end"][i]}, svg).textContent = label;
+    el("text", {x: x(t), y: H - 9, "text-anchor": ["start", "middle", "end"][i]}, svg).textContent = label;
   }
   for (const p of pts) {
     if (p.alert) el("rect", {x: x(p.t), y: T, width: Math.max(1, x(p.t + h.step_s) - x(p.t)), height: H - T - B, class: "alert"}, svg);
