@@ -4,9 +4,9 @@ then tensorflow.lite (the last only on a build machine)."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
-import tempfile
 import threading
 from dataclasses import dataclass
 
@@ -69,36 +69,55 @@ def runtime() -> Runtime:
     )
 
 
-# The TFLite runtime's C++ logger prints this to file descriptor 2 when the first interpreter
-# of a process is made, whatever the log level (`edge run -q` included); no setting turns it off.
+# The TFLite runtime's C++ logger prints this to file descriptor 2 when it makes its first
+# XNNPACK delegate, whatever Python's log level; no setting of the runtime turns it off.
 NATIVE_BANNER = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
 _banner_lock = threading.Lock()
 _banner_done = False
+log = logging.getLogger(__name__)
 
 
 @contextlib.contextmanager
-def _without_native_banner():
-    """Around the first interpreter: fd 2 goes to a file, and whatever the runtime wrote there
-    except its banner is written back to stderr afterwards (a warning or an error is kept)."""
+def _native_info_hidden():
+    """While INFO logs are off (`edge run -q`, doctor), the runtime's banner is dropped: fd 2
+    goes through a pipe whose reader passes every other line on to the real stderr as it
+    comes, so a warning, or the last words of a crash, still get out. With INFO on, nothing
+    is touched."""
     global _banner_done
     with _banner_lock:
-        if _banner_done:
+        if _banner_done or log.isEnabledFor(logging.INFO):
             yield
             return
-        _banner_done = True
         sys.stderr.flush()
         saved = os.dup(2)
-        with tempfile.TemporaryFile() as held:
-            os.dup2(held.fileno(), 2)
+        try:
+            r, w = os.pipe()
+        except OSError:
+            os.close(saved)
+            yield
+            return
+
+        def forward():
             try:
-                yield
-            finally:
-                os.dup2(saved, 2)
-                os.close(saved)
-                held.seek(0)
-                rest = [line for line in held.read().decode(errors="replace").splitlines() if line != NATIVE_BANNER]
-                if rest:
-                    print("\n".join(rest), file=sys.stderr, flush=True)
+                with os.fdopen(r, "rb") as pipe:
+                    for line in pipe:
+                        if line.rstrip(b"\r\n").decode(errors="replace") != NATIVE_BANNER:
+                            os.write(saved, line)
+            except OSError:
+                pass
+
+        reader = threading.Thread(target=forward, name="runtime-stderr", daemon=True)
+        reader.start()
+        os.dup2(w, 2)
+        os.close(w)
+        try:
+            yield
+            _banner_done = True
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)  # the pipe's last write end closes: the reader reads to its end
+            reader.join(5.0)
+            os.close(saved)
 
 
 def load_interpreter(model_path, num_threads: int | None = 1, what: str = "Model file",
@@ -112,7 +131,7 @@ def load_interpreter(model_path, num_threads: int | None = 1, what: str = "Model
     check_readable(path, what)  # the interpreter would say only "could not open" or "not a valid model"
     rt = runtime()
     try:
-        with _without_native_banner():
+        with _native_info_hidden():
             interp = rt.interpreter_class(model_path=path, num_threads=num_threads)
             interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
