@@ -204,15 +204,23 @@ def test_metrics_parse_as_prometheus_and_carry_the_fleet_series(serve):
     assert value[("queue_mood_clock_synced", ())] == int(clock_synced())  # Linux: the kernel always answers
 
 
-def test_clock_synced_is_the_kernels_answer(monkeypatch):
-    """adjtimex(2): TIME_ERROR (5) while no NTP client has set the clock, another state once one
-    has, -1 when the call fails."""
+def test_clock_synced_is_the_kernels_maximum_error_under_16_s(monkeypatch):
+    """adjtimex(2) as timedated reads it: synchronized while the kernel's maximum error is under
+    16 s (an NTP client keeps it there), whatever the clock state; None when the call fails."""
+    import ctypes
+
     from edge.service import health
 
-    for state, want in ((5, False), (0, True), (4, True), (-1, None)):
-        monkeypatch.setattr(health, "_adjtimex", lambda s=state: (lambda buf: s))
-        assert health.clock_synced() is want
-        assert health.read()["clock_synced"] is want
+    def kernel(state: int, maxerror_us: int):
+        def adjtimex(buf):
+            ctypes.c_long.from_buffer(buf, 3 * ctypes.sizeof(ctypes.c_long)).value = maxerror_us
+            return state
+        return lambda: adjtimex
+
+    for state, maxerror, want in ((5, 16_000_000, False), (0, 3_500, True), (5, 120_000, True),
+                                  (0, 16_000_000, False), (-1, 0, None)):
+        monkeypatch.setattr(health, "_adjtimex", kernel(state, maxerror))
+        assert health.clock_synced() is want and health.read()["clock_synced"] is want
     monkeypatch.setattr(health, "_adjtimex", lambda: None)  # no libc to ask
     assert health.clock_synced() is None
 

@@ -55,11 +55,13 @@ def throttle_now(flags: int | None) -> list[str]:
     return [] if flags is None else [name for bit, name in THROTTLE_BITS.items() if flags & (1 << bit)]
 
 
-# adjtimex(2) returns TIME_ERROR while the kernel's clock is unsynchronized (STA_UNSYNC set): what
-# timedatectl reads for "System clock synchronized". A Pi has no real-time clock, so until an NTP
-# client sets its clock the time is the last shutdown's (fake-hwclock) or older, and so is every
-# event's wall_time.
-TIME_ERROR = 5
+# adjtimex(2) reports the kernel clock's maximum error; like systemd's timedated ("System clock
+# synchronized" in timedatectl), the clock counts as synchronized while it is under 16 s, which
+# only an NTP client keeping it in check achieves (the STA_UNSYNC flag is not used: some setups
+# keep it set while synchronized). A Pi has no real-time clock, so until an NTP client sets it
+# the time is the last shutdown's (fake-hwclock) or older, and so is every event's wall_time.
+MAX_ERROR_SYNCED_US = 16_000_000
+_MAXERROR_OFFSET = 3 * ctypes.sizeof(ctypes.c_long)  # struct timex: int modes; long offset, freq, maxerror
 
 
 @functools.lru_cache(maxsize=1)
@@ -71,14 +73,15 @@ def _adjtimex():
 
 
 def clock_synced() -> bool | None:
-    """Whether an NTP client has synchronized the system clock, as the kernel sees it; None off
-    Linux or where the call fails."""
+    """Whether an NTP client keeps the system clock synchronized, as the kernel sees it; None
+    off Linux or where the call fails."""
     fn = _adjtimex() if sys.platform.startswith("linux") else None
     if fn is None:
         return None
-    timex = ctypes.create_string_buffer(512)  # struct timex is 208 bytes on 64-bit; modes 0: only read
-    state = fn(timex)
-    return None if state < 0 else state != TIME_ERROR
+    timex = ctypes.create_string_buffer(512)  # struct timex: 208 bytes on 64-bit, less on 32; modes 0: only read
+    if fn(timex) < 0:
+        return None
+    return ctypes.c_long.from_buffer(timex, _MAXERROR_OFFSET).value < MAX_ERROR_SYNCED_US
 
 
 def read() -> dict:
