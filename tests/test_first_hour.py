@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from edge import configdoc
-from edge.config import Config, load_config, to_dict
+from edge.config import Config, load_config, to_dict, to_toml
 from edge.labels import LABELS
 from edge.pipeline.core import FrameResult
 from edge.pipeline.geometry import BBox
@@ -357,6 +357,14 @@ def test_demo_scene_ground_truth_and_default_folder(monkeypatch, tmp_path):
     assert demo.default_out() == tmp_path / "queue-mood" / "demo"
     cfg = demo.demo_config(tmp_path, tmp_path / "scene.mp4")
     assert cfg.sinks.jsonl.path == str(tmp_path / "alerts.jsonl") and cfg.status.port == 0
+    # `edge demo --out demo1`: the demo.toml it writes replays with `edge run --config demo1/demo.toml`
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "demo1").mkdir()
+    (tmp_path / "demo1" / "demo.toml").write_text(to_toml(to_dict(demo.demo_config(Path("demo1"),
+                                                                                     Path("demo1/scene.mp4")))))
+    replay = load_config("demo1/demo.toml")
+    assert replay.source.path == str(tmp_path / "demo1" / "scene.mp4")
+    assert replay.sinks.spool_dir == str(tmp_path / "demo1" / "spool")
 
 
 # -- smaller items ----------------------------------------------------------------------------

@@ -47,7 +47,9 @@ def default_out() -> Path:
 
 
 def demo_config(out: Path, video: Path) -> Config:
-    """The product defaults with the demo's files: only where things go differs."""
+    """The product defaults with the demo's files: only where things go differs. Paths are
+    absolute: demo.toml replays from anywhere (a config's relative paths are its folder's)."""
+    out, video = out.absolute(), video.absolute()
     return load_config(None, {
         "device_name": "demo",
         "source.path": str(video),
@@ -105,7 +107,7 @@ def run(s: DemoSettings, echo=print) -> DemoResult:
     from edge.service import app
 
     require_modules("edge demo", "matplotlib", "skimage")  # the chart, the scene's photo
-    out = Path(s.out).expanduser() if s.out else default_out()
+    out = (Path(s.out).expanduser() if s.out else default_out()).absolute()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
