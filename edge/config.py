@@ -367,9 +367,10 @@ def validate(obj, path: str = "") -> None:
             validate(v, f"{path}.{f.name}" if path else f.name)
 
 
-def load_config(path: str | Path | None, overrides: dict | None = None) -> Config:
+def load_config(path: str | Path | None, overrides: dict | None = None, paths_from: Path | None = None) -> Config:
     """Config from a TOML file (or defaults), with dotted-key overrides from the CLI. Relative
-    paths in the file are taken from its folder; those in overrides from the current folder."""
+    paths in the file are taken from its folder (or `paths_from`); those in overrides from the
+    current folder."""
     data: dict = {}
     folder = None
     if path:
@@ -386,7 +387,7 @@ def load_config(path: str | Path | None, overrides: dict | None = None) -> Confi
         except OSError as exc:
             raise ConfigError(f"Config file {p} cannot be read ({exc.strerror}); run as a user allowed to read it "
                               "(the service user, or sudo).") from exc
-        folder = p.absolute().parent
+        folder = Path(paths_from) if paths_from is not None else p.absolute().parent
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")

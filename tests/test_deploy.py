@@ -147,6 +147,30 @@ def test_a_detector_file_the_config_names_is_bundled_and_pointed_at(store_bundle
     assert load_config(out / "config.toml").detector.model == "/opt/queue-mood/detector/face_detection_short_range.tflite"
 
 
+def test_relative_paths_in_a_bundled_config_go_under_the_pi_state_folder(tmp_path, bundled_model):
+    """A relative spool, history or events file meant the service's working folder on the Pi
+    (/var/lib/queue-mood); the bundle must not turn it into this machine's config folder."""
+    from edge.ops.bundle import _load_bundle_config, _rewrite_paths
+
+    shutil.copy(bundled_model, tmp_path / "model_int8.tflite")
+    shutil.copy(bundled_model.with_name("model.json"), tmp_path / "model.json")
+    (tmp_path / "store.toml").write_text('[model]\npath = "model_int8.tflite"\n[source]\npath = "queue.mp4"\n'
+                                         '[sinks]\nspool_dir = "spool"\n[sinks.jsonl]\npath = "events/alerts.jsonl"\n'
+                                         '[status]\nhistory_db = "history.db"\n')
+    notes: list[str] = []
+    cfg = _load_bundle_config(str(tmp_path / "store.toml"), notes)
+    assert cfg.model.path == str(tmp_path / "model_int8.tflite")  # read on this machine, from the config's folder
+    _rewrite_paths(cfg, notes)
+    assert (cfg.sinks.spool_dir, cfg.sinks.jsonl.path, cfg.status.history_db, cfg.source.path) == (
+        "/var/lib/queue-mood/spool", "/var/lib/queue-mood/events/alerts.jsonl", "/var/lib/queue-mood/history.db",
+        "/var/lib/queue-mood/queue.mp4")
+    assert not any("outside" in n for n in notes), notes
+    (tmp_path / "store.toml").write_text(f'[status]\nhistory_db = "{tmp_path / "h.db"}"\n')
+    cfg, notes = _load_bundle_config(str(tmp_path / "store.toml"), []), []
+    _rewrite_paths(cfg, notes)
+    assert any(n.startswith(f"status.history_db {tmp_path / 'h.db'} is outside /var/lib/queue-mood") for n in notes)
+
+
 @needs_blazeface
 def test_default_config_bundle_into_a_folder(store_bundle, bundled_model, tmp_path):
     (wheel,) = (store_bundle["dir"] / "wheels").glob("*.whl")
@@ -295,6 +319,22 @@ def test_pi_health_verdicts():
     assert [temperature_verdict(t)[0] for t in (55.0, 78.0, 86.0)] == [OK, WARN, FAIL]
     assert governor_verdict("performance")[0] == OK and governor_verdict("ondemand")[0] == WARN
     assert clock_verdict(True)[0] == OK and clock_verdict(None)[0] == OK
+
+
+def test_doctor_warns_when_the_installed_config_points_the_service_outside_its_state_folder(tmp_path):
+    from edge.ops.doctor import service_paths_verdict
+
+    etc, state = tmp_path / "etc", tmp_path / "state"
+    etc.mkdir()
+    (etc / "config.toml").write_text(f'[sinks]\nspool_dir = "spool"\n[sinks.jsonl]\npath = "{state}/alerts.jsonl"\n'
+                                     '[status]\nhistory_db = "history.db"\n')
+    cfg = load_config(etc / "config.toml")  # an older install's relative paths: now under etc
+    status, line = service_paths_verdict(cfg, str(etc / "config.toml"), str(etc), str(state))
+    assert status == WARN and f"sinks.spool_dir {etc}/spool" in line and f"status.history_db {etc}/history.db" in line
+    assert "sinks.jsonl.path" not in line and f"e.g. {state}/spool" in line
+    (etc / "config.toml").write_text(f'[sinks]\nspool_dir = "{state}/spool"\n')
+    assert service_paths_verdict(load_config(etc / "config.toml"), str(etc / "config.toml"), str(etc), str(state))[0] == OK
+    assert service_paths_verdict(cfg, str(tmp_path / "elsewhere.toml"), str(etc), str(state)) is None  # not the service's
     assert clock_verdict(False)[0] == WARN and "timedatectl" in clock_verdict(False)[1]
     assert sink_verdict("MQTT broker b:1883 not reachable (timed out)") == WARN
     assert sink_verdict("cannot write /var/lib/queue-mood/alerts.jsonl") == FAIL

@@ -85,7 +85,16 @@ def _check_source(source: Path) -> None:
 
 
 def _load_bundle_config(config_path: str | None, notes: list[str]) -> Config:
-    cfg = load_config(config_path, None if config_path else {"source.camera": 0})
+    cfg = load_config(config_path, None if config_path else {"source.camera": 0})  # model files are read here
+    if config_path:
+        # On the Pi the config is /etc/queue-mood/config.toml, beside which the service may not
+        # write; relative paths to what it writes or reads go under its state folder (its
+        # working folder, where they always went), not under this machine's config folder.
+        pi = load_config(config_path, paths_from=Path(STATE_DIR))
+        cfg.source.path, cfg.sinks.spool_dir, cfg.status.history_db = (
+            pi.source.path, pi.sinks.spool_dir, pi.status.history_db)
+        if cfg.sinks.jsonl is not None:
+            cfg.sinks.jsonl.path = pi.sinks.jsonl.path
     if cfg.source.camera is None and not cfg.source.path:
         cfg.source.camera = 0
         notes.append("The config names no source; the bundle uses camera 0 ([source] camera = 0).")
@@ -133,6 +142,9 @@ def _rewrite_paths(cfg: Config, notes: list[str]) -> None:
             cfg.sinks.jsonl.path = f"{STATE_DIR}/alerts.jsonl"
         elif not cfg.sinks.jsonl.path.startswith(STATE_DIR + "/"):
             notes.append(f"sinks.jsonl.path {cfg.sinks.jsonl.path} is outside {STATE_DIR}, where the service may not write.")
+    if cfg.status.history_db and not cfg.status.history_db.startswith(STATE_DIR + "/"):
+        notes.append(f"status.history_db {cfg.status.history_db} is outside {STATE_DIR}, where the service may not "
+                     "write: the page would keep its history in memory only.")
 
 
 def config_text(cfg: Config, origin: str) -> str:

@@ -120,6 +120,22 @@ def throttled_verdict(value: int) -> tuple[str, str]:
     return OK, "no under-voltage or throttling since boot (0x0)"
 
 
+def service_paths_verdict(cfg, config_path: str | None, etc_dir: str, state_dir: str) -> tuple[str, str] | None:
+    """For the installed service's config (in etc_dir): the files it writes must be under
+    state_dir, the only place systemd lets it write. A relative path there is taken from etc_dir
+    (an older release took it from the service's working folder, state_dir). None: not that config."""
+    if not config_path or Path(config_path).absolute().parent != Path(etc_dir):
+        return None
+    jsonl = cfg.sinks.jsonl.path if cfg.sinks.jsonl is not None else ""
+    outside = [f"{key} {value}" for key, value in (("sinks.spool_dir", cfg.sinks.spool_dir), ("sinks.jsonl.path", jsonl),
+                                                   ("status.history_db", cfg.status.history_db))
+               if value and not expand_path(value).is_relative_to(state_dir)]
+    if not outside:
+        return OK, f"what the service writes is under {state_dir}"
+    return WARN, (f"{'; '.join(outside)}: the service may write only under {state_dir} (ProtectSystem=strict); a "
+                  f"relative path in this file is taken from {etc_dir}, so give the full path, e.g. {state_dir}/spool")
+
+
 def clock_verdict(synced: bool | None) -> tuple[str, str]:
     if synced is None:
         return OK, "not checked: the kernel was not asked (not Linux)"
@@ -287,6 +303,10 @@ def check_config(ctx: _Context):
             cfg.model.path = ctx.s.model
         return cfg
     ctx.add("config", OK, f"{ctx.s.config} loads" if ctx.s.config else "no --config: the built-in defaults")
+    from edge.ops.bundle import ETC_DIR, STATE_DIR
+
+    if verdict := service_paths_verdict(cfg, ctx.s.config, ETC_DIR, STATE_DIR):
+        ctx.add("service paths", *verdict)
     return cfg
 
 
