@@ -77,11 +77,16 @@ def growth(base: tracemalloc.Snapshot, now: tracemalloc.Snapshot) -> list[dict]:
             for d in grown]
 
 
+_top_lock = threading.Lock()  # the watcher and the exit handler may both write the table
+
+
 def write_top(top: Path, base: tuple[float, tracemalloc.Snapshot], t0: float) -> None:
-    rows = growth(base[1], tracemalloc.take_snapshot())
-    tmp = top.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"since_s": base[0], "at_s": round(time.monotonic() - t0, 1), "top": rows}, indent=1))
-    tmp.replace(top)
+    with _top_lock:
+        rows = growth(base[1], tracemalloc.take_snapshot())
+        tmp = top.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"since_s": base[0], "at_s": round(time.monotonic() - t0, 1), "top": rows},
+                                  indent=1))
+        tmp.replace(top)
 
 
 def watch(out: Path, every_s: float, warmup_s: float, top_every_s: float, t0: float, base: list) -> None:

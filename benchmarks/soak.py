@@ -482,7 +482,8 @@ def run(args, argv) -> dict:
     soak_s = time.monotonic() - t0
 
     stops = [{"state": "running (end of the soak)", "stop_s": round(final_stop_s, 3),
-              "exit_code": svc.proc.returncode, "note": f"after {soak_s / 60:.1f} min"}]
+              "exit_code": svc.proc.returncode, "note": f"after {soak_s / 60:.1f} min" + (
+                  "; includes --trace-memory's last snapshot at exit" if args.trace_memory else "")}]
     if not args.no_stop_checks:
         for state in STOP_STATES:
             stops.append(stop_latency(state, workdir, cfg, cam, hook, broker, args.nice))
