@@ -108,6 +108,54 @@ def test_resume_after_kill_continues_from_checkpoint(tmp_path, synthetic_dataset
     assert len((out / "command.txt").read_text().splitlines()) == 2
 
 
+def _backup_arrays(run_dir):
+    import h5py
+
+    arrays = {}
+    with h5py.File(run_dir / "backup" / "latest.weights.h5") as f:
+        f.visititems(lambda name, o: arrays.__setitem__(name, o[()]) if isinstance(o, h5py.Dataset) else None)
+    return arrays
+
+
+@pytest.mark.slow
+def test_interrupted_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, synthetic_dataset, cache_env,
+                                                                              monkeypatch):
+    """Weights, optimizer state and history.csv match exactly: nothing a resume cannot restore
+    (such as Python's global `random`, which Keras's own shuffle of the batch order drew on)
+    may steer training."""
+    from train import trainer
+
+    def settings(name):
+        return trainer.TrainSettings(data=str(synthetic_dataset), out=str(tmp_path / name), arch="mini_xception",
+                                     epochs=4, batch_size=32, steps_per_epoch=4)
+
+    trainer.run(settings("whole"))
+
+    make_sync = trainer._epoch_sync
+
+    def stop_at_epoch_2(keras, batches):
+        class Stop(type(make_sync(keras, batches))):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == 2:
+                    raise KeyboardInterrupt
+                batches.set_epoch(epoch)
+
+        return Stop()
+
+    monkeypatch.setattr(trainer, "_epoch_sync", stop_at_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run(settings("resumed"))
+    monkeypatch.setattr(trainer, "_epoch_sync", make_sync)
+    assert _epochs(tmp_path / "resumed") == [0, 1]
+    trainer.run(settings("resumed"), resume=True)
+
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert (resumed / "history.csv").read_text() == (whole / "history.csv").read_text()
+    a, b = _backup_arrays(whole), _backup_arrays(resumed)
+    assert a.keys() == b.keys()
+    assert [k for k in a if not np.array_equal(a[k], b[k])] == []
+
+
 @pytest.mark.slow
 def test_existing_run_without_resume_is_refused(tiny_run, synthetic_dataset):
     from tests.conftest import run_cli

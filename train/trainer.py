@@ -443,7 +443,9 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
         keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=s.patience, restore_best_weights=True),
     ]
-    model.fit(batches, validation_data=(val_x, va_y), epochs=s.epochs, callbacks=callbacks,
+    # shuffle=False: the batches are already shuffled by (seed, epoch); Keras's own shuffle of
+    # their order draws on Python's global `random`, which a resumed run does not restore.
+    model.fit(batches, validation_data=(val_x, va_y), epochs=s.epochs, callbacks=callbacks, shuffle=False,
               verbose=1 if sys.stdout.isatty() else 2)
 
     best = keras.models.load_model(out / "model.keras") if (out / "model.keras").exists() else model
