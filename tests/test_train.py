@@ -156,6 +156,24 @@ def test_interrupted_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(tm
     assert [k for k in a if not np.array_equal(a[k], b[k])] == []
 
 
+def test_resumed_early_stopping_counts_on_from_the_history(tmp_path):
+    """Patience runs from the best epoch in history.csv, not from the resume."""
+    import keras
+
+    from train.trainer import _early_stopping
+
+    (tmp_path / "history.csv").write_text("epoch,val_accuracy\n0,0.5\n1,0.75\n2,0.625\n")
+    stop = _early_stopping(keras, 2, tmp_path / "history.csv")
+    stop.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    stop.on_train_begin()
+    assert (stop.best, stop.best_epoch, stop.wait) == (0.75, 1, 1)
+    stop.on_epoch_end(3, {"val_accuracy": 0.7})
+    assert stop.model.stop_training  # the uninterrupted run stops here too: two epochs without a new best
+    fresh = _early_stopping(keras, 2, None)
+    fresh.on_train_begin()
+    assert fresh.best is None and fresh.wait == 0
+
+
 @pytest.mark.slow
 def test_existing_run_without_resume_is_refused(tiny_run, synthetic_dataset):
     from tests.conftest import run_cli

@@ -187,13 +187,18 @@ def _optimizer(keras, s: TrainSettings, steps_per_epoch: int):
     raise UserError(f"Unknown --optimizer '{s.optimizer}'; choose adamw, adam or sgd.")
 
 
-def _best_so_far(history_csv: Path) -> float:
+def _val_accuracies(history_csv: Path) -> list[float]:
+    """val_accuracy of each epoch history.csv holds, in order (none when it does not exist)."""
     import csv
 
     if not history_csv.exists():
-        return float("-inf")
+        return []
     with history_csv.open() as fh:
-        return max((float(r["val_accuracy"]) for r in csv.DictReader(fh)), default=float("-inf"))
+        return [float(r["val_accuracy"]) for r in csv.DictReader(fh)]
+
+
+def _best_so_far(history_csv: Path) -> float:
+    return max(_val_accuracies(history_csv), default=float("-inf"))
 
 
 def targets(s: TrainSettings, tr: Split, va: Split):
@@ -441,7 +446,7 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
         best,
         timing,
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
-        keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=s.patience, restore_best_weights=True),
+        _early_stopping(keras, s.patience, out / "history.csv" if resume else None),
     ]
     # shuffle=False: the batches are already shuffled by (seed, epoch); Keras's own shuffle of
     # their order draws on Python's global `random`, which a resumed run does not restore.
@@ -469,6 +474,21 @@ def _backup(keras, path: Path):
                                 f"{path.parent / 'model.keras'} to keep the best epoch so far.") from exc
 
     return Backup(str(path), double_checkpoint=True, delete_checkpoint=False)
+
+
+def _early_stopping(keras, patience: int, history_csv: Path | None):
+    class ResumedEarlyStopping(keras.callbacks.EarlyStopping):
+        """On resume, counts on from history.csv's epochs (best val accuracy, epochs since it),
+        so a resumed run stops at the epoch the uninterrupted one would."""
+
+        def on_train_begin(self, logs=None):
+            super().on_train_begin(logs)
+            for epoch, acc in enumerate(_val_accuracies(history_csv) if history_csv else []):
+                self.wait += 1
+                if self.best is None or acc > self.best:  # as EarlyStopping tests (min_delta 0, mode max)
+                    self.best, self.best_epoch, self.wait = acc, epoch, 0
+
+    return ResumedEarlyStopping(monitor="val_accuracy", mode="max", patience=patience, restore_best_weights=True)
 
 
 def _checkpoint(keras, path: Path):
