@@ -586,3 +586,15 @@ def test_doctor_times_this_board_and_warns_when_the_schedule_needs_a_core(tmp_pa
     check = _doctor_budget(tmp_path, "[schedule]\nflip_in_turn = true\nflip_both_share = 0.15\n")
     assert "doubles while the queue's negative share is at least 0.15" in check.detail
     assert "doubles" not in _doctor_budget(tmp_path, "[schedule]\nflip_both_share = 1.0\n").detail
+
+
+def test_the_schedule_forgets_people_long_gone_so_its_memory_stays_flat():
+    """Each remembered look holds its frame's motion blocks (19 KB at 640x480): a queue where a
+    new person is found every 50 s for hours keeps only the recent ones."""
+    s = Schedule(ScheduleConfig())
+    blocks = np.zeros((60, 80), np.float32)
+    for i in range(200):
+        s.found(50.0 * i, [i], [BBox(100, 100, 60, 60)], blocks.copy())
+        assert len(s.looks) <= 10
+    s.found(10_000.0, [7, 8, 9], [BBox(100, 100, 60, 60)] * 3, blocks)  # the ones found now are kept
+    assert {7, 8, 9} <= set(s.looks)

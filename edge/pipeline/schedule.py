@@ -201,6 +201,8 @@ class Schedule:
                 speed = math.hypot(x1 - x0, y1 - y0) / max(box.w, box.h, 1.0) / (t_s - before[0])
                 still = speed < STILL_SPEED
             self.looks[tid] = (t_s, box, still, blocks)
-        if len(self.looks) > 4 * max(1, len(ids)) + 64:  # forget tracks long gone
+        # Forget tracks long gone: each entry holds its frame's motion blocks (19 KB at 640x480),
+        # so a few stale ones at most (64 had the service's memory creep for its first hour).
+        if len(self.looks) > len(ids) + 8:
             keep = set(ids)
             self.looks = {tid: v for tid, v in self.looks.items() if tid in keep or t_s - v[0] < 60.0}
