@@ -147,6 +147,8 @@ def test_interrupted_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(tm
         trainer.run(settings("resumed"))
     monkeypatch.setattr(trainer, "_epoch_sync", make_sync)
     assert _epochs(tmp_path / "resumed") == [0, 1]
+    with (tmp_path / "resumed" / "history.csv").open("a") as f:  # killed after epoch 2's row, before its backup
+        f.write("2,0.5,0.5,0.5,0.5,0.5\n")
     trainer.run(settings("resumed"), resume=True)
 
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"

@@ -440,12 +440,15 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
     if resume:  # a resumed run must not overwrite the best model with a worse one
         best.best = _best_so_far(out / "history.csv")
     timing = _timing(keras, out / "timing.json")
+    # At each epoch's end its history.csv row is written before the backup, and a resume trims
+    # history.csv to the epochs the backup holds: a kill between the two loses no row and
+    # repeats none (the epoch is trained again, identically).
     callbacks = [
-        _backup(keras, out / "backup"),
+        keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
+        _backup(keras, out / "backup", out / "history.csv"),
         _epoch_sync(keras, batches),
         best,
         timing,
-        keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
         _early_stopping(keras, s.patience, out / "history.csv" if resume else None),
     ]
     # shuffle=False: the batches are already shuffled by (seed, epoch); Keras's own shuffle of
@@ -460,7 +463,18 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
     return metrics
 
 
-def _backup(keras, path: Path):
+def trim_history(history_csv: Path, epochs: int) -> None:
+    """Keep the header and the first `epochs` rows of history.csv (the epochs a backup holds).
+    Truncated in place: the CSV logger already holds the file open for appending."""
+    if not history_csv.exists():
+        return
+    with history_csv.open("r+b") as f:
+        lines = f.read().splitlines(keepends=True)
+        if len(lines) > epochs + 1:
+            f.truncate(sum(len(line) for line in lines[: epochs + 1]))
+
+
+def _backup(keras, path: Path, history_csv: Path):
     class Backup(keras.callbacks.BackupAndRestore):
         """Keeps the previous epoch's state too (a kill during a write leaves one readable);
         a backup that cannot be read at all is one sentence, not an h5py traceback."""
@@ -472,6 +486,9 @@ def _backup(keras, path: Path):
                 raise UserError(f"The training state in {path} cannot be read ({type(exc).__name__}), most likely "
                                 f"damaged by a crash while it was written; train a new --out, with --init-from "
                                 f"{path.parent / 'model.keras'} to keep the best epoch so far.") from exc
+            meta = Path(self._training_metadata_path)  # the restored backup's: epochs it holds
+            if meta.exists():
+                trim_history(history_csv, json.loads(meta.read_text())["epoch"])
 
     return Backup(str(path), double_checkpoint=True, delete_checkpoint=False)
 
