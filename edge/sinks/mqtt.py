@@ -188,11 +188,11 @@ class MqttSink(Sink):
             del self._inflight[mid]
 
     def _acked(self, event_id: str | None, is_event: bool) -> None:
-        if event_id is not None:
-            self.spool.ack(event_id)
-        if is_event:
+        if is_event:  # counted first: once the spool no longer holds it, stats say it was delivered
             with self._mid_lock:
                 self.delivered += 1
+        if event_id is not None:
+            self.spool.ack(event_id)
 
     def _pump(self) -> None:
         """Publish every spooled message that is not already in flight, oldest first."""
