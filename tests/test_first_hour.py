@@ -267,7 +267,6 @@ def test_edge_run_quiet_verbose_and_rounded_json(short_scene):
     quiet = run_cli("run", "--source", short_scene, "--max-frames", "20", "-q", "--config", _no_status(short_scene))
     assert quiet.returncode == 0, quiet.stderr
     assert " INFO " not in quiet.stderr and " DEBUG " not in quiet.stderr
-    assert "XNNPACK" not in quiet.stderr  # the TFLite runtime's own banner (edge.pipeline.runtime)
     verbose = run_cli("run", "--source", short_scene, "-v", "--json",
                       "--config", _no_status(short_scene))
     assert verbose.returncode == 0, verbose.stderr
@@ -283,40 +282,6 @@ def test_edge_run_quiet_verbose_and_rounded_json(short_scene):
     assert floats(summary) and all(round(x, 2) == x for x in floats(summary))
     both = run_cli("run", "--source", short_scene, "-v", "-q")
     assert both.returncode == 2 and "contradict" in both.stderr
-
-
-def test_the_runtime_banner_is_dropped_with_info_logs_off_and_anything_else_it_prints_is_kept(capfd, monkeypatch):
-    import logging
-    import os
-
-    from edge.pipeline import runtime
-
-    monkeypatch.setattr(runtime, "_banner_done", False)
-    monkeypatch.setattr(runtime.log, "isEnabledFor", lambda level: level >= logging.WARNING)  # as edge run -q
-    with runtime._native_info_hidden():  # as the C++ logger writes: straight to fd 2
-        os.write(2, f"{runtime.NATIVE_BANNER}\nERROR: something the user must see\n".encode())
-    assert capfd.readouterr().err == "ERROR: something the user must see\n"
-    with runtime._native_info_hidden():  # once per process, as the runtime prints it
-        os.write(2, b"later output goes straight through\n")
-    assert capfd.readouterr().err == "later output goes straight through\n"
-
-    monkeypatch.setattr(runtime, "_banner_done", False)
-    monkeypatch.setattr(runtime.log, "isEnabledFor", lambda level: level >= logging.INFO)  # INFO on: shown
-    with runtime._native_info_hidden():
-        os.write(2, f"{runtime.NATIVE_BANNER}\n".encode())
-    assert capfd.readouterr().err == f"{runtime.NATIVE_BANNER}\n"
-
-
-def test_a_crash_while_the_banner_is_hidden_still_gets_its_last_words_out(tmp_path):
-    """Lines reach stderr as they come, not at the end: a native abort right after its message
-    (a failed check in the runtime) leaves that message in the journal."""
-    import subprocess
-    import sys
-
-    code = ("import os, time\nfrom edge.pipeline import runtime\nwith runtime._native_info_hidden():\n"
-            "    os.write(2, b'F runtime: Check failed\\n')\n    time.sleep(0.5)\n    os.abort()\n")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert r.returncode != 0 and "F runtime: Check failed" in r.stderr
 
 
 def _no_status(scene: Path) -> Path:

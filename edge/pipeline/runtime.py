@@ -3,11 +3,7 @@ then tensorflow.lite (the last only on a build machine)."""
 
 from __future__ import annotations
 
-import contextlib
-import logging
 import os
-import sys
-import threading
 from dataclasses import dataclass
 
 from edge.errors import UserError
@@ -69,57 +65,6 @@ def runtime() -> Runtime:
     )
 
 
-# The TFLite runtime's C++ logger prints this to file descriptor 2 when it makes its first
-# XNNPACK delegate, whatever Python's log level; no setting of the runtime turns it off.
-NATIVE_BANNER = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
-_banner_lock = threading.Lock()
-_banner_done = False
-log = logging.getLogger(__name__)
-
-
-@contextlib.contextmanager
-def _native_info_hidden():
-    """While INFO logs are off (`edge run -q`, doctor), the runtime's banner is dropped: fd 2
-    goes through a pipe whose reader passes every other line on to the real stderr as it
-    comes, so a warning, or the last words of a crash, still get out. With INFO on, nothing
-    is touched."""
-    global _banner_done
-    with _banner_lock:
-        if _banner_done or log.isEnabledFor(logging.INFO):
-            yield
-            return
-        sys.stderr.flush()
-        saved = os.dup(2)
-        try:
-            r, w = os.pipe()
-        except OSError:
-            os.close(saved)
-            yield
-            return
-
-        def forward():
-            try:
-                with os.fdopen(r, "rb") as pipe:
-                    for line in pipe:
-                        if line.rstrip(b"\r\n").decode(errors="replace") != NATIVE_BANNER:
-                            os.write(saved, line)
-            except OSError:
-                pass
-
-        reader = threading.Thread(target=forward, name="runtime-stderr", daemon=True)
-        reader.start()
-        os.dup2(w, 2)
-        os.close(w)
-        try:
-            yield
-            _banner_done = True
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)  # the pipe's last write end closes: the reader reads to its end
-            reader.join(5.0)
-            os.close(saved)
-
-
 def load_interpreter(model_path, num_threads: int | None = 1, what: str = "Model file",
                      advice: str = "pass a .tflite model made by `edge convert`"):
     """An allocated interpreter for a .tflite file; a bad file is one clear sentence, naming it
@@ -131,9 +76,8 @@ def load_interpreter(model_path, num_threads: int | None = 1, what: str = "Model
     check_readable(path, what)  # the interpreter would say only "could not open" or "not a valid model"
     rt = runtime()
     try:
-        with _native_info_hidden():
-            interp = rt.interpreter_class(model_path=path, num_threads=num_threads)
-            interp.allocate_tensors()
+        interp = rt.interpreter_class(model_path=path, num_threads=num_threads)
+        interp.allocate_tensors()
     except (ValueError, RuntimeError) as exc:
         raise UserError(f"{path} is not a valid TFLite model ({str(exc).splitlines()[0]}); {advice}.") from exc
     return interp
