@@ -148,11 +148,19 @@ def test_interrupted_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(tm
     monkeypatch.setattr(trainer, "_epoch_sync", make_sync)
     assert _epochs(tmp_path / "resumed") == [0, 1]
     with (tmp_path / "resumed" / "history.csv").open("a") as f:  # killed after epoch 2's row, before its backup
-        f.write("2,0.5,0.5,0.5,0.5,0.5\n")
+        f.write("2,0.5,0.5,0.99,0.5\n")  # a val_accuracy no epoch reaches: it must not set the bar
     trainer.run(settings("resumed"), resume=True)
 
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     assert (resumed / "history.csv").read_text() == (whole / "history.csv").read_text()
+    import keras
+
+    from train.trainer import _val_accuracies
+
+    acc = _val_accuracies(whole / "history.csv")
+    assert acc.index(max(acc)) >= 2  # the best epoch is one the resumed run trains
+    w, r = (keras.models.load_model(d / "model.keras", compile=False).get_weights() for d in (whole, resumed))
+    assert all(np.array_equal(x, y) for x, y in zip(w, r))  # the same best epoch kept
     a, b = _backup_arrays(whole), _backup_arrays(resumed)
     assert a.keys() == b.keys()
     assert [k for k in a if not np.array_equal(a[k], b[k])] == []

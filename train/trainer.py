@@ -437,17 +437,16 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
     # below scores every label kind.
     val_x = va_fit.x[..., None].astype(np.float32)
     best = _checkpoint(keras, out / "model.keras")
-    if resume:  # a resumed run must not overwrite the best model with a worse one
-        best.best = _best_so_far(out / "history.csv")
     timing = _timing(keras, out / "timing.json")
-    # At each epoch's end its history.csv row is written before the backup, and a resume trims
-    # history.csv to the epochs the backup holds: a kill between the two loses no row and
-    # repeats none (the epoch is trained again, identically).
+    # At each epoch's end its history.csv row and the best model are written before the backup,
+    # and a resume first trims history.csv to the epochs the backup holds, then takes the best
+    # so far from it (a resumed run must not overwrite the best model with a worse one): a kill
+    # between them loses nothing and repeats nothing (the epoch is trained again, identically).
     callbacks = [
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
-        _backup(keras, out / "backup", out / "history.csv"),
-        _epoch_sync(keras, batches),
         best,
+        _backup(keras, out / "backup", out / "history.csv", best if resume else None),
+        _epoch_sync(keras, batches),
         timing,
         _early_stopping(keras, s.patience, out / "history.csv" if resume else None),
     ]
@@ -474,7 +473,7 @@ def trim_history(history_csv: Path, epochs: int) -> None:
             f.truncate(sum(len(line) for line in lines[: epochs + 1]))
 
 
-def _backup(keras, path: Path, history_csv: Path):
+def _backup(keras, path: Path, history_csv: Path, best=None):
     class Backup(keras.callbacks.BackupAndRestore):
         """Keeps the previous epoch's state too (a kill during a write leaves one readable);
         a backup that cannot be read at all is one sentence, not an h5py traceback."""
@@ -489,6 +488,8 @@ def _backup(keras, path: Path, history_csv: Path):
             meta = Path(self._training_metadata_path)  # the restored backup's: epochs it holds
             if meta.exists():
                 trim_history(history_csv, json.loads(meta.read_text())["epoch"])
+            if best is not None:  # the checkpoint's bar: the best of the epochs kept
+                best.best = _best_so_far(history_csv)
 
     return Backup(str(path), double_checkpoint=True, delete_checkpoint=False)
 
