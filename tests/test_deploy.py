@@ -332,7 +332,7 @@ def test_doctor_warns_when_the_installed_config_points_the_service_outside_its_s
     status, line = service_paths_verdict(cfg, str(etc / "config.toml"), str(etc), str(state))
     assert status == WARN and f"sinks.spool_dir {etc}/spool" in line and f"status.history_db {etc}/history.db" in line
     assert "sinks.jsonl.path" not in line and f"e.g. {state}/spool" in line
-    (etc / "config.toml").write_text(f'[sinks]\nspool_dir = "{state}/spool"\n')
+    (etc / "config.toml").write_text(f'[sinks]\nspool_dir = "{state}/spool"\n[status]\nhistory_db = "~/h.db"\n')
     assert service_paths_verdict(load_config(etc / "config.toml"), str(etc / "config.toml"), str(etc), str(state))[0] == OK
     assert service_paths_verdict(cfg, str(tmp_path / "elsewhere.toml"), str(etc), str(state)) is None  # not the service's
     assert clock_verdict(False)[0] == WARN and "timedatectl" in clock_verdict(False)[1]

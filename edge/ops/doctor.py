@@ -127,9 +127,10 @@ def service_paths_verdict(cfg, config_path: str | None, etc_dir: str, state_dir:
     if not config_path or Path(config_path).absolute().parent != Path(etc_dir):
         return None
     jsonl = cfg.sinks.jsonl.path if cfg.sinks.jsonl is not None else ""
+    # `~` is the service user's home, which the unit sets to state_dir (not the home of whoever runs doctor)
     outside = [f"{key} {value}" for key, value in (("sinks.spool_dir", cfg.sinks.spool_dir), ("sinks.jsonl.path", jsonl),
                                                    ("status.history_db", cfg.status.history_db))
-               if value and not expand_path(value).is_relative_to(state_dir)]
+               if value and not value.startswith("~/") and not expand_path(value).is_relative_to(state_dir)]
     if not outside:
         return OK, f"what the service writes is under {state_dir}"
     return WARN, (f"{'; '.join(outside)}: the service may write only under {state_dir} (ProtectSystem=strict); a "
