@@ -26,7 +26,6 @@ if __package__ in (None, ""):
 from edge.errors import UserError
 
 PHONE = "430,1400"  # a phone-sized window: the page is read on the manager's phone
-NEGATIVE = ["angry", "disgust", "fear", "sad"]  # the default mood.negative
 # (minutes before now, how long in minutes): the unhappy spells of the made-up hour
 SPELLS = ((27.0, 6.0), (1.5, 1.5))
 
@@ -50,18 +49,22 @@ def screenshot(url: str, out: Path, window: str = PHONE) -> subprocess.Completed
 def made_up_hour(stats, now: float, seed: int = 7) -> None:
     """Fill `stats` (edge.service.status.Stats) with an hour of figures, one every 2 s, and its
     current state: the last spell's alert raised, 3 of 4 faces unhappy."""
+    from edge.config import AlertConfig
+    from edge.labels import LABELS
+
+    policy, step_s = AlertConfig(), 2.0
     rng = np.random.default_rng(seed)
     raised_since = None
     faces, share, streak = 3, 0.1, 0
-    for t in np.arange(now - 3600, now, 2.0):
+    for t in np.arange(now - 3600, now, step_s):
         ago_min = (now - t) / 60
         unhappy = any(start - length <= ago_min <= start for start, length in SPELLS)
         if rng.random() < 1 / 45:  # someone joins or leaves about every 90 s
             faces = int(np.clip(faces + rng.choice([-1, 1]), 3 if unhappy else 2, 4))
         share = float(np.clip(0.9 * share + 0.1 * (0.7 if unhappy else 0.08) + rng.normal(0, 0.03), 0, 1))
-        # the default policy's shape: raised after 10 s at >= 50%, cleared after 10 s under 30%
-        streak = streak + 1 if (share < 0.3 if raised_since else share >= 0.5) else 0
-        if streak == 5:
+        # the default policy's thresholds and delays (edge.config.AlertConfig)
+        streak = streak + 1 if (share < policy.clear_share if raised_since else share >= policy.raise_share) else 0
+        if streak * step_s >= (policy.clear_after_s if raised_since else policy.raise_after_s):
             streak = 0
             if raised_since is None:
                 raised_since = t
@@ -71,21 +74,20 @@ def made_up_hour(stats, now: float, seed: int = 7) -> None:
                 stats.history.add_alert(t, "cleared", share, faces)
         stats.history.add(t, share, faces, raised_since is not None)
     stats.data.update(faces=4, negative_share=0.75, alert_state="raised", alerts_raised=2, fps=15.0,
-                      counts={"angry": 2, "disgust": 0, "fear": 0, "happy": 0, "neutral": 1, "sad": 1,
-                              "surprise": 0},
+                      counts={**dict.fromkeys(LABELS, 0), "angry": 2, "neutral": 1, "sad": 1},
                       alert_raised_at=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(raised_since)),
                       stage_ms={"detect": 21.0, "classify": 3.1, "track": 0.2})
     stats.started -= 5 * 3600  # up for a working day so far
 
 
 def run(out: Path) -> Path:
-    from edge.config import StatusConfig
+    from edge.config import MoodConfig, StatusConfig
     from edge.service.status import Stats, StatusServer
 
     if chromium_binary() is None:
         raise UserError("The picture needs Debian's chromium: sudo apt install chromium.")
     stats = Stats("ai-edge-litert", "model_int8.tflite", "camera 0 (picamera2, 640x480 @ 15 fps)", device="till-1",
-                  negative=NEGATIVE, alert_advice=StatusConfig.alert_advice)
+                  negative=MoodConfig().negative, alert_advice=StatusConfig.alert_advice)
     made_up_hour(stats, time.time())
     srv = StatusServer(stats, StatusConfig(port=0)).start()
     try:

@@ -136,7 +136,7 @@ def test_the_readme_picture_is_made_from_the_page_over_a_made_up_hour(tmp_path):
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 10_000
     from edge.service.status import Stats
 
-    stats = Stats("rt", "m", "src", negative=page_shot.NEGATIVE)
+    stats = Stats("rt", "m", "src")
     page_shot.made_up_hour(stats, 1_800_000_000.0)
     kinds = [a["kind"] for a in stats.history.recent_alerts()]
     assert kinds == ["raised", "cleared", "raised"]  # newest first: one spell over, one raised now
