@@ -54,6 +54,27 @@ def test_queue_net_lite_starts_from_a_queue_net_in_every_layer_but_its_stem():
         load_matching_weights(full, archs.build("mini_xception", 48, len(LABELS)))
 
 
+def test_queue_net_wide_grows_from_a_queue_net_lite_as_the_same_function():
+    """Every layer is matched (the wider ones grown), the grown model computes what the narrow one
+    did, and its new channels are not dead: they carry their own random start."""
+    from train.trainer import load_matching_weights
+
+    lite, wide = (archs.build(name, 48, len(LABELS)) for name in ("queue_net_lite", "queue_net_wide"))
+    rng = np.random.default_rng(0)
+    for layer in lite.layers:  # weights and batch-norm statistics far from their initial values
+        layer.set_weights([rng.uniform(0.5, 1.5, v.shape) if "variance" in v.path else rng.normal(0, 0.3, v.shape)
+                           for v in layer.weights])
+    assert load_matching_weights(wide, lite) == []
+    assert wide.count_params() > lite.count_params()
+    logits = [archs._keras().Model(m.input, m.get_layer("logits").output) for m in (lite, wide)]
+    x = rng.integers(0, 256, (4, 48, 48, 1)).astype("float32")
+    narrow, grown = (m.predict(x, verbose=0) for m in logits)
+    assert np.abs(narrow).max() > 1.0  # not a trivially small output
+    np.testing.assert_allclose(grown, narrow, rtol=1e-4, atol=1e-4)
+    new_out = wide.get_layer("s3b_sep").weights[1].numpy()[..., 256:]  # pointwise kernel, new output channels
+    assert np.abs(new_out).max() > 0
+
+
 def test_class_weights_favour_rare_classes():
     y = np.array([0] * 100 + [1] * 10 + [3] * 400)
     w = class_weights(y, 0.5)

@@ -54,18 +54,39 @@ class TrainSettings:
     arch_options: dict = field(default_factory=dict)
 
 
+def _grown(mine, theirs: np.ndarray, name: str) -> np.ndarray:
+    """`theirs` copied into the leading corner of `mine` (a wider layer's weight as built).
+    A kernel that mixes channels gets zeros from the new input channels into the old output
+    channels, so the old channels compute what they did and the grown model starts as the
+    same function; the new channels keep their random start and learn from there."""
+    grown = np.array(mine.numpy() if hasattr(mine, "numpy") else mine, copy=True)
+    mixes = name.endswith("kernel") and not name.endswith("depthwise_kernel")
+    if mixes and grown.ndim >= 2:
+        old_in, old_out = theirs.shape[-2], theirs.shape[-1]
+        grown[..., old_in:, :old_out] = 0.0
+    grown[tuple(slice(0, n) for n in theirs.shape)] = theirs
+    return grown
+
+
 def load_matching_weights(model, start) -> list[str]:
     """Copy `start`'s weights into `model` layer by layer, where a layer of the same name has
-    weights of the same shapes; returns the names of the layers left as built. A model that
-    shares fewer than half of its weighted layers is refused (most likely the wrong file)."""
+    weights of the same shapes, or of shapes as large or larger in every axis (a wider model
+    grown from a narrower one, see _grown); returns the names of the layers left as built. A
+    model that shares fewer than half of its weighted layers is refused (most likely the wrong
+    file)."""
     theirs = {layer.name: layer for layer in start.layers}
     weighted = [layer for layer in model.layers if layer.weights]
     fresh = []
     for layer in weighted:
         other = theirs.get(layer.name)
         w = other.get_weights() if other is not None else []
-        if len(w) == len(layer.weights) and all(a.shape == tuple(b.shape) for a, b in zip(w, layer.weights)):
+        shapes = [(a.shape, tuple(b.shape)) for a, b in zip(w, layer.weights)]
+        if len(w) != len(layer.weights) or any(len(a) != len(b) for a, b in shapes):
+            fresh.append(layer.name)
+        elif all(a == b for a, b in shapes):
             layer.set_weights(w)
+        elif all(x <= y for a, b in shapes for x, y in zip(a, b)):
+            layer.set_weights([_grown(v, t, v.path) for v, t in zip(layer.weights, w)])
         else:
             fresh.append(layer.name)
     if len(fresh) * 2 > len(weighted):
