@@ -32,7 +32,8 @@ from train.archs import DEFAULT_ARCH
 @click.option("--steps-per-epoch", type=int, default=None, help="Cap batches per epoch (quick trials).")
 @click.option("--warmup-epochs", type=int, default=2, show_default=True)
 @click.option("--init-from", default=None, help="Start from this .keras model's weights, or an int8 .tflite (a shipped model): a second schedule. "
-              "From a related --arch, the layers that match by name and shape are copied and the rest start fresh.")
+              "From a related --arch, the layers that match by name and shape are copied, those of the same names but wider "
+              "are grown from them (the model starts as the same function), and the rest start fresh.")
 @click.option("--labels", type=click.Choice(["folder", "ferplus"]), default="folder", show_default=True,
               help="folder: one label per image from its class folder; ferplus: the ten FER+ annotators' vote distribution.")
 @click.option("--votes", default=None, help="FER+ votes CSV (default: ferplus_votes.csv beside or above --data).")
