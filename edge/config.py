@@ -24,6 +24,7 @@ from edge.sinks import SINKS
 
 MAX_THREADS = 64  # a Pi has 4 cores; far more threads than cores only slows inference (or crashes BLAS)
 HOUR_S, DAY_S = 3600.0, 86400.0
+MAX_CAMERA = 1023  # the highest camera index accepted (source.camera, edge doctor --camera)
 
 
 @dataclass
@@ -43,7 +44,7 @@ class SourceConfig:
 
     def validate(self, p):
         if self.camera is not None:
-            _range(self.camera, 0, 1023, f"{p}.camera", "an integer")
+            _range(self.camera, 0, MAX_CAMERA, f"{p}.camera", "an integer")
         _range(self.width, 16, 8192, f"{p}.width", "an integer")
         _range(self.height, 16, 8192, f"{p}.height", "an integer")
         _range(self.fps, 0, 240, f"{p}.fps", lo_open=True)

@@ -283,6 +283,13 @@ def test_doctor_fails_on_a_bad_model_and_config(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize("index", ["-1", "1024"])
+def test_doctor_refuses_a_camera_index_edge_run_refuses(index):
+    proc = run_cli("doctor", "--camera", index)
+    assert_one_sentence(proc, f"--camera {index} is not a camera index", "0 to 1023")
+    assert proc.stdout == ""  # refused before any check runs
+
+
 def test_doctor_calls_a_read_only_spool_disk_read_only_not_full(tmp_path):
     from edge.config import Config
     from edge.ops.doctor import DoctorSettings, _Context, check_disk

@@ -701,6 +701,12 @@ def format_text(checks: list[Check]) -> str:
 
 def run(s: DoctorSettings, echo=print) -> int:
     """Print the checks (text or JSON); the exit code is 1 when any check FAILs."""
+    from edge.config import MAX_CAMERA
+
+    # as edge run's --camera: a negative index would pick the last Pi camera from the end of the list
+    if s.camera is not None and not 0 <= s.camera <= MAX_CAMERA:
+        raise UserError(f"--camera {s.camera} is not a camera index; pass an integer from 0 to {MAX_CAMERA}, "
+                        "e.g. --camera 0.")
     checks = diagnose(s)
     echo(json.dumps(report(checks), indent=2) if s.as_json else format_text(checks))
     return 1 if any(c.status == FAIL for c in checks) else 0
