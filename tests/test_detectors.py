@@ -267,6 +267,26 @@ def test_haar_without_a_cascade_names_the_options(monkeypatch):
         create_detector("haar")
 
 
+@pytest.mark.parametrize("name, text", [("notes.txt", "hello notes\n"),
+                                        ("empty.xml", '<?xml version="1.0"?>\n<opencv_storage>\n</opencv_storage>\n')])
+def test_haar_model_that_is_not_a_cascade_is_one_sentence(tmp_path, name, text):
+    (tmp_path / name).write_text(text)
+    with pytest.raises(UserError, match=f"{name} is not a valid OpenCV cascade file"):
+        create_detector("haar", model=str(tmp_path / name))
+
+
+def test_haar_model_error_of_an_opencv_that_raises_cv2_error_is_one_sentence(tmp_path, monkeypatch):
+    import edge.pipeline.detectors.haar as haar
+
+    def raises(path):  # what an OpenCV that raises cv2.error itself, not SystemError, does
+        raise cv2.error("Input file is invalid")
+
+    monkeypatch.setattr(haar.import_cv2(), "CascadeClassifier", raises)
+    (tmp_path / "notes.txt").write_text("hello notes\n")
+    with pytest.raises(UserError, match="notes.txt is not a valid OpenCV cascade file"):
+        create_detector("haar", model=str(tmp_path / "notes.txt"))
+
+
 def test_haar_cascade_advice_fits_where_opencv_came_from():
     from types import SimpleNamespace
 

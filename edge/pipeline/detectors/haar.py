@@ -66,8 +66,11 @@ class Haar(FaceDetector):
                 raise UserError(f"OpenCV's {CASCADE} was not found; {cascade_hint(cv2)}, or pass [detector] model = "
                                 "PATH to the cascade file.")
         self.model_path = path
-        self.cascade = cv2.CascadeClassifier(str(path))
-        if self.cascade.empty():
+        try:
+            self.cascade = cv2.CascadeClassifier(str(path))
+        except (cv2.error, SystemError):  # a file that is not XML: raised, as SystemError in current OpenCV
+            self.cascade = None
+        if self.cascade is None or self.cascade.empty():
             raise UserError(f"{path} is not a valid OpenCV cascade file; pass [detector] model = PATH to {CASCADE}.")
         self.min_face_px = int(cfg.min_face_px)
 
