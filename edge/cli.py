@@ -111,8 +111,8 @@ def cli():
 @click.option("--detector", type=PluginChoice(DETECTORS), default=None)
 @click.option("--detector-model", default=None, help="Face detector model file.")
 @click.option("--threads", type=int, default=None, help="Interpreter threads (default 1).")
-@click.option("--max-frames", type=int, default=None, help="Stop after this many frames.")
-@click.option("--duration", type=float, default=None, help="Stop after this many seconds.")
+@click.option("--max-frames", type=int, default=None, help="Stop after this many frames (1 or more).")
+@click.option("--duration", type=float, default=None, help="Stop after this many seconds (more than 0).")
 @click.option("--preview", default=None, metavar="VIDEO.mp4",
               help="Write an annotated video for debugging (off by default: frames never leave memory).")
 @click.option("--print-config", is_flag=True, help="Print the effective config as TOML and exit.")

@@ -1,6 +1,7 @@
 """The whole edge pipeline driven from videos built from real faces."""
 
 import json
+import re
 import time
 
 import numpy as np
@@ -53,6 +54,32 @@ def test_bad_inputs_are_one_sentence(args, needle, shipped_model, tmp_path):
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
     assert r.returncode == 2 and len(errors) == 1 and needle in errors[0], r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("opts, says", [
+    (RunOptions(max_frames=0), "--max-frames 0 is not a number of frames"),
+    (RunOptions(max_frames=-5), "--max-frames -5 is not a number of frames"),
+    (RunOptions(duration_s=-1.0), "--duration -1 is not a number of seconds"),
+    (RunOptions(duration_s=0.0), "--duration 0 is not a number of seconds"),
+    (RunOptions(duration_s=float("nan")), "--duration nan is not a number of seconds"),
+    (RunOptions(duration_s=float("inf")), "--duration inf is not a number of seconds"),
+])
+def test_a_limit_that_is_not_a_positive_finite_number_is_refused_before_the_run(opts, says, tmp_path, monkeypatch):
+    import edge.service.app as app
+
+    def forbidden(cfg):
+        raise AssertionError("the run started")
+
+    monkeypatch.setattr(app, "load_parts", forbidden)
+    with pytest.raises(UserError, match=re.escape(says)):
+        run(load_config(None, {"source.path": str(tmp_path), "status.enabled": False}), opts)
+
+
+def test_a_bad_limit_on_the_command_line_is_one_sentence(tmp_path):
+    r = run_cli("run", "--source", tmp_path, "--duration", "nan")
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and errors == ["error: --duration nan is not a number of seconds; pass a finite number "
+                                            "above 0, or leave it out to run until the source ends."], r.stderr
 
 
 def test_a_model_this_user_may_not_read_is_called_unreadable_not_invalid(tmp_path, shipped_model, monkeypatch):

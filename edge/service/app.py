@@ -16,6 +16,7 @@ sinks) until its next frame. Sinks deliver from their own threads (edge.sinks.fa
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import socket
 import threading
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 
 from edge.config import Config
+from edge.errors import UserError
 from edge.paths import expand_path
 from edge.pipeline.core import load_parts
 from edge.pipeline.tracking import PeopleCount
@@ -40,6 +42,16 @@ class RunOptions:
     max_frames: int | None = None
     duration_s: float | None = None
     preview: str | None = None  # path of an annotated video to write (debugging only)
+
+    def validate(self) -> None:
+        """Checked before anything opens: a limit of 0, a negative one or nan ran without a limit
+        or for one frame, and still ended as a normal stop."""
+        if self.max_frames is not None and self.max_frames < 1:
+            raise UserError(f"--max-frames {self.max_frames} is not a number of frames; pass 1 or more, or leave it "
+                            "out to run until the source ends.")
+        if self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0):
+            raise UserError(f"--duration {self.duration_s:g} is not a number of seconds; pass a finite number above 0, "
+                            "or leave it out to run until the source ends.")
 
 
 def make_event(kind: str, result, device: str) -> AlertEvent:
@@ -113,6 +125,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     from edge.service.notify import Watchdog, notify
     from edge.service.status import Stats, StatusServer
 
+    opts.validate()
     classifier, detector = load_parts(cfg)
     device = cfg.device_name or socket.gethostname()
     pipeline = Pipeline(cfg, classifier, detector)
