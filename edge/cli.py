@@ -114,7 +114,7 @@ def cli():
 @click.option("--max-frames", type=int, default=None, help="Stop after this many frames (1 or more).")
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds (more than 0).")
 @click.option("--preview", default=None, metavar="VIDEO.mp4",
-              help="Write an annotated video for debugging (off by default: frames never leave memory).")
+              help="Write an annotated video (.mp4, .avi, .mov or .mkv) for debugging (off by default: frames never leave memory).")
 @click.option("--print-config", is_flag=True, help="Print the effective config as TOML and exit.")
 @click.option("--example", is_flag=True, help="With --print-config: print a commented example with every key instead.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON at the end (no status line).")

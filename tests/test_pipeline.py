@@ -119,6 +119,27 @@ def test_preview_that_cannot_be_written_says_why(tmp_path, where):
     assert "encoder" not in str(err.value)
 
 
+@pytest.mark.parametrize("name", ["out.txt", "out"])
+def test_preview_named_for_no_video_container_says_which_extensions_work(tmp_path, name):
+    from edge.pipeline.annotate import AnnotatedVideo
+
+    for make in (lambda p: RunOptions(preview=p).validate(), lambda p: AnnotatedVideo(p, 15, ["happy"])):
+        with pytest.raises(UserError, match=r"ending in \.mp4, \.avi, \.mov or \.mkv") as err:
+            make(str(tmp_path / name))
+        assert "encoder" not in str(err.value)
+
+
+def test_the_preview_extensions_named_are_ones_opencv_writes(tmp_path):
+    import cv2
+
+    from edge.pipeline.annotate import VIDEO_SUFFIXES
+
+    for suffix in VIDEO_SUFFIXES:
+        writer = cv2.VideoWriter(str(tmp_path / f"p{suffix}"), cv2.VideoWriter_fourcc(*"mp4v"), 15, (64, 48))
+        assert writer.isOpened(), suffix
+        writer.release()
+
+
 def test_unreadable_video_and_bad_config(tmp_path, shipped_model):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00garbage" * 100)

@@ -11,6 +11,9 @@ import numpy as np
 from edge.errors import UserError, import_cv2
 
 CONFIRMED, TENTATIVE, MOOD = (0, 255, 0), (0, 200, 255), (0, 0, 255)  # BGR
+# the containers OpenCV's FFmpeg writer puts mp4v into; another name makes it fall back to its
+# image-sequence writer, which fails as if there were no encoder
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 
 
 def draw(image: np.ndarray, result, labels: list[str]) -> np.ndarray:
@@ -30,11 +33,17 @@ def draw(image: np.ndarray, result, labels: list[str]) -> np.ndarray:
     return img
 
 
-def _check_writable(path: Path) -> None:
+def check_video_path(path: Path) -> None:
+    """A file OpenCV's mp4v writer can open; else one sentence saying why (the writer itself
+    only fails to open, as if it had no encoder)."""
     folder = path.parent
     if path.is_dir():
         raise UserError(f"The annotated video {path} is a folder; give a file name ending in .mp4 "
                         f"(e.g. {path / 'preview.mp4'}).")
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise UserError(f"The annotated video {path} {f'ends in {path.suffix}' if path.suffix else 'has no extension'}; "
+                        f"give a file name ending in {', '.join(VIDEO_SUFFIXES[:-1])} or {VIDEO_SUFFIXES[-1]} "
+                        f"(e.g. {path.with_suffix('.mp4').name}).")
     if not folder.is_dir():
         why = f"the folder {folder} does not exist"
     elif not os.access(folder, os.W_OK | os.X_OK):
@@ -51,7 +60,7 @@ class AnnotatedVideo:
 
     def __init__(self, path: str | Path, fps: float, labels: list[str]):
         self.path, self.fps, self.labels = Path(path), fps, list(labels)
-        _check_writable(self.path)  # OpenCV's writer would only fail to open, as if it had no encoder
+        check_video_path(self.path)
         self.writer = None
         self.size: tuple[int, int] | None = None
 

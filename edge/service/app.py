@@ -52,6 +52,12 @@ class RunOptions:
         if self.duration_s is not None and not (math.isfinite(self.duration_s) and self.duration_s > 0):
             raise UserError(f"--duration {self.duration_s:g} is not a number of seconds; pass a finite number above 0, "
                             "or leave it out to run until the source ends.")
+        if self.preview:  # here, not only once the first frame is in
+            from pathlib import Path
+
+            from edge.pipeline.annotate import check_video_path
+
+            check_video_path(Path(self.preview))
 
 
 def make_event(kind: str, result, device: str) -> AlertEvent:
