@@ -56,6 +56,18 @@ def test_bad_inputs_are_one_sentence(args, needle, shipped_model, tmp_path):
     assert "Traceback" not in r.stderr
 
 
+def test_a_folder_of_only_unreadable_images_is_an_error_not_an_empty_run(tmp_path, shipped_model):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("a.jpg", "b.png", "c.jpg"):
+        (folder / name).write_bytes(b"junk")
+    r = run_cli("run", "--source", folder, "--model", shipped_model, env={"HOME": str(tmp_path)})
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and errors == [f"error: None of the 3 images in {folder} could be read (damaged or "
+                                            "not images)."], r.stderr
+    assert "stopped after" not in r.stderr
+
+
 @pytest.mark.parametrize("opts, says", [
     (RunOptions(max_frames=0), "--max-frames 0 is not a number of frames"),
     (RunOptions(max_frames=-5), "--max-frames -5 is not a number of frames"),

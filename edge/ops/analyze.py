@@ -297,8 +297,6 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
         opts.notes.append(source.ended_early)
 
     failed = [{"path": p, "reason": r} for p, r in getattr(source, "failed", [])]
-    if not video and not rec.frames:
-        raise UserError(f"None of the {len(failed)} images in {path} could be read (damaged or not images).")
     by_dominant = rec.write_tracks()
     media_s = _chart(out / "summary.png" if draw else None, path, source, rec, every, step_s, cfg.alert.raise_share)
     frames = rec.frames

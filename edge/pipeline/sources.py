@@ -159,6 +159,7 @@ class ImageFolderSource(Source):
 
     def __iter__(self):
         cv2 = import_cv2()
+        read = 0
         for index, f in enumerate(self.files):
             if index % self.every:
                 continue
@@ -173,7 +174,10 @@ class ImageFolderSource(Source):
                 self.failed.append((str(f), why))
                 log.warning("skipping unreadable image %s (%s)", f, why)
                 continue
+            read += 1
             yield Frame(img, index / self.fps, index)
+        if not read:  # else edge run ends as if the folder were done, and analyze writes empty results
+            raise UserError(f"None of the {len(self.failed)} images in {self.path} could be read (damaged or not images).")
 
     @classmethod
     def single(cls, image: Path) -> "ImageFolderSource":
