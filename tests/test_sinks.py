@@ -168,6 +168,19 @@ def test_jsonl_writes_lines(tmp_path):
     assert "writes" in sink.check()
 
 
+def test_jsonl_path_that_is_a_folder_is_refused_by_the_config_and_failed_by_the_doctor(tmp_path):
+    from edge.config import ConfigError, load_config
+    from edge.ops.doctor import FAIL, sink_verdict
+
+    (tmp_path / "adir").mkdir()
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[sinks.jsonl]\npath = "adir"\n')
+    with pytest.raises(ConfigError, match=r"'sinks.jsonl.path' has the bad value .*adir'; allowed: a file .*not a folder"):
+        load_config(cfg)
+    line = JsonlSink(path=str(tmp_path / "adir")).check()  # the doctor's line for the sink itself
+    assert sink_verdict(line) == FAIL and "is a folder" in line
+
+
 def test_jsonl_rotates_by_size_and_keeps_the_newest_files(tmp_path):
     path = tmp_path / "alerts.jsonl"
     sink = JsonlSink(path=str(path), max_mb=1000 / (1 << 20), keep=2)  # 1000 bytes: 4 events a file

@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.errors import check_range
+from edge.errors import check, check_range
 from edge.paths import FILE_KEY, expand_path
 from edge.sinks.base import AlertEvent, Sink, register
 from edge.sinks.spool import STATE_DIR
@@ -48,6 +48,9 @@ class JsonlSinkConfig:
     keep: int = 3  # rotated files kept (<path>.1 the newest); 0: a full file is deleted
 
     def validate(self, p):
+        # a folder there would pass every check and lose each event at its first write
+        check(not self.path or not expand_path(self.path).is_dir(), f"{p}.path", self.path,
+              "a file (or a path where one can be made), not a folder")
         check_range(self.max_mb, 0, 100_000, f"{p}.max_mb", "MiB")
         check_range(self.keep, 0, 100, f"{p}.keep", "files")
 
@@ -168,6 +171,8 @@ class JsonlSink(Sink):
         self._close()
 
     def check(self) -> str:
+        if self.path.is_dir():
+            return f"cannot write {self.path}: it is a folder; set [sinks.jsonl] path to a file"
         d = self.path.parent
         while not d.exists():
             d = d.parent
