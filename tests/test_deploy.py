@@ -189,6 +189,41 @@ def test_default_config_bundle_into_a_folder(store_bundle, bundled_model, tmp_pa
     assert sorted(p.name for p in foreign.iterdir()) == ["holiday.jpg"]
 
 
+@pytest.mark.parametrize("content, needle", [
+    (None, "does not exist"),
+    (b"hello", "is not a wheel (not a zip archive)"),
+    ({"queue_mood/__init__.py": ""}, "is not a wheel (it holds no .dist-info/METADATA)"),
+])
+def test_a_wheel_that_is_not_one_is_refused(tmp_path, content, needle):
+    wheel = tmp_path / "queue_mood-0.1-py3-none-any.whl"
+    if isinstance(content, bytes):
+        wheel.write_bytes(content)
+    elif content is not None:
+        with zipfile.ZipFile(wheel, "w") as z:
+            for name, text in content.items():
+                z.writestr(name, text)
+    out = tmp_path / "b.tar.gz"
+    proc = run_cli("bundle", "--wheel", wheel, "--out", out)
+    assert_one_sentence(proc, f"--wheel {wheel} {needle}", "leave --wheel out")
+    assert not out.exists()
+
+
+def test_a_wheel_with_its_metadata_passes_the_wheel_check(tmp_path):
+    from edge.ops.bundle import check_wheel
+
+    wheel = tmp_path / "queue_mood-0.1-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr("queue_mood-0.1.dist-info/METADATA", "Name: queue-mood\n")
+    check_wheel(wheel)
+
+
+@pytest.mark.parametrize("name", ["b9.zip", "b9.tar", "b9.tar.xz"])
+def test_an_out_named_as_an_archive_bundle_cannot_write_is_refused(tmp_path, name):
+    proc = run_cli("bundle", "--out", tmp_path / name)
+    assert_one_sentence(proc, f"--out {tmp_path / name} ends in .{name.rsplit('.', 1)[1]}", "end it in .tar.gz")
+    assert not (tmp_path / name).exists()
+
+
 def test_bad_model_path_is_one_sentence(tmp_path):
     out = tmp_path / "b.tar.gz"
     proc = run_cli("bundle", "--model", tmp_path / "missing.tflite", "--out", out)

@@ -27,6 +27,7 @@ import sys
 import tarfile
 import tempfile
 import tomllib
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,7 +35,7 @@ from pathlib import Path
 from edge.card import CARD_NAME, INT8_MODEL, check_pair, load_card, sha256_file
 from edge.config import Config, load_config, model_file, resolve_model
 from edge.errors import UserError
-from edge.paths import expand_path
+from edge.paths import expand_path, not_a_file
 
 # Where install.sh puts things on the Pi; the bundled config points here.
 INSTALL_PREFIX = "/opt/queue-mood"
@@ -48,6 +49,8 @@ MODEL_FILE = INT8_MODEL  # fixed name on the Pi, so a kept config survives an up
 UNIT_NAME = "queue-mood.service"
 DEPLOY_FILES = ("install.sh", UNIT_NAME)
 TAR_SUFFIXES = (".tar.gz", ".tgz")
+# other archive names: an --out ending so would be a folder of that name, not an archive
+OTHER_ARCHIVE_SUFFIXES = (".zip", ".tar", ".gz", ".bz2", ".xz", ".zst", ".tbz", ".tbz2", ".txz", ".7z", ".rar")
 # Top-level files of the checkout that a wheel build may read.
 SOURCE_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "MANIFEST.in", "README.md", "README.rst", "LICENSE",
                 "LICENSE.txt")
@@ -188,6 +191,23 @@ def _local_backend_ok(source: Path) -> bool:
         if m and have < as_tuple(m.group(1)):
             return False
     return True
+
+
+def check_wheel(path: Path) -> None:
+    """A --wheel that pip on the Pi can install: a queue_mood-*.whl file that is a zip holding
+    its .dist-info/METADATA (a file merely named so would fail only there, at install time)."""
+    advice = "pass a wheel built by `pip wheel .` in the checkout, or leave --wheel out to build one"
+    if why := not_a_file(path):
+        raise UserError(f"--wheel {path} {why}; {advice}.")
+    if not (path.name.startswith("queue_mood-") and path.suffix == ".whl"):
+        raise UserError(f"--wheel {path} is not a queue_mood-*.whl file; {advice}.")
+    try:
+        with zipfile.ZipFile(path) as whl:
+            names = whl.namelist()
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise UserError(f"--wheel {path} is not a wheel (not a zip archive); {advice}.") from exc
+    if not any(re.fullmatch(r"[^/]+\.dist-info/METADATA", n) for n in names):
+        raise UserError(f"--wheel {path} is not a wheel (it holds no .dist-info/METADATA); {advice}.")
 
 
 def build_wheel(source: Path, out_dir: Path) -> Path:
@@ -369,9 +389,8 @@ def _stage(s: BundleSettings, stage: Path, archive: str | None, folder: str) -> 
     for name, path in detector_files.items():
         shutil.copy2(path, stage / "detector" / name)
     if s.wheel:
-        wheel_src = Path(s.wheel)
-        if not (wheel_src.is_file() and wheel_src.name.startswith("queue_mood-") and wheel_src.suffix == ".whl"):
-            raise UserError(f"--wheel {wheel_src} is not a queue_mood-*.whl file.")
+        wheel_src = expand_path(s.wheel)
+        check_wheel(wheel_src)
         wheel = Path(shutil.copy2(wheel_src, stage / "wheels" / wheel_src.name))
     else:
         wheel = build_wheel(source, stage / "wheels")
@@ -429,6 +448,9 @@ def run(s: BundleSettings) -> BundleResult:
     """Write the bundle; bad inputs are UserErrors checked before anything is written."""
     out = expand_path(s.out)
     as_tar = out.name.endswith(TAR_SUFFIXES)
+    if not as_tar and (other := next((x for x in OTHER_ARCHIVE_SUFFIXES if out.name.lower().endswith(x)), None)):
+        raise UserError(f"--out {out} ends in {out.name[-len(other):]}, an archive edge bundle does not write; end it in .tar.gz for "
+                        "an archive, or give a folder name.")
     if not as_tar and out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "MANIFEST.json").exists())):
         raise UserError(f"{out} exists and is not an empty folder or an earlier bundle; choose another --out.")
     try:  # the bundle is staged beside --out, so that folder must be writable
