@@ -379,6 +379,13 @@ def test_unreadable_input_is_one_error_line_and_exit_2(tmp_path, name, content):
     assert r.stdout == ""
 
 
+def test_an_empty_input_names_analyzes_own_argument(tmp_path):
+    r = run_cli("analyze", "", "--out", tmp_path / "out")
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1 and "edge analyze queue.mp4" in errors[0], r.stderr
+    assert "--camera" not in errors[0] and "--source" not in errors[0]
+
+
 @pytest.mark.slow
 def test_a_folder_of_only_unreadable_images_is_an_error(tmp_path, tiny_converted):
     folder = tmp_path / "images"

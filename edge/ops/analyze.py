@@ -268,6 +268,9 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     if opts.fmt not in ("csv", "json"):
         raise UserError(f"Unknown format '{opts.fmt}'; choose csv or json.")
     every = max(1, int(opts.every))
+    if not path:  # open_source's own message names edge run's --camera and --source
+        raise UserError("No input given; pass edge analyze a video file, an image or a folder of images "
+                        "(e.g. edge analyze queue.mp4).")
     # an unreadable input fails here, before the model loads; images are one second apart
     source = open_source(None, path, fps=1.0, every=every)
     video = not isinstance(source, ImageFolderSource)
