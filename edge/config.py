@@ -18,7 +18,7 @@ from edge.errors import ConfigError, UserError  # noqa: F401  (ConfigError: call
 from edge.errors import check as _check
 from edge.errors import check_range as _range
 from edge.labels import LABELS
-from edge.paths import FILE_KEY, check_readable, expand_path, from_folder, not_a_file
+from edge.paths import FILE_KEY, check_readable, expand_path, from_folder, items, not_a_file
 from edge.pipeline.detectors import DetectorConfig
 from edge.sinks import SINKS
 
@@ -40,7 +40,7 @@ class SourceConfig:
     down_after_s: float = 5.0  # a live source silent this long is reported "camera down"
     # The queue's part of the frame, [x, y, w, h] as fractions (0-1) of the frame; empty:
     # the whole frame. The detector looks only there, so its input pixels go to the faces.
-    roi: list[float] = field(default_factory=list)
+    roi: list[float] = field(default_factory=list, metadata=items(4))
 
     def validate(self, p):
         if self.camera is not None:
@@ -309,7 +309,11 @@ def _type_ok(value, tp) -> bool:
     return isinstance(value, tp)
 
 
-def _describe(tp) -> str:
+def _describe(tp, n: int | None = None) -> str:
+    if typing.get_origin(tp) is list:  # a list of the wrong items was "expected list"
+        (inner,) = typing.get_args(tp)
+        what = {int: "integers", float: "numbers", str: "strings"}.get(inner, f"{_describe(inner)} values")
+        return f"a list of {f'{n} ' if n else ''}{what}"
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
 
@@ -354,7 +358,8 @@ def build(cls, data: dict, path: str = "", folder: Path | None = None, as_given:
                 value = from_folder(value, folder)
             kwargs[name] = float(value) if target is float else value
         else:
-            raise ConfigError(f"Config key '{where}' has the bad value {value!r}; expected {_describe(target)}.")
+            raise ConfigError(f"Config key '{where}' has the bad value {value!r}; "
+                              f"expected {_describe(target, fields[name].metadata.get('items'))}.")
     obj = cls(**kwargs)
     return obj
 

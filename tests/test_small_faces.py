@@ -142,6 +142,16 @@ def test_roi_of_the_wrong_type_is_a_config_error():
         load_config(None, {"source.roi": "middle"})
 
 
+@pytest.mark.parametrize("kind", ["blazeface", "haar"])  # each detector's own tiles field
+@pytest.mark.parametrize("key, value, expected", [("source.roi", ["a", 1, 1, 1], "a list of 4 numbers"),
+                                                  ("detector.tiles", [1.5, 3], "a list of 2 integers"),
+                                                  ("mood.negative", [1], "a list of strings")])
+def test_a_list_of_the_wrong_items_says_what_list_is_expected(kind, key, value, expected):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, {"detector.kind": kind, key: value})
+    assert str(err.value) == f"Config key '{key}' has the bad value {value!r}; expected {expected}."
+
+
 @pytest.mark.parametrize("key,value", [("detector.tiles", [0, 2]), ("detector.tiles", [3]), ("detector.tiles", [9, 1]),
                                        ("detector.tile_overlap", 0.8), ("detector.tile_overlap", -0.1)])
 def test_bad_tiles_are_config_errors_naming_the_key(key, value):

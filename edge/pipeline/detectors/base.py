@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import UserError, check
-from edge.paths import FILE_KEY, expand_path, not_a_file
+from edge.paths import FILE_KEY, expand_path, items, not_a_file
 from edge.pipeline.geometry import BBox
 from edge.plugins import Registry
 
@@ -37,7 +37,7 @@ class DetectorConfig:
     # one call on the whole ROI); tile_whole adds a call on the whole ROI for faces bigger than
     # the overlap (detectors/regions.py; benchmarks/head_detection.py measures the choices).
     # A detector with a small fixed input (BlazeFace) sets its own default.
-    tiles: list[int] = field(default_factory=lambda: [1, 1])
+    tiles: list[int] = field(default_factory=lambda: [1, 1], metadata=items(2))
     tile_overlap: float = 0.25  # a fraction of a tile
     tile_whole: bool = True  # also one call on the whole ROI, for faces bigger than the tiles' overlap
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from edge.pipeline.detectors.anchors import FULL_RANGE, SHORT_RANGE, SsdAnchorOptions, generate_anchors
 from edge.pipeline.detectors.base import Detection, DetectorConfig, FaceDetector, register
-from edge.paths import expand_path, not_a_file
+from edge.paths import expand_path, items, not_a_file
 from edge.errors import UserError, check, import_cv2
 from edge.pipeline.geometry import BBox
 
@@ -124,7 +124,7 @@ class BlazeFaceConfig(DetectorConfig):
 
     variant: str = "short_range"  # full_range (faces up to ~5 m) | short_range (within ~2 m)
     min_score: float = 0.65
-    tiles: list[int] = field(default_factory=lambda: [4, 3])
+    tiles: list[int] = field(default_factory=lambda: [4, 3], metadata=items(2))
 
     def validate(self, p):
         super().validate(p)
