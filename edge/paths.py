@@ -13,13 +13,13 @@ from edge.errors import UserError
 # service in /var/lib/queue-mood, a shell wherever the user is). A path given on the command
 # line stays relative to the current folder.
 FILE_KEY = {"file": True}
+FROM_CONFIG_FOLDER = "a relative path is taken from the config file's folder"
 
 
 def items(n: int) -> dict:
     """Field metadata for a config list of n values, so a wrong value in it is called "expected a
     list of n numbers", not "expected list"."""
     return {"items": n}
-FROM_CONFIG_FOLDER = "a relative path is taken from the config file's folder"
 
 
 def from_folder(value: str, folder: Path) -> str:
