@@ -185,6 +185,7 @@ def run(args, argv=None) -> dict:
         raise UserError(f"Dataset {args.data} does not exist; extract fer2013.tar.gz and pass --data DIR.")
     threads = args.threads or common.all_cores()
     data = Data(args.data, args.split, args.limit, args.seed)
+    data.get(FER2013_SIZE)  # read before the models: a folder without images is one error, not a skipped row per model
     rows, skipped = [], []
     votes = None
     if args.votes:

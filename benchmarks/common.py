@@ -390,6 +390,33 @@ def script_parser(doc: str, default_threads: int | None = None):
     return ap
 
 
+def number(kind: type = int, low: float = 1, above: bool = False):
+    """An argparse type for a count or length: a finite `kind` of `low` or more (more than `low`
+    when `above`), so that 0 repeats, -1 minutes or nan is argparse's one-line error naming the
+    option before any work, not a numpy error (or a run that never ends) later."""
+    import argparse
+    import math
+
+    what = ("a whole number" if kind is int else "a number") + (f" above {low:g}" if above else f" of {low:g} or more")
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and (value > low if above else value >= low)):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
+
+
+def numbers(kind: type = int, low: float = 1, above: bool = False):
+    """number()'s type for a comma list, e.g. --faces 1,4."""
+    one = number(kind, low, above)
+    return lambda text: [one(v.strip()) for v in text.split(",") if v.strip()]
+
+
 def slug(text: str) -> str:
     keep = "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
     return keep.strip("_")[:80] or "model"
@@ -408,12 +435,13 @@ def add_common_args(ap, default_repeats: int | None = None, default_warmup: int 
                     help="kernels to use: native (all this CPU has) or avx2 (AVX-512 hidden from every library, to "
                          "measure as an AVX2-only machine would; re-starts the process; default: %(default)s)")
     if default_threads is not None:
-        ap.add_argument("--threads", type=int, default=default_threads,
+        ap.add_argument("--threads", type=number(), default=default_threads,
                         help="interpreter (and OpenCV) threads (default: %(default)s)")
     if default_repeats is not None:
-        ap.add_argument("--repeats", type=int, default=default_repeats, help="timed runs per case (default: %(default)s)")
+        ap.add_argument("--repeats", type=number(), default=default_repeats, help="timed runs per case (default: %(default)s)")
     if default_warmup is not None:
-        ap.add_argument("--warmup", type=int, default=default_warmup, help="untimed runs before timing (default: %(default)s)")
+        ap.add_argument("--warmup", type=number(low=0), default=default_warmup,
+                        help="untimed runs before timing (default: %(default)s)")
 
 
 def default_models() -> list[str]:

@@ -199,7 +199,6 @@ def run(args, argv=None) -> dict:
     if not models:
         raise UserError("No model given and no shipped default model found; pass .tflite/.keras models or folders.")
     threads = thread_counts(args.threads)
-    args.faces = [int(f) for f in str(args.faces).split(",") if f.strip()]
     rows, skipped = [], []
     from edge.pipeline.runtime import runtime
 
@@ -296,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "and, if kept, its float32 .tflite and runs/default/model.keras)")
     ap.add_argument("--threads", default="1,all", help="comma list of interpreter thread counts; 'all' = every usable "
                     "core (default: %(default)s)")
-    ap.add_argument("--faces", default="1,4", help="faces per frame for the face-path cases (default: %(default)s)")
+    ap.add_argument("--faces", type=common.numbers(), default="1,4",
+                    help="faces per frame for the face-path cases (default: %(default)s)")
     add_peer_args(ap)
     common.add_common_args(ap, default_repeats=1000, default_warmup=50)
     ap.add_argument("--keras-worker", default=None, help=argparse.SUPPRESS)

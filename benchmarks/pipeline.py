@@ -473,63 +473,66 @@ def run(args, argv=None) -> dict:
           f"{args.threads} thread(s)")
 
     tmp = None
-    if args.video:
-        videos = [{"video": str(v), "faces_placed": None, "faces": None} for v in args.video]
-        for v in args.video:
-            if not Path(v).is_file():
-                raise UserError(f"Video {v} does not exist.")
-    else:
-        folder = Path(args.keep_videos) if args.keep_videos else Path(tmp := tempfile.mkdtemp(prefix="bench-pipeline-"))
-        folder.mkdir(parents=True, exist_ok=True)
-        data = Path(args.data) if args.data else None
-        counts = [int(c) for c in args.faces.split(",")]
-        print(f"writing {len(counts)} videos of {args.frames} frames to {folder} ...", flush=True)
-        videos = make_videos(folder, data if data and data.exists() else None, detector, counts, args.frames, args.fps,
-                             args.seed, args.max_tries, args.queue_seconds)
+    try:  # the generated videos' temp folder goes on failure too
+        if args.video:
+            videos = [{"video": str(v), "faces_placed": None, "faces": None} for v in args.video]
+            for v in args.video:
+                if not Path(v).is_file():
+                    raise UserError(f"Video {v} does not exist.")
+        else:
+            folder = Path(args.keep_videos) if args.keep_videos else \
+                Path(tmp := tempfile.mkdtemp(prefix="bench-pipeline-"))
+            folder.mkdir(parents=True, exist_ok=True)
+            data = Path(args.data) if args.data else None
+            counts = args.faces
+            print(f"writing {len(counts)} videos of {args.frames} frames to {folder} ...", flush=True)
+            videos = make_videos(folder, data if data and data.exists() else None, detector, counts, args.frames,
+                                 args.fps, args.seed, args.max_tries, args.queue_seconds)
 
-    peer_files, why = peer_or_reason(args)
-    finder = peer = None
-    if peer_files is not None:
-        try:
-            finder = PeerFaceFinder(peer_files.spec)
-            peer = PeerModel(peer_files, threads=args.threads, backend=args.peer_backend)
-        except UserError as exc:
-            peer_files, why = None, str(exc)
-    if peer_files is None:
-        print(f"peer skipped: {why}")
+        peer_files, why = peer_or_reason(args)
+        finder = peer = None
+        if peer_files is not None:
+            try:
+                finder = PeerFaceFinder(peer_files.spec)
+                peer = PeerModel(peer_files, threads=args.threads, backend=args.peer_backend)
+            except UserError as exc:
+                peer_files, why = None, str(exc)
+        if peer_files is None:
+            print(f"peer skipped: {why}")
 
-    results = []
-    for v in videos:
-        if args.live:
-            print(f"{Path(v['video']).name}: live rate, ours / ours per frame / peer / decoding alone ...", flush=True)
-            entry = {k: x for k, x in v.items() if k != "gt"}
-            entry["live"] = live(v, cfg, (classifier, detector), (finder, peer) if peer else None, args.live_runs)
-            if args.sweep_detect:
-                entry["detect_sweep"] = sweep_detect(v, cfg, (classifier, detector),
-                                                     [float(k) for k in args.sweep_detect.split(",")])
-            lv = entry["live"]
-            print("  " + "; ".join(f"{who} {r['cpu_share_of_core']:.1%} of a core, recall {r['recall']}"
-                                   for who, r in lv.items() if who in LIVE_WHO))
+        results = []
+        for v in videos:
+            if args.live:
+                print(f"{Path(v['video']).name}: live rate, ours / ours per frame / peer / decoding alone ...",
+                      flush=True)
+                entry = {k: x for k, x in v.items() if k != "gt"}
+                entry["live"] = live(v, cfg, (classifier, detector), (finder, peer) if peer else None, args.live_runs)
+                if args.sweep_detect:
+                    entry["detect_sweep"] = sweep_detect(v, cfg, (classifier, detector),
+                                                         [float(k) for k in args.sweep_detect.split(",")])
+                lv = entry["live"]
+                print("  " + "; ".join(f"{who} {r['cpu_share_of_core']:.1%} of a core, recall {r['recall']}"
+                                       for who, r in lv.items() if who in LIVE_WHO))
+                results.append(entry)
+                continue
+            print(f"{Path(v['video']).name}: ours ...", flush=True)
+            ours = measure_ours(v["video"], cfg, args, (classifier, detector))
+            entry = {**{k: x for k, x in v.items() if k != "gt"}, "ours": ours}
+            line = f"  ours {ours['fps_median']} fps, {ours['faces_per_frame_mean']} faces/frame"
+            if peer is not None:
+                theirs = measure_peer(v["video"], finder, peer, args)
+                entry["peer"] = theirs
+                entry["fps_ratio_ours_to_peer"] = round(ours["fps_median"] / theirs["fps_median"], 3) \
+                    if ours["fps_median"] and theirs["fps_median"] else None
+                line += f"; peer {theirs['fps_median']} fps, {theirs['faces_per_frame_mean']} faces/frame; " \
+                        f"ratio {entry['fps_ratio_ours_to_peer']}"
+            print(line)
             results.append(entry)
-            continue
-        print(f"{Path(v['video']).name}: ours ...", flush=True)
-        ours = measure_ours(v["video"], cfg, args, (classifier, detector))
-        entry = {**{k: x for k, x in v.items() if k != "gt"}, "ours": ours}
-        line = f"  ours {ours['fps_median']} fps, {ours['faces_per_frame_mean']} faces/frame"
-        if peer is not None:
-            theirs = measure_peer(v["video"], finder, peer, args)
-            entry["peer"] = theirs
-            entry["fps_ratio_ours_to_peer"] = round(ours["fps_median"] / theirs["fps_median"], 3) \
-                if ours["fps_median"] and theirs["fps_median"] else None
-            line += f"; peer {theirs['fps_median']} fps, {theirs['faces_per_frame_mean']} faces/frame; " \
-                    f"ratio {entry['fps_ratio_ours_to_peer']}"
-        print(line)
-        results.append(entry)
+    finally:
+        if tmp:
+            import shutil
 
-    if tmp:
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(tmp, ignore_errors=True)
     report = common.run_header(NAME, argv, [model_path, *([peer.path] if peer else [])])
     card = classifier.card
     report.update({
@@ -725,6 +728,7 @@ def _video_notes(report: dict) -> list[str]:
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
+    count, positive = common.number(), common.number(float, 0, above=True)  # a bad value: one line, before any work
     ap.add_argument("--model", default=None, help="int8 .tflite with model.json beside it (default: the config's, "
                     "else the shipped model)")
     ap.add_argument("--config", default=None, help="edge TOML config (detector, tracking, mood, alert settings)")
@@ -732,19 +736,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     ap.add_argument("--detector", choices=sorted(DETECTORS), default=None,
                     help="our face detector (default: the config's, blazeface)")
-    ap.add_argument("--threads", type=int, default=1, help="threads for the interpreters and OpenCV (default: %(default)s)")
+    ap.add_argument("--threads", type=count, default=1,
+                    help="threads for the interpreters and OpenCV (default: %(default)s)")
     ap.add_argument("--video", action="append", default=None, help="measure this video instead of generated ones "
                     "(repeatable)")
     ap.add_argument("--data", default=str(default_data()), help="FER2013 folder (val/<class>/*.jpg) or fer2013.tar.gz "
                     "for the generated videos' faces (default: %(default)s; without it only astronauts)")
-    ap.add_argument("--faces", default="1,2,4", help="face counts of the generated videos (default: %(default)s)")
-    ap.add_argument("--frames", type=int, default=150, help="frames per generated video (default: %(default)s)")
-    ap.add_argument("--fps", type=float, default=15.0, help="media frame rate of generated videos (default: %(default)s)")
-    ap.add_argument("--max-tries", type=int, default=300, help="FER2013 faces tried per video when picking faces the "
+    ap.add_argument("--faces", type=common.numbers(), default="1,2,4",
+                    help="face counts of the generated videos (default: %(default)s)")
+    ap.add_argument("--frames", type=count, default=150, help="frames per generated video (default: %(default)s)")
+    ap.add_argument("--fps", type=positive, default=15.0,
+                    help="media frame rate of generated videos (default: %(default)s)")
+    ap.add_argument("--max-tries", type=count, default=300, help="FER2013 faces tried per video when picking faces the "
                     "detector finds (default: %(default)s)")
     ap.add_argument("--keep-videos", default=None, metavar="DIR", help="write the generated videos here and keep them")
-    ap.add_argument("--queue-seconds", type=float, default=0.0, help="also a queue video this long: the 4-face video's "
-                    "faces walking through a queue, 3.3 faces per frame (default: none)")
+    ap.add_argument("--queue-seconds", type=common.number(float, 0), default=0.0, help="also a queue video this long: "
+                    "the 4-face video's faces walking through a queue, 3.3 faces per frame (default: none)")
     ap.add_argument("--live", action="store_true", help="live rate: each video played at its frame rate through ours, "
                     "ours with the schedule off and the peer; reports CPU time as a share of one core")
     ap.add_argument("--live-runs", type=int, default=1, metavar="N", help="with --live: play each video N times "
@@ -754,8 +761,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "ours with the detector at each rate listed, e.g. 15,7.5,5,3 (CPU, recall)")
     ap.add_argument("--pin-core", type=int, default=None, metavar="N", help="run on CPU core N only "
                     "(os.sched_setaffinity)")
-    ap.add_argument("--runs", type=int, default=3, help="timed passes over each video (default: %(default)s)")
-    ap.add_argument("--warmup", type=int, default=10, help="untimed frames before the timed passes (default: %(default)s)")
+    ap.add_argument("--runs", type=count, default=3, help="timed passes over each video (default: %(default)s)")
+    ap.add_argument("--warmup", type=common.number(low=0), default=10,
+                    help="untimed frames before the timed passes (default: %(default)s)")
     add_peer_args(ap)
     common.add_common_args(ap)
     return ap

@@ -611,9 +611,10 @@ def memory_markdown(m: dict) -> str:
 
 def build_parser():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--minutes", type=float, default=60.0, help="soak length (default: %(default)s)")
-    ap.add_argument("--cycle-s", type=float, default=300.0, help="fault schedule period (default: %(default)s)")
-    ap.add_argument("--fps", type=float, default=15.0, help="camera frame rate (default: %(default)s)")
+    positive = common.number(float, 0, above=True)  # -1 minutes would soak on regardless
+    ap.add_argument("--minutes", type=positive, default=60.0, help="soak length (default: %(default)s)")
+    ap.add_argument("--cycle-s", type=positive, default=300.0, help="fault schedule period (default: %(default)s)")
+    ap.add_argument("--fps", type=positive, default=15.0, help="camera frame rate (default: %(default)s)")
     ap.add_argument("--nice", type=int, default=10, help="niceness of the service process (default: %(default)s)")
     ap.add_argument("--workdir", default=None, help="folder for spool, logs and config (default: a new temp folder)")
     ap.add_argument("--no-stop-checks", action="store_true", help="skip the stop-latency runs per state")

