@@ -57,6 +57,10 @@ def format_report(rep: dict, title: str = "") -> str:
     lines = [title] if title else []
     lines.append(f"images {rep['images']}  accuracy {rep['accuracy']:.4f}  macro-F1 {rep['macro_f1']:.4f}  "
                  f"loss {rep['loss']:.4f}  ECE {rep['ece']:.4f}")
+    if rep.get("skipped"):  # files or csv rows of the split that could not be read: not in the figures
+        shown = "; ".join(f"{s['file']} ({s['reason']})" for s in rep["skipped"][:3])
+        more = f"; {len(rep['skipped']) - 3} more in --json" if len(rep["skipped"]) > 3 else ""
+        lines.append(f"skipped {len(rep['skipped'])} that could not be read (not in these figures): {shown}{more}")
     lines.append(f"{'class':<10}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>9}")
     for name, m in rep["per_class"].items():
         lines.append(f"{name:<10}{m['precision']:>10.3f}{m['recall']:>10.3f}{m['f1']:>10.3f}{m['support']:>9d}")

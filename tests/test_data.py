@@ -113,3 +113,43 @@ def test_a_valid_folder_is_the_val_split_and_other_folders_are_named(tmp_path, c
     ds = load_dataset(tmp_path, progress=False)
     assert len(ds.splits["val"]) == 7 and set(ds.splits) == {"train", "val"}
     assert f"Ignoring holdout in {tmp_path}" in capsys.readouterr().err
+
+
+def test_a_csv_that_is_not_utf8_is_one_sentence_naming_the_line(tmp_path, cache_env):
+    p = tmp_path / "fer2013.csv"
+    p.write_bytes(b"emotion,pixels,Usage\n0,1 2 3 4,Training\n3,1 2 3 4,Public\xe9Test\n")
+    with pytest.raises(UserError, match=r"fer2013.csv is not UTF-8 text \(bad byte on line 3\); save it as UTF-8\."):
+        load_dataset(p, only_split="val")  # the Usage pass meets the byte first
+    with pytest.raises(UserError, match="is not UTF-8 text"):
+        load_dataset(p)
+
+
+def test_eval_names_the_images_it_could_not_read(tmp_path, cache_env, shipped_model):
+    from edge.metrics import format_report
+    from train.evaluate import evaluate
+
+    write_class_folders(tmp_path / "val", 1)
+    (tmp_path / "val" / "sad" / "broken.jpg").write_bytes(b"not a jpeg at all")
+    rep = evaluate(str(shipped_model), str(tmp_path))
+    assert rep["images"] == 7 and rep["skipped"] == [{"file": "val/sad/broken.jpg", "reason": "not a readable image"}]
+    assert "skipped 1 that could not be read (not in these figures): val/sad/broken.jpg (not a readable image)" in \
+        format_report(rep)
+
+
+def test_eval_names_the_csv_rows_it_could_not_read(tmp_path, cache_env, shipped_model):
+    from edge.metrics import format_report
+    from train.evaluate import evaluate
+
+    rng = np.random.default_rng(0)
+    p = tmp_path / "fer2013.csv"
+    with p.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["emotion", "pixels", "Usage"])
+        w.writerow([3, " ".join(map(str, pattern_image(3, rng).ravel())), "PublicTest"])
+        w.writerow([9, " ".join(map(str, pattern_image(3, rng).ravel())), "PublicTest"])  # no such class
+        w.writerow([3, "1 2 3", "PublicTest"])  # three pixels
+    rep = evaluate(str(shipped_model), str(p))
+    assert rep["images"] == 1 and rep["skipped"] == [
+        {"file": "fer2013.csv:3", "reason": "bad row (emotion 9 is not a FER2013 code 0-6)"},
+        {"file": "fer2013.csv:4", "reason": "bad row (3 pixels are not a square 0-255 image)"}]
+    assert "skipped 2 that could not be read" in format_report(rep)

@@ -98,6 +98,19 @@ def test_bad_votes_are_one_sentence(tmp_path, voted):
         f"error: Votes file {tmp_path / 'nope.csv'} does not exist; pass --votes PATH to ferplus_votes.csv."]
 
 
+def test_a_votes_row_of_other_length_or_bytes_is_one_sentence(tmp_path):
+    good = ",".join(map(str, vote_row("val/happy/0000.png", happiness=10)))
+    (tmp_path / "short.csv").write_text(",".join(HEADER) + f"\n{good}\n\nval/sad/0000.png,0,10\n")
+    with pytest.raises(UserError, match=r"short.csv:4 has 3 columns, expected 11 as in its header\."):
+        read_votes(tmp_path / "short.csv")  # line 4: the blank line counts
+    (tmp_path / "long.csv").write_text(",".join(HEADER) + f"\n{good},1\n")
+    with pytest.raises(UserError, match=r"long.csv:2 has 12 columns, expected 11"):
+        read_votes(tmp_path / "long.csv")
+    (tmp_path / "latin1.csv").write_bytes((",".join(HEADER) + f"\n{good}\n").encode() + b"val/caf\xe9.png" + b",0" * 10)
+    with pytest.raises(UserError, match=r"latin1.csv is not UTF-8 text \(bad byte on line 3\); save it as UTF-8\."):
+        read_votes(tmp_path / "latin1.csv")
+
+
 def _bad_header(path):
     path.write_text("file,anger\nx.png,1\n")
     return path

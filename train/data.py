@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -147,9 +148,30 @@ def _choose_split(wanted: str | tuple[str, ...], have: set[str], source: Path) -
                     f"it has: {', '.join(sorted(have)) or 'none'}.")
 
 
+@contextmanager
+def open_csv(path: Path):
+    """A CSV file opened as UTF-8 text; a byte that is not UTF-8 is one sentence naming its line,
+    not a UnicodeDecodeError (the file is decoded in chunks, so the error's offset is no help)."""
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            yield fh
+    except UnicodeDecodeError as exc:
+        with path.open("rb") as fh:  # UTF-8 never has a newline byte inside a character
+            line = next((n for n, raw in enumerate(fh, 1) if not _is_utf8(raw)), "?")
+        raise UserError(f"{path} is not UTF-8 text (bad byte on line {line}); save it as UTF-8.") from exc
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _csv_splits(path: Path) -> set[str]:
     """The splits fer2013.csv's Usage column names (a cheap pass: no pixels are parsed)."""
-    with path.open(newline="") as fh:
+    with open_csv(path) as fh:
         reader = csv.DictReader(fh)
         cols = {c.strip().lower(): c for c in reader.fieldnames or []}
         if "usage" not in cols:
@@ -200,7 +222,7 @@ def _decode_folders(root, files, size, progress):
 def _read_csv(path: Path, size: int, progress: bool, keep: str | None = None):
     per_split: dict[str, tuple[list, list, list]] = {}
     skipped = []
-    with path.open(newline="") as fh:
+    with open_csv(path) as fh:
         reader = csv.DictReader(fh)
         need = {"emotion", "pixels"}
         if not reader.fieldnames or not need <= {c.strip().lower() for c in reader.fieldnames}:
@@ -211,11 +233,14 @@ def _read_csv(path: Path, size: int, progress: bool, keep: str | None = None):
             if keep and CSV_USAGE.get((row.get(cols.get("usage", ""), "") or "Training").strip().lower()) != keep:
                 continue  # another split: its pixels are never parsed
             try:
-                name = FER2013_CSV_CODES[int(row[cols["emotion"]])]
-                pixels = np.array(row[cols["pixels"]].split(), dtype=np.int64)
+                code = int(row[cols["emotion"]])
+                if code not in FER2013_CSV_CODES:
+                    raise ValueError(f"emotion {code} is not a FER2013 code 0-6")
+                name = FER2013_CSV_CODES[code]
+                pixels = np.array((row[cols["pixels"]] or "").split(), dtype=np.int64)  # None: the row is short
                 side = int(round(np.sqrt(pixels.size)))
                 if side * side != pixels.size or pixels.size == 0 or pixels.min() < 0 or pixels.max() > 255:
-                    raise ValueError("pixels are not a square 0-255 image")
+                    raise ValueError(f"{pixels.size} pixels are not a square 0-255 image")
             except (KeyError, ValueError, TypeError) as exc:
                 skipped.append((where, f"bad row ({exc})"))
                 continue

@@ -19,8 +19,9 @@ from train.data import EVAL_ORDER, eval_split, load_dataset
 
 
 def _read_split(data: str, size: int, split: str | None):
-    """Only the scored split is decoded."""
-    return eval_split(load_dataset(data, size=size, only_split=split or EVAL_ORDER), split)
+    """Only the scored split is decoded: (split, its name, its files or rows that could not be read)."""
+    ds = load_dataset(data, size=size, only_split=split or EVAL_ORDER)
+    return (*eval_split(ds, split), ds.skipped)
 
 
 def load_votes(data: str, votes: str | None, required: bool = False):
@@ -71,14 +72,14 @@ def evaluate(model: str | None, data: str, split: str | None = None, calibrated:
         from edge.pipeline.classifier import Classifier
 
         clf = Classifier(path, calibrated=calibrated)
-        sp, name = _read_split(data, clf.card.input_size, split)
+        sp, name, skipped = _read_split(data, clf.card.input_size, split)
         predict = clf.predict_many
         runtime = clf.runtime.describe()
     elif path.suffix == ".keras":
         from train.trainer import load_keras
 
         m = load_keras(path)
-        sp, name = _read_split(data, int(m.input_shape[1]), split)
+        sp, name, skipped = _read_split(data, int(m.input_shape[1]), split)
 
         def predict(x):
             return m.predict(x.astype(np.float32)[..., None], batch_size=256, verbose=0)
@@ -90,7 +91,8 @@ def evaluate(model: str | None, data: str, split: str | None = None, calibrated:
         raise UserError(f"{path} is neither a .keras nor a .tflite model.")
     v = load_votes(data, votes)
     rep = {"model": str(path), "data": str(data), "split": name, "runtime": runtime,
-           **label_reports(sp.names, sp.y, predict(sp.x), v)}
+           **label_reports(sp.names, sp.y, predict(sp.x), v),
+           "skipped": [{"file": f, "reason": r} for f, r in skipped]}  # as data.json lists them
     if degrade:
         rep["degraded"] = degraded_reports(predict, sp, v, degrade)
     return rep

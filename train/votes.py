@@ -17,6 +17,7 @@ import numpy as np
 
 from edge.errors import UserError
 from edge.labels import FERPLUS_CLASSES, FERPLUS_DOUBTFUL, FERPLUS_UNUSED, LABELS
+from train.data import open_csv
 
 VOTES_FILE = "ferplus_votes.csv"
 # Column order that lines FER+ names up with LABELS, so a row maps to our classes by position.
@@ -50,14 +51,19 @@ def find_votes(data: str | Path, votes: str | Path | None) -> Path:
 
 def read_votes(path: str | Path) -> Votes:
     path = Path(path)
-    with path.open(newline="") as fh:
+    with open_csv(path) as fh:
         reader = csv.DictReader(fh)
         need = {"file", *FERPLUS_CLASSES, *FERPLUS_DOUBTFUL, *FERPLUS_UNUSED}
         missing = need - set(reader.fieldnames or [])
         if missing:
             raise UserError(f"{path} is not a FER+ votes file: it lacks the columns {', '.join(sorted(missing))}.")
         counts, doubtful = {}, set()
-        for lineno, row in enumerate(reader, start=2):
+        for row in reader:
+            lineno = reader.line_num  # DictReader passes over blank lines
+            # It pads a short row with None and files a long one's extra cells under the key None.
+            found = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None, []))
+            if found != len(reader.fieldnames):
+                raise UserError(f"{path}:{lineno} has {found} columns, expected {len(reader.fieldnames)} as in its header.")
             try:
                 ours = np.array([int(row[c]) for c in _CLASS_COLUMNS], np.int64)
                 unsure = sum(int(row[c]) for c in FERPLUS_DOUBTFUL)
