@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -13,6 +14,7 @@ import numpy as np
 
 from edge.card import CARD_NAME, INT8_MODEL, ModelCard, Quant, sha256_file
 from edge.errors import UserError
+from edge.paths import check_out_folder
 from edge.pipeline.cost import model_macs
 from edge.labels import LABELS
 from edge.pipeline.preprocess import CropRule
@@ -117,8 +119,12 @@ def check_settings(s: ConvertSettings) -> None:
     """Refuse, in one sentence, a budget or size no conversion can use, before any work."""
     if not 0 <= s.min_agreement <= 1:
         raise UserError(f"--min-agreement is a fraction from 0 to 1 (0.97 for 97%), got {s.min_agreement}.")
+    if not (math.isfinite(s.max_drop_pp) and s.max_drop_pp >= 0):  # nan would pass every drop: no gate at all
+        raise UserError(f"--max-drop is an accuracy drop in percentage points, 0 or more (0.5 for half a point), "
+                        f"got {s.max_drop_pp}.")
     if s.calibration_size < 1:
         raise UserError(f"--calibration-size must be at least 1, got {s.calibration_size}.")
+    check_out_folder(s.out)
 
 
 def run(s: ConvertSettings) -> tuple[dict, list[str]]:

@@ -56,3 +56,15 @@ def check_readable(path: str | Path, what: str) -> None:
     except OSError as exc:
         raise UserError(f"{what} {path} cannot be read ({exc.strerror}); make it readable by the user that runs "
                         f"edge (e.g. sudo chmod a+r {path}).") from exc
+
+
+def check_out_folder(path: str | Path, flag: str = "--out") -> None:
+    """One sentence, before any work, when the folder a command writes into is a file or lies
+    under one (mkdir would raise FileExistsError or NotADirectoryError)."""
+    p = Path(path)
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                where = "is a file" if q == p else f"lies under the file {q}"
+                raise UserError(f"{flag} {path} {where}; pass a folder.")
+            return

@@ -88,6 +88,24 @@ def test_min_agreement_as_a_percentage_is_refused(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize("max_drop", [float("nan"), -1.0])
+def test_a_max_drop_that_turns_the_gate_off_is_refused(tmp_path, max_drop):
+    from convert.quantize import ConvertSettings, run
+
+    with pytest.raises(UserError, match=rf"--max-drop is an accuracy drop in percentage points, 0 or more .*got {max_drop}\."):
+        run(ConvertSettings(model=str(tmp_path / "no model yet"), data="d", out=str(tmp_path / "o"), max_drop_pp=max_drop))
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_out_that_is_a_file_is_refused(tmp_path):
+    from convert.quantize import ConvertSettings, run
+
+    (tmp_path / "notes.txt").write_text("mine")
+    with pytest.raises(UserError, match=r"--out .*notes.txt is a file; pass a folder\."):
+        run(ConvertSettings(model=str(tmp_path / "no model yet"), data="d", out=str(tmp_path / "notes.txt")))
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_corrupt_tflite_is_one_sentence(tmp_path, shipped_model):
     bad = tmp_path / "model_int8.tflite"
     bad.write_bytes(b"\x00" * 64)
@@ -107,6 +125,30 @@ def test_wrong_input_shape_is_refused(tmp_path, synthetic_dataset):
     model.save(tmp_path / "rgb.keras")
     r = run_cli("convert", tmp_path / "rgb.keras", "--data", synthetic_dataset, "--out", tmp_path / "o")
     assert r.returncode == 2 and "grayscale" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_eval_takes_the_folder_convert_wrote_and_names_what_is_not_a_model(tmp_path, shipped_model, synthetic_dataset,
+                                                                          cache_env):
+    from train.evaluate import evaluate
+
+    conv = tmp_path / "realconv"  # as `edge convert --out` leaves it: no model.keras
+    conv.mkdir()
+    for name in ("model_int8.tflite", "model.json"):
+        (conv / name).write_bytes(shipped_model.with_name(name).read_bytes())
+    rep = evaluate(str(conv), str(synthetic_dataset))
+    assert rep["model"] == str(conv / "model_int8.tflite") and rep["images"] == 12 * 7
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="empty holds no model.keras or model_int8.tflite; pass a run folder"):
+        evaluate(str(tmp_path / "empty"), str(synthetic_dataset))
+    (tmp_path / "fake.keras").write_text("junk")
+    with pytest.raises(UserError, match=r"fake.keras is not a readable Keras model \(not a .keras zip archive\)"):
+        evaluate(str(tmp_path / "fake.keras"), str(synthetic_dataset))
+
+
+def test_eval_refuses_a_model_given_twice(tmp_path, shipped_model):
+    r = run_cli("eval", shipped_model, "--model", tmp_path / "other.tflite", "--data", tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "Give the model once, as MODEL or as --model, not both" in r.stderr, r.stderr
 
 
 def test_card_mismatch_with_model_is_refused(tmp_path, shipped_model):

@@ -9,7 +9,7 @@ tf = pytest.importorskip("tensorflow", reason="soup tests need the train extra")
 from edge.errors import UserError  # noqa: E402
 from train.soup import soup  # noqa: E402
 
-pytestmark = pytest.mark.slow  # every test here needs `tiny_run`, a model trained for real (25 s on 2 cores)
+slow = pytest.mark.slow  # the tests that need `tiny_run`, a model trained for real (25 s on 2 cores)
 
 
 def shifted_copy(run, dest, delta):
@@ -23,6 +23,7 @@ def shifted_copy(run, dest, delta):
     return dest
 
 
+@slow
 def test_soup_is_the_mean_of_the_runs_weights(tiny_run, tmp_path):
     import keras
 
@@ -38,6 +39,7 @@ def test_soup_is_the_mean_of_the_runs_weights(tiny_run, tmp_path):
     assert len(json.loads((tmp_path / "soup" / "soup.json").read_text())["runs"]) == 2
 
 
+@slow
 def test_soup_of_identical_runs_scores_as_the_run(tiny_run, tmp_path, synthetic_dataset):
     from train.evaluate import evaluate
 
@@ -46,6 +48,7 @@ def test_soup_of_identical_runs_scores_as_the_run(tiny_run, tmp_path, synthetic_
     assert got["accuracy"] == want["accuracy"] and got["loss"] == pytest.approx(want["loss"], rel=1e-5)
 
 
+@slow
 def test_soup_refuses_another_architecture_in_one_sentence(tiny_run, tmp_path):
     import os
     import subprocess
@@ -63,6 +66,7 @@ def test_soup_refuses_another_architecture_in_one_sentence(tiny_run, tmp_path):
     assert not (tmp_path / "out" / "model.keras").exists()
 
 
+@slow
 def test_soup_needs_two_runs_and_a_new_folder(tiny_run, tmp_path):
     with pytest.raises(UserError, match="at least two"):
         soup(tmp_path / "a", [tiny_run])
@@ -80,6 +84,7 @@ def _with_settings(run, dest, **changes):
     return dest
 
 
+@slow
 def test_soup_refuses_runs_trained_on_other_labels(tiny_run, tmp_path):
     other = _with_settings(tiny_run, tmp_path / "votes", labels="ferplus")
     with pytest.raises(UserError, match="one kind of label, but these differ: .*--labels folder, .*--labels ferplus"):
@@ -87,12 +92,14 @@ def test_soup_refuses_runs_trained_on_other_labels(tiny_run, tmp_path):
     assert not (tmp_path / "soup").exists()
 
 
+@slow
 def test_soup_warns_of_runs_from_other_starts(tiny_run, tmp_path, capsys):
     other = _with_settings(tiny_run, tmp_path / "tuned", init_from="/runs/other/model.keras")
     soup(tmp_path / "soup", [tiny_run, other])
     assert "started from different weights" in capsys.readouterr().err
 
 
+@slow
 def test_a_crash_while_saving_the_soup_leaves_no_model(tiny_run, tmp_path, monkeypatch):
     import keras
 
@@ -100,9 +107,21 @@ def test_a_crash_while_saving_the_soup_leaves_no_model(tiny_run, tmp_path, monke
         open(path, "wb").write(b"half a model")
         raise KeyboardInterrupt
 
+    same = shifted_copy(tiny_run, tmp_path / "same", 0.0)
     with monkeypatch.context() as m:
         m.setattr(keras.Model, "save", crash)
         with pytest.raises(KeyboardInterrupt):
-            soup(tmp_path / "soup", [tiny_run, tiny_run])
+            soup(tmp_path / "soup", [tiny_run, same])
     assert not (tmp_path / "soup" / "model.keras").exists()  # so the same command can run again
-    soup(tmp_path / "soup", [tiny_run, tiny_run])
+    soup(tmp_path / "soup", [tiny_run, same])
+
+
+def test_soup_refuses_a_run_given_twice_and_a_file_that_is_no_model(tmp_path):
+    for run in ("a", "b"):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "model.keras").write_text("junk")
+    with pytest.raises(UserError, match=r"model.keras is given twice \(.*a and .*a/model.keras\); give each run once\."):
+        soup(tmp_path / "soup", [tmp_path / "a", tmp_path / "b", tmp_path / "a" / "model.keras"])
+    with pytest.raises(UserError, match=r"a/model.keras is not a readable Keras model \(not a .keras zip archive\)"):
+        soup(tmp_path / "soup", [tmp_path / "a", tmp_path / "b"])
+    assert not (tmp_path / "soup").exists()

@@ -328,6 +328,18 @@ def test_bad_options_are_refused_before_the_run_folder_is_made(tmp_path, option,
     assert not out.exists()
 
 
+@pytest.mark.parametrize("out", ["notes.txt", "notes.txt/run"])
+def test_an_out_that_is_a_file_is_refused(tmp_path, out):
+    from edge.errors import UserError
+    from train.trainer import TrainSettings, run
+
+    (tmp_path / "notes.txt").write_text("mine")
+    where = "is a file" if out == "notes.txt" else f"lies under the file {tmp_path / 'notes.txt'}"
+    with pytest.raises(UserError, match=re.escape(f"--out {tmp_path / out} {where}; pass a folder.")):
+        run(TrainSettings(data=str(tmp_path / "not read yet"), out=str(tmp_path / out)))
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
 def test_batch_size_zero_is_one_sentence_on_the_command_line(tmp_path, synthetic_dataset):
     from tests.conftest import run_cli
 

@@ -99,7 +99,8 @@ def interrupted(s) -> int:
 
 @click.command("eval")
 @click.argument("model_arg", metavar="[MODEL]", required=False)
-@click.option("--model", "model_opt", default=None, help="A .keras or .tflite model (default: the shipped model).")
+@click.option("--model", "model_opt", default=None, help="A .keras or .tflite model, or a run folder or the folder edge "
+              "convert wrote (default: the shipped model).")
 @click.option("--data", required=True, help="Dataset folder or fer2013.csv.")
 @click.option("--split", default=None, help="Split to evaluate (default: val, else all images).")
 @click.option("--json", "as_json", is_flag=True, help="Print the evaluation as JSON.")
@@ -113,6 +114,8 @@ def eval_cmd(model_arg, model_opt, data, split, as_json, raw, votes, degrade):
     from edge.errors import UserError
     from train.evaluate import evaluate
 
+    if model_arg and model_opt:
+        raise UserError(f"Give the model once, as MODEL or as --model, not both ({model_arg} and --model {model_opt}).")
     try:
         sides = [int(v) for v in degrade.split(",") if v.strip()] if degrade else None
     except ValueError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edge.card import INT8_MODEL
 from edge.errors import UserError
 from edge.metrics import classification_report
 from edge.paths import expand_path
@@ -66,8 +67,12 @@ def evaluate(model: str | None, data: str, split: str | None = None, calibrated:
     path = expand_path(model) if model else default_model_path()
     if not path.exists():
         raise UserError(f"Model {path} does not exist; pass a .keras or .tflite file.")
-    if path.is_dir():
-        path = path / "model.keras"
+    if path.is_dir():  # a run folder from `edge train` or `edge soup`, or the folder `edge convert --out` wrote
+        found = [path / name for name in ("model.keras", INT8_MODEL) if (path / name).is_file()]
+        if not found:
+            raise UserError(f"{path} holds no model.keras or {INT8_MODEL}; pass a run folder, the folder "
+                            "`edge convert --out` wrote, or a .keras or .tflite file.")
+        path = found[0]
     if path.suffix == ".tflite":
         from edge.pipeline.classifier import Classifier
 

@@ -47,7 +47,7 @@ def soup(out: str | Path, runs: list[str | Path]) -> Path:
     """Writes OUT/model.keras, the uniform average of the runs' weights, and OUT/soup.json."""
     import numpy as np
 
-    from train.trainer import import_keras
+    from train.trainer import load_keras
 
     out, runs = Path(out), [Path(r) for r in runs]
     if len(runs) < 2:
@@ -55,9 +55,12 @@ def soup(out: str | Path, runs: list[str | Path]) -> Path:
     if (out / "model.keras").exists():
         raise UserError(f"{out / 'model.keras'} already exists; choose a new output folder (nothing was overwritten).")
     files = [_model_file(r) for r in runs]
+    resolved = [f.resolve() for f in files]
+    for i, f in enumerate(resolved):
+        if f in resolved[:i]:  # it would weigh double, and soup.json would count it as another run
+            raise UserError(f"{f} is given twice ({runs[resolved.index(f)]} and {runs[i]}); give each run once.")
     _check_recipes(files)
-    keras = import_keras()  # quiets TensorFlow's start-up messages
-    models = [keras.models.load_model(f, compile=False) for f in files]
+    models = [load_keras(f) for f in files]  # a file that is no Keras model is one sentence
     weights = [m.get_weights() for m in models]
     shapes = [w.shape for w in weights[0]]
     for f, m, w in zip(files[1:], models[1:], weights[1:]):

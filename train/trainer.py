@@ -8,6 +8,7 @@ import platform
 import shlex
 import sys
 import time
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from edge.errors import UserError
 from edge.labels import LABELS
+from edge.paths import check_out_folder, check_readable
 from train.archs import ARCHITECTURES, DEFAULT_ARCH
 from train.augment import AugmentConfig, augment_batch
 from train.data import FER2013_SIZE, Split, load_dataset, train_val
@@ -260,11 +262,16 @@ def import_keras():
 
 
 def load_keras(path: Path):
+    if Path(path).is_file():
+        check_readable(path, "Keras model")
+        if not zipfile.is_zipfile(path):  # Keras calls such a file "File not found"
+            raise UserError(f"{path} is not a readable Keras model (not a .keras zip archive); pass a model saved "
+                            "by `edge train`.")
     keras = import_keras()
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as exc:  # Keras raises several types for a damaged archive
-        raise UserError(f"{path} could not be loaded as a Keras model ({type(exc).__name__}: {exc}).") from exc
+        raise UserError(f"{path} is not a readable Keras model ({type(exc).__name__}: {exc}).") from exc
     shape = tuple(model.input_shape[1:])
     if len(shape) != 3 or shape[0] != shape[1] or shape[2] != 1:
         raise UserError(f"{path} takes input {model.input_shape}, but the pipeline feeds square grayscale crops "
@@ -325,6 +332,7 @@ def check_settings(s: TrainSettings) -> None:
                             (s.folder_weight, 0 <= s.folder_weight <= 1, "--folder-weight must lie in [0, 1]")):
         if not ok:
             raise UserError(f"{what}, got {value}.")
+    check_out_folder(s.out)
     if s.arch not in ARCHITECTURES:
         raise UserError(f"Unknown --arch '{s.arch}'; choose one of: {', '.join(sorted(ARCHITECTURES))}.")
     if s.init_from and not Path(s.init_from).is_file():
