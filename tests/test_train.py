@@ -75,6 +75,16 @@ def test_queue_net_wide_grows_from_a_queue_net_lite_as_the_same_function():
     assert np.abs(new_out).max() > 0
 
 
+def test_init_from_a_file_that_is_no_keras_model_is_one_sentence(tmp_path):
+    from edge.errors import UserError
+    from train.trainer import start_from
+
+    junk = tmp_path / "junk.keras"
+    junk.write_text("not a model")
+    with pytest.raises(UserError, match="junk.keras is not a readable Keras model"):
+        start_from(archs.build("queue_net_lite", 48, len(LABELS)), str(junk), np.zeros((1, 48, 48, 1), np.uint8))
+
+
 def test_class_weights_favour_rare_classes():
     y = np.array([0] * 100 + [1] * 10 + [3] * 400)
     w = class_weights(y, 0.5)

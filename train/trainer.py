@@ -103,7 +103,6 @@ def start_from(model, path: str, sample: np.ndarray) -> None:
     training crops for the rebuilt batch norms). A .tflite whose card (model.json beside it)
     names another architecture is rebuilt as that one, then matched layer by layer like a
     .keras start, so a related architecture can start from a shipped int8 file."""
-    keras = import_keras()
     from train import archs
 
     if path.endswith(".tflite"):
@@ -121,10 +120,7 @@ def start_from(model, path: str, sample: np.ndarray) -> None:
         start = archs.build(arch, model.input_shape[1], model.output_shape[-1])
         load_from_tflite(start, path, sample)
     else:
-        try:
-            start = keras.models.load_model(path, compile=False)
-        except (OSError, ValueError) as exc:
-            raise UserError(f"Cannot start from {path}: it is not a Keras model ({exc}).") from exc
+        start = load_keras(path)  # one sentence for a file that is not a model
     fresh = load_matching_weights(model, start)
     if fresh:
         print(f"Started from {path} ({start.name}): every layer but {', '.join(fresh)}, which start fresh.")
