@@ -50,16 +50,22 @@ def test_calibration_preprocessing_matches_inference(tiny_converted, synthetic_d
 
 
 @pytest.mark.slow
-def test_parity_gate_fails_on_an_impossible_budget(tiny_run, tiny_converted, synthetic_dataset, tmp_path, cache_env):
-    """The failed files are kept in failed/ for inspection; the passing model already there stays."""
+def test_parity_gate_fails_on_an_impossible_budget(tiny_run, tiny_converted, synthetic_dataset, tmp_path, cache_env,
+                                                   monkeypatch):
+    """The failed files are kept in failed/ for inspection; the passing model already there stays.
+    The tiny model's int8 copy agrees with it on every image, so no budget the command accepts
+    fails it: a budget below zero is passed to the conversion past the command's check."""
     import shutil
+
+    from convert import quantize
 
     out = shutil.copytree(tiny_converted, tmp_path / "conv")
     passing = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file() and f.name != "command.txt"}
-    r = run_cli("convert", tiny_run, "--data", synthetic_dataset, "--out", out, "--calibration-size", "50",
-                "--max-drop", "-1", env={"QUEUE_MOOD_CACHE": str(cache_env)})
-    assert r.returncode != 0
-    assert "Parity gate failed" in r.stderr and "--max-drop" in r.stderr and str(out / "failed") in r.stderr
+    monkeypatch.setenv("QUEUE_MOOD_CACHE", str(cache_env))
+    monkeypatch.setattr(quantize, "check_settings", lambda s: None)
+    _, failures = quantize.run(quantize.ConvertSettings(model=str(tiny_run), data=str(synthetic_dataset), out=str(out),
+                                                        calibration_size=50, max_drop_pp=-1))
+    assert len(failures) == 1 and "exceeds --max-drop -1" in failures[0]
     assert {f.name: f.read_bytes() for f in out.iterdir() if f.name in passing} == passing
     assert (out / "failed" / "model_int8.tflite").exists() and load_card(out / "failed" / "model_int8.tflite")
     assert not json.loads((out / "failed" / "parity.json").read_text())["budget"]["passed"]
