@@ -63,9 +63,15 @@ def test_parity_gate_fails_on_an_impossible_budget(tiny_run, tiny_converted, syn
     passing = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file() and f.name != "command.txt"}
     monkeypatch.setenv("QUEUE_MOOD_CACHE", str(cache_env))
     monkeypatch.setattr(quantize, "check_settings", lambda s: None)
-    _, failures = quantize.run(quantize.ConvertSettings(model=str(tiny_run), data=str(synthetic_dataset), out=str(out),
-                                                        calibration_size=50, max_drop_pp=-1))
-    assert len(failures) == 1 and "exceeds --max-drop -1" in failures[0]
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+
+    r = CliRunner().invoke(cli, ["convert", str(tiny_run), "--data", str(synthetic_dataset), "--out", str(out),
+                                 "--calibration-size", "50", "--max-drop", "-1"])
+    assert r.exit_code == 2
+    assert "Parity gate failed: int8 accuracy drop 0.00 pp exceeds --max-drop -1.0 pp" in r.output
+    assert str(out / "failed") in r.output
     assert {f.name: f.read_bytes() for f in out.iterdir() if f.name in passing} == passing
     assert (out / "failed" / "model_int8.tflite").exists() and load_card(out / "failed" / "model_int8.tflite")
     assert not json.loads((out / "failed" / "parity.json").read_text())["budget"]["passed"]

@@ -68,6 +68,16 @@ def test_a_folder_of_only_unreadable_images_is_an_error_not_an_empty_run(tmp_pat
     assert "stopped after" not in r.stderr
 
 
+def test_only_the_images_tried_are_counted_when_every_skips_some(tmp_path):
+    from edge.errors import UserError
+    from edge.pipeline.sources import ImageFolderSource
+
+    for name in ("a.jpg", "b.jpg", "c.jpg", "d.jpg"):
+        (tmp_path / name).write_bytes(b"junk")
+    with pytest.raises(UserError, match=r"None of the 2 images tried \(one in 2 of 4\) in .* could be read"):
+        list(ImageFolderSource(str(tmp_path), every=2))
+
+
 @pytest.mark.parametrize("opts, says", [
     (RunOptions(max_frames=0), "--max-frames 0 is not a number of frames"),
     (RunOptions(max_frames=-5), "--max-frames -5 is not a number of frames"),

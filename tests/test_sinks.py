@@ -168,17 +168,27 @@ def test_jsonl_writes_lines(tmp_path):
     assert "writes" in sink.check()
 
 
-def test_jsonl_path_that_is_a_folder_is_refused_by_the_config_and_failed_by_the_doctor(tmp_path):
-    from edge.config import ConfigError, load_config
+def test_jsonl_path_that_is_a_folder_disables_the_sink_and_fails_the_doctor(tmp_path, caplog):
+    """A folder there would lose every event at its first write. The config still loads (edge
+    bundle reads it on a machine where that folder may exist and the Pi's will not): the sink
+    cannot start where it runs, with one ERROR, and the doctor FAILs it."""
+    from edge.config import load_config
     from edge.ops.doctor import FAIL, sink_verdict
+    from edge.sinks.fanout import build_sinks
 
     (tmp_path / "adir").mkdir()
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[sinks.jsonl]\npath = "adir"\n')
-    with pytest.raises(ConfigError, match=r"'sinks.jsonl.path' has the bad value .*adir'; allowed: a file .*not a folder"):
-        load_config(cfg)
-    line = JsonlSink(path=str(tmp_path / "adir")).check()  # the doctor's line for the sink itself
-    assert sink_verdict(line) == FAIL and "is a folder" in line
+    cfg.write_text(f'[sinks]\nspool_dir = "spool"\n[sinks.jsonl]\npath = "adir"\n')
+    sinks = load_config(cfg).sinks
+    with caplog.at_level(logging.ERROR):
+        fanout = build_sinks(sinks, "dev")
+    try:
+        (jsonl,) = [s for s in fanout.sinks if s.key == "jsonl"]
+        line = jsonl.check()  # the doctor's line for the sink
+        assert sink_verdict(line) == FAIL and "is a folder" in line
+        assert "Sink jsonl cannot start" in caplog.text and "adir is a folder" in caplog.text
+    finally:
+        fanout.close()
 
 
 def test_jsonl_rotates_by_size_and_keeps_the_newest_files(tmp_path):

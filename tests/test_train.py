@@ -71,8 +71,12 @@ def test_queue_net_wide_grows_from_a_queue_net_lite_as_the_same_function():
     narrow, grown = (m.predict(x, verbose=0) for m in logits)
     assert np.abs(narrow).max() > 1.0  # not a trivially small output
     np.testing.assert_allclose(grown, narrow, rtol=1e-4, atol=1e-4)
-    new_out = wide.get_layer("s3b_sep").weights[1].numpy()[..., 256:]  # pointwise kernel, new output channels
+    new_out = wide.get_layer("s3b_sep").weights[1].numpy()[..., 512:]  # pointwise kernel, new output channels
     assert np.abs(new_out).max() > 0
+    from train.trainer import _growable
+
+    assert _growable((3, 3, 64, 144), (3, 3, 64, 128)) and _growable((576,), (512,))
+    assert not _growable((5, 5, 1, 32), (3, 3, 1, 32)) and not _growable((3, 3, 64, 120), (3, 3, 64, 128))
 
 
 def test_init_from_a_file_that_is_no_keras_model_is_one_sentence(tmp_path):

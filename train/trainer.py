@@ -56,18 +56,26 @@ class TrainSettings:
     arch_options: dict = field(default_factory=dict)
 
 
-def _grown(mine, theirs: np.ndarray, name: str) -> np.ndarray:
-    """`theirs` copied into the leading corner of `mine` (a wider layer's weight as built).
-    A kernel that mixes channels gets zeros from the new input channels into the old output
-    channels, so the old channels compute what they did and the grown model starts as the
-    same function; the new channels keep their random start and learn from there."""
-    grown = np.array(mine.numpy() if hasattr(mine, "numpy") else mine, copy=True)
-    mixes = name.endswith("kernel") and not name.endswith("depthwise_kernel")
+def _grown(mine, theirs: np.ndarray, mixes: bool) -> np.ndarray:
+    """`theirs` copied into the leading channels of `mine` (a wider layer's weight as built).
+    A kernel that mixes channels (`mixes`: a convolution's or a dense layer's, not a depthwise
+    one's) gets zeros from the new input channels into the old output channels, so the old
+    channels compute what they did and the grown model starts as the same function; the new
+    channels keep their random start and learn from there."""
+    grown = np.array(mine, copy=True)
     if mixes and grown.ndim >= 2:
         old_in, old_out = theirs.shape[-2], theirs.shape[-1]
         grown[..., old_in:, :old_out] = 0.0
     grown[tuple(slice(0, n) for n in theirs.shape)] = theirs
     return grown
+
+
+def _growable(mine: tuple, theirs: tuple) -> bool:
+    """Only channel axes may grow (a kernel's last two, a vector's one): a larger spatial kernel
+    would not compute the same function. A dense layer's inputs count as channels, as they are
+    after queue_net's global pooling (not after a Flatten of a larger image)."""
+    fixed = mine[:-2] if len(mine) >= 2 else ()
+    return len(mine) == len(theirs) and fixed == theirs[:len(fixed)] and all(a >= b for a, b in zip(mine, theirs))
 
 
 def load_matching_weights(model, start) -> list[str]:
@@ -82,13 +90,14 @@ def load_matching_weights(model, start) -> list[str]:
     for layer in weighted:
         other = theirs.get(layer.name)
         w = other.get_weights() if other is not None else []
-        shapes = [(a.shape, tuple(b.shape)) for a, b in zip(w, layer.weights)]
-        if len(w) != len(layer.weights) or any(len(a) != len(b) for a, b in shapes):
-            fresh.append(layer.name)
-        elif all(a == b for a, b in shapes):
+        shapes = [(tuple(b.shape), a.shape) for a, b in zip(w, layer.weights)]  # (mine, theirs)
+        if len(w) == len(layer.weights) and all(a == b for a, b in shapes):
             layer.set_weights(w)
-        elif all(x <= y for a, b in shapes for x, y in zip(a, b)):
-            layer.set_weights([_grown(v, t, v.path) for v, t in zip(layer.weights, w)])
+        elif len(w) == len(layer.weights) and all(_growable(a, b) for a, b in shapes):
+            per_channel = type(layer).__name__ in ("DepthwiseConv2D", "BatchNormalization")
+            layer.set_weights([_grown(v.numpy(), t, mixes=not per_channel and v.path.endswith("kernel")
+                                      and not v.path.endswith("depthwise_kernel"))
+                               for v, t in zip(layer.weights, w)])
         else:
             fresh.append(layer.name)
     if len(fresh) * 2 > len(weighted):

@@ -447,7 +447,7 @@ def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo:
 def run(s: BundleSettings) -> BundleResult:
     """Write the bundle; bad inputs are UserErrors checked before anything is written."""
     out = expand_path(s.out)
-    as_tar = out.name.endswith(TAR_SUFFIXES)
+    as_tar = out.name.lower().endswith(TAR_SUFFIXES)
     if not as_tar and (other := next((x for x in OTHER_ARCHIVE_SUFFIXES if out.name.lower().endswith(x)), None)):
         raise UserError(f"--out {out} ends in {out.name[-len(other):]}, an archive edge bundle does not write; end it in .tar.gz for "
                         "an archive, or give a folder name.")

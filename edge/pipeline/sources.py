@@ -177,7 +177,9 @@ class ImageFolderSource(Source):
             read += 1
             yield Frame(img, index / self.fps, index)
         if not read:  # else edge run ends as if the folder were done, and analyze writes empty results
-            raise UserError(f"None of the {len(self.failed)} images in {self.path} could be read (damaged or not images).")
+            tried = f"{len(self.failed)} images" if self.every == 1 else \
+                f"{len(self.failed)} images tried (one in {self.every} of {len(self.files)})"
+            raise UserError(f"None of the {tried} in {self.path} could be read (damaged or not images).")
 
     @classmethod
     def single(cls, image: Path) -> "ImageFolderSource":

@@ -20,9 +20,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.errors import check, check_range
+from edge.errors import check_range
 from edge.paths import FILE_KEY, expand_path
-from edge.sinks.base import AlertEvent, Sink, register
+from edge.sinks.base import AlertEvent, Sink, SinkUnavailable, register
 from edge.sinks.spool import STATE_DIR
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,6 @@ class JsonlSinkConfig:
     keep: int = 3  # rotated files kept (<path>.1 the newest); 0: a full file is deleted
 
     def validate(self, p):
-        # a folder there would pass every check and lose each event at its first write
-        check(not self.path or not expand_path(self.path).is_dir(), f"{p}.path", self.path,
-              "a file (or a path where one can be made), not a folder")
         check_range(self.max_mb, 0, 100_000, f"{p}.max_mb", "MiB")
         check_range(self.keep, 0, 100, f"{p}.keep", "files")
 
@@ -63,6 +60,10 @@ class JsonlSink(Sink):
 
     def __init__(self, path: str = "", max_mb: float = 10.0, keep: int = 3):
         self.path = expand_path(path or STATE_DIR / "alerts.jsonl")
+        # A folder there would lose every event at its first write. Checked here, where the
+        # service runs, not when the config loads: edge bundle reads the config on another machine.
+        if self.path.is_dir():
+            raise SinkUnavailable(f"{self.path} is a folder; set [sinks.jsonl] path to a file")
         self.max_bytes, self.keep = int(max_mb * MB), keep
         self._fd: int | None = None  # opened on first use, so configuring the sink never writes
         self._held: deque[bytes] = deque()  # lines not written yet, oldest first
@@ -171,8 +172,6 @@ class JsonlSink(Sink):
         self._close()
 
     def check(self) -> str:
-        if self.path.is_dir():
-            return f"cannot write {self.path}: it is a folder; set [sinks.jsonl] path to a file"
         d = self.path.parent
         while not d.exists():
             d = d.parent
