@@ -515,3 +515,14 @@ def test_a_person_back_after_a_long_gap_is_one_track_in_the_analysis(tmp_path):
     rows = people(20.0)
     assert [(r["track_id"], r["frames"]) for r in rows] == [("1", "35")]  # 20 frames before, 15 after
     assert len(people(0.0)) == 2
+
+
+def test_an_out_that_is_a_file_or_under_one_is_one_sentence(tmp_path):
+    from edge.errors import UserError
+    from edge.ops.analyze import _output_dir
+
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(UserError, match=r"notes.txt is a file; pass a folder"):
+        _output_dir(str(tmp_path / "notes.txt"))
+    with pytest.raises(UserError, match=r"lies under the file .*notes.txt; pass a folder"):
+        _output_dir(str(tmp_path / "notes.txt" / "results"))

@@ -33,6 +33,7 @@ import numpy as np
 
 from edge.config import Config, ScheduleConfig
 from edge.errors import UserError, install_hint, missing_modules
+from edge.paths import check_out_folder
 from edge.pipeline import face_width
 from edge.pipeline.annotate import AnnotatedVideo
 from edge.pipeline.core import Pipeline, StageTimer, load_parts
@@ -214,8 +215,7 @@ class _Recorder:
 
 def _output_dir(out: str) -> Path:
     path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise UserError(f"--out {path} is a file; pass a folder to write the results into.")
+    check_out_folder(path)
     try:  # a read-only or full disk fails here, before the model loads, not halfway through
         path.mkdir(parents=True, exist_ok=True)
         probe = path / ".edge-write-test"
