@@ -288,10 +288,81 @@ def test_basic_auth_password(serve):
 
 def test_read_only(serve):
     base, _ = serve()
-    req = urllib.request.Request(base + "/status", data=b"{}", method="POST")
-    with pytest.raises(urllib.error.HTTPError) as e:
-        urllib.request.urlopen(req, timeout=10)
-    assert e.value.code == 501
+    for method in ("POST", "PUT", "DELETE", "OPTIONS"):
+        req = urllib.request.Request(base + "/status", data=b"{}", method=method)
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(req, timeout=10)
+        assert e.value.code == 405 and e.value.headers["Allow"] == "GET, HEAD", method
+        assert e.value.headers["X-Content-Type-Options"] == "nosniff"  # the page's headers on errors too
+    assert get(base + "/status")[1]["Server"] == "queue-mood"
+
+
+def raw(port: int, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall(request)
+        out = b""
+        while chunk := s.recv(4096):
+            out += chunk
+    return out
+
+
+def test_errors_never_echo_the_request_line_with_its_token(serve):
+    base, srv = serve(token=TOKEN)
+    reply = raw(srv.port, f"GET /a\tb?token={TOKEN} HTTP/1.0\r\n\r\n".encode())
+    assert reply.startswith(b"HTTP/1.0 400") and TOKEN.encode() not in reply and b"nosniff" in reply
+
+
+def test_the_link_redirects_only_to_the_page_and_renews_the_cookie(serve):
+    base, srv = serve(token=TOKEN)
+    # a link someone else wrote: /\\evil.example is //evil.example to a browser
+    reply = raw(srv.port, f"GET /\\evil.example?token={TOKEN} HTTP/1.0\r\n\r\n".encode())
+    assert reply.startswith(b"HTTP/1.0 303") and b"\r\nLocation: /\r\n" in reply
+    code, headers, _ = get(base + f"/status?token={TOKEN}")
+    assert code == 303 and headers["Location"] == "/status"
+    # opened again with the cookie already set: a fresh cookie, and the token leaves the address bar
+    code, headers, _ = get(base + f"/?token={TOKEN}", {"Cookie": f"qm_token={TOKEN}"})
+    assert code == 303 and headers["Location"] == "/" and "Max-Age=2592000" in headers["Set-Cookie"]
+
+
+def test_a_client_trickling_its_request_loses_the_connection_at_the_idle_timeout(serve):
+    base, srv = serve(idle_timeout_s=0.5)
+    s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+    start, closed = time.monotonic(), False
+    s.sendall(b"GET /status HTTP/1.1\r\nX-Pad: ")
+    while time.monotonic() - start < 10:  # a byte every 0.1 s: every read comes well within the timeout
+        try:
+            s.sendall(b"a")
+        except OSError:
+            closed = True
+            break
+        time.sleep(0.1)
+    s.close()
+    assert closed and time.monotonic() - start < 3
+    assert get(base + "/status")[0] == 200
+
+
+def test_one_network_host_holds_at_most_half_the_handlers(serve, monkeypatch, caplog):
+    from edge.service import status
+
+    monkeypatch.setattr(status, "_loopback", lambda host: False)  # the test's 127.0.0.1 stands for a LAN host
+    base, srv = serve(max_clients=4, idle_timeout_s=30)
+    idle = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(2)]
+    for s in idle:
+        s.sendall(b"GET / HTTP/1.1\r\n")
+    deadline = time.monotonic() + 10
+    while srv.httpd._slots._value > 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with caplog.at_level(logging.WARNING, logger="edge.service.status"):
+        assert get(base + "/status")[0] == 503  # a third connection from the same host
+        assert get(base + "/status")[0] == 503
+    assert srv.httpd._slots._value == 2  # two handlers left for everyone else
+    assert len([r for r in caplog.records if "turned away" in r.getMessage()]) == 1  # one line, not one per request
+    for s in idle:
+        s.close()
+    deadline = time.monotonic() + 10
+    while get(base + "/status")[0] != 200:
+        assert time.monotonic() < deadline, "the host's connections were not given back"
+        time.sleep(0.05)
 
 
 def test_binding_beyond_loopback_needs_a_token_or_password():

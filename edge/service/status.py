@@ -5,7 +5,8 @@ image: the page shows counts and shares, as the sinks do.
 Safe to leave running for months: loopback unless `[status] host` says otherwise, and then
 a token or basic-auth password is required (compared in constant time); URLs with
 credentials are redacted; idle connections time out; the number of handler threads is
-capped (extra clients get 503 at once); clients that hang up are logged at debug level."""
+capped (extra clients get 503 at once), and one host on the network may hold at most half of
+them; clients that hang up are logged at debug level."""
 
 from __future__ import annotations
 
@@ -38,6 +39,12 @@ log = logging.getLogger(__name__)
 HEALTH_EVERY_S = 5.0  # sysfs reads are cheap, but not per request
 COOKIE = "qm_token"
 _QUERY = re.compile(r"\?[^\s\"]*")  # a link's ?token= never reaches the log
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+REFUSAL_LOG_EVERY_S = 60.0
+
+
+def _loopback(host: str) -> bool:
+    return host.startswith("127.") or host in ("::1", "::ffff:127.0.0.1")
 ASSETS = {"/": ("index.html", "text/html; charset=utf-8"),
           "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
           "/static/style.css": ("style.css", "text/css; charset=utf-8")}
@@ -164,9 +171,13 @@ class Auth:
         return hmac.compare_digest(user, self.user) & hmac.compare_digest(password, self.password)
 
     def check(self, headers, query: dict) -> tuple[bool, bool]:
-        """(allowed, allowed by the ?token= of a link)."""
+        """(allowed, allowed by the ?token= of a link). The link's token is looked at first, so
+        opening the link again renews the cookie and takes the token out of the address bar."""
         if not self.enabled:
             return True, False
+        given = query.get("token", [""])[0]
+        if given and self._token_ok(given):
+            return True, True
         scheme, _, value = (headers.get("Authorization") or "").partition(" ")
         if scheme.lower() == "bearer" and self._token_ok(value.strip()):
             return True, False
@@ -176,8 +187,7 @@ class Auth:
             name, _, value = part.strip().partition("=")
             if name == COOKIE and self._token_ok(value):
                 return True, False
-        given = query.get("token", [""])[0]
-        return (True, True) if given and self._token_ok(given) else (False, False)
+        return False, False
 
     def challenge(self) -> str:
         return 'Basic realm="queue-mood", charset="UTF-8"' if self.password else 'Bearer realm="queue-mood"'
@@ -189,27 +199,60 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, address, handler, max_clients: int):
         self._slots = threading.BoundedSemaphore(max_clients)
+        # One host on the network holds at most half the slots, so a client that opens many
+        # connections cannot lock the manager's page out (loopback is this Pi: a proxy, a check).
+        self._per_host = max(1, max_clients // 2)
+        self._held: dict[str, int] = {}
+        self._held_lock = threading.Lock()
+        self._last_refusal_log = float("-inf")
         super().__init__(address, handler)
 
+    def _refuse(self, request, client_address, why: str):
+        try:
+            request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 2\r\nContent-Length: 0\r\n\r\n")
+        except OSError:
+            pass
+        self.shutdown_request(request)
+        now = time.monotonic()
+        if now - self._last_refusal_log >= REFUSAL_LOG_EVERY_S:  # a flood is one line a minute, not one a request
+            self._last_refusal_log = now
+            log.warning("status page: turned away %s (%s); the page may not load for others meanwhile.",
+                        client_address[0], why)
+
     def process_request(self, request, client_address):
+        host = client_address[0]
+        with self._held_lock:
+            too_many = not _loopback(host) and self._held.get(host, 0) >= self._per_host
+            if not too_many:
+                self._held[host] = self._held.get(host, 0) + 1
+        if too_many:
+            self._refuse(request, client_address, f"it already holds {self._per_host} connections")
+            return
         if not self._slots.acquire(blocking=False):  # all handler threads busy: say so, do not queue
-            try:
-                request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 2\r\nContent-Length: 0\r\n\r\n")
-            except OSError:
-                pass
-            self.shutdown_request(request)
+            self._release_host(host)
+            self._refuse(request, client_address, "every handler is busy")
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
             self._slots.release()
+            self._release_host(host)
             raise
+
+    def _release_host(self, host: str):
+        with self._held_lock:
+            left = self._held.get(host, 0) - 1
+            if left > 0:
+                self._held[host] = left
+            else:
+                self._held.pop(host, None)
 
     def process_request_thread(self, request, client_address):
         try:
             super().process_request_thread(request, client_address)
         finally:
             self._slots.release()
+            self._release_host(client_address[0])
 
     def handle_error(self, request, client_address):
         exc = sys.exc_info()[1]
@@ -232,9 +275,41 @@ class StatusServer:
                   for path, (name, ctype) in ASSETS.items()}
 
         class Handler(BaseHTTPRequestHandler):
-            timeout = cfg.idle_timeout_s  # an idle or trickling client loses its thread after this
+            timeout = cfg.idle_timeout_s  # a silent client loses its thread after this
             server_version = "queue-mood"
             sys_version = ""
+
+            def setup(self):
+                super().setup()
+                # The socket timeout is per read, so a client trickling a byte at a time would
+                # keep its thread for good: the whole connection gets idle_timeout_s.
+                self._deadline = threading.Timer(cfg.idle_timeout_s, self._cut)
+                self._deadline.daemon = True
+                self._deadline.start()
+
+            def _cut(self):
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+            def finish(self):
+                self._deadline.cancel()
+                super().finish()
+
+            def version_string(self):
+                return self.server_version
+
+            def send_error(self, code, message=None, explain=None):
+                """http.server's own errors (bad syntax, a method other than GET/HEAD, a too-long
+                line) as plain text with the page's headers, never echoing the request line, whose
+                ?token= the sender may not be the owner of."""
+                allow = None
+                if code == 501:  # an unsupported method: the resource exists, it is read-only
+                    code, allow = 405, {"Allow": "GET, HEAD"}
+                self.close_connection = True
+                body = f"{code} {self.responses.get(code, ('Error',))[0]}\n".encode()
+                self._send(code, body, "text/plain; charset=utf-8", self.command != "HEAD", allow)
 
             def do_GET(self):
                 self._serve(send_body=True)
@@ -256,8 +331,9 @@ class StatusServer:
                     # Lax, not Strict: a link tapped in webmail or on an intranet page is a request from
                     # another site, and Strict withholds the cookie on this very redirect. The page only
                     # reads, so a cross-site GET can change nothing.
+                    known = path in assets or path in ("/status", "/history", "/metrics")
                     self._send(303, b"", "text/plain", send_body, {
-                        "Location": path,
+                        "Location": path if known else "/",  # never a place the link's sender chose
                         "Set-Cookie": f"{COOKIE}={auth.token.decode()}; HttpOnly; SameSite=Lax; Path=/; "
                                       "Max-Age=2592000"})
                     return
@@ -292,7 +368,8 @@ class StatusServer:
                     self.wfile.write(body)
 
             def log_message(self, fmt, *args):  # scrapes and page polls stay out of the journal
-                log.debug("status %s: %s", self.address_string(), _QUERY.sub("?***", fmt % args))
+                text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", fmt % args)  # no raw bytes in the journal
+                log.debug("status %s: %s", self.address_string(), _QUERY.sub("?***", text))
 
         server_cls = _Server6 if ":" in cfg.host else _Server
         self.httpd = server_cls((cfg.host, cfg.port), Handler, cfg.max_clients)
