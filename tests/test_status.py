@@ -357,12 +357,7 @@ def test_one_network_host_holds_at_most_half_the_handlers(serve, monkeypatch, ca
         assert get(base + "/status")[0] == 503
     assert srv.httpd._slots._value == 2  # two handlers left for everyone else
     assert len([r for r in caplog.records if "turned away" in r.getMessage()]) == 1  # one line, not one per request
-    for s in idle:
-        s.close()
-    deadline = time.monotonic() + 10
-    while get(base + "/status")[0] != 200:
-        assert time.monotonic() < deadline, "the host's connections were not given back"
-        time.sleep(0.05)
+    close_and_wait_for_the_page(idle, base)
 
 
 def test_binding_beyond_loopback_needs_a_token_or_password():
@@ -374,6 +369,16 @@ def test_binding_beyond_loopback_needs_a_token_or_password():
     assert load_config(None, {"status.host": "0.0.0.0", "status.token": TOKEN}).status.token == TOKEN
     assert load_config(None, {"status.host": "::1"}).status.host == "::1"
     assert load_config(None, {"status.host": "192.168.1.20", "status.password": "long enough"})
+
+
+def close_and_wait_for_the_page(connections, base):
+    """Close the connections holding handlers; the page must answer again within 10 s."""
+    for s in connections:
+        s.close()
+    deadline = time.monotonic() + 10
+    while get(base + "/status")[0] != 200:
+        assert time.monotonic() < deadline, "the handlers were not given back"
+        time.sleep(0.05)
 
 
 def test_idle_connection_is_closed_and_the_thread_freed(serve):
@@ -394,12 +399,7 @@ def test_thread_cap_answers_503_instead_of_piling_up_threads(serve):
     while srv.httpd._slots._value and time.monotonic() < deadline:  # both handler threads started
         time.sleep(0.01)
     assert get(base + "/status")[0] == 503
-    for s in idle:
-        s.close()
-    deadline = time.monotonic() + 10
-    while get(base + "/status")[0] != 200:
-        assert time.monotonic() < deadline, "slots were not given back"
-        time.sleep(0.05)
+    close_and_wait_for_the_page(idle, base)
 
 
 def test_client_disconnects_are_debug_lines_without_traceback(serve, caplog, capfd):
