@@ -264,7 +264,7 @@ class StatusConfig:
     alert_advice: str = "Open another checkout or send someone to help the queue."
     history_db: str = field(default="", metadata=FILE_KEY)  # SQLite file that keeps the page's last hour across restarts; empty: memory only
     idle_timeout_s: float = 10.0  # a connection is closed this long after it opened (a silent or trickling client)
-    max_clients: int = 16  # handler threads at most, at most half for one host on the network; more clients at once get 503
+    max_clients: int = 16  # handler threads at most, one host on the network half of them (at least 4); more clients at once get 503
 
     def validate(self, p):
         _check(0 <= self.port < 65536, f"{p}.port", self.port, "a TCP port (0 = any free port)")

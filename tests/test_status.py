@@ -345,17 +345,17 @@ def test_one_network_host_holds_at_most_half_the_handlers(serve, monkeypatch, ca
     from edge.service import status
 
     monkeypatch.setattr(status, "_loopback", lambda host: False)  # the test's 127.0.0.1 stands for a LAN host
-    base, srv = serve(max_clients=4, idle_timeout_s=30)
-    idle = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(2)]
+    base, srv = serve(max_clients=10, idle_timeout_s=30)
+    idle = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(5)]
     for s in idle:
         s.sendall(b"GET / HTTP/1.1\r\n")
     deadline = time.monotonic() + 10
-    while srv.httpd._slots._value > 2 and time.monotonic() < deadline:
+    while srv.httpd._slots._value > 5 and time.monotonic() < deadline:
         time.sleep(0.01)
     with caplog.at_level(logging.WARNING, logger="edge.service.status"):
-        assert get(base + "/status")[0] == 503  # a third connection from the same host
+        assert get(base + "/status")[0] == 503  # a sixth connection from the same host
         assert get(base + "/status")[0] == 503
-    assert srv.httpd._slots._value == 2  # two handlers left for everyone else
+    assert srv.httpd._slots._value == 5  # half the handlers left for everyone else
     assert len([r for r in caplog.records if "turned away" in r.getMessage()]) == 1  # one line, not one per request
     close_and_wait_for_the_page(idle, base)
 
@@ -520,3 +520,37 @@ def test_fps_is_frames_per_second_when_frames_come_in_bursts(monkeypatch):
         clock[0] += 0.001 if i % 2 else 0.099
         stats.update(result(1, 0), 0, {})
     assert stats.data["fps"] == pytest.approx(20.0, rel=0.1)  # the old mean of 1/dt read about 500
+
+
+def test_a_host_turned_away_by_a_full_server_is_not_counted_and_no_timer_is_left(serve, monkeypatch):
+    import threading
+
+    from edge.service import status
+
+    monkeypatch.setattr(status, "_loopback", lambda host: False)
+    base, srv = serve(max_clients=1, idle_timeout_s=30)
+    busy = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    busy.sendall(b"GET / HTTP/1.1\r\n")
+    deadline = time.monotonic() + 10
+    while srv.httpd._slots._value and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for _ in range(3):  # another host meets the full server: refused, and its count given back each time
+        mine, theirs = socket.socketpair()
+        srv.httpd.process_request(theirs, ("10.0.0.9", 40000))
+        assert mine.recv(100).startswith(b"HTTP/1.0 503")
+        mine.close()
+    assert "10.0.0.9" not in srv.httpd._held
+    close_and_wait_for_the_page([busy], base)
+    deadline = time.monotonic() + 10
+    while (srv.httpd._held or [t for t in threading.enumerate() if isinstance(t, threading.Timer)]) \
+            and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert srv.httpd._held == {}
+    assert not [t for t in threading.enumerate() if isinstance(t, threading.Timer)]  # each deadline cancelled
+
+
+def test_loopback_includes_ipv4_mapped_addresses():
+    from edge.service.status import _loopback
+
+    assert all(_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.2"))
+    assert not any(_loopback(h) for h in ("192.168.1.5", "::ffff:192.168.1.5", "fe80::1", "not-an-ip"))

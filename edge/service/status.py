@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import ipaddress
 import json
 import logging
 import re
@@ -39,12 +40,16 @@ log = logging.getLogger(__name__)
 HEALTH_EVERY_S = 5.0  # sysfs reads are cheap, but not per request
 COOKIE = "qm_token"
 _QUERY = re.compile(r"\?[^\s\"]*")  # a link's ?token= never reaches the log
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0 and C1 controls: terminal escapes in the journal
 REFUSAL_LOG_EVERY_S = 60.0
 
 
 def _loopback(host: str) -> bool:
-    return host.startswith("127.") or host in ("::1", "::ffff:127.0.0.1")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback  # ::ffff:127.0.0.2 on a dual-stack bind too
 ASSETS = {"/": ("index.html", "text/html; charset=utf-8"),
           "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
           "/static/style.css": ("style.css", "text/css; charset=utf-8")}
@@ -201,7 +206,9 @@ class _Server(ThreadingHTTPServer):
         self._slots = threading.BoundedSemaphore(max_clients)
         # One host on the network holds at most half the slots, so a client that opens many
         # connections cannot lock the manager's page out (loopback is this Pi: a proxy, a check).
-        self._per_host = max(1, max_clients // 2)
+        # At least 4 (or the whole pool when smaller): a browser loads the page, its script and
+        # the polls over parallel connections.
+        self._per_host = max(min(4, max_clients), max_clients // 2)
         self._held: dict[str, int] = {}
         self._held_lock = threading.Lock()
         self._last_refusal_log = float("-inf")
@@ -226,7 +233,7 @@ class _Server(ThreadingHTTPServer):
             if not too_many:
                 self._held[host] = self._held.get(host, 0) + 1
         if too_many:
-            self._refuse(request, client_address, f"it already holds {self._per_host} connections")
+            self._refuse(request, client_address, f"it already holds its share of connections, {self._per_host}")
             return
         if not self._slots.acquire(blocking=False):  # all handler threads busy: say so, do not queue
             self._release_host(host)
@@ -283,17 +290,23 @@ class StatusServer:
                 super().setup()
                 # The socket timeout is per read, so a client trickling a byte at a time would
                 # keep its thread for good: the whole connection gets idle_timeout_s.
+                self._done, self._done_lock = False, threading.Lock()
                 self._deadline = threading.Timer(cfg.idle_timeout_s, self._cut)
                 self._deadline.daemon = True
                 self._deadline.start()
 
             def _cut(self):
-                try:
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
+                with self._done_lock:  # never after finish: the socket's number may be a new client's by then
+                    if self._done:
+                        return
+                    try:
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
 
             def finish(self):
+                with self._done_lock:
+                    self._done = True
                 self._deadline.cancel()
                 super().finish()
 
