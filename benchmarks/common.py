@@ -8,7 +8,9 @@ the TFLite runtime, on a Raspberry Pi the board and the CPU governor (a WARNING 
 
 from __future__ import annotations
 
+import argparse
 import json
+import math
 import os
 import platform
 import shlex
@@ -382,8 +384,6 @@ def save_plot(plt, fig, ax, out: Path, name: str, **legend) -> Path:
 def script_parser(doc: str, default_threads: int | None = None):
     """An argparse parser for a benchmark script: first paragraph of `doc` as description,
     all of it as epilog, and the common arguments."""
-    import argparse
-
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0], epilog=doc,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     add_common_args(ap, default_threads=default_threads)
@@ -394,9 +394,6 @@ def number(kind: type = int, low: float = 1, above: bool = False):
     """An argparse type for a count or length: a finite `kind` of `low` or more (more than `low`
     when `above`), so that 0 repeats, -1 minutes or nan is argparse's one-line error naming the
     option before any work, not a numpy error (or a run that never ends) later."""
-    import argparse
-    import math
-
     what = ("a whole number" if kind is int else "a number") + (f" above {low:g}" if above else f" of {low:g} or more")
 
     def parse(text: str):

@@ -456,8 +456,6 @@ def run(args, argv=None) -> dict:
     from edge.service.app import load_parts
     from edge.config import load_config
 
-    if args.live_runs < 1:
-        raise UserError(f"--live-runs {args.live_runs}: play each video at least once (1 or more).")
     if args.pin_core is not None:
         pin_core(args.pin_core)
     cv2.setNumThreads(args.threads)
@@ -484,9 +482,8 @@ def run(args, argv=None) -> dict:
                 Path(tmp := tempfile.mkdtemp(prefix="bench-pipeline-"))
             folder.mkdir(parents=True, exist_ok=True)
             data = Path(args.data) if args.data else None
-            counts = args.faces
-            print(f"writing {len(counts)} videos of {args.frames} frames to {folder} ...", flush=True)
-            videos = make_videos(folder, data if data and data.exists() else None, detector, counts, args.frames,
+            print(f"writing {len(args.faces)} videos of {args.frames} frames to {folder} ...", flush=True)
+            videos = make_videos(folder, data if data and data.exists() else None, detector, args.faces, args.frames,
                                  args.fps, args.seed, args.max_tries, args.queue_seconds)
 
         peer_files, why = peer_or_reason(args)
@@ -754,7 +751,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "the 4-face video's faces walking through a queue, 3.3 faces per frame (default: none)")
     ap.add_argument("--live", action="store_true", help="live rate: each video played at its frame rate through ours, "
                     "ours with the schedule off and the peer; reports CPU time as a share of one core")
-    ap.add_argument("--live-runs", type=int, default=1, metavar="N", help="with --live: play each video N times "
+    ap.add_argument("--live-runs", type=common.number(), default=1, metavar="N", help="with --live: play each video N times "
                     "through ours and report the pass with the median CPU time, all N shares beside it "
                     "(default: %(default)s)")
     ap.add_argument("--sweep-detect", default="", metavar="HZ,HZ", help="with --live: also unpaced passes of "

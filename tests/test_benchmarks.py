@@ -322,9 +322,12 @@ def test_pipeline_removes_its_temp_videos_when_it_fails(shipped_model, tmp_path,
 
     (tmp_path / "tmp").mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    made = []
+    real_mkdtemp = tempfile.mkdtemp
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **k: made.append(real_mkdtemp(*a, **k)) or made[-1])
     rc = pipeline.main(["--model", str(shipped_model), "--data", str(tmp_path / "no-fer"), "--faces", "3",
                         "--frames", "2", "--no-peer", "--out", str(tmp_path / "out")])
-    assert rc == 2  # no layout for 3 faces: refused after the temp folder was made
+    assert rc == 2 and len(made) == 1  # no layout for 3 faces: refused after the temp folder was made
     assert not list((tmp_path / "tmp").iterdir())
 
 
@@ -362,7 +365,9 @@ def test_pipeline_live_rate_reports_cpu_share_recall_and_the_detector_sweep(ship
         assert v["detect_sweep"][1]["detector_calls_per_video_s"] < v["detect_sweep"][0]["detector_calls_per_video_s"]
     assert "CPU % of one core" in md and "Pi 4 cores (est.)" in md and "| decoding |" in md
     assert pipeline.main(["--pin-core", "9999", "--no-peer", "--live", "--out", str(out)]) == 2
-    assert pipeline.main(["--live-runs", "0", "--no-peer", "--live", "--out", str(out)]) == 2
+    with pytest.raises(SystemExit) as e:  # argparse's one-line error, before any work
+        pipeline.main(["--live-runs", "0", "--no-peer", "--live", "--out", str(out)])
+    assert e.value.code == 2
 
 
 @needs_blazeface

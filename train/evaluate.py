@@ -22,7 +22,7 @@ from train.data import EVAL_ORDER, eval_split, load_dataset
 def _read_split(data: str, size: int, split: str | None):
     """Only the scored split is decoded: (split, its name, its files or rows that could not be read)."""
     ds = load_dataset(data, size=size, only_split=split or EVAL_ORDER)
-    return (*eval_split(ds, split), ds.skipped)
+    return (*eval_split(ds, split), ds.summary()["skipped"])
 
 
 def load_votes(data: str, votes: str | None, required: bool = False):
@@ -97,7 +97,7 @@ def evaluate(model: str | None, data: str, split: str | None = None, calibrated:
     v = load_votes(data, votes)
     rep = {"model": str(path), "data": str(data), "split": name, "runtime": runtime,
            **label_reports(sp.names, sp.y, predict(sp.x), v),
-           "skipped": [{"file": f, "reason": r} for f, r in skipped]}  # as data.json lists them
+           "skipped": skipped}
     if degrade:
         rep["degraded"] = degraded_reports(predict, sp, v, degrade)
     return rep

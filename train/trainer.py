@@ -62,12 +62,19 @@ def _grown(mine, theirs: np.ndarray, mixes: bool) -> np.ndarray:
     one's) gets zeros from the new input channels into the old output channels, so the old
     channels compute what they did and the grown model starts as the same function; the new
     channels keep their random start and learn from there."""
-    grown = np.array(mine, copy=True)
+    grown = mine.copy()
     if mixes and grown.ndim >= 2:
         old_in, old_out = theirs.shape[-2], theirs.shape[-1]
         grown[..., old_in:, :old_out] = 0.0
     grown[tuple(slice(0, n) for n in theirs.shape)] = theirs
     return grown
+
+
+def _mixes_channels(layer, weight) -> bool:
+    """A convolution's, pointwise or dense kernel; not a depthwise kernel (Keras names a
+    DepthwiseConv2D's "kernel" too), a batch norm's or a bias."""
+    per_channel = type(layer).__name__ in ("DepthwiseConv2D", "BatchNormalization")
+    return not per_channel and weight.path.endswith("kernel") and not weight.path.endswith("depthwise_kernel")
 
 
 def _growable(mine: tuple, theirs: tuple) -> bool:
@@ -94,10 +101,7 @@ def load_matching_weights(model, start) -> list[str]:
         if len(w) == len(layer.weights) and all(a == b for a, b in shapes):
             layer.set_weights(w)
         elif len(w) == len(layer.weights) and all(_growable(a, b) for a, b in shapes):
-            per_channel = type(layer).__name__ in ("DepthwiseConv2D", "BatchNormalization")
-            layer.set_weights([_grown(v.numpy(), t, mixes=not per_channel and v.path.endswith("kernel")
-                                      and not v.path.endswith("depthwise_kernel"))
-                               for v, t in zip(layer.weights, w)])
+            layer.set_weights([_grown(v.numpy(), t, _mixes_channels(layer, v)) for v, t in zip(layer.weights, w)])
         else:
             fresh.append(layer.name)
     if len(fresh) * 2 > len(weighted):

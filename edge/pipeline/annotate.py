@@ -33,9 +33,10 @@ def draw(image: np.ndarray, result, labels: list[str]) -> np.ndarray:
     return img
 
 
-def check_video_path(path: Path) -> None:
+def check_video_path(path: str | Path) -> None:
     """A file OpenCV's mp4v writer can open; else one sentence saying why (the writer itself
     only fails to open, as if it had no encoder)."""
+    path = Path(path)
     folder = path.parent
     if path.is_dir():
         raise UserError(f"The annotated video {path} is a folder; give a file name ending in .mp4 "

@@ -28,6 +28,7 @@ from datetime import datetime, timezone
 from edge.config import Config
 from edge.errors import UserError
 from edge.paths import expand_path
+from edge.pipeline.annotate import check_video_path
 from edge.pipeline.core import load_parts
 from edge.pipeline.tracking import PeopleCount
 from edge.sinks.base import AlertEvent
@@ -53,11 +54,7 @@ class RunOptions:
             raise UserError(f"--duration {self.duration_s:g} is not a number of seconds; pass a finite number above 0, "
                             "or leave it out to run until the source ends.")
         if self.preview:  # here, not only once the first frame is in
-            from pathlib import Path
-
-            from edge.pipeline.annotate import check_video_path
-
-            check_video_path(Path(self.preview))
+            check_video_path(self.preview)
 
 
 def make_event(kind: str, result, device: str) -> AlertEvent:

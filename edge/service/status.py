@@ -42,6 +42,7 @@ COOKIE = "qm_token"
 _QUERY = re.compile(r"\?[^\s\"]*")  # a link's ?token= never reaches the log
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0 and C1 controls: terminal escapes in the journal
 REFUSAL_LOG_EVERY_S = 60.0
+DATA_PATHS = ("/status", "/history", "/metrics")  # served beside the page's assets
 
 
 def _loopback(host: str) -> bool:
@@ -344,7 +345,7 @@ class StatusServer:
                     # Lax, not Strict: a link tapped in webmail or on an intranet page is a request from
                     # another site, and Strict withholds the cookie on this very redirect. The page only
                     # reads, so a cross-site GET can change nothing.
-                    known = path in assets or path in ("/status", "/history", "/metrics")
+                    known = path in assets or path in DATA_PATHS
                     self._send(303, b"", "text/plain", send_body, {
                         "Location": path if known else "/",  # never a place the link's sender chose
                         "Set-Cookie": f"{COOKIE}={auth.token.decode()}; HttpOnly; SameSite=Lax; Path=/; "
