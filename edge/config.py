@@ -38,6 +38,9 @@ class SourceConfig:
     fps: float = 15.0  # requested camera rate; media rate for an image folder
     reopen_max_backoff_s: float = 30.0  # longest wait between attempts to reopen a camera or stream that stopped
     down_after_s: float = 5.0  # a live source silent this long is reported "camera down"
+    # A recording (path) played at its own frame rate, as a camera delivers frames: frames a
+    # slower monitor misses are dropped. Off: as fast as the machine goes. Cameras are live anyway.
+    realtime: bool = False
     # The queue's part of the frame, [x, y, w, h] as fractions (0-1) of the frame; empty:
     # the whole frame. The detector looks only there, so its input pixels go to the faces.
     roi: list[float] = field(default_factory=list, metadata=items(4))

@@ -322,6 +322,7 @@ def test_demo_scene_ground_truth_and_default_folder(monkeypatch, tmp_path):
     assert demo.default_out() == tmp_path / "queue-mood" / "demo"
     cfg = demo.demo_config(tmp_path, tmp_path / "scene.mp4")
     assert cfg.sinks.jsonl.path == str(tmp_path / "alerts.jsonl") and cfg.status.port == 0
+    assert cfg.source.realtime and not demo.demo_config(tmp_path, tmp_path / "scene.mp4", realtime=False).source.realtime
     # `edge demo --out demo1`: the demo.toml it writes replays with `edge run --config demo1/demo.toml`
     monkeypatch.chdir(tmp_path)
     (tmp_path / "demo1").mkdir()
@@ -330,6 +331,7 @@ def test_demo_scene_ground_truth_and_default_folder(monkeypatch, tmp_path):
     replay = load_config("demo1/demo.toml")
     assert replay.source.path == str(tmp_path / "demo1" / "scene.mp4")
     assert replay.sinks.spool_dir == str(tmp_path / "demo1" / "spool")
+    assert replay.source.realtime  # the replay comes at the scene's pace, as the demo did
 
 
 # -- smaller items ----------------------------------------------------------------------------

@@ -231,6 +231,34 @@ def test_live_source_latest_frame_wins():
     assert all(b - a > 1 for a, b in zip(seen, seen[1:])), "stale frames were delivered"
 
 
+@pytest.mark.parametrize("every, at_least_dropped", [(1, 5), (3, 1)])
+def test_a_realtime_recording_comes_at_its_own_rate_and_drops_what_a_slow_consumer_misses(astronaut_video, every, at_least_dropped):
+    from edge.pipeline.sources import open_source
+
+    with open_source(None, str(astronaut_video), every=every, realtime=True) as src:  # 10 fps, 30 frames
+        start, late, seen = time.monotonic(), [], []
+        for frame in src.poll(0.25):
+            late.append(time.monotonic() - start - frame.t_s)
+            seen.append(frame.index)
+            if len(seen) == 2:
+                time.sleep(0.75)  # the consumer falls behind: frames more than an interval late are dropped
+    assert min(late) >= -0.01, "a frame came before its time"
+    assert src.dropped >= at_least_dropped and len(seen) + src.dropped == len(range(0, 30, every))
+    assert all(b > a for a, b in zip(seen, seen[1:])) and seen[-1] == 30 - every
+    with open_source(None, str(astronaut_video), every=every) as src:  # not realtime: as fast as it can
+        start = time.monotonic()
+        assert len(list(src.poll(0.25))) == len(range(0, 30, every)) and src.dropped == 0
+        assert time.monotonic() - start < 2.0
+
+
+def test_realtime_is_a_source_setting_on_the_command_line_too(tmp_path):
+    r = run_cli("run", "--print-config", "--source", "x.mp4", "--realtime")
+    assert r.returncode == 0, r.stderr
+    assert "realtime = true" in r.stdout
+    r = run_cli("run", "--print-config", "--source", "x.mp4")
+    assert "realtime = false" in r.stdout
+
+
 def test_live_source_reopens_after_it_stops_delivering():
     cam = FakeCamera(stall_after=10)
     got = 0

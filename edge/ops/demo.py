@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,13 +45,15 @@ def default_out() -> Path:
     return Path(cache) / "queue-mood" / "demo"
 
 
-def demo_config(out: Path, video: Path) -> Config:
-    """The product defaults with the demo's files: only where things go differs. Paths are
-    absolute: demo.toml replays from anywhere (a config's relative paths are its folder's)."""
+def demo_config(out: Path, video: Path, realtime: bool = True) -> Config:
+    """The product defaults with the demo's files: only where things go, and the scene played at
+    its own pace as a camera would (unless --fast), differ. Paths are absolute: demo.toml
+    replays from anywhere (a config's relative paths are its folder's)."""
     out, video = out.absolute(), video.absolute()
     return load_config(None, {
         "device_name": "demo",
         "source.path": str(video),
+        "source.realtime": realtime,
         "sinks.spool_dir": str(out / "spool"),
         "sinks.jsonl": {"path": str(out / "alerts.jsonl")},
         "status.port": 0,  # any free port: a running service may hold the default one
@@ -60,26 +61,20 @@ def demo_config(out: Path, video: Path) -> Config:
 
 
 class _Live:
-    """The per-frame hook: a line per second of scene time, the data for the chart, and the
-    pace of the scene's own clock when realtime."""
+    """The per-frame hook: a line per second of scene time and the data for the chart."""
 
-    def __init__(self, echo, realtime: bool):
+    def __init__(self, echo):
         from edge.service.console import status_text
 
-        self.echo, self.realtime, self.status_text = echo, realtime, status_text
+        self.echo, self.status_text = echo, status_text
         self.rows: list[tuple] = []  # (t_s, faces, negative_share, counts per label)
         self.periods: list[dict] = []  # {"raised_s", "cleared_s"}
         self.labels: list[str] | None = None
         self._second = -1
-        self._start = None
 
     def __call__(self, frame, result) -> None:
         import numpy as np
 
-        if self._start is None:
-            self._start = time.monotonic() - result.t_s
-        if self.realtime:  # a recording would otherwise play as fast as the machine can go
-            time.sleep(max(0.0, self._start + result.t_s - time.monotonic()))
         if self.labels is None:
             self.labels = list(result.mood.counts)
         counts = np.zeros(len(self.labels), np.int64)
@@ -113,7 +108,7 @@ def run(s: DemoSettings, echo=print) -> DemoResult:
     except OSError as exc:
         raise UserError(f"Cannot create the demo folder {out} ({exc.strerror}); pass --out DIR.") from exc
     video = out / "scene.mp4"
-    cfg = demo_config(out, video)
+    cfg = demo_config(out, video, s.realtime)
     config_path = out / "demo.toml"
     config_path.write_text("# The config `edge demo` used: the product defaults, with the demo's files.\n"
                            + to_toml(to_dict(cfg)))
@@ -128,7 +123,7 @@ def run(s: DemoSettings, echo=print) -> DemoResult:
     echo(f"Running the monitor on it with the default alert policy: raise when at least {a.raise_share:.0%} of "
          f"at least {a.min_faces} faces look negative for {a.raise_after_s:g} s; clear below "
          f"{a.clear_share:.0%} for {a.clear_after_s:g} s.")
-    live = _Live(echo, s.realtime)
+    live = _Live(echo)
     summary = app.run(cfg, app.RunOptions(), on_result=live)
 
     chart = out / "summary.png"

@@ -1,7 +1,9 @@
 """Frame sources: context-managed iterators of Frame(image, t_s, index).
 
 Recordings (video files, image folders) are read frame by frame with media timestamps
-(index / fps), so a run raises the same alerts at the same media times on any machine.
+(index / fps), so a run raises the same alerts at the same media times on any machine; or,
+with `realtime`, at their own rate as a camera would deliver them (to try the status page on a
+recording, and so the benchmark can time the whole monitor at a camera's pace).
 Live sources (cameras, streams) run a grabber thread where the latest frame wins: a slow
 consumer gets the newest frame, stale ones are dropped and counted, and a source that
 stops delivering is reopened with back-off. Whatever a driver raises is a failed read, logged
@@ -56,6 +58,7 @@ class Frame:
 
 class Source:
     dropped = 0  # frames discarded because processing was slower than the source
+    realtime = False  # a recording played at its own rate (see paced)
 
     def __enter__(self):
         return self
@@ -69,8 +72,22 @@ class Source:
     def poll(self, timeout_s: float) -> Iterator[Frame | None]:
         """The frames, plus None whenever none arrived for timeout_s (live sources only), so
         a caller can check its stop conditions and notice a silent camera. A recording never
-        waits on anything outside, so it simply yields its frames."""
-        yield from self
+        waits on anything outside, so it simply yields its frames (at its own rate if realtime)."""
+        yield from self.paced() if self.realtime else self
+
+    def paced(self) -> Iterator[Frame]:
+        """The frames at the recording's own rate, as a camera delivers them: none before its
+        time, and one that comes a whole frame interval late (the consumer was slower than the
+        recording) is dropped and counted in `dropped`, as a camera's stale frames are."""
+        start, interval = time.monotonic(), getattr(self, "every", 1) / self.fps
+        for frame in self:
+            late = time.monotonic() - start - frame.t_s
+            if late >= interval:
+                self.dropped += 1
+                continue
+            if late < 0:
+                time.sleep(-late)
+            yield frame
 
     def close(self) -> None:
         pass
@@ -443,22 +460,29 @@ def _close_quietly(cam) -> None:
 
 
 def open_source(camera: int | None, path: str, width: int = 640, height: int = 480, fps: float = 15.0,
-                every: int = 1, max_backoff_s: float = 30.0) -> Source:
-    """The source the arguments name: --camera N or --source PATH_or_URL."""
+                every: int = 1, max_backoff_s: float = 30.0, realtime: bool = False) -> Source:
+    """The source the arguments name: --camera N or --source PATH_or_URL; realtime: a recording
+    plays at its own rate (cameras and streams are live anyway)."""
+    if path and "://" not in path:
+        source = _recording(path, fps, every)
+        source.realtime = realtime
+        return source
     if path:
-        if "://" in path:
-            return OpenCVCamera(path, width, height, fps, max_backoff_s)
-        p = expand_path(path)
-        if p.is_dir():
-            return ImageFolderSource(str(p), fps=fps, every=every)
-        if not p.exists():
-            what = "is a link to a file that does not exist" if p.is_symlink() else "does not exist"
-            raise UserError(f"Source {path} {what}; pass a video file, an image folder or an rtsp:// URL.")
-        if p.suffix.lower() in IMAGE_SUFFIXES:
-            return ImageFolderSource.single(p)
-        return VideoFileSource(str(p), every=every)
+        return OpenCVCamera(path, width, height, fps, max_backoff_s)
     if camera is None:
         raise UserError("No source given; pass --camera N or --source PATH_or_URL.")
     if PiCamera.available(camera):
         return PiCamera(camera, width, height, fps, max_backoff_s)
     return OpenCVCamera(camera, width, height, fps, max_backoff_s)
+
+
+def _recording(path: str, fps: float, every: int) -> Source:
+    p = expand_path(path)
+    if p.is_dir():
+        return ImageFolderSource(str(p), fps=fps, every=every)
+    if not p.exists():
+        what = "is a link to a file that does not exist" if p.is_symlink() else "does not exist"
+        raise UserError(f"Source {path} {what}; pass a video file, an image folder or an rtsp:// URL.")
+    if p.suffix.lower() in IMAGE_SUFFIXES:
+        return ImageFolderSource.single(p)
+    return VideoFileSource(str(p), every=every)
