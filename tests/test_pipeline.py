@@ -35,6 +35,7 @@ def test_run_on_a_video_tracks_the_face(astronaut_video, shipped_model, tmp_path
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout[r.stdout.index("{"):])
     assert summary["frames"] == 25 and summary["tracks"] == 1
+    assert 0 < summary["cpu_s"] and 0 < summary["cpu_share_of_core"]  # the loop's CPU, model loading not counted
     assert summary["runtime"].startswith("ai-edge-litert")
     assert {"detect", "classify", "track"} <= set(summary["stage_ms"])
 
