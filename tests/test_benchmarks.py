@@ -355,6 +355,9 @@ def test_pipeline_live_rate_reports_cpu_share_recall_and_the_detector_sweep(ship
         assert len(passes) == 2 and ours["cpu_share_of_core"] in passes and "cpu_share_of_core_passes" not in off
         assert ours["wall_s"] >= (ours["frames"] - 1) / v["fps"]  # paced: the last frame not before its time
         assert ours["recall"] is not None and ours["gmacs_per_video_s"] > 0
+        run = v["live"]["edge_run"]  # the whole monitor at the video's rate, status server and all
+        assert run["frames"] + run["dropped_frames"] == v["frames"] and run["wall_s"] >= (v["frames"] - 1) / v["fps"]
+        assert 0 < run["cpu_share_of_core"] and len(run["cpu_share_of_core_passes"]) == 2
         alone = v["live"]["decoding"]  # the video read at its rate, no pipeline: the file's own share
         assert alone["frames"] == v["frames"] and alone["recall"] is None and alone["faces_classified_per_video_s"] == 0
         whole = v["live"]["macs"]["detector_calls_per_frame"]  # model calls for one whole frame (tiles)
@@ -363,7 +366,7 @@ def test_pipeline_live_rate_reports_cpu_share_recall_and_the_detector_sweep(ship
         assert ours["detector_calls_per_video_s"] < off["detector_calls_per_video_s"]
         assert [r["detect_hz"] for r in v["detect_sweep"]] == [15.0, 7.5]
         assert v["detect_sweep"][1]["detector_calls_per_video_s"] < v["detect_sweep"][0]["detector_calls_per_video_s"]
-    assert "CPU % of one core" in md and "Pi 4 cores (est.)" in md and "| decoding |" in md
+    assert "CPU % of one core" in md and "Pi 4 cores (est.)" in md and "| decoding |" in md and "| edge run |" in md
     assert pipeline.main(["--pin-core", "9999", "--no-peer", "--live", "--out", str(out)]) == 2
     with pytest.raises(SystemExit) as e:  # argparse's one-line error, before any work
         pipeline.main(["--live-runs", "0", "--no-peer", "--live", "--out", str(out)])
