@@ -90,6 +90,48 @@ def test_weighted_nms_averages_overlapping_boxes_by_score():
     assert np.allclose(out_boxes[1], boxes[2])
 
 
+def reference_nms(boxes, scores, kps, iou_threshold=0.3):
+    """MediaPipe's weighted suppression written out box by box: the slow, obvious version."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    alive, out = set(order), []
+
+    def iou(a, b):
+        iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+        ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+        union = max(0.0, a[2] - a[0]) * max(0.0, a[3] - a[1]) + max(0.0, b[2] - b[0]) * max(0.0, b[3] - b[1]) - iw * ih
+        return iw * ih / union if union > 0 else 0.0
+
+    for i in order:
+        if i in alive:
+            group = [j for j in order if j in alive and (j == i or iou(boxes[i], boxes[j]) > iou_threshold)]
+            alive -= set(group)
+            w = np.array([scores[j] for j in group])
+            out.append(((boxes[group] * w[:, None]).sum(0) / w.sum(), scores[i], (kps[group] * w[:, None, None]).sum(0) / w.sum()))
+    return out
+
+
+def test_weighted_nms_matches_the_box_by_box_rule_with_ties_chains_and_empty_boxes():
+    rng = np.random.default_rng(0)
+    chain = np.array([[0, 0, 10, 10], [4, 0, 14, 10], [8, 0, 18, 10]], np.float64)  # A~B, B~C, not A~C
+    cases = [(chain, np.array([0.9, 0.8, 0.7]))]
+    for trial in range(300):
+        n = int(rng.integers(1, 30))
+        centre, size = rng.uniform(0, 1, (n, 2)), rng.uniform(0.01, 0.3, (n, 2))
+        if trial % 3 == 0:
+            size[: n // 2] = 0  # zero-area boxes
+        scores = np.full(n, 0.9) if trial % 5 == 0 else rng.uniform(0.5, 1, n)  # ties keep their order
+        cases.append((np.concatenate([centre - size / 2, centre + size / 2], axis=1), scores))
+    for boxes, scores in cases:
+        kps = rng.uniform(0, 1, (len(scores), 6, 2))
+        got, want = weighted_nms(boxes, scores, kps), reference_nms(boxes, scores, kps)
+        assert len(got[0]) == len(want)
+        for k, (b, sc, kp) in enumerate(want):
+            assert np.allclose(got[0][k], b) and got[1][k] == sc and np.allclose(got[2][k], kp)
+    assert len(weighted_nms(chain, np.array([0.9, 0.8, 0.7]), np.zeros((3, 6, 2)))[0]) == 2  # C is its own group
+    empty = weighted_nms(np.zeros((0, 4)), np.zeros(0), np.zeros((0, 6, 2)))
+    assert [a.shape for a in empty] == [(0, 4), (0,), (0, 6, 2)]
+
+
 # -- BlazeFace on the astronaut --------------------------------------------------------
 
 
