@@ -178,6 +178,25 @@ def test_history_written_on_a_clock_that_was_ahead_is_not_loaded_after_a_restart
     assert History(step_s=10, span_s=3600, db_path=str(db)).series() == []
 
 
+def test_alerts_stamped_by_a_clock_that_was_ahead_neither_top_the_list_nor_push_real_ones_out(tmp_path):
+    """A clock 3 h ahead, then set back by NTP: the list is in the order the alerts came, in
+    memory and after a restart, and the file keeps the newest ones, not the ones stamped latest."""
+    import sqlite3
+
+    db = tmp_path / "history.sqlite"
+    now = time.time()
+    h = History(alerts_kept=5, db_path=str(db))
+    for i in range(3):
+        h.add_alert(now + 3 * 3600 + 60 * i, "raised", 0.5, 3)  # the clock ahead
+    for i in range(5):
+        h.add_alert(now + 60 * i, "cleared" if i % 2 else "raised", 0.6, 4)  # set right
+    real = [now + 60 * i for i in reversed(range(5))]
+    assert [a["t"] for a in h.recent_alerts()] == real
+    h.close()
+    assert sorted(t for (t,) in sqlite3.connect(db).execute("SELECT t FROM alerts")) == sorted(real)
+    assert [a["t"] for a in History(alerts_kept=5, db_path=str(db)).recent_alerts()] == real
+
+
 def test_metrics_parse_as_prometheus_and_carry_the_fleet_series(serve):
     parser = pytest.importorskip("prometheus_client.parser", reason="/metrics needs prometheus_client (edge extra)")
     stats = Stats("ai-edge-litert x", "m", "video", device="till-3")

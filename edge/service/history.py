@@ -50,8 +50,9 @@ class History:
                     "SELECT t, negative_share, faces, alert FROM samples WHERE t >= ? AND t <= ? ORDER BY t",
                     (now - self.span_s, now)):
                 self.points.append({"t": t, "negative_share": share, "faces": faces, "alert": bool(alert)})
+            # in the order they were written (rowid), not by time: a clock that was ahead stamped some later
             for t, kind, share, faces in db.execute(
-                    "SELECT t, kind, negative_share, faces FROM alerts ORDER BY t DESC LIMIT ?", (self.alerts.maxlen,)):
+                    "SELECT t, kind, negative_share, faces FROM alerts ORDER BY rowid DESC LIMIT ?", (self.alerts.maxlen,)):
                 self.alerts.appendleft({"t": t, "time": iso(t), "kind": kind, "negative_share": share, "faces": faces})
             self._db = db
         except sqlite3.Error as exc:
@@ -65,8 +66,8 @@ class History:
                 self._db.execute(sql, row)
             if self.points:  # the file keeps what memory keeps: after a clock step, not the rows beyond it
                 self._db.execute("DELETE FROM samples WHERE t < ? OR t > ?", (self.points[0]["t"], self.points[-1]["t"]))
-            self._db.execute("DELETE FROM alerts WHERE t NOT IN (SELECT t FROM alerts ORDER BY t DESC LIMIT ?)",
-                             (self.alerts.maxlen,))
+            # the newest written stay (rowid only grows: only the lowest are ever deleted)
+            self._db.execute("DELETE FROM alerts WHERE rowid <= (SELECT max(rowid) FROM alerts) - ?", (self.alerts.maxlen,))
         except sqlite3.Error as exc:
             log.warning("status history file no longer writable (%s); keeping the history in memory only", exc)
             self._db.close()
