@@ -149,7 +149,8 @@ def test_history_survives_a_restart_in_sqlite_and_disk_trouble_falls_back_to_mem
 
 def test_history_after_the_clock_steps_back_keeps_new_points_in_order_in_memory_and_file(tmp_path):
     """NTP setting back a Pi without RTC that started a day ahead: the points from the wrong
-    clock go, the new ones stay (they were deleted from the file as soon as written), in order."""
+    clock leave the chart, the new ones stay, in order. The file keeps both: from inside, a
+    clock that was ahead looks the same as one that is behind now."""
     import sqlite3
 
     db = tmp_path / "history.sqlite"
@@ -163,8 +164,8 @@ def test_history_after_the_clock_steps_back_keeps_new_points_in_order_in_memory_
         h.add(back + 5 * i, 0.9, 5, True)
     ts = [p["t"] for p in h.series()]
     assert ts == sorted(ts) and ts[0] == back and ts[-1] < ahead
-    rows = [t for (t,) in sqlite3.connect(db).execute("SELECT t FROM samples ORDER BY t")]
-    assert rows == ts[:-1]  # the closed points; none from the day ahead
+    rows = [t for (t,) in sqlite3.connect(db).execute("SELECT t FROM samples WHERE t < ? ORDER BY t", (ahead,))]
+    assert rows == ts[:-1]  # the closed points
     h.close()
     assert [p["t"] for p in History(step_s=10, span_s=3600, db_path=str(db)).series()] == rows  # and after a restart
 
@@ -195,6 +196,51 @@ def test_alerts_stamped_by_a_clock_that_was_ahead_neither_top_the_list_nor_push_
     h.close()
     assert sorted(t for (t,) in sqlite3.connect(db).execute("SELECT t FROM alerts")) == sorted(real)
     assert [a["t"] for a in History(alerts_kept=5, db_path=str(db)).recent_alerts()] == real
+
+
+def test_history_saved_before_a_boot_with_the_clock_behind_is_kept_and_shown_once_the_clock_is_set(
+        tmp_path, monkeypatch):
+    """A Pi without RTC boots 40 min behind (the unit does not wait for NTP), NTP sets the clock a
+    minute later: the half hour saved before the restart is neither lost from the file nor from
+    the chart."""
+    import sqlite3
+
+    db = tmp_path / "history.sqlite"
+    now = 1_700_000_000.0  # a multiple of 10
+    h = History(step_s=10, span_s=3600, db_path=str(db))
+    for s in range(0, 1800, 5):
+        h.add(now - 1800 + s, 0.3, 3, False)
+    h.close()
+    saved = [t for (t,) in sqlite3.connect(db).execute("SELECT t FROM samples ORDER BY t")]
+    assert len(saved) == 179
+
+    monkeypatch.setattr(time, "time", lambda: now - 2400)
+    h = History(step_s=10, span_s=3600, db_path=str(db))
+    for s in range(60):  # the first minute, on the clock that is behind
+        h.add(now - 2400 + s, 0.1, 1, False)
+    assert [t for (t,) in sqlite3.connect(db).execute("SELECT t FROM samples WHERE t >= ?", (now - 1800,))] == saved
+    for s in range(60, 120):  # NTP has set it
+        h.add(now + s, 0.1, 1, False)
+    ts = [p["t"] for p in h.series()]
+    assert ts == sorted(ts) and set(saved) <= set(ts) and ts[-1] == now + 110
+    h.close()
+    monkeypatch.setattr(time, "time", lambda: now + 120)
+    assert set(saved) <= {p["t"] for p in History(step_s=10, span_s=3600, db_path=str(db)).series()}
+
+
+def test_history_file_stays_bounded_whatever_the_clock_did(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "history.sqlite"
+    h = History(step_s=10, span_s=600, alerts_kept=3, db_path=str(db))  # 60 points in memory
+    t = 1_700_000_000.0
+    for i in range(300):
+        h.add(t + 10 * i + (86400 if i % 100 < 50 else 0), 0.1, 1, False)  # a day ahead half the time
+        h.add_alert(t + 10 * i, "raised", 0.5, 2)
+    h.close()
+    con = sqlite3.connect(db)
+    assert con.execute("SELECT count(*) FROM samples").fetchone()[0] <= 2 * 60 + 1
+    assert con.execute("SELECT count(*) FROM alerts").fetchone()[0] == 3
 
 
 def test_metrics_parse_as_prometheus_and_carry_the_fleet_series(serve):

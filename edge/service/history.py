@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
+import time
 from collections import deque
 from datetime import datetime, timezone
 
@@ -28,6 +29,11 @@ class History:
     def __init__(self, step_s: float = 10.0, span_s: float = 3600.0, alerts_kept: int = 20, db_path: str = ""):
         self.step_s, self.span_s = step_s, span_s
         self.points: deque[dict] = deque(maxlen=max(1, int(span_s // step_s)))
+        # Points later than the clock, set aside: a Pi without RTC boots with its clock behind
+        # (the unit does not wait for NTP), and then the points saved before the restart are real.
+        # They join the chart when the clock passes them; a clock that was ahead is the other
+        # case, and then the steps recorded since at the same times replace them.
+        self._ahead: deque[dict] = deque(maxlen=self.points.maxlen)
         self.alerts: deque[dict] = deque(maxlen=alerts_kept)
         self._step: dict | None = None  # the step being accumulated
         self._db: sqlite3.Connection | None = None
@@ -44,12 +50,7 @@ class History:
             db.execute("PRAGMA synchronous=NORMAL")
             for stmt in SCHEMA:
                 db.execute(stmt)
-            now = datetime.now(timezone.utc).timestamp()
-            # not rows "from the future", written before the clock was set back (they go at the next write)
-            for t, share, faces, alert in db.execute(
-                    "SELECT t, negative_share, faces, alert FROM samples WHERE t >= ? AND t <= ? ORDER BY t",
-                    (now - self.span_s, now)):
-                self.points.append({"t": t, "negative_share": share, "faces": faces, "alert": bool(alert)})
+            self._load_points(db)
             # in the order they were written (rowid), not by time: a clock that was ahead stamped some later
             for t, kind, share, faces in db.execute(
                     "SELECT t, kind, negative_share, faces FROM alerts ORDER BY rowid DESC LIMIT ?", (self.alerts.maxlen,)):
@@ -58,14 +59,25 @@ class History:
         except sqlite3.Error as exc:
             log.warning("status history file %s not usable (%s); keeping the history in memory only", path, exc)
 
+    def _load_points(self, db: sqlite3.Connection) -> None:
+        now = time.time()
+        rows = [{"t": t, "negative_share": share, "faces": faces, "alert": bool(alert)} for t, share, faces, alert in
+                db.execute("SELECT t, negative_share, faces, alert FROM samples WHERE t >= ? ORDER BY t",
+                           (now - self.span_s,))]
+        past = [p for p in rows if p["t"] <= now]
+        self.points.extend(past)
+        self._ahead.extend(rows[len(past):][:self._ahead.maxlen])  # the nearest, should the clock be behind
+
     def _write(self, sql: str, *rows) -> None:
         if self._db is None:
             return
         try:
             for row in rows:
                 self._db.execute(sql, row)
-            if self.points:  # the file keeps what memory keeps: after a clock step, not the rows beyond it
-                self._db.execute("DELETE FROM samples WHERE t < ? OR t > ?", (self.points[0]["t"], self.points[-1]["t"]))
+            # Bounded by count, the newest written kept, never by the clock: it may be behind (the rows
+            # ahead of it are real) or have been ahead. Room for the span and as many more.
+            self._db.execute("DELETE FROM samples WHERE rowid <= (SELECT max(rowid) FROM samples) - ?",
+                             (2 * self.points.maxlen,))
             # the newest written stay (rowid only grows: only the lowest are ever deleted)
             self._db.execute("DELETE FROM alerts WHERE rowid <= (SELECT max(rowid) FROM alerts) - ?", (self.alerts.maxlen,))
         except sqlite3.Error as exc:
@@ -89,13 +101,24 @@ class History:
         s["alert"] = s["alert"] or raised
 
     def _keep_span_before(self, start: float) -> None:
-        """Only the points of the span before a step starting at `start`. The wall clock can
-        step (NTP setting a Pi without RTC that started with a wrong time): points at or after
-        `start` came from a clock that was ahead, and the series must stay in time order."""
-        while self.points and self.points[-1]["t"] >= start:
-            self.points.pop()
+        """Only the points of the span before a step starting at `start`, in time order. The
+        wall clock can step (NTP setting a Pi without RTC that started with a wrong time)."""
+        if (self.points and self.points[-1]["t"] >= start) or (self._ahead and self._ahead[0]["t"] < start):
+            self._resort(start)
         while self.points and self.points[0]["t"] < start - self.span_s:
             self.points.popleft()
+
+    def _resort(self, start: float) -> None:
+        """After a step of the clock: points at or after `start` are set aside, those set aside that
+        the clock has passed come back; where two share a time, the one recorded last wins."""
+        by_t = {p["t"]: p for p in self._ahead}
+        by_t.update((p["t"], p) for p in self.points)  # recorded after any set aside at the same time
+        ordered = sorted(by_t.values(), key=lambda p: p["t"])
+        before = [p for p in ordered if p["t"] < start]
+        self.points.clear()
+        self.points.extend(before)
+        self._ahead.clear()
+        self._ahead.extend(ordered[len(before):][:self._ahead.maxlen])
 
     def _point(self, s: dict) -> dict:
         return {"t": s["t"], "negative_share": round(s["share_sum"] / s["n"], 4), "faces": s["faces"],
