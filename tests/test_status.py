@@ -243,6 +243,82 @@ def test_history_file_stays_bounded_whatever_the_clock_did(tmp_path):
     assert con.execute("SELECT count(*) FROM alerts").fetchone()[0] == 3
 
 
+def history_with_points(db, end: float, seconds: int) -> History:
+    """A history kept in `db`, with a point every 10 s in the `seconds` before `end`."""
+    h = History(step_s=10, span_s=3600, db_path=str(db))
+    for s in range(0, seconds, 10):
+        h.add(end - seconds + s, 0.3, 3, False)
+    return h
+
+
+def test_a_locked_history_file_does_not_hold_up_the_frame_loop_and_is_written_once_free(tmp_path, caplog):
+    import sqlite3
+
+    caplog.set_level(logging.INFO)
+    db = tmp_path / "history.sqlite"
+    now = time.time() // 10 * 10
+    h = history_with_points(db, now - 100, 100)
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another program writing, for longer than a frame
+    t0 = time.monotonic()
+    h.add(now - 100, 0.3, 3, False)  # closes a step: a write
+    h.add_alert(now - 95, "raised", 0.5, 3)
+    assert time.monotonic() - t0 < 0.5  # a generous bound on a hang (sqlite's own wait would be 1 s+)
+    other.execute("ROLLBACK")
+    other.close()
+    for s in range(10, 100, 10):
+        h.add(now - 100 + s, 0.3, 3, False)
+    h.close()
+    rows = [t for (t,) in sqlite3.connect(db).execute("SELECT t FROM samples ORDER BY t")]
+    assert rows == [now - 200 + s for s in range(0, 190, 10)]  # the points held back while locked too
+    assert [a["kind"] for a in History(db_path=str(db)).recent_alerts()] == ["raised"]
+    assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
+
+
+def test_a_history_file_that_fails_for_good_is_said_once_and_tried_again_slowly(tmp_path, caplog, monkeypatch):
+    import sqlite3
+
+    caplog.set_level(logging.WARNING)
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    folder = tmp_path / "state"  # not there yet: the file cannot be opened
+    h = History(step_s=10, span_s=3600, db_path=str(folder / "history.sqlite"))
+    now = time.time() // 10 * 10
+    for s in range(0, 300, 10):
+        clock[0] += 10
+        h.add(now - 300 + s, 0.3, 3, False)
+    assert len(caplog.records) == 1 and "history" in caplog.records[0].getMessage()
+    folder.mkdir()  # someone mends it
+    clock[0] += 3600  # well past the slow retry
+    h.add(now, 0.3, 3, False)
+    h.close()
+    assert len(sqlite3.connect(folder / "history.sqlite").execute("SELECT t FROM samples").fetchall()) == 30
+    assert len(caplog.records) == 1
+
+
+@pytest.mark.parametrize("damage", ["garbage", "half"])
+def test_a_damaged_history_file_is_moved_aside_and_a_new_one_started(tmp_path, caplog, damage):
+    import os
+
+    caplog.set_level(logging.WARNING)
+    db = tmp_path / "history.sqlite"
+    now = time.time() // 10 * 10
+    history_with_points(db, now, 1200).close()
+    if damage == "garbage":
+        db.write_bytes(os.urandom(8192))
+    else:
+        os.truncate(db, db.stat().st_size // 2)
+    h = History(step_s=10, span_s=3600, db_path=str(db))
+    h.add(now, 0.2, 1, False)
+    h.add(now + 10, 0.2, 1, False)
+    h.close()
+    (aside,) = [p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name and not p.name.endswith(("-wal", "-shm"))]
+    assert aside.startswith("history.sqlite.corrupt-")
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert aside in warning
+    assert [p["t"] for p in History(step_s=10, span_s=3600, db_path=str(db)).series()] == [now]  # a new file
+
+
 def test_metrics_parse_as_prometheus_and_carry_the_fleet_series(serve):
     parser = pytest.importorskip("prometheus_client.parser", reason="/metrics needs prometheus_client (edge extra)")
     stats = Stats("ai-edge-litert x", "m", "video", device="till-3")

@@ -1,13 +1,15 @@
 """The last hour of the queue's mood for the status page's chart: one point per `step_s`
 (mean negative share, most faces, whether an alert was raised), and the recent alerts.
 
-Bounded in memory; with a `db_path` the same points also go to a small SQLite file, trimmed
-to the span, so the chart survives a restart. Disk trouble never stops the monitor: the
-file is dropped with one warning and the in-memory history carries on."""
+Bounded in memory; with a `db_path` the same points also go to a small SQLite file, bounded
+by row count, so the chart survives a restart. Disk trouble never stops the monitor nor holds
+up its frame loop for long: the in-memory history carries on, what the file did not take is
+written when it takes writes again, and a damaged file is moved aside for a new one."""
 
 from __future__ import annotations
 
 import logging
+import os
 import sqlite3
 import time
 from collections import deque
@@ -15,8 +17,45 @@ from datetime import datetime, timezone
 
 log = logging.getLogger(__name__)
 
+BUSY_S = 0.05  # the longest a write waits for another program's lock on the file; the frame loop waits with it
+RETRY_S = 300.0  # a file that failed for another reason is tried again this often
+_BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
+_DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 SCHEMA = ("CREATE TABLE IF NOT EXISTS samples (t REAL PRIMARY KEY, negative_share REAL, faces INTEGER, alert INTEGER)",
           "CREATE TABLE IF NOT EXISTS alerts (t REAL, kind TEXT, negative_share REAL, faces INTEGER)")
+
+
+def _code(exc: sqlite3.Error) -> int:
+    return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary code of an extended one
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_S)
+    try:
+        # WAL without a sync per write: a point lost to a power cut costs nothing, an SD card
+        # fsync every 10 s on the frame loop's thread would
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        for stmt in SCHEMA:
+            db.execute(stmt)
+        (check,) = db.execute("PRAGMA quick_check(1)").fetchone()  # a damaged page shows here, not at the open
+        if check != "ok":
+            exc = sqlite3.DatabaseError(next((line for line in check.splitlines() if not line.startswith("***")), check))
+            exc.sqlite_errorcode = sqlite3.SQLITE_CORRUPT
+            raise exc
+        return db
+    except BaseException:
+        db.close()
+        raise
+
+
+def _move_aside(path: str) -> str:
+    """A damaged file out of the way, with its WAL, kept for a look; the name it has now."""
+    aside = f"{path}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    for ext in ("", "-wal", "-shm"):
+        if os.path.exists(path + ext):
+            os.replace(path + ext, aside + ext)
+    return aside
 
 
 def iso(t_wall: float) -> str:
@@ -36,28 +75,39 @@ class History:
         self._ahead: deque[dict] = deque(maxlen=self.points.maxlen)
         self.alerts: deque[dict] = deque(maxlen=alerts_kept)
         self._step: dict | None = None  # the step being accumulated
+        self._path = db_path
         self._db: sqlite3.Connection | None = None
-        if db_path:
-            self._open(db_path)
+        self._pending: deque[tuple] = deque(maxlen=self.points.maxlen + alerts_kept)  # (sql, row) not in the file yet
+        self._retry_at = 0.0  # time.monotonic() from which a file that failed is tried again
+        self._trouble = False  # said, until the file takes a write again
+        if db_path and self._reopen():
+            try:
+                self._load(self._db)
+            except sqlite3.Error as exc:
+                self._failed(exc)
 
     # -- the on-disk ring
-    def _open(self, path: str) -> None:
+    def _reopen(self) -> bool:
         try:
-            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=1.0)
-            # WAL without a sync per write: a point lost to a power cut costs nothing, an SD card
-            # fsync every 10 s on the frame loop's thread would
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            for stmt in SCHEMA:
-                db.execute(stmt)
-            self._load_points(db)
-            # in the order they were written (rowid), not by time: a clock that was ahead stamped some later
-            for t, kind, share, faces in db.execute(
-                    "SELECT t, kind, negative_share, faces FROM alerts ORDER BY rowid DESC LIMIT ?", (self.alerts.maxlen,)):
-                self.alerts.appendleft({"t": t, "time": iso(t), "kind": kind, "negative_share": share, "faces": faces})
-            self._db = db
-        except sqlite3.Error as exc:
-            log.warning("status history file %s not usable (%s); keeping the history in memory only", path, exc)
+            try:
+                self._db = _connect(self._path)
+            except sqlite3.DatabaseError as exc:
+                if _code(exc) not in _DAMAGED:
+                    raise
+                aside = _move_aside(self._path)
+                log.warning("status history file %s was damaged (%s); moved it to %s and started a new one",
+                            self._path, exc, aside)
+                self._db = _connect(self._path)
+        except (sqlite3.Error, OSError) as exc:
+            self._failed(exc)
+        return self._db is not None
+
+    def _load(self, db: sqlite3.Connection) -> None:
+        self._load_points(db)
+        # in the order they were written (rowid), not by time: a clock that was ahead stamped some later
+        for t, kind, share, faces in db.execute(
+                "SELECT t, kind, negative_share, faces FROM alerts ORDER BY rowid DESC LIMIT ?", (self.alerts.maxlen,)):
+            self.alerts.appendleft({"t": t, "time": iso(t), "kind": kind, "negative_share": share, "faces": faces})
 
     def _load_points(self, db: sqlite3.Connection) -> None:
         now = time.time()
@@ -68,22 +118,54 @@ class History:
         self.points.extend(past)
         self._ahead.extend(rows[len(past):][:self._ahead.maxlen])  # the nearest, should the clock be behind
 
-    def _write(self, sql: str, *rows) -> None:
-        if self._db is None:
+    def _write(self, sql: str, row: tuple) -> None:
+        """The row, and any the file did not take before, in one transaction; never more than
+        BUSY_S of waiting for the file."""
+        if not self._path:
+            return
+        self._pending.append((sql, row))
+        if self._db is None and (time.monotonic() < self._retry_at or not self._reopen()):
             return
         try:
-            for row in rows:
-                self._db.execute(sql, row)
+            self._flush(self._db)
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            return
+        if self._trouble:
+            log.info("status history file %s is written again", self._path)
+            self._trouble = False
+
+    def _flush(self, db: sqlite3.Connection) -> None:
+        try:
+            db.execute("BEGIN IMMEDIATE")  # the write lock first: a file another program holds fails here
+            for sql, row in self._pending:
+                db.execute(sql, row)
             # Bounded by count, the newest written kept, never by the clock: it may be behind (the rows
             # ahead of it are real) or have been ahead. Room for the span and as many more.
-            self._db.execute("DELETE FROM samples WHERE rowid <= (SELECT max(rowid) FROM samples) - ?",
-                             (2 * self.points.maxlen,))
+            db.execute("DELETE FROM samples WHERE rowid <= (SELECT max(rowid) FROM samples) - ?",
+                       (2 * self.points.maxlen,))
             # the newest written stay (rowid only grows: only the lowest are ever deleted)
-            self._db.execute("DELETE FROM alerts WHERE rowid <= (SELECT max(rowid) FROM alerts) - ?", (self.alerts.maxlen,))
-        except sqlite3.Error as exc:
-            log.warning("status history file no longer writable (%s); keeping the history in memory only", exc)
+            db.execute("DELETE FROM alerts WHERE rowid <= (SELECT max(rowid) FROM alerts) - ?", (self.alerts.maxlen,))
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            if db.in_transaction:
+                db.rollback()
+            raise
+        self._pending.clear()
+
+    def _failed(self, exc: sqlite3.Error | OSError) -> None:
+        """Another program's lock: tried again at the next write. Anything else: the file is
+        closed and opened again every RETRY_S (a damaged one is moved aside then). Said once."""
+        busy = isinstance(exc, sqlite3.Error) and _code(exc) in _BUSY
+        if not busy and self._db is not None:
             self._db.close()
             self._db = None
+        self._retry_at = time.monotonic() + (0.0 if busy else RETRY_S)
+        if not self._trouble:
+            self._trouble = True
+            log.warning("status history file %s not usable (%s); keeping the history in memory only and "
+                        "trying the file again %s", self._path, exc,
+                        "at the next point" if busy else f"every {RETRY_S / 60:.0f} minutes")
 
     # -- recording
     def add(self, t_wall: float, negative_share: float, faces: int, raised: bool) -> None:
