@@ -249,6 +249,20 @@ def test_jsonl_holds_a_bounded_number_of_lines_and_counts_the_rest(tmp_path, mon
     assert [json.loads(line)["event_id"] for line in path.read_text().splitlines()] == ["e3", "e4"]
 
 
+@pytest.mark.parametrize("torn", [b'{"kind":"clea', b'{"kind":"cleared"}\n' + b"\0" * 100])
+def test_jsonl_ends_a_torn_last_line_before_the_next_event(tmp_path, torn, caplog):
+    path = tmp_path / "alerts.jsonl"
+    path.write_bytes(b'{"kind":"raised"}\n' + torn)  # a power cut mid-write; ext4 may leave NULs instead
+    sink = JsonlSink(path=str(path))
+    with caplog.at_level(logging.WARNING):
+        sink.send(ev("raised", 1))
+        sink.send(ev("cleared", 2))
+    sink.close()
+    kinds = [json.loads(line)["kind"] for line in path.read_text().splitlines()]  # was: a line glued onto the torn one
+    assert kinds[0] == "raised" and kinds[-2:] == ["raised", "cleared"]
+    assert len([r for r in caplog.records if "partial line" in r.getMessage()]) == 1
+
+
 def test_command_gets_json_on_stdin(tmp_path):
     out = tmp_path / "got.json"
     CommandSink(argv=["sh", "-c", f"cat > '{out}'"], timeout_s=10).send(ev("raised", 1))

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 HOLD_MAX = 1000  # lines held in memory while the file cannot be written
 RETRY_S = 10.0  # between tries of held lines when no new event comes (each is an SD-card write)
+TAIL_BYTES = 65536  # how far back a torn last line is looked for (an event is about 250 bytes)
 MB = 1 << 20
 
 
@@ -120,7 +121,8 @@ class JsonlSink(Sink):
             self._close()
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            self._end_torn_line(self._fd)
         size = os.fstat(self._fd).st_size
         if self.max_bytes and size and size + incoming > self.max_bytes:
             try:
@@ -128,8 +130,27 @@ class JsonlSink(Sink):
             except OSError as exc:  # the folder refuses renames: a file past max_mb beats a lost event
                 log.warning("JSON-lines file %s could not be rotated (%s); appending to it.", self.path,
                             exc.strerror or exc)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         return self._fd
+
+    def _end_torn_line(self, fd: int) -> None:
+        """A file that does not end in a newline was cut mid-line (a power cut during a write; ext4
+        can leave NUL bytes there instead): cut that partial line off, so the next event is a line
+        of its own, not glued onto it. With no newline in the last TAIL_BYTES, end it with one."""
+        size = os.fstat(fd).st_size
+        if not size or os.pread(fd, 1, size - 1) == b"\n":
+            return
+        start = max(0, size - TAIL_BYTES)
+        tail = os.pread(fd, size - start, start)
+        cut = tail.rfind(b"\n") + 1
+        if cut or not start:  # the whole file may be one partial line: cut to empty
+            os.ftruncate(fd, start + cut)
+            done = f"cut its last {size - start - cut} bytes"
+        else:
+            write_all(fd, b"\n")
+            done = "ended it with a newline"
+        log.warning("JSON-lines file %s ended in a partial line (a power cut during a write?): %s, so the next "
+                    "event starts a line of its own.", self.path, done)
 
     def _is_open_file(self) -> bool:
         try:
