@@ -141,6 +141,67 @@ def test_spool_counts_are_read_while_a_write_waits_on_the_disk(tmp_path, monkeyp
     assert read_during_write and counts == [(1, 0)]
 
 
+def test_spool_on_a_disk_that_drops_do_not_free_drops_one_event_not_all(tmp_path, monkeypatch, caplog):
+    sp = Spool(tmp_path / "sp")
+    for n in range(10):
+        sp.put({"n": n})
+
+    def full(fd, data):  # the root reserve, or another writer: no spool file deleted makes room
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "write", full)
+    with caplog.at_level(logging.WARNING):
+        sp.put({"n": 10})
+        sp.put({"n": 11})  # the disk still failing: no drop at all
+    monkeypatch.undo()
+    assert sp.dropped == 1 and sp.in_memory == 2  # was: all 10 dropped by one put
+    assert len(list((tmp_path / "sp").glob("*.json"))) == 9
+    assert [item["n"] for _, item in sp.pending()] == list(range(1, 12))
+    assert caplog.text.count("the disk is full") == 1 and caplog.text.count("cannot be written") == 1
+
+
+def test_spool_completes_a_short_write_or_keeps_no_partial_file(tmp_path, monkeypatch):
+    real_write = os.write
+    monkeypatch.setattr(os, "write", lambda fd, data: real_write(fd, bytes(data[:16])))  # a filling disk
+    sp = Spool(tmp_path / "sp")
+    sp.put({"kind": "raised", "counts": {f"label{i}": i for i in range(20)}})
+    calls = []
+
+    def part_then_refuse(fd, data):  # a file-size limit: part of it, then EFBIG
+        calls.append(len(data))
+        if len(calls) > 1:
+            raise OSError(errno.EFBIG, "File too large")
+        return real_write(fd, bytes(data[:16]))
+
+    monkeypatch.setattr(os, "write", part_then_refuse)
+    sp.put({"kind": "cleared", "counts": {f"label{i}": i for i in range(20)}})
+    monkeypatch.undo()
+    assert sp.in_memory == 1 and sp.disk_error  # was: a truncated file renamed into place as complete
+    again = Spool(tmp_path / "sp")  # the next start: was the first event deleted as unreadable
+    ((_, first),) = list(again.pending())
+    assert first["kind"] == "raised" and len(first["counts"]) == 20
+    assert not list((tmp_path / "sp").glob(".*.tmp"))
+
+
+def test_spool_keeps_a_file_it_cannot_read_now_and_reads_it_later(tmp_path, monkeypatch, caplog):
+    sp = Spool(tmp_path / "sp")
+    for n in range(3):
+        sp.put({"n": n})
+    real_read = Path.read_bytes
+
+    def out_of_descriptors(self):
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    monkeypatch.setattr(Path, "read_bytes", out_of_descriptors)
+    with caplog.at_level(logging.WARNING):
+        assert list(sp.pending()) == []
+        assert list(sp.pending()) == []
+    monkeypatch.setattr(Path, "read_bytes", real_read)
+    assert len(list((tmp_path / "sp").glob("*.json"))) == 3 and len(sp) == 3  # was: all 3 deleted as corrupt
+    assert [item["n"] for _, item in sp.pending()] == [0, 1, 2]
+    assert caplog.text.count("Too many open files") == 1  # one line, not one per try
+
+
 # ---------------------------------------------------------------- log, jsonl, command
 
 
@@ -591,6 +652,64 @@ def test_events_held_in_memory_at_the_stop_are_counted_lost_with_one_error(tmp_p
     (line,) = [r.getMessage() for r in caplog.records if r.name == "edge.sinks.fanout"]
     assert line.startswith("Sink mqtt: 2 undelivered alerts held in memory are lost with this stop: its spool ")
     assert "cannot be written (Not a directory)" in line
+
+
+def test_events_held_in_memory_go_back_to_disk_on_the_idle_flush(tmp_path, monkeypatch):
+    import edge.sinks.spool as spool_mod
+
+    real_write = spool_mod.write_atomic
+    monkeypatch.setattr(spool_mod, "RETRY_S", 0.05, raising=False)
+
+    def read_only(path, data):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(spool_mod, "write_atomic", read_only)
+    sink = WebhookSink(url=f"http://127.0.0.1:{free_port()}/", spool=Spool(tmp_path / "sp"), retry_min_s=60)
+    fan = Fanout([sink], flush_every_s=0.05)
+    try:
+        fan.send(ev("raised", 1))
+        fan.send(ev("cleared", 2))
+        assert wait_for(lambda: sink.spool.in_memory == 2)
+        monkeypatch.setattr(spool_mod, "write_atomic", real_write)  # remounted read-write; no new alert comes
+        assert wait_for(lambda: sink.spool.in_memory == 0, timeout=5)  # was: only at the next alert
+        assert not sink.spool.disk_error
+    finally:
+        fan.close()
+    assert fan.stats()["webhook"]["lost"] == 0 and len(list((tmp_path / "sp").glob("*.json"))) == 2
+
+
+@pytest.mark.parametrize("stalled", ["the worker's write", "every write"])
+def test_close_is_bounded_while_the_spool_disk_stalls(tmp_path, monkeypatch, caplog, stalled):
+    import edge.sinks.spool as spool_mod
+
+    release = threading.Event()
+    real_fsync = os.fsync
+
+    def stalling_fsync(fd):  # a failing SD card: fsync takes far longer than systemd's stop timeout
+        if stalled == "every write" or threading.current_thread().name == "sink-webhook":
+            release.wait(60)
+        real_fsync(fd)
+
+    monkeypatch.setattr(spool_mod.os, "fsync", stalling_fsync)
+    sink = WebhookSink(url=f"http://127.0.0.1:{free_port()}/", spool=Spool(tmp_path / "sp"))
+    fan = Fanout([sink], flush_every_s=3600)
+    try:
+        fan.send(ev("raised", 1))  # the worker stalls writing it
+        fan.send(ev("cleared", 2))  # queued behind it
+        assert wait_for(lambda: fan.stats()["webhook"]["queued"] == 1)
+        start = time.monotonic()
+        with caplog.at_level(logging.WARNING):
+            fan.close()
+        took = time.monotonic() - start
+        on_disk = [json.loads(f.read_bytes())["event_id"] for f in sorted((tmp_path / "sp").glob("*.json"))]
+    finally:
+        release.set()
+    assert took < 5  # was: as long as the stalled writes, 40 s for two 20 s stalls
+    if stalled == "every write":
+        assert "events cleared e2 could not be written to its spool in time" in caplog.text  # lost, by name
+        assert fan.stats()["webhook"]["lost"] == 1 and on_disk == []
+    else:  # written beside the stalled one, for the next start
+        assert on_disk == ["e2"] and fan.stats()["webhook"]["lost"] == 0
 
 
 def test_build_sinks(tmp_path, monkeypatch):

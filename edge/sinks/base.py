@@ -77,6 +77,13 @@ class Sink:
         spool = getattr(self, "spool", None)
         return spool.in_memory if spool is not None else 0
 
+    def retry_spool(self, now: bool = False) -> None:
+        """Move what the spool holds in memory back to disk if it takes writes again (called by the
+        sink's worker when idle, and once more at the stop, before close)."""
+        spool = getattr(self, "spool", None)
+        if spool is not None:
+            spool.retry(now)
+
     def flush(self) -> None:
         """Deliver what is pending (called by the sink's worker when idle, and by close())."""
 

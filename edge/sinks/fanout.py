@@ -38,6 +38,10 @@ def configurable() -> list[str]:
 QUEUE_MAX = 1000  # events waiting for one sink; alerts are rare, so only a stuck sink fills it
 FLUSH_EVERY_S = 2.0
 CLOSE_TIMEOUT_S = 0.75  # all sinks together, so a stop signal is honoured within 2 s on a busy Pi
+# After that, for spooling what busy sinks still had queued, all sinks together; a spool write in
+# progress (a stalled SD card holds one for many seconds) is waited for SPOOL_WAIT_S at most.
+RESCUE_TIMEOUT_S = 1.0
+SPOOL_WAIT_S = 0.25
 
 _FLUSH, _STOP = object(), object()
 
@@ -64,9 +68,11 @@ class _Worker:
             except queue.Empty:
                 item = _FLUSH
             if item is _STOP:
+                self.fanout.call(self.sink, "retry_spool", True)  # what is still in memory is lost after this
                 self.fanout.call(self.sink, "close")
                 return
             if item is _FLUSH:
+                self.fanout.call(self.sink, "retry_spool")
                 self.fanout.call(self.sink, "flush")
             elif isinstance(item, _Update):
                 self.fanout.call(self.sink, "update", dict(item))
@@ -81,6 +87,31 @@ class _Worker:
             if isinstance(item, AlertEvent) and not self.rescue(item):
                 log.error("Sink %s: event %s %s lost: its queue is full and it has no spool (%d lost so far).",
                           self.sink.key, item.kind, item.event_id, self.lost)
+
+    def rescue_all(self, events: list[AlertEvent], deadline: float) -> int:
+        """Spool events the worker will not handle, from a thread of its own waited for until
+        deadline: a stalled disk must not hold the stop (systemd kills it at TimeoutStopSec). The
+        number lost; those not written by the deadline are named in the log."""
+        done: list[bool] = []
+        spool = getattr(self.sink, "spool", None)
+        if spool is not None:
+            spool.wait_s = SPOOL_WAIT_S
+
+        def save() -> None:
+            for event in events:
+                done.append(self.rescue(event))
+
+        saver = threading.Thread(target=save, name=f"sink-{self.sink.key}-stop", daemon=True)
+        saver.start()
+        saver.join(max(0.0, deadline - time.monotonic()))
+        handled = len(done)
+        late = events[handled:]
+        if late:
+            self.lost += len(late)
+            log.error("Sink %s: events %s could not be written to its spool in time at the stop (a stalled disk?); "
+                      "they are lost unless the write ends before the process does.", self.sink.key,
+                      ", ".join(f"{e.kind} {e.event_id}" for e in late))
+        return handled - sum(done[:handled]) + len(late)
 
     def rescue(self, event: AlertEvent) -> bool:
         """An event the worker will not handle: into the spool if the sink has one, else counted lost."""
@@ -153,6 +184,7 @@ class Fanout:
             return
         self._closed = True
         deadline = time.monotonic() + self.close_timeout_s
+        rescue_by = deadline + RESCUE_TIMEOUT_S
         for w in self._workers:
             try:
                 w.queue.put(_STOP, timeout=max(0.0, deadline - time.monotonic()))
@@ -162,7 +194,7 @@ class Fanout:
             w.thread.join(max(0.0, deadline - time.monotonic()))
             if w.thread.is_alive():
                 left = w.leftovers()
-                lost = sum(not w.rescue(event) for event in left)
+                lost = w.rescue_all(left, rescue_by) if left else 0
                 if not left:
                     what = "no events were queued behind it"
                 elif getattr(w.sink, "spool", None) is not None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from edge.errors import check_range
 from edge.paths import FILE_KEY, expand_path
 from edge.sinks.base import AlertEvent, Sink, SinkUnavailable, register
-from edge.sinks.spool import STATE_DIR
+from edge.sinks.spool import STATE_DIR, write_all
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,6 @@ HOLD_MAX = 1000  # lines held in memory while the file cannot be written
 RETRY_S = 10.0  # between tries of held lines when no new event comes (each is an SD-card write)
 TAIL_BYTES = 65536  # how far back a torn last line is looked for (an event is about 250 bytes)
 MB = 1 << 20
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """os.write until all of data is written (a write may take only part of it)."""
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
 
 
 @dataclass

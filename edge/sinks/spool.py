@@ -3,11 +3,14 @@
 It survives a process restart, a reboot and disk trouble:
 - each event is written to a temporary file, fsynced and renamed, so a reader (or the next
   start) never sees a partial file, and a failed write leaves no `.tmp` behind;
-- it is capped (count), and when the disk is full the oldest events are dropped to make room;
-  both are counted in `dropped` and logged;
+- it is capped (count), and when the disk is full the oldest event is dropped to make room for
+  the new one (one per event, and none once a drop did not help: a disk that other files fill,
+  or the root reserve that only root may use); both are counted in `dropped` and logged;
 - when the folder cannot be created or written (read-only, full, wrong owner) events are held
   in memory instead, with one ERROR line saying they are at risk; they move back to disk as
-  soon as a write succeeds again;
+  soon as a write succeeds again, at the next event or the sink's idle flush (`retry`);
+- a file that cannot be read now (out of file descriptors, a permission) is kept and read
+  again later; only one whose content is not an event is removed;
 - an event a receiver rejects for good (`dead_letter`) is moved to `<dir>/dead/` with one log
   line, so it never blocks the events behind it; that folder keeps the newest `cap` events.
 """
@@ -31,8 +34,24 @@ log = logging.getLogger(__name__)
 STATE_DIR = Path("~/.local/state/queue-mood")
 DEFAULT_SPOOL_DIR = STATE_DIR / "spool"
 DEFAULT_CAP = 10_000
+RETRY_S = 10.0  # between idle tries to move events held in memory back to disk (each is an SD-card write)
 DEAD_DIR = "dead"
 EVENT_NAME = re.compile(r"[0-9]{20}")  # what put() names its files (the stem); anything else is not ours
+
+
+def encode(item: dict) -> bytes:
+    return json.dumps(item, separators=(",", ":")).encode()
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """os.write until all of data is written (a write may take only part of it: a filling disk,
+    a file-size limit); an error, never a partial file, when the rest cannot be written."""
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        if not n:  # would loop for ever
+            raise OSError(errno.ENOSPC, "the disk took none of the remaining bytes")
+        view = view[n:]
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -41,7 +60,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         try:
-            os.write(fd, data)
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -85,8 +104,14 @@ class Spool:
         self.dropped = 0  # events lost to the cap or a full disk since this object was made
         self.dead = 0  # events moved to the dead-letter folder
         self._lock = threading.Lock()
+        self._id_lock = threading.Lock()  # for ids only, never held across a write
+        # How long put() waits for a write in progress (None: as long as it takes). Set at a stop:
+        # a stalled SD card can hold a write for many seconds, and systemd kills a slow stop.
+        self.wait_s: float | None = None
         self._mem: dict[str, dict] = {}  # events the disk refused, held until it works again
         self._disk_error = ""  # why the disk failed last; "" while it works
+        self._next_retry = 0.0  # monotonic time of the next idle try to move _mem to disk
+        self._read_error = ""  # why the last spool file could not be read; "" while reads work
         self._ids: list[str] = []
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -127,28 +152,49 @@ class Spool:
         self._disk_error = exc.strerror or str(exc)
 
     def _write(self, event_id: str, item: dict) -> bool:
-        """Write one event to disk, dropping the oldest on-disk events while the disk is full."""
-        data = json.dumps(item, separators=(",", ":")).encode()
-        while True:
-            try:
-                self.dir.mkdir(parents=True, exist_ok=True)
-                write_atomic(self._path(event_id), data)
-                return True
-            except OSError as exc:
-                on_disk = [i for i in self._ids if i not in self._mem and i != event_id]
-                if exc.errno in (errno.ENOSPC, errno.EDQUOT) and on_disk:
-                    self._drop([on_disk[0]], "the disk is full")
-                    continue
+        """Write one event to disk; on a full disk drop the oldest on-disk event and try once more,
+        unless the disk already failed: then a drop has not helped (space that other files or the
+        root reserve hold), and dropping more would empty the spool for nothing."""
+        data = encode(item)
+        try:
+            self._write_file(event_id, data)
+            return True
+        except OSError as exc:
+            full = exc.errno in (errno.ENOSPC, errno.EDQUOT) and not self._disk_error
+            oldest = next((i for i in self._ids if i not in self._mem and i != event_id), None) if full else None
+            if oldest is None:
                 self._disk_failed(exc)
                 return False
+        self._drop([oldest], "the disk is full")
+        try:
+            self._write_file(event_id, data)
+            return True
+        except OSError as exc:
+            self._disk_failed(exc)
+            return False
+
+    def _write_file(self, event_id: str, data: bytes) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        write_atomic(self._path(event_id), data)
 
     def _disk_back(self) -> None:
-        log.warning("Spool %s is writable again; moving %d events from memory to disk.", self.dir, len(self._mem))
-        self._disk_error = ""
-        for event_id in [i for i in self._ids if i in self._mem]:
+        """Move the events held in memory to disk, oldest first; the outage ends once all are there."""
+        held = [i for i in self._ids if i in self._mem]
+        for event_id in held:
             if not self._write(event_id, self._mem[event_id]):
-                return
+                return  # still failing: _write kept the reason, and the next try goes on from here
             del self._mem[event_id]
+        log.warning("Spool %s is writable again; moved %d events from memory to disk.", self.dir, len(held))
+        self._disk_error = ""
+
+    def retry(self, now: bool = False) -> None:
+        """Try to move the events held in memory back to disk, at most every RETRY_S unless `now`
+        (a stop): called on the sink's idle flush, so they need no new alert to get there."""
+        if not self._mem or (time.monotonic() < self._next_retry and not now):
+            return
+        with self._lock:
+            self._next_retry = time.monotonic() + RETRY_S
+            self._disk_back()
 
     def _drop(self, ids: list[str], why: str) -> None:
         for old in ids:
@@ -162,10 +208,21 @@ class Spool:
         log.warning("Spool %s: %s; dropped the %d oldest events (%d dropped so far).", self.dir, why, len(ids),
                     self.dropped)
 
-    def put(self, item: dict) -> str:
-        with self._lock:
+    def _new_id(self) -> str:
+        with self._id_lock:
             self._last = max(time.time_ns(), self._last + 1)
-            event_id = f"{self._last:020d}"
+            return f"{self._last:020d}"
+
+    def put(self, item: dict) -> str:
+        """Spool one event; its id. Once `wait_s` is set and a write in progress holds the spool
+        longer, the event is written beside it, to a file of its own (an OSError if that fails):
+        the next start delivers it, though this object does not list it."""
+        if not self._lock.acquire(timeout=-1 if self.wait_s is None else self.wait_s):
+            event_id = self._new_id()  # after the id of the write in progress: the order holds
+            write_atomic(self._path(event_id), encode(item))
+            return event_id
+        try:
+            event_id = self._new_id()
             self._ids.append(event_id)
             had_error = bool(self._disk_error)
             if self._write(event_id, item):
@@ -176,6 +233,8 @@ class Spool:
             over = len(self._ids) - self.cap
             if over > 0:
                 self._drop(self._ids[:over], f"it is full ({self.cap} events)")
+        finally:
+            self._lock.release()
         return event_id
 
     def pending(self) -> Iterator[tuple[str, dict]]:
@@ -189,14 +248,27 @@ class Spool:
                 yield event_id, held
                 continue
             try:
-                item = json.loads(self._path(event_id).read_bytes())
+                data = self._path(event_id).read_bytes()
             except FileNotFoundError:  # acked or dropped meanwhile
                 continue
-            except (OSError, ValueError) as exc:
+            except OSError as exc:  # the file may be fine (out of file descriptors, a permission): keep it
+                self._unreadable(event_id, exc)
+                return  # and stop here, so the events behind it are not delivered before it
+            self._read_error = ""
+            try:
+                item = json.loads(data)
+            except ValueError as exc:  # UnicodeDecodeError included: a torn or foreign file, never an event
                 log.warning("Spool %s: removing unreadable event %s (%s).", self.dir, event_id, exc)
                 self.ack(event_id)
                 continue
             yield event_id, item
+
+    def _unreadable(self, event_id: str, exc: OSError) -> None:
+        why = exc.strerror or str(exc)
+        if why != self._read_error:  # one line per cause, not one per flush
+            log.warning("Spool %s: cannot read event %s (%s); it is kept and read again at the next try; if "
+                        "this repeats, check the file's owner and permissions.", self.dir, event_id, why)
+        self._read_error = why
 
     def _remove(self, event_id: str) -> dict | None:
         """Forget one event; its item if it was held in memory."""
