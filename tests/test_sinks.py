@@ -548,6 +548,56 @@ def test_webhook_spool_survives_restart(tmp_path, receivers):
     assert [b["event_id"] for b in rx.accepted] == ["e1", "e2"]
 
 
+def test_webhook_spool_file_that_is_not_an_object_is_dead_lettered_not_retried_forever(tmp_path, receivers, caplog):
+    rx = receivers()
+    (tmp_path / "sp").mkdir()
+    (tmp_path / "sp" / "00000000000000000001.json").write_text("null")  # valid JSON, not an event
+    (tmp_path / "sp" / "00000000000000000002.json").write_text(json.dumps(ev("raised", 2).to_dict()))
+    sink = WebhookSink(url=rx.url, spool=Spool(tmp_path / "sp"), retry_min_s=0.01, retry_max_s=0.02)
+    with caplog.at_level(logging.ERROR):
+        sink.close()
+    assert [b["event_id"] for b in rx.accepted] == ["e2"]  # was: blocked behind it at every start
+    assert (tmp_path / "sp" / "dead" / "00000000000000000001.json").exists() and len(sink.spool) == 0
+    assert len([r for r in caplog.records if "does not hold a JSON object" in r.getMessage()]) == 1
+
+
+class Trickler:
+    """A receiver that answers one header byte at a time, never finishing (a stuck proxy)."""
+
+    def __init__(self):
+        self.stop = threading.Event()
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/hook"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        with self.server:
+            conn, _ = self.server.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+                while not self.stop.wait(0.1):
+                    try:
+                        conn.sendall(b"a")
+                    except OSError:
+                        return
+
+
+def test_webhook_timeout_bounds_the_whole_request_not_each_read(tmp_path, caplog):
+    rx = Trickler()
+    sink = WebhookSink(url=rx.url, timeout_s=0.5, spool=Spool(tmp_path / "sp"))
+    try:
+        with caplog.at_level(logging.WARNING):
+            sender = send_in_thread(sink, ev("raised", 1))
+            sender.join(10)
+        returned = not sender.is_alive()
+    finally:
+        rx.stop.set()
+    assert returned  # was: blocked for as long as the receiver trickled
+    assert sink.failed == 1 and sink.delivered == 0 and len(sink.spool) == 1  # retried later, as any failure
+    assert "no complete answer within timeout_s (0.5 s)" in caplog.text
+
+
 # ---------------------------------------------------------------- fanout, build_sinks
 
 

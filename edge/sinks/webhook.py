@@ -16,11 +16,13 @@ header (unless `headers` sets Authorization): urllib would take them for part of
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import logging
 import random
 import re
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -93,7 +95,68 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
         return None  # the 3xx is raised as an HTTPError and retried: a POST must not become a GET
 
 
-_opener = urllib.request.build_opener(_NoRedirect)
+class Deadline:
+    """Ends a request that outlasts its time: urllib's timeout bounds each socket read, not the
+    request, so a receiver trickling a byte a second would hold the sink for ever. At the
+    deadline the request's socket is shut down, which fails the read in progress."""
+
+    def __init__(self, seconds: float):
+        self.expired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(seconds, self._expire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def connection(self, http_class):
+        """http_class (an http.client connection) whose socket this deadline watches once connected."""
+        def make(*args, **kwargs):
+            conn = http_class(*args, **kwargs)
+            connect = conn.connect
+
+            def watched_connect() -> None:
+                connect()
+                with self._lock:
+                    self._sock = conn.sock
+                if self.expired:  # the connect itself took the time
+                    self._expire()
+
+            conn.connect = watched_connect
+            return conn
+        return make
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            if self._sock is not None:
+                try:  # socket.socket's own shutdown: an SSL socket's would also drop its TLS state under the reader
+                    socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+                except OSError:
+                    pass  # closed already
+
+    def end(self) -> None:
+        with self._lock:
+            self._sock = None
+        self._timer.cancel()
+
+
+class _WatchedOpen:
+    """Opens each request's connection under its `deadline` (a Deadline), when it has one."""
+
+    def do_open(self, http_class, req, **kwargs):
+        deadline = getattr(req, "deadline", None)
+        return super().do_open(deadline.connection(http_class) if deadline else http_class, req, **kwargs)
+
+
+class _HTTPHandler(_WatchedOpen, urllib.request.HTTPHandler):
+    pass
+
+
+class _HTTPSHandler(_WatchedOpen, urllib.request.HTTPSHandler):
+    pass
+
+
+_opener = urllib.request.build_opener(_NoRedirect, _HTTPHandler, _HTTPSHandler)
 
 
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
@@ -144,9 +207,12 @@ class WebhookSink(Sink):
     def _post(self, payload: dict) -> None:
         headers = {**self.headers, "Idempotency-Key": str(payload.get("event_id", ""))}
         req = urllib.request.Request(self.url, data=json.dumps(payload).encode(), headers=headers, method="POST")
+        req.deadline = Deadline(self.timeout_s)  # timeout_s for the whole request, not for each read
         try:
             with _opener.open(req, timeout=self.timeout_s) as resp:  # a status >= 300 raises HTTPError
                 resp.read()
+                if req.deadline.expired:  # cut off at the deadline: what was read is no answer, however it parsed
+                    raise TimeoutError
                 if not 200 <= resp.status < 300:
                     raise Refused(resp.status, resp.reason)
         except urllib.error.HTTPError as exc:
@@ -154,6 +220,12 @@ class WebhookSink(Sink):
                 raise Rejected(f"HTTP {exc.code} {exc.reason}") from None
             moved_to = exc.headers.get("Location") if 300 <= exc.code < 400 and exc.headers else None
             raise Refused(exc.code, str(exc.reason) + (f" to {redact_url(moved_to)}" if moved_to else "")) from None
+        except (OSError, http.client.HTTPException) as exc:
+            if req.deadline.expired:  # the shut-down socket's error would hide why
+                raise TimeoutError(f"no complete answer within timeout_s ({self.timeout_s:g} s)") from None
+            raise
+        finally:
+            req.deadline.end()
         self.delivered += 1
 
     def _failed(self, exc: Exception) -> None:
@@ -179,6 +251,10 @@ class WebhookSink(Sink):
 
     def _drain(self) -> None:
         for event_id, payload in self.spool.pending():
+            if not isinstance(payload, dict):  # valid JSON, but not what put() writes (a hand edit): never sendable
+                self.failed += 1
+                self.spool.dead_letter(event_id, "its spool file does not hold a JSON object")
+                continue
             try:
                 self._post(payload)
             except Rejected as exc:
