@@ -275,6 +275,23 @@ def test_a_locked_history_file_does_not_hold_up_the_frame_loop_and_is_written_on
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
 
 
+def test_rows_a_lock_held_back_are_written_at_the_stop(tmp_path):
+    import sqlite3
+
+    db = tmp_path / "history.sqlite"
+    now = time.time() // 10 * 10
+    h = history_with_points(db, now - 100, 100)
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    h.add(now - 100, 0.3, 3, False)  # closes a step while locked: the row waits in memory
+    h.add_alert(now - 95, "raised", 0.5, 3)
+    other.execute("ROLLBACK")
+    other.close()
+    h.close()  # the stop: no next write will come
+    assert sqlite3.connect(db).execute("SELECT max(t) FROM samples").fetchone()[0] == now - 110
+    assert [a["kind"] for a in History(db_path=str(db)).recent_alerts()] == ["raised"]
+
+
 def test_a_history_file_that_fails_for_good_is_said_once_and_tried_again_slowly(tmp_path, caplog, monkeypatch):
     import sqlite3
 

@@ -226,6 +226,13 @@ class History:
         return list(reversed(self.alerts))
 
     def close(self) -> None:
+        """The rows a lock held back, written if the file takes them now; then closed."""
         if self._db is not None:
+            if self._pending:
+                try:
+                    self._flush(self._db)
+                except sqlite3.Error as exc:
+                    log.warning("status history file %s: the last %d points and alerts were not saved (%s)",
+                                self._path, len(self._pending), exc)
             self._db.close()
             self._db = None
