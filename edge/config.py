@@ -25,6 +25,7 @@ from edge.sinks import SINKS
 MAX_THREADS = 64  # a Pi has 4 cores; far more threads than cores only slows inference (or crashes BLAS)
 HOUR_S, DAY_S = 3600.0, 86400.0
 MAX_CAMERA = 1023  # the highest camera index accepted (source.camera, edge doctor --camera)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0 and C1 control characters
 
 
 @dataclass
@@ -286,7 +287,7 @@ class StatusConfig:
 
 @dataclass
 class Config:
-    device_name: str = ""  # names this Pi in events; empty: the host name
+    device_name: str = ""  # names this Pi in events (no control characters); empty: the host name
     source: SourceConfig = field(default_factory=SourceConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     detector: DetectorConfig = field(default_factory=lambda: DetectorConfig.table_class({}, "detector")())
@@ -296,6 +297,12 @@ class Config:
     alert: AlertConfig = field(default_factory=AlertConfig)
     sinks: SinksConfig = field(default_factory=SinksConfig)
     status: StatusConfig = field(default_factory=StatusConfig)
+
+    def validate(self, p):
+        # The name goes into journal lines (a line break would split one, an escape sequence reach
+        # the terminal), MQTT client ids and Home Assistant's device name: refused here, once.
+        _check(not _CONTROL.search(self.device_name), "device_name", self.device_name,
+               "a name without control characters (line breaks, tabs, escapes), e.g. \"Kasse 1\"")
 
 
 def _type_ok(value, tp) -> bool:

@@ -533,6 +533,8 @@ BAD_SETTINGS = [
     ("[source]\nwidth = 1e8", "source.width"),
     ("[tracking]\nmin_hits = 9223372036854775807", "tracking.min_hits"),
     ("[source]\ndown_after_s = 0", "source.down_after_s"),
+    ('device_name = "Kasse 1\\nzwei"', "device_name"),  # a line break would split the alert's journal line
+    ('device_name = "Kasse\\u001b[2J1"', "device_name"),
 ]
 
 
