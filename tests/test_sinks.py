@@ -890,11 +890,11 @@ def test_gpio_on_a_machine_without_gpio_is_one_sentence_without_fallback_warning
 class Broker:
     """A real mosquitto on 127.0.0.1; persistent, so a subscriber's session survives a restart."""
 
-    def __init__(self, workdir: Path):
+    def __init__(self, workdir: Path, settings: str = "allow_anonymous true\n"):
         self.port = free_port()
         self.dir = workdir
         self.conf = workdir / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\n{settings}"
                              f"persistence true\npersistence_location {workdir}/\nuser {getpass.getuser()}\n")
         self.proc: subprocess.Popen | None = None
 
@@ -1069,6 +1069,62 @@ def test_mqtt_unreachable_broker_warns_once_counts_each_try_and_says_when_it_is_
     finally:
         fan.close()
         b.stop()
+
+
+def test_mqtt_broker_closing_before_accepting_counts_each_try_and_warns_once(tmp_path, caplog):
+    """A broker at its connection limit (mosquitto's max_connections) or refusing the client id
+    closes the connection before any CONNACK: paho then calls only on_disconnect, which counted
+    nothing, so events piled up in the spool with failures 0 and no log line."""
+    pytest.importorskip("paho.mqtt.client", reason="MQTT tests need the mqtt extra (paho-mqtt)")
+    from edge.sinks.mqtt import MqttSink
+
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    closer = threading.Thread(target=_close_every_connection, args=(server,), daemon=True)
+    closer.start()
+    sink = MqttSink(host="127.0.0.1", port=port, spool=Spool(tmp_path / "spool"), reconnect_min_s=0.05,
+                    reconnect_max_s=0.1)
+    fan = Fanout([sink], flush_every_s=3600)
+    try:
+        with caplog.at_level(logging.INFO, logger="edge.sinks.mqtt"):
+            fan.send(ev("raised", 1))
+            assert wait_for(lambda: sink.failed >= 3)
+            assert fan.failure_counts()["mqtt"] >= 3  # /status and /metrics sink_failures
+    finally:
+        fan.close()
+        server.close()
+    assert _records(caplog, logging.WARNING, "") == [
+        f"MQTT broker 127.0.0.1:{port} closed the connection before accepting it (its client limit reached, or "
+        "the client id refused); spooling events, retrying."]
+
+
+def _close_every_connection(server: socket.socket) -> None:
+    while True:
+        try:
+            conn, _ = server.accept()
+        except OSError:
+            return
+        conn.recv(1024)  # the CONNECT packet, then closed without a CONNACK
+        conn.close()
+
+
+@needs_mosquitto
+def test_mqtt_refused_login_counts_each_try_once(tmp_path):
+    """A refused CONNACK is followed by a disconnect: the try is counted at the refusal only."""
+    from edge.sinks.mqtt import MqttSink
+
+    (tmp_path / "broker").mkdir()
+    b = Broker(tmp_path / "broker", "allow_anonymous false\n")
+    b.start()
+    sink = MqttSink(host="127.0.0.1", port=b.port, spool=Spool(tmp_path / "spool"), reconnect_min_s=0.05,
+                    reconnect_max_s=0.1)
+    try:
+        assert wait_for(lambda: sink.failed >= 3)
+    finally:
+        sink.close()
+        b.stop()
+    tries = (b.dir / "mosquitto.log").read_text().count("New connection from") - 1  # less Broker.start's probe
+    assert tries - 1 <= sink.failed <= tries  # the last try may have been cut short by the stop
 
 
 def test_mqtt_host_that_does_not_resolve_is_one_warning(tmp_path, caplog):

@@ -118,6 +118,7 @@ class MqttSink(Sink):
         self.connected = False
         self._outage = False  # the broker is known to be unreachable: its WARNING is logged
         self._closing = False  # close() disconnects on purpose
+        self._answered = False  # the broker answered this connect attempt (CONNACK, accepted or not)
         self._pump_lock = threading.Lock()  # one publisher at a time keeps spool order
         # Never held while calling paho: paho calls on_publish holding its own message lock.
         self._mid_lock = threading.Lock()
@@ -134,6 +135,7 @@ class MqttSink(Sink):
         if username:
             self._client.username_pw_set(username, password or None)
         self._client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
+        self._client.on_pre_connect = self._on_pre_connect
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_connect_fail = self._on_connect_fail
@@ -142,7 +144,11 @@ class MqttSink(Sink):
         self._client.loop_start()  # connects, and reconnects forever, in paho's thread
 
     # paho callbacks (paho's network thread)
+    def _on_pre_connect(self, client, userdata) -> None:
+        self._answered = False
+
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self._answered = True  # a refusal is counted here; the disconnect that follows it is not
         if reason_code.is_failure:
             self._connect_failed(f"refused the connection: {reason_code}")
             return
@@ -174,6 +180,11 @@ class MqttSink(Sink):
             log.warning("MQTT disconnected from %s:%d (%s); spooling events, retrying.", self.host, self.port,
                         reason_code)
             self._outage = True  # the failed reconnects that follow are the same outage
+        elif not self.connected and not self._answered and not self._closing:
+            # Closed before any CONNACK (its connection limit reached, a client id it rejects):
+            # paho calls only this, so without it the outage would go uncounted and unlogged.
+            self._connect_failed("closed the connection before accepting it (its client limit reached, or the "
+                                 "client id refused)")
         self.connected = False
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
