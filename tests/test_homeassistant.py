@@ -3,6 +3,7 @@ subscribed to the broker would receive, checked against its documented discovery
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import signal
@@ -20,6 +21,7 @@ from edge.sinks import build_sinks
 from tests.test_sinks import broker, ev, needs_mosquitto, wait_for  # noqa: F401 - the broker fixture
 
 pytestmark = needs_mosquitto
+NODE = "till_3_" + hashlib.sha1(b"till 3").hexdigest()[:6]  # "till 3" made safe, with its hash: see node_id
 CONFIG_TOPIC = re.compile(r"homeassistant/(sensor|binary_sensor)/(?P<node>[a-zA-Z0-9_-]+)/(?P<obj>[a-zA-Z0-9_-]+)"
                           r"/config")
 
@@ -97,7 +99,7 @@ def test_discovery_configs_state_birth_and_clean_offline(broker, listeners, tmp_
     state_topics, avail_topics, ids, devices = set(), set(), set(), set()
     for topic, c in configs.items():
         m = CONFIG_TOPIC.fullmatch(topic)
-        assert m["node"] == "till_3"  # the space is not allowed in a node id
+        assert m["node"] == NODE  # the space is not allowed in a node id
         assert c["unique_id"].endswith(m["obj"]) and c["name"]
         assert c["payload_available"] == "online" and c["payload_not_available"] == "offline"
         assert c["device"]["identifiers"] and c["device"]["name"] == "Queue mood till 3"
@@ -108,9 +110,9 @@ def test_discovery_configs_state_birth_and_clean_offline(broker, listeners, tmp_
     assert len(ids) == entities and len(devices) == 1  # one device, distinct entities
     (state_topic,) = state_topics
     (avail_topic,) = avail_topics
-    alert = configs["homeassistant/binary_sensor/till_3/alert/config"]
+    alert = configs[f"homeassistant/binary_sensor/{NODE}/alert/config"]
     assert alert["device_class"] == "problem" and (alert["payload_on"], alert["payload_off"]) == ("ON", "OFF")
-    share = configs["homeassistant/sensor/till_3/negative_share/config"]
+    share = configs[f"homeassistant/sensor/{NODE}/negative_share/config"]
     assert share["unit_of_measurement"] == "%" and share["state_class"] == "measurement"
 
     assert wait_for(lambda: ha.on(state_topic))

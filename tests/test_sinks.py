@@ -6,9 +6,11 @@ from __future__ import annotations
 import base64
 import errno
 import getpass
+import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -1125,6 +1127,32 @@ def test_mqtt_refused_login_counts_each_try_once(tmp_path):
         b.stop()
     tries = (b.dir / "mosquitto.log").read_text().count("New connection from") - 1  # less Broker.start's probe
     assert tries - 1 <= sink.failed <= tries  # the last try may have been cut short by the stop
+
+
+@needs_mosquitto
+def test_mqtt_client_id_is_made_from_a_safe_device_name(broker, tmp_path):
+    """mosquitto closes the connection of a client id with a control character, at every try."""
+    from edge.sinks.mqtt import MqttSink
+
+    sink = MqttSink(host="127.0.0.1", port=broker.port, spool=Spool(tmp_path / "spool"), device_name="Kasse\nzwei",
+                    reconnect_min_s=0.05, reconnect_max_s=0.1)
+    try:
+        assert wait_for(lambda: sink.connected, timeout=5)
+        assert sink.failed == 0
+    finally:
+        sink.close()
+
+
+def test_safe_ids_of_different_names_differ_and_safe_names_keep_theirs():
+    from edge.sinks.homeassistant import node_id
+    from edge.sinks.mqtt import safe_id
+
+    names = ["Kasse 1", "Kasse.1", "Kasse/1", "Kasse_1", "Kasse\t1", "Kassé 1"]
+    assert len({node_id(n) for n in names}) == len(names)  # Home Assistant's unique ids and topics differ
+    assert all(re.fullmatch(r"[a-zA-Z0-9_-]+", node_id(n)) for n in names)
+    assert node_id("Kasse 1") == "Kasse_1_" + hashlib.sha1(b"Kasse 1").hexdigest()[:6]  # stable across runs
+    assert [node_id(n) for n in ("Kasse_1", "till-9", "raspberrypi")] == ["Kasse_1", "till-9", "raspberrypi"]
+    assert node_id("") == "queue_mood" and safe_id("till-9") == "till-9"
 
 
 def test_mqtt_host_that_does_not_resolve_is_one_warning(tmp_path, caplog):

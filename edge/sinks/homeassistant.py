@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import socket
 import threading
 import uuid
@@ -25,7 +24,7 @@ import uuid
 from edge import __version__
 from edge.errors import missing_dependency
 from edge.sinks.base import AlertEvent, Sink, SinkUnavailable
-from edge.sinks.mqtt import stop_client
+from edge.sinks.mqtt import safe_id, stop_client
 from edge.sinks.webhook import tcp_reachable
 
 log = logging.getLogger(__name__)
@@ -35,8 +34,9 @@ ONLINE, OFFLINE = "online", "offline"
 
 
 def node_id(device: str) -> str:
-    """Home Assistant allows [a-zA-Z0-9_-] in the node id."""
-    return re.sub(r"[^a-zA-Z0-9_-]", "_", device) or "queue_mood"
+    """Home Assistant allows [a-zA-Z0-9_-] in the node id; names that differ only in other
+    characters get different ids (safe_id), so two Pis never share entities or topics."""
+    return safe_id(device) or "queue_mood"
 
 
 class Topics:

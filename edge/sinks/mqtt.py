@@ -9,6 +9,7 @@ starts clear, and the topic may still say "raised" from before a restart."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -41,6 +42,14 @@ def stop_client(client, wait_s: float) -> None:
     stopper = threading.Thread(target=client.loop_stop, name="mqtt-stop", daemon=True)
     stopper.start()
     stopper.join(max(0.0, wait_s))
+
+
+def safe_id(name: str) -> str:
+    """name in [a-zA-Z0-9_-] (Home Assistant's node ids; any broker takes it in a client id). When
+    that changed it, 6 hex of the name's SHA-1 follow, so "Kasse 1" and "Kasse.1" do not share
+    an id; a name already safe keeps it as it is."""
+    safe = re.sub(r"[^a-zA-Z0-9_-]", "_", name)
+    return safe if safe == name else f"{safe}_{hashlib.sha1(name.encode()).hexdigest()[:6]}"
 
 
 def check_topic(topic: str, path: str) -> None:
@@ -130,7 +139,8 @@ class MqttSink(Sink):
         self._state_set = not announce_state
         # A random suffix: many Pis share the host name "raspberrypi", and a broker drops the
         # older of two clients with the same id. The spool, not the broker session, keeps events.
-        cid = client_id or f"queue-mood-{device_name or socket.gethostname()}-{uuid.uuid4().hex[:6]}"
+        # The name made safe: a broker may refuse every connect of an id with spaces or umlauts.
+        cid = client_id or f"queue-mood-{safe_id(device_name or socket.gethostname())}-{uuid.uuid4().hex[:6]}"
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid)
         if username:
             self._client.username_pw_set(username, password or None)
