@@ -77,6 +77,8 @@ def _series_the_monitor_exports() -> set[str]:
     snap["health"] = {"cpu_temperature_c": 50.0, "throttled_flags": 0, "throttled_now": [],  # as on a Pi
                       "process_cpu_share": 0.3}
     snap["sink_failures"] = {"webhook": 1}
+    snap["sinks"] = {"gpio": {**dict.fromkeys(("sent", "delivered", "queued", "spooled", "in_memory",
+                                                  "dead_lettered", "dropped", "lost"), 0), "disabled": "no GPIO"}}
     body = render(lambda: snap)[0].decode()
     return {m for m in re.findall(r"^(queue_mood_\w+)", body, re.M)}
 
@@ -96,7 +98,8 @@ def test_dashboard_and_rules_use_only_series_that_exist():
             assert name in exported | recorded, f"{name} in {expr!r} is neither exported nor recorded"
     assert {"queue_mood_alert_raised", "queue_mood_alerts_raised_total", "queue_mood_negative_share",
             "queue_mood_faces", "queue_mood_faces_by_emotion", "queue_mood_fps",
-            "queue_mood_cpu_temperature_celsius", "queue_mood_process_cpu_share", "queue_mood_camera_up"} <= exported
+            "queue_mood_cpu_temperature_celsius", "queue_mood_process_cpu_share", "queue_mood_camera_up",
+            "queue_mood_sink_disabled"} <= exported
 
 
 def query(port: int, promql: str) -> dict:

@@ -385,23 +385,40 @@ def test_clock_synced_is_the_kernels_maximum_error_under_16_s(monkeypatch):
 
 def test_every_sinks_failure_counter_is_in_metrics_at_0_before_any_frame(serve, tmp_path):
     """What edge run does before the first frame (and every second after): Stats.set_sinks(Fanout.stats())."""
-    parser = pytest.importorskip("prometheus_client.parser", reason="/metrics needs prometheus_client (edge extra)")
-    from edge.sinks import Fanout
     from edge.sinks.jsonl import JsonlSink
     from edge.sinks.log import LogSink
 
+    base, per_sink = _served_with_sinks(serve, [LogSink(), JsonlSink(path=str(tmp_path / "a.jsonl"))])
+    assert per_sink("queue_mood_sink_failures_total") == {"log": 0, "jsonl": 0}
+    assert json.loads(get(base + "/status")[2])["sink_failures"] == {"log": 0, "jsonl": 0}
+
+
+def _served_with_sinks(serve, sinks):
+    """What edge run does before the first frame: Stats.set_sinks(Fanout.stats()); (base URL,
+    metric name -> {sink: value} on /metrics)."""
+    parser = pytest.importorskip("prometheus_client.parser", reason="/metrics needs prometheus_client (edge extra)")
+    from edge.sinks import Fanout
+
     stats = Stats("rt", "m", "video", device="till-3")
     base, _ = serve(stats)
-    fan = Fanout([LogSink(), JsonlSink(path=str(tmp_path / "a.jsonl"))], flush_every_s=3600)
+    fan = Fanout(sinks, flush_every_s=3600)
     try:
         stats.set_sinks(fan.stats())
     finally:
         fan.close()
     body = get(base + "/metrics")[2].decode()
-    failures = {s.labels["sink"]: s.value for f in parser.text_string_to_metric_families(body) for s in f.samples
-                if s.name == "queue_mood_sink_failures_total"}
-    assert failures == {"log": 0, "jsonl": 0}
-    assert json.loads(get(base + "/status")[2])["sink_failures"] == {"log": 0, "jsonl": 0}
+    samples = [s for f in parser.text_string_to_metric_families(body) for s in f.samples]
+    return base, lambda name: {s.labels["sink"]: s.value for s in samples if s.name == name}
+
+
+def test_a_sink_that_could_not_start_is_sink_disabled_1_in_metrics(serve):
+    """Its failure counter starts at 1 (the failed start), a step Prometheus's increase() never
+    sees; the gauge is what HQ's QueueMonitorSinkDisabled alert reads."""
+    from edge.sinks.base import DisabledSink
+    from edge.sinks.log import LogSink
+
+    _, per_sink = _served_with_sinks(serve, [LogSink(), DisabledSink("gpio", "no GPIO here")])
+    assert per_sink("queue_mood_sink_disabled") == {"log": 0, "gpio": 1}
 
 
 def test_metrics_import_does_not_pull_numpy():

@@ -6,7 +6,7 @@ labels come from the scrape config, one target per Pi):
 queue_mood_info{device,runtime,version}, queue_mood_frames_total, queue_mood_dropped_frames_total,
 queue_mood_fps, queue_mood_faces, queue_mood_negative_share, queue_mood_faces_by_emotion{emotion},
 queue_mood_alert_raised, queue_mood_alerts_raised_total, queue_mood_stage_latency_ms{stage},
-queue_mood_sink_failures_total{sink}, queue_mood_camera_up, queue_mood_camera_down_total,
+queue_mood_sink_failures_total{sink}, queue_mood_sink_disabled{sink}, queue_mood_camera_up, queue_mood_camera_down_total,
 queue_mood_camera_read_failures_total, queue_mood_camera_reopens_total,
 queue_mood_sink_{sent,delivered,dead_lettered,spool_dropped,lost}_total{sink},
 queue_mood_sink_{queued,spooled,spool_in_memory}{sink}, queue_mood_uptime_seconds,
@@ -78,6 +78,10 @@ class _Collector:
         yield gauge("stage_latency_ms", "Median stage latency over recent frames.", label="stage",
                     values=s["stage_ms"])
         yield counter("sink_failures", "Failed deliveries per sink.", label="sink", values=s["sink_failures"])
+        # A sink that could not start exports its failure counter at 1 from the first scrape, a
+        # step increase() never sees: this gauge is what HQ's QueueMonitorSinkDisabled reads.
+        yield gauge("sink_disabled", "1 for a configured sink that could not start on this machine (disabled).",
+                    label="sink", values={sink: int("disabled" in c) for sink, c in s["sinks"].items()})
         yield gauge("camera_up", "1 while the source delivers frames, 0 once it is silent.", int(s["camera"] == "up"))
         yield counter("camera_down", "Times the source went silent.", s["camera_down_total"])
         yield counter("camera_read_failures", "Reads a live camera failed (timeouts, driver errors).",
