@@ -1155,6 +1155,19 @@ def test_safe_ids_of_different_names_differ_and_safe_names_keep_theirs():
     assert node_id("") == "queue_mood" and safe_id("till-9") == "till-9"
 
 
+def test_home_assistant_state_while_the_camera_is_down_is_unknown_not_clear():
+    """Every template renders null as "None", Home Assistant's payload for unknown (the binary
+    sensor's docs: on, off or None); OFF and 0 faces would read as a clear queue."""
+    from edge.sinks.homeassistant import state_payload
+
+    counts = {"angry": 0, "happy": 0}
+    assert state_payload(0, None, counts, False) == {"faces": None, "negative_share": None,
+                                                     "counts": {"angry": None, "happy": None}, "alert": None}
+    assert state_payload(2, 0.5, {"angry": 1, "happy": 1}, True) == {
+        "faces": 2, "negative_share": 50.0, "counts": {"angry": 1, "happy": 1}, "alert": "ON"}
+    assert state_payload(0, 0.0, counts, False)["alert"] == "OFF"
+
+
 def test_mqtt_host_that_does_not_resolve_is_one_warning(tmp_path, caplog):
     pytest.importorskip("paho.mqtt.client", reason="MQTT tests need the mqtt extra (paho-mqtt)")
     from edge.sinks.mqtt import MqttSink

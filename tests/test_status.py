@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import logging
 import re
 import socket
@@ -360,6 +361,19 @@ def test_metrics_parse_as_prometheus_and_carry_the_fleet_series(serve):
     from edge.service.health import clock_synced
 
     assert value[("queue_mood_clock_synced", ())] == int(clock_synced())  # Linux: the kernel always answers
+
+
+def test_metrics_while_the_camera_is_down_say_unknown_not_a_clear_queue_of_0_faces(serve):
+    parser = pytest.importorskip("prometheus_client.parser", reason="/metrics needs prometheus_client (edge extra)")
+    stats = Stats("rt", "m", "video", device="till-3")
+    base, _ = serve(stats)
+    stats.update(result(4, 3, "raised", "raised", angry=3, neutral=1), 0, {})
+    stats.camera_down()
+    samples = [s for f in parser.text_string_to_metric_families(get(base + "/metrics")[2].decode()) for s in f.samples]
+    unknown = [s for s in samples if s.name in ("queue_mood_faces", "queue_mood_negative_share", "queue_mood_alert_raised",
+                                                "queue_mood_faces_by_emotion")]
+    assert len(unknown) == 3 + len(LABELS) and all(math.isnan(s.value) for s in unknown)
+    assert [s.value for s in samples if s.name == "queue_mood_camera_up"] == [0]
 
 
 def test_clock_synced_is_the_kernels_maximum_error_under_16_s(monkeypatch):

@@ -75,9 +75,12 @@ def discovery_configs(topics: Topics, device: str, labels) -> list[tuple[str, di
 
 
 def state_payload(faces: int, negative_share: float | None, counts: dict, alert_raised: bool) -> dict:
-    # negative_share is None while the camera is down: the sensor then shows "unknown"
-    share = None if negative_share is None else round(100 * negative_share, 1)
-    return {"faces": faces, "negative_share": share, "counts": dict(counts),
+    """negative_share is None while the camera is down: nothing is known about the queue, so every
+    value is null, which the templates render as "None", Home Assistant's payload for unknown
+    (a silent camera never reads as a clear queue of 0 faces)."""
+    if negative_share is None:
+        return {"faces": None, "negative_share": None, "counts": dict.fromkeys(counts), "alert": None}
+    return {"faces": faces, "negative_share": round(100 * negative_share, 1), "counts": dict(counts),
             "alert": "ON" if alert_raised else "OFF"}
 
 
