@@ -152,6 +152,27 @@ def _backup_arrays(run_dir):
     return arrays
 
 
+def _stopped_at_epoch(stop, settings, monkeypatch):
+    """Run `settings` and interrupt it as epoch `stop` begins (its earlier epochs backed up)."""
+    from train import trainer
+
+    make_sync = trainer._epoch_sync
+
+    def stopping(keras, batches):
+        class Stop(type(make_sync(keras, batches))):
+            def on_epoch_begin(self, epoch, logs=None):
+                if epoch == stop:
+                    raise KeyboardInterrupt
+                batches.set_epoch(epoch)
+
+        return Stop()
+
+    monkeypatch.setattr(trainer, "_epoch_sync", stopping)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.run(settings)
+    monkeypatch.setattr(trainer, "_epoch_sync", make_sync)
+
+
 @pytest.mark.slow
 def test_interrupted_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(tmp_path, synthetic_dataset, cache_env,
                                                                               monkeypatch):
@@ -165,22 +186,7 @@ def test_interrupted_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(tm
                                      epochs=4, batch_size=32, steps_per_epoch=4)
 
     trainer.run(settings("whole"))
-
-    make_sync = trainer._epoch_sync
-
-    def stop_at_epoch_2(keras, batches):
-        class Stop(type(make_sync(keras, batches))):
-            def on_epoch_begin(self, epoch, logs=None):
-                if epoch == 2:
-                    raise KeyboardInterrupt
-                batches.set_epoch(epoch)
-
-        return Stop()
-
-    monkeypatch.setattr(trainer, "_epoch_sync", stop_at_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.run(settings("resumed"))
-    monkeypatch.setattr(trainer, "_epoch_sync", make_sync)
+    _stopped_at_epoch(2, settings("resumed"), monkeypatch)
     assert _epochs(tmp_path / "resumed") == [0, 1]
     with (tmp_path / "resumed" / "history.csv").open("a") as f:  # killed after epoch 2's row, before its backup
         f.write("2,0.5,0.5,0.99,0.5\n")  # a val_accuracy no epoch reaches: it must not set the bar
@@ -199,6 +205,27 @@ def test_interrupted_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(tm
     a, b = _backup_arrays(whole), _backup_arrays(resumed)
     assert a.keys() == b.keys()
     assert [k for k in a if not np.array_equal(a[k], b[k])] == []
+
+
+@pytest.mark.slow
+def test_a_resumed_run_with_dropout_is_bit_identical_too(tmp_path, synthetic_dataset, cache_env, monkeypatch):
+    """queue_net_lite (the default) has Dropout, whose masks come from a seed generator that
+    Keras keeps out of weights files: the backup carries its state."""
+    from train import trainer
+
+    def settings(name):
+        return trainer.TrainSettings(data=str(synthetic_dataset), out=str(tmp_path / name), arch="queue_net_lite",
+                                     epochs=3, batch_size=16, steps_per_epoch=2, warmup_epochs=0)
+
+    trainer.run(settings("whole"))
+    _stopped_at_epoch(1, settings("resumed"), monkeypatch)
+    trainer.run(settings("resumed"), resume=True)
+    whole, resumed = tmp_path / "whole", tmp_path / "resumed"
+    assert (resumed / "history.csv").read_text() == (whole / "history.csv").read_text()
+    a, b = _backup_arrays(whole), _backup_arrays(resumed)
+    assert [k for k in a if not np.array_equal(a[k], b[k])] == []
+    seeds = [json.loads((d / "backup" / "training_metadata.json").read_text())["seed_generators"] for d in (whole, resumed)]
+    assert seeds[0] == seeds[1] and seeds[0][0][1] > 0  # the generator moved on, and the resumed one with it
 
 
 def test_resumed_early_stopping_counts_on_from_the_history(tmp_path):
@@ -319,7 +346,7 @@ def _stub_run(out, data, done=2, **saved):
 
     (out / "backup").mkdir(parents=True)
     (out / "backup" / "training_metadata.json").write_text(json.dumps({"epoch": done, "batch": 0}))
-    settings = asdict(TrainSettings(data=str(data), out=str(out), epochs=4, **saved))
+    settings = asdict(TrainSettings(data=str(data), out=str(out), **{"epochs": 4, **saved}))
     (out / "train_settings.json").write_text(json.dumps(settings))
     (out / "data.json").write_text(json.dumps({"fingerprint": "0123456789abcdef01234567"}))
     (out / "command.txt").write_text("first\n")
@@ -464,11 +491,40 @@ def test_a_backup_damaged_by_a_crash(short_run, synthetic_dataset, tmp_path, kee
     if not keep_previous:
         (out / "backup" / "latest.weights.h5.bkp").unlink()
         with pytest.raises(UserError, match="backup cannot be read .*damaged by a crash"):
-            run(TrainSettings(data=str(synthetic_dataset), out=str(out)), resume=True)
+            run(TrainSettings(data=str(synthetic_dataset), out=str(out), epochs=3), resume=True,
+                given={"epochs": "--epochs"})  # the run has finished its 2: without more, nothing to resume
     else:
         run(TrainSettings(data=str(synthetic_dataset), out=str(out), epochs=3), resume=True,
             given={"epochs": "--epochs"})
         assert _epochs(out) == [0, 1, 2]  # epoch 1 again, from the previous epoch's state; its first row trimmed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", ["empty_metadata", "weights_an_epoch_ahead"])
+def test_a_last_backup_that_cannot_be_used_gives_way_to_the_one_before(short_run, synthetic_dataset, tmp_path,
+                                                                        capsys, damage):
+    """empty_metadata: killed or out of disk while the metadata was rewritten in place (as Keras
+    writes it). weights_an_epoch_ahead: killed between the weights and the metadata, which still
+    names the epoch before; resuming from it would train that epoch twice."""
+    import shutil
+
+    from train.trainer import TrainSettings, run
+
+    out = shutil.copytree(short_run, tmp_path / "run")
+    meta = out / "backup" / "training_metadata.json"
+    if damage == "empty_metadata":
+        meta.write_text("")
+    else:
+        shutil.copy(meta.with_name(meta.name + ".bkp"), meta)
+    run(TrainSettings(data=str(synthetic_dataset), out=str(out), epochs=3), resume=True, given={"epochs": "--epochs"})
+    said = capsys.readouterr().out
+    assert "resuming from the one before it, so epoch 2 trains again" in said, said
+    if damage == "weights_an_epoch_ahead":
+        assert "4 optimizer steps on, its metadata says 2" in said
+    assert _epochs(out) == [0, 1, 2]
+    assert json.loads(meta.read_text())["iterations"] == 3 * 2  # each epoch trained once: the schedule in step
+    v = json.loads((out / "versions.json").read_text())
+    assert len(v["resumed_sessions"]) == 1
 
 
 @pytest.mark.slow
@@ -514,15 +570,161 @@ def test_ctrl_c_names_the_resume_command(tmp_path, synthetic_dataset, cache_env)
     assert f"edge train --data {synthetic_dataset} --out {out} --resume" in err
 
 
-def test_a_run_killed_in_its_first_epoch_starts_again_without_resume(tmp_path):
-    from edge.errors import UserError
+@pytest.mark.parametrize("resume", [False, True])
+@pytest.mark.parametrize("left", ["nothing", "first_row", "first_row_and_half_a_backup"])
+def test_a_run_stopped_before_its_first_backup_starts_again(tmp_path, resume, left):
+    """Killed (or out of disk) before the first epoch's backup was whole: the command starts
+    over, with or without --resume (a supervisor that always resumes is not stuck)."""
     from train.trainer import TrainSettings, run
 
     out = _stub_run(tmp_path / "run", tmp_path / "data")
     (out / "backup" / "training_metadata.json").unlink()
-    (out / "backup").rmdir()
-    (out / "history.csv").write_text("")  # CSVLogger opens it when training starts
-    with pytest.raises(UserError, match="no epoch finished; run the command again without --resume"):
-        run(TrainSettings(data=str(tmp_path / "data"), out=str(out)), resume=True)
+    if left == "first_row_and_half_a_backup":  # the first epoch's backup cut short
+        (out / "backup" / "latest.weights.h5").write_bytes(b"half the weights")
+    else:
+        (out / "backup").rmdir()
+    if left.startswith("first_row"):  # the first epoch's row and best model written, not its backup
+        (out / "history.csv").write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.5,1.0,0.5,1.0\n")
+        (out / "model.partial.keras").write_bytes(b"half a model")
+    else:
+        (out / "history.csv").write_text("")  # CSVLogger opens it when training starts
+    from edge.errors import UserError
+
     with pytest.raises(UserError, match="Dataset path .* does not exist"):  # past the run folder check
-        run(TrainSettings(data=str(tmp_path / "data"), out=str(out)))
+        run(TrainSettings(data=str(tmp_path / "data"), out=str(out)), resume=resume)
+
+
+@pytest.mark.slow
+def test_a_run_killed_before_its_first_backup_trains_each_epoch_once(tmp_path, synthetic_dataset, cache_env, capsys):
+    import shutil
+
+    from train.trainer import TrainSettings, run
+
+    s = TrainSettings(data=str(synthetic_dataset), out=str(tmp_path / "run"), arch="mini_xception", epochs=1,
+                      batch_size=16, steps_per_epoch=2, warmup_epochs=0, augment=False)
+    out = _stub_run(tmp_path / "run", synthetic_dataset, epochs=1, arch="mini_xception", batch_size=16,
+                    steps_per_epoch=2, warmup_epochs=0, augment=False)
+    shutil.rmtree(out / "backup")
+    (out / "history.csv").write_text("epoch,accuracy,loss,val_accuracy,val_loss\n0,0.5,1.0,0.99,1.0\n")
+    (out / "timing.json").write_text('{"train_seconds": 1000.0}')
+    run(s, resume=True)
+    assert "starting it from the first epoch" in capsys.readouterr().out
+    assert _epochs(out) == [0]  # no second epoch 0 appended to the interrupted one
+    assert json.loads((out / "metrics.json").read_text())["train_seconds"] < 1000
+
+
+def test_resume_refuses_a_flag_by_what_it_means(tmp_path, synthetic_dataset):
+    from edge.errors import UserError
+    from train.trainer import TrainSettings, run
+
+    out = _stub_run(tmp_path / "run", synthetic_dataset)
+    with pytest.raises(UserError, match=re.escape("--no-augment (the run was started without it) differ")):
+        run(TrainSettings(data=str(synthetic_dataset), out=str(out), augment=False), resume=True,
+            given={"augment": "--no-augment"})
+
+
+def _finished_stub(tmp_path, data, accs, **saved):
+    out = _stub_run(tmp_path / "run", data, done=len(accs), **saved)
+    rows = "".join(f"{i},0.5,1.0,{a},1.0\n" for i, a in enumerate(accs))
+    (out / "history.csv").write_text("epoch,accuracy,loss,val_accuracy,val_loss\n" + rows)
+    (out / "metrics.json").write_text(json.dumps({"accuracy": 0.5, "macro_f1": 0.4}))
+    return out
+
+
+@pytest.mark.parametrize("accs, saved, given, needle", [
+    ([0.5, 0.6, 0.7, 0.8], {}, {}, "all 4 epochs trained"),
+    ([0.5, 0.7, 0.6, 0.6], {"epochs": 10, "patience": 2}, {}, "stopped early after epoch 4"),
+    ([0.5, 0.7, 0.6, 0.6], {"epochs": 10, "patience": 2}, {"epochs": 20}, "and --patience"),
+])
+def test_resume_of_a_finished_run_says_so_and_trains_nothing(tmp_path, synthetic_dataset, capsys, accs, saved,
+                                                              given, needle):
+    from train.trainer import TrainSettings, run
+
+    out = _finished_stub(tmp_path, synthetic_dataset, accs, **saved)
+    before = {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()}
+    s = TrainSettings(data=str(synthetic_dataset), out=str(out), **given)
+    assert run(s, resume=True, given={k: "--" + k for k in given}) == {"accuracy": 0.5, "macro_f1": 0.4}
+    said = capsys.readouterr().out
+    assert "has finished" in said and needle in said and said.count("\n") == 1, said
+    assert {f.name: f.read_bytes() for f in out.iterdir() if f.is_file()} == before
+
+
+@pytest.mark.parametrize("given", [{"epochs": 8}, {"epochs": 10, "patience": 5}])
+def test_resume_with_more_epochs_or_patience_trains_on(tmp_path, synthetic_dataset, given):
+    """As the README says: more --epochs lengthen a run that ran all its epochs; after an early
+    stop, a larger --patience with them."""
+    from edge.errors import UserError
+    from train.trainer import TrainSettings, run
+
+    accs = [0.5, 0.7, 0.6, 0.6] if "patience" in given else [0.5, 0.6, 0.7, 0.8]
+    out = _finished_stub(tmp_path, synthetic_dataset, accs, epochs=4 if "patience" not in given else 10, patience=2)
+    with pytest.raises(UserError, match="differ from those .* started on"):  # past the finished check: it reads the data
+        run(TrainSettings(data=str(synthetic_dataset), out=str(out), **given), resume=True,
+            given={k: "--" + k for k in given})
+
+
+def test_timing_survives_a_full_disk_and_a_damaged_file(tmp_path, monkeypatch, capsys):
+    import errno
+    import pathlib
+
+    import keras
+
+    from train.trainer import _timing
+
+    path = tmp_path / "timing.json"
+    path.write_text('{"train_seconds": 12.0}')
+    real = pathlib.Path.write_text
+
+    def full_disk(self, data, *a, **k):
+        real(self, "", *a, **k)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    timing = _timing(keras, path)
+    timing.on_train_begin()
+    monkeypatch.setattr(pathlib.Path, "write_text", full_disk)
+    with pytest.raises(OSError):
+        timing.on_epoch_end(0)
+    monkeypatch.undo()
+    assert json.loads(path.read_text()) == {"train_seconds": 12.0}  # the last whole record kept
+    path.write_text("")  # as a version that rewrote it in place left it
+    again = _timing(keras, path)
+    again.on_train_begin()  # no traceback
+    err = capsys.readouterr().err
+    assert err.count("WARNING") == 1 and "timing.json cannot be read" in err
+    again.on_epoch_end(0)
+    assert json.loads(path.read_text())["train_seconds"] < 5
+
+
+def test_versions_keep_the_first_session_and_add_each_resumed_one(tmp_path):
+    from train.trainer import record_versions
+
+    path = tmp_path / "versions.json"
+    record_versions(path, resumed=False)
+    first = json.loads(path.read_text())
+    path.write_text(json.dumps({**first, "tensorflow": "an older build"}))
+    record_versions(path, resumed=True)
+    record_versions(path, resumed=True)
+    v = json.loads(path.read_text())
+    assert v["tensorflow"] == "an older build" and len(v["resumed_sessions"]) == 2
+    assert v["resumed_sessions"][0]["tensorflow"] == first["tensorflow"]
+
+
+def test_a_report_cut_short_leaves_no_metrics_json(tmp_path, monkeypatch):
+    """metrics.json comes last: its presence says the figures are there too (and --resume
+    takes it to mean the run finished)."""
+    from types import SimpleNamespace
+
+    from train import report
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "confusion_figure", killed)
+    y = np.arange(14) % 7
+    va = SimpleNamespace(names=[f"{i}.png" for i in range(14)], y=y)
+    tr = SimpleNamespace(x=np.zeros((14, 48, 48), np.uint8), y=y, counts=lambda: np.bincount(y, minlength=7))
+    model = SimpleNamespace(name="m", count_params=lambda: 1)
+    ds = SimpleNamespace(source=str(tmp_path / "data"), skipped=[])
+    with pytest.raises(KeyboardInterrupt):
+        report.write_run_report(tmp_path, model, va, np.eye(7)[y], tr, ds, np.ones(7), 1.0, "val")
+    assert not (tmp_path / "metrics.json").exists()

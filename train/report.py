@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +37,12 @@ def write_run_report(out: Path, model, va, probs, tr, ds, weights, train_seconds
         "skipped_files": len(ds.skipped),
         **rep,
     }
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
     figures(out, tr, rep)
+    # Last, and renamed into place whole: its presence says the report is complete (and
+    # `edge train --resume` takes it to mean the run finished).
+    tmp = out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2))
+    os.replace(tmp, out / "metrics.json")
     return metrics
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import shlex
+import shutil
 import sys
 import time
 import zipfile
@@ -298,19 +299,80 @@ def versions() -> dict:
             "keras": keras.__version__, "platform": platform.platform()}
 
 
+def record_versions(path: Path, resumed: bool) -> None:
+    """versions.json: the first session's versions, and each resumed session's under
+    "resumed_sessions" (with its start time), so a run resumed on another build says so."""
+    record = versions()
+    if resumed:
+        try:
+            first = json.loads(path.read_text())
+        except (OSError, ValueError):
+            first = None
+        if isinstance(first, dict):
+            later = first.setdefault("resumed_sessions", [])
+            later.append({"started": time.strftime("%Y-%m-%dT%H:%M:%S"), **record})
+            record = first
+    write_atomic(path, json.dumps(record, indent=2))
+
+
 # The files a run writes before its first epoch ends: a folder holding only these never
 # trained, and a new command may start it afresh (after a crash or a bad option).
 START_FILES = {"train_settings.json", "command.txt", "data.json", "versions.json"}
+# What the end of the first epoch writes before its backup is whole (history.csv's row, the
+# best model, half-written or renamed, a backup cut short): a kill or a full disk there leaves
+# them, and starting afresh loses only that epoch, which trains again.
+FIRST_EPOCH_FILES = {"history.csv", "model.partial.keras", "model.keras", "timing.json", "backup"}
 # What --resume may change: more epochs lengthen the run (the cosine schedule stretches to the
 # new end), patience only moves early stopping. Every other option must match the saved one.
 RESUMABLE = ("epochs", "patience")
+BACKUP_META = ("training_metadata.json", "training_metadata.json.bkp")  # the last epoch's, the one before
+
+
+def backup_epoch(out: Path) -> int | None:
+    """Epochs the newest readable backup metadata holds (the last epoch's, else the one
+    before); None when no epoch reached a backup."""
+    for name in BACKUP_META:
+        try:
+            return int(json.loads((out / "backup" / name).read_text())["epoch"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def _history_rows(history_csv: Path) -> int:
+    """Epoch rows in history.csv (lines after the header; 0 when it does not exist)."""
+    try:
+        return max(0, len(history_csv.read_bytes().splitlines()) - 1)
+    except OSError:
+        return 0
 
 
 def never_trained(out: Path) -> bool:
-    """True when `out` holds only what a run writes before its first epoch ends (CSVLogger
-    opens history.csv at the start but writes nothing until an epoch ends)."""
-    files = list(out.iterdir())
-    return all(f.name in START_FILES or (f.name == "history.csv" and f.stat().st_size == 0) for f in files)
+    """True when no epoch of `out` reached a backup: it holds only what a run writes before its
+    first backup is whole (CSVLogger opens history.csv at the start, and the first epoch's row
+    and best model come before its backup). A model.keras counts only beside that row: without
+    it the folder is not a run's (a soup, a copied model) and is never started over."""
+    names = {f.name for f in out.iterdir()}
+    rows = _history_rows(out / "history.csv")
+    return (names <= START_FILES | FIRST_EPOCH_FILES and backup_epoch(out) is None and rows <= 1
+            and ("model.keras" not in names or rows == 1))
+
+
+def discard_first_epoch(out: Path) -> bool:
+    """Remove what an interrupted first epoch left (see FIRST_EPOCH_FILES), so a run started
+    afresh appends no second epoch 0 to history.csv and adds no old time; True if any was there."""
+    found = False
+    for name in FIRST_EPOCH_FILES:
+        f = out / name
+        if f.is_dir():
+            shutil.rmtree(f)
+            found = True
+        elif f.exists():
+            found = found or name != "history.csv" or f.stat().st_size > 0
+            f.unlink()
+    return found
+
+
 PATH_FIELDS = ("data", "out", "init_from", "votes")
 
 
@@ -355,14 +417,6 @@ def check_settings(s: TrainSettings) -> None:
         check_weight(s.teacher_weight)
 
 
-def epochs_done(out: Path) -> int:
-    """Epochs the backup holds (0 when it cannot tell)."""
-    try:
-        return int(json.loads((out / "backup" / "training_metadata.json").read_text())["epoch"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return 0
-
-
 def resume_settings(s: TrainSettings, given: dict[str, str] | None) -> tuple[TrainSettings, list[str]]:
     """The settings a resumed run uses: the saved ones, with the given options that may change
     (RESUMABLE, and --data: checked against the saved fingerprint once read). Any other given
@@ -371,9 +425,7 @@ def resume_settings(s: TrainSettings, given: dict[str, str] | None) -> tuple[Tra
     settings_file = out / "train_settings.json"
     if not settings_file.exists():
         raise UserError(f"Nothing to resume in {out}: it has no train_settings.json; start a new run without --resume.")
-    if not (out / "backup").is_dir():
-        if never_trained(out):
-            raise UserError(f"Nothing to resume in {out}: no epoch finished; run the command again without --resume.")
+    if not (out / "backup").is_dir() and not never_trained(out):
         raise UserError(f"Nothing to resume in {out}: no backup/; the run finished or was never started "
                         "(train a new --out, or start one from it with --init-from).")
     saved = absolute(TrainSettings(**{**json.loads(settings_file.read_text()), "out": s.out}))
@@ -386,11 +438,13 @@ def resume_settings(s: TrainSettings, given: dict[str, str] | None) -> tuple[Tra
             use[name] = new
             notes.append(f"{flag} {new} replaces the saved {old}")
         else:
-            differ.append(f"{flag} {new} (saved: {old})")
+            # A flag reads by what it does: "--no-augment False (saved: True)" reads backwards.
+            differ.append(f"{flag} (the run was started without it)" if isinstance(new, bool) else
+                          f"{flag} {new} (saved: {old})")
     if differ:
         raise UserError(f"--resume continues {out} with its saved settings, but {', '.join(differ)} differ from them; "
                         "drop those options, or train a new --out with them.")
-    done = epochs_done(out)
+    done = backup_epoch(out) or 0
     if use["epochs"] < done:
         raise UserError(f"--epochs {use['epochs']} is fewer than the {done} epochs {out} has already trained; "
                         f"give --epochs {done} or more.")
@@ -421,6 +475,14 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
             defaults = TrainSettings(data="", out="")
             given = {k: "--" + k.replace("_", "-") for k, v in asdict(s).items() if v != getattr(defaults, k)}
         s, notes = resume_settings(s, given)
+        if never_trained(out):  # a supervisor that always resumes must not be stuck here
+            print(f"No epoch of {out} reached a backup; starting it from the first epoch with its saved settings.",
+                  flush=True)
+            resume = False
+        elif (why := finished(out, s)) and (out / "metrics.json").exists():
+            print(f"{out} has finished ({why}); nothing to resume. To train it on, give a larger --epochs"
+                  f"{' and --patience' if 'early' in why else ''}.", flush=True)
+            return json.loads((out / "metrics.json").read_text())
     elif out.exists() and not never_trained(out):
         raise UserError(f"Run folder {out} already has files; pass --resume to continue it or choose a new --out.")
 
@@ -453,6 +515,9 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
 
     # Written only now, when every option has been used once, so a bad one leaves no folder.
     out.mkdir(parents=True, exist_ok=True)
+    if not resume and discard_first_epoch(out):
+        print(f"Starting {out} afresh: its first epoch ended before its backup was whole (a kill or a full disk); "
+              "that epoch trains again.", flush=True)
     settings_file.write_text(json.dumps(asdict(s), indent=2))
     record_command(out, command, notes)
     if not resume:  # data.json keeps the first session's record; a resume is checked against it above
@@ -461,7 +526,7 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
         if ds.skipped:
             print(f"{len(ds.skipped)} file(s) could not be read as images and were left out; they are listed under "
                   f"\"skipped\" in {out / 'data.json'}.", flush=True)
-    (out / "versions.json").write_text(json.dumps(versions(), indent=2))
+    record_versions(out / "versions.json", resume)
 
     weights = class_weights(tr_y.argmax(1), s.class_weight_power)
     batches = _batches(keras)(tr, tr_y, s, weights)
@@ -488,16 +553,46 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
         timing,
         _early_stopping(keras, s.patience, out / "history.csv" if resume else None),
     ]
-    # shuffle=False: the batches are already shuffled by (seed, epoch); Keras's own shuffle of
-    # their order draws on Python's global `random`, which a resumed run does not restore.
-    model.fit(batches, validation_data=(val_x, va_y), epochs=s.epochs, callbacks=callbacks, shuffle=False,
-              verbose=1 if sys.stdout.isatty() else 2)
+    if resume and finished(out, s):  # killed while writing the report: write it, train nothing more
+        print(f"{out} has finished training; writing its report.", flush=True)
+    else:
+        # metrics.json describes the model at an earlier end and, present, says the run is
+        # finished: training on makes it stale until the new report replaces it.
+        (out / "metrics.json").unlink(missing_ok=True)
+        # shuffle=False: the batches are already shuffled by (seed, epoch); Keras's own shuffle of
+        # their order draws on Python's global `random`, which a resumed run does not restore.
+        model.fit(batches, validation_data=(val_x, va_y), epochs=s.epochs, callbacks=callbacks, shuffle=False,
+                  verbose=1 if sys.stdout.isatty() else 2)
 
     best = keras.models.load_model(out / "model.keras") if (out / "model.keras").exists() else model
     probs = best.predict(va.x[..., None].astype(np.float32), batch_size=256, verbose=0)
     metrics = report.write_run_report(out, best, va, probs, tr, ds, weights, timing.total(), val_source,
                                       votes=s.votes if s.labels == "ferplus" else None)
     return metrics
+
+
+def _replay(accs: list[float]) -> tuple[float | None, int, int]:
+    """(best, best epoch, epochs since it) as EarlyStopping counts them over these val
+    accuracies (min_delta 0, mode max; an epoch that sets a new best resets the count)."""
+    best, best_epoch, wait = None, 0, 0
+    for epoch, acc in enumerate(accs):
+        wait += 1
+        if best is None or acc > best:
+            best, best_epoch, wait = acc, epoch, 0
+    return best, best_epoch, wait
+
+
+def finished(out: Path, s: TrainSettings) -> str | None:
+    """Why the run in `out` has nothing left to train under s (every epoch done, or early
+    stopping reached with s.patience, tested as EarlyStopping tests after an epoch), or None."""
+    done = backup_epoch(out) or 0
+    if done >= s.epochs:
+        return f"all {s.epochs} epochs trained"
+    _, best_epoch, wait = _replay(_val_accuracies(out / "history.csv")[:done])
+    if done > 1 and wait > 0 and wait >= s.patience:
+        return (f"stopped early after epoch {done}: no better val accuracy in the {wait} epochs since epoch "
+                f"{best_epoch + 1}, --patience {s.patience}")
+    return None
 
 
 def trim_history(history_csv: Path, epochs: int) -> None:
@@ -511,23 +606,81 @@ def trim_history(history_csv: Path, epochs: int) -> None:
             f.truncate(sum(len(line) for line in lines[: epochs + 1]))
 
 
+def _seed_states(model) -> list:
+    """The state variables of the model's random seed generators (Dropout's masks). Keras 3
+    keeps them out of weights files (keras-team/keras#19796), so a resumed run would draw the
+    masks of epoch 1 again; the backup's metadata carries them instead."""
+    return [v for v in model.variables if v.path.endswith("seed_generator_state")]
+
+
+class StaleBackup(ValueError):
+    """A backup whose weights and metadata are of different epochs."""
+
+
 def _backup(keras, path: Path, history_csv: Path, best=None):
     class Backup(keras.callbacks.BackupAndRestore):
-        """Keeps the previous epoch's state too (a kill during a write leaves one readable);
-        a backup that cannot be read at all is one sentence, not an h5py traceback."""
+        """Keras's backup (weights, then metadata naming the epochs they hold; the previous
+        epoch's pair kept as .bkp) with three additions: the metadata also holds the seed
+        generators' state and the optimizer's step count, and is renamed into place whole; a
+        pair that cannot be read, or whose step count does not match (a kill between the two
+        writes), gives way to the previous epoch's pair, said in one line; with neither left,
+        one sentence, not an h5py traceback."""
 
         def on_train_begin(self, logs=None):
             try:
-                super().on_train_begin(logs)
+                meta = self._restore()
             except Exception as exc:
-                raise UserError(f"The training state in {path} cannot be read ({type(exc).__name__}), most likely "
-                                f"damaged by a crash while it was written; train a new --out, with --init-from "
-                                f"{path.parent / 'model.keras'} to keep the best epoch so far.") from exc
-            meta = Path(self._training_metadata_path)  # the restored backup's: epochs it holds
-            if meta.exists():
-                trim_history(history_csv, json.loads(meta.read_text())["epoch"])
+                if not (Path(self._prev_weights_path).exists() and Path(self._prev_training_metadata_path).exists()):
+                    raise self._damaged(exc) from exc
+                shutil.copy(self._prev_weights_path, self._weights_path)
+                shutil.copy(self._prev_training_metadata_path, self._training_metadata_path)
+                try:
+                    meta = self._restore()
+                except Exception as exc2:
+                    raise self._damaged(exc2) from exc2
+                why = exc if isinstance(exc, StaleBackup) else f"{type(exc).__name__}, most likely cut short by a crash"
+                print(f"The last backup in {path} cannot be used ({why}); resuming from the one before it, so "
+                      f"epoch {meta.get('epoch', 0) + 1} trains again.", flush=True)
+            trim_history(history_csv, meta.get("epoch", 0))
             if best is not None:  # the checkpoint's bar: the best of the epochs kept
                 best.best = _best_so_far(history_csv)
+
+        def _restore(self) -> dict:
+            """Load the current pair; returns its metadata ({} when there is no backup)."""
+            super()._load_model()
+            meta = json.loads(Path(self._training_metadata_path).read_text()) if Path(
+                self._training_metadata_path).exists() else {}
+            epoch = int(meta.get("epoch", 0))
+            steps = int(meta.get("iterations", epoch * (self.params.get("steps") or 0)))
+            done = int(self.model.optimizer.iterations.numpy())
+            if done != steps:  # a kill between the weights and the metadata: the weights are an epoch on
+                raise StaleBackup(f"its weights are {done} optimizer steps on, its metadata says {steps}")
+            seeds = _seed_states(self.model)
+            if len(meta.get("seed_generators", [])) == len(seeds):
+                for v, value in zip(seeds, meta.get("seed_generators", [])):
+                    v.assign(np.array(value, dtype=v.dtype))
+            elif seeds and meta:
+                print(f"Note: the backup in {path} predates saving the dropout seeds, so from here on the "
+                      "dropout masks differ from those of an uninterrupted run.", flush=True)
+            return meta
+
+        def _damaged(self, exc) -> UserError:
+            return UserError(f"The training state in {path} cannot be read ({type(exc).__name__}), most likely "
+                             f"damaged by a crash while it was written; train a new --out, with --init-from "
+                             f"{path.parent / 'model.keras'} to keep the best epoch so far.")
+
+        def _save_model(self):
+            path.mkdir(parents=True, exist_ok=True)
+            for now, prev in ((self._weights_path, self._prev_weights_path),
+                              (self._training_metadata_path, self._prev_training_metadata_path)):
+                if Path(now).exists():
+                    shutil.copy(now, prev)
+            self.model.save_weights(self._weights_path, overwrite=True)
+            # Written after the weights, and renamed into place whole: it is what says they are complete.
+            write_atomic(Path(self._training_metadata_path), json.dumps({
+                "epoch": self._current_epoch, "batch": self._last_batch_seen,
+                "iterations": int(self.model.optimizer.iterations.numpy()),
+                "seed_generators": [np.asarray(v.numpy()).tolist() for v in _seed_states(self.model)]}))
 
     return Backup(str(path), double_checkpoint=True, delete_checkpoint=False)
 
@@ -539,10 +692,9 @@ def _early_stopping(keras, patience: int, history_csv: Path | None):
 
         def on_train_begin(self, logs=None):
             super().on_train_begin(logs)
-            for epoch, acc in enumerate(_val_accuracies(history_csv) if history_csv else []):
-                self.wait += 1
-                if self.best is None or acc > self.best:  # as EarlyStopping tests (min_delta 0, mode max)
-                    self.best, self.best_epoch, self.wait = acc, epoch, 0
+            accs = _val_accuracies(history_csv) if history_csv else []
+            if accs:
+                self.best, self.best_epoch, self.wait = _replay(accs)
 
     return ResumedEarlyStopping(monitor="val_accuracy", mode="max", patience=patience, restore_best_weights=True)
 
@@ -567,19 +719,44 @@ def _checkpoint(keras, path: Path):
     return cb
 
 
+def write_atomic(path: Path, text: str) -> None:
+    """Write to a temporary file beside `path`, then rename it over `path`: a kill or a full
+    disk mid-write leaves the previous file whole, never an empty or truncated one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def _timing(keras, path: Path):
     class Timing(keras.callbacks.Callback):
         """timing.json's train_seconds, summed over every session and written each epoch, so a
         killed session's finished epochs count too."""
 
+        before, started = 0.0, None
+
         def on_train_begin(self, logs=None):
-            self.before = json.loads(path.read_text())["train_seconds"] if path.exists() else 0.0
+            self.before = read_train_seconds(path)
             self.started = time.time()
 
         def total(self) -> float:
+            if self.started is None:  # nothing trained in this session (a report written after a crash)
+                return read_train_seconds(path)
             return self.before + time.time() - self.started
 
         def on_epoch_end(self, epoch, logs=None):
-            path.write_text(json.dumps({"train_seconds": round(self.total(), 1)}, indent=2))
+            write_atomic(path, json.dumps({"train_seconds": round(self.total(), 1)}, indent=2))
 
     return Timing()
+
+
+def read_train_seconds(path: Path) -> float:
+    """The earlier sessions' training time from timing.json (0 when none). A damaged file (from
+    a version that rewrote it in place) is one WARNING: the count restarts, the run goes on."""
+    if not path.exists():
+        return 0.0
+    try:
+        return float(json.loads(path.read_text())["train_seconds"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"WARNING: {path} cannot be read ({type(exc).__name__}); the training time counts from this "
+              "session, so train_seconds will be short of the true total.", file=sys.stderr, flush=True)
+        return 0.0
