@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,29 +128,99 @@ def check_settings(s: ConvertSettings) -> None:
     check_out_folder(s.out)
 
 
+# What a conversion writes into --out: a passing one replaces all of them at once, so a file
+# an earlier conversion wrote (a float16 model, a failed/ attempt) never sits beside a new model.
+OUTPUTS = {INT8_MODEL, "model_float32.tflite", "model_float16.tflite", CARD_NAME, "parity.json", "parity.md", FAILED_DIR}
+SCRATCH = ".convert-"  # a conversion's working folder beside --out (and, from older versions, inside it)
+
+
 def run(s: ConvertSettings) -> tuple[dict, list[str]]:
     """Convert, write the card and the parity report; returns (parity, failures). The files
-    are made in a scratch folder and moved into s.out when the parity gate passes, else into
-    s.out/failed (FAILED_DIR), so a failed conversion never replaces a passing model."""
+    are made in a scratch folder beside s.out. When the parity gate passes, the scratch folder
+    gets s.out's other files too (hard links) and the two folders trade places in one rename,
+    so a kill leaves either the old model or the new one whole, never a mix; a failed gate's
+    files go to s.out/failed (FAILED_DIR), so a failed conversion never replaces a passing model."""
     check_settings(s)
     keras_path = resolve_keras_model(s.model).resolve()
     model = load_keras(keras_path)
     ds = load_dataset(s.data, size=int(model.input_shape[1]))
-    out = Path(s.out)
-    out.mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix=".convert-", dir=out))
+    out = Path(s.out).absolute()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_scratch(out)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}{SCRATCH}", dir=out.parent))
     try:
         parity, failures = _convert(s, model, keras_path, ds, scratch)
-        dest = out / FAILED_DIR if failures else out
         if failures:
-            shutil.rmtree(dest, ignore_errors=True)  # the last failed attempt's files, not a mix
-            dest.mkdir()
-        for f in sorted(scratch.iterdir(), key=lambda f: f.name == CARD_NAME):  # the card last: it names the model
-            os.replace(f, dest / f.name)
+            out.mkdir(exist_ok=True)
+            shutil.rmtree(out / FAILED_DIR, ignore_errors=True)  # the last failed attempt's files, not a mix
+            os.rename(scratch, out / FAILED_DIR)
+        else:
+            _carry_over(out, scratch)
+            _switch(scratch, out)
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)  # after a switch: the previous folder
     record_command(out, notes=[f"parity gate failed: files in {FAILED_DIR}/"] if failures else [])
     return parity, failures
+
+
+def remove_scratch(out: Path) -> None:
+    """Scratch folders a killed conversion left beside --out (or inside it, from older versions)."""
+    for f in [*out.parent.glob(f".{out.name}{SCRATCH}*"), *(out.glob(f"{SCRATCH}*") if out.is_dir() else [])]:
+        shutil.rmtree(f, ignore_errors=True)
+
+
+def _carry_over(out: Path, new: Path) -> None:
+    """Hard-link (copy where links fail) every file of `out` that a conversion does not write
+    into `new`: command.txt, and a run's own files when --out is the run folder."""
+    if not out.is_dir():
+        return
+    for f in out.iterdir():
+        if f.name in OUTPUTS or f.name.startswith(SCRATCH):
+            continue
+        if f.is_dir():
+            shutil.copytree(f, new / f.name, copy_function=_link, symlinks=True)
+        else:
+            _link(f, new / f.name)
+
+
+def _link(src, dst) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _switch(new: Path, out: Path) -> None:
+    """Put `new` at `out` in one step: a rename when `out` does not exist yet, else an atomic
+    exchange of the two folders (Linux renameat2), after which `new` holds the old folder. Where
+    the exchange is unsupported, two renames: a kill between them leaves the old folder whole
+    under the scratch name, and no --out."""
+    if not out.exists():
+        os.rename(new, out)
+        return
+    if not _exchange(new, out):
+        old = new.with_name(new.name + "-old")
+        os.rename(out, old)
+        os.rename(new, out)
+        os.rename(old, new)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (renameat2 RENAME_EXCHANGE); False where the system lacks it."""
+    import ctypes
+    import errno
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(str(a)), at_fdcwd, os.fsencode(str(b)), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path) -> tuple[dict, list[str]]:
@@ -173,6 +244,10 @@ def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path) -> tupl
     run_dir = keras_path.parent
     votes = run_votes(s, run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
+    if not metrics and (run_dir / "train_settings.json").exists() and not (run_dir / "soup.json").exists():
+        print(f"WARNING: {run_dir} has no metrics.json: its training did not finish (or its report was cut short), "
+              "so the card gets no accuracy or macro_f1; finish it with `edge train --resume` first.",
+              file=sys.stderr, flush=True)
     if "ferplus_majority" in metrics:
         metrics["ferplus_majority_accuracy"] = metrics["ferplus_majority"]["accuracy"]
     card = ModelCard(

@@ -251,3 +251,61 @@ def test_card_has_a_crop_rule_per_detector(tiny_converted):
     assert card.crop_for("blazeface") == card.crop
     assert card.crop_for("haar").scale < card.crop_for("blazeface").scale
     assert card.crop_for("yunet") == card.crop  # unmeasured detectors fall back to the default
+
+
+@pytest.mark.slow
+def test_a_convert_killed_while_switching_models_leaves_one_whole(tiny_run, tiny_converted, synthetic_dataset,
+                                                                   tmp_path, cache_env, monkeypatch):
+    """Killed at its first rename into --out, the folder holds the old model whole (not a new
+    .tflite beside the old card); the next convert clears the scratch folders a kill leaves,
+    and, passing, drops the failed/ folder of an earlier attempt."""
+    import os
+    import shutil
+
+    from convert import quantize
+
+    out = shutil.copytree(tiny_converted, tmp_path / "conv")
+    (out / "failed").mkdir()
+    (out / "failed" / "parity.json").write_text("{}")
+    served = ("model_int8.tflite", "model_float32.tflite", "model.json", "parity.json")
+    old = {n: (out / n).read_bytes() for n in served}
+    settings = quantize.ConvertSettings(model=str(tiny_run), data=str(synthetic_dataset), out=str(out),
+                                        calibration_size=50, max_drop_pp=100, min_agreement=0)
+    for name in ("replace", "rename"):
+        real = getattr(os, name)
+
+        def kill_after(a, b, real=real):
+            real(a, b)
+            if str(b).startswith(str(out)):
+                raise KeyboardInterrupt  # a kill right after the first rename into --out
+
+        monkeypatch.setattr(quantize.os, name, kill_after)
+    try:
+        quantize.run(settings)
+    except KeyboardInterrupt:
+        pass
+    monkeypatch.undo()
+    now = {n: (out / n).read_bytes() for n in served}
+    same = [n for n in served if now[n] == old[n]]
+    assert same in (list(served), []), f"old and new files mixed: {same} kept"
+    (out / ".convert-left").mkdir()
+    (tmp_path / ".conv.convert-left").mkdir()
+    quantize.run(settings)
+    assert not [f for f in [*out.iterdir(), *tmp_path.iterdir()] if ".convert-" in f.name]
+    assert not (out / "failed").exists()  # it described an attempt before this passing model
+    assert load_card(out / "model_int8.tflite").model_sha256
+    assert (out / "command.txt").read_text().count("\n") >= 1
+
+
+@pytest.mark.slow
+def test_converting_an_unfinished_run_warns_once(tiny_run, synthetic_dataset, tmp_path, cache_env, capsys):
+    import shutil
+
+    from convert import quantize
+
+    run = shutil.copytree(tiny_run, tmp_path / "run")
+    (run / "metrics.json").unlink()
+    quantize.run(quantize.ConvertSettings(model=str(run), data=str(synthetic_dataset), out=str(tmp_path / "conv"),
+                                          calibration_size=50, max_drop_pp=100, min_agreement=0))
+    err = capsys.readouterr().err
+    assert err.count("WARNING") == 1 and "has no metrics.json: its training did not finish" in err, err
