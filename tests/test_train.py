@@ -728,3 +728,18 @@ def test_a_report_cut_short_leaves_no_metrics_json(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         report.write_run_report(tmp_path, model, va, np.eye(7)[y], tr, ds, np.ones(7), 1.0, "val")
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_history_with_a_torn_last_row_reads_the_whole_ones_and_a_bad_middle_row_is_one_sentence(tmp_path):
+    from edge.errors import UserError
+    from train.trainer import _val_accuracies
+
+    h = tmp_path / "history.csv"
+    head = "epoch,accuracy,loss,val_accuracy,val_loss\n"
+    h.write_text(head + "0,0.3,1.9,0.35,1.8\n1,0.4,1.7,0.41,1.6\n2,0.45,1.")  # a crash while writing epoch 2
+    assert _val_accuracies(h) == [0.35, 0.41]
+    h.write_bytes((head + "0,0.3,1.9,0.35,1.8\n").encode() + b"\0" * 40)  # ext4 left NUL bytes there
+    assert _val_accuracies(h) == [0.35]
+    h.write_text(head + "0,0.3,1.9,0.35,1.8\nxx\n2,0.45,1.5,0.47,1.4\n")
+    with pytest.raises(UserError, match="line 3 is not an epoch's row"):
+        _val_accuracies(h)

@@ -226,8 +226,18 @@ def _val_accuracies(history_csv: Path) -> list[float]:
 
     if not history_csv.exists():
         return []
-    with history_csv.open() as fh:
-        return [float(r["val_accuracy"]) for r in csv.DictReader(fh)]
+    with history_csv.open(newline="", errors="replace") as fh:
+        rows = list(csv.DictReader(line.replace("\0", "") for line in fh))
+    accs = []
+    for n, r in enumerate(rows, start=2):
+        try:
+            accs.append(float(r["val_accuracy"]))
+        except (KeyError, TypeError, ValueError):
+            if n == len(rows) + 1:  # the last row, cut short by a crash while it was written: that epoch trains again
+                break
+            raise UserError(f"{history_csv} line {n} is not an epoch's row ({dict(r)}); fix or remove that line, "
+                            "or train a new --out.") from None
+    return accs
 
 
 def _best_so_far(history_csv: Path) -> float:
