@@ -81,6 +81,9 @@ def test_bundle_holds_everything_the_pi_needs(store_bundle, bundled_model):
     assert (b / "install.sh").read_text() == (DEPLOY / "install.sh").read_text()
     assert (b / "queue-mood.service").read_text() == UNIT.read_text()
     assert store_bundle["modes"]["queue-mood-bundle/install.sh"] & stat.S_IXUSR
+    # the config may hold the page's token and MQTT/webhook passwords: its owner's eyes only
+    assert store_bundle["modes"]["queue-mood-bundle/config.toml"] == 0o600
+    assert store_bundle["modes"]["queue-mood-bundle/config.example.toml"] == 0o644
     (wheel,) = (b / "wheels").glob("queue_mood-*-py3-none-any.whl")
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
@@ -177,6 +180,7 @@ def test_default_config_bundle_into_a_folder(store_bundle, bundled_model, tmp_pa
     out = tmp_path / "pi-bundle"
     result = bundle_run(BundleSettings(out=str(out), model=str(bundled_model), wheel=str(wheel)))
     assert result.path == out and "config.toml" in result.files
+    assert stat.S_IMODE((out / "config.toml").stat().st_mode) == 0o600
     cfg = load_config(out / "config.toml")
     assert cfg.source.camera == 0 and not cfg.source.path
     assert "scp -r pi-bundle pi@HOST:" in (out / "README.txt").read_text()

@@ -48,6 +48,9 @@ BUNDLE_NAME = "queue-mood-bundle"  # the top folder inside a .tar.gz
 MODEL_FILE = INT8_MODEL  # fixed name on the Pi, so a kept config survives an upgrade
 UNIT_NAME = "queue-mood.service"
 DEPLOY_FILES = ("install.sh", UNIT_NAME)
+# The config may hold the status page's token or password and MQTT/webhook credentials: it is
+# readable by its owner only, in a folder bundle and in the .tar.gz (tar on the Pi keeps 0600).
+SECRET_FILES = ("config.toml",)
 TAR_SUFFIXES = (".tar.gz", ".tgz")
 # other archive names: an --out ending so would be a folder of that name, not an archive
 OTHER_ARCHIVE_SUFFIXES = (".zip", ".tar", ".gz", ".bz2", ".xz", ".zst", ".tbz", ".tbz2", ".txz", ".7z", ".rar")
@@ -403,6 +406,7 @@ def _stage(s: BundleSettings, stage: Path, archive: str | None, folder: str) -> 
 
     origin = s.config or "built-in defaults with camera 0"
     (stage / "config.toml").write_text(config_text(cfg, origin))
+    (stage / "config.toml").chmod(0o600)
     load_config(stage / "config.toml")  # what we wrote loads (to_toml round trip)
     from edge.configdoc import example_toml
 
@@ -439,6 +443,8 @@ def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo:
     info.uname = info.gname = "root"
     if info.isdir() or info.name.endswith(".sh"):
         info.mode = 0o755
+    elif info.name.split("/", 1)[-1] in SECRET_FILES:
+        info.mode = 0o600
     else:
         info.mode = 0o644
     return info
