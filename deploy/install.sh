@@ -32,6 +32,8 @@
 #   QM_SYSTEM_USER=0                no queue-mood user or gpio group, no chown
 #   QM_DOCTOR=0                     skip the `edge doctor` run at the end
 #   QM_PIP_ARGS="..."               extra arguments for every pip install (e.g. --index-url URL)
+#   QM_MIN_FREE_MB=400              free space needed where PREFIX goes (checked before anything)
+#   QM_APT_LOCK_WAIT=300            seconds apt waits for another apt/dpkg to finish
 # Paths in the bundled config and unit that start with /opt/queue-mood, /etc/queue-mood or
 # /var/lib/queue-mood are rewritten to PREFIX, ETC_DIR and STATE_DIR.
 set -euo pipefail
@@ -46,6 +48,8 @@ QM_NO_SERVICE=${QM_NO_SERVICE:-0}
 QM_SYSTEM_USER=${QM_SYSTEM_USER:-1}
 QM_DOCTOR=${QM_DOCTOR:-1}
 QM_PIP_ARGS=${QM_PIP_ARGS:-}
+QM_MIN_FREE_MB=${QM_MIN_FREE_MB:-400}
+QM_APT_LOCK_WAIT=${QM_APT_LOCK_WAIT:-300}
 SERVICE_USER=queue-mood
 
 for arg in "$@"; do
@@ -78,6 +82,20 @@ if [[ $EUID -ne 0 ]] && { [[ $QM_SKIP_APT != 1 ]] || [[ $QM_SYSTEM_USER != 0 ]] 
     die "run it as root: sudo $0 (an unprivileged test install needs QM_SKIP_APT=1 QM_SYSTEM_USER=0 QM_NO_SERVICE=1 and PREFIX, ETC_DIR, STATE_DIR, UNIT_DIR)."
 fi
 
+# Checks that change nothing come first, so a Pi they refuse is left as it was.
+pyver=$("$PYTHON" -I -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) \
+    || die "$PYTHON does not run; this bundle is for Raspberry Pi OS Bookworm 64-bit (Python 3.11). Nothing was changed."
+if ! [[ $pyver =~ ^3\.([0-9]+)$ ]] || (( BASH_REMATCH[1] < 11 )); then
+    die "$PYTHON is Python $pyver, but queue-mood needs Python 3.11 (Raspberry Pi OS Bookworm 64-bit; Bullseye is too old). Nothing was changed."
+fi
+
+# The nearest existing folder of PREFIX: where the venv and pip's downloads go.
+free_at=$PREFIX
+while [[ ! -d "$free_at" ]]; do free_at=$(dirname "$free_at"); done
+free_mb=$(df -Pk "$free_at" | awk 'NR == 2 {print int($4 / 1024)}')
+[[ ${free_mb:-0} -ge $QM_MIN_FREE_MB ]] \
+    || die "only ${free_mb:-0} MB free at $free_at, and installing needs about $QM_MIN_FREE_MB MB: free some space (sudo apt clean; sudo journalctl --vacuum-size=100M) and run it again. Nothing was changed."
+
 # The config that will be in force: the installed one survives an upgrade.
 ACTIVE_CONFIG="$BUNDLE/config.toml"
 [[ -f "$CONFIG" ]] && ACTIVE_CONFIG="$CONFIG"
@@ -99,6 +117,8 @@ rewrite_paths() {
 }
 
 # -- 1. apt ------------------------------------------------------------------------------
+# Wait for another apt or dpkg (a first boot's updater, someone's apt upgrade) instead of failing.
+apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -o "DPkg::Lock::Timeout=$QM_APT_LOCK_WAIT" "$@"; }
 apt_known() { apt-cache show "$1" >/dev/null 2>&1; }
 apt_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'; }
 
@@ -115,7 +135,10 @@ else
         apt_installed "$p" || missing+=("$p")
     done
     if [[ ${#missing[@]} -gt 0 ]]; then
-        apt-get update
+        # --error-on=any: an index that cannot be fetched (no network) fails here, instead of
+        # apt carrying on with stale or no package lists.
+        apt_get update --error-on=any \
+            || die "apt-get update failed (see above): the Pi needs the internet while installing (check: ping -c1 deb.debian.org), and apt must not be busy elsewhere for more than ${QM_APT_LOCK_WAIT}s. Nothing was installed."
         install_now=()
         for p in "${missing[@]}"; do
             if apt_known "$p"; then
@@ -127,27 +150,29 @@ else
             fi
         done
         if [[ ${#install_now[@]} -gt 0 ]]; then
-            DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${install_now[@]}"
+            apt_get install -y --no-install-recommends "${install_now[@]}" \
+                || die "apt-get install ${install_now[*]} failed (see above); fix that and run install.sh again (queue-mood itself was not changed)."
         fi
     else
         echo "all present: ${wanted[*]} ${optional[*]}"
     fi
 fi
 
-"$PYTHON" -I -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
-    || die "$PYTHON is older than Python 3.10."
 "$PYTHON" -I -c 'import venv, ensurepip' 2>/dev/null \
     || die "$PYTHON cannot make a venv: install python3-venv (sudo apt install python3-venv)."
 
 # -- 2. venv and pip ---------------------------------------------------------------------
 say "venv: $VENV"
+if [[ -d "$PREFIX" ]]; then new_prefix=0; else new_prefix=1; fi
 mkdir -p "$PREFIX"
 if [[ -x "$VENV/bin/python" ]] && grep -qi '^include-system-site-packages *= *true' "$VENV/pyvenv.cfg" 2>/dev/null \
         && "$VENV/bin/python" -I -c 'import sys' 2>/dev/null; then
     echo "reusing the existing venv"
+    new_venv=0
 else
     rm -rf "$VENV"
-    "$PYTHON" -m venv --system-site-packages "$VENV"
+    "$PYTHON" -m venv --system-site-packages "$VENV" || { rm -rf "$VENV"; [[ $new_prefix == 0 ]] || rm -rf "$PREFIX"; die "$PYTHON could not make the venv $VENV (see above)."; }
+    new_venv=1
 fi
 
 cat > "$CONSTRAINTS" <<'EOF'
@@ -169,9 +194,13 @@ pip_install() {
 }
 
 say "pip: queue-mood ($(basename "$WHEEL")) with ai-edge-litert, prometheus_client, paho-mqtt, gpiozero"
-pip_install "${WHEEL}[edge,mqtt,gpio]"
+pip_failed() {
+    if [[ $new_prefix == 1 ]]; then rm -rf "$PREFIX"; elif [[ $new_venv == 1 ]]; then rm -rf "$VENV"; fi
+    die "pip could not install $1 (see above): the Pi needs access to PyPI (https://pypi.org) while installing, or set QM_PIP_ARGS=\"--index-url URL\" for a mirror. $([[ $new_venv == 1 ]] && echo "The new venv was removed." || echo "The service was not restarted.")"
+}
+pip_install "${WHEEL}[edge,mqtt,gpio]" || pip_failed "queue-mood and its dependencies (ai-edge-litert, prometheus_client, paho-mqtt, gpiozero)"
 # Same version number, new build: replace the package itself (its dependencies stay).
-pip_install --no-deps --force-reinstall "$WHEEL"
+pip_install --no-deps --force-reinstall "$WHEEL" || pip_failed "$(basename "$WHEEL")"
 
 say "check: numpy and OpenCV in the venv come from apt"
 (cd / && "$VENV/bin/python" -I - <<'EOF'

@@ -447,3 +447,128 @@ def test_unit_file_passes_systemd_analyze_verify(tmp_path):
     unit.write_text(UNIT.read_text().replace("/opt/queue-mood/", f"{tmp_path}/opt/queue-mood/"))
     proc = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True)
     assert proc.returncode == 0 and not (proc.stdout + proc.stderr).strip(), proc.stdout + proc.stderr
+
+
+# -- install.sh run end to end in a fake environment ----------------------------------------
+# A stand-in bundle, and a stand-in venv whose python logs its arguments and succeeds (pip
+# included, unless told to fail), so install.sh runs in a second without network, apt or root.
+
+FAKE_VENV_PYTHON = """#!/bin/sh
+echo "$*" >> "{log}"
+case "$*" in *"-m pip"*) if [ -e "{fail}" ]; then echo "ERROR: No matching distribution found for ai-edge-litert" >&2; exit 1; fi ;; esac
+[ "$2" = - ] && cat > /dev/null
+exit 0
+"""
+
+
+def fake_bundle(tmp_path: Path, version: str = "0.1.0", config: str = "[status]\nport = 8765\n") -> Path:
+    b = tmp_path / f"bundle-{version}"
+    (b / "model").mkdir(parents=True)
+    (b / "wheels").mkdir()
+    shutil.copy(DEPLOY / "install.sh", b)
+    shutil.copy(UNIT, b)
+    (b / "config.toml").write_text(config)
+    (b / "model" / "model_int8.tflite").write_bytes(f"model {version}".encode())
+    (b / "model" / "model.json").write_text("{}")
+    (b / "wheels" / f"queue_mood-{version}-py3-none-any.whl").write_bytes(b"wheel")
+    return b
+
+
+def fake_install_env(tmp_path: Path, venv: bool = True) -> dict:
+    import sys
+
+    root = tmp_path / "root"
+    env = {**os.environ, "PREFIX": str(root / "opt/queue-mood"), "ETC_DIR": str(root / "etc/queue-mood"),
+           "STATE_DIR": str(root / "var/lib/queue-mood"), "UNIT_DIR": str(root / "etc/systemd/system"),
+           "QM_SKIP_APT": "1", "QM_NO_SERVICE": "1", "QM_SYSTEM_USER": "0", "QM_DOCTOR": "0",
+           "PYTHON": sys.executable, "PIP_CONFIG_FILE": os.devnull}
+    if venv:
+        bin_ = root / "opt/queue-mood/venv/bin"
+        bin_.mkdir(parents=True)
+        (bin_.parent / "pyvenv.cfg").write_text("include-system-site-packages = true\n")
+        (bin_ / "python").write_text(FAKE_VENV_PYTHON.format(log=tmp_path / "python.log", fail=tmp_path / "pip-fails"))
+        (bin_ / "python").chmod(0o755)
+    return env
+
+
+def install(bundle: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(bundle / "install.sh"), *args], capture_output=True, text=True, env=env,
+                          timeout=120)
+
+
+def assert_install_sentence(proc, *needles):
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("install.sh: "), proc.stderr
+    for needle in needles:
+        assert needle in last, last
+
+
+def fake_apt(tmp_path: Path, update_rc: int = 0) -> Path:
+    """apt-get, apt-cache and dpkg-query stand-ins that log their calls; nothing is installed."""
+    bin_ = tmp_path / "fakebin"
+    bin_.mkdir()
+    log = tmp_path / "apt.log"
+    (bin_ / "apt-get").write_text(
+        f'#!/bin/sh\necho "apt-get $*" >> "{log}"\n'
+        f'case "$*" in *update*) echo "E: Could not get lock /var/lib/apt/lists/lock. It is held by process 4242 (apt-get)" >&2; exit {update_rc};; esac\n'
+        'exit 0\n')
+    (bin_ / "apt-cache").write_text("#!/bin/sh\nexit 0\n")
+    (bin_ / "dpkg-query").write_text("#!/bin/sh\nexit 1\n")  # nothing installed yet
+    for f in bin_.iterdir():
+        f.chmod(0o755)
+    return bin_
+
+
+def test_install_sh_refuses_an_old_python_before_apt_or_anything_else(tmp_path):
+    import sys
+
+    old = tmp_path / "python3.9"  # Bullseye's: no tomllib, version 3.9 to every check
+    old.write_text(f'#!/bin/sh\n[ "$1" = -I ] && shift\n[ "$1" = - ] && {{ echo "ModuleNotFoundError: No module named \'tomllib\'" >&2; exit 1; }}\n'
+                   f'[ "$1" = -c ] && exec {sys.executable} -I -c "import sys; sys.version_info = (3, 9, 2, \'final\', 0)\n$2"\n'
+                   f'exec {sys.executable} -I "$@"\n')
+    old.chmod(0o755)
+    env = {**fake_install_env(tmp_path, venv=False), "PYTHON": str(old)}
+    proc = install(fake_bundle(tmp_path), env)
+    assert_install_sentence(proc, "is Python 3.9", "needs Python 3.11", "Nothing was changed")
+    assert not (tmp_path / "root").exists()
+    if os.geteuid() == 0:  # apt runs only as root: it must not have been called either
+        env.update(QM_SKIP_APT="0", PATH=f"{fake_apt(tmp_path)}:{env['PATH']}")
+        proc = install(tmp_path / "bundle-0.1.0", env)
+        assert_install_sentence(proc, "is Python 3.9")
+        assert not (tmp_path / "apt.log").exists() and not (tmp_path / "root").exists()
+
+
+def test_install_sh_apt_that_fails_is_one_sentence_and_waits_for_the_lock(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("install.sh runs apt only as root")
+    env = fake_install_env(tmp_path, venv=False)
+    env.update(QM_SKIP_APT="0", PATH=f"{fake_apt(tmp_path, update_rc=100)}:{env['PATH']}")
+    proc = install(fake_bundle(tmp_path), env)
+    assert_install_sentence(proc, "apt-get update failed", "internet", "Nothing was installed")
+    (update,) = (tmp_path / "apt.log").read_text().splitlines()
+    assert "DPkg::Lock::Timeout=300" in update and "--error-on=any" in update
+    assert not (tmp_path / "root").exists()
+
+
+def test_install_sh_full_disk_is_one_sentence_before_anything_changes(tmp_path):
+    env = {**fake_install_env(tmp_path), "QM_MIN_FREE_MB": str(10 ** 12)}
+    proc = install(fake_bundle(tmp_path), env)
+    assert_install_sentence(proc, "MB free at", "free some space", "Nothing was changed")
+    assert not (tmp_path / "python.log").exists() and not Path(env["ETC_DIR"]).exists()
+
+
+def test_install_sh_pip_without_pypi_is_one_sentence_and_an_upgrade_keeps_the_installed_files(tmp_path):
+    env = fake_install_env(tmp_path)
+    (tmp_path / "pip-fails").touch()
+    proc = install(fake_bundle(tmp_path), env)
+    assert_install_sentence(proc, "pip could not install", "PyPI", "not restarted")
+    assert (Path(env["PREFIX"]) / "venv/bin/python").exists()  # the installed venv is kept
+    assert not Path(env["ETC_DIR"]).exists() and not (Path(env["PREFIX"]) / "model").exists()
+
+
+def test_install_sh_pip_without_pypi_on_a_fresh_pi_leaves_nothing_behind(tmp_path):
+    env = {**fake_install_env(tmp_path, venv=False), "QM_PIP_ARGS": "--no-index"}  # a real venv, no index
+    proc = install(fake_bundle(tmp_path), env)
+    assert_install_sentence(proc, "pip could not install", "PyPI", "The new venv was removed")
+    assert not Path(env["PREFIX"]).exists()
