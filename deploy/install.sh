@@ -20,6 +20,9 @@
 #      $ETC_DIR/config.toml only if there is none (else beside it as config.toml.bundle), and
 #      config.example.toml (every key explained) beside it.
 #   5. queue-mood.service to $UNIT_DIR, enabled and (re)started.
+#   6. this bundle kept as $PREFIX/bundle, the one installed before it as $PREFIX/bundle.previous:
+#      sudo /opt/queue-mood/bundle.previous/install.sh goes back to that version (config,
+#      spool and history stay).
 #
 # Environment overrides (CI runs it unprivileged into a temp prefix with all of them set):
 #   PREFIX=/opt/queue-mood          program, venv, model, detector
@@ -280,6 +283,22 @@ if [[ $QM_DOCTOR != 0 ]]; then
     (cd / && "$VENV/bin/edge" doctor --config "$CONFIG") || echo "edge doctor reported a problem (FAIL above)."
 fi
 
+# -- 6. keep this bundle for a rollback ---------------------------------------------------
+# $PREFIX/bundle is what is installed now, $PREFIX/bundle.previous what was before it. Running
+# bundle.previous/install.sh swaps them (this script keeps running from its unlinked file).
+keep_bundle() {
+    local cur="$PREFIX/bundle" prev="$PREFIX/bundle.previous" tmp="$PREFIX/.bundle.new"
+    if [[ -d "$cur" && "$BUNDLE" -ef "$cur" ]]; then return 0; fi
+    rm -rf "$tmp" "$prev.old"
+    cp -R "$BUNDLE" "$tmp"
+    chmod 0700 "$tmp"  # its config.toml may hold credentials
+    if [[ -d "$prev" ]]; then mv "$prev" "$prev.old"; fi
+    if [[ -d "$cur" ]]; then mv "$cur" "$prev"; fi
+    mv "$tmp" "$cur"
+    rm -rf "$prev.old"
+}
+keep_bundle
+
 if [[ $QM_NO_SERVICE == 1 ]]; then
     echo "not enabling or starting the service (--no-service / QM_NO_SERVICE=1)"
 elif [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
@@ -292,11 +311,34 @@ else
     echo "systemd is not running here: the unit is written but not started."
 fi
 
+# Where the status page is, from the config in force (never its token).
+status_host=$(config_value "$CONFIG" status.host 2>/dev/null || true)
+status_port=$(config_value "$CONFIG" status.port 2>/dev/null || true)
+status_on=$(config_value "$CONFIG" status.enabled 2>/dev/null || true)
+status_host=${status_host:-127.0.0.1}
+status_port=${status_port:-8765}
+if [[ $status_on == False ]]; then
+    page="off ([status] enabled = false in $CONFIG)"
+elif [[ $status_port == 0 ]]; then
+    page="a free port chosen at each start: journalctl -u queue-mood | grep 'status page'"
+elif [[ $status_host == 127.* || $status_host == localhost || $status_host == ::1 ]]; then
+    page="http://127.0.0.1:$status_port/ on the Pi only (curl http://127.0.0.1:$status_port/status); for the store network see [status] in $CONFIG"
+else
+    if [[ $status_host == 0.0.0.0 || $status_host == :: ]]; then status_host="$(hostname).local"; fi
+    page="http://$status_host:$status_port/?token=TOKEN (TOKEN: [status] token in $CONFIG)"
+fi
+
 say "done"
+previous=""
+if [[ -d "$PREFIX/bundle.previous" ]]; then
+    previous="rollback sudo $PREFIX/bundle.previous/install.sh (back to the version installed before this one)"
+fi
 cat <<EOF
+status   $page
+logs     journalctl -u queue-mood -f
 program  $VENV/bin/edge
 config   $CONFIG
 spool    $STATE_DIR/spool
-logs     journalctl -u queue-mood -f
 check    sudo $VENV/bin/edge doctor --config $CONFIG
+$previous
 EOF

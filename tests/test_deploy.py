@@ -572,3 +572,39 @@ def test_install_sh_pip_without_pypi_on_a_fresh_pi_leaves_nothing_behind(tmp_pat
     proc = install(fake_bundle(tmp_path), env)
     assert_install_sentence(proc, "pip could not install", "PyPI", "The new venv was removed")
     assert not Path(env["PREFIX"]).exists()
+
+
+def test_install_sh_upgrade_keeps_settings_and_data_and_rollback_goes_back(tmp_path):
+    env = fake_install_env(tmp_path)
+    prefix, etc, state = Path(env["PREFIX"]), Path(env["ETC_DIR"]), Path(env["STATE_DIR"])
+    v1 = fake_bundle(tmp_path, "0.1.0", '[status]\nhost = "0.0.0.0"\nport = 8765\ntoken = "s3cret-token"\n')
+    first = install(v1, env)
+    assert first.returncode == 0, first.stderr
+    assert "status   http://" in first.stdout and ":8765/?token=TOKEN" in first.stdout
+    assert "s3cret-token" not in first.stdout + first.stderr  # the token is never printed
+    assert "rollback" not in first.stdout  # nothing before it
+    # the store edits its config; the service wrote a spool event and its history
+    (etc / "config.toml").write_text((etc / "config.toml").read_text() + "# edited at the store\n")
+    (state / "spool/mqtt").mkdir(parents=True)
+    (state / "spool/mqtt/1.json").write_text("{}")
+    (state / "history.sqlite").write_bytes(b"history")
+
+    second = install(fake_bundle(tmp_path, "0.2.0"), env)
+    assert second.returncode == 0, second.stderr
+    assert "# edited at the store" in (etc / "config.toml").read_text()  # token and edits kept
+    assert (state / "spool/mqtt/1.json").exists() and (state / "history.sqlite").read_bytes() == b"history"
+    assert (prefix / "model/model_int8.tflite").read_bytes() == b"model 0.2.0"
+    assert (prefix / "bundle/wheels/queue_mood-0.2.0-py3-none-any.whl").exists()
+    assert (prefix / "bundle.previous/wheels/queue_mood-0.1.0-py3-none-any.whl").exists()
+    assert stat.S_IMODE((prefix / "bundle").stat().st_mode) == 0o700  # its config may hold credentials
+    assert f"rollback sudo {prefix}/bundle.previous/install.sh" in second.stdout
+
+    back = install(prefix / "bundle.previous", env)  # the rollback the summary names
+    assert back.returncode == 0, back.stderr
+    assert (prefix / "model/model_int8.tflite").read_bytes() == b"model 0.1.0"
+    last_pip = [line for line in (tmp_path / "python.log").read_text().splitlines() if "-m pip" in line][-1]
+    assert "--force-reinstall" in last_pip and last_pip.endswith("bundle.previous/wheels/queue_mood-0.1.0-py3-none-any.whl")
+    assert (prefix / "bundle/wheels/queue_mood-0.1.0-py3-none-any.whl").exists()
+    assert (prefix / "bundle.previous/wheels/queue_mood-0.2.0-py3-none-any.whl").exists()  # and forward again
+    assert "# edited at the store" in (etc / "config.toml").read_text()
+    assert (state / "spool/mqtt/1.json").exists()
