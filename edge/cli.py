@@ -109,6 +109,9 @@ def cli():
 @click.option("--source", default=None, help="Video file, image folder or rtsp:// / http:// stream instead of a camera.")
 @click.option("--realtime", is_flag=True,
               help="Play the --source recording at its own frame rate, as a camera would (default: as fast as possible).")
+@click.option("--wait-for-camera", is_flag=True,
+              help="A camera that cannot be opened at the start is reported down and tried again, not an error "
+                   "(the service uses it: at boot the camera may not be ready).")
 @click.option("--model", default=None, help="int8 .tflite model with model.json beside it, or the folder `edge convert --out` wrote (default: the shipped model).")
 @click.option("--detector", type=PluginChoice(DETECTORS), default=None)
 @click.option("--detector-model", default=None, help="Face detector model file.")
@@ -122,7 +125,7 @@ def cli():
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON at the end (no status line).")
 @click.option("-v", "--verbose", count=True, help="-v: per-track detail each second; -vv: debug logs of every library.")
 @click.option("-q", "--quiet", is_flag=True, help="Only alerts, warnings and errors; no status line.")
-def run_cmd(config_path, camera, source, realtime, model, detector, detector_model, threads, max_frames, duration, preview,
+def run_cmd(config_path, camera, source, realtime, wait_for_camera, model, detector, detector_model, threads, max_frames, duration, preview,
             print_config, example, as_json, verbose, quiet):
     """Watch the queue: camera -> faces -> expressions -> queue mood -> local alerts."""
     import json
@@ -131,7 +134,8 @@ def run_cmd(config_path, camera, source, realtime, model, detector, detector_mod
     from edge.config import load_config
 
     overrides = {k: v for k, v in {
-        "source.camera": camera, "source.path": source, "source.realtime": realtime or None, "model.path": model, "detector.kind": detector,
+        "source.camera": camera, "source.path": source, "source.realtime": realtime or None,
+        "source.wait_for_camera": wait_for_camera or None, "model.path": model, "detector.kind": detector,
         "detector.model": detector_model, "model.threads": threads}.items() if v is not None}
     if example:
         if not print_config:

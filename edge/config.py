@@ -42,6 +42,10 @@ class SourceConfig:
     # A recording (path) played at its own frame rate, as a camera delivers frames: frames a
     # slower monitor misses are dropped. Off: as fast as the machine goes. Cameras are live anyway.
     realtime: bool = False
+    # A camera or stream that cannot be opened at the start is reported down and opened again
+    # with back-off, as one lost later (the service sets it: at boot a camera may not be ready).
+    # Off: one sentence and exit (a wrong camera named at a terminal).
+    wait_for_camera: bool = False
     # The queue's part of the frame, [x, y, w, h] as fractions (0-1) of the frame; empty:
     # the whole frame. The detector looks only there, so its input pixels go to the faces.
     roi: list[float] = field(default_factory=list, metadata=items(4))

@@ -418,7 +418,7 @@ def test_unit_file_parses_with_the_keys_bookworm_knows():
     text = UNIT.read_text()
     assert check_unit(text) == []
     service = {k: v for _, k, v in parse_unit(text)["Service"]}
-    assert service["ExecStart"] == "/opt/queue-mood/venv/bin/edge run --config /etc/queue-mood/config.toml"
+    assert service["ExecStart"] == "/opt/queue-mood/venv/bin/edge run --config /etc/queue-mood/config.toml --wait-for-camera"
     assert (service["Restart"], service["RestartSec"], service["User"]) == ("always", "5", "queue-mood")
     assert set(service["SupplementaryGroups"].split()) == {"video", "gpio"}
     assert service["ProtectSystem"] == "strict" and service["ReadWritePaths"] == "/var/lib/queue-mood"

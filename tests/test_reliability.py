@@ -202,6 +202,56 @@ def test_duration_ends_a_run_on_a_silent_camera_and_camera_up_is_sent(tmp_path, 
     assert "queue_mood_camera_down_total 1.0" in text and 'queue_mood_sink_delivered_total{sink="jsonl"}' in text
 
 
+class LateCamera(LiveSource):
+    """A camera that is not there at the start: every open fails until `plugged` is set."""
+
+    def __init__(self):
+        super().__init__(max_backoff_s=0.05)
+        self.plugged, self.opened = threading.Event(), False
+        self.image = np.full((120, 160, 3), 90, np.uint8)
+
+    def _open(self):
+        if not self.plugged.is_set():
+            raise UserError("Cannot open late test camera: check that it is connected.")
+        self.opened = True
+
+    def _read(self):
+        if not self.opened:
+            return None
+        time.sleep(0.02)
+        return self.image
+
+    def _release(self):
+        self.opened = False
+
+    def describe(self):
+        return "late test camera"
+
+
+def test_a_camera_missing_at_the_start_is_an_error_at_a_terminal_and_waited_for_by_the_service():
+    cam = LateCamera()
+    with pytest.raises(UserError, match="Cannot open late test camera"):
+        cam.__enter__()
+    cam = LateCamera()
+    cam.wait_first = True
+    with cam:
+        time.sleep(0.3)
+        cam.plugged.set()  # plugged in later
+        frame = next(f for f in cam.poll(0.1) if f is not None)
+    assert frame.image.shape == (120, 160, 3) and cam.reopens >= 1
+
+
+def test_the_service_reports_a_camera_missing_at_boot_down_then_up(tmp_path, monkeypatch):
+    cam = LateCamera()
+    monkeypatch.setattr("edge.pipeline.sources.open_source",
+                        lambda *a, **kw: setattr(cam, "wait_first", kw["wait_for_camera"]) or cam)
+    threading.Thread(target=lambda: wait_for(lambda: "camera_down" in _kinds(tmp_path / "ev.jsonl"), 60)
+                     and cam.plugged.set(), daemon=True).start()
+    summary = run(_live_cfg(tmp_path, **{"source.wait_for_camera": True}), RunOptions(duration_s=6.0))
+    assert summary["frames"] > 0  # it ran, and frames came once the camera was there
+    assert _kinds(tmp_path / "ev.jsonl") == ["camera_down", "camera_up"]
+
+
 def test_edge_run_goes_on_without_a_gpio_sink_whose_pin_is_in_use(tmp_path, monkeypatch):
     pytest.importorskip("gpiozero", reason="GPIO tests need the gpio extra")
     from gpiozero import LED, Device

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import threading
 import time
@@ -228,6 +229,11 @@ class LiveSource(Source):
         self.dropped = 0
         self._thread: threading.Thread | None = None
         self._busy_since: float | None = None  # when the device call under way began
+        # A camera that cannot be opened at the start: False, one sentence (a user at a terminal
+        # named a wrong camera); True, waited for as one lost later (a service started at boot
+        # before its camera is ready, or with it unplugged, must not restart in a loop).
+        self.wait_first = False
+        self._opened = False
 
     # Subclasses: open the device (raise UserError if absent), read one frame (None or an
     # exception = failed), release.
@@ -241,14 +247,21 @@ class LiveSource(Source):
         pass
 
     def __enter__(self):
-        self._open()  # the first open fails loudly: a missing camera is a user error
+        try:
+            self._open()
+            self._opened = True
+        except UserError as exc:
+            if not self.wait_first:
+                raise  # the first open fails loudly: a missing camera is a user error
+            log.warning("%s Waiting for it: reported down, and opened again with back-off (at most %g s apart).",
+                        exc, self.max_backoff_s)
         self._thread = threading.Thread(target=self._grab_loop, name="frame-grabber", daemon=True)
         self._thread.start()
         return self
 
     def _grab_loop(self):
         backoff = 0.5
-        last_ok = time.monotonic()
+        last_ok = time.monotonic() if self._opened else -math.inf  # not open yet: reopen at the first failed read
         # An outage runs from a failed read to the next frame. A camera in trouble fails every
         # read (about 100 a second), so an outage is logged once when it starts, with its
         # first reason, and once when it ends, with what it cost; in between reads and
@@ -460,20 +473,25 @@ def _close_quietly(cam) -> None:
 
 
 def open_source(camera: int | None, path: str, width: int = 640, height: int = 480, fps: float = 15.0,
-                every: int = 1, max_backoff_s: float = 30.0, realtime: bool = False) -> Source:
+                every: int = 1, max_backoff_s: float = 30.0, realtime: bool = False,
+                wait_for_camera: bool = False) -> Source:
     """The source the arguments name: --camera N or --source PATH_or_URL; realtime: a recording
-    plays at its own rate (cameras and streams are live anyway)."""
+    plays at its own rate (cameras and streams are live anyway); wait_for_camera: a camera or
+    stream that cannot be opened at the start is waited for (LiveSource.wait_first)."""
     if path and "://" not in path:
         source = _recording(path, fps, every)
         source.realtime = realtime
         return source
     if path:
-        return OpenCVCamera(path, width, height, fps, max_backoff_s)
-    if camera is None:
+        live: LiveSource = OpenCVCamera(path, width, height, fps, max_backoff_s)
+    elif camera is None:
         raise UserError("No source given; pass --camera N or --source PATH_or_URL.")
-    if PiCamera.available(camera):
-        return PiCamera(camera, width, height, fps, max_backoff_s)
-    return OpenCVCamera(camera, width, height, fps, max_backoff_s)
+    elif PiCamera.available(camera):
+        live = PiCamera(camera, width, height, fps, max_backoff_s)
+    else:
+        live = OpenCVCamera(camera, width, height, fps, max_backoff_s)
+    live.wait_first = wait_for_camera
+    return live
 
 
 def _recording(path: str, fps: float, every: int) -> Source:
