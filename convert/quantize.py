@@ -164,9 +164,20 @@ def run(s: ConvertSettings) -> tuple[dict, list[str]]:
 
 
 def remove_scratch(out: Path) -> None:
-    """Scratch folders a killed conversion left beside --out (or inside it, from older versions)."""
+    """Scratch folders a killed conversion left beside --out (or inside it, from older versions);
+    and --out itself put back if a kill came between _switch's two renames."""
+    previous = _previous(out)
+    if previous.is_dir() and not out.exists():
+        os.rename(previous, out)
+        print(f"{out} was being replaced when a conversion was stopped; put back the model it held.", flush=True)
+    shutil.rmtree(previous, ignore_errors=True)
     for f in [*out.parent.glob(f".{out.name}{SCRATCH}*"), *(out.glob(f"{SCRATCH}*") if out.is_dir() else [])]:
         shutil.rmtree(f, ignore_errors=True)
+
+
+def _previous(out: Path) -> Path:
+    """Where _switch's two-rename fallback keeps --out between its renames (never a scratch name)."""
+    return out.with_name(f".{out.name}.previous")
 
 
 def _carry_over(out: Path, new: Path) -> None:
@@ -193,16 +204,16 @@ def _link(src, dst) -> None:
 def _switch(new: Path, out: Path) -> None:
     """Put `new` at `out` in one step: a rename when `out` does not exist yet, else an atomic
     exchange of the two folders (Linux renameat2), after which `new` holds the old folder. Where
-    the exchange is unsupported, two renames: a kill between them leaves the old folder whole
-    under the scratch name, and no --out."""
+    the exchange is unsupported, two renames through _previous(out): a kill between them leaves
+    the old folder whole there, and the next conversion puts it back (remove_scratch)."""
     if not out.exists():
         os.rename(new, out)
         return
     if not _exchange(new, out):
-        old = new.with_name(new.name + "-old")
-        os.rename(out, old)
+        previous = _previous(out)
+        os.rename(out, previous)
         os.rename(new, out)
-        os.rename(old, new)
+        os.rename(previous, new)  # removed with the scratch folder
 
 
 def _exchange(a: Path, b: Path) -> bool:

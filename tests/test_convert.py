@@ -4,6 +4,7 @@ import sys
 
 import numpy as np
 import pytest
+from pathlib import Path
 
 pytest.importorskip("tensorflow", reason="conversion tests need the train extra")
 
@@ -254,11 +255,13 @@ def test_card_has_a_crop_rule_per_detector(tiny_converted):
 
 
 @pytest.mark.slow
-def test_a_convert_killed_while_switching_models_leaves_one_whole(tiny_run, tiny_converted, synthetic_dataset,
+@pytest.mark.parametrize("exchange", [True, False])
+def test_a_convert_killed_while_switching_models_leaves_one_whole(exchange, tiny_run, tiny_converted, synthetic_dataset,
                                                                    tmp_path, cache_env, monkeypatch):
-    """Killed at its first rename into --out, the folder holds the old model whole (not a new
-    .tflite beside the old card); the next convert clears the scratch folders a kill leaves,
-    and, passing, drops the failed/ folder of an earlier attempt."""
+    """Killed inside the switch of --out (the one-step exchange, or between the two renames where
+    it is unsupported), the folder holds the old model or the new one whole, never a mix, and
+    the next convert puts back a folder a kill left aside, clears the scratch folders and,
+    passing, drops the failed/ folder of an earlier attempt."""
     import os
     import shutil
 
@@ -271,27 +274,37 @@ def test_a_convert_killed_while_switching_models_leaves_one_whole(tiny_run, tiny
     old = {n: (out / n).read_bytes() for n in served}
     settings = quantize.ConvertSettings(model=str(tiny_run), data=str(synthetic_dataset), out=str(out),
                                         calibration_size=50, max_drop_pp=100, min_agreement=0)
-    for name in ("replace", "rename"):
-        real = getattr(os, name)
+    real_exchange, real_rename, calls = quantize._exchange, os.rename, []
 
-        def kill_after(a, b, real=real):
-            real(a, b)
-            if str(b).startswith(str(out)):
-                raise KeyboardInterrupt  # a kill right after the first rename into --out
+    def killed_exchange(a, b):
+        calls.append("exchange")
+        if exchange and real_exchange(a, b):
+            raise KeyboardInterrupt  # a kill right after the exchange
+        return False
 
-        monkeypatch.setattr(quantize.os, name, kill_after)
-    try:
+    def killed_rename(a, b):
+        real_rename(a, b)
+        calls.append("rename")
+        if Path(a) == out:
+            raise KeyboardInterrupt  # a kill between the fallback's two renames: no --out now
+
+    monkeypatch.setattr(quantize, "_exchange", killed_exchange)
+    monkeypatch.setattr(quantize.os, "rename", killed_rename)
+    with pytest.raises(KeyboardInterrupt):
         quantize.run(settings)
-    except KeyboardInterrupt:
-        pass
     monkeypatch.undo()
-    now = {n: (out / n).read_bytes() for n in served}
-    same = [n for n in served if now[n] == old[n]]
-    assert same in (list(served), []), f"old and new files mixed: {same} kept"
+    assert calls[0] == "exchange" and (exchange or "rename" in calls)  # the kill came inside the switch
+    if exchange:
+        now = {n: (out / n).read_bytes() for n in served}
+        assert not [n for n in served if now[n] == old[n]], "old and new files mixed"
+    else:
+        assert not out.exists()
+        quantize.remove_scratch(out)  # what the next convert does first
+        assert {n: (out / n).read_bytes() for n in served} == old  # the old model, whole
     (out / ".convert-left").mkdir()
     (tmp_path / ".conv.convert-left").mkdir()
     quantize.run(settings)
-    assert not [f for f in [*out.iterdir(), *tmp_path.iterdir()] if ".convert-" in f.name]
+    assert not [f for f in [*out.iterdir(), *tmp_path.iterdir()] if ".convert-" in f.name or ".previous" in f.name]
     assert not (out / "failed").exists()  # it described an attempt before this passing model
     assert load_card(out / "model_int8.tflite").model_sha256
     assert (out / "command.txt").read_text().count("\n") >= 1
