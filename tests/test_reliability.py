@@ -241,6 +241,43 @@ def test_a_camera_missing_at_the_start_is_an_error_at_a_terminal_and_waited_for_
     assert frame.image.shape == (120, 160, 3) and cam.reopens >= 1
 
 
+def test_a_camera_waited_for_is_looked_for_as_a_pi_camera_again_at_each_open(monkeypatch):
+    """At boot libcamera may not list the Pi camera yet: the first open tries a USB camera, a
+    later one the Pi camera once it is listed."""
+    from edge.pipeline import sources
+
+    listed = threading.Event()
+
+    class FakePi(LateCamera):
+        available = staticmethod(lambda index: listed.is_set())
+
+        def __init__(self, *args):
+            super().__init__()
+            self.plugged.set()
+
+        def describe(self):
+            return "fake Pi camera"
+
+    class NoUsb(LateCamera):
+        def __init__(self, *args):
+            super().__init__()
+
+    monkeypatch.setattr(sources, "PiCamera", FakePi)
+    monkeypatch.setattr(sources, "OpenCVCamera", NoUsb)
+    cam = sources.open_source(0, "", wait_for_camera=True, max_backoff_s=0.05)
+    with cam:
+        time.sleep(0.3)
+        listed.set()
+        deadline, frame = time.monotonic() + 10, None
+        for f in cam.poll(0.1):
+            if f is not None or time.monotonic() > deadline:
+                frame = f
+                break
+    assert frame is not None and frame.image.shape == (120, 160, 3)
+    assert cam.describe() == "camera 0"  # released at the close
+    assert isinstance(sources.open_source(0, "", wait_for_camera=False), FakePi)
+
+
 def test_the_service_reports_a_camera_missing_at_boot_down_then_up(tmp_path, monkeypatch):
     cam = LateCamera()
     monkeypatch.setattr("edge.pipeline.sources.open_source",

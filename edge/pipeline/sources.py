@@ -463,6 +463,33 @@ class PiCamera(LiveSource):
         return f"Pi camera {self.index} (picamera2, {self.width}x{self.height})"
 
 
+class BootCamera(LiveSource):
+    """Camera N waited for: the Pi camera or a USB camera, chosen again at each open, since at
+    boot libcamera may not list a Pi camera yet (chosen once, the service would wait on the
+    wrong one for ever)."""
+
+    def __init__(self, index: int, width: int = 640, height: int = 480, fps: float = 15.0, max_backoff_s: float = 30.0):
+        super().__init__(max_backoff_s)
+        self.args = (index, width, height, fps, max_backoff_s)
+        self.inner: LiveSource | None = None
+
+    def _open(self):
+        inner = PiCamera(*self.args) if PiCamera.available(self.args[0]) else OpenCVCamera(*self.args)
+        inner._open()
+        self.inner = inner
+
+    def _read(self):
+        return self.inner._read() if self.inner is not None else None
+
+    def _release(self):
+        if self.inner is not None:
+            inner, self.inner = self.inner, None
+            inner._release()
+
+    def describe(self):
+        return self.inner.describe() if self.inner is not None else f"camera {self.args[0]}"
+
+
 def _close_quietly(cam) -> None:
     """Stop and close a Picamera2; close() runs even when stop() fails (a wedged camera), as
     only close() lets the camera go."""
@@ -486,6 +513,8 @@ def open_source(camera: int | None, path: str, width: int = 640, height: int = 4
         live: LiveSource = OpenCVCamera(path, width, height, fps, max_backoff_s)
     elif camera is None:
         raise UserError("No source given; pass --camera N or --source PATH_or_URL.")
+    elif wait_for_camera:
+        live = BootCamera(camera, width, height, fps, max_backoff_s)
     elif PiCamera.available(camera):
         live = PiCamera(camera, width, height, fps, max_backoff_s)
     else:
