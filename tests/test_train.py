@@ -571,7 +571,7 @@ def test_ctrl_c_names_the_resume_command(tmp_path, synthetic_dataset, cache_env)
 
 
 @pytest.mark.parametrize("resume", [False, True])
-@pytest.mark.parametrize("left", ["nothing", "first_row", "first_row_and_half_a_backup"])
+@pytest.mark.parametrize("left", ["nothing", "first_row", "first_row_and_half_a_backup", "a_cut_short_write"])
 def test_a_run_stopped_before_its_first_backup_starts_again(tmp_path, resume, left):
     """Killed (or out of disk) before the first epoch's backup was whole: the command starts
     over, with or without --resume (a supervisor that always resumes is not stuck)."""
@@ -588,6 +588,8 @@ def test_a_run_stopped_before_its_first_backup_starts_again(tmp_path, resume, le
         (out / "model.partial.keras").write_bytes(b"half a model")
     else:
         (out / "history.csv").write_text("")  # CSVLogger opens it when training starts
+    if left == "a_cut_short_write":  # killed (or out of disk) while versions.json was written
+        (out / "versions.json.tmp").write_text('{"tensorflow": "2.')
     from edge.errors import UserError
 
     with pytest.raises(UserError, match="Dataset path .* does not exist"):  # past the run folder check

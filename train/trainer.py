@@ -362,7 +362,7 @@ def never_trained(out: Path) -> bool:
     first backup is whole (CSVLogger opens history.csv at the start, and the first epoch's row
     and best model come before its backup). A model.keras counts only beside that row: without
     it the folder is not a run's (a soup, a copied model) and is never started over."""
-    names = {f.name for f in out.iterdir()}
+    names = {f.name for f in out.iterdir() if not f.name.endswith(".tmp")}  # a write_atomic a kill cut short
     rows = _history_rows(out / "history.csv")
     return (names <= START_FILES | FIRST_EPOCH_FILES and backup_epoch(out) is None and rows <= 1
             and ("model.keras" not in names or rows == 1))
@@ -733,8 +733,12 @@ def write_atomic(path: Path, text: str) -> None:
     """Write to a temporary file beside `path`, then rename it over `path`: a kill or a full
     disk mid-write leaves the previous file whole, never an empty or truncated one."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _timing(keras, path: Path):
