@@ -286,18 +286,18 @@ fi
 # -- 6. keep this bundle for a rollback ---------------------------------------------------
 # $PREFIX/bundle is what is installed now, $PREFIX/bundle.previous what was before it. Running
 # bundle.previous/install.sh swaps them (this script keeps running from its unlinked file).
-keep_bundle() {
+keep_bundle() {  # each step checked: set -e does not apply inside a function called with ||
     local cur="$PREFIX/bundle" prev="$PREFIX/bundle.previous" tmp="$PREFIX/.bundle.new"
     if [[ -d "$cur" && "$BUNDLE" -ef "$cur" ]]; then return 0; fi
     rm -rf "$tmp" "$prev.old"
-    cp -R "$BUNDLE" "$tmp"
-    chmod 0700 "$tmp"  # its config.toml may hold credentials
-    if [[ -d "$prev" ]]; then mv "$prev" "$prev.old"; fi
-    if [[ -d "$cur" ]]; then mv "$cur" "$prev"; fi
-    mv "$tmp" "$cur"
+    cp -R "$BUNDLE" "$tmp" && chmod 0700 "$tmp" || return 1  # its config.toml may hold credentials
+    if [[ -d "$prev" ]]; then mv "$prev" "$prev.old" || return 1; fi
+    if [[ -d "$cur" ]]; then mv "$cur" "$prev" || return 1; fi
+    mv "$tmp" "$cur" || return 1
     rm -rf "$prev.old"
 }
-keep_bundle
+# Best effort: the install is done by now, and the service must still be restarted on it.
+keep_bundle || { rm -rf "$PREFIX/.bundle.new"; echo "install.sh: this bundle could not be kept for a rollback (see above; a full disk?); the install itself is done."; }
 
 if [[ $QM_NO_SERVICE == 1 ]]; then
     echo "not enabling or starting the service (--no-service / QM_NO_SERVICE=1)"
@@ -311,13 +311,17 @@ else
     echo "systemd is not running here: the unit is written but not started."
 fi
 
-# Where the status page is, from the config in force (never its token).
-status_host=$(config_value "$CONFIG" status.host 2>/dev/null || true)
-status_port=$(config_value "$CONFIG" status.port 2>/dev/null || true)
-status_on=$(config_value "$CONFIG" status.enabled 2>/dev/null || true)
-status_host=${status_host:-127.0.0.1}
-status_port=${status_port:-8765}
-if [[ $status_on == False ]]; then
+# Where the status page is, from the config in force as the program reads it (never its token).
+read -r status_on status_host status_port status_auth < <(cd / && "$VENV/bin/python" -I - "$CONFIG" 2>/dev/null <<'EOF'
+import sys
+from edge.config import load_config
+s = load_config(sys.argv[1]).status
+print(int(s.enabled), s.host, s.port, "token" if s.token else "password" if s.password else "none")
+EOF
+) || true
+if [[ -z ${status_on:-} ]]; then
+    page="see [status] in $CONFIG (edge config --config $CONFIG shows it)"
+elif [[ $status_on == 0 ]]; then
     page="off ([status] enabled = false in $CONFIG)"
 elif [[ $status_port == 0 ]]; then
     page="a free port chosen at each start: journalctl -u queue-mood | grep 'status page'"
@@ -325,7 +329,12 @@ elif [[ $status_host == 127.* || $status_host == localhost || $status_host == ::
     page="http://127.0.0.1:$status_port/ on the Pi only (curl http://127.0.0.1:$status_port/status); for the store network see [status] in $CONFIG"
 else
     if [[ $status_host == 0.0.0.0 || $status_host == :: ]]; then status_host="$(hostname).local"; fi
-    page="http://$status_host:$status_port/?token=TOKEN (TOKEN: [status] token in $CONFIG)"
+    if [[ $status_host == *:* ]]; then status_host="[$status_host]"; fi  # an IPv6 address in a URL
+    if [[ $status_auth == token ]]; then
+        page="http://$status_host:$status_port/?token=TOKEN (TOKEN: [status] token in $CONFIG)"
+    else
+        page="http://$status_host:$status_port/ (user and password: [status] user and password in $CONFIG)"
+    fi
 fi
 
 say "done"

@@ -456,7 +456,10 @@ def test_unit_file_passes_systemd_analyze_verify(tmp_path):
 FAKE_VENV_PYTHON = """#!/bin/sh
 echo "$*" >> "{log}"
 case "$*" in *"-m pip"*) if [ -e "{fail}" ]; then echo "ERROR: No matching distribution found for ai-edge-litert" >&2; exit 1; fi ;; esac
-[ "$2" = - ] && cat > /dev/null
+if [ "$2" = - ]; then
+    script=$(cat)
+    case "$script" in *load_config*) printf '%s\\n' "$script" | exec "{real}" -I - "$3" ;; esac  # the config as edge reads it
+fi
 exit 0
 """
 
@@ -486,7 +489,8 @@ def fake_install_env(tmp_path: Path, venv: bool = True) -> dict:
         bin_ = root / "opt/queue-mood/venv/bin"
         bin_.mkdir(parents=True)
         (bin_.parent / "pyvenv.cfg").write_text("include-system-site-packages = true\n")
-        (bin_ / "python").write_text(FAKE_VENV_PYTHON.format(log=tmp_path / "python.log", fail=tmp_path / "pip-fails"))
+        (bin_ / "python").write_text(FAKE_VENV_PYTHON.format(log=tmp_path / "python.log", fail=tmp_path / "pip-fails",
+                                                             real=sys.executable))
         (bin_ / "python").chmod(0o755)
     return env
 
@@ -574,10 +578,21 @@ def test_install_sh_pip_without_pypi_on_a_fresh_pi_leaves_nothing_behind(tmp_pat
     assert not Path(env["PREFIX"]).exists()
 
 
+@pytest.mark.parametrize("status, says", [
+    ('host = "fd00::5"\npassword = "pw-0123456789"\n', "http://[fd00::5]:8765/ (user and password: [status] user and password in"),
+    ('enabled = false\n', "status   off ([status] enabled = false in"),
+    ('port = 0\n', "a free port chosen at each start"),
+    ('', "http://127.0.0.1:8765/ on the Pi only")])
+def test_install_sh_says_where_the_status_page_is_as_edge_reads_the_config(tmp_path, status, says):
+    proc = install(fake_bundle(tmp_path, "0.1.0", "[status]\n" + status), fake_install_env(tmp_path))
+    assert proc.returncode == 0, proc.stderr
+    assert says in proc.stdout and "pw-0123456789" not in proc.stdout
+
+
 def test_install_sh_upgrade_keeps_settings_and_data_and_rollback_goes_back(tmp_path):
     env = fake_install_env(tmp_path)
     prefix, etc, state = Path(env["PREFIX"]), Path(env["ETC_DIR"]), Path(env["STATE_DIR"])
-    v1 = fake_bundle(tmp_path, "0.1.0", '[status]\nhost = "0.0.0.0"\nport = 8765\ntoken = "s3cret-token"\n')
+    v1 = fake_bundle(tmp_path, "0.1.0", '[status]\nhost = "0.0.0.0"\nport = 8765\ntoken = "s3cret-token-0123456789"\n')
     first = install(v1, env)
     assert first.returncode == 0, first.stderr
     assert "status   http://" in first.stdout and ":8765/?token=TOKEN" in first.stdout
