@@ -625,7 +625,8 @@ def figure(report: dict, out: Path) -> Path | None:
 
 def live_markdown(report: dict) -> list[str]:
     sch = report["schedule"]
-    lines = [f"Live rate: each video played at its frame rate (no frame handled before its time, none dropped), "
+    lines = [f"Live rate: each video played at its frame rate (no frame handled before its time; none dropped, "
+             f"except by edge run, as a camera would: see Rows), "
              f"through the whole monitor (edge run), ours (the pipeline alone; schedule: each face classified at {sch['classify_hz']:g} Hz, at most "
              f"{sch['classify_max_per_frame']} per frame, detector at most {sch['detect_hz']:g} times a second), ours with "
              f"the schedule off (every face in every frame), the peer, and the video alone (decoding), one after another "

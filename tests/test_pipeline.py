@@ -242,15 +242,16 @@ def test_a_realtime_recording_comes_at_its_own_rate_and_drops_what_a_slow_consum
             late.append(time.monotonic() - start - frame.t_s)
             seen.append(frame.index)
             if len(seen) == 2:
+                before = src.dropped  # a loaded machine may already have dropped one
                 time.sleep(0.75)  # the consumer falls behind: frames more than an interval late are dropped
             if len(seen) == 3:
                 break
     assert min(late) >= -0.01, "a frame came before its time"
-    assert src.dropped >= at_least_dropped and seen[2] - seen[1] == every * (src.dropped + 1)
+    assert src.dropped - before >= at_least_dropped and seen[2] - seen[1] == every * (src.dropped - before + 1)
     with open_source(None, str(astronaut_video), every=every) as src:  # not realtime: as fast as it can
         start = time.monotonic()
         assert len(list(src.poll(0.25))) == len(range(0, 30, every)) and src.dropped == 0
-        assert time.monotonic() - start < 2.0
+        assert time.monotonic() - start < 2.9  # not paced: the recording lasts 3 s
 
 
 def test_realtime_is_a_source_setting_on_the_command_line_too(tmp_path):
