@@ -706,14 +706,16 @@ def test_events_held_in_memory_at_the_stop_are_counted_lost_with_one_error(tmp_p
     assert "cannot be written (Not a directory)" in line
 
 
+def read_only(path, data):
+    """spool.write_atomic on a file system remounted read-only."""
+    raise OSError(errno.EROFS, "Read-only file system")
+
+
 def test_events_held_in_memory_go_back_to_disk_on_the_idle_flush(tmp_path, monkeypatch):
     import edge.sinks.spool as spool_mod
 
     real_write = spool_mod.write_atomic
     monkeypatch.setattr(spool_mod, "RETRY_S", 0.05, raising=False)
-
-    def read_only(path, data):
-        raise OSError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(spool_mod, "write_atomic", read_only)
     sink = WebhookSink(url=f"http://127.0.0.1:{free_port()}/", spool=Spool(tmp_path / "sp"), retry_min_s=60)
@@ -762,6 +764,34 @@ def test_close_is_bounded_while_the_spool_disk_stalls(tmp_path, monkeypatch, cap
         assert fan.stats()["webhook"]["lost"] == 1 and on_disk == []
     else:  # written beside the stalled one, for the next start
         assert on_disk == ["e2"] and fan.stats()["webhook"]["lost"] == 0
+
+
+def test_close_is_bounded_while_a_stalled_write_holds_events_kept_in_memory(tmp_path, monkeypatch, caplog):
+    import edge.sinks.spool as spool_mod
+
+    release = threading.Event()
+
+    def stalled(path, data):  # remounted, but the SD card stalls the first write back
+        release.wait(20)
+
+    monkeypatch.setattr(spool_mod, "write_atomic", read_only)
+    sink = WebhookSink(url=f"http://127.0.0.1:{free_port()}/", spool=Spool(tmp_path / "sp"), retry_min_s=60)
+    fan = Fanout([sink], flush_every_s=3600)
+    try:
+        fan.send(ev("raised", 1))
+        fan.send(ev("cleared", 2))
+        assert wait_for(lambda: sink.spool.in_memory == 2)
+        monkeypatch.setattr(spool_mod, "write_atomic", stalled)  # the worker's retry at the stop holds the spool
+        start = time.monotonic()
+        with caplog.at_level(logging.ERROR, logger="edge.sinks.fanout"):
+            fan.close()
+        took = time.monotonic() - start
+    finally:
+        release.set()
+    assert took < 5  # was: as long as the stalled writes, 40 s
+    assert fan.stats()["webhook"]["lost"] == 2
+    (line,) = [r.getMessage() for r in caplog.records if "held in memory" in r.getMessage()]
+    assert line.endswith("unless the write in progress there ends before the process does.")
 
 
 def test_build_sinks(tmp_path, monkeypatch):

@@ -93,9 +93,6 @@ class _Worker:
         deadline: a stalled disk must not hold the stop (systemd kills it at TimeoutStopSec). The
         number lost; those not written by the deadline are named in the log."""
         done: list[bool] = []
-        spool = getattr(self.sink, "spool", None)
-        if spool is not None:
-            spool.wait_s = SPOOL_WAIT_S
 
         def save() -> None:
             for event in events:
@@ -193,6 +190,10 @@ class Fanout:
         for w in self._workers:
             w.thread.join(max(0.0, deadline - time.monotonic()))
             if w.thread.is_alive():
+                # it may be in a stalled spool write: the rescue and the count below wait so long at most
+                spool = getattr(w.sink, "spool", None)
+                if spool is not None:
+                    spool.wait_s = SPOOL_WAIT_S
                 left = w.leftovers()
                 lost = w.rescue_all(left, rescue_by) if left else 0
                 if not left:
@@ -217,10 +218,10 @@ class Fanout:
             spool = getattr(w.sink, "spool", None)
             why = f"its spool {spool.dir} cannot be written ({spool.disk_error})" if spool is not None else \
                 "they were never written to disk"
+            if spool is not None and not spool.drop_memory():
+                why += ", unless the write in progress there ends before the process does"
             log.error("Sink %s: %d undelivered alerts held in memory are lost with this stop: %s.", w.sink.key, n,
                       why)
-            if spool is not None:
-                spool.drop_memory()
 
     def failure_counts(self) -> dict[str, int]:
         """Per sink: failed deliveries, the sink's own count plus the exceptions caught here; every

@@ -213,11 +213,15 @@ class Spool:
             self._last = max(time.time_ns(), self._last + 1)
             return f"{self._last:020d}"
 
+    def _acquire(self) -> bool:
+        """The lock, waiting wait_s at most once it is set (the stop: a stalled write must not hold it)."""
+        return self._lock.acquire(timeout=-1 if self.wait_s is None else self.wait_s)
+
     def put(self, item: dict) -> str:
         """Spool one event; its id. Once `wait_s` is set and a write in progress holds the spool
         longer, the event is written beside it, to a file of its own (an OSError if that fails):
         the next start delivers it, though this object does not list it."""
-        if not self._lock.acquire(timeout=-1 if self.wait_s is None else self.wait_s):
+        if not self._acquire():
             event_id = self._new_id()  # after the id of the write in progress: the order holds
             write_atomic(self._path(event_id), encode(item))
             return event_id
@@ -278,12 +282,18 @@ class Spool:
             pass
         return self._mem.pop(event_id, None)
 
-    def drop_memory(self) -> None:
+    def drop_memory(self) -> bool:
         """Forget what is held in memory (the process is stopping and it is counted lost), so the
-        counts shown at the end do not list it as still spooled."""
-        with self._lock:
+        counts shown at the end do not list it as still spooled. False, with nothing forgotten,
+        when a write in progress holds the spool longer than wait_s: it may yet move them to disk."""
+        if not self._acquire():
+            return False
+        try:
             for event_id in list(self._mem):
                 self._remove(event_id)
+        finally:
+            self._lock.release()
+        return True
 
     def ack(self, event_id: str) -> None:
         with self._lock:
