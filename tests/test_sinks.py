@@ -670,14 +670,18 @@ class Stuck(Sink):
         return True
 
 
+def queue_two_behind_a_busy_send(fan: Fanout, sink: Stuck) -> None:
+    fan.send(ev("raised", 1))
+    assert sink.busy.wait(15)
+    fan.send(ev("cleared", 2))
+    fan.send(ev("raised", 3))
+
+
 def test_a_sink_busy_at_the_stop_says_its_queued_events_went_to_its_spool(tmp_path, caplog):
     sink = Stuck(Spool(tmp_path / "spool"))
     fan = Fanout([sink], flush_every_s=3600, close_timeout_s=0.1)
     try:
-        fan.send(ev("raised", 1))
-        assert sink.busy.wait(15)
-        fan.send(ev("cleared", 2))
-        fan.send(ev("raised", 3))
+        queue_two_behind_a_busy_send(fan, sink)
         with caplog.at_level(logging.WARNING):
             fan.close()
     finally:
@@ -685,6 +689,28 @@ def test_a_sink_busy_at_the_stop_says_its_queued_events_went_to_its_spool(tmp_pa
     (line,) = [r.getMessage() for r in caplog.records if "still busy" in r.getMessage()]
     assert line == "Sink stuck still busy 0.1 s after the stop; its 2 queued events were put in its spool."
     assert len(sink.spool) == 2 and fan.stats()["stuck"]["lost"] == 0
+
+
+def test_events_a_stop_could_not_spool_in_time_are_counted_lost_once_when_the_write_fails_later(tmp_path,
+                                                                                               monkeypatch):
+    import edge.sinks.fanout as fanout_mod
+
+    class FailingLate(Stuck):  # a disk that stalls, then refuses the write
+        def keep(self, event):
+            self.release.wait(30)
+            raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(fanout_mod, "RESCUE_TIMEOUT_S", 0.1)
+    sink = FailingLate(Spool(tmp_path / "spool"))
+    fan = Fanout([sink], flush_every_s=3600, close_timeout_s=0.1)
+    try:
+        queue_two_behind_a_busy_send(fan, sink)
+        fan.close()  # both events late: counted lost here
+        saver = next(t for t in threading.enumerate() if t.name == "sink-stuck-stop")
+    finally:
+        sink.release.set()
+    saver.join(15)  # the writes fail after the deadline
+    assert not saver.is_alive() and fan.stats()["stuck"]["lost"] == 2  # was 4: counted again by the saver
 
 
 def test_events_held_in_memory_at_the_stop_are_counted_lost_with_one_error(tmp_path, caplog):

@@ -94,31 +94,37 @@ class _Worker:
         number lost; those not written by the deadline are named in the log."""
         done: list[bool] = []
 
-        def save() -> None:
+        def save() -> None:  # results only: lost is counted once, below, on this thread
             for event in events:
-                done.append(self.rescue(event))
+                done.append(self.save(event))
 
         saver = threading.Thread(target=save, name=f"sink-{self.sink.key}-stop", daemon=True)
         saver.start()
         saver.join(max(0.0, deadline - time.monotonic()))
         handled = len(done)
         late = events[handled:]
+        lost = handled - sum(done[:handled]) + len(late)
+        self.lost += lost
         if late:
-            self.lost += len(late)
             log.error("Sink %s: events %s could not be written to its spool in time at the stop (a stalled disk?); "
                       "they are lost unless the write ends before the process does.", self.sink.key,
                       ", ".join(f"{e.kind} {e.event_id}" for e in late))
-        return handled - sum(done[:handled]) + len(late)
+        return lost
 
     def rescue(self, event: AlertEvent) -> bool:
         """An event the worker will not handle: into the spool if the sink has one, else counted lost."""
-        try:
-            if self.sink.keep(event):
-                return True
-        except Exception as exc:  # noqa: BLE001 - counted as lost below
-            log.error("Sink %s: could not spool event %s (%s).", self.sink.key, event.event_id, exc)
+        if self.save(event):
+            return True
         self.lost += 1
         return False
+
+    def save(self, event: AlertEvent) -> bool:
+        """Into the sink's spool; False when it has none or the write failed (the caller counts it)."""
+        try:
+            return bool(self.sink.keep(event))
+        except Exception as exc:  # noqa: BLE001 - counted as lost by the caller
+            log.error("Sink %s: could not spool event %s (%s).", self.sink.key, event.event_id, exc)
+            return False
 
     def leftovers(self) -> list[AlertEvent]:
         out = []
