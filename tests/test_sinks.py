@@ -116,6 +116,17 @@ def test_spool_dead_letter_folder_keeps_the_newest_cap_events(tmp_path, caplog):
     assert caplog.text.count("removed the 1 oldest") == 2
 
 
+def test_spool_dead_letters_an_event_held_in_memory_as_its_files_are_written(tmp_path, monkeypatch):
+    from edge.sinks.spool import encode
+
+    sp = Spool(tmp_path / "sp")
+    monkeypatch.setattr(sp, "_write_file", lambda event_id, data: read_only(None, data))
+    event_id = sp.put({"n": 0, "kind": "raised"})
+    assert sp.in_memory == 1
+    sp.dead_letter(event_id, "HTTP 422")
+    assert (tmp_path / "sp" / "dead" / f"{event_id}.json").read_bytes() == encode({"n": 0, "kind": "raised"})
+
+
 def test_spool_counts_are_read_while_a_write_waits_on_the_disk(tmp_path, monkeypatch):
     import edge.sinks.spool as spool_mod
 

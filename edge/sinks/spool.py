@@ -324,7 +324,7 @@ class Spool:
             try:
                 dead.mkdir(exist_ok=True)
                 if held is not None:
-                    write_atomic(dead / f"{event_id}.json", json.dumps(held).encode())
+                    write_atomic(dead / f"{event_id}.json", encode(held))
                 else:
                     os.replace(self._path(event_id), dead / f"{event_id}.json")
                 where = f"moved to {dead}"
