@@ -337,6 +337,33 @@ def test_jsonl_ends_a_torn_last_line_before_the_next_event(tmp_path, torn, caplo
     assert len([r for r in caplog.records if "partial line" in r.getMessage()]) == 1
 
 
+@pytest.mark.parametrize("refused", ["mode 0200", "a read-write open"])
+def test_jsonl_appends_to_a_file_it_may_write_but_not_read(tmp_path, monkeypatch, refused):
+    import edge.sinks.jsonl as jsonl_mod
+
+    path = tmp_path / "alerts.jsonl"
+    path.write_bytes(b'{"kind":"raised"}\n')
+    if refused == "mode 0200":
+        if os.geteuid() == 0:
+            pytest.skip("root reads a file of mode 0200 anyway; the other case refuses the open itself")
+        path.chmod(0o200)
+    else:
+        real_open = os.open
+
+        def no_read(file, flags, *args):
+            if file == path and flags & os.O_RDWR:
+                raise PermissionError(errno.EACCES, "Permission denied", str(file))
+            return real_open(file, flags, *args)
+
+        monkeypatch.setattr(jsonl_mod.os, "open", no_read)
+    sink = JsonlSink(path=str(path))
+    sink.send(ev("cleared", 1))
+    sink.close()
+    path.chmod(0o600)
+    assert sink.failed == 0 and sink.delivered == 1  # was: EACCES, the event held and retried for ever
+    assert [json.loads(line)["kind"] for line in path.read_text().splitlines()] == ["raised", "cleared"]
+
+
 def test_command_gets_json_on_stdin(tmp_path):
     out = tmp_path / "got.json"
     CommandSink(argv=["sh", "-c", f"cat > '{out}'"], timeout_s=10).send(ev("raised", 1))

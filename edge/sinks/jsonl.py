@@ -114,8 +114,9 @@ class JsonlSink(Sink):
             self._close()
         if self._fd is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
-            self._end_torn_line(self._fd)
+            self._fd, readable = self._open_file()
+            if readable:
+                self._end_torn_line(self._fd)
         size = os.fstat(self._fd).st_size
         if self.max_bytes and size and size + incoming > self.max_bytes:
             try:
@@ -123,8 +124,19 @@ class JsonlSink(Sink):
             except OSError as exc:  # the folder refuses renames: a file past max_mb beats a lost event
                 log.warning("JSON-lines file %s could not be rotated (%s); appending to it.", self.path,
                             exc.strerror or exc)
-            self._fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = self._open_file()[0]
         return self._fd
+
+    def _open_file(self) -> tuple[int, bool]:
+        """(descriptor, readable): read-write for the torn-line check, write-only for a file the
+        service may write but not read (mode 0200, a log another user reads), as before that check."""
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644), True
+        except PermissionError:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        log.info("JSON-lines file %s may be written but not read: appending without checking its last line for "
+                 "one a power cut left partial.", self.path)
+        return fd, False
 
     def _end_torn_line(self, fd: int) -> None:
         """A file that does not end in a newline was cut mid-line (a power cut during a write; ext4
