@@ -601,6 +601,37 @@ def test_webhook_spool_file_that_is_not_an_object_is_dead_lettered_not_retried_f
     assert len([r for r in caplog.records if "does not hold a JSON object" in r.getMessage()]) == 1
 
 
+def test_webhook_whole_answer_read_just_before_the_deadline_counts_delivered(tmp_path, receivers, monkeypatch):
+    import http.client
+
+    import edge.sinks.webhook as webhook_mod
+
+    deadlines = []
+
+    class Kept(webhook_mod.Deadline):
+        def __init__(self, seconds):
+            super().__init__(seconds)
+            deadlines.append(self)
+
+    real_read = http.client.HTTPResponse.read
+
+    def read_then_expire(resp, *args):  # the deadline's timer fires right after the read returned
+        body = real_read(resp, *args)
+        for d in deadlines:
+            d._expire()
+        return body
+
+    monkeypatch.setattr(webhook_mod, "Deadline", Kept)
+    monkeypatch.setattr(http.client.HTTPResponse, "read", read_then_expire)
+    rx = receivers()
+    sink = WebhookSink(url=rx.url, spool=Spool(tmp_path / "sp"), retry_min_s=0.01, retry_max_s=0.02)
+    sink.send(ev("raised", 1))
+    sink.close()
+    assert deadlines and all(d.expired for d in deadlines)
+    assert sink.delivered == 1 and sink.failed == 0 and len(sink.spool) == 0  # was: failed, and sent again
+    assert [b["event_id"] for b in rx.requests] == ["e1"]
+
+
 class Trickler:
     """A receiver that answers one header byte at a time, never finishing (a stuck proxy)."""
 

@@ -140,6 +140,13 @@ class Deadline:
         self._timer.cancel()
 
 
+def whole(resp: http.client.HTTPResponse, body: bytes) -> bool:
+    """Whether body is all of the answer. http.client raises when a chunked body or one with a
+    Content-Length ends early, so only a body read to the connection's end (neither) is in doubt."""
+    length = resp.headers.get("Content-Length", "")
+    return bool(resp.chunked) or (length.isdigit() and int(length) == len(body))
+
+
 class _WatchedOpen:
     """Opens each request's connection under its `deadline` (a Deadline), when it has one."""
 
@@ -210,8 +217,9 @@ class WebhookSink(Sink):
         req.deadline = Deadline(self.timeout_s)  # timeout_s for the whole request, not for each read
         try:
             with _opener.open(req, timeout=self.timeout_s) as resp:  # a status >= 300 raises HTTPError
-                resp.read()
-                if req.deadline.expired:  # cut off at the deadline: what was read is no answer, however it parsed
+                body = resp.read()
+                # The deadline can pass just after a whole answer was read: that one was delivered.
+                if req.deadline.expired and not whole(resp, body):  # cut off: no answer, however it parsed
                     raise TimeoutError
                 if not 200 <= resp.status < 300:
                     raise Refused(resp.status, resp.reason)
@@ -220,7 +228,7 @@ class WebhookSink(Sink):
                 raise Rejected(f"HTTP {exc.code} {exc.reason}") from None
             moved_to = exc.headers.get("Location") if 300 <= exc.code < 400 and exc.headers else None
             raise Refused(exc.code, str(exc.reason) + (f" to {redact_url(moved_to)}" if moved_to else "")) from None
-        except (OSError, http.client.HTTPException) as exc:
+        except (OSError, http.client.HTTPException):
             if req.deadline.expired:  # the shut-down socket's error would hide why
                 raise TimeoutError(f"no complete answer within timeout_s ({self.timeout_s:g} s)") from None
             raise
