@@ -293,15 +293,21 @@ def test_rows_a_lock_held_back_are_written_at_the_stop(tmp_path):
     assert [a["kind"] for a in History(db_path=str(db)).recent_alerts()] == ["raised"]
 
 
+def history_in_a_missing_folder(tmp_path, monkeypatch):
+    """(history, folder, clock, now): a file that cannot be opened, its folder not there yet, on a
+    monotonic clock the test moves."""
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    folder = tmp_path / "state"
+    h = History(step_s=10, span_s=3600, db_path=str(folder / "history.sqlite"))
+    return h, folder, clock, time.time() // 10 * 10
+
+
 def test_a_history_file_that_fails_for_good_is_said_once_and_tried_again_slowly(tmp_path, caplog, monkeypatch):
     import sqlite3
 
     caplog.set_level(logging.WARNING)
-    clock = [1000.0]
-    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
-    folder = tmp_path / "state"  # not there yet: the file cannot be opened
-    h = History(step_s=10, span_s=3600, db_path=str(folder / "history.sqlite"))
-    now = time.time() // 10 * 10
+    h, folder, clock, now = history_in_a_missing_folder(tmp_path, monkeypatch)
     for s in range(0, 300, 10):
         clock[0] += 10
         h.add(now - 300 + s, 0.3, 3, False)
@@ -312,6 +318,26 @@ def test_a_history_file_that_fails_for_good_is_said_once_and_tried_again_slowly(
     h.close()
     assert len(sqlite3.connect(folder / "history.sqlite").execute("SELECT t FROM samples").fetchall()) == 30
     assert len(caplog.records) == 1
+
+
+@pytest.mark.parametrize("retry_due", [True, False])
+def test_rows_a_failed_file_did_not_take_are_written_at_the_stop_or_counted(tmp_path, caplog, monkeypatch,
+                                                                            retry_due):
+    import sqlite3
+
+    caplog.set_level(logging.WARNING)
+    h, folder, clock, now = history_in_a_missing_folder(tmp_path, monkeypatch)
+    for s in range(0, 40, 10):
+        h.add(now - 40 + s, 0.3, 3, False)  # 3 steps closed, none written
+    folder.mkdir()  # mended before the stop
+    clock[0] += 3600 if retry_due else 1
+    h.close()  # was: neither tried nor said
+    if retry_due:
+        assert len(sqlite3.connect(folder / "history.sqlite").execute("SELECT t FROM samples").fetchall()) == 3
+        assert len(caplog.records) == 1  # the failure, said once
+    else:
+        assert caplog.records[-1].getMessage().startswith(
+            f"status history file {folder / 'history.sqlite'}: the last 3 points and alerts were not saved (")
 
 
 @pytest.mark.parametrize("damage", ["garbage", "half"])

@@ -80,6 +80,7 @@ class History:
         self._pending: deque[tuple] = deque(maxlen=self.points.maxlen + alerts_kept)  # (sql, row) not in the file yet
         self._retry_at = 0.0  # time.monotonic() from which a file that failed is tried again
         self._trouble = False  # said, until the file takes a write again
+        self._why = ""  # why the file failed last
         if db_path and self._reopen():
             try:
                 self._load(self._db)
@@ -161,6 +162,7 @@ class History:
             self._db.close()
             self._db = None
         self._retry_at = time.monotonic() + (0.0 if busy else RETRY_S)
+        self._why = str(exc)
         if not self._trouble:
             self._trouble = True
             log.warning("status history file %s not usable (%s); keeping the history in memory only and "
@@ -226,13 +228,23 @@ class History:
         return list(reversed(self.alerts))
 
     def close(self) -> None:
-        """The rows a lock held back, written if the file takes them now; then closed."""
+        """The rows the file did not take, written if it takes them now; then closed."""
+        if self._pending:
+            self._save_pending()
         if self._db is not None:
-            if self._pending:
-                try:
-                    self._flush(self._db)
-                except sqlite3.Error as exc:
-                    log.warning("status history file %s: the last %d points and alerts were not saved (%s)",
-                                self._path, len(self._pending), exc)
             self._db.close()
             self._db = None
+
+    def _save_pending(self) -> None:
+        """At the stop no next write comes: the file, failed but due a retry, is opened once more;
+        what it still does not take is said with its count."""
+        if self._db is None and time.monotonic() >= self._retry_at:
+            self._reopen()
+        if self._db is not None:
+            try:
+                self._flush(self._db)
+                return
+            except sqlite3.Error as exc:
+                self._why = str(exc)
+        log.warning("status history file %s: the last %d points and alerts were not saved (%s)", self._path,
+                    len(self._pending), self._why)
