@@ -340,6 +340,36 @@ def test_rows_a_failed_file_did_not_take_are_written_at_the_stop_or_counted(tmp_
             f"status history file {folder / 'history.sqlite'}: the last 3 points and alerts were not saved (")
 
 
+def test_a_saved_hour_a_lock_kept_from_being_read_at_the_start_is_read_at_the_first_write(tmp_path, monkeypatch):
+    import sqlite3
+
+    db = tmp_path / "history.sqlite"
+    now = time.time() // 10 * 10
+    before = history_with_points(db, now - 100, 100)  # the run before the restart
+    before.add_alert(now - 150, "raised", 0.5, 3)
+    before.close()
+    real_load_points, calls = History._load_points, []
+
+    def busy_once(self, conn):  # another program held the file while this run read it
+        calls.append(1)
+        if len(calls) == 1:
+            exc = sqlite3.OperationalError("database is locked")
+            exc.sqlite_errorcode = sqlite3.SQLITE_BUSY
+            raise exc
+        real_load_points(self, conn)
+
+    monkeypatch.setattr(History, "_load_points", busy_once)
+    h = History(step_s=10, span_s=3600, db_path=str(db))
+    assert h.series() == [] and h.recent_alerts() == []
+    h.add(now - 100, 0.3, 3, False)
+    h.add_alert(now - 95, "cleared", 0.2, 3)  # the first write the file takes
+    h.add(now - 90, 0.3, 3, False)
+    saved = [now - 200 + s for s in range(0, 90, 10)]  # the step in progress at that stop was not saved
+    assert [p["t"] for p in h.series()] == saved + [now - 100, now - 90]  # was: this run's only
+    assert [a["kind"] for a in h.recent_alerts()] == ["cleared", "raised"]
+    h.close()
+
+
 @pytest.mark.parametrize("damage", ["garbage", "half"])
 def test_a_damaged_history_file_is_moved_aside_and_a_new_one_started(tmp_path, caplog, damage):
     import os

@@ -81,6 +81,7 @@ class History:
         self._retry_at = 0.0  # time.monotonic() from which a file that failed is tried again
         self._trouble = False  # said, until the file takes a write again
         self._why = ""  # why the file failed last
+        self._loaded = False  # the saved hour read; else read at the first write the file takes
         if db_path and self._reopen():
             try:
                 self._load(self._db)
@@ -104,19 +105,30 @@ class History:
         return self._db is not None
 
     def _load(self, db: sqlite3.Connection) -> None:
+        """The saved hour, merged with what this run recorded (a load the file held back at the start)."""
         self._load_points(db)
         # in the order they were written (rowid), not by time: a clock that was ahead stamped some later
-        for t, kind, share, faces in db.execute(
-                "SELECT t, kind, negative_share, faces FROM alerts ORDER BY rowid DESC LIMIT ?", (self.alerts.maxlen,)):
-            self.alerts.appendleft({"t": t, "time": iso(t), "kind": kind, "negative_share": share, "faces": faces})
+        saved = [{"t": t, "time": iso(t), "kind": kind, "negative_share": share, "faces": faces}
+                 for t, kind, share, faces in db.execute(
+                     "SELECT t, kind, negative_share, faces FROM alerts ORDER BY rowid DESC LIMIT ?",
+                     (self.alerts.maxlen,))][::-1]
+        keys = {(a["t"], a["kind"]) for a in saved}
+        recorded = [a for a in self.alerts if (a["t"], a["kind"]) not in keys]
+        self.alerts.clear()
+        self.alerts.extend(saved + recorded)
+        self._loaded = True
 
     def _load_points(self, db: sqlite3.Connection) -> None:
         now = time.time()
-        rows = [{"t": t, "negative_share": share, "faces": faces, "alert": bool(alert)} for t, share, faces, alert in
-                db.execute("SELECT t, negative_share, faces, alert FROM samples WHERE t >= ? ORDER BY t",
-                           (now - self.span_s,))]
+        by_t = {t: {"t": t, "negative_share": share, "faces": faces, "alert": bool(alert)} for t, share, faces, alert
+                in db.execute("SELECT t, negative_share, faces, alert FROM samples WHERE t >= ? ORDER BY t",
+                              (now - self.span_s,))}
+        by_t.update((p["t"], p) for p in (*self.points, *self._ahead))  # this run's, where it has recorded any
+        rows = sorted(by_t.values(), key=lambda p: p["t"])
         past = [p for p in rows if p["t"] <= now]
+        self.points.clear()
         self.points.extend(past)
+        self._ahead.clear()
         self._ahead.extend(rows[len(past):][:self._ahead.maxlen])  # the nearest, should the clock be behind
 
     def _write(self, sql: str, row: tuple) -> None:
@@ -135,6 +147,17 @@ class History:
         if self._trouble:
             log.info("status history file %s is written again", self._path)
             self._trouble = False
+        if not self._loaded:
+            self._load_late()
+
+    def _load_late(self) -> None:
+        """The saved hour a lock or a failed file kept from being read at the start: tried once."""
+        self._loaded = True
+        try:
+            self._load(self._db)
+        except sqlite3.Error as exc:
+            log.warning("status history file %s: the saved hour could not be read (%s); the chart starts "
+                        "from this run", self._path, exc)
 
     def _flush(self, db: sqlite3.Connection) -> None:
         try:
