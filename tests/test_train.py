@@ -667,23 +667,23 @@ def test_resume_with_more_epochs_or_patience_trains_on(tmp_path, synthetic_datas
 
 def test_timing_survives_a_full_disk_and_a_damaged_file(tmp_path, monkeypatch, capsys):
     import errno
-    import pathlib
+    import os
 
     import keras
 
+    from edge import files
     from train.trainer import _timing
 
     path = tmp_path / "timing.json"
     path.write_text('{"train_seconds": 12.0}')
-    real = pathlib.Path.write_text
 
-    def full_disk(self, data, *a, **k):
-        real(self, "", *a, **k)
+    def full_disk(fd, data):
+        os.write(fd, data[:3])  # part of it, then the disk is full
         raise OSError(errno.ENOSPC, "No space left on device")
 
     timing = _timing(keras, path)
     timing.on_train_begin()
-    monkeypatch.setattr(pathlib.Path, "write_text", full_disk)
+    monkeypatch.setattr(files, "write_all", full_disk)
     with pytest.raises(OSError):
         timing.on_epoch_end(0)
     monkeypatch.undo()

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 
+from edge.files import write_atomic
 from edge.labels import LABELS
 
 
@@ -40,9 +40,7 @@ def write_run_report(out: Path, model, va, probs, tr, ds, weights, train_seconds
     figures(out, tr, rep)
     # Last, and renamed into place whole: its presence says the report is complete (and
     # `edge train --resume` takes it to mean the run finished).
-    tmp = out / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, out / "metrics.json")
+    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
     return metrics
 
 

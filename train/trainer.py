@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edge.errors import UserError
+from edge.files import write_atomic
 from edge.labels import LABELS
 from edge.paths import check_out_folder, check_readable
 from train.archs import ARCHITECTURES, DEFAULT_ARCH
@@ -727,18 +728,6 @@ def _checkpoint(keras, path: Path):
 
     cb = AtomicCheckpoint(str(AtomicCheckpoint.tmp), monitor="val_accuracy", save_best_only=True)
     return cb
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write to a temporary file beside `path`, then rename it over `path`: a kill or a full
-    disk mid-write leaves the previous file whole, never an empty or truncated one."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def _timing(keras, path: Path):

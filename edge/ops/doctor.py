@@ -553,7 +553,7 @@ def check_disk(ctx: _Context, cfg) -> None:
 def spool_writable(spool: Path) -> tuple[str, str, str]:
     """A real write (the spool's own fsync-and-rename) of a probe file, removed at once: as root,
     or on a read-only or full file system, os.access says nothing about whether writes work."""
-    from edge.sinks.spool import write_atomic
+    from edge.files import write_atomic
 
     probe = spool / ".doctor-probe.json"
     try:

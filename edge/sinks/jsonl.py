@@ -23,7 +23,8 @@ from pathlib import Path
 from edge.errors import check_range
 from edge.paths import FILE_KEY, expand_path
 from edge.sinks.base import AlertEvent, Sink, SinkUnavailable, register
-from edge.sinks.spool import STATE_DIR, write_all
+from edge.files import write_all
+from edge.sinks.spool import STATE_DIR
 
 log = logging.getLogger(__name__)
 

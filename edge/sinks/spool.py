@@ -27,6 +27,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
+from edge.files import write_atomic
 from edge.paths import expand_path
 
 log = logging.getLogger(__name__)
@@ -41,44 +42,6 @@ EVENT_NAME = re.compile(r"[0-9]{20}")  # what put() names its files (the stem); 
 
 def encode(item: dict) -> bytes:
     return json.dumps(item, separators=(",", ":")).encode()
-
-
-def write_all(fd: int, data: bytes) -> None:
-    """os.write until all of data is written (a write may take only part of it: a filling disk,
-    a file-size limit); an error, never a partial file, when the rest cannot be written."""
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        if not n:  # would loop for ever
-            raise OSError(errno.ENOSPC, "the disk took none of the remaining bytes")
-        view = view[n:]
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write-then-rename with fsync of the file and its folder; on failure nothing is left."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
-        try:
-            write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except OSError:
-        try:
-            tmp.unlink(missing_ok=True)
-        except OSError:
-            pass  # a read-only file system cannot have created it either
-        raise
-    try:
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)  # the rename itself survives a power cut
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass  # the data is written; a folder fsync some file systems refuse is not worth failing for
 
 
 def event_ids(folder: Path) -> tuple[list[str], list[str]]:
