@@ -801,6 +801,26 @@ def test_events_held_in_memory_at_the_stop_are_counted_lost_with_one_error(tmp_p
     assert "cannot be written (Not a directory)" in line
 
 
+def test_mqtt_counts_what_it_holds_in_memory_while_a_stalled_write_holds_its_spool(tmp_path):
+    """At a stop, unsaved() must not wait behind a write in progress (a stalled SD card)."""
+    pytest.importorskip("paho.mqtt.client", reason="MQTT tests need the mqtt extra (paho-mqtt)")
+    from edge.sinks.mqtt import MqttSink
+
+    (tmp_path / "file").write_text("")  # the spool's folder cannot be made: events stay in memory
+    sink = MqttSink(host="127.0.0.1", port=free_port(), spool=Spool(tmp_path / "file" / "spool"))
+    try:
+        sink.keep(ev("raised", 1))  # an event and its retained state message
+        assert sink.spool.in_memory == 2
+        counted = []
+        with sink.spool._lock:  # a write in progress that does not end
+            t = threading.Thread(target=lambda: counted.append(sink.unsaved()), daemon=True)
+            t.start()
+            t.join(5)
+        assert counted == [1]
+    finally:
+        sink.close()
+
+
 def read_only(path, data):
     """spool.write_atomic on a file system remounted read-only."""
     raise OSError(errno.EROFS, "Read-only file system")

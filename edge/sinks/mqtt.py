@@ -273,11 +273,10 @@ class MqttSink(Sink):
         return True
 
     def unsaved(self) -> int:
-        if not self.spool.in_memory:
-            return 0
-        # events only: the retained state messages beside them are not alerts of their own
+        # events only: the retained state messages beside them are not alerts of their own; read
+        # without the spool's lock, which a stalled write at the stop may hold
         return sum(not msg["retain"] and not (self.spool.dir / f"{event_id}.json").exists()
-                   for event_id, msg in self.spool.pending())
+                   for event_id, msg in self.spool.held().items())
 
     def send(self, event: AlertEvent) -> None:
         self.keep(event)

@@ -101,6 +101,11 @@ class Spool:
         """Events held in memory because the disk refused them (lost if the process stops)."""
         return len(self._mem)
 
+    def held(self) -> dict[str, dict]:
+        """A copy of the events held in memory, taken without the lock: at a stop a stalled write
+        may hold the lock for many seconds (a dict copy is one step under the GIL)."""
+        return self._mem.copy()
+
     @property
     def disk_error(self) -> str:
         return self._disk_error
