@@ -826,19 +826,27 @@ def read_only(path, data):
     raise OSError(errno.EROFS, "Read-only file system")
 
 
+def two_events_held_in_memory(tmp_path, monkeypatch, flush_every_s: float):
+    """A webhook sink whose spool's file system is read-only, holding two events in memory."""
+    import edge.sinks.spool as spool_mod
+
+    monkeypatch.setattr(spool_mod, "write_atomic", read_only)
+    sink = WebhookSink(url=f"http://127.0.0.1:{free_port()}/", spool=Spool(tmp_path / "sp"), retry_min_s=60)
+    fan = Fanout([sink], flush_every_s=flush_every_s)
+    fan.send(ev("raised", 1))
+    fan.send(ev("cleared", 2))
+    assert wait_for(lambda: sink.spool.in_memory == 2)
+    return sink, fan
+
+
 def test_events_held_in_memory_go_back_to_disk_on_the_idle_flush(tmp_path, monkeypatch):
     import edge.sinks.spool as spool_mod
 
     real_write = spool_mod.write_atomic
     monkeypatch.setattr(spool_mod, "RETRY_S", 0.05, raising=False)
 
-    monkeypatch.setattr(spool_mod, "write_atomic", read_only)
-    sink = WebhookSink(url=f"http://127.0.0.1:{free_port()}/", spool=Spool(tmp_path / "sp"), retry_min_s=60)
-    fan = Fanout([sink], flush_every_s=0.05)
+    sink, fan = two_events_held_in_memory(tmp_path, monkeypatch, flush_every_s=0.05)
     try:
-        fan.send(ev("raised", 1))
-        fan.send(ev("cleared", 2))
-        assert wait_for(lambda: sink.spool.in_memory == 2)
         monkeypatch.setattr(spool_mod, "write_atomic", real_write)  # remounted read-write; no new alert comes
         assert wait_for(lambda: sink.spool.in_memory == 0, timeout=5)  # was: only at the next alert
         assert not sink.spool.disk_error
@@ -889,13 +897,8 @@ def test_close_is_bounded_while_a_stalled_write_holds_events_kept_in_memory(tmp_
     def stalled(path, data):  # remounted, but the SD card stalls the first write back
         release.wait(20)
 
-    monkeypatch.setattr(spool_mod, "write_atomic", read_only)
-    sink = WebhookSink(url=f"http://127.0.0.1:{free_port()}/", spool=Spool(tmp_path / "sp"), retry_min_s=60)
-    fan = Fanout([sink], flush_every_s=3600)
+    sink, fan = two_events_held_in_memory(tmp_path, monkeypatch, flush_every_s=3600)
     try:
-        fan.send(ev("raised", 1))
-        fan.send(ev("cleared", 2))
-        assert wait_for(lambda: sink.spool.in_memory == 2)
         monkeypatch.setattr(spool_mod, "write_atomic", stalled)  # the worker's retry at the stop holds the spool
         start = time.monotonic()
         with caplog.at_level(logging.ERROR, logger="edge.sinks.fanout"):
