@@ -174,8 +174,10 @@ def test_blazeface_finds_the_one_face(astronaut, blazeface, variant, face_w, cen
 
 
 @needs_blazeface
-@pytest.mark.parametrize("size", [(500, 480), (330, 300), (413, 397)])
-def test_a_window_shrunk_in_two_steps_looks_and_detects_like_one_area_resize(astronaut, blazeface, size, monkeypatch):
+# A tile (200 px: bilinear only), windows halved once (odd sizes drop a column or row), and a
+# whole frame halved twice.
+@pytest.mark.parametrize("size", [(200, 200), (500, 480), (330, 300), (413, 397), (640, 480)])
+def test_a_window_halved_then_resized_looks_and_detects_like_one_area_resize(astronaut, blazeface, size, monkeypatch):
     from edge.pipeline.detectors import blazeface as bf
 
     frame, truth = place_astronaut(astronaut, 150, (size[0] / 2 + 11, size[1] / 2 - 7), size=size)
@@ -184,12 +186,14 @@ def test_a_window_shrunk_in_two_steps_looks_and_detects_like_one_area_resize(ast
     one = cv2.resize(frame[:h, :w], (nw, nh), interpolation=cv2.INTER_AREA)
     assert small.shape == one.shape and w > size[0] - 5 and h > size[1] - 5
     assert np.abs(small.astype(float) - one).mean() < 2.0  # grey levels
-    (two_step,) = blazeface["short_range"].detect(frame)
+    (halved,) = blazeface["short_range"].detect(frame)
     monkeypatch.setattr(bf, "shrink_area", lambda im, nw, nh: (
         cv2.resize(im, (nw, nh), interpolation=cv2.INTER_AREA), im.shape[1], im.shape[0]))
     (one_step,) = blazeface["short_range"].detect(frame)
-    assert two_step.box.iou(one_step.box) > 0.95 and abs(two_step.score - one_step.score) < 0.02
-    assert two_step.box.iou(truth) > 0.5
+    # a 640-px frame at 128 px: one input pixel is 5 frame pixels, an IoU of 0.93 for a 1-px shift
+    assert halved.box.iou(one_step.box) > (0.9 if size[0] > 600 else 0.95)
+    assert abs(halved.score - one_step.score) < 0.02
+    assert halved.box.iou(truth) > 0.5
 
 
 @needs_blazeface
