@@ -215,6 +215,34 @@ def test_spool_keeps_a_file_it_cannot_read_now_and_reads_it_later(tmp_path, monk
     assert caplog.text.count("Too many open files") == 1  # one line, not one per try
 
 
+def test_a_file_unreadable_for_long_stops_holding_up_the_events_behind_it(tmp_path, monkeypatch, caplog):
+    from edge.sinks import spool as spool_module
+
+    sp = Spool(tmp_path / "sp")
+    for n in range(3):
+        sp.put({"n": n})
+    real_read = Path.read_bytes
+    bad = {sp._ids[0]}
+
+    def bad_sector(self):
+        if self.stem in bad:
+            raise OSError(errno.EIO, "Input/output error")
+        return real_read(self)
+
+    monkeypatch.setattr(Path, "read_bytes", bad_sector)
+    monkeypatch.setattr(spool_module, "UNREADABLE_HOLD_S", 0.2)
+    with caplog.at_level(logging.WARNING):
+        assert list(sp.pending()) == []  # held: the others wait for it, in order
+        time.sleep(0.25)
+        assert [item["n"] for _, item in sp.pending()] == [1, 2]  # was: held up for good
+        for event_id, _ in list(sp.pending()):
+            sp.ack(event_id)
+        assert len(sp) == 1 and list(sp.pending()) == []  # kept, and retried
+    assert caplog.text.count("Input/output error") == 1 and caplog.text.count("sent without it") == 1
+    bad.clear()  # readable again: sent late rather than never
+    assert [item["n"] for _, item in sp.pending()] == [0]
+
+
 # ---------------------------------------------------------------- log, jsonl, command
 
 

@@ -10,7 +10,10 @@ It survives a process restart, a reboot and disk trouble:
   in memory instead, with one ERROR line saying they are at risk; they move back to disk as
   soon as a write succeeds again, at the next event or the sink's idle flush (`retry`);
 - a file that cannot be read now (out of file descriptors, a permission) is kept and read
-  again later; only one whose content is not an event is removed;
+  again later, holding up the events behind it to keep them in order; after
+  UNREADABLE_HOLD_S it no longer does (a bad sector or a file another user owns must not stop
+  every later alert), and it is still retried each time; only one whose content is not an
+  event is removed;
 - an event a receiver rejects for good (`dead_letter`) is moved to `<dir>/dead/` with one log
   line, so it never blocks the events behind it; that folder keeps the newest `cap` events.
 """
@@ -36,6 +39,9 @@ STATE_DIR = Path("~/.local/state/queue-mood")
 DEFAULT_SPOOL_DIR = STATE_DIR / "spool"
 DEFAULT_CAP = 10_000
 RETRY_S = 10.0  # between idle tries to move events held in memory back to disk (each is an SD-card write)
+# How long a file that cannot be read holds up the events behind it: long enough for a passing
+# cause (out of file descriptors), short against an alert a manager is waiting for.
+UNREADABLE_HOLD_S = 300.0
 DEAD_DIR = "dead"
 EVENT_NAME = re.compile(r"[0-9]{20}")  # what put() names its files (the stem); anything else is not ours
 
@@ -75,6 +81,8 @@ class Spool:
         self._disk_error = ""  # why the disk failed last; "" while it works
         self._next_retry = 0.0  # monotonic time of the next idle try to move _mem to disk
         self._read_error = ""  # why the last spool file could not be read; "" while reads work
+        self._unreadable_since: dict[str, float] = {}  # monotonic time each unreadable file first failed
+        self._passed: set[str] = set()  # unreadable files no longer holding up the events behind them
         self._ids: list[str] = []
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -166,8 +174,7 @@ class Spool:
 
     def _drop(self, ids: list[str], why: str) -> None:
         for old in ids:
-            self._ids.remove(old)
-            if self._mem.pop(old, None) is None:
+            if self._remove(old) is None:
                 try:
                     self._path(old).unlink(missing_ok=True)
                 except OSError:
@@ -224,9 +231,12 @@ class Spool:
             except FileNotFoundError:  # acked or dropped meanwhile
                 continue
             except OSError as exc:  # the file may be fine (out of file descriptors, a permission): keep it
-                self._unreadable(event_id, exc)
-                return  # and stop here, so the events behind it are not delivered before it
+                if self._unreadable(event_id, exc):
+                    return  # and stop here, so the events behind it are not delivered before it
+                continue
             self._read_error = ""
+            self._unreadable_since.pop(event_id, None)
+            self._passed.discard(event_id)
             try:
                 item = json.loads(data)
             except ValueError as exc:  # UnicodeDecodeError included: a torn or foreign file, never an event
@@ -235,15 +245,28 @@ class Spool:
                 continue
             yield event_id, item
 
-    def _unreadable(self, event_id: str, exc: OSError) -> None:
+    def _unreadable(self, event_id: str, exc: OSError) -> bool:
+        """Log why event_id cannot be read (one line per cause); True while it still holds up
+        the events behind it, UNREADABLE_HOLD_S from its first failure."""
+        if event_id in self._passed:  # said once; retried quietly at each try
+            return False
         why = exc.strerror or str(exc)
-        if why != self._read_error:  # one line per cause, not one per flush
+        if why != self._read_error:
             log.warning("Spool %s: cannot read event %s (%s); it is kept and read again at the next try; if "
                         "this repeats, check the file's owner and permissions.", self.dir, event_id, why)
         self._read_error = why
+        now = time.monotonic()
+        if now - self._unreadable_since.setdefault(event_id, now) < UNREADABLE_HOLD_S:
+            return True
+        self._passed.add(event_id)
+        log.warning("Spool %s: event %s has been unreadable for %.0f minutes; the events behind it are sent without "
+                    "it from now on (it is still retried).", self.dir, event_id, UNREADABLE_HOLD_S / 60)
+        return False
 
     def _remove(self, event_id: str) -> dict | None:
         """Forget one event; its item if it was held in memory."""
+        self._unreadable_since.pop(event_id, None)
+        self._passed.discard(event_id)
         try:
             self._ids.remove(event_id)
         except ValueError:
