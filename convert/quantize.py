@@ -126,6 +126,18 @@ def check_settings(s: ConvertSettings) -> None:
     if s.calibration_size < 1:
         raise UserError(f"--calibration-size must be at least 1, got {s.calibration_size}.")
     check_out_folder(s.out)
+    check_not_around_cwd(s.out)
+
+
+def check_not_around_cwd(out) -> None:
+    """A passing conversion replaces --out as a whole (the old folder is removed after the
+    swap): the folder you are in, one holding it, or your home folder is refused."""
+    p, cwd = Path(out).expanduser().resolve(), Path.cwd().resolve()
+    what = ("the folder you are in" if p == cwd else "a folder that holds the one you are in" if p in cwd.parents
+            else "your home folder" if p == Path.home().resolve() else "")
+    if what:
+        raise UserError(f"--out {out} is {what}: a conversion replaces its --out folder as a whole, so give it "
+                        "a folder of its own (e.g. --out runs/mymodel/int8).")
 
 
 # What a conversion writes into --out: a passing one replaces all of them at once, so a file

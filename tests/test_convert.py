@@ -1,4 +1,5 @@
 import json
+import re
 import subprocess
 import sys
 
@@ -117,6 +118,21 @@ def test_an_out_that_is_a_file_is_refused(tmp_path):
     with pytest.raises(UserError, match=r"--out .*notes.txt is a file; pass a folder\."):
         run(ConvertSettings(model=str(tmp_path / "no model yet"), data="d", out=str(tmp_path / "notes.txt")))
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("out", [".", "..", "~"])
+def test_an_out_that_holds_the_current_folder_is_refused(tmp_path, monkeypatch, out):
+    from convert.quantize import ConvertSettings, run
+
+    work = tmp_path / "home" / "work"
+    work.mkdir(parents=True)
+    (work / "notes.txt").write_text("mine")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(work)
+    with pytest.raises(UserError, match=rf"--out {re.escape(out)} is (the folder you are in|a folder that holds the one "
+                                        r"you are in|your home folder): .*a folder of its own"):
+        run(ConvertSettings(model=str(tmp_path / "no model yet"), data="d", out=out))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["home"] and (work / "notes.txt").read_text() == "mine"
 
 
 def test_corrupt_tflite_is_one_sentence(tmp_path, shipped_model):
