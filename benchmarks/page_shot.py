@@ -12,6 +12,9 @@ cleared about 25 minutes ago, and another raised a minute ago. Only the figures 
 from __future__ import annotations
 
 import argparse
+import fcntl
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -44,6 +47,80 @@ def chromium(url: str, *args: str, budget_ms: int = 6000) -> subprocess.Complete
 
 def screenshot(url: str, out: Path, window: str = PHONE) -> subprocess.CompletedProcess:
     return chromium(url, f"--screenshot={out}", f"--window-size={window}")
+
+
+def _above_9(fd: int) -> int:
+    high = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    os.close(fd)
+    return high
+
+
+class LivePage:
+    """Headless chromium on `url` in real time, asked over its DevTools pipe what the page
+    holds (`js`). Virtual time (chromium()) stands still while a request is pending, so a
+    request that never gets an answer needs this; it also measures the layout."""
+
+    def __init__(self, url: str, window: str = PHONE):
+        to_browser, self._out = os.pipe()
+        self._in, from_browser = os.pipe()
+        # chromium reads commands on fd 3 and answers on fd 4, each message ending in a NUL; bash
+        # puts them there from fds above 9, which neither is
+        to_browser, from_browser = (_above_9(fd) for fd in (to_browser, from_browser))
+        self.proc = subprocess.Popen(
+            ["bash", "-c", f'exec "$0" "$@" 3<&{to_browser} 4>&{from_browser}', chromium_binary(), "--headless=new",
+             "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions", "--hide-scrollbars",
+             "--remote-debugging-pipe", f"--window-size={window}", url],
+            pass_fds=(to_browser, from_browser), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(to_browser)
+        os.close(from_browser)
+        self._buf, self._id = b"", 0
+        try:
+            page = next(t for t in self._call("Target.getTargets")["targetInfos"] if t["type"] == "page")
+            self._session = self._call("Target.attachToTarget", targetId=page["targetId"], flatten=True)["sessionId"]
+        except BaseException:
+            self.close()
+            raise
+
+    def _call(self, method: str, session: str | None = None, **params) -> dict:
+        self._id += 1
+        os.write(self._out, json.dumps({"id": self._id, "method": method, "params": params,
+                                        **({"sessionId": session} if session else {})}).encode() + b"\0")
+        while True:
+            while b"\0" not in self._buf:
+                chunk = os.read(self._in, 1 << 16)
+                if not chunk:
+                    raise RuntimeError("chromium closed its DevTools pipe")
+                self._buf += chunk
+            raw, self._buf = self._buf.split(b"\0", 1)
+            answer = json.loads(raw)
+            if answer.get("id") == self._id:
+                if "error" in answer:
+                    raise RuntimeError(f"{method}: {answer['error']}")
+                return answer["result"]
+
+    def js(self, expression: str):
+        """The value of a JavaScript expression in the page."""
+        return self._call("Runtime.evaluate", self._session, expression=expression,
+                          returnByValue=True)["result"].get("value")
+
+    def wait_for(self, expression: str, timeout_s: float = 30.0):
+        """The expression's value once it is truthy; its last value when timeout_s has passed."""
+        deadline = time.monotonic() + timeout_s
+        while not (value := self.js(expression)) and time.monotonic() < deadline:
+            time.sleep(0.25)
+        return value
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+        for fd in (self._out, self._in):
+            os.close(fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
 
 def made_up_hour(stats, now: float, seed: int = 7) -> None:

@@ -5,6 +5,8 @@ nothing is served."""
 from __future__ import annotations
 
 import re
+import threading
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 import urllib.error
 import urllib.request
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.page_shot import chromium, chromium_binary, screenshot
+from benchmarks.page_shot import LivePage, chromium, chromium_binary, screenshot
 from tests.live_edge import TOKEN
 
 pytestmark = [pytest.mark.slow,
@@ -51,15 +53,18 @@ def test_page_shows_live_faces_and_alert_in_a_browser(edge_runs, tmp_path):
 ADVICE = "Call a second cashier to till 2."  # a store's status.alert_advice
 
 
-def page_dom(answers=()) -> tuple[str, list]:
-    """The page's DOM after its polling, served by a real StatusServer over a stand-in Stats.
-    `answers` tells each /status in turn what to do: "ok", "camera down" (the camera went
-    silent first), "raised yesterday" (an alert raised 26 h ago), "drop" (the connection closes without an answer) or "stop" (this answer goes
-    out, then the server stops listening); after the list, "ok". Returns the DOM and what was done."""
+@contextmanager
+def stand_in(answers=(), **cfg):
+    """A real StatusServer over a stand-in Stats; yields the page's URL and the list of what was
+    done. `answers` tells each /status in turn what to do: "ok", "camera down" (the camera went
+    silent first), "raised yesterday" (an alert raised 26 h ago), "drop" (the connection closes
+    without an answer), "stop" (this answer goes out, then the server stops listening) or "hang"
+    (no answer, the connection left open, until the end); after the list, "ok"."""
     from edge.config import StatusConfig
     from edge.service.status import Stats, StatusServer
 
     done: list = []
+    hung = threading.Event()
 
     class StandIn(Stats):
         def snapshot(self):
@@ -75,15 +80,24 @@ def page_dom(answers=()) -> tuple[str, list]:
             elif what == "stop":
                 srv.httpd.shutdown()
                 srv.httpd.server_close()
+            elif what == "hang":
+                hung.wait(120)
             return super().snapshot()
 
     srv = StatusServer(StandIn("rt", "model.tflite", "rtsp://cam", device="till-9", negative=["angry", "sad"],
                                alert_advice=ADVICE),
-                       StatusConfig(port=0)).start()
+                       StatusConfig(port=0, **cfg)).start()
     try:
-        return chromium(f"http://127.0.0.1:{srv.port}/", "--dump-dom").stdout, done
+        yield f"http://127.0.0.1:{srv.port}/", done
     finally:
+        hung.set()
         srv.stop()
+
+
+def page_dom(answers=()) -> tuple[str, list]:
+    """The page's DOM after its polling (see stand_in for `answers`), and what was done."""
+    with stand_in(answers) as (url, done):
+        return chromium(url, "--dump-dom").stdout, done
 
 
 def test_camera_down_is_shown_as_such_and_never_as_clear():
@@ -109,6 +123,17 @@ def test_figures_go_stale_with_a_banner_when_the_monitor_stops_answering():
     assert re.search(r'<body[^>]* class="[^"]*\bstale\b', dom), dom[:1500]
     assert re.search(r'No data since \d\d:\d\d:\d\d — the monitor is not reachable', dom), dom[:1500]
     assert re.search(r'id="alert-state">clear<', dom)  # the last figures stay, greyed out
+
+
+def test_a_poll_that_never_gets_an_answer_turns_the_figures_stale():
+    """The connection drops mid-request (Wi-Fi gone, the Pi unplugged): neither an answer nor a
+    reset reaches the browser, which would wait for minutes. The server's idle timeout cannot
+    end it from there (an hour here); the page gives up on the poll and says the data is old."""
+    with stand_in(["ok"] + ["hang"] * 20, idle_timeout_s=3600) as (url, done), LivePage(url) as page:
+        banner = page.wait_for("!document.getElementById('stale').hidden && document.getElementById('stale').textContent")
+        assert re.fullmatch(r"No data since \d\d:\d\d:\d\d — the monitor is not reachable", banner or ""), (banner, done)
+        assert page.js("document.body.classList.contains('stale')")
+        assert page.js("document.getElementById('alert-state').textContent") == "clear"  # the last figures, greyed out
 
 
 def test_the_stale_banner_goes_once_a_poll_succeeds_again():

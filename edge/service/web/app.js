@@ -5,6 +5,10 @@
 
 const STATUS_EVERY_MS = 2000;
 const HISTORY_EVERY_MS = 10000;
+// A connection that drops mid-request (Wi-Fi gone, the Pi unplugged) gets neither an answer nor
+// a reset, and the browser would wait for minutes: the poll gives up after this, so the figures
+// go stale instead of passing for current ones.
+const ANSWER_WITHIN_MS = 8000;
 const SVG = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
 
@@ -147,14 +151,16 @@ function renderHistory(h) {
 
 async function poll(path, render, every, stale) {
   let ok = false;
+  const abort = new AbortController(), giveUp = setTimeout(() => abort.abort(), ANSWER_WITHIN_MS);
   try {
-    const r = await fetch(path, {cache: "no-store", credentials: "same-origin"});
+    const r = await fetch(path, {cache: "no-store", credentials: "same-origin", signal: abort.signal});
     if (r.status === 401) { text($("updated"), "not authorised: open the link with the token"); return; }
     if (r.ok) { render(await r.json()); ok = true; }
     else text($("updated"), `monitor answered ${r.status}`);
   } catch (e) {
     text($("updated"), "monitor not reachable, retrying…");
   } finally {
+    clearTimeout(giveUp);
     if (stale) stale(!ok);
     setTimeout(() => poll(path, render, every, stale), every);
   }
