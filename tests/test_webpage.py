@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import re
 import threading
+import time
+import types
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 import urllib.error
@@ -152,6 +154,31 @@ def test_an_alert_raised_yesterday_shows_its_date_and_how_long_it_has_been_raise
     since = re.search(r'id="alert-since">since ([^<]*)<', dom).group(1)
     assert re.search(r"[A-Za-z]", since.split(" (")[0]) and since.endswith("(26 h 00 min)"), since  # a date, not a bare time
     assert re.search(rf'<p class="advice" id="alert-advice">{ADVICE}</p>', dom)  # what the staff should do
+
+
+@pytest.mark.parametrize("pi_ahead_h", [-48, 3])
+def test_a_pi_clock_hours_off_the_browsers_still_says_how_long_ago_and_draws_the_hour(monkeypatch, pi_ahead_h):
+    """A Pi without NTP runs on the clock of its last shutdown (it has no real-time clock), so
+    every time it stamps is hours or days off the browser's: how long an alert has been raised,
+    and where the chart's hour ends, go by the Pi's clock."""
+    from benchmarks.page_shot import made_up_hour
+    from edge.config import StatusConfig
+    from edge.service import status
+
+    ahead_s = pi_ahead_h * 3600
+    monkeypatch.setattr(status, "time", types.SimpleNamespace(time=lambda: time.time() + ahead_s,
+                                                              monotonic=time.monotonic))
+    stats = status.Stats("rt", "model.tflite", "camera 0", negative=["angry", "sad"])
+    made_up_hour(stats, time.time() + ahead_s)  # an alert raised a minute ago, by the Pi's clock
+    srv = status.StatusServer(stats, StatusConfig(port=0)).start()
+    try:
+        dom = chromium(f"http://127.0.0.1:{srv.port}/", "--dump-dom").stdout
+    finally:
+        srv.stop()
+    assert re.search(r'id="alert-since">since [^<]* \([12] min\)<', dom), re.findall(r'id="alert-since">[^<]*', dom)
+    assert int(re.search(r'data-points="(\d+)"', dom).group(1)) >= 350  # the hour is drawn
+    xs = [float(x) for line in re.findall(r'<polyline points="([^"]*)"', dom) for x in re.findall(r"([\d.]+),", line)]
+    assert xs and min(xs) < 64 + 10 and max(xs) <= 600 - 38  # across the chart, not piled up or past its edge
 
 
 def test_the_readme_picture_is_made_from_the_page_over_a_made_up_hour(tmp_path):

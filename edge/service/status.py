@@ -21,7 +21,6 @@ import socket
 import sys
 import threading
 import time
-from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import TYPE_CHECKING
@@ -29,7 +28,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from edge.labels import LABELS
 from edge.service import health
-from edge.service.history import History
+from edge.service.history import History, iso
 from edge.redact import redact_text
 
 if TYPE_CHECKING:  # edge.config pulls in the plugin registries (and numpy); /metrics does not need them
@@ -133,22 +132,26 @@ class Stats:
             self.data["sink_failures"] = {key: s.get("failures", 0) for key, s in sinks.items()}
 
     def snapshot(self) -> dict:
-        """What /status shows: the current mood, alert, recent alerts and health."""
+        """What /status shows: the current mood, alert, recent alerts and health, and this
+        machine's time (`now`): every time here is by its clock, which on a Pi without NTP can be
+        hours or days off the browser's, so the page reckons how long ago by it."""
         now = time.monotonic()
         if now - self._health_t >= HEALTH_EVERY_S:  # outside the lock: sysfs may be slow
             self._health, self._health_t = {**health.read(), "process_cpu_share": self._cpu.sample()}, now
         with self._lock:
-            return {**json.loads(json.dumps(self.data)), "uptime_s": round(now - self.started, 1),
+            return {**json.loads(json.dumps(self.data)), "now": _now_iso(), "uptime_s": round(now - self.started, 1),
                     "health": dict(self._health), "recent_alerts": self.history.recent_alerts()}
 
     def series(self) -> dict:
-        """What /history shows: the chart's points over the last span."""
+        """What /history shows: the chart's points over the last span, and this machine's time
+        (`now`, in seconds like the points' `t`): the chart ends there, not at the browser's."""
         with self._lock:
-            return {"step_s": self.history.step_s, "span_s": self.history.span_s, "points": self.history.series()}
+            return {"step_s": self.history.step_s, "span_s": self.history.span_s, "now": round(time.time(), 3),
+                    "points": self.history.series()}
 
 
 def _now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return iso(time.time())
 
 
 class Auth:

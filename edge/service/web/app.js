@@ -13,14 +13,19 @@ const SVG = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
 
 function pct(x) { return typeof x === "number" && Number.isFinite(x) ? Math.round(100 * x) + "%" : "–"; }
+// The monitor's clock, as its last answer gave it. Every time on the page was stamped by it, and a
+// Pi without NTP (it has no real-time clock) can be hours or days off this browser's, so how long
+// ago something was is reckoned on it.
+let monitorAheadMs = 0;
+const monitorNow = () => new Date(Date.now() + monitorAheadMs);
 // A time of day, with the date when it is not today (an alert can stay raised overnight).
 function clock(iso) {
   const d = new Date(iso), time = d.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit"});
-  return d.toDateString() === new Date().toDateString() ? time : d.toLocaleDateString([], {day: "numeric", month: "short"}) + " " + time;
+  return d.toDateString() === monitorNow().toDateString() ? time : d.toLocaleDateString([], {day: "numeric", month: "short"}) + " " + time;
 }
 // How long ago, for a raised alert: "12 min", "3 h 05 min".
 function ago(iso) {
-  const min = Math.max(0, Math.floor((Date.now() - new Date(iso)) / 60000));
+  const min = Math.max(0, Math.floor((monitorNow() - new Date(iso)) / 60000));
   return min < 60 ? `${min} min` : `${Math.floor(min / 60)} h ${String(min % 60).padStart(2, "0")} min`;
 }
 function hms(d) { return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, "0")).join(":"); }
@@ -37,6 +42,7 @@ function row(table, cells) {
 }
 
 function renderStatus(s) {
+  if (s.now) monitorAheadMs = new Date(s.now) - Date.now();
   text($("device"), s.device ? "· " + s.device : "");
   // Only "raised" and "clear" are asserted; a silent camera, or any state this page does not know,
   // never reads as "clear".
@@ -117,7 +123,7 @@ function renderHistory(h) {
   // Margins fit labels at 22 px: the chart is drawn about 0.6x on a phone, so text stays 13 px there.
   const svg = $("chart"), W = 600, H = 260, L = 64, R = 38, T = 14, B = 36;
   svg.replaceChildren();
-  const end = Date.now() / 1000;
+  const end = h.now;  // the monitor's clock: its points are stamped by it
   const pts = h.points.filter((p) => p.t + h.step_s >= end - h.span_s);
   const start = Math.max(end - h.span_s, Math.min(end - 300, pts.length ? pts[0].t : end));
   const x = (t) => L + (W - L - R) * Math.max(0, (t - start) / (end - start));
