@@ -56,9 +56,9 @@ ADVICE = "Call a second cashier to till 2."  # a store's status.alert_advice
 
 
 @contextmanager
-def stand_in(answers=(), **cfg):
-    """A real StatusServer over a stand-in Stats; yields the page's URL and the list of what was
-    done. `answers` tells each /status in turn what to do: "ok", "camera down" (the camera went
+def stand_in(answers=(), fill=None, **cfg):
+    """A real StatusServer over a stand-in Stats, given its figures by `fill(stats)` when given;
+    yields the page's URL and the list of what was done. `answers` tells each /status in turn what to do: "ok", "camera down" (the camera went
     silent first), "raised yesterday" (an alert raised 26 h ago), "drop" (the connection closes
     without an answer), "stop" (this answer goes out, then the server stops listening) or "hang"
     (no answer, the connection left open, until the end); after the list, "ok"."""
@@ -86,9 +86,11 @@ def stand_in(answers=(), **cfg):
                 hung.wait(120)
             return super().snapshot()
 
-    srv = StatusServer(StandIn("rt", "model.tflite", "rtsp://cam", device="till-9", negative=["angry", "sad"],
-                               alert_advice=ADVICE),
-                       StatusConfig(port=0, **cfg)).start()
+    stats = StandIn("rt", "model.tflite", "rtsp://cam", device="till-9", negative=["angry", "sad"],
+                    alert_advice=ADVICE)
+    if fill:
+        fill(stats)
+    srv = StatusServer(stats, StatusConfig(port=0, **cfg)).start()
     try:
         yield f"http://127.0.0.1:{srv.port}/", done
     finally:
@@ -96,9 +98,9 @@ def stand_in(answers=(), **cfg):
         srv.stop()
 
 
-def page_dom(answers=()) -> tuple[str, list]:
-    """The page's DOM after its polling (see stand_in for `answers`), and what was done."""
-    with stand_in(answers) as (url, done):
+def page_dom(answers=(), fill=None) -> tuple[str, list]:
+    """The page's DOM after its polling (see stand_in), and what was done."""
+    with stand_in(answers, fill) as (url, done):
         return chromium(url, "--dump-dom").stdout, done
 
 
@@ -162,23 +164,36 @@ def test_a_pi_clock_hours_off_the_browsers_still_says_how_long_ago_and_draws_the
     every time it stamps is hours or days off the browser's: how long an alert has been raised,
     and where the chart's hour ends, go by the Pi's clock."""
     from benchmarks.page_shot import made_up_hour
-    from edge.config import StatusConfig
     from edge.service import status
 
     ahead_s = pi_ahead_h * 3600
     monkeypatch.setattr(status, "time", types.SimpleNamespace(time=lambda: time.time() + ahead_s,
                                                               monotonic=time.monotonic))
-    stats = status.Stats("rt", "model.tflite", "camera 0", negative=["angry", "sad"])
-    made_up_hour(stats, time.time() + ahead_s)  # an alert raised a minute ago, by the Pi's clock
-    srv = status.StatusServer(stats, StatusConfig(port=0)).start()
-    try:
-        dom = chromium(f"http://127.0.0.1:{srv.port}/", "--dump-dom").stdout
-    finally:
-        srv.stop()
+    # an alert raised a minute ago, by the Pi's clock
+    dom, _ = page_dom(fill=lambda stats: made_up_hour(stats, time.time() + ahead_s))
     assert re.search(r'id="alert-since">since [^<]* \([12] min\)<', dom), re.findall(r'id="alert-since">[^<]*', dom)
     assert int(re.search(r'data-points="(\d+)"', dom).group(1)) >= 350  # the hour is drawn
     xs = [float(x) for line in re.findall(r'<polyline points="([^"]*)"', dom) for x in re.findall(r"([\d.]+),", line)]
     assert xs and min(xs) < 64 + 10 and max(xs) <= 600 - 38  # across the chart, not piled up or past its edge
+
+
+def test_the_chart_leaves_the_minutes_without_frames_empty():
+    """20 minutes of the hour without a point (the camera was down, or the monitor stopped): the
+    lines break there instead of drawing a slope through figures nobody saw."""
+    now = time.time()
+
+    def hour_with_a_gap(stats):
+        for t in range(int(now - 3600), int(now), 2):
+            if not now - 40 * 60 < t < now - 20 * 60:
+                calm = t > now - 30 * 60
+                stats.history.add(t, 0.1 if calm else 0.7, 2 if calm else 4, False)
+
+    dom, _ = page_dom(fill=hour_with_a_gap)
+    lines = re.findall(r'<polyline points="([^"]*)" class="(share|faces)"', dom)
+    assert sorted(cls for _, cls in lines) == ["faces", "faces", "share", "share"], dom[-3000:]
+    for coords, _ in lines:  # 10 s steps are about 1.5 wide; the 20 minutes about 166
+        xs = [float(xy.split(",")[0]) for xy in coords.split()]
+        assert max(b - a for a, b in zip(xs, xs[1:])) < 5
 
 
 def test_the_readme_picture_is_made_from_the_page_over_a_made_up_hour(tmp_path):

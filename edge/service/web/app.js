@@ -144,11 +144,19 @@ function renderHistory(h) {
   for (const p of pts) {
     if (p.alert) el("rect", {x: x(p.t), y: T, width: Math.max(1, x(p.t + h.step_s) - x(p.t)), height: H - T - B, class: "alert"}, svg);
   }
+  // One line per run of steps that all had frames: where a step is missing (the camera was down,
+  // the monitor stopped) the chart stays empty, not bridged by a slope through figures nobody saw.
+  const runs = [];
+  for (const p of pts) {
+    const last = runs.length ? runs[runs.length - 1] : null;
+    if (last && p.t - last[last.length - 1].t <= 1.5 * h.step_s) last.push(p); else runs.push([p]);
+  }
   const line = (f, cls) => {
-    if (!pts.length) return;
-    const coords = pts.map((p) => `${x(Math.min(end, p.t + h.step_s / 2)).toFixed(1)},${f(p).toFixed(1)}`);
-    if (coords.length === 1) coords.unshift(`${x(pts[0].t).toFixed(1)},${f(pts[0]).toFixed(1)}`);
-    el("polyline", {points: coords.join(" "), class: cls}, svg);
+    for (const run of runs) {
+      const coords = run.map((p) => `${x(Math.min(end, p.t + h.step_s / 2)).toFixed(1)},${f(p).toFixed(1)}`);
+      if (coords.length === 1) coords.unshift(`${x(run[0].t).toFixed(1)},${f(run[0]).toFixed(1)}`);
+      el("polyline", {points: coords.join(" "), class: cls}, svg);
+    }
   };
   line((p) => yFaces(p.faces), "faces");
   line((p) => yShare(p.negative_share), "share");
