@@ -58,7 +58,8 @@ def _above_9(fd: int) -> int:
 class LivePage:
     """Headless chromium on `url` in real time, asked over its DevTools pipe what the page
     holds (`js`). Virtual time (chromium()) stands still while a request is pending, so a
-    request that never gets an answer needs this; it also measures the layout."""
+    request that never gets an answer needs this; it also measures the layout, on a phone's
+    screen of `window` (a window of the browser's own is 500 wide at least)."""
 
     def __init__(self, url: str, window: str = PHONE):
         to_browser, self._out = os.pipe()
@@ -69,7 +70,7 @@ class LivePage:
         self.proc = subprocess.Popen(
             ["bash", "-c", f'exec "$0" "$@" 3<&{to_browser} 4>&{from_browser}', chromium_binary(), "--headless=new",
              "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions", "--hide-scrollbars",
-             "--remote-debugging-pipe", f"--window-size={window}", url],
+             "--remote-debugging-pipe", "about:blank"],
             pass_fds=(to_browser, from_browser), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         os.close(to_browser)
         os.close(from_browser)
@@ -77,6 +78,10 @@ class LivePage:
         try:
             page = next(t for t in self._call("Target.getTargets")["targetInfos"] if t["type"] == "page")
             self._session = self._call("Target.attachToTarget", targetId=page["targetId"], flatten=True)["sessionId"]
+            width, height = map(int, window.split(","))
+            self._call("Emulation.setDeviceMetricsOverride", self._session, width=width, height=height,
+                       deviceScaleFactor=1, mobile=True)
+            self._call("Page.navigate", self._session, url=url)
         except BaseException:
             self.close()
             raise

@@ -140,6 +140,20 @@ def test_a_poll_that_never_gets_an_answer_turns_the_figures_stale():
         assert page.js("document.getElementById('alert-state').textContent") == "clear"  # the last figures, greyed out
 
 
+def test_the_page_fits_a_phone_with_a_network_cameras_url_in_health():
+    """A network camera's address is one long word: the health card wraps it instead of running
+    its values (stage times, the clock's warning) off the right of a phone's screen."""
+    def network_camera(stats):
+        stats.data["source"] = "rtsp://***@192.168.100.164:554/Streaming/Channels/101?transportmode=unicast"
+
+    with stand_in(fill=network_camera) as (url, _), LivePage(url, window="390,844") as page:
+        assert page.wait_for("document.body.dataset.live === '1'")
+        wide = page.js("""[...document.querySelectorAll('td')].filter((td) =>
+            td.getBoundingClientRect().right > td.closest('.card').getBoundingClientRect().right).map((td) => td.textContent)""")
+        assert wide == [], wide
+        assert page.js("document.documentElement.scrollWidth") <= 390
+
+
 def test_the_stale_banner_goes_once_a_poll_succeeds_again():
     """One /status poll gets no answer, the next ones do: the page ends live, without the banner
     or the grey."""
