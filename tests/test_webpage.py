@@ -191,6 +191,14 @@ def test_a_pi_clock_hours_off_the_browsers_still_says_how_long_ago_and_draws_the
     assert xs and min(xs) < 64 + 10 and max(xs) <= 600 - 38  # across the chart, not piled up or past its edge
 
 
+def test_a_monitor_up_for_hours_says_so_in_hours():
+    def up_since_this_morning(stats):
+        stats.started -= 5 * 3600 + 7 * 60
+
+    dom, _ = page_dom(fill=up_since_this_morning)
+    assert "<td>up for</td><td>5 h 07 min</td>" in dom, re.findall(r"<td>up for</td><td>[^<]*", dom)
+
+
 def test_the_chart_leaves_the_minutes_without_frames_empty():
     """20 minutes of the hour without a point (the camera was down, or the monitor stopped): the
     lines break there instead of drawing a slope through figures nobody saw."""

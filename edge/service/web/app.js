@@ -23,11 +23,10 @@ function clock(iso) {
   const d = new Date(iso), time = d.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit"});
   return d.toDateString() === monitorNow().toDateString() ? time : d.toLocaleDateString([], {day: "numeric", month: "short"}) + " " + time;
 }
-// How long ago, for a raised alert: "12 min", "3 h 05 min".
-function ago(iso) {
-  const min = Math.max(0, Math.floor((monitorNow() - new Date(iso)) / 60000));
-  return min < 60 ? `${min} min` : `${Math.floor(min / 60)} h ${String(min % 60).padStart(2, "0")} min`;
-}
+// A span of whole minutes: "12 min", "3 h 05 min".
+function minutes(min) { return min < 60 ? `${min} min` : `${Math.floor(min / 60)} h ${String(min % 60).padStart(2, "0")} min`; }
+// How long ago, for a raised alert.
+function ago(iso) { return minutes(Math.max(0, Math.floor((monitorNow() - new Date(iso)) / 60000))); }
 function hms(d) { return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, "0")).join(":"); }
 function text(el, value) { if (el.textContent !== String(value)) el.textContent = value; }
 
@@ -94,7 +93,7 @@ function renderStatus(s) {
   if (h.clock_synced === false) row(health, ["clock", "not set by NTP: alert times may be wrong"]);
   if (h.cpu_temperature_c !== null && h.cpu_temperature_c !== undefined) row(health, ["CPU temperature", h.cpu_temperature_c.toFixed(1) + " °C"]);
   if (h.throttled_flags !== null && h.throttled_flags !== undefined) row(health, ["throttling", h.throttled_now.join(", ") || "none"]);
-  row(health, ["up for", Math.round(s.uptime_s / 60) + " min"]);
+  row(health, ["up for", minutes(Math.floor(s.uptime_s / 60))]);
   row(health, ["source", s.source]);
 
   text($("updated"), "updated " + new Date().toLocaleTimeString());
