@@ -102,6 +102,24 @@ def test_dashboard_and_rules_use_only_series_that_exist():
             "queue_mood_sink_disabled"} <= exported
 
 
+@needs_promtool
+def test_the_alerts_raised_stat_is_a_whole_number_of_the_last_24_h(tmp_path):
+    """Two alerts in the last hours read 2, not the 2.0008 that increase() extrapolates, under a
+    title that says the 24 h it counts (at 9 am, "today" would include last night's)."""
+    panel = next(p for p in json.loads((FLEET / "grafana-dashboard.json").read_text())["panels"]
+                 if "queue_mood_alerts_raised_total" in p["targets"][0]["expr"])
+    expr = panel["targets"][0]["expr"]
+    assert "[24h]" in expr and "24 h" in panel["title"] and "today" not in panel["title"].lower()
+    (tmp_path / "test.yml").write_text(json.dumps({  # YAML is a superset of JSON
+        "rule_files": [], "evaluation_interval": "1m",
+        "tests": [{"interval": "15s",
+                   "input_series": [{"series": 'queue_mood_alerts_raised_total{store="s1", checkout="1"}',
+                                     "values": "1x400 2x400 3x400"}],  # the monitor began with one raised
+                   "promql_expr_test": [{"expr": expr.replace("$store", ".*"), "eval_time": "5h",
+                                         "exp_samples": [{"labels": "{}", "value": 2}]}]}]}))
+    promtool("test", "rules", "test.yml", cwd=tmp_path)
+
+
 def query(port: int, promql: str) -> dict:
     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
     with urllib.request.urlopen(url, timeout=10) as r:
