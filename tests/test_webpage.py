@@ -113,6 +113,8 @@ def test_camera_down_is_shown_as_such_and_never_as_clear():
     assert "<title>CAMERA DOWN · Queue mood</title>" in dom
     assert "The queue is not being watched — check the camera" in dom
     assert re.search(r'id="negative-share">–<', dom)  # no share is known, so no 0%
+    counts = re.findall(r'<tr><td>(\w+)</td><td><div class="bar[^"]*"[^>]*></div></td><td>([^<]*)</td></tr>', dom)
+    assert [n for _, n in counts] == ["–"] * 7, counts  # nor 0 faces of each emotion
     assert ">clear<" not in dom and "alert-clear" not in dom
     assert 'class="card alert-down"' in dom
     assert re.search(r'id="alert-advice" hidden', dom)  # what to do about an unhappy queue: not now

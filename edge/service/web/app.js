@@ -69,8 +69,8 @@ function renderStatus(s) {
   for (const [name, n] of Object.entries(s.counts)) {
     const bar = document.createElement("div");
     bar.className = "bar" + (s.negative.includes(name) ? " neg" : "");
-    bar.style.width = (100 * n / most) + "%";
-    row(emotions, [name, bar, n]);
+    bar.style.width = state === "down" ? "0" : (100 * n / most) + "%";
+    row(emotions, [name, bar, state === "down" ? "–" : n]);  // unknown (NaN in /metrics), not 0 of each
   }
 
   const alerts = $("alerts");
