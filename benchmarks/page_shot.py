@@ -108,6 +108,10 @@ class LivePage:
         return self._call("Runtime.evaluate", self._session, expression=expression,
                           returnByValue=True)["result"].get("value")
 
+    def forget_cookies(self):
+        """As when the page's cookie runs out."""
+        self._call("Network.clearBrowserCookies", self._session)
+
     def wait_for(self, expression: str, timeout_s: float = 30.0):
         """The expression's value once it is truthy; its last value when timeout_s has passed."""
         deadline = time.monotonic() + timeout_s

@@ -156,6 +156,17 @@ def test_the_page_fits_a_phone_with_a_network_cameras_url_in_health():
         assert page.js("document.documentElement.scrollWidth") <= 390
 
 
+def test_a_refused_poll_says_to_open_the_link_again_not_that_the_monitor_is_unreachable():
+    """A tab left open past its cookie's 30 days: the monitor is there but answers 401, so the
+    banner says what helps (the link) instead of sending someone to look at a Pi that runs."""
+    with stand_in(token=TOKEN) as (url, _), LivePage(f"{url}?token={TOKEN}") as page:
+        assert page.wait_for("document.body.dataset.live === '1'")
+        page.forget_cookies()
+        banner = page.wait_for("!document.getElementById('stale').hidden && document.getElementById('stale').textContent")
+        assert re.fullmatch(r"No data since \d\d:\d\d:\d\d — the monitor refuses this page: open its link with the "
+                            r"token again", banner or ""), banner
+
+
 def test_the_stale_banner_goes_once_a_poll_succeeds_again():
     """One /status poll gets no answer, the next ones do: the page ends live, without the banner
     or the grey."""

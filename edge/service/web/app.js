@@ -104,10 +104,13 @@ function renderStatus(s) {
 // A /status poll that failed (no answer, 401, an error status): the figures on the page are the
 // last ones received, not current ones, so they are greyed out under a banner until a poll succeeds.
 let lastStatusAt = null;
-function setStale(stale) {
+// `refused`: the monitor answered 401 (the page's 30-day cookie ran out, the token was changed);
+// it is there, and opening the link again is what helps.
+function setStale(stale, refused) {
   document.body.classList.toggle("stale", stale);
   $("stale").hidden = !stale;
-  if (stale) text($("stale"), (lastStatusAt ? "No data since " + hms(lastStatusAt) : "No data yet") + " — the monitor is not reachable");
+  const why = refused ? "the monitor refuses this page: open its link with the token again" : "the monitor is not reachable";
+  if (stale) text($("stale"), (lastStatusAt ? "No data since " + hms(lastStatusAt) : "No data yet") + " — " + why);
 }
 
 function el(name, attrs, parent) {
@@ -163,18 +166,18 @@ function renderHistory(h) {
 }
 
 async function poll(path, render, every, stale) {
-  let ok = false;
+  let ok = false, refused = false;
   const abort = new AbortController(), giveUp = setTimeout(() => abort.abort(), ANSWER_WITHIN_MS);
   try {
     const r = await fetch(path, {cache: "no-store", credentials: "same-origin", signal: abort.signal});
-    if (r.status === 401) { text($("updated"), "not authorised: open the link with the token"); return; }
+    if (r.status === 401) { refused = true; text($("updated"), "not authorised: open the link with the token"); return; }
     if (r.ok) { render(await r.json()); ok = true; }
     else text($("updated"), `monitor answered ${r.status}`);
   } catch (e) {
     text($("updated"), "monitor not reachable, retrying…");
   } finally {
     clearTimeout(giveUp);
-    if (stale) stale(!ok);
+    if (stale) stale(!ok, refused);
     setTimeout(() => poll(path, render, every, stale), every);
   }
 }
