@@ -294,7 +294,7 @@ def test_video_frames_are_converted_only_when_looked_at(astronaut_video, every):
 
     from edge.pipeline.sources import VideoFileSource
 
-    cap, reference = cv2.VideoCapture(astronaut_video), []
+    cap, reference = cv2.VideoCapture(str(astronaut_video)), []  # OpenCV < 4.10 (a Pi's 4.6) takes no Path
     while (got := cap.read())[0]:
         reference.append(got[1])
     with VideoFileSource(astronaut_video, every=every) as src:
