@@ -163,6 +163,18 @@ def test_the_preview_extensions_named_are_ones_opencv_writes(tmp_path):
         writer.release()
 
 
+def test_a_video_given_as_a_path_opens_as_one_given_as_a_str(tmp_path, astronaut_video):
+    from edge.pipeline.sources import VideoFileSource
+
+    # OpenCV < 4.10 (a Pi's 4.6) refuses a Path with cv2.error instead of opening it
+    with VideoFileSource(astronaut_video) as src:
+        assert src.frame_count and next(iter(src)).image.shape == (480, 640, 3)
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(UserError, match="Cannot read video"):
+        VideoFileSource(bad)
+
+
 def test_unreadable_video_and_bad_config(tmp_path, shipped_model):
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00garbage" * 100)

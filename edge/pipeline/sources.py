@@ -105,10 +105,10 @@ class Source:
 class VideoFileSource(Source):
     """A recording, frame by frame; timestamps are index / the file's fps."""
 
-    def __init__(self, path: str, every: int = 1):
+    def __init__(self, path: str | os.PathLike, every: int = 1):
         cv2 = import_cv2()
         self.path, self.every = path, max(1, every)
-        self.cap = cv2.VideoCapture(path)
+        self.cap = cv2.VideoCapture(os.fspath(path))  # OpenCV < 4.10 (a Pi's 4.6) takes no Path
         ok, first = self.cap.read() if self.cap.isOpened() else (False, None)
         if not ok:
             self.cap.release()
