@@ -9,14 +9,16 @@
 # systemd, no system user), runs install.sh a second time (an upgrade keeps the config), and
 # then, from THAT venv, asserts numpy 1.x and OpenCV 4.6 from apt, runs `edge doctor` and
 # `edge run` on a short 640x480 video of skimage's astronaut and asserts a face was tracked.
+# Before the install, .ci/pi_env_tests.sh runs edge's test files in such a venv.
 #
 # Usage:  bash .ci/pi_env_lane.sh [BUILD_VENV]        (default BUILD_VENV: .venv)
 #   QM_LANE_MODEL=PATH   int8 .tflite (model.json beside it) to bundle instead of the shipped
 #                        default model edge/models/default/model_int8.tflite
 #   QM_LANE_FRAMES=N     frames for edge run (default 45)
 #   QM_LANE_KEEP=1       keep the temp folder (its path is printed)
-# Needs apt's python3-numpy python3-opencv python3-venv shellcheck (installed when missing and
-# running as root), PyPI for the install's pip step, and the build venv's scikit-image.
+# Needs apt's python3-numpy python3-opencv python3-venv shellcheck, and for the tests opencv-data
+# python3-matplotlib python3-skimage (installed when missing and running as root), PyPI for the
+# pip steps, and the build venv's scikit-image.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -36,7 +38,7 @@ ok() { passed=$((passed + 1)); printf 'ok: %s\n' "$*"; }
 [[ -f "$(dirname "$MODEL")/model.json" ]] || fail "no model.json beside $MODEL."
 
 step "apt packages of the Pi's Python environment"
-wanted=(python3-numpy python3-opencv python3-venv shellcheck)
+wanted=(python3-numpy python3-opencv python3-venv shellcheck opencv-data python3-matplotlib python3-skimage)
 missing=()
 for p in "${wanted[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'ok installed' || missing+=("$p")
@@ -47,11 +49,11 @@ if [[ ${#missing[@]} -gt 0 ]]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
 fi
 /usr/bin/python3 -I -c 'import numpy, cv2; print("apt: numpy", numpy.__version__, "OpenCV", cv2.__version__)'
-ok "apt python3-numpy, python3-opencv, python3-venv, shellcheck"
+ok "apt ${wanted[*]}"
 
 step "shellcheck"
-shellcheck deploy/install.sh deploy/check_aarch64_wheels.sh .ci/pi_env_lane.sh
-ok "shellcheck deploy/install.sh deploy/check_aarch64_wheels.sh .ci/pi_env_lane.sh"
+shellcheck deploy/install.sh deploy/check_aarch64_wheels.sh .ci/pi_env_lane.sh .ci/pi_env_tests.sh
+ok "shellcheck deploy/install.sh deploy/check_aarch64_wheels.sh .ci/pi_env_lane.sh .ci/pi_env_tests.sh"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/qm-pi-lane.XXXXXX")
 cleanup() {
@@ -118,6 +120,11 @@ EOF
 mkdir "$TMP/unpacked"
 tar xzf "$TMP/queue-mood-bundle.tar.gz" -C "$TMP/unpacked"
 ok "bundle $(du -h "$TMP/queue-mood-bundle.tar.gz" | cut -f1)"
+
+# Before the exports below: the tests of install.sh must not see this lane's PREFIX and QM_*.
+step "edge's test files in a venv like the Pi's (.ci/pi_env_tests.sh)"
+bash .ci/pi_env_tests.sh || fail "edge's tests fail in the Pi's Python environment (see above)."
+ok "edge's tests with apt's numpy and OpenCV"
 
 ROOT="$TMP/root"
 export PREFIX="$ROOT/opt/queue-mood" ETC_DIR="$ROOT/etc/queue-mood" STATE_DIR="$ROOT/var/lib/queue-mood"
