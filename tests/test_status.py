@@ -419,17 +419,32 @@ def test_metrics_parse_as_prometheus_and_carry_the_fleet_series(serve):
     assert value[("queue_mood_clock_synced", ())] == int(clock_synced())  # Linux: the kernel always answers
 
 
-def test_metrics_while_the_camera_is_down_say_unknown_not_a_clear_queue_of_0_faces(serve):
+@pytest.mark.parametrize("when", ["camera down", "before the first frame"])
+def test_metrics_while_the_camera_is_down_or_before_the_first_frame_say_unknown_not_a_clear_queue_of_0_faces(
+        serve, when):
     parser = pytest.importorskip("prometheus_client.parser", reason="/metrics needs prometheus_client (edge extra)")
     stats = Stats("rt", "m", "video", device="till-3")
     base, _ = serve(stats)
-    stats.update(result(4, 3, "raised", "raised", angry=3, neutral=1), 0, {})
-    stats.camera_down()
+    if when == "camera down":
+        stats.update(result(4, 3, "raised", "raised", angry=3, neutral=1), 0, {})
+        stats.camera_down()
     samples = [s for f in parser.text_string_to_metric_families(get(base + "/metrics")[2].decode()) for s in f.samples]
     unknown = [s for s in samples if s.name in ("queue_mood_faces", "queue_mood_negative_share", "queue_mood_alert_raised",
                                                 "queue_mood_faces_by_emotion")]
     assert len(unknown) == 3 + len(LABELS) and all(math.isnan(s.value) for s in unknown)
-    assert [s.value for s in samples if s.name == "queue_mood_camera_up"] == [0]
+    assert [s.value for s in samples if s.name == "queue_mood_camera_up"] == [0 if when == "camera down" else 1]
+
+
+def test_status_says_starting_until_the_first_frame_then_what_it_watched(serve):
+    """Between the start and the first frame (or the camera declared down) nothing has been
+    watched: no alert state is asserted and no share is known."""
+    stats = Stats("rt", "m", "video", device="till-3")
+    base, _ = serve(stats)
+    s = json.loads(get(base + "/status")[2])
+    assert s["alert_state"] == "starting" and s["negative_share"] is None and s["camera"] == "up"
+    stats.update(result(2, 0, happy=2), 0, {})
+    s = json.loads(get(base + "/status")[2])
+    assert s["alert_state"] == "clear" and s["negative_share"] == 0.0 and s["faces"] == 2
 
 
 def test_clock_synced_is_the_kernels_maximum_error_under_16_s(monkeypatch):

@@ -18,6 +18,7 @@ import pytest
 
 from benchmarks.page_shot import LivePage, chromium, chromium_binary, screenshot
 from tests.live_edge import TOKEN
+from tests.test_status import result
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not chromium_binary(), reason="needs Debian's chromium (apt install chromium)")]
@@ -104,6 +105,17 @@ def page_dom(answers=(), fill=None) -> tuple[str, list]:
         return chromium(url, "--dump-dom").stdout, done
 
 
+def watched(stats):
+    """One frame processed, as edge run hands it over: 2 calm faces, the alert clear."""
+    stats.update(result(2, 0, happy=2), 0, {})
+
+
+def emotion_counts(dom: str) -> list[str]:
+    """The faces per emotion, as the page's table shows them."""
+    rows = re.findall(r'<tr><td>(\w+)</td><td><div class="bar[^"]*"[^>]*></div></td><td>([^<]*)</td></tr>', dom)
+    return [n for _, n in rows]
+
+
 def test_camera_down_is_shown_as_such_and_never_as_clear():
     """/status after the camera went silent (alert_state "unknown", negative_share null): the
     page says the queue is not watched, with no share and no "clear"."""
@@ -113,17 +125,31 @@ def test_camera_down_is_shown_as_such_and_never_as_clear():
     assert "<title>CAMERA DOWN · Queue mood</title>" in dom
     assert "The queue is not being watched — check the camera" in dom
     assert re.search(r'id="negative-share">–<', dom)  # no share is known, so no 0%
-    counts = re.findall(r'<tr><td>(\w+)</td><td><div class="bar[^"]*"[^>]*></div></td><td>([^<]*)</td></tr>', dom)
-    assert [n for _, n in counts] == ["–"] * 7, counts  # nor 0 faces of each emotion
+    assert emotion_counts(dom) == ["–"] * 7, dom[-3000:]  # nor 0 faces of each emotion
     assert ">clear<" not in dom and "alert-clear" not in dom
     assert 'class="card alert-down"' in dom
     assert re.search(r'id="alert-advice" hidden', dom)  # what to do about an unhappy queue: not now
 
 
+def test_a_monitor_that_has_processed_no_frame_yet_says_starting_never_clear():
+    """The first seconds after a start: no frame yet, and the camera not yet declared down
+    (alert_state "starting", negative_share null). Nothing has been watched: no "clear", no
+    0 faces."""
+    dom, _ = page_dom()
+    assert 'data-live="1"' in dom, dom[-3000:]
+    assert re.search(r'id="alert-state">starting<', dom)
+    assert 'class="card alert-starting"' in dom and "<title>Queue mood</title>" in dom
+    assert "The monitor has not watched the queue yet" in dom
+    assert re.search(r'id="faces">–<', dom) and re.search(r'id="negative-share">–<', dom)
+    assert emotion_counts(dom) == ["–"] * 7, dom[-3000:]
+    assert ">clear<" not in dom and "alert-clear" not in dom
+    assert re.search(r'id="alert-advice" hidden', dom)
+
+
 def test_figures_go_stale_with_a_banner_when_the_monitor_stops_answering():
     """The monitor answers one /status and then stops listening: the page greys out the last
     figures and says since when there has been no data."""
-    dom, done = page_dom(["stop"])
+    dom, done = page_dom(["stop"], fill=watched)
     assert done == ["stop"]
     assert 'data-live="1"' in dom, dom[-3000:]  # the first poll drew the figures
     assert re.search(r'<body[^>]* class="[^"]*\bstale\b', dom), dom[:1500]
@@ -135,7 +161,7 @@ def test_a_poll_that_never_gets_an_answer_turns_the_figures_stale():
     """The connection drops mid-request (Wi-Fi gone, the Pi unplugged): neither an answer nor a
     reset reaches the browser, which would wait for minutes. The server's idle timeout cannot
     end it from there (an hour here); the page gives up on the poll and says the data is old."""
-    with stand_in(["ok"] + ["hang"] * 20, idle_timeout_s=3600) as (url, done), LivePage(url) as page:
+    with stand_in(["ok"] + ["hang"] * 20, watched, idle_timeout_s=3600) as (url, done), LivePage(url) as page:
         banner = page.wait_for("!document.getElementById('stale').hidden && document.getElementById('stale').textContent")
         assert re.fullmatch(r"No data since \d\d:\d\d:\d\d — the monitor is not reachable", banner or ""), (banner, done)
         assert page.js("document.body.classList.contains('stale')")

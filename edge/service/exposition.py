@@ -68,18 +68,18 @@ class _Collector:
         yield counter("frames", "Frames processed.", s["frames"])
         yield counter("dropped_frames", "Live frames dropped because processing was slower.", s["dropped_frames"])
         yield gauge("fps", "Frames processed per second (smoothed).", s["fps"])
-        # negative_share is None while the camera is down: the queue is unknown, so these are NaN,
-        # never a clear queue of 0 faces (HQ's rules and dashboard leave NaN series out of sums)
+        # negative_share is None while the camera is down and before the first frame: the queue is
+        # unknown, so these are NaN, never a clear queue of 0 faces (HQ's rules and dashboard leave NaN series out of sums)
         share = s["negative_share"]
 
         def known(value):
             return float("nan") if share is None else value
 
-        yield gauge("faces", "Tracked faces in the mood window (NaN while the camera is down).", known(s["faces"]))
+        yield gauge("faces", "Tracked faces in the mood window (NaN while the camera is down or before the first frame).", known(s["faces"]))
         yield gauge("negative_share", "Share of tracked faces with a confident negative expression.", known(share))
         yield gauge("faces_by_emotion", "Tracked faces per smoothed emotion.", label="emotion",
                     values={k: known(v) for k, v in s["counts"].items()})
-        yield gauge("alert_raised", "1 while an alert is raised (NaN while the camera is down).",
+        yield gauge("alert_raised", "1 while an alert is raised (NaN while the camera is down or before the first frame).",
                     known(int(s["alert_state"] == "raised")))
         yield counter("alerts_raised", "Alerts raised since start.", s["alerts_raised"])
         yield gauge("stage_latency_ms", "Median stage latency over recent frames.", label="stage",

@@ -70,9 +70,11 @@ class Stats:
         self._lock = threading.Lock()
         self.started = time.monotonic()
         self.history = history or History()
+        # Until the first frame (or the camera is declared down) nothing has been watched: the
+        # alert state is "starting" and the share unknown (None), never a clear queue of 0 faces.
         self.data = {"device": device, "runtime": runtime, "model": model, "source": redact_text(source),
                      "started_at": _now_iso(), "frames": 0, "dropped_frames": 0, "fps": 0.0, "faces": 0,
-                     "negative_share": 0.0, "counts": dict.fromkeys(labels, 0), "alert_state": "clear",
+                     "negative_share": None, "counts": dict.fromkeys(labels, 0), "alert_state": "starting",
                      "alert_raised_at": None, "alert_advice": alert_advice, "alerts_raised": 0, "negative": list(negative), "stage_ms": {},
                      "sink_failures": {}, "camera": "up", "camera_down_total": 0, "camera_read_failures": 0,
                      "camera_reopens": 0, "sinks": {}}

@@ -43,18 +43,20 @@ function row(table, cells) {
 function renderStatus(s) {
   if (s.now) monitorAheadMs = new Date(s.now) - Date.now();
   text($("device"), s.device ? "· " + s.device : "");
-  // Only "raised" and "clear" are asserted; a silent camera, or any state this page does not know,
-  // never reads as "clear".
-  const state = s.camera === "down" ? "down" : ["raised", "clear"].includes(s.alert_state) ? s.alert_state : "unknown";
-  text($("faces"), state === "down" ? "–" : s.faces);
-  text($("negative-share"), state === "down" ? "–" : pct(s.negative_share));
-  text($("alert-state"), {raised: "RAISED", clear: "clear", down: "CAMERA DOWN", unknown: "unknown"}[state]);
+  // Only "raised" and "clear" are asserted; "starting" (no frame yet), a silent camera, or any state
+  // this page does not know, never reads as "clear".
+  const state = s.camera === "down" ? "down" : ["raised", "clear", "starting"].includes(s.alert_state) ? s.alert_state : "unknown";
+  const unseen = state === "down" || state === "starting";  // no figures: nothing is being watched
+  text($("faces"), unseen ? "–" : s.faces);
+  text($("negative-share"), unseen ? "–" : pct(s.negative_share));
+  text($("alert-state"), {raised: "RAISED", clear: "clear", starting: "starting", down: "CAMERA DOWN", unknown: "unknown"}[state]);
   $("alert-card").className = "card alert-" + state;
   // The tab says it too: a manager with the page in a background tab sees the state change.
-  text(document.querySelector("title"), {raised: "ALERT · ", down: "CAMERA DOWN · ", clear: "", unknown: ""}[state] + "Queue mood");
+  text(document.querySelector("title"), {raised: "ALERT · ", down: "CAMERA DOWN · ", clear: "", starting: "", unknown: ""}[state] + "Queue mood");
   text($("alert-since"), {
     raised: s.alert_raised_at ? `since ${clock(s.alert_raised_at)} (${ago(s.alert_raised_at)})` : "",
     clear: "",
+    starting: "The monitor has not watched the queue yet",
     down: "The queue is not being watched — check the camera",
     unknown: "The monitor does not know the queue's mood",
   }[state]);
@@ -69,8 +71,8 @@ function renderStatus(s) {
   for (const [name, n] of Object.entries(s.counts)) {
     const bar = document.createElement("div");
     bar.className = "bar" + (s.negative.includes(name) ? " neg" : "");
-    bar.style.width = state === "down" ? "0" : (100 * n / most) + "%";
-    row(emotions, [name, bar, state === "down" ? "–" : n]);  // unknown (NaN in /metrics), not 0 of each
+    bar.style.width = unseen ? "0" : (100 * n / most) + "%";
+    row(emotions, [name, bar, unseen ? "–" : n]);  // unknown (NaN in /metrics), not 0 of each
   }
 
   const alerts = $("alerts");
