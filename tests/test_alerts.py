@@ -49,6 +49,23 @@ def test_cooldown_blocks_a_second_alert_then_allows_it():
     assert events == [(2.0, "raised"), (7.0, "cleared"), (52.0, "raised")]
 
 
+def test_the_cooldown_is_said_to_hold_a_new_alert_back_only_while_the_queue_would_raise_one():
+    """held_back_s: the seconds until the cooldown lets a new alert be raised, while the share and
+    the faces are over the raise thresholds; None otherwise. It only reads: the same timeline as
+    above gives the same transitions."""
+    p = AlertPolicy(AlertConfig(raise_share=0.5, clear_share=0.3, raise_after_s=2, clear_after_s=2, min_faces=2, cooldown_s=30))
+    events, held = [], {}
+    for i in range(110):  # the timeline above at 0.5 s steps, with one face only at 25-30 s
+        t = i / 2
+        share = 0.9 if t < 5 or 10 <= t < 30 or t >= 50 else 0.0
+        faces = 1 if 25 <= t < 30 else 2
+        if ev := p.update(t, share, faces):
+            events.append((t, ev))
+        held[t] = p.held_back_s(t, share, faces)
+    assert events == [(2.0, "raised"), (7.0, "cleared"), (52.0, "raised")]
+    assert {t: s for t, s in held.items() if s is not None} == {t: 37 - t for t in held if 10 <= t < 25}
+
+
 def test_flicker_inside_the_band_never_clears():
     p = AlertPolicy(AlertConfig(raise_share=0.6, clear_share=0.2, raise_after_s=1, clear_after_s=3, min_faces=1))
     events = replay(p, [(2, 0.8, 2)] + [(1, 0.1, 2), (1, 0.5, 2)] * 10)

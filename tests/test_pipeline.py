@@ -434,8 +434,9 @@ enabled = false
 """)
     cfg = load_config(cfg_file, {"model.path": str(shipped_model)})
     timeline = []
-    summary = run(cfg, RunOptions(), on_result=lambda fr, res: timeline.append(
-        (res.t_s, res.mood.negative_share, res.mood.faces, res.transition)))
+    held = {}
+    summary = run(cfg, RunOptions(), on_result=lambda fr, res: (timeline.append(
+        (res.t_s, res.mood.negative_share, res.mood.faces, res.transition)), held.update({res.t_s: res.held_back_s})))
     transitions = [(t, tr) for t, _, _, tr in timeline if tr]
     assert [tr for _, tr in transitions] == ["raised", "cleared"], transitions
     (t_raise, _), (t_clear, _) = transitions
@@ -444,6 +445,10 @@ enabled = false
     peak = max(s for t, s, _, _ in timeline if 14 <= t <= 26)
     calm = max(s for t, s, _, _ in timeline if 2 <= t <= 8)
     assert peak >= 0.6 > calm
+    # unhappy again inside the cooldown: each frame says how long it holds a new alert back
+    again = [t for t, s, n, _ in timeline if t > t_clear and s >= 0.6 and n >= 2]
+    assert again and all(held[t] == pytest.approx(t_clear + 600 - t) for t in again)
+    assert all(held[t] is None for t, s, n, _ in timeline if t not in again)
     assert 6 <= summary["tracks"] <= 10  # people (8 came and went), not frames
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert [e["kind"] for e in events] == ["raised", "cleared"]

@@ -14,6 +14,7 @@ import struct
 import time
 import urllib.error
 import urllib.request
+from datetime import datetime
 
 import pytest
 
@@ -105,6 +106,21 @@ def test_status_history_and_recent_alerts_follow_the_pipeline(serve):
     stats.update(result(1, 0, "clear", "cleared", happy=1), 2, {})
     s = json.loads(get(base + "/status")[2])
     assert s["alert_raised_at"] is None and [a["kind"] for a in s["recent_alerts"]] == ["cleared", "raised"]
+
+
+def test_status_says_until_when_the_cooldown_holds_a_new_alert_back(serve):
+    """The queue unhappy again during the cooldown after a clear: /status says when a new alert
+    may be raised (by this machine's clock), and only while that holds."""
+    from dataclasses import replace
+
+    stats = Stats("rt", "m", "video", device="till-3")
+    base, _ = serve(stats)
+    stats.update(replace(result(4, 3, angry=3, happy=1), held_back_s=90.0), 0, {})
+    s = json.loads(get(base + "/status")[2])
+    until = datetime.fromisoformat(s["alert_held_back_until"])
+    assert s["alert_state"] == "clear" and abs((until - datetime.fromisoformat(s["now"])).total_seconds() - 90) <= 2
+    stats.update(result(4, 1, angry=1, happy=3), 0, {})
+    assert json.loads(get(base + "/status")[2])["alert_held_back_until"] is None
 
 
 def test_credentials_in_the_source_url_are_never_shown(serve):

@@ -146,6 +146,19 @@ def test_a_monitor_that_has_processed_no_frame_yet_says_starting_never_clear():
     assert re.search(r'id="alert-advice" hidden', dom)
 
 
+def test_a_queue_unhappy_again_during_the_cooldown_is_said_beside_clear():
+    """After an alert clears, the policy raises no new one for alert.cooldown_s: a queue that turns
+    unhappy again meanwhile reads "clear" with 3 of 4 faces unhappy, and the card says why."""
+    from dataclasses import replace
+
+    dom, _ = page_dom(fill=lambda stats: stats.update(replace(result(4, 3, angry=3, happy=1), held_back_s=90.0), 0, {}))
+    assert re.search(r'id="alert-state">clear<', dom) and re.search(r'id="negative-share">75%<', dom), dom[-3000:]
+    assert re.search(r'<p class="held" id="alert-held">unhappy again: a new alert can be raised from '
+                     r'\d[\d:]+[^<]*</p>', dom), re.findall(r'id="alert-held"[^<]*', dom)
+    dom, _ = page_dom(fill=watched)  # clear and calm: nothing to say
+    assert re.search(r'id="alert-held" hidden', dom)
+
+
 def test_figures_go_stale_with_a_banner_when_the_monitor_stops_answering():
     """The monitor answers one /status and then stops listening: the page greys out the last
     figures and says since when there has been no data."""

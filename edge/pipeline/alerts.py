@@ -35,6 +35,16 @@ class AlertPolicy:
             return "cleared"
         return None
 
+    def held_back_s(self, t_s: float, negative_share: float, faces: int) -> float | None:
+        """While the queue would raise an alert (update()'s share and faces test) but the cooldown
+        after the last clear holds it back: the seconds until a new one may be raised; else None.
+        Only reads the state: what to show beside a "clear" that contradicts the figures."""
+        if self.raised or t_s >= self._cooldown_until:
+            return None
+        if faces < self.cfg.min_faces or negative_share < self.cfg.raise_share:
+            return None
+        return self._cooldown_until - t_s
+
     def _held(self, condition: bool, t_s: float, need_s: float) -> bool:
         """Whether `condition` has held without a break for need_s up to t_s (the hysteresis timer)."""
         if not condition:

@@ -42,6 +42,7 @@ class FrameResult:
     detected: bool = True  # False: the schedule skipped the detector; tracks carry their last boxes
     classified: int = 0  # faces classified in this frame (the schedule picks which)
     refound: list[tuple[int, int]] = field(default_factory=list)  # (new track id, the lost one it continues)
+    held_back_s: float | None = None  # AlertPolicy.held_back_s: the cooldown holds back an alert the queue would raise
 
 
 class StageTimer:
@@ -236,7 +237,8 @@ class Pipeline:
         # every face with a mood to show, confirmed or not (carried boxes between detector frames)
         faces = sorted((tr for tr in self.monitor.carried if tr.probs is not None), key=lambda tr: tr.id)
         return FrameResult(frame.index, frame.t_s, len(detections), tracks, mood, transition, self.policy.state, stage_s,
-                           faces, detect, self.monitor.classified, list(self.tracker.refound) if detect else [])
+                           faces, detect, self.monitor.classified, list(self.tracker.refound) if detect else [],
+                           self.policy.held_back_s(frame.t_s, mood.negative_share, mood.faces))
 
 
 def load_parts(cfg: Config):

@@ -75,7 +75,7 @@ class Stats:
         self.data = {"device": device, "runtime": runtime, "model": model, "source": redact_text(source),
                      "started_at": _now_iso(), "frames": 0, "dropped_frames": 0, "fps": 0.0, "faces": 0,
                      "negative_share": None, "counts": dict.fromkeys(labels, 0), "alert_state": "starting",
-                     "alert_raised_at": None, "alert_advice": alert_advice, "alerts_raised": 0, "negative": list(negative), "stage_ms": {},
+                     "alert_raised_at": None, "alert_held_back_until": None, "alert_advice": alert_advice, "alerts_raised": 0, "negative": list(negative), "stage_ms": {},
                      "sink_failures": {}, "camera": "up", "camera_down_total": 0, "camera_read_failures": 0,
                      "camera_reopens": 0, "sinks": {}}
         self._last_t: float | None = None
@@ -102,6 +102,9 @@ class Stats:
             d["negative_share"] = round(result.mood.negative_share, 4)
             d["counts"] = {**d["counts"], **result.mood.counts}
             d["alert_state"] = result.alert_state
+            # the queue unhappy again while the cooldown after a clear holds a new alert back: until when
+            held = result.held_back_s
+            d["alert_held_back_until"] = None if held is None else iso(wall + held)
             d["stage_ms"] = {k: round(v, 3) for k, v in stage_ms.items()}
             if result.transition:
                 d["alerts_raised"] += result.transition == "raised"
@@ -113,7 +116,7 @@ class Stats:
         """No frames: nothing is known about the queue, so no mood and no alert is asserted."""
         with self._lock:
             self.data.update(camera="down", fps=0.0, faces=0, negative_share=None, alert_state="unknown",
-                             counts=dict.fromkeys(self.data["counts"], 0))
+                             alert_held_back_until=None, counts=dict.fromkeys(self.data["counts"], 0))
             self.data["camera_down_total"] += 1
             self._last_t = self._dt = None  # the fps average restarts with the next frame
 

@@ -64,6 +64,10 @@ function renderStatus(s) {
   // What the staff should do (status.alert_advice), only while an alert is raised.
   text($("alert-advice"), state === "raised" ? s.alert_advice || "" : "");
   $("alert-advice").hidden = state !== "raised" || !s.alert_advice;
+  // Clear, yet the queue is over the raise share: the cooldown after the last alert holds a new one back.
+  const held = state === "clear" && s.alert_held_back_until;
+  text($("alert-held"), held ? `unhappy again: a new alert can be raised from ${clock(s.alert_held_back_until)}` : "");
+  $("alert-held").hidden = !held;
 
   const emotions = $("emotions");
   emotions.replaceChildren();
