@@ -123,6 +123,32 @@ def test_status_says_until_when_the_cooldown_holds_a_new_alert_back(serve):
     assert json.loads(get(base + "/status")[2])["alert_held_back_until"] is None
 
 
+def test_status_says_since_when_the_alert_state_holds(serve):
+    """alert_state_since: when the alert card's state began (by this machine's clock): the start,
+    the first frame, a transition, the camera declared down, its first frame back. A frame in the
+    same state leaves it."""
+    stats = Stats("rt", "m", "video", device="till-3")
+    base, _ = serve(stats)
+
+    def since(*frame, down=False):
+        stats.data["alert_state_since"] = "2000-01-01T00:00:00+00:00"  # a time no step here would write
+        if down:
+            stats.camera_down()
+        elif frame:
+            stats.update(result(*frame), 0, {})
+        s = json.loads(get(base + "/status")[2])
+        new = abs((datetime.fromisoformat(s["now"]) - datetime.fromisoformat(s["alert_state_since"])).total_seconds()) <= 2
+        return new or s["alert_state_since"]  # True: set just now
+
+    assert json.loads(get(base + "/status")[2])["alert_state_since"] == stats.data["started_at"]
+    assert since(2, 0) is True  # starting -> clear
+    assert since(2, 0) == "2000-01-01T00:00:00+00:00"  # still clear
+    assert since(2, 2, "raised", "raised") is True
+    assert since(2, 0, "clear", "cleared") is True
+    assert since(down=True) is True
+    assert since(2, 0) is True  # the camera back: watched and clear again from now
+
+
 def test_credentials_in_the_source_url_are_never_shown(serve):
     stats = Stats("rt", "m", "stream rtsp://admin:s3cret@10.0.0.9:554/live?token=abc123", device="x")
     base, _ = serve(stats)

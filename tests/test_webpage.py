@@ -123,11 +123,12 @@ def test_camera_down_is_shown_as_such_and_never_as_clear():
     assert 'data-live="1"' in dom, dom[-3000:]
     assert re.search(r'id="alert-state">CAMERA DOWN<', dom)
     assert "<title>CAMERA DOWN · Queue mood</title>" in dom
-    assert "The queue is not being watched — check the camera" in dom
     assert re.search(r'id="negative-share">–<', dom)  # no share is known, so no 0%
     assert emotion_counts(dom) == ["–"] * 7, dom[-3000:]  # nor 0 faces of each emotion
     assert ">clear<" not in dom and "alert-clear" not in dom
     assert 'class="card alert-down"' in dom
+    assert re.search(r'id="alert-since">since \d[^<]* \(0 min\): the queue is not being watched — check the '
+                     r'camera<', dom), re.findall(r'id="alert-since">[^<]*', dom)
     assert re.search(r'id="alert-advice" hidden', dom)  # what to do about an unhappy queue: not now
 
 
@@ -144,6 +145,21 @@ def test_a_monitor_that_has_processed_no_frame_yet_says_starting_never_clear():
     assert emotion_counts(dom) == ["–"] * 7, dom[-3000:]
     assert ">clear<" not in dom and "alert-clear" not in dom
     assert re.search(r'id="alert-advice" hidden', dom)
+
+
+@pytest.mark.parametrize("state", ["clear", "camera down"])
+def test_clear_and_camera_down_say_since_when_like_a_raised_alert(state):
+    """Since when the queue has been clear (the alert cleared, or the first frame) or unwatched
+    (the camera declared down): a time, and how long by the Pi's clock."""
+    def for_25_min(stats):
+        watched(stats)
+        if state == "camera down":
+            stats.camera_down()
+        since = datetime.now(timezone.utc) - timedelta(minutes=25)
+        stats.data["alert_state_since"] = since.isoformat(timespec="seconds")
+
+    dom, _ = page_dom(fill=for_25_min)
+    assert re.search(r'id="alert-since">since \d[^<]* \(25 min\)[:<]', dom), re.findall(r'id="alert-since">[^<]*', dom)
 
 
 def test_a_queue_unhappy_again_during_the_cooldown_is_said_beside_clear():

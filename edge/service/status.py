@@ -72,8 +72,9 @@ class Stats:
         self.history = history or History()
         # Until the first frame (or the camera is declared down) nothing has been watched: the
         # alert state is "starting" and the share unknown (None), never a clear queue of 0 faces.
+        started = _now_iso()
         self.data = {"device": device, "runtime": runtime, "model": model, "source": redact_text(source),
-                     "started_at": _now_iso(), "frames": 0, "dropped_frames": 0, "fps": 0.0, "faces": 0,
+                     "started_at": started, "alert_state_since": started, "frames": 0, "dropped_frames": 0, "fps": 0.0, "faces": 0,
                      "negative_share": None, "counts": dict.fromkeys(labels, 0), "alert_state": "starting",
                      "alert_raised_at": None, "alert_held_back_until": None, "alert_advice": alert_advice, "alerts_raised": 0, "negative": list(negative), "stage_ms": {},
                      "sink_failures": {}, "camera": "up", "camera_down_total": 0, "camera_read_failures": 0,
@@ -101,6 +102,8 @@ class Stats:
             d["faces"] = result.mood.faces
             d["negative_share"] = round(result.mood.negative_share, 4)
             d["counts"] = {**d["counts"], **result.mood.counts}
+            if result.alert_state != d["alert_state"]:  # a transition, the first frame, or the camera back
+                d["alert_state_since"] = iso(wall)
             d["alert_state"] = result.alert_state
             # the queue unhappy again while the cooldown after a clear holds a new alert back: until when
             held = result.held_back_s
@@ -116,7 +119,8 @@ class Stats:
         """No frames: nothing is known about the queue, so no mood and no alert is asserted."""
         with self._lock:
             self.data.update(camera="down", fps=0.0, faces=0, negative_share=None, alert_state="unknown",
-                             alert_held_back_until=None, counts=dict.fromkeys(self.data["counts"], 0))
+                             alert_state_since=_now_iso(), alert_held_back_until=None,
+                             counts=dict.fromkeys(self.data["counts"], 0))
             self.data["camera_down_total"] += 1
             self._last_t = self._dt = None  # the fps average restarts with the next frame
 
@@ -137,8 +141,8 @@ class Stats:
             self.data["sink_failures"] = {key: s.get("failures", 0) for key, s in sinks.items()}
 
     def snapshot(self) -> dict:
-        """What /status shows: the current mood, alert, recent alerts and health, and this
-        machine's time (`now`): every time here is by its clock, which on a Pi without NTP can be
+        """What /status shows: the current mood, alert (and since when its state holds:
+        `alert_state_since`), recent alerts and health, and this machine's time (`now`): every time here is by its clock, which on a Pi without NTP can be
         hours or days off the browser's, so the page reckons how long ago by it."""
         now = time.monotonic()
         if now - self._health_t >= HEALTH_EVERY_S:  # outside the lock: sysfs may be slow

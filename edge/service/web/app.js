@@ -25,8 +25,9 @@ function clock(iso) {
 }
 // A span of whole minutes: "12 min", "3 h 05 min".
 function minutes(min) { return min < 60 ? `${min} min` : `${Math.floor(min / 60)} h ${String(min % 60).padStart(2, "0")} min`; }
-// How long ago, for a raised alert.
+// How long ago, by the monitor's clock.
 function ago(iso) { return minutes(Math.max(0, Math.floor((monitorNow() - new Date(iso)) / 60000))); }
+function since(iso) { return iso ? `since ${clock(iso)} (${ago(iso)})` : ""; }
 function hms(d) { return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, "0")).join(":"); }
 function text(el, value) { if (el.textContent !== String(value)) el.textContent = value; }
 
@@ -54,10 +55,10 @@ function renderStatus(s) {
   // The tab says it too: a manager with the page in a background tab sees the state change.
   text(document.querySelector("title"), {raised: "ALERT · ", down: "CAMERA DOWN · ", clear: "", starting: "", unknown: ""}[state] + "Queue mood");
   text($("alert-since"), {
-    raised: s.alert_raised_at ? `since ${clock(s.alert_raised_at)} (${ago(s.alert_raised_at)})` : "",
-    clear: "",
+    raised: since(s.alert_raised_at),
+    clear: since(s.alert_state_since),  // the alert cleared, or the queue has been watched (again) from then
     starting: "The monitor has not watched the queue yet",
-    down: "The queue is not being watched — check the camera",
+    down: `${since(s.alert_state_since)}: the queue is not being watched — check the camera`,
     unknown: "The monitor does not know the queue's mood",
   }[state]);
 
