@@ -11,6 +11,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -120,52 +121,83 @@ def test_the_alerts_raised_stat_is_a_whole_number_of_the_last_24_h(tmp_path):
     promtool("test", "rules", "test.yml", cwd=tmp_path)
 
 
+def test_the_monitor_cpu_panel_says_what_its_percent_axis_means():
+    """queue_mood_process_cpu_share is 1.0 with one core busy: 100% on the panel's percent axis."""
+    (panel,) = [p for p in json.loads((FLEET / "grafana-dashboard.json").read_text())["panels"]
+                if "queue_mood_process_cpu_share" in p["targets"][0]["expr"]]
+    assert panel["fieldConfig"]["defaults"]["unit"] == "percentunit"
+    assert "100% = one core busy" in panel["title"] and "1 =" not in panel["title"], panel["title"]
+
+
 def query(port: int, promql: str) -> dict:
     url = f"http://127.0.0.1:{port}/api/v1/query?" + urllib.parse.urlencode({"query": promql})
     with urllib.request.urlopen(url, timeout=10) as r:
         return json.loads(r.read())
 
 
-@pytest.mark.slow
-@needs_promtool
-@pytest.mark.skipif(not PROMETHEUS, reason="needs Debian's prometheus (apt install prometheus)")
-def test_prometheus_scrapes_two_monitors_with_store_and_checkout_labels(edge_runs, tmp_path):
-    runs = [edge_runs("till-1"), edge_runs("till-2")]
-    for r in runs:
-        r.wait_until(lambda s: s["frames"] > 0)
+needs_prometheus = pytest.mark.skipif(not PROMETHEUS, reason="needs Debian's prometheus (apt install prometheus)")
 
-    # the shipped config, as HQ deploys it: a token file and one targets file per store
+
+@contextmanager
+def fleet_prometheus(tmp_path, stores: dict[str, list[int]]):
+    """Debian's prometheus on the shipped config as HQ deploys it (a token file, one targets file
+    per store: {store: [port of checkout 1, ...]} on this machine), scraping every second; yields
+    `wait(promql, cond)`, the query's result once cond(result) holds (the last one after 90 s)."""
     conf = tmp_path / "prometheus"
     shutil.copytree(FLEET, conf)
     (conf / "queue-mood.token").write_text(TOKEN + "\n")
     for f in (conf / "targets").glob("*.yml"):
         f.unlink()
-    (conf / "targets" / "test-store.yml").write_text("".join(
-        f'- targets: ["127.0.0.1:{r.port}"]\n  labels: {{store: "test-store", checkout: "{i + 1}"}}\n'
-        for i, r in enumerate(runs)))
+    for store, ports in stores.items():
+        (conf / "targets" / f"{store}.yml").write_text("".join(
+            f'- targets: ["127.0.0.1:{port}"]\n  labels: {{store: "{store}", checkout: "{i + 1}"}}\n'
+            for i, port in enumerate(ports)))
     yml = conf / "prometheus.yml"
     fast = yml.read_text().replace("interval: 15s", "interval: 1s").replace("timeout: 5s", "timeout: 1s")
     yml.write_text(fast)  # a test cannot wait 15 s per scrape
     promtool("check", "config", yml, cwd=conf)
 
     port = free_port()
-    log = (tmp_path / "prometheus.log").open("wb")
+    log_path = tmp_path / "prometheus.log"
+    log = log_path.open("wb")
     prom = subprocess.Popen([PROMETHEUS, f"--config.file={yml}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
                              f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=log)
-    try:
-        deadline = time.monotonic() + 90
-        faces = []
+
+    def wait(promql: str, cond) -> list:
+        deadline, result = time.monotonic() + 90, []
         while time.monotonic() < deadline:
             try:
-                faces = query(port, "queue_mood_faces")["data"]["result"]
+                result = query(port, promql)["data"]["result"]
             except OSError:
-                faces = []
-            if len(faces) == 2 and query(port, "store:queue_mood_faces:sum")["data"]["result"]:
+                result = []
+            if cond(result):
                 break
-            assert prom.poll() is None, (tmp_path / "prometheus.log").read_text()[-3000:]
+            assert prom.poll() is None, log_path.read_text()[-3000:]
             time.sleep(0.5)
+        return result
+
+    wait.port, wait.log = port, log_path
+    try:
+        yield wait
+    finally:
+        prom.terminate()
+        prom.wait(30)
+
+
+@pytest.mark.slow
+@needs_promtool
+@needs_prometheus
+def test_prometheus_scrapes_two_monitors_with_store_and_checkout_labels(edge_runs, tmp_path):
+    runs = [edge_runs("till-1"), edge_runs("till-2")]
+    for r in runs:
+        r.wait_until(lambda s: s["frames"] > 0)
+
+    with fleet_prometheus(tmp_path, {"test-store": [r.port for r in runs]}) as wait:
+        port = wait.port
+        faces = wait("queue_mood_faces", lambda faces: len(faces) == 2 and query(
+            port, "store:queue_mood_faces:sum")["data"]["result"])
         labels = sorted((s["metric"]["store"], s["metric"]["checkout"]) for s in faces)
-        assert labels == [("test-store", "1"), ("test-store", "2")], (tmp_path / "prometheus.log").read_text()[-3000:]
+        assert labels == [("test-store", "1"), ("test-store", "2")], wait.log.read_text()[-3000:]
         up = query(port, 'up{job="queue-mood"}')["data"]["result"]
         assert sorted(float(s["value"][1]) for s in up) == [1.0, 1.0]  # the token got both scrapes through
         assert {s["metric"]["device"] for s in query(port, "queue_mood_info")["data"]["result"]} == {"till-1", "till-2"}
@@ -175,6 +207,21 @@ def test_prometheus_scrapes_two_monitors_with_store_and_checkout_labels(edge_run
         assert len(raised) == 2
         failures = query(port, 'queue_mood_sink_failures_total{sink="log"}')["data"]["result"]
         assert sorted((s["metric"]["checkout"], s["value"][1]) for s in failures) == [("1", "0"), ("2", "0")]
-    finally:
-        prom.terminate()
-        prom.wait(30)
+
+
+@pytest.mark.slow
+@needs_promtool
+@needs_prometheus
+def test_the_store_selector_lists_a_store_whose_monitors_are_all_down(tmp_path):
+    """The dashboard's `store` variable, asked of prometheus as Grafana's label_values(selector,
+    label) does, through the shipped config: a store whose every monitor is unreachable (no
+    queue_mood_* series at all) is still listed, when HQ most needs to pick it."""
+    (var,) = [v for v in json.loads((FLEET / "grafana-dashboard.json").read_text())["templating"]["list"]
+              if v["name"] == "store"]
+    selector, label = re.fullmatch(r"label_values\((.+),\s*(\w+)\)", var["query"]["query"]).groups()
+    assert label == "store" and var["definition"] == var["query"]["query"]
+    with fleet_prometheus(tmp_path, {"closed-store": [free_port(), free_port()]}) as wait:  # nothing listens
+        assert len(wait('up{job="queue-mood"} == 0', lambda down: len(down) == 2)) == 2, wait.log.read_text()[-3000:]
+        url = f"http://127.0.0.1:{wait.port}/api/v1/label/{label}/values?" + urllib.parse.urlencode({"match[]": selector})
+        with urllib.request.urlopen(url, timeout=10) as r:
+            assert json.loads(r.read())["data"] == ["closed-store"], selector
