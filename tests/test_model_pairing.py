@@ -63,3 +63,25 @@ def test_bundle_takes_the_folder_edge_convert_wrote(tmp_path, shipped_model):
 
     model = copy_model(shipped_model, tmp_path)
     assert _resolve_model(str(tmp_path), load_config(None)) == model
+
+
+def test_bundle_refuses_a_sibling_the_pi_would_refuse(tmp_path, shipped_model):
+    """A file beside the card under another name (the float32 model convert writes, an older model
+    renamed) runs here, but the bundle installs it as model_int8.tflite, the file the card's sha256
+    names, and every start on the Pi would refuse it."""
+    from edge.card import check_pair, load_card
+    from edge.ops.bundle import MODEL_FILE, _resolve_model
+
+    model = copy_model(shipped_model, tmp_path, model_sha256="0" * 64)
+    sibling = model.rename(tmp_path / "model_float32.tflite")
+    with pytest.raises(UserError, match=r"model_float32.tflite is not the model its card .* was written for.*"
+                                        r"pass --model .*model_int8.tflite"):
+        _resolve_model(str(sibling), load_config(None))
+    installed = tmp_path / "pi" / MODEL_FILE  # what the bundle would have put on the Pi
+    installed.parent.mkdir()
+    shutil.copy(sibling, installed)
+    shutil.copy(tmp_path / "model.json", installed.with_name("model.json"))
+    with pytest.raises(UserError, match="sha256 differs"):
+        check_pair(installed, load_card(installed))
+    renamed = copy_model(shipped_model, tmp_path / "pi").rename(tmp_path / "pi" / "v5.tflite")  # the card's own bytes
+    assert _resolve_model(str(renamed), load_config(None)) == renamed

@@ -112,7 +112,16 @@ def _load_bundle_config(config_path: str | None, notes: list[str]) -> Config:
 def _resolve_model(model: str | None, cfg: Config) -> Path:
     path = model_file(model, "pass --model PATH to a model_int8.tflite from `edge convert`") if model \
         else resolve_model(cfg)
-    check_pair(path, load_card(path))
+    card = load_card(path)
+    check_pair(path, card)
+    if card.model_sha256 and path.name != card.model_file and sha256_file(path) != card.model_sha256:
+        # Here a file beside the card under another name (model_float32.tflite, a renamed older
+        # model) runs with the card's settings; on the Pi it is installed as MODEL_FILE, the
+        # name the card gives its own bytes, and check_pair refuses the pair at every start.
+        raise UserError(f"{path} is not the model its card {path.with_name(CARD_NAME)} was written for (that is "
+                        f"{card.model_file}, whose sha256 differs); the bundle installs it as {MODEL_FILE}, which the "
+                        f"Pi would refuse with that card: pass --model {path.with_name(card.model_file)}, or the "
+                        "--out folder `edge convert` wrote.")
     from edge.pipeline.runtime import runtime
 
     try:
