@@ -28,7 +28,7 @@ if __package__ in (None, ""):
 from benchmarks import common
 from benchmarks.peer import PEER_NOTE, PeerModel, add_peer_args, peer_or_reason
 from edge.errors import UserError
-from edge.labels import LABELS
+from edge.labels import LABELS, columns_in_label_order
 from train.data import FER2013_SIZE
 
 NAME = "accuracy"
@@ -104,7 +104,7 @@ def evaluate_tflite(path: Path, others, data: Data, threads: int, calibrated: bo
     clf = Classifier(path, card=card, num_threads=threads, calibrated=calibrated)
     x, y = data.get(card.input_size)
     t = time.perf_counter()
-    probs = clf.predict_many(x)
+    probs = clf.predict_many(x)[:, columns_in_label_order(clf.labels)]  # y indexes LABELS, whatever the card's order
     seconds = time.perf_counter() - t
     params = (card.metrics or {}).get("parameters")
     source = "card metrics (Keras count)" if params else "constant tensor elements (BN folded)"

@@ -13,6 +13,13 @@ ALIASES = {
 FER2013_CSV_CODES = {0: "angry", 1: "disgust", 2: "fear", 3: "happy", 4: "sad", 5: "surprise", 6: "neutral"}
 
 
+def columns_in_label_order(labels) -> list[int]:
+    """The output column of each of LABELS, in LABELS order, for a model whose card lists its
+    outputs as `labels` (the same names, in any order): scores and reports index LABELS, while
+    the runtime reads a model's outputs by the card's names."""
+    return [list(labels).index(name) for name in LABELS]
+
+
 def label_index(name: str) -> int | None:
     """Index of a class folder name in LABELS, or None if it names no known class."""
     key = name.strip().lower()

@@ -85,3 +85,29 @@ def test_bundle_refuses_a_sibling_the_pi_would_refuse(tmp_path, shipped_model):
         check_pair(installed, load_card(installed))
     renamed = copy_model(shipped_model, tmp_path / "pi").rename(tmp_path / "pi" / "v5.tflite")  # the card's own bytes
     assert _resolve_model(str(renamed), load_config(None)) == renamed
+
+
+def test_eval_reads_the_outputs_by_the_names_the_card_gives_them(tmp_path, shipped_model, cache_env):
+    """The runtime names each output by the card's labels; `edge eval` must score the same reading,
+    so a card listing them in another order (a model trained elsewhere, a hand edit) shows in its
+    figures instead of scoring as the shipped order."""
+    import numpy as np
+
+    from edge.labels import LABELS
+    from tests.conftest import write_class_folders
+    from train.evaluate import evaluate
+
+    data = write_class_folders(tmp_path / "data", 4, seed=3)
+    (tmp_path / "a").mkdir()
+    copy_model(shipped_model, tmp_path / "a")
+    order = list(reversed(LABELS))
+    (tmp_path / "b").mkdir()
+    copy_model(shipped_model, tmp_path / "b", labels=order)
+    cm_a = np.array(evaluate(str(tmp_path / "a"), str(data))["confusion_matrix"])
+    cm_b = np.array(evaluate(str(tmp_path / "b"), str(data))["confusion_matrix"])
+    # Column j of the model is LABELS[j] to card a and order[j] to card b: the predictions move with the names.
+    expected = np.zeros_like(cm_a)
+    for j, name in enumerate(order):
+        expected[:, LABELS.index(name)] = cm_a[:, j]
+    assert not np.array_equal(expected, cm_a)  # the renaming changes what is scored
+    assert np.array_equal(cm_b, expected)

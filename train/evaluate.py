@@ -13,6 +13,7 @@ import numpy as np
 
 from edge.card import INT8_MODEL
 from edge.errors import UserError
+from edge.labels import columns_in_label_order
 from edge.metrics import classification_report
 from edge.paths import expand_path
 from edge.models import default_model_path
@@ -78,7 +79,11 @@ def evaluate(model: str | None, data: str, split: str | None = None, calibrated:
 
         clf = Classifier(path, calibrated=calibrated)
         sp, name, skipped = _read_split(data, clf.card.input_size, split)
-        predict = clf.predict_many
+        columns = columns_in_label_order(clf.labels)  # the labels index LABELS; the card may list them otherwise
+
+        def predict(x):
+            return clf.predict_many(x)[:, columns]
+
         runtime = clf.runtime.describe()
     elif path.suffix == ".keras":
         from train.trainer import load_keras
