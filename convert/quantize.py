@@ -105,12 +105,32 @@ def io_quant(tflite_path: Path) -> tuple[Quant, Quant]:
     return Quant(float(i["quantization"][0]), int(i["quantization"][1])), Quant(float(o["quantization"][0]), int(o["quantization"][1]))
 
 
+def trained_settings(run_dir: Path) -> dict:
+    """The settings the run beside the Keras model trained with ({} for a lone .keras file)."""
+    settings = run_dir / "train_settings.json"
+    if not settings.exists():
+        return {}
+    try:
+        saved = json.loads(settings.read_text())
+    except (OSError, ValueError) as exc:
+        raise UserError(f"{settings} cannot be read ({type(exc).__name__}); it says how the run split and labelled "
+                        "its images: restore it, or convert a copy of the .keras file on its own.") from exc
+    return saved if isinstance(saved, dict) else {}
+
+
+def run_splits(ds, run_dir: Path, seed: int) -> tuple[Split, Split, str]:
+    """(train, val, where val came from) as the run split the dataset: with its --seed and
+    validation share, so that on a dataset without a val split of its own the parity gate and
+    the calibration see only images the run held out, never ones it trained on."""
+    saved = trained_settings(run_dir)
+    return train_val(ds, saved.get("val_fraction", 0.1), saved.get("seed", seed))
+
+
 def run_votes(s: ConvertSettings, run_dir: Path):
     """The FER+ votes to score and calibrate with: --votes, else those the run trained on, else none."""
     from train.votes import find_votes, read_votes
 
-    settings = run_dir / "train_settings.json"
-    trained = json.loads(settings.read_text()) if settings.exists() else {}
+    trained = trained_settings(run_dir)
     if s.votes or trained.get("labels") == "ferplus":
         return read_votes(find_votes(s.data, s.votes or trained.get("votes")))
     return None
@@ -250,7 +270,7 @@ def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path) -> tupl
     from convert.parity import parity_report, write_parity
 
     size = int(model.input_shape[1])
-    train_split, val_split, _ = train_val(ds, seed=s.seed)
+    train_split, val_split, held_out = run_splits(ds, keras_path.parent, s.seed)
     split_name = "val"
     if s.split:
         from train.data import eval_split
@@ -283,7 +303,8 @@ def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path) -> tupl
     )
     # Where the model came from: the Keras file, and the images that calibrated and judged it.
     card.metrics["converted_from"] = {"model": str(keras_path), "data": str(Path(s.data).resolve()),
-                                      "data_fingerprint": ds.fingerprint, "parity_split": split_name}
+                                      "data_fingerprint": ds.fingerprint, "parity_split": split_name,
+                                      **({} if s.split else {"validation": held_out})}
     parity = parity_report(model, files, card, val_split, len(calib), votes)
     parity = {"converted_from": card.metrics["converted_from"], "calibration_requested": s.calibration_size, **parity}
     failures = []

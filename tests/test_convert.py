@@ -88,7 +88,7 @@ def test_conversion_records_its_sources_and_command(tiny_converted, tiny_run, sy
     fingerprint = load_dataset(synthetic_dataset, progress=False).fingerprint
     for record in (card.metrics["converted_from"], parity["converted_from"]):
         assert record == {"model": str(tiny_run / "model.keras"), "data": str(synthetic_dataset),
-                          "data_fingerprint": fingerprint, "parity_split": "val"}
+                          "data_fingerprint": fingerprint, "parity_split": "val", "validation": "dataset val split"}
     # 100 asked for; 40 training images a class give round(100 / 7) = 14 of each
     assert parity["calibration_requested"] == 100 and parity["calibration_size"] == 98
     assert (tiny_converted / "command.txt").exists()
@@ -338,3 +338,35 @@ def test_converting_an_unfinished_run_warns_once(tiny_run, synthetic_dataset, tm
                                           calibration_size=50, max_drop_pp=100, min_agreement=0))
     err = capsys.readouterr().err
     assert err.count("WARNING") == 1 and "has no metrics.json: its training did not finish" in err, err
+
+
+@pytest.mark.slow
+def test_parity_and_calibration_use_the_images_the_run_held_out(tmp_path, cache_env):
+    """On a dataset without a val split, a run holds out a share of train chosen by its --seed:
+    convert must judge and calibrate on those images, not on a split by its own fixed seed (made
+    mostly of images the run trained on)."""
+    import keras
+
+    from convert.quantize import ConvertSettings, run
+    from tests.conftest import write_class_folders
+    from train.data import train_val
+
+    data = write_class_folders(tmp_path / "flat", 10, seed=4)  # class folders only: no val split
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    inp = keras.Input((48, 48, 1))
+    x = keras.layers.Rescaling(1 / 255)(inp)
+    out = keras.layers.Dense(7, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    keras.Model(inp, out, name="tiny_dense").save(run_dir / "model.keras")
+    (run_dir / "train_settings.json").write_text(json.dumps({"seed": 7, "val_fraction": 0.3}))
+    conv = tmp_path / "int8"
+    parity, _ = run(ConvertSettings(model=str(run_dir), data=str(data), out=str(conv), calibration_size=20,
+                                    max_drop_pp=100, min_agreement=0))
+    ds = load_dataset(data, progress=False)
+    trained, held, where = train_val(ds, 0.3, 7)
+    assert parity["images"] == len(held) == 21
+    assert parity["converted_from"]["validation"] == where == "stratified 30% of train, seed 7"
+    assert load_card(conv / "model_int8.tflite").metrics["calibration"]["images"] == len(held)
+    (run_dir / "train_settings.json").write_text("{")
+    with pytest.raises(UserError, match="train_settings.json cannot be read"):
+        run(ConvertSettings(model=str(run_dir), data=str(data), out=str(conv)))
