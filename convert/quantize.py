@@ -20,7 +20,7 @@ from edge.pipeline.cost import model_macs
 from edge.labels import LABELS
 from edge.pipeline.preprocess import CropRule
 from train.data import Split, load_dataset, train_val
-from train.trainer import load_keras, record_command
+from train.trainer import load_keras, record_command, versions
 
 FAILED_DIR = "failed"  # a conversion that fails the parity gate leaves its files here, for inspection
 
@@ -306,7 +306,8 @@ def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path) -> tupl
                                       "data_fingerprint": ds.fingerprint, "parity_split": split_name,
                                       **({} if s.split else {"validation": held_out})}
     parity = parity_report(model, files, card, val_split, len(calib), votes)
-    parity = {"converted_from": card.metrics["converted_from"], "calibration_requested": s.calibration_size, **parity}
+    parity = {"converted_from": card.metrics["converted_from"], "calibration_requested": s.calibration_size,
+              "versions": versions(), **parity}  # the converter's build decides the int8 file
     failures = []
     if parity["drop_pp"] > s.max_drop_pp:
         failures.append(f"int8 accuracy drop {parity['drop_pp']:.2f} pp exceeds --max-drop {s.max_drop_pp} pp")

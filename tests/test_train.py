@@ -711,6 +711,26 @@ def test_versions_keep_the_first_session_and_add_each_resumed_one(tmp_path):
     assert v["resumed_sessions"][0]["tensorflow"] == first["tensorflow"]
 
 
+def test_versions_name_the_code_and_the_image_library(tmp_path):
+    """Augmentation, architectures and image decoding are code and OpenCV, not settings: the
+    record names the commit (and whether tracked files differed from it) and OpenCV's version."""
+    from pathlib import Path
+
+    import cv2
+
+    from train.trainer import record_versions
+
+    record_versions(tmp_path / "versions.json", resumed=False)
+    v = json.loads((tmp_path / "versions.json").read_text())
+    assert v["opencv"] == cv2.__version__ and "version" in v["queue_mood"]
+    repo = Path(__file__).resolve().parents[1]
+    git = subprocess.run(["git", "-C", str(repo), "rev-parse", "--show-toplevel", "HEAD"], capture_output=True, text=True)
+    if git.returncode or Path(git.stdout.split()[0]).resolve() != repo:
+        pytest.skip(f"{repo} is not a git checkout")
+    assert v["queue_mood"]["commit"] == git.stdout.split()[1]
+    assert isinstance(v["queue_mood"]["modified"], bool)
+
+
 def test_a_report_cut_short_leaves_no_metrics_json(tmp_path, monkeypatch):
     """metrics.json comes last: its presence says the figures are there too (and --resume
     takes it to mean the run finished)."""

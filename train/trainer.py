@@ -7,6 +7,7 @@ import os
 import platform
 import shlex
 import shutil
+import subprocess
 import sys
 import time
 import zipfile
@@ -302,12 +303,41 @@ def load_keras(path: Path):
     return model
 
 
+def code_version() -> dict:
+    """This project's version and, run from a git checkout, its commit and whether files git tracks
+    differ from it: the augmentation, architectures and readers are code, not settings, so a
+    run's record names the code that made it."""
+    from importlib import metadata
+
+    try:
+        out = {"version": metadata.version("queue-mood")}
+    except metadata.PackageNotFoundError:
+        out = {"version": None}
+    root = Path(__file__).resolve().parents[1]
+
+    def git(*args) -> str | None:
+        try:
+            r = subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return r.stdout.strip() if r.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if top and Path(top).resolve() == root:  # not a repository that merely holds an installed copy
+        out["commit"] = git("rev-parse", "HEAD")
+        changed = git("status", "--porcelain", "--untracked-files=no")
+        out["modified"] = None if changed is None else bool(changed)
+    return out
+
+
 def versions() -> dict:
+    import cv2
     import keras
     import tensorflow as tf
 
-    return {"python": platform.python_version(), "numpy": np.__version__, "tensorflow": tf.__version__,
-            "keras": keras.__version__, "platform": platform.platform()}
+    return {"queue_mood": code_version(), "python": platform.python_version(), "numpy": np.__version__,
+            "opencv": cv2.__version__, "tensorflow": tf.__version__, "keras": keras.__version__,
+            "platform": platform.platform()}
 
 
 def record_versions(path: Path, resumed: bool) -> None:
