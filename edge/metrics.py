@@ -25,11 +25,14 @@ def classification_report(y_true, probs: np.ndarray) -> dict:
         recall = np.nan_to_num(tp / cm.sum(1))
         f1 = np.nan_to_num(2 * precision * recall / (precision + recall))
     loss = float(-np.mean(np.log(np.clip(probs[np.arange(len(y_true)), y_true], 1e-12, 1.0))))
+    # Over the classes that occur (as a label or a prediction): a dataset without some classes
+    # (a store's own, with no disgust folder) must not count each of them as an F1 of 0.
+    occur = (cm.sum(0) + cm.sum(1)) > 0
     return {
         "images": int(len(y_true)),
         "accuracy": float((y_pred == y_true).mean()),
         "loss": loss,
-        "macro_f1": float(f1.mean()),
+        "macro_f1": float(f1[occur].mean()) if occur.any() else 0.0,
         "per_class": {
             name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
             for name, p, r, f, s in zip(LABELS, precision, recall, f1, cm.sum(1))

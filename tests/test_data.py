@@ -153,3 +153,24 @@ def test_eval_names_the_csv_rows_it_could_not_read(tmp_path, cache_env, shipped_
         {"file": "fer2013.csv:3", "reason": "bad row (emotion 9 is not a FER2013 code 0-6)"},
         {"file": "fer2013.csv:4", "reason": "bad row (3 pixels are not a square 0-255 image)"}]
     assert "skipped 2 that could not be read" in format_report(rep)
+
+
+def test_macro_f1_is_over_the_classes_that_occur(tmp_path, cache_env, shipped_model):
+    """A dataset without some classes (a store's own, with no disgust folder) scored perfectly has
+    macro-F1 1, not 5/7; a class predicted but absent still counts, as an F1 of 0."""
+    from edge.metrics import classification_report
+    from train.evaluate import evaluate
+
+    y = np.array([0, 3, 4, 5, 6] * 4)
+    perfect = np.eye(len(LABELS))[y]
+    assert classification_report(y, perfect)["macro_f1"] == 1.0
+    wrong = perfect.copy()
+    wrong[0] = np.eye(len(LABELS))[1]  # one angry face called disgust, a class with no face
+    f1 = classification_report(y, wrong)["per_class"]
+    assert classification_report(y, wrong)["macro_f1"] == pytest.approx(
+        np.mean([f1[n]["f1"] for n in ("angry", "disgust", "happy", "neutral", "sad", "surprise")]))
+    five = [n for n in LABELS if n not in ("disgust", "fear")]
+    data = write_class_folders(tmp_path / "five", 3, seed=5, names=five)
+    rep = evaluate(str(shipped_model), str(data))
+    occur = [n for n, m in rep["per_class"].items() if m["support"] or m["precision"]]
+    assert rep["macro_f1"] == pytest.approx(np.mean([rep["per_class"][n]["f1"] for n in occur]))

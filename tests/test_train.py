@@ -765,3 +765,29 @@ def test_history_with_a_torn_last_row_reads_the_whole_ones_and_a_bad_middle_row_
     h.write_text(head + "0,0.3,1.9,0.35,1.8\nxx\n2,0.45,1.5,0.47,1.4\n")
     with pytest.raises(UserError, match="line 3 is not an epoch's row"):
         _val_accuracies(h)
+
+
+def test_a_class_no_training_target_has_is_named(tmp_path, cache_env, capsys, monkeypatch):
+    """A dataset without some class folders trains a model of all seven outputs; the classes it
+    cannot learn are named before training, not discovered on the Pi."""
+    from tests.conftest import write_class_folders
+    from train.trainer import TrainSettings, run, unlearned_classes
+
+    targets = np.eye(len(LABELS))[[0, 3, 4, 5, 6]]
+    assert unlearned_classes(targets) == ["disgust", "fear"]
+    soft = targets.copy()
+    soft[0, 1] = 0.1  # a vote for disgust: the class is in the targets
+    assert unlearned_classes(soft) == ["fear"]
+    data = write_class_folders(tmp_path / "five", 10, seed=6, names=[n for n in LABELS if n not in ("disgust", "fear")])
+
+    class Built(Exception):
+        pass
+
+    def build(*args, **kwargs):  # stop where the model would be built: the note comes before
+        raise Built
+
+    monkeypatch.setattr(archs, "build", build)
+    with pytest.raises(Built):
+        run(TrainSettings(data=str(data), out=str(tmp_path / "r"), epochs=1, batch_size=4))
+    err = capsys.readouterr().err
+    assert "WARNING: no training image of disgust, fear in" in err and "cannot learn those classes" in err

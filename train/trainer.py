@@ -142,6 +142,11 @@ def start_from(model, path: str, sample: np.ndarray) -> None:
         print(f"Started from {path} ({start.name}): every layer but {', '.join(fresh)}, which start fresh.")
 
 
+def unlearned_classes(targets: np.ndarray) -> list[str]:
+    """The classes no training target gives any weight (a dataset without their folder)."""
+    return [name for name, mass in zip(LABELS, np.asarray(targets).sum(0)) if mass <= 0]
+
+
 def class_weights(y: np.ndarray, power: float) -> np.ndarray:
     """(N / (K * n_c)) ** power per class, normalised so the mean sample weight is 1."""
     counts = np.bincount(y, minlength=len(LABELS)).astype(float)
@@ -545,6 +550,10 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
         tr_y, label_info["teacher"] = distill(s.teacher, s.teacher_weight, tr.x, tr_y)
     if len(tr) == 0 or len(va_fit) == 0:
         raise UserError(f"{s.data} gives {len(tr)} training and {len(va_fit)} validation images; both must be non-empty.")
+    if absent := unlearned_classes(tr_y):
+        print(f"WARNING: no training image of {', '.join(absent)} in {s.data}: the model keeps its {len(LABELS)} "
+              f"outputs but cannot learn {'that class' if len(absent) == 1 else 'those classes'}; macro-F1 "
+              "averages over the classes that occur.", file=sys.stderr, flush=True)
 
     options = dict(s.arch_options)
     if s.arch == "mobilenetv2":
