@@ -151,6 +151,20 @@ def test_training_on_votes_reports_both_label_kinds(voted, tmp_path, cache_env):
     assert rep["ferplus_majority"]["skipped"]["tie"] == 1
 
 
+def test_the_training_summary_names_what_each_accuracy_is_against():
+    """A vote-trained run is judged against the FER+ majority (README's table); its last line must
+    not offer only the folder-label figure, 25 points lower for v5, as "val accuracy"."""
+    from train.cli import summary_line
+
+    folder = {"accuracy": 0.587, "macro_f1": 0.52}
+    assert summary_line(folder, "runs/a") == ("val accuracy 0.5870, macro-F1 0.5200 against the folder labels; "
+                                              "report in runs/a")
+    voted = {**folder, "ferplus_majority": {"images": 3428, "accuracy": 0.8293, "macro_f1": 0.7588}}
+    assert summary_line(voted, "runs/v") == ("val accuracy 0.5870, macro-F1 0.5200 against the folder labels; "
+                                             "0.8293, macro-F1 0.7588 against the FER+ majority (3,428 images); "
+                                             "report in runs/v")
+
+
 def test_eval_degrade_takes_sizes(tmp_path):
     r = run_cli("eval", "--data", tmp_path, "--degrade", "40,x")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--degrade takes face sizes" in r.stderr

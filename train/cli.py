@@ -62,7 +62,18 @@ def train(data, out, arch, epochs, batch_size, lr, optimizer, schedule, label_sm
         metrics = trainer.run(s, resume=resume, given=given)
     except KeyboardInterrupt:
         raise click.exceptions.Exit(interrupted(s)) from None
-    click.echo(f"val accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f}; report in {out}")
+    click.echo(summary_line(metrics, out))
+
+
+def summary_line(metrics: dict, out: str) -> str:
+    """The run's figures as metrics.json has them: against the folder labels and, for a run with
+    votes, against the FER+ majority (the figure a vote-trained model is judged by)."""
+    line = f"val accuracy {metrics['accuracy']:.4f}, macro-F1 {metrics['macro_f1']:.4f} against the folder labels"
+    fp = metrics.get("ferplus_majority") or {}
+    if fp.get("images"):
+        line += (f"; {fp['accuracy']:.4f}, macro-F1 {fp['macro_f1']:.4f} against the FER+ majority "
+                 f"({fp['images']:,} images)")
+    return f"{line}; report in {out}"
 
 
 # train's parameters by the TrainSettings field each sets, where the names differ.
