@@ -180,6 +180,7 @@ def test_default_config_bundle_into_a_folder(store_bundle, bundled_model, tmp_pa
     out = tmp_path / "pi-bundle"
     result = bundle_run(BundleSettings(out=str(out), model=str(bundled_model), wheel=str(wheel)))
     assert result.path == out and "config.toml" in result.files
+    assert not [n for n in result.notes if "ships the project's default" in n]
     assert stat.S_IMODE((out / "config.toml").stat().st_mode) == 0o600
     cfg = load_config(out / "config.toml")
     assert cfg.source.camera == 0 and not cfg.source.path
@@ -191,6 +192,23 @@ def test_default_config_bundle_into_a_folder(store_bundle, bundled_model, tmp_pa
     proc = run_cli("bundle", "--model", bundled_model, "--wheel", wheel, "--out", foreign)
     assert_one_sentence(proc, "photos")
     assert sorted(p.name for p in foreign.iterdir()) == ["holiday.jpg"]
+
+
+@needs_blazeface
+def test_a_bundle_that_falls_back_to_the_default_model_says_so(store_bundle, tmp_path):
+    """Without --model and a config's [model] path the bundle ships the project's default model:
+    a retrained model forgotten on the command line must show, not reach the Pis unnoticed."""
+    from edge.models import default_model_path
+
+    (wheel,) = (store_bundle["dir"] / "wheels").glob("*.whl")
+    proc = run_cli("bundle", "--wheel", wheel, "--out", tmp_path / "b")
+    assert proc.returncode == 0, proc.stderr
+    assert f"note: Neither --model nor the config's [model] path names a model, so the bundle ships the project's " \
+           f"default ({default_model_path()}); pass --model PATH to ship yours." in proc.stdout
+    cfg = tmp_path / "store.toml"
+    cfg.write_text(f'[model]\npath = "{default_model_path()}"\n')
+    proc = run_cli("bundle", "--wheel", wheel, "--config", cfg, "--out", tmp_path / "c")
+    assert proc.returncode == 0 and "ships the project's default" not in proc.stdout, proc.stderr
 
 
 @pytest.mark.parametrize("content, needle", [

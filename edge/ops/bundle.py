@@ -392,6 +392,7 @@ def _stage(s: BundleSettings, stage: Path, archive: str | None, folder: str) -> 
     cfg = _load_bundle_config(s.config, notes)
     detector_files = _detector_files(cfg)
     model = _resolve_model(s.model, cfg)
+    cfg_model = cfg.model.path  # before it is rewritten to the installed path
     _rewrite_paths(cfg, notes)
 
     for sub in ("model", "wheels", *(["detector"] if detector_files else [])):
@@ -444,6 +445,9 @@ def _stage(s: BundleSettings, stage: Path, archive: str | None, folder: str) -> 
     files = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
     if card.parity and card.parity.get("passed") is False:
         notes.append("The model's card says it failed convert's int8 parity gate.")
+    if not s.model and not cfg_model:  # a retrained model left out by mistake must not go unnoticed
+        notes.append(f"Neither --model nor the config's [model] path names a model, so the bundle ships the "
+                     f"project's default ({model}); pass --model PATH to ship yours.")
     return BundleResult(path=stage, files=files, notes=notes)
 
 
