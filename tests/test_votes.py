@@ -168,3 +168,21 @@ def test_the_training_summary_names_what_each_accuracy_is_against():
 def test_eval_degrade_takes_sizes(tmp_path):
     r = run_cli("eval", "--data", tmp_path, "--degrade", "40,x")
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--degrade takes face sizes" in r.stderr
+
+
+def test_eval_with_votes_that_match_none_of_its_images_says_so(voted, tmp_path, shipped_model, capsys):
+    """`--data fer2013/val` names its images angry/..., the votes file val/angry/...: asked for, the
+    FER+ figure must not just be missing from the report; found beside the data, it is said."""
+    from train.evaluate import evaluate
+
+    votes = tmp_path / "ferplus_votes.csv"
+    assert "ferplus_majority" in evaluate(str(shipped_model), str(voted), votes=str(votes))
+    r = run_cli("eval", shipped_model, "--data", voted / "val", "--votes", votes,
+                env={"QUEUE_MOOD_CACHE": str(tmp_path / "c")})
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert [ln for ln in r.stderr.splitlines() if ln.startswith("error:")] == [
+        f"error: None of the 14 images matches a row of {votes}; its file column must be relative to the dataset "
+        "folder (e.g. train/angry/Training_10118481.jpg), so pass the folder that holds train/ and val/ as --data."]
+    rep = evaluate(str(shipped_model), str(voted / "val"))  # ferplus_votes.csv is found two folders up
+    assert "ferplus_majority" not in rep
+    assert f"Not scoring against the FER+ majority: {votes} (found beside the data)" in capsys.readouterr().err

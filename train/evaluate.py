@@ -8,6 +8,7 @@ face sizes and scaled back up (a far-away face on a real camera).
 
 from __future__ import annotations
 
+import sys
 
 import numpy as np
 
@@ -100,6 +101,14 @@ def evaluate(model: str | None, data: str, split: str | None = None, calibrated:
     else:
         raise UserError(f"{path} is neither a .keras nor a .tflite model.")
     v = load_votes(data, votes)
+    if v is not None and sp.names and not any(n in v.counts for n in sp.names):
+        from train.votes import unmatched_error
+
+        if votes:  # asked for: a FER+ figure must not just be missing
+            raise unmatched_error(sp.names, v)
+        print(f"Not scoring against the FER+ majority: {v.source} (found beside the data) has a row for none of these "
+              "images.", file=sys.stderr, flush=True)
+        v = None
     rep = {"model": str(path), "data": str(data), "split": name, "runtime": runtime,
            **label_reports(sp.names, sp.y, predict(sp.x), v),
            "skipped": skipped}

@@ -108,11 +108,17 @@ def soft_targets(names: list[str], folder_y: np.ndarray, votes: Votes, folder_we
         matched += 1
         targets[i] = (1 - folder_weight) * c / c.sum() + folder_weight * targets[i]
     if len(names) and not matched and not (~keep).any():
-        raise UserError(f"None of the {len(names)} images matches a row of {votes.source}; its file column must be "
-                        "relative to the dataset folder (e.g. train/angry/Training_10118481.jpg).")
+        raise unmatched_error(names, votes)
     counts = {"images": len(names), "vote_labels": matched, "folder_label_fallback": len(names) - matched - int((~keep).sum()),
               "left_out_doubtful": int((~keep).sum())}
     return targets, keep, counts
+
+
+def unmatched_error(names: list[str], votes: Votes) -> UserError:
+    """The sentence for images none of which has a row in the votes file."""
+    return UserError(f"None of the {len(names)} images matches a row of {votes.source}; its file column must be "
+                     "relative to the dataset folder (e.g. train/angry/Training_10118481.jpg), so pass the folder "
+                     "that holds train/ and val/ as --data.")
 
 
 def majority_labels(names: list[str], votes: Votes) -> np.ndarray:
