@@ -211,6 +211,32 @@ def test_a_bundle_that_falls_back_to_the_default_model_says_so(store_bundle, tmp
     assert proc.returncode == 0 and "ships the project's default" not in proc.stdout, proc.stderr
 
 
+@needs_blazeface
+def test_a_bundle_of_a_model_whose_keras_file_changed_since_its_conversion_says_so(store_bundle, bundled_model,
+                                                                                    tmp_path):
+    """A run trained on (`--resume --epochs`) after its conversion: its int8 folder still holds the
+    earlier model, which the bundle would ship without a word."""
+    from edge.card import sha256_file
+
+    (wheel,) = (store_bundle["dir"] / "wheels").glob("*.whl")
+    keras_file = tmp_path / "run" / "model.keras"
+    keras_file.parent.mkdir()
+    keras_file.write_bytes(b"the model as converted")
+    model = tmp_path / "int8" / "model_int8.tflite"
+    model.parent.mkdir()
+    shutil.copy(bundled_model, model)
+    card = json.loads(bundled_model.with_name("model.json").read_text())
+    card["source_sha256"] = sha256_file(keras_file)
+    card["metrics"]["converted_from"] = {**card["metrics"].get("converted_from", {}), "model": str(keras_file)}
+    model.with_name("model.json").write_text(json.dumps(card))
+    note = f"note: The model was converted from {keras_file}, which has changed since"
+    proc = run_cli("bundle", "--model", model, "--wheel", wheel, "--out", tmp_path / "b")
+    assert proc.returncode == 0 and note not in proc.stdout, proc.stderr
+    keras_file.write_bytes(b"the model trained on")
+    proc = run_cli("bundle", "--model", model, "--wheel", wheel, "--out", tmp_path / "c")
+    assert proc.returncode == 0 and note in proc.stdout and "re-run `edge convert`" in proc.stdout, proc.stderr
+
+
 @pytest.mark.parametrize("content, needle", [
     (None, "does not exist"),
     (b"hello", "is not a wheel (not a zip archive)"),

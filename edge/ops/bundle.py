@@ -445,6 +445,10 @@ def _stage(s: BundleSettings, stage: Path, archive: str | None, folder: str) -> 
     files = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
     if card.parity and card.parity.get("passed") is False:
         notes.append("The model's card says it failed convert's int8 parity gate.")
+    source = (card.metrics.get("converted_from") or {}).get("model")
+    if source and card.source_sha256 and Path(source).is_file() and sha256_file(source) != card.source_sha256:
+        notes.append(f"The model was converted from {source}, which has changed since (trained on, or replaced): the "
+                     "bundle ships the earlier conversion; re-run `edge convert` to ship the model as it is now.")
     if not s.model and not cfg_model:  # a retrained model left out by mistake must not go unnoticed
         notes.append(f"Neither --model nor the config's [model] path names a model, so the bundle ships the "
                      f"project's default ({model}); pass --model PATH to ship yours.")
