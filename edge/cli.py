@@ -14,6 +14,7 @@ from importlib.metadata import entry_points
 import click
 
 from edge.errors import UserError
+from edge.paths import not_empty
 from edge.pipeline.detectors import DETECTORS
 
 
@@ -104,7 +105,7 @@ def cli():
 
 
 @cli.command("run")
-@click.option("--config", "config_path", default=None, help="TOML config file (default: built-in defaults).")
+@click.option("--config", "config_path", default=None, callback=not_empty, help="TOML config file (default: built-in defaults).")
 @click.option("--camera", type=int, default=None, help="Camera index: the Pi camera via picamera2, else a USB camera.")
 @click.option("--source", default=None, help="Video file, image folder or rtsp:// / http:// stream instead of a camera.")
 @click.option("--realtime", is_flag=True,
@@ -112,7 +113,7 @@ def cli():
 @click.option("--wait-for-camera", is_flag=True,
               help="A camera that cannot be opened at the start is reported down and tried again, not an error "
                    "(the service uses it: at boot the camera may not be ready).")
-@click.option("--model", default=None, help="int8 .tflite model with model.json beside it, or the folder `edge convert --out` wrote (default: the shipped model).")
+@click.option("--model", default=None, callback=not_empty, help="int8 .tflite model with model.json beside it, or the folder `edge convert --out` wrote (default: the shipped model).")
 @click.option("--detector", type=PluginChoice(DETECTORS), default=None)
 @click.option("--detector-model", default=None, help="Face detector model file.")
 @click.option("--threads", type=int, default=None, help="Interpreter threads (default 1).")
@@ -165,7 +166,7 @@ def run_cmd(config_path, camera, source, realtime, wait_for_camera, model, detec
 
 
 @cli.command("config")
-@click.option("--config", "config_path", default=None, help="TOML config file to check and print (default: built-in defaults).")
+@click.option("--config", "config_path", default=None, callback=not_empty, help="TOML config file to check and print (default: built-in defaults).")
 @click.option("--docs", is_flag=True, help="Print the reference of every key (docs/config.md) as Markdown.")
 @click.option("--example", is_flag=True, help="Print a commented example with every key (deploy/config.example.toml).")
 def config_cmd(config_path, docs, example):
@@ -208,8 +209,8 @@ def demo_cmd(out, fast):
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True,
               help="Format of timeline.* and tracks.*.")
 @click.option("--annotate", is_flag=True, help="Also write OUT/annotated.mp4 with boxes and labels (off by default: privacy).")
-@click.option("--config", "config_path", default=None, help="TOML config file (default: built-in defaults).")
-@click.option("--model", default=None, help="int8 .tflite model with model.json beside it, or the folder `edge convert --out` wrote (default: the shipped model).")
+@click.option("--config", "config_path", default=None, callback=not_empty, help="TOML config file (default: built-in defaults).")
+@click.option("--model", default=None, callback=not_empty, help="int8 .tflite model with model.json beside it, or the folder `edge convert --out` wrote (default: the shipped model).")
 def analyze_cmd(path, out, every, fmt, annotate, config_path, model):
     """Analyse a video, an image or a folder of images: per-face timeline, per-track summary, chart."""
     from pathlib import Path
@@ -225,8 +226,8 @@ def analyze_cmd(path, out, every, fmt, annotate, config_path, model):
 
 
 @cli.command("bundle")
-@click.option("--model", default=None, help="int8 .tflite with model.json beside it, or the folder `edge convert --out` wrote (default: the config's, else the shipped model).")
-@click.option("--config", "config_path", default=None, help="TOML config to ship (default: edge run's defaults with camera 0).")
+@click.option("--model", default=None, callback=not_empty, help="int8 .tflite with model.json beside it, or the folder `edge convert --out` wrote (default: the config's, else the shipped model).")
+@click.option("--config", "config_path", default=None, callback=not_empty, help="TOML config to ship (default: edge run's defaults with camera 0).")
 @click.option("--out", required=True, help="Bundle folder, or a file ending in .tar.gz.")
 @click.option("--wheel", default=None, help="A prebuilt queue_mood-*.whl (default: build one from this checkout).")
 def bundle_cmd(model, config_path, out, wheel):
@@ -240,8 +241,8 @@ def bundle_cmd(model, config_path, out, wheel):
 
 
 @cli.command("doctor")
-@click.option("--config", "config_path", default=None, help="TOML config to check (default: built-in defaults).")
-@click.option("--model", default=None, help="int8 .tflite model to check instead of the config's.")
+@click.option("--config", "config_path", default=None, callback=not_empty, help="TOML config to check (default: built-in defaults).")
+@click.option("--model", default=None, callback=not_empty, help="int8 .tflite model to check instead of the config's.")
 @click.option("--camera", type=int, default=None, help="Camera index to probe (default: the config's camera).")
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @click.pass_context

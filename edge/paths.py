@@ -16,6 +16,17 @@ FILE_KEY = {"file": True}
 FROM_CONFIG_FOLDER = "a relative path is taken from the config file's folder"
 
 
+def not_empty(ctx, param, value):
+    """Click callback for an option whose absence means a default (the shipped model, the
+    built-in config): given empty, as an unset shell variable gives it, it is refused, never
+    taken for that default."""
+    if value is not None and not str(value).strip():
+        name = param.opts[0] if param.param_type_name == "option" else param.human_readable_name.strip("[]")
+        raise UserError(f"{name} is empty (an unset shell variable?); give a path, or leave {name} out for its "
+                        "default.")
+    return value
+
+
 def items(n: int) -> dict:
     """Field metadata for a config list of n values, so a wrong value in it is called "expected a
     list of n numbers", not "expected list"."""

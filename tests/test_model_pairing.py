@@ -111,3 +111,25 @@ def test_eval_reads_the_outputs_by_the_names_the_card_gives_them(tmp_path, shipp
         expected[:, LABELS.index(name)] = cm_a[:, j]
     assert not np.array_equal(expected, cm_a)  # the renaming changes what is scored
     assert np.array_equal(cm_b, expected)
+
+
+@pytest.mark.parametrize("args, name", [
+    (("run", "--model", "", "--max-frames", "1"), "--model"),
+    (("run", "--config", " ", "--max-frames", "1"), "--config"),
+    (("analyze", "{tmp}/x.mp4", "--model", "", "--out", "{tmp}/a"), "--model"),
+    (("bundle", "--model", "", "--out", "{tmp}/b"), "--model"),
+    (("bundle", "--config", "", "--out", "{tmp}/b"), "--config"),
+    (("doctor", "--model", ""), "--model"),
+    (("eval", "", "--data", "{tmp}/d"), "MODEL"),
+    (("eval", "--model", "", "--data", "{tmp}/d"), "--model"),
+])
+def test_an_empty_model_or_config_is_refused_not_taken_for_the_default(tmp_path, args, name):
+    """`edge run --model "$NEW_MODEL"` with the variable unset must not run the shipped model with
+    the same log line as a new one; left out, the option means the default, given empty it is refused."""
+    from tests.conftest import run_cli
+
+    r = run_cli(*[a.format(tmp=tmp_path) for a in args], env={"QUEUE_MOOD_CACHE": str(tmp_path / "c")})
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "b").exists() and not (tmp_path / "a").exists()
+    assert [ln for ln in r.stderr.splitlines() if ln.startswith("error:")] == [
+        f"error: {name} is empty (an unset shell variable?); give a path, or leave {name} out for its default."]

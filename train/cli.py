@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import click
 
+from edge.paths import not_empty
 from train.archs import DEFAULT_ARCH
 
 
@@ -109,8 +110,8 @@ def interrupted(s) -> int:
 
 
 @click.command("eval")
-@click.argument("model_arg", metavar="[MODEL]", required=False)
-@click.option("--model", "model_opt", default=None, help="A .keras or .tflite model, or a run folder or the folder edge "
+@click.argument("model_arg", metavar="[MODEL]", required=False, callback=not_empty)
+@click.option("--model", "model_opt", default=None, callback=not_empty, help="A .keras or .tflite model, or a run folder or the folder edge "
               "convert wrote (default: the shipped model).")
 @click.option("--data", required=True, help="Dataset folder or fer2013.csv.")
 @click.option("--split", default=None, help="Split to evaluate (default: val, else all images).")
