@@ -331,6 +331,7 @@ def test_pipeline_removes_its_temp_videos_when_it_fails(shipped_model, tmp_path,
     assert not list((tmp_path / "tmp").iterdir())
 
 
+@pytest.mark.slow  # 10 s: a live-rate benchmark run, left to the full run (CI)
 @needs_blazeface
 def test_pipeline_live_rate_reports_cpu_share_recall_and_the_detector_sweep(shipped_model, tmp_path):
     from benchmarks import pipeline

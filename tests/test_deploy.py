@@ -615,6 +615,7 @@ def test_install_sh_pip_without_pypi_is_one_sentence_and_an_upgrade_keeps_the_in
     assert not Path(env["ETC_DIR"]).exists() and not (Path(env["PREFIX"]) / "model").exists()
 
 
+@pytest.mark.slow  # 5 s of pip: left to the full run (CI)
 def test_install_sh_pip_without_pypi_on_a_fresh_pi_leaves_nothing_behind(tmp_path):
     env = {**fake_install_env(tmp_path, venv=False), "QM_PIP_ARGS": "--no-index"}  # a real venv, no index
     proc = install(fake_bundle(tmp_path), env)

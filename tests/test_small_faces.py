@@ -267,6 +267,7 @@ def test_analyze_reports_the_face_widths_a_camera_gives(tmp_path):
 # ---------------------------------------------------------------------------- the benchmarks
 
 @needs_blazeface
+@pytest.mark.slow  # 3 s: a benchmark run, left to the full run (CI)
 def test_head_detection_benchmark_writes_recall_per_width(fer_faces, tmp_path):
     import json
 

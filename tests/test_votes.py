@@ -84,6 +84,7 @@ def test_mapping_covers_our_classes_once():
     assert sorted(FERPLUS_CLASSES.values()) == sorted(LABELS)
 
 
+@pytest.mark.slow  # 4 s: an `edge train` process (TensorFlow loads); left to the full run (CI)
 def test_bad_votes_are_one_sentence(tmp_path, voted):
     with pytest.raises(UserError, match="lacks the columns"):
         read_votes(_bad_header(tmp_path / "bad.csv"))
