@@ -174,7 +174,7 @@ def test_blazeface_finds_the_one_face(astronaut, blazeface, variant, face_w, cen
 
 
 @needs_blazeface
-# A tile (200 px: bilinear only), windows halved once (odd sizes drop a column or row), and a
+# A tile (200 px: one area resize), windows halved once (odd sizes drop a column or row), and a
 # whole frame halved twice.
 @pytest.mark.parametrize("size", [(200, 200), (500, 480), (330, 300), (413, 397), (640, 480)])
 def test_a_window_halved_then_resized_looks_and_detects_like_one_area_resize(astronaut, blazeface, size, monkeypatch):

@@ -98,21 +98,22 @@ def weighted_nms(boxes: np.ndarray, scores: np.ndarray, keypoints: np.ndarray, i
 
 
 def shrink_area(image: np.ndarray, nw: int, nh: int) -> tuple[np.ndarray, int, int]:
-    """image shrunk to (nw, nh), and the (w, h) of the part it shows. An area filter keeps a
-    small face's detail (no aliasing), but OpenCV's is fast only for exact halving (SIMD) and
-    up to 10x slower for any other factor: so the image is halved by area while it stays at
-    least twice the size (an odd last column or row dropped), then the rest (under 2x) is
-    bilinear. Same recall as one area resize in benchmarks/head_detection.py at a fraction of
-    its time (README: Compute budget)."""
+    """image shrunk to (nw, nh), and the (w, h) of the part it shows. OpenCV's area filter keeps
+    a small face's detail but is fast only for exact halving (SIMD), several times slower for
+    any other factor. A window under twice the input (a tile, or the window around a small
+    face) gets one area resize, as small faces need; a larger one (the whole frame, the window
+    around a large face) is halved by area while it stays at least twice the input (an odd last
+    column or row dropped), then resized bilinearly (README: Compute budget)."""
     import cv2
 
+    if image.shape[1] < 2 * nw or image.shape[0] < 2 * nh:
+        return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA), image.shape[1], image.shape[0]
     scale = 1  # pixels of the given image per pixel of `image`
     while image.shape[1] >= 2 * nw and image.shape[0] >= 2 * nh:
         h, w = image.shape[0] & ~1, image.shape[1] & ~1
         image = cv2.resize(image[:h, :w], (w // 2, h // 2), interpolation=cv2.INTER_AREA)
         scale *= 2
-    shown_w, shown_h = image.shape[1] * scale, image.shape[0] * scale
-    return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR), shown_w, shown_h
+    return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR), image.shape[1] * scale, image.shape[0] * scale
 
 
 @dataclass
