@@ -3,6 +3,7 @@
 import json
 import re
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -38,6 +39,9 @@ def test_run_on_a_video_tracks_the_face(astronaut_video, shipped_model, tmp_path
     assert 0 < summary["cpu_s"] and 0 < summary["cpu_share_of_core"]  # the loop's CPU, model loading not counted
     assert summary["runtime"].startswith("ai-edge-litert")
     assert {"detect", "classify", "track"} <= set(summary["stage_ms"])
+    # the journal names which model runs: its full path and the start of its sha256
+    sha = json.loads(Path(shipped_model).with_name("model.json").read_text())["model_sha256"]
+    assert f"model {Path(shipped_model).resolve()} (sha256 {sha[:12]}," in r.stderr
 
 
 @pytest.mark.parametrize("args, needle", [
