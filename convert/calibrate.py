@@ -21,9 +21,12 @@ def nll(probs: np.ndarray, y: np.ndarray) -> float:
     return float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0))))
 
 
+T_RANGE = (0.25, 5.0)  # the temperatures fit_temperature searches
+
+
 def fit_temperature(probs: np.ndarray, y: np.ndarray, floor: float = 1e-6) -> float:
-    """The T in [0.25, 5] minimising validation NLL (golden-section search on log T)."""
-    lo, hi = np.log(0.25), np.log(5.0)
+    """The T in T_RANGE minimising validation NLL (golden-section search on log T)."""
+    lo, hi = np.log(T_RANGE[0]), np.log(T_RANGE[1])
     g = (np.sqrt(5) - 1) / 2
 
     def f(log_t):
@@ -70,6 +73,9 @@ def calibration_report(probs_plain, probs_flip, y, floor, soft=None, majority=No
         "accuracy_int8_flip_average": acc_flip,
         "flip_average": bool(flip),
         "temperature": round(t, 4),
+        # the NLL's minimum lies at or past the end of the search: a model far from calibrated, or
+        # a validation set too small to fit on; the probabilities the alerts read are then suspect
+        "temperature_at_limit": bool(min(abs(np.log(t / bound)) for bound in T_RANGE) < 0.01),
         "nll_before": nll(probs, target),
         "nll_after": nll(cal, target),
         "ece_before": expected_calibration_error(judge[judged], probs[judged]),

@@ -67,6 +67,11 @@ def markdown(p: dict) -> str:
                     f"{100 * c['accuracy_int8_flip_average']:.2f}% averaged with the mirror image)")
         rows.append(f"- temperature {c['temperature']:.3f} (fitted against {c.get('fitted_against', 'folder labels')}): "
                     f"ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}, NLL {c['nll_before']:.4f} -> {c['nll_after']:.4f}")
+        if c.get("temperature_at_limit"):
+            rows.append(f"- WARNING: the temperature is at the end of the range searched ({c['temperature']:.2f}): the "
+                        f"model's probabilities are far from calibrated or the {c['images']} validation images are too "
+                        "few to fit on; the alert thresholds read these probabilities, so check the model before "
+                        "shipping it.")
     b = p.get("budget")
     if b:
         rows.append(f"- gate (drop <= {b['max_drop_pp']} pp, agreement >= {b['min_agreement']}): "

@@ -252,6 +252,24 @@ def test_temperature_against_vote_distributions():
     assert rep["fitted_against"] == "FER+ vote distributions" and rep["judged_by"] == "FER+ majority"
     assert rep["accuracy_int8"] == 1.0 and not rep["flip_average"]
     assert rep["images"] == 2000 and rep["judged_images"] == 1990
+    assert not rep["temperature_at_limit"]
+
+
+def test_a_temperature_at_the_end_of_its_range_is_a_warning_in_the_parity_report():
+    from convert.calibrate import calibration_report
+    from convert.parity import markdown
+
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 7, 500)
+    logits = rng.normal(0, 1, (500, 7))
+    far = np.exp(30 * logits)  # so overconfident that the best T lies past 5
+    far /= far.sum(1, keepdims=True)
+    rep = calibration_report(far, far, y, 1e-6)
+    assert rep["temperature"] == pytest.approx(5.0, rel=0.01) and rep["temperature_at_limit"]
+    text = markdown({"accuracy": {}, "file_bytes": {}, "macro_f1": {}, "images": 500, "calibration_size": 50,
+                     "drop_pp": 0.0, "agreement": 1.0, "prob_abs_diff": {"mean": 0.0, "max": 0.0},
+                     "recall_delta_pp": {}, "calibration": rep})
+    assert "WARNING: the temperature is at the end of the range searched (5.00)" in text
 
 
 @pytest.mark.slow
