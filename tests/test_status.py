@@ -626,6 +626,19 @@ def test_the_link_redirects_only_to_the_page_and_renews_the_cookie(serve):
     assert code == 303 and headers["Location"] == "/" and "Max-Age=2592000" in headers["Set-Cookie"]
 
 
+def test_every_answer_to_the_cookie_renews_it_so_a_polling_wall_display_stays_signed_in(serve):
+    base, srv = serve(token=TOKEN)
+    for path in ("/", "/status", "/history"):
+        code, headers, _ = get(base + path, {"Cookie": f"qm_token={TOKEN}"})
+        assert code == 200 and headers["Set-Cookie"].startswith(f"qm_token={TOKEN};")
+        assert "Max-Age=2592000" in headers["Set-Cookie"] and "HttpOnly" in headers["Set-Cookie"]
+    # a bearer header (a script, Prometheus) gets no cookie it did not ask for; a refused cookie none
+    code, headers, _ = get(base + "/status", {"Authorization": f"Bearer {TOKEN}"})
+    assert code == 200 and "Set-Cookie" not in headers
+    code, headers, _ = get(base + "/status", {"Cookie": "qm_token=wrong-token-0123456789"})
+    assert code == 401 and "Set-Cookie" not in headers
+
+
 def test_a_client_trickling_its_request_loses_the_connection_at_the_idle_timeout(serve):
     base, srv = serve(idle_timeout_s=0.5)
     s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)

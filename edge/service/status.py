@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 HEALTH_EVERY_S = 5.0  # sysfs reads are cheap, but not per request
 COOKIE = "qm_token"
+COOKIE_MAX_AGE_S = 30 * 24 * 3600  # renewed by every answer to it: the idle time that signs a browser out
 _QUERY = re.compile(r"\?[^\s\"]*")  # a link's ?token= never reaches the log
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0 and C1 controls: terminal escapes in the journal
 REFUSAL_LOG_EVERY_S = 60.0
@@ -188,24 +189,28 @@ class Auth:
         # both compared, always: the time taken does not say which one was wrong
         return hmac.compare_digest(user, self.user) & hmac.compare_digest(password, self.password)
 
-    def check(self, headers, query: dict) -> tuple[bool, bool]:
-        """(allowed, allowed by the ?token= of a link). The link's token is looked at first, so
+    def check(self, headers, query: dict) -> str:
+        """How the request is allowed: "link" (its ?token=), "cookie", "header", "open" (no
+        credentials configured), or "" when it is not. The link's token is looked at first, so
         opening the link again renews the cookie and takes the token out of the address bar."""
         if not self.enabled:
-            return True, False
+            return "open"
         given = query.get("token", [""])[0]
         if given and self._token_ok(given):
-            return True, True
+            return "link"
         scheme, _, value = (headers.get("Authorization") or "").partition(" ")
         if scheme.lower() == "bearer" and self._token_ok(value.strip()):
-            return True, False
+            return "header"
         if scheme.lower() == "basic" and self._basic_ok(value.strip()):
-            return True, False
+            return "header"
         for part in (headers.get("Cookie") or "").split(";"):
             name, _, value = part.strip().partition("=")
             if name == COOKIE and self._token_ok(value):
-                return True, False
-        return False, False
+                return "cookie"
+        return ""
+
+    def cookie(self) -> str:
+        return f"{COOKIE}={self.token.decode()}; HttpOnly; SameSite=Lax; Path=/; Max-Age={COOKIE_MAX_AGE_S}"
 
     def challenge(self) -> str:
         return 'Basic realm="queue-mood", charset="UTF-8"' if self.password else 'Bearer realm="queue-mood"'
@@ -346,23 +351,25 @@ class StatusServer:
             def _serve(self, send_body: bool):
                 url = urlsplit(self.path)
                 path = url.path.rstrip("/") or "/"
-                allowed, by_link = auth.check(self.headers, parse_qs(url.query))
-                if not allowed:
+                via = auth.check(self.headers, parse_qs(url.query))
+                if not via:
                     self._send(401, b"This page needs its link with the token (ask whoever installed the monitor "
                                     b"for it), or the password; the token is [status] token in the monitor's "
                                     b"config.\n", "text/plain; charset=utf-8", send_body,
                                {"WWW-Authenticate": auth.challenge()})
                     return
-                if by_link:  # keep the token in a cookie and out of the address bar and history
+                if via == "link":  # keep the token in a cookie and out of the address bar and history
                     # Lax, not Strict: a link tapped in webmail or on an intranet page is a request from
                     # another site, and Strict withholds the cookie on this very redirect. The page only
                     # reads, so a cross-site GET can change nothing.
                     known = path in assets or path in DATA_PATHS
                     self._send(303, b"", "text/plain", send_body, {
                         "Location": path if known else "/",  # never a place the link's sender chose
-                        "Set-Cookie": f"{COOKIE}={auth.token.decode()}; HttpOnly; SameSite=Lax; Path=/; "
-                                      "Max-Age=2592000"})
+                        "Set-Cookie": auth.cookie()})
                     return
+                # Every answer to the cookie renews it: a wall display that only polls stays signed in
+                # for as long as it polls, not 30 days from the day the link was opened.
+                renew = {"Set-Cookie": auth.cookie()} if via == "cookie" else None
                 if path in assets:
                     body, ctype = assets[path]
                 elif path == "/status":
@@ -382,7 +389,7 @@ class StatusServer:
                     self._send(404, b"Not found; try /, /status, /history or /metrics.\n",
                                "text/plain; charset=utf-8", send_body)
                     return
-                self._send(200, body, ctype, send_body)
+                self._send(200, body, ctype, send_body, renew)
 
             def _send(self, code: int, body: bytes, ctype: str, send_body: bool, extra: dict | None = None):
                 self.send_response(code)
