@@ -24,7 +24,7 @@ class AlertPolicy:
     def update(self, t_s: float, negative_share: float, faces: int) -> str | None:
         """Advance to time t_s; returns "raised" or "cleared" on a transition, else None."""
         if not self.raised:
-            hot = faces >= self.cfg.min_faces and negative_share >= self.cfg.raise_share and t_s >= self._cooldown_until
+            hot = self._unhappy(negative_share, faces) and t_s >= self._cooldown_until
             if self._held(hot, t_s, self.cfg.raise_after_s):
                 self.raised = True
                 return "raised"
@@ -39,11 +39,13 @@ class AlertPolicy:
         """While the queue would raise an alert (update()'s share and faces test) but the cooldown
         after the last clear holds it back: the seconds until a new one may be raised; else None.
         Only reads the state: what to show beside a "clear" that contradicts the figures."""
-        if self.raised or t_s >= self._cooldown_until:
-            return None
-        if faces < self.cfg.min_faces or negative_share < self.cfg.raise_share:
+        if self.raised or t_s >= self._cooldown_until or not self._unhappy(negative_share, faces):
             return None
         return self._cooldown_until - t_s
+
+    def _unhappy(self, negative_share: float, faces: int) -> bool:
+        """The queue is unhappy enough to raise an alert (the cooldown and the timer aside)."""
+        return faces >= self.cfg.min_faces and negative_share >= self.cfg.raise_share
 
     def _held(self, condition: bool, t_s: float, need_s: float) -> bool:
         """Whether `condition` has held without a break for need_s up to t_s (the hysteresis timer)."""
