@@ -1,5 +1,5 @@
 """Writing files so that a kill, a power cut or a full disk never leaves half of one: the
-spool's events, the JSON-lines file, a training run's records."""
+spool's events, the JSON-lines file, a training run's records; and no core file at all."""
 
 from __future__ import annotations
 
@@ -47,3 +47,15 @@ def write_atomic(path: Path, data: bytes | str) -> None:
             os.close(dfd)
     except OSError:
         pass  # the data is written; a folder fsync some file systems refuse is not worth failing for
+
+
+def no_core_dumps() -> None:
+    """Make this process (and what it starts) leave no core file when it crashes or is killed by
+    SIGABRT, as systemd's watchdog does: a core is the process's memory, camera frames and all,
+    written to its working folder or to systemd-coredump's store, and frames never go to disk
+    unasked."""
+    try:
+        import resource
+    except ImportError:  # not a Unix
+        return
+    resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))

@@ -27,6 +27,7 @@ from datetime import datetime, timezone
 
 from edge.config import Config
 from edge.errors import UserError
+from edge.files import no_core_dumps
 from edge.paths import expand_path
 from edge.pipeline.annotate import check_video_path
 from edge.pipeline.core import load_parts
@@ -130,6 +131,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     from edge.service.status import Stats, StatusServer
 
     opts.validate()
+    no_core_dumps()  # before the first frame: a crash or the watchdog's SIGABRT must not write frames to disk
     classifier, detector = load_parts(cfg)
     device = cfg.device_name or socket.gethostname()
     pipeline = Pipeline(cfg, classifier, detector)

@@ -1,0 +1,79 @@
+"""Frames never leave the device unasked (README): what a hostile reviewer tried, each leak
+reproduced with the real parts."""
+
+from __future__ import annotations
+
+import os
+import resource
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.test_reliability import MjpegStream
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _core_limit(pid: int) -> int:
+    """The soft RLIMIT_CORE of a running process, from /proc (0: no core file)."""
+    for line in Path(f"/proc/{pid}/limits").read_text().splitlines():
+        if line.startswith("Max core file size"):
+            soft = line.split()[4]
+            return -1 if soft == "unlimited" else int(soft)
+    raise AssertionError("no core limit in /proc/PID/limits")
+
+
+# As systemd starts a service (its default core limit is infinity): cores allowed up to the hard limit.
+UNLIMITED_CORES = ["sh", "-c", 'ulimit -c "$(ulimit -H -c)" && exec "$@"', "sh"]
+
+
+def needs_core_files() -> None:
+    if resource.getrlimit(resource.RLIMIT_CORE)[1] == 0:
+        pytest.skip("this machine allows no core file at all (hard limit 0)")
+
+
+def test_a_watchdog_abort_of_edge_run_leaves_no_core_file_with_frames(tmp_path):
+    """The camera stream goes silent mid-read, the grabber hangs, and systemd's watchdog kills the
+    service with SIGABRT (its WatchdogSignal): with core dumps allowed, as systemd allows them,
+    the process's memory, camera frames included, would land in a core file in the working folder."""
+    needs_core_files()
+    stream = MjpegStream(frames=20)
+    (tmp_path / "c.toml").write_text("[status]\nport = 0\n")
+    proc = subprocess.Popen([*UNLIMITED_CORES, sys.executable, "-m", "edge.cli", "run", "--config", "c.toml", "--source",
+                             f"http://127.0.0.1:{stream.port}/video.mjpg"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(REPO), "HOME": str(tmp_path)})
+    try:
+        assert stream.silent.wait(120), "the stream was never read"
+        time.sleep(1.0)  # frames are in memory, the read blocks
+        assert proc.poll() is None, proc.stderr.read()
+        limit = _core_limit(proc.pid)
+        proc.send_signal(signal.SIGABRT)
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        stream.stop()
+    assert proc.returncode == -signal.SIGABRT
+    assert limit == 0
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("core")]
+
+
+def test_doctors_camera_probe_leaves_no_core_file():
+    """`edge doctor` reads a camera frame in a child process (in /tmp): a driver crash there must
+    not write the frame to a core file either, whatever core limit the doctor's shell has."""
+    from edge.ops import doctor
+
+    needs_core_files()
+    before = resource.getrlimit(resource.RLIMIT_CORE)
+    resource.setrlimit(resource.RLIMIT_CORE, (before[1], before[1]))
+    try:
+        got, why = doctor._child("import json, resource\n"
+                                 "print(json.dumps({'core': resource.getrlimit(resource.RLIMIT_CORE)[0]}))", 60)
+    finally:
+        resource.setrlimit(resource.RLIMIT_CORE, before)
+    assert got == {"core": 0}, why
