@@ -77,3 +77,17 @@ def test_doctors_camera_probe_leaves_no_core_file():
     finally:
         resource.setrlimit(resource.RLIMIT_CORE, before)
     assert got == {"core": 0}, why
+
+
+def test_doctor_never_shows_the_camera_streams_password():
+    """install.sh prints `edge doctor` (into the journal, for an install at first boot), and a
+    report gets pasted into tickets: the stream URL's password would hand out the camera's picture."""
+    from edge.config import load_config
+    from edge.ops import doctor
+
+    ctx = doctor._Context(doctor.DoctorSettings())
+    cfg = load_config(None, {"source.path": "rtsp://admin:Secr3tPass@192.0.2.7:554/stream1?token=abc"})
+    doctor.check_camera(ctx, cfg)
+    (check,) = ctx.checks
+    assert "Secr3tPass" not in check.detail and "abc" not in check.detail
+    assert "rtsp://***@192.0.2.7:554/stream1" in check.detail

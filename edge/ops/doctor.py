@@ -33,6 +33,7 @@ from pathlib import Path
 
 from edge.errors import UserError
 from edge.paths import expand_path
+from edge.redact import redact_url
 from edge.service.health import THERMAL, THROTTLE_BITS, clock_synced
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -424,7 +425,8 @@ def check_camera(ctx: _Context, cfg) -> None:
     if index is None:
         if src.path:
             if "://" in src.path:
-                ctx.add("camera", OK, f"skipped: the config reads the stream {src.path}")
+                # its password would give the camera's picture to whoever reads the report or install log
+                ctx.add("camera", OK, f"skipped: the config reads the stream {redact_url(src.path)}")
             elif expand_path(src.path).exists():
                 ctx.add("camera", OK, f"skipped: the config reads {src.path} (it exists)")
             else:
