@@ -91,3 +91,10 @@ def test_doctor_never_shows_the_camera_streams_password():
     (check,) = ctx.checks
     assert "Secr3tPass" not in check.detail and "abc" not in check.detail
     assert "rtsp://***@192.0.2.7:554/stream1" in check.detail
+
+
+def test_the_service_unit_allows_no_core_file_either():
+    """The unit's own limit covers what edge run's cannot: a crash before Python has set it."""
+    unit = (REPO / "deploy" / "queue-mood.service").read_text()
+    service = unit[unit.index("[Service]"):]
+    assert "\nLimitCORE=0\n" in service

@@ -268,7 +268,7 @@ UNIT_KEYS = {
                 "RestrictNamespaces", "LockPersonality", "MemoryDenyWriteExecute", "RestrictAddressFamilies",
                 "SystemCallArchitectures", "SystemCallFilter", "CapabilityBoundingSet", "AmbientCapabilities",
                 "UMask", "Nice", "CPUSchedulingPolicy", "IOSchedulingClass", "MemoryMax", "MemoryHigh",
-                "CPUQuota", "LimitNOFILE", "OOMScoreAdjust"},
+                "CPUQuota", "LimitNOFILE", "LimitCORE", "OOMScoreAdjust"},
     "Install": {"WantedBy", "RequiredBy", "Alias", "Also"},
 }
 REQUIRED_UNIT_KEYS = (("Unit", "Description"), ("Service", "ExecStart"), ("Service", "User"),
