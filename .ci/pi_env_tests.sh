@@ -6,7 +6,7 @@
 # The venv is made as install.sh makes a Pi's (--system-site-packages on apt's Python 3.11);
 # apt also gives what the tests and `edge demo` take from it on a Pi (opencv-data for the Haar
 # detector, python3-matplotlib, python3-skimage), and pip adds only this checkout (editable,
-# extras edge, mqtt, gpio) and pytest, under install.sh's constraints with numpy pinned to apt's.
+# extras edge, mqtt, gpio) and pytest with pytest-xdist, under install.sh's constraints with numpy pinned to apt's.
 # Left out: the build machine's test files (train/, convert/, benchmarks/), which need TensorFlow.
 #
 # Usage:  bash .ci/pi_env_tests.sh [VENV]     (default: a temp venv, removed at the end; a VENV
@@ -47,8 +47,8 @@ opencv-contrib-python<0
 opencv-contrib-python-headless<0
 EOF
 "$VENV/bin/python" -m pip --disable-pip-version-check --no-input install -q --root-user-action=ignore \
-    -c "$WORK/constraints.txt" -e "${REPO}[edge,mqtt,gpio]" 'pytest>=7' \
-    || fail "pip could not install this checkout with its edge, mqtt and gpio extras and pytest into $VENV (see above)."
+    -c "$WORK/constraints.txt" -e "${REPO}[edge,mqtt,gpio]" 'pytest>=7' 'pytest-xdist>=3' \
+    || fail "pip could not install this checkout with its edge, mqtt and gpio extras, pytest and pytest-xdist into $VENV (see above)."
 (cd / && "$VENV/bin/python" -I - <<'EOF'
 from importlib import metadata
 
