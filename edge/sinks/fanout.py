@@ -58,6 +58,7 @@ class _Worker:
         self.queue: queue.Queue = queue.Queue(queue_max)
         self.sent = 0  # events handed to the sink
         self.lost = 0  # events neither handled by the sink nor spooled
+        self.in_hand: AlertEvent | None = None  # the event its sink's send() is working on
         self.thread = threading.Thread(target=self._run, name=f"sink-{sink.key}", daemon=True)
         self.thread.start()
 
@@ -77,7 +78,9 @@ class _Worker:
             elif isinstance(item, _Update):
                 self.fanout.call(self.sink, "update", dict(item))
             else:
+                self.in_hand = item
                 self.fanout.call(self.sink, "send", item)
+                self.in_hand = None
                 self.sent += 1
 
     def submit(self, item) -> None:
@@ -208,6 +211,10 @@ class Fanout:
                     what = f"its {len(left)} queued events were put in its spool" + (f", {lost} lost" if lost else "")
                 else:
                     what = f"its {len(left)} queued events are lost (it has no spool)"
+                busy = w.in_hand
+                if busy is not None:  # the sink's own send decides its fate, so it is named, not counted
+                    what = (f"{busy.kind} {busy.event_id} was in hand, delivered or spooled only if that call ends "
+                            f"before the process does; {what}")
                 log.warning("Sink %s still busy %.1f s after the stop; %s.", w.sink.key, self.close_timeout_s, what)
                 self.call(w.sink, "abort")
             self._count_unsaved(w)
