@@ -332,6 +332,13 @@ def _describe(tp, n: int | None = None) -> str:
 
 
 # Keys an older release read, and what replaced them (named in the error, so an old config is easy to fix).
+SECRET_KEYS = {"token", "password"}  # their values never appear in an error (the journal, a pasted report)
+
+
+def _shown(where: str, value) -> str:
+    return "(hidden)" if where.rsplit(".", 1)[-1] in SECRET_KEYS else repr(value)
+
+
 RENAMED = {"tracking.ema_alpha": "tracking.smooth_s, the smoothing's time constant in seconds (0.56 is what "
                                  "ema_alpha = 0.3 gave at 5 fps)"}
 
@@ -367,12 +374,12 @@ def build(cls, data: dict, path: str = "", folder: Path | None = None, as_given:
             kwargs[name] = build(target, value, where, folder, as_given)
         elif any(_type_ok(value, t) for t in options):
             if target is float and not math.isfinite(value):
-                raise ConfigError(f"Config key '{where}' has the bad value {value!r}; expected a finite number.")
+                raise ConfigError(f"Config key '{where}' has the bad value {_shown(where, value)}; expected a finite number.")
             if folder is not None and fields[name].metadata.get("file") and where not in as_given:
                 value = from_folder(value, folder)
             kwargs[name] = float(value) if target is float else value
         else:
-            raise ConfigError(f"Config key '{where}' has the bad value {value!r}; "
+            raise ConfigError(f"Config key '{where}' has the bad value {_shown(where, value)}; "
                               f"expected {_describe(target, fields[name].metadata.get('items'))}.")
     obj = cls(**kwargs)
     return obj

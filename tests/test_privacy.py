@@ -98,3 +98,16 @@ def test_the_service_unit_allows_no_core_file_either():
     unit = (REPO / "deploy" / "queue-mood.service").read_text()
     service = unit[unit.index("[Service]"):]
     assert "\nLimitCORE=0\n" in service
+
+
+@pytest.mark.parametrize("key", ["status.token", "status.password", "sinks.mqtt.password"])
+def test_a_secret_of_the_wrong_type_is_not_shown_in_the_config_error(tmp_path, key):
+    """An unquoted numeric password is a TOML integer: the error names the key, never the value."""
+    from edge.config import ConfigError, load_config
+
+    table, name = key.rsplit(".", 1)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[{table}]\n{name} = 8675309123456789\n' + ('host = "b"\n' if "mqtt" in key else ""))
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert str(err.value) == f"Config key '{key}' has the bad value (hidden); expected str."
