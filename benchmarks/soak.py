@@ -429,7 +429,30 @@ def rss_growth_mb_per_h(samples: list[dict], key: str = "rss_mb") -> float | Non
     return round(float(slope * 3600), 3) + 0.0  # + 0.0: no '-0.00' in the report
 
 
+WORKDIR_MARK = ".queue-mood-soak"  # says a folder is a soak's, so a later --workdir may empty it
+
+
+def prepare_workdir(workdir: str | None) -> Path:
+    """An empty folder for the soak: a new temp one, or --workdir emptied when it is new, empty or
+    an earlier soak's; any other folder (--workdir . or ~) is refused, never deleted."""
+    if not workdir:
+        path = Path(tempfile.mkdtemp(prefix="qm-soak-"))
+    else:
+        path = Path(workdir).expanduser()
+        if path.is_dir() and any(path.iterdir()):
+            if not any((path / n).is_file() for n in (WORKDIR_MARK, "soak.toml")):  # soak.toml: before the mark
+                raise UserError(f"--workdir {workdir} holds files that are not an earlier soak's; the soak empties its "
+                                "folder, so pass a new or empty one.")
+            shutil.rmtree(path)
+        elif path.exists() and not path.is_dir():
+            raise UserError(f"--workdir {workdir} is a file; pass a folder.")
+        path.mkdir(parents=True, exist_ok=True)
+    (path / WORKDIR_MARK).write_text("")
+    return path
+
+
 def run(args, argv) -> dict:
+    workdir = prepare_workdir(args.workdir)  # refused before anything starts
     if not Path(MOSQUITTO).exists():
         raise UserError(f"The soak needs the mosquitto broker at {MOSQUITTO} (apt install mosquitto).")
     try:
@@ -437,10 +460,6 @@ def run(args, argv) -> dict:
     except ImportError:
         raise UserError("The soak needs paho-mqtt: pip install 'queue-mood[mqtt]'.") from None
     report = common.run_header(NAME, argv)
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="qm-soak-"))
-    if workdir.exists() and args.workdir:
-        shutil.rmtree(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
     cam = Camera(scene_jpegs(args.fps), args.fps)
     hook = Webhook()
     broker = Broker(workdir / "broker")
@@ -616,7 +635,8 @@ def build_parser():
     ap.add_argument("--cycle-s", type=positive, default=300.0, help="fault schedule period (default: %(default)s)")
     ap.add_argument("--fps", type=positive, default=15.0, help="camera frame rate (default: %(default)s)")
     ap.add_argument("--nice", type=int, default=10, help="niceness of the service process (default: %(default)s)")
-    ap.add_argument("--workdir", default=None, help="folder for spool, logs and config (default: a new temp folder)")
+    ap.add_argument("--workdir", default=None, help="folder for spool, logs and config, emptied first: a new or empty "
+                    "one, or an earlier soak's (default: a new temp folder)")
     ap.add_argument("--no-stop-checks", action="store_true", help="skip the stop-latency runs per state")
     ap.add_argument("--trace-memory", action="store_true",
                     help="run the main service under tracemalloc (benchmarks/memtrace.py) and report where its "

@@ -484,3 +484,19 @@ def test_detector_calls_are_counted_once_whichever_way_the_detector_is_asked():
         det.detect(frame)
         det.detect_down_to(frame, 0.5)
         assert det.bench_calls == 2, kind.__name__
+
+
+def test_soak_refuses_a_workdir_it_did_not_make_instead_of_deleting_it(tmp_path):
+    import argparse
+
+    from benchmarks import soak
+
+    mine = tmp_path / "checkout"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(UserError, match=r"--workdir .*checkout holds files that are not an earlier soak's"):
+        soak.run(argparse.Namespace(workdir=str(mine)), [])
+    assert (mine / "notes.txt").read_text() == "keep me"
+    earlier = soak.prepare_workdir(str(tmp_path / "soak"))  # a soak's own folder is emptied for the next run
+    (earlier / "service-main.log").write_text("old")
+    assert list(soak.prepare_workdir(str(earlier)).iterdir()) == [earlier / soak.WORKDIR_MARK]
