@@ -288,9 +288,21 @@ def out_dir(path) -> Path:
     return p
 
 
-def write_json(path: Path, obj) -> Path:
-    path.write_text(json.dumps(obj, indent=2, default=_json_default) + "\n")
+def replace_file(path: Path, write: Callable[[Path], object]) -> Path:
+    """write(temp) beside `path`, then rename it over `path`: a run stopped while writing
+    (Ctrl-C, a full disk) leaves the earlier file or the new one whole, never half of one."""
+    tmp = path.with_name(f".{path.name}.part{path.suffix}")  # the suffix: matplotlib reads the format from it
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+def write_json(path: Path, obj) -> Path:
+    text = json.dumps(obj, indent=2, default=_json_default) + "\n"
+    return replace_file(path, lambda tmp: tmp.write_text(text))
 
 
 def _json_default(o):
@@ -348,8 +360,7 @@ def md_header(title: str, report: dict) -> str:
 def write_results(out: Path, name: str, report: dict, markdown: str) -> tuple[Path, Path]:
     out = out_dir(out)
     j = write_json(out / f"{name}.json", report)
-    m = out / f"{name}.md"
-    m.write_text(markdown)
+    m = replace_file(out / f"{name}.md", lambda tmp: tmp.write_text(markdown))
     return j, m
 
 
@@ -368,8 +379,7 @@ def pyplot():
 def save_figure(plt, fig, out: Path, name: str) -> Path:
     """Write a benchmark's figure as OUT/NAME.png and release it."""
     fig.tight_layout()
-    p = out / f"{name}.png"
-    fig.savefig(p, dpi=100)
+    p = replace_file(out / f"{name}.png", lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
     return p
 
@@ -505,24 +515,34 @@ def finish(name: str, args, argv, run, draw, to_markdown) -> int:
     from edge.errors import UserError
 
     try:
-        check_writable(Path(args.out))
-        isa.apply(getattr(args, "isa", "native"))
-        report = run(args, argv)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        out = out_dir(args.out)
-        pngs = [p for p in draw(report, out) if p]
-        report["png"] = [p.name for p in pngs]
-        md = to_markdown(report)
-        if pngs:
-            md += f"\nFigures: {', '.join(report['png'])}\n"
-        j, m = write_results(out, name, report, md)
-    except OSError as exc:  # e.g. the disk filled during the run
-        print(f"error: Cannot write the results to {args.out} ({exc.strerror}); pass --out with a folder you can "
-              "write to.", file=sys.stderr)
-        return 2
+        try:
+            check_writable(Path(args.out))
+            isa.apply(getattr(args, "isa", "native"))
+            report = run(args, argv)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        try:
+            out = out_dir(args.out)
+            before = {p.name for p in out.iterdir()}
+            pngs = [p for p in draw(report, out) if p]
+            report["png"] = [p.name for p in pngs]
+            md = to_markdown(report)
+            if pngs:
+                md += f"\nFigures: {', '.join(report['png'])}\n"
+            earlier = [p for p in (f"{name}.json", f"{name}.md", *report["png"]) if p in before]
+            j, m = write_results(out, name, report, md)
+        except OSError as exc:  # e.g. the disk filled during the run
+            print(f"error: Cannot write the results to {args.out} ({exc.strerror}); pass --out with a folder you can "
+                  "write to.", file=sys.stderr)
+            return 2
+    except KeyboardInterrupt:  # the files are written at the end only, each whole or not at all
+        print(f"error: Stopped by Ctrl-C before the results were written; nothing new is in {args.out}.",
+              file=sys.stderr)
+        return 130
     print(md)
     print(f"wrote {j}, {m}" + (f" and {', '.join(p.name for p in pngs)} in {out}" if pngs else ""))
+    if earlier:
+        print(f"note: {out} held an earlier run's {', '.join(earlier)}; this run's files replaced those of the same "
+              "name.")
     return 0

@@ -500,3 +500,53 @@ def test_soak_refuses_a_workdir_it_did_not_make_instead_of_deleting_it(tmp_path)
     earlier = soak.prepare_workdir(str(tmp_path / "soak"))  # a soak's own folder is emptied for the next run
     (earlier / "service-main.log").write_text("old")
     assert list(soak.prepare_workdir(str(earlier)).iterdir()) == [earlier / soak.WORKDIR_MARK]
+
+
+def test_ctrl_c_is_one_line_and_leaves_the_earlier_results_whole(tmp_path, capsys, monkeypatch):
+    import argparse
+
+    out = tmp_path / "out"
+    args = argparse.Namespace(out=str(out))
+    measured = lambda a, v: {"rows": [1, 2, 3]}  # noqa: E731
+    assert common.finish("latency", args, [], measured, lambda r, o: [], lambda r: "# t\n") == 0
+    first = (out / "latency.json").read_text()
+    capsys.readouterr()
+
+    def stopped(a, v):
+        raise KeyboardInterrupt
+
+    def finish(run):
+        try:
+            return common.finish("latency", args, [], run, lambda r, o: [], lambda r: "# t\n")
+        except KeyboardInterrupt:
+            return "a traceback"
+
+    assert finish(stopped) == 130
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("error: Stopped by Ctrl-C") and str(out) in line
+    real = Path.write_text
+
+    def half_then_stopped(self, text, *a, **k):  # Ctrl-C while the JSON is being written
+        real(self, text[: len(text) // 2], *a, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", half_then_stopped)
+    rc = finish(measured)
+    monkeypatch.undo()
+    assert rc == 130
+    assert (out / "latency.json").read_text() == first and sorted(p.name for p in out.iterdir()) == [
+        "latency.json", "latency.md"]
+
+
+def test_a_run_into_a_folder_with_earlier_results_says_it_replaced_them(tmp_path, capsys):
+    import argparse
+
+    args = argparse.Namespace(out=str(tmp_path))
+    (tmp_path / "accuracy.json").write_text("{}")  # another benchmark's files are not this run's business
+    run = lambda a, v: {}  # noqa: E731
+    assert common.finish("latency", args, [], run, lambda r, o: [], lambda r: "# t\n") == 0
+    assert "earlier" not in capsys.readouterr().out
+    assert common.finish("latency", args, [], run, lambda r, o: [], lambda r: "# t\n") == 0
+    note = capsys.readouterr().out.splitlines()[-1]
+    assert note == f"note: {tmp_path} held an earlier run's latency.json, latency.md; this run's files replaced " \
+                   "those of the same name."
