@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -171,6 +172,22 @@ def outputs(classifier, crops: np.ndarray, mirror: bool | None, batch: int = 256
     return np.concatenate(out).astype(np.float32)
 
 
+def read_cache(path: Path) -> dict:
+    """The arrays of a cached bank; {} when there is none or it cannot be read (a run killed while
+    an older release wrote it), so the bank is made again instead of every later run failing."""
+    import zipfile
+    import zlib
+
+    try:
+        with np.load(path) as npz:
+            return dict(npz)
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        print(f"face bank: the cache {path} cannot be read ({exc}); making it again", file=sys.stderr)
+        return {}
+
+
 def build_bank(classifier, root: Path, per_class: int | None, jitter: Jitter, seed: int,
                widths_px=WIDTHS_PX, use_cache: bool = True) -> FaceBank:
     from edge.card import sha256_file
@@ -183,7 +200,7 @@ def build_bank(classifier, root: Path, per_class: int | None, jitter: Jitter, se
                       "widths": list(widths_px), "seed": seed}, sort_keys=True)
     path = cache_dir() / f"{hashlib.sha256(key.encode()).hexdigest()[:24]}.npz"
     face_labels = np.array([k for _, k in faces], np.int16)
-    cached = dict(np.load(path)) if use_cache and path.is_file() else {}
+    cached = read_cache(path) if use_cache else {}
     looks_key = f"looks_{LOOK_NAME}"
     want_turn = classifier.flip_average  # a model without flip averaging has only one output per view
     if "probs" in cached and looks_key in cached and ("turn" in cached or not want_turn):
@@ -205,5 +222,8 @@ def build_bank(classifier, root: Path, per_class: int | None, jitter: Jitter, se
     if use_cache:
         path.parent.mkdir(parents=True, exist_ok=True)
         extra = {} if turn is None else {"turn": turn}
-        np.savez_compressed(path, face_labels=face_labels, probs=probs, **{looks_key: looks}, **extra)
+        from benchmarks.common import replace_file
+
+        replace_file(path, lambda tmp: np.savez_compressed(tmp, face_labels=face_labels, probs=probs,
+                                                           **{looks_key: looks}, **extra))
     return FaceBank(labels, face_labels, probs, tuple(widths_px), [str(f) for f in files], looks, turn)

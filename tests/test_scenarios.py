@@ -322,3 +322,24 @@ def test_a_person_found_again_is_one_track_in_the_identity_figures():
     track_people, visits = {2: {1}, 5: {1}, 6: {3}}, {1: {"tracks": {2, 5}}, 3: {"tracks": {6}}}
     fold_refound([(5, 2)], track_people, visits)
     assert track_people == {2: {1}, 6: {3}} and visits == {1: {"tracks": {2}}, 3: {"tracks": {6}}}
+
+
+def test_a_damaged_face_bank_cache_is_made_again_instead_of_failing_every_run(shipped_model, tmp_path, monkeypatch):
+    """A run stopped while the bank cache was written used to leave half an .npz that every later
+    `edge bench scenarios` died on (BadZipFile) until the user found and deleted it."""
+    cv2 = pytest.importorskip("cv2")
+    from benchmarks.face_bank import Jitter, build_bank
+    from edge.pipeline.classifier import Classifier
+
+    monkeypatch.setenv("QUEUE_MOOD_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(0)
+    for label in ("happy", "sad"):
+        (tmp_path / "faces" / label).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "faces" / label / "a.png"), rng.integers(0, 255, (48, 48), np.uint8))
+    clf = Classifier(shipped_model, num_threads=1)
+    make = lambda: build_bank(clf, tmp_path / "faces", None, Jitter(per_face=1), 0, widths_px=(48,))  # noqa: E731
+    first = make()
+    (cache,) = (tmp_path / "cache" / "face_bank").iterdir()
+    cache.write_bytes(cache.read_bytes()[:200])
+    np.testing.assert_array_equal(make().probs, first.probs)
+    assert [p.name for p in cache.parent.iterdir()] == [cache.name]  # whole again, no temp file beside it
