@@ -203,7 +203,8 @@ def demo_cmd(out, fast):
 
 @cli.command("analyze")
 @click.argument("path")
-@click.option("--out", default=None, help="Folder for the results (default: ./<name>-analysis).")
+@click.option("--out", default=None,
+              help="Folder for the results (default: ./<name>-analysis); an earlier analysis there is replaced.")
 @click.option("--every", type=click.IntRange(min=1), default=1, show_default=True,
               help="Analyse every Nth frame (or image).")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True,

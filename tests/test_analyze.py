@@ -526,3 +526,23 @@ def test_an_out_that_is_a_file_or_under_one_is_one_sentence(tmp_path):
         _output_dir(str(tmp_path / "notes.txt"))
     with pytest.raises(UserError, match=r"lies under the file .*notes.txt; pass a folder"):
         _output_dir(str(tmp_path / "notes.txt" / "results"))
+
+
+def test_an_earlier_analysis_in_the_same_folder_is_replaced_whole_and_said(tmp_path):
+    """A second run into the same --out (the default ./NAME-analysis, run again) must not leave
+    the first run's annotated.mp4 or timeline.csv beside its own files as if they were its."""
+    video = write_video(tmp_path / "clip.mp4", (np.full((H, W, 3), 90, np.uint8) for _ in range(FPS)))
+    out = tmp_path / "out"
+    first = run_cli("analyze", video, "--out", out, "--annotate")
+    assert first.returncode == 0, first.stderr
+    assert "earlier analysis" not in first.stdout
+    assert {"timeline.csv", "tracks.csv", "annotated.mp4", "summary.json"} <= {p.name for p in out.iterdir()}
+    second = run_cli("analyze", video, "--out", out, "--format", "json")
+    assert second.returncode == 0, second.stderr
+    left = {p.name for p in out.iterdir()}
+    assert {"timeline.json", "tracks.json", "summary.json"} <= left
+    assert not left & {"timeline.csv", "tracks.csv", "annotated.mp4"}, left
+    s = json.loads((out / "summary.json").read_text())
+    assert any("held an earlier analysis" in n and "annotated.mp4" in n for n in s["notes"]), s["notes"]
+    assert "held an earlier analysis" in second.stdout
+    assert "an earlier analysis there is replaced" in " ".join(run_cli("analyze", "--help").stdout.split())

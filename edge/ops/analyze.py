@@ -227,6 +227,23 @@ def _output_dir(out: str) -> Path:
     return path
 
 
+# Every file an analysis may write: an earlier run's, left beside this run's, would pass for it.
+RESULT_FILES = ("timeline.csv", "timeline.json", "tracks.csv", "tracks.json", "summary.png", "summary.json",
+                "annotated.mp4")
+
+
+def _clear_earlier(out: Path, inputs: list, notes: list[str]) -> None:
+    """Removes an earlier analysis's files from `out` (saying so), once this run is about to write;
+    never one of the `inputs` (an image named summary.png in the folder analysed)."""
+    keep = {Path(f).resolve() for f in inputs}
+    earlier = [name for name in RESULT_FILES if (out / name).is_file() and (out / name).resolve() not in keep]
+    for name in earlier:
+        (out / name).unlink()
+    if earlier:
+        notes.append(f"{out} held an earlier analysis ({', '.join(earlier)}); it was removed, and the files below are "
+                     "this run's.")
+
+
 def _replay(cfg: Config, parts, source, name_of, rec: _Recorder, timer: StageTimer, annotator, bar,
             notes: list[str]) -> None:
     """Every frame of the source through the pipeline into the recorder; Ctrl-C keeps what was done."""
@@ -287,6 +304,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
         opts.notes.append(f"--every {every} leaves {step_s:.2f} s between analysed frames, more than "
                           f"tracking.max_gap_s ({cfg.tracking.max_gap_s:g} s), so faces cannot be followed from one "
                           "analysed frame to the next and every sighting starts a new track.")
+    _clear_earlier(out, [path, *getattr(source, "files", [])], opts.notes)
     rec = _Recorder(out, labels, video, opts.fmt)
     annotator = AnnotatedVideo(out / "annotated.mp4", fps / every if video else 1.0, labels) if opts.annotate else None
     total = getattr(source, "frame_count", None)
