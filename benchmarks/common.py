@@ -429,6 +429,14 @@ def slug(text: str) -> str:
     return keep.strip("_")[:80] or "model"
 
 
+def add_isa_arg(ap) -> None:
+    from benchmarks import isa
+
+    ap.add_argument("--isa", choices=isa.CHOICES, default="native",
+                    help="kernels to use: native (all this CPU has) or avx2 (AVX-512 hidden from every library, to "
+                         "measure as an AVX2-only machine would; re-starts the process; default: %(default)s)")
+
+
 def add_common_args(ap, default_repeats: int | None = None, default_warmup: int | None = None,
                     default_threads: int | None = None) -> None:
     ap.add_argument("--out", default=str(default_out()),
@@ -436,11 +444,7 @@ def add_common_args(ap, default_repeats: int | None = None, default_warmup: int 
                          "current directory; "
                          "--out benchmarks/results replaces the committed results)")
     ap.add_argument("--seed", type=int, default=0, help="seed for inputs and sampling (default: %(default)s)")
-    from benchmarks import isa
-
-    ap.add_argument("--isa", choices=isa.CHOICES, default="native",
-                    help="kernels to use: native (all this CPU has) or avx2 (AVX-512 hidden from every library, to "
-                         "measure as an AVX2-only machine would; re-starts the process; default: %(default)s)")
+    add_isa_arg(ap)
     if default_threads is not None:
         ap.add_argument("--threads", type=number(), default=default_threads,
                         help="interpreter (and OpenCV) threads (default: %(default)s)")

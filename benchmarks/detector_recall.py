@@ -32,6 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from benchmarks import common  # noqa: E402
+
 FRAME_W, FRAME_H = 640, 480
 DEFAULT_SIZES = (80, 100, 120, 160, 200)
 MATCH_IOU = 0.2
@@ -153,7 +155,7 @@ def match(placed, detections):
     return found, len(detections) - len(used)
 
 
-def run(args) -> dict:
+def run(args, argv=None) -> dict:
     from edge.pipeline.detectors import create_detector
 
     sizes = tuple(int(s) for s in args.sizes.split(","))
@@ -163,7 +165,7 @@ def run(args) -> dict:
     n_faces = sum(len(p) for _, p in scenes)
     print(f"{n_faces} FER2013 val faces in {len(scenes)} frames ({time.perf_counter() - t0:.1f} s to prepare)")
 
-    results = {}
+    results, models = {}, []
     for name in args.variants.split(","):
         kind, options = VARIANTS[name]
         options = dict(options)
@@ -176,6 +178,7 @@ def run(args) -> dict:
                 continue
             options["model"] = str(found)
         det = create_detector(kind, threads=args.threads, min_face_px=args.min_face_px, **options)
+        models.append(det.model_path)
         for frame, _ in scenes[: args.warmup]:
             det.detect(frame)
         per_size = {s: [0, 0] for s in sizes}  # found, placed
@@ -215,6 +218,7 @@ def run(args) -> dict:
         results[name] = entry
         print(f"{name:16s} recall {entry['recall']:.3f}  fp {false_pos}  {entry['latency_ms_median']:.2f} ms")
     return {
+        **common.run_header("detector_recall", argv, models),  # machine, CPU features, command, models
         "data": str(args.data),
         "faces": n_faces,
         "frames": len(scenes),
@@ -230,9 +234,8 @@ def run(args) -> dict:
 def markdown(report: dict) -> str:
     sizes = report["crop_widths"]
     lines = [
-        f"# Detector recall on FER2013 val faces ({report['faces']} faces, {report['frames']} frames "
-        f"{report['frame_size'][0]}x{report['frame_size'][1]}, seed {report['seed']})",
-        "",
+        common.md_header(f"Detector recall on FER2013 val faces ({report['faces']} faces, {report['frames']} frames "
+                         f"{report['frame_size'][0]}x{report['frame_size'][1]}, seed {report['seed']})", report),
         "Crop width W = side of the placed 48x48 FER2013 crop after upscaling (the face inside is smaller).",
         f"Found: {report['match_rule']}. Latency: median detect() per frame, {report['threads']} thread(s).",
         "",
@@ -267,16 +270,23 @@ def main(argv=None) -> int:
     ap.add_argument("--min-face-px", type=int, default=20, help="detector min_face_px (default: %(default)s)")
     ap.add_argument("--warmup", type=int, default=5, help="frames run before timing (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0)
-    from benchmarks.common import default_out
-
-    ap.add_argument("--out", default=str(default_out() / "detector_recall"),
+    common.add_isa_arg(ap)
+    ap.add_argument("--out", default=str(common.default_out() / "detector_recall"),
                     help="output path without extension; writes .json and .md (default: runs/bench/<UTC time>/"
                          "detector_recall; --out benchmarks/results/detector_recall replaces the committed results)")
     args = ap.parse_args(argv)
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
         ap.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
-    report = run(args)
+    from benchmarks import isa
+    from edge.errors import UserError
+
+    try:
+        isa.apply(args.isa)
+        report = run(args, argv)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")

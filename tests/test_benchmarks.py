@@ -550,3 +550,24 @@ def test_a_run_into_a_folder_with_earlier_results_says_it_replaced_them(tmp_path
     note = capsys.readouterr().out.splitlines()[-1]
     assert note == f"note: {tmp_path} held an earlier run's latency.json, latency.md; this run's files replaced " \
                    "those of the same name."
+
+
+@needs_blazeface
+def test_detector_recall_results_name_the_machine_the_command_and_the_models(tmp_path):
+    import cv2
+
+    from benchmarks import detector_recall
+
+    rng = np.random.default_rng(0)
+    for k in range(3):
+        (tmp_path / "fer" / "val" / "happy").mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(tmp_path / "fer" / "val" / "happy" / f"{k}.png"), rng.integers(0, 255, (48, 48), np.uint8))
+    argv = ["--data", str(tmp_path / "fer"), "--n", "3", "--sizes", "80", "--variants", "short_range", "--warmup", "0",
+            "--isa", "native", "--out", str(tmp_path / "out" / "detector_recall")]
+    assert detector_recall.main(argv) == 0
+    report = json.loads((tmp_path / "out" / "detector_recall.json").read_text())
+    assert HEADER_KEYS <= set(report) and MACHINE_KEYS | {"cpu_features"} <= set(report["machine"])
+    assert report["command"].endswith(" ".join(argv))
+    assert [m["file"] for m in report["models"]] == ["face_detection_short_range.tflite"]
+    md = (tmp_path / "out" / "detector_recall.md").read_text()
+    assert md.startswith("# Detector recall") and "CPU features for int8 inference" in md and "command:" in md
