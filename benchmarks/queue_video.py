@@ -15,6 +15,7 @@ folder label.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -194,4 +195,5 @@ def run_scenes(cfg, data: Path, kinds, folder: Path, seed: int, votes=None) -> l
         c = copy.deepcopy(cfg)
         c.status.enabled = False
         rows.append(run_scene(c, kind, calm, unhappy, folder))
+        print(f"  video {kind} done", file=sys.stderr, flush=True)  # each as it ends: a scene takes a while
     return rows

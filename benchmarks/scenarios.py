@@ -278,10 +278,7 @@ def videos(args, cfg, data: Path, model: Path, votes=None) -> list[dict]:
 
     cfg.model.path = str(model)
     with tempfile.TemporaryDirectory() as tmp:
-        rows = run_scenes(cfg, data, args.videos, Path(tmp), args.seed, votes)
-    for r in rows:
-        print(f"  video {r['scene']} done", file=sys.stderr)
-    return rows
+        return run_scenes(cfg, data, args.videos, Path(tmp), args.seed, votes)
 
 
 # ---------------------------------------------------------------------------- output

@@ -343,3 +343,23 @@ def test_a_damaged_face_bank_cache_is_made_again_instead_of_failing_every_run(sh
     cache.write_bytes(cache.read_bytes()[:200])
     np.testing.assert_array_equal(make().probs, first.probs)
     assert [p.name for p in cache.parent.iterdir()] == [cache.name]  # whole again, no temp file beside it
+
+
+def test_each_rendered_scene_is_reported_when_it_ends_not_all_at_the_end(monkeypatch, capsys):
+    """A scene takes minutes; its line used to come only after the last scene had run."""
+    import edge.pipeline.core as core
+    from benchmarks import detector_recall, queue_video
+
+    monkeypatch.setattr(core, "load_parts", lambda cfg: (None, None))
+    monkeypatch.setattr(detector_recall, "load_val_faces", lambda data, n, seed: [])
+    monkeypatch.setattr(queue_video, "pick", lambda detector, pool, n: [[object()] * n] * len(queue_video.SPOTS))
+    said_before = []
+
+    def scene(cfg, kind, calm, unhappy, folder):
+        said_before.append(capsys.readouterr().err.split())
+        return {"scene": kind}
+
+    monkeypatch.setattr(queue_video, "run_scene", scene)
+    rows = queue_video.run_scenes(load_config(None), Path("."), ["turn", "calm"], Path("."), seed=0)
+    assert [r["scene"] for r in rows] == ["turn", "calm"]
+    assert said_before[1] == ["video", "turn", "done"] and capsys.readouterr().err.split() == ["video", "calm", "done"]
