@@ -331,12 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--data", default=str(default_data()), help="dataset folder (split or class folders) or fer2013.csv "
                     "(default: %(default)s)")
     ap.add_argument("--split", default=None, help="split to evaluate (default: val, else all images)")
-    ap.add_argument("--limit", type=int, default=None, help="evaluate a seeded random subset of this many images")
+    ap.add_argument("--limit", type=common.number(), default=None,
+                    help="evaluate a seeded random subset of this many images")
     ap.add_argument("--votes", default=None, help="FER+ votes CSV: also score against the annotators' majority")
     ap.add_argument("--raw", action="store_true", help="also report each .tflite without flip averaging/temperature")
     ap.add_argument("--baseline", default=None, help="seed_cnn run folder (model.keras, history.csv, train_settings.json) "
                     "or a model inside one; its row is labelled with its capped epochs")
-    ap.add_argument("--threads", type=int, default=None, help="interpreter threads (default: all cores; "
+    ap.add_argument("--threads", type=common.number(), default=None, help="interpreter threads (default: all cores; "
                     "accuracy does not depend on it)")
     add_peer_args(ap)
     common.add_common_args(ap)

@@ -158,7 +158,7 @@ def match(placed, detections):
 def run(args, argv=None) -> dict:
     from edge.pipeline.detectors import create_detector
 
-    sizes = tuple(int(s) for s in args.sizes.split(","))
+    sizes = tuple(args.sizes)
     t0 = time.perf_counter()
     faces = load_val_faces(Path(args.data), args.n, args.seed)
     scenes = make_scenes(faces, sizes, args.seed)
@@ -261,14 +261,15 @@ def main(argv=None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=str(default_data()),
                     help="extracted FER2013 folder (with val/<class>/*.jpg) or fer2013.tar.gz (default: %(default)s)")
-    ap.add_argument("--n", type=int, default=200, help="number of val faces (default: %(default)s)")
-    ap.add_argument("--sizes", default=",".join(map(str, DEFAULT_SIZES)),
+    ap.add_argument("--n", type=common.number(), default=200, help="number of val faces (default: %(default)s)")
+    ap.add_argument("--sizes", type=common.numbers(), default=",".join(map(str, DEFAULT_SIZES)),
                     help="crop widths W in px (default: %(default)s)")
     ap.add_argument("--variants", default=DEFAULT_VARIANTS,
                     help=f"comma list of: {', '.join(VARIANTS)} (default: %(default)s)")
-    ap.add_argument("--threads", type=int, default=1, help="interpreter threads (default: %(default)s)")
+    ap.add_argument("--threads", type=common.number(), default=1, help="interpreter threads (default: %(default)s)")
     ap.add_argument("--min-face-px", type=int, default=20, help="detector min_face_px (default: %(default)s)")
-    ap.add_argument("--warmup", type=int, default=5, help="frames run before timing (default: %(default)s)")
+    ap.add_argument("--warmup", type=common.number(low=0), default=5,
+                    help="frames run before timing (default: %(default)s)")
     ap.add_argument("--seed", type=int, default=0)
     common.add_isa_arg(ap)
     ap.add_argument("--out", default=str(common.default_out() / "detector_recall"),

@@ -138,16 +138,28 @@ def figure(report: dict, out: Path):
     return common.save_plot(plt, fig, ax, out, NAME, fontsize=8)
 
 
+def interpolations(text: str) -> list[str]:
+    """--interpolations linear,cubic: each one of INTERPOLATIONS (OpenCV's INTER_* names)."""
+    import argparse
+
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [v for v in names if v not in INTERPOLATIONS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"{', '.join(bad) or repr(text)}: choose from {', '.join(INTERPOLATIONS)}")
+    return names
+
+
 def build_parser():
     ap = common.script_parser(__doc__, default_threads=1)
-    ints = lambda s: [int(v) for v in s.split(",")]  # noqa: E731
+    ints = common.numbers()
     ap.add_argument("--data", default=str(default_data()), help="extracted FER2013 folder (default: %(default)s)")
     ap.add_argument("--split", default="val", help="split folder to read (default: %(default)s)")
     ap.add_argument("--model", default=None, help="int8 .tflite with model.json beside it (default: the shipped model)")
-    ap.add_argument("--limit", type=int, default=None, help="a seeded sample of this many faces (default: all)")
+    ap.add_argument("--limit", type=common.number(), default=None,
+                    help="a seeded sample of this many faces (default: all)")
     ap.add_argument("--widths", type=ints, default=list(FACE_WIDTHS), help="face widths W (default: %(default)s)")
     ap.add_argument("--sides", type=ints, default=list(CROP_SIDES), help="crop sides S (default: %(default)s)")
-    ap.add_argument("--interpolations", type=lambda s: s.split(","), default=list(INTERPOLATIONS),
+    ap.add_argument("--interpolations", type=interpolations, default=list(INTERPOLATIONS),
                     help="OpenCV interpolations for the up step (default: %(default)s)")
     return ap
 

@@ -361,16 +361,18 @@ def build_parser():
     ap.add_argument("--votes", default=None, help="FER+ votes CSV, for the accuracy against the annotators' majority "
                                                   "(default: ferplus_votes.csv beside or above --data, if there)")
     ap.add_argument("--setups", default=DEFAULT_SETUPS, help="comma list of set-ups (default: %(default)s)")
-    ap.add_argument("--widths", type=lambda s: [int(v) for v in s.split(",")], default=list(WIDTHS),
+    ap.add_argument("--widths", type=common.numbers(), default=list(WIDTHS),
                     help="face widths in px (default: %(default)s)")
-    ap.add_argument("--frames", type=int, default=40, help="frames per width (default: %(default)s)")
-    ap.add_argument("--per-frame", type=int, default=4, help="heads asked for per frame; fewer fit at large widths "
-                                                              "(default: %(default)s)")
-    ap.add_argument("--fer", type=int, default=150, help="FER2013 val faces to blend into heads (default: %(default)s)")
+    ap.add_argument("--frames", type=common.number(), default=40, help="frames per width (default: %(default)s)")
+    ap.add_argument("--per-frame", type=common.number(), default=4,
+                    help="heads asked for per frame; fewer fit at large widths (default: %(default)s)")
+    ap.add_argument("--fer", type=common.number(low=0), default=150,
+                    help="FER2013 val faces to blend into heads (default: %(default)s)")
     ap.add_argument("--overlap", type=float, default=DetectorConfig().tile_overlap, help="tile overlap, a fraction of a tile (default: %(default)s)")
     ap.add_argument("--min-face-px", type=int, default=DetectorConfig().min_face_px,
                     help="detector min_face_px for the named models (default: the config's, %(default)s)")
-    ap.add_argument("--warmup", type=int, default=5, help="untimed frames per set-up (default: %(default)s)")
+    ap.add_argument("--warmup", type=common.number(low=0), default=5,
+                    help="untimed frames per set-up (default: %(default)s)")
     return ap
 
 

@@ -98,10 +98,13 @@ def fer_heads(data: Path, n: int, seed: int, split: str = "val") -> list[Head]:
 
     import cv2
 
+    from edge.errors import UserError
+
     root = split_root(data, split)
     files = sorted(p for p in root.glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if not files:
-        raise FileNotFoundError(f"no FER2013 images under {root}/<class>/")
+        raise UserError(f"No FER2013 images under {root}/<class>/; pass --data to the extracted FER2013 folder "
+                        "(val/<class>/).")
     chosen = random.Random(seed).sample(files, min(n, len(files)))
     template = astronaut_head()
     heads = []

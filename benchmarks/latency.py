@@ -42,9 +42,9 @@ def thread_counts(spec: str) -> list[int]:
     out = []
     for part in spec.split(","):
         part = part.strip()
-        n = common.all_cores() if part == "all" else int(part)
+        n = common.all_cores() if part == "all" else int(part) if part.isdigit() else 0  # "abc": the error below
         if n < 1:
-            raise UserError(f"--threads {spec}: thread counts must be >= 1 or 'all'.")
+            raise UserError(f"--threads {spec}: thread counts must be whole numbers >= 1 or 'all'.")
         if n not in out:
             out.append(n)
     return out

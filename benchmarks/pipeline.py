@@ -522,8 +522,7 @@ def run(args, argv=None) -> dict:
                 entry = {k: x for k, x in v.items() if k != "gt"}
                 entry["live"] = live(v, cfg, (classifier, detector), (finder, peer) if peer else None, args.live_runs)
                 if args.sweep_detect:
-                    entry["detect_sweep"] = sweep_detect(v, cfg, (classifier, detector),
-                                                         [float(k) for k in args.sweep_detect.split(",")])
+                    entry["detect_sweep"] = sweep_detect(v, cfg, (classifier, detector), args.sweep_detect)
                 lv = entry["live"]
                 print("  " + "; ".join(f"{who} {r['cpu_share_of_core']:.1%} of a core, recall {r.get('recall', '–')}"
                                        for who, r in lv.items() if who in LIVE_WHO))
@@ -777,8 +776,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--live-runs", type=common.number(), default=1, metavar="N", help="with --live: play each video N times "
                     "through ours and report the pass with the median CPU time, all N shares beside it "
                     "(default: %(default)s)")
-    ap.add_argument("--sweep-detect", default="", metavar="HZ,HZ", help="with --live: also unpaced passes of "
-                    "ours with the detector at each rate listed, e.g. 15,7.5,5,3 (CPU, recall)")
+    ap.add_argument("--sweep-detect", type=common.numbers(float, 0), default="", metavar="HZ,HZ",
+                    help="with --live: also unpaced passes of ours with the detector at each rate listed, e.g. "
+                         "15,7.5,5,3 (CPU, recall; 0 = every frame)")
     ap.add_argument("--pin-core", type=int, default=None, metavar="N", help="run on CPU core N only "
                     "(os.sched_setaffinity)")
     ap.add_argument("--runs", type=count, default=3, help="timed passes over each video (default: %(default)s)")

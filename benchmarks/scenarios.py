@@ -399,6 +399,7 @@ def draw(r: dict, out: Path) -> list[Path]:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    hours = common.number(float, 0)  # a bad count or length: argparse's one line, before the bank is built
     ap.add_argument("--model", default=str(common.DEFAULT_MODEL_DIR / "model_int8.tflite"), help="default: %(default)s")
     ap.add_argument("--data", type=Path, default=default_data(), help="FER2013 folder (class folders, or a root with val/)")
     ap.add_argument("--config", default=None, help="a queue-mood TOML config: its tracking/mood/alert are the operating point")
@@ -407,19 +408,23 @@ def main(argv=None) -> int:
                     help="which label says a face is calm or unhappy: the FER+ annotators' majority (needs the votes "
                          "file), FER2013's single folder label, or auto: FER+ when the votes file is found")
     ap.add_argument("--votes", default=None, help="FER+ votes CSV (default: ferplus_votes.csv beside or above --data)")
-    ap.add_argument("--faces-per-class", type=int, default=None, help="use at most this many faces per class (default: all)")
-    ap.add_argument("--views", type=int, default=4, help="camera views per face and width in the bank (default: %(default)s)")
-    ap.add_argument("--hours", type=float, default=32.0, help="calm queue hours, 3 faces (default: %(default)s)")
-    ap.add_argument("--mixed-hours", type=float, default=6.0, help="hours of each unhappy-period kind, 3 faces (default: %(default)s)")
-    ap.add_argument("--sizes", type=int, nargs="*", default=[1, 2, 4, 6], help="other queue sizes, a third of the mixed hours each")
-    ap.add_argument("--sweep-hours", type=float, default=3.0, help="hours per sweep run, calm and mixed (0: no sweep)")
+    ap.add_argument("--faces-per-class", type=common.number(), default=None,
+                    help="use at most this many faces per class (default: all)")
+    ap.add_argument("--views", type=common.number(), default=4,
+                    help="camera views per face and width in the bank (default: %(default)s)")
+    ap.add_argument("--hours", type=hours, default=32.0, help="calm queue hours, 3 faces (default: %(default)s)")
+    ap.add_argument("--mixed-hours", type=hours, default=6.0,
+                    help="hours of each unhappy-period kind, 3 faces (default: %(default)s)")
+    ap.add_argument("--sizes", type=common.number(), nargs="*", default=[1, 2, 4, 6],
+                    help="other queue sizes, a third of the mixed hours each")
+    ap.add_argument("--sweep-hours", type=hours, default=3.0, help="hours per sweep run, calm and mixed (0: no sweep)")
     ap.add_argument("--raise-shares", type=float, nargs="+", default=[0.3, 0.4, 0.5, 0.6])
     ap.add_argument("--raise-afters", type=float, nargs="+", default=[3.0, 5.0, 8.0])
     ap.add_argument("--videos", nargs="*", default=["turn", "arrive", "calm"], choices=["turn", "hide", "arrive", "calm"],
                     help="rendered scenes to run through the whole pipeline (none: --videos with no names; 'hide': "
                          "the turn scene with three people hidden for 7 s each, not run by default)")
     ap.add_argument("--variants", nargs="*", default=None, help="only sweep mood variants whose name has one of these words")
-    ap.add_argument("--fps", type=float, default=5.0)
+    ap.add_argument("--fps", type=common.number(float, 0, above=True), default=5.0)
     ap.add_argument("--miss-rate", type=float, default=0.05)
     ap.add_argument("--occlusions-per-min", type=float, default=Scenario.occlusions_per_min)
     ap.add_argument("--occlusion-s", type=float, nargs=2, default=list(Scenario.occlusion_s), metavar=("MIN", "MAX"),
@@ -427,7 +432,8 @@ def main(argv=None) -> int:
                          "reading their phone or someone passing in front can hide a face for longer)")
     ap.add_argument("--flicker-spots", type=int, default=1)
     ap.add_argument("--flicker-rate", type=float, default=0.02)
-    ap.add_argument("--threads", type=int, default=None, help="classifier threads for the bank (default: all cores)")
+    ap.add_argument("--threads", type=common.number(), default=None,
+                    help="classifier threads for the bank (default: all cores)")
     common.add_common_args(ap)
     args = ap.parse_args(argv)
     return common.finish(NAME, args, argv, run, draw, to_markdown)

@@ -136,13 +136,43 @@ def test_results_in_a_folder_that_cannot_be_written_are_one_line_before_the_run(
     ("pipeline", ["--fps", "-1"], "argument --fps: '-1' is not a number above 0"),
     ("soak", ["--minutes", "-1"], "argument --minutes: '-1' is not a number above 0"),
     ("soak", ["--minutes", "nan"], "argument --minutes: 'nan' is not a number above 0"),
+    ("pipeline", ["--sweep-detect", "5,abc"], "argument --sweep-detect: 'abc' is not a number of 0 or more"),
+    ("head_detection", ["--frames", "0"], "argument --frames: '0' is not a whole number of 1 or more"),
+    ("head_detection", ["--widths", "32,x"], "argument --widths: 'x' is not a whole number of 1 or more"),
+    ("head_detection", ["--warmup", "-1"], "argument --warmup: '-1' is not a whole number of 0 or more"),
+    ("detector_recall", ["--n", "0"], "argument --n: '0' is not a whole number of 1 or more"),
+    ("detector_recall", ["--sizes", "80,0"], "argument --sizes: '0' is not a whole number of 1 or more"),
+    ("face_width_accuracy", ["--limit", "-3"], "argument --limit: '-3' is not a whole number of 1 or more"),
+    ("face_width_accuracy", ["--widths", "0"], "argument --widths: '0' is not a whole number of 1 or more"),
+    ("face_width_accuracy", ["--interpolations", "linear,bogus"], "argument --interpolations: bogus: choose from"),
+    ("accuracy", ["--limit", "-3"], "argument --limit: '-3' is not a whole number of 1 or more"),
+    ("scenarios", ["--fps", "0"], "argument --fps: '0' is not a number above 0"),
+    ("scenarios", ["--views", "0"], "argument --views: '0' is not a whole number of 1 or more"),
+    ("scenarios", ["--hours", "nan"], "argument --hours: 'nan' is not a number of 0 or more"),
+    ("scenarios", ["--threads", "0"], "argument --threads: '0' is not a whole number of 1 or more"),
 ])
 def test_counts_and_lengths_no_run_can_use_are_refused_when_parsed(script, argv, needle, capsys):
     import importlib
 
-    with pytest.raises(SystemExit) as exc:
-        importlib.import_module(f"benchmarks.{script}").build_parser().parse_args(argv)
+    module = importlib.import_module(f"benchmarks.{script}")
+    with pytest.raises(SystemExit) as exc:  # scripts without build_parser parse in main, before any work
+        module.build_parser().parse_args(argv) if hasattr(module, "build_parser") else module.main(argv)
     assert exc.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_latency_thread_counts_that_are_not_numbers_are_one_sentence():
+    from benchmarks.latency import thread_counts
+
+    assert thread_counts("1,all,1") == [1, *([common.all_cores()] if common.all_cores() != 1 else [])]
+    with pytest.raises(UserError, match=r"--threads 1,abc: thread counts must be whole numbers >= 1 or 'all'"):
+        thread_counts("1,abc")
+
+
+def test_head_detection_on_a_folder_without_fer_faces_is_one_sentence(tmp_path):
+    from benchmarks import heads
+
+    with pytest.raises(UserError, match=r"No FER2013 images under .*; pass --data"):
+        heads.fer_heads(tmp_path, 5, seed=0)
 
 
 def test_peer_files_that_cannot_be_written_are_a_user_error(tmp_path):
@@ -314,7 +344,6 @@ def test_pipeline_on_generated_videos(shipped_model, tmp_path):
     assert_png(out / "pipeline.png")
 
 
-@needs_blazeface
 def test_pipeline_removes_its_temp_videos_when_it_fails(shipped_model, tmp_path, monkeypatch):
     import tempfile
 
