@@ -35,6 +35,7 @@ if __package__ in (None, ""):
 from benchmarks import common
 from benchmarks.peer import PEER_NOTE, PeerFaceFinder, PeerModel, add_peer_args, peer_or_reason
 from edge.errors import UserError
+from edge.paths import not_a_file
 from edge.pipeline.detectors.base import FaceDetector
 
 NAME = "pipeline"
@@ -492,8 +493,8 @@ def run(args, argv=None) -> dict:
         if args.video:
             videos = [{"video": str(v), "faces_placed": None, "faces": None} for v in args.video]
             for v in args.video:
-                if not Path(v).is_file():
-                    raise UserError(f"Video {v} does not exist.")
+                if why := not_a_file(v):  # "is a folder, not a file", "does not exist"
+                    raise UserError(f"Video {v} {why}; pass --video a video file.")
         else:
             folder = Path(args.keep_videos) if args.keep_videos else \
                 Path(tmp := tempfile.mkdtemp(prefix="bench-pipeline-"))

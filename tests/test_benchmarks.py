@@ -344,6 +344,14 @@ def test_pipeline_on_generated_videos(shipped_model, tmp_path):
     assert_png(out / "pipeline.png")
 
 
+@needs_blazeface
+def test_pipeline_on_a_folder_given_as_video_says_it_is_a_folder(shipped_model, tmp_path, capsys):
+    from benchmarks import pipeline
+
+    assert pipeline.main(["--video", str(tmp_path), "--no-peer", "--out", str(tmp_path / "out")]) == 2
+    assert f"error: Video {tmp_path} is a folder, not a file; pass --video a video file." in capsys.readouterr().err
+
+
 def test_pipeline_removes_its_temp_videos_when_it_fails(shipped_model, tmp_path, monkeypatch):
     import tempfile
 
