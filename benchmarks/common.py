@@ -156,6 +156,20 @@ def library_versions() -> dict:
     return out
 
 
+_AT_START: dict = {}  # what note_start() read before the run: the header's "at start" figures
+
+
+def note_start() -> None:
+    """Reads the load average and CPU temperature before the run. The header is made when the
+    results are, after the run's own minutes of load: read then, a run on one core warned about
+    "other work" that was its own, and missed any that was there at the start."""
+    _AT_START["temp"] = _read(THERMAL)
+    try:
+        _AT_START["load1"] = os.getloadavg()[0]
+    except OSError:
+        _AT_START["load1"] = None
+
+
 def machine_info() -> dict:
     """The machine block every result carries; `warnings` lists what makes numbers unreliable."""
     info = {
@@ -183,17 +197,16 @@ def machine_info() -> dict:
         if governor != "performance":
             warnings.append(f"WARNING: CPU governor is '{governor}', not 'performance'; timings vary with the clock. "
                             "Set it with: echo performance | sudo tee /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor")
-    temp = _read(THERMAL)
+    if not _AT_START:  # a script that did not call note_start: read now
+        note_start()
+    temp, load1 = _AT_START["temp"], _AT_START["load1"]
     if temp and temp.lstrip("-").isdigit():
         info["cpu_temp_c_at_start"] = round(int(temp) / 1000, 1)
-    try:
-        load1 = os.getloadavg()[0]
+    if load1 is not None:
         info["load_average_1min_at_start"] = round(load1, 2)
         if load1 > 0.5 * info["cores"]["usable"]:
             warnings.append(f"WARNING: load average {load1:.1f} on {info['cores']['usable']} cores at start; "
                             "other work is competing for the CPU.")
-    except OSError:
-        pass
     info["warnings"] = warnings
     return info
 
@@ -522,6 +535,7 @@ def finish(name: str, args, argv, run, draw, to_markdown) -> int:
         try:
             check_writable(Path(args.out))
             isa.apply(getattr(args, "isa", "native"))
+            note_start()
             report = run(args, argv)
         except UserError as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -284,6 +284,7 @@ def main(argv=None) -> int:
 
     try:
         isa.apply(args.isa)
+        common.note_start()
         report = run(args, argv)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -608,3 +608,22 @@ def test_detector_recall_results_name_the_machine_the_command_and_the_models(tmp
     assert [m["file"] for m in report["models"]] == ["face_detection_short_range.tflite"]
     md = (tmp_path / "out" / "detector_recall.md").read_text()
     assert md.startswith("# Detector recall") and "CPU features for int8 inference" in md and "command:" in md
+
+
+def test_the_load_at_start_is_read_before_the_run_not_when_the_results_are_written(tmp_path, monkeypatch):
+    """A run on one core loads it for minutes; read at the end, the header warned about "other
+    work competing for the CPU" that was the benchmark itself."""
+    import argparse
+
+    load = [0.1]
+    monkeypatch.setattr(common.os, "getloadavg", lambda: (load[0], 0.0, 0.0))
+
+    def run(args, argv):
+        load[0] = 50.0  # the run's own load, and whatever started meanwhile
+        return common.run_header("latency", argv)
+
+    assert common.finish("latency", argparse.Namespace(out=str(tmp_path)), [], run, lambda r, o: [],
+                         lambda r: "# t\n") == 0
+    machine = json.loads((tmp_path / "latency.json").read_text())["machine"]
+    assert machine["load_average_1min_at_start"] == 0.1
+    assert not any("load average" in w for w in machine["warnings"]), machine["warnings"]
