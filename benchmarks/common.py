@@ -229,6 +229,11 @@ def model_info(path) -> dict:
     return {"path": str(p), "file": p.name, "size_bytes": p.stat().st_size, "sha256": sha256_file(p)}
 
 
+def detector_file(detector) -> Path | None:
+    """The model file a face detector runs (a tiled detector's inner one's): measured too, so in the header."""
+    return getattr(getattr(detector, "inner", detector), "model_path", None)
+
+
 def run_header(script: str, argv, models: Sequence | None = None) -> dict:
     """machine + command + date + model hashes: the first keys of every result file."""
     return {

@@ -256,20 +256,21 @@ def run(args, argv) -> dict:
 
     cv2.setNumThreads(args.threads)
     classifier = Classifier(Path(args.model) if args.model else default_model_path(), num_threads=args.threads)
-    report = common.run_header(NAME, argv, [classifier.path])
     majority, truth = ferplus_majority(hs, Path(args.data), args.votes)
-    results = {}
+    results, detector_files = {}, []
     for s in setups:
         det = build_detector(s, args.threads, args.min_face_px, args.overlap)
         if det is None:
             print(f"{s['name']:36s} skipped: its model file is not installed")
             continue
+        detector_files.append(common.detector_file(det))
         r = evaluate(det, scenes[2.0 if s["hires"] else 1.0], plans, hs, args.warmup, classifier, majority)
         r["detector"] = det.describe()
         r["calls_per_frame"] = len(det.windows_for(*((1280, 960) if s["hires"] else (640, 480)))) if hasattr(det, "windows_for") else 1
         results[s["name"]] = r
         print(f"{s['name']:36s} " + " ".join(f"{w}:{v:.2f}" for w, v in r["recall_by_width"].items())
               + f"  fp/frame {r['false_positives_per_frame']:.3f}  {r['ms_median']:.2f} ms")
+    report = common.run_header(NAME, argv, [classifier.path, *filter(None, detector_files)])
     base = results.get("full_range", {}).get("ms_median")
     for r in results.values():
         r["ms_ratio_to_full_range"] = round(r["ms_median"] / base, 2) if base else None

@@ -547,7 +547,8 @@ def run(args, argv=None) -> dict:
             import shutil
 
             shutil.rmtree(tmp, ignore_errors=True)
-    report = common.run_header(NAME, argv, [model_path, *([peer.path] if peer else [])])
+    measured = [model_path, common.detector_file(detector), *([peer.path] if peer else [])]
+    report = common.run_header(NAME, argv, [m for m in measured if m])
     card = classifier.card
     report.update({
         "threads": args.threads, "runs": args.runs, "warmup_frames": args.warmup, "live": args.live,

@@ -341,6 +341,8 @@ def test_pipeline_on_generated_videos(shipped_model, tmp_path):
         assert set(o["stage_ms_median"]) >= {"decode", "detect", "classify", "classify_per_face", "track"}
         assert Path(v["video"]).is_file()
     assert report["threads"] == 1 and report["peer"]["skipped"]
+    # the detector is measured too (tiled BlazeFace short range by default): its file is named and hashed
+    assert [m["file"] for m in report["models"]] == ["model_int8.tflite", "face_detection_short_range.tflite"]
     assert_png(out / "pipeline.png")
 
 
@@ -627,3 +629,21 @@ def test_the_load_at_start_is_read_before_the_run_not_when_the_results_are_writt
     machine = json.loads((tmp_path / "latency.json").read_text())["machine"]
     assert machine["load_average_1min_at_start"] == 0.1
     assert not any("load average" in w for w in machine["warnings"]), machine["warnings"]
+
+
+@needs_blazeface
+def test_head_detection_results_name_the_detector_models_they_measured(tmp_path):
+    import cv2
+
+    from benchmarks import head_detection
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "fer" / "val" / "happy").mkdir(parents=True)
+    for k in range(2):
+        cv2.imwrite(str(tmp_path / "fer" / "val" / "happy" / f"{k}.png"), rng.integers(0, 255, (48, 48), np.uint8))
+    out = tmp_path / "out"
+    assert head_detection.main(["--data", str(tmp_path / "fer"), "--fer", "2", "--frames", "1", "--widths", "64",
+                                "--setups", "short_range,full_range,default", "--warmup", "0", "--out", str(out)]) == 0
+    report, _ = read_outputs(out, "head_detection")
+    assert [m["file"] for m in report["models"]] == ["model_int8.tflite", "face_detection_short_range.tflite",
+                                                     "face_detection_full_range.tflite"]
