@@ -498,6 +498,8 @@ def expand_models(items: Sequence[str]) -> list[Path]:
             out += found
         elif p.is_file() and p.suffix in (".tflite", ".keras"):
             out.append(p)
+        elif not p.exists():
+            raise UserError(f"Model {p} does not exist; pass .tflite or .keras models, or folders of them.")
         else:
             raise UserError(f"{p} is not a .tflite or .keras model (or a folder of them).")
     return out

@@ -63,12 +63,14 @@ def load_val_faces(data: Path, n: int, seed: int) -> list[tuple[str, np.ndarray]
     (<data>/val/<class>/*.jpg) or straight from fer2013.tar.gz."""
     import cv2
 
+    from edge.errors import UserError
+
     rng = random.Random(seed)
     if data.is_dir():
         root = data / "val" if (data / "val").is_dir() else data
         files = sorted(p for p in root.glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
         if not files:
-            raise SystemExit(f"No images under {root}/<class>/; pass --data to the extracted fer2013 folder.")
+            raise UserError(f"No images under {root}/<class>/; pass --data to the extracted fer2013 folder.")
         chosen = rng.sample(files, min(n, len(files)))
         return [(f"{p.parent.name}/{p.name}", cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)) for p in chosen]
     if data.is_file():
@@ -80,10 +82,10 @@ def load_val_faces(data: Path, n: int, seed: int) -> list[tuple[str, np.ndarray]
                     buf = np.frombuffer(tar.extractfile(m).read(), np.uint8)
                     images["/".join(parts[-2:])] = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
         if not images:
-            raise SystemExit(f"{data} has no val/<class>/ images.")
+            raise UserError(f"{data} has no val/<class>/ images.")
         names = rng.sample(sorted(images), min(n, len(images)))
         return [(k, images[k]) for k in names]
-    raise SystemExit(f"{data} does not exist; pass --data to the extracted fer2013 folder or fer2013.tar.gz.")
+    raise UserError(f"{data} does not exist; pass --data to the extracted fer2013 folder or fer2013.tar.gz.")
 
 
 def background(rng: np.random.Generator) -> np.ndarray:

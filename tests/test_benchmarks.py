@@ -647,3 +647,12 @@ def test_head_detection_results_name_the_detector_models_they_measured(tmp_path)
     report, _ = read_outputs(out, "head_detection")
     assert [m["file"] for m in report["models"]] == ["model_int8.tflite", "face_detection_short_range.tflite",
                                                      "face_detection_full_range.tflite"]
+
+
+def test_a_missing_model_or_dataset_is_said_to_be_missing(tmp_path, capsys):
+    from benchmarks import detector_recall
+
+    with pytest.raises(UserError, match=r"Model .*nope.tflite does not exist"):
+        common.expand_models([str(tmp_path / "nope.tflite")])
+    assert detector_recall.main(["--data", str(tmp_path / "none"), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'none'} does not exist; pass --data")
