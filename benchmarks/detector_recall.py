@@ -18,7 +18,6 @@ back into a FER2013-like crop.
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import sys
@@ -281,24 +280,10 @@ def main(argv=None) -> int:
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
         ap.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
-    from benchmarks import isa
-    from edge.errors import UserError
-
-    try:
-        isa.apply(args.isa)
-        common.note_start()
-        report = run(args, argv)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n")
-    md = markdown(report)
-    out.with_suffix(".md").write_text(md)
-    print(md)
-    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.md')}")
-    return 0
+    # --out names the files, not their folder: common.finish writes <folder>/<name>.json and .md
+    target = Path(args.out).with_suffix("")
+    args.out = str(target.parent)
+    return common.finish(target.name, args, argv, run, lambda report, out: [], markdown)
 
 
 if __name__ == "__main__":

@@ -656,3 +656,18 @@ def test_a_missing_model_or_dataset_is_said_to_be_missing(tmp_path, capsys):
         common.expand_models([str(tmp_path / "nope.tflite")])
     assert detector_recall.main(["--data", str(tmp_path / "none"), "--out", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'none'} does not exist; pass --data")
+
+
+def test_detector_recall_stopped_by_ctrl_c_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    from benchmarks import detector_recall
+
+    def stopped(args, argv=None):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(detector_recall, "run", stopped)
+    try:
+        rc = detector_recall.main(["--out", str(tmp_path / "out" / "detector_recall")])
+    except KeyboardInterrupt:
+        rc = "a traceback"
+    assert rc == 130 and capsys.readouterr().err.startswith("error: Stopped by Ctrl-C")
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
