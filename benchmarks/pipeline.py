@@ -792,7 +792,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if not args.live and (args.sweep_detect or args.live_runs != 1):  # else a run without them, and no word why
+        ap.error("--sweep-detect and --live-runs measure live passes; add --live.")
     return common.finish(NAME, args, argv, run, lambda r, o: [figure(r, o)], markdown)
 
 

@@ -160,6 +160,16 @@ def test_counts_and_lengths_no_run_can_use_are_refused_when_parsed(script, argv,
     assert exc.value.code == 2 and needle in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("option", [["--sweep-detect", "15,5"], ["--live-runs", "3"]])
+def test_pipeline_options_of_live_passes_without_live_are_refused_not_ignored(option, capsys):
+    from benchmarks import pipeline
+
+    with pytest.raises(SystemExit) as exc:
+        pipeline.main([*option, "--no-peer"])
+    assert exc.value.code == 2 and "--sweep-detect and --live-runs measure live passes; add --live." in \
+        capsys.readouterr().err
+
+
 def test_latency_thread_counts_that_are_not_numbers_are_one_sentence():
     from benchmarks.latency import thread_counts
 
