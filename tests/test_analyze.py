@@ -546,3 +546,16 @@ def test_an_earlier_analysis_in_the_same_folder_is_replaced_whole_and_said(tmp_p
     assert any("held an earlier analysis" in n and "annotated.mp4" in n for n in s["notes"]), s["notes"]
     assert "held an earlier analysis" in second.stdout
     assert "an earlier analysis there is replaced" in " ".join(run_cli("analyze", "--help").stdout.split())
+
+
+def test_a_folder_no_analysis_wrote_keeps_its_files_of_the_same_names(tmp_path):
+    """--out at a folder of the user's own: only the files this run writes are replaced."""
+    video = write_video(tmp_path / "clip.mp4", (np.full((H, W, 3), 90, np.uint8) for _ in range(FPS)))
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "annotated.mp4").write_bytes(b"the user's own video")
+    (out / "summary.json").write_text('{"budget": 3}\n')
+    proc = run_cli("analyze", video, "--out", out, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "annotated.mp4").read_bytes() == b"the user's own video"
+    assert "earlier analysis" not in proc.stdout

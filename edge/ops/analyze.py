@@ -232,9 +232,22 @@ RESULT_FILES = ("timeline.csv", "timeline.json", "tracks.csv", "tracks.json", "s
                 "annotated.mp4")
 
 
+def _earlier_analysis(out: Path) -> bool:
+    """Whether `out` holds what an analysis wrote (its summary.json): a folder of the user's own
+    with a timeline.csv in it is not cleared."""
+    try:
+        summary = json.loads((out / "summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and {"frames_analysed", "detector", "input"} <= summary.keys()
+
+
 def _clear_earlier(out: Path, inputs: list, notes: list[str]) -> None:
     """Removes an earlier analysis's files from `out` (saying so), once this run is about to write;
-    never one of the `inputs` (an image named summary.png in the folder analysed)."""
+    never one of the `inputs` (an image named summary.png in the folder analysed), and nothing from
+    a folder no analysis wrote."""
+    if not _earlier_analysis(out):
+        return
     keep = {Path(f).resolve() for f in inputs}
     earlier = [name for name in RESULT_FILES if (out / name).is_file() and (out / name).resolve() not in keep]
     for name in earlier:
