@@ -224,6 +224,8 @@ def analyze_cmd(path, out, every, fmt, annotate, config_path, model):
     summary = analyze(cfg, path, AnalyzeOptions(out=out, every=every, fmt=fmt, annotate=annotate))
     for line in report_lines(summary):
         click.echo(line)
+    if summary["stopped_by_ctrl_c"]:  # the files cover a part: a script must not take them for the whole
+        sys.exit(130)
 
 
 @cli.command("bundle")

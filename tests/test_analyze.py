@@ -559,3 +559,29 @@ def test_a_folder_no_analysis_wrote_keeps_its_files_of_the_same_names(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert (out / "annotated.mp4").read_bytes() == b"the user's own video"
     assert "earlier analysis" not in proc.stdout
+
+
+def test_ctrl_c_writes_the_part_analysed_and_exits_130(tmp_path, monkeypatch):
+    """Files for what was done, a note saying so, and the shell's Ctrl-C status for scripts."""
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+    from edge.pipeline.core import Pipeline
+
+    video = write_video(tmp_path / "clip.mp4", (np.full((H, W, 3), 90, np.uint8) for _ in range(3 * FPS)))
+    process, seen = Pipeline.process, []
+
+    def stopped_at_the_fifth_frame(self, frame):
+        seen.append(frame)
+        if len(seen) == 5:
+            raise KeyboardInterrupt
+        return process(self, frame)
+
+    monkeypatch.setattr(Pipeline, "process", stopped_at_the_fifth_frame)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["analyze", str(video), "--out", str(out)])
+    assert result.exit_code == 130, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_by_ctrl_c"] and summary["frames_analysed"] == 4
+    assert any(n.startswith("Stopped by Ctrl-C after 4 analysed frames") for n in summary["notes"])
+    assert (out / "timeline.csv").exists()

@@ -342,6 +342,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
         "runtime": classifier.runtime.describe(),
         "every": every,
         "frames_analysed": frames,
+        "stopped_by_ctrl_c": rec.interrupted,
         "media_seconds": round(media_s, 3) if media_s is not None else None,
         "media_fps": round(fps, 3) if video else None,
         "faces": rec.timeline.rows,
