@@ -20,6 +20,7 @@ from edge.errors import check_range as _range
 from edge.labels import LABELS
 from edge.paths import FILE_KEY, check_readable, expand_path, from_folder, items, not_a_file
 from edge.pipeline.detectors import DetectorConfig
+from edge.pipeline.sources import ROTATIONS
 from edge.sinks import SINKS
 
 MAX_THREADS = 64  # a Pi has 4 cores; far more threads than cores only slows inference (or crashes BLAS)
@@ -49,6 +50,9 @@ class SourceConfig:
     # The queue's part of the frame, [x, y, w, h] as fractions (0-1) of the frame; empty:
     # the whole frame. The detector looks only there, so its input pixels go to the faces.
     roi: list[float] = field(default_factory=list, metadata=items(4))
+    # Degrees clockwise every frame is turned by before anything looks at it (0, 90, 180 or 270):
+    # 180 for a camera mounted upside down, 90 or 270 on its side. roi is in the turned frame.
+    rotate: int = 0
 
     def validate(self, p):
         if self.camera is not None:
@@ -58,6 +62,8 @@ class SourceConfig:
         _range(self.fps, 0, 240, f"{p}.fps", lo_open=True)
         _range(self.reopen_max_backoff_s, 0, HOUR_S, f"{p}.reopen_max_backoff_s", lo_open=True)
         _range(self.down_after_s, 0, HOUR_S, f"{p}.down_after_s", lo_open=True)
+        _check(self.rotate in ROTATIONS, f"{p}.rotate", self.rotate,
+               "0, 90, 180 or 270 (degrees clockwise; 180 for a camera mounted upside down)")
         r = self.roi
         _check(not r or (len(r) == 4 and min(r) >= 0 and r[2] > 0 and r[3] > 0 and r[0] + r[2] <= 1 + 1e-9
                          and r[1] + r[3] <= 1 + 1e-9), f"{p}.roi", r,

@@ -539,3 +539,67 @@ def test_a_runtime_that_fails_to_import_is_told_apart_from_a_missing_one(monkeyp
     message = str(err.value)
     assert says in message and "\n" not in message
     assert ("could be imported" in message) == (says != "is installed")
+
+
+class TurnedCamera(LiveSource):
+    """A camera whose frames have a marked top-left corner."""
+
+    def _open(self):
+        pass
+
+    def _read(self):
+        time.sleep(0.002)
+        img = np.zeros((3, 4), np.uint8)
+        img[0, 0] = 255
+        return img
+
+
+@pytest.mark.parametrize("rotate, corner", [(90, (0, 2)), (180, (2, 3)), (270, (3, 0))])
+def test_every_kind_of_source_turns_its_frames_by_rotate(tmp_path, rotate, corner):
+    import cv2
+
+    from edge.pipeline.sources import open_source
+
+    img = np.zeros((3, 4), np.uint8)
+    img[0, 0] = 255
+    cv2.imwrite(str(tmp_path / "a.png"), img)
+    for make in (lambda: open_source(None, str(tmp_path), rotate=rotate),
+                 lambda: open_source(None, str(tmp_path / "a.png"), rotate=rotate)):
+        with make() as src:
+            (frame,) = list(src)
+        got = frame.image if frame.image.ndim == 2 else frame.image[:, :, 0]
+        assert list(zip(*np.nonzero(got))) == [corner]
+    cam = TurnedCamera()
+    cam.rotate = rotate
+    with cam:
+        frame = next(iter(cam))
+    assert list(zip(*np.nonzero(frame.image))) == [corner]
+
+
+def test_an_upside_down_camera_finds_every_face_only_turned_back(tmp_path):
+    """A Pi camera mounted upside down: the detector misses most faces (and the classifier would
+    read the ones it finds upside down) until source.rotate = 180."""
+    from edge.pipeline.detectors.regions import configured_detector
+    from edge.pipeline.sources import open_source
+
+    frames = []
+    for i in range(6):
+        f = background(i)
+        place(f, astronaut_face(), 200 + 4 * i, 120, 160)
+        frames.append(f[::-1, ::-1].copy())  # as the camera delivers it, turned by 180 degrees
+    video = write_video(tmp_path / "upside_down.mp4", frames, 10)
+    detector = configured_detector(load_config(None))
+    found = {}
+    for rotate in (0, 180):
+        with open_source(None, str(video), rotate=rotate) as src:
+            found[rotate] = sum(len(detector.detect(frame.image)) for frame in src)
+    assert found[180] == 6 and found[0] <= 3, found
+
+
+def test_rotate_other_than_a_quarter_turn_is_one_sentence(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text("[source]\nrotate = 45\n")
+    r = run_cli("run", "--config", cfg, "--source", tmp_path / "x.mp4")
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
+        "error: Config key 'source.rotate' has the bad value 45; allowed: 0, 90, 180 or 270 (degrees clockwise; 180 "
+        "for a camera mounted upside down).")

@@ -302,7 +302,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
         raise UserError("No input given; pass edge analyze a video file, an image or a folder of images "
                         "(e.g. edge analyze queue.mp4).")
     # an unreadable input fails here, before the model loads; images are one second apart
-    source = open_source(None, path, fps=1.0, every=every)
+    source = open_source(None, path, fps=1.0, every=every, rotate=cfg.source.rotate)
     video = not isinstance(source, ImageFolderSource)
     kind = "video" if video else "images"
     out = _output_dir(opts.out)

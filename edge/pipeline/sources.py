@@ -60,6 +60,16 @@ class Frame:
 class Source:
     dropped = 0  # frames discarded because processing was slower than the source
     realtime = False  # a recording played at its own rate (see paced)
+    rotate = 0  # degrees clockwise every frame is turned by (a camera mounted upside down: 180)
+
+    def _frame(self, image: np.ndarray | None, t_s: float, index: int, pixels=None) -> Frame:
+        """A frame of this source, turned by `rotate` when its pixels are first asked for (most
+        frames are never looked at: turning them all would cost as much as converting them)."""
+        if not self.rotate:
+            return Frame(image, t_s, index, pixels)
+        cv2 = import_cv2()
+        code, get = getattr(cv2, _ROTATE_CODES[self.rotate]), pixels if image is None else (lambda: image)
+        return Frame(None, t_s, index, lambda: cv2.rotate(get(), code))
 
     def __enter__(self):
         return self
@@ -124,12 +134,12 @@ class VideoFileSource(Source):
     def __iter__(self):
         # grab() demuxes and decodes; the conversion to BGR waits until a frame's pixels are
         # asked for, which must happen before the next frame is read.
-        yield Frame(self._first, 0.0, 0)
+        yield self._frame(self._first, 0.0, 0)
         index = 0
         while self.cap.grab():
             index += 1
             if index % self.every == 0:
-                yield Frame(None, index / self.fps, index, self._pixels_of(index))
+                yield self._frame(None, index / self.fps, index, self._pixels_of(index))
         self._at = None
         read = index + 1
         if self.frame_count and self.frame_count - read > max(1, self.frame_count // 100):  # headers may round
@@ -193,7 +203,7 @@ class ImageFolderSource(Source):
                 log.warning("skipping unreadable image %s (%s)", f, why)
                 continue
             read += 1
-            yield Frame(img, index / self.fps, index)
+            yield self._frame(img, index / self.fps, index)
         if not read:  # else edge run ends as if the folder were done, and analyze writes empty results
             tried = f"{len(self.failed)} images" if self.every == 1 else \
                 f"{len(self.failed)} images tried (one in {self.every} of {len(self.files)})"
@@ -281,7 +291,7 @@ class LiveSource(Source):
                 with self._cond:
                     if self._latest is not None:
                         self.dropped += 1  # the consumer never saw it
-                    self._latest = Frame(img, time.monotonic(), self._index)
+                    self._latest = self._frame(img, time.monotonic(), self._index)
                     self._index += 1
                     self._cond.notify()
                 continue
@@ -347,6 +357,10 @@ class LiveSource(Source):
             # read that blocks (FFmpeg waits 30 s) would not end in any wait worth having; the
             # daemon thread then ends with the process and stopping stays prompt.
             self._thread.join(timeout=0.25)
+
+
+_ROTATE_CODES = {90: "ROTATE_90_CLOCKWISE", 180: "ROTATE_180", 270: "ROTATE_90_COUNTERCLOCKWISE"}
+ROTATIONS = (0, *_ROTATE_CODES)  # source.rotate's values, degrees clockwise
 
 
 def _reason(exc: BaseException) -> str:
@@ -501,10 +515,17 @@ def _close_quietly(cam) -> None:
 
 def open_source(camera: int | None, path: str, width: int = 640, height: int = 480, fps: float = 15.0,
                 every: int = 1, max_backoff_s: float = 30.0, realtime: bool = False,
-                wait_for_camera: bool = False) -> Source:
+                wait_for_camera: bool = False, rotate: int = 0) -> Source:
     """The source the arguments name: --camera N or --source PATH_or_URL; realtime: a recording
     plays at its own rate (cameras and streams are live anyway); wait_for_camera: a camera or
-    stream that cannot be opened at the start is waited for (LiveSource.wait_first)."""
+    stream that cannot be opened at the start is waited for (LiveSource.wait_first); rotate:
+    degrees clockwise every frame is turned by."""
+    source = _source(camera, path, width, height, fps, every, max_backoff_s, realtime, wait_for_camera)
+    source.rotate = rotate
+    return source
+
+
+def _source(camera, path, width, height, fps, every, max_backoff_s, realtime, wait_for_camera) -> Source:
     if path and "://" not in path:
         source = _recording(path, fps, every)
         source.realtime = realtime
