@@ -261,3 +261,82 @@ def test_ffmpeg_prints_nothing_when_a_stream_cannot_be_opened():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert r.stdout.strip() == "UserError", r.stderr
     assert "Connection refused" not in r.stderr and "[tcp @" not in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------- USB cameras that cannot be opened
+
+
+class FakeCapture:
+    """cv2.VideoCapture of a device that opens (or not) and never gives a frame."""
+
+    opens = True
+
+    def __init__(self, *_):
+        pass
+
+    def isOpened(self):
+        return self.opens
+
+    def set(self, *_):
+        return True
+
+    def read(self):
+        return False, None
+
+    def release(self):
+        pass
+
+
+@pytest.fixture
+def dev(tmp_path, monkeypatch):
+    """/dev and /sys/class/video4linux in tmp_path, with no video devices yet."""
+    import cv2
+
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "v4l").mkdir()
+    monkeypatch.setattr("edge.pipeline.sources.DEV", tmp_path / "dev")
+    monkeypatch.setattr("edge.pipeline.sources.V4L_SYS", tmp_path / "v4l")
+    monkeypatch.setattr(cv2, "VideoCapture", FakeCapture)
+    return tmp_path
+
+
+def _open_error(index: int) -> str:
+    with pytest.raises(UserError) as err:
+        OpenCVCamera(index)._open()
+    return str(err.value)
+
+
+def test_a_usb_camera_index_that_is_not_there_lists_the_ones_that_are(dev, monkeypatch):
+    monkeypatch.setattr(FakeCapture, "opens", False)
+    assert "nor any other video device: no camera is connected" in _open_error(0)
+    (dev / "dev" / "video0").touch()
+    (dev / "v4l" / "video0").mkdir()
+    (dev / "v4l" / "video0" / "name").write_text("HD Pro Webcam C920\n")
+    msg = _open_error(2)
+    assert f"there is no {dev / 'dev' / 'video2'}" in msg and "video0 HD Pro Webcam C920" in msg
+
+
+def test_a_usb_camera_this_user_may_not_use_says_permission_and_the_group(dev, monkeypatch):
+    monkeypatch.setattr(FakeCapture, "opens", False)
+    (dev / "dev" / "video0").touch()
+    monkeypatch.setattr("edge.pipeline.sources.os.access", lambda *a: False)  # as root, every mode is allowed
+    msg = _open_error(0)
+    assert "permission denied" in msg and "usermod -aG video" in msg
+
+
+def test_a_usb_camera_that_opens_but_gives_no_frame_is_probably_in_use(dev):
+    (dev / "dev" / "video0").touch()
+    msg = _open_error(0)
+    assert "another program is probably using it" in msg and "fuser" in msg
+
+
+def test_opencv_prints_nothing_when_a_usb_camera_is_not_there():
+    """Each attempt at a missing USB camera made OpenCV print two "[ WARN ]" lines to stderr (the
+    journal, every back-off while the service waits for it); the error sentence says why instead."""
+    code = ("from edge.pipeline.sources import OpenCVCamera\n"
+            "try:\n    OpenCVCamera(63)._open()\n"
+            "except Exception as exc:\n    print(type(exc).__name__)\n")
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_LOG_LEVEL"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert r.stdout.strip() == "UserError", r.stderr
+    assert "WARN" not in r.stderr, r.stderr

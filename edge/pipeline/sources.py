@@ -32,6 +32,9 @@ from edge.redact import redact_url
 # open: a dead stream's reopen attempts would fill the journal with them, while this module
 # logs one line per outage saying why. Read when OpenCV first uses FFmpeg; set it to 24 to see them.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+# The same for OpenCV's own "[ WARN ] ... can't open camera by index" lines, two per attempt at a
+# USB camera that is not there (read at OpenCV's first log line; an error sentence here says why).
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # what OpenCV decodes
@@ -383,10 +386,11 @@ class OpenCVCamera(LiveSource):
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
             cap.set(cv2.CAP_PROP_FPS, self.fps)
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
-        if not cap.isOpened() or not cap.read()[0]:
+        opened = cap.isOpened()
+        if not opened or not cap.read()[0]:
             cap.release()
             if isinstance(self.device, int):
-                hint = "check that it is connected (ls /dev/video*) and that this user may use it (group 'video')"
+                hint = usb_camera_hint(self.device, opened)
             else:
                 hint = ("check the URL (path, port), that this machine reaches the camera over the network, "
                         "and the user name and password in the URL")
@@ -405,6 +409,48 @@ class OpenCVCamera(LiveSource):
     def describe(self):
         # a stream URL's user:password or ?token= never reaches the log, /status or an error
         return f"camera {self.device}" if isinstance(self.device, int) else f"stream {redact_url(self.device)}"
+
+
+DEV = Path("/dev")
+V4L_SYS = Path("/sys/class/video4linux")
+
+
+def usb_camera_hint(index: int, opened: bool) -> str:
+    """Why USB camera `index` gives no frame, from what its device node says: missing, not
+    this user's to use, or there but giving nothing (in use, or not a camera)."""
+    node = DEV / f"video{index}"
+    if not node.exists():
+        nodes = _video_nodes()
+        return (f"there is no {node} ({nodes}); check the cable" if nodes else
+                f"there is no {node}, nor any other video device: no camera is connected; check the cable")
+    if not os.access(node, os.R_OK | os.W_OK):
+        return (f"this user may not use {node} (permission denied): add the user to the group video "
+                "(sudo usermod -aG video $USER, then log in again)")
+    if opened:
+        return (f"{node} opens but gives no frame: another program is probably using it (sudo fuser -v {node}; "
+                "stop the queue-mood service first: sudo systemctl stop queue-mood)")
+    return (f"{node} is there but is not a camera OpenCV can open (a USB camera's second node carries metadata, "
+            f"and the Pi's codec nodes are not cameras; {_video_nodes() or 'no video devices'})")
+
+
+def _video_nodes() -> str:
+    """The video devices here with their names, e.g. "video devices: video0 HD Pro Webcam C920"; ''
+    when there are none."""
+    try:
+        nodes = sorted(V4L_SYS.iterdir(), key=lambda p: (len(p.name), p.name))
+    except OSError:
+        nodes = []
+    if not nodes:
+        return ""
+    named = [f"{p.name} {(_read_text(p / 'name') or '?')}" for p in nodes[:8]]
+    return "video devices: " + ", ".join(named) + (", ..." if len(nodes) > 8 else "") + "; pass the index of one"
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace").strip()
+    except OSError:
+        return ""
 
 
 class PiCamera(LiveSource):
