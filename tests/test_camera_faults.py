@@ -340,3 +340,32 @@ def test_opencv_prints_nothing_when_a_usb_camera_is_not_there():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert r.stdout.strip() == "UserError", r.stderr
     assert "WARN" not in r.stderr, r.stderr
+
+
+# ---------------------------------------------------------------- a USB camera that ignores the size asked for
+
+
+class FullHDCapture(FakeCapture):
+    """A USB camera that ignores the 640x480 asked for and delivers 1920x1080 at its own pace."""
+
+    def read(self):
+        time.sleep(0.02)
+        return True, np.zeros((1080, 1920, 3), np.uint8)
+
+
+def test_a_camera_that_delivers_another_size_is_said_once_and_shown_in_the_status(tmp_path, monkeypatch, caplog):
+    import cv2
+
+    from edge.service import app
+    from edge.service.app import RunOptions, run
+    from tests.test_reliability import _live_cfg, _Recorder
+
+    monkeypatch.setattr(cv2, "VideoCapture", FullHDCapture)
+    monkeypatch.setattr(app, "SINK_STATS_EVERY_S", 0.05)
+    rec = _Recorder(monkeypatch)
+    with caplog.at_level(logging.WARNING):
+        summary = run(_live_cfg(tmp_path), RunOptions(duration_s=1.0))
+    said = [r.getMessage() for r in caplog.records if "asked for" in r.getMessage()]
+    assert summary["frames"] > 1 and len(said) == 1, said
+    assert "camera 0 delivers 1920x1080 frames, not the 640x480 asked for" in said[0] and "6.8x the pixels" in said[0]
+    assert rec.stats.snapshot()["frame_size"] == "1920x1080"

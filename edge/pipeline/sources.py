@@ -230,6 +230,8 @@ class LiveSource(Source):
 
     stall_s = 3.0  # no frame for this long counts as a stopped source
     hung_s = 120.0  # one device call this long is stuck for good (OpenCV gives up a stream read after 30 s)
+    asked_size: tuple[int, int] | None = None  # (w, h) requested of the device ([source] width, height)
+    frame_size: tuple[int, int] | None = None  # (w, h) it delivers, from its first frame after each open
 
     def __init__(self, max_backoff_s: float = 30.0):
         self.max_backoff_s = max_backoff_s
@@ -247,6 +249,7 @@ class LiveSource(Source):
         # before its camera is ready, or with it unplugged, must not restart in a loop).
         self.wait_first = False
         self._opened = False
+        self._new_open = False  # the next frame is the first since an open: its size is looked at
 
     # Subclasses: open the device (raise UserError if absent), read one frame (None or an
     # exception = failed), release.
@@ -262,7 +265,7 @@ class LiveSource(Source):
     def __enter__(self):
         try:
             self._open()
-            self._opened = True
+            self._opened = self._new_open = True
         except UserError as exc:
             if not self.wait_first:
                 raise  # the first open fails loudly: a missing camera is a user error
@@ -286,6 +289,9 @@ class LiveSource(Source):
             except Exception as exc:  # cv2.error, OSError, ...: a failed read, not the end of the grabber
                 img, why = None, _reason(exc)
             if img is not None:
+                if self._new_open:
+                    self._new_open = False
+                    self._note_size(img)
                 if failed_since is not None:
                     log.warning("%s delivers frames again after %d failed reads and %d reopen attempts in %.0f s",
                                 self.describe(), failures, attempts, time.monotonic() - failed_since)
@@ -317,10 +323,33 @@ class LiveSource(Source):
             try:
                 self._device(self._open)
                 self.reopens += 1
+                self._new_open = True
                 last_ok = time.monotonic()
             except Exception as exc:  # not only UserError: whatever the driver raises, try again later
                 log.log(level, "reopening %s failed: %s", self.describe(), _reason(exc))
         self._release_quietly()
+
+    def _note_size(self, img: np.ndarray) -> None:
+        """Says once per size when the device delivers another size than the one asked for: it
+        works, but a USB camera that ignores 640x480 and sends 1920x1080 costs 6.75x the pixels
+        in every frame, and its faces are wider than the README's 640x480 figures."""
+        size = (int(img.shape[1]), int(img.shape[0]))
+        if size == self.frame_size:
+            return
+        self.frame_size = size
+        if self.asked_size is None or size == self.asked_size:
+            return
+        (w, h), (aw, ah) = size, self.asked_size
+        fix = ("set the size in the camera's own stream settings" if self._is_stream() else
+               "the camera does not offer that size: set [source] width and height to one it lists "
+               "(v4l2-ctl --list-formats-ext)")
+        log.warning("%s delivers %dx%d frames, not the %dx%d asked for ([source] width, height); %s. Each frame has "
+                    "%.2gx the pixels to decode and look at (CPU), and a face is %.2gx as wide in pixels as at %d px "
+                    "(the 40-px target at 640x480 is %.0f px here)", self.describe(), w, h, aw, ah, fix,
+                    w * h / (aw * ah), w / aw, aw, 40 * w / 640)
+
+    def _is_stream(self) -> bool:
+        return False
 
     def _release_quietly(self):
         try:
@@ -376,6 +405,7 @@ class OpenCVCamera(LiveSource):
     def __init__(self, device: int | str, width: int = 640, height: int = 480, fps: float = 15.0, max_backoff_s: float = 30.0):
         super().__init__(max_backoff_s)
         self.device, self.width, self.height, self.fps = device, width, height, fps
+        self.asked_size = (width, height)
         self.cap = None
 
     def _open(self):
@@ -405,6 +435,9 @@ class OpenCVCamera(LiveSource):
         if self.cap is not None:
             self.cap.release()
             self.cap = None
+
+    def _is_stream(self) -> bool:
+        return not isinstance(self.device, int)
 
     def describe(self):
         # a stream URL's user:password or ?token= never reaches the log, /status or an error
@@ -464,6 +497,7 @@ class PiCamera(LiveSource):
     def __init__(self, index: int = 0, width: int = 640, height: int = 480, fps: float = 15.0, max_backoff_s: float = 30.0):
         super().__init__(max_backoff_s)
         self.index, self.width, self.height, self.fps = index, width, height, fps
+        self.asked_size = (width, height)
         self.cam = None
         self.read_timeout_s = max(1.0, 3.0 / fps)  # a few frame intervals, and well under stall_s at 15 fps
         self._job = None  # a capture that timed out and is still queued in picamera2
@@ -531,6 +565,7 @@ class BootCamera(LiveSource):
     def __init__(self, index: int, width: int = 640, height: int = 480, fps: float = 15.0, max_backoff_s: float = 30.0):
         super().__init__(max_backoff_s)
         self.args = (index, width, height, fps, max_backoff_s)
+        self.asked_size = (width, height)
         self.inner: LiveSource | None = None
 
     def _open(self):

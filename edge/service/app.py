@@ -190,7 +190,8 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
                 now = time.monotonic()
                 if now >= next_sink_stats:
                     stats.set_sinks(sinks.stats())
-                    stats.set_source(getattr(source, "read_failures", 0), getattr(source, "reopens", 0))
+                    stats.set_source(getattr(source, "read_failures", 0), getattr(source, "reopens", 0),
+                                     getattr(source, "frame_size", None))
                     next_sink_stats = now + SINK_STATS_EVERY_S
                 if now >= next_state:  # live values for Home Assistant's sensors, camera down or not
                     next_state = now + STATE_EVERY_S

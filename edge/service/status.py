@@ -79,7 +79,7 @@ class Stats:
                      "negative_share": None, "counts": dict.fromkeys(labels, 0), "alert_state": "starting",
                      "alert_raised_at": None, "alert_held_back_until": None, "alert_advice": alert_advice, "alerts_raised": 0, "negative": list(negative), "stage_ms": {},
                      "sink_failures": {}, "camera": "up", "camera_down_total": 0, "camera_read_failures": 0,
-                     "camera_reopens": 0, "sinks": {}}
+                     "camera_reopens": 0, "frame_size": None, "sinks": {}}
         self._last_t: float | None = None
         self._dt: float | None = None  # running mean of the time between frames
         self._health: dict = {}
@@ -129,10 +129,12 @@ class Stats:
         with self._lock:
             self.data["camera"] = "up"
 
-    def set_source(self, read_failures: int, reopens: int):
-        """A live source's failed reads and reopen attempts since the start (0 for a recording)."""
+    def set_source(self, read_failures: int, reopens: int, frame_size: tuple[int, int] | None = None):
+        """A live source's failed reads and reopen attempts since the start (0 for a recording),
+        and the size of the frames it delivers ("WxH"; None for a recording, or before a frame)."""
         with self._lock:
-            self.data.update(camera_read_failures=read_failures, camera_reopens=reopens)
+            self.data.update(camera_read_failures=read_failures, camera_reopens=reopens,
+                             frame_size="x".join(map(str, frame_size)) if frame_size else None)
 
     def set_sinks(self, sinks: dict):
         """Per-sink delivery counts from Fanout.stats(); their failures are also `sink_failures`, so
