@@ -1,6 +1,7 @@
 """`edge doctor`: is this machine ready to run the monitor? One line per check, OK/WARN/FAIL.
 
-Checks the TFLite runtime, numpy/OpenCV (and that they work together), the camera, the model
+Checks the TFLite runtime, numpy/OpenCV (and that they work together), the camera (what it
+delivers, its light, the faces in view and their width: what aiming it needs), the model
 and its card (with a dummy inference), the face detector (on a blank frame), the config, each
 configured alert sink, free disk at the spool, the status page (warning when this machine's
 network address answers it without a token or password), and on a Raspberry Pi the board, temperature,
@@ -216,25 +217,89 @@ else:
     print(json.dumps({"installed": True, "cameras": Picamera2.global_camera_info()}, default=str))
 """
 
-_OPENCV_OPEN = """
-import json, sys, time
-import cv2
-index, width, height, fps = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-cap = cv2.VideoCapture(index)
-out = {"opened": bool(cap.isOpened())}
-if out["opened"]:
-    cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
-    cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
-    cap.set(cv2.CAP_PROP_FPS, fps)
-    ok, img = cap.read()
-    out.update(read=bool(ok), width=int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
-               height=int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), fps=float(cap.get(cv2.CAP_PROP_FPS) or 0),
-               backend=cap.getBackendName() if hasattr(cap, "getBackendName") else "")
-    if ok:
-        out["shape"] = list(img.shape)
-cap.release()
-print(json.dumps(out))
+# The monitor's own source (the Pi camera or OpenCV, turned by source.rotate) watched for a
+# moment; only numbers come back (probe_camera), the frames stay in the child's memory.
+_CAMERA_PROBE = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+from edge.config import load_config
+from edge.ops.doctor import probe_camera
+print(json.dumps(probe_camera(load_config(sys.argv[2] or None, {}), int(sys.argv[3]))))
 """
+PROBE_S = 2.0  # how long the camera is watched: enough frames to measure its rate
+FACE_PX = 40  # the face width to aim for in a 640-px-wide frame (README: Placing the camera)
+DARK_MEAN, BRIGHT_MEAN, WHITE_SHARE = 60, 190, 0.2  # mean grey level (0-255); share of clipped pixels
+
+
+def probe_camera(cfg, index: int, seconds: float = PROBE_S) -> dict:
+    """What camera `index` gives the monitor: its frame size, the frames a second it delivers,
+    the light of the last frame, and the width of each face the configured detector finds in it
+    now. Only these numbers are returned; no frame is kept, written or sent."""
+    from edge.pipeline.detectors.regions import configured_detector
+    from edge.pipeline.preprocess import to_gray
+    from edge.pipeline.sources import open_source
+
+    s = cfg.source
+    try:
+        source = open_source(index, "", s.width, s.height, s.fps, rotate=s.rotate)
+        with source:
+            times, last, end = [], None, time.monotonic() + seconds
+            for frame in source.poll(0.25):
+                if frame is not None:
+                    times.append(frame.t_s)
+                    last = frame
+                if time.monotonic() >= end:
+                    break
+    except UserError as exc:
+        return {"error": str(exc)}
+    if last is None:
+        return {"error": f"{source.describe()} opened but gave no frame in {seconds:g} s"}
+    image = last.image
+    gray = to_gray(image)
+    faces = sorted(round(d.box.w) for d in configured_detector(cfg).detect(image))
+    span = times[-1] - times[0]
+    return {"source": source.describe(), "size": list(getattr(source, "frame_size", None) or image.shape[1::-1]),
+            "fps": round((len(times) - 1) / span, 2) if span > 0 else 0.0, "mean": round(float(gray.mean()), 1),
+            "white": round(float((gray >= 250).mean()), 3), "faces": faces}
+
+
+def camera_verdicts(got: dict, cfg) -> list[tuple[str, str, str]]:
+    """probe_camera's numbers -> the rows someone aiming the camera needs: what it delivers
+    (against what the config asks for), the light, and the faces in view now."""
+    s = cfg.source
+    (w, h), fps = got["size"], got["fps"]
+    line, issues = f"{got['source']}: {w}x{h} at {fps:g} fps measured over {PROBE_S:g} s", []
+    if (w, h) != (s.width, s.height):
+        issues.append(f"not the {s.width}x{s.height} asked for ([source] width, height): it does not offer that size, "
+                      f"and each frame costs {w * h / (s.width * s.height):.2g}x the pixels; set them to a size it offers")
+    if fps < 0.6 * s.fps:
+        issues.append(f"not the {s.fps:g} fps asked for: in dim light a camera lengthens its exposure and slows down "
+                      "(the alert timings hold, in seconds, but moving faces blur); light the queue better")
+    rows = [("camera", WARN if issues else OK, "; ".join([line, *issues]))]
+    light = f"mean brightness {got['mean']:.0f} of 255, {got['white']:.0%} of the picture white"
+    if got["mean"] < DARK_MEAN:
+        rows.append(("camera light", WARN, f"{light}: too dark, faces are found less often; light the queue from the front"))
+    elif got["mean"] > BRIGHT_MEAN or got["white"] > WHITE_SHARE:
+        rows.append(("camera light", WARN, f"{light}: over-exposed; keep bright windows and lamps out of view "
+                                           "(back light leaves faces dark)"))
+    else:
+        rows.append(("camera light", OK, light))
+    rows.append(faces_verdict(got["faces"], max(w, h), bool(s.roi)))
+    return rows
+
+
+def faces_verdict(widths: list[int], frame_w: int, roi: bool) -> tuple[str, str, str]:
+    """The faces the detector finds now, against the width to aim for (40 px per 640 px of frame)."""
+    target = FACE_PX * frame_w / 640
+    where = " in the roi" if roi else ""
+    if not widths:
+        return ("faces now", OK, f"no face{where} now; with someone standing where the queue stands, run this again: "
+                                 f"it gives each face's width (aim for {target:.0f} px or more)")
+    found = f"{len(widths)} face{'s' if len(widths) > 1 else ''}{where}, {'-'.join(map(str, sorted({widths[0], widths[-1]})))} px wide"
+    if widths[0] < target:
+        return ("faces now", WARN, f"{found}: under the {target:.0f} px to aim for, faces are missed more often; move "
+                                   "the camera closer or use a narrower lens or a roi (README: Placing the camera)")
+    return ("faces now", OK, f"{found} (aim for {target:.0f} px or more)")
 
 
 # -- checks -------------------------------------------------------------------------------
@@ -450,25 +515,18 @@ def check_camera(ctx: _Context, cfg) -> None:
         cameras = pi.get("cameras") or []
         names = ", ".join(f"{i}: {c.get('Model', '?')}" for i, c in enumerate(cameras)) or "none"
         ctx.add("picamera2", OK if cameras or not ctx.on_pi else WARN, f"Pi cameras: {names}")
-    if index < len(cameras):
-        c = cameras[index]
-        ctx.add("camera", OK, f"camera {index} is the Pi camera {c.get('Model', '?')} (picamera2, libcamera id "
-                              f"{c.get('Id', '?')})")
-        return
     if service_active():
         ctx.add("camera", OK, f"camera {index}: not opened, the running {SERVICE} service is using it")
         return
-    got, why = _child(_OPENCV_OPEN, timeout, str(index), str(src.width), str(src.height), str(src.fps))
-    hint = "check the cable and ls /dev/video*, and that this user is in the group video"
-    if got is None:
-        ctx.add("camera", FAIL, f"camera {index} (OpenCV): {why}; {hint}")
-    elif not got.get("opened"):
-        ctx.add("camera", FAIL, f"camera {index} does not open (OpenCV); {hint}")
-    elif not got.get("read"):
-        ctx.add("camera", FAIL, f"camera {index} opens but gives no frame; {hint}")
-    else:
-        ctx.add("camera", OK, f"camera {index} (OpenCV {got.get('backend') or ''}): {got['width']}x{got['height']} "
-                              f"at {got['fps']:g} fps, first frame read")
+    loaded = not any(c.name == "config" and c.status == FAIL for c in ctx.checks)
+    root = str(Path(__file__).resolve().parents[2])  # where this edge package is imported from
+    config = str(Path(ctx.s.config).absolute()) if ctx.s.config and loaded else ""  # the child runs in /tmp
+    got, why = _child(_CAMERA_PROBE, timeout, root, config, str(index))
+    if got is None or "error" in got:
+        ctx.add("camera", FAIL, got["error"] if got else f"camera {index}: {why}")
+        return
+    for row in camera_verdicts(got, cfg):
+        ctx.add(*row)
 
 
 def check_sinks(ctx: _Context, cfg) -> None:

@@ -1,0 +1,134 @@
+"""Setting up the camera at a new checkout: what `edge doctor --camera N` tells the person aiming
+it (what the camera delivers against what the config asks for, the light, the faces in view and
+how wide), measured through the monitor's own source; no frame leaves the probe."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+
+from benchmarks.scenes import astronaut_face, background
+from edge.config import load_config
+from edge.ops import doctor
+from edge.ops.doctor import FAIL, OK, WARN, camera_verdicts, faces_verdict, probe_camera
+from edge.pipeline.sources import LiveSource
+
+
+def queue_frame(w: int, h: int, head_w: int, light: float = 1.0) -> np.ndarray:
+    """A background with the astronaut's head and shoulders head_w px wide, its light scaled."""
+    img = cv2.resize(background(0), (w, h))
+    face = astronaut_face()
+    fh = int(round(face.shape[0] * head_w / face.shape[1]))
+    img[h // 5 : h // 5 + fh, w // 3 : w // 3 + head_w] = cv2.resize(face, (head_w, fh), interpolation=cv2.INTER_AREA)
+    return np.clip(img * light, 0, 255).astype(np.uint8)
+
+
+class SlowWideCamera(LiveSource):
+    """Asked for 640x480 at 15 fps, it delivers 1280x720 at 5 fps (a USB camera in dim light)."""
+
+    asked_size = (640, 480)
+
+    def __init__(self, image):
+        super().__init__()
+        self.image = image
+
+    def _open(self):
+        pass
+
+    def _read(self):
+        time.sleep(0.2)
+        return self.image
+
+    def describe(self):
+        return "camera 0"
+
+
+def test_the_probe_measures_size_rate_light_and_faces_through_the_monitors_source(monkeypatch):
+    cam = SlowWideCamera(queue_frame(1280, 720, 320))
+    monkeypatch.setattr("edge.pipeline.sources.open_source", lambda *a, **kw: cam)
+    got = probe_camera(load_config(None, {}), 0, seconds=1.5)
+    assert got["source"] == "camera 0" and got["size"] == [1280, 720] and 3.5 < got["fps"] < 5.5
+    assert 60 < got["mean"] < 190 and len(got["faces"]) == 1 and got["faces"][0] > 80
+    assert set(got) == {"source", "size", "fps", "mean", "white", "faces"}  # numbers only: never the frame
+
+
+def _rows(got: dict, **cfg) -> dict:
+    return {name: (status, detail) for name, status, detail in camera_verdicts(got, load_config(None, cfg))}
+
+
+def test_doctor_says_when_the_camera_delivers_another_size_or_a_slow_rate():
+    good = {"source": "camera 0", "size": [640, 480], "fps": 14.9, "mean": 110, "white": 0.01, "faces": []}
+    assert _rows(good)["camera"][0] == OK and "640x480 at 14.9 fps measured" in _rows(good)["camera"][1]
+    status, detail = _rows({**good, "size": [1920, 1080], "fps": 5.0})["camera"]
+    assert status == WARN and "not the 640x480 asked for" in detail and "6.8x the pixels" in detail
+    assert "not the 15 fps asked for" in detail and "dim light" in detail
+    assert _rows({**good, "size": [1920, 1080]}, **{"source.width": 1920, "source.height": 1080})["camera"][0] == OK
+
+
+def test_doctor_says_too_dark_and_over_exposed():
+    good = {"source": "camera 0", "size": [640, 480], "fps": 15.0, "mean": 110, "white": 0.01, "faces": []}
+    assert _rows(good)["camera light"][0] == OK
+    assert _rows({**good, "mean": 25})["camera light"][0] == WARN and "too dark" in _rows({**good, "mean": 25})["camera light"][1]
+    assert "over-exposed" in _rows({**good, "white": 0.4})["camera light"][1]
+
+
+def test_doctor_gives_the_width_of_the_faces_in_view_against_the_40_px_target():
+    assert faces_verdict([], 640, False)[1] == OK  # nobody in the queue while installing: not a fault
+    _, status, detail = faces_verdict([31, 45], 640, False)
+    assert status == WARN and "2 faces, 31-45 px wide" in detail and "under the 40 px" in detail
+    assert faces_verdict([52], 640, True)[1:] == (OK, "1 face in the roi, 52 px wide (aim for 40 px or more)")
+    assert "under the 80 px" in faces_verdict([60], 1280, False)[2]  # the target scales with the frame
+
+
+def test_doctor_runs_the_probe_in_a_child_and_a_missing_camera_is_one_sentence(monkeypatch, tmp_path):
+    monkeypatch.setattr("edge.ops.doctor.service_active", lambda: False)
+    ctx = doctor._Context(doctor.DoctorSettings(camera=63))
+    doctor.check_camera(ctx, load_config(None, {}))
+    (row,) = [c for c in ctx.checks if c.name == "camera"]
+    assert row.status == FAIL and row.detail.startswith("Cannot open camera 63: there is no /dev/video63"), row.detail
+
+
+PICAMERA2_STUB = '''
+import time, numpy as np
+
+class _Job:
+    def get_result(self, timeout=None):
+        time.sleep(1 / 15)
+        return np.full((480, 640, 4), 120, np.uint8)
+
+class Picamera2:
+    @staticmethod
+    def global_camera_info():
+        return [{"Model": "imx708", "Id": "/base/soc/i2c0mux/i2c@1/imx708@1a"}]
+    def __init__(self, index=0):
+        pass
+    def create_video_configuration(self, **kw):
+        return kw
+    def configure(self, cfg):
+        pass
+    def start(self):
+        pass
+    def capture_array(self, name="main", wait=None):
+        return _Job()
+    def stop(self):
+        pass
+    def close(self):
+        pass
+'''
+
+
+def test_doctor_watches_the_pi_camera_too_not_only_lists_it(monkeypatch, tmp_path):
+    """It said "camera 0 is the Pi camera imx708" without taking a single frame from it."""
+    (tmp_path / "picamera2.py").write_text(PICAMERA2_STUB)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the probe's child process imports the stand-in
+    monkeypatch.setattr("edge.ops.doctor.service_active", lambda: False)
+    ctx = doctor._Context(doctor.DoctorSettings(camera=0))
+    doctor.check_camera(ctx, load_config(None, {}))
+    rows = {c.name: c for c in ctx.checks}
+    assert rows["picamera2"].detail == "Pi cameras: 0: imx708"
+    camera = rows["camera"]
+    assert camera.status == OK and camera.detail.startswith("Pi camera 0 (picamera2, 640x480): 640x480 at "), camera.detail
+    assert rows["camera light"].status == OK and "mean brightness 120 of 255" in rows["camera light"].detail
+    assert rows["faces now"].status == OK and rows["faces now"].detail.startswith("no face now")
