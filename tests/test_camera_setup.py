@@ -132,3 +132,33 @@ def test_doctor_watches_the_pi_camera_too_not_only_lists_it(monkeypatch, tmp_pat
     assert camera.status == OK and camera.detail.startswith("Pi camera 0 (picamera2, 640x480): 640x480 at "), camera.detail
     assert rows["camera light"].status == OK and "mean brightness 120 of 255" in rows["camera light"].detail
     assert rows["faces now"].status == OK and rows["faces now"].detail.startswith("no face now")
+
+
+class BGRACamera(LiveSource):
+    """A camera at 10 fps whose frames come with an alpha channel (BGRA), as a plugin's may."""
+
+    fps = 10.0
+
+    def _open(self):
+        pass
+
+    def _read(self):
+        time.sleep(1 / self.fps)
+        return np.full((480, 640, 4), 128, np.uint8)
+
+
+def test_the_preview_to_aim_by_shows_the_roi_plays_at_the_cameras_rate_and_takes_bgra(monkeypatch, tmp_path):
+    """--preview wrote nothing at all for BGRA frames (OpenCV's writer skips them), drew no roi,
+    and was always 15 fps (a 5-fps camera's preview ran three times too fast)."""
+    from edge.service.app import RunOptions, run
+    from tests.test_reliability import _live_cfg
+
+    monkeypatch.setattr("edge.pipeline.sources.open_source", lambda *a, **kw: BGRACamera())
+    preview = tmp_path / "aim.mp4"
+    run(_live_cfg(tmp_path, **{"source.roi": [0.25, 0.25, 0.5, 0.5]}), RunOptions(duration_s=1.0, preview=str(preview)))
+    cap = cv2.VideoCapture(str(preview))
+    ok, img = cap.read()
+    assert ok and cap.get(cv2.CAP_PROP_FPS) == 10.0 and cap.get(cv2.CAP_PROP_FRAME_COUNT) >= 3
+    cap.release()
+    b, _, r = (img[240, 158:162].astype(int).mean(axis=0))  # the roi's left edge, at x = 160
+    assert b - r > 80 and abs(int(img[240, 320, 0]) - int(img[240, 320, 2])) < 20  # blue line, grey inside

@@ -319,7 +319,8 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
                           "analysed frame to the next and every sighting starts a new track.")
     _clear_earlier(out, [path, *getattr(source, "files", [])], opts.notes)
     rec = _Recorder(out, labels, video, opts.fmt)
-    annotator = AnnotatedVideo(out / "annotated.mp4", fps / every if video else 1.0, labels) if opts.annotate else None
+    annotator = AnnotatedVideo(out / "annotated.mp4", fps / every if video else 1.0, labels,
+                               cfg.source.roi) if opts.annotate else None
     total = getattr(source, "frame_count", None)
     bar = _progress(math.ceil(total / every) if total else None, Path(path).name, opts.progress, opts.notes)
     timer = StageTimer()

@@ -10,18 +10,24 @@ import numpy as np
 
 from edge.errors import UserError, import_cv2
 
-CONFIRMED, TENTATIVE, MOOD = (0, 255, 0), (0, 200, 255), (0, 0, 255)  # BGR
+CONFIRMED, TENTATIVE, MOOD, ROI = (0, 255, 0), (0, 200, 255), (0, 0, 255), (255, 160, 0)  # BGR
 # the containers OpenCV's FFmpeg writer puts mp4v into; another name makes it fall back to its
 # image-sequence writer, which fails as if there were no encoder
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
 
 
-def draw(image: np.ndarray, result, labels: list[str]) -> np.ndarray:
+def draw(image: np.ndarray, result, labels: list[str], roi=()) -> np.ndarray:
     """A BGR copy of `image` with every face of `result` (green once its track counts as a
-    person, orange before) and a line with the time, faces, negative share and alert state."""
+    person, orange before), the `roi` (source.roi, where the detector looks; blue) and a line
+    with the time, faces, negative share and alert state."""
     cv2 = import_cv2()
-    img = image if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    img = img.copy()
+    img = _bgr(image)
+    if roi:  # to aim the camera: the queue must stand inside it
+        from edge.pipeline.detectors.regions import Roi
+
+        x0, y0, x1, y1 = Roi.from_list(roi).pixels(img.shape[1], img.shape[0])
+        cv2.rectangle(img, (x0, y0), (x1 - 1, y1 - 1), ROI, 2)
+        cv2.putText(img, "roi", (x0 + 4, y1 - 6), cv2.FONT_HERSHEY_SIMPLEX, 0.5, ROI, 1, cv2.LINE_AA)
     for tr in result.faces:
         x, y, w, h = tr.box.rounded()
         color = CONFIRMED if tr.confirmed else TENTATIVE
@@ -31,6 +37,14 @@ def draw(image: np.ndarray, result, labels: list[str]) -> np.ndarray:
     cv2.putText(img, f"t={result.t_s:.1f}s  faces {len(result.faces)}  negative {100 * result.mood.negative_share:.0f}%"
                 f"  alert: {result.alert_state}", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, MOOD, 2)
     return img
+
+
+def _bgr(image: np.ndarray) -> np.ndarray:
+    """A BGR copy of a BGR, grayscale or BGRA frame (the video writer skips every 4-channel one)."""
+    cv2 = import_cv2()
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR) if image.shape[2] == 4 else image.copy()
 
 
 def check_video_path(path: str | Path) -> None:
@@ -59,15 +73,15 @@ def check_video_path(path: str | Path) -> None:
 class AnnotatedVideo:
     """An mp4 of annotated frames; frames of another size are letterboxed into the first one's."""
 
-    def __init__(self, path: str | Path, fps: float, labels: list[str]):
-        self.path, self.fps, self.labels = Path(path), fps, list(labels)
+    def __init__(self, path: str | Path, fps: float, labels: list[str], roi=()):
+        self.path, self.fps, self.labels, self.roi = Path(path), fps, list(labels), list(roi)
         check_video_path(self.path)
         self.writer = None
         self.size: tuple[int, int] | None = None
 
     def add(self, image: np.ndarray, result) -> None:
         cv2 = import_cv2()
-        img = draw(image, result, self.labels)
+        img = draw(image, result, self.labels, self.roi)
         if self.writer is None:
             self.size = (img.shape[1], img.shape[0])
             self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)

@@ -565,7 +565,7 @@ class BootCamera(LiveSource):
     def __init__(self, index: int, width: int = 640, height: int = 480, fps: float = 15.0, max_backoff_s: float = 30.0):
         super().__init__(max_backoff_s)
         self.args = (index, width, height, fps, max_backoff_s)
-        self.asked_size = (width, height)
+        self.asked_size, self.fps = (width, height), fps
         self.inner: LiveSource | None = None
 
     def _open(self):

@@ -213,7 +213,9 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
                     stage_ms, next_stage_ms = pipeline.timer.medians_ms(), now + STAGE_MS_EVERY_S
                 stats.update(result, source.dropped, stage_ms)
                 if opts.preview:  # debugging only (off by default: privacy)
-                    writer = writer or AnnotatedVideo(opts.preview, 15, classifier.labels)
+                    # at the source's rate (a camera's asked for), so it plays at the speed it was seen
+                    writer = writer or AnnotatedVideo(opts.preview, getattr(source, "fps", 15.0), classifier.labels,
+                                                      s.roi)
                     writer.add(frame.image, result)
                 if on_result:
                     on_result(frame, result)
