@@ -147,10 +147,6 @@ class Pipeline:
     def crops(self, gray: np.ndarray, boxes) -> np.ndarray:
         return np.stack([crop_face(gray, b.as_tuple(), self.crop_rule, self.size) for b in boxes])
 
-    def classify(self, gray: np.ndarray, boxes) -> np.ndarray:
-        """Calibrated probabilities per box, all faces in one batch."""
-        return self.classifier.predict(self.crops(gray, boxes))
-
     def detect(self, frame: Frame) -> list:
         """Windows around the faces being tracked, when that takes fewer detector calls than
         the whole frame (tiles); on a scan also the tiles where something else moved."""

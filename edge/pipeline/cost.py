@@ -53,7 +53,3 @@ def model_macs(model_path) -> dict:
     from edge.pipeline.runtime import load_interpreter
 
     return macs_per_invoke(load_interpreter(model_path, 1))
-
-
-def describe_macs(macs: int) -> str:
-    return f"{macs / 1e6:.1f} M MACs"
