@@ -738,14 +738,17 @@ def test_a_sink_failure_is_one_line_in_the_journal_with_the_traceback_at_debug(c
     assert any(r.exc_info and r.levelno == logging.DEBUG for r in caplog.records)
 
 
-def test_failure_counts_name_every_sink_from_the_start_zeros_included(tmp_path):
+def test_failures_name_every_sink_from_the_start_zeros_included(tmp_path):
     """/metrics' sink_failures counters exist at 0, so Prometheus's increase() sees the first failure."""
     fan = Fanout([Boom(), JsonlSink(path=str(tmp_path / "a.jsonl"))], flush_every_s=3600)
+
+    def failures():
+        return {k: s["failures"] for k, s in fan.stats().items()}
+
     try:
-        assert fan.failure_counts() == {"boom": 0, "jsonl": 0}
+        assert failures() == {"boom": 0, "jsonl": 0}
         fan.send(ev("raised", 1))
-        assert wait_for(lambda: fan.failure_counts() == {"boom": 1, "jsonl": 0})
-        assert {k: s["failures"] for k, s in fan.stats().items()} == {"boom": 1, "jsonl": 0}
+        assert wait_for(lambda: failures() == {"boom": 1, "jsonl": 0})
     finally:
         fan.close()
 
@@ -1035,7 +1038,7 @@ def test_a_gpio_pin_in_use_disables_that_sink_and_the_others_run_on(mock_pins, t
         fan.send(ev("raised", 1))
         assert wait_for(lambda: fan.stats()["gpio"]["sent"] == 1 and fan.stats()["jsonl"]["delivered"] == 1)
         assert fan.stats()["gpio"]["disabled"].startswith("Cannot use GPIO pin 17")
-        assert fan.failure_counts()["gpio"] == 2  # the start, then the event
+        assert fan.stats()["gpio"]["failures"] == 2  # the start, then the event
     finally:
         fan.close()
         held.close()
@@ -1239,7 +1242,7 @@ def test_mqtt_unreachable_broker_warns_once_counts_each_try_and_says_when_it_is_
     try:
         with caplog.at_level(logging.INFO, logger="edge.sinks.mqtt"):
             assert wait_for(lambda: sink.failed >= 3)
-            assert fan.failure_counts()["mqtt"] >= 3  # /status and /metrics sink_failures
+            assert fan.stats()["mqtt"]["failures"] >= 3  # /status and /metrics sink_failures
             assert _records(caplog, logging.WARNING, "not reachable") == [
                 f"MQTT broker 127.0.0.1:{b.port} not reachable (Connection refused); spooling events, retrying."]
             b.start()
@@ -1269,7 +1272,7 @@ def test_mqtt_broker_closing_before_accepting_counts_each_try_and_warns_once(tmp
         with caplog.at_level(logging.INFO, logger="edge.sinks.mqtt"):
             fan.send(ev("raised", 1))
             assert wait_for(lambda: sink.failed >= 3)
-            assert fan.failure_counts()["mqtt"] >= 3  # /status and /metrics sink_failures
+            assert fan.stats()["mqtt"]["failures"] >= 3  # /status and /metrics sink_failures
     finally:
         fan.close()
         server.close()

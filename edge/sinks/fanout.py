@@ -146,7 +146,7 @@ class Fanout:
         self.sinks = list(sinks)
         self.device_name = device_name
         self.close_timeout_s = close_timeout_s
-        self.failures: Counter[str] = Counter()  # sink key -> exceptions caught (failure_counts() adds the sink's own)
+        self.failures: Counter[str] = Counter()  # sink key -> exceptions caught (stats() adds the sink's own)
         self._lock = threading.Lock()
         self._workers = [_Worker(s, self, queue_max, flush_every_s) for s in self.sinks]
         self._closed = False
@@ -236,14 +236,11 @@ class Fanout:
             log.error("Sink %s: %d undelivered alerts held in memory are lost with this stop: %s.", w.sink.key, n,
                       why)
 
-    def failure_counts(self) -> dict[str, int]:
-        """Per sink: failed deliveries, the sink's own count plus the exceptions caught here; every
-        sink, 0 included, so each /metrics counter exists before its first failure (Prometheus's
-        increase() cannot see a counter's first step otherwise)."""
-        return {s.key: self.failures[s.key] + s.failed for s in self.sinks}
-
     def stats(self) -> dict[str, dict]:
-        """Per sink: sent, delivered, spooled (on disk + in memory), dead-lettered, dropped, lost, failures."""
+        """Per sink: sent, delivered, spooled (on disk + in memory), dead-lettered, dropped, lost, failures.
+        failures: the sink's own count plus the exceptions caught here; every sink, 0 included, so
+        each /metrics counter exists before its first failure (Prometheus's increase() cannot see
+        a counter's first step otherwise)."""
         out = {}
         for w in self._workers:
             s = w.sink
