@@ -69,7 +69,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("QUEUE_MOOD_CACHE", Path.home() / ".cache" / "queue-mood"))
 
 
-def load_dataset(path: str | os.PathLike, size: int = 48, cache_dir: Path | None = None, progress: bool = True,
+def load_dataset(path: str | os.PathLike, size: int = FER2013_SIZE, cache_dir: Path | None = None, progress: bool = True,
                  only_split: str | tuple[str, ...] | None = None) -> Dataset:
     """Read a dataset folder or fer2013.csv, from the cache when its bytes are unchanged.
     only_split: read just that split (a tuple: the first of them the dataset has), leaving
