@@ -47,7 +47,7 @@ VARIANTS = {
                                         "model": "face_detection_full_range_sparse.tflite"}),
     "haar": ("haar", {}),
 }
-DEFAULT_VARIANTS = "short_range,full_range,full_range@0.3,short_range@0.3,full_range_sparse,haar"
+DEFAULT_VARIANTS = ",".join(VARIANTS)
 
 
 def default_data() -> Path:
