@@ -475,8 +475,10 @@ def add_common_args(ap, default_repeats: int | None = None, default_warmup: int 
 
 def default_models() -> list[str]:
     """The shipped default model and, where the run folder keeps them, its float and Keras twins."""
+    from edge.card import INT8_MODEL
+
     out = []
-    for p in (DEFAULT_MODEL_DIR / "model_int8.tflite", DEFAULT_MODEL_DIR / "model_float32.tflite",
+    for p in (DEFAULT_MODEL_DIR / INT8_MODEL, DEFAULT_MODEL_DIR / "model_float32.tflite",
               REPO / "runs" / "default" / "model_float32.tflite", REPO / "runs" / "default" / "model.keras"):
         if p.is_file() and p.name not in {Path(o).name for o in out}:
             out.append(str(p))
@@ -485,13 +487,14 @@ def default_models() -> list[str]:
 
 def expand_models(items: Sequence[str]) -> list[Path]:
     """Model paths; a folder stands for the models in it (int8, float32, float16 .tflite, model.keras)."""
+    from edge.card import INT8_MODEL
     from edge.errors import UserError
 
     out: list[Path] = []
     for item in items:
         p = Path(item).expanduser()
         if p.is_dir():
-            found = [p / n for n in ("model_int8.tflite", "model_float32.tflite", "model_float16.tflite", "model.keras")
+            found = [p / n for n in (INT8_MODEL, "model_float32.tflite", "model_float16.tflite", "model.keras")
                      if (p / n).is_file()]
             if not found:
                 raise UserError(f"{p} holds no model_int8.tflite, model_float32.tflite or model.keras.")
