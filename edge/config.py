@@ -337,7 +337,6 @@ def _describe(tp, n: int | None = None) -> str:
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
 
-# Keys an older release read, and what replaced them (named in the error, so an old config is easy to fix).
 SECRET_KEYS = {"token", "password"}  # their values never appear in an error (the journal, a pasted report)
 
 
@@ -345,6 +344,7 @@ def _shown(where: str, value) -> str:
     return "(hidden)" if where.rsplit(".", 1)[-1] in SECRET_KEYS else repr(value)
 
 
+# Keys an older release read, and what replaced them (named in the error, so an old config is easy to fix).
 RENAMED = {"tracking.ema_alpha": "tracking.smooth_s, the smoothing's time constant in seconds (0.56 is what "
                                  "ema_alpha = 0.3 gave at 5 fps)"}
 
@@ -387,8 +387,7 @@ def build(cls, data: dict, path: str = "", folder: Path | None = None, as_given:
         else:
             raise ConfigError(f"Config key '{where}' has the bad value {_shown(where, value)}; "
                               f"expected {_describe(target, fields[name].metadata.get('items'))}.")
-    obj = cls(**kwargs)
-    return obj
+    return cls(**kwargs)
 
 
 def validate(obj, path: str = "") -> None:
