@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from edge.config import Config
+from edge.config import Config, StatusConfig
 from edge.errors import UserError
 from edge.files import no_core_dumps
 from edge.paths import expand_path
@@ -118,17 +118,34 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+def _start_status_server(stats, st: StatusConfig):
+    """The status page's server, listening, with its address logged; None (and a warning) when
+    it cannot listen: the monitor matters more than its status page."""
+    from edge.config import is_loopback
+    from edge.service.status import StatusServer
+
+    try:
+        server = StatusServer(stats, st).start()
+    except OSError as exc:
+        log.warning("status endpoint not started: cannot listen on %s:%d (%s)", st.host, st.port, exc.strerror)
+        return None
+    wildcard = st.host in ("0.0.0.0", "::")
+    shown = "localhost" if is_loopback(st.host) else "<this Pi's address>" if wildcard else st.host
+    log.info("status page on http://%s:%d/ (JSON: /status, Prometheus: /metrics)%s", shown, server.port,
+             "; needs the token or password from [status]" if server.auth.enabled else "")
+    return server
+
+
 def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     """Run the pipeline until the source ends or a limit/signal stops it; returns a summary."""
     from edge.pipeline.annotate import AnnotatedVideo
     from edge.pipeline.core import Pipeline
     from edge.sinks import build_sinks
     from edge.pipeline.sources import open_source
-    from edge.config import is_loopback
     from edge.redact import redact_text
     from edge.service.history import History
     from edge.service.notify import Watchdog, notify
-    from edge.service.status import Stats, StatusServer
+    from edge.service.status import Stats
 
     opts.validate()
     no_core_dumps()  # before the first frame: a crash or the watchdog's SIGABRT must not write frames to disk
@@ -148,17 +165,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
              classifier.runtime.describe(), detector.describe(), redact_text(source.describe()))
     sinks = build_sinks(cfg.sinks, device)
     stats.set_sinks(sinks.stats())  # every sink's failure counter at 0 before the first scrape
-    server = None
-    if st.enabled:
-        try:
-            server = StatusServer(stats, st).start()
-        except OSError as exc:  # the monitor matters more than its status page
-            log.warning("status endpoint not started: cannot listen on %s:%d (%s)", st.host, st.port, exc.strerror)
-    if server:
-        wildcard = st.host in ("0.0.0.0", "::")
-        shown = "localhost" if is_loopback(st.host) else "<this Pi's address>" if wildcard else st.host
-        log.info("status page on http://%s:%d/ (JSON: /status, Prometheus: /metrics)%s", shown, server.port,
-                 "; needs the token or password from [status]" if server.auth.enabled else "")
+    server = _start_status_server(stats, st) if st.enabled else None
     stop = _StopFlag()
     stop.install()
     writer = None
