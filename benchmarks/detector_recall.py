@@ -36,7 +36,7 @@ from benchmarks import common  # noqa: E402
 FRAME_W, FRAME_H = 640, 480
 DEFAULT_SIZES = (80, 100, 120, 160, 200)
 MATCH_IOU = 0.2
-# name: (detector kind, options); the low-score variant shows what a lower threshold buys
+# name: (detector kind, options); the @0.3 variants show what a lower threshold buys
 VARIANTS = {
     "short_range": ("blazeface", {"variant": "short_range", "min_score": 0.5}),
     "full_range": ("blazeface", {"variant": "full_range", "min_score": 0.5}),

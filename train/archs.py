@@ -61,9 +61,10 @@ def _sep_bn_relu(x, filters, name, bn_momentum=0.99):
 @register("queue_net")
 def queue_net(input_size: int, num_classes: int, widths=(64, 128, 256, 512), dropout=0.3, bn_momentum=0.99,
               separable_stem=False, name="queue_net", **_):
-    """Default, sized for one Pi core: a full-conv stem, then residual stages of separable
-    convs (ReLU/BN/conv/pool only, all TFLite int8 builtins). ~1.0M params, 111 M MACs per call.
-    separable_stem: the stem's second conv separable, as the stages are (see queue_net_lite)."""
+    """The family's base, sized for one Pi core: a full-conv stem, then residual stages of
+    separable convs (ReLU/BN/conv/pool only, all TFLite int8 builtins). ~1.0M params, 111 M MACs
+    per call. separable_stem: the stem's second conv separable, as the stages are (see
+    queue_net_lite, the default, DEFAULT_ARCH)."""
     keras = _keras()
     L = keras.layers
     inputs, x = _input(input_size)
