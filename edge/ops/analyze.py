@@ -270,7 +270,7 @@ def _replay(cfg: Config, parts, source, name_of, rec: _Recorder, timer: StageTim
                     # carries over from one image to the next.
                     pipeline = Pipeline(cfg, classifier, detector)
                 result = pipeline.process(frame)
-                timer.add(result.stage_s, result.detections)
+                timer.add(result.stage_s, result.classified, result.detected)
                 rec.add(frame, result, name_of(frame))
                 if annotator:
                     annotator.add(frame.image, result)
