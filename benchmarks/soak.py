@@ -43,6 +43,7 @@ if __package__ in (None, ""):
 from benchmarks import common
 from benchmarks.scenes import astronaut_face, background, place
 from edge.errors import UserError
+from edge.labels import LABELS
 from edge.sinks.webhook import tcp_reachable
 
 NAME = "soak"
@@ -299,7 +300,7 @@ down_after_s = 5.0
 window_s = 3.0
 score = "votes"
 min_seen_s = 0.5
-negative = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
+negative = {json.dumps(list(LABELS))}
 min_confidence = 0.0
 [alert]
 min_faces = 1
