@@ -1,5 +1,6 @@
 """Strict configuration: TOML -> dataclasses. Unknown keys and bad values are rejected
-with the key path, the value and what is allowed. CLI flags override file values."""
+with the key path, the value (a token's or password's hidden) and what is allowed. CLI flags
+override file values."""
 
 from __future__ import annotations
 
