@@ -188,7 +188,8 @@ def run(out: Path) -> Path:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "status-page.png")
+    ap.add_argument("--out", type=Path, default=Path(__file__).resolve().parent.parent / "docs" / "status-page.png",
+                    help="PNG to write (default: docs/status-page.png, the README's picture)")
     args = ap.parse_args(argv)
     try:
         print(f"wrote {run(args.out)}")
