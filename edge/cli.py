@@ -250,7 +250,8 @@ def bundle_cmd(model, config_path, out, wheel):
 @click.option("--json", "as_json", is_flag=True, help="Print the checks as JSON.")
 @click.pass_context
 def doctor_cmd(ctx, config_path, model, camera, as_json):
-    """Check this machine: runtime, numpy/OpenCV, camera, model, detector, config, sinks, disk, Pi health."""
+    """Check this machine: clock, runtime, numpy/OpenCV, config, model, detector, compute budget, camera, sinks,
+    disk, status page, Pi health."""
     from edge.ops.doctor import DoctorSettings, run
 
     ctx.exit(run(DoctorSettings(config=config_path, model=model, camera=camera, as_json=as_json), echo=click.echo))

@@ -2,7 +2,8 @@
 
 Checks the TFLite runtime, numpy/OpenCV (and that they work together), the camera (what it
 delivers, its light, the faces in view and their width: what aiming it needs), the model
-and its card (with a dummy inference), the face detector (on a blank frame), the config, each
+and its card (with a dummy inference), the face detector (on a blank frame), the CPU the
+configured schedule needs here (compute budget), whether an NTP client has set the clock, the config, each
 configured alert sink, free disk at the spool, the status page (warning when this machine's
 network address answers it without a token or password), and on a Raspberry Pi the board, temperature,
 throttling and CPU governor. Nothing is sent, no event is written to the spool (only a probe
