@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import logging
 import math
 import re
 import tomllib
@@ -23,6 +24,8 @@ from edge.paths import FILE_KEY, check_readable, expand_path, from_folder, items
 from edge.pipeline.detectors import DetectorConfig
 from edge.pipeline.sources import ROTATIONS
 from edge.sinks import SINKS
+
+log = logging.getLogger(__name__)
 
 MAX_THREADS = 64  # a Pi has 4 cores; far more threads than cores only slows inference (or crashes BLAS)
 HOUR_S, DAY_S = 3600.0, 86400.0
@@ -345,9 +348,14 @@ def _shown(where: str, value) -> str:
     return "(hidden)" if where.rsplit(".", 1)[-1] in SECRET_KEYS else repr(value)
 
 
-# Keys an older release read, and what replaced them (named in the error, so an old config is easy to fix).
-RENAMED = {"tracking.ema_alpha": "tracking.smooth_s, the smoothing's time constant in seconds (0.56 is what "
-                                 "ema_alpha = 0.3 gave at 5 fps)"}
+# Keys an older release read: what replaced them (named in the error, so an old config is easy to
+# fix), and the old default. `edge bundle` writes every setting with its value, so a Pi installed
+# from an older bundle has the key at that default, which the replacement's default carries on:
+# there it is ignored with a warning, so the upgraded service starts; any other value is refused.
+RENAMED = {"tracking.ema_alpha": ("tracking.smooth_s, the smoothing's time constant in seconds (0.56 is what "
+                                  "ema_alpha = 0.3 gave at 5 fps)", 0.3),
+           "schedule.detect_every": ("schedule.detect_hz, detector runs per second (5 is what detect_every = 3 "
+                                     "gave at 15 fps)", 3)}
 
 
 def _not_a_table(path: str, value) -> ConfigError:
@@ -369,7 +377,13 @@ def build(cls, data: dict, path: str = "", folder: Path | None = None, as_given:
         if key not in known:
             where = f"{path}.{key}" if path else key
             if where in RENAMED:
-                raise ConfigError(f"Config key '{where}' is no longer read; use {RENAMED[where]}.")
+                use, old_default = RENAMED[where]
+                if data[key] != old_default:
+                    raise ConfigError(f"Config key '{where}' is no longer read; use {use}.")
+                log.warning("Config key '%s' is no longer read: its value %r, an older release's default (an older "
+                            "edge bundle wrote it), is ignored, as the default of its replacement does the same; remove "
+                            "the line. The replacement: %s.", where, data[key], use)
+                continue
             raise ConfigError(f"Unknown config key '{where}'; allowed here: {', '.join(sorted(known))}.")
     kwargs = {}
     for name in known & set(data):

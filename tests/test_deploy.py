@@ -668,3 +668,51 @@ def test_install_sh_upgrade_keeps_settings_and_data_and_rollback_goes_back(tmp_p
     assert (prefix / "bundle.previous/wheels/queue_mood-0.2.0-py3-none-any.whl").exists()  # and forward again
     assert "# edited at the store" in (etc / "config.toml").read_text()
     assert (state / "spool/mqtt/1.json").exists()
+
+
+# -- upgrading a Pi installed from an older bundle ---------------------------------------------
+# install.sh keeps /etc/queue-mood/config.toml, and every `edge bundle` writes each setting with
+# its value: this is the config a bundle of e4c5e47 (before tracking.smooth_s and
+# schedule.detect_hz) installed, trimmed to the tables with keys that are gone since.
+OLD_BUNDLE_CONFIG = """# queue-mood settings, written by `edge bundle` (2026-11-28 12:58 UTC, from store.toml).
+# Every setting is listed with its value. After editing: sudo systemctl restart queue-mood
+device_name = "till3"
+
+[tracking]
+iou_match = 0.3
+max_gap_s = 1.5
+ema_alpha = 0.3
+min_hits = 3
+
+[schedule]
+classify_hz = 2.0
+classify_max_per_frame = 2
+detect_every = 3
+
+[mood]
+window_s = 10.0
+negative = ["angry", "disgust", "fear", "sad"]
+min_confidence = 0.4
+"""
+
+
+def test_an_older_bundles_config_with_keys_at_their_old_defaults_still_loads_after_an_upgrade(tmp_path, caplog):
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(OLD_BUNDLE_CONFIG)
+    with caplog.at_level("WARNING", logger="edge.config"):
+        c = load_config(cfg)  # the upgraded service starts
+    assert c.tracking.max_gap_s == 1.5 and c.tracking.min_hits == 3 and c.mood.window_s == 10.0  # the store's kept
+    assert c.tracking.smooth_s == 0.56 and c.schedule.detect_hz == 5.0  # what the old defaults did
+    said = caplog.text
+    assert "'tracking.ema_alpha' is no longer read" in said and "tracking.smooth_s" in said
+    assert "'schedule.detect_every' is no longer read" in said and "schedule.detect_hz" in said
+    assert "remove the line" in said
+
+
+def test_an_old_key_at_a_value_the_store_chose_is_refused_naming_its_replacement(tmp_path):
+    from edge.config import ConfigError
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(OLD_BUNDLE_CONFIG.replace("detect_every = 3", "detect_every = 2"))
+    with pytest.raises(ConfigError, match=r"'schedule\.detect_every' is no longer read; use schedule\.detect_hz"):
+        load_config(cfg)
