@@ -278,6 +278,26 @@ install -d -m 0755 "$UNIT_DIR"
 rewrite_paths "$BUNDLE/queue-mood.service" > "$config_tmp"
 put 0644 "$config_tmp" "$UNIT_DIR/queue-mood.service"
 
+# The kept config as this version reads it. One it refuses (a key an older release wrote at a
+# value the store chose, a value now out of range) would have systemd restart the service into
+# the same error every 5 s: then the service is not restarted, and the running one keeps going.
+config_error=""
+if ! config_error=$(cd / && "$VENV/bin/python" -I - "$CONFIG" 2>&1 >/dev/null <<'EOF'
+import sys
+from edge.config import ConfigError, load_config
+try:
+    load_config(sys.argv[1])
+except ConfigError as exc:
+    sys.exit(str(exc))
+except Exception:  # noqa: BLE001 - not the config's fault: the doctor below says what is wrong
+    pass
+EOF
+); then
+    echo "install.sh: $CONFIG does not load with this version: ${config_error##*$'\n'} Fix it (this bundle's own settings are beside it in $CONFIG.bundle), then: sudo systemctl restart queue-mood.service" >&2
+else
+    config_error=""
+fi
+
 if [[ $QM_DOCTOR != 0 ]]; then
     say "edge doctor"
     (cd / && "$VENV/bin/edge" doctor --config "$CONFIG") || echo "edge doctor reported a problem (FAIL above)."
@@ -304,9 +324,13 @@ if [[ $QM_NO_SERVICE == 1 ]]; then
 elif [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
     systemctl daemon-reload
     systemctl enable queue-mood.service
-    systemctl restart queue-mood.service
-    sleep 3
-    systemctl --no-pager --lines=5 status queue-mood.service || true
+    if [[ -n $config_error ]]; then
+        echo "not restarting queue-mood.service: its config does not load (above); a running service keeps its version until then"
+    else
+        systemctl restart queue-mood.service
+        sleep 3
+        systemctl --no-pager --lines=5 status queue-mood.service || true
+    fi
 else
     echo "systemd is not running here: the unit is written but not started."
 fi

@@ -502,7 +502,7 @@ echo "$*" >> "{log}"
 case "$*" in *"-m pip"*) if [ -e "{fail}" ]; then echo "ERROR: No matching distribution found for ai-edge-litert" >&2; exit 1; fi ;; esac
 if [ "$2" = - ]; then
     script=$(cat)
-    case "$script" in *load_config*) printf '%s\\n' "$script" | exec "{real}" -I - "$3" ;; esac  # the config as edge reads it
+    case "$script" in *load_config*) printf '%s\\n' "$script" | "{real}" -I - "$3"; exit $? ;; esac  # the config as edge reads it
 fi
 exit 0
 """
@@ -716,3 +716,22 @@ def test_an_old_key_at_a_value_the_store_chose_is_refused_naming_its_replacement
     cfg.write_text(OLD_BUNDLE_CONFIG.replace("detect_every = 3", "detect_every = 2"))
     with pytest.raises(ConfigError, match=r"'schedule\.detect_every' is no longer read; use schedule\.detect_hz"):
         load_config(cfg)
+
+
+def test_install_sh_says_when_the_kept_config_does_not_load_with_the_new_version(tmp_path):
+    """Restarting into a config the new version refuses is a crash loop: install.sh says which
+    line, and (under systemd) leaves the running service alone."""
+    env = fake_install_env(tmp_path)
+    assert install(fake_bundle(tmp_path, "0.1.0"), env).returncode == 0
+    kept = Path(env["ETC_DIR"]) / "config.toml"
+    kept.write_text(OLD_BUNDLE_CONFIG.replace("detect_every = 3", "detect_every = 2"))  # the store's, kept
+    upgrade = install(fake_bundle(tmp_path, "0.2.0"), env)
+    assert upgrade.returncode == 0, upgrade.stderr  # the install itself is done
+    (line,) = [ln for ln in upgrade.stderr.splitlines() if "does not load" in ln]
+    assert line == (f"install.sh: {kept} does not load with this version: Config key 'schedule.detect_every' is no "
+                    "longer read; use schedule.detect_hz, detector runs per second (5 is what detect_every = 3 gave at "
+                    f"15 fps). Fix it (this bundle's own settings are beside it in {kept}.bundle), then: sudo systemctl "
+                    "restart queue-mood.service")
+    kept.write_text(kept.read_text().replace("detect_every = 2", "detect_every = 3"))  # an old default: loads
+    again = install(fake_bundle(tmp_path, "0.3.0"), env)
+    assert again.returncode == 0 and "does not load" not in again.stderr, again.stderr
