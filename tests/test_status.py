@@ -15,6 +15,7 @@ import time
 import urllib.error
 import urllib.request
 from datetime import datetime
+from pathlib import Path
 
 import pytest
 
@@ -869,3 +870,38 @@ def test_loopback_includes_ipv4_mapped_addresses():
 
     assert all(_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "::ffff:127.0.0.2"))
     assert not any(_loopback(h) for h in ("192.168.1.5", "::ffff:192.168.1.5", "fe80::1", "not-an-ip"))
+
+
+def palettes() -> dict[str, dict[str, str]]:
+    """The page's colour variables (style.css), per colour scheme."""
+    from edge.service import status
+
+    css = (Path(status.__file__).parent / "web" / "style.css").read_text()
+    blocks = {"light": re.search(r"^:root \{([^}]*)\}", css, re.M)}
+    return {name: dict(re.findall(r"--([\w-]+):\s*(#[0-9a-f]{6})", block.group(1))) for name, block in blocks.items()}
+
+
+def contrast(a: str, b: str) -> float:
+    """WCAG 2 contrast ratio of two #rrggbb colours."""
+    def luminance(hex_):
+        c = [int(hex_[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+        r, g, b = (x / 12.92 if x <= 0.03928 else ((x + 0.055) / 1.055) ** 2.4 for x in c)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+# (text, background): every text colour on the backgrounds it is drawn on
+TEXT_ON = [("fg", "bg"), ("fg", "card"), ("fg", "raised-bg"), ("fg", "warn-bg"),  # figures, advice, stale banner
+           ("muted", "bg"), ("muted", "card"), ("muted", "raised-bg"), ("muted", "warn-bg"),  # "since …", headings
+           ("share", "raised-bg"), ("ok", "card"), ("warn", "warn-bg"),  # RAISED, clear, CAMERA DOWN
+           ("warn", "card")]  # "unhappy again: a new alert can be raised from …", 16 px
+
+
+@pytest.mark.parametrize("scheme", ["light"])
+def test_the_pages_text_meets_wcag_aa_contrast_on_every_background_it_stands_on(scheme):
+    colours = palettes()[scheme]
+    low = {f"{fg} on {bg}": round(contrast(colours[fg], colours[bg]), 2) for fg, bg in TEXT_ON
+           if contrast(colours[fg], colours[bg]) < 4.5}
+    assert low == {}, low
