@@ -877,8 +877,10 @@ def palettes() -> dict[str, dict[str, str]]:
     from edge.service import status
 
     css = (Path(status.__file__).parent / "web" / "style.css").read_text()
-    blocks = {"light": re.search(r"^:root \{([^}]*)\}", css, re.M)}
-    return {name: dict(re.findall(r"--([\w-]+):\s*(#[0-9a-f]{6})", block.group(1))) for name, block in blocks.items()}
+    blocks = {"light": re.search(r"^:root \{([^}]*)\}", css, re.M),
+              "dark": re.search(r"@media \(prefers-color-scheme: dark\) \{\s*:root \{([^}]*)\}", css)}
+    return {name: dict(re.findall(r"--([\w-]+):\s*(#[0-9a-f]{6})", block.group(1))) for name, block in blocks.items()
+            if block}
 
 
 def contrast(a: str, b: str) -> float:
@@ -899,9 +901,12 @@ TEXT_ON = [("fg", "bg"), ("fg", "card"), ("fg", "raised-bg"), ("fg", "warn-bg"),
            ("warn", "card")]  # "unhappy again: a new alert can be raised from …", 16 px
 
 
-@pytest.mark.parametrize("scheme", ["light"])
+@pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_the_pages_text_meets_wcag_aa_contrast_on_every_background_it_stands_on(scheme):
+    """In a bright shop and, with the screen's dark setting (prefers-color-scheme), in a dim back office."""
+    assert scheme in palettes(), "style.css has no palette for this colour scheme"
     colours = palettes()[scheme]
+    assert set(colours) == set(palettes()["light"]), "every colour of the light palette has a dark one"
     low = {f"{fg} on {bg}": round(contrast(colours[fg], colours[bg]), 2) for fg, bg in TEXT_ON
            if contrast(colours[fg], colours[bg]) < 4.5}
     assert low == {}, low
