@@ -298,3 +298,20 @@ def test_the_readme_picture_is_made_from_the_page_over_a_made_up_hour(tmp_path):
     kinds = [a["kind"] for a in stats.history.recent_alerts()]
     assert kinds == ["raised", "cleared", "raised"]  # newest first: one spell over, one raised now
     assert stats.snapshot()["alert_state"] == "raised" and len(stats.series()["points"]) >= 350
+
+
+def test_a_screen_reader_hears_the_alert_raised_once_not_every_poll():
+    """The state's change is announced (an aria-live region), with what to do; "since … (N min)",
+    changing every minute, and the figures, every poll, are outside any live region."""
+    with stand_in(["ok"] * 3 + ["raised yesterday"] * 100, watched) as (url, _), LivePage(url) as page:
+        assert page.wait_for("document.getElementById('alert-announce')?.textContent") == "Alert clear"
+        live = page.js("[...document.querySelectorAll('[aria-live], [role=alert], [role=status], [role=log]')]"
+                       ".map((e) => e.id)")
+        assert sorted(live) == ["alert-announce", "stale"], live
+        assert page.js("document.getElementById('alert-announce').getAttribute('aria-live')") == "polite"
+        page.js("""window.announced = [];
+            new MutationObserver(() => announced.push(document.getElementById('alert-announce').textContent))
+              .observe(document.getElementById('alert-announce'), {childList: true, characterData: true, subtree: true})""")
+        assert page.wait_for("document.getElementById('alert-state').textContent === 'RAISED'")
+        time.sleep(5)  # more polls, the same state
+        assert page.js("announced") == [f"Alert raised: {ADVICE}"]

@@ -62,6 +62,16 @@ function renderStatus(s) {
     unknown: "The monitor does not know the queue's mood",
   }[state]);
 
+  // A screen reader announces the state when it changes, and nothing else: "since … (N min)" changes
+  // every minute and the figures every poll, so they are outside this live region.
+  text($("alert-announce"), {
+    raised: "Alert raised" + (s.alert_advice ? ": " + s.alert_advice : ""),
+    clear: "Alert clear",
+    starting: "",
+    down: "Camera down: the queue is not being watched",
+    unknown: "The monitor does not know the queue's mood",
+  }[state]);
+
   // What the staff should do (status.alert_advice), only while an alert is raised.
   text($("alert-advice"), state === "raised" ? s.alert_advice || "" : "");
   $("alert-advice").hidden = state !== "raised" || !s.alert_advice;
