@@ -183,6 +183,7 @@ def test_figures_go_stale_with_a_banner_when_the_monitor_stops_answering():
     assert 'data-live="1"' in dom, dom[-3000:]  # the first poll drew the figures
     assert re.search(r'<body[^>]* class="[^"]*\bstale\b', dom), dom[:1500]
     assert re.search(r'No data since \d\d:\d\d:\d\d — the monitor is not reachable', dom), dom[:1500]
+    assert "<title>NO DATA · Queue mood</title>" in dom  # a background tab says it too, not the last state
     assert re.search(r'id="alert-state">clear<', dom)  # the last figures stay, greyed out
 
 
@@ -220,6 +221,7 @@ def test_a_refused_poll_says_to_open_the_link_again_not_that_the_monitor_is_unre
         banner = page.wait_for("!document.getElementById('stale').hidden && document.getElementById('stale').textContent")
         assert re.fullmatch(r"No data since \d\d:\d\d:\d\d — the monitor refuses this page: open its link with the "
                             r"token again", banner or ""), banner
+        assert page.js("document.title") == "NO DATA · Queue mood"
 
 
 def test_the_stale_banner_goes_once_a_poll_succeeds_again():
@@ -229,6 +231,7 @@ def test_the_stale_banner_goes_once_a_poll_succeeds_again():
     assert len(done) >= 3 and 'data-live="1"' in dom, dom[-3000:]
     assert not re.search(r'<body[^>]* class="[^"]*\bstale\b', dom)
     assert re.search(r'<p id="stale"[^>]* hidden', dom)
+    assert "<title>Queue mood</title>" in dom
 
 
 def test_an_alert_raised_yesterday_shows_its_date_and_how_long_it_has_been_raised():

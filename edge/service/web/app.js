@@ -128,6 +128,9 @@ function setStale(stale, refused) {
   $("stale").hidden = !stale;
   const why = refused ? "the monitor refuses this page: open its link with the token again" : "the monitor is not reachable";
   if (stale) text($("stale"), (lastStatusAt ? "No data since " + hms(lastStatusAt) : "No data yet") + " — " + why);
+  // The tab too: the state it said (or "Queue mood", read as all well) is no longer known. A poll that
+  // succeeds sets it again (renderStatus).
+  if (stale) text(document.querySelector("title"), "NO DATA · Queue mood");
 }
 
 function el(name, attrs, parent) {
