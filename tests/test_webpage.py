@@ -318,3 +318,15 @@ def test_a_screen_reader_hears_the_alert_raised_once_not_every_poll():
         assert page.wait_for("document.getElementById('alert-state').textContent === 'RAISED'")
         time.sleep(5)  # more polls, the same state
         assert page.js("announced") == [f"Alert raised: {ADVICE}"]
+
+
+def test_the_chart_says_in_words_what_it_shows():
+    """The svg is one image to a screen reader: its label gives the hour's range of the unhappy
+    share and the faces, and when alerts were raised, not just what kind of chart it is."""
+    from benchmarks.page_shot import made_up_hour
+
+    dom, _ = page_dom(fill=lambda stats: made_up_hour(stats, time.time()))
+    label = re.search(r'<svg id="chart"[^>]* aria-label="([^"]*)"', dom).group(1)
+    hm = r"\d\d?:\d\d(?: [AP]M)?"
+    assert re.fullmatch(rf"Last hour, {hm} to {hm}: unhappy share \d+% to \d+%, \d+% at {hm}; [234] to 4 faces; "
+                        rf"alert raised {hm} to {hm}, from {hm}", label), label

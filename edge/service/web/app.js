@@ -158,10 +158,10 @@ function renderHistory(h) {
   }
   el("text", {x: W - R + 6, y: yFaces(maxFaces) + 7}, svg).textContent = maxFaces;
   el("text", {x: W - R + 6, y: yFaces(0) + 7}, svg).textContent = "0";
+  const hm = (t) => new Date(t * 1000).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
   for (let i = 0; i <= 2; i++) {  // three times fit a phone at this size
     const t = start + (end - start) * i / 2;
-    const label = new Date(t * 1000).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
-    el("text", {x: x(t), y: H - 9, "text-anchor": ["start", "middle", "end"][i]}, svg).textContent = label;
+    el("text", {x: x(t), y: H - 9, "text-anchor": ["start", "middle", "end"][i]}, svg).textContent = hm(t);
   }
   for (const p of pts) {
     if (p.alert) el("rect", {x: x(p.t), y: T, width: Math.max(1, x(p.t + h.step_s) - x(p.t)), height: H - T - B, class: "alert"}, svg);
@@ -183,6 +183,20 @@ function renderHistory(h) {
   line((p) => yFaces(p.faces), "faces");
   line((p) => yShare(p.negative_share), "share");
   svg.dataset.points = pts.length;
+
+  // What the chart shows, in words, for a screen reader (the svg is one image to it).
+  const spans = [];  // alert periods: [first step, last step]
+  for (const p of pts.filter((q) => q.alert)) {
+    const last = spans.length ? spans[spans.length - 1] : null;
+    if (last && p.t - last[1] <= 1.5 * h.step_s) last[1] = p.t; else spans.push([p.t, p.t]);
+  }
+  const shares = pts.map((p) => p.negative_share), faces = pts.map((p) => p.faces);
+  const figures = pts.length ? `unhappy share ${pct(Math.min(...shares))} to ${pct(Math.max(...shares))}, ` +
+    `${pct(shares[shares.length - 1])} at ${hm(pts[pts.length - 1].t)}; ${Math.min(...faces)} to ${Math.max(...faces)} faces; `
+    : "no figures; ";
+  const alerts = spans.length ? "alert raised " + spans.map(([a, b]) => b + 1.5 * h.step_s >= end ? `from ${hm(a)}` : `${hm(a)} to ${hm(b + h.step_s)}`).join(", ")
+    : "no alert";
+  svg.setAttribute("aria-label", `Last hour, ${hm(start)} to ${hm(end)}: ${figures}${alerts}`);
 }
 
 async function poll(path, render, every, stale) {
