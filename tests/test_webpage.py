@@ -214,6 +214,26 @@ def test_the_page_fits_a_phone_with_a_network_cameras_url_in_health(width):
         assert page.js("document.documentElement.scrollWidth") <= width
 
 
+@pytest.mark.parametrize("state", ["raised", "camera down"])
+def test_a_wall_display_shows_the_state_large_and_the_whole_page_on_one_screen(state):
+    """A 1920x1080 screen across the room: the state in letters about 2 cm tall on a 24" screen, and
+    nothing below the screen's edge, as nobody scrolls a wall display."""
+    from benchmarks.page_shot import made_up_hour
+
+    def hour(stats):
+        made_up_hour(stats, time.time())
+        if state == "camera down":
+            stats.camera_down()
+
+    with stand_in(fill=hour) as (url, _), LivePage(url, window="1920,1080") as page:
+        assert page.wait_for("document.body.dataset.live === '1' && document.getElementById('chart').dataset.points")
+        assert page.js("parseFloat(getComputedStyle(document.getElementById('alert-state')).fontSize)") >= 72
+        assert page.js("document.documentElement.scrollHeight") <= 1080
+        assert page.js("document.documentElement.scrollWidth") <= 1920
+        assert page.js("""(() => { const s = document.getElementById('alert-state').getBoundingClientRect(),
+            c = document.getElementById('alert-card').getBoundingClientRect(); return s.right <= c.right && s.bottom <= c.bottom; })()""")
+
+
 def test_a_refused_poll_says_to_open_the_link_again_not_that_the_monitor_is_unreachable():
     """A tab left open past its cookie's 30 days: the monitor is there but answers 401, so the
     banner says what helps (the link) instead of sending someone to look at a Pi that runs."""
