@@ -342,6 +342,16 @@ def test_a_screen_reader_hears_the_alert_raised_once_not_every_poll():
         assert page.js("announced") == [f"Alert raised: {ADVICE}"]
 
 
+def test_the_charts_legend_tells_its_lines_apart_without_their_colours():
+    """Red and blue are one to some colour-blind managers: the faces line is dashed, and so is its key."""
+    with stand_in(fill=watched) as (url, _), LivePage(url) as page:
+        assert page.wait_for("document.getElementById('chart').dataset.points")
+        assert page.js("getComputedStyle(document.querySelector('#chart .faces')).strokeDasharray") not in ("none", "")
+        assert page.js("getComputedStyle(document.querySelector('#chart .share')).strokeDasharray") == "none"
+        keys = page.js("""['share', 'faces'].map((k) => getComputedStyle(document.querySelector('.key.' + k)).backgroundImage)""")
+        assert keys[0] == "none" and keys[1].startswith("repeating-linear-gradient"), keys
+
+
 def test_the_chart_says_in_words_what_it_shows():
     """The svg is one image to a screen reader: its label gives the hour's range of the unhappy
     share and the faces, and when alerts were raised, not just what kind of chart it is."""
