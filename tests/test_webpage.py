@@ -182,8 +182,11 @@ def test_figures_go_stale_with_a_banner_when_the_monitor_stops_answering():
     assert done == ["stop"]
     assert 'data-live="1"' in dom, dom[-3000:]  # the first poll drew the figures
     assert re.search(r'<body[^>]* class="[^"]*\bstale\b', dom), dom[:1500]
-    assert re.search(r'No data since \d\d:\d\d:\d\d — the monitor is not reachable', dom), dom[:1500]
+    assert re.search(r'No data since \d\d:\d\d:\d\d(?: [AP]M)? — the monitor is not reachable', dom), dom[:1500]
     assert "<title>NO DATA · Queue mood</title>" in dom  # a background tab says it too, not the last state
+    banner_time = re.search(r"No data since ([^—]*) —", dom).group(1)
+    since_time = re.search(r'id="alert-since">since ([^(<]*) \(', dom).group(1)
+    assert re.sub(r"\d", "0", banner_time) == re.sub(r"\d", "0", since_time)  # in the browser's locale, as every time
     assert re.search(r'id="alert-state">clear<', dom)  # the last figures stay, greyed out
 
 
@@ -193,7 +196,7 @@ def test_a_poll_that_never_gets_an_answer_turns_the_figures_stale():
     end it from there (an hour here); the page gives up on the poll and says the data is old."""
     with stand_in(["ok"] + ["hang"] * 20, watched, idle_timeout_s=3600) as (url, done), LivePage(url) as page:
         banner = page.wait_for("!document.getElementById('stale').hidden && document.getElementById('stale').textContent")
-        assert re.fullmatch(r"No data since \d\d:\d\d:\d\d — the monitor is not reachable", banner or ""), (banner, done)
+        assert re.fullmatch(r"No data since \d\d:\d\d:\d\d(?: [AP]M)? — the monitor is not reachable", banner or ""), (banner, done)
         assert page.js("document.body.classList.contains('stale')")
         assert page.js("document.getElementById('alert-state').textContent") == "clear"  # the last figures, greyed out
 
@@ -241,7 +244,7 @@ def test_a_refused_poll_says_to_open_the_link_again_not_that_the_monitor_is_unre
         assert page.wait_for("document.body.dataset.live === '1'")
         page.forget_cookies()
         banner = page.wait_for("!document.getElementById('stale').hidden && document.getElementById('stale').textContent")
-        assert re.fullmatch(r"No data since \d\d:\d\d:\d\d — the monitor refuses this page: open its link with the "
+        assert re.fullmatch(r"No data since \d\d:\d\d:\d\d(?: [AP]M)? — the monitor refuses this page: open its link with the "
                             r"token again", banner or ""), banner
         assert page.js("document.title") == "NO DATA · Queue mood"
 

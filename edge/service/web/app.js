@@ -20,7 +20,7 @@ let monitorAheadMs = 0;
 const monitorNow = () => new Date(Date.now() + monitorAheadMs);
 // A time of day, with the date when it is not today (an alert can stay raised overnight).
 function clock(iso) {
-  const d = new Date(iso), time = d.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit"});
+  const d = new Date(iso), time = hms(d);
   return d.toDateString() === monitorNow().toDateString() ? time : d.toLocaleDateString([], {day: "numeric", month: "short"}) + " " + time;
 }
 // A span of whole minutes: "12 min", "3 h 05 min".
@@ -28,7 +28,8 @@ function minutes(min) { return min < 60 ? `${min} min` : `${Math.floor(min / 60)
 // How long ago, by the monitor's clock.
 function ago(iso) { return minutes(Math.max(0, Math.floor((monitorNow() - new Date(iso)) / 60000))); }
 function since(iso) { return iso ? `since ${clock(iso)} (${ago(iso)})` : ""; }
-function hms(d) { return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, "0")).join(":"); }
+// A time of day in the browser's locale (14:02:08, or 02:02:08 PM), as every time on the page is written.
+function hms(d) { return d.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit"}); }
 function text(el, value) { if (el.textContent !== String(value)) el.textContent = value; }
 
 function row(table, cells) {
@@ -113,7 +114,7 @@ function renderStatus(s) {
   row(health, ["up for", minutes(Math.floor(s.uptime_s / 60))]);
   row(health, ["source", s.source]);
 
-  text($("updated"), "updated " + new Date().toLocaleTimeString());
+  text($("updated"), "updated " + hms(new Date()));
   document.body.dataset.live = "1";
   lastStatusAt = new Date();
 }
