@@ -200,7 +200,7 @@ def test_history_after_the_clock_steps_back_keeps_new_points_in_order_in_memory_
     db = tmp_path / "history.sqlite"
     now = time.time()
     ahead = now + 86400 - now % 10
-    h = History(step_s=10, span_s=3600, db_path=str(db))
+    h = History(step_s=10, span_s=3600, db_path=str(db), write_s=0)  # each point written as it closes
     for i in range(200):  # 1000 s on the clock that is a day ahead
         h.add(ahead + 5 * i, 0.1, 2, False)
     back = now - 1000 - now % 10
@@ -287,9 +287,40 @@ def test_history_file_stays_bounded_whatever_the_clock_did(tmp_path):
     assert con.execute("SELECT count(*) FROM alerts").fetchone()[0] == 3
 
 
-def history_with_points(db, end: float, seconds: int) -> History:
-    """A history kept in `db`, with a point every 10 s in the `seconds` before `end`."""
+def test_history_file_is_committed_once_a_minute_not_per_point_and_an_alert_at_once(tmp_path, monkeypatch):
+    """An SD card is worn by each commit (whole WAL pages, its index, the ext4 journal), not by
+    the rows: an hour of points is 60 commits, not 360. A power cut loses at most the last
+    minute of the chart, an alert none, a stop nothing."""
+    import sqlite3
+
+    clock = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    db = tmp_path / "history.sqlite"
+    now = time.time() // 10 * 10 - 3600
     h = History(step_s=10, span_s=3600, db_path=str(db))
+    commits = []
+    h._db.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    for i in range(7200):  # an hour at 2 frames a second, on both clocks
+        clock[0] += 0.5
+        h.add(now + i / 2, 0.1, 2, False)
+    assert len(commits) == 59  # was 359, one per 10-s point closed (the hour's 60th is due after its last)
+    h.add_alert(now + 3599.5, "raised", 0.6, 3)
+    assert len(commits) == 60  # the alert, with the points of the minute so far
+    files = sqlite3.connect(db)
+    assert files.execute("SELECT count(*) FROM samples").fetchone()[0] == 359  # every closed point
+    assert files.execute("SELECT kind FROM alerts").fetchall() == [("raised",)]
+    for i in range(7200, 7300):
+        clock[0] += 0.5
+        h.add(now + i / 2, 0.1, 2, False)
+    assert files.execute("SELECT count(*) FROM samples").fetchone()[0] == 359  # 5 points wait: a power cut loses them
+    h.close()
+    assert files.execute("SELECT count(*) FROM samples").fetchone()[0] == 364  # a stop writes them
+
+
+def history_with_points(db, end: float, seconds: int) -> History:
+    """A history kept in `db`, with a point every 10 s in the `seconds` before `end`, each written
+    as it closes (write_s=0)."""
+    h = History(step_s=10, span_s=3600, db_path=str(db), write_s=0)
     for s in range(0, seconds, 10):
         h.add(end - seconds + s, 0.3, 3, False)
     return h

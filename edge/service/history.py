@@ -2,9 +2,13 @@
 (mean negative share, most faces, whether an alert was raised), and the recent alerts.
 
 Bounded in memory; with a `db_path` the same points also go to a small SQLite file, bounded
-by row count, so the chart survives a restart. Disk trouble never stops the monitor nor holds
-up its frame loop for long: the in-memory history carries on, what the file did not take is
-written when it takes writes again, and a damaged file is moved aside for a new one."""
+by row count, so the chart survives a restart. Points go to it together every `write_s` (an
+alert at once, the rest at the stop): an SD card is worn by each commit (whole WAL pages, the
+WAL index, the ext4 journal), not by the 30-byte rows, so a power cut may cost the last
+minute of the chart and the card sees a commit a minute instead of one per 10-s point.
+Disk trouble never stops the monitor nor holds up its frame loop for long: the in-memory
+history carries on, what the file did not take is written when it takes writes again, and a
+damaged file is moved aside for a new one."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ log = logging.getLogger(__name__)
 
 BUSY_S = 0.05  # the longest a write waits for another program's lock on the file; the frame loop waits with it
 RETRY_S = 300.0  # a file that failed for another reason is tried again this often
+WRITE_S = 60.0  # points are written to the file together this often (an alert at once, the rest at the stop)
 _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 _DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 SCHEMA = ("CREATE TABLE IF NOT EXISTS samples (t REAL PRIMARY KEY, negative_share REAL, faces INTEGER, alert INTEGER)",
@@ -65,8 +70,9 @@ def iso(t_wall: float) -> str:
 class History:
     """Not thread-safe on its own: Stats calls it under its lock."""
 
-    def __init__(self, step_s: float = 10.0, span_s: float = 3600.0, alerts_kept: int = 20, db_path: str = ""):
-        self.step_s, self.span_s = step_s, span_s
+    def __init__(self, step_s: float = 10.0, span_s: float = 3600.0, alerts_kept: int = 20, db_path: str = "",
+                 write_s: float = WRITE_S):
+        self.step_s, self.span_s, self.write_s = step_s, span_s, write_s
         self.points: deque[dict] = deque(maxlen=max(1, int(span_s // step_s)))
         # Points later than the clock, set aside: a Pi without RTC boots with its clock behind
         # (the unit does not wait for NTP), and then the points saved before the restart are real.
@@ -79,6 +85,7 @@ class History:
         self._db: sqlite3.Connection | None = None
         self._pending: deque[tuple] = deque(maxlen=self.points.maxlen + alerts_kept)  # (sql, row) not in the file yet
         self._retry_at = 0.0  # time.monotonic() from which a file that failed is tried again
+        self._write_at = time.monotonic() + write_s  # time.monotonic() from which closed points are written
         self._trouble = False  # said, until the file takes a write again
         self._why = ""  # why the file failed last
         self._loaded = False  # the saved hour read; else read at the first write the file takes
@@ -131,12 +138,17 @@ class History:
         self._ahead.clear()
         self._ahead.extend(rows[len(past):][:self._ahead.maxlen])  # the nearest, should the clock be behind
 
-    def _write(self, sql: str, row: tuple) -> None:
-        """The row, and any the file did not take before, in one transaction; never more than
-        BUSY_S of waiting for the file."""
+    def _write(self, sql: str, row: tuple, at_once: bool = True) -> None:
+        """The row, and any waiting or the file did not take before, in one transaction; never
+        more than BUSY_S of waiting for the file. Not `at_once`: the row waits for the next
+        write, or for write_s from the last one."""
         if not self._path:
             return
         self._pending.append((sql, row))
+        now = time.monotonic()
+        if not at_once and now < self._write_at:
+            return
+        self._write_at = now + self.write_s
         if self._db is None and (time.monotonic() < self._retry_at or not self._reopen()):
             return
         try:
@@ -235,7 +247,7 @@ class History:
         p = self._point(self._step)
         self.points.append(p)
         self._write("INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?)",
-                    (p["t"], p["negative_share"], p["faces"], int(p["alert"])))
+                    (p["t"], p["negative_share"], p["faces"], int(p["alert"])), at_once=False)
 
     def add_alert(self, t_wall: float, kind: str, negative_share: float, faces: int) -> None:
         a = {"t": t_wall, "time": iso(t_wall), "kind": kind, "negative_share": round(negative_share, 4), "faces": faces}
