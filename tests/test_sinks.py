@@ -461,6 +461,30 @@ def test_command_abort_kills_the_program_and_its_children(tmp_path, caplog):
             os.kill(child, 9)
 
 
+def test_command_abort_while_the_program_is_starting_still_kills_it(tmp_path, caplog, monkeypatch):
+    """abort() between the program's start and send() recording it (a busy machine): send kills it
+    as soon as it has it, instead of waiting out timeout_s."""
+    import edge.sinks.command as command
+
+    sink = CommandSink(argv=["sleep", "300"], timeout_s=250)
+    real_popen = subprocess.Popen
+
+    def popen_then_abort(*args, **kwargs):
+        proc = real_popen(*args, **kwargs)
+        sink.abort()  # shutdown's deadline passes here: send() has not recorded the process yet
+        return proc
+
+    monkeypatch.setattr(command.subprocess, "Popen", popen_then_abort)
+    t = send_in_thread(sink, ev("raised", 1))
+    with caplog.at_level(logging.WARNING, logger="edge.sinks.command"):
+        t.join(30)
+    alive = t.is_alive()
+    if alive and sink._proc is not None:  # without the fix: do not leave sleep 300 behind
+        command.kill_group(sink._proc)
+    assert not alive
+    assert [r.getMessage() for r in caplog.records] == ["Alert command sleep still running at shutdown: killed."]
+
+
 # ---------------------------------------------------------------- webhook
 
 

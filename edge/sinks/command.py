@@ -69,6 +69,8 @@ class CommandSink(Sink):
             log.warning("Alert command %s could not run: %s", self.argv[0], exc)
             return
         proc = self._proc
+        if self._aborted:  # abort() came while it was starting, before it could see the process
+            self._kill_at_shutdown(proc)
         try:
             _, stderr = proc.communicate(data, timeout=self.timeout_s)
         except subprocess.TimeoutExpired:
@@ -93,12 +95,16 @@ class CommandSink(Sink):
         self.delivered += 1
 
     def abort(self) -> None:
-        """Shutdown while the command still runs: kill it and its children rather than leave them behind."""
+        """Shutdown while the command still runs: kill it and its children rather than leave them behind.
+        Marked first: a command starting at this moment is killed by send() once it has started."""
+        self._aborted = True
         proc = self._proc
         if proc is not None and proc.poll() is None:
-            self._aborted = True
-            kill_group(proc)
-            log.warning("Alert command %s still running at shutdown: killed.", self.argv[0])
+            self._kill_at_shutdown(proc)
+
+    def _kill_at_shutdown(self, proc: subprocess.Popen) -> None:
+        kill_group(proc)
+        log.warning("Alert command %s still running at shutdown: killed.", self.argv[0])
 
     def check(self) -> str:
         found = shutil.which(self.argv[0])
