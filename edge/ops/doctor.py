@@ -228,7 +228,6 @@ from edge.ops.doctor import probe_camera
 print(json.dumps(probe_camera(load_config(sys.argv[2] or None, {}), int(sys.argv[3]))))
 """
 PROBE_S = 2.0  # how long the camera is watched: enough frames to measure its rate
-FACE_PX = 40  # the face width to aim for in a 640-px-wide frame (README: Placing the camera)
 DARK_MEAN, BRIGHT_MEAN, WHITE_SHARE = 60, 190, 0.2  # mean grey level (0-255); share of clipped pixels
 
 
@@ -290,8 +289,10 @@ def camera_verdicts(got: dict, cfg) -> list[tuple[str, str, str]]:
 
 
 def faces_verdict(widths: list[int], frame_w: int, roi: bool) -> tuple[str, str, str]:
-    """The faces the detector finds now, against the width to aim for (40 px per 640 px of frame)."""
-    target = FACE_PX * frame_w / 640
+    """The faces the detector finds now, against the width to aim for (face_width.READ_PX per 640 px of frame)."""
+    from edge.pipeline.face_width import read_px_at
+
+    target = read_px_at(frame_w)
     where = " in the roi" if roi else ""
     if not widths:
         return ("faces now", OK, f"no face{where} now; with someone standing where the queue stands, run this again: "

@@ -12,6 +12,12 @@ import numpy as np
 
 READ_PX = 40  # from here up: >= 95% of faces found, and the crop holds as many pixels as the model reads
 FIND_PX = 32  # from here up: >= 90% found; below it the detector misses more and more (57% at 24 px)
+MEASURED_W = 640  # the frame width those figures were measured at: the default detector's tiles grow with the frame
+
+
+def read_px_at(frame_w: int) -> float:
+    """READ_PX for a frame `frame_w` px wide: the tiles, and so the faces they find, scale with it."""
+    return READ_PX * frame_w / MEASURED_W
 
 
 def summarize(widths) -> dict | None:

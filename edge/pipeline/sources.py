@@ -26,6 +26,7 @@ import numpy as np
 
 from edge.errors import UserError, import_cv2
 from edge.paths import expand_path
+from edge.pipeline.face_width import READ_PX, read_px_at
 from edge.redact import redact_url
 
 # FFmpeg (OpenCV's backend for streams and files) prints a line to stderr on every failed
@@ -345,8 +346,8 @@ class LiveSource(Source):
                "(v4l2-ctl --list-formats-ext)")
         log.warning("%s delivers %dx%d frames, not the %dx%d asked for ([source] width, height); %s. Each frame has "
                     "%.2gx the pixels to decode and look at (CPU), and a face is %.2gx as wide in pixels as at %d px "
-                    "(the 40-px target at 640x480 is %.0f px here)", self.describe(), w, h, aw, ah, fix,
-                    w * h / (aw * ah), w / aw, aw, 40 * w / 640)
+                    "(the %d-px target at 640x480 is %.0f px here)", self.describe(), w, h, aw, ah, fix,
+                    w * h / (aw * ah), w / aw, aw, READ_PX, read_px_at(w))
 
     def _is_stream(self) -> bool:
         return False
