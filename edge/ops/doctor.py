@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.errors import UserError
+from edge.files import no_core_dumps
 from edge.paths import expand_path
 from edge.redact import redact_url
 from edge.service.health import THERMAL, THROTTLE_BITS, clock_synced
@@ -190,14 +191,11 @@ def service_active() -> bool:
         return False
 
 
-# The camera probe holds a frame in memory: a driver crash there must not write it to a core file in /tmp.
-_NO_CORE = "import resource; resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))\n"
-
-
 def _child(code: str, timeout_s: float, *args: str) -> tuple[dict | None, str]:
     """Run a Python snippet in a child process; (its JSON answer, '' or why there is none)."""
+    no_core_dumps()  # inherited by the child: the camera probe holds a frame, which a crash must not write to /tmp
     try:
-        proc = subprocess.run([sys.executable, "-c", _NO_CORE + code, *args], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
                               timeout=timeout_s, cwd=tempfile.gettempdir())
     except subprocess.TimeoutExpired:
         return None, f"no answer within {timeout_s:g} s"
