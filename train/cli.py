@@ -40,14 +40,18 @@ from train.archs import DEFAULT_ARCH
 @click.option("--votes", default=None, help="FER+ votes CSV (default: ferplus_votes.csv beside or above --data).")
 @click.option("--folder-weight", type=float, default=0.0, show_default=True,
               help="ferplus: share of the folder label mixed into each vote distribution.")
-@click.option("--teacher", default=None, help="Distillation: a trained model (.tflite with its card, or .keras), or "
-              "several separated by commas, whose probabilities on the training images are mixed into the targets.")
+@click.option("--teacher", default=None, help="Distillation: a trained model (.tflite with its card, or .keras), a teacher_probs.npz from "
+              "train.torch_teacher, or several separated by commas, whose probabilities on the training images are "
+              "mixed into the targets.")
 @click.option("--teacher-weight", type=float, default=0.5, show_default=True,
               help="Share of the teachers' probabilities in each training target.")
+@click.option("--teacher-folder-weight", type=float, default=None,
+              help="A teacher_probs.npz: share of its FER2013-label head in its probabilities, the rest from its vote "
+              "head  [default: 0 with --labels ferplus, 1 with folder]")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last epoch.")
 def train(data, out, arch, epochs, batch_size, lr, optimizer, schedule, label_smoothing, class_weight_power, mixup_alpha,
           no_augment, patience, seed, weights, steps_per_epoch, warmup_epochs, init_from, labels, votes, folder_weight,
-          teacher, teacher_weight, resume):
+          teacher, teacher_weight, teacher_folder_weight, resume):
     """Train a model on FER2013 (or any dataset in a supported layout)."""
     from train import trainer
 
@@ -57,7 +61,8 @@ def train(data, out, arch, epochs, batch_size, lr, optimizer, schedule, label_sm
                       mixup_alpha=mixup_alpha, augment=not no_augment, patience=patience, seed=seed,
                       weights=None if weights == "none" else weights, steps_per_epoch=steps_per_epoch,
                       warmup_epochs=warmup_epochs, init_from=init_from, labels=labels, votes=votes,
-                      folder_weight=folder_weight, teacher=teacher, teacher_weight=teacher_weight)
+                      folder_weight=folder_weight, teacher=teacher, teacher_weight=teacher_weight,
+                      teacher_folder_weight=teacher_folder_weight)
     given = typed_options(click.get_current_context(), FIELD_OF_PARAM)
     try:
         metrics = trainer.run(s, resume=resume, given=given)

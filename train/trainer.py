@@ -56,6 +56,9 @@ class TrainSettings:
     folder_weight: float = 0.0  # ferplus: share of the folder label's one-hot in each target
     teacher: str | None = None  # distillation: model file(s), comma-separated, whose probabilities join the targets
     teacher_weight: float = 0.5  # share of the teachers' mean probabilities in each training target
+    # A .npz teacher (train/torch_teacher.py) has a vote head and a FER2013-label head: the share of
+    # the latter in its probabilities; None: 0 for --labels ferplus, 1 for folder.
+    teacher_folder_weight: float | None = None
     arch_options: dict = field(default_factory=dict)
 
 
@@ -459,8 +462,15 @@ def check_settings(s: TrainSettings) -> None:
     if s.teacher:  # a wrong path or weight fails now, not after the dataset has loaded
         from train.teacher import check_weight, teacher_paths
 
-        teacher_paths(s.teacher)
+        paths = teacher_paths(s.teacher)
         check_weight(s.teacher_weight)
+        if s.teacher_folder_weight is not None:
+            check_weight(s.teacher_folder_weight, "--teacher-folder-weight")
+            if any(p.suffix != ".npz" for p in paths):
+                raise UserError("--teacher-folder-weight mixes the two heads of a teacher_probs.npz; a .tflite or .keras "
+                                "teacher has one: drop the option or pass only .npz teachers.")
+    elif s.teacher_folder_weight is not None:
+        raise UserError("--teacher-folder-weight needs --teacher (a teacher_probs.npz).")
 
 
 def resume_settings(s: TrainSettings, given: dict[str, str] | None) -> tuple[TrainSettings, list[str]]:
@@ -547,7 +557,9 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
     if s.teacher:  # validation keeps the ground truth: the teacher only shapes what is learned
         from train.teacher import distill
 
-        tr_y, label_info["teacher"] = distill(s.teacher, s.teacher_weight, tr.x, tr_y)
+        tr_y, label_info["teacher"] = distill(s.teacher, s.teacher_weight, tr.x, tr_y,
+                                                 s.teacher_folder_weight if s.teacher_folder_weight is not None
+                                                 else float(s.labels == "folder"))
     if len(tr) == 0 or len(va_fit) == 0:
         raise UserError(f"{s.data} gives {len(tr)} training and {len(va_fit)} validation images; both must be non-empty.")
     if absent := unlearned_classes(tr_y):
