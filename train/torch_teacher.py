@@ -306,7 +306,8 @@ def combine(a) -> int:
                         fer2013=train["fer2013"], labels=pack["labels"], fingerprint=pack["fingerprint"],
                         val_keys=pack["val_keys"], val_ferplus=val["ferplus"], val_fer2013=val["fer2013"])
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    print(json.dumps(metrics, indent=2))
+    brief = {**metrics, "folds": [{k: v for k, v in f.items() if k != "epochs"} for f in folds]}
+    print(json.dumps(brief, indent=2))  # the epochs' histories are in metrics.json
     return 0
 
 
