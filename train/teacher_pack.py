@@ -1,6 +1,6 @@
 """The training and validation images with their targets in one compressed file, for training a
 teacher on another machine (a GPU one, which has PyTorch but neither this project's data
-loaders nor TensorFlow): `python -m train.teacher_pack --data data/fer2013 --out pack.npz`.
+loaders nor TensorFlow): `python -m train.teacher_pack --data data/fer2013 --out runs/pack.npz`.
 
 Images are keyed by a hash of their pixels, so the probabilities a teacher computes on them
 (train/torch_teacher.py) find their images again whatever order or layout a student's

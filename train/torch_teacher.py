@@ -1,9 +1,9 @@
 """A teacher for distillation, trained with PyTorch where a GPU is (the build machine has 2 CPU
 cores; a ResNet-18-sized network is out of its reach, minutes on a GPU).
 
-    python -m train.teacher_pack --data data/fer2013 --out pack.npz            # here
-    python -m train.torch_teacher fit --pack pack.npz --out runs/teacher --fold 0 --folds 4   # there, once per fold
-    python -m train.torch_teacher combine --pack pack.npz --out runs/teacher
+    python -m train.teacher_pack --data data/fer2013 --out runs/pack.npz            # here
+    python -m train.torch_teacher fit --pack runs/pack.npz --out runs/teacher --fold 0 --folds 4   # there, once per fold
+    python -m train.torch_teacher combine --pack runs/pack.npz --out runs/teacher
     edge train ... --teacher runs/teacher/teacher_probs.npz                    # here
 
 Cross-fitting: with --folds K each model trains on K-1 parts of the training images and
