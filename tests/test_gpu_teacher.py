@@ -173,3 +173,14 @@ def test_edge_train_distills_from_a_probabilities_file(synthetic_dataset, tmp_pa
     info = json.loads((out / "data.json").read_text())["labels"]["teacher"]
     # --labels folder takes the teacher's FER2013-label head, which here names the next class.
     assert info["folder_head_share"] == 1.0 and info["agreement_with_labels"] == 0.0
+
+
+def test_the_pack_command_makes_its_folder_and_refuses_other_names(voted, tmp_path, capsys):  # noqa: F811
+    from train.teacher_pack import main
+
+    assert main(["--data", str(voted), "--out", str(tmp_path / "runs" / "pack.npz")]) == 0
+    assert (tmp_path / "runs" / "pack.npz").is_file() and "training images with their targets" in capsys.readouterr().out
+    assert main(["--data", str(voted), "--out", str(tmp_path / "pack.zip")]) == 2
+    assert "give a name ending in .npz" in capsys.readouterr().err
+    assert main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "p.npz")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -89,9 +89,13 @@ def main(argv=None) -> int:
         print(f"--out {out}: the pack is an .npz file; give a name ending in .npz.", file=sys.stderr)
         return 2
     try:
+        out.parent.mkdir(parents=True, exist_ok=True)
         counts = make_pack(a.data, a.votes, out)
     except UserError as exc:
         print(exc, file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"Could not write {out}: {exc.strerror}; choose another --out.", file=sys.stderr)
         return 2
     print(f"{out}: {counts['train']} training images with their targets, {counts['val']} validation images "
           f"({counts['val_with_majority']} with a FER+ majority); {out.stat().st_size / 2**20:.1f} MiB")
