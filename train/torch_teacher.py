@@ -126,8 +126,8 @@ def _predict(net, x_u8, torch, batch=1024):
             for k, (a, b) in enumerate(zip(net(xb), net(xb.flip(-1)))):
                 outs[k].append(((a.float().softmax(1) + b.float().softmax(1)) / 2).cpu().numpy())
     net.train()
-    k = 7
-    return [np.concatenate(o) if o else np.zeros((0, k), np.float32) for o in outs]
+    classes = net.heads[0].out_features
+    return [np.concatenate(o) if o else np.zeros((0, classes), np.float32) for o in outs]
 
 
 def accuracy(probs: np.ndarray, truth: np.ndarray) -> float | None:
@@ -208,6 +208,8 @@ def fit(a) -> int:
         opt.load_state_dict(saved["opt"])
         state = saved["state"]
         torch.set_rng_state(saved["rng"])
+        if dev.type == "cuda" and saved.get("cuda_rng") is not None:  # the augmentation draws on the GPU's generator
+            torch.cuda.set_rng_state(saved["cuda_rng"], dev)
         print(f"fold {a.fold}: resumed after epoch {state['epoch']} of {state['planned']}", flush=True)
     budget = a.minutes * 60
     rng = np.random.default_rng(a.seed * 1000 + a.fold)
@@ -251,7 +253,8 @@ def fit(a) -> int:
             print(f"fold {a.fold} epoch {state['epoch']}/{state['planned']}: val {row['val_ferplus']} against the "
                   f"FER+ majority, {row['val_fer2013']} against FER2013 ({took:.1f} s)", flush=True)
         state["history"].append(row)
-        _save({"net": net.state_dict(), "opt": opt.state_dict(), "state": state, "rng": torch.get_rng_state()}, ckpt, torch)
+        _save({"net": net.state_dict(), "opt": opt.state_dict(), "state": state, "rng": torch.get_rng_state(),
+               "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}, ckpt, torch)
 
     held_v, held_f = _predict(net, x[torch.from_numpy(held).to(dev)], torch) if len(held) else (np.zeros((0, 7)),) * 2
     val_v, val_f = _predict(net, val_x, torch)
