@@ -35,7 +35,9 @@ def predict(path: Path, x: np.ndarray, folder_share: float = 0.0) -> np.ndarray:
     """(N, classes) probabilities of one teacher on uint8 crops x (N, S, S). folder_share: for a
     .npz teacher, the share of its FER2013-label head, the rest from its vote head."""
     if path.suffix == ".npz":
-        shares = {"ferplus": 1 - folder_share, "fer2013": folder_share}
+        from train.torch_teacher import HEADS  # (vote head, FER2013-label head): the file's key names
+
+        shares = dict(zip(HEADS, (1 - folder_share, folder_share)))
         return sum(w * looked_up(path, x, head) for head, w in shares.items() if w > 0)
     if path.suffix == ".tflite":
         from edge.pipeline.classifier import Classifier

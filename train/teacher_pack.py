@@ -61,7 +61,7 @@ def make_pack(data: str, votes: str | None, out: Path) -> dict:
 
     ds = load_dataset(data, size=INPUT_SIZE)
     s = TrainSettings(data=data, out="", labels="ferplus", votes=votes)
-    tr_all, va, _ = train_val(ds, 0.1, s.seed)
+    tr_all, va, _ = train_val(ds, s.val_fraction, s.seed)
     tr, tr_y, va_k, _, info = targets(s, tr_all, va)
     root = Path(data) if Path(data).is_dir() else Path(data).parent
     arrays = {"labels": np.array(LABELS), "fingerprint": np.array(ds.fingerprint)}

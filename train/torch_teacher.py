@@ -18,18 +18,21 @@ epoch's time) and resumes from its checkpoint with --resume.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
 import platform
-import shlex
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-SIZE = 48
+from edge.files import write_atomic
+from train.data import FER2013_SIZE as SIZE
+from train.trainer import record_command
+
 HEADS = ("ferplus", "fer2013")  # what each output head learns: vote distributions, folder labels
 FOLDER_LOSS_WEIGHT = 0.5  # the folder head's share of the loss: it rides along, the votes lead
 WARMUP_EPOCHS = 2
@@ -149,30 +152,20 @@ def _load_pack(path: Path, images: bool = True) -> dict:
 
 def _record(out: Path, argv: list[str], env: dict | None = None) -> None:
     """The command, appended to out/command.txt, and (for a fit) the machine it ran on, to out/environment.json."""
+    from benchmarks.common import cpu_features, cpu_model
+
     out.mkdir(parents=True, exist_ok=True)
-    with (out / "command.txt").open("a") as fh:
-        fh.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')}  (in {os.getcwd()})  "
-                 f"{shlex.join([sys.executable, '-m', 'train.torch_teacher', *argv])}\n")
+    record_command(out, [sys.executable, "-m", "train.torch_teacher", *argv])
     if env is not None:
-        env = {"python": platform.python_version(), "machine": platform.machine(), "cpu": _cpu_model(),
-               "cpu_count": os.cpu_count(), **env}
+        env = {"python": platform.python_version(), "machine": platform.machine(), "cpu": cpu_model(),
+               "cpu_features": cpu_features(), "cpu_count": os.cpu_count(), **env}
         (out / "environment.json").write_text(json.dumps(env, indent=2))
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor()
-
-
 def _save(obj, path: Path, torch) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_atomic(path, buf.getvalue())
 
 
 def fit(a) -> int:
@@ -256,12 +249,11 @@ def fit(a) -> int:
         _save({"net": net.state_dict(), "opt": opt.state_dict(), "state": state, "rng": torch.get_rng_state(),
                "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None}, ckpt, torch)
 
-    held_v, held_f = _predict(net, x[torch.from_numpy(held).to(dev)], torch) if len(held) else (np.zeros((0, 7)),) * 2
+    held_v, held_f = _predict(net, x[torch.from_numpy(held).to(dev)], torch)
     val_v, val_f = _predict(net, val_x, torch)
-    result = fold_dir / "result.npz"
-    np.savez(result.with_name(".result.tmp.npz"), held=held, held_ferplus=held_v, held_fer2013=held_f,
-             val_ferplus=val_v, val_fer2013=val_f)
-    os.replace(result.with_name(".result.tmp.npz"), result)
+    buf = io.BytesIO()
+    np.savez(buf, held=held, held_ferplus=held_v, held_fer2013=held_f, val_ferplus=val_v, val_fer2013=val_f)
+    write_atomic(fold_dir / "result.npz", buf.getvalue())
     (fold_dir / "history.json").write_text(json.dumps(state["history"], indent=1))
     print(f"fold {a.fold}: done, {state['epoch']} epochs in {state['elapsed'] / 60:.1f} min", flush=True)
     return 0
