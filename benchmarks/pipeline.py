@@ -474,6 +474,9 @@ def run(args, argv=None) -> dict:
     from edge.service.app import load_parts
     from edge.config import load_config
 
+    for v in args.video or []:  # before the models load: a typo is one line, at once
+        if why := not_a_file(v):  # "is a folder, not a file", "does not exist"
+            raise UserError(f"Video {v} {why}; pass --video a video file.")
     if args.pin_core is not None:
         pin_core(args.pin_core)
     cv2.setNumThreads(args.threads)
@@ -492,9 +495,6 @@ def run(args, argv=None) -> dict:
     try:  # the generated videos' temp folder goes on failure too
         if args.video:
             videos = [{"video": str(v), "faces_placed": None, "faces": None} for v in args.video]
-            for v in args.video:
-                if why := not_a_file(v):  # "is a folder, not a file", "does not exist"
-                    raise UserError(f"Video {v} {why}; pass --video a video file.")
         else:
             folder = Path(args.keep_videos) if args.keep_videos else \
                 Path(tmp := tempfile.mkdtemp(prefix="bench-pipeline-"))

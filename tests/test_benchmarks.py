@@ -356,6 +356,17 @@ def test_pipeline_on_generated_videos(shipped_model, tmp_path):
     assert_png(out / "pipeline.png")
 
 
+def test_pipeline_names_a_missing_video_before_loading_any_model(tmp_path, capsys):
+    from benchmarks import pipeline
+
+    missing = tmp_path / "queue.mp4"
+    # a model that would fail to load as well: the video is checked first, before the models load
+    assert pipeline.main(["--video", str(missing), "--model", str(tmp_path / "none.tflite"), "--no-peer",
+                          "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: Video {missing} does not exist" in err and "none.tflite" not in err
+
+
 @needs_blazeface
 def test_pipeline_on_a_folder_given_as_video_says_it_is_a_folder(shipped_model, tmp_path, capsys):
     from benchmarks import pipeline
