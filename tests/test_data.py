@@ -1,4 +1,5 @@
 import csv
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -65,6 +66,21 @@ def test_cache_is_used_and_invalidated_when_content_changes(tmp_path, cache_env)
     write_class_folders(tmp_path / "train", 3, seed=9)  # overwrites 2 files per class, adds 1
     changed = load_dataset(tmp_path)
     assert changed.fingerprint != first.fingerprint and len(changed.splits["train"]) == 21
+
+
+def test_a_cache_write_that_fails_leaves_no_half_written_file(tmp_path, monkeypatch):
+    from train import data
+
+    write_class_folders(tmp_path / "ds" / "train", 2)
+
+    def disk_full(path, **arrays):  # part of the file is written, then the disk is full
+        Path(path).write_bytes(b"PK" + bytes(1000))
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(data.np, "savez", disk_full)
+    ds = load_dataset(tmp_path / "ds", cache_dir=tmp_path / "cache")  # loading goes on without the cache
+    assert len(ds.splits["train"]) == 2 * len(LABELS)
+    assert [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []
 
 
 def test_split_is_stratified_disjoint_and_fixed(tmp_path, cache_env):

@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import sys
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -276,17 +276,18 @@ def _read_cache(cache_dir, fingerprint, path, layout) -> Dataset | None:
 
 def _write_cache(cache_dir: Path, ds: Dataset) -> None:
     p = _cache_path(cache_dir, ds.fingerprint)
+    tmp = p.with_suffix(".tmp.npz")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
         arrays = {}
         for s, sp in ds.splits.items():
             arrays[f"{s}_x"], arrays[f"{s}_y"] = sp.x, sp.y
         meta = {"splits": list(ds.splits), "names": {s: sp.names for s, sp in ds.splits.items()}, "skipped": ds.skipped}
-        tmp = p.with_suffix(".tmp.npz")
         np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
         os.replace(tmp, p)
-    except OSError:
-        pass  # caching is an optimisation; a read-only home must not stop training
+    except OSError:  # caching is an optimisation; a read-only home must not stop training
+        with suppress(OSError):  # nor a full disk keep a half-written copy (FER2013: 75 MB)
+            tmp.unlink(missing_ok=True)
 
 
 def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
