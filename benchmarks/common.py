@@ -375,10 +375,18 @@ def md_header(title: str, report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def stem(name: str) -> str:
+    """A benchmark's file name stem: NAME, or NAME_avx2 under --isa avx2, so that its results can
+    sit beside the native ones (benchmarks/results has both) instead of replacing them."""
+    from benchmarks import isa
+
+    return name if isa.active() == "native" else f"{name}_{isa.active()}"
+
+
 def write_results(out: Path, name: str, report: dict, markdown: str) -> tuple[Path, Path]:
     out = out_dir(out)
-    j = write_json(out / f"{name}.json", report)
-    m = replace_file(out / f"{name}.md", lambda tmp: tmp.write_text(markdown))
+    j = write_json(out / f"{stem(name)}.json", report)
+    m = replace_file(out / f"{stem(name)}.md", lambda tmp: tmp.write_text(markdown))
     return j, m
 
 
@@ -397,7 +405,7 @@ def pyplot():
 def save_figure(plt, fig, out: Path, name: str) -> Path:
     """Write a benchmark's figure as OUT/NAME.png and release it."""
     fig.tight_layout()
-    p = replace_file(out / f"{name}.png", lambda tmp: fig.savefig(tmp, dpi=100))
+    p = replace_file(out / f"{stem(name)}.png", lambda tmp: fig.savefig(tmp, dpi=100))
     plt.close(fig)
     return p
 
@@ -558,7 +566,7 @@ def finish(name: str, args, argv, run, draw, to_markdown) -> int:
             md = to_markdown(report)
             if pngs:
                 md += f"\nFigures: {', '.join(report['png'])}\n"
-            earlier = [p for p in (f"{name}.json", f"{name}.md", *report["png"]) if p in before]
+            earlier = [p for p in (f"{stem(name)}.json", f"{stem(name)}.md", *report["png"]) if p in before]
             j, m = write_results(out, name, report, md)
         except OSError as exc:  # e.g. the disk filled during the run
             print(f"error: Cannot write the results to {args.out} ({exc.strerror}); pass --out with a folder you can "

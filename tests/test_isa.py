@@ -109,7 +109,22 @@ def test_edge_bench_latency_under_avx2_says_so_in_its_results(tmp_path, shipped_
     r = run_cli("bench", "latency", shipped_model, "--isa", "avx2", "--threads", "1", "--faces", "1", "--repeats", "3",
                 "--warmup", "1", "--no-peer", "--out", out)
     assert r.returncode == 0, r.stderr
-    report = json.loads((out / "latency.json").read_text())
+    report = json.loads((out / "latency_avx2.json").read_text())
     assert "AVX2 kernels only" in report["machine"]["kernels"]
     assert report["command"].startswith("edge bench latency ") and "--isa avx2" in report["command"]
-    assert "AVX2 kernels only" in (out / "latency.md").read_text()
+    assert "AVX2 kernels only" in (out / "latency_avx2.md").read_text()
+
+
+def test_results_under_avx2_kernels_are_named_apart_from_native_ones(tmp_path, monkeypatch):
+    from benchmarks import common
+
+    monkeypatch.setenv(isa.ENV_FLAG, "avx2")  # what the re-started process has
+    j, m = common.write_results(tmp_path, "latency", {"x": 1}, "# t\n")
+    assert (j.name, m.name) == ("latency_avx2.json", "latency_avx2.md")
+    plt = common.pyplot()
+    if plt is not None:
+        fig = plt.figure()
+        assert common.save_figure(plt, fig, tmp_path, "latency").name == "latency_avx2.png"
+    monkeypatch.delenv(isa.ENV_FLAG)
+    assert common.write_results(tmp_path, "latency", {"x": 1}, "# t\n")[0].name == "latency.json"
+    assert sorted(p.name for p in tmp_path.iterdir())[:2] == ["latency.json", "latency.md"]
