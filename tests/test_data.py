@@ -1,5 +1,4 @@
 import csv
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,15 +68,17 @@ def test_cache_is_used_and_invalidated_when_content_changes(tmp_path, cache_env)
 
 
 def test_a_cache_write_that_fails_leaves_no_half_written_file(tmp_path, monkeypatch):
-    from train import data
+    import os
+
+    from edge import files
 
     write_class_folders(tmp_path / "ds" / "train", 2)
 
-    def disk_full(path, **arrays):  # part of the file is written, then the disk is full
-        Path(path).write_bytes(b"PK" + bytes(1000))
+    def disk_full(fd, data):  # part of the file is written, then the disk is full
+        os.write(fd, data[:1000])
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(data.np, "savez", disk_full)
+    monkeypatch.setattr(files, "write_all", disk_full)
     ds = load_dataset(tmp_path / "ds", cache_dir=tmp_path / "cache")  # loading goes on without the cache
     assert len(ds.splits["train"]) == 2 * len(LABELS)
     assert [p.name for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []

@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import sys
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edge.errors import UserError
+from edge.files import write_atomic
 from edge.labels import FER2013_CSV_CODES, LABELS, label_index
 from edge.pipeline.preprocess import resize_square, to_gray
 
@@ -276,18 +278,17 @@ def _read_cache(cache_dir, fingerprint, path, layout) -> Dataset | None:
 
 def _write_cache(cache_dir: Path, ds: Dataset) -> None:
     p = _cache_path(cache_dir, ds.fingerprint)
-    tmp = p.with_suffix(".tmp.npz")
-    try:
+    arrays = {}
+    for s, sp in ds.splits.items():
+        arrays[f"{s}_x"], arrays[f"{s}_y"] = sp.x, sp.y
+    meta = {"splits": list(ds.splits), "names": {s: sp.names for s, sp in ds.splits.items()}, "skipped": ds.skipped}
+    buf = io.BytesIO()
+    np.savez(buf, meta=np.array(json.dumps(meta)), **arrays)
+    try:  # whole or not at all: a full disk keeps no half-written copy (FER2013: 75 MB)
         p.parent.mkdir(parents=True, exist_ok=True)
-        arrays = {}
-        for s, sp in ds.splits.items():
-            arrays[f"{s}_x"], arrays[f"{s}_y"] = sp.x, sp.y
-        meta = {"splits": list(ds.splits), "names": {s: sp.names for s, sp in ds.splits.items()}, "skipped": ds.skipped}
-        np.savez(tmp, meta=np.array(json.dumps(meta)), **arrays)
-        os.replace(tmp, p)
-    except OSError:  # caching is an optimisation; a read-only home must not stop training
-        with suppress(OSError):  # nor a full disk keep a half-written copy (FER2013: 75 MB)
-            tmp.unlink(missing_ok=True)
+        write_atomic(p, buf.getvalue())
+    except OSError:
+        pass  # caching is an optimisation; a read-only home or a full disk must not stop training
 
 
 def stratified_split(split: Split, fraction: float, seed: int) -> tuple[Split, Split]:
