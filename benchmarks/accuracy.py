@@ -258,7 +258,7 @@ def figures(report: dict, out: Path) -> list[Path]:
 
     paths = []
     for r in report["rows"]:
-        p = out / f"{NAME}_confusion_{common.slug(r['label'])}.png"
+        p = out / f"{common.stem(NAME)}_confusion_{common.slug(r['label'])}.png"
         confusion_figure(np.array(r["confusion_matrix"]), p, title=r["label"][:40])
         r["confusion_png"] = p.name
         paths.append(p)
@@ -276,7 +276,7 @@ def figures(report: dict, out: Path) -> list[Path]:
         ax.set_title(f"Per-class recall on {report['split']} ({report['rows'][0]['images']} images)")
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
         fig.tight_layout()
-        p = out / f"{NAME}_per_class.png"
+        p = out / f"{common.stem(NAME)}_per_class.png"
         fig.savefig(p, dpi=100)
         plt.close(fig)
         paths.append(p)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from benchmarks import isa
@@ -116,7 +117,8 @@ def test_edge_bench_latency_under_avx2_says_so_in_its_results(tmp_path, shipped_
 
 
 def test_results_under_avx2_kernels_are_named_apart_from_native_ones(tmp_path, monkeypatch):
-    from benchmarks import common
+    from benchmarks import accuracy, common
+    from edge.labels import LABELS
 
     monkeypatch.setenv(isa.ENV_FLAG, "avx2")  # what the re-started process has
     j, m = common.write_results(tmp_path, "latency", {"x": 1}, "# t\n")
@@ -125,6 +127,10 @@ def test_results_under_avx2_kernels_are_named_apart_from_native_ones(tmp_path, m
     if plt is not None:
         fig = plt.figure()
         assert common.save_figure(plt, fig, tmp_path, "latency").name == "latency_avx2.png"
+        row = {"label": "m", "confusion_matrix": np.eye(len(LABELS), dtype=int).tolist(), "accuracy": 1.0,
+               "per_class_recall": dict.fromkeys(LABELS, 1.0), "images": len(LABELS)}
+        names = {p.name for p in accuracy.figures({"rows": [row], "split": "val"}, tmp_path)}
+        assert names == {"accuracy_avx2_confusion_m.png", "accuracy_avx2_per_class.png"}
     monkeypatch.delenv(isa.ENV_FLAG)
     assert common.write_results(tmp_path, "latency", {"x": 1}, "# t\n")[0].name == "latency.json"
-    assert sorted(p.name for p in tmp_path.iterdir())[:2] == ["latency.json", "latency.md"]
+    assert {"latency.json", "latency.md", "latency_avx2.json", "latency_avx2.md"} <= {p.name for p in tmp_path.iterdir()}
