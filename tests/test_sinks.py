@@ -604,6 +604,24 @@ def test_webhook_non_2xx_spools_and_backs_off(tmp_path, receivers):
     assert len(sink.spool) == 0
 
 
+def test_webhook_back_off_leaves_the_global_random_generator_alone(tmp_path, receivers):
+    """A sink thread drawing its jitter from Python's global `random` shifted what a seeded
+    process drew next: a training run in the same Python built different Dropout seeds."""
+    import random
+
+    rx = receivers()
+    rx.status = 500
+    sink = WebhookSink(url=rx.url, spool=Spool(tmp_path / "sp"), retry_min_s=3600)
+    random.seed(7)
+    expected = random.random()
+    random.seed(7)
+    sink.send(ev("raised", 1))
+    sink.flush()
+    assert sink.failed == 1  # it failed, so it drew a back-off delay
+    assert random.random() == expected
+    sink.close()
+
+
 def test_webhook_expired_token_or_moved_endpoint_is_retried_with_one_error_each(tmp_path, receivers, caplog):
     rx = receivers()
     sink = WebhookSink(url=rx.url, spool=Spool(tmp_path / "sp"), retry_min_s=0, retry_max_s=0)  # no back-off

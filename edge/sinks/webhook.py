@@ -63,9 +63,14 @@ def tcp_reachable(host: str, port: int, timeout_s: float = 3.0) -> str:
         return str(exc) or type(exc).__name__
 
 
+# Its own generator: a sink thread drawing from the global one would shift what a process
+# that seeded it (training, in the same Python) draws next.
+_jitter = random.Random()
+
+
 def jittered(delay_s: float) -> float:
     """50-100 % of a back-off delay, at random: Pis that failed together do not retry together."""
-    return delay_s * random.uniform(0.5, 1.0)
+    return delay_s * _jitter.uniform(0.5, 1.0)
 
 
 def split_credentials(url: str) -> tuple[str, str]:
