@@ -300,6 +300,20 @@ def test_init_from_a_tflite_of_another_architecture_is_one_sentence(tiny_convert
     assert r.returncode == 2 and "Traceback" not in r.stderr and "layers match by name and shape" in r.stderr, r.stderr
 
 
+def test_init_from_a_float16_tflite_is_one_sentence(tmp_path):
+    """A float16 file keeps its weights as float16 constants dequantized at run time: there were
+    no weight tensors to read, and the interpreter raised 'Tensor data is null'."""
+    from edge.errors import UserError
+    from convert.quantize import to_tflite
+    from train.from_tflite import load_from_tflite
+
+    model = archs.build("mini_xception", 48, 7)
+    path = tmp_path / "model_float16.tflite"
+    path.write_bytes(to_tflite(model, "float16"))
+    with pytest.raises(UserError, match="model_float16.tflite is a float16 model; --init-from needs the int8"):
+        load_from_tflite(archs.build("mini_xception", 48, 7), path, np.zeros((4, 48, 48), np.uint8))
+
+
 def test_a_related_architecture_starts_from_a_shipped_int8_file(shipped_model):
     """queue_net and queue_net_lite differ in one stem layer: either starts from the other's int8
     file (its card names its architecture), every other layer rebuilt from the file."""
@@ -358,7 +372,11 @@ def _stub_run(out, data, done=2, **saved):
                                             ({"lr": 0.0}, "--lr must be above 0"),
                                             ({"init_from": "no/such.keras"}, "such.keras does not exist"),
                                             ({"init_from": __file__}, "is neither a .keras model nor"),
-                                            ({"arch": "nope"}, "Unknown --arch 'nope'")])
+                                            ({"arch": "nope"}, "Unknown --arch 'nope'"),
+                                            ({"votes": "v.csv"}, "v.csv is read only with --labels ferplus"),
+                                            ({"folder_weight": 0.5}, "--folder-weight 0.5 is read only with --labels"),
+                                            ({"labels": "ferplus", "votes": "no/v.csv"}, "v.csv does not exist"),
+                                            ({"teacher_weight": 0.7}, "--teacher-weight 0.7 needs --teacher")])
 def test_bad_options_are_refused_before_the_run_folder_is_made(tmp_path, option, needle):
     from edge.errors import UserError
     from train.trainer import TrainSettings, run

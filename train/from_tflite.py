@@ -39,6 +39,9 @@ def _folded_ops(path: Path, layer_names: list[str]) -> dict[str, list[dict]]:
     interp = load_interpreter(path)
     details = {d["index"]: d for d in interp.get_tensor_details()}
     input_index = interp.get_input_details()[0]["index"]
+    if any(d["dtype"] == np.float16 for d in details.values()):  # its weights exist only once dequantized at run time
+        raise UserError(f"{path} is a float16 model; --init-from needs the int8 .tflite (model_int8.tflite) "
+                        "or a .keras model.")
     found: dict[str, list[dict]] = {}
     for op in interp._get_ops_details():  # the public API lists tensors, not which op uses them
         if op["op_name"] not in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"):

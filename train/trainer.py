@@ -471,6 +471,17 @@ def check_settings(s: TrainSettings) -> None:
                                 "teacher has one: drop the option or pass only .npz teachers.")
     elif s.teacher_folder_weight is not None:
         raise UserError("--teacher-folder-weight needs --teacher (a teacher_probs.npz).")
+    elif s.teacher_weight != TrainSettings.teacher_weight:
+        raise UserError(f"--teacher-weight {s.teacher_weight} needs --teacher; add the teacher or drop the option.")
+    # Options only --labels ferplus reads: accepted silently, they would look used in train_settings.json.
+    if s.labels != "ferplus":
+        for given, flag in ((s.votes, f"--votes {s.votes}"), (s.folder_weight, f"--folder-weight {s.folder_weight}")):
+            if given:
+                raise UserError(f"{flag} is read only with --labels ferplus; add --labels ferplus or drop the option.")
+    elif s.votes:
+        from train.votes import find_votes
+
+        find_votes(s.data, s.votes)  # a wrong path fails now, not after the dataset has loaded
 
 
 def resume_settings(s: TrainSettings, given: dict[str, str] | None) -> tuple[TrainSettings, list[str]]:
