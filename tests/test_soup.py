@@ -125,3 +125,14 @@ def test_soup_refuses_a_run_given_twice_and_a_file_that_is_no_model(tmp_path):
     with pytest.raises(UserError, match=r"a/model.keras is not a readable Keras model \(not a .keras zip archive\)"):
         soup(tmp_path / "soup", [tmp_path / "a", tmp_path / "b"])
     assert not (tmp_path / "soup").exists()
+
+
+@pytest.mark.parametrize("out", ["notes.txt", "notes.txt/soup"])
+def test_soup_refuses_an_out_that_is_a_file_before_loading_any_model(tmp_path, out):
+    (tmp_path / "notes.txt").write_text("mine")
+    for run in ("a", "b"):  # junk models: reading them would fail with another sentence
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "model.keras").write_text("junk")
+    with pytest.raises(UserError, match=r"OUT .*notes.txt.* (is a file|lies under the file .*notes.txt); pass a folder\."):
+        soup(tmp_path / out, [tmp_path / "a", tmp_path / "b"])
+    assert (tmp_path / "notes.txt").read_text() == "mine"

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from edge.errors import UserError
+from edge.paths import check_out_folder
 
 COPIED = ("train_settings.json", "data.json", "versions.json")  # the first run's: labels, votes, data for convert
 
@@ -52,6 +53,7 @@ def soup(out: str | Path, runs: list[str | Path]) -> Path:
     out, runs = Path(out), [Path(r) for r in runs]
     if len(runs) < 2:
         raise UserError("A soup needs at least two runs to average; give their folders after the output folder.")
+    check_out_folder(out, "OUT")
     if (out / "model.keras").exists():
         raise UserError(f"{out / 'model.keras'} already exists; choose a new output folder (nothing was overwritten).")
     files = [_model_file(r) for r in runs]
