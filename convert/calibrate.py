@@ -53,6 +53,8 @@ def calibration_report(probs_plain, probs_flip, y, floor, soft=None, majority=No
     temperature is fitted against and majority the FER+ majority (-1: none) that judges
     flip averaging; otherwise both use y.
     """
+    if majority is not None and not (majority >= 0).any():  # every vote tied or doubtful: nothing to judge by
+        majority = None
     judge, judged = (majority, majority >= 0) if majority is not None else (y, np.ones(len(y), bool))
 
     def acc(p, labels, m):

@@ -22,11 +22,11 @@ def parity_report(model, files: dict, card, split, calibration_size: int, votes=
         reports[kind] = classification_report(split.y, probs[kind])
     diff = np.abs(probs["int8"] - keras_probs)
     extra = {}
-    if votes is not None:  # the same gate's numbers against the ten annotators' majority
-        from train.votes import majority_labels
+    from train.votes import majority_labels
 
-        maj = majority_labels(split.names, votes)
-        known = maj >= 0
+    maj = majority_labels(split.names, votes) if votes is not None else np.full(len(split), -1)
+    known = maj >= 0
+    if known.any():  # the same gate's numbers against the ten annotators' majority (none: no NaN in the JSON)
         extra["ferplus_majority_accuracy"] = {k: float((p[known].argmax(1) == maj[known]).mean()) for k, p in probs.items()}
         extra["ferplus_majority_images"] = int(known.sum())
     return {**extra,

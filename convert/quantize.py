@@ -118,6 +118,20 @@ def trained_settings(run_dir: Path) -> dict:
     return saved if isinstance(saved, dict) else {}
 
 
+def warn_if_other_data(ds, run_dir: Path, data: str) -> None:
+    """The run's held-out images are only known on the dataset it trained on: on other images
+    the gate and the calibration may score images the model learnt, and pass where it would not."""
+    record = run_dir / "data.json"
+    try:
+        trained_on = json.loads(record.read_text()).get("fingerprint") if record.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        trained_on = None
+    if trained_on and trained_on != ds.fingerprint:
+        print(f"WARNING: the images in {data} differ from those {run_dir} trained on (fingerprint {ds.fingerprint}, "
+              f"was {trained_on}): the parity gate and the calibration may score images the model trained on; "
+              "convert with the run's own --data.", file=sys.stderr, flush=True)
+
+
 def run_splits(ds, run_dir: Path, seed: int) -> tuple[Split, Split, str]:
     """(train, val, where val came from) as the run split the dataset: with its --seed and
     validation share, so that on a dataset without a val split of its own the parity gate and
@@ -147,6 +161,10 @@ def check_settings(s: ConvertSettings) -> None:
         raise UserError(f"--calibration-size must be at least 1, got {s.calibration_size}.")
     check_out_folder(s.out)
     check_not_around_cwd(s.out)
+    if s.votes:  # a wrong path fails now, not after both conversions
+        from train.votes import find_votes
+
+        find_votes(s.data, s.votes)
 
 
 def check_not_around_cwd(out) -> None:
@@ -176,6 +194,7 @@ def run(s: ConvertSettings) -> tuple[dict, list[str]]:
     keras_path = resolve_keras_model(s.model).resolve()
     model = load_keras(keras_path)
     ds = load_dataset(s.data, size=int(model.input_shape[1]))
+    warn_if_other_data(ds, keras_path.parent, s.data)
     out = Path(s.out).absolute()
     out.parent.mkdir(parents=True, exist_ok=True)
     remove_scratch(out)

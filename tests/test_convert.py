@@ -41,6 +41,21 @@ def test_int8_agrees_with_keras(tiny_converted, tiny_run, synthetic_dataset):
 
 
 @pytest.mark.slow
+def test_parity_against_votes_that_all_tie_leaves_the_fer_plus_figures_out(tiny_converted, tiny_run, synthetic_dataset):
+    """No image with a FER+ majority: the figures are left out, never NaN (not JSON)."""
+    from convert.parity import parity_report
+    from train.trainer import load_keras
+    from train.votes import Votes
+
+    val = load_dataset(synthetic_dataset, progress=False).splits["val"]
+    votes = Votes("v.csv", {n: np.array([5, 5, 0, 0, 0, 0, 0]) for n in val.names}, set())
+    int8 = tiny_converted / "model_int8.tflite"
+    rep = parity_report(load_keras(tiny_run / "model.keras"), {"int8": int8}, load_card(int8), val, 10, votes)
+    assert "ferplus_majority_accuracy" not in rep
+    json.dumps(rep, allow_nan=False)
+
+
+@pytest.mark.slow
 def test_calibration_preprocessing_matches_inference(tiny_converted, synthetic_dataset):
     """The edge classifier fed uint8 crops scores like the parity run (same preprocessing)."""
     ds = load_dataset(synthetic_dataset)
@@ -118,6 +133,32 @@ def test_an_out_that_is_a_file_is_refused(tmp_path):
     with pytest.raises(UserError, match=r"--out .*notes.txt is a file; pass a folder\."):
         run(ConvertSettings(model=str(tmp_path / "no model yet"), data="d", out=str(tmp_path / "notes.txt")))
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_missing_votes_file_is_refused_before_any_work(tmp_path):
+    from convert.quantize import ConvertSettings, run
+
+    with pytest.raises(UserError, match=r"Votes file .*no/v\.csv does not exist"):
+        run(ConvertSettings(model=str(tmp_path / "no model yet"), data="d", out=str(tmp_path / "c" / "o"),
+                            votes=str(tmp_path / "no" / "v.csv")))
+    assert not (tmp_path / "c").exists()
+
+
+def test_converting_with_images_other_than_the_runs_warns(tmp_path, capsys):
+    """The gate's held-out images are only known on the run's own dataset."""
+    from types import SimpleNamespace
+
+    from convert.quantize import warn_if_other_data
+
+    (tmp_path / "data.json").write_text(json.dumps({"fingerprint": "aaa"}))
+    warn_if_other_data(SimpleNamespace(fingerprint="aaa"), tmp_path, "ds")
+    assert capsys.readouterr().err == ""
+    warn_if_other_data(SimpleNamespace(fingerprint="bbb"), tmp_path, "ds/train")
+    err = capsys.readouterr().err
+    assert err.startswith("WARNING: the images in ds/train differ from those") and "(fingerprint bbb, was aaa)" in err
+    (tmp_path / "data.json").write_text("[1]")  # unreadable records say nothing rather than fail the conversion
+    warn_if_other_data(SimpleNamespace(fingerprint="bbb"), tmp_path, "ds")
+    assert capsys.readouterr().err == ""
 
 
 @pytest.mark.parametrize("out", [".", "..", "~"])
@@ -252,6 +293,9 @@ def test_temperature_against_vote_distributions():
     assert rep["fitted_against"] == "FER+ vote distributions" and rep["judged_by"] == "FER+ majority"
     assert rep["accuracy_int8"] == 1.0 and not rep["flip_average"]
     assert rep["images"] == 2000 and rep["judged_images"] == 1990
+    tied = calibration_report(over, over, soft.argmax(1), 1e-6, soft=soft, majority=np.full(2000, -1))
+    assert tied["judged_by"] == "folder labels" and tied["judged_images"] == 2000  # not NaN in parity.json
+    assert all(np.isfinite(v) for v in tied.values() if isinstance(v, float))
     assert not rep["temperature_at_limit"]
 
 

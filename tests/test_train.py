@@ -89,6 +89,26 @@ def test_init_from_a_file_that_is_no_keras_model_is_one_sentence(tmp_path):
         start_from(archs.build("queue_net_lite", 48, len(LABELS)), str(junk), np.zeros((1, 48, 48, 1), np.uint8))
 
 
+@pytest.mark.parametrize("head, needle", [
+    ("logits", r"does not output probabilities \(its rows sum to .*\); end the model with a softmax\."),
+    ("two", r"outputs \[\(None, 7\), \(None, 7\)\], but the pipeline reads one row of 7 class probabilities")])
+def test_a_model_without_one_row_of_probabilities_is_refused_in_one_sentence(tmp_path, head, needle):
+    """Logits passed every check before (the parity gate compares argmaxes) and reached the
+    alerts, which read the outputs as probabilities; two outputs were reported as '7 classes'."""
+    import keras
+
+    from edge.errors import UserError
+    from train.trainer import load_keras
+
+    x = keras.Input((48, 48, 1))
+    flat = keras.layers.Flatten()(x)
+    outputs = (keras.layers.Dense(7)(flat) if head == "logits" else
+               [keras.layers.Dense(7, activation="softmax")(flat), keras.layers.Dense(7, activation="softmax")(flat)])
+    keras.Model(x, outputs).save(tmp_path / "m.keras")
+    with pytest.raises(UserError, match=needle):
+        load_keras(tmp_path / "m.keras")
+
+
 def test_class_weights_favour_rare_classes():
     y = np.array([0] * 100 + [1] * 10 + [3] * 400)
     w = class_weights(y, 0.5)

@@ -306,8 +306,16 @@ def load_keras(path: Path):
     if len(shape) != 3 or shape[0] != shape[1] or shape[2] != 1:
         raise UserError(f"{path} takes input {model.input_shape}, but the pipeline feeds square grayscale crops "
                         "(None, S, S, 1); retrain it with `edge train`.")
-    if model.output_shape[-1] != len(LABELS):
-        raise UserError(f"{path} outputs {model.output_shape[-1]} classes, expected {len(LABELS)} ({', '.join(LABELS)}).")
+    out = model.output_shape
+    if not (isinstance(out, tuple) and len(out) == 2 and out[-1] == len(LABELS)):
+        raise UserError(f"{path} outputs {out}, but the pipeline reads one row of {len(LABELS)} class probabilities "
+                        f"(None, {len(LABELS)}) ({', '.join(LABELS)}); retrain it with `edge train`.")
+    # Alerts, calibration and the parity gate read the outputs as probabilities: logits would pass
+    # every check here yet mean nothing downstream.
+    rows = np.asarray(model(np.random.default_rng(0).uniform(0, 255, (4, *shape)).astype(np.float32), training=False))
+    if not (np.all(rows >= -1e-6) and np.allclose(rows.sum(axis=1), 1, atol=1e-3)):
+        raise UserError(f"{path} does not output probabilities (its rows sum to "
+                        f"{', '.join(f'{v:.3g}' for v in rows.sum(axis=1))}); end the model with a softmax.")
     return model
 
 
