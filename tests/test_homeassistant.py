@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import re
 import signal
 import subprocess
@@ -18,7 +19,7 @@ from edge.config import SinksConfig
 from edge.sinks.mqtt import MqttSinkConfig
 from edge.labels import LABELS
 from edge.sinks import build_sinks
-from tests.test_sinks import broker, ev, needs_mosquitto, wait_for  # noqa: F401 - the broker fixture
+from tests.test_sinks import Broker, _records, broker, ev, needs_mosquitto, wait_for  # noqa: F401 - the broker fixture
 
 pytestmark = needs_mosquitto
 NODE = "till_3_" + hashlib.sha1(b"till 3").hexdigest()[:6]  # "till 3" made safe, with its hash: see node_id
@@ -173,3 +174,29 @@ def test_delivered_counts_the_events_it_published(broker, tmp_path):  # noqa: F8
         assert fan.stats()["homeassistant"]["delivered"] == 2
     finally:
         fan.close()
+
+
+def test_refused_login_warns_once_per_outage_counts_each_try_and_says_when_it_is_back(tmp_path, caplog):
+    from edge.sinks import Fanout
+    from edge.sinks.homeassistant import HomeAssistantSink
+
+    (tmp_path / "broker").mkdir()
+    b = Broker(tmp_path / "broker", "allow_anonymous false\n")
+    b.start()
+    sink = HomeAssistantSink("127.0.0.1", b.port, device_name="till-5", reconnect_min_s=0.05, reconnect_max_s=0.1)
+    fan = Fanout([sink], flush_every_s=3600)
+    try:
+        with caplog.at_level(logging.INFO, logger="edge.sinks.homeassistant"):
+            assert wait_for(lambda: sink.failed >= 3)  # was: 0, one WARNING per try instead
+            assert fan.stats()["homeassistant"]["failures"] >= 3  # /status and /metrics sink_failures
+            b.stop()
+            b.conf.write_text(b.conf.read_text().replace("allow_anonymous false", "allow_anonymous true"))
+            b.start()  # same port, the login now accepted
+            assert wait_for(lambda: sink.connected)
+            assert _records(caplog, logging.WARNING, "") == [
+                f"Home Assistant discovery: broker 127.0.0.1:{b.port} refused the connection: Not authorized; "
+                "retrying."]
+            assert len(_records(caplog, logging.INFO, "reachable again")) == 1
+    finally:
+        fan.close()
+        b.stop()

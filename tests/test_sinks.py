@@ -91,6 +91,18 @@ def test_spool_skips_unreadable_file(tmp_path):
     assert len(sp) == 1
 
 
+def test_spool_forgets_events_whose_files_were_removed_by_hand(tmp_path):
+    sp = Spool(tmp_path / "sp", cap=3)
+    for n in range(3):
+        sp.put({"n": n})
+    for p in (tmp_path / "sp").glob("*.json"):
+        p.unlink()
+    assert list(sp.pending()) == [] and len(sp) == 0  # was: 3 phantom events in /status, forever
+    for n in range(3, 6):
+        sp.put({"n": n})
+    assert [item["n"] for _, item in sp.pending()] == [3, 4, 5] and sp.dropped == 0  # the room is free again
+
+
 def test_spool_ignores_files_that_are_not_its_own(tmp_path, caplog):
     sp = Spool(tmp_path / "sp")
     sp.put({"n": 0})
@@ -1266,6 +1278,27 @@ def test_mqtt_spool_survives_process_restart(broker, subscribers, mqtt_sinks, tm
     assert wait_for(lambda: sub.ids("qm/alerts") == ["e1", "e2"]), sub.messages
     assert wait_for(lambda: any(t == "qm/state" and p["state"] == "raised" for t, p, _, _ in sub.messages))
     assert wait_for(lambda: len(second.spool) == 0)
+
+
+@needs_mosquitto
+def test_mqtt_spool_file_that_is_not_a_message_is_dead_lettered_and_the_rest_delivered(broker, subscribers, mqtt_sinks,
+                                                                                        tmp_path, caplog):
+    sub = subscribers(broker.port, ["qm/alerts"])
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "00000000000000000001.json").write_text("null")  # valid JSON, not a message
+    (spool / "00000000000000000002.json").write_text('{"topic": "qm/alerts", "payload": {}}')  # no "retain"
+    (spool / "00000000000000000003.json").write_text(
+        json.dumps({"topic": "qm/alerts", "retain": False, "payload": ev("raised", 3).to_dict()}))
+    with caplog.at_level(logging.ERROR):
+        sink = mqtt_sinks(broker.port, spool)
+        assert wait_for(lambda: sub.ids("qm/alerts") == ["e3"]), sub.messages  # was: paho's thread died on connect
+        assert wait_for(lambda: len(sink.spool) == 0)
+    assert sorted(p.name for p in (spool / "dead").glob("*.json")) == ["00000000000000000001.json",
+                                                                        "00000000000000000002.json"]
+    assert len([r for r in caplog.records if "does not hold an MQTT message" in r.getMessage()]) == 2
+    sink.send(ev("status", 4))  # and delivery goes on
+    assert wait_for(lambda: sub.ids("qm/alerts") == ["e3", "e4"]), sub.messages
 
 
 def _records(caplog, level: int, text: str) -> list[str]:

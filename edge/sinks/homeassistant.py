@@ -24,7 +24,7 @@ import uuid
 from edge import __version__
 from edge.errors import missing_dependency
 from edge.sinks.base import AlertEvent, Sink, SinkUnavailable
-from edge.sinks.mqtt import safe_id, stop_client
+from edge.sinks.mqtt import BrokerOutages, safe_id, stop_client
 from edge.sinks.webhook import tcp_reachable
 
 log = logging.getLogger(__name__)
@@ -84,8 +84,9 @@ def state_payload(faces: int, negative_share: float | None, counts: dict, alert_
             "alert": "ON" if alert_raised else "OFF"}
 
 
-class HomeAssistantSink(Sink):
+class HomeAssistantSink(BrokerOutages, Sink):
     key = "homeassistant"
+    _who = "Home Assistant discovery:"
 
     def __init__(self, host: str, port: int = 1883, username: str = "", password: str = "", keepalive_s: int = 30,
                  *, device_name: str = "", prefix: str = "homeassistant", reconnect_min_s: float = 1.0,
@@ -98,6 +99,7 @@ class HomeAssistantSink(Sink):
         self.device = device_name or socket.gethostname()
         self.topics = Topics(prefix, self.device)
         self.connected = False
+        self._init_outages()
         self._lock = threading.Lock()
         self._labels: list[str] | None = None  # known from the first status (the model's labels)
         self._state: dict | None = None
@@ -107,25 +109,25 @@ class HomeAssistantSink(Sink):
             self._client.username_pw_set(username, password or None)
         self._client.will_set(self.topics.availability, OFFLINE, qos=1, retain=True)
         self._client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
+        self._client.on_pre_connect = self._on_pre_connect
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_message = self._on_message
         self._client.connect_async(host, port, keepalive_s)
         self._client.loop_start()
 
     # paho's network thread
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        if reason_code.is_failure:
-            log.warning("Home Assistant discovery: broker %s:%d refused the connection: %s", self.host, self.port,
-                        reason_code)
+        if self._refused(reason_code):
             return
+        if self._outage and not self._closing:
+            log.info("Home Assistant discovery: broker %s:%d reachable again.", self.host, self.port)
+        self._outage = False
         self.connected = True
         client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
         client.subscribe(self.topics.birth, qos=1)
         self._announce()
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        self.connected = False
 
     def _on_message(self, client, userdata, msg) -> None:
         if msg.topic == self.topics.birth and msg.payload == ONLINE.encode():
@@ -169,6 +171,7 @@ class HomeAssistantSink(Sink):
         self.delivered += 1  # events (camera ones have nothing to show here), not discovery or live messages
 
     def close(self) -> None:
+        self._closing = True  # a deliberate disconnect: no warning
         if self.connected:  # a clean disconnect sends no last will: say offline ourselves
             info = self._client.publish(self.topics.availability, OFFLINE, qos=1, retain=True)
             try:

@@ -44,6 +44,59 @@ def stop_client(client, wait_s: float) -> None:
     stopper.join(max(0.0, wait_s))
 
 
+def connect_error() -> str:
+    """Why a connect failed, from paho's on_connect_fail: paho calls it inside its `except OSError:`
+    around the connect, so that is the current exception."""
+    exc = sys.exc_info()[1]
+    return (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__) if exc else "connection failed"
+
+
+class BrokerOutages:
+    """The paho callbacks that follow a broker connection, for the sinks that hold one: each
+    failed (re)connect counted in `failed`, one WARNING per outage, not per retry (paho retries
+    forever). A sink sets _who and _retrying, calls _init_outages() before connecting, and
+    _refused() first in its on_connect; close() sets _closing."""
+
+    _who = "MQTT"  # starts each line this logs
+    _retrying = "retrying"  # what the sink does meanwhile
+
+    def _init_outages(self) -> None:
+        self._outage = False  # the broker is known to be unreachable: its WARNING is logged
+        self._closing = False  # close() disconnects on purpose
+        self._answered = False  # the broker answered this connect attempt (CONNACK, accepted or not)
+
+    def _on_pre_connect(self, client, userdata) -> None:
+        self._answered = False
+
+    def _refused(self, reason_code) -> bool:
+        """From on_connect: True (counted) when the broker refused the connection."""
+        self._answered = True  # a refusal is counted here; the disconnect that follows it is not
+        if reason_code.is_failure:
+            self._connect_failed(f"refused the connection: {reason_code}")
+        return reason_code.is_failure
+
+    def _on_connect_fail(self, client, userdata) -> None:
+        self._connect_failed(f"not reachable ({connect_error()})")
+
+    def _connect_failed(self, what: str) -> None:
+        self.failed += 1
+        if not self._outage and not self._closing:
+            log.warning("%s broker %s:%d %s; %s.", self._who, self.host, self.port, what, self._retrying)
+        self._outage = True
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        if self.connected and not self._closing:
+            log.warning("%s disconnected from %s:%d (%s); %s.", self._who, self.host, self.port, reason_code,
+                        self._retrying)
+            self._outage = True  # the failed reconnects that follow are the same outage
+        elif not self.connected and not self._answered and not self._closing:
+            # Closed before any CONNACK (its connection limit reached, a client id it rejects):
+            # paho calls only this, so without it the outage would go uncounted and unlogged.
+            self._connect_failed("closed the connection before accepting it (its client limit reached, or the "
+                                 "client id refused)")
+        self.connected = False
+
+
 def safe_id(name: str) -> str:
     """name in [a-zA-Z0-9_-] (Home Assistant's node ids; any broker takes it in a client id). When
     that changed it, 6 hex of the name's SHA-1 follow, so "Kasse 1" and "Kasse.1" do not share
@@ -83,11 +136,12 @@ class MqttSinkConfig:
 
 
 @register
-class MqttSink(Sink):
+class MqttSink(BrokerOutages, Sink):
     key = "mqtt"
     Config = MqttSinkConfig
     order = 30
     spooled = True  # build_sinks passes spool=Spool(<spool_dir>/mqtt)
+    _retrying = "spooling events, retrying"
 
     @classmethod
     def build(cls, cfg: MqttSinkConfig, spool_root, device_name: str) -> list[Sink]:
@@ -125,9 +179,7 @@ class MqttSink(Sink):
         self.spool = spool if spool is not None else Spool(DEFAULT_SPOOL_DIR / self.key)
         self.close_wait_s = close_wait_s
         self.connected = False
-        self._outage = False  # the broker is known to be unreachable: its WARNING is logged
-        self._closing = False  # close() disconnects on purpose
-        self._answered = False  # the broker answered this connect attempt (CONNACK, accepted or not)
+        self._init_outages()
         self._pump_lock = threading.Lock()  # one publisher at a time keeps spool order
         # Never held while calling paho: paho calls on_publish holding its own message lock.
         self._mid_lock = threading.Lock()
@@ -154,15 +206,8 @@ class MqttSink(Sink):
         self._client.loop_start()  # connects, and reconnects forever, in paho's thread
 
     # paho callbacks (paho's network thread)
-    def _on_pre_connect(self, client, userdata) -> None:
-        self._answered = False
-
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
-        self._answered = True  # a refusal is counted here; the disconnect that follows it is not
-        if reason_code.is_failure:
-            self._connect_failed(f"refused the connection: {reason_code}")
-            return
-        if self._closing:
+        if self._refused(reason_code) or self._closing:
             return
         if self._outage:
             log.info("MQTT broker %s:%d reachable again (%d messages spooled).", self.host, self.port, len(self.spool))
@@ -171,31 +216,6 @@ class MqttSink(Sink):
         self._outage = False
         self.connected = True
         self._pump()  # resend what waited on disk; paho itself resends what was in flight
-
-    def _on_connect_fail(self, client, userdata) -> None:
-        # paho calls this inside its `except OSError:` around the connect, so that is the current exception
-        exc = sys.exc_info()[1]
-        why = (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__) if exc else "connection failed"
-        self._connect_failed(f"not reachable ({why})")
-
-    def _connect_failed(self, what: str) -> None:
-        """One failed (re)connect: counted in `failed`, one WARNING per outage, not per retry."""
-        self.failed += 1
-        if not self._outage and not self._closing:
-            log.warning("MQTT broker %s:%d %s; spooling events, retrying.", self.host, self.port, what)
-        self._outage = True
-
-    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self.connected and not self._closing:
-            log.warning("MQTT disconnected from %s:%d (%s); spooling events, retrying.", self.host, self.port,
-                        reason_code)
-            self._outage = True  # the failed reconnects that follow are the same outage
-        elif not self.connected and not self._answered and not self._closing:
-            # Closed before any CONNACK (its connection limit reached, a client id it rejects):
-            # paho calls only this, so without it the outage would go uncounted and unlogged.
-            self._connect_failed("closed the connection before accepting it (its client limit reached, or the "
-                                 "client id refused)")
-        self.connected = False
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._mid_lock:
@@ -223,7 +243,15 @@ class MqttSink(Sink):
             with self._mid_lock:
                 busy = {event_id for event_id, _ in self._inflight.values()}
             for event_id, msg in self.spool.pending():
-                if event_id not in busy and not self._publish(event_id, msg):
+                if event_id in busy:
+                    continue
+                if not (isinstance(msg, dict) and {"topic", "payload"} <= msg.keys()
+                        and isinstance(msg.get("retain"), bool)):
+                    # valid JSON, but not what keep() writes (a hand edit): never sendable, and
+                    # raising here would end paho's network thread (it calls this on connect)
+                    self.spool.dead_letter(event_id, "its spool file does not hold an MQTT message")
+                    continue
+                if not self._publish(event_id, msg):
                     return
             if not self._state_set:  # after what older runs spooled, before this run's first event
                 self._state_set = self._publish(None, {"topic": self.state_topic, "retain": True,

@@ -228,7 +228,10 @@ class Spool:
                 continue
             try:
                 data = self._path(event_id).read_bytes()
-            except FileNotFoundError:  # acked or dropped meanwhile
+            except FileNotFoundError:  # acked or dropped meanwhile, or removed by hand
+                with self._lock:  # gone for good: no longer counted, nor taking room under the cap
+                    if event_id not in self._mem:
+                        self._remove(event_id)
                 continue
             except OSError as exc:  # the file may be fine (out of file descriptors, a permission): keep it
                 if self._unreadable(event_id, exc):
