@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import logging
 import math
 import re
@@ -31,6 +32,12 @@ MAX_THREADS = 64  # a Pi has 4 cores; far more threads than cores only slows inf
 HOUR_S, DAY_S = 3600.0, 86400.0
 MAX_CAMERA = 1023  # the highest camera index accepted (source.camera, edge doctor --camera)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0 and C1 control characters
+# source.roi's w and h at least this: at 320x240, turned or not, the region still holds a face as
+# wide as the detector's default min_face_px (a smaller one finds nothing)
+MIN_ROI = math.ceil(100 * DetectorConfig.min_face_px / 240) / 100
+# A source named on the command line replaces the file's, whichever kind: --source stands for a
+# camera in the file too (in the file itself, camera wins over path: sources.open_source).
+ONE_SOURCE = {"source.camera": "source.path", "source.path": "source.camera"}
 
 
 @dataclass
@@ -73,6 +80,9 @@ class SourceConfig:
                          and r[1] + r[3] <= 1 + 1e-9), f"{p}.roi", r,
                "[x, y, w, h] as fractions of the frame (x + w <= 1, y + h <= 1, w and h > 0), e.g. [0, 0.2, 1, 0.6], "
                "or [] for the whole frame")
+        _check(not r or min(r[2], r[3]) >= MIN_ROI, f"{p}.roi", r,
+               f"[x, y, w, h] with w and h at least {MIN_ROI:g} (fractions of the frame: a smaller region cannot "
+               "hold a face), e.g. [0, 0.2, 1, 0.6], or [] for the whole frame")
 
 
 @dataclass
@@ -425,7 +435,8 @@ def load_config(path: str | Path | None, overrides: dict | None = None, paths_fr
         if why := not_a_file(p):
             raise ConfigError(f"Config file {p} {why}; pass --config PATH to a TOML file.")
         try:
-            data = tomllib.loads(p.read_text(encoding="utf-8"))
+            # a byte-order mark (Windows Notepad's UTF-8) is no TOML, but says nothing against the file
+            data = tomllib.loads(p.read_text(encoding="utf-8").removeprefix("\ufeff"))
         except UnicodeDecodeError as exc:
             raise ConfigError(f"Config file {p} is not UTF-8 text (bad byte at offset {exc.start}); save it as "
                               "UTF-8.") from exc
@@ -443,6 +454,8 @@ def load_config(path: str | Path | None, overrides: dict | None = None, paths_fr
             if not isinstance(node, dict):  # `source = 5` in the file, and a --source flag
                 raise _not_a_table(".".join(parents[:i + 1]), node)
         node[leaf] = value
+        if (other := ONE_SOURCE.get(dotted)) and other not in overrides:
+            node.pop(other.rsplit(".", 1)[1], None)
     cfg = build(Config, data, folder=folder, as_given=frozenset(overrides or ()))
     validate(cfg)
     return cfg
@@ -459,16 +472,42 @@ def to_dict(cfg: Config) -> dict:
     return clean(dataclasses.asdict(cfg))
 
 
-def to_toml(d: dict, prefix: str = "") -> str:
-    """A small TOML writer for the effective config (tomllib only reads)."""
-    import json
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
+
+def toml_string(s: str) -> str:
+    """A TOML basic string: JSON's escapes are TOML's, but an astral character must stay itself
+    (not a surrogate pair) and DEL must be escaped."""
+    return json.dumps(s, ensure_ascii=False).replace("\x7f", "\\u007f")
+
+
+def toml_key(k: str) -> str:
+    """A key as written: bare where TOML allows, else quoted (a header name such as X.Api-Key)."""
+    return k if _BARE_KEY.fullmatch(k) else toml_string(k)
+
+
+def toml_value(v) -> str:
+    """A value as written; an inline table's keys always quoted, as the docs show them."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return toml_string(v)
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{toml_string(k)} = {toml_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return json.dumps(v)
+
+
+def to_toml(d: dict, prefix: str = "") -> str:
+    """A small TOML writer for the effective config (tomllib only reads); `prefix`: the table's
+    name as written."""
     scalars, tables = [], []
     for k, v in d.items():
         if isinstance(v, dict):
             tables.append((k, v))
         else:
-            scalars.append(f"{k} = {json.dumps(v)}")
+            scalars.append(f"{toml_key(k)} = {toml_value(v)}")
     out = []
     if scalars:
         if prefix:
@@ -476,7 +515,7 @@ def to_toml(d: dict, prefix: str = "") -> str:
         out.extend(scalars)
         out.append("")
     for k, v in tables:
-        out.append(to_toml(v, f"{prefix}.{k}" if prefix else k))
+        out.append(to_toml(v, f"{prefix}.{toml_key(k)}" if prefix else toml_key(k)))
     return "\n".join(out)
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import io
-import json
 import re
 import textwrap
 import tokenize
@@ -25,7 +24,7 @@ import types
 import typing
 from dataclasses import dataclass
 
-from edge.config import Config
+from edge.config import Config, toml_value
 from edge.paths import FROM_CONFIG_FOLDER
 
 EXAMPLE_RE = re.compile(r"\s*\(?e\.g\. `([^`]+)`\)?\.?\s*$")
@@ -235,16 +234,6 @@ def sections(cls=Config, path: str = "", optional: bool = False) -> list[Section
     return out
 
 
-def toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{json.dumps(k)} = {toml_value(x)}" for k, x in v.items()) + "}"
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return json.dumps(v)
-
-
 def _sentence(text: str) -> str:
     """Capitalised (unless it starts with a name such as model_int8.tflite) and ending in a full stop."""
     first = text.split(" ", 1)[0]
@@ -265,7 +254,8 @@ def markdown() -> str:
         f"Generated from the config dataclasses by `{DOCS_CMD}`; do not edit it by hand",
         "(a test checks that it matches). `edge run --config FILE.toml` reads a TOML file; every key",
         "has the default shown, unknown keys and bad values stop the program with the key path, the",
-        "value and what is allowed, and command-line flags override the file. A commented example",
+        "value and what is allowed, and command-line flags override the file (`--camera` or `--source`",
+        "replaces both `camera` and `path` of the file's `[source]`). A commented example",
         "with every key: [deploy/config.example.toml](../deploy/config.example.toml)",
         "(`edge run --print-config --example`); the effective config: `edge run --print-config`.",
         "",

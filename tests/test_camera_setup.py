@@ -90,6 +90,16 @@ def test_doctor_runs_the_probe_in_a_child_and_a_missing_camera_is_one_sentence(m
     assert row.status == FAIL and row.detail.startswith("Cannot open camera 63: there is no /dev/video63"), row.detail
 
 
+def test_doctor_checks_the_camera_when_the_config_names_a_camera_and_a_path(monkeypatch, tmp_path):
+    """`edge run` uses the camera then (source.path is read only when camera is unset): the doctor
+    checked the path instead."""
+    monkeypatch.setattr("edge.ops.doctor.service_active", lambda: False)
+    ctx = doctor._Context(doctor.DoctorSettings())
+    doctor.check_camera(ctx, load_config(None, {"source.camera": 63, "source.path": str(tmp_path)}))
+    (row,) = [c for c in ctx.checks if c.name == "camera"]
+    assert row.status == FAIL and row.detail.startswith("Cannot open camera 63"), row.detail
+
+
 PICAMERA2_STUB = '''
 import time, numpy as np
 

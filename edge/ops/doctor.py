@@ -488,7 +488,7 @@ def check_camera(ctx: _Context, cfg) -> None:
     src = cfg.source
     index = ctx.s.camera
     if index is None:
-        if src.path:
+        if src.path and src.camera is None:  # as `edge run`: a camera in the config wins over its path
             if "://" in src.path:
                 # its password would give the camera's picture to whoever reads the report or install log
                 ctx.add("camera", OK, f"skipped: the config reads the stream {redact_url(src.path)}")

@@ -608,11 +608,11 @@ def open_source(camera: int | None, path: str, width: int = 640, height: int = 4
 
 
 def _source(camera, path, width, height, fps, every, max_backoff_s, realtime, wait_for_camera) -> Source:
-    if path and "://" not in path:
+    if camera is None and path and "://" not in path:  # path is read only when camera is unset (SourceConfig.path)
         source = _recording(path, fps, every)
         source.realtime = realtime
         return source
-    if path:
+    if camera is None and path:
         live: LiveSource = OpenCVCamera(path, width, height, fps, max_backoff_s)
     elif camera is None:
         raise UserError("No source given; pass --camera N or --source PATH_or_URL.")

@@ -41,8 +41,8 @@ class Roi:
         return cls(*(float(v) for v in values)) if values else cls()
 
     def pixels(self, frame_w: int, frame_h: int) -> tuple[int, int, int, int]:
-        """(x0, y0, x1, y1) in pixels, at least one pixel wide and tall."""
-        x0, y0 = int(round(self.x * frame_w)), int(round(self.y * frame_h))
+        """(x0, y0, x1, y1) in pixels, at least one pixel wide and tall, inside the frame."""
+        x0, y0 = min(frame_w - 1, int(round(self.x * frame_w))), min(frame_h - 1, int(round(self.y * frame_h)))
         x1 = max(x0 + 1, min(frame_w, int(round((self.x + self.w) * frame_w))))
         y1 = max(y0 + 1, min(frame_h, int(round((self.y + self.h) * frame_h))))
         return x0, y0, x1, y1
@@ -61,7 +61,10 @@ def windows(frame_w: int, frame_h: int, roi: Roi, cols: int, rows: int, overlap:
             return [(start, stop)]
         size = length / (n - (n - 1) * overlap)
         step = size * (1 - overlap)
-        return [(start + int(round(i * step)), min(stop, start + int(round(i * step + size)))) for i in range(n)]
+        # each at least one pixel inside the region: a region narrower than its tiles (a small frame)
+        # would round some to nothing, an empty image that the detector refuses
+        firsts = [min(stop - 1, start + int(round(i * step))) for i in range(n)]
+        return [(a, max(a + 1, min(stop, start + int(round(i * step + size))))) for i, a in enumerate(firsts)]
 
     for y0, y1 in spans(ry0, ry1, rows):
         for x0, x1 in spans(rx0, rx1, cols):

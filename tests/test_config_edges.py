@@ -1,0 +1,114 @@
+"""Config edges: which source wins, an ROI too small for a face, the effective config's TOML
+loading back, and a config saved with a byte-order mark."""
+
+from __future__ import annotations
+
+import tomllib
+
+import numpy as np
+import pytest
+
+cv2 = pytest.importorskip("cv2")
+
+from edge import config  # noqa: E402
+from edge.config import ConfigError, load_config, to_dict  # noqa: E402
+from edge.configdoc import effective_toml  # noqa: E402
+from edge.pipeline.detectors import create_detector  # noqa: E402
+from edge.pipeline.detectors.regions import Roi, windows, with_regions  # noqa: E402
+from edge.pipeline.sources import BootCamera, open_source  # noqa: E402
+from tests.conftest import run_cli  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def vga_video(tmp_path_factory):
+    path = tmp_path_factory.mktemp("vga") / "vga.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (640, 480))
+    for i in range(3):
+        writer.write(np.full((480, 640, 3), 90 + i, np.uint8))
+    writer.release()
+    return path
+
+
+# ---------------------------------------------------------------------------- which source
+
+def test_a_camera_wins_over_the_path_in_the_same_config(vga_video):
+    """source.path is 'used when camera is unset': a camera in the file, with a path, is the camera."""
+    source = open_source(0, str(vga_video), wait_for_camera=True)  # waited for: not opened here
+    assert isinstance(source, BootCamera)
+
+
+def test_a_source_on_the_command_line_replaces_the_files_whichever_kind(tmp_path, vga_video):
+    with_path = tmp_path / "p.toml"
+    with_path.write_text(f'[source]\npath = "{vga_video.name}"\n')
+    cfg = load_config(with_path, {"source.camera": 0})  # edge run --config p.toml --camera 0
+    assert (cfg.source.camera, cfg.source.path) == (0, "")
+    with_camera = tmp_path / "c.toml"
+    with_camera.write_text("[source]\ncamera = 2\n")
+    cfg = load_config(with_camera, {"source.path": str(vga_video)})  # edge run --config c.toml --source vga.avi
+    assert (cfg.source.camera, cfg.source.path) == (None, str(vga_video))
+    assert load_config(with_path, {"source.path": "other.mp4"}).source.path == "other.mp4"
+
+
+# ---------------------------------------------------------------------------- an ROI too small
+
+def test_an_roi_too_small_for_a_face_is_one_sentence_not_a_crash_of_the_frame_loop(tmp_path, vga_video):
+    cfg = tmp_path / "narrow.toml"
+    cfg.write_text("[source]\nroi = [0.998, 0, 0.002, 1]\n")
+    r = run_cli("run", "--config", cfg, "--source", vga_video, "--max-frames", 2, env={"HOME": str(tmp_path)})
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(errors) == 1, r.stderr
+    assert "source.roi" in errors[0] and f"at least {config.MIN_ROI:g}" in errors[0]
+
+
+@pytest.mark.parametrize("roi", [[0.998, 0, 0.002, 1], [0, 0, 1, 0.05], [0.5, 0.5, 0.01, 0.01]])
+def test_an_roi_narrower_or_lower_than_a_face_is_refused(roi):
+    with pytest.raises(ConfigError, match=r"source\.roi.*w and h at least .*cannot hold a face"):
+        load_config(None, {"source.roi": roi})
+
+
+def test_an_roi_just_big_enough_holds_the_smallest_face_at_320x240():
+    m = config.MIN_ROI
+    cfg = load_config(None, {"source.roi": [1 - m, 1 - m, m, m]})
+    for w, h in ((320, 240), (240, 320)):  # turned or not
+        x0, y0, x1, y1 = Roi.from_list(cfg.source.roi).pixels(w, h)
+        assert min(x1 - x0, y1 - y0) >= cfg.detector.min_face_px
+
+
+@pytest.mark.parametrize("size", [(640, 480), (320, 240), (16, 16), (3, 2), (1, 1)])
+@pytest.mark.parametrize("roi", [Roi(), Roi(0.998, 0, 0.002, 1), Roi(0.9999, 0.9999, 0.0001, 0.0001)])
+def test_tiles_are_never_empty_whatever_the_frame_size(size, roi):
+    """The frame size is known only at run time: no ROI and tiling may cut an empty window."""
+    w, h = size
+    for x0, y0, x1, y1 in windows(w, h, roi, 8, 8, 0.7, whole=True):
+        assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+
+
+def test_the_detector_on_a_one_pixel_roi_finds_nothing_and_does_not_raise():
+    detector = with_regions(create_detector(load_config(None).detector), [0.998, 0, 0.002, 1], (4, 3), 0.25, True)
+    assert detector.detect(np.zeros((480, 640, 3), np.uint8)) == []
+
+
+# ---------------------------------------------------------------------------- effective config round trip
+
+def test_the_effective_config_loads_back_with_keys_that_are_not_bare(tmp_path):
+    given = tmp_path / "in.toml"
+    given.write_text('device_name = "Kasse 😀"\n'
+                     '[status]\nalert_advice = "Hilfe\\u007f an Kasse 2"\n'
+                     '[sinks.webhook]\nurl = "https://h/x"\nheaders = {"X.Api-Key" = "a", "Authorization" = "b"}\n',
+                     encoding="utf-8")
+    cfg = load_config(given)
+    written = tmp_path / "out.toml"
+    written.write_text(effective_toml(cfg), encoding="utf-8")  # edge config --config in.toml > out.toml
+    again = load_config(written)
+    assert to_dict(again) == to_dict(cfg)
+    assert again.sinks.webhook.headers == {"X.Api-Key": "a", "Authorization": "b"}
+    assert '"X.Api-Key" = "a"' in written.read_text(encoding="utf-8")
+    tomllib.loads(written.read_text(encoding="utf-8"))
+
+
+# ---------------------------------------------------------------------------- byte-order mark
+
+def test_a_utf8_config_saved_with_a_byte_order_mark_loads(tmp_path):
+    p = tmp_path / "notepad.toml"
+    p.write_bytes("\ufeff[alert]\nmin_faces = 3\n".encode("utf-8"))
+    assert load_config(p).alert.min_faces == 3
