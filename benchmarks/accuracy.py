@@ -29,7 +29,7 @@ from benchmarks import common
 from benchmarks.peer import PEER_NOTE, PeerModel, add_peer_args, peer_or_reason
 from edge.errors import UserError
 from edge.labels import LABELS, columns_in_label_order
-from train.data import FER2013_SIZE
+from train.data import EVAL_ORDER, FER2013_SIZE
 
 NAME = "accuracy"
 
@@ -50,7 +50,8 @@ class Data:
         if size not in self._by_size:
             from train.data import eval_split, load_dataset
 
-            sp, name = eval_split(load_dataset(self.path, size=size, progress=False), self.split)
+            # After the first size, the split found then: the same images at every size, warned about once.
+            sp, name = eval_split(load_dataset(self.path, size=size, progress=False), self.split or self.split_name)
             if self.limit and self.limit < len(sp):
                 idx = np.sort(np.random.default_rng(self.seed).choice(len(sp), self.limit, replace=False))
                 sp = sp.take(idx)
@@ -189,9 +190,12 @@ def run(args, argv=None) -> dict:
     rows, skipped = [], []
     votes = None
     if args.votes:
-        from train.votes import find_votes, read_votes
+        from train.votes import find_votes, read_votes, unscorable
 
         votes = read_votes(find_votes(args.data, args.votes))
+        why = unscorable(data.names, votes)  # no image with a row or a majority: one sentence, not a row per model
+        if why:
+            raise why
 
     def add(label, kind, path, fn, note=""):
         print(f"{label} ...", flush=True)
@@ -330,7 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(default: the shipped model and, if kept, runs/default/model.keras)")
     ap.add_argument("--data", default=str(default_data()), help="dataset folder (split or class folders) or fer2013.csv "
                     "(default: %(default)s)")
-    ap.add_argument("--split", default=None, help="split to evaluate (default: val, else all images)")
+    ap.add_argument("--split", default=None, help=f"split to evaluate (default: the first the dataset has of "
+                    f"{', '.join(EVAL_ORDER)}; all: class folders without split folders)")
     ap.add_argument("--limit", type=common.number(), default=None,
                     help="evaluate a seeded random subset of this many images")
     ap.add_argument("--votes", default=None, help="FER+ votes CSV: also score against the annotators' majority")

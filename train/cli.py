@@ -119,7 +119,8 @@ def interrupted(s) -> int:
 @click.option("--model", "model_opt", default=None, callback=not_empty, help="A .keras or .tflite model, or a run folder or the folder edge "
               "convert wrote (default: the shipped model).")
 @click.option("--data", required=True, help="Dataset folder or fer2013.csv.")
-@click.option("--split", default=None, help="Split to evaluate (default: val, else all images).")
+@click.option("--split", default=None, help="Split to evaluate (default: the first the dataset has of val, all, test, "
+              "train; all: class folders without split folders; train, scored so, comes with a warning).")
 @click.option("--json", "as_json", is_flag=True, help="Print the evaluation as JSON.")
 @click.option("--raw", is_flag=True, help="Skip the card's temperature (uncalibrated probabilities).")
 @click.option("--votes", default=None, help="FER+ votes CSV for the FER+ majority score (default: ferplus_votes.csv "

@@ -1,7 +1,8 @@
 """Dataset readers: class-folder layouts (two Kaggle naming schemes) and fer2013.csv.
 
 Every reader returns uint8 size x size grayscale arrays and integer labels in edge.labels
-order. Files that cannot be decoded are skipped and listed, never dropped silently.
+order. Files that cannot be decoded, are not images or sit outside any class folder are skipped
+and listed, never dropped silently.
 Decoded arrays are cached under a key made from the source's bytes.
 """
 
@@ -23,13 +24,13 @@ from edge.errors import UserError
 from edge.files import write_atomic
 from edge.labels import FER2013_CSV_CODES, LABELS, label_index
 from edge.pipeline.preprocess import resize_square, to_gray
+from edge.pipeline.sources import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "publictest": "val", "test": "test", "privatetest": "test"}
 CSV_USAGE = {"training": "train", "publictest": "val", "privatetest": "test"}
 CACHE_VERSION = 1
-EVAL_ORDER = ("val", "all", "test", "train")  # the split `edge eval` scores unless told
+EVAL_ORDER = ("val", "all", "test", "train")  # the split `edge eval` scores unless told (its --split help says so)
 FER2013_SIZE = 48  # FER2013's native crop side; the model card carries the model's input size onward
 
 
@@ -79,7 +80,7 @@ def load_dataset(path: str | os.PathLike, size: int = FER2013_SIZE, cache_dir: P
     path = Path(path)
     if not path.exists():
         raise UserError(f"Dataset path {path} does not exist; pass a folder of class folders, a folder of split folders, or fer2013.csv.")
-    keep = None
+    keep, unused = None, []
     if path.is_file():
         if path.suffix.lower() != ".csv":
             raise UserError(f"{path} is a file but not a CSV; pass a dataset folder or fer2013.csv.")
@@ -88,29 +89,33 @@ def load_dataset(path: str | os.PathLike, size: int = FER2013_SIZE, cache_dir: P
             keep = _choose_split(only_split, _csv_splits(path), path)
         fingerprint = _hash_files([path], path.parent, size, keep)
     else:
-        layout, files = _scan_folders(path)
+        layout, files, unused = _scan_folders(path)
         if only_split:
             keep = _choose_split(only_split, {s for s, _, _ in files}, path)
             files = [f for f in files if f[0] == keep]
+            unused = [u for u in unused if u[0] == keep]
         fingerprint = _hash_files([f for _, _, f in files], path, size)
 
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    cached = _read_cache(cache_dir, fingerprint, path, layout)
-    if cached:
-        return cached
-    if files is None:
-        splits, skipped = _read_csv(path, size, progress, keep)
-    else:
-        splits, skipped = _decode_folders(path, files, size, progress)
-    if not any(len(s) for s in splits.values()):
-        raise UserError(f"No readable images in {path} ({len(skipped)} files skipped); check the folder layout and file types.")
-    ds = Dataset(str(path), layout, fingerprint, splits, skipped)
-    _write_cache(cache_dir, ds)
+    ds = _read_cache(cache_dir, fingerprint, path, layout)
+    if ds is None:
+        if files is None:
+            splits, skipped = _read_csv(path, size, progress, keep)
+        else:
+            splits, skipped = _decode_folders(path, files, size, progress)
+        if not any(len(s) for s in splits.values()):
+            raise UserError(f"No readable images in {path} ({len(skipped) + len(unused)} files skipped); check the folder "
+                            "layout and file types.")
+        ds = Dataset(str(path), layout, fingerprint, splits, skipped)
+        _write_cache(cache_dir, ds)
+    # Files the scan passed over are not in the fingerprint, so they are listed afresh, never from the cache.
+    ds.skipped = [(f, why) for _, f, why in unused] + ds.skipped
     return ds
 
 
-def _scan_folders(root: Path) -> tuple[str, list[tuple[str, int, Path]]]:
-    """[(split, label, file)] for a folder of class folders or of split folders."""
+def _scan_folders(root: Path) -> tuple[str, list[tuple[str, int, Path]], list[tuple[str, str, str]]]:
+    """[(split, label, file)] for a folder of class folders or of split folders, and the files
+    passed over as [(split, file, why)]: images outside any class folder, files of other types."""
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not subdirs:
         raise UserError(f"{root} holds no folders; expected class folders ({', '.join(LABELS)}) or split folders (train, val, test).")
@@ -125,9 +130,20 @@ def _scan_folders(root: Path) -> tuple[str, list[tuple[str, int, Path]]]:
     else:
         layout = "class-folders"
         groups = [("all", root)]
-    files = []
+    files, unused, notes = [], [], []
+    kinds = ", ".join(IMAGE_SUFFIXES)
     for split, folder in groups:
-        for cls_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        where = folder.relative_to(root).as_posix() if folder != root else "the dataset folder"
+        cls_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+        # A loose image has no label; a dataset root also holds votes files and READMEs, a split folder only images.
+        loose = [f for f in sorted(folder.iterdir()) if f.is_file() and not f.name.startswith(".")
+                 and (folder != root or f.suffix.lower() in IMAGE_SUFFIXES)]
+        unused += [(split, str(f.relative_to(root)), "outside any class folder, so it has no label") for f in loose]
+        if loose:
+            notes.append(f"the {len(loose)} file(s) in {where}, which has no class folders" if not cls_dirs else
+                         f"{len(loose)} file(s) in {where} outside its class folders")
+        other = 0
+        for cls_dir in cls_dirs:
             label = label_index(cls_dir.name)
             if label is None:
                 raise UserError(
@@ -137,9 +153,18 @@ def _scan_folders(root: Path) -> tuple[str, list[tuple[str, int, Path]]]:
             for f in sorted(cls_dir.iterdir()):
                 if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES:
                     files.append((split, label, f))
+                elif f.is_file() and not f.name.startswith("."):
+                    unused.append((split, str(f.relative_to(root)), f"not an image file ({kinds})"))
+                    other += 1
+        if other:
+            notes.append(f"{other} file(s) in {where}'s class folders that are not images")
     if not files:
-        raise UserError(f"No images (.jpg, .png) found under {root}; the dataset is empty.")
-    return layout, files
+        raise UserError(f"No images ({kinds}) in class folders under {root}" + (f" ({'; '.join(notes)})" if notes else "")
+                        + f"; the dataset is empty: put each image in the folder of its class ({', '.join(LABELS)}).")
+    if notes:  # training and validation go on without them, so it is said where it is seen
+        print(f"Left out of {root}: {'; '.join(notes)}. Labels come from class folders ({', '.join(LABELS)}) and "
+              f"images are {kinds}; each file left out is listed as skipped.", file=sys.stderr, flush=True)
+    return layout, files, unused
 
 
 def _choose_split(wanted: str | tuple[str, ...], have: set[str], source: Path) -> str:
@@ -155,7 +180,7 @@ def open_csv(path: Path):
     """A CSV file opened as UTF-8 text; a byte that is not UTF-8 is one sentence naming its line,
     not a UnicodeDecodeError (the file is decoded in chunks, so the error's offset is no help)."""
     try:
-        with path.open(newline="", encoding="utf-8") as fh:
+        with path.open(newline="", encoding="utf-8-sig") as fh:  # -sig: Excel starts its UTF-8 with a byte-order mark
             yield fh
     except UnicodeDecodeError as exc:
         with path.open("rb") as fh:  # UTF-8 never has a newline byte inside a character
@@ -320,12 +345,16 @@ def train_val(ds: Dataset, val_fraction: float = 0.1, seed: int = 1234) -> tuple
 
 
 def eval_split(ds: Dataset, which: str | None = None) -> tuple[Split, str]:
-    """The split `edge eval` measures: the named one, else val, else everything in a flat folder."""
+    """The split `edge eval` measures: the named one, else the first of EVAL_ORDER the dataset has."""
     if which:
         if which not in ds.splits:
             raise UserError(f"{ds.source} has no '{which}' split; it has: {', '.join(ds.splits)}.")
         return ds.splits[which], which
     for name in EVAL_ORDER:
         if name in ds.splits:
+            if name == "train":  # not asked for: the figures may be on the very images the model learnt
+                print(f"WARNING: {ds.source} has only a train split, so that is scored; these may be the images the "
+                      "model was trained on, which flatters it: score a val or test folder it did not see for a fair "
+                      "figure.", file=sys.stderr, flush=True)
             return ds.splits[name], name
     raise UserError(f"{ds.source} has no images to evaluate.")

@@ -100,14 +100,15 @@ def evaluate(model: str | None, data: str, split: str | None = None, calibrated:
         runtime = f"keras {keras.__version__}"
     else:
         raise UserError(f"{path} is neither a .keras nor a .tflite model.")
-    v = load_votes(data, votes)
-    if v is not None and sp.names and not any(n in v.counts for n in sp.names):
-        from train.votes import unmatched_error
+    from train.votes import unscorable
 
+    v = load_votes(data, votes)
+    why = unscorable(sp.names, v, given=bool(votes)) if v is not None else None
+    if why:  # no image has a row, or none a majority (all tied or doubtful)
         if votes:  # asked for: a FER+ figure must not just be missing
-            raise unmatched_error(sp.names, v)
-        print(f"Not scoring against the FER+ majority: {v.source} (found beside the data) has a row for none of these "
-              "images.", file=sys.stderr, flush=True)
+            raise why
+        print(f"Not scoring against the FER+ majority: {v.source} (found beside the data) fits none of these images: "
+              f"{why}", file=sys.stderr, flush=True)
         v = None
     rep = {"model": str(path), "data": str(data), "split": name, "runtime": runtime,
            **label_reports(sp.names, sp.y, predict(sp.x), v),

@@ -605,7 +605,8 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
         (out / "data.json").write_text(json.dumps({**ds.summary(), "validation": val_source, "labels": label_info,
                                                    "train_images": len(tr), "val_images": len(va_fit)}, indent=2))
         if ds.skipped:
-            print(f"{len(ds.skipped)} file(s) could not be read as images and were left out; they are listed under "
+            print(f"{len(ds.skipped)} file(s) were left out (unreadable, not images, or outside the class folders); "
+                  "they are listed, each with why, under "
                   f"\"skipped\" in {out / 'data.json'}.", flush=True)
     record_versions(out / "versions.json", resume)
 

@@ -54,7 +54,8 @@ def read_votes(path: str | Path) -> Votes:
     with open_csv(path) as fh:
         reader = csv.DictReader(fh)
         need = {"file", *FERPLUS_CLASSES, *FERPLUS_DOUBTFUL, *FERPLUS_UNUSED}
-        missing = need - set(reader.fieldnames or [])
+        cols = {c.strip().lower(): c for c in reader.fieldnames or []}  # " Anger" from a spreadsheet is anger
+        missing = need - set(cols)
         if missing:
             raise UserError(f"{path} is not a FER+ votes file: it lacks the columns {', '.join(sorted(missing))}.")
         counts, doubtful = {}, set()
@@ -65,12 +66,12 @@ def read_votes(path: str | Path) -> Votes:
             if found != len(reader.fieldnames):
                 raise UserError(f"{path}:{lineno} has {found} columns, expected {len(reader.fieldnames)} as in its header.")
             try:
-                ours = np.array([int(row[c]) for c in _CLASS_COLUMNS], np.int64)
-                unsure = sum(int(row[c]) for c in FERPLUS_DOUBTFUL)
-                other = sum(int(row[c]) for c in FERPLUS_UNUSED)
+                ours = np.array([int(row[cols[c]]) for c in _CLASS_COLUMNS], np.int64)
+                unsure = sum(int(row[cols[c]]) for c in FERPLUS_DOUBTFUL)
+                other = sum(int(row[cols[c]]) for c in FERPLUS_UNUSED)
             except (TypeError, ValueError) as exc:
                 raise UserError(f"{path}:{lineno} has a vote count that is not an integer ({exc}).") from exc
-            name = row["file"].strip().replace("\\", "/")
+            name = row[cols["file"]].strip().replace("\\", "/")
             counts[name] = ours
             # Half or more of the votes say "unknown" or "not a face": the image teaches nothing
             # reliable, so it is left out. An image with no vote on our classes (all contempt) too.
@@ -121,6 +122,28 @@ def unmatched_error(names: list[str], votes: Votes) -> UserError:
                      "that holds train/ and val/ as --data.")
 
 
+def unscorable(names: list[str], votes: Votes, given: bool = True) -> UserError | None:
+    """Why the FER+ majority can score none of these images (none has a row, or none a majority);
+    None when some image has one. given: the votes file was asked for, not found beside the data."""
+    maj = majority_labels(names, votes)
+    if not len(names) or (maj >= 0).any():
+        return None
+    if not any(n in votes.counts for n in names):
+        return unmatched_error(names, votes)
+    n = skip_counts(names, votes, maj)
+    todo = "leave out --votes to score the folder labels only" if given else "only the folder labels are scored"
+    return UserError(f"None of the {len(names)} images has a FER+ majority in {votes.source} ({n['tie']} tied, "
+                     f"{n['doubtful']} doubtful, {n['no_votes']} without a row), so there is nothing to score against "
+                     f"it; {todo}.")
+
+
+def skip_counts(names: list[str], votes: Votes, maj: np.ndarray) -> dict:
+    """The images without a FER+ majority, by why: no row, doubtful votes, a tie."""
+    unmatched = sum(n not in votes.counts for n in names)
+    doubtful = sum(n in votes.doubtful for n in names)
+    return {"no_votes": unmatched, "doubtful": doubtful, "tie": int((maj < 0).sum()) - unmatched - doubtful}
+
+
 def majority_labels(names: list[str], votes: Votes) -> np.ndarray:
     """The FER+ majority per image; -1 where it is unknown (no row, tie, doubtful)."""
     out = np.full(len(names), -1, np.int64)
@@ -137,10 +160,8 @@ def ferplus_report(names: list[str], probs: np.ndarray, votes: Votes) -> dict:
     from edge.metrics import classification_report
 
     maj = majority_labels(names, votes)
-    unmatched = sum(n not in votes.counts for n in names)
-    doubtful = sum(n in votes.doubtful for n in names)
     known = maj >= 0
     rep = classification_report(maj[known], np.asarray(probs)[known]) if known.any() else {"images": 0}
-    rep["skipped"] = {"no_votes": unmatched, "doubtful": doubtful, "tie": int((~known).sum()) - unmatched - doubtful}
+    rep["skipped"] = skip_counts(names, votes, maj)
     rep["votes"] = votes.source
     return rep
