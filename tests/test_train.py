@@ -439,6 +439,19 @@ def test_resume_refuses_options_that_differ_from_the_saved_ones(tmp_path, synthe
     assert (out / "command.txt").read_text() == "first\n"  # nothing recorded that was not used
 
 
+def test_resume_takes_the_saved_votes_file_named_through_a_symlink(tmp_path, synthetic_dataset):
+    """The run saves --votes resolved: the same file typed through a symlinked folder is not 'another value'."""
+    from train.trainer import TrainSettings, resume_settings
+
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "votes.csv").write_text("file\n")
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    out = _stub_run(tmp_path / "run", synthetic_dataset, labels="ferplus", votes=str(tmp_path / "real" / "votes.csv"))
+    s = TrainSettings(data=str(synthetic_dataset), out=str(out), labels="ferplus", votes=str(tmp_path / "link" / "votes.csv"))
+    settings, notes = resume_settings(s, {"out": "--out", "labels": "--labels", "votes": "--votes"})
+    assert settings.votes == str(tmp_path / "real" / "votes.csv") and notes == []
+
+
 def test_resume_with_fewer_epochs_than_done_is_refused(tmp_path, synthetic_dataset):
     from edge.errors import UserError
     from train.trainer import TrainSettings, run

@@ -492,6 +492,11 @@ def check_settings(s: TrainSettings) -> None:
         find_votes(s.data, s.votes)  # a wrong path fails now, not after the dataset has loaded
 
 
+def same_file(name: str, new, old) -> bool:
+    """A path option naming the saved file by another way (a symlink: the run saves --votes resolved)."""
+    return name in PATH_FIELDS and bool(new) and bool(old) and Path(new).resolve() == Path(old).resolve()
+
+
 def resume_settings(s: TrainSettings, given: dict[str, str] | None) -> tuple[TrainSettings, list[str]]:
     """The settings a resumed run uses: the saved ones, with the given options that may change
     (RESUMABLE, and --data: checked against the saved fingerprint once read). Any other given
@@ -507,7 +512,7 @@ def resume_settings(s: TrainSettings, given: dict[str, str] | None) -> tuple[Tra
     differ, notes, use = [], [], asdict(saved)
     for name, flag in (given or {}).items():
         new, old = getattr(s, name), getattr(saved, name)
-        if name in ("out", "data") or new == old:
+        if name in ("out", "data") or new == old or same_file(name, new, old):
             continue
         if name in RESUMABLE:
             use[name] = new
