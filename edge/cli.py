@@ -107,7 +107,8 @@ def cli():
 @cli.command("run")
 @click.option("--config", "config_path", default=None, callback=not_empty, help="TOML config file (default: built-in defaults).")
 @click.option("--camera", type=int, default=None, help="Camera index: the Pi camera via picamera2, else a USB camera.")
-@click.option("--source", default=None, help="Video file, image folder or rtsp:// / http:// stream instead of a camera.")
+@click.option("--source", default=None, help="Video file, image folder or rtsp:// / http:// stream instead of a camera; "
+              "a USB camera's device (/dev/v4l/by-id/...) is a camera.")
 @click.option("--realtime", is_flag=True,
               help="Play the --source recording at its own frame rate, as a camera would (default: as fast as possible).")
 @click.option("--wait-for-camera", is_flag=True,

@@ -45,7 +45,9 @@ class SourceConfig:
     """Where frames come from: a camera, or a recording or stream (`path`)."""
 
     camera: int | None = None  # camera index (the Pi camera via picamera2, else a USB camera), e.g. `0`
-    path: str = field(default="", metadata=FILE_KEY)  # video file, image folder, or rtsp:// / http:// URL (used when camera is unset)
+    # video file, image folder, rtsp:// / http:// URL, or a USB camera's device (a name that survives
+    # replugging, e.g. /dev/v4l/by-id/usb-...-video-index0, is watched like `camera`); used when camera is unset
+    path: str = field(default="", metadata=FILE_KEY)
     width: int = 640  # requested frame width in pixels
     height: int = 480  # requested frame height in pixels
     fps: float = 15.0  # requested camera rate; media rate for an image folder

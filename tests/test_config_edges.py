@@ -37,6 +37,22 @@ def test_a_camera_wins_over_the_path_in_the_same_config(vga_video):
     assert isinstance(source, BootCamera)
 
 
+def test_a_camera_device_path_is_a_live_camera_not_a_recording(tmp_path, monkeypatch):
+    """--source /dev/video0, or a stable /dev/v4l/by-id link to it, is watched and reopened like
+    --camera 0; as a recording it ended at the first failed read."""
+    from edge.pipeline import sources
+
+    monkeypatch.setattr(sources, "DEV", tmp_path)  # a stand-in /dev: the real one has no camera here
+    (tmp_path / "video2").write_bytes(b"")
+    (tmp_path / "by-id").mkdir()
+    (tmp_path / "by-id" / "usb-cam-video-index0").symlink_to(tmp_path / "video2")
+    for path in (tmp_path / "video2", tmp_path / "by-id" / "usb-cam-video-index0"):
+        source = open_source(None, str(path), wait_for_camera=True)
+        assert isinstance(source, BootCamera) and source.args[0] == 2, path
+    assert sources.video_device_index(str(tmp_path / "video2x")) is None
+    assert sources.video_device_index("clip.mp4") is None
+
+
 def test_a_source_on_the_command_line_replaces_the_files_whichever_kind(tmp_path, vga_video):
     with_path = tmp_path / "p.toml"
     with_path.write_text(f'[source]\npath = "{vga_video.name}"\n')

@@ -607,12 +607,25 @@ def open_source(camera: int | None, path: str, width: int = 640, height: int = 4
     return source
 
 
+def video_device_index(path: str) -> int | None:
+    """N when path names the camera device /dev/videoN, directly or through a link such as
+    /dev/v4l/by-id/usb-...-video-index0 (a name that survives replugging): a live camera, opened
+    and watched as --camera N is, not a recording that ends at its first failed read."""
+    real = Path(os.path.realpath(expand_path(path)))
+    name = real.name
+    if real.parent == DEV and name.startswith("video") and name[5:].isdigit():
+        return int(name[5:])
+    return None
+
+
 def _source(camera, path, width, height, fps, every, max_backoff_s, realtime, wait_for_camera) -> Source:
     if camera is None and path and "://" not in path:  # path is read only when camera is unset (SourceConfig.path)
-        source = _recording(path, fps, every)
-        source.realtime = realtime
-        return source
-    if camera is None and path:
+        camera = video_device_index(path)
+        if camera is None:
+            source = _recording(path, fps, every)
+            source.realtime = realtime
+            return source
+    if camera is None and path:  # a stream URL
         live: LiveSource = OpenCVCamera(path, width, height, fps, max_backoff_s)
     elif camera is None:
         raise UserError("No source given; pass --camera N or --source PATH_or_URL.")
