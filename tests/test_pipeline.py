@@ -512,6 +512,30 @@ def test_a_signal_stops_cleanly_and_flushes_the_sinks(sig, astronaut_video, ship
     assert kinds == ["raised"]
 
 
+def test_a_second_signal_while_the_sinks_close_does_not_cut_the_close_short(astronaut_video, shipped_model, tmp_path,
+                                                                            monkeypatch):
+    """An impatient second Ctrl-C during the close (up to 2 s) raised KeyboardInterrupt there:
+    a traceback, and queued events neither delivered nor spooled."""
+    import os
+    import signal
+
+    from edge.sinks.fanout import Fanout
+
+    cfg = load_config(None, {"source.path": str(astronaut_video), "model.path": str(shipped_model),
+                             "sinks.jsonl.path": str(tmp_path / "ev.jsonl"), "status.enabled": False})
+    close = Fanout.close
+
+    def impatient_close(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        close(self)
+
+    monkeypatch.setattr(Fanout, "close", impatient_close)
+    summary = run(cfg, RunOptions(),
+                  on_result=lambda frame, result: frame.index == 2 and os.kill(os.getpid(), signal.SIGINT))
+    assert summary["frames"] == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 @pytest.mark.parametrize("failure, says", [
     (ModuleNotFoundError("No module named 'ai_edge_litert'", name="ai_edge_litert"), "is installed"),
     (ImportError("libfoo.so: cannot open shared object file"), "libfoo.so"),

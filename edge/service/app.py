@@ -230,13 +230,17 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
                     break
     finally:
         notify("STOPPING=1")
-        stop.restore()
-        sinks.close()
-        if server:
-            server.stop()
-        history.close()
-        if writer is not None:
-            writer.close()
+        try:
+            sinks.close()
+            if server:
+                server.stop()
+            history.close()
+            if writer is not None:
+                writer.close()
+        finally:
+            # Given back only now: a second Ctrl-C while the sinks spool what is queued (2 s at
+            # most) would end that with a traceback, and a command sink's child would outlive us.
+            stop.restore()
     elapsed, cpu_s = time.monotonic() - started, time.process_time() - cpu_started
     summary = {"frames": frames, "tracks": people.count, "alerts_raised": alerts, "seconds": round(elapsed, 2),
                "fps": round(frames / elapsed, 2) if elapsed > 0 else 0.0, "dropped_frames": source.dropped,
