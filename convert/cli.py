@@ -16,7 +16,8 @@ from edge.errors import UserError
 @click.option("--max-drop", type=float, default=0.5, show_default=True, help="Largest allowed accuracy drop, percentage points.")
 @click.option("--min-agreement", type=float, default=0.97, show_default=True, help="Smallest allowed Keras/int8 top-1 agreement.")
 @click.option("--float16", is_flag=True, help="Also write model_float16.tflite.")
-@click.option("--split", default=None, help="Split to check parity on (default: val).")
+@click.option("--split", default=None, help="Split the parity gate, flip averaging and temperature are judged and "
+              "fitted on (default: the run's validation images).")
 @click.option("--votes", default=None, help="FER+ votes CSV to score and calibrate against (default: the one the run trained on).")
 def convert(model, data, out, calibration_size, max_drop, min_agreement, float16, split, votes):
     """Quantize a trained model (run folder or .keras) to int8 TFLite and check parity."""
