@@ -1517,6 +1517,21 @@ def test_mqtt_restart_while_raised_publishes_the_retained_state_cleared(broker, 
 
 
 @needs_mosquitto
+def test_mqtt_retained_state_is_unknown_while_the_camera_is_down(broker, mqtt_sinks, tmp_path):
+    """It kept saying "raised" through a camera outage, while /status and Home Assistant said unknown."""
+    sink = mqtt_sinks(broker.port, tmp_path / "spool")
+    sink.send(ev("raised", 1))
+    sink.send(ev("camera_down", 2))
+    assert wait_for(lambda: len(sink.spool) == 0)
+    (down,) = _retained(broker.port, "qm/state")
+    assert down["state"] == "unknown" and down["event"]["event_id"] == "e2"
+    sink.send(ev("camera_up", 3))  # back: the alert is still raised
+    assert wait_for(lambda: len(sink.spool) == 0)
+    (up,) = _retained(broker.port, "qm/state")
+    assert up["state"] == "raised" and up["event"]["event_id"] == "e1"
+
+
+@needs_mosquitto
 def test_mqtt_start_state_never_overtakes_this_runs_first_alert(broker, mqtt_sinks, tmp_path):
     broker.stop()
     sink = mqtt_sinks(broker.port, tmp_path / "spool")

@@ -189,6 +189,7 @@ class MqttSink(BrokerOutages, Sink):
         self._publishing = False  # a publish() is under way: an unknown PUBACK may be its own
         # True once this process has a state to publish: START_STATE, or an event's state spooled
         self._state_set = not announce_state
+        self._alert_state = START_STATE  # the policy's, as the last raised/cleared event left it
         # A random suffix: many Pis share the host name "raspberrypi", and a broker drops the
         # older of two clients with the same id. The spool, not the broker session, keeps events.
         # The name made safe: a broker may refuse every connect of an id with spaces or umlauts.
@@ -293,12 +294,23 @@ class MqttSink(BrokerOutages, Sink):
     def keep(self, event: AlertEvent) -> bool:
         payload = event.to_dict()
         self.spool.put({"topic": self.topic, "retain": False, "payload": payload})
-        if event.kind in STATE_KINDS:
+        state = self._state_after(event.kind, payload)
+        if state is not None:
             self._state_set = True  # START_STATE would now be older news
             # Retained, so a dashboard that subscribes later still sees whether an alert is on.
-            self.spool.put({"topic": self.state_topic, "retain": True,
-                            "payload": {"state": event.kind, "event": payload}})
+            self.spool.put({"topic": self.state_topic, "retain": True, "payload": state})
         return True
+
+    def _state_after(self, kind: str, payload: dict) -> dict | None:
+        """The retained state an event leaves (None: unchanged). While the camera is down nothing
+        is known of the queue, so "unknown", as /status and Home Assistant say; when it is back,
+        the alert's state again (the policy keeps it meanwhile)."""
+        if kind in STATE_KINDS:
+            self._alert_state = {"state": kind, "event": payload}
+            return self._alert_state
+        if kind == "camera_down":
+            return {"state": "unknown", "event": payload}
+        return self._alert_state if kind == "camera_up" else None
 
     def unsaved(self) -> int:
         # events only: the retained state messages beside them are not alerts of their own; read
