@@ -509,7 +509,7 @@ def test_resume_lengthens_a_run_from_another_working_folder(tmp_path, synthetic_
     short = dict(arch="mini_xception", batch_size=16, steps_per_epoch=2, warmup_epochs=0, augment=False)
     run(TrainSettings(data="data", out="run", epochs=1, **short), command=["edge", "train"])
     out = tmp_path / "work" / "run"
-    assert "1 file(s) could not be read" in capsys.readouterr().out
+    assert "1 file(s) were left out (unreadable, not images" in capsys.readouterr().out
     assert json.loads((out / "train_settings.json").read_text())["data"] == str(data)
     first_data, first_seconds = (out / "data.json").read_text(), json.loads((out / "timing.json").read_text())
     (tmp_path / "elsewhere").mkdir()
