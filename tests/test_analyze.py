@@ -472,6 +472,18 @@ def test_demo_names_every_missing_package_at_once_with_its_apt_name(monkeypatch,
     assert not (tmp_path / "demo").exists()  # refused before any work
 
 
+def test_demo_into_a_folder_that_takes_no_files_is_one_sentence(tmp_path):
+    """A folder named like the demo's config file stands in for one that is read-only (root writes anywhere)."""
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("skimage")
+    from edge.ops.demo import DemoSettings, run
+
+    (tmp_path / "demo" / "demo.toml").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"Cannot write the demo's files in .*demo \(Is a directory: .*demo\.toml\); "
+                                        r"pass --out DIR to a folder you can write\."):
+        run(DemoSettings(out=str(tmp_path / "demo")))
+
+
 def test_edge_analyze_imports_neither_tensorflow_nor_matplotlib_up_front():
     code = ("import sys\nimport edge.ops.analyze, edge.cli\n"
             "bad = [m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'matplotlib', 'tqdm', 'train')]\n"

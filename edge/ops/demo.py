@@ -110,9 +110,13 @@ def run(s: DemoSettings, echo=print) -> DemoResult:
     video = out / "scene.mp4"
     cfg = demo_config(out, video, s.realtime)
     config_path = out / "demo.toml"
-    config_path.write_text("# The config `edge demo` used: the product defaults, with the demo's files.\n"
-                           + to_toml(to_dict(cfg)))
-    (out / "alerts.jsonl").unlink(missing_ok=True)  # this run's events only
+    try:  # the first write: a folder that exists but takes none (another user's, read-only) is named here
+        config_path.write_text("# The config `edge demo` used: the product defaults, with the demo's files.\n"
+                               + to_toml(to_dict(cfg)))
+        (out / "alerts.jsonl").unlink(missing_ok=True)  # this run's events only
+    except OSError as exc:
+        raise UserError(f"Cannot write the demo's files in {out} ({exc.strerror or type(exc).__name__}: "
+                        f"{exc.filename}); pass --out DIR to a folder you can write.") from exc
 
     echo(f"Making a {SECONDS:.0f}-second queue scene: {len(PEOPLE)} people (scikit-image's astronaut photo); "
          f"{sum(p.unhappy_from_s is not None for p in PEOPLE)} of them turn unhappy at about "
