@@ -37,6 +37,7 @@
 #   QM_PIP_ARGS="..."               extra arguments for every pip install (e.g. --index-url URL)
 #   QM_MIN_FREE_MB=400              free space needed where PREFIX goes (checked before anything)
 #   QM_APT_LOCK_WAIT=300            seconds apt waits for another apt/dpkg to finish
+#   QM_MACHINE=aarch64              tests only: the architecture to check instead of this machine's
 # Paths in the bundled config and unit that start with /opt/queue-mood, /etc/queue-mood or
 # /var/lib/queue-mood are rewritten to PREFIX, ETC_DIR and STATE_DIR.
 set -euo pipefail
@@ -76,10 +77,24 @@ for f in config.toml queue-mood.service model/model_int8.tflite model/model.json
 done
 shopt -s nullglob
 wheels=("$BUNDLE"/wheels/queue_mood-*.whl)
-detectors=("$BUNDLE"/detector/*.tflite)
+detectors=("$BUNDLE"/detector/*)  # whatever the detector needs: a .tflite, Haar's .xml, YuNet's .onnx
 shopt -u nullglob
+if [[ ${#wheels[@]} -gt 1 ]]; then
+    # tar xzf of a new bundle over an older one's folder adds files and removes none
+    die "expected exactly one wheels/queue_mood-*.whl in $BUNDLE, found ${#wheels[@]}: an older bundle was unpacked (or copied) into the same folder before this one; remove the folder and unpack the new bundle afresh: rm -rf $BUNDLE && tar xzf NEW-BUNDLE.tar.gz -C $(dirname "$BUNDLE") && sudo $BUNDLE/install.sh. Nothing was changed."
+fi
 [[ ${#wheels[@]} -eq 1 ]] || die "expected exactly one wheels/queue_mood-*.whl in $BUNDLE, found ${#wheels[@]}."
 WHEEL=${wheels[0]}
+
+# Before anything changes: ai-edge-litert has 64-bit wheels only (elsewhere pip fails late, as if
+# PyPI were unreachable). 32-bit Raspberry Pi OS on a Pi 4 or 5 runs a 64-bit kernel (uname -m
+# says aarch64): its 32-bit userland shows in getconf LONG_BIT.
+machine=${QM_MACHINE:-$(uname -m)}
+if [[ -z ${QM_MACHINE:-} && $(getconf LONG_BIT 2>/dev/null || echo 64) == 32 ]]; then machine="$machine with a 32-bit userland"; fi
+case "$machine" in
+    aarch64|x86_64) ;;
+    *) die "this bundle needs a 64-bit OS (aarch64 or x86_64), but this machine is $machine: install Raspberry Pi OS Bookworm 64-bit (Raspberry Pi Imager: Raspberry Pi OS Lite (64-bit)) and run it again. Nothing was changed." ;;
+esac
 
 if [[ $EUID -ne 0 ]] && { [[ $QM_SKIP_APT != 1 ]] || [[ $QM_SYSTEM_USER != 0 ]] || [[ $QM_NO_SERVICE != 1 ]]; }; then
     die "run it as root: sudo $0 (an unprivileged test install needs QM_SKIP_APT=1 QM_SYSTEM_USER=0 QM_NO_SERVICE=1 and PREFIX, ETC_DIR, STATE_DIR, UNIT_DIR)."
@@ -104,10 +119,16 @@ ACTIVE_CONFIG="$BUNDLE/config.toml"
 [[ -f "$CONFIG" ]] && ACTIVE_CONFIG="$CONFIG"
 
 # Prints the value of a dotted key of a TOML file ("" when absent); tomllib is in Python 3.11.
+# A file that does not read or parse gives "" too: the config check below refuses it in one
+# sentence. utf-8-sig: a BOM (Windows Notepad) is accepted, as edge itself does.
 config_value() {
     "$PYTHON" -I - "$1" "$2" <<'EOF'
 import sys, tomllib
-node = tomllib.load(open(sys.argv[1], "rb"))
+try:
+    with open(sys.argv[1], encoding="utf-8-sig") as f:
+        node = tomllib.loads(f.read())
+except Exception:  # noqa: BLE001 - unreadable, not UTF-8, not TOML: all refused below
+    node = {}
 for key in sys.argv[2].split("."):
     node = node.get(key, {}) if isinstance(node, dict) else {}
 print(node if isinstance(node, (str, int, float)) else "")
@@ -250,7 +271,7 @@ install -d -m 0750 "$STATE_DIR" "$STATE_DIR/spool"
 put 0644 "$BUNDLE/model/model_int8.tflite" "$PREFIX/model/model_int8.tflite"
 put 0644 "$BUNDLE/model/model.json" "$PREFIX/model/model.json"
 for f in "${detectors[@]}"; do
-    put 0644 "$f" "$PREFIX/detector/$(basename "$f")"
+    if [[ -f "$f" ]]; then put 0644 "$f" "$PREFIX/detector/$(basename "$f")"; fi
 done
 if [[ -f "$BUNDLE/MANIFEST.json" ]]; then put 0644 "$BUNDLE/MANIFEST.json" "$PREFIX/MANIFEST.json"; fi
 if [[ -f "$BUNDLE/config.example.toml" ]]; then put 0644 "$BUNDLE/config.example.toml" "$ETC_DIR/config.example.toml"; fi

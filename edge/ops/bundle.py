@@ -345,10 +345,12 @@ def check_unit(text: str) -> list[str]:
 
 def readme_text(manifest: dict, archive: str | None, folder: str) -> str:
     """The note for the person at the store; archive is the .tar.gz name (None: a folder bundle)."""
+    # The old folder goes first: unpacked or copied over an older bundle's, the new one would keep
+    # its files (a second wheel, which install.sh refuses; detector files no longer configured).
     if archive:
-        copy = f"scp {archive} pi@HOST:\n  ssh pi@HOST 'tar xzf {archive} && sudo ./{BUNDLE_NAME}/install.sh'"
+        copy = f"scp {archive} pi@HOST:\n  ssh pi@HOST 'rm -rf {BUNDLE_NAME} && tar xzf {archive} && sudo ./{BUNDLE_NAME}/install.sh'"
     else:
-        copy = f"scp -r {folder} pi@HOST:\n  ssh pi@HOST 'sudo bash ./{folder}/install.sh'"
+        copy = f"ssh pi@HOST 'rm -rf {folder}'\n  scp -r {folder} pi@HOST:\n  ssh pi@HOST 'sudo bash ./{folder}/install.sh'"
     m = manifest["model"]
     acc = m.get("accuracy")
     model_line = f"{m['architecture'] or 'model'}" + (f", accuracy {acc:.1%} ({m['accuracy_of']})" if acc else "")
@@ -367,8 +369,9 @@ internet connection while installing.
 
 Install (from a computer on the same network; HOST is the Pi's name, e.g. queuepi.local):
   {copy}
-It takes a few minutes. Running it again later (with a newer bundle) upgrades the
-program and the model and keeps your settings and any undelivered alerts.
+It takes a few minutes. The same commands later, with a newer bundle, upgrade the
+program and the model and keep your settings and any undelivered alerts. Keep the
+rm -rf step: a new bundle unpacked over the old one's folder mixes with its files.
 
 Afterwards, on the Pi:
   Is it running?        systemctl status queue-mood
@@ -476,6 +479,9 @@ def run(s: BundleSettings) -> BundleResult:
                         "an archive, or give a folder name.")
     if not as_tar and out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "MANIFEST.json").exists())):
         raise UserError(f"{out} exists and is not an empty folder or an earlier bundle; choose another --out.")
+    if as_tar and out.is_dir():  # found now, not by os.replace after the whole build
+        raise UserError(f"--out {out} is a folder, so the .tar.gz cannot be written there; choose another --out "
+                        "(or remove that folder).")
     try:  # the bundle is staged beside --out, so that folder must be writable
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = tempfile.TemporaryDirectory(prefix=".qm-bundle-", dir=out.parent)

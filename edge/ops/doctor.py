@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import platform
+import shlex
 import shutil
 import socket
 import subprocess
@@ -44,6 +45,7 @@ SERVICE = "queue-mood"
 DEVICE_MODEL = Path("/proc/device-tree/model")
 GOVERNOR = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
 APT_DIST = "/usr/lib/python3/dist-packages"
+UNIT_FILE = Path("/etc/systemd/system") / f"{SERVICE}.service"  # where install.sh writes it
 FREE_FAIL_MB, FREE_WARN_MB = 50, 500
 TEMP_WARN_C, TEMP_FAIL_C = 75.0, 85.0  # the Pi soft-throttles from 80 C (Pi 4) / 85 C (Pi 5)
 
@@ -71,6 +73,7 @@ class _Context:
     on_pi: bool = False
     board: str = ""
     cfg: object = None
+    home: str = ""  # `~` in the config: the service's HOME when this is the service's config, "" otherwise
 
     def add(self, name: str, status: str, detail: str) -> Check:
         c = Check(name, status, " ".join(str(detail).split()))
@@ -124,21 +127,71 @@ def throttled_verdict(value: int) -> tuple[str, str]:
     return OK, "no under-voltage or throttling since boot (0x0)"
 
 
-def service_paths_verdict(cfg, config_path: str | None, etc_dir: str, state_dir: str) -> tuple[str, str] | None:
+def service_paths_verdict(cfg, config_path: str | None, etc_dir: str, state_dir: str,
+                          home: str | None = None) -> tuple[str, str] | None:
     """For the installed service's config (in etc_dir): the files it writes must be under
     state_dir, the only place systemd lets it write. A relative path there is taken from etc_dir
     (an older release took it from the service's working folder, state_dir). None: not that config."""
     if not config_path or Path(config_path).absolute().parent != Path(etc_dir):
         return None
     jsonl = cfg.sinks.jsonl.path if cfg.sinks.jsonl is not None else ""
-    # `~` is the service user's home, which the unit sets to state_dir (not the home of whoever runs doctor)
+    # `~` is the service's home (HOME in its unit, state_dir as bundled), not that of whoever runs doctor
+    home = home or state_dir
+
+    def inside(value: str) -> bool:
+        return Path(home + value[1:] if value.startswith("~/") else expand_path(value)).is_relative_to(state_dir)
+
     outside = [f"{key} {value}" for key, value in (("sinks.spool_dir", cfg.sinks.spool_dir), ("sinks.jsonl.path", jsonl),
                                                    ("status.history_db", cfg.status.history_db))
-               if value and not value.startswith("~/") and not expand_path(value).is_relative_to(state_dir)]
+               if value and not inside(value)]
     if not outside:
         return OK, f"what the service writes is under {state_dir}"
     return WARN, (f"{'; '.join(outside)}: the service may write only under {state_dir} (ProtectSystem=strict); a "
                   f"relative path in this file is taken from {etc_dir}, so give the full path, e.g. {state_dir}/spool")
+
+
+def unit_home(unit: Path, default: str) -> str:
+    """HOME as the installed unit (or a drop-in beside it) sets it for the service; default, the
+    bundled unit's HOME, where the unit cannot be read or sets none."""
+    from edge.ops.bundle import parse_unit
+
+    home = default
+    for f in (unit, *sorted(unit.with_name(unit.name + ".d").glob("*.conf"))):  # drop-ins come after
+        try:
+            sections = parse_unit(f.read_text())
+        except (OSError, UnicodeDecodeError, ValueError):
+            continue
+        for _, key, value in sections.get("Service", []):
+            try:
+                words = shlex.split(value) if key == "Environment" else []
+            except ValueError:  # unbalanced quotes: systemd skips that line too
+                words = []
+            home = next((w[5:] for w in reversed(words) if w.startswith("HOME=")), home)
+    return home
+
+
+@contextlib.contextmanager
+def service_home(ctx: _Context):
+    """Paths with `~` read as the service reads them: under sudo, HOME is root's."""
+    if not ctx.home:
+        yield
+        return
+    old = os.environ.get("HOME")
+    os.environ["HOME"] = ctx.home
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("HOME", None)
+        else:
+            os.environ["HOME"] = old
+
+
+def home_note(ctx: _Context, *values) -> str:
+    """Said after a check of a path that `~` made, when that is the service's home."""
+    if ctx.home and any(isinstance(v, str) and v.startswith("~") for v in values):
+        return f" (~ is {ctx.home}, the service's HOME)"
+    return ""
 
 
 def clock_verdict(synced: bool | None) -> tuple[str, str]:
@@ -362,21 +415,25 @@ def check_numpy_opencv(ctx: _Context) -> None:
 
 def check_config(ctx: _Context):
     from edge.config import Config, load_config
+    from edge.ops.bundle import ETC_DIR, STATE_DIR
 
+    # The installed service's config: its `~` is the service's home, not this user's.
+    service = bool(ctx.s.config) and Path(ctx.s.config).absolute() == Path(ETC_DIR) / "config.toml"
+    ctx.home = unit_home(UNIT_FILE, STATE_DIR) if service else ""
+    said = (f"; `~` in it is {ctx.home}, the service's HOME (from {UNIT_FILE}; {STATE_DIR} where that sets none), "
+            "not this user's") if service else ""
     overrides = {"model.path": ctx.s.model} if ctx.s.model else {}
     try:
         cfg = load_config(ctx.s.config, overrides)
     except (UserError, OSError) as exc:
         why = str(exc) if isinstance(exc, UserError) else f"cannot read {ctx.s.config} ({exc.strerror}); try sudo"
-        ctx.add("config", FAIL, f"{why} (the checks below use the built-in defaults)")
+        ctx.add("config", FAIL, f"{why} (the checks below use the built-in defaults){said}")
         cfg = Config()
         if ctx.s.model:
             cfg.model.path = ctx.s.model
         return cfg
-    ctx.add("config", OK, f"{ctx.s.config} loads" if ctx.s.config else "no --config: the built-in defaults")
-    from edge.ops.bundle import ETC_DIR, STATE_DIR
-
-    if verdict := service_paths_verdict(cfg, ctx.s.config, ETC_DIR, STATE_DIR):
+    ctx.add("config", OK, (f"{ctx.s.config} loads" if ctx.s.config else "no --config: the built-in defaults") + said)
+    if verdict := service_paths_verdict(cfg, ctx.s.config, ETC_DIR, STATE_DIR, ctx.home or None):
         ctx.add("service paths", *verdict)
     return cfg
 
@@ -583,19 +640,21 @@ def _check_each_sink(ctx: _Context, cfg) -> None:
                 line = fan.check().get(key, "check failed: no answer")
             finally:
                 fan.close()
-        ctx.add(f"sink {key}", sink_verdict(line), line + backlog)
+        values = [getattr(section, f.name) for f in dataclasses.fields(section)] if dataclasses.is_dataclass(section) else []
+        ctx.add(f"sink {key}", sink_verdict(line), line + home_note(ctx, *values) + backlog)
 
 
 def check_disk(ctx: _Context, cfg) -> None:
     from edge.sinks.spool import DEFAULT_SPOOL_DIR
 
     spool = expand_path(cfg.sinks.spool_dir or DEFAULT_SPOOL_DIR)
+    where_from = home_note(ctx, cfg.sinks.spool_dir or str(DEFAULT_SPOOL_DIR))
     existing = spool
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     usage = shutil.disk_usage(existing)
     free_mb = usage.free / 2**20
-    where = f"{free_mb / 1024:.1f} GB free of {usage.total / 2**30:.1f} GB at {spool}"
+    where = f"{free_mb / 1024:.1f} GB free of {usage.total / 2**30:.1f} GB at {spool}{where_from}"
     if os.statvfs(existing).f_flag & os.ST_RDONLY:  # its free space is beside the point (and may read 0)
         ctx.add("disk", FAIL, f"{spool} is on a read-only file system: undelivered alerts cannot be kept; remount "
                               "it read-write or set sinks.spool_dir to a folder on a writable disk")
@@ -608,7 +667,8 @@ def check_disk(ctx: _Context, cfg) -> None:
     if not existing.is_dir():
         ctx.add("spool", FAIL, f"{existing} is a file, not a folder: set sinks.spool_dir to a folder")
     elif existing == spool:
-        ctx.add(*spool_writable(spool))
+        name, status, detail = spool_writable(spool)
+        ctx.add(name, status, detail + where_from)
     elif not os.access(existing, os.W_OK):
         ctx.add("spool", WARN, f"{existing} is not writable by this user (the service's user {SERVICE} may be "
                                f"the one that can: sudo -u {SERVICE} edge doctor ...)")
@@ -739,12 +799,13 @@ def diagnose(s: DoctorSettings) -> list[Check]:
     check_runtime(ctx)
     check_numpy_opencv(ctx)
     cfg = check_config(ctx)
-    check_model(ctx, cfg)
-    check_detector(ctx, cfg)
-    check_budget(ctx, cfg)
-    check_camera(ctx, cfg)
-    check_sinks(ctx, cfg)
-    check_disk(ctx, cfg)
+    with service_home(ctx):  # the camera probe's child process inherits it
+        check_model(ctx, cfg)
+        check_detector(ctx, cfg)
+        check_budget(ctx, cfg)
+        check_camera(ctx, cfg)
+        check_sinks(ctx, cfg)
+        check_disk(ctx, cfg)
     check_status(ctx, cfg)
     check_pi(ctx)
     return ctx.checks

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -199,8 +200,31 @@ class JsonlSink(Sink):
         self._close()
 
     def check(self) -> str:
-        d = self.path.parent
-        while not d.exists():
-            d = d.parent
-        target = self.path if self.path.exists() else d
-        return f"writes {self.path}" if os.access(target, os.W_OK) else f"cannot write {self.path}"
+        """A real write probe, as the doctor's spool check: as root, os.access passes any path,
+        even one in /proc. An existing file is opened for appending and written nothing (its
+        contents stay; a file that takes no writes, as in /proc, refuses even that); else a
+        probe file, or a probe folder where the sink would make folders, is made and removed."""
+        try:
+            if self.path.exists():  # O_NONBLOCK: a FIFO without a reader must not hang the doctor
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK)
+                try:
+                    os.write(fd, b"")
+                finally:
+                    os.close(fd)
+            else:
+                d = self.path.parent
+                while not d.exists():
+                    d = d.parent
+                if d == self.path.parent:
+                    fd, probe = tempfile.mkstemp(prefix=".doctor-probe-", dir=d)
+                    try:
+                        write_all(fd, b"\n")
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+                        os.unlink(probe)
+                else:
+                    os.rmdir(tempfile.mkdtemp(prefix=".doctor-probe-", dir=d))
+        except OSError as exc:
+            return f"cannot write {self.path} ({exc.strerror or exc})"
+        return f"writes {self.path}"

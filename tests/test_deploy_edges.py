@@ -1,0 +1,308 @@
+"""Edges of deployment found in review: detector files other than .tflite, a kept config with a
+BOM or that does not parse, a bundle unpacked over an older one, --out at a folder, the doctor's
+JSON-lines and `~` checks as root, and a 32-bit OS. install.sh runs unprivileged into a temp
+root, as in test_deploy."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from edge.config import load_config
+from edge.ops.bundle import BundleSettings, readme_text
+from edge.ops.bundle import run as bundle_run
+from edge.ops.doctor import FAIL, OK, WARN, sink_verdict
+from edge.sinks.jsonl import JsonlSink
+from tests.test_deploy import (DEPLOY, REPO, assert_install_sentence, assert_one_sentence, fake_apt, fake_bundle,
+                               fake_install_env, install)
+from tests.conftest import run_cli
+
+CASCADE = "haarcascade_frontalface_default.xml"
+
+
+def fake_wheel(folder: Path, version: str = "0.1.0") -> Path:
+    """A queue_mood wheel that passes edge bundle's check (install.sh's pip is a stand-in)."""
+    wheel = folder / f"queue_mood-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as z:
+        z.writestr(f"queue_mood-{version}.dist-info/METADATA", "Name: queue-mood\n")
+    return wheel
+
+
+# -- 1. every detector file the bundle carries is installed ----------------------------------
+
+
+def test_a_bundled_haar_cascade_is_installed_where_the_config_points(tmp_path):
+    (tmp_path / CASCADE).write_text("<opencv_storage/>\n")
+    store = tmp_path / "store.toml"
+    store.write_text(f'[detector]\nkind = "haar"\nmodel = "{tmp_path / CASCADE}"\n')
+    bundle = tmp_path / "b"
+    result = bundle_run(BundleSettings(out=str(bundle), config=str(store), wheel=str(fake_wheel(tmp_path))))
+    assert f"detector/{CASCADE}" in result.files
+    env = fake_install_env(tmp_path)
+    proc = install(bundle, env)
+    assert proc.returncode == 0, proc.stderr
+    cfg = load_config(Path(env["ETC_DIR"]) / "config.toml")
+    assert cfg.detector.model == f"{env['PREFIX']}/detector/{CASCADE}"
+    assert Path(cfg.detector.model).read_text() == "<opencv_storage/>\n"  # else the service crash-loops
+
+
+def test_install_sh_installs_each_file_under_detector_and_skips_folders(tmp_path):
+    b = fake_bundle(tmp_path)
+    (b / "detector" / "sub").mkdir(parents=True)
+    for name in ("face_detection_yunet_2023mar.onnx", CASCADE, "face_detection_short_range.tflite"):
+        (b / "detector" / name).write_text(name)
+    env = fake_install_env(tmp_path)
+    proc = install(b, env)
+    assert proc.returncode == 0, proc.stderr
+    installed = Path(env["PREFIX"]) / "detector"
+    assert sorted(p.name for p in installed.iterdir()) == sorted(
+        ("face_detection_yunet_2023mar.onnx", CASCADE, "face_detection_short_range.tflite"))
+    assert (installed / CASCADE).read_text() == CASCADE
+
+
+# -- 2. the config install.sh reads for apt: a BOM, or one that does not parse -----------------
+
+
+def config_value(path: Path, key: str) -> subprocess.CompletedProcess:
+    """install.sh's own config_value function, run alone."""
+    text = (DEPLOY / "install.sh").read_text()
+    start = text.index("config_value() {")
+    func = text[start:text.index("\n}\n", start) + 3]
+    return subprocess.run(["bash", "-c", f'{func}\nconfig_value "$1" "$2"', "-", str(path), key], capture_output=True,
+                          text=True, env={**os.environ, "PYTHON": sys.executable}, timeout=60)
+
+
+@pytest.mark.parametrize("content, want", [
+    ('\ufeff[detector]\nkind = "haar"\n'.encode(), "haar"),  # saved by Windows Notepad; edge reads it
+    (b'[detector]\nkind = "haar"\n', "haar"),
+    (b"[detector\nkind = 'haar'\n", ""),  # not TOML: the config check refuses it later
+    (b"\xff\xfe[detector]\n", ""),  # not UTF-8
+    (None, ""),  # no such file
+    (b"[detector]\n", ""),
+])
+def test_install_sh_config_value_reads_a_bom_and_never_tracebacks(tmp_path, content, want):
+    cfg = tmp_path / "config.toml"
+    if content is not None:
+        cfg.write_bytes(content)
+    proc = config_value(cfg, "detector.kind")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stdout.strip() == want
+
+
+def test_install_sh_refuses_a_kept_config_that_is_not_toml_in_one_sentence(tmp_path):
+    env = fake_install_env(tmp_path)
+    assert install(fake_bundle(tmp_path, "0.1.0"), env).returncode == 0
+    kept = Path(env["ETC_DIR"]) / "config.toml"
+    kept.write_text("[status\nport = 8765\n")
+    if os.geteuid() == 0:  # the apt step reads the config too: only as root
+        env.update(QM_SKIP_APT="0", PATH=f"{fake_apt(tmp_path)}:{env['PATH']}")
+    proc = install(fake_bundle(tmp_path, "0.2.0"), env)
+    assert proc.returncode == 0 and "Traceback" not in proc.stdout + proc.stderr, proc.stderr
+    (line,) = [ln for ln in proc.stderr.splitlines() if ln.startswith("install.sh: ")]
+    assert line.startswith(f"install.sh: {kept} does not load with this version: Config file {kept} is not valid TOML")
+    assert line.endswith("then: sudo systemctl restart queue-mood.service")
+
+
+def test_install_sh_as_root_installs_opencv_data_for_a_kept_haar_config_with_a_bom(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("install.sh runs apt only as root")
+    env = fake_install_env(tmp_path)
+    kept = Path(env["ETC_DIR"]) / "config.toml"
+    kept.parent.mkdir(parents=True)
+    kept.write_bytes('\ufeff[detector]\nkind = "haar"\n'.encode())
+    env.update(QM_SKIP_APT="0", PATH=f"{fake_apt(tmp_path)}:{env['PATH']}")
+    proc = install(fake_bundle(tmp_path), env)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr and "does not load" not in proc.stderr, proc.stderr
+    (installed,) = [ln for ln in (tmp_path / "apt.log").read_text().splitlines() if " install " in ln]
+    assert "opencv-data" in installed.split()
+
+
+# -- 3. a new bundle unpacked over an older one -------------------------------------------------
+
+
+def test_install_sh_says_what_to_run_when_a_bundle_was_unpacked_over_an_older_one(tmp_path):
+    b = fake_bundle(tmp_path, "0.2.0")
+    (b / "wheels" / "queue_mood-0.1.0-py3-none-any.whl").write_bytes(b"old wheel")  # what tar xzf left
+    env = fake_install_env(tmp_path)
+    proc = install(b, env)
+    assert_install_sentence(proc, "found 2", "an older bundle was unpacked", f"rm -rf {b} && tar xzf",
+                            f"-C {tmp_path} && sudo {b}/install.sh", "Nothing was changed")
+    assert not Path(env["ETC_DIR"]).exists() and not (tmp_path / "python.log").exists()
+
+
+def test_the_bundles_readme_removes_the_old_folder_before_unpacking():
+    manifest = {"created": "now", "version": "0.2.0",
+                "model": {"architecture": "m", "accuracy": None, "accuracy_of": None, "sha256": "0" * 64}}
+    archive = readme_text(manifest, "till-3.tar.gz", "till-3.tar.gz")
+    assert "ssh pi@HOST 'rm -rf queue-mood-bundle && tar xzf till-3.tar.gz && sudo ./queue-mood-bundle/install.sh'" \
+        in archive
+    folder = readme_text(manifest, None, "pi-bundle")
+    assert folder.index("ssh pi@HOST 'rm -rf pi-bundle'") < folder.index("scp -r pi-bundle pi@HOST:")
+
+
+def readme_unpack_problems(text: str) -> list[str]:
+    """Lines of README.md that unpack a bundle without removing an older one's folder first."""
+    lines = text.splitlines()
+    problems = []
+    for i, line in enumerate(lines):
+        if "tar xzf" in line and "queue-mood-bundle.tar.gz" in line:
+            if line.startswith("ExecStart="):
+                if lines[i - 1] != "ExecStart=/bin/rm -rf /root/queue-mood-bundle":
+                    problems.append(line)
+            elif "rm -rf queue-mood-bundle && tar xzf" not in line:
+                problems.append(line)
+    return problems
+
+
+def test_readme_removes_the_old_folder_wherever_it_unpacks_a_bundle():
+    text = (REPO / "README.md").read_text()
+    assert text.count("tar xzf") >= 3
+    assert readme_unpack_problems(text) == []
+
+
+# -- 4. --out naming a folder that ends in .tar.gz -----------------------------------------------
+
+
+def test_bundle_out_at_a_folder_named_like_an_archive_is_one_sentence_before_any_work(tmp_path):
+    out = tmp_path / "d.tar.gz"
+    out.mkdir()
+    proc = run_cli("bundle", "--wheel", fake_wheel(tmp_path), "--out", out, timeout=300)
+    assert_one_sentence(proc, f"--out {out} is a folder", "choose another --out")
+    assert list(out.iterdir()) == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d.tar.gz", "queue_mood-0.1.0-py3-none-any.whl"]
+
+
+# -- 5. the doctor's JSON-lines check writes for real ---------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/proc/x/y.jsonl", "/proc/version", "/etc/hostname/alerts.jsonl"])
+def test_jsonl_check_fails_a_path_no_one_can_write_even_as_root(path):
+    line = JsonlSink(path).check()
+    assert line.startswith(f"cannot write {path} (") and sink_verdict(line) == FAIL, line
+
+
+def test_jsonl_check_leaves_no_file_behind_and_an_existing_log_as_it_was(tmp_path):
+    deep = tmp_path / "a" / "b" / "alerts.jsonl"
+    assert JsonlSink(str(deep)).check() == f"writes {deep}"
+    near = tmp_path / "alerts.jsonl"
+    assert JsonlSink(str(near)).check() == f"writes {near}"
+    assert list(tmp_path.iterdir()) == []  # no probe file or folder left, nor the log itself
+    near.write_bytes(b'{"event": 1}\npartial')  # even a torn last line is left alone
+    before = near.stat()
+    assert JsonlSink(str(near)).check() == f"writes {near}"
+    assert near.read_bytes() == b'{"event": 1}\npartial' and near.stat().st_mtime_ns == before.st_mtime_ns
+    assert [p.name for p in tmp_path.iterdir()] == ["alerts.jsonl"]
+    os.mkfifo(tmp_path / "fifo.jsonl")  # no reader: must not hang the doctor
+    assert JsonlSink(str(tmp_path / "fifo.jsonl")).check().startswith("cannot write")
+
+
+# -- 6. `~` in the service's config is the service's home -----------------------------------------
+
+
+@pytest.fixture
+def service_layout(tmp_path, monkeypatch):
+    """An installed layout in tmp_path: etc/config.toml is the service's config, its unit sets
+    HOME to svc-home, and the doctor runs with the HOME of someone else (root under sudo)."""
+    import edge.ops.bundle as bundle
+    import edge.ops.doctor as doctor
+
+    etc, state, home, own = tmp_path / "etc", tmp_path / "state", tmp_path / "svc-home", tmp_path / "root-home"
+    for d in (etc, state, home, own):
+        d.mkdir()
+    unit = tmp_path / "queue-mood.service"
+    unit.write_text(f"[Service]\nEnvironment=HOME={home}\nEnvironment=PYTHONUNBUFFERED=1\n")
+    monkeypatch.setattr(bundle, "ETC_DIR", str(etc))
+    monkeypatch.setattr(bundle, "STATE_DIR", str(state))
+    monkeypatch.setattr(doctor, "UNIT_FILE", unit, raising=False)
+    monkeypatch.setenv("HOME", str(own))
+    video = tmp_path / "queue.mp4"
+    video.write_bytes(b"")
+    text = f'[source]\npath = "{video}"\n[sinks.jsonl]\npath = "~/alerts.jsonl"\n[status]\nport = 0\n'
+    (etc / "config.toml").write_text(text)
+    return {"etc": etc, "state": state, "home": home, "own": own, "unit": unit, "text": text}
+
+
+def doctor_rows(config: Path) -> dict:
+    from edge.ops.doctor import DoctorSettings, diagnose
+
+    return {c.name: c for c in diagnose(DoctorSettings(config=str(config)))}
+
+
+def test_doctor_reads_tilde_in_the_service_config_as_the_service_home(service_layout):
+    home, own = service_layout["home"], service_layout["own"]
+    rows = doctor_rows(service_layout["etc"] / "config.toml")
+    assert f"`~` in it is {home}, the service's HOME" in rows["config"].detail
+    jsonl = rows["sink jsonl"]
+    assert jsonl.status == OK and jsonl.detail.startswith(f"writes {home}/alerts.jsonl (~ is {home}, the service's HOME)")
+    spool = f"{home}/.local/state/queue-mood/spool"  # the default spool_dir, under ~
+    assert f"at {spool} (~ is {home}" in rows["disk"].detail
+    assert os.environ["HOME"] == str(own) and list(own.iterdir()) == [] and list(home.iterdir()) == []
+    service_layout["unit"].unlink()  # no unit to read: the bundled unit's HOME, the state folder
+    rows = doctor_rows(service_layout["etc"] / "config.toml")
+    assert rows["sink jsonl"].detail.startswith(f"writes {service_layout['state']}/alerts.jsonl")
+
+
+def test_doctor_reads_tilde_in_another_config_as_this_users_home(service_layout, tmp_path):
+    other = tmp_path / "mine.toml"
+    other.write_text(service_layout["text"])
+    rows = doctor_rows(other)
+    own = service_layout["own"]
+    assert rows["sink jsonl"].detail == f"writes {own}/alerts.jsonl" and "HOME" not in rows["config"].detail
+
+
+def test_unit_home_takes_the_last_home_of_the_unit_and_its_drop_ins(tmp_path):
+    from edge.ops.doctor import service_paths_verdict, unit_home
+
+    unit = tmp_path / "queue-mood.service"
+    assert unit_home(unit, "/var/lib/queue-mood") == "/var/lib/queue-mood"  # not installed
+    unit.write_text('[Service]\nEnvironment="HOME=/srv/a" LANG=C.UTF-8\nExecStart=/bin/true\n')
+    assert unit_home(unit, "/var/lib/queue-mood") == "/srv/a"
+    (tmp_path / "queue-mood.service.d").mkdir()
+    (tmp_path / "queue-mood.service.d" / "override.conf").write_text("[Service]\nEnvironment=HOME=/srv/b\n")
+    assert unit_home(unit, "/var/lib/queue-mood") == "/srv/b"
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "config.toml").write_text('[status]\nhistory_db = "~/h.db"\n')
+    cfg = load_config(tmp_path / "etc" / "config.toml")
+    args = (cfg, str(tmp_path / "etc" / "config.toml"), str(tmp_path / "etc"), "/var/lib/queue-mood")
+    assert service_paths_verdict(*args, "/var/lib/queue-mood")[0] == OK
+    assert service_paths_verdict(*args, "/srv/b")[0] == WARN  # a home outside the state folder
+
+
+# -- 7. a 32-bit OS is refused before anything changes --------------------------------------------
+
+
+@pytest.mark.parametrize("machine", ["armv7l", "armv6l", "i686"])
+def test_install_sh_refuses_a_32_bit_os_before_anything_changes(tmp_path, machine):
+    env = {**fake_install_env(tmp_path, venv=False), "QM_MACHINE": machine}
+    proc = install(fake_bundle(tmp_path), env)
+    assert_install_sentence(proc, "this bundle needs a 64-bit OS", f"this machine is {machine}:",
+                            "Raspberry Pi OS Bookworm 64-bit", "Nothing was changed")
+    assert not (tmp_path / "root").exists()
+
+
+def test_install_sh_refuses_a_32_bit_userland_on_a_64_bit_kernel(tmp_path):
+    """32-bit Raspberry Pi OS on a Pi 4 or 5: uname -m says aarch64, getconf LONG_BIT 32."""
+    bin_ = tmp_path / "bin32"
+    bin_.mkdir()
+    (bin_ / "uname").write_text("#!/bin/sh\necho aarch64\n")
+    (bin_ / "getconf").write_text('#!/bin/sh\n[ "$1" = LONG_BIT ] && echo 32\n')
+    for f in bin_.iterdir():
+        f.chmod(0o755)
+    env = fake_install_env(tmp_path, venv=False)
+    env["PATH"] = f"{bin_}:{env['PATH']}"
+    proc = install(fake_bundle(tmp_path), env)
+    assert_install_sentence(proc, "this machine is aarch64 with a 32-bit userland", "Nothing was changed")
+    assert not (tmp_path / "root").exists()
+
+
+def test_install_sh_goes_on_on_aarch64(tmp_path):
+    env = {**fake_install_env(tmp_path), "QM_MACHINE": "aarch64"}
+    proc = install(fake_bundle(tmp_path), env)
+    assert proc.returncode == 0, proc.stderr
+    help_ = subprocess.run(["bash", str(DEPLOY / "install.sh"), "--help"], capture_output=True, text=True)
+    assert "QM_MACHINE" in help_.stdout
