@@ -141,7 +141,8 @@ def test_status_says_since_when_the_alert_state_holds(serve):
         new = abs((datetime.fromisoformat(s["now"]) - datetime.fromisoformat(s["alert_state_since"])).total_seconds()) <= 2
         return new or s["alert_state_since"]  # True: set just now
 
-    assert json.loads(get(base + "/status")[2])["alert_state_since"] == stats.data["started_at"]
+    first = json.loads(get(base + "/status")[2])
+    assert first["alert_state_since"] == first["started_at"]
     assert since(2, 0) is True  # starting -> clear
     assert since(2, 0) == "2000-01-01T00:00:00+00:00"  # still clear
     assert since(2, 2, "raised", "raised") is True
@@ -179,7 +180,7 @@ def test_history_survives_a_restart_in_sqlite_and_disk_trouble_falls_back_to_mem
     h.add_alert(now - 10, "raised", 0.6, 3)
     h.close()
     again = History(step_s=10, span_s=3600, db_path=str(db))
-    assert [p["faces"] for p in again.series()] == [0, 1, 2, 3]  # the 4 closed steps
+    assert [p["faces"] for p in again.series()] == [0, 1, 2, 3, 4]  # the 4 closed steps and the one under way
     assert again.recent_alerts()[0]["kind"] == "raised"
     again.close()
 
@@ -210,8 +211,8 @@ def test_history_after_the_clock_steps_back_keeps_new_points_in_order_in_memory_
     assert ts == sorted(ts) and ts[0] == back and ts[-1] < ahead
     rows = [t for (t,) in sqlite3.connect(db).execute("SELECT t FROM samples WHERE t < ? ORDER BY t", (ahead,))]
     assert rows == ts[:-1]  # the closed points
-    h.close()
-    assert [p["t"] for p in History(step_s=10, span_s=3600, db_path=str(db)).series()] == rows  # and after a restart
+    h.close()  # the step under way saved too
+    assert [p["t"] for p in History(step_s=10, span_s=3600, db_path=str(db)).series()] == ts  # and after a restart
 
 
 def test_history_written_on_a_clock_that_was_ahead_is_not_loaded_after_a_restart(tmp_path):
@@ -256,7 +257,7 @@ def test_history_saved_before_a_boot_with_the_clock_behind_is_kept_and_shown_onc
         h.add(now - 1800 + s, 0.3, 3, False)
     h.close()
     saved = [t for (t,) in sqlite3.connect(db).execute("SELECT t FROM samples ORDER BY t")]
-    assert len(saved) == 179
+    assert len(saved) == 180  # the step under way at the stop too
 
     monkeypatch.setattr(time, "time", lambda: now - 2400)
     h = History(step_s=10, span_s=3600, db_path=str(db))
@@ -314,7 +315,7 @@ def test_history_file_is_committed_once_a_minute_not_per_point_and_an_alert_at_o
         h.add(now + i / 2, 0.1, 2, False)
     assert files.execute("SELECT count(*) FROM samples").fetchone()[0] == 359  # 5 points wait: a power cut loses them
     h.close()
-    assert files.execute("SELECT count(*) FROM samples").fetchone()[0] == 364  # a stop writes them
+    assert files.execute("SELECT count(*) FROM samples").fetchone()[0] == 365  # the stop: them and the step under way
 
 
 def history_with_points(db, end: float, seconds: int) -> History:
@@ -345,7 +346,7 @@ def test_a_locked_history_file_does_not_hold_up_the_frame_loop_and_is_written_on
         h.add(now - 100 + s, 0.3, 3, False)
     h.close()
     rows = [t for (t,) in sqlite3.connect(db).execute("SELECT t FROM samples ORDER BY t")]
-    assert rows == [now - 200 + s for s in range(0, 190, 10)]  # the points held back while locked too
+    assert rows == [now - 200 + s for s in range(0, 200, 10)]  # the points held back while locked too
     assert [a["kind"] for a in History(db_path=str(db)).recent_alerts()] == ["raised"]
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
 
@@ -363,7 +364,7 @@ def test_rows_a_lock_held_back_are_written_at_the_stop(tmp_path):
     other.execute("ROLLBACK")
     other.close()
     h.close()  # the stop: no next write will come
-    assert sqlite3.connect(db).execute("SELECT max(t) FROM samples").fetchone()[0] == now - 110
+    assert sqlite3.connect(db).execute("SELECT max(t) FROM samples").fetchone()[0] == now - 100  # the step under way
     assert [a["kind"] for a in History(db_path=str(db)).recent_alerts()] == ["raised"]
 
 
@@ -390,7 +391,7 @@ def test_a_history_file_that_fails_for_good_is_said_once_and_tried_again_slowly(
     clock[0] += 3600  # well past the slow retry
     h.add(now, 0.3, 3, False)
     h.close()
-    assert len(sqlite3.connect(folder / "history.sqlite").execute("SELECT t FROM samples").fetchall()) == 30
+    assert len(sqlite3.connect(folder / "history.sqlite").execute("SELECT t FROM samples").fetchall()) == 31
     assert len(caplog.records) == 1
 
 
@@ -402,16 +403,16 @@ def test_rows_a_failed_file_did_not_take_are_written_at_the_stop_or_counted(tmp_
     caplog.set_level(logging.WARNING)
     h, folder, clock, now = history_in_a_missing_folder(tmp_path, monkeypatch)
     for s in range(0, 40, 10):
-        h.add(now - 40 + s, 0.3, 3, False)  # 3 steps closed, none written
+        h.add(now - 40 + s, 0.3, 3, False)  # 3 steps closed and 1 under way, none written
     folder.mkdir()  # mended before the stop
     clock[0] += 3600 if retry_due else 1
     h.close()  # was: neither tried nor said
     if retry_due:
-        assert len(sqlite3.connect(folder / "history.sqlite").execute("SELECT t FROM samples").fetchall()) == 3
+        assert len(sqlite3.connect(folder / "history.sqlite").execute("SELECT t FROM samples").fetchall()) == 4
         assert len(caplog.records) == 1  # the failure, said once
     else:
         assert caplog.records[-1].getMessage().startswith(
-            f"status history file {folder / 'history.sqlite'}: the last 3 points and alerts were not saved (")
+            f"status history file {folder / 'history.sqlite'}: the last 4 points and alerts were not saved (")
 
 
 def test_a_saved_hour_a_lock_kept_from_being_read_at_the_start_is_read_at_the_first_write(tmp_path, monkeypatch):
@@ -438,7 +439,7 @@ def test_a_saved_hour_a_lock_kept_from_being_read_at_the_start_is_read_at_the_fi
     h.add(now - 100, 0.3, 3, False)
     h.add_alert(now - 95, "cleared", 0.2, 3)  # the first write the file takes
     h.add(now - 90, 0.3, 3, False)
-    saved = [now - 200 + s for s in range(0, 90, 10)]  # the step in progress at that stop was not saved
+    saved = [now - 200 + s for s in range(0, 100, 10)]  # with the step in progress at that stop
     assert [p["t"] for p in h.series()] == saved + [now - 100, now - 90]  # was: this run's only
     assert [a["kind"] for a in h.recent_alerts()] == ["cleared", "raised"]
     h.close()

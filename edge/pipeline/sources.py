@@ -240,7 +240,7 @@ class LiveSource(Source):
         self._latest: Frame | None = None
         self._stop = threading.Event()
         self._index = 0
-        self.reopens = 0
+        self.reopens = 0  # reopen attempts, failed ones too: an unplugged camera's count keeps growing
         self.read_failures = 0  # failed reads since the start; logged once per outage
         self.dropped = 0
         self._thread: threading.Thread | None = None
@@ -321,9 +321,9 @@ class LiveSource(Source):
                 break
             backoff = min(backoff * 2, self.max_backoff_s)
             attempts += 1
+            self.reopens += 1
             try:
                 self._device(self._open)
-                self.reopens += 1
                 self._new_open = True
                 last_ok = time.monotonic()
             except Exception as exc:  # not only UserError: whatever the driver raises, try again later

@@ -118,6 +118,25 @@ class _StopFlag:
             signal.signal(sig, handler)
 
 
+def _close_each(*closes) -> None:
+    """Each part closed even when one before it fails (a sink that raises at the stop must not cost
+    the chart its last points); the first failure is raised once all were tried, the others logged."""
+    first = None
+    for close in closes:
+        if close is None:
+            continue
+        try:
+            close()
+        except BaseException as exc:
+            if first is None:
+                first = exc
+            else:
+                log.error("closing %s failed too: %s: %s", getattr(close, "__qualname__", close),
+                          type(exc).__name__, exc)
+    if first is not None:
+        raise first
+
+
 def _start_status_server(stats, st: StatusConfig):
     """The status page's server, listening, with its address logged; None (and a warning) when
     it cannot listen: the monitor matters more than its status page."""
@@ -231,12 +250,8 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     finally:
         notify("STOPPING=1")
         try:
-            sinks.close()
-            if server:
-                server.stop()
-            history.close()
-            if writer is not None:
-                writer.close()
+            _close_each(sinks.close, server.stop if server else None, history.close,
+                        writer.close if writer is not None else None)
         finally:
             # Given back only now: a second Ctrl-C while the sinks spool what is queued (2 s at
             # most) would end that with a traceback, and a command sink's child would outlive us.

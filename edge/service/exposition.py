@@ -93,7 +93,7 @@ class _Collector:
         yield counter("camera_down", "Times the source went silent.", s["camera_down_total"])
         yield counter("camera_read_failures", "Reads a live camera failed (timeouts, driver errors).",
                       s["camera_read_failures"])
-        yield counter("camera_reopens", "Times a live camera was closed and opened again.", s["camera_reopens"])
+        yield counter("camera_reopens", "Attempts to reopen a live camera or stream that stopped, failed ones too.", s["camera_reopens"])
         for key, name, help_, is_counter in SINK_SERIES:
             values = {sink: c[key] for sink, c in s["sinks"].items()}
             yield (counter if is_counter else gauge)(name, help_, label="sink", values=values)

@@ -13,6 +13,7 @@ damaged file is moved aside for a new one."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 import sqlite3
 import time
@@ -26,8 +27,17 @@ RETRY_S = 300.0  # a file that failed for another reason is tried again this oft
 WRITE_S = 60.0  # points are written to the file together this often (an alert at once, the rest at the stop)
 _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 _DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
-SCHEMA = ("CREATE TABLE IF NOT EXISTS samples (t REAL PRIMARY KEY, negative_share REAL, faces INTEGER, alert INTEGER)",
+SCHEMA = ("CREATE TABLE IF NOT EXISTS samples (t REAL PRIMARY KEY, negative_share REAL, faces INTEGER, alert INTEGER, "
+          "n INTEGER NOT NULL DEFAULT 1)",
           "CREATE TABLE IF NOT EXISTS alerts (t REAL, kind TEXT, negative_share REAL, faces INTEGER)")
+KINDS = ("raised", "cleared")
+# A point whose time is in the file already (a restart within its step, a clock stepped back over
+# it) joins it: a point is what was seen in those seconds, so the share is the mean over all their
+# frames (n, weighted), the faces the most, and raised if either was.
+MERGE_SAMPLE = ("INSERT INTO samples (t, negative_share, faces, alert, n) VALUES (?, ?, ?, ?, ?) ON CONFLICT (t) DO "
+                "UPDATE SET negative_share = round((negative_share * n + excluded.negative_share * excluded.n) / "
+                "(n + excluded.n), 4), faces = max(faces, excluded.faces), alert = max(alert, excluded.alert), "
+                "n = n + excluded.n")
 
 
 def _code(exc: sqlite3.Error) -> int:
@@ -43,6 +53,9 @@ def _connect(path: str) -> sqlite3.Connection:
         db.execute("PRAGMA synchronous=NORMAL")
         for stmt in SCHEMA:
             db.execute(stmt)
+        if "n" not in {col for _, col, *_ in db.execute("PRAGMA table_info(samples)")}:  # a file from before n
+            db.execute("ALTER TABLE samples ADD COLUMN n INTEGER NOT NULL DEFAULT 1")
+        db.text_factory = lambda b: b.decode(errors="replace")  # a damaged byte costs its row, not the load
         (check,) = db.execute("PRAGMA quick_check(1)").fetchone()  # a damaged page shows here, not at the open
         if check != "ok":
             exc = sqlite3.DatabaseError(next((line for line in check.splitlines() if not line.startswith("***")), check))
@@ -67,6 +80,38 @@ def iso(t_wall: float) -> str:
     return datetime.fromtimestamp(t_wall, timezone.utc).isoformat(timespec="seconds")
 
 
+def _number(v) -> float | None:
+    """A finite number read from the file, else None: a flipped bit can turn a REAL into a blob or
+    text that PRAGMA quick_check passes, and that /status could not put into JSON."""
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def _sample(row: tuple) -> dict | None:
+    t, share, faces, alert, n = map(_number, row)
+    if None in (t, share, faces, alert, n) or not 0 <= share <= 1 or faces < 0 or alert not in (0, 1) or n < 1:
+        return None
+    return {"t": t, "negative_share": share, "faces": int(faces), "alert": bool(alert), "n": int(n)}
+
+
+def _alert(row: tuple) -> dict | None:
+    t, kind, share, faces = row
+    t, share, faces = _number(t), _number(share), _number(faces)
+    if None in (t, share, faces) or kind not in KINDS or not 0 <= share <= 1 or faces < 0:
+        return None
+    try:
+        time_ = iso(t)
+    except (OverflowError, OSError, ValueError):  # a time no calendar has
+        return None
+    return {"t": t, "time": time_, "kind": kind, "negative_share": share, "faces": int(faces)}
+
+
+def _merged(a: dict, b: dict) -> dict:
+    """Two points of the same step, as MERGE_SAMPLE joins them in the file."""
+    n = a["n"] + b["n"]
+    return {"t": a["t"], "negative_share": round((a["negative_share"] * a["n"] + b["negative_share"] * b["n"]) / n, 4),
+            "faces": max(a["faces"], b["faces"]), "alert": a["alert"] or b["alert"], "n": n}
+
+
 class History:
     """Not thread-safe on its own: Stats calls it under its lock."""
 
@@ -77,7 +122,7 @@ class History:
         # Points later than the clock, set aside: a Pi without RTC boots with its clock behind
         # (the unit does not wait for NTP), and then the points saved before the restart are real.
         # They join the chart when the clock passes them; a clock that was ahead is the other
-        # case, and then the steps recorded since at the same times replace them.
+        # case, and then the steps recorded since at the same times are merged with them.
         self._ahead: deque[dict] = deque(maxlen=self.points.maxlen)
         self.alerts: deque[dict] = deque(maxlen=alerts_kept)
         self._step: dict | None = None  # the step being accumulated
@@ -115,10 +160,10 @@ class History:
         """The saved hour, merged with what this run recorded (a load the file held back at the start)."""
         self._load_points(db)
         # in the order they were written (rowid), not by time: a clock that was ahead stamped some later
-        saved = [{"t": t, "time": iso(t), "kind": kind, "negative_share": share, "faces": faces}
-                 for t, kind, share, faces in db.execute(
-                     "SELECT t, kind, negative_share, faces FROM alerts ORDER BY rowid DESC LIMIT ?",
-                     (self.alerts.maxlen,))][::-1]
+        rows = db.execute("SELECT t, kind, negative_share, faces FROM alerts ORDER BY rowid DESC LIMIT ?",
+                          (self.alerts.maxlen,)).fetchall()[::-1]
+        saved = [a for a in map(_alert, rows) if a is not None]
+        self._say_dropped("alerts", len(rows) - len(saved))
         keys = {(a["t"], a["kind"]) for a in saved}
         recorded = [a for a in self.alerts if (a["t"], a["kind"]) not in keys]
         self.alerts.clear()
@@ -127,16 +172,25 @@ class History:
 
     def _load_points(self, db: sqlite3.Connection) -> None:
         now = time.time()
-        by_t = {t: {"t": t, "negative_share": share, "faces": faces, "alert": bool(alert)} for t, share, faces, alert
-                in db.execute("SELECT t, negative_share, faces, alert FROM samples WHERE t >= ? ORDER BY t",
-                              (now - self.span_s,))}
-        by_t.update((p["t"], p) for p in (*self.points, *self._ahead))  # this run's, where it has recorded any
+        rows = db.execute("SELECT t, negative_share, faces, alert, n FROM samples WHERE t >= ? ORDER BY t",
+                          (now - self.span_s,)).fetchall()
+        by_t = {p["t"]: p for p in map(_sample, rows) if p is not None}
+        self._say_dropped("points", len(rows) - len(by_t))
+        # this run's where the file has none: a row it has holds this run's point too (written before a
+        # late load), joined with any saved at that time before the restart
+        by_t.update((p["t"], p) for p in (*self.points, *self._ahead) if p["t"] not in by_t)
         rows = sorted(by_t.values(), key=lambda p: p["t"])
-        past = [p for p in rows if p["t"] <= now]
+        start = self._step["t"] if self._step else math.inf  # a saved point of the step under way joins it at its close
+        past = [p for p in rows if p["t"] <= now and p["t"] < start]
         self.points.clear()
         self.points.extend(past)
         self._ahead.clear()
         self._ahead.extend(rows[len(past):][:self._ahead.maxlen])  # the nearest, should the clock be behind
+
+    def _say_dropped(self, what: str, count: int) -> None:
+        if count:
+            log.warning("status history file %s: left out %d saved %s that are not what the file should hold "
+                        "(damaged rows)", self._path, count, what)
 
     def _write(self, sql: str, row: tuple, at_once: bool = True) -> None:
         """The row, and any waiting or the file did not take before, in one transaction; never
@@ -240,14 +294,21 @@ class History:
         self._ahead.extend(ordered[len(before):][:self._ahead.maxlen])
 
     def _point(self, s: dict) -> dict:
-        return {"t": s["t"], "negative_share": round(s["share_sum"] / s["n"], 4), "faces": s["faces"],
-                "alert": s["alert"]}
+        """The step's point, joined with one of the same time set aside (from before a restart)."""
+        p = {"t": s["t"], "negative_share": round(s["share_sum"] / s["n"], 4), "faces": s["faces"],
+             "alert": s["alert"], "n": s["n"]}
+        same = self._ahead[0] if self._ahead and self._ahead[0]["t"] == s["t"] else None  # set aside at its start
+        return _merged(same, p) if same else p
 
     def _close(self) -> None:
-        p = self._point(self._step)
+        s = self._step
+        p = self._point(s)
+        if self._ahead and self._ahead[0]["t"] == s["t"]:
+            self._ahead.popleft()  # in p now
         self.points.append(p)
-        self._write("INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?)",
-                    (p["t"], p["negative_share"], p["faces"], int(p["alert"])), at_once=False)
+        # this run's frames only: the file joins them with its own row at that time, as p did
+        self._write(MERGE_SAMPLE, (s["t"], round(s["share_sum"] / s["n"], 4), s["faces"], int(s["alert"]), s["n"]),
+                    at_once=False)
 
     def add_alert(self, t_wall: float, kind: str, negative_share: float, faces: int) -> None:
         a = {"t": t_wall, "time": iso(t_wall), "kind": kind, "negative_share": round(negative_share, 4), "faces": faces}
@@ -263,7 +324,11 @@ class History:
         return list(reversed(self.alerts))
 
     def close(self) -> None:
-        """The rows the file did not take, written if it takes them now; then closed."""
+        """The step in progress closed (else every stop loses the chart's last seconds), the rows
+        the file did not take written if it takes them now; then closed."""
+        if self._step is not None:
+            self._close()
+            self._step = None
         if self._pending:
             self._save_pending()
         if self._db is not None:

@@ -43,6 +43,11 @@ _QUERY = re.compile(r"\?[^\s\"]*")  # a link's ?token= never reaches the log
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0 and C1 controls: terminal escapes in the journal
 REFUSAL_LOG_EVERY_S = 60.0
 DATA_PATHS = ("/status", "/history", "/metrics")  # served beside the page's assets
+# Kept as time.monotonic() and turned into this machine's time at each snapshot: a Pi without RTC
+# boots with its clock behind (fake-hwclock: the last shutdown's) and NTP steps it later, so a
+# time stamped by the wall clock before that would read "clear since 27 Nov (72 h)" until the next
+# change. A string there (a stand-in or a picture setting the time itself) is shown as it is.
+STAMPS = ("started_at", "alert_state_since", "alert_raised_at")
 
 
 def _loopback(host: str) -> bool:
@@ -73,9 +78,8 @@ class Stats:
         self.history = history or History()
         # Until the first frame (or the camera is declared down) nothing has been watched: the
         # alert state is "starting" and the share unknown (None), never a clear queue of 0 faces.
-        started = _now_iso()
         self.data = {"device": device, "runtime": runtime, "model": model, "source": redact_text(source),
-                     "started_at": started, "alert_state_since": started, "frames": 0, "dropped_frames": 0, "fps": 0.0, "faces": 0,
+                     "started_at": self.started, "alert_state_since": self.started, "frames": 0, "dropped_frames": 0, "fps": 0.0, "faces": 0,
                      "negative_share": None, "counts": dict.fromkeys(labels, 0), "alert_state": "starting",
                      "alert_raised_at": None, "alert_held_back_until": None, "alert_advice": alert_advice, "alerts_raised": 0, "negative": list(negative), "stage_ms": {},
                      "sink_failures": {}, "camera": "up", "camera_down_total": 0, "camera_read_failures": 0,
@@ -104,7 +108,7 @@ class Stats:
             d["negative_share"] = round(result.mood.negative_share, 4)
             d["counts"] = {**d["counts"], **result.mood.counts}
             if result.alert_state != d["alert_state"]:  # a transition, the first frame, or the camera back
-                d["alert_state_since"] = iso(wall)
+                d["alert_state_since"] = now
             d["alert_state"] = result.alert_state
             # the queue unhappy again while the cooldown after a clear holds a new alert back: until when
             held = result.held_back_s
@@ -112,7 +116,7 @@ class Stats:
             d["stage_ms"] = {k: round(v, 3) for k, v in stage_ms.items()}
             if result.transition:
                 d["alerts_raised"] += result.transition == "raised"
-                d["alert_raised_at"] = _now_iso() if result.transition == "raised" else None
+                d["alert_raised_at"] = now if result.transition == "raised" else None
                 self.history.add_alert(wall, result.transition, result.mood.negative_share, result.mood.faces)
             self.history.add(wall, result.mood.negative_share, result.mood.faces, result.alert_state == "raised")
 
@@ -120,7 +124,7 @@ class Stats:
         """No frames: nothing is known about the queue, so no mood and no alert is asserted."""
         with self._lock:
             self.data.update(camera="down", fps=0.0, faces=0, negative_share=None, alert_state="unknown",
-                             alert_state_since=_now_iso(), alert_held_back_until=None,
+                             alert_state_since=time.monotonic(), alert_held_back_until=None,
                              counts=dict.fromkeys(self.data["counts"], 0))
             self.data["camera_down_total"] += 1
             self._last_t = self._dt = None  # the fps average restarts with the next frame
@@ -151,7 +155,12 @@ class Stats:
         if now - self._health_t >= HEALTH_EVERY_S:  # outside the lock: sysfs may be slow
             self._health, self._health_t = {**health.read(), "process_cpu_share": self._cpu.sample()}, now
         with self._lock:
-            return {**json.loads(json.dumps(self.data)), "now": _now_iso(), "uptime_s": round(now - self.started, 1),
+            now, wall = time.monotonic(), time.time()
+            d = json.loads(json.dumps(self.data))
+            for key in STAMPS:
+                if isinstance(d[key], (int, float)):
+                    d[key] = iso(wall - (now - d[key]))
+            return {**d, "now": iso(wall), "uptime_s": round(now - self.started, 1),
                     "health": dict(self._health), "recent_alerts": self.history.recent_alerts()}
 
     def series(self) -> dict:
@@ -160,10 +169,6 @@ class Stats:
         with self._lock:
             return {"step_s": self.history.step_s, "span_s": self.history.span_s, "now": round(time.time(), 3),
                     "points": self.history.series()}
-
-
-def _now_iso() -> str:
-    return iso(time.time())
 
 
 class Auth:
@@ -300,6 +305,7 @@ class StatusServer:
         auth = Auth(cfg.token, cfg.user, cfg.password)
         assets = {path: (resources.files("edge.service").joinpath("web", name).read_bytes(), ctype)
                   for path, (name, ctype) in ASSETS.items()}
+        failures_said: set[tuple[str, str]] = set()  # (path, exception type): each logged once, not at every poll
 
         class Handler(BaseHTTPRequestHandler):
             timeout = cfg.idle_timeout_s  # a silent client loses its thread after this
@@ -372,26 +378,36 @@ class StatusServer:
                 # Every answer to the cookie renews it: a wall display that only polls stays signed in
                 # for as long as it polls, not 30 days from the day the link was opened.
                 renew = {"Set-Cookie": auth.cookie()} if via == "cookie" else None
+                try:
+                    code, body, ctype = self._answer(path)
+                except ConnectionError:
+                    raise  # the client's connection: nothing can be answered on it (handle_error says so)
+                except Exception as exc:  # a bug or a bad row: an answer the page can show, not a dropped connection
+                    key = (path, type(exc).__name__)
+                    if key not in failures_said:
+                        failures_said.add(key)
+                        log.error("status page: %s failed (%s: %s); it answers 500 meanwhile (said once per kind "
+                                  "of failure)", path, type(exc).__name__, exc, exc_info=exc)
+                    code, body, ctype = 500, b"The monitor could not put this answer together; its journal " \
+                                             b"says why.\n", "text/plain; charset=utf-8"
+                self._send(code, body, ctype, send_body, renew if code == 200 else None)
+
+            def _answer(self, path: str) -> tuple[int, bytes, str]:
                 if path in assets:
-                    body, ctype = assets[path]
-                elif path == "/status":
-                    body, ctype = json.dumps(stats.snapshot(), indent=1).encode(), "application/json"
-                elif path == "/history":
-                    body, ctype = json.dumps(stats.series()).encode(), "application/json"
-                elif path == "/metrics":
+                    return 200, *assets[path]
+                if path == "/status":
+                    return 200, json.dumps(stats.snapshot(), indent=1).encode(), "application/json"
+                if path == "/history":
+                    return 200, json.dumps(stats.series()).encode(), "application/json"
+                if path == "/metrics":
                     try:
                         from edge.service.exposition import render
 
-                        body, ctype = render(stats.snapshot)
+                        return 200, *render(stats.snapshot)
                     except ImportError:
-                        self._send(503, b"/metrics needs prometheus_client: pip install 'queue-mood[edge]'\n",
-                                   "text/plain; charset=utf-8", send_body)
-                        return
-                else:
-                    self._send(404, b"Not found; try /, /status, /history or /metrics.\n",
-                               "text/plain; charset=utf-8", send_body)
-                    return
-                self._send(200, body, ctype, send_body, renew)
+                        return 503, b"/metrics needs prometheus_client: pip install 'queue-mood[edge]'\n", \
+                            "text/plain; charset=utf-8"
+                return 404, b"Not found; try /, /status, /history or /metrics.\n", "text/plain; charset=utf-8"
 
             def _send(self, code: int, body: bytes, ctype: str, send_body: bool, extra: dict | None = None):
                 self.send_response(code)

@@ -1,0 +1,207 @@
+"""The status service at its edges: a clock stepped by NTP after the boot, a damaged row in the
+history file, a handler that fails, a camera that stays unplugged, the chart's last seconds at a
+stop and a quick restart, and a part that fails to close at the stop."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sqlite3
+import time
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+from edge.errors import UserError
+from edge.pipeline.sources import LiveSource
+from edge.service.history import History
+from edge.service.status import Stats
+from tests.test_sinks import wait_for
+from tests.test_status import get, result, serve  # noqa: F401
+
+
+def test_times_stamped_before_ntp_sets_the_clock_move_with_it(monkeypatch):
+    """A Pi boots with its clock 3 days behind (fake-hwclock) and NTP steps it later: the page
+    must not say "clear since 27 Nov (72 h)" until the state changes."""
+    clock, off = [1000.0], [-3 * 86400.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0 + clock[0] + off[0])
+    stats = Stats("rt", "m", "video")
+    stats.update(result(2, 0, happy=2), 0, {})  # starting -> clear
+    clock[0] += 60
+    stats.update(result(4, 3, "raised", "raised", angry=3, happy=1), 0, {})
+    clock[0] += 60
+    off[0] = 0.0  # NTP steps the clock
+    stats.update(result(4, 3, "raised", angry=3, happy=1), 0, {})
+    s = stats.snapshot()
+
+    def ago(key):
+        return (datetime.fromisoformat(s["now"]) - datetime.fromisoformat(s[key])).total_seconds()
+
+    assert (ago("started_at"), ago("alert_state_since"), ago("alert_raised_at")) == (120, 60, 60)
+    stats.camera_down()
+    clock[0] += 30
+    off[0] = 3600.0  # stepped again, an hour on
+    s = stats.snapshot()
+    assert (ago("started_at"), ago("alert_state_since")) == (150, 30)
+
+
+def test_a_damaged_row_in_the_history_file_is_left_out_and_status_still_answers(tmp_path, caplog, serve):  # noqa: F811
+    """A flipped bit can make a row's TEXT or REAL a blob that PRAGMA quick_check passes: that
+    row is left out, with one warning, and /status is whole JSON."""
+    caplog.set_level(logging.WARNING)
+    db = tmp_path / "history.sqlite"
+    now = time.time() // 10 * 10 - 100
+    h = History(db_path=str(db))
+    for s in range(0, 40, 5):
+        h.add(now + s, 0.2, 2, False)
+    h.add_alert(now + 10, "raised", 0.5, 3)
+    h.add_alert(now + 20, "cleared", 0.1, 3)
+    h.close()
+    con = sqlite3.connect(db)
+    con.execute("UPDATE alerts SET kind = CAST(kind AS BLOB) WHERE kind = 'raised'")
+    con.execute("UPDATE samples SET negative_share = x'3fc999999999999a' WHERE t = ?", (now + 10,))
+    con.commit()
+    con.close()
+
+    stats = Stats("rt", "m", "video", history=History(db_path=str(db)))
+    base, _ = serve(stats)
+    code, _, body = get(base + "/status")
+    assert code == 200 and [a["kind"] for a in json.loads(body)["recent_alerts"]] == ["cleared"]
+    code, _, body = get(base + "/history")
+    assert code == 200 and [p["t"] for p in json.loads(body)["points"]] == [now, now + 20, now + 30]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 2 and "left out 1 saved alerts" in warnings[1], warnings
+
+
+def test_a_handler_that_fails_answers_500_in_plain_text_and_says_so_once(serve, caplog):  # noqa: F811
+    caplog.set_level(logging.WARNING)
+    stats = Stats("rt", "m", "video")
+    stats.data["frame_size"] = b"\x00\x01"  # what the bad row did: bytes json cannot write
+    base, _ = serve(stats)
+    for _ in range(3):
+        code, headers, body = get(base + "/status")
+        assert code == 500 and headers["Content-Type"].startswith("text/plain") and b"journal" in body
+    assert get(base + "/")[0] == 200  # the rest is served
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].startswith("status page: /status failed (TypeError: "), errors
+
+
+class UnpluggedCamera(LiveSource):
+    """Opens once, delivers nothing, and every reopen fails: unplugged after the start."""
+
+    stall_s = 0.05
+
+    def __init__(self):
+        super().__init__(max_backoff_s=0.05)
+        self.opens = 0
+
+    def _open(self):
+        self.opens += 1
+        if self.opens > 1:
+            raise UserError("Cannot open unplugged test camera: check that it is connected.")
+
+    def _read(self):
+        time.sleep(0.01)
+        return None
+
+    def describe(self):
+        return "unplugged test camera"
+
+
+def test_camera_reopens_count_attempts_while_the_camera_stays_unplugged():
+    """`camera_reopens` (queue_mood_camera_reopens_total) counts reopen attempts, as the README
+    says: an unplugged camera shows a count that grows, not 0."""
+    cam = UnpluggedCamera()
+    with cam:
+        assert wait_for(lambda: cam.reopens >= 3, timeout=30)
+    assert wait_for(lambda: not cam._thread.is_alive())
+    assert cam.reopens == cam.opens - 1  # every failed open counted
+
+
+def test_the_step_in_progress_is_saved_at_the_stop(tmp_path):
+    db = tmp_path / "history.sqlite"
+    now = time.time() // 10 * 10 - 100
+    h = History(db_path=str(db))
+    for s in range(26):
+        h.add(now + s, 0.2, 2, False)
+    h.close()
+    assert [p["t"] for p in History(db_path=str(db)).series()] == [now, now + 10, now + 20]  # was: the last lost
+
+
+def test_a_point_saved_just_before_a_quick_restart_is_joined_not_replaced(tmp_path):
+    """A restart within a 10-s step: the point is what was seen in those 10 s by both runs,
+    in memory, in the file and after the next restart."""
+    db = tmp_path / "history.sqlite"
+    t = time.time() // 10 * 10 - 100
+    h = History(db_path=str(db))
+    for s in range(4):
+        h.add(t + s / 2, 0.5, 3, True)  # 4 frames, half of the faces unhappy, an alert raised
+    h.close()
+    h = History(db_path=str(db))
+    for s in range(12):
+        h.add(t + 4 + s / 2, 0.0, 1, False)  # 12 frames of a calm queue after the restart
+    joined = {"t": t, "negative_share": 0.125, "faces": 3, "alert": True, "n": 16}
+    assert h.series()[-1] == joined  # the step under way too
+    h.add(t + 10, 0.0, 1, False)
+    assert h.series()[-2] == joined and len(h.series()) == 2
+    h.close()
+    row = sqlite3.connect(db).execute("SELECT negative_share, faces, alert, n FROM samples WHERE t = ?", (t,))
+    assert row.fetchone() == (0.125, 3, 1, 16)  # was: (0.0, 1, 0) in place of the saved point
+    assert History(db_path=str(db)).series()[0] == joined
+
+
+def test_a_history_file_from_before_the_frame_count_is_read_and_joined(tmp_path):
+    db = tmp_path / "history.sqlite"
+    t = time.time() // 10 * 10 - 100
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE samples (t REAL PRIMARY KEY, negative_share REAL, faces INTEGER, alert INTEGER)")
+    con.execute("INSERT INTO samples VALUES (?, 0.5, 2, 0)", (t,))
+    con.commit()
+    con.close()
+    h = History(db_path=str(db))
+    assert h.series() == [{"t": t, "negative_share": 0.5, "faces": 2, "alert": False, "n": 1}]
+    h.add(t + 5, 0.0, 4, False)
+    h.close()
+    assert sqlite3.connect(db).execute("SELECT negative_share, faces, n FROM samples").fetchall() == [(0.25, 4, 2)]
+
+
+class _Camera(LiveSource):
+    def __init__(self):
+        super().__init__(max_backoff_s=0.05)
+        self.image = np.full((120, 160, 3), 90, np.uint8)
+
+    def _open(self):
+        pass
+
+    def _read(self):
+        time.sleep(0.02)
+        return self.image
+
+    def describe(self):
+        return "test camera"
+
+
+def test_a_sink_that_fails_to_close_costs_neither_the_history_nor_the_signal_handlers(tmp_path, monkeypatch):
+    from edge.config import load_config
+    from edge.service.app import RunOptions, run
+    from edge.sinks import Fanout
+
+    monkeypatch.setattr("edge.pipeline.sources.open_source", lambda *a, **kw: _Camera())
+    real_close, closed = Fanout.close, []
+
+    def failing_close(self):
+        real_close(self)
+        raise RuntimeError("a sink failed at the stop")
+
+    monkeypatch.setattr(Fanout, "close", failing_close)
+    monkeypatch.setattr(History, "close", lambda self: closed.append(self))
+    before = signal.getsignal(signal.SIGTERM)
+    cfg = load_config(None, {"source.camera": 0, "status.enabled": False, "status.history_db": str(tmp_path / "h.db"),
+                             "sinks.jsonl.path": str(tmp_path / "ev.jsonl"), "sinks.spool_dir": str(tmp_path / "sp")})
+    with pytest.raises(RuntimeError, match="a sink failed at the stop"):
+        run(cfg, RunOptions(max_frames=3))
+    assert len(closed) == 1  # was: skipped
+    assert signal.getsignal(signal.SIGTERM) == before
