@@ -371,7 +371,12 @@ elif [[ $status_on == 0 ]]; then
 elif [[ $status_port == 0 ]]; then
     page="a free port chosen at each start: journalctl -u queue-mood | grep 'status page'"
 elif [[ $status_host == 127.* || $status_host == localhost || $status_host == ::1 ]]; then
-    page="http://127.0.0.1:$status_port/ on the Pi only (curl http://127.0.0.1:$status_port/status); for the store network see [status] in $CONFIG"
+    case $status_auth in  # a plain curl of a page with a token or password answers 401
+        token) curl_auth="-H 'Authorization: Bearer TOKEN' " ;;
+        password) curl_auth="-u USER:PASSWORD " ;;
+        *) curl_auth="" ;;
+    esac
+    page="http://127.0.0.1:$status_port/ on the Pi only (curl ${curl_auth}http://127.0.0.1:$status_port/status${curl_auth:+, with [status] ${status_auth/password/user and password} from $CONFIG}); for the store network see [status] in $CONFIG"
 else
     if [[ $status_host == 0.0.0.0 || $status_host == :: ]]; then status_host="$(hostname).local"; fi
     if [[ $status_host == *:* ]]; then status_host="[$status_host]"; fi  # an IPv6 address in a URL
