@@ -221,7 +221,7 @@ class AlertConfig:
     """When the queue's mood raises an alert, and when it clears."""
 
     raise_share: float = 0.3  # negative share that starts the raise timer (chosen by benchmarks/scenarios.py)
-    clear_share: float = 0.15  # share below which the clear timer runs (hysteresis)
+    clear_share: float = 0.15  # share below which the clear timer runs (hysteresis); a share of 0 always does
     raise_after_s: float = 8.0  # the share must stay at or above raise_share this long to raise
     clear_after_s: float = 3.0  # the share must stay below clear_share this long to clear
     min_faces: int = 2  # no alert with fewer faces in the window (one frown is not a queue)

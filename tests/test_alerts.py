@@ -31,6 +31,12 @@ def test_raises_after_duration_and_clears_with_hysteresis():
     assert events == [(15.0, "raised"), (34.0, "cleared")]
 
 
+def test_clear_share_zero_clears_once_no_one_looks_unhappy():
+    """'Below 0' never held: with clear_share = 0 a raised alert stayed raised for good."""
+    p = AlertPolicy(AlertConfig(raise_share=0.5, clear_share=0.0, raise_after_s=1, clear_after_s=2, min_faces=1))
+    assert replay(p, [(5, 0.8, 2), (2, 0.5, 2), (5, 0.0, 2)]) == [(1.0, "raised"), (9.0, "cleared")]
+
+
 def test_short_spikes_do_not_raise():
     p = AlertPolicy(AlertConfig(raise_after_s=5, min_faces=1))
     assert replay(p, [(3, 0.9, 2), (1, 0.0, 2)] * 5) == []
@@ -63,7 +69,8 @@ def test_the_cooldown_is_said_to_hold_a_new_alert_back_only_while_the_queue_woul
             events.append((t, ev))
         held[t] = p.held_back_s(t, share, faces)
     assert events == [(2.0, "raised"), (7.0, "cleared"), (52.0, "raised")]
-    assert {t: s for t, s in held.items() if s is not None} == {t: 37 - t for t in held if 10 <= t < 25}
+    # the cooldown ends at 37 and the raise timer (2 s) starts only then: 39, not 37
+    assert {t: s for t, s in held.items() if s is not None} == {t: 39 - t for t in held if 10 <= t < 25}
 
 
 def test_flicker_inside_the_band_never_clears():

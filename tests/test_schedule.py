@@ -78,6 +78,18 @@ def test_smoothing_runs_in_seconds_whatever_the_rate_of_predictions():
     assert np.allclose(t.probs, happy)
 
 
+def test_a_prediction_that_is_not_a_number_is_left_out_said_once(caplog):
+    """One NaN used to stay in the smoothed state (and the mood and alert) for the person's stay."""
+    sad, nan = np.eye(7, dtype=np.float32)[5], np.full(7, np.nan, np.float32)
+    box = BBox(10, 10, 50, 50)
+    tracker = Tracker(TrackingConfig(smooth_s=0.5))
+    tr = tracker.update(0.0, [box], [sad])[0]
+    for i in range(1, 4):
+        tracker.update(i / 15, [box], [nan if i < 3 else np.where(np.arange(7) == 0, np.inf, 0).astype(np.float32)])
+    assert np.array_equal(tr.probs, sad) and tr.classified == 1
+    assert len([r for r in caplog.records if "not a number" in r.getMessage()]) == 1
+
+
 def test_schedule_config_is_strict():
     with pytest.raises(ConfigError, match="schedule.detect_hz"):
         load_config(None, {"schedule.detect_hz": -1.0})

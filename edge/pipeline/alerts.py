@@ -1,7 +1,8 @@
 """The alert policy: a pure state machine handed timestamps.
 
 Raises when the negative share stays >= raise_share for raise_after_s with at least
-min_faces faces; clears when it stays below clear_share (hysteresis) for clear_after_s;
+min_faces faces; clears when it stays below clear_share (hysteresis; a share of 0 always
+counts) for clear_after_s;
 no new alert until cooldown_s after a clear.
 """
 
@@ -29,7 +30,9 @@ class AlertPolicy:
                 self.raised = True
                 return "raised"
             return None
-        if self._held(negative_share < self.cfg.clear_share, t_s, self.cfg.clear_after_s):
+        # A share of 0 is calm under any threshold: clear_share = 0 would otherwise never clear.
+        calm = negative_share <= 0 or negative_share < self.cfg.clear_share
+        if self._held(calm, t_s, self.cfg.clear_after_s):
             self.raised = False
             self._cooldown_until = t_s + self.cfg.cooldown_s
             return "cleared"
@@ -37,11 +40,12 @@ class AlertPolicy:
 
     def held_back_s(self, t_s: float, negative_share: float, faces: int) -> float | None:
         """While the queue would raise an alert (update()'s share and faces test) but the cooldown
-        after the last clear holds it back: the seconds until a new one may be raised; else None.
+        after the last clear holds it back: the seconds until the earliest a new one can be raised
+        (the cooldown's end plus raise_after_s: the raise timer starts only then); else None.
         Only reads the state: what to show beside a "clear" that contradicts the figures."""
         if self.raised or t_s >= self._cooldown_until or not self._unhappy(negative_share, faces):
             return None
-        return self._cooldown_until - t_s
+        return self._cooldown_until + self.cfg.raise_after_s - t_s
 
     def _unhappy(self, negative_share: float, faces: int) -> bool:
         """The queue is unhappy enough to raise an alert (the cooldown and the timer aside)."""

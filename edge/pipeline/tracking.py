@@ -77,6 +77,7 @@ class Tracker:
         self.seen: list[Track] = []  # every track detected in the last frame, confirmed or not, by id
         self.last_ids: list[int] = []  # the track id of each detection in the last update, in detection order
         self._next_id = 1
+        self._said_not_finite = False
 
     def _same_look(self, tr: Track, look: np.ndarray | None, t_s: float) -> bool:
         """After a gap, a detection continues the track only if it looks like it."""
@@ -112,6 +113,14 @@ class Tracker:
         leaves the smoothed state as it was: being skipped by a schedule is not evidence. A
         prediction weighs by the time since the track's last one (1 - exp(-dt / smooth_s)),
         so the smoothing has the same speed in seconds at any fps and classification rate."""
+        if p is not None and not np.isfinite(p).all():
+            # A NaN or inf from the model (a float32 file gone wrong) would stay in the smoothed
+            # state, and the mood and alert with it, for as long as the person is in view.
+            if not self._said_not_finite:
+                log.warning("The classifier gave a probability that is not a number (NaN or inf); such "
+                            "predictions are left out (said once): check the model with edge eval.")
+                self._said_not_finite = True
+            p = None
         tr.latest = None if p is None else np.asarray(p, np.float32)
         if p is None:
             return
