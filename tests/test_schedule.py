@@ -434,6 +434,41 @@ def test_a_face_one_pass_misses_is_looked_for_again_in_its_window(shipped_classi
     assert calls[FPS + 3] == 1 and ids[FPS + 3] == first  # and looked for as before
 
 
+def test_a_face_missed_between_scans_is_looked_for_at_the_next_detector_frame(shipped_classifier):
+    """Between scans only the faces of the last detector frame were looked for: one missed call
+    took a face out of them until the next scan (up to scan_still_s, 4 s, past max_gap_s: the
+    track ended, and the person's seen share and level restarted)."""
+    from edge.pipeline.core import Pipeline
+    from edge.pipeline.detectors.regions import RegionDetector
+
+    blind = {"calls": 0}
+
+    def find(frame):
+        if blind["calls"]:
+            blind["calls"] -= 1
+            return []
+        return bright_square(frame)
+
+    inner = CountingDetector(find)
+    det = RegionDetector(inner, tiles=(4, 3), whole=True)
+    cfg = load_config(None, {"schedule.detect_hz": 5.0, "schedule.scan_hz": 1.0, "schedule.scan_still_s": 0,
+                             "schedule.detect_still_hz": 0})
+    pipe = Pipeline(cfg, shipped_classifier, det)
+    image = np.zeros((480, 640, 3), np.uint8)
+    image[200:280, 300:380] = 255
+    ids, calls = {}, {}
+    for i in range(int(FPS) // 2 + 4):
+        if i == 6:
+            blind["calls"] = 1  # a detector frame between scans: its one call misses the face
+        before = inner.calls
+        r = pipe.process(Frame(image, i / FPS, i))
+        if r.detected:
+            ids[i] = [tr.id for tr in r.faces if tr.last_t_s == i / FPS]
+            calls[i] = inner.calls - before
+    assert calls[6] == 1 and ids[6] == []  # missed
+    assert calls[9] == 1 and ids[9] == ids[0]  # looked for again at once, on its track
+
+
 class ScoredDetector(CountingDetector):
     """Like BlazeFace, keeps what scores at least its min_score (or a lower one, asked for): a
     bright square scores 0.9, a dim one 0.55 (a face near the detector's threshold)."""
