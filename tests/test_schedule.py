@@ -399,13 +399,13 @@ def test_a_still_face_that_leaves_is_not_kept_by_its_carried_box(shipped_classif
     assert gone is not None and gone - 1.5 <= 1.0 + 1 / 2.5 + 0.2  # max_gap_s, at most one carried look, a frame
 
 
-def test_a_face_one_pass_misses_is_looked_for_again_in_its_window(shipped_classifier):
-    """A whole-frame pass that misses a tracked face gives it one more call in the window around
-    it, in the same frame: the face stays on its track and among the faces looked for."""
+def blinking_still_face(classifier):
+    """A pipeline on a tiled counting detector (a scan a second, detector at 5 Hz) and a frame with
+    one still face; blind["calls"] = N makes the next N detector calls find nothing."""
     from edge.pipeline.core import Pipeline
     from edge.pipeline.detectors.regions import RegionDetector
 
-    blind = {"calls": 0}  # the next this many calls find nothing
+    blind = {"calls": 0}
 
     def find(frame):
         if blind["calls"]:
@@ -414,12 +414,18 @@ def test_a_face_one_pass_misses_is_looked_for_again_in_its_window(shipped_classi
         return bright_square(frame)
 
     inner = CountingDetector(find)
-    det = RegionDetector(inner, tiles=(4, 3), whole=True)
     cfg = load_config(None, {"schedule.detect_hz": 5.0, "schedule.scan_hz": 1.0, "schedule.scan_still_s": 0,
                              "schedule.detect_still_hz": 0})
-    pipe = Pipeline(cfg, shipped_classifier, det)
+    pipe = Pipeline(cfg, classifier, RegionDetector(inner, tiles=(4, 3), whole=True))
     image = np.zeros((480, 640, 3), np.uint8)
-    image[200:280, 300:380] = 255  # one face standing still
+    image[200:280, 300:380] = 255
+    return pipe, inner, blind, image
+
+
+def test_a_face_one_pass_misses_is_looked_for_again_in_its_window(shipped_classifier):
+    """A whole-frame pass that misses a tracked face gives it one more call in the window around
+    it, in the same frame: the face stays on its track and among the faces looked for."""
+    pipe, inner, blind, image = blinking_still_face(shipped_classifier)
     ids, calls = {}, {}
     for i in range(int(1.5 * FPS)):
         if i == FPS:
@@ -438,24 +444,7 @@ def test_a_face_missed_between_scans_is_looked_for_at_the_next_detector_frame(sh
     """Between scans only the faces of the last detector frame were looked for: one missed call
     took a face out of them until the next scan (up to scan_still_s, 4 s, past max_gap_s: the
     track ended, and the person's seen share and level restarted)."""
-    from edge.pipeline.core import Pipeline
-    from edge.pipeline.detectors.regions import RegionDetector
-
-    blind = {"calls": 0}
-
-    def find(frame):
-        if blind["calls"]:
-            blind["calls"] -= 1
-            return []
-        return bright_square(frame)
-
-    inner = CountingDetector(find)
-    det = RegionDetector(inner, tiles=(4, 3), whole=True)
-    cfg = load_config(None, {"schedule.detect_hz": 5.0, "schedule.scan_hz": 1.0, "schedule.scan_still_s": 0,
-                             "schedule.detect_still_hz": 0})
-    pipe = Pipeline(cfg, shipped_classifier, det)
-    image = np.zeros((480, 640, 3), np.uint8)
-    image[200:280, 300:380] = 255
+    pipe, inner, blind, image = blinking_still_face(shipped_classifier)
     ids, calls = {}, {}
     for i in range(int(FPS) // 2 + 4):
         if i == 6:
