@@ -399,6 +399,22 @@ def test_a_still_face_that_leaves_is_not_kept_by_its_carried_box(shipped_classif
     assert gone is not None and gone - 1.5 <= 1.0 + 1 / 2.5 + 0.2  # max_gap_s, at most one carried look, a frame
 
 
+def test_boxes_with_nan_or_no_area_from_a_detector_are_left_out(shipped_classifier):
+    """A plugin's detector (or a model gone wrong) giving NaN crashed the crop (the service with
+    it); a box of no area started a new track on every detector frame."""
+    from edge.pipeline.core import Pipeline
+
+    def find(frame):
+        return [Detection(BBox(float("nan"), 10, 50, 50), 0.9), Detection(BBox(10, 10, 50, -5), 0.9),
+                Detection(BBox(300, 200, 0, 80), 0.9), *still_faces(frame)[:1]]
+
+    pipe = Pipeline(load_config(None, {"schedule.detect_hz": 0}), shipped_classifier, CountingDetector(find))
+    for i in range(6):
+        r = pipe.process(Frame(np.zeros((480, 640, 3), np.uint8), i / FPS, i))
+        assert r.detections == 1
+    assert len(pipe.tracker.tracks) == 1
+
+
 def blinking_still_face(classifier):
     """A pipeline on a tiled counting detector (a scan a second, detector at 5 Hz) and a frame with
     one still face; blind["calls"] = N makes the next N detector calls find nothing."""

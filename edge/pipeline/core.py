@@ -6,6 +6,7 @@ Shared by `edge run` (live) and `edge analyze` (recordings): one pipeline, two f
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from edge.pipeline.classifier import Classifier
 from edge.config import Config, resolve_model
 from edge.pipeline.detectors.base import Detection, FaceDetector
 from edge.pipeline.detectors.regions import configured_detector, detect_in
+from edge.pipeline.geometry import BBox
 from edge.pipeline.mood import Mood, MoodWindow
 from edge.pipeline.preprocess import crop_face, look, to_gray
 from edge.pipeline.schedule import Schedule, focus_windows, motion_blocks
@@ -134,6 +136,10 @@ class QueueMonitor:
         return tracks, mood, self.policy.update(t_s, mood.negative_share, mood.faces)
 
 
+def usable(box: BBox) -> bool:
+    return all(math.isfinite(v) for v in (box.x, box.y, box.w, box.h)) and box.w >= 1 and box.h >= 1
+
+
 class Pipeline:
     def __init__(self, cfg: Config, classifier: Classifier, detector: FaceDetector):
         self.cfg, self.classifier, self.detector = cfg, classifier, detector
@@ -219,7 +225,9 @@ class Pipeline:
         t0 = time.perf_counter()
         detect = self.monitor.detect_now(frame.t_s)
         self.carried_n = 0
-        detections = self.detect(frame) if detect else []
+        # A box with NaN or no area (a plugin's detector, a model gone wrong) would crash the crop
+        # or start a track every detector frame: left out.
+        detections = [d for d in self.detect(frame) if usable(d.box)] if detect else []
         t1 = time.perf_counter()
         boxes = [d.box for d in detections]
         crops = self.crops(to_gray(frame.image), boxes) if boxes else None
