@@ -30,7 +30,9 @@ class Registry(dict):
 
     def load(self, package: str, path) -> None:
         """Import every module of a package, so each plugin in it registers itself. A module
-        whose optional dependency is missing is logged and left out, not fatal."""
+        whose optional dependency is missing, or that fails otherwise at import (a plugin file
+        dropped in with a bug), is logged and left out, not fatal: the monitor runs with the
+        others, and a config naming it gets the unknown-kind sentence."""
         for mod in pkgutil.iter_modules(path):
             if mod.name.startswith("_"):
                 continue
@@ -38,6 +40,9 @@ class Registry(dict):
                 importlib.import_module(f"{package}.{mod.name}")
             except ImportError as exc:
                 log.warning("%s '%s' is unavailable: %s", self.family, mod.name, exc)
+            except Exception as exc:  # noqa: BLE001 - whatever a plugin's import raises
+                log.error("%s '%s' failed to load and is left out: %s: %s", self.family, mod.name,
+                          type(exc).__name__, exc)
 
     def reference(self, table: str) -> list[str]:
         """Markdown rows for the docs, from the plugins themselves: the key, the first line of

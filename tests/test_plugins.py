@@ -93,6 +93,29 @@ def checks_of(tmp_path: Path, toml: str) -> dict[str, dict]:
     return {c.name: c for c in diagnose(DoctorSettings(config=str(path), camera_timeout_s=5))}
 
 
+def test_a_plugin_that_fails_at_import_is_left_out_not_fatal(tmp_path, monkeypatch, caplog):
+    """Only a missing dependency was caught: any other error in a dropped-in plugin file stopped
+    every command."""
+    import sys
+
+    from edge.plugins import Registry
+
+    pkg = tmp_path / "someplugins"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "broken.py").write_text("raise OSError('no such device')\n")
+    (pkg / "fine.py").write_text("from edge.plugins import Registry\nLOADED = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import someplugins
+
+    with caplog.at_level("ERROR", logger="edge.plugins"):
+        Registry("test plugin").load("someplugins", someplugins.__path__)
+    assert "someplugins.fine" in sys.modules
+    assert "test plugin 'broken' failed to load and is left out: OSError: no such device" in caplog.text
+    for name in ("someplugins", "someplugins.fine", "someplugins.broken"):
+        sys.modules.pop(name, None)
+
+
 def test_a_new_detector_needs_no_other_file(tmp_path, dummy_detector):
     from edge.ops.bundle import DETECTOR_DIR, _detector_files
 
