@@ -536,6 +536,18 @@ def test_a_second_signal_while_the_sinks_close_does_not_cut_the_close_short(astr
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
+def test_a_forced_runtime_name_that_is_no_runtime_is_one_sentence(monkeypatch):
+    """A typo in QUEUE_MOOD_RUNTIME read as 'No TFLite runtime is installed'."""
+    from edge.errors import UserError
+    from edge.pipeline import runtime
+
+    monkeypatch.setattr(runtime, "_cached", None)
+    monkeypatch.setenv("QUEUE_MOOD_RUNTIME", "ai_edge_litert")
+    with pytest.raises(UserError, match=r"QUEUE_MOOD_RUNTIME=ai_edge_litert names no TFLite runtime; use one of "
+                                        r"ai-edge-litert, tflite-runtime, tensorflow\.lite"):
+        runtime.runtime()
+
+
 @pytest.mark.parametrize("failure, says", [
     (ModuleNotFoundError("No module named 'ai_edge_litert'", name="ai_edge_litert"), "is installed"),
     (ImportError("libfoo.so: cannot open shared object file"), "libfoo.so"),

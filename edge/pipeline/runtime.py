@@ -39,6 +39,10 @@ def runtime() -> Runtime:
     from importlib import metadata
 
     forced = os.environ.get("QUEUE_MOOD_RUNTIME")
+    names = [name for name, _, _ in _CANDIDATES]
+    if forced and forced not in names:  # a typo would read as "no runtime is installed"
+        raise UserError(f"QUEUE_MOOD_RUNTIME={forced} names no TFLite runtime; use one of {', '.join(names)}, "
+                        "or unset it to take the first that imports.")
     broken = []  # installed but failed to import: say why, not "not installed"
     for name, module, dist in _CANDIDATES:
         if forced and forced != name:
