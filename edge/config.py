@@ -329,6 +329,12 @@ class Config:
         # the terminal), MQTT client ids and Home Assistant's device name: refused here, once.
         _check(not _CONTROL.search(self.device_name), "device_name", self.device_name,
                "a name without control characters (line breaks, tabs, escapes), e.g. \"Kasse 1\"")
+        # A detector slower than the tracks last would end every track between its runs: no one
+        # would ever count (found in a review: detect_hz 0.3 with max_gap_s 3).
+        hz = self.schedule.detect_hz
+        _check(hz == 0 or 1 / hz < self.tracking.max_gap_s, "schedule.detect_hz", hz,
+               f"a rate above 1 / tracking.max_gap_s = {1 / self.tracking.max_gap_s:.2g} per second (tracks unseen for "
+               f"{self.tracking.max_gap_s:g} s end), or 0 for every frame, e.g. 5")
 
 
 def _type_ok(value, tp) -> bool:

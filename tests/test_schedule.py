@@ -93,6 +93,10 @@ def test_a_prediction_that_is_not_a_number_is_left_out_said_once(caplog):
 def test_schedule_config_is_strict():
     with pytest.raises(ConfigError, match="schedule.detect_hz"):
         load_config(None, {"schedule.detect_hz": -1.0})
+    # slower than tracks last (max_gap_s 3 s): every track would end between detector runs
+    with pytest.raises(ConfigError, match=r"schedule\.detect_hz.*above 1 / tracking\.max_gap_s = 0\.33"):
+        load_config(None, {"schedule.detect_hz": 0.3})
+    assert load_config(None, {"schedule.detect_hz": 0.3, "tracking.max_gap_s": 5.0}).schedule.detect_hz == 0.3
     with pytest.raises(ConfigError, match="schedule.classify_hz"):
         load_config(None, {"schedule.classify_hz": -1.0})
 
