@@ -422,8 +422,9 @@ def test_pipeline_live_rate_reports_cpu_share_recall_and_the_detector_sweep(ship
         alone = v["live"]["decoding"]  # the video read at its rate, no pipeline: the file's own share
         assert alone["frames"] == v["frames"] and alone["recall"] is None and alone["faces_classified_per_video_s"] == 0
         whole = v["live"]["macs"]["detector_calls_per_frame"]  # model calls for one whole frame (tiles)
-        # every frame a whole pass, plus one call in its own window for a tracked face a pass missed
-        assert v["fps"] * whole * 0.99 <= off["detector_calls_per_video_s"] <= v["fps"] * (whole + 4)
+        # every frame a whole pass, plus one call in its own window for each tracked face a pass
+        # missed, and for each person the last frame missed, for 0.45 s (core.MISSED_RETRY_S)
+        assert v["fps"] * whole * 0.99 <= off["detector_calls_per_video_s"] <= v["fps"] * (whole + 8)
         assert ours["detector_calls_per_video_s"] < off["detector_calls_per_video_s"]
         assert [r["detect_hz"] for r in v["detect_sweep"]] == [15.0, 7.5]
         assert v["detect_sweep"][1]["detector_calls_per_video_s"] < v["detect_sweep"][0]["detector_calls_per_video_s"]
