@@ -75,6 +75,10 @@ class SourceConfig:
         _range(self.fps, 0, 240, f"{p}.fps", lo_open=True)
         _range(self.reopen_max_backoff_s, 0, HOUR_S, f"{p}.reopen_max_backoff_s", lo_open=True)
         _range(self.down_after_s, 0, HOUR_S, f"{p}.down_after_s", lo_open=True)
+        # shorter than the gap between two frames, every gap would read as the camera down and up again
+        _check(self.down_after_s >= 2 / self.fps, f"{p}.down_after_s", self.down_after_s,
+               f"at least two frame intervals at {p}.fps = {self.fps:g} ({2 / self.fps:.3g} s), e.g. "
+               f"{max(5, math.ceil(2 / self.fps)):g}")
         _check(self.rotate in ROTATIONS, f"{p}.rotate", self.rotate,
                "0, 90, 180 or 270 (degrees clockwise; 180 for a camera mounted upside down)")
         r = self.roi

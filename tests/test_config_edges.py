@@ -128,3 +128,11 @@ def test_a_utf8_config_saved_with_a_byte_order_mark_loads(tmp_path):
     p = tmp_path / "notepad.toml"
     p.write_bytes("\ufeff[alert]\nmin_faces = 3\n".encode("utf-8"))
     assert load_config(p).alert.min_faces == 3
+
+
+def test_a_camera_down_time_shorter_than_two_frames_is_refused():
+    """Every gap between frames would have read as camera down and up again (events to every sink)."""
+    with pytest.raises(ConfigError, match=r"source\.down_after_s.*at least two frame intervals at source\.fps = 0\.2 "
+                                          r"\(10 s\), e\.g\. 10"):
+        load_config(None, {"source.fps": 0.2})
+    assert load_config(None, {"source.fps": 0.2, "source.down_after_s": 10.0}).source.down_after_s == 10.0
