@@ -560,6 +560,39 @@ def test_an_earlier_analysis_in_the_same_folder_is_replaced_whole_and_said(tmp_p
     assert "an earlier analysis there is replaced" in " ".join(run_cli("analyze", "--help").stdout.split())
 
 
+def test_a_failed_analysis_puts_the_earlier_one_back(tmp_path):
+    """A run that fails (here: no image of the folder can be read) removed the earlier analysis
+    and left a header-only timeline.csv in its place."""
+    images, bad, out = tmp_path / "images", tmp_path / "bad", tmp_path / "out"
+    images.mkdir()
+    bad.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.full((H, W, 3), 90, np.uint8))
+    (bad / "a.png").write_bytes(b"junk")
+    assert run_cli("analyze", images, "--out", out).returncode == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    r = run_cli("analyze", bad, "--out", out)
+    assert r.returncode == 2 and "None of the 1 images" in r.stderr
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing set aside left behind either
+
+
+@pytest.mark.parametrize("source", ["rtsp://user:secret@127.0.0.1:1/live", "http://127.0.0.1:1/cam.mjpg"])
+def test_a_stream_is_refused_before_the_model_loads(tmp_path, source):
+    """It was opened as a camera: an error after the model loaded, or a run without an end."""
+    r = run_cli("analyze", source, "--out", tmp_path / "out", "--model", tmp_path / "no-model.tflite")
+    assert r.returncode == 2 and "is a live camera or stream; record it first" in r.stderr, r.stderr
+    assert "secret" not in r.stderr and not (tmp_path / "out").exists()
+
+
+def test_an_out_that_is_the_folder_analysed_is_refused(tmp_path):
+    """Its next run would have analysed this run's summary.png as one more image."""
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.full((H, W, 3), 90, np.uint8))
+    r = run_cli("analyze", images, "--out", images)
+    assert r.returncode == 2 and "is the folder being analysed" in r.stderr
+    assert [p.name for p in images.iterdir()] == ["a.png"]
+
+
 def test_a_folder_no_analysis_wrote_keeps_its_files_of_the_same_names(tmp_path):
     """--out at a folder of the user's own: only the files this run writes are replaced."""
     video = write_video(tmp_path / "clip.mp4", (np.full((H, W, 3), 90, np.uint8) for _ in range(FPS)))

@@ -24,7 +24,9 @@ import csv
 import dataclasses
 import json
 import math
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +39,8 @@ from edge.paths import check_out_folder
 from edge.pipeline import face_width
 from edge.pipeline.annotate import AnnotatedVideo
 from edge.pipeline.core import Pipeline, StageTimer, load_parts
-from edge.pipeline.sources import ImageFolderSource, open_source
+from edge.pipeline.sources import ImageFolderSource, open_source, video_device_index
+from edge.redact import redact_url
 
 # Fixed chart geometry (inches at DPI), so the PNG's pixel size is predictable.
 DPI = 100
@@ -242,19 +245,35 @@ def _earlier_analysis(out: Path) -> bool:
     return isinstance(summary, dict) and {"frames_analysed", "detector", "input"} <= summary.keys()
 
 
-def _clear_earlier(out: Path, inputs: list, notes: list[str]) -> None:
-    """Removes an earlier analysis's files from `out` (saying so), once this run is about to write;
-    never one of the `inputs` (an image named summary.png in the folder analysed), and nothing from
-    a folder no analysis wrote."""
+def _set_aside_earlier(out: Path, inputs: list, notes: list[str]) -> Path | None:
+    """Moves an earlier analysis's files from `out` into a hidden folder there (saying so), once
+    this run is about to write: _put_back_earlier restores them if this run fails, so a failed
+    analysis never costs the last good one. Never one of the `inputs` (an image named
+    summary.png in the folder analysed), and nothing from a folder no analysis wrote."""
     if not _earlier_analysis(out):
-        return
+        return None
     keep = {Path(f).resolve() for f in inputs}
     earlier = [name for name in RESULT_FILES if (out / name).is_file() and (out / name).resolve() not in keep]
+    if not earlier:
+        return None
+    aside = Path(tempfile.mkdtemp(prefix=".earlier-analysis-", dir=out))
     for name in earlier:
-        (out / name).unlink()
-    if earlier:
-        notes.append(f"{out} held an earlier analysis ({', '.join(earlier)}); it was removed, and the files below are "
-                     "this run's.")
+        (out / name).replace(aside / name)
+    notes.append(f"{out} held an earlier analysis ({', '.join(earlier)}); it was removed, and the files below are "
+                 "this run's.")
+    return aside
+
+
+def _put_back_earlier(out: Path, aside: Path | None, inputs: list) -> None:
+    """After a failed run: its own files removed, the earlier analysis's moved back."""
+    keep = {Path(f).resolve() for f in inputs}
+    for name in RESULT_FILES:
+        if (out / name).is_file() and (out / name).resolve() not in keep:
+            (out / name).unlink()
+    if aside is not None:
+        for f in aside.iterdir():
+            f.replace(out / f.name)
+        aside.rmdir()
 
 
 def _replay(cfg: Config, parts, source, name_of, rec: _Recorder, timer: StageTimer, annotator, bar,
@@ -301,6 +320,13 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     if not path:  # open_source's own message names edge run's --camera and --source
         raise UserError("No input given; pass edge analyze a video file, an image or a folder of images "
                         "(e.g. edge analyze queue.mp4).")
+    # a stream or a camera never ends: edge run watches those (before the model loads, as below)
+    if "://" in path or video_device_index(path) is not None:
+        raise UserError(f"edge analyze reads recordings, and {redact_url(path)} is a live camera or stream; record it "
+                        "first, or watch it with edge run --source.")
+    if Path(path).is_dir() and Path(opts.out).resolve() == Path(path).resolve():
+        raise UserError(f"--out {opts.out} is the folder being analysed: its next run would analyse this one's chart; "
+                        "pass another --out.")
     # an unreadable input fails here, before the model loads; images are one second apart
     source = open_source(None, path, fps=1.0, every=every, rotate=cfg.source.rotate)
     video = not isinstance(source, ImageFolderSource)
@@ -317,7 +343,22 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
         opts.notes.append(f"--every {every} leaves {step_s:.2f} s between analysed frames, more than "
                           f"tracking.max_gap_s ({cfg.tracking.max_gap_s:g} s), so faces cannot be followed from one "
                           "analysed frame to the next and every sighting starts a new track.")
-    _clear_earlier(out, [path, *getattr(source, "files", [])], opts.notes)
+    inputs = [path, *getattr(source, "files", [])]
+    aside = _set_aside_earlier(out, inputs, opts.notes)
+    try:
+        summary = _analyze_into(out, cfg, path, opts, source, classifier, detector, labels, video, kind, every, fps,
+                                step_s, draw, started)
+    except BaseException:
+        _put_back_earlier(out, aside, inputs)
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+    return summary
+
+
+def _analyze_into(out: Path, cfg: Config, path: str, opts: AnalyzeOptions, source, classifier, detector, labels,
+                  video: bool, kind: str, every: int, fps: float, step_s: float, draw: bool, started: float) -> dict:
+    """The analysis proper: every frame through the pipeline, then the files and the summary."""
     rec = _Recorder(out, labels, video, opts.fmt)
     annotator = AnnotatedVideo(out / "annotated.mp4", fps / every if video else 1.0, labels,
                                cfg.source.roi) if opts.annotate else None
