@@ -444,6 +444,23 @@ def number(kind: type = int, low: float = 1, above: bool = False):
     return parse
 
 
+def share(high: float = 1.0, below: bool = False):
+    """An argparse type for a share (of frames, of faces): a number from 0 to `high` (under it when
+    `below`), so a rate of 2 or nan is a one-line error, not a run that reports nothing as a result."""
+    what = f"a share from 0 to {'below ' if below else ''}{high:g}"
+
+    def parse(text: str):
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not (math.isfinite(value) and 0 <= value and (value < high if below else value <= high)):
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}")
+        return value
+
+    return parse
+
+
 def numbers(kind: type = int, low: float = 1, above: bool = False):
     """number()'s type for a comma list, e.g. --faces 1,4."""
     one = number(kind, low, above)

@@ -419,24 +419,27 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", type=common.number(), nargs="*", default=[1, 2, 4, 6],
                     help="other queue sizes, a third of the mixed hours each")
     ap.add_argument("--sweep-hours", type=hours, default=3.0, help="hours per sweep run, calm and mixed (0: no sweep)")
-    ap.add_argument("--raise-shares", type=float, nargs="+", default=[0.3, 0.4, 0.5, 0.6])
-    ap.add_argument("--raise-afters", type=float, nargs="+", default=[3.0, 5.0, 8.0])
+    ap.add_argument("--raise-shares", type=common.share(), nargs="+", default=[0.3, 0.4, 0.5, 0.6])
+    ap.add_argument("--raise-afters", type=common.number(float, 0), nargs="+", default=[3.0, 5.0, 8.0])
     ap.add_argument("--videos", nargs="*", default=["turn", "arrive", "calm"], choices=["turn", "hide", "arrive", "calm"],
                     help="rendered scenes to run through the whole pipeline (none: --videos with no names; 'hide': "
                          "the turn scene with three people hidden for 7 s each, not run by default)")
     ap.add_argument("--variants", nargs="*", default=None, help="only sweep mood variants whose name has one of these words")
     ap.add_argument("--fps", type=common.number(float, 0, above=True), default=5.0)
-    ap.add_argument("--miss-rate", type=float, default=0.05)
-    ap.add_argument("--occlusions-per-min", type=float, default=Scenario.occlusions_per_min)
-    ap.add_argument("--occlusion-s", type=float, nargs=2, default=list(Scenario.occlusion_s), metavar=("MIN", "MAX"),
+    # a detector that misses every frame sees no one: nothing to measure (1 is refused)
+    ap.add_argument("--miss-rate", type=common.share(below=True), default=0.05)
+    ap.add_argument("--occlusions-per-min", type=common.number(float, 0), default=Scenario.occlusions_per_min)
+    ap.add_argument("--occlusion-s", type=common.number(float, 0, above=True), nargs=2, default=list(Scenario.occlusion_s), metavar=("MIN", "MAX"),
                     help="how long an occlusion hides a person, drawn uniformly (default: %(default)s; a person "
                          "reading their phone or someone passing in front can hide a face for longer)")
-    ap.add_argument("--flicker-spots", type=int, default=1)
-    ap.add_argument("--flicker-rate", type=float, default=0.02)
+    ap.add_argument("--flicker-spots", type=common.number(int, 0), default=1)
+    ap.add_argument("--flicker-rate", type=common.share(), default=0.02)
     ap.add_argument("--threads", type=common.number(), default=None,
                     help="classifier threads for the bank (default: all cores)")
     common.add_common_args(ap)
     args = ap.parse_args(argv)
+    if args.occlusion_s[0] > args.occlusion_s[1]:
+        ap.error(f"--occlusion-s {args.occlusion_s[0]:g} {args.occlusion_s[1]:g}: MIN is over MAX")
     return common.finish(NAME, args, argv, run, draw, to_markdown)
 
 

@@ -150,6 +150,12 @@ def test_results_in_a_folder_that_cannot_be_written_are_one_line_before_the_run(
     ("scenarios", ["--views", "0"], "argument --views: '0' is not a whole number of 1 or more"),
     ("scenarios", ["--hours", "nan"], "argument --hours: 'nan' is not a number of 0 or more"),
     ("scenarios", ["--threads", "0"], "argument --threads: '0' is not a whole number of 1 or more"),
+    # a detector missing every frame sees no one, and the run reported 0 false alarms as a result
+    ("scenarios", ["--miss-rate", "1"], "argument --miss-rate: '1' is not a share from 0 to below 1"),
+    ("scenarios", ["--flicker-rate", "nan"], "argument --flicker-rate: 'nan' is not a share from 0 to 1"),
+    ("scenarios", ["--flicker-spots", "-3"], "argument --flicker-spots: '-3' is not a whole number of 0 or more"),
+    ("scenarios", ["--raise-shares", "0.3", "1.5"], "argument --raise-shares: '1.5' is not a share from 0 to 1"),
+    ("scenarios", ["--occlusion-s", "5", "1"], "--occlusion-s 5 1: MIN is over MAX"),
 ])
 def test_counts_and_lengths_no_run_can_use_are_refused_when_parsed(script, argv, needle, capsys):
     import importlib
