@@ -21,6 +21,7 @@ spooled, as a restart would.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -463,74 +464,78 @@ def run(args, argv) -> dict:
     report = common.run_header(NAME, argv)
     cam = Camera(scene_jpegs(args.fps), args.fps)
     hook = Webhook()
-    broker = Broker(workdir / "broker")
-    broker.start()
-    sub = Subscriber(broker.port, "soak/alerts")
-    cfg = write_config(workdir, hook, broker, free_port())
-    print(f"soak: {args.minutes:g} min, workdir {workdir}", flush=True)
+    # Whatever ends the soak early (an error, Ctrl-C), the broker and the services it started stop
+    # with it: a broker left running held its port and outlived the benchmark.
+    with contextlib.ExitStack() as cleanup:
+        broker = Broker(workdir / "broker")
+        broker.start()
+        cleanup.callback(broker.stop)
+        sub = Subscriber(broker.port, "soak/alerts")
+        cleanup.callback(sub.close)
+        cfg = write_config(workdir, hook, broker, free_port())
+        print(f"soak: {args.minutes:g} min, workdir {workdir}", flush=True)
 
-    svc = Service(workdir, cfg, cam.url, args.nice, "main", args.trace_memory)
-    if not svc.warm():
-        svc.stop()
-        raise UserError(f"edge run did not start; see {svc.log}")
-    t0 = time.monotonic()
-    samples, transitions = [], []
-    active: set[str] = set()
-    next_sample = 0.0
-    while (t := time.monotonic() - t0) < args.minutes * 60:
-        want = faults_at(t, args.cycle_s)
-        if want != active:
-            apply(want, cam, hook, broker)
-            transitions.append({"t_s": round(t, 1), "faults": sorted(want)})
-            active = want
-        if t >= next_sample:
-            st = svc.status() or {}
-            s = {"t_s": round(t, 1), **svc.sample(), "fps": round(st.get("fps", 0.0), 2),
-                 "frames": st.get("frames"), "dropped_frames": st.get("dropped_frames"),
-                 "camera": st.get("camera"), "faults": sorted(active),
-                 "spooled": {k: v.get("spooled") for k, v in st.get("sinks", {}).items() if v.get("spooled")}}
-            samples.append(s)
-            print(f"soak: {t / 60:5.1f} min  rss {s['rss_mb']:.1f} MB  fds {s['fds']}  threads {s['threads']}  "
-                  f"fps {s['fps']}  faults {','.join(s['faults']) or '-'}", flush=True)
-            next_sample += 60.0
-        if svc.proc.poll() is not None:
-            raise UserError(f"edge run exited during the soak (code {svc.proc.returncode}); see {svc.log}")
-        time.sleep(0.2)
-    apply(set(), cam, hook, broker)
-    final_stop_s = svc.stop()
-    main_summary = svc.summary()
-    soak_s = time.monotonic() - t0
+        svc = Service(workdir, cfg, cam.url, args.nice, "main", args.trace_memory)
+        cleanup.callback(lambda: svc.proc.poll() is None and svc.stop())
+        if not svc.warm():
+            svc.stop()
+            raise UserError(f"edge run did not start; see {svc.log}")
+        t0 = time.monotonic()
+        samples, transitions = [], []
+        active: set[str] = set()
+        next_sample = 0.0
+        while (t := time.monotonic() - t0) < args.minutes * 60:
+            want = faults_at(t, args.cycle_s)
+            if want != active:
+                apply(want, cam, hook, broker)
+                transitions.append({"t_s": round(t, 1), "faults": sorted(want)})
+                active = want
+            if t >= next_sample:
+                st = svc.status() or {}
+                s = {"t_s": round(t, 1), **svc.sample(), "fps": round(st.get("fps", 0.0), 2),
+                     "frames": st.get("frames"), "dropped_frames": st.get("dropped_frames"),
+                     "camera": st.get("camera"), "faults": sorted(active),
+                     "spooled": {k: v.get("spooled") for k, v in st.get("sinks", {}).items() if v.get("spooled")}}
+                samples.append(s)
+                print(f"soak: {t / 60:5.1f} min  rss {s['rss_mb']:.1f} MB  fds {s['fds']}  threads {s['threads']}  "
+                      f"fps {s['fps']}  faults {','.join(s['faults']) or '-'}", flush=True)
+                next_sample += 60.0
+            if svc.proc.poll() is not None:
+                raise UserError(f"edge run exited during the soak (code {svc.proc.returncode}); see {svc.log}")
+            time.sleep(0.2)
+        apply(set(), cam, hook, broker)
+        final_stop_s = svc.stop()
+        main_summary = svc.summary()
+        soak_s = time.monotonic() - t0
 
-    stops = [{"state": "running (end of the soak)", "stop_s": round(final_stop_s, 3),
-              "exit_code": svc.proc.returncode, "note": f"after {soak_s / 60:.1f} min" + (
-                  "; includes --trace-memory's last snapshot at exit" if args.trace_memory else "")}]
-    if not args.no_stop_checks:
-        for state in STOP_STATES:
-            stops.append(stop_latency(state, workdir, cfg, cam, hook, broker, args.nice))
-            print(f"soak: stop in state {state}: {stops[-1]['stop_s']} s", flush=True)
+        stops = [{"state": "running (end of the soak)", "stop_s": round(final_stop_s, 3),
+                  "exit_code": svc.proc.returncode, "note": f"after {soak_s / 60:.1f} min" + (
+                      "; includes --trace-memory's last snapshot at exit" if args.trace_memory else "")}]
+        if not args.no_stop_checks:
+            for state in STOP_STATES:
+                stops.append(stop_latency(state, workdir, cfg, cam, hook, broker, args.nice))
+                print(f"soak: stop in state {state}: {stops[-1]['stop_s']} s", flush=True)
 
-    # What is still spooled goes out on the next start, as after a restart in the field.
-    drain = Service(workdir, cfg, cam.url, args.nice, "drain")
-    drain.warm()
-    wait_until(lambda: not any((workdir / "spool" / k).glob("*.json")
-                               for k in ("webhook", "mqtt") if (workdir / "spool" / k).is_dir()), 60, 0.5)
-    time.sleep(2.0)  # late PUBACKs and subscriber deliveries
-    drain.stop()
-    counts = reconcile(workdir, hook, sub)
-    sub.close()
-    broker.stop()
+        # What is still spooled goes out on the next start, as after a restart in the field.
+        drain = Service(workdir, cfg, cam.url, args.nice, "drain")
+        drain.warm()
+        wait_until(lambda: not any((workdir / "spool" / k).glob("*.json")
+                                   for k in ("webhook", "mqtt") if (workdir / "spool" / k).is_dir()), 60, 0.5)
+        time.sleep(2.0)  # late PUBACKs and subscriber deliveries
+        drain.stop()
+        counts = reconcile(workdir, hook, sub)
 
-    report.update({
-        "minutes_requested": args.minutes, "minutes_run": round(soak_s / 60, 2), "fps": args.fps,
-        "cycle_s": args.cycle_s, "schedule": schedule(args.cycle_s), "nice": args.nice, "workdir": str(workdir),
-        "samples": samples, "fault_transitions": transitions, "counts": counts, "stop_latency": stops,
-        "main_run_summary": main_summary, "rss_growth_mb_per_h": rss_growth_mb_per_h(samples),
-        "fds_range": [min(s["fds"] for s in samples), max(s["fds"] for s in samples)] if samples else None,
-        "threads_range": [min(s["threads"] for s in samples), max(s["threads"] for s in samples)] if samples else None,
-    })
-    if svc.memtrace is not None:
-        report["memory"] = memory_split(svc.memtrace)
-    return report
+        report.update({
+            "minutes_requested": args.minutes, "minutes_run": round(soak_s / 60, 2), "fps": args.fps,
+            "cycle_s": args.cycle_s, "schedule": schedule(args.cycle_s), "nice": args.nice, "workdir": str(workdir),
+            "samples": samples, "fault_transitions": transitions, "counts": counts, "stop_latency": stops,
+            "main_run_summary": main_summary, "rss_growth_mb_per_h": rss_growth_mb_per_h(samples),
+            "fds_range": [min(s["fds"] for s in samples), max(s["fds"] for s in samples)] if samples else None,
+            "threads_range": [min(s["threads"] for s in samples), max(s["threads"] for s in samples)] if samples else None,
+        })
+        if svc.memtrace is not None:
+            report["memory"] = memory_split(svc.memtrace)
+        return report
 
 
 MEMORY_KEYS = (("rss_mb", "RSS (includes tracemalloc's own)"), ("python_heap_mb", "Python heap (tracemalloc)"),

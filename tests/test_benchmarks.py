@@ -569,6 +569,40 @@ def test_soak_refuses_a_workdir_it_did_not_make_instead_of_deleting_it(tmp_path)
     assert list(soak.prepare_workdir(str(earlier)).iterdir()) == [earlier / soak.WORKDIR_MARK]
 
 
+def test_a_soak_that_fails_stops_the_broker_it_started(tmp_path, monkeypatch):
+    """The broker outlived a soak that ended early (orphaned to PID 1, holding its port)."""
+    import argparse
+
+    from benchmarks import soak
+
+    if not Path(soak.MOSQUITTO).exists():
+        pytest.skip("needs mosquitto (CI installs it)")
+    brokers = []
+
+    class Recorded(soak.Broker):
+        def __init__(self, workdir):
+            super().__init__(workdir)
+            brokers.append(self)
+
+    class NeverStarts:
+        def __init__(self, *a, **kw):
+            self.proc, self.log = subprocess.Popen([sys.executable, "-c", "pass"]), tmp_path / "service.log"
+            self.proc.wait()
+
+        def warm(self):
+            return False
+
+        def stop(self):
+            return 0.0
+
+    monkeypatch.setattr(soak, "Broker", Recorded)
+    monkeypatch.setattr(soak, "Service", NeverStarts)
+    args = argparse.Namespace(workdir=str(tmp_path / "soak"), fps=5.0, minutes=1.0, nice=0, trace_memory=False)
+    with pytest.raises(UserError, match="edge run did not start"):
+        soak.run(args, [])
+    assert len(brokers) == 1 and brokers[0].proc is not None and not brokers[0].up()
+
+
 def test_ctrl_c_is_one_line_and_leaves_the_earlier_results_whole(tmp_path, capsys, monkeypatch):
     import argparse
 
