@@ -373,6 +373,18 @@ def test_pipeline_names_a_missing_video_before_loading_any_model(tmp_path, capsy
     assert f"error: Video {missing} does not exist" in err and "none.tflite" not in err
 
 
+def test_pipeline_keep_videos_at_a_file_is_one_line_before_loading_any_model(tmp_path, capsys):
+    """It was a FileExistsError traceback, after the models loaded."""
+    from benchmarks import pipeline
+
+    (tmp_path / "afile").write_text("mine")
+    assert pipeline.main(["--keep-videos", str(tmp_path / "afile"), "--model", str(tmp_path / "none.tflite"),
+                          "--no-peer", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert f"error: --keep-videos {tmp_path / 'afile'} is a file; pass a folder." in err and "none.tflite" not in err
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
 @needs_blazeface
 def test_pipeline_on_a_folder_given_as_video_says_it_is_a_folder(shipped_model, tmp_path, capsys):
     from benchmarks import pipeline
