@@ -152,3 +152,16 @@ def test_eval_help_states_the_split_order():
     text = " ".join(CliRunner().invoke(eval_cmd, ["--help"]).output.split())
     assert "val, else all images)" not in text
     assert ", ".join(EVAL_ORDER) in text
+
+
+def test_eval_refuses_a_degrade_size_before_scoring_the_split(tmp_path, cache_env, shipped_model, monkeypatch):
+    """--degrade 500 was refused only after the whole split had been scored (a minute on FER2013)."""
+    from edge.pipeline.classifier import Classifier
+    from train.evaluate import evaluate
+
+    write_class_folders(tmp_path / "ds" / "val", 1)
+    scored = []
+    monkeypatch.setattr(Classifier, "predict_many", lambda self, x, **kw: scored.append(len(x)))
+    with pytest.raises(UserError, match=r"--degrade 500 is not a face size between 1 and the model's input size 48"):
+        evaluate(str(shipped_model), str(tmp_path / "ds"), degrade=[32, 500])
+    assert scored == []
