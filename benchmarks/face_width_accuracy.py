@@ -53,8 +53,25 @@ def load_split(data: Path, split: str, labels: list[str], limit: int | None, see
     if limit and limit < len(files):
         idx = np.random.default_rng(seed).choice(len(files), limit, replace=False)
         files = [files[i] for i in sorted(idx)]
-    images = np.stack([cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p, _ in files])
-    return images, np.array([y for _, y in files])
+    from train.data import FER2013_SIZE
+
+    images, ys, unreadable = [], [], []
+    for p, y in files:
+        im = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+        if im is None:  # a damaged file is left out and named, not a numpy error for the whole run
+            unreadable.append(str(p))
+            continue
+        if im.shape != (FER2013_SIZE, FER2013_SIZE):  # the degradations start from FER2013's crop size
+            im = cv2.resize(im, (FER2013_SIZE, FER2013_SIZE), interpolation=cv2.INTER_AREA)
+        images.append(im)
+        ys.append(y)
+    if unreadable:
+        print(f"Left out {len(unreadable)} file(s) that are not readable images: {', '.join(unreadable[:3])}"
+              + (" ..." if len(unreadable) > 3 else "") + ".", file=sys.stderr, flush=True)
+    if not images:
+        raise UserError(f"None of the images under {root}/<class>/ could be read; pass --data to the extracted "
+                        "FER2013 folder.")
+    return np.stack(images), np.array(ys)
 
 
 def degrade(images: np.ndarray, side: int, up: str) -> np.ndarray:

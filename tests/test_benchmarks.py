@@ -745,3 +745,19 @@ def test_detector_recall_stopped_by_ctrl_c_is_one_line_and_writes_nothing(tmp_pa
         rc = "a traceback"
     assert rc == 130 and capsys.readouterr().err.startswith("error: Stopped by Ctrl-C")
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_face_width_accuracy_leaves_out_a_damaged_image_and_reads_other_sizes(tmp_path, capsys):
+    """A damaged file or an image of another size stopped the run with a numpy stacking error."""
+    import cv2
+
+    from benchmarks.face_width_accuracy import load_split
+
+    for cls in ("happy", "sad"):
+        (tmp_path / "val" / cls).mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "val" / "happy" / "a.png"), np.full((48, 48), 100, np.uint8))
+    cv2.imwrite(str(tmp_path / "val" / "sad" / "b.png"), np.full((96, 96), 50, np.uint8))
+    (tmp_path / "val" / "sad" / "c.png").write_bytes(b"junk")
+    images, ys = load_split(tmp_path, "val", ["happy", "sad"], None, 0)
+    assert images.shape == (2, 48, 48) and list(ys) == [0, 1]
+    assert "Left out 1 file(s) that are not readable images" in capsys.readouterr().err
