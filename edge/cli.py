@@ -177,6 +177,9 @@ def config_cmd(config_path, docs, example):
 
     if docs and example:
         raise UserError("Choose one of --docs and --example.")
+    if (docs or example) and config_path:  # they describe every key's default, whatever a file sets
+        raise UserError(f"--{'docs' if docs else 'example'} prints the defaults of every key and reads no --config; "
+                        "drop one of them (edge config --config FILE prints that file's effective config).")
     if docs or example:
         click.echo(configdoc.markdown() if docs else configdoc.example_toml(), nl=False)
         return

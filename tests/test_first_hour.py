@@ -114,6 +114,9 @@ def test_print_config_example_and_edge_config(tmp_path):
     assert r.stdout == (REPO / "deploy" / "config.example.toml").read_text()
     r = run_cli("config", "--docs")
     assert r.returncode == 0 and r.stdout == configdoc.markdown()
+    (tmp_path / "mine.toml").write_text("[alert]\nraise_share = 0.5\n")  # read by neither: said, not ignored
+    r = run_cli("config", "--docs", "--config", tmp_path / "mine.toml")
+    assert r.returncode == 2 and r.stderr.startswith("error: --docs prints the defaults of every key and reads no --config")
     r = run_cli("run", "--example")
     assert r.returncode == 2 and r.stderr.startswith("error: --example goes with --print-config")
     cfg = tmp_path / "c.toml"
