@@ -117,8 +117,11 @@ def main(argv=None) -> None:
     ap.add_argument("--warmup-s", type=float, default=180.0)
     ap.add_argument("--top-every-s", type=float, default=1800.0)
     args = ap.parse_args(argv[:cut])
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("")
+    try:  # before the edge command starts: a folder or an unwritable path is one line
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text("")
+    except OSError as exc:
+        sys.exit(f"memtrace: cannot write {args.out} ({exc.strerror or exc}); give a file path for the samples.")
     tracemalloc.start(FRAMES)
     t0 = time.monotonic()
     base: list = []

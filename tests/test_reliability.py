@@ -776,6 +776,15 @@ def test_soak_schedule_and_rss_fit():
     assert rss_growth_mb_per_h(growing[:WARMUP_MIN + 2]) is None  # too few points after warm-up
 
 
+def test_memtrace_into_a_folder_is_one_line_before_the_command_starts(tmp_path):
+    """It was an IsADirectoryError traceback."""
+    r = subprocess.run([sys.executable, "benchmarks/memtrace.py", str(tmp_path), "--", "config"],
+                       capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+    assert r.returncode == 1 and r.stderr.strip() == (f"memtrace: cannot write {tmp_path} (Is a directory); give a "
+                                                      "file path for the samples.")
+    assert r.stdout == ""  # the edge command never ran
+
+
 def test_memtrace_finds_the_line_that_grew_and_the_soak_reports_it(tmp_path):
     import tracemalloc
 
