@@ -23,6 +23,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import contextlib
 import math
 import shutil
 import sys
@@ -245,35 +246,34 @@ def _earlier_analysis(out: Path) -> bool:
     return isinstance(summary, dict) and {"frames_analysed", "detector", "input"} <= summary.keys()
 
 
-def _set_aside_earlier(out: Path, inputs: list, notes: list[str]) -> Path | None:
-    """Moves an earlier analysis's files from `out` into a hidden folder there (saying so), once
-    this run is about to write: _put_back_earlier restores them if this run fails, so a failed
-    analysis never costs the last good one. Never one of the `inputs` (an image named
-    summary.png in the folder analysed), and nothing from a folder no analysis wrote."""
-    if not _earlier_analysis(out):
-        return None
+@contextlib.contextmanager
+def _replacing_earlier(out: Path, inputs: list, notes: list[str]):
+    """Around this run's writing into `out`: an earlier analysis's files are moved into a hidden
+    folder there (saying so), and put back, this run's own files removed, if the run fails, so a
+    failed analysis never costs the last good one; dropped once it succeeds. Never one of the
+    `inputs` (an image named summary.png in the folder analysed), and nothing from a folder no
+    analysis wrote."""
     keep = {Path(f).resolve() for f in inputs}
-    earlier = [name for name in RESULT_FILES if (out / name).is_file() and (out / name).resolve() not in keep]
-    if not earlier:
-        return None
-    aside = Path(tempfile.mkdtemp(prefix=".earlier-analysis-", dir=out))
+    earlier = [name for name in RESULT_FILES if (out / name).is_file() and (out / name).resolve() not in keep] \
+        if _earlier_analysis(out) else []
+    aside = Path(tempfile.mkdtemp(prefix=".earlier-analysis-", dir=out)) if earlier else None
     for name in earlier:
         (out / name).replace(aside / name)
-    notes.append(f"{out} held an earlier analysis ({', '.join(earlier)}); it was removed, and the files below are "
-                 "this run's.")
-    return aside
-
-
-def _put_back_earlier(out: Path, aside: Path | None, inputs: list) -> None:
-    """After a failed run: its own files removed, the earlier analysis's moved back."""
-    keep = {Path(f).resolve() for f in inputs}
-    for name in RESULT_FILES:
-        if (out / name).is_file() and (out / name).resolve() not in keep:
-            (out / name).unlink()
-    if aside is not None:
-        for f in aside.iterdir():
+    if earlier:
+        notes.append(f"{out} held an earlier analysis ({', '.join(earlier)}); it was removed, and the files below are "
+                     "this run's.")
+    try:
+        yield
+    except BaseException:
+        for name in RESULT_FILES:
+            if (out / name).is_file() and (out / name).resolve() not in keep:
+                (out / name).unlink()
+        for f in aside.iterdir() if aside else []:
             f.replace(out / f.name)
-        aside.rmdir()
+        raise
+    finally:
+        if aside is not None:
+            shutil.rmtree(aside, ignore_errors=True)
 
 
 def _replay(cfg: Config, parts, source, name_of, rec: _Recorder, timer: StageTimer, annotator, bar,
@@ -343,71 +343,56 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
         opts.notes.append(f"--every {every} leaves {step_s:.2f} s between analysed frames, more than "
                           f"tracking.max_gap_s ({cfg.tracking.max_gap_s:g} s), so faces cannot be followed from one "
                           "analysed frame to the next and every sighting starts a new track.")
-    inputs = [path, *getattr(source, "files", [])]
-    aside = _set_aside_earlier(out, inputs, opts.notes)
-    try:
-        summary = _analyze_into(out, cfg, path, opts, source, classifier, detector, labels, video, kind, every, fps,
-                                step_s, draw, started)
-    except BaseException:
-        _put_back_earlier(out, aside, inputs)
-        raise
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
-    return summary
+    with _replacing_earlier(out, [path, *getattr(source, "files", [])], opts.notes):
+        rec = _Recorder(out, labels, video, opts.fmt)
+        annotator = AnnotatedVideo(out / "annotated.mp4", fps / every if video else 1.0, labels,
+                                   cfg.source.roi) if opts.annotate else None
+        total = getattr(source, "frame_count", None)
+        bar = _progress(math.ceil(total / every) if total else None, Path(path).name, opts.progress, opts.notes)
+        timer = StageTimer()
+        t_loop = time.monotonic()
+        name_of = (lambda frame: "") if video else (lambda frame: Path(source.files[frame.index]).name)
+        _replay(cfg, (classifier, detector), source, name_of, rec, timer, annotator, bar, opts.notes)
+        processing_s = time.monotonic() - t_loop
+        if getattr(source, "ended_early", None):
+            opts.notes.append(source.ended_early)
 
-
-def _analyze_into(out: Path, cfg: Config, path: str, opts: AnalyzeOptions, source, classifier, detector, labels,
-                  video: bool, kind: str, every: int, fps: float, step_s: float, draw: bool, started: float) -> dict:
-    """The analysis proper: every frame through the pipeline, then the files and the summary."""
-    rec = _Recorder(out, labels, video, opts.fmt)
-    annotator = AnnotatedVideo(out / "annotated.mp4", fps / every if video else 1.0, labels,
-                               cfg.source.roi) if opts.annotate else None
-    total = getattr(source, "frame_count", None)
-    bar = _progress(math.ceil(total / every) if total else None, Path(path).name, opts.progress, opts.notes)
-    timer = StageTimer()
-    t_loop = time.monotonic()
-    name_of = (lambda frame: "") if video else (lambda frame: Path(source.files[frame.index]).name)
-    _replay(cfg, (classifier, detector), source, name_of, rec, timer, annotator, bar, opts.notes)
-    processing_s = time.monotonic() - t_loop
-    if getattr(source, "ended_early", None):
-        opts.notes.append(source.ended_early)
-
-    failed = [{"path": p, "reason": r} for p, r in getattr(source, "failed", [])]
-    by_dominant = rec.write_tracks()
-    media_s = _chart(out / "summary.png" if draw else None, path, source, rec, every, step_s, cfg.alert.raise_share)
-    frames = rec.frames
-    summary = {
-        "input": str(path),
-        "kind": kind,
-        "model": str(classifier.path),
-        "detector": detector.describe(),
-        "runtime": classifier.runtime.describe(),
-        "every": every,
-        "frames_analysed": frames,
-        "stopped_by_ctrl_c": rec.interrupted,
-        "media_seconds": round(media_s, 3) if media_s is not None else None,
-        "media_fps": round(fps, 3) if video else None,
-        "faces": rec.timeline.rows,
-        "tracks": len(rec.tracks),
-        "face_width_px": face_width.summarize(rec.face_widths),
-        "tracks_confirmed": sum(st.confirmed for st in rec.tracks.values()) if video else None,
-        "counts": {"tracks_by_dominant": by_dominant, "faces_by_smoothed_top": rec.by_top},
-        "alerts": rec.alerts,
-        "failed": failed,
-        "elapsed_s": None,  # filled in below, after the files are written
-        "processing_s": round(processing_s, 3),
-        "frames_per_s": round(frames / processing_s, 2) if processing_s > 0 else None,
-        "seconds_per_media_minute": round(processing_s / (media_s / 60), 2) if media_s else None,
-        "seconds_per_image": round(processing_s / frames, 4) if not video and frames else None,
-        "stage_ms": {k: round(v, 2) for k, v in timer.medians_ms().items()},
-        "files": {"timeline": str(out / f"timeline.{opts.fmt}"), "tracks": str(out / f"tracks.{opts.fmt}"),
-                  **({"chart": str(out / "summary.png")} if draw else {}), "summary": str(out / "summary.json"),
-                  **({"annotated": str(out / "annotated.mp4")} if opts.annotate else {})},
-        "notes": opts.notes,
-    }
-    summary["elapsed_s"] = round(time.monotonic() - started, 3)
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+        failed = [{"path": p, "reason": r} for p, r in getattr(source, "failed", [])]
+        by_dominant = rec.write_tracks()
+        media_s = _chart(out / "summary.png" if draw else None, path, source, rec, every, step_s, cfg.alert.raise_share)
+        frames = rec.frames
+        summary = {
+            "input": str(path),
+            "kind": kind,
+            "model": str(classifier.path),
+            "detector": detector.describe(),
+            "runtime": classifier.runtime.describe(),
+            "every": every,
+            "frames_analysed": frames,
+            "stopped_by_ctrl_c": rec.interrupted,
+            "media_seconds": round(media_s, 3) if media_s is not None else None,
+            "media_fps": round(fps, 3) if video else None,
+            "faces": rec.timeline.rows,
+            "tracks": len(rec.tracks),
+            "face_width_px": face_width.summarize(rec.face_widths),
+            "tracks_confirmed": sum(st.confirmed for st in rec.tracks.values()) if video else None,
+            "counts": {"tracks_by_dominant": by_dominant, "faces_by_smoothed_top": rec.by_top},
+            "alerts": rec.alerts,
+            "failed": failed,
+            "elapsed_s": None,  # filled in below, after the files are written
+            "processing_s": round(processing_s, 3),
+            "frames_per_s": round(frames / processing_s, 2) if processing_s > 0 else None,
+            "seconds_per_media_minute": round(processing_s / (media_s / 60), 2) if media_s else None,
+            "seconds_per_image": round(processing_s / frames, 4) if not video and frames else None,
+            "stage_ms": {k: round(v, 2) for k, v in timer.medians_ms().items()},
+            "files": {"timeline": str(out / f"timeline.{opts.fmt}"), "tracks": str(out / f"tracks.{opts.fmt}"),
+                      **({"chart": str(out / "summary.png")} if draw else {}), "summary": str(out / "summary.json"),
+                      **({"annotated": str(out / "annotated.mp4")} if opts.annotate else {})},
+            "notes": opts.notes,
+        }
+        summary["elapsed_s"] = round(time.monotonic() - started, 3)
+        (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
 
 
 def _chart(png: Path | None, path: str, source, rec: _Recorder, every: int, step_s: float, raise_share: float):
