@@ -39,6 +39,8 @@ from edge.paths import check_out_folder, not_a_file
 from edge.pipeline.detectors.base import FaceDetector
 
 NAME = "pipeline"
+# The generated videos' shape (options of the same names; --video measures given videos instead)
+GENERATED = {"faces": [1, 2, 4], "frames": 150, "fps": 15.0, "max_tries": 300, "queue_seconds": 0.0}
 W, H = 640, 480
 # (x, y, width) slots per face count; slot 0 is the astronaut, the rest FER2013 faces
 LAYOUTS = {
@@ -477,7 +479,7 @@ def run(args, argv=None) -> dict:
     for v in args.video or []:  # before the models load: a typo is one line, at once
         if why := not_a_file(v):  # "is a folder, not a file", "does not exist"
             raise UserError(f"Video {v} {why}; pass --video a video file.")
-    if args.keep_videos and not args.video:
+    if args.keep_videos:
         check_out_folder(args.keep_videos, "--keep-videos")
     if args.pin_core is not None:
         pin_core(args.pin_core)
@@ -501,9 +503,8 @@ def run(args, argv=None) -> dict:
             folder = Path(args.keep_videos) if args.keep_videos else \
                 Path(tmp := tempfile.mkdtemp(prefix="bench-pipeline-"))
             folder.mkdir(parents=True, exist_ok=True)
-            data = Path(args.data) if args.data else None
             print(f"writing {len(args.faces)} videos of {args.frames} frames to {folder} ...", flush=True)
-            videos = make_videos(folder, data if data and data.exists() else None, detector, args.faces, args.frames,
+            videos = make_videos(folder, Path(args.data) if args.data else None, detector, args.faces, args.frames,
                                  args.fps, args.seed, args.max_tries, args.queue_seconds)
 
         peer_files, why = peer_or_reason(args)
@@ -556,7 +557,7 @@ def run(args, argv=None) -> dict:
         "threads": args.threads, "runs": args.runs, "warmup_frames": args.warmup, "live": args.live,
         "live_runs": args.live_runs,
         "pinned_core": args.pin_core, "schedule": dataclasses.asdict(cfg.schedule),
-        "data": None if args.video else (args.data if args.data and Path(args.data).exists() else "none (astronauts only)"),
+        "data": None if args.video else (args.data or "none (astronauts only)"),
         "ours": {"model": str(model_path), "runtime": classifier.runtime.describe(), "detector": detector.describe(),
                  "flip_average": classifier.flip_average, "temperature": classifier.temperature,
                  "architecture": card.architecture},
@@ -763,17 +764,21 @@ def build_parser() -> argparse.ArgumentParser:
                     help="threads for the interpreters and OpenCV (default: %(default)s)")
     ap.add_argument("--video", action="append", default=None, help="measure this video instead of generated ones "
                     "(repeatable)")
-    ap.add_argument("--data", default=str(default_data()), help="FER2013 folder (val/<class>/*.jpg) or fer2013.tar.gz "
-                    "for the generated videos' faces (default: %(default)s; without it only astronauts)")
-    ap.add_argument("--faces", type=common.numbers(), default="1,2,4",
-                    help="face counts of the generated videos (default: %(default)s)")
-    ap.add_argument("--frames", type=count, default=150, help="frames per generated video (default: %(default)s)")
-    ap.add_argument("--fps", type=positive, default=15.0,
-                    help="media frame rate of generated videos (default: %(default)s)")
-    ap.add_argument("--max-tries", type=count, default=300, help="FER2013 faces tried per video when picking faces the "
-                    "detector finds (default: %(default)s)")
+    # The generated videos' options default to None, so that main can tell one given with --video
+    # (which they do not shape) from one left alone; GENERATED holds their defaults.
+    ap.add_argument("--data", default=None, help="FER2013 folder (val/<class>/*.jpg) or fer2013.tar.gz "
+                    f"for the generated videos' faces, or none for astronaut faces only (default: {default_data()} if it "
+                    "exists, else none)")
+    ap.add_argument("--faces", type=common.numbers(), default=None,
+                    help=f"face counts of the generated videos (default: {','.join(map(str, GENERATED['faces']))})")
+    ap.add_argument("--frames", type=count, default=None,
+                    help=f"frames per generated video (default: {GENERATED['frames']})")
+    ap.add_argument("--fps", type=positive, default=None,
+                    help=f"media frame rate of generated videos (default: {GENERATED['fps']})")
+    ap.add_argument("--max-tries", type=count, default=None, help="FER2013 faces tried per video when picking faces the "
+                    f"detector finds (default: {GENERATED['max_tries']})")
     ap.add_argument("--keep-videos", default=None, metavar="DIR", help="write the generated videos here and keep them")
-    ap.add_argument("--queue-seconds", type=common.number(float, 0), default=0.0, help="also a queue video this long: "
+    ap.add_argument("--queue-seconds", type=common.number(float, 0), default=None, help="also a queue video this long: "
                     "the 4-face video's faces walking through a queue, 3.3 faces per frame (default: none)")
     ap.add_argument("--live", action="store_true", help="live rate: each video played at its frame rate through ours, "
                     "ours with the schedule off and the peer; reports CPU time as a share of one core")
@@ -796,6 +801,20 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
+    given = [f"--{k.replace('_', '-')}" for k in [*GENERATED, "data", "keep_videos"] if getattr(args, k) is not None]
+    if args.video and given:  # else measured on the videos given, and the options silently unused
+        ap.error(f"{', '.join(given)} {'shape' if len(given) > 1 else 'shapes'} the generated videos, and --video "
+                 "measures the videos given instead: leave out one or the other.")
+    for k, default in GENERATED.items():
+        if getattr(args, k) is None:
+            setattr(args, k, default)
+    if args.data == "none":
+        args.data = None
+    elif args.data is not None and not Path(args.data).exists():  # else astronauts only, and no word why
+        ap.error(f"--data {args.data} does not exist; give the FER2013 folder or fer2013.tar.gz, or --data none "
+                 "for astronaut faces only.")
+    elif args.data is None and default_data().exists():
+        args.data = str(default_data())
     if not args.live and (args.sweep_detect or args.live_runs != 1):  # else a run without them, and no word why
         ap.error("--sweep-detect and --live-runs measure live passes; add --live.")
     return common.finish(NAME, args, argv, run, lambda r, o: [figure(r, o)], markdown)

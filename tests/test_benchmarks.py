@@ -176,6 +176,30 @@ def test_pipeline_options_of_live_passes_without_live_are_refused_not_ignored(op
         capsys.readouterr().err
 
 
+
+@pytest.mark.parametrize("option, said", [
+    (["--faces", "1"], "--faces shapes the generated videos, and --video measures the videos given instead"),
+    (["--queue-seconds", "24", "--data", "none"], "--queue-seconds, --data shape the generated videos"),
+    (["--keep-videos", "kept"], "--keep-videos shapes the generated videos"),
+])
+def test_pipeline_options_of_generated_videos_with_video_are_refused_not_ignored(option, said, tmp_path, capsys):
+    from benchmarks import pipeline
+
+    video = tmp_path / "queue.mp4"
+    video.write_bytes(b"")
+    with pytest.raises(SystemExit) as exc:
+        pipeline.main(["--video", str(video), *option, "--no-peer"])
+    assert exc.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_pipeline_data_that_does_not_exist_is_refused_not_replaced_by_astronauts(tmp_path, capsys):
+    from benchmarks import pipeline
+
+    with pytest.raises(SystemExit) as exc:
+        pipeline.main(["--data", str(tmp_path / "fer2013"), "--no-peer"])
+    assert exc.value.code == 2
+    assert f"--data {tmp_path / 'fer2013'} does not exist" in capsys.readouterr().err
+
 def test_latency_thread_counts_that_are_not_numbers_are_one_sentence():
     from benchmarks.latency import thread_counts
 
@@ -345,7 +369,7 @@ def test_pipeline_on_generated_videos(shipped_model, tmp_path):
     from benchmarks import pipeline
 
     out = tmp_path / "out"
-    rc = pipeline.main(["--model", str(shipped_model), "--data", str(tmp_path / "no-fer"),
+    rc = pipeline.main(["--model", str(shipped_model), "--data", "none",
                         "--faces", "1,2", "--frames", "8", "--runs", "1", "--warmup", "2", "--no-peer",
                         "--keep-videos", str(tmp_path / "videos"), "--out", str(out)])
     assert rc == 0
@@ -403,7 +427,7 @@ def test_pipeline_removes_its_temp_videos_when_it_fails(shipped_model, tmp_path,
     made = []
     real_mkdtemp = tempfile.mkdtemp
     monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **k: made.append(real_mkdtemp(*a, **k)) or made[-1])
-    rc = pipeline.main(["--model", str(shipped_model), "--data", str(tmp_path / "no-fer"), "--faces", "3",
+    rc = pipeline.main(["--model", str(shipped_model), "--data", "none", "--faces", "3",
                         "--frames", "2", "--no-peer", "--out", str(tmp_path / "out")])
     assert rc == 2 and len(made) == 1  # no layout for 3 faces: refused after the temp folder was made
     assert not list((tmp_path / "tmp").iterdir())
@@ -417,7 +441,7 @@ def test_pipeline_live_rate_reports_cpu_share_recall_and_the_detector_sweep(ship
     out, core = tmp_path / "out", min(os.sched_getaffinity(0))
     before = os.sched_getaffinity(0)
     try:
-        rc = pipeline.main(["--model", str(shipped_model), "--data", str(tmp_path / "no-fer"),
+        rc = pipeline.main(["--model", str(shipped_model), "--data", "none",
                             "--faces", "1", "--frames", "8", "--queue-seconds", "1", "--live", "--live-runs", "2",
                             "--sweep-detect", "15,7.5", "--pin-core", str(core), "--no-peer", "--out", str(out)])
         assert os.sched_getaffinity(0) == {core}
@@ -469,7 +493,7 @@ def test_pipeline_with_the_peer(shipped_model, tmp_path, peer_args):
     from benchmarks import pipeline
 
     out = tmp_path / "out"
-    assert pipeline.main(["--model", str(shipped_model), "--data", str(tmp_path / "no-fer"),
+    assert pipeline.main(["--model", str(shipped_model), "--data", "none",
                           "--faces", "1", "--frames", "6", "--runs", "1", "--warmup", "1", *peer_args,
                           "--out", str(out)]) == 0
     report, md = read_outputs(out, "pipeline")
