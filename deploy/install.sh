@@ -5,7 +5,8 @@
 #   sudo ./install.sh [--no-service]
 #
 # Safe to run again: an upgrade replaces the program and the model, and keeps
-# /etc/queue-mood/config.toml and the alert spool in /var/lib/queue-mood/spool.
+# /etc/queue-mood/config.toml and the alert spool in /var/lib/queue-mood/spool. A kept config
+# that this version refuses stops the upgrade before anything changes.
 #
 #   1. apt (--no-install-recommends, no GUI): python3-picamera2 python3-opencv python3-numpy
 #      python3-venv, plus python3-gpiozero/python3-lgpio where the archive has them and
@@ -134,6 +135,32 @@ for key in sys.argv[2].split("."):
 print(node if isinstance(node, (str, int, float)) else "")
 EOF
 }
+
+# An upgrade keeps the installed config: read it as this version will, before anything changes.
+# One it refuses would leave the Pi one reboot from a crash loop (systemd restarting the service
+# into the same error every 5 s) while the old version still runs; refused, nothing is replaced.
+# The wheel is pure Python and imports as a zip. Where it cannot (numpy or OpenCV not installed
+# yet), the same check runs after the install instead, and then leaves the service unrestarted.
+if [[ -f "$CONFIG" ]]; then
+    early_error=$(cd / && "$PYTHON" -I - "$WHEEL" "$CONFIG" 2>&1 >/dev/null <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[1])
+try:
+    import edge
+    from edge.config import ConfigError, load_config
+except Exception:  # noqa: BLE001 - checked after the install instead
+    sys.exit(0)
+if not edge.__file__.startswith(sys.argv[1]):  # another install's edge, not this wheel's
+    sys.exit(0)
+try:
+    load_config(sys.argv[2])
+except ConfigError as exc:
+    sys.exit(str(exc))
+except Exception:  # noqa: BLE001 - not the config's fault: the doctor at the end says what is wrong
+    pass
+EOF
+) || die "$CONFIG does not load with this version: ${early_error##*$'\n'} Fix it (this bundle's own settings are in $BUNDLE/config.toml) and run install.sh again; until then the installed version goes on running. Nothing was changed."
+fi
 
 rewrite_paths() {
     sed -e "s|/opt/queue-mood|${PREFIX}|g" -e "s|/var/lib/queue-mood|${STATE_DIR}|g" \
@@ -299,9 +326,10 @@ install -d -m 0755 "$UNIT_DIR"
 rewrite_paths "$BUNDLE/queue-mood.service" > "$config_tmp"
 put 0644 "$config_tmp" "$UNIT_DIR/queue-mood.service"
 
-# The kept config as this version reads it. One it refuses (a key an older release wrote at a
-# value the store chose, a value now out of range) would have systemd restart the service into
-# the same error every 5 s: then the service is not restarted, and the running one keeps going.
+# The kept config as this version reads it, where the check before the install could not import
+# the wheel. One it refuses (a key an older release wrote at a value the store chose, a value now
+# out of range) would have systemd restart the service into the same error every 5 s: then the
+# service is not restarted, and the running one keeps going.
 config_error=""
 if ! config_error=$(cd / && "$VENV/bin/python" -I - "$CONFIG" 2>&1 >/dev/null <<'EOF'
 import sys

@@ -737,3 +737,27 @@ def test_install_sh_says_when_the_kept_config_does_not_load_with_the_new_version
     kept.write_text(kept.read_text().replace("detect_every = 2", "detect_every = 3"))  # an old default: loads
     again = install(fake_bundle(tmp_path, "0.3.0"), env)
     assert again.returncode == 0 and "does not load" not in again.stderr, again.stderr
+
+
+def test_install_sh_refuses_an_upgrade_whose_wheel_refuses_the_kept_config_before_changing_anything(tmp_path):
+    """With a wheel that imports (a pure-Python zip, as on the Pi), the kept config is read by the new
+    version before the install: refused, the old program and model stay, so no reboot finds the
+    service crash-looping on a config fixed only in a message."""
+    env = fake_install_env(tmp_path)
+    assert install(fake_bundle(tmp_path, "0.1.0"), env).returncode == 0
+    kept = Path(env["ETC_DIR"]) / "config.toml"
+    kept.write_text(OLD_BUNDLE_CONFIG.replace("detect_every = 3", "detect_every = 2"))
+    bundle = fake_bundle(tmp_path, "0.2.0")
+    (wheel,) = (bundle / "wheels").iterdir()
+    with zipfile.ZipFile(wheel, "w") as z:  # the package as a wheel holds it
+        for f in (REPO / "edge").rglob("*.py"):
+            z.write(f, f.relative_to(REPO).as_posix())
+    installed = Path(env["PREFIX"]) / "model" / "model_int8.tflite"
+    proc = install(bundle, env)
+    assert_install_sentence(proc, f"{kept} does not load with this version: Config key 'schedule.detect_every' is no "
+                            "longer read", f"this bundle's own settings are in {bundle}/config.toml",
+                            "Nothing was changed.")
+    assert installed.read_bytes() == b"model 0.1.0" and not (tmp_path / "python.log").read_text().count("0.2.0")
+    assert "== venv" not in proc.stdout  # stopped before the venv and pip
+    kept.write_text(kept.read_text().replace("detect_every = 2", "detect_every = 3"))
+    assert install(bundle, env).returncode == 0 and installed.read_bytes() == b"model 0.2.0"
