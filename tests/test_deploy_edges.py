@@ -177,6 +177,23 @@ def test_bundle_out_at_a_folder_named_like_an_archive_is_one_sentence_before_any
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.tar.gz", "queue_mood-0.1.0-py3-none-any.whl"]
 
 
+@pytest.mark.parametrize("out", ["b.tar.gz", "b"])
+def test_bundle_on_a_full_disk_is_one_sentence_and_leaves_nothing_behind(tmp_path, monkeypatch, out):
+    import errno
+
+    from edge.errors import UserError
+    from edge.ops import bundle
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(bundle.shutil, "copyfile", full)  # every file the bundle copies in
+    wheel = fake_wheel(tmp_path)
+    with pytest.raises(UserError, match=r"Writing the bundle .* failed \(No space left on device\); free some space"):
+        bundle_run(BundleSettings(out=str(tmp_path / out), wheel=str(wheel)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [wheel.name]  # no staging folder, no half bundle
+
+
 # -- 5. the doctor's JSON-lines check writes for real ---------------------------------------------
 
 
@@ -253,6 +270,47 @@ def test_doctor_reads_tilde_in_another_config_as_this_users_home(service_layout,
     rows = doctor_rows(other)
     own = service_layout["own"]
     assert rows["sink jsonl"].detail == f"writes {own}/alerts.jsonl" and "HOME" not in rows["config"].detail
+
+
+def hide_under(monkeypatch, folder: Path) -> None:
+    """Paths under `folder` answer EACCES, as under /var/lib/queue-mood (0750) for a user outside
+    the service's group; even root, which runs the tests, then sees what that user sees."""
+    real_stat = Path.stat
+
+    def stat(self, *args, **kwargs):
+        if str(self).startswith(f"{folder}/"):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+
+
+def test_doctor_with_paths_this_user_cannot_reach_says_so_in_its_rows(tmp_path, monkeypatch):
+    hidden = tmp_path / "hidden"
+    (hidden / "home").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(hidden / "home"))  # the default spool under it
+    config = tmp_path / "store.toml"
+    config.write_text(f'[source]\npath = "{hidden}/queue.mp4"\n[status]\nport = 0\n')
+    hide_under(monkeypatch, hidden)
+    rows = doctor_rows(config)  # was a PermissionError traceback
+    assert rows["camera"].status == FAIL and "this user cannot reach (Permission denied)" in rows["camera"].detail
+    assert rows["disk"].status == OK  # the free space of the nearest folder it can see
+    assert "spool" not in rows or rows["spool"].status == WARN  # root may write there; another user gets a WARN
+
+
+def test_doctor_names_the_file_it_could_not_read_not_always_the_config(tmp_path, monkeypatch):
+    import edge.config
+
+    config = tmp_path / "store.toml"
+    config.write_text("")
+    spool = "/var/lib/queue-mood/spool"
+
+    def load_config(*args, **kwargs):  # the config's spool_dir checked under a folder this user may not enter
+        raise PermissionError(13, "Permission denied", spool)
+
+    monkeypatch.setattr(edge.config, "load_config", load_config)
+    row = doctor_rows(config)["config"]
+    assert row.status == FAIL and row.detail.startswith(f"cannot read {spool} (Permission denied); try sudo")
 
 
 def test_unit_home_takes_the_last_home_of_the_unit_and_its_drop_ins(tmp_path):

@@ -317,6 +317,30 @@ def test_edge_demo_raises_and_clears_an_alert_with_the_default_policy(tmp_path):
     assert not list(REPO.glob("*.mp4"))
 
 
+@pytest.mark.slow
+def test_edge_demo_stopped_by_ctrl_c_says_so_not_that_the_alert_failed(tmp_path):
+    import signal
+    import subprocess
+    import sys
+
+    pytest.importorskip("skimage")
+    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "demo", "--out", str(tmp_path / "demo")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        for line in proc.stdout:  # at its own pace: Ctrl-C in the scene's second second, before any alert
+            if line.strip().startswith("1.0s"):
+                proc.send_signal(signal.SIGINT)
+                break
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: edge demo was stopped at ") and "run it again" in last, err
+    assert "not both raised and cleared" not in err and "Traceback" not in err
+
+
 def test_demo_scene_ground_truth_and_default_folder(monkeypatch, tmp_path):
     from edge.ops import demo, demo_scene
 

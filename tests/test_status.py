@@ -468,6 +468,36 @@ def test_a_damaged_history_file_is_moved_aside_and_a_new_one_started(tmp_path, c
     assert [p["t"] for p in History(step_s=10, span_s=3600, db_path=str(db)).series()] == [now]  # a new file
 
 
+@pytest.mark.parametrize("text", ['[status]\nhistory_db = "config.toml"\n', '{"kind":"raised","t_s":13.4}\n'])
+def test_a_history_file_that_is_someone_elses_text_is_left_as_it_is(tmp_path, caplog, text):
+    """status.history_db naming the config or the alerts file by mistake: that file is not a
+    damaged database to move aside and replace."""
+    caplog.set_level(logging.WARNING)
+    other = tmp_path / "config.toml"
+    other.write_text(text)
+    now = time.time() // 10 * 10
+    h = History(step_s=10, span_s=3600, db_path=str(other))
+    h.add(now, 0.2, 1, False)
+    h.add_alert(now + 1, "raised", 0.5, 3)
+    h.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"] and other.read_text() == text
+    assert [p["t"] for p in h.series()] == [now]  # the chart carries on in memory
+    warning = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING][0]
+    assert "holds text" in warning and "status.history_db" in warning
+
+
+def test_a_history_file_that_cannot_be_opened_says_why_not_only_that_sqlite_could_not(tmp_path, caplog):
+    """status.history_db naming a folder, or a file in a folder not made: was "unable to open
+    database file", which does not say what to change."""
+    caplog.set_level(logging.WARNING)
+    History(step_s=10, span_s=3600, db_path=str(tmp_path)).close()
+    History(step_s=10, span_s=3600, db_path=str(tmp_path / "state" / "history.sqlite")).close()
+    folder, missing = (r.getMessage() for r in caplog.records)
+    assert f"(it is a folder; set status.history_db to a file, e.g. {tmp_path / 'history.sqlite'})" in folder
+    assert f"(its folder {tmp_path / 'state'} does not exist; make it, or set status.history_db" in missing
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_metrics_parse_as_prometheus_and_carry_the_fleet_series(serve):
     parser = pytest.importorskip("prometheus_client.parser", reason="/metrics needs prometheus_client (edge extra)")
     stats = Stats("ai-edge-litert x", "m", "video", device="till-3")

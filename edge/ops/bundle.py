@@ -489,19 +489,23 @@ def run(s: BundleSettings) -> BundleResult:
         raise UserError(f"Cannot write the bundle into the folder {out.parent} ({exc.strerror}); choose another "
                         "--out in a folder you can write to.") from exc
     with staging as tmp:
-        stage = Path(tmp) / BUNDLE_NAME
-        stage.mkdir()
-        result = _stage(s, stage, out.name if as_tar else None, out.name)
-        if as_tar:
-            part = Path(tmp) / "bundle.tar.gz"
-            with tarfile.open(part, "w:gz") as tar:
-                tar.add(stage, arcname=BUNDLE_NAME, filter=_tar_filter)
-            os.replace(part, out)
-            result.files = [f"{BUNDLE_NAME}/{f}" for f in result.files]
-        else:
-            if out.exists():
-                shutil.rmtree(out)
-            os.replace(stage, out)
+        try:
+            stage = Path(tmp) / BUNDLE_NAME
+            stage.mkdir()
+            result = _stage(s, stage, out.name if as_tar else None, out.name)
+            if as_tar:
+                part = Path(tmp) / "bundle.tar.gz"
+                with tarfile.open(part, "w:gz") as tar:
+                    tar.add(stage, arcname=BUNDLE_NAME, filter=_tar_filter)
+                os.replace(part, out)
+                result.files = [f"{BUNDLE_NAME}/{f}" for f in result.files]
+            else:
+                if out.exists():
+                    shutil.rmtree(out)
+                os.replace(stage, out)
+        except OSError as exc:  # the inputs were checked: this is the disk beside --out (full, failing)
+            raise UserError(f"Writing the bundle {out} failed ({exc.strerror or exc}); free some space in "
+                            f"{out.parent} or choose another --out.") from exc
     result.path = out
     result.size_bytes = out.stat().st_size if as_tar else sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return result

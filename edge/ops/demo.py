@@ -129,6 +129,13 @@ def run(s: DemoSettings, echo=print) -> DemoResult:
          f"{a.clear_share:.0%} for {a.clear_after_s:g} s.")
     live = _Live(echo)
     summary = app.run(cfg, app.RunOptions(), on_result=live)
+    stopped_at = live.rows[-1][0] if live.rows else 0.0
+    if summary.get("stopped_by_signal") and not (live.periods and live.periods[-1]["cleared_s"] is not None):
+        # cut short by Ctrl-C: not a monitor that failed to raise or clear the alert
+        err = UserError(f"edge demo was stopped at {stopped_at:.1f} s of the {SECONDS:.0f}-second scene, before the "
+                        "alert was raised and cleared; run it again to watch it whole (--fast: a few seconds).")
+        err.exit_code = 130
+        raise err
 
     chart = out / "summary.png"
     plot_timeline(chart, "edge demo", live.labels or [], live.rows, live.periods, SECONDS, 1.0 / FPS, a.raise_share)

@@ -426,7 +426,9 @@ def check_config(ctx: _Context):
     try:
         cfg = load_config(ctx.s.config, overrides)
     except (UserError, OSError) as exc:
-        why = str(exc) if isinstance(exc, UserError) else f"cannot read {ctx.s.config} ({exc.strerror}); try sudo"
+        # the file named may be one the config points at (its spool under the service's own folder)
+        why = str(exc) if isinstance(exc, UserError) else \
+            f"cannot read {getattr(exc, 'filename', None) or ctx.s.config} ({exc.strerror}); try sudo"
         ctx.add("config", FAIL, f"{why} (the checks below use the built-in defaults){said}")
         cfg = Config()
         if ctx.s.model:
@@ -549,10 +551,17 @@ def check_camera(ctx: _Context, cfg) -> None:
             if "://" in src.path:
                 # its password would give the camera's picture to whoever reads the report or install log
                 ctx.add("camera", OK, f"skipped: the config reads the stream {redact_url(src.path)}")
-            elif expand_path(src.path).exists():
-                ctx.add("camera", OK, f"skipped: the config reads {src.path} (it exists)")
             else:
-                ctx.add("camera", FAIL, f"the config reads {src.path}, which does not exist")
+                try:
+                    there = expand_path(src.path).exists()
+                except OSError as exc:  # under a folder this user may not enter
+                    ctx.add("camera", FAIL, f"the config reads {src.path}, which this user cannot reach "
+                                            f"({exc.strerror}); try sudo, or make it readable")
+                    return
+                if there:
+                    ctx.add("camera", OK, f"skipped: the config reads {src.path} (it exists)")
+                else:
+                    ctx.add("camera", FAIL, f"the config reads {src.path}, which does not exist")
             return
         index = src.camera
     if index is None:
@@ -650,7 +659,7 @@ def check_disk(ctx: _Context, cfg) -> None:
     spool = expand_path(cfg.sinks.spool_dir or DEFAULT_SPOOL_DIR)
     where_from = home_note(ctx, cfg.sinks.spool_dir or str(DEFAULT_SPOOL_DIR))
     existing = spool
-    while not existing.exists() and existing != existing.parent:
+    while not _visible(existing) and existing != existing.parent:
         existing = existing.parent
     usage = shutil.disk_usage(existing)
     free_mb = usage.free / 2**20
@@ -672,6 +681,15 @@ def check_disk(ctx: _Context, cfg) -> None:
     elif not os.access(existing, os.W_OK):
         ctx.add("spool", WARN, f"{existing} is not writable by this user (the service's user {SERVICE} may be "
                                f"the one that can: sudo -u {SERVICE} edge doctor ...)")
+
+
+def _visible(path: Path) -> bool:
+    """Whether it exists, as far as this user can see: a folder above it that only the service
+    may enter (/var/lib/queue-mood) hides it, which is for the user check to say, not a crash."""
+    try:
+        return path.exists()
+    except OSError:
+        return False
 
 
 def spool_writable(spool: Path) -> tuple[str, str, str]:

@@ -261,7 +261,8 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
                "fps": round(frames / elapsed, 2) if elapsed > 0 else 0.0, "dropped_frames": source.dropped,
                "cpu_s": round(cpu_s, 2), "cpu_share_of_core": round(cpu_s / elapsed, 2) if elapsed > 0 else None,
                "stage_ms": {k: round(v, 2) for k, v in pipeline.timer.medians_ms().items()}, "runtime": classifier.runtime.describe(),
-               "alert_state": pipeline.policy.state, "sinks": sinks.stats()}
+               "alert_state": pipeline.policy.state, "sinks": sinks.stats(),
+               "stopped_by_signal": stop.event.is_set()}  # SIGINT/SIGTERM: the source was not played to its end
     log.info("stopped after %d frames: %s", frames, summary)
     return summary
 

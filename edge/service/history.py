@@ -12,6 +12,7 @@ damaged file is moved aside for a new one."""
 
 from __future__ import annotations
 
+import codecs
 import logging
 import math
 import os
@@ -45,6 +46,13 @@ def _code(exc: sqlite3.Error) -> int:
 
 
 def _connect(path: str) -> sqlite3.Connection:
+    # SQLite says only "unable to open database file" for either
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"it is a folder; set status.history_db to a file, e.g. "
+                                f"{os.path.join(path, 'history.sqlite')}")
+    if not os.path.isdir(folder := os.path.dirname(path) or "."):
+        raise FileNotFoundError(f"its folder {folder} does not exist; make it, or set status.history_db to a file "
+                                "in a folder that does")
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_S)
     try:
         # WAL without a sync per write: a point lost to a power cut costs nothing, an SD card
@@ -65,6 +73,19 @@ def _connect(path: str) -> sqlite3.Connection:
     except BaseException:
         db.close()
         raise
+
+
+def _holds_text(path: str) -> bool:
+    """Whether the file starts as text: then it is not a damaged database (SQLite's header, a zeroed
+    or half-written page all hold NUL bytes) but some other file, such as the config or the alerts
+    file that status.history_db names by mistake, which must not be moved away."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        codecs.getincrementaldecoder("utf-8")().decode(head)  # a character cut at 4096 bytes is still text
+    except (OSError, UnicodeDecodeError):
+        return False
+    return bool(head) and b"\0" not in head
 
 
 def _move_aside(path: str) -> str:
@@ -148,6 +169,9 @@ class History:
             except sqlite3.DatabaseError as exc:
                 if _code(exc) not in _DAMAGED:
                     raise
+                if _holds_text(self._path):
+                    raise OSError(f"it holds text, not the chart's SQLite database; it is left as it is: set "
+                                  "status.history_db to a file of its own") from exc
                 aside = _move_aside(self._path)
                 log.warning("status history file %s was damaged (%s); moved it to %s and started a new one",
                             self._path, exc, aside)
