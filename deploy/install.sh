@@ -358,6 +358,8 @@ fi
 keep_bundle() {  # each step checked: set -e does not apply inside a function called with ||
     local cur="$PREFIX/bundle" prev="$PREFIX/bundle.previous" tmp="$PREFIX/.bundle.new"
     if [[ -d "$cur" && "$BUNDLE" -ef "$cur" ]]; then return 0; fi
+    # the same bundle again (a second run after a dropped SSH session): the rollback stays as it is
+    if [[ -d "$cur" ]] && diff -rq "$BUNDLE" "$cur" >/dev/null 2>&1; then return 0; fi
     rm -rf "$tmp" "$prev.old"
     cp -R "$BUNDLE" "$tmp" && chmod 0700 "$tmp" || return 1  # its config.toml may hold credentials
     if [[ -d "$prev" ]]; then mv "$prev" "$prev.old" || return 1; fi

@@ -135,6 +135,10 @@ def run_cmd(config_path, camera, source, realtime, wait_for_camera, model, detec
     from edge.service.app import RunOptions, run
     from edge.config import load_config
 
+    if camera is not None and source:  # else one of them silently unused
+        from edge.redact import redact_url
+
+        raise UserError(f"--camera {camera} and --source {redact_url(source)} name two sources; give one of them.")
     overrides = {k: v for k, v in {
         "source.camera": camera, "source.path": source, "source.realtime": realtime or None,
         "source.wait_for_camera": wait_for_camera or None, "model.path": model, "detector.kind": detector,

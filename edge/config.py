@@ -260,9 +260,17 @@ class SinksConfig:
 
     def validate(self, p):
         if self.spool_dir:
-            d = expand_path(self.spool_dir)
-            _check(d.is_dir() or not d.exists(), f"{p}.spool_dir", self.spool_dir,
+            _check(not _is(expand_path(self.spool_dir), Path.is_file), f"{p}.spool_dir", self.spool_dir,
                    "a folder (or a path where one can be made), not a file")
+
+
+def _is(path: Path, test) -> bool:
+    """test(path), False where a folder above it is closed to this user (the service's own
+    /var/lib/queue-mood read by someone else): what the program meets there is for run time to say."""
+    try:
+        return test(path)
+    except OSError:
+        return False
 
 
 @functools.lru_cache(maxsize=8)
@@ -313,6 +321,9 @@ class StatusConfig:
                "one sentence of at most 200 characters")
         _check(0 < self.idle_timeout_s < 3600, f"{p}.idle_timeout_s", self.idle_timeout_s, "seconds in (0, 3600)")
         _check(1 <= self.max_clients <= 256, f"{p}.max_clients", self.max_clients, "an integer 1-256")
+        if self.history_db:
+            _check(not _is(db := expand_path(self.history_db), Path.is_dir), f"{p}.history_db", self.history_db,
+                   f"a file, not a folder (e.g. {db / 'history.sqlite'})")
 
 
 @dataclass

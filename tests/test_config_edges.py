@@ -65,6 +65,39 @@ def test_a_source_on_the_command_line_replaces_the_files_whichever_kind(tmp_path
     assert load_config(with_path, {"source.path": "other.mp4"}).source.path == "other.mp4"
 
 
+def test_a_camera_and_a_source_both_on_the_command_line_is_one_sentence(vga_video):
+    r = run_cli("run", "--camera", 0, "--source", vga_video, "--max-frames", 1)
+    assert r.returncode == 2 and r.stderr.strip() == \
+        f"error: --camera 0 and --source {vga_video} name two sources; give one of them."
+
+
+# ---------------------------------------------------------------------------- files the program keeps
+
+def test_a_history_db_that_is_a_folder_is_refused_when_the_config_loads(tmp_path):
+    with pytest.raises(ConfigError, match=r"status\.history_db.*a file, not a folder \(e\.g\. .*history\.sqlite\)"):
+        load_config(None, {"status.history_db": str(tmp_path)})
+
+
+def test_a_spool_dir_under_a_folder_this_user_cannot_enter_loads(tmp_path, monkeypatch):
+    """/var/lib/queue-mood is the service user's (0750): a copy of its config run by the user pi must
+    load (the spool says at run time what it cannot write), not end in a PermissionError traceback."""
+    from pathlib import Path
+
+    closed = tmp_path / "closed"
+    real_stat = Path.stat
+
+    def stat(self, **kwargs):  # what root cannot be refused here
+        if closed in self.parents:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    assert load_config(None, {"sinks.spool_dir": str(closed / "spool")}).sinks.spool_dir == str(closed / "spool")
+    with pytest.raises(ConfigError, match=r"sinks\.spool_dir.*not a file"):
+        (tmp_path / "afile").write_text("")
+        load_config(None, {"sinks.spool_dir": str(tmp_path / "afile")})
+
+
 # ---------------------------------------------------------------------------- an ROI too small
 
 def test_an_roi_too_small_for_a_face_is_one_sentence_not_a_crash_of_the_frame_loop(tmp_path, vga_video):

@@ -672,6 +672,19 @@ def test_install_sh_upgrade_keeps_settings_and_data_and_rollback_goes_back(tmp_p
     assert (state / "spool/mqtt/1.json").exists()
 
 
+def test_install_sh_run_again_with_the_same_bundle_keeps_the_rollback_to_the_version_before(tmp_path):
+    env = fake_install_env(tmp_path)
+    prefix = Path(env["PREFIX"])
+    assert install(fake_bundle(tmp_path, "0.1.0"), env).returncode == 0
+    assert install(fake_bundle(tmp_path, "0.2.0"), env).returncode == 0
+    again = tmp_path / "unpacked-again"  # the same bundle, unpacked afresh and installed a second time
+    shutil.copytree(tmp_path / "bundle-0.2.0", again / "bundle-0.2.0")
+    proc = install(again / "bundle-0.2.0", env)
+    assert proc.returncode == 0, proc.stderr
+    assert (prefix / "bundle/wheels/queue_mood-0.2.0-py3-none-any.whl").exists()
+    assert (prefix / "bundle.previous/wheels/queue_mood-0.1.0-py3-none-any.whl").exists()  # still the way back
+
+
 # -- upgrading a Pi installed from an older bundle ---------------------------------------------
 # install.sh keeps /etc/queue-mood/config.toml, and every `edge bundle` writes each setting with
 # its value: this is the config a bundle of e4c5e47 (before tracking.smooth_s and
