@@ -321,9 +321,7 @@ def markdown(report: dict) -> str:
                  "file MB = size of the model file; parameters = Keras count_params, the card's figure, or the element "
                  "count of a .tflite's constant tensors (batch norm folded, so a little below the Keras count). "
                  "path = how inputs reach the model (the edge path is what the Pi runs).")
-    pngs = [r.get("confusion_png") for r in report["rows"] if r.get("confusion_png")]
-    if pngs:
-        lines.append("\nFigures: " + ", ".join(filter(None, [report.get("per_class_png"), *pngs])))
+    # The figures are listed once, by common.finish, which writes them.
     return "\n".join(lines) + "\n"
 
 

@@ -44,10 +44,17 @@ def load_split(data: Path, split: str, labels: list[str], limit: int | None, see
     import cv2
 
     from edge.errors import UserError
+    from edge.labels import LABELS, label_index
+    from edge.pipeline.sources import IMAGE_SUFFIXES
 
     root = split_root(data, split)
-    files = [(p, labels.index(p.parent.name)) for p in sorted(root.glob("*/*"))
-             if p.parent.name in labels and p.suffix.lower() in (".jpg", ".jpeg", ".png")]
+    # Folder names as training reads them (the other Kaggle layout's disgusted, fearful, surprised
+    # too): a class compared by its folder's exact name was left out of the figures unsaid.
+    found = [(p, label_index(p.parent.name)) for p in sorted(root.glob("*/*")) if p.suffix.lower() in IMAGE_SUFFIXES]
+    files = [(p, labels.index(LABELS[i])) for p, i in found if i is not None and LABELS[i] in labels]
+    if other := sorted({p.parent.name for p, i in found if i is None or LABELS[i] not in labels}):
+        print(f"Left out the images in {', '.join(other)} under {root}: no class of the model "
+              f"({', '.join(labels)}) has that name.", file=sys.stderr, flush=True)
     if not files:
         raise UserError(f"No images under {root}/<class>/; pass --data to the extracted FER2013 folder.")
     if limit and limit < len(files):
@@ -91,7 +98,9 @@ def run(args, argv) -> dict:
     from edge.pipeline.classifier import Classifier
     from edge.pipeline.preprocess import UPSCALE
 
-    model = Path(args.model) if args.model else default_model_path()
+    from edge.config import model_file
+
+    model = model_file(args.model) if args.model else default_model_path()  # a file, or the folder convert wrote
     clf = Classifier(model, num_threads=args.threads)
     images, y = load_split(Path(args.data), args.split, clf.labels, args.limit, args.seed)
     scale = clf.card.crop_for("blazeface").scale
@@ -171,7 +180,8 @@ def build_parser():
     ints = common.numbers()
     ap.add_argument("--data", default=str(default_data()), help="extracted FER2013 folder (default: %(default)s)")
     ap.add_argument("--split", default="val", help="split folder to read (default: %(default)s)")
-    ap.add_argument("--model", default=None, help="int8 .tflite with model.json beside it (default: the shipped model)")
+    ap.add_argument("--model", default=None, help="int8 .tflite with model.json beside it, or the folder `edge convert "
+                    "--out` wrote (default: the shipped model)")
     ap.add_argument("--limit", type=common.number(), default=None,
                     help="a seeded sample of this many faces (default: all)")
     ap.add_argument("--widths", type=ints, default=list(FACE_WIDTHS), help="face widths W (default: %(default)s)")

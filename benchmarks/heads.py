@@ -99,6 +99,7 @@ def fer_heads(data: Path, n: int, seed: int, split: str = "val") -> list[Head]:
     import cv2
 
     from edge.errors import UserError
+    from edge.labels import LABELS, label_index
 
     root = split_root(data, split)
     files = sorted(p for p in root.glob("*/*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
@@ -109,7 +110,11 @@ def fer_heads(data: Path, n: int, seed: int, split: str = "val") -> list[Head]:
     template = astronaut_head()
     heads = []
     for p in chosen:
-        head = blend_face(template, cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), FER_FRAME, "fer", p.parent.name)
+        # The class as training names it (disgusted is disgust): the expression accuracy compares it with
+        # the model's labels; a folder that names no class gives the face no truth, not a wrong one.
+        cls = label_index(p.parent.name)
+        head = blend_face(template, cv2.imread(str(p), cv2.IMREAD_GRAYSCALE), FER_FRAME, "fer",
+                          LABELS[cls] if cls is not None else None)
         head.name = p.resolve().relative_to(root.resolve().parent).as_posix()
         heads.append(head)
     return heads

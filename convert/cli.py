@@ -25,12 +25,15 @@ def convert(model, data, out, calibration_size, max_drop, min_agreement, float16
 
     from convert import quantize
     from convert.parity import markdown
+    from train.cli import write_errors
     from train.trainer import import_keras
 
     import_keras()
-    parity, failures = quantize.run(quantize.ConvertSettings(model=model, data=data, out=out, calibration_size=calibration_size,
-                                           max_drop_pp=max_drop, min_agreement=min_agreement, float16=float16,
-                                           split=split, votes=votes))
+    settings = quantize.ConvertSettings(model=model, data=data, out=out, calibration_size=calibration_size,
+                                        max_drop_pp=max_drop, min_agreement=min_agreement, float16=float16,
+                                        split=split, votes=votes)
+    with write_errors(out, lambda: "run the same command again (a model already in --out is unchanged)"):
+        parity, failures = quantize.run(settings)
     click.echo(markdown(parity))
     if failures:
         raise UserError(f"Parity gate failed: {'; '.join(failures)}; the failed files are in {Path(out) / quantize.FAILED_DIR} "

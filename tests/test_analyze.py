@@ -560,6 +560,16 @@ def test_an_earlier_analysis_in_the_same_folder_is_replaced_whole_and_said(tmp_p
     assert "an earlier analysis there is replaced" in " ".join(run_cli("analyze", "--help").stdout.split())
 
 
+def test_the_summary_records_the_command_that_made_it(tmp_path):
+    """The alert periods depend on --config and --every: the folder must say how it was made."""
+    video = write_video(tmp_path / "clip.mp4", (np.full((H, W, 3), 90, np.uint8) for _ in range(3)))
+    r = run_cli("analyze", video, "--out", tmp_path / "out", "--every", "2")
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["command"].endswith(f"analyze {video} --out {tmp_path / 'out'} --every 2")
+    assert s["working_folder"] == os.getcwd()
+
+
 def test_a_failed_analysis_puts_the_earlier_one_back(tmp_path):
     """A run that fails (here: no image of the folder can be read) removed the earlier analysis
     and left a header-only timeline.csv in its place."""

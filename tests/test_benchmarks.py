@@ -294,6 +294,17 @@ def test_accuracy_writes_rows_confusions_and_baseline(tiny_converted, tiny_run, 
     assert PEER_NOTE in md and "macro-F1" in md and "capped at 8 epochs" in md
 
 
+def test_accuracy_markdown_lists_its_figures_once(shipped_model, synthetic_dataset, tmp_path):
+    from benchmarks import accuracy
+
+    out = tmp_path / "out"
+    assert accuracy.main([str(shipped_model), "--data", str(synthetic_dataset), "--limit", "14", "--no-peer",
+                          "--out", str(out)]) == 0
+    _, md = read_outputs(out, "accuracy")
+    figures = [line for line in md.splitlines() if line.startswith("Figures:")]
+    assert len(figures) == 1 and "accuracy_per_class.png" in figures[0] and "accuracy_confusion_" in figures[0], figures
+
+
 def test_accuracy_with_the_peer(shipped_model, synthetic_dataset, tmp_path, peer_args):
     from benchmarks import accuracy
 
@@ -769,6 +780,42 @@ def test_detector_recall_stopped_by_ctrl_c_is_one_line_and_writes_nothing(tmp_pa
         rc = "a traceback"
     assert rc == 130 and capsys.readouterr().err.startswith("error: Stopped by Ctrl-C")
     assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def test_face_width_accuracy_reads_the_other_kaggle_folder_names_and_says_what_it_leaves_out(tmp_path, capsys):
+    """disgusted, fearful and surprised (the emotion-detection-fer layout) were dropped unsaid:
+    the accuracy was over the other classes only."""
+    import cv2
+
+    from benchmarks.face_width_accuracy import load_split
+    from edge.labels import LABELS
+
+    for i, cls in enumerate(("angry", "disgusted", "fearful", "surprised", "contempt")):
+        (tmp_path / "test" / cls).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "test" / cls / "im0.png"), np.full((48, 48), 40 * i, np.uint8))
+    images, ys = load_split(tmp_path, "test", list(LABELS), None, 0)
+    assert [LABELS[y] for y in ys] == ["angry", "disgust", "fear", "surprise"]
+    assert "Left out the images in contempt under" in capsys.readouterr().err
+
+
+def test_face_width_accuracy_takes_the_folder_convert_wrote(shipped_model, synthetic_dataset, tmp_path):
+    from benchmarks import face_width_accuracy as fwa
+
+    out = tmp_path / "out"
+    assert fwa.main(["--data", str(synthetic_dataset), "--model", str(shipped_model.parent), "--limit", "14",
+                     "--widths", "40", "--sides", "32", "--interpolations", "linear", "--out", str(out)]) == 0
+    assert json.loads((out / "face_width_accuracy.json").read_text())["images"] == 14
+
+
+def test_head_detection_reads_the_class_of_a_fer_face_as_training_names_it(tmp_path):
+    import cv2
+
+    from benchmarks.heads import fer_heads
+
+    for cls in ("disgusted", "contempt"):
+        (tmp_path / "val" / cls).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "val" / cls / "im0.png"), np.full((48, 48), 90, np.uint8))
+    assert sorted(h.label or "" for h in fer_heads(tmp_path, 2, 0)) == ["", "disgust"]  # no truth, not a wrong one
 
 
 def test_face_width_accuracy_leaves_out_a_damaged_image_and_reads_other_sizes(tmp_path, capsys):

@@ -432,3 +432,22 @@ def test_parity_and_calibration_use_the_images_the_run_held_out(tmp_path, cache_
     (run_dir / "train_settings.json").write_text("{")
     with pytest.raises(UserError, match="train_settings.json cannot be read"):
         run(ConvertSettings(model=str(run_dir), data=str(data), out=str(conv)))
+
+
+def test_a_full_disk_while_converting_is_one_sentence(tmp_path, monkeypatch):
+    import errno
+
+    from click.testing import CliRunner
+
+    from convert import quantize
+    from edge.cli import cli
+
+    def full_disk(s):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(quantize, "run", full_disk)
+    r = CliRunner().invoke(cli, ["convert", str(tmp_path / "run"), "--data", str(tmp_path),
+                                 "--out", str(tmp_path / "int8")])
+    assert r.exit_code == 2, r.output
+    assert r.output.strip() == (f"error: Cannot write into {tmp_path / 'int8'} (No space left on device); free some "
+                                "space there, then run the same command again (a model already in --out is unchanged).")

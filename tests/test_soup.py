@@ -136,3 +136,21 @@ def test_soup_refuses_an_out_that_is_a_file_before_loading_any_model(tmp_path, o
     with pytest.raises(UserError, match=r"OUT .*notes.txt.* (is a file|lies under the file .*notes.txt); pass a folder\."):
         soup(tmp_path / out, [tmp_path / "a", tmp_path / "b"])
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_read_only_disk_is_one_sentence(tmp_path, monkeypatch):
+    import errno
+
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+    from train import soup as soup_module
+
+    def read_only(out, runs):
+        raise OSError(errno.EROFS, "Read-only file system", str(out))
+
+    monkeypatch.setattr(soup_module, "soup", read_only)
+    r = CliRunner().invoke(cli, ["soup", str(tmp_path / "soup"), "a", "b"])
+    assert r.exit_code == 2, r.output
+    assert r.output.strip() == (f"error: Cannot write into {tmp_path / 'soup'} (Read-only file system); make its disk "
+                                "writable, then run the same command again.")

@@ -53,3 +53,46 @@ def test_training_with_a_teacher_records_it_and_learns(tiny_converted, tiny_run,
     x = np.random.default_rng(0).integers(0, 255, (3, 48, 48), dtype=np.uint8)
     p = predict(tiny_converted / "model_int8.tflite", x)
     assert p.shape == (3, 7) and np.allclose(p.sum(axis=1), 1.0, atol=1e-3)
+
+
+def _npz_teacher(path, x, seed):
+    """A teacher_probs.npz (as train.torch_teacher combine writes it) for the images x."""
+    from edge.labels import LABELS
+    from train.teacher_pack import pixel_keys
+
+    p = np.random.default_rng(seed).dirichlet(np.ones(len(LABELS)), len(x)).astype(np.float32)
+    np.savez(path, keys=pixel_keys(x), ferplus=p, fer2013=p, labels=np.array(LABELS))
+
+
+def test_resume_refuses_a_teacher_changed_since_the_run_started(tmp_path, synthetic_dataset, cache_env):
+    """The teachers' probabilities are computed again on resume: a teacher file overwritten in
+    between (a teacher run trained on) would give the remaining epochs other targets, silently."""
+    pytest.importorskip("tensorflow", reason="training tests need the train extra")
+    from edge.card import sha256_file
+    from train.data import load_dataset, train_val
+    from train.trainer import TrainSettings, run
+    from tests.test_train import _stub_run
+
+    ds = load_dataset(synthetic_dataset, progress=False)
+    teacher = tmp_path / "teacher_probs.npz"
+    _npz_teacher(teacher, train_val(ds)[0].x, seed=0)
+    out = _stub_run(tmp_path / "run", synthetic_dataset, teacher=str(teacher))
+    (out / "data.json").write_text(json.dumps({"fingerprint": ds.fingerprint, "labels": {
+        "kind": "folder", "teacher": {"models": [str(teacher)], "sha256": [sha256_file(teacher)]}}}))
+    _npz_teacher(teacher, train_val(ds)[0].x, seed=1)  # the teacher made again meanwhile
+    with pytest.raises(UserError, match=f"--teacher {teacher} is not the file {out} started with"):
+        run(TrainSettings(data=str(synthetic_dataset), out=str(out)), resume=True)
+    assert not (out / "history.csv").exists()  # refused before any training
+
+
+def test_the_label_files_check_passes_the_same_bytes_and_old_records(tmp_path):
+    from train.trainer import check_label_files
+
+    info = {"kind": "ferplus", "votes": "/v.csv", "votes_sha256": "aa",
+            "teacher": {"models": ["/t.npz"], "sha256": ["bb"]}}
+    (tmp_path / "data.json").write_text(json.dumps({"labels": info}))
+    check_label_files(tmp_path, info)  # the same files
+    with pytest.raises(UserError, match="--votes /v.csv is not the file"):
+        check_label_files(tmp_path, {**info, "votes_sha256": "cc"})
+    (tmp_path / "data.json").write_text(json.dumps({"labels": {"kind": "ferplus", "votes": "/v.csv"}}))
+    check_label_files(tmp_path, info)  # recorded before the hashes were kept: not checked

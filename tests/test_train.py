@@ -842,3 +842,31 @@ def test_a_class_no_training_target_has_is_named(tmp_path, cache_env, capsys, mo
         run(TrainSettings(data=str(data), out=str(tmp_path / "r"), epochs=1, batch_size=4))
     err = capsys.readouterr().err
     assert "WARNING: no training image of disgust, fear in" in err and "cannot learn those classes" in err
+
+
+@pytest.mark.parametrize("finished_epoch", [False, True])
+def test_a_full_disk_while_training_is_one_sentence_that_says_how_to_go_on(tmp_path, monkeypatch, finished_epoch):
+    """Keras's checkpoint writes raise OSError: a full or read-only disk was a traceback."""
+    import errno
+
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+    from train import trainer
+
+    out = tmp_path / "run"
+
+    def full_disk(s, **kw):
+        (out / "backup").mkdir(parents=True) if finished_epoch else out.mkdir()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(trainer, "run", full_disk)
+    r = CliRunner().invoke(cli, ["train", "--data", str(tmp_path), "--out", str(out)])
+    assert r.exit_code == 2, r.output
+    line = r.output.strip()
+    assert line.startswith(f"error: Cannot write into {out} (No space left on device); free some space there, then ")
+    assert "\n" not in line and "Traceback" not in line
+    if finished_epoch:
+        assert line.endswith(f"continue it with: edge train --data {tmp_path} --out {out} --resume.")
+    else:
+        assert line.endswith("run the same command again (no epoch had finished).")

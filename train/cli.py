@@ -4,6 +4,9 @@ TensorFlow is imported inside each command, not here."""
 
 from __future__ import annotations
 
+import errno
+from contextlib import contextmanager
+
 import click
 
 from edge.paths import not_empty
@@ -65,10 +68,30 @@ def train(data, out, arch, epochs, batch_size, lr, optimizer, schedule, label_sm
                       teacher_folder_weight=teacher_folder_weight)
     given = typed_options(click.get_current_context(), FIELD_OF_PARAM)
     try:
-        metrics = trainer.run(s, resume=resume, given=given)
+        with write_errors(out, lambda: f"continue it with: {cmd}" if (cmd := resume_command(s)) else
+                          "run the same command again (no epoch had finished)"):
+            metrics = trainer.run(s, resume=resume, given=given)
     except KeyboardInterrupt:
         raise click.exceptions.Exit(interrupted(s)) from None
     click.echo(summary_line(metrics, out))
+
+
+# What a full or read-only disk raises; a run folder it cannot write is one sentence, not a traceback.
+WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
+@contextmanager
+def write_errors(out, then):
+    """A full or read-only disk under `out` as one sentence; then(): what to do next, found when it happens."""
+    from edge.errors import UserError
+
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRNOS:
+            raise
+        fix = "make its disk writable" if exc.errno == errno.EROFS else "free some space there"
+        raise UserError(f"Cannot write into {out} ({exc.strerror}); {fix}, then {then()}.") from exc
 
 
 def summary_line(metrics: dict, out: str) -> str:
@@ -99,17 +122,22 @@ def typed_options(ctx: click.Context, field_of_param: dict) -> dict[str, str]:
     return typed
 
 
-def interrupted(s) -> int:
-    """After Ctrl-C: how to carry on, then the shell's exit status for SIGINT."""
+def resume_command(s) -> str | None:
+    """The command that continues the run in s.out; None when no epoch of it has finished."""
     import os
     import shlex
     from pathlib import Path
 
     out = Path(os.path.abspath(s.out))
-    if (out / "backup").is_dir():
-        hint = f"continue it with: edge train --data {shlex.quote(os.path.abspath(s.data))} --out {shlex.quote(str(out))} --resume"
-    else:
-        hint = "no epoch had finished, so run the same command again to start over"
+    if not (out / "backup").is_dir():
+        return None
+    return f"edge train --data {shlex.quote(os.path.abspath(s.data))} --out {shlex.quote(str(out))} --resume"
+
+
+def interrupted(s) -> int:
+    """After Ctrl-C: how to carry on, then the shell's exit status for SIGINT."""
+    cmd = resume_command(s)
+    hint = f"continue it with: {cmd}" if cmd else "no epoch had finished, so run the same command again to start over"
     click.echo(f"Interrupted; {hint}", err=True)
     return 130
 
@@ -156,5 +184,6 @@ def soup_cmd(out, runs):
     """Average the weights of runs fine-tuned from the same start (a model soup) into run folder OUT."""
     from train.soup import soup
 
-    path = soup(out, list(runs))
+    with write_errors(out, lambda: "run the same command again"):
+        path = soup(out, list(runs))
     click.echo(f"soup of {len(runs)} runs: {path}; next: edge eval {path} --data ..., then edge convert {path.parent} ...")

@@ -101,7 +101,10 @@ def distill(spec: str, weight: float, x: np.ndarray, targets: np.ndarray,
     agree = float((probs.argmax(1) == targets.argmax(1)).mean()) if len(x) else 0.0
     print(f"teacher: {len(paths)} model(s) on {len(x)} training images, top-1 agreement with the labels "
           f"{agree:.1%}; weight {weight:g} in each target", flush=True)
-    info = {"models": [str(p) for p in paths], "weight": weight, "agreement_with_labels": round(agree, 4)}
+    from edge.card import sha256_file
+
+    info = {"models": [str(p) for p in paths], "weight": weight, "agreement_with_labels": round(agree, 4),
+            "sha256": [sha256_file(p) for p in paths]}  # a resume checks that the teachers are the same bytes
     if any(p.suffix == ".npz" for p in paths):
         info["folder_head_share"] = folder_share
     return mix(targets, probs, weight), info

@@ -266,7 +266,10 @@ def targets(s: TrainSettings, tr: Split, va: Split):
     path = Path(find_votes(s.data, s.votes)).resolve()
     s.votes = str(path)  # saved with the settings, so --resume reads the same file
     votes = read_votes(path)
-    info = {"kind": "ferplus", "votes": str(path), "folder_weight": s.folder_weight}
+    from edge.card import sha256_file
+
+    # The file's bytes too: a resume checks them (check_label_files), as it checks the images.
+    info = {"kind": "ferplus", "votes": str(path), "votes_sha256": sha256_file(path), "folder_weight": s.folder_weight}
     out = []
     for name, split in (("train", tr), ("val", va)):
         t, keep, counts = soft_targets(split.names, split.y, votes, s.folder_weight)
@@ -584,6 +587,8 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
         tr_y, label_info["teacher"] = distill(s.teacher, s.teacher_weight, tr.x, tr_y,
                                                  s.teacher_folder_weight if s.teacher_folder_weight is not None
                                                  else float(s.labels == "folder"))
+    if resume:
+        check_label_files(out, label_info)
     if len(tr) == 0 or len(va_fit) == 0:
         raise UserError(f"{s.data} gives {len(tr)} training and {len(va_fit)} validation images; both must be non-empty.")
     if absent := unlearned_classes(tr_y):
@@ -656,6 +661,27 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
     metrics = report.write_run_report(out, best, va, probs, tr, ds, weights, timing.total(), val_source,
                                       votes=s.votes if s.labels == "ferplus" else None)
     return metrics
+
+
+def check_label_files(out: Path, info: dict) -> None:
+    """On resume, the votes and teacher files must be the bytes the run started on (their sha256
+    in data.json): other bytes give the remaining epochs other targets than the first ones and
+    than data.json records. Runs recorded before the hashes were kept are not checked."""
+    try:
+        first = json.loads((out / "data.json").read_text()).get("labels") or {}
+    except (OSError, ValueError, AttributeError):
+        return
+    changed = []
+    if first.get("votes_sha256") and first["votes_sha256"] != info.get("votes_sha256"):
+        changed.append(f"--votes {info.get('votes')}")
+    was, now = (first.get("teacher") or {}).get("sha256"), (info.get("teacher") or {}).get("sha256")
+    if was and now and was != now:
+        changed += [f"--teacher {m}" for m, a, b in zip(info["teacher"]["models"], was, now) if a != b]
+    if changed:
+        raise UserError(f"{', '.join(changed)} {'is' if len(changed) == 1 else 'are'} not the file {out} started with "
+                        "(its sha256 in data.json differs), so the resumed epochs would learn other targets; put the "
+                        f"original back, or train a new --out (--init-from {out / 'model.keras'} keeps the best "
+                        "epoch).")
 
 
 def _replay(accs: list[float]) -> tuple[float | None, int, int]:

@@ -25,6 +25,8 @@ import dataclasses
 import json
 import contextlib
 import math
+import os
+import shlex
 import shutil
 import sys
 import tempfile
@@ -389,6 +391,9 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
                       **({"chart": str(out / "summary.png")} if draw else {}), "summary": str(out / "summary.json"),
                       **({"annotated": str(out / "annotated.mp4")} if opts.annotate else {})},
             "notes": opts.notes,
+            # how to make these files again: the command line and the folder its relative paths start from
+            "command": shlex.join(sys.argv),
+            "working_folder": os.getcwd(),
         }
         summary["elapsed_s"] = round(time.monotonic() - started, 3)
         (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
