@@ -97,6 +97,9 @@ class Group(click.Group):
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except KeyboardInterrupt:  # click's "Aborted!" and status 1 read as a failure; 130 is the shell's Ctrl-C
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
 
 
 @click.group(cls=Group)

@@ -341,6 +341,19 @@ def test_edge_demo_stopped_by_ctrl_c_says_so_not_that_the_alert_failed(tmp_path)
     assert "not both raised and cleared" not in err and "Traceback" not in err
 
 
+def test_ctrl_c_in_any_command_is_status_130_and_one_line_not_clicks_aborted(monkeypatch):
+    from click.testing import CliRunner
+
+    from edge import configdoc
+    from edge.cli import cli
+
+    def interrupted(cfg):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(configdoc, "effective_toml", interrupted)
+    r = CliRunner().invoke(cli, ["config"])
+    assert r.exit_code == 130 and r.output.strip() == "Interrupted.", r.output
+
 def test_demo_scene_ground_truth_and_default_folder(monkeypatch, tmp_path):
     from edge.ops import demo, demo_scene
 

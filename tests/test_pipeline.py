@@ -44,6 +44,20 @@ def test_run_on_a_video_tracks_the_face(astronaut_video, shipped_model, tmp_path
     assert f"model {Path(shipped_model).resolve()} (sha256 {sha[:12]}," in r.stderr
 
 
+def test_the_journal_gives_the_sha256_of_the_file_loaded_not_its_cards(astronaut_video, shipped_model, tmp_path):
+    """A float model beside the int8 file's card (what convert writes) was logged with the int8 hash."""
+    import hashlib
+    import shutil
+
+    other = tmp_path / "model" / "model_other.tflite"
+    other.parent.mkdir()
+    shutil.copy(Path(shipped_model).with_name("model.json"), other.parent)
+    other.write_bytes(Path(shipped_model).read_bytes() + b"\0" * 16)  # other bytes, the same network
+    r = run_cli("run", "--source", astronaut_video, "--model", other, "--max-frames", 2, env={"HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert f"(sha256 {hashlib.sha256(other.read_bytes()).hexdigest()[:12]}," in r.stderr
+
+
 @pytest.mark.parametrize("args, needle", [
     (["--source", "/nonexistent/video.mp4"], "does not exist"),
     (["--camera", "9"], "Cannot open camera 9"),

@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from edge.card import sha256_file
 from edge.config import Config, StatusConfig
 from edge.errors import UserError
 from edge.files import no_core_dumps
@@ -178,9 +179,10 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     history = History(db_path=str(expand_path(st.history_db)) if st.history_db else "")
     stats = Stats(classifier.runtime.describe(), str(classifier.path), source.describe(), device=device,
                   labels=classifier.labels, negative=cfg.mood.negative, history=history, alert_advice=st.alert_advice)
-    # The full path and the card's sha256: the journal tells a retrained model from the shipped one.
+    # The full path and the file's own sha256 (not its card's, which may describe the int8 file beside
+    # a float one): the journal tells a retrained model from the shipped one.
     log.info("model %s (sha256 %s, %s, %s); detector %s; source %s", classifier.path,
-             (classifier.card.model_sha256 or "not in its card")[:12], classifier.card.architecture,
+             sha256_file(classifier.path)[:12], classifier.card.architecture,
              classifier.runtime.describe(), detector.describe(), redact_text(source.describe()))
     sinks = build_sinks(cfg.sinks, device)
     stats.set_sinks(sinks.stats())  # every sink's failure counter at 0 before the first scrape
