@@ -82,12 +82,15 @@ def run_in(tree: Path, script: str, args: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if "--" not in argv:
-        raise UserError("give the script after --: python benchmarks/at_commit.py REV -- benchmarks/latency.py ARGS.")
-    at = argv.index("--")
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 usage="%(prog)s [-h] [--isa {native,avx2}] REV -- SCRIPT [ARGS ...]",
+                                 epilog="e.g. python benchmarks/at_commit.py c047ebb^ -- benchmarks/latency.py --threads 1")
     ap.add_argument("rev", help="commit, tag or branch whose benchmark code to run")
     common.add_isa_arg(ap)
+    if "--" not in argv:
+        ap.parse_known_args(argv)  # --help is answered here
+        raise UserError("give the script after --: python benchmarks/at_commit.py REV -- benchmarks/latency.py ARGS.")
+    at = argv.index("--")
     args = ap.parse_args(argv[:at])
     rest = argv[at + 1:]
     if not rest:

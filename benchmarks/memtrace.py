@@ -108,14 +108,19 @@ def watch(out: Path, every_s: float, warmup_s: float, top_every_s: float, t0: fl
 
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 usage="%(prog)s [-h] [--every-s S] [--warmup-s S] [--top-every-s S] OUT -- EDGE-ARGS ...",
+                                 epilog="e.g. python benchmarks/memtrace.py mem.jsonl -- run --config soak.toml")
+    ap.add_argument("out", type=Path, help="JSON-lines file for the samples (its growth table beside it: OUT-top.json)")
+    ap.add_argument("--every-s", type=float, default=60.0, metavar="S", help="seconds between samples (default: %(default)s)")
+    ap.add_argument("--warmup-s", type=float, default=180.0, metavar="S",
+                    help="seconds before the baseline snapshot (default: %(default)s)")
+    ap.add_argument("--top-every-s", type=float, default=1800.0, metavar="S",
+                    help="seconds between growth tables (default: %(default)s)")
     if "--" not in argv:
+        ap.parse_known_args(argv)  # --help is answered here
         sys.exit("memtrace: put the edge command's arguments after --, e.g. memtrace.py out.jsonl -- run ...")
     cut = argv.index("--")
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--every-s", type=float, default=60.0)
-    ap.add_argument("--warmup-s", type=float, default=180.0)
-    ap.add_argument("--top-every-s", type=float, default=1800.0)
     args = ap.parse_args(argv[:cut])
     try:  # before the edge command starts: a folder or an unwritable path is one line
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -86,3 +86,10 @@ def test_the_command_line_reports_errors_in_one_line():
                        cwd=REPO, capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: ")
+
+
+@pytest.mark.parametrize("script, needle", [("at_commit.py", "REV -- SCRIPT"), ("memtrace.py", "OUT -- EDGE-ARGS")])
+def test_the_scripts_that_wrap_another_answer_help_instead_of_asking_for_dashes(script, needle):
+    r = subprocess.run([sys.executable, str(Path(at_commit.__file__).with_name(script)), "--help"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and needle in r.stdout and "after --" not in r.stderr, r.stderr
