@@ -22,6 +22,7 @@ from edge.errors import check as _check
 from edge.errors import check_range as _range
 from edge.labels import LABELS
 from edge.paths import FILE_KEY, check_readable, expand_path, from_folder, items, not_a_file
+from edge.redact import CONTROL
 from edge.pipeline.detectors import DetectorConfig
 from edge.pipeline.sources import ROTATIONS
 from edge.sinks import SINKS
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 MAX_THREADS = 64  # a Pi has 4 cores; far more threads than cores only slows inference (or crashes BLAS)
 HOUR_S, DAY_S = 3600.0, 86400.0
 MAX_CAMERA = 1023  # the highest camera index accepted (source.camera, edge doctor --camera)
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0 and C1 control characters
 # source.roi's w and h at least this: at 320x240, turned or not, the region still holds a face as
 # wide as the detector's default min_face_px (a smaller one finds nothing)
 MIN_ROI = math.ceil(100 * DetectorConfig.min_face_px / 240) / 100
@@ -342,7 +342,7 @@ class Config:
     def validate(self, p):
         # The name goes into journal lines (a line break would split one, an escape sequence reach
         # the terminal), MQTT client ids and Home Assistant's device name: refused here, once.
-        _check(not _CONTROL.search(self.device_name), "device_name", self.device_name,
+        _check(not CONTROL.search(self.device_name), "device_name", self.device_name,
                "a name without control characters (line breaks, tabs, escapes), e.g. \"Kasse 1\"")
         # A detector slower than the tracks last would end every track between its runs: no one
         # would ever count (found in a review: detect_hz 0.3 with max_gap_s 3).

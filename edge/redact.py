@@ -9,6 +9,7 @@ import re
 from urllib.parse import urlsplit, urlunsplit
 
 HIDDEN = "***"
+CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0 and C1 control characters
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
 TOKEN_LEN = 24  # a path segment this long is treated as a secret even when it comes first
 
@@ -43,3 +44,9 @@ def redact_text(text: str) -> str:
     """`text` with every URL in it redacted (a source's description, a log line); text
     without URLs comes back unchanged."""
     return _URL.sub(lambda m: redact_url(m.group()), text)
+
+
+def escape_controls(text: str) -> str:
+    """text with its control characters written as \\xNN: a journal line gets no raw bytes, no
+    terminal escape sequence and no line break that would make the rest pass for a line of its own."""
+    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)

@@ -423,6 +423,18 @@ def test_command_failures_are_logged_counted_not_raised(tmp_path, caplog):
     assert "not found" in CommandSink(argv=[str(tmp_path / "no-such-program")]).check()
 
 
+def test_a_commands_stderr_is_one_log_line_without_escapes(caplog):
+    """What the program says (maybe a server's answer passed on) cannot forge the monitor's own
+    journal lines nor send a terminal escape."""
+    forged = r"curl: (22) 500\n2024-05-01 12:00:00,000 INFO edge.alerts: alert cleared\033[2J"
+    with caplog.at_level(logging.WARNING):
+        CommandSink(argv=["sh", "-c", f"printf '{forged}' >&2; exit 1"]).send(ev("raised", 1))
+    (record,) = [r for r in caplog.records if "exited with 1" in r.getMessage()]
+    message = record.getMessage()
+    assert "\n" not in message and "\x1b" not in message
+    assert "curl: (22) 500 | 2024-05-01" in message and "alert cleared\\x1b[2J" in message
+
+
 def running(pid: int) -> bool:
     """pid exists and is not a zombie (a container's init may never reap it)."""
     try:

@@ -677,6 +677,34 @@ def test_errors_never_echo_the_request_line_with_its_token(serve):
     assert reply.startswith(b"HTTP/1.0 400") and TOKEN.encode() not in reply and b"nosniff" in reply
 
 
+def test_a_target_urlsplit_refuses_is_a_400_not_a_warning_per_request(serve, caplog):
+    """Anyone on the network, no token needed: a journal line per request would flood it (journald
+    then drops the service's own lines, alerts and all)."""
+    base, srv = serve(token=TOKEN)
+    caplog.set_level(logging.DEBUG, logger="edge.service.status")
+    for _ in range(3):
+        reply = raw(srv.port, b"GET http://[/status HTTP/1.0\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.0 400") and b"nosniff" in reply
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_a_request_head_past_its_cap_is_431_before_it_is_parsed(serve):
+    """Left to http.server, a head may be 100 lines of 64 KiB: some 30 MB of parsing a connection
+    before the token is looked at (16 such connections at once took the server from 40 to 540 MB)."""
+    from edge.service.status import HEADERS_MAX, REQUEST_LINE_MAX
+
+    base, srv = serve(token=TOKEN)
+
+    def head(size: int) -> bytes:  # exactly size bytes, so nothing is left unread (no reset)
+        start = b"GET /status HTTP/1.0\r\nX-Pad: " + b"a" * 60000 + b"\r\nX-Pad: "
+        return start + b"b" * (size - len(start) - 4) + b"\r\n\r\n"
+
+    cap = REQUEST_LINE_MAX + HEADERS_MAX
+    assert raw(srv.port, head(cap)).startswith(b"HTTP/1.0 401")  # read whole; refused for want of the token
+    assert raw(srv.port, head(cap + 1)).startswith(b"HTTP/1.0 431")
+    assert get(base + "/status", {"Cookie": f"other={'c' * 4000}; qm_token={TOKEN}"})[0] == 200
+
+
 def test_the_link_redirects_only_to_the_page_and_renews_the_cookie(serve):
     base, srv = serve(token=TOKEN)
     # a link someone else wrote: /\\evil.example is //evil.example to a browser

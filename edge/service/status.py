@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import http.client
 import ipaddress
 import json
 import logging
@@ -29,7 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 from edge.labels import LABELS
 from edge.service import health
 from edge.service.history import History, iso
-from edge.redact import redact_text
+from edge.redact import escape_controls, redact_text
 
 if TYPE_CHECKING:  # edge.config pulls in the plugin registries (and numpy); /metrics does not need them
     from edge.config import StatusConfig
@@ -40,9 +41,13 @@ HEALTH_EVERY_S = 5.0  # sysfs reads are cheap, but not per request
 COOKIE = "qm_token"
 COOKIE_MAX_AGE_S = 30 * 24 * 3600  # renewed by every answer to it: the idle time that signs a browser out
 _QUERY = re.compile(r"\?[^\s\"]*")  # a link's ?token= never reaches the log
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0 and C1 controls: terminal escapes in the journal
 REFUSAL_LOG_EVERY_S = 60.0
 DATA_PATHS = ("/status", "/history", "/metrics")  # served beside the page's assets
+# What a request's head may take: its line (http.server stops it at 64 KiB) and headers. Left to
+# http.server, 100 header lines of 64 KiB each cost the parse some 30 MB a connection, all before
+# the credentials are looked at; a browser's, cookies and all, is well under 8 KiB.
+REQUEST_LINE_MAX = 65537
+HEADERS_MAX = 32 * 1024
 # Kept as time.monotonic() and turned into this machine's time at each snapshot: a Pi without RTC
 # boots with its clock behind (fake-hwclock: the last shutdown's) and NTP steps it later, so a
 # time stamped by the wall clock before that would read "clear since 27 Nov (72 h)" until the next
@@ -223,6 +228,24 @@ class Auth:
         return 'Basic realm="queue-mood", charset="UTF-8"' if self.password else 'Bearer realm="queue-mood"'
 
 
+class _CappedHead:
+    """The connection's reader, with `left` bytes to read at most: past them, parse_headers'
+    LineTooLong, which http.server answers 431. A GET's head is all that is ever read."""
+
+    def __init__(self, rfile, left: int):
+        self._rfile, self._left = rfile, left
+
+    def readline(self, limit: int = -1) -> bytes:
+        line = self._rfile.readline(self._left + 1 if limit < 0 else min(limit, self._left + 1))
+        self._left -= len(line)
+        if self._left < 0:
+            raise http.client.LineTooLong("request head")
+        return line
+
+    def __getattr__(self, name):  # close() and the rest: the reader's own
+        return getattr(self._rfile, name)
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 64  # the listen backlog (socketserver's default is 5)
@@ -314,6 +337,7 @@ class StatusServer:
 
             def setup(self):
                 super().setup()
+                self.rfile = _CappedHead(self.rfile, REQUEST_LINE_MAX + HEADERS_MAX)
                 # The socket timeout is per read, so a client trickling a byte at a time would
                 # keep its thread for good: the whole connection gets idle_timeout_s.
                 self._done, self._done_lock = False, threading.Lock()
@@ -357,7 +381,11 @@ class StatusServer:
                 self._serve(send_body=False)
 
             def _serve(self, send_body: bool):
-                url = urlsplit(self.path)
+                try:
+                    url = urlsplit(self.path)
+                except ValueError:  # "GET http://[/": a 400, not a dropped connection and a warning per request
+                    self.send_error(400)
+                    return
                 path = url.path.rstrip("/") or "/"
                 via = auth.check(self.headers, parse_qs(url.query))
                 if not via:
@@ -419,7 +447,7 @@ class StatusServer:
                     self.wfile.write(body)
 
             def log_message(self, fmt, *args):  # scrapes and page polls stay out of the journal
-                text = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", fmt % args)  # no raw bytes in the journal
+                text = escape_controls(fmt % args)
                 log.debug("status %s: %s", self.address_string(), _QUERY.sub("?***", text))
 
         server_cls = _Server6 if ":" in cfg.host else _Server

@@ -16,6 +16,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from edge.errors import check, check_range
+from edge.redact import escape_controls
 from edge.sinks.base import MAX_TIMEOUT_S, AlertEvent, Sink, register
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,9 @@ class CommandSink(Sink):
             if self._aborted:
                 return
             err = stderr.decode(errors="replace").strip()[-300:]
+            # One journal line: the program may pass on what a server answered, which must neither
+            # pass for the monitor's own lines nor reach a terminal's escapes.
+            err = escape_controls(" | ".join(err.splitlines()))
             log.warning("Alert command %s exited with %d: %s", self.argv[0], proc.returncode, err or "(no stderr)")
             return
         self.delivered += 1
