@@ -83,6 +83,7 @@ def test_bundle_holds_everything_the_pi_needs(store_bundle, bundled_model):
     assert store_bundle["modes"]["queue-mood-bundle/install.sh"] & stat.S_IXUSR
     # the config may hold the page's token and MQTT/webhook passwords: its owner's eyes only
     assert store_bundle["modes"]["queue-mood-bundle/config.toml"] == 0o600
+    assert stat.S_IMODE(store_bundle["tar"].stat().st_mode) == 0o600  # else anyone here reads it out of the archive
     assert store_bundle["modes"]["queue-mood-bundle/config.example.toml"] == 0o644
     (wheel,) = (b / "wheels").glob("queue_mood-*-py3-none-any.whl")
     with zipfile.ZipFile(wheel) as z:

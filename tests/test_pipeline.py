@@ -181,6 +181,33 @@ def test_the_preview_extensions_named_are_ones_opencv_writes(tmp_path):
         writer.release()
 
 
+@pytest.mark.parametrize("there_before", [False, True])
+def test_an_annotated_video_is_readable_by_its_owner_only(tmp_path, there_before, monkeypatch):
+    """It shows customers' faces: under a umask of 022 every local user could read it."""
+    import os
+    import stat
+
+    import numpy as np
+
+    from edge.pipeline import annotate
+    from edge.pipeline.annotate import AnnotatedVideo
+
+    monkeypatch.setattr(annotate, "draw", lambda image, result, labels, roi: image)  # the frames as they come
+
+    path = tmp_path / "preview.mp4"
+    if there_before:  # an earlier preview, readable by all: replaced, and closed to others
+        path.write_bytes(b"old")
+        path.chmod(0o644)
+    old = os.umask(0o022)
+    try:
+        video = AnnotatedVideo(path, 15, ["happy"])
+        for _ in range(3):
+            video.add(np.zeros((48, 64, 3), np.uint8), None)
+        video.close()
+    finally:
+        os.umask(old)
+    assert path.stat().st_size > 100 and stat.S_IMODE(path.stat().st_mode) == 0o600
+
 def test_a_video_given_as_a_path_opens_as_one_given_as_a_str(tmp_path, astronaut_video):
     from edge.pipeline.sources import VideoFileSource
 

@@ -497,6 +497,7 @@ def run(s: BundleSettings) -> BundleResult:
                 part = Path(tmp) / "bundle.tar.gz"
                 with tarfile.open(part, "w:gz") as tar:
                     tar.add(stage, arcname=BUNDLE_NAME, filter=_tar_filter)
+                os.chmod(part, 0o600)  # it holds config.toml (0600 inside): the archive must not show it to all
                 os.replace(part, out)
                 result.files = [f"{BUNDLE_NAME}/{f}" for f in result.files]
             else:

@@ -70,6 +70,16 @@ def check_video_path(path: str | Path) -> None:
     raise UserError(f"Cannot write the annotated video {path}: {why}; choose a file in a folder you can write to.")
 
 
+def private(path: Path) -> None:
+    """The video file made, or emptied, readable by its owner only before OpenCV writes it (which
+    keeps the mode): it shows customers' faces, and a umask of 022 would let every local user read it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)  # a file that was there keeps its mode through O_CREAT
+    finally:
+        os.close(fd)
+
+
 class AnnotatedVideo:
     """An mp4 of annotated frames; frames of another size are letterboxed into the first one's."""
 
@@ -84,6 +94,7 @@ class AnnotatedVideo:
         img = draw(image, result, self.labels, self.roi)
         if self.writer is None:
             self.size = (img.shape[1], img.shape[0])
+            private(self.path)
             self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
             if not self.writer.isOpened():
                 raise UserError(f"Cannot write {self.path}: this OpenCV build has no mp4v encoder; "
