@@ -255,6 +255,27 @@ def test_a_file_unreadable_for_long_stops_holding_up_the_events_behind_it(tmp_pa
     assert [item["n"] for _, item in sp.pending()] == [0]
 
 
+def test_spool_removes_delivered_files_once_the_folder_takes_writes_again(tmp_path, monkeypatch, caplog):
+    sp = Spool(tmp_path / "sp")
+    for n in range(3):
+        sp.put({"n": n})
+    real_unlink = Path.unlink
+
+    def read_only(self, missing_ok=False):  # a remount read-only while the backlog is delivered
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(Path, "unlink", read_only)
+    with caplog.at_level(logging.WARNING):
+        for event_id, _ in list(sp.pending()):
+            sp.ack(event_id)
+        sp.retry(now=True)
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+    assert len(sp) == 0 and caplog.text.count("Read-only file system") == 1  # was: one line per event
+    sp.retry(now=True)  # the sink's idle flush, the folder writable again
+    assert not list((tmp_path / "sp").glob("*.json"))  # was: left for the next start to send again
+    assert list(Spool(tmp_path / "sp").pending()) == []
+
+
 # ---------------------------------------------------------------- log, jsonl, command
 
 

@@ -14,6 +14,8 @@ It survives a process restart, a reboot and disk trouble:
   UNREADABLE_HOLD_S it no longer does (a bad sector or a file another user owns must not stop
   every later alert), and it is still retried each time; only one whose content is not an
   event is removed;
+- a delivered event whose file cannot be removed (read-only) is removed at the next retry that
+  the folder allows, so only a restart before then sends it again;
 - an event a receiver rejects for good (`dead_letter`) is moved to `<dir>/dead/` with one log
   line, so it never blocks the events behind it; that folder keeps the newest `cap` events.
 """
@@ -83,6 +85,9 @@ class Spool:
         self._read_error = ""  # why the last spool file could not be read; "" while reads work
         self._unreadable_since: dict[str, float] = {}  # monotonic time each unreadable file first failed
         self._passed: set[str] = set()  # unreadable files no longer holding up the events behind them
+        # Delivered events whose files the folder would not let go of (read-only): removed when it
+        # takes writes again, else the next start sends them a second time.
+        self._unremoved: set[str] = set()
         self._ids: list[str] = []
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
@@ -164,13 +169,37 @@ class Spool:
         self._disk_error = ""
 
     def retry(self, now: bool = False) -> None:
-        """Try to move the events held in memory back to disk, at most every RETRY_S unless `now`
-        (a stop): called on the sink's idle flush, so they need no new alert to get there."""
-        if not self._mem or (time.monotonic() < self._next_retry and not now):
+        """Try to move the events held in memory back to disk, and to remove the files of delivered
+        events the folder kept, at most every RETRY_S unless `now` (a stop): called on the sink's
+        idle flush, so they need no new alert to get there."""
+        if not (self._mem or self._unremoved) or (time.monotonic() < self._next_retry and not now):
             return
         with self._lock:
             self._next_retry = time.monotonic() + RETRY_S
-            self._disk_back()
+            self._remove_delivered()
+            if self._mem:
+                self._disk_back()
+
+    def _unlink_delivered(self, event_id: str) -> bool:
+        try:
+            self._path(event_id).unlink(missing_ok=True)
+        except OSError as exc:
+            if not self._unremoved:  # one line per outage: a backlog delivered meanwhile is thousands
+                log.warning("Spool %s: cannot remove delivered events (%s); retrying, and if it stays so they are "
+                            "sent again at the next start (receivers drop repeats by event id).", self.dir,
+                            exc.strerror or exc)
+            self._unremoved.add(event_id)
+            return False
+        self._unremoved.discard(event_id)
+        return True
+
+    def _remove_delivered(self) -> None:
+        count = len(self._unremoved)
+        for event_id in sorted(self._unremoved):
+            if not self._unlink_delivered(event_id):
+                return
+        if count:
+            log.info("Spool %s takes writes again: removed the files of %d delivered events.", self.dir, count)
 
     def _drop(self, ids: list[str], why: str) -> None:
         for old in ids:
@@ -292,10 +321,7 @@ class Spool:
     def ack(self, event_id: str) -> None:
         with self._lock:
             if self._remove(event_id) is None:
-                try:
-                    self._path(event_id).unlink(missing_ok=True)
-                except OSError as exc:  # read-only now: the next start resends it (receivers dedupe by id)
-                    log.warning("Spool %s: cannot remove delivered event %s (%s).", self.dir, event_id, exc.strerror)
+                self._unlink_delivered(event_id)
 
     def _trim_dead(self, dead: Path) -> None:
         """Remove the oldest dead letters beyond the cap: months of rejections must not fill the card."""
