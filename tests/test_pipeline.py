@@ -528,8 +528,8 @@ def test_nothing_but_counts_leaves_the_device(astronaut_video, shipped_model, tm
         assert isinstance(json.loads(line)["clock_synced"], bool)  # Linux: the kernel says whether NTP set the clock
 
 
-@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
-def test_a_signal_stops_cleanly_and_flushes_the_sinks(sig, astronaut_video, shipped_model, tmp_path):
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT", "SIGHUP"])
+def test_a_signal_stops_cleanly_and_flushes_the_sinks(sig, astronaut_video, shipped_model, tmp_path, request):
     """The signal arrives at frame 10 (sent from the frame callback, so no timing is involved):
     the loop finishes that frame, stops, and the sinks are closed with their events written."""
     import os
@@ -540,6 +540,9 @@ def test_a_signal_stops_cleanly_and_flushes_the_sinks(sig, astronaut_video, ship
                              "alert.min_faces": 1, "alert.raise_share": 0.01, "alert.clear_share": 0.0,
                              "alert.raise_after_s": 0.0, "mood.min_confidence": 0.0, "mood.min_seen_s": 0.0, "mood.score": "expected",
                              "mood.negative": ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]})
+    if sig == "SIGHUP":  # as at a terminal (the test may run under nohup, which ignores it)
+        was = signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        request.addfinalizer(lambda: signal.signal(signal.SIGHUP, was))
     before = signal.getsignal(getattr(signal, sig))
 
     def at_frame(frame, result):
@@ -552,6 +555,20 @@ def test_a_signal_stops_cleanly_and_flushes_the_sinks(sig, astronaut_video, ship
     kinds = [json.loads(line)["kind"] for line in (tmp_path / "ev.jsonl").read_text().splitlines()]
     assert kinds == ["raised"]
 
+
+def test_a_hang_up_ignored_by_nohup_stays_ignored():
+    import signal
+
+    from edge.service.app import _StopFlag
+
+    was = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        stop = _StopFlag()
+        stop.install()
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN and signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
+        stop.restore()
+    finally:
+        signal.signal(signal.SIGHUP, was)
 
 def test_a_second_signal_while_the_sinks_close_does_not_cut_the_close_short(astronaut_video, shipped_model, tmp_path,
                                                                             monkeypatch):

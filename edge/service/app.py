@@ -103,7 +103,9 @@ class _CameraWatch:
 
 
 class _StopFlag:
-    """Set by SIGINT/SIGTERM; the loop finishes its frame and flushes the sinks."""
+    """Set by SIGINT/SIGTERM, and SIGHUP (the SSH session `edge run` was started from closed, which
+    otherwise ends it on the spot: sinks unflushed, the chart's last minute lost) unless it is
+    ignored (nohup); the loop finishes its frame and flushes the sinks."""
 
     def __init__(self):
         self.event = threading.Event()
@@ -111,7 +113,9 @@ class _StopFlag:
 
     def install(self):
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
+                    continue  # nohup's promise: a hang-up passes unnoticed
                 self._previous[sig] = signal.signal(sig, lambda *_: self.event.set())
 
     def restore(self):
