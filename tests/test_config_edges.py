@@ -29,6 +29,23 @@ def vga_video(tmp_path_factory):
     return path
 
 
+
+@pytest.fixture
+def closed(tmp_path, monkeypatch):
+    """A folder this user may not enter (as the service's 0750 /var/lib/queue-mood is to the user
+    pi): whatever lies under it cannot be looked at; root is refused nothing, so stat is patched."""
+    from pathlib import Path
+
+    folder, real_stat = tmp_path / "closed", Path.stat
+
+    def stat(self, **kwargs):
+        if folder in self.parents:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    return folder
+
 # ---------------------------------------------------------------------------- which source
 
 def test_a_camera_wins_over_the_path_in_the_same_config(vga_video):
@@ -52,6 +69,12 @@ def test_a_camera_device_path_is_a_live_camera_not_a_recording(tmp_path, monkeyp
     assert sources.video_device_index(str(tmp_path / "video2x")) is None
     assert sources.video_device_index("clip.mp4") is None
 
+
+def test_a_recording_under_a_folder_this_user_cannot_enter_is_one_sentence(closed):
+    from edge.errors import UserError
+
+    with pytest.raises(UserError, match=r"Source .*clip\.mp4 cannot be reached \(Permission denied\); run as a user"):
+        open_source(None, str(closed / "clip.mp4"))
 
 def test_a_source_on_the_command_line_replaces_the_files_whichever_kind(tmp_path, vga_video):
     with_path = tmp_path / "p.toml"
@@ -78,20 +101,9 @@ def test_a_history_db_that_is_a_folder_is_refused_when_the_config_loads(tmp_path
         load_config(None, {"status.history_db": str(tmp_path)})
 
 
-def test_a_spool_dir_under_a_folder_this_user_cannot_enter_loads(tmp_path, monkeypatch):
+def test_a_spool_dir_under_a_folder_this_user_cannot_enter_loads(tmp_path, closed):
     """/var/lib/queue-mood is the service user's (0750): a copy of its config run by the user pi must
     load (the spool says at run time what it cannot write), not end in a PermissionError traceback."""
-    from pathlib import Path
-
-    closed = tmp_path / "closed"
-    real_stat = Path.stat
-
-    def stat(self, **kwargs):  # what root cannot be refused here
-        if closed in self.parents:
-            raise PermissionError(13, "Permission denied", str(self))
-        return real_stat(self, **kwargs)
-
-    monkeypatch.setattr(Path, "stat", stat)
     assert load_config(None, {"sinks.spool_dir": str(closed / "spool")}).sinks.spool_dir == str(closed / "spool")
     with pytest.raises(ConfigError, match=r"sinks\.spool_dir.*not a file"):
         (tmp_path / "afile").write_text("")

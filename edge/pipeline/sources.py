@@ -641,9 +641,14 @@ def _source(camera, path, width, height, fps, every, max_backoff_s, realtime, wa
 
 def _recording(path: str, fps: float, every: int) -> Source:
     p = expand_path(path)
-    if p.is_dir():
+    try:
+        is_dir, exists = p.is_dir(), p.exists()
+    except OSError as exc:  # under a folder this user may not enter (the service's /var/lib/queue-mood)
+        raise UserError(f"Source {path} cannot be reached ({exc.strerror}); run as a user who may read it, or make "
+                        "it and its folders readable.") from exc
+    if is_dir:
         return ImageFolderSource(str(p), fps=fps, every=every)
-    if not p.exists():
+    if not exists:
         what = "is a link to a file that does not exist" if p.is_symlink() else "does not exist"
         raise UserError(f"Source {path} {what}; pass a video file, an image folder or an rtsp:// URL.")
     if p.suffix.lower() in IMAGE_SUFFIXES:
