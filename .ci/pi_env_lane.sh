@@ -147,6 +147,19 @@ grep -q kept-by-upgrade "$CONFIG" || fail "the second install.sh replaced $CONFI
 [[ -f "$CONFIG.bundle" ]] || fail "the second install.sh did not put the new config beside the old one"
 ok "install.sh (second run): config kept"
 
+step "install.sh stops an upgrade whose kept config this version refuses, before changing anything"
+cp "$CONFIG" "$TMP/config.kept"
+{ echo "bogus_key = 1"; cat "$TMP/config.kept"; } > "$CONFIG"  # the wheel, imported from its zip by apt's Python, reads it
+if QM_DOCTOR=0 bash "$TMP/unpacked/queue-mood-bundle/install.sh" > "$TMP/install3.log" 2>&1; then
+    cat "$TMP/install3.log"; fail "install.sh installed over a kept config this version refuses"
+fi
+if ! grep -q "does not load with this version: Unknown config key 'bogus_key'.*Nothing was changed" "$TMP/install3.log" \
+        || grep -q "== venv" "$TMP/install3.log"; then
+    cat "$TMP/install3.log"; fail "install.sh did not refuse the kept config before the venv"
+fi
+cp "$TMP/config.kept" "$CONFIG"
+ok "install.sh (third run): refused the kept config before changing anything"
+
 cd "$TMP"  # nothing from the checkout may shadow the installed package from here on
 step "the installed venv uses apt's numpy 1.x and OpenCV 4.6, and no OpenCV wheel"
 "$V/python" -I - "$PREFIX/venv" <<'EOF'
