@@ -98,7 +98,9 @@ function renderStatus(s) {
     li.textContent = `${clock(a.time)} ${a.kind}: ${pct(a.negative_share)} of ${a.faces} faces unhappy`;
     alerts.appendChild(li);
   }
-  if (!s.recent_alerts.length) alerts.innerHTML = '<li class="muted">none yet</li>';
+  // No alert yet is said in words beside the list, not as an item numbered "1." in it
+  alerts.hidden = !s.recent_alerts.length;
+  $("no-alerts").hidden = !alerts.hidden;
 
   const h = s.health, health = $("health");
   health.replaceChildren();
@@ -143,8 +145,8 @@ function el(name, attrs, parent) {
 
 function renderHistory(h) {
   // The last hour, or since the first point when the monitor has run for less (5 min at least).
-  // Margins fit labels at 22 px: the chart is drawn about 0.6x on a phone, so text stays 13 px there.
-  const svg = $("chart"), W = 600, H = 260, L = 64, R = 38, T = 14, B = 36;
+  // Margins fit labels at 26 px (style.css): the chart is drawn about 0.54x on a 390-px phone, so text stays 14 px there.
+  const svg = $("chart"), W = 600, H = 260, L = 84, R = 46, T = 18, B = 36;
   svg.replaceChildren();
   const end = h.now;  // the monitor's clock: its points are stamped by it
   const pts = h.points.filter((p) => p.t + h.step_s >= end - h.span_s);
@@ -155,14 +157,14 @@ function renderHistory(h) {
   const yFaces = (n) => T + (H - T - B) * (1 - n / maxFaces);
   for (const v of [0, 0.5, 1]) {
     el("line", {x1: L, x2: W - R, y1: yShare(v), y2: yShare(v), class: "grid"}, svg);
-    el("text", {x: 2, y: yShare(v) + 7}, svg).textContent = pct(v);
+    el("text", {x: L - 8, y: yShare(v) + 8, "text-anchor": "end"}, svg).textContent = pct(v);
   }
-  el("text", {x: W - R + 6, y: yFaces(maxFaces) + 7}, svg).textContent = maxFaces;
-  el("text", {x: W - R + 6, y: yFaces(0) + 7}, svg).textContent = "0";
+  el("text", {x: W - R + 6, y: yFaces(maxFaces) + 8}, svg).textContent = maxFaces;
+  el("text", {x: W - R + 6, y: yFaces(0) + 8}, svg).textContent = "0";
   const hm = (t) => new Date(t * 1000).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
   for (let i = 0; i <= 2; i++) {  // three times fit a phone at this size
     const t = start + (end - start) * i / 2;
-    el("text", {x: x(t), y: H - 9, "text-anchor": ["start", "middle", "end"][i]}, svg).textContent = hm(t);
+    el("text", {x: x(t), y: H - 7, "text-anchor": ["start", "middle", "end"][i]}, svg).textContent = hm(t);
   }
   for (const p of pts) {
     if (p.alert) el("rect", {x: x(p.t), y: T, width: Math.max(1, x(p.t + h.step_s) - x(p.t)), height: H - T - B, class: "alert"}, svg);
@@ -200,16 +202,19 @@ function renderHistory(h) {
   svg.setAttribute("aria-label", `Last hour, ${hm(start)} to ${hm(end)}: ${figures}${alerts}`);
 }
 
+// Only the /status poll (the one given `stale`) speaks in the header line: a failed /history
+// leaves the chart as it was, and must not call a monitor that answers /status unreachable.
 async function poll(path, render, every, stale) {
   let ok = false, refused = false;
+  const say = (what) => { if (stale) text($("updated"), what); };
   const abort = new AbortController(), giveUp = setTimeout(() => abort.abort(), ANSWER_WITHIN_MS);
   try {
     const r = await fetch(path, {cache: "no-store", credentials: "same-origin", signal: abort.signal});
-    if (r.status === 401) { refused = true; text($("updated"), "not authorised: open the link with the token"); return; }
+    if (r.status === 401) { refused = true; say("not authorised: open the link with the token"); return; }
     if (r.ok) { render(await r.json()); ok = true; }
-    else text($("updated"), `monitor answered ${r.status}`);
+    else say(`monitor answered ${r.status}`);
   } catch (e) {
-    text($("updated"), "monitor not reachable, retrying…");
+    say("monitor not reachable, retrying…");
   } finally {
     clearTimeout(giveUp);
     if (stale) stale(!ok, refused);
