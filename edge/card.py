@@ -131,7 +131,8 @@ def check_card(d) -> None:
     _need(not missing, missing[0] if missing else "", "missing", "it is required")
     labels = d["labels"]
     _need(isinstance(labels, list) and sorted(map(str, labels)) == sorted(LABELS) and len(set(labels)) == len(LABELS),
-          "labels", labels, f"a list of the {len(LABELS)} names {', '.join(LABELS)}, each once")
+          "labels", labels, f"a list of the {len(LABELS)} names {', '.join(LABELS)}, each once, in any order "
+          "(edge runs only models of these classes: one with other classes needs training on them, `edge train`)")
     size = d["input_size"]
     _need(isinstance(size, int) and not isinstance(size, bool) and 8 <= size <= 512, "input_size", size,
           "an integer between 8 and 512")
@@ -172,9 +173,14 @@ def check_pair(model_path, card: ModelCard) -> None:
                         "re-run `edge convert` or pair the files correctly.")
 
 
-def pairing_notes(card: ModelCard, float_model: bool) -> list[str]:
-    """Sentences a user should see before trusting a model on a Pi."""
+def pairing_notes(card: ModelCard, float_model: bool, borrowed: bool = False) -> list[str]:
+    """Sentences a user should see before trusting a model on a Pi. borrowed: the file is a
+    sibling of the card's own model with other bytes (check_pair lets it run)."""
     notes = []
+    if borrowed:
+        notes.append(f"its card {CARD_NAME} was written for {card.model_file}, not for this file (sha256 differs): the "
+                     "card's temperature, crop rule and accuracy are that model's; give this model its own card "
+                     "(`edge convert` writes it)")
     if card.parity.get("passed") is False:
         notes.append("its card says it failed convert's int8 parity gate: it may disagree with the Keras model it "
                      "came from; re-run `edge convert` or use a model that passed")

@@ -133,3 +133,109 @@ def test_an_empty_model_or_config_is_refused_not_taken_for_the_default(tmp_path,
     assert not (tmp_path / "b").exists() and not (tmp_path / "a").exists()
     assert [ln for ln in r.stderr.splitlines() if ln.startswith("error:")] == [
         f"error: {name} is empty (an unset shell variable?); give a path, or leave {name} out for its default."]
+
+
+def tiny_model(folder, shipped_model, *, softmax=True, outputs=1, batch=None, channels=1, pixels_max=None):
+    """An 8x8 model with its card: float32, or int8 quantized on inputs in [0, pixels_max]."""
+    import numpy as np
+
+    tf = pytest.importorskip("tensorflow")
+    from edge.card import sha256_file
+
+    inp = tf.keras.Input((8, 8, channels), batch_size=batch)
+    x = tf.keras.layers.Conv2D(4, 3, activation="relu")(tf.keras.layers.Rescaling(1 / 255)(inp))
+    x = tf.keras.layers.Reshape((-1,))(x)  # with batch=1, a flatten that holds the batch
+    heads = [tf.keras.layers.Dense(7)(x) for _ in range(outputs)]
+    keras_model = tf.keras.Model(inp, [tf.keras.layers.Softmax()(h) if softmax else h for h in heads])
+    conv = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    if pixels_max is not None:
+        rng = np.random.default_rng(0)
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = lambda: ([rng.uniform(0, pixels_max, (1, 8, 8, channels)).astype(np.float32)]
+                                               for _ in range(10))
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = conv.inference_output_type = tf.int8
+    folder.mkdir(exist_ok=True)
+    path = folder / "model_int8.tflite"
+    path.write_bytes(conv.convert())
+    interp = tf.lite.Interpreter(model_path=str(path))
+    quant = [None if d["dtype"] == np.float32 else {"scale": float(d["quantization"][0]),
+                                                    "zero_point": int(d["quantization"][1])}
+             for d in (interp.get_input_details()[0], interp.get_output_details()[0])]
+    card = json.loads(shipped_model.with_name("model.json").read_text())
+    card.update(input_size=8, input_quant=quant[0], output_quant=quant[1], model_sha256=sha256_file(path),
+                temperature=1.0, flip_average=False, parity={}, metrics={})
+    (folder / "model.json").write_text(json.dumps(card))
+    return path, keras_model
+
+
+def test_a_model_that_gives_logits_is_refused_wherever_it_is_loaded(tmp_path, shipped_model):
+    """Temperature, mood and alerts read the output as probabilities: logits (no softmax) would be
+    scored as if they were, negative 'probabilities' and all, by edge run, analyze and eval."""
+    path, _ = tiny_model(tmp_path, shipped_model, softmax=False)
+    with pytest.raises(UserError, match="does not output probabilities.*add the softmax"):
+        Classifier(path)
+    with pytest.raises(UserError, match="does not output probabilities"):
+        load_parts(load_config(None, {"model": {"path": str(path)}}))
+
+
+def test_a_model_with_two_outputs_is_refused(tmp_path, shipped_model):
+    """The runtime lists outputs in its own order (here the second Keras head first): reading
+    output 0 would silently score the wrong head."""
+    path, _ = tiny_model(tmp_path, shipped_model, outputs=2)
+    with pytest.raises(UserError, match="2 output"):
+        Classifier(path)
+
+
+def test_a_colour_model_is_refused_as_one(tmp_path, shipped_model):
+    path, _ = tiny_model(tmp_path, shipped_model, channels=3)
+    with pytest.raises(UserError, match="colour input .* grayscale"):
+        Classifier(path)
+
+
+def test_an_int8_model_that_expects_scaled_pixels_is_refused(tmp_path, shipped_model):
+    """Quantized for inputs in [0, 1], every pixel above 1 saturates: every face would give the
+    same probabilities."""
+    path, _ = tiny_model(tmp_path / "unit", shipped_model, pixels_max=1.0)
+    with pytest.raises(UserError, match="pixel values 0-255"):
+        Classifier(path)
+    pixels, _ = tiny_model(tmp_path / "pixels", shipped_model, pixels_max=255.0)
+    assert Classifier(pixels).labels
+
+
+def test_a_model_exported_with_a_fixed_batch_runs_one_crop_at_a_time(tmp_path, shipped_model):
+    """Resized to the batch slots such a model fails to prepare (or computes garbage) as soon as
+    two faces, or one face and its mirror image, are classified together."""
+    import numpy as np
+
+    path, keras_model = tiny_model(tmp_path, shipped_model, batch=1)
+    clf = Classifier(path)
+    crops = np.random.default_rng(1).integers(0, 256, (5, 8, 8), np.uint8)
+    want = np.concatenate([keras_model(crops[i : i + 1, ..., None].astype(np.float32)).numpy() for i in range(5)])
+    assert np.allclose(clf.predict(crops), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("labels", [
+    ["neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt"],  # FER+ with contempt
+    ["angry", "happy", "neutral", "sad", "surprise"],
+    ["Angry", "Disgust", "Fear", "Happy", "Neutral", "Sad", "Surprise"],
+])
+def test_a_card_with_other_classes_is_refused_saying_what_to_do(tmp_path, shipped_model, labels):
+    """Editing the card cannot make an 8- or 5-class model fit: the sentence must say so, not only 'fix it'."""
+    model = copy_model(shipped_model, tmp_path, labels=labels)
+    with pytest.raises(UserError, match=r"key 'labels' .* in any order .*`edge train`"):
+        Classifier(model)
+
+
+def test_a_sibling_borrowing_the_card_runs_with_a_warning(tmp_path, shipped_model, caplog):
+    """Another model put beside a card under another name runs (convert's float sibling does), but
+    with that card's temperature, crop rule and accuracy: edge run and doctor must say so."""
+    model = copy_model(shipped_model, tmp_path, model_sha256="0" * 64)
+    borrowed = model.rename(tmp_path / "mine.tflite")
+    assert any("written for model_int8.tflite" in n for n in Classifier(borrowed).notes())
+    with caplog.at_level(logging.WARNING, logger="edge"):
+        load_parts(load_config(None, {"model": {"path": str(borrowed)}}))
+    assert any("sha256 differs" in r.getMessage() for r in caplog.records)
+    own = tmp_path / "own"
+    own.mkdir()
+    assert not Classifier(copy_model(shipped_model, own)).notes()  # the card's own file: nothing to say

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.card import ModelCard, check_pair, load_card, pairing_notes
+from edge.card import ModelCard, check_pair, load_card, pairing_notes, sha256_file
 from edge.errors import UserError
 from edge.pipeline.runtime import load_interpreter, runtime
 
@@ -50,9 +50,17 @@ class Classifier:
         if card is None:
             check_pair(self.path, self.card)
         self.runtime = runtime()
-        inp = self.interp.get_input_details()[0]
-        out = self.interp.get_output_details()[0]
+        inputs, outputs = self.interp.get_input_details(), self.interp.get_output_details()
+        if len(inputs) != 1 or len(outputs) != 1:  # which output the runtime lists first is not the Keras order
+            raise UserError(f"{self.path} has {len(inputs)} input(s) and {len(outputs)} output(s); edge feeds one face "
+                            f"crop and reads one output, the {len(self.card.labels)} class probabilities: export the "
+                            "model with that output only and convert it again.")
+        inp, out = inputs[0], outputs[0]
         s = self.card.input_size
+        if len(inp["shape"]) == 4 and inp["shape"][-1] == 3:
+            raise UserError(f"{self.path} takes colour input {inp['shape'].tolist()}, but edge feeds the model "
+                            "grayscale face crops (a card's color can only be \"gray\"); train a grayscale model "
+                            "(`edge train`) and convert it.")
         if tuple(inp["shape"][1:]) != (s, s, 1) or out["shape"][-1] != len(self.card.labels):
             raise UserError(
                 f"{self.path} takes input {inp['shape'].tolist()} and gives {out['shape'].tolist()}, but its card says "
@@ -60,6 +68,10 @@ class Classifier:
             )
         self._in, self._out = inp, out
         self._slots = {int(inp["shape"][0]): self.interp}  # batch size -> interpreter prepared for it
+        # A model exported with a fixed batch (shape_signature not -1) fails to resize, or computes
+        # garbage, at any other batch: it runs only at its own.
+        fixed = int(inp.get("shape_signature", [-1])[0]) != -1
+        self.batch_slots = (int(inp["shape"][0]),) if fixed else BATCH_SLOTS
         self.images_invoked = 0  # crops through the model so far (padding not counted)
         self.temperature = self.card.temperature if calibrated else 1.0
         self.flip_average = self.card.flip_average and calibrated
@@ -68,6 +80,7 @@ class Classifier:
         self._out_q = self._quant(out, self.card.output_quant, "output")
         # Small probabilities are 0 after int8 quantization; half a step keeps log() finite.
         self.prob_floor = self._out_q[0] / 2 if self._out_q else 1e-6
+        self._check_probabilities()
 
     def _quant(self, detail, q, which) -> tuple[float, int] | None:
         if detail["dtype"] == np.float32:
@@ -75,11 +88,34 @@ class Classifier:
         if q is None or not np.isclose(q.scale, detail["quantization"][0], rtol=1e-5) or q.zero_point != detail["quantization"][1]:
             raise UserError(f"{self.path}'s {which} quantization {detail['quantization']} differs from its card's ({q}); "
                             "the model and model.json do not belong together.")
+        info = np.iinfo(detail["dtype"])
+        top = (info.max - q.zero_point) * q.scale
+        if which == "input" and top < 128:  # pixels above `top` all read as `top`: most faces look alike
+            raise UserError(f"{self.path}'s input takes values up to {top:.3g}, but edge feeds it pixel values 0-255 "
+                            "(a model trained on scaled pixels, e.g. /255 or -1..1); put the scaling inside the model, "
+                            "as `edge train`'s models do, and convert it again.")
         return q.scale, q.zero_point
 
+    def _check_probabilities(self) -> None:
+        """Everything downstream (temperature, mood, alerts) reads the output as probabilities:
+        a model that gives logits or sigmoid scores is refused before any face is scored."""
+        s = self.card.input_size
+        probe = np.stack([np.full((s, s), 128, np.uint8), np.tile(np.linspace(0, 255, s).astype(np.uint8), (s, 1))])
+        probs = np.concatenate([self.raw_probs(c[None]) for c in probe])
+        self.images_invoked = 0
+        tol = 0.05  # int8 rounding of the outputs stays far inside this
+        if not (np.isfinite(probs).all() and probs.min() >= -tol and np.abs(probs.sum(axis=1) - 1).max() <= tol):
+            gave = [round(float(v), 3) for v in probs[0]]
+            raise UserError(f"{self.path} does not output probabilities (a test crop gave {gave}, not 0-1 values "
+                            "summing to 1); edge needs the softmax of the classes as the model's output: add the "
+                            "softmax (a model ending in logits or sigmoid scores) and convert it again.")
+
     def notes(self) -> list[str]:
-        """What to know before trusting this model on a Pi (failed parity gate, float model)."""
-        return pairing_notes(self.card, self._in_q is None)
+        """What to know before trusting this model on a Pi (failed parity gate, float model, a
+        card borrowed from a sibling file)."""
+        c = self.card
+        borrowed = bool(c.model_sha256) and self.path.name != c.model_file and sha256_file(self.path) != c.model_sha256
+        return pairing_notes(c, self._in_q is None, borrowed)
 
     @property
     def labels(self) -> list[str]:
@@ -103,13 +139,13 @@ class Classifier:
             crops = crops[None]
         if len(crops) == 0:
             return np.zeros((0, len(self.labels)), np.float32)
-        top = BATCH_SLOTS[-1]
+        top = self.batch_slots[-1]
         return np.concatenate([self._invoke(crops[i : i + top]) for i in range(0, len(crops), top)])
 
     def _invoke(self, crops: np.ndarray) -> np.ndarray:
         n = len(crops)
         self.images_invoked += n
-        slot = next(b for b in BATCH_SLOTS if b >= n)
+        slot = next(b for b in self.batch_slots if b >= n)
         x = np.zeros((slot, *crops.shape[1:], 1), np.float32)
         x[:n, ..., 0] = crops
         if self._in_q:
