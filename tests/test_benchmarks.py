@@ -342,6 +342,23 @@ def test_accuracy_on_a_folder_without_images_is_one_error(shipped_model, tmp_pat
     assert not out.exists()  # no table of skipped models
 
 
+
+def test_accuracy_of_a_model_it_cannot_measure_is_an_error_not_a_report_without_it(shipped_model, synthetic_dataset,
+                                                                                   tmp_path, capsys):
+    import shutil
+
+    from benchmarks import accuracy
+
+    cardless = tmp_path / "m" / "model_int8.tflite"  # a model file without its model.json
+    cardless.parent.mkdir()
+    shutil.copy(shipped_model, cardless)
+    out = tmp_path / "out"
+    assert accuracy.main([str(shipped_model), str(cardless), "--data", str(synthetic_dataset), "--no-peer",
+                          "--out", str(out)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "model.json" in line and "nothing was written" in line, line
+    assert not out.exists()
+
 # ---------------------------------------------------------------------------- latency
 
 @pytest.mark.slow
