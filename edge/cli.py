@@ -197,13 +197,15 @@ def config_cmd(config_path, docs, example):
 @click.option("--out", default=None, help="Folder for the scene, alerts.jsonl and summary.png "
                                           "(default: ~/.cache/queue-mood/demo).")
 @click.option("--fast", is_flag=True, help="Run through the scene as fast as this machine can (default: its own pace).")
-def demo_cmd(out, fast):
+@click.option("--model", default=None, callback=not_empty,
+              help="Another model: a .tflite with its model.json, or the folder `edge convert` wrote (default: the shipped one).")
+def demo_cmd(out, fast, model):
     """Watch the monitor raise and clear an alert on a made-up queue scene (no camera, no dataset)."""
     from edge.ops.demo import DemoSettings, run
     from edge.service.console import Console
 
     Console(status_line=False)  # logs (the alerts among them) on stderr, the live lines on stdout
-    result = run(DemoSettings(out=out, realtime=not fast), echo=click.echo)
+    result = run(DemoSettings(out=out, realtime=not fast, model=model), echo=click.echo)
     kinds = [e["kind"] for e in result.alerts]
     if not ("raised" in kinds and "cleared" in kinds):
         err = UserError(f"The demo ran, but the alert was not both raised and cleared (events: {kinds or 'none'}); "

@@ -354,6 +354,16 @@ def test_ctrl_c_in_any_command_is_status_130_and_one_line_not_clicks_aborted(mon
     r = CliRunner().invoke(cli, ["config"])
     assert r.exit_code == 130 and r.output.strip() == "Interrupted.", r.output
 
+def test_edge_demo_runs_another_model_and_names_a_wrong_one_before_making_the_scene(tmp_path, shipped_model):
+    from edge.ops import demo
+
+    cfg = demo.demo_config(tmp_path, tmp_path / "scene.mp4", model=str(shipped_model.parent))
+    assert cfg.model.path == str(shipped_model.parent)
+    r = run_cli("demo", "--model", tmp_path / "none.tflite", "--out", tmp_path / "demo", "--fast")
+    assert r.returncode == 2 and r.stderr.strip() == \
+        f"error: Model file {tmp_path / 'none.tflite'} does not exist; pass a .tflite model made by `edge convert`."
+    assert "Making a" not in r.stdout and not (tmp_path / "demo" / "scene.mp4").exists()
+
 def test_demo_scene_ground_truth_and_default_folder(monkeypatch, tmp_path):
     from edge.ops import demo, demo_scene
 

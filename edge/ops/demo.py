@@ -15,12 +15,13 @@ per second of the scene, the alert raised and cleared (log and JSON lines), and 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from edge.config import Config, load_config, to_dict, to_toml
+from edge.config import Config, load_config, model_file, to_dict, to_toml
 from edge.errors import UserError
 
 
@@ -28,6 +29,7 @@ from edge.errors import UserError
 class DemoSettings:
     out: str | None = None  # default: default_out()
     realtime: bool = True  # play the scene at its own pace (False: as fast as the machine goes)
+    model: str | None = None  # another model than the shipped one (a .tflite with its card, or convert's folder)
 
 
 @dataclass
@@ -45,7 +47,7 @@ def default_out() -> Path:
     return Path(cache) / "queue-mood" / "demo"
 
 
-def demo_config(out: Path, video: Path, realtime: bool = True) -> Config:
+def demo_config(out: Path, video: Path, realtime: bool = True, model: str | None = None) -> Config:
     """The product defaults with the demo's files: only where things go, and the scene played at
     its own pace as a camera would (unless --fast), differ. Paths are absolute: demo.toml
     replays from anywhere (a config's relative paths are its folder's)."""
@@ -57,6 +59,7 @@ def demo_config(out: Path, video: Path, realtime: bool = True) -> Config:
         "sinks.spool_dir": str(out / "spool"),
         "sinks.jsonl": {"path": str(out / "alerts.jsonl")},
         "status.port": 0,  # any free port: a running service may hold the default one
+        **({"model.path": str(Path(model).absolute())} if model else {}),
     })
 
 
@@ -102,13 +105,15 @@ def run(s: DemoSettings, echo=print) -> DemoResult:
     from edge.service import app
 
     require_modules("edge demo", "matplotlib", "skimage")  # the chart, the scene's photo
+    if s.model:  # a wrong path is one line before the scene is made, not after
+        s = dataclasses.replace(s, model=str(model_file(s.model)))
     out = (Path(s.out).expanduser() if s.out else default_out()).absolute()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"Cannot create the demo folder {out} ({exc.strerror}); pass --out DIR.") from exc
     video = out / "scene.mp4"
-    cfg = demo_config(out, video, s.realtime)
+    cfg = demo_config(out, video, s.realtime, s.model)
     config_path = out / "demo.toml"
     try:  # the first write: a folder that exists but takes none (another user's, read-only) is named here
         config_path.write_text("# The config `edge demo` used: the product defaults, with the demo's files.\n"
