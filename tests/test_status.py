@@ -8,12 +8,14 @@ import base64
 import json
 import math
 import logging
+import os
 import re
 import socket
 import struct
 import time
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
@@ -122,6 +124,35 @@ def test_status_says_until_when_the_cooldown_holds_a_new_alert_back(serve):
     assert s["alert_state"] == "clear" and abs((until - datetime.fromisoformat(s["now"])).total_seconds() - 90) <= 2
     stats.update(result(4, 1, angry=1, happy=3), 0, {})
     assert json.loads(get(base + "/status")[2])["alert_held_back_until"] is None
+
+
+@contextmanager
+def monitor_in(tz: str):
+    """This process (the monitor's server, and a chromium it starts) in the time zone `tz`."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = tz
+    time.tzset()
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = old
+        time.tzset()
+
+
+@pytest.mark.parametrize("tz, offset_s, name", [("Asia/Kolkata", 19800, "IST"), ("America/Caracas", -4 * 3600, "-04"),
+                                                ("UTC", 0, "UTC")])
+def test_status_and_history_say_the_monitors_time_zone_beside_its_utc_times(serve, tz, offset_s, name):
+    """The page shows the store's local time (a manager at head office may be in another zone):
+    /status and /history say this machine's offset from UTC and its zone's name; the times stay UTC."""
+    with monitor_in(tz):
+        base, _ = serve()
+        s, h = (json.loads(get(base + path)[2]) for path in ("/status", "/history"))
+    assert s["now"].endswith("+00:00") and s["started_at"].endswith("+00:00")
+    for answer in (s, h):
+        assert answer["utc_offset_s"] == offset_s and answer["time_zone"] == name, answer
 
 
 def test_status_says_since_when_the_alert_state_holds(serve):

@@ -4,6 +4,7 @@ nothing is served."""
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -18,7 +19,7 @@ import pytest
 
 from benchmarks.page_shot import LivePage, chromium, chromium_binary, screenshot
 from tests.live_edge import TOKEN
-from tests.test_status import result
+from tests.test_status import monitor_in, result
 
 pytestmark = [pytest.mark.slow,
               pytest.mark.skipif(not chromium_binary(), reason="needs Debian's chromium (apt install chromium)")]
@@ -112,7 +113,8 @@ def watched(stats):
 
 def emotion_counts(dom: str) -> list[str]:
     """The faces per emotion, as the page's table shows them."""
-    rows = re.findall(r'<tr><td>(\w+)</td><td><div class="bar[^"]*"[^>]*></div></td><td>([^<]*)</td></tr>', dom)
+    rows = re.findall(r'<tr><td>(\w+)(?:<span[^>]*>[^<]*</span>)*</td><td><div class="bar[^"]*"[^>]*></div></td>'
+                      r'<td>([^<]*)</td></tr>', dom)
     return [n for _, n in rows]
 
 
@@ -176,8 +178,8 @@ def test_a_queue_unhappy_again_during_the_cooldown_is_said_beside_clear():
 
 
 def test_figures_go_stale_with_a_banner_when_the_monitor_stops_answering():
-    """The monitor answers one /status and then stops listening: the page greys out the last
-    figures and says since when there has been no data."""
+    """The monitor answers one /status and then stops listening: the page marks the last
+    figures as old and says since when there has been no data."""
     dom, done = page_dom(["stop"], fill=watched)
     assert done == ["stop"]
     assert 'data-live="1"' in dom, dom[-3000:]  # the first poll drew the figures
@@ -187,7 +189,7 @@ def test_figures_go_stale_with_a_banner_when_the_monitor_stops_answering():
     banner_time = re.search(r"No data since ([^—]*) —", dom).group(1)
     since_time = re.search(r'id="alert-since">since ([^(<]*) \(', dom).group(1)
     assert re.sub(r"\d", "0", banner_time) == re.sub(r"\d", "0", since_time)  # in the browser's locale, as every time
-    assert re.search(r'id="alert-state">clear<', dom)  # the last figures stay, greyed out
+    assert re.search(r'id="alert-state">clear<', dom)  # the last figures stay, marked as old
 
 
 def test_a_poll_that_never_gets_an_answer_turns_the_figures_stale():
@@ -198,7 +200,7 @@ def test_a_poll_that_never_gets_an_answer_turns_the_figures_stale():
         banner = page.wait_for("!document.getElementById('stale').hidden && document.getElementById('stale').textContent")
         assert re.fullmatch(r"No data since \d\d:\d\d:\d\d(?: [AP]M)? — the monitor is not reachable", banner or ""), (banner, done)
         assert page.js("document.body.classList.contains('stale')")
-        assert page.js("document.getElementById('alert-state').textContent") == "clear"  # the last figures, greyed out
+        assert page.js("document.getElementById('alert-state').textContent") == "clear"  # the last figures, marked as old
 
 
 @pytest.mark.parametrize("width", [390, 250])  # a phone; a desktop browser's narrowest window (500) at 200% zoom
@@ -251,7 +253,7 @@ def test_a_refused_poll_says_to_open_the_link_again_not_that_the_monitor_is_unre
 
 def test_the_stale_banner_goes_once_a_poll_succeeds_again():
     """One /status poll gets no answer, the next ones do: the page ends live, without the banner
-    or the grey."""
+    or the dashed outlines."""
     dom, done = page_dom(["ok", "drop"])
     assert len(done) >= 3 and 'data-live="1"' in dom, dom[-3000:]
     assert not re.search(r'<body[^>]* class="[^"]*\bstale\b', dom)
@@ -430,3 +432,140 @@ def test_the_charts_labels_are_readable_on_a_phone_and_clear_of_the_lines(width)
             assert apart(b, plot), (name, b, plot)
             for other, c in boxes["labels"][i + 1:]:
                 assert apart(b, c), (name, other)
+
+
+# Each text on the page while it is stale: its colour and its background's as drawn (the opacity and
+# filters of the element and those around it applied), and the WCAG 2 contrast between them.
+STALE_TEXT_CONTRAST = """(() => {
+  const rgba = (s) => { const m = (s.match(/[\\d.]+/g) || []).map(Number);
+    return m.length < 3 ? [0, 0, 0, 0] : [m[0], m[1], m[2], m.length > 3 ? m[3] : 1]; };
+  const over = (a, b) => [0, 1, 2].map((i) => a[i] * a[3] + b[i] * (1 - a[3])).concat([1]);
+  const grey = (c) => { const y = 0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]; return [y, y, y, c[3]]; };
+  const lum = (c) => { const [r, g, b] = c.slice(0, 3).map((v) => { v /= 255;
+    return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; }); return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+  const ratio = (a, b) => { const [hi, lo] = [lum(a), lum(b)].sort((x, y) => y - x); return (hi + 0.05) / (lo + 0.05); };
+  const page = rgba(getComputedStyle(document.body).backgroundColor);
+  return [...document.querySelectorAll('main *')].filter((e) => e.getClientRects().length && !e.closest('.sr-only')
+      && [...e.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim())).map((e) => {
+    const cs = getComputedStyle(e);
+    let fg = rgba(e instanceof SVGElement ? cs.fill : cs.color), bg = null, opacity = 1, greyed = false, other = [];
+    for (let a = e; a; a = a.parentElement) {
+      const s = getComputedStyle(a);
+      opacity *= parseFloat(s.opacity);
+      if (s.filter === 'grayscale(1)') greyed = true; else if (s.filter !== 'none') other.push(s.filter);
+      const c = rgba(s.backgroundColor);
+      if (!bg && c[3] > 0) bg = over(c, page);
+    }
+    bg = bg || page;
+    fg = over(fg, bg);
+    if (greyed) { fg = grey(fg); bg = grey(bg); }
+    const seen = (c) => over([c[0], c[1], c[2], opacity], page);
+    return {text: (e.id ? '#' + e.id + ' ' : '') + e.textContent.trim().slice(0, 40),
+            ratio: Math.round(100 * ratio(seen(fg), seen(bg))) / 100, filters: other};
+  });
+})()"""
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_stale_figures_stay_readable_and_are_marked_as_old_without_fading_the_text(scheme):
+    """No data: the last figures, and since when the alert's state held, are what a manager reads then.
+    They keep WCAG AA contrast (4.5:1), every text on the page; the cards say they are old by a dashed
+    outline (and the banner says since when), not by fading the figures out."""
+    from benchmarks.page_shot import made_up_hour
+
+    with stand_in(["ok", "stop"], fill=lambda stats: made_up_hour(stats, time.time())) as (url, _), \
+            LivePage(url) as page:
+        page._call("Emulation.setEmulatedMedia", page._session,
+                   features=[{"name": "prefers-color-scheme", "value": scheme}])
+        assert page.wait_for("document.body.classList.contains('stale') && !document.getElementById('stale').hidden")
+        texts = page.js(STALE_TEXT_CONTRAST)
+        shown = {t["text"].split(" ")[0] for t in texts}
+        assert {"#faces", "#negative-share", "#alert-state", "#alert-since"} <= shown, texts
+        assert [t for t in texts if t["filters"]] == []
+        low = [(t["text"], t["ratio"]) for t in texts if t["ratio"] < 4.5]
+        assert low == [], low
+        outlines = page.js("[...document.querySelectorAll('main .card')].map((c) => getComputedStyle(c).outlineStyle)")
+        assert outlines and set(outlines) == {"dashed"}, outlines
+        assert page.js("document.getElementById('stale').getClientRects().length") > 0
+
+
+def test_the_expressions_counted_as_unhappy_are_marked_without_colour_and_said_to_a_screen_reader():
+    """mood.negative (angry and sad here): their bars are red, which some colour-blind managers cannot
+    tell from blue; they are also striped, their names marked "*" with a key under the table, and a
+    screen reader hears "counted as unhappy" with their names."""
+    with stand_in(fill=watched) as (url, _), LivePage(url) as page:
+        assert page.wait_for("document.body.dataset.live === '1'")
+        rows = page.js("""[...document.querySelectorAll('#emotions tr')].map((tr) => [tr.cells[0].firstChild.textContent,
+            tr.cells[0].innerText.trim(), getComputedStyle(tr.querySelector('.bar')).backgroundImage])""")
+        negative = {"angry", "sad"}
+        assert len(rows) == 7 and {name for name, *_ in rows} >= negative, rows
+        for name, seen, image in rows:
+            marked = re.sub(r"\s*, counted as unhappy$", "", seen)  # the words for a screen reader: on their own line
+            assert marked == (name + "*" if name in negative else name), (name, seen)
+            assert image.startswith("repeating-linear-gradient") == (name in negative), (name, image)
+        key = page.js("(() => { const k = document.getElementById('neg-key'); return k.getClientRects().length ? k.innerText : null; })()")
+        assert key and key.startswith("*") and "striped" in key and "unhappy" in key, key
+        # what a screen reader reads for each row's first cell: its name in the accessibility tree
+        page._call("Accessibility.enable", page._session)
+        nodes = page._call("Accessibility.getFullAXTree", page._session)["nodes"]
+        cells = [re.sub(r"\s+,", ",", n["name"]["value"]) for n in nodes  # a table without headers: a layout table to it
+                 if n.get("role", {}).get("value") in ("cell", "gridcell", "LayoutTableCell") and n.get("name", {}).get("value")]
+        heard = {c.split(",")[0]: c for c in cells if c.split(",")[0] in {name for name, *_ in rows}}
+        assert len(heard) == 7, cells
+        for name, said in heard.items():
+            assert said == (f"{name}, counted as unhappy" if name in negative else name), said
+
+
+def seconds_of_day(clock: str) -> int:
+    """"14:02:08" or "02:02:08 PM", as the page writes a time, in seconds after midnight."""
+    h, m, s, half = re.fullmatch(r"(\d\d):(\d\d):(\d\d)(?: ([AP]M))?", clock).groups()
+    return (int(h) % 12 + 12 * (half == "PM") if half else int(h)) * 3600 + int(m) * 60 + int(s)
+
+
+def test_times_are_the_monitors_local_time_and_name_its_zone_to_a_browser_elsewhere():
+    """The Pi in Kolkata (+05:30), the manager's browser first there too (no zone said: the store's
+    own staff), then at head office in New York: the times stay the store's, named "IST"."""
+    from benchmarks.page_shot import made_up_hour
+
+    with monitor_in("Asia/Kolkata"), stand_in(fill=lambda stats: made_up_hour(stats, time.time())) as (url, _), \
+            LivePage(url) as page:
+        since = "document.getElementById('alert-since').textContent"
+        assert page.wait_for(f"document.body.dataset.live === '1' && {since}.length")
+        with urllib.request.urlopen(url + "status", timeout=10) as r:  # when the alert was raised, in UTC
+            want = datetime.fromisoformat(json.load(r)["alert_raised_at"]).astimezone(timezone(timedelta(hours=5, minutes=30)))
+        first = page.js(since)
+        assert re.fullmatch(r"since [\d:]+(?: [AP]M)? \(\d+ min\)", first), first
+        page._call("Emulation.setTimezoneOverride", page._session, timezoneId="America/New_York")
+        assert page.wait_for("document.getElementById('updated').textContent.includes('IST')", timeout_s=10), \
+            page.js("document.getElementById('updated').textContent")
+        assert page.js("new Date().getTimezoneOffset()") in (240, 300)  # the browser is in New York now
+        said = page.js(since)
+        clock = re.fullmatch(r"since ([\d:]+(?: [AP]M)?) IST \(\d+ min\)", said)
+        assert clock and seconds_of_day(clock.group(1)) == want.hour * 3600 + want.minute * 60 + want.second, (said, want)
+        assert clock.group(1) == re.match(r"since ([\d:]+(?: [AP]M)?)", first).group(1)  # the same time as before
+        items = page.js("[...document.querySelectorAll('#alerts li')].map((li) => li.textContent)")
+        assert items and all(re.match(r"[\d:]+(?: [AP]M)? IST ", i) for i in items), items
+        assert page.wait_for("document.getElementById('chart-zone').textContent") == " ·\u00a0times\u00a0IST"
+        label = page.js("document.getElementById('chart').getAttribute('aria-label')")
+        end = re.match(r"Last hour, [\d:]+(?: [AP]M)? to (\d\d):(\d\d)(?: ([AP]M))? IST: ", label)
+        now = datetime.now(timezone(timedelta(hours=5, minutes=30)))
+        assert end, label
+        hour = int(end.group(1)) % 12 + 12 * (end.group(3) == "PM") if end.group(3) else int(end.group(1))
+        assert abs((hour * 60 + int(end.group(2))) - (now.hour * 60 + now.minute)) % (24 * 60) in (0, 1, 24 * 60 - 1), (label, now)
+
+
+def test_the_stale_banner_says_the_monitors_time_of_its_last_answer_not_the_browsers(monkeypatch):
+    """The Pi's clock 3 h ahead of the browser's (no NTP): every time on the page is the Pi's, so
+    "No data since" is too, the time of its last answer by its clock, not the browser's."""
+    from edge.service import status
+
+    ahead_s = 3 * 3600
+    monkeypatch.setattr(status, "time", types.SimpleNamespace(time=lambda: time.time() + ahead_s,
+                                                              monotonic=time.monotonic))
+    with stand_in(["ok", "stop"], watched) as (url, done), LivePage(url) as page:
+        banner = page.wait_for("!document.getElementById('stale').hidden && document.getElementById('stale').textContent")
+        pi_now = datetime.fromtimestamp(time.time() + ahead_s)  # the Pi's local time, now
+        said = re.fullmatch(r"No data since ([\d:]+(?: [AP]M)?) — the monitor is not reachable", banner or "")
+        assert said, (banner, done)
+        behind_s = (pi_now.hour * 3600 + pi_now.minute * 60 + pi_now.second - seconds_of_day(said.group(1))) % 86400
+        assert behind_s <= 20, (banner, pi_now)  # its last answer, seconds ago by the Pi's clock

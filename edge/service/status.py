@@ -22,6 +22,7 @@ import socket
 import sys
 import threading
 import time
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import TYPE_CHECKING
@@ -71,6 +72,15 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+
+
+def local_zone(wall: float) -> dict:
+    """This machine's time zone at `wall`: its offset from UTC (`utc_offset_s`, east positive) and its
+    name as the system gives it (`time_zone`: "CET", "BST", or "+03" where the zone has none). The
+    times in /status stay UTC; the page shows them as the store's local time, as its staff read a
+    clock, and names the zone where the browser's differs (a manager at head office elsewhere)."""
+    local = datetime.fromtimestamp(wall).astimezone()
+    return {"utc_offset_s": int(local.utcoffset().total_seconds()), "time_zone": local.tzname() or ""}
 
 
 class Stats:
@@ -155,7 +165,8 @@ class Stats:
     def snapshot(self) -> dict:
         """What /status shows: the current mood, alert (and since when its state holds:
         `alert_state_since`), recent alerts and health, and this machine's time (`now`): every time here is by its clock, which on a Pi without NTP can be
-        hours or days off the browser's, so the page reckons how long ago by it."""
+        hours or days off the browser's, so the page reckons how long ago by it. Times are UTC;
+        `utc_offset_s` and `time_zone` say this machine's local time (local_zone)."""
         now = time.monotonic()
         if now - self._health_t >= HEALTH_EVERY_S:  # outside the lock: sysfs may be slow
             self._health, self._health_t = {**health.read(), "process_cpu_share": self._cpu.sample()}, now
@@ -165,15 +176,16 @@ class Stats:
             for key in STAMPS:
                 if isinstance(d[key], (int, float)):
                     d[key] = iso(wall - (now - d[key]))
-            return {**d, "now": iso(wall), "uptime_s": round(now - self.started, 1),
+            return {**d, "now": iso(wall), **local_zone(wall), "uptime_s": round(now - self.started, 1),
                     "health": dict(self._health), "recent_alerts": self.history.recent_alerts()}
 
     def series(self) -> dict:
         """What /history shows: the chart's points over the last span, and this machine's time
         (`now`, in seconds like the points' `t`): the chart ends there, not at the browser's."""
         with self._lock:
-            return {"step_s": self.history.step_s, "span_s": self.history.span_s, "now": round(time.time(), 3),
-                    "points": self.history.series()}
+            wall = time.time()
+            return {"step_s": self.history.step_s, "span_s": self.history.span_s, "now": round(wall, 3),
+                    **local_zone(wall), "points": self.history.series()}
 
 
 class Auth:

@@ -18,18 +18,34 @@ function pct(x) { return typeof x === "number" && Number.isFinite(x) ? Math.roun
 // ago something was is reckoned on it.
 let monitorAheadMs = 0;
 const monitorNow = () => new Date(Date.now() + monitorAheadMs);
-// A time of day, with the date when it is not today (an alert can stay raised overnight).
+// The monitor's time zone (/status and /history: utc_offset_s, time_zone): times are shown as the
+// store's local time, as its staff read a clock, and named where this browser's zone differs (a
+// manager at head office elsewhere). Until the first answer, the browser's own.
+let monitorZone = null;
+function zone(z) { if (Number.isFinite(z.utc_offset_s)) monitorZone = {offset: z.utc_offset_s, name: z.time_zone || ""}; }
+const offsetS = (d) => monitorZone ? monitorZone.offset : -60 * d.getTimezoneOffset();
+// `d` shifted so that read in UTC it gives the monitor's local time.
+const atMonitor = (d) => new Date(d.getTime() + 1000 * offsetS(d));
+// " CET" (or " UTC+05:30" for a zone without a name) where the browser's zone differs at `d`, else "".
+function zoneSaid(d) {
+  if (!monitorZone || monitorZone.offset === -60 * d.getTimezoneOffset()) return "";
+  const o = Math.abs(monitorZone.offset) / 60, sign = monitorZone.offset < 0 ? "−" : "+";
+  const utc = "UTC" + (o ? sign + String(Math.floor(o / 60)).padStart(2, "0") + ":" + String(o % 60).padStart(2, "0") : "");
+  return " " + (/^[A-Za-z]+$/.test(monitorZone.name) ? monitorZone.name : utc);
+}
+// A time of day, with the date when it is not today (an alert can stay raised overnight), and the zone when not the browser's.
 function clock(iso) {
-  const d = new Date(iso), time = hms(d);
-  return d.toDateString() === monitorNow().toDateString() ? time : d.toLocaleDateString([], {day: "numeric", month: "short"}) + " " + time;
+  const d = new Date(iso), local = atMonitor(d), time = hms(d) + zoneSaid(d);
+  return local.toISOString().slice(0, 10) === atMonitor(monitorNow()).toISOString().slice(0, 10) ? time
+    : local.toLocaleDateString([], {day: "numeric", month: "short", timeZone: "UTC"}) + " " + time;
 }
 // A span of whole minutes: "12 min", "3 h 05 min".
 function minutes(min) { return min < 60 ? `${min} min` : `${Math.floor(min / 60)} h ${String(min % 60).padStart(2, "0")} min`; }
 // How long ago, by the monitor's clock.
 function ago(iso) { return minutes(Math.max(0, Math.floor((monitorNow() - new Date(iso)) / 60000))); }
 function since(iso) { return iso ? `since ${clock(iso)} (${ago(iso)})` : ""; }
-// A time of day in the browser's locale (14:02:08, or 02:02:08 PM), as every time on the page is written.
-function hms(d) { return d.toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit"}); }
+// A time of day in the browser's locale (14:02:08, or 02:02:08 PM), as every time on the page is written, in the monitor's zone.
+function hms(d) { return atMonitor(d).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit", timeZone: "UTC"}); }
 function text(el, value) { if (el.textContent !== String(value)) el.textContent = value; }
 
 function row(table, cells) {
@@ -42,8 +58,22 @@ function row(table, cells) {
   table.appendChild(tr);
 }
 
+// An expression counted as unhappy (the config's mood.negative): said by more than the bar's colour,
+// a "*" and stripes (see the key under the table), and in words to a screen reader.
+function unhappy(name) {
+  const cell = document.createDocumentFragment(), mark = document.createElement("span"), said = document.createElement("span");
+  mark.className = "neg-mark";
+  mark.setAttribute("aria-hidden", "true");  // the words below say it to a screen reader, as the key does on screen
+  mark.textContent = "*";
+  said.className = "sr-only";
+  said.textContent = ", counted as unhappy";
+  cell.append(name, mark, said);
+  return cell;
+}
+
 function renderStatus(s) {
   if (s.now) monitorAheadMs = new Date(s.now) - Date.now();
+  zone(s);
   text($("device"), s.device ? "· " + s.device : "");
   // Only "raised" and "clear" are asserted; "starting" (no frame yet), a silent camera, or any state
   // this page does not know, never reads as "clear".
@@ -85,11 +115,12 @@ function renderStatus(s) {
   emotions.replaceChildren();
   const most = Math.max(1, ...Object.values(s.counts));
   for (const [name, n] of Object.entries(s.counts)) {
-    const bar = document.createElement("div");
-    bar.className = "bar" + (s.negative.includes(name) ? " neg" : "");
+    const bar = document.createElement("div"), negative = s.negative.includes(name);
+    bar.className = "bar" + (negative ? " neg" : "");
     bar.style.width = unseen ? "0" : (100 * n / most) + "%";
-    row(emotions, [name, bar, unseen ? "–" : n]);  // unknown (NaN in /metrics), not 0 of each
+    row(emotions, [negative ? unhappy(name) : name, bar, unseen ? "–" : n]);  // unknown (NaN in /metrics), not 0 of each
   }
+  $("neg-key").hidden = !s.negative.length;
 
   const alerts = $("alerts");
   alerts.replaceChildren();
@@ -116,21 +147,21 @@ function renderStatus(s) {
   row(health, ["up for", minutes(Math.floor(s.uptime_s / 60))]);
   row(health, ["source", s.source]);
 
-  text($("updated"), "updated " + hms(new Date()));
+  text($("updated"), "updated " + clock(s.now || new Date().toISOString()));
   document.body.dataset.live = "1";
-  lastStatusAt = new Date();
+  lastStatusAt = s.now || new Date().toISOString();
 }
 
 // A /status poll that failed (no answer, 401, an error status): the figures on the page are the
-// last ones received, not current ones, so they are greyed out under a banner until a poll succeeds.
-let lastStatusAt = null;
+// last ones received, not current ones, so they are marked as old under a banner until a poll succeeds.
+let lastStatusAt = null;  // the monitor's time (its `now`) at the last answer, as every time on the page
 // `refused`: the monitor answered 401 (the page's 30-day cookie ran out, the token was changed);
 // it is there, and opening the link again is what helps.
 function setStale(stale, refused) {
   document.body.classList.toggle("stale", stale);
   $("stale").hidden = !stale;
   const why = refused ? "the monitor refuses this page: open its link with the token again" : "the monitor is not reachable";
-  if (stale) text($("stale"), (lastStatusAt ? "No data since " + hms(lastStatusAt) : "No data yet") + " — " + why);
+  if (stale) text($("stale"), (lastStatusAt ? "No data since " + clock(lastStatusAt) : "No data yet") + " — " + why);
   // The tab too: the state it said (or "Queue mood", read as all well) is no longer known. A poll that
   // succeeds sets it again (renderStatus).
   if (stale) text(document.querySelector("title"), "NO DATA · Queue mood");
@@ -148,6 +179,7 @@ function renderHistory(h) {
   // Margins fit labels at 26 px (style.css): the chart is drawn about 0.54x on a 390-px phone, so text stays 14 px there.
   const svg = $("chart"), W = 600, H = 260, L = 84, R = 46, T = 18, B = 36;
   svg.replaceChildren();
+  zone(h);
   const end = h.now;  // the monitor's clock: its points are stamped by it
   const pts = h.points.filter((p) => p.t + h.step_s >= end - h.span_s);
   const start = Math.max(end - h.span_s, Math.min(end - 300, pts.length ? pts[0].t : end));
@@ -161,7 +193,9 @@ function renderHistory(h) {
   }
   el("text", {x: W - R + 6, y: yFaces(maxFaces) + 8}, svg).textContent = maxFaces;
   el("text", {x: W - R + 6, y: yFaces(0) + 8}, svg).textContent = "0";
-  const hm = (t) => new Date(t * 1000).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit"});
+  const hm = (t) => atMonitor(new Date(t * 1000)).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", timeZone: "UTC"});
+  const zoned = zoneSaid(new Date(end * 1000));  // the axis's times are the monitor's too: the legend says in which zone
+  text($("chart-zone"), zoned ? " ·\u00a0times" + zoned.replace(" ", "\u00a0") : "");  // wrapped as one
   for (let i = 0; i <= 2; i++) {  // three times fit a phone at this size
     const t = start + (end - start) * i / 2;
     el("text", {x: x(t), y: H - 7, "text-anchor": ["start", "middle", "end"][i]}, svg).textContent = hm(t);
@@ -199,7 +233,7 @@ function renderHistory(h) {
     : "no figures; ";
   const alerts = spans.length ? "alert raised " + spans.map(([a, b]) => b + 1.5 * h.step_s >= end ? `from ${hm(a)}` : `${hm(a)} to ${hm(b + h.step_s)}`).join(", ")
     : "no alert";
-  svg.setAttribute("aria-label", `Last hour, ${hm(start)} to ${hm(end)}: ${figures}${alerts}`);
+  svg.setAttribute("aria-label", `Last hour, ${hm(start)} to ${hm(end)}${zoned}: ${figures}${alerts}`);
 }
 
 // Only the /status poll (the one given `stale`) speaks in the header line: a failed /history
