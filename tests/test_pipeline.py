@@ -607,6 +607,18 @@ def test_a_forced_runtime_name_that_is_no_runtime_is_one_sentence(monkeypatch):
         runtime.runtime()
 
 
+def test_the_tensorflow_fallback_runtime_runs_the_shipped_model(monkeypatch, shipped_model):
+    """The last fallback, forced: `import tensorflow.lite` gives a package without Interpreter."""
+    pytest.importorskip("tensorflow")
+    from edge.pipeline import runtime
+    from edge.pipeline.classifier import Classifier
+
+    monkeypatch.setattr(runtime, "_cached", None)
+    monkeypatch.setenv("QUEUE_MOOD_RUNTIME", "tensorflow.lite")
+    clf = Classifier(shipped_model)
+    assert clf.runtime.name == "tensorflow.lite"
+    assert clf.predict(np.full((1, 48, 48), 128, np.uint8)).shape == (1, 7)
+
 @pytest.mark.parametrize("failure, says", [
     (ModuleNotFoundError("No module named 'ai_edge_litert'", name="ai_edge_litert"), "is installed"),
     (ImportError("libfoo.so: cannot open shared object file"), "libfoo.so"),

@@ -13,7 +13,8 @@ from edge.paths import check_readable, not_a_file
 _CANDIDATES = (
     ("ai-edge-litert", "ai_edge_litert.interpreter", "ai-edge-litert"),
     ("tflite-runtime", "tflite_runtime.interpreter", "tflite-runtime"),
-    ("tensorflow.lite", "tensorflow.lite", "tensorflow"),
+    # the module that holds Interpreter: importing "tensorflow.lite" gives a package without it
+    ("tensorflow.lite", "tensorflow.lite.python.interpreter", "tensorflow"),
 )
 
 
@@ -53,6 +54,9 @@ def runtime() -> Runtime:
             absent = isinstance(exc, ModuleNotFoundError) and exc.name and (module + ".").startswith(exc.name + ".")
             if not absent:
                 broken.append(f"{module}: {exc}")
+            continue
+        if not hasattr(mod, "Interpreter"):  # a release that moved or dropped it
+            broken.append(f"{module}: it has no Interpreter")
             continue
         try:
             version = metadata.version(dist)
