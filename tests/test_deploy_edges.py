@@ -194,6 +194,20 @@ def test_bundle_on_a_full_disk_is_one_sentence_and_leaves_nothing_behind(tmp_pat
     assert sorted(p.name for p in tmp_path.iterdir()) == [wheel.name]  # no staging folder, no half bundle
 
 
+def test_bundle_failing_to_read_a_file_names_it_instead_of_asking_for_space(tmp_path, monkeypatch):
+    import errno
+
+    from edge.errors import UserError
+    from edge.ops import bundle
+
+    def unreadable(src, *args, **kwargs):
+        raise OSError(errno.EIO, "Input/output error", str(src))
+
+    monkeypatch.setattr(bundle.shutil, "copyfile", unreadable)
+    with pytest.raises(UserError, match=r"failed \(Input/output error\); check .+ and run it again\.$"):
+        bundle_run(BundleSettings(out=str(tmp_path / "b.tar.gz"), wheel=str(fake_wheel(tmp_path))))
+
+
 # -- 5. the doctor's JSON-lines check writes for real ---------------------------------------------
 
 

@@ -17,6 +17,7 @@ imports neither TensorFlow nor train/convert.
 
 from __future__ import annotations
 
+import errno
 import fnmatch
 import json
 import os
@@ -504,9 +505,12 @@ def run(s: BundleSettings) -> BundleResult:
                 if out.exists():
                     shutil.rmtree(out)
                 os.replace(stage, out)
-        except OSError as exc:  # the inputs were checked: this is the disk beside --out (full, failing)
-            raise UserError(f"Writing the bundle {out} failed ({exc.strerror or exc}); free some space in "
-                            f"{out.parent} or choose another --out.") from exc
+        except OSError as exc:  # the inputs were checked: mostly the disk beside --out (full, failing)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                fix = f"free some space in {out.parent} or choose another --out"
+            else:  # a file that went unreadable meanwhile, a failing disk: name the file
+                fix = f"check {exc.filename or out.parent} and run it again"
+            raise UserError(f"Writing the bundle {out} failed ({exc.strerror or exc}); {fix}.") from exc
     result.path = out
     result.size_bytes = out.stat().st_size if as_tar else sum(p.stat().st_size for p in out.rglob("*") if p.is_file())
     return result
