@@ -76,12 +76,35 @@ def _series_the_monitor_exports() -> set[str]:
     stats = Stats("rt", "m", "video", device="d")
     snap = stats.snapshot()
     snap["health"] = {"cpu_temperature_c": 50.0, "throttled_flags": 0, "throttled_now": [],  # as on a Pi
-                      "process_cpu_share": 0.3}
+                      "process_cpu_share": 0.3, "clock_synced": False}
     snap["sink_failures"] = {"webhook": 1}
     snap["sinks"] = {"gpio": {**dict.fromkeys(("sent", "delivered", "queued", "spooled", "in_memory",
                                                   "dead_lettered", "dropped", "lost"), 0), "disabled": "no GPIO"}}
     body = render(lambda: snap)[0].decode()
     return {m for m in re.findall(r"^(queue_mood_\w+)", body, re.M)}
+
+
+def test_the_readme_and_the_exposition_docstring_name_every_series():
+    """The series lists HQ reads (README's fleet section, exposition.py's docstring) name each series
+    /metrics has on a Pi; README may sum up the camera's and each sink's with a `*`."""
+    pytest.importorskip("prometheus_client", reason="/metrics needs prometheus_client (edge extra)")
+    from edge.service import exposition
+
+    def listed(text: str) -> set[str]:
+        names = set()
+        for name in re.findall(r"queue_mood_[\w{},*]+", text):
+            name = re.sub(r"\{[\w,]*\}$", "", name.rstrip(","))  # its labels, the list's comma
+            head, _, rest = name.partition("{")  # queue_mood_sink_{sent,delivered}_total
+            alts, _, tail = rest.partition("}")
+            names |= {head + a + tail for a in alts.split(",")} if rest else {head}
+        return names
+
+    readme = " ".join((FLEET.parents[1] / "README.md").read_text().split())
+    fleet = readme[readme.index("### Fleet view at HQ"):readme.index("### `edge doctor`")]
+    for where, names in (("README", listed(fleet)), ("exposition.py", listed(exposition.__doc__))):
+        wild = tuple(n.rstrip("*") for n in names if n.endswith("*"))
+        missing = {n for n in _series_the_monitor_exports() if n not in names and not n.startswith(wild or ("-",))}
+        assert not missing, f"{where} does not name {sorted(missing)}"
 
 
 def _dashboard_queries() -> list[str]:
@@ -94,13 +117,18 @@ def test_dashboard_and_rules_use_only_series_that_exist():
     exported = _series_the_monitor_exports()
     rules = (FLEET / "rules.yml").read_text()
     recorded = set(re.findall(r"record: (\S+)", rules))
-    for expr in _dashboard_queries() + re.findall(r"expr: (.+)", rules):
+    # an expr on one line, or folded (`expr: >-`) over the more indented lines below it
+    rule_exprs = [m.group(1) or m.group(2) for m in re.finditer(r"expr: (?:>-?\n((?:          .+\n)+)|(.+))", rules)]
+    assert len(rule_exprs) == rules.count("expr:")
+    for expr in _dashboard_queries() + rule_exprs:
         for name in re.findall(r"\b((?:queue_mood|store:queue_mood|checkout:queue_mood)[\w:]*)", expr):
             assert name in exported | recorded, f"{name} in {expr!r} is neither exported nor recorded"
     assert {"queue_mood_alert_raised", "queue_mood_alerts_raised_total", "queue_mood_negative_share",
             "queue_mood_faces", "queue_mood_faces_by_emotion", "queue_mood_fps",
             "queue_mood_cpu_temperature_celsius", "queue_mood_process_cpu_share", "queue_mood_camera_up",
-            "queue_mood_sink_disabled"} <= exported
+            "queue_mood_sink_disabled", "queue_mood_clock_synced", "queue_mood_throttled", "queue_mood_under_voltage",
+            "queue_mood_sink_lost_total", "queue_mood_sink_dead_lettered_total", "queue_mood_sink_spool_dropped_total",
+            "queue_mood_sink_spool_in_memory"} <= exported
 
 
 @needs_promtool
@@ -118,6 +146,52 @@ def test_the_alerts_raised_stat_is_a_whole_number_of_the_last_24_h(tmp_path):
                                      "values": "1x400 2x400 3x400"}],  # the monitor began with one raised
                    "promql_expr_test": [{"expr": expr.replace("$store", ".*"), "eval_time": "5h",
                                          "exp_samples": [{"labels": "{}", "value": 2}]}]}]}))
+    promtool("test", "rules", "test.yml", cwd=tmp_path)
+
+
+def _panels() -> list[dict]:
+    return json.loads((FLEET / "grafana-dashboard.json").read_text())["panels"]
+
+
+def test_table_panels_ask_for_one_table_of_the_current_values():
+    """A table fed time series shows one series at a time behind a selector (one monitor of the
+    fleet); an instant query in table format gives one row per monitor."""
+    tables = [p for p in _panels() if p["type"] == "table"]
+    assert tables
+    for panel in tables:
+        for target in panel["targets"]:
+            assert target.get("format") == "table" and target.get("instant") is True, panel["title"]
+
+
+def test_the_dashboard_lists_firing_alerts_by_store_and_checkout():
+    """Which Pis need a person now (down, camera, clock, power, delivery): the firing alerts, each
+    with its store and checkout, not only the top row's counts."""
+    (panel,) = [p for p in _panels() if "ALERTS" in p["targets"][0]["expr"]]
+    expr = panel["targets"][0]["expr"]
+    assert panel["type"] == "table" and 'alertstate="firing"' in expr and 'store=~"$store"' in expr
+
+
+@needs_promtool
+def test_the_alerts_raised_per_checkout_in_the_last_24_h(tmp_path):
+    """Which checkouts had alerts in the last 24 h and how many: whole numbers per store and
+    checkout, a restart's counter reset not counted as alerts lost, checkouts without any left out."""
+    (panel,) = [p for p in _panels() if "queue_mood_alerts_raised_total" in p["targets"][0]["expr"]
+                and "checkout" in p["targets"][0]["expr"]]
+    expr = panel["targets"][0]["expr"]
+    assert "[24h]" in expr and "24 h" in panel["title"]
+    (tmp_path / "test.yml").write_text(json.dumps({
+        "rule_files": [], "evaluation_interval": "1m",
+        "tests": [{"interval": "15s",
+                   "input_series": [
+                       {"series": 'queue_mood_alerts_raised_total{store="s1", checkout="1", instance="a"}',
+                        "values": "0x400 1x400 0x10 1x400"},  # one, a restart, one more
+                       {"series": 'queue_mood_alerts_raised_total{store="s1", checkout="2", instance="b"}',
+                        "values": "0x1200"},
+                       {"series": 'queue_mood_alerts_raised_total{store="s2", checkout="1", instance="c"}',
+                        "values": "0x400 3x800"}],
+                   "promql_expr_test": [{"expr": expr.replace("$store", ".*"), "eval_time": "5h",
+                                         "exp_samples": [{"labels": '{store="s1", checkout="1"}', "value": 2},
+                                                         {"labels": '{store="s2", checkout="1"}', "value": 3}]}]}]}))
     promtool("test", "rules", "test.yml", cwd=tmp_path)
 
 

@@ -10,8 +10,8 @@ queue_mood_sink_failures_total{sink}, queue_mood_sink_disabled{sink}, queue_mood
 queue_mood_camera_read_failures_total, queue_mood_camera_reopens_total,
 queue_mood_sink_{sent,delivered,dead_lettered,spool_dropped,lost}_total{sink},
 queue_mood_sink_{queued,spooled,spool_in_memory}{sink}, queue_mood_uptime_seconds,
-queue_mood_process_cpu_share (after the first few seconds), and where the board says:
-queue_mood_cpu_temperature_celsius, queue_mood_throttled, queue_mood_under_voltage."""
+queue_mood_process_cpu_share (after the first few seconds), queue_mood_clock_synced (on Linux),
+and where the board says: queue_mood_cpu_temperature_celsius, queue_mood_throttled, queue_mood_under_voltage."""
 
 from __future__ import annotations
 
