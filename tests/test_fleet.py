@@ -299,3 +299,190 @@ def test_the_store_selector_lists_a_store_whose_monitors_are_all_down(tmp_path):
         url = f"http://127.0.0.1:{wait.port}/api/v1/label/{label}/values?" + urllib.parse.urlencode({"match[]": selector})
         with urllib.request.urlopen(url, timeout=10) as r:
             assert json.loads(r.read())["data"] == ["closed-store"], selector
+
+
+# --- alertmanager.yml: who hears of the alerts, when, and in how many messages ---
+
+AMTOOL, ALERTMANAGER = shutil.which("amtool"), shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+needs_amtool = pytest.mark.skipif(not AMTOOL, reason="needs amtool (apt install prometheus-alertmanager)")
+PAGER, WARNINGS = "fleet-pager", "fleet-warnings"
+# hours label on a store's targets -> the closed-* interval that mutes its alerts (None: never muted)
+HOURS_MUTE = {"standard": "closed-standard", "late": "closed-late", "always": None, None: "closed-standard"}
+
+
+def _yaml(path: Path):
+    yaml = pytest.importorskip("yaml", reason="needs PyYAML (pip install -e '.[dev]')")
+    return yaml.safe_load(path.read_text())
+
+
+def _rule_alerts() -> dict[str, str]:
+    """rules.yml's alerts: {alertname: severity}."""
+    return {r["alert"]: r["labels"]["severity"] for g in _yaml(FLEET / "rules.yml")["groups"]
+            for r in g["rules"] if "alert" in r}
+
+
+def amtool_route(**labels) -> tuple[str, list[str]]:
+    """The receiver amtool's routing of an alert with these labels reaches, and the route it takes
+    (`{matcher}` per level under the root, as amtool --tree prints it)."""
+    args = [f"{k}={v}" for k, v in labels.items() if v is not None]
+    r = subprocess.run([AMTOOL, "config", "routes", "test", "--config.file=alertmanager.yml", "--tree", *args],
+                       capture_output=True, text=True, cwd=FLEET, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [re.sub(r"^[\s│├└─.]*", "", line) for line in r.stdout.splitlines() if "default-route" in line or "{" in line]
+    assert lines and lines[0] == "default-route" and "receiver: " in lines[-1], r.stdout
+    (receivers,) = re.findall(r"receiver: (\S+)", r.stdout)  # one route, no `continue`
+    return receivers, [line.split("  receiver:")[0] for line in lines[1:]]
+
+
+def _config_route(path: list[str]) -> dict:
+    """The route of alertmanager.yml that amtool's path names (a route without matchers prints as
+    default-route)."""
+    node = _yaml(FLEET / "alertmanager.yml")["route"]
+    for step in path:
+        (node,) = [r for r in node.get("routes", [])
+                   if ("{" + ", ".join(r["matchers"]) + "}" if r.get("matchers") else "default-route") == step]
+    return node
+
+
+@needs_amtool
+def test_alertmanager_config_passes_amtool_check():
+    r = subprocess.run([AMTOOL, "check-config", "alertmanager.yml"], capture_output=True, text=True, cwd=FLEET, timeout=60)
+    assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
+
+
+@needs_amtool
+@pytest.mark.parametrize("hours", list(HOURS_MUTE))
+def test_critical_alerts_page_a_person_and_warnings_go_to_the_mailbox(hours):
+    """Every alert of rules.yml, from a store of each kind of hours (and one without the label):
+    critical ones (QueueMonitorDown among them) reach the pager, warnings the mailbox."""
+    alerts = _rule_alerts()
+    assert alerts["QueueMonitorDown"] == "critical" and set(alerts.values()) == {"critical", "warning"}
+    for alertname, severity in alerts.items():
+        receiver, _ = amtool_route(alertname=alertname, severity=severity, store="berlin-mitte", checkout="1",
+                                   instance="10.20.1.31:8765", job="queue-mood", hours=hours)
+        assert receiver == (PAGER if severity == "critical" else WARNINGS), (alertname, hours)
+
+
+@needs_amtool
+@pytest.mark.parametrize("hours", list(HOURS_MUTE))
+def test_the_opening_hours_mute_is_on_every_route_a_stores_alerts_take(hours):
+    """amtool cannot tell the time: the route it picks for a store's alert (its `hours` label)
+    carries that store's closed-* interval itself (mute_time_intervals is not inherited), and the
+    interval, in local time, exists."""
+    conf = _yaml(FLEET / "alertmanager.yml")
+    intervals = {t["name"]: t["time_intervals"] for t in conf["time_intervals"]}
+    for severity in ("critical", "warning"):
+        _, path = amtool_route(alertname="QueueMonitorDown", severity=severity, store="s1", hours=hours)
+        if hours in ("late", "always"):
+            assert path[0] == f'{{hours="{hours}"}}', path
+        route = _config_route(path)
+        expected = HOURS_MUTE[hours]
+        assert route.get("mute_time_intervals", []) == ([expected] if expected else []), (hours, severity, path)
+        if expected:
+            assert intervals[expected] and all(i.get("location") for i in intervals[expected]), expected
+    assert "active_time_intervals" not in json.dumps(conf)
+
+
+def test_notifications_are_grouped_per_store_and_alert_kind():
+    """One message per store and alertname, not one per Pi: the root groups so and no route
+    overrides it."""
+    route = _yaml(FLEET / "alertmanager.yml")["route"]
+    assert route["group_by"] == ["store", "alertname"]
+
+    def routes(r):
+        for child in r.get("routes", []):
+            yield child
+            yield from routes(child)
+    assert all("group_by" not in r for r in routes(route))
+
+
+def test_every_hours_label_in_the_example_targets_has_its_route_and_prometheus_sends_to_alertmanager():
+    conf = _yaml(FLEET / "alertmanager.yml")
+    routed = {m for r in conf["route"]["routes"] for m in r.get("matchers", [])}
+    example = _yaml(FLEET / "targets" / "example-store.yml.example")
+    hours = {t["labels"]["hours"] for t in example}
+    assert hours <= set(HOURS_MUTE) and all(f'hours="{h}"' in routed for h in set(HOURS_MUTE) - {None, "standard"})
+    prom = _yaml(FLEET / "prometheus.yml")
+    assert prom["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["localhost:9093"]
+
+
+def test_the_inhibitions_name_alerts_of_the_rules_and_labels_they_carry():
+    """Each inhibit rule's alert names are rules.yml's, so a rename there cannot quietly end one."""
+    alerts = set(_rule_alerts())
+    rules = _yaml(FLEET / "alertmanager.yml")["inhibit_rules"]
+    named = {n for r in rules for m in r["source_matchers"] + r["target_matchers"]
+             for n in re.findall(r"\w+", m.split("=", 1)[1]) if m.startswith("alertname")}
+    assert named and named <= alerts, named - alerts
+    assert all("instance" in r["equal"] for r in rules)  # the same Pi
+
+
+needs_alertmanager = pytest.mark.skipif(not ALERTMANAGER, reason="needs Debian's prometheus-alertmanager")
+
+
+@pytest.mark.slow
+@needs_alertmanager
+def test_alertmanager_sends_one_message_per_store_and_kind_inhibits_and_mutes(tmp_path):
+    """The real Alertmanager on the shipped config, its receivers pointed at a local webhook and a
+    second's waits: two Pis down at an open store are one page, a down Pi's camera alert is
+    inhibited, another Pi's camera alert is one warning, and a closed store (its closed-* interval
+    made the whole week) sends nothing."""
+    import http.server
+    import threading
+
+    conf = _yaml(FLEET / "alertmanager.yml")
+    received: list[tuple[str, dict]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            received.append((self.path.strip("/"), json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    hook = f"http://127.0.0.1:{server.server_port}"
+    conf["receivers"] = [{"name": r["name"], "webhook_configs": [{"url": f"{hook}/{r['name']}"}]} for r in conf["receivers"]]
+    conf["route"].update(group_wait="1s", group_interval="1s")
+    (late,) = [t for t in conf["time_intervals"] if t["name"] == "closed-late"]
+    late["time_intervals"] = [{"times": [{"start_time": "00:00", "end_time": "24:00"}]}]  # closed now
+    (tmp_path / "am.yml").write_text(json.dumps(conf))
+
+    port = free_port()
+    log = (tmp_path / "am.log").open("wb")
+    am = subprocess.Popen([ALERTMANAGER, f"--config.file={tmp_path / 'am.yml'}", f"--storage.path={tmp_path / 'data'}",
+                           f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address="], stdout=log, stderr=log)
+    try:
+        def pi(alertname, severity, store, checkout, hours, **extra):
+            return {"labels": {"alertname": alertname, "severity": severity, "store": store, "checkout": checkout,
+                               "instance": f"{store}-{checkout}:8765", "job": "queue-mood", "hours": hours, **extra}}
+        alerts = [pi("QueueMonitorDown", "critical", "open", "1", "always"),
+                  pi("QueueMonitorDown", "critical", "open", "2", "always"),
+                  pi("QueueMonitorCameraDown", "warning", "open", "1", "always"),  # its Pi is down
+                  pi("QueueMonitorCameraDown", "warning", "open", "3", "always"),
+                  pi("QueueMonitorDown", "critical", "closed", "1", "late")]
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                req = urllib.request.Request(f"http://127.0.0.1:{port}/api/v2/alerts", json.dumps(alerts).encode(),
+                                             {"Content-Type": "application/json"})
+                urllib.request.urlopen(req, timeout=5).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and am.poll() is None, (tmp_path / "am.log").read_text()[-3000:]
+                time.sleep(0.2)
+        deadline = time.monotonic() + 30
+        while len(received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        time.sleep(4)  # a few group intervals more: nothing else comes
+    finally:
+        am.terminate()
+        am.wait(30)
+        server.shutdown()
+    got = sorted((path, msg["groupLabels"], sorted(a["labels"]["checkout"] for a in msg["alerts"]))
+                 for path, msg in received)
+    assert got == [(PAGER, {"alertname": "QueueMonitorDown", "store": "open"}, ["1", "2"]),
+                   (WARNINGS, {"alertname": "QueueMonitorCameraDown", "store": "open"}, ["3"])], (
+        got, (tmp_path / "am.log").read_text()[-3000:])
