@@ -96,3 +96,29 @@ def test_the_label_files_check_passes_the_same_bytes_and_old_records(tmp_path):
         check_label_files(tmp_path, {**info, "votes_sha256": "cc"})
     (tmp_path / "data.json").write_text(json.dumps({"labels": {"kind": "ferplus", "votes": "/v.csv"}}))
     check_label_files(tmp_path, info)  # recorded before the hashes were kept: not checked
+
+
+def test_the_label_files_check_sees_a_tflite_teachers_card_changed(tmp_path):
+    """A .tflite teacher's card holds its temperature, which is in the probabilities it gives."""
+    from train.trainer import check_label_files
+
+    info = {"kind": "folder", "teacher": {"models": ["/t/model_int8.tflite"], "sha256": ["bb"], "card_sha256": ["dd"]}}
+    (tmp_path / "data.json").write_text(json.dumps({"labels": info}))
+    check_label_files(tmp_path, info)
+    changed = {**info, "teacher": {**info["teacher"], "card_sha256": ["ee"]}}
+    with pytest.raises(UserError, match="--teacher /t/model_int8.tflite's model.json is not the file"):
+        check_label_files(tmp_path, changed)
+
+
+def test_distill_records_a_tflite_teachers_card(tmp_path, shipped_model):
+    import shutil
+
+    from edge.card import sha256_file
+    from train.teacher import distill
+
+    teacher = tmp_path / "model_int8.tflite"
+    shutil.copy(shipped_model, teacher)
+    shutil.copy(shipped_model.with_name("model.json"), tmp_path)
+    x = np.full((2, 48, 48), 128, np.uint8)
+    _, info = distill(str(teacher), 0.5, x, np.eye(7, dtype=np.float32)[:2])
+    assert info["card_sha256"] == [sha256_file(tmp_path / "model.json")]

@@ -101,10 +101,14 @@ def distill(spec: str, weight: float, x: np.ndarray, targets: np.ndarray,
     agree = float((probs.argmax(1) == targets.argmax(1)).mean()) if len(x) else 0.0
     print(f"teacher: {len(paths)} model(s) on {len(x)} training images, top-1 agreement with the labels "
           f"{agree:.1%}; weight {weight:g} in each target", flush=True)
-    from edge.card import sha256_file
+    from edge.card import CARD_NAME, sha256_file
 
+    # A resume checks that the teachers are the same bytes, and a .tflite's card too: its temperature
+    # is in the probabilities the teacher gives.
+    cards = [p.with_name(CARD_NAME) if p.suffix == ".tflite" else None for p in paths]
     info = {"models": [str(p) for p in paths], "weight": weight, "agreement_with_labels": round(agree, 4),
-            "sha256": [sha256_file(p) for p in paths]}  # a resume checks that the teachers are the same bytes
+            "sha256": [sha256_file(p) for p in paths],
+            "card_sha256": [sha256_file(c) if c and c.is_file() else "" for c in cards]}
     if any(p.suffix == ".npz" for p in paths):
         info["folder_head_share"] = folder_share
     return mix(targets, probs, weight), info

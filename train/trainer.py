@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.card import CARD_NAME
 from edge.errors import UserError
 from edge.files import write_atomic
 from edge.labels import LABELS
@@ -674,9 +675,10 @@ def check_label_files(out: Path, info: dict) -> None:
     changed = []
     if first.get("votes_sha256") and first["votes_sha256"] != info.get("votes_sha256"):
         changed.append(f"--votes {info.get('votes')}")
-    was, now = (first.get("teacher") or {}).get("sha256"), (info.get("teacher") or {}).get("sha256")
-    if was and now and was != now:
-        changed += [f"--teacher {m}" for m, a, b in zip(info["teacher"]["models"], was, now) if a != b]
+    for key, what in (("sha256", ""), ("card_sha256", f"'s {CARD_NAME}")):
+        was, now = (first.get("teacher") or {}).get(key), (info.get("teacher") or {}).get(key)
+        if was and now and was != now:
+            changed += [f"--teacher {m}{what}" for m, a, b in zip(info["teacher"]["models"], was, now) if a != b]
     if changed:
         raise UserError(f"{', '.join(changed)} {'is' if len(changed) == 1 else 'are'} not the file {out} started with "
                         "(its sha256 in data.json differs), so the resumed epochs would learn other targets; put the "
