@@ -529,6 +529,27 @@ def test_a_history_file_that_cannot_be_opened_says_why_not_only_that_sqlite_coul
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_history_file_under_a_folder_this_user_cannot_enter_says_so_not_that_it_is_missing(tmp_path, caplog,
+                                                                                             monkeypatch):
+    """/var/lib/queue-mood (0750, the service's) read by the user pi: the folder is there."""
+    import os
+
+    from edge.service import history
+
+    closed, real_stat = tmp_path / "closed", os.stat
+
+    def stat(path, *args, **kwargs):
+        if str(path) == str(closed):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(history.os, "stat", stat)
+    caplog.set_level(logging.WARNING)
+    History(step_s=10, span_s=3600, db_path=str(closed / "history.sqlite")).close()
+    (said,) = (r.getMessage() for r in caplog.records)
+    assert f"its folder {closed} cannot be reached by this user (Permission denied)" in said and "does not exist" not in said
+
+
 def test_metrics_parse_as_prometheus_and_carry_the_fleet_series(serve):
     parser = pytest.importorskip("prometheus_client.parser", reason="/metrics needs prometheus_client (edge extra)")
     stats = Stats("ai-edge-litert x", "m", "video", device="till-3")

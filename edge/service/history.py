@@ -50,9 +50,17 @@ def _connect(path: str) -> sqlite3.Connection:
     if os.path.isdir(path):
         raise IsADirectoryError(f"it is a folder; set status.history_db to a file, e.g. "
                                 f"{os.path.join(path, 'history.sqlite')}")
-    if not os.path.isdir(folder := os.path.dirname(path) or "."):
+    folder = os.path.dirname(path) or "."
+    try:
+        os.stat(folder)
+    except FileNotFoundError:
         raise FileNotFoundError(f"its folder {folder} does not exist; make it, or set status.history_db to a file "
-                                "in a folder that does")
+                                "in a folder that does") from None
+    except OSError as exc:  # a folder above it closed to this user: it may well exist
+        raise PermissionError(f"its folder {folder} cannot be reached by this user ({exc.strerror}); run as the "
+                              "service's user, or set status.history_db to a file in a folder this user may write") from None
+    if not os.path.isdir(folder):
+        raise NotADirectoryError(f"{folder} is a file, not a folder; set status.history_db to a file in a folder")
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_S)
     try:
         # WAL without a sync per write: a point lost to a power cut costs nothing, an SD card
