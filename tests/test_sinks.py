@@ -139,6 +139,18 @@ def test_spool_dead_letters_an_event_held_in_memory_as_its_files_are_written(tmp
     assert (tmp_path / "sp" / "dead" / f"{event_id}.json").read_bytes() == encode({"n": 0, "kind": "raised"})
 
 
+def test_spool_writable_again_after_its_held_events_were_delivered_says_so_without_moving_none(tmp_path, monkeypatch,
+                                                                                              caplog):
+    sp = Spool(tmp_path / "sp")
+    monkeypatch.setattr(sp, "_write_file", lambda event_id, data: read_only(None, data))
+    event_id = sp.put({"n": 0, "kind": "raised"})
+    sp.ack(event_id)  # delivered from memory while the disk refused it
+    monkeypatch.undo()
+    caplog.set_level(logging.INFO, logger="edge.sinks.spool")
+    sp.put({"n": 1, "kind": "cleared"})  # the disk takes writes again
+    said = [r for r in caplog.records if "writable again" in r.getMessage()]
+    assert [(r.levelno, r.getMessage()) for r in said] == [(logging.INFO, f"Spool {sp.dir} is writable again.")]
+
 def test_spool_counts_are_read_while_a_write_waits_on_the_disk(tmp_path, monkeypatch):
     import edge.sinks.spool as spool_mod
 

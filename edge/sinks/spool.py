@@ -165,7 +165,10 @@ class Spool:
             if not self._write(event_id, self._mem[event_id]):
                 return  # still failing: _write kept the reason, and the next try goes on from here
             del self._mem[event_id]
-        log.warning("Spool %s is writable again; moved %d events from memory to disk.", self.dir, len(held))
+        if held:
+            log.warning("Spool %s is writable again; moved %d events from memory to disk.", self.dir, len(held))
+        else:  # those held were delivered meanwhile: the outage's end, nothing moved
+            log.info("Spool %s is writable again.", self.dir)
         self._disk_error = ""
 
     def retry(self, now: bool = False) -> None:
