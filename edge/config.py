@@ -21,7 +21,7 @@ from edge.errors import ConfigError, UserError  # noqa: F401  (ConfigError: call
 from edge.errors import check as _check
 from edge.errors import check_range as _range
 from edge.labels import LABELS
-from edge.paths import FILE_KEY, check_readable, expand_path, from_folder, items, not_a_file
+from edge.paths import FILE_KEY, check_readable, expand_path, from_folder, items, not_a_file, visible
 from edge.redact import CONTROL
 from edge.pipeline.detectors import DetectorConfig
 from edge.pipeline.sources import ROTATIONS
@@ -260,17 +260,8 @@ class SinksConfig:
 
     def validate(self, p):
         if self.spool_dir:
-            _check(not _is(expand_path(self.spool_dir), Path.is_file), f"{p}.spool_dir", self.spool_dir,
+            _check(not visible(expand_path(self.spool_dir), Path.is_file), f"{p}.spool_dir", self.spool_dir,
                    "a folder (or a path where one can be made), not a file")
-
-
-def _is(path: Path, test) -> bool:
-    """test(path), False where a folder above it is closed to this user (the service's own
-    /var/lib/queue-mood read by someone else): what the program meets there is for run time to say."""
-    try:
-        return test(path)
-    except OSError:
-        return False
 
 
 @functools.lru_cache(maxsize=8)
@@ -322,7 +313,7 @@ class StatusConfig:
         _check(0 < self.idle_timeout_s < 3600, f"{p}.idle_timeout_s", self.idle_timeout_s, "seconds in (0, 3600)")
         _check(1 <= self.max_clients <= 256, f"{p}.max_clients", self.max_clients, "an integer 1-256")
         if self.history_db:
-            _check(not _is(db := expand_path(self.history_db), Path.is_dir), f"{p}.history_db", self.history_db,
+            _check(not visible(db := expand_path(self.history_db), Path.is_dir), f"{p}.history_db", self.history_db,
                    f"a file, not a folder (e.g. {db / 'history.sqlite'})")
 
 

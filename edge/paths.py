@@ -47,6 +47,16 @@ def expand_path(value: str | Path) -> Path:
     return Path(os.path.expandvars(os.path.expanduser(str(value))))
 
 
+def visible(path: Path, test=Path.exists) -> bool:
+    """test(path) as far as this user can see: False where a folder above it is closed to this
+    user (the service's 0750 /var/lib/queue-mood looked at by the user pi), not a PermissionError;
+    what the program meets there is for run time, or the doctor's user check, to say."""
+    try:
+        return test(path)
+    except OSError:
+        return False
+
+
 def not_a_file(path: str | Path) -> str | None:
     """Why a path that should name a file does not, as the end of a sentence ("does not
     exist", "is a folder, not a file"); None when it is a file."""

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from edge.errors import UserError
 from edge.files import no_core_dumps
-from edge.paths import expand_path
+from edge.paths import expand_path, visible
 from edge.redact import redact_url
 from edge.service.health import THERMAL, THROTTLE_BITS, clock_synced
 
@@ -659,7 +659,7 @@ def check_disk(ctx: _Context, cfg) -> None:
     spool = expand_path(cfg.sinks.spool_dir or DEFAULT_SPOOL_DIR)
     where_from = home_note(ctx, cfg.sinks.spool_dir or str(DEFAULT_SPOOL_DIR))
     existing = spool
-    while not _visible(existing) and existing != existing.parent:
+    while not visible(existing) and existing != existing.parent:
         existing = existing.parent
     usage = shutil.disk_usage(existing)
     free_mb = usage.free / 2**20
@@ -681,15 +681,6 @@ def check_disk(ctx: _Context, cfg) -> None:
     elif not os.access(existing, os.W_OK):
         ctx.add("spool", WARN, f"{existing} is not writable by this user (the service's user {SERVICE} may be "
                                f"the one that can: sudo -u {SERVICE} edge doctor ...)")
-
-
-def _visible(path: Path) -> bool:
-    """Whether it exists, as far as this user can see: a folder above it that only the service
-    may enter (/var/lib/queue-mood) hides it, which is for the user check to say, not a crash."""
-    try:
-        return path.exists()
-    except OSError:
-        return False
 
 
 def spool_writable(spool: Path) -> tuple[str, str, str]:
