@@ -136,30 +136,43 @@ print(node if isinstance(node, (str, int, float)) else "")
 EOF
 }
 
-# An upgrade keeps the installed config: read it as this version will, before anything changes.
-# One it refuses would leave the Pi one reboot from a crash loop (systemd restarting the service
-# into the same error every 5 s) while the old version still runs; refused, nothing is replaced.
-# The wheel is pure Python and imports as a zip. Where it cannot (numpy or OpenCV not installed
-# yet), the same check runs after the install instead, and then leaves the service unrestarted.
-if [[ -f "$CONFIG" ]]; then
-    early_error=$(cd / && "$PYTHON" -I - "$WHEEL" "$CONFIG" 2>&1 >/dev/null <<'EOF'
+# Prints why this version refuses $CONFIG and fails; succeeds where it loads, or where the check
+# cannot be made (the wheel not importable yet, a failure that is not the config's: the doctor
+# says). config_refusal PYTHON [WHEEL]: with WHEEL, edge is imported from that zip, as this
+# version's code (the wheel is pure Python), and never from another install.
+config_refusal() {
+    (cd / && "$1" -I - "$CONFIG" "${2:-}" 2>&1 >/dev/null <<'EOF'
 import sys
-sys.path.insert(0, sys.argv[1])
+wheel = sys.argv[2] if len(sys.argv) > 2 else ""
+if wheel:
+    sys.path.insert(0, wheel)
 try:
     import edge
     from edge.config import ConfigError, load_config
-except Exception:  # noqa: BLE001 - checked after the install instead
-    sys.exit(0)
-if not edge.__file__.startswith(sys.argv[1]):  # another install's edge, not this wheel's
+except Exception:  # noqa: BLE001 - the wheel not importable here yet: checked after the install
+    if wheel:
+        sys.exit(0)
+    raise  # the installed program itself does not import: not restarted into that either
+if wheel and not edge.__file__.startswith(wheel):  # another install's edge, not this wheel's
     sys.exit(0)
 try:
-    load_config(sys.argv[2])
+    load_config(sys.argv[1])
 except ConfigError as exc:
     sys.exit(str(exc))
 except Exception:  # noqa: BLE001 - not the config's fault: the doctor at the end says what is wrong
     pass
 EOF
-) || die "$CONFIG does not load with this version: ${early_error##*$'\n'} Fix it (this bundle's own settings are in $BUNDLE/config.toml) and run install.sh again; until then the installed version goes on running. Nothing was changed."
+    )
+}
+
+# An upgrade keeps the installed config: read it as this version will, before anything changes.
+# One it refuses would leave the Pi one reboot from a crash loop (systemd restarting the service
+# into the same error every 5 s) while the old version still runs; refused, nothing is replaced.
+# Where the wheel cannot be imported yet (numpy or OpenCV not installed), the same check runs
+# after the install instead, and then leaves the service unrestarted.
+if [[ -f "$CONFIG" ]]; then
+    early_error=$(config_refusal "$PYTHON" "$WHEEL") \
+        || die "$CONFIG does not load with this version: ${early_error##*$'\n'} Fix it (this bundle's own settings are in $BUNDLE/config.toml) and run install.sh again; until then the installed version goes on running. Nothing was changed."
 fi
 
 rewrite_paths() {
@@ -331,17 +344,7 @@ put 0644 "$config_tmp" "$UNIT_DIR/queue-mood.service"
 # out of range) would have systemd restart the service into the same error every 5 s: then the
 # service is not restarted, and the running one keeps going.
 config_error=""
-if ! config_error=$(cd / && "$VENV/bin/python" -I - "$CONFIG" 2>&1 >/dev/null <<'EOF'
-import sys
-from edge.config import ConfigError, load_config
-try:
-    load_config(sys.argv[1])
-except ConfigError as exc:
-    sys.exit(str(exc))
-except Exception:  # noqa: BLE001 - not the config's fault: the doctor below says what is wrong
-    pass
-EOF
-); then
+if ! config_error=$(config_refusal "$VENV/bin/python"); then
     echo "install.sh: $CONFIG does not load with this version: ${config_error##*$'\n'} Fix it (this bundle's own settings are beside it in $CONFIG.bundle), then: sudo systemctl restart queue-mood.service" >&2
 else
     config_error=""
