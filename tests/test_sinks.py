@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import socket
+import stat
 import subprocess
 import sys
 import threading
@@ -313,6 +314,26 @@ def test_jsonl_writes_lines(tmp_path):
     lines = [json.loads(x) for x in path.read_text().splitlines()]
     assert [x["event_id"] for x in lines] == ["e1", "e2"]
     assert "writes" in sink.check()
+
+
+def test_jsonl_file_is_not_readable_by_every_user(tmp_path):
+    """Under a umask of 022 a new file was 0644: other users of the Pi could read the store's
+    alerts. Created 0640; a file an admin made beforehand keeps its mode."""
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "alerts.jsonl"
+        sink = JsonlSink(path=str(path))
+        sink.send(ev("raised", 1))
+        sink.close()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+        made = tmp_path / "made.jsonl"
+        made.touch(mode=0o644)
+        sink = JsonlSink(path=str(made))
+        sink.send(ev("raised", 1))
+        sink.close()
+        assert stat.S_IMODE(made.stat().st_mode) == 0o644
+    finally:
+        os.umask(old)
 
 
 def test_jsonl_path_that_is_a_folder_disables_the_sink_and_fails_the_doctor(tmp_path, caplog):

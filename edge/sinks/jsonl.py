@@ -28,6 +28,9 @@ from edge.files import write_all
 from edge.sinks.spool import STATE_DIR
 
 log = logging.getLogger(__name__)
+# A new file: the service and its group (the admins who tail it), not every user of the Pi; like
+# the monitor's other state files (edge.files). A file made beforehand keeps its own mode.
+MODE = 0o640
 
 HOLD_MAX = 1000  # lines held in memory while the file cannot be written
 RETRY_S = 10.0  # between tries of held lines when no new event comes (each is an SD-card write)
@@ -133,9 +136,9 @@ class JsonlSink(Sink):
         """(descriptor, readable): read-write for the torn-line check, write-only for a file the
         service may write but not read (mode 0200, a log another user reads), as before that check."""
         try:
-            return os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644), True
+            return os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, MODE), True
         except PermissionError:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, MODE)
         log.info("JSON-lines file %s may be written but not read: appending without checking its last line for "
                  "one a power cut left partial.", self.path)
         return fd, False
