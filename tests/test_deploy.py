@@ -94,7 +94,7 @@ def test_bundle_holds_everything_the_pi_needs(store_bundle, bundled_model):
             "edge/pipeline/detectors/models/face_detection_short_range.tflite",
             "edge/pipeline/detectors/models/LICENSE", "edge/pipeline/detectors/models/PROVENANCE.md"} <= names
     assert not any(n.endswith("_sparse.tflite") or "landmark" in n for n in names)  # only the two used
-    assert "edge = edge.cli:main" in entry_points
+    assert "edge = edge.__main__:main" in entry_points
     manifest = json.loads((b / "MANIFEST.json").read_text())
     assert manifest["wheel"] == f"wheels/{wheel.name}"
     assert set(manifest["files"]) >= {"install.sh", "config.toml", "model/model_int8.tflite", "README.txt"}

@@ -7,6 +7,8 @@ import dataclasses
 import io
 import json
 import logging
+import subprocess
+import sys
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -353,6 +355,23 @@ def test_ctrl_c_in_any_command_is_status_130_and_one_line_not_clicks_aborted(mon
     monkeypatch.setattr(configdoc, "effective_toml", interrupted)
     r = CliRunner().invoke(cli, ["config"])
     assert r.exit_code == 130 and r.output.strip() == "Interrupted.", r.output
+
+
+def test_ctrl_c_while_the_command_line_loads_is_one_line_too():
+    """The `edge` script's first second on a Pi is importing edge.cli; a Ctrl-C there was
+    Python's KeyboardInterrupt traceback."""
+    script = ("import sys\n"
+              "class Interrupt:\n"
+              "    def find_spec(self, name, path=None, target=None):\n"
+              "        if name == 'edge.cli': raise KeyboardInterrupt\n"
+              "sys.meta_path.insert(0, Interrupt())\n"
+              "from edge.__main__ import main\n"
+              "main()\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 130 and r.stderr.strip() == "Interrupted.", r.stderr
+    entry = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]["edge"]
+    assert entry == "edge.__main__:main"  # the script installed as `edge` is the guarded one
+
 
 def test_edge_demo_runs_another_model_and_names_a_wrong_one_before_making_the_scene(tmp_path, shipped_model):
     from edge.ops import demo
