@@ -272,6 +272,10 @@ def _sinks_class(sections: tuple) -> type:
     return cls
 
 
+# A DNS name: letters, digits, - and _ between dots, and a final dot if any; 253 characters at most besides it.
+HOST_NAME = re.compile(r"(?=.{1,254}$)[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
+
+
 def is_loopback(host: str) -> bool:
     import ipaddress
 
@@ -298,6 +302,10 @@ class StatusConfig:
     history_db: str = field(default="", metadata=FILE_KEY)  # SQLite file that keeps the page's last hour across restarts; empty: memory only
     idle_timeout_s: float = 10.0  # a connection is closed this long after it opened (a silent or trickling client)
     max_clients: int = 16  # handler threads at most, one host on the network half of them (at least 4); more clients at once get 503
+    # Without a token or password, only requests addressed to an IP address, localhost or this Pi's host
+    # name (with or without .local) are answered, so a web page cannot reach the page through a DNS name
+    # pointed at the Pi (DNS rebinding); list here any other name the page is opened by, e.g. `["queue-pi.lan"]`
+    allowed_hosts: list[str] = field(default_factory=list)
 
     def validate(self, p):
         _check(0 <= self.port < 65536, f"{p}.port", self.port, "a TCP port (0 = any free port)")
@@ -312,6 +320,9 @@ class StatusConfig:
                "one sentence of at most 200 characters")
         _check(0 < self.idle_timeout_s < 3600, f"{p}.idle_timeout_s", self.idle_timeout_s, "seconds in (0, 3600)")
         _check(1 <= self.max_clients <= 256, f"{p}.max_clients", self.max_clients, "an integer 1-256")
+        _check(all(HOST_NAME.fullmatch(h) for h in self.allowed_hosts), f"{p}.allowed_hosts", self.allowed_hosts,
+               "a list of host names as the browser's address bar shows them, without scheme, port or path, "
+               "e.g. [\"queue-pi.lan\"]")
         if self.history_db:
             _check(not visible(db := expand_path(self.history_db), Path.is_dir), f"{p}.history_db", self.history_db,
                    f"a file, not a folder (e.g. {db / 'history.sqlite'})")

@@ -13,10 +13,11 @@ import re
 import socket
 import struct
 import time
+import types
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -153,6 +154,48 @@ def test_status_and_history_say_the_monitors_time_zone_beside_its_utc_times(serv
     assert s["now"].endswith("+00:00") and s["started_at"].endswith("+00:00")
     for answer in (s, h):
         assert answer["utc_offset_s"] == offset_s and answer["time_zone"] == name, answer
+
+
+CLOCKS_FORWARD = datetime(2026, 3, 29, 1, tzinfo=timezone.utc).timestamp()  # 01:00 GMT became 02:00 BST in London
+
+
+def zone_at(answer: dict, t: float) -> tuple[int, str]:
+    """The zone an answer's `zones` gives for time `t`, as the page picks it."""
+    z = answer["zones"][0]
+    for c in answer["zones"]:
+        if c["from"] <= t:
+            z = c
+    return z["utc_offset_s"], z["time_zone"]
+
+
+def test_every_time_given_carries_the_zone_in_force_then_across_a_change_of_the_clocks(serve, monkeypatch):
+    """Half an hour after the clocks went forward in London: an alert raised before the change
+    (00:30 GMT) must read 00:30, not 01:30, and the chart's hour, 00:30 GMT to 02:30 BST, needs
+    both offsets. Each answer's `zones` gives each of its times the zone of that moment, the
+    change found to the second."""
+    from edge.service import status
+
+    now = CLOCKS_FORWARD + 1800
+    monkeypatch.setattr(status, "time", types.SimpleNamespace(time=lambda: now, monotonic=time.monotonic))
+    stats = Stats("rt", "m", "video", device="till-3")
+    for t in range(int(now - 3600), int(now), 10):
+        stats.history.add(t, 0.6, 3, True)
+    stats.history.add_alert(now - 3600, "raised", 0.7, 4)
+    stats.history.add_alert(now - 1200, "cleared", 0.1, 4)
+    stats.data.update(alert_state="raised", alert_raised_at=time.monotonic() - 3600)  # 00:30 GMT, before the change
+    with monitor_in("Europe/London"):
+        base, _ = serve(stats)
+        s, h = (json.loads(get(base + path)[2]) for path in ("/status", "/history"))
+    gmt, bst = (0, "GMT"), (3600, "BST")
+    assert (s["utc_offset_s"], s["time_zone"]) == bst  # now, as before
+    raised_at = datetime.fromisoformat(s["alert_raised_at"]).timestamp()
+    assert abs(raised_at - (now - 3600)) < 5 and zone_at(s, raised_at) == gmt
+    assert [zone_at(s, a["t"]) for a in s["recent_alerts"]] == [bst, gmt]  # cleared 02:10 BST, raised 00:30 GMT
+    assert zone_at(s, now) == bst and len(s["zones"]) == 2
+    for answer in (s, h):  # the change to the second: the chart's axis is right across it
+        assert zone_at(answer, CLOCKS_FORWARD - 1) == gmt and zone_at(answer, CLOCKS_FORWARD) == bst
+    assert len(h["zones"]) == 2 and zone_at(h, h["now"] - h["span_s"]) == gmt and zone_at(h, h["now"]) == bst
+    assert all(zone_at(h, p["t"]) == (gmt if p["t"] < CLOCKS_FORWARD else bst) for p in h["points"])
 
 
 def test_status_says_since_when_the_alert_state_holds(serve):
@@ -687,6 +730,58 @@ def test_token_auth_refuses_without_and_accepts_header_link_and_cookie(serve):
     assert "HttpOnly" in headers["Set-Cookie"] and "SameSite=Lax" in headers["Set-Cookie"]
     assert get(base + "/status", {"Cookie": cookie})[0] == 200
     assert get(base + "/status", {"Cookie": "qm_token=nope"})[0] == 401
+
+
+def asked_as(port: int, host: str | None, path: str = "/status", method: str = "GET") -> tuple[int, bytes]:
+    """(status, body) of a request whose Host is `host` (None: no Host, as HTTP/1.0 may send)."""
+    head = f"{method} {path} HTTP/1.0\r\n" + (f"Host: {host}\r\n" if host is not None else "")
+    reply = raw(port, (head + "\r\n").encode())
+    first, _, rest = reply.partition(b"\r\n")
+    return int(first.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+def test_without_a_token_a_request_addressed_to_another_name_gets_nothing(serve, caplog):
+    """DNS rebinding: a web page on a site of its own points its name at 127.0.0.1, and a browser
+    on the Pi (or tunnelled to it) would read the page's counts and the device's name as that
+    site's. Without a token only the names no site can take are answered, on every path."""
+    base, srv = serve(allowed_hosts=["Queue-Pi.lan"])
+    port, me = srv.port, socket.gethostname()
+    caplog.set_level(logging.DEBUG, logger="edge.service.status")
+    bodies = set()
+    for path in ("/", "/static/app.js", "/static/style.css", "/status", "/history", "/metrics", "/nothing"):
+        for method in ("GET", "HEAD"):
+            code, body = asked_as(port, f"rebound.example:{port}", path, method)
+            assert code == 403 and (body == b"") == (method == "HEAD"), (path, method, code, body)
+            bodies.add(body)
+    (said,) = bodies - {b""}  # what to do, the same everywhere: nothing of the monitor's
+    assert b"[status] allowed_hosts" in said and b"[status] token" in said and b"till-3" not in said, said
+    for host in ("127.0.0.1", f"127.0.0.1:{port}", f"[::1]:{port}", "[::1]", f"localhost:{port}", "LocalHost",
+                 "localhost.", me, f"{me}.local:{port}", "queue-pi.lan", f"QUEUE-PI.LAN:{port}", "192.168.1.20", None):
+        code, body = asked_as(port, host)
+        assert code == 200 and b"till-3" in body, (host, code, body)
+    for host in ("localhost.rebound.example", "127.0.0.1.rebound.example", "[::1", "::1", f"x@127.0.0.1:{port}",
+                 "localhost:http", f"{me}.rebound.example"):
+        assert asked_as(port, host)[0] == 403, host
+    assert get(base + "/")[0] == 200 and get(base.replace("127.0.0.1", "localhost") + "/status")[0] == 200
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 1 and "rebound.example" in said[0] and "allowed_hosts" in said[0], said  # once, not per request
+
+
+def test_with_a_token_any_name_is_answered_to_the_credentials(serve):
+    """A token (or password) already keeps a rebinding page out, and a reverse proxy passes its own Host."""
+    base, srv = serve(token=TOKEN)
+    assert asked_as(srv.port, "queue.example.com", "/status")[0] == 401
+    head = f"GET /status HTTP/1.0\r\nHost: queue.example.com\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+    assert raw(srv.port, head.encode()).startswith(b"HTTP/1.0 200")
+
+
+@pytest.mark.parametrize("names", [["http://queue-pi.lan"], ["queue-pi.lan:8765"], [""], ["queue pi"], ["a/b"]])
+def test_allowed_hosts_takes_bare_host_names_only(names):
+    with pytest.raises(ConfigError, match=r"status\.allowed_hosts.*host names .*without scheme, port or path"):
+        load_config(None, {"status.allowed_hosts": names})
+    with pytest.raises(ConfigError, match=r"status\.allowed_hosts.*a list of strings"):
+        load_config(None, {"status.allowed_hosts": "queue-pi.lan"})
+    assert load_config(None, {"status.allowed_hosts": ["queue-pi.lan", "pi.local."]}).status.allowed_hosts
 
 
 def test_basic_auth_password(serve):

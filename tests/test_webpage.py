@@ -569,3 +569,57 @@ def test_the_stale_banner_says_the_monitors_time_of_its_last_answer_not_the_brow
         assert said, (banner, done)
         behind_s = (pi_now.hour * 3600 + pi_now.minute * 60 + pi_now.second - seconds_of_day(said.group(1))) % 86400
         assert behind_s <= 20, (banner, pi_now)  # its last answer, seconds ago by the Pi's clock
+
+
+def test_the_page_works_by_address_and_by_localhost_and_gives_a_rebound_name_nothing():
+    """DNS rebinding as a browser meets it: another site's name that resolves to the Pi's loopback
+    (chromium's resolver rules stand in for that site's DNS). Without a token the page is served
+    at 127.0.0.1 and at localhost (an SSH tunnel's address), and to that name nothing of it."""
+    rebound = "--host-resolver-rules=MAP rebound.example 127.0.0.1"
+    with stand_in(fill=watched) as (url, _):
+        for at in (url, url.replace("127.0.0.1", "localhost")):
+            dom = chromium(at, "--dump-dom").stdout
+            assert 'data-live="1"' in dom and "till-9" in dom, (at, dom[-3000:])
+        dom = chromium(url.replace("127.0.0.1", "rebound.example"), "--dump-dom", rebound).stdout
+        assert "allowed_hosts" in dom and "till-9" not in dom and "data-live" not in dom, dom[-3000:]
+
+
+def test_times_from_before_the_clocks_changed_read_as_the_clock_on_the_wall_did():
+    """The Pi in London half an hour after the clocks went forward (01:00 GMT became 02:00 BST): an
+    alert raised at 00:30 GMT reads 00:30, not 01:30, the one cleared at 02:10 BST reads 02:10, and
+    the chart's hour runs from 00:30 to 02:30; to a browser in New York named GMT and BST."""
+    from edge.service import status
+    from tests.test_status import CLOCKS_FORWARD
+
+    now = CLOCKS_FORWARD + 1800
+
+    def over_the_change(stats):
+        for t in range(int(now - 3600), int(now), 10):
+            stats.history.add(t, 0.6, 3, True)
+        stats.history.add_alert(now - 3600, "raised", 0.7, 4)
+        stats.history.add_alert(now - 1200, "cleared", 0.1, 4)
+        stats.data.update(alert_state="raised", alert_raised_at=datetime.fromtimestamp(now - 3600, timezone.utc).isoformat())
+
+    def hh_mm_ss(said: str) -> list[str]:  # "00:30:00" or "12:30:00 AM", as 24-h times
+        return ["%02d:%02d:%02d" % (s // 3600, s // 60 % 60, s % 60)
+                for s in map(seconds_of_day, re.findall(r"\d\d:\d\d:\d\d(?: [AP]M)?", said))]
+
+    alerts = "[...document.querySelectorAll('#alerts li')].map((li) => li.textContent).join(' | ')"
+    axis = "[...document.querySelectorAll('#chart text')].slice(-3).map((t) => t.textContent).join(' ')"
+    with pytest.MonkeyPatch.context() as mp, monitor_in("Europe/London"):
+        mp.setattr(status, "time", types.SimpleNamespace(time=lambda: now, monotonic=time.monotonic))
+        with stand_in(fill=over_the_change) as (url, _), LivePage(url) as page:
+            assert page.wait_for("document.body.dataset.live === '1' && document.getElementById('chart').dataset.points")
+            since = page.js("document.getElementById('alert-since').textContent")
+            assert hh_mm_ss(since) == ["00:30:00"] and since.endswith("(1 h 00 min)"), since
+            assert hh_mm_ss(page.js(alerts)) == ["02:10:00", "00:30:00"], page.js(alerts)
+            assert re.sub(r"(\d\d):(\d\d)(?: [AP]M)?", "#", page.js(axis)) == "# # #", page.js(axis)
+            hours = [int(h) % 12 for h in re.findall(r"(\d\d):\d\d", page.js(axis))]  # AM/PM aside
+            assert hours == [0, 2, 2] and re.findall(r":(\d\d)", page.js(axis)) == ["30", "00", "30"], page.js(axis)
+            page._call("Emulation.setTimezoneOverride", page._session, timezoneId="America/New_York")
+            assert page.wait_for(f"{alerts}.includes('BST')", timeout_s=15), page.js(alerts)
+            said = page.js(alerts)
+            assert re.fullmatch(r"[\d:]+(?: [AP]M)? BST cleared: .* \| [\d:]+(?: [AP]M)? GMT raised: .*", said), said
+            assert hh_mm_ss(said) == ["02:10:00", "00:30:00"], said  # the store's times still
+            legend = "document.getElementById('chart-zone').textContent"
+            assert page.wait_for(f"{legend}.includes('BST') && {legend}") == " ·\u00a0times\u00a0GMT\u00a0/\u00a0BST"

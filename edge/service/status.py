@@ -3,7 +3,9 @@
 image: the page shows counts and shares, as the sinks do.
 
 Safe to leave running for months: loopback unless `[status] host` says otherwise, and then
-a token or basic-auth password is required (compared in constant time); URLs with
+a token or basic-auth password is required (compared in constant time); without either, only
+requests addressed to this machine by a name no other site can take are answered (LocalNames:
+DNS rebinding); URLs with
 credentials are redacted; idle connections time out; the number of handler threads is
 capped (extra clients get 503 at once), and one host on the network may hold at most half of
 them; clients that hang up are logged at debug level."""
@@ -17,12 +19,13 @@ import http.client
 import ipaddress
 import json
 import logging
+import math
 import re
 import socket
 import sys
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import TYPE_CHECKING
@@ -79,8 +82,41 @@ def local_zone(wall: float) -> dict:
     name as the system gives it (`time_zone`: "CET", "BST", or "+03" where the zone has none). The
     times in /status stay UTC; the page shows them as the store's local time, as its staff read a
     clock, and names the zone where the browser's differs (a manager at head office elsewhere)."""
-    local = datetime.fromtimestamp(wall).astimezone()
+    local = datetime.fromtimestamp(wall, timezone.utc).astimezone()
     return {"utc_offset_s": int(local.utcoffset().total_seconds()), "time_zone": local.tzname() or ""}
+
+
+def zones(times) -> list[dict]:
+    """This machine's zone over `times` (seconds: the times an answer holds), as the page needs it
+    to show each in the local time of its own day, not of today's (an alert raised before the
+    clocks went forward would read an hour off): one entry per zone in force among them, oldest
+    first, each in force from its `from` (the first one before it too). Usually one entry; a change
+    between two of the times is found to the second, so the chart's axis is right across it."""
+    out: list[dict] = []
+    last_t = last = None
+    for t in sorted({math.floor(t) for t in times if math.isfinite(t)}):
+        try:
+            zone = local_zone(t)
+        except (OverflowError, OSError, ValueError):  # a time no calendar has: shown without a zone of its own
+            continue
+        if last is None:
+            out.append({"from": t, **zone})
+        elif zone != last:
+            lo, hi = last_t, t  # the change falls in (lo, hi]
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if local_zone(mid) == last else (lo, mid)
+            out.append({"from": hi, **zone})
+        last_t, last = t, zone
+    return out
+
+
+def _seconds(stamp) -> float | None:
+    """An ISO time of /status in seconds; None for anything else (null, a stand-in's odd string)."""
+    try:
+        return datetime.fromisoformat(stamp).timestamp()
+    except (TypeError, ValueError):
+        return None
 
 
 class Stats:
@@ -166,7 +202,8 @@ class Stats:
         """What /status shows: the current mood, alert (and since when its state holds:
         `alert_state_since`), recent alerts and health, and this machine's time (`now`): every time here is by its clock, which on a Pi without NTP can be
         hours or days off the browser's, so the page reckons how long ago by it. Times are UTC;
-        `utc_offset_s` and `time_zone` say this machine's local time (local_zone)."""
+        `utc_offset_s` and `time_zone` say this machine's local time now (local_zone), `zones` at
+        each time given here (zones)."""
         now = time.monotonic()
         if now - self._health_t >= HEALTH_EVERY_S:  # outside the lock: sysfs may be slow
             self._health, self._health_t = {**health.read(), "process_cpu_share": self._cpu.sample()}, now
@@ -176,16 +213,21 @@ class Stats:
             for key in STAMPS:
                 if isinstance(d[key], (int, float)):
                     d[key] = iso(wall - (now - d[key]))
-            return {**d, "now": iso(wall), **local_zone(wall), "uptime_s": round(now - self.started, 1),
-                    "health": dict(self._health), "recent_alerts": self.history.recent_alerts()}
+            alerts = self.history.recent_alerts()
+            shown = [wall, *(a["t"] for a in alerts), *map(_seconds, (d[k] for k in (*STAMPS, "alert_held_back_until")))]
+            return {**d, "now": iso(wall), **local_zone(wall), "zones": zones(t for t in shown if t is not None),
+                    "uptime_s": round(now - self.started, 1), "health": dict(self._health), "recent_alerts": alerts}
 
     def series(self) -> dict:
         """What /history shows: the chart's points over the last span, and this machine's time
-        (`now`, in seconds like the points' `t`): the chart ends there, not at the browser's."""
+        (`now`, in seconds like the points' `t`): the chart ends there, not at the browser's.
+        `zones` covers the span, whose axis may cross a change of the clocks."""
         with self._lock:
-            wall = time.time()
+            wall, points = time.time(), self.history.series()
+            # the span's ends (its first point may be a step older): a change between them is found to the second
+            span = (wall - self.history.span_s, *(p["t"] for p in points[:1]), wall)
             return {"step_s": self.history.step_s, "span_s": self.history.span_s, "now": round(wall, 3),
-                    **local_zone(wall), "points": self.history.series()}
+                    **local_zone(wall), "zones": zones(span), "points": points}
 
 
 class Auth:
@@ -238,6 +280,44 @@ class Auth:
 
     def challenge(self) -> str:
         return 'Basic realm="queue-mood", charset="UTF-8"' if self.password else 'Bearer realm="queue-mood"'
+
+
+# A Host header: a bracketed IPv6 address or a name, then an optional port.
+_HOST = re.compile(r"\[([0-9A-Fa-f:.]+)\](?::\d*)?|([^\[\]:/@\s]*)(?::\d*)?")
+MISNAMED = (b"Without a token this monitor answers only its IP address, localhost or its host name: open it by "
+            b"one of those, add this name to [status] allowed_hosts, or set [status] token in its config.\n")
+
+
+def _bare(name: str) -> str:
+    return name.lower().rstrip(".")
+
+
+class LocalNames:
+    """The names a request may be addressed to (its Host) when no credentials are configured.
+    A web page elsewhere can point a name of its own at 127.0.0.1 (DNS rebinding) and, from a
+    browser on the Pi or one reaching it through an SSH tunnel, read this page as its own site;
+    its requests then carry that name. An IP address, localhost, this machine's host name (with
+    or without .local) and the names of status.allowed_hosts are none a site can take."""
+
+    def __init__(self, extra=()):
+        self._names = {"localhost", *map(_bare, extra)}
+
+    def allows(self, host: str | None) -> bool:
+        if not host:  # HTTP/1.0 sends none (a script, a check)
+            return True
+        m = _HOST.fullmatch(host.strip())
+        name = _bare(m.group(1) or m.group(2)) if m else ""
+        if not name:
+            return False
+        try:
+            ipaddress.ip_address(name)
+            return True
+        except ValueError:
+            pass
+        if name in self._names:
+            return True
+        own = _bare(socket.gethostname()).removesuffix(".local")  # asked each time: a first boot may rename the Pi
+        return name in (own, own + ".local")
 
 
 class _CappedHead:
@@ -338,6 +418,8 @@ class StatusServer:
 
     def __init__(self, stats: Stats, cfg: StatusConfig):
         auth = Auth(cfg.token, cfg.user, cfg.password)
+        local = LocalNames(cfg.allowed_hosts)
+        misnamed_said = threading.Event()  # said once: each request of a rebinding page would be a line
         assets = {path: (resources.files("edge.service").joinpath("web", name).read_bytes(), ctype)
                   for path, (name, ctype) in ASSETS.items()}
         failures_said: set[tuple[str, str]] = set()  # (path, exception type): each logged once, not at every poll
@@ -399,6 +481,15 @@ class StatusServer:
                     self.send_error(400)
                     return
                 path = url.path.rstrip("/") or "/"
+                # With credentials, a rebinding page has none to send (and a proxy passes its own Host).
+                if not auth.enabled and not local.allows(host := self.headers.get("Host")):
+                    if not misnamed_said.is_set():
+                        misnamed_said.set()
+                        log.warning("status page: turned away a request addressed to %r, which is not this Pi's "
+                                    "address, localhost or its host name (a web page trying DNS rebinding, or a name "
+                                    "to add to [status] allowed_hosts); said once", escape_controls(host[:100]))
+                    self._send(403, MISNAMED, "text/plain; charset=utf-8", send_body)
+                    return
                 via = auth.check(self.headers, parse_qs(url.query))
                 if not via:
                     self._send(401, b"This page needs its link with the token (ask whoever installed the monitor "

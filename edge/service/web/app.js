@@ -18,20 +18,29 @@ function pct(x) { return typeof x === "number" && Number.isFinite(x) ? Math.roun
 // ago something was is reckoned on it.
 let monitorAheadMs = 0;
 const monitorNow = () => new Date(Date.now() + monitorAheadMs);
-// The monitor's time zone (/status and /history: utc_offset_s, time_zone): times are shown as the
-// store's local time, as its staff read a clock, and named where this browser's zone differs (a
-// manager at head office elsewhere). Until the first answer, the browser's own.
-let monitorZone = null;
-function zone(z) { if (Number.isFinite(z.utc_offset_s)) monitorZone = {offset: z.utc_offset_s, name: z.time_zone || ""}; }
-const offsetS = (d) => monitorZone ? monitorZone.offset : -60 * d.getTimezoneOffset();
+// The monitor's time zone over the times of its last answer (/status and /history: `zones`, oldest
+// first, each in force from its `from`, in seconds): every time is shown as the store's local time
+// of its own day, as its staff read a clock then (an alert raised before the clocks went forward
+// would otherwise read an hour off), and the zone named where this browser's differs (a manager at
+// head office elsewhere). Until the first answer, the browser's own.
+let monitorZones = [];
+function zone(answer) { if (Array.isArray(answer.zones) && answer.zones.length) monitorZones = answer.zones; }
+// The monitor's zone at `d` ({utc_offset_s, time_zone}), or null before its first answer.
+function zoneAt(d) {
+  let z = monitorZones[0] || null;
+  for (const c of monitorZones) if (1000 * c.from <= d.getTime()) z = c;
+  return z;
+}
+const offsetS = (d) => { const z = zoneAt(d); return z ? z.utc_offset_s : -60 * d.getTimezoneOffset(); };
 // `d` shifted so that read in UTC it gives the monitor's local time.
 const atMonitor = (d) => new Date(d.getTime() + 1000 * offsetS(d));
 // " CET" (or " UTC+05:30" for a zone without a name) where the browser's zone differs at `d`, else "".
 function zoneSaid(d) {
-  if (!monitorZone || monitorZone.offset === -60 * d.getTimezoneOffset()) return "";
-  const o = Math.abs(monitorZone.offset) / 60, sign = monitorZone.offset < 0 ? "−" : "+";
+  const z = zoneAt(d);
+  if (!z || z.utc_offset_s === -60 * d.getTimezoneOffset()) return "";
+  const o = Math.abs(z.utc_offset_s) / 60, sign = z.utc_offset_s < 0 ? "−" : "+";
   const utc = "UTC" + (o ? sign + String(Math.floor(o / 60)).padStart(2, "0") + ":" + String(o % 60).padStart(2, "0") : "");
-  return " " + (/^[A-Za-z]+$/.test(monitorZone.name) ? monitorZone.name : utc);
+  return " " + (/^[A-Za-z]+$/.test(z.time_zone) ? z.time_zone : utc);
 }
 // A time of day, with the date when it is not today (an alert can stay raised overnight), and the zone when not the browser's.
 function clock(iso) {
@@ -194,8 +203,9 @@ function renderHistory(h) {
   el("text", {x: W - R + 6, y: yFaces(maxFaces) + 8}, svg).textContent = maxFaces;
   el("text", {x: W - R + 6, y: yFaces(0) + 8}, svg).textContent = "0";
   const hm = (t) => atMonitor(new Date(t * 1000)).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", timeZone: "UTC"});
-  const zoned = zoneSaid(new Date(end * 1000));  // the axis's times are the monitor's too: the legend says in which zone
-  text($("chart-zone"), zoned ? " ·\u00a0times" + zoned.replace(" ", "\u00a0") : "");  // wrapped as one
+  // The axis's times are the monitor's too: the legend says in which zone (both, where the clocks changed within the hour).
+  const zoned = [...new Set([start, end].map((t) => zoneSaid(new Date(t * 1000))))].filter(Boolean).join(" /");
+  text($("chart-zone"), zoned ? " ·\u00a0times" + zoned.replaceAll(" ", "\u00a0") : "");  // wrapped as one
   for (let i = 0; i <= 2; i++) {  // three times fit a phone at this size
     const t = start + (end - start) * i / 2;
     el("text", {x: x(t), y: H - 7, "text-anchor": ["start", "middle", "end"][i]}, svg).textContent = hm(t);
