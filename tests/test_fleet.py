@@ -5,6 +5,9 @@ two `edge run` monitors, with their store/checkout labels, through the shipped c
 from __future__ import annotations
 
 import json
+import logging
+import math
+import os
 import re
 import shutil
 import subprocess
@@ -14,8 +17,11 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from edge.config import load_config
+from edge.paths import expand_path
 from tests.live_edge import TOKEN, free_port
 
 FLEET = Path(__file__).resolve().parents[1] / "deploy" / "fleet"
@@ -76,7 +82,8 @@ def _series_the_monitor_exports() -> set[str]:
     stats = Stats("rt", "m", "video", device="d")
     snap = stats.snapshot()
     snap["health"] = {"cpu_temperature_c": 50.0, "throttled_flags": 0, "throttled_now": [],  # as on a Pi
-                      "process_cpu_share": 0.3, "clock_synced": False}
+                      "process_cpu_share": 0.3, "clock_synced": False,
+                      "disks": {"spool": {"free_bytes": 2 * 10**9, "size_bytes": 32 * 10**9}}}  # under edge run
     snap["sink_failures"] = {"webhook": 1}
     snap["sinks"] = {"gpio": {**dict.fromkeys(("sent", "delivered", "queued", "spooled", "in_memory",
                                                   "dead_lettered", "dropped", "lost"), 0), "disabled": "no GPIO"}}
@@ -128,7 +135,7 @@ def test_dashboard_and_rules_use_only_series_that_exist():
             "queue_mood_cpu_temperature_celsius", "queue_mood_process_cpu_share", "queue_mood_camera_up",
             "queue_mood_sink_disabled", "queue_mood_clock_synced", "queue_mood_throttled", "queue_mood_under_voltage",
             "queue_mood_sink_lost_total", "queue_mood_sink_dead_lettered_total", "queue_mood_sink_spool_dropped_total",
-            "queue_mood_sink_spool_in_memory"} <= exported
+            "queue_mood_sink_spool_in_memory", "queue_mood_disk_free_bytes", "queue_mood_disk_size_bytes"} <= exported
 
 
 @needs_promtool
@@ -201,6 +208,120 @@ def test_the_monitor_cpu_panel_says_what_its_percent_axis_means():
                 if "queue_mood_process_cpu_share" in p["targets"][0]["expr"]]
     assert panel["fieldConfig"]["defaults"]["unit"] == "percentunit"
     assert "100% = one core busy" in panel["title"] and "1 =" not in panel["title"], panel["title"]
+
+
+# --- the free space on the disks of the monitor's state (queue_mood_disk_*, QueueMonitorDiskLow) ---
+
+
+def test_disk_space_is_what_this_user_may_write_once_per_disk_under_its_first_folders_name(tmp_path):
+    """Two real disks (tmpfs): the spool's, with the history database beside it and the spool folder
+    not made yet, and the JSON lines' stick; free is f_bavail (ext4 keeps blocks for root)."""
+    from tests.test_reliability import tmpfs
+    from edge.service.health import DiskSpace
+
+    ext4 = os.statvfs_result((4096, 4096, 1000, 300, 250, 0, 0, 0, 0, 255))  # 50 blocks kept for root
+    assert DiskSpace({"spool": tmp_path}, statvfs=lambda _: ext4).read() == {
+        "spool": {"free_bytes": 250 * 4096, "size_bytes": 1000 * 4096}}
+    with tmpfs(tmp_path / "card", "size=1m") as card, tmpfs(tmp_path / "stick", "size=512k") as stick:  # skips unless root
+        (card / "history.sqlite").write_bytes(b"x" * 256 * 1024)
+        disks = DiskSpace({"spool": card / "spool" / "webhook", "jsonl": stick, "history": card}).read()
+        assert disks == {"spool": {"free_bytes": 768 * 1024, "size_bytes": 1024 * 1024},
+                         "jsonl": {"free_bytes": 512 * 1024, "size_bytes": 512 * 1024}}
+
+
+def test_a_disk_that_cannot_be_read_is_left_out_and_said_once_not_per_scrape(tmp_path, caplog):
+    from edge.service.health import DiskSpace
+
+    closed = {"now": True}
+
+    def statvfs(path):
+        if closed["now"] and Path(path) == tmp_path / "history":
+            raise PermissionError(13, "Permission denied")
+        return os.statvfs(path)
+
+    (tmp_path / "history").mkdir()
+    disks = DiskSpace({"spool": "/dev/shm", "history": tmp_path / "history"}, statvfs=statvfs)
+    with caplog.at_level(logging.INFO, logger="edge.service.health"):
+        for _ in range(3):
+            assert set(disks.read()) == {"spool"}
+        closed["now"] = False
+        for _ in range(3):
+            assert set(disks.read()) == {"spool", "history"}
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert said == [
+        ("WARNING", f"Free space on the disk of {tmp_path / 'history'} cannot be read (Permission denied); /metrics "
+                    "leaves its queue_mood_disk_* series out until it can."),
+        ("INFO", f"Free space on the disk of {tmp_path / 'history'} is readable again; /metrics has it.")]
+
+
+def test_metrics_has_the_free_space_series_and_leaves_out_a_disk_it_cannot_read(tmp_path):
+    pytest.importorskip("prometheus_client", reason="/metrics needs prometheus_client (edge extra)")
+    from edge.service.exposition import render
+    from edge.service.status import Stats
+
+    fs = os.statvfs(tmp_path)
+    stats = Stats("rt", "m", "video")
+    assert "queue_mood_disk" not in render(stats.snapshot)[0].decode()  # no folders named: no series
+    stats.set_disks({"spool": tmp_path})
+    body = render(stats.snapshot)[0].decode()
+    values = {name: float(v) for name, v in re.findall(r'^(queue_mood_disk_\w+)\{disk="spool"\} (\S+)$', body, re.M)}
+    assert values["queue_mood_disk_size_bytes"] == fs.f_blocks * fs.f_frsize
+    assert 0 < values["queue_mood_disk_free_bytes"] <= values["queue_mood_disk_size_bytes"]
+    stats = Stats("rt", "m", "video")
+    stats.set_disks({"spool": tmp_path / "bad\0name"})  # statvfs refuses it (ValueError), as it would a closed folder
+    body = render(stats.snapshot)[0].decode()
+    assert "queue_mood_uptime_seconds" in body and "queue_mood_disk" not in body
+
+
+def test_edge_run_watches_the_disks_of_its_spool_jsonl_and_history_folders(tmp_path, monkeypatch):
+    """The folders come from the config as the running monitor uses them (the JSON lines' default
+    file too); one disk here, so one series, `spool`."""
+    import cv2
+
+    from edge.service.app import RunOptions, run, state_folders
+    from edge.service.status import Stats
+    from edge.sinks import build_sinks
+    from edge.sinks.spool import STATE_DIR
+
+    cfg = load_config(None, {"sinks.spool_dir": str(tmp_path / "spool"), "sinks.jsonl.path": "",
+                             "status.history_db": str(tmp_path / "db" / "history.sqlite")})
+    sinks = build_sinks(cfg.sinks, "d")
+    try:
+        assert state_folders(cfg, sinks) == {"spool": tmp_path / "spool", "jsonl": expand_path(STATE_DIR),
+                                             "history": tmp_path / "db"}
+    finally:
+        sinks.close()
+    assert set(state_folders(load_config(None), build_sinks(load_config(None).sinks, "d"))) == {"spool"}
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(frames / f"{i}.png"), np.full((120, 160, 3), 90, np.uint8))
+    seen, made, named = [], [], Stats.set_disks
+
+    def set_disks(stats, folders):  # the run's Stats, to read what its status page would
+        made.append(stats)
+        named(stats, folders)
+
+    monkeypatch.setattr(Stats, "set_disks", set_disks)
+    cfg = load_config(None, {"source.path": str(frames), "status.enabled": False,
+                             "sinks.spool_dir": str(tmp_path / "spool"),
+                             "status.history_db": str(tmp_path / "history.sqlite")})
+    run(cfg, RunOptions(max_frames=2), on_result=lambda *_: seen.append(made[0].snapshot()["health"].get("disks")))
+    fs = os.statvfs(tmp_path)
+    assert seen and all(set(d) == {"spool"} and d["spool"]["size_bytes"] == fs.f_blocks * fs.f_frsize for d in seen)
+
+
+def test_the_free_disk_panel_draws_the_disk_low_alerts_bound():
+    """Each Pi's free bytes per disk, its red line where QueueMonitorDiskLow's absolute bound is, so
+    a line that crosses it is a Pi about to alert (or alerting)."""
+    (panel,) = [p for p in _panels() if "queue_mood_disk_free_bytes" in p["targets"][0]["expr"]]
+    (rule,) = [r for g in _yaml(FLEET / "rules.yml")["groups"] for r in g["rules"] if r.get("alert") == "QueueMonitorDiskLow"]
+    bound = re.search(r"queue_mood_disk_free_bytes < ([\d *]+?)\s*(?:and|$)", rule["expr"]).group(1)
+    defaults = panel["fieldConfig"]["defaults"]
+    assert defaults["unit"] == "bytes" and 'store=~"$store"' in panel["targets"][0]["expr"]
+    assert defaults["thresholds"]["steps"][-1] == {"color": "red", "value": math.prod(map(int, bound.split("*")))}
+    assert "{{disk}}" in panel["targets"][0]["legendFormat"]
 
 
 def query(port: int, promql: str) -> dict:
@@ -281,6 +402,8 @@ def test_prometheus_scrapes_two_monitors_with_store_and_checkout_labels(edge_run
         assert len(raised) == 2
         failures = query(port, 'queue_mood_sink_failures_total{sink="log"}')["data"]["result"]
         assert sorted((s["metric"]["checkout"], s["value"][1]) for s in failures) == [("1", "0"), ("2", "0")]
+        free = query(port, "queue_mood_disk_free_bytes")["data"]["result"]  # the disk of each Pi's spool folder
+        assert {("1", "spool"), ("2", "spool")} <= {(s["metric"]["checkout"], s["metric"]["disk"]) for s in free}
 
 
 @pytest.mark.slow

@@ -24,6 +24,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from pathlib import Path
 
 from edge.card import sha256_file
 from edge.config import Config, StatusConfig
@@ -160,6 +161,23 @@ def _start_status_server(stats, st: StatusConfig):
     return server
 
 
+def state_folders(cfg: Config, sinks) -> dict[str, Path]:
+    """The folders this monitor writes to, by the short name /metrics labels their disk with
+    (health.DiskSpace): the spool's (its disk, /var/lib/queue-mood under install.sh, is the one to
+    watch even with no spooling sink: it is the SD card), the JSON-lines file's and the history
+    database's where they are configured."""
+    from edge.sinks.jsonl import JsonlSink
+    from edge.sinks.spool import DEFAULT_SPOOL_DIR
+
+    folders = {"spool": expand_path(cfg.sinks.spool_dir or DEFAULT_SPOOL_DIR)}
+    for sink in sinks.sinks:  # the running sink's file, default and all (a disabled one writes nothing)
+        if isinstance(sink, JsonlSink):
+            folders["jsonl"] = sink.path.parent
+    if cfg.status.history_db:
+        folders["history"] = expand_path(cfg.status.history_db).parent
+    return folders
+
+
 def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     """Run the pipeline until the source ends or a limit/signal stops it; returns a summary."""
     from edge.pipeline.annotate import AnnotatedVideo
@@ -190,6 +208,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
              classifier.runtime.describe(), detector.describe(), redact_text(source.describe()))
     sinks = build_sinks(cfg.sinks, device)
     stats.set_sinks(sinks.stats())  # every sink's failure counter at 0 before the first scrape
+    stats.set_disks(state_folders(cfg, sinks))  # /metrics' free-space series, read with the rest of health
     server = _start_status_server(stats, st) if st.enabled else None
     stop = _StopFlag()
     stop.install()

@@ -11,7 +11,13 @@ queue_mood_camera_read_failures_total, queue_mood_camera_reopens_total,
 queue_mood_sink_{sent,delivered,dead_lettered,spool_dropped,lost}_total{sink},
 queue_mood_sink_{queued,spooled,spool_in_memory}{sink}, queue_mood_uptime_seconds,
 queue_mood_process_cpu_share (after the first few seconds), queue_mood_clock_synced (on Linux),
-and where the board says: queue_mood_cpu_temperature_celsius, queue_mood_throttled, queue_mood_under_voltage."""
+queue_mood_disk_{free,size}_bytes{disk} (under edge run, for each disk it reads: see below),
+and where the board says: queue_mood_cpu_temperature_celsius, queue_mood_throttled, queue_mood_under_voltage.
+
+The disk label names the folder of the monitor's state on that disk: "spool" (sinks.spool_dir),
+"jsonl" (the JSON-lines sink's file) or "history" (status.history_db); folders on one disk are
+one series, under the first of these names (a short name, not a path: a path differs from Pi
+to Pi and would make HQ's rules and dashboard per-Pi)."""
 
 from __future__ import annotations
 
@@ -105,6 +111,12 @@ class _Collector:
         if h.get("clock_synced") is not None:
             yield gauge("clock_synced", "1 once an NTP client has synchronized the clock; while 0, events' wall_time "
                         "may be far off (a Pi has no real-time clock).", int(h["clock_synced"]))
+        if h.get("disks"):  # a disk that cannot be read is not there: no series, never 0 bytes free
+            yield gauge("disk_free_bytes", "Bytes this user may still write on the disk of the monitor's state "
+                        "folder (statvfs f_bavail).", label="disk",
+                        values={k: d["free_bytes"] for k, d in h["disks"].items()})
+            yield gauge("disk_size_bytes", "Size in bytes of the disk of the monitor's state folder.", label="disk",
+                        values={k: d["size_bytes"] for k, d in h["disks"].items()})
         if h["cpu_temperature_c"] is not None:
             yield gauge("cpu_temperature_celsius", "CPU temperature.", h["cpu_temperature_c"])
         if h["throttled_flags"] is not None:

@@ -2,16 +2,21 @@
 synchronized and, on a Raspberry Pi, the firmware's throttling flags. Read from sysfs and one
 system call (no vcgencmd or timedatectl subprocess), so it is cheap enough for the status
 server to poll; what cannot be read means "not known here". Beside them, what the monitor
-itself costs: its CPU time per second (CpuShare)."""
+itself costs: its CPU time per second (CpuShare), and the free space left on the disks that hold
+its state (DiskSpace, for the folders edge run names)."""
 
 from __future__ import annotations
 
 import ctypes
 import functools
 import glob
+import logging
+import os
 import sys
 import time
 from pathlib import Path
+
+log = logging.getLogger(__name__)
 
 THERMAL = Path("/sys/class/thermal/thermal_zone0/temp")  # millidegrees Celsius
 # The Pi firmware driver exposes `vcgencmd get_throttled`'s bit field here (hex text); the
@@ -82,6 +87,56 @@ def clock_synced() -> bool | None:
     if fn(timex) < 0:
         return None
     return ctypes.c_long.from_buffer(timex, _MAXERROR_OFFSET).value < MAX_ERROR_SYNCED_US
+
+
+class DiskSpace:
+    """Free and total bytes of the file systems holding the monitor's state, by the short name of
+    the folder on each ({"spool": Path(...), "jsonl": ...}, in that order of precedence). Folders
+    on one file system are one entry, under the first name: the SD card is one disk, and HQ would
+    get one alert per folder for it otherwise. A folder not made yet counts where it will be made
+    (the nearest folder above it that exists). One that cannot be read (closed to this user) is
+    left out, with one warning when that starts and one line when it is readable again."""
+
+    def __init__(self, folders: dict[str, str | Path], statvfs=os.statvfs):
+        self.folders = {name: Path(folder) for name, folder in folders.items()}
+        self.statvfs = statvfs
+        self._failing: dict[str, str] = {}  # name -> why, while its folder cannot be read
+
+    def read(self) -> dict[str, dict[str, int]]:
+        """{name: {"free_bytes", "size_bytes"}}: free is what this user may still write (f_bavail: the
+        blocks ext4 keeps for root are not the service's to fill)."""
+        out: dict[str, dict[str, int]] = {}
+        seen: set[int] = set()
+        for name, folder in self.folders.items():
+            try:
+                device, fs = _filesystem(folder, self.statvfs)
+            except (OSError, ValueError) as exc:
+                self._note_failing(name, folder, exc)
+                continue
+            if self._failing.pop(name, None) is not None:  # pop: two scrapes may read at once
+                log.info("Free space on the disk of %s is readable again; /metrics has it.", folder)
+            if device not in seen:
+                seen.add(device)
+                out[name] = {"free_bytes": fs.f_bavail * fs.f_frsize, "size_bytes": fs.f_blocks * fs.f_frsize}
+        return out
+
+    def _note_failing(self, name: str, folder: Path, exc: Exception) -> None:
+        why = getattr(exc, "strerror", None) or str(exc)
+        if self._failing.get(name) != why:  # read every few seconds: say it once, not per scrape
+            self._failing[name] = why
+            log.warning("Free space on the disk of %s cannot be read (%s); /metrics leaves its "
+                        "queue_mood_disk_* series out until it can.", folder, why)
+
+
+def _filesystem(folder: Path, statvfs) -> tuple[int, os.statvfs_result]:
+    """(device id, statvfs) of the file system folder is on, or will be made on."""
+    while True:
+        try:
+            return os.stat(folder).st_dev, statvfs(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            if folder == folder.parent:
+                raise
+            folder = folder.parent
 
 
 def read() -> dict:

@@ -140,6 +140,7 @@ class Stats:
         self._health: dict = {}
         self._health_t = -HEALTH_EVERY_S
         self._cpu = health.CpuShare(HEALTH_EVERY_S)
+        self._disks: health.DiskSpace | None = None  # the state folders' disks, once edge run names them
 
     def update(self, result, dropped: int, stage_ms: dict):
         now, wall = time.monotonic(), time.time()
@@ -191,6 +192,10 @@ class Stats:
             self.data.update(camera_read_failures=read_failures, camera_reopens=reopens,
                              frame_size="x".join(map(str, frame_size)) if frame_size else None)
 
+    def set_disks(self, folders: dict):
+        """Report the free space of these folders' disks with the health readings (health.DiskSpace)."""
+        self._disks, self._health_t = health.DiskSpace(folders), -HEALTH_EVERY_S  # read at the next snapshot
+
     def set_sinks(self, sinks: dict):
         """Per-sink delivery counts from Fanout.stats(); their failures are also `sink_failures`, so
         every sink's counter is there from the start and still moves while no frames come."""
@@ -206,7 +211,8 @@ class Stats:
         each time given here (zones)."""
         now = time.monotonic()
         if now - self._health_t >= HEALTH_EVERY_S:  # outside the lock: sysfs may be slow
-            self._health, self._health_t = {**health.read(), "process_cpu_share": self._cpu.sample()}, now
+            disks = {"disks": self._disks.read()} if self._disks else {}
+            self._health, self._health_t = {**health.read(), **disks, "process_cpu_share": self._cpu.sample()}, now
         with self._lock:
             now, wall = time.monotonic(), time.time()
             d = json.loads(json.dumps(self.data))
