@@ -312,6 +312,24 @@ def test_a_monitor_up_for_hours_says_so_in_hours():
     assert "<td>up for</td><td>5 h 07 min</td>" in dom, re.findall(r"<td>up for</td><td>[^<]*", dom)
 
 
+def test_the_health_table_says_the_free_space_on_the_monitors_disks(tmp_path):
+    """The IT person's glance at a card filling up (head office's QueueMonitorDiskLow reads the
+    same figures); a second disk is named by its folder."""
+    import os
+
+    fs = os.statvfs(tmp_path)
+    dom, _ = page_dom(fill=lambda stats: stats.set_disks({"spool": tmp_path}))
+    (said,) = re.findall(r"<td>disk free</td><td>([^<]*)</td>", dom)
+    assert re.fullmatch(r"[\d.]+ [GM]B of [\d.]+ [GM]B", said) and "(spool)" not in said, said
+    size = fs.f_blocks * fs.f_frsize
+    assert said.endswith(f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{round(size / 1e6)} MB"), said
+    dom, _ = page_dom(fill=lambda stats: stats.set_disks({"spool": tmp_path, "jsonl": "/dev/shm"}))
+    (said,) = re.findall(r"<td>disk free</td><td>([^<]*)</td>", dom)
+    assert "(spool), " in said and said.endswith("(jsonl)"), said
+    dom, _ = page_dom()
+    assert "disk free" not in dom  # a Stats with no folders named (not edge run): no row
+
+
 def test_the_chart_leaves_the_minutes_without_frames_empty():
     """20 minutes of the hour without a point (the camera was down, or the monitor stopped): the
     lines break there instead of drawing a slope through figures nobody saw."""

@@ -12,6 +12,8 @@ const ANSWER_WITHIN_MS = 8000;
 const SVG = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
 
+// Bytes as a person reads a disk's size: "12.3 GB", "420 MB".
+const size = (n) => n >= 1e9 ? (n / 1e9).toFixed(1) + " GB" : Math.round(n / 1e6) + " MB";
 function pct(x) { return typeof x === "number" && Number.isFinite(x) ? Math.round(100 * x) + "%" : "–"; }
 // The monitor's clock, as its last answer gave it. Every time on the page was stamped by it, and a
 // Pi without NTP (it has no real-time clock) can be hours or days off this browser's, so how long
@@ -153,6 +155,9 @@ function renderStatus(s) {
   if (h.clock_synced === false) row(health, ["clock", "not set by NTP: alert times may be wrong"]);
   if (h.cpu_temperature_c !== null && h.cpu_temperature_c !== undefined) row(health, ["CPU temperature", h.cpu_temperature_c.toFixed(1) + " °C"]);
   if (h.throttled_flags !== null && h.throttled_flags !== undefined) row(health, ["throttling", h.throttled_now.join(", ") || "none"]);
+  // One disk on most Pis (the SD card); a folder of the monitor's on another disk is named.
+  const disks = Object.entries(h.disks || {});
+  if (disks.length) row(health, ["disk free", disks.map(([k, d]) => `${size(d.free_bytes)} of ${size(d.size_bytes)}` + (disks.length > 1 ? ` (${k})` : "")).join(", ")]);
   row(health, ["up for", minutes(Math.floor(s.uptime_s / 60))]);
   row(health, ["source", s.source]);
 
