@@ -35,6 +35,9 @@ MAX_CAMERA = 1023  # the highest camera index accepted (source.camera, edge doct
 # source.roi's w and h at least this: at 320x240, turned or not, the region still holds a face as
 # wide as the detector's default min_face_px (a smaller one finds nothing)
 MIN_ROI = math.ceil(100 * DetectorConfig.min_face_px / 240) / 100
+# source.focus_m's fixed distances, metres: a queue is metres away, so under 10 cm is a slip (cm or
+# mm for m), and 100 m (0.01 dioptres) is as good as infinity
+FOCUS_M = (0.1, 100.0)
 # A source named on the command line replaces the file's, whichever kind: --source stands for a
 # camera in the file too (in the file itself, camera wins over path: sources.open_source).
 ONE_SOURCE = {"source.camera": "source.path", "source.path": "source.camera"}
@@ -66,6 +69,13 @@ class SourceConfig:
     # Degrees clockwise every frame is turned by before anything looks at it (0, 90, 180 or 270):
     # 180 for a camera mounted upside down, 90 or 270 on its side. roi is in the turned frame.
     rotate: int = 0
+    # Focus of a Pi camera with a focus motor (Camera Module 3), whose lens picamera2 would leave
+    # where its tuning file puts it: 0 = continuous autofocus; a distance in metres (0.1-100) = the
+    # lens held focused there (LensPosition = 1 / focus_m dioptres), e.g. 2.5 for a queue 2-3 m away,
+    # which a camera fixed above a till may prefer, as continuous autofocus can hunt while people walk
+    # through. Pi cameras only: a fixed-focus lens (Camera Module v1, v2, HQ: focus it by turning the
+    # lens) and USB cameras (their own autofocus, if any) ignore it. `edge doctor` says the focus in use.
+    focus_m: float = 0.0
 
     def validate(self, p):
         if self.camera is not None:
@@ -79,6 +89,9 @@ class SourceConfig:
         _check(self.down_after_s >= 2 / self.fps, f"{p}.down_after_s", self.down_after_s,
                f"at least two frame intervals at {p}.fps = {self.fps:g} ({2 / self.fps:.3g} s), e.g. "
                f"{max(5, math.ceil(2 / self.fps)):g}")
+        _check(self.focus_m == 0 or FOCUS_M[0] <= self.focus_m <= FOCUS_M[1], f"{p}.focus_m", self.focus_m,
+               f"0 (continuous autofocus) or a distance in metres from {FOCUS_M[0]:g} to {FOCUS_M[1]:g} to hold the "
+               "focus at, e.g. 2.5")
         _check(self.rotate in ROTATIONS, f"{p}.rotate", self.rotate,
                "0, 90, 180 or 270 (degrees clockwise; 180 for a camera mounted upside down)")
         r = self.roi

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from edge.errors import UserError
-from edge.pipeline.sources import LiveSource, OpenCVCamera, PiCamera
+from edge.pipeline.sources import LiveSource, OpenCVCamera, PiCamera, open_source
 from tests.test_sinks import free_port, wait_for
 
 
@@ -44,11 +44,16 @@ class Rig:
         self.error: Exception | None = None  # raised by every capture while set
         self.captures = 0
         self.never_done: list[Job] = []
+        self.controls: dict = {"FrameRate": (1.0, 120.0, 30.0)}  # the camera's camera_controls (no focus motor)
 
     def picamera2(self):
         rig = self
 
         class Picamera2:
+            @staticmethod
+            def global_camera_info():
+                return [{"Model": "imx708"}]
+
             def __init__(self, index=0):
                 if index in rig.held:
                     raise RuntimeError("Failed to acquire camera: Device or resource busy")
@@ -58,11 +63,19 @@ class Rig:
                 self.left = rig.plan[n] if n < len(rig.plan) else None
                 rig.opened.append(self)
 
+            @property
+            def camera_controls(self):
+                return rig.controls
+
             def create_video_configuration(self, **kw):
                 return kw
 
             def configure(self, cfg):
-                pass
+                # picamera2 refuses a control the camera does not advertise (a v2 camera and AfMode)
+                unknown = set(cfg.get("controls", {})) - set(rig.controls)
+                if unknown:
+                    raise RuntimeError(f"Control {unknown.pop()} is not advertised by libcamera")
+                self.config = cfg
 
             def start(self):
                 if rig.start_failures:
@@ -150,6 +163,53 @@ def test_pi_camera_failures_are_logged_once_per_outage(rig, caplog):
     assert len(failing) == 1 and "Camera frontend has timed out!" in failing[0].getMessage()
     back = [m for r in caplog.records if (m := re.search(r"again after (\d+) failed reads", r.getMessage()))]
     assert len(back) == 1 and int(back[0][1]) >= 100
+
+
+# ---------------------------------------------------------------- the Pi camera's focus
+
+CAMERA_MODULE_3 = {"FrameRate": (1.0, 120.0, 30.0), "AfMode": (0, 2, 0), "LensPosition": (0.0, 15.0, 1.0)}
+
+
+def test_a_pi_camera_with_a_focus_motor_focuses_continuously_by_default(rig):
+    """picamera2 leaves a Camera Module 3's lens where its tuning file puts it: the queue was soft
+    at 1280x960 unless it stood at that distance."""
+    rig.controls = CAMERA_MODULE_3
+    cam = PiCamera(0)
+    assert cam.describe() == "Pi camera 0 (picamera2, 640x480)"  # not known before it is opened
+    cam._open()
+    assert rig.opened[0].config["controls"] == {"FrameRate": 15.0, "AfMode": 2}  # AfModeContinuous
+    assert cam.describe() == "Pi camera 0 (picamera2, 640x480, continuous autofocus)"
+
+
+def test_a_fixed_focus_distance_holds_the_lens_there_in_dioptres(rig):
+    rig.controls = CAMERA_MODULE_3
+    cam = open_source(0, "", focus_m=2.5)
+    assert isinstance(cam, PiCamera)
+    cam._open()
+    assert rig.opened[0].config["controls"] == {"FrameRate": 15.0, "AfMode": 0, "LensPosition": 0.4}  # 1 / 2.5 m
+    assert cam.describe() == "Pi camera 0 (picamera2, 640x480, focus fixed at 2.5 m)"
+
+
+def test_a_fixed_focus_lens_gets_no_focus_controls_and_one_line_if_a_distance_was_asked(rig, caplog):
+    """A v1/v2/HQ camera: picamera2 would refuse AfMode; the camera works as before, and
+    focus_m is said to do nothing there once, not at every reopen of the service's camera."""
+    caplog.set_level(logging.INFO, logger="edge.pipeline.sources")
+    cam = open_source(0, "", focus_m=2.5, wait_for_camera=True)  # the service's camera, chosen at each open
+    for _ in range(3):
+        cam._open()
+        cam._release()
+    assert [c.config["controls"] for c in rig.opened] == [{"FrameRate": 15.0}] * 3
+    said = [r for r in caplog.records if "focus" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.WARNING, [r.getMessage() for r in said]
+    assert said[0].getMessage().startswith("Pi camera 0 has a fixed-focus lens (no focus motor), so [source] "
+                                           "focus_m = 2.5 does nothing there")
+    cam._open()
+    assert cam.describe() == "Pi camera 0 (picamera2, 640x480)"  # no focus to speak of
+    caplog.clear()
+    still = PiCamera(0)  # focus_m = 0: nothing asked, nothing said
+    cam._release()
+    still._open()
+    assert rig.opened[-1].config["controls"] == {"FrameRate": 15.0} and not caplog.records
 
 
 # ---------------------------------------------------------------- the grabber

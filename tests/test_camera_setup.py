@@ -8,12 +8,14 @@ import time
 
 import cv2
 import numpy as np
+import pytest
 
 from benchmarks.scenes import astronaut_face, background
 from edge.config import load_config
 from edge.ops import doctor
 from edge.ops.doctor import FAIL, OK, WARN, camera_verdicts, faces_verdict, probe_camera
 from edge.pipeline.sources import LiveSource
+from tests.conftest import run_cli
 
 
 def queue_frame(w: int, h: int, head_w: int, light: float = 1.0) -> np.ndarray:
@@ -51,7 +53,8 @@ def test_the_probe_measures_size_rate_light_and_faces_through_the_monitors_sourc
     got = probe_camera(load_config(None, {}), 0, seconds=1.5)
     assert got["source"] == "camera 0" and got["size"] == [1280, 720] and 3.5 < got["fps"] < 5.5
     assert 60 < got["mean"] < 190 and len(got["faces"]) == 1 and got["faces"][0] > 80
-    assert set(got) == {"source", "size", "fps", "mean", "white", "faces"}  # numbers only: never the frame
+    assert got["focus"] is None  # a USB camera: no focus of ours to report
+    assert set(got) == {"source", "size", "fps", "mean", "white", "faces", "focus"}  # numbers only: never the frame
 
 
 def _rows(got: dict, **cfg) -> dict:
@@ -109,6 +112,8 @@ class _Job:
         return np.full((480, 640, 4), 120, np.uint8)
 
 class Picamera2:
+    camera_controls = {"FrameRate": (1.0, 120.0, 30.0), "AfMode": (0, 2, 0), "LensPosition": (0.0, 15.0, 1.0)}
+
     @staticmethod
     def global_camera_info():
         return [{"Model": "imx708", "Id": "/base/soc/i2c0mux/i2c@1/imx708@1a"}]
@@ -139,9 +144,62 @@ def test_doctor_watches_the_pi_camera_too_not_only_lists_it(monkeypatch, tmp_pat
     rows = {c.name: c for c in ctx.checks}
     assert rows["picamera2"].detail == "Pi cameras: 0: imx708"
     camera = rows["camera"]
-    assert camera.status == OK and camera.detail.startswith("Pi camera 0 (picamera2, 640x480): 640x480 at "), camera.detail
+    assert camera.status == OK and camera.detail.startswith(
+        "Pi camera 0 (picamera2, 640x480, continuous autofocus): 640x480 at "), camera.detail
     assert rows["camera light"].status == OK and "mean brightness 120 of 255" in rows["camera light"].detail
     assert rows["faces now"].status == OK and rows["faces now"].detail.startswith("no face now")
+
+
+def test_doctor_says_the_focus_the_pi_camera_holds(monkeypatch, tmp_path):
+    """An IT person checks with `edge doctor` that [source] focus_m reached the camera."""
+    (tmp_path / "picamera2.py").write_text(PICAMERA2_STUB)
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    monkeypatch.setattr("edge.ops.doctor.service_active", lambda: False)
+    config = tmp_path / "config.toml"
+    config.write_text("[source]\ncamera = 0\nfocus_m = 2.5\n")
+    ctx = doctor._Context(doctor.DoctorSettings(config=str(config)))
+    doctor.check_camera(ctx, load_config(str(config), {}))
+    camera = {c.name: c for c in ctx.checks}["camera"]
+    assert camera.status == OK and camera.detail.startswith(
+        "Pi camera 0 (picamera2, 640x480, focus fixed at 2.5 m): 640x480 at "), camera.detail
+
+
+def test_doctor_warns_when_focus_m_has_no_focus_motor_to_drive():
+    """A v2 or HQ Pi camera, or a USB camera: focus_m does nothing there, and the doctor says so."""
+    fixed_lens = {"source": "Pi camera 0 (picamera2, 640x480)", "size": [640, 480], "fps": 15.0, "mean": 110,
+                  "white": 0.01, "faces": [], "focus": None}
+    assert _rows(fixed_lens)["camera"][0] == OK  # nothing asked: nothing to say
+    status, detail = _rows(fixed_lens, **{"source.focus_m": 2.5})["camera"]
+    assert status == WARN and detail.endswith("; [source] focus_m = 2.5 does nothing here: only a Pi camera with a "
+                                              "focus motor (Camera Module 3) takes it; set it to 0, and focus a "
+                                              "fixed-focus lens by turning it"), detail
+    held = {**fixed_lens, "source": "Pi camera 0 (picamera2, 640x480, focus fixed at 2.5 m)",
+            "focus": "focus fixed at 2.5 m"}
+    assert _rows(held, **{"source.focus_m": 2.5})["camera"][0] == OK
+
+
+@pytest.mark.parametrize("value", [0.05, -1, 150, "2.5 m"])
+def test_a_bad_focus_distance_is_one_sentence(tmp_path, value):
+    config = tmp_path / "config.toml"
+    config.write_text(f"[source]\nfocus_m = {value!r}\n".replace("'", '"'))
+    r = run_cli("run", "--config", config, "--print-config")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert "'source.focus_m'" in line, line
+    if not isinstance(value, str):
+        assert line.endswith(f"bad value {float(value)!r}; allowed: 0 (continuous autofocus) or a distance in metres "
+                             "from 0.1 to 100 to hold the focus at, e.g. 2.5."), line
+    assert load_config(None, {"source.focus_m": 2.5}).source.focus_m == 2.5
+
+
+def test_the_service_hands_focus_m_to_the_camera(monkeypatch, tmp_path):
+    from edge.service.app import RunOptions, run
+    from tests.test_reliability import _live_cfg
+
+    asked: dict = {}
+    monkeypatch.setattr("edge.pipeline.sources.open_source", lambda *a, **kw: asked.update(kw) or BGRACamera())
+    run(_live_cfg(tmp_path, **{"source.focus_m": 2.5}), RunOptions(max_frames=1))
+    assert asked["focus_m"] == 2.5
 
 
 class BGRACamera(LiveSource):

@@ -284,15 +284,16 @@ DARK_MEAN, BRIGHT_MEAN, WHITE_SHARE = 60, 190, 0.2  # mean grey level (0-255); s
 
 def probe_camera(cfg, index: int, seconds: float = PROBE_S) -> dict:
     """What camera `index` gives the monitor: its frame size, the frames a second it delivers,
-    the light of the last frame, and the width of each face the configured detector finds in it
-    now. Only these numbers are returned; no frame is kept, written or sent."""
+    the light of the last frame, the width of each face the configured detector finds in it
+    now, and the focus in use (a Pi camera with a focus motor; else None). Only these numbers
+    are returned; no frame is kept, written or sent."""
     from edge.pipeline.detectors.regions import configured_detector
     from edge.pipeline.preprocess import to_gray
     from edge.pipeline.sources import open_source
 
     s = cfg.source
     try:
-        source = open_source(index, "", s.width, s.height, s.fps, rotate=s.rotate)
+        source = open_source(index, "", s.width, s.height, s.fps, rotate=s.rotate, focus_m=s.focus_m)
         with source:
             times, last, end = [], None, time.monotonic() + seconds
             for frame in source.poll(0.25):
@@ -311,7 +312,7 @@ def probe_camera(cfg, index: int, seconds: float = PROBE_S) -> dict:
     span = times[-1] - times[0]
     return {"source": source.describe(), "size": list(getattr(source, "frame_size", None) or image.shape[1::-1]),
             "fps": round((len(times) - 1) / span, 2) if span > 0 else 0.0, "mean": round(float(gray.mean()), 1),
-            "white": round(float((gray >= 250).mean()), 3), "faces": faces}
+            "white": round(float((gray >= 250).mean()), 3), "faces": faces, "focus": getattr(source, "focus", None)}
 
 
 def camera_verdicts(got: dict, cfg) -> list[tuple[str, str, str]]:
@@ -326,6 +327,9 @@ def camera_verdicts(got: dict, cfg) -> list[tuple[str, str, str]]:
     if fps < 0.6 * s.fps:
         issues.append(f"not the {s.fps:g} fps asked for: in dim light a camera lengthens its exposure and slows down "
                       "(the alert timings hold, in seconds, but moving faces blur); light the queue better")
+    if s.focus_m > 0 and not got.get("focus"):
+        issues.append(f"[source] focus_m = {s.focus_m:g} does nothing here: only a Pi camera with a focus motor "
+                      "(Camera Module 3) takes it; set it to 0, and focus a fixed-focus lens by turning it")
     rows = [("camera", WARN if issues else OK, "; ".join([line, *issues]))]
     light = f"mean brightness {got['mean']:.0f} of 255, {got['white']:.0%} of the picture white"
     if got["mean"] < DARK_MEAN:

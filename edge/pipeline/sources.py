@@ -487,6 +487,11 @@ def _read_text(path: Path) -> str:
         return ""
 
 
+# libcamera's AfMode values (control_ids_core.yaml: AfModeManual = 0, AfModeContinuous = 2), as plain
+# integers: picamera2 hands them to libcamera as they are, and edge need not import libcamera.
+AF_MANUAL, AF_CONTINUOUS = 0, 2
+
+
 class PiCamera(LiveSource):
     """The Raspberry Pi camera via picamera2.
 
@@ -495,10 +500,14 @@ class PiCamera(LiveSource):
     and at 640x480 the main stream costs the Pi little, so the lores stream is not used.
     """
 
-    def __init__(self, index: int = 0, width: int = 640, height: int = 480, fps: float = 15.0, max_backoff_s: float = 30.0):
+    def __init__(self, index: int = 0, width: int = 640, height: int = 480, fps: float = 15.0, max_backoff_s: float = 30.0,
+                 focus_m: float = 0.0):
         super().__init__(max_backoff_s)
         self.index, self.width, self.height, self.fps = index, width, height, fps
         self.asked_size = (width, height)
+        self.focus_m = focus_m  # [source] focus_m: 0 = continuous autofocus, else the distance to hold the focus at
+        self.focus: str | None = None  # the focus in use, known once opened; None: a fixed-focus lens
+        self._focus_said = False
         self.cam = None
         self.read_timeout_s = max(1.0, 3.0 / fps)  # a few frame intervals, and well under stall_s at 15 fps
         self._job = None  # a capture that timed out and is still queued in picamera2
@@ -521,8 +530,9 @@ class PiCamera(LiveSource):
         cam = None
         try:
             cam = Picamera2(self.index)
+            controls = {"FrameRate": self.fps, **self._focus_controls(cam.camera_controls)}
             cfg = cam.create_video_configuration(main={"size": (self.width, self.height), "format": "RGB888"},
-                                                 controls={"FrameRate": self.fps}, buffer_count=2)
+                                                 controls=controls, buffer_count=2)
             cam.configure(cfg)
             cam.start()
         except Exception as exc:
@@ -531,6 +541,34 @@ class PiCamera(LiveSource):
             raise UserError(f"Cannot start Pi camera {self.index} ({exc}); check the ribbon cable and "
                             "`rpicam-hello --list-cameras`.") from exc
         self.cam = cam
+        self._say_focus()
+
+    def _focus_controls(self, advertised: dict) -> dict:
+        """The focus controls for a camera advertising `advertised` (picamera2's camera_controls).
+        Picamera2, unlike rpicam-apps, leaves a motorized lens (Camera Module 3) where the tuning
+        file puts it, whatever the queue's distance; so: continuous autofocus, or the lens held at
+        focus_m (LensPosition is in dioptres, 1 / metres). A fixed-focus lens (v1, v2, HQ) gets
+        none: picamera2 refuses a control its camera does not advertise."""
+        if "AfMode" not in advertised:
+            self.focus = None
+            return {}
+        if self.focus_m > 0:
+            self.focus = f"focus fixed at {self.focus_m:g} m"
+            return {"AfMode": AF_MANUAL, "LensPosition": 1.0 / self.focus_m}
+        self.focus = "continuous autofocus"
+        return {"AfMode": AF_CONTINUOUS}
+
+    def _say_focus(self) -> None:
+        """The focus in use, once (not at every reopen)."""
+        if self._focus_said:
+            return
+        self._focus_said = True
+        if self.focus:
+            log.info("Pi camera %d: %s ([source] focus_m = %g)", self.index, self.focus, self.focus_m)
+        elif self.focus_m > 0:
+            log.warning("Pi camera %d has a fixed-focus lens (no focus motor), so [source] focus_m = %g does nothing "
+                        "there; focus it by turning the lens itself (README: Placing the camera)",
+                        self.index, self.focus_m)
 
     def _read(self):
         # A capture waits with a timeout: one without waits forever when the camera stops
@@ -555,7 +593,8 @@ class PiCamera(LiveSource):
             self.cam = None
 
     def describe(self):
-        return f"Pi camera {self.index} (picamera2, {self.width}x{self.height})"
+        focus = f", {self.focus}" if self.focus else ""  # for edge doctor's camera line
+        return f"Pi camera {self.index} (picamera2, {self.width}x{self.height}{focus})"
 
 
 class BootCamera(LiveSource):
@@ -563,14 +602,19 @@ class BootCamera(LiveSource):
     boot libcamera may not list a Pi camera yet (chosen once, the service would wait on the
     wrong one for ever)."""
 
-    def __init__(self, index: int, width: int = 640, height: int = 480, fps: float = 15.0, max_backoff_s: float = 30.0):
+    def __init__(self, index: int, width: int = 640, height: int = 480, fps: float = 15.0, max_backoff_s: float = 30.0,
+                 focus_m: float = 0.0):
         super().__init__(max_backoff_s)
         self.args = (index, width, height, fps, max_backoff_s)
-        self.asked_size, self.fps = (width, height), fps
+        self.asked_size, self.fps, self.focus_m = (width, height), fps, focus_m
         self.inner: LiveSource | None = None
+        self._pi: PiCamera | None = None  # kept from open to open: it says its focus once, not at every reopen
 
     def _open(self):
-        inner = PiCamera(*self.args) if PiCamera.available(self.args[0]) else OpenCVCamera(*self.args)
+        if PiCamera.available(self.args[0]):
+            self._pi = inner = self._pi or PiCamera(*self.args, self.focus_m)
+        else:
+            inner = OpenCVCamera(*self.args)
         inner._open()
         self.inner = inner
 
@@ -597,12 +641,12 @@ def _close_quietly(cam) -> None:
 
 def open_source(camera: int | None, path: str, width: int = 640, height: int = 480, fps: float = 15.0,
                 every: int = 1, max_backoff_s: float = 30.0, realtime: bool = False,
-                wait_for_camera: bool = False, rotate: int = 0) -> Source:
+                wait_for_camera: bool = False, rotate: int = 0, focus_m: float = 0.0) -> Source:
     """The source the arguments name: --camera N or --source PATH_or_URL; realtime: a recording
     plays at its own rate (cameras and streams are live anyway); wait_for_camera: a camera or
     stream that cannot be opened at the start is waited for (LiveSource.wait_first); rotate:
-    degrees clockwise every frame is turned by."""
-    source = _source(camera, path, width, height, fps, every, max_backoff_s, realtime, wait_for_camera)
+    degrees clockwise every frame is turned by; focus_m: a Pi camera's focus (PiCamera)."""
+    source = _source(camera, path, width, height, fps, every, max_backoff_s, realtime, wait_for_camera, focus_m)
     source.rotate = rotate
     return source
 
@@ -618,7 +662,7 @@ def video_device_index(path: str) -> int | None:
     return None
 
 
-def _source(camera, path, width, height, fps, every, max_backoff_s, realtime, wait_for_camera) -> Source:
+def _source(camera, path, width, height, fps, every, max_backoff_s, realtime, wait_for_camera, focus_m) -> Source:
     if camera is None and path and "://" not in path:  # path is read only when camera is unset (SourceConfig.path)
         camera = video_device_index(path)
         if camera is None:
@@ -630,9 +674,9 @@ def _source(camera, path, width, height, fps, every, max_backoff_s, realtime, wa
     elif camera is None:
         raise UserError("No source given; pass --camera N or --source PATH_or_URL.")
     elif wait_for_camera:
-        live = BootCamera(camera, width, height, fps, max_backoff_s)
+        live = BootCamera(camera, width, height, fps, max_backoff_s, focus_m)
     elif PiCamera.available(camera):
-        live = PiCamera(camera, width, height, fps, max_backoff_s)
+        live = PiCamera(camera, width, height, fps, max_backoff_s, focus_m)
     else:
         live = OpenCVCamera(camera, width, height, fps, max_backoff_s)
     live.wait_first = wait_for_camera
