@@ -336,6 +336,25 @@ def test_jsonl_file_is_not_readable_by_every_user(tmp_path):
         os.umask(old)
 
 
+@pytest.mark.parametrize("mode", [0o600, 0o644])
+def test_a_jsonl_file_made_beforehand_keeps_its_mode_past_rotation(tmp_path, mode):
+    """An admin made the file 0600 (the store's alerts for the service alone) or 0644 (for a reader
+    of their own): the file begun at each rotation, months in, has that mode too, not MODE."""
+    old = os.umask(0o022)
+    try:
+        path = tmp_path / "alerts.jsonl"
+        path.touch(mode=mode)
+        sink = JsonlSink(path=str(path), max_mb=1000 / (1 << 20), keep=2)  # 1000 bytes: 4 or 5 events a file
+        for i in range(12):
+            sink.send(ev("status", i))
+        sink.close()
+        files = [path, tmp_path / "alerts.jsonl.1", tmp_path / "alerts.jsonl.2"]
+        assert all(f.exists() for f in files)  # rotated twice
+        assert {f.name: stat.S_IMODE(f.stat().st_mode) for f in files} == dict.fromkeys((f.name for f in files), mode)
+    finally:
+        os.umask(old)
+
+
 def test_jsonl_path_that_is_a_folder_disables_the_sink_and_fails_the_doctor(tmp_path, caplog):
     """A folder there would lose every event at its first write. The config still loads (edge
     bundle reads it on a machine where that folder may exist and the Pi's will not): the sink

@@ -12,9 +12,11 @@ Made to run for months on an SD card:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import stat
 import tempfile
 import time
 from collections import deque
@@ -29,7 +31,8 @@ from edge.sinks.spool import STATE_DIR
 
 log = logging.getLogger(__name__)
 # A new file: the service and its group (the admins who tail it), not every user of the Pi; like
-# the monitor's other state files (edge.files). A file made beforehand keeps its own mode.
+# the monitor's other state files (edge.files). A file made beforehand keeps its own mode, through
+# rotation too (_open).
 MODE = 0o640
 
 HOLD_MAX = 1000  # lines held in memory while the file cannot be written
@@ -122,14 +125,18 @@ class JsonlSink(Sink):
             self._fd, readable = self._open_file()
             if readable:
                 self._end_torn_line(self._fd)
-        size = os.fstat(self._fd).st_size
-        if self.max_bytes and size and size + incoming > self.max_bytes:
+        st = os.fstat(self._fd)
+        if self.max_bytes and st.st_size and st.st_size + incoming > self.max_bytes:
             try:
                 self._rotate()
             except OSError as exc:  # the folder refuses renames: a file past max_mb beats a lost event
                 log.warning("JSON-lines file %s could not be rotated (%s); appending to it.", self.path,
                             exc.strerror or exc)
             self._fd = self._open_file()[0]
+            # The new file takes the old one's mode (as logrotate's `create` does): one an admin made
+            # 0600, or 0644 for a reader of their own, keeps it past the first rotation, not MODE.
+            with contextlib.suppress(OSError):
+                os.fchmod(self._fd, stat.S_IMODE(st.st_mode) & 0o777)
         return self._fd
 
     def _open_file(self) -> tuple[int, bool]:
