@@ -320,9 +320,9 @@ def test_the_health_table_says_the_free_space_on_the_monitors_disks(tmp_path):
     fs = os.statvfs(tmp_path)
     dom, _ = page_dom(fill=lambda stats: stats.set_disks({"spool": tmp_path}))
     (said,) = re.findall(r"<td>disk free</td><td>([^<]*)</td>", dom)
-    assert re.fullmatch(r"[\d.]+ [GM]B of [\d.]+ [GM]B", said) and "(spool)" not in said, said
-    size = fs.f_blocks * fs.f_frsize
-    assert said.endswith(f"{size / 1e9:.1f} GB" if size >= 1e9 else f"{round(size / 1e6)} MB"), said
+    assert re.fullmatch(r"[\d.]+ [GM]iB of [\d.]+ [GM]iB", said) and "(spool)" not in said, said
+    size = fs.f_blocks * fs.f_frsize  # in edge doctor's and the alert's units
+    assert said.endswith(f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{round(size / 2**20)} MiB"), said
     dom, _ = page_dom(fill=lambda stats: stats.set_disks({"spool": tmp_path, "jsonl": "/dev/shm"}))
     (said,) = re.findall(r"<td>disk free</td><td>([^<]*)</td>", dom)
     assert "(spool), " in said and said.endswith("(jsonl)"), said

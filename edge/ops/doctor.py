@@ -667,7 +667,7 @@ def check_disk(ctx: _Context, cfg) -> None:
         existing = existing.parent
     usage = shutil.disk_usage(existing)
     free_mb = usage.free / 2**20
-    where = f"{free_mb / 1024:.1f} GB free of {usage.total / 2**30:.1f} GB at {spool}{where_from}"
+    where = f"{free_mb / 1024:.1f} GiB free of {usage.total / 2**30:.1f} GiB at {spool}{where_from}"
     if os.statvfs(existing).f_flag & os.ST_RDONLY:  # its free space is beside the point (and may read 0)
         ctx.add("disk", FAIL, f"{spool} is on a read-only file system: undelivered alerts cannot be kept; remount "
                               "it read-write or set sinks.spool_dir to a folder on a writable disk")

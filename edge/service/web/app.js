@@ -12,8 +12,8 @@ const ANSWER_WITHIN_MS = 8000;
 const SVG = "http://www.w3.org/2000/svg";
 const $ = (id) => document.getElementById(id);
 
-// Bytes as a person reads a disk's size: "12.3 GB", "420 MB".
-const size = (n) => n >= 1e9 ? (n / 1e9).toFixed(1) + " GB" : Math.round(n / 1e6) + " MB";
+// Bytes in the units df -h, edge doctor and head office's alert use: "12.3 GiB", "420 MiB".
+const size = (n) => n >= 2 ** 30 ? (n / 2 ** 30).toFixed(1) + " GiB" : Math.round(n / 2 ** 20) + " MiB";
 function pct(x) { return typeof x === "number" && Number.isFinite(x) ? Math.round(100 * x) + "%" : "–"; }
 // The monitor's clock, as its last answer gave it. Every time on the page was stamped by it, and a
 // Pi without NTP (it has no real-time clock) can be hours or days off this browser's, so how long
