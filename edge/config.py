@@ -76,6 +76,10 @@ class SourceConfig:
     # through. Pi cameras only: a fixed-focus lens (Camera Module v1, v2, HQ: focus it by turning the
     # lens) and USB cameras (their own autofocus, if any) ignore it. `edge doctor` says the focus in use.
     focus_m: float = 0.0
+    # The mains frequency of the store's lights, 50 or 60 Hz: lights on it flicker at twice that, and
+    # a Pi camera's short exposures then leave dark bands across faces; with it the camera keeps its
+    # exposure to whole flicker periods. 0: not set (the camera's own choice). Pi cameras only.
+    mains_hz: int = 0
 
     def validate(self, p):
         if self.camera is not None:
@@ -92,6 +96,8 @@ class SourceConfig:
         _check(self.focus_m == 0 or FOCUS_M[0] <= self.focus_m <= FOCUS_M[1], f"{p}.focus_m", self.focus_m,
                f"0 (continuous autofocus) or a distance in metres from {FOCUS_M[0]:g} to {FOCUS_M[1]:g} to hold the "
                "focus at, e.g. 2.5")
+        _check(self.mains_hz in (0, 50, 60), f"{p}.mains_hz", self.mains_hz,
+               "0 (not set), 50 (Europe, most of Asia and Africa) or 60 (the Americas, parts of Japan)")
         _check(self.rotate in ROTATIONS, f"{p}.rotate", self.rotate,
                "0, 90, 180 or 270 (degrees clockwise; 180 for a camera mounted upside down)")
         r = self.roi

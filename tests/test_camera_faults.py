@@ -212,6 +212,39 @@ def test_a_fixed_focus_lens_gets_no_focus_controls_and_one_line_if_a_distance_wa
     assert rig.opened[-1].config["controls"] == {"FrameRate": 15.0} and not caplog.records
 
 
+# ---------------------------------------------------------------- the lights' flicker
+
+FLICKER_AVOIDING = {**CAMERA_MODULE_3, "AeFlickerMode": (0, 2, 0), "AeFlickerPeriod": (100, 1000000, 10000)}
+
+
+@pytest.mark.parametrize("hz, period_us", [(50, 10000), (60, 8333)])
+def test_mains_hz_keeps_the_exposure_to_whole_flicker_periods(rig, hz, period_us):
+    """Lights on mains flicker at twice its frequency; a short exposure left dark bands across faces."""
+    rig.controls = FLICKER_AVOIDING
+    cam = open_source(0, "", mains_hz=hz, wait_for_camera=True)
+    cam._open()
+    assert rig.opened[0].config["controls"] == {"FrameRate": 15.0, "AfMode": 2, "AeFlickerMode": 1,
+                                                "AeFlickerPeriod": period_us}
+    assert cam.describe() == f"Pi camera 0 (picamera2, 640x480, continuous autofocus, {hz} Hz light flicker avoided)"
+    still = PiCamera(0)  # mains_hz not set: the camera's own choice, as before
+    cam._release()
+    still._open()
+    assert rig.opened[-1].config["controls"] == {"FrameRate": 15.0, "AfMode": 2}
+
+
+def test_mains_hz_on_a_libcamera_without_flicker_avoidance_is_said_once(rig, caplog):
+    caplog.set_level(logging.INFO, logger="edge.pipeline.sources")
+    rig.controls = CAMERA_MODULE_3
+    cam = open_source(0, "", mains_hz=50, wait_for_camera=True)
+    for _ in range(3):
+        cam._open()
+        cam._release()
+    assert [c.config["controls"] for c in rig.opened] == [{"FrameRate": 15.0, "AfMode": 2}] * 3
+    said = [r.getMessage() for r in caplog.records if "mains_hz" in r.getMessage()]
+    assert said == ["Pi camera 0: this libcamera has no flicker avoidance (AeFlickerMode), so [source] mains_hz = 50 "
+                    "does nothing; update the Pi (sudo apt full-upgrade) for it"]
+
+
 # ---------------------------------------------------------------- the grabber
 
 

@@ -54,7 +54,7 @@ def test_the_probe_measures_size_rate_light_and_faces_through_the_monitors_sourc
     assert got["source"] == "camera 0" and got["size"] == [1280, 720] and 3.5 < got["fps"] < 5.5
     assert 60 < got["mean"] < 190 and len(got["faces"]) == 1 and got["faces"][0] > 80
     assert got["focus"] is None  # a USB camera: no focus of ours to report
-    assert set(got) == {"source", "size", "fps", "mean", "white", "faces", "focus"}  # numbers only: never the frame
+    assert set(got) == {"source", "size", "fps", "mean", "white", "faces", "focus", "flicker"}  # numbers only: never the frame
 
 
 def _rows(got: dict, **cfg) -> dict:
@@ -176,20 +176,30 @@ def test_doctor_warns_when_focus_m_has_no_focus_motor_to_drive():
     held = {**fixed_lens, "source": "Pi camera 0 (picamera2, 640x480, focus fixed at 2.5 m)",
             "focus": "focus fixed at 2.5 m"}
     assert _rows(held, **{"source.focus_m": 2.5})["camera"][0] == OK
+    status, detail = _rows(fixed_lens, **{"source.mains_hz": 50})["camera"]  # no flicker avoidance there
+    assert status == WARN and detail.endswith("; [source] mains_hz = 50 does nothing here: only a Pi camera with a "
+                                              "libcamera that avoids flicker (Bookworm, updated) takes it"), detail
+    assert _rows({**fixed_lens, "flicker": "50 Hz light flicker avoided"}, **{"source.mains_hz": 50})["camera"][0] == OK
 
 
-@pytest.mark.parametrize("value", [0.05, -1, 150, "2.5 m"])
-def test_a_bad_focus_distance_is_one_sentence(tmp_path, value):
+FOCUS_ALLOWED = "0 (continuous autofocus) or a distance in metres from 0.1 to 100 to hold the focus at, e.g. 2.5"
+MAINS_ALLOWED = "0 (not set), 50 (Europe, most of Asia and Africa) or 60 (the Americas, parts of Japan)"
+
+
+@pytest.mark.parametrize("key, value, said", [("focus_m", 0.05, 0.05), ("focus_m", -1, -1.0), ("focus_m", 150, 150.0),
+                                              ("focus_m", "2.5 m", None), ("mains_hz", 55, 55),
+                                              ("mains_hz", -50, -50), ("mains_hz", "50Hz", None)])
+def test_a_bad_focus_distance_or_mains_frequency_is_one_sentence(tmp_path, key, value, said):
     config = tmp_path / "config.toml"
-    config.write_text(f"[source]\nfocus_m = {value!r}\n".replace("'", '"'))
+    config.write_text(f"[source]\n{key} = {value!r}\n".replace("'", '"'))
     r = run_cli("run", "--config", config, "--print-config")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     (line,) = r.stderr.strip().splitlines()
-    assert "'source.focus_m'" in line, line
-    if not isinstance(value, str):
-        assert line.endswith(f"bad value {float(value)!r}; allowed: 0 (continuous autofocus) or a distance in metres "
-                             "from 0.1 to 100 to hold the focus at, e.g. 2.5."), line
-    assert load_config(None, {"source.focus_m": 2.5}).source.focus_m == 2.5
+    assert f"'source.{key}'" in line, line
+    if said is not None:  # a number out of range (a string is the loader's type sentence)
+        allowed = FOCUS_ALLOWED if key == "focus_m" else MAINS_ALLOWED
+        assert line.endswith(f"bad value {said!r}; allowed: {allowed}."), line
+    assert load_config(None, {"source.focus_m": 2.5, "source.mains_hz": 60}).source.mains_hz == 60
 
 
 def test_the_service_hands_focus_m_to_the_camera(monkeypatch, tmp_path):
@@ -198,8 +208,8 @@ def test_the_service_hands_focus_m_to_the_camera(monkeypatch, tmp_path):
 
     asked: dict = {}
     monkeypatch.setattr("edge.pipeline.sources.open_source", lambda *a, **kw: asked.update(kw) or BGRACamera())
-    run(_live_cfg(tmp_path, **{"source.focus_m": 2.5}), RunOptions(max_frames=1))
-    assert asked["focus_m"] == 2.5
+    run(_live_cfg(tmp_path, **{"source.focus_m": 2.5, "source.mains_hz": 60}), RunOptions(max_frames=1))
+    assert asked["focus_m"] == 2.5 and asked["mains_hz"] == 60
 
 
 class BGRACamera(LiveSource):

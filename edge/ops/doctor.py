@@ -285,7 +285,7 @@ DARK_MEAN, BRIGHT_MEAN, WHITE_SHARE = 60, 190, 0.2  # mean grey level (0-255); s
 def probe_camera(cfg, index: int, seconds: float = PROBE_S) -> dict:
     """What camera `index` gives the monitor: its frame size, the frames a second it delivers,
     the light of the last frame, the width of each face the configured detector finds in it
-    now, and the focus in use (a Pi camera with a focus motor; else None). Only these numbers
+    now, and the focus and flicker avoidance in use (a Pi camera that has them; else None). Only these numbers
     are returned; no frame is kept, written or sent."""
     from edge.pipeline.detectors.regions import configured_detector
     from edge.pipeline.preprocess import to_gray
@@ -293,7 +293,8 @@ def probe_camera(cfg, index: int, seconds: float = PROBE_S) -> dict:
 
     s = cfg.source
     try:
-        source = open_source(index, "", s.width, s.height, s.fps, rotate=s.rotate, focus_m=s.focus_m)
+        source = open_source(index, "", s.width, s.height, s.fps, rotate=s.rotate, focus_m=s.focus_m,
+                             mains_hz=s.mains_hz)
         with source:
             times, last, end = [], None, time.monotonic() + seconds
             for frame in source.poll(0.25):
@@ -312,7 +313,8 @@ def probe_camera(cfg, index: int, seconds: float = PROBE_S) -> dict:
     span = times[-1] - times[0]
     return {"source": source.describe(), "size": list(getattr(source, "frame_size", None) or image.shape[1::-1]),
             "fps": round((len(times) - 1) / span, 2) if span > 0 else 0.0, "mean": round(float(gray.mean()), 1),
-            "white": round(float((gray >= 250).mean()), 3), "faces": faces, "focus": getattr(source, "focus", None)}
+            "white": round(float((gray >= 250).mean()), 3), "faces": faces, "focus": getattr(source, "focus", None),
+            "flicker": getattr(source, "flicker", None)}
 
 
 def camera_verdicts(got: dict, cfg) -> list[tuple[str, str, str]]:
@@ -330,6 +332,9 @@ def camera_verdicts(got: dict, cfg) -> list[tuple[str, str, str]]:
     if s.focus_m > 0 and not got.get("focus"):
         issues.append(f"[source] focus_m = {s.focus_m:g} does nothing here: only a Pi camera with a focus motor "
                       "(Camera Module 3) takes it; set it to 0, and focus a fixed-focus lens by turning it")
+    if s.mains_hz and not got.get("flicker"):
+        issues.append(f"[source] mains_hz = {s.mains_hz} does nothing here: only a Pi camera with a libcamera that "
+                      "avoids flicker (Bookworm, updated) takes it")
     rows = [("camera", WARN if issues else OK, "; ".join([line, *issues]))]
     light = f"mean brightness {got['mean']:.0f} of 255, {got['white']:.0%} of the picture white"
     if got["mean"] < DARK_MEAN:

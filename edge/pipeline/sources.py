@@ -487,9 +487,11 @@ def _read_text(path: Path) -> str:
         return ""
 
 
-# libcamera's AfMode values (control_ids_core.yaml: AfModeManual = 0, AfModeContinuous = 2), as plain
-# integers: picamera2 hands them to libcamera as they are, and edge need not import libcamera.
+# libcamera's AfMode values (control_ids_core.yaml: AfModeManual = 0, AfModeContinuous = 2) and
+# AeFlickerMode's FlickerManual (1), as plain integers: picamera2 hands them to libcamera as they
+# are, and edge need not import libcamera.
 AF_MANUAL, AF_CONTINUOUS = 0, 2
+FLICKER_MANUAL = 1
 
 
 class PiCamera(LiveSource):
@@ -501,13 +503,15 @@ class PiCamera(LiveSource):
     """
 
     def __init__(self, index: int = 0, width: int = 640, height: int = 480, fps: float = 15.0, max_backoff_s: float = 30.0,
-                 focus_m: float = 0.0):
+                 focus_m: float = 0.0, mains_hz: int = 0):
         super().__init__(max_backoff_s)
         self.index, self.width, self.height, self.fps = index, width, height, fps
         self.asked_size = (width, height)
         self.focus_m = focus_m  # [source] focus_m: 0 = continuous autofocus, else the distance to hold the focus at
         self.focus: str | None = None  # the focus in use, known once opened; None: a fixed-focus lens
-        self._focus_said = False
+        self.mains_hz = mains_hz  # [source] mains_hz: the lights' mains frequency (0: not set)
+        self.flicker: str | None = None  # the flicker avoidance in use, known once opened
+        self._settings_said = False
         self.cam = None
         self.read_timeout_s = max(1.0, 3.0 / fps)  # a few frame intervals, and well under stall_s at 15 fps
         self._job = None  # a capture that timed out and is still queued in picamera2
@@ -530,7 +534,8 @@ class PiCamera(LiveSource):
         cam = None
         try:
             cam = Picamera2(self.index)
-            controls = {"FrameRate": self.fps, **self._focus_controls(cam.camera_controls)}
+            advertised = cam.camera_controls
+            controls = {"FrameRate": self.fps, **self._focus_controls(advertised), **self._flicker_controls(advertised)}
             cfg = cam.create_video_configuration(main={"size": (self.width, self.height), "format": "RGB888"},
                                                  controls=controls, buffer_count=2)
             cam.configure(cfg)
@@ -541,7 +546,7 @@ class PiCamera(LiveSource):
             raise UserError(f"Cannot start Pi camera {self.index} ({exc}); check the ribbon cable and "
                             "`rpicam-hello --list-cameras`.") from exc
         self.cam = cam
-        self._say_focus()
+        self._say_settings()
 
     def _focus_controls(self, advertised: dict) -> dict:
         """The focus controls for a camera advertising `advertised` (picamera2's camera_controls).
@@ -558,11 +563,27 @@ class PiCamera(LiveSource):
         self.focus = "continuous autofocus"
         return {"AfMode": AF_CONTINUOUS}
 
-    def _say_focus(self) -> None:
-        """The focus in use, once (not at every reopen)."""
-        if self._focus_said:
+    def _flicker_controls(self, advertised: dict) -> dict:
+        """Lights on 50 or 60 Hz mains flicker at twice that; an exposure that is not a whole number of
+        those periods leaves dark bands across the frame (a rolling shutter), across faces too.
+        libcamera's flicker avoidance keeps the exposure to whole periods (AeFlickerPeriod, in
+        microseconds). A libcamera too old to advertise it gets none (picamera2 would refuse it)."""
+        if not self.mains_hz or "AeFlickerMode" not in advertised:
+            self.flicker = None
+            return {}
+        self.flicker = f"{self.mains_hz} Hz light flicker avoided"
+        return {"AeFlickerMode": FLICKER_MANUAL, "AeFlickerPeriod": round(1e6 / (2 * self.mains_hz))}
+
+    def _say_settings(self) -> None:
+        """The focus and flicker avoidance in use, once (not at every reopen)."""
+        if self._settings_said:
             return
-        self._focus_said = True
+        self._settings_said = True
+        if self.flicker:
+            log.info("Pi camera %d: %s ([source] mains_hz = %d)", self.index, self.flicker, self.mains_hz)
+        elif self.mains_hz:
+            log.warning("Pi camera %d: this libcamera has no flicker avoidance (AeFlickerMode), so [source] mains_hz = "
+                        "%d does nothing; update the Pi (sudo apt full-upgrade) for it", self.index, self.mains_hz)
         if self.focus:
             log.info("Pi camera %d: %s ([source] focus_m = %g)", self.index, self.focus, self.focus_m)
         elif self.focus_m > 0:
@@ -593,8 +614,8 @@ class PiCamera(LiveSource):
             self.cam = None
 
     def describe(self):
-        focus = f", {self.focus}" if self.focus else ""  # for edge doctor's camera line
-        return f"Pi camera {self.index} (picamera2, {self.width}x{self.height}{focus})"
+        said = "".join(f", {x}" for x in (self.focus, self.flicker) if x)  # for edge doctor's camera line
+        return f"Pi camera {self.index} (picamera2, {self.width}x{self.height}{said})"
 
 
 class BootCamera(LiveSource):
@@ -603,16 +624,16 @@ class BootCamera(LiveSource):
     wrong one for ever)."""
 
     def __init__(self, index: int, width: int = 640, height: int = 480, fps: float = 15.0, max_backoff_s: float = 30.0,
-                 focus_m: float = 0.0):
+                 focus_m: float = 0.0, mains_hz: int = 0):
         super().__init__(max_backoff_s)
         self.args = (index, width, height, fps, max_backoff_s)
-        self.asked_size, self.fps, self.focus_m = (width, height), fps, focus_m
+        self.asked_size, self.fps, self.pi_settings = (width, height), fps, (focus_m, mains_hz)
         self.inner: LiveSource | None = None
         self._pi: PiCamera | None = None  # kept from open to open: it says its focus once, not at every reopen
 
     def _open(self):
         if PiCamera.available(self.args[0]):
-            self._pi = inner = self._pi or PiCamera(*self.args, self.focus_m)
+            self._pi = inner = self._pi or PiCamera(*self.args, *self.pi_settings)
         else:
             inner = OpenCVCamera(*self.args)
         inner._open()
@@ -641,12 +662,14 @@ def _close_quietly(cam) -> None:
 
 def open_source(camera: int | None, path: str, width: int = 640, height: int = 480, fps: float = 15.0,
                 every: int = 1, max_backoff_s: float = 30.0, realtime: bool = False,
-                wait_for_camera: bool = False, rotate: int = 0, focus_m: float = 0.0) -> Source:
+                wait_for_camera: bool = False, rotate: int = 0, focus_m: float = 0.0, mains_hz: int = 0) -> Source:
     """The source the arguments name: --camera N or --source PATH_or_URL; realtime: a recording
     plays at its own rate (cameras and streams are live anyway); wait_for_camera: a camera or
     stream that cannot be opened at the start is waited for (LiveSource.wait_first); rotate:
-    degrees clockwise every frame is turned by; focus_m: a Pi camera's focus (PiCamera)."""
-    source = _source(camera, path, width, height, fps, every, max_backoff_s, realtime, wait_for_camera, focus_m)
+    degrees clockwise every frame is turned by; focus_m, mains_hz: a Pi camera's focus and flicker
+    avoidance (PiCamera)."""
+    source = _source(camera, path, width, height, fps, every, max_backoff_s, realtime, wait_for_camera,
+                     (focus_m, mains_hz))
     source.rotate = rotate
     return source
 
@@ -662,7 +685,7 @@ def video_device_index(path: str) -> int | None:
     return None
 
 
-def _source(camera, path, width, height, fps, every, max_backoff_s, realtime, wait_for_camera, focus_m) -> Source:
+def _source(camera, path, width, height, fps, every, max_backoff_s, realtime, wait_for_camera, pi_settings) -> Source:
     if camera is None and path and "://" not in path:  # path is read only when camera is unset (SourceConfig.path)
         camera = video_device_index(path)
         if camera is None:
@@ -674,9 +697,9 @@ def _source(camera, path, width, height, fps, every, max_backoff_s, realtime, wa
     elif camera is None:
         raise UserError("No source given; pass --camera N or --source PATH_or_URL.")
     elif wait_for_camera:
-        live = BootCamera(camera, width, height, fps, max_backoff_s, focus_m)
+        live = BootCamera(camera, width, height, fps, max_backoff_s, *pi_settings)
     elif PiCamera.available(camera):
-        live = PiCamera(camera, width, height, fps, max_backoff_s, focus_m)
+        live = PiCamera(camera, width, height, fps, max_backoff_s, *pi_settings)
     else:
         live = OpenCVCamera(camera, width, height, fps, max_backoff_s)
     live.wait_first = wait_for_camera

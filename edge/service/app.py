@@ -196,7 +196,8 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     pipeline = Pipeline(cfg, classifier, detector)
     s = cfg.source
     source = open_source(s.camera, s.path, s.width, s.height, s.fps, max_backoff_s=s.reopen_max_backoff_s,
-                         realtime=s.realtime, wait_for_camera=s.wait_for_camera, rotate=s.rotate, focus_m=s.focus_m)
+                         realtime=s.realtime, wait_for_camera=s.wait_for_camera, rotate=s.rotate, focus_m=s.focus_m,
+                         mains_hz=s.mains_hz)
     st = cfg.status
     history = History(db_path=str(expand_path(st.history_db)) if st.history_db else "")
     stats = Stats(classifier.runtime.describe(), str(classifier.path), source.describe(), device=device,
