@@ -52,8 +52,8 @@ fi
 ok "apt ${wanted[*]}"
 
 step "shellcheck"
-shellcheck deploy/install.sh deploy/check_aarch64_wheels.sh .ci/pi_env_lane.sh .ci/pi_env_tests.sh
-ok "shellcheck deploy/install.sh deploy/check_aarch64_wheels.sh .ci/pi_env_lane.sh .ci/pi_env_tests.sh"
+shellcheck deploy/install.sh deploy/check_aarch64_wheels.sh .ci/pi_env_lane.sh .ci/pi_env_tests.sh .ci/trixie_lane.sh
+ok "shellcheck deploy/install.sh deploy/check_aarch64_wheels.sh .ci/pi_env_lane.sh .ci/pi_env_tests.sh .ci/trixie_lane.sh"
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/qm-pi-lane.XXXXXX")
 cleanup() {
@@ -181,13 +181,7 @@ ok "edge doctor"
 step "edge run --source $VIDEO --max-frames $FRAMES"
 "$V/edge" run --config "$CONFIG" --source "$VIDEO" --max-frames "$FRAMES" --json > "$TMP/run.json" \
     || fail "edge run failed"
-"$V/python" -I - "$TMP/run.json" "$FRAMES" <<'EOF'
-import json, sys
-s = json.load(open(sys.argv[1]))
-print(json.dumps({k: s[k] for k in ("frames", "tracks", "alerts_raised", "fps", "runtime")}))
-assert s["frames"] == int(sys.argv[2]), f"{s['frames']} frames"
-assert s["tracks"] >= 1, "no face was tracked"
-EOF
+"$BPY" "$REPO/.ci/tracked.py" "$TMP/run.json" "$FRAMES" || fail "edge run did not track the face through every frame"
 ok "edge run tracked the face"
 
 printf '\npi-env: %d passed, 0 failed\n' "$passed"

@@ -50,6 +50,7 @@ EOF
     -c "$WORK/constraints.txt" -e "${REPO}[edge,mqtt,gpio]" 'pytest>=7' 'pytest-xdist>=3' \
     || fail "pip could not install this checkout with its edge, mqtt and gpio extras, pytest and pytest-xdist into $VENV (see above)."
 (cd / && "$VENV/bin/python" -I - <<'EOF'
+import sys
 from importlib import metadata
 
 import cv2
@@ -61,7 +62,9 @@ print(f"numpy {numpy.__version__}, OpenCV {cv2.__version__}, matplotlib {matplot
       f"scikit-image {skimage.__version__}")
 for module in (numpy, cv2, matplotlib, skimage):
     assert module.__file__.startswith("/usr/lib/python3/dist-packages/"), f"{module.__name__} is not apt's"
-wheels = [d.metadata["Name"] for d in metadata.distributions() if (d.metadata["Name"] or "").lower().startswith("opencv")]
+# In the venv only: Trixie's python3-opencv has metadata of its own ("opencv") in apt's folder.
+wheels = [d.metadata["Name"] for d in metadata.distributions() if (d.metadata["Name"] or "").lower().startswith("opencv")
+          and str(d.locate_file("")).startswith(sys.prefix + "/")]
 assert not wheels, f"an OpenCV wheel is installed: {wheels}"
 EOF
 ) || fail "the venv $VENV does not take numpy, OpenCV, matplotlib and scikit-image from apt (see above)."

@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Do the Pi's pip dependencies exist as binary wheels for Raspberry Pi OS Bookworm 64-bit
-# (aarch64, glibc 2.36, CPython 3.11), with numpy < 2?
+# Do the Pi's pip dependencies exist as binary wheels for Raspberry Pi OS 64-bit: Bookworm
+# (aarch64, glibc 2.36, CPython 3.11, apt's numpy 1.24) or Trixie (glibc 2.41, CPython 3.13, numpy 2.2)?
 #
 #   bash deploy/check_aarch64_wheels.sh [PYTHON]      (default: .venv/bin/python, else python3)
+#   QM_DEBIAN=trixie bash deploy/check_aarch64_wheels.sh    (default: bookworm)
 #
 # 1. each base requirement and each of the `edge`, `mqtt` and `gpio` extras in pyproject.toml, plus
-#    'numpy<2', downloaded alone (--no-deps) as an aarch64 wheel;
+#    numpy as apt has it, downloaded alone (--no-deps) as an aarch64 wheel;
 # 2. the same requirements resolved WITH their dependencies under the Pi's constraints
-#    (numpy<2, no OpenCV wheel), so a transitive dependency without an aarch64 wheel, or one
-#    that needs numpy 2, shows up too.
+#    (apt's numpy, no OpenCV wheel), so a transitive dependency without an aarch64 wheel, or one
+#    that needs another numpy, shows up too.
 # Nothing is installed; the wheels go to a temp folder that is removed at the end.
 # Exit code 1 when a step finds no wheel.
 set -euo pipefail
@@ -21,13 +22,19 @@ fi
 # pip matches --platform tags exactly (it does not widen manylinux_2_28 to the older glibc
 # versions, nor manylinux2014 to its alias manylinux_2_17), so list every tag a real Bookworm
 # aarch64 pip accepts: manylinux2014 and manylinux_2_17 ... manylinux_2_36.
+case ${QM_DEBIAN:-bookworm} in
+    bookworm) PYVER=3.11 GLIBC=36 NUMPY='numpy<2' ;;  # pip keeps apt's 1.24.2 (install.sh pins it exactly)
+    trixie) PYVER=3.13 GLIBC=41 NUMPY='numpy==2.2.4' ;;
+    *) echo "QM_DEBIAN must be bookworm or trixie, not ${QM_DEBIAN}" >&2; exit 2 ;;
+esac
 PLATFORMS=(--platform manylinux2014_aarch64)
-for glibc in $(seq 36 -1 17); do
+for glibc in $(seq "$GLIBC" -1 17); do
     PLATFORMS+=(--platform "manylinux_2_${glibc}_aarch64")
 done
-TARGET=(--only-binary=:all: "${PLATFORMS[@]}" --python-version 3.11 --implementation cp)
+TARGET=(--only-binary=:all: "${PLATFORMS[@]}" --python-version "$PYVER" --implementation cp)
 
-mapfile -t REQS < <("$PY" - <<'EOF'
+mapfile -t REQS < <("$PY" - "$NUMPY" <<'EOF'
+import sys
 import tomllib
 project = tomllib.load(open("pyproject.toml", "rb"))["project"]
 extras = project["optional-dependencies"]
@@ -36,21 +43,21 @@ for req in project["dependencies"]:  # the project's own requirements install on
 for name in ("edge", "mqtt", "gpio"):
     for req in extras[name]:
         print(req)
-print("numpy<2")
+print(sys.argv[1])  # apt's numpy, as pip must find it
 EOF
 )
 
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
-printf 'numpy<2\nopencv-python<0\nopencv-python-headless<0\nopencv-contrib-python<0\nopencv-contrib-python-headless<0\n' \
-    > "$TMP/constraints.txt"
+printf '%s\nopencv-python<0\nopencv-python-headless<0\nopencv-contrib-python<0\nopencv-contrib-python-headless<0\n' \
+    "$NUMPY" > "$TMP/constraints.txt"
 
 pip_download() {
     "$PY" -m pip --disable-pip-version-check download --no-cache-dir -q "${TARGET[@]}" "$@"
 }
 
 status=0
-echo "== 1. each requirement alone (--no-deps), aarch64 / cp311 / manylinux up to glibc 2.36"
+echo "== 1. each requirement alone (--no-deps), aarch64 / cp${PYVER/./} / manylinux up to glibc 2.$GLIBC"
 for req in "${REQS[@]}"; do
     dest="$TMP/alone/$(printf '%s' "$req" | tr -c 'A-Za-z0-9' '_')"
     if pip_download --no-deps -d "$dest" "$req" >"$TMP/log" 2>&1; then
@@ -62,12 +69,12 @@ for req in "${REQS[@]}"; do
 done
 
 echo
-echo "== 2. all of them with their dependencies, under numpy<2 and no OpenCV wheel"
+echo "== 2. all of them with their dependencies, under $NUMPY and no OpenCV wheel"
 if pip_download -c "$TMP/constraints.txt" -d "$TMP/all" "${REQS[@]}" >"$TMP/log" 2>&1; then
     for f in "$TMP"/all/*; do printf 'OK    %s\n' "$(basename "$f")"; done
 else
     sed 's/^/      /' "$TMP/log" | tail -n 15
-    echo "FAIL  the dependency tree does not resolve to aarch64 wheels with numpy<2"
+    echo "FAIL  the dependency tree does not resolve to aarch64 wheels with $NUMPY"
     status=1
 fi
 exit "$status"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install or upgrade the queue-mood monitor from this bundle (made by `edge bundle`) on
-# Raspberry Pi OS Bookworm 64-bit:
+# Raspberry Pi OS 64-bit, Bookworm or Trixie (Raspberry Pi Imager's default since October 2025):
 #
 #   sudo ./install.sh [--no-service]
 #
@@ -11,11 +11,12 @@
 #   1. apt (--no-install-recommends, no GUI): python3-picamera2 python3-opencv python3-numpy
 #      python3-venv, plus python3-gpiozero/python3-lgpio where the archive has them and
 #      opencv-data when the config uses the haar detector; only what is missing.
-#   2. the venv $PREFIX/venv with --system-site-packages, so numpy 1.24, OpenCV 4.6 and
-#      picamera2 come from apt; pip adds only what apt lacks: ai-edge-litert, the queue-mood
-#      wheel (extras edge, mqtt, gpio: prometheus_client, paho-mqtt, gpiozero; pure Python; the
-#      wheel carries the BlazeFace models). A constraint file ($PREFIX/pip-constraints.txt) pins
-#      numpy<2 and forbids every OpenCV wheel; all of pip's input is binary wheels.
+#   2. the venv $PREFIX/venv with --system-site-packages, so numpy, OpenCV and picamera2 come
+#      from apt (Bookworm: numpy 1.24, OpenCV 4.6; Trixie: numpy 2.2, OpenCV 4.10); pip adds only
+#      what apt lacks: ai-edge-litert, the queue-mood wheel (extras edge, mqtt, gpio:
+#      prometheus_client, paho-mqtt, gpiozero; pure Python; the wheel carries the BlazeFace
+#      models). A constraint file ($PREFIX/pip-constraints.txt) pins numpy to apt's version (apt's
+#      OpenCV is built against it) and forbids every OpenCV wheel; all of pip's input is binary wheels.
 #   3. the system user queue-mood in the groups video and gpio (gpio is created if missing).
 #   4. the model to $PREFIX/model, a detector file the config names to $PREFIX/detector; the config to
 #      $ETC_DIR/config.toml only if there is none (else beside it as config.toml.bundle), and
@@ -94,7 +95,7 @@ machine=${QM_MACHINE:-$(uname -m)}
 if [[ -z ${QM_MACHINE:-} && $(getconf LONG_BIT 2>/dev/null || echo 64) == 32 ]]; then machine="$machine with a 32-bit userland"; fi
 case "$machine" in
     aarch64|x86_64) ;;
-    *) die "this bundle needs a 64-bit OS (aarch64 or x86_64), but this machine is $machine: install Raspberry Pi OS Bookworm 64-bit (Raspberry Pi Imager: Raspberry Pi OS Lite (64-bit)) and run it again. Nothing was changed." ;;
+    *) die "this bundle needs a 64-bit OS (aarch64 or x86_64), but this machine is $machine: install Raspberry Pi OS Lite (64-bit) with Raspberry Pi Imager and run it again. Nothing was changed." ;;
 esac
 
 if [[ $EUID -ne 0 ]] && { [[ $QM_SKIP_APT != 1 ]] || [[ $QM_SYSTEM_USER != 0 ]] || [[ $QM_NO_SERVICE != 1 ]]; }; then
@@ -103,9 +104,9 @@ fi
 
 # Checks that change nothing come first, so a Pi they refuse is left as it was.
 pyver=$("$PYTHON" -I -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) \
-    || die "$PYTHON does not run; this bundle is for Raspberry Pi OS Bookworm 64-bit (Python 3.11). Nothing was changed."
+    || die "$PYTHON does not run; this bundle is for Raspberry Pi OS 64-bit, Bookworm or Trixie (Python 3.11 or newer). Nothing was changed."
 if ! [[ $pyver =~ ^3\.([0-9]+)$ ]] || (( BASH_REMATCH[1] < 11 )); then
-    die "$PYTHON is Python $pyver, but queue-mood needs Python 3.11 (Raspberry Pi OS Bookworm 64-bit; Bullseye is too old). Nothing was changed."
+    die "$PYTHON is Python $pyver, but queue-mood needs Python 3.11 or newer (Raspberry Pi OS 64-bit, Bookworm or Trixie; Bullseye is too old). Nothing was changed."
 fi
 
 # The nearest existing folder of PREFIX: where the venv and pip's downloads go.
@@ -190,7 +191,7 @@ if [[ $QM_SKIP_APT == 1 ]]; then
     say "apt: skipped (QM_SKIP_APT=1)"
 else
     say "apt: system packages"
-    command -v apt-get >/dev/null || die "apt-get not found: this script is for Raspberry Pi OS / Debian Bookworm."
+    command -v apt-get >/dev/null || die "apt-get not found: this script is for Raspberry Pi OS / Debian (Bookworm or Trixie)."
     wanted=(python3-opencv python3-numpy python3-venv)
     optional=(python3-picamera2 python3-gpiozero python3-lgpio)
     if [[ $(config_value "$ACTIVE_CONFIG" detector.kind) == haar ]]; then wanted+=(opencv-data); fi
@@ -208,7 +209,7 @@ else
             if apt_known "$p"; then
                 install_now+=("$p")
             elif [[ " ${wanted[*]} " == *" $p "* ]]; then
-                die "apt has no package $p; is this Raspberry Pi OS / Debian Bookworm?"
+                die "apt has no package $p; is this Raspberry Pi OS / Debian (Bookworm or Trixie)?"
             else
                 echo "note: apt has no $p here (it comes with Raspberry Pi OS); skipping it."
             fi
@@ -239,11 +240,16 @@ else
     new_venv=1
 fi
 
-cat > "$CONSTRAINTS" <<'EOF'
-# queue-mood: numpy and OpenCV come from apt (python3-numpy 1.24, python3-opencv 4.6) and
+# apt's OpenCV is built against apt's numpy (1.x on Bookworm, 2.x on Trixie): pip must keep that
+# one, so it is pinned to its version (a bound like numpy<2 would let pip put 1.26 beside Bookworm's
+# 1.24, and forbid Trixie's own).
+apt_numpy=$("$PYTHON" -I -c 'import numpy; print(numpy.__version__)' 2>/dev/null) \
+    || die "$PYTHON cannot import apt's numpy: install python3-numpy (sudo apt install python3-numpy python3-opencv) and run install.sh again."
+cat > "$CONSTRAINTS" <<EOF
+# queue-mood: numpy and OpenCV come from apt (python3-numpy $apt_numpy, python3-opencv) and
 # must stay there. Use this file for any pip install into /opt/queue-mood/venv:
 #   /opt/queue-mood/venv/bin/pip install -c /opt/queue-mood/pip-constraints.txt PACKAGE
-numpy<2
+numpy==$apt_numpy
 opencv-python<0
 opencv-python-headless<0
 opencv-contrib-python<0
@@ -273,11 +279,13 @@ from importlib import metadata
 
 import numpy
 print(f"numpy {numpy.__version__} from {numpy.__file__}")
-if int(numpy.__version__.split(".")[0]) >= 2:
-    sys.exit("numpy 2 is in the venv, but apt's OpenCV needs numpy 1.x: "
+if numpy.__file__.startswith(sys.prefix + "/"):  # the venv's own, not apt's
+    sys.exit(f"a numpy wheel ({numpy.__version__}) is in the venv, but apt's OpenCV is built against apt's numpy: "
              "/opt/queue-mood/venv/bin/pip uninstall numpy")
+# In the venv only: Trixie's python3-opencv has metadata of its own ("opencv") in apt's folder.
 wheels = sorted({d.metadata["Name"] for d in metadata.distributions()
-                 if (d.metadata["Name"] or "").lower().startswith("opencv")})
+                 if (d.metadata["Name"] or "").lower().startswith("opencv")
+                 and str(d.locate_file("")).startswith(sys.prefix + "/")})
 if wheels:
     sys.exit(f"an OpenCV wheel is installed ({', '.join(wheels)}); apt's python3-opencv must be the only one: "
              f"/opt/queue-mood/venv/bin/pip uninstall {' '.join(wheels)}")

@@ -28,7 +28,8 @@ from tests.conftest import run_cli
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 UNIT = DEPLOY / "queue-mood.service"
-SCRIPTS = [DEPLOY / "install.sh", DEPLOY / "check_aarch64_wheels.sh", REPO / ".ci" / "pi_env_lane.sh"]
+SCRIPTS = [DEPLOY / "install.sh", DEPLOY / "check_aarch64_wheels.sh", REPO / ".ci" / "pi_env_lane.sh",
+           REPO / ".ci" / "trixie_lane.sh"]
 
 needs_blazeface = pytest.mark.skipif(find_model("face_detection_full_range.tflite") is None,
                                      reason="BlazeFace models missing from edge/pipeline/detectors/models (reinstall queue-mood)")
@@ -586,6 +587,21 @@ def test_install_sh_refuses_an_old_python_before_apt_or_anything_else(tmp_path):
         proc = install(tmp_path / "bundle-0.1.0", env)
         assert_install_sentence(proc, "is Python 3.9")
         assert not (tmp_path / "apt.log").exists() and not (tmp_path / "root").exists()
+
+
+def test_install_sh_pins_pip_to_the_numpy_apt_installed_whichever_major_it_is(tmp_path):
+    """numpy<2 kept Bookworm's 1.24 only by luck of pip's choice (1.26 satisfies it too) and on
+    Trixie, whose apt numpy is 2.x and whose OpenCV is built against it, it asked pip for a numpy
+    1.x that has no wheel for its Python 3.13: the install failed, said as no access to PyPI."""
+    import numpy
+
+    proc = install(fake_bundle(tmp_path), fake_install_env(tmp_path))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    pins = [line for line in (tmp_path / "root/opt/queue-mood/pip-constraints.txt").read_text().splitlines()
+            if line.startswith("numpy")]
+    assert pins == [f"numpy=={numpy.__version__}"]  # PYTHON's numpy here, apt's on a Pi
+    log = (tmp_path / "python.log").read_text()
+    assert "-c " in log and "pip-constraints.txt" in log  # every pip install is held to it
 
 
 def test_install_sh_apt_that_fails_is_one_sentence_and_waits_for_the_lock(tmp_path):

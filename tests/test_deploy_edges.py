@@ -353,7 +353,7 @@ def test_install_sh_refuses_a_32_bit_os_before_anything_changes(tmp_path, machin
     env = {**fake_install_env(tmp_path, venv=False), "QM_MACHINE": machine}
     proc = install(fake_bundle(tmp_path), env)
     assert_install_sentence(proc, "this bundle needs a 64-bit OS", f"this machine is {machine}:",
-                            "Raspberry Pi OS Bookworm 64-bit", "Nothing was changed")
+                            "Raspberry Pi OS Lite (64-bit)", "Nothing was changed")
     assert not (tmp_path / "root").exists()
 
 

@@ -365,7 +365,7 @@ expressions and raises a local alert (log, LED/buzzer, webhook or MQTT, as set i
 config.toml) when many people in the queue look unhappy. No image or video is stored
 or sent anywhere: only counts leave the Pi.
 
-Needs: a Raspberry Pi 4 or 5 with Raspberry Pi OS Bookworm 64-bit, a camera, and an
+Needs: a Raspberry Pi 4 or 5 with Raspberry Pi OS 64-bit (Trixie or Bookworm), a camera, and an
 internet connection while installing.
 
 Install (from a computer on the same network; HOST is the Pi's name, e.g. queuepi.local):
