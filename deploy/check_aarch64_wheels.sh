@@ -20,10 +20,11 @@ if [[ -z "$PY" ]]; then
     if [[ -x .venv/bin/python ]]; then PY=.venv/bin/python; else PY=python3; fi
 fi
 # pip matches --platform tags exactly (it does not widen manylinux_2_28 to the older glibc
-# versions, nor manylinux2014 to its alias manylinux_2_17), so list every tag a real Bookworm
-# aarch64 pip accepts: manylinux2014 and manylinux_2_17 ... manylinux_2_36.
+# versions, nor manylinux2014 to its alias manylinux_2_17), so list every tag a real aarch64 pip
+# accepts: manylinux2014 and manylinux_2_17 ... manylinux_2_36 on Bookworm (..._2_41 on Trixie).
 case ${QM_DEBIAN:-bookworm} in
-    bookworm) PYVER=3.11 GLIBC=36 NUMPY='numpy<2' ;;  # pip keeps apt's 1.24.2 (install.sh pins it exactly)
+    # apt's numpy, pinned exactly as install.sh pins it on the Pi (numpy<2 would resolve with 1.26)
+    bookworm) PYVER=3.11 GLIBC=36 NUMPY='numpy==1.24.2' ;;
     trixie) PYVER=3.13 GLIBC=41 NUMPY='numpy==2.2.4' ;;
     *) echo "QM_DEBIAN must be bookworm or trixie, not ${QM_DEBIAN}" >&2; exit 2 ;;
 esac

@@ -17,6 +17,7 @@
 #      prometheus_client, paho-mqtt, gpiozero; pure Python; the wheel carries the BlazeFace
 #      models). A constraint file ($PREFIX/pip-constraints.txt) pins numpy to apt's version (apt's
 #      OpenCV is built against it) and forbids every OpenCV wheel; all of pip's input is binary wheels.
+#      A numpy wheel already in a kept venv is uninstalled first, so apt's is the one it sees.
 #   3. the system user queue-mood in the groups video and gpio (gpio is created if missing).
 #   4. the model to $PREFIX/model, a detector file the config names to $PREFIX/detector; the config to
 #      $ETC_DIR/config.toml only if there is none (else beside it as config.toml.bundle), and
@@ -226,6 +227,12 @@ fi
 "$PYTHON" -I -c 'import venv, ensurepip' 2>/dev/null \
     || die "$PYTHON cannot make a venv: install python3-venv (sudo apt install python3-venv)."
 
+# apt's OpenCV is built against apt's numpy (1.x on Bookworm, 2.x on Trixie): pip must keep that
+# one, so it is pinned to its version (a bound like numpy<2 would let pip put 1.26 beside Bookworm's
+# 1.24, and forbid Trixie's own).
+apt_numpy=$("$PYTHON" -I -c 'import numpy; print(numpy.__version__)' 2>/dev/null) \
+    || die "$PYTHON cannot import apt's numpy: install python3-numpy (sudo apt install python3-numpy python3-opencv) and run install.sh again (queue-mood itself was not changed)."
+
 # -- 2. venv and pip ---------------------------------------------------------------------
 say "venv: $VENV"
 if [[ -d "$PREFIX" ]]; then new_prefix=0; else new_prefix=1; fi
@@ -240,11 +247,6 @@ else
     new_venv=1
 fi
 
-# apt's OpenCV is built against apt's numpy (1.x on Bookworm, 2.x on Trixie): pip must keep that
-# one, so it is pinned to its version (a bound like numpy<2 would let pip put 1.26 beside Bookworm's
-# 1.24, and forbid Trixie's own).
-apt_numpy=$("$PYTHON" -I -c 'import numpy; print(numpy.__version__)' 2>/dev/null) \
-    || die "$PYTHON cannot import apt's numpy: install python3-numpy (sudo apt install python3-numpy python3-opencv) and run install.sh again."
 cat > "$CONSTRAINTS" <<EOF
 # queue-mood: numpy and OpenCV come from apt (python3-numpy $apt_numpy, python3-opencv) and
 # must stay there. Use this file for any pip install into /opt/queue-mood/venv:
@@ -262,6 +264,20 @@ pip_install() {
     "$VENV/bin/python" -I -m pip --disable-pip-version-check --no-input install --root-user-action=ignore \
         --only-binary=:all: -c "$CONSTRAINTS" "${pip_extra[@]}" "$@"
 }
+
+# A numpy wheel inside a kept venv (pip's, from an older install or a `pip install` by hand)
+# shadows apt's; the pin would only have pip swap it for a wheel of apt's version, which the check
+# below refuses. It goes, so the venv sees apt's numpy again.
+venv_numpy=$(cd / && "$VENV/bin/python" -I -c 'import sys
+from importlib.util import find_spec
+spec = find_spec("numpy")
+print(spec.origin if spec and spec.origin and spec.origin.startswith(sys.prefix + "/") else "")' 2>/dev/null) \
+    || venv_numpy=""
+if [[ -n $venv_numpy ]]; then
+    say "pip: removing the venv's own numpy ($(dirname "$venv_numpy")), so apt's $apt_numpy is used"
+    "$VENV/bin/python" -I -m pip --disable-pip-version-check --no-input uninstall -y --root-user-action=ignore numpy \
+        || die "could not remove the numpy wheel from $VENV (see above): $VENV/bin/pip uninstall numpy, then run install.sh again."
+fi
 
 say "pip: queue-mood ($(basename "$WHEEL")) with ai-edge-litert, prometheus_client, paho-mqtt, gpiozero"
 pip_failed() {

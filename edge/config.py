@@ -97,7 +97,8 @@ class SourceConfig:
                f"0 (continuous autofocus) or a distance in metres from {FOCUS_M[0]:g} to {FOCUS_M[1]:g} to hold the "
                "focus at, e.g. 2.5")
         _check(self.mains_hz in (0, 50, 60), f"{p}.mains_hz", self.mains_hz,
-               "0 (not set), 50 (Europe, most of Asia and Africa) or 60 (the Americas, parts of Japan)")
+               "0 (not set), 50 or 60, the mains frequency where the store is: 50 in Europe, Africa, Australia and most "
+               "of Asia, 60 in North America; South America and Japan have both")
         _check(self.rotate in ROTATIONS, f"{p}.rotate", self.rotate,
                "0, 90, 180 or 270 (degrees clockwise; 180 for a camera mounted upside down)")
         r = self.roi

@@ -178,12 +178,14 @@ def test_doctor_warns_when_focus_m_has_no_focus_motor_to_drive():
     assert _rows(held, **{"source.focus_m": 2.5})["camera"][0] == OK
     status, detail = _rows(fixed_lens, **{"source.mains_hz": 50})["camera"]  # no flicker avoidance there
     assert status == WARN and detail.endswith("; [source] mains_hz = 50 does nothing here: only a Pi camera with a "
-                                              "libcamera that avoids flicker (Bookworm, updated) takes it"), detail
+                                              "libcamera that avoids flicker (Raspberry Pi OS Bookworm or Trixie) "
+                                              "takes it"), detail
     assert _rows({**fixed_lens, "flicker": "50 Hz light flicker avoided"}, **{"source.mains_hz": 50})["camera"][0] == OK
 
 
 FOCUS_ALLOWED = "0 (continuous autofocus) or a distance in metres from 0.1 to 100 to hold the focus at, e.g. 2.5"
-MAINS_ALLOWED = "0 (not set), 50 (Europe, most of Asia and Africa) or 60 (the Americas, parts of Japan)"
+MAINS_ALLOWED = ("0 (not set), 50 or 60, the mains frequency where the store is: 50 in Europe, Africa, Australia and "
+                 "most of Asia, 60 in North America; South America and Japan have both")  # not "60: the Americas"
 
 
 @pytest.mark.parametrize("key, value, said", [("focus_m", 0.05, 0.05), ("focus_m", -1, -1.0), ("focus_m", 150, 150.0),

@@ -401,6 +401,37 @@ def test_doctor_calls_a_read_only_spool_disk_read_only_not_full(tmp_path):
 def test_opencv_numpy_compatibility(numpy_v, cv2_v, error, status):
     got, detail = opencv_verdict(numpy_v, cv2_v, error)
     assert got == status, detail
+    assert "numpy<2" not in detail or cv2_v, detail  # an ABI mismatch on a Pi: apt's numpy, whichever major
+
+
+def test_doctor_takes_trixies_own_opencv_metadata_for_apt_not_for_a_wheel_to_uninstall(monkeypatch):
+    """Trixie's python3-opencv has metadata of its own ("opencv", in apt's folder): on a Pi the doctor
+    warned "pip uninstall opencv" about apt's OpenCV itself."""
+    from importlib import metadata
+
+    from edge.ops.doctor import APT_DIST, DoctorSettings, _Context, check_numpy_opencv
+
+    class Dist:
+        def __init__(self, name: str, folder: str):
+            self.metadata, self.folder = {"Name": name}, folder
+
+        def locate_file(self, path):
+            return Path(self.folder) / path
+
+    def opencv_line(*dists) -> tuple[str, str]:
+        monkeypatch.setattr(metadata, "distributions", lambda: list(dists))
+        ctx = _Context(DoctorSettings())
+        ctx.on_pi = True
+        check_numpy_opencv(ctx)
+        (line,) = [c for c in ctx.checks if c.name == "opencv"]
+        return line.status, line.detail
+
+    apt = Dist("opencv", APT_DIST)
+    status, detail = opencv_line(apt)
+    assert status == OK and "uninstall" not in detail, detail
+    wheel = Dist("opencv-python-headless", "/opt/queue-mood/venv/lib/python3.13/site-packages")
+    status, detail = opencv_line(apt, wheel)
+    assert status == WARN and detail.endswith("pip uninstall opencv-python-headless"), detail
 
 
 def test_pi_health_verdicts():
@@ -442,6 +473,27 @@ def test_shell_scripts_pass_shellcheck(script):
         pytest.skip("shellcheck is not installed (apt install shellcheck)")
     proc = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout
+
+
+@pytest.mark.parametrize("release, numpy_pin", [("bookworm", "numpy==1.24.2"), ("trixie", "numpy==2.2.4")])
+def test_the_wheel_check_resolves_under_the_exact_numpy_install_sh_pins(tmp_path, release, numpy_pin):
+    """Bookworm's was checked under numpy<2, which pip resolves with 1.26, not the 1.24.2 install.sh
+    pins on the Pi: a dependency needing numpy>=1.25 would pass the check and fail the install."""
+    import sys
+
+    got = tmp_path / "constraints.txt"
+    fake = tmp_path / "python"  # pip download: keeps what it was given, downloads nothing
+    fake.write_text(f'#!/bin/sh\n[ "$1" = - ] && exec "{sys.executable}" "$@"\n'
+                    f'while [ $# -gt 0 ]; do case "$1" in\n'
+                    f'    -c) cp "$2" "{got}" ;;\n'
+                    f'    -d) mkdir -p "$2"; touch "$2/x.whl" ;;\n'
+                    f'esac; shift; done\n')
+    fake.chmod(0o755)
+    proc = subprocess.run(["bash", str(DEPLOY / "check_aarch64_wheels.sh"), str(fake)], capture_output=True, text=True,
+                          env={**os.environ, "QM_DEBIAN": release}, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"OK    {numpy_pin} " in proc.stdout  # step 1: apt's numpy itself, as an aarch64 wheel
+    assert [line for line in got.read_text().splitlines() if line.startswith("numpy")] == [numpy_pin]  # step 2
 
 
 def test_install_sh_help_and_bad_arguments(tmp_path):
@@ -602,6 +654,25 @@ def test_install_sh_pins_pip_to_the_numpy_apt_installed_whichever_major_it_is(tm
     assert pins == [f"numpy=={numpy.__version__}"]  # PYTHON's numpy here, apt's on a Pi
     log = (tmp_path / "python.log").read_text()
     assert "-c " in log and "pip-constraints.txt" in log  # every pip install is held to it
+    assert "uninstall" not in log  # a venv without a numpy of its own: nothing to take out
+
+
+def test_install_sh_takes_a_numpy_wheel_out_of_a_kept_venv_before_pip_runs(tmp_path):
+    """An upgrade of a venv holding pip's numpy (an older install's numpy<2 let 1.26 in, as did
+    `pip install --force-reinstall ai-edge-litert 'numpy<2'`): pinned to apt's version, pip swapped
+    it for a wheel of that version, and the check after it stopped the upgrade half done."""
+    env = fake_install_env(tmp_path)
+    venv_python = tmp_path / "root/opt/queue-mood/venv/bin/python"
+    own = tmp_path / "root/opt/queue-mood/venv/lib/python3.11/site-packages/numpy/__init__.py"
+    lines = venv_python.read_text().splitlines()  # asked where numpy is, it answers: inside the venv
+    venv_python.write_text("\n".join([lines[0], lines[1], f'case "$*" in *find_spec*) echo "{own}"; exit 0 ;; esac',
+                                      *lines[2:]]) + "\n")
+    proc = install(fake_bundle(tmp_path), env)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"removing the venv's own numpy ({own.parent}), so apt's" in proc.stdout
+    pip = [line for line in (tmp_path / "python.log").read_text().splitlines() if "-m pip" in line]
+    assert "uninstall -y" in pip[0] and pip[0].endswith(" numpy"), pip  # first, before any install
+    assert any("[edge,mqtt,gpio]" in line for line in pip[1:]), pip
 
 
 def test_install_sh_apt_that_fails_is_one_sentence_and_waits_for_the_lock(tmp_path):

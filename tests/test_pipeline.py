@@ -646,6 +646,8 @@ def test_a_runtime_that_fails_to_import_is_told_apart_from_a_missing_one(monkeyp
     message = str(err.value)
     assert says in message and "\n" not in message
     assert ("could be imported" in message) == (says != "is installed")
+    # on a Pi, through install.sh's constraints: numpy<2 is no numpy for Trixie's OpenCV 4.10 and Python 3.13
+    assert "numpy<2" not in message and "-c /opt/queue-mood/pip-constraints.txt" in message, message
 
 
 class TurnedCamera(LiveSource):

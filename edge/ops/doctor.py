@@ -96,13 +96,13 @@ def opencv_verdict(numpy_version: str, cv2_version: str | None, import_error: st
     if cv2_version is None:
         if "numpy" in import_error.lower() or "_ARRAY_API" in import_error:
             return FAIL, (f"OpenCV does not import with numpy {numpy_version} ({import_error}): it was built "
-                          "against another numpy major version. On a Pi keep apt's python3-opencv with numpy<2 "
+                          "against another numpy major version. On a Pi keep apt's python3-opencv with apt's numpy "
                           "(pip uninstall numpy opencv-python-headless in the venv).")
         return FAIL, (f"OpenCV does not import ({import_error}); on a Pi: sudo apt install python3-opencv "
                       "(elsewhere: pip install 'queue-mood[opencv]').")
     if np_major >= 2 and _major_minor(cv2_version) < (4, 10):
         return FAIL, (f"OpenCV {cv2_version} is built against numpy 1.x but numpy is {numpy_version}; "
-                      "install 'numpy<2' in this venv (on a Pi: pip uninstall numpy, so apt's 1.24 is used).")
+                      "install 'numpy<2' in this venv (on a Pi: pip uninstall numpy, so apt's numpy is used).")
     return OK, f"OpenCV {cv2_version} works with numpy {numpy_version}"
 
 
@@ -334,7 +334,7 @@ def camera_verdicts(got: dict, cfg) -> list[tuple[str, str, str]]:
                       "(Camera Module 3) takes it; set it to 0, and focus a fixed-focus lens by turning it")
     if s.mains_hz and not got.get("flicker"):
         issues.append(f"[source] mains_hz = {s.mains_hz} does nothing here: only a Pi camera with a libcamera that "
-                      "avoids flicker (Bookworm, updated) takes it")
+                      "avoids flicker (Raspberry Pi OS Bookworm or Trixie) takes it")
     rows = [("camera", WARN if issues else OK, "; ".join([line, *issues]))]
     light = f"mean brightness {got['mean']:.0f} of 255, {got['white']:.0%} of the picture white"
     if got["mean"] < DARK_MEAN:
@@ -397,7 +397,7 @@ def check_numpy_opencv(ctx: _Context) -> None:
     where = "apt" if numpy.__file__.startswith(APT_DIST) else "pip"
     status, detail = OK, f"numpy {numpy.__version__} ({where}: {Path(numpy.__file__).parent})"
     if ctx.on_pi and where == "pip":
-        status, detail = WARN, detail + "; on a Pi apt's python3-numpy (1.24) is expected in the venv"
+        status, detail = WARN, detail + "; on a Pi apt's python3-numpy is expected in the venv"
     ctx.add("numpy", status, detail)
 
     captured = io.StringIO()
@@ -413,8 +413,10 @@ def check_numpy_opencv(ctx: _Context) -> None:
     if cv2_version is not None:
         from importlib import metadata
 
+        # pip's OpenCV wheels: not apt's own metadata (Trixie's python3-opencv has an "opencv" egg-info)
         wheels = sorted({d.metadata["Name"] for d in metadata.distributions()
-                         if (d.metadata["Name"] or "").lower().startswith("opencv")})
+                         if (d.metadata["Name"] or "").lower().startswith("opencv")
+                         and not str(d.locate_file("")).startswith(APT_DIST)})
         origin = "apt" if cv2_file.startswith(APT_DIST) else (f"pip wheel {', '.join(wheels)}" if wheels else "pip")
         detail += f" ({origin})"
         if status == OK and ctx.on_pi and wheels:

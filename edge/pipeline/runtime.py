@@ -30,6 +30,10 @@ class Runtime:
 
 _cached: Runtime | None = None
 
+# A Pi's venv takes numpy from apt (1.x on Bookworm, 2.x on Trixie), and apt's OpenCV is built
+# against it: pip there goes through install.sh's constraint file, which pins numpy to apt's.
+PI_PIP = "sudo /opt/queue-mood/venv/bin/pip install -c /opt/queue-mood/pip-constraints.txt"
+
 
 def runtime() -> Runtime:
     """The first TFLite runtime that imports (QUEUE_MOOD_RUNTIME=name forces one)."""
@@ -66,11 +70,10 @@ def runtime() -> Runtime:
         return _cached
     if broken:
         raise UserError(f"No TFLite runtime could be imported ({'; '.join(broken)}); reinstall it with: "
-                        "pip install --force-reinstall 'ai-edge-litert' 'numpy<2' (on a Raspberry Pi).")
-    raise UserError(
-        "No TFLite runtime is installed; install one with: pip install 'ai-edge-litert' 'numpy<2' "
-        "(on a Raspberry Pi) or pip install 'queue-mood[edge]'."
-    )
+                        "pip install --force-reinstall --no-deps ai-edge-litert (on a Raspberry Pi: "
+                        f"{PI_PIP} --force-reinstall --no-deps ai-edge-litert, which leaves apt's numpy as it is).")
+    raise UserError("No TFLite runtime is installed; install one with: pip install 'queue-mood[edge]' (on a Raspberry "
+                    f"Pi: {PI_PIP} ai-edge-litert, which keeps apt's numpy).")
 
 
 def load_interpreter(model_path, num_threads: int | None = 1, what: str = "Model file",
