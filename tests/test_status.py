@@ -159,6 +159,15 @@ def test_status_and_history_say_the_monitors_time_zone_beside_its_utc_times(serv
 CLOCKS_FORWARD = datetime(2026, 3, 29, 1, tzinfo=timezone.utc).timestamp()  # 01:00 GMT became 02:00 BST in London
 
 
+def hour_over_the_change(stats, now: float) -> None:
+    """The hour up to `now` (half an hour after CLOCKS_FORWARD) in the chart, and two alerts: raised
+    at 00:30 GMT, before the clocks went forward, and cleared at 02:10 BST."""
+    for t in range(int(now - 3600), int(now), 10):
+        stats.history.add(t, 0.6, 3, True)
+    stats.history.add_alert(now - 3600, "raised", 0.7, 4)
+    stats.history.add_alert(now - 1200, "cleared", 0.1, 4)
+
+
 def zone_at(answer: dict, t: float) -> tuple[int, str]:
     """The zone an answer's `zones` gives for time `t`, as the page picks it."""
     z = answer["zones"][0]
@@ -178,10 +187,7 @@ def test_every_time_given_carries_the_zone_in_force_then_across_a_change_of_the_
     now = CLOCKS_FORWARD + 1800
     monkeypatch.setattr(status, "time", types.SimpleNamespace(time=lambda: now, monotonic=time.monotonic))
     stats = Stats("rt", "m", "video", device="till-3")
-    for t in range(int(now - 3600), int(now), 10):
-        stats.history.add(t, 0.6, 3, True)
-    stats.history.add_alert(now - 3600, "raised", 0.7, 4)
-    stats.history.add_alert(now - 1200, "cleared", 0.1, 4)
+    hour_over_the_change(stats, now)
     stats.data.update(alert_state="raised", alert_raised_at=time.monotonic() - 3600)  # 00:30 GMT, before the change
     with monitor_in("Europe/London"):
         base, _ = serve(stats)

@@ -607,15 +607,12 @@ def test_times_from_before_the_clocks_changed_read_as_the_clock_on_the_wall_did(
     alert raised at 00:30 GMT reads 00:30, not 01:30, the one cleared at 02:10 BST reads 02:10, and
     the chart's hour runs from 00:30 to 02:30; to a browser in New York named GMT and BST."""
     from edge.service import status
-    from tests.test_status import CLOCKS_FORWARD
+    from tests.test_status import CLOCKS_FORWARD, hour_over_the_change
 
     now = CLOCKS_FORWARD + 1800
 
     def over_the_change(stats):
-        for t in range(int(now - 3600), int(now), 10):
-            stats.history.add(t, 0.6, 3, True)
-        stats.history.add_alert(now - 3600, "raised", 0.7, 4)
-        stats.history.add_alert(now - 1200, "cleared", 0.1, 4)
+        hour_over_the_change(stats, now)
         stats.data.update(alert_state="raised", alert_raised_at=datetime.fromtimestamp(now - 3600, timezone.utc).isoformat())
 
     def hh_mm_ss(said: str) -> list[str]:  # "00:30:00" or "12:30:00 AM", as 24-h times
