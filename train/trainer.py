@@ -732,6 +732,22 @@ class StaleBackup(ValueError):
     """A backup whose weights and metadata are of different epochs."""
 
 
+def _copy_atomic(src, dst) -> None:
+    """Copy src to a new file renamed over dst: a kill mid-copy leaves dst as it was."""
+    tmp = f"{dst}.tmp"
+    shutil.copyfile(src, tmp)
+    _fsync(tmp)
+    os.replace(tmp, dst)
+
+
+def _fsync(path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def _backup(keras, path: Path, history_csv: Path, best=None):
     class Backup(keras.callbacks.BackupAndRestore):
         """Keras's backup (weights, then metadata naming the epochs they hold; the previous
@@ -741,14 +757,22 @@ def _backup(keras, path: Path, history_csv: Path, best=None):
         writes), gives way to the previous epoch's pair, said in one line; with neither left,
         one sentence, not an h5py traceback."""
 
+        _partial = str(path / "latest.partial.weights.h5")  # Keras saves weights only under *.weights.h5
+
         def on_train_begin(self, logs=None):
+            for partial in (self._partial, f"{self._weights_path}.tmp", f"{self._prev_weights_path}.tmp",
+                            f"{self._prev_training_metadata_path}.tmp"):  # what a kill cut short
+                Path(partial).unlink(missing_ok=True)
             try:
                 meta = self._restore()
             except Exception as exc:
                 if not (Path(self._prev_weights_path).exists() and Path(self._prev_training_metadata_path).exists()):
                     raise self._damaged(exc) from exc
-                shutil.copy(self._prev_weights_path, self._weights_path)
-                shutil.copy(self._prev_training_metadata_path, self._training_metadata_path)
+                # Copied to new files and renamed over the damaged ones, never rewritten in place:
+                # Keras leaves the damaged weights file open when h5py fails mid-load, and HDF5
+                # would read the copy through that open file's cached state (the damage again).
+                _copy_atomic(self._prev_weights_path, self._weights_path)
+                _copy_atomic(self._prev_training_metadata_path, self._training_metadata_path)
                 try:
                     meta = self._restore()
                 except Exception as exc2:
@@ -785,12 +809,19 @@ def _backup(keras, path: Path, history_csv: Path, best=None):
                              f"{path.parent / 'model.keras'} to keep the best epoch so far.")
 
         def _save_model(self):
+            """Each file is written under a temporary name and renamed into place, so a kill at
+            any point leaves the last epoch's pair or the one before whole (weights renamed
+            ahead of their metadata are caught by the step count)."""
             path.mkdir(parents=True, exist_ok=True)
-            for now, prev in ((self._weights_path, self._prev_weights_path),
-                              (self._training_metadata_path, self._prev_training_metadata_path)):
-                if Path(now).exists():
-                    shutil.copy(now, prev)
-            self.model.save_weights(self._weights_path, overwrite=True)
+            if Path(self._weights_path).exists() and Path(self._training_metadata_path).exists():
+                # The old .bkp metadata goes first: a kill between the two copies leaves a .bkp
+                # pair without metadata, never one whose metadata names another epoch's weights.
+                Path(self._prev_training_metadata_path).unlink(missing_ok=True)
+                _copy_atomic(self._weights_path, self._prev_weights_path)
+                _copy_atomic(self._training_metadata_path, self._prev_training_metadata_path)
+            self.model.save_weights(self._partial, overwrite=True)
+            _fsync(self._partial)
+            os.replace(self._partial, self._weights_path)
             # Written after the weights, and renamed into place whole: it is what says they are complete.
             write_atomic(Path(self._training_metadata_path), json.dumps({
                 "epoch": self._current_epoch, "batch": self._last_batch_seen,
