@@ -646,9 +646,9 @@ def test_a_kill_at_any_point_of_a_backup_leaves_one_to_resume_from(tmp_path, mon
     """Kill the third epoch's save at each of its writes in turn (a copy or a weights file cut
     short, a rename or the metadata not done): the resume finds the second epoch's pair or the
     third's, whole, and never says the state is damaged."""
-    import shutil
-
     import keras
+
+    from edge import files
 
     point = 0
     while True:
@@ -665,14 +665,13 @@ def test_a_kill_at_any_point_of_a_backup_leaves_one_to_resume_from(tmp_path, mon
             return writes[0] == point + 1
 
         with monkeypatch.context() as m:
-            copyfile, replace, save_weights = shutil.copyfile, os.replace, keras.Model.save_weights
+            write_all, replace, save_weights = files.write_all, os.replace, keras.Model.save_weights
 
-            def cut_copy(src, dst, *a, **kw):
+            def cut_write(fd, data):  # a copy or the metadata cut short in its temporary file
                 if step():
-                    with open(src, "rb") as fh, open(dst, "wb") as out:
-                        out.write(fh.read()[:1000])
+                    os.write(fd, data[:1000])
                     raise _Killed
-                return copyfile(src, dst, *a, **kw)
+                return write_all(fd, data)
 
             def cut_replace(src, dst, *a, **kw):
                 if step():
@@ -686,7 +685,7 @@ def test_a_kill_at_any_point_of_a_backup_leaves_one_to_resume_from(tmp_path, mon
                     raise _Killed
                 return save_weights(self, filepath, *a, **kw)
 
-            m.setattr(shutil, "copyfile", cut_copy)
+            m.setattr(files, "write_all", cut_write)
             m.setattr(os, "replace", cut_replace)
             m.setattr(keras.Model, "save_weights", cut_weights)
             try:

@@ -733,11 +733,8 @@ class StaleBackup(ValueError):
 
 
 def _copy_atomic(src, dst) -> None:
-    """Copy src to a new file renamed over dst: a kill mid-copy leaves dst as it was."""
-    tmp = f"{dst}.tmp"
-    shutil.copyfile(src, tmp)
-    _fsync(tmp)
-    os.replace(tmp, dst)
+    """Copy src to a new file renamed over dst (write_atomic): a kill mid-copy leaves dst as it was."""
+    write_atomic(Path(dst), Path(src).read_bytes())
 
 
 def _fsync(path) -> None:
@@ -760,9 +757,10 @@ def _backup(keras, path: Path, history_csv: Path, best=None):
         _partial = str(path / "latest.partial.weights.h5")  # Keras saves weights only under *.weights.h5
 
         def on_train_begin(self, logs=None):
-            for partial in (self._partial, f"{self._weights_path}.tmp", f"{self._prev_weights_path}.tmp",
-                            f"{self._prev_training_metadata_path}.tmp"):  # what a kill cut short
-                Path(partial).unlink(missing_ok=True)
+            backup_files = map(Path, (self._weights_path, self._prev_weights_path, self._training_metadata_path,
+                                      self._prev_training_metadata_path))
+            for partial in (Path(self._partial), *(f.with_name(f".{f.name}.tmp") for f in backup_files)):
+                partial.unlink(missing_ok=True)  # what a kill cut short (write_atomic's temporary names)
             try:
                 meta = self._restore()
             except Exception as exc:
