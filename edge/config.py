@@ -293,7 +293,7 @@ def _sinks_class(sections: tuple) -> type:
 
 
 # A DNS name: letters, digits, - and _ between dots, and a final dot if any; 253 characters at most besides it.
-HOST_NAME = re.compile(r"(?=.{1,254}$)[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
+HOST_NAME = re.compile(r"(?=.{1,253}\.?$)[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
 
 
 def is_loopback(host: str) -> bool:

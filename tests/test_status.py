@@ -781,13 +781,14 @@ def test_with_a_token_any_name_is_answered_to_the_credentials(serve):
     assert raw(srv.port, head.encode()).startswith(b"HTTP/1.0 200")
 
 
-@pytest.mark.parametrize("names", [["http://queue-pi.lan"], ["queue-pi.lan:8765"], [""], ["queue pi"], ["a/b"]])
+@pytest.mark.parametrize("names", [["http://queue-pi.lan"], ["queue-pi.lan:8765"], [""], ["queue pi"], ["a/b"],
+                                   ["a" * 254]])  # a DNS name is 253 characters at most
 def test_allowed_hosts_takes_bare_host_names_only(names):
     with pytest.raises(ConfigError, match=r"status\.allowed_hosts.*host names .*without scheme, port or path"):
         load_config(None, {"status.allowed_hosts": names})
     with pytest.raises(ConfigError, match=r"status\.allowed_hosts.*a list of strings"):
         load_config(None, {"status.allowed_hosts": "queue-pi.lan"})
-    assert load_config(None, {"status.allowed_hosts": ["queue-pi.lan", "pi.local."]}).status.allowed_hosts
+    assert load_config(None, {"status.allowed_hosts": ["queue-pi.lan", "pi.local.", "a" * 253 + "."]}).status.allowed_hosts
 
 
 def test_basic_auth_password(serve):
