@@ -129,7 +129,9 @@ class DiskSpace:
 
 
 def _filesystem(folder: Path, statvfs) -> tuple[int, os.statvfs_result]:
-    """(device id, statvfs) of the file system folder is on, or will be made on."""
+    """(device id, statvfs) of the file system folder is on, or will be made on. Only a folder
+    not made yet is walked past (unlike the doctor's walk through edge.paths.visible): one this
+    user cannot read is left out of /metrics and said, not measured on a disk above it."""
     while True:
         try:
             return os.stat(folder).st_dev, statvfs(folder)
