@@ -390,6 +390,8 @@ def _stub_run(out, data, done=2, **saved):
 @pytest.mark.parametrize("option, needle", [({"batch_size": 0}, "--batch-size must be at least 1"),
                                             ({"epochs": 0}, "--epochs must be at least 1"),
                                             ({"lr": 0.0}, "--lr must be above 0"),
+                                            ({"mixup_alpha": -1.0}, "--mixup must be 0 (off) or more"),
+                                            ({"cutmix_alpha": -0.5}, "--cutmix must be 0 (off) or more"),
                                             ({"init_from": "no/such.keras"}, "such.keras does not exist"),
                                             ({"init_from": __file__}, "is neither a .keras model nor"),
                                             ({"arch": "nope"}, "Unknown --arch 'nope'"),
@@ -994,3 +996,30 @@ def test_a_full_disk_while_training_is_one_sentence_that_says_how_to_go_on(tmp_p
         assert line.endswith(f"continue it with: edge train --data {tmp_path} --out {out} --resume.")
     else:
         assert line.endswith("run the same command again (no epoch had finished).")
+
+
+def test_training_batches_are_cut_and_mixed_as_asked():
+    """--cutmix and --mixup reach the batches the model trains on, the same for the same seed."""
+    import keras
+
+    from train.data import Split
+    from train.trainer import TrainSettings, _batches
+
+    n = 64
+    x = np.repeat(np.arange(n, dtype=np.uint8)[:, None, None] * 3, 48 * 48, 1).reshape(n, 48, 48)
+    split = Split(x, np.arange(n) % 7, [f"{i}.png" for i in range(n)])
+    targets = np.eye(7, dtype=np.float32)[split.y]
+    Batches = _batches(keras)
+
+    def levels(**kw):
+        s = TrainSettings(data="d", out="o", batch_size=16, augment=False, **kw)
+        bx, by, _ = Batches(split, targets, s, np.ones(7, np.float32))[0]
+        return [len(np.unique(img)) for img in bx[..., 0]], by
+
+    plain, plain_y = levels()
+    assert set(plain) == {1} and set(np.unique(plain_y)) == {0, 1}
+    cut, cut_y = levels(cutmix_alpha=1.0)
+    assert max(cut) == 2 and np.allclose(cut_y.sum(1), 1) and (cut_y.max(1) < 1).any()
+    assert np.array_equal(levels(cutmix_alpha=1.0)[1], cut_y)
+    blended, blended_y = levels(mixup_alpha=0.4)
+    assert set(blended) == {1} and (blended_y.max(1) < 1).any()

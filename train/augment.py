@@ -93,3 +93,28 @@ def augment_batch(x: np.ndarray, rng: np.random.Generator, cfg: AugmentConfig) -
             img[top : top + eh, left : left + ew] = rng.uniform(0, 255, (eh, ew))
         out[i] = np.clip(_camera(img, rng, cfg), 0, 255)
     return out
+
+
+def mix_batch(x: np.ndarray, y: np.ndarray, sw: np.ndarray, rng: np.random.Generator,
+              mixup_alpha: float = 0.0, cutmix_alpha: float = 0.0):
+    """(x, y, sw) with each image mixed with another of the batch: mixup blends whole images,
+    cutmix pastes a box of the other image; targets and sample weights are mixed in the share
+    each image has of the pixels. With both on, each batch takes one of the two at random."""
+    use_cutmix = cutmix_alpha > 0 and (mixup_alpha <= 0 or rng.random() < 0.5)
+    if not use_cutmix and mixup_alpha <= 0:
+        return x, y, sw
+    lam = rng.beta(cutmix_alpha, cutmix_alpha) if use_cutmix else rng.beta(mixup_alpha, mixup_alpha)
+    perm = rng.permutation(len(x))
+    if use_cutmix:
+        h, w = x.shape[1], x.shape[2]
+        side = np.sqrt(1.0 - lam)  # the box's side, as a share of the image's, so its area is 1 - lam
+        bh, bw = int(round(h * side)), int(round(w * side))
+        cy, cx = rng.integers(0, h), rng.integers(0, w)
+        top, bottom = max(cy - bh // 2, 0), min(cy + (bh + 1) // 2, h)
+        left, right = max(cx - bw // 2, 0), min(cx + (bw + 1) // 2, w)
+        x = x.copy()
+        x[:, top:bottom, left:right] = x[perm, top:bottom, left:right]
+        lam = 1.0 - (bottom - top) * (right - left) / (h * w)  # the box clipped at the border is smaller
+    else:
+        x = lam * x + (1 - lam) * x[perm]
+    return x, lam * y + (1 - lam) * y[perm], lam * sw + (1 - lam) * sw[perm]

@@ -28,6 +28,8 @@ from train.archs import DEFAULT_ARCH
 @click.option("--class-weight-power", type=float, default=0.5, show_default=True,
               help="0 = no class weights, 1 = inverse frequency.")
 @click.option("--mixup", "mixup_alpha", type=float, default=0.0, show_default=True, help="Mixup alpha (0 = off).")
+@click.option("--cutmix", "cutmix_alpha", type=float, default=0.0, show_default=True,
+              help="CutMix alpha (0 = off); with --mixup too, each batch takes one of the two.")
 @click.option("--no-augment", is_flag=True, help="Train on the images as they are (the seed_cnn baseline recipe).")
 @click.option("--patience", type=int, default=12, show_default=True, help="Early-stopping patience in epochs.")
 @click.option("--seed", type=int, default=1234, show_default=True)
@@ -53,15 +55,15 @@ from train.archs import DEFAULT_ARCH
               "head  [default: 0 with --labels ferplus, 1 with folder]")
 @click.option("--resume", is_flag=True, help="Continue an interrupted run in --out from its last epoch.")
 def train(data, out, arch, epochs, batch_size, lr, optimizer, schedule, label_smoothing, class_weight_power, mixup_alpha,
-          no_augment, patience, seed, weights, steps_per_epoch, warmup_epochs, init_from, labels, votes, folder_weight,
-          teacher, teacher_weight, teacher_folder_weight, resume):
+          cutmix_alpha, no_augment, patience, seed, weights, steps_per_epoch, warmup_epochs, init_from, labels, votes,
+          folder_weight, teacher, teacher_weight, teacher_folder_weight, resume):
     """Train a model on FER2013 (or any dataset in a supported layout)."""
     from train import trainer
 
     s = trainer.TrainSettings(data=data, out=out, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
                       optimizer=optimizer, schedule=schedule,
                       label_smoothing=label_smoothing, class_weight_power=class_weight_power,
-                      mixup_alpha=mixup_alpha, augment=not no_augment, patience=patience, seed=seed,
+                      mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, augment=not no_augment, patience=patience, seed=seed,
                       weights=None if weights == "none" else weights, steps_per_epoch=steps_per_epoch,
                       warmup_epochs=warmup_epochs, init_from=init_from, labels=labels, votes=votes,
                       folder_weight=folder_weight, teacher=teacher, teacher_weight=teacher_weight,

@@ -22,7 +22,7 @@ from edge.files import write_atomic
 from edge.labels import LABELS
 from edge.paths import check_out_folder, check_readable
 from train.archs import ARCHITECTURES, DEFAULT_ARCH
-from train.augment import AugmentConfig, augment_batch
+from train.augment import AugmentConfig, augment_batch, mix_batch
 from train.data import FER2013_SIZE, Split, load_dataset, train_val
 
 INPUT_SIZE = FER2013_SIZE  # models are trained at the dataset's native size
@@ -45,6 +45,7 @@ class TrainSettings:
     label_smoothing: float = 0.1
     class_weight_power: float = 0.5  # 0: none, 1: fully inverse-frequency
     mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
     patience: int = 12
     seed: int = 1234
     val_fraction: float = 0.1
@@ -189,12 +190,7 @@ def _batches(keras):
             x = augment_batch(x, rng, self.aug) if self.s.augment else x.astype(np.float32)
             y = self.targets[idx]
             sw = (y @ self.weights).astype(np.float32)  # a soft target weighs as the mix of its classes
-            if self.s.mixup_alpha > 0:
-                lam = rng.beta(self.s.mixup_alpha, self.s.mixup_alpha)
-                perm = rng.permutation(len(idx))
-                x = lam * x + (1 - lam) * x[perm]
-                y = lam * y + (1 - lam) * y[perm]
-                sw = lam * sw + (1 - lam) * sw[perm]
+            x, y, sw = mix_batch(x, y, sw, rng, self.s.mixup_alpha, self.s.cutmix_alpha)
             return x[..., None], y, sw
 
     return AugmentedBatches
@@ -460,6 +456,7 @@ def check_settings(s: TrainSettings) -> None:
                              "--steps-per-epoch must be at least 1"),
                             (s.label_smoothing, 0 <= s.label_smoothing < 1, "--label-smoothing must lie in [0, 1)"),
                             (s.mixup_alpha, s.mixup_alpha >= 0, "--mixup must be 0 (off) or more"),
+                            (s.cutmix_alpha, s.cutmix_alpha >= 0, "--cutmix must be 0 (off) or more"),
                             (s.class_weight_power, s.class_weight_power >= 0, "--class-weight-power must be 0 or more"),
                             (s.folder_weight, 0 <= s.folder_weight <= 1, "--folder-weight must lie in [0, 1]")):
         if not ok:
