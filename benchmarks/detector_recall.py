@@ -257,6 +257,24 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def figure(report: dict, out: Path):
+    """Recall against crop width, one line per detector variant: where each stops finding faces."""
+    plt = common.pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    sizes = report["crop_widths"]
+    for name, v in report["variants"].items():
+        ax.plot(sizes, [v["recall_by_crop_width"].get(str(s)) for s in sizes], marker="o",
+                label=f"{name} ({v['false_positives']} false pos., {v['latency_ms_median']:.1f} ms a frame)")
+    ax.set_xticks(sizes)
+    ax.set_xlabel(f"crop width W in a {report['frame_size'][0]}x{report['frame_size'][1]} frame (px)")
+    ax.set_ylabel("recall")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"Face detection on FER2013 val crops ({report['faces']} faces): recall vs crop width")
+    return common.save_plot(plt, fig, ax, out, "detector_recall", fontsize=7, loc="lower right")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -274,7 +292,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     common.add_isa_arg(ap)
     ap.add_argument("--out", default=str(common.default_out() / "detector_recall"),
-                    help="output path without extension; writes .json and .md (default: runs/bench/<UTC time>/"
+                    help="output path without extension; writes .json, .md and .png (default: runs/bench/<UTC time>/"
                          "detector_recall; --out benchmarks/results/detector_recall replaces the committed results)")
     args = ap.parse_args(argv)
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
@@ -283,7 +301,7 @@ def main(argv=None) -> int:
     # --out names the files, not their folder: common.finish writes <folder>/<name>.json and .md
     target = Path(args.out).with_suffix("")
     args.out = str(target.parent)
-    return common.finish(target.name, args, argv, run, lambda report, out: [], markdown)
+    return common.finish(target.name, args, argv, run, lambda report, out: [figure(report, out)], markdown)
 
 
 if __name__ == "__main__":

@@ -736,6 +736,8 @@ def test_detector_recall_results_name_the_machine_the_command_and_the_models(tmp
     assert [m["file"] for m in report["models"]] == ["face_detection_short_range.tflite"]
     md = (tmp_path / "out" / "detector_recall.md").read_text()
     assert md.startswith("# Detector recall") and "CPU features for int8 inference" in md and "command:" in md
+    assert report["png"] == ["detector_recall.png"] and "Figures: detector_recall.png" in md
+    assert_png(tmp_path / "out" / "detector_recall.png")
 
 
 def test_the_load_at_start_is_read_before_the_run_not_when_the_results_are_written(tmp_path, monkeypatch):
