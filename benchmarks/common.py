@@ -417,6 +417,30 @@ def save_plot(plt, fig, ax, out: Path, name: str, **legend) -> Path:
     return save_figure(plt, fig, out, name)
 
 
+def recall_plot(out: Path, name: str, widths: list, series: dict, xlabel: str, title: str,
+                log_x: bool = False, guides: tuple = ()) -> Path | None:
+    """Detector recall against face width, one line per {label: recall per width}; `guides`:
+    recall levels drawn as dotted lines."""
+    plt = pyplot()
+    if plt is None:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label, recalls in series.items():
+        ax.plot(widths, recalls, marker="o", label=label)
+    for level in guides:
+        ax.axhline(level, color="grey", linestyle=":", linewidth=1)
+    if log_x:
+        ax.set_xscale("log")
+        ax.minorticks_off()
+    ax.set_xticks(widths)
+    ax.set_xticklabels([str(w) for w in widths])
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("recall")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    return save_plot(plt, fig, ax, out, name, fontsize=7, loc="lower right")
+
+
 def script_parser(doc: str, default_threads: int | None = None):
     """An argparse parser for a benchmark script: first paragraph of `doc` as description,
     all of it as epilog, and the common arguments."""

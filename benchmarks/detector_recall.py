@@ -259,20 +259,12 @@ def markdown(report: dict) -> str:
 
 def figure(report: dict, out: Path):
     """Recall against crop width, one line per detector variant: where each stops finding faces."""
-    plt = common.pyplot()
-    if plt is None:
-        return None
-    fig, ax = plt.subplots(figsize=(8, 4.5))
     sizes = report["crop_widths"]
-    for name, v in report["variants"].items():
-        ax.plot(sizes, [v["recall_by_crop_width"].get(str(s)) for s in sizes], marker="o",
-                label=f"{name} ({v['false_positives']} false pos., {v['latency_ms_median']:.1f} ms a frame)")
-    ax.set_xticks(sizes)
-    ax.set_xlabel(f"crop width W in a {report['frame_size'][0]}x{report['frame_size'][1]} frame (px)")
-    ax.set_ylabel("recall")
-    ax.set_ylim(0, 1.02)
-    ax.set_title(f"Face detection on FER2013 val crops ({report['faces']} faces): recall vs crop width")
-    return common.save_plot(plt, fig, ax, out, "detector_recall", fontsize=7, loc="lower right")
+    series = {f"{name} ({v['false_positives']} false pos., {v['latency_ms_median']:.1f} ms a frame)":
+              [v["recall_by_crop_width"].get(str(s)) for s in sizes] for name, v in report["variants"].items()}
+    w, h = report["frame_size"]
+    return common.recall_plot(out, "detector_recall", sizes, series, f"crop width W in a {w}x{h} frame (px)",
+                              f"Face detection on FER2013 val crops ({report['faces']} faces): recall vs crop width")
 
 
 def main(argv=None) -> int:

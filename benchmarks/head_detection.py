@@ -331,25 +331,11 @@ def markdown(report: dict) -> str:
 
 
 def figure(report: dict, out: Path):
-    plt = common.pyplot()
-    if plt is None:
-        return None
-    fig, ax = plt.subplots(figsize=(8, 4.5))
     widths = report["widths"]
-    for name, r in report["setups"].items():
-        ax.plot(widths, [r["recall_by_width"].get(str(w)) for w in widths], marker="o",
-                label=f"{name} ({r['calls_per_frame']} calls, min {r['ms_min']:.1f} ms)")
-    ax.axhline(0.95, color="grey", linestyle=":", linewidth=1)
-    ax.axhline(0.85, color="grey", linestyle=":", linewidth=1)
-    ax.set_xscale("log")
-    ax.set_xticks(widths)
-    ax.set_xticklabels([str(w) for w in widths])
-    ax.minorticks_off()
-    ax.set_xlabel("face width in a 640x480 frame (px)")
-    ax.set_ylabel("recall")
-    ax.set_ylim(0, 1.02)
-    ax.set_title("Face detection on whole heads: recall vs face width")
-    return common.save_plot(plt, fig, ax, out, NAME, fontsize=7, loc="lower right")
+    series = {f"{name} ({r['calls_per_frame']} calls, min {r['ms_min']:.1f} ms)":
+              [r["recall_by_width"].get(str(w)) for w in widths] for name, r in report["setups"].items()}
+    return common.recall_plot(out, NAME, widths, series, "face width in a 640x480 frame (px)",
+                              "Face detection on whole heads: recall vs face width", log_x=True, guides=(0.95, 0.85))
 
 
 def build_parser():
