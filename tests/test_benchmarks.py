@@ -858,7 +858,6 @@ def test_detector_recall_says_which_variants_it_could_not_run(tmp_path, monkeypa
     import cv2
 
     from benchmarks import detector_recall
-
     from edge.pipeline.detectors import blazeface
 
     shipped = blazeface.find_model

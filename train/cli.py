@@ -63,8 +63,8 @@ def train(data, out, arch, epochs, batch_size, lr, optimizer, schedule, label_sm
     s = trainer.TrainSettings(data=data, out=out, arch=arch, epochs=epochs, batch_size=batch_size, lr=lr,
                       optimizer=optimizer, schedule=schedule,
                       label_smoothing=label_smoothing, class_weight_power=class_weight_power,
-                      mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, augment=not no_augment, patience=patience, seed=seed,
-                      weights=None if weights == "none" else weights, steps_per_epoch=steps_per_epoch,
+                      mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, augment=not no_augment, patience=patience,
+                      seed=seed, weights=None if weights == "none" else weights, steps_per_epoch=steps_per_epoch,
                       warmup_epochs=warmup_epochs, init_from=init_from, labels=labels, votes=votes,
                       folder_weight=folder_weight, teacher=teacher, teacher_weight=teacher_weight,
                       teacher_folder_weight=teacher_folder_weight)
