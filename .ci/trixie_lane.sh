@@ -39,10 +39,11 @@ grep -q '^VERSION_CODENAME=trixie' "$ROOTFS/etc/os-release" || fail "$ROOTFS is 
 rm -rf "$ROOTFS/etc/queue-mood" "$ROOTFS/opt/queue-mood" "$ROOTFS/var/lib/queue-mood"  # an earlier run's: a fresh Pi
 cp /etc/resolv.conf "$ROOTFS/etc/resolv.conf"
 cp /etc/ssl/certs/ca-certificates.crt "$ROOTFS/usr/local/share/host-ca.crt"
-mountpoint -q "$ROOTFS/proc" || mount -t proc proc "$ROOTFS/proc"
+MOUNTED=""  # /proc is unmounted at the end only if this run mounted it (another run may use it)
+mountpoint -q "$ROOTFS/proc" || { mount -t proc proc "$ROOTFS/proc" && MOUNTED=1; }
 WORK=$(mktemp -d "$ROOTFS/tmp/qm-trixie.XXXXXX")
 IN=${WORK#"$ROOTFS"}  # the same folder seen from inside the root
-cleanup() { rm -rf "$WORK"; umount "$ROOTFS/proc" 2>/dev/null || true; }
+cleanup() { rm -rf "$WORK"; [ -z "$MOUNTED" ] || umount "$ROOTFS/proc" 2>/dev/null || true; }
 trap cleanup EXIT
 in_root() { chroot "$ROOTFS" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
     PIP_CERT=/usr/local/share/host-ca.crt "$@"; }
