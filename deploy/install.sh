@@ -249,8 +249,8 @@ fi
 
 cat > "$CONSTRAINTS" <<EOF
 # queue-mood: numpy and OpenCV come from apt (python3-numpy $apt_numpy, python3-opencv) and
-# must stay there. Use this file for any pip install into /opt/queue-mood/venv:
-#   /opt/queue-mood/venv/bin/pip install -c /opt/queue-mood/pip-constraints.txt PACKAGE
+# must stay there. Use this file for any pip install into $VENV:
+#   $VENV/bin/pip install -c $CONSTRAINTS PACKAGE
 numpy==$apt_numpy
 opencv-python<0
 opencv-python-headless<0
@@ -297,14 +297,14 @@ import numpy
 print(f"numpy {numpy.__version__} from {numpy.__file__}")
 if numpy.__file__.startswith(sys.prefix + "/"):  # the venv's own, not apt's
     sys.exit(f"a numpy wheel ({numpy.__version__}) is in the venv, but apt's OpenCV is built against apt's numpy: "
-             "/opt/queue-mood/venv/bin/pip uninstall numpy")
+             f"{sys.prefix}/bin/pip uninstall numpy")
 # In the venv only: Trixie's python3-opencv has metadata of its own ("opencv") in apt's folder.
 wheels = sorted({d.metadata["Name"] for d in metadata.distributions()
                  if (d.metadata["Name"] or "").lower().startswith("opencv")
                  and str(d.locate_file("")).startswith(sys.prefix + "/")})
 if wheels:
     sys.exit(f"an OpenCV wheel is installed ({', '.join(wheels)}); apt's python3-opencv must be the only one: "
-             f"/opt/queue-mood/venv/bin/pip uninstall {' '.join(wheels)}")
+             f"{sys.prefix}/bin/pip uninstall {' '.join(wheels)}")
 import cv2
 print(f"OpenCV {cv2.__version__} from {cv2.__file__}")
 EOF

@@ -649,9 +649,12 @@ def test_install_sh_pins_pip_to_the_numpy_apt_installed_whichever_major_it_is(tm
 
     proc = install(fake_bundle(tmp_path), fake_install_env(tmp_path))
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    pins = [line for line in (tmp_path / "root/opt/queue-mood/pip-constraints.txt").read_text().splitlines()
-            if line.startswith("numpy")]
+    constraints = (tmp_path / "root/opt/queue-mood/pip-constraints.txt").read_text()
+    pins = [line for line in constraints.splitlines() if line.startswith("numpy")]
     assert pins == [f"numpy=={numpy.__version__}"]  # PYTHON's numpy here, apt's on a Pi
+    # its how-to names this install's paths (PREFIX here is under tmp_path), not the default's
+    venv = tmp_path / "root/opt/queue-mood/venv"
+    assert f"#   {venv}/bin/pip install -c {tmp_path}/root/opt/queue-mood/pip-constraints.txt PACKAGE" in constraints
     log = (tmp_path / "python.log").read_text()
     assert "-c " in log and "pip-constraints.txt" in log  # every pip install is held to it
     assert "uninstall" not in log  # a venv without a numpy of its own: nothing to take out
