@@ -6,6 +6,7 @@ import numpy as np
 
 from tests.conftest import pattern_image
 from train.augment import AugmentConfig, augment_batch, degrade, mix_batch
+from train.data import FER2013_SIZE
 
 
 def _batch(n=16):
@@ -35,7 +36,7 @@ def test_camera_augmentations_stay_in_range_and_are_seeded():
     assert _sharpness(a) < _sharpness(augment_batch(x, np.random.default_rng(5), none))
 
 
-def _labelled(n=8, side=48):
+def _labelled(n=8, side=FER2013_SIZE):
     """Image i is all grey level i + 1 and its target is class i % 7 one-hot, weight i + 1:
     which image a pixel came from can be read off the pixel."""
     x = np.repeat(np.arange(1, n + 1, dtype=np.float32)[:, None, None], side * side, 1).reshape(n, side, side)

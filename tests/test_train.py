@@ -1002,11 +1002,11 @@ def test_training_batches_are_cut_and_mixed_as_asked():
     """--cutmix and --mixup reach the batches the model trains on, the same for the same seed."""
     import keras
 
-    from train.data import Split
+    from train.data import FER2013_SIZE, Split
     from train.trainer import TrainSettings, _batches
 
-    n = 64
-    x = np.repeat(np.arange(n, dtype=np.uint8)[:, None, None] * 3, 48 * 48, 1).reshape(n, 48, 48)
+    n, side = 64, FER2013_SIZE
+    x = np.repeat(np.arange(n, dtype=np.uint8)[:, None, None] * 3, side * side, 1).reshape(n, side, side)
     split = Split(x, np.arange(n) % 7, [f"{i}.png" for i in range(n)])
     targets = np.eye(7, dtype=np.float32)[split.y]
     Batches = _batches(keras)
