@@ -260,13 +260,14 @@ def markdown(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def figure(report: dict, out: Path):
-    """Recall against crop width, one line per detector variant: where each stops finding faces."""
+def figure(report: dict, out: Path, name: str = "detector_recall"):
+    """Recall against crop width, one line per detector variant: where each stops finding faces;
+    OUT/NAME.png, named like the run's .json and .md."""
     sizes = report["crop_widths"]
     series = {f"{name} ({v['false_positives']} false pos., {v['latency_ms_median']:.1f} ms a frame)":
               [v["recall_by_crop_width"].get(str(s)) for s in sizes] for name, v in report["variants"].items()}
     w, h = report["frame_size"]
-    return common.recall_plot(out, "detector_recall", sizes, series, f"crop width W in a {w}x{h} frame (px)",
+    return common.recall_plot(out, name, sizes, series, f"crop width W in a {w}x{h} frame (px)",
                               f"Face detection on FER2013 val crops ({report['faces']} faces): recall vs crop width")
 
 
@@ -296,7 +297,7 @@ def main(argv=None) -> int:
     # --out names the files, not their folder: common.finish writes <folder>/<name>.json and .md
     target = Path(args.out).with_suffix("")
     args.out = str(target.parent)
-    return common.finish(target.name, args, argv, run, lambda report, out: [figure(report, out)], markdown)
+    return common.finish(target.name, args, argv, run, lambda report, out: [figure(report, out, target.name)], markdown)
 
 
 if __name__ == "__main__":

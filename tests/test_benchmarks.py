@@ -865,9 +865,10 @@ def test_detector_recall_says_which_variants_it_could_not_run(tmp_path, monkeypa
     (tmp_path / "fer" / "val" / "happy").mkdir(parents=True)
     cv2.imwrite(str(tmp_path / "fer" / "val" / "happy" / "0.png"), np.full((48, 48), 128, np.uint8))
     argv = ["--data", str(tmp_path / "fer"), "--n", "1", "--sizes", "80", "--variants", "short_range,full_range_sparse",
-            "--warmup", "0", "--out", str(tmp_path / "out" / "detector_recall")]
+            "--warmup", "0", "--out", str(tmp_path / "out" / "recall_sparse")]
     assert detector_recall.main(argv) == 0
-    report = json.loads((tmp_path / "out" / "detector_recall.json").read_text())
+    report = json.loads((tmp_path / "out" / "recall_sparse.json").read_text())
     assert list(report["variants"]) == ["short_range"] and list(report["skipped"]) == ["full_range_sparse"]
-    md = (tmp_path / "out" / "detector_recall.md").read_text()
+    assert report["png"] == ["recall_sparse.png"]  # named by --out, as the .json and .md are
+    md = (tmp_path / "out" / "recall_sparse.md").read_text()
     assert "| full_range_sparse | not run: face_detection_full_range_sparse.tflite not found" in md
