@@ -19,12 +19,17 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[n:]
 
 
+def temporary_name(path: Path) -> Path:
+    """Where write_atomic writes `path` before renaming it into place (what a kill leaves)."""
+    return path.with_name(f".{path.name}.tmp")
+
+
 def write_atomic(path: Path, data: bytes | str) -> None:
     """Write-then-rename with fsync of the file and its folder; on failure nothing is left (a
     kill leaves at most the hidden .NAME.tmp, never a partial file under the name)."""
     if isinstance(data, str):
         data = data.encode()
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = temporary_name(path)
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         try:

@@ -18,7 +18,7 @@ import numpy as np
 
 from edge.card import CARD_NAME
 from edge.errors import UserError
-from edge.files import write_atomic
+from edge.files import temporary_name, write_atomic
 from edge.labels import LABELS
 from edge.paths import check_out_folder, check_readable
 from train.archs import ARCHITECTURES, DEFAULT_ARCH
@@ -756,7 +756,7 @@ def _backup(keras, path: Path, history_csv: Path, best=None):
         def on_train_begin(self, logs=None):
             backup_files = map(Path, (self._weights_path, self._prev_weights_path, self._training_metadata_path,
                                       self._prev_training_metadata_path))
-            for partial in (Path(self._partial), *(f.with_name(f".{f.name}.tmp") for f in backup_files)):
+            for partial in (Path(self._partial), *map(temporary_name, backup_files)):
                 partial.unlink(missing_ok=True)  # what a kill cut short (write_atomic's temporary names)
             try:
                 meta = self._restore()
