@@ -127,11 +127,13 @@ def cli():
               help="Write an annotated video (.mp4, .avi, .mov or .mkv) for debugging (off by default: frames never leave memory).")
 @click.option("--print-config", is_flag=True, help="Print the effective config as TOML and exit.")
 @click.option("--example", is_flag=True, help="With --print-config: print a commented example with every key instead.")
+@click.option("--show-secrets", is_flag=True, help="With --print-config: print tokens, passwords and URLs with "
+              "credentials too (hidden by default).")
 @click.option("--json", "as_json", is_flag=True, help="Print the run summary as JSON at the end (no status line).")
 @click.option("-v", "--verbose", count=True, help="-v: per-track detail each second; -vv: debug logs of every library.")
 @click.option("-q", "--quiet", is_flag=True, help="Only alerts, warnings and errors; no status line.")
 def run_cmd(config_path, camera, source, realtime, wait_for_camera, model, detector, detector_model, threads, max_frames, duration, preview,
-            print_config, example, as_json, verbose, quiet):
+            print_config, example, show_secrets, as_json, verbose, quiet):
     """Watch the queue: camera -> faces -> expressions -> queue mood -> local alerts."""
     import json
 
@@ -146,9 +148,10 @@ def run_cmd(config_path, camera, source, realtime, wait_for_camera, model, detec
         "source.camera": camera, "source.path": source, "source.realtime": realtime or None,
         "source.wait_for_camera": wait_for_camera or None, "model.path": model, "detector.kind": detector,
         "detector.model": detector_model, "model.threads": threads}.items() if v is not None}
+    for flag, given in (("--example", example), ("--show-secrets", show_secrets)):
+        if given and not print_config:
+            raise UserError(f"{flag} goes with --print-config: edge run --print-config {flag}.")
     if example:
-        if not print_config:
-            raise UserError("--example goes with --print-config: edge run --print-config --example.")
         from edge.configdoc import example_toml
 
         click.echo(example_toml(), nl=False)
@@ -157,7 +160,7 @@ def run_cmd(config_path, camera, source, realtime, wait_for_camera, model, detec
     if print_config:
         from edge.configdoc import effective_toml
 
-        click.echo(effective_toml(cfg), nl=False)
+        click.echo(effective_toml(cfg, show_secrets), nl=False)
         return
     if verbose and quiet:
         raise UserError("-v and -q contradict each other; choose one.")
@@ -177,7 +180,8 @@ def run_cmd(config_path, camera, source, realtime, wait_for_camera, model, detec
 @click.option("--config", "config_path", default=None, callback=not_empty, help="TOML config file to check and print (default: built-in defaults).")
 @click.option("--docs", is_flag=True, help="Print the reference of every key (docs/config.md) as Markdown.")
 @click.option("--example", is_flag=True, help="Print a commented example with every key (deploy/config.example.toml).")
-def config_cmd(config_path, docs, example):
+@click.option("--show-secrets", is_flag=True, help="Print tokens, passwords and URLs with credentials too (hidden by default).")
+def config_cmd(config_path, docs, example, show_secrets):
     """Print the effective config, the reference of every key, or a commented example."""
     from edge import configdoc
     from edge.config import load_config
@@ -188,9 +192,12 @@ def config_cmd(config_path, docs, example):
         raise UserError(f"--{'docs' if docs else 'example'} prints the defaults of every key and reads no --config; "
                         "drop one of them (edge config --config FILE prints that file's effective config).")
     if docs or example:
+        if show_secrets:
+            raise UserError(f"--{'docs' if docs else 'example'} prints defaults, which hold no secrets; drop "
+                            "--show-secrets (it goes with printing a config: edge config --config FILE --show-secrets).")
         click.echo(configdoc.markdown() if docs else configdoc.example_toml(), nl=False)
         return
-    click.echo(configdoc.effective_toml(load_config(config_path)), nl=False)
+    click.echo(configdoc.effective_toml(load_config(config_path), show_secrets), nl=False)
 
 
 @cli.command("demo")

@@ -22,7 +22,7 @@ from edge.errors import check as _check
 from edge.errors import check_range as _range
 from edge.labels import LABELS
 from edge.paths import FILE_KEY, check_readable, expand_path, from_folder, items, not_a_file, visible
-from edge.redact import CONTROL
+from edge.redact import CONTROL, redact_text
 from edge.pipeline.detectors import DetectorConfig
 from edge.pipeline.sources import ROTATIONS
 from edge.sinks import SINKS
@@ -397,6 +397,11 @@ def _describe(tp, n: int | None = None) -> str:
 
 
 SECRET_KEYS = {"token", "password"}  # their values never appear in an error (the journal, a pasted report)
+SECRET_TABLES = {"headers"}  # every value in these tables is a secret too (a webhook's Authorization)
+# What a printed config holds in place of a secret (`edge config`, `edge run --print-config`): such
+# output lands in support tickets and screen shares. Loading it back is refused, so a printed file
+# reused as a config cannot quietly post to a wrong URL or log in with the placeholder.
+HIDDEN_SECRET = "<hidden: --show-secrets prints it>"
 
 
 def _shown(where: str, value) -> str:
@@ -411,6 +416,40 @@ RENAMED = {"tracking.ema_alpha": ("tracking.smooth_s, the smoothing's time const
                                   "ema_alpha = 0.3 gave at 5 fps)", 0.3),
            "schedule.detect_every": ("schedule.detect_hz, detector runs per second (5 is what detect_every = 3 "
                                      "gave at 15 fps)", 3)}
+
+
+def hide_secrets(d: dict) -> tuple[dict, list[str]]:
+    """`d` (from to_dict) with secrets replaced by HIDDEN_SECRET: tokens, passwords, header values,
+    and any string holding a URL with credentials, a long path or a query (the redacted URL stays
+    after the placeholder, so the reader still sees where it points); also the dotted keys hidden."""
+    hidden: list[str] = []
+
+    def hide(where: str, value, secret: bool):
+        if isinstance(value, dict):
+            return {k: hide(f"{where}.{k}", x, where.rsplit(".", 1)[-1] in SECRET_TABLES) for k, x in value.items()}
+        if isinstance(value, list):
+            return [hide(where, x, secret) for x in value]
+        if not isinstance(value, str) or not value:
+            return value
+        if secret or where.rsplit(".", 1)[-1] in SECRET_KEYS:
+            hidden.append(where)
+            return HIDDEN_SECRET
+        if (shown := redact_text(value)) != value:
+            hidden.append(where)
+            return f"{HIDDEN_SECRET} {shown}"
+        return value
+
+    out = {k: hide(k, v, False) for k, v in d.items()}
+    return out, list(dict.fromkeys(hidden))
+
+
+def placeholders(data, path: str = "") -> list[str]:
+    """The dotted keys in a config as read that hold HIDDEN_SECRET (a printed config reused)."""
+    if isinstance(data, dict):
+        return [k for key, x in data.items() for k in placeholders(x, f"{path}.{key}" if path else key)]
+    if isinstance(data, list):
+        return [path] if any(placeholders(x, path) for x in data) else []
+    return [path] if isinstance(data, str) and data.startswith(HIDDEN_SECRET) else []
 
 
 def _not_a_table(path: str, value) -> ConfigError:
@@ -491,6 +530,10 @@ def load_config(path: str | Path | None, overrides: dict | None = None, paths_fr
             raise ConfigError(f"Config file {p} cannot be read ({exc.strerror}); run as a user allowed to read it "
                               "(the service user, or sudo).") from exc
         folder = Path(paths_from) if paths_from is not None else p.absolute().parent
+        if hidden := placeholders(data):
+            raise ConfigError(f"Config file {p} holds the placeholder that `edge config` and `edge run --print-config` "
+                              f"print in place of a secret, at {', '.join(hidden)}; put the real values back (those "
+                              "commands print them with --show-secrets).")
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")

@@ -257,7 +257,8 @@ def markdown() -> str:
         "value and what is allowed, and command-line flags override the file (`--camera` or `--source`",
         "replaces both `camera` and `path` of the file's `[source]`). A commented example",
         "with every key: [deploy/config.example.toml](../deploy/config.example.toml)",
-        "(`edge run --print-config --example`); the effective config: `edge run --print-config`.",
+        "(`edge run --print-config --example`); the effective config: `edge run --print-config`",
+        "(secrets hidden; `--show-secrets` prints them).",
         "",
         "Sections marked *optional* are off unless the file has them: each alert sink is turned on",
         "by its table (an empty `[sinks.jsonl]` is enough for the JSON-lines file). The log sink",
@@ -328,14 +329,18 @@ def example_toml() -> str:
     return "\n".join(lines) + "\n"
 
 
-def effective_toml(cfg) -> str:
+def effective_toml(cfg, show_secrets: bool = False) -> str:
     """The effective config (what --print-config shows) followed by the alert sinks it leaves
-    off as commented-out examples, so it is a starting file that shows every way out."""
-    from edge.config import to_dict, to_toml
+    off as commented-out examples, so it is a starting file that shows every way out. Secrets
+    are hidden unless `show_secrets` (a bundle's config file must keep them)."""
+    from edge.config import hide_secrets, to_dict, to_toml
 
     unused = [sec for sec in sections() if sec.optional and not sec.variant and sec.path.startswith("sinks.")
               and getattr(cfg.sinks, sec.path.split(".", 1)[1], None) is None]
-    lines = [to_toml(to_dict(cfg)).rstrip()]
+    values, hidden = (to_dict(cfg), []) if show_secrets else hide_secrets(to_dict(cfg))
+    lines = textwrap.wrap(f"Secrets hidden: {', '.join(hidden)}. --show-secrets prints them (keep that output "
+                          "private).", 96, initial_indent="# ", subsequent_indent="# ", break_on_hyphens=False) if hidden else []
+    lines += [to_toml(values).rstrip()]
     if unused:
         lines += ["", "# Alert sinks not turned on (the log sink always is). To turn one on, remove the '# ' of",
                   "# its lines and fill in its values; every key: edge run --print-config --example."]

@@ -159,7 +159,7 @@ def test_the_effective_config_loads_back_with_keys_that_are_not_bare(tmp_path):
                      encoding="utf-8")
     cfg = load_config(given)
     written = tmp_path / "out.toml"
-    written.write_text(effective_toml(cfg), encoding="utf-8")  # edge config --config in.toml > out.toml
+    written.write_text(effective_toml(cfg, show_secrets=True), encoding="utf-8")  # edge config --config in.toml --show-secrets > out.toml
     again = load_config(written)
     assert to_dict(again) == to_dict(cfg)
     assert again.sinks.webhook.headers == {"X.Api-Key": "a", "Authorization": "b"}

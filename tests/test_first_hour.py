@@ -349,7 +349,7 @@ def test_ctrl_c_in_any_command_is_status_130_and_one_line_not_clicks_aborted(mon
     from edge import configdoc
     from edge.cli import cli
 
-    def interrupted(cfg):
+    def interrupted(cfg, show_secrets=False):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(configdoc, "effective_toml", interrupted)

@@ -173,7 +173,7 @@ def config_text(cfg: Config, origin: str) -> str:
     ]
     from edge.configdoc import effective_toml
 
-    return "\n".join(header) + effective_toml(cfg)
+    return "\n".join(header) + effective_toml(cfg, show_secrets=True)  # the Pi's own config needs them
 
 
 # -- the project wheel ------------------------------------------------------------------
