@@ -230,8 +230,13 @@ fi
 # apt's OpenCV is built against apt's numpy (1.x on Bookworm, 2.x on Trixie): pip must keep that
 # one, so it is pinned to its version (a bound like numpy<2 would let pip put 1.26 beside Bookworm's
 # 1.24, and forbid Trixie's own).
-apt_numpy=$("$PYTHON" -I -c 'import numpy; print(numpy.__version__)' 2>/dev/null) \
+numpy_found=$("$PYTHON" -I -c 'import os, numpy; print(numpy.__version__, os.path.dirname(numpy.__file__))' 2>/dev/null) \
     || die "$PYTHON cannot import apt's numpy: install python3-numpy (sudo apt install python3-numpy python3-opencv) and run install.sh again (queue-mood itself was not changed)."
+read -r apt_numpy numpy_dir <<< "$numpy_found"
+# A numpy that `sudo pip install` put in /usr/local comes before apt's in every venv that sees the
+# system's packages: the pin would take its version, and apt's OpenCV may not run with it.
+[[ $numpy_dir != /usr/local/* ]] \
+    || die "numpy $apt_numpy in $numpy_dir (installed system-wide by pip) hides apt's python3-numpy, which apt's OpenCV is built against: sudo $PYTHON -m pip uninstall --break-system-packages numpy, then run install.sh again (queue-mood itself was not changed)."
 
 # -- 2. venv and pip ---------------------------------------------------------------------
 say "venv: $VENV"

@@ -434,6 +434,31 @@ def test_doctor_takes_trixies_own_opencv_metadata_for_apt_not_for_a_wheel_to_uni
     assert status == WARN and detail.endswith("pip uninstall opencv-python-headless"), detail
 
 
+def test_doctor_names_a_numpy_that_sudo_pip_put_in_usr_local_and_how_to_remove_it(monkeypatch):
+    """A numpy in /usr/local (sudo pip install) comes before apt's in every venv with system site
+    packages; the doctor called it "pip" and told the user to uninstall it from the venv."""
+    import numpy
+
+    from edge.ops.doctor import APT_DIST, DoctorSettings, _Context, check_numpy_opencv, numpy_origin
+
+    usr_local = "/usr/local/lib/python3.11/dist-packages/numpy/__init__.py"
+    assert numpy_origin(f"{APT_DIST}/numpy/__init__.py") == ("apt", "")
+    assert numpy_origin("/opt/q/venv/lib/python3.11/site-packages/numpy/__init__.py", "/opt/q/venv")[1] == \
+        "/opt/q/venv/bin/pip uninstall numpy"
+    where, remedy = numpy_origin(usr_local, "/opt/q/venv")
+    assert "system-wide" in where and remedy == "sudo python3 -m pip uninstall --break-system-packages numpy"
+    status, detail = opencv_verdict("2.1.0", None, "ImportError: numpy.core.multiarray failed to import", remedy)
+    assert status == FAIL and remedy in detail and "in the venv" not in detail, detail
+    assert remedy in opencv_verdict("2.1.0", "4.6.0", "", remedy)[1]
+
+    monkeypatch.setattr(numpy, "__file__", usr_local)
+    ctx = _Context(DoctorSettings())
+    ctx.on_pi = True
+    check_numpy_opencv(ctx)
+    (line,) = [c for c in ctx.checks if c.name == "numpy"]
+    assert line.status == WARN and line.detail.endswith(remedy) and "/usr/local/lib/python3.11" in line.detail
+
+
 def test_pi_health_verdicts():
     assert throttled_verdict(0)[0] == OK
     assert throttled_verdict(0x50000)[0] == WARN  # under-voltage and throttling since boot
@@ -494,6 +519,22 @@ def test_the_wheel_check_resolves_under_the_exact_numpy_install_sh_pins(tmp_path
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"OK    {numpy_pin} " in proc.stdout  # step 1: apt's numpy itself, as an aarch64 wheel
     assert [line for line in got.read_text().splitlines() if line.startswith("numpy")] == [numpy_pin]  # step 2
+
+
+def test_install_sh_refuses_a_numpy_that_sudo_pip_put_in_usr_local_before_changing_anything(tmp_path):
+    """It hides apt's numpy in the venv too: the pin would have taken its version."""
+    import sys
+
+    python = tmp_path / "python3"
+    python.write_text('#!/bin/sh\ncase "$*" in *"import os, numpy"*) '
+                      'echo "2.1.0 /usr/local/lib/python3.11/dist-packages/numpy"; exit 0;; esac\n'
+                      f'exec {sys.executable} "$@"\n')
+    python.chmod(0o755)
+    env = {**fake_install_env(tmp_path, venv=False), "PYTHON": str(python)}
+    proc = install(fake_bundle(tmp_path), env)
+    assert_install_sentence(proc, "numpy 2.1.0 in /usr/local/lib/python3.11/dist-packages/numpy",
+                            f"sudo {python} -m pip uninstall --break-system-packages numpy", "was not changed")
+    assert not (tmp_path / "root").exists()
 
 
 def test_install_sh_help_and_bad_arguments(tmp_path):

@@ -45,6 +45,9 @@ SERVICE = "queue-mood"
 DEVICE_MODEL = Path("/proc/device-tree/model")
 GOVERNOR = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
 APT_DIST = "/usr/lib/python3/dist-packages"
+# Where `sudo pip install` puts packages on Debian: every venv with system site packages sees them
+# before apt's, so a numpy there replaces the one apt's OpenCV is built against.
+SYSTEM_PIP = "/usr/local/lib/python3"
 UNIT_FILE = Path("/etc/systemd/system") / f"{SERVICE}.service"  # where install.sh writes it
 FREE_FAIL_MB, FREE_WARN_MB = 50, 500
 TEMP_WARN_C, TEMP_FAIL_C = 75.0, 85.0  # the Pi soft-throttles from 80 C (Pi 4) / 85 C (Pi 5)
@@ -89,20 +92,35 @@ def _major_minor(version: str) -> tuple[int, int]:
     return (parts + [0, 0])[0], (parts + [0, 0])[1]
 
 
-def opencv_verdict(numpy_version: str, cv2_version: str | None, import_error: str = "") -> tuple[str, str]:
+def numpy_origin(numpy_file: str, prefix: str = sys.prefix) -> tuple[str, str]:
+    """Where numpy was imported from, and the command that puts apt's back in its place ("" for apt's)."""
+    if numpy_file.startswith(APT_DIST):
+        return "apt", ""
+    if numpy_file.startswith(prefix.rstrip("/") + "/"):
+        return "pip, in this venv", f"{prefix}/bin/pip uninstall numpy"
+    if numpy_file.startswith(SYSTEM_PIP):
+        return ("pip, system-wide, where it hides apt's from every venv",
+                "sudo python3 -m pip uninstall --break-system-packages numpy")
+    return "pip", "pip uninstall numpy"
+
+
+def opencv_verdict(numpy_version: str, cv2_version: str | None, import_error: str = "",
+                   numpy_remedy: str = "pip uninstall numpy") -> tuple[str, str]:
     """OpenCV before 4.10 is built against numpy 1.x and cannot run with numpy 2 (and the
-    opencv-python wheels from 4.12 on need numpy >= 2)."""
+    opencv-python wheels from 4.12 on need numpy >= 2). `numpy_remedy`: numpy_origin's command
+    ("" where numpy is apt's: then the OpenCV is not)."""
     np_major = _major_minor(numpy_version)[0]
+    fix = numpy_remedy or "pip uninstall opencv-python-headless in the venv"
     if cv2_version is None:
         if "numpy" in import_error.lower() or "_ARRAY_API" in import_error:
             return FAIL, (f"OpenCV does not import with numpy {numpy_version} ({import_error}): it was built "
                           "against another numpy major version. On a Pi keep apt's python3-opencv with apt's numpy "
-                          "(pip uninstall numpy opencv-python-headless in the venv).")
+                          f"({fix}).")
         return FAIL, (f"OpenCV does not import ({import_error}); on a Pi: sudo apt install python3-opencv "
                       "(elsewhere: pip install 'queue-mood[opencv]').")
     if np_major >= 2 and _major_minor(cv2_version) < (4, 10):
         return FAIL, (f"OpenCV {cv2_version} is built against numpy 1.x but numpy is {numpy_version}; "
-                      "install 'numpy<2' in this venv (on a Pi: pip uninstall numpy, so apt's numpy is used).")
+                      f"install 'numpy<2' in this venv (on a Pi: {fix}, so apt's numpy is used).")
     return OK, f"OpenCV {cv2_version} works with numpy {numpy_version}"
 
 
@@ -394,10 +412,10 @@ def check_numpy_opencv(ctx: _Context) -> None:
         ctx.add("numpy", FAIL, f"numpy does not import ({exc}); on a Pi: sudo apt install python3-numpy")
         ctx.add("opencv", FAIL, "not checked: numpy is missing")
         return
-    where = "apt" if numpy.__file__.startswith(APT_DIST) else "pip"
+    where, remedy = numpy_origin(numpy.__file__)
     status, detail = OK, f"numpy {numpy.__version__} ({where}: {Path(numpy.__file__).parent})"
-    if ctx.on_pi and where == "pip":
-        status, detail = WARN, detail + "; on a Pi apt's python3-numpy is expected in the venv"
+    if ctx.on_pi and remedy:
+        status, detail = WARN, detail + f"; on a Pi apt's python3-numpy is expected in the venv: {remedy}"
     ctx.add("numpy", status, detail)
 
     captured = io.StringIO()
@@ -409,7 +427,7 @@ def check_numpy_opencv(ctx: _Context) -> None:
             cv2_version, cv2_file = cv2.__version__, getattr(cv2, "__file__", "") or ""
         except Exception as exc:  # ImportError, or AttributeError from a numpy ABI mismatch
             error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-    status, detail = opencv_verdict(numpy.__version__, cv2_version, error)
+    status, detail = opencv_verdict(numpy.__version__, cv2_version, error, remedy)
     if cv2_version is not None:
         from importlib import metadata
 
