@@ -113,7 +113,7 @@ def watched(stats):
 
 def emotion_counts(dom: str) -> list[str]:
     """The faces per emotion, as the page's table shows them."""
-    rows = re.findall(r'<tr><td>(\w+)(?:<span[^>]*>[^<]*</span>)*</td><td><div class="bar[^"]*"[^>]*></div></td>'
+    rows = re.findall(r'<tr><th scope="row">(\w+)(?:<span[^>]*>[^<]*</span>)*</th><td><div class="bar[^"]*"[^>]*></div></td>'
                       r'<td>([^<]*)</td></tr>', dom)
     return [n for _, n in rows]
 
@@ -215,7 +215,7 @@ def test_the_page_fits_a_phone_with_a_network_cameras_url_in_health(width):
 
     with stand_in(fill=network_camera) as (url, _), LivePage(url, window=f"{width},844") as page:
         assert page.wait_for("document.body.dataset.live === '1'")
-        wide = page.js("""[...document.querySelectorAll('td')].filter((td) =>
+        wide = page.js("""[...document.querySelectorAll('td, th')].filter((td) =>
             td.getBoundingClientRect().right > td.closest('.card').getBoundingClientRect().right).map((td) => td.textContent)""")
         assert wide == [], wide
         assert page.js("document.documentElement.scrollWidth") <= width
@@ -311,7 +311,7 @@ def test_a_monitor_up_for_hours_says_so_in_hours():
         stats.started -= 5 * 3600 + 7 * 60
 
     dom, _ = page_dom(fill=up_since_this_morning)
-    assert "<td>up for</td><td>5 h 07 min</td>" in dom, re.findall(r"<td>up for</td><td>[^<]*", dom)
+    assert "<th scope=\"row\">up for</th><td>5 h 07 min</td>" in dom, re.findall(r"up for</th><td>[^<]*", dom)
 
 
 def test_the_health_table_says_the_free_space_on_the_monitors_disks(tmp_path):
@@ -321,12 +321,12 @@ def test_the_health_table_says_the_free_space_on_the_monitors_disks(tmp_path):
 
     fs = os.statvfs(tmp_path)
     dom, _ = page_dom(fill=lambda stats: stats.set_disks({"spool": tmp_path}))
-    (said,) = re.findall(r"<td>disk free</td><td>([^<]*)</td>", dom)
+    (said,) = re.findall(r'<th scope="row">disk free</th><td>([^<]*)</td>', dom)
     assert re.fullmatch(r"[\d.]+ [GM]iB of [\d.]+ [GM]iB", said) and "(spool)" not in said, said
     size = fs.f_blocks * fs.f_frsize  # in edge doctor's and the alert's units
     assert said.endswith(f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{round(size / 2**20)} MiB"), said
     dom, _ = page_dom(fill=lambda stats: stats.set_disks({"spool": tmp_path, "jsonl": "/dev/shm"}))
-    (said,) = re.findall(r"<td>disk free</td><td>([^<]*)</td>", dom)
+    (said,) = re.findall(r'<th scope="row">disk free</th><td>([^<]*)</td>', dom)
     assert "(spool), " in said and said.endswith("(jsonl)"), said
     dom, _ = page_dom()
     assert "disk free" not in dom  # a Stats with no folders named (not edge run): no row
@@ -380,6 +380,19 @@ def test_a_screen_reader_hears_the_alert_raised_once_not_every_poll():
         assert page.wait_for("document.getElementById('alert-state').textContent === 'RAISED'")
         time.sleep(5)  # more polls, the same state
         assert page.js("announced") == [f"Alert raised: {ADVICE}"]
+
+
+def test_each_table_row_is_named_by_a_row_header_a_screen_reader_says_with_its_value():
+    """"frame rate" with "4.9 fps", "happy" with its count: the first cell of every row of the
+    expressions and health tables is a row header, set as the plain cell it replaced."""
+    with stand_in(fill=watched) as (url, _), LivePage(url) as page:
+        assert page.wait_for("document.querySelectorAll('#health tr').length > 3")
+        rows = page.js("""[...document.querySelectorAll('#emotions tr, #health tr')].map((tr) =>
+            [...tr.cells].map((c) => c.tagName + (c.scope ? ':' + c.scope : '')).join(' '))""")
+        assert rows and set(rows) == {"TH:row TD TD", "TH:row TD"}, rows
+        looks = page.js("""[...document.querySelectorAll('#health th, #health td')].slice(0, 2).map((c) =>
+            [getComputedStyle(c).fontWeight, getComputedStyle(c).textAlign])""")
+        assert looks[0] == looks[1] == ["400", "start"], looks
 
 
 def test_the_charts_legend_tells_its_lines_apart_without_their_colours():
@@ -528,8 +541,8 @@ def test_the_expressions_counted_as_unhappy_are_marked_without_colour_and_said_t
         # what a screen reader reads for each row's first cell: its name in the accessibility tree
         page._call("Accessibility.enable", page._session)
         nodes = page._call("Accessibility.getFullAXTree", page._session)["nodes"]
-        cells = [re.sub(r"\s+,", ",", n["name"]["value"]) for n in nodes  # a table without headers: a layout table to it
-                 if n.get("role", {}).get("value") in ("cell", "gridcell", "LayoutTableCell") and n.get("name", {}).get("value")]
+        cells = [re.sub(r"\s+,", ",", n["name"]["value"]) for n in nodes  # the name: the row's header
+                 if n.get("role", {}).get("value") == "rowheader" and n.get("name", {}).get("value")]
         heard = {c.split(",")[0]: c for c in cells if c.split(",")[0] in {name for name, *_ in rows}}
         assert len(heard) == 7, cells
         for name, said in heard.items():

@@ -59,13 +59,16 @@ function since(iso) { return iso ? `since ${clock(iso)} (${ago(iso)})` : ""; }
 function hms(d) { return atMonitor(d).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit", timeZone: "UTC"}); }
 function text(el, value) { if (el.textContent !== String(value)) el.textContent = value; }
 
+// The first cell names the row (an expression, a health figure): a row header, so a screen reader
+// says "frame rate" with "4.9 fps", not a bare number.
 function row(table, cells) {
   const tr = document.createElement("tr");
-  for (const c of cells) {
-    const td = document.createElement("td");
+  cells.forEach((c, i) => {
+    const td = document.createElement(i ? "td" : "th");
+    if (!i) td.scope = "row";
     if (c instanceof Node) td.appendChild(c); else td.textContent = c;
     tr.appendChild(td);
-  }
+  });
   table.appendChild(tr);
 }
 
