@@ -83,7 +83,7 @@ def _series_the_monitor_exports() -> set[str]:
     snap = stats.snapshot()
     snap["health"] = {"cpu_temperature_c": 50.0, "throttled_flags": 0, "throttled_now": [],  # as on a Pi
                       "process_cpu_share": 0.3, "clock_synced": False,
-                      "disks": {"spool": {"free_bytes": 2 * 10**9, "size_bytes": 32 * 10**9}}}  # under edge run
+                      "disks": {"spool": {"free_bytes": 2 * 10**9, "size_bytes": 32 * 10**9, "read_only": 0}}}  # under edge run
     snap["sink_failures"] = {"webhook": 1}
     snap["sinks"] = {"gpio": {**dict.fromkeys(("sent", "delivered", "queued", "spooled", "in_memory",
                                                   "dead_lettered", "dropped", "lost"), 0), "disabled": "no GPIO"}}
@@ -221,12 +221,37 @@ def test_disk_space_is_what_this_user_may_write_once_per_disk_under_its_first_fo
 
     ext4 = os.statvfs_result((4096, 4096, 1000, 300, 250, 0, 0, 0, 0, 255))  # 50 blocks kept for root
     assert DiskSpace({"spool": tmp_path}, statvfs=lambda _: ext4).read() == {
-        "spool": {"free_bytes": 250 * 4096, "size_bytes": 1000 * 4096}}
+        "spool": {"free_bytes": 250 * 4096, "size_bytes": 1000 * 4096, "read_only": 0}}
     with tmpfs(tmp_path / "card", "size=1m") as card, tmpfs(tmp_path / "stick", "size=512k") as stick:  # skips unless root
         (card / "history.sqlite").write_bytes(b"x" * 256 * 1024)
         disks = DiskSpace({"spool": card / "spool" / "webhook", "jsonl": stick, "history": card}).read()
-        assert disks == {"spool": {"free_bytes": 768 * 1024, "size_bytes": 1024 * 1024},
-                         "jsonl": {"free_bytes": 512 * 1024, "size_bytes": 512 * 1024}}
+        assert disks == {"spool": {"free_bytes": 768 * 1024, "size_bytes": 1024 * 1024, "read_only": 0},
+                         "jsonl": {"free_bytes": 512 * 1024, "size_bytes": 512 * 1024, "read_only": 0}}
+
+
+def test_a_disk_remounted_read_only_is_a_series_of_its_own(tmp_path):
+    """ext4 remounts a failing SD card read-only and its free space reads as before: DiskLow never
+    fires, so the flag is a series of its own for QueueMonitorDiskReadOnly (the page's health row:
+    test_webpage)."""
+    pytest.importorskip("prometheus_client", reason="/metrics needs prometheus_client (edge extra)")
+    from edge.service.exposition import render
+    from edge.service.health import DiskSpace
+    from edge.service.status import Stats
+
+    flags = {"now": os.ST_RDONLY | os.ST_NOSUID}
+
+    def statvfs(_):
+        return os.statvfs_result((4096, 4096, 8_000_000, 5_000_000, 4_800_000, 0, 0, 0, flags["now"], 255))
+
+    stats = Stats("rt", "m", "video")
+    stats._disks = DiskSpace({"spool": tmp_path}, statvfs=statvfs)
+    for flag, expected in ((os.ST_RDONLY | os.ST_NOSUID, 1), (os.ST_NOSUID, 0)):
+        flags["now"] = flag
+        stats._health_t = float("-inf")  # read again at this snapshot
+        body = render(stats.snapshot)[0].decode()
+        values = {name: float(v) for name, v in re.findall(r'^queue_mood_(disk_\w+)\{disk="spool"\} (\S+)$', body, re.M)}
+        assert values == {"disk_free_bytes": 4_800_000 * 4096, "disk_size_bytes": 8_000_000 * 4096,
+                          "disk_read_only": expected}, values
 
 
 def test_a_disk_that_cannot_be_read_is_left_out_and_said_once_not_per_scrape(tmp_path, caplog):

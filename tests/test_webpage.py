@@ -328,6 +328,15 @@ def test_the_health_table_says_the_free_space_on_the_monitors_disks(tmp_path):
     dom, _ = page_dom(fill=lambda stats: stats.set_disks({"spool": tmp_path, "jsonl": "/dev/shm"}))
     (said,) = re.findall(r'<th scope="row">disk free</th><td>([^<]*)</td>', dom)
     assert "(spool), " in said and said.endswith("(jsonl)"), said
+    assert "READ-ONLY" not in said
+
+    def read_only(stats):  # ext4 remounted the card so: its free space reads as before
+        stats.set_disks({"spool": tmp_path})
+        stats._disks.statvfs = lambda folder: os.statvfs_result((*os.statvfs(folder)[:8], os.ST_RDONLY, 255))
+
+    dom, _ = page_dom(fill=read_only)
+    (said,) = re.findall(r'<th scope="row">disk free</th><td>([^<]*)</td>', dom)
+    assert re.fullmatch(r"[\d.]+ [GM]iB of [\d.]+ [GM]iB, READ-ONLY: nothing can be saved there; see edge doctor", said), said
     dom, _ = page_dom()
     assert "disk free" not in dom  # a Stats with no folders named (not edge run): no row
 

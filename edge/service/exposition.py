@@ -11,7 +11,8 @@ queue_mood_camera_read_failures_total, queue_mood_camera_reopens_total,
 queue_mood_sink_{sent,delivered,dead_lettered,spool_dropped,lost}_total{sink},
 queue_mood_sink_{queued,spooled,spool_in_memory}{sink}, queue_mood_uptime_seconds,
 queue_mood_process_cpu_share (after the first few seconds), queue_mood_clock_synced (on Linux),
-queue_mood_disk_{free,size}_bytes{disk} (under edge run, for each disk it reads: see below),
+queue_mood_disk_{free,size}_bytes{disk}, queue_mood_disk_read_only{disk} (under edge run, for each disk it
+reads: see below),
 and where the board says: queue_mood_cpu_temperature_celsius, queue_mood_throttled, queue_mood_under_voltage.
 
 The disk label names the folder of the monitor's state on that disk: "spool" (sinks.spool_dir),
@@ -117,6 +118,9 @@ class _Collector:
                         values={k: d["free_bytes"] for k, d in h["disks"].items()})
             yield gauge("disk_size_bytes", "Size in bytes of the disk of the monitor's state folder.", label="disk",
                         values={k: d["size_bytes"] for k, d in h["disks"].items()})
+            yield gauge("disk_read_only", "1 while the disk of the monitor's state folder is mounted read-only (ext4 "
+                        "does so to an SD card with errors): undelivered alerts, JSON lines and the page's history "
+                        "cannot be written there.", label="disk", values={k: d["read_only"] for k, d in h["disks"].items()})
         if h["cpu_temperature_c"] is not None:
             yield gauge("cpu_temperature_celsius", "CPU temperature.", h["cpu_temperature_c"])
         if h["throttled_flags"] is not None:

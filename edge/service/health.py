@@ -103,8 +103,10 @@ class DiskSpace:
         self._failing: dict[str, str] = {}  # name -> why, while its folder cannot be read
 
     def read(self) -> dict[str, dict[str, int]]:
-        """{name: {"free_bytes", "size_bytes"}}: free is what this user may still write (f_bavail: the
-        blocks ext4 keeps for root are not the service's to fill)."""
+        """{name: {"free_bytes", "size_bytes", "read_only"}}: free is what this user may still write
+        (f_bavail: the blocks ext4 keeps for root are not the service's to fill); read_only 1 while
+        the disk is mounted so (ext4 remounts an SD card read-only on errors, and its free space
+        goes on reading as before)."""
         out: dict[str, dict[str, int]] = {}
         seen: set[int] = set()
         for name, folder in self.folders.items():
@@ -117,7 +119,8 @@ class DiskSpace:
                 log.info("Free space on the disk of %s is readable again; /metrics has it.", folder)
             if device not in seen:
                 seen.add(device)
-                out[name] = {"free_bytes": fs.f_bavail * fs.f_frsize, "size_bytes": fs.f_blocks * fs.f_frsize}
+                out[name] = {"free_bytes": fs.f_bavail * fs.f_frsize, "size_bytes": fs.f_blocks * fs.f_frsize,
+                             "read_only": int(bool(fs.f_flag & os.ST_RDONLY))}
         return out
 
     def _note_failing(self, name: str, folder: Path, exc: Exception) -> None:

@@ -160,7 +160,8 @@ function renderStatus(s) {
   if (h.throttled_flags !== null && h.throttled_flags !== undefined) row(health, ["throttling", h.throttled_now.join(", ") || "none"]);
   // One disk on most Pis (the SD card); a folder of the monitor's on another disk is named.
   const disks = Object.entries(h.disks || {});
-  if (disks.length) row(health, ["disk free", disks.map(([k, d]) => `${size(d.free_bytes)} of ${size(d.size_bytes)}` + (disks.length > 1 ? ` (${k})` : "")).join(", ")]);
+  if (disks.length) row(health, ["disk free", disks.map(([k, d]) => `${size(d.free_bytes)} of ${size(d.size_bytes)}` + (disks.length > 1 ? ` (${k})` : "")
+    + (d.read_only ? ", READ-ONLY: nothing can be saved there; see edge doctor" : "")).join(", ")]);
   row(health, ["up for", minutes(Math.floor(s.uptime_s / 60))]);
   row(health, ["source", s.source]);
 
