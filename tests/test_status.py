@@ -156,6 +156,20 @@ def test_status_and_history_say_the_monitors_time_zone_beside_its_utc_times(serv
         assert answer["utc_offset_s"] == offset_s and answer["time_zone"] == name, answer
 
 
+def test_a_time_zone_set_while_the_monitor_runs_is_taken_within_seconds():
+    """The IT person installs, sees UTC times on the page, runs timedatectl set-timezone: the page
+    followed only after a restart (the C library reads the zone again only when told)."""
+    from edge.service.status import HEALTH_EVERY_S, Stats
+
+    with monitor_in("UTC"):
+        stats = Stats("rt", "m", "src")
+        assert stats.snapshot()["time_zone"] == "UTC"
+        os.environ["TZ"] = "Asia/Kolkata"  # as /etc/localtime changes under it: nobody tells the process
+        stats._health_t = time.monotonic() - HEALTH_EVERY_S  # the next health reading is due
+        s = stats.snapshot()
+        assert (s["time_zone"], s["utc_offset_s"], s["zones"][-1]["utc_offset_s"]) == ("IST", 19800, 19800), s
+
+
 CLOCKS_FORWARD = datetime(2026, 3, 29, 1, tzinfo=timezone.utc).timestamp()  # 01:00 GMT became 02:00 BST in London
 
 

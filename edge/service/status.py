@@ -211,6 +211,9 @@ class Stats:
         each time given here (zones)."""
         now = time.monotonic()
         if now - self._health_t >= HEALTH_EVERY_S:  # outside the lock: sysfs may be slow
+            # A zone set since the start (timedatectl set-timezone, often on the first day): the C
+            # library reads /etc/localtime again only when told, and the page's times follow it.
+            time.tzset()
             disks = {"disks": self._disks.read()} if self._disks else {}
             self._health, self._health_t = {**health.read(), **disks, "process_cpu_share": self._cpu.sample()}, now
         with self._lock:
