@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from datetime import datetime, timezone
+from time import tzset  # apart from `time`, whose clocks tests replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import resources
 from typing import TYPE_CHECKING
@@ -213,7 +214,7 @@ class Stats:
         if now - self._health_t >= HEALTH_EVERY_S:  # outside the lock: sysfs may be slow
             # A zone set since the start (timedatectl set-timezone, often on the first day): the C
             # library reads /etc/localtime again only when told, and the page's times follow it.
-            time.tzset()
+            tzset()
             disks = {"disks": self._disks.read()} if self._disks else {}
             self._health, self._health_t = {**health.read(), **disks, "process_cpu_share": self._cpu.sample()}, now
         with self._lock:
