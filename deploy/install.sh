@@ -17,7 +17,8 @@
 #      prometheus_client, paho-mqtt, gpiozero; pure Python; the wheel carries the BlazeFace
 #      models). A constraint file ($PREFIX/pip-constraints.txt) pins numpy to apt's version (apt's
 #      OpenCV is built against it) and forbids every OpenCV wheel; all of pip's input is binary wheels.
-#      A numpy wheel already in a kept venv is uninstalled first, so apt's is the one it sees.
+#      A numpy wheel already in a kept venv is uninstalled first, so apt's is the one it sees; a
+#      venv made with another Python than it runs now (an in-place OS upgrade) is made anew.
 #   3. the system user queue-mood in the groups video and gpio (gpio is created if missing).
 #   4. the model to $PREFIX/model, a detector file the config names to $PREFIX/detector; the config to
 #      $ETC_DIR/config.toml only if there is none (else beside it as config.toml.bundle), and
@@ -242,14 +243,22 @@ read -r apt_numpy numpy_dir <<< "$numpy_found"
 say "venv: $VENV"
 if [[ -d "$PREFIX" ]]; then new_prefix=0; else new_prefix=1; fi
 mkdir -p "$PREFIX"
-if [[ -x "$VENV/bin/python" ]] && grep -qi '^include-system-site-packages *= *true' "$VENV/pyvenv.cfg" 2>/dev/null \
+# An in-place upgrade of the OS to the next Debian release (Bookworm -> Trixie) leaves the venv
+# running the new Python while its packages, pip included, stay in the old one's folder: the
+# service then fails to import edge, and pip is gone. Such a venv is made anew.
+made_with=$(sed -n 's/^version *= *\([0-9]*\.[0-9]*\).*/\1/p' "$VENV/pyvenv.cfg" 2>/dev/null)
+runs=$("$VENV/bin/python" -I -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || runs=""
+new_venv=1
+if [[ -n $made_with && -n $runs && $made_with != "$runs" ]]; then
+    echo "the venv was made with Python $made_with and runs Python $runs now (the OS was upgraded): making it anew"
+elif [[ -x "$VENV/bin/python" ]] && grep -qi '^include-system-site-packages *= *true' "$VENV/pyvenv.cfg" 2>/dev/null \
         && "$VENV/bin/python" -I -c 'import sys' 2>/dev/null; then
     echo "reusing the existing venv"
     new_venv=0
-else
+fi
+if [[ $new_venv == 1 ]]; then
     rm -rf "$VENV"
     "$PYTHON" -m venv --system-site-packages "$VENV" || { rm -rf "$VENV"; [[ $new_prefix == 0 ]] || rm -rf "$PREFIX"; die "$PYTHON could not make the venv $VENV (see above)."; }
-    new_venv=1
 fi
 
 cat > "$CONSTRAINTS" <<EOF
