@@ -246,7 +246,7 @@ mkdir -p "$PREFIX"
 # An in-place upgrade of the OS to the next Debian release (Bookworm -> Trixie) leaves the venv
 # running the new Python while its packages, pip included, stay in the old one's folder: the
 # service then fails to import edge, and pip is gone. Such a venv is made anew.
-made_with=$(sed -n 's/^version *= *\([0-9]*\.[0-9]*\).*/\1/p' "$VENV/pyvenv.cfg" 2>/dev/null)
+made_with=$(sed -n 's/^version *= *\([0-9]*\.[0-9]*\).*/\1/p' "$VENV/pyvenv.cfg" 2>/dev/null) || made_with=""
 runs=$("$VENV/bin/python" -I -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) || runs=""
 new_venv=1
 if [[ -n $made_with && -n $runs && $made_with != "$runs" ]]; then

@@ -722,31 +722,37 @@ def test_install_sh_takes_a_numpy_wheel_out_of_a_kept_venv_before_pip_runs(tmp_p
 def test_install_sh_makes_the_venv_anew_after_the_os_moved_it_to_a_newer_python(tmp_path):
     """An in-place Bookworm -> Trixie upgrade: the venv's python (a link to /usr/bin/python3) runs
     3.13 while its packages, pip included, stay under lib/python3.11; reused, pip was missing and
-    the install ended with "the Pi needs access to PyPI". (Seen in a Debian 13 root.)"""
+    the install ended with "the Pi needs access to PyPI". (Seen in a Debian 13 root.) A first
+    install, with no venv to compare, and a second, whose venv agrees, go on as before."""
     import sys
 
-    env = fake_install_env(tmp_path)
+    env = fake_install_env(tmp_path, venv=False)
     venv = tmp_path / "root/opt/queue-mood/venv"
-    (venv / "pyvenv.cfg").write_text("home = /usr/bin\ninclude-system-site-packages = true\nversion = 3.11.2\n")
-    lines = (venv / "bin/python").read_text().splitlines()  # asked its version, it answers the new one
-    (venv / "bin/python").write_text("\n".join([lines[0], 'case "$*" in *version_info*) echo 3.13; exit 0 ;; esac',
-                                                *lines[1:]]) + "\n")
     made, stand_in = tmp_path / "made.log", tmp_path / "venv-python"
-    shutil.copy(venv / "bin/python", stand_in)
-    python = tmp_path / "python3"  # the system's: makes a venv of the same stand-in kind, else is Python
+    fake = FAKE_VENV_PYTHON.format(log=tmp_path / "python.log", fail=tmp_path / "pip-fails", real=sys.executable)
+    lines = fake.splitlines()  # asked its version, the venv's python answers the system's: 3.13
+    stand_in.write_text("\n".join([lines[0], 'case "$*" in *version_info*) echo 3.13; exit 0 ;; esac', *lines[1:]]) + "\n")
+    stand_in.chmod(0o755)
+    python = tmp_path / "python3"  # the system's: makes a venv of the stand-in kind, else is Python
     python.write_text(f'#!/bin/sh\nif [ "$1 $2" = "-m venv" ]; then echo "$*" >> "{made}"; '
                       f'mkdir -p "{venv}/bin"; cp "{stand_in}" "{venv}/bin/python"; '
                       f'printf "include-system-site-packages = true\\nversion = 3.13.5\\n" > "{venv}/pyvenv.cfg"; exit 0; fi\n'
                       f'exec {sys.executable} "$@"\n')
     python.chmod(0o755)
-    proc = install(fake_bundle(tmp_path), {**env, "PYTHON": str(python)})
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "made with Python 3.11 and runs Python 3.13 now (the OS was upgraded): making it anew" in proc.stdout
-    assert made.read_text().split() == ["-m", "venv", "--system-site-packages", str(venv)]
-    assert "version = 3.13.5" in (venv / "pyvenv.cfg").read_text()
-    # the same venv once more: the versions agree, it is kept
-    proc = install(fake_bundle(tmp_path / "again"), {**env, "PYTHON": str(python)})
-    assert proc.returncode == 0 and "reusing the existing venv" in proc.stdout, proc.stdout + proc.stderr
+    env["PYTHON"] = str(python)
+
+    def installed(name: str) -> str:
+        proc = install(fake_bundle(tmp_path / name), env)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    assert "making it anew" not in installed("first") and len(made.read_text().splitlines()) == 1
+    assert "reusing the existing venv" in installed("same")
+    (venv / "pyvenv.cfg").write_text("home = /usr/bin\ninclude-system-site-packages = true\nversion = 3.11.2\n")
+    said = installed("after the os upgrade")
+    assert "made with Python 3.11 and runs Python 3.13 now (the OS was upgraded): making it anew" in said
+    assert made.read_text().splitlines()[-1].split() == ["-m", "venv", "--system-site-packages", str(venv)]
+    assert len(made.read_text().splitlines()) == 2 and "version = 3.13.5" in (venv / "pyvenv.cfg").read_text()
 
 
 def test_install_sh_apt_that_fails_is_one_sentence_and_waits_for_the_lock(tmp_path):
