@@ -418,6 +418,29 @@ RENAMED = {"tracking.ema_alpha": ("tracking.smooth_s, the smoothing's time const
                                      "gave at 15 fps)", 3)}
 
 
+# An argument that names a secret (`--password x`, `--api-key=x`, `TOKEN=x` for `env`): a command
+# sink's argv carries them as plain strings, so they are told by the flag's name, not the key's.
+_SECRET_FLAG = re.compile(r"(?i)^(-{0,2}[\w.-]*?(?:pass(?:word|wd)?|pwd|token|secret|api[-_]?key|auth(?:orization)?|credentials?))"
+                          r"(=.*)?$")
+
+
+def _hide_argv_secrets(argv: list[str], found) -> list[str]:
+    """argv with the value of each argument that names a secret replaced by HIDDEN_SECRET."""
+    out, after_flag = [], False
+    for arg in argv:
+        m = _SECRET_FLAG.match(arg)
+        if after_flag and not arg.startswith("-"):
+            out.append(HIDDEN_SECRET)
+            found()
+        elif m and m.group(2):
+            out.append(f"{m.group(1)}={HIDDEN_SECRET}")
+            found()
+        else:
+            out.append(arg)
+        after_flag = not after_flag and bool(m) and not m.group(2) and arg.startswith("-")
+    return out
+
+
 def hide_secrets(d: dict) -> tuple[dict, list[str]]:
     """`d` (from to_dict) with secrets replaced by HIDDEN_SECRET: tokens, passwords, header values,
     and any string holding a URL with credentials, a long path or a query (the redacted URL stays
@@ -428,6 +451,8 @@ def hide_secrets(d: dict) -> tuple[dict, list[str]]:
         if isinstance(value, dict):
             return {k: hide(f"{where}.{k}", x, where.rsplit(".", 1)[-1] in SECRET_TABLES) for k, x in value.items()}
         if isinstance(value, list):
+            if value and all(isinstance(x, str) for x in value):
+                value = _hide_argv_secrets(value, lambda: hidden.append(where))
             return [hide(where, x, secret) for x in value]
         if not isinstance(value, str) or not value:
             return value
@@ -449,7 +474,7 @@ def placeholders(data, path: str = "") -> list[str]:
         return [k for key, x in data.items() for k in placeholders(x, f"{path}.{key}" if path else key)]
     if isinstance(data, list):
         return [path] if any(placeholders(x, path) for x in data) else []
-    return [path] if isinstance(data, str) and data.startswith(HIDDEN_SECRET) else []
+    return [path] if isinstance(data, str) and HIDDEN_SECRET in data else []
 
 
 def _not_a_table(path: str, value) -> ConfigError:

@@ -13,7 +13,7 @@ from edge.ops.bundle import config_text
 from tests.conftest import run_cli
 
 SECRETS = ["admin:pw", "XYZSECRET", "Bearer abc", "k3y-value", "brokerpw", "tok=abc", "abcdefghijklmnop1234",
-           "s3cret-pass"]
+           "s3cret-pass", "argpw", "argkey", "envtok"]
 GIVEN = '''
 [source]
 path = "rtsp://admin:pw@cam.local/stream1/live"
@@ -29,7 +29,8 @@ host = "broker.local"
 username = "till3"
 password = "brokerpw"
 [sinks.command]
-argv = ["/usr/bin/notify", "--till", "3", "https://h.example/hook?tok=abc"]
+argv = ["/usr/bin/notify", "--till", "3", "https://h.example/hook?tok=abc", "--password", "argpw", "--api-key=argkey",
+        "TOKEN=envtok", "--author", "me"]
 '''
 HIDDEN_KEYS = ["source.path", "sinks.command.argv", "sinks.webhook.url", "sinks.webhook.headers.Authorization",
                "sinks.webhook.headers.X.Api-Key", "sinks.mqtt.password", "status.token", "status.password"]
@@ -55,7 +56,9 @@ def test_printed_config_hides_every_secret_and_keeps_the_rest(tmp_path):
         # where a URL pointed stays readable; what is not secret is untouched
         assert printed["sinks"]["webhook"]["url"] == f"{HIDDEN_SECRET} https://hooks.example.com/services/***"
         assert printed["source"]["path"] == f"{HIDDEN_SECRET} rtsp://***@cam.local/stream1/***"
-        assert printed["sinks"]["command"]["argv"][:3] == ["/usr/bin/notify", "--till", "3"]
+        argv = printed["sinks"]["command"]["argv"]  # secrets passed as arguments are told by their flag
+        assert argv[:3] == ["/usr/bin/notify", "--till", "3"] and argv[5] == HIDDEN_SECRET
+        assert argv[6:] == [f"--api-key={HIDDEN_SECRET}", f"TOKEN={HIDDEN_SECRET}", "--author", "me"]
         assert printed["sinks"]["mqtt"]["username"] == "till3" and printed["status"]["host"] == "0.0.0.0"
 
 
