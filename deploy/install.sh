@@ -432,7 +432,8 @@ read -r status_on status_host status_port status_auth < <(cd / && "$VENV/bin/pyt
 import sys
 from edge.config import load_config
 s = load_config(sys.argv[1]).status
-print(int(s.enabled), s.host, s.port, "token" if s.token else "password" if s.password else "none")
+print(int(s.enabled), s.host, s.port, "token" if s.token else "password" if s.password else
+      "metrics" if s.metrics_token else "none")
 EOF
 ) || true
 if [[ -z ${status_on:-} ]]; then
@@ -453,6 +454,8 @@ else
     if [[ $status_host == *:* ]]; then status_host="[$status_host]"; fi  # an IPv6 address in a URL
     if [[ $status_auth == token ]]; then
         page="http://$status_host:$status_port/?token=TOKEN (TOKEN: [status] token in $CONFIG)"
+    elif [[ $status_auth == metrics ]]; then
+        page="http://$status_host:$status_port/metrics for head office's scrape only; the page needs [status] token or password in $CONFIG"
     else
         page="http://$status_host:$status_port/ (user and password: [status] user and password in $CONFIG)"
     fi

@@ -312,9 +312,12 @@ class StatusConfig:
     """The local status endpoint: the manager's page, /status (JSON) and /metrics (Prometheus)."""
 
     enabled: bool = True  # serve the status endpoint
-    host: str = "127.0.0.1"  # beyond loopback (e.g. "0.0.0.0") only with a token or password
+    host: str = "127.0.0.1"  # beyond loopback (e.g. "0.0.0.0") only with a token, password or metrics_token
     port: int = 8765  # TCP port (0: any free port)
-    token: str = ""  # the page's link carries it once as ?token=...; Prometheus sends it as a bearer token
+    token: str = ""  # the page's link carries it once as ?token=...; a script may send it as a bearer token
+    # A bearer token that opens /metrics only: head office's scrape, one for the fleet. The people's
+    # token stays this Pi's own, so a manager's link (or a lost phone) opens one page, not the fleet.
+    metrics_token: str = ""
     user: str = "manager"  # basic-auth user name, used with `password`
     password: str = ""  # basic-auth password; empty: no basic auth
     # Under a raised alert, the page tells the staff what to do: the store's own instruction.
@@ -329,12 +332,16 @@ class StatusConfig:
 
     def validate(self, p):
         _check(0 <= self.port < 65536, f"{p}.port", self.port, "a TCP port (0 = any free port)")
-        _check(is_loopback(self.host) or bool(self.token or self.password), f"{p}.host", self.host,
-               f"127.0.0.1, ::1 or localhost; any other address needs {p}.token or {p}.password set too, "
-               "so the store network cannot read it without them")
-        _check(not self.token or (len(self.token) >= 16 and re.fullmatch(r"[A-Za-z0-9._~-]+", self.token)),
-               f"{p}.token", "(hidden)", "at least 16 letters, digits or -._~ (it travels in a link and a cookie), "
-               "e.g. from: python3 -c 'import secrets; print(secrets.token_urlsafe(24))'")
+        _check(is_loopback(self.host) or bool(self.token or self.password or self.metrics_token), f"{p}.host",
+               self.host, f"127.0.0.1, ::1 or localhost; any other address needs {p}.token, {p}.password or "
+               f"{p}.metrics_token set too, so the store network cannot read it without them")
+        for key in ("token", "metrics_token"):
+            value = getattr(self, key)
+            _check(not value or (len(value) >= 16 and re.fullmatch(r"[A-Za-z0-9._~-]+", value)), f"{p}.{key}",
+                   "(hidden)", "at least 16 letters, digits or -._~ (it travels in a link, a cookie or a header), "
+                   "e.g. from: python3 -c 'import secrets; print(secrets.token_urlsafe(24))'")
+        _check(not self.token or self.token != self.metrics_token, f"{p}.metrics_token", "(hidden)",
+               f"a token of its own, not {p}.token: head office's, the same on every Pi, would open every page")
         _check(not self.password or len(self.password) >= 8, f"{p}.password", "(hidden)", "at least 8 characters")
         _check(len(self.alert_advice) <= 200, f"{p}.alert_advice", self.alert_advice[:40] + "…",
                "one sentence of at most 200 characters")
@@ -396,7 +403,7 @@ def _describe(tp, n: int | None = None) -> str:
     return getattr(tp, "__name__", str(tp)).replace("typing.", "")
 
 
-SECRET_KEYS = {"token", "password"}  # their values never appear in an error (the journal, a pasted report)
+SECRET_KEYS = {"token", "metrics_token", "password"}  # their values never appear in an error (the journal, a pasted report)
 SECRET_TABLES = {"headers"}  # every value in these tables is a secret too (a webhook's Authorization)
 # What a printed config holds in place of a secret (`edge config`, `edge run --print-config`): such
 # output lands in support tickets and screen shares. Loading it back is refused, so a printed file

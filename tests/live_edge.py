@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-TOKEN = "fleet-test-token-0123456789"
+TOKEN = "page-test-token-0123456789"  # the people's: the page, /status
+METRICS_TOKEN = "fleet-test-token-0123456789"  # head office's scrape: /metrics only
 CONFIG = """
 device_name = "{device}"
 [source]
@@ -40,6 +41,7 @@ scan_still_s = 0
 [status]
 port = {port}
 token = "{token}"
+metrics_token = "{metrics_token}"
 history_db = "{history}"
 """
 
@@ -84,7 +86,7 @@ class EdgeRun:
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.config = workdir / "edge.toml"
-        self.config.write_text(CONFIG.format(device=device, video=video, port=self.port, token=TOKEN,
+        self.config.write_text(CONFIG.format(device=device, video=video, port=self.port, token=TOKEN, metrics_token=METRICS_TOKEN,
                                              history=workdir / "history.sqlite"))
         self.log = workdir / "edge.log"
         self.proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(self.config)],

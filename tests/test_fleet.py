@@ -22,7 +22,7 @@ import pytest
 
 from edge.config import load_config
 from edge.paths import expand_path
-from tests.live_edge import TOKEN, free_port
+from tests.live_edge import METRICS_TOKEN, TOKEN, free_port
 
 FLEET = Path(__file__).resolve().parents[1] / "deploy" / "fleet"
 PROMTOOL, PROMETHEUS = shutil.which("promtool"), shutil.which("prometheus")
@@ -370,7 +370,7 @@ def fleet_prometheus(tmp_path, stores: dict[str, list[int]]):
     `wait(promql, cond)`, the query's result once cond(result) holds (the last one after 90 s)."""
     conf = tmp_path / "prometheus"
     shutil.copytree(FLEET, conf)
-    (conf / "queue-mood.token").write_text(TOKEN + "\n")
+    (conf / "queue-mood.token").write_text(METRICS_TOKEN + "\n")  # the fleet's, which opens /metrics only
     for f in (conf / "targets").glob("*.yml"):
         f.unlink()
     for store, ports in stores.items():

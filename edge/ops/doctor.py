@@ -796,7 +796,8 @@ def check_status(ctx: _Context, cfg) -> None:
     if not st.enabled:
         ctx.add("status page", OK, "off ([status] enabled = false)")
         return
-    need = " and ".join(w for w, on in (("a token", st.token), ("a password", st.password)) if on)
+    need = " and ".join(w for w, on in (("a token", st.token), ("a password", st.password)) if on) or \
+        "the metrics token (for /metrics; the page is closed)"
     # port 0: the system picks a free one at each start
     port = "a free port chosen at each start ([status] port = 0; edge run logs which)" if not st.port else None
     if is_loopback(st.host):

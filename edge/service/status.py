@@ -7,13 +7,15 @@ a token or basic-auth password is required (compared in constant time); without 
 requests addressed to this machine by a name no other site can take are answered (LocalNames:
 DNS rebinding); URLs with
 credentials are redacted; idle connections time out; the number of handler threads is
-capped (extra clients get 503 at once), and one host on the network may hold at most half of
-them; clients that hang up are logged at debug level."""
+capped (extra clients get 503 at once), one host on the network may hold at most half of
+them, and a connection that has not sent its request is cut to make room; a host guessing
+credentials is refused for a while (Guesses); clients that hang up are logged at debug level."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import hmac
 import http.client
 import ipaddress
@@ -47,6 +49,9 @@ COOKIE = "qm_token"
 COOKIE_MAX_AGE_S = 30 * 24 * 3600  # renewed by every answer to it: the idle time that signs a browser out
 _QUERY = re.compile(r"\?[^\s\"]*")  # a link's ?token= never reaches the log
 REFUSAL_LOG_EVERY_S = 60.0
+GUESSES_MAX, GUESS_WINDOW_S = 20, 60.0  # different wrong credentials a host may offer in a window (Guesses)
+GUESS_HOSTS_MAX = 1024
+ROOM_WAIT_S = 1.0  # how long a new connection may wait for a handler that was just cut to end
 DATA_PATHS = ("/status", "/history", "/metrics")  # served beside the page's assets
 # What a request's head may take: its line (http.server stops it at 64 KiB) and headers. Left to
 # http.server, 100 header lines of 64 KiB each cost the parse some 30 MB a connection, all before
@@ -242,18 +247,25 @@ class Stats:
 
 class Auth:
     """A bearer token (header, the page's cookie, or ?token= once in a link) and/or a basic-auth
-    user and password. With neither configured everything is allowed (loopback only: the
-    config refuses another host without one)."""
+    user and password, for people; a metrics token (a bearer header, /metrics only) for head
+    office's scrape. With none configured everything is allowed (loopback only: the config
+    refuses another host without one)."""
 
-    def __init__(self, token: str = "", user: str = "", password: str = ""):
+    def __init__(self, token: str = "", user: str = "", password: str = "", metrics_token: str = ""):
         self.token, self.user, self.password = token.encode(), user.encode(), password.encode()
+        self.metrics_token = metrics_token.encode()
+        # The cookie holds a value made from the token, not the token: browsers send a host's
+        # cookies to every port on it (another web service on the Pi), and it opens the page only.
+        self._cookie = base64.urlsafe_b64encode(hmac.digest(self.token, b"queue-mood page cookie", "sha256")
+                                                ).rstrip(b"=") if token else b""
 
     @property
     def enabled(self) -> bool:
-        return bool(self.token or self.password)
+        return bool(self.token or self.password or self.metrics_token)
 
-    def _token_ok(self, given: str) -> bool:
-        return bool(self.token) and hmac.compare_digest(given.encode(), self.token)
+    def _token_ok(self, given: str, token: bytes | None = None) -> bool:
+        token = self.token if token is None else token
+        return bool(token) and hmac.compare_digest(given.encode(), token)
 
     def _basic_ok(self, encoded: str) -> bool:
         if not self.password:
@@ -265,31 +277,81 @@ class Auth:
         # both compared, always: the time taken does not say which one was wrong
         return hmac.compare_digest(user, self.user) & hmac.compare_digest(password, self.password)
 
-    def check(self, headers, query: dict) -> str:
+    @staticmethod
+    def presented(headers, query: dict) -> bytes:
+        """What a request offers as credentials (its link's token, Authorization, this page's cookie),
+        as one value: b"" when it offers none."""
+        cookies = [v for n, _, v in (p.strip().partition("=") for p in (headers.get("Cookie") or "").split(";"))
+                   if n == COOKIE]
+        return "\n".join([query.get("token", [""])[0], headers.get("Authorization") or "", *cookies]).strip().encode()
+
+    def check(self, headers, query: dict, path: str = "/") -> str:
         """How the request is allowed: "link" (its ?token=), "cookie", "header", "open" (no
-        credentials configured), or "" when it is not. The link's token is looked at first, so
-        opening the link again renews the cookie and takes the token out of the address bar."""
+        credentials configured), or "" when it is not; "renew" for a cookie from before the cookie
+        was made from the token (it held the token itself), which the answer replaces. The link's
+        token is looked at first, so opening the link again renews the cookie and takes the token
+        out of the address bar."""
         if not self.enabled:
             return "open"
         given = query.get("token", [""])[0]
         if given and self._token_ok(given):
             return "link"
         scheme, _, value = (headers.get("Authorization") or "").partition(" ")
-        if scheme.lower() == "bearer" and self._token_ok(value.strip()):
+        if scheme.lower() == "bearer" and (self._token_ok(value.strip()) or (
+                path == "/metrics" and self._token_ok(value.strip(), self.metrics_token))):
             return "header"
         if scheme.lower() == "basic" and self._basic_ok(value.strip()):
             return "header"
         for part in (headers.get("Cookie") or "").split(";"):
             name, _, value = part.strip().partition("=")
-            if name == COOKIE and self._token_ok(value):
+            if name == COOKIE and self._token_ok(value, self._cookie):
                 return "cookie"
+            if name == COOKIE and self._token_ok(value):
+                return "renew"
         return ""
 
     def cookie(self) -> str:
-        return f"{COOKIE}={self.token.decode()}; HttpOnly; SameSite=Lax; Path=/; Max-Age={COOKIE_MAX_AGE_S}"
+        return f"{COOKIE}={self._cookie.decode()}; HttpOnly; SameSite=Lax; Path=/; Max-Age={COOKIE_MAX_AGE_S}"
 
     def challenge(self) -> str:
         return 'Basic realm="queue-mood", charset="UTF-8"' if self.password else 'Bearer realm="queue-mood"'
+
+
+class Guesses:
+    """Wrong credentials per client host. A host that offered GUESSES_MAX different wrong ones
+    within GUESS_WINDOW_S is refused (429) until the oldest of them is that old: a person who
+    mistypes, or a page polling with an old cookie (the same value each time), never gets there;
+    a script guessing a password at hundreds a second does at once. This Pi itself is not counted."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._wrong: dict[str, dict[bytes, float]] = {}  # host -> {hash of what it offered: when}
+
+    def _recent(self, host: str, now: float) -> dict[bytes, float]:
+        seen = {k: t for k, t in self._wrong.get(host, {}).items() if now - t < GUESS_WINDOW_S}
+        if seen:
+            self._wrong[host] = seen
+        else:
+            self._wrong.pop(host, None)
+        return seen
+
+    def wait_s(self, host: str, now: float) -> float:
+        """How long this host is still refused (0: not refused)."""
+        with self._lock:
+            seen = self._recent(host, now)
+            return GUESS_WINDOW_S - (now - min(seen.values())) if len(seen) >= GUESSES_MAX else 0.0
+
+    def wrong(self, host: str, offered: bytes, now: float) -> bool:
+        """Count a refused request's credentials; True when this one used up the host's guesses."""
+        if _loopback(host) or not offered:
+            return False
+        with self._lock:
+            seen = self._recent(host, now)
+            seen[hashlib.sha256(offered).digest()[:8]] = now
+            self._wrong[host] = seen
+            if len(self._wrong) > GUESS_HOSTS_MAX:  # many addresses (an IPv6 /64): the oldest host forgotten
+                self._wrong.pop(next(h for h in self._wrong if h != host))
+            return len(seen) == GUESSES_MAX
 
 
 # A Host header: a bracketed IPv6 address or a name, then an optional port.
@@ -331,13 +393,17 @@ class LocalNames:
 
 
 class _CappedHead:
-    """The connection's reader, with `left` bytes to read at most: past them, parse_headers'
-    LineTooLong, which http.server answers 431. A GET's head is all that is ever read."""
+    """The connection's reader: its first line (the request line) may take REQUEST_LINE_MAX bytes,
+    the lines after it HEADERS_MAX together; past them, parse_headers' LineTooLong, which
+    http.server answers 431. A GET's head is all that is ever read."""
 
-    def __init__(self, rfile, left: int):
-        self._rfile, self._left = rfile, left
+    def __init__(self, rfile):
+        self._rfile, self._left, self._first = rfile, HEADERS_MAX, True
 
     def readline(self, limit: int = -1) -> bytes:
+        if self._first:  # http.server gives the request line its own limit (414 past it)
+            self._first = False
+            return self._rfile.readline(limit)
         line = self._rfile.readline(self._left + 1 if limit < 0 else min(limit, self._left + 1))
         self._left -= len(line)
         if self._left < 0:
@@ -353,16 +419,28 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 64  # the listen backlog (socketserver's default is 5)
 
     def __init__(self, address, handler, max_clients: int):
-        self._slots = threading.BoundedSemaphore(max_clients)
+        self.max_clients, self.busy = max_clients, 0
         # One host on the network holds at most half the slots, so a client that opens many
         # connections cannot lock the manager's page out (loopback is this Pi: a proxy, a check).
         # At least 4 (or the whole pool when smaller): a browser loads the page, its script and
         # the polls over parallel connections.
         self._per_host = max(min(4, max_clients), max_clients // 2)
         self._held: dict[str, int] = {}
-        self._held_lock = threading.Lock()
+        # Connections that have not sent a whole request head (new, or kept alive between
+        # requests), with since when: the first to be cut when room is needed. Without that, two
+        # hosts holding idle connections (and reconnecting when the idle cut drops them) would keep
+        # everyone else out, head office's scrape included, without ever sending a credential.
+        self._waiting: dict = {}  # handler -> monotonic time it started waiting
+        self._cond = threading.Condition()
         self._last_refusal_log = float("-inf")
         super().__init__(address, handler)
+
+    def set_waiting(self, handler, waiting: bool):
+        with self._cond:
+            if waiting:
+                self._waiting[handler] = time.monotonic()
+            else:
+                self._waiting.pop(handler, None)
 
     def _refuse(self, request, client_address, why: str):
         try:
@@ -376,40 +454,56 @@ class _Server(ThreadingHTTPServer):
             log.warning("status page: turned away %s (%s); the page may not load for others meanwhile.",
                         client_address[0], why)
 
+    def _make_room(self, host: str) -> str:
+        """With the lock held: "" once `host` may open one more connection, or why it may not. Where
+        it is at its share (or every handler is taken), the connection of that host (of any host)
+        that has waited longest for a request head is cut, and its handler awaited."""
+        deadline = time.monotonic() + ROOM_WAIT_S
+        while True:
+            at_share = not _loopback(host) and self._held.get(host, 0) >= self._per_host
+            if not at_share and self.busy < self.max_clients:
+                return ""
+            idle = [h for h in self._waiting if not at_share or h.client_address[0] == host]
+            if not idle or time.monotonic() >= deadline:  # each handler busy with a request: no waiting for one
+                return (f"it already holds its share of connections, {self._per_host}, each with a request "
+                        "in progress" if at_share else "every handler is busy with a request")
+            # one at a time: its handler's end is awaited before another is cut
+            victim = min(idle, key=self._waiting.__getitem__)
+            del self._waiting[victim]
+            victim.cut()
+            self._cond.wait(max(0.0, deadline - time.monotonic()))
+
     def process_request(self, request, client_address):
         host = client_address[0]
-        with self._held_lock:
-            too_many = not _loopback(host) and self._held.get(host, 0) >= self._per_host
-            if not too_many:
+        with self._cond:
+            why = self._make_room(host)
+            if not why:
                 self._held[host] = self._held.get(host, 0) + 1
-        if too_many:
-            self._refuse(request, client_address, f"it already holds its share of connections, {self._per_host}")
-            return
-        if not self._slots.acquire(blocking=False):  # all handler threads busy: say so, do not queue
-            self._release_host(host)
-            self._refuse(request, client_address, "every handler is busy")
+                self.busy += 1
+        if why:
+            self._refuse(request, client_address, why)
             return
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._slots.release()
-            self._release_host(host)
+            self._release(host)
             raise
 
-    def _release_host(self, host: str):
-        with self._held_lock:
+    def _release(self, host: str):
+        with self._cond:
+            self.busy -= 1
             left = self._held.get(host, 0) - 1
             if left > 0:
                 self._held[host] = left
             else:
                 self._held.pop(host, None)
+            self._cond.notify_all()
 
     def process_request_thread(self, request, client_address):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
-            self._release_host(client_address[0])
+            self._release(client_address[0])
 
     def handle_error(self, request, client_address):
         exc = sys.exc_info()[1]
@@ -427,7 +521,8 @@ class StatusServer:
     """The HTTP server on a daemon thread; takes the [status] section whole."""
 
     def __init__(self, stats: Stats, cfg: StatusConfig):
-        auth = Auth(cfg.token, cfg.user, cfg.password)
+        auth = Auth(cfg.token, cfg.user, cfg.password, cfg.metrics_token)
+        guesses = Guesses()
         local = LocalNames(cfg.allowed_hosts)
         misnamed_said = threading.Event()  # said once: each request of a rebinding page would be a line
         assets = {path: (resources.files("edge.service").joinpath("web", name).read_bytes(), ctype)
@@ -441,15 +536,15 @@ class StatusServer:
 
             def setup(self):
                 super().setup()
-                self.rfile = _CappedHead(self.rfile, REQUEST_LINE_MAX + HEADERS_MAX)
+                self.rfile = _CappedHead(self.rfile)
                 # The socket timeout is per read, so a client trickling a byte at a time would
                 # keep its thread for good: the whole connection gets idle_timeout_s.
                 self._done, self._done_lock = False, threading.Lock()
-                self._deadline = threading.Timer(cfg.idle_timeout_s, self._cut)
+                self._deadline = threading.Timer(cfg.idle_timeout_s, self.cut)
                 self._deadline.daemon = True
                 self._deadline.start()
 
-            def _cut(self):
+            def cut(self):
                 with self._done_lock:  # never after finish: the socket's number may be a new client's by then
                     if self._done:
                         return
@@ -458,7 +553,20 @@ class StatusServer:
                     except OSError:
                         pass
 
+            def handle_one_request(self):
+                self.server.set_waiting(self, True)  # until its head is read: the first to be cut for room
+                super().handle_one_request()
+
+            def parse_request(self):
+                ok = super().parse_request()
+                self.server.set_waiting(self, False)
+                if ok and self.request_version == "HTTP/0.9":  # answered bare, without the page's headers
+                    self.close_connection = True
+                    return False
+                return ok
+
             def finish(self):
+                self.server.set_waiting(self, False)
                 with self._done_lock:
                     self._done = True
                 self._deadline.cancel()
@@ -491,8 +599,14 @@ class StatusServer:
                     self.send_error(400)
                     return
                 path = url.path.rstrip("/") or "/"
+                hosts = self.headers.get_all("Host") or []
+                if len(hosts) > 1 or (not hosts and self.request_version == "HTTP/1.1"):  # RFC 9112 3.2
+                    self.send_error(400)
+                    return
+                # An absolute-form target (GET http://name/ ...) names the host itself: that is the one judged.
+                host = url.netloc if url.scheme else hosts[0] if hosts else None
                 # With credentials, a rebinding page has none to send (and a proxy passes its own Host).
-                if not auth.enabled and not local.allows(host := self.headers.get("Host")):
+                if not auth.enabled and not local.allows(host):
                     if not misnamed_said.is_set():
                         misnamed_said.set()
                         log.warning("status page: turned away a request addressed to %r, which is not this Pi's "
@@ -500,7 +614,16 @@ class StatusServer:
                                     "to add to [status] allowed_hosts); said once", escape_controls(host[:100]))
                     self._send(403, MISNAMED, "text/plain; charset=utf-8", send_body)
                     return
-                via = auth.check(self.headers, parse_qs(url.query))
+                client, query = self.client_address[0], parse_qs(url.query)
+                if wait := guesses.wait_s(client, time.monotonic()):
+                    self._send(429, b"Too many wrong tokens or passwords from this address; try again in a minute.\n",
+                               "text/plain; charset=utf-8", send_body, {"Retry-After": str(math.ceil(wait))})
+                    return
+                via = auth.check(self.headers, query, path)
+                if not via and guesses.wrong(client, auth.presented(self.headers, query), time.monotonic()):
+                    log.warning("status page: %s offered %d different wrong tokens or passwords within %d s and is "
+                                "refused for a while (someone guessing, or a script with an old token)",
+                                escape_controls(client), GUESSES_MAX, GUESS_WINDOW_S)
                 if not via:
                     self._send(401, b"This page needs its link with the token (ask whoever installed the monitor "
                                     b"for it), or the password; the token is [status] token in the monitor's "
@@ -518,7 +641,7 @@ class StatusServer:
                     return
                 # Every answer to the cookie renews it: a wall display that only polls stays signed in
                 # for as long as it polls, not 30 days from the day the link was opened.
-                renew = {"Set-Cookie": auth.cookie()} if via == "cookie" else None
+                renew = {"Set-Cookie": auth.cookie()} if via in ("cookie", "renew") else None
                 try:
                     code, body, ctype = self._answer(path)
                 except ConnectionError:
