@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.card import INT8_MODEL
-from edge.errors import ConfigError, UserError  # noqa: F401  (ConfigError: callers import it from here)
+from edge.errors import HOST_NAME, ConfigError, UserError, check_url  # noqa: F401  (ConfigError: callers import it from here)
 from edge.errors import check as _check
 from edge.errors import check_range as _range
 from edge.labels import LABELS
@@ -41,6 +41,9 @@ FOCUS_M = (0.1, 100.0)
 # A source named on the command line replaces the file's, whichever kind: --source stands for a
 # camera in the file too (in the file itself, camera wins over path: sources.open_source).
 ONE_SOURCE = {"source.camera": "source.path", "source.path": "source.camera"}
+
+
+STREAM_SCHEMES = ("rtsp", "rtsps", "http", "https")  # network cameras whose URL is checked when the config loads
 
 
 @dataclass
@@ -84,6 +87,11 @@ class SourceConfig:
     def validate(self, p):
         if self.camera is not None:
             _range(self.camera, 0, MAX_CAMERA, f"{p}.camera", "an integer")
+        scheme = self.path.partition("://")[0].lower() if "://" in self.path else ""
+        # OpenCV reads file:// as a stream: a recording that never ends, retried when it does
+        _check(scheme != "file", f"{p}.path", self.path, "the file's own path, without file:// (e.g. /home/pi/queue.mp4)")
+        if scheme in STREAM_SCHEMES:  # one that cannot be parsed would be retried for good by the service
+            check_url(self.path, f"{p}.path", (scheme,), redact_text(self.path))
         _range(self.width, 16, 8192, f"{p}.width", "an integer")
         _range(self.height, 16, 8192, f"{p}.height", "an integer")
         _range(self.fps, 0, 240, f"{p}.fps", lo_open=True)
@@ -290,10 +298,6 @@ def _sinks_class(sections: tuple) -> type:
                                      bases=(SinksConfig,))
     cls.__module__ = __name__
     return cls
-
-
-# A DNS name: letters, digits, - and _ between dots, and a final dot if any; 253 characters at most besides it.
-HOST_NAME = re.compile(r"(?=.{1,253}\.?$)[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
 
 
 def is_loopback(host: str) -> bool:
@@ -578,7 +582,18 @@ def load_config(path: str | Path | None, overrides: dict | None = None, paths_fr
             node.pop(other.rsplit(".", 1)[1], None)
     cfg = build(Config, data, folder=folder, as_given=frozenset(overrides or ()))
     validate(cfg)
+    if said := both_sources(cfg.source):
+        log.warning("%s.", said)
     return cfg
+
+
+def both_sources(src: SourceConfig) -> str:
+    """What to say when the config names a camera and a path: the camera is watched and the path
+    ignored, which a store that filled in `path` beside a bundle's `camera = 0` would never guess."""
+    if src.camera is None or not src.path:
+        return ""
+    return (f"[source] camera = {src.camera} and path = {redact_text(src.path)!r} are both set: camera {src.camera} is "
+            "watched and path ignored; delete the camera line to watch the path (or empty path to silence this)")
 
 
 def to_dict(cfg: Config) -> dict:

@@ -1,5 +1,9 @@
 """Errors a user can fix: the CLI prints their message as one sentence and exits non-zero."""
 
+import ipaddress
+import re
+from urllib.parse import urlsplit
+
 
 class UserError(Exception):
     """Bad input, missing file or missing dependency; the message says what to do."""
@@ -21,6 +25,36 @@ def check_range(value, lo, hi, path: str, what: str = "a number", lo_open: bool 
     """lo <= value <= hi (lo < value when lo_open); config floats are already finite (config.build)."""
     ok = (lo < value if lo_open else lo <= value) and value <= hi
     check(ok, path, value, f"{what} {'>' if lo_open else '>='} {lo:g} and <= {hi:g}")
+
+
+# A DNS name: letters, digits, - and _ between dots, and a final dot if any; 253 characters at most besides it.
+HOST_NAME = re.compile(r"(?=.{1,253}\.?$)[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
+
+
+def check_host(host: str, path: str, port_key: str) -> None:
+    """A host name or IP address alone: a scheme or port written into it (`mqtt://broker:1883`)
+    would be looked up as a name and fail as "not reachable", the wrong reason."""
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    check(bool(HOST_NAME.fullmatch(host)), path, host,
+          f"a host name or IP address alone, without scheme or port (the port is {port_key}), e.g. \"broker.local\"")
+
+
+def check_url(url: str, path: str, schemes: tuple[str, ...], shown: str) -> None:
+    """A URL with one of `schemes`, a host and, if any, a numeric port: one that cannot be parsed
+    would otherwise fail only when first used (a traceback at start, or retries for good). `shown`
+    is the URL as it may be printed (credentials hidden)."""
+    allowed = f"an {' or '.join(s + '://' for s in schemes)} URL with a host, e.g. \"{schemes[-1]}://host.example/path\""
+    check(not any(c.isspace() for c in url), path, shown, allowed + " (no spaces: write them %20)")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018  (raises ValueError for a port that is no number or out of range)
+    except ValueError as exc:
+        check(False, path, shown, f"{allowed} ({exc})")
+    check(parts.scheme.lower() in schemes and bool(parts.hostname), path, shown, allowed)
 
 
 def import_cv2():

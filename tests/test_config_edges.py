@@ -181,3 +181,48 @@ def test_a_camera_down_time_shorter_than_two_frames_is_refused():
                                           r"\(10 s\), e\.g\. 10"):
         load_config(None, {"source.fps": 0.2})
     assert load_config(None, {"source.fps": 0.2, "source.down_after_s": 10.0}).source.down_after_s == 10.0
+
+
+def test_a_camera_beside_a_path_says_the_path_is_ignored(tmp_path, caplog):
+    """A bundle's config names camera = 0; a store that fills in `path` beside it got "Cannot open
+    camera 0" and no word about the path (found in a review)."""
+    path = tmp_path / "pi.toml"
+    path.write_text('[source]\ncamera = 0\npath = "rtsp://admin:pw@cam.local/stream1"\n', encoding="utf-8")
+    with caplog.at_level("WARNING", logger="edge.config"):
+        load_config(path)
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert "camera = 0 and path" in said and "path ignored" in said and "delete the camera line" in said
+    assert "pw" not in said  # the camera's password stays out of the journal
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="edge.config"):
+        load_config(path, {"source.path": "/tmp/queue.mp4"})  # the command line's source replaces both
+        load_config(None, {"source.camera": 0})
+    assert not caplog.records
+    r = run_cli("doctor", "--config", path)
+    assert "WARN  source" in r.stdout and "path ignored" in r.stdout
+
+
+@pytest.mark.parametrize("key, value, says", [
+    ("sinks.webhook.url", "http://user:SECRETPW@[fe80::1/x", "Invalid IPv6 URL"),  # was a traceback at start
+    ("sinks.webhook.url", "http://hooks.local:80a/hook", "Port could not be cast"),  # was retried for good
+    ("sinks.webhook.url", "http://hooks.local:99999/hook", "Port out of range"),
+    ("sinks.webhook.url", "http:///hook", "with a host"),
+    ("sinks.webhook.url", "http://hooks example.com/x", "no spaces"),
+    ("sinks.mqtt.host", "mqtt://broker.local:1883", "without scheme or port (the port is sinks.mqtt.port)"),
+    ("sinks.mqtt.host", "broker.local:1883", "without scheme or port"),
+    ("source.path", "file:///home/pi/queue.mp4", "without file://"),  # read as a stream that never ends
+    ("source.path", "rtsp://admin:SECRETPW@cam.local:55a/stream1", "an rtsp:// URL with a host"),
+])
+def test_an_address_that_cannot_work_is_refused_when_the_config_loads(key, value, says):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")) as e:
+        load_config(None, {key: value})
+    assert says in str(e.value) and "SECRETPW" not in str(e.value)
+
+
+@pytest.mark.parametrize("key, value", [("sinks.webhook.url", "http://[fe80::1]:8080/hook"),
+                                        ("sinks.webhook.url", "https://user:pw@hooks.example.com/services/T0/B0/X"),
+                                        ("sinks.mqtt.host", "fd00::5"), ("sinks.mqtt.host", "10.0.0.7"),
+                                        ("sinks.mqtt.host", "broker.local"), ("source.path", "rtsp://cam.local:554/s1"),
+                                        ("source.path", "http://cam.local/video.mjpg")])
+def test_good_addresses_load(key, value):
+    load_config(None, {key: value})

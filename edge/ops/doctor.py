@@ -573,8 +573,12 @@ def check_budget(ctx: _Context, cfg) -> None:
 
 
 def check_camera(ctx: _Context, cfg) -> None:
+    from edge.config import both_sources
+
     src = cfg.source
     index = ctx.s.camera
+    if said := both_sources(src):
+        ctx.add("source", WARN, said)
     if index is None:
         if src.path and src.camera is None:  # as `edge run`: a camera in the config wins over its path
             if "://" in src.path:

@@ -21,7 +21,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from edge.errors import check, check_range, missing_dependency
+from edge.errors import check, check_host, check_range, missing_dependency
 from edge.sinks.base import AlertEvent, Sink, SinkUnavailable, register
 from edge.sinks.spool import DEFAULT_SPOOL_DIR, Spool
 from edge.sinks.webhook import tcp_reachable
@@ -126,7 +126,7 @@ class MqttSinkConfig:
     discovery_prefix: str = "homeassistant"  # Home Assistant's discovery prefix setting
 
     def validate(self, p):
-        check(bool(self.host), f"{p}.host", self.host, "a broker host name")
+        check_host(self.host, f"{p}.host", f"{p}.port")
         check_range(self.port, 1, 65535, f"{p}.port", "a TCP port")
         check_topic(self.topic, f"{p}.topic")
         check_topic(self.state_topic, f"{p}.state_topic")

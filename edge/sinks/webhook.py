@@ -29,7 +29,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from edge.errors import check, check_range
+from edge.errors import check, check_range, check_url
 from edge.redact import redact_url
 from edge.sinks.base import MAX_TIMEOUT_S, AlertEvent, Sink, register
 from edge.sinks.spool import DEFAULT_SPOOL_DIR, Spool
@@ -183,8 +183,7 @@ class WebhookSinkConfig:
     headers: dict = field(default_factory=dict)  # extra HTTP headers, e.g. `{"Authorization" = "Bearer TOKEN"}`
 
     def validate(self, p):
-        check(self.url.startswith(("http://", "https://")), f"{p}.url", redact_url(self.url),
-              "an http:// or https:// URL")
+        check_url(self.url, f"{p}.url", ("http", "https"), redact_url(self.url))
         check_range(self.timeout_s, 0, MAX_TIMEOUT_S, f"{p}.timeout_s", "seconds", lo_open=True)
         for name, value in self.headers.items():
             where = f"{p}.headers.{name}"
