@@ -174,6 +174,13 @@ def run_cmd(config_path, camera, source, realtime, wait_for_camera, model, detec
         console.close()
     if as_json:
         click.echo(json.dumps(summary, indent=2))
+    # Alert events gone for good (the ERROR lines above say which and why): a script or a person
+    # at the terminal must not read the run as a success.
+    gone = {key: n for key, s in summary["sinks"].items() if (n := s["lost"] + s["dropped"])}
+    if gone:
+        click.echo(f"edge run: alert events were lost ({', '.join(f'{k}: {n}' for k, n in gone.items())}); "
+                   "the ERROR lines above say why.", err=True)
+        raise SystemExit(1)
 
 
 @cli.command("config")

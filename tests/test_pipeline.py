@@ -712,3 +712,20 @@ def test_rotate_other_than_a_quarter_turn_is_one_sentence(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
         "error: Config key 'source.rotate' has the bad value 45; allowed: 0, 90, 180 or 270 (degrees clockwise; 180 "
         "for a camera mounted upside down).")
+
+
+@pytest.mark.slow  # two runs of the scene
+def test_a_run_that_lost_alert_events_exits_1_saying_so(long_video, tmp_path):
+    """Found in a review: events lost at the stop (a JSON-lines file that never became writable)
+    were ERROR lines and exit status 0, which a script reads as success."""
+    from tests.live_edge import CONFIG
+
+    cfg = tmp_path / "edge.toml"
+    text = CONFIG.format(device="till-9", video=long_video, port=0, token="page-test-token-0123456789",
+                         metrics_token="fleet-test-token-0123456789", history="")
+    cfg.write_text(text + '[sinks.jsonl]\npath = "/sys/queue-mood-test.jsonl"\n')  # sysfs takes no new file
+    r = run_cli("run", "--config", cfg, "--max-frames", 150, "-q", env={"HOME": str(tmp_path)})
+    assert r.returncode == 1 and "alert events were lost (jsonl: 1)" in r.stderr, r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    cfg.write_text(text)  # the same run without that sink: nothing lost, 0
+    assert run_cli("run", "--config", cfg, "--max-frames", 150, "-q", env={"HOME": str(tmp_path)}).returncode == 0
