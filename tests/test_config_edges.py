@@ -76,6 +76,30 @@ def test_a_recording_under_a_folder_this_user_cannot_enter_is_one_sentence(close
     with pytest.raises(UserError, match=r"Source .*clip\.mp4 cannot be reached \(Permission denied\); run as a user"):
         open_source(None, str(closed / "clip.mp4"))
 
+def test_a_recording_this_user_may_not_read_says_so_not_damaged(tmp_path, monkeypatch):
+    """The service runs as its own user: a recording copied in with mode 600 was "missing, damaged
+    or in a format OpenCV cannot decode" (found in a review). Root reads it anyway, so there the
+    refusal is the one a user without the right would meet."""
+    import builtins
+    import os
+
+    from edge import paths
+    from edge.errors import UserError
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\0" * 64)
+    clip.chmod(0)
+    if os.geteuid() == 0:
+        def refused(path, *a, **k):
+            if str(path) == str(clip):
+                raise PermissionError(13, "Permission denied", str(path))
+            return builtins.open(path, *a, **k)
+
+        monkeypatch.setattr(paths, "open", refused, raising=False)
+    with pytest.raises(UserError, match=r"Video .*clip\.mp4 cannot be read \(Permission denied\); make it readable"):
+        open_source(None, str(clip))
+
+
 def test_a_source_on_the_command_line_replaces_the_files_whichever_kind(tmp_path, vga_video):
     with_path = tmp_path / "p.toml"
     with_path.write_text(f'[source]\npath = "{vga_video.name}"\n')

@@ -25,7 +25,7 @@ from typing import Iterator
 import numpy as np
 
 from edge.errors import UserError, import_cv2
-from edge.paths import expand_path
+from edge.paths import check_readable, expand_path
 from edge.pipeline.face_width import READ_PX, read_px_at
 from edge.redact import redact_url
 
@@ -126,6 +126,7 @@ class VideoFileSource(Source):
         ok, first = self.cap.read() if self.cap.isOpened() else (False, None)
         if not ok:
             self.cap.release()
+            check_readable(path, "Video")  # OpenCV says nothing of permissions: the service's own user
             raise UserError(f"Cannot read video {path}: the file is missing, damaged or in a format OpenCV cannot decode.")
         self._first = first
         fps = self.cap.get(cv2.CAP_PROP_FPS)
