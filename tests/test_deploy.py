@@ -274,6 +274,24 @@ def test_an_out_named_as_an_archive_bundle_cannot_write_is_refused(tmp_path, nam
     assert not (tmp_path / name).exists()
 
 
+def test_an_archive_that_is_not_an_earlier_bundle_is_not_replaced(store_bundle, bundled_model, tmp_path):
+    """Found in a review: `--out mine.tar.gz` replaced someone's own archive without a word."""
+    import shutil
+
+    mine = tmp_path / "mine.tar.gz"
+    with tarfile.open(mine, "w:gz") as tar:
+        tar.add(store_bundle["dir"] / "README.txt", arcname="notes/README.txt")
+    notes = tmp_path / "notes.tar.gz"
+    notes.write_text("not a tar at all\n")
+    for out in (mine, notes):
+        before = out.read_bytes()
+        proc = run_cli("bundle", "--model", bundled_model, "--out", out)
+        assert_one_sentence(proc, f"{out} exists and is not an earlier bundle")
+        assert out.read_bytes() == before
+    earlier = shutil.copy(store_bundle["tar"], tmp_path / "till-3.tar.gz")  # an earlier bundle: replaced
+    assert run_cli("bundle", "--model", bundled_model, "--out", earlier).returncode == 0
+
+
 def test_bad_model_path_is_one_sentence(tmp_path):
     out = tmp_path / "b.tar.gz"
     proc = run_cli("bundle", "--model", tmp_path / "missing.tflite", "--out", out)

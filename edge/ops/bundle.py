@@ -471,6 +471,16 @@ def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo:
     return info
 
 
+def _earlier_bundle(archive: Path) -> bool:
+    """Whether this .tar.gz is one edge bundle wrote (its manifest in the bundle's top folder)."""
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.getmember(f"{BUNDLE_NAME}/MANIFEST.json")
+        return True
+    except (tarfile.TarError, OSError, KeyError, EOFError):
+        return False
+
+
 def run(s: BundleSettings) -> BundleResult:
     """Write the bundle; bad inputs are UserErrors checked before anything is written."""
     out = expand_path(s.out)
@@ -483,6 +493,8 @@ def run(s: BundleSettings) -> BundleResult:
     if as_tar and out.is_dir():  # found now, not by os.replace after the whole build
         raise UserError(f"--out {out} is a folder, so the .tar.gz cannot be written there; choose another --out "
                         "(or remove that folder).")
+    if as_tar and out.exists() and not _earlier_bundle(out):  # someone's own archive, replaced without a word
+        raise UserError(f"{out} exists and is not an earlier bundle; choose another --out (or remove that file).")
     try:  # the bundle is staged beside --out, so that folder must be writable
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = tempfile.TemporaryDirectory(prefix=".qm-bundle-", dir=out.parent)
