@@ -65,6 +65,8 @@ def not_a_file(path: str | Path) -> str | None:
         return None
     if p.is_dir():
         return "is a folder, not a file"
+    if p.exists():  # a named pipe, a device, a shell's <(...): read once, or never
+        return "is not a regular file (a pipe or a device); save it as a file first"
     return "is a link to a file that does not exist" if p.is_symlink() else "does not exist"
 
 

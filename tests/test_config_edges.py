@@ -250,3 +250,13 @@ def test_an_address_that_cannot_work_is_refused_when_the_config_loads(key, value
                                         ("source.path", "http://cam.local/video.mjpg")])
 def test_good_addresses_load(key, value):
     load_config(None, {key: value})
+
+
+def test_a_config_that_is_a_pipe_is_named_as_one(tmp_path):
+    """A named pipe or a shell's <(...) was "a link to a file that does not exist" (found in a review)."""
+    import os
+
+    fifo = tmp_path / "config.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(ConfigError, match=r"config\.toml is not a regular file \(a pipe or a device\); save it as a file"):
+        load_config(fifo)
