@@ -13,7 +13,7 @@ from importlib.metadata import entry_points
 
 import click
 
-from edge.errors import UserError
+from edge.errors import ConfigError, UserError
 from edge.paths import not_empty
 from edge.pipeline.detectors import DETECTORS
 
@@ -144,10 +144,12 @@ def run_cmd(config_path, camera, source, realtime, wait_for_camera, model, detec
         from edge.redact import redact_url
 
         raise UserError(f"--camera {camera} and --source {redact_url(source)} name two sources; give one of them.")
-    overrides = {k: v for k, v in {
-        "source.camera": camera, "source.path": source, "source.realtime": realtime or None,
-        "source.wait_for_camera": wait_for_camera or None, "model.path": model, "detector.kind": detector,
-        "detector.model": detector_model, "model.threads": threads}.items() if v is not None}
+    flags = {"source.camera": ("--camera", camera), "source.path": ("--source", source),
+             "source.realtime": ("--realtime", realtime or None),
+             "source.wait_for_camera": ("--wait-for-camera", wait_for_camera or None), "model.path": ("--model", model),
+             "detector.kind": ("--detector", detector), "detector.model": ("--detector-model", detector_model),
+             "model.threads": ("--threads", threads)}
+    overrides = {k: v for k, (_, v) in flags.items() if v is not None}
     for flag, given in (("--example", example), ("--show-secrets", show_secrets)):
         if given and not print_config:
             raise UserError(f"{flag} goes with --print-config: edge run --print-config {flag}.")
@@ -156,7 +158,12 @@ def run_cmd(config_path, camera, source, realtime, wait_for_camera, model, detec
 
         click.echo(example_toml(), nl=False)
         return
-    cfg = load_config(config_path, overrides)
+    try:
+        cfg = load_config(config_path, overrides)
+    except ConfigError as exc:  # a value given as a flag is named by the flag the user typed
+        for key in overrides:
+            exc.args = (str(exc).replace(f"Config key '{key}'", f"{flags[key][0]} (config key {key})"),)
+        raise
     if print_config:
         from edge.configdoc import effective_toml
 

@@ -260,3 +260,11 @@ def test_a_config_that_is_a_pipe_is_named_as_one(tmp_path):
     os.mkfifo(fifo)
     with pytest.raises(ConfigError, match=r"config\.toml is not a regular file \(a pipe or a device\); save it as a file"):
         load_config(fifo)
+
+
+def test_a_bad_value_given_as_a_flag_is_named_by_the_flag():
+    """`edge run --threads 0` named 'model.threads', a key the user never typed (found in a review)."""
+    for args, says in ((["--threads", 0], "--threads (config key model.threads) has the bad value 0"),
+                       (["--camera", -1], "--camera (config key source.camera) has the bad value -1")):
+        r = run_cli("run", *args, "--max-frames", 1)
+        assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
