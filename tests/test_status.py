@@ -924,19 +924,20 @@ class Stalled(Stats):
 
     def __init__(self, gate):
         super().__init__("ai-edge-litert x", "model.tflite", "video", device="till-3")
-        self.gate = gate
+        self.gate, self.held = gate, 0
 
     def snapshot(self):
+        self.held += 1  # the request is in progress: its head read, its answer being made
         self.gate.wait(30)
         return super().snapshot()
 
 
-def in_progress(base, srv, n: int) -> list:
+def in_progress(base, srv, stats, n: int) -> list:
     """n /status requests that hold their handlers (the server's stats are Stalled) until its gate opens."""
     threads = [threading.Thread(target=get, args=(base + "/status",), daemon=True) for _ in range(n)]
     for t in threads:
         t.start()
-    until(lambda: srv.httpd.busy == n and not srv.httpd._waiting)
+    until(lambda: srv.httpd.busy == n and stats.held == n)
     return threads
 
 
@@ -955,11 +956,14 @@ def until(condition, seconds: float = 10):
         time.sleep(0.01)
 
 
-def hung_up(s) -> bool:
-    s.settimeout(5)
+def hung_up(s, wait_s: float = 1.0) -> bool:
+    """Whether the server closed this connection (within wait_s)."""
+    s.settimeout(wait_s)
     try:
         return s.recv(100) == b""
-    except OSError:
+    except TimeoutError:
+        return False
+    except OSError:  # reset
         return True
 
 
@@ -968,8 +972,9 @@ def test_one_network_host_holds_at_most_half_the_handlers(serve, monkeypatch, ca
 
     monkeypatch.setattr(status, "_loopback", lambda host: False)  # the test's 127.0.0.1 stands for a LAN host
     gate = threading.Event()
-    base, srv = serve(Stalled(gate), max_clients=10, idle_timeout_s=30)
-    held = in_progress(base, srv, 5)
+    stats = Stalled(gate)
+    base, srv = serve(stats, max_clients=10, idle_timeout_s=30)
+    held = in_progress(base, srv, stats, 5)
     with caplog.at_level(logging.WARNING, logger="edge.service.status"):
         assert get(base + "/")[0] == 503  # a sixth connection from the same host, its five all in progress
         assert get(base + "/")[0] == 503
@@ -991,14 +996,14 @@ def test_a_host_at_its_share_gives_up_its_longest_waiting_connection_not_the_new
     until(lambda: len(srv.httpd._waiting) == 5)
     try:
         assert get(base + "/")[0] == 200
-        assert hung_up(idle[0])  # the oldest was cut; the others keep theirs
+        assert sum(map(hung_up, idle)) == 1  # one was cut (the longest waiting); the others keep theirs
         until(lambda: srv.httpd.busy == 4)
     finally:
         for s in idle:
             s.close()
 
 
-def test_two_hosts_holding_idle_connections_cannot_lock_others_out(serve, monkeypatch):
+def test_two_hosts_holding_idle_connections_cannot_lock_others_out(serve, monkeypatch, caplog):
     """Found in a review: two addresses on the store network, each at its share of idle connections
     and reconnecting as the idle cut dropped them, kept the page and head office's scrape at 503
     without a credential. A connection that has not sent its request head is cut to make room."""
@@ -1007,16 +1012,27 @@ def test_two_hosts_holding_idle_connections_cannot_lock_others_out(serve, monkey
     monkeypatch.setattr(status, "_loopback", lambda host: False)
     base, srv = serve(token=TOKEN, max_clients=4, idle_timeout_s=30)
     theirs = []
-    for i, host in enumerate(["10.0.0.7", "10.0.0.7", "10.0.0.8", "10.0.0.8"]):
+
+    def hold(host: str):  # one more idle connection from an attacker's address
         mine, their = socket.socketpair()
-        srv.httpd.process_request(their, (host, 40000 + i))
+        srv.httpd.process_request(their, (host, 40000 + len(theirs)))
         mine.sendall(b"GET / HTTP/1.1\r\n")
         theirs.append(mine)
+
     try:
-        until(lambda: srv.httpd.busy == 4 and len(srv.httpd._waiting) == 4)
-        for _ in range(3):  # head office's scrape, and again
-            assert get(base + "/metrics", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
-        assert sum(hung_up(s) for s in theirs[:3]) == 3  # the longest-waiting ones went, one for each request
+        for host in ["10.0.0.7", "10.0.0.7", "10.0.0.8", "10.0.0.8"]:
+            hold(host)
+        with caplog.at_level(logging.WARNING, logger="edge.service.status"):
+            for i in range(3):  # head office's scrape, each time into a full server
+                until(lambda: srv.httpd.busy == 4 and len(srv.httpd._waiting) == 4)
+                assert get(base + "/metrics", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+                until(lambda: srv.httpd.busy == 3)  # the scrape's handler has ended
+                hold(f"10.0.0.{7 + i % 2}")  # the attacker reconnects
+        assert sum(map(hung_up, theirs)) == 3  # one cut for each request, the longest-waiting first
+        assert not any(map(hung_up, theirs[-3:]))
+        (said,) = [r.getMessage() for r in caplog.records]  # once a minute at most, not once a connection
+        assert "that had sent no request, to make room for 127.0.0.1" in said
+        until(lambda: srv.httpd.busy == 4)  # each place given back once: when cut, not again when its thread ended
     finally:
         for s in theirs:
             s.close()
@@ -1044,8 +1060,9 @@ def test_idle_connection_is_closed_and_the_thread_freed(serve):
 
 def test_thread_cap_answers_503_instead_of_piling_up_threads(serve):
     gate = threading.Event()
-    base, srv = serve(Stalled(gate), max_clients=2, idle_timeout_s=30)
-    held = in_progress(base, srv, 2)
+    stats = Stalled(gate)
+    base, srv = serve(stats, max_clients=2, idle_timeout_s=30)
+    held = in_progress(base, srv, stats, 2)
     assert get(base + "/")[0] == 503
     gate.set()
     for t in held:
@@ -1178,8 +1195,9 @@ def test_a_host_turned_away_by_a_full_server_is_not_counted_and_no_timer_is_left
 
     monkeypatch.setattr(status, "_loopback", lambda host: False)
     gate = threading.Event()
-    base, srv = serve(Stalled(gate), max_clients=1, idle_timeout_s=30)
-    held = in_progress(base, srv, 1)
+    stats = Stalled(gate)
+    base, srv = serve(stats, max_clients=1, idle_timeout_s=30)
+    held = in_progress(base, srv, stats, 1)
     for _ in range(3):  # another host meets the full server: refused, and its count given back each time
         mine, theirs = socket.socketpair()
         srv.httpd.process_request(theirs, ("10.0.0.9", 40000))
@@ -1316,5 +1334,6 @@ def test_a_request_must_name_one_host_and_an_absolute_target_is_judged_by_its_ow
     assert code("GET /status HTTP/1.1\r\nHost: localhost\r\nHost: rebound.example\r\nConnection: close\r\n\r\n") == 400
     assert code("GET http://rebound.example/status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n") == 403
     assert code("GET http://localhost/status HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n") == 200
+    assert code("GET http:/status HTTP/1.1\r\nHost: rebound.example\r\nConnection: close\r\n\r\n") == 400
     assert code("GET /status HTTP/1.0\r\n\r\n") == 200  # HTTP/1.0 need not send one
     assert raw(srv.port, b"GET /\r\n") == b""

@@ -157,7 +157,9 @@ def _start_status_server(stats, st: StatusConfig):
     wildcard = st.host in ("0.0.0.0", "::")
     shown = "localhost" if is_loopback(st.host) else "<this Pi's address>" if wildcard else st.host
     log.info("status page on http://%s:%d/ (JSON: /status, Prometheus: /metrics)%s", shown, server.port,
-             "; needs the token or password from [status]" if server.auth.enabled else "")
+             "; needs the token or password from [status]" if st.token or st.password else
+             "; /metrics only, with [status] metrics_token (no token or password opens the page)"
+             if st.metrics_token else "")
     return server
 
 

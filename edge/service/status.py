@@ -51,7 +51,6 @@ _QUERY = re.compile(r"\?[^\s\"]*")  # a link's ?token= never reaches the log
 REFUSAL_LOG_EVERY_S = 60.0
 GUESSES_MAX, GUESS_WINDOW_S = 20, 60.0  # different wrong credentials a host may offer in a window (Guesses)
 GUESS_HOSTS_MAX = 1024
-ROOM_WAIT_S = 1.0  # how long a new connection may wait for a handler that was just cut to end
 DATA_PATHS = ("/status", "/history", "/metrics")  # served beside the page's assets
 # What a request's head may take: its line (http.server stops it at 64 KiB) and headers. Left to
 # http.server, 100 header lines of 64 KiB each cost the parse some 30 MB a connection, all before
@@ -431,12 +430,14 @@ class _Server(ThreadingHTTPServer):
         # hosts holding idle connections (and reconnecting when the idle cut drops them) would keep
         # everyone else out, head office's scrape included, without ever sending a credential.
         self._waiting: dict = {}  # handler -> monotonic time it started waiting
-        self._cond = threading.Condition()
-        self._last_refusal_log = float("-inf")
+        self._lock = threading.RLock()  # _make_room gives a cut connection's place back under it
+        self._released: set = set()  # sockets cut whose place was given back before their thread ended
+        self._last_refusal_log = self._last_cut_log = float("-inf")
+        self._cut_count = 0
         super().__init__(address, handler)
 
     def set_waiting(self, handler, waiting: bool):
-        with self._cond:
+        with self._lock:
             if waiting:
                 self._waiting[handler] = time.monotonic()
             else:
@@ -457,25 +458,31 @@ class _Server(ThreadingHTTPServer):
     def _make_room(self, host: str) -> str:
         """With the lock held: "" once `host` may open one more connection, or why it may not. Where
         it is at its share (or every handler is taken), the connection of that host (of any host)
-        that has waited longest for a request head is cut, and its handler awaited."""
-        deadline = time.monotonic() + ROOM_WAIT_S
-        while True:
-            at_share = not _loopback(host) and self._held.get(host, 0) >= self._per_host
-            if not at_share and self.busy < self.max_clients:
-                return ""
-            idle = [h for h in self._waiting if not at_share or h.client_address[0] == host]
-            if not idle or time.monotonic() >= deadline:  # each handler busy with a request: no waiting for one
-                return (f"it already holds its share of connections, {self._per_host}, each with a request "
-                        "in progress" if at_share else "every handler is busy with a request")
-            # one at a time: its handler's end is awaited before another is cut
-            victim = min(idle, key=self._waiting.__getitem__)
-            del self._waiting[victim]
-            victim.cut()
-            self._cond.wait(max(0.0, deadline - time.monotonic()))
+        that has waited longest for a request head is cut and its place given at once: its thread,
+        its socket shut, ends within moments, and this thread goes on accepting meanwhile (waiting
+        for it let clients that reconnect at once fill the listen queue)."""
+        at_share = not _loopback(host) and self._held.get(host, 0) >= self._per_host
+        if not at_share and self.busy < self.max_clients:
+            return ""
+        idle = [h for h in self._waiting if not at_share or h.client_address[0] == host]
+        if not idle:  # each handler busy with a request, which takes moments
+            return (f"it already holds its share of connections, {self._per_host}, each with a request in progress"
+                    if at_share else "every handler is busy with a request")
+        victim = min(idle, key=self._waiting.__getitem__)
+        del self._waiting[victim]
+        victim.cut()
+        self._release(victim.client_address[0], victim.request, early=True)
+        self._cut_count += 1
+        if (now := time.monotonic()) - self._last_cut_log >= REFUSAL_LOG_EVERY_S:
+            self._last_cut_log = now
+            log.warning("status page: cut a connection from %s that had sent no request, to make room for %s (%d so "
+                        "far; a client holding connections open, said once a minute at most)",
+                        victim.client_address[0], host, self._cut_count)
+        return ""
 
     def process_request(self, request, client_address):
         host = client_address[0]
-        with self._cond:
+        with self._lock:
             why = self._make_room(host)
             if not why:
                 self._held[host] = self._held.get(host, 0) + 1
@@ -486,24 +493,30 @@ class _Server(ThreadingHTTPServer):
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self._release(host)
+            self._release(host, request)
             raise
 
-    def _release(self, host: str):
-        with self._cond:
+    def _release(self, host: str, request, early: bool = False):
+        """Give back a connection's place when its thread ends, or `early`, when it is cut to make
+        room (then not again when its thread ends)."""
+        with self._lock:
+            if request in self._released:
+                self._released.discard(request)
+                return
+            if early:
+                self._released.add(request)
             self.busy -= 1
             left = self._held.get(host, 0) - 1
             if left > 0:
                 self._held[host] = left
             else:
                 self._held.pop(host, None)
-            self._cond.notify_all()
 
     def process_request_thread(self, request, client_address):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._release(client_address[0])
+            self._release(client_address[0], request)
 
     def handle_error(self, request, client_address):
         exc = sys.exc_info()[1]
@@ -558,11 +571,11 @@ class StatusServer:
                 super().handle_one_request()
 
             def parse_request(self):
-                ok = super().parse_request()
-                self.server.set_waiting(self, False)
-                if ok and self.request_version == "HTTP/0.9":  # answered bare, without the page's headers
+                if len(self.raw_requestline.split()) == 2:  # HTTP/0.9: its answer would be bare, without the page's headers
                     self.close_connection = True
                     return False
+                ok = super().parse_request()
+                self.server.set_waiting(self, False)
                 return ok
 
             def finish(self):
@@ -600,7 +613,8 @@ class StatusServer:
                     return
                 path = url.path.rstrip("/") or "/"
                 hosts = self.headers.get_all("Host") or []
-                if len(hosts) > 1 or (not hosts and self.request_version == "HTTP/1.1"):  # RFC 9112 3.2
+                if len(hosts) > 1 or (not hosts and self.request_version == "HTTP/1.1") or (  # RFC 9112 3.2
+                        url.scheme and not url.netloc):  # "GET http:/status": a scheme without the host it names
                     self.send_error(400)
                     return
                 # An absolute-form target (GET http://name/ ...) names the host itself: that is the one judged.
