@@ -640,3 +640,27 @@ def test_ctrl_c_writes_the_part_analysed_and_exits_130(tmp_path, monkeypatch):
     assert summary["stopped_by_ctrl_c"] and summary["frames_analysed"] == 4
     assert any(n.startswith("Stopped by Ctrl-C after 4 analysed frames") for n in summary["notes"])
     assert (out / "timeline.csv").exists()
+
+
+@pytest.mark.parametrize("link", ["itself", "hard link"])
+def test_an_output_that_is_the_input_itself_is_refused(tmp_path, link):
+    """The annotated.mp4 of an earlier analysis, analysed again into its folder with --annotate,
+    was written over while it was read; so was an image hard-linked as summary.png."""
+    out = tmp_path / "out"
+    out.mkdir()
+    if link == "itself":
+        (out / "summary.json").write_text(json.dumps({"frames_analysed": 3, "detector": "blazeface", "input": "x.mp4"}))
+        source = write_video(out / "annotated.mp4", (np.full((H, W, 3), 90, np.uint8) for _ in range(3)))
+        extra = ["--annotate"]
+    else:
+        (tmp_path / "images").mkdir()
+        source = tmp_path / "images" / "a.png"
+        cv2.imwrite(str(source), np.full((H, W, 3), 90, np.uint8))
+        os.link(source, out / "summary.png")
+        extra = []
+    before = source.read_bytes()
+    r = run_cli("analyze", source.parent if link == "hard link" else source, "--out", out, *extra)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"over the input {source} (the same file)" in errors[0], errors
+    assert source.read_bytes() == before and r.stdout == ""

@@ -712,3 +712,21 @@ def test_rotate_other_than_a_quarter_turn_is_one_sentence(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().splitlines()[-1] == (
         "error: Config key 'source.rotate' has the bad value 45; allowed: 0, 90, 180 or 270 (degrees clockwise; 180 "
         "for a camera mounted upside down).")
+
+
+@pytest.mark.parametrize("link", ["itself", "hard link"])
+def test_a_preview_that_is_the_recording_watched_is_refused(tmp_path, link, monkeypatch):
+    """`edge run --source v.mp4 --preview v.mp4` wrote a 13-frame annotated video over the recording."""
+    import os
+
+    video = write_video(tmp_path / "v.mp4", (background(i) for i in range(5)), 10)
+    preview = video if link == "itself" else tmp_path / "p.mp4"
+    if link == "hard link":
+        os.link(video, preview)
+    before = video.read_bytes()
+    monkeypatch.chdir(tmp_path)  # the same file by another name: v.mp4, not its absolute path
+    r = run_cli("run", "--source", "v.mp4", "--preview", preview, "--max-frames", 3)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"--preview {preview} is the recording being watched (v.mp4)" in errors[0]
+    assert video.read_bytes() == before

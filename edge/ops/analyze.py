@@ -38,7 +38,7 @@ import numpy as np
 
 from edge.config import Config, ScheduleConfig
 from edge.errors import UserError, install_hint, missing_modules
-from edge.paths import check_out_folder
+from edge.paths import check_out_folder, expand_path, same_file
 from edge.pipeline import face_width
 from edge.pipeline.annotate import AnnotatedVideo
 from edge.pipeline.core import Pipeline, StageTimer, load_parts
@@ -233,6 +233,17 @@ def _output_dir(out: str) -> Path:
     return path
 
 
+def _refuse_overwriting_inputs(out: Path, files, inputs: list) -> None:
+    """One sentence, before the model loads, when a file this run writes is one it reads (the
+    annotated.mp4 of an earlier analysis analysed again into its folder, an image named
+    summary.png, a link to either): writing it would destroy the input while it is read."""
+    for f in (f for f in files if f.exists()):
+        for i in inputs:
+            if same_file(f, i):
+                raise UserError(f"--out {out} would write its {f.name} over the input {i} (the same file); pass "
+                                "another --out, or move the input out of that folder first.")
+
+
 # Every file an analysis may write: an earlier run's, left beside this run's, would pass for it.
 RESULT_FILES = ("timeline.csv", "timeline.json", "tracks.csv", "tracks.json", "summary.png", "summary.json",
                 "annotated.mp4")
@@ -334,6 +345,11 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     video = not isinstance(source, ImageFolderSource)
     kind = "video" if video else "images"
     out = _output_dir(opts.out)
+    files = {"timeline": out / f"timeline.{opts.fmt}", "tracks": out / f"tracks.{opts.fmt}",
+             **({"chart": out / "summary.png"} if draw else {}), "summary": out / "summary.json",
+             **({"annotated": out / "annotated.mp4"} if opts.annotate else {})}
+    inputs = [expand_path(path), *getattr(source, "files", [])]
+    _refuse_overwriting_inputs(out, files.values(), inputs)
     # Offline, the timeline has a row for every face in every analysed frame: no compute schedule.
     cfg = dataclasses.replace(cfg, schedule=ScheduleConfig.every_frame())
 
@@ -345,7 +361,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
         opts.notes.append(f"--every {every} leaves {step_s:.2f} s between analysed frames, more than "
                           f"tracking.max_gap_s ({cfg.tracking.max_gap_s:g} s), so faces cannot be followed from one "
                           "analysed frame to the next and every sighting starts a new track.")
-    with _replacing_earlier(out, [path, *getattr(source, "files", [])], opts.notes):
+    with _replacing_earlier(out, inputs, opts.notes):
         rec = _Recorder(out, labels, video, opts.fmt)
         annotator = AnnotatedVideo(out / "annotated.mp4", fps / every if video else 1.0, labels,
                                    cfg.source.roi) if opts.annotate else None
@@ -387,9 +403,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
             "seconds_per_media_minute": round(processing_s / (media_s / 60), 2) if media_s else None,
             "seconds_per_image": round(processing_s / frames, 4) if not video and frames else None,
             "stage_ms": {k: round(v, 2) for k, v in timer.medians_ms().items()},
-            "files": {"timeline": str(out / f"timeline.{opts.fmt}"), "tracks": str(out / f"tracks.{opts.fmt}"),
-                      **({"chart": str(out / "summary.png")} if draw else {}), "summary": str(out / "summary.json"),
-                      **({"annotated": str(out / "annotated.mp4")} if opts.annotate else {})},
+            "files": {key: str(f) for key, f in files.items()},
             "notes": opts.notes,
             # how to make these files again: the command line and the folder its relative paths start from
             "command": shlex.join(sys.argv),

@@ -30,7 +30,7 @@ from edge.card import sha256_file
 from edge.config import Config, StatusConfig
 from edge.errors import UserError
 from edge.files import no_core_dumps
-from edge.paths import expand_path
+from edge.paths import expand_path, same_file
 from edge.pipeline.annotate import check_video_path
 from edge.pipeline.core import load_parts
 from edge.pipeline.tracking import PeopleCount
@@ -47,9 +47,10 @@ class RunOptions:
     duration_s: float | None = None
     preview: str | None = None  # path of an annotated video to write (debugging only)
 
-    def validate(self) -> None:
+    def validate(self, source: str = "") -> None:
         """Checked before anything opens: a limit of 0, a negative one or nan ran without a limit
-        or for one frame, and still ended as a normal stop."""
+        or for one frame, and still ended as a normal stop; a preview that is the `source`
+        recording itself was written over it while it was read."""
         if self.max_frames is not None and self.max_frames < 1:
             raise UserError(f"--max-frames {self.max_frames} is not a number of frames; pass 1 or more, or leave it "
                             "out to run until the source ends.")
@@ -58,6 +59,9 @@ class RunOptions:
                             "or leave it out to run until the source ends.")
         if self.preview:  # here, not only once the first frame is in
             check_video_path(self.preview)
+            if source and same_file(self.preview, expand_path(source)):
+                raise UserError(f"--preview {self.preview} is the recording being watched ({source}), and writing it "
+                                "would destroy that recording; give --preview another file name.")
 
 
 def make_event(kind: str, result, device: str) -> AlertEvent:
@@ -189,7 +193,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     from edge.service.notify import Watchdog, notify
     from edge.service.status import Stats
 
-    opts.validate()
+    opts.validate(cfg.source.path)
     no_core_dumps()  # before the first frame: a crash or the watchdog's SIGABRT must not write frames to disk
     classifier, detector = load_parts(cfg)
     device = cfg.device_name or socket.gethostname()
