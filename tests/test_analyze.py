@@ -647,12 +647,12 @@ def test_an_output_that_is_the_input_itself_is_refused(tmp_path, link):
     """The annotated.mp4 of an earlier analysis, analysed again into its folder with --annotate,
     was written over while it was read; so was an image hard-linked as summary.png."""
     out = tmp_path / "out"
-    out.mkdir()
     if link == "itself":
-        (out / "summary.json").write_text(json.dumps({"frames_analysed": 3, "detector": "blazeface", "input": "x.mp4"}))
+        fake_earlier_analysis(out)
         source = write_video(out / "annotated.mp4", (np.full((H, W, 3), 90, np.uint8) for _ in range(3)))
         extra = ["--annotate"]
     else:
+        out.mkdir()
         (tmp_path / "images").mkdir()
         source = tmp_path / "images" / "a.png"
         cv2.imwrite(str(source), np.full((H, W, 3), 90, np.uint8))
@@ -664,3 +664,60 @@ def test_an_output_that_is_the_input_itself_is_refused(tmp_path, link):
     assert r.returncode == 2 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
     assert f"over the input {source} (the same file)" in errors[0], errors
     assert source.read_bytes() == before and r.stdout == ""
+
+
+def fake_earlier_analysis(out: Path, *names: str) -> dict[str, bytes]:
+    """A folder that reads as an earlier analysis (its summary.json), with `names` beside it;
+    returns every file's bytes."""
+    out.mkdir()
+    (out / "summary.json").write_text(json.dumps({"frames_analysed": 3, "detector": "blazeface", "input": "x.mp4"}))
+    for name in names:
+        (out / name).write_bytes(f"the earlier {name}".encode())
+    return {p.name: p.read_bytes() for p in out.iterdir()}
+
+
+def test_an_annotated_video_that_cannot_be_made_private_is_one_sentence_and_the_earlier_one_stays(tmp_path,
+                                                                                                   monkeypatch):
+    """fchmod refused (another user's file, as root's in a shared folder): a traceback; now one
+    sentence, exit 2, and the earlier analysis as it was."""
+    import errno
+
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+
+    def not_the_owner(fd, mode):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    video = write_video(tmp_path / "clip.mp4", (np.full((H, W, 3), 90, np.uint8) for _ in range(3)))
+    out = tmp_path / "out"
+    before = fake_earlier_analysis(out, "timeline.csv", "annotated.mp4")
+    monkeypatch.setattr(os, "fchmod", not_the_owner)
+    result = CliRunner().invoke(cli, ["analyze", str(video), "--out", str(out), "--annotate"])
+    assert result.exit_code == 2, result.output
+    assert f"error: Cannot write the annotated video {out / 'annotated.mp4'} (Operation not permitted)" in result.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing set aside left behind either
+
+
+def test_an_earlier_analysis_that_cannot_be_moved_is_one_sentence_and_stays_whole(tmp_path, monkeypatch):
+    """Another user's analysis in a folder with the sticky bit (as /tmp): the first file it could
+    not move was a traceback, with the files moved before it left in the hidden folder."""
+    import errno
+
+    from edge.ops.analyze import _replacing_earlier
+
+    out = tmp_path / "out"
+    before = fake_earlier_analysis(out, "timeline.csv", "tracks.csv")
+    replace = Path.replace
+
+    def sticky(self, target):
+        if self.name == "tracks.csv" and self.parent == out:
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(self))
+        return replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", sticky)
+    with pytest.raises(UserError, match=rf"Cannot replace the earlier analysis in {out}: {out / 'tracks.csv'} cannot "
+                                        r"be moved \(Operation not permitted\); have its owner remove it"):
+        with _replacing_earlier(out, [], []):
+            pass
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

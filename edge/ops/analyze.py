@@ -270,8 +270,15 @@ def _replacing_earlier(out: Path, inputs: list, notes: list[str]):
     earlier = [name for name in RESULT_FILES if (out / name).is_file() and (out / name).resolve() not in keep] \
         if _earlier_analysis(out) else []
     aside = Path(tempfile.mkdtemp(prefix=".earlier-analysis-", dir=out)) if earlier else None
-    for name in earlier:
-        (out / name).replace(aside / name)
+    try:
+        for name in earlier:
+            (out / name).replace(aside / name)
+    except OSError as exc:  # another user's file in a shared folder with the sticky bit, as /tmp
+        for f in aside.iterdir():
+            f.replace(out / f.name)
+        aside.rmdir()
+        raise UserError(f"Cannot replace the earlier analysis in {out}: {exc.filename} cannot be moved "
+                        f"({exc.strerror}); have its owner remove it, or pass another --out.") from exc
     if earlier:
         notes.append(f"{out} held an earlier analysis ({', '.join(earlier)}); it was removed, and the files below are "
                      "this run's.")
