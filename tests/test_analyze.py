@@ -616,30 +616,46 @@ def test_a_folder_no_analysis_wrote_keeps_its_files_of_the_same_names(tmp_path):
     assert "earlier analysis" not in proc.stdout
 
 
-def test_ctrl_c_writes_the_part_analysed_and_exits_130(tmp_path, monkeypatch):
-    """Files for what was done, a note saying so, and the shell's Ctrl-C status for scripts."""
+@pytest.mark.parametrize("sig,how,status", [("SIGINT", "Ctrl-C", 130), ("SIGTERM", "SIGTERM", 143),
+                                            ("SIGHUP", "SIGHUP", 129)])
+def test_a_stop_signal_writes_the_part_analysed_and_replaces_the_earlier_analysis(tmp_path, monkeypatch, request,
+                                                                                  sig, how, status):
+    """SIGTERM and SIGHUP (an SSH session dropping) ended the process mid-file, the earlier
+    analysis left in a hidden folder; like Ctrl-C they now stop the loop: files for what was
+    done, a note saying so, and the shell's status for that signal. The signal is sent from the
+    fifth frame, so no timing is involved; what handled it before stands in for the default
+    handler, which would end pytest too."""
+    import signal
+
     from click.testing import CliRunner
 
     from edge.cli import cli
     from edge.pipeline.core import Pipeline
 
+    def default_handler(signum, frame):
+        raise AssertionError(f"{sig} reached the handler edge analyze found: the default one ends it mid-file")
+
+    was = signal.signal(getattr(signal, sig), default_handler)
+    request.addfinalizer(lambda: signal.signal(getattr(signal, sig), was))
     video = write_video(tmp_path / "clip.mp4", (np.full((H, W, 3), 90, np.uint8) for _ in range(3 * FPS)))
     process, seen = Pipeline.process, []
 
-    def stopped_at_the_fifth_frame(self, frame):
+    def signalled_at_the_fifth_frame(self, frame):
         seen.append(frame)
         if len(seen) == 5:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), getattr(signal, sig))
         return process(self, frame)
 
-    monkeypatch.setattr(Pipeline, "process", stopped_at_the_fifth_frame)
+    monkeypatch.setattr(Pipeline, "process", signalled_at_the_fifth_frame)
     out = tmp_path / "out"
+    fake_earlier_analysis(out, "annotated.mp4")
     result = CliRunner().invoke(cli, ["analyze", str(video), "--out", str(out)])
-    assert result.exit_code == 130, result.output
+    assert result.exit_code == status, result.output
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["stopped_by_ctrl_c"] and summary["frames_analysed"] == 4
-    assert any(n.startswith("Stopped by Ctrl-C after 4 analysed frames") for n in summary["notes"])
-    assert (out / "timeline.csv").exists()
+    assert summary["stopped_by_signal"] == sig and summary["frames_analysed"] == 5
+    assert any(n.startswith(f"Stopped by {how} after 5 analysed frames") for n in summary["notes"])
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json", "summary.png", "timeline.csv", "tracks.csv"]
+    assert signal.getsignal(getattr(signal, sig)) is default_handler  # given back
 
 
 @pytest.mark.parametrize("link", ["itself", "hard link"])

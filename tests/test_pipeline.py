@@ -559,11 +559,11 @@ def test_a_signal_stops_cleanly_and_flushes_the_sinks(sig, astronaut_video, ship
 def test_a_hang_up_ignored_by_nohup_stays_ignored():
     import signal
 
-    from edge.service.app import _StopFlag
+    from edge.signals import StopFlag
 
     was = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        stop = _StopFlag()
+        stop = StopFlag()
         stop.install()
         assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN and signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
         stop.restore()

@@ -44,6 +44,7 @@ from edge.pipeline.annotate import AnnotatedVideo
 from edge.pipeline.core import Pipeline, StageTimer, load_parts
 from edge.pipeline.sources import ImageFolderSource, open_source, video_device_index
 from edge.redact import redact_url
+from edge.signals import StopFlag
 
 # Fixed chart geometry (inches at DPI), so the PNG's pixel size is predictable.
 DPI = 100
@@ -153,7 +154,7 @@ class _Recorder:
         self.face_widths: list[float] = []  # detector box widths in frame pixels, for camera placement
         self.frames = 0
         self.last_index = -1
-        self.interrupted = False  # Ctrl-C: the files cover the part analysed
+        self.stopped_by: str | None = None  # the signal (Ctrl-C's SIGINT, SIGTERM): the files cover the part analysed
 
     def add(self, frame, result, name: str) -> None:
         self.frames += 1
@@ -297,8 +298,8 @@ def _replacing_earlier(out: Path, inputs: list, notes: list[str]):
 
 
 def _replay(cfg: Config, parts, source, name_of, rec: _Recorder, timer: StageTimer, annotator, bar,
-            notes: list[str]) -> None:
-    """Every frame of the source through the pipeline into the recorder; Ctrl-C keeps what was done."""
+            notes: list[str], stop: StopFlag) -> None:
+    """Every frame of the source through the pipeline into the recorder; a stop signal keeps what was done."""
     classifier, detector = parts
     pipeline = None
     try:
@@ -315,9 +316,11 @@ def _replay(cfg: Config, parts, source, name_of, rec: _Recorder, timer: StageTim
                     annotator.add(frame.image, result)
                 if bar is not None:
                     bar.update(1)
-    except KeyboardInterrupt:  # Ctrl-C: keep what was analysed and write the files for it
-        rec.interrupted = True
-        notes.append(f"Stopped by Ctrl-C after {rec.frames} analysed frames; the files cover only that part.")
+                if stop.event.is_set():  # keep what was analysed and write the files for it
+                    rec.stopped_by = stop.name
+                    how = "Ctrl-C" if stop.name == "SIGINT" else stop.name
+                    notes.append(f"Stopped by {how} after {rec.frames} analysed frames; the files cover only that part.")
+                    break
     finally:
         if bar is not None:
             bar.close()
@@ -368,7 +371,9 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
         opts.notes.append(f"--every {every} leaves {step_s:.2f} s between analysed frames, more than "
                           f"tracking.max_gap_s ({cfg.tracking.max_gap_s:g} s), so faces cannot be followed from one "
                           "analysed frame to the next and every sighting starts a new track.")
-    with _replacing_earlier(out, inputs, opts.notes):
+    # Ctrl-C, SIGTERM and SIGHUP (an SSH session dropping) stop the loop, not the process: never half
+    # the files with the earlier analysis still set aside
+    with StopFlag() as stop, _replacing_earlier(out, inputs, opts.notes):
         rec = _Recorder(out, labels, video, opts.fmt)
         annotator = AnnotatedVideo(out / "annotated.mp4", fps / every if video else 1.0, labels,
                                    cfg.source.roi) if opts.annotate else None
@@ -377,7 +382,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
         timer = StageTimer()
         t_loop = time.monotonic()
         name_of = (lambda frame: "") if video else (lambda frame: Path(source.files[frame.index]).name)
-        _replay(cfg, (classifier, detector), source, name_of, rec, timer, annotator, bar, opts.notes)
+        _replay(cfg, (classifier, detector), source, name_of, rec, timer, annotator, bar, opts.notes, stop)
         processing_s = time.monotonic() - t_loop
         if getattr(source, "ended_early", None):
             opts.notes.append(source.ended_early)
@@ -394,7 +399,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
             "runtime": classifier.runtime.describe(),
             "every": every,
             "frames_analysed": frames,
-            "stopped_by_ctrl_c": rec.interrupted,
+            "stopped_by_signal": rec.stopped_by,
             "media_seconds": round(media_s, 3) if media_s is not None else None,
             "media_fps": round(fps, 3) if video else None,
             "faces": rec.timeline.rows,
@@ -425,7 +430,7 @@ def _chart(png: Path | None, path: str, source, rec: _Recorder, every: int, step
     """summary.png (none when png is None); returns the media seconds analysed (None for images)."""
     if rec.video:
         count = getattr(source, "frame_count", None)
-        whole = count and not rec.interrupted and not getattr(source, "ended_early", None)
+        whole = count and not rec.stopped_by and not getattr(source, "ended_early", None)
         media_s = (count if whole else rec.last_index + 1) / source.fps
         for a in rec.alerts:
             if a["cleared_s"] is None:

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
 import socket
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -34,6 +32,7 @@ from edge.paths import expand_path, same_file
 from edge.pipeline.annotate import check_video_path
 from edge.pipeline.core import load_parts
 from edge.pipeline.tracking import PeopleCount
+from edge.signals import StopFlag
 from edge.sinks.base import AlertEvent
 from edge.service import health
 
@@ -105,27 +104,6 @@ class _CameraWatch:
                       "asserted until it is back)", self.name, silent)
             self.stats.camera_down()
             self.sinks.send(_event("camera_down", time.monotonic(), self.device))
-
-
-class _StopFlag:
-    """Set by SIGINT/SIGTERM, and SIGHUP (the SSH session `edge run` was started from closed, which
-    otherwise ends it on the spot: sinks unflushed, the chart's last minute lost) unless it is
-    ignored (nohup); the loop finishes its frame and flushes the sinks."""
-
-    def __init__(self):
-        self.event = threading.Event()
-        self._previous = {}
-
-    def install(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
-                    continue  # nohup's promise: a hang-up passes unnoticed
-                self._previous[sig] = signal.signal(sig, lambda *_: self.event.set())
-
-    def restore(self):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def _close_each(*closes) -> None:
@@ -215,7 +193,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     stats.set_sinks(sinks.stats())  # every sink's failure counter at 0 before the first scrape
     stats.set_disks(state_folders(cfg, sinks))  # /metrics' free-space series, read with the rest of health
     server = _start_status_server(stats, st) if st.enabled else None
-    stop = _StopFlag()
+    stop = StopFlag()
     stop.install()
     writer = None
     frames = alerts = 0
