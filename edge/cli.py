@@ -225,7 +225,8 @@ def demo_cmd(out, fast, model):
 @cli.command("analyze")
 @click.argument("path")
 @click.option("--out", default=None,
-              help="Folder for the results (default: ./<name>-analysis); an earlier analysis there is replaced.")
+              help="Folder for the results (default: ./<name>-analysis); an earlier analysis there is replaced, "
+                   "other files of the names it writes are refused.")
 @click.option("--every", type=click.IntRange(min=1), default=1, show_default=True,
               help="Analyse every Nth frame (or image).")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True,

@@ -604,15 +604,25 @@ def test_an_out_that_is_the_folder_analysed_is_refused(tmp_path):
 
 
 def test_a_folder_no_analysis_wrote_keeps_its_files_of_the_same_names(tmp_path):
-    """--out at a folder of the user's own: only the files this run writes are replaced."""
+    """--out at a folder of the user's own: their summary.json was overwritten without a word;
+    now that is refused in one sentence, and files of names this run does not write stay."""
     video = write_video(tmp_path / "clip.mp4", (np.full((H, W, 3), 90, np.uint8) for _ in range(FPS)))
     out = tmp_path / "mine"
     out.mkdir()
     (out / "annotated.mp4").write_bytes(b"the user's own video")
     (out / "summary.json").write_text('{"budget": 3}\n')
-    proc = run_cli("analyze", video, "--out", out, "--format", "json")
+    (out / "timeline.json").write_text("[]\n")
+    refused = run_cli("analyze", video, "--out", out, "--format", "json")
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert refused.returncode == 2 and len(errors) == 1 and refused.stdout == "", refused.stderr
+    assert errors[0].startswith(f"error: --out {out} already holds timeline.json, summary.json, which no earlier "
+                                "analysis wrote and this run would overwrite;"), errors
+    assert (out / "summary.json").read_text() == '{"budget": 3}\n' and (out / "timeline.json").read_text() == "[]\n"
+    (out / "summary.json").unlink()
+    proc = run_cli("analyze", video, "--out", out)  # csv, no --annotate: none of the files it writes is there
     assert proc.returncode == 0, proc.stderr
     assert (out / "annotated.mp4").read_bytes() == b"the user's own video"
+    assert (out / "timeline.json").read_text() == "[]\n"
     assert "earlier analysis" not in proc.stdout
 
 

@@ -234,15 +234,22 @@ def _output_dir(out: str) -> Path:
     return path
 
 
-def _refuse_overwriting_inputs(out: Path, files, inputs: list) -> None:
+def _refuse_overwriting(out: Path, files, inputs: list) -> None:
     """One sentence, before the model loads, when a file this run writes is one it reads (the
     annotated.mp4 of an earlier analysis analysed again into its folder, an image named
-    summary.png, a link to either): writing it would destroy the input while it is read."""
-    for f in (f for f in files if f.exists()):
+    summary.png, a link to either): writing it would destroy the input while it is read; or when
+    it is a file of the user's own: only an earlier analysis is replaced (as edge bundle replaces
+    only an earlier bundle)."""
+    there = [f for f in files if f.exists()]
+    for f in there:
         for i in inputs:
             if same_file(f, i):
                 raise UserError(f"--out {out} would write its {f.name} over the input {i} (the same file); pass "
                                 "another --out, or move the input out of that folder first.")
+    if there and not _earlier_analysis(out):
+        raise UserError(f"--out {out} already holds {', '.join(f.name for f in there)}, which no earlier analysis "
+                        "wrote and this run would overwrite; move them elsewhere, or pass another --out (a new "
+                        "folder, or one an earlier analysis wrote).")
 
 
 # Every file an analysis may write: an earlier run's, left beside this run's, would pass for it.
@@ -359,7 +366,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
              **({"chart": out / "summary.png"} if draw else {}), "summary": out / "summary.json",
              **({"annotated": out / "annotated.mp4"} if opts.annotate else {})}
     inputs = [expand_path(path), *getattr(source, "files", [])]
-    _refuse_overwriting_inputs(out, files.values(), inputs)
+    _refuse_overwriting(out, files.values(), inputs)
     # Offline, the timeline has a row for every face in every analysed frame: no compute schedule.
     cfg = dataclasses.replace(cfg, schedule=ScheduleConfig.every_frame())
 
