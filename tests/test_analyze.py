@@ -747,3 +747,25 @@ def test_an_earlier_analysis_that_cannot_be_moved_is_one_sentence_and_stays_whol
         with _replacing_earlier(out, [], []):
             pass
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_folders_files_that_are_not_images_are_counted_and_named(tmp_path):
+    """Only the unreadable images were listed as skipped: the video and the notes beside them
+    were never mentioned, as if the folder held nothing else."""
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.full((H, W, 3), 90, np.uint8))
+    (images / "bad.jpg").write_bytes(b"junk")
+    (images / "empty.png").write_bytes(b"")
+    write_video(images / "clip.mp4", (np.full((H, W, 3), 90, np.uint8) for _ in range(3)))
+    (images / "readme.txt").write_text("the queue at noon\n")
+    (images / ".DS_Store").write_bytes(b"\0")  # hidden: no one's data
+    r = run_cli("analyze", images, "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    reasons = {Path(f["path"]).name: f["reason"] for f in s["failed"]}
+    assert reasons.keys() == {"bad.jpg", "empty.png", "clip.mp4", "readme.txt"}, reasons
+    assert reasons["clip.mp4"] == reasons["readme.txt"] == "not an image file (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp)"
+    assert "2 files could not be read and were skipped" in r.stdout
+    assert (f"2 files are not images (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp) and were left out of {images}: "
+            "clip.mp4, readme.txt.") in r.stdout.splitlines()

@@ -10,8 +10,8 @@ OUT/tracks.csv|json    one row per track: first/last seen, frames, dominant emot
 OUT/summary.png        video: share of faces per emotion over time, the negative share and the
                        periods the alert policy was raised; images: one bar per image (only
                        where matplotlib is installed; without it, a note says how to get it)
-OUT/summary.json       counts, face widths (for camera placement), alert periods, unreadable
-                       files, elapsed time and speed
+OUT/summary.json       counts, face widths (for camera placement), alert periods, the files left
+                       out (unreadable, or not images), elapsed time and speed
 OUT/annotated.mp4      only with --annotate (frames otherwise never leave memory)
 
 No alert is sent anywhere: sinks and the status server belong to `edge run`.
@@ -42,7 +42,7 @@ from edge.paths import check_out_folder, expand_path, same_file
 from edge.pipeline import face_width
 from edge.pipeline.annotate import AnnotatedVideo
 from edge.pipeline.core import Pipeline, StageTimer, load_parts
-from edge.pipeline.sources import ImageFolderSource, open_source, video_device_index
+from edge.pipeline.sources import IMAGE_SUFFIXES, NOT_AN_IMAGE, ImageFolderSource, open_source, video_device_index
 from edge.redact import redact_url
 from edge.signals import StopFlag
 
@@ -394,7 +394,8 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
         if getattr(source, "ended_early", None):
             opts.notes.append(source.ended_early)
 
-        failed = [{"path": p, "reason": r} for p, r in getattr(source, "failed", [])]
+        failed = [{"path": p, "reason": r} for p, r in getattr(source, "failed", [])] + \
+            [{"path": str(p), "reason": NOT_AN_IMAGE} for p in getattr(source, "not_images", [])]
         by_dominant = rec.write_tracks()
         media_s = _chart(out / "summary.png" if draw else None, path, source, rec, every, step_s, cfg.alert.raise_share)
         frames = rec.frames
@@ -581,10 +582,18 @@ def report_lines(s: dict) -> list[str]:
         spans = ", ".join(f"{a['raised_s']:g}-{a['cleared_s']:g} s" if a["cleared_s"] is not None
                           else f"{a['raised_s']:g} s-end" for a in s["alerts"])
         lines.append(f"The alert policy was raised {len(s['alerts'])} time{'s' if len(s['alerts']) > 1 else ''}: {spans}.")
-    if s["failed"]:
-        lines.append(f"{len(s['failed'])} file{'s' if len(s['failed']) > 1 else ''} could not be read and "
-                     f"{'were' if len(s['failed']) > 1 else 'was'} skipped: "
-                     + "; ".join(f"{f['path']} ({f['reason']})" for f in s["failed"]) + ".")
+    unread = [f for f in s["failed"] if f["reason"] != NOT_AN_IMAGE]
+    others = [Path(f["path"]).name for f in s["failed"] if f["reason"] == NOT_AN_IMAGE]
+    if unread:
+        lines.append(f"{len(unread)} file{'s' if len(unread) > 1 else ''} could not be read and "
+                     f"{'were' if len(unread) > 1 else 'was'} skipped: "
+                     + "; ".join(f"{f['path']} ({f['reason']})" for f in unread) + ".")
+    if others:  # a video or notes beside the images: said, not passed over
+        many = len(others) > 1
+        more = f" and {len(others) - 3} more (all in summary.json)" if len(others) > 3 else ""
+        lines.append(f"{len(others)} file{'s are' if many else ' is'} not {'images' if many else 'an image'} "
+                     f"({', '.join(IMAGE_SUFFIXES)}) and {'were' if many else 'was'} left out of {s['input']}: "
+                     f"{', '.join(others[:3])}{more}.")
     lines.extend(s["notes"])
     lines.append("Wrote " + ", ".join(s["files"].values()) + ".")
     return lines
