@@ -8,6 +8,7 @@ those packages by name. They import TensorFlow lazily, inside each command.
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from importlib.metadata import entry_points
 
@@ -238,7 +239,8 @@ def demo_cmd(out, fast, model):
 @cli.command("analyze")
 @click.argument("path")
 @click.option("--out", default=None,
-              help="Folder for the results (default: ./<name>-analysis); an earlier analysis there is replaced.")
+              help="Folder for the results (default: ./<name>-analysis); an earlier analysis there is replaced, "
+                   "other files of the names it writes are refused.")
 @click.option("--every", type=click.IntRange(min=1), default=1, show_default=True,
               help="Analyse every Nth frame (or image).")
 @click.option("--format", "fmt", type=click.Choice(["csv", "json"]), default="csv", show_default=True,
@@ -258,8 +260,8 @@ def analyze_cmd(path, out, every, fmt, annotate, config_path, model):
     summary = analyze(cfg, path, AnalyzeOptions(out=out, every=every, fmt=fmt, annotate=annotate))
     for line in report_lines(summary):
         click.echo(line)
-    if summary["stopped_by_ctrl_c"]:  # the files cover a part: a script must not take them for the whole
-        sys.exit(130)
+    if summary["stopped_by_signal"]:  # the files cover a part: a script must not take them for the whole
+        sys.exit(128 + signal.Signals[summary["stopped_by_signal"]])  # as the shell reports it: 130 for Ctrl-C
 
 
 @cli.command("bundle")

@@ -91,3 +91,12 @@ def check_out_folder(path: str | Path, flag: str = "--out") -> None:
                 where = "is a file" if q == p else f"lies under the file {q}"
                 raise UserError(f"{flag} {path} {where}; pass a folder.")
             return
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether a and b name one file: the same path, a symbolic or a hard link; False when
+    either does not exist (an output not there yet overwrites nothing)."""
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # ValueError: a NUL in a path
+        return False

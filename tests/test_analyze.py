@@ -604,39 +604,168 @@ def test_an_out_that_is_the_folder_analysed_is_refused(tmp_path):
 
 
 def test_a_folder_no_analysis_wrote_keeps_its_files_of_the_same_names(tmp_path):
-    """--out at a folder of the user's own: only the files this run writes are replaced."""
+    """--out at a folder of the user's own: their summary.json was overwritten without a word;
+    now that is refused in one sentence, and files of names this run does not write stay."""
     video = write_video(tmp_path / "clip.mp4", (np.full((H, W, 3), 90, np.uint8) for _ in range(FPS)))
     out = tmp_path / "mine"
     out.mkdir()
     (out / "annotated.mp4").write_bytes(b"the user's own video")
     (out / "summary.json").write_text('{"budget": 3}\n')
-    proc = run_cli("analyze", video, "--out", out, "--format", "json")
+    (out / "timeline.json").write_text("[]\n")
+    refused = run_cli("analyze", video, "--out", out, "--format", "json")
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error:")]
+    assert refused.returncode == 2 and len(errors) == 1 and refused.stdout == "", refused.stderr
+    assert errors[0].startswith(f"error: --out {out} already holds timeline.json, summary.json, which no earlier "
+                                "analysis wrote and this run would overwrite;"), errors
+    assert (out / "summary.json").read_text() == '{"budget": 3}\n' and (out / "timeline.json").read_text() == "[]\n"
+    (out / "summary.json").unlink()
+    proc = run_cli("analyze", video, "--out", out)  # csv, no --annotate: none of the files it writes is there
     assert proc.returncode == 0, proc.stderr
     assert (out / "annotated.mp4").read_bytes() == b"the user's own video"
+    assert (out / "timeline.json").read_text() == "[]\n"
     assert "earlier analysis" not in proc.stdout
 
 
-def test_ctrl_c_writes_the_part_analysed_and_exits_130(tmp_path, monkeypatch):
-    """Files for what was done, a note saying so, and the shell's Ctrl-C status for scripts."""
+@pytest.mark.parametrize("sig,how,status", [("SIGINT", "Ctrl-C", 130), ("SIGTERM", "SIGTERM", 143),
+                                            ("SIGHUP", "SIGHUP", 129)])
+def test_a_stop_signal_writes_the_part_analysed_and_replaces_the_earlier_analysis(tmp_path, monkeypatch, request,
+                                                                                  sig, how, status):
+    """SIGTERM and SIGHUP (an SSH session dropping) ended the process mid-file, the earlier
+    analysis left in a hidden folder; like Ctrl-C they now stop the loop: files for what was
+    done, a note saying so, and the shell's status for that signal. The signal is sent from the
+    fifth frame, so no timing is involved; what handled it before stands in for the default
+    handler, which would end pytest too."""
+    import signal
+
     from click.testing import CliRunner
 
     from edge.cli import cli
     from edge.pipeline.core import Pipeline
 
+    def default_handler(signum, frame):
+        raise AssertionError(f"{sig} reached the handler edge analyze found: the default one ends it mid-file")
+
+    was = signal.signal(getattr(signal, sig), default_handler)
+    request.addfinalizer(lambda: signal.signal(getattr(signal, sig), was))
     video = write_video(tmp_path / "clip.mp4", (np.full((H, W, 3), 90, np.uint8) for _ in range(3 * FPS)))
     process, seen = Pipeline.process, []
 
-    def stopped_at_the_fifth_frame(self, frame):
+    def signalled_at_the_fifth_frame(self, frame):
         seen.append(frame)
         if len(seen) == 5:
-            raise KeyboardInterrupt
+            os.kill(os.getpid(), getattr(signal, sig))
         return process(self, frame)
 
-    monkeypatch.setattr(Pipeline, "process", stopped_at_the_fifth_frame)
+    monkeypatch.setattr(Pipeline, "process", signalled_at_the_fifth_frame)
     out = tmp_path / "out"
+    fake_earlier_analysis(out, "annotated.mp4")
     result = CliRunner().invoke(cli, ["analyze", str(video), "--out", str(out)])
-    assert result.exit_code == 130, result.output
+    assert result.exit_code == status, result.output
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["stopped_by_ctrl_c"] and summary["frames_analysed"] == 4
-    assert any(n.startswith("Stopped by Ctrl-C after 4 analysed frames") for n in summary["notes"])
-    assert (out / "timeline.csv").exists()
+    assert summary["stopped_by_signal"] == sig and summary["frames_analysed"] == 5
+    assert any(n.startswith(f"Stopped by {how} after 5 analysed frames") for n in summary["notes"])
+    assert sorted(p.name for p in out.iterdir()) == ["summary.json", "summary.png", "timeline.csv", "tracks.csv"]
+    assert signal.getsignal(getattr(signal, sig)) is default_handler  # given back
+
+
+@pytest.mark.parametrize("link", ["itself", "hard link"])
+def test_an_output_that_is_the_input_itself_is_refused(tmp_path, link):
+    """The annotated.mp4 of an earlier analysis, analysed again into its folder with --annotate,
+    was written over while it was read; so was an image hard-linked as summary.png."""
+    out = tmp_path / "out"
+    if link == "itself":
+        fake_earlier_analysis(out)
+        source = write_video(out / "annotated.mp4", (np.full((H, W, 3), 90, np.uint8) for _ in range(3)))
+        extra = ["--annotate"]
+    else:
+        out.mkdir()
+        (tmp_path / "images").mkdir()
+        source = tmp_path / "images" / "a.png"
+        cv2.imwrite(str(source), np.full((H, W, 3), 90, np.uint8))
+        os.link(source, out / "summary.png")
+        extra = []
+    before = source.read_bytes()
+    r = run_cli("analyze", source.parent if link == "hard link" else source, "--out", out, *extra)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"over the input {source} (the same file)" in errors[0], errors
+    assert source.read_bytes() == before and r.stdout == ""
+
+
+def fake_earlier_analysis(out: Path, *names: str) -> dict[str, bytes]:
+    """A folder that reads as an earlier analysis (its summary.json), with `names` beside it;
+    returns every file's bytes."""
+    out.mkdir()
+    (out / "summary.json").write_text(json.dumps({"frames_analysed": 3, "detector": "blazeface", "input": "x.mp4"}))
+    for name in names:
+        (out / name).write_bytes(f"the earlier {name}".encode())
+    return {p.name: p.read_bytes() for p in out.iterdir()}
+
+
+def test_an_annotated_video_that_cannot_be_made_private_is_one_sentence_and_the_earlier_one_stays(tmp_path,
+                                                                                                   monkeypatch):
+    """fchmod refused (another user's file, as root's in a shared folder): a traceback; now one
+    sentence, exit 2, and the earlier analysis as it was."""
+    import errno
+
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+
+    def not_the_owner(fd, mode):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    video = write_video(tmp_path / "clip.mp4", (np.full((H, W, 3), 90, np.uint8) for _ in range(3)))
+    out = tmp_path / "out"
+    before = fake_earlier_analysis(out, "timeline.csv", "annotated.mp4")
+    monkeypatch.setattr(os, "fchmod", not_the_owner)
+    result = CliRunner().invoke(cli, ["analyze", str(video), "--out", str(out), "--annotate"])
+    assert result.exit_code == 2, result.output
+    assert f"error: Cannot write the annotated video {out / 'annotated.mp4'} (Operation not permitted)" in result.output
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing set aside left behind either
+
+
+def test_an_earlier_analysis_that_cannot_be_moved_is_one_sentence_and_stays_whole(tmp_path, monkeypatch):
+    """Another user's analysis in a folder with the sticky bit (as /tmp): the first file it could
+    not move was a traceback, with the files moved before it left in the hidden folder."""
+    import errno
+
+    from edge.ops.analyze import _replacing_earlier
+
+    out = tmp_path / "out"
+    before = fake_earlier_analysis(out, "timeline.csv", "tracks.csv")
+    replace = Path.replace
+
+    def sticky(self, target):
+        if self.name == "tracks.csv" and self.parent == out:
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(self))
+        return replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", sticky)
+    with pytest.raises(UserError, match=rf"Cannot replace the earlier analysis in {out}: {out / 'tracks.csv'} cannot "
+                                        r"be moved \(Operation not permitted\); have its owner remove it"):
+        with _replacing_earlier(out, [], []):
+            pass
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_a_folders_files_that_are_not_images_are_counted_and_named(tmp_path):
+    """Only the unreadable images were listed as skipped: the video and the notes beside them
+    were never mentioned, as if the folder held nothing else."""
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.full((H, W, 3), 90, np.uint8))
+    (images / "bad.jpg").write_bytes(b"junk")
+    (images / "empty.png").write_bytes(b"")
+    write_video(images / "clip.mp4", (np.full((H, W, 3), 90, np.uint8) for _ in range(3)))
+    (images / "readme.txt").write_text("the queue at noon\n")
+    (images / ".DS_Store").write_bytes(b"\0")  # hidden: no one's data
+    r = run_cli("analyze", images, "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    reasons = {Path(f["path"]).name: f["reason"] for f in s["failed"]}
+    assert reasons.keys() == {"bad.jpg", "empty.png", "clip.mp4", "readme.txt"}, reasons
+    assert reasons["clip.mp4"] == reasons["readme.txt"] == "not an image file (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp)"
+    assert "2 files could not be read and were skipped" in r.stdout
+    assert (f"2 files are not images (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp) and were left out of {images}: "
+            "clip.mp4, readme.txt.") in r.stdout.splitlines()

@@ -559,11 +559,11 @@ def test_a_signal_stops_cleanly_and_flushes_the_sinks(sig, astronaut_video, ship
 def test_a_hang_up_ignored_by_nohup_stays_ignored():
     import signal
 
-    from edge.service.app import _StopFlag
+    from edge.signals import StopFlag
 
     was = signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
-        stop = _StopFlag()
+        stop = StopFlag()
         stop.install()
         assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN and signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
         stop.restore()
@@ -729,3 +729,57 @@ def test_a_run_that_lost_alert_events_exits_1_saying_so(long_video, tmp_path):
     assert "Traceback" not in r.stderr
     cfg.write_text(text)  # the same run without that sink: nothing lost, 0
     assert run_cli("run", "--config", cfg, "--max-frames", 150, "-q", env={"HOME": str(tmp_path)}).returncode == 0
+
+
+@pytest.mark.parametrize("link", ["itself", "hard link"])
+def test_a_preview_that_is_the_recording_watched_is_refused(tmp_path, link, monkeypatch):
+    """`edge run --source v.mp4 --preview v.mp4` wrote a 13-frame annotated video over the recording."""
+    import os
+
+    video = write_video(tmp_path / "v.mp4", (background(i) for i in range(5)), 10)
+    preview = video if link == "itself" else tmp_path / "p.mp4"
+    if link == "hard link":
+        os.link(video, preview)
+    before = video.read_bytes()
+    monkeypatch.chdir(tmp_path)  # the same file by another name: v.mp4, not its absolute path
+    r = run_cli("run", "--source", "v.mp4", "--preview", preview, "--max-frames", 3)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and len(errors) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert f"--preview {preview} is the recording being watched (v.mp4)" in errors[0]
+    assert video.read_bytes() == before
+
+
+def test_a_preview_that_cannot_be_created_is_one_sentence(tmp_path):
+    """/sys passes the up-front check for root (os.access says yes) but takes no new file: that
+    was a PermissionError traceback at the first frame."""
+    if not Path("/sys").is_dir():
+        pytest.skip("no /sys here")
+    video = write_video(tmp_path / "v.mp4", (background(i) for i in range(3)), 10)
+    r = run_cli("run", "--source", video, "--preview", "/sys/p.mp4", "--max-frames", 2)
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert len(errors) == 1 and errors[0].startswith("error: Cannot write the annotated video /sys/p.mp4"), errors
+    assert not Path("/sys/p.mp4").exists()
+
+
+def test_another_users_preview_is_one_sentence_and_keeps_its_contents(tmp_path, monkeypatch):
+    """Root's 0666 file in a folder like /tmp, run as another user: it was emptied, then fchmod
+    failed with a traceback. Tests run as root, so fchmod is made to fail as it does there."""
+    import errno
+    import os
+
+    from edge.pipeline import annotate
+    from edge.pipeline.annotate import AnnotatedVideo
+
+    def not_the_owner(fd, mode):
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "fchmod", not_the_owner)
+    monkeypatch.setattr(annotate, "draw", lambda image, result, labels, roi: image)  # the frames as they come
+    path = tmp_path / "p.mp4"
+    path.write_bytes(b"root's video")
+    video = AnnotatedVideo(path, 15, ["happy"])
+    with pytest.raises(UserError, match=rf"Cannot write the annotated video {path} \(Operation not permitted\); "
+                                        "choose a file of your own"):
+        video.add(np.zeros((48, 64, 3), np.uint8), None)
+    assert path.read_bytes() == b"root's video"

@@ -10,8 +10,8 @@ OUT/tracks.csv|json    one row per track: first/last seen, frames, dominant emot
 OUT/summary.png        video: share of faces per emotion over time, the negative share and the
                        periods the alert policy was raised; images: one bar per image (only
                        where matplotlib is installed; without it, a note says how to get it)
-OUT/summary.json       counts, face widths (for camera placement), alert periods, unreadable
-                       files, elapsed time and speed
+OUT/summary.json       counts, face widths (for camera placement), alert periods, the files left
+                       out (unreadable, or not images), elapsed time and speed
 OUT/annotated.mp4      only with --annotate (frames otherwise never leave memory)
 
 No alert is sent anywhere: sinks and the status server belong to `edge run`.
@@ -38,12 +38,13 @@ import numpy as np
 
 from edge.config import Config, ScheduleConfig
 from edge.errors import UserError, install_hint, missing_modules
-from edge.paths import check_out_folder
+from edge.paths import check_out_folder, expand_path, same_file
 from edge.pipeline import face_width
 from edge.pipeline.annotate import AnnotatedVideo
 from edge.pipeline.core import Pipeline, StageTimer, load_parts
-from edge.pipeline.sources import ImageFolderSource, open_source, video_device_index
+from edge.pipeline.sources import IMAGE_SUFFIXES, NOT_AN_IMAGE, ImageFolderSource, open_source, video_device_index
 from edge.redact import redact_url
+from edge.signals import StopFlag
 
 # Fixed chart geometry (inches at DPI), so the PNG's pixel size is predictable.
 DPI = 100
@@ -153,7 +154,7 @@ class _Recorder:
         self.face_widths: list[float] = []  # detector box widths in frame pixels, for camera placement
         self.frames = 0
         self.last_index = -1
-        self.interrupted = False  # Ctrl-C: the files cover the part analysed
+        self.stopped_by: str | None = None  # the signal (Ctrl-C's SIGINT, SIGTERM): the files cover the part analysed
 
     def add(self, frame, result, name: str) -> None:
         self.frames += 1
@@ -233,6 +234,24 @@ def _output_dir(out: str) -> Path:
     return path
 
 
+def _refuse_overwriting(out: Path, files, inputs: list) -> None:
+    """One sentence, before the model loads, when a file this run writes is one it reads (the
+    annotated.mp4 of an earlier analysis analysed again into its folder, an image named
+    summary.png, a link to either): writing it would destroy the input while it is read; or when
+    it is a file of the user's own: only an earlier analysis is replaced (as edge bundle replaces
+    only an earlier bundle)."""
+    there = [f for f in files if f.exists()]
+    for f in there:
+        for i in inputs:
+            if same_file(f, i):
+                raise UserError(f"--out {out} would write its {f.name} over the input {i} (the same file); pass "
+                                "another --out, or move the input out of that folder first.")
+    if there and not _earlier_analysis(out):
+        raise UserError(f"--out {out} already holds {', '.join(f.name for f in there)}, which no earlier analysis "
+                        "wrote and this run would overwrite; move them elsewhere, or pass another --out (a new "
+                        "folder, or one an earlier analysis wrote).")
+
+
 # Every file an analysis may write: an earlier run's, left beside this run's, would pass for it.
 RESULT_FILES = ("timeline.csv", "timeline.json", "tracks.csv", "tracks.json", "summary.png", "summary.json",
                 "annotated.mp4")
@@ -259,8 +278,15 @@ def _replacing_earlier(out: Path, inputs: list, notes: list[str]):
     earlier = [name for name in RESULT_FILES if (out / name).is_file() and (out / name).resolve() not in keep] \
         if _earlier_analysis(out) else []
     aside = Path(tempfile.mkdtemp(prefix=".earlier-analysis-", dir=out)) if earlier else None
-    for name in earlier:
-        (out / name).replace(aside / name)
+    try:
+        for name in earlier:
+            (out / name).replace(aside / name)
+    except OSError as exc:  # another user's file in a shared folder with the sticky bit, as /tmp
+        for f in aside.iterdir():
+            f.replace(out / f.name)
+        aside.rmdir()
+        raise UserError(f"Cannot replace the earlier analysis in {out}: {exc.filename} cannot be moved "
+                        f"({exc.strerror}); have its owner remove it, or pass another --out.") from exc
     if earlier:
         notes.append(f"{out} held an earlier analysis ({', '.join(earlier)}); it was removed, and the files below are "
                      "this run's.")
@@ -279,8 +305,8 @@ def _replacing_earlier(out: Path, inputs: list, notes: list[str]):
 
 
 def _replay(cfg: Config, parts, source, name_of, rec: _Recorder, timer: StageTimer, annotator, bar,
-            notes: list[str]) -> None:
-    """Every frame of the source through the pipeline into the recorder; Ctrl-C keeps what was done."""
+            notes: list[str], stop: StopFlag) -> None:
+    """Every frame of the source through the pipeline into the recorder; a stop signal keeps what was done."""
     classifier, detector = parts
     pipeline = None
     try:
@@ -297,9 +323,11 @@ def _replay(cfg: Config, parts, source, name_of, rec: _Recorder, timer: StageTim
                     annotator.add(frame.image, result)
                 if bar is not None:
                     bar.update(1)
-    except KeyboardInterrupt:  # Ctrl-C: keep what was analysed and write the files for it
-        rec.interrupted = True
-        notes.append(f"Stopped by Ctrl-C after {rec.frames} analysed frames; the files cover only that part.")
+                if stop.event.is_set():  # keep what was analysed and write the files for it
+                    rec.stopped_by = stop.name
+                    how = "Ctrl-C" if stop.name == "SIGINT" else stop.name
+                    notes.append(f"Stopped by {how} after {rec.frames} analysed frames; the files cover only that part.")
+                    break
     finally:
         if bar is not None:
             bar.close()
@@ -334,6 +362,11 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     video = not isinstance(source, ImageFolderSource)
     kind = "video" if video else "images"
     out = _output_dir(opts.out)
+    files = {"timeline": out / f"timeline.{opts.fmt}", "tracks": out / f"tracks.{opts.fmt}",
+             **({"chart": out / "summary.png"} if draw else {}), "summary": out / "summary.json",
+             **({"annotated": out / "annotated.mp4"} if opts.annotate else {})}
+    inputs = [expand_path(path), *getattr(source, "files", [])]
+    _refuse_overwriting(out, files.values(), inputs)
     # Offline, the timeline has a row for every face in every analysed frame: no compute schedule.
     cfg = dataclasses.replace(cfg, schedule=ScheduleConfig.every_frame())
 
@@ -345,7 +378,9 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
         opts.notes.append(f"--every {every} leaves {step_s:.2f} s between analysed frames, more than "
                           f"tracking.max_gap_s ({cfg.tracking.max_gap_s:g} s), so faces cannot be followed from one "
                           "analysed frame to the next and every sighting starts a new track.")
-    with _replacing_earlier(out, [path, *getattr(source, "files", [])], opts.notes):
+    # Ctrl-C, SIGTERM and SIGHUP (an SSH session dropping) stop the loop, not the process: never half
+    # the files with the earlier analysis still set aside
+    with StopFlag() as stop, _replacing_earlier(out, inputs, opts.notes):
         rec = _Recorder(out, labels, video, opts.fmt)
         annotator = AnnotatedVideo(out / "annotated.mp4", fps / every if video else 1.0, labels,
                                    cfg.source.roi) if opts.annotate else None
@@ -354,12 +389,13 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
         timer = StageTimer()
         t_loop = time.monotonic()
         name_of = (lambda frame: "") if video else (lambda frame: Path(source.files[frame.index]).name)
-        _replay(cfg, (classifier, detector), source, name_of, rec, timer, annotator, bar, opts.notes)
+        _replay(cfg, (classifier, detector), source, name_of, rec, timer, annotator, bar, opts.notes, stop)
         processing_s = time.monotonic() - t_loop
         if getattr(source, "ended_early", None):
             opts.notes.append(source.ended_early)
 
-        failed = [{"path": p, "reason": r} for p, r in getattr(source, "failed", [])]
+        failed = [{"path": p, "reason": r} for p, r in getattr(source, "failed", [])] + \
+            [{"path": str(p), "reason": NOT_AN_IMAGE} for p in getattr(source, "not_images", [])]
         by_dominant = rec.write_tracks()
         media_s = _chart(out / "summary.png" if draw else None, path, source, rec, every, step_s, cfg.alert.raise_share)
         frames = rec.frames
@@ -371,7 +407,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
             "runtime": classifier.runtime.describe(),
             "every": every,
             "frames_analysed": frames,
-            "stopped_by_ctrl_c": rec.interrupted,
+            "stopped_by_signal": rec.stopped_by,
             "media_seconds": round(media_s, 3) if media_s is not None else None,
             "media_fps": round(fps, 3) if video else None,
             "faces": rec.timeline.rows,
@@ -387,9 +423,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
             "seconds_per_media_minute": round(processing_s / (media_s / 60), 2) if media_s else None,
             "seconds_per_image": round(processing_s / frames, 4) if not video and frames else None,
             "stage_ms": {k: round(v, 2) for k, v in timer.medians_ms().items()},
-            "files": {"timeline": str(out / f"timeline.{opts.fmt}"), "tracks": str(out / f"tracks.{opts.fmt}"),
-                      **({"chart": str(out / "summary.png")} if draw else {}), "summary": str(out / "summary.json"),
-                      **({"annotated": str(out / "annotated.mp4")} if opts.annotate else {})},
+            "files": {key: str(f) for key, f in files.items()},
             "notes": opts.notes,
             # how to make these files again: the command line and the folder its relative paths start from
             "command": shlex.join(sys.argv),
@@ -404,7 +438,7 @@ def _chart(png: Path | None, path: str, source, rec: _Recorder, every: int, step
     """summary.png (none when png is None); returns the media seconds analysed (None for images)."""
     if rec.video:
         count = getattr(source, "frame_count", None)
-        whole = count and not rec.interrupted and not getattr(source, "ended_early", None)
+        whole = count and not rec.stopped_by and not getattr(source, "ended_early", None)
         media_s = (count if whole else rec.last_index + 1) / source.fps
         for a in rec.alerts:
             if a["cleared_s"] is None:
@@ -548,10 +582,18 @@ def report_lines(s: dict) -> list[str]:
         spans = ", ".join(f"{a['raised_s']:g}-{a['cleared_s']:g} s" if a["cleared_s"] is not None
                           else f"{a['raised_s']:g} s-end" for a in s["alerts"])
         lines.append(f"The alert policy was raised {len(s['alerts'])} time{'s' if len(s['alerts']) > 1 else ''}: {spans}.")
-    if s["failed"]:
-        lines.append(f"{len(s['failed'])} file{'s' if len(s['failed']) > 1 else ''} could not be read and "
-                     f"{'were' if len(s['failed']) > 1 else 'was'} skipped: "
-                     + "; ".join(f"{f['path']} ({f['reason']})" for f in s["failed"]) + ".")
+    unread = [f for f in s["failed"] if f["reason"] != NOT_AN_IMAGE]
+    others = [Path(f["path"]).name for f in s["failed"] if f["reason"] == NOT_AN_IMAGE]
+    if unread:
+        lines.append(f"{len(unread)} file{'s' if len(unread) > 1 else ''} could not be read and "
+                     f"{'were' if len(unread) > 1 else 'was'} skipped: "
+                     + "; ".join(f"{f['path']} ({f['reason']})" for f in unread) + ".")
+    if others:  # a video or notes beside the images: said, not passed over
+        many = len(others) > 1
+        more = f" and {len(others) - 3} more (all in summary.json)" if len(others) > 3 else ""
+        lines.append(f"{len(others)} file{'s are' if many else ' is'} not {'images' if many else 'an image'} "
+                     f"({', '.join(IMAGE_SUFFIXES)}) and {'were' if many else 'was'} left out of {s['input']}: "
+                     f"{', '.join(others[:3])}{more}.")
     lines.extend(s["notes"])
     lines.append("Wrote " + ", ".join(s["files"].values()) + ".")
     return lines

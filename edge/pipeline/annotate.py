@@ -72,12 +72,19 @@ def check_video_path(path: str | Path) -> None:
 
 def private(path: Path) -> None:
     """The video file made, or emptied, readable by its owner only before OpenCV writes it (which
-    keeps the mode): it shows customers' faces, and a umask of 022 would let every local user read it."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    keeps the mode): it shows customers' faces, and a umask of 022 would let every local user read it.
+    A file that cannot be made so (another user's, a folder only root may write into) is one
+    sentence, its contents untouched: it is emptied only once it is private."""
     try:
-        os.fchmod(fd, 0o600)  # a file that was there keeps its mode through O_CREAT
-    finally:
-        os.close(fd)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.fchmod(fd, 0o600)  # a file that was there keeps its mode through O_CREAT
+            os.ftruncate(fd, 0)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise UserError(f"Cannot write the annotated video {path} ({exc.strerror}); choose a file of your own in a "
+                        "folder you can write to.") from exc
 
 
 class AnnotatedVideo:

@@ -39,6 +39,7 @@ os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # what OpenCV decodes
+NOT_AN_IMAGE = f"not an image file ({', '.join(IMAGE_SUFFIXES)})"  # why a folder's other files are left out
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".mov", ".m4v", ".webm", ".mjpeg", ".mjpg")
 
 
@@ -175,13 +176,16 @@ class VideoFileSource(Source):
 
 class ImageFolderSource(Source):
     """Images in name order as frames at `fps` media frames per second; unreadable files
-    are skipped and listed in `failed`."""
+    are skipped and listed in `failed`, the folder's other files (a video, notes; not hidden
+    ones) in `not_images`."""
 
     def __init__(self, path: str, fps: float = 1.0, every: int = 1, files: list[Path] | None = None):
         self.path, self.fps, self.every = Path(path), fps, max(1, every)
         try:  # is_file: a folder named x.jpg or a broken link is not an image
-            self.files = files or sorted(p for p in self.path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
-                                         and p.is_file())
+            listed = [] if files else sorted(p for p in self.path.iterdir() if p.is_file())
+            self.files = files or [p for p in listed if p.suffix.lower() in IMAGE_SUFFIXES]
+            self.not_images = [p for p in listed if p.suffix.lower() not in IMAGE_SUFFIXES
+                               and not p.name.startswith(".")]
         except OSError as exc:
             raise UserError(f"Cannot list folder {path} ({exc.strerror}); check that it exists and this user may "
                             "read it.") from exc

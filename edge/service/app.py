@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
 import socket
-import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -30,10 +28,11 @@ from edge.card import sha256_file
 from edge.config import Config, StatusConfig
 from edge.errors import UserError
 from edge.files import no_core_dumps
-from edge.paths import expand_path
+from edge.paths import expand_path, same_file
 from edge.pipeline.annotate import check_video_path
 from edge.pipeline.core import load_parts
 from edge.pipeline.tracking import PeopleCount
+from edge.signals import StopFlag
 from edge.sinks.base import AlertEvent
 from edge.service import health
 
@@ -47,9 +46,10 @@ class RunOptions:
     duration_s: float | None = None
     preview: str | None = None  # path of an annotated video to write (debugging only)
 
-    def validate(self) -> None:
+    def validate(self, source: str = "") -> None:
         """Checked before anything opens: a limit of 0, a negative one or nan ran without a limit
-        or for one frame, and still ended as a normal stop."""
+        or for one frame, and still ended as a normal stop; a preview that is the `source`
+        recording itself was written over it while it was read."""
         if self.max_frames is not None and self.max_frames < 1:
             raise UserError(f"--max-frames {self.max_frames} is not a number of frames; pass 1 or more, or leave it "
                             "out to run until the source ends.")
@@ -58,6 +58,9 @@ class RunOptions:
                             "or leave it out to run until the source ends.")
         if self.preview:  # here, not only once the first frame is in
             check_video_path(self.preview)
+            if source and same_file(self.preview, expand_path(source)):
+                raise UserError(f"--preview {self.preview} is the recording being watched ({source}), and writing it "
+                                "would destroy that recording; give --preview another file name.")
 
 
 def make_event(kind: str, result, device: str) -> AlertEvent:
@@ -101,27 +104,6 @@ class _CameraWatch:
                       "asserted until it is back)", self.name, silent)
             self.stats.camera_down()
             self.sinks.send(_event("camera_down", time.monotonic(), self.device))
-
-
-class _StopFlag:
-    """Set by SIGINT/SIGTERM, and SIGHUP (the SSH session `edge run` was started from closed, which
-    otherwise ends it on the spot: sinks unflushed, the chart's last minute lost) unless it is
-    ignored (nohup); the loop finishes its frame and flushes the sinks."""
-
-    def __init__(self):
-        self.event = threading.Event()
-        self._previous = {}
-
-    def install(self):
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-                if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
-                    continue  # nohup's promise: a hang-up passes unnoticed
-                self._previous[sig] = signal.signal(sig, lambda *_: self.event.set())
-
-    def restore(self):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
 
 def _close_each(*closes) -> None:
@@ -191,7 +173,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     from edge.service.notify import Watchdog, notify
     from edge.service.status import Stats
 
-    opts.validate()
+    opts.validate(cfg.source.path)
     no_core_dumps()  # before the first frame: a crash or the watchdog's SIGABRT must not write frames to disk
     classifier, detector = load_parts(cfg)
     device = cfg.device_name or socket.gethostname()
@@ -213,7 +195,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     stats.set_sinks(sinks.stats())  # every sink's failure counter at 0 before the first scrape
     stats.set_disks(state_folders(cfg, sinks))  # /metrics' free-space series, read with the rest of health
     server = _start_status_server(stats, st) if st.enabled else None
-    stop = _StopFlag()
+    stop = StopFlag()
     stop.install()
     writer = None
     frames = alerts = 0
