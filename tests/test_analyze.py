@@ -593,6 +593,12 @@ def test_a_stream_is_refused_before_the_model_loads(tmp_path, source):
     assert "secret" not in r.stderr and not (tmp_path / "out").exists()
 
 
+def test_a_file_url_is_told_to_give_the_path():
+    """file:// was called "a live camera or stream" (found in a review)."""
+    r = run_cli("analyze", "file:///home/pi/queue.mp4")
+    assert r.returncode == 2 and "is a file:// URL; pass the file's own path" in r.stderr, r.stderr
+
+
 def test_an_out_that_is_the_folder_analysed_is_refused(tmp_path):
     """Its next run would have analysed this run's summary.png as one more image."""
     images = tmp_path / "images"

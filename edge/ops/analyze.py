@@ -350,6 +350,8 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     if not path:  # open_source's own message names edge run's --camera and --source
         raise UserError("No input given; pass edge analyze a video file, an image or a folder of images "
                         "(e.g. edge analyze queue.mp4).")
+    if path.lower().startswith("file://"):  # OpenCV would read it as a stream that never ends
+        raise UserError(f"{path} is a file:// URL; pass the file's own path (e.g. edge analyze /home/pi/queue.mp4).")
     # a stream or a camera never ends: edge run watches those (before the model loads, as below)
     if "://" in path or video_device_index(path) is not None:
         raise UserError(f"edge analyze reads recordings, and {redact_url(path)} is a live camera or stream; record it "
