@@ -217,7 +217,8 @@ def config_cmd(config_path, docs, example, show_secrets):
 
 @cli.command("demo")
 @click.option("--out", default=None, help="Folder for the scene, alerts.jsonl and summary.png "
-                                          "(default: ~/.cache/queue-mood/demo).")
+                                          "(default: ~/.cache/queue-mood/demo); an earlier demo there is replaced, "
+                                          "other files of those names are refused.")
 @click.option("--fast", is_flag=True, help="Run through the scene as fast as this machine can (default: its own pace).")
 @click.option("--model", default=None, callback=not_empty,
               help="Another model: a .tflite with its model.json, or the folder `edge convert` wrote (default: the shipped one).")

@@ -472,16 +472,38 @@ def test_demo_names_every_missing_package_at_once_with_its_apt_name(monkeypatch,
     assert not (tmp_path / "demo").exists()  # refused before any work
 
 
-def test_demo_into_a_folder_that_takes_no_files_is_one_sentence(tmp_path):
-    """A folder named like the demo's config file stands in for one that is read-only (root writes anywhere)."""
+def test_demo_into_a_folder_that_takes_no_files_is_one_sentence(tmp_path, monkeypatch):
+    """A write refused stands in for a read-only folder (root writes anywhere)."""
+    import pathlib
+
     pytest.importorskip("matplotlib")
     pytest.importorskip("skimage")
     from edge.ops.demo import DemoSettings, run
 
-    (tmp_path / "demo" / "demo.toml").mkdir(parents=True)
-    with pytest.raises(UserError, match=r"Cannot write the demo's files in .*demo \(Is a directory: .*demo\.toml\); "
+    def refused(self, *a, **k):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(pathlib.Path, "write_text", refused)
+    with pytest.raises(UserError, match=r"Cannot write the demo's files in .*demo \(Permission denied: .*demo\.toml\); "
                                         r"pass --out DIR to a folder you can write\."):
         run(DemoSettings(out=str(tmp_path / "demo")))
+
+
+def test_demo_into_a_folder_of_the_users_own_files_keeps_them(tmp_path):
+    """`edge demo --out DIR` wrote over the user's summary.png there (found in a review); an earlier
+    demo's folder is still reused."""
+    pytest.importorskip("matplotlib")
+    pytest.importorskip("skimage")
+    from edge.ops.demo import DEMO_CONFIG_HEAD, DemoSettings, _earlier_demo, run
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.png").write_bytes(b"my chart")
+    with pytest.raises(UserError, match=r"--out .*mine already holds summary\.png, which no earlier edge demo wrote"):
+        run(DemoSettings(out=str(mine)))
+    assert [p.name for p in mine.iterdir()] == ["summary.png"] and (mine / "summary.png").read_bytes() == b"my chart"
+    (mine / "demo.toml").write_text(DEMO_CONFIG_HEAD + "[source]\n")
+    assert _earlier_demo(mine / "demo.toml") and not _earlier_demo(mine / "summary.png")
 
 
 def test_edge_analyze_imports_neither_tensorflow_nor_matplotlib_up_front():

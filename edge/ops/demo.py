@@ -41,6 +41,19 @@ class DemoResult:
     config: Path
 
 
+DEMO_FILES = ("scene.mp4", "scene.json", "demo.toml", "alerts.jsonl", "summary.png")
+DEMO_CONFIG_HEAD = "# The config `edge demo` used: the product defaults, with the demo's files.\n"
+
+
+def _earlier_demo(config_path: Path) -> bool:
+    """Whether the folder holds an earlier demo: its demo.toml, with the line the demo writes first."""
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            return f.readline() == DEMO_CONFIG_HEAD
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def default_out() -> Path:
     """Outside any checkout: $XDG_CACHE_HOME/queue-mood/demo (~/.cache/queue-mood/demo)."""
     cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -108,16 +121,20 @@ def run(s: DemoSettings, echo=print) -> DemoResult:
     if s.model:  # a wrong path is one line before the scene is made, not after
         s = dataclasses.replace(s, model=str(model_file(s.model)))
     out = (Path(s.out).expanduser() if s.out else default_out()).absolute()
+    config_path = out / "demo.toml"
+    # Only an earlier demo is written over: files of these names in a folder of the user's stay theirs.
+    mine = [name for name in DEMO_FILES if (out / name).exists()] if out.is_dir() else []
+    if mine and not _earlier_demo(config_path):
+        raise UserError(f"--out {out} already holds {', '.join(mine)}, which no earlier edge demo wrote and this one "
+                        "would overwrite; pass another --out (a new folder, or an earlier demo's).")
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"Cannot create the demo folder {out} ({exc.strerror}); pass --out DIR.") from exc
     video = out / "scene.mp4"
     cfg = demo_config(out, video, s.realtime, s.model)
-    config_path = out / "demo.toml"
     try:  # the first write: a folder that exists but takes none (another user's, read-only) is named here
-        config_path.write_text("# The config `edge demo` used: the product defaults, with the demo's files.\n"
-                               + to_toml(to_dict(cfg)))
+        config_path.write_text(DEMO_CONFIG_HEAD + to_toml(to_dict(cfg)))
         (out / "alerts.jsonl").unlink(missing_ok=True)  # this run's events only
     except OSError as exc:
         raise UserError(f"Cannot write the demo's files in {out} ({exc.strerror or type(exc).__name__}: "
