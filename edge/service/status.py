@@ -456,19 +456,18 @@ class _Server(ThreadingHTTPServer):
                         client_address[0], why)
 
     def _make_room(self, host: str) -> str:
-        """With the lock held: "" once `host` may open one more connection, or why it may not. Where
-        it is at its share (or every handler is taken), the connection of that host (of any host)
-        that has waited longest for a request head is cut and its place given at once: its thread,
-        its socket shut, ends within moments, and this thread goes on accepting meanwhile (waiting
-        for it let clients that reconnect at once fill the listen queue)."""
-        at_share = not _loopback(host) and self._held.get(host, 0) >= self._per_host
-        if not at_share and self.busy < self.max_clients:
+        """With the lock held: "" once `host` may open one more connection, or why it may not. A host
+        at its share is refused at once (a thread for each of its reconnections would slow this
+        accepting thread for everyone). When every handler is taken, the connection that has waited
+        longest for a request head is cut and its place given at once: its thread, its socket shut,
+        ends within moments, and this thread goes on accepting meanwhile."""
+        if not _loopback(host) and self._held.get(host, 0) >= self._per_host:
+            return f"it already holds its share of connections, {self._per_host}"
+        if self.busy < self.max_clients:
             return ""
-        idle = [h for h in self._waiting if not at_share or h.client_address[0] == host]
-        if not idle:  # each handler busy with a request, which takes moments
-            return (f"it already holds its share of connections, {self._per_host}, each with a request in progress"
-                    if at_share else "every handler is busy with a request")
-        victim = min(idle, key=self._waiting.__getitem__)
+        if not self._waiting:  # each handler busy with a request, which takes moments
+            return "every handler is busy with a request"
+        victim = min(self._waiting, key=self._waiting.__getitem__)
         del self._waiting[victim]
         victim.cut()
         self._release(victim.client_address[0], victim.request, early=True)
