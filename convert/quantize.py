@@ -15,6 +15,7 @@ import numpy as np
 
 from edge.card import CARD_NAME, INT8_MODEL, ModelCard, Quant, sha256_file
 from edge.errors import UserError
+from edge.files import held_by_this_process
 from edge.paths import check_out_folder
 from edge.pipeline.cost import model_macs
 from edge.labels import LABELS
@@ -189,34 +190,36 @@ def run(s: ConvertSettings) -> tuple[dict, list[str]]:
     are made in a scratch folder beside s.out. When the parity gate passes, the scratch folder
     gets s.out's other files too (hard links) and the two folders trade places in one rename,
     so a kill leaves either the old model or the new one whole, never a mix; a failed gate's
-    files go to s.out/failed (FAILED_DIR), so a failed conversion never replaces a passing model."""
+    files go to s.out/failed (FAILED_DIR), so a failed conversion never replaces a passing model.
+    A conversion into an s.out that another one is writing is refused before any work."""
     check_settings(s)
-    keras_path = resolve_keras_model(s.model).resolve()
-    model = load_keras(keras_path)
-    ds = load_dataset(s.data, size=int(model.input_shape[1]))
-    warn_if_other_data(ds, keras_path.parent, s.data)
-    out = Path(s.out).absolute()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_scratch(out)
-    scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}{SCRATCH}", dir=out.parent))
-    try:
-        parity, failures = _convert(s, model, keras_path, ds, scratch)
-        if failures:
-            out.mkdir(exist_ok=True)
-            shutil.rmtree(out / FAILED_DIR, ignore_errors=True)  # the last failed attempt's files, not a mix
-            os.rename(scratch, out / FAILED_DIR)
-        else:
-            _carry_over(out, scratch)
-            _switch(scratch, out)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)  # after a switch: the previous folder
-    record_command(out, notes=[f"parity gate failed: files in {FAILED_DIR}/"] if failures else [])
+    with held_by_this_process(s.out):
+        keras_path = resolve_keras_model(s.model).resolve()
+        model = load_keras(keras_path)
+        ds = load_dataset(s.data, size=int(model.input_shape[1]))
+        warn_if_other_data(ds, keras_path.parent, s.data)
+        out = Path(s.out).absolute()
+        remove_scratch(out)
+        scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}{SCRATCH}", dir=out.parent))  # parent made by the hold
+        try:
+            parity, failures = _convert(s, model, keras_path, ds, scratch)
+            if failures:
+                out.mkdir(exist_ok=True)
+                shutil.rmtree(out / FAILED_DIR, ignore_errors=True)  # the last failed attempt's files, not a mix
+                os.rename(scratch, out / FAILED_DIR)
+            else:
+                _carry_over(out, scratch)
+                _switch(scratch, out)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)  # after a switch: the previous folder
+        record_command(out, notes=[f"parity gate failed: files in {FAILED_DIR}/"] if failures else [])
     return parity, failures
 
 
 def remove_scratch(out: Path) -> None:
     """Scratch folders a killed conversion left beside --out (or inside it, from older versions);
-    and --out itself put back if a kill came between _switch's two renames."""
+    and --out itself put back if a kill came between _switch's two renames. Called only while
+    this process holds --out (run), so no live conversion is using any of them."""
     previous = _previous(out)
     if previous.is_dir() and not out.exists():
         os.rename(previous, out)

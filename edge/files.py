@@ -1,11 +1,15 @@
 """Writing files so that a kill, a power cut or a full disk never leaves half of one: the
-spool's events, the JSON-lines file, a training run's records; and no core file at all."""
+spool's events, the JSON-lines file, a training run's records; one writer per output folder;
+and no core file at all."""
 
 from __future__ import annotations
 
 import errno
 import os
+from contextlib import contextmanager
 from pathlib import Path
+
+from edge.errors import UserError
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -52,6 +56,42 @@ def write_atomic(path: Path, data: bytes | str) -> None:
             os.close(dfd)
     except OSError:
         pass  # the data is written; a folder fsync some file systems refuse is not worth failing for
+
+
+@contextmanager
+def held_by_this_process(folder: str | Path, flag: str = "--out"):
+    """Hold `folder` for this process while the with-block runs, so that two commands never write
+    one folder at once: another hold on it, from any process (this one too), is refused with a
+    UserError naming the folder, `flag` being the option that named it.
+
+    The hold is an advisory lock (flock) on the hidden file .NAME.lock beside the folder (not in
+    it: a command may replace the folder as a whole); missing parent folders are made. The system
+    drops the lock when the process ends, however it ends, so a killed command never blocks the
+    next; the lock file is removed on leaving the block, and one a kill left behind is reused."""
+    import fcntl
+
+    path = Path(folder).absolute()
+    lock = path.with_name(f".{path.name}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(f"{flag} {folder} is in use: another process is writing it; wait for that one to "
+                            f"finish, or choose another {flag}.") from None
+        try:
+            if os.path.samestat(os.fstat(fd), os.stat(lock)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # the holder before removed this file as we locked it: a new holder locks the next one
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # while still locked, so no one takes a hold on a file about to go
+        os.close(fd)
 
 
 def no_core_dumps() -> None:

@@ -451,3 +451,81 @@ def test_a_full_disk_while_converting_is_one_sentence(tmp_path, monkeypatch):
     assert r.exit_code == 2, r.output
     assert r.output.strip() == (f"error: Cannot write into {tmp_path / 'int8'} (No space left on device); free some "
                                 "space there, then run the same command again (a model already in --out is unchanged).")
+
+
+def test_a_folder_held_by_a_live_process_is_refused_and_one_killed_holds_nothing(tmp_path):
+    """held_by_this_process: a second hold, from another process or this one, is one sentence
+    naming the folder; the hold of a process killed with SIGKILL is gone at once."""
+    import signal
+
+    from edge.files import held_by_this_process
+
+    folder = tmp_path / "int8"
+    refused = (f"--out {folder} is in use: another process is writing it; wait for that one to finish, or choose "
+               "another --out.")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom edge.files import held_by_this_process\n"
+                               f"with held_by_this_process({str(folder)!r}):\n    print('held', flush=True)\n"
+                               "    time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(UserError) as exc:
+            with held_by_this_process(folder):
+                pass
+        assert str(exc.value) == refused
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    with held_by_this_process(folder):
+        with pytest.raises(UserError, match=re.escape(refused)):
+            with held_by_this_process(folder):
+                pass
+    assert list(tmp_path.iterdir()) == []  # no lock file left behind
+
+
+def test_a_second_convert_into_an_out_being_written_is_refused_and_the_first_finishes(tmp_path, monkeypatch):
+    """Two converts into one --out at once: the second one's clean-up of stale scratch folders
+    removed the first one's live scratch folder, which then crashed (FileNotFoundError) and left
+    no line in command.txt."""
+    import threading
+    from types import SimpleNamespace
+
+    from convert import quantize
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.keras").write_bytes(b"")
+    calls, first_started, go = [], threading.Event(), threading.Event()
+
+    def slow_convert(s, model, keras_path, ds, scratch):
+        calls.append(scratch)
+        if len(calls) == 1:  # the first conversion is still writing when the second one starts
+            first_started.set()
+            go.wait(30)
+        (scratch / "model_int8.tflite").write_bytes(b"int8 %d" % len(calls))
+        return {}, []
+
+    monkeypatch.setattr(quantize, "load_keras", lambda path: SimpleNamespace(input_shape=(None, 48, 48, 1)))
+    monkeypatch.setattr(quantize, "load_dataset", lambda *a, **k: None)
+    monkeypatch.setattr(quantize, "warn_if_other_data", lambda *a: None)
+    monkeypatch.setattr(quantize, "_convert", slow_convert)
+    out = tmp_path / "int8"
+    settings = quantize.ConvertSettings(model=str(tmp_path / "run"), data=str(tmp_path), out=str(out))
+    errors = []
+
+    def first():
+        try:
+            quantize.run(settings)
+        except BaseException as exc:  # noqa: BLE001  (reported by the assertion below)
+            errors.append(exc)
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    try:
+        assert first_started.wait(30)
+        with pytest.raises(UserError, match=re.escape(f"--out {out} is in use: another process is writing it")):
+            quantize.run(settings)
+    finally:
+        go.set()
+        thread.join(30)
+    assert not errors and len(calls) == 1
+    assert (out / "model_int8.tflite").read_bytes() == b"int8 1"
+    assert (out / "command.txt").read_text().count("\n") == 1
