@@ -529,3 +529,21 @@ def test_a_second_convert_into_an_out_being_written_is_refused_and_the_first_fin
     assert not errors and len(calls) == 1
     assert (out / "model_int8.tflite").read_bytes() == b"int8 1"
     assert (out / "command.txt").read_text().count("\n") == 1
+
+
+def test_a_model_whose_training_diverged_is_called_so(tmp_path):
+    """NaN weights were refused as "does not output probabilities ...; end the model with a
+    softmax" though the model ends with one."""
+    import keras
+
+    from convert.quantize import ConvertSettings, run
+
+    inp = keras.Input((48, 48, 1))
+    dense = keras.layers.Dense(7, activation="softmax")
+    model = keras.Model(inp, dense(keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inp))))
+    dense.set_weights([np.full_like(w, np.nan) for w in dense.get_weights()])
+    model.save(tmp_path / "model.keras")
+    with pytest.raises(UserError) as exc:
+        run(ConvertSettings(model=str(tmp_path / "model.keras"), data=str(tmp_path), out=str(tmp_path / "int8")))
+    assert str(exc.value) == (f"{tmp_path / 'model.keras'} outputs NaN (not numbers) instead of probabilities: its "
+                              "training diverged; retrain it, e.g. with a lower --lr.")

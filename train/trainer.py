@@ -313,6 +313,9 @@ def load_keras(path: Path):
     # Alerts, calibration and the parity gate read the outputs as probabilities: logits would pass
     # every check here yet mean nothing downstream.
     rows = np.asarray(model(np.random.default_rng(0).uniform(0, 255, (4, *shape)).astype(np.float32), training=False))
+    if not np.isfinite(rows).all():  # NaN weights: a softmax of them is NaN too, not a missing softmax
+        raise UserError(f"{path} outputs NaN (not numbers) instead of probabilities: its training diverged; retrain "
+                        "it, e.g. with a lower --lr.")
     if not (np.all(rows >= -1e-6) and np.allclose(rows.sum(axis=1), 1, atol=1e-3)):
         raise UserError(f"{path} does not output probabilities (its rows sum to "
                         f"{', '.join(f'{v:.3g}' for v in rows.sum(axis=1))}); end the model with a softmax.")
