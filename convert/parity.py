@@ -61,15 +61,16 @@ def markdown(p: dict) -> str:
         rows.append("- accuracy against the FER+ majority (" + str(p["ferplus_majority_images"]) + " images): "
                     + ", ".join(f"{k} {100 * a:.2f}%" for k, a in p["ferplus_majority_accuracy"].items()))
     c = p.get("calibration")
+    split = (p.get("converted_from") or {}).get("parity_split", "val")  # --split: the images judged and fitted on
     if c:
-        rows.append(f"- flip averaging: {'on' if c['flip_average'] else 'off'} (int8 val accuracy against the "
+        rows.append(f"- flip averaging: {'on' if c['flip_average'] else 'off'} (int8 {split} accuracy against the "
                     f"{c.get('judged_by', 'folder labels')} {100 * c['accuracy_int8']:.2f}% plain, "
                     f"{100 * c['accuracy_int8_flip_average']:.2f}% averaged with the mirror image)")
         rows.append(f"- temperature {c['temperature']:.3f} (fitted against {c.get('fitted_against', 'folder labels')}): "
                     f"ECE {c['ece_before']:.4f} -> {c['ece_after']:.4f}, NLL {c['nll_before']:.4f} -> {c['nll_after']:.4f}")
         if c.get("temperature_at_limit"):
             rows.append(f"- WARNING: the temperature is at the end of the range searched ({c['temperature']:.2f}): the "
-                        f"model's probabilities are far from calibrated or the {c['images']} validation images are too "
+                        f"model's probabilities are far from calibrated or the {c['images']} {split} images are too "
                         "few to fit on; the alert thresholds read these probabilities, so check the model before "
                         "shipping it.")
     b = p.get("budget")

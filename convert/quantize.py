@@ -298,6 +298,10 @@ def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path) -> tupl
         from train.data import eval_split
 
         val_split, split_name = eval_split(ds, s.split)
+        if split_name == "train":
+            print("WARNING: --split train judges the parity gate and fits flip averaging and the temperature on the "
+                  "images the model trained on, so its scores are optimistic; leave --split out to use the run's "
+                  "validation images.", file=sys.stderr, flush=True)
     calib = representative(train_split, s.calibration_size, s.seed)
     files = {"int8": out / INT8_MODEL, "float32": out / "model_float32.tflite"}
     if s.float16:

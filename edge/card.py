@@ -55,11 +55,14 @@ class ModelCard:
         pi_run, pi_images = "int8 as the Pi runs it", cal.get("images")
         if cal.get("judged_by") == "FER+ majority":  # scored on the images with a clear majority, not all of them
             pi_run, pi_images = pi_run + ", against the FER+ majority", cal.get("judged_images")  # older cards: none
-        for value, what, n in ((cal.get(key), pi_run, pi_images),
-                               (self.parity.get("int8_accuracy"), "int8", images),
-                               (self.metrics.get("accuracy"), "float model before int8", None)):
+        # the images convert judged on: the validation ones unless `edge convert --split` named others
+        split = (self.metrics.get("converted_from") or {}).get("parity_split", "val")
+        judged_on = "validation" if split == "val" else split
+        for value, what, n, on in ((cal.get(key), pi_run, pi_images, judged_on),
+                                   (self.parity.get("int8_accuracy"), "int8", images, judged_on),
+                                   (self.metrics.get("accuracy"), "float model before int8", None, "validation")):
             if isinstance(value, (int, float)):
-                return float(value), what + (f", {n:,} validation images" if n else ", validation")
+                return float(value), what + (f", {n:,} {on} images" if n else f", {on}")
         return None
 
     def crop_for(self, detector_key: str) -> CropRule:

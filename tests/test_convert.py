@@ -547,3 +547,28 @@ def test_a_model_whose_training_diverged_is_called_so(tmp_path):
         run(ConvertSettings(model=str(tmp_path / "model.keras"), data=str(tmp_path), out=str(tmp_path / "int8")))
     assert str(exc.value) == (f"{tmp_path / 'model.keras'} outputs NaN (not numbers) instead of probabilities: its "
                               "training diverged; retrain it, e.g. with a lower --lr.")
+
+
+def test_converting_with_split_train_warns_and_names_the_split(tmp_path, cache_env, capsys):
+    """--split train fitted the gate and the temperature on training images without a word, and
+    the report and the card still called its figures val accuracy."""
+    import keras
+
+    from convert.parity import markdown
+    from convert.quantize import ConvertSettings, run
+    from tests.conftest import write_class_folders
+
+    write_class_folders(tmp_path / "data" / "train", 4, seed=5)
+    write_class_folders(tmp_path / "data" / "val", 2, seed=6)
+    inp = keras.Input((48, 48, 1))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inp))
+    keras.Model(inp, keras.layers.Dense(7, activation="softmax")(x)).save(tmp_path / "model.keras")
+    parity, _ = run(ConvertSettings(model=str(tmp_path / "model.keras"), data=str(tmp_path / "data"),
+                                    out=str(tmp_path / "int8"), calibration_size=7, max_drop_pp=100, min_agreement=0,
+                                    split="train"))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "WARNING" in line]
+    assert warnings == ["WARNING: --split train judges the parity gate and fits flip averaging and the temperature on "
+                        "the images the model trained on, so its scores are optimistic; leave --split out to use the "
+                        "run's validation images."]
+    assert "(int8 train accuracy against the folder labels" in markdown(parity)
+    assert load_card(tmp_path / "int8" / "model_int8.tflite").edge_accuracy()[1] == "int8 as the Pi runs it, 28 train images"
