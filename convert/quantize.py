@@ -200,6 +200,7 @@ def run(s: ConvertSettings) -> tuple[dict, list[str]]:
         warn_if_other_data(ds, keras_path.parent, s.data)
         out = Path(s.out).absolute()
         remove_scratch(out)
+        earlier = converted_from(out)
         scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}{SCRATCH}", dir=out.parent))  # parent made by the hold
         try:
             parity, failures = _convert(s, model, keras_path, ds, scratch)
@@ -212,8 +213,22 @@ def run(s: ConvertSettings) -> tuple[dict, list[str]]:
                 _switch(scratch, out)
         finally:
             shutil.rmtree(scratch, ignore_errors=True)  # after a switch: the previous folder
-        record_command(out, notes=[f"parity gate failed: files in {FAILED_DIR}/"] if failures else [])
+        notes = [f"parity gate failed: files in {FAILED_DIR}/"] if failures else []
+        if not failures and earlier and earlier != str(keras_path):  # another run's model is gone: say which
+            notes.append(f"{out} held the model converted from {earlier}; it is replaced by this one, converted "
+                         f"from {keras_path}.")
+            print(notes[-1], flush=True)
+        record_command(out, notes=notes)
     return parity, failures
+
+
+def converted_from(out: Path) -> str | None:
+    """The Keras model the conversion in `out` was made from, as its card says (None: no card
+    there, or one without that record)."""
+    try:
+        return str(json.loads((out / CARD_NAME).read_text())["metrics"]["converted_from"]["model"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def remove_scratch(out: Path) -> None:

@@ -402,13 +402,20 @@ def test_converting_an_unfinished_run_warns_once(tiny_run, synthetic_dataset, tm
     assert err.count("WARNING") == 1 and "has no metrics.json: its training did not finish" in err, err
 
 
+def tiny_dense_model():
+    """A softmax over the mean pixel: a model that converts in about a second."""
+    import keras
+
+    inp = keras.Input((48, 48, 1))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inp))
+    return keras.Model(inp, keras.layers.Dense(7, activation="softmax")(x), name="tiny_dense")
+
+
 @pytest.mark.slow
 def test_parity_and_calibration_use_the_images_the_run_held_out(tmp_path, cache_env):
     """On a dataset without a val split, a run holds out a share of train chosen by its --seed:
     convert must judge and calibrate on those images, not on a split by its own fixed seed (made
     mostly of images the run trained on)."""
-    import keras
-
     from convert.quantize import ConvertSettings, run
     from tests.conftest import write_class_folders
     from train.data import train_val
@@ -416,10 +423,7 @@ def test_parity_and_calibration_use_the_images_the_run_held_out(tmp_path, cache_
     data = write_class_folders(tmp_path / "flat", 10, seed=4)  # class folders only: no val split
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    inp = keras.Input((48, 48, 1))
-    x = keras.layers.Rescaling(1 / 255)(inp)
-    out = keras.layers.Dense(7, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
-    keras.Model(inp, out, name="tiny_dense").save(run_dir / "model.keras")
+    tiny_dense_model().save(run_dir / "model.keras")
     (run_dir / "train_settings.json").write_text(json.dumps({"seed": 7, "val_fraction": 0.3}))
     conv = tmp_path / "int8"
     parity, _ = run(ConvertSettings(model=str(run_dir), data=str(data), out=str(conv), calibration_size=20,
@@ -534,13 +538,10 @@ def test_a_second_convert_into_an_out_being_written_is_refused_and_the_first_fin
 def test_a_model_whose_training_diverged_is_called_so(tmp_path):
     """NaN weights were refused as "does not output probabilities ...; end the model with a
     softmax" though the model ends with one."""
-    import keras
-
     from convert.quantize import ConvertSettings, run
 
-    inp = keras.Input((48, 48, 1))
-    dense = keras.layers.Dense(7, activation="softmax")
-    model = keras.Model(inp, dense(keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inp))))
+    model = tiny_dense_model()
+    dense = model.layers[-1]
     dense.set_weights([np.full_like(w, np.nan) for w in dense.get_weights()])
     model.save(tmp_path / "model.keras")
     with pytest.raises(UserError) as exc:
@@ -552,17 +553,13 @@ def test_a_model_whose_training_diverged_is_called_so(tmp_path):
 def test_converting_with_split_train_warns_and_names_the_split(tmp_path, cache_env, capsys):
     """--split train fitted the gate and the temperature on training images without a word, and
     the report and the card still called its figures val accuracy."""
-    import keras
-
     from convert.parity import markdown
     from convert.quantize import ConvertSettings, run
     from tests.conftest import write_class_folders
 
     write_class_folders(tmp_path / "data" / "train", 4, seed=5)
     write_class_folders(tmp_path / "data" / "val", 2, seed=6)
-    inp = keras.Input((48, 48, 1))
-    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Rescaling(1 / 255)(inp))
-    keras.Model(inp, keras.layers.Dense(7, activation="softmax")(x)).save(tmp_path / "model.keras")
+    tiny_dense_model().save(tmp_path / "model.keras")
     parity, _ = run(ConvertSettings(model=str(tmp_path / "model.keras"), data=str(tmp_path / "data"),
                                     out=str(tmp_path / "int8"), calibration_size=7, max_drop_pp=100, min_agreement=0,
                                     split="train"))
@@ -572,3 +569,29 @@ def test_converting_with_split_train_warns_and_names_the_split(tmp_path, cache_e
                         "run's validation images."]
     assert "(int8 train accuracy against the folder labels" in markdown(parity)
     assert load_card(tmp_path / "int8" / "model_int8.tflite").edge_accuracy()[1] == "int8 as the Pi runs it, 28 train images"
+
+
+def test_converting_another_runs_model_into_an_out_says_which_it_replaces(tmp_path, cache_env, capsys):
+    """A model converted from one run, replaced by another run's with only the parity table
+    printed: nothing said the earlier model was gone."""
+    from convert.quantize import ConvertSettings, run
+    from tests.conftest import write_class_folders
+
+    data = write_class_folders(tmp_path / "data" / "train", 3, seed=5).parent
+    write_class_folders(data / "val", 2, seed=6)
+    first, second = tmp_path / "a" / "model.keras", tmp_path / "b" / "model.keras"
+    for model in (first, second):
+        model.parent.mkdir()
+        tiny_dense_model().save(model)
+    out = tmp_path / "int8"
+
+    def convert(model):
+        run(ConvertSettings(model=str(model), data=str(data), out=str(out), calibration_size=7, max_drop_pp=100,
+                            min_agreement=0))
+        return capsys.readouterr().out
+
+    assert "held the model" not in convert(first)
+    said = f"{out} held the model converted from {first}; it is replaced by this one, converted from {second}."
+    assert said in convert(second).splitlines()
+    assert said in (out / "command.txt").read_text()
+    assert "held the model" not in convert(second)  # the same run's model again: nothing lost
