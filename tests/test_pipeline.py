@@ -1,6 +1,7 @@
 """The whole edge pipeline driven from videos built from real faces."""
 
 import json
+import os
 import re
 import time
 from pathlib import Path
@@ -723,7 +724,8 @@ def test_a_run_that_lost_alert_events_exits_1_saying_so(long_video, tmp_path):
     cfg = tmp_path / "edge.toml"
     text = CONFIG.format(device="till-9", video=long_video, port=0, token="page-test-token-0123456789",
                          metrics_token="fleet-test-token-0123456789", history="")
-    cfg.write_text(text + '[sinks.jsonl]\npath = "/sys/queue-mood-test.jsonl"\n')  # sysfs takes no new file
+    (tmp_path / "afile").write_text("a file, where the sink needs a folder\n")
+    cfg.write_text(text + f'[sinks.jsonl]\npath = "{tmp_path / "afile" / "alerts.jsonl"}"\n')  # never writable
     r = run_cli("run", "--config", cfg, "--max-frames", 150, "-q", env={"HOME": str(tmp_path)})
     assert r.returncode == 1 and "alert events were lost (jsonl: 1)" in r.stderr, r.stderr[-2000:]
     assert "Traceback" not in r.stderr
@@ -752,8 +754,8 @@ def test_a_preview_that_is_the_recording_watched_is_refused(tmp_path, link, monk
 def test_a_preview_that_cannot_be_created_is_one_sentence(tmp_path):
     """/sys passes the up-front check for root (os.access says yes) but takes no new file: that
     was a PermissionError traceback at the first frame."""
-    if not Path("/sys").is_dir():
-        pytest.skip("no /sys here")
+    if not os.path.ismount("/sys"):  # a chroot's bare /sys folder takes files
+        pytest.skip("no sysfs at /sys here")
     video = write_video(tmp_path / "v.mp4", (background(i) for i in range(3)), 10)
     r = run_cli("run", "--source", video, "--preview", "/sys/p.mp4", "--max-frames", 2)
     errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
