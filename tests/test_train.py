@@ -389,7 +389,8 @@ def _stub_run(out, data, done=2, **saved):
 
 @pytest.mark.parametrize("option, needle", [({"batch_size": 0}, "--batch-size must be at least 1"),
                                             ({"epochs": 0}, "--epochs must be at least 1"),
-                                            ({"lr": 0.0}, "--lr must be above 0"),
+                                            ({"lr": 0.0}, "--lr must be a finite number above 0"),
+                                            ({"lr": float("inf")}, "--lr must be a finite number above 0"),
                                             ({"mixup_alpha": -1.0}, "--mixup must be 0 (off) or more"),
                                             ({"cutmix_alpha": -0.5}, "--cutmix must be 0 (off) or more"),
                                             ({"init_from": "no/such.keras"}, "such.keras does not exist"),
@@ -486,6 +487,50 @@ def test_resume_refuses_a_changed_dataset_and_keeps_the_first_record(tmp_path, s
     with pytest.raises(UserError, match="differ from those .* started on"):
         run(TrainSettings(data=str(synthetic_dataset), out=str(out)), resume=True)
     assert (out / "data.json").read_text() == before
+
+
+def test_a_diverged_run_stops_at_its_first_nan_loss_and_keeps_its_folder_as_before(tmp_path, synthetic_dataset,
+                                                                                   cache_env):
+    """A NaN loss used to train on to a normal report with "loss": NaN in metrics.json."""
+    from edge.errors import UserError
+    from train.trainer import TrainSettings, never_trained, run
+
+    out = tmp_path / "run"
+    s = TrainSettings(data=str(synthetic_dataset), out=str(out), arch="seed_cnn", epochs=2, batch_size=16,
+                      steps_per_epoch=2, lr=1e12, optimizer="sgd", augment=False)
+    with pytest.raises(UserError, match=r"Training diverged in epoch 1 \(the loss became nan\); nothing was kept, so "
+                                        r"run the command again with a lower --lr than 1e\+12, e\.g\. 1e\+11\."):
+        run(s)
+    assert never_trained(out) and not (out / "metrics.json").exists()  # the same command with a lower --lr starts over
+    assert "nan" not in (out / "history.csv").read_text()
+
+
+def test_divergence_after_kept_epochs_points_at_them(tmp_path):
+    """A NaN at an epoch's end is caught before the callbacks after it write that epoch."""
+    import math
+
+    import keras
+
+    from train.trainer import Diverged, TrainSettings, _stop_on_divergence, diverged_error
+
+    cb = _stop_on_divergence(keras)
+    cb.on_epoch_begin(2)
+    cb.on_train_batch_end(0, {"loss": 1.5})
+    with pytest.raises(Diverged) as exc:
+        cb.on_epoch_end(2, {"loss": 1.5, "val_loss": math.inf})
+    out = _stub_run(tmp_path / "run", tmp_path, done=2)
+    err = diverged_error(TrainSettings(data="d", out=str(out), lr=0.5), out, *exc.value.args)
+    assert str(err) == (f"Training diverged in epoch 3 (the loss became inf); {out} keeps the 2 epoch(s) before it, "
+                        f"so train a new --out (--init-from {out / 'model.keras'} starts from their best) with a lower "
+                        "--lr than 0.5, e.g. 0.05.")
+
+
+def test_reports_write_nan_as_null():
+    """JSON has no NaN: a model that outputs NaN gave metrics.json and `edge eval --json` a "loss": NaN."""
+    from train.report import json_text
+
+    assert json.loads(json_text({"loss": float("nan"), "ece": [np.float64("inf"), 0.5]})) == {"loss": None,
+                                                                                               "ece": [None, 0.5]}
 
 
 @pytest.fixture(scope="module")

@@ -170,9 +170,9 @@ def eval_cmd(model_arg, model_opt, data, split, as_json, raw, votes, degrade):
         raise UserError(f"--degrade takes face sizes in pixels separated by commas (e.g. 40,32,24), not '{degrade}'.")
     rep = evaluate(model_opt or model_arg, data, split, calibrated=not raw, votes=votes, degrade=sides)
     if as_json:
-        import json
+        from train.report import json_text
 
-        click.echo(json.dumps(rep, indent=2))
+        click.echo(json_text(rep))
     else:
         from edge.metrics import format_report
 

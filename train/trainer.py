@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shlex
@@ -449,7 +450,7 @@ def check_settings(s: TrainSettings) -> None:
     run folder made (a half-made folder would refuse the corrected command)."""
     for value, ok, what in ((s.epochs, s.epochs >= 1, "--epochs must be at least 1"),
                             (s.batch_size, s.batch_size >= 1, "--batch-size must be at least 1"),
-                            (s.lr, s.lr > 0, "--lr must be above 0"),
+                            (s.lr, math.isfinite(s.lr) and s.lr > 0, "--lr must be a finite number above 0"),
                             (s.patience, s.patience >= 0, "--patience must be 0 or more"),
                             (s.warmup_epochs, s.warmup_epochs >= 0, "--warmup-epochs must be 0 or more"),
                             (s.steps_per_epoch, s.steps_per_epoch is None or s.steps_per_epoch >= 1,
@@ -636,6 +637,7 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
     # so far from it (a resumed run must not overwrite the best model with a worse one): a kill
     # between them loses nothing and repeats nothing (the epoch is trained again, identically).
     callbacks = [
+        _stop_on_divergence(keras),  # first: a diverged epoch's end writes nothing
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
         best,
         _backup(keras, out / "backup", out / "history.csv", best if resume else None),
@@ -651,8 +653,11 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
         (out / "metrics.json").unlink(missing_ok=True)
         # shuffle=False: the batches are already shuffled by (seed, epoch); Keras's own shuffle of
         # their order draws on Python's global `random`, which a resumed run does not restore.
-        model.fit(batches, validation_data=(val_x, va_y), epochs=s.epochs, callbacks=callbacks, shuffle=False,
-                  verbose=1 if sys.stdout.isatty() else 2)
+        try:
+            model.fit(batches, validation_data=(val_x, va_y), epochs=s.epochs, callbacks=callbacks, shuffle=False,
+                      verbose=1 if sys.stdout.isatty() else 2)
+        except Diverged as exc:
+            raise diverged_error(s, out, *exc.args) from None
 
     best = keras.models.load_model(out / "model.keras") if (out / "model.keras").exists() else model
     probs = best.predict(va.x[..., None].astype(np.float32), batch_size=256, verbose=0)
@@ -838,6 +843,44 @@ def _early_stopping(keras, patience: int, history_csv: Path | None):
                 self.best, self.best_epoch, self.wait = _replay(accs)
 
     return ResumedEarlyStopping(monitor="val_accuracy", mode="max", patience=patience, restore_best_weights=True)
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite; args: (epoch counted from 1, the value)."""
+
+
+def _stop_on_divergence(keras):
+    class StopOnDivergence(keras.callbacks.Callback):
+        """Raises Diverged at the first training or validation loss that is not a finite number.
+        It runs first at each epoch's end, so that epoch writes no history.csv row, best model or
+        backup: the run folder keeps the epochs before it, and a NaN never reaches the report."""
+
+        epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            self._check(logs)
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._check(logs)
+
+        def _check(self, logs):
+            for key in ("loss", "val_loss"):
+                if key in (logs or {}) and not math.isfinite(float(logs[key])):
+                    raise Diverged(self.epoch + 1, float(logs[key]))
+
+    return StopOnDivergence()
+
+
+def diverged_error(s: TrainSettings, out: Path, epoch: int, loss: float) -> UserError:
+    """What to do after a diverged epoch: a lower --lr, from scratch or from the epochs kept."""
+    kept = backup_epoch(out)
+    then = (f"{out} keeps the {kept} epoch(s) before it, so train a new --out (--init-from {out / 'model.keras'} "
+            "starts from their best)" if kept else "nothing was kept, so run the command again")
+    return UserError(f"Training diverged in epoch {epoch} (the loss became {loss}); {then} with a lower --lr than "
+                     f"{s.lr:g}, e.g. {s.lr / 10:g}.")
 
 
 def _checkpoint(keras, path: Path):
