@@ -455,6 +455,45 @@ def test_resume_takes_the_saved_votes_file_named_through_a_symlink(tmp_path, syn
     assert settings.votes == str(tmp_path / "real" / "votes.csv") and notes == []
 
 
+def _moved_label_file_run(tmp_path, data, name):
+    """A stub run that started on a votes or teacher file, which has moved since: (run, new place)."""
+    from edge.card import sha256_file
+
+    file = "votes.csv" if name == "votes" else "teacher_probs.npz"
+    first, moved = tmp_path / file, tmp_path / "moved" / file
+    first.write_text("file,votes\n")
+    labels = {"kind": "ferplus", "votes_sha256": sha256_file(first)} if name == "votes" else {
+        "kind": "folder", "teacher": {"models": [str(first)], "sha256": [sha256_file(first)]}}
+    out = _stub_run(tmp_path / "run", data, **({"labels": "ferplus"} if name == "votes" else {}), **{name: str(first)})
+    (out / "data.json").write_text(json.dumps({"fingerprint": "0123456789abcdef01234567", "labels": labels}))
+    moved.parent.mkdir()
+    first.rename(moved)
+    return out, moved
+
+
+@pytest.mark.parametrize("name", ["votes", "teacher"])
+def test_resume_finds_a_moved_votes_or_teacher_file_by_its_bytes(tmp_path, synthetic_dataset, cache_env, name):
+    """The votes or teacher file moved (as --data may): each of the three refusals used to send
+    the user to another (pass --votes; --votes needs --labels ferplus; --votes differs)."""
+    from edge.errors import UserError
+    from train.trainer import TrainSettings, run
+
+    out, moved = _moved_label_file_run(tmp_path, synthetic_dataset, name)
+    base = {"data": str(synthetic_dataset), "out": str(out)}
+    with pytest.raises(UserError, match=re.escape(f"--{name} {tmp_path / moved.name}, which {out} started with, "
+                                                  f"does not exist; if it moved, resume with --{name} and its new place")):
+        run(TrainSettings(**base), resume=True, given={"data": "--data", "out": "--out"})
+    # The same bytes at the new place, without repeating --labels: the options pass, the (stub) images do not.
+    with pytest.raises(UserError, match="differ from those .* started on"):
+        run(TrainSettings(**base, **{name: str(moved)}), resume=True,
+            given={"data": "--data", "out": "--out", name: f"--{name}"})
+    moved.write_text("other bytes\n")
+    with pytest.raises(UserError, match=re.escape(f"--{name} {moved} is not the file {out} started with")):
+        run(TrainSettings(**base, **{name: str(moved)}), resume=True,
+            given={"data": "--data", "out": "--out", name: f"--{name}"})
+    assert (out / "command.txt").read_text() == "first\n"
+
+
 def test_resume_with_fewer_epochs_than_done_is_refused(tmp_path, synthetic_dataset):
     from edge.errors import UserError
     from train.trainer import TrainSettings, run

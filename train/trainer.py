@@ -21,7 +21,7 @@ from edge.card import CARD_NAME
 from edge.errors import UserError
 from edge.files import temporary_name, write_atomic
 from edge.labels import LABELS
-from edge.paths import check_out_folder, check_readable
+from edge.paths import check_out_folder, check_readable, not_a_file
 from train.archs import ARCHITECTURES, DEFAULT_ARCH
 from train.augment import AugmentConfig, augment_batch, mix_batch
 from train.data import FER2013_SIZE, Split, load_dataset, train_val
@@ -516,7 +516,7 @@ def resume_settings(s: TrainSettings, given: dict[str, str] | None) -> tuple[Tra
         new, old = getattr(s, name), getattr(saved, name)
         if name in ("out", "data") or new == old or same_file(name, new, old):
             continue
-        if name in RESUMABLE:
+        if name in RESUMABLE or (name in MOVABLE and old and moved_label_file(out, name, flag, new)):
             use[name] = new
             notes.append(f"{flag} {new} replaces the saved {old}")
         else:
@@ -531,7 +531,44 @@ def resume_settings(s: TrainSettings, given: dict[str, str] | None) -> tuple[Tra
         raise UserError(f"--epochs {use['epochs']} is fewer than the {done} epochs {out} has already trained; "
                         f"give --epochs {done} or more.")
     use["data"] = s.data  # the same images at another path are fine; run() compares fingerprints
+    for name in MOVABLE:
+        for p in label_file_paths(name, use[name]):
+            if why := not_a_file(p):
+                raise UserError(f"--{name} {p}, which {out} started with, {why}; if it moved, resume with --{name} "
+                                "and its new place (checked by its sha256 in data.json).")
     return TrainSettings(**use), notes
+
+
+# Label files a resume may find at another path: the same bytes (their sha256 in data.json) give the same targets.
+MOVABLE = ("votes", "teacher")
+
+
+def label_file_paths(name: str, value: str | None) -> list[Path]:
+    """The files --votes or --teacher (comma-separated) names."""
+    return [Path(p.strip()) for p in (value or "").split(",") if p.strip()] if name in MOVABLE else []
+
+
+def moved_label_file(out: Path, name: str, flag: str, new: str) -> bool:
+    """Whether `new` holds the bytes the run started on as --votes or --teacher (a file moved
+    since); one sentence where it cannot be read or holds other bytes."""
+    from edge.card import sha256_file
+
+    try:
+        first = json.loads((out / "data.json").read_text()).get("labels") or {}
+    except (OSError, ValueError, AttributeError):
+        return False
+    was = [first.get("votes_sha256")] if name == "votes" else (first.get("teacher") or {}).get("sha256")
+    if not was or not all(was):  # a run recorded before the hashes were kept: the path may not change
+        return False
+    paths = label_file_paths(name, new)
+    for p in paths:
+        if why := not_a_file(p):
+            raise UserError(f"{flag} {p} {why}; pass the file {out} started with at its new place.")
+    if [sha256_file(p) for p in paths] != was:
+        raise UserError(f"{flag} {new} is not the file {out} started with (its sha256 in data.json differs), so the "
+                        "resumed epochs would learn other targets; pass that file at its new place, or train a new "
+                        f"--out (--init-from {out / 'model.keras'} keeps the best epoch).")
+    return True
 
 
 def record_command(folder: Path, command: list[str] | None = None, notes=()) -> None:
@@ -548,15 +585,17 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
     user typed (field -> option name); on resume, only they are compared with the saved ones
     (None: every field of s that is not a default counts as typed)."""
     s = absolute(s)
-    check_settings(s)
     out = Path(s.out)
     settings_file = out / "train_settings.json"
     notes: list[str] = []
-    if resume:
+    if resume:  # the options are checked as the run will use them: the saved ones, with the given ones that may change
         if given is None:
             defaults = TrainSettings(data="", out="")
             given = {k: "--" + k.replace("_", "-") for k, v in asdict(s).items() if v != getattr(defaults, k)}
+        check_out_folder(s.out)
         s, notes = resume_settings(s, given)
+    check_settings(s)
+    if resume:
         if never_trained(out):  # a supervisor that always resumes must not be stuck here
             print(f"No epoch of {out} reached a backup; starting it from the first epoch with its saved settings.",
                   flush=True)
