@@ -23,6 +23,7 @@ import numpy as np
 from edge.errors import UserError
 from edge.files import write_atomic
 from edge.labels import FER2013_CSV_CODES, LABELS, label_index
+from edge.paths import not_a_file
 from edge.pipeline.preprocess import resize_square, to_gray
 from edge.pipeline.sources import IMAGE_SUFFIXES
 
@@ -78,8 +79,9 @@ def load_dataset(path: str | os.PathLike, size: int = FER2013_SIZE, cache_dir: P
     only_split: read just that split (a tuple: the first of them the dataset has), leaving
     the others undecoded; `edge eval` scores one split of FER2013's 35k images."""
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"Dataset path {path} does not exist; pass a folder of class folders, a folder of split folders, or fer2013.csv.")
+    if not path.is_dir() and (why := not_a_file(path)):  # a pipe (<(cat fer2013.csv)) is read only once
+        raise UserError(f"Dataset path {path} {why}; pass a folder of class folders, a folder of split folders, or "
+                        "fer2013.csv.")
     keep, unused = None, []
     if path.is_file():
         if path.suffix.lower() != ".csv":

@@ -293,11 +293,12 @@ def import_keras():
 
 
 def load_keras(path: Path):
-    if Path(path).is_file():
-        check_readable(path, "Keras model")
-        if not zipfile.is_zipfile(path):  # Keras calls such a file "File not found"
-            raise UserError(f"{path} is not a readable Keras model (not a .keras zip archive); pass a model saved "
-                            "by `edge train`.")
+    if why := not_a_file(path):  # a pipe would hang Keras's zip check
+        raise UserError(f"Keras model {path} {why}; pass a .keras model saved by `edge train`.")
+    check_readable(path, "Keras model")
+    if not zipfile.is_zipfile(path):  # Keras calls such a file "File not found"
+        raise UserError(f"{path} is not a readable Keras model (not a .keras zip archive); pass a model saved "
+                        "by `edge train`.")
     keras = import_keras()
     try:
         model = keras.models.load_model(path, compile=False)
@@ -465,8 +466,10 @@ def check_settings(s: TrainSettings) -> None:
     check_out_folder(s.out)
     if s.arch not in ARCHITECTURES:
         raise UserError(f"Unknown --arch '{s.arch}'; choose one of: {', '.join(sorted(ARCHITECTURES))}.")
-    if s.init_from and not Path(s.init_from).is_file():
-        raise UserError(f"--init-from {s.init_from} does not exist; pass a .keras model or an int8 .tflite.")
+    if s.init_from:
+        from train.evaluate import model_file
+
+        s.init_from = str(model_file(Path(s.init_from), "--init-from"))  # a run folder's model, as edge eval takes it
     if s.init_from and Path(s.init_from).suffix not in (".keras", ".tflite"):
         raise UserError(f"--init-from {s.init_from} is neither a .keras model nor an int8 .tflite; pass one of those.")
     if s.teacher:  # a wrong path or weight fails now, not after the dataset has loaded

@@ -17,6 +17,7 @@ import numpy as np
 
 from edge.errors import UserError
 from edge.labels import FERPLUS_CLASSES, FERPLUS_DOUBTFUL, FERPLUS_UNUSED, LABELS
+from edge.paths import not_a_file
 from train.data import open_csv
 
 VOTES_FILE = "ferplus_votes.csv"
@@ -38,8 +39,8 @@ def find_votes(data: str | Path, votes: str | Path | None) -> Path:
     """The votes file: the given path, else ferplus_votes.csv beside or above the data folder."""
     if votes:
         p = Path(votes)
-        if not p.is_file():
-            raise UserError(f"Votes file {p} does not exist; pass --votes PATH to ferplus_votes.csv.")
+        if why := not_a_file(p):
+            raise UserError(f"Votes file {p} {why}; pass --votes PATH to ferplus_votes.csv.")
         return p
     data = Path(data).resolve()
     for folder in (data, *list(data.parents)[:2]):
