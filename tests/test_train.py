@@ -422,6 +422,27 @@ def test_an_out_that_is_a_file_is_refused(tmp_path, out):
     assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize("args, name", [
+    (("train", "--data", "", "--out", "run"), "--data"),
+    (("train", "--data", "d", "--out", ""), "--out"),
+    (("train", "--data", "d", "--out", "run", "--init-from", ""), "--init-from"),
+    (("train", "--data", "d", "--out", "run", "--labels", "ferplus", "--votes", ""), "--votes"),
+    (("train", "--data", "d", "--out", "run", "--teacher", " "), "--teacher"),
+    (("eval", "--data", ""), "--data"),
+    (("eval", "--data", "d", "--votes", ""), "--votes"),
+    (("soup", "", "a", "b"), "OUT")])
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(tmp_path, monkeypatch, args, name):
+    """An unset shell variable (--out "$RUN") wrote a whole run into the current folder."""
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli, list(args))
+    assert r.exit_code == 2 and f"error: {name} is empty (an unset shell variable?); give a path" in r.output, r.output
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_batch_size_zero_is_one_sentence_on_the_command_line(tmp_path, synthetic_dataset):
     from tests.conftest import run_cli
 

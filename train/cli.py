@@ -14,8 +14,8 @@ from train.archs import DEFAULT_ARCH
 
 
 @click.command()
-@click.option("--data", required=True, help="Dataset folder (class or split folders) or fer2013.csv.")
-@click.option("--out", required=True, help="Run folder to write (model.keras, metrics.json, figures).")
+@click.option("--data", required=True, callback=not_empty, help="Dataset folder (class or split folders) or fer2013.csv.")
+@click.option("--out", required=True, callback=not_empty, help="Run folder to write (model.keras, metrics.json, figures).")
 @click.option("--arch", default=DEFAULT_ARCH, show_default=True, help="Architecture from the registry.")
 @click.option("--epochs", type=int, default=40, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
@@ -37,15 +37,16 @@ from train.archs import DEFAULT_ARCH
               help="mobilenetv2 only.")
 @click.option("--steps-per-epoch", type=int, default=None, help="Cap batches per epoch (quick trials).")
 @click.option("--warmup-epochs", type=int, default=2, show_default=True)
-@click.option("--init-from", default=None, help="Start from this .keras model's weights, or an int8 .tflite (a shipped model): a second schedule. "
+@click.option("--init-from", default=None, callback=not_empty, help="Start from this .keras model's weights, or an int8 .tflite (a shipped model): a second schedule. "
               "From a related --arch, the layers that match by name and shape are copied, those of the same names but wider "
               "are grown from them (the model starts as the same function), and the rest start fresh.")
 @click.option("--labels", type=click.Choice(["folder", "ferplus"]), default="folder", show_default=True,
               help="folder: one label per image from its class folder; ferplus: the ten FER+ annotators' vote distribution.")
-@click.option("--votes", default=None, help="FER+ votes CSV (default: ferplus_votes.csv beside or above --data).")
+@click.option("--votes", default=None, callback=not_empty,
+              help="FER+ votes CSV (default: ferplus_votes.csv beside or above --data).")
 @click.option("--folder-weight", type=float, default=0.0, show_default=True,
               help="ferplus: share of the folder label mixed into each vote distribution.")
-@click.option("--teacher", default=None, help="Distillation: a trained model (.tflite with its card, or .keras), a teacher_probs.npz from "
+@click.option("--teacher", default=None, callback=not_empty, help="Distillation: a trained model (.tflite with its card, or .keras), a teacher_probs.npz from "
               "train.torch_teacher, or several separated by commas, whose probabilities on the training images are "
               "mixed into the targets.")
 @click.option("--teacher-weight", type=float, default=0.5, show_default=True,
@@ -148,12 +149,12 @@ def interrupted(s) -> int:
 @click.argument("model_arg", metavar="[MODEL]", required=False, callback=not_empty)
 @click.option("--model", "model_opt", default=None, callback=not_empty, help="A .keras or .tflite model, or a run folder or the folder edge "
               "convert wrote (default: the shipped model).")
-@click.option("--data", required=True, help="Dataset folder or fer2013.csv.")
+@click.option("--data", required=True, callback=not_empty, help="Dataset folder or fer2013.csv.")
 @click.option("--split", default=None, help="Split to evaluate (default: the first the dataset has of val, all, test, "
               "train; all: class folders without split folders; train, scored so, comes with a warning).")
 @click.option("--json", "as_json", is_flag=True, help="Print the evaluation as JSON.")
 @click.option("--raw", is_flag=True, help="Skip the card's temperature (uncalibrated probabilities).")
-@click.option("--votes", default=None, help="FER+ votes CSV for the FER+ majority score (default: ferplus_votes.csv "
+@click.option("--votes", default=None, callback=not_empty, help="FER+ votes CSV for the FER+ majority score (default: ferplus_votes.csv "
               "beside or above --data, if any).")
 @click.option("--degrade", default=None, metavar="SIDES",
               help="Also score the split shrunk to these face sizes and scaled back up, e.g. 40,32,24.")
@@ -180,7 +181,7 @@ def eval_cmd(model_arg, model_opt, data, split, as_json, raw, votes, degrade):
 
 
 @click.command("soup")
-@click.argument("out")
+@click.argument("out", callback=not_empty)
 @click.argument("runs", nargs=-1, required=True)
 def soup_cmd(out, runs):
     """Average the weights of runs fine-tuned from the same start (a model soup) into run folder OUT."""
