@@ -443,6 +443,18 @@ def test_an_empty_path_is_refused_not_taken_for_the_current_folder(tmp_path, mon
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("seed", ["-5", "99999999999"])
+def test_a_seed_keras_cannot_take_is_refused_at_the_option(tmp_path, seed):
+    """It was a ValueError traceback from keras.utils.set_random_seed, after the dataset had loaded."""
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+
+    r = CliRunner().invoke(cli, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--seed", seed])
+    assert r.exit_code == 2 and f"Invalid value for '--seed': {seed} is not in the range 0<=x<=4294967295" in r.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_batch_size_zero_is_one_sentence_on_the_command_line(tmp_path, synthetic_dataset):
     from tests.conftest import run_cli
 

@@ -12,6 +12,8 @@ import click
 from edge.paths import not_empty
 from train.archs import DEFAULT_ARCH
 
+SEED_MAX = 2**32 - 1  # Keras's set_random_seed takes no more
+
 
 @click.command()
 @click.option("--data", required=True, callback=not_empty, help="Dataset folder (class or split folders) or fer2013.csv.")
@@ -32,7 +34,7 @@ from train.archs import DEFAULT_ARCH
               help="CutMix alpha (0 = off); with --mixup too, each batch takes one of the two.")
 @click.option("--no-augment", is_flag=True, help="Train on the images as they are (the seed_cnn baseline recipe).")
 @click.option("--patience", type=int, default=12, show_default=True, help="Early-stopping patience in epochs.")
-@click.option("--seed", type=int, default=1234, show_default=True)
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=1234, show_default=True)
 @click.option("--weights", type=click.Choice(["imagenet", "none"]), default="imagenet", show_default=True,
               help="mobilenetv2 only.")
 @click.option("--steps-per-epoch", type=int, default=None, help="Cap batches per epoch (quick trials).")
