@@ -109,6 +109,22 @@ def test_a_model_without_one_row_of_probabilities_is_refused_in_one_sentence(tmp
         load_keras(tmp_path / "m.keras")
 
 
+def test_a_model_of_variable_input_size_is_refused_in_one_sentence(tmp_path):
+    """(None, None, 1) passed the square check and crashed building a (4, None, None, 1) probe."""
+    import keras
+
+    from edge.errors import UserError
+    from train.trainer import load_keras
+
+    x = keras.Input((None, None, 1))
+    y = keras.layers.Dense(7, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    keras.Model(x, y).save(tmp_path / "m.keras")
+    with pytest.raises(UserError, match=re.escape("takes input (None, None, None, 1), of any size; the pipeline feeds "
+                                                  "crops of one size: save it with a fixed input, e.g. "
+                                                  "keras.Input((48, 48, 1)).")):
+        load_keras(tmp_path / "m.keras")
+
+
 def test_class_weights_favour_rare_classes():
     y = np.array([0] * 100 + [1] * 10 + [3] * 400)
     w = class_weights(y, 0.5)

@@ -305,6 +305,9 @@ def load_keras(path: Path):
     except Exception as exc:  # Keras raises several types for a damaged archive
         raise UserError(f"{path} is not a readable Keras model ({type(exc).__name__}: {exc}).") from exc
     shape = tuple(model.input_shape[1:])
+    if len(shape) == 3 and None in shape[:2]:  # the card, the crops and the int8 file all need one size
+        raise UserError(f"{path} takes input {model.input_shape}, of any size; the pipeline feeds crops of one size: "
+                        f"save it with a fixed input, e.g. keras.Input(({INPUT_SIZE}, {INPUT_SIZE}, 1)).")
     if len(shape) != 3 or shape[0] != shape[1] or shape[2] != 1:
         raise UserError(f"{path} takes input {model.input_shape}, but the pipeline feeds square grayscale crops "
                         "(None, S, S, 1); retrain it with `edge train`.")
