@@ -577,6 +577,23 @@ def test_resume_refuses_a_changed_dataset_and_keeps_the_first_record(tmp_path, s
     assert (out / "data.json").read_text() == before
 
 
+@pytest.mark.slow
+def test_a_csv_run_names_its_skipped_rows_as_rows(tmp_path, cache_env, capsys):
+    """The note spoke of "file(s) ... outside the class folders" for rows of a CSV."""
+    from tests.conftest import pattern_image
+    from tests.test_data import _write_csv
+    from train.trainer import TrainSettings, run
+
+    rng = np.random.default_rng(0)
+    rows = [[c, " ".join(map(str, pattern_image(c, rng).ravel())), usage]
+            for usage in ("Training", "Training", "PublicTest") for c in range(7)]
+    data = _write_csv(tmp_path / "fer2013.csv", [*rows, [0, "1 2 3 4", "Training"]])
+    run(TrainSettings(data=str(data), out=str(tmp_path / "run"), arch="seed_cnn", epochs=1, batch_size=7,
+                      augment=False))
+    assert (f"1 row(s) of the CSV were left out (unparseable, or not a 48x48 image); they are listed, each with why, "
+            f"under \"skipped\" in {tmp_path / 'run' / 'data.json'}.") in capsys.readouterr().out
+
+
 def test_a_diverged_run_stops_at_its_first_nan_loss_and_keeps_its_folder_as_before(tmp_path, synthetic_dataset,
                                                                                    cache_env):
     """A NaN loss used to train on to a normal report with "loss": NaN in metrics.json."""

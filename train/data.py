@@ -30,7 +30,7 @@ from edge.pipeline.sources import IMAGE_SUFFIXES
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "publictest": "val", "test": "test", "privatetest": "test"}
 CSV_USAGE = {"training": "train", "publictest": "val", "privatetest": "test"}
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: a CSV row must hold 48x48 pixels (1 read any square as an image)
 EVAL_ORDER = ("val", "all", "test", "train")  # the split `edge eval` scores unless told (its --split help says so)
 FER2013_SIZE = 48  # FER2013's native crop side; the model card carries the model's input size onward
 
@@ -106,13 +106,22 @@ def load_dataset(path: str | os.PathLike, size: int = FER2013_SIZE, cache_dir: P
         else:
             splits, skipped = _decode_folders(path, files, size, progress)
         if not any(len(s) for s in splits.values()):
-            raise UserError(f"No readable images in {path} ({len(skipped) + len(unused)} files skipped); check the folder "
-                            "layout and file types.")
+            raise no_images(path, files is None, skipped + [(f, why) for _, f, why in unused])
         ds = Dataset(str(path), layout, fingerprint, splits, skipped)
         _write_cache(cache_dir, ds)
     # Files the scan passed over are not in the fingerprint, so they are listed afresh, never from the cache.
     ds.skipped = [(f, why) for _, f, why in unused] + ds.skipped
     return ds
+
+
+def no_images(path: Path, is_csv: bool, skipped: list[tuple[str, str]]) -> UserError:
+    """Every file or CSV row skipped: the sentence says why, from the first few."""
+    why = "; ".join(f"{f}: {r}" for f, r in skipped[:3]) + ("; ..." if len(skipped) > 3 else "")
+    if is_csv:
+        return UserError(f"No usable rows in {path}: all {len(skipped)} were skipped ({why}); each row needs an emotion "
+                         f"code 0-6 and {FER2013_SIZE}x{FER2013_SIZE} = {FER2013_SIZE**2} pixel values 0-255.")
+    return UserError(f"No readable images in {path}: all {len(skipped)} files were skipped ({why}); check the folder "
+                     "layout and file types.")
 
 
 def _scan_folders(root: Path) -> tuple[str, list[tuple[str, int, Path]], list[tuple[str, str, str]]]:
@@ -267,9 +276,10 @@ def _read_csv(path: Path, size: int, progress: bool, keep: str | None = None):
                     raise ValueError(f"emotion {code} is not a FER2013 code 0-6")
                 name = FER2013_CSV_CODES[code]
                 pixels = np.array((row[cols["pixels"]] or "").split(), dtype=np.int64)  # None: the row is short
-                side = int(round(np.sqrt(pixels.size)))
-                if side * side != pixels.size or pixels.size == 0 or pixels.min() < 0 or pixels.max() > 255:
-                    raise ValueError(f"{pixels.size} pixels are not a square 0-255 image")
+                if pixels.size != FER2013_SIZE**2:  # FER2013's crops are all 48x48; another count is another image
+                    raise ValueError(f"{pixels.size} pixel values, not {FER2013_SIZE}x{FER2013_SIZE} = {FER2013_SIZE**2}")
+                if pixels.min() < 0 or pixels.max() > 255:
+                    raise ValueError("pixel values outside 0-255")
             except (KeyError, ValueError, TypeError) as exc:
                 skipped.append((where, f"bad row ({exc})"))
                 continue
@@ -279,7 +289,7 @@ def _read_csv(path: Path, size: int, progress: bool, keep: str | None = None):
                 skipped.append((where, f"unknown Usage '{usage}'"))
                 continue
             xs, ys, names = per_split.setdefault(split, ([], [], []))
-            xs.append(resize_square(pixels.reshape(side, side).astype(np.uint8), size))
+            xs.append(resize_square(pixels.reshape(FER2013_SIZE, FER2013_SIZE).astype(np.uint8), size))
             ys.append(LABELS.index(name))
             names.append(where)
     splits = {s: Split(np.stack(xs), np.array(ys, np.int64), names) for s, (xs, ys, names) in per_split.items()}

@@ -659,9 +659,11 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
         (out / "data.json").write_text(json.dumps({**ds.summary(), "validation": val_source, "labels": label_info,
                                                    "train_images": len(tr), "val_images": len(va_fit)}, indent=2))
         if ds.skipped:
-            print(f"{len(ds.skipped)} file(s) were left out (unreadable, not images, or outside the class folders); "
-                  "they are listed, each with why, under "
-                  f"\"skipped\" in {out / 'data.json'}.", flush=True)
+            what = (f"row(s) of the CSV were left out (unparseable, or not a {FER2013_SIZE}x{FER2013_SIZE} image)"
+                    if ds.layout == "fer2013-csv" else
+                    "file(s) were left out (unreadable, not images, or outside the class folders)")
+            print(f"{len(ds.skipped)} {what}; they are listed, each with why, under \"skipped\" in "
+                  f"{out / 'data.json'}.", flush=True)
     record_versions(out / "versions.json", resume)
 
     weights = class_weights(tr_y.argmax(1), s.class_weight_power)
