@@ -276,6 +276,10 @@ def targets(s: TrainSettings, tr: Split, va: Split):
               f"with the folder label (no votes), {counts['left_out_doubtful']} left out (mostly unknown / not a face)",
               flush=True)
         keep_idx = np.flatnonzero(keep)
+        if len(split) and not len(keep_idx):
+            raise UserError(f"{path} leaves out every {name} image: all {len(split)} are doubtful (half or more of "
+                            "their votes unknown or not a face, or none on the seven classes); fix their rows in the "
+                            "votes file, or train with --labels folder.")
         out += [split.take(keep_idx), t[keep_idx]]
     return (*out, info)
 
