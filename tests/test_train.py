@@ -879,22 +879,25 @@ def test_a_crash_while_saving_the_best_model_keeps_the_previous_one(short_run, s
 
 
 @pytest.mark.slow
-def test_ctrl_c_names_the_resume_command(tmp_path, synthetic_dataset, cache_env):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_ctrl_c_names_the_resume_command(tmp_path, synthetic_dataset, cache_env, sig):
+    """SIGTERM (systemd, kill) and SIGHUP ended the run with 143 and 129 and no word of how to continue."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "edge.cli", "train", "--data", str(synthetic_dataset), "--out", str(out),
            "--arch", "mini_xception", "--epochs", "50", "--batch-size", "16", "--steps-per-epoch", "2"]
-    # A shell starts background jobs with SIGINT ignored, and Python keeps it so: undo that, or
-    # the test fails whenever the suite itself runs in the background.
+    # A shell starts background jobs with SIGINT ignored (nohup: SIGHUP), and Python keeps it so:
+    # undo that, or the test fails whenever the suite itself runs in the background.
     proc = subprocess.Popen(cmd, env={**os.environ, "QUEUE_MOOD_CACHE": str(cache_env)}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGHUP)])
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None and not (out / "backup").exists():
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     err = proc.communicate(timeout=120)[1]
-    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
-    assert f"edge train --data {synthetic_dataset} --out {out} --resume" in err
+    assert proc.returncode == 128 + sig and "Traceback" not in err, err[-2000:]
+    by = "" if sig == signal.SIGINT else f" by {sig.name}"
+    assert f"Interrupted{by}; continue it with: edge train --data {synthetic_dataset} --out {out} --resume" in err
 
 
 @pytest.mark.parametrize("resume", [False, True])

@@ -5,11 +5,13 @@ TensorFlow is imported inside each command, not here."""
 from __future__ import annotations
 
 import errno
+import signal
 from contextlib import contextmanager
 
 import click
 
 from edge.paths import not_empty
+from edge.signals import StopFlag
 from train.archs import DEFAULT_ARCH
 
 SEED_MAX = 2**32 - 1  # Keras's set_random_seed takes no more
@@ -72,13 +74,23 @@ def train(data, out, arch, epochs, batch_size, lr, optimizer, schedule, label_sm
                       folder_weight=folder_weight, teacher=teacher, teacher_weight=teacher_weight,
                       teacher_folder_weight=teacher_folder_weight)
     given = typed_options(click.get_current_context(), FIELD_OF_PARAM)
+    stop = StopAsInterrupt()
     try:
         with write_errors(out, lambda: f"continue it with: {cmd}" if (cmd := resume_command(s)) else
-                          "run the same command again (no epoch had finished)"):
+                          "run the same command again (no epoch had finished)"), stop:
             metrics = trainer.run(s, resume=resume, given=given)
     except KeyboardInterrupt:
-        raise click.exceptions.Exit(interrupted(s)) from None
+        raise click.exceptions.Exit(interrupted(s, stop.name or "SIGINT")) from None
     click.echo(summary_line(metrics, out))
+
+
+class StopAsInterrupt(StopFlag):
+    """SIGTERM (systemd, kill) and SIGHUP (a closed SSH session) end training as Ctrl-C does,
+    with the line that says how to continue; the backups are written to survive any kill."""
+
+    def _set(self, signum, frame):
+        super()._set(signum, frame)
+        raise KeyboardInterrupt
 
 
 # What a full or read-only disk raises; a run folder it cannot write is one sentence, not a traceback.
@@ -139,12 +151,12 @@ def resume_command(s) -> str | None:
     return f"edge train --data {shlex.quote(os.path.abspath(s.data))} --out {shlex.quote(str(out))} --resume"
 
 
-def interrupted(s) -> int:
-    """After Ctrl-C: how to carry on, then the shell's exit status for SIGINT."""
+def interrupted(s, signame: str = "SIGINT") -> int:
+    """After Ctrl-C or another stop signal: how to carry on, then the shell's exit status for it."""
     cmd = resume_command(s)
     hint = f"continue it with: {cmd}" if cmd else "no epoch had finished, so run the same command again to start over"
-    click.echo(f"Interrupted; {hint}", err=True)
-    return 130
+    click.echo(f"Interrupted{'' if signame == 'SIGINT' else ' by ' + signame}; {hint}", err=True)
+    return 128 + signal.Signals[signame]
 
 
 @click.command("eval")
