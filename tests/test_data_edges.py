@@ -139,9 +139,26 @@ def test_eval_says_when_it_falls_back_to_the_train_split(tmp_path, cache_env, sh
 
     write_class_folders(tmp_path / "train", 1)
     assert evaluate(str(shipped_model), str(tmp_path))["split"] == "train"
-    assert "may be the images the model was trained on" in capsys.readouterr().err
-    evaluate(str(shipped_model), str(tmp_path), split="train")  # asked for: no warning
-    assert "trained on" not in capsys.readouterr().err
+    assert f"{tmp_path}: it has only a train split, so that is scored; these may be the images the model was trained " \
+           "on" in capsys.readouterr().err
+    evaluate(str(shipped_model), str(tmp_path), split="train")  # asked for: warned too, as --help says
+    assert f"{tmp_path}: its train split is scored; these may be the images" in capsys.readouterr().err
+
+
+def test_eval_of_a_tflite_whose_card_failed_the_parity_gate_says_so(tmp_path, cache_env, shipped_model, capsys):
+    import json
+    import shutil
+
+    from train.evaluate import evaluate
+
+    shutil.copy(shipped_model, tmp_path / shipped_model.name)
+    card = json.loads(shipped_model.with_name("model.json").read_text())
+    card["parity"]["passed"] = False
+    (tmp_path / "model.json").write_text(json.dumps(card))
+    write_class_folders(tmp_path / "ds" / "val", 1)
+    evaluate(str(tmp_path / shipped_model.name), str(tmp_path / "ds"))
+    assert f"Note: {tmp_path / shipped_model.name}: its card says it failed convert's int8 parity gate" in \
+        capsys.readouterr().err
 
 
 def test_eval_help_states_the_split_order():

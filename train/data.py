@@ -358,15 +358,13 @@ def train_val(ds: Dataset, val_fraction: float = 0.1, seed: int = 1234) -> tuple
 
 def eval_split(ds: Dataset, which: str | None = None) -> tuple[Split, str]:
     """The split `edge eval` measures: the named one, else the first of EVAL_ORDER the dataset has."""
-    if which:
-        if which not in ds.splits:
-            raise UserError(f"{ds.source} has no '{which}' split; it has: {', '.join(ds.splits)}.")
-        return ds.splits[which], which
-    for name in EVAL_ORDER:
-        if name in ds.splits:
-            if name == "train":  # not asked for: the figures may be on the very images the model learnt
-                print(f"WARNING: {ds.source} has only a train split, so that is scored; these may be the images the "
-                      "model was trained on, which flatters it: score a val or test folder it did not see for a fair "
-                      "figure.", file=sys.stderr, flush=True)
-            return ds.splits[name], name
-    raise UserError(f"{ds.source} has no images to evaluate.")
+    if which and which not in ds.splits:
+        raise UserError(f"{ds.source} has no '{which}' split; it has: {', '.join(ds.splits)}.")
+    name = which or next((n for n in EVAL_ORDER if n in ds.splits), None)
+    if name is None:
+        raise UserError(f"{ds.source} has no images to evaluate.")
+    if name == "train":  # asked for or not, the figures may be on the very images the model learnt
+        how = "its train split is scored" if which else "it has only a train split, so that is scored"
+        print(f"WARNING: {ds.source}: {how}; these may be the images the model was trained on, which flatters it: "
+              "score a val or test folder it did not see for a fair figure.", file=sys.stderr, flush=True)
+    return ds.splits[name], name

@@ -91,6 +91,8 @@ def evaluate(model: str | None, data: str, split: str | None = None, calibrated:
         from edge.pipeline.classifier import Classifier
 
         clf = Classifier(path, calibrated=calibrated)
+        for note in clf.notes():  # a failed parity gate: its figures here may not be the Keras model's
+            print(f"Note: {path}: {note}.", file=sys.stderr, flush=True)
         sp, name, skipped = _read_split(data, clf.card.input_size, split)
         columns = columns_in_label_order(clf.labels)  # the labels index LABELS; the card may list them otherwise
 
