@@ -426,6 +426,22 @@ def test_bad_options_are_refused_before_the_run_folder_is_made(tmp_path, option,
     assert not out.exists()
 
 
+@pytest.mark.parametrize("option, given, warning", [
+    ({"epochs": 1, "warmup_epochs": 50}, {}, "--warmup-epochs 50 is not fewer than --epochs 1: the learning rate rises"),
+    ({"schedule": "constant", "warmup_epochs": 5}, {"warmup_epochs": "--warmup-epochs"},
+     "--warmup-epochs 5 does nothing with --schedule constant"),
+    ({"arch": "seed_cnn"}, {"weights": "--weights"}, "--weights is read only by --arch mobilenetv2; seed_cnn starts")])
+def test_options_that_do_nothing_are_a_warning_each(tmp_path, capsys, option, given, warning):
+    """They passed silently, as if they shaped the run."""
+    from edge.errors import UserError
+    from train.trainer import TrainSettings, run
+
+    with pytest.raises(UserError, match="does not exist"):  # warned before the data is read
+        run(TrainSettings(data=str(tmp_path / "none"), out=str(tmp_path / "run"), **option), given=given)
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("WARNING")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"WARNING: {warning}"), warnings
+
+
 @pytest.mark.parametrize("out", ["notes.txt", "notes.txt/run"])
 def test_an_out_that_is_a_file_is_refused(tmp_path, out):
     from edge.errors import UserError

@@ -504,6 +504,22 @@ def check_settings(s: TrainSettings) -> None:
         find_votes(s.data, s.votes)  # a wrong path fails now, not after the dataset has loaded
 
 
+def idle_options(s: TrainSettings, given: dict[str, str] | None) -> list[str]:
+    """Options that do nothing in this run, or not what they say (the run still makes sense:
+    warnings, not errors). given: the options typed (None: not known, those are not checked)."""
+    typed = given or {}
+    out = []
+    if s.schedule == "cosine" and s.warmup_epochs >= s.epochs:
+        out.append(f"--warmup-epochs {s.warmup_epochs} is not fewer than --epochs {s.epochs}: the learning rate rises "
+                   "for the whole run and never decays (it reaches --lr only if they are equal); give fewer warm-up "
+                   "epochs")
+    if s.schedule == "constant" and s.warmup_epochs and "warmup_epochs" in typed:
+        out.append(f"--warmup-epochs {s.warmup_epochs} does nothing with --schedule constant, which has no warm-up")
+    if s.arch != "mobilenetv2" and "weights" in typed:
+        out.append(f"--weights is read only by --arch mobilenetv2; {s.arch} starts from random weights")
+    return out
+
+
 def same_file(name: str, new, old) -> bool:
     """A path option naming the saved file by another way (a symlink: the run saves --votes resolved)."""
     return name in PATH_FIELDS and bool(new) and bool(old) and Path(new).resolve() == Path(old).resolve()
@@ -605,6 +621,8 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
         check_out_folder(s.out)
         s, notes = resume_settings(s, given)
     check_settings(s)
+    for warning in idle_options(s, given):
+        print(f"WARNING: {warning}.", file=sys.stderr, flush=True)
     if resume:
         if never_trained(out):  # a supervisor that always resumes must not be stuck here
             print(f"No epoch of {out} reached a backup; starting it from the first epoch with its saved settings.",
