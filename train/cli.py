@@ -41,7 +41,7 @@ SEED_MAX = 2**32 - 1  # Keras's set_random_seed takes no more
               help="mobilenetv2 only.")
 @click.option("--steps-per-epoch", type=int, default=None, help="Cap batches per epoch (quick trials).")
 @click.option("--warmup-epochs", type=int, default=2, show_default=True)
-@click.option("--init-from", default=None, callback=not_empty, help="Start from this .keras model's weights, or an int8 .tflite (a shipped model): a second schedule. "
+@click.option("--init-from", default=None, callback=not_empty, help="Start from this .keras model's weights (a run folder: its model.keras), or an int8 .tflite (a shipped model): a second schedule. "
               "From a related --arch, the layers that match by name and shape are copied, those of the same names but wider "
               "are grown from them (the model starts as the same function), and the rest start fresh.")
 @click.option("--labels", type=click.Choice(["folder", "ferplus"]), default="folder", show_default=True,
