@@ -17,13 +17,13 @@ FROM_CONFIG_FOLDER = "a relative path is taken from the config file's folder"
 
 
 def not_empty(ctx, param, value):
-    """Click callback for an option whose absence means a default (the shipped model, the
-    built-in config): given empty, as an unset shell variable gives it, it is refused, never
-    taken for that default."""
+    """Click callback for a path option or argument: given empty, as an unset shell variable
+    gives it, it is refused, never taken for its default (the shipped model, the built-in
+    config) or for the current folder (Path("") is ".")."""
     if value is not None and not str(value).strip():
         name = param.opts[0] if param.param_type_name == "option" else param.human_readable_name.strip("[]")
-        raise UserError(f"{name} is empty (an unset shell variable?); give a path, or leave {name} out for its "
-                        "default.")
+        default = "" if param.required else f", or leave {name} out for its default"
+        raise UserError(f"{name} is empty (an unset shell variable?); give a path{default}.")
     return value
 
 

@@ -47,6 +47,36 @@ def test_csv_reader_maps_codes_and_usage(tmp_path, cache_env):
     assert len(ds.skipped) == 1 and "fer2013.csv:6" in ds.skipped[0][0]
 
 
+def _write_csv(path, rows):
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["emotion", "pixels", "Usage"])
+        w.writerows(rows)
+    return path
+
+
+def test_a_csv_row_must_hold_one_48x48_image(tmp_path, cache_env):
+    """A 4-pixel row was read as a 2x2 image and 2209 values as a 47x47 one, each scored as a face."""
+    face = " ".join(map(str, pattern_image(0, np.random.default_rng(0)).ravel()))
+    ds = load_dataset(_write_csv(tmp_path / "fer2013.csv", [
+        [0, face, "Training"], [1, "1 2 3 4", "Training"], [2, " ".join(["7"] * 47 * 47), "Training"],
+        [3, " ".join(["300"] + ["7"] * 2303), "Training"]]), progress=False)
+    assert len(ds.splits["train"]) == 1
+    assert [why for _, why in ds.skipped] == ["bad row (4 pixel values, not 48x48 = 2304)",
+                                             "bad row (2209 pixel values, not 48x48 = 2304)",
+                                             "bad row (pixel values outside 0-255)"]
+
+
+def test_a_csv_whose_every_row_is_bad_says_why_in_csv_terms(tmp_path, cache_env):
+    """It said "check the folder layout and file types" and gave no reason."""
+    p = _write_csv(tmp_path / "fer2013.csv", [[0, "1 2 3 4", "Training"], [9, "1", "Training"]])
+    with pytest.raises(UserError) as exc:
+        load_dataset(p, progress=False)
+    assert str(exc.value) == (f"No usable rows in {p}: all 2 were skipped (fer2013.csv:2: bad row (4 pixel values, not "
+                              "48x48 = 2304); fer2013.csv:3: bad row (emotion 9 is not a FER2013 code 0-6)); each row "
+                              "needs an emotion code 0-6 and 48x48 = 2304 pixel values 0-255.")
+
+
 def test_corrupt_files_are_skipped_and_listed(tmp_path, cache_env):
     write_class_folders(tmp_path / "train", 2)
     (tmp_path / "train" / "sad" / "broken.jpg").write_bytes(b"not a jpeg at all")
@@ -168,7 +198,7 @@ def test_eval_names_the_csv_rows_it_could_not_read(tmp_path, cache_env, shipped_
     rep = evaluate(str(shipped_model), str(p))
     assert rep["images"] == 1 and rep["skipped"] == [
         {"file": "fer2013.csv:3", "reason": "bad row (emotion 9 is not a FER2013 code 0-6)"},
-        {"file": "fer2013.csv:4", "reason": "bad row (3 pixels are not a square 0-255 image)"}]
+        {"file": "fer2013.csv:4", "reason": "bad row (3 pixel values, not 48x48 = 2304)"}]
     assert "skipped 2 that could not be read" in format_report(rep)
 
 

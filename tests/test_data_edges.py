@@ -139,9 +139,26 @@ def test_eval_says_when_it_falls_back_to_the_train_split(tmp_path, cache_env, sh
 
     write_class_folders(tmp_path / "train", 1)
     assert evaluate(str(shipped_model), str(tmp_path))["split"] == "train"
-    assert "may be the images the model was trained on" in capsys.readouterr().err
-    evaluate(str(shipped_model), str(tmp_path), split="train")  # asked for: no warning
-    assert "trained on" not in capsys.readouterr().err
+    assert f"{tmp_path}: it has only a train split, so that is scored; these may be the images the model was trained " \
+           "on" in capsys.readouterr().err
+    evaluate(str(shipped_model), str(tmp_path), split="train")  # asked for: warned too, as --help says
+    assert f"{tmp_path}: its train split is scored; these may be the images" in capsys.readouterr().err
+
+
+def test_eval_of_a_tflite_whose_card_failed_the_parity_gate_says_so(tmp_path, cache_env, shipped_model, capsys):
+    import json
+    import shutil
+
+    from train.evaluate import evaluate
+
+    shutil.copy(shipped_model, tmp_path / shipped_model.name)
+    card = json.loads(shipped_model.with_name("model.json").read_text())
+    card["parity"]["passed"] = False
+    (tmp_path / "model.json").write_text(json.dumps(card))
+    write_class_folders(tmp_path / "ds" / "val", 1)
+    evaluate(str(tmp_path / shipped_model.name), str(tmp_path / "ds"))
+    assert f"Note: {tmp_path / shipped_model.name}: its card says it failed convert's int8 parity gate" in \
+        capsys.readouterr().err
 
 
 def test_eval_help_states_the_split_order():
@@ -165,3 +182,56 @@ def test_eval_refuses_a_degrade_size_before_scoring_the_split(tmp_path, cache_en
     with pytest.raises(UserError, match=r"--degrade 500 is not a face size between 1 and the model's input size 48"):
         evaluate(str(shipped_model), str(tmp_path / "ds"), degrade=[32, 500])
     assert scored == []
+
+
+PIPE = "is not a regular file (a pipe or a device); save it as a file first"
+
+
+def test_pipes_given_as_inputs_are_one_sentence_each(tmp_path, cache_env):
+    """A named pipe (or a shell's <(cat ...)) as --data was a NotADirectoryError traceback; as
+    --votes, --init-from, --teacher or a .tflite it was said not to exist."""
+    import os
+
+    from train.evaluate import evaluate
+    from train.teacher import teacher_paths
+    from train.trainer import TrainSettings, check_settings
+    from train.votes import find_votes
+
+    for name in ("fer2013.csv", "data", "votes.csv", "model_int8.tflite", "start.keras"):
+        os.mkfifo(tmp_path / name)
+    write_class_folders(tmp_path / "ds", 1)
+    for fifo, call in (("fer2013.csv", lambda p: load_dataset(p, progress=False)),
+                       ("data", lambda p: load_dataset(p, progress=False)),
+                       ("votes.csv", lambda p: find_votes(tmp_path, p)),
+                       ("model_int8.tflite", lambda p: evaluate(p, str(tmp_path / "ds"))),
+                       ("start.keras", lambda p: check_settings(TrainSettings(data="d", out=str(tmp_path / "run"),
+                                                                               init_from=p))),
+                       ("start.keras", teacher_paths)):
+        with pytest.raises(UserError, match=re.escape(f"{tmp_path / fifo} {PIPE}")):
+            call(str(tmp_path / fifo))
+
+
+def test_eval_of_a_pipe_named_like_a_keras_model_is_one_sentence_not_a_hang(tmp_path, synthetic_dataset):
+    import os
+
+    from tests.conftest import run_cli
+
+    os.mkfifo(tmp_path / "fifo.keras")
+    r = run_cli("eval", tmp_path / "fifo.keras", "--data", synthetic_dataset, timeout=120)
+    assert r.returncode == 2 and f"Model {tmp_path / 'fifo.keras'} {PIPE}" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_init_from_takes_a_run_folder_and_votes_names_a_folder(tmp_path):
+    """A run folder was "does not exist" to --init-from (eval, convert and soup take one); so was a folder to --votes."""
+    from train.trainer import TrainSettings, check_settings
+    from train.votes import find_votes
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.keras").write_bytes(b"checked when loaded")
+    s = TrainSettings(data="d", out=str(tmp_path / "new"), init_from=str(tmp_path / "run"))
+    check_settings(s)
+    assert s.init_from == str(tmp_path / "run" / "model.keras")
+    with pytest.raises(UserError, match=re.escape(f"--init-from {tmp_path} holds no model.keras or model_int8.tflite")):
+        check_settings(TrainSettings(data="d", out=str(tmp_path / "new"), init_from=str(tmp_path)))
+    with pytest.raises(UserError, match=re.escape(f"Votes file {tmp_path} is a folder, not a file")):
+        find_votes(tmp_path, tmp_path)

@@ -116,6 +116,20 @@ def test_a_crash_while_saving_the_soup_leaves_no_model(tiny_run, tmp_path, monke
     soup(tmp_path / "soup", [tiny_run, same])
 
 
+def test_soup_records_its_command_as_train_and_convert_do(tmp_path, monkeypatch):
+    import keras
+
+    for run, seed in (("a", 0), ("b", 1)):
+        keras.utils.set_random_seed(seed)
+        x = keras.Input((8, 8, 1))
+        (tmp_path / run).mkdir()
+        keras.Model(x, keras.layers.Dense(7, activation="softmax")(keras.layers.Flatten()(x)), name="tiny").save(
+            tmp_path / run / "model.keras")
+    monkeypatch.setattr("sys.argv", ["edge", "soup", "soup", "a", "b"])
+    soup(tmp_path / "soup", [tmp_path / "a", tmp_path / "b"])
+    assert (tmp_path / "soup" / "command.txt").read_text().endswith("edge soup soup a b\n")
+
+
 def test_soup_refuses_a_run_given_twice_and_a_file_that_is_no_model(tmp_path):
     for run in ("a", "b"):
         (tmp_path / run).mkdir()

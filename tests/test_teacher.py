@@ -27,9 +27,10 @@ def test_mix_keeps_distributions_and_weighs_the_teacher():
 
 def test_a_teacher_that_is_not_a_model_is_one_sentence(tmp_path, synthetic_dataset):
     (tmp_path / "notes.txt").write_text("x")
-    for bad in (tmp_path / "missing.tflite", tmp_path / "notes.txt"):
+    for bad, why in ((tmp_path / "missing.tflite", " does not exist; pass a trained model"),
+                     (tmp_path / "notes.txt", ": not a .tflite or .keras file")):
         r = run_cli("train", "--data", synthetic_dataset, "--out", tmp_path / "run", "--teacher", bad)
-        assert r.returncode == 2 and r.stderr.startswith(f"error: --teacher {bad}: not a .tflite or .keras file")
+        assert r.returncode == 2 and r.stderr.startswith(f"error: --teacher {bad}{why}"), r.stderr
         assert "Traceback" not in r.stderr and not (tmp_path / "run").exists()
 
 

@@ -109,6 +109,22 @@ def test_a_model_without_one_row_of_probabilities_is_refused_in_one_sentence(tmp
         load_keras(tmp_path / "m.keras")
 
 
+def test_a_model_of_variable_input_size_is_refused_in_one_sentence(tmp_path):
+    """(None, None, 1) passed the square check and crashed building a (4, None, None, 1) probe."""
+    import keras
+
+    from edge.errors import UserError
+    from train.trainer import load_keras
+
+    x = keras.Input((None, None, 1))
+    y = keras.layers.Dense(7, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    keras.Model(x, y).save(tmp_path / "m.keras")
+    with pytest.raises(UserError, match=re.escape("takes input (None, None, None, 1), of any size; the pipeline feeds "
+                                                  "crops of one size: save it with a fixed input, e.g. "
+                                                  "keras.Input((48, 48, 1)).")):
+        load_keras(tmp_path / "m.keras")
+
+
 def test_class_weights_favour_rare_classes():
     y = np.array([0] * 100 + [1] * 10 + [3] * 400)
     w = class_weights(y, 0.5)
@@ -389,7 +405,8 @@ def _stub_run(out, data, done=2, **saved):
 
 @pytest.mark.parametrize("option, needle", [({"batch_size": 0}, "--batch-size must be at least 1"),
                                             ({"epochs": 0}, "--epochs must be at least 1"),
-                                            ({"lr": 0.0}, "--lr must be above 0"),
+                                            ({"lr": 0.0}, "--lr must be a finite number above 0"),
+                                            ({"lr": float("inf")}, "--lr must be a finite number above 0"),
                                             ({"mixup_alpha": -1.0}, "--mixup must be 0 (off) or more"),
                                             ({"cutmix_alpha": -0.5}, "--cutmix must be 0 (off) or more"),
                                             ({"init_from": "no/such.keras"}, "such.keras does not exist"),
@@ -409,6 +426,22 @@ def test_bad_options_are_refused_before_the_run_folder_is_made(tmp_path, option,
     assert not out.exists()
 
 
+@pytest.mark.parametrize("option, given, warning", [
+    ({"epochs": 1, "warmup_epochs": 50}, {}, "--warmup-epochs 50 is not fewer than --epochs 1: the learning rate rises"),
+    ({"schedule": "constant", "warmup_epochs": 5}, {"warmup_epochs": "--warmup-epochs"},
+     "--warmup-epochs 5 does nothing with --schedule constant"),
+    ({"arch": "seed_cnn"}, {"weights": "--weights"}, "--weights is read only by --arch mobilenetv2; seed_cnn starts")])
+def test_options_that_do_nothing_are_a_warning_each(tmp_path, capsys, option, given, warning):
+    """They passed silently, as if they shaped the run."""
+    from edge.errors import UserError
+    from train.trainer import TrainSettings, run
+
+    with pytest.raises(UserError, match="does not exist"):  # warned before the data is read
+        run(TrainSettings(data=str(tmp_path / "none"), out=str(tmp_path / "run"), **option), given=given)
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("WARNING")]
+    assert len(warnings) == 1 and warnings[0].startswith(f"WARNING: {warning}"), warnings
+
+
 @pytest.mark.parametrize("out", ["notes.txt", "notes.txt/run"])
 def test_an_out_that_is_a_file_is_refused(tmp_path, out):
     from edge.errors import UserError
@@ -419,6 +452,39 @@ def test_an_out_that_is_a_file_is_refused(tmp_path, out):
     with pytest.raises(UserError, match=re.escape(f"--out {tmp_path / out} {where}; pass a folder.")):
         run(TrainSettings(data=str(tmp_path / "not read yet"), out=str(tmp_path / out)))
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.mark.parametrize("args, name", [
+    (("train", "--data", "", "--out", "run"), "--data"),
+    (("train", "--data", "d", "--out", ""), "--out"),
+    (("train", "--data", "d", "--out", "run", "--init-from", ""), "--init-from"),
+    (("train", "--data", "d", "--out", "run", "--labels", "ferplus", "--votes", ""), "--votes"),
+    (("train", "--data", "d", "--out", "run", "--teacher", " "), "--teacher"),
+    (("eval", "--data", ""), "--data"),
+    (("eval", "--data", "d", "--votes", ""), "--votes"),
+    (("soup", "", "a", "b"), "OUT")])
+def test_an_empty_path_is_refused_not_taken_for_the_current_folder(tmp_path, monkeypatch, args, name):
+    """An unset shell variable (--out "$RUN") wrote a whole run into the current folder."""
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+
+    monkeypatch.chdir(tmp_path)
+    r = CliRunner().invoke(cli, list(args))
+    assert r.exit_code == 2 and f"error: {name} is empty (an unset shell variable?); give a path" in r.output, r.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("seed", ["-5", "99999999999"])
+def test_a_seed_keras_cannot_take_is_refused_at_the_option(tmp_path, seed):
+    """It was a ValueError traceback from keras.utils.set_random_seed, after the dataset had loaded."""
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+
+    r = CliRunner().invoke(cli, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run"), "--seed", seed])
+    assert r.exit_code == 2 and f"Invalid value for '--seed': {seed} is not in the range 0<=x<=4294967295" in r.output
+    assert not (tmp_path / "run").exists()
 
 
 def test_batch_size_zero_is_one_sentence_on_the_command_line(tmp_path, synthetic_dataset):
@@ -454,6 +520,45 @@ def test_resume_takes_the_saved_votes_file_named_through_a_symlink(tmp_path, syn
     assert settings.votes == str(tmp_path / "real" / "votes.csv") and notes == []
 
 
+def _moved_label_file_run(tmp_path, data, name):
+    """A stub run that started on a votes or teacher file, which has moved since: (run, new place)."""
+    from edge.card import sha256_file
+
+    file = "votes.csv" if name == "votes" else "teacher_probs.npz"
+    first, moved = tmp_path / file, tmp_path / "moved" / file
+    first.write_text("file,votes\n")
+    labels = {"kind": "ferplus", "votes_sha256": sha256_file(first)} if name == "votes" else {
+        "kind": "folder", "teacher": {"models": [str(first)], "sha256": [sha256_file(first)]}}
+    out = _stub_run(tmp_path / "run", data, **({"labels": "ferplus"} if name == "votes" else {}), **{name: str(first)})
+    (out / "data.json").write_text(json.dumps({"fingerprint": "0123456789abcdef01234567", "labels": labels}))
+    moved.parent.mkdir()
+    first.rename(moved)
+    return out, moved
+
+
+@pytest.mark.parametrize("name", ["votes", "teacher"])
+def test_resume_finds_a_moved_votes_or_teacher_file_by_its_bytes(tmp_path, synthetic_dataset, cache_env, name):
+    """The votes or teacher file moved (as --data may): each of the three refusals used to send
+    the user to another (pass --votes; --votes needs --labels ferplus; --votes differs)."""
+    from edge.errors import UserError
+    from train.trainer import TrainSettings, run
+
+    out, moved = _moved_label_file_run(tmp_path, synthetic_dataset, name)
+    base = {"data": str(synthetic_dataset), "out": str(out)}
+    with pytest.raises(UserError, match=re.escape(f"--{name} {tmp_path / moved.name}, which {out} started with, "
+                                                  f"does not exist; if it moved, resume with --{name} and its new place")):
+        run(TrainSettings(**base), resume=True, given={"data": "--data", "out": "--out"})
+    # The same bytes at the new place, without repeating --labels: the options pass, the (stub) images do not.
+    with pytest.raises(UserError, match="differ from those .* started on"):
+        run(TrainSettings(**base, **{name: str(moved)}), resume=True,
+            given={"data": "--data", "out": "--out", name: f"--{name}"})
+    moved.write_text("other bytes\n")
+    with pytest.raises(UserError, match=re.escape(f"--{name} {moved} is not the file {out} started with")):
+        run(TrainSettings(**base, **{name: str(moved)}), resume=True,
+            given={"data": "--data", "out": "--out", name: f"--{name}"})
+    assert (out / "command.txt").read_text() == "first\n"
+
+
 def test_resume_with_fewer_epochs_than_done_is_refused(tmp_path, synthetic_dataset):
     from edge.errors import UserError
     from train.trainer import TrainSettings, run
@@ -486,6 +591,67 @@ def test_resume_refuses_a_changed_dataset_and_keeps_the_first_record(tmp_path, s
     with pytest.raises(UserError, match="differ from those .* started on"):
         run(TrainSettings(data=str(synthetic_dataset), out=str(out)), resume=True)
     assert (out / "data.json").read_text() == before
+
+
+@pytest.mark.slow
+def test_a_csv_run_names_its_skipped_rows_as_rows(tmp_path, cache_env, capsys):
+    """The note spoke of "file(s) ... outside the class folders" for rows of a CSV."""
+    from tests.conftest import pattern_image
+    from tests.test_data import _write_csv
+    from train.trainer import TrainSettings, run
+
+    rng = np.random.default_rng(0)
+    rows = [[c, " ".join(map(str, pattern_image(c, rng).ravel())), usage]
+            for usage in ("Training", "Training", "PublicTest") for c in range(7)]
+    data = _write_csv(tmp_path / "fer2013.csv", [*rows, [0, "1 2 3 4", "Training"]])
+    run(TrainSettings(data=str(data), out=str(tmp_path / "run"), arch="seed_cnn", epochs=1, batch_size=7,
+                      augment=False))
+    assert (f"1 row(s) of the CSV were left out (unparseable, or not a 48x48 image); they are listed, each with why, "
+            f"under \"skipped\" in {tmp_path / 'run' / 'data.json'}.") in capsys.readouterr().out
+
+
+def test_a_diverged_run_stops_at_its_first_nan_loss_and_keeps_its_folder_as_before(tmp_path, synthetic_dataset,
+                                                                                   cache_env):
+    """A NaN loss used to train on to a normal report with "loss": NaN in metrics.json."""
+    from edge.errors import UserError
+    from train.trainer import TrainSettings, never_trained, run
+
+    out = tmp_path / "run"
+    s = TrainSettings(data=str(synthetic_dataset), out=str(out), arch="seed_cnn", epochs=2, batch_size=16,
+                      steps_per_epoch=2, lr=1e12, optimizer="sgd", augment=False)
+    with pytest.raises(UserError, match=r"Training diverged in epoch 1 \(the loss became nan\); nothing was kept, so "
+                                        r"run the command again with a lower --lr than 1e\+12, e\.g\. 1e\+11\."):
+        run(s)
+    assert never_trained(out) and not (out / "metrics.json").exists()  # the same command with a lower --lr starts over
+    assert "nan" not in (out / "history.csv").read_text()
+
+
+def test_divergence_after_kept_epochs_points_at_them(tmp_path):
+    """A NaN at an epoch's end is caught before the callbacks after it write that epoch."""
+    import math
+
+    import keras
+
+    from train.trainer import Diverged, TrainSettings, _stop_on_divergence, diverged_error
+
+    cb = _stop_on_divergence(keras)
+    cb.on_epoch_begin(2)
+    cb.on_train_batch_end(0, {"loss": 1.5})
+    with pytest.raises(Diverged) as exc:
+        cb.on_epoch_end(2, {"loss": 1.5, "val_loss": math.inf})
+    out = _stub_run(tmp_path / "run", tmp_path, done=2)
+    err = diverged_error(TrainSettings(data="d", out=str(out), lr=0.5), out, *exc.value.args)
+    assert str(err) == (f"Training diverged in epoch 3 (the loss became inf); {out} keeps the 2 epoch(s) before it, "
+                        f"so train a new --out (--init-from {out / 'model.keras'} starts from their best) with a lower "
+                        "--lr than 0.5, e.g. 0.05.")
+
+
+def test_reports_write_nan_as_null():
+    """JSON has no NaN: a model that outputs NaN gave metrics.json and `edge eval --json` a "loss": NaN."""
+    from train.report import json_text
+
+    assert json.loads(json_text({"loss": float("nan"), "ece": [np.float64("inf"), 0.5]})) == {"loss": None,
+                                                                                               "ece": [None, 0.5]}
 
 
 @pytest.fixture(scope="module")
@@ -729,22 +895,25 @@ def test_a_crash_while_saving_the_best_model_keeps_the_previous_one(short_run, s
 
 
 @pytest.mark.slow
-def test_ctrl_c_names_the_resume_command(tmp_path, synthetic_dataset, cache_env):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_ctrl_c_names_the_resume_command(tmp_path, synthetic_dataset, cache_env, sig):
+    """SIGTERM (systemd, kill) and SIGHUP ended the run with 143 and 129 and no word of how to continue."""
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "edge.cli", "train", "--data", str(synthetic_dataset), "--out", str(out),
            "--arch", "mini_xception", "--epochs", "50", "--batch-size", "16", "--steps-per-epoch", "2"]
-    # A shell starts background jobs with SIGINT ignored, and Python keeps it so: undo that, or
-    # the test fails whenever the suite itself runs in the background.
+    # A shell starts background jobs with SIGINT ignored (nohup: SIGHUP), and Python keeps it so:
+    # undo that, or the test fails whenever the suite itself runs in the background.
     proc = subprocess.Popen(cmd, env={**os.environ, "QUEUE_MOOD_CACHE": str(cache_env)}, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGINT, signal.SIGHUP)])
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None and not (out / "backup").exists():
         time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     err = proc.communicate(timeout=120)[1]
-    assert proc.returncode == 130 and "Traceback" not in err, err[-2000:]
-    assert f"edge train --data {synthetic_dataset} --out {out} --resume" in err
+    assert proc.returncode == 128 + sig and "Traceback" not in err, err[-2000:]
+    by = "" if sig == signal.SIGINT else f" by {sig.name}"
+    assert f"Interrupted{by}; continue it with: edge train --data {synthetic_dataset} --out {out} --resume" in err
 
 
 @pytest.mark.parametrize("resume", [False, True])

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -110,6 +111,35 @@ def test_a_votes_row_of_other_length_or_bytes_is_one_sentence(tmp_path):
     (tmp_path / "latin1.csv").write_bytes((",".join(HEADER) + f"\n{good}\n").encode() + b"val/caf\xe9.png" + b",0" * 10)
     with pytest.raises(UserError, match=r"latin1.csv is not UTF-8 text \(bad byte on line 3\); save it as UTF-8\."):
         read_votes(tmp_path / "latin1.csv")
+
+
+def test_a_negative_or_repeated_votes_row_is_one_sentence_naming_its_line(tmp_path):
+    """A negative count made targets of negative probabilities; a second row for an image silently won."""
+    write_votes(tmp_path / "neg.csv", [vote_row("val/happy/0000.png", happiness=10),
+                                       vote_row("val/sad/0000.png", sadness=11, nf=-1)])
+    with pytest.raises(UserError, match=r"neg.csv:3 has a vote count that is not a whole number of 0 or more \(a "
+                                        r"negative count\); fix that row\."):
+        read_votes(tmp_path / "neg.csv")
+    write_votes(tmp_path / "dup.csv", [vote_row("val/happy/0000.png", happiness=10),
+                                       vote_row("val/sad/0000.png", sadness=10),
+                                       vote_row("val\\happy\\0000.png", anger=10)])
+    with pytest.raises(UserError, match=r"dup.csv:4 gives votes for val/happy/0000.png again \(line 2 did\); keep one "
+                                        r"row per image\."):
+        read_votes(tmp_path / "dup.csv")
+
+
+def test_votes_that_leave_a_split_empty_are_named_as_the_cause(voted, tmp_path):
+    """All-zero rows for every val image: training failed with "gives 14 training and 0 validation
+    images", without a word of the votes file."""
+    from train.data import train_val
+    from train.trainer import TrainSettings, targets
+
+    ds = load_dataset(voted, progress=False)
+    tr, va, _ = train_val(ds)
+    votes = write_votes(tmp_path / "zero.csv",
+                        [vote_row(n, anger=10) for n in tr.names] + [vote_row(n) for n in va.names])  # val: no votes
+    with pytest.raises(UserError, match=re.escape(f"{votes} leaves out every val image: all {len(va)} are doubtful")):
+        targets(TrainSettings(data=str(voted), out="unused", labels="ferplus", votes=str(votes)), tr, va)
 
 
 def _bad_header(path):

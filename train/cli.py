@@ -5,17 +5,21 @@ TensorFlow is imported inside each command, not here."""
 from __future__ import annotations
 
 import errno
+import signal
 from contextlib import contextmanager
 
 import click
 
 from edge.paths import not_empty
+from edge.signals import StopFlag
 from train.archs import DEFAULT_ARCH
+
+SEED_MAX = 2**32 - 1  # Keras's set_random_seed takes no more
 
 
 @click.command()
-@click.option("--data", required=True, help="Dataset folder (class or split folders) or fer2013.csv.")
-@click.option("--out", required=True, help="Run folder to write (model.keras, metrics.json, figures).")
+@click.option("--data", required=True, callback=not_empty, help="Dataset folder (class or split folders) or fer2013.csv.")
+@click.option("--out", required=True, callback=not_empty, help="Run folder to write (model.keras, metrics.json, figures).")
 @click.option("--arch", default=DEFAULT_ARCH, show_default=True, help="Architecture from the registry.")
 @click.option("--epochs", type=int, default=40, show_default=True)
 @click.option("--batch-size", type=int, default=64, show_default=True)
@@ -32,20 +36,21 @@ from train.archs import DEFAULT_ARCH
               help="CutMix alpha (0 = off); with --mixup too, each batch takes one of the two.")
 @click.option("--no-augment", is_flag=True, help="Train on the images as they are (the seed_cnn baseline recipe).")
 @click.option("--patience", type=int, default=12, show_default=True, help="Early-stopping patience in epochs.")
-@click.option("--seed", type=int, default=1234, show_default=True)
+@click.option("--seed", type=click.IntRange(0, SEED_MAX), default=1234, show_default=True)
 @click.option("--weights", type=click.Choice(["imagenet", "none"]), default="imagenet", show_default=True,
               help="mobilenetv2 only.")
 @click.option("--steps-per-epoch", type=int, default=None, help="Cap batches per epoch (quick trials).")
 @click.option("--warmup-epochs", type=int, default=2, show_default=True)
-@click.option("--init-from", default=None, help="Start from this .keras model's weights, or an int8 .tflite (a shipped model): a second schedule. "
+@click.option("--init-from", default=None, callback=not_empty, help="Start from this .keras model's weights (a run folder: its model.keras), or an int8 .tflite (a shipped model): a second schedule. "
               "From a related --arch, the layers that match by name and shape are copied, those of the same names but wider "
               "are grown from them (the model starts as the same function), and the rest start fresh.")
 @click.option("--labels", type=click.Choice(["folder", "ferplus"]), default="folder", show_default=True,
               help="folder: one label per image from its class folder; ferplus: the ten FER+ annotators' vote distribution.")
-@click.option("--votes", default=None, help="FER+ votes CSV (default: ferplus_votes.csv beside or above --data).")
+@click.option("--votes", default=None, callback=not_empty,
+              help="FER+ votes CSV (default: ferplus_votes.csv beside or above --data).")
 @click.option("--folder-weight", type=float, default=0.0, show_default=True,
               help="ferplus: share of the folder label mixed into each vote distribution.")
-@click.option("--teacher", default=None, help="Distillation: a trained model (.tflite with its card, or .keras), a teacher_probs.npz from "
+@click.option("--teacher", default=None, callback=not_empty, help="Distillation: a trained model (.tflite with its card, or .keras), a teacher_probs.npz from "
               "train.torch_teacher, or several separated by commas, whose probabilities on the training images are "
               "mixed into the targets.")
 @click.option("--teacher-weight", type=float, default=0.5, show_default=True,
@@ -69,13 +74,23 @@ def train(data, out, arch, epochs, batch_size, lr, optimizer, schedule, label_sm
                       folder_weight=folder_weight, teacher=teacher, teacher_weight=teacher_weight,
                       teacher_folder_weight=teacher_folder_weight)
     given = typed_options(click.get_current_context(), FIELD_OF_PARAM)
+    stop = StopAsInterrupt()
     try:
         with write_errors(out, lambda: f"continue it with: {cmd}" if (cmd := resume_command(s)) else
-                          "run the same command again (no epoch had finished)"):
+                          "run the same command again (no epoch had finished)"), stop:
             metrics = trainer.run(s, resume=resume, given=given)
     except KeyboardInterrupt:
-        raise click.exceptions.Exit(interrupted(s)) from None
+        raise click.exceptions.Exit(interrupted(s, stop.name or "SIGINT")) from None
     click.echo(summary_line(metrics, out))
+
+
+class StopAsInterrupt(StopFlag):
+    """SIGTERM (systemd, kill) and SIGHUP (a closed SSH session) end training as Ctrl-C does,
+    with the line that says how to continue; the backups are written to survive any kill."""
+
+    def _set(self, signum, frame):
+        super()._set(signum, frame)
+        raise KeyboardInterrupt
 
 
 # What a full or read-only disk raises; a run folder it cannot write is one sentence, not a traceback.
@@ -136,24 +151,24 @@ def resume_command(s) -> str | None:
     return f"edge train --data {shlex.quote(os.path.abspath(s.data))} --out {shlex.quote(str(out))} --resume"
 
 
-def interrupted(s) -> int:
-    """After Ctrl-C: how to carry on, then the shell's exit status for SIGINT."""
+def interrupted(s, signame: str = "SIGINT") -> int:
+    """After Ctrl-C or another stop signal: how to carry on, then the shell's exit status for it."""
     cmd = resume_command(s)
     hint = f"continue it with: {cmd}" if cmd else "no epoch had finished, so run the same command again to start over"
-    click.echo(f"Interrupted; {hint}", err=True)
-    return 130
+    click.echo(f"Interrupted{'' if signame == 'SIGINT' else ' by ' + signame}; {hint}", err=True)
+    return 128 + signal.Signals[signame]
 
 
 @click.command("eval")
 @click.argument("model_arg", metavar="[MODEL]", required=False, callback=not_empty)
 @click.option("--model", "model_opt", default=None, callback=not_empty, help="A .keras or .tflite model, or a run folder or the folder edge "
               "convert wrote (default: the shipped model).")
-@click.option("--data", required=True, help="Dataset folder or fer2013.csv.")
+@click.option("--data", required=True, callback=not_empty, help="Dataset folder or fer2013.csv.")
 @click.option("--split", default=None, help="Split to evaluate (default: the first the dataset has of val, all, test, "
               "train; all: class folders without split folders; train, scored so, comes with a warning).")
 @click.option("--json", "as_json", is_flag=True, help="Print the evaluation as JSON.")
 @click.option("--raw", is_flag=True, help="Skip the card's temperature (uncalibrated probabilities).")
-@click.option("--votes", default=None, help="FER+ votes CSV for the FER+ majority score (default: ferplus_votes.csv "
+@click.option("--votes", default=None, callback=not_empty, help="FER+ votes CSV for the FER+ majority score (default: ferplus_votes.csv "
               "beside or above --data, if any).")
 @click.option("--degrade", default=None, metavar="SIDES",
               help="Also score the split shrunk to these face sizes and scaled back up, e.g. 40,32,24.")
@@ -170,9 +185,9 @@ def eval_cmd(model_arg, model_opt, data, split, as_json, raw, votes, degrade):
         raise UserError(f"--degrade takes face sizes in pixels separated by commas (e.g. 40,32,24), not '{degrade}'.")
     rep = evaluate(model_opt or model_arg, data, split, calibrated=not raw, votes=votes, degrade=sides)
     if as_json:
-        import json
+        from train.report import json_text
 
-        click.echo(json.dumps(rep, indent=2))
+        click.echo(json_text(rep))
     else:
         from edge.metrics import format_report
 
@@ -180,7 +195,7 @@ def eval_cmd(model_arg, model_opt, data, split, as_json, raw, votes, degrade):
 
 
 @click.command("soup")
-@click.argument("out")
+@click.argument("out", callback=not_empty)
 @click.argument("runs", nargs=-1, required=True)
 def soup_cmd(out, runs):
     """Average the weights of runs fine-tuned from the same start (a model soup) into run folder OUT."""

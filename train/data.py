@@ -23,13 +23,14 @@ import numpy as np
 from edge.errors import UserError
 from edge.files import write_atomic
 from edge.labels import FER2013_CSV_CODES, LABELS, label_index
+from edge.paths import not_a_file
 from edge.pipeline.preprocess import resize_square, to_gray
 from edge.pipeline.sources import IMAGE_SUFFIXES
 
 SPLIT_NAMES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                "publictest": "val", "test": "test", "privatetest": "test"}
 CSV_USAGE = {"training": "train", "publictest": "val", "privatetest": "test"}
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: a CSV row must hold 48x48 pixels (1 read any square as an image)
 EVAL_ORDER = ("val", "all", "test", "train")  # the split `edge eval` scores unless told (its --split help says so)
 FER2013_SIZE = 48  # FER2013's native crop side; the model card carries the model's input size onward
 
@@ -78,8 +79,9 @@ def load_dataset(path: str | os.PathLike, size: int = FER2013_SIZE, cache_dir: P
     only_split: read just that split (a tuple: the first of them the dataset has), leaving
     the others undecoded; `edge eval` scores one split of FER2013's 35k images."""
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"Dataset path {path} does not exist; pass a folder of class folders, a folder of split folders, or fer2013.csv.")
+    if not path.is_dir() and (why := not_a_file(path)):  # a pipe (<(cat fer2013.csv)) is read only once
+        raise UserError(f"Dataset path {path} {why}; pass a folder of class folders, a folder of split folders, or "
+                        "fer2013.csv.")
     keep, unused = None, []
     if path.is_file():
         if path.suffix.lower() != ".csv":
@@ -104,13 +106,22 @@ def load_dataset(path: str | os.PathLike, size: int = FER2013_SIZE, cache_dir: P
         else:
             splits, skipped = _decode_folders(path, files, size, progress)
         if not any(len(s) for s in splits.values()):
-            raise UserError(f"No readable images in {path} ({len(skipped) + len(unused)} files skipped); check the folder "
-                            "layout and file types.")
+            raise no_images(path, files is None, skipped + [(f, why) for _, f, why in unused])
         ds = Dataset(str(path), layout, fingerprint, splits, skipped)
         _write_cache(cache_dir, ds)
     # Files the scan passed over are not in the fingerprint, so they are listed afresh, never from the cache.
     ds.skipped = [(f, why) for _, f, why in unused] + ds.skipped
     return ds
+
+
+def no_images(path: Path, is_csv: bool, skipped: list[tuple[str, str]]) -> UserError:
+    """Every file or CSV row skipped: the sentence says why, from the first few."""
+    why = "; ".join(f"{f}: {r}" for f, r in skipped[:3]) + ("; ..." if len(skipped) > 3 else "")
+    if is_csv:
+        return UserError(f"No usable rows in {path}: all {len(skipped)} were skipped ({why}); each row needs an emotion "
+                         f"code 0-6 and {FER2013_SIZE}x{FER2013_SIZE} = {FER2013_SIZE**2} pixel values 0-255.")
+    return UserError(f"No readable images in {path}: all {len(skipped)} files were skipped ({why}); check the folder "
+                     "layout and file types.")
 
 
 def _scan_folders(root: Path) -> tuple[str, list[tuple[str, int, Path]], list[tuple[str, str, str]]]:
@@ -265,9 +276,10 @@ def _read_csv(path: Path, size: int, progress: bool, keep: str | None = None):
                     raise ValueError(f"emotion {code} is not a FER2013 code 0-6")
                 name = FER2013_CSV_CODES[code]
                 pixels = np.array((row[cols["pixels"]] or "").split(), dtype=np.int64)  # None: the row is short
-                side = int(round(np.sqrt(pixels.size)))
-                if side * side != pixels.size or pixels.size == 0 or pixels.min() < 0 or pixels.max() > 255:
-                    raise ValueError(f"{pixels.size} pixels are not a square 0-255 image")
+                if pixels.size != FER2013_SIZE**2:  # FER2013's crops are all 48x48; another count is another image
+                    raise ValueError(f"{pixels.size} pixel values, not {FER2013_SIZE}x{FER2013_SIZE} = {FER2013_SIZE**2}")
+                if pixels.min() < 0 or pixels.max() > 255:
+                    raise ValueError("pixel values outside 0-255")
             except (KeyError, ValueError, TypeError) as exc:
                 skipped.append((where, f"bad row ({exc})"))
                 continue
@@ -277,7 +289,7 @@ def _read_csv(path: Path, size: int, progress: bool, keep: str | None = None):
                 skipped.append((where, f"unknown Usage '{usage}'"))
                 continue
             xs, ys, names = per_split.setdefault(split, ([], [], []))
-            xs.append(resize_square(pixels.reshape(side, side).astype(np.uint8), size))
+            xs.append(resize_square(pixels.reshape(FER2013_SIZE, FER2013_SIZE).astype(np.uint8), size))
             ys.append(LABELS.index(name))
             names.append(where)
     splits = {s: Split(np.stack(xs), np.array(ys, np.int64), names) for s, (xs, ys, names) in per_split.items()}
@@ -346,15 +358,13 @@ def train_val(ds: Dataset, val_fraction: float = 0.1, seed: int = 1234) -> tuple
 
 def eval_split(ds: Dataset, which: str | None = None) -> tuple[Split, str]:
     """The split `edge eval` measures: the named one, else the first of EVAL_ORDER the dataset has."""
-    if which:
-        if which not in ds.splits:
-            raise UserError(f"{ds.source} has no '{which}' split; it has: {', '.join(ds.splits)}.")
-        return ds.splits[which], which
-    for name in EVAL_ORDER:
-        if name in ds.splits:
-            if name == "train":  # not asked for: the figures may be on the very images the model learnt
-                print(f"WARNING: {ds.source} has only a train split, so that is scored; these may be the images the "
-                      "model was trained on, which flatters it: score a val or test folder it did not see for a fair "
-                      "figure.", file=sys.stderr, flush=True)
-            return ds.splits[name], name
-    raise UserError(f"{ds.source} has no images to evaluate.")
+    if which and which not in ds.splits:
+        raise UserError(f"{ds.source} has no '{which}' split; it has: {', '.join(ds.splits)}.")
+    name = which or next((n for n in EVAL_ORDER if n in ds.splits), None)
+    if name is None:
+        raise UserError(f"{ds.source} has no images to evaluate.")
+    if name == "train":  # asked for or not, the figures may be on the very images the model learnt
+        how = "its train split is scored" if which else "it has only a train split, so that is scored"
+        print(f"WARNING: {ds.source}: {how}; these may be the images the model was trained on, which flatters it: "
+              "score a val or test folder it did not see for a fair figure.", file=sys.stderr, flush=True)
+    return ds.splits[name], name

@@ -16,9 +16,24 @@ from edge.card import INT8_MODEL
 from edge.errors import UserError
 from edge.labels import columns_in_label_order
 from edge.metrics import classification_report
-from edge.paths import expand_path
+from edge.paths import expand_path, not_a_file
 from edge.models import default_model_path
 from train.data import EVAL_ORDER, eval_split, load_dataset
+
+
+def model_file(path: Path, what: str) -> Path:
+    """The model file a path names: itself, or in a run folder from `edge train` or `edge soup`
+    its model.keras, in the folder `edge convert --out` wrote its int8 model; one sentence, the
+    path named as `what`, where there is none."""
+    if path.is_dir():
+        found = [path / name for name in ("model.keras", INT8_MODEL) if (path / name).is_file()]
+        if not found:
+            raise UserError(f"{what} {path} holds no model.keras or {INT8_MODEL}; pass a run folder, the folder "
+                            "`edge convert --out` wrote, or a .keras or .tflite file.")
+        return found[0]
+    if why := not_a_file(path):
+        raise UserError(f"{what} {path} {why}; pass a .keras or .tflite file, or a run folder.")
+    return path
 
 
 def _read_split(data: str, size: int, split: str | None):
@@ -71,19 +86,13 @@ def degraded_reports(predict, sp, votes, sides: list[int]) -> dict:
 
 def evaluate(model: str | None, data: str, split: str | None = None, calibrated: bool = True,
              votes: str | None = None, degrade: list[int] | None = None) -> dict:
-    path = expand_path(model) if model else default_model_path()
-    if not path.exists():
-        raise UserError(f"Model {path} does not exist; pass a .keras or .tflite file.")
-    if path.is_dir():  # a run folder from `edge train` or `edge soup`, or the folder `edge convert --out` wrote
-        found = [path / name for name in ("model.keras", INT8_MODEL) if (path / name).is_file()]
-        if not found:
-            raise UserError(f"{path} holds no model.keras or {INT8_MODEL}; pass a run folder, the folder "
-                            "`edge convert --out` wrote, or a .keras or .tflite file.")
-        path = found[0]
+    path = model_file(expand_path(model) if model else default_model_path(), "Model")
     if path.suffix == ".tflite":
         from edge.pipeline.classifier import Classifier
 
         clf = Classifier(path, calibrated=calibrated)
+        for note in clf.notes():  # a failed parity gate: its figures here may not be the Keras model's
+            print(f"Note: {path}: {note}.", file=sys.stderr, flush=True)
         sp, name, skipped = _read_split(data, clf.card.input_size, split)
         columns = columns_in_label_order(clf.labels)  # the labels index LABELS; the card may list them otherwise
 

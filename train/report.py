@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -40,8 +41,23 @@ def write_run_report(out: Path, model, va, probs, tr, ds, weights, train_seconds
     figures(out, tr, rep)
     # Last, and renamed into place whole: its presence says the report is complete (and
     # `edge train --resume` takes it to mean the run finished).
-    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2))
+    write_atomic(out / "metrics.json", json_text(metrics))
     return metrics
+
+
+def json_text(obj) -> str:
+    """obj as indented JSON, a NaN or infinite number as null: JSON has no NaN, and json.dumps
+    would write one that strict readers refuse (a model that outputs NaN gives a NaN loss)."""
+    def finite(v):
+        if isinstance(v, float):
+            return v if math.isfinite(v) else None
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [finite(x) for x in v]
+        return v
+
+    return json.dumps(finite(obj), indent=2, allow_nan=False)
 
 
 def figures(out: Path, tr, rep: dict) -> None:

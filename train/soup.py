@@ -48,7 +48,7 @@ def soup(out: str | Path, runs: list[str | Path]) -> Path:
     """Writes OUT/model.keras, the uniform average of the runs' weights, and OUT/soup.json."""
     import numpy as np
 
-    from train.trainer import load_keras
+    from train.trainer import load_keras, record_command
 
     out, runs = Path(out), [Path(r) for r in runs]
     if len(runs) < 2:
@@ -77,6 +77,7 @@ def soup(out: str | Path, runs: list[str | Path]) -> Path:
     for name in COPIED:
         if (files[0].parent / name).exists():
             shutil.copy(files[0].parent / name, out / name)
+    record_command(out)  # as edge train and edge convert do: how this folder was made
     (out / "soup.json").write_text(json.dumps({"method": "uniform weight average",
                                                "runs": [str(f.resolve()) for f in files]}, indent=2) + "\n")
     return out / "model.keras"

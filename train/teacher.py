@@ -17,6 +17,7 @@ import numpy as np
 
 from edge.errors import UserError
 from edge.labels import LABELS
+from edge.paths import not_a_file
 
 
 def teacher_paths(spec: str) -> list[Path]:
@@ -25,7 +26,9 @@ def teacher_paths(spec: str) -> list[Path]:
         raise UserError("--teacher needs a model: a .tflite (with its model.json) or a .keras file, or several "
                         "separated by commas.")
     for p in paths:
-        if not p.is_file() or p.suffix not in (".tflite", ".keras", ".npz"):
+        if why := not_a_file(p):
+            raise UserError(f"--teacher {p} {why}; pass a trained model (e.g. edge/models/default/model_int8.tflite).")
+        if p.suffix not in (".tflite", ".keras", ".npz"):
             raise UserError(f"--teacher {p}: not a .tflite or .keras file or a teacher_probs.npz; pass a trained model "
                             "(e.g. edge/models/default/model_int8.tflite).")
     return paths

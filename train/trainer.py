@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shlex
@@ -20,7 +21,7 @@ from edge.card import CARD_NAME
 from edge.errors import UserError
 from edge.files import temporary_name, write_atomic
 from edge.labels import LABELS
-from edge.paths import check_out_folder, check_readable
+from edge.paths import check_out_folder, check_readable, not_a_file
 from train.archs import ARCHITECTURES, DEFAULT_ARCH
 from train.augment import AugmentConfig, augment_batch, mix_batch
 from train.data import FER2013_SIZE, Split, load_dataset, train_val
@@ -275,6 +276,10 @@ def targets(s: TrainSettings, tr: Split, va: Split):
               f"with the folder label (no votes), {counts['left_out_doubtful']} left out (mostly unknown / not a face)",
               flush=True)
         keep_idx = np.flatnonzero(keep)
+        if len(split) and not len(keep_idx):
+            raise UserError(f"{path} leaves out every {name} image: all {len(split)} are doubtful (half or more of "
+                            "their votes unknown or not a face, or none on the seven classes); fix their rows in the "
+                            "votes file, or train with --labels folder.")
         out += [split.take(keep_idx), t[keep_idx]]
     return (*out, info)
 
@@ -292,17 +297,21 @@ def import_keras():
 
 
 def load_keras(path: Path):
-    if Path(path).is_file():
-        check_readable(path, "Keras model")
-        if not zipfile.is_zipfile(path):  # Keras calls such a file "File not found"
-            raise UserError(f"{path} is not a readable Keras model (not a .keras zip archive); pass a model saved "
-                            "by `edge train`.")
+    if why := not_a_file(path):  # a pipe would hang Keras's zip check
+        raise UserError(f"Keras model {path} {why}; pass a .keras model saved by `edge train`.")
+    check_readable(path, "Keras model")
+    if not zipfile.is_zipfile(path):  # Keras calls such a file "File not found"
+        raise UserError(f"{path} is not a readable Keras model (not a .keras zip archive); pass a model saved "
+                        "by `edge train`.")
     keras = import_keras()
     try:
         model = keras.models.load_model(path, compile=False)
     except Exception as exc:  # Keras raises several types for a damaged archive
         raise UserError(f"{path} is not a readable Keras model ({type(exc).__name__}: {exc}).") from exc
     shape = tuple(model.input_shape[1:])
+    if len(shape) == 3 and None in shape[:2]:  # the card, the crops and the int8 file all need one size
+        raise UserError(f"{path} takes input {model.input_shape}, of any size; the pipeline feeds crops of one size: "
+                        f"save it with a fixed input, e.g. keras.Input(({INPUT_SIZE}, {INPUT_SIZE}, 1)).")
     if len(shape) != 3 or shape[0] != shape[1] or shape[2] != 1:
         raise UserError(f"{path} takes input {model.input_shape}, but the pipeline feeds square grayscale crops "
                         "(None, S, S, 1); retrain it with `edge train`.")
@@ -452,7 +461,7 @@ def check_settings(s: TrainSettings) -> None:
     run folder made (a half-made folder would refuse the corrected command)."""
     for value, ok, what in ((s.epochs, s.epochs >= 1, "--epochs must be at least 1"),
                             (s.batch_size, s.batch_size >= 1, "--batch-size must be at least 1"),
-                            (s.lr, s.lr > 0, "--lr must be above 0"),
+                            (s.lr, math.isfinite(s.lr) and s.lr > 0, "--lr must be a finite number above 0"),
                             (s.patience, s.patience >= 0, "--patience must be 0 or more"),
                             (s.warmup_epochs, s.warmup_epochs >= 0, "--warmup-epochs must be 0 or more"),
                             (s.steps_per_epoch, s.steps_per_epoch is None or s.steps_per_epoch >= 1,
@@ -467,8 +476,10 @@ def check_settings(s: TrainSettings) -> None:
     check_out_folder(s.out)
     if s.arch not in ARCHITECTURES:
         raise UserError(f"Unknown --arch '{s.arch}'; choose one of: {', '.join(sorted(ARCHITECTURES))}.")
-    if s.init_from and not Path(s.init_from).is_file():
-        raise UserError(f"--init-from {s.init_from} does not exist; pass a .keras model or an int8 .tflite.")
+    if s.init_from:
+        from train.evaluate import model_file
+
+        s.init_from = str(model_file(Path(s.init_from), "--init-from"))  # a run folder's model, as edge eval takes it
     if s.init_from and Path(s.init_from).suffix not in (".keras", ".tflite"):
         raise UserError(f"--init-from {s.init_from} is neither a .keras model nor an int8 .tflite; pass one of those.")
     if s.teacher:  # a wrong path or weight fails now, not after the dataset has loaded
@@ -496,6 +507,22 @@ def check_settings(s: TrainSettings) -> None:
         find_votes(s.data, s.votes)  # a wrong path fails now, not after the dataset has loaded
 
 
+def idle_options(s: TrainSettings, given: dict[str, str] | None) -> list[str]:
+    """Options that do nothing in this run, or not what they say (the run still makes sense:
+    warnings, not errors). given: the options typed (None: not known, those are not checked)."""
+    typed = given or {}
+    out = []
+    if s.schedule == "cosine" and s.warmup_epochs >= s.epochs:
+        out.append(f"--warmup-epochs {s.warmup_epochs} is not fewer than --epochs {s.epochs}: the learning rate rises "
+                   "for the whole run and never decays (it reaches --lr only if they are equal); give fewer warm-up "
+                   "epochs")
+    if s.schedule == "constant" and s.warmup_epochs and "warmup_epochs" in typed:
+        out.append(f"--warmup-epochs {s.warmup_epochs} does nothing with --schedule constant, which has no warm-up")
+    if s.arch != "mobilenetv2" and "weights" in typed:
+        out.append(f"--weights is read only by --arch mobilenetv2; {s.arch} starts from random weights")
+    return out
+
+
 def same_file(name: str, new, old) -> bool:
     """A path option naming the saved file by another way (a symlink: the run saves --votes resolved)."""
     return name in PATH_FIELDS and bool(new) and bool(old) and Path(new).resolve() == Path(old).resolve()
@@ -518,7 +545,7 @@ def resume_settings(s: TrainSettings, given: dict[str, str] | None) -> tuple[Tra
         new, old = getattr(s, name), getattr(saved, name)
         if name in ("out", "data") or new == old or same_file(name, new, old):
             continue
-        if name in RESUMABLE:
+        if name in RESUMABLE or (name in MOVABLE and old and moved_label_file(out, name, flag, new)):
             use[name] = new
             notes.append(f"{flag} {new} replaces the saved {old}")
         else:
@@ -533,7 +560,44 @@ def resume_settings(s: TrainSettings, given: dict[str, str] | None) -> tuple[Tra
         raise UserError(f"--epochs {use['epochs']} is fewer than the {done} epochs {out} has already trained; "
                         f"give --epochs {done} or more.")
     use["data"] = s.data  # the same images at another path are fine; run() compares fingerprints
+    for name in MOVABLE:
+        for p in label_file_paths(name, use[name]):
+            if why := not_a_file(p):
+                raise UserError(f"--{name} {p}, which {out} started with, {why}; if it moved, resume with --{name} "
+                                "and its new place (checked by its sha256 in data.json).")
     return TrainSettings(**use), notes
+
+
+# Label files a resume may find at another path: the same bytes (their sha256 in data.json) give the same targets.
+MOVABLE = ("votes", "teacher")
+
+
+def label_file_paths(name: str, value: str | None) -> list[Path]:
+    """The files --votes or --teacher (comma-separated) names."""
+    return [Path(p.strip()) for p in (value or "").split(",") if p.strip()] if name in MOVABLE else []
+
+
+def moved_label_file(out: Path, name: str, flag: str, new: str) -> bool:
+    """Whether `new` holds the bytes the run started on as --votes or --teacher (a file moved
+    since); one sentence where it cannot be read or holds other bytes."""
+    from edge.card import sha256_file
+
+    try:
+        first = json.loads((out / "data.json").read_text()).get("labels") or {}
+    except (OSError, ValueError, AttributeError):
+        return False
+    was = [first.get("votes_sha256")] if name == "votes" else (first.get("teacher") or {}).get("sha256")
+    if not was or not all(was):  # a run recorded before the hashes were kept: the path may not change
+        return False
+    paths = label_file_paths(name, new)
+    for p in paths:
+        if why := not_a_file(p):
+            raise UserError(f"{flag} {p} {why}; pass the file {out} started with at its new place.")
+    if [sha256_file(p) for p in paths] != was:
+        raise UserError(f"{flag} {new} is not the file {out} started with (its sha256 in data.json differs), so the "
+                        "resumed epochs would learn other targets; pass that file at its new place, or train a new "
+                        f"--out (--init-from {out / 'model.keras'} keeps the best epoch).")
+    return True
 
 
 def record_command(folder: Path, command: list[str] | None = None, notes=()) -> None:
@@ -550,15 +614,19 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
     user typed (field -> option name); on resume, only they are compared with the saved ones
     (None: every field of s that is not a default counts as typed)."""
     s = absolute(s)
-    check_settings(s)
     out = Path(s.out)
     settings_file = out / "train_settings.json"
     notes: list[str] = []
-    if resume:
+    if resume:  # the options are checked as the run will use them: the saved ones, with the given ones that may change
         if given is None:
             defaults = TrainSettings(data="", out="")
             given = {k: "--" + k.replace("_", "-") for k, v in asdict(s).items() if v != getattr(defaults, k)}
+        check_out_folder(s.out)
         s, notes = resume_settings(s, given)
+    check_settings(s)
+    for warning in idle_options(s, given):
+        print(f"WARNING: {warning}.", file=sys.stderr, flush=True)
+    if resume:
         if never_trained(out):  # a supervisor that always resumes must not be stuck here
             print(f"No epoch of {out} reached a backup; starting it from the first epoch with its saved settings.",
                   flush=True)
@@ -616,9 +684,11 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
         (out / "data.json").write_text(json.dumps({**ds.summary(), "validation": val_source, "labels": label_info,
                                                    "train_images": len(tr), "val_images": len(va_fit)}, indent=2))
         if ds.skipped:
-            print(f"{len(ds.skipped)} file(s) were left out (unreadable, not images, or outside the class folders); "
-                  "they are listed, each with why, under "
-                  f"\"skipped\" in {out / 'data.json'}.", flush=True)
+            what = (f"row(s) of the CSV were left out (unparseable, or not a {FER2013_SIZE}x{FER2013_SIZE} image)"
+                    if ds.layout == "fer2013-csv" else
+                    "file(s) were left out (unreadable, not images, or outside the class folders)")
+            print(f"{len(ds.skipped)} {what}; they are listed, each with why, under \"skipped\" in "
+                  f"{out / 'data.json'}.", flush=True)
     record_versions(out / "versions.json", resume)
 
     weights = class_weights(tr_y.argmax(1), s.class_weight_power)
@@ -639,6 +709,7 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
     # so far from it (a resumed run must not overwrite the best model with a worse one): a kill
     # between them loses nothing and repeats nothing (the epoch is trained again, identically).
     callbacks = [
+        _stop_on_divergence(keras),  # first: a diverged epoch's end writes nothing
         keras.callbacks.CSVLogger(str(out / "history.csv"), append=True),
         best,
         _backup(keras, out / "backup", out / "history.csv", best if resume else None),
@@ -654,8 +725,11 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
         (out / "metrics.json").unlink(missing_ok=True)
         # shuffle=False: the batches are already shuffled by (seed, epoch); Keras's own shuffle of
         # their order draws on Python's global `random`, which a resumed run does not restore.
-        model.fit(batches, validation_data=(val_x, va_y), epochs=s.epochs, callbacks=callbacks, shuffle=False,
-                  verbose=1 if sys.stdout.isatty() else 2)
+        try:
+            model.fit(batches, validation_data=(val_x, va_y), epochs=s.epochs, callbacks=callbacks, shuffle=False,
+                      verbose=1 if sys.stdout.isatty() else 2)
+        except Diverged as exc:
+            raise diverged_error(s, out, *exc.args) from None
 
     best = keras.models.load_model(out / "model.keras") if (out / "model.keras").exists() else model
     probs = best.predict(va.x[..., None].astype(np.float32), batch_size=256, verbose=0)
@@ -841,6 +915,44 @@ def _early_stopping(keras, patience: int, history_csv: Path | None):
                 self.best, self.best_epoch, self.wait = _replay(accs)
 
     return ResumedEarlyStopping(monitor="val_accuracy", mode="max", patience=patience, restore_best_weights=True)
+
+
+class Diverged(Exception):
+    """The loss became NaN or infinite; args: (epoch counted from 1, the value)."""
+
+
+def _stop_on_divergence(keras):
+    class StopOnDivergence(keras.callbacks.Callback):
+        """Raises Diverged at the first training or validation loss that is not a finite number.
+        It runs first at each epoch's end, so that epoch writes no history.csv row, best model or
+        backup: the run folder keeps the epochs before it, and a NaN never reaches the report."""
+
+        epoch = 0
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            self._check(logs)
+
+        def on_epoch_end(self, epoch, logs=None):
+            self._check(logs)
+
+        def _check(self, logs):
+            for key in ("loss", "val_loss"):
+                if key in (logs or {}) and not math.isfinite(float(logs[key])):
+                    raise Diverged(self.epoch + 1, float(logs[key]))
+
+    return StopOnDivergence()
+
+
+def diverged_error(s: TrainSettings, out: Path, epoch: int, loss: float) -> UserError:
+    """What to do after a diverged epoch: a lower --lr, from scratch or from the epochs kept."""
+    kept = backup_epoch(out)
+    then = (f"{out} keeps the {kept} epoch(s) before it, so train a new --out (--init-from {out / 'model.keras'} "
+            "starts from their best)" if kept else "nothing was kept, so run the command again")
+    return UserError(f"Training diverged in epoch {epoch} (the loss became {loss}); {then} with a lower --lr than "
+                     f"{s.lr:g}, e.g. {s.lr / 10:g}.")
 
 
 def _checkpoint(keras, path: Path):

@@ -17,6 +17,7 @@ import numpy as np
 
 from edge.errors import UserError
 from edge.labels import FERPLUS_CLASSES, FERPLUS_DOUBTFUL, FERPLUS_UNUSED, LABELS
+from edge.paths import not_a_file
 from train.data import open_csv
 
 VOTES_FILE = "ferplus_votes.csv"
@@ -38,8 +39,8 @@ def find_votes(data: str | Path, votes: str | Path | None) -> Path:
     """The votes file: the given path, else ferplus_votes.csv beside or above the data folder."""
     if votes:
         p = Path(votes)
-        if not p.is_file():
-            raise UserError(f"Votes file {p} does not exist; pass --votes PATH to ferplus_votes.csv.")
+        if why := not_a_file(p):
+            raise UserError(f"Votes file {p} {why}; pass --votes PATH to ferplus_votes.csv.")
         return p
     data = Path(data).resolve()
     for folder in (data, *list(data.parents)[:2]):
@@ -58,7 +59,7 @@ def read_votes(path: str | Path) -> Votes:
         missing = need - set(cols)
         if missing:
             raise UserError(f"{path} is not a FER+ votes file: it lacks the columns {', '.join(sorted(missing))}.")
-        counts, doubtful = {}, set()
+        counts, doubtful, first_line = {}, set(), {}
         for row in reader:
             lineno = reader.line_num  # DictReader passes over blank lines
             # It pads a short row with None and files a long one's extra cells under the key None.
@@ -69,10 +70,16 @@ def read_votes(path: str | Path) -> Votes:
                 ours = np.array([int(row[cols[c]]) for c in _CLASS_COLUMNS], np.int64)
                 unsure = sum(int(row[cols[c]]) for c in FERPLUS_DOUBTFUL)
                 other = sum(int(row[cols[c]]) for c in FERPLUS_UNUSED)
+                if any(int(row[cols[c]]) < 0 for c in need - {"file"}):  # a target of negative probabilities
+                    raise ValueError("a negative count")
             except (TypeError, ValueError) as exc:
-                raise UserError(f"{path}:{lineno} has a vote count that is not an integer ({exc}).") from exc
+                raise UserError(f"{path}:{lineno} has a vote count that is not a whole number of 0 or more ({exc}); "
+                                "fix that row.") from exc
             name = row[cols["file"]].strip().replace("\\", "/")
-            counts[name] = ours
+            if name in counts:  # which of the two would count is no choice to make silently
+                raise UserError(f"{path}:{lineno} gives votes for {name} again (line {first_line[name]} did); keep "
+                                "one row per image.")
+            counts[name], first_line[name] = ours, lineno
             # Half or more of the votes say "unknown" or "not a face": the image teaches nothing
             # reliable, so it is left out. An image with no vote on our classes (all contempt) too.
             if 2 * unsure >= unsure + other + ours.sum() or ours.sum() == 0:
