@@ -1192,3 +1192,16 @@ def test_training_batches_are_cut_and_mixed_as_asked():
     assert np.array_equal(levels(cutmix_alpha=1.0)[1], cut_y)
     blended, blended_y = levels(mixup_alpha=0.4)
     assert set(blended) == {1} and (blended_y.max(1) < 1).any()
+
+
+def test_a_run_folder_another_training_is_writing_is_refused(tmp_path):
+    """Found in a review: a second `--resume` while the first run still trained wrote the same
+    epochs twice into history.csv, checkpoints and model. The hold is the one convert takes."""
+    from edge.errors import UserError
+    from edge.files import held_by_this_process
+    from train.trainer import TrainSettings, run
+
+    out = tmp_path / "run"
+    with held_by_this_process(out), pytest.raises(UserError, match=r"run is in use: another process is writing it"):
+        run(TrainSettings(data=str(tmp_path / "no-data"), out=str(out)), resume=True)
+    assert not out.exists()

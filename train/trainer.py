@@ -19,7 +19,7 @@ import numpy as np
 
 from edge.card import CARD_NAME
 from edge.errors import UserError
-from edge.files import temporary_name, write_atomic
+from edge.files import held_by_this_process, temporary_name, write_atomic
 from edge.labels import LABELS
 from edge.paths import check_out_folder, check_readable, not_a_file
 from train.archs import ARCHITECTURES, DEFAULT_ARCH
@@ -612,7 +612,14 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
         given: dict[str, str] | None = None) -> dict:
     """Train into s.out; returns the metrics written to metrics.json. given: the settings the
     user typed (field -> option name); on resume, only they are compared with the saved ones
-    (None: every field of s that is not a default counts as typed)."""
+    (None: every field of s that is not a default counts as typed). A second process training
+    into the same folder (a supervisor's --resume while the first still runs) is refused: both
+    wrote its history, checkpoints and model."""
+    with held_by_this_process(absolute(s).out):
+        return _run(s, resume, command, given)
+
+
+def _run(s: TrainSettings, resume: bool, command: list[str] | None, given: dict[str, str] | None) -> dict:
     s = absolute(s)
     out = Path(s.out)
     settings_file = out / "train_settings.json"
