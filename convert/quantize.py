@@ -312,7 +312,7 @@ def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path) -> tupl
     if s.split:
         from train.data import eval_split
 
-        val_split, split_name = eval_split(ds, s.split)
+        val_split, split_name = eval_split(ds, s.split, warn=False)
         if split_name == "train":
             print("WARNING: --split train judges the parity gate and fits flip averaging and the temperature on the "
                   "images the model trained on, so its scores are optimistic; leave --split out to use the run's "

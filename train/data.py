@@ -356,14 +356,15 @@ def train_val(ds: Dataset, val_fraction: float = 0.1, seed: int = 1234) -> tuple
     return rest, held, f"stratified {val_fraction:.0%} of train, seed {seed}"
 
 
-def eval_split(ds: Dataset, which: str | None = None) -> tuple[Split, str]:
-    """The split `edge eval` measures: the named one, else the first of EVAL_ORDER the dataset has."""
+def eval_split(ds: Dataset, which: str | None = None, warn: bool = True) -> tuple[Split, str]:
+    """The split `edge eval` measures: the named one, else the first of EVAL_ORDER the dataset has;
+    `warn`: say so when that is the train split (edge convert says more in its own words)."""
     if which and which not in ds.splits:
         raise UserError(f"{ds.source} has no '{which}' split; it has: {', '.join(ds.splits)}.")
     name = which or next((n for n in EVAL_ORDER if n in ds.splits), None)
     if name is None:
         raise UserError(f"{ds.source} has no images to evaluate.")
-    if name == "train":  # asked for or not, the figures may be on the very images the model learnt
+    if name == "train" and warn:  # asked for or not, the figures may be on the very images the model learnt
         how = "its train split is scored" if which else "it has only a train split, so that is scored"
         print(f"WARNING: {ds.source}: {how}; these may be the images the model was trained on, which flatters it: "
               "score a val or test folder it did not see for a fair figure.", file=sys.stderr, flush=True)

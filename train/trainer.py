@@ -615,6 +615,7 @@ def run(s: TrainSettings, resume: bool = False, command: list[str] | None = None
     (None: every field of s that is not a default counts as typed). A second process training
     into the same folder (a supervisor's --resume while the first still runs) is refused: both
     wrote its history, checkpoints and model."""
+    check_out_folder(absolute(s).out)  # before the hold, whose lock lies in --out's parent folder
     with held_by_this_process(absolute(s).out):
         return _run(s, resume, command, given)
 
