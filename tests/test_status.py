@@ -29,6 +29,7 @@ from edge.pipeline.core import FrameResult
 from edge.pipeline.mood import Mood
 from edge.service.history import History
 from edge.service.status import Stats, StatusServer
+from tests.test_sinks import wait_for
 
 TOKEN = "t0ken-for-the-tests-only"
 
@@ -937,7 +938,7 @@ def in_progress(base, srv, stats, n: int) -> list:
     threads = [threading.Thread(target=get, args=(base + "/status",), daemon=True) for _ in range(n)]
     for t in threads:
         t.start()
-    until(lambda: srv.httpd.busy == n and stats.held == n)
+    assert wait_for(lambda: srv.httpd.busy == n and stats.held == n)
     return threads
 
 
@@ -947,13 +948,6 @@ def waiting(port: int, n: int) -> list:
     for s in socks:
         s.sendall(b"GET / HTTP/1.1\r\n")
     return socks
-
-
-def until(condition, seconds: float = 10):
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "not reached in time"
-        time.sleep(0.01)
 
 
 def hung_up(s, wait_s: float = 1.0) -> bool:
@@ -983,7 +977,7 @@ def test_one_network_host_holds_at_most_half_the_handlers(serve, monkeypatch, ca
     gate.set()
     for t in held:
         t.join(10)
-    until(lambda: srv.httpd.busy == 0)
+    assert wait_for(lambda: srv.httpd.busy == 0)
 
 
 def test_a_host_at_its_share_is_refused_at_once_and_keeps_its_connections(serve, monkeypatch):
@@ -995,7 +989,7 @@ def test_a_host_at_its_share_is_refused_at_once_and_keeps_its_connections(serve,
     base, srv = serve(max_clients=10, idle_timeout_s=30)
     idle = waiting(srv.port, 5)
     try:
-        until(lambda: len(srv.httpd._waiting) == 5)
+        assert wait_for(lambda: len(srv.httpd._waiting) == 5)
         assert get(base + "/")[0] == 503
         assert not any(map(hung_up, idle)) and srv.httpd.busy == 5
     finally:
@@ -1024,15 +1018,15 @@ def test_two_hosts_holding_idle_connections_cannot_lock_others_out(serve, monkey
             hold(host)
         with caplog.at_level(logging.WARNING, logger="edge.service.status"):
             for i in range(3):  # head office's scrape, each time into a full server
-                until(lambda: srv.httpd.busy == 4 and len(srv.httpd._waiting) == 4)
+                assert wait_for(lambda: srv.httpd.busy == 4 and len(srv.httpd._waiting) == 4)
                 assert get(base + "/metrics", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
-                until(lambda: srv.httpd.busy == 3)  # the scrape's handler has ended
+                assert wait_for(lambda: srv.httpd.busy == 3)  # the scrape's handler has ended
                 hold(f"10.0.0.{7 + i % 2}")  # the attacker reconnects
         assert sum(map(hung_up, theirs)) == 3  # one cut for each request, the longest-waiting first
         assert not any(map(hung_up, theirs[-3:]))
         (said,) = [r.getMessage() for r in caplog.records]  # once a minute at most, not once a connection
         assert "that had sent no request, to make room for 127.0.0.1" in said
-        until(lambda: srv.httpd.busy == 4)  # each place given back once: when cut, not again when its thread ended
+        assert wait_for(lambda: srv.httpd.busy == 4)  # each place given back once: when cut, not again when its thread ended
     finally:
         for s in theirs:
             s.close()
@@ -1206,7 +1200,7 @@ def test_a_host_turned_away_by_a_full_server_is_not_counted_and_no_timer_is_left
     assert "10.0.0.9" not in srv.httpd._held
     gate.set()
     held[0].join(10)
-    until(lambda: not srv.httpd._held and not [t for t in threading.enumerate() if isinstance(t, threading.Timer)])
+    assert wait_for(lambda: not srv.httpd._held and not [t for t in threading.enumerate() if isinstance(t, threading.Timer)])
     assert get(base + "/")[0] == 200
 
 

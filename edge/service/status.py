@@ -244,6 +244,12 @@ class Stats:
                     **local_zone(wall), "zones": zones(span), "points": points}
 
 
+def _page_cookies(headers) -> list[str]:
+    """The values of this page's cookie (COOKIE) in a request's Cookie header."""
+    parts = (p.strip().partition("=") for p in (headers.get("Cookie") or "").split(";"))
+    return [value for name, _, value in parts if name == COOKIE]
+
+
 class Auth:
     """A bearer token (header, the page's cookie, or ?token= once in a link) and/or a basic-auth
     user and password, for people; a metrics token (a bearer header, /metrics only) for head
@@ -280,9 +286,8 @@ class Auth:
     def presented(headers, query: dict) -> bytes:
         """What a request offers as credentials (its link's token, Authorization, this page's cookie),
         as one value: b"" when it offers none."""
-        cookies = [v for n, _, v in (p.strip().partition("=") for p in (headers.get("Cookie") or "").split(";"))
-                   if n == COOKIE]
-        return "\n".join([query.get("token", [""])[0], headers.get("Authorization") or "", *cookies]).strip().encode()
+        return "\n".join([query.get("token", [""])[0], headers.get("Authorization") or "", *_page_cookies(headers)]
+                         ).strip().encode()
 
     def check(self, headers, query: dict, path: str = "/") -> str:
         """How the request is allowed: "link" (its ?token=), "cookie", "header", "open" (no
@@ -301,11 +306,10 @@ class Auth:
             return "header"
         if scheme.lower() == "basic" and self._basic_ok(value.strip()):
             return "header"
-        for part in (headers.get("Cookie") or "").split(";"):
-            name, _, value = part.strip().partition("=")
-            if name == COOKIE and self._token_ok(value, self._cookie):
+        for value in _page_cookies(headers):
+            if self._token_ok(value, self._cookie):
                 return "cookie"
-            if name == COOKIE and self._token_ok(value):
+            if self._token_ok(value):
                 return "renew"
         return ""
 
