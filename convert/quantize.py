@@ -317,6 +317,10 @@ def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path) -> tupl
             print("WARNING: --split train judges the parity gate and fits flip averaging and the temperature on the "
                   "images the model trained on, so its scores are optimistic; leave --split out to use the run's "
                   "validation images.", file=sys.stderr, flush=True)
+    if not len(val_split.y):  # Keras's predict on no images is an UnboundLocalError traceback
+        where = f"its {split_name} split" if s.split else f"the run's held-out images ({held_out})"
+        raise UserError(f"{s.data} leaves no images to judge the conversion on: {where} are none; "
+                        "give a dataset with a val folder, or more images per class.")
     calib = representative(train_split, s.calibration_size, s.seed)
     files = {"int8": out / INT8_MODEL, "float32": out / "model_float32.tflite"}
     if s.float16:

@@ -595,3 +595,17 @@ def test_converting_another_runs_model_into_an_out_says_which_it_replaces(tmp_pa
     assert said in convert(second).splitlines()
     assert said in (out / "command.txt").read_text()
     assert "held the model" not in convert(second)  # the same run's model again: nothing lost
+
+
+def test_a_dataset_too_small_to_hold_any_images_out_is_one_sentence(tmp_path, cache_env):
+    """A lone .keras on a flat dataset of 2 images a class held out none of them: a Keras
+    UnboundLocalError traceback from predicting on no images."""
+    from convert.quantize import ConvertSettings, run
+    from tests.conftest import write_class_folders
+
+    write_class_folders(tmp_path / "flat", 2, seed=5)
+    tiny_dense_model().save(tmp_path / "model.keras")
+    with pytest.raises(UserError, match=r"flat leaves no images to judge the conversion on: the run's held-out images "
+                                        r"\(stratified 10% of .*\) are none; give a dataset with a val folder"):
+        run(ConvertSettings(model=str(tmp_path / "model.keras"), data=str(tmp_path / "flat"), out=str(tmp_path / "int8")))
+    assert not (tmp_path / "int8").exists()
