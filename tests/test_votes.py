@@ -196,8 +196,10 @@ def test_the_training_summary_names_what_each_accuracy_is_against():
                                              "report in runs/v")
 
 
-def test_eval_degrade_takes_sizes(tmp_path):
-    r = run_cli("eval", "--data", tmp_path, "--degrade", "40,x")
+@pytest.mark.parametrize("sides", ["40,x", "", " , "])
+def test_eval_degrade_takes_sizes(tmp_path, sides):
+    """An empty --degrade (an unset shell variable) scored no size without a word."""
+    r = run_cli("eval", "--data", tmp_path, "--degrade", sides)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "--degrade takes face sizes" in r.stderr
 
 

@@ -180,7 +180,9 @@ def eval_cmd(model_arg, model_opt, data, split, as_json, raw, votes, degrade):
     if model_arg and model_opt:
         raise UserError(f"Give the model once, as MODEL or as --model, not both ({model_arg} and --model {model_opt}).")
     try:
-        sides = [int(v) for v in degrade.split(",") if v.strip()] if degrade else None
+        sides = [int(v) for v in degrade.split(",") if v.strip()] if degrade is not None else None
+        if sides == []:  # an empty value (a shell variable left unset) would silently score no size
+            raise ValueError
     except ValueError:
         raise UserError(f"--degrade takes face sizes in pixels separated by commas (e.g. 40,32,24), not '{degrade}'.")
     rep = evaluate(model_opt or model_arg, data, split, calibrated=not raw, votes=votes, degrade=sides)

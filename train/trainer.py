@@ -467,8 +467,8 @@ def check_settings(s: TrainSettings) -> None:
                             (s.steps_per_epoch, s.steps_per_epoch is None or s.steps_per_epoch >= 1,
                              "--steps-per-epoch must be at least 1"),
                             (s.label_smoothing, 0 <= s.label_smoothing < 1, "--label-smoothing must lie in [0, 1)"),
-                            (s.mixup_alpha, s.mixup_alpha >= 0, "--mixup must be 0 (off) or more"),
-                            (s.cutmix_alpha, s.cutmix_alpha >= 0, "--cutmix must be 0 (off) or more"),
+                            (s.mixup_alpha, 0 <= s.mixup_alpha < math.inf, "--mixup must be 0 (off) or a finite number above it"),
+                            (s.cutmix_alpha, 0 <= s.cutmix_alpha < math.inf, "--cutmix must be 0 (off) or a finite number above it"),
                             (s.class_weight_power, s.class_weight_power >= 0, "--class-weight-power must be 0 or more"),
                             (s.folder_weight, 0 <= s.folder_weight <= 1, "--folder-weight must lie in [0, 1]")):
         if not ok:
