@@ -722,6 +722,25 @@ def test_a_run_into_a_folder_with_earlier_results_says_it_replaced_them(tmp_path
                    "those of the same name."
 
 
+@pytest.mark.parametrize("slash", ["", "/"])
+def test_detector_recall_out_at_a_folder_writes_its_files_inside_it(tmp_path, slash):
+    import cv2
+
+    from benchmarks import detector_recall
+
+    (tmp_path / "fer" / "val" / "happy").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "fer" / "val" / "happy" / "0.png"), np.full((48, 48), 128, np.uint8))
+    out = tmp_path / "results"
+    if not slash:
+        out.mkdir()  # an existing folder, as every other script's --out
+    argv = ["--data", str(tmp_path / "fer"), "--n", "1", "--sizes", "80", "--variants", "haar", "--warmup", "0",
+            "--out", str(out) + slash]
+    assert detector_recall.main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["detector_recall.json", "detector_recall.md",
+                                                     "detector_recall.png"]
+    assert not list(tmp_path.glob("results.*"))
+
+
 @needs_blazeface
 def test_detector_recall_results_name_the_machine_the_command_and_the_models(tmp_path):
     import cv2
