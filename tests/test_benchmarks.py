@@ -850,6 +850,23 @@ def test_face_width_accuracy_takes_the_folder_convert_wrote(shipped_model, synth
     assert json.loads((out / "face_width_accuracy.json").read_text())["images"] == 14
 
 
+def test_face_width_accuracy_prints_a_drop_as_a_negative_change(shipped_model, synthetic_dataset, tmp_path, capsys,
+                                                               monkeypatch):
+    import re
+
+    from benchmarks import face_width_accuracy as fwa
+
+    # degraded to nothing (each face the same gray): the model's accuracy drops to one class's share
+    monkeypatch.setattr(fwa, "degrade", lambda images, side, up: np.full_like(images, 128))
+    out = tmp_path / "out"
+    assert fwa.main(["--data", str(synthetic_dataset), "--widths", "24", "--sides", "24",
+                     "--interpolations", "linear", "--out", str(out)]) == 0
+    printed = [float(x) for x in re.findall(r"accuracy [0-9.]+ \(([-+][0-9.]+) pp\)", capsys.readouterr().out)]
+    rows = json.loads((out / "face_width_accuracy.json").read_text())["rows"]
+    assert rows[0]["drop_pp"] > 0, rows
+    assert printed == [-r["drop_pp"] for r in rows]
+
+
 def test_head_detection_reads_the_class_of_a_fer_face_as_training_names_it(tmp_path):
     import cv2
 
