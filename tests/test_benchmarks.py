@@ -801,6 +801,27 @@ def test_head_detection_results_name_the_detector_models_they_measured(tmp_path)
                                                      "face_detection_full_range.tflite"]
 
 
+def test_head_detection_names_the_classifier_it_was_given(shipped_model, fer_faces, tmp_path):
+    import shutil
+
+    from benchmarks import head_detection
+
+    mine = tmp_path / "mine"  # a user's own model: a converted folder elsewhere
+    mine.mkdir()
+    for f in (shipped_model, shipped_model.parent / "model.json"):
+        shutil.copy(f, mine)
+    (tmp_path / "fer").mkdir()
+    (tmp_path / "fer" / "val").symlink_to(fer_faces)  # real faces: the detector finds them blended into heads
+    out = tmp_path / "out"
+    assert head_detection.main(["--data", str(tmp_path / "fer"), "--fer", "8", "--frames", "8", "--widths", "64",
+                                "--setups", "default", "--warmup", "0", "--model", str(mine / shipped_model.name),
+                                "--out", str(out)]) == 0
+    report, md = read_outputs(out, "head_detection")
+    assert report["classifier"] == str(mine / shipped_model.name)
+    assert "Expression accuracy" in md and "the shipped classifier" not in md
+    assert f"the classifier mine/{shipped_model.name}" in md
+
+
 def test_a_missing_model_or_dataset_is_said_to_be_missing(tmp_path, capsys):
     from benchmarks import detector_recall
 
