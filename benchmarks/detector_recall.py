@@ -18,6 +18,7 @@ back into a FER2013-like crop.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import sys
@@ -288,14 +289,18 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     common.add_isa_arg(ap)
     ap.add_argument("--out", default=str(common.default_out() / "detector_recall"),
-                    help="output path without extension; writes .json, .md and .png (default: runs/bench/<UTC time>/"
+                    help="output path without extension, or a folder for detector_recall.*; writes .json, .md and .png "
+                         "(default: runs/bench/<UTC time>/"
                          "detector_recall; --out benchmarks/results/detector_recall replaces the committed results)")
     args = ap.parse_args(argv)
     unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
         ap.error(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
-    # --out names the files, not their folder: common.finish writes <folder>/<name>.json and .md
-    target = Path(args.out).with_suffix("")
+    # --out names the files, not their folder: common.finish writes <folder>/<name>.json and .md. A
+    # folder (one that exists, or a path ending in /), as every other script takes, gets
+    # detector_recall.* inside it, not <folder>.* beside it
+    target = Path(args.out) / "detector_recall" if args.out.endswith(("/", os.sep)) or Path(args.out).is_dir() \
+        else Path(args.out).with_suffix("")
     args.out = str(target.parent)
     return common.finish(target.name, args, argv, run, lambda report, out: [figure(report, out, target.name)], markdown)
 

@@ -121,7 +121,9 @@ def run(args, argv) -> dict:
                 acc = done[side, up]
                 rows.append({"kind": kind, "value": v, "crop_px": side, "upscale": up, "accuracy": acc,
                              "drop_pp": round(100 * (full - acc), 2)})
-                print(f"{kind} {v:3d} (crop {side:2d} px) {up:9s} accuracy {acc:.4f} ({rows[-1]['drop_pp']:+.2f} pp)")
+                # the change in points, signed as the markdown's: a drop is negative
+                print(f"{kind} {v:3d} (crop {side:2d} px) {up:9s} accuracy {acc:.4f} "
+                      f"({round(100 * (acc - full), 2):+.2f} pp)")
     report = common.run_header(NAME, argv, [model])
     report.update({"data": str(args.data), "split": args.split, "images": len(images), "limit": args.limit,
                    "threads": args.threads, "crop_scale": scale, "pipeline_upscale": UPSCALE,

@@ -282,7 +282,7 @@ def run(args, argv) -> dict:
         "heads": {"astronaut": 1, "lfw": 100, "fer": args.fer}, "per_frame": args.per_frame, "seed": args.seed,
         "threads": args.threads, "tile_overlap": args.overlap, "min_face_px": args.min_face_px,
         "match_rule": f"IoU(detection, face box) >= {MATCH_IOU}, one detection per face", "expression_truth": truth,
-        "setups": results,
+        "setups": results, "classifier": str(classifier.path),
     })
     return report
 
@@ -310,12 +310,15 @@ def markdown(report: dict) -> str:
     rows = [[name, *[common.fmt(r["recall_by_condition"].get(c)) for c in conds],
              *[common.fmt(r["recall_by_source"].get(s)) for s in sources]] for name, r in report["setups"].items()]
     lines.append(common.md_table(["set-up", *conds, *sources], rows))
+    # the model --model named (the header hashes it), not "the shipped" one whatever was measured
+    classifier = f"the classifier {common.model_label(Path(report['classifier']))}" if report.get("classifier") \
+        else "the shipped classifier"
     for key, truth in (("ferplus_accuracy_of_found_by_width", "the FER+ majority of ten annotators"),
                        ("fer_accuracy_of_found_by_width", "FER2013's single label")):
         if not any(key in r for r in report["setups"].values()):
             continue
         lines += ["", f"Expression accuracy against {truth} on the FER2013 heads each set-up found (crop by the card's "
-                  "rule for the detector, the shipped classifier; blending a FER face into a head costs accuracy even "
+                  f"rule for the detector, {classifier}; blending a FER face into a head costs accuracy even "
                   "at large widths, so compare widths, not these figures with FER2013's own val accuracy):", ""]
         rows = [[name, *[common.fmt(r.get(key, {}).get(str(w))) for w in widths]] for name, r in report["setups"].items()]
         lines.append(common.md_table(["set-up", *[f"{w} px" for w in widths]], rows))

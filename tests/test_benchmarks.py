@@ -407,6 +407,11 @@ def test_pipeline_on_generated_videos(shipped_model, tmp_path):
         o = v["ours"]
         assert o["frames_timed"] == 8 and o["fps_median"] > 0
         assert set(o["stage_ms_median"]) >= {"decode", "detect", "classify", "classify_per_face", "track"}
+        # the schedule skips the detector and the classifier in most frames: their medians are over the
+        # frames they ran in (not 0 ms), and faces found are counted where the detector looked
+        assert o["stage_ms_median"]["detect"] > 0 and o["stage_ms_median"]["classify_per_face"] > 0
+        assert o["faces_per_frame_mean"] == v["faces_placed"]
+        assert 0 < o["detector_frames"] < o["frames_timed"] and o["classify_frames"] > 0
         assert Path(v["video"]).is_file()
     assert report["threads"] == 1 and report["peer"]["skipped"]
     # the detector is measured too (tiled BlazeFace short range by default): its file is named and hashed
@@ -717,6 +722,25 @@ def test_a_run_into_a_folder_with_earlier_results_says_it_replaced_them(tmp_path
                    "those of the same name."
 
 
+@pytest.mark.parametrize("slash", ["", "/"])
+def test_detector_recall_out_at_a_folder_writes_its_files_inside_it(tmp_path, slash):
+    import cv2
+
+    from benchmarks import detector_recall
+
+    (tmp_path / "fer" / "val" / "happy").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "fer" / "val" / "happy" / "0.png"), np.full((48, 48), 128, np.uint8))
+    out = tmp_path / "results"
+    if not slash:
+        out.mkdir()  # an existing folder, as every other script's --out
+    argv = ["--data", str(tmp_path / "fer"), "--n", "1", "--sizes", "80", "--variants", "haar", "--warmup", "0",
+            "--out", str(out) + slash]
+    assert detector_recall.main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["detector_recall.json", "detector_recall.md",
+                                                     "detector_recall.png"]
+    assert not list(tmp_path.glob("results.*"))
+
+
 @needs_blazeface
 def test_detector_recall_results_name_the_machine_the_command_and_the_models(tmp_path):
     import cv2
@@ -777,6 +801,27 @@ def test_head_detection_results_name_the_detector_models_they_measured(tmp_path)
                                                      "face_detection_full_range.tflite"]
 
 
+def test_head_detection_names_the_classifier_it_was_given(shipped_model, fer_faces, tmp_path):
+    import shutil
+
+    from benchmarks import head_detection
+
+    mine = tmp_path / "mine"  # a user's own model: a converted folder elsewhere
+    mine.mkdir()
+    for f in (shipped_model, shipped_model.parent / "model.json"):
+        shutil.copy(f, mine)
+    (tmp_path / "fer").mkdir()
+    (tmp_path / "fer" / "val").symlink_to(fer_faces)  # real faces: the detector finds them blended into heads
+    out = tmp_path / "out"
+    assert head_detection.main(["--data", str(tmp_path / "fer"), "--fer", "8", "--frames", "8", "--widths", "64",
+                                "--setups", "default", "--warmup", "0", "--model", str(mine / shipped_model.name),
+                                "--out", str(out)]) == 0
+    report, md = read_outputs(out, "head_detection")
+    assert report["classifier"] == str(mine / shipped_model.name)
+    assert "Expression accuracy" in md and "the shipped classifier" not in md
+    assert f"the classifier mine/{shipped_model.name}" in md
+
+
 def test_a_missing_model_or_dataset_is_said_to_be_missing(tmp_path, capsys):
     from benchmarks import detector_recall
 
@@ -824,6 +869,23 @@ def test_face_width_accuracy_takes_the_folder_convert_wrote(shipped_model, synth
     assert fwa.main(["--data", str(synthetic_dataset), "--model", str(shipped_model.parent), "--limit", "14",
                      "--widths", "40", "--sides", "32", "--interpolations", "linear", "--out", str(out)]) == 0
     assert json.loads((out / "face_width_accuracy.json").read_text())["images"] == 14
+
+
+def test_face_width_accuracy_prints_a_drop_as_a_negative_change(shipped_model, synthetic_dataset, tmp_path, capsys,
+                                                               monkeypatch):
+    import re
+
+    from benchmarks import face_width_accuracy as fwa
+
+    # degraded to nothing (each face the same gray): the model's accuracy drops to one class's share
+    monkeypatch.setattr(fwa, "degrade", lambda images, side, up: np.full_like(images, 128))
+    out = tmp_path / "out"
+    assert fwa.main(["--data", str(synthetic_dataset), "--widths", "24", "--sides", "24",
+                     "--interpolations", "linear", "--out", str(out)]) == 0
+    printed = [float(x) for x in re.findall(r"accuracy [0-9.]+ \(([-+][0-9.]+) pp\)", capsys.readouterr().out)]
+    rows = json.loads((out / "face_width_accuracy.json").read_text())["rows"]
+    assert rows[0]["drop_pp"] > 0, rows
+    assert printed == [-r["drop_pp"] for r in rows]
 
 
 def test_head_detection_reads_the_class_of_a_fer_face_as_training_names_it(tmp_path):
