@@ -311,6 +311,24 @@ def test_history_after_the_clock_steps_back_keeps_new_points_in_order_in_memory_
     assert [p["t"] for p in History(step_s=10, span_s=3600, db_path=str(db)).series()] == ts  # and after a restart
 
 
+def test_history_shows_no_point_later_than_the_clock_stepped_back_while_the_camera_is_down(monkeypatch):
+    """No frames, so nothing sorts the points by the clock: NTP setting it back 30 min then drew
+    the last half hour past the chart's end ("70% at 10:31" on a chart ending at 10:01). Kept,
+    they come back once the clock has passed them; one stepped a day forward shows none."""
+    import edge.service.status as status
+
+    now = time.time()
+    stats = Stats("rt", "m", "src")
+    for t in range(int(now - 3600), int(now), 5):
+        stats.history.add(t, 0.3, 3, False)
+    stats.camera_down()
+    every = [p["t"] for p in stats.history.series()]
+    for wall, shown in ((now - 1800, [t for t in every if t <= now - 1800]), (now + 1, every), (now + 86400, [])):
+        monkeypatch.setattr(status.time, "time", lambda: wall)
+        got = stats.series()
+        assert [p["t"] for p in got["points"]] == shown and all(p["t"] <= got["now"] for p in got["points"])
+
+
 def test_history_written_on_a_clock_that_was_ahead_is_not_loaded_after_a_restart(tmp_path):
     db = tmp_path / "history.sqlite"
     h = History(step_s=10, span_s=3600, db_path=str(db))

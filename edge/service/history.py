@@ -348,9 +348,15 @@ class History:
         self._write("INSERT INTO alerts VALUES (?, ?, ?, ?)", (t_wall, kind, a["negative_share"], faces))
 
     # -- reading
-    def series(self) -> list[dict]:
-        """Closed points of the span, then the step in progress."""
-        return list(self.points) + ([self._point(self._step)] if self._step else [])
+    def series(self, now: float | None = None) -> list[dict]:
+        """Closed points of the span, then the step in progress; with `now` (the wall clock), only
+        those of the span before it: points are sorted by the clock only as frames come (add), so
+        while the camera is down a clock stepped back leaves points later than it (kept, and shown
+        once the clock has passed them), and one stepped forward points older than the span."""
+        points = list(self.points) + ([self._point(self._step)] if self._step else [])
+        if now is None:
+            return points
+        return [p for p in points if now - self.span_s - self.step_s <= p["t"] <= now]
 
     def recent_alerts(self) -> list[dict]:
         return list(reversed(self.alerts))
