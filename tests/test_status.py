@@ -612,6 +612,33 @@ def test_a_history_file_that_cannot_be_opened_says_why_not_only_that_sqlite_coul
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.parametrize("cause", ["read-only disk", "folder not writable"])
+def test_a_history_file_this_user_cannot_write_says_why_not_only_that_sqlite_could_not(tmp_path, caplog, monkeypatch,
+                                                                                       cause):
+    """An SD card remounted read-only, the unit's sandbox outside /var/lib/queue-mood, or edge run by
+    hand as pi on the service's folder: SQLite says only "unable to open database file"."""
+    import os
+    import sqlite3
+
+    from edge.service import history
+
+    connect = sqlite3.connect
+    # what SQLite raises there: a file it cannot create
+    monkeypatch.setattr(history.sqlite3, "connect", lambda *a, **k: connect(str(tmp_path / "no" / "such.sqlite")))
+    if cause == "read-only disk":
+        real = os.statvfs
+        monkeypatch.setattr(history.os, "statvfs", lambda p: types.SimpleNamespace(f_flag=real(p).f_flag | os.ST_RDONLY))
+    else:
+        monkeypatch.setattr(history.os, "access", lambda p, mode: str(p) != str(tmp_path))
+    caplog.set_level(logging.WARNING)
+    h = History(step_s=10, span_s=3600, db_path=str(tmp_path / "history.sqlite"))
+    h.add(1_800_000_000.0, 0.2, 1, False)
+    assert len(h.series()) == 1  # the chart carries on in memory
+    (said,) = (r.getMessage() for r in caplog.records)
+    assert {"read-only disk": f"the disk of {tmp_path} is mounted read-only",
+            "folder not writable": f"this user may not write {tmp_path}; run as the service's user"}[cause] in said
+
+
 def test_a_history_file_under_a_folder_this_user_cannot_enter_says_so_not_that_it_is_missing(tmp_path, caplog,
                                                                                              monkeypatch):
     """/var/lib/queue-mood (0750, the service's) read by the user pi: the folder is there."""

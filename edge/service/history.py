@@ -61,6 +61,31 @@ def _connect(path: str) -> sqlite3.Connection:
                               "service's user, or set status.history_db to a file in a folder this user may write") from None
     if not os.path.isdir(folder):
         raise NotADirectoryError(f"{folder} is a file, not a folder; set status.history_db to a file in a folder")
+    try:
+        return _open(path)
+    except sqlite3.OperationalError as exc:  # "unable to open database file" for a disk or folder it may not write too
+        why = _unwritable(path, folder) if _code(exc) in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY) else None
+        if why is None:
+            raise
+        raise PermissionError(why) from None
+
+
+def _unwritable(path: str, folder: str) -> str | None:
+    """Why this user cannot write the file (or the -wal and -shm files WAL makes beside it), if so."""
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return (f"the disk of {folder} is mounted read-only, as Linux does to an SD card with errors and the "
+                    "service's sandbox to every folder but /var/lib/queue-mood")
+    except OSError:
+        return None
+    for p in (folder, path):
+        if os.path.exists(p) and not os.access(p, os.W_OK):
+            return (f"this user may not write {p}; run as the service's user, or set status.history_db to a file "
+                    "in a folder this user may write")
+    return None
+
+
+def _open(path: str) -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_S)
     try:
         # WAL without a sync per write: a point lost to a power cut costs nothing, an SD card
