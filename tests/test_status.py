@@ -311,6 +311,24 @@ def test_history_after_the_clock_steps_back_keeps_new_points_in_order_in_memory_
     assert [p["t"] for p in History(step_s=10, span_s=3600, db_path=str(db)).series()] == ts  # and after a restart
 
 
+def test_history_shows_no_point_later_than_the_clock_stepped_back_while_the_camera_is_down(monkeypatch):
+    """No frames, so nothing sorts the points by the clock: NTP setting it back 30 min then drew
+    the last half hour past the chart's end ("70% at 10:31" on a chart ending at 10:01). Kept,
+    they come back once the clock has passed them; one stepped a day forward shows none."""
+    import edge.service.status as status
+
+    now = time.time()
+    stats = Stats("rt", "m", "src")
+    for t in range(int(now - 3600), int(now), 5):
+        stats.history.add(t, 0.3, 3, False)
+    stats.camera_down()
+    every = [p["t"] for p in stats.history.series()]
+    for wall, shown in ((now - 1800, [t for t in every if t <= now - 1800]), (now + 1, every), (now + 86400, [])):
+        monkeypatch.setattr(status.time, "time", lambda: wall)
+        got = stats.series()
+        assert [p["t"] for p in got["points"]] == shown and all(p["t"] <= got["now"] for p in got["points"])
+
+
 def test_history_written_on_a_clock_that_was_ahead_is_not_loaded_after_a_restart(tmp_path):
     db = tmp_path / "history.sqlite"
     h = History(step_s=10, span_s=3600, db_path=str(db))
@@ -592,6 +610,33 @@ def test_a_history_file_that_cannot_be_opened_says_why_not_only_that_sqlite_coul
     assert f"(it is a folder; set status.history_db to a file, e.g. {tmp_path / 'history.sqlite'})" in folder
     assert f"(its folder {tmp_path / 'state'} does not exist; make it, or set status.history_db" in missing
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("cause", ["read-only disk", "folder not writable"])
+def test_a_history_file_this_user_cannot_write_says_why_not_only_that_sqlite_could_not(tmp_path, caplog, monkeypatch,
+                                                                                       cause):
+    """An SD card remounted read-only, the unit's sandbox outside /var/lib/queue-mood, or edge run by
+    hand as pi on the service's folder: SQLite says only "unable to open database file"."""
+    import os
+    import sqlite3
+
+    from edge.service import history
+
+    connect = sqlite3.connect
+    # what SQLite raises there: a file it cannot create
+    monkeypatch.setattr(history.sqlite3, "connect", lambda *a, **k: connect(str(tmp_path / "no" / "such.sqlite")))
+    if cause == "read-only disk":
+        real = os.statvfs
+        monkeypatch.setattr(history.os, "statvfs", lambda p: types.SimpleNamespace(f_flag=real(p).f_flag | os.ST_RDONLY))
+    else:
+        monkeypatch.setattr(history.os, "access", lambda p, mode: str(p) != str(tmp_path))
+    caplog.set_level(logging.WARNING)
+    h = History(step_s=10, span_s=3600, db_path=str(tmp_path / "history.sqlite"))
+    h.add(1_800_000_000.0, 0.2, 1, False)
+    assert len(h.series()) == 1  # the chart carries on in memory
+    (said,) = (r.getMessage() for r in caplog.records)
+    assert {"read-only disk": f"the disk of {tmp_path} is mounted read-only",
+            "folder not writable": f"this user may not write {tmp_path}; run as the service's user"}[cause] in said
 
 
 def test_a_history_file_under_a_folder_this_user_cannot_enter_says_so_not_that_it_is_missing(tmp_path, caplog,

@@ -61,6 +61,31 @@ def _connect(path: str) -> sqlite3.Connection:
                               "service's user, or set status.history_db to a file in a folder this user may write") from None
     if not os.path.isdir(folder):
         raise NotADirectoryError(f"{folder} is a file, not a folder; set status.history_db to a file in a folder")
+    try:
+        return _open(path)
+    except sqlite3.OperationalError as exc:  # "unable to open database file" for a disk or folder it may not write too
+        why = _unwritable(path, folder) if _code(exc) in (sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY) else None
+        if why is None:
+            raise
+        raise PermissionError(why) from None
+
+
+def _unwritable(path: str, folder: str) -> str | None:
+    """Why this user cannot write the file (or the -wal and -shm files WAL makes beside it), if so."""
+    try:
+        if os.statvfs(folder).f_flag & os.ST_RDONLY:
+            return (f"the disk of {folder} is mounted read-only, as Linux does to an SD card with errors and the "
+                    "service's sandbox to every folder but /var/lib/queue-mood")
+    except OSError:
+        return None
+    for p in (folder, path):
+        if os.path.exists(p) and not os.access(p, os.W_OK):
+            return (f"this user may not write {p}; run as the service's user, or set status.history_db to a file "
+                    "in a folder this user may write")
+    return None
+
+
+def _open(path: str) -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_S)
     try:
         # WAL without a sync per write: a point lost to a power cut costs nothing, an SD card
@@ -348,9 +373,15 @@ class History:
         self._write("INSERT INTO alerts VALUES (?, ?, ?, ?)", (t_wall, kind, a["negative_share"], faces))
 
     # -- reading
-    def series(self) -> list[dict]:
-        """Closed points of the span, then the step in progress."""
-        return list(self.points) + ([self._point(self._step)] if self._step else [])
+    def series(self, now: float | None = None) -> list[dict]:
+        """Closed points of the span, then the step in progress; with `now` (the wall clock), only
+        those of the span before it: points are sorted by the clock only as frames come (add), so
+        while the camera is down a clock stepped back leaves points later than it (kept, and shown
+        once the clock has passed them), and one stepped forward points older than the span."""
+        points = list(self.points) + ([self._point(self._step)] if self._step else [])
+        if now is None:
+            return points
+        return [p for p in points if now - self.span_s - self.step_s <= p["t"] <= now]
 
     def recent_alerts(self) -> list[dict]:
         return list(reversed(self.alerts))

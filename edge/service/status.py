@@ -237,7 +237,8 @@ class Stats:
         (`now`, in seconds like the points' `t`): the chart ends there, not at the browser's.
         `zones` covers the span, whose axis may cross a change of the clocks."""
         with self._lock:
-            wall, points = time.time(), self.history.series()
+            wall = time.time()
+            points = self.history.series(wall)
             # the span's ends (its first point may be a step older): a change between them is found to the second
             span = (wall - self.history.span_s, *(p["t"] for p in points[:1]), wall)
             return {"step_s": self.history.step_s, "span_s": self.history.span_s, "now": round(wall, 3),
