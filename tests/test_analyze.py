@@ -772,7 +772,7 @@ def test_an_earlier_analysis_that_cannot_be_moved_is_one_sentence_and_stays_whol
     monkeypatch.setattr(Path, "replace", sticky)
     with pytest.raises(UserError, match=rf"Cannot replace the earlier analysis in {out}: {out / 'tracks.csv'} cannot "
                                         r"be moved \(Operation not permitted\); have its owner remove it"):
-        with _replacing_earlier(out, [], []):
+        with _replacing_earlier(out, [], [], []):
             pass
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
@@ -797,3 +797,73 @@ def test_a_folders_files_that_are_not_images_are_counted_and_named(tmp_path):
     assert "2 files could not be read and were skipped" in r.stdout
     assert (f"2 files are not images (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp) and were left out of {images}: "
             "clip.mp4, readme.txt.") in r.stdout.splitlines()
+
+
+# Run as `python -c KILLED_AT_THE_FIFTH_FRAME analyze ...`: edge analyze, killed outright (as by
+# SIGKILL, the OOM killer or a power cut: no handler runs) at its fifth frame.
+KILLED_AT_THE_FIFTH_FRAME = """
+import os, signal, sys
+from edge.pipeline.core import Pipeline
+process, seen = Pipeline.process, []
+def killed_at_the_fifth_frame(self, frame):
+    seen.append(frame)
+    if len(seen) == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return process(self, frame)
+Pipeline.process = killed_at_the_fifth_frame
+from edge.cli import cli
+sys.argv[0] = "edge"
+cli()
+"""
+
+
+@pytest.mark.parametrize("earlier", [True, False], ids=["earlier analysis", "new folder"])
+def test_an_analysis_killed_outright_leaves_a_folder_the_next_run_puts_right(tmp_path, earlier):
+    """Killed mid-run, edge analyze left the earlier analysis in a hidden .earlier-analysis-*
+    folder and its own partial timeline.csv beside it; the next run then refused the folder as
+    one no analysis wrote. Now the next run removes the partial files, puts the earlier analysis
+    back (saying so) and replaces it as usual; a file of the user's own of a name the killed run
+    did not write stays."""
+    video = write_video(tmp_path / "clip.mp4", (np.full((H, W, 3), 90, np.uint8) for _ in range(3 * FPS)))
+    out = tmp_path / "out"
+    if earlier:
+        before = fake_earlier_analysis(out, "timeline.json", "tracks.json")
+    else:
+        out.mkdir()
+        (out / "annotated.mp4").write_bytes(b"the user's own video")
+        before = {"annotated.mp4": b"the user's own video"}
+    killed = subprocess.run([sys.executable, "-c", KILLED_AT_THE_FIFTH_FRAME, "analyze", str(video), "--out", str(out),
+                             *(["--annotate"] if earlier else [])], capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr
+    assert [p.name for p in out.glob(".earlier-analysis-*")] and (out / "timeline.csv").is_file()  # what a kill leaves
+    r = run_cli("analyze", video, "--out", out, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    partial = "timeline.csv, annotated.mp4 were" if earlier else "timeline.csv was"
+    said = f"An analysis into {out} was killed before it finished: its partial {partial} removed"
+    said += "; the earlier analysis it was replacing (timeline.json, tracks.json, summary.json) was put back." \
+        if earlier else "."
+    assert said in r.stderr.splitlines() and said in r.stdout.splitlines(), (r.stderr, r.stdout)
+    if earlier:
+        assert f"{out} held an earlier analysis (timeline.json, tracks.json, summary.json)" in r.stdout
+    left = {p.name for p in out.iterdir()}
+    assert {"timeline.json", "tracks.json", "summary.json"} <= left and "timeline.csv" not in left, left
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], left
+    assert json.loads((out / "summary.json").read_text())["frames_analysed"] == 3 * FPS
+    if not earlier:
+        assert (out / "annotated.mp4").read_bytes() == before["annotated.mp4"]
+
+
+def test_a_folder_another_analysis_is_writing_is_refused(tmp_path):
+    """A second edge analyze into a folder the first one is writing would have taken its hidden
+    folder for one a kill left; it is refused in one sentence, and the first one's files stay."""
+    from edge.ops.analyze import _finish_interrupted, _replacing_earlier
+
+    out = tmp_path / "out"
+    fake_earlier_analysis(out, "timeline.csv")
+    with _replacing_earlier(out, [], ["timeline.csv", "summary.json"], []):
+        (out / "timeline.csv").write_text("time_s\n")
+        with pytest.raises(UserError, match=rf"^--out {out} is being written by another edge analyze that is still "
+                                            r"running; wait for it to finish, or pass another --out\.$"):
+            _finish_interrupted(out, [], [])
+        assert (out / "timeline.csv").read_text() == "time_s\n"
+    assert {p.name for p in out.iterdir()} == {"timeline.csv"}  # left by the with-block as a finished run would
