@@ -867,3 +867,26 @@ def test_a_folder_another_analysis_is_writing_is_refused(tmp_path):
             _finish_interrupted(out, [], [])
         assert (out / "timeline.csv").read_text() == "time_s\n"
     assert {p.name for p in out.iterdir()} == {"timeline.csv"}  # left by the with-block as a finished run would
+
+
+def test_a_video_whose_header_gives_an_impossible_frame_rate_says_the_rate_its_times_assume(tmp_path):
+    """A header of 5000 fps was replaced by 25 fps without a word: every time in the timeline,
+    the alert periods and the media seconds rested on a rate no one was told of."""
+    import struct
+
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for _ in range(5):
+        writer.write(np.full((48, 64, 3), 90, np.uint8))
+    writer.release()
+    data = bytearray(video.read_bytes())
+    rate = data.find(b"strh") + 8 + 24  # the stream header's dwRate (frames per dwScale = 1 s)
+    data[rate:rate + 4] = struct.pack("<I", 5000)
+    video.write_bytes(bytes(data))
+    r = run_cli("analyze", video, "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    said = (f"Video {video} gives 5000 frames per second in its header, which cannot be right; its times assume 25 "
+            "(if the rate is known, re-encode it with it, e.g. ffmpeg -r 15 -i IN OUT.mp4).")
+    assert said in r.stdout.splitlines() and said in r.stderr.splitlines(), (r.stdout, r.stderr)
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["media_fps"] == 25 and s["media_seconds"] == 0.2 and said in s["notes"]

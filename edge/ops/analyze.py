@@ -457,6 +457,8 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     classifier, detector = load_parts(cfg)
     labels = list(classifier.labels)
     fps = source.fps
+    if getattr(source, "fps_assumed", None):
+        opts.notes.append(source.fps_assumed)
     step_s = every / fps
     if video and step_s > cfg.tracking.max_gap_s:
         opts.notes.append(f"--every {every} leaves {step_s:.2f} s between analysed frames, more than "

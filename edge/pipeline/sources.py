@@ -132,6 +132,12 @@ class VideoFileSource(Source):
         self._first = first
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 0 < fps < 1000 else 25.0
+        # every time, the tracker's gaps and the mood window rest on it: a rate made up is said
+        self.fps_assumed: str | None = None if self.fps == fps else (
+            f"Video {path} gives {fps:g} frames per second in its header, which cannot be right; its times assume "
+            f"{self.fps:g} (if the rate is known, re-encode it with it, e.g. ffmpeg -r 15 -i IN OUT.mp4).")
+        if self.fps_assumed:
+            log.warning(self.fps_assumed)
         count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.frame_count = count if count > 0 else None
         self.ended_early: str | None = None  # set when decoding stops well before the header's frame count
