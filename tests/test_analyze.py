@@ -890,3 +890,25 @@ def test_a_video_whose_header_gives_an_impossible_frame_rate_says_the_rate_its_t
     assert said in r.stdout.splitlines() and said in r.stderr.splitlines(), (r.stdout, r.stderr)
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert s["media_fps"] == 25 and s["media_seconds"] == 0.2 and said in s["notes"]
+
+
+def test_subfolders_and_broken_links_of_an_image_folder_are_said(tmp_path):
+    """A folder of day1/, day2/ was "Folder ... has no images", and the images of a subfolder
+    beside images, or a link to a moved photo, were left out without a word."""
+    photos = tmp_path / "photos"
+    (photos / "day1").mkdir(parents=True)
+    cv2.imwrite(str(photos / "day1" / "a.png"), np.full((H, W, 3), 90, np.uint8))
+    only = run_cli("analyze", photos, "--out", tmp_path / "out")
+    assert only.returncode == 2 and only.stderr.splitlines()[-1] == (
+        f"error: Folder {photos} has no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp); its subfolders (day1) "
+        "are not looked into: pass one of them."), only.stderr
+    cv2.imwrite(str(photos / "b.png"), np.full((H, W, 3), 90, np.uint8))
+    (photos / "day2").mkdir()
+    (photos / "moved.jpg").symlink_to(photos / "gone.jpg")
+    r = run_cli("analyze", photos, "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    assert f"The subfolders of {photos} (day1, day2) are not looked into; analyse each on its own." in r.stdout
+    assert f"1 file could not be read and was skipped: {photos / 'moved.jpg'} (a link to a file that does not exist)." \
+        in r.stdout
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["frames_analysed"] == 1 and [f["path"] for f in s["failed"]] == [str(photos / "moved.jpg")]

@@ -43,7 +43,8 @@ from edge.paths import check_out_folder, expand_path, same_file
 from edge.pipeline import face_width
 from edge.pipeline.annotate import AnnotatedVideo
 from edge.pipeline.core import Pipeline, StageTimer, load_parts
-from edge.pipeline.sources import IMAGE_SUFFIXES, NOT_AN_IMAGE, ImageFolderSource, open_source, video_device_index
+from edge.pipeline.sources import (IMAGE_SUFFIXES, NOT_AN_IMAGE, ImageFolderSource, open_source, subfolder_names,
+                                   video_device_index)
 from edge.redact import redact_url
 from edge.signals import StopFlag
 
@@ -459,6 +460,10 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     fps = source.fps
     if getattr(source, "fps_assumed", None):
         opts.notes.append(source.fps_assumed)
+    if getattr(source, "subfolders", None):  # their images are not analysed: said, not passed over
+        many = len(source.subfolders) > 1
+        opts.notes.append(f"The subfolder{'s' if many else ''} of {path} ({subfolder_names(source.subfolders)}) "
+                          f"{'are' if many else 'is'} not looked into; analyse {'each' if many else 'it'} on its own.")
     step_s = every / fps
     if video and step_s > cfg.tracking.max_gap_s:
         opts.notes.append(f"--every {every} leaves {step_s:.2f} s between analysed frames, more than "
