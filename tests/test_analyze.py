@@ -912,3 +912,16 @@ def test_subfolders_and_broken_links_of_an_image_folder_are_said(tmp_path):
         in r.stdout
     s = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert s["frames_analysed"] == 1 and [f["path"] for f in s["failed"]] == [str(photos / "moved.jpg")]
+
+
+def test_an_image_named_in_a_script_the_charts_font_lacks_gives_no_warning_lines(tmp_path):
+    """matplotlib warned once per character of 日本.png, each warning with a line of analyze.py,
+    as if the run had gone wrong; the chart draws the name as boxes, which is all there is to it."""
+    pytest.importorskip("matplotlib")
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.full((H, W, 3), 90, np.uint8))
+    (images / "日本.png").write_bytes((images / "a.png").read_bytes())
+    r = run_cli("analyze", images, "--out", tmp_path / "out")
+    assert r.returncode == 0 and (tmp_path / "out" / "summary.png").is_file(), r.stderr
+    assert "Warning" not in r.stderr and "savefig" not in r.stderr, r.stderr

@@ -32,6 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -558,6 +559,14 @@ def _figure(size_in: tuple[float, float]):
     return Figure(figsize=size_in, dpi=DPI)
 
 
+def _save(fig, path: Path) -> None:
+    with warnings.catch_warnings():
+        # a name in a script the font lacks (日本.jpg) is drawn as boxes, and matplotlib's warning
+        # for each of its characters, with a line of this file, would pass for an error
+        warnings.filterwarnings("ignore", message="Glyph .* missing from")  # "font(s) ..." or "current font"
+        fig.savefig(path, dpi=DPI)
+
+
 def time_bins(frame_rows: list[tuple], step_s: float, n_labels: int):
     """Per-second bins (or per analysed frame when frames are a second or more apart) of the
     face sightings per emotion: (bin starts, bin width, counts (bins, labels))."""
@@ -607,7 +616,7 @@ def plot_timeline(path: Path, title: str, labels, frame_rows, alerts, end_s: flo
     ax2.set_ylim(bottom=0)
     ax2.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.subplots_adjust(left=0.07, right=0.80, top=0.93, bottom=0.1)
-    fig.savefig(path, dpi=DPI)
+    _save(fig, path)
 
 
 def _plot_images(path: Path, title: str, labels, rows):
@@ -635,7 +644,7 @@ def _plot_images(path: Path, title: str, labels, rows):
     ax.legend(loc="upper left", bbox_to_anchor=(1.12, 1.0), fontsize=8, frameon=False)
     h_in = figure_size_px("images", len(rows))[1] / DPI
     fig.subplots_adjust(left=0.22, right=0.76, top=1 - 0.5 / h_in, bottom=0.75 / h_in)
-    fig.savefig(path, dpi=DPI)
+    _save(fig, path)
 
 
 # -- what the CLI prints ------------------------------------------------------------------
