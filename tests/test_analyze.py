@@ -925,3 +925,28 @@ def test_an_image_named_in_a_script_the_charts_font_lacks_gives_no_warning_lines
     r = run_cli("analyze", images, "--out", tmp_path / "out")
     assert r.returncode == 0 and (tmp_path / "out" / "summary.png").is_file(), r.stderr
     assert "Warning" not in r.stderr and "savefig" not in r.stderr, r.stderr
+
+
+def test_what_a_killed_analysis_left_that_cannot_be_put_right_is_one_sentence(tmp_path, monkeypatch):
+    """Another user's killed analysis in a shared folder: one sentence, not a PermissionError."""
+    import errno
+
+    from edge.ops.analyze import _finish_interrupted
+
+    out = tmp_path / "out"
+    out.mkdir()
+    aside = out / ".earlier-analysis-x1"
+    fake_earlier_analysis(aside, "timeline.csv")
+    (out / "timeline.csv").write_text("time_s\n")
+    replace = Path.replace
+
+    def not_the_owner(self, target):
+        if self.parent == aside:
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(self))
+        return replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", not_the_owner)
+    with pytest.raises(UserError, match=rf"^--out {out} holds .earlier-analysis-x1, left by an analysis killed before "
+                                        rf"it finished, which cannot be put right \({aside}/.*: Operation not "
+                                        r"permitted\); have its owner run the analysis again, or pass another --out\.$"):
+        _finish_interrupted(out, [], [])

@@ -313,30 +313,21 @@ def _finish_interrupted(out: Path, inputs: list, notes: list[str]) -> None:
     was written left a whole analysis; only its hidden folder goes). A hidden folder another run
     still holds is refused."""
     keep = {Path(f).resolve() for f in inputs}
-    for aside in sorted(p for p in out.glob(ASIDE_PREFIX + "*") if p.is_dir()):
+    for aside in sorted(p for p in out.glob(ASIDE_PREFIX + "*") if p.is_dir() and not p.is_symlink()):
+        fd = None
         try:
             fd = _hold(aside)
+            partial, earlier = _put_right(out, aside, keep)
         except BlockingIOError:
             raise UserError(f"--out {out} is being written by another edge analyze that is still running; wait for "
                             "it to finish, or pass another --out.") from None
-        try:
-            earlier, whole = [f.name for f in _restore_order(aside)], _earlier_analysis(out)
-            if whole and "summary.json" in earlier:  # killed after writing its summary.json: a whole analysis
-                shutil.rmtree(aside)
-                continue
-            partial = []
-            if not whole:  # the files it wrote are partial, but for the earlier ones already put back
-                put_back = _listed(aside / "summary.json") - set(earlier)
-                wrote = (aside / WRITES).read_text().split("\n") if (aside / WRITES).is_file() else []
-                partial = [name for name in RESULT_FILES if name in wrote and name not in put_back
-                           and (out / name).is_file() and (out / name).resolve() not in keep]
-            for name in partial:
-                (out / name).unlink()
-            for name in earlier:
-                (aside / name).replace(out / name)
-            shutil.rmtree(aside)
+        except OSError as exc:  # another user's, in a shared folder
+            raise UserError(f"--out {out} holds {aside.name}, left by an analysis killed before it finished, which "
+                            f"cannot be put right ({exc.filename or aside}: {exc.strerror}); have its owner run the "
+                            "analysis again, or pass another --out.") from exc
         finally:
-            os.close(fd)
+            if fd is not None:
+                os.close(fd)
         if not partial and not earlier:  # killed before it wrote anything
             continue
         said = f"An analysis into {out} was killed before it finished: " + "; ".join(
@@ -344,6 +335,27 @@ def _finish_interrupted(out: Path, inputs: list, notes: list[str]) -> None:
             + ([f"the earlier analysis it was replacing ({', '.join(earlier)}) was put back"] if earlier else []))
         log.warning("%s.", said)
         notes.append(f"{said}.")
+
+
+def _put_right(out: Path, aside: Path, keep: set[Path]) -> tuple[list[str], list[str]]:
+    """What a killed run left (see _finish_interrupted); returns the partial files removed and the
+    earlier analysis's files put back."""
+    earlier, whole = [f.name for f in _restore_order(aside)], _earlier_analysis(out)
+    if whole and "summary.json" in earlier:  # killed after writing its summary.json: a whole analysis
+        shutil.rmtree(aside)
+        return [], []
+    partial = []
+    if not whole:  # the files it wrote are partial, but for the earlier ones already put back
+        put_back = _listed(aside / "summary.json") - set(earlier)
+        wrote = (aside / WRITES).read_text().split("\n") if (aside / WRITES).is_file() else []
+        partial = [name for name in RESULT_FILES if name in wrote and name not in put_back
+                   and (out / name).is_file() and (out / name).resolve() not in keep]
+    for name in partial:
+        (out / name).unlink()
+    for name in earlier:
+        (aside / name).replace(out / name)
+    shutil.rmtree(aside)
+    return partial, earlier
 
 
 @contextlib.contextmanager
