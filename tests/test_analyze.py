@@ -772,7 +772,7 @@ def test_an_earlier_analysis_that_cannot_be_moved_is_one_sentence_and_stays_whol
     monkeypatch.setattr(Path, "replace", sticky)
     with pytest.raises(UserError, match=rf"Cannot replace the earlier analysis in {out}: {out / 'tracks.csv'} cannot "
                                         r"be moved \(Operation not permitted\); have its owner remove it"):
-        with _replacing_earlier(out, [], []):
+        with _replacing_earlier(out, [], [], []):
             pass
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
@@ -797,3 +797,156 @@ def test_a_folders_files_that_are_not_images_are_counted_and_named(tmp_path):
     assert "2 files could not be read and were skipped" in r.stdout
     assert (f"2 files are not images (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp) and were left out of {images}: "
             "clip.mp4, readme.txt.") in r.stdout.splitlines()
+
+
+# Run as `python -c KILLED_AT_THE_FIFTH_FRAME analyze ...`: edge analyze, killed outright (as by
+# SIGKILL, the OOM killer or a power cut: no handler runs) at its fifth frame.
+KILLED_AT_THE_FIFTH_FRAME = """
+import os, signal, sys
+from edge.pipeline.core import Pipeline
+process, seen = Pipeline.process, []
+def killed_at_the_fifth_frame(self, frame):
+    seen.append(frame)
+    if len(seen) == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return process(self, frame)
+Pipeline.process = killed_at_the_fifth_frame
+from edge.cli import cli
+sys.argv[0] = "edge"
+cli()
+"""
+
+
+@pytest.mark.parametrize("earlier", [True, False], ids=["earlier analysis", "new folder"])
+def test_an_analysis_killed_outright_leaves_a_folder_the_next_run_puts_right(tmp_path, earlier):
+    """Killed mid-run, edge analyze left the earlier analysis in a hidden .earlier-analysis-*
+    folder and its own partial timeline.csv beside it; the next run then refused the folder as
+    one no analysis wrote. Now the next run removes the partial files, puts the earlier analysis
+    back (saying so) and replaces it as usual; a file of the user's own of a name the killed run
+    did not write stays."""
+    video = write_video(tmp_path / "clip.mp4", (np.full((H, W, 3), 90, np.uint8) for _ in range(3 * FPS)))
+    out = tmp_path / "out"
+    if earlier:
+        before = fake_earlier_analysis(out, "timeline.json", "tracks.json")
+    else:
+        out.mkdir()
+        (out / "annotated.mp4").write_bytes(b"the user's own video")
+        before = {"annotated.mp4": b"the user's own video"}
+    killed = subprocess.run([sys.executable, "-c", KILLED_AT_THE_FIFTH_FRAME, "analyze", str(video), "--out", str(out),
+                             *(["--annotate"] if earlier else [])], capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -9, killed.stderr
+    assert [p.name for p in out.glob(".earlier-analysis-*")] and (out / "timeline.csv").is_file()  # what a kill leaves
+    r = run_cli("analyze", video, "--out", out, "--format", "json")
+    assert r.returncode == 0, r.stderr
+    partial = "timeline.csv, annotated.mp4 were" if earlier else "timeline.csv was"
+    said = f"An analysis into {out} was killed before it finished: its partial {partial} removed"
+    said += "; the earlier analysis it was replacing (timeline.json, tracks.json, summary.json) was put back." \
+        if earlier else "."
+    assert said in r.stderr.splitlines() and said in r.stdout.splitlines(), (r.stderr, r.stdout)
+    if earlier:
+        assert f"{out} held an earlier analysis (timeline.json, tracks.json, summary.json)" in r.stdout
+    left = {p.name for p in out.iterdir()}
+    assert {"timeline.json", "tracks.json", "summary.json"} <= left and "timeline.csv" not in left, left
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], left
+    assert json.loads((out / "summary.json").read_text())["frames_analysed"] == 3 * FPS
+    if not earlier:
+        assert (out / "annotated.mp4").read_bytes() == before["annotated.mp4"]
+
+
+def test_a_folder_another_analysis_is_writing_is_refused(tmp_path):
+    """A second edge analyze into a folder the first one is writing would have taken its hidden
+    folder for one a kill left; it is refused in one sentence, and the first one's files stay."""
+    from edge.ops.analyze import _finish_interrupted, _replacing_earlier
+
+    out = tmp_path / "out"
+    fake_earlier_analysis(out, "timeline.csv")
+    with _replacing_earlier(out, [], ["timeline.csv", "summary.json"], []):
+        (out / "timeline.csv").write_text("time_s\n")
+        with pytest.raises(UserError, match=rf"^--out {out} is being written by another edge analyze that is still "
+                                            r"running; wait for it to finish, or pass another --out\.$"):
+            _finish_interrupted(out, [], [])
+        assert (out / "timeline.csv").read_text() == "time_s\n"
+    assert {p.name for p in out.iterdir()} == {"timeline.csv"}  # left by the with-block as a finished run would
+
+
+def test_a_video_whose_header_gives_an_impossible_frame_rate_says_the_rate_its_times_assume(tmp_path):
+    """A header of 5000 fps was replaced by 25 fps without a word: every time in the timeline,
+    the alert periods and the media seconds rested on a rate no one was told of."""
+    import struct
+
+    video = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for _ in range(5):
+        writer.write(np.full((48, 64, 3), 90, np.uint8))
+    writer.release()
+    data = bytearray(video.read_bytes())
+    rate = data.find(b"strh") + 8 + 24  # the stream header's dwRate (frames per dwScale = 1 s)
+    data[rate:rate + 4] = struct.pack("<I", 5000)
+    video.write_bytes(bytes(data))
+    r = run_cli("analyze", video, "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    said = (f"Video {video} gives 5000 frames per second in its header, which cannot be right; its times assume 25 "
+            "(if the rate is known, re-encode it with it, e.g. ffmpeg -r 15 -i IN OUT.mp4).")
+    assert said in r.stdout.splitlines() and said in r.stderr.splitlines(), (r.stdout, r.stderr)
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["media_fps"] == 25 and s["media_seconds"] == 0.2 and said in s["notes"]
+
+
+def test_subfolders_and_broken_links_of_an_image_folder_are_said(tmp_path):
+    """A folder of day1/, day2/ was "Folder ... has no images", and the images of a subfolder
+    beside images, or a link to a moved photo, were left out without a word."""
+    photos = tmp_path / "photos"
+    (photos / "day1").mkdir(parents=True)
+    cv2.imwrite(str(photos / "day1" / "a.png"), np.full((H, W, 3), 90, np.uint8))
+    only = run_cli("analyze", photos, "--out", tmp_path / "out")
+    assert only.returncode == 2 and only.stderr.splitlines()[-1] == (
+        f"error: Folder {photos} has no images (.jpg, .jpeg, .png, .bmp, .tif, .tiff, .webp); its subfolders (day1) "
+        "are not looked into: pass one of them."), only.stderr
+    cv2.imwrite(str(photos / "b.png"), np.full((H, W, 3), 90, np.uint8))
+    (photos / "day2").mkdir()
+    (photos / "moved.jpg").symlink_to(photos / "gone.jpg")
+    r = run_cli("analyze", photos, "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    assert f"The subfolders of {photos} (day1, day2) are not looked into; analyse each on its own." in r.stdout
+    assert f"1 file could not be read and was skipped: {photos / 'moved.jpg'} (a link to a file that does not exist)." \
+        in r.stdout
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["frames_analysed"] == 1 and [f["path"] for f in s["failed"]] == [str(photos / "moved.jpg")]
+
+
+def test_an_image_named_in_a_script_the_charts_font_lacks_gives_no_warning_lines(tmp_path):
+    """matplotlib warned once per character of 日本.png, each warning with a line of analyze.py,
+    as if the run had gone wrong; the chart draws the name as boxes, which is all there is to it."""
+    pytest.importorskip("matplotlib")
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "a.png"), np.full((H, W, 3), 90, np.uint8))
+    (images / "日本.png").write_bytes((images / "a.png").read_bytes())
+    r = run_cli("analyze", images, "--out", tmp_path / "out")
+    assert r.returncode == 0 and (tmp_path / "out" / "summary.png").is_file(), r.stderr
+    assert "Warning" not in r.stderr and "savefig" not in r.stderr, r.stderr
+
+
+def test_what_a_killed_analysis_left_that_cannot_be_put_right_is_one_sentence(tmp_path, monkeypatch):
+    """Another user's killed analysis in a shared folder: one sentence, not a PermissionError."""
+    import errno
+
+    from edge.ops.analyze import _finish_interrupted
+
+    out = tmp_path / "out"
+    out.mkdir()
+    aside = out / ".earlier-analysis-x1"
+    fake_earlier_analysis(aside, "timeline.csv")
+    (out / "timeline.csv").write_text("time_s\n")
+    replace = Path.replace
+
+    def not_the_owner(self, target):
+        if self.parent == aside:
+            raise PermissionError(errno.EPERM, "Operation not permitted", str(self))
+        return replace(self, target)
+
+    monkeypatch.setattr(Path, "replace", not_the_owner)
+    with pytest.raises(UserError, match=rf"^--out {out} holds .earlier-analysis-x1, left by an analysis killed before "
+                                        rf"it finished, which cannot be put right \({aside}/.*: Operation not "
+                                        r"permitted\); have its owner run the analysis again, or pass another --out\.$"):
+        _finish_interrupted(out, [], [])

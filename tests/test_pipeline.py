@@ -785,3 +785,25 @@ def test_another_users_preview_is_one_sentence_and_keeps_its_contents(tmp_path, 
                                         "choose a file of your own"):
         video.add(np.zeros((48, 64, 3), np.uint8), None)
     assert path.read_bytes() == b"root's video"
+
+
+@pytest.mark.parametrize("first,size", [((1, 1), (16, 16)), ((9000, 100), (8190, 90)), ((641, 481), (640, 480))])
+def test_an_annotated_video_whose_first_frame_mp4v_cannot_take_is_made_at_a_size_it_can(tmp_path, monkeypatch, first,
+                                                                                          size):
+    """A folder whose first image was 1x1 or a 12000x9000 photo: `edge analyze --annotate` failed
+    with "this OpenCV build has no mp4v encoder", and no analysis at all."""
+    import cv2
+    import numpy as np
+
+    from edge.pipeline import annotate
+    from edge.pipeline.annotate import AnnotatedVideo
+
+    monkeypatch.setattr(annotate, "draw", lambda image, result, labels, roi: image)  # the frames as they come
+    path = tmp_path / "annotated.mp4"
+    video = AnnotatedVideo(path, 1.0, ["happy"])
+    video.add(np.full((first[1], first[0], 3), 200, np.uint8), None)
+    video.add(np.full((480, 640, 3), 200, np.uint8), None)
+    video.close()
+    cap = cv2.VideoCapture(str(path))
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == size
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 2

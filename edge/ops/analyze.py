@@ -24,6 +24,7 @@ import csv
 import dataclasses
 import json
 import contextlib
+import logging
 import math
 import os
 import shlex
@@ -31,6 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,9 +44,12 @@ from edge.paths import check_out_folder, expand_path, same_file
 from edge.pipeline import face_width
 from edge.pipeline.annotate import AnnotatedVideo
 from edge.pipeline.core import Pipeline, StageTimer, load_parts
-from edge.pipeline.sources import IMAGE_SUFFIXES, NOT_AN_IMAGE, ImageFolderSource, open_source, video_device_index
+from edge.pipeline.sources import (IMAGE_SUFFIXES, NOT_AN_IMAGE, ImageFolderSource, open_source, subfolder_names,
+                                   video_device_index)
 from edge.redact import redact_url
 from edge.signals import StopFlag
+
+log = logging.getLogger(__name__)
 
 # Fixed chart geometry (inches at DPI), so the PNG's pixel size is predictable.
 DPI = 100
@@ -267,41 +272,131 @@ def _earlier_analysis(out: Path) -> bool:
     return isinstance(summary, dict) and {"frames_analysed", "detector", "input"} <= summary.keys()
 
 
+ASIDE_PREFIX = ".earlier-analysis-"  # the hidden folder a run sets the earlier analysis aside in
+WRITES = ".this-run-writes"  # in it: the names of the files the run writes, one a line
+
+
+def _restore_order(aside: Path) -> list[Path]:
+    """The files set aside, summary.json last: until it is back, a kill while they are put back
+    leaves a folder _finish_interrupted puts right (its summary.json says what was there)."""
+    return sorted((f for f in aside.iterdir() if f.name != WRITES), key=lambda f: f.name == "summary.json")
+
+
+def _hold(aside: Path) -> int:
+    """An open descriptor of `aside` locked (flock) for this process; the system drops the lock
+    however the process ends, so an unlocked hidden folder is one a killed run left."""
+    import fcntl
+
+    fd = os.open(aside, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _listed(summary: Path) -> set[str]:
+    """The names of the files an analysis's summary.json says it wrote."""
+    try:
+        files = json.loads(summary.read_text()).get("files")
+        return {Path(f).name for f in files.values()} if isinstance(files, dict) else set()
+    except (OSError, ValueError, AttributeError):
+        return set()
+
+
+def _finish_interrupted(out: Path, inputs: list, notes: list[str]) -> None:
+    """A run killed outright (SIGKILL, the OOM killer, a power cut) left its hidden folder in `out`,
+    with the earlier analysis it replaced, and maybe part of its own files beside: the next run
+    refused the folder as one no analysis wrote. Before this run looks at it: the killed run's
+    partial files are removed and the earlier analysis put back (a run killed once its summary.json
+    was written left a whole analysis; only its hidden folder goes). A hidden folder another run
+    still holds is refused."""
+    keep = {Path(f).resolve() for f in inputs}
+    for aside in sorted(p for p in out.glob(ASIDE_PREFIX + "*") if p.is_dir() and not p.is_symlink()):
+        fd = None
+        try:
+            fd = _hold(aside)
+            partial, earlier = _put_right(out, aside, keep)
+        except BlockingIOError:
+            raise UserError(f"--out {out} is being written by another edge analyze that is still running; wait for "
+                            "it to finish, or pass another --out.") from None
+        except OSError as exc:  # another user's, in a shared folder
+            raise UserError(f"--out {out} holds {aside.name}, left by an analysis killed before it finished, which "
+                            f"cannot be put right ({exc.filename or aside}: {exc.strerror}); have its owner run the "
+                            "analysis again, or pass another --out.") from exc
+        finally:
+            if fd is not None:
+                os.close(fd)
+        if not partial and not earlier:  # killed before it wrote anything
+            continue
+        said = f"An analysis into {out} was killed before it finished: " + "; ".join(
+            ([f"its partial {', '.join(partial)} {'was' if len(partial) == 1 else 'were'} removed"] if partial else [])
+            + ([f"the earlier analysis it was replacing ({', '.join(earlier)}) was put back"] if earlier else []))
+        log.warning("%s.", said)
+        notes.append(f"{said}.")
+
+
+def _put_right(out: Path, aside: Path, keep: set[Path]) -> tuple[list[str], list[str]]:
+    """What a killed run left (see _finish_interrupted); returns the partial files removed and the
+    earlier analysis's files put back."""
+    earlier, whole = [f.name for f in _restore_order(aside)], _earlier_analysis(out)
+    if whole and "summary.json" in earlier:  # killed after writing its summary.json: a whole analysis
+        shutil.rmtree(aside)
+        return [], []
+    partial = []
+    if not whole:  # the files it wrote are partial, but for the earlier ones already put back
+        put_back = _listed(aside / "summary.json") - set(earlier)
+        wrote = (aside / WRITES).read_text().split("\n") if (aside / WRITES).is_file() else []
+        partial = [name for name in RESULT_FILES if name in wrote and name not in put_back
+                   and (out / name).is_file() and (out / name).resolve() not in keep]
+    for name in partial:
+        (out / name).unlink()
+    for name in earlier:
+        (aside / name).replace(out / name)
+    shutil.rmtree(aside)
+    return partial, earlier
+
+
 @contextlib.contextmanager
-def _replacing_earlier(out: Path, inputs: list, notes: list[str]):
+def _replacing_earlier(out: Path, inputs: list, writes: list[str], notes: list[str]):
     """Around this run's writing into `out`: an earlier analysis's files are moved into a hidden
     folder there (saying so), and put back, this run's own files removed, if the run fails, so a
     failed analysis never costs the last good one; dropped once it succeeds. Never one of the
     `inputs` (an image named summary.png in the folder analysed), and nothing from a folder no
-    analysis wrote."""
+    analysis wrote. The hidden folder is made (and held) in any case, with the names of the files
+    this run `writes`: left by a kill, it tells the next run which files beside it are partial
+    (_finish_interrupted)."""
     keep = {Path(f).resolve() for f in inputs}
     earlier = [name for name in RESULT_FILES if (out / name).is_file() and (out / name).resolve() not in keep] \
         if _earlier_analysis(out) else []
-    aside = Path(tempfile.mkdtemp(prefix=".earlier-analysis-", dir=out)) if earlier else None
+    aside = Path(tempfile.mkdtemp(prefix=ASIDE_PREFIX, dir=out))
+    held = _hold(aside)
     try:
-        for name in earlier:
-            (out / name).replace(aside / name)
-    except OSError as exc:  # another user's file in a shared folder with the sticky bit, as /tmp
-        for f in aside.iterdir():
-            f.replace(out / f.name)
-        aside.rmdir()
-        raise UserError(f"Cannot replace the earlier analysis in {out}: {exc.filename} cannot be moved "
-                        f"({exc.strerror}); have its owner remove it, or pass another --out.") from exc
-    if earlier:
-        notes.append(f"{out} held an earlier analysis ({', '.join(earlier)}); it was removed, and the files below are "
-                     "this run's.")
-    try:
-        yield
-    except BaseException:
-        for name in RESULT_FILES:
-            if (out / name).is_file() and (out / name).resolve() not in keep:
-                (out / name).unlink()
-        for f in aside.iterdir() if aside else []:
-            f.replace(out / f.name)
-        raise
+        (aside / WRITES).write_text("\n".join(writes) + "\n")
+        try:
+            for name in earlier:
+                (out / name).replace(aside / name)
+        except OSError as exc:  # another user's file in a shared folder with the sticky bit, as /tmp
+            for f in _restore_order(aside):
+                f.replace(out / f.name)
+            raise UserError(f"Cannot replace the earlier analysis in {out}: {exc.filename} cannot be moved "
+                            f"({exc.strerror}); have its owner remove it, or pass another --out.") from exc
+        if earlier:
+            notes.append(f"{out} held an earlier analysis ({', '.join(earlier)}); it was removed, and the files below "
+                         "are this run's.")
+        try:
+            yield
+        except BaseException:
+            for name in RESULT_FILES:
+                if (out / name).is_file() and (out / name).resolve() not in keep:
+                    (out / name).unlink()
+            for f in _restore_order(aside):
+                f.replace(out / f.name)
+            raise
     finally:
-        if aside is not None:
-            shutil.rmtree(aside, ignore_errors=True)
+        shutil.rmtree(aside, ignore_errors=True)
+        os.close(held)
 
 
 def _replay(cfg: Config, parts, source, name_of, rec: _Recorder, timer: StageTimer, annotator, bar,
@@ -368,6 +463,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
              **({"chart": out / "summary.png"} if draw else {}), "summary": out / "summary.json",
              **({"annotated": out / "annotated.mp4"} if opts.annotate else {})}
     inputs = [expand_path(path), *getattr(source, "files", [])]
+    _finish_interrupted(out, inputs, opts.notes)
     _refuse_overwriting(out, files.values(), inputs)
     # Offline, the timeline has a row for every face in every analysed frame: no compute schedule.
     cfg = dataclasses.replace(cfg, schedule=ScheduleConfig.every_frame())
@@ -375,6 +471,12 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     classifier, detector = load_parts(cfg)
     labels = list(classifier.labels)
     fps = source.fps
+    if getattr(source, "fps_assumed", None):
+        opts.notes.append(source.fps_assumed)
+    if getattr(source, "subfolders", None):  # their images are not analysed: said, not passed over
+        many = len(source.subfolders) > 1
+        opts.notes.append(f"The subfolder{'s' if many else ''} of {path} ({subfolder_names(source.subfolders)}) "
+                          f"{'are' if many else 'is'} not looked into; analyse {'each' if many else 'it'} on its own.")
     step_s = every / fps
     if video and step_s > cfg.tracking.max_gap_s:
         opts.notes.append(f"--every {every} leaves {step_s:.2f} s between analysed frames, more than "
@@ -382,7 +484,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
                           "analysed frame to the next and every sighting starts a new track.")
     # Ctrl-C, SIGTERM and SIGHUP (an SSH session dropping) stop the loop, not the process: never half
     # the files with the earlier analysis still set aside
-    with StopFlag() as stop, _replacing_earlier(out, inputs, opts.notes):
+    with StopFlag() as stop, _replacing_earlier(out, inputs, [f.name for f in files.values()], opts.notes):
         rec = _Recorder(out, labels, video, opts.fmt)
         annotator = AnnotatedVideo(out / "annotated.mp4", fps / every if video else 1.0, labels,
                                    cfg.source.roi) if opts.annotate else None
@@ -469,6 +571,14 @@ def _figure(size_in: tuple[float, float]):
     return Figure(figsize=size_in, dpi=DPI)
 
 
+def _save(fig, path: Path) -> None:
+    with warnings.catch_warnings():
+        # a name in a script the font lacks (日本.jpg) is drawn as boxes, and matplotlib's warning
+        # for each of its characters, with a line of this file, would pass for an error
+        warnings.filterwarnings("ignore", message="Glyph .* missing from")  # "font(s) ..." or "current font"
+        fig.savefig(path, dpi=DPI)
+
+
 def time_bins(frame_rows: list[tuple], step_s: float, n_labels: int):
     """Per-second bins (or per analysed frame when frames are a second or more apart) of the
     face sightings per emotion: (bin starts, bin width, counts (bins, labels))."""
@@ -518,7 +628,7 @@ def plot_timeline(path: Path, title: str, labels, frame_rows, alerts, end_s: flo
     ax2.set_ylim(bottom=0)
     ax2.yaxis.set_major_locator(MaxNLocator(integer=True))
     fig.subplots_adjust(left=0.07, right=0.80, top=0.93, bottom=0.1)
-    fig.savefig(path, dpi=DPI)
+    _save(fig, path)
 
 
 def _plot_images(path: Path, title: str, labels, rows):
@@ -546,7 +656,7 @@ def _plot_images(path: Path, title: str, labels, rows):
     ax.legend(loc="upper left", bbox_to_anchor=(1.12, 1.0), fontsize=8, frameon=False)
     h_in = figure_size_px("images", len(rows))[1] / DPI
     fig.subplots_adjust(left=0.22, right=0.76, top=1 - 0.5 / h_in, bottom=0.75 / h_in)
-    fig.savefig(path, dpi=DPI)
+    _save(fig, path)
 
 
 # -- what the CLI prints ------------------------------------------------------------------

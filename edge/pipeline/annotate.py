@@ -14,6 +14,8 @@ CONFIRMED, TENTATIVE, MOOD, ROI = (0, 255, 0), (0, 200, 255), (0, 0, 255), (255,
 # the containers OpenCV's FFmpeg writer puts mp4v into; another name makes it fall back to its
 # image-sequence writer, which fails as if there were no encoder
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
+# mp4v (MPEG-4 part 2) takes sides of 2 to 8190 pixels, in even numbers (an odd one is cut)
+MIN_SIDE, MAX_SIDE = 16, 8190
 
 
 def draw(image: np.ndarray, result, labels: list[str], roi=()) -> np.ndarray:
@@ -87,6 +89,14 @@ def private(path: Path) -> None:
                         "folder you can write to.") from exc
 
 
+def video_size(w: int, h: int) -> tuple[int, int]:
+    """The size of a video whose first frame is w x h: that, within what mp4v takes (a 1x1 image
+    or a 12000x9000 photo first in a folder failed as if there were no encoder, losing the whole
+    analysis); later frames of another size are letterboxed into it."""
+    scale = min(1.0, MAX_SIDE / max(w, h))
+    return tuple(min(MAX_SIDE, max(MIN_SIDE, int(side * scale) // 2 * 2)) for side in (w, h))
+
+
 class AnnotatedVideo:
     """An mp4 of annotated frames; frames of another size are letterboxed into the first one's."""
 
@@ -100,7 +110,7 @@ class AnnotatedVideo:
         cv2 = import_cv2()
         img = draw(image, result, self.labels, self.roi)
         if self.writer is None:
-            self.size = (img.shape[1], img.shape[0])
+            self.size = video_size(img.shape[1], img.shape[0])
             private(self.path)
             self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*"mp4v"), self.fps, self.size)
             if not self.writer.isOpened():

@@ -132,6 +132,12 @@ class VideoFileSource(Source):
         self._first = first
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = fps if fps and 0 < fps < 1000 else 25.0
+        # every time, the tracker's gaps and the mood window rest on it: a rate made up is said
+        self.fps_assumed: str | None = None if self.fps == fps else (
+            f"Video {path} gives {fps:g} frames per second in its header, which cannot be right; its times assume "
+            f"{self.fps:g} (if the rate is known, re-encode it with it, e.g. ffmpeg -r 15 -i IN OUT.mp4).")
+        if self.fps_assumed:
+            log.warning(self.fps_assumed)
         count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.frame_count = count if count > 0 else None
         self.ended_early: str | None = None  # set when decoding stops well before the header's frame count
@@ -177,20 +183,24 @@ class VideoFileSource(Source):
 class ImageFolderSource(Source):
     """Images in name order as frames at `fps` media frames per second; unreadable files
     are skipped and listed in `failed`, the folder's other files (a video, notes; not hidden
-    ones) in `not_images`."""
+    ones) in `not_images`, its subfolders (not looked into) in `subfolders`."""
 
     def __init__(self, path: str, fps: float = 1.0, every: int = 1, files: list[Path] | None = None):
         self.path, self.fps, self.every = Path(path), fps, max(1, every)
-        try:  # is_file: a folder named x.jpg or a broken link is not an image
-            listed = [] if files else sorted(p for p in self.path.iterdir() if p.is_file())
+        try:  # is_file: a folder named x.jpg is not an image; a broken link is one that cannot be read
+            entries = [] if files else sorted(self.path.iterdir())
+            listed = [p for p in entries if p.is_file() or (p.is_symlink() and not p.exists())]
             self.files = files or [p for p in listed if p.suffix.lower() in IMAGE_SUFFIXES]
             self.not_images = [p for p in listed if p.suffix.lower() not in IMAGE_SUFFIXES
                                and not p.name.startswith(".")]
+            self.subfolders = [p for p in entries if p.is_dir() and not p.name.startswith(".")]
         except OSError as exc:
             raise UserError(f"Cannot list folder {path} ({exc.strerror}); check that it exists and this user may "
                             "read it.") from exc
         if not self.files:
-            raise UserError(f"Folder {path} has no images ({', '.join(IMAGE_SUFFIXES)}).")
+            inside = f"; its subfolders ({subfolder_names(self.subfolders)}) are not looked into: pass one of " \
+                     "them" if self.subfolders else ""
+            raise UserError(f"Folder {path} has no images ({', '.join(IMAGE_SUFFIXES)}){inside}.")
         self.failed: list[tuple[str, str]] = []
         self.frame_count = len(self.files)
 
@@ -202,8 +212,9 @@ class ImageFolderSource(Source):
                 continue
             try:
                 data = np.fromfile(f, np.uint8)
-            except OSError as exc:  # removed, unreadable or a dangling link since it was listed
-                data, why = None, exc.strerror or str(exc)
+            except OSError as exc:  # removed, unreadable or a dangling link
+                data, why = None, "a link to a file that does not exist" if f.is_symlink() and not f.exists() else \
+                    exc.strerror or str(exc)
             else:
                 why = "not a readable image"
             img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
@@ -229,6 +240,12 @@ class ImageFolderSource(Source):
 
     def describe(self):
         return f"image folder {self.path} ({len(self.files)} images)"
+
+
+def subfolder_names(folders: list[Path], most: int = 3) -> str:
+    """"day1, day2, day3 and 4 more": the subfolders an image folder's analysis leaves out."""
+    more = f" and {len(folders) - most} more" if len(folders) > most else ""
+    return ", ".join(p.name for p in folders[:most]) + more
 
 
 class LiveSource(Source):
