@@ -836,6 +836,67 @@ def test_webhook_timeout_bounds_the_whole_request_not_each_read(tmp_path, caplog
     assert "no complete answer within timeout_s (0.5 s)" in caplog.text
 
 
+class Streamer:
+    """A receiver that accepts the POST (200) and then streams a body as fast as it can, without
+    a length, up to `limit` bytes (a URL that names a download, a misbehaving proxy)."""
+
+    def __init__(self, limit: int = 1 << 30):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/hook"
+        self.limit = limit
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        with self.server:
+            conn, _ = self.server.accept()
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:  # all of it: a close with unread bytes resets the connection
+                    request += conn.recv(65536)
+                head, _, body = request.partition(b"\r\n\r\n")
+                length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+                while len(body) < length:
+                    body += conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+                chunk = b"x" * (1 << 20)
+                try:
+                    for _ in range(self.limit // len(chunk)):
+                        conn.sendall(chunk)
+                except OSError:
+                    return  # the sink stopped reading
+
+
+def test_webhook_reads_a_bounded_part_of_a_huge_answer_and_counts_the_2xx_delivered(tmp_path):
+    rx = Streamer()
+    sink = WebhookSink(url=rx.url, timeout_s=3, spool=Spool(tmp_path / "sp"))
+    sender = send_in_thread(sink, ev("raised", 1))
+    sender.join(30)
+    # was: the whole stream was read into memory (GBs in seconds, past timeout_s: the deadline's
+    # shutdown does not stop a sender that keeps the socket full), then retried as a timeout,
+    # so the receiver got the event again at every try
+    assert not sender.is_alive()
+    assert sink.delivered == 1 and sink.failed == 0 and len(sink.spool) == 0
+
+
+def test_webhook_answer_cut_off_before_its_length_is_retried(tmp_path):
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve():  # 200 with a Content-Length it does not send: the receiver died mid-answer
+        with server:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+                conn.shutdown(socket.SHUT_WR)
+                while conn.recv(65536):
+                    pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    sink = WebhookSink(url=f"http://127.0.0.1:{server.getsockname()[1]}/hook", timeout_s=5, spool=Spool(tmp_path / "sp"))
+    sink.send(ev("raised", 1))
+    assert sink.delivered == 0 and sink.failed == 1 and len(sink.spool) == 1
+
+
 # ---------------------------------------------------------------- fanout, build_sinks
 
 

@@ -40,6 +40,9 @@ REJECTED = (400, 413, 415, 422)  # the payload itself is refused: sending it aga
 AUTH = (401, 403)
 MOVED = (404, 405, 410)  # and every 3xx
 TRANSIENT_4XX = (408, 409, 425, 429)  # a timeout, the Idempotency-Key still in progress, too early, a rate limit
+# The answer's body is not used. Read whole, a receiver streaming one (a URL naming a download)
+# filled memory by GBs: the deadline's shutdown does not stop a read while data keeps coming.
+MAX_ANSWER_BYTES = 1 << 16
 
 
 def advice(status: int) -> str:
@@ -221,10 +224,14 @@ class WebhookSink(Sink):
         req.deadline = Deadline(self.timeout_s)  # timeout_s for the whole request, not for each read
         try:
             with _opener.open(req, timeout=self.timeout_s) as resp:  # a status >= 300 raises HTTPError
-                body = resp.read()
-                # The deadline can pass just after a whole answer was read: that one was delivered.
-                if req.deadline.expired and not whole(resp, body):  # cut off: no answer, however it parsed
-                    raise TimeoutError
+                body = resp.read(MAX_ANSWER_BYTES + 1)  # a longer answer is not read on: its status is the answer
+                if len(body) <= MAX_ANSWER_BYTES and not whole(resp, body):
+                    # The deadline can pass just after a whole answer was read: that one was delivered.
+                    if req.deadline.expired:
+                        raise TimeoutError  # cut off: no answer, however it parsed
+                    length = resp.headers.get("Content-Length", "")
+                    if length.isdigit():  # read(amt) returns a cut answer where read() raised
+                        raise http.client.IncompleteRead(body, int(length) - len(body))
                 if not 200 <= resp.status < 300:
                     raise Refused(resp.status, resp.reason)
         except urllib.error.HTTPError as exc:
