@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import stat
 import subprocess
@@ -895,6 +896,53 @@ def test_webhook_answer_cut_off_before_its_length_is_retried(tmp_path):
     sink = WebhookSink(url=f"http://127.0.0.1:{server.getsockname()[1]}/hook", timeout_s=5, spool=Spool(tmp_path / "sp"))
     sink.send(ev("raised", 1))
     assert sink.delivered == 0 and sink.failed == 1 and len(sink.spool) == 1
+
+
+@pytest.fixture
+def https_receiver(tmp_path):
+    """An https receiver on 127.0.0.1 with a self-signed certificate: (url, the certificate's file)."""
+    import ssl
+
+    if not shutil.which("openssl"):
+        pytest.skip("needs the openssl command")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"https://127.0.0.1:{server.server_address[1]}/hook", cert
+    server.shutdown()
+
+
+def test_webhook_check_fails_a_certificate_the_posts_would_not_trust(tmp_path, https_receiver, monkeypatch):
+    from edge.ops.doctor import FAIL, OK, sink_verdict
+
+    url, cert = https_receiver
+    sink = WebhookSink(url=url, timeout_s=5, spool=Spool(tmp_path / "sp"))
+    line = sink.check()  # was: "reachable" (a TCP connect), while every POST failed on the certificate
+    assert sink_verdict(line) == FAIL and "certificate not trusted" in line
+    sink.send(ev("raised", 1))
+    assert sink.delivered == 0 and len(sink.spool) == 1
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trusted here, as a store's own CA would be
+    assert sink_verdict(sink.check()) == OK
+    sink.flush()
+    sink.close()
+    assert sink.delivered == 1 and len(sink.spool) == 0
 
 
 # ---------------------------------------------------------------- fanout, build_sinks

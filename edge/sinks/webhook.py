@@ -22,6 +22,7 @@ import logging
 import random
 import re
 import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -63,6 +64,20 @@ def tcp_reachable(host: str, port: int, timeout_s: float = 3.0) -> str:
         with socket.create_connection((host, port), timeout=timeout_s):
             return ""
     except OSError as exc:
+        return str(exc) or type(exc).__name__
+
+
+def tls_refused(host: str, port: int, timeout_s: float = 3.0) -> str:
+    """'' when host:port completes a TLS handshake with a certificate this machine trusts for
+    host (as each https POST checks it), else why not: a port that merely opens says nothing
+    of a self-signed or expired certificate, which fails every POST."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            with ssl.create_default_context().wrap_socket(sock, server_hostname=host):
+                return ""
+    except ssl.SSLCertVerificationError as exc:
+        return f"certificate not trusted: {exc.verify_message or exc}"
+    except OSError as exc:  # ssl.SSLError included: not TLS there (a plain http port), an old protocol
         return str(exc) or type(exc).__name__
 
 
@@ -312,4 +327,8 @@ class WebhookSink(Sink):
         backlog = f"; {len(self.spool)} events spooled" if len(self.spool) else ""
         if why:
             return f"webhook {parts.hostname}:{port} not reachable ({why}){backlog}"
+        why = tls_refused(parts.hostname or "", port) if parts.scheme == "https" else ""
+        if why:  # "failed": the doctor FAILs it, as a setting to fix (nothing arrives until then)
+            return (f"webhook {parts.hostname}:{port} reachable, but its TLS handshake failed ({why}): every POST "
+                    f"fails until the receiver's certificate is trusted on this machine{backlog}")
         return f"webhook {parts.hostname}:{port} reachable{backlog}"
