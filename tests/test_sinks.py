@@ -509,6 +509,22 @@ def test_a_commands_stderr_is_one_log_line_without_escapes(caplog):
     assert "curl: (22) 500 | 2024-05-01" in message and "alert cleared\\x1b[2J" in message
 
 
+def test_a_command_printing_without_end_is_not_held_in_memory(caplog):
+    import tracemalloc
+
+    # 64 MiB of errors, then the last line, then a failure: only the end matters for the log line
+    script = "head -c 67108864 /dev/zero | tr '\\0' e >&2; echo >&2; echo 'gateway down' >&2; exit 4"
+    tracemalloc.start()
+    try:
+        with caplog.at_level(logging.WARNING):
+            CommandSink(argv=["sh", "-c", script], timeout_s=60).send(ev("raised", 1))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20  # was: all 64 MiB (a program in a tight loop: GBs before timeout_s, the Pi out of memory)
+    assert "exited with 4: " in caplog.text and caplog.text.rstrip().endswith("gateway down")
+
+
 def running(pid: int) -> bool:
     """pid exists and is not a zombie (a container's init may never reap it)."""
     try:
