@@ -1727,6 +1727,21 @@ def test_mqtt_restart_while_raised_publishes_the_retained_state_cleared(broker, 
 
 
 @needs_mosquitto
+def test_mqtt_retained_state_is_published_again_to_a_broker_that_forgot_it(broker, mqtt_sinks, tmp_path):
+    sink = mqtt_sinks(broker.port, tmp_path / "spool")
+    sink.send(ev("raised", 1))
+    assert wait_for(lambda: len(sink.spool) == 0)
+    broker.stop()
+    for saved in broker.dir.glob("*.db"):  # as a broker without persistence, or a new one, restarts
+        saved.unlink()
+    broker.start()  # same port
+    assert wait_for(lambda: sink.connected)
+    # was: none until the next alert, while this one was still raised
+    assert wait_for(lambda: [p.get("state") for p in _retained(broker.port, "qm/state")] == ["raised"])
+    assert sink.delivered == 1 and len(sink.spool) == 0  # a state message, not an event again
+
+
+@needs_mosquitto
 def test_mqtt_retained_state_is_unknown_while_the_camera_is_down(broker, mqtt_sinks, tmp_path):
     """It kept saying "raised" through a camera outage, while /status and Home Assistant said unknown."""
     sink = mqtt_sinks(broker.port, tmp_path / "spool")

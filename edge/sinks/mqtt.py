@@ -4,7 +4,8 @@ only when the broker acknowledges it (PUBACK), so nothing is lost while the brok
 nor when the process restarts in the meantime: a new sink on the same spool resends it.
 A new process, once connected, also publishes the retained state {"state": "cleared",
 "event": null} (after what older runs spooled, before its own first alert): its alert policy
-starts clear, and the topic may still say "raised" from before a restart."""
+starts clear, and the topic may still say "raised" from before a restart. After each reconnect
+it publishes the current state again: a broker restarted without persistence has forgotten it."""
 
 from __future__ import annotations
 
@@ -190,6 +191,9 @@ class MqttSink(BrokerOutages, Sink):
         # True once this process has a state to publish: START_STATE, or an event's state spooled
         self._state_set = not announce_state
         self._alert_state = START_STATE  # the policy's, as the last raised/cleared event left it
+        self._announce_state = announce_state
+        self._retained = START_STATE  # the newest state message, for publishing again on a reconnect
+        self._restate = False  # a reconnect: publish _retained again once the spool is sent
         # A random suffix: many Pis share the host name "raspberrypi", and a broker drops the
         # older of two clients with the same id. The spool, not the broker session, keeps events.
         # The name made safe: a broker may refuse every connect of an id with spaces or umlauts.
@@ -216,6 +220,9 @@ class MqttSink(BrokerOutages, Sink):
             log.info("MQTT connected to %s:%d (%d messages spooled).", self.host, self.port, len(self.spool))
         self._outage = False
         self.connected = True
+        # A broker restarted without persistence (or a new one) has forgotten the retained state:
+        # a dashboard subscribing now would see none until the next alert, raised or not.
+        self._restate = self._announce_state and self._state_set
         self._pump()  # resend what waited on disk; paho itself resends what was in flight
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
@@ -257,6 +264,9 @@ class MqttSink(BrokerOutages, Sink):
             if not self._state_set:  # after what older runs spooled, before this run's first event
                 self._state_set = self._publish(None, {"topic": self.state_topic, "retain": True,
                                                        "payload": START_STATE})
+            elif self._restate:  # after the spool, whose state messages are older
+                self._restate = not self._publish(None, {"topic": self.state_topic, "retain": True,
+                                                         "payload": self._retained})
 
     def _publish(self, event_id: str | None, msg: dict) -> bool:
         """Publish one message (QoS 1), acked in the spool (event_id) on its PUBACK. False:
@@ -299,6 +309,7 @@ class MqttSink(BrokerOutages, Sink):
             self._state_set = True  # START_STATE would now be older news
             # Retained, so a dashboard that subscribes later still sees whether an alert is on.
             self.spool.put({"topic": self.state_topic, "retain": True, "payload": state})
+            self._retained = state  # once spooled: a reconnect's pump publishes it after its event
         return True
 
     def _state_after(self, kind: str, payload: dict) -> dict | None:
