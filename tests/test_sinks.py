@@ -1562,8 +1562,8 @@ def test_mqtt_broker_closing_before_accepting_counts_each_try_and_warns_once(tmp
         fan.close()
         server.close()
     assert _records(caplog, logging.WARNING, "") == [
-        f"MQTT broker 127.0.0.1:{port} closed the connection before accepting it (its client limit reached, or "
-        "the client id refused); spooling events, retrying."]
+        f"MQTT broker 127.0.0.1:{port} closed the connection before accepting it (its client limit reached, the "
+        "client id refused, or a TLS port: this sink speaks plain MQTT); spooling events, retrying."]
 
 
 def _close_every_connection(server: socket.socket) -> None:
@@ -1593,6 +1593,26 @@ def test_mqtt_refused_login_counts_each_try_once(tmp_path):
         b.stop()
     tries = (b.dir / "mosquitto.log").read_text().count("New connection from") - 1  # less Broker.start's probe
     assert tries - 1 <= sink.failed <= tries  # the last try may have been cut short by the stop
+
+
+@needs_mosquitto
+def test_doctor_fails_a_broker_that_refuses_the_login(tmp_path):
+    from edge.ops.doctor import FAIL, sink_verdict
+    from edge.sinks.mqtt import MqttSink, MqttSinkConfig
+
+    (tmp_path / "broker").mkdir()
+    b = Broker(tmp_path / "broker", "allow_anonymous false\n")
+    b.start()
+    section = MqttSink.doctor_config(MqttSinkConfig(host="127.0.0.1", port=b.port, username="store",
+                                                    password="wrong-pw"), service_running=False)
+    fan = build_sinks(SinksConfig(spool_dir=str(tmp_path / "spool"), mqtt=section), "pi-1")
+    try:
+        line = fan.check()["mqtt"]  # was: "reachable" (the port opened), while every connect was refused
+    finally:
+        fan.close()
+        b.stop()
+    assert sink_verdict(line) == FAIL and "refused the connection: Not authorized" in line
+    assert "wrong-pw" not in line
 
 
 @needs_mosquitto

@@ -30,6 +30,7 @@ from edge.sinks.webhook import tcp_reachable
 log = logging.getLogger(__name__)
 
 STATE_KINDS = ("raised", "cleared")
+CHECK_WAIT_S = 5.0  # check(): how long the broker may take to answer the sink's connect
 # The retained state a new process starts with: its alert policy starts clear, and the state
 # topic may still say "raised" from before a restart (crash, power cut, upgrade).
 START_STATE = {"state": "cleared", "event": None}
@@ -62,6 +63,7 @@ class BrokerOutages:
     _retrying = "retrying"  # what the sink does meanwhile
 
     def _init_outages(self) -> None:
+        self.connect_error = ""  # why the last connect failed; "" once one succeeds
         self._outage = False  # the broker is known to be unreachable: its WARNING is logged
         self._closing = False  # close() disconnects on purpose
         self._answered = False  # the broker answered this connect attempt (CONNACK, accepted or not)
@@ -74,6 +76,8 @@ class BrokerOutages:
         self._answered = True  # a refusal is counted here; the disconnect that follows it is not
         if reason_code.is_failure:
             self._connect_failed(f"refused the connection: {reason_code}")
+        else:
+            self.connect_error = ""
         return reason_code.is_failure
 
     def _on_connect_fail(self, client, userdata) -> None:
@@ -81,6 +85,7 @@ class BrokerOutages:
 
     def _connect_failed(self, what: str) -> None:
         self.failed += 1
+        self.connect_error = what
         if not self._outage and not self._closing:
             log.warning("%s broker %s:%d %s; %s.", self._who, self.host, self.port, what, self._retrying)
         self._outage = True
@@ -93,8 +98,8 @@ class BrokerOutages:
         elif not self.connected and not self._answered and not self._closing:
             # Closed before any CONNACK (its connection limit reached, a client id it rejects):
             # paho calls only this, so without it the outage would go uncounted and unlogged.
-            self._connect_failed("closed the connection before accepting it (its client limit reached, or the "
-                                 "client id refused)")
+            self._connect_failed("closed the connection before accepting it (its client limit reached, the "
+                                 "client id refused, or a TLS port: this sink speaks plain MQTT)")
         self.connected = False
 
 
@@ -348,9 +353,20 @@ class MqttSink(BrokerOutages, Sink):
     def check(self) -> str:
         why = tcp_reachable(self.host, self.port)
         backlog = f"; {len(self.spool)} messages spooled" if len(self.spool) else ""
+        where = f"MQTT broker {self.host}:{self.port}"
         if why:
-            return f"MQTT broker {self.host}:{self.port} not reachable ({why}){backlog}"
-        return f"MQTT broker {self.host}:{self.port} reachable{backlog}"
+            return f"{where} not reachable ({why}){backlog}"
+        # An open port says nothing of the login (a wrong password, a TLS port): this sink is
+        # connecting already, so wait for the broker's answer.
+        deadline = time.monotonic() + CHECK_WAIT_S
+        while not self.connected and not self.connect_error and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.connected:
+            return f"{where} reachable, connected{backlog}"
+        if self.connect_error:  # "failed": the doctor FAILs it, as a setting to fix
+            return f"{where} reachable, but connecting failed: it {self.connect_error}{backlog}"
+        return f"{where}: the port opens, but the broker is not reachable by MQTT (no answer within " \
+               f"{CHECK_WAIT_S:g} s){backlog}"
 
 
 @dataclass
