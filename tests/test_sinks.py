@@ -611,6 +611,7 @@ class Receiver:
         self.accepted: list[dict] = []  # answered 2xx
         self.status = 200
         self.location = ""  # sent as Location (a redirect) when set
+        self.retry_after = ""  # sent as Retry-After when set
         self.gets = 0  # GETs answered (a redirect followed)
         receiver = self
 
@@ -624,6 +625,8 @@ class Receiver:
                 self.send_response(receiver.status)
                 if receiver.location:
                     self.send_header("Location", receiver.location)
+                if receiver.retry_after:
+                    self.send_header("Retry-After", receiver.retry_after)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -716,6 +719,22 @@ def test_webhook_non_2xx_spools_and_backs_off(tmp_path, receivers):
     sink.close()  # shutdown tries once more regardless of the back-off
     assert [b["event_id"] for b in rx.accepted] == ["e1", "e2"]
     assert len(sink.spool) == 0
+
+
+@pytest.mark.parametrize("header", ["90", "http-date"])
+def test_webhook_waits_as_long_as_a_rate_limits_retry_after_asks(tmp_path, receivers, header):
+    from email.utils import formatdate
+
+    rx = receivers()
+    rx.status = 429
+    rx.retry_after = formatdate(time.time() + 90, usegmt=True) if header == "http-date" else header
+    sink = WebhookSink(url=rx.url, spool=Spool(tmp_path / "sp"), retry_min_s=2, retry_max_s=120)
+    sink.send(ev("raised", 1))
+    assert len(rx.requests) == 1 and len(sink.spool) == 1
+    assert sink._next_try - time.monotonic() > 60  # was: 1-2 s (the back-off alone), then 2-4 s, ...
+    rx.retry_after = "86400"  # a day: capped at retry_max_s, the longest an alert may wait
+    sink.close()  # the stop's last try, whatever the back-off
+    assert 0 < sink._next_try - time.monotonic() <= 120
 
 
 def test_webhook_back_off_leaves_the_global_random_generator_alone(tmp_path, receivers):
