@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import stat
 import subprocess
@@ -508,6 +509,22 @@ def test_a_commands_stderr_is_one_log_line_without_escapes(caplog):
     assert "curl: (22) 500 | 2024-05-01" in message and "alert cleared\\x1b[2J" in message
 
 
+def test_a_command_printing_without_end_is_not_held_in_memory(caplog):
+    import tracemalloc
+
+    # 64 MiB of errors, then the last line, then a failure: only the end matters for the log line
+    script = "head -c 67108864 /dev/zero | tr '\\0' e >&2; echo >&2; echo 'gateway down' >&2; exit 4"
+    tracemalloc.start()
+    try:
+        with caplog.at_level(logging.WARNING):
+            CommandSink(argv=["sh", "-c", script], timeout_s=60).send(ev("raised", 1))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20  # was: all 64 MiB (a program in a tight loop: GBs before timeout_s, the Pi out of memory)
+    assert "exited with 4: " in caplog.text and caplog.text.rstrip().endswith("gateway down")
+
+
 def running(pid: int) -> bool:
     """pid exists and is not a zombie (a container's init may never reap it)."""
     try:
@@ -594,6 +611,7 @@ class Receiver:
         self.accepted: list[dict] = []  # answered 2xx
         self.status = 200
         self.location = ""  # sent as Location (a redirect) when set
+        self.retry_after = ""  # sent as Retry-After when set
         self.gets = 0  # GETs answered (a redirect followed)
         receiver = self
 
@@ -607,6 +625,8 @@ class Receiver:
                 self.send_response(receiver.status)
                 if receiver.location:
                     self.send_header("Location", receiver.location)
+                if receiver.retry_after:
+                    self.send_header("Retry-After", receiver.retry_after)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -699,6 +719,22 @@ def test_webhook_non_2xx_spools_and_backs_off(tmp_path, receivers):
     sink.close()  # shutdown tries once more regardless of the back-off
     assert [b["event_id"] for b in rx.accepted] == ["e1", "e2"]
     assert len(sink.spool) == 0
+
+
+@pytest.mark.parametrize("header", ["90", "http-date"])
+def test_webhook_waits_as_long_as_a_rate_limits_retry_after_asks(tmp_path, receivers, header):
+    from email.utils import formatdate
+
+    rx = receivers()
+    rx.status = 429
+    rx.retry_after = formatdate(time.time() + 90, usegmt=True) if header == "http-date" else header
+    sink = WebhookSink(url=rx.url, spool=Spool(tmp_path / "sp"), retry_min_s=2, retry_max_s=120)
+    sink.send(ev("raised", 1))
+    assert len(rx.requests) == 1 and len(sink.spool) == 1
+    assert sink._next_try - time.monotonic() > 60  # was: 1-2 s (the back-off alone), then 2-4 s, ...
+    rx.retry_after = "86400"  # a day: capped at retry_max_s, the longest an alert may wait
+    sink.close()  # the stop's last try, whatever the back-off
+    assert 0 < sink._next_try - time.monotonic() <= 120
 
 
 def test_webhook_back_off_leaves_the_global_random_generator_alone(tmp_path, receivers):
@@ -834,6 +870,114 @@ def test_webhook_timeout_bounds_the_whole_request_not_each_read(tmp_path, caplog
     assert returned  # was: blocked for as long as the receiver trickled
     assert sink.failed == 1 and sink.delivered == 0 and len(sink.spool) == 1  # retried later, as any failure
     assert "no complete answer within timeout_s (0.5 s)" in caplog.text
+
+
+class Streamer:
+    """A receiver that accepts the POST (200) and then streams a body as fast as it can, without
+    a length, up to `limit` bytes (a URL that names a download, a misbehaving proxy)."""
+
+    def __init__(self, limit: int = 1 << 30):
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/hook"
+        self.limit = limit
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        with self.server:
+            conn, _ = self.server.accept()
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:  # all of it: a close with unread bytes resets the connection
+                    request += conn.recv(65536)
+                head, _, body = request.partition(b"\r\n\r\n")
+                length = int(re.search(rb"Content-Length: (\d+)", head).group(1))
+                while len(body) < length:
+                    body += conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+                chunk = b"x" * (1 << 20)
+                try:
+                    for _ in range(self.limit // len(chunk)):
+                        conn.sendall(chunk)
+                except OSError:
+                    return  # the sink stopped reading
+
+
+def test_webhook_reads_a_bounded_part_of_a_huge_answer_and_counts_the_2xx_delivered(tmp_path):
+    rx = Streamer()
+    sink = WebhookSink(url=rx.url, timeout_s=3, spool=Spool(tmp_path / "sp"))
+    sender = send_in_thread(sink, ev("raised", 1))
+    sender.join(30)
+    # was: the whole stream was read into memory (GBs in seconds, past timeout_s: the deadline's
+    # shutdown does not stop a sender that keeps the socket full), then retried as a timeout,
+    # so the receiver got the event again at every try
+    assert not sender.is_alive()
+    assert sink.delivered == 1 and sink.failed == 0 and len(sink.spool) == 0
+
+
+def test_webhook_answer_cut_off_before_its_length_is_retried(tmp_path):
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def serve():  # 200 with a Content-Length it does not send: the receiver died mid-answer
+        with server:
+            conn, _ = server.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nabc")
+                conn.shutdown(socket.SHUT_WR)
+                while conn.recv(65536):
+                    pass
+
+    threading.Thread(target=serve, daemon=True).start()
+    sink = WebhookSink(url=f"http://127.0.0.1:{server.getsockname()[1]}/hook", timeout_s=5, spool=Spool(tmp_path / "sp"))
+    sink.send(ev("raised", 1))
+    assert sink.delivered == 0 and sink.failed == 1 and len(sink.spool) == 1
+
+
+@pytest.fixture
+def https_receiver(tmp_path):
+    """An https receiver on 127.0.0.1 with a self-signed certificate: (url, the certificate's file)."""
+    import ssl
+
+    if not shutil.which("openssl"):
+        pytest.skip("needs the openssl command")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self):
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Handler)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"https://127.0.0.1:{server.server_address[1]}/hook", cert
+    server.shutdown()
+
+
+def test_webhook_check_fails_a_certificate_the_posts_would_not_trust(tmp_path, https_receiver, monkeypatch):
+    from edge.ops.doctor import FAIL, OK, sink_verdict
+
+    url, cert = https_receiver
+    sink = WebhookSink(url=url, timeout_s=5, spool=Spool(tmp_path / "sp"))
+    line = sink.check()  # was: "reachable" (a TCP connect), while every POST failed on the certificate
+    assert sink_verdict(line) == FAIL and "certificate not trusted" in line
+    sink.send(ev("raised", 1))
+    assert sink.delivered == 0 and len(sink.spool) == 1
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trusted here, as a store's own CA would be
+    assert sink_verdict(sink.check()) == OK
+    sink.flush()
+    sink.close()
+    assert sink.delivered == 1 and len(sink.spool) == 0
 
 
 # ---------------------------------------------------------------- fanout, build_sinks
@@ -1437,8 +1581,8 @@ def test_mqtt_broker_closing_before_accepting_counts_each_try_and_warns_once(tmp
         fan.close()
         server.close()
     assert _records(caplog, logging.WARNING, "") == [
-        f"MQTT broker 127.0.0.1:{port} closed the connection before accepting it (its client limit reached, or "
-        "the client id refused); spooling events, retrying."]
+        f"MQTT broker 127.0.0.1:{port} closed the connection before accepting it (its client limit reached, the "
+        "client id refused, or a TLS port: this sink speaks plain MQTT); spooling events, retrying."]
 
 
 def _close_every_connection(server: socket.socket) -> None:
@@ -1468,6 +1612,26 @@ def test_mqtt_refused_login_counts_each_try_once(tmp_path):
         b.stop()
     tries = (b.dir / "mosquitto.log").read_text().count("New connection from") - 1  # less Broker.start's probe
     assert tries - 1 <= sink.failed <= tries  # the last try may have been cut short by the stop
+
+
+@needs_mosquitto
+def test_doctor_fails_a_broker_that_refuses_the_login(tmp_path):
+    from edge.ops.doctor import FAIL, sink_verdict
+    from edge.sinks.mqtt import MqttSink, MqttSinkConfig
+
+    (tmp_path / "broker").mkdir()
+    b = Broker(tmp_path / "broker", "allow_anonymous false\n")
+    b.start()
+    section = MqttSink.doctor_config(MqttSinkConfig(host="127.0.0.1", port=b.port, username="store",
+                                                    password="wrong-pw"), service_running=False)
+    fan = build_sinks(SinksConfig(spool_dir=str(tmp_path / "spool"), mqtt=section), "pi-1")
+    try:
+        line = fan.check()["mqtt"]  # was: "reachable" (the port opened), while every connect was refused
+    finally:
+        fan.close()
+        b.stop()
+    assert sink_verdict(line) == FAIL and "refused the connection: Not authorized" in line
+    assert "wrong-pw" not in line
 
 
 @needs_mosquitto
@@ -1599,6 +1763,21 @@ def test_mqtt_restart_while_raised_publishes_the_retained_state_cleared(broker, 
     assert wait_for(lambda: second.connected and not second._inflight)
     assert _retained(broker.port, "qm/state") == [{"state": "cleared", "event": None}]
     assert second.delivered == 0  # a state message, not an event
+
+
+@needs_mosquitto
+def test_mqtt_retained_state_is_published_again_to_a_broker_that_forgot_it(broker, mqtt_sinks, tmp_path):
+    sink = mqtt_sinks(broker.port, tmp_path / "spool")
+    sink.send(ev("raised", 1))
+    assert wait_for(lambda: len(sink.spool) == 0)
+    broker.stop()
+    for saved in broker.dir.glob("*.db"):  # as a broker without persistence, or a new one, restarts
+        saved.unlink()
+    broker.start()  # same port
+    assert wait_for(lambda: sink.connected)
+    # was: none until the next alert, while this one was still raised
+    assert wait_for(lambda: [p.get("state") for p in _retained(broker.port, "qm/state")] == ["raised"])
+    assert sink.delivered == 1 and len(sink.spool) == 0  # a state message, not an event again
 
 
 @needs_mosquitto

@@ -10,9 +10,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import selectors
 import shutil
 import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 
 from edge.errors import check, check_range
@@ -22,6 +24,9 @@ from edge.sinks.base import MAX_TIMEOUT_S, AlertEvent, Sink, register
 log = logging.getLogger(__name__)
 
 REAP_S = 2.0  # after the kill, how long to wait for stderr to close (a process that left the group holds it)
+# The end of stderr kept for the log line (which shows 300 characters): a program printing without
+# end (an error in a tight loop) held all of it in memory until timeout_s, GBs in seconds.
+STDERR_KEEP = 4096
 
 
 def kill_group(proc: subprocess.Popen) -> None:
@@ -30,6 +35,22 @@ def kill_group(proc: subprocess.Popen) -> None:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:  # the whole group has exited already
         pass
+
+
+def read_tail(proc: subprocess.Popen, tail: bytearray, deadline: float) -> bool:
+    """Read proc's stderr until it closes (True) or the deadline (False), keeping its last
+    STDERR_KEEP bytes in tail."""
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stderr, selectors.EVENT_READ)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not selector.select(left):
+                return False
+            chunk = os.read(proc.stderr.fileno(), 65536)
+            if not chunk:
+                return True
+            tail += chunk
+            del tail[:-STDERR_KEEP]
 
 
 @dataclass
@@ -72,25 +93,34 @@ class CommandSink(Sink):
         proc = self._proc
         if self._aborted:  # abort() came while it was starting, before it could see the process
             self._kill_at_shutdown(proc)
+        stderr = bytearray()
         try:
-            _, stderr = proc.communicate(data, timeout=self.timeout_s)
-        except subprocess.TimeoutExpired:
-            kill_group(proc)
+            try:  # an event is far below a pipe's buffer: this never blocks
+                proc.stdin.write(data)
+                proc.stdin.close()
+            except BrokenPipeError:  # it ended without reading: its exit status says how it went
+                pass
+            deadline = time.monotonic() + self.timeout_s
             try:
-                proc.communicate(timeout=REAP_S)
-            except subprocess.TimeoutExpired:  # a child left the group and holds stderr: stop reading it
+                if not read_tail(proc, stderr, deadline):
+                    raise subprocess.TimeoutExpired(self.argv, self.timeout_s)
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                kill_group(proc)
+                read_tail(proc, stderr, time.monotonic() + REAP_S)  # a child that left the group may hold it
                 proc.stderr.close()
                 proc.wait()
-            self.failed += 1
-            log.warning("Alert command %s timed out after %.1fs (killed).", self.argv[0], self.timeout_s)
-            return
+                self.failed += 1
+                log.warning("Alert command %s timed out after %.1fs (killed).", self.argv[0], self.timeout_s)
+                return
         finally:
             self._proc = None
+            proc.stderr.close()
         if proc.returncode != 0:
             self.failed += 1
             if self._aborted:
                 return
-            err = stderr.decode(errors="replace").strip()[-300:]
+            err = bytes(stderr).decode(errors="replace").strip()[-300:]
             # One journal line: the program may pass on what a server answered, which must neither
             # pass for the monitor's own lines nor reach a terminal's escapes.
             err = escape_controls(" | ".join(err.splitlines()))

@@ -4,7 +4,8 @@ only when the broker acknowledges it (PUBACK), so nothing is lost while the brok
 nor when the process restarts in the meantime: a new sink on the same spool resends it.
 A new process, once connected, also publishes the retained state {"state": "cleared",
 "event": null} (after what older runs spooled, before its own first alert): its alert policy
-starts clear, and the topic may still say "raised" from before a restart."""
+starts clear, and the topic may still say "raised" from before a restart. After each reconnect
+it publishes the current state again: a broker restarted without persistence has forgotten it."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from edge.sinks.webhook import tcp_reachable
 log = logging.getLogger(__name__)
 
 STATE_KINDS = ("raised", "cleared")
+CHECK_WAIT_S = 5.0  # check(): how long the broker may take to answer the sink's connect
 # The retained state a new process starts with: its alert policy starts clear, and the state
 # topic may still say "raised" from before a restart (crash, power cut, upgrade).
 START_STATE = {"state": "cleared", "event": None}
@@ -61,6 +63,7 @@ class BrokerOutages:
     _retrying = "retrying"  # what the sink does meanwhile
 
     def _init_outages(self) -> None:
+        self.connect_error = ""  # why the last connect failed; "" once one succeeds
         self._outage = False  # the broker is known to be unreachable: its WARNING is logged
         self._closing = False  # close() disconnects on purpose
         self._answered = False  # the broker answered this connect attempt (CONNACK, accepted or not)
@@ -73,6 +76,8 @@ class BrokerOutages:
         self._answered = True  # a refusal is counted here; the disconnect that follows it is not
         if reason_code.is_failure:
             self._connect_failed(f"refused the connection: {reason_code}")
+        else:
+            self.connect_error = ""
         return reason_code.is_failure
 
     def _on_connect_fail(self, client, userdata) -> None:
@@ -80,6 +85,7 @@ class BrokerOutages:
 
     def _connect_failed(self, what: str) -> None:
         self.failed += 1
+        self.connect_error = what
         if not self._outage and not self._closing:
             log.warning("%s broker %s:%d %s; %s.", self._who, self.host, self.port, what, self._retrying)
         self._outage = True
@@ -92,8 +98,8 @@ class BrokerOutages:
         elif not self.connected and not self._answered and not self._closing:
             # Closed before any CONNACK (its connection limit reached, a client id it rejects):
             # paho calls only this, so without it the outage would go uncounted and unlogged.
-            self._connect_failed("closed the connection before accepting it (its client limit reached, or the "
-                                 "client id refused)")
+            self._connect_failed("closed the connection before accepting it (its client limit reached, the "
+                                 "client id refused, or a TLS port: this sink speaks plain MQTT)")
         self.connected = False
 
 
@@ -190,6 +196,9 @@ class MqttSink(BrokerOutages, Sink):
         # True once this process has a state to publish: START_STATE, or an event's state spooled
         self._state_set = not announce_state
         self._alert_state = START_STATE  # the policy's, as the last raised/cleared event left it
+        self._announce_state = announce_state
+        self._retained = START_STATE  # the newest state message, for publishing again on a reconnect
+        self._restate = False  # a reconnect: publish _retained again once the spool is sent
         # A random suffix: many Pis share the host name "raspberrypi", and a broker drops the
         # older of two clients with the same id. The spool, not the broker session, keeps events.
         # The name made safe: a broker may refuse every connect of an id with spaces or umlauts.
@@ -216,6 +225,9 @@ class MqttSink(BrokerOutages, Sink):
             log.info("MQTT connected to %s:%d (%d messages spooled).", self.host, self.port, len(self.spool))
         self._outage = False
         self.connected = True
+        # A broker restarted without persistence (or a new one) has forgotten the retained state:
+        # a dashboard subscribing now would see none until the next alert, raised or not.
+        self._restate = self._announce_state and self._state_set
         self._pump()  # resend what waited on disk; paho itself resends what was in flight
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
@@ -257,6 +269,9 @@ class MqttSink(BrokerOutages, Sink):
             if not self._state_set:  # after what older runs spooled, before this run's first event
                 self._state_set = self._publish(None, {"topic": self.state_topic, "retain": True,
                                                        "payload": START_STATE})
+            elif self._restate:  # after the spool, whose state messages are older
+                self._restate = not self._publish(None, {"topic": self.state_topic, "retain": True,
+                                                         "payload": self._retained})
 
     def _publish(self, event_id: str | None, msg: dict) -> bool:
         """Publish one message (QoS 1), acked in the spool (event_id) on its PUBACK. False:
@@ -299,6 +314,7 @@ class MqttSink(BrokerOutages, Sink):
             self._state_set = True  # START_STATE would now be older news
             # Retained, so a dashboard that subscribes later still sees whether an alert is on.
             self.spool.put({"topic": self.state_topic, "retain": True, "payload": state})
+            self._retained = state  # once spooled: a reconnect's pump publishes it after its event
         return True
 
     def _state_after(self, kind: str, payload: dict) -> dict | None:
@@ -337,9 +353,20 @@ class MqttSink(BrokerOutages, Sink):
     def check(self) -> str:
         why = tcp_reachable(self.host, self.port)
         backlog = f"; {len(self.spool)} messages spooled" if len(self.spool) else ""
+        where = f"MQTT broker {self.host}:{self.port}"
         if why:
-            return f"MQTT broker {self.host}:{self.port} not reachable ({why}){backlog}"
-        return f"MQTT broker {self.host}:{self.port} reachable{backlog}"
+            return f"{where} not reachable ({why}){backlog}"
+        # An open port says nothing of the login (a wrong password, a TLS port): this sink is
+        # connecting already, so wait for the broker's answer.
+        deadline = time.monotonic() + CHECK_WAIT_S
+        while not self.connected and not self.connect_error and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.connected:
+            return f"{where} reachable, connected{backlog}"
+        if self.connect_error:  # "failed": the doctor FAILs it, as a setting to fix
+            return f"{where} reachable, but connecting failed: it {self.connect_error}{backlog}"
+        return f"{where}: the port opens, but the broker is not reachable by MQTT (no answer within " \
+               f"{CHECK_WAIT_S:g} s){backlog}"
 
 
 @dataclass

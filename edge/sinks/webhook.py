@@ -2,9 +2,9 @@
 retried, in order, with an exponential back-off plus jitter, so a dead server is not hit on
 every event and a fleet of Pis does not retry in step. An event whose payload the server
 rejects (400, 413, 415, 422) is dead-lettered instead of blocking the ones behind it; every
-other answer that is not 2xx is retried: an expired token (401/403) or a moved endpoint
-(3xx, 404, 405, 410) is the receiver's setting, not the event's fault, and gets one ERROR line
-per outage saying what to check. Redirects are not followed (urllib would resend a POST as a
+other answer that is not 2xx is retried (not before its Retry-After, up to the longest back-off):
+an expired token (401/403) or a moved endpoint (3xx, 404, 405, 410) is the receiver's setting,
+not the event's fault, and gets one ERROR line per outage saying what to check. Redirects are not followed (urllib would resend a POST as a
 GET without the event and count it delivered).
 
 Each POST carries an `Idempotency-Key: <event_id>` header: an event whose answer was lost
@@ -16,12 +16,14 @@ header (unless `headers` sets Authorization): urllib would take them for part of
 from __future__ import annotations
 
 import base64
+import email.utils
 import http.client
 import json
 import logging
 import random
 import re
 import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -40,6 +42,9 @@ REJECTED = (400, 413, 415, 422)  # the payload itself is refused: sending it aga
 AUTH = (401, 403)
 MOVED = (404, 405, 410)  # and every 3xx
 TRANSIENT_4XX = (408, 409, 425, 429)  # a timeout, the Idempotency-Key still in progress, too early, a rate limit
+# The answer's body is not used. Read whole, a receiver streaming one (a URL naming a download)
+# filled memory by GBs: the deadline's shutdown does not stop a read while data keeps coming.
+MAX_ANSWER_BYTES = 1 << 16
 
 
 def advice(status: int) -> str:
@@ -60,6 +65,20 @@ def tcp_reachable(host: str, port: int, timeout_s: float = 3.0) -> str:
         with socket.create_connection((host, port), timeout=timeout_s):
             return ""
     except OSError as exc:
+        return str(exc) or type(exc).__name__
+
+
+def tls_refused(host: str, port: int, timeout_s: float = 3.0) -> str:
+    """'' when host:port completes a TLS handshake with a certificate this machine trusts for
+    host (as each https POST checks it), else why not: a port that merely opens says nothing
+    of a self-signed or expired certificate, which fails every POST."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s) as sock:
+            with ssl.create_default_context().wrap_socket(sock, server_hostname=host):
+                return ""
+    except ssl.SSLCertVerificationError as exc:
+        return f"certificate not trusted: {exc.verify_message or exc}"
+    except OSError as exc:  # ssl.SSLError included: not TLS there (a plain http port), an old protocol
         return str(exc) or type(exc).__name__
 
 
@@ -88,11 +107,23 @@ class Rejected(Exception):
 
 
 class Refused(OSError):
-    """A non-2xx answer worth retrying later."""
+    """A non-2xx answer worth retrying later; retry_after_s: how long the receiver asked to be left alone."""
 
-    def __init__(self, status: int, text: str):
+    def __init__(self, status: int, text: str, retry_after_s: float = 0.0):
         super().__init__(f"HTTP {status} {text}")
-        self.status = status
+        self.status, self.retry_after_s = status, retry_after_s
+
+
+def retry_after_s(value: str | None) -> float:
+    """A Retry-After header (RFC 9110: seconds or an HTTP date) in seconds; 0 when absent or unreadable."""
+    value = (value or "").strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return 0.0
+    return max(0.0, when.timestamp() - time.time()) if when.tzinfo else 0.0
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -221,17 +252,22 @@ class WebhookSink(Sink):
         req.deadline = Deadline(self.timeout_s)  # timeout_s for the whole request, not for each read
         try:
             with _opener.open(req, timeout=self.timeout_s) as resp:  # a status >= 300 raises HTTPError
-                body = resp.read()
-                # The deadline can pass just after a whole answer was read: that one was delivered.
-                if req.deadline.expired and not whole(resp, body):  # cut off: no answer, however it parsed
-                    raise TimeoutError
+                body = resp.read(MAX_ANSWER_BYTES + 1)  # a longer answer is not read on: its status is the answer
+                if len(body) <= MAX_ANSWER_BYTES and not whole(resp, body):
+                    # The deadline can pass just after a whole answer was read: that one was delivered.
+                    if req.deadline.expired:
+                        raise TimeoutError  # cut off: no answer, however it parsed
+                    length = resp.headers.get("Content-Length", "")
+                    if length.isdigit():  # read(amt) returns a cut answer where read() raised
+                        raise http.client.IncompleteRead(body, int(length) - len(body))
                 if not 200 <= resp.status < 300:
                     raise Refused(resp.status, resp.reason)
         except urllib.error.HTTPError as exc:
             if exc.code in REJECTED:
                 raise Rejected(f"HTTP {exc.code} {exc.reason}") from None
             moved_to = exc.headers.get("Location") if 300 <= exc.code < 400 and exc.headers else None
-            raise Refused(exc.code, str(exc.reason) + (f" to {redact_url(moved_to)}" if moved_to else "")) from None
+            raise Refused(exc.code, str(exc.reason) + (f" to {redact_url(moved_to)}" if moved_to else ""),
+                          retry_after_s(exc.headers.get("Retry-After") if exc.headers else None)) from None
         except (OSError, http.client.HTTPException):
             if req.deadline.expired:  # the shut-down socket's error would hide why
                 raise TimeoutError(f"no complete answer within timeout_s ({self.timeout_s:g} s)") from None
@@ -242,7 +278,10 @@ class WebhookSink(Sink):
 
     def _failed(self, exc: Exception) -> None:
         self._delay = min(max(2 * self._delay, self.retry_min_s), self.retry_max_s)
-        self._next_try = time.monotonic() + jittered(self._delay)
+        # A rate limit's (429) or an overloaded receiver's (503) Retry-After is honoured, up to
+        # retry_max_s: trying sooner earns more refusals, and some services revoke a hook that does.
+        asked = min(exc.retry_after_s, self.retry_max_s) if isinstance(exc, Refused) else 0.0
+        self._next_try = time.monotonic() + max(jittered(self._delay), asked)
         status = exc.status if isinstance(exc, Refused) else 0
         if status in self._reported or (not status and self._reported):
             return  # once per outage and cause, not once per retry
@@ -305,4 +344,8 @@ class WebhookSink(Sink):
         backlog = f"; {len(self.spool)} events spooled" if len(self.spool) else ""
         if why:
             return f"webhook {parts.hostname}:{port} not reachable ({why}){backlog}"
+        why = tls_refused(parts.hostname or "", port) if parts.scheme == "https" else ""
+        if why:  # "failed": the doctor FAILs it, as a setting to fix (nothing arrives until then)
+            return (f"webhook {parts.hostname}:{port} reachable, but its TLS handshake failed ({why}): every POST "
+                    f"fails until the receiver's certificate is trusted on this machine{backlog}")
         return f"webhook {parts.hostname}:{port} reachable{backlog}"
