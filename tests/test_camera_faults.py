@@ -356,6 +356,52 @@ def test_ffmpeg_prints_nothing_when_a_stream_cannot_be_opened():
     assert "Connection refused" not in r.stderr and "[tcp @" not in r.stderr, r.stderr
 
 
+def test_a_stream_is_opened_with_a_timeout_for_opening_and_reading(monkeypatch):
+    """FFmpeg waits 30 s for a camera that accepts the connection and never answers, in which
+    neither Ctrl-C nor systemd's SIGTERM (it kills at 20 s) is seen."""
+    from edge.pipeline import sources
+
+    cv2 = sources.import_cv2()
+    seen = []
+
+    class Recording(FakeCapture):
+        def __init__(self, *args):
+            seen.append(args)
+            super().__init__(args[0])
+
+    monkeypatch.setattr(cv2, "VideoCapture", Recording)
+    with pytest.raises(UserError):
+        OpenCVCamera("rtsp://127.0.0.1:9/stream")._open()
+    ms = sources.STREAM_TIMEOUT_MS
+    assert seen == [("rtsp://127.0.0.1:9/stream", cv2.CAP_FFMPEG,
+                     [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])]
+    assert ms < 20_000
+
+
+@pytest.mark.slow
+def test_a_stream_that_accepts_and_never_answers_fails_before_ffmpegs_own_30_s():
+    import socket
+
+    server = socket.create_server(("127.0.0.1", 0))
+    held, ended = [], threading.Event()
+    threading.Thread(target=lambda: held.append(server.accept()), daemon=True).start()
+    result = []
+
+    def open_it():
+        try:
+            OpenCVCamera(f"rtsp://127.0.0.1:{server.getsockname()[1]}/stream")._open()
+        except UserError as exc:
+            result.append(exc)
+        ended.set()
+
+    threading.Thread(target=open_it, daemon=True).start()
+    try:
+        assert ended.wait(25), "the open still waited after 25 s"
+        assert result and "Cannot open stream" in str(result[0]) and held
+    finally:
+        server.close()
+
+
 # ---------------------------------------------------------------- USB cameras that cannot be opened
 
 

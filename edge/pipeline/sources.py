@@ -252,7 +252,7 @@ class LiveSource(Source):
     """A grabber thread keeps only the newest frame; reopens with back-off when delivery stops."""
 
     stall_s = 3.0  # no frame for this long counts as a stopped source
-    hung_s = 120.0  # one device call this long is stuck for good (OpenCV gives up a stream read after 30 s)
+    hung_s = 120.0  # one device call this long is stuck for good (a stream's read gives up after STREAM_TIMEOUT_MS)
     asked_size: tuple[int, int] | None = None  # (w, h) requested of the device ([source] width, height)
     frame_size: tuple[int, int] | None = None  # (w, h) it delivers, from its first frame after each open
 
@@ -422,6 +422,11 @@ def _reason(exc: BaseException) -> str:
     return str(exc) or type(exc).__name__  # MemoryError() and friends have no message
 
 
+# How long a stream may take to open, or to give its next frame, before it counts as failed: a
+# camera that accepts the connection and never answers held the start for FFmpeg's 30 s.
+STREAM_TIMEOUT_MS = 8000
+
+
 class OpenCVCamera(LiveSource):
     """A USB camera (VideoCapture(N)) or an RTSP/HTTP stream URL."""
 
@@ -433,7 +438,11 @@ class OpenCVCamera(LiveSource):
 
     def _open(self):
         cv2 = import_cv2()
-        cap = cv2.VideoCapture(self.device)
+        if isinstance(self.device, int):
+            cap = cv2.VideoCapture(self.device)
+        else:  # FFmpeg's own limit is 30 s, in which a stop is not seen (systemd kills at 20)
+            cap = cv2.VideoCapture(self.device, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS,
+                                                                 cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS])
         if isinstance(self.device, int) and cap.isOpened():
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
