@@ -51,8 +51,9 @@ class SourceConfig:
     """Where frames come from: a camera, or a recording or stream (`path`)."""
 
     camera: int | None = None  # camera index (the Pi camera via picamera2, else a USB camera), e.g. `0`
-    # video file, image folder, rtsp:// / http:// URL, or a USB camera's device (a name that survives
-    # replugging, e.g. /dev/v4l/by-id/usb-...-video-index0, is watched like `camera`); used when camera is unset
+    # video file, image folder, rtsp:// / http:// URL (a stream that gives nothing for 8 s on opening or
+    # between frames counts as failed and is reopened with back-off), or a USB camera's device (a name that
+    # survives replugging, e.g. /dev/v4l/by-id/usb-...-video-index0, is watched like `camera`); used when camera is unset
     path: str = field(default="", metadata=FILE_KEY)
     width: int = 640  # requested frame width in pixels
     height: int = 480  # requested frame height in pixels
