@@ -14,6 +14,7 @@ import selectors
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -78,6 +79,8 @@ class CommandSink(Sink):
         self.argv, self.timeout_s = list(argv), timeout_s
         self._proc: subprocess.Popen | None = None  # the running command, for abort()
         self._aborted = False  # abort() killed it: that line is the one to log
+        self._killed: subprocess.Popen | None = None  # the one killed at shutdown, counted once
+        self._kill_lock = threading.Lock()  # abort() and send() may both come to kill it
 
     def send(self, event: AlertEvent) -> None:
         data = json.dumps(event.to_dict()).encode()
@@ -137,8 +140,14 @@ class CommandSink(Sink):
             self._kill_at_shutdown(proc)
 
     def _kill_at_shutdown(self, proc: subprocess.Popen) -> None:
+        with self._kill_lock:
+            if self._killed is proc:
+                return
+            self._killed = proc
         kill_group(proc)
-        log.warning("Alert command %s still running at shutdown: killed.", self.argv[0])
+        # No spool: the event it was given is lost, and edge run's exit status says so
+        self.given_up += 1
+        log.error("Alert command %s still running at shutdown: killed, its event lost.", self.argv[0])
 
     def check(self) -> str:
         found = shutil.which(self.argv[0])
