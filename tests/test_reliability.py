@@ -202,6 +202,49 @@ def test_duration_ends_a_run_on_a_silent_camera_and_camera_up_is_sent(tmp_path, 
     assert "queue_mood_camera_down_total 1.0" in text and 'queue_mood_sink_delivered_total{sink="jsonl"}' in text
 
 
+def test_a_flapping_camera_tells_the_sinks_once_per_window_and_a_long_outage_still_at_once(monkeypatch, caplog):
+    """A loose cable (5 s out, a frame, out again) sent a camera_down and a camera_up to every sink
+    each time: an alert command (an SMS) 600 times an hour."""
+    from edge.service import app
+
+    now = [1000.0]
+    monkeypatch.setattr(app.time, "monotonic", lambda: now[0])
+    sent = []
+    downs = []
+
+    class Sinks:
+        def send(self, event):
+            sent.append((event.kind, now[0]))
+
+    class Stats:
+        def camera_down(self):
+            downs.append(now[0])
+
+        def camera_up(self):
+            pass
+
+    watch = app._CameraWatch("test camera", 5.0, Stats(), Sinks(), "pi")
+
+    def outage(seconds):
+        end = now[0] + seconds
+        while now[0] < end:
+            now[0] += 0.25
+            watch.idle()
+        watch.frame()
+
+    outage(6)  # the first: told at once
+    assert sent == [("camera_down", 1005.0), ("camera_up", 1006.0)]
+    for _ in range(50):  # 50 more within the window: none told
+        outage(6)
+    assert len(sent) == 2 and len(downs) == 51  # the status counted each
+    outage(70)  # one that lasts: told after a minute of silence, and its end
+    assert sent[2:] == [("camera_down", sent[1][1] + 50 * 6 + 60), ("camera_up", sent[1][1] + 50 * 6 + 70)]
+    now[0] += app.FLAP_WINDOW_S  # a quiet window later, the next short outage is told at once
+    outage(6)
+    assert [k for k, _ in sent] == ["camera_down", "camera_up"] * 3
+    assert "short outages within 10 min of the last the sinks were told of" in caplog.text
+
+
 class LateCamera(LiveSource):
     """A camera that is not there at the start: every open fails until `plugged` is set."""
 

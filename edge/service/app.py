@@ -79,31 +79,53 @@ SINK_STATS_EVERY_S = 1.0
 STAGE_MS_EVERY_S = 1.0  # the stage medians for /status: 0.1 ms each time, too much to pay per frame
 
 
+# A camera whose outages come and go (a loose cable, a failing USB port) would send a
+# camera_down and a camera_up to every sink each time: an SMS command 600 times an hour. An
+# outage starting within FLAP_WINDOW_S of the end of the last one the sinks were told of goes to
+# them only once it has lasted FLAP_REPORT_S: a camera gone for good is still reported within a
+# minute, a flapping one at most once per window. The log and the status show every change.
+FLAP_WINDOW_S = 600.0
+FLAP_REPORT_S = 60.0
+
+
 class _CameraWatch:
     """Marks the source down after down_after_s without a frame and up at the next frame;
-    each change is logged, shown in the status and sent to the sinks."""
+    each change is logged and shown in the status, and sent to the sinks (see FLAP_WINDOW_S)."""
 
     def __init__(self, source_name: str, down_after_s: float, stats, sinks, device: str):
         self.name, self.down_after_s, self.stats, self.sinks, self.device = source_name, down_after_s, stats, sinks, device
         self.last_frame = time.monotonic()
         self.down = False
+        self._told = False  # the sinks have this outage's camera_down
+        self._told_up_at = -math.inf  # when the last outage the sinks were told of ended
+        self._untold = 0  # outages since then the sinks were not told of
 
     def frame(self) -> None:
         self.last_frame = time.monotonic()
         if self.down:
             self.down = False
-            log.warning("%s delivers frames again: camera up", self.name)
             self.stats.camera_up()
-            self.sinks.send(_event("camera_up", self.last_frame, self.device))
+            if self._told:
+                self._told, self._told_up_at = False, self.last_frame
+                log.warning("%s delivers frames again: camera up", self.name)
+                self.sinks.send(_event("camera_up", self.last_frame, self.device))
+            else:
+                self._untold += 1
+                log.warning("%s delivers frames again: camera up (%d short outages within %.0f min of the last the "
+                            "sinks were told of, not sent to them: check the cable and power)", self.name, self._untold,
+                            FLAP_WINDOW_S / 60)
 
     def idle(self) -> None:
-        silent = time.monotonic() - self.last_frame
+        now = time.monotonic()
+        silent = now - self.last_frame
         if not self.down and silent >= self.down_after_s:
             self.down = True
             log.error("%s delivered no frame for %.0f s: camera down (fps 0, mood unknown, alert state not "
                       "asserted until it is back)", self.name, silent)
             self.stats.camera_down()
-            self.sinks.send(_event("camera_down", time.monotonic(), self.device))
+        if self.down and not self._told and (now - self._told_up_at >= FLAP_WINDOW_S or silent >= FLAP_REPORT_S):
+            self._told, self._untold = True, 0
+            self.sinks.send(_event("camera_down", now, self.device))
 
 
 def _close_each(*closes) -> None:
