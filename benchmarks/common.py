@@ -14,7 +14,9 @@ import math
 import os
 import platform
 import shlex
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -590,6 +592,7 @@ def finish(name: str, args, argv, run, draw, to_markdown) -> int:
     from benchmarks import isa
     from edge.errors import UserError
 
+    stage = None
     try:
         try:
             check_writable(Path(args.out))
@@ -602,13 +605,20 @@ def finish(name: str, args, argv, run, draw, to_markdown) -> int:
         try:
             out = out_dir(args.out)
             before = {p.name for p in out.iterdir()}
-            pngs = [p for p in draw(report, out) if p]
-            report["png"] = [p.name for p in pngs]
+            # The figures are drawn aside and moved in after the JSON and markdown: a stop while
+            # drawing leaves the earlier run's files, not new figures beside its numbers.
+            stage = Path(tempfile.mkdtemp(prefix=".figures-", dir=out))
+            staged = [p for p in draw(report, stage) if p]
+            report["png"] = [p.name for p in staged]
             md = to_markdown(report)
-            if pngs:
+            if staged:
                 md += f"\nFigures: {', '.join(report['png'])}\n"
             earlier = [p for p in (f"{stem(name)}.json", f"{stem(name)}.md", *report["png"]) if p in before]
             j, m = write_results(out, name, report, md)
+            pngs = []
+            for p in staged:
+                os.replace(p, out / p.name)
+                pngs.append(out / p.name)
         except OSError as exc:  # e.g. the disk filled during the run
             print(f"error: Cannot write the results to {args.out} ({exc.strerror}); pass --out with a folder you can "
                   "write to.", file=sys.stderr)
@@ -617,6 +627,9 @@ def finish(name: str, args, argv, run, draw, to_markdown) -> int:
         print(f"error: Stopped by Ctrl-C before the results were written; nothing new is in {args.out}.",
               file=sys.stderr)
         return 130
+    finally:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
     print(md)
     print(f"wrote {j}, {m}" + (f" and {', '.join(p.name for p in pngs)} in {out}" if pngs else ""))
     if earlier:

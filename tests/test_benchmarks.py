@@ -708,6 +708,29 @@ def test_ctrl_c_is_one_line_and_leaves_the_earlier_results_whole(tmp_path, capsy
         "latency.json", "latency.md"]
 
 
+def test_ctrl_c_after_the_figures_were_drawn_leaves_the_earlier_figure_too(tmp_path, capsys, monkeypatch):
+    """The figures were written into --out before the JSON: a stop then left a new PNG beside the
+    earlier numbers, under "nothing new is in" the folder."""
+    import argparse
+
+    out = tmp_path / "out"
+    args = argparse.Namespace(out=str(out))
+
+    def draw(label):
+        def figure(report, folder):
+            (folder / "latency.png").write_text(label)
+            return [folder / "latency.png"]
+        return figure
+
+    measured = lambda a, v: {}  # noqa: E731
+    assert common.finish("latency", args, [], measured, draw("first"), lambda r: "# t\n") == 0
+    assert (out / "latency.png").read_text() == "first"
+    monkeypatch.setattr(common, "write_json", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert common.finish("latency", args, [], measured, draw("second"), lambda r: "# t\n") == 130
+    assert (out / "latency.png").read_text() == "first"
+    assert sorted(p.name for p in out.iterdir()) == ["latency.json", "latency.md", "latency.png"]
+
+
 def test_a_run_into_a_folder_with_earlier_results_says_it_replaced_them(tmp_path, capsys):
     import argparse
 
