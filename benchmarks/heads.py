@@ -87,8 +87,18 @@ def blend_face(template: Head, face_gray: np.ndarray, frame: tuple[float, float]
 
 
 def split_root(data: Path, split: str) -> Path:
-    """<data>/<split> when it exists (an extracted FER2013 folder), else <data> (class folders)."""
-    return Path(data) / split if (Path(data) / split).is_dir() else Path(data)
+    """<data>/<split> when it exists (an extracted FER2013 folder), else <data> (class folders);
+    one sentence when <data> holds split folders but not that one (a mistyped --split)."""
+    from edge.errors import UserError
+    from edge.labels import label_index
+
+    data = Path(data)
+    if (data / split).is_dir():
+        return data / split
+    folders = sorted(p.name for p in data.iterdir() if p.is_dir()) if data.is_dir() else []
+    if folders and all(label_index(name) is None for name in folders):  # split folders, not classes
+        raise UserError(f"{data} has no split folder {split} (it has {', '.join(folders)}); pass --split one of them.")
+    return data
 
 
 def fer_heads(data: Path, n: int, seed: int, split: str = "val") -> list[Head]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -883,6 +884,19 @@ def test_face_width_accuracy_reads_the_other_kaggle_folder_names_and_says_what_i
     images, ys = load_split(tmp_path, "test", list(LABELS), None, 0)
     assert [LABELS[y] for y in ys] == ["angry", "disgust", "fear", "surprise"]
     assert "Left out the images in contempt under" in capsys.readouterr().err
+
+
+def test_a_mistyped_split_names_the_split_folders_there(tmp_path):
+    """--split nope on an extracted FER2013 folder said "No images under data/<class>/", the wrong folder."""
+    from benchmarks.heads import split_root
+
+    for split in ("train", "val"):
+        (tmp_path / split / "angry").mkdir(parents=True)
+    assert split_root(tmp_path, "val") == tmp_path / "val"
+    with pytest.raises(UserError, match=rf"^{re.escape(str(tmp_path))} has no split folder nope \(it has train, val\); "
+                                        "pass --split one of them.$"):
+        split_root(tmp_path, "nope")
+    assert split_root(tmp_path / "val", "nope") == tmp_path / "val"  # class folders: read as they are
 
 
 def test_face_width_accuracy_takes_the_folder_convert_wrote(shipped_model, synthetic_dataset, tmp_path):
