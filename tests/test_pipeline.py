@@ -182,6 +182,26 @@ def test_the_preview_extensions_named_are_ones_opencv_writes(tmp_path):
         writer.release()
 
 
+def test_a_preview_holds_each_frame_until_the_next_so_it_plays_at_the_speed_seen(tmp_path, monkeypatch):
+    """A live source's frames the loop had no time for are dropped: written once each at the
+    camera's rate, a Pi classifying 5 of 15 frames a second gave a preview 3 times too fast."""
+    import cv2
+
+    from edge.pipeline import annotate
+    from edge.pipeline.annotate import AnnotatedVideo
+
+    monkeypatch.setattr(annotate, "draw", lambda image, result, labels, roi: image)
+    path = tmp_path / "preview.mp4"
+    video = AnnotatedVideo(path, 10, ["happy"])
+    for t_s in (100.0, 100.3, 100.6, 100.7, 160.7, 160.8):  # a camera down for a minute before the fifth
+        video.add(np.full((48, 64, 3), int(t_s) % 256, np.uint8), None, t_s)
+    video.close()
+    cap = cv2.VideoCapture(str(path))
+    # 1 + 3 + 3 + 1, then at most a second (10 frames) for the minute-long gap, then 1
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 19
+    cap.release()
+
+
 @pytest.mark.parametrize("there_before", [False, True])
 def test_an_annotated_video_is_readable_by_its_owner_only(tmp_path, there_before, monkeypatch):
     """It shows customers' faces: under a umask of 022 every local user could read it."""

@@ -105,8 +105,13 @@ class AnnotatedVideo:
         check_video_path(self.path)
         self.writer = None
         self.size: tuple[int, int] | None = None
+        self._t0: float | None = None  # the first frame's time, with add(t_s=...)
+        self._place = 0  # the frames of the timeline written up to: with add(t_s=...), gaps held (see add)
 
-    def add(self, image: np.ndarray, result) -> None:
+    def add(self, image: np.ndarray, result, t_s: float | None = None) -> None:
+        """One annotated frame; given its time `t_s`, held for as many frames as have passed since
+        the last one (a live source's frames the loop had no time for were dropped, and the video
+        played too fast), for a second at most (a camera that was down resumes the timeline)."""
         cv2 = import_cv2()
         img = draw(image, result, self.labels, self.roi)
         if self.writer is None:
@@ -123,7 +128,15 @@ class AnnotatedVideo:
             y0, x0 = (self.size[1] - small.shape[0]) // 2, (self.size[0] - small.shape[1]) // 2
             canvas[y0 : y0 + small.shape[0], x0 : x0 + small.shape[1]] = small
             img = canvas
-        self.writer.write(img)
+        repeats, place = 1, self._place + 1
+        if t_s is not None:
+            self._t0 = t_s if self._t0 is None else self._t0
+            due = round((t_s - self._t0) * self.fps) + 1  # frames the video should hold up to this one
+            repeats = min(max(1, due - self._place), max(1, round(self.fps)))
+            place = max(due, self._place + repeats)  # after a longer gap the timeline moves on without it
+        for _ in range(repeats):
+            self.writer.write(img)
+        self._place = place
 
     def close(self) -> None:
         if self.writer is not None:

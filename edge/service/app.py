@@ -271,10 +271,11 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
                     stage_ms, next_stage_ms = pipeline.timer.medians_ms(), now + STAGE_MS_EVERY_S
                 stats.update(result, source.dropped, stage_ms)
                 if opts.preview:  # debugging only (off by default: privacy)
-                    # at the source's rate (a camera's asked for), so it plays at the speed it was seen
+                    # at the source's rate (a camera's asked for), each frame held until the next, so it
+                    # plays at the speed it was seen
                     writer = writer or AnnotatedVideo(opts.preview, getattr(source, "fps", 15.0), classifier.labels,
                                                       s.roi)
-                    writer.add(frame.image, result)
+                    writer.add(frame.image, result, frame.t_s)
                 if on_result:
                     on_result(frame, result)
                 if should_stop():
