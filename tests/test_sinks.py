@@ -89,8 +89,13 @@ def test_spool_skips_unreadable_file(tmp_path):
     bad = sp.put({"n": 0})
     sp.put({"n": 1})
     (tmp_path / "sp" / f"{bad}.json").write_text("")  # as a power cut can leave it
+    torn = sp.put({"n": 2})
+    (tmp_path / "sp" / f"{torn}.json").write_text('{"kind": "rais')
     assert [item["n"] for _, item in sp.pending()] == [1]
     assert len(sp) == 1
+    # kept for a person to read, and counted (it was deleted with a WARNING only)
+    assert sorted(p.name for p in (tmp_path / "sp" / "dead").iterdir()) == [f"{bad}.json", f"{torn}.json"]
+    assert (tmp_path / "sp" / "dead" / f"{torn}.json").read_text() == '{"kind": "rais' and sp.dead == 2
 
 
 def test_spool_forgets_events_whose_files_were_removed_by_hand(tmp_path):

@@ -275,8 +275,8 @@ class Spool:
             try:
                 item = json.loads(data)
             except ValueError as exc:  # UnicodeDecodeError included: a torn or foreign file, never an event
-                log.warning("Spool %s: removing unreadable event %s (%s).", self.dir, event_id, exc)
-                self.ack(event_id)
+                # kept in dead/ (and counted), not deleted: it may be an alert a person can still read
+                self.dead_letter(event_id, f"its file is not JSON: {exc}")
                 continue
             yield event_id, item
 
