@@ -186,6 +186,21 @@ rewrite_paths() {
 # -- 1. apt ------------------------------------------------------------------------------
 # Wait for another apt or dpkg (a first boot's updater, someone's apt upgrade) instead of failing.
 apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -o "DPkg::Lock::Timeout=$QM_APT_LOCK_WAIT" "$@"; }
+# DPkg::Lock::Timeout covers dpkg's lock only: `apt-get update` fails at once while another apt holds
+# the package lists (apt-daily.service, minutes after a first boot), so that wait is done here.
+apt_update() {
+    local deadline=$((SECONDS + QM_APT_LOCK_WAIT)) log rc
+    log=$(mktemp)
+    while true; do
+        rc=0
+        apt_get update --error-on=any 2>&1 | tee "$log" || rc=$?
+        if [[ $rc == 0 ]] || ! grep -q 'lists/lock' "$log" || (( SECONDS >= deadline )); then break; fi
+        echo "another apt is updating the package lists; waiting for it (at most ${QM_APT_LOCK_WAIT}s in all)"
+        sleep $(( deadline - SECONDS < 5 ? deadline - SECONDS : 5 ))
+    done
+    rm -f "$log"
+    return "$rc"
+}
 apt_known() { apt-cache show "$1" >/dev/null 2>&1; }
 apt_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'; }
 
@@ -204,7 +219,7 @@ else
     if [[ ${#missing[@]} -gt 0 ]]; then
         # --error-on=any: an index that cannot be fetched (no network) fails here, instead of
         # apt carrying on with stale or no package lists.
-        apt_get update --error-on=any \
+        apt_update \
             || die "apt-get update failed (see above): the Pi needs the internet while installing (check: ping -c1 deb.debian.org), and apt must not be busy elsewhere for more than ${QM_APT_LOCK_WAIT}s. Nothing was installed."
         install_now=()
         for p in "${missing[@]}"; do
