@@ -289,9 +289,19 @@ EOF
 
 # shellcheck disable=SC2206 # QM_PIP_ARGS is a list of words on purpose
 pip_extra=($QM_PIP_ARGS)
+# pip replaces queue-mood by removing the installed one, then installing the new one: stopped in
+# between (Ctrl-C, SIGTERM, SIGHUP), an upgrade leaves the venv without `edge`, and the running
+# service fails at its next start. In a kept venv pip runs deaf to those signals; one that came
+# stops the install once pip is done.
+interrupted=""
+if [[ $new_venv == 0 ]]; then
+    # shellcheck disable=SC2064 # $sig is meant to expand now
+    for sig in INT TERM HUP; do trap "interrupted=SIG$sig" "$sig"; done
+fi
 pip_install() {
-    "$VENV/bin/python" -I -m pip --disable-pip-version-check --no-input install --root-user-action=ignore \
-        --only-binary=:all: -c "$CONSTRAINTS" "${pip_extra[@]}" "$@"
+    (if [[ $new_venv == 0 ]]; then trap '' INT TERM HUP; fi
+    exec "$VENV/bin/python" -I -m pip --disable-pip-version-check --no-input install --root-user-action=ignore \
+        --only-binary=:all: -c "$CONSTRAINTS" "${pip_extra[@]}" "$@")
 }
 
 # A numpy wheel inside a kept venv (pip's, from an older install or a `pip install` by hand)
@@ -316,6 +326,9 @@ pip_failed() {
 pip_install "${WHEEL}[edge,mqtt,gpio]" || pip_failed "queue-mood and its dependencies (ai-edge-litert, prometheus_client, paho-mqtt, gpiozero)"
 # Same version number, new build: replace the package itself (its dependencies stay).
 pip_install --no-deps --force-reinstall "$WHEEL" || pip_failed "$(basename "$WHEEL")"
+trap - INT TERM HUP
+[[ -z $interrupted ]] \
+    || die "stopped by $interrupted after pip had installed the new program (the service was not restarted; model, config and unit are the old ones): run install.sh again to finish."
 
 say "check: numpy and OpenCV in the venv come from apt"
 (cd / && "$VENV/bin/python" -I - <<'EOF'

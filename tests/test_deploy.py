@@ -833,6 +833,23 @@ def test_install_sh_pip_without_pypi_on_a_fresh_pi_leaves_nothing_behind(tmp_pat
     assert not Path(env["PREFIX"]).exists()
 
 
+@pytest.mark.parametrize("sig", ["INT", "TERM", "HUP"])
+def test_install_sh_lets_pip_finish_an_upgrade_when_interrupted_and_then_stops(tmp_path, sig):
+    """Ctrl-C (or SIGTERM, or a hang-up) to the install's process group while pip swaps queue-mood
+    used to kill pip between removing the old program and installing the new one: no venv/bin/edge."""
+    env = fake_install_env(tmp_path)  # a kept venv: an upgrade
+    python = Path(env["PREFIX"]) / "venv/bin/python"
+    python.rename(python.with_name("python.real"))
+    python.write_text(f'#!/bin/sh\ncase "$*" in *--force-reinstall*) kill -{sig} 0; sleep 0.2; '
+                      f'echo finished > "{tmp_path}/pip-done";; esac\nexec "$0.real" "$@"\n')
+    python.chmod(0o755)
+    proc = subprocess.run(["bash", str(fake_bundle(tmp_path) / "install.sh")], capture_output=True, text=True,
+                          env=env, timeout=120, start_new_session=True)  # the signal goes to this group only
+    assert (tmp_path / "pip-done").exists(), proc.stdout + proc.stderr
+    assert_install_sentence(proc, f"stopped by SIG{sig} after pip had installed", "run install.sh again")
+    assert not (Path(env["ETC_DIR"]) / "config.toml").exists()  # stopped before the files step
+
+
 @pytest.mark.parametrize("status, says", [
     ('host = "fd00::5"\npassword = "pw-0123456789"\n', "http://[fd00::5]:8765/ (user and password: [status] user and password in"),
     ('host = "0.0.0.0"\nmetrics_token = "fleet-token-0123456789"\n', ":8765/metrics for head office's scrape only; "
