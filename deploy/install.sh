@@ -111,6 +111,35 @@ if ! [[ $pyver =~ ^3\.([0-9]+)$ ]] || (( BASH_REMATCH[1] < 11 )); then
     die "$PYTHON is Python $pyver, but queue-mood needs Python 3.11 or newer (Raspberry Pi OS 64-bit, Bookworm or Trixie; Bullseye is too old). Nothing was changed."
 fi
 
+# A copy cut short (scp interrupted, a full disk while unpacking) leaves a wheel or model that
+# pip or the service would call broken in other words (pip: "invalid wheel", told as no PyPI).
+# MANIFEST.json holds each file's sha256; config.toml and README.txt may be edited, so only the
+# program and model files are compared.
+damaged=$("$PYTHON" -I - "$BUNDLE" <<'EOF'
+import hashlib, json, os, sys
+root = sys.argv[1]
+try:
+    with open(os.path.join(root, "MANIFEST.json"), encoding="utf-8") as f:
+        files = dict(json.load(f)["files"])
+except (OSError, ValueError, KeyError, TypeError):  # an older bundle has none: nothing to compare
+    sys.exit()
+for name, digest in files.items():
+    if not name.startswith(("wheels/", "model/", "detector/")):
+        continue
+    h = hashlib.sha256()
+    try:
+        with open(os.path.join(root, name), "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        pass
+    if h.hexdigest() != digest:
+        print(name, end=" ")
+EOF
+) || damaged=""
+[[ -z $damaged ]] \
+    || die "the bundle's MANIFEST.json lists another sha256 for ${damaged% } in $BUNDLE: the copy is damaged or cut short; copy the .tar.gz again, unpack it afresh (rm -rf $BUNDLE first) and run install.sh again. Nothing was changed."
+
 # The nearest existing folder of PREFIX: where the venv and pip's downloads go.
 free_at=$PREFIX
 while [[ ! -d "$free_at" ]]; do free_at=$(dirname "$free_at"); done

@@ -444,3 +444,24 @@ def test_doctor_as_root_fails_a_config_and_spool_the_service_user_cannot_use(shi
     (state / "spool").chmod(0o777)
     row = doctor_rows(config)["service access"]
     assert row.status == OK, row.detail
+
+
+def test_install_sh_refuses_a_bundle_whose_wheel_or_model_was_cut_short_before_changing_anything(tmp_path):
+    """A wheel cut short made pip say "invalid wheel", and install.sh then asked for PyPI access."""
+    import hashlib
+    import json
+
+    bundle = fake_bundle(tmp_path)
+    files = {n: hashlib.sha256((bundle / n).read_bytes()).hexdigest()
+             for n in ("wheels/queue_mood-0.1.0-py3-none-any.whl", "model/model_int8.tflite", "config.toml")}
+    (bundle / "MANIFEST.json").write_text(json.dumps({"files": files}))
+    (bundle / "config.toml").write_text("# edited before the install: allowed\n[status]\nport = 8765\n")
+    env = fake_install_env(tmp_path)
+    assert install(bundle, env).returncode == 0
+    wheel = bundle / "wheels/queue_mood-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(wheel.read_bytes()[:-2])
+    (tmp_path / "python.log").unlink()
+    proc = install(bundle, env)
+    assert_install_sentence(proc, "lists another sha256 for wheels/queue_mood-0.1.0-py3-none-any.whl in",
+                            "copy the .tar.gz again", "Nothing was changed")
+    assert not (tmp_path / "python.log").exists()  # pip never ran
