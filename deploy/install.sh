@@ -111,6 +111,35 @@ if ! [[ $pyver =~ ^3\.([0-9]+)$ ]] || (( BASH_REMATCH[1] < 11 )); then
     die "$PYTHON is Python $pyver, but queue-mood needs Python 3.11 or newer (Raspberry Pi OS 64-bit, Bookworm or Trixie; Bullseye is too old). Nothing was changed."
 fi
 
+# A copy cut short (scp interrupted, a full disk while unpacking) leaves a wheel or model that
+# pip or the service would call broken in other words (pip: "invalid wheel", told as no PyPI).
+# MANIFEST.json holds each file's sha256; config.toml and README.txt may be edited, so only the
+# program and model files are compared.
+damaged=$("$PYTHON" -I - "$BUNDLE" <<'EOF'
+import hashlib, json, os, sys
+root = sys.argv[1]
+try:
+    with open(os.path.join(root, "MANIFEST.json"), encoding="utf-8") as f:
+        files = dict(json.load(f)["files"])
+except (OSError, ValueError, KeyError, TypeError):  # an older bundle has none: nothing to compare
+    sys.exit()
+for name, digest in files.items():
+    if not name.startswith(("wheels/", "model/", "detector/")):
+        continue
+    h = hashlib.sha256()
+    try:
+        with open(os.path.join(root, name), "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError:
+        pass
+    if h.hexdigest() != digest:
+        print(name, end=" ")
+EOF
+) || damaged=""
+[[ -z $damaged ]] \
+    || die "the bundle's MANIFEST.json lists another sha256 for ${damaged% } in $BUNDLE: the copy is damaged or cut short; copy the .tar.gz again, unpack it afresh (rm -rf $BUNDLE first) and run install.sh again. Nothing was changed."
+
 # The nearest existing folder of PREFIX: where the venv and pip's downloads go.
 free_at=$PREFIX
 while [[ ! -d "$free_at" ]]; do free_at=$(dirname "$free_at"); done
@@ -186,6 +215,21 @@ rewrite_paths() {
 # -- 1. apt ------------------------------------------------------------------------------
 # Wait for another apt or dpkg (a first boot's updater, someone's apt upgrade) instead of failing.
 apt_get() { DEBIAN_FRONTEND=noninteractive apt-get -o "DPkg::Lock::Timeout=$QM_APT_LOCK_WAIT" "$@"; }
+# DPkg::Lock::Timeout covers dpkg's lock only: `apt-get update` fails at once while another apt holds
+# the package lists (apt-daily.service, minutes after a first boot), so that wait is done here.
+apt_update() {
+    local deadline=$((SECONDS + QM_APT_LOCK_WAIT)) log rc
+    log=$(mktemp)
+    while true; do
+        rc=0
+        apt_get update --error-on=any 2>&1 | tee "$log" || rc=$?
+        if [[ $rc == 0 ]] || ! grep -q 'lists/lock' "$log" || (( SECONDS >= deadline )); then break; fi
+        echo "another apt is updating the package lists; waiting for it (at most ${QM_APT_LOCK_WAIT}s in all)"
+        sleep $(( deadline - SECONDS < 5 ? deadline - SECONDS : 5 ))
+    done
+    rm -f "$log"
+    return "$rc"
+}
 apt_known() { apt-cache show "$1" >/dev/null 2>&1; }
 apt_installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'ok installed'; }
 
@@ -204,7 +248,7 @@ else
     if [[ ${#missing[@]} -gt 0 ]]; then
         # --error-on=any: an index that cannot be fetched (no network) fails here, instead of
         # apt carrying on with stale or no package lists.
-        apt_get update --error-on=any \
+        apt_update \
             || die "apt-get update failed (see above): the Pi needs the internet while installing (check: ping -c1 deb.debian.org), and apt must not be busy elsewhere for more than ${QM_APT_LOCK_WAIT}s. Nothing was installed."
         install_now=()
         for p in "${missing[@]}"; do
@@ -274,9 +318,19 @@ EOF
 
 # shellcheck disable=SC2206 # QM_PIP_ARGS is a list of words on purpose
 pip_extra=($QM_PIP_ARGS)
+# pip replaces queue-mood by removing the installed one, then installing the new one: stopped in
+# between (Ctrl-C, SIGTERM, SIGHUP), an upgrade leaves the venv without `edge`, and the running
+# service fails at its next start. In a kept venv pip runs deaf to those signals; one that came
+# stops the install once pip is done.
+interrupted=""
+if [[ $new_venv == 0 ]]; then
+    # shellcheck disable=SC2064 # $sig is meant to expand now
+    for sig in INT TERM HUP; do trap "interrupted=SIG$sig" "$sig"; done
+fi
 pip_install() {
-    "$VENV/bin/python" -I -m pip --disable-pip-version-check --no-input install --root-user-action=ignore \
-        --only-binary=:all: -c "$CONSTRAINTS" "${pip_extra[@]}" "$@"
+    (if [[ $new_venv == 0 ]]; then trap '' INT TERM HUP; fi
+    exec "$VENV/bin/python" -I -m pip --disable-pip-version-check --no-input install --root-user-action=ignore \
+        --only-binary=:all: -c "$CONSTRAINTS" "${pip_extra[@]}" "$@")
 }
 
 # A numpy wheel inside a kept venv (pip's, from an older install or a `pip install` by hand)
@@ -301,6 +355,9 @@ pip_failed() {
 pip_install "${WHEEL}[edge,mqtt,gpio]" || pip_failed "queue-mood and its dependencies (ai-edge-litert, prometheus_client, paho-mqtt, gpiozero)"
 # Same version number, new build: replace the package itself (its dependencies stay).
 pip_install --no-deps --force-reinstall "$WHEEL" || pip_failed "$(basename "$WHEEL")"
+trap - INT TERM HUP
+[[ -z $interrupted ]] \
+    || die "stopped by $interrupted after pip had installed the new program (the service was not restarted; model, config and unit are the old ones): run install.sh again to finish."
 
 say "check: numpy and OpenCV in the venv come from apt"
 (cd / && "$VENV/bin/python" -I - <<'EOF'

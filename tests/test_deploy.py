@@ -665,14 +665,19 @@ def assert_install_sentence(proc, *needles):
         assert needle in last, last
 
 
-def fake_apt(tmp_path: Path, update_rc: int = 0) -> Path:
-    """apt-get, apt-cache and dpkg-query stand-ins that log their calls; nothing is installed."""
+def fake_apt(tmp_path: Path, update_rc: int = 0, locked_updates: int = 0) -> Path:
+    """apt-get, apt-cache and dpkg-query stand-ins that log their calls; nothing is installed. The
+    first locked_updates calls of `apt-get update` fail as while apt-daily holds the package lists."""
     bin_ = tmp_path / "fakebin"
     bin_.mkdir()
     log = tmp_path / "apt.log"
     (bin_ / "apt-get").write_text(
         f'#!/bin/sh\necho "apt-get $*" >> "{log}"\n'
-        f'case "$*" in *update*) echo "E: Could not get lock /var/lib/apt/lists/lock. It is held by process 4242 (apt-get)" >&2; exit {update_rc};; esac\n'
+        f'case "$*" in *update*) if [ "$(grep -c update "{log}")" -le {locked_updates} ]; then\n'
+        '    echo "E: Could not get lock /var/lib/apt/lists/lock. It is held by process 4242 (apt-get)" >&2\n'
+        '    echo "E: Unable to lock directory /var/lib/apt/lists/" >&2; exit 100; fi\n'
+        f'  [ {update_rc} = 0 ] || echo "E: Failed to fetch http://deb.debian.org/debian/dists/bookworm/InRelease" >&2\n'
+        f'  exit {update_rc};; esac\n'
         'exit 0\n')
     (bin_ / "apt-cache").write_text("#!/bin/sh\nexit 0\n")
     (bin_ / "dpkg-query").write_text("#!/bin/sh\nexit 1\n")  # nothing installed yet
@@ -780,9 +785,28 @@ def test_install_sh_apt_that_fails_is_one_sentence_and_waits_for_the_lock(tmp_pa
     env.update(QM_SKIP_APT="0", PATH=f"{fake_apt(tmp_path, update_rc=100)}:{env['PATH']}")
     proc = install(fake_bundle(tmp_path), env)
     assert_install_sentence(proc, "apt-get update failed", "internet", "Nothing was installed")
-    (update,) = (tmp_path / "apt.log").read_text().splitlines()
+    (update,) = (tmp_path / "apt.log").read_text().splitlines()  # no network: not tried again
     assert "DPkg::Lock::Timeout=300" in update and "--error-on=any" in update
     assert not (tmp_path / "root").exists()
+
+
+@pytest.mark.parametrize("wait_s, locked, installs", [("30", 1, True), ("1", 1000, False)])
+def test_install_sh_waits_while_another_apt_holds_the_package_lists(tmp_path, wait_s, locked, installs):
+    """apt-get update fails at once on the lists lock whatever DPkg::Lock::Timeout says (apt 2.6):
+    apt-daily at a first boot must be waited for, up to QM_APT_LOCK_WAIT, not called no network."""
+    if os.geteuid() != 0:
+        pytest.skip("install.sh runs apt only as root")
+    env = fake_install_env(tmp_path)
+    env.update(QM_SKIP_APT="0", QM_APT_LOCK_WAIT=wait_s,
+               PATH=f"{fake_apt(tmp_path, locked_updates=locked)}:{env['PATH']}")
+    proc = install(fake_bundle(tmp_path), env)
+    updates = [c for c in (tmp_path / "apt.log").read_text().splitlines() if " update " in c]
+    if installs:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert len(updates) == 2 and "waiting for it" in proc.stdout
+    else:
+        assert_install_sentence(proc, "apt-get update failed", f"busy elsewhere for more than {wait_s}s")
+        assert len(updates) >= 2 and not Path(env["ETC_DIR"]).exists()
 
 
 def test_install_sh_full_disk_is_one_sentence_before_anything_changes(tmp_path):
@@ -807,6 +831,23 @@ def test_install_sh_pip_without_pypi_on_a_fresh_pi_leaves_nothing_behind(tmp_pat
     proc = install(fake_bundle(tmp_path), env)
     assert_install_sentence(proc, "pip could not install", "PyPI", "The new venv was removed")
     assert not Path(env["PREFIX"]).exists()
+
+
+@pytest.mark.parametrize("sig", ["INT", "TERM", "HUP"])
+def test_install_sh_lets_pip_finish_an_upgrade_when_interrupted_and_then_stops(tmp_path, sig):
+    """Ctrl-C (or SIGTERM, or a hang-up) to the install's process group while pip swaps queue-mood
+    used to kill pip between removing the old program and installing the new one: no venv/bin/edge."""
+    env = fake_install_env(tmp_path)  # a kept venv: an upgrade
+    python = Path(env["PREFIX"]) / "venv/bin/python"
+    python.rename(python.with_name("python.real"))
+    python.write_text(f'#!/bin/sh\ncase "$*" in *--force-reinstall*) kill -{sig} 0; sleep 0.2; '
+                      f'echo finished > "{tmp_path}/pip-done";; esac\nexec "$0.real" "$@"\n')
+    python.chmod(0o755)
+    proc = subprocess.run(["bash", str(fake_bundle(tmp_path) / "install.sh")], capture_output=True, text=True,
+                          env=env, timeout=120, start_new_session=True)  # the signal goes to this group only
+    assert (tmp_path / "pip-done").exists(), proc.stdout + proc.stderr
+    assert_install_sentence(proc, f"stopped by SIG{sig} after pip had installed", "run install.sh again")
+    assert not (Path(env["ETC_DIR"]) / "config.toml").exists()  # stopped before the files step
 
 
 @pytest.mark.parametrize("status, says", [

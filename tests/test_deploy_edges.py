@@ -378,3 +378,90 @@ def test_install_sh_goes_on_on_aarch64(tmp_path):
     assert proc.returncode == 0, proc.stderr
     help_ = subprocess.run(["bash", str(DEPLOY / "install.sh"), "--help"], capture_output=True, text=True)
     assert "QM_MACHINE" in help_.stdout
+
+
+@pytest.fixture
+def open_tmp():
+    """A temp folder every user may search down to (pytest's tmp_path is under a 0700 folder)."""
+    import shutil
+    import tempfile
+
+    root = Path(tempfile.mkdtemp(dir="/tmp"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root)
+
+
+def test_may_reads_the_mode_bits_of_the_path_and_the_folders_above_it(open_tmp):
+    from edge.ops.doctor import may
+
+    tmp_path = open_tmp
+    other, group = os.getuid() + 4242, os.getgid()
+    folder = tmp_path / "state"
+    folder.mkdir(mode=0o750)
+    folder.chmod(0o750)
+    tmp_path.chmod(0o755)
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    config.chmod(0o640)
+    assert may(config, other, {group}) and not may(config, other, set())  # by its group, as root:queue-mood 0640
+    assert not may(config, other, {group}, write=True)
+    assert may(folder / "new.db", other, {group}) is False  # a folder of the group's, not writable by it
+    folder.chmod(0o770)
+    assert may(folder / "new.db", other, {group}, write=True) and not may(folder / "new.db", other, set())
+    tmp_path.chmod(0o700)  # the folder above no longer searchable
+    assert not may(config, other, {group})
+    assert may(config, 0, set())
+
+
+def test_doctor_as_root_fails_a_config_and_spool_the_service_user_cannot_use(shipped_model, monkeypatch, open_tmp):
+    """Every other check reads and writes as root under sudo: a config moved in with mode 0600 or a
+    spool left root's passed them all, and the service then stopped at each start."""
+    import shutil
+
+    import edge.ops.bundle as bundle
+    import edge.ops.doctor as doctor
+
+    root = open_tmp
+    etc, state, model = root / "etc", root / "state", root / "model"
+    for d in (etc, state / "spool", model):
+        d.mkdir(parents=True)
+        d.chmod(0o755)
+    for f in (shipped_model, shipped_model.with_name("model.json")):
+        shutil.copy(f, model / f.name)
+    monkeypatch.setattr(bundle, "ETC_DIR", str(etc))
+    monkeypatch.setattr(bundle, "STATE_DIR", str(state))
+    monkeypatch.setattr(doctor, "UNIT_FILE", root / "none.service")
+    monkeypatch.setattr(doctor, "SERVICE", "nobody")
+    monkeypatch.setattr(doctor.os, "geteuid", lambda: 0)
+    config = etc / "config.toml"
+    config.write_text(f'[source]\npath = "{root}/queue.mp4"\n[model]\npath = "{model}/{shipped_model.name}"\n'
+                      f'[sinks]\nspool_dir = "{state}/spool"\n[status]\nport = 0\n')
+    config.chmod(0o600)
+    row = doctor_rows(config)["service access"]
+    assert row.status == FAIL and f"nobody may not read {config}; write {state}/spool: it would stop" in row.detail
+    config.chmod(0o644)
+    (state / "spool").chmod(0o777)
+    row = doctor_rows(config)["service access"]
+    assert row.status == OK, row.detail
+
+
+def test_install_sh_refuses_a_bundle_whose_wheel_or_model_was_cut_short_before_changing_anything(tmp_path):
+    """A wheel cut short made pip say "invalid wheel", and install.sh then asked for PyPI access."""
+    import hashlib
+    import json
+
+    bundle = fake_bundle(tmp_path)
+    files = {n: hashlib.sha256((bundle / n).read_bytes()).hexdigest()
+             for n in ("wheels/queue_mood-0.1.0-py3-none-any.whl", "model/model_int8.tflite", "config.toml")}
+    (bundle / "MANIFEST.json").write_text(json.dumps({"files": files}))
+    (bundle / "config.toml").write_text("# edited before the install: allowed\n[status]\nport = 8765\n")
+    env = fake_install_env(tmp_path)
+    assert install(bundle, env).returncode == 0
+    wheel = bundle / "wheels/queue_mood-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(wheel.read_bytes()[:-2])
+    (tmp_path / "python.log").unlink()
+    proc = install(bundle, env)
+    assert_install_sentence(proc, "lists another sha256 for wheels/queue_mood-0.1.0-py3-none-any.whl in",
+                            "copy the .tar.gz again", "Nothing was changed")
+    assert not (tmp_path / "python.log").exists()  # pip never ran

@@ -4,7 +4,8 @@ Checks the TFLite runtime, numpy/OpenCV (and that they work together), the camer
 delivers, its light, the faces in view and their width: what aiming it needs), the model
 and its card (with a dummy inference), the face detector (on a blank frame), the CPU the
 configured schedule needs here (compute budget), whether an NTP client has set the clock, the config, each
-configured alert sink, free disk at the spool, the status page (warning when this machine's
+configured alert sink, free disk at the spool, (as root, for the installed config) whether the service's
+user may read its config and model and write its spool and camera, the status page (warning when this machine's
 network address answers it without a token or password), and on a Raspberry Pi the board, temperature,
 throttling and CPU governor. Nothing is sent, no event is written to the spool (only a probe
 file, removed at once, to see that the spool's disk takes writes), and a camera
@@ -716,6 +717,75 @@ def check_disk(ctx: _Context, cfg) -> None:
                                f"the one that can: sudo -u {SERVICE} edge doctor ...)")
 
 
+def may(path: Path, uid: int, gids: set[int], write: bool = False) -> bool:
+    """Whether uid with gids may read (write) path by its mode bits, every folder above it searchable
+    (ACLs aside); a path not there yet: whether its nearest existing folder takes new files."""
+    if uid == 0:
+        return True
+
+    def allowed(st: os.stat_result, bit: int) -> bool:  # bit: 4 read, 2 write, 1 search
+        shift = 6 if st.st_uid == uid else 3 if st.st_gid in gids else 0
+        return bool(st.st_mode >> shift & bit)
+
+    path = Path(os.path.abspath(path))
+    target = path
+    while not os.path.lexists(target) and target != target.parent:
+        target, write = target.parent, True  # a new file goes into that folder
+    try:
+        if not all(allowed(os.stat(d), 1) for d in target.parents):
+            return False
+        st = os.stat(target)
+    except OSError:
+        return False
+    if target.is_dir() and write:
+        return allowed(st, 2) and allowed(st, 1)
+    return allowed(st, 2 if write else 4)
+
+
+def check_service_access(ctx: _Context, cfg) -> None:
+    """Run as root (sudo edge doctor, install.sh), every check above could read and write what the
+    service's user may not: a config or spool it cannot open is a restart every 5 s at the store."""
+    import grp
+    import pwd
+
+    from edge.config import resolve_model
+
+    if not ctx.home or os.geteuid() != 0:
+        return
+    try:
+        user = pwd.getpwnam(SERVICE)
+    except KeyError:
+        return
+    gids = set(os.getgrouplist(SERVICE, user.pw_gid))
+    for name in ("video", "gpio"):  # the unit's SupplementaryGroups
+        with contextlib.suppress(KeyError):
+            gids.add(grp.getgrnam(name).gr_gid)
+    reads = [Path(ctx.s.config)]
+    with contextlib.suppress(UserError, OSError):
+        model = resolve_model(cfg)
+        reads += [model, model.with_name("model.json")]
+    if cfg.detector.model:
+        reads.append(expand_path(cfg.detector.model))
+    from edge.sinks.spool import DEFAULT_SPOOL_DIR
+
+    writes = [expand_path(cfg.sinks.spool_dir or DEFAULT_SPOOL_DIR)]
+    for value in (cfg.status.history_db, cfg.sinks.jsonl.path if cfg.sinks.jsonl is not None else ""):
+        if value:  # SQLite's journal and the log's rotation go beside the file
+            writes += [expand_path(value), expand_path(value).parent]
+    if cfg.source.camera is not None:
+        writes += sorted(Path("/dev").glob("video*")) + sorted(Path("/dev").glob("media*"))
+    denied = [f"read {p}" for p in reads if not may(p, user.pw_uid, gids)]
+    denied += [f"write {p}" for p in writes if not may(p, user.pw_uid, gids, write=True)]
+    if denied:
+        ctx.add("service access", FAIL, f"the service's user {SERVICE} may not {'; '.join(denied)}: it would stop "
+                                        f"at each start; install.sh sets them up (config root:{SERVICE} mode 0640, "
+                                        f"{ctx.home} owned by {SERVICE}): sudo chown root:{SERVICE} FILE and "
+                                        f"sudo chmod 0640 FILE, or sudo chown -R {SERVICE}: FOLDER")
+    else:
+        ctx.add("service access", OK, f"the service's user {SERVICE} may read its config and model and write "
+                                      "its spool" + (" and use the camera" if cfg.source.camera is not None else ""))
+
+
 def spool_writable(spool: Path) -> tuple[str, str, str]:
     """A real write (the spool's own fsync-and-rename) of a probe file, removed at once: as root,
     or on a read-only or full file system, os.access says nothing about whether writes work."""
@@ -849,6 +919,7 @@ def diagnose(s: DoctorSettings) -> list[Check]:
         check_camera(ctx, cfg)
         check_sinks(ctx, cfg)
         check_disk(ctx, cfg)
+        check_service_access(ctx, cfg)
     check_status(ctx, cfg)
     check_pi(ctx)
     return ctx.checks
