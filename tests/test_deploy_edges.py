@@ -278,6 +278,24 @@ def test_doctor_reads_tilde_in_the_service_config_as_the_service_home(service_la
     assert rows["sink jsonl"].detail.startswith(f"writes {service_layout['state']}/alerts.jsonl")
 
 
+def test_doctor_as_root_keeps_its_caches_out_of_the_service_home(service_layout, monkeypatch):
+    """sudo edge doctor's camera probe left GStreamer's registry in the service's HOME, owned by root:
+    the service could no longer update it."""
+    from edge.ops import doctor
+
+    monkeypatch.setattr(doctor.os, "geteuid", lambda: 0)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    ctx = doctor._Context(doctor.DoctorSettings(config=str(service_layout["etc"] / "config.toml")))
+    ctx.home = str(service_layout["home"])
+    with doctor.service_home(ctx):
+        cache = Path(os.environ["XDG_CACHE_HOME"])
+        assert os.environ["HOME"] == str(service_layout["home"]) and cache.is_dir()
+        assert service_layout["home"] not in cache.parents
+        (cache / "gstreamer-1.0").mkdir()
+    assert "XDG_CACHE_HOME" not in os.environ and not cache.exists()
+    assert os.environ["HOME"] == str(service_layout["own"])
+
+
 def test_doctor_reads_tilde_in_another_config_as_this_users_home(service_layout, tmp_path):
     other = tmp_path / "mine.toml"
     other.write_text(service_layout["text"])

@@ -195,15 +195,23 @@ def service_home(ctx: _Context):
     if not ctx.home:
         yield
         return
-    old = os.environ.get("HOME")
-    os.environ["HOME"] = ctx.home
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop("HOME", None)
-        else:
-            os.environ["HOME"] = old
+    import tempfile
+
+    with contextlib.ExitStack() as stack:
+        values = {"HOME": ctx.home}
+        if os.geteuid() == 0:  # root's caches (GStreamer's registry, made by the camera probe) would land in
+            # the service's home owned by root, where the service may no longer update them
+            values["XDG_CACHE_HOME"] = stack.enter_context(tempfile.TemporaryDirectory(prefix="qm-doctor-cache-"))
+        old = {key: os.environ.get(key) for key in values}
+        os.environ.update(values)
+        try:
+            yield
+        finally:
+            for key, value in old.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
 
 
 def home_note(ctx: _Context, *values) -> str:
