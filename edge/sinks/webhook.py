@@ -199,7 +199,11 @@ class _HTTPSHandler(_WatchedOpen, urllib.request.HTTPSHandler):
     pass
 
 
-_opener = urllib.request.build_opener(_NoRedirect, _HTTPHandler, _HTTPSHandler)
+def _opener() -> urllib.request.OpenerDirector:
+    """A new opener for each POST (alerts are rare): from Python 3.13 an HTTPSHandler holds the TLS
+    context made with it, so one opener for the process would never see a CA trusted after the
+    start (a store's own, as edge doctor advises), where 3.11 makes one for each connection."""
+    return urllib.request.build_opener(_NoRedirect, _HTTPHandler, _HTTPSHandler)
 
 
 HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")  # an HTTP token (RFC 9110)
@@ -251,7 +255,7 @@ class WebhookSink(Sink):
         req = urllib.request.Request(self.url, data=json.dumps(payload).encode(), headers=headers, method="POST")
         req.deadline = Deadline(self.timeout_s)  # timeout_s for the whole request, not for each read
         try:
-            with _opener.open(req, timeout=self.timeout_s) as resp:  # a status >= 300 raises HTTPError
+            with _opener().open(req, timeout=self.timeout_s) as resp:  # a status >= 300 raises HTTPError
                 body = resp.read(MAX_ANSWER_BYTES + 1)  # a longer answer is not read on: its status is the answer
                 if len(body) <= MAX_ANSWER_BYTES and not whole(resp, body):
                     # The deadline can pass just after a whole answer was read: that one was delivered.
