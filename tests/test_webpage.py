@@ -222,6 +222,23 @@ def test_the_page_fits_a_phone_with_a_network_cameras_url_in_health(width):
 
 
 @pytest.mark.parametrize("state", ["raised", "camera down"])
+def test_the_alert_state_stays_on_a_phone_at_200_percent_zoom(state):
+    """A 390-px phone zoomed to 200% lays the page out 195 CSS px wide: the state, the one word a
+    manager looks for, stays whole inside its card, and nothing needs scrolling sideways."""
+    def unhappy(stats):
+        stats.update(result(4, 3, "raised", "raised", angry=3, happy=1), 0, {})
+        if state == "camera down":
+            stats.camera_down()
+
+    with stand_in(fill=unhappy) as (url, _), LivePage(url, window="195,844") as page:
+        assert page.wait_for("document.body.dataset.live === '1'")
+        assert page.js("document.getElementById('alert-state').textContent") == {"raised": "RAISED", "camera down": "CAMERA DOWN"}[state]
+        assert page.js("""(() => { const s = document.getElementById('alert-state'), c = document.getElementById('alert-card');
+            return s.scrollWidth <= s.clientWidth && s.getBoundingClientRect().right <= c.getBoundingClientRect().right; })()""")
+        assert page.js("document.documentElement.scrollWidth") <= 195
+
+
+@pytest.mark.parametrize("state", ["raised", "camera down"])
 def test_a_wall_display_shows_the_state_large_and_the_whole_page_on_one_screen(state):
     """A 1920x1080 screen across the room: the state in letters about 2 cm tall on a 24" screen, and
     nothing below the screen's edge, as nobody scrolls a wall display."""
