@@ -463,6 +463,20 @@ def test_no_alert_yet_is_said_in_words_not_as_alert_number_one():
             ["raised", "cleared", "raised"], items
 
 
+def test_without_javascript_the_page_says_so_and_asserts_nothing():
+    """A browser with JavaScript turned off (a locked-down till, a reader mode) never polls: the
+    page says what it needs, and neither "waiting for data" alone nor "none yet" under the recent
+    alerts passes for an answer from the monitor."""
+    with stand_in(fill=watched) as (url, done), LivePage(url, scripts=False) as page:
+        text = page.wait_for("document.readyState === 'complete' && document.body.innerText")
+        assert "This page needs JavaScript to show the queue" in text, text
+        assert "none yet" not in text, text
+        assert done == []  # no poll reached the monitor
+    with stand_in(fill=watched) as (url, _), LivePage(url) as page:  # with it, no such line
+        assert page.wait_for("document.body.dataset.live === '1'")
+        assert "needs JavaScript" not in page.js("document.body.innerText")
+
+
 @pytest.mark.parametrize("width", [390, 360])  # an iPhone's width; a common Android phone's
 def test_the_charts_labels_are_readable_on_a_phone_and_clear_of_the_lines(width):
     """The chart is drawn at about half its size on a phone: its labels stay about 13 px there
