@@ -270,6 +270,18 @@ def test_a_refused_poll_says_to_open_the_link_again_not_that_the_monitor_is_unre
         assert page.js("document.title") == "NO DATA · Queue mood"
 
 
+def test_a_page_opened_with_user_and_password_in_its_link_shows_the_queue():
+    """With [status] password, a till's browser may be given http://manager:PASSWORD@pi:8765/ to
+    open without a prompt: the page's polls reach the monitor (chromium refuses a fetch of a
+    relative path against that address: the page read "No data yet — the monitor is not
+    reachable" beside a monitor that ran)."""
+    with stand_in(fill=watched, user="manager", password="pw-of-the-store") as (url, _), \
+            LivePage(url.replace("http://", "http://manager:pw-of-the-store@")) as page:
+        assert page.wait_for("document.body.dataset.live === '1'"), page.js("document.getElementById('stale').textContent")
+        assert page.js("document.getElementById('alert-state').textContent") == "clear"
+        assert page.js("document.getElementById('stale').hidden")
+
+
 def test_the_stale_banner_goes_once_a_poll_succeeds_again():
     """One /status poll gets no answer, the next ones do: the page ends live, without the banner
     or the dashed outlines."""
