@@ -61,7 +61,7 @@ class LivePage:
     request that never gets an answer needs this; it also measures the layout, on a phone's
     screen of `window` (a window of the browser's own is 500 wide at least)."""
 
-    def __init__(self, url: str, window: str = PHONE):
+    def __init__(self, url: str, window: str = PHONE, scripts: bool = True):
         to_browser, self._out = os.pipe()
         self._in, from_browser = os.pipe()
         # chromium reads commands on fd 3 and answers on fd 4, each message ending in a NUL; bash
@@ -81,6 +81,8 @@ class LivePage:
             width, height = map(int, window.split(","))
             self._call("Emulation.setDeviceMetricsOverride", self._session, width=width, height=height,
                        deviceScaleFactor=1, mobile=True)
+            if not scripts:  # a browser with JavaScript turned off (js() still answers)
+                self._call("Emulation.setScriptExecutionDisabled", self._session, value=True)
             self._call("Page.navigate", self._session, url=url)
         except BaseException:
             self.close()

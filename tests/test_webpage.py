@@ -222,6 +222,23 @@ def test_the_page_fits_a_phone_with_a_network_cameras_url_in_health(width):
 
 
 @pytest.mark.parametrize("state", ["raised", "camera down"])
+def test_the_alert_state_stays_on_a_phone_at_200_percent_zoom(state):
+    """A 390-px phone zoomed to 200% lays the page out 195 CSS px wide: the state, the one word a
+    manager looks for, stays whole inside its card, and nothing needs scrolling sideways."""
+    def unhappy(stats):
+        stats.update(result(4, 3, "raised", "raised", angry=3, happy=1), 0, {})
+        if state == "camera down":
+            stats.camera_down()
+
+    with stand_in(fill=unhappy) as (url, _), LivePage(url, window="195,844") as page:
+        assert page.wait_for("document.body.dataset.live === '1'")
+        assert page.js("document.getElementById('alert-state').textContent") == {"raised": "RAISED", "camera down": "CAMERA DOWN"}[state]
+        assert page.js("""(() => { const s = document.getElementById('alert-state'), c = document.getElementById('alert-card');
+            return s.scrollWidth <= s.clientWidth && s.getBoundingClientRect().right <= c.getBoundingClientRect().right; })()""")
+        assert page.js("document.documentElement.scrollWidth") <= 195
+
+
+@pytest.mark.parametrize("state", ["raised", "camera down"])
 def test_a_wall_display_shows_the_state_large_and_the_whole_page_on_one_screen(state):
     """A 1920x1080 screen across the room: the state in letters about 2 cm tall on a 24" screen, and
     nothing below the screen's edge, as nobody scrolls a wall display."""
@@ -251,6 +268,18 @@ def test_a_refused_poll_says_to_open_the_link_again_not_that_the_monitor_is_unre
         assert re.fullmatch(r"No data since \d\d:\d\d:\d\d(?: [AP]M)? — the monitor refuses this page: open its link with the "
                             r"token again", banner or ""), banner
         assert page.js("document.title") == "NO DATA · Queue mood"
+
+
+def test_a_page_opened_with_user_and_password_in_its_link_shows_the_queue():
+    """With [status] password, a till's browser may be given http://manager:PASSWORD@pi:8765/ to
+    open without a prompt: the page's polls reach the monitor (chromium refuses a fetch of a
+    relative path against that address: the page read "No data yet — the monitor is not
+    reachable" beside a monitor that ran)."""
+    with stand_in(fill=watched, user="manager", password="pw-of-the-store") as (url, _), \
+            LivePage(url.replace("http://", "http://manager:pw-of-the-store@")) as page:
+        assert page.wait_for("document.body.dataset.live === '1'"), page.js("document.getElementById('stale').textContent")
+        assert page.js("document.getElementById('alert-state').textContent") == "clear"
+        assert page.js("document.getElementById('stale').hidden")
 
 
 def test_the_stale_banner_goes_once_a_poll_succeeds_again():
@@ -444,6 +473,20 @@ def test_no_alert_yet_is_said_in_words_not_as_alert_number_one():
         items = page.js("[...document.querySelectorAll('#alerts li')].map((li) => li.textContent)")
         assert [re.search(r" (raised|cleared): \d+% of \d faces unhappy$", i).group(1) for i in items] == \
             ["raised", "cleared", "raised"], items
+
+
+def test_without_javascript_the_page_says_so_and_asserts_nothing():
+    """A browser with JavaScript turned off (a locked-down till, a reader mode) never polls: the
+    page says what it needs, and neither "waiting for data" alone nor "none yet" under the recent
+    alerts passes for an answer from the monitor."""
+    with stand_in(fill=watched) as (url, done), LivePage(url, scripts=False) as page:
+        text = page.wait_for("document.readyState === 'complete' && document.body.innerText")
+        assert "This page needs JavaScript to show the queue" in text, text
+        assert "none yet" not in text, text
+        assert done == []  # no poll reached the monitor
+    with stand_in(fill=watched) as (url, _), LivePage(url) as page:  # with it, no such line
+        assert page.wait_for("document.body.dataset.live === '1'")
+        assert "needs JavaScript" not in page.js("document.body.innerText")
 
 
 @pytest.mark.parametrize("width", [390, 360])  # an iPhone's width; a common Android phone's

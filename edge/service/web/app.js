@@ -262,7 +262,9 @@ async function poll(path, render, every, stale) {
   const say = (what) => { if (stale) text($("updated"), what); };
   const abort = new AbortController(), giveUp = setTimeout(() => abort.abort(), ANSWER_WITHIN_MS);
   try {
-    const r = await fetch(path, {cache: "no-store", credentials: "same-origin", signal: abort.signal});
+    // From the origin: a page opened by a link with the user and password in it (a till's kiosk) has them in its
+    // base URL, and chromium refuses to fetch a relative path against it; the browser sends them along anyway.
+    const r = await fetch(new URL(path, location.origin), {cache: "no-store", credentials: "same-origin", signal: abort.signal});
     if (r.status === 401) { refused = true; say("not authorised: open the link with the token"); return; }
     if (r.ok) { render(await r.json()); ok = true; }
     else say(`monitor answered ${r.status}`);
