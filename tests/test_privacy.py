@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_cli
 from tests.test_reliability import MjpegStream
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,3 +112,23 @@ def test_a_secret_of_the_wrong_type_is_not_shown_in_the_config_error(tmp_path, k
     with pytest.raises(ConfigError) as err:
         load_config(cfg)
     assert str(err.value) == f"Config key '{key}' has the bad value (hidden); expected str."
+
+
+@pytest.mark.parametrize("password", ["Ab'Secr3t", 'Ab"Secr3t', "p@ss'Secr3t"])
+def test_a_camera_password_with_a_quote_is_hidden_whole(tmp_path, password):
+    """RFC 3986 allows ' unencoded in a URL's user:password, and URLs in text were cut at quotes:
+    `edge config` (pasted into tickets) and the journal's warning about a camera and a path both
+    set showed the password's part after the quote."""
+    from edge.config import both_sources, load_config
+
+    url = f"rtsp://admin:{password}@192.0.2.7:554/stream1"
+    cfg = tmp_path / "config.toml"
+    quoted = url.replace('"', '\\"')
+    cfg.write_text(f'[source]\ncamera = 0\npath = "{quoted}"\n')
+    assert load_config(cfg).source.path == url
+    r = run_cli("config", "--config", cfg)
+    assert r.returncode == 0, r.stderr
+    said = both_sources(load_config(cfg).source)
+    for shown in (r.stdout, r.stderr, said):
+        assert "Secr3t" not in shown
+    assert "rtsp://***@192.0.2.7:554/stream1" in r.stdout and "rtsp://***@192.0.2.7:554/stream1" in said
