@@ -80,6 +80,23 @@ def test_doctors_camera_probe_leaves_no_core_file():
     assert got == {"core": 0}, why
 
 
+def test_edge_analyze_leaves_no_core_file_with_the_recordings_frames(tmp_path):
+    """A recording of the queue is the customers' faces too: a crash or SIGABRT of `edge analyze`
+    wrote a core file of its memory, frames included, into the working folder (132 MB, for the demo)."""
+    import cv2
+    import numpy as np
+
+    needs_core_files()
+    cv2.imwrite(str(tmp_path / "queue.png"), np.full((120, 160, 3), 90, np.uint8))
+    code = ("import resource, sys\nfrom edge.cli import cli\ntry:\n    cli(sys.argv[1:])\n"
+            "finally:\n    print('core limit', resource.getrlimit(resource.RLIMIT_CORE)[0])")
+    r = subprocess.run([*UNLIMITED_CORES, sys.executable, "-c", code, "analyze", "queue.png", "--out", "out"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(REPO), "HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == "core limit 0"
+
+
 def test_doctor_never_shows_the_camera_streams_password():
     """install.sh prints `edge doctor` (into the journal, for an install at first boot), and a
     report gets pasted into tickets: the stream URL's password would hand out the camera's picture."""
