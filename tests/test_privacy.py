@@ -149,3 +149,15 @@ def test_a_camera_password_with_a_quote_is_hidden_whole(tmp_path, password):
     for shown in (r.stdout, r.stderr, said):
         assert "Secr3t" not in shown
     assert "rtsp://***@192.0.2.7:554/stream1" in r.stdout and "rtsp://***@192.0.2.7:554/stream1" in said
+
+
+@pytest.mark.parametrize("host", ["mqtt://till3:Br0kerSecret@broker.local:1883", "till3:Br0kerSecret@broker.local"])
+def test_a_broker_url_pasted_as_the_mqtt_host_is_refused_without_its_password(tmp_path, host):
+    """Many tools take the broker as mqtt://user:password@host: pasted into sinks.mqtt.host it was
+    refused with the password in the error, which lands in the journal and in tickets."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[sinks.mqtt]\nhost = "{host}"\n')
+    r = run_cli("config", "--config", cfg)
+    assert r.returncode != 0
+    assert "Br0kerSecret" not in r.stdout + r.stderr
+    assert "Config key 'sinks.mqtt.host' has the bad value '" in r.stderr and "***@broker.local" in r.stderr
