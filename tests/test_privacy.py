@@ -161,3 +161,14 @@ def test_a_broker_url_pasted_as_the_mqtt_host_is_refused_without_its_password(tm
     assert r.returncode != 0
     assert "Br0kerSecret" not in r.stdout + r.stderr
     assert "Config key 'sinks.mqtt.host' has the bad value '" in r.stderr and "***@broker.local" in r.stderr
+
+
+def test_a_camera_url_refused_for_a_space_in_its_password_is_shown_without_it(tmp_path):
+    """A password typed into the URL as it is, space and all, is refused (spaces must be %20);
+    the error, which the journal keeps, showed what followed the space."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[source]\npath = "rtsp://admin:Till three Secr3t@192.0.2.7:554/stream1"\n')
+    r = run_cli("config", "--config", cfg)
+    assert r.returncode != 0
+    assert "Secr3t" not in r.stdout + r.stderr and "three" not in r.stdout + r.stderr
+    assert "'rtsp://***@192.0.2.7:554/stream1'" in r.stderr and "no spaces: write them %20" in r.stderr
