@@ -22,7 +22,7 @@ from edge.errors import check as _check
 from edge.errors import check_range as _range
 from edge.labels import LABELS
 from edge.paths import FILE_KEY, check_readable, expand_path, from_folder, items, not_a_file, visible
-from edge.redact import CONTROL, redact_text
+from edge.redact import CONTROL, redact_text, redact_url
 from edge.pipeline.detectors import DetectorConfig
 from edge.pipeline.sources import ROTATIONS
 from edge.sinks import SINKS
@@ -92,7 +92,8 @@ class SourceConfig:
         # OpenCV reads file:// as a stream: a recording that never ends, retried when it does
         _check(scheme != "file", f"{p}.path", self.path, "the file's own path, without file:// (e.g. /home/pi/queue.mp4)")
         if scheme in STREAM_SCHEMES:  # one that cannot be parsed would be retried for good by the service
-            check_url(self.path, f"{p}.path", (scheme,), redact_text(self.path))
+            # one URL, parsed whole: redact_text would end it at a space typed into the password and print the rest
+            check_url(self.path, f"{p}.path", (scheme,), redact_url(self.path))
         _range(self.width, 16, 8192, f"{p}.width", "an integer")
         _range(self.height, 16, 8192, f"{p}.height", "an integer")
         _range(self.fps, 0, 240, f"{p}.fps", lo_open=True)

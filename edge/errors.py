@@ -4,6 +4,8 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
+from edge.redact import HIDDEN, redact_url
+
 
 class UserError(Exception):
     """Bad input, missing file or missing dependency; the message says what to do."""
@@ -39,7 +41,9 @@ def check_host(host: str, path: str, port_key: str) -> None:
         return
     except ValueError:
         pass
-    check(bool(HOST_NAME.fullmatch(host)), path, host,
+    # a broker URL pasted in whole (`mqtt://user:password@broker`) must not print its password
+    shown = redact_url(host) if "://" in host else f"{HIDDEN}@{host.rpartition('@')[2]}" if "@" in host else host
+    check(bool(HOST_NAME.fullmatch(host)), path, shown,
           f"a host name or IP address alone, without scheme or port (the port is {port_key}), e.g. \"broker.local\"")
 
 

@@ -10,7 +10,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 HIDDEN = "***"
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")  # C0 and C1 control characters
-_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"]+")
+# A URL in text ends at a space or a quote (a repr, JSON), but its user:password may hold quotes
+# (RFC 3986 allows ' there unencoded): up to its last @ it is taken whole, else the
+# part of a password after a quote was printed.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://(?:[^\s/]*@)?[^\s'\"]+")
 TOKEN_LEN = 24  # a path segment this long is treated as a secret even when it comes first
 
 

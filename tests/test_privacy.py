@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import run_cli
 from tests.test_reliability import MjpegStream
 
 REPO = Path(__file__).resolve().parents[1]
@@ -79,6 +80,23 @@ def test_doctors_camera_probe_leaves_no_core_file():
     assert got == {"core": 0}, why
 
 
+def test_edge_analyze_leaves_no_core_file_with_the_recordings_frames(tmp_path):
+    """A recording of the queue is the customers' faces too: a crash or SIGABRT of `edge analyze`
+    wrote a core file of its memory, frames included, into the working folder (132 MB, for the demo)."""
+    import cv2
+    import numpy as np
+
+    needs_core_files()
+    cv2.imwrite(str(tmp_path / "queue.png"), np.full((120, 160, 3), 90, np.uint8))
+    code = ("import resource, sys\nfrom edge.cli import cli\ntry:\n    cli(sys.argv[1:])\n"
+            "finally:\n    print('core limit', resource.getrlimit(resource.RLIMIT_CORE)[0])")
+    r = subprocess.run([*UNLIMITED_CORES, sys.executable, "-c", code, "analyze", "queue.png", "--out", "out"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(REPO), "HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == "core limit 0"
+
+
 def test_doctor_never_shows_the_camera_streams_password():
     """install.sh prints `edge doctor` (into the journal, for an install at first boot), and a
     report gets pasted into tickets: the stream URL's password would hand out the camera's picture."""
@@ -111,3 +129,46 @@ def test_a_secret_of_the_wrong_type_is_not_shown_in_the_config_error(tmp_path, k
     with pytest.raises(ConfigError) as err:
         load_config(cfg)
     assert str(err.value) == f"Config key '{key}' has the bad value (hidden); expected str."
+
+
+@pytest.mark.parametrize("password", ["Ab'Secr3t", 'Ab"Secr3t', "p@ss'Secr3t"])
+def test_a_camera_password_with_a_quote_is_hidden_whole(tmp_path, password):
+    """RFC 3986 allows ' unencoded in a URL's user:password, and URLs in text were cut at quotes:
+    `edge config` (pasted into tickets) and the journal's warning about a camera and a path both
+    set showed the password's part after the quote."""
+    from edge.config import both_sources, load_config
+
+    url = f"rtsp://admin:{password}@192.0.2.7:554/stream1"
+    cfg = tmp_path / "config.toml"
+    quoted = url.replace('"', '\\"')
+    cfg.write_text(f'[source]\ncamera = 0\npath = "{quoted}"\n')
+    assert load_config(cfg).source.path == url
+    r = run_cli("config", "--config", cfg)
+    assert r.returncode == 0, r.stderr
+    said = both_sources(load_config(cfg).source)
+    for shown in (r.stdout, r.stderr, said):
+        assert "Secr3t" not in shown
+    assert "rtsp://***@192.0.2.7:554/stream1" in r.stdout and "rtsp://***@192.0.2.7:554/stream1" in said
+
+
+@pytest.mark.parametrize("host", ["mqtt://till3:Br0kerSecret@broker.local:1883", "till3:Br0kerSecret@broker.local"])
+def test_a_broker_url_pasted_as_the_mqtt_host_is_refused_without_its_password(tmp_path, host):
+    """Many tools take the broker as mqtt://user:password@host: pasted into sinks.mqtt.host it was
+    refused with the password in the error, which lands in the journal and in tickets."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[sinks.mqtt]\nhost = "{host}"\n')
+    r = run_cli("config", "--config", cfg)
+    assert r.returncode != 0
+    assert "Br0kerSecret" not in r.stdout + r.stderr
+    assert "Config key 'sinks.mqtt.host' has the bad value '" in r.stderr and "***@broker.local" in r.stderr
+
+
+def test_a_camera_url_refused_for_a_space_in_its_password_is_shown_without_it(tmp_path):
+    """A password typed into the URL as it is, space and all, is refused (spaces must be %20);
+    the error, which the journal keeps, showed what followed the space."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[source]\npath = "rtsp://admin:Till three Secr3t@192.0.2.7:554/stream1"\n')
+    r = run_cli("config", "--config", cfg)
+    assert r.returncode != 0
+    assert "Secr3t" not in r.stdout + r.stderr and "three" not in r.stdout + r.stderr
+    assert "'rtsp://***@192.0.2.7:554/stream1'" in r.stderr and "no spaces: write them %20" in r.stderr

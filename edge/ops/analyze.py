@@ -40,6 +40,7 @@ import numpy as np
 
 from edge.config import Config, ScheduleConfig
 from edge.errors import UserError, install_hint, missing_modules
+from edge.files import no_core_dumps
 from edge.paths import check_out_folder, expand_path, same_file
 from edge.pipeline import face_width
 from edge.pipeline.annotate import AnnotatedVideo
@@ -454,6 +455,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     if Path(path).is_dir() and Path(opts.out).resolve() == Path(path).resolve():
         raise UserError(f"--out {opts.out} is the folder being analysed: its next run would analyse this one's chart; "
                         "pass another --out.")
+    no_core_dumps()  # as edge run does: a crash or SIGABRT must not copy the customers' frames into a core file
     # an unreadable input fails here, before the model loads; images are one second apart
     source = open_source(None, path, fps=1.0, every=every, rotate=cfg.source.rotate)
     video = not isinstance(source, ImageFolderSource)
