@@ -827,3 +827,13 @@ def test_an_annotated_video_whose_first_frame_mp4v_cannot_take_is_made_at_a_size
     cap = cv2.VideoCapture(str(path))
     assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == size
     assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 2
+
+
+def test_a_frame_at_another_time_makes_its_pixels_once_for_both():
+    from edge.pipeline.sources import Frame
+
+    made = []
+    frame = Frame(None, 10.0, 3, pixels=lambda: made.append(1) or np.zeros((4, 4, 3), np.uint8))
+    moved = frame.at(2.0)
+    assert (moved.t_s, moved.index, frame.t_s) == (2.0, 3, 10.0)
+    assert moved.image is frame.image and made == [1]

@@ -213,7 +213,6 @@ def test_a_camera_outage_is_left_out_of_the_monitors_clock_so_people_and_the_ale
     from edge.pipeline.classifier import Classifier
     from edge.pipeline.core import Pipeline
     from edge.pipeline.sources import Frame
-    from edge.service import app
     from tests.test_schedule import CountingDetector, still_faces
 
     clf = Classifier(default_model_path())
@@ -221,15 +220,16 @@ def test_a_camera_outage_is_left_out_of_the_monitors_clock_so_people_and_the_ale
     calm, angry = np.eye(n)[clf.labels.index("neutral")] * 0.9 + 0.1 / n, np.eye(n)[clf.labels.index("angry")] * 0.8 + 0.2 / n
     now = {"probs": calm}
     monkeypatch.setattr(clf, "predict", lambda crops, *a, **k: np.tile(now["probs"], (len(crops), 1)))
-    pipe, clock = Pipeline(load_config(None), clf, CountingDetector(still_faces)), app._OutageClock()
+    pipe = Pipeline(load_config(None), clf, CountingDetector(still_faces))
     image = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     states, ids = [], []
 
     def play(start, seconds, probs, after_outage=False):
         now["probs"] = probs
+        if after_outage:  # as edge run does at the first frame after the camera was down
+            pipe.outage_ended(start)
         for i in range(int(seconds * 10)):
-            t = clock(start + i / 10, after_outage and i == 0)
-            r = pipe.process(Frame(image, t, 0))
+            r = pipe.process(Frame(image, start + i / 10, 0))
             states.append(r.alert_state)
             ids.append(sorted(tr.id for tr in r.tracks))
 
@@ -288,18 +288,20 @@ def test_a_flapping_camera_tells_the_sinks_once_per_window_and_a_long_outage_sti
 
 
 def test_edge_run_leaves_a_camera_outage_out_of_the_pipelines_clock(tmp_path, monkeypatch):
-    from edge.service.app import BRIDGE_STEP_S
+    from edge.pipeline.core import BRIDGE_STEP_S, Pipeline
 
     cam = StallingCamera(frames=3)
     monkeypatch.setattr("edge.pipeline.sources.open_source", lambda *a, **kw: cam)
     threading.Thread(target=lambda: wait_for(lambda: "camera_down" in _kinds(tmp_path / "ev.jsonl"), 60)
                      and cam.resume.set(), daemon=True).start()
-    seen = []  # (the pipeline's time of each frame, when it came)
-    run(_live_cfg(tmp_path), RunOptions(duration_s=4.0), on_result=lambda f, r: seen.append((f.t_s, time.monotonic())))
-    gaps = [(b[1] - a[1], b[0] - a[0]) for a, b in zip(seen, seen[1:])]
-    outage = max(gaps, default=(0.0, 0.0))
+    ended, real = [], Pipeline.outage_ended
+    monkeypatch.setattr(Pipeline, "outage_ended", lambda self, t_s: ended.append((self, t_s)) or real(self, t_s))
+    seen = []  # the source's time of each frame
+    run(_live_cfg(tmp_path), RunOptions(duration_s=4.0), on_result=lambda f, r: seen.append(r.t_s))
     if len(seen) > 3:  # the camera came back within the run (a loaded machine may not get there)
-        assert outage[0] >= 0.5 and 0 < outage[1] <= BRIDGE_STEP_S + 0.05, gaps  # down_after_s is 0.5 here
+        gap = seen[3] - seen[2]
+        assert gap >= 0.5 and [t for _, t in ended] == [seen[3]]  # down_after_s is 0.5 here
+        assert ended[0][0].paused_s == pytest.approx(gap - BRIDGE_STEP_S)
 
 
 class LateCamera(LiveSource):

@@ -140,6 +140,15 @@ def usable(box: BBox) -> bool:
     return all(math.isfinite(v) for v in (box.x, box.y, box.w, box.h)) and box.w >= 1 and box.h >= 1
 
 
+# A camera outage up to this long is left out of the monitor's clock (Pipeline.outage_ended): the
+# people still in view when it is back keep their tracks (tracking.refind_s) and their own levels,
+# and the alert its state, as if the camera had blinked. Without it a 30-s outage made everyone
+# new, each person's level whatever they showed at the return (an unhappy queue then read as
+# calm), and the alert cleared 3 s after it. A longer outage is a new start: the queue has changed.
+BRIDGE_MAX_S = 120.0
+BRIDGE_STEP_S = 0.25  # what is left of a bridged outage in the monitor's clock: time still moves on
+
+
 class Pipeline:
     def __init__(self, cfg: Config, classifier: Classifier, detector: FaceDetector):
         self.cfg, self.classifier, self.detector = cfg, classifier, detector
@@ -150,6 +159,17 @@ class Pipeline:
         self.timer = StageTimer()
         self.carried_n = 0  # detections of the last frame that were carried boxes (Schedule.carry), last in the list
         self._blocks_of: tuple[np.ndarray | None, np.ndarray | None] = (None, None)  # (frame image, its motion_blocks)
+        self.paused_s = 0.0  # camera outages left out of the monitor's clock (outage_ended)
+        self._last_t_s: float | None = None  # the source's time of the last frame processed
+
+    def outage_ended(self, t_s: float) -> None:
+        """The source (a live camera) was down until the frame at t_s: an outage of up to
+        BRIDGE_MAX_S is left out of the clock the tracker, mood and alert policy see."""
+        gap = t_s - self._last_t_s if self._last_t_s is not None else 0.0
+        if 0 < gap <= BRIDGE_MAX_S:
+            self.paused_s += max(0.0, gap - BRIDGE_STEP_S)
+            log.info("camera outage of %.0f s left out of the monitor's clock: the people in view keep their "
+                     "tracks and the alert its state", gap)
 
     def crops(self, gray: np.ndarray, boxes) -> np.ndarray:
         return np.stack([crop_face(gray, b.as_tuple(), self.crop_rule, self.size) for b in boxes])
@@ -223,6 +243,9 @@ class Pipeline:
 
     def process(self, frame: Frame) -> FrameResult:
         t0 = time.perf_counter()
+        source_t_s = self._last_t_s = frame.t_s  # the result and its events keep the source's time
+        if self.paused_s:
+            frame = frame.at(frame.t_s - self.paused_s)
         detect = self.monitor.detect_now(frame.t_s)
         self.carried_n = 0
         # A box with NaN or no area (a plugin's detector, a model gone wrong) would crash the crop
@@ -249,7 +272,7 @@ class Pipeline:
         self.timer.add(stage_s, self.monitor.classified, detect)
         # every face with a mood to show, confirmed or not (carried boxes between detector frames)
         faces = sorted((tr for tr in self.monitor.carried if tr.probs is not None), key=lambda tr: tr.id)
-        return FrameResult(frame.index, frame.t_s, len(detections), tracks, mood, transition, self.policy.state, stage_s,
+        return FrameResult(frame.index, source_t_s, len(detections), tracks, mood, transition, self.policy.state, stage_s,
                            faces, detect, self.monitor.classified, list(self.tracker.refound) if detect else [],
                            self.policy.held_back_s(frame.t_s, mood.negative_share, mood.faces))
 

@@ -61,6 +61,10 @@ class Frame:
             self._image, self._pixels = self._pixels(), None
         return self._image
 
+    def at(self, t_s: float) -> "Frame":
+        """This frame at another time; its pixels are made once, for both."""
+        return Frame(self._image, t_s, self.index, None if self._image is not None else (lambda: self.image))
+
 
 class Source:
     dropped = 0  # frames discarded because processing was slower than the source

@@ -86,13 +86,6 @@ STAGE_MS_EVERY_S = 1.0  # the stage medians for /status: 0.1 ms each time, too m
 # minute, a flapping one at most once per window. The log and the status show every change.
 FLAP_WINDOW_S = 600.0
 FLAP_REPORT_S = 60.0
-# A camera outage up to this long is left out of the monitor's clock: the people still in view
-# when it is back keep their tracks (tracking.refind_s) and their own levels, and the alert its
-# state, as if the camera had blinked. Without it a 30-s outage made everyone new, each person's
-# level whatever they showed at the return (an unhappy queue then read as calm), and the alert
-# cleared 3 s after it. A longer outage is a new start: the queue has changed.
-BRIDGE_MAX_S = 120.0
-BRIDGE_STEP_S = 0.25  # what is left of a bridged outage in the monitor's clock: time still moves on
 
 
 class _CameraWatch:
@@ -136,23 +129,6 @@ class _CameraWatch:
         if self.down and not self._told and (now - self._told_up_at >= FLAP_WINDOW_S or silent >= FLAP_REPORT_S):
             self._told, self._untold = True, 0
             self.sinks.send(_event("camera_down", now, self.device))
-
-
-class _OutageClock:
-    """The pipeline's clock without camera outages of up to BRIDGE_MAX_S (see there)."""
-
-    def __init__(self):
-        self.paused_s = 0.0
-        self._last: float | None = None  # the pipeline time of the last frame
-
-    def __call__(self, t_s: float, after_outage: bool) -> float:
-        gap = t_s - self.paused_s - self._last if self._last is not None else 0.0
-        if after_outage and gap <= BRIDGE_MAX_S:
-            self.paused_s += max(0.0, gap - BRIDGE_STEP_S)
-            log.info("camera outage of %.0f s left out of the monitor's clock: the people in view keep their "
-                     "tracks and the alert its state", gap)
-        self._last = t_s - self.paused_s
-        return self._last
 
 
 def _close_each(*closes) -> None:
@@ -253,7 +229,6 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     cpu_started = time.process_time()
     watchdog = Watchdog()
     camera = _CameraWatch(source.describe(), s.down_after_s, stats, sinks, device)
-    clock = _OutageClock()
     grabber_lost = False
     next_sink_stats = next_stage_ms = 0.0
     stage_ms: dict[str, float] = {}
@@ -287,7 +262,8 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
                     if should_stop():
                         break
                     continue
-                frame.t_s = clock(frame.t_s, camera.frame())
+                if camera.frame():
+                    pipeline.outage_ended(frame.t_s)
                 result = pipeline.process(frame)
                 frames += 1
                 people.update(pipeline.tracker, result.tracks, result.refound)
