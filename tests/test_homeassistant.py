@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -158,6 +159,36 @@ def test_last_will_marks_a_dead_pi_offline(broker, listeners, tmp_path):  # noqa
         proc.send_signal(signal.SIGKILL)  # no clean disconnect: only the broker can say it
         proc.wait(10)
     assert wait_for(lambda: ha.messages[-1][:2] == ("queue-mood/till-9/availability", b"offline"))
+
+
+def test_an_older_connections_last_will_does_not_leave_a_running_pi_offline(broker, listeners, tmp_path):  # noqa: F811
+    """A power cut leaves the last run's connection half-open at the broker; the Pi boots and
+    connects again before the broker's keep-alive gives up on the old one, whose last will
+    "offline" then comes after the new run's "online"."""
+    import paho.mqtt.client as mqtt
+
+    from edge.sinks.homeassistant import HomeAssistantSink
+
+    avail = "queue-mood/till-7/availability"
+    old = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="queue-mood-ha-till-7-old")
+    old.will_set(avail, "offline", qos=1, retain=True)
+    old.connect("127.0.0.1", broker.port)
+    old.loop_start()
+    assert wait_for(old.is_connected)
+    ha = listeners(broker.port, topics=(avail,))
+    sink = HomeAssistantSink("127.0.0.1", broker.port, device_name="till-7")
+    try:
+        assert wait_for(lambda: sink.connected and ha.on(avail)[-1:] == [b"online"])
+        old.loop_stop()
+        old.socket().shutdown(socket.SHUT_RDWR)  # gone without a DISCONNECT: the broker sends its will
+        assert wait_for(lambda: b"offline" in ha.on(avail))
+        assert wait_for(lambda: ha.on(avail)[-1:] == [b"online"], timeout=5)
+        late = listeners(broker.port, topics=(avail,))  # Home Assistant starting now sees the retained value
+        assert wait_for(lambda: late.on(avail)) and late.on(avail) == [b"online"]
+    finally:
+        sink.close()
+        old.socket() and old.socket().close()
+    assert wait_for(lambda: ha.on(avail)[-1:] == [b"offline"])  # a clean stop is not taken back
 
 
 def test_delivered_counts_the_events_it_published(broker, tmp_path):  # noqa: F811

@@ -8,7 +8,10 @@ Topics follow Home Assistant's documented discovery scheme:
   queue-mood/<node_id>/availability  "online", retained; the broker publishes the last will
                                      "offline" (retained) when the Pi drops off
 Configs are sent on connect and again whenever Home Assistant's birth message ("online" on
-<prefix>/status) arrives, so a restarted Home Assistant finds the device again.
+<prefix>/status) arrives, so a restarted Home Assistant finds the device again. An "offline"
+on the availability topic while connected is an older connection's last will, which the broker
+sends only once its keep-alive notices that connection is gone (a power cut, a dropped network:
+after this process connected): "online" is published again at once.
 
 A connection of its own (not the alert sink's): live values are QoS 0 and never spooled, and
 the availability topic tracks this process, whatever the alert spool is doing."""
@@ -126,13 +129,20 @@ class HomeAssistantSink(BrokerOutages, Sink):
         self._outage = False
         self.connected = True
         client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
-        client.subscribe(self.topics.birth, qos=1)
+        client.subscribe([(self.topics.birth, 1), (self.topics.availability, 1)])
         self._announce()
 
     def _on_message(self, client, userdata, msg) -> None:
         if msg.topic == self.topics.birth and msg.payload == ONLINE.encode():
             log.info("Home Assistant came online; sending the discovery configs again.")
             self._announce()
+        elif msg.topic == self.topics.availability and msg.payload == OFFLINE.encode() and self.connected \
+                and not self._closing:
+            # A half-open connection of this Pi's last run (a power cut) outlived this one's
+            # start: its last will would show a running Pi unavailable until the next restart.
+            log.info("Home Assistant discovery: the broker marked this Pi offline (the last will of an earlier "
+                     "connection); saying online again.")
+            client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
 
     def _announce(self) -> None:
         """Every entity's config, then the last known state (so the entities are not 'unknown')."""
