@@ -161,6 +161,25 @@ def test_last_will_marks_a_dead_pi_offline(broker, listeners, tmp_path):  # noqa
     assert wait_for(lambda: ha.messages[-1][:2] == ("queue-mood/till-9/availability", b"offline"))
 
 
+@pytest.mark.parametrize("birth_topic", ["homeassistant/status", "ha/status"])
+def test_a_changed_discovery_prefix_still_hears_home_assistant_restart(birth_topic, broker, listeners):  # noqa: F811
+    """Home Assistant's birth topic is its own setting (homeassistant/status by default), apart
+    from the discovery prefix: one who changed only the prefix must still get the configs again."""
+    from edge.sinks.homeassistant import HomeAssistantSink
+
+    ha = listeners(broker.port, topics=("ha/#",))
+    sink = HomeAssistantSink("127.0.0.1", broker.port, device_name="till-8", prefix="ha")
+    try:
+        sink.update(status())
+        entities = 2 + len(LABELS) + 1
+        assert wait_for(lambda: len([t for t, _, _ in ha.messages if t.endswith("/config")]) == entities)
+        ha.client.publish(birth_topic, "online", qos=1)
+        assert wait_for(lambda: len([t for t, _, _ in ha.messages if t.endswith("/config")]) == 2 * entities,
+                        timeout=5)
+    finally:
+        sink.close()
+
+
 def test_an_older_connections_last_will_does_not_leave_a_running_pi_offline(broker, listeners, tmp_path):  # noqa: F811
     """A power cut leaves the last run's connection half-open at the broker; the Pi boots and
     connects again before the broker's keep-alive gives up on the old one, whose last will

@@ -8,7 +8,7 @@ Topics follow Home Assistant's documented discovery scheme:
   queue-mood/<node_id>/availability  "online", retained; the broker publishes the last will
                                      "offline" (retained) when the Pi drops off
 Configs are sent on connect and again whenever Home Assistant's birth message ("online" on
-<prefix>/status) arrives, so a restarted Home Assistant finds the device again. An "offline"
+homeassistant/status, or <prefix>/status) arrives, so a restarted Home Assistant finds the device again. An "offline"
 on the availability topic while connected is an older connection's last will, which the broker
 sends only once its keep-alive notices that connection is gone (a power cut, a dropped network:
 after this process connected): "online" is published again at once.
@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 BASE_TOPIC = "queue-mood"
 ONLINE, OFFLINE = "online", "offline"
+# Home Assistant's birth topic is a setting of its own, not derived from the discovery prefix:
+# one who changed only the prefix still announces a restart here.
+HA_BIRTH_TOPIC = "homeassistant/status"
 
 
 def node_id(device: str) -> str:
@@ -47,7 +50,7 @@ class Topics:
         self.prefix, self.node = prefix, node_id(device)
         self.state = f"{BASE_TOPIC}/{self.node}/mood"
         self.availability = f"{BASE_TOPIC}/{self.node}/availability"
-        self.birth = f"{prefix}/status"
+        self.births = sorted({HA_BIRTH_TOPIC, f"{prefix}/status"})
 
     def config(self, component: str, object_id: str) -> str:
         return f"{self.prefix}/{component}/{self.node}/{object_id}/config"
@@ -129,11 +132,11 @@ class HomeAssistantSink(BrokerOutages, Sink):
         self._outage = False
         self.connected = True
         client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
-        client.subscribe([(self.topics.birth, 1), (self.topics.availability, 1)])
+        client.subscribe([*((topic, 1) for topic in self.topics.births), (self.topics.availability, 1)])
         self._announce()
 
     def _on_message(self, client, userdata, msg) -> None:
-        if msg.topic == self.topics.birth and msg.payload == ONLINE.encode():
+        if msg.topic in self.topics.births and msg.payload == ONLINE.encode():
             log.info("Home Assistant came online; sending the discovery configs again.")
             self._announce()
         elif msg.topic == self.topics.availability and msg.payload == OFFLINE.encode() and self.connected \
