@@ -210,6 +210,35 @@ def test_an_older_connections_last_will_does_not_leave_a_running_pi_offline(brok
     assert wait_for(lambda: ha.on(avail)[-1:] == [b"offline"])  # a clean stop is not taken back
 
 
+def test_two_running_pis_of_the_same_name_each_say_so_and_a_restart_does_not(broker, caplog):  # noqa: F811
+    """Two Pis left at the host name "raspberrypi" share one node id: Home Assistant would show
+    them as one device with each other's values. A restart of the same Pi is not a second Pi."""
+    from edge.sinks.homeassistant import HomeAssistantSink
+
+    def clashes(sink):
+        return [r for r in caplog.records if r.levelno == logging.ERROR and r.thread == sink._client._thread.ident]
+
+    with caplog.at_level(logging.INFO, logger="edge.sinks.homeassistant"):
+        first = HomeAssistantSink("127.0.0.1", broker.port, device_name="raspberrypi")
+        assert wait_for(lambda: first.connected)
+        first.close()
+        again = HomeAssistantSink("127.0.0.1", broker.port, device_name="raspberrypi")  # the same Pi, restarted
+        other = None
+        try:
+            assert wait_for(lambda: again.connected)
+            assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+            other = HomeAssistantSink("127.0.0.1", broker.port, device_name="raspberrypi")  # a second Pi
+            assert wait_for(lambda: len(clashes(again)) == 1 and len(clashes(other)) == 1)
+        finally:
+            again.close()
+            if other is not None:
+                other.close()
+    (line,) = {r.getMessage() for r in caplog.records if r.levelno == logging.ERROR}
+    assert line == ("Home Assistant discovery: another running monitor has the device name 'raspberrypi' (a second "
+                    "Pi left at the same host name?): Home Assistant shows the two as one device, with values from "
+                    "either; give each Pi its own device_name in its config.")
+
+
 def test_delivered_counts_the_events_it_published(broker, tmp_path):  # noqa: F811
     from edge.sinks import Fanout
     from edge.sinks.homeassistant import HomeAssistantSink
