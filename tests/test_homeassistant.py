@@ -8,6 +8,7 @@ import json
 import logging
 import re
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -158,6 +159,84 @@ def test_last_will_marks_a_dead_pi_offline(broker, listeners, tmp_path):  # noqa
         proc.send_signal(signal.SIGKILL)  # no clean disconnect: only the broker can say it
         proc.wait(10)
     assert wait_for(lambda: ha.messages[-1][:2] == ("queue-mood/till-9/availability", b"offline"))
+
+
+@pytest.mark.parametrize("birth_topic", ["homeassistant/status", "ha/status"])
+def test_a_changed_discovery_prefix_still_hears_home_assistant_restart(birth_topic, broker, listeners):  # noqa: F811
+    """Home Assistant's birth topic is its own setting (homeassistant/status by default), apart
+    from the discovery prefix: one who changed only the prefix must still get the configs again."""
+    from edge.sinks.homeassistant import HomeAssistantSink
+
+    ha = listeners(broker.port, topics=("ha/#",))
+    sink = HomeAssistantSink("127.0.0.1", broker.port, device_name="till-8", prefix="ha")
+    try:
+        sink.update(status())
+        entities = 2 + len(LABELS) + 1
+        assert wait_for(lambda: len([t for t, _, _ in ha.messages if t.endswith("/config")]) == entities)
+        ha.client.publish(birth_topic, "online", qos=1)
+        assert wait_for(lambda: len([t for t, _, _ in ha.messages if t.endswith("/config")]) == 2 * entities,
+                        timeout=5)
+    finally:
+        sink.close()
+
+
+def test_an_older_connections_last_will_does_not_leave_a_running_pi_offline(broker, listeners, tmp_path):  # noqa: F811
+    """A power cut leaves the last run's connection half-open at the broker; the Pi boots and
+    connects again before the broker's keep-alive gives up on the old one, whose last will
+    "offline" then comes after the new run's "online"."""
+    import paho.mqtt.client as mqtt
+
+    from edge.sinks.homeassistant import HomeAssistantSink
+
+    avail = "queue-mood/till-7/availability"
+    old = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="queue-mood-ha-till-7-old")
+    old.will_set(avail, "offline", qos=1, retain=True)
+    old.connect("127.0.0.1", broker.port)
+    old.loop_start()
+    assert wait_for(old.is_connected)
+    ha = listeners(broker.port, topics=(avail,))
+    sink = HomeAssistantSink("127.0.0.1", broker.port, device_name="till-7")
+    try:
+        assert wait_for(lambda: sink.connected and ha.on(avail)[-1:] == [b"online"])
+        old.loop_stop()
+        old.socket().shutdown(socket.SHUT_RDWR)  # gone without a DISCONNECT: the broker sends its will
+        assert wait_for(lambda: b"offline" in ha.on(avail))
+        assert wait_for(lambda: ha.on(avail)[-1:] == [b"online"], timeout=5)
+        late = listeners(broker.port, topics=(avail,))  # Home Assistant starting now sees the retained value
+        assert wait_for(lambda: late.on(avail)) and late.on(avail) == [b"online"]
+    finally:
+        sink.close()
+        old.socket() and old.socket().close()
+    assert wait_for(lambda: ha.on(avail)[-1:] == [b"offline"])  # a clean stop is not taken back
+
+
+def test_two_running_pis_of_the_same_name_each_say_so_and_a_restart_does_not(broker, caplog):  # noqa: F811
+    """Two Pis left at the host name "raspberrypi" share one node id: Home Assistant would show
+    them as one device with each other's values. A restart of the same Pi is not a second Pi."""
+    from edge.sinks.homeassistant import HomeAssistantSink
+
+    def clashes(sink):
+        return [r for r in caplog.records if r.levelno == logging.ERROR and r.thread == sink._client._thread.ident]
+
+    with caplog.at_level(logging.INFO, logger="edge.sinks.homeassistant"):
+        first = HomeAssistantSink("127.0.0.1", broker.port, device_name="raspberrypi")
+        assert wait_for(lambda: first.connected)
+        first.close()
+        again = HomeAssistantSink("127.0.0.1", broker.port, device_name="raspberrypi")  # the same Pi, restarted
+        other = None
+        try:
+            assert wait_for(lambda: again.connected)
+            assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+            other = HomeAssistantSink("127.0.0.1", broker.port, device_name="raspberrypi")  # a second Pi
+            assert wait_for(lambda: len(clashes(again)) == 1 and len(clashes(other)) == 1)
+        finally:
+            again.close()
+            if other is not None:
+                other.close()
+    (line,) = {r.getMessage() for r in caplog.records if r.levelno == logging.ERROR}
+    assert line == ("Home Assistant discovery: another running monitor has the device name 'raspberrypi' (a second "
+                    "Pi left at the same host name?): Home Assistant shows the two as one device, with values from "
+                    "either; give each Pi its own device_name in its config.")
 
 
 def test_delivered_counts_the_events_it_published(broker, tmp_path):  # noqa: F811

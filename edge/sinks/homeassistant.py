@@ -7,8 +7,14 @@ Topics follow Home Assistant's documented discovery scheme:
   queue-mood/<node_id>/mood          the state all entities read (JSON, retained)
   queue-mood/<node_id>/availability  "online", retained; the broker publishes the last will
                                      "offline" (retained) when the Pi drops off
+  queue-mood/<node_id>/instance      each process's client id, at each connect: another one there
+                                     is a second Pi of the same name (two Pis left at the host
+                                     name "raspberrypi"), logged as an ERROR once per process
 Configs are sent on connect and again whenever Home Assistant's birth message ("online" on
-<prefix>/status) arrives, so a restarted Home Assistant finds the device again.
+homeassistant/status, or <prefix>/status) arrives, so a restarted Home Assistant finds the
+device again. An "offline" on the availability topic while connected is an older connection's
+last will, which the broker sends only once its keep-alive notices that connection is gone (a
+power cut, a dropped network: after this process connected): "online" is published again at once.
 
 A connection of its own (not the alert sink's): live values are QoS 0 and never spooled, and
 the availability topic tracks this process, whatever the alert spool is doing."""
@@ -31,11 +37,15 @@ log = logging.getLogger(__name__)
 
 BASE_TOPIC = "queue-mood"
 ONLINE, OFFLINE = "online", "offline"
+# Home Assistant's birth topic is a setting of its own, not derived from the discovery prefix:
+# one who changed only the prefix still announces a restart here.
+HA_BIRTH_TOPIC = "homeassistant/status"
 
 
 def node_id(device: str) -> str:
     """Home Assistant allows [a-zA-Z0-9_-] in the node id; names that differ only in other
-    characters get different ids (safe_id), so two Pis never share entities or topics."""
+    characters get different ids (safe_id), so two Pis of different names never share entities
+    or topics (two of the same name do: the instance topic tells them so)."""
     return safe_id(device) or "queue_mood"
 
 
@@ -44,7 +54,8 @@ class Topics:
         self.prefix, self.node = prefix, node_id(device)
         self.state = f"{BASE_TOPIC}/{self.node}/mood"
         self.availability = f"{BASE_TOPIC}/{self.node}/availability"
-        self.birth = f"{prefix}/status"
+        self.instance = f"{BASE_TOPIC}/{self.node}/instance"
+        self.births = sorted({HA_BIRTH_TOPIC, f"{prefix}/status"})
 
     def config(self, component: str, object_id: str) -> str:
         return f"{self.prefix}/{component}/{self.node}/{object_id}/config"
@@ -103,8 +114,9 @@ class HomeAssistantSink(BrokerOutages, Sink):
         self._lock = threading.Lock()
         self._labels: list[str] | None = None  # known from the first status (the model's labels)
         self._state: dict | None = None
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2,
-                                   client_id=f"queue-mood-ha-{self.topics.node}-{uuid.uuid4().hex[:6]}")
+        self._instance = f"queue-mood-ha-{self.topics.node}-{uuid.uuid4().hex[:6]}"  # new at each start
+        self._others: set[bytes] = set()  # instances of other processes of the same node (logged)
+        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._instance)
         if username:
             self._client.username_pw_set(username, password or None)
         self._client.will_set(self.topics.availability, OFFLINE, qos=1, retain=True)
@@ -126,13 +138,30 @@ class HomeAssistantSink(BrokerOutages, Sink):
         self._outage = False
         self.connected = True
         client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
-        client.subscribe(self.topics.birth, qos=1)
+        client.subscribe([*((topic, 1) for topic in self.topics.births), (self.topics.availability, 1),
+                          (self.topics.instance, 1)])
+        client.publish(self.topics.instance, self._instance, qos=1)  # after the subscribe: heard by all
         self._announce()
 
     def _on_message(self, client, userdata, msg) -> None:
-        if msg.topic == self.topics.birth and msg.payload == ONLINE.encode():
+        if msg.topic in self.topics.births and msg.payload == ONLINE.encode():
             log.info("Home Assistant came online; sending the discovery configs again.")
             self._announce()
+        elif msg.topic == self.topics.availability and msg.payload == OFFLINE.encode() and self.connected \
+                and not self._closing:
+            # A half-open connection of this Pi's last run (a power cut) outlived this one's
+            # start: its last will would show a running Pi unavailable until the next restart.
+            log.info("Home Assistant discovery: the broker marked this Pi offline (the last will of an earlier "
+                     "connection); saying online again.")
+            client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
+        elif msg.topic == self.topics.instance and msg.payload != self._instance.encode() \
+                and msg.payload not in self._others:
+            # Not retained: only a process running now says so, never this Pi's earlier runs.
+            self._others.add(msg.payload)
+            log.error("Home Assistant discovery: another running monitor has the device name %r (a second Pi left "
+                      "at the same host name?): Home Assistant shows the two as one device, with values from "
+                      "either; give each Pi its own device_name in its config.", self.device)
+            client.publish(self.topics.instance, self._instance, qos=1)  # so the other one learns it too
 
     def _announce(self) -> None:
         """Every entity's config, then the last known state (so the entities are not 'unknown')."""
