@@ -1295,6 +1295,16 @@ def test_gpio_led_follows_alert_state(mock_pins):
     sink.send(ev("cleared", 3))
     assert pin.state is False
     sink.send(ev("raised", 4))
+    # the camera down: the alert is not asserted, and a buzzer must not sound until it is back
+    sink.send(ev("camera_down", 5))
+    assert pin.state is False
+    sink.send(ev("camera_up", 6))  # the alert still raised: on again
+    assert pin.state is True
+    sink.send(ev("camera_down", 7))
+    sink.send(ev("cleared", 8))
+    sink.send(ev("camera_up", 9))
+    assert pin.state is False
+    sink.send(ev("raised", 10))
     sink.close()  # off when the monitor stops
     assert pin.state is False
 

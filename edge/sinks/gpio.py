@@ -1,4 +1,5 @@
-"""Drives an LED or buzzer on a BCM pin: on while an alert is raised, off once it clears."""
+"""Drives an LED or buzzer on a BCM pin: on while an alert is raised, off once it clears and while
+the camera is down."""
 
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ class GpioSink(Sink):
         if tried:
             log.info("GPIO pin %d: gpiozero fell back to another pin library (%s).", pin, "; ".join(tried))
         self.pin, self.device = pin, device
+        self._raised = False  # the alert's state, for the output again once the camera is back
 
     @classmethod
     def doctor_config(cls, cfg: GpioSinkConfig, service_running: bool):
@@ -75,11 +77,12 @@ class GpioSink(Sink):
         return bool(self._out.value)
 
     def send(self, event: AlertEvent) -> None:
-        if event.kind == "raised":
-            self._out.on()
-        elif event.kind == "cleared":
-            self._out.off()
-        # camera events leave the output as it is
+        # While the camera is down the alert is not asserted (status page and MQTT say unknown): a
+        # buzzer that sounded when the camera died sounded until it was back, all night maybe.
+        if event.kind in ("raised", "cleared"):
+            self._raised = event.kind == "raised"
+        on = self._raised and event.kind != "camera_down"
+        self._out.on() if on else self._out.off()
         self.delivered += 1
 
     def close(self) -> None:
