@@ -281,6 +281,11 @@ def test_a_flapping_camera_tells_the_sinks_once_per_window_and_a_long_outage_sti
     assert len(sent) == 2 and len(downs) == 51  # the status counted each
     outage(70)  # one that lasts: told after a minute of silence, and its end
     assert sent[2:] == [("camera_down", sent[1][1] + 50 * 6 + 60), ("camera_up", sent[1][1] + 50 * 6 + 70)]
+    told_up = sent[-1][1]
+    now[0] = told_up + app.FLAP_WINDOW_S - 10  # frames until 10 s before the window's end
+    watch.frame()
+    outage(30)  # it started inside the window: a flap, though the window ended while it lasted
+    assert len(sent) == 4
     now[0] += app.FLAP_WINDOW_S  # a quiet window later, the next short outage is told at once
     outage(6)
     assert [k for k, _ in sent] == ["camera_down", "camera_up"] * 3
