@@ -126,7 +126,9 @@ class _CameraWatch:
             log.error("%s delivered no frame for %.0f s: camera down (fps 0, mood unknown, alert state not "
                       "asserted until it is back)", self.name, silent)
             self.stats.camera_down()
-        if self.down and not self._told and (now - self._told_up_at >= FLAP_WINDOW_S or silent >= FLAP_REPORT_S):
+        # by when the outage started (its last frame), not now: one starting inside the window is a flap
+        if self.down and not self._told and (self.last_frame - self._told_up_at >= FLAP_WINDOW_S
+                                             or silent >= FLAP_REPORT_S):
             self._told, self._untold = True, 0
             self.sinks.send(_event("camera_down", now, self.device))
 
