@@ -245,6 +245,11 @@ def test_status_says_since_when_the_alert_state_holds(serve):
     assert since(2, 0, "clear", "cleared") is True
     assert since(down=True) is True
     assert since(2, 0) is True  # the camera back: watched and clear again from now
+    assert since(2, 2, "raised", "raised") is True
+    assert since(down=True) is True
+    # the camera back within the outage the monitor bridges, the alert still raised: the same
+    # alert, raised since before the outage (it said the camera's return)
+    assert since(2, 2, "raised") == "2000-01-01T00:00:00+00:00"
 
 
 def test_credentials_in_the_source_url_are_never_shown(serve):

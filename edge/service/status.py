@@ -142,6 +142,7 @@ class Stats:
                      "camera_reopens": 0, "frame_size": None, "sinks": {}}
         self._last_t: float | None = None
         self._dt: float | None = None  # running mean of the time between frames
+        self._before_down: tuple[str, float] | None = None  # (alert state, since) when the camera went down
         self._health: dict = {}
         self._health_t = -HEALTH_EVERY_S
         self._cpu = health.CpuShare(HEALTH_EVERY_S)
@@ -165,7 +166,11 @@ class Stats:
             d["negative_share"] = round(result.mood.negative_share, 4)
             d["counts"] = {**d["counts"], **result.mood.counts}
             if result.alert_state != d["alert_state"]:  # a transition, the first frame, or the camera back
-                d["alert_state_since"] = now
+                # back from an outage with the alert still raised (the monitor bridged it): the same alert,
+                # raised since then, not now (a clear queue is watched again from now)
+                before = self._before_down
+                d["alert_state_since"] = before[1] if before and before[0] == result.alert_state == "raised" else now
+            self._before_down = None
             d["alert_state"] = result.alert_state
             # the queue unhappy again while the cooldown after a clear holds a new alert back: until when
             held = result.held_back_s
@@ -180,6 +185,8 @@ class Stats:
     def camera_down(self):
         """No frames: nothing is known about the queue, so no mood and no alert is asserted."""
         with self._lock:
+            if self.data["alert_state"] != "unknown":
+                self._before_down = (self.data["alert_state"], self.data["alert_state_since"])
             self.data.update(camera="down", fps=0.0, faces=0, negative_share=None, alert_state="unknown",
                              alert_state_since=time.monotonic(), alert_held_back_until=None,
                              counts=dict.fromkeys(self.data["counts"], 0))
