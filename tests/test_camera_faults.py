@@ -376,6 +376,9 @@ def test_a_stream_is_opened_with_a_timeout_for_opening_and_reading(monkeypatch):
     assert seen == [("rtsp://127.0.0.1:9/stream", cv2.CAP_FFMPEG,
                      [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])]
     assert ms < 20_000
+    from edge.configdoc import markdown
+
+    assert f"gives nothing for {ms / 1000:g} s on opening" in markdown()  # what the docs tell users
 
 
 @pytest.mark.slow

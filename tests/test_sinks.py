@@ -1885,3 +1885,11 @@ def test_mqtt_a_pump_while_a_puback_is_handled_does_not_publish_that_message_aga
     sink.spool.ack = lambda event_id: (sink.flush(), ack(event_id))  # the worker's flush, in paho's PUBACK
     sink._on_publish(None, None, 1, None, None)
     assert len(published) == 1 and len(sink.spool) == 0 and sink.delivered == 1
+
+
+@pytest.mark.parametrize("value, seconds", [("30", 30.0), ("²", 0.0), ("", 0.0), ("soon", 0.0), ("-5", 0.0)])
+def test_a_retry_after_that_is_not_a_number_of_seconds_or_a_date_counts_as_none(value, seconds):
+    """str.isdigit() took "²", and float() of it raised inside the sink."""
+    from edge.sinks.webhook import retry_after_s
+
+    assert retry_after_s(value) == seconds

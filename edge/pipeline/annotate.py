@@ -14,7 +14,8 @@ CONFIRMED, TENTATIVE, MOOD, ROI = (0, 255, 0), (0, 200, 255), (0, 0, 255), (255,
 # the containers OpenCV's FFmpeg writer puts mp4v into; another name makes it fall back to its
 # image-sequence writer, which fails as if there were no encoder
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv")
-# mp4v (MPEG-4 part 2) takes sides of 2 to 8190 pixels, in even numbers (an odd one is cut)
+# mp4v (MPEG-4 part 2) takes sides up to 8190 pixels, in even numbers (an odd one is cut); 16, a
+# macroblock, is the least kept here (a 1x1 first frame failed to open the writer at all)
 MIN_SIDE, MAX_SIDE = 16, 8190
 
 

@@ -45,6 +45,7 @@ TRANSIENT_4XX = (408, 409, 425, 429)  # a timeout, the Idempotency-Key still in 
 # The answer's body is not used. Read whole, a receiver streaming one (a URL naming a download)
 # filled memory by GBs: the deadline's shutdown does not stop a read while data keeps coming.
 MAX_ANSWER_BYTES = 1 << 16
+DIGITS = re.compile(r"[0-9]+")  # a header's number: str.isdigit() also takes "²", which int() refuses
 
 
 def advice(status: int) -> str:
@@ -117,7 +118,7 @@ class Refused(OSError):
 def retry_after_s(value: str | None) -> float:
     """A Retry-After header (RFC 9110: seconds or an HTTP date) in seconds; 0 when absent or unreadable."""
     value = (value or "").strip()
-    if value.isdigit():
+    if DIGITS.fullmatch(value):
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -180,7 +181,7 @@ def whole(resp: http.client.HTTPResponse, body: bytes) -> bool:
     """Whether body is all of the answer. http.client raises when a chunked body or one with a
     Content-Length ends early, so only a body read to the connection's end (neither) is in doubt."""
     length = resp.headers.get("Content-Length", "")
-    return bool(resp.chunked) or (length.isdigit() and int(length) == len(body))
+    return bool(resp.chunked) or (bool(DIGITS.fullmatch(length)) and int(length) == len(body))
 
 
 class _WatchedOpen:
@@ -262,7 +263,7 @@ class WebhookSink(Sink):
                     if req.deadline.expired:
                         raise TimeoutError  # cut off: no answer, however it parsed
                     length = resp.headers.get("Content-Length", "")
-                    if length.isdigit():  # read(amt) returns a cut answer where read() raised
+                    if DIGITS.fullmatch(length):  # read(amt) returns a cut answer where read() raised
                         raise http.client.IncompleteRead(body, int(length) - len(body))
                 if not 200 <= resp.status < 300:
                     raise Refused(resp.status, resp.reason)
