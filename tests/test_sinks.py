@@ -23,11 +23,11 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import SinksConfig
+from edge.config import SinksConfig, load_config
 from edge.sinks.command import CommandSinkConfig
 from edge.sinks.jsonl import JsonlSinkConfig
 from edge.sinks.webhook import WebhookSinkConfig
-from edge.errors import UserError
+from edge.errors import ConfigError, UserError
 from edge.sinks import AlertEvent, Fanout, Sink, Spool, build_sinks
 from edge.sinks.command import CommandSink
 from edge.sinks.jsonl import JsonlSink
@@ -1320,6 +1320,33 @@ def test_gpio_buzzer_active_low(mock_pins):
     sink.send(ev("cleared", 2))
     assert pin.state is True
     sink.close()
+
+
+def test_gpio_on_s_sounds_once_per_alert_then_stays_off(mock_pins):
+    from edge.sinks.gpio import GpioSink
+
+    sink = GpioSink(pin=23, device="buzzer", on_s=0.2)
+    pin = mock_pins.pin(23)
+    sink.send(ev("raised", 1))
+    assert pin.state is True
+    assert wait_for(lambda: pin.state is False)  # off after on_s though the alert holds
+    sink.send(ev("status", 2))
+    sink.send(ev("camera_down", 3))
+    sink.send(ev("camera_up", 4))  # the same alert: it has sounded, not again
+    assert pin.state is False
+    sink.send(ev("cleared", 5))
+    sink.send(ev("raised", 6))  # a new alert sounds again
+    assert pin.state is True
+    sink.send(ev("cleared", 7))  # a clear within on_s ends the sound at once
+    assert pin.state is False
+    sink.close()
+
+
+def test_gpio_on_s_is_checked_at_config_load(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[sinks.gpio]\non_s = -1\n')
+    with pytest.raises(ConfigError, match=r"'sinks.gpio.on_s' has the bad value -1"):
+        load_config(cfg)
 
 
 def test_a_gpio_pin_in_use_disables_that_sink_and_the_others_run_on(mock_pins, tmp_path, caplog):

@@ -10,7 +10,7 @@ every sink takes the fields of its config dataclass as keyword options, so
     WebhookSink(url, timeout_s, headers, *, spool, retry_min_s=2.0, retry_max_s=120.0)
     MqttSink(host, port, topic, state_topic, client_id, username, password, keepalive_s,
              *, spool, device_name="", reconnect_min_s=1.0, reconnect_max_s=60.0, close_wait_s=0.5)
-    GpioSink(pin, device, active_high)                   # GpioSinkConfig
+    GpioSink(pin, device, active_high, on_s)             # GpioSinkConfig
     CommandSink(argv, timeout_s)                         # CommandSinkConfig
 
 Sinks with `spooled = True` (webhook, mqtt) keep undelivered events in a Spool; build_sinks

@@ -1,5 +1,5 @@
-"""Drives an LED or buzzer on a BCM pin: on while an alert is raised, off once it clears and while
-the camera is down."""
+"""Drives an LED or buzzer on a BCM pin: on while an alert is raised (or for its first `on_s`
+seconds), off once it clears and while the camera is down."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 
-from edge.errors import UserError, check, missing_dependency
+from edge.errors import UserError, check, check_range, missing_dependency
 from edge.sinks.base import AlertEvent, Sink, SinkUnavailable, register
 
 log = logging.getLogger(__name__)
@@ -20,10 +20,14 @@ class GpioSinkConfig:
     pin: int = 17  # BCM pin number
     device: str = "led"  # led | buzzer
     active_high: bool = True  # false when the pin sinks the current (on = low)
+    # seconds on when an alert is raised, then off until the next one; 0: on as long as it is
+    # raised. A buzzer wants a few (staff cannot bear one that sounds through a 20-minute alert).
+    on_s: float = 0.0
 
     def validate(self, p):
         check(self.device in ("led", "buzzer"), f"{p}.device", self.device, "led, buzzer")
         check(0 <= self.pin <= 27, f"{p}.pin", self.pin, "a BCM pin number 0-27")
+        check_range(self.on_s, 0, 3600, f"{p}.on_s", "seconds (0: as long as the alert)")
 
 
 @register
@@ -32,7 +36,7 @@ class GpioSink(Sink):
     Config = GpioSinkConfig
     order = 40
 
-    def __init__(self, pin: int = 17, device: str = "led", active_high: bool = True):
+    def __init__(self, pin: int = 17, device: str = "led", active_high: bool = True, on_s: float = 0.0):
         try:
             import gpiozero
             from gpiozero.exc import NativePinFactoryFallback, PinFactoryFallback
@@ -63,8 +67,9 @@ class GpioSink(Sink):
                                   "Is this a Raspberry Pi, and is the pin free?") from error
         if tried:
             log.info("GPIO pin %d: gpiozero fell back to another pin library (%s).", pin, "; ".join(tried))
-        self.pin, self.device = pin, device
+        self.pin, self.device, self.on_s = pin, device, on_s
         self._raised = False  # the alert's state, for the output again once the camera is back
+        self._sounded = False  # with on_s: this alert has had its on_s seconds (not again at camera_up)
 
     @classmethod
     def doctor_config(cls, cfg: GpioSinkConfig, service_running: bool):
@@ -81,8 +86,15 @@ class GpioSink(Sink):
         # buzzer that sounded when the camera died sounded until it was back, all night maybe.
         if event.kind in ("raised", "cleared"):
             self._raised = event.kind == "raised"
+            self._sounded = False
         on = self._raised and event.kind != "camera_down"
-        self._out.on() if on else self._out.off()
+        if not on:
+            self._out.off()  # also ends an on_s period still running
+        elif not self.on_s:
+            self._out.on()
+        elif not self._sounded:  # gpiozero's own thread switches it off after on_s
+            self._sounded = True
+            self._out.blink(on_time=self.on_s, off_time=0, n=1, background=True)
         self.delivered += 1
 
     def close(self) -> None:
