@@ -665,6 +665,34 @@ def test_a_history_file_under_a_folder_this_user_cannot_enter_says_so_not_that_i
     assert f"its folder {closed} cannot be reached by this user (Permission denied)" in said and "does not exist" not in said
 
 
+def test_status_and_metrics_say_when_a_face_was_last_seen(serve):
+    """A camera knocked askew or covered still delivers frames, and a queue it cannot see reads as
+    calm: the page says when a face was last seen, and /metrics counts frames with faces, which
+    head office's QueueMonitorSeesNoFaces compares with the same hours a week before."""
+    parser = pytest.importorskip("prometheus_client.parser", reason="/metrics needs prometheus_client (edge extra)")
+    stats = Stats("rt", "m", "video", device="till-3")
+    base, _ = serve(stats)
+
+    def seen():
+        s = json.loads(get(base + "/status")[2])
+        body = get(base + "/metrics")[2].decode()
+        (frames,) = [x.value for f in parser.text_string_to_metric_families(body) for x in f.samples
+                     if x.name == "queue_mood_face_frames_total"]
+        return s["face_seen_at"], frames, s["now"]
+
+    stats.update(result(0, 0), 0, {})
+    assert seen()[:2] == (None, 0)  # frames, but no face since the start
+    stats.update(result(2, 0, happy=2), 0, {})
+    stats.update(result(1, 0, happy=1), 0, {})
+    at, frames, now = seen()
+    assert frames == 2 and abs((datetime.fromisoformat(now) - datetime.fromisoformat(at)).total_seconds()) <= 2
+    stats.data["face_seen_at"] -= 3 * 3600  # three hours of empty frames since
+    stats.update(result(0, 0), 0, {})
+    stats.camera_down()  # an outage says nothing about faces either way
+    at, frames, now = seen()
+    assert frames == 2 and 3 * 3600 - 2 <= (datetime.fromisoformat(now) - datetime.fromisoformat(at)).total_seconds() <= 3 * 3600 + 2
+
+
 def test_metrics_parse_as_prometheus_and_carry_the_fleet_series(serve):
     parser = pytest.importorskip("prometheus_client.parser", reason="/metrics needs prometheus_client (edge extra)")
     stats = Stats("ai-edge-litert x", "m", "video", device="till-3")

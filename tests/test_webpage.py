@@ -343,6 +343,24 @@ def test_a_monitor_up_for_hours_says_so_in_hours():
     assert "<th scope=\"row\">up for</th><td>5 h 07 min</td>" in dom, re.findall(r"up for</th><td>[^<]*", dom)
 
 
+def test_the_health_table_says_when_a_face_was_last_seen():
+    """A camera knocked askew still delivers frames and reads as a calm queue: the row tells it."""
+    def seen(faces_now, hours_ago):
+        def fill(stats):
+            stats.update(result(2, 0, happy=2), 0, {})
+            stats.data["face_seen_at"] -= hours_ago * 3600
+            if not faces_now:
+                stats.update(result(0, 0), 0, {})
+        dom, _ = page_dom(fill=fill)
+        return re.findall(r'<th scope="row">last face seen</th><td>([^<]*)</td>', dom)
+
+    assert seen(True, 0) == ["now"]
+    (said,) = seen(False, 3)
+    assert re.fullmatch(r"\d\d:\d\d:\d\d.* \(3 h 00 min ago\)", said), said
+    dom, _ = page_dom(fill=lambda stats: stats.update(result(0, 0), 0, {}))
+    assert '<th scope="row">last face seen</th><td>none since the start</td>' in dom
+
+
 def test_the_health_table_says_the_free_space_on_the_monitors_disks(tmp_path):
     """The IT person's glance at a card filling up (head office's QueueMonitorDiskLow reads the
     same figures); a second disk is named by its folder."""

@@ -5,7 +5,7 @@ Series (HQ's rules and dashboard in deploy/fleet/ use these names; the store and
 labels come from the scrape config, one target per Pi):
 queue_mood_info{device,runtime,version}, queue_mood_frames_total, queue_mood_dropped_frames_total,
 queue_mood_fps, queue_mood_faces, queue_mood_negative_share, queue_mood_faces_by_emotion{emotion},
-queue_mood_alert_raised, queue_mood_alerts_raised_total, queue_mood_stage_latency_ms{stage},
+queue_mood_alert_raised, queue_mood_alerts_raised_total, queue_mood_face_frames_total, queue_mood_stage_latency_ms{stage},
 queue_mood_sink_failures_total{sink}, queue_mood_sink_disabled{sink}, queue_mood_camera_up, queue_mood_camera_down_total,
 queue_mood_camera_read_failures_total, queue_mood_camera_reopens_total,
 queue_mood_sink_{sent,delivered,dead_lettered,spool_dropped,lost}_total{sink},
@@ -89,6 +89,8 @@ class _Collector:
         yield gauge("alert_raised", "1 while an alert is raised (NaN while the camera is down or before the first frame).",
                     known(int(s["alert_state"] == "raised")))
         yield counter("alerts_raised", "Alerts raised since start.", s["alerts_raised"])
+        yield counter("face_frames", "Frames with at least one tracked face (none for hours where last week had them: "
+                      "the camera may be knocked askew or covered).", s["face_frames"])
         yield gauge("stage_latency_ms", "Median stage latency over recent frames.", label="stage",
                     values=s["stage_ms"])
         yield counter("sink_failures", "Failed deliveries per sink.", label="sink", values=s["sink_failures"])

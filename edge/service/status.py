@@ -61,7 +61,7 @@ HEADERS_MAX = 32 * 1024
 # boots with its clock behind (fake-hwclock: the last shutdown's) and NTP steps it later, so a
 # time stamped by the wall clock before that would read "clear since 27 Nov (72 h)" until the next
 # change. A string there (a stand-in or a picture setting the time itself) is shown as it is.
-STAMPS = ("started_at", "alert_state_since", "alert_raised_at")
+STAMPS = ("started_at", "alert_state_since", "alert_raised_at", "face_seen_at")
 
 
 def _loopback(host: str) -> bool:
@@ -139,7 +139,10 @@ class Stats:
                      "negative_share": None, "counts": dict.fromkeys(labels, 0), "alert_state": "starting",
                      "alert_raised_at": None, "alert_held_back_until": None, "alert_advice": alert_advice, "alerts_raised": 0, "negative": list(negative), "stage_ms": {},
                      "sink_failures": {}, "camera": "up", "camera_down_total": 0, "camera_read_failures": 0,
-                     "camera_reopens": 0, "frame_size": None, "sinks": {}}
+                     "camera_reopens": 0, "frame_size": None, "sinks": {},
+                     # a camera knocked askew or covered delivers frames and looks calm: when it last
+                     # saw a face (None: not since the start), and a counter head office compares by week
+                     "face_seen_at": None, "face_frames": 0}
         self._last_t: float | None = None
         self._dt: float | None = None  # running mean of the time between frames
         self._before_down: tuple[str, float] | None = None  # (alert state, since) when the camera went down
@@ -163,6 +166,9 @@ class Stats:
             d["camera"] = "up"
             d["dropped_frames"] = dropped
             d["faces"] = result.mood.faces
+            if result.mood.faces:
+                d["face_seen_at"] = now
+                d["face_frames"] += 1
             d["negative_share"] = round(result.mood.negative_share, 4)
             d["counts"] = {**d["counts"], **result.mood.counts}
             if result.alert_state != d["alert_state"]:  # a transition, the first frame, or the camera back

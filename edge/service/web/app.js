@@ -151,6 +151,8 @@ function renderStatus(s) {
   health.replaceChildren();
   row(health, ["frame rate", s.fps.toFixed(1) + " fps"]);
   row(health, ["dropped frames", s.dropped_frames]);
+  // Frames coming yet no face for hours in opening time: the camera may be knocked askew or covered.
+  row(health, ["last face seen", s.faces && !unseen ? "now" : s.face_seen_at ? `${clock(s.face_seen_at)} (${ago(s.face_seen_at)} ago)` : "none since the start"]);
   row(health, ["stage times", Object.entries(s.stage_ms).map(([k, v]) => `${k} ${v.toFixed(1)} ms`).join(", ") || "–"]);
   const failures = Object.entries(s.sink_failures).filter(([, n]) => n > 0);
   row(health, ["sink failures", failures.map(([k, n]) => `${k} ${n}`).join(", ") || "none"]);
