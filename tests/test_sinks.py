@@ -1807,7 +1807,7 @@ def test_mqtt_restart_while_raised_publishes_the_retained_state_cleared(broker, 
 
     second = mqtt_sinks(broker.port, tmp_path / "spool")  # the new process starts clear
     assert wait_for(lambda: second.connected and not second._inflight)
-    assert _retained(broker.port, "qm/state") == [{"state": "cleared", "event": None}]
+    assert _retained(broker.port, "qm/state") == [{"state": "cleared", "event": None, "device": "test-pi"}]
     assert second.delivered == 0  # a state message, not an event
 
 
@@ -1849,6 +1849,53 @@ def test_mqtt_start_state_never_overtakes_this_runs_first_alert(broker, mqtt_sin
     broker.start()
     assert wait_for(lambda: len(sink.spool) == 0)
     assert [p["state"] for p in _retained(broker.port, "qm/state")] == ["raised"]
+
+
+@needs_mosquitto
+def test_two_monitors_on_one_state_topic_each_say_so_once(broker, tmp_path, caplog):
+    """Pis left at the default state_topic overwrite each other's retained state: a clear at one
+    checkout hid an alert raised at another, without a word. Each names the other once; a
+    retained state a renamed Pi left there earlier is no other monitor."""
+    import paho.mqtt.client as mqtt
+
+    from edge.sinks.mqtt import MqttSink
+
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", broker.port)
+    pub.loop_start()
+    pub.publish("qm/state", json.dumps({"state": "cleared", "event": None, "device": "old-name"}), qos=1,
+                retain=True).wait_for_publish(15)
+    pub.disconnect()
+    pub.loop_stop()
+
+    def sink(name):
+        return MqttSink(host="127.0.0.1", port=broker.port, topic="qm/alerts", state_topic="qm/state",
+                        discovery=False, spool=Spool(tmp_path / name), device_name=name,
+                        reconnect_min_s=0.1, reconnect_max_s=0.5)
+
+    with caplog.at_level(logging.ERROR, logger="edge.sinks.mqtt"):
+        till1 = sink("till-1")
+        try:
+            assert wait_for(lambda: till1.connected and not till1._inflight)
+            time.sleep(0.3)
+            assert not caplog.records  # the retained old-name state is not a monitor running now
+            till2 = sink("till-2")
+            try:
+                said = lambda: sorted(r.getMessage() for r in caplog.records)  # noqa: E731
+                assert wait_for(lambda: len(said()) == 2)
+                heard_by_till1, heard_by_till2 = said()[1], said()[0]
+                assert "'till-2', publishes its alert state to this one's state_topic 'qm/state'" in heard_by_till1
+                assert "queue-mood/till-1/state" in heard_by_till1
+                assert "'till-1', publishes" in heard_by_till2 and "queue-mood/till-2/state" in heard_by_till2
+                till1.send(ev("raised", 1))
+                till2.send(ev("cleared", 2))
+                assert wait_for(lambda: not till1.spool and not till2.spool)
+                time.sleep(0.3)
+                assert len(said()) == 2  # once per other monitor, not per message
+            finally:
+                till2.close()
+        finally:
+            till1.close()
 
 
 @needs_mosquitto

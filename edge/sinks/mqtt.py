@@ -3,9 +3,11 @@ state topic. Every message is written to the on-disk spool before it is publishe
 only when the broker acknowledges it (PUBACK), so nothing is lost while the broker is down,
 nor when the process restarts in the meantime: a new sink on the same spool resends it.
 A new process, once connected, also publishes the retained state {"state": "cleared",
-"event": null} (after what older runs spooled, before its own first alert): its alert policy
-starts clear, and the topic may still say "raised" from before a restart. After each reconnect
-it publishes the current state again: a broker restarted without persistence has forgotten it."""
+"event": null, "device": ...} (after what older runs spooled, before its own first alert): its
+alert policy starts clear, and the topic may still say "raised" from before a restart. After each
+reconnect it publishes the current state again: a broker restarted without persistence has
+forgotten it. Each state names its monitor, and one that hears another monitor on its state
+topic logs one ERROR naming it (Pis left at the default topic overwrite each other's state)."""
 
 from __future__ import annotations
 
@@ -193,16 +195,22 @@ class MqttSink(BrokerOutages, Sink):
         self._inflight: dict[int, tuple[str | None, bool]] = {}
         self._early: set[int] = set()  # PUBACKs that beat the bookkeeping after publish()
         self._publishing = False  # a publish() is under way: an unknown PUBACK may be its own
-        # True once this process has a state to publish: START_STATE, or an event's state spooled
+        # True once this process has a state to publish: its start state, or an event's state spooled
         self._state_set = not announce_state
-        self._alert_state = START_STATE  # the policy's, as the last raised/cleared event left it
+        # Every state message names its monitor: several Pis left at the default state_topic
+        # overwrite each other's retained state (a clear at till 2 hides till 1's alert), and
+        # each tells from the other's messages on the topic that it is not alone there.
+        self.device = device_name or socket.gethostname()
+        self._others: set[str] = set()  # other monitors heard on the state topic (logged once each)
+        self._start_state = {**START_STATE, "device": self.device}
+        self._alert_state = self._start_state  # the policy's, as the last raised/cleared event left it
         self._announce_state = announce_state
-        self._retained = START_STATE  # the newest state message, for publishing again on a reconnect
+        self._retained = self._start_state  # the newest state message, for publishing again on a reconnect
         self._restate = False  # a reconnect: publish _retained again once the spool is sent
         # A random suffix: many Pis share the host name "raspberrypi", and a broker drops the
         # older of two clients with the same id. The spool, not the broker session, keeps events.
         # The name made safe: a broker may refuse every connect of an id with spaces or umlauts.
-        cid = client_id or f"queue-mood-{safe_id(device_name or socket.gethostname())}-{uuid.uuid4().hex[:6]}"
+        cid = client_id or f"queue-mood-{safe_id(self.device)}-{uuid.uuid4().hex[:6]}"
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid)
         if username:
             self._client.username_pw_set(username, password or None)
@@ -212,6 +220,7 @@ class MqttSink(BrokerOutages, Sink):
         self._client.on_disconnect = self._on_disconnect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
         self._client.connect_async(host, port, keepalive_s)
         self._client.loop_start()  # connects, and reconnects forever, in paho's thread
 
@@ -228,7 +237,26 @@ class MqttSink(BrokerOutages, Sink):
         # A broker restarted without persistence (or a new one) has forgotten the retained state:
         # a dashboard subscribing now would see none until the next alert, raised or not.
         self._restate = self._announce_state and self._state_set
+        if self._announce_state:
+            client.subscribe(self.state_topic, qos=0)
         self._pump()  # resend what waited on disk; paho itself resends what was in flight
+
+    def _on_message(self, client, userdata, msg) -> None:
+        """A state message of another monitor on this one's state_topic. Retained ones are left
+        out: they may be this Pi's own, from before it was renamed; a monitor running now publishes
+        again at its start, each alert and each reconnect."""
+        try:
+            other = json.loads(msg.payload).get("device")
+        except (ValueError, AttributeError):
+            return
+        if msg.retain or not isinstance(other, str) or other == self.device or other in self._others:
+            return
+        self._others.add(other)
+        log.error("MQTT: another monitor, %r, publishes its alert state to this one's state_topic %r, so each "
+                  "overwrites the other's retained state; give each Pi its own [sinks.mqtt] state_topic "
+                  "(e.g. queue-mood/%s/state).", other, self.state_topic, safe_id(self.device))
+        self._restate = self._state_set  # said again, so the other one hears of this one too
+        self._pump()
 
     def _on_publish(self, client, userdata, mid, reason_code, properties) -> None:
         with self._mid_lock:
@@ -268,7 +296,7 @@ class MqttSink(BrokerOutages, Sink):
                     return
             if not self._state_set:  # after what older runs spooled, before this run's first event
                 self._state_set = self._publish(None, {"topic": self.state_topic, "retain": True,
-                                                       "payload": START_STATE})
+                                                       "payload": self._start_state})
             elif self._restate:  # after the spool, whose state messages are older
                 self._restate = not self._publish(None, {"topic": self.state_topic, "retain": True,
                                                          "payload": self._retained})
@@ -322,10 +350,10 @@ class MqttSink(BrokerOutages, Sink):
         is known of the queue, so "unknown", as /status and Home Assistant say; when it is back,
         the alert's state again (the policy keeps it meanwhile)."""
         if kind in STATE_KINDS:
-            self._alert_state = {"state": kind, "event": payload}
+            self._alert_state = {"state": kind, "event": payload, "device": self.device}
             return self._alert_state
         if kind == "camera_down":
-            return {"state": "unknown", "event": payload}
+            return {"state": "unknown", "event": payload, "device": self.device}
         return self._alert_state if kind == "camera_up" else None
 
     def unsaved(self) -> int:
