@@ -39,7 +39,7 @@ class GpioSink(Sink):
     def __init__(self, pin: int = 17, device: str = "led", active_high: bool = True, on_s: float = 0.0):
         try:
             import gpiozero
-            from gpiozero.exc import NativePinFactoryFallback, PinFactoryFallback
+            from gpiozero.exc import BadPinFactory, NativePinFactoryFallback, PinFactoryFallback
         except ImportError:
             raise SinkUnavailable(str(missing_dependency("gpiozero", "gpio"))) from None
         cls = {"led": gpiozero.LED, "buzzer": gpiozero.Buzzer}.get(device)
@@ -63,8 +63,11 @@ class GpioSink(Sink):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
         if error is not None:
             why = "; ".join([str(error).rstrip(".!") or type(error).__name__, *tried])
-            raise SinkUnavailable(f"Cannot use GPIO pin {pin} for the {device} ({why}). "
-                                  "Is this a Raspberry Pi, and is the pin free?") from error
+            # no pin library at all: on a Pi, the venv lacks apt's lgpio (not a question of the pin)
+            ask = ("On a Raspberry Pi, install its pin library: sudo apt install python3-lgpio (install.sh does); "
+                   "other machines have no GPIO." if isinstance(error, BadPinFactory)
+                   else "Is this a Raspberry Pi, and is the pin free?")
+            raise SinkUnavailable(f"Cannot use GPIO pin {pin} for the {device} ({why}). {ask}") from error
         if tried:
             log.info("GPIO pin %d: gpiozero fell back to another pin library (%s).", pin, "; ".join(tried))
         self.pin, self.device, self.on_s = pin, device, on_s
