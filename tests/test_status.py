@@ -534,6 +534,25 @@ def test_rows_a_failed_file_did_not_take_are_written_at_the_stop_or_counted(tmp_
             f"status history file {folder / 'history.sqlite'}: the last 4 points and alerts were not saved (")
 
 
+def test_an_alert_waiting_for_a_failed_file_is_not_pushed_out_by_the_points_after_it(tmp_path, monkeypatch):
+    """A full card for over an hour: the chart's points past the hour may go, the alert must not."""
+    import sqlite3
+
+    h, folder, clock, now = history_in_a_missing_folder(tmp_path, monkeypatch)
+    start = now - 2 * 3600
+    h.add(start, 0.6, 3, True)
+    h.add_alert(start + 1, "raised", 0.6, 3)
+    for s in range(10, 2 * 3600, 10):  # two hours of points, none taken by the file
+        clock[0] += 10
+        h.add(start + s, 0.3, 3, False)
+    folder.mkdir()  # space freed
+    clock[0] += 3600
+    h.close()
+    db = sqlite3.connect(folder / "history.sqlite")
+    assert db.execute("SELECT kind, t FROM alerts").fetchall() == [("raised", start + 1)]
+    assert db.execute("SELECT count(*) FROM samples").fetchone()[0] == 360  # the last hour
+
+
 def test_a_saved_hour_a_lock_kept_from_being_read_at_the_start_is_read_at_the_first_write(tmp_path, monkeypatch):
     import sqlite3
 

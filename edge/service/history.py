@@ -182,7 +182,10 @@ class History:
         self._step: dict | None = None  # the step being accumulated
         self._path = db_path
         self._db: sqlite3.Connection | None = None
-        self._pending: deque[tuple] = deque(maxlen=self.points.maxlen + alerts_kept)  # (sql, row) not in the file yet
+        # (sql, row) not in the file yet, points and alerts apart: a file failing for hours must not
+        # push an alert out behind the points that came after it. Each keeps what the file would.
+        self._pending_points: deque[tuple] = deque(maxlen=self.points.maxlen)
+        self._pending_alerts: deque[tuple] = deque(maxlen=alerts_kept)
         self._retry_at = 0.0  # time.monotonic() from which a file that failed is tried again
         self._write_at = time.monotonic() + write_s  # time.monotonic() from which closed points are written
         self._trouble = False  # said, until the file takes a write again
@@ -249,13 +252,17 @@ class History:
             log.warning("status history file %s: left out %d saved %s that are not what the file should hold "
                         "(damaged rows)", self._path, count, what)
 
-    def _write(self, sql: str, row: tuple, at_once: bool = True) -> None:
+    @property
+    def _pending(self) -> list[tuple]:
+        return [*self._pending_points, *self._pending_alerts]
+
+    def _write(self, pending: deque, sql: str, row: tuple, at_once: bool = True) -> None:
         """The row, and any waiting or the file did not take before, in one transaction; never
         more than BUSY_S of waiting for the file. Not `at_once`: the row waits for the next
         write, or for write_s from the last one."""
         if not self._path:
             return
-        self._pending.append((sql, row))
+        pending.append((sql, row))
         now = time.monotonic()
         if not at_once and now < self._write_at:
             return
@@ -298,7 +305,8 @@ class History:
             if db.in_transaction:
                 db.rollback()
             raise
-        self._pending.clear()
+        self._pending_points.clear()
+        self._pending_alerts.clear()
 
     def _failed(self, exc: sqlite3.Error | OSError) -> None:
         """Another program's lock: tried again at the next write. Anything else: the file is
@@ -364,13 +372,14 @@ class History:
             self._ahead.popleft()  # in p now
         self.points.append(p)
         # this run's frames only: the file joins them with its own row at that time, as p did
-        self._write(MERGE_SAMPLE, (s["t"], round(s["share_sum"] / s["n"], 4), s["faces"], int(s["alert"]), s["n"]),
-                    at_once=False)
+        row = (s["t"], round(s["share_sum"] / s["n"], 4), s["faces"], int(s["alert"]), s["n"])
+        self._write(self._pending_points, MERGE_SAMPLE, row, at_once=False)
 
     def add_alert(self, t_wall: float, kind: str, negative_share: float, faces: int) -> None:
         a = {"t": t_wall, "time": iso(t_wall), "kind": kind, "negative_share": round(negative_share, 4), "faces": faces}
         self.alerts.append(a)
-        self._write("INSERT INTO alerts VALUES (?, ?, ?, ?)", (t_wall, kind, a["negative_share"], faces))
+        self._write(self._pending_alerts, "INSERT INTO alerts VALUES (?, ?, ?, ?)",
+                    (t_wall, kind, a["negative_share"], faces))
 
     # -- reading
     def series(self, now: float | None = None) -> list[dict]:
