@@ -322,9 +322,9 @@ def test_history_shows_no_point_later_than_the_clock_stepped_back_while_the_came
     they come back once the clock has passed them; one stepped a day forward shows none."""
     import edge.service.status as status
 
-    now = time.time()
+    now = time.time() // 10 * 10 + 9.5  # late in a step: the hour's first point is then the oldest it can be
     stats = Stats("rt", "m", "src")
-    for t in range(int(now - 3600), int(now), 5):
+    for t in range(int(now - 3590), int(now), 5):  # within the hour before now + 1, a step to spare
         stats.history.add(t, 0.3, 3, False)
     stats.camera_down()
     every = [p["t"] for p in stats.history.series()]
