@@ -73,6 +73,14 @@ def test_spool_keeps_order_across_reopen_and_acks(tmp_path):
     assert not list((tmp_path / "sp").glob(".*.tmp"))
 
 
+def test_a_dead_letter_half_written_when_the_process_died_is_removed_at_the_next_start(tmp_path):
+    (tmp_path / "sp" / "dead").mkdir(parents=True)
+    torn = tmp_path / "sp" / "dead" / ".00000000000000000001.json.tmp"
+    torn.write_bytes(b'{"n": ')
+    Spool(tmp_path / "sp")
+    assert not torn.exists()
+
+
 def test_spool_cap_drops_oldest(tmp_path, caplog):
     sp = Spool(tmp_path / "sp", cap=3)
     with caplog.at_level(logging.WARNING):

@@ -91,7 +91,7 @@ class Spool:
         self._ids: list[str] = []
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            for tmp in self.dir.glob(".*.tmp"):  # half-written by a process that died mid-put
+            for tmp in [*self.dir.glob(".*.tmp"), *(self.dir / DEAD_DIR).glob(".*.tmp")]:  # a process died mid-write
                 tmp.unlink(missing_ok=True)
             self._ids, strays = event_ids(self.dir)
             if strays:  # a copy an operator left, an editor's backup: not ours, and not worth a crash
