@@ -606,6 +606,22 @@ def test_a_damaged_history_file_is_moved_aside_and_a_new_one_started(tmp_path, c
     assert [p["t"] for p in History(step_s=10, span_s=3600, db_path=str(db)).series()] == [now]  # a new file
 
 
+def test_damaged_history_files_set_aside_are_kept_three_at_most(tmp_path):
+    """A card that damages the file again and again must not fill up with the copies."""
+    db = tmp_path / "history.sqlite"
+    for i in range(5):
+        old = tmp_path / f"history.sqlite.corrupt-2026010{i}T000000Z"
+        old.write_bytes(b"\0" * 100)
+        os.utime(old, (1e9 + i, 1e9 + i))
+    (tmp_path / "history.sqlite.corrupt-20260100T000000Z-wal").write_bytes(b"\0")
+    db.write_bytes(os.urandom(8192))
+    History(step_s=10, span_s=3600, db_path=str(db)).close()
+    kept = sorted(p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name)
+    assert len(kept) == 3 and kept[:2] == ["history.sqlite.corrupt-20260103T000000Z",
+                                           "history.sqlite.corrupt-20260104T000000Z"], kept
+    assert db.exists()
+
+
 @pytest.mark.parametrize("text", ['[status]\nhistory_db = "config.toml"\n', '{"kind":"raised","t_s":13.4}\n'])
 def test_a_history_file_that_is_someone_elses_text_is_left_as_it_is(tmp_path, caplog, text):
     """status.history_db naming the config or the alerts file by mistake: that file is not a

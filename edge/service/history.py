@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 BUSY_S = 0.05  # the longest a write waits for another program's lock on the file; the frame loop waits with it
 RETRY_S = 300.0  # a file that failed for another reason is tried again this often
+KEPT_ASIDE = 3  # damaged files kept for a look; a card that keeps damaging them must not fill up with them
 WRITE_S = 60.0  # points are written to the file together this often (an alert at once, the rest at the stop)
 _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 _DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
@@ -127,6 +128,15 @@ def _move_aside(path: str) -> str:
     for ext in ("", "-wal", "-shm"):
         if os.path.exists(path + ext):
             os.replace(path + ext, aside + ext)
+    folder, name = os.path.split(os.path.abspath(path))
+    older = sorted((f for f in os.listdir(folder) if f.startswith(f"{name}.corrupt-") and f != os.path.basename(aside)
+                    and not f.endswith(("-wal", "-shm"))), key=lambda f: os.stat(os.path.join(folder, f)).st_mtime)
+    for f in older[:max(0, len(older) - (KEPT_ASIDE - 1))]:
+        for ext in ("", "-wal", "-shm"):
+            try:
+                os.unlink(os.path.join(folder, f + ext))
+            except OSError:
+                pass
     return aside
 
 
