@@ -259,9 +259,10 @@ def test_rendered_scene_scripts_hold_the_truth(kind):
             assert n_unhappy == 0, (t, shown)
 
 
-def test_fer_plus_majority_replaces_the_folder_label_and_drops_unsure_faces(tmp_path):
+def write_votes(tmp_path) -> list[str]:
+    """votes.csv for four faces under tmp_path/val (sad by the votes, happy, a tie, doubtful) and
+    the files of those four and a fifth without votes."""
     from edge.labels import FERPLUS_CLASSES, FERPLUS_DOUBTFUL, FERPLUS_UNUSED
-    from train.votes import read_votes
 
     cols = [*FERPLUS_CLASSES, *FERPLUS_DOUBTFUL, *FERPLUS_UNUSED]
 
@@ -276,8 +277,14 @@ def test_fer_plus_majority_replaces_the_folder_label_and_drops_unsure_faces(tmp_
         row("val/angry/c.png", **{fer["angry"]: 4, fer["disgust"]: 4}),  # a tie
         row("val/sad/d.png", **{fer["sad"]: 2, FERPLUS_DOUBTFUL[0]: 8}),  # mostly unknown / not a face
     ]) + "\n")
-    files = [str(tmp_path / "val" / c / f) for c, f in
-             [("neutral", "a.png"), ("happy", "b.png"), ("angry", "c.png"), ("sad", "d.png"), ("fear", "e.png")]]
+    return [str(tmp_path / "val" / c / f) for c, f in
+            [("neutral", "a.png"), ("happy", "b.png"), ("angry", "c.png"), ("sad", "d.png"), ("fear", "e.png")]]
+
+
+def test_fer_plus_majority_replaces_the_folder_label_and_drops_unsure_faces(tmp_path):
+    from train.votes import read_votes
+
+    files = write_votes(tmp_path)
     folder = np.array([LABELS.index(Path(f).parent.name) for f in files], np.int16)
     bank = FaceBank(list(LABELS), folder.copy(), np.zeros((5, 1, 1, 7), np.float32), (48,), files)
     info = bank.relabel_by_votes(tmp_path / "val", read_votes(tmp_path / "votes.csv"))
@@ -291,6 +298,19 @@ def test_fer_plus_majority_replaces_the_folder_label_and_drops_unsure_faces(tmp_
     assert counts.shape == (2, len(LABELS)) and list(unhappy) == [False, True]  # happy (calm) first, then sad
     assert counts[1][LABELS.index("sad")] == 7 and counts[0][LABELS.index("happy")] == 9
     assert [LABELS[i] for i in np.flatnonzero(negative)] == ["angry", "disgust", "fear", "sad"]
+
+
+def test_fer_plus_majority_follows_the_models_own_label_order(tmp_path):
+    """The votes file counts classes in FER+'s order, the bank in the model's card's: a model of
+    one's own that lists its labels otherwise must still get sad faces as sad."""
+    from train.votes import read_votes
+
+    files = write_votes(tmp_path)
+    labels = list(reversed(LABELS))
+    bank = FaceBank(labels, np.zeros(5, np.int16), np.zeros((5, 1, 1, 7), np.float32), (48,), files)
+    bank.relabel_by_votes(tmp_path / "val", read_votes(tmp_path / "votes.csv"))
+    assert [labels[k] if k >= 0 else None for k in bank.face_labels] == ["sad", "happy", None, None, None]
+    assert list(bank.faces_of(["sad"])) == [0] and list(bank.faces_of(["happy"])) == [1]
 
 
 def test_rendered_scene_puts_whole_heads_where_the_detector_finds_them(fer_faces):
