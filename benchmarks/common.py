@@ -563,6 +563,15 @@ def expand_models(items: Sequence[str]) -> list[Path]:
     return out
 
 
+def classifier_model(given: str | None) -> Path:
+    """The .tflite a --model names, as `edge run` reads it: a file, or the folder `edge convert
+    --out` wrote; the shipped model when none is given."""
+    from edge.config import model_file
+    from edge.models import default_model_path
+
+    return model_file(given) if given else default_model_path()
+
+
 def model_label(path: Path) -> str:
     """A short label: parent folder + file name."""
     return f"{path.parent.name}/{path.name}" if path.parent.name else path.name

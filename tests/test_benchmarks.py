@@ -830,7 +830,7 @@ def test_head_detection_names_the_classifier_it_was_given(shipped_model, fer_fac
 
     from benchmarks import head_detection
 
-    mine = tmp_path / "mine"  # a user's own model: a converted folder elsewhere
+    mine = tmp_path / "mine"  # a user's own model: the folder `edge convert --out` wrote, given as edge run takes it
     mine.mkdir()
     for f in (shipped_model, shipped_model.parent / "model.json"):
         shutil.copy(f, mine)
@@ -838,7 +838,7 @@ def test_head_detection_names_the_classifier_it_was_given(shipped_model, fer_fac
     (tmp_path / "fer" / "val").symlink_to(fer_faces)  # real faces: the detector finds them blended into heads
     out = tmp_path / "out"
     assert head_detection.main(["--data", str(tmp_path / "fer"), "--fer", "8", "--frames", "8", "--widths", "64",
-                                "--setups", "default", "--warmup", "0", "--model", str(mine / shipped_model.name),
+                                "--setups", "default", "--warmup", "0", "--model", str(mine),
                                 "--out", str(out)]) == 0
     report, md = read_outputs(out, "head_detection")
     assert report["classifier"] == str(mine / shipped_model.name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 
 import pytest
@@ -26,6 +27,13 @@ def test_a_card_written_for_other_bytes_is_refused(tmp_path, shipped_model):
     stale = copy_model(shipped_model, tmp_path, model_sha256="0" * 64)
     with pytest.raises(UserError, match="sha256 differs"):
         Classifier(stale)
+
+
+def test_a_folder_given_to_the_classifier_is_said_to_be_a_folder(tmp_path):
+    """The callers resolve the folder `edge convert --out` wrote (edge.config.model_file); any
+    other folder must not be called missing."""
+    with pytest.raises(UserError, match=rf"^{re.escape(str(tmp_path))} is a folder, not a model file; "):
+        Classifier(tmp_path)
 
 
 def test_a_sibling_borrowing_the_card_is_not_checked(tmp_path, shipped_model):

@@ -106,18 +106,20 @@ def test_the_simulation_counts_the_images_the_classifier_takes(settings, per_cla
     assert res.classifications > 0 and res.images == per_classification * res.classifications
 
 
-def test_a_small_seeded_run_writes_finite_numbers(fer_faces, cache_env, tmp_path):
-    """CI smoke test: the real classifier on a few real faces, a few simulated minutes."""
+def test_a_small_seeded_run_writes_finite_numbers(fer_faces, cache_env, tmp_path, shipped_model):
+    """CI smoke test: the real classifier on a few real faces, a few simulated minutes. The model
+    is given as the folder `edge convert --out` wrote, as `edge run --model` takes it."""
     from benchmarks import scenarios
 
     out = tmp_path / "out"
-    argv = ["--data", str(fer_faces), "--faces-per-class", "4", "--views", "2", "--hours", "0.1", "--mixed-hours", "0.2",
+    argv = ["--model", str(shipped_model.parent), "--data", str(fer_faces), "--faces-per-class", "4", "--views", "2", "--hours", "0.1", "--mixed-hours", "0.2",
             "--sizes", "2", "--sweep-hours", "0.05", "--raise-shares", "0.4", "--raise-afters", "3",
             "--variants", "legacy", "expected", "--videos", "--out", str(out), "--seed", "1"]
     assert scenarios.main(argv) == 0
     r = json.loads((out / "scenarios.json").read_text())
     assert (out / "scenarios.md").read_text().startswith("# Queue scenarios") and (out / "scenarios.png").stat().st_size
     assert r["command"].endswith(" ".join(argv)) and r["machine"]["cpu"] and r["models"][0]["sha256"]
+    assert r["models"][0]["path"] == str(shipped_model)
     assert [s["scenario"] for s in r["scenarios"]][:3] == ["calm queue", "people turn unhappy", "unhappy people arrive"]
     for row in r["scenarios"] + [kinds for s in r["sweep"] for kinds in s["by_kind"].values()]:
         assert math.isfinite(row["false_alarms_per_8h"]) and row["calm_hours"] > 0
