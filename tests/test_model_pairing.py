@@ -70,7 +70,7 @@ def test_bundle_takes_the_folder_edge_convert_wrote(tmp_path, shipped_model):
     from edge.ops.bundle import _resolve_model
 
     model = copy_model(shipped_model, tmp_path)
-    assert _resolve_model(str(tmp_path), load_config(None)) == model
+    assert _resolve_model(str(tmp_path), load_config(None)) == (model, [])
 
 
 def test_bundle_refuses_a_sibling_the_pi_would_refuse(tmp_path, shipped_model):
@@ -92,7 +92,7 @@ def test_bundle_refuses_a_sibling_the_pi_would_refuse(tmp_path, shipped_model):
     with pytest.raises(UserError, match="sha256 differs"):
         check_pair(installed, load_card(installed))
     renamed = copy_model(shipped_model, tmp_path / "pi").rename(tmp_path / "pi" / "v5.tflite")  # the card's own bytes
-    assert _resolve_model(str(renamed), load_config(None)) == renamed
+    assert _resolve_model(str(renamed), load_config(None)) == (renamed, [])
 
 
 def test_eval_reads_the_outputs_by_the_names_the_card_gives_them(tmp_path, shipped_model, cache_env):
