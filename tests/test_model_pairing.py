@@ -13,6 +13,7 @@ from edge.config import load_config
 from edge.errors import UserError
 from edge.pipeline.classifier import Classifier
 from edge.pipeline.core import load_parts
+from tests.conftest import run_cli
 
 
 def copy_model(shipped_model, folder, **card_changes):
@@ -64,6 +65,21 @@ def test_the_folder_edge_convert_wrote_names_its_int8_model(tmp_path, shipped_mo
     empty.mkdir()
     with pytest.raises(UserError, match="holds no model_int8.tflite"):
         resolve_model(load_config(None, {"model": {"path": str(empty)}}))
+
+
+@pytest.mark.parametrize("given", ["model.keras", "."])
+def test_a_keras_model_given_to_edge_run_is_said_to_need_edge_convert(tmp_path, shipped_model, given):
+    """A training run's model.keras (or its folder) is not a TFLite model gone bad: the sentence
+    must say to convert it, even with a model.json lying beside it."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"PK\x03\x04 a Keras zip")
+    shutil.copy(shipped_model.with_name("model.json"), run)
+    r = run_cli("run", "--model", run / given, "--source", tmp_path, "--max-frames", 1, env={"HOME": str(tmp_path)})
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert errors == [f"error: {run / 'model.keras'} is a Keras model; convert it for the Pi first with `edge convert "
+                      f"{run / 'model.keras'} --data DATASET --out DIR`, then pass --model DIR."], r.stderr
 
 
 def test_bundle_takes_the_folder_edge_convert_wrote(tmp_path, shipped_model):
