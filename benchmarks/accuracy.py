@@ -101,7 +101,7 @@ def evaluate_tflite(path: Path, others, data: Data, threads: int, calibrated: bo
 
     card, where = common.find_card_for(path, others)
     if card is None:
-        raise UserError(f"{path}: {where}; a .tflite needs its model.json card.")
+        raise UserError(f"{where}.")
     clf = Classifier(path, card=card, num_threads=threads, calibrated=calibrated)
     x, y = data.get(card.input_size)
     t = time.perf_counter()

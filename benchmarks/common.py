@@ -524,6 +524,11 @@ def add_common_args(ap, default_repeats: int | None = None, default_warmup: int 
                         help="untimed runs before timing (default: %(default)s)")
 
 
+# The float models `edge convert` writes beside the int8 one: same Keras source, so they may
+# borrow its card (labels, input size, crop rule; a float model ignores the quantization fields).
+FLOAT_TWINS = ("model_float32.tflite", "model_float16.tflite")
+
+
 def default_models() -> list[str]:
     """The shipped default model and, where the run folder keeps them, its float and Keras twins."""
     from edge.card import INT8_MODEL
@@ -545,8 +550,7 @@ def expand_models(items: Sequence[str]) -> list[Path]:
     for item in items:
         p = Path(item).expanduser()
         if p.is_dir():
-            found = [p / n for n in (INT8_MODEL, "model_float32.tflite", "model_float16.tflite", "model.keras")
-                     if (p / n).is_file()]
+            found = [p / n for n in (INT8_MODEL, *FLOAT_TWINS, "model.keras") if (p / n).is_file()]
             if not found:
                 raise UserError(f"{p} holds no model_int8.tflite, model_float32.tflite or model.keras.")
             out += found
@@ -559,26 +563,43 @@ def expand_models(items: Sequence[str]) -> list[Path]:
     return out
 
 
+def classifier_model(given: str | None) -> Path:
+    """The .tflite a --model names, as `edge run` reads it: a file, or the folder `edge convert
+    --out` wrote; the shipped model when none is given."""
+    from edge.config import model_file
+    from edge.models import default_model_path
+
+    return model_file(given) if given else default_model_path()
+
+
 def model_label(path: Path) -> str:
     """A short label: parent folder + file name."""
     return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 
 def find_card_for(path: Path, others: Sequence[Path] = ()):
-    """The model card beside a .tflite; a float model without one borrows a sibling's card
-    (labels, input size and crop rule; a float model ignores the quantization fields).
-    Returns (card, where) or (None, reason)."""
-    from edge.card import CARD_NAME, load_card
+    """The model card beside a .tflite; a float model without one borrows a sibling's card.
+    Returns (card, where) or (None, reason: a sentence that says what to do)."""
+    from edge.card import CARD_NAME, load_card, sha256_file
 
-    if (path.parent / CARD_NAME).is_file():
-        return load_card(path), str(path.parent / CARD_NAME)
+    card_path = path.parent / CARD_NAME
+    if card_path.is_file():
+        card = load_card(path)
+        # Another model put in the card's model's place (or beside it) would be reported with that
+        # model's temperature, parameters and MACs: the card's sha256 tells the two apart.
+        if card.model_sha256 and path.name not in FLOAT_TWINS and sha256_file(path) != card.model_sha256:
+            return None, (f"{card_path} was written for other model bytes than {path} (sha256 differs), so its "
+                          "figures are another model's; convert this model with `edge convert`, which writes its "
+                          "own card")
+        return card, str(card_path)
+    advice = "a .tflite needs the model.json card `edge convert` writes beside it"
     if "int8" in path.name:
-        return None, f"no {CARD_NAME} beside {path}"
+        return None, f"no {CARD_NAME} beside {path}; {advice}"
     for o in others:
         c = Path(o).parent / CARD_NAME
         if Path(o).suffix == ".tflite" and c.is_file():
             return load_card(o), str(c)
-    return None, f"no {CARD_NAME} beside {path} or any other model given"
+    return None, f"no {CARD_NAME} beside {path} or any other model given; {advice}"
 
 
 def script_main(name: str, parser, run, figure, to_markdown, argv=None) -> int:

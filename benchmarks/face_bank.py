@@ -106,11 +106,15 @@ class FaceBank:
         """Take each face's class from the FER+ annotators' majority instead of FER2013's one
         label (which the ten annotators overrule on about a third of the images); a face with a
         tied or doubtful vote, or none, is left out (class -1). Returns what changed."""
+        from edge.labels import LABELS
         from train.votes import majority_labels
 
         dataset = Path(root).resolve().parent
         names = [Path(f).resolve().relative_to(dataset).as_posix() for f in self.files]  # the votes file's keys
-        new = majority_labels(names, votes).astype(np.int16)
+        # majority_labels indexes LABELS; the bank indexes the model's labels, which a card may order otherwise
+        ours = np.array([self.labels.index(name) for name in LABELS])
+        maj = majority_labels(names, votes)
+        new = np.where(maj >= 0, ours[maj], -1).astype(np.int16)
         info = {"truth": "FER+ majority", "votes": votes.source, "kept": int((new >= 0).sum()),
                 "left_out": int((new < 0).sum()), "changed_class": int(((new >= 0) & (new != self.face_labels)).sum())}
         self.face_labels = new

@@ -94,13 +94,10 @@ def degrade(images: np.ndarray, side: int, up: str) -> np.ndarray:
 
 
 def run(args, argv) -> dict:
-    from edge.models import default_model_path
     from edge.pipeline.classifier import Classifier
     from edge.pipeline.preprocess import UPSCALE
 
-    from edge.config import model_file
-
-    model = model_file(args.model) if args.model else default_model_path()  # a file, or the folder convert wrote
+    model = common.classifier_model(args.model)
     clf = Classifier(model, num_threads=args.threads)
     images, y = load_split(Path(args.data), args.split, clf.labels, args.limit, args.seed)
     scale = clf.card.crop_for("blazeface").scale

@@ -240,6 +240,7 @@ def run(args, argv) -> dict:
     from edge.errors import UserError
 
     setups = [parse_setup(s) for s in args.setups.split(",")]
+    model = common.classifier_model(args.model)  # before the scenes take their seconds to render
     if not Path(args.data).is_dir():
         raise UserError(f"FER2013 folder {args.data} does not exist; pass --data to the extracted folder (val/<class>/).")
     t0 = time.perf_counter()
@@ -251,11 +252,10 @@ def run(args, argv) -> dict:
     print(f"{faces} heads in {len(plans)} frames ({time.perf_counter() - t0:.1f} s to render)")
     import cv2
 
-    from edge.models import default_model_path
     from edge.pipeline.classifier import Classifier
 
     cv2.setNumThreads(args.threads)
-    classifier = Classifier(Path(args.model) if args.model else default_model_path(), num_threads=args.threads)
+    classifier = Classifier(model, num_threads=args.threads)
     majority, truth = ferplus_majority(hs, Path(args.data), args.votes)
     results, detector_files = {}, []
     for s in setups:
@@ -346,7 +346,7 @@ def build_parser():
 
     ap = common.script_parser(__doc__, default_threads=1)
     ap.add_argument("--data", default=str(default_data()), help="extracted FER2013 folder with val/<class>/ (default: %(default)s)")
-    ap.add_argument("--model", default=None, help="expression model (int8 .tflite with model.json) for the accuracy "
+    ap.add_argument("--model", default=None, help="expression model (int8 .tflite with model.json, or the folder `edge convert --out` wrote) for the accuracy "
                                                   "on found FER2013 heads (default: the shipped model)")
     ap.add_argument("--votes", default=None, help="FER+ votes CSV, for the accuracy against the annotators' majority "
                                                   "(default: ferplus_votes.csv beside or above --data, if there)")

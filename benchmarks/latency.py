@@ -121,7 +121,7 @@ def face_path(path: Path, others, threads: int, faces: int, args):
 
     card, where = common.find_card_for(path, others)
     if card is None:
-        raise UserError(where)
+        raise UserError(f"{where}.")
     clf = Classifier(path, card=card, num_threads=threads)
     boxes = face_boxes(faces)
     rule, size = card.crop_for("blazeface"), card.input_size

@@ -30,7 +30,6 @@ from benchmarks.arrival_bound import annotator_ceiling, bank_votes, bound, ceili
 from benchmarks.arrival_bound import markdown as arrival_markdown
 from benchmarks.face_bank import Jitter, build_bank
 from benchmarks.queue_sim import GRACE_S, Scenario, Simulation, identity, replay, score
-from edge.card import INT8_MODEL
 from edge.errors import UserError
 
 NAME = "scenarios"
@@ -206,7 +205,7 @@ def run(args, argv) -> dict:
     from edge.pipeline.classifier import Classifier
 
     args.set = parse_set(args.set)
-    model = Path(args.model)
+    model = common.classifier_model(args.model)
     clf = Classifier(model, num_threads=args.threads)
     data = split_folder(args.data)
     cfg = config_for(args)
@@ -401,7 +400,8 @@ def draw(r: dict, out: Path) -> list[Path]:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     hours = common.number(float, 0)  # a bad count or length: argparse's one line, before the bank is built
-    ap.add_argument("--model", default=str(common.DEFAULT_MODEL_DIR / INT8_MODEL), help="default: %(default)s")
+    ap.add_argument("--model", default=None, help="int8 .tflite with model.json beside it, or the folder `edge convert "
+                    "--out` wrote (default: the shipped model)")
     ap.add_argument("--data", type=Path, default=default_data(), help="FER2013 folder (class folders, or a root with val/)")
     ap.add_argument("--config", default=None, help="a queue-mood TOML config: its tracking/mood/alert are the operating point")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. mood.score=expected")

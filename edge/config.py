@@ -669,10 +669,14 @@ def model_file(given: str | Path, advice: str = "pass a .tflite model made by `e
     """The .tflite a --model or model.path names: a file, or the folder `edge convert --out` wrote."""
     path = expand_path(given)
     if path.is_dir():
-        if not (path / INT8_MODEL).is_file():
+        inside = [path / n for n in (INT8_MODEL, "model.keras") if (path / n).is_file()]
+        if not inside:
             raise UserError(f"Model folder {path} holds no {INT8_MODEL}; {advice}.")
-        path = path / INT8_MODEL
+        path = inside[0]  # a training run's folder gives its model.keras, said below to need converting
     if why := not_a_file(path):  # before the classifier, which calls a folder missing
         raise UserError(f"Model file {path} {why}; {advice}.")
+    if path.suffix == ".keras":  # else the TFLite runtime calls it "not a valid TFLite model"
+        raise UserError(f"{path} is a Keras model; convert it for the Pi first with `edge convert {path} --data "
+                        "DATASET --out DIR`, then pass --model DIR.")
     check_readable(path, "Model file")  # before its card's sha256 check reads it
     return path

@@ -830,7 +830,7 @@ def test_head_detection_names_the_classifier_it_was_given(shipped_model, fer_fac
 
     from benchmarks import head_detection
 
-    mine = tmp_path / "mine"  # a user's own model: a converted folder elsewhere
+    mine = tmp_path / "mine"  # a user's own model: the folder `edge convert --out` wrote, given as edge run takes it
     mine.mkdir()
     for f in (shipped_model, shipped_model.parent / "model.json"):
         shutil.copy(f, mine)
@@ -838,7 +838,7 @@ def test_head_detection_names_the_classifier_it_was_given(shipped_model, fer_fac
     (tmp_path / "fer" / "val").symlink_to(fer_faces)  # real faces: the detector finds them blended into heads
     out = tmp_path / "out"
     assert head_detection.main(["--data", str(tmp_path / "fer"), "--fer", "8", "--frames", "8", "--widths", "64",
-                                "--setups", "default", "--warmup", "0", "--model", str(mine / shipped_model.name),
+                                "--setups", "default", "--warmup", "0", "--model", str(mine),
                                 "--out", str(out)]) == 0
     report, md = read_outputs(out, "head_detection")
     assert report["classifier"] == str(mine / shipped_model.name)
@@ -971,3 +971,27 @@ def test_detector_recall_says_which_variants_it_could_not_run(tmp_path, monkeypa
     assert report["png"] == ["recall_sparse.png"]  # named by --out, as the .json and .md are
     md = (tmp_path / "out" / "recall_sparse.md").read_text()
     assert "| full_range_sparse | not run: face_detection_full_range_sparse.tflite not found" in md
+
+
+@pytest.mark.parametrize("name", ["model_int8.tflite", "mine.tflite"])
+def test_a_card_written_for_other_model_bytes_is_not_reported_as_this_models(shipped_model, synthetic_dataset,
+                                                                              tmp_path, capsys, name):
+    """A model of one's own put in the shipped model's place (or beside its card under another
+    name) would be scored with that card's temperature and parameter count: refused instead."""
+    import shutil
+
+    from benchmarks import accuracy
+
+    card = json.loads(shipped_model.with_name("model.json").read_text())
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.json").write_text(json.dumps({**card, "model_sha256": "0" * 64}))
+    mine = Path(shutil.copy(shipped_model, tmp_path / "m" / name))
+    found, why = common.find_card_for(mine)
+    assert found is None and "sha256 differs" in why and "edge convert" in why
+    out = tmp_path / "out"
+    assert accuracy.main([str(mine), "--data", str(synthetic_dataset), "--no-peer", "--out", str(out)]) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: ") and "sha256 differs" in line and "Traceback" not in line, line
+    assert not out.exists()
+    float_twin = Path(shutil.copy(shipped_model, tmp_path / "m" / "model_float32.tflite"))
+    assert common.find_card_for(float_twin)[0] is not None  # convert's float sibling still borrows the card

@@ -1,4 +1,5 @@
 import json
+import os
 import re
 import subprocess
 import sys
@@ -609,3 +610,20 @@ def test_a_dataset_too_small_to_hold_any_images_out_is_one_sentence(tmp_path, ca
                                         r"\(stratified 10% of .*\) are none; give a dataset with a val folder"):
         run(ConvertSettings(model=str(tmp_path / "model.keras"), data=str(tmp_path / "flat"), out=str(tmp_path / "int8")))
     assert not (tmp_path / "int8").exists()
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_eval_json_says_which_model_bytes_it_measured_how_and_with_what_command(shipped_model, synthetic_dataset,
+                                                                                cache_env, raw):
+    """A model of one's own measured beside the shipped one: the figures must name the file's
+    bytes, whether the card's calibration was applied, and the command that made them."""
+    import shlex
+
+    from edge.card import sha256_file
+
+    args = ["eval", str(shipped_model), "--data", str(synthetic_dataset), "--json", *(["--raw"] if raw else [])]
+    r = run_cli(*args, env={"QUEUE_MOOD_CACHE": str(cache_env)})
+    assert r.returncode == 0, r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["model_sha256"] == sha256_file(shipped_model) and rep["calibrated"] is (not raw)
+    assert rep["command"] == shlex.join(["edge", *args]) and rep["working_folder"] == os.getcwd()

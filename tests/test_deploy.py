@@ -1007,3 +1007,17 @@ def test_install_sh_refuses_an_upgrade_whose_wheel_refuses_the_kept_config_befor
     assert "== venv" not in proc.stdout  # stopped before the venv and pip
     kept.write_text(kept.read_text().replace("detect_every = 2", "detect_every = 3"))
     assert install(bundle, env).returncode == 0 and installed.read_bytes() == b"model 0.2.0"
+
+
+def test_a_bundle_of_a_float_model_says_what_edge_run_would_warn(tmp_path, shipped_model):
+    """A float model of one's own (its card made for it) runs several times slower on a Pi than
+    int8: the bundle that ships it must say so, as `edge run` and `edge doctor` do."""
+    from tests.test_model_pairing import tiny_model
+
+    model, _ = tiny_model(tmp_path / "float", shipped_model)
+    wheel = tmp_path / "queue_mood-0.0.0-py3-none-any.whl"  # check_wheel's due: a zip with its METADATA
+    with zipfile.ZipFile(wheel, "w") as whl:
+        whl.writestr("queue_mood-0.0.0.dist-info/METADATA", "Name: queue-mood\n")
+    proc = run_cli("bundle", "--model", model, "--wheel", wheel, "--out", tmp_path / "b")
+    assert proc.returncode == 0, proc.stderr
+    assert f"note: Model {model}: it is a float model, not int8" in proc.stdout, proc.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 
 import pytest
@@ -12,6 +13,7 @@ from edge.config import load_config
 from edge.errors import UserError
 from edge.pipeline.classifier import Classifier
 from edge.pipeline.core import load_parts
+from tests.conftest import run_cli
 
 
 def copy_model(shipped_model, folder, **card_changes):
@@ -26,6 +28,13 @@ def test_a_card_written_for_other_bytes_is_refused(tmp_path, shipped_model):
     stale = copy_model(shipped_model, tmp_path, model_sha256="0" * 64)
     with pytest.raises(UserError, match="sha256 differs"):
         Classifier(stale)
+
+
+def test_a_folder_given_to_the_classifier_is_said_to_be_a_folder(tmp_path):
+    """The callers resolve the folder `edge convert --out` wrote (edge.config.model_file); any
+    other folder must not be called missing."""
+    with pytest.raises(UserError, match=rf"^{re.escape(str(tmp_path))} is a folder, not a model file; "):
+        Classifier(tmp_path)
 
 
 def test_a_sibling_borrowing_the_card_is_not_checked(tmp_path, shipped_model):
@@ -58,11 +67,26 @@ def test_the_folder_edge_convert_wrote_names_its_int8_model(tmp_path, shipped_mo
         resolve_model(load_config(None, {"model": {"path": str(empty)}}))
 
 
+@pytest.mark.parametrize("given", ["model.keras", "."])
+def test_a_keras_model_given_to_edge_run_is_said_to_need_edge_convert(tmp_path, shipped_model, given):
+    """A training run's model.keras (or its folder) is not a TFLite model gone bad: the sentence
+    must say to convert it, even with a model.json lying beside it."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "model.keras").write_bytes(b"PK\x03\x04 a Keras zip")
+    shutil.copy(shipped_model.with_name("model.json"), run)
+    r = run_cli("run", "--model", run / given, "--source", tmp_path, "--max-frames", 1, env={"HOME": str(tmp_path)})
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert errors == [f"error: {run / 'model.keras'} is a Keras model; convert it for the Pi first with `edge convert "
+                      f"{run / 'model.keras'} --data DATASET --out DIR`, then pass --model DIR."], r.stderr
+
+
 def test_bundle_takes_the_folder_edge_convert_wrote(tmp_path, shipped_model):
     from edge.ops.bundle import _resolve_model
 
     model = copy_model(shipped_model, tmp_path)
-    assert _resolve_model(str(tmp_path), load_config(None)) == model
+    assert _resolve_model(str(tmp_path), load_config(None)) == (model, [])
 
 
 def test_bundle_refuses_a_sibling_the_pi_would_refuse(tmp_path, shipped_model):
@@ -84,7 +108,7 @@ def test_bundle_refuses_a_sibling_the_pi_would_refuse(tmp_path, shipped_model):
     with pytest.raises(UserError, match="sha256 differs"):
         check_pair(installed, load_card(installed))
     renamed = copy_model(shipped_model, tmp_path / "pi").rename(tmp_path / "pi" / "v5.tflite")  # the card's own bytes
-    assert _resolve_model(str(renamed), load_config(None)) == renamed
+    assert _resolve_model(str(renamed), load_config(None)) == (renamed, [])
 
 
 def test_eval_reads_the_outputs_by_the_names_the_card_gives_them(tmp_path, shipped_model, cache_env):

@@ -106,18 +106,20 @@ def test_the_simulation_counts_the_images_the_classifier_takes(settings, per_cla
     assert res.classifications > 0 and res.images == per_classification * res.classifications
 
 
-def test_a_small_seeded_run_writes_finite_numbers(fer_faces, cache_env, tmp_path):
-    """CI smoke test: the real classifier on a few real faces, a few simulated minutes."""
+def test_a_small_seeded_run_writes_finite_numbers(fer_faces, cache_env, tmp_path, shipped_model):
+    """CI smoke test: the real classifier on a few real faces, a few simulated minutes. The model
+    is given as the folder `edge convert --out` wrote, as `edge run --model` takes it."""
     from benchmarks import scenarios
 
     out = tmp_path / "out"
-    argv = ["--data", str(fer_faces), "--faces-per-class", "4", "--views", "2", "--hours", "0.1", "--mixed-hours", "0.2",
+    argv = ["--model", str(shipped_model.parent), "--data", str(fer_faces), "--faces-per-class", "4", "--views", "2", "--hours", "0.1", "--mixed-hours", "0.2",
             "--sizes", "2", "--sweep-hours", "0.05", "--raise-shares", "0.4", "--raise-afters", "3",
             "--variants", "legacy", "expected", "--videos", "--out", str(out), "--seed", "1"]
     assert scenarios.main(argv) == 0
     r = json.loads((out / "scenarios.json").read_text())
     assert (out / "scenarios.md").read_text().startswith("# Queue scenarios") and (out / "scenarios.png").stat().st_size
     assert r["command"].endswith(" ".join(argv)) and r["machine"]["cpu"] and r["models"][0]["sha256"]
+    assert r["models"][0]["path"] == str(shipped_model)
     assert [s["scenario"] for s in r["scenarios"]][:3] == ["calm queue", "people turn unhappy", "unhappy people arrive"]
     for row in r["scenarios"] + [kinds for s in r["sweep"] for kinds in s["by_kind"].values()]:
         assert math.isfinite(row["false_alarms_per_8h"]) and row["calm_hours"] > 0
@@ -259,9 +261,10 @@ def test_rendered_scene_scripts_hold_the_truth(kind):
             assert n_unhappy == 0, (t, shown)
 
 
-def test_fer_plus_majority_replaces_the_folder_label_and_drops_unsure_faces(tmp_path):
+def write_votes(tmp_path) -> list[str]:
+    """votes.csv for four faces under tmp_path/val (sad by the votes, happy, a tie, doubtful) and
+    the files of those four and a fifth without votes."""
     from edge.labels import FERPLUS_CLASSES, FERPLUS_DOUBTFUL, FERPLUS_UNUSED
-    from train.votes import read_votes
 
     cols = [*FERPLUS_CLASSES, *FERPLUS_DOUBTFUL, *FERPLUS_UNUSED]
 
@@ -276,8 +279,14 @@ def test_fer_plus_majority_replaces_the_folder_label_and_drops_unsure_faces(tmp_
         row("val/angry/c.png", **{fer["angry"]: 4, fer["disgust"]: 4}),  # a tie
         row("val/sad/d.png", **{fer["sad"]: 2, FERPLUS_DOUBTFUL[0]: 8}),  # mostly unknown / not a face
     ]) + "\n")
-    files = [str(tmp_path / "val" / c / f) for c, f in
-             [("neutral", "a.png"), ("happy", "b.png"), ("angry", "c.png"), ("sad", "d.png"), ("fear", "e.png")]]
+    return [str(tmp_path / "val" / c / f) for c, f in
+            [("neutral", "a.png"), ("happy", "b.png"), ("angry", "c.png"), ("sad", "d.png"), ("fear", "e.png")]]
+
+
+def test_fer_plus_majority_replaces_the_folder_label_and_drops_unsure_faces(tmp_path):
+    from train.votes import read_votes
+
+    files = write_votes(tmp_path)
     folder = np.array([LABELS.index(Path(f).parent.name) for f in files], np.int16)
     bank = FaceBank(list(LABELS), folder.copy(), np.zeros((5, 1, 1, 7), np.float32), (48,), files)
     info = bank.relabel_by_votes(tmp_path / "val", read_votes(tmp_path / "votes.csv"))
@@ -291,6 +300,19 @@ def test_fer_plus_majority_replaces_the_folder_label_and_drops_unsure_faces(tmp_
     assert counts.shape == (2, len(LABELS)) and list(unhappy) == [False, True]  # happy (calm) first, then sad
     assert counts[1][LABELS.index("sad")] == 7 and counts[0][LABELS.index("happy")] == 9
     assert [LABELS[i] for i in np.flatnonzero(negative)] == ["angry", "disgust", "fear", "sad"]
+
+
+def test_fer_plus_majority_follows_the_models_own_label_order(tmp_path):
+    """The votes file counts classes in FER+'s order, the bank in the model's card's: a model of
+    one's own that lists its labels otherwise must still get sad faces as sad."""
+    from train.votes import read_votes
+
+    files = write_votes(tmp_path)
+    labels = list(reversed(LABELS))
+    bank = FaceBank(labels, np.zeros(5, np.int16), np.zeros((5, 1, 1, 7), np.float32), (48,), files)
+    bank.relabel_by_votes(tmp_path / "val", read_votes(tmp_path / "votes.csv"))
+    assert [labels[k] if k >= 0 else None for k in bank.face_labels] == ["sad", "happy", None, None, None]
+    assert list(bank.faces_of(["sad"])) == [0] and list(bank.faces_of(["happy"])) == [1]
 
 
 def test_rendered_scene_puts_whole_heads_where_the_detector_finds_them(fer_faces):

@@ -187,8 +187,15 @@ def eval_cmd(model_arg, model_opt, data, split, as_json, raw, votes, degrade):
         raise UserError(f"--degrade takes face sizes in pixels separated by commas (e.g. 40,32,24), not '{degrade}'.")
     rep = evaluate(model_opt or model_arg, data, split, calibrated=not raw, votes=votes, degrade=sides)
     if as_json:
+        import os
+        import shlex
+        import sys
+
         from train.report import json_text
 
+        # how to make these figures again: the command line and the folder its relative paths start from
+        rep["command"] = shlex.join([click.get_current_context().find_root().info_name, *sys.argv[1:]])
+        rep["working_folder"] = os.getcwd()
         click.echo(json_text(rep))
     else:
         from edge.metrics import format_report

@@ -125,7 +125,12 @@ def evaluate(model: str | None, data: str, split: str | None = None, calibrated:
               f"{why}", file=sys.stderr, flush=True)
         v = None
     check_sides(degrade, sp.x.shape[1])
-    rep = {"model": str(path), "data": str(data), "split": name, "runtime": runtime,
+    from edge.card import sha256_file
+
+    # What was measured, so figures of one's own model are never mistaken for another's: the
+    # file's bytes, and whether the card's flip averaging and temperature were applied.
+    rep = {"model": str(path), "model_sha256": sha256_file(path), "calibrated": calibrated and path.suffix == ".tflite",
+           "data": str(data), "split": name, "runtime": runtime,
            **label_reports(sp.names, sp.y, predict(sp.x), v),
            "skipped": skipped}
     if degrade:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edge.card import CARD_NAME, INT8_MODEL, check_pair, load_card, sha256_file
+from edge.card import CARD_NAME, INT8_MODEL, check_pair, load_card, pairing_notes, sha256_file
 from edge.config import Config, load_config, model_file, resolve_model
 from edge.errors import UserError
 from edge.paths import expand_path, not_a_file
@@ -110,7 +110,8 @@ def _load_bundle_config(config_path: str | None, notes: list[str]) -> Config:
     return cfg
 
 
-def _resolve_model(model: str | None, cfg: Config) -> Path:
+def _resolve_model(model: str | None, cfg: Config) -> tuple[Path, list[str]]:
+    """The model to ship and what to know before trusting it on a Pi (Classifier.notes)."""
     path = model_file(model, "pass --model PATH to a model_int8.tflite from `edge convert`") if model \
         else resolve_model(cfg)
     card = load_card(path)
@@ -127,12 +128,11 @@ def _resolve_model(model: str | None, cfg: Config) -> Path:
 
     try:
         runtime()
-    except UserError:
-        return path  # no TFLite runtime on this machine: the card check above is what can be done
+    except UserError:  # no TFLite runtime on this machine: the card checks above are what can be done
+        return path, pairing_notes(card, float_model=False)
     from edge.pipeline.classifier import Classifier
 
-    Classifier(path)  # the model loads and matches its card (one sentence otherwise)
-    return path
+    return path, Classifier(path).notes()  # the model loads and matches its card (one sentence otherwise)
 
 
 def _detector_files(cfg: Config) -> dict[str, Path]:
@@ -395,7 +395,7 @@ def _stage(s: BundleSettings, stage: Path, archive: str | None, folder: str) -> 
     _check_source(source)
     cfg = _load_bundle_config(s.config, notes)
     detector_files = _detector_files(cfg)
-    model = _resolve_model(s.model, cfg)
+    model, model_notes = _resolve_model(s.model, cfg)
     cfg_model = cfg.model.path  # before it is rewritten to the installed path
     _rewrite_paths(cfg, notes)
 
@@ -447,8 +447,7 @@ def _stage(s: BundleSettings, stage: Path, archive: str | None, folder: str) -> 
     manifest["files"]["README.txt"] = sha256_file(stage / "README.txt")
     (stage / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
     files = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
-    if card.parity and card.parity.get("passed") is False:
-        notes.append("The model's card says it failed convert's int8 parity gate.")
+    notes += [f"Model {model}: {note}." for note in model_notes]  # a float model, a failed parity gate: as edge run warns
     source = (card.metrics.get("converted_from") or {}).get("model")
     if source and card.source_sha256 and Path(source).is_file() and sha256_file(source) != card.source_sha256:
         notes.append(f"The model was converted from {source}, which has changed since (trained on, or replaced): the "
