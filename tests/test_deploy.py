@@ -844,11 +844,11 @@ def test_install_sh_lets_pip_finish_an_upgrade_when_interrupted_and_then_stops(t
     python.write_text(f'#!/bin/sh\ncase "$*" in *--force-reinstall*) kill -{sig} 0; sleep 0.2; '
                       f'echo finished > "{tmp_path}/pip-done";; esac\nexec "$0.real" "$@"\n')
     python.chmod(0o755)
-    # the signal goes to this group only; SIGHUP as a terminal leaves it (bash cannot trap a signal
-    # ignored when it starts, as under nohup, which may run these tests)
+    # the signal goes to this group only; each as a terminal leaves it (bash cannot trap a signal
+    # ignored when it starts: SIGHUP under nohup, SIGINT in a job a script put in the background)
     proc = subprocess.run(["bash", str(fake_bundle(tmp_path) / "install.sh")], capture_output=True, text=True,
                           env=env, timeout=120, start_new_session=True,
-                          preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
+                          preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGHUP, signal.SIGINT)])
     assert (tmp_path / "pip-done").exists(), proc.stdout + proc.stderr
     assert_install_sentence(proc, f"stopped by SIG{sig} after pip had installed", "run install.sh again")
     assert not (Path(env["ETC_DIR"]) / "config.toml").exists()  # stopped before the files step
