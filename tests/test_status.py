@@ -589,7 +589,7 @@ def test_a_damaged_history_file_is_moved_aside_and_a_new_one_started(tmp_path, c
 
     caplog.set_level(logging.WARNING)
     db = tmp_path / "history.sqlite"
-    now = time.time() // 10 * 10
+    now = time.time() // 10 * 10 - 100  # both points of the new file in the past when it is read again
     history_with_points(db, now, 1200).close()
     if damage == "garbage":
         db.write_bytes(os.urandom(8192))
@@ -603,7 +603,7 @@ def test_a_damaged_history_file_is_moved_aside_and_a_new_one_started(tmp_path, c
     assert aside.startswith("history.sqlite.corrupt-")
     (warning,) = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert aside in warning
-    assert [p["t"] for p in History(step_s=10, span_s=3600, db_path=str(db)).series()] == [now]  # a new file
+    assert [p["t"] for p in History(step_s=10, span_s=3600, db_path=str(db)).series()] == [now, now + 10]  # a new file
 
 
 def test_damaged_history_files_set_aside_are_kept_three_at_most(tmp_path):
