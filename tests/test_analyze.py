@@ -585,6 +585,7 @@ def test_an_out_that_is_a_file_or_under_one_is_one_sentence(tmp_path):
         _output_dir(str(tmp_path / "notes.txt" / "results"))
 
 
+@pytest.mark.slow
 def test_an_earlier_analysis_in_the_same_folder_is_replaced_whole_and_said(tmp_path):
     """A second run into the same --out (the default ./NAME-analysis, run again) must not leave
     the first run's annotated.mp4 or timeline.csv beside its own files as if they were its."""

@@ -639,6 +639,7 @@ def test_soak_refuses_a_workdir_it_did_not_make_instead_of_deleting_it(tmp_path)
     assert list(soak.prepare_workdir(str(earlier)).iterdir()) == [earlier / soak.WORKDIR_MARK]
 
 
+@pytest.mark.slow
 def test_a_soak_that_fails_stops_the_broker_it_started(tmp_path, monkeypatch):
     """The broker outlived a soak that ended early (orphaned to PID 1, holding its port)."""
     import argparse

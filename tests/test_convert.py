@@ -572,6 +572,7 @@ def test_converting_with_split_train_warns_and_names_the_split(tmp_path, cache_e
     assert load_card(tmp_path / "int8" / "model_int8.tflite").edge_accuracy()[1] == "int8 as the Pi runs it, 28 train images"
 
 
+@pytest.mark.slow
 def test_converting_another_runs_model_into_an_out_says_which_it_replaces(tmp_path, cache_env, capsys):
     """A model converted from one run, replaced by another run's with only the parity table
     printed: nothing said the earlier model was gone."""

@@ -275,6 +275,7 @@ def test_an_out_named_as_an_archive_bundle_cannot_write_is_refused(tmp_path, nam
     assert not (tmp_path / name).exists()
 
 
+@pytest.mark.slow
 def test_an_archive_that_is_not_an_earlier_bundle_is_not_replaced(store_bundle, bundled_model, tmp_path):
     """Found in a review: `--out mine.tar.gz` replaced someone's own archive without a word."""
     import shutil
@@ -743,6 +744,7 @@ def test_install_sh_takes_a_numpy_wheel_out_of_a_kept_venv_before_pip_runs(tmp_p
     assert any("[edge,mqtt,gpio]" in line for line in pip[1:]), pip
 
 
+@pytest.mark.slow
 def test_install_sh_makes_the_venv_anew_after_the_os_moved_it_to_a_newer_python(tmp_path):
     """An in-place Bookworm -> Trixie upgrade: the venv's python (a link to /usr/bin/python3) runs
     3.13 while its packages, pip included, stay under lib/python3.11; reused, pip was missing and
@@ -792,6 +794,7 @@ def test_install_sh_apt_that_fails_is_one_sentence_and_waits_for_the_lock(tmp_pa
 
 
 @pytest.mark.parametrize("wait_s, locked, installs", [("30", 1, True), ("1", 1000, False)])
+@pytest.mark.slow
 def test_install_sh_waits_while_another_apt_holds_the_package_lists(tmp_path, wait_s, locked, installs):
     """apt-get update fails at once on the lists lock whatever DPkg::Lock::Timeout says (apt 2.6):
     apt-daily at a first boot must be waited for, up to QM_APT_LOCK_WAIT, not called no network."""
@@ -869,6 +872,7 @@ def test_install_sh_says_where_the_status_page_is_as_edge_reads_the_config(tmp_p
     assert says in proc.stdout and not [s for s in ("pw-0123456789", "s3cret-token", "fleet-token") if s in proc.stdout]
 
 
+@pytest.mark.slow
 def test_install_sh_upgrade_keeps_settings_and_data_and_rollback_goes_back(tmp_path):
     env = fake_install_env(tmp_path)
     prefix, etc, state = Path(env["PREFIX"]), Path(env["ETC_DIR"]), Path(env["STATE_DIR"])
@@ -905,6 +909,7 @@ def test_install_sh_upgrade_keeps_settings_and_data_and_rollback_goes_back(tmp_p
     assert (state / "spool/mqtt/1.json").exists()
 
 
+@pytest.mark.slow
 def test_install_sh_run_again_with_the_same_bundle_keeps_the_rollback_to_the_version_before(tmp_path):
     env = fake_install_env(tmp_path)
     prefix = Path(env["PREFIX"])
@@ -966,6 +971,7 @@ def test_an_old_key_at_a_value_the_store_chose_is_refused_naming_its_replacement
         load_config(cfg)
 
 
+@pytest.mark.slow
 def test_install_sh_says_when_the_kept_config_does_not_load_with_the_new_version(tmp_path):
     """Restarting into a config the new version refuses is a crash loop: install.sh says which
     line, and (under systemd) leaves the running service alone."""

@@ -36,6 +36,7 @@ def promtool(*args, cwd=FLEET) -> subprocess.CompletedProcess:
 
 
 @needs_promtool
+@pytest.mark.slow
 def test_rules_pass_promtool_check_and_their_unit_tests():
     assert "SUCCESS" in promtool("check", "rules", "rules.yml").stdout
     assert "SUCCESS" in promtool("test", "rules", "rules_test.yml").stdout

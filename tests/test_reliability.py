@@ -455,6 +455,7 @@ class MjpegStream:
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.slow
 def test_edge_run_on_a_stream_that_dies_stops_on_a_signal(sig, tmp_path):
     """`edge run` as the service runs it, on a real stream that goes silent; the signal arrives
     while the stream read blocks. The URL's password never reaches the output."""

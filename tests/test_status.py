@@ -1093,6 +1093,7 @@ def test_one_network_host_holds_at_most_half_the_handlers(serve, monkeypatch, ca
     assert wait_for(lambda: srv.httpd.busy == 0)
 
 
+@pytest.mark.slow
 def test_a_host_at_its_share_is_refused_at_once_and_keeps_its_connections(serve, monkeypatch):
     """Refused, not given a thread to cut one of its own: a client reconnecting as fast as it can
     would otherwise cost a thread each time and slow the accepting thread for everyone."""
@@ -1110,6 +1111,7 @@ def test_a_host_at_its_share_is_refused_at_once_and_keeps_its_connections(serve,
             s.close()
 
 
+@pytest.mark.slow
 def test_two_hosts_holding_idle_connections_cannot_lock_others_out(serve, monkeypatch, caplog):
     """Found in a review: two addresses on the store network, each at its share of idle connections
     and reconnecting as the idle cut dropped them, kept the page and head office's scrape at 503

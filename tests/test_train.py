@@ -20,6 +20,7 @@ from train.trainer import class_weights  # noqa: E402
 # The shipped architecture runs by default; the others (up to a minute each on 2 cores) with the slow tests.
 @pytest.mark.parametrize("name", [n if n == archs.DEFAULT_ARCH else pytest.param(n, marks=pytest.mark.slow)
                                   for n in sorted(archs.ARCHITECTURES)])
+@pytest.mark.slow
 def test_every_architecture_builds_and_trains_one_step(name):
     opts = {"weights": None} if name == "mobilenetv2" else {}
     model = archs.build(name, 48, len(LABELS), **opts)
@@ -336,6 +337,7 @@ def test_init_from_a_tflite_of_another_architecture_is_one_sentence(tiny_convert
     assert r.returncode == 2 and "Traceback" not in r.stderr and "layers match by name and shape" in r.stderr, r.stderr
 
 
+@pytest.mark.slow
 def test_init_from_a_float16_tflite_is_one_sentence(tmp_path):
     """A float16 file keeps its weights as float16 constants dequantized at run time: there were
     no weight tensors to read, and the interpreter raised 'Tensor data is null'."""
@@ -350,6 +352,7 @@ def test_init_from_a_float16_tflite_is_one_sentence(tmp_path):
         load_from_tflite(archs.build("mini_xception", 48, 7), path, np.zeros((4, 48, 48), np.uint8))
 
 
+@pytest.mark.slow
 def test_a_related_architecture_starts_from_a_shipped_int8_file(shipped_model):
     """queue_net and queue_net_lite differ in one stem layer: either starts from the other's int8
     file (its card names its architecture), every other layer rebuilt from the file."""
@@ -612,6 +615,7 @@ def test_a_csv_run_names_its_skipped_rows_as_rows(tmp_path, cache_env, capsys):
             f"under \"skipped\" in {tmp_path / 'run' / 'data.json'}.") in capsys.readouterr().out
 
 
+@pytest.mark.slow
 def test_a_diverged_run_stops_at_its_first_nan_loss_and_keeps_its_folder_as_before(tmp_path, synthetic_dataset,
                                                                                    cache_env):
     """A NaN loss used to train on to a normal report with "loss": NaN in metrics.json."""
@@ -812,6 +816,7 @@ def test_a_backup_whose_last_weights_fail_mid_load_resumes_from_the_one_before(t
     assert epoch == 1 and all(np.array_equal(a, b) for a, b in zip(restored, saved[1]))
 
 
+@pytest.mark.slow
 def test_a_kill_at_any_point_of_a_backup_leaves_one_to_resume_from(tmp_path, monkeypatch):
     """Kill the third epoch's save at each of its writes in turn (a copy or a weights file cut
     short, a rename or the metadata not done): the resume finds the second epoch's pair or the
