@@ -511,3 +511,82 @@ def test_a_camera_that_delivers_another_size_is_said_once_and_shown_in_the_statu
     assert summary["frames"] > 1 and len(said) == 1, said
     assert "camera 0 delivers 1920x1080 frames, not the 640x480 asked for" in said[0] and "6.8x the pixels" in said[0]
     assert rec.stats.snapshot()["frame_size"] == "1920x1080"
+
+
+def test_a_stream_that_stalls_after_each_reconnect_is_a_few_journal_lines_a_minute(monkeypatch, caplog):
+    """A stream that sends a frame after each reconnect and then nothing (measured: an MJPEG camera
+    stalling after its first frames) logged 'read failed', 'stopped delivering' and 'delivers frames
+    again' every 9 s, day and night: an outage within a minute of the last one logged is counted."""
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+
+    class FakeStop(threading.Event):
+        def wait(self, timeout=None):  # the back-off and the retry pauses pass on the fake clock
+            now[0] += timeout or 0.0
+            return self.is_set()
+
+    class Stalling(LiveSource):
+        fresh = False
+
+        def _open(self):
+            self.fresh = True
+
+        def _read(self):
+            now[0] += 0.1
+            if self.fresh:
+                self.fresh = False
+                return np.zeros((4, 4, 3), np.uint8)
+            if self.reopens >= 100:
+                self._stop.set()
+            return None
+
+        def describe(self):
+            return "stream test"
+
+    cam = Stalling()
+    cam._stop = FakeStop()
+    with caplog.at_level(logging.WARNING, logger="edge.pipeline.sources"):
+        cam.__enter__()
+        cam._thread.join(30)
+        cam._stop.set()
+    minutes = (now[0] - 1000.0) / 60
+    said = [r.getMessage() for r in caplog.records if r.name == "edge.pipeline.sources"]
+    assert cam.reopens >= 100 and minutes > 5  # 100 outages of some 3.6 s each
+    assert len(said) <= 3 * (minutes + 1), len(said)  # was: 3 lines per outage, 300
+    assert "were not logged: it keeps dropping out" in "\n".join(said)
+
+
+def test_a_source_gone_for_good_after_coming_and_going_is_still_said(monkeypatch, caplog):
+    now = [1000.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+
+    class FakeStop(threading.Event):
+        def wait(self, timeout=None):
+            now[0] += timeout or 0.0
+            return self.is_set()
+
+    class Dying(LiveSource):
+        fresh = False
+
+        def _open(self):
+            self.fresh = self.reopens < 5  # a few short outages, then no frame at all
+
+        def _read(self):
+            now[0] += 0.1
+            if self.fresh:
+                self.fresh = False
+                return np.zeros((4, 4, 3), np.uint8)
+            if now[0] > 1400:
+                self._stop.set()
+            return None
+
+        def describe(self):
+            return "stream test"
+
+    cam = Dying(max_backoff_s=5.0)
+    cam._stop = FakeStop()
+    with caplog.at_level(logging.WARNING, logger="edge.pipeline.sources"):
+        cam.__enter__()
+        cam._thread.join(30)
+        cam._stop.set()
+    assert "reads have failed for 60 s" in caplog.text

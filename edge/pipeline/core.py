@@ -162,13 +162,14 @@ class Pipeline:
         self.paused_s = 0.0  # camera outages left out of the monitor's clock (outage_ended)
         self._last_t_s: float | None = None  # the source's time of the last frame processed
 
-    def outage_ended(self, t_s: float) -> None:
+    def outage_ended(self, t_s: float, say: bool = True) -> None:
         """The source (a live camera) was down until the frame at t_s: an outage of up to
-        BRIDGE_MAX_S is left out of the clock the tracker, mood and alert policy see."""
+        BRIDGE_MAX_S is left out of the clock the tracker, mood and alert policy see (logged
+        at DEBUG when not `say`: an outage the journal was not told of)."""
         gap = t_s - self._last_t_s if self._last_t_s is not None else 0.0
         if 0 < gap <= BRIDGE_MAX_S:
             self.paused_s += max(0.0, gap - BRIDGE_STEP_S)
-            log.info("camera outage of %.0f s left out of the monitor's clock: the people in view keep their "
+            log.log(logging.INFO if say else logging.DEBUG, "camera outage of %.0f s left out of the monitor's clock: the people in view keep their "
                      "tracks and the alert its state", gap)
 
     def crops(self, gray: np.ndarray, boxes) -> np.ndarray:

@@ -25,6 +25,7 @@ from typing import Iterator
 import numpy as np
 
 from edge.errors import UserError, import_cv2
+from edge.outages import OutageLog
 from edge.paths import check_readable, expand_path
 from edge.pipeline.face_width import READ_PX, read_px_at
 from edge.redact import redact_url
@@ -277,6 +278,7 @@ class LiveSource(Source):
         self.wait_first = False
         self._opened = False
         self._new_open = False  # the next frame is the first since an open: its size is looked at
+        self.outages = OutageLog()  # a source dropping out every few seconds: a few lines a minute
 
     # Subclasses: open the device (raise UserError if absent), read one frame (None or an
     # exception = failed), release.
@@ -320,8 +322,9 @@ class LiveSource(Source):
                     self._new_open = False
                     self._note_size(img)
                 if failed_since is not None:
-                    log.warning("%s delivers frames again after %d failed reads and %d reopen attempts in %.0f s",
-                                self.describe(), failures, attempts, time.monotonic() - failed_since)
+                    log.log(self.outages.level, "%s delivers frames again after %d failed reads and %d reopen "
+                            "attempts in %.0f s%s", self.describe(), failures, attempts,
+                            time.monotonic() - failed_since, self.outages.more())
                     failed_since, failures, attempts = None, 0, 0
                 backoff, last_ok = 0.5, time.monotonic()
                 with self._cond:
@@ -335,12 +338,16 @@ class LiveSource(Source):
             failures += 1
             if failed_since is None:
                 failed_since = time.monotonic()
-                log.warning("%s: read failed (%s); further failures are counted until the next frame",
-                            self.describe(), why)
+                self.outages.start()
+                log.log(self.outages.level, "%s: read failed (%s); further failures are counted until the next "
+                        "frame", self.describe(), why)
+            elif self.outages.overdue(time.monotonic() - failed_since):  # coming and going, then gone for good
+                log.warning("%s: reads have failed for %.0f s (%s); further failures are counted until the next frame",
+                            self.describe(), time.monotonic() - failed_since, why)
             if time.monotonic() - last_ok < self.stall_s:
                 self._stop.wait(0.01)  # a failed read; retry without spinning
                 continue
-            level = logging.DEBUG if attempts else logging.WARNING
+            level = logging.DEBUG if attempts else self.outages.level
             log.log(level, "%s stopped delivering frames; reopening in %.1f s", self.describe(), backoff)
             self._release_quietly()
             if self._stop.wait(backoff):

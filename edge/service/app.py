@@ -28,6 +28,7 @@ from edge.card import sha256_file
 from edge.config import Config, StatusConfig
 from edge.errors import UserError
 from edge.files import no_core_dumps
+from edge.outages import OutageLog
 from edge.paths import expand_path, same_file
 from edge.pipeline.annotate import check_video_path
 from edge.pipeline.core import load_parts
@@ -99,6 +100,8 @@ class _CameraWatch:
         self._told = False  # the sinks have this outage's camera_down
         self._told_up_at = -math.inf  # when the last outage the sinks were told of ended
         self._untold = 0  # outages since then the sinks were not told of
+        # the journal's own flap rule: an outage within a minute of the last one logged is counted, not logged
+        self.outages = OutageLog()
 
     def frame(self) -> bool:
         """A frame came; True when it ends an outage."""
@@ -106,26 +109,33 @@ class _CameraWatch:
         if self.down:
             self.down = False
             self.stats.camera_up()
+            more = self.outages.more()
             if self._told:
                 self._told, self._told_up_at = False, self.last_frame
-                log.warning("%s delivers frames again: camera up", self.name)
+                log.log(self.outages.level, "%s delivers frames again: camera up%s", self.name, more)
                 self.sinks.send(_event("camera_up", self.last_frame, self.device))
             else:
                 self._untold += 1
-                log.warning("%s delivers frames again: camera up (%d short outages within %.0f min of the last the "
-                            "sinks were told of, not sent to them: check the cable and power)", self.name, self._untold,
-                            FLAP_WINDOW_S / 60)
+                log.log(self.outages.level, "%s delivers frames again: camera up (%d short outages within %.0f min "
+                        "of the last the sinks were told of, not sent to them: check the cable and power)%s",
+                        self.name, self._untold, FLAP_WINDOW_S / 60, more)
             return True
         return False
+
+    def _say_down(self, silent: float) -> None:
+        log.log(logging.ERROR if self.outages.said else logging.DEBUG, "%s delivered no frame for %.0f s: camera down "
+                "(fps 0, mood unknown, alert state not asserted until it is back)", self.name, silent)
 
     def idle(self) -> None:
         now = time.monotonic()
         silent = now - self.last_frame
         if not self.down and silent >= self.down_after_s:
             self.down = True
-            log.error("%s delivered no frame for %.0f s: camera down (fps 0, mood unknown, alert state not "
-                      "asserted until it is back)", self.name, silent)
+            self.outages.start()
+            self._say_down(silent)
             self.stats.camera_down()
+        elif self.down and self.outages.overdue(silent - self.down_after_s):
+            self._say_down(silent)
         # by when the outage started (its last frame), not now: one starting inside the window is a flap
         if self.down and not self._told and (self.last_frame - self._told_up_at >= FLAP_WINDOW_S
                                              or silent >= FLAP_REPORT_S):
@@ -265,7 +275,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
                         break
                     continue
                 if camera.frame():
-                    pipeline.outage_ended(frame.t_s)
+                    pipeline.outage_ended(frame.t_s, say=camera.outages.said)
                 result = pipeline.process(frame)
                 frames += 1
                 people.update(pipeline.tracker, result.tracks, result.refound)

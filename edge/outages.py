@@ -1,0 +1,55 @@
+"""How often the journal hears of outages that come and go.
+
+A source that drops out every few seconds (a stream that stalls after each reconnect, a loose
+cable) made six journal lines per outage, some 40 a minute, day and night: the SD card and the
+journal filled, and the first line, the one saying why, scrolled away. An outage starting at
+least EVERY_S after the last one said is said in full; those between are logged at DEBUG and
+counted, and the next one said names how many."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+EVERY_S = 60.0
+
+
+class OutageLog:
+    """start() at each outage's start: True when it is to be said (`level` is then WARNING, else
+    DEBUG); `more()` at its end: the text naming the outages left unsaid since the last one said."""
+
+    def __init__(self, every_s: float = EVERY_S, clock=None):
+        self.every_s, self.clock = every_s, clock  # None: time.monotonic, looked up at each call
+        self.said = True  # the current (or last) outage is in the journal
+        self.unsaid = 0  # outages since the last one said that were not
+        self._said_at = -math.inf
+
+    def start(self) -> bool:
+        now = (self.clock or time.monotonic)()
+        self.said = now - self._said_at >= self.every_s
+        if self.said:
+            self._said_at = now
+        else:
+            self.unsaid += 1
+        return self.said
+
+    def overdue(self, lasted_s: float) -> bool:
+        """True once for an outage not said that has lasted every_s: a source gone for good after
+        coming and going is said all the same (the same line as at a start, then its end)."""
+        if self.said or lasted_s < self.every_s:
+            return False
+        self.said, self._said_at = True, (self.clock or time.monotonic)()
+        return True
+
+    @property
+    def level(self) -> int:
+        return logging.WARNING if self.said else logging.DEBUG
+
+    def more(self) -> str:
+        """" (and N more outages ... not logged)" once, at the end of an outage said; "" otherwise."""
+        if not self.said or not self.unsaid:
+            return ""
+        n, self.unsaid = self.unsaid, 0
+        return (f" ({n} more outage{'s' if n != 1 else ''} since the last one logged, each starting within "
+                f"{self.every_s:.0f} s of it, were not logged: it keeps dropping out)")
