@@ -169,8 +169,8 @@ class Pipeline:
         gap = t_s - self._last_t_s if self._last_t_s is not None else 0.0
         if 0 < gap <= BRIDGE_MAX_S:
             self.paused_s += max(0.0, gap - BRIDGE_STEP_S)
-            log.log(logging.INFO if say else logging.DEBUG, "camera outage of %.0f s left out of the monitor's clock: the people in view keep their "
-                     "tracks and the alert its state", gap)
+            log.log(logging.INFO if say else logging.DEBUG, "camera outage of %.0f s left out of the monitor's "
+                    "clock: the people in view keep their tracks and the alert its state", gap)
 
     def crops(self, gray: np.ndarray, boxes) -> np.ndarray:
         return np.stack([crop_face(gray, b.as_tuple(), self.crop_rule, self.size) for b in boxes])
