@@ -5,8 +5,9 @@
 #
 #   sudo bash .ci/trixie_lane.sh [BUILD_VENV] [ROOTFS]   (defaults: .venv, /srv/trixie)
 #
-# ROOTFS is a Trixie root made with debootstrap when missing (about 400 MB from deb.debian.org,
-# minutes): not part of .ci/run for that reason; run it before a release. Inside it, as on a
+# ROOTFS is a Trixie root (with python3, as Raspberry Pi OS Lite has) made with debootstrap when
+# missing (about 400 MB from deb.debian.org, minutes): not part of .ci/run for that reason; run it
+# before a release. Inside it, as on a
 # fresh Pi: install.sh with apt (picamera2 and lgpio are Raspberry Pi OS packages, absent from
 # Debian: skipped as on any Debian), a system user, no systemd (QM_NO_SERVICE=1); then the venv's
 # numpy and OpenCV must be apt's, `edge doctor` must pass, and `edge run` on a test video of
@@ -32,7 +33,7 @@ BPY="$(cd "$BUILD_VENV" && pwd)/bin/python"
 step "Debian 13 Trixie root at $ROOTFS"
 if [[ ! -x "$ROOTFS/usr/bin/python3" ]]; then
     command -v debootstrap >/dev/null || fail "debootstrap is missing: apt-get install debootstrap"
-    debootstrap --variant=minbase --include=ca-certificates trixie "$ROOTFS" http://deb.debian.org/debian \
+    debootstrap --variant=minbase --include=ca-certificates,python3 trixie "$ROOTFS" http://deb.debian.org/debian \
         || fail "debootstrap trixie $ROOTFS failed (see above)"
 fi
 grep -q '^VERSION_CODENAME=trixie' "$ROOTFS/etc/os-release" || fail "$ROOTFS is not Debian Trixie"
