@@ -346,8 +346,9 @@ def build_parser():
 
     ap = common.script_parser(__doc__, default_threads=1)
     ap.add_argument("--data", default=str(default_data()), help="extracted FER2013 folder with val/<class>/ (default: %(default)s)")
-    ap.add_argument("--model", default=None, help="expression model (int8 .tflite with model.json, or the folder `edge convert --out` wrote) for the accuracy "
-                                                  "on found FER2013 heads (default: the shipped model)")
+    ap.add_argument("--model", default=None, help="expression model (int8 .tflite with model.json, or the folder "
+                                                  "`edge convert --out` wrote) for the accuracy on found FER2013 heads "
+                                                  "(default: the shipped model)")
     ap.add_argument("--votes", default=None, help="FER+ votes CSV, for the accuracy against the annotators' majority "
                                                   "(default: ferplus_votes.csv beside or above --data, if there)")
     ap.add_argument("--setups", default=DEFAULT_SETUPS, help="comma list of set-ups (default: %(default)s)")

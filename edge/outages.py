@@ -16,30 +16,28 @@ EVERY_S = 60.0
 
 
 class OutageLog:
-    """start() at each outage's start: True when it is to be said (`level` is then WARNING, else
-    DEBUG); `more()` at its end: the text naming the outages left unsaid since the last one said."""
+    """start() at each outage's start: `said` tells whether it is to be said (`level` is then
+    WARNING, else DEBUG); `more()` at its end: the text naming the outages left unsaid since the last one said."""
 
-    def __init__(self, every_s: float = EVERY_S, clock=None):
-        self.every_s, self.clock = every_s, clock  # None: time.monotonic, looked up at each call
+    def __init__(self):
         self.said = True  # the current (or last) outage is in the journal
         self.unsaid = 0  # outages since the last one said that were not
         self._said_at = -math.inf
 
-    def start(self) -> bool:
-        now = (self.clock or time.monotonic)()
-        self.said = now - self._said_at >= self.every_s
+    def start(self) -> None:
+        now = time.monotonic()
+        self.said = now - self._said_at >= EVERY_S
         if self.said:
             self._said_at = now
         else:
             self.unsaid += 1
-        return self.said
 
     def overdue(self, lasted_s: float) -> bool:
-        """True once for an outage not said that has lasted every_s: a source gone for good after
+        """True once for an outage not said that has lasted EVERY_S: a source gone for good after
         coming and going is said all the same (the same line as at a start, then its end)."""
-        if self.said or lasted_s < self.every_s:
+        if self.said or lasted_s < EVERY_S:
             return False
-        self.said, self._said_at = True, (self.clock or time.monotonic)()
+        self.said, self._said_at = True, time.monotonic()
         return True
 
     @property
@@ -52,4 +50,4 @@ class OutageLog:
             return ""
         n, self.unsaid = self.unsaid, 0
         return (f" ({n} more outage{'s' if n != 1 else ''} since the last one logged, each starting within "
-                f"{self.every_s:.0f} s of it, were not logged: it keeps dropping out)")
+                f"{EVERY_S:.0f} s of it, were not logged: it keeps dropping out)")

@@ -513,18 +513,25 @@ def test_a_camera_that_delivers_another_size_is_said_once_and_shown_in_the_statu
     assert rec.stats.snapshot()["frame_size"] == "1920x1080"
 
 
-def test_a_stream_that_stalls_after_each_reconnect_is_a_few_journal_lines_a_minute(monkeypatch, caplog):
-    """A stream that sends a frame after each reconnect and then nothing (measured: an MJPEG camera
-    stalling after its first frames) logged 'read failed', 'stopped delivering' and 'delivers frames
-    again' every 9 s, day and night: an outage within a minute of the last one logged is counted."""
+def on_a_fake_clock(monkeypatch, source: LiveSource) -> list[float]:
+    """[now] of time.monotonic, which the source's reads advance by hand; its back-off and retry
+    pauses pass on it at once."""
     now = [1000.0]
     monkeypatch.setattr(time, "monotonic", lambda: now[0])
 
     class FakeStop(threading.Event):
-        def wait(self, timeout=None):  # the back-off and the retry pauses pass on the fake clock
+        def wait(self, timeout=None):
             now[0] += timeout or 0.0
             return self.is_set()
 
+    source._stop = FakeStop()
+    return now
+
+
+def test_a_stream_that_stalls_after_each_reconnect_is_a_few_journal_lines_a_minute(monkeypatch, caplog):
+    """A stream that sends a frame after each reconnect and then nothing (measured: an MJPEG camera
+    stalling after its first frames) logged 'read failed', 'stopped delivering' and 'delivers frames
+    again' every 9 s, day and night: an outage within a minute of the last one logged is counted."""
     class Stalling(LiveSource):
         fresh = False
 
@@ -544,7 +551,7 @@ def test_a_stream_that_stalls_after_each_reconnect_is_a_few_journal_lines_a_minu
             return "stream test"
 
     cam = Stalling()
-    cam._stop = FakeStop()
+    now = on_a_fake_clock(monkeypatch, cam)
     with caplog.at_level(logging.WARNING, logger="edge.pipeline.sources"):
         cam.__enter__()
         cam._thread.join(30)
@@ -557,14 +564,6 @@ def test_a_stream_that_stalls_after_each_reconnect_is_a_few_journal_lines_a_minu
 
 
 def test_a_source_gone_for_good_after_coming_and_going_is_still_said(monkeypatch, caplog):
-    now = [1000.0]
-    monkeypatch.setattr(time, "monotonic", lambda: now[0])
-
-    class FakeStop(threading.Event):
-        def wait(self, timeout=None):
-            now[0] += timeout or 0.0
-            return self.is_set()
-
     class Dying(LiveSource):
         fresh = False
 
@@ -584,7 +583,7 @@ def test_a_source_gone_for_good_after_coming_and_going_is_still_said(monkeypatch
             return "stream test"
 
     cam = Dying(max_backoff_s=5.0)
-    cam._stop = FakeStop()
+    now = on_a_fake_clock(monkeypatch, cam)
     with caplog.at_level(logging.WARNING, logger="edge.pipeline.sources"):
         cam.__enter__()
         cam._thread.join(30)

@@ -851,7 +851,8 @@ def test_install_sh_lets_pip_finish_an_upgrade_when_interrupted_and_then_stops(t
     # ignored when it starts: SIGHUP under nohup, SIGINT in a job a script put in the background)
     proc = subprocess.run(["bash", str(fake_bundle(tmp_path) / "install.sh")], capture_output=True, text=True,
                           env=env, timeout=120, start_new_session=True,
-                          preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL) for s in (signal.SIGHUP, signal.SIGINT)])
+                          preexec_fn=lambda: [signal.signal(s, signal.SIG_DFL)
+                                              for s in (signal.SIGHUP, signal.SIGINT)])
     assert (tmp_path / "pip-done").exists(), proc.stdout + proc.stderr
     assert_install_sentence(proc, f"stopped by SIG{sig} after pip had installed", "run install.sh again")
     assert not (Path(env["ETC_DIR"]) / "config.toml").exists()  # stopped before the files step

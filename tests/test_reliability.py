@@ -300,7 +300,8 @@ def test_edge_run_leaves_a_camera_outage_out_of_the_pipelines_clock(tmp_path, mo
     threading.Thread(target=lambda: wait_for(lambda: "camera_down" in _kinds(tmp_path / "ev.jsonl"), 60)
                      and cam.resume.set(), daemon=True).start()
     ended, real = [], Pipeline.outage_ended
-    monkeypatch.setattr(Pipeline, "outage_ended", lambda self, t_s, **kw: ended.append((self, t_s)) or real(self, t_s, **kw))
+    monkeypatch.setattr(Pipeline, "outage_ended",
+                        lambda self, t_s, **kw: ended.append((self, t_s)) or real(self, t_s, **kw))
     seen = []  # the source's time of each frame the loop took
     # Frames come again without end once resumed: 5 frames end the run after the outage (the loop may
     # drop some of the 3 before it, as it drops any it had no time for; the duration only bounds a run
@@ -929,18 +930,16 @@ def test_memtrace_finds_the_line_that_grew_and_the_soak_reports_it(tmp_path):
     assert "| Python heap (tracemalloc) | 20.00 | 20.00 | 0.00 |" in text and "test_reliability.py:" in text
 
 
-
 def test_a_flapping_camera_is_a_few_journal_lines_a_minute_and_a_long_outage_still_said(monkeypatch, caplog):
     """A stream stalling after each reconnect was down 5 s, up, down again, every 9 s: an ERROR and
     a WARNING each time (with the grabber's, some 40 lines a minute). An outage within a minute of
     the last one logged is counted instead, and one that lasts is said all the same."""
+    from types import SimpleNamespace
+
     from edge.service import app
 
     now = [1000.0]
     monkeypatch.setattr(app.time, "monotonic", lambda: now[0])
-
-    from types import SimpleNamespace
-
     watch = app._CameraWatch("test camera", 5.0, SimpleNamespace(camera_down=lambda: None, camera_up=lambda: None),
                              SimpleNamespace(send=lambda event: None), "pi")
 

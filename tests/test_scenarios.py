@@ -112,7 +112,8 @@ def test_a_small_seeded_run_writes_finite_numbers(fer_faces, cache_env, tmp_path
     from benchmarks import scenarios
 
     out = tmp_path / "out"
-    argv = ["--model", str(shipped_model.parent), "--data", str(fer_faces), "--faces-per-class", "4", "--views", "2", "--hours", "0.1", "--mixed-hours", "0.2",
+    argv = ["--model", str(shipped_model.parent), "--data", str(fer_faces), "--faces-per-class", "4", "--views", "2",
+            "--hours", "0.1", "--mixed-hours", "0.2",
             "--sizes", "2", "--sweep-hours", "0.05", "--raise-shares", "0.4", "--raise-afters", "3",
             "--variants", "legacy", "expected", "--videos", "--out", str(out), "--seed", "1"]
     assert scenarios.main(argv) == 0

@@ -447,7 +447,7 @@ def _stage(s: BundleSettings, stage: Path, archive: str | None, folder: str) -> 
     manifest["files"]["README.txt"] = sha256_file(stage / "README.txt")
     (stage / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
     files = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
-    notes += [f"Model {model}: {note}." for note in model_notes]  # a float model, a failed parity gate: as edge run warns
+    notes += [f"Model {model}: {note}." for note in model_notes]  # a float model, a failed gate: as edge run warns
     source = (card.metrics.get("converted_from") or {}).get("model")
     if source and card.source_sha256 and Path(source).is_file() and sha256_file(source) != card.source_sha256:
         notes.append(f"The model was converted from {source}, which has changed since (trained on, or replaced): the "

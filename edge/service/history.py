@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 BUSY_S = 0.05  # the longest a write waits for another program's lock on the file; the frame loop waits with it
 RETRY_S = 300.0  # a file that failed for another reason is tried again this often
+_WITH_SIDE_FILES = ("", "-wal", "-shm")  # a database file's name, then those of its WAL and shared memory
 KEPT_ASIDE = 3  # damaged files kept for a look; a card that keeps damaging them must not fill up with them
 WRITE_S = 60.0  # points are written to the file together this often (an alert at once, the rest at the stop)
 _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
@@ -125,19 +126,25 @@ def _holds_text(path: str) -> bool:
 def _move_aside(path: str) -> str:
     """A damaged file out of the way, with its WAL, kept for a look; the name it has now."""
     aside = f"{path}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    for ext in ("", "-wal", "-shm"):
+    for ext in _WITH_SIDE_FILES:
         if os.path.exists(path + ext):
             os.replace(path + ext, aside + ext)
+    _keep_newest_aside(path, aside)
+    return aside
+
+
+def _keep_newest_aside(path: str, aside: str) -> None:
+    """Only the KEPT_ASIDE newest damaged copies of path stay, `aside` (the one just made) among them."""
     folder, name = os.path.split(os.path.abspath(path))
-    older = sorted((f for f in os.listdir(folder) if f.startswith(f"{name}.corrupt-") and f != os.path.basename(aside)
-                    and not f.endswith(("-wal", "-shm"))), key=lambda f: os.stat(os.path.join(folder, f)).st_mtime)
-    for f in older[:max(0, len(older) - (KEPT_ASIDE - 1))]:
-        for ext in ("", "-wal", "-shm"):
+    older = [os.path.join(folder, f) for f in os.listdir(folder) if f.startswith(f"{name}.corrupt-")
+             and not f.endswith(_WITH_SIDE_FILES[1:]) and f != os.path.basename(aside)]
+    older.sort(key=os.path.getmtime)
+    for old in older[:max(0, len(older) - (KEPT_ASIDE - 1))]:
+        for ext in _WITH_SIDE_FILES:
             try:
-                os.unlink(os.path.join(folder, f + ext))
+                os.unlink(old + ext)
             except OSError:
                 pass
-    return aside
 
 
 def iso(t_wall: float) -> str:
