@@ -1,7 +1,7 @@
-"""What README.md, benchmarks/README.md and docs/*.md tell users to type is what the programs accept:
-every command line's subcommand, script and options (against the programs' own parsers), every config
-key and stated default (against the config schema) and every /metrics series named. Users copy these
-lines; a renamed flag or key must fail here, not at a store."""
+"""What README.md, benchmarks/README.md and docs/*.md (and deploy/config.example.toml's comments) tell
+users to type is what the programs accept: every command line's subcommand, script and options (against
+the programs' own parsers), every config key and stated default (against the config schema) and every
+/metrics series named. Users copy these lines; a renamed flag or key must fail here, not at a store."""
 import re
 
 import pytest
@@ -15,7 +15,7 @@ IDS = {"ids": lambda p: str(p.relative_to(ROOT))}
 OTHER_PROGRAMS = {"--system-site-packages", "--no-install-recommends", "--since"}
 
 
-@pytest.mark.parametrize("doc", DOCS, **IDS)
+@pytest.mark.parametrize("doc", [*DOCS, ROOT / "deploy" / "config.example.toml"], **IDS)
 def test_command_lines_use_only_what_their_program_accepts(doc):
     bad = [f"line {n}: {cmd!r}: {', '.join(p)}" for n, cmd in command_lines(doc) if (p := problems(cmd))]
     assert not bad, f"{doc.relative_to(ROOT)}:\n" + "\n".join(bad)
