@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import importlib.util
 import re
 import shlex
 from pathlib import Path
