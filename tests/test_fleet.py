@@ -86,6 +86,7 @@ def _series_the_monitor_exports() -> set[str]:
                       "process_cpu_share": 0.3, "clock_synced": False,
                       "disks": {"spool": {"free_bytes": 2 * 10**9, "size_bytes": 32 * 10**9, "read_only": 0}}}  # under edge run
     snap["sink_failures"] = {"webhook": 1}
+    snap["stage_ms"] = {"detect": 5.0}  # after the first frames
     snap["sinks"] = {"gpio": {**dict.fromkeys(("sent", "delivered", "queued", "spooled", "in_memory",
                                                   "dead_lettered", "dropped", "lost"), 0), "disabled": "no GPIO"}}
     body = render(lambda: snap)[0].decode()
