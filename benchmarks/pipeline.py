@@ -35,6 +35,7 @@ if __package__ in (None, ""):
 from benchmarks import common
 from benchmarks.peer import PEER_NOTE, PeerFaceFinder, PeerModel, add_peer_args, peer_or_reason
 from edge.errors import UserError
+from edge.files import no_core_dumps
 from edge.paths import check_out_folder, not_a_file
 from edge.pipeline.detectors.base import FaceDetector
 
@@ -492,6 +493,8 @@ def run(args, argv=None) -> dict:
     for v in args.video or []:  # before the models load: a typo is one line, at once
         if why := not_a_file(v):  # "is a folder, not a file", "does not exist"
             raise UserError(f"Video {v} {why}; pass --video a video file.")
+    if args.video:
+        no_core_dumps()  # as edge analyze: a crash or SIGABRT must not copy a store's recording into a core file
     if args.keep_videos:
         check_out_folder(args.keep_videos, "--keep-videos")
     if args.pin_core is not None:

@@ -229,6 +229,35 @@ def test_an_annotated_video_is_readable_by_its_owner_only(tmp_path, there_before
         os.umask(old)
     assert path.stat().st_size > 100 and stat.S_IMODE(path.stat().st_mode) == 0o600
 
+
+@pytest.mark.parametrize("given", ["the file", "a link to it"])
+def test_an_annotated_video_cannot_be_read_through_the_earlier_file_held_open(tmp_path, given, monkeypatch):
+    """An earlier preview readable by all, which another local user has open: the file was made
+    0600, emptied and written again, and that user read the whole new video through the open file."""
+    import stat
+
+    from edge.pipeline import annotate
+    from edge.pipeline.annotate import AnnotatedVideo
+
+    monkeypatch.setattr(annotate, "draw", lambda image, result, labels, roi: image)
+    target = tmp_path / "preview.mp4"
+    target.write_bytes(b"last week's preview")
+    target.chmod(0o644)
+    path = target
+    if given == "a link to it":  # the file the link names is the one written, as before
+        path = tmp_path / "link.mp4"
+        path.symlink_to(target)
+    with open(target, "rb") as other_user:
+        video = AnnotatedVideo(path, 15, ["happy"])
+        for _ in range(3):
+            video.add(np.zeros((48, 64, 3), np.uint8), None)
+        video.close()
+        assert other_user.read() == b"last week's preview"
+    assert target.stat().st_size > 100 and stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert path.is_symlink() == (given == "a link to it")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({path.name, target.name})  # no temporary file left
+
+
 def test_a_video_given_as_a_path_opens_as_one_given_as_a_str(tmp_path, astronaut_video):
     from edge.pipeline.sources import VideoFileSource
 

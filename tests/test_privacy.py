@@ -97,6 +97,28 @@ def test_edge_analyze_leaves_no_core_file_with_the_recordings_frames(tmp_path):
     assert r.stdout.splitlines()[-1] == "core limit 0"
 
 
+@pytest.mark.slow
+def test_the_pipeline_benchmark_on_a_recording_leaves_no_core_file_with_its_frames(tmp_path):
+    """`edge bench pipeline --video` runs the whole monitor on a store's recording in its own
+    process, as `edge analyze` does: a crash or SIGABRT wrote a core file of it, frames included."""
+    import cv2
+    import numpy as np
+
+    needs_core_files()
+    writer = cv2.VideoWriter(str(tmp_path / "queue.mp4"), cv2.VideoWriter_fourcc(*"mp4v"), 10, (160, 120))
+    for _ in range(5):
+        writer.write(np.full((120, 160, 3), 90, np.uint8))
+    writer.release()
+    code = ("import resource, sys\nfrom edge.cli import cli\ntry:\n    cli(sys.argv[1:])\n"
+            "finally:\n    print('core limit', resource.getrlimit(resource.RLIMIT_CORE)[0])")
+    r = subprocess.run([*UNLIMITED_CORES, sys.executable, "-c", code, "bench", "pipeline", "--video", "queue.mp4",
+                        "--runs", "1", "--warmup", "0", "--out", "out"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(REPO), "HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == "core limit 0"
+
+
 def test_doctor_never_shows_the_camera_streams_password():
     """install.sh prints `edge doctor` (into the journal, for an install at first boot), and a
     report gets pasted into tickets: the stream URL's password would hand out the camera's picture."""

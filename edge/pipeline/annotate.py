@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -74,18 +75,25 @@ def check_video_path(path: str | Path) -> None:
 
 
 def private(path: Path) -> None:
-    """The video file made, or emptied, readable by its owner only before OpenCV writes it (which
+    """The video file made new and readable by its owner only before OpenCV writes it (which
     keeps the mode): it shows customers' faces, and a umask of 022 would let every local user read it.
-    A file that cannot be made so (another user's, a folder only root may write into) is one
-    sentence, its contents untouched: it is emptied only once it is private."""
+    A file that was there is replaced, not emptied: whoever opened it while others could read it
+    would read the new video through it. A file that cannot be made private (another user's, a
+    folder only root may write into) is one sentence, its contents untouched."""
+    real = os.path.realpath(path)  # a link's file is the one written, as OpenCV follows the link
+    tmp = None
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+        fd = os.open(real, os.O_WRONLY | os.O_CREAT, 0o600)
         try:
-            os.fchmod(fd, 0o600)  # a file that was there keeps its mode through O_CREAT
-            os.ftruncate(fd, 0)
+            os.fchmod(fd, 0o600)  # a file that was there keeps its mode through O_CREAT; another user's refuses
         finally:
             os.close(fd)
+        fd, tmp = tempfile.mkstemp(prefix=f".{Path(real).name}.", dir=Path(real).parent)  # mode 0600
+        os.close(fd)
+        os.replace(tmp, real)
     except OSError as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise UserError(f"Cannot write the annotated video {path} ({exc.strerror}); choose a file of your own in a "
                         "folder you can write to.") from exc
 
