@@ -118,7 +118,7 @@ def evaluate_tflite(path: Path, others, data: Data, threads: int, calibrated: bo
 
 
 def evaluate_keras(path: Path, data: Data) -> dict:
-    from train.trainer import load_keras
+    from train.keras_io import load_keras
 
     m = load_keras(path)
     import keras

@@ -26,7 +26,7 @@ def convert(model, data, out, calibration_size, max_drop, min_agreement, float16
     from convert import quantize
     from convert.parity import markdown
     from train.cli import write_errors
-    from train.trainer import import_keras
+    from train.keras_io import import_keras
 
     import_keras()
     settings = quantize.ConvertSettings(model=model, data=data, out=out, calibration_size=calibration_size,

@@ -21,7 +21,8 @@ from edge.pipeline.cost import model_macs
 from edge.labels import LABELS
 from edge.pipeline.preprocess import CropRule
 from train.data import Split, load_dataset, train_val
-from train.trainer import load_keras, record_command, versions
+from train.keras_io import load_keras
+from train.provenance import record_command, versions
 
 FAILED_DIR = "failed"  # a conversion that fails the parity gate leaves its files here, for inspection
 

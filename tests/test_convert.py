@@ -45,7 +45,7 @@ def test_int8_agrees_with_keras(tiny_converted, tiny_run, synthetic_dataset):
 def test_parity_against_votes_that_all_tie_leaves_the_fer_plus_figures_out(tiny_converted, tiny_run, synthetic_dataset):
     """No image with a FER+ majority: the figures are left out, never NaN (not JSON)."""
     from convert.parity import parity_report
-    from train.trainer import load_keras
+    from train.keras_io import load_keras
     from train.votes import Votes
 
     val = load_dataset(synthetic_dataset, progress=False).splits["val"]

@@ -194,7 +194,7 @@ def test_pipes_given_as_inputs_are_one_sentence_each(tmp_path, cache_env):
 
     from train.evaluate import evaluate
     from train.teacher import teacher_paths
-    from train.trainer import TrainSettings, check_settings
+    from train.settings import TrainSettings, check_settings
     from train.votes import find_votes
 
     for name in ("fer2013.csv", "data", "votes.csv", "model_int8.tflite", "start.keras"):
@@ -223,7 +223,7 @@ def test_eval_of_a_pipe_named_like_a_keras_model_is_one_sentence_not_a_hang(tmp_
 
 def test_init_from_takes_a_run_folder_and_votes_names_a_folder(tmp_path):
     """A run folder was "does not exist" to --init-from (eval, convert and soup take one); so was a folder to --votes."""
-    from train.trainer import TrainSettings, check_settings
+    from train.settings import TrainSettings, check_settings
     from train.votes import find_votes
 
     (tmp_path / "run").mkdir()

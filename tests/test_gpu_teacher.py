@@ -146,7 +146,7 @@ def test_the_folder_head_share_mixes_the_two_heads(tmp_path):
 
 
 def test_the_folder_head_share_needs_a_probabilities_teacher(tmp_path, synthetic_dataset, shipped_model):
-    from train.trainer import TrainSettings, check_settings
+    from train.settings import TrainSettings, check_settings
 
     npz = _teacher_file(tmp_path / "t.npz", np.zeros((1, 48, 48), np.uint8), np.eye(7)[:1], np.eye(7)[:1])
     base = dict(data=str(synthetic_dataset), out=str(tmp_path / "run"))

@@ -87,7 +87,7 @@ def test_resume_refuses_a_teacher_changed_since_the_run_started(tmp_path, synthe
 
 
 def test_the_label_files_check_passes_the_same_bytes_and_old_records(tmp_path):
-    from train.trainer import check_label_files
+    from train.resume import check_label_files
 
     info = {"kind": "ferplus", "votes": "/v.csv", "votes_sha256": "aa",
             "teacher": {"models": ["/t.npz"], "sha256": ["bb"]}}
@@ -101,7 +101,7 @@ def test_the_label_files_check_passes_the_same_bytes_and_old_records(tmp_path):
 
 def test_the_label_files_check_sees_a_tflite_teachers_card_changed(tmp_path):
     """A .tflite teacher's card holds its temperature, which is in the probabilities it gives."""
-    from train.trainer import check_label_files
+    from train.resume import check_label_files
 
     info = {"kind": "folder", "teacher": {"models": ["/t/model_int8.tflite"], "sha256": ["bb"], "card_sha256": ["dd"]}}
     (tmp_path / "data.json").write_text(json.dumps({"labels": info}))

@@ -44,7 +44,7 @@ def test_default_architecture_fits_the_pi_budget():
 
 def test_queue_net_lite_starts_from_a_queue_net_in_every_layer_but_its_stem():
     from edge.errors import UserError
-    from train.trainer import load_matching_weights
+    from train.warm_start import load_matching_weights
 
     full, lite = (archs.build(name, 48, len(LABELS)) for name in ("queue_net", "queue_net_lite"))
     assert load_matching_weights(lite, full) == ["stem2s_sep", "stem2s_bn"]
@@ -58,7 +58,7 @@ def test_queue_net_lite_starts_from_a_queue_net_in_every_layer_but_its_stem():
 def test_queue_net_wide_grows_from_a_queue_net_lite_as_the_same_function():
     """Every layer is matched (the wider ones grown), the grown model computes what the narrow one
     did, and its new channels are not dead: they carry their own random start."""
-    from train.trainer import load_matching_weights
+    from train.warm_start import load_matching_weights
 
     lite, wide = (archs.build(name, 48, len(LABELS)) for name in ("queue_net_lite", "queue_net_wide"))
     rng = np.random.default_rng(0)
@@ -74,7 +74,7 @@ def test_queue_net_wide_grows_from_a_queue_net_lite_as_the_same_function():
     np.testing.assert_allclose(grown, narrow, rtol=1e-4, atol=1e-4)
     new_out = wide.get_layer("s3b_sep").weights[1].numpy()[..., 512:]  # pointwise kernel, new output channels
     assert np.abs(new_out).max() > 0
-    from train.trainer import _growable
+    from train.warm_start import _growable
 
     assert _growable((3, 3, 64, 144), (3, 3, 64, 128)) and _growable((576,), (512,))
     assert not _growable((5, 5, 1, 32), (3, 3, 1, 32)) and not _growable((3, 3, 64, 120), (3, 3, 64, 128))
@@ -82,7 +82,7 @@ def test_queue_net_wide_grows_from_a_queue_net_lite_as_the_same_function():
 
 def test_init_from_a_file_that_is_no_keras_model_is_one_sentence(tmp_path):
     from edge.errors import UserError
-    from train.trainer import start_from
+    from train.warm_start import start_from
 
     junk = tmp_path / "junk.keras"
     junk.write_text("not a model")
@@ -99,7 +99,7 @@ def test_a_model_without_one_row_of_probabilities_is_refused_in_one_sentence(tmp
     import keras
 
     from edge.errors import UserError
-    from train.trainer import load_keras
+    from train.keras_io import load_keras
 
     x = keras.Input((48, 48, 1))
     flat = keras.layers.Flatten()(x)
@@ -115,7 +115,7 @@ def test_a_model_of_variable_input_size_is_refused_in_one_sentence(tmp_path):
     import keras
 
     from edge.errors import UserError
-    from train.trainer import load_keras
+    from train.keras_io import load_keras
 
     x = keras.Input((None, None, 1))
     y = keras.layers.Dense(7, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
@@ -193,7 +193,7 @@ def _stopped_at_epoch(stop, settings, monkeypatch):
     """Run `settings` and interrupt it as epoch `stop` begins (its earlier epochs backed up)."""
     from train import trainer
 
-    make_sync = trainer._epoch_sync
+    make_sync = trainer.epoch_sync
 
     def stopping(keras, batches):
         class Stop(type(make_sync(keras, batches))):
@@ -204,10 +204,10 @@ def _stopped_at_epoch(stop, settings, monkeypatch):
 
         return Stop()
 
-    monkeypatch.setattr(trainer, "_epoch_sync", stopping)
+    monkeypatch.setattr(trainer, "epoch_sync", stopping)
     with pytest.raises(KeyboardInterrupt):
         trainer.run(settings)
-    monkeypatch.setattr(trainer, "_epoch_sync", make_sync)
+    monkeypatch.setattr(trainer, "epoch_sync", make_sync)
 
 
 @pytest.mark.slow
@@ -233,9 +233,9 @@ def test_interrupted_and_resumed_run_is_bit_identical_to_an_uninterrupted_one(tm
     assert (resumed / "history.csv").read_text() == (whole / "history.csv").read_text()
     import keras
 
-    from train.trainer import _val_accuracies
+    from train.resume import val_accuracies
 
-    acc = _val_accuracies(whole / "history.csv")
+    acc = val_accuracies(whole / "history.csv")
     assert acc.index(max(acc)) >= 2  # the best epoch is one the resumed run trains
     w, r = (keras.models.load_model(d / "model.keras", compile=False).get_weights() for d in (whole, resumed))
     assert all(np.array_equal(x, y) for x, y in zip(w, r))  # the same best epoch kept
@@ -269,16 +269,16 @@ def test_resumed_early_stopping_counts_on_from_the_history(tmp_path):
     """Patience runs from the best epoch in history.csv, not from the resume."""
     import keras
 
-    from train.trainer import _early_stopping
+    from train.callbacks import early_stopping
 
     (tmp_path / "history.csv").write_text("epoch,val_accuracy\n0,0.5\n1,0.75\n2,0.625\n")
-    stop = _early_stopping(keras, 2, tmp_path / "history.csv")
+    stop = early_stopping(keras, 2, tmp_path / "history.csv")
     stop.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
     stop.on_train_begin()
     assert (stop.best, stop.best_epoch, stop.wait) == (0.75, 1, 1)
     stop.on_epoch_end(3, {"val_accuracy": 0.7})
     assert stop.model.stop_training  # the uninterrupted run stops here too: two epochs without a new best
-    fresh = _early_stopping(keras, 2, None)
+    fresh = early_stopping(keras, 2, None)
     fresh.on_train_begin()
     assert fresh.best is None and fresh.wait == 0
 
@@ -358,7 +358,7 @@ def test_a_related_architecture_starts_from_a_shipped_int8_file(shipped_model):
     file (its card names its architecture), every other layer rebuilt from the file."""
     from edge.card import load_card
     from train.from_tflite import load_from_tflite
-    from train.trainer import start_from
+    from train.warm_start import start_from
 
     card = load_card(shipped_model)
     other = {"queue_net": "queue_net_lite", "queue_net_lite": "queue_net"}[card.architecture]
@@ -514,7 +514,8 @@ def test_resume_refuses_options_that_differ_from_the_saved_ones(tmp_path, synthe
 
 def test_resume_takes_the_saved_votes_file_named_through_a_symlink(tmp_path, synthetic_dataset):
     """The run saves --votes resolved: the same file typed through a symlinked folder is not 'another value'."""
-    from train.trainer import TrainSettings, resume_settings
+    from train.resume import resume_settings
+    from train.settings import TrainSettings
 
     (tmp_path / "real").mkdir()
     (tmp_path / "real" / "votes.csv").write_text("file\n")
@@ -620,7 +621,8 @@ def test_a_diverged_run_stops_at_its_first_nan_loss_and_keeps_its_folder_as_befo
                                                                                    cache_env):
     """A NaN loss used to train on to a normal report with "loss": NaN in metrics.json."""
     from edge.errors import UserError
-    from train.trainer import TrainSettings, never_trained, run
+    from train.resume import never_trained
+    from train.trainer import TrainSettings, run
 
     out = tmp_path / "run"
     s = TrainSettings(data=str(synthetic_dataset), out=str(out), arch="seed_cnn", epochs=2, batch_size=16,
@@ -638,9 +640,10 @@ def test_divergence_after_kept_epochs_points_at_them(tmp_path):
 
     import keras
 
-    from train.trainer import Diverged, TrainSettings, _stop_on_divergence, diverged_error
+    from train.callbacks import Diverged, diverged_error, stop_on_divergence
+    from train.trainer import TrainSettings
 
-    cb = _stop_on_divergence(keras)
+    cb = stop_on_divergence(keras)
     cb.on_epoch_begin(2)
     cb.on_train_batch_end(0, {"loss": 1.5})
     with pytest.raises(Diverged) as exc:
@@ -772,16 +775,17 @@ def _opens_but_fails_mid_load(good, dest):
 
 def _tiny_backup(tmp_path, fit_epochs):
     """A Dense model, its backup callback, and its weights after each of `fit_epochs` epochs."""
-    from train import trainer
+    from train import callbacks
+    from train.keras_io import import_keras
 
-    keras = trainer.import_keras()
+    keras = import_keras()
     keras.utils.set_random_seed(0)
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8), keras.layers.Dropout(0.2),
                               keras.layers.Dense(3)])
     model.compile(optimizer=keras.optimizers.Adam(), loss="mse")
     history = tmp_path / "history.csv"
     history.write_text("epoch,val_accuracy\n" + "".join(f"{e},0.5\n" for e in range(3)))
-    cb = trainer._backup(keras, tmp_path / "backup", history)
+    cb = callbacks.backup_callback(keras, tmp_path / "backup", history)
     cb.set_model(model)
     cb.set_params({"steps": 2})
     x, y = np.ones((8, 4), "float32"), np.zeros((8, 3), "float32")
@@ -1025,7 +1029,7 @@ def test_timing_survives_a_full_disk_and_a_damaged_file(tmp_path, monkeypatch, c
     import keras
 
     from edge import files
-    from train.trainer import _timing
+    from train.callbacks import timing_callback
 
     path = tmp_path / "timing.json"
     path.write_text('{"train_seconds": 12.0}')
@@ -1034,7 +1038,7 @@ def test_timing_survives_a_full_disk_and_a_damaged_file(tmp_path, monkeypatch, c
         os.write(fd, data[:3])  # part of it, then the disk is full
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    timing = _timing(keras, path)
+    timing = timing_callback(keras, path)
     timing.on_train_begin()
     monkeypatch.setattr(files, "write_all", full_disk)
     with pytest.raises(OSError):
@@ -1042,7 +1046,7 @@ def test_timing_survives_a_full_disk_and_a_damaged_file(tmp_path, monkeypatch, c
     monkeypatch.undo()
     assert json.loads(path.read_text()) == {"train_seconds": 12.0}  # the last whole record kept
     path.write_text("")  # as a version that rewrote it in place left it
-    again = _timing(keras, path)
+    again = timing_callback(keras, path)
     again.on_train_begin()  # no traceback
     err = capsys.readouterr().err
     assert err.count("WARNING") == 1 and "timing.json cannot be read" in err
@@ -1051,7 +1055,7 @@ def test_timing_survives_a_full_disk_and_a_damaged_file(tmp_path, monkeypatch, c
 
 
 def test_versions_keep_the_first_session_and_add_each_resumed_one(tmp_path):
-    from train.trainer import record_versions
+    from train.provenance import record_versions
 
     path = tmp_path / "versions.json"
     record_versions(path, resumed=False)
@@ -1071,7 +1075,7 @@ def test_versions_name_the_code_and_the_image_library(tmp_path):
 
     import cv2
 
-    from train.trainer import record_versions
+    from train.provenance import record_versions
 
     record_versions(tmp_path / "versions.json", resumed=False)
     v = json.loads((tmp_path / "versions.json").read_text())
@@ -1107,17 +1111,17 @@ def test_a_report_cut_short_leaves_no_metrics_json(tmp_path, monkeypatch):
 
 def test_history_with_a_torn_last_row_reads_the_whole_ones_and_a_bad_middle_row_is_one_sentence(tmp_path):
     from edge.errors import UserError
-    from train.trainer import _val_accuracies
+    from train.resume import val_accuracies
 
     h = tmp_path / "history.csv"
     head = "epoch,accuracy,loss,val_accuracy,val_loss\n"
     h.write_text(head + "0,0.3,1.9,0.35,1.8\n1,0.4,1.7,0.41,1.6\n2,0.45,1.")  # a crash while writing epoch 2
-    assert _val_accuracies(h) == [0.35, 0.41]
+    assert val_accuracies(h) == [0.35, 0.41]
     h.write_bytes((head + "0,0.3,1.9,0.35,1.8\n").encode() + b"\0" * 40)  # ext4 left NUL bytes there
-    assert _val_accuracies(h) == [0.35]
+    assert val_accuracies(h) == [0.35]
     h.write_text(head + "0,0.3,1.9,0.35,1.8\nxx\n2,0.45,1.5,0.47,1.4\n")
     with pytest.raises(UserError, match="line 3 is not an epoch's row"):
-        _val_accuracies(h)
+        val_accuracies(h)
 
 
 def test_a_class_no_training_target_has_is_named(tmp_path, cache_env, capsys, monkeypatch):

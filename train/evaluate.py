@@ -101,7 +101,7 @@ def evaluate(model: str | None, data: str, split: str | None = None, calibrated:
 
         runtime = clf.runtime.describe()
     elif path.suffix == ".keras":
-        from train.trainer import load_keras
+        from train.keras_io import load_keras
 
         m = load_keras(path)
         sp, name, skipped = _read_split(data, int(m.input_shape[1]), split)

@@ -48,7 +48,8 @@ def soup(out: str | Path, runs: list[str | Path]) -> Path:
     """Writes OUT/model.keras, the uniform average of the runs' weights, and OUT/soup.json."""
     import numpy as np
 
-    from train.trainer import load_keras, record_command
+    from train.keras_io import load_keras
+    from train.provenance import record_command
 
     out, runs = Path(out), [Path(r) for r in runs]
     if len(runs) < 2:

@@ -49,7 +49,7 @@ def predict(path: Path, x: np.ndarray, folder_share: float = 0.0) -> np.ndarray:
         if list(clf.labels) != list(LABELS):
             raise UserError(f"--teacher {path} predicts {', '.join(clf.labels)}, not {', '.join(LABELS)}.")
         return clf.predict_many(_resized(x, clf.card.input_size)).astype(np.float32)
-    from train.trainer import load_keras
+    from train.keras_io import load_keras
 
     m = load_keras(path)
     xs = _resized(x, int(m.input_shape[1]))

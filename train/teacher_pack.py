@@ -56,7 +56,8 @@ def decoded(blob: np.ndarray, offsets: np.ndarray) -> np.ndarray:
 def make_pack(data: str, votes: str | None, out: Path) -> dict:
     """Write the pack to out; returns the counts it holds."""
     from train.data import load_dataset, train_val
-    from train.trainer import INPUT_SIZE, TrainSettings, targets
+    from train.settings import TrainSettings
+    from train.trainer import INPUT_SIZE, targets
     from train.votes import majority_labels, read_votes
 
     ds = load_dataset(data, size=INPUT_SIZE)

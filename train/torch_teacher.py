@@ -31,7 +31,7 @@ import numpy as np
 
 from edge.files import write_atomic
 from train.data import FER2013_SIZE as SIZE
-from train.trainer import record_command
+from train.provenance import record_command
 
 HEADS = ("ferplus", "fer2013")  # what each output head learns: vote distributions, folder labels
 FOLDER_LOSS_WEIGHT = 0.5  # the folder head's share of the loss: it rides along, the votes lead
