@@ -723,7 +723,8 @@ def report_lines(s: dict) -> list[str]:
     if s["alerts"]:
         spans = ", ".join(f"{a['raised_s']:g}-{a['cleared_s']:g} s" if a["cleared_s"] is not None
                           else f"{a['raised_s']:g} s-end" for a in s["alerts"])
-        lines.append(f"The alert policy was raised {len(s['alerts'])} time{'s' if len(s['alerts']) > 1 else ''}: {spans}.")
+        times = "once" if len(s["alerts"]) == 1 else f"{len(s['alerts'])} times"
+        lines.append(f"The alert would have been raised {times}: {spans}.")
     unread = [f for f in s["failed"] if f["reason"] != NOT_AN_IMAGE]
     others = [Path(f["path"]).name for f in s["failed"] if f["reason"] == NOT_AN_IMAGE]
     if unread:
