@@ -418,7 +418,7 @@ def main(argv=None) -> int:
                     help="hours of each unhappy-period kind, 3 faces (default: %(default)s)")
     ap.add_argument("--sizes", type=common.number(), nargs="*", default=[1, 2, 4, 6],
                     help="other queue sizes, a third of the mixed hours each")
-    ap.add_argument("--sweep-hours", type=hours, default=3.0, help="hours per sweep run, calm and mixed (0: no sweep)")
+    ap.add_argument("--sweep-hours", type=hours, default=3.0, help="hours per sweep run, calm and mixed (0: no sweep, and no figure; default: 3)")
     ap.add_argument("--raise-shares", type=common.share(), nargs="+", default=[0.3, 0.4, 0.5, 0.6])
     ap.add_argument("--raise-afters", type=common.number(float, 0), nargs="+", default=[3.0, 5.0, 8.0])
     ap.add_argument("--videos", nargs="*", default=["turn", "arrive", "calm"], choices=["turn", "hide", "arrive", "calm"],
