@@ -56,6 +56,48 @@ def test_the_readmes_try_it_command_checks_the_config(tmp_path):
 
 
 @needs_promtool
+def test_the_readmes_try_it_commands_run_prometheus_and_alertmanager_on_data_in_the_folder(tmp_path):
+    """Both `To try it` lines of the README to the end, in a copy of deploy/fleet, each on a port
+    of its own (9090 and 9093 are Debian's services'): the servers become ready and keep their
+    data in the folder's data/, which git ignores."""
+    alertmanager = shutil.which("prometheus-alertmanager")
+    if not (PROMETHEUS and alertmanager):
+        pytest.skip("needs Debian's prometheus and prometheus-alertmanager")
+    readme = " ".join((FLEET.parents[1] / "README.md").read_text().split())
+    lines = {"prometheus": re.search(r"To try it.*?`(cd deploy/fleet && [^`]*)`", readme).group(1),
+             "alertmanager": re.search(r"Alertmanager, in another shell: `(cd deploy/fleet && [^`]*)`", readme).group(1)}
+    # Without these, Debian's binaries use its services' folders under /var/lib/prometheus: a
+    # user's prometheus panics there, and root's leaves files the service cannot open.
+    assert "--storage.tsdb.path=data/" in lines["prometheus"], lines["prometheus"]
+    assert "--storage.path=data/" in lines["alertmanager"], lines["alertmanager"]
+    fleet = tmp_path / "deploy" / "fleet"
+    shutil.copytree(FLEET, fleet)
+    env = {"TOKEN": TOKEN, "HOME": str(tmp_path), "PATH": f"{Path(PROMETHEUS).parent}:/usr/bin:/bin"}
+    for name, line in lines.items():
+        port = free_port()
+        own = f" --web.listen-address=127.0.0.1:{port}" + (" --cluster.listen-address=" if name == "alertmanager" else "")
+        log = tmp_path / f"{name}.log"
+        proc = subprocess.Popen(["bash", "-c", line.replace("cd deploy/fleet", f"cd {fleet}") + own],
+                                stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            deadline, ready = time.monotonic() + 60, False
+            while not ready and proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=5) as r:
+                        ready = r.status == 200
+                except OSError:
+                    time.sleep(0.3)
+            assert ready, log.read_text()[-3000:]
+            assert (fleet / "data" / name).is_dir(), sorted(p.name for p in fleet.iterdir())
+        finally:
+            os.killpg(proc.pid, 15)  # bash and the server it started
+            proc.wait(30)
+    ignored = subprocess.run(["git", "check-ignore", "deploy/fleet/data/prometheus", "deploy/fleet/data/alertmanager"],
+                             capture_output=True, text=True, cwd=FLEET.parents[1])
+    assert ignored.stdout.split() == ["deploy/fleet/data/prometheus", "deploy/fleet/data/alertmanager"], ignored
+
+
+@needs_promtool
 def test_the_example_targets_file_is_not_scraped_but_a_copy_of_it_is_valid(tmp_path):
     """The shipped example's made-up store must not be scraped (QueueMonitorDown for it); the
     README names it, and copied to targets/<store>.yml it passes promtool's check of SD files."""
