@@ -23,6 +23,7 @@ import pytest
 from edge.config import load_config
 from edge.paths import expand_path
 from tests.live_edge import METRICS_TOKEN, TOKEN, free_port
+from tests.test_sinks import receivers  # noqa: F401 - a fixture: a webhook receiver
 
 FLEET = Path(__file__).resolve().parents[1] / "deploy" / "fleet"
 PROMTOOL, PROMETHEUS = shutil.which("promtool"), shutil.which("prometheus")
@@ -455,8 +456,10 @@ def fleet_prometheus(tmp_path, stores: dict[str, list[int]]):
 @pytest.mark.slow
 @needs_promtool
 @needs_prometheus
-def test_prometheus_scrapes_two_monitors_with_store_and_checkout_labels(edge_runs, tmp_path):
-    runs = [edge_runs("till-1"), edge_runs("till-2")]
+def test_prometheus_scrapes_two_monitors_with_store_and_checkout_labels(edge_runs, receivers, tmp_path):
+    rejecting = receivers()
+    rejecting.status = 400  # till-2's webhook: its alert is rejected for good, dead-lettered at once
+    runs = [edge_runs("till-1"), edge_runs("till-2", f'[sinks.webhook]\nurl = "{rejecting.url}"\n')]
     for r in runs:
         r.wait_until(lambda s: s["frames"] > 0)
 
@@ -477,6 +480,11 @@ def test_prometheus_scrapes_two_monitors_with_store_and_checkout_labels(edge_run
         assert sorted((s["metric"]["checkout"], s["value"][1]) for s in failures) == [("1", "0"), ("2", "0")]
         free = query(port, "queue_mood_disk_free_bytes")["data"]["result"]  # the disk of each Pi's spool folder
         assert {("1", "spool"), ("2", "spool")} <= {(s["metric"]["checkout"], s["metric"]["disk"]) for s in free}
+        # a total, also once the spool is empty again (it read 0 then: QueueMonitorAlertsLost never saw it)
+        dead = wait('queue_mood_sink_dead_lettered_total{sink="webhook"}', lambda r: r and r[0]["value"][1] != "0")
+        assert [(s["metric"]["checkout"], s["value"][1]) for s in dead] == [("2", "1")], runs[1].log.read_text()[-3000:]
+        spooled = query(port, 'queue_mood_sink_spooled{sink="webhook"}')["data"]["result"]
+        assert [s["value"][1] for s in spooled] == ["0"]
 
 
 @pytest.mark.slow
