@@ -82,12 +82,12 @@ def status(port: int) -> dict | None:
 class EdgeRun:
     """`python -m edge.cli run --config ...` in the background, stopped with SIGTERM."""
 
-    def __init__(self, video: Path, workdir: Path, device: str):
+    def __init__(self, video: Path, workdir: Path, device: str, extra: str = ""):
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.config = workdir / "edge.toml"
         self.config.write_text(CONFIG.format(device=device, video=video, port=self.port, token=TOKEN, metrics_token=METRICS_TOKEN,
-                                             history=workdir / "history.sqlite"))
+                                             history=workdir / "history.sqlite") + extra)  # extra: more sections
         self.log = workdir / "edge.log"
         self.proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(self.config)],
                                      stdout=subprocess.DEVNULL, stderr=self.log.open("wb"),
@@ -118,8 +118,8 @@ class EdgeRun:
 def edge_runs(long_video, tmp_path):
     made: list[EdgeRun] = []
 
-    def start(device: str) -> EdgeRun:
-        made.append(EdgeRun(long_video, tmp_path / device, device))
+    def start(device: str, extra: str = "") -> EdgeRun:
+        made.append(EdgeRun(long_video, tmp_path / device, device, extra))
         return made[-1]
 
     yield start

@@ -23,6 +23,7 @@ import pytest
 from edge.config import load_config
 from edge.paths import expand_path
 from tests.live_edge import METRICS_TOKEN, TOKEN, free_port
+from tests.test_sinks import receivers  # noqa: F401 - a fixture: a webhook receiver
 
 FLEET = Path(__file__).resolve().parents[1] / "deploy" / "fleet"
 PROMTOOL, PROMETHEUS = shutil.which("promtool"), shutil.which("prometheus")
@@ -53,6 +54,48 @@ def test_the_readmes_try_it_command_checks_the_config(tmp_path):
                        "PATH": f"{Path(PROMTOOL).parent}:/usr/bin:/bin"})
     assert r.returncode == 0 and "SUCCESS" in r.stdout, r.stdout + r.stderr
     assert (tmp_path / "deploy" / "fleet" / "queue-mood.token").read_text().strip() == TOKEN
+
+
+@needs_promtool
+def test_the_readmes_try_it_commands_run_prometheus_and_alertmanager_on_data_in_the_folder(tmp_path):
+    """Both `To try it` lines of the README to the end, in a copy of deploy/fleet, each on a port
+    of its own (9090 and 9093 are Debian's services'): the servers become ready and keep their
+    data in the folder's data/, which git ignores."""
+    alertmanager = shutil.which("prometheus-alertmanager")
+    if not (PROMETHEUS and alertmanager):
+        pytest.skip("needs Debian's prometheus and prometheus-alertmanager")
+    readme = " ".join((FLEET.parents[1] / "README.md").read_text().split())
+    lines = {"prometheus": re.search(r"To try it.*?`(cd deploy/fleet && [^`]*)`", readme).group(1),
+             "alertmanager": re.search(r"Alertmanager, in another shell: `(cd deploy/fleet && [^`]*)`", readme).group(1)}
+    # Without these, Debian's binaries use its services' folders under /var/lib/prometheus: a
+    # user's prometheus panics there, and root's leaves files the service cannot open.
+    assert "--storage.tsdb.path=data/" in lines["prometheus"], lines["prometheus"]
+    assert "--storage.path=data/" in lines["alertmanager"], lines["alertmanager"]
+    fleet = tmp_path / "deploy" / "fleet"
+    shutil.copytree(FLEET, fleet)
+    env = {"TOKEN": TOKEN, "HOME": str(tmp_path), "PATH": f"{Path(PROMETHEUS).parent}:/usr/bin:/bin"}
+    for name, line in lines.items():
+        port = free_port()
+        own = f" --web.listen-address=127.0.0.1:{port}" + (" --cluster.listen-address=" if name == "alertmanager" else "")
+        log = tmp_path / f"{name}.log"
+        proc = subprocess.Popen(["bash", "-c", line.replace("cd deploy/fleet", f"cd {fleet}") + own],
+                                stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        try:
+            deadline, ready = time.monotonic() + 60, False
+            while not ready and proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=5) as r:
+                        ready = r.status == 200
+                except OSError:
+                    time.sleep(0.3)
+            assert ready, log.read_text()[-3000:]
+            assert (fleet / "data" / name).is_dir(), sorted(p.name for p in fleet.iterdir())
+        finally:
+            os.killpg(proc.pid, 15)  # bash and the server it started
+            proc.wait(30)
+    ignored = subprocess.run(["git", "check-ignore", "deploy/fleet/data/prometheus", "deploy/fleet/data/alertmanager"],
+                             capture_output=True, text=True, cwd=FLEET.parents[1])
+    assert ignored.stdout.split() == ["deploy/fleet/data/prometheus", "deploy/fleet/data/alertmanager"], ignored
 
 
 @needs_promtool
@@ -414,8 +457,10 @@ def fleet_prometheus(tmp_path, stores: dict[str, list[int]]):
 @pytest.mark.slow
 @needs_promtool
 @needs_prometheus
-def test_prometheus_scrapes_two_monitors_with_store_and_checkout_labels(edge_runs, tmp_path):
-    runs = [edge_runs("till-1"), edge_runs("till-2")]
+def test_prometheus_scrapes_two_monitors_with_store_and_checkout_labels(edge_runs, receivers, tmp_path):
+    rejecting = receivers()
+    rejecting.status = 400  # till-2's webhook: its alert is rejected for good, dead-lettered at once
+    runs = [edge_runs("till-1"), edge_runs("till-2", f'[sinks.webhook]\nurl = "{rejecting.url}"\n')]
     for r in runs:
         r.wait_until(lambda s: s["frames"] > 0)
 
@@ -436,6 +481,11 @@ def test_prometheus_scrapes_two_monitors_with_store_and_checkout_labels(edge_run
         assert sorted((s["metric"]["checkout"], s["value"][1]) for s in failures) == [("1", "0"), ("2", "0")]
         free = query(port, "queue_mood_disk_free_bytes")["data"]["result"]  # the disk of each Pi's spool folder
         assert {("1", "spool"), ("2", "spool")} <= {(s["metric"]["checkout"], s["metric"]["disk"]) for s in free}
+        # a total, also once the spool is empty again (it read 0 then: QueueMonitorAlertsLost never saw it)
+        dead = wait('queue_mood_sink_dead_lettered_total{sink="webhook"}', lambda r: r and r[0]["value"][1] != "0")
+        assert [(s["metric"]["checkout"], s["value"][1]) for s in dead] == [("2", "1")], runs[1].log.read_text()[-3000:]
+        spooled = query(port, 'queue_mood_sink_spooled{sink="webhook"}')["data"]["result"]
+        assert [s["value"][1] for s in spooled] == ["0"]
 
 
 @pytest.mark.slow

@@ -671,6 +671,31 @@ def test_webhook_4xx_is_dead_lettered_and_the_rest_delivered(tmp_path, receivers
     assert len([r for r in caplog.records if "rejected for good" in r.getMessage()]) == 1
 
 
+def test_dead_lettered_and_dropped_counts_outlive_an_empty_spool(tmp_path, receivers):
+    """The counters HQ's QueueMonitorAlertsLost reads are totals: an event rejected for good, or one
+    dropped from a full spool, still counts once the spool is empty again (a Spool with no events
+    is falsy; reading 0 then hid the dead letter, and the count returning with the next spooled
+    event looked to Prometheus like a reset followed by new losses)."""
+    rx = receivers()
+    rx.status = 400  # rejected for good
+    fan = Fanout([WebhookSink(url=rx.url, spool=Spool(tmp_path / "sp", cap=1), retry_min_s=0.05, retry_max_s=0.1)],
+                 flush_every_s=0.05)
+    try:
+        fan.send(ev("raised", 1))
+        assert wait_for(lambda: len(rx.requests) == 1 and fan.stats()["webhook"]["spooled"] == 0)
+        assert fan.stats()["webhook"]["dead_lettered"] == 1
+        rx.status = 503  # down: the cap of 1 drops the older of two
+        fan.send(ev("cleared", 2))
+        fan.send(ev("raised", 3))
+        assert wait_for(lambda: fan.stats()["webhook"]["dropped"] == 1)
+        rx.status = 200
+        assert wait_for(lambda: fan.stats()["webhook"]["spooled"] == 0 and rx.accepted)
+        st = fan.stats()["webhook"]
+        assert (st["dead_lettered"], st["dropped"]) == (1, 1), st
+    finally:
+        fan.close()
+
+
 @needs_mosquitto
 def test_mqtt_invalid_topic_in_spool_is_dead_lettered_and_delivery_continues(broker, subscribers, mqtt_sinks,
                                                                              tmp_path):

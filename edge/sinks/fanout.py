@@ -245,9 +245,12 @@ class Fanout:
         for w in self._workers:
             s = w.sink
             spool: Spool | None = getattr(s, "spool", None)
+            # `is None`, not truthiness: an empty Spool is falsy (len 0), and its dead and dropped
+            # counts are totals that must not fall back to 0 once it empties
+            has = spool is not None
             out[s.key] = {"queued": w.queue.qsize(), "sent": w.sent, "delivered": s.delivered,
-                          "spooled": len(spool) if spool else 0, "in_memory": spool.in_memory if spool else 0,
-                          "dead_lettered": spool.dead if spool else 0, "dropped": spool.dropped if spool else 0,
+                          "spooled": len(spool) if has else 0, "in_memory": spool.in_memory if has else 0,
+                          "dead_lettered": spool.dead if has else 0, "dropped": spool.dropped if has else 0,
                           "lost": w.lost + s.given_up, "failures": self.failures[s.key] + s.failed}
             if isinstance(s, DisabledSink):
                 out[s.key]["disabled"] = s.why
