@@ -1729,6 +1729,36 @@ def test_home_assistant_state_while_the_camera_is_down_is_unknown_not_clear():
     assert state_payload(0, 0.0, counts, False)["alert"] == "OFF"
 
 
+def test_home_assistant_remembers_a_bounded_number_of_other_instances(caplog):
+    """A second Pi of the same name gets a new instance id at each start: one restarting every few
+    minutes for months (a crash loop, the watchdog) made this Pi keep every id it ever heard.
+    Each new one is still said and answered; only the most recent ones are remembered."""
+    pytest.importorskip("paho.mqtt.client", reason="MQTT tests need the mqtt extra (paho-mqtt)")
+    from types import SimpleNamespace
+
+    from edge.sinks.homeassistant import OTHERS_KEPT, HomeAssistantSink
+
+    sink = HomeAssistantSink("127.0.0.1", 1, device_name="raspberrypi", reconnect_min_s=60, reconnect_max_s=60)
+    answered = []
+    try:
+        sink.connected = True
+        sink._client.publish = lambda topic, payload, qos=0, retain=False: answered.append(payload)
+
+        def hear(instance: bytes):
+            sink._on_message(sink._client, None, SimpleNamespace(topic=sink.topics.instance, payload=instance))
+
+        with caplog.at_level(logging.ERROR, logger="edge.sinks.homeassistant"):
+            for n in range(10 * OTHERS_KEPT):  # the other Pi restarted that often
+                hear(f"queue-mood-ha-raspberrypi-{n:06x}".encode())
+            assert len(sink._others) == OTHERS_KEPT
+            assert len(caplog.records) == len(answered) == 10 * OTHERS_KEPT  # each new one said and answered once
+            hear(f"queue-mood-ha-raspberrypi-{10 * OTHERS_KEPT - 1:06x}".encode())  # the one running now, again
+            assert len(caplog.records) == len(answered) == 10 * OTHERS_KEPT
+    finally:
+        sink.connected = False
+        sink.close()
+
+
 def test_mqtt_host_that_does_not_resolve_is_one_warning(tmp_path, caplog):
     pytest.importorskip("paho.mqtt.client", reason="MQTT tests need the mqtt extra (paho-mqtt)")
     from edge.sinks.mqtt import MqttSink
