@@ -434,6 +434,22 @@ def rss_growth_mb_per_h(samples: list[dict], key: str = "rss_mb") -> float | Non
 WORKDIR_MARK = ".queue-mood-soak"  # says a folder is a soak's, so a later --workdir may empty it
 
 
+def load_line(samples: list[dict], cores: int) -> str | None:
+    """The machine's load over the soak: the header's warning reads it only at the start, and other
+    work started later took frames from the service, which the fps and dropped columns show as if
+    the service had dropped them by itself. None for results recorded before the load was."""
+    loads = [s["load1"] for s in samples if s.get("load1") is not None]
+    if not loads:
+        return None
+    line = f"- the machine's 1-minute load average (the service's own included): {min(loads):g}-{max(loads):g} on {cores} cores"
+    busy = [s for s in samples if s.get("load1", 0) > cores]
+    if busy:
+        line += (f"; above {cores} in {len(busy)} of {len(samples)} samples (minutes {busy[0]['t_s'] / 60:.0f}-"
+                 f"{busy[-1]['t_s'] / 60:.0f}): other work competed for the CPU, so frames dropped then are not the "
+                 "service's own doing")
+    return line
+
+
 def prepare_workdir(workdir: str | None) -> Path:
     """An empty folder for the soak: a new temp one, or --workdir emptied when it is new, empty or
     an earlier soak's; any other folder (--workdir . or ~) is refused, never deleted."""
@@ -492,7 +508,8 @@ def run(args, argv) -> dict:
                 active = want
             if t >= next_sample:
                 st = svc.status() or {}
-                s = {"t_s": round(t, 1), **svc.sample(), "fps": round(st.get("fps", 0.0), 2),
+                s = {"t_s": round(t, 1), **svc.sample(), "load1": round(os.getloadavg()[0], 2),
+                     "fps": round(st.get("fps", 0.0), 2),
                      "frames": st.get("frames"), "dropped_frames": st.get("dropped_frames"),
                      "camera": st.get("camera"), "faults": sorted(active),
                      "spooled": {k: v.get("spooled") for k, v in st.get("sinks", {}).items() if v.get("spooled")}}
@@ -599,9 +616,13 @@ def markdown(r: dict) -> str:
     lines.append("## Resources (one sample a minute)\n")
     lines.append(f"- RSS growth after minute {WARMUP_MIN}: **{common.fmt(r['rss_growth_mb_per_h'])} MB/hour** "
                  "(least-squares slope)")
-    lines.append(f"- open fds: {r['fds_range']}; threads: {r['threads_range']} (min, max)\n")
-    lines.append(common.md_table(["minute", "RSS MB", "fds", "threads", "fps", "dropped", "camera", "faults", "spooled"],
-                                 [[f"{s['t_s'] / 60:.1f}", s["rss_mb"], s["fds"], s["threads"], s["fps"],
+    lines.append(f"- open fds: {r['fds_range']}; threads: {r['threads_range']} (min, max)")
+    if load := load_line(r["samples"], r["machine"]["cores"]["usable"]):
+        lines.append(load)
+    lines.append("")
+    lines.append(common.md_table(["minute", "RSS MB", "fds", "threads", "load", "fps", "dropped", "camera", "faults",
+                                  "spooled"],
+                                 [[f"{s['t_s'] / 60:.1f}", s["rss_mb"], s["fds"], s["threads"], s.get("load1", "-"), s["fps"],
                                    s["dropped_frames"], s["camera"], ", ".join(s["faults"]) or "-",
                                    ", ".join(f"{k} {v}" for k, v in s["spooled"].items()) or "-"]
                                   for s in r["samples"]]))

@@ -914,6 +914,19 @@ def test_soak_schedule_and_rss_fit():
     assert rss_growth_mb_per_h(growing[:WARMUP_MIN + 2]) is None  # too few points after warm-up
 
 
+def test_the_soak_says_when_other_work_loaded_the_machine_during_the_run():
+    """The header warned of load only at the start: audits started later halved the service's
+    frame rate and the table showed thousands of dropped frames as if they were the service's."""
+    from benchmarks.soak import load_line
+
+    quiet = [{"t_s": 60.0 * m, "load1": 1.1} for m in range(5)]
+    busy = quiet[:2] + [{"t_s": 60.0 * m, "load1": 6.5} for m in (2, 3)] + quiet[4:]
+    assert load_line(quiet, 2) == ("- the machine's 1-minute load average (the service's own included): 1.1-1.1 "
+                                   "on 2 cores")
+    assert "above 2 in 2 of 5 samples (minutes 2-3): other work competed" in load_line(busy, 2)
+    assert load_line([{"t_s": 0.0, "rss_mb": 90.0}], 2) is None  # results from before the load was recorded
+
+
 def test_memtrace_into_a_folder_is_one_line_before_the_command_starts(tmp_path):
     """It was an IsADirectoryError traceback."""
     r = subprocess.run([sys.executable, "benchmarks/memtrace.py", str(tmp_path), "--", "config"],
