@@ -79,6 +79,29 @@ def test_flicker_inside_the_band_never_clears():
     assert events == [(1.0, "raised")]
 
 
+def test_the_thresholds_are_at_or_above_to_raise_and_below_to_clear():
+    """One unhappy face of two is a share of exactly 0.5: raise_share = 0.5 raises on it; a share
+    exactly at clear_share is not below it, so it does not clear."""
+    p = AlertPolicy(AlertConfig(raise_share=0.5, clear_share=0.25, raise_after_s=1, clear_after_s=1, min_faces=2))
+    assert replay(p, [(3, 0.5, 2), (5, 0.25, 4), (2, 0.0, 4)]) == [(1.0, "raised"), (9.0, "cleared")]
+
+
+def test_each_timer_starts_when_its_own_condition_does():
+    """The clear timer starts after the raise, not when the raise timer began: a queue calm
+    right after the raise still needs clear_after_s; likewise a new raise after the clear."""
+    p = AlertPolicy(AlertConfig(raise_share=0.5, clear_share=0.3, raise_after_s=5, clear_after_s=4, min_faces=1, cooldown_s=0))
+    assert replay(p, [(5.5, 0.9, 2), (4.5, 0.0, 2), (6, 0.9, 2)]) == [(5.0, "raised"), (9.5, "cleared"), (15.0, "raised")]
+
+
+def test_the_cooldown_ends_exactly_cooldown_s_after_the_clear():
+    """Clear at 7, cooldown 30 s: the raise timer may start at 37.0 (and held_back_s says so
+    until then, not at 37.0 itself)."""
+    p = AlertPolicy(AlertConfig(raise_share=0.5, clear_share=0.3, raise_after_s=0, clear_after_s=2, min_faces=1, cooldown_s=30))
+    assert replay(p, [(5, 0.9, 2), (5, 0.0, 2)]) == [(0.0, "raised"), (7.0, "cleared")]
+    assert p.held_back_s(36.5, 0.9, 2) == pytest.approx(0.5) and p.held_back_s(37.0, 0.9, 2) is None
+    assert p.update(36.5, 0.9, 2) is None and p.update(37.0, 0.9, 2) == "raised"
+
+
 def test_tracker_keeps_ids_and_expires_after_gap():
     tr = Tracker(TrackingConfig(iou_match=0.3, max_gap_s=1.0, smooth_s=0.5, min_hits=2))
     p = np.eye(7, dtype=np.float32)
