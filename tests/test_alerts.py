@@ -8,7 +8,7 @@ from edge.pipeline.alerts import AlertPolicy
 from edge.pipeline.geometry import BBox
 from edge.labels import LABELS
 from edge.pipeline.mood import BASELINE_WARMUP_S, MAX_STEP_S, Baseline, MoodWindow
-from edge.pipeline.tracking import Tracker
+from edge.pipeline.tracking import Track, Tracker
 
 
 def replay(policy, timeline, step_s=0.5):
@@ -242,6 +242,100 @@ def test_a_face_counts_only_after_being_seen_steadily():
         faces.append(mw.update(i * 0.1, tr.update(i * 0.1, boxes, [onehot("sad")] * len(boxes))).faces)
     assert faces[:20] == [0] * 20 and faces[-1] == 1
 
+
+def test_the_seen_and_vote_guards_count_a_face_at_exactly_their_thresholds():
+    """At least min_seen_s, at least min_seen_share of the frames, at least min_confidence sure."""
+    mw = MoodWindow(list(LABELS), mood_cfg(min_seen_s=1.0, min_seen_share=0.7, min_confidence=0.5))
+    p = 0.5 * onehot("sad") + 0.25 * onehot("neutral") + 0.25 * onehot("happy")
+    steady = Track(1, BBox(0, 0, 50, 50), p, first_t_s=0.0, last_t_s=1.0, hits=7, frames=10)
+    flickery = Track(2, BBox(300, 0, 50, 50), p, first_t_s=0.0, last_t_s=1.0, hits=6, frames=10)
+    mood = mw.update(1.0, [steady, flickery])
+    assert mood.faces == 1 and mood.negative == 1.0
+
+
+def test_the_change_score_is_the_rise_over_0_4_and_never_below_zero():
+    """A rise of 0.4 is a fully unhappy face (README), so a rise of 0.2 scores 0.5; a face calmer
+    than its own level scores 0, so it does not cancel out another face's rise."""
+    tr = Tracker(TrackingConfig(min_hits=1, smooth_s=0.0))
+    mw = MoodWindow(list(LABELS), mood_cfg(score="change", min_seen_s=1.0))
+    boxes = [BBox(0, 0, 50, 50), BBox(300, 0, 50, 50)]
+    for i in range(6):  # both at 0.3 until they count
+        mw.update(i * 0.2, tr.update(i * 0.2, boxes, [neg_probs(0.3)] * 2))
+    mood = mw.update(1.2, tr.update(1.2, boxes, [neg_probs(0.5), neg_probs(0.0)]))
+    assert mood.faces == 2 and mood.negative == pytest.approx(0.5, abs=1e-5)
+
+
+def test_a_face_missed_in_a_frame_before_it_counts_keeps_its_own_level_with_refind_off():
+    """keep_s (the tracker's refind_s) may be 0: the own level is still kept for window_s, so a
+    face the detector misses for a moment is compared with how it looked when it arrived."""
+    mw = MoodWindow(list(LABELS), mood_cfg(score="change", min_seen_s=1.0), keep_s=0.0)
+    face = Track(1, BBox(0, 0, 50, 50), neg_probs(0.0), first_t_s=0.0, last_t_s=0.0)
+    mw.update(0.0, [face])
+    mw.update(0.5, [])  # not detected in this frame
+    face.probs, face.last_t_s = neg_probs(0.4), 1.0
+    mood = mw.update(1.0, [face])  # own level (0.0 + 0.4) / 2: a rise of 0.2
+    assert mood.faces == 1 and mood.negative == pytest.approx(0.5, abs=1e-5)
+
+
+def test_the_baseline_is_used_after_2_minutes_of_calm_queue():
+    """docs/alerts.md: the camera's usual level is used after 2 min of calm queue time."""
+    b = Baseline(tau_s=600.0)
+    for i in range(120):
+        b.update(float(i), 0.2, True)
+    assert b.learned_s == 119.0 and not b.ready
+    b.update(120.0, 0.2, True)
+    assert b.learned_s == 120.0 and b.ready
+
+def test_the_own_level_is_the_first_seconds_and_stays_so_while_the_face_is_followed():
+    """A face that turns unhappy and stays so keeps scoring 1, also after a stretch in which it
+    was detected too seldom to count: its own level is how it looked until it first counted,
+    not a running mean that would follow it."""
+    mw = MoodWindow(list(LABELS), mood_cfg(score="change", min_seen_s=1.0, min_seen_share=0.7))
+    face = Track(1, BBox(0, 0, 50, 50), None, first_t_s=0.0, last_t_s=0.0)
+
+    def seen(t, p_negative, share=1.0):
+        face.probs, face.last_t_s, face.hits, face.frames = neg_probs(p_negative), t, round(share * 10), 10
+        return mw.update(t, [face])
+
+    for i in range(6):  # counts from 1 s on, at its own level 0.1
+        seen(i * 0.2, 0.1)
+    for i in range(6, 16):  # turns unhappy, and is detected in half the frames for a while
+        seen(i * 0.2, 0.5, share=0.5)
+    for i in range(16, 60):
+        mood = seen(i * 0.2, 0.5)
+    assert mood.faces == 1 and mood.negative == pytest.approx(1.0)
+
+
+def test_a_face_and_its_own_level_stay_exactly_window_s_after_it_was_last_seen():
+    mw = MoodWindow(list(LABELS), mood_cfg(score="change", min_seen_s=1.0))  # window_s 5
+    counted = Track(1, BBox(0, 0, 50, 50), neg_probs(0.0), first_t_s=-1.0, last_t_s=0.0)
+    arriving = Track(2, BBox(300, 0, 50, 50), neg_probs(0.0), first_t_s=0.0, last_t_s=0.0)
+    assert mw.update(0.0, [counted, arriving]).faces == 1
+    assert mw.update(5.0, []).faces == 1
+    arriving.probs, arriving.last_t_s = neg_probs(0.4), 5.2
+    mood = mw.update(5.2, [arriving])  # own level (0.0 + 0.4) / 2: a rise of 0.2
+    assert mood.faces == 1 and mood.negative == pytest.approx(0.5, abs=1e-5)
+
+
+def test_the_camera_baseline_waits_for_its_warm_up_adds_to_the_own_scores_caps_at_1_and_learns_when_calm():
+    mw = MoodWindow(list(LABELS), mood_cfg(score="change", baseline_rise=0.2))
+    faces = {k: Track(k, BBox(300 * k, 0, 50, 50), None, first_t_s=0.0, last_t_s=0.0) for k in (1, 2, 3, 4)}
+
+    def frame(t, p_negative, calm=True):
+        for k, p in p_negative.items():
+            faces[k].probs, faces[k].last_t_s = neg_probs(p), t
+        return mw.update(t, [faces[k] for k in p_negative], calm)
+
+    # before the usual level is learned, a queue at 0.3 is not "0.3 above" anything
+    assert frame(0.0, {1: 0.3, 2: 0.3}).negative == 0.0
+    for t in range(1, 121):
+        frame(float(t), {1: 0.3, 2: 0.3})
+    assert mw.baseline.ready and mw.baseline.level == pytest.approx(0.3)
+    # one face rose by 0.4 (score 1), one calmed down: 0.05 above usual adds nothing to that 1
+    assert frame(121.0, {1: 0.7, 2: 0.0}, calm=False).negative == pytest.approx(1.0)
+    # two people who arrive at 0.9, three times baseline_rise above usual: a share of 1, not 3
+    assert frame(130.0, {3: 0.9, 4: 0.9}, calm=False).negative_share == pytest.approx(1.0)
+    assert mw.baseline.level == pytest.approx(0.3, abs=1e-6)  # an alert raised: nothing learned
 
 def flicker_frames(n: int, rate: float, burst: int, seed: int):
     """Frames in which a flickering spot is detected: bursts of `burst` frames, `rate` of all frames."""
