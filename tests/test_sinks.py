@@ -141,6 +141,7 @@ def test_spool_dead_letter_folder_keeps_the_newest_cap_events(tmp_path, caplog):
     dead = sorted(p.stem for p in (tmp_path / "sp" / "dead").glob("*.json"))
     assert dead == ids[2:] and sp.dead == 5 and len(sp) == 0  # was: all 5, growing without end
     assert caplog.text.count("removed the 1 oldest") == 2
+    assert caplog.text.count("the dead-letter folder keeps") == 2  # not at the 3rd, which filled it
 
 
 def test_spool_dead_letters_an_event_held_in_memory_as_its_files_are_written(tmp_path, monkeypatch):
@@ -237,6 +238,8 @@ def test_spool_completes_a_short_write_or_keeps_no_partial_file(tmp_path, monkey
 
 
 def test_spool_keeps_a_file_it_cannot_read_now_and_reads_it_later(tmp_path, monkeypatch, caplog):
+    from edge.sinks import spool as spool_module
+
     sp = Spool(tmp_path / "sp")
     for n in range(3):
         sp.put({"n": n})
@@ -253,6 +256,14 @@ def test_spool_keeps_a_file_it_cannot_read_now_and_reads_it_later(tmp_path, monk
     assert len(list((tmp_path / "sp").glob("*.json"))) == 3 and len(sp) == 3  # was: all 3 deleted as corrupt
     assert [item["n"] for _, item in sp.pending()] == [0, 1, 2]
     assert caplog.text.count("Too many open files") == 1  # one line, not one per try
+    # later, the same cause again for the first file: said again, and held for a new UNREADABLE_HOLD_S
+    monkeypatch.setattr(spool_module, "UNREADABLE_HOLD_S", 0.2)
+    time.sleep(0.25)
+    first = sp._ids[0]
+    monkeypatch.setattr(Path, "read_bytes", lambda self: out_of_descriptors(self) if self.stem == first else real_read(self))
+    with caplog.at_level(logging.WARNING):
+        assert list(sp.pending()) == []
+    assert caplog.text.count("Too many open files") == 2
 
 
 def test_a_file_unreadable_for_long_stops_holding_up_the_events_behind_it(tmp_path, monkeypatch, caplog):
