@@ -413,6 +413,58 @@ def test_the_next_person_at_the_same_spot_starts_a_new_track():
     assert ids(noisy_a / np.linalg.norm(noisy_a)) == [1]
 
 
+def test_a_track_counts_as_a_person_once_confirmed_and_classified():
+    tr = Tracker(TrackingConfig(min_hits=2))
+    boxes = [BBox(0, 0, 50, 50), BBox(300, 0, 50, 50)]
+    tr.update(0.0, boxes, [onehot("sad"), None])
+    assert Tracker.counted(tr.seen) == []  # one detection of min_hits 2
+    tr.update(0.2, boxes, [None, None])
+    assert [t.id for t in Tracker.counted(tr.seen)] == [1]  # the other has no prediction yet
+
+def test_a_prediction_stamped_before_the_last_one_does_not_move_the_smoothed_state():
+    """A video whose timestamps step back: the weight 1 - exp(-dt / smooth_s) of a negative dt
+    would be negative, and the probabilities with it."""
+    tr = Tracker(TrackingConfig(min_hits=1, smooth_s=0.5))
+    tr.update(1.0, [BBox(0, 0, 50, 50)], [onehot("happy")])
+    seen = tr.update(0.5, [BBox(0, 0, 50, 50)], [onehot("sad")])
+    assert np.allclose(seen[0].probs, onehot("happy"))
+
+def test_each_detection_goes_to_the_track_it_overlaps_most_and_each_track_to_one_detection():
+    """Greedy matching, best overlaps first: two people side by side keep their tracks; a second
+    detection on one person starts a new track; a box that overlaps no track starts a new one;
+    a fast mover whose centre lies inside the track's box continues it."""
+    def ids(first, then, iou_match=0.3):
+        tr = Tracker(TrackingConfig(iou_match=iou_match, min_hits=1))
+        tr.update(0.0, first, [None] * len(first))
+        tr.update(0.2, then, [None] * len(then))
+        return tr.last_ids
+
+    a, b = BBox(100, 100, 80, 80), BBox(160, 100, 80, 80)
+    # side by side: each detection overlaps its own person (IoU 0.88) and the other a little (0.10, 0.18)
+    assert ids([a, b], [BBox(105, 100, 80, 80), BBox(165, 100, 80, 80)], iou_match=0.1) == [1, 2]
+    assert ids([a], [BBox(102, 100, 80, 80), BBox(130, 100, 80, 80)]) == [1, 2]  # IoU 0.95 and 0.45
+    assert ids([a], [BBox(400, 100, 80, 80)]) == [2]  # no overlap
+    assert ids([a], [BBox(140, 110, 30, 30)]) == [1]  # IoU 0.14, its centre inside the track's box
+    assert ids([a], [BBox(170, 110, 20, 20)]) == [1]  # its centre on the box's edge counts as inside
+    assert ids([BBox(0, 0, 10, 10)], [BBox(6, 0, 10, 10)], iou_match=0.25) == [1]  # IoU exactly iou_match
+
+
+def test_the_look_is_checked_from_a_gap_of_1_s_and_min_look_similarity_alike_continues():
+    """README: after a gap of 1 s or more a detection continues a track only if its look matches."""
+    spot = BBox(200, 100, 80, 88)
+    a, other, half = np.eye(4)[0], np.eye(4)[1], np.full(4, 0.5)  # a @ half is 0.5 exactly
+
+    def ids(gap_s, look, min_look_similarity=0.5):
+        tr = Tracker(TrackingConfig(max_gap_s=3.0, min_hits=1, min_look_similarity=min_look_similarity))
+        tr.update(0.0, [spot], [None], [a])
+        tr.update(gap_s, [spot], [None], [look])
+        return tr.last_ids
+
+    assert ids(0.75, other) == [1]  # shorter gaps are not checked
+    assert ids(1.0, other) == [2]
+    assert ids(1.0, half) == [1]
+    assert ids(1.0, -a, min_look_similarity=0.0) == [1]  # 0 is off: looks (mean removed) can be opposite
+
 def test_looks_tell_faces_apart_through_camera_jitter(fer_faces):
     """preprocess.look on real faces: the same face in two jittered camera views is more alike
     than two different faces, for most faces."""
@@ -452,20 +504,62 @@ def test_a_person_hidden_longer_than_max_gap_keeps_their_track_when_they_come_ba
     """Hidden for 8 s (their phone, someone in front): the face that comes back at the same spot
     looking like them is a new track for REFIND_AFTER_S, then continues the old one; someone
     else there, the same person across the frame, or after refind_s stays a new track."""
-    from edge.pipeline.tracking import REFIND_AFTER_S
-
     other = np.random.default_rng(2).normal(size=324)
     other /= np.linalg.norm(other)
     with caplog.at_level("DEBUG", logger="edge.tracking"):
         ids, tr = hidden_and_back(lambda a: a)
     assert "track #2 is #1 back after 8.0 s out of sight (looks 1.00 alike)" in caplog.text  # edge run -v shows it
-    settle = int(REFIND_AFTER_S / 0.2)
+    settle = 5  # over their first second back (README), at 0.2-s frames
     assert ids[:settle] == [2] * settle and ids[settle:] == [1] * (10 - settle)
     assert tr.tracks[1].first_t_s == 0.0 and 2 not in tr.tracks and not tr.lost
+    assert tr.tracks[1].hits == tr.tracks[1].frames == 30  # detected in every frame it was followed
     assert hidden_and_back(lambda a: other)[0] == [2] * 10  # someone else took the spot
     assert hidden_and_back(lambda a: a, near=False)[0] == [2] * 10  # a look-alike elsewhere
     assert hidden_and_back(lambda a: a, hidden_s=25.0)[0] == [2] * 10  # gone too long
     assert hidden_and_back(lambda a: a, refind_s=0.0)[0] == [2] * 10  # refind off
+    assert hidden_and_back(lambda a: a, refind_s=8.5)[0] == [2] * 10  # gone for good during its first second back
+
+
+@pytest.mark.parametrize("classified_back", [False, True])
+def test_a_person_back_keeps_their_mood_until_classified_again(classified_back):
+    """The refound track takes the newcomer's prediction if it has one, else keeps the person's
+    last one (still in the mood); its count of predictions adds up (the schedule's turns)."""
+    a, spot = np.eye(4)[0], BBox(200, 100, 80, 88)
+    tr = Tracker(TrackingConfig(max_gap_s=3.0, min_hits=1, refind_s=20.0, smooth_s=0.0))
+    for i in range(5):
+        tr.update(i * 0.2, [spot], [onehot("sad")], [a])
+    for i in range(6):  # back after 4.2 s; continues track 1 after its first second
+        tr.update(5.0 + i * 0.2, [spot], [onehot("happy") if classified_back and i == 0 else None], [a])
+    person = tr.tracks[1]
+    assert tr.last_ids == [1] and LABELS[person.top] == ("happy" if classified_back else "sad")
+    assert person.classified == 5 + classified_back
+
+
+def test_one_odd_look_does_not_change_who_a_track_looks_like():
+    tr = Tracker(TrackingConfig(min_hits=1))
+    a, b = np.eye(4)[0], np.eye(4)[1]
+    tr.update(0.0, [BBox(0, 0, 50, 50)], [None], [a])
+    tr.update(0.2, [BBox(0, 0, 50, 50)], [None], [b])
+    assert tr.tracks[1].look @ a > tr.tracks[1].look @ b > 0
+
+def test_someone_back_a_little_to_the_side_is_near_where_they_were():
+    """Near a lost track: overlapping its last box (IoU >= iou_match), or the centre inside it."""
+    a = np.eye(4)[0]
+    tr = Tracker(TrackingConfig(max_gap_s=3.0, min_hits=1, refind_s=20.0))
+    for i in range(5):
+        tr.update(i * 0.2, [BBox(200, 100, 80, 88)], [None], [a])
+    for i in range(6):  # IoU 0.32 with where they were, the centre 1 px outside that box
+        tr.update(5.0 + i * 0.2, [BBox(241, 100, 80, 88)], [None], [a])
+    assert tr.last_ids == [1]
+
+def test_only_a_confirmed_track_is_kept_aside_for_refind():
+    """With min_hits above 1, a detection that never became a person is not someone to come back."""
+    a = np.eye(4)[0]
+    tr = Tracker(TrackingConfig(max_gap_s=3.0, min_hits=3, refind_s=20.0))
+    tr.update(0.0, [BBox(200, 100, 80, 88)], [None], [a])
+    for i in range(10):
+        tr.update(5.0 + i * 0.2, [BBox(200, 100, 80, 88)], [None], [a])
+    assert tr.last_ids == [2] and not tr.lost
 
 
 def test_a_person_who_comes_back_is_compared_with_their_own_level():
@@ -517,8 +611,9 @@ def test_a_newcomer_taken_for_someone_back_is_not_counted_twice():
 
 
 def test_people_are_counted_without_keeping_every_id():
-    """edge run's people count over months: 500 people one after another at one spot, one of
-    them hidden for 8 s and back: 500 counted, and the ids remembered stay few."""
+    """edge run's people count over months: 500 people one after another at one spot, two of
+    them hidden for 8 s and back (the second while the ids remembered are thinned out: a lost
+    person's id is kept): 500 counted, and the ids remembered stay few."""
     from edge.pipeline.tracking import PeopleCount
 
     rng = np.random.default_rng(3)
@@ -528,8 +623,8 @@ def test_people_are_counted_without_keeping_every_id():
     for person in range(500):
         look = rng.normal(size=324)
         look /= np.linalg.norm(look)
-        hidden = (t + 2.0, t + 10.0) if person == 7 else (0.0, 0.0)
-        end = t + (14.0 if person == 7 else 4.0)
+        hidden = (t + 2.0, t + 10.0) if person in (7, 68) else (0.0, 0.0)
+        end = t + (14.0 if person in (7, 68) else 4.0)
         while t < end:
             boxes = [] if hidden[0] <= t < hidden[1] else [spot]
             tracks = tr.update(t, boxes, [None] * len(boxes), [look] * len(boxes))
@@ -538,3 +633,14 @@ def test_people_are_counted_without_keeping_every_id():
             t += 0.2
         t += 5.0  # the spot stays empty: the next person is a new track
     assert people.count == 500 and most < 100
+
+
+def test_someone_back_before_their_new_track_was_confirmed_is_still_counted_once():
+    from edge.pipeline.tracking import PeopleCount
+
+    a, spot = np.eye(4)[0], BBox(200, 100, 80, 88)
+    tr, people = Tracker(TrackingConfig(max_gap_s=3.0, min_hits=10, refind_s=20.0)), PeopleCount()
+    for t in [i * 0.2 for i in range(20)] + [12.0 + i * 0.2 for i in range(10)]:  # hidden for 8 s
+        tracks = tr.update(t, [spot], [None], [a])
+        people.update(tr, tracks, tr.refound)
+    assert tr.last_ids == [1] and people.count == 1
