@@ -8,7 +8,7 @@ from edge.pipeline.alerts import AlertPolicy
 from edge.pipeline.geometry import BBox
 from edge.labels import LABELS
 from edge.pipeline.mood import BASELINE_WARMUP_S, MAX_STEP_S, Baseline, MoodWindow
-from edge.pipeline.tracking import Tracker
+from edge.pipeline.tracking import Track, Tracker
 
 
 def replay(policy, timeline, step_s=0.5):
@@ -77,6 +77,29 @@ def test_flicker_inside_the_band_never_clears():
     p = AlertPolicy(AlertConfig(raise_share=0.6, clear_share=0.2, raise_after_s=1, clear_after_s=3, min_faces=1))
     events = replay(p, [(2, 0.8, 2)] + [(1, 0.1, 2), (1, 0.5, 2)] * 10)
     assert events == [(1.0, "raised")]
+
+
+def test_the_thresholds_are_at_or_above_to_raise_and_below_to_clear():
+    """One unhappy face of two is a share of exactly 0.5: raise_share = 0.5 raises on it; a share
+    exactly at clear_share is not below it, so it does not clear."""
+    p = AlertPolicy(AlertConfig(raise_share=0.5, clear_share=0.25, raise_after_s=1, clear_after_s=1, min_faces=2))
+    assert replay(p, [(3, 0.5, 2), (5, 0.25, 4), (2, 0.0, 4)]) == [(1.0, "raised"), (9.0, "cleared")]
+
+
+def test_each_timer_starts_when_its_own_condition_does():
+    """The clear timer starts after the raise, not when the raise timer began: a queue calm
+    right after the raise still needs clear_after_s; likewise a new raise after the clear."""
+    p = AlertPolicy(AlertConfig(raise_share=0.5, clear_share=0.3, raise_after_s=5, clear_after_s=4, min_faces=1, cooldown_s=0))
+    assert replay(p, [(5.5, 0.9, 2), (4.5, 0.0, 2), (6, 0.9, 2)]) == [(5.0, "raised"), (9.5, "cleared"), (15.0, "raised")]
+
+
+def test_the_cooldown_ends_exactly_cooldown_s_after_the_clear():
+    """Clear at 7, cooldown 30 s: the raise timer may start at 37.0 (and held_back_s says so
+    until then, not at 37.0 itself)."""
+    p = AlertPolicy(AlertConfig(raise_share=0.5, clear_share=0.3, raise_after_s=0, clear_after_s=2, min_faces=1, cooldown_s=30))
+    assert replay(p, [(5, 0.9, 2), (5, 0.0, 2)]) == [(0.0, "raised"), (7.0, "cleared")]
+    assert p.held_back_s(36.5, 0.9, 2) == pytest.approx(0.5) and p.held_back_s(37.0, 0.9, 2) is None
+    assert p.update(36.5, 0.9, 2) is None and p.update(37.0, 0.9, 2) == "raised"
 
 
 def test_tracker_keeps_ids_and_expires_after_gap():
@@ -220,6 +243,100 @@ def test_a_face_counts_only_after_being_seen_steadily():
     assert faces[:20] == [0] * 20 and faces[-1] == 1
 
 
+def test_the_seen_and_vote_guards_count_a_face_at_exactly_their_thresholds():
+    """At least min_seen_s, at least min_seen_share of the frames, at least min_confidence sure."""
+    mw = MoodWindow(list(LABELS), mood_cfg(min_seen_s=1.0, min_seen_share=0.7, min_confidence=0.5))
+    p = 0.5 * onehot("sad") + 0.25 * onehot("neutral") + 0.25 * onehot("happy")
+    steady = Track(1, BBox(0, 0, 50, 50), p, first_t_s=0.0, last_t_s=1.0, hits=7, frames=10)
+    flickery = Track(2, BBox(300, 0, 50, 50), p, first_t_s=0.0, last_t_s=1.0, hits=6, frames=10)
+    mood = mw.update(1.0, [steady, flickery])
+    assert mood.faces == 1 and mood.negative == 1.0
+
+
+def test_the_change_score_is_the_rise_over_0_4_and_never_below_zero():
+    """A rise of 0.4 is a fully unhappy face (README), so a rise of 0.2 scores 0.5; a face calmer
+    than its own level scores 0, so it does not cancel out another face's rise."""
+    tr = Tracker(TrackingConfig(min_hits=1, smooth_s=0.0))
+    mw = MoodWindow(list(LABELS), mood_cfg(score="change", min_seen_s=1.0))
+    boxes = [BBox(0, 0, 50, 50), BBox(300, 0, 50, 50)]
+    for i in range(6):  # both at 0.3 until they count
+        mw.update(i * 0.2, tr.update(i * 0.2, boxes, [neg_probs(0.3)] * 2))
+    mood = mw.update(1.2, tr.update(1.2, boxes, [neg_probs(0.5), neg_probs(0.0)]))
+    assert mood.faces == 2 and mood.negative == pytest.approx(0.5, abs=1e-5)
+
+
+def test_a_face_missed_in_a_frame_before_it_counts_keeps_its_own_level_with_refind_off():
+    """keep_s (the tracker's refind_s) may be 0: the own level is still kept for window_s, so a
+    face the detector misses for a moment is compared with how it looked when it arrived."""
+    mw = MoodWindow(list(LABELS), mood_cfg(score="change", min_seen_s=1.0), keep_s=0.0)
+    face = Track(1, BBox(0, 0, 50, 50), neg_probs(0.0), first_t_s=0.0, last_t_s=0.0)
+    mw.update(0.0, [face])
+    mw.update(0.5, [])  # not detected in this frame
+    face.probs, face.last_t_s = neg_probs(0.4), 1.0
+    mood = mw.update(1.0, [face])  # own level (0.0 + 0.4) / 2: a rise of 0.2
+    assert mood.faces == 1 and mood.negative == pytest.approx(0.5, abs=1e-5)
+
+
+def test_the_baseline_is_used_after_2_minutes_of_calm_queue():
+    """docs/alerts.md: the camera's usual level is used after 2 min of calm queue time."""
+    b = Baseline(tau_s=600.0)
+    for i in range(120):
+        b.update(float(i), 0.2, True)
+    assert b.learned_s == 119.0 and not b.ready
+    b.update(120.0, 0.2, True)
+    assert b.learned_s == 120.0 and b.ready
+
+def test_the_own_level_is_the_first_seconds_and_stays_so_while_the_face_is_followed():
+    """A face that turns unhappy and stays so keeps scoring 1, also after a stretch in which it
+    was detected too seldom to count: its own level is how it looked until it first counted,
+    not a running mean that would follow it."""
+    mw = MoodWindow(list(LABELS), mood_cfg(score="change", min_seen_s=1.0, min_seen_share=0.7))
+    face = Track(1, BBox(0, 0, 50, 50), None, first_t_s=0.0, last_t_s=0.0)
+
+    def seen(t, p_negative, share=1.0):
+        face.probs, face.last_t_s, face.hits, face.frames = neg_probs(p_negative), t, round(share * 10), 10
+        return mw.update(t, [face])
+
+    for i in range(6):  # counts from 1 s on, at its own level 0.1
+        seen(i * 0.2, 0.1)
+    for i in range(6, 16):  # turns unhappy, and is detected in half the frames for a while
+        seen(i * 0.2, 0.5, share=0.5)
+    for i in range(16, 60):
+        mood = seen(i * 0.2, 0.5)
+    assert mood.faces == 1 and mood.negative == pytest.approx(1.0)
+
+
+def test_a_face_and_its_own_level_stay_exactly_window_s_after_it_was_last_seen():
+    mw = MoodWindow(list(LABELS), mood_cfg(score="change", min_seen_s=1.0))  # window_s 5
+    counted = Track(1, BBox(0, 0, 50, 50), neg_probs(0.0), first_t_s=-1.0, last_t_s=0.0)
+    arriving = Track(2, BBox(300, 0, 50, 50), neg_probs(0.0), first_t_s=0.0, last_t_s=0.0)
+    assert mw.update(0.0, [counted, arriving]).faces == 1
+    assert mw.update(5.0, []).faces == 1
+    arriving.probs, arriving.last_t_s = neg_probs(0.4), 5.2
+    mood = mw.update(5.2, [arriving])  # own level (0.0 + 0.4) / 2: a rise of 0.2
+    assert mood.faces == 1 and mood.negative == pytest.approx(0.5, abs=1e-5)
+
+
+def test_the_camera_baseline_waits_for_its_warm_up_adds_to_the_own_scores_caps_at_1_and_learns_when_calm():
+    mw = MoodWindow(list(LABELS), mood_cfg(score="change", baseline_rise=0.2))
+    faces = {k: Track(k, BBox(300 * k, 0, 50, 50), None, first_t_s=0.0, last_t_s=0.0) for k in (1, 2, 3, 4)}
+
+    def frame(t, p_negative, calm=True):
+        for k, p in p_negative.items():
+            faces[k].probs, faces[k].last_t_s = neg_probs(p), t
+        return mw.update(t, [faces[k] for k in p_negative], calm)
+
+    # before the usual level is learned, a queue at 0.3 is not "0.3 above" anything
+    assert frame(0.0, {1: 0.3, 2: 0.3}).negative == 0.0
+    for t in range(1, 121):
+        frame(float(t), {1: 0.3, 2: 0.3})
+    assert mw.baseline.ready and mw.baseline.level == pytest.approx(0.3)
+    # one face rose by 0.4 (score 1), one calmed down: 0.05 above usual adds nothing to that 1
+    assert frame(121.0, {1: 0.7, 2: 0.0}, calm=False).negative == pytest.approx(1.0)
+    # two people who arrive at 0.9, three times baseline_rise above usual: a share of 1, not 3
+    assert frame(130.0, {3: 0.9, 4: 0.9}, calm=False).negative_share == pytest.approx(1.0)
+    assert mw.baseline.level == pytest.approx(0.3, abs=1e-6)  # an alert raised: nothing learned
+
 def flicker_frames(n: int, rate: float, burst: int, seed: int):
     """Frames in which a flickering spot is detected: bursts of `burst` frames, `rate` of all frames."""
     rng = np.random.default_rng(seed)
@@ -296,6 +413,58 @@ def test_the_next_person_at_the_same_spot_starts_a_new_track():
     assert ids(noisy_a / np.linalg.norm(noisy_a)) == [1]
 
 
+def test_a_track_counts_as_a_person_once_confirmed_and_classified():
+    tr = Tracker(TrackingConfig(min_hits=2))
+    boxes = [BBox(0, 0, 50, 50), BBox(300, 0, 50, 50)]
+    tr.update(0.0, boxes, [onehot("sad"), None])
+    assert Tracker.counted(tr.seen) == []  # one detection of min_hits 2
+    tr.update(0.2, boxes, [None, None])
+    assert [t.id for t in Tracker.counted(tr.seen)] == [1]  # the other has no prediction yet
+
+def test_a_prediction_stamped_before_the_last_one_does_not_move_the_smoothed_state():
+    """A video whose timestamps step back: the weight 1 - exp(-dt / smooth_s) of a negative dt
+    would be negative, and the probabilities with it."""
+    tr = Tracker(TrackingConfig(min_hits=1, smooth_s=0.5))
+    tr.update(1.0, [BBox(0, 0, 50, 50)], [onehot("happy")])
+    seen = tr.update(0.5, [BBox(0, 0, 50, 50)], [onehot("sad")])
+    assert np.allclose(seen[0].probs, onehot("happy"))
+
+def test_each_detection_goes_to_the_track_it_overlaps_most_and_each_track_to_one_detection():
+    """Greedy matching, best overlaps first: two people side by side keep their tracks; a second
+    detection on one person starts a new track; a box that overlaps no track starts a new one;
+    a fast mover whose centre lies inside the track's box continues it."""
+    def ids(first, then, iou_match=0.3):
+        tr = Tracker(TrackingConfig(iou_match=iou_match, min_hits=1))
+        tr.update(0.0, first, [None] * len(first))
+        tr.update(0.2, then, [None] * len(then))
+        return tr.last_ids
+
+    a, b = BBox(100, 100, 80, 80), BBox(160, 100, 80, 80)
+    # side by side: each detection overlaps its own person (IoU 0.88) and the other a little (0.10, 0.18)
+    assert ids([a, b], [BBox(105, 100, 80, 80), BBox(165, 100, 80, 80)], iou_match=0.1) == [1, 2]
+    assert ids([a], [BBox(102, 100, 80, 80), BBox(130, 100, 80, 80)]) == [1, 2]  # IoU 0.95 and 0.45
+    assert ids([a], [BBox(400, 100, 80, 80)]) == [2]  # no overlap
+    assert ids([a], [BBox(140, 110, 30, 30)]) == [1]  # IoU 0.14, its centre inside the track's box
+    assert ids([a], [BBox(170, 110, 20, 20)]) == [1]  # its centre on the box's edge counts as inside
+    assert ids([BBox(0, 0, 10, 10)], [BBox(6, 0, 10, 10)], iou_match=0.25) == [1]  # IoU exactly iou_match
+
+
+def test_the_look_is_checked_from_a_gap_of_1_s_and_min_look_similarity_alike_continues():
+    """README: after a gap of 1 s or more a detection continues a track only if its look matches."""
+    spot = BBox(200, 100, 80, 88)
+    a, other, half = np.eye(4)[0], np.eye(4)[1], np.full(4, 0.5)  # a @ half is 0.5 exactly
+
+    def ids(gap_s, look, min_look_similarity=0.5):
+        tr = Tracker(TrackingConfig(max_gap_s=3.0, min_hits=1, min_look_similarity=min_look_similarity))
+        tr.update(0.0, [spot], [None], [a])
+        tr.update(gap_s, [spot], [None], [look])
+        return tr.last_ids
+
+    assert ids(0.75, other) == [1]  # shorter gaps are not checked
+    assert ids(1.0, other) == [2]
+    assert ids(1.0, half) == [1]
+    assert ids(1.0, -a, min_look_similarity=0.0) == [1]  # 0 is off: looks (mean removed) can be opposite
+
 def test_looks_tell_faces_apart_through_camera_jitter(fer_faces):
     """preprocess.look on real faces: the same face in two jittered camera views is more alike
     than two different faces, for most faces."""
@@ -335,20 +504,62 @@ def test_a_person_hidden_longer_than_max_gap_keeps_their_track_when_they_come_ba
     """Hidden for 8 s (their phone, someone in front): the face that comes back at the same spot
     looking like them is a new track for REFIND_AFTER_S, then continues the old one; someone
     else there, the same person across the frame, or after refind_s stays a new track."""
-    from edge.pipeline.tracking import REFIND_AFTER_S
-
     other = np.random.default_rng(2).normal(size=324)
     other /= np.linalg.norm(other)
     with caplog.at_level("DEBUG", logger="edge.tracking"):
         ids, tr = hidden_and_back(lambda a: a)
     assert "track #2 is #1 back after 8.0 s out of sight (looks 1.00 alike)" in caplog.text  # edge run -v shows it
-    settle = int(REFIND_AFTER_S / 0.2)
+    settle = 5  # over their first second back (README), at 0.2-s frames
     assert ids[:settle] == [2] * settle and ids[settle:] == [1] * (10 - settle)
     assert tr.tracks[1].first_t_s == 0.0 and 2 not in tr.tracks and not tr.lost
+    assert tr.tracks[1].hits == tr.tracks[1].frames == 30  # detected in every frame it was followed
     assert hidden_and_back(lambda a: other)[0] == [2] * 10  # someone else took the spot
     assert hidden_and_back(lambda a: a, near=False)[0] == [2] * 10  # a look-alike elsewhere
     assert hidden_and_back(lambda a: a, hidden_s=25.0)[0] == [2] * 10  # gone too long
     assert hidden_and_back(lambda a: a, refind_s=0.0)[0] == [2] * 10  # refind off
+    assert hidden_and_back(lambda a: a, refind_s=8.5)[0] == [2] * 10  # gone for good during its first second back
+
+
+@pytest.mark.parametrize("classified_back", [False, True])
+def test_a_person_back_keeps_their_mood_until_classified_again(classified_back):
+    """The refound track takes the newcomer's prediction if it has one, else keeps the person's
+    last one (still in the mood); its count of predictions adds up (the schedule's turns)."""
+    a, spot = np.eye(4)[0], BBox(200, 100, 80, 88)
+    tr = Tracker(TrackingConfig(max_gap_s=3.0, min_hits=1, refind_s=20.0, smooth_s=0.0))
+    for i in range(5):
+        tr.update(i * 0.2, [spot], [onehot("sad")], [a])
+    for i in range(6):  # back after 4.2 s; continues track 1 after its first second
+        tr.update(5.0 + i * 0.2, [spot], [onehot("happy") if classified_back and i == 0 else None], [a])
+    person = tr.tracks[1]
+    assert tr.last_ids == [1] and LABELS[person.top] == ("happy" if classified_back else "sad")
+    assert person.classified == 5 + classified_back
+
+
+def test_one_odd_look_does_not_change_who_a_track_looks_like():
+    tr = Tracker(TrackingConfig(min_hits=1))
+    a, b = np.eye(4)[0], np.eye(4)[1]
+    tr.update(0.0, [BBox(0, 0, 50, 50)], [None], [a])
+    tr.update(0.2, [BBox(0, 0, 50, 50)], [None], [b])
+    assert tr.tracks[1].look @ a > tr.tracks[1].look @ b > 0
+
+def test_someone_back_a_little_to_the_side_is_near_where_they_were():
+    """Near a lost track: overlapping its last box (IoU >= iou_match), or the centre inside it."""
+    a = np.eye(4)[0]
+    tr = Tracker(TrackingConfig(max_gap_s=3.0, min_hits=1, refind_s=20.0))
+    for i in range(5):
+        tr.update(i * 0.2, [BBox(200, 100, 80, 88)], [None], [a])
+    for i in range(6):  # IoU 0.32 with where they were, the centre 1 px outside that box
+        tr.update(5.0 + i * 0.2, [BBox(241, 100, 80, 88)], [None], [a])
+    assert tr.last_ids == [1]
+
+def test_only_a_confirmed_track_is_kept_aside_for_refind():
+    """With min_hits above 1, a detection that never became a person is not someone to come back."""
+    a = np.eye(4)[0]
+    tr = Tracker(TrackingConfig(max_gap_s=3.0, min_hits=3, refind_s=20.0))
+    tr.update(0.0, [BBox(200, 100, 80, 88)], [None], [a])
+    for i in range(10):
+        tr.update(5.0 + i * 0.2, [BBox(200, 100, 80, 88)], [None], [a])
+    assert tr.last_ids == [2] and not tr.lost
 
 
 def test_a_person_who_comes_back_is_compared_with_their_own_level():
@@ -400,8 +611,9 @@ def test_a_newcomer_taken_for_someone_back_is_not_counted_twice():
 
 
 def test_people_are_counted_without_keeping_every_id():
-    """edge run's people count over months: 500 people one after another at one spot, one of
-    them hidden for 8 s and back: 500 counted, and the ids remembered stay few."""
+    """edge run's people count over months: 500 people one after another at one spot, two of
+    them hidden for 8 s and back (the second while the ids remembered are thinned out: a lost
+    person's id is kept): 500 counted, and the ids remembered stay few."""
     from edge.pipeline.tracking import PeopleCount
 
     rng = np.random.default_rng(3)
@@ -411,8 +623,8 @@ def test_people_are_counted_without_keeping_every_id():
     for person in range(500):
         look = rng.normal(size=324)
         look /= np.linalg.norm(look)
-        hidden = (t + 2.0, t + 10.0) if person == 7 else (0.0, 0.0)
-        end = t + (14.0 if person == 7 else 4.0)
+        hidden = (t + 2.0, t + 10.0) if person in (7, 68) else (0.0, 0.0)
+        end = t + (14.0 if person in (7, 68) else 4.0)
         while t < end:
             boxes = [] if hidden[0] <= t < hidden[1] else [spot]
             tracks = tr.update(t, boxes, [None] * len(boxes), [look] * len(boxes))
@@ -421,3 +633,14 @@ def test_people_are_counted_without_keeping_every_id():
             t += 0.2
         t += 5.0  # the spot stays empty: the next person is a new track
     assert people.count == 500 and most < 100
+
+
+def test_someone_back_before_their_new_track_was_confirmed_is_still_counted_once():
+    from edge.pipeline.tracking import PeopleCount
+
+    a, spot = np.eye(4)[0], BBox(200, 100, 80, 88)
+    tr, people = Tracker(TrackingConfig(max_gap_s=3.0, min_hits=10, refind_s=20.0)), PeopleCount()
+    for t in [i * 0.2 for i in range(20)] + [12.0 + i * 0.2 for i in range(10)]:  # hidden for 8 s
+        tracks = tr.update(t, [spot], [None], [a])
+        people.update(tr, tracks, tr.refound)
+    assert tr.last_ids == [1] and people.count == 1

@@ -1002,3 +1002,31 @@ def test_a_flapping_camera_is_a_few_journal_lines_a_minute_and_a_long_outage_sti
         outage(300)  # gone for good: said once it has lasted a minute, and its end
         said = [r.getMessage() for r in lines()]
         assert len(said) == 2 and "delivered no frame for 65 s" in said[0] and "camera up" in said[1]
+
+
+def test_outage_log_says_one_outage_a_minute_counts_the_rest_and_says_a_long_one(monkeypatch):
+    """The rule both journal watchers share (edge.outages): an outage starting EVERY_S or more
+    after the last one said is said (WARNING), those between are counted (DEBUG) and named once
+    by the next one said; one not said that lasts EVERY_S is said all the same."""
+    from edge import outages
+
+    now = [10.0]  # a service started 10 s after boot: its first outage is said all the same
+    monkeypatch.setattr(outages.time, "monotonic", lambda: now[0])
+    o = outages.OutageLog()
+
+    def start(t):
+        now[0] = t
+        o.start()
+        return o.said, o.level
+
+    assert start(10.0) == (True, logging.WARNING) and o.more() == ""
+    assert start(69.9) == (False, logging.DEBUG) and o.more() == ""  # 59.9 s after the last said
+    assert start(70.0) == (True, logging.WARNING)
+    assert o.more().startswith(" (1 more outage since the last one logged, each starting within 60 s") and o.more() == ""
+    assert start(71.0) == (False, logging.DEBUG) and start(72.0) == (False, logging.DEBUG)
+    assert not o.overdue(outages.EVERY_S - 0.1)
+    assert o.overdue(outages.EVERY_S) and (o.said, o.level) == (True, logging.WARNING)
+    assert not o.overdue(outages.EVERY_S + 1)  # said once
+    assert o.more().startswith(" (2 more outages since")
+    assert start(131.9) == (False, logging.DEBUG)  # the minute runs from when the long one was said
+    assert start(132.0)[0]

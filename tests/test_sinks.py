@@ -141,6 +141,7 @@ def test_spool_dead_letter_folder_keeps_the_newest_cap_events(tmp_path, caplog):
     dead = sorted(p.stem for p in (tmp_path / "sp" / "dead").glob("*.json"))
     assert dead == ids[2:] and sp.dead == 5 and len(sp) == 0  # was: all 5, growing without end
     assert caplog.text.count("removed the 1 oldest") == 2
+    assert caplog.text.count("the dead-letter folder keeps") == 2  # not at the 3rd, which filled it
 
 
 def test_spool_dead_letters_an_event_held_in_memory_as_its_files_are_written(tmp_path, monkeypatch):
@@ -193,13 +194,14 @@ def test_spool_counts_are_read_while_a_write_waits_on_the_disk(tmp_path, monkeyp
     assert read_during_write and counts == [(1, 0)]
 
 
-def test_spool_on_a_disk_that_drops_do_not_free_drops_one_event_not_all(tmp_path, monkeypatch, caplog):
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EDQUOT])  # a full disk, or this user's quota
+def test_spool_on_a_disk_that_drops_do_not_free_drops_one_event_not_all(tmp_path, monkeypatch, caplog, code):
     sp = Spool(tmp_path / "sp")
     for n in range(10):
         sp.put({"n": n})
 
     def full(fd, data):  # the root reserve, or another writer: no spool file deleted makes room
-        raise OSError(errno.ENOSPC, "No space left on device")
+        raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr(os, "write", full)
     with caplog.at_level(logging.WARNING):
@@ -236,6 +238,8 @@ def test_spool_completes_a_short_write_or_keeps_no_partial_file(tmp_path, monkey
 
 
 def test_spool_keeps_a_file_it_cannot_read_now_and_reads_it_later(tmp_path, monkeypatch, caplog):
+    from edge.sinks import spool as spool_module
+
     sp = Spool(tmp_path / "sp")
     for n in range(3):
         sp.put({"n": n})
@@ -252,6 +256,14 @@ def test_spool_keeps_a_file_it_cannot_read_now_and_reads_it_later(tmp_path, monk
     assert len(list((tmp_path / "sp").glob("*.json"))) == 3 and len(sp) == 3  # was: all 3 deleted as corrupt
     assert [item["n"] for _, item in sp.pending()] == [0, 1, 2]
     assert caplog.text.count("Too many open files") == 1  # one line, not one per try
+    # later, the same cause again for the first file: said again, and held for a new UNREADABLE_HOLD_S
+    monkeypatch.setattr(spool_module, "UNREADABLE_HOLD_S", 0.2)
+    time.sleep(0.25)
+    first = sp._ids[0]
+    monkeypatch.setattr(Path, "read_bytes", lambda self: out_of_descriptors(self) if self.stem == first else real_read(self))
+    with caplog.at_level(logging.WARNING):
+        assert list(sp.pending()) == []
+    assert caplog.text.count("Too many open files") == 2
 
 
 def test_a_file_unreadable_for_long_stops_holding_up_the_events_behind_it(tmp_path, monkeypatch, caplog):
@@ -292,16 +304,70 @@ def test_spool_removes_delivered_files_once_the_folder_takes_writes_again(tmp_pa
         raise OSError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(Path, "unlink", read_only)
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.INFO):
         for event_id, _ in list(sp.pending()):
             sp.ack(event_id)
         sp.retry(now=True)
     monkeypatch.setattr(Path, "unlink", real_unlink)
     assert len(sp) == 0 and caplog.text.count("Read-only file system") == 1  # was: one line per event
+    assert "takes writes again" not in caplog.text  # still read-only: nothing removed
     sp.retry(now=True)  # the sink's idle flush, the folder writable again
     assert not list((tmp_path / "sp").glob("*.json"))  # was: left for the next start to send again
     assert list(Spool(tmp_path / "sp").pending()) == []
 
+
+def test_spool_on_a_full_disk_with_nothing_spooled_holds_the_new_event_and_drops_none(tmp_path, monkeypatch):
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    sp = Spool(tmp_path / "sp")
+    monkeypatch.setattr(os, "write", full)
+    sp.put({"n": 0})  # nothing older to drop for room: the event itself is not dropped
+    monkeypatch.undo()
+    assert sp.dropped == 0 and sp.in_memory == 1 and [item["n"] for _, item in sp.pending()] == [0]
+
+
+def test_spool_reopened_with_more_events_than_its_cap_counts_each_event_it_drops(tmp_path):
+    """dropped feeds head office's AlertsLost: every event dropped at once is counted."""
+    sp = Spool(tmp_path / "sp", cap=10)
+    for n in range(5):
+        sp.put({"n": n})
+    again = Spool(tmp_path / "sp", cap=2)
+    again.put({"n": 5})
+    assert again.dropped == 4 and [item["n"] for _, item in again.pending()] == [4, 5]
+    with pytest.raises(ValueError):
+        Spool(tmp_path / "sp", cap=0)
+
+
+def test_spool_ids_keep_increasing_when_the_clock_is_behind_the_spooled_files(tmp_path, monkeypatch):
+    """A Pi has no real-time clock: after a reboot the wall clock can be behind the spooled files."""
+    Spool(tmp_path / "sp").put({"n": 0})
+    monkeypatch.setattr(time, "time_ns", lambda: 1)
+    again = Spool(tmp_path / "sp")
+    again.put({"n": 1})
+    again.put({"n": 2})
+    monkeypatch.undo()
+    assert [item["n"] for _, item in Spool(tmp_path / "sp").pending()] == [0, 1, 2]
+
+
+def test_spool_idle_flush_tries_the_disk_at_most_every_retry_s(tmp_path, monkeypatch):
+    """Each try is an SD-card write: the sink's idle flush runs far more often than RETRY_S."""
+    import edge.sinks.spool as spool_mod
+
+    now, tries = [1000.0], []
+    monkeypatch.setattr(spool_mod.time, "monotonic", lambda: now[0])
+
+    def read_only(path, data):
+        tries.append(now[0])
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    sp = Spool(tmp_path / "sp")
+    monkeypatch.setattr(spool_mod, "write_atomic", read_only)
+    sp.put({"n": 0})  # held in memory
+    for t in (1000.0, 1000.5, 1009.0, 1010.0, 1010.5):
+        now[0] = t
+        sp.retry()
+    assert tries == [1000.0, 1000.0, 1010.0]
 
 # ---------------------------------------------------------------- log, jsonl, command
 
