@@ -180,7 +180,7 @@ if wheel:
     sys.path.insert(0, wheel)
 try:
     import edge
-    from edge.config import ConfigError, load_config
+    from edge.config import ConfigError, both_sources, load_config
 except Exception:  # noqa: BLE001 - the wheel not importable here yet: checked after the install
     if wheel:
         sys.exit(0)
@@ -188,11 +188,15 @@ except Exception:  # noqa: BLE001 - the wheel not importable here yet: checked a
 if wheel and not edge.__file__.startswith(wheel):  # another install's edge, not this wheel's
     sys.exit(0)
 try:
-    load_config(sys.argv[1])
+    cfg = load_config(sys.argv[1])
 except ConfigError as exc:
     sys.exit(str(exc))
 except Exception:  # noqa: BLE001 - not the config's fault: the doctor at the end says what is wrong
-    pass
+    sys.exit(0)
+# Releases before 93b8495 (30 November 2026) watched the path beside the bundle's `camera = 0`:
+# upgraded as it is, a Pi that watched a network camera would turn to a camera it may not have.
+if said := both_sources(cfg.source):
+    sys.exit(f"{said}; releases before this one watched the path.")
 EOF
     )
 }

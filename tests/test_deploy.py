@@ -992,6 +992,16 @@ def test_install_sh_says_when_the_kept_config_does_not_load_with_the_new_version
     assert again.returncode == 0 and "does not load" not in again.stderr, again.stderr
 
 
+def bundle_with_wheel(tmp_path: Path, version: str) -> Path:
+    """A stand-in bundle whose wheel imports (a pure-Python zip, as on the Pi)."""
+    bundle = fake_bundle(tmp_path, version)
+    (wheel,) = (bundle / "wheels").iterdir()
+    with zipfile.ZipFile(wheel, "w") as z:  # the package as a wheel holds it
+        for f in (REPO / "edge").rglob("*.py"):
+            z.write(f, f.relative_to(REPO).as_posix())
+    return bundle
+
+
 def test_install_sh_refuses_an_upgrade_whose_wheel_refuses_the_kept_config_before_changing_anything(tmp_path):
     """With a wheel that imports (a pure-Python zip, as on the Pi), the kept config is read by the new
     version before the install: refused, the old program and model stay, so no reboot finds the
@@ -1000,11 +1010,7 @@ def test_install_sh_refuses_an_upgrade_whose_wheel_refuses_the_kept_config_befor
     assert install(fake_bundle(tmp_path, "0.1.0"), env).returncode == 0
     kept = Path(env["ETC_DIR"]) / "config.toml"
     kept.write_text(OLD_BUNDLE_CONFIG.replace("detect_every = 3", "detect_every = 2"))
-    bundle = fake_bundle(tmp_path, "0.2.0")
-    (wheel,) = (bundle / "wheels").iterdir()
-    with zipfile.ZipFile(wheel, "w") as z:  # the package as a wheel holds it
-        for f in (REPO / "edge").rglob("*.py"):
-            z.write(f, f.relative_to(REPO).as_posix())
+    bundle = bundle_with_wheel(tmp_path, "0.2.0")
     installed = Path(env["PREFIX"]) / "model" / "model_int8.tflite"
     proc = install(bundle, env)
     assert_install_sentence(proc, f"{kept} does not load with this version: Config key 'schedule.detect_every' is no "
@@ -1013,6 +1019,26 @@ def test_install_sh_refuses_an_upgrade_whose_wheel_refuses_the_kept_config_befor
     assert installed.read_bytes() == b"model 0.1.0" and not (tmp_path / "python.log").read_text().count("0.2.0")
     assert "== venv" not in proc.stdout  # stopped before the venv and pip
     kept.write_text(kept.read_text().replace("detect_every = 2", "detect_every = 3"))
+    assert install(bundle, env).returncode == 0 and installed.read_bytes() == b"model 0.2.0"
+
+
+def test_install_sh_refuses_an_upgrade_whose_kept_config_names_a_camera_beside_a_path(tmp_path):
+    """Releases before 93b8495 (42e8faf among them) watched source.path where the bundle's
+    `camera = 0` stood beside it; this one watches the camera and ignores the path. Upgraded as
+    it is, a Pi that watched a network camera would turn to a camera it may not have (CAMERA
+    DOWN from then on)."""
+    env = fake_install_env(tmp_path)
+    assert install(fake_bundle(tmp_path, "0.1.0"), env).returncode == 0
+    kept = Path(env["ETC_DIR"]) / "config.toml"
+    kept.write_text('[source]\ncamera = 0\npath = "rtsp://till:secret@cam3.local/stream"\n')  # as the store filled it
+    bundle = bundle_with_wheel(tmp_path, "0.2.0")
+    installed = Path(env["PREFIX"]) / "model" / "model_int8.tflite"
+    proc = install(bundle, env)
+    assert_install_sentence(proc, f"{kept} does not load with this version: [source] camera = 0 and path = ",
+                            "releases before this one watched the path", "delete the camera line",
+                            "Nothing was changed.")
+    assert "secret" not in proc.stderr and installed.read_bytes() == b"model 0.1.0"
+    kept.write_text('[source]\npath = "rtsp://till:secret@cam3.local/stream"\n')
     assert install(bundle, env).returncode == 0 and installed.read_bytes() == b"model 0.2.0"
 
 

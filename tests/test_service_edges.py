@@ -148,7 +148,8 @@ def test_a_point_saved_just_before_a_quick_restart_is_joined_not_replaced(tmp_pa
     h.add(t + 10, 0.0, 1, False)
     assert h.series()[-2] == joined and len(h.series()) == 2
     h.close()
-    row = sqlite3.connect(db).execute("SELECT negative_share, faces, alert, n FROM samples WHERE t = ?", (t,))
+    row = sqlite3.connect(db).execute("SELECT negative_share, faces, alert, n FROM samples JOIN sample_frames USING (t) "
+                                      "WHERE t = ?", (t,))
     assert row.fetchone() == (0.125, 3, 1, 16)  # was: (0.0, 1, 0) in place of the saved point
     assert History(db_path=str(db)).series()[0] == joined
 
@@ -165,7 +166,55 @@ def test_a_history_file_from_before_the_frame_count_is_read_and_joined(tmp_path)
     assert h.series() == [{"t": t, "negative_share": 0.5, "faces": 2, "alert": False, "n": 1}]
     h.add(t + 5, 0.0, 4, False)
     h.close()
-    assert sqlite3.connect(db).execute("SELECT negative_share, faces, n FROM samples").fetchall() == [(0.25, 4, 2)]
+    assert sqlite3.connect(db).execute("SELECT negative_share, faces, n FROM samples JOIN sample_frames USING (t)"
+                                       ).fetchall() == [(0.25, 4, 2)]
+
+
+def test_a_history_file_stays_writable_by_the_release_before_the_frame_count(tmp_path):
+    """install.sh's rollback (bundle.previous) may run a release that writes a point as four values
+    (42e8faf: INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?)): the file this version leaves
+    must take them, else that release keeps its chart and alerts in memory only."""
+    db = tmp_path / "history.sqlite"
+    t = time.time() // 10 * 10 - 100
+    h = History(db_path=str(db))
+    for s in range(4):
+        h.add(t + s / 2, 0.5, 3, True)
+    h.add_alert(t + 1, "raised", 0.5, 3)
+    h.close()
+    con = sqlite3.connect(db)
+    con.execute("INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?)", (t + 10, 0.25, 2, 0))  # was: 5 columns, 4 values
+    con.execute("INSERT INTO alerts VALUES (?, ?, ?, ?)", (t + 11, "cleared", 0.1, 2))
+    con.commit()
+    con.close()
+    h = History(db_path=str(db))
+    assert h.series() == [{"t": t, "negative_share": 0.5, "faces": 3, "alert": True, "n": 4},
+                          {"t": t + 10, "negative_share": 0.25, "faces": 2, "alert": False, "n": 1}]
+    assert [a["kind"] for a in h.recent_alerts()] == ["cleared", "raised"]
+    h.add(t + 15, 0.0, 2, False)  # joins the older release's point as one frame
+    h.close()
+    assert History(db_path=str(db)).series()[1] == {"t": t + 10, "negative_share": 0.125, "faces": 2, "alert": False,
+                                                    "n": 2}
+
+
+def test_a_history_file_with_the_frame_count_in_its_samples_is_made_writable_by_older_releases(tmp_path):
+    """A file written between 0191b8f and the fix holds n as a fifth column of samples: it moves
+    to its own table, so a rollback can write the file again, and no point loses its weight."""
+    db = tmp_path / "history.sqlite"
+    t = time.time() // 10 * 10 - 100
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE samples (t REAL PRIMARY KEY, negative_share REAL, faces INTEGER, alert INTEGER, "
+                "n INTEGER NOT NULL DEFAULT 1)")
+    con.execute("INSERT INTO samples VALUES (?, 0.5, 2, 1, 30)", (t,))
+    con.commit()
+    con.close()
+    h = History(db_path=str(db))
+    assert h.series() == [{"t": t, "negative_share": 0.5, "faces": 2, "alert": True, "n": 30}]
+    h.close()
+    con = sqlite3.connect(db)
+    con.execute("INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?)", (t + 10, 0.25, 2, 0))  # as the older release does
+    con.commit()
+    con.close()
+    assert [p["n"] for p in History(db_path=str(db)).series()] == [30, 1]
 
 
 class _Camera(LiveSource):

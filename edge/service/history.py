@@ -30,17 +30,15 @@ KEPT_ASIDE = 3  # damaged files kept for a look; a card that keeps damaging them
 WRITE_S = 60.0  # points are written to the file together this often (an alert at once, the rest at the stop)
 _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 _DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
-SCHEMA = ("CREATE TABLE IF NOT EXISTS samples (t REAL PRIMARY KEY, negative_share REAL, faces INTEGER, alert INTEGER, "
-          "n INTEGER NOT NULL DEFAULT 1)",
+# A point's frame count (n) has a table of its own: a release from before it writes a point as four
+# values into samples, and install.sh's rollback runs such a release on this file. A point without a
+# count there is one frame.
+SCHEMA = ("CREATE TABLE IF NOT EXISTS samples (t REAL PRIMARY KEY, negative_share REAL, faces INTEGER, alert INTEGER)",
+          "CREATE TABLE IF NOT EXISTS sample_frames (t REAL PRIMARY KEY, n INTEGER NOT NULL)",
           "CREATE TABLE IF NOT EXISTS alerts (t REAL, kind TEXT, negative_share REAL, faces INTEGER)")
 KINDS = ("raised", "cleared")
-# A point whose time is in the file already (a restart within its step, a clock stepped back over
-# it) joins it: a point is what was seen in those seconds, so the share is the mean over all their
-# frames (n, weighted), the faces the most, and raised if either was.
-MERGE_SAMPLE = ("INSERT INTO samples (t, negative_share, faces, alert, n) VALUES (?, ?, ?, ?, ?) ON CONFLICT (t) DO "
-                "UPDATE SET negative_share = round((negative_share * n + excluded.negative_share * excluded.n) / "
-                "(n + excluded.n), 4), faces = max(faces, excluded.faces), alert = max(alert, excluded.alert), "
-                "n = n + excluded.n")
+SAMPLES = ("SELECT s.t, s.negative_share, s.faces, s.alert, coalesce(f.n, 1) FROM samples s "
+           "LEFT JOIN sample_frames f USING (t)")
 
 
 def _code(exc: sqlite3.Error) -> int:
@@ -96,8 +94,11 @@ def _open(path: str) -> sqlite3.Connection:
         db.execute("PRAGMA synchronous=NORMAL")
         for stmt in SCHEMA:
             db.execute(stmt)
-        if "n" not in {col for _, col, *_ in db.execute("PRAGMA table_info(samples)")}:  # a file from before n
-            db.execute("ALTER TABLE samples ADD COLUMN n INTEGER NOT NULL DEFAULT 1")
+        if "n" in {col for _, col, *_ in db.execute("PRAGMA table_info(samples)")}:  # n in samples (0191b8f)
+            db.execute("BEGIN IMMEDIATE")
+            db.execute("INSERT OR REPLACE INTO sample_frames (t, n) SELECT t, n FROM samples")
+            db.execute("ALTER TABLE samples DROP COLUMN n")
+            db.execute("COMMIT")
         db.text_factory = lambda b: b.decode(errors="replace")  # a damaged byte costs its row, not the load
         (check,) = db.execute("PRAGMA quick_check(1)").fetchone()  # a damaged page shows here, not at the open
         if check != "ok":
@@ -177,7 +178,8 @@ def _alert(row: tuple) -> dict | None:
 
 
 def _merged(a: dict, b: dict) -> dict:
-    """Two points of the same step, as MERGE_SAMPLE joins them in the file."""
+    """Two points of the same step joined: a point is what was seen in those seconds, so the share is
+    the mean over all their frames (n, weighted), the faces the most, and raised if either was."""
     n = a["n"] + b["n"]
     return {"t": a["t"], "negative_share": round((a["negative_share"] * a["n"] + b["negative_share"] * b["n"]) / n, 4),
             "faces": max(a["faces"], b["faces"]), "alert": a["alert"] or b["alert"], "n": n}
@@ -199,9 +201,10 @@ class History:
         self._step: dict | None = None  # the step being accumulated
         self._path = db_path
         self._db: sqlite3.Connection | None = None
-        # (sql, row) not in the file yet, points and alerts apart: a file failing for hours must not
-        # push an alert out behind the points that came after it. Each keeps what the file would.
-        self._pending_points: deque[tuple] = deque(maxlen=self.points.maxlen)
+        # Points (this run's frames) and alert rows not in the file yet, apart: a file failing for
+        # hours must not push an alert out behind the points that came after it. Each keeps what
+        # the file would.
+        self._pending_points: deque[dict] = deque(maxlen=self.points.maxlen)
         self._pending_alerts: deque[tuple] = deque(maxlen=alerts_kept)
         self._retry_at = 0.0  # time.monotonic() from which a file that failed is tried again
         self._write_at = time.monotonic() + write_s  # time.monotonic() from which closed points are written
@@ -249,8 +252,7 @@ class History:
 
     def _load_points(self, db: sqlite3.Connection) -> None:
         now = time.time()
-        rows = db.execute("SELECT t, negative_share, faces, alert, n FROM samples WHERE t >= ? ORDER BY t",
-                          (now - self.span_s,)).fetchall()
+        rows = db.execute(f"{SAMPLES} WHERE s.t >= ? ORDER BY s.t", (now - self.span_s,)).fetchall()
         by_t = {p["t"]: p for p in map(_sample, rows) if p is not None}
         self._say_dropped("points", len(rows) - len(by_t))
         # this run's where the file has none: a row it has holds this run's point too (written before a
@@ -270,16 +272,16 @@ class History:
                         "(damaged rows)", self._path, count, what)
 
     @property
-    def _pending(self) -> list[tuple]:
+    def _pending(self) -> list:
         return [*self._pending_points, *self._pending_alerts]
 
-    def _write(self, pending: deque, sql: str, row: tuple, at_once: bool = True) -> None:
-        """The row, and any waiting or the file did not take before, in one transaction; never
-        more than BUSY_S of waiting for the file. Not `at_once`: the row waits for the next
-        write, or for write_s from the last one."""
+    def _write(self, pending: deque, item, at_once: bool = True) -> None:
+        """The point or alert, and any waiting or the file did not take before, in one transaction;
+        never more than BUSY_S of waiting for the file. Not `at_once`: it waits for the next write,
+        or for write_s from the last one."""
         if not self._path:
             return
-        pending.append((sql, row))
+        pending.append(item)
         now = time.monotonic()
         if not at_once and now < self._write_at:
             return
@@ -309,12 +311,14 @@ class History:
     def _flush(self, db: sqlite3.Connection) -> None:
         try:
             db.execute("BEGIN IMMEDIATE")  # the write lock first: a file another program holds fails here
-            for sql, row in self._pending:
-                db.execute(sql, row)
+            for point in self._pending_points:
+                self._merge_point(db, point)
+            db.executemany("INSERT INTO alerts VALUES (?, ?, ?, ?)", self._pending_alerts)
             # Bounded by count, the newest written kept, never by the clock: it may be behind (the rows
             # ahead of it are real) or have been ahead. Room for the span and as many more.
             db.execute("DELETE FROM samples WHERE rowid <= (SELECT max(rowid) FROM samples) - ?",
                        (2 * self.points.maxlen,))
+            db.execute("DELETE FROM sample_frames WHERE t NOT IN (SELECT t FROM samples)")
             # the newest written stay (rowid only grows: only the lowest are ever deleted)
             db.execute("DELETE FROM alerts WHERE rowid <= (SELECT max(rowid) FROM alerts) - ?", (self.alerts.maxlen,))
             db.execute("COMMIT")
@@ -324,6 +328,18 @@ class History:
             raise
         self._pending_points.clear()
         self._pending_alerts.clear()
+
+    @staticmethod
+    def _merge_point(db: sqlite3.Connection, p: dict) -> None:
+        """A point whose time is in the file already (a restart within its step, a clock stepped back
+        over it) joins it (_merged); a damaged row there is replaced."""
+        saved = db.execute(f"{SAMPLES} WHERE s.t = ?", (p["t"],)).fetchone()
+        saved = saved and _sample(saved)
+        if saved:
+            p = _merged(saved, p)
+        db.execute("INSERT OR REPLACE INTO samples VALUES (?, ?, ?, ?)",
+                   (p["t"], p["negative_share"], p["faces"], int(p["alert"])))
+        db.execute("INSERT OR REPLACE INTO sample_frames VALUES (?, ?)", (p["t"], p["n"]))
 
     def _failed(self, exc: sqlite3.Error | OSError) -> None:
         """Another program's lock: tried again at the next write. Anything else: the file is
@@ -375,10 +391,15 @@ class History:
         self._ahead.clear()
         self._ahead.extend(ordered[len(before):][:self._ahead.maxlen])
 
+    @staticmethod
+    def _own(s: dict) -> dict:
+        """The point of the step's frames in this run."""
+        return {"t": s["t"], "negative_share": round(s["share_sum"] / s["n"], 4), "faces": s["faces"],
+                "alert": s["alert"], "n": s["n"]}
+
     def _point(self, s: dict) -> dict:
         """The step's point, joined with one of the same time set aside (from before a restart)."""
-        p = {"t": s["t"], "negative_share": round(s["share_sum"] / s["n"], 4), "faces": s["faces"],
-             "alert": s["alert"], "n": s["n"]}
+        p = self._own(s)
         same = self._ahead[0] if self._ahead and self._ahead[0]["t"] == s["t"] else None  # set aside at its start
         return _merged(same, p) if same else p
 
@@ -389,14 +410,12 @@ class History:
             self._ahead.popleft()  # in p now
         self.points.append(p)
         # this run's frames only: the file joins them with its own row at that time, as p did
-        row = (s["t"], round(s["share_sum"] / s["n"], 4), s["faces"], int(s["alert"]), s["n"])
-        self._write(self._pending_points, MERGE_SAMPLE, row, at_once=False)
+        self._write(self._pending_points, self._own(s), at_once=False)
 
     def add_alert(self, t_wall: float, kind: str, negative_share: float, faces: int) -> None:
         a = {"t": t_wall, "time": iso(t_wall), "kind": kind, "negative_share": round(negative_share, 4), "faces": faces}
         self.alerts.append(a)
-        self._write(self._pending_alerts, "INSERT INTO alerts VALUES (?, ?, ?, ?)",
-                    (t_wall, kind, a["negative_share"], faces))
+        self._write(self._pending_alerts, (t_wall, kind, a["negative_share"], faces))
 
     # -- reading
     def series(self, now: float | None = None) -> list[dict]:
