@@ -1795,6 +1795,12 @@ def test_home_assistant_state_while_the_camera_is_down_is_unknown_not_clear():
     assert state_payload(0, 0.0, counts, False)["alert"] == "OFF"
 
 
+def ha_errors(caplog) -> list:
+    """The Home Assistant sink's ERROR lines: the connect thread's WARNING about the absent broker
+    may come at any moment of a test (it failed one run in CI's Pi lane)."""
+    return [r for r in caplog.records if r.name == "edge.sinks.homeassistant" and r.levelno == logging.ERROR]
+
+
 def test_home_assistant_remembers_a_bounded_number_of_other_instances(caplog):
     """A second Pi of the same name gets a new instance id at each start: one restarting every few
     minutes for months (a crash loop, the watchdog) made this Pi keep every id it ever heard.
@@ -1817,9 +1823,9 @@ def test_home_assistant_remembers_a_bounded_number_of_other_instances(caplog):
             for n in range(10 * OTHERS_KEPT):  # the other Pi restarted that often
                 hear(f"queue-mood-ha-raspberrypi-{n:06x}".encode())
             assert len(sink._others) == OTHERS_KEPT
-            assert len(caplog.records) == len(answered) == 10 * OTHERS_KEPT  # each new one said and answered once
+            assert len(ha_errors(caplog)) == len(answered) == 10 * OTHERS_KEPT  # each new one said and answered once
             hear(f"queue-mood-ha-raspberrypi-{10 * OTHERS_KEPT - 1:06x}".encode())  # the one running now, again
-            assert len(caplog.records) == len(answered) == 10 * OTHERS_KEPT
+            assert len(ha_errors(caplog)) == len(answered) == 10 * OTHERS_KEPT
     finally:
         sink.connected = False
         sink.close()
