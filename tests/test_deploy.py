@@ -91,7 +91,7 @@ def test_bundle_holds_everything_the_pi_needs(store_bundle, bundled_model):
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         entry_points = next(z.read(n).decode() for n in names if n.endswith("entry_points.txt"))
-    assert {"edge/cli.py", "edge/ops/doctor.py", "edge/ops/bundle.py", "edge/pipeline/detectors/blazeface.py",
+    assert {"edge/cli.py", "edge/ops/doctor/__init__.py", "edge/ops/bundle.py", "edge/pipeline/detectors/blazeface.py",
             "edge/pipeline/detectors/models/face_detection_full_range.tflite",
             "edge/pipeline/detectors/models/face_detection_short_range.tflite",
             "edge/pipeline/detectors/models/LICENSE", "edge/pipeline/detectors/models/PROVENANCE.md"} <= names

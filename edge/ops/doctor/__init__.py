@@ -627,7 +627,7 @@ def check_camera(ctx: _Context, cfg) -> None:
         ctx.add("camera", OK, f"camera {index}: not opened, the running {SERVICE} service is using it")
         return
     loaded = not any(c.name == "config" and c.status == FAIL for c in ctx.checks)
-    root = str(Path(__file__).resolve().parents[2])  # where this edge package is imported from
+    root = str(Path(__file__).resolve().parents[3])  # where this edge package is imported from
     config = str(Path(ctx.s.config).absolute()) if ctx.s.config and loaded else ""  # the child runs in /tmp
     got, why = _child(_CAMERA_PROBE, timeout, root, config, str(index))
     if got is None or "error" in got:
