@@ -32,16 +32,15 @@ import sys
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge.errors import UserError
 from edge.files import no_core_dumps
+from edge.ops.doctor.context import FAIL, OK, WARN, Check, DoctorSettings, _Context
 from edge.paths import expand_path, visible
 from edge.redact import redact_url
 from edge.service.health import THERMAL, THROTTLE_BITS, clock_synced
 
-OK, WARN, FAIL = "OK", "WARN", "FAIL"
 SERVICE = "queue-mood"
 DEVICE_MODEL = Path("/proc/device-tree/model")
 GOVERNOR = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
@@ -52,37 +51,6 @@ SYSTEM_PIP = "/usr/local/lib/python3"
 UNIT_FILE = Path("/etc/systemd/system") / f"{SERVICE}.service"  # where install.sh writes it
 FREE_FAIL_MB, FREE_WARN_MB = 50, 500
 TEMP_WARN_C, TEMP_FAIL_C = 75.0, 85.0  # the Pi soft-throttles from 80 C (Pi 4) / 85 C (Pi 5)
-
-
-@dataclass
-class Check:
-    name: str
-    status: str  # OK | WARN | FAIL
-    detail: str
-
-
-@dataclass
-class DoctorSettings:
-    config: str | None = None
-    model: str | None = None
-    camera: int | None = None
-    as_json: bool = False
-    camera_timeout_s: float = 15.0
-
-
-@dataclass
-class _Context:
-    s: DoctorSettings
-    checks: list[Check] = field(default_factory=list)
-    on_pi: bool = False
-    board: str = ""
-    cfg: object = None
-    home: str = ""  # `~` in the config: the service's HOME when this is the service's config, "" otherwise
-
-    def add(self, name: str, status: str, detail: str) -> Check:
-        c = Check(name, status, " ".join(str(detail).split()))
-        self.checks.append(c)
-        return c
 
 
 # -- pure verdicts (unit-tested) ----------------------------------------------------------
