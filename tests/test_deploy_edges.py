@@ -281,13 +281,14 @@ def test_doctor_reads_tilde_in_the_service_config_as_the_service_home(service_la
 def test_doctor_as_root_keeps_its_caches_out_of_the_service_home(service_layout, monkeypatch):
     """sudo edge doctor's camera probe left GStreamer's registry in the service's HOME, owned by root:
     the service could no longer update it."""
-    from edge.ops import doctor
+    from edge.ops.doctor import service
+    from edge.ops.doctor.context import DoctorSettings, _Context
 
-    monkeypatch.setattr(doctor.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(service.os, "geteuid", lambda: 0)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    ctx = doctor._Context(doctor.DoctorSettings(config=str(service_layout["etc"] / "config.toml")))
+    ctx = _Context(DoctorSettings(config=str(service_layout["etc"] / "config.toml")))
     ctx.home = str(service_layout["home"])
-    with doctor.service_home(ctx):
+    with service.service_home(ctx):
         cache = Path(os.environ["XDG_CACHE_HOME"])
         assert os.environ["HOME"] == str(service_layout["home"]) and cache.is_dir()
         assert service_layout["home"] not in cache.parents
@@ -411,7 +412,7 @@ def open_tmp():
 
 
 def test_may_reads_the_mode_bits_of_the_path_and_the_folders_above_it(open_tmp):
-    from edge.ops.doctor import may
+    from edge.ops.doctor.service import may
 
     tmp_path = open_tmp
     other, group = os.getuid() + 4242, os.getgid()
@@ -439,6 +440,7 @@ def test_doctor_as_root_fails_a_config_and_spool_the_service_user_cannot_use(shi
 
     import edge.ops.bundle as bundle
     import edge.ops.doctor as doctor
+    from edge.ops.doctor import service
 
     root = open_tmp
     etc, state, model = root / "etc", root / "state", root / "model"
@@ -450,8 +452,8 @@ def test_doctor_as_root_fails_a_config_and_spool_the_service_user_cannot_use(shi
     monkeypatch.setattr(bundle, "ETC_DIR", str(etc))
     monkeypatch.setattr(bundle, "STATE_DIR", str(state))
     monkeypatch.setattr(doctor, "UNIT_FILE", root / "none.service")
-    monkeypatch.setattr(doctor, "SERVICE", "nobody")
-    monkeypatch.setattr(doctor.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(service, "SERVICE", "nobody")
+    monkeypatch.setattr(service.os, "geteuid", lambda: 0)
     config = etc / "config.toml"
     config.write_text(f'[source]\npath = "{root}/queue.mp4"\n[model]\npath = "{model}/{shipped_model.name}"\n'
                       f'[sinks]\nspool_dir = "{state}/spool"\n[status]\nport = 0\n')
