@@ -490,7 +490,7 @@ def test_pi_health_verdicts():
 
 
 def test_doctor_warns_when_the_installed_config_points_the_service_outside_its_state_folder(tmp_path):
-    from edge.ops.doctor import service_paths_verdict
+    from edge.ops.doctor.config import service_paths_verdict
 
     etc, state = tmp_path / "etc", tmp_path / "state"
     etc.mkdir()

@@ -240,7 +240,7 @@ def service_layout(tmp_path, monkeypatch):
     """An installed layout in tmp_path: etc/config.toml is the service's config, its unit sets
     HOME to svc-home, and the doctor runs with the HOME of someone else (root under sudo)."""
     import edge.ops.bundle as bundle
-    import edge.ops.doctor as doctor
+    from edge.ops.doctor import config as doctor_config
 
     etc, state, home, own = tmp_path / "etc", tmp_path / "state", tmp_path / "svc-home", tmp_path / "root-home"
     for d in (etc, state, home, own):
@@ -249,7 +249,7 @@ def service_layout(tmp_path, monkeypatch):
     unit.write_text(f"[Service]\nEnvironment=HOME={home}\nEnvironment=PYTHONUNBUFFERED=1\n")
     monkeypatch.setattr(bundle, "ETC_DIR", str(etc))
     monkeypatch.setattr(bundle, "STATE_DIR", str(state))
-    monkeypatch.setattr(doctor, "UNIT_FILE", unit, raising=False)
+    monkeypatch.setattr(doctor_config, "UNIT_FILE", unit)
     monkeypatch.setenv("HOME", str(own))
     video = tmp_path / "queue.mp4"
     video.write_bytes(b"")
@@ -347,7 +347,7 @@ def test_doctor_names_the_file_it_could_not_read_not_always_the_config(tmp_path,
 
 
 def test_unit_home_takes_the_last_home_of_the_unit_and_its_drop_ins(tmp_path):
-    from edge.ops.doctor import service_paths_verdict, unit_home
+    from edge.ops.doctor.config import service_paths_verdict, unit_home
 
     unit = tmp_path / "queue-mood.service"
     assert unit_home(unit, "/var/lib/queue-mood") == "/var/lib/queue-mood"  # not installed
@@ -439,7 +439,7 @@ def test_doctor_as_root_fails_a_config_and_spool_the_service_user_cannot_use(shi
     import shutil
 
     import edge.ops.bundle as bundle
-    import edge.ops.doctor as doctor
+    from edge.ops.doctor import config as doctor_config
     from edge.ops.doctor import service
 
     root = open_tmp
@@ -451,7 +451,7 @@ def test_doctor_as_root_fails_a_config_and_spool_the_service_user_cannot_use(shi
         shutil.copy(f, model / f.name)
     monkeypatch.setattr(bundle, "ETC_DIR", str(etc))
     monkeypatch.setattr(bundle, "STATE_DIR", str(state))
-    monkeypatch.setattr(doctor, "UNIT_FILE", root / "none.service")
+    monkeypatch.setattr(doctor_config, "UNIT_FILE", root / "none.service")
     monkeypatch.setattr(service, "SERVICE", "nobody")
     monkeypatch.setattr(service.os, "geteuid", lambda: 0)
     config = etc / "config.toml"
