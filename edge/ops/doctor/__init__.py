@@ -34,21 +34,18 @@ from pathlib import Path
 
 from edge.errors import UserError
 from edge.files import no_core_dumps
+from edge.ops.doctor.board import check_pi, check_platform
 from edge.ops.doctor.config import check_config
 from edge.ops.doctor.context import FAIL, OK, WARN, Check, DoctorSettings, _Context
 from edge.ops.doctor.service import SERVICE, check_service_access, home_note, service_active, service_home
 from edge.paths import expand_path, visible
 from edge.redact import redact_url
-from edge.service.health import THERMAL, THROTTLE_BITS, clock_synced
 
-DEVICE_MODEL = Path("/proc/device-tree/model")
-GOVERNOR = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
 APT_DIST = "/usr/lib/python3/dist-packages"
 # Where `sudo pip install` puts packages on Debian: every venv with system site packages sees them
 # before apt's, so a numpy there replaces the one apt's OpenCV is built against.
 SYSTEM_PIP = "/usr/local/lib/python3"
 FREE_FAIL_MB, FREE_WARN_MB = 50, 500
-TEMP_WARN_C, TEMP_FAIL_C = 75.0, 85.0  # the Pi soft-throttles from 80 C (Pi 4) / 85 C (Pi 5)
 
 
 # -- pure verdicts (unit-tested) ----------------------------------------------------------
@@ -91,44 +88,6 @@ def opencv_verdict(numpy_version: str, cv2_version: str | None, import_error: st
     return OK, f"OpenCV {cv2_version} works with numpy {numpy_version}"
 
 
-def temperature_verdict(celsius: float) -> tuple[str, str]:
-    if celsius >= TEMP_FAIL_C:
-        return FAIL, f"CPU at {celsius:.1f} C: the Pi is throttling; add a heatsink/fan or shade it"
-    if celsius >= TEMP_WARN_C:
-        return WARN, f"CPU at {celsius:.1f} C: close to throttling (80 C); consider a heatsink or fan"
-    return OK, f"CPU at {celsius:.1f} C"
-
-
-def throttled_verdict(value: int) -> tuple[str, str]:
-    """`vcgencmd get_throttled`: bits 0-3 now, bits 16-19 the same since boot."""
-    now = [text for bit, text in THROTTLE_BITS.items() if value & (1 << bit)]
-    past = [text for bit, text in THROTTLE_BITS.items() if value & (1 << (bit + 16))]
-    if value & 1:
-        return FAIL, f"under-voltage now (0x{value:x}): use the official power supply; it corrupts SD cards and slows the Pi"
-    if now:
-        return WARN, f"now: {', '.join(now)} (0x{value:x})"
-    if past:
-        return WARN, f"since boot: {', '.join(past)} (0x{value:x}); power supply or cooling may be marginal"
-    return OK, "no under-voltage or throttling since boot (0x0)"
-
-
-def clock_verdict(synced: bool | None) -> tuple[str, str]:
-    if synced is None:
-        return OK, "not checked: the kernel was not asked (not Linux)"
-    if synced:
-        return OK, "synchronized by NTP"
-    return WARN, ("not synchronized: alert events carry the wall_time of a clock no NTP client has set (a Pi has no "
-                  "real-time clock, so after a boot without network it is the last shutdown's time); check "
-                  "`timedatectl` and that the store network lets the Pi reach an NTP server (UDP 123)")
-
-
-def governor_verdict(governor: str) -> tuple[str, str]:
-    if governor == "performance":
-        return OK, "CPU governor performance"
-    return WARN, (f"CPU governor {governor}: frame times vary while the clock ramps; for steady fps: "
-                  "echo performance | sudo tee /sys/devices/system/cpu/cpu*/cpufreq/scaling_governor")
-
-
 def sink_verdict(line: str) -> str:
     """A sink's check() line -> status: unreachable brokers/servers are WARN (events are spooled
     and sent later); a sink that cannot work at all is FAIL."""
@@ -141,13 +100,6 @@ def sink_verdict(line: str) -> str:
 
 
 # -- helpers ------------------------------------------------------------------------------
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_bytes().replace(b"\x00", b"").decode(errors="replace").strip()
-    except OSError:
-        return None
 
 
 def _child(code: str, timeout_s: float, *args: str) -> tuple[dict | None, str]:
@@ -271,15 +223,6 @@ def faces_verdict(widths: list[int], frame_w: int, roi: bool) -> tuple[str, str,
 
 
 # -- checks -------------------------------------------------------------------------------
-
-
-def check_platform(ctx: _Context) -> None:
-    model = _read(DEVICE_MODEL) or ""
-    ctx.on_pi = model.startswith("Raspberry Pi")
-    ctx.board = model
-    where = model or f"{platform.system()} {platform.machine()} (not a Raspberry Pi)"
-    ctx.add("system", OK, f"{where}; Python {platform.python_version()} at {sys.executable}")
-    ctx.add("clock", *clock_verdict(clock_synced()))
 
 
 def check_runtime(ctx: _Context) -> None:
@@ -678,23 +621,6 @@ def check_status(ctx: _Context, cfg) -> None:
         ctx.add("status auth", WARN, f"http://{lan}:{st.port}/status answers without a token or password: anyone on "
                                      "the store network can read it; restart the service with [status] token or "
                                      "password set (or host = \"127.0.0.1\")")
-
-
-def check_pi(ctx: _Context) -> None:
-    if not ctx.on_pi:
-        return
-    raw = _read(THERMAL)
-    if raw and raw.lstrip("-").isdigit():
-        ctx.add("temperature", *temperature_verdict(int(raw) / 1000))
-    if shutil.which("vcgencmd"):
-        try:
-            out = subprocess.run(["vcgencmd", "get_throttled"], capture_output=True, text=True, timeout=5).stdout
-            ctx.add("throttling", *throttled_verdict(int(out.strip().split("=")[-1], 16)))
-        except (OSError, subprocess.SubprocessError, ValueError) as exc:
-            ctx.add("throttling", WARN, f"vcgencmd get_throttled failed: {exc}")
-    gov = _read(GOVERNOR)
-    if gov:
-        ctx.add("cpu governor", *governor_verdict(gov))
 
 
 def diagnose(s: DoctorSettings) -> list[Check]:
