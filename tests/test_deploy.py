@@ -22,8 +22,9 @@ from edge.ops.bundle import run as bundle_run
 from edge.card import load_card
 from edge.config import load_config
 from edge.pipeline.detectors.blazeface import MODEL_FILES, find_model
-from edge.ops.doctor import FAIL, OK, WARN, opencv_verdict, sink_verdict
+from edge.ops.doctor import FAIL, OK, WARN, sink_verdict
 from edge.ops.doctor.board import clock_verdict, governor_verdict, temperature_verdict, throttled_verdict
+from edge.ops.doctor.libraries import opencv_verdict
 from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -429,7 +430,8 @@ def test_doctor_takes_trixies_own_opencv_metadata_for_apt_not_for_a_wheel_to_uni
     warned "pip uninstall opencv" about apt's OpenCV itself."""
     from importlib import metadata
 
-    from edge.ops.doctor import APT_DIST, DoctorSettings, _Context, check_numpy_opencv
+    from edge.ops.doctor.context import DoctorSettings, _Context
+    from edge.ops.doctor.libraries import APT_DIST, check_numpy_opencv
 
     class Dist:
         def __init__(self, name: str, folder: str):
@@ -459,7 +461,8 @@ def test_doctor_names_a_numpy_that_sudo_pip_put_in_usr_local_and_how_to_remove_i
     packages; the doctor called it "pip" and told the user to uninstall it from the venv."""
     import numpy
 
-    from edge.ops.doctor import APT_DIST, DoctorSettings, _Context, check_numpy_opencv, numpy_origin
+    from edge.ops.doctor.context import DoctorSettings, _Context
+    from edge.ops.doctor.libraries import APT_DIST, check_numpy_opencv, numpy_origin
 
     usr_local = "/usr/local/lib/python3.11/dist-packages/numpy/__init__.py"
     assert numpy_origin(f"{APT_DIST}/numpy/__init__.py") == ("apt", "")
