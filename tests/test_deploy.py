@@ -22,9 +22,10 @@ from edge.ops.bundle import run as bundle_run
 from edge.card import load_card
 from edge.config import load_config
 from edge.pipeline.detectors.blazeface import MODEL_FILES, find_model
-from edge.ops.doctor import FAIL, OK, WARN, sink_verdict
 from edge.ops.doctor.board import clock_verdict, governor_verdict, temperature_verdict, throttled_verdict
+from edge.ops.doctor.context import FAIL, OK, WARN
 from edge.ops.doctor.libraries import opencv_verdict
+from edge.ops.doctor.sinks import sink_verdict
 from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]

@@ -16,7 +16,8 @@ import pytest
 from edge.config import load_config
 from edge.ops.bundle import BundleSettings, readme_text
 from edge.ops.bundle import run as bundle_run
-from edge.ops.doctor import FAIL, OK, WARN, sink_verdict
+from edge.ops.doctor.context import FAIL, OK, WARN
+from edge.ops.doctor.sinks import sink_verdict
 from edge.sinks.jsonl import JsonlSink
 from tests.test_deploy import (DEPLOY, REPO, assert_install_sentence, assert_one_sentence, fake_apt, fake_bundle,
                                fake_install_env, install)
