@@ -399,7 +399,8 @@ def test_doctor_refuses_a_camera_index_edge_run_refuses(index):
 
 def test_doctor_calls_a_read_only_spool_disk_read_only_not_full(tmp_path):
     from edge.config import Config
-    from edge.ops.doctor import DoctorSettings, _Context, check_disk
+    from edge.ops.doctor.context import DoctorSettings, _Context
+    from edge.ops.doctor.disk import check_disk
     from tests.test_reliability import tmpfs
 
     cfg = Config()
