@@ -12,8 +12,8 @@ import pytest
 
 from benchmarks.scenes import astronaut_face, background
 from edge.config import load_config
-from edge.ops import doctor
-from edge.ops.doctor import FAIL, OK, WARN, camera_verdicts, faces_verdict, probe_camera
+from edge.ops.doctor.camera import camera_verdicts, check_camera, faces_verdict, probe_camera
+from edge.ops.doctor.context import FAIL, OK, WARN, DoctorSettings, _Context
 from edge.pipeline.sources import LiveSource
 from tests.conftest import run_cli
 
@@ -86,9 +86,9 @@ def test_doctor_gives_the_width_of_the_faces_in_view_against_the_40_px_target():
 
 
 def test_doctor_runs_the_probe_in_a_child_and_a_missing_camera_is_one_sentence(monkeypatch, tmp_path):
-    monkeypatch.setattr("edge.ops.doctor.service_active", lambda: False)
-    ctx = doctor._Context(doctor.DoctorSettings(camera=63))
-    doctor.check_camera(ctx, load_config(None, {}))
+    monkeypatch.setattr("edge.ops.doctor.camera.service_active", lambda: False)
+    ctx = _Context(DoctorSettings(camera=63))
+    check_camera(ctx, load_config(None, {}))
     (row,) = [c for c in ctx.checks if c.name == "camera"]
     assert row.status == FAIL and row.detail.startswith("Cannot open camera 63: there is no /dev/video63"), row.detail
 
@@ -96,9 +96,9 @@ def test_doctor_runs_the_probe_in_a_child_and_a_missing_camera_is_one_sentence(m
 def test_doctor_checks_the_camera_when_the_config_names_a_camera_and_a_path(monkeypatch, tmp_path):
     """`edge run` uses the camera then (source.path is read only when camera is unset): the doctor
     checked the path instead."""
-    monkeypatch.setattr("edge.ops.doctor.service_active", lambda: False)
-    ctx = doctor._Context(doctor.DoctorSettings())
-    doctor.check_camera(ctx, load_config(None, {"source.camera": 63, "source.path": str(tmp_path)}))
+    monkeypatch.setattr("edge.ops.doctor.camera.service_active", lambda: False)
+    ctx = _Context(DoctorSettings())
+    check_camera(ctx, load_config(None, {"source.camera": 63, "source.path": str(tmp_path)}))
     (row,) = [c for c in ctx.checks if c.name == "camera"]
     assert row.status == FAIL and row.detail.startswith("Cannot open camera 63"), row.detail
 
@@ -138,9 +138,9 @@ def test_doctor_watches_the_pi_camera_too_not_only_lists_it(monkeypatch, tmp_pat
     """It said "camera 0 is the Pi camera imx708" without taking a single frame from it."""
     (tmp_path / "picamera2.py").write_text(PICAMERA2_STUB)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))  # the probe's child process imports the stand-in
-    monkeypatch.setattr("edge.ops.doctor.service_active", lambda: False)
-    ctx = doctor._Context(doctor.DoctorSettings(camera=0))
-    doctor.check_camera(ctx, load_config(None, {}))
+    monkeypatch.setattr("edge.ops.doctor.camera.service_active", lambda: False)
+    ctx = _Context(DoctorSettings(camera=0))
+    check_camera(ctx, load_config(None, {}))
     rows = {c.name: c for c in ctx.checks}
     assert rows["picamera2"].detail == "Pi cameras: 0: imx708"
     camera = rows["camera"]
@@ -154,11 +154,11 @@ def test_doctor_says_the_focus_the_pi_camera_holds(monkeypatch, tmp_path):
     """An IT person checks with `edge doctor` that [source] focus_m reached the camera."""
     (tmp_path / "picamera2.py").write_text(PICAMERA2_STUB)
     monkeypatch.setenv("PYTHONPATH", str(tmp_path))
-    monkeypatch.setattr("edge.ops.doctor.service_active", lambda: False)
+    monkeypatch.setattr("edge.ops.doctor.camera.service_active", lambda: False)
     config = tmp_path / "config.toml"
     config.write_text("[source]\ncamera = 0\nfocus_m = 2.5\n")
-    ctx = doctor._Context(doctor.DoctorSettings(config=str(config)))
-    doctor.check_camera(ctx, load_config(str(config), {}))
+    ctx = _Context(DoctorSettings(config=str(config)))
+    check_camera(ctx, load_config(str(config), {}))
     camera = {c.name: c for c in ctx.checks}["camera"]
     assert camera.status == OK and camera.detail.startswith(
         "Pi camera 0 (picamera2, 640x480, focus fixed at 2.5 m): 640x480 at "), camera.detail

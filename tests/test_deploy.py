@@ -22,8 +22,10 @@ from edge.ops.bundle import run as bundle_run
 from edge.card import load_card
 from edge.config import load_config
 from edge.pipeline.detectors.blazeface import MODEL_FILES, find_model
-from edge.ops.doctor import (FAIL, OK, WARN, clock_verdict, governor_verdict, opencv_verdict, sink_verdict,
-                              temperature_verdict, throttled_verdict)
+from edge.ops.doctor.board import clock_verdict, governor_verdict, temperature_verdict, throttled_verdict
+from edge.ops.doctor.context import FAIL, OK, WARN
+from edge.ops.doctor.libraries import opencv_verdict
+from edge.ops.doctor.sinks import sink_verdict
 from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +93,7 @@ def test_bundle_holds_everything_the_pi_needs(store_bundle, bundled_model):
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
         entry_points = next(z.read(n).decode() for n in names if n.endswith("entry_points.txt"))
-    assert {"edge/cli.py", "edge/ops/doctor.py", "edge/ops/bundle.py", "edge/pipeline/detectors/blazeface.py",
+    assert {"edge/cli.py", "edge/ops/doctor/__init__.py", "edge/ops/bundle.py", "edge/pipeline/detectors/blazeface.py",
             "edge/pipeline/detectors/models/face_detection_full_range.tflite",
             "edge/pipeline/detectors/models/face_detection_short_range.tflite",
             "edge/pipeline/detectors/models/LICENSE", "edge/pipeline/detectors/models/PROVENANCE.md"} <= names
@@ -397,7 +399,8 @@ def test_doctor_refuses_a_camera_index_edge_run_refuses(index):
 
 def test_doctor_calls_a_read_only_spool_disk_read_only_not_full(tmp_path):
     from edge.config import Config
-    from edge.ops.doctor import DoctorSettings, _Context, check_disk
+    from edge.ops.doctor.context import DoctorSettings, _Context
+    from edge.ops.doctor.disk import check_disk
     from tests.test_reliability import tmpfs
 
     cfg = Config()
@@ -429,7 +432,8 @@ def test_doctor_takes_trixies_own_opencv_metadata_for_apt_not_for_a_wheel_to_uni
     warned "pip uninstall opencv" about apt's OpenCV itself."""
     from importlib import metadata
 
-    from edge.ops.doctor import APT_DIST, DoctorSettings, _Context, check_numpy_opencv
+    from edge.ops.doctor.context import DoctorSettings, _Context
+    from edge.ops.doctor.libraries import APT_DIST, check_numpy_opencv
 
     class Dist:
         def __init__(self, name: str, folder: str):
@@ -459,7 +463,8 @@ def test_doctor_names_a_numpy_that_sudo_pip_put_in_usr_local_and_how_to_remove_i
     packages; the doctor called it "pip" and told the user to uninstall it from the venv."""
     import numpy
 
-    from edge.ops.doctor import APT_DIST, DoctorSettings, _Context, check_numpy_opencv, numpy_origin
+    from edge.ops.doctor.context import DoctorSettings, _Context
+    from edge.ops.doctor.libraries import APT_DIST, check_numpy_opencv, numpy_origin
 
     usr_local = "/usr/local/lib/python3.11/dist-packages/numpy/__init__.py"
     assert numpy_origin(f"{APT_DIST}/numpy/__init__.py") == ("apt", "")
@@ -490,7 +495,7 @@ def test_pi_health_verdicts():
 
 
 def test_doctor_warns_when_the_installed_config_points_the_service_outside_its_state_folder(tmp_path):
-    from edge.ops.doctor import service_paths_verdict
+    from edge.ops.doctor.config import service_paths_verdict
 
     etc, state = tmp_path / "etc", tmp_path / "state"
     etc.mkdir()

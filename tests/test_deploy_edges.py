@@ -16,7 +16,8 @@ import pytest
 from edge.config import load_config
 from edge.ops.bundle import BundleSettings, readme_text
 from edge.ops.bundle import run as bundle_run
-from edge.ops.doctor import FAIL, OK, WARN, sink_verdict
+from edge.ops.doctor.context import FAIL, OK, WARN
+from edge.ops.doctor.sinks import sink_verdict
 from edge.sinks.jsonl import JsonlSink
 from tests.test_deploy import (DEPLOY, REPO, assert_install_sentence, assert_one_sentence, fake_apt, fake_bundle,
                                fake_install_env, install)
@@ -240,7 +241,7 @@ def service_layout(tmp_path, monkeypatch):
     """An installed layout in tmp_path: etc/config.toml is the service's config, its unit sets
     HOME to svc-home, and the doctor runs with the HOME of someone else (root under sudo)."""
     import edge.ops.bundle as bundle
-    import edge.ops.doctor as doctor
+    from edge.ops.doctor import config as doctor_config
 
     etc, state, home, own = tmp_path / "etc", tmp_path / "state", tmp_path / "svc-home", tmp_path / "root-home"
     for d in (etc, state, home, own):
@@ -249,7 +250,7 @@ def service_layout(tmp_path, monkeypatch):
     unit.write_text(f"[Service]\nEnvironment=HOME={home}\nEnvironment=PYTHONUNBUFFERED=1\n")
     monkeypatch.setattr(bundle, "ETC_DIR", str(etc))
     monkeypatch.setattr(bundle, "STATE_DIR", str(state))
-    monkeypatch.setattr(doctor, "UNIT_FILE", unit, raising=False)
+    monkeypatch.setattr(doctor_config, "UNIT_FILE", unit)
     monkeypatch.setenv("HOME", str(own))
     video = tmp_path / "queue.mp4"
     video.write_bytes(b"")
@@ -281,13 +282,14 @@ def test_doctor_reads_tilde_in_the_service_config_as_the_service_home(service_la
 def test_doctor_as_root_keeps_its_caches_out_of_the_service_home(service_layout, monkeypatch):
     """sudo edge doctor's camera probe left GStreamer's registry in the service's HOME, owned by root:
     the service could no longer update it."""
-    from edge.ops import doctor
+    from edge.ops.doctor import service
+    from edge.ops.doctor.context import DoctorSettings, _Context
 
-    monkeypatch.setattr(doctor.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(service.os, "geteuid", lambda: 0)
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
-    ctx = doctor._Context(doctor.DoctorSettings(config=str(service_layout["etc"] / "config.toml")))
+    ctx = _Context(DoctorSettings(config=str(service_layout["etc"] / "config.toml")))
     ctx.home = str(service_layout["home"])
-    with doctor.service_home(ctx):
+    with service.service_home(ctx):
         cache = Path(os.environ["XDG_CACHE_HOME"])
         assert os.environ["HOME"] == str(service_layout["home"]) and cache.is_dir()
         assert service_layout["home"] not in cache.parents
@@ -346,7 +348,7 @@ def test_doctor_names_the_file_it_could_not_read_not_always_the_config(tmp_path,
 
 
 def test_unit_home_takes_the_last_home_of_the_unit_and_its_drop_ins(tmp_path):
-    from edge.ops.doctor import service_paths_verdict, unit_home
+    from edge.ops.doctor.config import service_paths_verdict, unit_home
 
     unit = tmp_path / "queue-mood.service"
     assert unit_home(unit, "/var/lib/queue-mood") == "/var/lib/queue-mood"  # not installed
@@ -411,7 +413,7 @@ def open_tmp():
 
 
 def test_may_reads_the_mode_bits_of_the_path_and_the_folders_above_it(open_tmp):
-    from edge.ops.doctor import may
+    from edge.ops.doctor.service import may
 
     tmp_path = open_tmp
     other, group = os.getuid() + 4242, os.getgid()
@@ -438,7 +440,8 @@ def test_doctor_as_root_fails_a_config_and_spool_the_service_user_cannot_use(shi
     import shutil
 
     import edge.ops.bundle as bundle
-    import edge.ops.doctor as doctor
+    from edge.ops.doctor import config as doctor_config
+    from edge.ops.doctor import service
 
     root = open_tmp
     etc, state, model = root / "etc", root / "state", root / "model"
@@ -449,9 +452,9 @@ def test_doctor_as_root_fails_a_config_and_spool_the_service_user_cannot_use(shi
         shutil.copy(f, model / f.name)
     monkeypatch.setattr(bundle, "ETC_DIR", str(etc))
     monkeypatch.setattr(bundle, "STATE_DIR", str(state))
-    monkeypatch.setattr(doctor, "UNIT_FILE", root / "none.service")
-    monkeypatch.setattr(doctor, "SERVICE", "nobody")
-    monkeypatch.setattr(doctor.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(doctor_config, "UNIT_FILE", root / "none.service")
+    monkeypatch.setattr(service, "SERVICE", "nobody")
+    monkeypatch.setattr(service.os, "geteuid", lambda: 0)
     config = etc / "config.toml"
     config.write_text(f'[source]\npath = "{root}/queue.mp4"\n[model]\npath = "{model}/{shipped_model.name}"\n'
                       f'[sinks]\nspool_dir = "{state}/spool"\n[status]\nport = 0\n')

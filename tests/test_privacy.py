@@ -67,13 +67,13 @@ def test_a_watchdog_abort_of_edge_run_leaves_no_core_file_with_frames(tmp_path):
 def test_doctors_camera_probe_leaves_no_core_file():
     """`edge doctor` reads a camera frame in a child process (in /tmp): a driver crash there must
     not write the frame to a core file either, whatever core limit the doctor's shell has."""
-    from edge.ops import doctor
+    from edge.ops.doctor import camera
 
     needs_core_files()
     before = resource.getrlimit(resource.RLIMIT_CORE)
     resource.setrlimit(resource.RLIMIT_CORE, (before[1], before[1]))
     try:
-        got, why = doctor._child("import json, resource\n"
+        got, why = camera._child("import json, resource\n"
                                  "print(json.dumps({'core': resource.getrlimit(resource.RLIMIT_CORE)[0]}))", 60)
     finally:
         resource.setrlimit(resource.RLIMIT_CORE, before)
@@ -123,11 +123,12 @@ def test_doctor_never_shows_the_camera_streams_password():
     """install.sh prints `edge doctor` (into the journal, for an install at first boot), and a
     report gets pasted into tickets: the stream URL's password would hand out the camera's picture."""
     from edge.config import load_config
-    from edge.ops import doctor
+    from edge.ops.doctor.camera import check_camera
+    from edge.ops.doctor.context import DoctorSettings, _Context
 
-    ctx = doctor._Context(doctor.DoctorSettings())
+    ctx = _Context(DoctorSettings())
     cfg = load_config(None, {"source.path": "rtsp://admin:Secr3tPass@192.0.2.7:554/stream1?token=abc"})
-    doctor.check_camera(ctx, cfg)
+    check_camera(ctx, cfg)
     (check,) = ctx.checks
     assert "Secr3tPass" not in check.detail and "abc" not in check.detail
     assert "rtsp://***@192.0.2.7:554/stream1" in check.detail

@@ -629,12 +629,12 @@ def _doctor_budget(tmp_path, toml=""):
 
 
 def test_doctor_times_this_board_and_warns_when_the_schedule_needs_a_core(tmp_path, monkeypatch, shipped_classifier):
-    from edge.ops import doctor
+    from edge.ops.doctor import budget
 
     check = _doctor_budget(tmp_path)  # timed on this machine: how fast it is is not this test's business
     assert check.status in ("OK", "WARN") and "of one core at 15 fps with 4 faces" in check.detail
     assert "29 calls/s" in check.detail and "6.7 faces/s" in check.detail
-    monkeypatch.setattr(doctor, "_median_s", lambda fn, n=7: 0.01)  # a slow board: 10 ms a call
+    monkeypatch.setattr(budget, "_median_s", lambda fn, n=7: 0.01)  # a slow board: 10 ms a call
     check = _doctor_budget(tmp_path)
     assert check.status == "OK" and check.detail.startswith("about 36% of one core")  # 29 x 10 ms + 6.7 x 10 ms
     check = _doctor_budget(tmp_path, "[schedule]\nclassify_hz = 0\nclassify_max_per_frame = 0\ndetect_hz = 0\nscan_hz = 0\n")

@@ -440,7 +440,8 @@ def test_jsonl_path_that_is_a_folder_disables_the_sink_and_fails_the_doctor(tmp_
     bundle reads it on a machine where that folder may exist and the Pi's will not): the sink
     cannot start where it runs, with one ERROR, and the doctor FAILs it."""
     from edge.config import load_config
-    from edge.ops.doctor import FAIL, sink_verdict
+    from edge.ops.doctor.context import FAIL
+    from edge.ops.doctor.sinks import sink_verdict
     from edge.sinks.fanout import build_sinks
 
     (tmp_path / "adir").mkdir()
@@ -1048,7 +1049,8 @@ def https_receiver(tmp_path):
 
 
 def test_webhook_check_fails_a_certificate_the_posts_would_not_trust(tmp_path, https_receiver, monkeypatch):
-    from edge.ops.doctor import FAIL, OK, sink_verdict
+    from edge.ops.doctor.context import FAIL, OK
+    from edge.ops.doctor.sinks import sink_verdict
 
     url, cert = https_receiver
     sink = WebhookSink(url=url, timeout_s=5, spool=Spool(tmp_path / "sp"))
@@ -1738,7 +1740,8 @@ def test_mqtt_refused_login_counts_each_try_once(tmp_path):
 
 @needs_mosquitto
 def test_doctor_fails_a_broker_that_refuses_the_login(tmp_path):
-    from edge.ops.doctor import FAIL, sink_verdict
+    from edge.ops.doctor.context import FAIL
+    from edge.ops.doctor.sinks import sink_verdict
     from edge.sinks.mqtt import MqttSink, MqttSinkConfig
 
     (tmp_path / "broker").mkdir()

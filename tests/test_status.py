@@ -1220,9 +1220,10 @@ def test_a_stream_url_with_credentials_is_not_echoed_when_it_fails():
 
 def test_doctor_warns_when_the_network_address_answers_without_auth(serve):
     from edge.config import Config
-    from edge.ops import doctor
+    from edge.ops.doctor.context import OK, WARN, DoctorSettings, _Context
+    from edge.ops.doctor.status_page import _lan_address, check_status
 
-    lan = doctor._lan_address()
+    lan = _lan_address()
     if lan is None:
         pytest.skip("this machine has no non-loopback address to probe")
     open_srv = StatusServer(Stats("rt", "m", "v"), StatusConfig(host="0.0.0.0", port=0))  # as an old version would
@@ -1230,18 +1231,18 @@ def test_doctor_warns_when_the_network_address_answers_without_auth(serve):
     try:
         cfg = Config()
         cfg.status.port = open_srv.port
-        ctx = doctor._Context(doctor.DoctorSettings())
-        doctor.check_status(ctx, cfg)
+        ctx = _Context(DoctorSettings())
+        check_status(ctx, cfg)
         warn = [c for c in ctx.checks if c.name == "status auth"]
-        assert warn and warn[0].status == doctor.WARN and f"{lan}:{open_srv.port}" in warn[0].detail
+        assert warn and warn[0].status == WARN and f"{lan}:{open_srv.port}" in warn[0].detail
     finally:
         open_srv.stop()
     guarded = StatusServer(Stats("rt", "m", "v"), StatusConfig(host="0.0.0.0", port=0, token=TOKEN)).start()
     try:
         cfg = load_config(None, {"status.host": "0.0.0.0", "status.token": TOKEN, "status.port": guarded.port})
-        ctx = doctor._Context(doctor.DoctorSettings())
-        doctor.check_status(ctx, cfg)
-        assert [c.status for c in ctx.checks] == [doctor.OK] and "a token required" in ctx.checks[0].detail
+        ctx = _Context(DoctorSettings())
+        check_status(ctx, cfg)
+        assert [c.status for c in ctx.checks] == [OK] and "a token required" in ctx.checks[0].detail
     finally:
         guarded.stop()
 
@@ -1250,13 +1251,14 @@ def test_doctor_fails_a_status_port_another_program_holds_and_explains_port_0():
     import socket
 
     from edge.config import Config
-    from edge.ops import doctor
+    from edge.ops.doctor.context import FAIL, OK, DoctorSettings, _Context
+    from edge.ops.doctor.status_page import check_status
 
     def status_line(port):
         cfg = Config()
         cfg.status.port = port
-        ctx = doctor._Context(doctor.DoctorSettings())
-        doctor.check_status(ctx, cfg)
+        ctx = _Context(DoctorSettings())
+        check_status(ctx, cfg)
         (line,) = [c for c in ctx.checks if c.name == "status page"]
         return line
 
@@ -1264,15 +1266,15 @@ def test_doctor_fails_a_status_port_another_program_holds_and_explains_port_0():
         other.bind(("127.0.0.1", 0))
         other.listen()
         line = status_line(other.getsockname()[1])
-        assert line.status == doctor.FAIL and "taken by another program" in line.detail
+        assert line.status == FAIL and "taken by another program" in line.detail
     ours = StatusServer(Stats("rt", "m", "v"), StatusConfig(port=0)).start()  # the monitor itself: fine
     try:
         line = status_line(ours.port)
-        assert line.status == doctor.OK and "queue-mood monitor running now" in line.detail
+        assert line.status == OK and "queue-mood monitor running now" in line.detail
     finally:
         ours.stop()
     line = status_line(0)
-    assert line.status == doctor.OK and "localhost:0" not in line.detail and "port = 0" in line.detail
+    assert line.status == OK and "localhost:0" not in line.detail and "port = 0" in line.detail
 
 
 def test_process_cpu_share_is_cpu_seconds_per_wall_second_over_the_interval():

@@ -1,0 +1,97 @@
+"""The status page: where it listens, whether edge run could listen there now, and whether this
+machine's network address answers it without a token or password."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+from edge.ops.doctor.context import FAIL, OK, WARN, _Context
+
+
+def _lan_address() -> str | None:
+    """This machine's address on its default route (a UDP socket's connect sends nothing)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect(("10.255.255.255", 9))
+            addr = s.getsockname()[0]
+    except OSError:
+        return None
+    return None if addr.startswith("127.") or addr == "0.0.0.0" else addr
+
+
+def _answers_without_auth(host: str, port: int) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}/status", timeout=3) as r:
+            return r.status == 200
+    except (OSError, urllib.error.URLError, ValueError):
+        return False  # refused, 401, or nothing there
+
+
+def _is_queue_mood(host: str, port: int) -> bool:
+    """Whether the program on host:port is a queue-mood status server (its Server header, sent
+    with a 401 too)."""
+    import http.client
+
+    host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    conn = http.client.HTTPConnection(host, port, timeout=2)
+    try:
+        conn.request("HEAD", "/")
+        return (conn.getresponse().getheader("Server") or "").startswith("queue-mood")
+    except (OSError, http.client.HTTPException):
+        return False
+    finally:
+        conn.close()
+
+
+def port_verdict(host: str, port: int) -> tuple[str, str] | None:
+    """None when edge run could listen on host:port now, else (status, why): a port another
+    program holds would leave edge run without its page (it runs on, with a warning)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does (HTTPServer)
+        try:
+            s.bind((host, port))
+            return None
+        except OSError as exc:
+            err = exc
+    if err.errno == errno.EADDRINUSE:
+        if _is_queue_mood(host, port):
+            return OK, "the queue-mood monitor running now listens there"
+        return FAIL, (f"port {port} on {host} is taken by another program, so edge run would run without its "
+                      "page; stop that program or set [status] port to a free one")
+    fix = {errno.EACCES: "ports below 1024 need root: choose [status] port above 1023",
+           errno.EADDRNOTAVAIL: f"{host} is not an address of this machine: fix [status] host"}
+    return FAIL, (f"edge run cannot listen on {host}:{port} ({err.strerror}); "
+                  f"{fix.get(err.errno, 'fix [status] host and port')}")
+
+
+def check_status(ctx: _Context, cfg) -> None:
+    """Where the status page listens, and whether anything on this Pi's network address
+    answers it without credentials (the service predating the config, a proxy, a test run)."""
+    from edge.config import is_loopback
+
+    st = cfg.status
+    if not st.enabled:
+        ctx.add("status page", OK, "off ([status] enabled = false)")
+        return
+    need = " and ".join(w for w, on in (("a token", st.token), ("a password", st.password)) if on) or \
+        "the metrics token (for /metrics; the page is closed)"
+    # port 0: the system picks a free one at each start
+    port = "a free port chosen at each start ([status] port = 0; edge run logs which)" if not st.port else None
+    if is_loopback(st.host):
+        where = f"on this Pi only, {port}" if port else f"http://localhost:{st.port}/ on this Pi only"
+        line = f"{where}; for the store network set [status] host = \"0.0.0.0\" with a token or password"
+    else:
+        line = f"on {st.host}, {port}, {need} required" if port else f"on {st.host}:{st.port}, {need} required"
+    taken = port_verdict(st.host, st.port) if st.port else None
+    status, why = taken or (OK, "")
+    ctx.add("status page", status, why if status == FAIL else f"{line}; {why}" if why else line)
+    lan = _lan_address()
+    if lan and st.port and _answers_without_auth(lan, st.port):
+        ctx.add("status auth", WARN, f"http://{lan}:{st.port}/status answers without a token or password: anyone on "
+                                     "the store network can read it; restart the service with [status] token or "
+                                     "password set (or host = \"127.0.0.1\")")
