@@ -815,7 +815,9 @@ def test_install_sh_waits_while_another_apt_holds_the_package_lists(tmp_path, wa
         assert len(updates) == 2 and "waiting for it" in proc.stdout
     else:
         assert_install_sentence(proc, "apt-get update failed", f"busy elsewhere for more than {wait_s}s")
-        assert len(updates) >= 2 and not Path(env["ETC_DIR"]).exists()
+        # Tries at least once; whether a second try fits in 1 s depends on bash's whole-second
+        # SECONDS and the machine's load (the 30-s case above checks the retry itself).
+        assert updates and not Path(env["ETC_DIR"]).exists()
 
 
 def test_install_sh_full_disk_is_one_sentence_before_anything_changes(tmp_path):
