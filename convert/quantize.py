@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -203,6 +204,7 @@ def run(s: ConvertSettings) -> tuple[dict, list[str]]:
         remove_scratch(out)
         earlier = converted_from(out)
         scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}{SCRATCH}", dir=out.parent))  # parent made by the hold
+        scratch.chmod(out_mode(out))  # mkdtemp's 0700 would become --out's (or failed/'s) mode
         try:
             parity, failures = _convert(s, model, keras_path, ds, scratch)
             if failures:
@@ -221,6 +223,18 @@ def run(s: ConvertSettings) -> tuple[dict, list[str]]:
             print(notes[-1], flush=True)
         record_command(out, notes=notes)
     return parity, failures
+
+
+def out_mode(out: Path) -> int:
+    """The mode the scratch folder takes before it becomes --out: --out's own, else what mkdir
+    gives under the umask (mkdtemp's 0700 would hide the model from every other user, a service
+    reading it among them)."""
+    try:
+        return stat.S_IMODE(out.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o777 & ~umask
 
 
 def converted_from(out: Path) -> str | None:

@@ -628,3 +628,28 @@ def test_eval_json_says_which_model_bytes_it_measured_how_and_with_what_command(
     rep = json.loads(r.stdout)
     assert rep["model_sha256"] == sha256_file(shipped_model) and rep["calibrated"] is (not raw)
     assert rep["command"] == shlex.join(["edge", *args]) and rep["working_folder"] == os.getcwd()
+
+
+def test_a_conversion_keeps_the_mode_of_its_out_folder(tmp_path, cache_env):
+    """The new model's folder is made with mkdtemp (mode 0700) and swapped in as --out: a 0755
+    model folder became unreadable to every other user, the service that runs the model among them."""
+    from convert.quantize import ConvertSettings, run
+    from tests.conftest import write_class_folders
+
+    data = write_class_folders(tmp_path / "data" / "train", 3, seed=5).parent
+    write_class_folders(data / "val", 2, seed=6)
+    tiny_dense_model().save(tmp_path / "model.keras")
+    out = tmp_path / "int8"
+
+    def convert(**gate):
+        run(ConvertSettings(model=str(tmp_path / "model.keras"), data=str(data), out=str(out), calibration_size=7,
+                            **gate))
+        return out.stat().st_mode & 0o777
+
+    umask = os.umask(0o022)
+    try:
+        assert convert(max_drop_pp=100, min_agreement=0) == 0o755  # a new --out: as mkdir makes it
+    finally:
+        os.umask(umask)
+    out.chmod(0o750)
+    assert convert(max_drop_pp=100, min_agreement=0) == 0o750  # an --out that was there keeps its own
