@@ -197,6 +197,7 @@ def run(s: ConvertSettings) -> tuple[dict, list[str]]:
     check_settings(s)
     with held_by_this_process(s.out):
         keras_path = resolve_keras_model(s.model).resolve()
+        votes = run_votes(s, keras_path.parent)  # the run's votes file gone: said now, not after both conversions
         model = load_keras(keras_path)
         ds = load_dataset(s.data, size=int(model.input_shape[1]))
         warn_if_other_data(ds, keras_path.parent, s.data)
@@ -206,7 +207,7 @@ def run(s: ConvertSettings) -> tuple[dict, list[str]]:
         scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}{SCRATCH}", dir=out.parent))  # parent made by the hold
         scratch.chmod(out_mode(out))  # mkdtemp's 0700 would become --out's (or failed/'s) mode
         try:
-            parity, failures = _convert(s, model, keras_path, ds, scratch)
+            parity, failures = _convert(s, model, keras_path, ds, scratch, votes)
             if failures:
                 out.mkdir(exist_ok=True)
                 shutil.rmtree(out / FAILED_DIR, ignore_errors=True)  # the last failed attempt's files, not a mix
@@ -318,7 +319,7 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path) -> tuple[dict, list[str]]:
+def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path, votes=None) -> tuple[dict, list[str]]:
     from convert.parity import parity_report, write_parity
 
     size = int(model.input_shape[1])
@@ -345,7 +346,6 @@ def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path) -> tupl
 
     in_q, out_q = io_quant(files["int8"])
     run_dir = keras_path.parent
-    votes = run_votes(s, run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
     if not metrics and (run_dir / "train_settings.json").exists() and not (run_dir / "soup.json").exists():
         print(f"WARNING: {run_dir} has no metrics.json: its training did not finish (or its report was cut short), "

@@ -500,7 +500,7 @@ def test_a_second_convert_into_an_out_being_written_is_refused_and_the_first_fin
     (tmp_path / "run" / "model.keras").write_bytes(b"")
     calls, first_started, go = [], threading.Event(), threading.Event()
 
-    def slow_convert(s, model, keras_path, ds, scratch):
+    def slow_convert(s, model, keras_path, ds, scratch, votes):
         calls.append(scratch)
         if len(calls) == 1:  # the first conversion is still writing when the second one starts
             first_started.set()
@@ -653,3 +653,17 @@ def test_a_conversion_keeps_the_mode_of_its_out_folder(tmp_path, cache_env):
         os.umask(umask)
     out.chmod(0o750)
     assert convert(max_drop_pp=100, min_agreement=0) == 0o750  # an --out that was there keeps its own
+
+
+def test_a_runs_votes_file_that_is_gone_is_refused_before_converting(tmp_path, monkeypatch):
+    """A FER+ run converted without --votes reads the votes file it trained on: one moved away
+    was said only after both conversions (minutes on FER2013), as --votes was before."""
+    from convert import quantize
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "model.keras").write_bytes(b"")
+    (run_dir / "train_settings.json").write_text(json.dumps({"labels": "ferplus", "votes": str(tmp_path / "gone.csv")}))
+    monkeypatch.setattr(quantize, "load_keras", lambda path: pytest.fail("converting before the votes file is found"))
+    with pytest.raises(UserError, match=r"Votes file .*gone.csv does not exist; pass --votes PATH"):
+        quantize.run(quantize.ConvertSettings(model=str(run_dir), data=str(tmp_path), out=str(tmp_path / "int8")))
