@@ -267,13 +267,14 @@ def _previous(out: Path) -> Path:
 
 def _carry_over(out: Path, new: Path) -> None:
     """Hard-link (copy where links fail) every file of `out` that a conversion does not write
-    into `new`: command.txt, and a run's own files when --out is the run folder."""
+    into `new`: command.txt, and a run's own files when --out is the run folder. A link stays a
+    link (a link to a dataset folder was copied whole, as a folder, and the link lost)."""
     if not out.is_dir():
         return
     for f in out.iterdir():
         if f.name in OUTPUTS or f.name.startswith(SCRATCH):
             continue
-        if f.is_dir():
+        if f.is_dir() and not f.is_symlink():
             shutil.copytree(f, new / f.name, copy_function=_link, symlinks=True)
         else:
             _link(f, new / f.name)
@@ -281,9 +282,9 @@ def _carry_over(out: Path, new: Path) -> None:
 
 def _link(src, dst) -> None:
     try:
-        os.link(src, dst)
+        os.link(src, dst, follow_symlinks=False)
     except OSError:
-        shutil.copy2(src, dst)
+        shutil.copy2(src, dst, follow_symlinks=False)
 
 
 def _switch(new: Path, out: Path) -> None:

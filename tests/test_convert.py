@@ -667,3 +667,19 @@ def test_a_runs_votes_file_that_is_gone_is_refused_before_converting(tmp_path, m
     monkeypatch.setattr(quantize, "load_keras", lambda path: pytest.fail("converting before the votes file is found"))
     with pytest.raises(UserError, match=r"Votes file .*gone.csv does not exist; pass --votes PATH"):
         quantize.run(quantize.ConvertSettings(model=str(run_dir), data=str(tmp_path), out=str(tmp_path / "int8")))
+
+
+def test_a_link_in_out_is_carried_over_as_a_link(tmp_path):
+    """A passing conversion rebuilds --out with its other files: a link there to a dataset folder
+    became a copy of the whole folder (every file, across file systems), the link gone."""
+    from convert.quantize import _carry_over
+
+    out, new, dataset = tmp_path / "out", tmp_path / "new", tmp_path / "dataset"
+    for folder in (out, new, dataset):
+        folder.mkdir()
+    (dataset / "face.png").write_bytes(b"png")
+    (out / "data").symlink_to(dataset)
+    (out / "notes.txt").symlink_to(dataset / "face.png")
+    _carry_over(out, new)
+    assert os.readlink(new / "data") == str(dataset)
+    assert os.readlink(new / "notes.txt") == str(dataset / "face.png")
