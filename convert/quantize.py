@@ -195,13 +195,16 @@ def run(s: ConvertSettings) -> tuple[dict, list[str]]:
     files go to s.out/failed (FAILED_DIR), so a failed conversion never replaces a passing model.
     A conversion into an s.out that another one is writing is refused before any work."""
     check_settings(s)
-    with held_by_this_process(s.out):
+    # An --out that is a link (models/current -> v7): the folder it points to is replaced and the
+    # link kept (swapping the link itself left a real folder there and the link under a scratch
+    # name, which rmtree refuses, for ever).
+    out = Path(s.out).resolve()
+    with held_by_this_process(out):
         keras_path = resolve_keras_model(s.model).resolve()
         votes = run_votes(s, keras_path.parent)  # the run's votes file gone: said now, not after both conversions
         model = load_keras(keras_path)
         ds = load_dataset(s.data, size=int(model.input_shape[1]))
         warn_if_other_data(ds, keras_path.parent, s.data)
-        out = Path(s.out).absolute()
         remove_scratch(out)
         earlier = converted_from(out)
         scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}{SCRATCH}", dir=out.parent))  # parent made by the hold

@@ -683,3 +683,23 @@ def test_a_link_in_out_is_carried_over_as_a_link(tmp_path):
     _carry_over(out, new)
     assert os.readlink(new / "data") == str(dataset)
     assert os.readlink(new / "notes.txt") == str(dataset / "face.png")
+
+
+@pytest.mark.slow
+def test_an_out_that_is_a_link_keeps_the_link_and_replaces_its_folder(tmp_path, cache_env):
+    """--out models/current (a link to v7): the conversion swapped the link itself for the new
+    folder, leaving v7 as it was and the link under a scratch name that nothing removes."""
+    from convert.quantize import ConvertSettings, run
+    from tests.conftest import write_class_folders
+
+    data = write_class_folders(tmp_path / "data" / "train", 3, seed=5).parent
+    write_class_folders(data / "val", 2, seed=6)
+    tiny_dense_model().save(tmp_path / "model.keras")
+    models = tmp_path / "models"
+    (models / "v7").mkdir(parents=True)
+    (models / "current").symlink_to("v7")
+    run(ConvertSettings(model=str(tmp_path / "model.keras"), data=str(data), out=str(models / "current"),
+                        calibration_size=7, max_drop_pp=100, min_agreement=0))
+    assert (models / "current").is_symlink() and os.readlink(models / "current") == "v7"
+    assert (models / "v7" / "model_int8.tflite").is_file()
+    assert sorted(p.name for p in models.iterdir()) == ["current", "v7"]
