@@ -6,6 +6,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -194,17 +195,22 @@ def run(s: ConvertSettings) -> tuple[dict, list[str]]:
     files go to s.out/failed (FAILED_DIR), so a failed conversion never replaces a passing model.
     A conversion into an s.out that another one is writing is refused before any work."""
     check_settings(s)
-    with held_by_this_process(s.out):
+    # An --out that is a link (models/current -> v7): the folder it points to is replaced and the
+    # link kept (swapping the link itself left a real folder there and the link under a scratch
+    # name, which rmtree refuses, for ever).
+    out = Path(s.out).resolve()
+    with held_by_this_process(out):
         keras_path = resolve_keras_model(s.model).resolve()
+        votes = run_votes(s, keras_path.parent)  # the run's votes file gone: said now, not after both conversions
         model = load_keras(keras_path)
         ds = load_dataset(s.data, size=int(model.input_shape[1]))
         warn_if_other_data(ds, keras_path.parent, s.data)
-        out = Path(s.out).absolute()
         remove_scratch(out)
         earlier = converted_from(out)
         scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}{SCRATCH}", dir=out.parent))  # parent made by the hold
+        scratch.chmod(out_mode(out))  # mkdtemp's 0700 would become --out's (or failed/'s) mode
         try:
-            parity, failures = _convert(s, model, keras_path, ds, scratch)
+            parity, failures = _convert(s, model, keras_path, ds, scratch, votes)
             if failures:
                 out.mkdir(exist_ok=True)
                 shutil.rmtree(out / FAILED_DIR, ignore_errors=True)  # the last failed attempt's files, not a mix
@@ -221,6 +227,18 @@ def run(s: ConvertSettings) -> tuple[dict, list[str]]:
             print(notes[-1], flush=True)
         record_command(out, notes=notes)
     return parity, failures
+
+
+def out_mode(out: Path) -> int:
+    """The mode the scratch folder takes before it becomes --out: --out's own, else what mkdir
+    gives under the umask (mkdtemp's 0700 would hide the model from every other user, a service
+    reading it among them)."""
+    try:
+        return stat.S_IMODE(out.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o777 & ~umask
 
 
 def converted_from(out: Path) -> str | None:
@@ -252,13 +270,14 @@ def _previous(out: Path) -> Path:
 
 def _carry_over(out: Path, new: Path) -> None:
     """Hard-link (copy where links fail) every file of `out` that a conversion does not write
-    into `new`: command.txt, and a run's own files when --out is the run folder."""
+    into `new`: command.txt, and a run's own files when --out is the run folder. A link stays a
+    link (a link to a dataset folder was copied whole, as a folder, and the link lost)."""
     if not out.is_dir():
         return
     for f in out.iterdir():
         if f.name in OUTPUTS or f.name.startswith(SCRATCH):
             continue
-        if f.is_dir():
+        if f.is_dir() and not f.is_symlink():
             shutil.copytree(f, new / f.name, copy_function=_link, symlinks=True)
         else:
             _link(f, new / f.name)
@@ -266,9 +285,9 @@ def _carry_over(out: Path, new: Path) -> None:
 
 def _link(src, dst) -> None:
     try:
-        os.link(src, dst)
+        os.link(src, dst, follow_symlinks=False)
     except OSError:
-        shutil.copy2(src, dst)
+        shutil.copy2(src, dst, follow_symlinks=False)
 
 
 def _switch(new: Path, out: Path) -> None:
@@ -304,7 +323,7 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path) -> tuple[dict, list[str]]:
+def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path, votes=None) -> tuple[dict, list[str]]:
     from convert.parity import parity_report, write_parity
 
     size = int(model.input_shape[1])
@@ -331,7 +350,6 @@ def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path) -> tupl
 
     in_q, out_q = io_quant(files["int8"])
     run_dir = keras_path.parent
-    votes = run_votes(s, run_dir)
     metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
     if not metrics and (run_dir / "train_settings.json").exists() and not (run_dir / "soup.json").exists():
         print(f"WARNING: {run_dir} has no metrics.json: its training did not finish (or its report was cut short), "

@@ -500,7 +500,7 @@ def test_a_second_convert_into_an_out_being_written_is_refused_and_the_first_fin
     (tmp_path / "run" / "model.keras").write_bytes(b"")
     calls, first_started, go = [], threading.Event(), threading.Event()
 
-    def slow_convert(s, model, keras_path, ds, scratch):
+    def slow_convert(s, model, keras_path, ds, scratch, votes):
         calls.append(scratch)
         if len(calls) == 1:  # the first conversion is still writing when the second one starts
             first_started.set()
@@ -628,3 +628,78 @@ def test_eval_json_says_which_model_bytes_it_measured_how_and_with_what_command(
     rep = json.loads(r.stdout)
     assert rep["model_sha256"] == sha256_file(shipped_model) and rep["calibrated"] is (not raw)
     assert rep["command"] == shlex.join(["edge", *args]) and rep["working_folder"] == os.getcwd()
+
+
+def test_a_conversion_keeps_the_mode_of_its_out_folder(tmp_path, cache_env):
+    """The new model's folder is made with mkdtemp (mode 0700) and swapped in as --out: a 0755
+    model folder became unreadable to every other user, the service that runs the model among them."""
+    from convert.quantize import ConvertSettings, run
+    from tests.conftest import write_class_folders
+
+    data = write_class_folders(tmp_path / "data" / "train", 3, seed=5).parent
+    write_class_folders(data / "val", 2, seed=6)
+    tiny_dense_model().save(tmp_path / "model.keras")
+    out = tmp_path / "int8"
+
+    def convert(**gate):
+        run(ConvertSettings(model=str(tmp_path / "model.keras"), data=str(data), out=str(out), calibration_size=7,
+                            **gate))
+        return out.stat().st_mode & 0o777
+
+    umask = os.umask(0o022)
+    try:
+        assert convert(max_drop_pp=100, min_agreement=0) == 0o755  # a new --out: as mkdir makes it
+    finally:
+        os.umask(umask)
+    out.chmod(0o750)
+    assert convert(max_drop_pp=100, min_agreement=0) == 0o750  # an --out that was there keeps its own
+
+
+def test_a_runs_votes_file_that_is_gone_is_refused_before_converting(tmp_path, monkeypatch):
+    """A FER+ run converted without --votes reads the votes file it trained on: one moved away
+    was said only after both conversions (minutes on FER2013), as --votes was before."""
+    from convert import quantize
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "model.keras").write_bytes(b"")
+    (run_dir / "train_settings.json").write_text(json.dumps({"labels": "ferplus", "votes": str(tmp_path / "gone.csv")}))
+    monkeypatch.setattr(quantize, "load_keras", lambda path: pytest.fail("converting before the votes file is found"))
+    with pytest.raises(UserError, match=r"Votes file .*gone.csv does not exist; pass --votes PATH"):
+        quantize.run(quantize.ConvertSettings(model=str(run_dir), data=str(tmp_path), out=str(tmp_path / "int8")))
+
+
+def test_a_link_in_out_is_carried_over_as_a_link(tmp_path):
+    """A passing conversion rebuilds --out with its other files: a link there to a dataset folder
+    became a copy of the whole folder (every file, across file systems), the link gone."""
+    from convert.quantize import _carry_over
+
+    out, new, dataset = tmp_path / "out", tmp_path / "new", tmp_path / "dataset"
+    for folder in (out, new, dataset):
+        folder.mkdir()
+    (dataset / "face.png").write_bytes(b"png")
+    (out / "data").symlink_to(dataset)
+    (out / "notes.txt").symlink_to(dataset / "face.png")
+    _carry_over(out, new)
+    assert os.readlink(new / "data") == str(dataset)
+    assert os.readlink(new / "notes.txt") == str(dataset / "face.png")
+
+
+@pytest.mark.slow
+def test_an_out_that_is_a_link_keeps_the_link_and_replaces_its_folder(tmp_path, cache_env):
+    """--out models/current (a link to v7): the conversion swapped the link itself for the new
+    folder, leaving v7 as it was and the link under a scratch name that nothing removes."""
+    from convert.quantize import ConvertSettings, run
+    from tests.conftest import write_class_folders
+
+    data = write_class_folders(tmp_path / "data" / "train", 3, seed=5).parent
+    write_class_folders(data / "val", 2, seed=6)
+    tiny_dense_model().save(tmp_path / "model.keras")
+    models = tmp_path / "models"
+    (models / "v7").mkdir(parents=True)
+    (models / "current").symlink_to("v7")
+    run(ConvertSettings(model=str(tmp_path / "model.keras"), data=str(data), out=str(models / "current"),
+                        calibration_size=7, max_drop_pp=100, min_agreement=0))
+    assert (models / "current").is_symlink() and os.readlink(models / "current") == "v7"
+    assert (models / "v7" / "model_int8.tflite").is_file()
+    assert sorted(p.name for p in models.iterdir()) == ["current", "v7"]
