@@ -668,7 +668,7 @@ def resolve_model(cfg: Config) -> Path:
 def model_file(given: str | Path, advice: str = "pass a .tflite model made by `edge convert`") -> Path:
     """The .tflite a --model or model.path names: a file, or the folder `edge convert --out` wrote."""
     path = expand_path(given)
-    if path.is_dir():
+    if visible(path, Path.is_dir):
         inside = [path / n for n in (INT8_MODEL, "model.keras") if (path / n).is_file()]
         if not inside:
             raise UserError(f"Model folder {path} holds no {INT8_MODEL}; {advice}.")

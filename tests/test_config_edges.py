@@ -76,6 +76,16 @@ def test_a_recording_under_a_folder_this_user_cannot_enter_is_one_sentence(close
     with pytest.raises(UserError, match=r"Source .*clip\.mp4 cannot be reached \(Permission denied\); run as a user"):
         open_source(None, str(closed / "clip.mp4"))
 
+def test_a_config_or_model_under_a_folder_this_user_cannot_enter_is_one_sentence(closed):
+    """`edge run --config /root/store.toml` (or --model there) as the user pi was a PermissionError traceback."""
+    from edge.errors import UserError
+
+    with pytest.raises(ConfigError, match=r"Config file .*store\.toml cannot be reached by this user \(Permission denied\)"):
+        load_config(closed / "store.toml")
+    with pytest.raises(UserError, match=r"Model file .*run1 cannot be reached by this user \(Permission denied\)"):
+        config.model_file(closed / "run1")
+
+
 def test_a_recording_this_user_may_not_read_says_so_not_damaged(tmp_path, monkeypatch):
     """The service runs as its own user: a recording copied in with mode 600 was "missing, damaged
     or in a format OpenCV cannot decode" (found in a review). Root reads it anyway, so there the
