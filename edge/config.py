@@ -418,7 +418,15 @@ HIDDEN_SECRET = "<hidden: --show-secrets prints it>"
 
 
 def _shown(where: str, value) -> str:
-    return "(hidden)" if where.rsplit(".", 1)[-1] in SECRET_KEYS else repr(value)
+    """A bad value as an error shows it (the journal, a pasted report): "(hidden)" for a secret
+    key's, and for one of the wrong shape that holds a secret as `edge config` finds them (an
+    array of tables with a token, a URL with credentials in a list, argv written as one string)."""
+    if where.rsplit(".", 1)[-1] in SECRET_KEYS | SECRET_TABLES:
+        return "(hidden)"
+    probe = value.split() if isinstance(value, str) else value
+    if isinstance(probe, list):  # argv's secrets are told by the flag before them, whatever the value's type
+        probe = [x if isinstance(x, (dict, list)) else str(x) for x in probe]
+    return "(hidden)" if hide_secrets({where: probe})[1] else repr(value)
 
 
 # Keys an older release read: what replaced them (named in the error, so an old config is easy to
@@ -491,7 +499,10 @@ def placeholders(data, path: str = "") -> list[str]:
 
 
 def _not_a_table(path: str, value) -> ConfigError:
-    return ConfigError(f"Config key '{path or '(top)'}' must be a table, got {value!r}.")
+    # [[x]] (an array of tables, a second webhook added the way a second table is) reads as a list
+    fix = (f"write [{path}] with single brackets, once" if isinstance(value, list) and value
+           and all(isinstance(x, dict) for x in value) else f"write [{path}] on a line of its own, its keys below it")
+    return ConfigError(f"Config key '{path or '(top)'}' must be a table, got {_shown(path, value)}; {fix}.")
 
 
 def build(cls, data: dict, path: str = "", folder: Path | None = None, as_given: frozenset = frozenset()):
