@@ -401,12 +401,27 @@ def _type_ok(value, tp) -> bool:
     return isinstance(value, tp)
 
 
+# A value's type as an error names it: "expected float" or "expected bool" was Python's word, not the file's.
+EXPECTED = {int: "an integer", float: "a number", str: "a string in quotes", bool: "true or false", dict: "a table"}
+
+
 def _describe(tp, n: int | None = None) -> str:
     if typing.get_origin(tp) is list:  # a list of the wrong items was "expected list"
         (inner,) = typing.get_args(tp)
         what = {int: "integers", float: "numbers", str: "strings"}.get(inner, f"{_describe(inner)} values")
         return f"a list of {f'{n} ' if n else ''}{what}"
-    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+    return EXPECTED.get(tp) or getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _unquoted(value, tp) -> str:
+    """What to write for a number or true/false typed in quotes (`fps = "15"`), else ""."""
+    if not isinstance(value, str) or tp not in (int, float, bool):
+        return ""
+    try:
+        bare = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        return ""
+    return f" (without quotes: {value.strip()})" if _type_ok(bare, tp) else ""
 
 
 SECRET_KEYS = {"token", "metrics_token", "password"}  # their values never appear in an error (the journal, a pasted report)
@@ -544,7 +559,8 @@ def build(cls, data: dict, path: str = "", folder: Path | None = None, as_given:
             kwargs[name] = float(value) if target is float else value
         else:
             raise ConfigError(f"Config key '{where}' has the bad value {_shown(where, value)}; "
-                              f"expected {_describe(target, fields[name].metadata.get('items'))}.")
+                              f"expected {_describe(target, fields[name].metadata.get('items'))}"
+                              f"{_unquoted(value, target)}.")
     return cls(**kwargs)
 
 

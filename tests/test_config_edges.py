@@ -278,3 +278,24 @@ def test_a_bad_value_given_as_a_flag_is_named_by_the_flag():
                        (["--camera", -1], "--camera (config key source.camera) has the bad value -1")):
         r = run_cli("run", *args, "--max-frames", 1)
         assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("line, says", [
+    ('[source]\nfps = "15"', "'source.fps' has the bad value '15'; expected a number (without quotes: 15)."),
+    ('[source]\ncamera = "0"', "'source.camera' has the bad value '0'; expected an integer (without quotes: 0)."),
+    ('[source]\nrealtime = "true"', "'source.realtime' has the bad value 'true'; expected true or false (without "
+                                     "quotes: true)."),
+    ('[source]\nrealtime = 1', "'source.realtime' has the bad value 1; expected true or false."),
+    ('[status]\nenabled = "yes"', "'status.enabled' has the bad value 'yes'; expected true or false."),
+    ('[source]\npath = ["a.avi"]', "'source.path' has the bad value ['a.avi']; expected a string in quotes."),
+    ('device_name = 5', "'device_name' has the bad value 5; expected a string in quotes."),
+    ('[model]\nthreads = 2.5', "'model.threads' has the bad value 2.5; expected an integer."),
+])
+def test_a_value_of_the_wrong_type_is_named_in_the_files_words(tmp_path, line, says):
+    """`fps = "15"` was "expected float" and `realtime = 1` "expected bool": Python's words, and no
+    word that the quotes were what was wrong."""
+    path = tmp_path / "config.toml"
+    path.write_text(line + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"Config key {says}"
