@@ -586,9 +586,10 @@ def load_config(path: str | Path | None, overrides: dict | None = None, paths_fr
         try:
             # a byte-order mark (Windows Notepad's UTF-8) is no TOML, but says nothing against the file
             data = tomllib.loads(p.read_text(encoding="utf-8").removeprefix("\ufeff"))
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"Config file {p} is not UTF-8 text (bad byte at offset {exc.start}); save it as "
-                              "UTF-8.") from exc
+        except UnicodeDecodeError as exc:  # the line, as nano shows them (Windows-1252's ä, a UTF-16 file)
+            line = exc.object[:exc.start].count(b"\n") + 1
+            raise ConfigError(f"Config file {p} is not UTF-8 text (bad byte on line {line}); "
+                              "save it as UTF-8.") from exc
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"Config file {p} is not valid TOML: {exc}.") from exc
         except OSError as exc:

@@ -209,6 +209,14 @@ def test_a_utf8_config_saved_with_a_byte_order_mark_loads(tmp_path):
     assert load_config(p).alert.min_faces == 3
 
 
+def test_a_config_saved_in_another_encoding_names_the_line(tmp_path):
+    """The byte's offset was all it said; nano shows lines (Windows-1252's ä in a store's name)."""
+    p = tmp_path / "ansi.toml"
+    p.write_bytes("# till 3\n# the queue\n\ndevice_name = \"Bäckerei\"\n".encode("cp1252"))
+    with pytest.raises(ConfigError, match=r"ansi\.toml is not UTF-8 text \(bad byte on line 4\); save it as UTF-8\."):
+        load_config(p)
+
+
 def test_a_camera_down_time_shorter_than_two_frames_is_refused():
     """Every gap between frames would have read as camera down and up again (events to every sink)."""
     with pytest.raises(ConfigError, match=r"source\.down_after_s.*at least two frame intervals at source\.fps = 0\.2 "
