@@ -70,6 +70,15 @@ def test_a_camera_device_path_is_a_live_camera_not_a_recording(tmp_path, monkeyp
     assert sources.video_device_index("clip.mp4") is None
 
 
+def test_a_config_without_a_source_says_which_keys_to_set(tmp_path):
+    """An empty config (or one whose [source] lost its lines) said only to pass --camera or --source."""
+    empty = tmp_path / "config.toml"
+    empty.write_text("", encoding="utf-8")
+    r = run_cli("run", "--config", empty, "--max-frames", 1)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "No source given; set [source] camera or path in the config" in r.stderr, r.stderr
+
+
 def test_a_recording_under_a_folder_this_user_cannot_enter_is_one_sentence(closed):
     from edge.errors import UserError
 
