@@ -591,7 +591,9 @@ def load_config(path: str | Path | None, overrides: dict | None = None, paths_fr
             raise ConfigError(f"Config file {p} is not UTF-8 text (bad byte on line {line}); "
                               "save it as UTF-8.") from exc
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"Config file {p} is not valid TOML: {exc}.") from exc
+            # tomllib's "Invalid value" says neither what a hand-edited line most often lacks
+            raise ConfigError(f"Config file {p} is not valid TOML: {exc}; fix that line (text goes in double quotes, "
+                              "true and false in lower case, a list in [ ], each [table] and each key once).") from exc
         except OSError as exc:
             raise ConfigError(f"Config file {p} cannot be read ({exc.strerror}); run as a user allowed to read it "
                               "(the service user, or sudo).") from exc

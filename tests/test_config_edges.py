@@ -218,6 +218,20 @@ def test_a_utf8_config_saved_with_a_byte_order_mark_loads(tmp_path):
     assert load_config(p).alert.min_faces == 3
 
 
+@pytest.mark.parametrize("text", ["[mood]\nscore = change\n",  # text without quotes
+                                  "[status]\nenabled = True\n", '[source]\npath = "a.avi\n',  # a quote missing
+                                  "[alert]\n[alert]\n"])
+def test_a_toml_mistake_names_its_line_and_what_to_write(tmp_path, text):
+    """tomllib's "Invalid value (at line 2, column 9)" was all a hand-edited `score = change` got."""
+    p = tmp_path / "store.toml"
+    p.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert "store.toml is not valid TOML" in str(err.value) and "(at line 2, column " in str(err.value)
+    assert str(err.value).endswith("fix that line (text goes in double quotes, true and false in lower case, a list "
+                                   "in [ ], each [table] and each key once).")
+
+
 def test_a_config_saved_in_another_encoding_names_the_line(tmp_path):
     """The byte's offset was all it said; nano shows lines (Windows-1252's ä in a store's name)."""
     p = tmp_path / "ansi.toml"
