@@ -70,19 +70,19 @@ def config_for(args, overrides: dict | None = None):
 
 
 def parse_set(items) -> dict:
-    """--set mood.score=expected -> {"mood.score": "expected"} (numbers become numbers, true and
-    false booleans)."""
+    """--set mood.score=expected -> {"mood.score": "expected"}: a value is read as a TOML value
+    (numbers, true and false, lists such as mood.negative=["sad","angry"], which no other form
+    could give), else taken as the string it is."""
+    import tomllib
+
     out = {}
     for item in items or []:
         if "=" not in item:
             raise UserError(f"--set {item!r} is not KEY=VALUE; write e.g. --set alert.raise_share=0.5.")
         k, v = item.split("=", 1)
-        if v in ("true", "false"):
-            out[k] = v == "true"
-            continue
         try:
-            out[k] = int(v) if v.lstrip("-").isdigit() else float(v)
-        except ValueError:
+            out[k] = tomllib.loads(f"v = {v}")["v"]
+        except tomllib.TOMLDecodeError:
             out[k] = v
     return out
 
@@ -404,7 +404,8 @@ def main(argv=None) -> int:
                     "--out` wrote (default: the shipped model)")
     ap.add_argument("--data", type=Path, default=default_data(), help="FER2013 folder (class folders, or a root with val/)")
     ap.add_argument("--config", default=None, help="a queue-mood TOML config: its tracking/mood/alert are the operating point")
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. mood.score=expected")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key with a TOML value, e.g. mood.score=expected or "
+                    "'mood.negative=[\"sad\", \"angry\"]'")
     ap.add_argument("--truth", choices=["auto", "ferplus", "folder"], default="auto",
                     help="which label says a face is calm or unhappy: the FER+ annotators' majority (needs the votes "
                          "file), FER2013's single folder label, or auto: FER+ when the votes file is found")

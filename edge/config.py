@@ -401,12 +401,27 @@ def _type_ok(value, tp) -> bool:
     return isinstance(value, tp)
 
 
+# A value's type as an error names it: "expected float" or "expected bool" was Python's word, not the file's.
+EXPECTED = {int: "an integer", float: "a number", str: "a string in quotes", bool: "true or false", dict: "a table"}
+
+
 def _describe(tp, n: int | None = None) -> str:
     if typing.get_origin(tp) is list:  # a list of the wrong items was "expected list"
         (inner,) = typing.get_args(tp)
         what = {int: "integers", float: "numbers", str: "strings"}.get(inner, f"{_describe(inner)} values")
         return f"a list of {f'{n} ' if n else ''}{what}"
-    return getattr(tp, "__name__", str(tp)).replace("typing.", "")
+    return EXPECTED.get(tp) or getattr(tp, "__name__", str(tp)).replace("typing.", "")
+
+
+def _unquoted(value, tp) -> str:
+    """What to write for a number or true/false typed in quotes (`fps = "15"`), else ""."""
+    if not isinstance(value, str) or tp not in (int, float, bool):
+        return ""
+    try:
+        bare = tomllib.loads(f"v = {value.strip()}")["v"]
+    except tomllib.TOMLDecodeError:
+        return ""
+    return f" (without quotes: {value.strip()})" if _type_ok(bare, tp) else ""
 
 
 SECRET_KEYS = {"token", "metrics_token", "password"}  # their values never appear in an error (the journal, a pasted report)
@@ -418,7 +433,15 @@ HIDDEN_SECRET = "<hidden: --show-secrets prints it>"
 
 
 def _shown(where: str, value) -> str:
-    return "(hidden)" if where.rsplit(".", 1)[-1] in SECRET_KEYS else repr(value)
+    """A bad value as an error shows it (the journal, a pasted report): "(hidden)" for a secret
+    key's, and for one of the wrong shape that holds a secret as `edge config` finds them (an
+    array of tables with a token, a URL with credentials in a list, argv written as one string)."""
+    if where.rsplit(".", 1)[-1] in SECRET_KEYS | SECRET_TABLES:
+        return "(hidden)"
+    probe = value.split() if isinstance(value, str) else value
+    if isinstance(probe, list):  # argv's secrets are told by the flag before them, whatever the value's type
+        probe = [x if isinstance(x, (dict, list)) else str(x) for x in probe]
+    return "(hidden)" if hide_secrets({where: probe})[1] else repr(value)
 
 
 # Keys an older release read: what replaced them (named in the error, so an old config is easy to
@@ -491,7 +514,10 @@ def placeholders(data, path: str = "") -> list[str]:
 
 
 def _not_a_table(path: str, value) -> ConfigError:
-    return ConfigError(f"Config key '{path or '(top)'}' must be a table, got {value!r}.")
+    # [[x]] (an array of tables, a second webhook added the way a second table is) reads as a list
+    fix = (f"write [{path}] with single brackets, once" if isinstance(value, list) and value
+           and all(isinstance(x, dict) for x in value) else f"write [{path}] on a line of its own, its keys below it")
+    return ConfigError(f"Config key '{path or '(top)'}' must be a table, got {_shown(path, value)}; {fix}.")
 
 
 def build(cls, data: dict, path: str = "", folder: Path | None = None, as_given: frozenset = frozenset()):
@@ -533,7 +559,8 @@ def build(cls, data: dict, path: str = "", folder: Path | None = None, as_given:
             kwargs[name] = float(value) if target is float else value
         else:
             raise ConfigError(f"Config key '{where}' has the bad value {_shown(where, value)}; "
-                              f"expected {_describe(target, fields[name].metadata.get('items'))}.")
+                              f"expected {_describe(target, fields[name].metadata.get('items'))}"
+                              f"{_unquoted(value, target)}.")
     return cls(**kwargs)
 
 
@@ -559,11 +586,14 @@ def load_config(path: str | Path | None, overrides: dict | None = None, paths_fr
         try:
             # a byte-order mark (Windows Notepad's UTF-8) is no TOML, but says nothing against the file
             data = tomllib.loads(p.read_text(encoding="utf-8").removeprefix("\ufeff"))
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"Config file {p} is not UTF-8 text (bad byte at offset {exc.start}); save it as "
-                              "UTF-8.") from exc
+        except UnicodeDecodeError as exc:  # the line, as nano shows them (Windows-1252's ä, a UTF-16 file)
+            line = exc.object[:exc.start].count(b"\n") + 1
+            raise ConfigError(f"Config file {p} is not UTF-8 text (bad byte on line {line}); "
+                              "save it as UTF-8.") from exc
         except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"Config file {p} is not valid TOML: {exc}.") from exc
+            # tomllib's "Invalid value" says neither what a hand-edited line most often lacks
+            raise ConfigError(f"Config file {p} is not valid TOML: {exc}; fix that line (text goes in double quotes, "
+                              "true and false in lower case, a list in [ ], each [table] and each key once).") from exc
         except OSError as exc:
             raise ConfigError(f"Config file {p} cannot be read ({exc.strerror}); run as a user allowed to read it "
                               "(the service user, or sudo).") from exc
@@ -668,7 +698,7 @@ def resolve_model(cfg: Config) -> Path:
 def model_file(given: str | Path, advice: str = "pass a .tflite model made by `edge convert`") -> Path:
     """The .tflite a --model or model.path names: a file, or the folder `edge convert --out` wrote."""
     path = expand_path(given)
-    if path.is_dir():
+    if visible(path, Path.is_dir):
         inside = [path / n for n in (INT8_MODEL, "model.keras") if (path / n).is_file()]
         if not inside:
             raise UserError(f"Model folder {path} holds no {INT8_MODEL}; {advice}.")

@@ -61,8 +61,11 @@ def not_a_file(path: str | Path) -> str | None:
     """Why a path that should name a file does not, as the end of a sentence ("does not
     exist", "is a folder, not a file"); None when it is a file."""
     p = Path(path)
-    if p.is_file():
-        return None
+    try:
+        if p.is_file():
+            return None
+    except OSError as exc:  # a folder above it closed to this user (is_file raises, it does not say False)
+        return f"cannot be reached by this user ({exc.strerror})"
     if p.is_dir():
         return "is a folder, not a file"
     if p.exists():  # a named pipe, a device, a shell's <(...): read once, or never

@@ -70,11 +70,30 @@ def test_a_camera_device_path_is_a_live_camera_not_a_recording(tmp_path, monkeyp
     assert sources.video_device_index("clip.mp4") is None
 
 
+def test_a_config_without_a_source_says_which_keys_to_set(tmp_path):
+    """An empty config (or one whose [source] lost its lines) said only to pass --camera or --source."""
+    empty = tmp_path / "config.toml"
+    empty.write_text("", encoding="utf-8")
+    r = run_cli("run", "--config", empty, "--max-frames", 1)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "No source given; set [source] camera or path in the config" in r.stderr, r.stderr
+
+
 def test_a_recording_under_a_folder_this_user_cannot_enter_is_one_sentence(closed):
     from edge.errors import UserError
 
     with pytest.raises(UserError, match=r"Source .*clip\.mp4 cannot be reached \(Permission denied\); run as a user"):
         open_source(None, str(closed / "clip.mp4"))
+
+def test_a_config_or_model_under_a_folder_this_user_cannot_enter_is_one_sentence(closed):
+    """`edge run --config /root/store.toml` (or --model there) as the user pi was a PermissionError traceback."""
+    from edge.errors import UserError
+
+    with pytest.raises(ConfigError, match=r"Config file .*store\.toml cannot be reached by this user \(Permission denied\)"):
+        load_config(closed / "store.toml")
+    with pytest.raises(UserError, match=r"Model file .*run1 cannot be reached by this user \(Permission denied\)"):
+        config.model_file(closed / "run1")
+
 
 def test_a_recording_this_user_may_not_read_says_so_not_damaged(tmp_path, monkeypatch):
     """The service runs as its own user: a recording copied in with mode 600 was "missing, damaged
@@ -199,6 +218,28 @@ def test_a_utf8_config_saved_with_a_byte_order_mark_loads(tmp_path):
     assert load_config(p).alert.min_faces == 3
 
 
+@pytest.mark.parametrize("text", ["[mood]\nscore = change\n",  # text without quotes
+                                  "[status]\nenabled = True\n", '[source]\npath = "a.avi\n',  # a quote missing
+                                  "[alert]\n[alert]\n"])
+def test_a_toml_mistake_names_its_line_and_what_to_write(tmp_path, text):
+    """tomllib's "Invalid value (at line 2, column 9)" was all a hand-edited `score = change` got."""
+    p = tmp_path / "store.toml"
+    p.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(p)
+    assert "store.toml is not valid TOML" in str(err.value) and "(at line 2, column " in str(err.value)
+    assert str(err.value).endswith("fix that line (text goes in double quotes, true and false in lower case, a list "
+                                   "in [ ], each [table] and each key once).")
+
+
+def test_a_config_saved_in_another_encoding_names_the_line(tmp_path):
+    """The byte's offset was all it said; nano shows lines (Windows-1252's ä in a store's name)."""
+    p = tmp_path / "ansi.toml"
+    p.write_bytes("# till 3\n# the queue\n\ndevice_name = \"Bäckerei\"\n".encode("cp1252"))
+    with pytest.raises(ConfigError, match=r"ansi\.toml is not UTF-8 text \(bad byte on line 4\); save it as UTF-8\."):
+        load_config(p)
+
+
 def test_a_camera_down_time_shorter_than_two_frames_is_refused():
     """Every gap between frames would have read as camera down and up again (events to every sink)."""
     with pytest.raises(ConfigError, match=r"source\.down_after_s.*at least two frame intervals at source\.fps = 0\.2 "
@@ -268,3 +309,24 @@ def test_a_bad_value_given_as_a_flag_is_named_by_the_flag():
                        (["--camera", -1], "--camera (config key source.camera) has the bad value -1")):
         r = run_cli("run", *args, "--max-frames", 1)
         assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("line, says", [
+    ('[source]\nfps = "15"', "'source.fps' has the bad value '15'; expected a number (without quotes: 15)."),
+    ('[source]\ncamera = "0"', "'source.camera' has the bad value '0'; expected an integer (without quotes: 0)."),
+    ('[source]\nrealtime = "true"', "'source.realtime' has the bad value 'true'; expected true or false (without "
+                                     "quotes: true)."),
+    ('[source]\nrealtime = 1', "'source.realtime' has the bad value 1; expected true or false."),
+    ('[status]\nenabled = "yes"', "'status.enabled' has the bad value 'yes'; expected true or false."),
+    ('[source]\npath = ["a.avi"]', "'source.path' has the bad value ['a.avi']; expected a string in quotes."),
+    ('device_name = 5', "'device_name' has the bad value 5; expected a string in quotes."),
+    ('[model]\nthreads = 2.5', "'model.threads' has the bad value 2.5; expected an integer."),
+])
+def test_a_value_of_the_wrong_type_is_named_in_the_files_words(tmp_path, line, says):
+    """`fps = "15"` was "expected float" and `realtime = 1` "expected bool": Python's words, and no
+    word that the quotes were what was wrong."""
+    path = tmp_path / "config.toml"
+    path.write_text(line + "\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == f"Config key {says}"

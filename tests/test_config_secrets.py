@@ -7,7 +7,9 @@ from __future__ import annotations
 import itertools
 import tomllib
 
-from edge.config import HIDDEN_SECRET, load_config, to_dict
+import pytest
+
+from edge.config import HIDDEN_SECRET, ConfigError, load_config, to_dict
 from edge.configdoc import effective_toml
 from edge.ops.bundle import config_text
 from tests.conftest import run_cli
@@ -93,3 +95,30 @@ def test_show_secrets_where_it_prints_nothing_is_refused():
                        (["config", "--example", "--show-secrets"], "drop --show-secrets")):
         r = run_cli(*args)
         assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("text, key", [
+    ('[[sinks.webhook]]\nurl = "https://a.example/x"\nheaders = {"Authorization" = "Bearer SECRET"}\n', "'sinks.webhook'"),
+    ('[[status]]\ntoken = "SECRETSECRETSECRETSECRET"\n', "'status'"),  # a second [status] made an array
+    ('sinks.mqtt = "mqtt://till3:SECRET@broker.local"\n', "'sinks.mqtt'"),
+    ('[sinks.webhook]\nurl = "https://a.example/x"\nheaders = "Bearer SECRET"\n', "'sinks.webhook.headers'"),
+    ('[sinks.webhook]\nurl = ["https://hooks.example/services/T0/SECRET"]\n', "'sinks.webhook.url'"),
+    ('[source]\npath = ["rtsp://admin:SECRET@cam.local/s1"]\n', "'source.path'"),
+    ('[sinks.command]\nargv = "notify --password SECRET"\n', "'sinks.command.argv'"),
+    ('[sinks.command]\nargv = ["notify", "--token", 8675309]\n', "'sinks.command.argv'"),
+])
+def test_a_secret_in_a_value_of_the_wrong_shape_is_not_shown_in_the_config_error(tmp_path, text, key):
+    """Typed by hand as a list, a table array or one string, the value was printed whole (the journal, a ticket)."""
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert key in str(err.value) and "(hidden)" in str(err.value)
+    assert "SECRET" not in str(err.value) and "8675309" not in str(err.value)
+
+
+def test_an_array_of_tables_says_to_write_one_table():
+    with pytest.raises(ConfigError, match=r"'sinks\.webhook' must be a table, got \[\{'url': 'https://a\.example/x'\}, "
+                                          r"\{'url': 'https://b\.example/y'\}\]; write \[sinks\.webhook\] with single "
+                                          r"brackets, once\."):
+        load_config(None, {"sinks.webhook": [{"url": "https://a.example/x"}, {"url": "https://b.example/y"}]})

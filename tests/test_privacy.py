@@ -151,7 +151,7 @@ def test_a_secret_of_the_wrong_type_is_not_shown_in_the_config_error(tmp_path, k
     cfg.write_text(f'[{table}]\n{name} = 8675309123456789\n' + ('host = "b"\n' if "mqtt" in key else ""))
     with pytest.raises(ConfigError) as err:
         load_config(cfg)
-    assert str(err.value) == f"Config key '{key}' has the bad value (hidden); expected str."
+    assert str(err.value) == f"Config key '{key}' has the bad value (hidden); expected a string in quotes."
 
 
 @pytest.mark.parametrize("password", ["Ab'Secr3t", 'Ab"Secr3t', "p@ss'Secr3t"])

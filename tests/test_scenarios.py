@@ -230,6 +230,17 @@ def test_bad_data_folder_is_one_sentence(tmp_path, capsys):
     assert err.startswith("error: ") and "--data" in err and "Traceback" not in err
 
 
+def test_set_reads_lists_numbers_and_words():
+    """A list key (mood.negative) could not be set at all: its value stayed a string."""
+    from benchmarks.scenarios import parse_set
+
+    given = parse_set(['mood.negative=["sad", "angry"]', "mood.score=expected", "alert.min_faces=3",
+                       "alert.raise_share=0.5", "schedule.flip_in_turn=false"])
+    assert given == {"mood.negative": ["sad", "angry"], "mood.score": "expected", "alert.min_faces": 3,
+                     "alert.raise_share": 0.5, "schedule.flip_in_turn": False}
+    assert load_config(None, given).mood.negative == ["sad", "angry"]
+
+
 @pytest.mark.parametrize("kind", ["turn", "hide", "arrive", "calm"])
 def test_rendered_scene_scripts_hold_the_truth(kind):
     """The rendered scenes' scripts: during the unhappy period two of the three people in view

@@ -737,7 +737,8 @@ def _source(camera, path, width, height, fps, every, max_backoff_s, realtime, wa
     if camera is None and path:  # a stream URL
         live: LiveSource = OpenCVCamera(path, width, height, fps, max_backoff_s)
     elif camera is None:
-        raise UserError("No source given; pass --camera N or --source PATH_or_URL.")
+        raise UserError("No source given; set [source] camera or path in the config (--config FILE), or pass "
+                        "--camera N or --source PATH_or_URL.")
     elif wait_for_camera:
         live = BootCamera(camera, width, height, fps, max_backoff_s, *pi_settings)
     elif PiCamera.available(camera):
