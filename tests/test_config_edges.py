@@ -1,8 +1,9 @@
 """Config edges: which source wins, an ROI too small for a face, the effective config's TOML
-loading back, and a config saved with a byte-order mark."""
+loading back, a config saved with a byte-order mark, and one a power cut left empty or zeroed."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 
 import numpy as np
@@ -197,6 +198,24 @@ def test_a_utf8_config_saved_with_a_byte_order_mark_loads(tmp_path):
     p = tmp_path / "notepad.toml"
     p.write_bytes("\ufeff[alert]\nmin_faces = 3\n".encode("utf-8"))
     assert load_config(p).alert.min_faces == 3
+
+
+# ---------------------------------------------------------------------------- a power cut while it was saved
+
+@pytest.mark.parametrize("data, says", [
+    (b"", "is empty (0 bytes)"),  # was run on the defaults: "No source given", and the doctor said it loads
+    (b"\0" * 700, "holds NUL bytes from line 1"),  # was "Invalid statement (at line 1, column 1)"
+    (b'device_name = "till-3"\n[source]\ncamera = 0\n' + b"\0" * 300, "holds NUL bytes from line 4"),
+])
+def test_a_config_a_power_cut_left_empty_or_zeroed_says_so(tmp_path, data, says):
+    p = tmp_path / "config.toml"
+    p.write_bytes(data)
+    with pytest.raises(ConfigError, match=rf"config.toml {re.escape(says)}, as a power cut .* restore it from a copy"):
+        load_config(p)
+    r = run_cli("run", "--config", p, "--camera", "0")
+    assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
+    (tmp_path / "comment.toml").write_text("# the defaults\n")  # what a person writes loads
+    assert load_config(tmp_path / "comment.toml").alert.min_faces == load_config(None).alert.min_faces
 
 
 def test_a_camera_down_time_shorter_than_two_frames_is_refused():
