@@ -102,13 +102,21 @@ def _open(path: str) -> sqlite3.Connection:
         db.text_factory = lambda b: b.decode(errors="replace")  # a damaged byte costs its row, not the load
         (check,) = db.execute("PRAGMA quick_check(1)").fetchone()  # a damaged page shows here, not at the open
         if check != "ok":
-            exc = sqlite3.DatabaseError(next((line for line in check.splitlines() if not line.startswith("***")), check))
-            exc.sqlite_errorcode = sqlite3.SQLITE_CORRUPT
-            raise exc
+            raise _corrupt(next((line for line in check.splitlines() if not line.startswith("***")), check))
         return db
+    except UnicodeDecodeError as exc:  # SQLite's error quotes a damaged name in the file, bytes Python cannot decode
+        db.close()
+        raise _corrupt(exc.object.decode(errors="replace")) from None
     except BaseException:
         db.close()
         raise
+
+
+def _corrupt(why: str) -> sqlite3.DatabaseError:
+    """The error SQLite raises for a damaged file, for damage it shows otherwise."""
+    exc = sqlite3.DatabaseError(why)
+    exc.sqlite_errorcode = sqlite3.SQLITE_CORRUPT
+    return exc
 
 
 def _holds_text(path: str) -> bool:
