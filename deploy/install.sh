@@ -472,6 +472,12 @@ keep_bundle() {  # each step checked: set -e does not apply inside a function ca
 # Best effort: the install is done by now, and the service must still be restarted on it.
 keep_bundle || { rm -rf "$PREFIX/.bundle.new"; echo "install.sh: this bundle could not be kept for a rollback (see above; a full disk?); the install itself is done."; }
 
+# What this script wrote onto the SD card before the service starts on it: ext4 writes a new
+# file's data up to 30 s after the file appears, and a Pi unplugged meanwhile (installed at a desk,
+# then carried to the till) boots to an empty config, model or venv file, which the service would
+# restart into every 5 s.
+sync
+
 if [[ $QM_NO_SERVICE == 1 ]]; then
     echo "not enabling or starting the service (--no-service / QM_NO_SERVICE=1)"
 elif [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then

@@ -573,6 +573,20 @@ def validate(obj, path: str = "") -> None:
             validate(v, f"{path}.{f.name}" if path else f.name)
 
 
+def torn(text: str) -> str:
+    """Why a config file's text is what a power cut leaves, not what a person wrote, as the middle of
+    a sentence; "" if it is not. A power cut while the file is rewritten in place (as nano saves) can
+    leave it empty, or NUL bytes where its data had not reached the SD card; an empty one would run
+    on the defaults: the service would say only that no source is given, the doctor that it loads."""
+    if not text:
+        return "is empty (0 bytes)"
+    at = text.find("\0")
+    if at < 0:
+        return ""
+    line = text.count("\n", 0, at) + 1
+    return f"holds NUL bytes from line {line}"
+
+
 def load_config(path: str | Path | None, overrides: dict | None = None, paths_from: Path | None = None) -> Config:
     """Config from a TOML file (or defaults), with dotted-key overrides from the CLI. Relative
     paths in the file are taken from its folder (or `paths_from`); those in overrides from the
@@ -585,7 +599,11 @@ def load_config(path: str | Path | None, overrides: dict | None = None, paths_fr
             raise ConfigError(f"Config file {p} {why}; pass --config PATH to a TOML file.")
         try:
             # a byte-order mark (Windows Notepad's UTF-8) is no TOML, but says nothing against the file
-            data = tomllib.loads(p.read_text(encoding="utf-8").removeprefix("\ufeff"))
+            text = p.read_text(encoding="utf-8").removeprefix("\ufeff")
+            if why := torn(text):
+                raise ConfigError(f"Config file {p} {why}, as a power cut while it was being saved leaves it; restore "
+                                  "it from a copy (to run on the built-in defaults, leave out --config).")
+            data = tomllib.loads(text)
         except UnicodeDecodeError as exc:  # the line, as nano shows them (Windows-1252's ä, a UTF-16 file)
             line = exc.object[:exc.start].count(b"\n") + 1
             raise ConfigError(f"Config file {p} is not UTF-8 text (bad byte on line {line}); "

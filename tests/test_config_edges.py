@@ -1,8 +1,9 @@
 """Config edges: which source wins, an ROI too small for a face, the effective config's TOML
-loading back, and a config saved with a byte-order mark."""
+loading back, a config saved with a byte-order mark, and one a power cut left empty or zeroed."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 
 import numpy as np
@@ -71,10 +72,11 @@ def test_a_camera_device_path_is_a_live_camera_not_a_recording(tmp_path, monkeyp
 
 
 def test_a_config_without_a_source_says_which_keys_to_set(tmp_path):
-    """An empty config (or one whose [source] lost its lines) said only to pass --camera or --source."""
-    empty = tmp_path / "config.toml"
-    empty.write_text("", encoding="utf-8")
-    r = run_cli("run", "--config", empty, "--max-frames", 1)
+    """A config whose [source] lost its lines said only to pass --camera or --source (an empty file is
+    refused as a power cut's, below)."""
+    sourceless = tmp_path / "config.toml"
+    sourceless.write_text("[source]\n", encoding="utf-8")
+    r = run_cli("run", "--config", sourceless, "--max-frames", 1)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "No source given; set [source] camera or path in the config" in r.stderr, r.stderr
 
@@ -238,6 +240,24 @@ def test_a_config_saved_in_another_encoding_names_the_line(tmp_path):
     p.write_bytes("# till 3\n# the queue\n\ndevice_name = \"Bäckerei\"\n".encode("cp1252"))
     with pytest.raises(ConfigError, match=r"ansi\.toml is not UTF-8 text \(bad byte on line 4\); save it as UTF-8\."):
         load_config(p)
+
+
+# ---------------------------------------------------------------------------- a power cut while it was saved
+
+@pytest.mark.parametrize("data, says", [
+    (b"", "is empty (0 bytes)"),  # was run on the defaults: "No source given", and the doctor said it loads
+    (b"\0" * 700, "holds NUL bytes from line 1"),  # was "Invalid statement (at line 1, column 1)"
+    (b'device_name = "till-3"\n[source]\ncamera = 0\n' + b"\0" * 300, "holds NUL bytes from line 4"),
+])
+def test_a_config_a_power_cut_left_empty_or_zeroed_says_so(tmp_path, data, says):
+    p = tmp_path / "config.toml"
+    p.write_bytes(data)
+    with pytest.raises(ConfigError, match=rf"config.toml {re.escape(says)}, as a power cut .* restore it from a copy"):
+        load_config(p)
+    r = run_cli("run", "--config", p, "--camera", "0")
+    assert r.returncode == 2 and says in r.stderr and "Traceback" not in r.stderr, r.stderr
+    (tmp_path / "comment.toml").write_text("# the defaults\n")  # what a person writes loads
+    assert load_config(tmp_path / "comment.toml").alert.min_faces == load_config(None).alert.min_faces
 
 
 def test_a_camera_down_time_shorter_than_two_frames_is_refused():

@@ -880,6 +880,22 @@ def test_install_sh_says_where_the_status_page_is_as_edge_reads_the_config(tmp_p
     assert says in proc.stdout and not [s for s in ("pw-0123456789", "s3cret-token", "fleet-token") if s in proc.stdout]
 
 
+def test_install_sh_syncs_what_it_wrote_to_the_card_once_it_is_all_in_place(tmp_path):
+    """A Pi unplugged within ext4's 30 s of an install (carried from the desk to the till) booted to
+    an empty config or model: the service restarting into that error every 5 s."""
+    env = fake_install_env(tmp_path)
+    etc, prefix = Path(env["ETC_DIR"]), Path(env["PREFIX"])
+    bin_, log = tmp_path / "syncbin", tmp_path / "sync.log"
+    bin_.mkdir()
+    (bin_ / "sync").write_text(f'#!/bin/sh\nfor f in "{etc}/config.toml" "{prefix}/model/model_int8.tflite" '
+                               f'"{prefix}/bundle/install.sh" "{env["UNIT_DIR"]}/queue-mood.service"; do\n'
+                               f'  [ -s "$f" ] || echo "missing $f" >> "{log}"; done\necho synced >> "{log}"\n')
+    (bin_ / "sync").chmod(0o755)
+    proc = install(fake_bundle(tmp_path), {**env, "PATH": f"{bin_}:{env['PATH']}"})
+    assert proc.returncode == 0, proc.stderr
+    assert log.read_text() == "synced\n"
+
+
 @pytest.mark.slow
 def test_install_sh_upgrade_keeps_settings_and_data_and_rollback_goes_back(tmp_path):
     env = fake_install_env(tmp_path)

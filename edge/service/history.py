@@ -13,6 +13,7 @@ damaged file is moved aside for a new one."""
 from __future__ import annotations
 
 import codecs
+import functools
 import logging
 import math
 import os
@@ -85,8 +86,26 @@ def _unwritable(path: str, folder: str) -> str | None:
     return None
 
 
+def _columns(db: sqlite3.Connection, table: str) -> set[str]:
+    return {col for _, col, *_ in db.execute(f"PRAGMA table_info({table})")}
+
+
+@functools.cache
+def _schema_columns() -> dict[str, set[str]]:
+    """Each table's columns as SCHEMA makes them, which a file's tables must have (a later release may
+    add more): a damaged byte in a column's name leaves a schema that parses, and every write failing."""
+    db = sqlite3.connect(":memory:")
+    try:
+        for stmt in SCHEMA:
+            db.execute(stmt)
+        return {t: _columns(db, t) for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        db.close()
+
+
 def _open(path: str) -> sqlite3.Connection:
     db = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=BUSY_S)
+    db.text_factory = lambda b: b.decode(errors="replace")  # a damaged byte costs its row (or name), not the load
     try:
         # WAL without a sync per write: a point lost to a power cut costs nothing, an SD card
         # fsync every 10 s on the frame loop's thread would
@@ -94,21 +113,30 @@ def _open(path: str) -> sqlite3.Connection:
         db.execute("PRAGMA synchronous=NORMAL")
         for stmt in SCHEMA:
             db.execute(stmt)
-        if "n" in {col for _, col, *_ in db.execute("PRAGMA table_info(samples)")}:  # n in samples (0191b8f)
+        if "n" in _columns(db, "samples"):  # n in samples (0191b8f)
             db.execute("BEGIN IMMEDIATE")
             db.execute("INSERT OR REPLACE INTO sample_frames (t, n) SELECT t, n FROM samples")
             db.execute("ALTER TABLE samples DROP COLUMN n")
             db.execute("COMMIT")
-        db.text_factory = lambda b: b.decode(errors="replace")  # a damaged byte costs its row, not the load
         (check,) = db.execute("PRAGMA quick_check(1)").fetchone()  # a damaged page shows here, not at the open
         if check != "ok":
-            exc = sqlite3.DatabaseError(next((line for line in check.splitlines() if not line.startswith("***")), check))
-            exc.sqlite_errorcode = sqlite3.SQLITE_CORRUPT
-            raise exc
+            raise _corrupt(next((line for line in check.splitlines() if not line.startswith("***")), check))
+        if missing := [f"{t}.{c}" for t, cols in _schema_columns().items() for c in sorted(cols - _columns(db, t))]:
+            raise _corrupt(f"its tables lack the columns {', '.join(missing)}")
         return db
+    except UnicodeDecodeError as exc:  # SQLite's error quotes a damaged name in the file, bytes Python cannot decode
+        db.close()
+        raise _corrupt(exc.object.decode(errors="replace")) from None
     except BaseException:
         db.close()
         raise
+
+
+def _corrupt(why: str) -> sqlite3.DatabaseError:
+    """The error SQLite raises for a damaged file, for damage it shows otherwise."""
+    exc = sqlite3.DatabaseError(why)
+    exc.sqlite_errorcode = sqlite3.SQLITE_CORRUPT
+    return exc
 
 
 def _holds_text(path: str) -> bool:
