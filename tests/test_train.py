@@ -2,6 +2,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -457,6 +458,41 @@ def test_an_out_that_is_a_file_is_refused(tmp_path, out):
     with pytest.raises(UserError, match=re.escape(f"--out {tmp_path / out} {where}; pass a folder.")):
         run(TrainSettings(data=str(tmp_path / "not read yet"), out=str(tmp_path / out)))
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def without_write_override() -> list[str]:
+    """The command prefix that makes this user's file permissions count: root writes anywhere, so
+    as root the command runs without the capabilities that override them (setpriv)."""
+    if os.geteuid() != 0:
+        return []
+    if not shutil.which("setpriv"):
+        pytest.skip("root writes anywhere and setpriv, which drops that power, is absent")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"]
+
+
+@pytest.mark.parametrize("made", [True, False])
+def test_an_out_this_user_cannot_write_is_one_sentence_before_any_work(tmp_path, made):
+    """An --out in a folder the user may not write (another user's, read-only) was a
+    PermissionError traceback: at once for a new folder (its lock), and after the dataset had
+    loaded and the model was built for an empty folder already there."""
+    closed = tmp_path / "closed"
+    closed.mkdir()
+    out = closed / "run"
+    if made:
+        out.mkdir()
+    target = out if made else closed
+    target.chmod(0o555)
+    try:
+        r = subprocess.run([*without_write_override(), sys.executable, "-m", "edge", "train", "--data",
+                            str(tmp_path / "not read yet"), "--out", str(out)], capture_output=True, text=True,
+                           env={**os.environ, "QUEUE_MOOD_CACHE": str(tmp_path / "cache")}, timeout=300)
+    finally:
+        target.chmod(0o755)
+    assert r.returncode == 2, r.stderr
+    where = "" if made else f" (it would be made in {closed})"
+    assert r.stderr.strip() == (f"error: --out {out} cannot be written by this user{where}: the folder is read-only "
+                                "or another user's; choose a folder you can write to, or change its permissions.")
 
 
 @pytest.mark.parametrize("args, name", [
