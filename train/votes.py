@@ -17,7 +17,7 @@ import numpy as np
 
 from edge.errors import UserError
 from edge.labels import FERPLUS_CLASSES, FERPLUS_DOUBTFUL, FERPLUS_UNUSED, LABELS
-from edge.paths import not_a_file
+from edge.paths import check_readable, not_a_file
 from train.data import open_csv
 
 VOTES_FILE = "ferplus_votes.csv"
@@ -41,10 +41,12 @@ def find_votes(data: str | Path, votes: str | Path | None) -> Path:
         p = Path(votes)
         if why := not_a_file(p):
             raise UserError(f"Votes file {p} {why}; pass --votes PATH to ferplus_votes.csv.")
+        check_readable(p, "Votes file")
         return p
     data = Path(data).resolve()
     for folder in (data, *list(data.parents)[:2]):
         if (folder / VOTES_FILE).is_file():
+            check_readable(folder / VOTES_FILE, "Votes file")
             return folder / VOTES_FILE
     raise UserError(f"FER+ labels need the votes file: pass --votes PATH ({VOTES_FILE} was not found in {data} "
                     "or the two folders above it).")
