@@ -126,6 +126,11 @@ def soft_targets(names: list[str], folder_y: np.ndarray, votes: Votes, folder_we
 
 def unmatched_error(names: list[str], votes: Votes) -> UserError:
     """The sentence for images none of which has a row in the votes file."""
+    if not any("/" in n for n in names):  # fer2013.csv's rows ("fer2013.csv:2"): an image file is class/name at least
+        return UserError(f"None of the {len(names)} images matches a row of {votes.source}: they are rows of a CSV "
+                         f"({names[0]}, ...), and the votes name each image by its file in FER2013's folder layout "
+                         "(e.g. train/angry/Training_10118481.jpg); use that layout as --data (as fer2013.tar.gz "
+                         "unpacks), or leave the votes out.")
     return UserError(f"None of the {len(names)} images matches a row of {votes.source}; its file column must be "
                      "relative to the dataset folder (e.g. train/angry/Training_10118481.jpg), so pass the folder "
                      "that holds train/ and val/ as --data.")
