@@ -495,6 +495,21 @@ def test_an_out_this_user_cannot_write_is_one_sentence_before_any_work(tmp_path,
                                 "or another user's; choose a folder you can write to, or change its permissions.")
 
 
+@pytest.mark.parametrize("out", ["run", "angry/run"])
+def test_an_out_inside_the_dataset_is_refused_before_any_work(tmp_path, out):
+    """A run folder made inside a folder of class folders was read as a class of its own by the
+    next command on that dataset: the run's own --resume, edge eval and edge convert refused it."""
+    from edge.errors import UserError
+    from train.trainer import TrainSettings, run
+
+    data = tmp_path / "data"
+    with pytest.raises(UserError, match=re.escape(f"--out {data / out} lies inside --data {data}, where the next "
+                                                  "command that reads the dataset would take its files for images "
+                                                  "or classes; choose an --out outside it.")):
+        run(TrainSettings(data=str(data), out=str(data / out)))
+    assert not (data / out).exists()
+
+
 @pytest.mark.parametrize("closed", ["image", "folder", "votes"])
 def test_a_dataset_or_votes_file_this_user_cannot_read_is_one_sentence(tmp_path, closed):
     """A file of the dataset or the votes file that this user may not read (unpacked by root with
