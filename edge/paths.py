@@ -86,13 +86,19 @@ def check_readable(path: str | Path, what: str) -> None:
 
 def check_out_folder(path: str | Path, flag: str = "--out") -> None:
     """One sentence, before any work, when the folder a command writes into is a file or lies
-    under one (mkdir would raise FileExistsError or NotADirectoryError)."""
+    under one (mkdir would raise FileExistsError or NotADirectoryError), or when this user may
+    not write into it or, not there yet, into the folder it would be made in (a PermissionError
+    at the first write, maybe after minutes of work)."""
     p = Path(path)
     for q in (p, *p.parents):
         if q.exists():
             if not q.is_dir():
                 where = "is a file" if q == p else f"lies under the file {q}"
                 raise UserError(f"{flag} {path} {where}; pass a folder.")
+            if not os.access(q, os.W_OK | os.X_OK):  # also False on a read-only file system
+                where = "" if q == p else f" (it would be made in {q})"
+                raise UserError(f"{flag} {path} cannot be written by this user{where}: the folder is read-only or "
+                                "another user's; choose a folder you can write to, or change its permissions.")
             return
 
 

@@ -2,6 +2,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -457,6 +458,82 @@ def test_an_out_that_is_a_file_is_refused(tmp_path, out):
     with pytest.raises(UserError, match=re.escape(f"--out {tmp_path / out} {where}; pass a folder.")):
         run(TrainSettings(data=str(tmp_path / "not read yet"), out=str(tmp_path / out)))
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def as_this_users_permissions() -> list[str]:
+    """The command prefix that makes this user's file permissions count: root reads and writes
+    anywhere, so as root the command runs without the capabilities that override them (setpriv)."""
+    if os.geteuid() != 0:
+        return []
+    if not shutil.which("setpriv"):
+        pytest.skip("root reads and writes anywhere and setpriv, which drops that power, is absent")
+    caps = "-dac_override,-dac_read_search"
+    return ["setpriv", f"--inh-caps={caps}", f"--bounding-set={caps}"]
+
+
+@pytest.mark.parametrize("made", [True, False])
+def test_an_out_this_user_cannot_write_is_one_sentence_before_any_work(tmp_path, made):
+    """An --out in a folder the user may not write (another user's, read-only) was a
+    PermissionError traceback: at once for a new folder (its lock), and after the dataset had
+    loaded and the model was built for an empty folder already there."""
+    closed = tmp_path / "closed"
+    closed.mkdir()
+    out = closed / "run"
+    if made:
+        out.mkdir()
+    target = out if made else closed
+    target.chmod(0o555)
+    try:
+        r = subprocess.run([*as_this_users_permissions(), sys.executable, "-m", "edge", "train", "--data",
+                            str(tmp_path / "not read yet"), "--out", str(out)], capture_output=True, text=True,
+                           env={**os.environ, "QUEUE_MOOD_CACHE": str(tmp_path / "cache")}, timeout=300)
+    finally:
+        target.chmod(0o755)
+    assert r.returncode == 2, r.stderr
+    where = "" if made else f" (it would be made in {closed})"
+    assert r.stderr.strip() == (f"error: --out {out} cannot be written by this user{where}: the folder is read-only "
+                                "or another user's; choose a folder you can write to, or change its permissions.")
+
+
+@pytest.mark.parametrize("out", ["run", "angry/run"])
+def test_an_out_inside_the_dataset_is_refused_before_any_work(tmp_path, out):
+    """A run folder made inside a folder of class folders was read as a class of its own by the
+    next command on that dataset: the run's own --resume, edge eval and edge convert refused it."""
+    from edge.errors import UserError
+    from train.trainer import TrainSettings, run
+
+    data = tmp_path / "data"
+    with pytest.raises(UserError, match=re.escape(f"--out {data / out} lies inside --data {data}, where the next "
+                                                  "command that reads the dataset would take its files for images "
+                                                  "or classes; choose an --out outside it.")):
+        run(TrainSettings(data=str(data), out=str(data / out)))
+    assert not (data / out).exists()
+
+
+@pytest.mark.parametrize("closed", ["image", "folder", "votes"])
+def test_a_dataset_or_votes_file_this_user_cannot_read_is_one_sentence(tmp_path, closed):
+    """A file of the dataset or the votes file that this user may not read (unpacked by root with
+    a tight umask) was a PermissionError traceback."""
+    from conftest import write_class_folders
+
+    data = write_class_folders(tmp_path / "data", 2)
+    votes = tmp_path / "votes.csv"
+    votes.write_text("file,neutral,happiness,surprise,sadness,anger,disgust,fear,contempt,unknown,nf\n")
+    path = {"votes": votes, "folder": data / "sad", "image": data / "sad" / "0001.png"}[closed]
+    path.chmod(0)
+    try:
+        r = subprocess.run([*as_this_users_permissions(), sys.executable, "-m", "edge", "train", "--data", str(data),
+                            "--out", str(tmp_path / "run"), "--labels", "ferplus", "--votes", str(votes)],
+                           capture_output=True, text=True,
+                           env={**os.environ, "QUEUE_MOOD_CACHE": str(tmp_path / "cache")}, timeout=300)
+    finally:
+        path.chmod(0o755)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == (f"error: Votes file {path} cannot be read (Permission denied); make it readable by "
+                                f"the user that runs edge (e.g. sudo chmod a+r {path})." if closed == "votes" else
+                                f"error: Cannot read {path} (Permission denied); make the dataset readable by the "
+                                f"user that runs edge (e.g. sudo chmod -R a+rX {data}).")
+    assert not (tmp_path / "run").exists()
 
 
 @pytest.mark.parametrize("args, name", [

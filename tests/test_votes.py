@@ -100,6 +100,22 @@ def test_bad_votes_are_one_sentence(tmp_path, voted):
         f"error: Votes file {tmp_path / 'nope.csv'} does not exist; pass --votes PATH to ferplus_votes.csv."]
 
 
+def test_votes_against_fer2013_csv_say_the_rows_have_no_file_names(tmp_path, cache_env):
+    """fer2013.csv's rows have no file names for the votes to match: the sentence told the user to pass
+    "the folder that holds train/ and val/", which a user of the CSV does not have."""
+    pixels = " ".join(["128"] * 48 * 48)
+    (tmp_path / "fer2013.csv").write_text("emotion,pixels,Usage\n" + f"3,{pixels},Training\n" * 3)
+    ds = load_dataset(tmp_path / "fer2013.csv", progress=False)
+    votes = read_votes(write_votes(tmp_path / "ferplus_votes.csv", [vote_row("train/happy/Training_1.jpg", happiness=10)]))
+    tr = ds.splits["train"]
+    with pytest.raises(UserError) as err:
+        soft_targets(tr.names, tr.y, votes)
+    assert str(err.value) == (f"None of the 3 images matches a row of {votes.source}: they are rows of a CSV "
+                              "(fer2013.csv:2, ...), and the votes name each image by its file in FER2013's folder "
+                              "layout (e.g. train/angry/Training_10118481.jpg); use that layout as --data (as "
+                              "fer2013.tar.gz unpacks), or leave the votes out.")
+
+
 def test_a_votes_row_of_other_length_or_bytes_is_one_sentence(tmp_path):
     good = ",".join(map(str, vote_row("val/happy/0000.png", happiness=10)))
     (tmp_path / "short.csv").write_text(",".join(HEADER) + f"\n{good}\n\nval/sad/0000.png,0,10\n")

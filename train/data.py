@@ -83,20 +83,21 @@ def load_dataset(path: str | os.PathLike, size: int = FER2013_SIZE, cache_dir: P
         raise UserError(f"Dataset path {path} {why}; pass a folder of class folders, a folder of split folders, or "
                         "fer2013.csv.")
     keep, unused = None, []
-    if path.is_file():
-        if path.suffix.lower() != ".csv":
-            raise UserError(f"{path} is a file but not a CSV; pass a dataset folder or fer2013.csv.")
-        layout, files = "fer2013-csv", None
-        if only_split:
-            keep = _choose_split(only_split, _csv_splits(path), path)
-        fingerprint = _hash_files([path], path.parent, size, keep)
-    else:
-        layout, files, unused = _scan_folders(path)
-        if only_split:
-            keep = _choose_split(only_split, {s for s, _, _ in files}, path)
-            files = [f for f in files if f[0] == keep]
-            unused = [u for u in unused if u[0] == keep]
-        fingerprint = _hash_files([f for _, _, f in files], path, size)
+    with readable_dataset(path):  # every file is read here first, for the fingerprint
+        if path.is_file():
+            if path.suffix.lower() != ".csv":
+                raise UserError(f"{path} is a file but not a CSV; pass a dataset folder or fer2013.csv.")
+            layout, files = "fer2013-csv", None
+            if only_split:
+                keep = _choose_split(only_split, _csv_splits(path), path)
+            fingerprint = _hash_files([path], path.parent, size, keep)
+        else:
+            layout, files, unused = _scan_folders(path)
+            if only_split:
+                keep = _choose_split(only_split, {s for s, _, _ in files}, path)
+                files = [f for f in files if f[0] == keep]
+                unused = [u for u in unused if u[0] == keep]
+            fingerprint = _hash_files([f for _, _, f in files], path, size)
 
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     ds = _read_cache(cache_dir, fingerprint, path, layout)
@@ -112,6 +113,17 @@ def load_dataset(path: str | os.PathLike, size: int = FER2013_SIZE, cache_dir: P
     # Files the scan passed over are not in the fingerprint, so they are listed afresh, never from the cache.
     ds.skipped = [(f, why) for _, f, why in unused] + ds.skipped
     return ds
+
+
+@contextmanager
+def readable_dataset(path: Path):
+    """A folder or file of the dataset this user may not read (unpacked by root with a tight
+    umask) as one sentence for the whole dataset, not a PermissionError for the first of many."""
+    try:
+        yield
+    except PermissionError as exc:
+        raise UserError(f"Cannot read {exc.filename} ({exc.strerror}); make the dataset readable by the user that "
+                        f"runs edge (e.g. sudo chmod -R a+rX {path}).") from exc
 
 
 def no_images(path: Path, is_csv: bool, skipped: list[tuple[str, str]]) -> UserError:

@@ -17,7 +17,7 @@ import numpy as np
 
 from edge.errors import UserError
 from edge.labels import FERPLUS_CLASSES, FERPLUS_DOUBTFUL, FERPLUS_UNUSED, LABELS
-from edge.paths import not_a_file
+from edge.paths import check_readable, not_a_file
 from train.data import open_csv
 
 VOTES_FILE = "ferplus_votes.csv"
@@ -41,10 +41,12 @@ def find_votes(data: str | Path, votes: str | Path | None) -> Path:
         p = Path(votes)
         if why := not_a_file(p):
             raise UserError(f"Votes file {p} {why}; pass --votes PATH to ferplus_votes.csv.")
+        check_readable(p, "Votes file")
         return p
     data = Path(data).resolve()
     for folder in (data, *list(data.parents)[:2]):
         if (folder / VOTES_FILE).is_file():
+            check_readable(folder / VOTES_FILE, "Votes file")
             return folder / VOTES_FILE
     raise UserError(f"FER+ labels need the votes file: pass --votes PATH ({VOTES_FILE} was not found in {data} "
                     "or the two folders above it).")
@@ -124,6 +126,11 @@ def soft_targets(names: list[str], folder_y: np.ndarray, votes: Votes, folder_we
 
 def unmatched_error(names: list[str], votes: Votes) -> UserError:
     """The sentence for images none of which has a row in the votes file."""
+    if not any("/" in n for n in names):  # fer2013.csv's rows ("fer2013.csv:2"): an image file is class/name at least
+        return UserError(f"None of the {len(names)} images matches a row of {votes.source}: they are rows of a CSV "
+                         f"({names[0]}, ...), and the votes name each image by its file in FER2013's folder layout "
+                         "(e.g. train/angry/Training_10118481.jpg); use that layout as --data (as fer2013.tar.gz "
+                         "unpacks), or leave the votes out.")
     return UserError(f"None of the {len(names)} images matches a row of {votes.source}; its file column must be "
                      "relative to the dataset folder (e.g. train/angry/Training_10118481.jpg), so pass the folder "
                      "that holds train/ and val/ as --data.")
