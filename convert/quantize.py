@@ -345,7 +345,11 @@ def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path, votes=N
     files = {"int8": out / INT8_MODEL, "float32": out / "model_float32.tflite"}
     if s.float16:
         files["float16"] = out / "model_float16.tflite"
+    # A line as each stage starts: after the images are decoded, a full FER2013 conversion runs
+    # over a minute with nothing else on the terminal.
     for kind, path in files.items():
+        calibrating = f", calibrating on {len(calib)} training images" if kind == "int8" else ""
+        print(f"Converting to {kind}{calibrating} ...", flush=True)
         path.write_bytes(to_tflite(model, kind, calib if kind == "int8" else None))
 
     in_q, out_q = io_quant(files["int8"])
@@ -369,6 +373,7 @@ def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path, votes=N
     card.metrics["converted_from"] = {"model": str(keras_path), "data": str(Path(s.data).resolve()),
                                       "data_fingerprint": ds.fingerprint, "parity_split": split_name,
                                       **({} if s.split else {"validation": held_out})}
+    print(f"Checking parity on {len(val_split)} {split_name} images (Keras, {', '.join(files)}) ...", flush=True)
     parity = parity_report(model, files, card, val_split, len(calib), votes)
     parity = {"converted_from": card.metrics["converted_from"], "calibration_requested": s.calibration_size,
               "versions": versions(), **parity}  # the converter's build decides the int8 file
@@ -381,6 +386,7 @@ def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path, votes=N
                         "failures": failures}
     card.parity = {k: parity[k] for k in ("images", "keras_accuracy", "int8_accuracy", "drop_pp", "agreement")}
     card.parity["passed"] = not failures
+    print(f"Choosing flip averaging and fitting the temperature on the {len(val_split)} {split_name} images ...", flush=True)
     calib_rep = calibrate(files["int8"], card, val_split, votes)
     card.flip_average, card.temperature = calib_rep["flip_average"], calib_rep["temperature"]
     card.metrics["calibration"] = calib_rep

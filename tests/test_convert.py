@@ -703,3 +703,20 @@ def test_an_out_that_is_a_link_keeps_the_link_and_replaces_its_folder(tmp_path, 
     assert (models / "current").is_symlink() and os.readlink(models / "current") == "v7"
     assert (models / "v7" / "model_int8.tflite").is_file()
     assert sorted(p.name for p in models.iterdir()) == ["current", "v7"]
+
+
+def test_convert_says_each_stage_as_it_starts(tmp_path, cache_env, capsys):
+    """After the images were decoded a full FER2013 conversion ran over a minute with nothing on
+    the terminal: a line as each stage starts, in the order they run, before the report."""
+    from convert.quantize import ConvertSettings, run
+    from tests.conftest import write_class_folders
+
+    data = write_class_folders(tmp_path / "data" / "train", 3, seed=5).parent
+    write_class_folders(data / "val", 2, seed=6)
+    tiny_dense_model().save(tmp_path / "model.keras")
+    run(ConvertSettings(model=str(tmp_path / "model.keras"), data=str(data), out=str(tmp_path / "int8"),
+                        calibration_size=7, max_drop_pp=100, min_agreement=0, float16=True))
+    said = [line for line in capsys.readouterr().out.splitlines() if line.endswith(" ...")]
+    assert said == ["Converting to int8, calibrating on 7 training images ...", "Converting to float32 ...",
+                    "Converting to float16 ...", "Checking parity on 14 val images (Keras, int8, float32, float16) ...",
+                    "Choosing flip averaging and fitting the temperature on the 14 val images ..."]
