@@ -53,10 +53,29 @@ class ConvertSettings:
 def resolve_keras_model(path: str) -> Path:
     p = Path(path)
     if p.is_dir():
-        p = p / "model.keras"
+        if not (p / "model.keras").is_file() and (p / INT8_MODEL).is_file():  # the folder a convert wrote
+            p = p / INT8_MODEL
+        else:
+            p = p / "model.keras"
+    if is_tflite(p):  # else "not a .keras zip archive", as if the file were damaged
+        raise UserError(f"{p} is already a TFLite model: use it with `edge run --model` or "
+                        "`edge eval`; `edge convert` takes the run folder from `edge train` or its .keras file.")
     if not p.is_file():
         raise UserError(f"No Keras model at {p}; pass a run folder from `edge train` or a .keras file.")
     return p
+
+
+def is_tflite(path: Path) -> bool:
+    """A file named .tflite, or one that begins as TFLite models do (a FlatBuffer with the identifier TFL3)."""
+    if not path.is_file():  # nor a pipe, which open() would wait on
+        return False
+    if path.suffix == ".tflite":
+        return True
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8)[4:] == b"TFL3"
+    except OSError:
+        return False
 
 
 def representative(split: Split, n: int, seed: int) -> np.ndarray:

@@ -720,3 +720,18 @@ def test_convert_says_each_stage_as_it_starts(tmp_path, cache_env, capsys):
     assert said == ["Converting to int8, calibrating on 7 training images ...", "Converting to float32 ...",
                     "Converting to float16 ...", "Checking parity on 14 val images (Keras, int8, float32, float16) ...",
                     "Choosing flip averaging and fitting the temperature on the 14 val images ..."]
+
+
+@pytest.mark.parametrize("given", ["file", "folder", "renamed"])
+def test_a_tflite_model_given_to_convert_is_said_to_be_converted_already(tmp_path, shipped_model, given):
+    """edge convert model_int8.tflite called it "not a .keras zip archive", as if the file were damaged."""
+    from convert.quantize import ConvertSettings, run
+
+    folder = tmp_path / "int8"
+    folder.mkdir()
+    model = folder / ("model.keras" if given == "renamed" else "model_int8.tflite")
+    model.write_bytes(shipped_model.read_bytes())
+    with pytest.raises(UserError, match=rf"{re.escape(str(model))} is already a TFLite model: use it with `edge run "
+                                        r"--model` or `edge eval`"):
+        run(ConvertSettings(model=str(folder if given == "folder" else model), data=str(tmp_path), out=str(tmp_path / "o")))
+
