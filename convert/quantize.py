@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.card import CARD_NAME, INT8_MODEL, ModelCard, Quant, sha256_file
+from edge.card import CARD_NAME, FAILED_DIR, INT8_MODEL, ModelCard, Quant, sha256_file
 from edge.errors import UserError
 from edge.files import held_by_this_process
 from edge.paths import check_out_folder
@@ -24,9 +24,6 @@ from edge.pipeline.preprocess import CropRule
 from train.data import Split, load_dataset, train_val
 from train.keras_io import load_keras
 from train.provenance import record_command, versions
-
-FAILED_DIR = "failed"  # a conversion that fails the parity gate leaves its files here, for inspection
-
 
 # Measured by running each detector on 1,000 FER2013 val faces upscaled onto a background
 # (benchmarks/detector_recall.py): median crop side / box side and centre offset in box
