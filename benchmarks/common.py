@@ -543,7 +543,7 @@ def default_models() -> list[str]:
 
 def expand_models(items: Sequence[str]) -> list[Path]:
     """Model paths; a folder stands for the models in it (int8, float32, float16 .tflite, model.keras)."""
-    from edge.card import INT8_MODEL
+    from edge.card import INT8_MODEL, refuse_failed_conversion
     from edge.errors import UserError
 
     out: list[Path] = []
@@ -552,6 +552,7 @@ def expand_models(items: Sequence[str]) -> list[Path]:
         if p.is_dir():
             found = [p / n for n in (INT8_MODEL, *FLOAT_TWINS, "model.keras") if (p / n).is_file()]
             if not found:
+                refuse_failed_conversion(p, "Model folder")
                 raise UserError(f"{p} holds no model_int8.tflite, model_float32.tflite or model.keras.")
             out += found
         elif p.is_file() and p.suffix in (".tflite", ".keras"):

@@ -36,5 +36,7 @@ def convert(model, data, out, calibration_size, max_drop, min_agreement, float16
         parity, failures = quantize.run(settings)
     click.echo(markdown(parity))
     if failures:
-        raise UserError(f"Parity gate failed: {'; '.join(failures)}; the failed files are in {Path(out) / quantize.FAILED_DIR} "
+        err = UserError(f"Parity gate failed: {'; '.join(failures)}; the failed files are in {Path(out) / quantize.FAILED_DIR} "
                         f"and any passing model in {out} is unchanged.")
+        err.exit_code = 1  # the model failed, not the command: a script tells it from a bad option (2)
+        raise err

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.card import CARD_NAME, INT8_MODEL, ModelCard, Quant, sha256_file
+from edge.card import CARD_NAME, FAILED_DIR, INT8_MODEL, ModelCard, Quant, sha256_file
 from edge.errors import UserError
 from edge.files import held_by_this_process
 from edge.paths import check_out_folder
@@ -24,9 +24,6 @@ from edge.pipeline.preprocess import CropRule
 from train.data import Split, load_dataset, train_val
 from train.keras_io import load_keras
 from train.provenance import record_command, versions
-
-FAILED_DIR = "failed"  # a conversion that fails the parity gate leaves its files here, for inspection
-
 
 # Measured by running each detector on 1,000 FER2013 val faces upscaled onto a background
 # (benchmarks/detector_recall.py): median crop side / box side and centre offset in box
@@ -53,10 +50,29 @@ class ConvertSettings:
 def resolve_keras_model(path: str) -> Path:
     p = Path(path)
     if p.is_dir():
-        p = p / "model.keras"
+        if not (p / "model.keras").is_file() and (p / INT8_MODEL).is_file():  # the folder a convert wrote
+            p = p / INT8_MODEL
+        else:
+            p = p / "model.keras"
+    if is_tflite(p):  # else "not a .keras zip archive", as if the file were damaged
+        raise UserError(f"{p} is already a TFLite model: use it with `edge run --model` or "
+                        "`edge eval`; `edge convert` takes the run folder from `edge train` or its .keras file.")
     if not p.is_file():
         raise UserError(f"No Keras model at {p}; pass a run folder from `edge train` or a .keras file.")
     return p
+
+
+def is_tflite(path: Path) -> bool:
+    """A file named .tflite, or one that begins as TFLite models do (a FlatBuffer with the identifier TFL3)."""
+    if not path.is_file():  # nor a pipe, which open() would wait on
+        return False
+    if path.suffix == ".tflite":
+        return True
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8)[4:] == b"TFL3"
+    except OSError:
+        return False
 
 
 def representative(split: Split, n: int, seed: int) -> np.ndarray:
@@ -345,7 +361,11 @@ def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path, votes=N
     files = {"int8": out / INT8_MODEL, "float32": out / "model_float32.tflite"}
     if s.float16:
         files["float16"] = out / "model_float16.tflite"
+    # A line as each stage starts: after the images are decoded, a full FER2013 conversion runs
+    # over a minute with nothing else on the terminal.
     for kind, path in files.items():
+        calibrating = f", calibrating on {len(calib)} training images" if kind == "int8" else ""
+        print(f"Converting to {kind}{calibrating} ...", flush=True)
         path.write_bytes(to_tflite(model, kind, calib if kind == "int8" else None))
 
     in_q, out_q = io_quant(files["int8"])
@@ -369,6 +389,7 @@ def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path, votes=N
     card.metrics["converted_from"] = {"model": str(keras_path), "data": str(Path(s.data).resolve()),
                                       "data_fingerprint": ds.fingerprint, "parity_split": split_name,
                                       **({} if s.split else {"validation": held_out})}
+    print(f"Checking parity on {len(val_split)} {split_name} images (Keras, {', '.join(files)}) ...", flush=True)
     parity = parity_report(model, files, card, val_split, len(calib), votes)
     parity = {"converted_from": card.metrics["converted_from"], "calibration_requested": s.calibration_size,
               "versions": versions(), **parity}  # the converter's build decides the int8 file
@@ -381,6 +402,7 @@ def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path, votes=N
                         "failures": failures}
     card.parity = {k: parity[k] for k in ("images", "keras_accuracy", "int8_accuracy", "drop_pp", "agreement")}
     card.parity["passed"] = not failures
+    print(f"Choosing flip averaging and fitting the temperature on the {len(val_split)} {split_name} images ...", flush=True)
     calib_rep = calibrate(files["int8"], card, val_split, votes)
     card.flip_average, card.temperature = calib_rep["flip_average"], calib_rep["temperature"]
     card.metrics["calibration"] = calib_rep

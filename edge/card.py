@@ -18,6 +18,7 @@ from edge.pipeline.preprocess import CropRule
 
 CARD_NAME = "model.json"
 INT8_MODEL = "model_int8.tflite"  # what `edge convert` writes and the runtime loads
+FAILED_DIR = "failed"  # where `edge convert` leaves a conversion that failed its parity gate, for inspection
 
 
 @dataclass
@@ -174,6 +175,18 @@ def check_pair(model_path, card: ModelCard) -> None:
     if card.model_sha256 and path.name == card.model_file and card.model_sha256 != sha256_file(path):
         raise UserError(f"{path.with_name(CARD_NAME)} describes a different .tflite than {path} (sha256 differs); "
                         "re-run `edge convert` or pair the files correctly.")
+
+
+def refuse_failed_conversion(folder: Path, what: str) -> None:
+    """A model folder holding no model but the failed/ of a conversion that failed its parity gate
+    (into a new --out): one sentence saying so and where its report is, wherever a model folder
+    is read, rather than that it holds no model file. `what` names the folder as the caller does."""
+    failed = Path(folder) / FAILED_DIR
+    if failed.is_dir():
+        raise UserError(f"{what} {folder} holds no model: its conversion failed the parity gate; the failed files "
+                        f"and the parity report (parity.md) are in {failed}: read the report, then retrain or convert "
+                        "again (a larger --calibration-size, or a looser --max-drop or --min-agreement if that loss "
+                        "is acceptable).")
 
 
 def pairing_notes(card: ModelCard, float_model: bool, borrowed: bool = False) -> list[str]:

@@ -65,6 +65,14 @@ def test_the_folder_edge_convert_wrote_names_its_int8_model(tmp_path, shipped_mo
     empty.mkdir()
     with pytest.raises(UserError, match="holds no model_int8.tflite"):
         resolve_model(load_config(None, {"model": {"path": str(empty)}}))
+    # a conversion that failed its parity gate into a new --out leaves only failed/ there
+    (empty / "failed").mkdir()
+    copy_model(shipped_model, empty / "failed")
+    (empty / "command.txt").write_text("edge convert ...\n")
+    with pytest.raises(UserError, match=re.escape(f"Model folder {empty} holds no model: its conversion failed the "
+                                                  f"parity gate; the failed files and the parity report (parity.md) "
+                                                  f"are in {empty / 'failed'}")):
+        resolve_model(load_config(None, {"model": {"path": str(empty)}}))
 
 
 @pytest.mark.parametrize("given", ["model.keras", "."])

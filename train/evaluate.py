@@ -12,7 +12,7 @@ import sys
 
 import numpy as np
 
-from edge.card import INT8_MODEL
+from edge.card import INT8_MODEL, refuse_failed_conversion
 from edge.errors import UserError
 from edge.labels import columns_in_label_order
 from edge.metrics import classification_report
@@ -28,6 +28,7 @@ def model_file(path: Path, what: str) -> Path:
     if path.is_dir():
         found = [path / name for name in ("model.keras", INT8_MODEL) if (path / name).is_file()]
         if not found:
+            refuse_failed_conversion(path, what)
             raise UserError(f"{what} {path} holds no model.keras or {INT8_MODEL}; pass a run folder, the folder "
                             "`edge convert --out` wrote, or a .keras or .tflite file.")
         return found[0]
