@@ -254,3 +254,38 @@ def test_a_sink_that_fails_to_close_costs_neither_the_history_nor_the_signal_han
         run(cfg, RunOptions(max_frames=3))
     assert len(closed) == 1  # was: skipped
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_a_status_port_held_at_the_start_is_tried_again_and_the_page_comes_up(tmp_path, monkeypatch, caplog):
+    """Another program on the port at the start (or the address not up yet at boot) left edge run
+    without its page until the next restart: months, for a service that runs unattended."""
+    import socket
+
+    from edge.config import load_config
+    from edge.service import app
+
+    monkeypatch.setattr("edge.pipeline.sources.open_source", lambda *a, **kw: _Camera())
+    monkeypatch.setattr(app, "LISTEN_RETRY_S", 0.0)  # at every pass of the loop: no waiting in a test
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    answers, frames = [], []
+
+    def on_result(frame, result):
+        frames.append(frame)
+        if len(frames) == 1:
+            holder.close()  # the other program goes away after the first frame
+        elif not answers:
+            try:
+                answers.append(get(f"http://127.0.0.1:{port}/status", timeout=5)[0])
+            except OSError:
+                pass
+
+    cfg = load_config(None, {"source.camera": 0, "status.port": port, "sinks.spool_dir": str(tmp_path / "sp"),
+                             "sinks.jsonl.path": str(tmp_path / "ev.jsonl")})
+    with caplog.at_level(logging.INFO, logger="edge"):
+        app.run(cfg, app.RunOptions(max_frames=50), on_result)
+    assert answers == [200]
+    said = [r for r in caplog.records if "cannot listen" in r.getMessage() and r.levelno == logging.WARNING]
+    assert len(said) == 1 and "tries again" in said[0].getMessage()

@@ -39,6 +39,9 @@ from edge.service import health
 
 log = logging.getLogger("edge")
 STATE_EVERY_S = 5.0  # how often sinks that show live values (Home Assistant) get the current mood
+# A status port that cannot be had at the start (another program on it, the address not up yet at
+# boot) is tried again this often: the service runs for months, and its page must not stay away with it.
+LISTEN_RETRY_S = 60.0
 
 
 @dataclass
@@ -162,16 +165,19 @@ def _close_each(*closes) -> None:
         raise first
 
 
-def _start_status_server(stats, st: StatusConfig):
-    """The status page's server, listening, with its address logged; None (and a warning) when
-    it cannot listen: the monitor matters more than its status page."""
+def _start_status_server(stats, st: StatusConfig, again: bool = False):
+    """The status page's server, listening, with its address logged; None (and a warning, not
+    `again` when edge run tries it again) when it cannot listen: the monitor matters more than its
+    status page."""
     from edge.config import is_loopback
     from edge.service.status import StatusServer
 
     try:
         server = StatusServer(stats, st).start()
     except OSError as exc:
-        log.warning("status endpoint not started: cannot listen on %s:%d (%s)", st.host, st.port, exc.strerror)
+        log.log(logging.DEBUG if again else logging.WARNING, "status endpoint not started: cannot listen on %s:%d "
+                "(%s); the monitor runs on without its page and tries again every %.0f s (edge doctor says what to do)",
+                st.host, st.port, exc.strerror, LISTEN_RETRY_S)
         return None
     wildcard = st.host in ("0.0.0.0", "::")
     shown = "localhost" if is_loopback(st.host) else "<this Pi's address>" if wildcard else st.host
@@ -232,6 +238,7 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     stats.set_sinks(sinks.stats())  # every sink's failure counter at 0 before the first scrape
     stats.set_disks(state_folders(cfg, sinks))  # /metrics' free-space series, read with the rest of health
     server = _start_status_server(stats, st) if st.enabled else None
+    next_listen = time.monotonic() + LISTEN_RETRY_S
     stop = StopFlag()
     stop.install()
     writer = None
@@ -266,6 +273,8 @@ def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
                     stats.set_source(getattr(source, "read_failures", 0), getattr(source, "reopens", 0),
                                      getattr(source, "frame_size", None))
                     next_sink_stats = now + SINK_STATS_EVERY_S
+                if st.enabled and server is None and now >= next_listen:
+                    server, next_listen = _start_status_server(stats, st, again=True), now + LISTEN_RETRY_S
                 if now >= next_state:  # live values for Home Assistant's sensors, camera down or not
                     next_state = now + STATE_EVERY_S
                     sinks.update(stats.snapshot())
