@@ -97,6 +97,9 @@ def check_out_folder(path: str | Path, flag: str = "--out") -> None:
                 raise UserError(f"{flag} {path} {where}; pass a folder.")
             if not os.access(q, os.W_OK | os.X_OK):  # also False on a read-only file system
                 where = "" if q == p else f" (it would be made in {q})"
+                if os.statvfs(q).f_flag & os.ST_RDONLY:  # a card or stick mounted read-only: no chmod helps
+                    raise UserError(f"{flag} {path} cannot be written{where} (Read-only file system); choose a "
+                                    "folder on a writable disk.")
                 raise UserError(f"{flag} {path} cannot be written by this user{where}: the folder is read-only or "
                                 "another user's; choose a folder you can write to, or change its permissions.")
             return
