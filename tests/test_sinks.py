@@ -1756,6 +1756,8 @@ def test_a_broker_that_comes_and_goes_is_said_once_a_minute_and_counted_between(
                 sink._on_disconnect(sink._client, None, flags, down, None)
             assert len(said()) <= 3 * 15, said()  # was: 59 (mqtt), 88 (homeassistant)
             assert sum("were not logged: it keeps dropping out" in line for line in said()) >= 10
+            if kind == "homeassistant":  # the will a stopping broker sends is said only with the outage after it
+                assert sum("last will" in line for line in said()) == sum("disconnected" in line for line in said())
             assert not sink.outages.said  # the last one started within a minute of the last one said
             caplog.clear()
             for _ in range(3):  # then gone for good: said once it has lasted a minute

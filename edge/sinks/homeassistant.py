@@ -156,9 +156,9 @@ class HomeAssistantSink(BrokerOutages, Sink):
                 and not self._closing:
             # A half-open connection of this Pi's last run (a power cut) outlived this one's
             # start: its last will would show a running Pi unavailable until the next restart.
-            # A broker stopping sends it too, just before it goes: a flapping broker's is as quiet as its outages
-            log.log(self.back_level(), "Home Assistant discovery: the broker marked this Pi offline (the last "
-                    "will of an earlier connection); saying online again.")
+            # A broker stopping sends it too, just before the outage: said only with an outage that will be
+            log.log(logging.INFO if self.outages.due() else logging.DEBUG, "Home Assistant discovery: the broker "
+                    "marked this Pi offline (the last will of an earlier connection); saying online again.")
             client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
         elif msg.topic == self.topics.instance and msg.payload != self._instance.encode() \
                 and msg.payload not in self._others:
