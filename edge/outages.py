@@ -24,11 +24,14 @@ class OutageLog:
         self.unsaid = 0  # outages since the last one said that were not
         self._said_at = -math.inf
 
+    def due(self) -> bool:
+        """Whether an outage starting now would be said."""
+        return time.monotonic() - self._said_at >= EVERY_S
+
     def start(self) -> None:
-        now = time.monotonic()
-        self.said = now - self._said_at >= EVERY_S
+        self.said = self.due()
         if self.said:
-            self._said_at = now
+            self._said_at = time.monotonic()
         else:
             self.unsaid += 1
 

@@ -1709,6 +1709,69 @@ def test_mqtt_broker_closing_before_accepting_counts_each_try_and_warns_once(tmp
         "client id refused, or a TLS port: this sink speaks plain MQTT); spooling events, retrying."]
 
 
+@pytest.mark.parametrize("kind", ["mqtt", "homeassistant"])
+def test_a_broker_that_comes_and_goes_is_said_once_a_minute_and_counted_between(kind, tmp_path, monkeypatch, caplog):
+    """A broker restarted every 30 s (a cron job, a flaky Wi-Fi link) made two journal lines per
+    outage and sink (HA discovery three, with the broker's own last will), day and night: the
+    journal's flap rule (edge.outages) applies, as for a camera. paho's callbacks are called here
+    as its network thread would, on a fake clock; nothing listens on the port."""
+    pytest.importorskip("paho.mqtt.client", reason="MQTT tests need the mqtt extra (paho-mqtt)")
+    from types import SimpleNamespace
+
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from edge import outages
+    from edge.sinks import homeassistant, mqtt
+
+    now = [1000.0]
+    fake = SimpleNamespace(monotonic=lambda: now[0], sleep=time.sleep)
+    monkeypatch.setattr(outages, "time", fake)
+    monkeypatch.setattr(mqtt, "time", fake)
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    server.close()  # nothing listens: the first try fails, the next one is an hour away
+    if kind == "mqtt":
+        sink = mqtt.MqttSink(host="127.0.0.1", port=port, spool=Spool(tmp_path / "spool"), reconnect_min_s=3600,
+                             reconnect_max_s=3600)
+    else:
+        sink = homeassistant.HomeAssistantSink("127.0.0.1", port, device_name="till-6", reconnect_min_s=3600,
+                                               reconnect_max_s=3600)
+    up, down = ReasonCode(PacketTypes.CONNACK, "Success"), ReasonCode(PacketTypes.DISCONNECT, "Unspecified error")
+    flags = SimpleNamespace(session_present=False)
+    offline = SimpleNamespace(topic=getattr(sink, "topics", None) and sink.topics.availability, payload=b"offline")
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO and r.name.startswith("edge.sinks")]
+
+    try:
+        with caplog.at_level(logging.DEBUG, logger="edge.sinks"):
+            assert wait_for(lambda: sink.failed >= 1)  # the first outage, said
+            for _ in range(29):  # 15 minutes of a broker restarted every 30 s
+                now[0] += 10
+                sink._on_connect(sink._client, None, flags, up, None)
+                now[0] += 20
+                if kind == "homeassistant":  # a stopping broker sends the will to its subscribers
+                    sink._on_message(sink._client, None, offline)
+                sink._on_disconnect(sink._client, None, flags, down, None)
+            assert len(said()) <= 3 * 15, said()  # was: 59 (mqtt), 88 (homeassistant)
+            assert sum("were not logged: it keeps dropping out" in line for line in said()) >= 10
+            if kind == "homeassistant":  # the will a stopping broker sends is said only with the outage after it
+                assert sum("last will" in line for line in said()) == sum("disconnected" in line for line in said())
+            assert not sink.outages.said  # the last one started within a minute of the last one said
+            caplog.clear()
+            for _ in range(3):  # then gone for good: said once it has lasted a minute
+                now[0] += 30
+                sink._on_connect_fail(sink._client, None)
+            now[0] += 30
+            sink._on_connect(sink._client, None, flags, up, None)
+            lines = said()
+            assert len(lines) == 2 and "not reachable" in lines[0] and "reachable again" in lines[1], lines
+    finally:
+        monkeypatch.undo()
+        sink.close()
+
+
 def _close_every_connection(server: socket.socket) -> None:
     while True:
         try:

@@ -138,7 +138,8 @@ class HomeAssistantSink(BrokerOutages, Sink):
         if self._refused(reason_code):
             return
         if self._outage and not self._closing:
-            log.info("Home Assistant discovery: broker %s:%d reachable again.", self.host, self.port)
+            log.log(self.back_level(), "Home Assistant discovery: broker %s:%d reachable again%s.", self.host,
+                    self.port, self.outages.more())
         self._outage = False
         self.connected = True
         client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
@@ -155,8 +156,9 @@ class HomeAssistantSink(BrokerOutages, Sink):
                 and not self._closing:
             # A half-open connection of this Pi's last run (a power cut) outlived this one's
             # start: its last will would show a running Pi unavailable until the next restart.
-            log.info("Home Assistant discovery: the broker marked this Pi offline (the last will of an earlier "
-                     "connection); saying online again.")
+            # A broker stopping sends it too, just before the outage: said only with an outage that will be
+            log.log(logging.INFO if self.outages.due() else logging.DEBUG, "Home Assistant discovery: the broker "
+                    "marked this Pi offline (the last will of an earlier connection); saying online again.")
             client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
         elif msg.topic == self.topics.instance and msg.payload != self._instance.encode() \
                 and msg.payload not in self._others:

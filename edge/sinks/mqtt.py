@@ -25,6 +25,7 @@ import uuid
 from dataclasses import dataclass
 
 from edge.errors import check, check_host, check_range, missing_dependency
+from edge.outages import OutageLog
 from edge.sinks.base import AlertEvent, Sink, SinkUnavailable, register
 from edge.sinks.spool import DEFAULT_SPOOL_DIR, Spool
 from edge.sinks.webhook import tcp_reachable
@@ -58,8 +59,11 @@ def connect_error() -> str:
 class BrokerOutages:
     """The paho callbacks that follow a broker connection, for the sinks that hold one: each
     failed (re)connect counted in `failed`, one WARNING per outage, not per retry (paho retries
-    forever). A sink sets _who and _retrying, calls _init_outages() before connecting, and
-    _refused() first in its on_connect; close() sets _closing."""
+    forever). A broker that comes and goes (restarted by a cron job, a flaky Wi-Fi link) made
+    two lines per outage and sink, some 400 an hour: its outages follow the journal's flap rule
+    (edge.outages), and the sink says the end at back_level() with outages.more(). A sink sets
+    _who and _retrying, calls _init_outages() before connecting, and _refused() first in its
+    on_connect; close() sets _closing."""
 
     _who = "MQTT"  # starts each line this logs
     _retrying = "retrying"  # what the sink does meanwhile
@@ -69,6 +73,8 @@ class BrokerOutages:
         self._outage = False  # the broker is known to be unreachable: its WARNING is logged
         self._closing = False  # close() disconnects on purpose
         self._answered = False  # the broker answered this connect attempt (CONNACK, accepted or not)
+        self.outages = OutageLog()
+        self._down_since = 0.0  # monotonic start of the current outage
 
     def _on_pre_connect(self, client, userdata) -> None:
         self._answered = False
@@ -89,13 +95,27 @@ class BrokerOutages:
         self.failed += 1
         self.connect_error = what
         if not self._outage and not self._closing:
+            self._outage_starts()
+            log.log(self.outages.level, "%s broker %s:%d %s; %s.", self._who, self.host, self.port, what,
+                    self._retrying)
+        elif not self._closing and self.outages.overdue(time.monotonic() - self._down_since):
+            # it came and went, and now stays gone: said all the same
             log.warning("%s broker %s:%d %s; %s.", self._who, self.host, self.port, what, self._retrying)
         self._outage = True
 
+    def _outage_starts(self) -> None:
+        self.outages.start()
+        self._down_since = time.monotonic()
+
+    def back_level(self) -> int:
+        """The level of the line saying an outage ended: INFO for one said, DEBUG for one counted."""
+        return logging.INFO if self.outages.said else logging.DEBUG
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected and not self._closing:
-            log.warning("%s disconnected from %s:%d (%s); %s.", self._who, self.host, self.port, reason_code,
-                        self._retrying)
+            self._outage_starts()
+            log.log(self.outages.level, "%s disconnected from %s:%d (%s); %s.", self._who, self.host, self.port,
+                    reason_code, self._retrying)
             self._outage = True  # the failed reconnects that follow are the same outage
         elif not self.connected and not self._answered and not self._closing:
             # Closed before any CONNACK (its connection limit reached, a client id it rejects):
@@ -229,7 +249,8 @@ class MqttSink(BrokerOutages, Sink):
         if self._refused(reason_code) or self._closing:
             return
         if self._outage:
-            log.info("MQTT broker %s:%d reachable again (%d messages spooled).", self.host, self.port, len(self.spool))
+            log.log(self.back_level(), "MQTT broker %s:%d reachable again (%d messages spooled)%s.", self.host,
+                    self.port, len(self.spool), self.outages.more())
         else:
             log.info("MQTT connected to %s:%d (%d messages spooled).", self.host, self.port, len(self.spool))
         self._outage = False
