@@ -350,6 +350,21 @@ def test_spool_ids_keep_increasing_when_the_clock_is_behind_the_spooled_files(tm
     assert [item["n"] for _, item in Spool(tmp_path / "sp").pending()] == [0, 1, 2]
 
 
+def test_a_dead_letter_made_after_a_restart_with_the_clock_stepped_back_is_kept_as_the_newest(tmp_path, monkeypatch):
+    """An empty spool at a restart left the ids to the clock, which on a Pi without RTC can be
+    behind the dead letters: the new one sorted as the oldest, and the cap removed it at once."""
+    sp = Spool(tmp_path / "sp", cap=2)
+    old = [sp.put({"n": n}) for n in range(2)]
+    for event_id in old:
+        sp.dead_letter(event_id, "HTTP 422")
+    real = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real() - 3600 * 10**9)  # an hour behind
+    again = Spool(tmp_path / "sp", cap=2)
+    new = again.put({"n": 2})
+    again.dead_letter(new, "HTTP 422")
+    assert sorted(p.stem for p in (tmp_path / "sp" / "dead").glob("*.json")) == [old[1], new]
+
+
 def test_spool_idle_flush_tries_the_disk_at_most_every_retry_s(tmp_path, monkeypatch):
     """Each try is an SD-card write: the sink's idle flush runs far more often than RETRY_S."""
     import edge.sinks.spool as spool_mod
