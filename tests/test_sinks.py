@@ -836,6 +836,26 @@ def test_webhook_waits_as_long_as_a_rate_limits_retry_after_asks(tmp_path, recei
     assert 0 < sink._next_try - time.monotonic() <= 120
 
 
+@pytest.mark.parametrize("pi_off_s", [-86400.0, 86400.0])
+def test_webhook_waits_a_retry_after_date_by_the_receivers_clock_when_the_pis_is_off(tmp_path, receivers, monkeypatch,
+                                                                                   pi_off_s):
+    """A Pi without RTC can be a day behind the receiver (waited the longest back-off, 120 s) or
+    ahead (waited nothing: each early try earns another 429); the answer's Date says how far off."""
+    from email.utils import formatdate
+    from types import SimpleNamespace
+
+    import edge.sinks.webhook as webhook_mod
+
+    rx = receivers()
+    rx.status = 429
+    rx.retry_after = formatdate(time.time() + 30, usegmt=True)  # the receiver's clock, as is its Date
+    real = time.time
+    monkeypatch.setattr(webhook_mod, "time", SimpleNamespace(time=lambda: real() + pi_off_s, monotonic=time.monotonic))
+    sink = WebhookSink(url=rx.url, spool=Spool(tmp_path / "sp"), retry_min_s=2, retry_max_s=120)
+    sink.send(ev("raised", 1))
+    assert len(rx.requests) == 1 and 20 < sink._next_try - time.monotonic() <= 31
+
+
 def test_webhook_back_off_leaves_the_global_random_generator_alone(tmp_path, receivers):
     """A sink thread drawing its jitter from Python's global `random` shifted what a seeded
     process drew next: a training run in the same Python built different Dropout seeds."""

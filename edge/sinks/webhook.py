@@ -115,16 +115,28 @@ class Refused(OSError):
         self.status, self.retry_after_s = status, retry_after_s
 
 
-def retry_after_s(value: str | None) -> float:
-    """A Retry-After header (RFC 9110: seconds or an HTTP date) in seconds; 0 when absent or unreadable."""
+def _http_date(value: str | None) -> float | None:
+    """An HTTP date (a header's) in seconds since the epoch; None when absent or unreadable."""
+    try:
+        when = email.utils.parsedate_to_datetime((value or "").strip())
+    except (TypeError, ValueError):
+        return None
+    return when.timestamp() if when.tzinfo else None
+
+
+def retry_after_s(value: str | None, date: str | None = None) -> float:
+    """A Retry-After header (RFC 9110: seconds or an HTTP date) in seconds; 0 when absent or unreadable.
+    A date is reckoned from the answer's own Date (`date`) where it has one: a Pi without RTC can
+    be hours or years off the receiver's clock, which would make a date wait for nothing (the
+    receiver's rate limit refusing each early try) or as long as the longest back-off."""
     value = (value or "").strip()
     if DIGITS.fullmatch(value):
         return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    when = _http_date(value)
+    if when is None:
         return 0.0
-    return max(0.0, when.timestamp() - time.time()) if when.tzinfo else 0.0
+    sent = _http_date(date)
+    return max(0.0, when - (time.time() if sent is None else sent))
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -270,9 +282,10 @@ class WebhookSink(Sink):
         except urllib.error.HTTPError as exc:
             if exc.code in REJECTED:
                 raise Rejected(f"HTTP {exc.code} {exc.reason}") from None
-            moved_to = exc.headers.get("Location") if 300 <= exc.code < 400 and exc.headers else None
+            answer = exc.headers or {}
+            moved_to = answer.get("Location") if 300 <= exc.code < 400 else None
             raise Refused(exc.code, str(exc.reason) + (f" to {redact_url(moved_to)}" if moved_to else ""),
-                          retry_after_s(exc.headers.get("Retry-After") if exc.headers else None)) from None
+                          retry_after_s(answer.get("Retry-After"), answer.get("Date"))) from None
         except (OSError, http.client.HTTPException):
             if req.deadline.expired:  # the shut-down socket's error would hide why
                 raise TimeoutError(f"no complete answer within timeout_s ({self.timeout_s:g} s)") from None
