@@ -1052,17 +1052,37 @@ def test_webhook_answer_cut_off_before_its_length_is_retried(tmp_path):
     assert sink.delivered == 0 and sink.failed == 1 and len(sink.spool) == 1
 
 
+def self_signed(folder: Path, starts: str = "") -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key: valid for 2 days from now, or for a
+    year from `starts` (YYYYMMDDHHMMSSZ), which only `openssl ca` sets."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    name = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-newkey", "rsa:2048", "-nodes",
+            "-keyout", str(key)]
+    if not starts:
+        subprocess.run(["openssl", "req", "-x509", *name, "-out", str(cert), "-days", "2"], check=True,
+                       capture_output=True)
+        return cert, key
+    (folder / "index.txt").touch()
+    (folder / "serial").write_text("01\n")
+    (folder / "ca.cnf").write_text(f"[ca]\ndefault_ca = d\n[d]\ndatabase = {folder}/index.txt\nnew_certs_dir = {folder}\n"
+                                   f"serial = {folder}/serial\ndefault_md = sha256\npolicy = p\ncopy_extensions = copy\n"
+                                   "[p]\ncommonName = supplied\n")
+    subprocess.run(["openssl", "req", "-new", *name, "-out", str(folder / "csr.pem")], check=True, capture_output=True)
+    subprocess.run(["openssl", "ca", "-batch", "-selfsign", "-notext", "-config", str(folder / "ca.cnf"), "-keyfile",
+                    str(key), "-in", str(folder / "csr.pem"), "-out", str(cert), "-startdate", starts, "-enddate",
+                    f"{int(starts[:4]) + 1}{starts[4:]}"], check=True, capture_output=True)
+    return cert, key
+
+
 @pytest.fixture
-def https_receiver(tmp_path):
-    """An https receiver on 127.0.0.1 with a self-signed certificate: (url, the certificate's file)."""
+def https_receiver(tmp_path, request):
+    """An https receiver on 127.0.0.1 with a self-signed certificate: (url, the certificate's file).
+    Parametrized (indirect) with a start date, the certificate is valid from then."""
     import ssl
 
     if not shutil.which("openssl"):
         pytest.skip("needs the openssl command")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    cert, key = self_signed(tmp_path, getattr(request, "param", ""))
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
@@ -1098,6 +1118,27 @@ def test_webhook_check_fails_a_certificate_the_posts_would_not_trust(tmp_path, h
     sink.flush()
     sink.close()
     assert sink.delivered == 1 and len(sink.spool) == 0
+
+
+@pytest.mark.parametrize("https_receiver", ["20990101000000Z"], indirect=True)
+def test_a_certificate_not_yet_valid_by_this_machines_clock_says_to_check_the_clock(tmp_path, https_receiver,
+                                                                                   monkeypatch, caplog):
+    """A Pi without RTC whose NTP is blocked keeps a clock days behind: a certificate renewed
+    since is "not yet valid" to it, and edge doctor said to trust the certificate, which it was."""
+    from edge.ops.doctor.context import FAIL
+    from edge.ops.doctor.sinks import sink_verdict
+
+    url, cert = https_receiver
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trusted: only its dates fail, by this machine's clock
+    sink = WebhookSink(url=url, timeout_s=5, spool=Spool(tmp_path / "sp"))
+    line = sink.check()
+    assert sink_verdict(line) == FAIL and "not yet valid by this machine's clock" in line and "timedatectl" in line
+    assert "trusted on this machine" not in line
+    with caplog.at_level(logging.WARNING):
+        sink.send(ev("raised", 1))
+    assert sink.delivered == 0 and len(sink.spool) == 1
+    said = [r for r in caplog.records if r.name == "edge.sinks.webhook"]
+    assert len(said) == 1 and said[0].levelno == logging.ERROR and "timedatectl" in said[0].getMessage()
 
 
 # ---------------------------------------------------------------- fanout, build_sinks

@@ -29,6 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from edge.errors import check, check_range, check_url
@@ -69,18 +70,39 @@ def tcp_reachable(host: str, port: int, timeout_s: float = 3.0) -> str:
         return str(exc) or type(exc).__name__
 
 
-def tls_refused(host: str, port: int, timeout_s: float = 3.0) -> str:
-    """'' when host:port completes a TLS handshake with a certificate this machine trusts for
-    host (as each https POST checks it), else why not: a port that merely opens says nothing
-    of a self-signed or expired certificate, which fails every POST."""
+# OpenSSL's verify codes for a certificate outside its dates (X509_V_ERR_CERT_NOT_YET_VALID,
+# _HAS_EXPIRED): judged by this machine's clock, which on a Pi without RTC whose NTP has not got
+# through is the last shutdown's time or 1970, so a certificate renewed since is "not yet valid".
+CERT_DATES = {9: "not yet valid", 10: "expired"}
+
+
+def clock_refused(exc: BaseException) -> str:
+    """For a certificate refused for its dates (exc, or the URLError around it): what to check,
+    this machine's clock first; else ''."""
+    cause = exc if isinstance(exc, ssl.SSLCertVerificationError) else getattr(exc, "reason", None)
+    what = CERT_DATES.get(getattr(cause, "verify_code", None))
+    if not what:
+        return ""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"its certificate is {what} by this machine's clock ({now}): if that time is wrong, set it (a Pi has "
+            "no real-time clock: check `timedatectl` and that the network lets it reach an NTP server, UDP 123)"
+            + ("; if it is right, renew the receiver's certificate" if what == "expired" else ""))
+
+
+def tls_refused(host: str, port: int, timeout_s: float = 3.0) -> tuple[str, str]:
+    """('', '') when host:port completes a TLS handshake with a certificate this machine trusts for
+    host (as each https POST checks it), else (why not, what every POST fails until): a port that
+    merely opens says nothing of a self-signed or expired certificate, which fails every POST."""
     try:
         with socket.create_connection((host, port), timeout=timeout_s) as sock:
             with ssl.create_default_context().wrap_socket(sock, server_hostname=host):
-                return ""
+                return "", ""
     except ssl.SSLCertVerificationError as exc:
-        return f"certificate not trusted: {exc.verify_message or exc}"
+        if dated := clock_refused(exc):
+            return dated, "then"
+        return f"certificate not trusted: {exc.verify_message or exc}", "the receiver's certificate is trusted on this machine"
     except OSError as exc:  # ssl.SSLError included: not TLS there (a plain http port), an old protocol
-        return str(exc) or type(exc).__name__
+        return str(exc) or type(exc).__name__, "the receiver's certificate is trusted on this machine"
 
 
 # Its own generator: a sink thread drawing from the global one would shift what a process
@@ -309,6 +331,8 @@ class WebhookSink(Sink):
         if what:  # a setting to fix: nothing arrives until someone does
             log.error("Webhook %s answered %s: %s; events are spooled and retried with back-off.",
                       self.shown_url, exc, what)
+        elif what := clock_refused(exc):  # the same, and the likelier fix is this machine's
+            log.error("Webhook %s refused: %s; events are spooled and retried with back-off.", self.shown_url, what)
         elif first:
             log.warning("Webhook %s failed (%s); spooling events, retrying with back-off.", self.shown_url, exc)
 
@@ -362,8 +386,8 @@ class WebhookSink(Sink):
         backlog = f"; {len(self.spool)} events spooled" if len(self.spool) else ""
         if why:
             return f"webhook {parts.hostname}:{port} not reachable ({why}){backlog}"
-        why = tls_refused(parts.hostname or "", port) if parts.scheme == "https" else ""
+        why, until = tls_refused(parts.hostname or "", port) if parts.scheme == "https" else ("", "")
         if why:  # "failed": the doctor FAILs it, as a setting to fix (nothing arrives until then)
             return (f"webhook {parts.hostname}:{port} reachable, but its TLS handshake failed ({why}): every POST "
-                    f"fails until the receiver's certificate is trusted on this machine{backlog}")
+                    f"fails until {until}{backlog}")
         return f"webhook {parts.hostname}:{port} reachable{backlog}"
