@@ -100,9 +100,10 @@ def tls_refused(host: str, port: int, timeout_s: float = 3.0) -> tuple[str, str]
     except ssl.SSLCertVerificationError as exc:
         if dated := clock_refused(exc):
             return dated, "then"
-        return f"certificate not trusted: {exc.verify_message or exc}", "the receiver's certificate is trusted on this machine"
+        why = f"certificate not trusted: {exc.verify_message or exc}"
     except OSError as exc:  # ssl.SSLError included: not TLS there (a plain http port), an old protocol
-        return str(exc) or type(exc).__name__, "the receiver's certificate is trusted on this machine"
+        why = str(exc) or type(exc).__name__
+    return why, "the receiver's certificate is trusted on this machine"
 
 
 # Its own generator: a sink thread drawing from the global one would shift what a process
