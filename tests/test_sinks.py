@@ -350,6 +350,21 @@ def test_spool_ids_keep_increasing_when_the_clock_is_behind_the_spooled_files(tm
     assert [item["n"] for _, item in Spool(tmp_path / "sp").pending()] == [0, 1, 2]
 
 
+def test_a_dead_letter_made_after_a_restart_with_the_clock_stepped_back_is_kept_as_the_newest(tmp_path, monkeypatch):
+    """An empty spool at a restart left the ids to the clock, which on a Pi without RTC can be
+    behind the dead letters: the new one sorted as the oldest, and the cap removed it at once."""
+    sp = Spool(tmp_path / "sp", cap=2)
+    old = [sp.put({"n": n}) for n in range(2)]
+    for event_id in old:
+        sp.dead_letter(event_id, "HTTP 422")
+    real = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real() - 3600 * 10**9)  # an hour behind
+    again = Spool(tmp_path / "sp", cap=2)
+    new = again.put({"n": 2})
+    again.dead_letter(new, "HTTP 422")
+    assert sorted(p.stem for p in (tmp_path / "sp" / "dead").glob("*.json")) == [old[1], new]
+
+
 def test_spool_idle_flush_tries_the_disk_at_most_every_retry_s(tmp_path, monkeypatch):
     """Each try is an SD-card write: the sink's idle flush runs far more often than RETRY_S."""
     import edge.sinks.spool as spool_mod
@@ -821,6 +836,26 @@ def test_webhook_waits_as_long_as_a_rate_limits_retry_after_asks(tmp_path, recei
     assert 0 < sink._next_try - time.monotonic() <= 120
 
 
+@pytest.mark.parametrize("pi_off_s", [-86400.0, 86400.0])
+def test_webhook_waits_a_retry_after_date_by_the_receivers_clock_when_the_pis_is_off(tmp_path, receivers, monkeypatch,
+                                                                                   pi_off_s):
+    """A Pi without RTC can be a day behind the receiver (waited the longest back-off, 120 s) or
+    ahead (waited nothing: each early try earns another 429); the answer's Date says how far off."""
+    from email.utils import formatdate
+    from types import SimpleNamespace
+
+    import edge.sinks.webhook as webhook_mod
+
+    rx = receivers()
+    rx.status = 429
+    rx.retry_after = formatdate(time.time() + 30, usegmt=True)  # the receiver's clock, as is its Date
+    real = time.time
+    monkeypatch.setattr(webhook_mod, "time", SimpleNamespace(time=lambda: real() + pi_off_s, monotonic=time.monotonic))
+    sink = WebhookSink(url=rx.url, spool=Spool(tmp_path / "sp"), retry_min_s=2, retry_max_s=120)
+    sink.send(ev("raised", 1))
+    assert len(rx.requests) == 1 and 20 < sink._next_try - time.monotonic() <= 31
+
+
 def test_webhook_back_off_leaves_the_global_random_generator_alone(tmp_path, receivers):
     """A sink thread drawing its jitter from Python's global `random` shifted what a seeded
     process drew next: a training run in the same Python built different Dropout seeds."""
@@ -1017,17 +1052,37 @@ def test_webhook_answer_cut_off_before_its_length_is_retried(tmp_path):
     assert sink.delivered == 0 and sink.failed == 1 and len(sink.spool) == 1
 
 
+def self_signed(folder: Path, starts: str = "") -> tuple[Path, Path]:
+    """A self-signed certificate for 127.0.0.1 and its key: valid for 2 days from now, or for a
+    year from `starts` (YYYYMMDDHHMMSSZ), which only `openssl ca` sets."""
+    cert, key = folder / "cert.pem", folder / "key.pem"
+    name = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1", "-newkey", "rsa:2048", "-nodes",
+            "-keyout", str(key)]
+    if not starts:
+        subprocess.run(["openssl", "req", "-x509", *name, "-out", str(cert), "-days", "2"], check=True,
+                       capture_output=True)
+        return cert, key
+    (folder / "index.txt").touch()
+    (folder / "serial").write_text("01\n")
+    (folder / "ca.cnf").write_text(f"[ca]\ndefault_ca = d\n[d]\ndatabase = {folder}/index.txt\nnew_certs_dir = {folder}\n"
+                                   f"serial = {folder}/serial\ndefault_md = sha256\npolicy = p\ncopy_extensions = copy\n"
+                                   "[p]\ncommonName = supplied\n")
+    subprocess.run(["openssl", "req", "-new", *name, "-out", str(folder / "csr.pem")], check=True, capture_output=True)
+    subprocess.run(["openssl", "ca", "-batch", "-selfsign", "-notext", "-config", str(folder / "ca.cnf"), "-keyfile",
+                    str(key), "-in", str(folder / "csr.pem"), "-out", str(cert), "-startdate", starts, "-enddate",
+                    f"{int(starts[:4]) + 1}{starts[4:]}"], check=True, capture_output=True)
+    return cert, key
+
+
 @pytest.fixture
-def https_receiver(tmp_path):
-    """An https receiver on 127.0.0.1 with a self-signed certificate: (url, the certificate's file)."""
+def https_receiver(tmp_path, request):
+    """An https receiver on 127.0.0.1 with a self-signed certificate: (url, the certificate's file).
+    Parametrized (indirect) with a start date, the certificate is valid from then."""
     import ssl
 
     if not shutil.which("openssl"):
         pytest.skip("needs the openssl command")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
+    cert, key = self_signed(tmp_path, getattr(request, "param", ""))
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self):
@@ -1063,6 +1118,27 @@ def test_webhook_check_fails_a_certificate_the_posts_would_not_trust(tmp_path, h
     sink.flush()
     sink.close()
     assert sink.delivered == 1 and len(sink.spool) == 0
+
+
+@pytest.mark.parametrize("https_receiver", ["20990101000000Z"], indirect=True)
+def test_a_certificate_not_yet_valid_by_this_machines_clock_says_to_check_the_clock(tmp_path, https_receiver,
+                                                                                   monkeypatch, caplog):
+    """A Pi without RTC whose NTP is blocked keeps a clock days behind: a certificate renewed
+    since is "not yet valid" to it, and edge doctor said to trust the certificate, which it was."""
+    from edge.ops.doctor.context import FAIL
+    from edge.ops.doctor.sinks import sink_verdict
+
+    url, cert = https_receiver
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))  # trusted: only its dates fail, by this machine's clock
+    sink = WebhookSink(url=url, timeout_s=5, spool=Spool(tmp_path / "sp"))
+    line = sink.check()
+    assert sink_verdict(line) == FAIL and "not yet valid by this machine's clock" in line and "timedatectl" in line
+    assert "trusted on this machine" not in line
+    with caplog.at_level(logging.WARNING):
+        sink.send(ev("raised", 1))
+    assert sink.delivered == 0 and len(sink.spool) == 1
+    said = [r for r in caplog.records if r.name == "edge.sinks.webhook"]
+    assert len(said) == 1 and said[0].levelno == logging.ERROR and "timedatectl" in said[0].getMessage()
 
 
 # ---------------------------------------------------------------- fanout, build_sinks

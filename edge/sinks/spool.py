@@ -89,19 +89,23 @@ class Spool:
         # takes writes again, else the next start sends them a second time.
         self._unremoved: set[str] = set()
         self._ids: list[str] = []
+        dead: list[str] = []
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
             for tmp in [*self.dir.glob(".*.tmp"), *(self.dir / DEAD_DIR).glob(".*.tmp")]:  # a process died mid-write
                 tmp.unlink(missing_ok=True)
             self._ids, strays = event_ids(self.dir)
+            dead = event_ids(self.dir / DEAD_DIR)[0]
             if strays:  # a copy an operator left, an editor's backup: not ours, and not worth a crash
                 log.warning("Spool %s: ignoring %d files that are not spooled events (%s).", self.dir, len(strays),
                             ", ".join(strays[:3]) + (", ..." if len(strays) > 3 else ""))
         except OSError as exc:
             self._disk_failed(exc)
         # Ids are nanosecond stamps kept strictly increasing across restarts: a Pi has no
-        # real-time clock, so after a reboot the wall clock can be behind the spooled files.
-        self._last = int(self._ids[-1]) if self._ids else 0
+        # real-time clock, so after a reboot the wall clock can be behind the spooled files, and
+        # behind the dead letters (an empty spool): a new one would sort as the oldest there,
+        # the first the cap removes.
+        self._last = int(max(self._ids[-1:] + dead[-1:], default=0))
 
     # The counts are read without the lock: put() and dead_letter() hold it across fsync, which
     # takes seconds on a busy SD card, and the frame loop reads them every second (Fanout.stats).

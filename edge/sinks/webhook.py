@@ -29,6 +29,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 from edge.errors import check, check_range, check_url
@@ -69,18 +70,40 @@ def tcp_reachable(host: str, port: int, timeout_s: float = 3.0) -> str:
         return str(exc) or type(exc).__name__
 
 
-def tls_refused(host: str, port: int, timeout_s: float = 3.0) -> str:
-    """'' when host:port completes a TLS handshake with a certificate this machine trusts for
-    host (as each https POST checks it), else why not: a port that merely opens says nothing
-    of a self-signed or expired certificate, which fails every POST."""
+# OpenSSL's verify codes for a certificate outside its dates (X509_V_ERR_CERT_NOT_YET_VALID,
+# _HAS_EXPIRED): judged by this machine's clock, which on a Pi without RTC whose NTP has not got
+# through is the last shutdown's time or 1970, so a certificate renewed since is "not yet valid".
+CERT_DATES = {9: "not yet valid", 10: "expired"}
+
+
+def clock_refused(exc: BaseException) -> str:
+    """For a certificate refused for its dates (exc, or the URLError around it): what to check,
+    this machine's clock first; else ''."""
+    cause = exc if isinstance(exc, ssl.SSLCertVerificationError) else getattr(exc, "reason", None)
+    what = CERT_DATES.get(getattr(cause, "verify_code", None))
+    if not what:
+        return ""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    return (f"its certificate is {what} by this machine's clock ({now}): if that time is wrong, set it (a Pi has "
+            "no real-time clock: check `timedatectl` and that the network lets it reach an NTP server, UDP 123)"
+            + ("; if it is right, renew the receiver's certificate" if what == "expired" else ""))
+
+
+def tls_refused(host: str, port: int, timeout_s: float = 3.0) -> tuple[str, str]:
+    """('', '') when host:port completes a TLS handshake with a certificate this machine trusts for
+    host (as each https POST checks it), else (why not, what every POST fails until): a port that
+    merely opens says nothing of a self-signed or expired certificate, which fails every POST."""
     try:
         with socket.create_connection((host, port), timeout=timeout_s) as sock:
             with ssl.create_default_context().wrap_socket(sock, server_hostname=host):
-                return ""
+                return "", ""
     except ssl.SSLCertVerificationError as exc:
-        return f"certificate not trusted: {exc.verify_message or exc}"
+        if dated := clock_refused(exc):
+            return dated, "then"
+        why = f"certificate not trusted: {exc.verify_message or exc}"
     except OSError as exc:  # ssl.SSLError included: not TLS there (a plain http port), an old protocol
-        return str(exc) or type(exc).__name__
+        why = str(exc) or type(exc).__name__
+    return why, "the receiver's certificate is trusted on this machine"
 
 
 # Its own generator: a sink thread drawing from the global one would shift what a process
@@ -115,16 +138,28 @@ class Refused(OSError):
         self.status, self.retry_after_s = status, retry_after_s
 
 
-def retry_after_s(value: str | None) -> float:
-    """A Retry-After header (RFC 9110: seconds or an HTTP date) in seconds; 0 when absent or unreadable."""
+def _http_date(value: str | None) -> float | None:
+    """An HTTP date (a header's) in seconds since the epoch; None when absent or unreadable."""
+    try:
+        when = email.utils.parsedate_to_datetime((value or "").strip())
+    except (TypeError, ValueError):
+        return None
+    return when.timestamp() if when.tzinfo else None
+
+
+def retry_after_s(value: str | None, date: str | None = None) -> float:
+    """A Retry-After header (RFC 9110: seconds or an HTTP date) in seconds; 0 when absent or unreadable.
+    A date is reckoned from the answer's own Date (`date`) where it has one: a Pi without RTC can
+    be hours or years off the receiver's clock, which would make a date wait for nothing (the
+    receiver's rate limit refusing each early try) or as long as the longest back-off."""
     value = (value or "").strip()
     if DIGITS.fullmatch(value):
         return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
+    when = _http_date(value)
+    if when is None:
         return 0.0
-    return max(0.0, when.timestamp() - time.time()) if when.tzinfo else 0.0
+    sent = _http_date(date)
+    return max(0.0, when - (time.time() if sent is None else sent))
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -270,9 +305,10 @@ class WebhookSink(Sink):
         except urllib.error.HTTPError as exc:
             if exc.code in REJECTED:
                 raise Rejected(f"HTTP {exc.code} {exc.reason}") from None
-            moved_to = exc.headers.get("Location") if 300 <= exc.code < 400 and exc.headers else None
+            answer = exc.headers or {}
+            moved_to = answer.get("Location") if 300 <= exc.code < 400 else None
             raise Refused(exc.code, str(exc.reason) + (f" to {redact_url(moved_to)}" if moved_to else ""),
-                          retry_after_s(exc.headers.get("Retry-After") if exc.headers else None)) from None
+                          retry_after_s(answer.get("Retry-After"), answer.get("Date"))) from None
         except (OSError, http.client.HTTPException):
             if req.deadline.expired:  # the shut-down socket's error would hide why
                 raise TimeoutError(f"no complete answer within timeout_s ({self.timeout_s:g} s)") from None
@@ -296,6 +332,8 @@ class WebhookSink(Sink):
         if what:  # a setting to fix: nothing arrives until someone does
             log.error("Webhook %s answered %s: %s; events are spooled and retried with back-off.",
                       self.shown_url, exc, what)
+        elif what := clock_refused(exc):  # the same, and the likelier fix is this machine's
+            log.error("Webhook %s refused: %s; events are spooled and retried with back-off.", self.shown_url, what)
         elif first:
             log.warning("Webhook %s failed (%s); spooling events, retrying with back-off.", self.shown_url, exc)
 
@@ -349,8 +387,8 @@ class WebhookSink(Sink):
         backlog = f"; {len(self.spool)} events spooled" if len(self.spool) else ""
         if why:
             return f"webhook {parts.hostname}:{port} not reachable ({why}){backlog}"
-        why = tls_refused(parts.hostname or "", port) if parts.scheme == "https" else ""
+        why, until = tls_refused(parts.hostname or "", port) if parts.scheme == "https" else ("", "")
         if why:  # "failed": the doctor FAILs it, as a setting to fix (nothing arrives until then)
             return (f"webhook {parts.hostname}:{port} reachable, but its TLS handshake failed ({why}): every POST "
-                    f"fails until the receiver's certificate is trusted on this machine{backlog}")
+                    f"fails until {until}{backlog}")
         return f"webhook {parts.hostname}:{port} reachable{backlog}"
