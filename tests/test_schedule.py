@@ -654,3 +654,95 @@ def test_the_schedule_forgets_people_long_gone_so_its_memory_stays_flat():
         assert len(s.looks) <= 10
     s.found(10_000.0, [7, 8, 9], [BBox(100, 100, 60, 60)] * 3, blocks)  # the ones found now are kept
     assert {7, 8, 9} <= set(s.looks)
+
+
+def test_a_rate_of_one_a_second_or_less_is_kept_not_taken_for_every_frame():
+    """0 means every frame; a store that sets 1 Hz (or less) gets that rate, and the doctor's
+    compute budget counts it so."""
+    from edge.pipeline.schedule import MotionGate, budget_rates, motion_blocks
+
+    for hz in (1.0, 0.5):
+        s, ran = Schedule(ScheduleConfig(detect_hz=hz)), []
+        for i in range(int(4 * FPS)):
+            if s.detect_now(i / FPS):
+                s.detected(i / FPS)
+                ran.append(i)
+        assert len(ran) == math.ceil(4 * hz), hz
+    calls, faces = budget_rates(ScheduleConfig(detect_hz=1.0, scan_hz=1.0, classify_hz=1.0, classify_max_per_frame=0),
+                                fps=15, faces=4, full_pass_calls=13)
+    assert (calls, faces) == (13, 4)  # one whole-frame pass and each face once, a second
+    _, faces = budget_rates(ScheduleConfig(classify_hz=0.5), fps=15, faces=4, full_pass_calls=13)
+    assert faces == pytest.approx(2)  # each of 4 faces every other second
+    gate, still = MotionGate(still_s=1.0), motion_blocks(np.full((480, 640), 120, np.uint8))
+    wins = [(0, 0, 320, 480), (320, 0, 640, 480)]
+    assert [gate.pick(still, wins, t) for t in (0.0, 0.5, 1.0)] == [[0, 1], [], [0, 1]]
+
+
+def test_timestamps_jittering_under_a_millisecond_keep_each_rate():
+    """Frame timestamps jitter: a face due at the next detector frame, a tile due after
+    scan_still_s, and a tile that moved MOTION_SETTLE_S ago are not put off by a frame for
+    arriving a fraction of a millisecond early."""
+    from edge.pipeline.schedule import MOTION_SETTLE_S, MotionGate, motion_blocks
+
+    rng = np.random.default_rng(4)
+    s = Schedule(ScheduleConfig(classify_hz=5.0, detect_hz=5.0, classify_max_per_frame=0))
+    tracks, detector_frames, classified = [track(1, None), track(2, None)], 0, 0
+    for i in range(int(4 * FPS)):
+        t = 100.0 + i / FPS + rng.uniform(-4e-4, 4e-4)
+        if not s.detect_now(t):
+            continue
+        s.detected(t)
+        detector_frames += 1
+        for k in s.due(t, tracks):
+            tracks[k].classified_t_s = t
+            classified += 1
+    assert detector_frames == 4 * 5 and classified == 2 * detector_frames  # 5 Hz each: every detector frame
+
+    still_s = 4 * MOTION_SETTLE_S
+    gate = MotionGate(still_s)
+    wins = [(0, 0, 320, 480), (320, 0, 640, 480)]
+    base = np.full((480, 640), 120, np.uint8)
+    assert gate.pick(motion_blocks(base), wins, 0.0) == [0, 1]
+    assert gate.pick(motion_blocks(base), wins, still_s - 5e-4) == [0, 1]  # scan_still_s since each was looked at
+    walked, t = base.copy(), still_s + 1
+    walked[100:200, 50:150] = 30  # someone walks into the left tile and stops
+    assert gate.pick(motion_blocks(walked), wins, t) == [0]
+    assert gate.pick(motion_blocks(walked), wins, t + MOTION_SETTLE_S - 5e-4) == [0]  # settling
+    assert gate.pick(motion_blocks(walked), wins, t + MOTION_SETTLE_S + 5e-4) == [0]
+    assert gate.pick(motion_blocks(walked), wins, t + MOTION_SETTLE_S + 0.5) == []  # settled, looked at 0.5 s ago
+
+
+def test_a_face_is_still_by_its_speed_in_face_widths_whatever_its_size():
+    """Between scans a still face keeps its box; a walking one is looked for at every detector
+    frame, however large it is in the frame."""
+    blocks = np.zeros((60, 80), np.float32)
+    for size, step in ((200, 20), (40, 4)):  # both 0.1 face widths in a second: a person swaying
+        s = Schedule(ScheduleConfig())
+        s.found(0.0, [1], [BBox(100, 100, size, size)], blocks)
+        s.found(1.0, [1], [BBox(100 + step, 100, size, size)], blocks)
+        look, carry = s.carry(1.2, [Track(1, BBox(100 + step, 100, size, size), None, 0.0, 0.0)], blocks, 640, 480)
+        assert (look, [t.id for t in carry]) == ([], [1]), size
+    s = Schedule(ScheduleConfig())  # a 60-px face crossing 5 face widths a second: walking
+    s.found(0.0, [1], [BBox(100, 100, 60, 60)], blocks)
+    s.found(0.2, [1], [BBox(160, 100, 60, 60)], blocks)
+    look, carry = s.carry(0.4, [Track(1, BBox(160, 100, 60, 60), None, 0.0, 0.0)], blocks, 640, 480)
+    assert ([t.id for t in look], carry) == ([1], [])
+
+
+def test_flip_averaging_without_a_temperature_still_gives_probabilities(shipped_classifier):
+    """A card with flip averaging and temperature 1 (uncalibrated): each face's probabilities are
+    the mean over it and its mirror image, summing to 1; one (s, s) crop is one face; no crops,
+    no rows. Another temperature is applied, 2 flattening them."""
+    from edge.pipeline.classifier import Classifier, apply_temperature
+
+    clf = Classifier(shipped_classifier.path, card=dataclasses.replace(shipped_classifier.card, temperature=1.0))
+    assert clf.flip_average and clf.temperature == 1.0
+    s = clf.card.input_size
+    crops = np.random.default_rng(5).integers(0, 255, (3, s, s), dtype=np.uint8)
+    got = clf.predict(crops)
+    assert np.allclose(got, (clf.raw_probs(crops) + clf.raw_probs(crops[:, :, ::-1])) / 2, atol=1e-6)
+    assert np.allclose(got.sum(axis=1), 1, atol=0.02)
+    assert np.allclose(clf.predict(crops[0]), got[:1], atol=1e-6)
+    assert clf.predict_many(crops[:0]).shape == (0, len(clf.labels))
+    p = np.array([[0.64, 0.32, 0.04]], np.float32)
+    assert np.allclose(apply_temperature(p, 2.0), np.sqrt(p) / np.sqrt(p).sum())  # softmax(log p / 2)

@@ -891,6 +891,59 @@ def test_webhook_expired_token_or_moved_endpoint_is_retried_with_one_error_each(
     assert [b["event_id"] for b in rx.accepted] == [f"e{i}" for i in range(1, 7)] and len(sink.spool) == 0
 
 
+@pytest.mark.parametrize("status, level, hint", [(500, logging.WARNING, ""), (429, logging.WARNING, ""),
+                                                 (406, logging.ERROR, "check the receiver and the [sinks.webhook]")])
+def test_webhook_receivers_passing_trouble_is_one_warning_not_an_error_to_check_settings(tmp_path, receivers, caplog,
+                                                                                        status, level, hint):
+    """A 5xx or a rate limit clears by itself: the journal says so once, as a warning, without
+    sending the operator to check the URL or the credentials. Any other 4xx is an error that
+    says what to check. Delivered again: said once."""
+    rx = receivers()
+    rx.status = status
+    sink = WebhookSink(url=rx.url, spool=Spool(tmp_path / "sp"), retry_min_s=0, retry_max_s=0)  # no back-off
+    with caplog.at_level(logging.WARNING):
+        sink.send(ev("raised", 1))
+        sink.send(ev("raised", 2))
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "edge.sinks.webhook"]
+    assert len(said) == 1 and said[0][0] == level and f"HTTP {status}" in said[0][1], said
+    assert (hint in said[0][1]) if hint else ("check" not in said[0][1])
+    assert len(sink.spool) == 2
+    rx.status = 200
+    again = lambda: len([r for r in caplog.records if "reachable again" in r.getMessage()])  # noqa: E731
+    with caplog.at_level(logging.INFO):
+        sink.flush()
+        assert len(rx.accepted) == 2 and again() == 1
+        sink.send(ev("raised", 3))  # delivered at once: nothing more to say
+    assert len(rx.accepted) == 3 and len(sink.spool) == 0 and again() == 1
+
+
+def test_webhook_back_off_doubles_from_retry_min_s_each_50_to_100_percent_of_it(tmp_path, receivers):
+    from edge.sinks.webhook import jittered
+
+    draws = [jittered(100.0) for _ in range(200)]
+    assert all(50.0 <= d <= 100.0 for d in draws) and min(draws) < 75.0 < max(draws)  # spread, not in step
+    rx = receivers()
+    rx.status = 500
+    sink = WebhookSink(url=rx.url, spool=Spool(tmp_path / "sp"), retry_min_s=2, retry_max_s=120)
+    sink.send(ev("raised", 1))
+    waits = []
+    for _ in range(3):
+        sink.close()  # the stop's try, whatever the back-off: one more failure
+        waits.append(sink._next_try - time.monotonic())
+    assert len(rx.requests) == 4
+    assert [0 < w <= d for w, d in zip(waits, (4, 8, 16))] == [True] * 3, waits  # 2 s doubled at each failure
+    assert [w > d / 2 - 1 for w, d in zip(waits, (4, 8, 16))] == [True] * 3, waits  # not sooner than half
+
+
+def test_a_retry_after_date_is_the_seconds_until_it_and_a_past_one_none():
+    from email.utils import formatdate
+
+    from edge.sinks.webhook import retry_after_s
+
+    assert 80 < retry_after_s(formatdate(time.time() + 90, usegmt=True)) <= 90
+    assert retry_after_s(formatdate(time.time() - 90, usegmt=True)) == 0.0
+
+
 def test_webhook_redirect_is_not_followed_as_a_get(tmp_path, receivers, caplog):
     rx, moved = receivers(), receivers()
     rx.status, rx.location = 301, moved.url  # e.g. http:// redirected to https://
@@ -2215,7 +2268,8 @@ def test_mqtt_a_pump_while_a_puback_is_handled_does_not_publish_that_message_aga
     assert len(published) == 1 and len(sink.spool) == 0 and sink.delivered == 1
 
 
-@pytest.mark.parametrize("value, seconds", [("30", 30.0), ("²", 0.0), ("", 0.0), ("soon", 0.0), ("-5", 0.0)])
+@pytest.mark.parametrize("value, seconds", [("30", 30.0), ("²", 0.0), ("", 0.0), ("soon", 0.0), ("-5", 0.0),
+                                            ("Wed, 21 Oct 2015 07:28:00 -0000", 0.0)])  # a date in no zone
 def test_a_retry_after_that_is_not_a_number_of_seconds_or_a_date_counts_as_none(value, seconds):
     """str.isdigit() took "²", and float() of it raised inside the sink."""
     from edge.sinks.webhook import retry_after_s

@@ -470,6 +470,34 @@ def test_a_locked_history_file_does_not_hold_up_the_frame_loop_and_is_written_on
     assert len([r for r in caplog.records if r.levelno == logging.WARNING]) == 1
 
 
+def test_a_restart_within_a_step_while_the_file_is_locked_joins_that_steps_saved_point_once(tmp_path):
+    """The service stops and starts again within a 10-s step while another program holds the
+    file: the saved hour is read at the first write the file takes, and the step's point from
+    before the restart joins this run's frames in one point, not two at the same time."""
+    import sqlite3
+
+    db = tmp_path / "history.sqlite"
+    t = time.time() // 10 * 10 - 30
+    h = History(step_s=10, span_s=3600, db_path=str(db))
+    h.add(t - 10, 0.0, 1, False)
+    h.add(t + 1, 0.2, 2, False)
+    h.add(t + 2, 0.2, 2, False)
+    h.close()  # the step at t under way at the stop: written as it was
+    other = sqlite3.connect(db, isolation_level=None)
+    other.execute("PRAGMA locking_mode=EXCLUSIVE")
+    other.execute("BEGIN EXCLUSIVE")  # not even read at the start
+    h = History(step_s=10, span_s=3600, db_path=str(db))
+    h.add(t + 5, 0.8, 4, False)
+    h.add(t + 6, 0.8, 4, False)
+    other.execute("ROLLBACK")
+    other.close()
+    h.add_alert(t + 7, "raised", 0.8, 4)  # a write: the saved hour is read now
+    h.add(t + 12, 0.1, 1, False)
+    assert [(p["t"] - t, p["negative_share"], p["faces"], p["n"]) for p in h.series()] == [
+        (-10, 0.0, 1, 1), (0, 0.5, 4, 4), (10, 0.1, 1, 1)]
+    h.close()
+
+
 def test_rows_a_lock_held_back_are_written_at_the_stop(tmp_path):
     import sqlite3
 
