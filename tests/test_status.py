@@ -362,6 +362,91 @@ def test_alerts_stamped_by_a_clock_that_was_ahead_neither_top_the_list_nor_push_
     assert [a["t"] for a in History(alerts_kept=5, db_path=str(db)).recent_alerts()] == real
 
 
+class PiClock:
+    """The clocks status and health read, as the test sets them: a Pi without RTC that booted
+    without network runs on 1970 (or the last shutdown's time) until NTP sets it."""
+
+    def __init__(self, monkeypatch, wall: float, mono: float = 1000.0):
+        from edge.service import health, status
+
+        self.wall, self.mono, self.synced = wall, mono, False
+        monkeypatch.setattr(status, "time", types.SimpleNamespace(time=lambda: self.wall, monotonic=lambda: self.mono))
+        monkeypatch.setattr(health, "clock_synced", lambda: self.synced)
+
+    def wait(self, s: float) -> None:
+        self.wall += s
+        self.mono += s
+
+    def ntp_sets(self, wall: float) -> None:
+        self.wall, self.synced = wall, True
+
+
+BOOT_1970 = 30.0  # the clock 30 s after a boot with no real-time clock, no fake-hwclock, no NTP
+NTP_TIME = datetime(2026, 5, 12, 9, 30, tzinfo=timezone.utc).timestamp()
+
+
+def test_alerts_raised_before_ntp_set_the_clock_are_shown_and_kept_at_their_true_time(tmp_path, monkeypatch):
+    """A Pi booted without network: its clock reads 1970 until NTP sets it. An alert raised then
+    read "1 Jan 1970 00:00:30" on the page and in the history file for good; once the clock is set it
+    is at the time it came (the clock now less how long ago, by the monotonic clock), on the page,
+    in the file and after a restart. Before, the page says how long ago, not the 1970 time."""
+    db = tmp_path / "history.sqlite"
+    pi = PiClock(monkeypatch, BOOT_1970)
+    stats = Stats("rt", "m", "video", history=History(db_path=str(db)))
+    stats.update(result(3, 2, "raised", "raised", angry=2, happy=1), 0, {})
+    pi.wait(120)
+    (a,) = stats.snapshot()["recent_alerts"]
+    assert a["t"] == BOOT_1970 and a.get("clock_set") is False  # 2 min ago by the clock it runs on: the page says so
+    pi.ntp_sets(NTP_TIME)
+    pi.wait(60)
+    stats.update(result(3, 0, "clear", "cleared", happy=3), 0, {})
+    s = stats.snapshot()
+    assert s["recent_alerts"][1]["time"] == "2026-05-12T09:28:00+00:00"  # was 1970-01-01T00:00:30+00:00
+    assert [(a["kind"], a["t"], a["clock_set"]) for a in s["recent_alerts"]] == \
+        [("cleared", NTP_TIME + 60, True), ("raised", NTP_TIME - 120, True)]
+    assert stats.history.unsettled is False
+    stats.history.close()
+    again = History(db_path=str(db)).recent_alerts(NTP_TIME + 600, 0.0)
+    assert [(a["t"], a["clock_set"]) for a in again] == [(NTP_TIME + 60, True), (NTP_TIME - 120, True)]
+
+
+def test_an_alert_stamped_by_an_unset_clock_before_a_restart_has_no_time_not_a_1970_one(tmp_path, monkeypatch):
+    """Raised while the clock read 1970, then the monitor stopped before NTP set it: after the
+    restart nothing tells when it came (the monotonic clock it was measured by is gone), so /status
+    gives it no time rather than 1970, with clock set or not; its figures stay."""
+    db = tmp_path / "history.sqlite"
+    pi = PiClock(monkeypatch, BOOT_1970)
+    before = Stats("rt", "m", "video", history=History(db_path=str(db)))
+    before.update(result(4, 3, "raised", "raised", angry=3, happy=1), 0, {})
+    before.history.close()
+    pi.ntp_sets(NTP_TIME)  # the next boot, with network
+    stats = Stats("rt", "m", "video", history=History(db_path=str(db)))
+    stats.update(result(4, 0, "clear", "cleared", happy=4), 0, {})
+    s = stats.snapshot()
+    assert [(a["kind"], a["t"], a["time"], a.get("clock_set"), a["faces"]) for a in s["recent_alerts"]] == \
+        [("cleared", NTP_TIME, "2026-05-12T09:30:00+00:00", True, 4), ("raised", None, None, False, 4)]
+    assert [z["from"] for z in s["zones"]] == [math.floor(NTP_TIME)]  # no zone of 1970 asked for
+    stats.history.close()
+
+
+def test_alerts_raised_before_ntp_set_the_clock_are_stamped_again_in_memory_while_the_file_fails(tmp_path,
+                                                                                                  monkeypatch):
+    """The history file refusing writes while NTP sets the clock: the alert waiting for it is
+    written at its true time once the file takes writes, not at the 1970 one."""
+    db = tmp_path / "history.sqlite"
+    pi = PiClock(monkeypatch, BOOT_1970)
+    stats = Stats("rt", "m", "video", history=History(db_path=str(db)))
+    stats.history._db.close()
+    stats.history._db, stats.history._retry_at = None, math.inf  # failed: tried again later
+    stats.update(result(3, 2, "raised", "raised", angry=2, happy=1), 0, {})
+    pi.wait(30)
+    pi.ntp_sets(NTP_TIME)
+    stats.snapshot()
+    stats.history._retry_at = 0.0  # due
+    stats.history.close()
+    assert [(a["t"], a.get("clock_set")) for a in History(db_path=str(db)).recent_alerts()] == [(NTP_TIME - 30, True)]
+
+
 def test_history_saved_before_a_boot_with_the_clock_behind_is_kept_and_shown_once_the_clock_is_set(
         tmp_path, monkeypatch):
     """A Pi without RTC boots 40 min behind (the unit does not wait for NTP), NTP sets the clock a

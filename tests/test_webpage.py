@@ -506,6 +506,33 @@ def test_no_alert_yet_is_said_in_words_not_as_alert_number_one():
             ["raised", "cleared", "raised"], items
 
 
+def test_alerts_stamped_before_ntp_set_the_pis_clock_say_how_long_ago_or_that_it_is_unknown_never_1970(
+        tmp_path, monkeypatch):
+    """A Pi booted without network, its clock at 1970 (no real-time clock): the alert raised 3 min
+    ago reads "3 min ago", the one raised before the restart while the clock was not set either
+    "time unknown (clock not set)"; before, both read the unset clock's time of day, as if just now."""
+    from edge.service.history import History
+    from edge.service.status import Stats
+    from tests.test_status import BOOT_1970, PiClock
+
+    db = tmp_path / "history.sqlite"
+    pi = PiClock(monkeypatch, BOOT_1970)
+    before = Stats("rt", "m", "video", history=History(db_path=str(db)))  # the run before the restart
+    before.update(result(4, 3, "raised", "raised", angry=3, happy=1), 0, {})
+    before.history.close()
+
+    def raised_3_min_ago(stats):
+        stats.history = History(db_path=str(db))
+        stats.update(result(3, 2, "raised", "raised", angry=2, happy=1), 0, {})
+        pi.wait(180)
+
+    dom, _ = page_dom(fill=raised_3_min_ago)
+    items = re.findall(r"<li>([^<]*)</li>", dom)
+    assert items == ["3 min ago raised: 67% of 3 faces unhappy",
+                     "time unknown (clock not set) raised: 75% of 4 faces unhappy"], dom[-3000:]
+    assert "1970" not in dom
+
+
 def test_without_javascript_the_page_says_so_and_asserts_nothing():
     """A browser with JavaScript turned off (a locked-down till, a reader mode) never polls: the
     page says what it needs, and neither "waiting for data" alone nor "none yet" under the recent

@@ -33,13 +33,17 @@ _BUSY = {sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED}
 _DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 # A point's frame count (n) has a table of its own: a release from before it writes a point as four
 # values into samples, and install.sh's rollback runs such a release on this file. A point without a
-# count there is one frame.
+# count there is one frame. Likewise an alert stamped by a clock NTP had not set (a Pi has no
+# real-time clock) is named in a table of its own, until this run stamps it again (History.settle).
 SCHEMA = ("CREATE TABLE IF NOT EXISTS samples (t REAL PRIMARY KEY, negative_share REAL, faces INTEGER, alert INTEGER)",
           "CREATE TABLE IF NOT EXISTS sample_frames (t REAL PRIMARY KEY, n INTEGER NOT NULL)",
-          "CREATE TABLE IF NOT EXISTS alerts (t REAL, kind TEXT, negative_share REAL, faces INTEGER)")
+          "CREATE TABLE IF NOT EXISTS alerts (t REAL, kind TEXT, negative_share REAL, faces INTEGER)",
+          "CREATE TABLE IF NOT EXISTS alerts_clock_unset (t REAL, kind TEXT)")
 KINDS = ("raised", "cleared")
 SAMPLES = ("SELECT s.t, s.negative_share, s.faces, s.alert, coalesce(f.n, 1) FROM samples s "
            "LEFT JOIN sample_frames f USING (t)")
+ALERTS = ("SELECT a.t, a.kind, a.negative_share, a.faces, NOT EXISTS (SELECT 1 FROM alerts_clock_unset u "
+          "WHERE u.t = a.t AND u.kind = a.kind) FROM alerts a")
 
 
 def _code(exc: sqlite3.Error) -> int:
@@ -194,7 +198,7 @@ def _sample(row: tuple) -> dict | None:
 
 
 def _alert(row: tuple) -> dict | None:
-    t, kind, share, faces = row
+    t, kind, share, faces, clock_set = row
     t, share, faces = _number(t), _number(share), _number(faces)
     if None in (t, share, faces) or kind not in KINDS or not 0 <= share <= 1 or faces < 0:
         return None
@@ -202,7 +206,8 @@ def _alert(row: tuple) -> dict | None:
         time_ = iso(t)
     except (OverflowError, OSError, ValueError):  # a time no calendar has
         return None
-    return {"t": t, "time": time_, "kind": kind, "negative_share": share, "faces": int(faces)}
+    return {"t": t, "time": time_, "kind": kind, "negative_share": share, "faces": int(faces),
+            "clock_set": bool(clock_set), "mono": None}
 
 
 def _merged(a: dict, b: dict) -> dict:
@@ -225,6 +230,9 @@ class History:
         # They join the chart when the clock passes them; a clock that was ahead is the other
         # case, and then the steps recorded since at the same times are merged with them.
         self._ahead: deque[dict] = deque(maxlen=self.points.maxlen)
+        # Each alert also says whether NTP had set the clock that stamped it (clock_set) and, for
+        # one this run raised while it had not, its time.monotonic() (mono), to stamp it again by
+        # once it has (settle); else mono is None.
         self.alerts: deque[dict] = deque(maxlen=alerts_kept)
         self._step: dict | None = None  # the step being accumulated
         self._path = db_path
@@ -233,7 +241,8 @@ class History:
         # hours must not push an alert out behind the points that came after it. Each keeps what
         # the file would.
         self._pending_points: deque[dict] = deque(maxlen=self.points.maxlen)
-        self._pending_alerts: deque[tuple] = deque(maxlen=alerts_kept)
+        self._pending_alerts: deque[tuple] = deque(maxlen=alerts_kept)  # (t, kind, share, faces, clock_set)
+        self._pending_restamps: deque[tuple] = deque(maxlen=alerts_kept)  # (new t, old t, kind): settle
         self._retry_at = 0.0  # time.monotonic() from which a file that failed is tried again
         self._write_at = time.monotonic() + write_s  # time.monotonic() from which closed points are written
         self._trouble = False  # said, until the file takes a write again
@@ -268,14 +277,14 @@ class History:
         """The saved hour, merged with what this run recorded (a load the file held back at the start)."""
         self._load_points(db)
         # in the order they were written (rowid), not by time: a clock that was ahead stamped some later
-        rows = db.execute("SELECT t, kind, negative_share, faces FROM alerts ORDER BY rowid DESC LIMIT ?",
-                          (self.alerts.maxlen,)).fetchall()[::-1]
+        rows = db.execute(f"{ALERTS} ORDER BY a.rowid DESC LIMIT ?", (self.alerts.maxlen,)).fetchall()[::-1]
         saved = [a for a in map(_alert, rows) if a is not None]
         self._say_dropped("alerts", len(rows) - len(saved))
-        keys = {(a["t"], a["kind"]) for a in saved}
-        recorded = [a for a in self.alerts if (a["t"], a["kind"]) not in keys]
+        # this run's own as it holds them: one raised before NTP set the clock keeps its monotonic time
+        recorded = {(a["t"], a["kind"]): a for a in self.alerts}
+        saved = [recorded.pop((a["t"], a["kind"]), a) for a in saved]
         self.alerts.clear()
-        self.alerts.extend(saved + recorded)
+        self.alerts.extend(saved + list(recorded.values()))
         self._loaded = True
 
     def _load_points(self, db: sqlite3.Connection) -> None:
@@ -301,15 +310,15 @@ class History:
 
     @property
     def _pending(self) -> list:
-        return [*self._pending_points, *self._pending_alerts]
+        return [*self._pending_points, *self._pending_alerts, *self._pending_restamps]
 
-    def _write(self, pending: deque, item, at_once: bool = True) -> None:
-        """The point or alert, and any waiting or the file did not take before, in one transaction;
+    def _write(self, pending: deque, *items, at_once: bool = True) -> None:
+        """The points or alerts, and any waiting or the file did not take before, in one transaction;
         never more than BUSY_S of waiting for the file. Not `at_once`: it waits for the next write,
         or for write_s from the last one."""
         if not self._path:
             return
-        pending.append(item)
+        pending.extend(items)
         now = time.monotonic()
         if not at_once and now < self._write_at:
             return
@@ -341,7 +350,12 @@ class History:
             db.execute("BEGIN IMMEDIATE")  # the write lock first: a file another program holds fails here
             for point in self._pending_points:
                 self._merge_point(db, point)
-            db.executemany("INSERT INTO alerts VALUES (?, ?, ?, ?)", self._pending_alerts)
+            db.executemany("INSERT INTO alerts VALUES (?, ?, ?, ?)", [a[:4] for a in self._pending_alerts])
+            db.executemany("INSERT INTO alerts_clock_unset VALUES (?, ?)",
+                           [a[:2] for a in self._pending_alerts if not a[4]])
+            db.executemany("UPDATE alerts SET t = ? WHERE t = ? AND kind = ?", self._pending_restamps)
+            db.executemany("DELETE FROM alerts_clock_unset WHERE t = ? AND kind = ?",
+                           [r[1:] for r in self._pending_restamps])
             # Bounded by count, the newest written kept, never by the clock: it may be behind (the rows
             # ahead of it are real) or have been ahead. Room for the span and as many more.
             db.execute("DELETE FROM samples WHERE rowid <= (SELECT max(rowid) FROM samples) - ?",
@@ -349,6 +363,7 @@ class History:
             db.execute("DELETE FROM sample_frames WHERE t NOT IN (SELECT t FROM samples)")
             # the newest written stay (rowid only grows: only the lowest are ever deleted)
             db.execute("DELETE FROM alerts WHERE rowid <= (SELECT max(rowid) FROM alerts) - ?", (self.alerts.maxlen,))
+            db.execute("DELETE FROM alerts_clock_unset WHERE (t, kind) NOT IN (SELECT t, kind FROM alerts)")
             db.execute("COMMIT")
         except sqlite3.Error:
             if db.in_transaction:
@@ -356,6 +371,7 @@ class History:
             raise
         self._pending_points.clear()
         self._pending_alerts.clear()
+        self._pending_restamps.clear()
 
     @staticmethod
     def _merge_point(db: sqlite3.Connection, p: dict) -> None:
@@ -440,10 +456,36 @@ class History:
         # this run's frames only: the file joins them with its own row at that time, as p did
         self._write(self._pending_points, self._own(s), at_once=False)
 
-    def add_alert(self, t_wall: float, kind: str, negative_share: float, faces: int) -> None:
-        a = {"t": t_wall, "time": iso(t_wall), "kind": kind, "negative_share": round(negative_share, 4), "faces": faces}
+    def add_alert(self, t_wall: float, kind: str, negative_share: float, faces: int, clock_set: bool = True,
+                  mono: float | None = None) -> None:
+        """An alert raised or cleared at `t_wall`. Not `clock_set`: NTP had not set the clock then (a
+        Pi has no real-time clock: 1970, or the last shutdown's time), and `mono`, its time.monotonic(),
+        places it once the clock is set (settle)."""
+        a = {"t": t_wall, "time": iso(t_wall), "kind": kind, "negative_share": round(negative_share, 4), "faces": faces,
+             "clock_set": clock_set, "mono": None if clock_set else mono}
         self.alerts.append(a)
-        self._write(self._pending_alerts, (t_wall, kind, a["negative_share"], faces))
+        self._write(self._pending_alerts, (t_wall, kind, a["negative_share"], faces, clock_set))
+
+    @property
+    def unsettled(self) -> bool:
+        """Whether alerts this run raised before NTP set the clock wait for settle."""
+        return any(a["mono"] is not None for a in self.alerts)
+
+    def settle(self, wall: float, mono: float) -> None:
+        """The clock is set now (`wall`, at time.monotonic() `mono`): the alerts this run raised before
+        are stamped again at their true time, by how long ago they came, in memory and in the file."""
+        restamps = []
+        for a in self.alerts:
+            if a["mono"] is not None:
+                t = wall - (mono - a["mono"])
+                restamps.append((t, a["t"], a["kind"]))
+                a.update(t=t, time=iso(t), clock_set=True, mono=None)
+        moved = {(old, kind): t for t, old, kind in restamps}
+        pending = [(moved[t, kind], kind, *rest, True) if (t, kind) in moved else (t, kind, *rest, clock_set)
+                   for t, kind, *rest, clock_set in self._pending_alerts]  # not in the file yet
+        self._pending_alerts.clear()
+        self._pending_alerts.extend(pending)
+        self._write(self._pending_restamps, *restamps)
 
     # -- reading
     def series(self, now: float | None = None) -> list[dict]:
@@ -456,8 +498,24 @@ class History:
             return points
         return [p for p in points if now - self.span_s - self.step_s <= p["t"] <= now]
 
-    def recent_alerts(self) -> list[dict]:
-        return list(reversed(self.alerts))
+    def recent_alerts(self, wall: float | None = None, mono: float | None = None) -> list[dict]:
+        """Newest first, each with `clock_set`. One stamped before NTP set the clock is given, while
+        this run has its monotonic time, at `wall` (the clock now, at time.monotonic() `mono`) less
+        how long ago it came, which holds whatever the clock says; else (raised before a restart)
+        with no time (t and time None): the clock that stamped it said nothing true."""
+        wall = time.time() if wall is None else wall
+        mono = time.monotonic() if mono is None else mono
+        return [self._shown(a, wall, mono) for a in reversed(self.alerts)]
+
+    @staticmethod
+    def _shown(a: dict, wall: float, mono: float) -> dict:
+        shown = {k: v for k, v in a.items() if k != "mono"}
+        if a["mono"] is not None:
+            t = wall - (mono - a["mono"])
+            shown.update(t=t, time=iso(t))
+        elif not a["clock_set"]:
+            shown.update(t=None, time=None)
+        return shown
 
     def close(self) -> None:
         """The step in progress closed (else every stop loses the chart's last seconds), the rows

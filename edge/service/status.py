@@ -150,6 +150,7 @@ class Stats:
         self._health_t = -HEALTH_EVERY_S
         self._cpu = health.CpuShare(HEALTH_EVERY_S)
         self._disks: health.DiskSpace | None = None  # the state folders' disks, once edge run names them
+        self._settle_at = 0.0  # time.monotonic() of the next look whether NTP has set the clock (_settle)
 
     def update(self, result, dropped: int, stage_ms: dict):
         now, wall = time.monotonic(), time.time()
@@ -185,8 +186,19 @@ class Stats:
             if result.transition:
                 d["alerts_raised"] += result.transition == "raised"
                 d["alert_raised_at"] = now if result.transition == "raised" else None
-                self.history.add_alert(wall, result.transition, result.mood.negative_share, result.mood.faces)
+                self.history.add_alert(wall, result.transition, result.mood.negative_share, result.mood.faces,
+                                       clock_set=health.clock_synced() is not False, mono=now)
             self.history.add(wall, result.mood.negative_share, result.mood.faces, result.alert_state == "raised")
+            self._settle(now, wall)
+
+    def _settle(self, now: float, wall: float) -> None:
+        """Alerts raised before NTP set the clock, stamped again at their true time once it has
+        (History.settle): else the page and the history file keep "1 Jan 1970" for one raised
+        minutes ago. Looked at every HEALTH_EVERY_S while there are any, from frames and answers."""
+        if now >= self._settle_at and self.history.unsettled:
+            self._settle_at = now + HEALTH_EVERY_S
+            if health.clock_synced() is not False:
+                self.history.settle(wall, now)
 
     def camera_down(self):
         """No frames: nothing is known about the queue, so no mood and no alert is asserted."""
@@ -240,7 +252,8 @@ class Stats:
             for key in STAMPS:
                 if isinstance(d[key], (int, float)):
                     d[key] = iso(wall - (now - d[key]))
-            alerts = self.history.recent_alerts()
+            self._settle(now, wall)
+            alerts = self.history.recent_alerts(wall, now)
             shown = [wall, *(a["t"] for a in alerts), *map(_seconds, (d[k] for k in (*STAMPS, "alert_held_back_until")))]
             return {**d, "now": iso(wall), **local_zone(wall), "zones": zones(t for t in shown if t is not None),
                     "uptime_s": round(now - self.started, 1), "health": dict(self._health), "recent_alerts": alerts}

@@ -55,6 +55,12 @@ function minutes(min) { return min < 60 ? `${min} min` : `${Math.floor(min / 60)
 // How long ago, by the monitor's clock.
 function ago(iso) { return minutes(Math.max(0, Math.floor((monitorNow() - new Date(iso)) / 60000))); }
 function since(iso) { return iso ? `since ${clock(iso)} (${ago(iso)})` : ""; }
+// When a recent alert came. Stamped before NTP set the Pi's clock (clock_set false: 1970, or the last
+// shutdown's time), how long ago, which the monitor knows while it runs on; from before a restart, not even that.
+function alertTime(a) {
+  if (a.clock_set !== false) return clock(a.time);
+  return a.time ? `${ago(a.time)} ago` : "time unknown (clock not set)";
+}
 // A time of day in the browser's locale (14:02:08, or 02:02:08 PM), as every time on the page is written, in the monitor's zone.
 function hms(d) { return atMonitor(d).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit", timeZone: "UTC"}); }
 function text(el, value) { if (el.textContent !== String(value)) el.textContent = value; }
@@ -140,7 +146,7 @@ function renderStatus(s) {
   alerts.replaceChildren();
   for (const a of s.recent_alerts.slice(0, 10)) {
     const li = document.createElement("li");
-    li.textContent = `${clock(a.time)} ${a.kind}: ${pct(a.negative_share)} of ${a.faces} faces unhappy`;
+    li.textContent = `${alertTime(a)} ${a.kind}: ${pct(a.negative_share)} of ${a.faces} faces unhappy`;
     alerts.appendChild(li);
   }
   // No alert yet is said in words beside the list, not as an item numbered "1." in it
