@@ -203,7 +203,7 @@ EOF
 
 # An upgrade keeps the installed config: read it as this version will, before anything changes.
 # One it refuses would leave the Pi one reboot from a crash loop (systemd restarting the service
-# into the same error every 5 s) while the old version still runs; refused, nothing is replaced.
+# into the same error about once a minute) while the old version still runs; refused, nothing is replaced.
 # Where the wheel cannot be imported yet (numpy or OpenCV not installed), the same check runs
 # after the install instead, and then leaves the service unrestarted.
 if [[ -f "$CONFIG" ]]; then
@@ -440,7 +440,7 @@ put 0644 "$config_tmp" "$UNIT_DIR/queue-mood.service"
 
 # The kept config as this version reads it, where the check before the install could not import
 # the wheel. One it refuses (a key an older release wrote at a value the store chose, a value now
-# out of range) would have systemd restart the service into the same error every 5 s: then the
+# out of range) would have systemd restart the service into the same error about once a minute: then the
 # service is not restarted, and the running one keeps going.
 config_error=""
 if ! config_error=$(config_refusal "$VENV/bin/python"); then
@@ -475,7 +475,7 @@ keep_bundle || { rm -rf "$PREFIX/.bundle.new"; echo "install.sh: this bundle cou
 # What this script wrote onto the SD card before the service starts on it: ext4 writes a new
 # file's data up to 30 s after the file appears, and a Pi unplugged meanwhile (installed at a desk,
 # then carried to the till) boots to an empty config, model or venv file, which the service would
-# restart into every 5 s.
+# restart into about once a minute.
 sync
 
 if [[ $QM_NO_SERVICE == 1 ]]; then

@@ -97,6 +97,10 @@ class Group(click.Group):
             return super().invoke(ctx)
         except UserError as exc:
             click.echo(f"error: {exc}", err=True)
+            if ctx.invoked_subcommand == "run":  # the service: not a restart every 5 s into the same error
+                from edge.service.notify import failed_start
+
+                failed_start(str(exc))
             sys.exit(exc.exit_code)
         except KeyboardInterrupt:  # click's "Aborted!" and status 1 read as a failure; 130 is the shell's Ctrl-C
             click.echo("Interrupted.", err=True)

@@ -26,6 +26,7 @@ from edge.ops.doctor.board import clock_verdict, governor_verdict, temperature_v
 from edge.ops.doctor.context import FAIL, OK, WARN
 from edge.ops.doctor.libraries import opencv_verdict
 from edge.ops.doctor.sinks import sink_verdict
+from edge.service.notify import FAILED_START_WAIT_S
 from tests.conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -584,6 +585,8 @@ def test_unit_file_parses_with_the_keys_bookworm_knows():
     service = {k: v for _, k, v in parse_unit(text)["Service"]}
     assert service["ExecStart"] == "/opt/queue-mood/venv/bin/edge run --config /etc/queue-mood/config.toml --wait-for-camera"
     assert (service["Restart"], service["RestartSec"], service["User"]) == ("always", "5", "queue-mood")
+    # a failed start's wait before its exit 2 comes before READY=1: systemd's start timeout must not end it first
+    assert FAILED_START_WAIT_S + 10 <= float(service.get("TimeoutStartSec", "90"))
     assert set(service["SupplementaryGroups"].split()) == {"video", "gpio"}
     assert service["ProtectSystem"] == "strict" and service["ReadWritePaths"] == "/var/lib/queue-mood"
     assert service["StateDirectory"] == "queue-mood" and service["StandardOutput"] == "journal"

@@ -851,10 +851,30 @@ def test_analyze_out_on_a_read_only_disk_is_one_sentence(tmp_path):
 # ---------------------------------------------------------------- systemd notify
 
 
+class Notes(list):
+    """The messages systemd's notify socket received: all of them when the block ends, and
+    those up to one starting with `prefix` while it runs (wait_for)."""
+
+    def __init__(self, sock: socket.socket):
+        super().__init__()
+        self.sock = sock
+
+    def wait_for(self, prefix: str, timeout_s: float) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                self.append(self.sock.recv(4096).decode())
+            except OSError:  # the socket's 0.1-s timeout
+                continue
+            if self[-1].startswith(prefix):
+                return self[-1]
+        raise AssertionError(f"no {prefix} message within {timeout_s:g} s; got {list(self)}")
+
+
 @contextmanager
 def systemd_notify(tmp_path, monkeypatch):
     """systemd's notify socket, with a watchdog of 0.2 s; yields the list of the messages
-    received, filled in when the block ends."""
+    received, filled in when the block ends (Notes.wait_for reads them while it runs)."""
     addr = str(tmp_path / "notify.sock")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(addr)
@@ -862,12 +882,12 @@ def systemd_notify(tmp_path, monkeypatch):
     monkeypatch.setenv("NOTIFY_SOCKET", addr)
     monkeypatch.setenv("WATCHDOG_USEC", "200000")
     monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
-    got: list[str] = []
+    got = Notes(sock)
     try:
         yield got
         while True:
             try:
-                got.append(sock.recv(100).decode())
+                got.append(sock.recv(4096).decode())
             except OSError:
                 break
     finally:
@@ -882,6 +902,55 @@ def test_run_tells_systemd_ready_watchdog_and_stopping(tmp_path, monkeypatch):
     cam.resume.set()
     assert got[0] == "READY=1" and got[-1] == "STOPPING=1"
     assert got.count("WATCHDOG=1") >= 2
+
+
+def test_a_start_that_fails_under_systemd_says_why_and_waits_for_a_stop_signal(tmp_path, monkeypatch):
+    """A start error that lasts (here an empty config) had systemd restart edge run into it every
+    5 s for good (RestartSec=5, StartLimitIntervalSec=0), each start seconds of CPU on a Pi and
+    journal lines that rotated away the one saying why. Under systemd it is said once, shown by
+    `systemctl status` (STATUS=), and the exit comes FAILED_START_WAIT_S (60 s) later, or at once at
+    SIGTERM (`systemctl stop`, or a restart after the fix). At a terminal the exit is immediate."""
+    from edge.service.notify import FAILED_START_WAIT_S
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("")
+    bound = FAILED_START_WAIT_S / 2  # well inside the wait: an exit before it was not waited out
+    r = run_cli("run", "--config", cfg, timeout=bound)  # no NOTIFY_SOCKET
+    assert r.returncode == 2 and r.stderr.count("error:") == 1 and "is empty" in r.stderr
+    with systemd_notify(tmp_path, monkeypatch) as got:
+        proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(cfg)],
+                                stderr=subprocess.PIPE, text=True)
+        try:
+            status = got.wait_for("STATUS=", timeout_s=bound)
+            assert proc.poll() is None  # waiting, not exited into the next restart
+            proc.send_signal(signal.SIGTERM)
+            _, err = proc.communicate(timeout=bound)
+        finally:
+            proc.kill()
+    assert proc.returncode == 2 and err.count("error:") == 1 and "Traceback" not in err
+    assert "is empty (0 bytes)" in status and "\n" not in status and "READY=1" not in got
+
+
+def test_a_failed_start_ends_after_the_wait_and_an_error_after_ready_is_not_waited_on(tmp_path, monkeypatch):
+    """The wait ends by itself (then systemd starts edge run again, and a fixed config runs); an
+    error after READY=1, when systemd's watchdog is running, ends edge run at once."""
+    from edge.cli import cli
+    from edge.service import notify as sd
+
+    monkeypatch.setattr(sd, "FAILED_START_WAIT_S", 0.2)
+    monkeypatch.setattr(sd, "_ready", False)
+    cfg = tmp_path / "config.toml"
+    cfg.write_text("[source]\ndown_after_s = 0\n")
+    for ready in (False, True):
+        (tmp_path / str(ready)).mkdir()
+        with systemd_notify(tmp_path / str(ready), monkeypatch) as got:
+            if ready:
+                sd.notify("READY=1")
+            with pytest.raises(SystemExit) as end:
+                cli.main(["run", "--config", str(cfg)])
+        assert end.value.code == 2
+        statuses = [m for m in got if m.startswith("STATUS=")]
+        assert len(statuses) == (0 if ready else 1) and all("source.down_after_s" in m for m in statuses)
 
 
 # ---------------------------------------------------------------- redaction

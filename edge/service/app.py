@@ -2,7 +2,8 @@
 written or sent anywhere unless --preview asks for an annotated video.
 
 Exit codes: 0 normal end (source finished, --max-frames/--duration reached, SIGINT/SIGTERM);
-2 bad input (config, model, camera, video) found before the loop starts. A live camera that
+2 bad input (config, model, camera, video) found before the loop starts (under systemd 60 s
+later, not at once: edge.service.notify.failed_start). A live camera that
 stops delivering later is reopened with back-off for as long as the service runs; should the
 source's grabber thread itself end or hang, the loop stops pinging the systemd watchdog, so
 systemd restarts the service.

@@ -88,7 +88,7 @@ def may(path: Path, uid: int, gids: set[int], write: bool = False) -> bool:
 
 def check_service_access(ctx: _Context, cfg) -> None:
     """Run as root (sudo edge doctor, install.sh), every check above could read and write what the
-    service's user may not: a config or spool it cannot open is a restart every 5 s at the store."""
+    service's user may not: a config or spool it cannot open is a failed start a minute at the store."""
     import grp
     import pwd
 
