@@ -506,7 +506,7 @@ def test_an_out_in_a_folder_this_user_cannot_write_is_one_sentence(tmp_path, com
     try:
         r = subprocess.run([*as_this_users_permissions(), sys.executable, "-m", "edge", command,
                             *(["--data", str(tmp_path / "not read yet")] if command == "train" else
-                              [str(tmp_path / "model.keras"), "--data", str(tmp_path)]), "--out", str(out)],
+                              [str(tmp_path / "model.keras"), "--data", str(tmp_path / "data")]), "--out", str(out)],
                            capture_output=True, text=True, timeout=300,
                            env={**os.environ, "QUEUE_MOOD_CACHE": str(tmp_path / "cache")})
     finally:
@@ -565,6 +565,10 @@ def test_a_dataset_or_votes_file_this_user_cannot_read_is_one_sentence(tmp_path,
     (("train", "--data", "d", "--out", "run", "--labels", "ferplus", "--votes", ""), "--votes"),
     (("train", "--data", "d", "--out", "run", "--teacher", " "), "--teacher"),
     (("eval", "--data", ""), "--data"),
+    (("convert", "", "--data", "d", "--out", "o"), "MODEL"),  # was: the current folder's model.keras
+    (("convert", "run", "--data", "", "--out", "o"), "--data"),
+    (("convert", "run", "--data", "d", "--out", ""), "--out"),
+    (("convert", "run", "--data", "d", "--out", "o", "--votes", ""), "--votes"),
     (("eval", "--data", "d", "--votes", ""), "--votes"),
     (("soup", "", "a", "b"), "OUT")])
 def test_an_empty_path_is_refused_not_taken_for_the_current_folder(tmp_path, monkeypatch, args, name):
