@@ -21,7 +21,7 @@ from edge.paths import check_out_folder
 from edge.pipeline.cost import model_macs
 from edge.labels import LABELS
 from edge.pipeline.preprocess import CropRule
-from train.data import Split, load_dataset, train_val
+from train.data import Split, check_out_outside_data, load_dataset, train_val
 from train.keras_io import load_keras
 from train.provenance import record_command, versions
 
@@ -180,6 +180,7 @@ def check_settings(s: ConvertSettings) -> None:
         raise UserError(f"--calibration-size must be at least 1, got {s.calibration_size}.")
     check_out_folder(s.out)
     check_not_around_cwd(s.out)
+    check_out_outside_data(s.out, s.data)
     if s.votes:  # a wrong path fails now, not after both conversions
         from train.votes import find_votes
 

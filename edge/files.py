@@ -74,7 +74,15 @@ def held_by_this_process(folder: str | Path, flag: str = "--out"):
     lock = path.with_name(f".{path.name}.lock")
     lock.parent.mkdir(parents=True, exist_ok=True)
     while True:
-        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o640)
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o640)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            # an --out of this user's in a folder it may not write (check_out_folder passed it: it exists)
+            raise UserError(f"{flag} {folder} cannot be used by this user: its lock file goes beside it, in "
+                            f"{lock.parent}, which is read-only or another user's ({exc.strerror}); choose a folder "
+                            "you can write to, or change its permissions.") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -513,7 +513,7 @@ def test_a_second_convert_into_an_out_being_written_is_refused_and_the_first_fin
     monkeypatch.setattr(quantize, "warn_if_other_data", lambda *a: None)
     monkeypatch.setattr(quantize, "_convert", slow_convert)
     out = tmp_path / "int8"
-    settings = quantize.ConvertSettings(model=str(tmp_path / "run"), data=str(tmp_path), out=str(out))
+    settings = quantize.ConvertSettings(model=str(tmp_path / "run"), data=str(tmp_path / "data"), out=str(out))
     errors = []
 
     def first():
@@ -546,7 +546,7 @@ def test_a_model_whose_training_diverged_is_called_so(tmp_path):
     dense.set_weights([np.full_like(w, np.nan) for w in dense.get_weights()])
     model.save(tmp_path / "model.keras")
     with pytest.raises(UserError) as exc:
-        run(ConvertSettings(model=str(tmp_path / "model.keras"), data=str(tmp_path), out=str(tmp_path / "int8")))
+        run(ConvertSettings(model=str(tmp_path / "model.keras"), data=str(tmp_path / "data"), out=str(tmp_path / "int8")))
     assert str(exc.value) == (f"{tmp_path / 'model.keras'} outputs NaN (not numbers) instead of probabilities: its "
                               "training diverged; retrain it, e.g. with a lower --lr.")
 
@@ -655,6 +655,21 @@ def test_a_conversion_keeps_the_mode_of_its_out_folder(tmp_path, cache_env):
     assert convert(max_drop_pp=100, min_agreement=0) == 0o750  # an --out that was there keeps its own
 
 
+@pytest.mark.parametrize("out", ["int8", "angry/int8", "."])
+def test_an_out_inside_the_dataset_is_refused_before_any_work(tmp_path, out):
+    """As edge train's: a model folder made inside a folder of class folders was read as a class of
+    its own by the next eval, train or convert on that dataset, and --out the dataset itself was
+    replaced by the model's folder."""
+    from convert.quantize import ConvertSettings, run
+
+    data = tmp_path / "data"
+    (data / "angry").mkdir(parents=True)
+    with pytest.raises(UserError, match=re.escape(f"--out {data / out} {'is' if out == '.' else 'lies inside'} "
+                                                  f"--data {data}, where the next command that reads the dataset")):
+        run(ConvertSettings(model=str(tmp_path / "model.keras"), data=str(data), out=str(data / out)))
+    assert sorted(p.name for p in data.iterdir()) == ["angry"]
+
+
 def test_a_runs_votes_file_that_is_gone_is_refused_before_converting(tmp_path, monkeypatch):
     """A FER+ run converted without --votes reads the votes file it trained on: one moved away
     was said only after both conversions (minutes on FER2013), as --votes was before."""
@@ -666,7 +681,7 @@ def test_a_runs_votes_file_that_is_gone_is_refused_before_converting(tmp_path, m
     (run_dir / "train_settings.json").write_text(json.dumps({"labels": "ferplus", "votes": str(tmp_path / "gone.csv")}))
     monkeypatch.setattr(quantize, "load_keras", lambda path: pytest.fail("converting before the votes file is found"))
     with pytest.raises(UserError, match=r"Votes file .*gone.csv does not exist; pass --votes PATH"):
-        quantize.run(quantize.ConvertSettings(model=str(run_dir), data=str(tmp_path), out=str(tmp_path / "int8")))
+        quantize.run(quantize.ConvertSettings(model=str(run_dir), data=str(tmp_path / "data"), out=str(tmp_path / "int8")))
 
 
 def test_a_link_in_out_is_carried_over_as_a_link(tmp_path):
@@ -762,4 +777,5 @@ def test_a_tflite_model_given_to_convert_is_said_to_be_converted_already(tmp_pat
     model.write_bytes(shipped_model.read_bytes())
     with pytest.raises(UserError, match=rf"{re.escape(str(model))} is already a TFLite model: use it with `edge run "
                                         r"--model` or `edge eval`"):
-        run(ConvertSettings(model=str(folder if given == "folder" else model), data=str(tmp_path), out=str(tmp_path / "o")))
+        run(ConvertSettings(model=str(folder if given == "folder" else model), data=str(tmp_path / "data"),
+                            out=str(tmp_path / "o")))

@@ -1194,6 +1194,26 @@ def test_a_certificate_not_yet_valid_by_this_machines_clock_says_to_check_the_cl
     assert len(said) == 1 and said[0].levelno == logging.ERROR and "timedatectl" in said[0].getMessage()
 
 
+def test_a_certificate_refused_for_its_dates_is_said_after_a_network_error_began_the_outage(tmp_path, caplog):
+    """At boot the first alert can go out before the network is up (one WARNING), and then meet a
+    certificate "not yet valid" by a clock NTP has not set: that was never said, the outage's
+    no-answer cause being said already."""
+    import ssl
+    import urllib.error
+
+    sink = WebhookSink(url="https://hooks.example/x", spool=Spool(tmp_path / "sp"))
+    dated = ssl.SSLCertVerificationError(1, "certificate verify failed: certificate is not yet valid")
+    dated.verify_code = 9
+    with caplog.at_level(logging.WARNING, logger="edge.sinks.webhook"):
+        sink._failed(urllib.error.URLError(OSError(101, "Network is unreachable")))
+        for _ in range(3):
+            sink._failed(urllib.error.URLError(dated))
+        sink._failed(urllib.error.URLError(OSError(101, "Network is unreachable")))
+    said = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in said] == [logging.WARNING, logging.ERROR], said
+    assert "not yet valid by this machine's clock" in said[1][1] and "timedatectl" in said[1][1]
+
+
 # ---------------------------------------------------------------- fanout, build_sinks
 
 

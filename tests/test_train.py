@@ -495,6 +495,28 @@ def test_an_out_this_user_cannot_write_is_one_sentence_before_any_work(tmp_path,
                                 "or another user's; choose a folder you can write to, or change its permissions.")
 
 
+@pytest.mark.parametrize("command", ["train", "convert"])
+def test_an_out_in_a_folder_this_user_cannot_write_is_one_sentence(tmp_path, command):
+    """An --out of this user's inside a folder it may not write (a shared runs/ folder of root's):
+    the hold's lock, which goes beside --out, was a PermissionError traceback."""
+    closed = tmp_path / "closed"
+    out = closed / "run"
+    out.mkdir(parents=True)
+    closed.chmod(0o555)
+    try:
+        r = subprocess.run([*as_this_users_permissions(), sys.executable, "-m", "edge", command,
+                            *(["--data", str(tmp_path / "not read yet")] if command == "train" else
+                              [str(tmp_path / "model.keras"), "--data", str(tmp_path / "data")]), "--out", str(out)],
+                           capture_output=True, text=True, timeout=300,
+                           env={**os.environ, "QUEUE_MOOD_CACHE": str(tmp_path / "cache")})
+    finally:
+        closed.chmod(0o755)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == (f"error: --out {out} cannot be used by this user: its lock file goes beside it, in "
+                                f"{closed}, which is read-only or another user's (Permission denied); choose a folder "
+                                "you can write to, or change its permissions.")
+
+
 @pytest.mark.parametrize("out", ["run", "angry/run"])
 def test_an_out_inside_the_dataset_is_refused_before_any_work(tmp_path, out):
     """A run folder made inside a folder of class folders was read as a class of its own by the
@@ -543,6 +565,10 @@ def test_a_dataset_or_votes_file_this_user_cannot_read_is_one_sentence(tmp_path,
     (("train", "--data", "d", "--out", "run", "--labels", "ferplus", "--votes", ""), "--votes"),
     (("train", "--data", "d", "--out", "run", "--teacher", " "), "--teacher"),
     (("eval", "--data", ""), "--data"),
+    (("convert", "", "--data", "d", "--out", "o"), "MODEL"),  # was: the current folder's model.keras
+    (("convert", "run", "--data", "", "--out", "o"), "--data"),
+    (("convert", "run", "--data", "d", "--out", ""), "--out"),
+    (("convert", "run", "--data", "d", "--out", "o", "--votes", ""), "--votes"),
     (("eval", "--data", "d", "--votes", ""), "--votes"),
     (("soup", "", "a", "b"), "OUT")])
 def test_an_empty_path_is_refused_not_taken_for_the_current_folder(tmp_path, monkeypatch, args, name):

@@ -78,10 +78,9 @@ def check_settings(s: TrainSettings) -> None:
         if not ok:
             raise UserError(f"{what}, got {value}.")
     check_out_folder(s.out)
-    data, out = Path(s.data).resolve(), Path(s.out).resolve()
-    if data in out.parents:  # a run in a folder of class folders is read as a class by the next eval or --resume
-        raise UserError(f"--out {s.out} lies inside --data {s.data}, where the next command that reads the dataset "
-                        "would take its files for images or classes; choose an --out outside it.")
+    from train.data import check_out_outside_data
+
+    check_out_outside_data(s.out, s.data)
     if s.arch not in ARCHITECTURES:
         raise UserError(f"Unknown --arch '{s.arch}'; choose one of: {', '.join(sorted(ARCHITECTURES))}.")
     if s.init_from:

@@ -167,9 +167,9 @@ def _close_each(*closes) -> None:
 
 
 def _start_status_server(stats, st: StatusConfig, again: bool = False):
-    """The status page's server, listening, with its address logged; None (and a warning, not
-    `again` when edge run tries it again) when it cannot listen: the monitor matters more than its
-    status page."""
+    """The status page's server, listening, with its address logged; None when it cannot listen
+    (a WARNING the first time, DEBUG when edge run tries `again`): the monitor matters more than
+    its status page."""
     from edge.config import is_loopback
     from edge.service.status import StatusServer
 

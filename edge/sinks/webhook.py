@@ -74,6 +74,7 @@ def tcp_reachable(host: str, port: int, timeout_s: float = 3.0) -> str:
 # _HAS_EXPIRED): judged by this machine's clock, which on a Pi without RTC whose NTP has not got
 # through is the last shutdown's time or 1970, so a certificate renewed since is "not yet valid".
 CERT_DATES = {9: "not yet valid", 10: "expired"}
+CLOCK = -1  # such a refusal among a webhook outage's causes, which are otherwise HTTP statuses (0: no answer)
 
 
 def clock_refused(exc: BaseException) -> str:
@@ -99,7 +100,7 @@ def tls_refused(host: str, port: int, timeout_s: float = 3.0) -> tuple[str, str]
                 return "", ""
     except ssl.SSLCertVerificationError as exc:
         if dated := clock_refused(exc):
-            return dated, "then"
+            return dated, "the certificate's dates hold by this machine's clock"
         why = f"certificate not trusted: {exc.verify_message or exc}"
     except OSError as exc:  # ssl.SSLError included: not TLS there (a plain http port), an old protocol
         why = str(exc) or type(exc).__name__
@@ -284,7 +285,7 @@ class WebhookSink(Sink):
         self.delivered = 0
         self._delay = 0.0  # current back-off (undithered); 0 while the server answers
         self._next_try = 0.0  # monotonic time before which nothing is sent
-        self._reported: set[int] = set()  # statuses (0: no answer) of the current outage already logged
+        self._reported: set[int] = set()  # statuses (0: no answer, CLOCK) of the current outage already logged
 
     def _post(self, payload: dict) -> None:
         headers = {**self.headers, "Idempotency-Key": str(payload.get("event_id", ""))}
@@ -323,7 +324,10 @@ class WebhookSink(Sink):
         # retry_max_s: trying sooner earns more refusals, and some services revoke a hook that does.
         asked = min(exc.retry_after_s, self.retry_max_s) if isinstance(exc, Refused) else 0.0
         self._next_try = time.monotonic() + max(jittered(self._delay), asked)
-        status = exc.status if isinstance(exc, Refused) else 0
+        dated = clock_refused(exc)
+        # a certificate refused for its dates is a cause of its own (CLOCK): said after a network
+        # error that began the outage (the Pi's network up after its first alert), as a status is
+        status = exc.status if isinstance(exc, Refused) else CLOCK if dated else 0
         if status in self._reported or (not status and self._reported):
             return  # once per outage and cause, not once per retry
         first = not self._reported
@@ -332,8 +336,8 @@ class WebhookSink(Sink):
         if what:  # a setting to fix: nothing arrives until someone does
             log.error("Webhook %s answered %s: %s; events are spooled and retried with back-off.",
                       self.shown_url, exc, what)
-        elif what := clock_refused(exc):  # the same, and the likelier fix is this machine's
-            log.error("Webhook %s refused: %s; events are spooled and retried with back-off.", self.shown_url, what)
+        elif dated:  # the same, and the likelier fix is this machine's
+            log.error("Webhook %s refused: %s; events are spooled and retried with back-off.", self.shown_url, dated)
         elif first:
             log.warning("Webhook %s failed (%s); spooling events, retrying with back-off.", self.shown_url, exc)
 

@@ -49,7 +49,8 @@ def _is_queue_mood(host: str, port: int) -> bool:
 
 def port_verdict(host: str, port: int) -> tuple[str, str] | None:
     """None when edge run could listen on host:port now, else (status, why): a port another
-    program holds would leave edge run without its page (it runs on, with a warning)."""
+    program holds leaves edge run without its page until it is free (it runs on, with a warning, and
+    tries the port again every minute)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server does (HTTPServer)
@@ -62,7 +63,7 @@ def port_verdict(host: str, port: int) -> tuple[str, str] | None:
         if _is_queue_mood(host, port):
             return OK, "the queue-mood monitor running now listens there"
         return FAIL, (f"port {port} on {host} is taken by another program, so edge run would run without its "
-                      "page; stop that program or set [status] port to a free one")
+                      "page until it is free; stop that program or set [status] port to a free one")
     fix = {errno.EACCES: "ports below 1024 need root: choose [status] port above 1023",
            errno.EADDRNOTAVAIL: f"{host} is not an address of this machine: fix [status] host"}
     return FAIL, (f"edge run cannot listen on {host}:{port} ({err.strerror}); "
