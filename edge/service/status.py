@@ -9,13 +9,14 @@ DNS rebinding); URLs with
 credentials are redacted; idle connections time out; the number of handler threads is
 capped (extra clients get 503 at once), one host on the network may hold at most half of
 them, and a connection that has not sent its request is cut to make room; a host asking faster
-than any page or scrape does is answered 429 before anything else is done (Rates); a host guessing
+than any page or scrape does is answered 429, a second late, before anything else is done (Rates); a host guessing
 credentials is refused for a while (Guesses); clients that hang up are logged at debug level."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import hashlib
 import hmac
 import http.client
@@ -56,6 +57,11 @@ HOSTS_MAX = 1024  # hosts a per-host table (Guesses, Rates) remembers
 # for /status every 2 s and /history every 10 s; a load is at most 7 (the link's redirect, the
 # page, its script and style, a favicon, the first two polls); Prometheus scrapes every 15 s or so.
 RATE_PER_S, RATE_BURST = 10.0, 30
+# A request past the rate is answered this late, its socket held (no thread): a client asking again
+# as soon as it is answered, as a reload loop or a script does, then asks once a second a connection,
+# not thousands of times (measured: 8 connections cost the monitor 0.43 core answered at once, nothing
+# to see held). At most HOLD_MAX held (one file each: a service may open 1,024), then answered at once.
+HOLD_S, HOLD_MAX = 1.0, 256
 DATA_PATHS = ("/status", "/history", "/metrics")  # served beside the page's assets
 # What a request's head may take: its line (http.server stops it at 64 KiB) and headers. Left to
 # http.server, 100 header lines of 64 KiB each cost the parse some 30 MB a connection, all before
@@ -480,6 +486,7 @@ class _Server(ThreadingHTTPServer):
         self._cut_count = 0
         self._rates = Rates()
         self._said: dict[str, tuple[float, int]] = {}  # refusal log line -> (when last said, refusals since)
+        self._holding: collections.deque = collections.deque()  # (when due, socket, answer) of refusals held (HOLD_S)
         super().__init__(address, handler)
 
     def set_waiting(self, handler, waiting: bool):
@@ -489,15 +496,34 @@ class _Server(ThreadingHTTPServer):
             else:
                 self._waiting.pop(handler, None)
 
-    def _refuse(self, request, head: bytes, line: str, *args):
-        """Answer `head` without a thread and close; say `line` % args (and how many refusals of its
-        kind were not said) once a minute at most: a flood is one line a minute, not one a request."""
+    def _answer(self, request, head: bytes):
         try:
             request.sendall(head)
         except OSError:
             pass
         self.shutdown_request(request)
+
+    def service_actions(self):
+        """After each connection accepted, and every poll_interval: answer the refusals held that are due."""
+        super().service_actions()
         now = time.monotonic()
+        while self._holding and self._holding[0][0] <= now:
+            self._answer(*self._holding.popleft()[1:])
+
+    def server_close(self):
+        while self._holding:
+            self._answer(*self._holding.popleft()[1:])
+        super().server_close()
+
+    def _refuse(self, request, head: bytes, line: str, *args, hold_s: float = 0.0):
+        """Answer `head` without a thread and close, `hold_s` later (HOLD_MAX held at most); say `line` % args
+        (and how many refusals of its kind were not said) once a minute at most: a flood is one line a
+        minute, not one a request."""
+        now = time.monotonic()
+        if hold_s and len(self._holding) < HOLD_MAX:
+            self._holding.append((now + hold_s, request, head))
+        else:
+            self._answer(request, head)
         said_at, unsaid = self._said.get(line, (float("-inf"), 0))
         if now - said_at < REFUSAL_LOG_EVERY_S:
             self._said[line] = (said_at, unsaid + 1)
@@ -536,8 +562,8 @@ class _Server(ThreadingHTTPServer):
         if wait := self._rates.wait_s(host, time.monotonic()):
             self._refuse(request, b"HTTP/1.0 429 Too Many Requests\r\nRetry-After: %d\r\nContent-Length: 0\r\n\r\n"
                          % math.ceil(wait), "status page: %s asked more than %d times a second (%d at once) and is "
-                         "answered 429 meanwhile: a page reloading in a loop, or a scrape set too fast?",
-                         host, RATE_PER_S, RATE_BURST)
+                         "answered 429, a second late, meanwhile: a page reloading in a loop, or a scrape set too "
+                         "fast?", host, RATE_PER_S, RATE_BURST, hold_s=HOLD_S)
             return
         with self._lock:
             why = self._make_room(host)
