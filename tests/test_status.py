@@ -994,10 +994,13 @@ def asked_as(port: int, host: str | None, path: str = "/status", method: str = "
     return int(first.split()[1]), rest.partition(b"\r\n\r\n")[2]
 
 
-def test_without_a_token_a_request_addressed_to_another_name_gets_nothing(serve, caplog):
+def test_without_a_token_a_request_addressed_to_another_name_gets_nothing(serve, caplog, monkeypatch):
     """DNS rebinding: a web page on a site of its own points its name at 127.0.0.1, and a browser
     on the Pi (or tunnelled to it) would read the page's counts and the device's name as that
     site's. Without a token only the names no site can take are answered, on every path."""
+    from edge.service import status
+
+    monkeypatch.setattr(status, "RATE_BURST", 1000)  # it asks faster than any page does (Rates)
     base, srv = serve(allowed_hosts=["Queue-Pi.lan"])
     port, me = srv.port, socket.gethostname()
     caplog.set_level(logging.DEBUG, logger="edge.service.status")
@@ -1493,6 +1496,7 @@ def test_a_host_guessing_credentials_is_refused_for_a_while_and_said_once(serve,
     an old cookie) counts once, and this Pi itself is never shut out."""
     from edge.service import status
 
+    monkeypatch.setattr(status, "RATE_BURST", 1000)  # it guesses faster than the rate allows (Rates)
     base, srv = serve(token=TOKEN)
     for _ in range(40):  # this Pi itself (a check, a proxy) is never counted
         assert get(base + f"/status?token=local-{_:04d}-0123456789")[0] == 401
@@ -1511,6 +1515,105 @@ def test_a_host_guessing_credentials_is_refused_for_a_while_and_said_once(serve,
     assert TOKEN not in caplog.text and "guess-" not in caplog.text
     monkeypatch.setattr(status.time, "monotonic", lambda real=time.monotonic: real() + 61)  # a minute later
     assert get(base + "/status", {"Authorization": f"Bearer {TOKEN}"})[0] == 200
+
+
+def connect(srv, host: str, token: str = TOKEN):
+    """One /status request from `host` handed to the server (a socket pair stands for its connection): the client's end."""
+    mine, theirs = socket.socketpair()
+    mine.settimeout(10)
+    mine.sendall(f"GET /status HTTP/1.0\r\nAuthorization: Bearer {token}\r\n\r\n".encode())
+    srv.httpd.process_request(theirs, (host, 40000))
+    return mine
+
+
+def asked(srv, host: str, token: str = TOKEN) -> bytes:
+    """The start of the answer to one /status request from `host`."""
+    with connect(srv, host, token) as mine:
+        return mine.recv(100)
+
+
+TOO_MANY = b"HTTP/1.0 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n"
+
+
+def test_a_host_asking_faster_than_any_page_is_answered_429_before_anything_else(serve, monkeypatch, caplog):
+    """Found in a review: one host on the store network asking 1,100 times a second (401s, no
+    token) cost the monitor half a core of a fast x86, and the frame loop's detect time quadrupled;
+    a Pi's cores are several times slower. Past RATE_BURST at once and RATE_PER_S a second a
+    host is answered 429 without a thread, a parse or a credential looked at; loopback too."""
+    from edge.service import status
+
+    clock = [1000.0]
+    monkeypatch.setattr(status, "time", types.SimpleNamespace(monotonic=lambda: clock[0], time=time.time))
+    monkeypatch.setattr(status, "HOLD_S", 0.0)  # answered at once (held a second: the test below)
+    base, srv = serve(token=TOKEN)
+    for host in ("10.0.0.5", "127.0.0.1"):
+        assert all(asked(srv, host).startswith(b"HTTP/1.0 200") for _ in range(status.RATE_BURST))
+        with caplog.at_level(logging.WARNING, logger="edge.service.status"):
+            for _ in range(50):  # the right token changes nothing: it is not looked at
+                assert asked(srv, host) == TOO_MANY
+    assert asked(srv, "10.0.0.6").startswith(b"HTTP/1.0 200")  # another host is served meanwhile
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "10.0.0.5" in said[0] and "429" in said[0], said  # once a minute, not once a request
+    clock[0] += 1.0  # a second later: RATE_PER_S more
+    served = [asked(srv, "10.0.0.5").startswith(b"HTTP/1.0 200") for _ in range(20)]
+    assert served == [True] * int(status.RATE_PER_S) + [False] * (20 - int(status.RATE_PER_S))
+    clock[0] += status.REFUSAL_LOG_EVERY_S
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="edge.service.status"):
+        assert all(asked(srv, "10.0.0.5").startswith(b"HTTP/1.0 200") for _ in range(status.RATE_BURST))
+        assert asked(srv, "10.0.0.5").startswith(b"HTTP/1.0 429")
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert "(109 more like it since the last one said" in said, said  # 49 + loopback's 50 + 10: counted, not lost
+    assert wait_for(lambda: srv.httpd.busy == 0)
+
+
+def test_a_refusal_past_the_rate_is_answered_a_second_late_without_a_thread(serve, monkeypatch):
+    """Answered at once, a client asking again as soon as answered (a reload loop, a script) was
+    refused some 9,000 times a second, and that still cost the monitor 0.43 core. Held HOLD_S, its
+    8 connections ask 8 times a second. At most HOLD_MAX are held; a stop answers them."""
+    from edge.service import status
+
+    clock = [1000.0]
+    monkeypatch.setattr(status, "time", types.SimpleNamespace(monotonic=lambda: clock[0], time=time.time))
+    base, srv = serve(token=TOKEN)
+    assert all(asked(srv, "10.0.0.5").startswith(b"HTTP/1.0 200") for _ in range(status.RATE_BURST))
+    assert wait_for(lambda: srv.httpd.busy == 0)
+    held = [connect(srv, "10.0.0.5") for _ in range(status.HOLD_MAX)]
+    assert srv.httpd.busy == 0 and len(srv.httpd._holding) == status.HOLD_MAX  # held, no thread for any
+    for s in held[:2]:
+        s.setblocking(False)
+        with pytest.raises(BlockingIOError):  # nothing said yet
+            s.recv(100)
+        s.setblocking(True)
+    assert connect(srv, "10.0.0.5").recv(100) == TOO_MANY  # past HOLD_MAX: at once
+    clock[0] += status.HOLD_S
+    assert [s.recv(100) for s in held] == [TOO_MANY] * status.HOLD_MAX  # answered by the serving loop
+    refilled = int(status.RATE_PER_S * status.HOLD_S)  # the second's requests
+    assert all(asked(srv, "10.0.0.5").startswith(b"HTTP/1.0 200") for _ in range(refilled))
+    last = connect(srv, "10.0.0.5")  # held: the stop answers it
+    assert wait_for(lambda: len(srv.httpd._holding) == 1)
+    srv.stop()
+    assert last.recv(100) == TOO_MANY
+    for s in (*held, last):
+        s.close()
+
+
+def test_a_page_and_a_scrape_never_meet_the_rate_and_the_table_stays_bounded():
+    """What real clients ask, on a clock the test moves: four page loads at once (7 requests each:
+    the link's redirect, the page, script, style, favicon, the first two polls), then the polls for an
+    hour, with a scrape every 5 s and a reload every 10 s; never refused. Hosts past HOSTS_MAX: the longest unheard is forgotten."""
+    from edge.service.status import HOSTS_MAX, RATE_BURST, Rates
+
+    rates, t = Rates(), 0.0
+    assert not any(rates.wait_s("10.0.0.5", t) for _ in range(4 * 7))
+    for tick in range(1, 3600 * 10):  # tenths of a second
+        t = tick / 10
+        asks = (tick % 20 == 0) * 4 + (tick % 100 == 0) * 4 + (tick % 50 == 0) + (tick % 100 == 0) * 7
+        assert not any(rates.wait_s("10.0.0.5", t) for _ in range(asks)), t
+    assert sum(not rates.wait_s("10.0.0.6", t) for _ in range(1000)) == RATE_BURST  # a flood is not
+    for i in range(HOSTS_MAX):
+        rates.wait_s(f"fd00::{i:x}", t)
+    assert len(rates._hosts) == HOSTS_MAX and "10.0.0.5" not in rates._hosts and "fd00::0" in rates._hosts
 
 
 def test_the_metrics_token_opens_metrics_only(serve):

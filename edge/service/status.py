@@ -8,13 +8,15 @@ requests addressed to this machine by a name no other site can take are answered
 DNS rebinding); URLs with
 credentials are redacted; idle connections time out; the number of handler threads is
 capped (extra clients get 503 at once), one host on the network may hold at most half of
-them, and a connection that has not sent its request is cut to make room; a host guessing
+them, and a connection that has not sent its request is cut to make room; a host asking faster
+than any page or scrape does is answered 429, a second late, before anything else is done (Rates); a host guessing
 credentials is refused for a while (Guesses); clients that hang up are logged at debug level."""
 
 from __future__ import annotations
 
 import base64
 import binascii
+import collections
 import hashlib
 import hmac
 import http.client
@@ -50,7 +52,16 @@ COOKIE_MAX_AGE_S = 30 * 24 * 3600  # renewed by every answer to it: the idle tim
 _QUERY = re.compile(r"\?[^\s\"]*")  # a link's ?token= never reaches the log
 REFUSAL_LOG_EVERY_S = 60.0
 GUESSES_MAX, GUESS_WINDOW_S = 20, 60.0  # different wrong credentials a host may offer in a window (Guesses)
-GUESS_HOSTS_MAX = 1024
+HOSTS_MAX = 1024  # hosts a per-host table (Guesses, Rates) remembers
+# Requests a host may make: RATE_BURST at once, then RATE_PER_S a second (Rates). The page asks
+# for /status every 2 s and /history every 10 s; a load is at most 7 (the link's redirect, the
+# page, its script and style, a favicon, the first two polls); Prometheus scrapes every 15 s or so.
+RATE_PER_S, RATE_BURST = 10.0, 30
+# A request past the rate is answered this late, its socket held (no thread): a client asking again
+# as soon as it is answered, as a reload loop or a script does, then asks once a second a connection,
+# not thousands of times (measured: 8 connections cost the monitor 0.43 core answered at once, nothing
+# to see held). At most HOLD_MAX held (one file each: a service may open 1,024), then answered at once.
+HOLD_S, HOLD_MAX = 1.0, 256
 DATA_PATHS = ("/status", "/history", "/metrics")  # served beside the page's assets
 # What a request's head may take: its line (http.server stops it at 64 KiB) and headers. Left to
 # http.server, 100 header lines of 64 KiB each cost the parse some 30 MB a connection, all before
@@ -379,9 +390,30 @@ class Guesses:
             seen = self._recent(host, now)
             seen[hashlib.sha256(offered).digest()[:8]] = now
             self._wrong[host] = seen
-            if len(self._wrong) > GUESS_HOSTS_MAX:  # many addresses (an IPv6 /64): the oldest host forgotten
+            if len(self._wrong) > HOSTS_MAX:  # many addresses (an IPv6 /64): the oldest host forgotten
                 self._wrong.pop(next(h for h in self._wrong if h != host))
             return len(seen) == GUESSES_MAX
+
+
+class Rates:
+    """Requests per client host, counted as a token bucket: RATE_BURST at once, refilled at
+    RATE_PER_S. Found in a review: one host asking 1,100 times a second (401s, no token) cost the
+    monitor half a core, and a Pi's cores are several times slower; a kiosk reloading in a loop
+    or a scraper set too fast does the same. Loopback is counted too: it is the same CPU, and
+    nothing on the Pi asks that fast. Used by the accepting thread alone."""
+
+    def __init__(self):
+        self._hosts: dict[str, tuple[float, float]] = {}  # host -> (requests it may make at once, when counted)
+
+    def wait_s(self, host: str, now: float) -> float:
+        """Count a request from `host`: 0 when it may be served, else how long until one may be."""
+        left, then = self._hosts.pop(host, (RATE_BURST, now))
+        left = min(RATE_BURST, left + max(0.0, now - then) * RATE_PER_S)
+        wait = 0.0 if left >= 1 else (1 - left) / RATE_PER_S
+        self._hosts[host] = (left - 1 if not wait else left, now)  # put last: the first is the longest unheard
+        if len(self._hosts) > HOSTS_MAX:  # many addresses (an IPv6 /64): the longest unheard forgotten
+            del self._hosts[next(iter(self._hosts))]
+        return wait
 
 
 # A Host header: a bracketed IPv6 address or a name, then an optional port.
@@ -463,8 +495,11 @@ class _Server(ThreadingHTTPServer):
         self._waiting: dict = {}  # handler -> monotonic time it started waiting
         self._lock = threading.RLock()  # _make_room gives a cut connection's place back under it
         self._released: set = set()  # sockets cut whose place was given back before their thread ended
-        self._last_refusal_log = self._last_cut_log = float("-inf")
+        self._last_cut_log = float("-inf")
         self._cut_count = 0
+        self._rates = Rates()
+        self._said: dict[str, tuple[float, int]] = {}  # refusal log line -> (when last said, refusals since)
+        self._holding: collections.deque = collections.deque()  # (when due, socket, answer) of refusals held (HOLD_S)
         super().__init__(address, handler)
 
     def set_waiting(self, handler, waiting: bool):
@@ -474,17 +509,41 @@ class _Server(ThreadingHTTPServer):
             else:
                 self._waiting.pop(handler, None)
 
-    def _refuse(self, request, client_address, why: str):
+    def _answer(self, request, head: bytes):
         try:
-            request.sendall(b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 2\r\nContent-Length: 0\r\n\r\n")
+            request.sendall(head)
         except OSError:
             pass
         self.shutdown_request(request)
+
+    def service_actions(self):
+        """After each connection accepted, and every poll_interval: answer the refusals held that are due."""
+        super().service_actions()
         now = time.monotonic()
-        if now - self._last_refusal_log >= REFUSAL_LOG_EVERY_S:  # a flood is one line a minute, not one a request
-            self._last_refusal_log = now
-            log.warning("status page: turned away %s (%s); the page may not load for others meanwhile.",
-                        client_address[0], why)
+        while self._holding and self._holding[0][0] <= now:
+            self._answer(*self._holding.popleft()[1:])
+
+    def server_close(self):
+        while self._holding:
+            self._answer(*self._holding.popleft()[1:])
+        super().server_close()
+
+    def _refuse(self, request, head: bytes, line: str, *args, hold_s: float = 0.0):
+        """Answer `head` without a thread and close, `hold_s` later (HOLD_MAX held at most); say `line` % args
+        (and how many refusals of its kind were not said) once a minute at most: a flood is one line a
+        minute, not one a request."""
+        now = time.monotonic()
+        if hold_s and len(self._holding) < HOLD_MAX:
+            self._holding.append((now + hold_s, request, head))
+        else:
+            self._answer(request, head)
+        said_at, unsaid = self._said.get(line, (float("-inf"), 0))
+        if now - said_at < REFUSAL_LOG_EVERY_S:
+            self._said[line] = (said_at, unsaid + 1)
+            return
+        self._said[line] = (now, 0)
+        more = f" ({unsaid} more like it since the last one said, once a minute at most)" if unsaid else ""
+        log.warning(line + more, *args)
 
     def _make_room(self, host: str) -> str:
         """With the lock held: "" once `host` may open one more connection, or why it may not. A host
@@ -512,13 +571,21 @@ class _Server(ThreadingHTTPServer):
 
     def process_request(self, request, client_address):
         host = client_address[0]
+        # Before anything else, the thread included: a connection is a request (HTTP/1.0, each closed after its answer).
+        if wait := self._rates.wait_s(host, time.monotonic()):
+            self._refuse(request, b"HTTP/1.0 429 Too Many Requests\r\nRetry-After: %d\r\nContent-Length: 0\r\n\r\n"
+                         % math.ceil(wait), "status page: %s asked more than %d times a second (%d at once) and is "
+                         "answered 429, a second late, meanwhile: a page reloading in a loop, or a scrape set too "
+                         "fast?", host, RATE_PER_S, RATE_BURST, hold_s=HOLD_S)
+            return
         with self._lock:
             why = self._make_room(host)
             if not why:
                 self._held[host] = self._held.get(host, 0) + 1
                 self.busy += 1
         if why:
-            self._refuse(request, client_address, why)
+            self._refuse(request, b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 2\r\nContent-Length: 0\r\n\r\n",
+                         "status page: turned away %s (%s); the page may not load for others meanwhile.", host, why)
             return
         try:
             super().process_request(request, client_address)
