@@ -58,25 +58,61 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         pass  # the data is written; a folder fsync some file systems refuse is not worth failing for
 
 
+def lock_file(folder: str | Path) -> Path:
+    """The hidden file whose flock holds `folder` (held_by_this_process): beside it, not in it, since
+    a command may replace the folder as a whole."""
+    path = Path(folder).absolute()
+    return path.with_name(f".{path.name}.lock")
+
+
+def _holder(inode: int) -> str:
+    """Who holds a flock on the file with this inode number: "PID n" as Linux's /proc/locks says (a
+    line "1: FLOCK  ADVISORY  WRITE <pid> <maj>:<min>:<inode> 0 EOF"); "" when none is listed."""
+    try:
+        with open("/proc/locks") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) > 5 and fields[1] == "FLOCK" and fields[5].rsplit(":", 1)[-1] == str(inode):
+                    return f"PID {fields[4]}"
+    except OSError:
+        pass  # not Linux
+    return ""
+
+
+def held_by(folder: str | Path) -> str:
+    """Who holds `folder` now (held_by_this_process): "PID n", or "" when no one does (or not on
+    Linux). Reads /proc/locks only: trying the lock itself could make a starting holder fail."""
+    try:
+        return _holder(lock_file(folder).stat().st_ino)
+    except OSError:
+        return ""  # no lock file: no holder (a kill may leave one, but unlocked)
+
+
 @contextmanager
-def held_by_this_process(folder: str | Path, flag: str = "--out"):
+def held_by_this_process(folder: str | Path, flag: str = "--out", in_use=None, required: bool = True):
     """Hold `folder` for this process while the with-block runs, so that two commands never write
     one folder at once: another hold on it, from any process (this one too), is refused with a
-    UserError naming the folder, `flag` being the option that named it.
+    UserError naming the folder, `flag` being the option that named it, or saying in_use(holder)
+    when given (holder: "PID n" or "another process").
 
-    The hold is an advisory lock (flock) on the hidden file .NAME.lock beside the folder (not in
-    it: a command may replace the folder as a whole); missing parent folders are made. The system
-    drops the lock when the process ends, however it ends, so a killed command never blocks the
-    next; the lock file is removed on leaving the block, and one a kill left behind is reused."""
+    The hold is an advisory lock (flock) on lock_file(folder), beside the folder; missing parent
+    folders are made. The system drops the lock when the process ends, however it ends, so a
+    killed command never blocks the next; the lock file is removed on leaving the block, and one
+    a kill left behind is reused, also by another user: it is opened read-only (all flock needs)
+    and made readable by all, so one that `sudo edge run` left does not lock the service out.
+    required=False: a lock file this user cannot make (a read-only disk, another user's folder)
+    leaves the block unheld, for a caller whose own writes there have their way with that."""
     import fcntl
 
-    path = Path(folder).absolute()
-    lock = path.with_name(f".{path.name}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock = lock_file(folder)
     while True:
         try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o640)
+            lock.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock, os.O_RDONLY | os.O_CREAT, 0o644)
         except OSError as exc:
+            if not required:
+                fd = None
+                break
             if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise
             # an --out of this user's in a folder it may not write (check_out_folder passed it: it exists)
@@ -86,8 +122,10 @@ def held_by_this_process(folder: str | Path, flag: str = "--out"):
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            holder = _holder(os.fstat(fd).st_ino) or "another process"
             os.close(fd)
-            raise UserError(f"{flag} {folder} is in use: another process is writing it; wait for that one to "
+            raise UserError(in_use(holder) if in_use else
+                            f"{flag} {folder} is in use: another process is writing it; wait for that one to "
                             f"finish, or choose another {flag}.") from None
         try:
             if os.path.samestat(os.fstat(fd), os.stat(lock)):
@@ -95,10 +133,16 @@ def held_by_this_process(folder: str | Path, flag: str = "--out"):
         except FileNotFoundError:
             pass
         os.close(fd)  # the holder before removed this file as we locked it: a new holder locks the next one
+    if fd is None:
+        yield
+        return
     try:
         yield
     finally:
-        lock.unlink(missing_ok=True)  # while still locked, so no one takes a hold on a file about to go
+        try:
+            lock.unlink(missing_ok=True)  # while still locked, so no one takes a hold on a file about to go
+        except OSError:
+            pass  # another user's, in a sticky folder such as /tmp: left for the next holder to reuse
         os.close(fd)
 
 

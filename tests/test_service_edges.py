@@ -289,3 +289,61 @@ def test_a_status_port_held_at_the_start_is_tried_again_and_the_page_comes_up(tm
     assert answers == [200]
     said = [r for r in caplog.records if "cannot listen" in r.getMessage() and r.levelno == logging.WARNING]
     assert len(said) == 1 and "tries again" in said[0].getMessage()
+
+
+def test_a_second_edge_run_on_a_held_spool_is_refused_before_the_camera_in_one_sentence(tmp_path, shipped_model):
+    """`sudo edge run` by hand while the service runs: both would deliver and delete each other's
+    spooled events. The second is one sentence and exit 2, the first's spool untouched, and the
+    hold (the service's own, in another process) gone with its process; the doctor warns of it."""
+    import subprocess
+    import sys
+
+    from benchmarks.scenes import background, write_video
+    from edge.config import load_config
+    from edge.ops.doctor.context import WARN, DoctorSettings, _Context
+    from edge.ops.doctor.disk import check_disk
+    from tests.conftest import run_cli
+
+    video = write_video(tmp_path / "v.mp4", [background(i) for i in range(3)], 10)
+    spool = tmp_path / "state" / "spool"
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(f'[source]\npath = "{video}"\n[model]\npath = "{shipped_model}"\n'
+                        f'[sinks]\nspool_dir = "{spool}"\n[status]\nenabled = false\n')
+    spooled = spool / "webhook" / "0001-queued.json"
+    spooled.parent.mkdir(parents=True)
+    spooled.write_text('{"kind": "raised"}')
+    holder = subprocess.Popen([sys.executable, "-c", "import sys\nfrom edge.config import load_config\n"
+                               "from edge.service.app import spool_held\n"
+                               f"with spool_held(load_config({str(cfg_path)!r})):\n"
+                               "    print('held', flush=True)\n    sys.stdin.read()\n"],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        r = run_cli("run", "--config", cfg_path, "--max-frames", 2)
+        ctx = _Context(DoctorSettings())
+        check_disk(ctx, load_config(cfg_path))
+    finally:
+        holder.kill()  # as a killed service: the system drops its hold
+        holder.wait()
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert (f"The spool folder {spool} is in use by another edge run (PID {holder.pid}), which would deliver and "
+            "delete this run's spooled alerts: the service is probably running, so stop it first (sudo systemctl "
+            "stop queue-mood), or run with a copy of the config whose sinks.spool_dir is another folder.") in r.stderr
+    assert "model " not in r.stderr  # refused before the model and camera were opened
+    assert spooled.read_text() == '{"kind": "raised"}' and sorted(spool.rglob("*")) == [spooled.parent, spooled]
+    assert [c.status for c in ctx.checks if "held by a running edge run" in c.detail] == [WARN]
+    r = run_cli("run", "--config", cfg_path, "--max-frames", 2)
+    assert r.returncode == 0, r.stderr
+
+
+def test_a_spool_whose_lock_file_cannot_be_made_still_runs_unheld(tmp_path):
+    """A spool this user cannot write (read-only, another user's; here under a file) is held in
+    memory by the sinks, and the run goes on: its hold must not turn that into a failed start."""
+    from edge.config import load_config
+    from edge.service.app import spool_held
+
+    (tmp_path / "a-file").write_text("")
+    cfg_path = tmp_path / "c.toml"
+    cfg_path.write_text(f'[sinks]\nspool_dir = "{tmp_path / "a-file" / "spool"}"\n')
+    with spool_held(load_config(cfg_path)):
+        pass

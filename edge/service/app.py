@@ -28,7 +28,7 @@ from pathlib import Path
 from edge.card import sha256_file
 from edge.config import Config, StatusConfig
 from edge.errors import UserError
-from edge.files import no_core_dumps
+from edge.files import held_by_this_process, no_core_dumps
 from edge.outages import OutageLog
 from edge.paths import expand_path, same_file
 from edge.pipeline.annotate import check_video_path
@@ -206,8 +206,36 @@ def state_folders(cfg: Config, sinks) -> dict[str, Path]:
     return folders
 
 
+def spool_held(cfg: Config):
+    """This run's hold on its spool folder (edge.files.held_by_this_process), so that a second edge
+    run on it, such as `sudo edge run` by hand while the service runs, is refused before it opens
+    the camera: each would deliver and delete the other's spooled events, and both would write one
+    JSON-lines file and history database. Held when the config names the folder (the service's
+    does) or a sink spools in the default one; runs of the defaults without either (a recording
+    at two terminals, the tests) keep nothing there to share."""
+    from contextlib import nullcontext
+
+    from edge.sinks import SINKS
+    from edge.sinks.fanout import configurable
+    from edge.sinks.spool import DEFAULT_SPOOL_DIR
+
+    if not cfg.sinks.spool_dir and not any(SINKS[k].spooled for k in configurable() if getattr(cfg.sinks, k, None) is not None):
+        return nullcontext()
+    spool = expand_path(cfg.sinks.spool_dir or DEFAULT_SPOOL_DIR)
+    # not required: a spool this user cannot write (read-only, another user's) is held in memory, and the run goes on
+    return held_by_this_process(spool, required=False, in_use=lambda holder: (
+        f"The spool folder {spool} is in use by another edge run ({holder}), which would deliver and delete this "
+        "run's spooled alerts: the service is probably running, so stop it first (sudo systemctl stop queue-mood), "
+        "or run with a copy of the config whose sinks.spool_dir is another folder."))
+
+
 def run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     """Run the pipeline until the source ends or a limit/signal stops it; returns a summary."""
+    with spool_held(cfg):
+        return _run(cfg, opts, on_result)
+
+
+def _run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
     from edge.pipeline.annotate import AnnotatedVideo
     from edge.pipeline.core import Pipeline
     from edge.sinks import build_sinks

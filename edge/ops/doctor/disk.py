@@ -1,4 +1,5 @@
-"""The spool's disk: free space where undelivered alerts are kept, and whether it takes writes."""
+"""The spool's disk: free space where undelivered alerts are kept, whether it takes writes, and
+whether an edge run holds it now."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import os
 import shutil
 from pathlib import Path
 
+from edge.files import held_by
 from edge.ops.doctor.context import FAIL, OK, WARN, _Context
 from edge.ops.doctor.service import SERVICE, home_note
 from edge.paths import expand_path, visible
@@ -41,6 +43,10 @@ def check_disk(ctx: _Context, cfg) -> None:
     elif not os.access(existing, os.W_OK):
         ctx.add("spool", WARN, f"{existing} is not writable by this user (the service's user {SERVICE} may be "
                                f"the one that can: sudo -u {SERVICE} edge doctor ...)")
+    if holder := held_by(spool):  # a WARN, not a FAIL: it is what a running service looks like
+        ctx.add("spool", WARN, f"{spool} is held by a running edge run ({holder}), normal while the service runs; "
+                               "an edge run with this config is refused until that one stops (sudo systemctl stop "
+                               "queue-mood)")
 
 
 def spool_writable(spool: Path) -> tuple[str, str, str]:
