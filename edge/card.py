@@ -174,7 +174,19 @@ def check_pair(model_path, card: ModelCard) -> None:
     path = Path(model_path)
     if card.model_sha256 and path.name == card.model_file and card.model_sha256 != sha256_file(path):
         raise UserError(f"{path.with_name(CARD_NAME)} describes a different .tflite than {path} (sha256 differs); "
-                        "re-run `edge convert` or pair the files correctly.")
+                        f"{repair_advice(path, 're-run `edge convert` or pair the files correctly')}.")
+
+
+def repair_advice(path, advice: str) -> str:
+    """What to do about a model or card that cannot be used: `advice` (convert it again), except
+    in the folder install.sh puts the model in on a Pi, whose reader (a store's IT person) has no
+    training setup: there, reinstall the bundle, which puts its model and card back."""
+    from edge.ops.bundle import INSTALL_PREFIX, MODEL_DIR  # lazily: that module imports this one
+
+    if Path(path).parent != Path(MODEL_DIR):
+        return advice
+    return (f"reinstall the bundle, which puts its model and card back: sudo {INSTALL_PREFIX}/bundle/install.sh "
+            "(where that folder is missing, run install.sh from the bundle's .tar.gz again)")
 
 
 def refuse_failed_conversion(folder: Path, what: str) -> None:
@@ -210,12 +222,14 @@ def load_card(model_path) -> ModelCard:
     """The card for a .tflite: model.json in the same folder."""
     p = Path(model_path).with_name(CARD_NAME)
     if not p.exists():
-        raise UserError(f"No model card {p} beside {model_path}; convert the model with `edge convert`, which writes it.")
+        raise UserError(f"No model card {p} beside {model_path}; "
+                        f"{repair_advice(p, 'convert the model with `edge convert`, which writes it')}.")
     try:
         return ModelCard.from_dict(json.loads(p.read_text(encoding="utf-8")))
     except CardError as exc:
-        raise UserError(f"Model card {p}: {exc}; fix it or re-run `edge convert`, which writes it.") from exc
+        raise UserError(f"Model card {p}: {exc}; {repair_advice(p, 'fix it or re-run `edge convert`, which writes it')}.") \
+            from exc
     except (ValueError, KeyError, TypeError) as exc:
-        raise UserError(f"Model card {p} is damaged ({exc}); re-run `edge convert`.") from exc
+        raise UserError(f"Model card {p} is damaged ({exc}); {repair_advice(p, 're-run `edge convert`')}.") from exc
     except OSError as exc:
         raise UserError(f"Model card {p} cannot be read ({exc.strerror}); check its permissions.") from exc

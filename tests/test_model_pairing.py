@@ -30,6 +30,38 @@ def test_a_card_written_for_other_bytes_is_refused(tmp_path, shipped_model):
         Classifier(stale)
 
 
+@pytest.mark.parametrize("damage", ["truncated", "other bytes", "card damaged", "card missing"])
+def test_a_damaged_installed_model_says_to_reinstall_the_bundle_elsewhere_to_convert(tmp_path, shipped_model,
+                                                                                      monkeypatch, damage):
+    """On a Pi the model is where install.sh put it, and its reader has no training setup:
+    `edge convert` is advice only for a model elsewhere."""
+    from edge.ops import bundle
+
+    prefix = tmp_path / "opt"
+    monkeypatch.setattr(bundle, "INSTALL_PREFIX", str(prefix))
+    monkeypatch.setattr(bundle, "MODEL_DIR", str(prefix / "model"))
+    for folder, installed in ((prefix / "model", True), (tmp_path / "run", False)):
+        folder.mkdir(parents=True)
+        model = copy_model(shipped_model, folder)
+        if damage == "truncated":
+            model.write_bytes(model.read_bytes()[:5000])
+        elif damage == "other bytes":
+            data = bytearray(model.read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            model.write_bytes(bytes(data))
+        elif damage == "card damaged":
+            (folder / "model.json").write_text("{not json")
+        else:
+            (folder / "model.json").unlink()
+        with pytest.raises(UserError) as err:
+            Classifier(model)
+        said = str(err.value)
+        if installed:
+            assert f"sudo {prefix}/bundle/install.sh" in said and "edge convert" not in said, said
+        else:
+            assert "edge convert" in said and "install.sh" not in said, said
+
+
 def test_a_folder_given_to_the_classifier_is_said_to_be_a_folder(tmp_path):
     """The callers resolve the folder `edge convert --out` wrote (edge.config.model_file); any
     other folder must not be called missing."""

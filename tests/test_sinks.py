@@ -1858,6 +1858,35 @@ def test_mqtt_broker_closing_before_accepting_counts_each_try_and_warns_once(tmp
         "client id refused, or a TLS port: this sink speaks plain MQTT); spooling events, retrying."]
 
 
+def test_the_last_will_a_stopping_broker_sends_this_connection_is_not_called_an_earlier_ones(caplog):
+    """A stopping mosquitto sends this connection's own last will to it just before closing it
+    (seen with mosquitto 2: the "offline" arrives while paho still calls it connected, then the
+    disconnect): the line must not say it was an earlier connection's. paho's callbacks are
+    called here as its network thread would; nothing listens on the port."""
+    pytest.importorskip("paho.mqtt.client", reason="MQTT tests need the mqtt extra (paho-mqtt)")
+    from types import SimpleNamespace
+
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.reasoncodes import ReasonCode
+
+    from edge.sinks import homeassistant
+
+    sink = homeassistant.HomeAssistantSink("127.0.0.1", free_port(), device_name="till-6", reconnect_min_s=3600,
+                                           reconnect_max_s=3600)
+    try:
+        assert wait_for(lambda: sink.failed >= 1)  # the first try failed; the next one is an hour away
+        with caplog.at_level(logging.DEBUG, logger="edge.sinks"):  # INFO only with an outage said (OutageLog.due)
+            sink._on_connect(sink._client, None, SimpleNamespace(session_present=False),
+                             ReasonCode(PacketTypes.CONNACK, "Success"), None)
+            sink._on_message(sink._client, None, SimpleNamespace(topic=sink.topics.availability, payload=b"offline"))
+            sink._on_disconnect(sink._client, None, SimpleNamespace(session_present=False),
+                                ReasonCode(PacketTypes.DISCONNECT, "Unspecified error"), None)
+        (line,) = [r.getMessage() for r in caplog.records if "last will" in r.getMessage()]
+        assert "this connection's own" in line and "saying online again" in line, line
+    finally:
+        sink.close()
+
+
 @pytest.mark.parametrize("kind", ["mqtt", "homeassistant"])
 def test_a_broker_that_comes_and_goes_is_said_once_a_minute_and_counted_between(kind, tmp_path, monkeypatch, caplog):
     """A broker restarted every 30 s (a cron job, a flaky Wi-Fi link) made two journal lines per

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.card import INT8_MODEL, ModelCard, check_pair, load_card, pairing_notes, sha256_file
+from edge.card import INT8_MODEL, ModelCard, check_pair, load_card, pairing_notes, repair_advice, sha256_file
 from edge.errors import UserError
 from edge.pipeline.runtime import load_interpreter, runtime
 
@@ -42,14 +42,16 @@ class Classifier:
                  calibrated: bool = True):
         """calibrated=False gives the bare model: no flip averaging, no temperature."""
         self.path = Path(model_path)
+        self._advice = repair_advice(self.path, "pass a .tflite model made by `edge convert`")
         if self.path.is_dir():  # a caller that took a folder resolves it first (edge.config.model_file)
             raise UserError(f"{self.path} is a folder, not a model file; pass the .tflite model in it (the folder "
                             f"`edge convert --out` writes holds {INT8_MODEL}).")
         if not self.path.is_file():
-            raise UserError(f"Model file {self.path} does not exist; pass a .tflite model made by `edge convert`.")
+            raise UserError(f"Model file {self.path} does not exist; {self._advice}.")
         self.card = card or load_card(self.path)
         self.num_threads = num_threads
-        self.interp = load_interpreter(self.path, num_threads)  # a damaged file says so before any pairing check
+        # a damaged file says so before any pairing check
+        self.interp = load_interpreter(self.path, num_threads, advice=self._advice)
         if card is None:
             check_pair(self.path, self.card)
         self.runtime = runtime()

@@ -12,9 +12,11 @@ Topics follow Home Assistant's documented discovery scheme:
                                      name "raspberrypi"), logged as an ERROR once per process
 Configs are sent on connect and again whenever Home Assistant's birth message ("online" on
 homeassistant/status, or <prefix>/status) arrives, so a restarted Home Assistant finds the
-device again. An "offline" on the availability topic while connected is an older connection's
-last will, which the broker sends only once its keep-alive notices that connection is gone (a
-power cut, a dropped network: after this process connected): "online" is published again at once.
+device again. An "offline" on the availability topic while connected is a last will: an older
+connection's, which the broker sends only once its keep-alive notices that connection is gone (a
+power cut, a dropped network: after this process connected), or this connection's own, which a
+stopping broker sends to it just before closing it (the two look alike): "online" is published
+again at once.
 
 A connection of its own (not the alert sink's): live values are QoS 0 and never spooled, and
 the availability topic tracks this process, whatever the alert spool is doing."""
@@ -156,9 +158,12 @@ class HomeAssistantSink(BrokerOutages, Sink):
                 and not self._closing:
             # A half-open connection of this Pi's last run (a power cut) outlived this one's
             # start: its last will would show a running Pi unavailable until the next restart.
-            # A broker stopping sends it too, just before the outage: said only with an outage that will be
+            # A broker stopping sends this connection's own too, just before the outage: which one it
+            # is cannot be told here, so the line names both; said only with an outage that will be.
             log.log(logging.INFO if self.outages.due() else logging.DEBUG, "Home Assistant discovery: the broker "
-                    "marked this Pi offline (the last will of an earlier connection); saying online again.")
+                    "sent a last will marking this Pi offline, an earlier connection's (left half-open by a power "
+                    "cut or a dropped network) or this connection's own (a broker stopping sends it as it closes "
+                    "the connection); saying online again.")
             client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
         elif msg.topic == self.topics.instance and msg.payload != self._instance.encode() \
                 and msg.payload not in self._others:
