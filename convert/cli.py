@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import click
 
+from edge.card import DEFAULT_MAX_DROP_PP, DEFAULT_MIN_AGREEMENT
 from edge.errors import UserError
 from edge.paths import not_empty
 
@@ -14,8 +15,8 @@ from edge.paths import not_empty
 @click.option("--data", required=True, callback=not_empty, help="Dataset folder or fer2013.csv (train split calibrates, val split checks parity).")
 @click.option("--out", required=True, callback=not_empty, help="Folder for model_int8.tflite, model_float32.tflite, model.json, parity.*")
 @click.option("--calibration-size", type=int, default=500, show_default=True, help="Representative images, stratified by class.")
-@click.option("--max-drop", type=float, default=0.5, show_default=True, help="Largest allowed accuracy drop, percentage points.")
-@click.option("--min-agreement", type=float, default=0.97, show_default=True, help="Smallest allowed Keras/int8 top-1 agreement.")
+@click.option("--max-drop", type=float, default=DEFAULT_MAX_DROP_PP, show_default=True, help="Largest allowed accuracy drop, percentage points.")
+@click.option("--min-agreement", type=float, default=DEFAULT_MIN_AGREEMENT, show_default=True, help="Smallest allowed Keras/int8 top-1 agreement.")
 @click.option("--float16", is_flag=True, help="Also write model_float16.tflite.")
 @click.option("--split", default=None, help="Split the parity gate, flip averaging and temperature are judged and "
               "fitted on (default: the run's validation images).")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.card import loosened_gate
 from edge.pipeline.classifier import Classifier
 from edge.labels import LABELS
 from edge.metrics import classification_report
@@ -77,6 +78,9 @@ def markdown(p: dict) -> str:
     if b:
         rows.append(f"- gate (drop <= {b['max_drop_pp']} pp, agreement >= {b['min_agreement']}): "
                     + ("passed" if b["passed"] else "FAILED: " + "; ".join(b["failures"])))
+        if loosened := loosened_gate(b):
+            rows.append(f"- WARNING: the gate passed only at {loosened}, looser than the project's gate; "
+                        "`edge bundle`, `edge doctor` and `edge run` say so wherever this model goes.")
     return "\n".join(rows) + "\n"
 
 

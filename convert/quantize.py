@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.card import CARD_NAME, FAILED_DIR, INT8_MODEL, ModelCard, Quant, sha256_file
+from edge.card import (CARD_NAME, DEFAULT_MAX_DROP_PP, DEFAULT_MIN_AGREEMENT, FAILED_DIR, INT8_MODEL, ModelCard, Quant,
+                       sha256_file)
 from edge.errors import UserError
 from edge.files import held_by_this_process
 from edge.paths import check_out_folder
@@ -39,8 +40,8 @@ class ConvertSettings:
     data: str
     out: str
     calibration_size: int = 500
-    max_drop_pp: float = 0.5
-    min_agreement: float = 0.97
+    max_drop_pp: float = DEFAULT_MAX_DROP_PP
+    min_agreement: float = DEFAULT_MIN_AGREEMENT
     float16: bool = False
     seed: int = 1234
     split: str | None = None  # parity split; default val
@@ -402,7 +403,7 @@ def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path, votes=N
     parity["budget"] = {"max_drop_pp": s.max_drop_pp, "min_agreement": s.min_agreement, "passed": not failures,
                         "failures": failures}
     card.parity = {k: parity[k] for k in ("images", "keras_accuracy", "int8_accuracy", "drop_pp", "agreement")}
-    card.parity["passed"] = not failures
+    card.parity.update(passed=not failures, max_drop_pp=s.max_drop_pp, min_agreement=s.min_agreement)
     print(f"Choosing flip averaging and fitting the temperature on the {len(val_split)} {split_name} images ...", flush=True)
     calib_rep = calibrate(files["int8"], card, val_split, votes)
     card.flip_average, card.temperature = calib_rep["flip_average"], calib_rep["temperature"]

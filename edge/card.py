@@ -19,6 +19,10 @@ from edge.pipeline.preprocess import CropRule
 CARD_NAME = "model.json"
 INT8_MODEL = "model_int8.tflite"  # what `edge convert` writes and the runtime loads
 FAILED_DIR = "failed"  # where `edge convert` leaves a conversion that failed its parity gate, for inspection
+# The project's int8 parity gate: `edge convert`'s defaults, and what edge compares the gate on a card with.
+DEFAULT_MAX_DROP_PP = 0.5  # --max-drop: the largest accuracy drop, percentage points
+DEFAULT_MIN_AGREEMENT = 0.97  # --min-agreement: the smallest Keras/int8 top-1 agreement, a fraction
+GATE_KEYS = ("max_drop_pp", "min_agreement")  # the thresholds a card's parity records (older cards: none)
 
 
 @dataclass
@@ -156,6 +160,9 @@ def check_card(d) -> None:
         _need(isinstance(d.get(key, {}), dict), key, d.get(key), "an object")
     for det, rule in d.get("crop_by_detector", {}).items():
         _check_crop(rule, f"crop_by_detector.{det}")
+    for key in GATE_KEYS:
+        v = d.get("parity", {}).get(key, 0)
+        _need(_number(v), f"parity.{key}", v, "a number")
 
 
 def sha256_file(path) -> str:
@@ -201,6 +208,19 @@ def refuse_failed_conversion(folder: Path, what: str) -> None:
                         "is acceptable).")
 
 
+def loosened_gate(parity: dict) -> str:
+    """The thresholds of a passed parity gate that were looser than the project's, as
+    "--max-drop 100 (default 0.5)"; '' when none was (or the card predates recording them)."""
+    if parity.get("passed") is not True:
+        return ""  # a failed gate is said as such
+    looser = []
+    if parity.get("max_drop_pp", 0) > DEFAULT_MAX_DROP_PP:
+        looser.append(f"--max-drop {parity['max_drop_pp']:g} (default {DEFAULT_MAX_DROP_PP:g})")
+    if parity.get("min_agreement", 1) < DEFAULT_MIN_AGREEMENT:
+        looser.append(f"--min-agreement {parity['min_agreement']:g} (default {DEFAULT_MIN_AGREEMENT:g})")
+    return " and ".join(looser)
+
+
 def pairing_notes(card: ModelCard, float_model: bool, borrowed: bool = False) -> list[str]:
     """Sentences a user should see before trusting a model on a Pi. borrowed: the file is a
     sibling of the card's own model with other bytes (check_pair lets it run)."""
@@ -212,6 +232,10 @@ def pairing_notes(card: ModelCard, float_model: bool, borrowed: bool = False) ->
     if card.parity.get("passed") is False:
         notes.append("its card says it failed convert's int8 parity gate: it may disagree with the Keras model it "
                      "came from; re-run `edge convert` or use a model that passed")
+    if loosened := loosened_gate(card.parity):
+        notes.append(f"it passed convert's int8 parity gate only at {loosened}, looser than the project's gate: it "
+                     "may disagree with the Keras model it came from more than the project allows; re-run "
+                     "`edge convert` without those options or use a model that passed the default gate")
     if float_model:
         notes.append("it is a float model, not int8: it runs several times slower on a Pi than the int8 model "
                      "`edge convert` writes (model_int8.tflite)")

@@ -720,6 +720,28 @@ def test_an_out_that_is_a_link_keeps_the_link_and_replaces_its_folder(tmp_path, 
     assert sorted(p.name for p in models.iterdir()) == ["current", "v7"]
 
 
+def test_a_loosened_gate_is_recorded_on_the_card_and_said_in_the_summary(tmp_path, cache_env):
+    """--max-drop 100 --min-agreement 0 passed and the card said only passed: true, so a bundle
+    called the model's int8 parity passed as if it had passed the project's gate."""
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+    from tests.conftest import write_class_folders
+
+    data = write_class_folders(tmp_path / "data" / "train", 3, seed=5).parent
+    write_class_folders(data / "val", 2, seed=6)
+    tiny_dense_model().save(tmp_path / "model.keras")
+    out = tmp_path / "int8"
+    r = CliRunner().invoke(cli, ["convert", str(tmp_path / "model.keras"), "--data", str(data), "--out", str(out),
+                                 "--calibration-size", "7", "--max-drop", "100", "--min-agreement", "0"])
+    assert r.exit_code == 0, r.output
+    parity = load_card(out / "model_int8.tflite").parity
+    assert (parity["passed"], parity["max_drop_pp"], parity["min_agreement"]) == (True, 100, 0)
+    said = ("- WARNING: the gate passed only at --max-drop 100 (default 0.5) and --min-agreement 0 (default 0.97), "
+            "looser than the project's gate; `edge bundle`, `edge doctor` and `edge run` say so wherever this model goes.")
+    assert said in r.output.splitlines() and said in (out / "parity.md").read_text().splitlines()
+
+
 def test_convert_says_each_stage_as_it_starts(tmp_path, cache_env, capsys):
     """After the images were decoded a full FER2013 conversion ran over a minute with nothing on
     the terminal: a line as each stage starts, in the order they run, before the report."""

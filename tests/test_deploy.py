@@ -380,6 +380,43 @@ def test_doctor_warns_about_a_model_that_failed_the_parity_gate(tmp_path, bundle
     assert model["status"] == WARN and "parity gate" in model["detail"]
 
 
+def loosened_copy(tmp_path: Path, model: Path, **gate) -> Path:
+    """A copy of the model whose card says it passed convert's gate at these thresholds."""
+    folder = tmp_path / "loosened"
+    folder.mkdir()
+    shutil.copy(model, folder / "model_int8.tflite")
+    card = json.loads(model.with_name("model.json").read_text())
+    card["parity"].update(gate)
+    (folder / "model.json").write_text(json.dumps(card))
+    return folder / "model_int8.tflite"
+
+
+def test_doctor_warns_about_a_model_that_passed_only_a_loosened_gate(tmp_path, bundled_model):
+    """A card passed at --max-drop 100 was an OK model line, as if it had passed the project's gate."""
+    model = loosened_copy(tmp_path, bundled_model, max_drop_pp=100, min_agreement=0.98)
+    proc = run_cli("doctor", "--model", model, "--config", doctor_config(tmp_path), "--json")
+    line = {c["name"]: c for c in json.loads(proc.stdout)["checks"]}["model"]
+    assert line["status"] == WARN
+    assert "passed convert's int8 parity gate only at --max-drop 100 (default 0.5), looser than" in line["detail"]
+
+
+@needs_blazeface
+def test_a_bundle_of_a_model_that_passed_only_a_loosened_gate_says_so(store_bundle, bundled_model, tmp_path):
+    """A card passed at --max-drop 100 --min-agreement 0 was bundled as int8_parity: true, without a word."""
+    (wheel,) = (store_bundle["dir"] / "wheels").glob("*.whl")
+    model = loosened_copy(tmp_path, bundled_model, max_drop_pp=100, min_agreement=0)
+    result = bundle_run(BundleSettings(out=str(tmp_path / "b"), model=str(model), wheel=str(wheel)))
+    loosened = "--max-drop 100 (default 0.5) and --min-agreement 0 (default 0.97)"
+    assert any(f"passed convert's int8 parity gate only at {loosened}, looser" in n for n in result.notes)
+    m = json.loads((tmp_path / "b" / "MANIFEST.json").read_text())["model"]
+    assert (m["int8_parity"], m["int8_parity_gate"], m["int8_parity_loosened"]) == (
+        True, {"max_drop_pp": 100, "min_agreement": 0}, loosened)
+    assert (f"WARNING: the model passed its int8 parity gate only at {loosened}, looser than the project's gate."
+            in (tmp_path / "b" / "README.txt").read_text().splitlines())
+    shipped = json.loads((store_bundle["dir"] / "MANIFEST.json").read_text())["model"]  # a card from before: as then
+    assert (shipped["int8_parity"], shipped["int8_parity_gate"], shipped["int8_parity_loosened"]) == (True, None, None)
+
+
 def test_doctor_fails_on_a_bad_model_and_config(tmp_path):
     bad = tmp_path / "bad.toml"
     bad.write_text("[model]\nthreads = 0\n")

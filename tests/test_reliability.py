@@ -810,6 +810,19 @@ def test_bad_model_card_is_one_sentence_naming_the_key(key, value, card_copy):
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("key", ["max_drop_pp", "min_agreement"])
+def test_a_parity_threshold_that_is_not_a_number_is_one_sentence(key, card_copy):
+    """The gate's thresholds are compared with the defaults wherever a card is read: a hand edit
+    must fail as one sentence, not as a TypeError there."""
+    from edge.card import load_card
+
+    model, card = card_copy
+    card["parity"][key] = "lots"
+    model.with_name("model.json").write_text(json.dumps(card))
+    with pytest.raises(UserError, match=f"key 'parity.{key}' has the bad value 'lots'; allowed: a number"):
+        load_card(model)
+
+
 def test_temperature_zero_never_runs(card_copy, tmp_path):
     model, card = card_copy
     card["temperature"] = 0

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from edge.card import CARD_NAME, INT8_MODEL, check_pair, load_card, pairing_notes, sha256_file
+from edge.card import CARD_NAME, GATE_KEYS, INT8_MODEL, check_pair, load_card, loosened_gate, pairing_notes, sha256_file
 from edge.config import Config, load_config, model_file, resolve_model
 from edge.errors import UserError
 from edge.paths import expand_path, not_a_file
@@ -355,11 +355,14 @@ def readme_text(manifest: dict, archive: str | None, folder: str) -> str:
     m = manifest["model"]
     acc = m.get("accuracy")
     model_line = f"{m['architecture'] or 'model'}" + (f", accuracy {acc:.1%} ({m['accuracy_of']})" if acc else "")
+    loosened = m.get("int8_parity_loosened")
+    gate_line = (f"WARNING: the model passed its int8 parity gate only at {loosened}, looser than the project's "
+                 "gate.\n" if loosened else "")
     return f"""Queue-mood monitor: installation bundle
 =======================================
 Made {manifest['created']} by `edge bundle` (queue-mood {manifest['version']}).
 Model: {model_line}; sha256 {m['sha256'][:12]}.
-
+{gate_line}
 The Raspberry Pi watches the checkout queue with its camera, recognises facial
 expressions and raises a local alert (log, LED/buzzer, webhook or MQTT, as set in
 config.toml) when many people in the queue look unhappy. No image or video is stored
@@ -437,7 +440,10 @@ def _stage(s: BundleSettings, stage: Path, archive: str | None, folder: str) -> 
         "model": {"from": str(model), "file": f"model/{MODEL_FILE}", "sha256": sha256_file(stage / "model" / MODEL_FILE),
                   "architecture": card.architecture, "labels": card.labels,
                   **dict(zip(("accuracy", "accuracy_of"), card.edge_accuracy() or (None, None))),
-                  "int8_parity": card.parity.get("passed")},
+                  "int8_parity": card.parity.get("passed"),
+                  # the gate's thresholds (null: a card from before they were recorded) and those looser than the project's
+                  "int8_parity_gate": {k: card.parity[k] for k in GATE_KEYS if k in card.parity} or None,
+                  "int8_parity_loosened": loosened_gate(card.parity) or None},
         "detector": {"kind": cfg.detector.kind, "variant": getattr(cfg.detector, "variant", None), "files": sorted(detector_files)},
         "wheel": f"wheels/{wheel.name}",
         "install": {"prefix": INSTALL_PREFIX, "config": f"{ETC_DIR}/config.toml", "state": STATE_DIR},
