@@ -1298,6 +1298,8 @@ def test_thread_cap_answers_503_instead_of_piling_up_threads(serve):
     gate.set()
     for t in held:
         t.join(10)
+    # a client has its answer a moment before the handler's thread gives its place back
+    assert wait_for(lambda: srv.httpd.busy == 0)
     assert get(base + "/")[0] == 200
 
 
