@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.card import INT8_MODEL, refuse_failed_conversion
+from edge.card import INT8_MODEL, refuse_failed_conversion, repair_advice
 from edge.errors import HOST_NAME, ConfigError, UserError, check_url  # noqa: F401  (ConfigError: callers import it from here)
 from edge.errors import check as _check
 from edge.errors import check_range as _range
@@ -720,10 +720,10 @@ def model_file(given: str | Path, advice: str = "pass a .tflite model made by `e
         inside = [path / n for n in (INT8_MODEL, "model.keras") if (path / n).is_file()]
         if not inside:
             refuse_failed_conversion(path, "Model folder")
-            raise UserError(f"Model folder {path} holds no {INT8_MODEL}; {advice}.")
+            raise UserError(f"Model folder {path} holds no {INT8_MODEL}; {repair_advice(path / INT8_MODEL, advice)}.")
         path = inside[0]  # a training run's folder gives its model.keras, said below to need converting
     if why := not_a_file(path):  # before the classifier, which calls a folder missing
-        raise UserError(f"Model file {path} {why}; {advice}.")
+        raise UserError(f"Model file {path} {why}; {repair_advice(path, advice)}.")
     if path.suffix == ".keras":  # else the TFLite runtime calls it "not a valid TFLite model"
         raise UserError(f"{path} is a Keras model; convert it for the Pi first with `edge convert {path} --data "
                         "DATASET --out DIR`, then pass --model DIR.")
