@@ -21,7 +21,7 @@ from edge.errors import HOST_NAME, ConfigError, UserError, check_url  # noqa: F4
 from edge.errors import check as _check
 from edge.errors import check_range as _range
 from edge.labels import LABELS
-from edge.paths import FILE_KEY, check_readable, expand_path, from_folder, items, not_a_file, visible
+from edge.paths import FILE_KEY, check_readable, expand_path, from_folder, items, not_a_file, unset_vars, visible
 from edge.redact import CONTROL, redact_text, redact_url
 from edge.pipeline.detectors import DetectorConfig
 from edge.pipeline.sources import ROTATIONS
@@ -554,6 +554,10 @@ def build(cls, data: dict, path: str = "", folder: Path | None = None, as_given:
         elif any(_type_ok(value, t) for t in options):
             if target is float and not math.isfinite(value):
                 raise ConfigError(f"Config key '{where}' has the bad value {_shown(where, value)}; expected a finite number.")
+            if fields[name].metadata.get("file") and (unset := unset_vars(value)):
+                raise ConfigError(f"Config key '{where}' uses the environment variable {unset[0]}, which is not set "
+                                  f"here ({_shown(where, value)}); set it where edge runs (for the service, an "
+                                  "Environment= line in its unit) or write the path out.")
             if folder is not None and fields[name].metadata.get("file") and where not in as_given:
                 value = from_folder(value, folder)
             kwargs[name] = float(value) if target is float else value
