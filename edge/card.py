@@ -185,15 +185,22 @@ def check_pair(model_path, card: ModelCard) -> None:
 
 
 def repair_advice(path, advice: str) -> str:
-    """What to do about a model or card that cannot be used: `advice` (convert it again), except
-    in the folder install.sh puts the model in on a Pi, whose reader (a store's IT person) has no
-    training setup: there, reinstall the bundle, which puts its model and card back."""
-    from edge.ops.bundle import INSTALL_PREFIX, MODEL_DIR  # lazily: that module imports this one
+    """What to do about a model or card that is missing or cannot be used: `advice` (convert it
+    again), except in the folder install.sh puts the model in on a Pi (whatever its PREFIX), whose
+    reader (a store's IT person) has no training setup: there, reinstall the bundle, which puts
+    its model and card back."""
+    from edge.ops.bundle import INSTALL_PREFIX, installed_prefix  # lazily: that module imports this one
 
-    if Path(path).parent != Path(MODEL_DIR):
+    prefix = installed_prefix(Path(path).parent)
+    if prefix is None:
         return advice
-    return (f"reinstall the bundle, which puts its model and card back: sudo {INSTALL_PREFIX}/bundle/install.sh "
-            "(where that folder is missing, run install.sh from the bundle's .tar.gz again)")
+    if prefix == Path(INSTALL_PREFIX):
+        return (f"reinstall the bundle, which puts its model and card back: sudo {prefix}/bundle/install.sh "
+                "(where that folder is missing, run install.sh from the bundle's .tar.gz again)")
+    # install.sh takes its PREFIX from the environment, not from where it lies
+    return (f"reinstall the bundle, which puts its model and card back: sudo PREFIX={prefix} {prefix}/bundle/install.sh, "
+            "adding the ETC_DIR, STATE_DIR and UNIT_DIR the first install was given, if any (where that folder is "
+            "missing, run install.sh from the bundle's .tar.gz again, the same way)")
 
 
 def refuse_failed_conversion(folder: Path, what: str) -> None:

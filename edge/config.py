@@ -16,12 +16,12 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edge.card import INT8_MODEL, refuse_failed_conversion
+from edge.card import INT8_MODEL, refuse_failed_conversion, repair_advice
 from edge.errors import HOST_NAME, ConfigError, UserError, check_url  # noqa: F401  (ConfigError: callers import it from here)
 from edge.errors import check as _check
 from edge.errors import check_range as _range
 from edge.labels import LABELS
-from edge.paths import FILE_KEY, check_readable, expand_path, from_folder, items, not_a_file, visible
+from edge.paths import FILE_KEY, check_readable, expand_path, from_folder, items, not_a_file, unset_vars, visible
 from edge.redact import CONTROL, redact_text, redact_url
 from edge.pipeline.detectors import DetectorConfig
 from edge.pipeline.sources import ROTATIONS
@@ -554,6 +554,10 @@ def build(cls, data: dict, path: str = "", folder: Path | None = None, as_given:
         elif any(_type_ok(value, t) for t in options):
             if target is float and not math.isfinite(value):
                 raise ConfigError(f"Config key '{where}' has the bad value {_shown(where, value)}; expected a finite number.")
+            if fields[name].metadata.get("file") and (unset := unset_vars(value)):
+                raise ConfigError(f"Config key '{where}' uses the environment variable {unset[0]}, which is not set "
+                                  f"here ({_shown(where, value)}); set it where edge runs (for the service, an "
+                                  "Environment= line in its unit) or write the path out.")
             if folder is not None and fields[name].metadata.get("file") and where not in as_given:
                 value = from_folder(value, folder)
             kwargs[name] = float(value) if target is float else value
@@ -720,10 +724,10 @@ def model_file(given: str | Path, advice: str = "pass a .tflite model made by `e
         inside = [path / n for n in (INT8_MODEL, "model.keras") if (path / n).is_file()]
         if not inside:
             refuse_failed_conversion(path, "Model folder")
-            raise UserError(f"Model folder {path} holds no {INT8_MODEL}; {advice}.")
+            raise UserError(f"Model folder {path} holds no {INT8_MODEL}; {repair_advice(path / INT8_MODEL, advice)}.")
         path = inside[0]  # a training run's folder gives its model.keras, said below to need converting
     if why := not_a_file(path):  # before the classifier, which calls a folder missing
-        raise UserError(f"Model file {path} {why}; {advice}.")
+        raise UserError(f"Model file {path} {why}; {repair_advice(path, advice)}.")
     if path.suffix == ".keras":  # else the TFLite runtime calls it "not a valid TFLite model"
         raise UserError(f"{path} is a Keras model; convert it for the Pi first with `edge convert {path} --data "
                         "DATASET --out DIR`, then pass --model DIR.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from edge.errors import UserError
@@ -45,6 +46,18 @@ def expand_path(value: str | Path) -> Path:
     """A path from the config or the command line, `~` and $VARS expanded: every command
     reads paths through here, so a path that `edge doctor` accepts is one `edge run` opens."""
     return Path(os.path.expandvars(os.path.expanduser(str(value))))
+
+
+_VAR = re.compile(r"\$(\w+|\{([^}]*)\})", re.ASCII)  # what os.path.expandvars takes for a variable
+
+
+def unset_vars(value: str) -> list[str]:
+    """The $VARS in a path that expand_path leaves as they are written, because they are not set:
+    such a path would only be said not to exist, as a folder named $VAR (URLs left alone)."""
+    if "://" in value:
+        return []
+    names = (m.group(1) if m.group(2) is None else m.group(2) for m in _VAR.finditer(value))
+    return [n for n in dict.fromkeys(names) if n and n not in os.environ]
 
 
 def visible(path: Path, test=Path.exists) -> bool:

@@ -350,3 +350,23 @@ def test_a_value_of_the_wrong_type_is_named_in_the_files_words(tmp_path, line, s
     with pytest.raises(ConfigError) as err:
         load_config(path)
     assert str(err.value) == f"Config key {says}"
+
+
+
+def test_a_config_path_with_an_unset_environment_variable_says_so_at_load(tmp_path, shipped_model, monkeypatch):
+    """expandvars leaves an unset $VAR as it is written: the path was taken from the config's
+    folder and only said not to exist, later, with nothing about the variable."""
+    monkeypatch.delenv("QM_TEST_MODELS", raising=False)
+    cfg = tmp_path / "store.toml"
+    cfg.write_text('[model]\npath = "$QM_TEST_MODELS/model_int8.tflite"\n')
+    for command in (("config",), ("run", "--source", "x.mp4")):
+        proc = run_cli(*command, "--config", cfg)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.strip().splitlines()[-1] == (
+            "error: Config key 'model.path' uses the environment variable QM_TEST_MODELS, which is not set here "
+            "('$QM_TEST_MODELS/model_int8.tflite'); set it where edge runs (for the service, an Environment= line in "
+            "its unit) or write the path out."), proc.stderr
+    monkeypatch.setenv("QM_TEST_MODELS", str(shipped_model.parent))
+    assert config.resolve_model(load_config(cfg)) == shipped_model
+    # a URL is no path: a $ in its password stays as written
+    assert load_config(None, {"source.path": "rtsp://cam:pa$word@10.0.0.9/live"}).source.path.endswith("pa$word@10.0.0.9/live")

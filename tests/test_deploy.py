@@ -973,6 +973,29 @@ def test_install_sh_upgrade_keeps_settings_and_data_and_rollback_goes_back(tmp_p
     assert (state / "spool/mqtt/1.json").exists()
 
 
+def test_a_model_missing_or_damaged_in_an_install_under_another_prefix_says_to_reinstall_the_bundle(tmp_path):
+    """A store that installed with PREFIX= has its model there, not in /opt/queue-mood: its reader
+    still has no training setup, and install.sh takes PREFIX from the environment."""
+    from edge.errors import UserError
+    from edge.pipeline.classifier import Classifier
+
+    env = fake_install_env(tmp_path)
+    prefix, etc = Path(env["PREFIX"]), Path(env["ETC_DIR"])
+    bundle = fake_bundle(tmp_path, config='[model]\npath = "/opt/queue-mood/model/model_int8.tflite"\n')
+    (bundle / "MANIFEST.json").write_text('{"files": {}}')
+    assert install(bundle, env).returncode == 0
+    reinstall = f"reinstall the bundle, which puts its model and card back: sudo PREFIX={prefix} {prefix}/bundle/install.sh"
+    model = prefix / "model/model_int8.tflite"
+    assert load_config(etc / "config.toml").model.path == str(model)
+    with pytest.raises(UserError, match="Model card .* key") as err:  # the stand-in bundle's card is empty: damaged
+        Classifier(model)
+    assert reinstall in str(err.value) and "edge convert" not in str(err.value)
+    model.unlink()  # deleted, or never copied
+    proc = run_cli("run", "--config", etc / "config.toml")
+    assert_one_sentence(proc, f"Model file {model} does not exist; {reinstall}")
+    assert "edge convert" not in proc.stderr
+
+
 @pytest.mark.slow
 def test_install_sh_run_again_with_the_same_bundle_keeps_the_rollback_to_the_version_before(tmp_path):
     env = fake_install_env(tmp_path)

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from edge.config import load_config
+from edge.config import load_config, resolve_model
 from edge.errors import UserError
 from edge.pipeline.classifier import Classifier
 from edge.pipeline.core import load_parts
@@ -30,7 +30,7 @@ def test_a_card_written_for_other_bytes_is_refused(tmp_path, shipped_model):
         Classifier(stale)
 
 
-@pytest.mark.parametrize("damage", ["truncated", "other bytes", "card damaged", "card missing"])
+@pytest.mark.parametrize("damage", ["truncated", "other bytes", "card damaged", "card missing", "model missing"])
 def test_a_damaged_installed_model_says_to_reinstall_the_bundle_elsewhere_to_convert(tmp_path, shipped_model,
                                                                                       monkeypatch, damage):
     """On a Pi the model is where install.sh put it, and its reader has no training setup:
@@ -40,7 +40,11 @@ def test_a_damaged_installed_model_says_to_reinstall_the_bundle_elsewhere_to_con
     prefix = tmp_path / "opt"
     monkeypatch.setattr(bundle, "INSTALL_PREFIX", str(prefix))
     monkeypatch.setattr(bundle, "MODEL_DIR", str(prefix / "model"))
-    for folder, installed in ((prefix / "model", True), (tmp_path / "run", False)):
+    bundle_folder = tmp_path / "queue-mood-bundle"  # `edge bundle --out`: a manifest too, but install.sh beside it
+    bundle_folder.mkdir()
+    (bundle_folder / "MANIFEST.json").write_text("{}")
+    (bundle_folder / "install.sh").write_text("")
+    for folder, installed in ((prefix / "model", True), (tmp_path / "run", False), (bundle_folder / "model", False)):
         folder.mkdir(parents=True)
         model = copy_model(shipped_model, folder)
         if damage == "truncated":
@@ -51,10 +55,12 @@ def test_a_damaged_installed_model_says_to_reinstall_the_bundle_elsewhere_to_con
             model.write_bytes(bytes(data))
         elif damage == "card damaged":
             (folder / "model.json").write_text("{not json")
-        else:
+        elif damage == "card missing":
             (folder / "model.json").unlink()
-        with pytest.raises(UserError) as err:
-            Classifier(model)
+        else:
+            model.unlink()  # deleted, or never copied
+        with pytest.raises(UserError) as err:  # as edge run and edge doctor load it
+            Classifier(resolve_model(load_config(None, {"model.path": str(model)})))
         said = str(err.value)
         if installed:
             assert f"sudo {prefix}/bundle/install.sh" in said and "edge convert" not in said, said

@@ -36,7 +36,7 @@ from pathlib import Path
 from edge.card import CARD_NAME, GATE_KEYS, INT8_MODEL, check_pair, load_card, loosened_gate, pairing_notes, sha256_file
 from edge.config import Config, load_config, model_file, resolve_model
 from edge.errors import UserError
-from edge.paths import expand_path, not_a_file
+from edge.paths import expand_path, not_a_file, visible
 
 # Where install.sh puts things on the Pi; the bundled config points here.
 INSTALL_PREFIX = "/opt/queue-mood"
@@ -46,6 +46,7 @@ MODEL_DIR = f"{INSTALL_PREFIX}/model"
 DETECTOR_DIR = f"{INSTALL_PREFIX}/detector"
 SPOOL_DIR = f"{STATE_DIR}/spool"
 BUNDLE_NAME = "queue-mood-bundle"  # the top folder inside a .tar.gz
+MANIFEST = "MANIFEST.json"  # in the bundle's top folder; install.sh copies it into PREFIX beside model/
 MODEL_FILE = INT8_MODEL  # fixed name on the Pi, so a kept config survives an upgrade
 UNIT_NAME = "queue-mood.service"
 DEPLOY_FILES = ("install.sh", UNIT_NAME)
@@ -58,6 +59,21 @@ OTHER_ARCHIVE_SUFFIXES = (".zip", ".tar", ".gz", ".bz2", ".xz", ".zst", ".tbz", 
 # Top-level files of the checkout that a wheel build may read.
 SOURCE_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "MANIFEST.in", "README.md", "README.rst", "LICENSE",
                 "LICENSE.txt")
+
+
+def installed_prefix(model_folder) -> Path | None:
+    """The PREFIX install.sh installed into when `model_folder` is its model folder, else None.
+    A store may choose another PREFIX=, so the folder is known by what install.sh leaves in
+    PREFIX beside model/: the bundle's MANIFEST (a bundle's own folder holds one too, with
+    install.sh beside it). An install from a bundle without a MANIFEST is known at INSTALL_PREFIX."""
+    folder = Path(model_folder).absolute()
+    prefix = folder.parent
+    if folder == Path(MODEL_DIR):
+        return prefix
+    if folder.name == Path(MODEL_DIR).name and visible(prefix / MANIFEST, Path.is_file) \
+            and not visible(prefix / "install.sh"):
+        return prefix
+    return None
 
 
 @dataclass
@@ -451,7 +467,7 @@ def _stage(s: BundleSettings, stage: Path, archive: str | None, folder: str) -> 
     }
     (stage / "README.txt").write_text(readme_text(manifest, archive, folder))
     manifest["files"]["README.txt"] = sha256_file(stage / "README.txt")
-    (stage / "MANIFEST.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    (stage / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     files = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
     notes += [f"Model {model}: {note}." for note in model_notes]  # a float model, a failed gate: as edge run warns
     source = (card.metrics.get("converted_from") or {}).get("model")
@@ -480,7 +496,7 @@ def _earlier_bundle(archive: Path) -> bool:
     """Whether this .tar.gz is one edge bundle wrote (its manifest in the bundle's top folder)."""
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            tar.getmember(f"{BUNDLE_NAME}/MANIFEST.json")
+            tar.getmember(f"{BUNDLE_NAME}/{MANIFEST}")
         return True
     except (tarfile.TarError, OSError, KeyError, EOFError):
         return False
@@ -493,7 +509,7 @@ def run(s: BundleSettings) -> BundleResult:
     if not as_tar and (other := next((x for x in OTHER_ARCHIVE_SUFFIXES if out.name.lower().endswith(x)), None)):
         raise UserError(f"--out {out} ends in {out.name[-len(other):]}, an archive edge bundle does not write; end it in .tar.gz for "
                         "an archive, or give a folder name.")
-    if not as_tar and out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / "MANIFEST.json").exists())):
+    if not as_tar and out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
         raise UserError(f"{out} exists and is not an empty folder or an earlier bundle; choose another --out.")
     if as_tar and out.is_dir():  # found now, not by os.replace after the whole build
         raise UserError(f"--out {out} is a folder, so the .tar.gz cannot be written there; choose another --out "
