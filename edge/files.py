@@ -48,10 +48,15 @@ def write_atomic(path: Path, data: bytes | str) -> None:
         except OSError:
             pass  # a read-only file system cannot have created it either
         raise
+    sync_folder(path.parent)
+
+
+def sync_folder(folder: Path) -> None:
+    """fsync a folder, so that a rename in it survives a power cut."""
     try:
-        dfd = os.open(path.parent, os.O_RDONLY)
+        dfd = os.open(folder, os.O_RDONLY)
         try:
-            os.fsync(dfd)  # the rename itself survives a power cut
+            os.fsync(dfd)
         finally:
             os.close(dfd)
     except OSError:

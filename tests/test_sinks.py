@@ -32,6 +32,7 @@ from edge.sinks import AlertEvent, Fanout, Sink, Spool, build_sinks
 from edge.sinks.command import CommandSink
 from edge.sinks.jsonl import JsonlSink
 from edge.sinks.log import LogSink
+from edge.sinks.spool import event_ids
 from edge.sinks.webhook import WebhookSink
 
 MOSQUITTO = "/usr/sbin/mosquitto"
@@ -79,6 +80,63 @@ def test_a_dead_letter_half_written_when_the_process_died_is_removed_at_the_next
     torn.write_bytes(b'{"n": ')
     Spool(tmp_path / "sp")
     assert not torn.exists()
+
+
+def test_an_event_a_power_cut_left_whole_in_its_temporary_file_is_sent_in_its_turn_at_the_next_start(tmp_path, caplog):
+    """Cut after the .tmp's fsync, before the rename reached the disk: the file holds the whole event,
+    and removing it (as one a process died writing) lost an alert."""
+    sp = Spool(tmp_path / "sp")
+    first = sp.put({"n": 0})
+    second = f"{int(first) + 10:020d}"  # the next put's id; then a later put in its own file (a stop)
+    (tmp_path / "sp" / f".{second}.json.tmp").write_bytes(json.dumps({"n": 1}).encode())
+    (tmp_path / "sp" / f"{int(second) + 10:020d}.json").write_bytes(json.dumps({"n": 2}).encode())
+    caplog.set_level(logging.INFO, logger="edge.sinks.spool")
+    again = Spool(tmp_path / "sp")
+    assert [(i, item["n"]) for i, item in again.pending()][:2] == [(first, 0), (second, 1)]  # in its place, its id
+    assert [item["n"] for _, item in again.pending()] == [0, 1, 2]
+    assert not list((tmp_path / "sp").glob(".*.tmp"))
+    (line,) = [r.getMessage() for r in caplog.records]
+    assert "restored 1 whole events, removed 0" in line
+
+
+def test_temporary_files_that_hold_no_new_event_are_removed_at_the_start_and_counted(tmp_path, caplog):
+    sp = Spool(tmp_path / "sp")
+    kept = sp.put({"n": 0})
+    sp.dead_letter(sp.put({"n": 1}), "test")
+    dead_id = event_ids(tmp_path / "sp" / "dead")[0][0]
+    whole = json.dumps({"n": 9}).encode()
+    files = {"torn": (f"{int(kept) + 5:020d}", b'{"n": '), "empty": (f"{int(kept) + 6:020d}", b""),
+             "zeros": (f"{int(kept) + 7:020d}", b"\0" * 8),  # a power cut before the data reached the disk
+             "spooled already": (kept, whole), "dead already": (dead_id, whole), "not an event": ("notes", whole)}
+    for event_id, data in files.values():
+        (tmp_path / "sp" / f".{event_id}.json.tmp").write_bytes(data)
+    caplog.set_level(logging.INFO, logger="edge.sinks.spool")
+    caplog.clear()
+    again = Spool(tmp_path / "sp")
+    assert [item["n"] for _, item in again.pending()] == [0]
+    assert sorted(p.name for p in (tmp_path / "sp").iterdir()) == [f"{kept}.json", "dead"]
+    assert (tmp_path / "sp" / "dead" / f"{dead_id}.json").read_bytes() != whole
+    (line,) = [r for r in caplog.records]
+    assert line.levelno == logging.WARNING and "restored 0 whole events, removed 6 files" in line.getMessage()
+
+
+def test_a_dead_letter_a_power_cut_left_whole_in_its_temporary_file_is_kept_in_dead(tmp_path):
+    """One held in memory is written to dead/ (write_atomic), not renamed there."""
+    (tmp_path / "sp" / "dead").mkdir(parents=True)
+    (tmp_path / "sp" / "dead" / ".00000000000000000001.json.tmp").write_bytes(b'{"n":1}')
+    sp = Spool(tmp_path / "sp")
+    assert json.loads((tmp_path / "sp" / "dead" / "00000000000000000001.json").read_bytes()) == {"n": 1}
+    assert len(sp) == 0 and not list((tmp_path / "sp" / "dead").glob(".*"))
+
+
+def test_ids_after_a_restored_event_sort_after_it(tmp_path):
+    """A Pi has no real-time clock: after a reboot the restored event may be later than the clock."""
+    ahead = f"{time.time_ns() + 10**15:020d}"  # some 12 days ahead
+    (tmp_path / "sp").mkdir()
+    (tmp_path / "sp" / f".{ahead}.json.tmp").write_bytes(b'{"n":0}')
+    sp = Spool(tmp_path / "sp")
+    new = sp.put({"n": 1})
+    assert new > ahead and [item["n"] for _, item in sp.pending()] == [0, 1]
 
 
 def test_spool_cap_drops_oldest(tmp_path, caplog):

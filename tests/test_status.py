@@ -696,7 +696,7 @@ def test_a_saved_hour_a_lock_kept_from_being_read_at_the_start_is_read_at_the_fi
     h.close()
 
 
-@pytest.mark.parametrize("damage", ["garbage", "half", "name", "column"])
+@pytest.mark.parametrize("damage", ["garbage", "half", "name", "column", "table"])
 def test_a_damaged_history_file_is_moved_aside_and_a_new_one_started(tmp_path, caplog, damage):
     import os
 
@@ -710,9 +710,12 @@ def test_a_damaged_history_file_is_moved_aside_and_a_new_one_started(tmp_path, c
         os.truncate(db, db.stat().st_size // 2)
     else:  # a byte of a name in the schema. An index's: SQLite's error quoted it, which Python could not
         # decode (a UnicodeDecodeError out of edge run at every start). A column's: the schema still parses, so
-        # quick_check passed, and every write failed on the missing column, at each start for good.
-        data = db.read_bytes()  # (both found by fuzzing the file)
-        at = data.index(b"sqlite_autoindex_sample_frames_1" if damage == "name" else b"negative_share") + 9
+        # quick_check passed, and every write failed on the missing column, at each start for good. A table's
+        # (here alerts, which has no index to miss it), in sqlite_master's name: a new empty table under the
+        # right name would hide the saved rows; SQLite finds the name unlike the one its CREATE TABLE gives.
+        data = db.read_bytes()  # (all found by fuzzing the file)
+        at = data.index({"name": b"sqlite_autoindex_sample_frames_1", "column": b"negative_share",
+                         "table": b"tablealertsalerts"}[damage]) + 9
         db.write_bytes(data[:at] + (b"\xbb" if damage == "name" else b"X") + data[at + 1:])
     h = History(step_s=10, span_s=3600, db_path=str(db))
     h.add(now, 0.2, 1, False)

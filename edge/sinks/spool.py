@@ -2,7 +2,9 @@
 
 It survives a process restart, a reboot and disk trouble:
 - each event is written to a temporary file, fsynced and renamed, so a reader (or the next
-  start) never sees a partial file, and a failed write leaves no `.tmp` behind;
+  start) never sees a partial file, and a failed write leaves no `.tmp` behind; the next start
+  renames into place a `.tmp` a power cut left complete (cut after the fsync, before the rename
+  reached the disk) and removes the others;
 - it is capped (count), and when the disk is full the oldest event is dropped to make room for
   the new one (one per event, and none once a drop did not help: a disk that other files fill,
   or the root reserve that only root may use); both are counted in `dropped` and logged;
@@ -32,7 +34,7 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from edge.files import write_atomic
+from edge.files import sync_folder, write_atomic
 from edge.paths import expand_path
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,11 @@ EVENT_NAME = re.compile(r"[0-9]{20}")  # what put() names its files (the stem); 
 
 def encode(item: dict) -> bytes:
     return json.dumps(item, separators=(",", ":")).encode()
+
+
+def decode(data: bytes):
+    """A spool file's event; ValueError (UnicodeDecodeError included) for a torn or foreign file."""
+    return json.loads(data)
 
 
 def event_ids(folder: Path) -> tuple[list[str], list[str]]:
@@ -92,8 +99,7 @@ class Spool:
         dead: list[str] = []
         try:
             self.dir.mkdir(parents=True, exist_ok=True)
-            for tmp in [*self.dir.glob(".*.tmp"), *(self.dir / DEAD_DIR).glob(".*.tmp")]:  # a process died mid-write
-                tmp.unlink(missing_ok=True)
+            self._finish_writes()
             self._ids, strays = event_ids(self.dir)
             dead = event_ids(self.dir / DEAD_DIR)[0]
             if strays:  # a copy an operator left, an editor's backup: not ours, and not worth a crash
@@ -106,6 +112,45 @@ class Spool:
         # behind the dead letters (an empty spool): a new one would sort as the oldest there,
         # the first the cap removes.
         self._last = int(max(self._ids[-1:] + dead[-1:], default=0))
+
+    def _finish_writes(self) -> None:
+        """The writes a stop or a power cut interrupted (write_atomic's hidden `.<id>.json.tmp`, in the
+        spool and dead/): one holding a whole event is renamed into place under its own id, so it is
+        sent in its turn (a power cut after the fsync, before the rename reached the disk: else an
+        alert lost); the others are removed: torn, empty, not an event's name, or an event already
+        under its name. One line says how many. One that cannot be read or moved now is left for the
+        next start."""
+        restored = removed = 0
+        for folder in (self.dir, self.dir / DEAD_DIR):
+            for tmp in folder.glob(".*.tmp"):
+                name = tmp.name[1:-len(".tmp")]
+                try:
+                    if (name.endswith(".json") and EVENT_NAME.fullmatch(name[:-len(".json")])
+                            and not (self.dir / name).exists() and not (self.dir / DEAD_DIR / name).exists()
+                            and self._whole(tmp)):
+                        os.replace(tmp, folder / name)
+                        sync_folder(folder)
+                        restored += 1
+                    else:
+                        tmp.unlink(missing_ok=True)
+                        removed += 1
+                except OSError:
+                    pass
+        if restored or removed:
+            log.log(logging.WARNING if removed else logging.INFO,
+                    "Spool %s: a stop or power cut interrupted %d writes; restored %d whole events, removed %d files "
+                    "that held none (torn, or spooled already).", self.dir, restored + removed, restored, removed)
+
+    @staticmethod
+    def _whole(tmp: Path) -> bool:
+        """Whether tmp holds an event as pending() reads one; then on the disk (fsync), before its rename."""
+        with open(tmp, "rb") as f:
+            try:
+                decode(f.read())
+            except ValueError:
+                return False
+            os.fsync(f.fileno())  # a process killed before its fsync left it in the page cache only
+        return True
 
     # The counts are read without the lock: put() and dead_letter() hold it across fsync, which
     # takes seconds on a busy SD card, and the frame loop reads them every second (Fanout.stats).
@@ -277,7 +322,7 @@ class Spool:
             self._unreadable_since.pop(event_id, None)
             self._passed.discard(event_id)
             try:
-                item = json.loads(data)
+                item = decode(data)
             except ValueError as exc:  # UnicodeDecodeError included: a torn or foreign file, never an event
                 # kept in dead/ (and counted), not deleted: it may be an alert a person can still read
                 self.dead_letter(event_id, f"its file is not JSON: {exc}")
