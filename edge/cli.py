@@ -163,8 +163,9 @@ def run_cmd(config_path, camera, source, realtime, wait_for_camera, model, detec
 
         click.echo(example_toml(), nl=False)
         return
+    unread: list[str] = []
     try:
-        cfg = load_config(config_path, overrides)
+        cfg = load_config(config_path, overrides, unread=unread)
     except ConfigError as exc:  # a value given as a flag is named by the flag the user typed
         for key in overrides:
             exc.args = (str(exc).replace(f"Config key '{key}'", f"{flags[key][0]} (config key {key})"),)
@@ -179,6 +180,7 @@ def run_cmd(config_path, camera, source, realtime, wait_for_camera, model, detec
     from edge.service.console import Console
 
     console = Console(verbose=verbose, quiet=quiet, status_line=False if as_json else None)
+    warn_unread(unread)  # after the console: in the startup log as its other lines are
     try:
         summary = run(cfg, RunOptions(max_frames=max_frames, duration_s=duration, preview=preview),
                       on_result=console.on_result)
@@ -216,7 +218,18 @@ def config_cmd(config_path, docs, example, show_secrets):
                             "--show-secrets (it goes with printing a config: edge config --config FILE --show-secrets).")
         click.echo(configdoc.markdown() if docs else configdoc.example_toml(), nl=False)
         return
-    click.echo(configdoc.effective_toml(load_config(config_path), show_secrets), nl=False)
+    unread: list[str] = []
+    cfg = load_config(config_path, unread=unread)
+    warn_unread(unread)  # on stderr, beside the TOML on stdout
+    click.echo(configdoc.effective_toml(cfg, show_secrets), nl=False)
+
+
+def warn_unread(unread: list[str]) -> None:
+    """One warning for each config key set where its mode does not read it (config.unread_keys)."""
+    import logging
+
+    for said in unread:
+        logging.getLogger("edge.config").warning("%s.", said)
 
 
 @cli.command("demo")

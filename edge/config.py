@@ -24,7 +24,7 @@ from edge.labels import LABELS
 from edge.paths import FILE_KEY, check_readable, expand_path, from_folder, items, not_a_file, unset_vars, visible
 from edge.redact import CONTROL, redact_text, redact_url
 from edge.pipeline.detectors import DetectorConfig
-from edge.pipeline.sources import ROTATIONS
+from edge.pipeline.sources import ROTATIONS, video_device_index
 from edge.sinks import SINKS
 
 log = logging.getLogger(__name__)
@@ -387,6 +387,84 @@ class Config:
                f"{self.tracking.max_gap_s:g} s end), or 0 for every frame, e.g. 5")
 
 
+def source_kind(src: SourceConfig) -> str:
+    """What the source is, as open_source takes it: "camera" (camera, or a /dev/video device as
+    path), "stream" (a URL), "recording" (a video file or image folder), or "" (none given)."""
+    if src.camera is not None or (src.path and "://" not in src.path and video_device_index(src.path) is not None):
+        return "camera"
+    return ("stream" if "://" in src.path else "recording") if src.path else ""
+
+
+SOURCE_KINDS = {"camera": "a camera", "stream": "a stream (a URL as path)",
+                "recording": "a recording (a video file or image folder as path)"}
+
+
+@dataclass(frozen=True)
+class Mode:
+    """The settings under which a key is read: `reads` and `now` end "is read only {reads}, but {now}"."""
+
+    reads: str
+    applies: typing.Callable[[Config], bool]
+    now: typing.Callable[[Config], str]
+
+
+def _source_mode(reads: str, *kinds: str) -> Mode:
+    # no source in the file: the command line gives it (edge run --camera), so nothing can be told yet
+    return Mode(reads, lambda c: source_kind(c.source) in (*kinds, ""),
+                lambda c: f"the source is {SOURCE_KINDS[source_kind(c.source)]}")
+
+
+def _score_mode(score: str) -> Mode:
+    return Mode(f'with mood.score = "{score}"', lambda c: c.mood.score == score,
+                lambda c: f'mood.score is "{c.mood.score}"')
+
+
+# Keys read in one mode only (each one's help says which), with that mode: set to another value
+# than the default in a config whose mode is another, the key does nothing, which no one setting
+# it would guess. Not refused (the store's file stays valid when its mode is switched): named in
+# one warning by `edge config`, `edge run` and `edge doctor` (unread_keys).
+MODE_KEYS = {
+    "source.realtime": _source_mode("for a recording (a video file or image folder as [source] path)", "recording"),
+    "source.wait_for_camera": _source_mode("for a camera or a stream", "camera", "stream"),
+    "source.reopen_max_backoff_s": _source_mode("for a camera or a stream", "camera", "stream"),
+    "source.down_after_s": _source_mode("for a camera or a stream", "camera", "stream"),
+    "source.focus_m": _source_mode("for a Pi camera ([source] camera)", "camera"),
+    "source.mains_hz": _source_mode("for a Pi camera ([source] camera)", "camera"),
+    "detector.min_score": Mode('with detector.kind "blazeface" or "yunet"', lambda c: c.detector.kind != "haar",
+                               lambda c: f'detector.kind is "{c.detector.kind}", which gives no score'),
+    "tracking.refind_similarity": Mode("with tracking.refind_s above tracking.max_gap_s",
+                                       lambda c: c.tracking.refind_s > c.tracking.max_gap_s,
+                                       lambda c: f"tracking.refind_s is {c.tracking.refind_s:g} and max_gap_s "
+                                                 f"{c.tracking.max_gap_s:g}"),
+    "schedule.flip_both_share": Mode("with schedule.flip_in_turn = true", lambda c: c.schedule.flip_in_turn,
+                                     lambda c: "schedule.flip_in_turn is false"),
+    "mood.min_confidence": _score_mode("votes"),
+    "mood.unhappy_above": _score_mode("change"),
+    "mood.baseline_s": Mode("with mood.baseline_rise above 0", lambda c: c.mood.baseline_rise > 0,
+                            lambda c: "mood.baseline_rise is 0 (off)"),
+    "status.user": Mode("with status.password set", lambda c: bool(c.status.password),
+                        lambda c: "status.password is empty (no basic auth)"),
+}
+
+
+def _default(obj, name: str):
+    f = next(f for f in dataclasses.fields(obj) if f.name == name)
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
+
+
+def unread_keys(cfg: Config, written: typing.Collection[str]) -> list[str]:
+    """A sentence for each key in `written` (the dotted keys a file set) that MODE_KEYS says the
+    config's mode does not read, where its value is not the default (a bundle writes every key)."""
+    said = []
+    for key, mode in MODE_KEYS.items():
+        table, name = key.split(".")
+        value = getattr(getattr(cfg, table), name)
+        if key in written and value != _default(getattr(cfg, table), name) and not mode.applies(cfg):
+            said.append(f"Config key '{key}' = {toml_value(value)} is read only {mode.reads}, but {mode.now(cfg)}: "
+                        "it has no effect; remove the line (or change the mode)")
+    return said
+
+
 def _type_ok(value, tp) -> bool:
     origin = typing.get_origin(tp)
     if tp is float:
@@ -591,10 +669,12 @@ def torn(text: str) -> str:
     return f"holds NUL bytes from line {line}"
 
 
-def load_config(path: str | Path | None, overrides: dict | None = None, paths_from: Path | None = None) -> Config:
+def load_config(path: str | Path | None, overrides: dict | None = None, paths_from: Path | None = None,
+                unread: list | None = None) -> Config:
     """Config from a TOML file (or defaults), with dotted-key overrides from the CLI. Relative
     paths in the file are taken from its folder (or `paths_from`); those in overrides from the
-    current folder."""
+    current folder. `unread`: a list to get unread_keys' sentences for the file's keys (the
+    commands that check or run a config ask; the others load it quietly, some several times)."""
     data: dict = {}
     folder = None
     if path:
@@ -624,6 +704,7 @@ def load_config(path: str | Path | None, overrides: dict | None = None, paths_fr
             raise ConfigError(f"Config file {p} holds the placeholder that `edge config` and `edge run --print-config` "
                               f"print in place of a secret, at {', '.join(hidden)}; put the real values back (those "
                               "commands print them with --show-secrets).")
+    written = set(_dotted(data)) - set(overrides or ())
     for dotted, value in (overrides or {}).items():
         node = data
         *parents, leaf = dotted.split(".")
@@ -638,7 +719,15 @@ def load_config(path: str | Path | None, overrides: dict | None = None, paths_fr
     validate(cfg)
     if said := both_sources(cfg.source):
         log.warning("%s.", said)
+    if unread is not None:
+        unread.extend(unread_keys(cfg, written))
     return cfg
+
+
+def _dotted(data: dict, path: str = ""):
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else key
+        yield from _dotted(value, where) if isinstance(value, dict) else (where,)
 
 
 def both_sources(src: SourceConfig) -> str:

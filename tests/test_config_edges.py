@@ -370,3 +370,102 @@ def test_a_config_path_with_an_unset_environment_variable_says_so_at_load(tmp_pa
     assert config.resolve_model(load_config(cfg)) == shipped_model
     # a URL is no path: a $ in its password stays as written
     assert load_config(None, {"source.path": "rtsp://cam:pa$word@10.0.0.9/live"}).source.path.endswith("pa$word@10.0.0.9/live")
+
+
+# ---------------------------------------------------------------------------- keys their mode does not read
+
+def unread(text: str, tmp_path, overrides: dict | None = None) -> list[str]:
+    path = tmp_path / "store.toml"
+    path.write_text(text)
+    said: list[str] = []
+    load_config(path, overrides, unread=said)
+    return said
+
+
+@pytest.mark.parametrize("text, key, reads, now", [
+    ("[mood]\nmin_confidence = 0.6\n", "mood.min_confidence", 'with mood.score = "votes"', 'mood.score is "change"'),
+    ('[mood]\nscore = "votes"\nunhappy_above = 0.8\n', "mood.unhappy_above", 'with mood.score = "change"',
+     'mood.score is "votes"'),
+    ("[source]\ncamera = 0\nrealtime = true\n", "source.realtime", "for a recording", "the source is a camera"),
+    ('[source]\npath = "rtsp://cam.local/live"\nfocus_m = 2.5\n', "source.focus_m", "for a Pi camera",
+     "the source is a stream"),
+    ('[source]\npath = "queue.mp4"\nmains_hz = 50\n', "source.mains_hz", "for a Pi camera", "the source is a recording"),
+    ('[source]\npath = "queue.mp4"\nwait_for_camera = true\n', "source.wait_for_camera", "for a camera or a stream",
+     "the source is a recording"),
+    ('[detector]\nkind = "haar"\nmin_score = 0.65\n', "detector.min_score", 'with detector.kind "blazeface"',
+     'detector.kind is "haar"'),
+    ('[status]\nuser = "boss"\n', "status.user", "with status.password set", "status.password is empty"),
+])
+def test_a_key_set_where_its_mode_does_not_read_it_is_named_with_the_mode_that_does(tmp_path, text, key, reads, now):
+    """min_confidence = 0.6 with the score "change" did nothing, and nothing said so."""
+    (said,) = unread(text, tmp_path)
+    assert said.startswith(f"Config key '{key}' = ") and f"is read only {reads}" in said and f"but {now}" in said
+
+
+def test_a_key_its_mode_reads_or_at_its_default_or_given_as_a_flag_is_not_named(tmp_path):
+    assert unread('[mood]\nscore = "votes"\nmin_confidence = 0.6\n', tmp_path) == []  # its mode
+    assert unread("[mood]\nmin_confidence = 0.4\nunhappy_above = 1.0\n", tmp_path) == []  # the defaults
+    assert unread('[detector]\nkind = "haar"\nmin_score = 0.5\n', tmp_path) == []  # haar's default
+    assert unread("[source]\nrealtime = true\n", tmp_path) == []  # no source yet: edge run --camera/--source gives it
+    assert unread("[source]\ncamera = 0\n", tmp_path, {"source.realtime": True}) == []  # a flag, not the file
+
+
+@pytest.mark.parametrize("overrides", [{}, {"source.camera": 0}, {"source.path": "queue.mp4"},
+                                       {"source.path": "rtsp://cam.local/live"}])
+def test_the_shipped_example_config_names_no_unread_key_whatever_the_source(tmp_path, overrides):
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parent.parent / "deploy" / "config.example.toml"
+    said: list[str] = []
+    load_config(example, overrides, unread=said)  # every key at its default
+    assert said == []
+
+
+def test_every_key_with_a_mode_is_a_config_key():
+    cfg = config.Config()
+    for key in config.MODE_KEYS:
+        table, name = key.split(".")
+        assert hasattr(getattr(cfg, table), name), key
+
+
+def test_edge_config_and_doctor_name_a_key_the_mode_does_not_read(tmp_path):
+    from edge.ops.doctor.config import check_config
+    from edge.ops.doctor.context import OK, WARN, DoctorSettings, _Context
+
+    path = tmp_path / "store.toml"
+    path.write_text("[mood]\nmin_confidence = 0.6\n")
+    r = run_cli("config", "--config", path)
+    assert r.returncode == 0 and tomllib.loads(r.stdout)["mood"]["min_confidence"] == 0.6  # warned, not refused
+    assert r.stderr.count("'mood.min_confidence' = 0.6 is read only with mood.score = \"votes\"") == 1, r.stderr
+    ctx = _Context(DoctorSettings(config=str(path)))
+    check_config(ctx)
+    rows = [(c.name, c.status) for c in ctx.checks]
+    assert rows == [("config", OK), ("config key", WARN)] and "mood.min_confidence" in ctx.checks[1].detail
+
+
+def test_edge_run_names_a_key_the_mode_does_not_read_once_in_its_startup_log(tmp_path, vga_video):
+    cfg = tmp_path / "store.toml"
+    cfg.write_text(f'[source]\npath = "{vga_video}"\nreopen_max_backoff_s = 10.0\n[status]\nenabled = false\n')
+    r = run_cli("run", "--config", cfg, "--max-frames", 2, env={"HOME": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    lines = [line for line in r.stderr.splitlines() if "'source.reopen_max_backoff_s'" in line]
+    assert len(lines) == 1 and "WARNING" in lines[0] and "the source is a recording" in lines[0], r.stderr
+
+
+def test_a_usb_camera_says_once_that_the_pi_camera_settings_do_nothing(monkeypatch, caplog):
+    """camera = 0 may be a Pi camera or a USB one, which only opening tells: a USB camera ignored
+    focus_m and mains_hz without a word."""
+    from edge.pipeline import sources
+
+    monkeypatch.setattr(sources.PiCamera, "available", staticmethod(lambda index: False))
+    monkeypatch.setattr(sources.OpenCVCamera, "_open", lambda self: None)
+    with caplog.at_level("WARNING", logger="edge.pipeline.sources"):
+        open_source(0, "", focus_m=2.5, mains_hz=50)
+        boot = open_source(0, "", wait_for_camera=True, mains_hz=60)
+        boot._open()
+        boot._open()  # reopened after an outage: not said again
+        open_source(0, "")  # nothing set: nothing to say
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2, said
+    assert said[0].startswith("Camera 0 is a USB camera") and "focus_m = 2.5 and mains_hz = 50" in said[0]
+    assert "[source] mains_hz = 60 is read by a Pi camera only" in said[1]

@@ -672,12 +672,16 @@ class BootCamera(LiveSource):
         self.asked_size, self.fps, self.pi_settings = (width, height), fps, (focus_m, mains_hz)
         self.inner: LiveSource | None = None
         self._pi: PiCamera | None = None  # kept from open to open: it says its focus once, not at every reopen
+        self._usb_said = False  # the same for a USB camera's unread Pi settings
 
     def _open(self):
         if PiCamera.available(self.args[0]):
             self._pi = inner = self._pi or PiCamera(*self.args, *self.pi_settings)
         else:
             inner = OpenCVCamera(*self.args)
+            if not self._usb_said and (said := usb_ignores(self.args[0], self.pi_settings)):
+                log.warning("%s.", said)
+            self._usb_said = True
         inner._open()
         self.inner = inner
 
@@ -745,8 +749,20 @@ def _source(camera, path, width, height, fps, every, max_backoff_s, realtime, wa
         live = PiCamera(camera, width, height, fps, max_backoff_s, *pi_settings)
     else:
         live = OpenCVCamera(camera, width, height, fps, max_backoff_s)
+        if said := usb_ignores(camera, pi_settings):
+            log.warning("%s.", said)
     live.wait_first = wait_for_camera
     return live
+
+
+def usb_ignores(index: int, pi_settings: tuple) -> str:
+    """What to say when camera `index` turned out a USB camera and the config sets what only a Pi
+    camera reads ([source] focus_m, mains_hz; config.MODE_KEYS has the rest of such keys); "" if none."""
+    given = [f"{key} = {value:g}" for key, value in zip(("focus_m", "mains_hz"), pi_settings) if value]
+    if not given:
+        return ""
+    return (f"Camera {index} is a USB camera, not a Pi camera: [source] {' and '.join(given)} is read by a Pi camera "
+            "only, so it has no effect; remove the line (a USB camera's own controls: v4l2-ctl --list-ctrls)")
 
 
 def _recording(path: str, fps: float, every: int) -> Source:

@@ -67,8 +67,9 @@ def check_config(ctx: _Context):
     said = (f"; `~` in it is {ctx.home}, the service's HOME (from {UNIT_FILE}; {STATE_DIR} where that sets none), "
             "not this user's") if service else ""
     overrides = {"model.path": ctx.s.model} if ctx.s.model else {}
+    unread: list[str] = []
     try:
-        cfg = load_config(ctx.s.config, overrides)
+        cfg = load_config(ctx.s.config, overrides, unread=unread)
     except (UserError, OSError) as exc:
         # the file named may be one the config points at (its spool under the service's own folder)
         why = str(exc) if isinstance(exc, UserError) else \
@@ -79,6 +80,8 @@ def check_config(ctx: _Context):
             cfg.model.path = ctx.s.model
         return cfg
     ctx.add("config", OK, (f"{ctx.s.config} loads" if ctx.s.config else "no --config: the built-in defaults") + said)
+    for line in unread:
+        ctx.add("config key", WARN, line)
     if verdict := service_paths_verdict(cfg, ctx.s.config, ETC_DIR, STATE_DIR, ctx.home or None):
         ctx.add("service paths", *verdict)
     return cfg
