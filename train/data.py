@@ -391,7 +391,8 @@ def warn_absent_classes(ds: Dataset, split: Split, name: str, held_out: str | No
     place = (f"the {name} rows of {ds.source}" if ds.layout == "fer2013-csv" else
              str(Path(ds.source) / parts[0]) if len(parts) > 2 else ds.source)
     them, names = "it" if len(absent) == 1 else "them", ", ".join(absent)
-    where = f"the validation images ({held_out}) have" if held_out else f"{place} has"
+    where = (f"the validation images ({held_out}) have" if held_out else
+             f"{place} {'have' if ds.layout == 'fer2013-csv' else 'has'}")  # the rows have, a folder has
     print(f"WARNING: {where} no image of {names}, so the report scores {them} on nothing (support 0); add images of "
           f"{names} to {place} to measure {them}.", file=sys.stderr, flush=True)
 
