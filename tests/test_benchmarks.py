@@ -332,6 +332,26 @@ def test_peer_files_come_from_the_wheel_without_installing(peer_args):
     assert probs.shape == (3, len(LABELS)) and np.allclose(probs.sum(1), 1, atol=1e-3)
 
 
+@pytest.mark.parametrize("inside", ["bench", "."])
+def test_accuracy_refuses_an_out_inside_its_data_as_train_and_convert_do(shipped_model, tmp_path, cache_env, inside,
+                                                                         capsys):
+    """--out inside --data wrote a folder of JSON and PNGs there, which the next `edge eval` or
+    `edge train` on that dataset took for a split or class folder (or its images for loose ones)."""
+    from benchmarks import accuracy
+    from tests.conftest import write_class_folders
+    from train.data import check_out_outside_data
+
+    data = tmp_path / "ds"
+    write_class_folders(data / "val", 1)
+    out = data / inside
+    assert accuracy.main([str(shipped_model), "--data", str(data), "--no-peer", "--out", str(out)]) == 2
+    with pytest.raises(UserError) as refused:
+        check_out_outside_data(out, data)  # the same sentence as theirs
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == f"error: {refused.value}"
+    assert [p.name for p in data.iterdir()] == ["val"]
+
+
 def test_accuracy_on_a_folder_without_images_is_one_error(shipped_model, tmp_path, capsys):
     from benchmarks import accuracy
 

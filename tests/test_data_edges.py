@@ -65,6 +65,58 @@ def test_eval_with_votes_found_beside_that_give_no_majority_scores_the_folder_la
     assert f"Not scoring against the FER+ majority: {votes} (found beside the data)" in capsys.readouterr().err
 
 
+BROKEN_VOTES = {  # what a votes file found beside the data may be: its text from a good one's
+    "bad header": lambda text: text.replace("anger", "angr", 1),
+    "non-numeric votes": lambda text: text.replace(",10,", ",ten,", 1),
+    "truncated": lambda text: text[: text.rindex(",", 0, len(text) - 30)],  # a copy stopped mid-row
+}
+
+
+@pytest.mark.parametrize("broken", BROKEN_VOTES)
+def test_eval_with_a_broken_votes_file_found_beside_scores_the_folder_labels_and_says_so(broken, shipped_model,
+                                                                                         tmp_path, cache_env, capsys):
+    """A votes file nobody named was dropped without a word when it could not be read, so the report
+    passed for one of a dataset without votes; named with --votes, the same file is refused."""
+    from train.evaluate import evaluate
+
+    data = tmp_path / "ds"
+    write_class_folders(data / "val", 1)
+    votes = write_votes(data / "ferplus_votes.csv", [vote_row(f"val/{c}/0000.png", happiness=10) for c in LABELS])
+    assert "ferplus_majority" in evaluate(str(shipped_model), str(data))
+    votes.write_text(BROKEN_VOTES[broken](votes.read_text()))
+    capsys.readouterr()
+    rep = evaluate(str(shipped_model), str(data))
+    assert "ferplus_majority" not in rep and rep["images"] == len(LABELS)
+    with pytest.raises(UserError) as refused:
+        read_votes(votes)
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("WARNING")]
+    assert line == ("WARNING: only the folder labels are scored, not the FER+ majority: the votes file found beside the "
+                    f"data is ignored, as {str(refused.value).rstrip('.')}; fix or replace that file to score the "
+                    "FER+ majority too.")
+    assert str(votes) in line
+    with pytest.raises(UserError, match=re.escape(str(refused.value))):
+        evaluate(str(shipped_model), str(data), votes=str(votes))
+
+
+def test_eval_names_the_classes_with_no_image_in_the_split_it_scores(shipped_model, tmp_path, cache_env, capsys):
+    """A dataset without a disgust/ folder in val, and an empty fear/, showed only support 0 in
+    their rows, easily read as classes the model never gets right."""
+    from train.evaluate import evaluate
+
+    data = tmp_path / "ds"
+    write_class_folders(data / "val", 1, names=[c for c in LABELS if c not in ("disgust", "fear")])
+    (data / "val" / "fear").mkdir()
+    capsys.readouterr()
+    rep = evaluate(str(shipped_model), str(data))
+    assert rep["per_class"]["disgust"]["support"] == rep["per_class"]["fear"]["support"] == 0
+    val = data / "val"
+    assert (f"WARNING: {val} has no image of disgust, fear, so the report scores them on nothing (support 0); add "
+            f"images of disgust, fear to {val} to measure them.") in capsys.readouterr().err.splitlines()
+    write_class_folders(data / "val", 1)
+    evaluate(str(shipped_model), str(data))
+    assert "no image of" not in capsys.readouterr().err
+
+
 def test_bench_accuracy_with_votes_that_give_no_image_a_majority_is_one_sentence(tied, shipped_model, tmp_path, capsys):
     data, votes = tied
     assert _bench(shipped_model, data, votes, tmp_path / "out") == 2

@@ -1227,11 +1227,26 @@ def test_history_with_a_torn_last_row_reads_the_whole_ones_and_a_bad_middle_row_
         val_accuracies(h)
 
 
+def train_until_built(monkeypatch, data: str, out: str) -> None:
+    """Run `edge train` up to where the model would be built: its notes on the data come before."""
+    from train.trainer import TrainSettings, run
+
+    class Built(Exception):
+        pass
+
+    def build(*args, **kwargs):
+        raise Built
+
+    monkeypatch.setattr(archs, "build", build)
+    with pytest.raises(Built):
+        run(TrainSettings(data=data, out=out, epochs=1, batch_size=4))
+
+
 def test_a_class_no_training_target_has_is_named(tmp_path, cache_env, capsys, monkeypatch):
     """A dataset without some class folders trains a model of all seven outputs; the classes it
     cannot learn are named before training, not discovered on the Pi."""
     from tests.conftest import write_class_folders
-    from train.trainer import TrainSettings, run, unlearned_classes
+    from train.trainer import unlearned_classes
 
     targets = np.eye(len(LABELS))[[0, 3, 4, 5, 6]]
     assert unlearned_classes(targets) == ["disgust", "fear"]
@@ -1239,18 +1254,31 @@ def test_a_class_no_training_target_has_is_named(tmp_path, cache_env, capsys, mo
     soft[0, 1] = 0.1  # a vote for disgust: the class is in the targets
     assert unlearned_classes(soft) == ["fear"]
     data = write_class_folders(tmp_path / "five", 10, seed=6, names=[n for n in LABELS if n not in ("disgust", "fear")])
-
-    class Built(Exception):
-        pass
-
-    def build(*args, **kwargs):  # stop where the model would be built: the note comes before
-        raise Built
-
-    monkeypatch.setattr(archs, "build", build)
-    with pytest.raises(Built):
-        run(TrainSettings(data=str(data), out=str(tmp_path / "r"), epochs=1, batch_size=4))
+    train_until_built(monkeypatch, str(data), str(tmp_path / "r"))
     err = capsys.readouterr().err
     assert "WARNING: no training image of disgust, fear in" in err and "cannot learn those classes" in err
+
+
+@pytest.mark.parametrize("held_out", [False, True])
+def test_training_names_the_classes_its_validation_images_lack(tmp_path, monkeypatch, capsys, cache_env, held_out):
+    """A val/ without disgust (or a class too small to have 10% of it held out) showed only support 0 in
+    metrics.json; it is named before training, with the folder to add images to."""
+    from tests.conftest import write_class_folders
+
+    data = tmp_path / "ds"
+    if held_out:  # class folders only: 10% of each class is held out, none of 2 disgust images
+        write_class_folders(data, 10, seed=6, names=[n for n in LABELS if n != "disgust"])
+        write_class_folders(data, 2, seed=7, names=["disgust"])
+        want = (f"WARNING: the validation images (stratified 10% of train, seed 1234) have no image of disgust, so the "
+                f"report scores it on nothing (support 0); add images of disgust to {data} to measure it.")
+    else:
+        write_class_folders(data / "train", 4, seed=6)
+        write_class_folders(data / "val", 2, seed=7, names=[n for n in LABELS if n != "disgust"])
+        want = (f"WARNING: {data / 'val'} has no image of disgust, so the report scores it on nothing (support 0); "
+                f"add images of disgust to {data / 'val'} to measure it.")
+    train_until_built(monkeypatch, str(data), str(tmp_path / "r"))
+    err = capsys.readouterr().err.splitlines()
+    assert want in err and "no training image" not in "".join(err)
 
 
 @pytest.mark.parametrize("finished_epoch", [False, True])

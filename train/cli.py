@@ -169,7 +169,8 @@ def interrupted(s, signame: str = "SIGINT") -> int:
 @click.option("--json", "as_json", is_flag=True, help="Print the evaluation as JSON.")
 @click.option("--raw", is_flag=True, help="Skip the card's temperature (uncalibrated probabilities).")
 @click.option("--votes", default=None, callback=not_empty, help="FER+ votes CSV for the FER+ majority score (default: ferplus_votes.csv "
-              "beside or above --data, if any).")
+              "beside or above --data, if any; one found there that cannot be read is a warning and the folder labels "
+              "only, one given here an error).")
 @click.option("--degrade", default=None, metavar="SIDES",
               help="Also score the split shrunk to these face sizes and scaled back up, e.g. 40,32,24.")
 def eval_cmd(model_arg, model_opt, data, split, as_json, raw, votes, degrade):

@@ -379,6 +379,24 @@ def train_val(ds: Dataset, val_fraction: float = 0.1, seed: int = 1234) -> tuple
     return rest, held, f"stratified {val_fraction:.0%} of train, seed {seed}"
 
 
+def warn_absent_classes(ds: Dataset, split: Split, name: str, held_out: str | None = None) -> None:
+    """Name the classes without an image in the split a report scores (a store's dataset with no
+    disgust/ folder, or an empty one) and where they are missing: the report's row for each says
+    only support 0, easily read as a class the model never gets right. held_out: how the split
+    was held out of split `name` (then a class needs more images there)."""
+    absent = [c for c, n in zip(LABELS, split.counts()) if n == 0]
+    if not absent or not len(split):
+        return
+    parts = Path(split.names[0]).parts  # split/class/file, class/file, or a CSV's row
+    place = (f"the {name} rows of {ds.source}" if ds.layout == "fer2013-csv" else
+             str(Path(ds.source) / parts[0]) if len(parts) > 2 else ds.source)
+    them, names = "it" if len(absent) == 1 else "them", ", ".join(absent)
+    where = (f"the validation images ({held_out}) have" if held_out else
+             f"{place} {'have' if ds.layout == 'fer2013-csv' else 'has'}")  # the rows have, a folder has
+    print(f"WARNING: {where} no image of {names}, so the report scores {them} on nothing (support 0); add images of "
+          f"{names} to {place} to measure {them}.", file=sys.stderr, flush=True)
+
+
 def eval_split(ds: Dataset, which: str | None = None, warn: bool = True) -> tuple[Split, str]:
     """The split `edge eval` measures: the named one, else the first of EVAL_ORDER the dataset has;
     `warn`: say so when that is the train split (edge convert says more in its own words)."""

@@ -16,9 +16,9 @@ from edge.card import INT8_MODEL, refuse_failed_conversion
 from edge.errors import UserError
 from edge.labels import columns_in_label_order
 from edge.metrics import classification_report
-from edge.paths import expand_path, not_a_file
+from edge.paths import check_readable, expand_path, not_a_file
 from edge.models import default_model_path
-from train.data import EVAL_ORDER, eval_split, load_dataset
+from train.data import EVAL_ORDER, eval_split, load_dataset, warn_absent_classes
 
 
 def model_file(path: Path, what: str) -> Path:
@@ -40,18 +40,28 @@ def model_file(path: Path, what: str) -> Path:
 def _read_split(data: str, size: int, split: str | None):
     """Only the scored split is decoded: (split, its name, its files or rows that could not be read)."""
     ds = load_dataset(data, size=size, only_split=split or EVAL_ORDER)
-    return (*eval_split(ds, split), ds.summary()["skipped"])
+    sp, name = eval_split(ds, split)
+    warn_absent_classes(ds, sp, name)
+    return sp, name, ds.summary()["skipped"]
 
 
 def load_votes(data: str, votes: str | None, required: bool = False):
-    """The FER+ votes for `data`: the given file, else one found beside it, else None."""
-    from train.votes import find_votes, read_votes
+    """The FER+ votes for `data`: the given file, else one found beside it, else None. A file
+    found but unusable is a warning, not an error (nobody asked for it), but never silent: a
+    report without its FER+ figures must not pass for one of a dataset that has no votes."""
+    from train.votes import find_votes, read_votes, votes_beside
 
-    try:
+    if votes or required:
         return read_votes(find_votes(data, votes))
-    except UserError:
-        if votes or required:
-            raise
+    if (found := votes_beside(data)) is None:
+        return None
+    try:
+        check_readable(found, "Votes file")
+        return read_votes(found)
+    except UserError as exc:
+        print(f"WARNING: only the folder labels are scored, not the FER+ majority: the votes file found beside the "
+              f"data is ignored, as {str(exc).rstrip('.')}; fix or replace that file to score the FER+ majority too.",
+              file=sys.stderr, flush=True)
         return None
 
 

@@ -17,7 +17,7 @@ from edge.paths import check_out_folder
 from train.augment import AugmentConfig, augment_batch, mix_batch
 from train.callbacks import (Diverged, backup_callback, best_checkpoint, diverged_error, early_stopping, epoch_sync,
                              stop_on_divergence, timing_callback)
-from train.data import FER2013_SIZE, Split, load_dataset, train_val
+from train.data import FER2013_SIZE, Split, load_dataset, train_val, warn_absent_classes
 from train.keras_io import import_keras
 from train.provenance import record_command, record_versions
 from train.resume import check_label_files, discard_first_epoch, finished, never_trained, resume_settings
@@ -180,6 +180,8 @@ def _run(s: TrainSettings, resume: bool, command: list[str] | None, given: dict[
 
     keras.utils.set_random_seed(s.seed)
     tr_all, va, val_source = train_val(ds, s.val_fraction, s.seed)
+    own_val = va is ds.splits.get("val")
+    warn_absent_classes(ds, va, "val" if own_val else "train", held_out=None if own_val else val_source)
     tr, tr_y, va_fit, va_y, label_info = targets(s, tr_all, va)
     if s.teacher:  # validation keeps the ground truth: the teacher only shapes what is learned
         from train.teacher import distill

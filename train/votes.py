@@ -43,13 +43,18 @@ def find_votes(data: str | Path, votes: str | Path | None) -> Path:
             raise UserError(f"Votes file {p} {why}; pass --votes PATH to ferplus_votes.csv.")
         check_readable(p, "Votes file")
         return p
-    data = Path(data).resolve()
-    for folder in (data, *list(data.parents)[:2]):
-        if (folder / VOTES_FILE).is_file():
-            check_readable(folder / VOTES_FILE, "Votes file")
-            return folder / VOTES_FILE
+    if found := votes_beside(data):
+        check_readable(found, "Votes file")
+        return found
     raise UserError(f"FER+ labels need the votes file: pass --votes PATH ({VOTES_FILE} was not found in {data} "
                     "or the two folders above it).")
+
+
+def votes_beside(data: str | Path) -> Path | None:
+    """ferplus_votes.csv in the data folder or one of the two above it (as fer2013.tar.gz and
+    the votes file sit side by side), else None."""
+    data = Path(data).resolve()
+    return next((f / VOTES_FILE for f in (data, *list(data.parents)[:2]) if (f / VOTES_FILE).is_file()), None)
 
 
 def read_votes(path: str | Path) -> Votes:
