@@ -188,12 +188,11 @@ def repair_advice(path, advice: str) -> str:
     """What to do about a model or card that cannot be used: `advice` (convert it again), except
     in the folder install.sh puts the model in on a Pi, whose reader (a store's IT person) has no
     training setup: there, reinstall the bundle, which puts its model and card back."""
-    from edge.ops.bundle import INSTALL_PREFIX, MODEL_DIR  # lazily: that module imports this one
+    from edge.ops.bundle import MODEL_DIR, reinstall_bundle  # lazily: that module imports this one
 
     if Path(path).parent != Path(MODEL_DIR):
         return advice
-    return (f"reinstall the bundle, which puts its model and card back: sudo {INSTALL_PREFIX}/bundle/install.sh "
-            "(where that folder is missing, run install.sh from the bundle's .tar.gz again)")
+    return f"reinstall the bundle, which puts its model and card back: {reinstall_bundle()}"
 
 
 def refuse_failed_conversion(folder: Path, what: str) -> None:

@@ -278,6 +278,11 @@ def test_no_blazeface_model_installed_says_how_to_get_one(monkeypatch):
     monkeypatch.setattr(bf, "find_model", lambda name: None)
     with pytest.raises(UserError, match=r"reinstall queue-mood.*\[detector\] model"):
         create_detector("blazeface")
+    # on a Pi, the bundle's install.sh: a pip install there would replace apt's numpy and OpenCV
+    monkeypatch.setattr(bf, "PACKAGED_DIR", "/opt/queue-mood/venv/lib/python3.11/site-packages/edge/pipeline/"
+                                            "detectors/models")
+    with pytest.raises(UserError, match=r"reinstall the bundle.*/opt/queue-mood/bundle/install.sh.*\[detector\] model"):
+        create_detector("blazeface")
 
 
 def test_bad_variant_and_unknown_detector_are_user_errors():

@@ -77,6 +77,22 @@ class BundleResult:
     size_bytes: int = 0
 
 
+def reinstall_bundle() -> str:
+    """The command that puts back what install.sh installed on a Pi (the package, model, detector):
+    the kept bundle's install.sh, run again."""
+    return (f"sudo {INSTALL_PREFIX}/bundle/install.sh (where that folder is missing, run install.sh from the bundle's "
+            ".tar.gz again)")
+
+
+def package_repair_advice(path) -> str:
+    """What to do about a file of the installed package that is missing or unreadable (`path`):
+    on a Pi that install.sh set up, reinstall the bundle (a pip install there would bring wheels
+    in place of apt's numpy and OpenCV); elsewhere reinstall the package with pip."""
+    if Path(path).resolve().is_relative_to(INSTALL_PREFIX):
+        return f"reinstall the bundle, which puts the package's files back: {reinstall_bundle()}"
+    return "reinstall queue-mood: pip install --force-reinstall 'queue-mood[edge]'"
+
+
 def default_source() -> Path:
     return Path(__file__).resolve().parents[2]
 
