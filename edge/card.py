@@ -189,18 +189,12 @@ def repair_advice(path, advice: str) -> str:
     again), except in the folder install.sh puts the model in on a Pi (whatever its PREFIX), whose
     reader (a store's IT person) has no training setup: there, reinstall the bundle, which puts
     its model and card back."""
-    from edge.ops.bundle import INSTALL_PREFIX, installed_prefix  # lazily: that module imports this one
+    from edge.ops.bundle import installed_prefix, reinstall_bundle  # lazily: that module imports this one
 
     prefix = installed_prefix(Path(path).parent)
     if prefix is None:
         return advice
-    if prefix == Path(INSTALL_PREFIX):
-        return (f"reinstall the bundle, which puts its model and card back: sudo {prefix}/bundle/install.sh "
-                "(where that folder is missing, run install.sh from the bundle's .tar.gz again)")
-    # install.sh takes its PREFIX from the environment, not from where it lies
-    return (f"reinstall the bundle, which puts its model and card back: sudo PREFIX={prefix} {prefix}/bundle/install.sh, "
-            "adding the ETC_DIR, STATE_DIR and UNIT_DIR the first install was given, if any (where that folder is "
-            "missing, run install.sh from the bundle's .tar.gz again, the same way)")
+    return f"reinstall the bundle, which puts its model and card back: {reinstall_bundle(prefix)}"
 
 
 def refuse_failed_conversion(folder: Path, what: str) -> None:

@@ -344,11 +344,13 @@ class StatusConfig:
         for key in ("token", "metrics_token"):
             value = getattr(self, key)
             _check(not value or (len(value) >= 16 and re.fullmatch(r"[A-Za-z0-9._~-]+", value)), f"{p}.{key}",
-                   "(hidden)", "at least 16 letters, digits or -._~ (it travels in a link, a cookie or a header), "
-                   "e.g. from: python3 -c 'import secrets; print(secrets.token_urlsafe(24))'")
-        _check(not self.token or self.token != self.metrics_token, f"{p}.metrics_token", "(hidden)",
-               f"a token of its own, not {p}.token: head office's, the same on every Pi, would open every page")
-        _check(not self.password or len(self.password) >= 8, f"{p}.password", "(hidden)", "at least 8 characters")
+                   value, "at least 16 letters, digits or -._~ (it travels in a link, a cookie or a header), "
+                   "e.g. from: python3 -c 'import secrets; print(secrets.token_urlsafe(24))'", "(hidden)")
+        _check(not self.token or self.token != self.metrics_token, f"{p}.metrics_token", self.metrics_token,
+               f"a token of its own, not {p}.token: head office's, the same on every Pi, would open every page",
+               "(hidden)")
+        _check(not self.password or len(self.password) >= 8, f"{p}.password", self.password, "at least 8 characters",
+               "(hidden)")
         _check(len(self.alert_advice) <= 200, f"{p}.alert_advice", self.alert_advice[:40] + "…",
                "one sentence of at most 200 characters")
         _check(0 < self.idle_timeout_s < 3600, f"{p}.idle_timeout_s", self.idle_timeout_s, "seconds in (0, 3600)")
@@ -510,7 +512,7 @@ SECRET_TABLES = {"headers"}  # every value in these tables is a secret too (a we
 HIDDEN_SECRET = "<hidden: --show-secrets prints it>"
 
 
-def _shown(where: str, value) -> str:
+def shown_value(where: str, value) -> str:
     """A bad value as an error shows it (the journal, a pasted report): "(hidden)" for a secret
     key's, and for one of the wrong shape that holds a secret as `edge config` finds them (an
     array of tables with a token, a URL with credentials in a list, argv written as one string)."""
@@ -595,7 +597,7 @@ def _not_a_table(path: str, value) -> ConfigError:
     # [[x]] (an array of tables, a second webhook added the way a second table is) reads as a list
     fix = (f"write [{path}] with single brackets, once" if isinstance(value, list) and value
            and all(isinstance(x, dict) for x in value) else f"write [{path}] on a line of its own, its keys below it")
-    return ConfigError(f"Config key '{path or '(top)'}' must be a table, got {_shown(path, value)}; {fix}.")
+    return ConfigError(f"Config key '{path or '(top)'}' must be a table, got {shown_value(path, value)}; {fix}.")
 
 
 def build(cls, data: dict, path: str = "", folder: Path | None = None, as_given: frozenset = frozenset()):
@@ -631,16 +633,17 @@ def build(cls, data: dict, path: str = "", folder: Path | None = None, as_given:
             kwargs[name] = build(target, value, where, folder, as_given)
         elif any(_type_ok(value, t) for t in options):
             if target is float and not math.isfinite(value):
-                raise ConfigError(f"Config key '{where}' has the bad value {_shown(where, value)}; expected a finite number.")
+                raise ConfigError(f"Config key '{where}' has the bad value {shown_value(where, value)}; "
+                                  "expected a finite number.")
             if fields[name].metadata.get("file") and (unset := unset_vars(value)):
                 raise ConfigError(f"Config key '{where}' uses the environment variable {unset[0]}, which is not set "
-                                  f"here ({_shown(where, value)}); set it where edge runs (for the service, an "
+                                  f"here ({shown_value(where, value)}); set it where edge runs (for the service, an "
                                   "Environment= line in its unit) or write the path out.")
             if folder is not None and fields[name].metadata.get("file") and where not in as_given:
                 value = from_folder(value, folder)
             kwargs[name] = float(value) if target is float else value
         else:
-            raise ConfigError(f"Config key '{where}' has the bad value {_shown(where, value)}; "
+            raise ConfigError(f"Config key '{where}' has the bad value {shown_value(where, value)}; "
                               f"expected {_describe(target, fields[name].metadata.get('items'))}"
                               f"{_unquoted(value, target)}.")
     return cls(**kwargs)

@@ -17,10 +17,12 @@ class ConfigError(UserError):
     pass
 
 
-def check(cond: bool, path: str, value, allowed: str) -> None:
-    """One sentence naming the config key, its bad value and what is allowed."""
+def check(cond: bool, path: str, value, allowed: str, shown: str | None = None) -> None:
+    """One sentence naming the config key, its bad value and what is allowed; `shown`: the value as
+    the sentence shows it, where its repr would print a secret ("(hidden)", config.shown_value)."""
     if not cond:
-        raise ConfigError(f"Config key '{path}' has the bad value {value!r}; allowed: {allowed}.")
+        raise ConfigError(f"Config key '{path}' has the bad value {repr(value) if shown is None else shown}; "
+                          f"allowed: {allowed}.")
 
 
 def check_range(value, lo, hi, path: str, what: str = "a number", lo_open: bool = False) -> None:

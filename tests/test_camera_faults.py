@@ -528,6 +528,15 @@ def on_a_fake_clock(monkeypatch, source: LiveSource) -> list[float]:
     return now
 
 
+def grab_until_stopped(source: LiveSource, caplog) -> list[str]:
+    """Runs source's grabber until the source stops it; the lines it logged at WARNING."""
+    with caplog.at_level(logging.WARNING, logger="edge.pipeline.sources"):
+        source.__enter__()
+        source._thread.join(30)
+        source._stop.set()
+    return [r.getMessage() for r in caplog.records if r.name == "edge.pipeline.sources"]
+
+
 def test_a_stream_that_stalls_after_each_reconnect_is_a_few_journal_lines_a_minute(monkeypatch, caplog):
     """A stream that sends a frame after each reconnect and then nothing (measured: an MJPEG camera
     stalling after its first frames) logged 'read failed', 'stopped delivering' and 'delivers frames
@@ -552,12 +561,8 @@ def test_a_stream_that_stalls_after_each_reconnect_is_a_few_journal_lines_a_minu
 
     cam = Stalling()
     now = on_a_fake_clock(monkeypatch, cam)
-    with caplog.at_level(logging.WARNING, logger="edge.pipeline.sources"):
-        cam.__enter__()
-        cam._thread.join(30)
-        cam._stop.set()
+    said = grab_until_stopped(cam, caplog)
     minutes = (now[0] - 1000.0) / 60
-    said = [r.getMessage() for r in caplog.records if r.name == "edge.pipeline.sources"]
     assert cam.reopens >= 100 and minutes > 5  # 100 outages of some 3.6 s each
     assert len(said) <= 3 * (minutes + 1), len(said)  # was: 3 lines per outage, 300
     assert "were not logged: it keeps dropping out" in "\n".join(said)
@@ -584,8 +589,38 @@ def test_a_source_gone_for_good_after_coming_and_going_is_still_said(monkeypatch
 
     cam = Dying(max_backoff_s=5.0)
     now = on_a_fake_clock(monkeypatch, cam)
-    with caplog.at_level(logging.WARNING, logger="edge.pipeline.sources"):
-        cam.__enter__()
-        cam._thread.join(30)
-        cam._stop.set()
-    assert "reads have failed for 60 s" in caplog.text
+    assert "reads have failed for 60 s" in "\n".join(grab_until_stopped(cam, caplog))
+
+
+def test_a_camera_waited_for_from_the_start_is_one_journal_line_and_a_later_outage_is_said_in_full(monkeypatch,
+                                                                                                   caplog):
+    """The service (--wait-for-camera) with its camera unplugged at boot logged four WARNING lines
+    at once that each said it was missing: 'Cannot open ... Waiting for it', 'read failed', 'stopped
+    delivering frames' and 'reopening ... failed: Cannot open ...' again. One says it; its end is
+    said, and an outage once the camera has been there is said as before."""
+    class Unplugged(LiveSource):
+        fresh = False
+
+        def _open(self):
+            if self.reopens < 3:  # plugged in at the third reopen
+                raise UserError("Cannot open test camera: check the cable.")
+            self.fresh = True
+
+        def _read(self):
+            now[0] += 0.1
+            if self.fresh and now[0] < 1100:  # frames for a while, then out once more
+                return np.zeros((4, 4, 3), np.uint8)
+            if self.reopens >= 5:
+                self._stop.set()
+            return None
+
+        def describe(self):
+            return "test camera"
+
+    cam = Unplugged()
+    cam.wait_first = True
+    now = on_a_fake_clock(monkeypatch, cam)
+    said = grab_until_stopped(cam, caplog)
+    assert "Cannot open test camera: check the cable. Waiting for it" in said[0]
+    assert "test camera delivers frames again after" in said[1], said  # was: 3 more lines saying it was missing
+    assert "test camera: read failed (no frame)" in said[2] and "stopped delivering" in said[3], said

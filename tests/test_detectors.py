@@ -276,7 +276,13 @@ def test_no_blazeface_model_installed_says_how_to_get_one(monkeypatch):
     import edge.pipeline.detectors.blazeface as bf
 
     monkeypatch.setattr(bf, "find_model", lambda name: None)
-    with pytest.raises(UserError, match=r"reinstall queue-mood.*\[detector\] model"):
+    # from a checkout: queue-mood is on no index, so `pip install --force-reinstall queue-mood` finds nothing
+    with pytest.raises(UserError, match=r"restore it in the checkout .*pip install -e .*\[detector\] model"):
+        create_detector("blazeface")
+    # on a Pi, the bundle's install.sh: a pip install there would replace apt's numpy and OpenCV
+    monkeypatch.setattr(bf, "PACKAGED_DIR", "/opt/queue-mood/venv/lib/python3.11/site-packages/edge/pipeline/"
+                                            "detectors/models")
+    with pytest.raises(UserError, match=r"reinstall the bundle.*/opt/queue-mood/bundle/install.sh.*\[detector\] model"):
         create_detector("blazeface")
 
 
@@ -341,7 +347,8 @@ def test_haar_cascade_advice_fits_where_opencv_came_from():
     apt = cascade_hint(SimpleNamespace())  # Debian's cv2 has no cv2.data
     assert "sudo apt install opencv-data" in apt and "pip" not in apt  # no OpenCV wheel in a Pi's venv
     wheel = cascade_hint(SimpleNamespace(data=SimpleNamespace(haarcascades="/x")))
-    assert "queue-mood[opencv]" in wheel and "apt" not in wheel
+    # the wheel by name: queue-mood is on no index, so a forced reinstall of queue-mood[opencv] fails
+    assert "opencv-python-headless" in wheel and "queue-mood" not in wheel and "apt" not in wheel
 
 
 def test_not_a_blazeface_model_is_a_user_error(tmp_path):

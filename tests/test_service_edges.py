@@ -291,6 +291,30 @@ def test_a_status_port_held_at_the_start_is_tried_again_and_the_page_comes_up(tm
     assert len(said) == 1 and "tries again" in said[0].getMessage()
 
 
+def test_a_page_file_missing_from_the_install_is_named_with_the_reinstall_not_as_a_port_that_cannot_listen(
+        monkeypatch, caplog, tmp_path):
+    """A web/*.js deleted from the installed package read "cannot listen on 127.0.0.1:8765 (No such
+    file or directory)": the IT person looked for a port problem that was not there."""
+    from edge.config import StatusConfig
+    from edge.ops.bundle import package_repair_advice
+    from edge.service import app, status
+
+    monkeypatch.setitem(status.ASSETS, "/static/gone.js", ("gone.js", "text/javascript; charset=utf-8"))
+    with caplog.at_level(logging.WARNING, logger="edge"):
+        assert app._start_status_server(Stats("rt", "m", "v"), StatusConfig(port=0)) is None
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1 and "cannot listen" not in said[0], said
+    assert "web/gone.js cannot be read (No such file or directory)" in said[0] and "pip install" in said[0]
+    on_the_pi = package_repair_advice("/opt/queue-mood/venv/lib/python3.11/site-packages/edge/service/web/app.js")
+    assert "sudo /opt/queue-mood/bundle/install.sh" in on_the_pi and "pip" not in on_the_pi
+    # an install under another PREFIX (known by the MANIFEST.json install.sh leaves beside model/)
+    prefix = tmp_path / "qm"
+    (prefix / "model").mkdir(parents=True)
+    (prefix / "MANIFEST.json").write_text("{}")
+    elsewhere = package_repair_advice(prefix / "venv/lib/python3.11/site-packages/edge/service/web/app.js")
+    assert f"sudo PREFIX={prefix} {prefix}/bundle/install.sh" in elsewhere and "pip" not in elsewhere
+
+
 def test_a_second_edge_run_on_a_held_spool_is_refused_before_the_camera_in_one_sentence(tmp_path, shipped_model):
     """`sudo edge run` by hand while the service runs: both would deliver and delete each other's
     spooled events. The second is one sentence and exit 2, the first's spool untouched, and the

@@ -93,6 +93,34 @@ class BundleResult:
     size_bytes: int = 0
 
 
+def reinstall_bundle(prefix=INSTALL_PREFIX) -> str:
+    """The command that puts back what install.sh installed into `prefix` (the package, model,
+    detector): the kept bundle's install.sh, run again."""
+    if Path(prefix) == Path(INSTALL_PREFIX):
+        return (f"sudo {prefix}/bundle/install.sh (where that folder is missing, run install.sh from the bundle's "
+                ".tar.gz again)")
+    # install.sh takes its PREFIX from the environment, not from where it lies
+    return (f"sudo PREFIX={prefix} {prefix}/bundle/install.sh, adding the ETC_DIR, STATE_DIR and UNIT_DIR the first "
+            "install was given, if any (where that folder is missing, run install.sh from the bundle's .tar.gz again, "
+            "the same way)")
+
+
+def package_repair_advice(path) -> str:
+    """What to do about a file of the installed package that is missing or unreadable (`path`):
+    on a Pi that install.sh set up, reinstall the bundle (a pip install there would bring wheels
+    in place of apt's numpy and OpenCV); elsewhere reinstall from the checkout (queue-mood is
+    not on PyPI: a bare `pip install queue-mood` would find nothing, or someone else's)."""
+    path = Path(path).resolve()
+    prefix = next((p for p in path.parents if installed_prefix(p / Path(MODEL_DIR).name) == p), None)
+    if prefix is not None:
+        return f"reinstall the bundle, which puts the package's files back: {reinstall_bundle(prefix)}"
+    source = default_source()
+    if (source / "pyproject.toml").is_file():
+        return (f"restore it in the checkout edge runs from ({source}: git checkout -- edge), then pip install -e "
+                f"'{source}[edge]'")
+    return "reinstall queue-mood from the checkout or wheel it came from (pip install --force-reinstall PATH)"
+
+
 def default_source() -> Path:
     return Path(__file__).resolve().parents[2]
 

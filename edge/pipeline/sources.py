@@ -298,6 +298,7 @@ class LiveSource(Source):
         except UserError as exc:
             if not self.wait_first:
                 raise  # the first open fails loudly: a missing camera is a user error
+            self.outages.start()  # this line is the outage's start: the grabber's own start lines are left unsaid
             log.warning("%s Waiting for it: reported down, and opened again with back-off (at most %g s apart).",
                         exc, self.max_backoff_s)
         self._thread = threading.Thread(target=self._grab_loop, name="frame-grabber", daemon=True)
@@ -312,6 +313,11 @@ class LiveSource(Source):
         # first reason, and once when it ends, with what it cost; in between reads and
         # reopens are counted (reopens after the first are logged at DEBUG).
         failed_since, failures, attempts = None, 0, 0
+        # Not open yet: an outage __enter__ already said, with its reason; its first read, stop and
+        # reopen, which would only say that again, are logged at DEBUG like the reopens after them.
+        waited = not self._opened
+        if waited:
+            failed_since = time.monotonic()
         while not self._stop.is_set():
             try:
                 img, why = self._device(self._read), "no frame"
@@ -325,7 +331,7 @@ class LiveSource(Source):
                     log.log(self.outages.level, "%s delivers frames again after %d failed reads and %d reopen "
                             "attempts in %.0f s%s", self.describe(), failures, attempts,
                             time.monotonic() - failed_since, self.outages.more())
-                    failed_since, failures, attempts = None, 0, 0
+                    failed_since, failures, attempts, waited = None, 0, 0, False
                 backoff, last_ok = 0.5, time.monotonic()
                 with self._cond:
                     if self._latest is not None:
@@ -347,7 +353,7 @@ class LiveSource(Source):
             if time.monotonic() - last_ok < self.stall_s:
                 self._stop.wait(0.01)  # a failed read; retry without spinning
                 continue
-            level = logging.DEBUG if attempts else self.outages.level
+            level = logging.DEBUG if attempts or waited else self.outages.level
             log.log(level, "%s stopped delivering frames; reopening in %.1f s", self.describe(), backoff)
             self._release_quietly()
             if self._stop.wait(backoff):

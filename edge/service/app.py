@@ -175,10 +175,11 @@ def _start_status_server(stats, st: StatusConfig, again: bool = False):
 
     try:
         server = StatusServer(stats, st).start()
-    except OSError as exc:
-        log.log(logging.DEBUG if again else logging.WARNING, "status endpoint not started: cannot listen on %s:%d "
-                "(%s); the monitor runs on without its page and tries again every %.0f s (edge doctor says what to do)",
-                st.host, st.port, exc.strerror, LISTEN_RETRY_S)
+    except (OSError, UserError) as exc:  # UserError: a page file gone from the install, which no port setting mends
+        why, doctor = ((str(exc).rstrip("."), "") if isinstance(exc, UserError) else
+                       (f"cannot listen on {st.host}:{st.port} ({exc.strerror})", " (edge doctor says what to do)"))
+        log.log(logging.DEBUG if again else logging.WARNING, "status endpoint not started: %s; the monitor runs on "
+                "without its page and tries again every %.0f s%s", why, LISTEN_RETRY_S, doctor)
         return None
     wildcard = st.host in ("0.0.0.0", "::")
     shown = "localhost" if is_loopback(st.host) else "<this Pi's address>" if wildcard else st.host

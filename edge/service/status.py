@@ -36,6 +36,7 @@ from importlib import resources
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
+from edge.errors import UserError
 from edge.labels import LABELS
 from edge.service import health
 from edge.service.history import History, iso
@@ -629,6 +630,22 @@ class _Server6(_Server):
     address_family = socket.AF_INET6
 
 
+def _read_assets() -> dict[str, tuple[bytes, str]]:
+    """The page's files by URL path, read from the package once; one missing from the install is a
+    UserError naming it (as an OSError it read as a port that "cannot listen (No such file or directory)")."""
+    assets = {}
+    for path, (name, ctype) in ASSETS.items():
+        file = resources.files("edge.service").joinpath("web", name)
+        try:
+            assets[path] = (file.read_bytes(), ctype)
+        except OSError as exc:
+            from edge.ops.bundle import package_repair_advice  # lazily: only a broken install needs it
+
+            raise UserError(f"the page's file {file} cannot be read ({exc.strerror or exc}): the installed package "
+                            f"is incomplete; {package_repair_advice(str(file))}.") from exc
+    return assets
+
+
 class StatusServer:
     """The HTTP server on a daemon thread; takes the [status] section whole."""
 
@@ -637,8 +654,7 @@ class StatusServer:
         guesses = Guesses()
         local = LocalNames(cfg.allowed_hosts)
         misnamed_said = threading.Event()  # said once: each request of a rebinding page would be a line
-        assets = {path: (resources.files("edge.service").joinpath("web", name).read_bytes(), ctype)
-                  for path, (name, ctype) in ASSETS.items()}
+        assets = _read_assets()
         failures_said: set[tuple[str, str]] = set()  # (path, exception type): each logged once, not at every poll
 
         class Handler(BaseHTTPRequestHandler):

@@ -62,8 +62,13 @@ class CommandSinkConfig:
     timeout_s: float = 10.0  # the program, and what it started, is killed after this long
 
     def validate(self, p):
-        check(bool(self.argv) and bool(self.argv[0]), f"{p}.argv", self.argv,
-              "a non-empty list: program and arguments")
+        # Lazily: edge.config imports every sink while it loads (at this module's import it is half
+        # made, and the plugin loader would report the command sink unavailable).
+        from edge.config import shown_value
+
+        # shown as config errors show values: argv may carry a --password or a URL with credentials
+        check(bool(self.argv) and bool(self.argv[0]), f"{p}.argv", self.argv, "a non-empty list: program and arguments",
+              shown_value(f"{p}.argv", self.argv))
         check_range(self.timeout_s, 0, MAX_TIMEOUT_S, f"{p}.timeout_s", "seconds", lo_open=True)
 
 

@@ -261,8 +261,8 @@ class WebhookSinkConfig:
             where = f"{p}.headers.{name}"
             check(bool(HEADER_NAME.match(name)), where, name, "a header name of letters, digits and -")
             # CR/LF would end the header and let the value inject others; the value is not echoed (a token).
-            check(isinstance(value, str) and not set(value) & set("\r\n\0"), where, "(value hidden)",
-                  "a string without line breaks")
+            check(isinstance(value, str) and not set(value) & set("\r\n\0"), where, value,
+                  "a string without line breaks", "(hidden)")
 
 
 @register

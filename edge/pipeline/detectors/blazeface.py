@@ -157,10 +157,10 @@ class BlazeFace(FaceDetector):
         else:
             path = find_model(MODEL_FILES[variant])
             if path is None:
-                raise UserError(
-                    f"The BlazeFace model {MODEL_FILES[variant]} is missing from {PACKAGED_DIR}; reinstall "
-                    "queue-mood (pip install --force-reinstall 'queue-mood[edge]') or pass [detector] model = PATH."
-                )
+                from edge.ops.bundle import package_repair_advice  # lazily: only a broken install needs it
+
+                raise UserError(f"The BlazeFace model {MODEL_FILES[variant]} is missing from {PACKAGED_DIR}; "
+                                f"{package_repair_advice(PACKAGED_DIR)}, or pass [detector] model = PATH.")
         self.model_path = path
         self.interpreter = load_interpreter(
             path, num_threads=threads, what="Face detector model",

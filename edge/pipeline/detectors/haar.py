@@ -37,7 +37,9 @@ def cascade_hint(cv2) -> str:
     opencv-data, and a pip OpenCV wheel in a Pi's venv would replace apt's numpy-matched build."""
     if getattr(cv2, "data", None) is None:
         return "install Debian's cascades with: sudo apt install opencv-data"
-    return "reinstall OpenCV with: pip install --force-reinstall 'queue-mood[opencv]'"
+    # the wheel itself, not queue-mood[opencv]: --force-reinstall would reinstall queue-mood too, from
+    # an index that does not have it
+    return "reinstall OpenCV with: pip install --force-reinstall --no-deps 'opencv-python-headless>=4.6,<5'"
 
 
 @dataclass
