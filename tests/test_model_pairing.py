@@ -200,8 +200,9 @@ def test_an_empty_model_or_config_is_refused_not_taken_for_the_default(tmp_path,
 
 
 def tiny_model(folder, shipped_model, *, softmax=True, outputs=1, batch=None, channels=1, pixels_max=None, classes=7,
-               width=8):
-    """An 8x8 (8 x width) model with its card: float32, or int8 quantized on inputs in [0, pixels_max]."""
+               width=8, int8_io=True):
+    """An 8x8 (8 x width) model with its card: float32, or int8 quantized on inputs in [0, pixels_max] (with
+    int8_io=False, behind the float input and output TFLite's converter gives it by default)."""
     import numpy as np
 
     tf = pytest.importorskip("tensorflow")
@@ -219,7 +220,8 @@ def tiny_model(folder, shipped_model, *, softmax=True, outputs=1, batch=None, ch
         conv.representative_dataset = lambda: ([rng.uniform(0, pixels_max, (1, 8, width, channels)).astype(np.float32)]
                                                for _ in range(10))
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = conv.inference_output_type = tf.int8
+        if int8_io:
+            conv.inference_input_type = conv.inference_output_type = tf.int8
     folder.mkdir(exist_ok=True)
     path = folder / "model_int8.tflite"
     path.write_bytes(conv.convert())
@@ -285,6 +287,17 @@ def test_an_int8_model_that_expects_scaled_pixels_is_refused(tmp_path, shipped_m
         Classifier(path)
     pixels, _ = tiny_model(tmp_path / "pixels", shipped_model, pixels_max=255.0)
     assert Classifier(pixels).labels
+
+
+def test_an_int8_model_with_float_input_and_output_is_not_warned_about_as_a_float_model(tmp_path, shipped_model):
+    """TFLite's converter quantizes a model fully but keeps float input and output unless told
+    otherwise: it runs at int8 speed, so edge run, doctor and bundle must not call it a float model
+    that runs several times slower; a float model still is."""
+    wrapped, _ = tiny_model(tmp_path / "wrapped", shipped_model, pixels_max=255.0, int8_io=False)
+    assert Classifier(wrapped).interp.get_input_details()[0]["dtype"].__name__ == "float32"
+    assert not [n for n in Classifier(wrapped).notes() if "float model" in n]
+    floating, _ = tiny_model(tmp_path / "float", shipped_model)
+    assert [n for n in Classifier(floating).notes() if "float model" in n]
 
 
 def test_a_model_exported_with_a_fixed_batch_runs_one_crop_at_a_time(tmp_path, shipped_model):

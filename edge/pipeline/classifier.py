@@ -129,7 +129,17 @@ class Classifier:
         card borrowed from a sibling file)."""
         c = self.card
         borrowed = bool(c.model_sha256) and self.path.name != c.model_file and sha256_file(self.path) != c.model_sha256
-        return pairing_notes(c, self._in_q is None, borrowed)
+        return pairing_notes(c, not self._computes_in_int8(), borrowed)
+
+    def _computes_in_int8(self) -> bool:
+        """An int8 input, or a float one that goes straight into a QUANTIZE op: TFLite's converter
+        keeps float input and output around a fully int8 model unless told otherwise, and that
+        runs at int8 speed. _get_ops_details is private but in every TFLite runtime's Interpreter;
+        without it such a model is taken for a float one."""
+        if self._in_q is not None:
+            return True
+        ops = getattr(self.interp, "_get_ops_details", list)()
+        return any(op["op_name"] == "QUANTIZE" and self._in["index"] in op["inputs"] for op in ops)
 
     @property
     def labels(self) -> list[str]:
