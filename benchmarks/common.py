@@ -578,6 +578,16 @@ def model_label(path: Path) -> str:
     return f"{path.parent.name}/{path.name}" if path.parent.name else path.name
 
 
+def refuse_skipped_models(reasons: dict[str, str]) -> None:
+    """Models asked for by name that could not be measured (label -> why): an error, since a
+    report without them, and status 0, would pass for a full one."""
+    from edge.errors import UserError
+
+    if reasons:
+        raise UserError("; ".join(f"{m}: {r}" for m, r in reasons.items()) +
+                        " (nothing was written; fix or leave out that model)")
+
+
 def find_card_for(path: Path, others: Sequence[Path] = ()):
     """The model card beside a .tflite; a float model without one borrows a sibling's card.
     Returns (card, where) or (None, reason: a sentence that says what to do)."""

@@ -220,6 +220,8 @@ def run(args, argv=None) -> dict:
             except UserError as exc:
                 skipped.append({"model": label, "threads": t, "reason": str(exc)})
                 print(f"  skipped: {exc}")
+    if args.models:  # one reason per model, not per thread count
+        common.refuse_skipped_models({s["model"]: s["reason"] for s in skipped})
     peer_files, why = peer_or_reason(args)
     if peer_files is not None:
         for t in threads:

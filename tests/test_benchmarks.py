@@ -382,6 +382,25 @@ def test_accuracy_of_a_model_it_cannot_measure_is_an_error_not_a_report_without_
 
 # ---------------------------------------------------------------------------- latency
 
+
+def test_latency_of_a_model_it_cannot_measure_is_an_error_not_a_report_without_it(shipped_model, tmp_path, capsys):
+    """As accuracy: a model asked for by name that cannot run (here no model.json) must not end
+    in exit 0 and a report that holds every other model but it."""
+    import shutil
+
+    from benchmarks import latency
+
+    cardless = tmp_path / "m" / "model_int8.tflite"
+    cardless.parent.mkdir()
+    shutil.copy(shipped_model, cardless)
+    out = tmp_path / "out"
+    assert latency.main([str(shipped_model), str(cardless), "--threads", "1,2", "--faces", "1", "--repeats", "2",
+                         "--warmup", "0", "--no-peer", "--out", str(out)]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[-1].startswith("error: m/model_int8.tflite: no model.json beside") and "nothing was written" in lines[-1]
+    assert lines[-1].count("no model.json") == 1, lines[-1]  # once, not once per thread count
+    assert not out.exists()
+
 @pytest.mark.slow
 def test_latency_tflite_keras_and_face_path(tiny_converted, tiny_run, tmp_path):
     from benchmarks import latency

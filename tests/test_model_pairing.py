@@ -205,26 +205,29 @@ def test_an_empty_model_or_config_is_refused_not_taken_for_the_default(tmp_path,
         f"error: {name} is empty (an unset shell variable?); give a path, or leave {name} out for its default."]
 
 
-def tiny_model(folder, shipped_model, *, softmax=True, outputs=1, batch=None, channels=1, pixels_max=None):
-    """An 8x8 model with its card: float32, or int8 quantized on inputs in [0, pixels_max]."""
+def tiny_model(folder, shipped_model, *, softmax=True, outputs=1, batch=None, channels=1, pixels_max=None, classes=7,
+               width=8, int8_io=True):
+    """An 8x8 (8 x width) model with its card: float32, or int8 quantized on inputs in [0, pixels_max] (with
+    int8_io=False, behind the float input and output TFLite's converter gives it by default)."""
     import numpy as np
 
     tf = pytest.importorskip("tensorflow")
     from edge.card import sha256_file
 
-    inp = tf.keras.Input((8, 8, channels), batch_size=batch)
+    inp = tf.keras.Input((8, width, channels), batch_size=batch)
     x = tf.keras.layers.Conv2D(4, 3, activation="relu")(tf.keras.layers.Rescaling(1 / 255)(inp))
     x = tf.keras.layers.Reshape((-1,))(x)  # with batch=1, a flatten that holds the batch
-    heads = [tf.keras.layers.Dense(7)(x) for _ in range(outputs)]
+    heads = [tf.keras.layers.Dense(classes)(x) for _ in range(outputs)]
     keras_model = tf.keras.Model(inp, [tf.keras.layers.Softmax()(h) if softmax else h for h in heads])
     conv = tf.lite.TFLiteConverter.from_keras_model(keras_model)
     if pixels_max is not None:
         rng = np.random.default_rng(0)
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
-        conv.representative_dataset = lambda: ([rng.uniform(0, pixels_max, (1, 8, 8, channels)).astype(np.float32)]
+        conv.representative_dataset = lambda: ([rng.uniform(0, pixels_max, (1, 8, width, channels)).astype(np.float32)]
                                                for _ in range(10))
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        conv.inference_input_type = conv.inference_output_type = tf.int8
+        if int8_io:
+            conv.inference_input_type = conv.inference_output_type = tf.int8
     folder.mkdir(exist_ok=True)
     path = folder / "model_int8.tflite"
     path.write_bytes(conv.convert())
@@ -263,6 +266,25 @@ def test_a_colour_model_is_refused_as_one(tmp_path, shipped_model):
         Classifier(path)
 
 
+@pytest.mark.parametrize("classes", [8, 6])
+def test_a_model_of_other_classes_is_refused_as_one_not_as_a_card_mismatch(tmp_path, shipped_model, classes):
+    """An 8-class model (FER+ with contempt) or a 6-class one: 'the model and model.json do not
+    belong together' sends the user to edit the card, which is then refused for its labels."""
+    path, _ = tiny_model(tmp_path, shipped_model, classes=classes)
+    with pytest.raises(UserError, match=rf"gives {classes} class scores.* only models of the 7 classes angry, "
+                                        r"disgust.*`edge train`") as info:
+        Classifier(path)
+    assert "belong together" not in str(info.value)
+
+
+def test_a_model_with_a_rectangular_input_is_refused_as_one(tmp_path, shipped_model):
+    """A card has one input_size: no card fits an 8x10 model, so 'do not belong together' misleads."""
+    path, _ = tiny_model(tmp_path, shipped_model, width=10)
+    with pytest.raises(UserError, match=r"takes input \[1, 8, 10, 1\], but edge feeds .* square grayscale") as info:
+        Classifier(path)
+    assert "belong together" not in str(info.value)
+
+
 def test_an_int8_model_that_expects_scaled_pixels_is_refused(tmp_path, shipped_model):
     """Quantized for inputs in [0, 1], every pixel above 1 saturates: every face would give the
     same probabilities."""
@@ -271,6 +293,17 @@ def test_an_int8_model_that_expects_scaled_pixels_is_refused(tmp_path, shipped_m
         Classifier(path)
     pixels, _ = tiny_model(tmp_path / "pixels", shipped_model, pixels_max=255.0)
     assert Classifier(pixels).labels
+
+
+def test_an_int8_model_with_float_input_and_output_is_not_warned_about_as_a_float_model(tmp_path, shipped_model):
+    """TFLite's converter quantizes a model fully but keeps float input and output unless told
+    otherwise: it runs at int8 speed, so edge run, doctor and bundle must not call it a float model
+    that runs several times slower; a float model still is."""
+    wrapped, _ = tiny_model(tmp_path / "wrapped", shipped_model, pixels_max=255.0, int8_io=False)
+    assert Classifier(wrapped).interp.get_input_details()[0]["dtype"].__name__ == "float32"
+    assert not [n for n in Classifier(wrapped).notes() if "float model" in n]
+    floating, _ = tiny_model(tmp_path / "float", shipped_model)
+    assert [n for n in Classifier(floating).notes() if "float model" in n]
 
 
 def test_a_model_exported_with_a_fixed_batch_runs_one_crop_at_a_time(tmp_path, shipped_model):

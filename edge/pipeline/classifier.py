@@ -8,6 +8,7 @@ import numpy as np
 
 from edge.card import INT8_MODEL, ModelCard, check_pair, load_card, pairing_notes, repair_advice, sha256_file
 from edge.errors import UserError
+from edge.labels import LABELS
 from edge.pipeline.runtime import load_interpreter, runtime
 
 # Batch sizes an interpreter is prepared for; a batch is zero-padded up to the next one (larger
@@ -66,7 +67,15 @@ class Classifier:
             raise UserError(f"{self.path} takes colour input {inp['shape'].tolist()}, but edge feeds the model "
                             "grayscale face crops (a card's color can only be \"gray\"); train a grayscale model "
                             "(`edge train`) and convert it.")
-        if tuple(inp["shape"][1:]) != (s, s, 1) or out["shape"][-1] != len(self.card.labels):
+        shape = inp["shape"].tolist()
+        if len(shape) != 4 or shape[1] != shape[2] or shape[3] != 1:  # no card can describe it
+            raise UserError(f"{self.path} takes input {shape}, but edge feeds the model square grayscale face crops, "
+                            "[n, side, side, 1]; export the model with such an input and convert it again.")
+        if out["shape"][-1] != len(self.card.labels):  # a card lists exactly edge's classes (check_card)
+            raise UserError(f"{self.path} gives {out['shape'][-1]} class scores, but edge runs only models of the "
+                            f"{len(LABELS)} classes {', '.join(LABELS)}; train one on them (`edge train`) and "
+                            "convert it.")
+        if shape[1] != s:
             raise UserError(
                 f"{self.path} takes input {inp['shape'].tolist()} and gives {out['shape'].tolist()}, but its card says "
                 f"[n, {s}, {s}, 1] -> [n, {len(self.card.labels)}]; the model and model.json do not belong together."
@@ -120,7 +129,17 @@ class Classifier:
         card borrowed from a sibling file)."""
         c = self.card
         borrowed = bool(c.model_sha256) and self.path.name != c.model_file and sha256_file(self.path) != c.model_sha256
-        return pairing_notes(c, self._in_q is None, borrowed)
+        return pairing_notes(c, not self._computes_in_int8(), borrowed)
+
+    def _computes_in_int8(self) -> bool:
+        """An int8 input, or a float one that goes straight into a QUANTIZE op: TFLite's converter
+        keeps float input and output around a fully int8 model unless told otherwise, and that
+        runs at int8 speed. _get_ops_details is private but in every TFLite runtime's Interpreter;
+        without it such a model is taken for a float one."""
+        if self._in_q is not None:
+            return True
+        ops = getattr(self.interp, "_get_ops_details", list)()
+        return any(op["op_name"] == "QUANTIZE" and self._in["index"] in op["inputs"] for op in ops)
 
     @property
     def labels(self) -> list[str]:
