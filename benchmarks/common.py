@@ -628,6 +628,10 @@ def finish(name: str, args, argv, run, draw, to_markdown) -> int:
     try:
         try:
             check_writable(Path(args.out))
+            if getattr(args, "data", None):  # every benchmark's --data is a FER2013 dataset that edge train and eval read
+                from train.data import check_out_outside_data
+
+                check_out_outside_data(args.out, args.data)
             isa.apply(getattr(args, "isa", "native"))
             note_start()
             report = run(args, argv)

@@ -38,6 +38,7 @@ from edge.errors import UserError
 from edge.files import no_core_dumps
 from edge.paths import check_out_folder, not_a_file
 from edge.pipeline.detectors.base import FaceDetector
+from train.data import check_out_outside_data
 
 NAME = "pipeline"
 # The generated videos' shape (options of the same names; --video measures given videos instead)
@@ -497,6 +498,8 @@ def run(args, argv=None) -> dict:
         no_core_dumps()  # as edge analyze: a crash or SIGABRT must not copy a store's recording into a core file
     if args.keep_videos:
         check_out_folder(args.keep_videos, "--keep-videos")
+        if args.data:  # videos there are a class folder of no images to the next edge train or eval on it
+            check_out_outside_data(args.keep_videos, args.data, "--keep-videos")
     if args.pin_core is not None:
         pin_core(args.pin_core)
     cv2.setNumThreads(args.threads)

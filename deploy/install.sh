@@ -26,7 +26,7 @@
 #   5. queue-mood.service to $UNIT_DIR, enabled and (re)started.
 #   6. this bundle kept as $PREFIX/bundle, the one installed before it as $PREFIX/bundle.previous:
 #      sudo /opt/queue-mood/bundle.previous/install.sh goes back to that version (config,
-#      spool and history stay).
+#      spool and history stay; under other folders, the summary at the end names them in it).
 #
 # Environment overrides (CI runs it unprivileged into a temp prefix with all of them set):
 #   PREFIX=/opt/queue-mood          program, venv, model, detector
@@ -531,7 +531,14 @@ fi
 say "done"
 previous=""
 if [[ -d "$PREFIX/bundle.previous" ]]; then
-    previous="rollback sudo $PREFIX/bundle.previous/install.sh (back to the version installed before this one)"
+    # install.sh takes its folders from the environment, not from where it lies: without the ones
+    # this install was given, the rollback would install into /opt/queue-mood and /etc/queue-mood
+    dirs=""
+    [[ $PREFIX == /opt/queue-mood ]] || dirs+="PREFIX=$(printf %q "$PREFIX") "
+    [[ $ETC_DIR == /etc/queue-mood ]] || dirs+="ETC_DIR=$(printf %q "$ETC_DIR") "
+    [[ $STATE_DIR == /var/lib/queue-mood ]] || dirs+="STATE_DIR=$(printf %q "$STATE_DIR") "
+    [[ $UNIT_DIR == /etc/systemd/system ]] || dirs+="UNIT_DIR=$(printf %q "$UNIT_DIR") "
+    previous="rollback sudo $dirs$(printf %q "$PREFIX/bundle.previous/install.sh") (back to the version installed before this one)"
 fi
 cat <<EOF
 status   $page

@@ -352,6 +352,35 @@ def test_accuracy_refuses_an_out_inside_its_data_as_train_and_convert_do(shipped
     assert [p.name for p in data.iterdir()] == ["val"]
 
 
+@pytest.mark.parametrize("script, inside, extra", [
+    ("face_width_accuracy", "val/bench", []), ("head_detection", "bench", []),
+    ("detector_recall", "val/bench/", []), ("scenarios", ".", []), ("pipeline", "val/bench", ["--no-peer"]),
+    ("pipeline", "val/videos", ["--no-peer", "--keep-videos"]),
+])
+def test_benchmarks_on_a_dataset_refuse_an_out_inside_it_as_accuracy_does(tmp_path, script, inside, extra, capsys):
+    """They wrote their JSON, PNGs (and pipeline its videos) into the dataset, where the next
+    `edge train` or `edge eval` on it refused an unknown class folder or ignored a split."""
+    import importlib
+
+    from tests.conftest import write_class_folders
+    from train.data import check_out_outside_data
+
+    data = tmp_path / "ds"
+    write_class_folders(data / "val", 1)
+    before = sorted(data.rglob("*"))
+    flag = extra[-1] if extra[-1:] == ["--keep-videos"] else "--out"
+    given = f"{data}/{inside}"  # detector_recall's --out names a folder by its trailing slash
+    into = [given] if flag != "--out" else []
+    out = given if flag == "--out" else str(tmp_path / "out")
+    argv = ["--data", str(data), *extra, *into, "--out", out]
+    assert importlib.import_module(f"benchmarks.{script}").main(argv) == 2
+    with pytest.raises(UserError) as refused:
+        check_out_outside_data(given.rstrip("/"), data, flag)  # the same sentence as train's, convert's, accuracy's
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line == f"error: {refused.value}"
+    assert sorted(data.rglob("*")) == before
+
+
 def test_accuracy_on_a_folder_without_images_is_one_error(shipped_model, tmp_path, capsys):
     from benchmarks import accuracy
 

@@ -960,7 +960,7 @@ def test_install_sh_upgrade_keeps_settings_and_data_and_rollback_goes_back(tmp_p
     assert (prefix / "bundle/wheels/queue_mood-0.2.0-py3-none-any.whl").exists()
     assert (prefix / "bundle.previous/wheels/queue_mood-0.1.0-py3-none-any.whl").exists()
     assert stat.S_IMODE((prefix / "bundle").stat().st_mode) == 0o700  # its config may hold credentials
-    assert f"rollback sudo {prefix}/bundle.previous/install.sh" in second.stdout
+    assert f"rollback sudo PREFIX={prefix} " in second.stdout and "/bundle.previous/install.sh" in second.stdout
 
     back = install(prefix / "bundle.previous", env)  # the rollback the summary names
     assert back.returncode == 0, back.stderr
@@ -971,6 +971,29 @@ def test_install_sh_upgrade_keeps_settings_and_data_and_rollback_goes_back(tmp_p
     assert (prefix / "bundle.previous/wheels/queue_mood-0.2.0-py3-none-any.whl").exists()  # and forward again
     assert "# edited at the store" in (etc / "config.toml").read_text()
     assert (state / "spool/mqtt/1.json").exists()
+
+
+def test_the_rollback_command_an_install_under_other_folders_prints_rolls_back_there(tmp_path):
+    """It printed `sudo PREFIX/bundle.previous/install.sh`, and install.sh takes its folders from the
+    environment: run as printed, it installed the old version into /opt/queue-mood and /etc/queue-mood."""
+    import shlex
+
+    env = fake_install_env(tmp_path)
+    prefix = Path(env["PREFIX"])
+    assert install(fake_bundle(tmp_path, "0.1.0"), env).returncode == 0
+    second = install(fake_bundle(tmp_path, "0.2.0"), env)
+    assert second.returncode == 0, second.stderr
+    (line,) = [s for s in second.stdout.splitlines() if s.startswith("rollback ")]
+    command = line.removeprefix("rollback ").split(" (back to")[0]
+    assert command.startswith("sudo ") and shlex.split(command)[-1] == str(prefix / "bundle.previous/install.sh")
+    # the folders the command does not name come from here: stand-ins for the defaults, not this machine's
+    defaults = tmp_path / "defaults"
+    shell_env = {**env, **{k: str(defaults / k) for k in ("PREFIX", "ETC_DIR", "STATE_DIR", "UNIT_DIR")}}
+    back = subprocess.run(["bash", "-c", command.removeprefix("sudo ")], capture_output=True, text=True,
+                          env=shell_env, timeout=120)
+    assert back.returncode == 0, back.stdout + back.stderr
+    assert (prefix / "model/model_int8.tflite").read_bytes() == b"model 0.1.0"
+    assert not defaults.exists()
 
 
 def test_a_model_missing_or_damaged_in_an_install_under_another_prefix_says_to_reinstall_the_bundle(tmp_path):

@@ -527,7 +527,7 @@ def test_an_out_inside_the_dataset_is_refused_before_any_work(tmp_path, out):
     data = tmp_path / "data"
     with pytest.raises(UserError, match=re.escape(f"--out {data / out} lies inside --data {data}, where the next "
                                                   "command that reads the dataset would take its files for images "
-                                                  "or classes; choose an --out outside it.")):
+                                                  "or classes; pass --out a folder outside it.")):
         run(TrainSettings(data=str(data), out=str(data / out)))
     assert not (data / out).exists()
 

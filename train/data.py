@@ -115,15 +115,16 @@ def load_dataset(path: str | os.PathLike, size: int = FER2013_SIZE, cache_dir: P
     return ds
 
 
-def check_out_outside_data(out: str | os.PathLike, data: str | os.PathLike) -> None:
-    """One sentence, before any work, for an --out inside --data: a run's or a conversion's folder
-    there is read as a class of its own (a folder of class folders) by the next command on that
-    dataset (its --resume, edge eval, edge convert), and a conversion into --data itself would
-    replace the dataset's folder."""
+def check_out_outside_data(out: str | os.PathLike, data: str | os.PathLike, flag: str = "--out") -> None:
+    """One sentence, before any work, for an --out (or another folder written, named by flag) inside
+    --data: a run's or a conversion's folder there is read as a class of its own (a folder of class
+    folders) by the next command on that dataset (its --resume, edge eval, edge convert), and a
+    conversion into --data itself would replace the dataset's folder."""
     d, o = Path(data).resolve(), Path(out).resolve()
     if d == o or d in o.parents:
-        raise UserError(f"--out {out} {'is' if d == o else 'lies inside'} --data {data}, where the next command that "
-                        "reads the dataset would take its files for images or classes; choose an --out outside it.")
+        raise UserError(f"{flag} {out} {'is' if d == o else 'lies inside'} --data {data}, where the next command that "
+                        f"reads the dataset would take its files for images or classes; pass {flag} a folder outside "
+                        "it.")
 
 
 @contextmanager
