@@ -40,19 +40,6 @@ def default_out() -> Path:
     return Path.cwd() / "runs" / "bench" / datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
 
 
-def check_writable(folder: Path, flag: str = "--out") -> None:
-    """A UserError before a run of many minutes, not an OSError after it, when the folder (or
-    the nearest one above it that exists, where it would be made) cannot be written."""
-    from edge.errors import UserError
-
-    p = Path(folder).absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
-        raise UserError(f"Cannot write the results to {folder}: {p} is not a folder you can write to; pass {flag} "
-                        "with one you can.")
-
-
 DEFAULT_MODEL_DIR = REPO / "edge" / "models" / "default"
 PI_MODEL = Path("/proc/device-tree/model")
 GOVERNOR = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
@@ -623,11 +610,12 @@ def finish(name: str, args, argv, run, draw, to_markdown) -> int:
     `draw(report, out)` returns the PNG paths it wrote; a UserError is one line and exit 2."""
     from benchmarks import isa
     from edge.errors import UserError
+    from edge.paths import check_out_folder
 
     stage = None
     try:
         try:
-            check_writable(Path(args.out))
+            check_out_folder(args.out)  # before a run of many minutes, not an OSError after it
             if getattr(args, "data", None):  # every benchmark's --data is a FER2013 dataset that edge train and eval read
                 from train.data import check_out_outside_data
 

@@ -127,6 +127,11 @@ def test_results_in_a_folder_that_cannot_be_written_are_one_line_before_the_run(
     assert rc == 2 and not ran  # refused before minutes of measuring
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("error: ") and str(disk) in line and "--out" in line
+    assert "(Read-only file system)" in line  # as train, convert and analyze say it (edge.paths.check_out_folder)
+    (tmp_path / "afile").write_text("")
+    args = argparse.Namespace(out=str(tmp_path / "afile" / "x"))
+    assert common.finish("latency", args, [], lambda a, v: ran.append(1), lambda r, o: [], lambda r: "") == 2 and not ran
+    assert capsys.readouterr().err.strip() == f"error: --out {args.out} lies under the file {tmp_path / 'afile'}; pass a folder."
 
 
 @pytest.mark.parametrize("script, argv, needle", [
