@@ -46,11 +46,16 @@
 # /var/lib/queue-mood are rewritten to PREFIX, ETC_DIR and STATE_DIR.
 set -euo pipefail
 
-PREFIX=${PREFIX:-/opt/queue-mood}
-ETC_DIR=${ETC_DIR:-/etc/queue-mood}
-STATE_DIR=${STATE_DIR:-/var/lib/queue-mood}
-UNIT_DIR=${UNIT_DIR:-/etc/systemd/system}
-PYTHON=${PYTHON:-/usr/bin/python3}
+DEFAULT_PREFIX=/opt/queue-mood
+DEFAULT_ETC_DIR=/etc/queue-mood
+DEFAULT_STATE_DIR=/var/lib/queue-mood
+DEFAULT_UNIT_DIR=/etc/systemd/system
+DEFAULT_PYTHON=/usr/bin/python3
+PREFIX=${PREFIX:-$DEFAULT_PREFIX}
+ETC_DIR=${ETC_DIR:-$DEFAULT_ETC_DIR}
+STATE_DIR=${STATE_DIR:-$DEFAULT_STATE_DIR}
+UNIT_DIR=${UNIT_DIR:-$DEFAULT_UNIT_DIR}
+PYTHON=${PYTHON:-$DEFAULT_PYTHON}
 QM_SKIP_APT=${QM_SKIP_APT:-0}
 QM_NO_SERVICE=${QM_NO_SERVICE:-0}
 QM_SYSTEM_USER=${QM_SYSTEM_USER:-1}
@@ -212,8 +217,8 @@ if [[ -f "$CONFIG" ]]; then
 fi
 
 rewrite_paths() {
-    sed -e "s|/opt/queue-mood|${PREFIX}|g" -e "s|/var/lib/queue-mood|${STATE_DIR}|g" \
-        -e "s|/etc/queue-mood|${ETC_DIR}|g" "$1"
+    sed -e "s|$DEFAULT_PREFIX|${PREFIX}|g" -e "s|$DEFAULT_STATE_DIR|${STATE_DIR}|g" \
+        -e "s|$DEFAULT_ETC_DIR|${ETC_DIR}|g" "$1"
 }
 
 # -- 1. apt ------------------------------------------------------------------------------
@@ -531,7 +536,14 @@ fi
 say "done"
 previous=""
 if [[ -d "$PREFIX/bundle.previous" ]]; then
-    previous="rollback sudo $PREFIX/bundle.previous/install.sh (back to the version installed before this one)"
+    # sudo clears the environment: the paths this install was given go on the command line, else
+    # the old version would be installed afresh under the defaults, this install left as it is
+    given=""
+    for v in PREFIX ETC_DIR STATE_DIR UNIT_DIR PYTHON; do
+        default="DEFAULT_$v"
+        if [[ ${!v} != "${!default}" ]]; then given+="$v=$(printf '%q' "${!v}") "; fi
+    done
+    previous="rollback sudo $given$PREFIX/bundle.previous/install.sh (back to the version installed before this one)"
 fi
 cat <<EOF
 status   $page

@@ -960,7 +960,7 @@ def test_install_sh_upgrade_keeps_settings_and_data_and_rollback_goes_back(tmp_p
     assert (prefix / "bundle/wheels/queue_mood-0.2.0-py3-none-any.whl").exists()
     assert (prefix / "bundle.previous/wheels/queue_mood-0.1.0-py3-none-any.whl").exists()
     assert stat.S_IMODE((prefix / "bundle").stat().st_mode) == 0o700  # its config may hold credentials
-    assert f"rollback sudo {prefix}/bundle.previous/install.sh" in second.stdout
+    assert f" {prefix}/bundle.previous/install.sh (back to the version installed before" in second.stdout
 
     back = install(prefix / "bundle.previous", env)  # the rollback the summary names
     assert back.returncode == 0, back.stderr
@@ -971,6 +971,28 @@ def test_install_sh_upgrade_keeps_settings_and_data_and_rollback_goes_back(tmp_p
     assert (prefix / "bundle.previous/wheels/queue_mood-0.2.0-py3-none-any.whl").exists()  # and forward again
     assert "# edited at the store" in (etc / "config.toml").read_text()
     assert (state / "spool/mqtt/1.json").exists()
+
+
+def test_install_sh_rollback_line_names_the_paths_the_install_was_given(tmp_path):
+    """sudo starts the installer with a clean environment: a store that installed with PREFIX= (and
+    ETC_DIR, ...) and ran the printed rollback as it stood had the old version installed afresh into
+    /opt/queue-mood, its own install left on the new one."""
+    env = fake_install_env(tmp_path)
+    prefix = Path(env["PREFIX"])
+    assert install(fake_bundle(tmp_path, "0.1.0"), env).returncode == 0
+    second = install(fake_bundle(tmp_path, "0.2.0"), env)
+    assert second.returncode == 0, second.stderr
+    (line,) = [ln for ln in second.stdout.splitlines() if ln.startswith("rollback ")]
+    command = line.removeprefix("rollback sudo ").split(" (")[0]
+    assert command.endswith(f" {prefix}/bundle.previous/install.sh")
+    assert f"PREFIX={prefix} " in command and f"ETC_DIR={env['ETC_DIR']} " in command  # else it would go to /opt
+    # as sudo runs it: none of the install's paths in the environment, only what an unprivileged run needs
+    clean = {"PATH": os.environ["PATH"], "QM_SKIP_APT": "1", "QM_NO_SERVICE": "1", "QM_SYSTEM_USER": "0",
+             "QM_DOCTOR": "0"}
+    back = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=clean, timeout=120)
+    assert back.returncode == 0, back.stderr
+    assert (prefix / "model/model_int8.tflite").read_bytes() == b"model 0.1.0"
+    assert (prefix / "bundle/wheels/queue_mood-0.1.0-py3-none-any.whl").exists()
 
 
 def test_a_model_missing_or_damaged_in_an_install_under_another_prefix_says_to_reinstall_the_bundle(tmp_path):
