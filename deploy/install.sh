@@ -460,6 +460,14 @@ if [[ $QM_DOCTOR != 0 ]]; then
 fi
 
 # -- 6. keep this bundle for a rollback ---------------------------------------------------
+# Every bundle's wheel is queue-mood 0.1.0 (pip: "already installed with the same version"): the
+# bundles are told apart by when `edge bundle` made them.
+made() {
+    "$PYTHON" -I -c 'import json, sys; print("made", json.load(open(sys.argv[1], encoding="utf-8"))["created"])' \
+        "$1/MANIFEST.json" 2>/dev/null || echo "made at a time it does not record"
+}
+installed=$(made "$BUNDLE")  # before keep_bundle: a rollback runs from bundle.previous, which it refills
+
 # $PREFIX/bundle is what is installed now, $PREFIX/bundle.previous what was before it. Running
 # bundle.previous/install.sh swaps them (this script keeps running from its unlinked file).
 keep_bundle() {  # each step checked: set -e does not apply inside a function called with ||
@@ -536,6 +544,7 @@ fi
 say "done"
 previous=""
 if [[ -d "$PREFIX/bundle.previous" ]]; then
+    installed+=" (the version before it: $(made "$PREFIX/bundle.previous"))"
     # sudo clears the environment: the paths this install was given go on the command line, else
     # the old version would be installed afresh under the defaults, this install left as it is
     given=""
@@ -546,6 +555,7 @@ if [[ -d "$PREFIX/bundle.previous" ]]; then
     previous="rollback sudo $given$PREFIX/bundle.previous/install.sh (back to the version installed before this one)"
 fi
 cat <<EOF
+bundle   $installed
 status   $page
 logs     journalctl -u queue-mood -f
 program  $VENV/bin/edge

@@ -995,6 +995,29 @@ def test_install_sh_rollback_line_names_the_paths_the_install_was_given(tmp_path
     assert (prefix / "bundle/wheels/queue_mood-0.1.0-py3-none-any.whl").exists()
 
 
+def test_install_sh_says_which_bundle_it_installed_and_which_it_replaced(tmp_path):
+    """Every bundle's wheel is queue-mood 0.1.0, so an upgrade's pip says the package "is already
+    installed with the same version": the summary tells the bundles apart by when each was made."""
+    env = fake_install_env(tmp_path)
+    old, new = fake_bundle(tmp_path, "0.1.0"), fake_bundle(tmp_path, "0.2.0")
+    for bundle, made in ((old, "2026-12-01T07:06:42+00:00"), (new, "2026-12-02T17:41:47+00:00")):
+        (bundle / "MANIFEST.json").write_text(json.dumps({"created": made, "files": {}}))
+    first = install(old, env)
+    assert first.returncode == 0, first.stderr
+    assert "bundle   made 2026-12-01T07:06:42+00:00\n" in first.stdout  # nothing before it
+    second = install(new, env)
+    assert second.returncode == 0, second.stderr
+    assert "bundle   made 2026-12-02T17:41:47+00:00 (the version before it: made 2026-12-01T07:06:42+00:00)" \
+        in second.stdout
+    back = install(Path(env["PREFIX"]) / "bundle.previous", env)  # the rollback runs from the folder it refills
+    assert "bundle   made 2026-12-01T07:06:42+00:00 (the version before it: made 2026-12-02T17:41:47+00:00)" \
+        in back.stdout
+    (old / "MANIFEST.json").unlink()  # a bundle from before MANIFEST.json
+    third = install(old, env)
+    assert "bundle   made at a time it does not record (the version before it: made 2026-12-01T07:06:42+00:00)" \
+        in third.stdout
+
+
 def test_a_model_missing_or_damaged_in_an_install_under_another_prefix_says_to_reinstall_the_bundle(tmp_path):
     """A store that installed with PREFIX= has its model there, not in /opt/queue-mood: its reader
     still has no training setup, and install.sh takes PREFIX from the environment."""
