@@ -46,11 +46,16 @@
 # /var/lib/queue-mood are rewritten to PREFIX, ETC_DIR and STATE_DIR.
 set -euo pipefail
 
-PREFIX=${PREFIX:-/opt/queue-mood}
-ETC_DIR=${ETC_DIR:-/etc/queue-mood}
-STATE_DIR=${STATE_DIR:-/var/lib/queue-mood}
-UNIT_DIR=${UNIT_DIR:-/etc/systemd/system}
-PYTHON=${PYTHON:-/usr/bin/python3}
+DEFAULT_PREFIX=/opt/queue-mood
+DEFAULT_ETC_DIR=/etc/queue-mood
+DEFAULT_STATE_DIR=/var/lib/queue-mood
+DEFAULT_UNIT_DIR=/etc/systemd/system
+DEFAULT_PYTHON=/usr/bin/python3
+PREFIX=${PREFIX:-$DEFAULT_PREFIX}
+ETC_DIR=${ETC_DIR:-$DEFAULT_ETC_DIR}
+STATE_DIR=${STATE_DIR:-$DEFAULT_STATE_DIR}
+UNIT_DIR=${UNIT_DIR:-$DEFAULT_UNIT_DIR}
+PYTHON=${PYTHON:-$DEFAULT_PYTHON}
 QM_SKIP_APT=${QM_SKIP_APT:-0}
 QM_NO_SERVICE=${QM_NO_SERVICE:-0}
 QM_SYSTEM_USER=${QM_SYSTEM_USER:-1}
@@ -212,8 +217,8 @@ if [[ -f "$CONFIG" ]]; then
 fi
 
 rewrite_paths() {
-    sed -e "s|/opt/queue-mood|${PREFIX}|g" -e "s|/var/lib/queue-mood|${STATE_DIR}|g" \
-        -e "s|/etc/queue-mood|${ETC_DIR}|g" "$1"
+    sed -e "s|$DEFAULT_PREFIX|${PREFIX}|g" -e "s|$DEFAULT_STATE_DIR|${STATE_DIR}|g" \
+        -e "s|$DEFAULT_ETC_DIR|${ETC_DIR}|g" "$1"
 }
 
 # -- 1. apt ------------------------------------------------------------------------------
@@ -455,6 +460,14 @@ if [[ $QM_DOCTOR != 0 ]]; then
 fi
 
 # -- 6. keep this bundle for a rollback ---------------------------------------------------
+# Every bundle's wheel is queue-mood 0.1.0 (pip: "already installed with the same version"): the
+# bundles are told apart by when `edge bundle` made them.
+made() {
+    "$PYTHON" -I -c 'import json, sys; print("made", json.load(open(sys.argv[1], encoding="utf-8"))["created"])' \
+        "$1/MANIFEST.json" 2>/dev/null || echo "made at a time it does not record"
+}
+installed=$(made "$BUNDLE")  # before keep_bundle: a rollback runs from bundle.previous, which it refills
+
 # $PREFIX/bundle is what is installed now, $PREFIX/bundle.previous what was before it. Running
 # bundle.previous/install.sh swaps them (this script keeps running from its unlinked file).
 keep_bundle() {  # each step checked: set -e does not apply inside a function called with ||
@@ -531,16 +544,18 @@ fi
 say "done"
 previous=""
 if [[ -d "$PREFIX/bundle.previous" ]]; then
-    # install.sh takes its folders from the environment, not from where it lies: without the ones
-    # this install was given, the rollback would install into /opt/queue-mood and /etc/queue-mood
-    dirs=""
-    [[ $PREFIX == /opt/queue-mood ]] || dirs+="PREFIX=$(printf %q "$PREFIX") "
-    [[ $ETC_DIR == /etc/queue-mood ]] || dirs+="ETC_DIR=$(printf %q "$ETC_DIR") "
-    [[ $STATE_DIR == /var/lib/queue-mood ]] || dirs+="STATE_DIR=$(printf %q "$STATE_DIR") "
-    [[ $UNIT_DIR == /etc/systemd/system ]] || dirs+="UNIT_DIR=$(printf %q "$UNIT_DIR") "
-    previous="rollback sudo $dirs$(printf %q "$PREFIX/bundle.previous/install.sh") (back to the version installed before this one)"
+    installed+=" (the version before it: $(made "$PREFIX/bundle.previous"))"
+    # sudo clears the environment: the paths this install was given go on the command line, else
+    # the old version would be installed afresh under the defaults, this install left as it is
+    given=""
+    for v in PREFIX ETC_DIR STATE_DIR UNIT_DIR PYTHON; do
+        default="DEFAULT_$v"
+        if [[ ${!v} != "${!default}" ]]; then given+="$v=$(printf '%q' "${!v}") "; fi
+    done
+    previous="rollback sudo $given$(printf %q "$PREFIX/bundle.previous/install.sh") (back to the version installed before this one)"
 fi
 cat <<EOF
+bundle   $installed
 status   $page
 logs     journalctl -u queue-mood -f
 program  $VENV/bin/edge

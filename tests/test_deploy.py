@@ -960,7 +960,7 @@ def test_install_sh_upgrade_keeps_settings_and_data_and_rollback_goes_back(tmp_p
     assert (prefix / "bundle/wheels/queue_mood-0.2.0-py3-none-any.whl").exists()
     assert (prefix / "bundle.previous/wheels/queue_mood-0.1.0-py3-none-any.whl").exists()
     assert stat.S_IMODE((prefix / "bundle").stat().st_mode) == 0o700  # its config may hold credentials
-    assert f"rollback sudo PREFIX={prefix} " in second.stdout and "/bundle.previous/install.sh" in second.stdout
+    assert f" {prefix}/bundle.previous/install.sh (back to the version installed before" in second.stdout
 
     back = install(prefix / "bundle.previous", env)  # the rollback the summary names
     assert back.returncode == 0, back.stderr
@@ -973,27 +973,49 @@ def test_install_sh_upgrade_keeps_settings_and_data_and_rollback_goes_back(tmp_p
     assert (state / "spool/mqtt/1.json").exists()
 
 
-def test_the_rollback_command_an_install_under_other_folders_prints_rolls_back_there(tmp_path):
-    """It printed `sudo PREFIX/bundle.previous/install.sh`, and install.sh takes its folders from the
-    environment: run as printed, it installed the old version into /opt/queue-mood and /etc/queue-mood."""
-    import shlex
-
+def test_install_sh_rollback_line_names_the_paths_the_install_was_given(tmp_path):
+    """sudo starts the installer with a clean environment: a store that installed with PREFIX= (and
+    ETC_DIR, ...) and ran the printed rollback as it stood had the old version installed afresh into
+    /opt/queue-mood, its own install left on the new one."""
     env = fake_install_env(tmp_path)
     prefix = Path(env["PREFIX"])
     assert install(fake_bundle(tmp_path, "0.1.0"), env).returncode == 0
     second = install(fake_bundle(tmp_path, "0.2.0"), env)
     assert second.returncode == 0, second.stderr
-    (line,) = [s for s in second.stdout.splitlines() if s.startswith("rollback ")]
-    command = line.removeprefix("rollback ").split(" (back to")[0]
-    assert command.startswith("sudo ") and shlex.split(command)[-1] == str(prefix / "bundle.previous/install.sh")
-    # the folders the command does not name come from here: stand-ins for the defaults, not this machine's
-    defaults = tmp_path / "defaults"
-    shell_env = {**env, **{k: str(defaults / k) for k in ("PREFIX", "ETC_DIR", "STATE_DIR", "UNIT_DIR")}}
-    back = subprocess.run(["bash", "-c", command.removeprefix("sudo ")], capture_output=True, text=True,
-                          env=shell_env, timeout=120)
-    assert back.returncode == 0, back.stdout + back.stderr
+    (line,) = [ln for ln in second.stdout.splitlines() if ln.startswith("rollback ")]
+    command = line.removeprefix("rollback sudo ").split(" (")[0]
+    assert command.endswith(f" {prefix}/bundle.previous/install.sh")
+    assert f"PREFIX={prefix} " in command and f"ETC_DIR={env['ETC_DIR']} " in command  # else it would go to /opt
+    # as sudo runs it: none of the install's paths in the environment, only what an unprivileged run needs
+    clean = {"PATH": os.environ["PATH"], "QM_SKIP_APT": "1", "QM_NO_SERVICE": "1", "QM_SYSTEM_USER": "0",
+             "QM_DOCTOR": "0"}
+    back = subprocess.run(["bash", "-c", command], capture_output=True, text=True, env=clean, timeout=120)
+    assert back.returncode == 0, back.stderr
     assert (prefix / "model/model_int8.tflite").read_bytes() == b"model 0.1.0"
-    assert not defaults.exists()
+    assert (prefix / "bundle/wheels/queue_mood-0.1.0-py3-none-any.whl").exists()
+
+
+def test_install_sh_says_which_bundle_it_installed_and_which_it_replaced(tmp_path):
+    """Every bundle's wheel is queue-mood 0.1.0, so an upgrade's pip says the package "is already
+    installed with the same version": the summary tells the bundles apart by when each was made."""
+    env = fake_install_env(tmp_path)
+    old, new = fake_bundle(tmp_path, "0.1.0"), fake_bundle(tmp_path, "0.2.0")
+    for bundle, made in ((old, "2026-12-01T07:06:42+00:00"), (new, "2026-12-02T17:41:47+00:00")):
+        (bundle / "MANIFEST.json").write_text(json.dumps({"created": made, "files": {}}))
+    first = install(old, env)
+    assert first.returncode == 0, first.stderr
+    assert "bundle   made 2026-12-01T07:06:42+00:00\n" in first.stdout  # nothing before it
+    second = install(new, env)
+    assert second.returncode == 0, second.stderr
+    assert "bundle   made 2026-12-02T17:41:47+00:00 (the version before it: made 2026-12-01T07:06:42+00:00)" \
+        in second.stdout
+    back = install(Path(env["PREFIX"]) / "bundle.previous", env)  # the rollback runs from the folder it refills
+    assert "bundle   made 2026-12-01T07:06:42+00:00 (the version before it: made 2026-12-02T17:41:47+00:00)" \
+        in back.stdout
+    (old / "MANIFEST.json").unlink()  # a bundle from before MANIFEST.json
+    third = install(old, env)
+    assert "bundle   made at a time it does not record (the version before it: made 2026-12-01T07:06:42+00:00)" \
+        in third.stdout
 
 
 def test_a_model_missing_or_damaged_in_an_install_under_another_prefix_says_to_reinstall_the_bundle(tmp_path):

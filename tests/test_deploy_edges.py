@@ -146,6 +146,17 @@ def test_the_bundles_readme_removes_the_old_folder_before_unpacking():
     assert folder.index("ssh pi@HOST 'rm -rf pi-bundle'") < folder.index("scp -r pi-bundle pi@HOST:")
 
 
+def test_the_bundles_readme_says_how_to_undo_an_upgrade_and_when_a_failed_start_is_tried_again():
+    """README.txt is what the store's IT person keeps with the bundle: install.sh's rollback line
+    has scrolled away by the day an upgrade misbehaves; and a setting the service refuses is tried
+    again about once a minute (edge run waits before it exits), not 5 seconds after."""
+    manifest = {"created": "now", "version": "0.2.0",
+                "model": {"architecture": "m", "accuracy": None, "accuracy_of": None, "sha256": "0" * 64}}
+    text = readme_text(manifest, "till-3.tar.gz", "till-3.tar.gz")
+    assert "sudo /opt/queue-mood/bundle.previous/install.sh" in text
+    assert "5 seconds after any failure" not in text and "about once a minute" in text
+
+
 def readme_unpack_problems(text: str) -> list[str]:
     """Lines of README.md that unpack a bundle without removing an older one's folder first."""
     lines = text.splitlines()

@@ -429,10 +429,13 @@ Afterwards, on the Pi:
                         (every key explained: /etc/queue-mood/config.example.toml)
                         then: sudo systemctl restart queue-mood
   Stop / start:         sudo systemctl stop queue-mood / sudo systemctl start queue-mood
+  Undo an upgrade:      sudo {INSTALL_PREFIX}/bundle.previous/install.sh
+                        (the version installed before; settings, alerts and history stay)
 
 Files: program in /opt/queue-mood, settings in /etc/queue-mood/config.toml,
 undelivered alerts in /var/lib/queue-mood/spool, logs in the system journal.
-The service starts at boot and restarts by itself 5 seconds after any failure.
+The service starts at boot and restarts by itself seconds after it fails; one that cannot
+start (a setting it refuses) says why in `systemctl status` and tries again about once a minute.
 """
 
 
