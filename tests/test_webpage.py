@@ -412,6 +412,9 @@ def test_the_chart_leaves_the_minutes_without_frames_empty():
     for coords, _ in lines:  # 10 s steps are about 1.5 wide; the 20 minutes about 166
         xs = [float(xy.split(",")[0]) for xy in coords.split()]
         assert max(b - a for a, b in zip(xs, xs[1:])) < 5
+    # A blank stretch reads as a quiet queue to a manager (a camera down for 20 minutes, nothing on
+    # the page said so once it was back): the legend says what it means.
+    assert "blank: not watched (no frames)" in chart_legend(dom), chart_legend(dom)
 
 
 def test_the_readme_picture_is_made_from_the_page_over_a_made_up_hour(tmp_path):
@@ -466,6 +469,22 @@ def test_the_charts_legend_tells_its_lines_apart_without_their_colours():
         assert page.js("getComputedStyle(document.querySelector('#chart .share')).strokeDasharray") == "none"
         keys = page.js("""['share', 'faces'].map((k) => getComputedStyle(document.querySelector('.key.' + k)).backgroundImage)""")
         assert keys[0] == "none" and keys[1].startswith("repeating-linear-gradient"), keys
+
+
+def chart_legend(dom: str) -> str:
+    """The words under the chart, as a manager reads them."""
+    legend = re.search(r'<p class="legend">.*?</p>', dom, re.S).group(0)
+    return " ".join(re.sub(r"<[^>]*>", " ", legend).replace("\u00a0", " ").split())
+
+
+def test_the_charts_legend_names_each_scale_in_the_pages_words():
+    """The chart has two scales, a share on the left (0-100%) and a count of faces on the right (0-4
+    in a queue of 4), and the faces line at 4 ran along the 100% line: nothing said the numbers at
+    the right were faces, and the red line was a "negative share" under a card that says "look
+    unhappy". The legend says which scale is whose, in the card's words."""
+    legend = chart_legend(page_dom(fill=watched)[0])
+    assert "look unhappy (% at the left)" in legend and "faces (number at the right)" in legend, legend
+    assert "negative" not in legend, legend
 
 
 def test_the_chart_says_in_words_what_it_shows(monkeypatch):
