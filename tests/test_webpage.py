@@ -42,7 +42,7 @@ def test_page_shows_live_faces_and_alert_in_a_browser(edge_runs, tmp_path):
     after = run.wait_until(lambda s: True)
     assert min(now["faces"], after["faces"]) <= faces <= max(now["faces"], after["faces"]) + 1
     assert re.search(r'id="alert-state">RAISED<', dom)
-    assert re.search(rf'id="alert-since">since {ANOTHER_DAY}\d[^<]* \(\d+ min\)<', dom)  # a time and how long ago
+    assert re.search(rf'id="alert-since">since {ANOTHER_DAY}\d[^<]* \((?:under 1|\d+) min\)<', dom)  # a time and how long ago
     from edge.config import StatusConfig
 
     assert f'id="alert-advice">{StatusConfig.alert_advice}<' in dom  # the config's instruction reaches the page
@@ -132,7 +132,7 @@ def test_camera_down_is_shown_as_such_and_never_as_clear():
     assert emotion_counts(dom) == ["–"] * 7, dom[-3000:]  # nor 0 faces of each emotion
     assert ">clear<" not in dom and "alert-clear" not in dom
     assert 'class="card alert-down"' in dom
-    assert re.search(rf'id="alert-since">since {ANOTHER_DAY}\d[^<]* \(0 min\): the queue is not being watched — check the '
+    assert re.search(rf'id="alert-since">since {ANOTHER_DAY}\d[^<]* \(under 1 min\): the queue is not being watched — check the '
                      r'camera<', dom), re.findall(r'id="alert-since">[^<]*', dom)
     assert re.search(r'id="alert-advice" hidden', dom)  # what to do about an unhappy queue: not now
 
@@ -167,6 +167,25 @@ def test_clear_and_camera_down_say_since_when_like_a_raised_alert(state):
     # with its date in the first 25 minutes after midnight, when that time was yesterday
     assert re.search(r'id="alert-since">since (?:[A-Z][a-z]{2} \d{1,2} )?\d[^<]* \(25 min\)[:<]', dom), \
         re.findall(r'id="alert-since">[^<]*', dom)
+
+
+def test_a_minute_not_yet_past_reads_under_1_min_never_0_min(monkeypatch):
+    """The manager opens the page from the alert's notification seconds after it came: it read
+    "since 17:45:41 (0 min)" and, in the recent alerts, "0 min ago raised", as if it had lasted no
+    time, or none had come."""
+    from edge.service import health
+
+    monkeypatch.setattr(health, "clock_synced", lambda: False)  # the recent alerts say how long ago too
+
+    def raised_now(stats):
+        stats.update(result(4, 3, "raised", "raised", angry=3, happy=1), 0, {})
+
+    dom, _ = page_dom(fill=raised_now)
+    assert re.search(rf'id="alert-since">since {ANOTHER_DAY}\d[^<]* \(under 1 min\)<', dom), \
+        re.findall(r'id="alert-since">[^<]*', dom)
+    assert re.search(r"<li>under 1 min ago raised: \d+% of 4 faces unhappy</li>", dom), re.findall(r"<li>[^<]*", dom)
+    assert re.search(r"<th[^>]*>up for</th><td>under 1 min</td>", dom), dom[-2000:]
+    assert not re.search(r"\b0 min", dom)
 
 
 def test_a_queue_unhappy_again_during_the_cooldown_is_said_beside_clear():
@@ -696,14 +715,14 @@ def test_times_are_the_monitors_local_time_and_name_its_zone_to_a_browser_elsewh
         with urllib.request.urlopen(url + "status", timeout=10) as r:  # when the alert was raised, in UTC
             want = datetime.fromisoformat(json.load(r)["alert_raised_at"]).astimezone(timezone(timedelta(hours=5, minutes=30)))
         first = page.js(since)
-        before = re.fullmatch(rf"since ({ANOTHER_DAY}[\d:]+(?: [AP]M)?) \(\d+ min\)", first)
+        before = re.fullmatch(rf"since ({ANOTHER_DAY}[\d:]+(?: [AP]M)?) \((?:under 1|\d+) min\)", first)
         assert before, first
         page._call("Emulation.setTimezoneOverride", page._session, timezoneId="America/New_York")
         assert page.wait_for("document.getElementById('updated').textContent.includes('IST')", timeout_s=10), \
             page.js("document.getElementById('updated').textContent")
         assert page.js("new Date().getTimezoneOffset()") in (240, 300)  # the browser is in New York now
         said = page.js(since)
-        clock = re.fullmatch(rf"since ({ANOTHER_DAY})([\d:]+(?: [AP]M)?) IST \(\d+ min\)", said)
+        clock = re.fullmatch(rf"since ({ANOTHER_DAY})([\d:]+(?: [AP]M)?) IST \((?:under 1|\d+) min\)", said)
         assert clock and seconds_of_day(clock.group(2)) == want.hour * 3600 + want.minute * 60 + want.second, (said, want)
         assert clock.group(1) + clock.group(2) == before.group(1)  # the same day and time as before
         items = page.js("[...document.querySelectorAll('#alerts li')].map((li) => li.textContent)")
