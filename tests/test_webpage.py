@@ -42,7 +42,7 @@ def test_page_shows_live_faces_and_alert_in_a_browser(edge_runs, tmp_path):
     after = run.wait_until(lambda s: True)
     assert min(now["faces"], after["faces"]) <= faces <= max(now["faces"], after["faces"]) + 1
     assert re.search(r'id="alert-state">RAISED<', dom)
-    assert re.search(rf'id="alert-since">since {ANOTHER_DAY}\d[^<]* \(\d+ min\)<', dom)  # a time and how long ago
+    assert re.search(rf'id="alert-since">since {ANOTHER_DAY}\d[^<]* \((?:under 1|\d+) min\)<', dom)  # a time and how long ago
     from edge.config import StatusConfig
 
     assert f'id="alert-advice">{StatusConfig.alert_advice}<' in dom  # the config's instruction reaches the page
@@ -132,7 +132,7 @@ def test_camera_down_is_shown_as_such_and_never_as_clear():
     assert emotion_counts(dom) == ["–"] * 7, dom[-3000:]  # nor 0 faces of each emotion
     assert ">clear<" not in dom and "alert-clear" not in dom
     assert 'class="card alert-down"' in dom
-    assert re.search(rf'id="alert-since">since {ANOTHER_DAY}\d[^<]* \(0 min\): the queue is not being watched — check the '
+    assert re.search(rf'id="alert-since">since {ANOTHER_DAY}\d[^<]* \(under 1 min\): the queue is not being watched — check the '
                      r'camera<', dom), re.findall(r'id="alert-since">[^<]*', dom)
     assert re.search(r'id="alert-advice" hidden', dom)  # what to do about an unhappy queue: not now
 
@@ -167,6 +167,25 @@ def test_clear_and_camera_down_say_since_when_like_a_raised_alert(state):
     # with its date in the first 25 minutes after midnight, when that time was yesterday
     assert re.search(r'id="alert-since">since (?:[A-Z][a-z]{2} \d{1,2} )?\d[^<]* \(25 min\)[:<]', dom), \
         re.findall(r'id="alert-since">[^<]*', dom)
+
+
+def test_a_minute_not_yet_past_reads_under_1_min_never_0_min(monkeypatch):
+    """The manager opens the page from the alert's notification seconds after it came: it read
+    "since 17:45:41 (0 min)" and, in the recent alerts, "0 min ago raised", as if it had lasted no
+    time, or none had come."""
+    from edge.service import health
+
+    monkeypatch.setattr(health, "clock_synced", lambda: False)  # the recent alerts say how long ago too
+
+    def raised_now(stats):
+        stats.update(result(4, 3, "raised", "raised", angry=3, happy=1), 0, {})
+
+    dom, _ = page_dom(fill=raised_now)
+    assert re.search(rf'id="alert-since">since {ANOTHER_DAY}\d[^<]* \(under 1 min\)<', dom), \
+        re.findall(r'id="alert-since">[^<]*', dom)
+    assert re.search(r"<li>under 1 min ago raised: \d+% of 4 faces unhappy</li>", dom), re.findall(r"<li>[^<]*", dom)
+    assert re.search(r"<th[^>]*>up for</th><td>under 1 min</td>", dom), dom[-2000:]
+    assert not re.search(r"\b0 min", dom)
 
 
 def test_a_queue_unhappy_again_during_the_cooldown_is_said_beside_clear():
@@ -412,6 +431,9 @@ def test_the_chart_leaves_the_minutes_without_frames_empty():
     for coords, _ in lines:  # 10 s steps are about 1.5 wide; the 20 minutes about 166
         xs = [float(xy.split(",")[0]) for xy in coords.split()]
         assert max(b - a for a, b in zip(xs, xs[1:])) < 5
+    # A blank stretch reads as a quiet queue to a manager (a camera down for 20 minutes, nothing on
+    # the page said so once it was back): the legend says what it means.
+    assert "blank: not watched (no frames)" in chart_legend(dom), chart_legend(dom)
 
 
 def test_the_readme_picture_is_made_from_the_page_over_a_made_up_hour(tmp_path):
@@ -466,6 +488,22 @@ def test_the_charts_legend_tells_its_lines_apart_without_their_colours():
         assert page.js("getComputedStyle(document.querySelector('#chart .share')).strokeDasharray") == "none"
         keys = page.js("""['share', 'faces'].map((k) => getComputedStyle(document.querySelector('.key.' + k)).backgroundImage)""")
         assert keys[0] == "none" and keys[1].startswith("repeating-linear-gradient"), keys
+
+
+def chart_legend(dom: str) -> str:
+    """The words under the chart, as a manager reads them."""
+    legend = re.search(r'<p class="legend">.*?</p>', dom, re.S).group(0)
+    return " ".join(re.sub(r"<[^>]*>", " ", legend).replace("\u00a0", " ").split())
+
+
+def test_the_charts_legend_names_each_scale_in_the_pages_words():
+    """The chart has two scales, a share on the left (0-100%) and a count of faces on the right (0-4
+    in a queue of 4), and the faces line at 4 ran along the 100% line: nothing said the numbers at
+    the right were faces, and the red line was a "negative share" under a card that says "look
+    unhappy". The legend says which scale is whose, in the card's words."""
+    legend = chart_legend(page_dom(fill=watched)[0])
+    assert "look unhappy (% at the left)" in legend and "faces (number at the right)" in legend, legend
+    assert "negative" not in legend, legend
 
 
 def test_the_chart_says_in_words_what_it_shows(monkeypatch):
@@ -677,14 +715,14 @@ def test_times_are_the_monitors_local_time_and_name_its_zone_to_a_browser_elsewh
         with urllib.request.urlopen(url + "status", timeout=10) as r:  # when the alert was raised, in UTC
             want = datetime.fromisoformat(json.load(r)["alert_raised_at"]).astimezone(timezone(timedelta(hours=5, minutes=30)))
         first = page.js(since)
-        before = re.fullmatch(rf"since ({ANOTHER_DAY}[\d:]+(?: [AP]M)?) \(\d+ min\)", first)
+        before = re.fullmatch(rf"since ({ANOTHER_DAY}[\d:]+(?: [AP]M)?) \((?:under 1|\d+) min\)", first)
         assert before, first
         page._call("Emulation.setTimezoneOverride", page._session, timezoneId="America/New_York")
         assert page.wait_for("document.getElementById('updated').textContent.includes('IST')", timeout_s=10), \
             page.js("document.getElementById('updated').textContent")
         assert page.js("new Date().getTimezoneOffset()") in (240, 300)  # the browser is in New York now
         said = page.js(since)
-        clock = re.fullmatch(rf"since ({ANOTHER_DAY})([\d:]+(?: [AP]M)?) IST \(\d+ min\)", said)
+        clock = re.fullmatch(rf"since ({ANOTHER_DAY})([\d:]+(?: [AP]M)?) IST \((?:under 1|\d+) min\)", said)
         assert clock and seconds_of_day(clock.group(2)) == want.hour * 3600 + want.minute * 60 + want.second, (said, want)
         assert clock.group(1) + clock.group(2) == before.group(1)  # the same day and time as before
         items = page.js("[...document.querySelectorAll('#alerts li')].map((li) => li.textContent)")

@@ -50,8 +50,11 @@ function clock(iso) {
   return local.toISOString().slice(0, 10) === atMonitor(monitorNow()).toISOString().slice(0, 10) ? time
     : local.toLocaleDateString([], {day: "numeric", month: "short", timeZone: "UTC"}) + " " + time;
 }
-// A span of whole minutes: "12 min", "3 h 05 min".
-function minutes(min) { return min < 60 ? `${min} min` : `${Math.floor(min / 60)} h ${String(min % 60).padStart(2, "0")} min`; }
+// A span of whole minutes: "12 min", "3 h 05 min"; "under 1 min", not "0 min", which read as no time at all
+// (a manager opening the page from an alert's notification saw "since 14:02 (0 min)", "0 min ago raised").
+function minutes(min) {
+  return min < 1 ? "under 1 min" : min < 60 ? `${min} min` : `${Math.floor(min / 60)} h ${String(min % 60).padStart(2, "0")} min`;
+}
 // How long ago, by the monitor's clock.
 function ago(iso) { return minutes(Math.max(0, Math.floor((monitorNow() - new Date(iso)) / 60000))); }
 function since(iso) { return iso ? `since ${clock(iso)} (${ago(iso)})` : ""; }
