@@ -678,6 +678,15 @@ def test_a_folder_no_analysis_wrote_keeps_its_files_of_the_same_names(tmp_path):
     assert "earlier analysis" not in proc.stdout
 
 
+def charts_drawn(monkeypatch) -> list:
+    """The matplotlib Figures edge analyze saves, kept for the test to read (run in-process)."""
+    from edge.ops import analyze
+
+    figures, save = [], analyze._save
+    monkeypatch.setattr(analyze, "_save", lambda fig, path: (figures.append(fig), save(fig, path)))
+    return figures
+
+
 @pytest.mark.parametrize("sig,how,status", [("SIGINT", "Ctrl-C", 130), ("SIGTERM", "SIGTERM", 143),
                                             ("SIGHUP", "SIGHUP", 129)])
 def test_a_stop_signal_writes_the_part_analysed_and_replaces_the_earlier_analysis(tmp_path, monkeypatch, request,
@@ -709,6 +718,7 @@ def test_a_stop_signal_writes_the_part_analysed_and_replaces_the_earlier_analysi
         return process(self, frame)
 
     monkeypatch.setattr(Pipeline, "process", signalled_at_the_fifth_frame)
+    figures = charts_drawn(monkeypatch)
     out = tmp_path / "out"
     fake_earlier_analysis(out, "annotated.mp4")
     result = CliRunner().invoke(cli, ["analyze", str(video), "--out", str(out)])
@@ -717,7 +727,58 @@ def test_a_stop_signal_writes_the_part_analysed_and_replaces_the_earlier_analysi
     assert summary["stopped_by_signal"] == sig and summary["frames_analysed"] == 5
     assert any(n.startswith(f"Stopped by {how} after 5 analysed frames") for n in summary["notes"])
     assert sorted(p.name for p in out.iterdir()) == ["summary.json", "summary.png", "timeline.csv", "tracks.csv"]
+    # summary.png is what gets passed round: the chart of a part must not pass for the whole recording's
+    title = figures[0].axes[1].get_title()  # the shares panel (added after the faces panel)
+    assert f"stopped by {how} at 0.3 s: the chart covers only that part" in title, title
     assert signal.getsignal(getattr(signal, sig)) is default_handler  # given back
+
+
+def test_an_unhappy_queue_held_back_by_the_cooldown_is_shaded_and_said(tmp_path, monkeypatch):
+    """After a clear, alert.cooldown_s holds a new alert back: the chart showed the negative share
+    over the raise line for minutes with no alert and nothing said why (the live status page
+    says it). The frames the policy held an alert back are now a span in summary.json, hatched
+    in the chart and a sentence in the report."""
+    import dataclasses
+
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+    from edge.pipeline.core import Pipeline
+
+    video = write_video(tmp_path / "clip.mp4", (np.full((H, W, 3), 90, np.uint8) for _ in range(2 * FPS)))
+    process = Pipeline.process
+
+    def held_back_in_frames_9_to_17(self, frame):
+        result = process(self, frame)
+        return dataclasses.replace(result, held_back_s=5.0) if 9 <= frame.index < 18 else result
+
+    monkeypatch.setattr(Pipeline, "process", held_back_in_frames_9_to_17)
+    figures = charts_drawn(monkeypatch)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli, ["analyze", str(video), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    s = json.loads((out / "summary.json").read_text())
+    assert s["alerts_held_back"] == [{"from_s": 0.6, "until_s": 1.2}] and s["alert_cooldown_s"] == 120
+    assert "unhappy enough for an alert at 0.6-1.2 s, but no new alert is raised within alert.cooldown_s (120 s)" \
+        in result.output
+    labels = [t.get_text() for t in figures[0].axes[1].get_legend().get_texts()]
+    assert any(t.startswith("alert held back") for t in labels), labels
+
+
+def test_a_video_with_no_face_counts_its_faces_in_whole_numbers(tmp_path, monkeypatch):
+    """With no face at all the faces panel's axis ran 0 to 0.054 in steps of 0.006 faces."""
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+
+    video = write_video(tmp_path / "empty.mp4", (np.full((H, W, 3), 90, np.uint8) for _ in range(FPS)))
+    figures = charts_drawn(monkeypatch)
+    result = CliRunner().invoke(cli, ["analyze", str(video), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    faces_axis = figures[0].axes[0]
+    assert faces_axis.get_ylabel() == "faces"
+    ticks = [t for t in faces_axis.get_yticks() if faces_axis.get_ylim()[0] <= t <= faces_axis.get_ylim()[1]]
+    assert ticks == [0, 1]
 
 
 @pytest.mark.parametrize("link", ["itself", "hard link"])

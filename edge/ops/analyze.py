@@ -7,9 +7,11 @@ OUT/timeline.csv|json  one row per face per analysed frame: time, box, this fram
                        and alerts use) and whether the live monitor would count the track yet
 OUT/tracks.csv|json    one row per track: first/last seen, frames, dominant emotion (argmax of
                        the mean probabilities) and the mean probabilities
-OUT/summary.png        video: share of faces per emotion over time, the negative share and the
-                       periods the alert policy was raised; images: one bar per image (only
-                       where matplotlib is installed; without it, a note says how to get it)
+OUT/summary.png        video: share of faces per emotion over time, the negative share, the
+                       periods the alert policy was raised and those its cooldown held an alert
+                       back (a part stopped by a signal says so in the title); images: one bar
+                       per image (only where matplotlib is installed; without it, a note says
+                       how to get it)
 OUT/summary.json       counts, face widths (for camera placement), alert periods, the files left
                        out (unreadable, or not images), elapsed time and speed
 OUT/annotated.mp4      only with --annotate (frames otherwise never leave memory)
@@ -168,7 +170,9 @@ class _Recorder:
     Every face of a frame is reported (result.faces), not only the tracks confirmed after
     tracking.min_hits detections: otherwise a face's first min_hits - 1 frames, and any face in a
     single image, would be missing from the timeline. The tracker keeps its configured settings,
-    so the mood, the alert periods and the smoothed columns are exactly those `edge run` gives."""
+    so the mood, the alert periods and the smoothed columns are those `edge run` gives with every
+    face classified in every frame (its compute schedule classifies fewer: its alerts can come a
+    few tenths of a second apart from these)."""
 
     def __init__(self, out: Path, labels: list[str], video: bool, fmt: str):
         self.out, self.labels, self.video, self.fmt = out, labels, video, fmt
@@ -185,6 +189,9 @@ class _Recorder:
         self.frame_rows = FrameRows(len(labels))  # video: (t_s, faces, negative_share, counts per label)
         self.image_rows: dict[int, tuple] = {}  # images: file index -> (faces, mean probs or None)
         self.alerts: list[dict] = []
+        # the queue unhappy enough for an alert while the cooldown after a clear holds a new one back
+        # (as the live status page says): else the chart shows a share over the raise line unexplained
+        self.held_back: list[dict] = []
         self.face_widths = array("f")  # detector box widths in frame pixels, for camera placement (4 bytes each)
         self.frames = 0
         self.last_index = -1
@@ -197,6 +204,11 @@ class _Recorder:
             self.alerts.append({"raised_s": round(result.t_s, 3), "cleared_s": None})
         elif result.transition == "cleared" and self.alerts:
             self.alerts[-1]["cleared_s"] = round(result.t_s, 3)
+        held = self.held_back[-1] if self.held_back and self.held_back[-1]["until_s"] is None else None
+        if result.held_back_s is not None and held is None and self.video:
+            self.held_back.append({"from_s": round(result.t_s, 3), "until_s": None})
+        elif result.held_back_s is None and held is not None:
+            held["until_s"] = round(result.t_s, 3)
         n = len(self.labels)
         counts, probs_sum = np.zeros(n, np.int64), np.zeros(n, np.float64)
         for new, old in result.refound if self.video else []:  # tracking.refind_s: the same person again
@@ -449,8 +461,8 @@ def _replay(cfg: Config, parts, source, name_of, rec: _Recorder, timer: StageTim
                     bar.update(1)
                 if stop.event.is_set():  # keep what was analysed and write the files for it
                     rec.stopped_by = stop.name
-                    how = "Ctrl-C" if stop.name == "SIGINT" else stop.name
-                    notes.append(f"Stopped by {how} after {rec.frames} analysed frames; the files cover only that part.")
+                    notes.append(f"Stopped by {_stopped_by(stop.name)} after {rec.frames} analysed frames; the files "
+                                 "cover only that part.")
                     break
     finally:
         if bar is not None:
@@ -458,6 +470,10 @@ def _replay(cfg: Config, parts, source, name_of, rec: _Recorder, timer: StageTim
         rec.timeline.close()
         if annotator:
             annotator.close()
+
+
+def _stopped_by(signal_name: str) -> str:
+    return "Ctrl-C" if signal_name == "SIGINT" else signal_name
 
 
 def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
@@ -531,7 +547,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
         failed = [{"path": p, "reason": r} for p, r in getattr(source, "failed", [])] + \
             [{"path": str(p), "reason": NOT_AN_IMAGE} for p in getattr(source, "not_images", [])]
         by_dominant = rec.write_tracks()
-        media_s = _chart(out / "summary.png" if draw else None, path, source, rec, every, step_s, cfg.alert.raise_share)
+        media_s = _chart(out / "summary.png" if draw else None, path, source, rec, every, step_s, cfg.alert)
         frames = rec.frames
         summary = {
             "input": str(path),
@@ -550,6 +566,8 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
             "tracks_confirmed": sum(st.confirmed for st in rec.tracks.values()) if video else None,
             "counts": {"tracks_by_dominant": by_dominant, "faces_by_smoothed_top": rec.by_top},
             "alerts": rec.alerts,
+            "alerts_held_back": rec.held_back if video else None,
+            "alert_cooldown_s": cfg.alert.cooldown_s,
             "failed": failed,
             "elapsed_s": None,  # filled in below, after the files are written
             "processing_s": round(processing_s, 3),
@@ -568,7 +586,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
         return summary
 
 
-def _chart(png: Path | None, path: str, source, rec: _Recorder, every: int, step_s: float, raise_share: float):
+def _chart(png: Path | None, path: str, source, rec: _Recorder, every: int, step_s: float, alert):
     """summary.png (none when png is None); returns the media seconds analysed (None for images)."""
     if rec.video:
         count = getattr(source, "frame_count", None)
@@ -578,7 +596,9 @@ def _chart(png: Path | None, path: str, source, rec: _Recorder, every: int, step
             if a["cleared_s"] is None:
                 a["open_at_end"] = True
         if png:
-            plot_timeline(png, Path(path).name, rec.labels, rec.frame_rows, rec.alerts, media_s, step_s, raise_share)
+            stopped = f"stopped by {_stopped_by(rec.stopped_by)} at {media_s:.1f} s" if rec.stopped_by else ""
+            plot_timeline(png, Path(path).name, rec.labels, rec.frame_rows, rec.alerts, media_s, step_s,
+                          alert.raise_share, rec.held_back, alert.cooldown_s, stopped)
         return media_s
     if not png:
         return None
@@ -622,7 +642,10 @@ def time_bins(frame_rows: list[tuple], step_s: float, n_labels: int):
     return np.arange(n) * width, width, counts
 
 
-def plot_timeline(path: Path, title: str, labels, frame_rows, alerts, end_s: float, step_s: float, raise_share: float):
+def plot_timeline(path: Path, title: str, labels, frame_rows, alerts, end_s: float, step_s: float, raise_share: float,
+                  held_back=(), cooldown_s: float = 0.0, stopped: str = ""):
+    """stopped: how and where an analysis stopped early, said in the title: the chart of a part
+    must not pass for the whole recording's."""
     from matplotlib.ticker import MaxNLocator
 
     fig = _figure(VIDEO_FIGSIZE)
@@ -646,18 +669,25 @@ def plot_timeline(path: Path, title: str, labels, frame_rows, alerts, end_s: flo
         for axis in (ax, ax2):
             axis.axvspan(a["raised_s"], stop, color="red", alpha=0.15, linewidth=0,
                          label="alert raised" if (axis is ax and i == 0) else None)
+    for i, h in enumerate(held_back):
+        stop = h["until_s"] if h["until_s"] is not None else end_s
+        for axis in (ax, ax2):
+            axis.axvspan(h["from_s"], stop, facecolor="none", edgecolor="#555555", hatch="//", linewidth=0,
+                         label=f"alert held back\n({cooldown_s:g} s cooldown after a clear)" if (axis is ax and i == 0)
+                         else None)
     ax.set_ylim(0, 1)
     ax.set_xlim(0, max(end_s, width))
     ax.set_ylabel("share of faces")
     per = "second" if width == 1.0 else f"{width:g} s"
-    ax.set_title(f"{title}: emotions of the tracked faces (smoothed top emotion, per {per})")
+    ax.set_title(f"{title}: emotions of the tracked faces (smoothed top emotion, per {per})"
+                 + (f"\n{stopped}: the chart covers only that part" if stopped else ""))
     ax.tick_params(labelbottom=False)
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
     ax2.set_ylabel("faces")
     ax2.set_xlabel("media time (s)")
-    ax2.set_ylim(bottom=0)
+    ax2.set_ylim(0, max(1.0, ax2.get_ylim()[1]))  # no face at all: 0-1, not ticks of 0.006 faces
     ax2.yaxis.set_major_locator(MaxNLocator(integer=True))
-    fig.subplots_adjust(left=0.07, right=0.80, top=0.93, bottom=0.1)
+    fig.subplots_adjust(left=0.07, right=0.80, top=0.89 if stopped else 0.93, bottom=0.1)  # room for its 2nd line
     _save(fig, path)
 
 
@@ -725,6 +755,12 @@ def report_lines(s: dict) -> list[str]:
                           else f"{a['raised_s']:g} s-end" for a in s["alerts"])
         times = "once" if len(s["alerts"]) == 1 else f"{len(s['alerts'])} times"
         lines.append(f"The alert would have been raised {times}: {spans}.")
+    if s.get("alerts_held_back"):  # a share over the raise line with no alert, explained
+        held = [f"{h['from_s']:g}-{h['until_s']:g} s" if h["until_s"] is not None else f"{h['from_s']:g} s-end"
+                for h in s["alerts_held_back"]]
+        more = f" and {len(held) - 5} more (all in summary.json)" if len(held) > 5 else ""
+        lines.append(f"The queue looked unhappy enough for an alert at {', '.join(held[:5])}{more}, but no new alert "
+                     f"is raised within alert.cooldown_s ({s['alert_cooldown_s']:g} s) of a clear.")
     unread = [f for f in s["failed"] if f["reason"] != NOT_AN_IMAGE]
     others = [Path(f["path"]).name for f in s["failed"] if f["reason"] == NOT_AN_IMAGE]
     if unread:
