@@ -1035,3 +1035,48 @@ def test_what_a_killed_analysis_left_that_cannot_be_put_right_is_one_sentence(tm
                                         rf"it finished, which cannot be put right \({aside}/.*: Operation not "
                                         r"permitted\); have its owner run the analysis again, or pass another --out\.$"):
         _finish_interrupted(out, [], [])
+
+
+def test_a_missing_input_is_told_what_analyze_reads(tmp_path):
+    """It had edge run's sentence, which offers an rtsp:// URL that edge analyze then refuses."""
+    r = run_cli("analyze", tmp_path / "gone.mp4", "--out", tmp_path / "out")
+    (line,) = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert r.returncode == 2 and line == (f"error: {tmp_path / 'gone.mp4'} does not exist; pass edge analyze a video "
+                                          "file, an image or a folder of images."), r.stderr
+
+
+def test_an_out_inside_the_image_folder_is_not_named_as_a_subfolder_left_out(tmp_path):
+    """A second run into images/res said "The subfolder of images (res) is not looked into": its own output."""
+    images = tmp_path / "images"
+    (images / "day2").mkdir(parents=True)
+    cv2.imwrite(str(images / "a.png"), np.full((H, W, 3), 90, np.uint8))
+    for _ in range(2):
+        r = run_cli("analyze", images, "--out", images / "res")
+        assert r.returncode == 0, r.stderr
+    said = [ln for ln in r.stdout.splitlines() if "not looked into" in ln]
+    assert said == [f"The subfolder of {images} (day2) is not looked into; analyse it on its own."], r.stdout
+
+
+def test_the_summary_names_the_models_fingerprint_and_one_frame_is_one_frame(tmp_path, shipped_model):
+    """An engineer comparing analyses of two models could tell them apart only by their paths."""
+    from edge.card import sha256_file
+
+    video = write_video(tmp_path / "clip.mp4", (np.full((H, W, 3), 90, np.uint8) for _ in range(1)))
+    r = run_cli("analyze", video, "--out", tmp_path / "out", "--model", shipped_model)
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert s["model_sha256"] == sha256_file(shipped_model)
+    assert "Analysed 1 frame (" in r.stdout, r.stdout
+
+
+def test_a_video_with_faces_and_no_alert_says_no_alert_would_have_been_raised():
+    from edge.ops.analyze import report_lines
+
+    s = {"kind": "video", "every": 1, "frames_analysed": 30, "media_seconds": 2.0, "processing_s": 1.0,
+         "seconds_per_media_minute": 30, "files": {"timeline": "out/timeline.csv"}, "faces": 30, "tracks": 1,
+         "tracks_confirmed": 1, "counts": {"tracks_by_dominant": {"happy": 1}}, "alerts": [], "failed": [],
+         "notes": []}
+    assert "The alert would not have been raised." in report_lines(s)
+    s["alerts_held_back"] = [{"from_s": 1, "until_s": 2}]
+    s["alert_cooldown_s"] = 120
+    assert "The alert would not have been raised." not in report_lines(s)  # the held-back sentence says why

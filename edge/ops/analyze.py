@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge.card import sha256_file
 from edge.config import Config, ScheduleConfig
 from edge.errors import UserError, install_hint, missing_modules
 from edge.files import no_core_dumps
@@ -499,6 +500,10 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     if Path(path).is_dir() and Path(opts.out).resolve() == Path(path).resolve():
         raise UserError(f"--out {opts.out} is the folder being analysed: its next run would analyse this one's chart; "
                         "pass another --out.")
+    given = expand_path(path)
+    if not given.exists():  # edge run's own sentence offers an rtsp:// URL, refused above
+        what = "is a link to a file that does not exist" if given.is_symlink() else "does not exist"
+        raise UserError(f"{path} {what}; pass edge analyze a video file, an image or a folder of images.")
     no_core_dumps()  # as edge run does: a crash or SIGABRT must not copy the customers' frames into a core file
     # an unreadable input fails here, before the model loads; images are one second apart
     source = open_source(None, path, fps=1.0, every=every, rotate=cfg.source.rotate)
@@ -519,9 +524,10 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     fps = source.fps
     if getattr(source, "fps_assumed", None):
         opts.notes.append(source.fps_assumed)
-    if getattr(source, "subfolders", None):  # their images are not analysed: said, not passed over
-        many = len(source.subfolders) > 1
-        opts.notes.append(f"The subfolder{'s' if many else ''} of {path} ({subfolder_names(source.subfolders)}) "
+    # their images are not analysed: said, not passed over (this analysis's own --out is no such folder)
+    if subfolders := [f for f in getattr(source, "subfolders", None) or [] if not same_file(f, out)]:
+        many = len(subfolders) > 1
+        opts.notes.append(f"The subfolder{'s' if many else ''} of {path} ({subfolder_names(subfolders)}) "
                           f"{'are' if many else 'is'} not looked into; analyse {'each' if many else 'it'} on its own.")
     step_s = every / fps
     if video and step_s > cfg.tracking.max_gap_s:
@@ -553,6 +559,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
             "input": str(path),
             "kind": kind,
             "model": str(classifier.path),
+            "model_sha256": sha256_file(classifier.path),  # which model made it, as edge run logs it
             "detector": detector.describe(),
             "runtime": classifier.runtime.describe(),
             "every": every,
@@ -732,7 +739,8 @@ def report_lines(s: dict) -> list[str]:
     lines = []
     if s["kind"] == "video":
         which = "every frame" if s["every"] == 1 else f"every {_ordinal(s['every'])} frame"
-        lines.append(f"Analysed {s['frames_analysed']} frames ({s['media_seconds']:.1f} s of video, {which}) in "
+        lines.append(f"Analysed {s['frames_analysed']} frame{'s' if s['frames_analysed'] != 1 else ''} "
+                     f"({s['media_seconds']:.1f} s of video, {which}) in "
                      f"{s['processing_s']:.1f} s: "
                      f"{s['seconds_per_media_minute']} s per minute of video.")
     else:
@@ -755,6 +763,8 @@ def report_lines(s: dict) -> list[str]:
                           else f"{a['raised_s']:g} s-end" for a in s["alerts"])
         times = "once" if len(s["alerts"]) == 1 else f"{len(s['alerts'])} times"
         lines.append(f"The alert would have been raised {times}: {spans}.")
+    elif s["kind"] == "video" and s["faces"] and not s.get("alerts_held_back"):
+        lines.append("The alert would not have been raised.")
     if s.get("alerts_held_back"):  # a share over the raise line with no alert, explained
         held = [f"{h['from_s']:g}-{h['until_s']:g} s" if h["until_s"] is not None else f"{h['from_s']:g} s-end"
                 for h in s["alerts_held_back"]]
