@@ -234,6 +234,9 @@ class History:
         # one this run raised while it had not, its time.monotonic() (mono), to stamp it again by
         # once it has (settle); else mono is None.
         self.alerts: deque[dict] = deque(maxlen=alerts_kept)
+        # The camera's outages as the status showed them (kind "down", then "up"), stamped as the
+        # alerts are; in memory only: a restart starts without them (the chart's blank stays).
+        self.outages: deque[dict] = deque(maxlen=alerts_kept)
         self._step: dict | None = None  # the step being accumulated
         self._path = db_path
         self._db: sqlite3.Connection | None = None
@@ -466,10 +469,15 @@ class History:
         self.alerts.append(a)
         self._write(self._pending_alerts, (t_wall, kind, a["negative_share"], faces, clock_set))
 
+    def add_outage(self, t_wall: float, kind: str, clock_set: bool = True, mono: float | None = None) -> None:
+        """The camera declared down ("down") or delivering again ("up") at `t_wall`; the clock as in add_alert."""
+        self.outages.append({"t": t_wall, "time": iso(t_wall), "kind": kind, "clock_set": clock_set,
+                             "mono": None if clock_set else mono})
+
     @property
     def unsettled(self) -> bool:
-        """Whether alerts this run raised before NTP set the clock wait for settle."""
-        return any(a["mono"] is not None for a in self.alerts)
+        """Whether alerts (or outages) this run recorded before NTP set the clock wait for settle."""
+        return any(a["mono"] is not None for a in (*self.alerts, *self.outages))
 
     def settle(self, wall: float, mono: float) -> None:
         """The clock is set now (`wall`, at time.monotonic() `mono`): the alerts this run raised before
@@ -486,6 +494,10 @@ class History:
         self._pending_alerts.clear()
         self._pending_alerts.extend(pending)
         self._write(self._pending_restamps, *restamps)
+        for o in self.outages:
+            if o["mono"] is not None:
+                t = wall - (mono - o["mono"])
+                o.update(t=t, time=iso(t), clock_set=True, mono=None)
 
     # -- reading
     def series(self, now: float | None = None) -> list[dict]:
@@ -506,6 +518,44 @@ class History:
         wall = time.time() if wall is None else wall
         mono = time.monotonic() if mono is None else mono
         return [self._shown(a, wall, mono) for a in reversed(self.alerts)]
+
+    def periods(self, wall: float | None = None, mono: float | None = None, raised: bool = False,
+                down: bool = False) -> list[dict]:
+        """The recent alerts and camera outages as periods, newest first, as a manager reads them:
+        `kind` "unhappy" (raised, then cleared) or "camera_down"; `start` and `end` each {t, time,
+        clock_set} as in recent_alerts, `end` None while it lasts (`ongoing`, as `raised` and `down`
+        say of now) or where none was recorded (the monitor stopped first). An unhappy one also has
+        the share and faces when it was raised, and its highest 10-s mean the chart holds (`peak_share`,
+        `peak_faces`; the share when raised, where its points are older than the chart's hour)."""
+        wall = time.time() if wall is None else wall
+        mono = time.monotonic() if mono is None else mono
+        points = [p for p in self.series() if p["alert"]]
+        out = []
+        for kind, events, opens, now in (("unhappy", self.alerts, "raised", raised),
+                                         ("camera_down", self.outages, "down", down)):
+            last = None
+            for a in events:  # in the order recorded
+                if a["kind"] == opens:
+                    last = {"kind": kind, "start": self._stamp(a, wall, mono), "end": None, "ongoing": False}
+                    if kind == "unhappy":
+                        last.update(negative_share=a["negative_share"], faces=a["faces"])
+                    out.append(last)
+                elif last is not None and last["end"] is None:  # a clear whose raise is older than those kept is left out
+                    last["end"] = self._stamp(a, wall, mono)
+            if last is not None and last["end"] is None:
+                last["ongoing"] = now
+        for p in (p for p in out if p["kind"] == "unhappy"):
+            t0, t1 = p["start"]["t"], p["end"]["t"] if p["end"] and p["end"]["t"] is not None else wall
+            during = [q for q in points if t0 is not None and t0 - self.step_s < q["t"] <= t1]
+            top = max([p, *during], key=lambda q: q["negative_share"])  # the first of equals: the raise's own
+            p.update(peak_share=top["negative_share"], peak_faces=top["faces"])
+        # a start without a time (stamped before NTP set the clock, before a restart) is the oldest
+        return sorted(out, key=lambda p: -math.inf if p["start"]["t"] is None else p["start"]["t"], reverse=True)
+
+    @classmethod
+    def _stamp(cls, a: dict, wall: float, mono: float) -> dict:
+        shown = cls._shown(a, wall, mono)
+        return {k: shown[k] for k in ("t", "time", "clock_set")}
 
     @staticmethod
     def _shown(a: dict, wall: float, mono: float) -> dict:
