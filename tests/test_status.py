@@ -477,6 +477,30 @@ def test_a_camera_outage_before_ntp_set_the_clock_is_stamped_again_at_its_true_t
     assert stats.history.unsettled is False
 
 
+def test_camera_outages_are_kept_in_the_history_file_at_their_true_time_across_a_restart(tmp_path, monkeypatch):
+    """The chart's blank stretch survives a restart, and so does the line saying the camera gave no
+    picture then: one from before NTP set the clock at its true time, one the monitor stopped during
+    without an end."""
+    db = tmp_path / "history.sqlite"
+    pi = PiClock(monkeypatch, BOOT_1970)
+    stats = Stats("rt", "m", "video", history=History(db_path=str(db)))
+    stats.camera_down()
+    pi.wait(60)
+    pi.ntp_sets(NTP_TIME)
+    stats.camera_up()
+    pi.wait(5)
+    stats.update(result(3, 0, happy=3), 0, {})  # settles the outage's start: NTP_TIME - 60
+    pi.wait(5)
+    stats.camera_down()
+    stats.history.close()  # stopped while the camera was down
+    again = Stats("rt", "m", "video", history=History(db_path=str(db)))
+    again.update(result(3, 0, happy=3), 0, {})
+    when = lambda e: e and (e["t"] - NTP_TIME, e["clock_set"])  # noqa: E731
+    assert [(p["kind"], when(p["start"]), when(p["end"]), p["ongoing"]) for p in again.snapshot()["alert_periods"]] == [
+        ("camera_down", (10, True), None, False), ("camera_down", (-60, True), (0, True), False)]
+    again.history.close()
+
+
 def test_an_alert_stamped_by_an_unset_clock_before_a_restart_has_no_time_not_a_1970_one(tmp_path, monkeypatch):
     """Raised while the clock read 1970, then the monitor stopped before NTP set it: after the
     restart nothing tells when it came (the monotonic clock it was measured by is gone), so /status
