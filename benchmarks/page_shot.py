@@ -31,6 +31,7 @@ from edge.errors import UserError
 PHONE = "430,1400"  # a phone-sized window: the page is read on the manager's phone
 # (minutes before now, how long in minutes): the unhappy spells of the made-up hour
 SPELLS = ((27.0, 6.0), (1.5, 1.5))
+OUTAGE = (14.0, 3.0)  # likewise, the camera's outage: a blank stretch on the chart, a line in the list
 
 
 def chromium_binary() -> str | None:
@@ -136,7 +137,7 @@ class LivePage:
 
 def made_up_hour(stats, now: float, seed: int = 7) -> None:
     """Fill `stats` (edge.service.status.Stats) with an hour of figures, one every 2 s, and its
-    current state: the last spell's alert raised, 3 of 4 faces unhappy."""
+    current state: the last spell's alert raised, 3 of 4 faces unhappy; the camera down for a while between."""
     from edge.config import AlertConfig
     from edge.labels import LABELS
 
@@ -144,8 +145,14 @@ def made_up_hour(stats, now: float, seed: int = 7) -> None:
     rng = np.random.default_rng(seed)
     raised_since = None
     faces, share, streak = 3, 0.1, 0
+    down = False
     for t in np.arange(now - 3600, now, step_s):
         ago_min = (now - t) / 60
+        if down != (OUTAGE[0] - OUTAGE[1] < ago_min <= OUTAGE[0]):
+            down = not down
+            stats.history.add_outage(t, "down" if down else "up")
+        if down:
+            continue
         unhappy = any(start - length <= ago_min <= start for start, length in SPELLS)
         if rng.random() < 1 / 45:  # someone joins or leaves about every 90 s
             faces = int(np.clip(faces + rng.choice([-1, 1]), 3 if unhappy else 2, 4))

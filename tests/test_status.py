@@ -114,6 +114,56 @@ def test_status_history_and_recent_alerts_follow_the_pipeline(serve):
     assert s["alert_raised_at"] is None and [a["kind"] for a in s["recent_alerts"]] == ["cleared", "raised"]
 
 
+def test_status_lists_alerts_and_camera_outages_as_periods_newest_first(monkeypatch):
+    """The page listed each raise and each clear as an alert of its own (a manager read "cleared: 10%
+    of 4 faces unhappy" as one), and a camera outage, a blank stretch on the chart, not at all:
+    `alert_periods` gives each alert from raised to cleared, with the highest share it reached, and
+    each outage; recent_alerts stays as it was (fleet scripts read it)."""
+    pi = PiClock(monkeypatch, NTP_TIME)
+    pi.synced = True
+    stats = Stats("rt", "m", "video")
+    stats.update(result(3, 0, happy=3), 0, {})
+    pi.wait(60)
+    stats.update(result(3, 2, "raised", "raised", angry=2, happy=1), 0, {})  # raised at 67% of 3
+    for _ in range(30):  # worse for a while: all 4 unhappy
+        pi.wait(2)
+        stats.update(result(4, 4, "raised", angry=4), 0, {})
+    pi.wait(300)
+    stats.update(result(4, 0, "clear", "cleared", happy=4), 0, {})
+    pi.wait(60)
+    stats.camera_down()
+    pi.wait(120)
+    stats.camera_up()
+    stats.update(result(3, 0, happy=3), 0, {})
+    pi.wait(60)
+    stats.update(result(3, 2, "raised", "raised", angry=2, happy=1), 0, {})
+    s = stats.snapshot()
+    when = lambda e: e and (e["t"] - NTP_TIME, e["clock_set"])  # noqa: E731
+    assert [(p["kind"], when(p["start"]), when(p["end"]), p["ongoing"]) for p in s["alert_periods"]] == [
+        ("unhappy", (660, True), None, True),
+        ("camera_down", (480, True), (600, True), False),
+        ("unhappy", (60, True), (420, True), False)], s["alert_periods"]
+    assert [(p["negative_share"], p["faces"], p["peak_share"], p["peak_faces"])
+            for p in s["alert_periods"] if p["kind"] == "unhappy"] == [(0.6667, 3, 0.6667, 3), (0.6667, 3, 1.0, 4)]
+    assert [a["kind"] for a in s["recent_alerts"]] == ["raised", "cleared", "raised"]  # as before
+    pi.wait(30)
+    stats.camera_down()  # the alert bridges an outage: still raised, and the camera gives no picture now
+    assert [(p["kind"], p["ongoing"]) for p in stats.snapshot()["alert_periods"][:3]] == \
+        [("camera_down", True), ("unhappy", True), ("camera_down", False)]
+
+
+def test_an_alert_the_monitor_stopped_during_is_a_period_without_an_end_not_one_ongoing(tmp_path):
+    db = tmp_path / "history.sqlite"
+    before = Stats("rt", "m", "video", history=History(db_path=str(db)))
+    before.update(result(4, 3, "raised", "raised", angry=3, happy=1), 0, {})
+    before.history.close()  # stopped while raised: no clear was recorded
+    stats = Stats("rt", "m", "video", history=History(db_path=str(db)))
+    stats.update(result(4, 0, happy=4), 0, {})  # the new run starts clear
+    (p,) = stats.snapshot()["alert_periods"]
+    assert p["kind"] == "unhappy" and p["end"] is None and p["ongoing"] is False and p["peak_share"] == 0.75
+    stats.history.close()
+
+
 def test_status_says_until_when_the_cooldown_holds_a_new_alert_back(serve):
     """The queue unhappy again during the cooldown after a clear: /status says when a new alert
     may be raised (by this machine's clock), and only while that holds."""
@@ -408,6 +458,47 @@ def test_alerts_raised_before_ntp_set_the_clock_are_shown_and_kept_at_their_true
     stats.history.close()
     again = History(db_path=str(db)).recent_alerts(NTP_TIME + 600, 0.0)
     assert [(a["t"], a["clock_set"]) for a in again] == [(NTP_TIME + 60, True), (NTP_TIME - 120, True)]
+
+
+def test_a_camera_outage_before_ntp_set_the_clock_is_stamped_again_at_its_true_time(monkeypatch):
+    """As an alert: the outage's start said how long ago while the clock read 1970, then its true time."""
+    pi = PiClock(monkeypatch, BOOT_1970)
+    stats = Stats("rt", "m", "video")
+    stats.camera_down()
+    pi.wait(120)
+    (p,) = stats.snapshot()["alert_periods"]
+    assert (p["kind"], p["start"]["t"], p["start"]["clock_set"], p["ongoing"]) == ("camera_down", BOOT_1970, False, True)
+    pi.ntp_sets(NTP_TIME)
+    stats.camera_up()
+    pi.wait(5)  # settled at the next look (Stats._settle)
+    stats.update(result(3, 0, happy=3), 0, {})
+    (p,) = stats.snapshot()["alert_periods"]
+    assert (p["start"]["t"], p["start"]["clock_set"], p["end"]["t"], p["ongoing"]) == (NTP_TIME - 120, True, NTP_TIME, False)
+    assert stats.history.unsettled is False
+
+
+def test_camera_outages_are_kept_in_the_history_file_at_their_true_time_across_a_restart(tmp_path, monkeypatch):
+    """The chart's blank stretch survives a restart, and so does the line saying the camera gave no
+    picture then: one from before NTP set the clock at its true time, one the monitor stopped during
+    without an end."""
+    db = tmp_path / "history.sqlite"
+    pi = PiClock(monkeypatch, BOOT_1970)
+    stats = Stats("rt", "m", "video", history=History(db_path=str(db)))
+    stats.camera_down()
+    pi.wait(60)
+    pi.ntp_sets(NTP_TIME)
+    stats.camera_up()
+    pi.wait(5)
+    stats.update(result(3, 0, happy=3), 0, {})  # settles the outage's start: NTP_TIME - 60
+    pi.wait(5)
+    stats.camera_down()
+    stats.history.close()  # stopped while the camera was down
+    again = Stats("rt", "m", "video", history=History(db_path=str(db)))
+    again.update(result(3, 0, happy=3), 0, {})
+    when = lambda e: e and (e["t"] - NTP_TIME, e["clock_set"])  # noqa: E731
+    assert [(p["kind"], when(p["start"]), when(p["end"]), p["ongoing"]) for p in again.snapshot()["alert_periods"]] == [
+        ("camera_down", (10, True), None, False), ("camera_down", (-60, True), (0, True), False)]
+    again.history.close()
 
 
 def test_an_alert_stamped_by_an_unset_clock_before_a_restart_has_no_time_not_a_1970_one(tmp_path, monkeypatch):

@@ -46,7 +46,7 @@ def test_page_shows_live_faces_and_alert_in_a_browser(edge_runs, tmp_path):
     from edge.config import StatusConfig
 
     assert f'id="alert-advice">{StatusConfig.alert_advice}<' in dom  # the config's instruction reaches the page
-    assert re.search(r'<li>[^<]* raised: \d+% of \d+ faces unhappy</li>', dom)  # the recent alerts
+    assert re.search(r'<li>[^<]* – now \((?:under 1|\d+) min\): queue unhappy, up to \d+% of \d+ faces</li>', dom)  # the recent alerts
     assert int(re.search(r'data-points="(\d+)"', dom).group(1)) >= 1  # the chart drew the history
     assert "<img" not in dom
 
@@ -183,7 +183,8 @@ def test_a_minute_not_yet_past_reads_under_1_min_never_0_min(monkeypatch):
     dom, _ = page_dom(fill=raised_now)
     assert re.search(rf'id="alert-since">since {ANOTHER_DAY}\d[^<]* \(under 1 min\)<', dom), \
         re.findall(r'id="alert-since">[^<]*', dom)
-    assert re.search(r"<li>under 1 min ago raised: \d+% of 4 faces unhappy</li>", dom), re.findall(r"<li>[^<]*", dom)
+    assert re.search(r"<li>under 1 min ago – now \(under 1 min\): queue unhappy, up to \d+% of 4 faces</li>", dom), \
+        re.findall(r"<li>[^<]*", dom)
     assert re.search(r"<th[^>]*>up for</th><td>under 1 min</td>", dom), dom[-2000:]
     assert not re.search(r"\b0 min", dom)
 
@@ -355,7 +356,7 @@ def test_a_pi_clock_hours_off_the_browsers_still_says_how_long_ago_and_draws_the
     # an alert raised a minute ago, by the Pi's clock
     dom, _ = page_dom(fill=lambda stats: made_up_hour(stats, time.time() + ahead_s))
     assert re.search(r'id="alert-since">since [^<]* \([12] min\)<', dom), re.findall(r'id="alert-since">[^<]*', dom)
-    assert int(re.search(r'data-points="(\d+)"', dom).group(1)) >= 350  # the hour is drawn
+    assert int(re.search(r'data-points="(\d+)"', dom).group(1)) >= 330  # the hour is drawn (less its 3-min outage)
     xs = [float(x) for line in re.findall(r'<polyline points="([^"]*)"', dom) for x in re.findall(r"([\d.]+),", line)]
     assert xs and min(xs) < 84 + 10 and max(xs) <= 600 - 46  # across the chart, not piled up or past its edge
 
@@ -447,7 +448,8 @@ def test_the_readme_picture_is_made_from_the_page_over_a_made_up_hour(tmp_path):
     page_shot.made_up_hour(stats, 1_800_000_000.0)
     kinds = [a["kind"] for a in stats.history.recent_alerts()]
     assert kinds == ["raised", "cleared", "raised"]  # newest first: one spell over, one raised now
-    assert stats.snapshot()["alert_state"] == "raised" and len(stats.history.series()) >= 350  # at its made-up time
+    assert [p["kind"] for p in stats.snapshot()["alert_periods"]] == ["unhappy", "camera_down", "unhappy"]  # an outage between
+    assert stats.snapshot()["alert_state"] == "raised" and len(stats.history.series()) >= 330  # at its made-up time, less the outage
 
 
 def test_a_screen_reader_hears_the_alert_raised_once_not_every_poll():
@@ -539,9 +541,27 @@ def test_no_alert_yet_is_said_in_words_not_as_alert_number_one():
     with stand_in(fill=lambda stats: made_up_hour(stats, time.time())) as (url, _), LivePage(url) as page:
         assert page.wait_for("document.body.dataset.live === '1'")
         assert page.js(shown) == []
+        assert page.js("document.querySelectorAll('#alerts li').length") == 3
+
+
+def test_recent_alerts_read_as_periods_and_say_when_the_camera_gave_no_picture():
+    """Each raise and each clear was an item of its own ("05:38:03 PM cleared: 10% of 4 faces
+    unhappy", read as an alert), and a camera outage, a blank stretch on the chart, was not listed:
+    now each alert is one line from raised to cleared with the most unhappy it got, the one raised
+    now "– now", and each outage its own line, newest first."""
+    from benchmarks.page_shot import made_up_hour
+
+    hm, width = r"\d\d:\d\d(?: [AP]M)?", 390
+    with stand_in(fill=lambda stats: made_up_hour(stats, time.time())) as (url, _), \
+            LivePage(url, window=f"{width},900") as page:
+        assert page.wait_for("document.querySelectorAll('#alerts li').length")
         items = page.js("[...document.querySelectorAll('#alerts li')].map((li) => li.textContent)")
-        assert [re.search(r" (raised|cleared): \d+% of \d faces unhappy$", i).group(1) for i in items] == \
-            ["raised", "cleared", "raised"], items
+        assert [bool(re.fullmatch(want, i)) for want, i in zip((
+            rf"{hm} – now \((?:under 1|\d) min\): queue unhappy, up to \d+% of [34] faces",
+            rf"{hm} – {hm} \(3 min\): camera gave no picture",
+            rf"{hm} – {hm} \([5-7] min\): queue unhappy, up to \d+% of [34] faces"), items)] == [True] * 3, items
+        assert "cleared" not in " ".join(items) and "raised" not in " ".join(items)
+        assert page.js("document.documentElement.scrollWidth") <= width  # a phone's
 
 
 def test_alerts_stamped_before_ntp_set_the_pis_clock_say_how_long_ago_or_that_it_is_unknown_never_1970(
@@ -566,8 +586,9 @@ def test_alerts_stamped_before_ntp_set_the_pis_clock_say_how_long_ago_or_that_it
 
     dom, _ = page_dom(fill=raised_3_min_ago)
     items = re.findall(r"<li>([^<]*)</li>", dom)
-    assert items == ["3 min ago raised: 67% of 3 faces unhappy",
-                     "time unknown (clock not set) raised: 75% of 4 faces unhappy"], dom[-3000:]
+    assert items == ["3 min ago – now (3 min): queue unhappy, up to 67% of 3 faces",
+                     "time unknown (clock not set) – not recorded (the monitor stopped): queue unhappy, up to 75% of 4 faces"], \
+        dom[-3000:]
     assert "1970" not in dom
 
 
@@ -783,6 +804,9 @@ def test_times_from_before_the_clocks_changed_read_as_the_clock_on_the_wall_did(
         return ["%02d:%02d:%02d" % (s // 3600, s // 60 % 60, s % 60)
                 for s in map(seconds_of_day, re.findall(r"\d\d:\d\d:\d\d(?: [AP]M)?", said))]
 
+    def hh_mm(said: str) -> list[str]:  # the recent alerts' "00:30" or "12:30 AM", as 24-h times
+        return [t[:5] for t in hh_mm_ss(re.sub(r"(\d\d:\d\d)(?!:)", r"\1:00", said))]
+
     alerts = "[...document.querySelectorAll('#alerts li')].map((li) => li.textContent).join(' | ')"
     axis = "[...document.querySelectorAll('#chart text')].slice(-3).map((t) => t.textContent).join(' ')"
     with pytest.MonkeyPatch.context() as mp, monitor_in("Europe/London"):
@@ -791,14 +815,15 @@ def test_times_from_before_the_clocks_changed_read_as_the_clock_on_the_wall_did(
             assert page.wait_for("document.body.dataset.live === '1' && document.getElementById('chart').dataset.points")
             since = page.js("document.getElementById('alert-since').textContent")
             assert hh_mm_ss(since) == ["00:30:00"] and since.endswith("(1 h 00 min)"), since
-            assert hh_mm_ss(page.js(alerts)) == ["02:10:00", "00:30:00"], page.js(alerts)
+            assert hh_mm(page.js(alerts)) == ["00:30", "02:10"], page.js(alerts)
+            assert page.js(alerts).endswith(" (40 min): queue unhappy, up to 70% of 4 faces"), page.js(alerts)  # by the clock
             assert re.sub(r"(\d\d):(\d\d)(?: [AP]M)?", "#", page.js(axis)) == "# # #", page.js(axis)
             hours = [int(h) % 12 for h in re.findall(r"(\d\d):\d\d", page.js(axis))]  # AM/PM aside
             assert hours == [0, 2, 2] and re.findall(r":(\d\d)", page.js(axis)) == ["30", "00", "30"], page.js(axis)
             page._call("Emulation.setTimezoneOverride", page._session, timezoneId="America/New_York")
             assert page.wait_for(f"{alerts}.includes('BST')", timeout_s=15), page.js(alerts)
             said = page.js(alerts)
-            assert re.fullmatch(r"[\d:]+(?: [AP]M)? BST cleared: .* \| [\d:]+(?: [AP]M)? GMT raised: .*", said), said
-            assert hh_mm_ss(said) == ["02:10:00", "00:30:00"], said  # the store's times still
+            assert re.fullmatch(r"[\d:]+(?: [AP]M)? GMT – [\d:]+(?: [AP]M)? BST \(40 min\): .*", said), said
+            assert hh_mm(said) == ["00:30", "02:10"], said  # the store's times still
             legend = "document.getElementById('chart-zone').textContent"
             assert page.wait_for(f"{legend}.includes('BST') && {legend}") == " ·\u00a0times\u00a0GMT\u00a0/\u00a0BST"

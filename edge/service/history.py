@@ -1,5 +1,5 @@
 """The last hour of the queue's mood for the status page's chart: one point per `step_s`
-(mean negative share, most faces, whether an alert was raised), and the recent alerts.
+(mean negative share, most faces, whether an alert was raised), and the recent alerts and camera outages.
 
 Bounded in memory; with a `db_path` the same points also go to a small SQLite file, bounded
 by row count, so the chart survives a restart. Points go to it together every `write_s` (an
@@ -38,8 +38,10 @@ _DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 SCHEMA = ("CREATE TABLE IF NOT EXISTS samples (t REAL PRIMARY KEY, negative_share REAL, faces INTEGER, alert INTEGER)",
           "CREATE TABLE IF NOT EXISTS sample_frames (t REAL PRIMARY KEY, n INTEGER NOT NULL)",
           "CREATE TABLE IF NOT EXISTS alerts (t REAL, kind TEXT, negative_share REAL, faces INTEGER)",
-          "CREATE TABLE IF NOT EXISTS alerts_clock_unset (t REAL, kind TEXT)")
+          "CREATE TABLE IF NOT EXISTS alerts_clock_unset (t REAL, kind TEXT)",
+          "CREATE TABLE IF NOT EXISTS outages (t REAL, kind TEXT, clock_set INTEGER)")
 KINDS = ("raised", "cleared")
+OUTAGE_KINDS = ("down", "up")  # apart from KINDS: a restamp (t, kind) finds its row in one table only
 SAMPLES = ("SELECT s.t, s.negative_share, s.faces, s.alert, coalesce(f.n, 1) FROM samples s "
            "LEFT JOIN sample_frames f USING (t)")
 ALERTS = ("SELECT a.t, a.kind, a.negative_share, a.faces, NOT EXISTS (SELECT 1 FROM alerts_clock_unset u "
@@ -210,6 +212,18 @@ def _alert(row: tuple) -> dict | None:
             "clock_set": bool(clock_set), "mono": None}
 
 
+def _outage(row: tuple) -> dict | None:
+    t, kind, clock_set = row
+    t = _number(t)
+    if t is None or kind not in OUTAGE_KINDS:
+        return None
+    try:
+        time_ = iso(t)
+    except (OverflowError, OSError, ValueError):  # a time no calendar has
+        return None
+    return {"t": t, "time": time_, "kind": kind, "clock_set": bool(clock_set), "mono": None}
+
+
 def _merged(a: dict, b: dict) -> dict:
     """Two points of the same step joined: a point is what was seen in those seconds, so the share is
     the mean over all their frames (n, weighted), the faces the most, and raised if either was."""
@@ -234,6 +248,8 @@ class History:
         # one this run raised while it had not, its time.monotonic() (mono), to stamp it again by
         # once it has (settle); else mono is None.
         self.alerts: deque[dict] = deque(maxlen=alerts_kept)
+        # The camera's outages as the status showed them (kind "down", then "up"), stamped as the alerts are.
+        self.outages: deque[dict] = deque(maxlen=alerts_kept)
         self._step: dict | None = None  # the step being accumulated
         self._path = db_path
         self._db: sqlite3.Connection | None = None
@@ -242,7 +258,8 @@ class History:
         # the file would.
         self._pending_points: deque[dict] = deque(maxlen=self.points.maxlen)
         self._pending_alerts: deque[tuple] = deque(maxlen=alerts_kept)  # (t, kind, share, faces, clock_set)
-        self._pending_restamps: deque[tuple] = deque(maxlen=alerts_kept)  # (new t, old t, kind): settle
+        self._pending_outages: deque[tuple] = deque(maxlen=alerts_kept)  # (t, kind, clock_set)
+        self._pending_restamps: deque[tuple] = deque(maxlen=2 * alerts_kept)  # (new t, old t, kind): settle
         self._retry_at = 0.0  # time.monotonic() from which a file that failed is tried again
         self._write_at = time.monotonic() + write_s  # time.monotonic() from which closed points are written
         self._trouble = False  # said, until the file takes a write again
@@ -278,14 +295,21 @@ class History:
         self._load_points(db)
         # in the order they were written (rowid), not by time: a clock that was ahead stamped some later
         rows = db.execute(f"{ALERTS} ORDER BY a.rowid DESC LIMIT ?", (self.alerts.maxlen,)).fetchall()[::-1]
-        saved = [a for a in map(_alert, rows) if a is not None]
-        self._say_dropped("alerts", len(rows) - len(saved))
-        # this run's own as it holds them: one raised before NTP set the clock keeps its monotonic time
-        recorded = {(a["t"], a["kind"]): a for a in self.alerts}
-        saved = [recorded.pop((a["t"], a["kind"]), a) for a in saved]
-        self.alerts.clear()
-        self.alerts.extend(saved + list(recorded.values()))
+        self._merge_saved(self.alerts, rows, _alert, "alerts")
+        rows = db.execute("SELECT t, kind, clock_set FROM outages ORDER BY rowid DESC LIMIT ?",
+                          (self.outages.maxlen,)).fetchall()[::-1]
+        self._merge_saved(self.outages, rows, _outage, "outages")
         self._loaded = True
+
+    def _merge_saved(self, kept: deque, rows: list, read, what: str) -> None:
+        """The saved alerts or outages (`rows`, oldest first), then this run's that the file does not hold."""
+        saved = [a for a in map(read, rows) if a is not None]
+        self._say_dropped(what, len(rows) - len(saved))
+        # this run's own as it holds them: one recorded before NTP set the clock keeps its monotonic time
+        recorded = {(a["t"], a["kind"]): a for a in kept}
+        saved = [recorded.pop((a["t"], a["kind"]), a) for a in saved]
+        kept.clear()
+        kept.extend(saved + list(recorded.values()))
 
     def _load_points(self, db: sqlite3.Connection) -> None:
         now = time.time()
@@ -310,7 +334,7 @@ class History:
 
     @property
     def _pending(self) -> list:
-        return [*self._pending_points, *self._pending_alerts, *self._pending_restamps]
+        return [*self._pending_points, *self._pending_alerts, *self._pending_outages, *self._pending_restamps]
 
     def _write(self, pending: deque, *items, at_once: bool = True) -> None:
         """The points or alerts, and any waiting or the file did not take before, in one transaction;
@@ -356,6 +380,8 @@ class History:
             db.executemany("UPDATE alerts SET t = ? WHERE t = ? AND kind = ?", self._pending_restamps)
             db.executemany("DELETE FROM alerts_clock_unset WHERE t = ? AND kind = ?",
                            [r[1:] for r in self._pending_restamps])
+            db.executemany("INSERT INTO outages VALUES (?, ?, ?)", self._pending_outages)
+            db.executemany("UPDATE outages SET t = ?, clock_set = 1 WHERE t = ? AND kind = ?", self._pending_restamps)
             # Bounded by count, the newest written kept, never by the clock: it may be behind (the rows
             # ahead of it are real) or have been ahead. Room for the span and as many more.
             db.execute("DELETE FROM samples WHERE rowid <= (SELECT max(rowid) FROM samples) - ?",
@@ -364,6 +390,7 @@ class History:
             # the newest written stay (rowid only grows: only the lowest are ever deleted)
             db.execute("DELETE FROM alerts WHERE rowid <= (SELECT max(rowid) FROM alerts) - ?", (self.alerts.maxlen,))
             db.execute("DELETE FROM alerts_clock_unset WHERE (t, kind) NOT IN (SELECT t, kind FROM alerts)")
+            db.execute("DELETE FROM outages WHERE rowid <= (SELECT max(rowid) FROM outages) - ?", (self.outages.maxlen,))
             db.execute("COMMIT")
         except sqlite3.Error:
             if db.in_transaction:
@@ -371,6 +398,7 @@ class History:
             raise
         self._pending_points.clear()
         self._pending_alerts.clear()
+        self._pending_outages.clear()
         self._pending_restamps.clear()
 
     @staticmethod
@@ -466,25 +494,32 @@ class History:
         self.alerts.append(a)
         self._write(self._pending_alerts, (t_wall, kind, a["negative_share"], faces, clock_set))
 
+    def add_outage(self, t_wall: float, kind: str, clock_set: bool = True, mono: float | None = None) -> None:
+        """The camera declared down ("down") or delivering again ("up") at `t_wall`; the clock as in add_alert."""
+        self.outages.append({"t": t_wall, "time": iso(t_wall), "kind": kind, "clock_set": clock_set,
+                             "mono": None if clock_set else mono})
+        self._write(self._pending_outages, (t_wall, kind, clock_set), at_once=False)  # a flapping camera: not a commit each
+
     @property
     def unsettled(self) -> bool:
-        """Whether alerts this run raised before NTP set the clock wait for settle."""
-        return any(a["mono"] is not None for a in self.alerts)
+        """Whether alerts (or outages) this run recorded before NTP set the clock wait for settle."""
+        return any(a["mono"] is not None for a in (*self.alerts, *self.outages))
 
     def settle(self, wall: float, mono: float) -> None:
-        """The clock is set now (`wall`, at time.monotonic() `mono`): the alerts this run raised before
+        """The clock is set now (`wall`, at time.monotonic() `mono`): the alerts (and outages) this run recorded before
         are stamped again at their true time, by how long ago they came, in memory and in the file."""
         restamps = []
-        for a in self.alerts:
+        for a in (*self.alerts, *self.outages):
             if a["mono"] is not None:
                 t = wall - (mono - a["mono"])
                 restamps.append((t, a["t"], a["kind"]))
                 a.update(t=t, time=iso(t), clock_set=True, mono=None)
         moved = {(old, kind): t for t, old, kind in restamps}
-        pending = [(moved[t, kind], kind, *rest, True) if (t, kind) in moved else (t, kind, *rest, clock_set)
-                   for t, kind, *rest, clock_set in self._pending_alerts]  # not in the file yet
-        self._pending_alerts.clear()
-        self._pending_alerts.extend(pending)
+        for waiting in (self._pending_alerts, self._pending_outages):  # not in the file yet
+            pending = [(moved[t, kind], kind, *rest, True) if (t, kind) in moved else (t, kind, *rest, clock_set)
+                       for t, kind, *rest, clock_set in waiting]
+            waiting.clear()
+            waiting.extend(pending)
         self._write(self._pending_restamps, *restamps)
 
     # -- reading
@@ -506,6 +541,44 @@ class History:
         wall = time.time() if wall is None else wall
         mono = time.monotonic() if mono is None else mono
         return [self._shown(a, wall, mono) for a in reversed(self.alerts)]
+
+    def periods(self, wall: float | None = None, mono: float | None = None, raised: bool = False,
+                down: bool = False) -> list[dict]:
+        """The recent alerts and camera outages as periods, newest first, as a manager reads them:
+        `kind` "unhappy" (raised, then cleared) or "camera_down"; `start` and `end` each {t, time,
+        clock_set} as in recent_alerts, `end` None while it lasts (`ongoing`, as `raised` and `down`
+        say of now) or where none was recorded (the monitor stopped first). An unhappy one also has
+        the share and faces when it was raised, and its highest 10-s mean the chart holds (`peak_share`,
+        `peak_faces`; the share when raised, where its points are older than the chart's hour)."""
+        wall = time.time() if wall is None else wall
+        mono = time.monotonic() if mono is None else mono
+        points = [p for p in self.series() if p["alert"]]
+        out = []
+        for kind, events, opens, now in (("unhappy", self.alerts, "raised", raised),
+                                         ("camera_down", self.outages, "down", down)):
+            last = None
+            for a in events:  # in the order recorded
+                if a["kind"] == opens:
+                    last = {"kind": kind, "start": self._stamp(a, wall, mono), "end": None, "ongoing": False}
+                    if kind == "unhappy":
+                        last.update(negative_share=a["negative_share"], faces=a["faces"])
+                    out.append(last)
+                elif last is not None and last["end"] is None:  # a clear whose raise is older than those kept is left out
+                    last["end"] = self._stamp(a, wall, mono)
+            if last is not None and last["end"] is None:
+                last["ongoing"] = now
+        for p in (p for p in out if p["kind"] == "unhappy"):
+            t0, t1 = p["start"]["t"], p["end"]["t"] if p["end"] and p["end"]["t"] is not None else wall
+            during = [q for q in points if t0 is not None and t0 - self.step_s < q["t"] <= t1]
+            top = max([p, *during], key=lambda q: q["negative_share"])  # the first of equals: the raise's own
+            p.update(peak_share=top["negative_share"], peak_faces=top["faces"])
+        # a start without a time (stamped before NTP set the clock, before a restart) is the oldest
+        return sorted(out, key=lambda p: -math.inf if p["start"]["t"] is None else p["start"]["t"], reverse=True)
+
+    @classmethod
+    def _stamp(cls, a: dict, wall: float, mono: float) -> dict:
+        shown = cls._shown(a, wall, mono)
+        return {k: shown[k] for k in ("t", "time", "clock_set")}
 
     @staticmethod
     def _shown(a: dict, wall: float, mono: float) -> dict:

@@ -223,11 +223,18 @@ class Stats:
                              alert_state_since=time.monotonic(), alert_held_back_until=None,
                              counts=dict.fromkeys(self.data["counts"], 0))
             self.data["camera_down_total"] += 1
+            self._outage("down")
             self._last_t = self._dt = None  # the fps average restarts with the next frame
 
     def camera_up(self):
         with self._lock:
             self.data["camera"] = "up"
+            self._outage("up")
+
+    def _outage(self, kind: str) -> None:
+        """The outage's start or end in the history, for the page's list of recent alerts and outages."""
+        now = time.monotonic()
+        self.history.add_outage(time.time(), kind, clock_set=health.clock_synced() is not False, mono=now)
 
     def set_source(self, read_failures: int, reopens: int, frame_size: tuple[int, int] | None = None):
         """A live source's failed reads and reopen attempts since the start (0 for a recording),
@@ -268,9 +275,14 @@ class Stats:
                     d[key] = iso(wall - (now - d[key]))
             self._settle(now, wall)
             alerts = self.history.recent_alerts(wall, now)
-            shown = [wall, *(a["t"] for a in alerts), *map(_seconds, (d[k] for k in (*STAMPS, "alert_held_back_until")))]
+            # raised still: so too while the camera is down, if it was when the camera went (the alert bridges an outage)
+            raised = (self._before_down or (d["alert_state"],))[0] if d["camera"] == "down" else d["alert_state"]
+            periods = self.history.periods(wall, now, raised=raised == "raised", down=d["camera"] == "down")
+            shown = [wall, *(a["t"] for a in alerts), *(e["t"] for p in periods for e in (p["start"], p["end"]) if e),
+                     *map(_seconds, (d[k] for k in (*STAMPS, "alert_held_back_until")))]
             return {**d, "now": iso(wall), **local_zone(wall), "zones": zones(t for t in shown if t is not None),
-                    "uptime_s": round(now - self.started, 1), "health": dict(self._health), "recent_alerts": alerts}
+                    "uptime_s": round(now - self.started, 1), "health": dict(self._health), "recent_alerts": alerts,
+                    "alert_periods": periods}
 
     def series(self) -> dict:
         """What /history shows: the chart's points over the last span, and this machine's time

@@ -44,9 +44,10 @@ function zoneSaid(d) {
   const utc = "UTC" + (o ? sign + String(Math.floor(o / 60)).padStart(2, "0") + ":" + String(o % 60).padStart(2, "0") : "");
   return " " + (/^[A-Za-z]+$/.test(z.time_zone) ? z.time_zone : utc);
 }
-// A time of day, with the date when it is not today (an alert can stay raised overnight), and the zone when not the browser's.
-function clock(iso) {
-  const d = new Date(iso), local = atMonitor(d), time = hms(d) + zoneSaid(d);
+// A time of day, with the date when it is not today (an alert can stay raised overnight), and the zone when not the browser's;
+// `hm`: to the minute.
+function clock(iso, hm) {
+  const d = new Date(iso), local = atMonitor(d), time = (hm ? hhmm(d) : hms(d)) + zoneSaid(d);
   return local.toISOString().slice(0, 10) === atMonitor(monitorNow()).toISOString().slice(0, 10) ? time
     : local.toLocaleDateString([], {day: "numeric", month: "short", timeZone: "UTC"}) + " " + time;
 }
@@ -58,14 +59,28 @@ function minutes(min) {
 // How long ago, by the monitor's clock.
 function ago(iso) { return minutes(Math.max(0, Math.floor((monitorNow() - new Date(iso)) / 60000))); }
 function since(iso) { return iso ? `since ${clock(iso)} (${ago(iso)})` : ""; }
-// When a recent alert came. Stamped before NTP set the Pi's clock (clock_set false: 1970, or the last
-// shutdown's time), how long ago, which the monitor knows while it runs on; from before a restart, not even that.
+// When a recent alert or outage started or ended, to the minute. Stamped before NTP set the Pi's clock (clock_set
+// false: 1970, or the last shutdown's time), how long ago, which the monitor knows while it runs on; from before a
+// restart, not even that.
 function alertTime(a) {
-  if (a.clock_set !== false) return clock(a.time);
+  if (a.clock_set !== false) return clock(a.time, true);
   return a.time ? `${ago(a.time)} ago` : "time unknown (clock not set)";
+}
+// A recent alert or camera outage as the period it was (/status alert_periods), not its raise and its clear apart
+// (a manager read "cleared: 10% of 4 faces unhappy" as an alert): "17:31 – 17:38 (7 min): queue unhappy, up to 46% of
+// 4 faces", "17:56 – now (3 min): …", "17:40 – 17:42 (2 min): camera gave no picture".
+function period(p) {
+  // minutes between the times as written (to the minute): 17:31:50 – 17:38:10 reads 7 min, as 17:31 – 17:38 does
+  const {start, end} = p, last = (e) => Math.floor(new Date(e.time) / 60000) - Math.floor(new Date(start.time) / 60000);
+  const until = p.ongoing ? `now (${ago(start.time)})` : !end ? "not recorded (the monitor stopped)"
+    : alertTime(end) + (start.time && end.time ? ` (${minutes(last(end))})` : "");
+  const what = p.kind === "camera_down" ? (p.ongoing ? "camera gives no picture" : "camera gave no picture")
+    : `queue unhappy, up to ${pct(p.peak_share)} of ${p.peak_faces} faces`;
+  return `${alertTime(start)} – ${until}: ${what}`;
 }
 // A time of day in the browser's locale (14:02:08, or 02:02:08 PM), as every time on the page is written, in the monitor's zone.
 function hms(d) { return atMonitor(d).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit", timeZone: "UTC"}); }
+function hhmm(d) { return atMonitor(d).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", timeZone: "UTC"}); }
 function text(el, value) { if (el.textContent !== String(value)) el.textContent = value; }
 
 // The first cell names the row (an expression, a health figure): a row header, so a screen reader
@@ -147,13 +162,13 @@ function renderStatus(s) {
 
   const alerts = $("alerts");
   alerts.replaceChildren();
-  for (const a of s.recent_alerts.slice(0, 10)) {
+  for (const p of s.alert_periods.slice(0, 10)) {
     const li = document.createElement("li");
-    li.textContent = `${alertTime(a)} ${a.kind}: ${pct(a.negative_share)} of ${a.faces} faces unhappy`;
+    li.textContent = period(p);
     alerts.appendChild(li);
   }
   // No alert yet is said in words beside the list, not as an item numbered "1." in it
-  alerts.hidden = !s.recent_alerts.length;
+  alerts.hidden = !s.alert_periods.length;
   $("no-alerts").hidden = !alerts.hidden;
 
   const h = s.health, health = $("health");
@@ -222,7 +237,7 @@ function renderHistory(h) {
   }
   el("text", {x: W - R + 6, y: yFaces(maxFaces) + 8}, svg).textContent = maxFaces;
   el("text", {x: W - R + 6, y: yFaces(0) + 8}, svg).textContent = "0";
-  const hm = (t) => atMonitor(new Date(t * 1000)).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", timeZone: "UTC"});
+  const hm = (t) => hhmm(new Date(t * 1000));
   // The axis's times are the monitor's too: the legend says in which zone (both, where the clocks changed within the hour).
   const zoned = [...new Set([start, end].map((t) => zoneSaid(new Date(t * 1000))))].filter(Boolean).join(" /");
   text($("chart-zone"), zoned ? " ·\u00a0times" + zoned.replaceAll(" ", "\u00a0") : "");  // wrapped as one
