@@ -148,6 +148,14 @@ def test_the_example_targets_file_is_not_scraped_but_a_copy_of_it_is_valid(tmp_p
     assert "SUCCESS" in out and "WARNING" not in out, out
 
 
+def test_the_example_targets_file_asks_each_pi_for_the_fleets_metrics_token():
+    """prometheus.yml sends the fleet's one token: set as each Pi's page `token` (as the example once
+    said, "a token") it would open every page of the fleet, not /metrics only."""
+    comments = " ".join(line.lstrip("# ") for line in (FLEET / "targets" / "example-store.yml.example").read_text()
+                        .splitlines() if line.startswith("#"))
+    assert "metrics_token" in comments and "and a token" not in comments, comments
+
+
 def test_the_fleet_token_file_is_ignored_by_git():
     ignored = (FLEET.parents[1] / ".gitignore").read_text().split()
     assert "deploy/fleet/queue-mood.token" in ignored
