@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -98,6 +99,39 @@ def test_the_readmes_try_it_commands_run_prometheus_and_alertmanager_on_data_in_
     assert ignored.stdout.split() == ["deploy/fleet/data/prometheus", "deploy/fleet/data/alertmanager"], ignored
 
 
+def test_the_readmes_service_install_leaves_the_token_readable_by_debians_prometheus_user(tmp_path, request):
+    """Debian's prometheus service runs as user `prometheus`: a token file left as `To try it` made it
+    (umask 077, its maker's alone) fails every scrape ("unable to read authorization credentials
+    file"), so every Pi reads as down. The README's service line, run into a folder of our own."""
+    import grp
+    import pwd
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to act as the service's user")
+    try:
+        pwd.getpwnam("prometheus"), grp.getgrnam("prometheus")
+    except KeyError:
+        pytest.skip("needs Debian's prometheus user (apt install prometheus)")
+    readme = " ".join((FLEET.parents[1] / "README.md").read_text().split())
+    line = re.search(r"as Debian's `prometheus` service.*?`(cd deploy/fleet && sudo cp [^`]*)`", readme)
+    assert line, "README says how to install the fleet config for Debian's prometheus service"
+    fleet = tmp_path / "deploy" / "fleet"
+    shutil.copytree(FLEET, fleet)
+    etc = Path(tempfile.mkdtemp(prefix="etc-prometheus-"))  # pytest's own folders are root's alone
+    request.addfinalizer(lambda: shutil.rmtree(etc))
+    etc.chmod(0o755)
+    command = (line.group(1).split(" && sudo systemctl ")[0].replace("cd deploy/fleet", f"cd {fleet}")
+               .replace("sudo ", "").replace("/etc/prometheus", str(etc)))
+    command = f"(umask 077; echo \"$TOKEN\" > {fleet}/queue-mood.token) && {command}"  # as `To try it` makes it
+    r = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=120,
+                       env={"TOKEN": METRICS_TOKEN, "PATH": "/usr/bin:/bin:/usr/sbin:/sbin"})
+    assert r.returncode == 0, r.stdout + r.stderr
+    read = subprocess.run(["runuser", "-u", "prometheus", "--", "cat", str(etc / "queue-mood.token")],
+                          capture_output=True, text=True, timeout=30)
+    assert read.stdout.strip() == METRICS_TOKEN, read.stderr
+    assert (etc / "queue-mood.token").stat().st_mode & 0o007 == 0  # still no one else's
+
+
 @needs_promtool
 def test_the_example_targets_file_is_not_scraped_but_a_copy_of_it_is_valid(tmp_path):
     """The shipped example's made-up store must not be scraped (QueueMonitorDown for it); the
@@ -112,6 +146,14 @@ def test_the_example_targets_file_is_not_scraped_but_a_copy_of_it_is_valid(tmp_p
     shutil.copy(example, conf / "targets" / "berlin-mitte.yml")
     out = promtool("check", "config", "prometheus.yml", cwd=conf).stdout
     assert "SUCCESS" in out and "WARNING" not in out, out
+
+
+def test_the_example_targets_file_asks_each_pi_for_the_fleets_metrics_token():
+    """prometheus.yml sends the fleet's one token: set as each Pi's page `token` (as the example once
+    said, "a token") it would open every page of the fleet, not /metrics only."""
+    comments = " ".join(line.lstrip("# ") for line in (FLEET / "targets" / "example-store.yml.example").read_text()
+                        .splitlines() if line.startswith("#"))
+    assert "metrics_token" in comments and "and a token" not in comments, comments
 
 
 def test_the_fleet_token_file_is_ignored_by_git():
