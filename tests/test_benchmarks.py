@@ -357,6 +357,20 @@ def test_accuracy_refuses_an_out_inside_its_data_as_train_and_convert_do(shipped
     assert [p.name for p in data.iterdir()] == ["val"]
 
 
+def test_an_out_given_from_inside_the_data_folder_is_refused_too(shipped_model, tmp_path, cache_env, monkeypatch,
+                                                                capsys):
+    """`cd` into the dataset, `--out bench`, --data given in full: the same folder, written another way."""
+    from benchmarks import accuracy
+    from tests.conftest import write_class_folders
+
+    data = tmp_path / "ds"
+    write_class_folders(data / "val", 1)
+    monkeypatch.chdir(data)
+    assert accuracy.main([str(shipped_model), "--data", str(data), "--no-peer", "--out", "bench"]) == 2
+    assert f"--out bench lies inside --data {data}" in capsys.readouterr().err
+    assert [p.name for p in data.iterdir()] == ["val"]
+
+
 @pytest.mark.parametrize("script, inside, extra", [
     ("face_width_accuracy", "val/bench", []), ("head_detection", "bench", []),
     ("detector_recall", "val/bench/", []), ("scenarios", ".", []), ("pipeline", "val/bench", ["--no-peer"]),

@@ -368,6 +368,11 @@ def test_a_config_path_with_an_unset_environment_variable_says_so_at_load(tmp_pa
             "its unit) or write the path out."), proc.stderr
     monkeypatch.setenv("QM_TEST_MODELS", str(shipped_model.parent))
     assert config.resolve_model(load_config(cfg)) == shipped_model
+    cfg.write_text('[model]\npath = "${QM_TEST_MODELS}/model_int8.tflite"\n')  # the braced form too
+    assert config.resolve_model(load_config(cfg)) == shipped_model
+    # a secret is no path: a $ in a password is a character of it
+    cfg.write_text('[status]\npassword = "pa$sw0rd!"\n')
+    assert load_config(cfg).status.password == "pa$sw0rd!"
     # a URL is no path: a $ in its password stays as written
     assert load_config(None, {"source.path": "rtsp://cam:pa$word@10.0.0.9/live"}).source.path.endswith("pa$word@10.0.0.9/live")
 
@@ -395,6 +400,17 @@ def unread(text: str, tmp_path, overrides: dict | None = None) -> list[str]:
     ('[detector]\nkind = "haar"\nmin_score = 0.65\n', "detector.min_score", 'with detector.kind "blazeface"',
      'detector.kind is "haar"'),
     ('[status]\nuser = "boss"\n', "status.user", "with status.password set", "status.password is empty"),
+    ('[source]\npath = "rtsp://cam.local/live"\nrealtime = true\n', "source.realtime", "for a recording",
+     "the source is a stream"),
+    ('[source]\npath = "rtsp://cam.local/live"\nmains_hz = 50\n', "source.mains_hz", "for a Pi camera",
+     "the source is a stream"),
+    ('[source]\npath = "queue.mp4"\ndown_after_s = 30\n', "source.down_after_s", "for a camera or a stream",
+     "the source is a recording"),
+    ("[tracking]\nrefind_s = 3\nrefind_similarity = 0.8\n", "tracking.refind_similarity",
+     "with tracking.refind_s above tracking.max_gap_s", "tracking.refind_s is 3 and max_gap_s 3"),  # refind off at max_gap_s
+    ("[schedule]\nflip_in_turn = false\nflip_both_share = 0.3\n", "schedule.flip_both_share",
+     "with schedule.flip_in_turn = true", "schedule.flip_in_turn is false"),
+    ("[mood]\nbaseline_s = 300\n", "mood.baseline_s", "with mood.baseline_rise above 0", "mood.baseline_rise is 0"),
 ])
 def test_a_key_set_where_its_mode_does_not_read_it_is_named_with_the_mode_that_does(tmp_path, text, key, reads, now):
     """min_confidence = 0.6 with the score "change" did nothing, and nothing said so."""
@@ -407,6 +423,7 @@ def test_a_key_its_mode_reads_or_at_its_default_or_given_as_a_flag_is_not_named(
     assert unread("[mood]\nmin_confidence = 0.4\nunhappy_above = 1.0\n", tmp_path) == []  # the defaults
     assert unread('[detector]\nkind = "haar"\nmin_score = 0.5\n', tmp_path) == []  # haar's default
     assert unread("[source]\nrealtime = true\n", tmp_path) == []  # no source yet: edge run --camera/--source gives it
+    assert unread("[source]\nwait_for_camera = true\nfocus_m = 2.5\n", tmp_path) == []  # nor a camera's keys
     assert unread("[source]\ncamera = 0\n", tmp_path, {"source.realtime": True}) == []  # a flag, not the file
 
 

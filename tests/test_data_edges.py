@@ -117,6 +117,25 @@ def test_eval_names_the_classes_with_no_image_in_the_split_it_scores(shipped_mod
     assert "no image of" not in capsys.readouterr().err
 
 
+def test_eval_of_a_csv_names_the_classes_its_scored_rows_lack(shipped_model, tmp_path, cache_env, capsys):
+    """fer2013.csv has no folder to add images to: the rows of the scored Usage are named."""
+    from train.evaluate import evaluate
+
+    rng = np.random.default_rng(0)
+    p = tmp_path / "fer2013.csv"
+    with p.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["emotion", "pixels", "Usage"])
+        for code in range(7):
+            if LABELS[code] != "disgust":
+                w.writerow([code, " ".join(map(str, pattern_image(code, rng).ravel())), "PublicTest"])
+        w.writerow([1, " ".join(map(str, pattern_image(1, rng).ravel())), "Training"])  # not the scored split
+    capsys.readouterr()
+    evaluate(str(shipped_model), str(p))
+    assert (f"WARNING: the val rows of {p} have no image of disgust, so the report scores it on nothing (support 0); "
+            f"add images of disgust to the val rows of {p} to measure it.") in capsys.readouterr().err.splitlines()
+
+
 def test_bench_accuracy_with_votes_that_give_no_image_a_majority_is_one_sentence(tied, shipped_model, tmp_path, capsys):
     data, votes = tied
     assert _bench(shipped_model, data, votes, tmp_path / "out") == 2

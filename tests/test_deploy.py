@@ -977,15 +977,19 @@ def test_install_sh_rollback_line_names_the_paths_the_install_was_given(tmp_path
     """sudo starts the installer with a clean environment: a store that installed with PREFIX= (and
     ETC_DIR, ...) and ran the printed rollback as it stood had the old version installed afresh into
     /opt/queue-mood, its own install left on the new one."""
-    env = fake_install_env(tmp_path)
+    import shlex
+
+    env = fake_install_env(tmp_path / "store 1")  # a space in the paths: each one word of the command
     prefix = Path(env["PREFIX"])
     assert install(fake_bundle(tmp_path, "0.1.0"), env).returncode == 0
     second = install(fake_bundle(tmp_path, "0.2.0"), env)
     assert second.returncode == 0, second.stderr
     (line,) = [ln for ln in second.stdout.splitlines() if ln.startswith("rollback ")]
     command = line.removeprefix("rollback sudo ").split(" (")[0]
-    assert command.endswith(f" {prefix}/bundle.previous/install.sh")
-    assert f"PREFIX={prefix} " in command and f"ETC_DIR={env['ETC_DIR']} " in command  # else it would go to /opt
+    words = shlex.split(command)
+    assert words[-1] == f"{prefix}/bundle.previous/install.sh"
+    # else it would go to /opt/queue-mood, /etc/queue-mood, ... and run with /usr/bin/python3
+    assert words[:-1] == [f"{v}={env[v]}" for v in ("PREFIX", "ETC_DIR", "STATE_DIR", "UNIT_DIR", "PYTHON")]
     # as sudo runs it: none of the install's paths in the environment, only what an unprivileged run needs
     clean = {"PATH": os.environ["PATH"], "QM_SKIP_APT": "1", "QM_NO_SERVICE": "1", "QM_SYSTEM_USER": "0",
              "QM_DOCTOR": "0"}
@@ -1018,7 +1022,8 @@ def test_install_sh_says_which_bundle_it_installed_and_which_it_replaced(tmp_pat
         in third.stdout
 
 
-def test_a_model_missing_or_damaged_in_an_install_under_another_prefix_says_to_reinstall_the_bundle(tmp_path):
+def test_a_model_missing_or_damaged_in_an_install_under_another_prefix_says_to_reinstall_the_bundle(tmp_path,
+                                                                                                   monkeypatch):
     """A store that installed with PREFIX= has its model there, not in /opt/queue-mood: its reader
     still has no training setup, and install.sh takes PREFIX from the environment."""
     from edge.errors import UserError
@@ -1035,6 +1040,15 @@ def test_a_model_missing_or_damaged_in_an_install_under_another_prefix_says_to_r
     with pytest.raises(UserError, match="Model card .* key") as err:  # the stand-in bundle's card is empty: damaged
         Classifier(model)
     assert reinstall in str(err.value) and "edge convert" not in str(err.value)
+    monkeypatch.chdir(prefix)  # the model named from the install's folder: the PREFIX said in full
+    with pytest.raises(UserError, match="Model card") as err:
+        Classifier(Path("model/model_int8.tflite"))
+    assert reinstall in str(err.value)
+    mine = prefix / "mine"  # a model of the store's own in another folder there: the bundle never had it
+    shutil.copytree(model.parent, mine)
+    with pytest.raises(UserError, match="Model card") as err:
+        Classifier(mine / "model_int8.tflite")
+    assert "reinstall the bundle" not in str(err.value) and "edge convert" in str(err.value)
     model.unlink()  # deleted, or never copied
     proc = run_cli("run", "--config", etc / "config.toml")
     assert_one_sentence(proc, f"Model file {model} does not exist; {reinstall}")

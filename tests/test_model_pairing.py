@@ -214,8 +214,9 @@ def tiny_model(folder, shipped_model, *, softmax=True, outputs=1, batch=None, ch
     tf = pytest.importorskip("tensorflow")
     from edge.card import sha256_file
 
-    inp = tf.keras.Input((8, width, channels), batch_size=batch)
-    x = tf.keras.layers.Conv2D(4, 3, activation="relu")(tf.keras.layers.Rescaling(1 / 255)(inp))
+    inp = tf.keras.Input((8, width, channels) if channels else (8, width), batch_size=batch)  # 0: no channel axis
+    x = inp if channels else tf.keras.layers.Reshape((8, width, 1))(inp)
+    x = tf.keras.layers.Conv2D(4, 3, activation="relu")(tf.keras.layers.Rescaling(1 / 255)(x))
     x = tf.keras.layers.Reshape((-1,))(x)  # with batch=1, a flatten that holds the batch
     heads = [tf.keras.layers.Dense(classes)(x) for _ in range(outputs)]
     keras_model = tf.keras.Model(inp, [tf.keras.layers.Softmax()(h) if softmax else h for h in heads])
@@ -277,12 +278,23 @@ def test_a_model_of_other_classes_is_refused_as_one_not_as_a_card_mismatch(tmp_p
     assert "belong together" not in str(info.value)
 
 
-def test_a_model_with_a_rectangular_input_is_refused_as_one(tmp_path, shipped_model):
+@pytest.mark.parametrize("shape, made", [("[1, 8, 10, 1]", dict(width=10)),
+                                         ("[1, 8, 8]", dict(channels=0)),  # a Keras Input((48, 48)), no channel axis
+                                         ("[1, 8, 8, 4]", dict(channels=4))])
+def test_a_model_with_a_rectangular_input_is_refused_as_one(tmp_path, shipped_model, shape, made):
     """A card has one input_size: no card fits an 8x10 model, so 'do not belong together' misleads."""
-    path, _ = tiny_model(tmp_path, shipped_model, width=10)
-    with pytest.raises(UserError, match=r"takes input \[1, 8, 10, 1\], but edge feeds .* square grayscale") as info:
+    path, _ = tiny_model(tmp_path, shipped_model, **made)
+    with pytest.raises(UserError, match=rf"takes input {re.escape(shape)}, but edge feeds .* square grayscale") as info:
         Classifier(path)
     assert "belong together" not in str(info.value)
+
+
+def test_a_card_of_another_input_size_than_its_model_is_refused_as_not_belonging_together(tmp_path, shipped_model):
+    path, _ = tiny_model(tmp_path, shipped_model)
+    card = json.loads((tmp_path / "model.json").read_text())
+    (tmp_path / "model.json").write_text(json.dumps({**card, "input_size": 48}))
+    with pytest.raises(UserError, match=r"takes input \[1, 8, 8, 1\] .* card says \[n, 48, 48, 1\] .* do not belong"):
+        Classifier(path)
 
 
 def test_an_int8_model_that_expects_scaled_pixels_is_refused(tmp_path, shipped_model):

@@ -296,6 +296,7 @@ def test_a_page_file_missing_from_the_install_is_named_with_the_reinstall_not_as
     """A web/*.js deleted from the installed package read "cannot listen on 127.0.0.1:8765 (No such
     file or directory)": the IT person looked for a port problem that was not there."""
     from edge.config import StatusConfig
+    from edge.ops import bundle
     from edge.ops.bundle import package_repair_advice
     from edge.service import app, status
 
@@ -313,6 +314,10 @@ def test_a_page_file_missing_from_the_install_is_named_with_the_reinstall_not_as
     (prefix / "MANIFEST.json").write_text("{}")
     elsewhere = package_repair_advice(prefix / "venv/lib/python3.11/site-packages/edge/service/web/app.js")
     assert f"sudo PREFIX={prefix} {prefix}/bundle/install.sh" in elsewhere and "pip" not in elsewhere
+    # installed from a wheel, no checkout to restore it in
+    monkeypatch.setattr(bundle, "default_source", lambda: tmp_path / "site-packages")
+    from_a_wheel = package_repair_advice(tmp_path / "site-packages/edge/service/web/app.js")
+    assert "pip install --force-reinstall" in from_a_wheel and "git checkout" not in from_a_wheel
 
 
 def test_a_second_edge_run_on_a_held_spool_is_refused_before_the_camera_in_one_sentence(tmp_path, shipped_model):

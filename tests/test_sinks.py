@@ -110,6 +110,7 @@ def test_temporary_files_that_hold_no_new_event_are_removed_at_the_start_and_cou
              "spooled already": (kept, whole), "dead already": (dead_id, whole), "not an event": ("notes", whole)}
     for event_id, data in files.values():
         (tmp_path / "sp" / f".{event_id}.json.tmp").write_bytes(data)
+    (tmp_path / "sp" / f".{int(kept) + 8:020d}.part.tmp").write_bytes(whole)  # another program's, not an event's
     caplog.set_level(logging.INFO, logger="edge.sinks.spool")
     caplog.clear()
     again = Spool(tmp_path / "sp")
@@ -117,7 +118,17 @@ def test_temporary_files_that_hold_no_new_event_are_removed_at_the_start_and_cou
     assert sorted(p.name for p in (tmp_path / "sp").iterdir()) == [f"{kept}.json", "dead"]
     assert (tmp_path / "sp" / "dead" / f"{dead_id}.json").read_bytes() != whole
     (line,) = [r for r in caplog.records]
-    assert line.levelno == logging.WARNING and "restored 0 whole events, removed 6 files" in line.getMessage()
+    assert line.levelno == logging.WARNING
+    assert "interrupted 7 writes; restored 0 whole events, removed 7 files" in line.getMessage()
+
+
+def test_a_temporary_name_that_cannot_be_read_is_left_and_the_spool_still_works(tmp_path, caplog):
+    """Not ours to judge (a folder of that name): left for the next start, not the disk said to have failed."""
+    (tmp_path / "sp" / ".00000000000000000001.json.tmp").mkdir(parents=True)
+    sp = Spool(tmp_path / "sp")
+    assert not sp.disk_error and list(sp.pending()) == [] and sp.put({"n": 1})
+    assert [item["n"] for _, item in sp.pending()] == [1]
+    assert (tmp_path / "sp" / ".00000000000000000001.json.tmp").is_dir()
 
 
 def test_a_dead_letter_a_power_cut_left_whole_in_its_temporary_file_is_kept_in_dead(tmp_path):

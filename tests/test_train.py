@@ -1281,6 +1281,17 @@ def test_training_names_the_classes_its_validation_images_lack(tmp_path, monkeyp
     assert want in err and "no training image" not in "".join(err)
 
 
+def test_training_on_classes_too_small_to_hold_any_image_out_says_so(tmp_path, cache_env):
+    """10% of 2 images a class rounds to none: no validation image at all is one sentence."""
+    from edge.errors import UserError
+    from tests.conftest import write_class_folders
+    from train.trainer import TrainSettings, run
+
+    write_class_folders(tmp_path / "ds", 2)
+    with pytest.raises(UserError, match="gives 14 training and 0 validation images; both must be non-empty"):
+        run(TrainSettings(data=str(tmp_path / "ds"), out=str(tmp_path / "r"), epochs=1, batch_size=4))
+
+
 @pytest.mark.parametrize("finished_epoch", [False, True])
 def test_a_full_disk_while_training_is_one_sentence_that_says_how_to_go_on(tmp_path, monkeypatch, finished_epoch):
     """Keras's checkpoint writes raise OSError: a full or read-only disk was a traceback."""

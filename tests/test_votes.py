@@ -163,8 +163,15 @@ def _bad_header(path):
     return path
 
 
+def test_votes_are_found_above_a_data_folder_given_as_dot(voted, monkeypatch):
+    """`cd` into the dataset's val/ and `--data .`: the folders above are the same ones."""
+    monkeypatch.chdir(voted / "val")
+    assert find_votes(".", None) == voted.parent / "ferplus_votes.csv"
+
+
 def test_votes_not_found_beside_the_data(tmp_path):
     (tmp_path / "a" / "b" / "data").mkdir(parents=True)
+    (tmp_path / "ferplus_votes.csv").write_text(",".join(HEADER) + "\n")  # three folders up: another dataset's, not looked at
     with pytest.raises(UserError, match="pass --votes PATH"):
         find_votes(tmp_path / "a" / "b" / "data", None)
 
