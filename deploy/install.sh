@@ -461,9 +461,10 @@ fi
 
 # -- 6. keep this bundle for a rollback ---------------------------------------------------
 # Every bundle's wheel is queue-mood 0.1.0 (pip: "already installed with the same version"): the
-# bundles are told apart by when `edge bundle` made them.
+# bundles are told apart by when `edge bundle` made them, and from which commit where it recorded one.
 made() {
-    "$PYTHON" -I -c 'import json, sys; print("made", json.load(open(sys.argv[1], encoding="utf-8"))["created"])' \
+    "$PYTHON" -I -c 'import json, sys; m = json.load(open(sys.argv[1], encoding="utf-8"))
+print("made", m["created"], *(["from commit", m["commit"]] if m.get("commit") else []))' \
         "$1/MANIFEST.json" 2>/dev/null || echo "made at a time it does not record"
 }
 installed=$(made "$BUNDLE")  # before keep_bundle: a rollback runs from bundle.previous, which it refills

@@ -107,7 +107,18 @@ class Group(click.Group):
             sys.exit(130)
 
 
+def _print_version(ctx, _param, value):
+    if not value or ctx.resilient_parsing:
+        return
+    from edge.release import current, summary
+
+    click.echo(summary(current()))
+    ctx.exit()
+
+
 @click.group(cls=Group)
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=_print_version,
+              help="Print the version, the source commit and when the bundle was made, and exit.")
 def cli():
     """Queue-mood monitor: train, convert and run a facial-expression model on a Raspberry Pi."""
 

@@ -159,7 +159,9 @@ def problems(command: str) -> list[str]:
         from benchmarks.cli import BENCHMARKS
 
         if len(words) == 1 or words[1].startswith("-"):
-            return _unknown(words[1:], {"--help"})
+            from edge.cli import cli
+
+            return [f"unknown option {w}" for w in _unknown(words[1:], click_flags(cli))]  # the group's: --version, --help
         commands = edge_commands()
         if words[1] not in commands:
             return [f"no command edge {words[1]}"]

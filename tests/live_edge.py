@@ -82,16 +82,20 @@ def status(port: int) -> dict | None:
 class EdgeRun:
     """`python -m edge.cli run --config ...` in the background, stopped with SIGTERM."""
 
-    def __init__(self, video: Path, workdir: Path, device: str, extra: str = ""):
+    def __init__(self, video: Path, workdir: Path, device: str, extra: str = "", package: Path | None = None):
+        """package: the folder to import edge from (an installed copy) instead of this checkout."""
         workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.config = workdir / "edge.toml"
         self.config.write_text(CONFIG.format(device=device, video=video, port=self.port, token=TOKEN, metrics_token=METRICS_TOKEN,
                                              history=workdir / "history.sqlite") + extra)  # extra: more sections
         self.log = workdir / "edge.log"
+        env = {**os.environ, "HOME": str(workdir)}  # the spool stays in tmp
+        if package:  # run from the workdir: `-m` puts the current folder, this checkout, first on sys.path
+            env["PYTHONPATH"] = str(package)
         self.proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "run", "--config", str(self.config)],
-                                     stdout=subprocess.DEVNULL, stderr=self.log.open("wb"),
-                                     env={**os.environ, "HOME": str(workdir)})  # the spool stays in tmp
+                                     stdout=subprocess.DEVNULL, stderr=self.log.open("wb"), env=env,
+                                     cwd=workdir if package else None)
 
     def wait_until(self, cond, timeout_s: float = 120) -> dict:
         """The first /status for which cond(status) holds; fails with the log when the run ends first."""

@@ -108,6 +108,13 @@ def test_bundle_holds_everything_the_pi_needs(store_bundle, bundled_model):
     assert "journalctl -u queue-mood" in readme
     card_acc = load_card(bundled_model).edge_accuracy()
     assert f"accuracy {card_acc[0]:.1%} ({card_acc[1]})" in readme
+    # the source commit beside the date, so two bundles of one day tell apart (the Pi reads it back: test_release.py)
+    if shutil.which("git") and (REPO / ".git").exists():
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+        assert manifest["commit"] in (head[:12], head[:12] + "-dirty")
+        assert f"(queue-mood {manifest['version']}, commit {manifest['commit']})" in readme
+    else:  # a source copy that is not a git checkout: nothing to record, and no error
+        assert manifest["commit"] is None
 
 
 @needs_blazeface
@@ -191,6 +198,9 @@ def test_default_config_bundle_into_a_folder(store_bundle, bundled_model, tmp_pa
     cfg = load_config(out / "config.toml")
     assert cfg.source.camera == 0 and not cfg.source.path
     assert "scp -r pi-bundle pi@HOST:" in (out / "README.txt").read_text()
+    # a wheel built elsewhere: which commit it holds is not known here, so none is recorded, and the note says why
+    assert json.loads((out / "MANIFEST.json").read_text())["commit"] is None
+    assert [n for n in result.notes if n.startswith("With --wheel the bundle records no source commit")]
     bundle_run(BundleSettings(out=str(out), model=str(bundled_model), wheel=str(wheel)))  # an earlier bundle: replaced
     foreign = tmp_path / "photos"
     foreign.mkdir()
@@ -1004,18 +1014,19 @@ def test_install_sh_says_which_bundle_it_installed_and_which_it_replaced(tmp_pat
     installed with the same version": the summary tells the bundles apart by when each was made."""
     env = fake_install_env(tmp_path)
     old, new = fake_bundle(tmp_path, "0.1.0"), fake_bundle(tmp_path, "0.2.0")
-    for bundle, made in ((old, "2026-12-01T07:06:42+00:00"), (new, "2026-12-02T17:41:47+00:00")):
-        (bundle / "MANIFEST.json").write_text(json.dumps({"created": made, "files": {}}))
+    (old / "MANIFEST.json").write_text(json.dumps({"created": "2026-12-01T07:06:42+00:00", "files": {}}))  # no commit
+    (new / "MANIFEST.json").write_text(json.dumps({"created": "2026-12-02T17:41:47+00:00", "commit": "0123456789ab",
+                                                   "files": {}}))
     first = install(old, env)
     assert first.returncode == 0, first.stderr
     assert "bundle   made 2026-12-01T07:06:42+00:00\n" in first.stdout  # nothing before it
     second = install(new, env)
     assert second.returncode == 0, second.stderr
-    assert "bundle   made 2026-12-02T17:41:47+00:00 (the version before it: made 2026-12-01T07:06:42+00:00)" \
-        in second.stdout
+    assert "bundle   made 2026-12-02T17:41:47+00:00 from commit 0123456789ab (the version before it: made " \
+           "2026-12-01T07:06:42+00:00)" in second.stdout
     back = install(Path(env["PREFIX"]) / "bundle.previous", env)  # the rollback runs from the folder it refills
-    assert "bundle   made 2026-12-01T07:06:42+00:00 (the version before it: made 2026-12-02T17:41:47+00:00)" \
-        in back.stdout
+    assert "bundle   made 2026-12-01T07:06:42+00:00 (the version before it: made 2026-12-02T17:41:47+00:00 from " \
+           "commit 0123456789ab)" in back.stdout
     (old / "MANIFEST.json").unlink()  # a bundle from before MANIFEST.json
     third = install(old, env)
     assert "bundle   made at a time it does not record (the version before it: made 2026-12-01T07:06:42+00:00)" \

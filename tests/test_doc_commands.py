@@ -26,6 +26,7 @@ def test_the_check_finds_a_misspelt_option_command_or_script():
     assert problems("edge run --camra 0") == ["unknown option --camra"]
     assert problems("edge run -vq") == [] and problems("edge run -x") == ["unknown option -x"]
     assert problems("edge stop") == ["no command edge stop"]
+    assert problems("edge --version") == [] and problems("edge --verison") == ["unknown option --verison"]
     assert problems("edge bench latency --repeats 3") == []
     assert problems("edge bench latency --repeat 3") == ["unknown option --repeat"]
     assert problems("edge bench queue_sim") == ["edge bench has no benchmark queue_sim"]

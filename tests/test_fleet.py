@@ -23,6 +23,7 @@ import pytest
 
 from edge.config import load_config
 from edge.paths import expand_path
+from edge.release import checkout_commit
 from tests.live_edge import METRICS_TOKEN, TOKEN, free_port
 from tests.test_sinks import receivers  # noqa: F401 - a fixture: a webhook receiver
 
@@ -289,6 +290,39 @@ def test_the_alerts_raised_per_checkout_in_the_last_24_h(tmp_path):
     promtool("test", "rules", "test.yml", cwd=tmp_path)
 
 
+@needs_promtool
+def test_the_release_per_pi_table_lists_each_pis_commit_bundle_and_model_from_real_metric_text(tmp_path):
+    """Which Pis run which release (an upgrade that reached some Pis and not others): one row per
+    Pi with the labels /metrics really writes, a Pi that knows no commit among them."""
+    pytest.importorskip("prometheus_client", reason="/metrics needs prometheus_client (edge extra)")
+    from edge.service.exposition import render
+    from edge.service.status import Stats
+
+    (panel,) = [p for p in _panels() if p["title"] == "Release per Pi"]
+    assert panel["type"] == "table"
+    pis = {"1": {"version": "0.1.0", "commit": "0123456789ab-dirty", "bundle_created": "2026-12-02T17:41:47+00:00",
+                 "model_sha256": "ab" * 32},
+           "2": {"version": "0.1.0", "commit": None, "bundle_created": "2026-11-20T09:00:00+00:00",  # an older bundle
+                 "model_sha256": "cd" * 32}}
+    series, rows = [], []
+    for checkout, release in pis.items():
+        body = render(Stats("rt", "m", "video", device=f"till-{checkout}", release=release).snapshot)[0].decode()
+        (line,) = [ln for ln in body.splitlines() if ln.startswith("queue_mood_info{")]
+        scraped = line[:line.rindex("}")]  # the series as scraped, plus the scrape config's labels
+        series.append({"series": f'{scraped},store="s1",checkout="{checkout}",instance="pi{checkout}"}}',
+                       "values": "1x20"})
+        shown = {"store": "s1", "checkout": checkout, "device": f"till-{checkout}", "version": "0.1.0",
+                 "bundle_created": release["bundle_created"], "model_sha256": release["model_sha256"][:12],
+                 **({"commit": release["commit"]} if release["commit"] else {})}  # an empty label is no label
+        rows.append({"labels": "{" + ", ".join(f'{k}="{v}"' for k, v in shown.items()) + "}", "value": 1})
+    (tmp_path / "test.yml").write_text(json.dumps({
+        "rule_files": [], "evaluation_interval": "1m",
+        "tests": [{"interval": "15s", "input_series": series,
+                   "promql_expr_test": [{"expr": panel["targets"][0]["expr"].replace("$store", ".*"),
+                                         "eval_time": "2m", "exp_samples": rows}]}]}))
+    promtool("test", "rules", "test.yml", cwd=tmp_path)
+
+
 def test_the_monitor_cpu_panel_says_what_its_percent_axis_means():
     """queue_mood_process_cpu_share is 1.0 with one core busy: 100% on the panel's percent axis."""
     (panel,) = [p for p in json.loads((FLEET / "grafana-dashboard.json").read_text())["panels"]
@@ -515,6 +549,9 @@ def test_prometheus_scrapes_two_monitors_with_store_and_checkout_labels(edge_run
         up = query(port, 'up{job="queue-mood"}')["data"]["result"]
         assert sorted(float(s["value"][1]) for s in up) == [1.0, 1.0]  # the token got both scrapes through
         assert {s["metric"]["device"] for s in query(port, "queue_mood_info")["data"]["result"]} == {"till-1", "till-2"}
+        (release,) = [p["targets"][0]["expr"] for p in _panels() if p["title"] == "Release per Pi"]
+        commits = {s["metric"].get("commit") for s in query(port, release.replace("$store", ".*"))["data"]["result"]}
+        assert commits == {checkout_commit(FLEET.parents[1])}  # run from this checkout: its commit (None: not in git)
         for expr in _dashboard_queries():  # every panel's query runs on real data
             assert query(port, expr.replace("$store", ".*"))["status"] == "success", expr
         raised = query(port, "queue_mood_alert_raised")["data"]["result"]

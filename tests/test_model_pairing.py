@@ -35,11 +35,13 @@ def test_a_damaged_installed_model_says_to_reinstall_the_bundle_elsewhere_to_con
                                                                                       monkeypatch, damage):
     """On a Pi the model is where install.sh put it, and its reader has no training setup:
     `edge convert` is advice only for a model elsewhere."""
+    from edge import release
     from edge.ops import bundle
 
     prefix = tmp_path / "opt"
-    monkeypatch.setattr(bundle, "INSTALL_PREFIX", str(prefix))
-    monkeypatch.setattr(bundle, "MODEL_DIR", str(prefix / "model"))
+    for module in (bundle, release):  # release knows an install by its folders, bundle says how to reinstall
+        monkeypatch.setattr(module, "INSTALL_PREFIX", str(prefix))
+    monkeypatch.setattr(release, "MODEL_DIR", str(prefix / "model"))
     bundle_folder = tmp_path / "queue-mood-bundle"  # `edge bundle --out`: a manifest too, but install.sh beside it
     bundle_folder.mkdir()
     (bundle_folder / "MANIFEST.json").write_text("{}")

@@ -36,17 +36,15 @@ from pathlib import Path
 from edge.card import CARD_NAME, GATE_KEYS, INT8_MODEL, check_pair, load_card, loosened_gate, pairing_notes, sha256_file
 from edge.config import Config, load_config, model_file, resolve_model
 from edge.errors import UserError
-from edge.paths import expand_path, not_a_file, visible
+from edge.paths import expand_path, not_a_file
+from edge.release import INSTALL_PREFIX, MANIFEST, MODEL_DIR, installed_prefix, prefix_above, source_commit
 
-# Where install.sh puts things on the Pi; the bundled config points here.
-INSTALL_PREFIX = "/opt/queue-mood"
+# Where install.sh puts things on the Pi (INSTALL_PREFIX, MODEL_DIR: edge.release); the bundled config points here.
 ETC_DIR = "/etc/queue-mood"
 STATE_DIR = "/var/lib/queue-mood"
-MODEL_DIR = f"{INSTALL_PREFIX}/model"
 DETECTOR_DIR = f"{INSTALL_PREFIX}/detector"
 SPOOL_DIR = f"{STATE_DIR}/spool"
 BUNDLE_NAME = "queue-mood-bundle"  # the top folder inside a .tar.gz
-MANIFEST = "MANIFEST.json"  # in the bundle's top folder; install.sh copies it into PREFIX beside model/
 MODEL_FILE = INT8_MODEL  # fixed name on the Pi, so a kept config survives an upgrade
 UNIT_NAME = "queue-mood.service"
 DEPLOY_FILES = ("install.sh", UNIT_NAME)
@@ -59,21 +57,6 @@ OTHER_ARCHIVE_SUFFIXES = (".zip", ".tar", ".gz", ".bz2", ".xz", ".zst", ".tbz", 
 # Top-level files of the checkout that a wheel build may read.
 SOURCE_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "MANIFEST.in", "README.md", "README.rst", "LICENSE",
                 "LICENSE.txt")
-
-
-def installed_prefix(model_folder) -> Path | None:
-    """The PREFIX install.sh installed into when `model_folder` is its model folder, else None.
-    A store may choose another PREFIX=, so the folder is known by what install.sh leaves in
-    PREFIX beside model/: the bundle's MANIFEST (a bundle's own folder holds one too, with
-    install.sh beside it). An install from a bundle without a MANIFEST is known at INSTALL_PREFIX."""
-    folder = Path(model_folder).absolute()
-    prefix = folder.parent
-    if folder == Path(MODEL_DIR):
-        return prefix
-    if folder.name == Path(MODEL_DIR).name and visible(prefix / MANIFEST, Path.is_file) \
-            and not visible(prefix / "install.sh"):
-        return prefix
-    return None
 
 
 @dataclass
@@ -110,8 +93,7 @@ def package_repair_advice(path) -> str:
     on a Pi that install.sh set up, reinstall the bundle (a pip install there would bring wheels
     in place of apt's numpy and OpenCV); elsewhere reinstall from the checkout (queue-mood is
     not on PyPI: a bare `pip install queue-mood` would find nothing, or someone else's)."""
-    path = Path(path).resolve()
-    prefix = next((p for p in path.parents if installed_prefix(p / Path(MODEL_DIR).name) == p), None)
+    prefix = prefix_above(path)
     if prefix is not None:
         return f"reinstall the bundle, which puts the package's files back: {reinstall_bundle(prefix)}"
     source = default_source()
@@ -397,6 +379,7 @@ def readme_text(manifest: dict, archive: str | None, folder: str) -> str:
     else:
         copy = f"ssh pi@HOST 'rm -rf {folder}'\n  scp -r {folder} pi@HOST:\n  ssh pi@HOST 'sudo bash ./{folder}/install.sh'"
     m = manifest["model"]
+    commit = f", commit {manifest['commit']}" if manifest.get("commit") else ""
     acc = m.get("accuracy")
     model_line = f"{m['architecture'] or 'model'}" + (f", accuracy {acc:.1%} ({m['accuracy_of']})" if acc else "")
     loosened = m.get("int8_parity_loosened")
@@ -404,7 +387,7 @@ def readme_text(manifest: dict, archive: str | None, folder: str) -> str:
                  "gate.\n" if loosened else "")
     return f"""Queue-mood monitor: installation bundle
 =======================================
-Made {manifest['created']} by `edge bundle` (queue-mood {manifest['version']}).
+Made {manifest['created']} by `edge bundle` (queue-mood {manifest['version']}{commit}).
 Model: {model_line}; sha256 {m['sha256'][:12]}.
 {gate_line}
 The Raspberry Pi watches the checkout queue with its camera, recognises facial
@@ -481,6 +464,8 @@ def _stage(s: BundleSettings, stage: Path, archive: str | None, folder: str) -> 
     files = sorted(str(p.relative_to(stage)) for p in stage.rglob("*") if p.is_file())
     manifest = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        # the code the Pi runs (edge.release reads it there): null for a --wheel built elsewhere, or a source not in git
+        "commit": None if s.wheel else source_commit(source),
         "version": version,
         "source": str(source),
         "config_from": origin,
@@ -505,6 +490,9 @@ def _stage(s: BundleSettings, stage: Path, archive: str | None, folder: str) -> 
     if source and card.source_sha256 and Path(source).is_file() and sha256_file(source) != card.source_sha256:
         notes.append(f"The model was converted from {source}, which has changed since (trained on, or replaced): the "
                      "bundle ships the earlier conversion; re-run `edge convert` to ship the model as it is now.")
+    if s.wheel:
+        notes.append("With --wheel the bundle records no source commit (MANIFEST.json `commit` null): which commit "
+                     "the wheel was built from is not known here; leave --wheel out to build it from this checkout.")
     if not s.model and not cfg_model:  # a retrained model left out by mistake must not go unnoticed
         notes.append(f"Neither --model nor the config's [model] path names a model, so the bundle ships the "
                      f"project's default ({model}); pass --model PATH to ship yours.")

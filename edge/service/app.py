@@ -34,6 +34,7 @@ from edge.paths import expand_path, same_file
 from edge.pipeline.annotate import check_video_path
 from edge.pipeline.core import load_parts
 from edge.pipeline.tracking import PeopleCount
+from edge.release import current as current_release, summary as release_summary
 from edge.signals import StopFlag
 from edge.sinks.base import AlertEvent
 from edge.service import health
@@ -257,12 +258,15 @@ def _run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
                          mains_hz=s.mains_hz)
     st = cfg.status
     history = History(db_path=str(expand_path(st.history_db)) if st.history_db else "")
+    # The model file's own sha256 (not its card's, which may describe the int8 file beside a float
+    # one): the journal and head office (the release in /status and /metrics) tell a retrained model from the shipped one.
+    model_sha256 = sha256_file(classifier.path)
+    release = current_release(model_sha256)
     stats = Stats(classifier.runtime.describe(), str(classifier.path), source.describe(), device=device,
-                  labels=classifier.labels, negative=cfg.mood.negative, history=history, alert_advice=st.alert_advice)
-    # The full path and the file's own sha256 (not its card's, which may describe the int8 file beside
-    # a float one): the journal tells a retrained model from the shipped one.
-    log.info("model %s (sha256 %s, %s, %s); detector %s; source %s", classifier.path,
-             sha256_file(classifier.path)[:12], classifier.card.architecture,
+                  labels=classifier.labels, negative=cfg.mood.negative, history=history, alert_advice=st.alert_advice,
+                  release=release)
+    log.info("%s; model %s (sha256 %s, %s, %s); detector %s; source %s", release_summary(release), classifier.path,
+             model_sha256[:12], classifier.card.architecture,
              classifier.runtime.describe(), detector.describe(), redact_text(source.describe()))
     sinks = build_sinks(cfg.sinks, device)
     stats.set_sinks(sinks.stats())  # every sink's failure counter at 0 before the first scrape

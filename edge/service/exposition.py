@@ -3,7 +3,8 @@ snapshot per scrape (a custom collector: no global registry, no state of its own
 
 Series (HQ's rules and dashboard in deploy/fleet/ use these names; the store and checkout
 labels come from the scrape config, one target per Pi):
-queue_mood_info{device,runtime,version}, queue_mood_frames_total, queue_mood_dropped_frames_total,
+queue_mood_info{device,runtime,version,commit,bundle_created,model_sha256} (edge.release; "" where not known),
+queue_mood_frames_total, queue_mood_dropped_frames_total,
 queue_mood_fps, queue_mood_faces, queue_mood_negative_share, queue_mood_faces_by_emotion{emotion},
 queue_mood_alert_raised, queue_mood_alerts_raised_total, queue_mood_face_frames_total, queue_mood_stage_latency_ms{stage},
 queue_mood_sink_failures_total{sink}, queue_mood_sink_disabled{sink}, queue_mood_camera_up, queue_mood_camera_down_total,
@@ -24,7 +25,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from edge import __version__
+from edge.release import COMMIT_LEN
 
 # Fanout.stats() key -> (metric name, help, counter?)
 SINK_SERIES = (
@@ -70,8 +71,11 @@ class _Collector:
         def counter(*a, **k):
             return family(CounterMetricFamily, *a, **k)
 
-        yield InfoMetricFamily("queue_mood", "The monitor on this device.",
-                               value={"device": s["device"], "runtime": s["runtime"], "version": __version__})
+        r = s["release"]
+        yield InfoMetricFamily("queue_mood", "The monitor on this device and the release it runs.",
+                               value={"device": s["device"], "runtime": s["runtime"], "version": r["version"],
+                                      "commit": r["commit"] or "", "bundle_created": r["bundle_created"] or "",
+                                      "model_sha256": (r["model_sha256"] or "")[:COMMIT_LEN]})
         yield counter("frames", "Frames processed.", s["frames"])
         yield counter("dropped_frames", "Live frames dropped because processing was slower.", s["dropped_frames"])
         yield gauge("fps", "Frames processed per second (smoothed).", s["fps"])

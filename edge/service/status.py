@@ -41,6 +41,7 @@ from edge.labels import LABELS
 from edge.service import health
 from edge.service.history import History, iso
 from edge.redact import escape_controls, redact_text
+from edge.release import current as current_release
 
 if TYPE_CHECKING:  # edge.config pulls in the plugin registries (and numpy); /metrics does not need them
     from edge.config import StatusConfig
@@ -141,13 +142,14 @@ class Stats:
     """Written by the pipeline thread, read by the HTTP threads; a lock keeps snapshots whole."""
 
     def __init__(self, runtime: str, model: str, source: str, *, device: str = "", labels=LABELS,
-                 negative=(), history: History | None = None, alert_advice: str = ""):
+                 negative=(), history: History | None = None, alert_advice: str = "", release: dict | None = None):
         self._lock = threading.Lock()
         self.started = time.monotonic()
         self.history = history or History()
         # Until the first frame (or the camera is declared down) nothing has been watched: the
         # alert state is "starting" and the share unknown (None), never a clear queue of 0 faces.
         self.data = {"device": device, "runtime": runtime, "model": model, "source": redact_text(source),
+                     "release": release or current_release(),  # which build head office is looking at
                      "started_at": self.started, "alert_state_since": self.started, "frames": 0, "dropped_frames": 0, "fps": 0.0, "faces": 0,
                      "negative_share": None, "counts": dict.fromkeys(labels, 0), "alert_state": "starting",
                      "alert_raised_at": None, "alert_held_back_until": None, "alert_advice": alert_advice, "alerts_raised": 0, "negative": list(negative), "stage_ms": {},

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from edge.ops.doctor.context import FAIL, OK, WARN, _Context
+from edge.release import current, summary
 from edge.service.health import THERMAL, THROTTLE_BITS, clock_synced
 
 DEVICE_MODEL = Path("/proc/device-tree/model")
@@ -68,6 +69,7 @@ def check_platform(ctx: _Context) -> None:
     ctx.board = model
     where = model or f"{platform.system()} {platform.machine()} (not a Raspberry Pi)"
     ctx.add("system", OK, f"{where}; Python {platform.python_version()} at {sys.executable}")
+    ctx.add("release", OK, summary(current()))
     ctx.add("clock", *clock_verdict(clock_synced()))
 
 
