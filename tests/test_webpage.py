@@ -388,6 +388,23 @@ def test_the_health_table_says_when_a_face_was_last_seen():
     assert '<th scope="row">last face seen</th><td>none since the start</td>' in dom
 
 
+def test_the_health_table_says_which_release_runs():
+    """Head office's fleet table names each Pi's commit and bundle; the IT person at the Pi, asked
+    which build it runs, had only edge doctor."""
+    release = {"version": "0.1.0", "commit": "4b3525592abf", "bundle_created": "2026-12-02T18:17:41+00:00",
+               "model_sha256": "038903d760b3" + "0" * 52}
+
+    def built(stats):
+        stats.data["release"] = release
+
+    dom, _ = page_dom(fill=built)
+    assert re.findall(r'<th scope="row">release</th><td>([^<]*)</td>', dom) == [
+        "commit 4b3525592abf, bundle made 2026-12-02, model 038903d760b3"]
+    dom, _ = page_dom(fill=lambda stats: stats.data.update(release={"version": "0.1.0", "commit": None,
+                                                                    "bundle_created": None, "model_sha256": None}))
+    assert '<th scope="row">release</th>' not in dom  # nothing known: no row of dashes
+
+
 def test_the_health_table_says_the_free_space_on_the_monitors_disks(tmp_path):
     """The IT person's glance at a card filling up (head office's QueueMonitorDiskLow reads the
     same figures); a second disk is named by its folder."""

@@ -190,6 +190,11 @@ function renderStatus(s) {
     + (d.read_only ? ", READ-ONLY: nothing can be saved there; see edge doctor" : "")).join(", ")]);
   row(health, ["up for", minutes(Math.floor(s.uptime_s / 60))]);
   row(health, ["source", s.source]);
+  // Which build this Pi runs, for the IT person asked by head office (its fleet table shows the same)
+  const r = s.release || {};
+  const build = [r.commit && "commit " + r.commit, r.bundle_created && "bundle made " + r.bundle_created.slice(0, 10),
+                 r.model_sha256 && "model " + r.model_sha256.slice(0, 12)].filter(Boolean);
+  if (build.length) row(health, ["release", build.join(", ")]);
 
   text($("updated"), "updated " + clock(s.now || new Date().toISOString()));
   document.body.dataset.live = "1";
