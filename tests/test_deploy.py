@@ -619,11 +619,10 @@ def test_install_sh_help_and_bad_arguments(tmp_path):
 
 def test_install_sh_refuses_an_incomplete_bundle(tmp_path):
     shutil.copy(DEPLOY / "install.sh", tmp_path / "install.sh")
-    env = {**os.environ, "PREFIX": str(tmp_path / "opt"), "QM_SKIP_APT": "1", "QM_NO_SERVICE": "1",
-           "QM_SYSTEM_USER": "0"}
+    env = fake_install_env(tmp_path, venv=False)  # every folder in tmp_path, should the check ever let it through
     proc = subprocess.run(["bash", str(tmp_path / "install.sh")], capture_output=True, text=True, env=env)
     assert proc.returncode == 1 and "not a complete queue-mood bundle" in proc.stderr
-    assert not (tmp_path / "opt").exists()
+    assert not (tmp_path / "root").exists()
 
 
 def test_unit_file_parses_with_the_keys_bookworm_knows():

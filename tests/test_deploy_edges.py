@@ -497,3 +497,16 @@ def test_install_sh_refuses_a_bundle_whose_wheel_or_model_was_cut_short_before_c
     assert_install_sentence(proc, "lists another sha256 for wheels/queue_mood-0.1.0-py3-none-any.whl in",
                             "copy the .tar.gz again", "Nothing was changed")
     assert not (tmp_path / "python.log").exists()  # pip never ran
+
+
+def test_the_reinstall_command_for_another_prefix_runs_as_printed_and_names_what_the_rollback_line_does():
+    """A store's PREFIX with a space ("/srv/queue mood") made `sudo PREFIX=/srv/queue mood /srv/...`, which
+    runs a program named "mood"; and it left out PYTHON, which install.sh's rollback line names."""
+    import shlex
+
+    from edge.ops.bundle import reinstall_bundle
+
+    said = reinstall_bundle("/srv/queue mood")
+    command = said.split(",")[0]
+    assert shlex.split(command) == ["sudo", "PREFIX=/srv/queue mood", "/srv/queue mood/bundle/install.sh"], said
+    assert "ETC_DIR, STATE_DIR, UNIT_DIR and PYTHON" in said, said

@@ -1766,3 +1766,32 @@ def test_a_request_must_name_one_host_and_an_absolute_target_is_judged_by_its_ow
     assert code("GET http:/status HTTP/1.1\r\nHost: rebound.example\r\nConnection: close\r\n\r\n") == 400
     assert code("GET /status HTTP/1.0\r\n\r\n") == 200  # HTTP/1.0 need not send one
     assert raw(srv.port, b"GET /\r\n") == b""
+
+
+def test_a_history_file_from_before_outages_were_saved_lists_its_alerts_as_periods(tmp_path):
+    """The file a Pi upgraded today already has (alerts, no outages table): its alerts are periods at
+    once, and the outages table it gains leaves the tables an older release checks as they were
+    (install.sh's rollback runs that release on this file)."""
+    import sqlite3
+
+    from edge.service import history
+
+    db = tmp_path / "history.sqlite"
+    old = sqlite3.connect(db)
+    for stmt in history.SCHEMA:
+        if "outages" not in stmt:
+            old.execute(stmt)
+    now = time.time()
+    old.executemany("INSERT INTO alerts VALUES (?, ?, ?, ?)",
+                    [(now - 600, "raised", 0.5, 4), (now - 300, "cleared", 0.1, 4), (now - 100, "raised", 0.6, 3)])
+    old.commit()
+    old.close()
+    h = History(db_path=str(db))
+    assert [(p["kind"], p["end"] is None, p["negative_share"]) for p in h.periods(raised=False)] == [
+        ("unhappy", True, 0.6), ("unhappy", False, 0.5)]
+    h.add_outage(time.time(), "down")
+    h.close()
+    with sqlite3.connect(db) as after:
+        tables = {name for (name,) in after.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        assert tables == {"samples", "sample_frames", "alerts", "alerts_clock_unset", "outages"}
+        assert after.execute("SELECT count(*) FROM alerts").fetchone() == (3,)

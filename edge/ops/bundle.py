@@ -22,6 +22,7 @@ import fnmatch
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -82,10 +83,10 @@ def reinstall_bundle(prefix=INSTALL_PREFIX) -> str:
     if Path(prefix) == Path(INSTALL_PREFIX):
         return (f"sudo {prefix}/bundle/install.sh (where that folder is missing, run install.sh from the bundle's "
                 ".tar.gz again)")
-    # install.sh takes its PREFIX from the environment, not from where it lies
-    return (f"sudo PREFIX={prefix} {prefix}/bundle/install.sh, adding the ETC_DIR, STATE_DIR and UNIT_DIR the first "
-            "install was given, if any (where that folder is missing, run install.sh from the bundle's .tar.gz again, "
-            "the same way)")
+    # install.sh takes its PREFIX from the environment, not from where it lies; quoted as its rollback line is
+    return (f"sudo PREFIX={shlex.quote(str(prefix))} {shlex.quote(f'{prefix}/bundle/install.sh')}, adding the ETC_DIR, "
+            "STATE_DIR, UNIT_DIR and PYTHON the first install was given, if any (where that folder is missing, run "
+            "install.sh from the bundle's .tar.gz again, the same way)")
 
 
 def package_repair_advice(path) -> str:
