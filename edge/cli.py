@@ -231,7 +231,8 @@ def config_cmd(config_path, docs, example, show_secrets):
         return
     unread: list[str] = []
     cfg = load_config(config_path, unread=unread)
-    warn_unread(unread)  # on stderr, beside the TOML on stdout
+    for said in unread:  # on stderr, beside the TOML on stdout, marked as its errors are ("error: ...")
+        click.echo(f"warning: {said}.", err=True)
     click.echo(configdoc.effective_toml(cfg, show_secrets), nl=False)
 
 
