@@ -281,6 +281,18 @@ def test_a_wheel_with_its_metadata_passes_the_wheel_check(tmp_path):
     check_wheel(wheel)
 
 
+def test_a_folder_with_another_tools_manifest_is_not_taken_for_an_earlier_bundle(tmp_path):
+    """Found in an audit: any MANIFEST.json marked --out as an earlier bundle, so a web app's folder
+    was deleted and replaced by the bundle."""
+    site = tmp_path / "shop-site"
+    site.mkdir()
+    (site / "MANIFEST.json").write_text('{"name": "shop", "start_url": "/"}\n')
+    (site / "index.html").write_text("<html></html>\n")
+    proc = run_cli("bundle", "--out", site)
+    assert_one_sentence(proc, f"{site} exists and is not an empty folder or an earlier bundle")
+    assert sorted(p.name for p in site.iterdir()) == ["MANIFEST.json", "index.html"]
+
+
 @pytest.mark.parametrize("name", ["b9.zip", "b9.tar", "b9.tar.xz"])
 def test_an_out_named_as_an_archive_bundle_cannot_write_is_refused(tmp_path, name):
     proc = run_cli("bundle", "--out", tmp_path / name)

@@ -522,6 +522,17 @@ def _earlier_bundle(archive: Path) -> bool:
         return False
 
 
+def _earlier_bundle_folder(folder: Path) -> bool:
+    """Whether this folder is one edge bundle wrote: its install.sh beside a MANIFEST.json with the
+    bundle's keys. A MANIFEST.json of another kind (a web app's, a browser extension's) marks
+    someone's own folder, which replacing would delete."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(manifest, dict) and {"files", "install"} <= manifest.keys() and (folder / "install.sh").is_file()
+
+
 def run(s: BundleSettings) -> BundleResult:
     """Write the bundle; bad inputs are UserErrors checked before anything is written."""
     out = expand_path(s.out)
@@ -529,7 +540,7 @@ def run(s: BundleSettings) -> BundleResult:
     if not as_tar and (other := next((x for x in OTHER_ARCHIVE_SUFFIXES if out.name.lower().endswith(x)), None)):
         raise UserError(f"--out {out} ends in {out.name[-len(other):]}, an archive edge bundle does not write; end it in .tar.gz for "
                         "an archive, or give a folder name.")
-    if not as_tar and out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
+    if not as_tar and out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _earlier_bundle_folder(out))):
         raise UserError(f"{out} exists and is not an empty folder or an earlier bundle; choose another --out.")
     if as_tar and out.is_dir():  # found now, not by os.replace after the whole build
         raise UserError(f"--out {out} is a folder, so the .tar.gz cannot be written there; choose another --out "
