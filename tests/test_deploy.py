@@ -349,6 +349,18 @@ def test_out_in_a_read_only_folder_is_one_sentence(tmp_path):
     assert_one_sentence(proc, str(disk), "choose another --out")
 
 
+def test_out_on_a_disk_too_full_for_the_wheel_says_so_not_that_the_build_failed(tmp_path):
+    """Found in an audit: pip's copy of the wheel into the bundle ran out of space, and the sentence
+    blamed the checkout ("Building the queue-mood wheel from ... failed")."""
+    from tests.test_reliability import tmpfs
+
+    with tmpfs(tmp_path / "full", "size=2m") as disk:  # room for the model, not the wheel
+        proc = run_cli("bundle", "--out", disk / "b.tar.gz")
+        left = list(disk.iterdir())
+    assert_one_sentence(proc, "No space left on device", f"free some space in {disk}")
+    assert not left
+
+
 def test_missing_config_file_is_one_sentence(tmp_path):
     proc = run_cli("bundle", "--config", tmp_path / "nope.toml", "--out", tmp_path / "b")
     assert_one_sentence(proc, "nope.toml")

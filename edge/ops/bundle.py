@@ -265,6 +265,11 @@ def build_wheel(source: Path, out_dir: Path) -> Path:
             cmd.insert(4, "--no-build-isolation")
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
+            # pip ends a full disk with "Failed to build one or more wheels", as if the checkout were
+            # at fault: its wheel goes into the bundle beside --out, which run() says to free or move
+            for code in (errno.ENOSPC, errno.EDQUOT):
+                if f"[Errno {code}]" in proc.stderr + proc.stdout:
+                    raise OSError(code, os.strerror(code), str(out_dir))
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
             raise UserError(f"Building the queue-mood wheel from {source} failed ({tail[0]}).")
     wheels = sorted(out_dir.glob("queue_mood-*.whl"))
