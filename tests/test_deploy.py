@@ -319,6 +319,31 @@ def test_an_archive_that_is_not_an_earlier_bundle_is_not_replaced(store_bundle, 
     assert run_cli("bundle", "--model", bundled_model, "--out", earlier).returncode == 0
 
 
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+def test_a_bundle_stopped_by_a_hang_up_or_sigterm_leaves_nothing_beside_out(tmp_path, sig):
+    """Found in an audit: Ctrl-C removed the half-made bundle, but closing the terminal (SIGHUP) or a
+    SIGTERM left the hidden staging folder beside --out, the config's secrets in it."""
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = tmp_path / "store.toml"
+    cfg.write_text('[status]\nhost = "0.0.0.0"\ntoken = "s3cret-token-0123456789"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "bundle", "--config", str(cfg), "--out",
+                             str(out / "b.tar.gz")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while not list(out.glob(".qm-bundle-*/queue-mood-bundle/model/model.json")):  # then the wheel is built
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.01)
+        proc.send_signal(sig)
+        proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + sig
+    assert list(out.iterdir()) == []
+
+
 def test_bad_model_path_is_one_sentence(tmp_path):
     out = tmp_path / "b.tar.gz"
     proc = run_cli("bundle", "--model", tmp_path / "missing.tflite", "--out", out)

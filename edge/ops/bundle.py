@@ -17,6 +17,7 @@ imports neither TensorFlow nor train/convert.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fnmatch
 import json
@@ -24,10 +25,12 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import tomllib
 import zipfile
 from dataclasses import dataclass, field
@@ -538,6 +541,24 @@ def _earlier_bundle_folder(folder: Path) -> bool:
     return isinstance(manifest, dict) and {"files", "install"} <= manifest.keys() and (folder / "install.sh").is_file()
 
 
+@contextlib.contextmanager
+def _stop_signals_unwind():
+    """SIGTERM and SIGHUP (the terminal or SSH session closed) end edge bundle as Ctrl-C does,
+    through the cleanup: by default they end the process on the spot, and the staging folder
+    beside --out stays behind, a half-made bundle with the config's secrets in it."""
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)  # the exit status the shell reports for that signal
+
+    main = threading.current_thread() is threading.main_thread()
+    taken = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)
+             if main and signal.getsignal(sig) == signal.SIG_DFL}  # nohup's ignored SIGHUP stays ignored
+    try:
+        yield
+    finally:
+        for sig, handler in taken.items():
+            signal.signal(sig, handler)
+
+
 def run(s: BundleSettings) -> BundleResult:
     """Write the bundle; bad inputs are UserErrors checked before anything is written."""
     out = expand_path(s.out)
@@ -558,7 +579,7 @@ def run(s: BundleSettings) -> BundleResult:
     except OSError as exc:
         raise UserError(f"Cannot write the bundle into the folder {out.parent} ({exc.strerror}); choose another "
                         "--out in a folder you can write to.") from exc
-    with staging as tmp:
+    with _stop_signals_unwind(), staging as tmp:
         try:
             stage = Path(tmp) / BUNDLE_NAME
             stage.mkdir()
