@@ -281,6 +281,18 @@ def test_a_wheel_with_its_metadata_passes_the_wheel_check(tmp_path):
     check_wheel(wheel)
 
 
+def test_a_folder_with_another_tools_manifest_is_not_taken_for_an_earlier_bundle(tmp_path):
+    """Found in an audit: any MANIFEST.json marked --out as an earlier bundle, so a web app's folder
+    was deleted and replaced by the bundle."""
+    site = tmp_path / "shop-site"
+    site.mkdir()
+    (site / "MANIFEST.json").write_text('{"name": "shop", "start_url": "/"}\n')
+    (site / "index.html").write_text("<html></html>\n")
+    proc = run_cli("bundle", "--out", site)
+    assert_one_sentence(proc, f"{site} exists and is not an empty folder or an earlier bundle")
+    assert sorted(p.name for p in site.iterdir()) == ["MANIFEST.json", "index.html"]
+
+
 @pytest.mark.parametrize("name", ["b9.zip", "b9.tar", "b9.tar.xz"])
 def test_an_out_named_as_an_archive_bundle_cannot_write_is_refused(tmp_path, name):
     proc = run_cli("bundle", "--out", tmp_path / name)
@@ -305,6 +317,31 @@ def test_an_archive_that_is_not_an_earlier_bundle_is_not_replaced(store_bundle, 
         assert out.read_bytes() == before
     earlier = shutil.copy(store_bundle["tar"], tmp_path / "till-3.tar.gz")  # an earlier bundle: replaced
     assert run_cli("bundle", "--model", bundled_model, "--out", earlier).returncode == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+def test_a_bundle_stopped_by_a_hang_up_or_sigterm_leaves_nothing_beside_out(tmp_path, sig):
+    """Found in an audit: Ctrl-C removed the half-made bundle, but closing the terminal (SIGHUP) or a
+    SIGTERM left the hidden staging folder beside --out, the config's secrets in it."""
+    import sys
+    import time
+
+    out = tmp_path / "out"
+    out.mkdir()
+    cfg = tmp_path / "store.toml"
+    cfg.write_text('[status]\nhost = "0.0.0.0"\ntoken = "s3cret-token-0123456789"\n')
+    proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "bundle", "--config", str(cfg), "--out",
+                             str(out / "b.tar.gz")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        while not list(out.glob(".qm-bundle-*/queue-mood-bundle/model/model.json")):  # then the wheel is built
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.01)
+        proc.send_signal(sig)
+        proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 128 + sig
+    assert list(out.iterdir()) == []
 
 
 def test_bad_model_path_is_one_sentence(tmp_path):
@@ -335,6 +372,18 @@ def test_out_in_a_read_only_folder_is_one_sentence(tmp_path):
     with tmpfs(tmp_path / "ro", "size=64k,ro") as disk:
         proc = run_cli("bundle", "--out", disk / "b.tar.gz")
     assert_one_sentence(proc, str(disk), "choose another --out")
+
+
+def test_out_on_a_disk_too_full_for_the_wheel_says_so_not_that_the_build_failed(tmp_path):
+    """Found in an audit: pip's copy of the wheel into the bundle ran out of space, and the sentence
+    blamed the checkout ("Building the queue-mood wheel from ... failed")."""
+    from tests.test_reliability import tmpfs
+
+    with tmpfs(tmp_path / "full", "size=2m") as disk:  # room for the model, not the wheel
+        proc = run_cli("bundle", "--out", disk / "b.tar.gz")
+        left = list(disk.iterdir())
+    assert_one_sentence(proc, "No space left on device", f"free some space in {disk}")
+    assert not left
 
 
 def test_missing_config_file_is_one_sentence(tmp_path):

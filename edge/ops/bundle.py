@@ -17,6 +17,7 @@ imports neither TensorFlow nor train/convert.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fnmatch
 import json
@@ -24,10 +25,12 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 import tomllib
 import zipfile
 from dataclasses import dataclass, field
@@ -265,6 +268,11 @@ def build_wheel(source: Path, out_dir: Path) -> Path:
             cmd.insert(4, "--no-build-isolation")
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
+            # pip ends a full disk with "Failed to build one or more wheels", as if the checkout were
+            # at fault: its wheel goes into the bundle beside --out, which run() says to free or move
+            for code in (errno.ENOSPC, errno.EDQUOT):
+                if f"[Errno {code}]" in proc.stderr + proc.stdout:
+                    raise OSError(code, os.strerror(code), str(out_dir))
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
             raise UserError(f"Building the queue-mood wheel from {source} failed ({tail[0]}).")
     wheels = sorted(out_dir.glob("queue_mood-*.whl"))
@@ -522,6 +530,35 @@ def _earlier_bundle(archive: Path) -> bool:
         return False
 
 
+def _earlier_bundle_folder(folder: Path) -> bool:
+    """Whether this folder is one edge bundle wrote: its install.sh beside a MANIFEST.json with the
+    bundle's keys. A MANIFEST.json of another kind (a web app's, a browser extension's) marks
+    someone's own folder, which replacing would delete."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(manifest, dict) and {"files", "install"} <= manifest.keys() and (folder / "install.sh").is_file()
+
+
+@contextlib.contextmanager
+def _stop_signals_unwind():
+    """SIGTERM and SIGHUP (the terminal or SSH session closed) end edge bundle as Ctrl-C does,
+    through the cleanup: by default they end the process on the spot, and the staging folder
+    beside --out stays behind, a half-made bundle with the config's secrets in it."""
+    def stop(signum, _frame):
+        raise SystemExit(128 + signum)  # the exit status the shell reports for that signal
+
+    main = threading.current_thread() is threading.main_thread()
+    taken = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)
+             if main and signal.getsignal(sig) == signal.SIG_DFL}  # nohup's ignored SIGHUP stays ignored
+    try:
+        yield
+    finally:
+        for sig, handler in taken.items():
+            signal.signal(sig, handler)
+
+
 def run(s: BundleSettings) -> BundleResult:
     """Write the bundle; bad inputs are UserErrors checked before anything is written."""
     out = expand_path(s.out)
@@ -529,7 +566,7 @@ def run(s: BundleSettings) -> BundleResult:
     if not as_tar and (other := next((x for x in OTHER_ARCHIVE_SUFFIXES if out.name.lower().endswith(x)), None)):
         raise UserError(f"--out {out} ends in {out.name[-len(other):]}, an archive edge bundle does not write; end it in .tar.gz for "
                         "an archive, or give a folder name.")
-    if not as_tar and out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST).exists())):
+    if not as_tar and out.exists() and (not out.is_dir() or (any(out.iterdir()) and not _earlier_bundle_folder(out))):
         raise UserError(f"{out} exists and is not an empty folder or an earlier bundle; choose another --out.")
     if as_tar and out.is_dir():  # found now, not by os.replace after the whole build
         raise UserError(f"--out {out} is a folder, so the .tar.gz cannot be written there; choose another --out "
@@ -542,7 +579,7 @@ def run(s: BundleSettings) -> BundleResult:
     except OSError as exc:
         raise UserError(f"Cannot write the bundle into the folder {out.parent} ({exc.strerror}); choose another "
                         "--out in a folder you can write to.") from exc
-    with staging as tmp:
+    with _stop_signals_unwind(), staging as tmp:
         try:
             stage = Path(tmp) / BUNDLE_NAME
             stage.mkdir()
