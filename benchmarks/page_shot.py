@@ -20,6 +20,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
 
@@ -177,6 +178,7 @@ def made_up_hour(stats, now: float, seed: int = 7) -> None:
 
 def run(out: Path) -> Path:
     from edge.config import MoodConfig, StatusConfig
+    from edge.service import health
     from edge.service.status import Stats, StatusServer
 
     if chromium_binary() is None:
@@ -188,11 +190,13 @@ def run(out: Path) -> Path:
                            "model_sha256": "038903d760b3"})
     made_up_hour(stats, time.time())
     srv = StatusServer(stats, StatusConfig(port=0)).start()
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        r = screenshot(f"http://127.0.0.1:{srv.port}/", out)
-    finally:
-        srv.stop()
+    # the made-up Pi's clock is set by NTP, as a store's is, whatever this machine's: the page writes times of day
+    with mock.patch.object(health, "clock_synced", lambda: True):
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            r = screenshot(f"http://127.0.0.1:{srv.port}/", out)
+        finally:
+            srv.stop()
     if not out.exists() or out.stat().st_size < 10_000:
         raise UserError(f"chromium wrote no picture to {out}: {r.stderr.strip()[-300:]}")
     return out

@@ -259,8 +259,8 @@ def test_a_flapping_camera_tells_the_sinks_once_per_window_and_a_long_outage_sti
             sent.append((event.kind, now[0]))
 
     class Stats:
-        def camera_down(self):
-            downs.append(now[0])
+        def camera_down(self, last_frame=None):
+            downs.append((now[0], last_frame))
 
         def camera_up(self):
             pass
@@ -276,6 +276,7 @@ def test_a_flapping_camera_tells_the_sinks_once_per_window_and_a_long_outage_sti
 
     outage(6)  # the first: told at once
     assert sent == [("camera_down", 1005.0), ("camera_up", 1006.0)]
+    assert downs == [(1005.0, 1000.0)]  # the status's outage starts at the last frame, as the chart's blank stretch
     for _ in range(50):  # 50 more within the window: none told
         outage(6)
     assert len(sent) == 2 and len(downs) == 51  # the status counted each
@@ -1060,7 +1061,7 @@ def test_a_flapping_camera_is_a_few_journal_lines_a_minute_and_a_long_outage_sti
 
     now = [1000.0]
     monkeypatch.setattr(app.time, "monotonic", lambda: now[0])
-    watch = app._CameraWatch("test camera", 5.0, SimpleNamespace(camera_down=lambda: None, camera_up=lambda: None),
+    watch = app._CameraWatch("test camera", 5.0, SimpleNamespace(camera_down=lambda last_frame=None: None, camera_up=lambda: None),
                              SimpleNamespace(send=lambda event: None), "pi")
 
     def outage(seconds):

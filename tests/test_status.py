@@ -460,6 +460,30 @@ def test_alerts_raised_before_ntp_set_the_clock_are_shown_and_kept_at_their_true
     assert [(a["t"], a["clock_set"]) for a in again] == [(NTP_TIME + 60, True), (NTP_TIME - 120, True)]
 
 
+def test_a_camera_outage_starts_at_the_last_frame_as_the_charts_blank_stretch_does(monkeypatch):
+    """The watch declares the camera down down_after_s after its last frame: the outage's line and the
+    card said it started then, while the chart's blank stretch starts at the last frame."""
+    pi = PiClock(monkeypatch, NTP_TIME)
+    pi.synced = True
+    stats = Stats("rt", "m", "video")
+    stats.update(result(3, 0, happy=3), 0, {})
+    last_frame = pi.mono
+    pi.wait(5)  # down_after_s of silence
+    stats.camera_down(last_frame)
+    pi.wait(60)
+    s = stats.snapshot()
+    (p,) = s["alert_periods"]
+    assert p["start"]["t"] == NTP_TIME and s["alert_state_since"] == p["start"]["time"], (p, s["alert_state_since"])
+    pi.synced = False  # stamped by an unset clock: how long ago holds the same
+    stats.camera_up()
+    stats.update(result(3, 0, happy=3), 0, {})
+    last_frame = pi.mono
+    pi.wait(10)
+    stats.camera_down(last_frame)
+    pi.wait(50)
+    assert NTP_TIME + 65 + 60 - stats.snapshot()["alert_periods"][0]["start"]["t"] == 60
+
+
 def test_a_camera_outage_before_ntp_set_the_clock_is_stamped_again_at_its_true_time(monkeypatch):
     """As an alert: the outage's start said how long ago while the clock read 1970, then its true time."""
     pi = PiClock(monkeypatch, BOOT_1970)

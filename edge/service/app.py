@@ -138,7 +138,7 @@ class _CameraWatch:
             self.down = True
             self.outages.start()
             self._say_down(silent)
-            self.stats.camera_down()
+            self.stats.camera_down(self.last_frame)
         elif self.down and self.outages.overdue(silent - self.down_after_s):
             self._say_down(silent)
         # by when the outage started (its last frame), not now: one starting inside the window is a flap

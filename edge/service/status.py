@@ -216,16 +216,20 @@ class Stats:
         if self.history.unsettled and health.clock_synced() is not False:
             self.history.settle(wall, now)
 
-    def camera_down(self):
-        """No frames: nothing is known about the queue, so no mood and no alert is asserted."""
+    def camera_down(self, last_frame: float | None = None):
+        """No frames: nothing is known about the queue, so no mood and no alert is asserted. Down
+        since `last_frame` (its time.monotonic(); else now): the chart's blank stretch starts there,
+        not down_after_s later when the watch declared it, and so do the card's and the list's."""
         with self._lock:
+            now = time.monotonic()
+            since = now if last_frame is None else min(last_frame, now)
             if self.data["alert_state"] != "unknown":
                 self._before_down = (self.data["alert_state"], self.data["alert_state_since"])
             self.data.update(camera="down", fps=0.0, faces=0, negative_share=None, alert_state="unknown",
-                             alert_state_since=time.monotonic(), alert_held_back_until=None,
+                             alert_state_since=since, alert_held_back_until=None,
                              counts=dict.fromkeys(self.data["counts"], 0))
             self.data["camera_down_total"] += 1
-            self._outage("down")
+            self._outage("down", now - since)
             self._last_t = self._dt = None  # the fps average restarts with the next frame
 
     def camera_up(self):
@@ -233,10 +237,10 @@ class Stats:
             self.data["camera"] = "up"
             self._outage("up")
 
-    def _outage(self, kind: str) -> None:
-        """The outage's start or end in the history, for the page's list of recent alerts and outages."""
+    def _outage(self, kind: str, ago_s: float = 0.0) -> None:
+        """The outage's start or end (`ago_s` seconds ago) in the history, for the page's list of recent alerts and outages."""
         now = time.monotonic()
-        self.history.add_outage(time.time(), kind, clock_set=health.clock_synced() is not False, mono=now)
+        self.history.add_outage(time.time() - ago_s, kind, clock_set=health.clock_synced() is not False, mono=now - ago_s)
 
     def set_source(self, read_failures: int, reopens: int, frame_size: tuple[int, int] | None = None):
         """A live source's failed reads and reopen attempts since the start (0 for a recording),

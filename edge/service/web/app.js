@@ -58,7 +58,11 @@ function minutes(min) {
 }
 // How long ago, by the monitor's clock.
 function ago(iso) { return minutes(Math.max(0, Math.floor((monitorNow() - new Date(iso)) / 60000))); }
-function since(iso) { return iso ? `since ${clock(iso)} (${ago(iso)})` : ""; }
+// Whether NTP has set the monitor's clock (/status health.clock_synced; a Pi has no real-time clock): until it has,
+// its time of day may be 1970 or the last shutdown's, and the card and header say how long ago instead, as the list does.
+let clockSet = true;
+function since(iso) { return !iso ? "" : clockSet ? `since ${clock(iso)} (${ago(iso)})` : `since ${ago(iso)} ago`; }
+const at = (iso) => clockSet ? clock(iso) : `${ago(iso)} ago`;
 // When a recent alert or outage started or ended, to the minute. Stamped before NTP set the Pi's clock (clock_set
 // false: 1970, or the last shutdown's time), how long ago, which the monitor knows while it runs on; from before a
 // restart, not even that.
@@ -74,9 +78,29 @@ function period(p) {
   const {start, end} = p, last = (e) => Math.floor(new Date(e.time) / 60000) - Math.floor(new Date(start.time) / 60000);
   const until = p.ongoing ? `now (${ago(start.time)})` : !end ? "not recorded (the monitor stopped)"
     : alertTime(end) + (start.time && end.time ? ` (${minutes(last(end))})` : "");
-  const what = p.kind === "camera_down" ? (p.ongoing ? "camera gives no picture" : "camera gave no picture")
-    : `queue unhappy, up to ${pct(p.peak_share)} of ${p.peak_faces} faces`;
+  const what = p.kind === "unhappy" ? `queue unhappy, up to ${pct(p.peak_share)} of ${p.peak_faces} faces`
+    : p.times > 1 ? `camera dropped out ${p.times} times` + (p.ongoing ? ", gives no picture now" : "")
+    : p.ongoing ? "camera gives no picture" : "camera gave no picture";
   return `${alertTime(start)} – ${until}: ${what}`;
+}
+// The lines the list shows (/status alert_periods, newest first), at most `most`. Outages starting within FLAP_S of
+// the end of the one before are one line (`times` outages): a loose cable's dozen short outages in an hour filled the
+// list, and the alert raised meanwhile was not on it. Alerts come first within `most`, the outages newest first after.
+const FLAP_S = 600;  // as the sinks' rule for outages that come and go (FLAP_WINDOW_S in edge/service/app.py)
+function lines(periods, most) {
+  const joined = [];
+  let later = null;  // the line of the outage after this one
+  for (const p of periods) {
+    if (p.kind !== "camera_down") { joined.push(p); continue; }
+    if (later && p.end && p.end.t != null && later.start.t != null && later.start.t - p.end.t <= FLAP_S) {
+      later.start = p.start;
+      later.times += 1;
+    } else joined.push(later = {...p, times: 1});
+  }
+  joined.sort((a, b) => (b.start.t ?? -Infinity) - (a.start.t ?? -Infinity));  // a merged line starts earlier
+  const alerts = joined.filter((p) => p.kind === "unhappy").slice(0, most);
+  const kept = new Set([...alerts, ...joined.filter((p) => p.kind !== "unhappy").slice(0, most - alerts.length)]);
+  return joined.filter((p) => kept.has(p));
 }
 // A time of day in the browser's locale (14:02:08, or 02:02:08 PM), as every time on the page is written, in the monitor's zone.
 function hms(d) { return atMonitor(d).toLocaleTimeString([], {hour: "2-digit", minute: "2-digit", second: "2-digit", timeZone: "UTC"}); }
@@ -112,6 +136,7 @@ function unhappy(name) {
 function renderStatus(s) {
   if (s.now) monitorAheadMs = new Date(s.now) - Date.now();
   zone(s);
+  clockSet = (s.health || {}).clock_synced !== false;
   text($("device"), s.device ? "· " + s.device : "");
   // Only "raised" and "clear" are asserted; "starting" (no frame yet), a silent camera, or any state
   // this page does not know, never reads as "clear".
@@ -146,7 +171,9 @@ function renderStatus(s) {
   $("alert-advice").hidden = state !== "raised" || !s.alert_advice;
   // Clear, yet the queue is over the raise share: the cooldown after the last alert holds a new one back.
   const held = state === "clear" && s.alert_held_back_until;
-  text($("alert-held"), held ? `unhappy again: a new alert can be raised from ${clock(s.alert_held_back_until)}` : "");
+  const from = () => clockSet ? `from ${clock(s.alert_held_back_until)}`
+    : `in ${minutes(Math.max(0, Math.ceil((new Date(s.alert_held_back_until) - monitorNow()) / 60000)))}`;
+  text($("alert-held"), held ? `unhappy again: a new alert can be raised ${from()}` : "");
   $("alert-held").hidden = !held;
 
   const emotions = $("emotions");
@@ -162,7 +189,7 @@ function renderStatus(s) {
 
   const alerts = $("alerts");
   alerts.replaceChildren();
-  for (const p of s.alert_periods.slice(0, 10)) {
+  for (const p of lines(s.alert_periods, 10)) {
     const li = document.createElement("li");
     li.textContent = period(p);
     alerts.appendChild(li);
@@ -176,7 +203,7 @@ function renderStatus(s) {
   row(health, ["frame rate", s.fps.toFixed(1) + " fps"]);
   row(health, ["dropped frames", s.dropped_frames]);
   // Frames coming yet no face for hours in opening time: the camera may be knocked askew or covered.
-  row(health, ["last face seen", s.faces && !unseen ? "now" : s.face_seen_at ? `${clock(s.face_seen_at)} (${ago(s.face_seen_at)} ago)` : "none since the start"]);
+  row(health, ["last face seen", s.faces && !unseen ? "now" : s.face_seen_at ? (clockSet ? `${clock(s.face_seen_at)} (${ago(s.face_seen_at)} ago)` : at(s.face_seen_at)) : "none since the start"]);
   row(health, ["stage times", Object.entries(s.stage_ms).map(([k, v]) => `${k} ${v.toFixed(1)} ms`).join(", ") || "–"]);
   const failures = Object.entries(s.sink_failures).filter(([, n]) => n > 0);
   row(health, ["sink failures", failures.map(([k, n]) => `${k} ${n}`).join(", ") || "none"]);
@@ -196,7 +223,7 @@ function renderStatus(s) {
                  r.model_sha256 && "model " + r.model_sha256.slice(0, 12)].filter(Boolean);
   if (build.length) row(health, ["release", build.join(", ")]);
 
-  text($("updated"), "updated " + clock(s.now || new Date().toISOString()));
+  text($("updated"), "updated " + at(s.now || new Date().toISOString()));
   document.body.dataset.live = "1";
   lastStatusAt = s.now || new Date().toISOString();
 }
@@ -210,7 +237,7 @@ function setStale(stale, refused) {
   document.body.classList.toggle("stale", stale);
   $("stale").hidden = !stale;
   const why = refused ? "the monitor refuses this page: open its link with the token again" : "the monitor is not reachable";
-  if (stale) text($("stale"), (lastStatusAt ? "No data since " + clock(lastStatusAt) : "No data yet") + " — " + why);
+  if (stale) text($("stale"), (lastStatusAt ? "No data since " + at(lastStatusAt) : "No data yet") + " — " + why);
   // The tab too: the state it said (or "Queue mood", read as all well) is no longer known. A poll that
   // succeeds sets it again (renderStatus).
   if (stale) text(document.querySelector("title"), "NO DATA · Queue mood");
