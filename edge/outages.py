@@ -13,6 +13,10 @@ import math
 import time
 
 EVERY_S = 60.0
+# Outages starting within this of the end of the one before are one flap (a loose cable, a failing USB
+# port): the sinks are told of one per window (edge.service.app), and the status page joins them into one
+# line saying how many (it reads the window from /status outage_join_s).
+FLAP_WINDOW_S = 600.0
 
 
 class OutageLog:

@@ -27,7 +27,8 @@ from edge.config import ConfigError, StatusConfig, load_config
 from edge.labels import LABELS
 from edge.pipeline.core import FrameResult
 from edge.pipeline.mood import Mood
-from edge.service.history import History
+from edge.outages import FLAP_WINDOW_S
+from edge.service.history import OUTAGES_KEPT, History
 from edge.service.status import Stats, StatusServer
 from tests.test_sinks import wait_for
 
@@ -523,6 +524,95 @@ def test_camera_outages_are_kept_in_the_history_file_at_their_true_time_across_a
     assert [(p["kind"], when(p["start"]), when(p["end"]), p["ongoing"]) for p in again.snapshot()["alert_periods"]] == [
         ("camera_down", (10, True), None, False), ("camera_down", (-60, True), (0, True), False)]
     again.history.close()
+
+
+def flap(stats: Stats, pi: PiClock, outages: int) -> None:
+    """A loose cable, as the watch tells the status of it: `outages` outages of 10 s, one every 30 s."""
+    for _ in range(outages):
+        stats.camera_down()
+        pi.wait(10)
+        stats.camera_up()
+        stats.update(result(3, 0, happy=3), 0, {})
+        pi.wait(20)
+
+
+def test_a_camera_flapping_more_often_than_the_alerts_kept_has_every_outage_on_status(monkeypatch):
+    """The outages were kept by the alerts' count (20 changes): 30 outages in 15 min gave the last 10,
+    so the page's joined line said "10 times" from the 20th outage on. Each is there now, with the
+    window the page joins them by."""
+    pi = PiClock(monkeypatch, NTP_TIME)
+    pi.synced = True
+    stats = Stats("rt", "m", "video")
+    flap(stats, pi, 30)
+    s = stats.snapshot()
+    assert [(p["start"]["t"] - NTP_TIME, p["end"]["t"] - NTP_TIME, p["joins_dropped"]) for p in s["alert_periods"]] == \
+        [(30 * i, 30 * i + 10, False) for i in reversed(range(30))]
+    assert s["outage_join_s"] == FLAP_WINDOW_S
+
+
+@pytest.mark.parametrize("quiet_s, down_now, joins_dropped", [
+    (60, False, True),  # the dropped outages ended a minute before the oldest kept: its line counts too few
+    (FLAP_WINDOW_S + 60, False, False),  # a quiet spell longer than the window between: the line is whole
+    (FLAP_WINDOW_S + 60, True, True)])  # the oldest change kept is an "up" whose "down" was dropped, 20 s before
+def test_outages_older_than_those_kept_make_the_oldest_line_say_it_had_more(quiet_s, down_now, joins_dropped):
+    """Beyond OUTAGES_KEPT changes the oldest go: the oldest camera_down period says whether they would
+    have been on its line (their end within the window before its start), so the page says "more than"."""
+    h = History()
+    t = time.time() - 3 * 3600
+    for n in (10, OUTAGES_KEPT // 2):  # outages of 10 s, one every 30 s: the 10 older ones go
+        for _ in range(n):
+            h.add_outage(t, "down")
+            h.add_outage(t + 10, "up")
+            t += 30
+        t += quiet_s - 20
+    if down_now:
+        h.add_outage(t, "down")
+    cams = [p for p in h.periods(down=down_now) if p["kind"] == "camera_down"]
+    assert len(cams) == OUTAGES_KEPT // 2
+    assert [p["joins_dropped"] for p in cams] == [False] * (len(cams) - 1) + [joins_dropped]
+
+
+def test_the_history_file_keeps_as_many_outages_as_memory_and_stays_bounded_across_restarts(tmp_path):
+    """Three runs of a flapping camera, 300 changes each: the file holds the newest OUTAGES_KEPT (and the
+    one before them, which says the oldest line had more), however many runs; a restart shows them all."""
+    import sqlite3
+
+    db = tmp_path / "history.sqlite"
+    start = time.time() - 3 * 3600
+    for run in range(3):
+        h = History(db_path=str(db))
+        for i in range(run * 150, (run + 1) * 150):
+            h.add_outage(start + 30 * i, "down")
+            h.add_outage(start + 30 * i + 10, "up")
+        h.close()
+        (rows,) = sqlite3.connect(db).execute("SELECT count(*) FROM outages").fetchone()
+        assert rows == OUTAGES_KEPT + 1
+        cams = [p for p in History(db_path=str(db)).periods() if p["kind"] == "camera_down"]
+        newest = (run + 1) * 150
+        assert [p["start"]["t"] for p in cams] == [start + 30 * i for i in reversed(range(newest - len(cams), newest))]
+        assert len(cams) == OUTAGES_KEPT // 2 and [p["joins_dropped"] for p in cams[-2:]] == [False, True]
+
+
+def test_outages_beyond_the_alerts_count_stamped_before_ntp_set_the_clock_are_stamped_again_in_the_file(
+        tmp_path, monkeypatch):
+    """A Pi booted without network and a flapping camera: 60 outage changes stamped 1970, then NTP sets the
+    clock. The restamps waited in a queue sized for the alerts (40): the oldest 20 stayed 1970 in the file,
+    and had no time after a restart."""
+    import sqlite3
+
+    db = tmp_path / "history.sqlite"
+    pi = PiClock(monkeypatch, BOOT_1970)
+    stats = Stats("rt", "m", "video", history=History(db_path=str(db), write_s=0))  # in the file before NTP
+    flap(stats, pi, 30)
+    pi.ntp_sets(NTP_TIME)
+    pi.wait(5)
+    stats.update(result(3, 0, happy=3), 0, {})  # settles them
+    assert stats.history.unsettled is False
+    stats.history.close()
+    assert sqlite3.connect(db).execute("SELECT count(*) FROM outages WHERE clock_set = 0").fetchone() == (0,)
+    periods = History(db_path=str(db)).periods(NTP_TIME + 600, 0.0)
+    assert [(p["start"]["t"] - NTP_TIME, p["end"]["t"] - NTP_TIME, p["start"]["clock_set"]) for p in periods] == \
+        [(30 * i - 900, 30 * i - 890, True) for i in reversed(range(30))]
 
 
 def test_an_alert_stamped_by_an_unset_clock_before_a_restart_has_no_time_not_a_1970_one(tmp_path, monkeypatch):

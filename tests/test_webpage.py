@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.page_shot import LivePage, chromium, chromium_binary, screenshot
+from edge.service.history import OUTAGES_KEPT
 from tests.live_edge import TOKEN
 from tests.test_status import monitor_in, result
 
@@ -611,10 +612,42 @@ def test_a_flapping_camera_does_not_push_the_alert_off_the_recent_list(apart_min
     items = re.findall(r"<li>([^<]*)</li>", dom)
     assert items and re.fullmatch(rf"{ANOTHER_DAY}{hm} – {ANOTHER_DAY}{hm} \(7 min\): queue unhappy, up to 50% of 4 faces",
                                   items[-1]), items
-    if apart_min == 4:  # the 10 the history keeps, one line
-        assert len(items) == 2 and re.fullmatch(rf"{hm} – {hm} \(\d\d min\): camera dropped out 10 times", items[0]), items
+    if apart_min == 4:  # all 12, one line (was 10: the outages were kept by the alerts' count)
+        assert len(items) == 2 and re.fullmatch(rf"{hm} – {hm} \(\d\d min\): camera dropped out 12 times", items[0]), items
     else:
         assert len(items) == 10 and all(i.endswith("camera gave no picture") for i in items[:9]), items
+
+
+def flapping(stats, outages: int, apart_s: float = 20.0) -> None:
+    """A loose cable: `outages` outages of 10 s, one every `apart_s`, the last ended a minute ago."""
+    now = time.time()
+    for i in range(outages, 0, -1):
+        stats.history.add_outage(now - 60 - apart_s * (i - 1) - 10, "down")
+        stats.history.add_outage(now - 60 - apart_s * (i - 1), "up")
+    watched(stats)
+
+
+@pytest.mark.parametrize("outages, said", [(40, "40 times"), (OUTAGES_KEPT, f"more than {OUTAGES_KEPT // 2} times")])
+def test_a_camera_flapping_all_hour_is_one_line_that_counts_every_outage_or_says_it_had_more(outages, said):
+    """40 outages in 15 min read "camera dropped out 10 times" (the history kept as many outage changes
+    as alerts), and started at the 10th last. Beyond the changes the history keeps, the line says
+    "more than": the outages before it are gone, not absent."""
+    hm = r"\d\d:\d\d(?: [AP]M)?"
+    dom, _ = page_dom(fill=lambda stats: flapping(stats, outages))
+    items = re.findall(r"<li>([^<]*)</li>", dom)
+    assert len(items) == 1 and re.fullmatch(rf"{hm} – {hm} \(\d+ min\): camera dropped out {said}", items[0]), items
+    # from the first outage kept to the last's end (minutes between the times as written, to the minute)
+    lasted_s = 20 * (min(outages, OUTAGES_KEPT // 2) - 1) + 10
+    assert int(re.search(r"\((\d+) min\)", items[0]).group(1)) in (lasted_s // 60, lasted_s // 60 + 1), items
+
+
+def test_the_page_joins_outages_by_the_window_status_gives(monkeypatch):
+    """The window was written twice, in the monitor and in app.js: the page now joins by /status outage_join_s."""
+    from edge.service import status
+
+    monkeypatch.setattr(status, "FLAP_WINDOW_S", 5.0)  # under the 10 s between the outages' ends and starts
+    dom, _ = page_dom(fill=lambda stats: flapping(stats, 3))
+    assert re.findall(r"<li>[^<]*: ([^<]*)</li>", dom) == ["camera gave no picture"] * 3
 
 
 def test_while_ntp_has_not_set_the_clock_the_card_and_header_say_how_long_ago_not_a_time(monkeypatch):

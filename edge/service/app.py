@@ -29,7 +29,7 @@ from edge.card import sha256_file
 from edge.config import Config, StatusConfig
 from edge.errors import UserError
 from edge.files import held_by_this_process, no_core_dumps
-from edge.outages import OutageLog
+from edge.outages import FLAP_WINDOW_S, OutageLog
 from edge.paths import expand_path, same_file
 from edge.pipeline.annotate import check_video_path
 from edge.pipeline.core import load_parts
@@ -87,10 +87,9 @@ STAGE_MS_EVERY_S = 1.0  # the stage medians for /status: 0.1 ms each time, too m
 
 # A camera whose outages come and go (a loose cable, a failing USB port) would send a
 # camera_down and a camera_up to every sink each time: an SMS command 600 times an hour. An
-# outage starting within FLAP_WINDOW_S of the end of the last one the sinks were told of goes to
-# them only once it has lasted FLAP_REPORT_S: a camera gone for good is still reported within a
-# minute, a flapping one at most once per window. The log and the status show every change.
-FLAP_WINDOW_S = 600.0
+# outage starting within FLAP_WINDOW_S (edge.outages) of the end of the last one the sinks were told
+# of goes to them only once it has lasted FLAP_REPORT_S: a camera gone for good is still reported within
+# a minute, a flapping one at most once per window. The log and the status show every change.
 FLAP_REPORT_S = 60.0
 
 

@@ -22,6 +22,8 @@ import time
 from collections import deque
 from datetime import datetime, timezone
 
+from edge.outages import FLAP_WINDOW_S
+
 log = logging.getLogger(__name__)
 
 BUSY_S = 0.05  # the longest a write waits for another program's lock on the file; the frame loop waits with it
@@ -40,6 +42,11 @@ SCHEMA = ("CREATE TABLE IF NOT EXISTS samples (t REAL PRIMARY KEY, negative_shar
           "CREATE TABLE IF NOT EXISTS alerts (t REAL, kind TEXT, negative_share REAL, faces INTEGER)",
           "CREATE TABLE IF NOT EXISTS alerts_clock_unset (t REAL, kind TEXT)",
           "CREATE TABLE IF NOT EXISTS outages (t REAL, kind TEXT, clock_set INTEGER)")
+# A flapping camera (a loose cable) makes dozens of short outages an hour, each a "down" and an "up":
+# they are kept by a bound of their own, not the alerts' (which left the page's joined line counting
+# the last 10), so the line counts those of the hour. The file keeps one change more, the newest no
+# longer kept, which tells whether the oldest line had outages before it (periods: joins_dropped).
+OUTAGES_KEPT = 200
 KINDS = ("raised", "cleared")
 OUTAGE_KINDS = ("down", "up")  # apart from KINDS: a restamp (t, kind) finds its row in one table only
 SAMPLES = ("SELECT s.t, s.negative_share, s.faces, s.alert, coalesce(f.n, 1) FROM samples s "
@@ -236,7 +243,7 @@ class History:
     """Not thread-safe on its own: Stats calls it under its lock."""
 
     def __init__(self, step_s: float = 10.0, span_s: float = 3600.0, alerts_kept: int = 20, db_path: str = "",
-                 write_s: float = WRITE_S):
+                 write_s: float = WRITE_S, outages_kept: int = OUTAGES_KEPT):
         self.step_s, self.span_s, self.write_s = step_s, span_s, write_s
         self.points: deque[dict] = deque(maxlen=max(1, int(span_s // step_s)))
         # Points later than the clock, set aside: a Pi without RTC boots with its clock behind
@@ -249,7 +256,8 @@ class History:
         # once it has (settle); else mono is None.
         self.alerts: deque[dict] = deque(maxlen=alerts_kept)
         # The camera's outages as the status showed them (kind "down", then "up"), stamped as the alerts are.
-        self.outages: deque[dict] = deque(maxlen=alerts_kept)
+        self.outages: deque[dict] = deque(maxlen=outages_kept)
+        self._outage_dropped: dict | None = None  # the newest outage change no longer kept, if any
         self._step: dict | None = None  # the step being accumulated
         self._path = db_path
         self._db: sqlite3.Connection | None = None
@@ -258,8 +266,8 @@ class History:
         # the file would.
         self._pending_points: deque[dict] = deque(maxlen=self.points.maxlen)
         self._pending_alerts: deque[tuple] = deque(maxlen=alerts_kept)  # (t, kind, share, faces, clock_set)
-        self._pending_outages: deque[tuple] = deque(maxlen=alerts_kept)  # (t, kind, clock_set)
-        self._pending_restamps: deque[tuple] = deque(maxlen=2 * alerts_kept)  # (new t, old t, kind): settle
+        self._pending_outages: deque[tuple] = deque(maxlen=outages_kept + 1)  # (t, kind, clock_set), as the file
+        self._pending_restamps: deque[tuple] = deque(maxlen=alerts_kept + outages_kept + 1)  # (new t, old t, kind): settle
         self._retry_at = 0.0  # time.monotonic() from which a file that failed is tried again
         self._write_at = time.monotonic() + write_s  # time.monotonic() from which closed points are written
         self._trouble = False  # said, until the file takes a write again
@@ -297,19 +305,23 @@ class History:
         rows = db.execute(f"{ALERTS} ORDER BY a.rowid DESC LIMIT ?", (self.alerts.maxlen,)).fetchall()[::-1]
         self._merge_saved(self.alerts, rows, _alert, "alerts")
         rows = db.execute("SELECT t, kind, clock_set FROM outages ORDER BY rowid DESC LIMIT ?",
-                          (self.outages.maxlen,)).fetchall()[::-1]
-        self._merge_saved(self.outages, rows, _outage, "outages")
+                          (self.outages.maxlen + 1,)).fetchall()[::-1]
+        if dropped := self._merge_saved(self.outages, rows, _outage, "outages"):
+            self._outage_dropped = dropped[-1]
         self._loaded = True
 
-    def _merge_saved(self, kept: deque, rows: list, read, what: str) -> None:
-        """The saved alerts or outages (`rows`, oldest first), then this run's that the file does not hold."""
+    def _merge_saved(self, kept: deque, rows: list, read, what: str) -> list:
+        """The saved alerts or outages (`rows`, oldest first), then this run's that the file does not hold;
+        those older than `kept` holds are returned."""
         saved = [a for a in map(read, rows) if a is not None]
         self._say_dropped(what, len(rows) - len(saved))
         # this run's own as it holds them: one recorded before NTP set the clock keeps its monotonic time
         recorded = {(a["t"], a["kind"]): a for a in kept}
         saved = [recorded.pop((a["t"], a["kind"]), a) for a in saved]
+        merged = saved + list(recorded.values())
         kept.clear()
-        kept.extend(saved + list(recorded.values()))
+        kept.extend(merged)
+        return merged[:-kept.maxlen]
 
     def _load_points(self, db: sqlite3.Connection) -> None:
         now = time.time()
@@ -390,7 +402,7 @@ class History:
             # the newest written stay (rowid only grows: only the lowest are ever deleted)
             db.execute("DELETE FROM alerts WHERE rowid <= (SELECT max(rowid) FROM alerts) - ?", (self.alerts.maxlen,))
             db.execute("DELETE FROM alerts_clock_unset WHERE (t, kind) NOT IN (SELECT t, kind FROM alerts)")
-            db.execute("DELETE FROM outages WHERE rowid <= (SELECT max(rowid) FROM outages) - ?", (self.outages.maxlen,))
+            db.execute("DELETE FROM outages WHERE rowid <= (SELECT max(rowid) FROM outages) - ?", (self.outages.maxlen + 1,))
             db.execute("COMMIT")
         except sqlite3.Error:
             if db.in_transaction:
@@ -496,6 +508,8 @@ class History:
 
     def add_outage(self, t_wall: float, kind: str, clock_set: bool = True, mono: float | None = None) -> None:
         """The camera declared down ("down") or delivering again ("up") at `t_wall`; the clock as in add_alert."""
+        if len(self.outages) == self.outages.maxlen:
+            self._outage_dropped = self.outages[0]
         self.outages.append({"t": t_wall, "time": iso(t_wall), "kind": kind, "clock_set": clock_set,
                              "mono": None if clock_set else mono})
         self._write(self._pending_outages, (t_wall, kind, clock_set), at_once=False)  # a flapping camera: not a commit each
@@ -503,13 +517,18 @@ class History:
     @property
     def unsettled(self) -> bool:
         """Whether alerts (or outages) this run recorded before NTP set the clock wait for settle."""
-        return any(a["mono"] is not None for a in (*self.alerts, *self.outages))
+        return any(a["mono"] is not None for a in self._stamped)
+
+    @property
+    def _stamped(self) -> list[dict]:
+        """The alerts and outage changes held, each stamped by the clock when it came."""
+        return [*self.alerts, *self.outages, *filter(None, [self._outage_dropped])]
 
     def settle(self, wall: float, mono: float) -> None:
         """The clock is set now (`wall`, at time.monotonic() `mono`): the alerts (and outages) this run recorded before
         are stamped again at their true time, by how long ago they came, in memory and in the file."""
         restamps = []
-        for a in (*self.alerts, *self.outages):
+        for a in self._stamped:
             if a["mono"] is not None:
                 t = wall - (mono - a["mono"])
                 restamps.append((t, a["t"], a["kind"]))
@@ -549,7 +568,9 @@ class History:
         clock_set} as in recent_alerts, `end` None while it lasts (`ongoing`, as `raised` and `down`
         say of now) or where none was recorded (the monitor stopped first). An unhappy one also has
         the share and faces when it was raised, and its highest 10-s mean the chart holds (`peak_share`,
-        `peak_faces`; the share when raised, where its points are older than the chart's hour)."""
+        `peak_faces`; the share when raised, where its points are older than the chart's hour). A camera_down
+        one also says whether outages older than those kept would have joined it on the page (`joins_dropped`:
+        its start within FLAP_WINDOW_S of their end), so that the count of the page's joined line is a lower bound."""
         wall = time.time() if wall is None else wall
         mono = time.monotonic() if mono is None else mono
         points = [p for p in self.series() if p["alert"]]
@@ -562,11 +583,15 @@ class History:
                     last = {"kind": kind, "start": self._stamp(a, wall, mono), "end": None, "ongoing": False}
                     if kind == "unhappy":
                         last.update(negative_share=a["negative_share"], faces=a["faces"])
+                    else:
+                        last["joins_dropped"] = False
                     out.append(last)
                 elif last is not None and last["end"] is None:  # a clear whose raise is older than those kept is left out
                     last["end"] = self._stamp(a, wall, mono)
             if last is not None and last["end"] is None:
                 last["ongoing"] = now
+        if oldest := next((p for p in out if p["kind"] == "camera_down"), None):  # out is in the order recorded
+            oldest["joins_dropped"] = self._joins_dropped(oldest["start"]["t"], wall, mono)
         for p in (p for p in out if p["kind"] == "unhappy"):
             t0, t1 = p["start"]["t"], p["end"]["t"] if p["end"] and p["end"]["t"] is not None else wall
             during = [q for q in points if t0 is not None and t0 - self.step_s < q["t"] <= t1]
@@ -574,6 +599,16 @@ class History:
             p.update(peak_share=top["negative_share"], peak_faces=top["faces"])
         # a start without a time (stamped before NTP set the clock, before a restart) is the oldest
         return sorted(out, key=lambda p: -math.inf if p["start"]["t"] is None else p["start"]["t"], reverse=True)
+
+    def _joins_dropped(self, start: float | None, wall: float, mono: float) -> bool:
+        """Whether outages no longer kept ended within FLAP_WINDOW_S before `start`, the oldest kept one's, as
+        the page joins them (not where either time is unknown): the newest of them ends at the oldest change
+        kept where that is an "up" (its "down" was dropped), else at the newest change dropped."""
+        if self._outage_dropped is None:
+            return False
+        first = self.outages[0]
+        end = self._stamp(first if first["kind"] == "up" else self._outage_dropped, wall, mono)["t"]
+        return start is not None and end is not None and start - end <= FLAP_WINDOW_S
 
     @classmethod
     def _stamp(cls, a: dict, wall: float, mono: float) -> dict:

@@ -38,6 +38,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from edge.errors import UserError
 from edge.labels import LABELS
+from edge.outages import FLAP_WINDOW_S
 from edge.service import health
 from edge.service.history import History, iso
 from edge.redact import escape_controls, redact_text
@@ -265,7 +266,8 @@ class Stats:
         `alert_state_since`), recent alerts and health, and this machine's time (`now`): every time here is by its clock, which on a Pi without NTP can be
         hours or days off the browser's, so the page reckons how long ago by it. Times are UTC;
         `utc_offset_s` and `time_zone` say this machine's local time now (local_zone), `zones` at
-        each time given here (zones)."""
+        each time given here (zones). `outage_join_s`: outages starting within it of the end of the one
+        before are one line on the page (a flapping camera), as the sinks are told of one per such window."""
         now = time.monotonic()
         if now - self._health_t >= HEALTH_EVERY_S:  # outside the lock: sysfs may be slow
             # A zone set since the start (timedatectl set-timezone, often on the first day): the C
@@ -288,7 +290,7 @@ class Stats:
                      *map(_seconds, (d[k] for k in (*STAMPS, "alert_held_back_until")))]
             return {**d, "now": iso(wall), **local_zone(wall), "zones": zones(t for t in shown if t is not None),
                     "uptime_s": round(now - self.started, 1), "health": dict(self._health), "recent_alerts": alerts,
-                    "alert_periods": periods}
+                    "alert_periods": periods, "outage_join_s": FLAP_WINDOW_S}
 
     def series(self) -> dict:
         """What /history shows: the chart's points over the last span, and this machine's time

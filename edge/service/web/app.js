@@ -79,22 +79,26 @@ function period(p) {
   const until = p.ongoing ? `now (${ago(start.time)})` : !end ? "not recorded (the monitor stopped)"
     : alertTime(end) + (start.time && end.time ? ` (${minutes(last(end))})` : "");
   const what = p.kind === "unhappy" ? `queue unhappy, up to ${pct(p.peak_share)} of ${p.peak_faces} faces`
-    : p.times > 1 ? `camera dropped out ${p.times} times` + (p.ongoing ? ", gives no picture now" : "")
+    // joins_dropped: outages older than the monitor keeps belong to the line too, so its count is a lower bound
+    : p.times > 1 || p.joins_dropped ? `camera dropped out ${p.joins_dropped ? "more than " : ""}${p.times > 1 ? p.times + " times" : "once"}`
+      + (p.ongoing ? ", gives no picture now" : "")
     : p.ongoing ? "camera gives no picture" : "camera gave no picture";
   return `${alertTime(start)} – ${until}: ${what}`;
 }
-// The lines the list shows (/status alert_periods, newest first), at most `most`. Outages starting within FLAP_S of
-// the end of the one before are one line (`times` outages): a loose cable's dozen short outages in an hour filled the
-// list, and the alert raised meanwhile was not on it. Alerts come first within `most`, the outages newest first after.
-const FLAP_S = 600;  // as the sinks' rule for outages that come and go (FLAP_WINDOW_S in edge/service/app.py)
-function lines(periods, most) {
+// The lines the list shows (/status alert_periods, newest first), at most `most`. Outages starting within `joinS`
+// seconds (/status outage_join_s, the sinks' window for outages that come and go) of the end of the one before are
+// one line (`times` outages): a loose cable's dozen short outages in an hour filled the list, and the alert raised
+// meanwhile was not on it. Alerts come first within `most`, the outages newest first after. A monitor rolled back
+// to a release without outage_join_s (this page open in a tab meanwhile): each outage is its own line.
+function lines(periods, most, joinS) {
   const joined = [];
   let later = null;  // the line of the outage after this one
   for (const p of periods) {
     if (p.kind !== "camera_down") { joined.push(p); continue; }
-    if (later && p.end && p.end.t != null && later.start.t != null && later.start.t - p.end.t <= FLAP_S) {
+    if (later && p.end && p.end.t != null && later.start.t != null && later.start.t - p.end.t <= joinS) {
       later.start = p.start;
       later.times += 1;
+      later.joins_dropped = later.joins_dropped || p.joins_dropped;
     } else joined.push(later = {...p, times: 1});
   }
   joined.sort((a, b) => (b.start.t ?? -Infinity) - (a.start.t ?? -Infinity));  // a merged line starts earlier
@@ -189,7 +193,7 @@ function renderStatus(s) {
 
   const alerts = $("alerts");
   alerts.replaceChildren();
-  for (const p of lines(s.alert_periods, 10)) {
+  for (const p of lines(s.alert_periods, 10, Number.isFinite(s.outage_join_s) ? s.outage_join_s : -Infinity)) {
     const li = document.createElement("li");
     li.textContent = period(p);
     alerts.appendChild(li);
