@@ -44,21 +44,39 @@ def prefix_above(path) -> Path | None:
     return next((p for p in Path(path).resolve().parents if installed_prefix(p / Path(MODEL_DIR).name) == p), None)
 
 
+def _git(source: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, timeout=60,
+                          check=True).stdout.strip()
+
+
+def _git_checkout(source: Path) -> None:
+    """Raises unless `source` is a git checkout of its own: its pyproject.toml tracked (not some
+    other repository the folder lies in)."""
+    _git(source, "ls-files", "--error-unmatch", "--", "pyproject.toml")
+
+
 def source_commit(source: Path) -> str | None:
     """For `edge bundle`: the commit checked out in `source`, with "-dirty" when its tracked files
     have changes not committed; None when `source` is not a git checkout (its pyproject.toml not
     tracked) or git is missing."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, timeout=60,
-                              check=True).stdout.strip()
-
     try:
-        git("ls-files", "--error-unmatch", "--", "pyproject.toml")  # not some other repository the folder lies in
-        commit = git("rev-parse", "--verify", "HEAD")[:COMMIT_LEN]
-        dirty = git("status", "--porcelain", "--untracked-files=no")
+        _git_checkout(source)
+        commit = _git(source, "rev-parse", "--verify", "HEAD")[:COMMIT_LEN]
+        dirty = _git(source, "status", "--porcelain", "--untracked-files=no")
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("-dirty" if dirty else "")
+
+
+def commit_time(source: Path) -> int | None:
+    """For `edge bundle`: when the commit checked out in `source` was made (its committer date,
+    seconds since the epoch), the date its wheel and archive give their files, so that two
+    bundles of one commit hold the same bytes; None where source_commit is None."""
+    try:
+        _git_checkout(source)
+        return int(_git(source, "log", "-1", "--format=%ct", "HEAD"))
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return None
 
 
 def _hex(text: str) -> str | None:

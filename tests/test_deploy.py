@@ -5,6 +5,7 @@ The full install into a Pi-like venv (apt numpy 1.24 + OpenCV 4.6) is the CI lan
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -317,6 +318,94 @@ def test_an_archive_that_is_not_an_earlier_bundle_is_not_replaced(store_bundle, 
         assert out.read_bytes() == before
     earlier = shutil.copy(store_bundle["tar"], tmp_path / "till-3.tar.gz")  # an earlier bundle: replaced
     assert run_cli("bundle", "--model", bundled_model, "--out", earlier).returncode == 0
+
+
+def bundle_contents(out: Path) -> tuple[dict, list[str], int, dict]:
+    """A .tar.gz bundle's members' headers {name: (mtime, mode, owner)}, their order, the gzip
+    header's date and {file: sha256 of its bytes}."""
+    with tarfile.open(out) as tar:
+        members = tar.getmembers()
+        hashes = {m.name: hashlib.sha256(tar.extractfile(m).read()).hexdigest() for m in members if m.isfile()}
+    headers = {m.name: (m.mtime, m.mode, m.uid, m.gid, m.uname, m.gname) for m in members}
+    return headers, [m.name for m in members], int.from_bytes(out.read_bytes()[4:8], "little"), hashes
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not shutil.which("git"), reason="needs git")
+def test_two_bundles_of_the_same_sources_hold_the_same_bytes(bundled_model, tmp_path, monkeypatch):
+    """A store checks the bundle on its Pi against head office's by sha256: two bundles of one
+    commit made a minute apart, the second from a checkout made later under another umask, hold the
+    same wheel, config, install.sh and model bytes; only MANIFEST.json and README.txt date them."""
+    from datetime import datetime, timedelta, timezone
+
+    import edge.ops.bundle as bundle_mod
+
+    src = tmp_path / "src"  # a git checkout of these sources, committed at a known time
+    shutil.copytree(DEPLOY, src / "deploy")
+    for name in bundle_mod.SOURCE_FILES:
+        if (REPO / name).is_file():
+            shutil.copy2(REPO / name, src / name)
+    for pkg in bundle_mod._package_dirs(REPO):
+        shutil.copytree(pkg, src / pkg.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    committed = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t", "GIT_COMMITTER_DATE": committed.isoformat()}
+    for args in (("init", "-q"), ("add", "-A"), ("commit", "-q", "-m", "release")):
+        subprocess.run(["git", "-C", str(src), *args], env=env, check=True, capture_output=True)
+    cfg = tmp_path / "store.toml"
+    cfg.write_text('device_name = "till-3"\n[sinks.mqtt]\nhost = "broker.local"\n')
+
+    def bundle(folder: str):
+        out = tmp_path / folder / "till-3.tar.gz"  # one name: README.txt names the archive
+        bundle_run(BundleSettings(out=str(out), model=str(bundled_model), config=str(cfg), source=str(src)))
+        return bundle_contents(out)
+
+    first = bundle("head-office")
+    for p in src.rglob("*"):  # the same commit checked out a minute later under umask 002
+        if ".git" not in p.relative_to(src).parts:
+            st = p.stat()
+            p.chmod(stat.S_IMODE(st.st_mode) | 0o020)
+            os.utime(p, (st.st_atime + 61, st.st_mtime + 61))
+
+    class MinuteLater(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime.now(tz) + timedelta(seconds=61)
+
+    monkeypatch.setattr(bundle_mod, "datetime", MinuteLater)
+    umask = os.umask(0o002)
+    try:
+        second = bundle("store")
+    finally:
+        os.umask(umask)
+    (headers, order, gzip_date, files), (headers2, order2, gzip_date2, files2) = first, second
+    dated = {f"{bundle_mod.BUNDLE_NAME}/{name}" for name in ("MANIFEST.json", "README.txt")}
+    assert files.keys() == files2.keys()
+    assert sorted(f for f in files if files[f] != files2[f] and f not in dated) == []
+    assert any(f.endswith(".whl") for f in files.keys() - dated)  # the wheel is among those compared
+    assert headers == headers2 and order == order2  # the archive's headers too: dated by the commit, owned by root
+    assert {h[0] for h in headers.values()} == {gzip_date} == {gzip_date2} == {int(committed.timestamp())}
+    assert {h[2:] for h in headers.values()} == {(0, 0, "root", "root")}
+    with tarfile.open(tmp_path / "store" / "till-3.tar.gz") as tar:
+        manifest2 = json.load(tar.extractfile(f"{bundle_mod.BUNDLE_NAME}/MANIFEST.json"))
+    with tarfile.open(tmp_path / "head-office" / "till-3.tar.gz") as tar:
+        manifest = json.load(tar.extractfile(f"{bundle_mod.BUNDLE_NAME}/MANIFEST.json"))
+    assert manifest["created"] != manifest2["created"]  # each bundle still says when it was made
+
+
+def test_a_source_outside_git_dates_its_wheel_by_its_newest_packaged_file(tmp_path):
+    from edge.ops.bundle import source_epoch
+
+    src = tmp_path / "src"
+    (src / "pkg" / "__pycache__").mkdir(parents=True)
+    (src / "pyproject.toml").write_text('[tool.setuptools.packages.find]\ninclude = ["pkg*"]\n')
+    (src / "pkg" / "__init__.py").write_text("")
+    (src / "pkg" / "__pycache__" / "x.pyc").write_bytes(b"")  # not packaged: its date does not count
+    (src / "notes.txt").write_text("")  # nor a file the wheel does not read
+    for path, when in (("pyproject.toml", 1_700_000_000), ("pkg/__init__.py", 1_700_000_500),
+                       ("pkg/__pycache__/x.pyc", 1_800_000_000), ("notes.txt", 1_800_000_000)):
+        os.utime(src / path, (when, when))
+    assert source_epoch(src) == 1_700_000_500
 
 
 @pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])

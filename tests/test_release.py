@@ -9,11 +9,12 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
 
-from edge.release import checkout_commit, source_commit
+from edge.release import checkout_commit, commit_time, source_commit
 from tests.live_edge import EdgeRun, METRICS_TOKEN
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,6 +62,21 @@ def test_a_source_that_is_not_a_git_checkout_or_without_git_has_no_commit(checko
     assert source_commit(inner) is None
     monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))
     assert source_commit(checkout) is None
+
+
+@needs_git
+def test_the_commit_time_dates_a_bundle_of_a_checkout_and_is_none_outside_git(checkout, tmp_path, monkeypatch):
+    committed = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
+    monkeypatch.setenv("GIT_COMMITTER_DATE", committed.isoformat())
+    (checkout / "pyproject.toml").write_text("[project]\nname = 'queue-mood'\nversion = '0.2'\n")
+    git(checkout, "commit", "-q", "-a", "-m", "two")
+    assert commit_time(checkout) == committed.timestamp()
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    (plain / "pyproject.toml").write_text("")
+    assert commit_time(plain) is None
+    monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))
+    assert commit_time(checkout) is None
 
 
 @needs_git

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fnmatch
+import gzip
 import json
 import os
 import re
@@ -41,7 +42,8 @@ from edge.card import CARD_NAME, GATE_KEYS, INT8_MODEL, check_pair, load_card, l
 from edge.config import Config, load_config, model_file, resolve_model
 from edge.errors import UserError
 from edge.paths import expand_path, not_a_file
-from edge.release import INSTALL_PREFIX, MANIFEST, MODEL_DIR, installed_prefix, prefix_above, source_commit
+from edge.release import (INSTALL_PREFIX, MANIFEST, MODEL_DIR, commit_time, installed_prefix, prefix_above,
+                          source_commit)
 
 # Where install.sh puts things on the Pi (INSTALL_PREFIX, MODEL_DIR: edge.release); the bundled config points here.
 ETC_DIR = "/etc/queue-mood"
@@ -61,6 +63,7 @@ OTHER_ARCHIVE_SUFFIXES = (".zip", ".tar", ".gz", ".bz2", ".xz", ".zst", ".tbz", 
 # Top-level files of the checkout that a wheel build may read.
 SOURCE_FILES = ("pyproject.toml", "setup.py", "setup.cfg", "MANIFEST.in", "README.md", "README.rst", "LICENSE",
                 "LICENSE.txt")
+NOT_PACKAGED = ("__pycache__", "*.pyc", "*.egg-info")  # in the package folders, left out of the wheel
 
 
 @dataclass
@@ -78,6 +81,7 @@ class BundleResult:
     files: list[str]  # relative to the bundle folder
     notes: list[str] = field(default_factory=list)
     size_bytes: int = 0
+    epoch: int = 0  # the date the wheel's and the archive's files carry: source_epoch()
 
 
 def reinstall_bundle(prefix=INSTALL_PREFIX) -> str:
@@ -194,9 +198,8 @@ def _rewrite_paths(cfg: Config, notes: list[str]) -> None:
 
 
 def config_text(cfg: Config, origin: str) -> str:
-    header = [
-        "# queue-mood settings, written by `edge bundle` "
-        f"({datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}, from {origin}).",
+    header = [  # no date: two bundles of one commit and config hold the same config.toml (MANIFEST.json dates them)
+        f"# queue-mood settings, written by `edge bundle` (from {origin}).",
         "# Every setting is listed with its value. After editing: sudo systemctl restart queue-mood",
         "# Check it: sudo /opt/queue-mood/venv/bin/edge doctor --config /etc/queue-mood/config.toml",
         "",
@@ -253,8 +256,26 @@ def check_wheel(path: Path) -> None:
         raise UserError(f"--wheel {path} is not a wheel (it holds no .dist-info/METADATA); {advice}.")
 
 
-def build_wheel(source: Path, out_dir: Path) -> Path:
-    """The project's wheel, built from a clean copy of the checkout (never writes into it)."""
+def _packaged_files(source: Path) -> list[Path]:
+    """The checkout's files a wheel build reads."""
+    files = [source / name for name in SOURCE_FILES if (source / name).is_file()]
+    for pkg in _package_dirs(source):
+        files += [p for p in sorted(pkg.rglob("*")) if p.is_file() and not any(
+            fnmatch.fnmatch(part, pat) for part in p.relative_to(pkg).parts for pat in NOT_PACKAGED)]
+    return files
+
+
+def source_epoch(source: Path) -> int:
+    """The date (SOURCE_DATE_EPOCH) the bundle's wheel and .tar.gz give their files, so that two
+    bundles of one commit hold the same bytes however far apart they are made: the commit's time
+    in a git checkout, else the newest change among the files the wheel packages."""
+    when = commit_time(source)
+    return when if when is not None else int(max(p.stat().st_mtime for p in _packaged_files(source)))
+
+
+def build_wheel(source: Path, out_dir: Path, epoch: int) -> Path:
+    """The project's wheel, built from a clean copy of the checkout (never writes into it), its
+    files dated `epoch` and their modes independent of the umask the checkout was made under."""
     with tempfile.TemporaryDirectory(prefix="qm-wheel-") as tmp:
         src = Path(tmp) / "src"
         src.mkdir()
@@ -262,11 +283,15 @@ def build_wheel(source: Path, out_dir: Path) -> Path:
             if (source / name).is_file():
                 shutil.copy2(source / name, src / name)
         for pkg in _package_dirs(source):
-            shutil.copytree(pkg, src / pkg.name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"))
+            shutil.copytree(pkg, src / pkg.name, ignore=shutil.ignore_patterns(*NOT_PACKAGED))
+        for p in src.rglob("*"):  # the wheel records each file's mode: 0664 under umask 002, 0644 under 022
+            p.chmod(0o755 if p.is_dir() or p.stat().st_mode & 0o111 else 0o644)
         cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-cache-dir", "-q", "-w", str(out_dir), str(src)]
         if _local_backend_ok(source):  # build offline, without an isolated build env
             cmd.insert(4, "--no-build-isolation")
-        proc = subprocess.run(cmd, capture_output=True, text=True)
+        # the wheel package dates every file SOURCE_DATE_EPOCH (else each its mtime, .dist-info the build's time)
+        proc = subprocess.run(cmd, capture_output=True, text=True, umask=0o022,
+                              env={**os.environ, "SOURCE_DATE_EPOCH": str(epoch)})
         if proc.returncode != 0:
             # pip ends a full disk with "Failed to build one or more wheels", as if the checkout were
             # at fault: its wheel goes into the bundle beside --out, which run() says to free or move
@@ -435,6 +460,7 @@ def _stage(s: BundleSettings, stage: Path, archive: str | None, folder: str) -> 
     notes: list[str] = []
     source = Path(s.source).resolve() if s.source else default_source()
     _check_source(source)
+    epoch = source_epoch(source)
     cfg = _load_bundle_config(s.config, notes)
     detector_files = _detector_files(cfg)
     model, model_notes = _resolve_model(s.model, cfg)
@@ -452,7 +478,7 @@ def _stage(s: BundleSettings, stage: Path, archive: str | None, folder: str) -> 
         check_wheel(wheel_src)
         wheel = Path(shutil.copy2(wheel_src, stage / "wheels" / wheel_src.name))
     else:
-        wheel = build_wheel(source, stage / "wheels")
+        wheel = build_wheel(source, stage / "wheels", epoch)
     for name in DEPLOY_FILES:
         shutil.copy2(source / "deploy" / name, stage / name)
     problems = check_unit((stage / UNIT_NAME).read_text())
@@ -505,10 +531,20 @@ def _stage(s: BundleSettings, stage: Path, archive: str | None, folder: str) -> 
     if not s.model and not cfg_model:  # a retrained model left out by mistake must not go unnoticed
         notes.append(f"Neither --model nor the config's [model] path names a model, so the bundle ships the "
                      f"project's default ({model}); pass --model PATH to ship yours.")
-    return BundleResult(path=stage, files=files, notes=notes)
+    return BundleResult(path=stage, files=files, notes=notes, epoch=epoch)
 
 
-def _tar_filter(info: tarfile.TarInfo) -> tarfile.TarInfo:
+def _write_tar(stage: Path, part: Path, epoch: int) -> None:
+    """The .tar.gz of the staged bundle, the same bytes for the same files: every member dated
+    `epoch` and owned by root (tar.add adds a folder's entries in sorted order), the gzip header
+    dated `epoch` too, without a file name."""
+    with open(part, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=epoch) as gz, \
+            tarfile.open(fileobj=gz, mode="w") as tar:
+        tar.add(stage, arcname=BUNDLE_NAME, filter=lambda info: _tar_filter(info, epoch))
+
+
+def _tar_filter(info: tarfile.TarInfo, epoch: int) -> tarfile.TarInfo:
+    info.mtime = epoch  # an int: a float mtime would add a pax header
     info.uid = info.gid = 0
     info.uname = info.gname = "root"
     if info.isdir() or info.name.endswith(".sh"):
@@ -586,8 +622,7 @@ def run(s: BundleSettings) -> BundleResult:
             result = _stage(s, stage, out.name if as_tar else None, out.name)
             if as_tar:
                 part = Path(tmp) / "bundle.tar.gz"
-                with tarfile.open(part, "w:gz") as tar:
-                    tar.add(stage, arcname=BUNDLE_NAME, filter=_tar_filter)
+                _write_tar(stage, part, result.epoch)
                 os.chmod(part, 0o600)  # it holds config.toml (0600 inside): the archive must not show it to all
                 os.replace(part, out)
                 result.files = [f"{BUNDLE_NAME}/{f}" for f in result.files]
