@@ -393,8 +393,10 @@ def test_two_bundles_of_the_same_sources_hold_the_same_bytes(bundled_model, tmp_
     assert manifest["created"] != manifest2["created"]  # each bundle still says when it was made
 
 
-def test_a_source_outside_git_dates_its_wheel_by_its_newest_packaged_file(tmp_path):
+def test_a_source_outside_git_dates_its_wheel_by_its_newest_packaged_file(tmp_path, monkeypatch):
     from edge.ops.bundle import source_epoch
+
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
 
     src = tmp_path / "src"
     (src / "pkg" / "__pycache__").mkdir(parents=True)
@@ -405,6 +407,10 @@ def test_a_source_outside_git_dates_its_wheel_by_its_newest_packaged_file(tmp_pa
     for path, when in (("pyproject.toml", 1_700_000_000), ("pkg/__init__.py", 1_700_000_500),
                        ("pkg/__pycache__/x.pyc", 1_800_000_000), ("notes.txt", 1_800_000_000)):
         os.utime(src / path, (when, when))
+    assert source_epoch(src) == 1_700_000_500
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1600000000")  # the builder's own date wins
+    assert source_epoch(src) == 1_600_000_000
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "yesterday")  # not a date: ignored
     assert source_epoch(src) == 1_700_000_500
 
 

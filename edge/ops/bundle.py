@@ -268,7 +268,11 @@ def _packaged_files(source: Path) -> list[Path]:
 def source_epoch(source: Path) -> int:
     """The date (SOURCE_DATE_EPOCH) the bundle's wheel and .tar.gz give their files, so that two
     bundles of one commit hold the same bytes however far apart they are made: the commit's time
-    in a git checkout, else the newest change among the files the wheel packages."""
+    in a git checkout, else the newest change among the files the wheel packages; a SOURCE_DATE_EPOCH
+    the builder set wins, as reproducible-builds.org's convention asks (a distribution's own date)."""
+    given = os.environ.get("SOURCE_DATE_EPOCH", "").strip()
+    if given.isdigit():
+        return int(given)
     when = commit_time(source)
     return when if when is not None else int(max(p.stat().st_mtime for p in _packaged_files(source)))
 
