@@ -340,6 +340,7 @@ def test_two_bundles_of_the_same_sources_hold_the_same_bytes(bundled_model, tmp_
 
     import edge.ops.bundle as bundle_mod
 
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)  # a builder's own date would win over the commit's
     src = tmp_path / "src"  # a git checkout of these sources, committed at a known time
     shutil.copytree(DEPLOY, src / "deploy")
     for name in bundle_mod.SOURCE_FILES:
