@@ -118,8 +118,9 @@ fi
 
 # A copy cut short (scp interrupted, a full disk while unpacking) leaves a wheel or model that
 # pip or the service would call broken in other words (pip: "invalid wheel", told as no PyPI).
-# MANIFEST.json holds each file's sha256; config.toml and README.txt may be edited, so only the
-# program and model files are compared.
+# MANIFEST.json holds each file's sha256 but config.toml's (its digest would help guess the passwords
+# in it; an older bundle's lists it); config.toml and README.txt may be edited, so only the program
+# and model files are compared.
 damaged=$("$PYTHON" -I - "$BUNDLE" <<'EOF'
 import hashlib, json, os, sys
 root = sys.argv[1]

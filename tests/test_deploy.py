@@ -103,7 +103,7 @@ def test_bundle_holds_everything_the_pi_needs(store_bundle, bundled_model):
     assert "edge = edge.__main__:main" in entry_points
     manifest = json.loads((b / "MANIFEST.json").read_text())
     assert manifest["wheel"] == f"wheels/{wheel.name}"
-    assert set(manifest["files"]) >= {"install.sh", "config.toml", "model/model_int8.tflite", "README.txt"}
+    assert set(manifest["files"]) >= {"install.sh", "model/model_int8.tflite", "README.txt"}
     readme = (b / "README.txt").read_text()
     assert "scp till-3.tar.gz pi@HOST:" in readme and "tar xzf till-3.tar.gz" in readme
     assert "journalctl -u queue-mood" in readme

@@ -510,3 +510,29 @@ def test_the_reinstall_command_for_another_prefix_runs_as_printed_and_names_what
     command = said.split(",")[0]
     assert shlex.split(command) == ["sudo", "PREFIX=/srv/queue mood", "/srv/queue mood/bundle/install.sh"], said
     assert "ETC_DIR, STATE_DIR, UNIT_DIR and PYTHON" in said, said
+
+
+# -- 8. the config's secrets and the MANIFEST anyone may read --------------------------------------
+
+
+def test_no_file_of_a_bundle_or_its_install_but_the_config_holds_the_configs_sha256(tmp_path):
+    """MANIFEST.json is readable by all (0644 in a folder bundle and in PREFIX): a sha256 of a config
+    of mostly known defaults there let anyone test guesses of its token or passwords offline."""
+    import hashlib
+    import json
+
+    store = tmp_path / "store.toml"
+    store.write_text('[status]\ntoken = "till3-token-0001"\n[sinks.mqtt]\nhost = "broker.local"\npassword = "pw1"\n')
+    bundle = tmp_path / "b"
+    bundle_run(BundleSettings(out=str(bundle), config=str(store), wheel=str(fake_wheel(tmp_path))))
+    digest = hashlib.sha256((bundle / "config.toml").read_bytes()).hexdigest().encode()
+    assert [p.name for p in bundle.rglob("*") if p.is_file() and digest in p.read_bytes()] == []
+    env = fake_install_env(tmp_path)
+    assert install(bundle, env).returncode == 0
+    installed = Path(env["PREFIX"]) / "MANIFEST.json"
+    assert digest not in installed.read_bytes()
+    manifest = json.loads(installed.read_text())  # still the release: edge --version, /status, the doctor
+    assert manifest["created"] and manifest["files"]["model/model_int8.tflite"]
+    model = bundle / "model/model_int8.tflite"  # and install.sh still checks the program and model
+    model.write_bytes(model.read_bytes()[:-2])
+    assert_install_sentence(install(bundle, env), "lists another sha256 for model/model_int8.tflite")

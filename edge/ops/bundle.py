@@ -9,7 +9,7 @@
       model/                 model_int8.tflite + model.json
       detector/              a detector model file the config names (BlazeFace ships in the wheel)
       wheels/                this checkout's queue-mood wheel
-      MANIFEST.json          what went in: sha256 of each file, model card summary, versions
+      MANIFEST.json          what went in: sha256 of each file but config.toml, model card summary, versions
 
 Runs on the build machine, from a source checkout (it needs deploy/ and pyproject.toml). It
 imports neither TensorFlow nor train/convert.
@@ -56,6 +56,10 @@ UNIT_NAME = "queue-mood.service"
 DEPLOY_FILES = ("install.sh", UNIT_NAME)
 # The config may hold the status page's token or password and MQTT/webhook credentials: it is
 # readable by its owner only, in a folder bundle and in the .tar.gz (tar on the Pi keeps 0600).
+# MANIFEST.json lists no sha256 of it: the MANIFEST is readable by all (in a folder bundle, and as
+# PREFIX/MANIFEST.json on the Pi), and the config being mostly known defaults, its digest would let
+# anyone test guesses of a short token or password offline. install.sh never compared it (it may
+# be edited); a damaged one is refused when it is loaded.
 SECRET_FILES = ("config.toml",)
 TAR_SUFFIXES = (".tar.gz", ".tgz")
 # other archive names: an --out ending so would be a folder of that name, not an archive
@@ -518,7 +522,7 @@ def _stage(s: BundleSettings, stage: Path, archive: str | None, folder: str) -> 
         "detector": {"kind": cfg.detector.kind, "variant": getattr(cfg.detector, "variant", None), "files": sorted(detector_files)},
         "wheel": f"wheels/{wheel.name}",
         "install": {"prefix": INSTALL_PREFIX, "config": f"{ETC_DIR}/config.toml", "state": STATE_DIR},
-        "files": {f: sha256_file(stage / f) for f in files},
+        "files": {f: sha256_file(stage / f) for f in files if f not in SECRET_FILES},
     }
     (stage / "README.txt").write_text(readme_text(manifest, archive, folder))
     manifest["files"]["README.txt"] = sha256_file(stage / "README.txt")
