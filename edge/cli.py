@@ -231,9 +231,15 @@ def config_cmd(config_path, docs, example, show_secrets):
         return
     unread: list[str] = []
     cfg = load_config(config_path, unread=unread)
-    for said in unread:  # on stderr, beside the TOML on stdout, marked as its errors are ("error: ...")
-        click.echo(f"warning: {said}.", err=True)
+    echo_unread(unread)
     click.echo(configdoc.effective_toml(cfg, show_secrets), nl=False)
+
+
+def echo_unread(unread: list[str]) -> None:
+    """warn_unread for a command that sets up no logging: on stderr, beside what it prints on
+    stdout, marked as the command's errors are ("error: ...")."""
+    for said in unread:
+        click.echo(f"warning: {said}.", err=True)
 
 
 def warn_unread(unread: list[str]) -> None:
@@ -285,7 +291,9 @@ def analyze_cmd(path, out, every, fmt, annotate, config_path, model):
     from edge.ops.analyze import AnalyzeOptions, analyze, report_lines
     from edge.config import load_config
 
-    cfg = load_config(config_path, {"model.path": model} if model else {})
+    unread: list[str] = []  # as edge config says them: by the config's own [source], not PATH
+    cfg = load_config(config_path, {"model.path": model} if model else {}, unread=unread)
+    echo_unread(unread)
     out = out or f"{Path(path).stem or 'input'}-analysis"
     summary = analyze(cfg, path, AnalyzeOptions(out=out, every=every, fmt=fmt, annotate=annotate))
     for line in report_lines(summary):

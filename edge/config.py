@@ -55,8 +55,8 @@ class SourceConfig:
     # between frames counts as failed and is reopened with back-off), or a USB camera's device (a name that
     # survives replugging, e.g. /dev/v4l/by-id/usb-...-video-index0, is watched like `camera`); used when camera is unset
     path: str = field(default="", metadata=FILE_KEY)
-    width: int = 640  # requested frame width in pixels
-    height: int = 480  # requested frame height in pixels
+    width: int = 640  # requested frame width in pixels (a camera or stream; a recording keeps its own)
+    height: int = 480  # requested frame height in pixels (a camera or stream; a recording keeps its own)
     fps: float = 15.0  # requested camera rate; media rate for an image folder
     reopen_max_backoff_s: float = 30.0  # longest wait between attempts to reopen a camera or stream that stopped
     down_after_s: float = 5.0  # a live source silent this long is reported "camera down"
@@ -424,8 +424,12 @@ def _score_mode(score: str) -> Mode:
 # Keys read in one mode only (each one's help says which), with that mode: set to another value
 # than the default in a config whose mode is another, the key does nothing, which no one setting
 # it would guess. Not refused (the store's file stays valid when its mode is switched): named in
-# one warning by `edge config`, `edge run` and `edge doctor` (unread_keys).
+# one warning by `edge config`, `edge run`, `edge doctor`, `edge analyze` and `edge bundle` (unread_keys).
+# source.fps is not here: an image folder reads it and a video file does not, which a recording's
+# path tells only by the files it names (on this machine, or only on the Pi).
 MODE_KEYS = {
+    "source.width": _source_mode("for a camera or a stream", "camera", "stream"),
+    "source.height": _source_mode("for a camera or a stream", "camera", "stream"),
     "source.realtime": _source_mode("for a recording (a video file or image folder as [source] path)", "recording"),
     "source.wait_for_camera": _source_mode("for a camera or a stream", "camera", "stream"),
     "source.reopen_max_backoff_s": _source_mode("for a camera or a stream", "camera", "stream"),

@@ -411,6 +411,11 @@ def unread(text: str, tmp_path, overrides: dict | None = None) -> list[str]:
     ("[schedule]\nflip_in_turn = false\nflip_both_share = 0.3\n", "schedule.flip_both_share",
      "with schedule.flip_in_turn = true", "schedule.flip_in_turn is false"),
     ("[mood]\nbaseline_s = 300\n", "mood.baseline_s", "with mood.baseline_rise above 0", "mood.baseline_rise is 0"),
+    # a recording keeps its own frame size: asked of a video file or image folder, width and height did nothing
+    ('[source]\npath = "queue.mp4"\nwidth = 1280\n', "source.width", "for a camera or a stream",
+     "the source is a recording"),
+    ('[source]\npath = "images"\nheight = 960\n', "source.height", "for a camera or a stream",
+     "the source is a recording"),
 ])
 def test_a_key_set_where_its_mode_does_not_read_it_is_named_with_the_mode_that_does(tmp_path, text, key, reads, now):
     """min_confidence = 0.6 with the score "change" did nothing, and nothing said so."""
@@ -425,6 +430,10 @@ def test_a_key_its_mode_reads_or_at_its_default_or_given_as_a_flag_is_not_named(
     assert unread("[source]\nrealtime = true\n", tmp_path) == []  # no source yet: edge run --camera/--source gives it
     assert unread("[source]\nwait_for_camera = true\nfocus_m = 2.5\n", tmp_path) == []  # nor a camera's keys
     assert unread("[source]\ncamera = 0\n", tmp_path, {"source.realtime": True}) == []  # a flag, not the file
+    assert unread("[source]\ncamera = 0\nwidth = 1280\nheight = 960\n", tmp_path) == []  # a camera's size
+    assert unread('[source]\npath = "rtsp://cam.local/live"\nwidth = 1280\n', tmp_path) == []  # a stream's, checked
+    # an image folder's media rate, which a video file ignores: only the files tell them apart, so not named
+    assert unread('[source]\npath = "queue.mp4"\nfps = 30\n', tmp_path) == []
 
 
 @pytest.mark.parametrize("overrides", [{}, {"source.camera": 0}, {"source.path": "queue.mp4"},
@@ -470,6 +479,38 @@ def test_edge_run_names_a_key_the_mode_does_not_read_once_in_its_startup_log(tmp
     lines = [line for line in r.stderr.splitlines() if "'source.reopen_max_backoff_s'" in line]
     assert len(lines) == 1 and "WARNING" in lines[0] and "the source is a recording" in lines[0], r.stderr
 
+
+def test_edge_analyze_names_a_key_the_config_does_not_read_on_stderr(tmp_path, vga_video):
+    """edge analyze --config loaded the same file as edge config and said nothing of a key it ignores."""
+    cfg = tmp_path / "store.toml"
+    cfg.write_text('[source]\npath = "queue.mp4"\nwidth = 1280\n[mood]\nmin_confidence = 0.6\n')
+    r = run_cli("analyze", vga_video, "--config", cfg, "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    said = [line for line in r.stderr.splitlines() if "Config key" in line]
+    assert [line.split("'")[1] for line in said] == ["source.width", "mood.min_confidence"], r.stderr
+    assert all(line.startswith("warning: Config key '") for line in said)
+    cfg.write_text('[source]\ncamera = 0\nwidth = 1280\n[mood]\nscore = "votes"\nmin_confidence = 0.6\n')
+    r = run_cli("analyze", vga_video, "--config", cfg, "--out", tmp_path / "out")  # each read in its mode
+    assert r.returncode == 0 and "warning:" not in r.stderr, r.stderr
+
+
+def test_edge_bundle_notes_a_key_the_pi_would_not_read(tmp_path):
+    """A store's config bundled with a key its mode ignores shipped without a word; a file that names
+    no source is judged with the camera 0 the bundle gives it."""
+    from edge.ops.bundle import _load_bundle_config
+
+    def notes(text: str) -> list[str]:
+        (tmp_path / "store.toml").write_text(text)
+        said: list[str] = []
+        _load_bundle_config(str(tmp_path / "store.toml"), said)
+        return [n for n in said if n.startswith("Config key")]
+
+    (note,) = notes("[mood]\nmin_confidence = 0.6\n")
+    assert note.startswith("Config key 'mood.min_confidence' = 0.6 is read only with mood.score") and note.endswith(".")
+    (note,) = notes("[source]\nrealtime = true\n")  # no source: camera 0, which plays no recording
+    assert "'source.realtime'" in note and "but the source is a camera" in note
+    assert notes("[source]\ncamera = 0\nwait_for_camera = true\nwidth = 1280\n") == []
+    assert notes('[mood]\nscore = "votes"\nmin_confidence = 0.6\n') == []
 
 def test_a_usb_camera_says_once_that_the_pi_camera_settings_do_nothing(monkeypatch, caplog):
     """camera = 0 may be a Pi camera or a USB one, which only opening tells: a USB camera ignored

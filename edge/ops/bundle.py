@@ -131,20 +131,24 @@ def _check_source(source: Path) -> None:
 
 def _load_bundle_config(config_path: str | None, notes: list[str]) -> Config:
     cfg = load_config(config_path, None if config_path else {"source.camera": 0})  # model files are read here
+    no_source = cfg.source.camera is None and not cfg.source.path
+    unread: list[str] = []  # keys the Pi would not read, as edge config says them, with the camera 0 given below
     if config_path:
         # On the Pi the config is /etc/queue-mood/config.toml, beside which the service may not
         # write; relative paths to what it writes or reads go under its state folder (its
         # working folder, where they always went), not under this machine's config folder.
-        pi = load_config(config_path, paths_from=Path(STATE_DIR))
+        pi = load_config(config_path, {"source.camera": 0} if no_source else None, paths_from=Path(STATE_DIR),
+                         unread=unread)
         cfg.source.path, cfg.sinks.spool_dir, cfg.status.history_db = (
             pi.source.path, pi.sinks.spool_dir, pi.status.history_db)
         if cfg.sinks.jsonl is not None:
             cfg.sinks.jsonl.path = pi.sinks.jsonl.path
-    if cfg.source.camera is None and not cfg.source.path:
+    if no_source:
         cfg.source.camera = 0
         notes.append("The config names no source; the bundle uses camera 0 ([source] camera = 0).")
     if cfg.source.path and "://" not in cfg.source.path:
         notes.append(f"source.path {cfg.source.path} is kept as it is: it must exist on the Pi.")
+    notes.extend(f"{said}." for said in unread)
     return cfg
 
 
