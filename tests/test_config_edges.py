@@ -511,6 +511,10 @@ def test_edge_bundle_notes_a_key_the_pi_would_not_read(tmp_path):
     assert "'source.realtime'" in note and "but the source is a camera" in note
     assert notes("[source]\ncamera = 0\nwait_for_camera = true\nwidth = 1280\n") == []
     assert notes('[mood]\nscore = "votes"\nmin_confidence = 0.6\n') == []
+    # a USB camera by a name only the Pi has: a camera there, not a recording (width is read, realtime not)
+    by_id = "/dev/v4l/by-id/usb-no-such-camera-on-this-machine-video-index0"
+    (note,) = notes(f'[source]\npath = "{by_id}"\nwidth = 1280\ndown_after_s = 20.0\nrealtime = true\n')
+    assert "'source.realtime'" in note and "but the source is a camera" in note
 
 def test_a_usb_camera_says_once_that_the_pi_camera_settings_do_nothing(monkeypatch, caplog):
     """camera = 0 may be a Pi camera or a USB one, which only opening tells: a USB camera ignored

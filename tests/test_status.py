@@ -572,6 +572,21 @@ def test_outages_older_than_those_kept_make_the_oldest_line_say_it_had_more(quie
     assert [p["joins_dropped"] for p in cams] == [False] * (len(cams) - 1) + [joins_dropped]
 
 
+def test_an_outage_dropped_without_an_end_does_not_make_the_oldest_line_say_it_had_more():
+    """The monitor stopped during an outage (a "down", no "up"), then the camera dropped out again after
+    the restart: the page joins no outage without an end to the next, but the dropped "down" was taken
+    for the end of the outages dropped, and the oldest line said "more than"."""
+    h = History(outages_kept=4)
+    t = time.time() - 3600
+    for at, kind in ((0, "down"), (60, "down"), (70, "up"), (100, "down"), (110, "up")):  # a restart after 0
+        h.add_outage(t + at, kind)
+    cams = [p for p in h.periods() if p["kind"] == "camera_down"]
+    assert [(p["start"]["t"] - t, p["joins_dropped"]) for p in cams] == [(100, False), (60, False)]
+    h.add_outage(t + 120, "down")  # the "down" at 60 goes: its "up" at 70 is the end of the outages dropped
+    cams = [p for p in h.periods(down=True) if p["kind"] == "camera_down"]
+    assert [(p["start"]["t"] - t, p["joins_dropped"]) for p in cams] == [(120, False), (100, True)]
+
+
 def test_the_history_file_keeps_as_many_outages_as_memory_and_stays_bounded_across_restarts(tmp_path):
     """Three runs of a flapping camera, 300 changes each: the file holds the newest OUTAGES_KEPT (and the
     one before them, which says the oldest line had more), however many runs; a restart shows them all."""

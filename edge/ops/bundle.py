@@ -139,6 +139,12 @@ def _load_bundle_config(config_path: str | None, notes: list[str]) -> Config:
         # working folder, where they always went), not under this machine's config folder.
         pi = load_config(config_path, {"source.camera": 0} if no_source else None, paths_from=Path(STATE_DIR),
                          unread=unread)
+        if pi.source.camera is None and pi.source.path.startswith("/dev/") and not os.path.exists(pi.source.path):
+            # a camera's name that survives replugging (/dev/v4l/by-id/usb-...-video-index0) resolves on the
+            # Pi only: here it reads as a recording, whose notes would call the camera's width or down_after_s
+            # ineffective and say to remove them. Its keys are told as for the camera it is there.
+            unread.clear()
+            load_config(config_path, {"source.path": "/dev/video0"}, paths_from=Path(STATE_DIR), unread=unread)
         cfg.source.path, cfg.sinks.spool_dir, cfg.status.history_db = (
             pi.source.path, pi.sinks.spool_dir, pi.status.history_db)
         if cfg.sinks.jsonl is not None:

@@ -603,11 +603,15 @@ class History:
     def _joins_dropped(self, start: float | None, wall: float, mono: float) -> bool:
         """Whether outages no longer kept ended within FLAP_WINDOW_S before `start`, the oldest kept one's, as
         the page joins them (not where either time is unknown): the newest of them ends at the oldest change
-        kept where that is an "up" (its "down" was dropped), else at the newest change dropped."""
+        kept where that is an "up" (its "down" was dropped), else at the newest change dropped; where that
+        is a "down" (the monitor stopped during that outage) no end was recorded, and the page joins no such one."""
         if self._outage_dropped is None:
             return False
         first = self.outages[0]
-        end = self._stamp(first if first["kind"] == "up" else self._outage_dropped, wall, mono)["t"]
+        last = first if first["kind"] == "up" else self._outage_dropped
+        if last["kind"] != "up":
+            return False
+        end = self._stamp(last, wall, mono)["t"]
         return start is not None and end is not None and start - end <= FLAP_WINDOW_S
 
     @classmethod
