@@ -427,7 +427,8 @@ def test_a_bundle_stopped_by_a_hang_up_or_sigterm_leaves_nothing_beside_out(tmp_
     cfg = tmp_path / "store.toml"
     cfg.write_text('[status]\nhost = "0.0.0.0"\ntoken = "s3cret-token-0123456789"\n')
     proc = subprocess.Popen([sys.executable, "-m", "edge.cli", "bundle", "--config", str(cfg), "--out",
-                             str(out / "b.tar.gz")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             str(out / "b.tar.gz")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(sig, signal.SIG_DFL))  # as from a terminal, not nohup
     try:
         while not list(out.glob(".qm-bundle-*/queue-mood-bundle/model/model.json")):  # then the wheel is built
             assert proc.poll() is None, proc.communicate()
