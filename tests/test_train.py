@@ -1327,6 +1327,50 @@ def test_a_full_disk_while_training_is_one_sentence_that_says_how_to_go_on(tmp_p
         assert line.endswith("run the same command again (no epoch had finished).")
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_stop_signal_that_a_library_turned_into_its_own_error_still_ends_as_an_interruption(
+        tmp_path, monkeypatch, sig):
+    """SIGTERM during Keras's save_weights: numpy turned the KeyboardInterrupt into a TypeError,
+    and the run ended with a traceback and status 1 instead of 143 and the resume command."""
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+    from train import trainer
+
+    out = tmp_path / "run"
+
+    def signalled_mid_save(s, **kw):
+        (out / "backup").mkdir(parents=True)
+        try:
+            os.kill(os.getpid(), sig)
+            time.sleep(5)  # the handler raises before this ends
+        except KeyboardInterrupt:
+            raise TypeError("Variable.__array__() got an unexpected keyword argument 'copy'") from None
+        raise AssertionError("the stop signal's handler did not raise")
+
+    monkeypatch.setattr(trainer, "run", signalled_mid_save)
+    r = CliRunner().invoke(cli, ["train", "--data", str(tmp_path), "--out", str(out)])
+    assert r.exit_code == 128 + sig, r.output
+    assert r.output.strip() == (f"Interrupted by {sig.name}; continue it with: edge train --data {tmp_path} "
+                                f"--out {out} --resume")
+    assert "Traceback" not in r.output
+
+
+def test_an_error_without_a_stop_signal_is_not_called_an_interruption(tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from edge.cli import cli
+    from train import trainer
+
+    def broken(s, **kw):
+        raise TypeError("a real bug")
+
+    monkeypatch.setattr(trainer, "run", broken)
+    r = CliRunner().invoke(cli, ["train", "--data", str(tmp_path), "--out", str(tmp_path / "run")])
+    assert r.exit_code != 0 and "Interrupted" not in r.output
+    assert isinstance(r.exception, TypeError)
+
+
 def test_training_batches_are_cut_and_mixed_as_asked():
     """--cutmix and --mixup reach the batches the model trains on, the same for the same seed."""
     import keras

@@ -81,6 +81,13 @@ def train(data, out, arch, epochs, batch_size, lr, optimizer, schedule, label_sm
             metrics = trainer.run(s, resume=resume, given=given)
     except KeyboardInterrupt:
         raise click.exceptions.Exit(interrupted(s, stop.name or "SIGINT")) from None
+    except Exception:
+        # The KeyboardInterrupt a stop signal raises can land inside a library that turns it into
+        # its own error (numpy's __array__ fallback, under Keras's save_weights, gave a TypeError):
+        # after a stop signal, any error is the interruption.
+        if not stop.event.is_set():
+            raise
+        raise click.exceptions.Exit(interrupted(s, stop.name)) from None
     click.echo(summary_line(metrics, out))
 
 
