@@ -368,7 +368,8 @@ ANY_THRESHOLD = [dict(raise_share=rs, min_faces=mf, raise_after_s=ra, clear_shar
 
 
 @pytest.mark.parametrize("score", ["votes", "expected", "change", "baseline"])
-@pytest.mark.parametrize("burst, calm_faces", [(1, 0), (1, 2), (3, 0), (3, 2), (5, 0)])
+@pytest.mark.parametrize("burst, calm_faces", [  # a burst beside calm people by default; every shape with the slow tests
+    *(pytest.param(b, c, marks=pytest.mark.slow) for b, c in [(1, 0), (1, 2), (3, 0), (5, 0)]), (3, 2)])
 def test_one_flickering_detection_never_pages_anyone_at_any_threshold(score, burst, calm_faces):
     """A spot detected in 2% of frames (singly, or in bursts of 3-5 that pass min_hits), always
     'angry', alone or beside calm people: with the default tracking and mood settings it never

@@ -410,6 +410,7 @@ def real_model() -> Path:
     return DEFAULT_MODEL
 
 
+@pytest.mark.slow
 def test_dominant_emotions_of_clearly_expressive_faces(scene, real_model, tmp_path):
     out = tmp_path / "video"
     analyze_cli(scene.video, out, real_model)
@@ -655,6 +656,7 @@ def test_an_out_that_is_the_folder_analysed_is_refused(tmp_path):
     assert [p.name for p in images.iterdir()] == ["a.png"]
 
 
+@pytest.mark.slow
 def test_a_folder_no_analysis_wrote_keeps_its_files_of_the_same_names(tmp_path):
     """--out at a folder of the user's own: their summary.json was overwritten without a word;
     now that is refused in one sentence, and files of names this run does not write stay."""
@@ -902,6 +904,7 @@ cli()
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("earlier", [True, False], ids=["earlier analysis", "new folder"])
 def test_an_analysis_killed_outright_leaves_a_folder_the_next_run_puts_right(tmp_path, earlier):
     """Killed mid-run, edge analyze left the earlier analysis in a hidden .earlier-analysis-*
@@ -1045,6 +1048,7 @@ def test_a_missing_input_is_told_what_analyze_reads(tmp_path):
                                           "file, an image or a folder of images."), r.stderr
 
 
+@pytest.mark.slow
 def test_an_out_inside_the_image_folder_is_not_named_as_a_subfolder_left_out(tmp_path):
     """A second run into images/res said "The subfolder of images (res) is not looked into": its own output."""
     images = tmp_path / "images"

@@ -311,6 +311,7 @@ def test_accuracy_markdown_lists_its_figures_once(shipped_model, synthetic_datas
     assert len(figures) == 1 and "accuracy_per_class.png" in figures[0] and "accuracy_confusion_" in figures[0], figures
 
 
+@pytest.mark.slow
 def test_accuracy_with_the_peer(shipped_model, synthetic_dataset, tmp_path, peer_args):
     from benchmarks import accuracy
 
@@ -598,6 +599,7 @@ def test_pipeline_live_rate_reports_cpu_share_recall_and_the_detector_sweep(ship
     assert e.value.code == 2
 
 
+@pytest.mark.slow
 @needs_blazeface
 def test_pipeline_picks_fer_faces_the_detector_finds(fer_faces):
     from benchmarks.pipeline import pick_faces
@@ -626,6 +628,7 @@ def test_pipeline_with_the_peer(shipped_model, tmp_path, peer_args):
 
 # ---------------------------------------------------------------------------- CLI and the baseline recipe
 
+@pytest.mark.slow
 def test_edge_bench_forwards_arguments(shipped_model, tmp_path):
     r = run_cli("bench", "latency", "--help")
     assert r.returncode == 0 and "usage: edge bench latency" in r.stdout and "--repeats" in r.stdout

@@ -275,6 +275,7 @@ class FaultyCamera(LiveSource):
         return np.zeros((8, 8), np.uint8)
 
 
+@pytest.mark.slow
 def test_grabber_survives_any_exception_from_the_device():
     import cv2
 

@@ -134,6 +134,7 @@ class Picamera2:
 '''
 
 
+@pytest.mark.slow
 def test_doctor_watches_the_pi_camera_too_not_only_lists_it(monkeypatch, tmp_path):
     """It said "camera 0 is the Pi camera imx708" without taking a single frame from it."""
     (tmp_path / "picamera2.py").write_text(PICAMERA2_STUB)
@@ -150,6 +151,7 @@ def test_doctor_watches_the_pi_camera_too_not_only_lists_it(monkeypatch, tmp_pat
     assert rows["faces now"].status == OK and rows["faces now"].detail.startswith("no face now")
 
 
+@pytest.mark.slow
 def test_doctor_says_the_focus_the_pi_camera_holds(monkeypatch, tmp_path):
     """An IT person checks with `edge doctor` that [source] focus_m reached the camera."""
     (tmp_path / "picamera2.py").write_text(PICAMERA2_STUB)

@@ -480,6 +480,7 @@ def test_edge_run_names_a_key_the_mode_does_not_read_once_in_its_startup_log(tmp
     assert len(lines) == 1 and "WARNING" in lines[0] and "the source is a recording" in lines[0], r.stderr
 
 
+@pytest.mark.slow
 def test_edge_analyze_names_a_key_the_config_does_not_read_on_stderr(tmp_path, vga_video):
     """edge analyze --config loaded the same file as edge config and said nothing of a key it ignores."""
     cfg = tmp_path / "store.toml"

@@ -630,6 +630,7 @@ def test_eval_json_says_which_model_bytes_it_measured_how_and_with_what_command(
     assert rep["command"] == shlex.join(["edge", *args]) and rep["working_folder"] == os.getcwd()
 
 
+@pytest.mark.slow
 def test_a_conversion_keeps_the_mode_of_its_out_folder(tmp_path, cache_env):
     """The new model's folder is made with mkdtemp (mode 0700) and swapped in as --out: a 0755
     model folder became unreadable to every other user, the service that runs the model among them."""
@@ -759,6 +760,7 @@ def test_convert_says_each_stage_as_it_starts(tmp_path, cache_env, capsys):
                     "Choosing flip averaging and fitting the temperature on the 14 val images ..."]
 
 
+@pytest.mark.slow
 def test_a_failed_gate_exits_1_and_run_eval_and_bench_say_the_out_holds_a_failed_conversion(tmp_path, cache_env,
                                                                                            monkeypatch):
     """A gate failure exited 2, as a bad option does, so a script could not tell them apart; and

@@ -471,6 +471,7 @@ def test_out_in_a_read_only_folder_is_one_sentence(tmp_path):
     assert_one_sentence(proc, str(disk), "choose another --out")
 
 
+@pytest.mark.slow
 def test_out_on_a_disk_too_full_for_the_wheel_says_so_not_that_the_build_failed(tmp_path):
     """Found in an audit: pip's copy of the wheel into the bundle ran out of space, and the sentence
     blamed the checkout ("Building the queue-mood wheel from ... failed")."""
@@ -1039,6 +1040,7 @@ def test_install_sh_pip_without_pypi_on_a_fresh_pi_leaves_nothing_behind(tmp_pat
     assert not Path(env["PREFIX"]).exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", ["INT", "TERM", "HUP"])
 def test_install_sh_lets_pip_finish_an_upgrade_when_interrupted_and_then_stops(tmp_path, sig):
     """Ctrl-C (or SIGTERM, or a hang-up) to the install's process group while pip swaps queue-mood
@@ -1060,12 +1062,13 @@ def test_install_sh_lets_pip_finish_an_upgrade_when_interrupted_and_then_stops(t
     assert not (Path(env["ETC_DIR"]) / "config.toml").exists()  # stopped before the files step
 
 
-@pytest.mark.parametrize("status, says", [
-    ('host = "fd00::5"\npassword = "pw-0123456789"\n', "http://[fd00::5]:8765/ (user and password: [status] user and password in"),
-    ('host = "0.0.0.0"\nmetrics_token = "fleet-token-0123456789"\n', ":8765/metrics for head office's scrape only; "
-     "the page needs [status] token or password in"),
-    ('enabled = false\n', "status   off ([status] enabled = false in"),
-    ('port = 0\n', "a free port chosen at each start"),
+@pytest.mark.parametrize("status, says", [  # the other cases with the slow tests: each is an install
+    pytest.param('host = "fd00::5"\npassword = "pw-0123456789"\n',
+                 "http://[fd00::5]:8765/ (user and password: [status] user and password in", marks=pytest.mark.slow),
+    pytest.param('host = "0.0.0.0"\nmetrics_token = "fleet-token-0123456789"\n', ":8765/metrics for head office's "
+                 "scrape only; the page needs [status] token or password in", marks=pytest.mark.slow),
+    pytest.param('enabled = false\n', "status   off ([status] enabled = false in", marks=pytest.mark.slow),
+    pytest.param('port = 0\n', "a free port chosen at each start", marks=pytest.mark.slow),
     ('', "http://127.0.0.1:8765/ on the Pi only (curl http://127.0.0.1:8765/status)"),
     ('token = "s3cret-token-0123456789"\n',  # a plain curl would answer 401
      "(curl -H 'Authorization: Bearer TOKEN' http://127.0.0.1:8765/status, with [status] token from")])
@@ -1128,6 +1131,7 @@ def test_install_sh_upgrade_keeps_settings_and_data_and_rollback_goes_back(tmp_p
     assert (state / "spool/mqtt/1.json").exists()
 
 
+@pytest.mark.slow
 def test_install_sh_rollback_line_names_the_paths_the_install_was_given(tmp_path):
     """sudo starts the installer with a clean environment: a store that installed with PREFIX= (and
     ETC_DIR, ...) and ran the printed rollback as it stood had the old version installed afresh into
@@ -1154,6 +1158,7 @@ def test_install_sh_rollback_line_names_the_paths_the_install_was_given(tmp_path
     assert (prefix / "bundle/wheels/queue_mood-0.1.0-py3-none-any.whl").exists()
 
 
+@pytest.mark.slow
 def test_install_sh_says_which_bundle_it_installed_and_which_it_replaced(tmp_path):
     """Every bundle's wheel is queue-mood 0.1.0, so an upgrade's pip says the package "is already
     installed with the same version": the summary tells the bundles apart by when each was made."""
@@ -1303,6 +1308,7 @@ def bundle_with_wheel(tmp_path: Path, version: str) -> Path:
     return bundle
 
 
+@pytest.mark.slow
 def test_install_sh_refuses_an_upgrade_whose_wheel_refuses_the_kept_config_before_changing_anything(tmp_path):
     """With a wheel that imports (a pure-Python zip, as on the Pi), the kept config is read by the new
     version before the install: refused, the old program and model stay, so no reboot finds the
@@ -1323,6 +1329,7 @@ def test_install_sh_refuses_an_upgrade_whose_wheel_refuses_the_kept_config_befor
     assert install(bundle, env).returncode == 0 and installed.read_bytes() == b"model 0.2.0"
 
 
+@pytest.mark.slow
 def test_install_sh_refuses_an_upgrade_whose_kept_config_names_a_camera_beside_a_path(tmp_path):
     """Releases before 93b8495 (42e8faf among them) watched source.path where the bundle's
     `camera = 0` stood beside it; this one watches the camera and ignores the path. Upgraded as
@@ -1343,6 +1350,7 @@ def test_install_sh_refuses_an_upgrade_whose_kept_config_names_a_camera_beside_a
     assert install(bundle, env).returncode == 0 and installed.read_bytes() == b"model 0.2.0"
 
 
+@pytest.mark.slow
 def test_a_bundle_of_a_float_model_says_what_edge_run_would_warn(tmp_path, shipped_model):
     """A float model of one's own (its card made for it) runs several times slower on a Pi than
     int8: the bundle that ships it must say so, as `edge run` and `edge doctor` do."""

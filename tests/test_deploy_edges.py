@@ -37,6 +37,7 @@ def fake_wheel(folder: Path, version: str = "0.1.0") -> Path:
 # -- 1. every detector file the bundle carries is installed ----------------------------------
 
 
+@pytest.mark.slow
 def test_a_bundled_haar_cascade_is_installed_where_the_config_points(tmp_path):
     (tmp_path / CASCADE).write_text("<opencv_storage/>\n")
     store = tmp_path / "store.toml"
@@ -95,6 +96,7 @@ def test_install_sh_config_value_reads_a_bom_and_never_tracebacks(tmp_path, cont
     assert proc.stdout.strip() == want
 
 
+@pytest.mark.slow
 def test_install_sh_refuses_a_kept_config_that_is_not_toml_in_one_sentence(tmp_path):
     env = fake_install_env(tmp_path)
     assert install(fake_bundle(tmp_path, "0.1.0"), env).returncode == 0
@@ -515,6 +517,7 @@ def test_the_reinstall_command_for_another_prefix_runs_as_printed_and_names_what
 # -- 8. the config's secrets and the MANIFEST anyone may read --------------------------------------
 
 
+@pytest.mark.slow
 def test_no_file_of_a_bundle_or_its_install_but_the_config_holds_the_configs_sha256(tmp_path):
     """MANIFEST.json is readable by all (0644 in a folder bundle and in PREFIX): a sha256 of a config
     of mostly known defaults there let anyone test guesses of its token or passwords offline."""

@@ -110,6 +110,7 @@ def test_the_generator_walks_any_dataclass_tree():
     assert secs[2].doc == "A plugin's section." and secs[0].keys[0].help == "the name"
 
 
+@pytest.mark.slow
 def test_print_config_example_and_edge_config(tmp_path):
     r = run_cli("run", "--print-config", "--example")
     assert r.returncode == 0, r.stderr
@@ -268,6 +269,7 @@ def short_scene(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_edge_run_quiet_verbose_and_rounded_json(short_scene):
     quiet = run_cli("run", "--source", short_scene, "--max-frames", "20", "-q", "--config", _no_status(short_scene))
     assert quiet.returncode == 0, quiet.stderr

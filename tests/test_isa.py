@@ -102,6 +102,7 @@ def test_avx2_restarts_with_the_switches_set_and_clears_the_avx512_entries(tmp_p
     assert "AVX2 kernels only" in out["kernels"]
 
 
+@pytest.mark.slow
 @x86_litert
 def test_edge_bench_latency_under_avx2_says_so_in_its_results(tmp_path, shipped_model):
     from tests.conftest import run_cli

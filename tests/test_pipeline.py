@@ -284,6 +284,7 @@ def test_unreadable_video_and_bad_config(tmp_path, shipped_model):
     assert r.returncode == 2 and "detector.threshold" in r.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("line, flag, value", [
     ('model = "x.tflite"', "--model", "m.tflite"),
     ("source = 5", "--source", "v.mp4"),

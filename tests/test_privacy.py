@@ -37,6 +37,7 @@ def needs_core_files() -> None:
         pytest.skip("this machine allows no core file at all (hard limit 0)")
 
 
+@pytest.mark.slow
 def test_a_watchdog_abort_of_edge_run_leaves_no_core_file_with_frames(tmp_path):
     """The camera stream goes silent mid-read, the grabber hangs, and systemd's watchdog kills the
     service with SIGABRT (its WatchdogSignal): with core dumps allowed, as systemd allows them,
@@ -154,6 +155,7 @@ def test_a_secret_of_the_wrong_type_is_not_shown_in_the_config_error(tmp_path, k
     assert str(err.value) == f"Config key '{key}' has the bad value (hidden); expected a string in quotes."
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("password", ["Ab'Secr3t", 'Ab"Secr3t', "p@ss'Secr3t"])
 def test_a_camera_password_with_a_quote_is_hidden_whole(tmp_path, password):
     """RFC 3986 allows ' unencoded in a URL's user:password, and URLs in text were cut at quotes:

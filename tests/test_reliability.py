@@ -150,6 +150,7 @@ def _kinds(path: Path) -> list[str]:
     return [json.loads(x)["kind"] for x in path.read_text().splitlines()] if path.exists() else []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", ["SIGTERM", "SIGINT"])
 def test_dead_camera_is_reported_down_and_a_signal_still_stops(sig, tmp_path, monkeypatch):
     cam = StallingCamera(frames=5)
@@ -181,6 +182,7 @@ def test_dead_camera_is_reported_down_and_a_signal_still_stops(sig, tmp_path, mo
     cam.resume.set()
 
 
+@pytest.mark.slow
 def test_duration_ends_a_run_on_a_silent_camera_and_camera_up_is_sent(tmp_path, monkeypatch):
     cam = StallingCamera(frames=3)
     monkeypatch.setattr("edge.pipeline.sources.open_source", lambda *a, **kw: cam)
@@ -391,6 +393,7 @@ def test_a_camera_waited_for_is_looked_for_as_a_pi_camera_again_at_each_open(mon
     assert isinstance(sources.open_source(0, "", wait_for_camera=False), FakePi)
 
 
+@pytest.mark.slow
 def test_the_service_reports_a_camera_missing_at_boot_down_then_up(tmp_path, monkeypatch):
     cam = LateCamera()
     monkeypatch.setattr("edge.pipeline.sources.open_source",
@@ -533,6 +536,7 @@ def test_a_hanging_webhook_and_a_sleeping_command_block_nothing(tmp_path, hangin
     assert proc is None or wait_for(lambda: proc.poll() is not None)  # the sleeping command was killed
 
 
+@pytest.mark.slow
 def test_the_frame_loop_keeps_going_while_sinks_are_stuck(tmp_path, hanging, monkeypatch):
     """The camera stalls after 10 frames, so a camera_down event goes to a webhook that never
     answers and a command that sleeps 30 s; then it resumes. The loop must reach 40 frames
@@ -835,6 +839,7 @@ def test_temperature_zero_never_runs(card_copy, tmp_path):
 # ---------------------------------------------------------------- 6. bad input to analyze / run
 
 
+@pytest.mark.slow
 def test_analyze_and_run_bad_paths_are_one_sentence(tmp_path):
     import cv2
 

@@ -66,6 +66,7 @@ def test_the_bank_gives_each_view_as_the_classifier_would_under_each_flip_settin
     assert np.array_equal(bank.output(0, 0, 0, None, 1.0), bank.probs[0, 0, 0])  # 1: always both
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arrive", [False, True])
 def test_unhappy_periods_hold_the_truth(arrive):
     """During an unhappy period at least half of the people present are unhappy; outside
@@ -106,6 +107,7 @@ def test_the_simulation_counts_the_images_the_classifier_takes(settings, per_cla
     assert res.classifications > 0 and res.images == per_classification * res.classifications
 
 
+@pytest.mark.slow
 def test_a_small_seeded_run_writes_finite_numbers(fer_faces, cache_env, tmp_path, shipped_model):
     """CI smoke test: the real classifier on a few real faces, a few simulated minutes. The model
     is given as the folder `edge convert --out` wrote, as `edge run --model` takes it."""

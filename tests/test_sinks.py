@@ -703,6 +703,7 @@ def send_in_thread(sink, event) -> threading.Thread:
     return t
 
 
+@pytest.mark.slow
 def test_command_timeout_kills_what_the_program_started(tmp_path):
     pids = tmp_path / "pids"
     # An alert script's child keeps stderr open (it held send() until the child ended); a
@@ -1474,6 +1475,7 @@ def test_events_held_in_memory_go_back_to_disk_on_the_idle_flush(tmp_path, monke
     assert fan.stats()["webhook"]["lost"] == 0 and len(list((tmp_path / "sp").glob("*.json"))) == 2
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stalled", ["the worker's write", "every write"])
 def test_close_is_bounded_while_the_spool_disk_stalls(tmp_path, monkeypatch, caplog, stalled):
     import edge.sinks.spool as spool_mod

@@ -502,6 +502,7 @@ def test_an_out_this_user_cannot_write_is_one_sentence_before_any_work(tmp_path,
                                 "or another user's; choose a folder you can write to, or change its permissions.")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["train", "convert"])
 def test_an_out_in_a_folder_this_user_cannot_write_is_one_sentence(tmp_path, command):
     """An --out of this user's inside a folder it may not write (a shared runs/ folder of root's):
