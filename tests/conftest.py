@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import fcntl
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -43,13 +45,31 @@ def write_class_folders(root: Path, per_class: int, seed: int = 0, names=LABELS,
     return root
 
 
+def built_once(tmp_path_factory, name: str, build) -> Path:
+    """A session fixture's folder, made by build(folder) in the first pytest-xdist worker that asks
+    and used as it is by the others (the tiny model takes a minute to train): the tests treat it
+    as read-only, as they must within one worker anyway."""
+    base = tmp_path_factory.getbasetemp()
+    root = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # the parent: this run's, all workers'
+    out = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (root / f"{name}.done").exists():
+            shutil.rmtree(out, ignore_errors=True)  # a worker that failed while making it
+            out.mkdir()
+            build(out)
+            (root / f"{name}.done").touch()
+    return out
+
+
 @pytest.fixture(scope="session")
 def synthetic_dataset(tmp_path_factory) -> Path:
     """train/ and val/ split folders of learnable synthetic images."""
-    root = tmp_path_factory.mktemp("synthetic")
-    write_class_folders(root / "train", 40, seed=1)
-    write_class_folders(root / "val", 12, seed=2)
-    return root
+    def build(root):
+        write_class_folders(root / "train", 40, seed=1)
+        write_class_folders(root / "val", 12, seed=2)
+
+    return built_once(tmp_path_factory, "synthetic", build)
 
 
 @pytest.fixture(scope="session")
@@ -99,20 +119,23 @@ def tiny_run(tmp_path_factory, synthetic_dataset, cache_env) -> Path:
     pytest.importorskip("tensorflow", reason="training tests need the train extra")
     from train.trainer import TrainSettings, run
 
-    out = tmp_path_factory.mktemp("run") / "tiny"
-    run(TrainSettings(data=str(synthetic_dataset), out=str(out), arch="mini_xception", epochs=8, batch_size=16,
-                      lr=5e-3, warmup_epochs=0, augment=False, patience=50, arch_options={"bn_momentum": 0.8}))
-    return out
+    def build(folder):
+        run(TrainSettings(data=str(synthetic_dataset), out=str(folder / "tiny"), arch="mini_xception", epochs=8,
+                          batch_size=16, lr=5e-3, warmup_epochs=0, augment=False, patience=50,
+                          arch_options={"bn_momentum": 0.8}))
+
+    return built_once(tmp_path_factory, "run", build) / "tiny"
 
 
 @pytest.fixture(scope="session")
 def tiny_converted(tmp_path_factory, tiny_run, synthetic_dataset) -> Path:
     from convert.quantize import ConvertSettings, run
 
-    out = tmp_path_factory.mktemp("converted")
-    run(ConvertSettings(model=str(tiny_run), data=str(synthetic_dataset), out=str(out), calibration_size=100,
-                        max_drop_pp=100, min_agreement=0))
-    return out
+    def build(out):
+        run(ConvertSettings(model=str(tiny_run), data=str(synthetic_dataset), out=str(out), calibration_size=100,
+                            max_drop_pp=100, min_agreement=0))
+
+    return built_once(tmp_path_factory, "converted", build)
 
 
 def run_cli(*args, env=None, timeout=600) -> subprocess.CompletedProcess:
