@@ -644,6 +644,32 @@ def test_doctor_times_this_board_and_warns_when_the_schedule_needs_a_core(tmp_pa
     assert "doubles" not in _doctor_budget(tmp_path, "[schedule]\nflip_both_share = 1.0\n").detail
 
 
+def test_doctor_states_the_budget_of_a_recording_at_its_own_size_and_rate(tmp_path, shipped_classifier):
+    """A recording keeps its own size and rate, but the budget (and the detector's check) used
+    [source] width, height and fps: a 1280x720 30 fps file was costed as a 640x480 camera at 15."""
+    import cv2
+
+    from edge.config import load_config
+    from edge.ops.doctor import DoctorSettings, diagnose
+    from edge.pipeline.detectors.regions import configured_detector
+    from edge.pipeline.schedule import budget_rates
+
+    video = tmp_path / "queue.mp4"
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (1280, 720))
+    for i in range(5):
+        writer.write(np.full((720, 1280, 3), 40 * i, np.uint8))
+    writer.release()
+    path = tmp_path / "config.toml"
+    path.write_text(f"[source]\npath = '{video}'\n")
+    checks = {c.name: c for c in diagnose(DoctorSettings(config=str(path), camera_timeout_s=5))}
+    detail = checks["compute budget"].detail
+    assert f"at 30 fps ({video}'s 1280x720) with 4 faces" in detail, detail
+    cfg = load_config(str(path), {})
+    calls, _ = budget_rates(cfg.schedule, 30.0, 4, len(configured_detector(cfg).windows_for(1280, 720)))
+    assert f"x {calls:.0f} calls/s at most" in detail
+    assert "at 15 fps with 4 faces" in _doctor_budget(tmp_path).detail  # an image folder: [source] fps
+
+
 def test_the_schedule_forgets_people_long_gone_so_its_memory_stays_flat():
     """Each remembered look holds its frame's motion blocks (19 KB at 640x480): a queue where a
     new person is found every 50 s for hours keeps only the recent ones."""

@@ -20,6 +20,27 @@ def _median_s(fn, n: int = 7) -> float:
     return sorted(times)[n // 2]
 
 
+def frames_timed(source) -> tuple[int, int, float, str]:
+    """The frames the budget is stated for: (width, height, fps, whose). A recording keeps its own
+    size and rate ([source] width, height and fps are a camera's), so they are read from the file;
+    whose then names it (" (queue.mp4's 1280x720)")."""
+    from edge.errors import UserError
+    from edge.pipeline.sources import VideoFileSource, video_device_index
+    from edge.paths import expand_path
+
+    path = source.path
+    if source.camera is None and path and "://" not in path and video_device_index(path) is None:
+        try:
+            if expand_path(path).is_file():
+                video = VideoFileSource(expand_path(path))
+                video.close()
+                (w, h), fps = video.size, video.fps
+                return w, h, fps, f" ({path}'s {w}x{h})"
+        except (UserError, OSError):
+            pass  # the camera check says what is wrong with the file
+    return source.width, source.height, source.fps, ""
+
+
 def check_budget(ctx: _Context, cfg) -> None:
     """What the configured schedule costs on this board with BUDGET_FACES faces in view: one
     detector call and one face's classification timed here, times the calls a second the
@@ -36,7 +57,7 @@ def check_budget(ctx: _Context, cfg) -> None:
         det = configured_detector(cfg)
     except Exception:  # noqa: BLE001 - the model and detector checks above say why
         return
-    w, h, fps = cfg.source.width, cfg.source.height, cfg.source.fps
+    w, h, fps, whose = frames_timed(cfg.source)
     wins = det.windows_for(w, h) if hasattr(det, "windows_for") else [(0, 0, w, h)]
     inner = getattr(det, "inner", det)
     frame = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
@@ -51,7 +72,7 @@ def check_budget(ctx: _Context, cfg) -> None:
         return
     calls, faces = budget_rates(cfg.schedule, fps, BUDGET_FACES, len(wins))
     share = calls * det_s + faces * face_s
-    detail = (f"about {share:.0%} of one core at {fps:g} fps with {BUDGET_FACES} faces, timed on this board: detector "
+    detail = (f"about {share:.0%} of one core at {fps:g} fps{whose} with {BUDGET_FACES} faces, timed on this board: detector "
               f"{det_s * 1e3:.1f} ms a call x {calls:.0f} calls/s at most, classifier {face_s * 1e3:.1f} ms a face x "
               f"{faces:.1f} faces/s; camera decoding not counted")
     if cfg.schedule.flip_in_turn and cfg.schedule.flip_both_share < 1:

@@ -38,11 +38,13 @@ def check_model(ctx: _Context, cfg) -> None:
 
 
 def check_detector(ctx: _Context, cfg) -> None:
+    from edge.ops.doctor.budget import frames_timed
     from edge.pipeline.detectors.regions import configured_detector
 
     try:
         det = configured_detector(cfg)
-        status, line = det.doctor(cfg.source.width, cfg.source.height)  # the plugin's own check
+        w, h, _, _ = frames_timed(cfg.source)
+        status, line = det.doctor(w, h)  # the plugin's own check
     except UserError as exc:
         ctx.add("detector", FAIL, str(exc))
         return
