@@ -425,9 +425,15 @@ def _score_mode(score: str) -> Mode:
 # than the default in a config whose mode is another, the key does nothing, which no one setting
 # it would guess. Not refused (the store's file stays valid when its mode is switched): named in
 # one warning by `edge config`, `edge run`, `edge doctor`, `edge analyze` and `edge bundle` (unread_keys).
-# source.fps is not here: an image folder reads it and a video file does not, which a recording's
-# path tells only by the files it names (on this machine, or only on the Pi).
+def _fps_read(c: Config) -> bool:
+    # a video file keeps its own rate; an image folder, a camera and a stream read [source] fps.
+    # Only the file tells a recording's two kinds apart: a path not found here (only on the Pi) is not judged.
+    return source_kind(c.source) != "recording" or not visible(expand_path(c.source.path), Path.is_file)
+
+
 MODE_KEYS = {
+    "source.fps": Mode("for a camera, a stream or an image folder", _fps_read,
+                       lambda c: f"{c.source.path} is a video file, which keeps its own frame rate"),
     "source.width": _source_mode("for a camera or a stream", "camera", "stream"),
     "source.height": _source_mode("for a camera or a stream", "camera", "stream"),
     "source.realtime": _source_mode("for a recording (a video file or image folder as [source] path)", "recording"),

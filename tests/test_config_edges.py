@@ -432,8 +432,20 @@ def test_a_key_its_mode_reads_or_at_its_default_or_given_as_a_flag_is_not_named(
     assert unread("[source]\ncamera = 0\n", tmp_path, {"source.realtime": True}) == []  # a flag, not the file
     assert unread("[source]\ncamera = 0\nwidth = 1280\nheight = 960\n", tmp_path) == []  # a camera's size
     assert unread('[source]\npath = "rtsp://cam.local/live"\nwidth = 1280\n', tmp_path) == []  # a stream's, checked
-    # an image folder's media rate, which a video file ignores: only the files tell them apart, so not named
+    # an image folder's media rate, which a video file ignores: a path not found here is not judged
     assert unread('[source]\npath = "queue.mp4"\nfps = 30\n', tmp_path) == []
+
+
+def test_a_frame_rate_set_for_a_video_file_is_named_and_for_an_image_folder_is_not(tmp_path):
+    """A video file keeps its own rate: fps = 30 beside one did nothing, and nothing said so."""
+    (tmp_path / "queue.mp4").write_bytes(b"")
+    (tmp_path / "images").mkdir()
+    (said,) = unread('[source]\npath = "queue.mp4"\nfps = 30\n', tmp_path)
+    assert said.startswith("Config key 'source.fps' = 30.0 is read only for a camera, a stream or an image folder, "
+                           f"but {tmp_path / 'queue.mp4'} is a video file, which keeps its own frame rate"), said
+    assert unread('[source]\npath = "images"\nfps = 2\n', tmp_path) == []
+    assert unread('[source]\ncamera = 0\nfps = 30\n', tmp_path) == []
+    assert unread('[source]\npath = "rtsp://cam.local/live"\nfps = 10\n', tmp_path) == []
 
 
 @pytest.mark.parametrize("overrides", [{}, {"source.camera": 0}, {"source.path": "queue.mp4"},
