@@ -2395,3 +2395,111 @@ def test_a_retry_after_that_is_not_a_number_of_seconds_or_a_date_counts_as_none(
     from edge.sinks.webhook import retry_after_s
 
     assert retry_after_s(value) == seconds
+
+
+# ---------------------------------------------------------------- events stamped before NTP set the clock
+
+MADE_AT = "2023-11-02T08:00:00+00:00"  # the clock fake-hwclock left: days behind
+NOW = 1714565400.0  # time.time() once NTP has set the clock: 2024-05-01T12:10:00Z
+LATER_S = 600.0  # time.monotonic() since the event was made
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    """The kernel's word (NTP's clock_synced, the boot id) and the clocks restamp reads, set by the test:
+    clock.made(...) makes an event as edge run does, then clock.ntp_sets_it() sets the clock LATER_S later."""
+    from types import SimpleNamespace
+
+    from edge.service import app, health
+    from edge.sinks import restamp
+
+    state = SimpleNamespace(synced=False, boot="boot-1", mono=0.0)
+    monkeypatch.setattr(health, "clock_synced", lambda: state.synced)
+    monkeypatch.setattr(health, "boot_id", lambda: state.boot)
+    monkeypatch.setattr(restamp, "time", SimpleNamespace(time=lambda: NOW, monotonic=lambda: state.mono))
+
+    def made(kind: str, i: int) -> AlertEvent:
+        event = app._event(kind, float(i), "test-pi", 0.6, 5, {"sad": 3})
+        assert event.mono_s is not None  # edge run stamps each event by time.monotonic() too
+        event.event_id, event.mono_s = f"e{i}", 1000.0
+        if state.synced is False:
+            event.wall_time = MADE_AT
+        state.mono = 1000.0 + LATER_S  # restamp's clock, LATER_S after the event was made
+        return event
+
+    def ntp_sets_it() -> None:
+        state.synced = True
+
+    state.made, state.ntp_sets_it = made, ntp_sets_it
+    return state
+
+
+def corrected(payload: dict) -> dict:
+    """What a receiver gets for an event made before NTP set the clock and delivered after, LATER_S later."""
+    return {**payload, "wall_time": "2024-05-01T12:00:00+00:00", "clock_synced": True,
+            "wall_time_uncorrected": MADE_AT}
+
+
+def test_a_spooled_event_made_before_ntp_set_the_clock_is_delivered_at_its_true_time(tmp_path, receivers, clock):
+    port = free_port()  # the store's network is down
+    sink = WebhookSink(url=f"http://127.0.0.1:{port}/hook", spool=Spool(tmp_path / "sp"), retry_min_s=0, retry_max_s=0)
+    old_boot = clock.made("raised", 1)
+    sink.send(old_boot)
+    clock.boot = "boot-2"  # a reboot, the network still down: the stamp of the event before it means nothing now
+    stale = clock.made("cleared", 2)
+    sink.send(stale)
+    assert len(sink.spool) == 2 and "_restamp" in json.loads(next((tmp_path / "sp").glob("*.json")).read_text())
+    clock.ntp_sets_it()  # the network is back: NTP steps the clock
+    after = clock.made("raised", 3)
+    sink.send(after)
+    rx = receivers(port)
+    sink.flush()
+    assert rx.accepted == [old_boot.to_dict(), corrected(stale.to_dict()), after.to_dict()]
+    assert old_boot.to_dict()["clock_synced"] is False and after.to_dict()["clock_synced"] is True
+
+
+def test_an_event_sent_while_the_clock_is_not_set_goes_as_made_without_the_spools_stamp(tmp_path, receivers, clock):
+    rx = receivers()
+    sink = WebhookSink(url=rx.url, spool=Spool(tmp_path / "sp"))
+    event = clock.made("raised", 1)
+    sink.send(event)
+    assert rx.accepted == [event.to_dict()] and rx.accepted[0]["wall_time"] == MADE_AT
+
+
+def test_an_event_spooled_before_a_restart_is_still_stamped_again_in_the_same_boot(tmp_path, receivers, clock):
+    port = free_port()
+    event = clock.made("raised", 1)
+    WebhookSink(url=f"http://127.0.0.1:{port}/hook", spool=Spool(tmp_path / "sp")).send(event)
+    clock.ntp_sets_it()
+    rx = receivers(port)
+    WebhookSink(url=rx.url, spool=Spool(tmp_path / "sp")).flush()  # a new process, same spool, same boot
+    assert rx.accepted == [corrected(event.to_dict())]
+
+
+@pytest.mark.parametrize("stamp", [None, "x", {}, {"mono_s": "1", "boot_id": "boot-1"}, {"mono_s": 1.0},
+                                   {"mono_s": True, "boot_id": "boot-1"}, {"mono_s": 1e300, "boot_id": "boot-1"}])
+def test_a_hand_edited_stamp_is_removed_and_the_event_sent_as_it_was(tmp_path, clock, stamp):
+    sp = Spool(tmp_path / "sp")
+    payload = clock.made("raised", 1).to_dict()
+    clock.ntp_sets_it()
+    sp.put({**payload, "_restamp": stamp})
+    assert [item for _, item in sp.pending()] == [payload]
+
+
+@needs_mosquitto
+def test_mqtt_delivers_an_event_made_before_ntp_and_its_state_at_their_true_time(broker, subscribers, mqtt_sinks,
+                                                                                   tmp_path, clock):
+    sub = subscribers(broker.port, ["qm/alerts", "qm/state"], client_id="sub-c", persistent=True)
+    broker.stop()
+    sink = mqtt_sinks(broker.port, tmp_path / "spool")
+    event = clock.made("raised", 1)
+    sink.send(event)
+    clock.ntp_sets_it()
+    broker.start()
+    assert wait_for(lambda: sub.ids("qm/alerts") == ["e1"] and len(sink.spool) == 0), sub.messages
+    want = corrected(event.to_dict())
+    assert [p for t, p, _, _ in sub.messages if t == "qm/alerts"] == [want]
+    # the spooled state message, then the reconnect's (from memory: a broker may have forgotten it)
+    states = lambda: [p["event"] for t, p, _, _ in sub.messages if t == "qm/state" and p["event"]]  # noqa: E731
+    assert wait_for(lambda: len(states()) == 2), sub.messages
+    assert states() == [want, want]

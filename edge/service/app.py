@@ -22,7 +22,6 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
 from edge.card import sha256_file
@@ -36,7 +35,7 @@ from edge.pipeline.core import load_parts
 from edge.pipeline.tracking import PeopleCount
 from edge.release import current as current_release, summary as release_summary
 from edge.signals import StopFlag
-from edge.sinks.base import AlertEvent
+from edge.sinks.base import AlertEvent, wall_iso
 from edge.service import health
 
 log = logging.getLogger("edge")
@@ -75,9 +74,10 @@ def make_event(kind: str, result, device: str) -> AlertEvent:
 
 def _event(kind: str, t_s: float, device: str, negative_share: float = 0.0, faces: int = 0,
            counts: dict | None = None) -> AlertEvent:
-    return AlertEvent(kind=kind, t_s=round(t_s, 3), wall_time=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                      negative_share=negative_share, faces=faces, counts=counts or {}, device=device,
-                      event_id=uuid.uuid4().hex, clock_synced=health.clock_synced())
+    mono, wall = time.monotonic(), time.time()
+    return AlertEvent(kind=kind, t_s=round(t_s, 3), wall_time=wall_iso(wall), negative_share=negative_share,
+                      faces=faces, counts=counts or {}, device=device, event_id=uuid.uuid4().hex,
+                      clock_synced=health.clock_synced(), mono_s=mono)
 
 
 TICK_S = 0.25  # longest wait for a frame before the loop checks its stop conditions again

@@ -89,6 +89,20 @@ def clock_synced() -> bool | None:
     return ctypes.c_long.from_buffer(timex, _MAXERROR_OFFSET).value < MAX_ERROR_SYNCED_US
 
 
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+@functools.lru_cache(maxsize=1)
+def boot_id() -> str | None:
+    """The kernel's id of this boot, new at each: a time.monotonic() stamp means something only
+    within the boot that made it (CLOCK_MONOTONIC outlives a restart of the monitor, not a reboot).
+    None off Linux or where it cannot be read."""
+    try:
+        return BOOT_ID.read_text().strip() or None
+    except OSError:
+        return None
+
+
 class DiskSpace:
     """Free and total bytes of the file systems holding the monitor's state, by the short name of
     the folder on each ({"spool": Path(...), "jsonl": ...}, in that order of precedence). Folders

@@ -5,6 +5,7 @@ check() is its line in `edge doctor`."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 
 from edge.errors import UserError
@@ -34,9 +35,20 @@ class AlertEvent:
     # False: no NTP client had set the clock when the event was made, so wall_time may be far off
     # (a Pi has no real-time clock); None: not known on this system
     clock_synced: bool | None = None
+    # time.monotonic() when wall_time was read: not sent, but kept in a spooled copy of an event
+    # made before NTP set the clock, to stamp it again once it has (edge.sinks.restamp)
+    mono_s: float | None = field(default=None, compare=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The payload: every field but mono_s."""
+        payload = asdict(self)
+        del payload["mono_s"]
+        return payload
+
+
+def wall_iso(t: float) -> str:
+    """An event's wall_time for the time.time() t: ISO 8601 UTC, to the second."""
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
 
 
 class Sink:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from edge.errors import check, check_host, check_range, missing_dependency
 from edge.outages import OutageLog
 from edge.sinks.base import AlertEvent, Sink, SinkUnavailable, register
+from edge.sinks.restamp import restamped, spooled
 from edge.sinks.spool import DEFAULT_SPOOL_DIR, Spool
 from edge.sinks.webhook import tcp_reachable
 
@@ -320,7 +321,7 @@ class MqttSink(BrokerOutages, Sink):
                                                        "payload": self._start_state})
             elif self._restate:  # after the spool, whose state messages are older
                 self._restate = not self._publish(None, {"topic": self.state_topic, "retain": True,
-                                                         "payload": self._retained})
+                                                         "payload": restamped(self._retained)})
 
     def _publish(self, event_id: str | None, msg: dict) -> bool:
         """Publish one message (QoS 1), acked in the spool (event_id) on its PUBACK. False:
@@ -356,7 +357,7 @@ class MqttSink(BrokerOutages, Sink):
         return True
 
     def keep(self, event: AlertEvent) -> bool:
-        payload = event.to_dict()
+        payload = spooled(event)  # the state messages hold it too: each is stamped again as it is sent
         self.spool.put({"topic": self.topic, "retain": False, "payload": payload})
         state = self._state_after(event.kind, payload)
         if state is not None:

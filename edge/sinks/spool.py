@@ -36,6 +36,7 @@ from typing import Iterator
 
 from edge.files import sync_folder, write_atomic
 from edge.paths import expand_path
+from edge.sinks.restamp import restamped
 
 log = logging.getLogger(__name__)
 
@@ -298,14 +299,16 @@ class Spool:
         return event_id
 
     def pending(self) -> Iterator[tuple[str, dict]]:
-        """(id, item) oldest first; read lazily, so a large spool is not loaded at once."""
+        """(id, item) oldest first; read lazily, so a large spool is not loaded at once. Each item
+        as it is sent: every spooled sink delivers from here, so here an event stamped before NTP
+        set the clock is stamped again (edge.sinks.restamp)."""
         with self._lock:
             ids = list(self._ids)
         for event_id in ids:
             with self._lock:
                 held = self._mem.get(event_id)
             if held is not None:
-                yield event_id, held
+                yield event_id, restamped(held)
                 continue
             try:
                 data = self._path(event_id).read_bytes()
@@ -327,7 +330,7 @@ class Spool:
                 # kept in dead/ (and counted), not deleted: it may be an alert a person can still read
                 self.dead_letter(event_id, f"its file is not JSON: {exc}")
                 continue
-            yield event_id, item
+            yield event_id, restamped(item)
 
     def _unreadable(self, event_id: str, exc: OSError) -> bool:
         """Log why event_id cannot be read (one line per cause); True while it still holds up

@@ -35,6 +35,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 from edge.errors import check, check_range, check_url
 from edge.redact import redact_url
 from edge.sinks.base import MAX_TIMEOUT_S, AlertEvent, Sink, register
+from edge.sinks.restamp import spooled
 from edge.sinks.spool import DEFAULT_SPOOL_DIR, Spool
 
 log = logging.getLogger(__name__)
@@ -369,11 +370,11 @@ class WebhookSink(Sink):
     def send(self, event: AlertEvent) -> None:
         # On disk before the first try (alerts are rare, the write is small): a stop or a crash
         # during a request that hangs loses nothing, and order is kept behind older events.
-        self.spool.put(event.to_dict())
+        self.spool.put(spooled(event))
         self.flush()
 
     def keep(self, event: AlertEvent) -> bool:
-        self.spool.put(event.to_dict())
+        self.spool.put(spooled(event))
         return True
 
     def flush(self) -> None:
