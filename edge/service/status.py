@@ -8,9 +8,10 @@ requests addressed to this machine by a name no other site can take are answered
 DNS rebinding); URLs with
 credentials are redacted; idle connections time out; the number of handler threads is
 capped (extra clients get 503 at once), one host on the network may hold at most half of
-them, and a connection that has not sent its request is cut to make room; a host asking faster
-than any page or scrape does is answered 429, a second late, before anything else is done (Rates); a host guessing
-credentials is refused for a while (Guesses); clients that hang up are logged at debug level."""
+them, and a connection that has not sent its request is cut to make room; a host (an IPv6 one:
+its /64, host_key) asking faster than any page or scrape does is answered 429, a second late,
+before anything else is done (Rates); a host guessing credentials is refused for a while
+(Guesses); clients that hang up are logged at debug level."""
 
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ COOKIE_MAX_AGE_S = 30 * 24 * 3600  # renewed by every answer to it: the idle tim
 _QUERY = re.compile(r"\?[^\s\"]*")  # a link's ?token= never reaches the log
 REFUSAL_LOG_EVERY_S = 60.0
 GUESSES_MAX, GUESS_WINDOW_S = 20, 60.0  # different wrong credentials a host may offer in a window (Guesses)
-HOSTS_MAX = 1024  # hosts a per-host table (Guesses, Rates) remembers
+HOSTS_MAX = 1024  # hosts (host_key: an IPv6 one is its /64) a per-host table (Guesses, Rates) remembers
 # Requests a host may make: RATE_BURST at once, then RATE_PER_S a second (Rates). The page asks
 # for /status every 2 s and /history every 10 s; a load is at most 7 (the link's redirect, the
 # page, its script and style, a favicon, the first two polls); Prometheus scrapes every 15 s or so.
@@ -85,6 +86,30 @@ def _loopback(host: str) -> bool:
     except ValueError:
         return False
     return (getattr(ip, "ipv4_mapped", None) or ip).is_loopback  # ::ffff:127.0.0.2 on a dual-stack bind too
+
+
+def host_key(address: str) -> str:
+    """What every per-host limit (Rates, Guesses, connections held) counts a client address as:
+    an IPv4 address (::ffff:10.0.0.5 on a dual-stack bind too) or loopback as itself, any other
+    IPv6 address as its /64. An IPv6 host is given a whole /64 (SLAAC, privacy addresses) and
+    may take any address in it at will, so counted per address it would pass every limit by
+    changing address (unlimited guesses from one laptop). Hosts sharing a /64 share its limits."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    ip = getattr(ip, "ipv4_mapped", None) or ip
+    if ip.version == 4 or ip.is_loopback:
+        return str(ip)
+    return str(ipaddress.IPv6Network((ip, 64), strict=False))  # a link-local one's zone (%eth0) dropped
+
+
+def _named(address: str) -> str:
+    """A client for a log line: its own address, and the /64 its limits count it by (host_key)."""
+    key = host_key(address)
+    return f"{address} (counted as {key})" if "/" in key else address
+
+
 ASSETS = {"/": ("index.html", "text/html; charset=utf-8"),
           "/static/app.js": ("app.js", "text/javascript; charset=utf-8"),
           "/static/style.css": ("style.css", "text/css; charset=utf-8")}
@@ -382,10 +407,11 @@ class Auth:
 
 
 class Guesses:
-    """Wrong credentials per client host. A host that offered GUESSES_MAX different wrong ones
-    within GUESS_WINDOW_S is refused (429) until the oldest of them is that old: a person who
-    mistypes, or a page polling with an old cookie (the same value each time), never gets there;
-    a script guessing a password at hundreds a second does at once. This Pi itself is not counted."""
+    """Wrong credentials per client host (host_key). A host that offered GUESSES_MAX different
+    wrong ones within GUESS_WINDOW_S is refused (429) until the oldest of them is that old: a
+    person who mistypes, or a page polling with an old cookie (the same value each time), never
+    gets there; a script guessing a password at hundreds a second does at once. This Pi itself
+    is not counted."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -402,25 +428,26 @@ class Guesses:
     def wait_s(self, host: str, now: float) -> float:
         """How long this host is still refused (0: not refused)."""
         with self._lock:
-            seen = self._recent(host, now)
+            seen = self._recent(host_key(host), now)
             return GUESS_WINDOW_S - (now - min(seen.values())) if len(seen) >= GUESSES_MAX else 0.0
 
     def wrong(self, host: str, offered: bytes, now: float) -> bool:
         """Count a refused request's credentials; True when this one used up the host's guesses."""
         if _loopback(host) or not offered:
             return False
+        host = host_key(host)
         with self._lock:
             seen = self._recent(host, now)
             seen[hashlib.sha256(offered).digest()[:8]] = now
             self._wrong[host] = seen
-            if len(self._wrong) > HOSTS_MAX:  # many addresses (an IPv6 /64): the oldest host forgotten
+            if len(self._wrong) > HOSTS_MAX:  # many hosts (the /64s of an IPv6 /48): the oldest forgotten
                 self._wrong.pop(next(h for h in self._wrong if h != host))
             return len(seen) == GUESSES_MAX
 
 
 class Rates:
-    """Requests per client host, counted as a token bucket: RATE_BURST at once, refilled at
-    RATE_PER_S. Found in a review: one host asking 1,100 times a second (401s, no token) cost the
+    """Requests per client host (host_key), counted as a token bucket: RATE_BURST at once,
+    refilled at RATE_PER_S. Found in a review: one host asking 1,100 times a second (401s, no token) cost the
     monitor half a core, and a Pi's cores are several times slower; a kiosk reloading in a loop
     or a scraper set too fast does the same. Loopback is counted too: it is the same CPU, and
     nothing on the Pi asks that fast. Used by the accepting thread alone."""
@@ -430,11 +457,12 @@ class Rates:
 
     def wait_s(self, host: str, now: float) -> float:
         """Count a request from `host`: 0 when it may be served, else how long until one may be."""
+        host = host_key(host)
         left, then = self._hosts.pop(host, (RATE_BURST, now))
         left = min(RATE_BURST, left + max(0.0, now - then) * RATE_PER_S)
         wait = 0.0 if left >= 1 else (1 - left) / RATE_PER_S
         self._hosts[host] = (left - 1 if not wait else left, now)  # put last: the first is the longest unheard
-        if len(self._hosts) > HOSTS_MAX:  # many addresses (an IPv6 /64): the longest unheard forgotten
+        if len(self._hosts) > HOSTS_MAX:  # many hosts (the /64s of an IPv6 /48): the longest unheard forgotten
             del self._hosts[next(iter(self._hosts))]
         return wait
 
@@ -510,7 +538,7 @@ class _Server(ThreadingHTTPServer):
         # At least 4 (or the whole pool when smaller): a browser loads the page, its script and
         # the polls over parallel connections.
         self._per_host = max(min(4, max_clients), max_clients // 2)
-        self._held: dict[str, int] = {}
+        self._held: dict[str, int] = {}  # host_key -> connections it holds
         # Connections that have not sent a whole request head (new, or kept alive between
         # requests), with since when: the first to be cut when room is needed. Without that, two
         # hosts holding idle connections (and reconnecting when the idle cut drops them) would keep
@@ -574,7 +602,7 @@ class _Server(ThreadingHTTPServer):
         accepting thread for everyone). When every handler is taken, the connection that has waited
         longest for a request head is cut and its place given at once: its thread, its socket shut,
         ends within moments, and this thread goes on accepting meanwhile."""
-        if not _loopback(host) and self._held.get(host, 0) >= self._per_host:
+        if not _loopback(host) and self._held.get(host_key(host), 0) >= self._per_host:
             return f"it already holds its share of connections, {self._per_host}"
         if self.busy < self.max_clients:
             return ""
@@ -599,16 +627,17 @@ class _Server(ThreadingHTTPServer):
             self._refuse(request, b"HTTP/1.0 429 Too Many Requests\r\nRetry-After: %d\r\nContent-Length: 0\r\n\r\n"
                          % math.ceil(wait), "status page: %s asked more than %d times a second (%d at once) and is "
                          "answered 429, a second late, meanwhile: a page reloading in a loop, or a scrape set too "
-                         "fast?", host, RATE_PER_S, RATE_BURST, hold_s=HOLD_S)
+                         "fast?", _named(host), RATE_PER_S, RATE_BURST, hold_s=HOLD_S)
             return
         with self._lock:
             why = self._make_room(host)
             if not why:
-                self._held[host] = self._held.get(host, 0) + 1
+                self._held[host_key(host)] = self._held.get(host_key(host), 0) + 1
                 self.busy += 1
         if why:
             self._refuse(request, b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 2\r\nContent-Length: 0\r\n\r\n",
-                         "status page: turned away %s (%s); the page may not load for others meanwhile.", host, why)
+                         "status page: turned away %s (%s); the page may not load for others meanwhile.", _named(host),
+                         why)
             return
         try:
             super().process_request(request, client_address)
@@ -626,6 +655,7 @@ class _Server(ThreadingHTTPServer):
             if early:
                 self._released.add(request)
             self.busy -= 1
+            host = host_key(host)
             left = self._held.get(host, 0) - 1
             if left > 0:
                 self._held[host] = left
@@ -765,14 +795,16 @@ class StatusServer:
                     return
                 client, query = self.client_address[0], parse_qs(url.query)
                 if wait := guesses.wait_s(client, time.monotonic()):
-                    self._send(429, b"Too many wrong tokens or passwords from this address; try again in a minute.\n",
+                    who = b"this network (an IPv6 /64 counts as one host)" if "/" in host_key(client) else \
+                        b"this address"
+                    self._send(429, b"Too many wrong tokens or passwords from %s; try again in a minute.\n" % who,
                                "text/plain; charset=utf-8", send_body, {"Retry-After": str(math.ceil(wait))})
                     return
                 via = auth.check(self.headers, query, path)
                 if not via and guesses.wrong(client, auth.presented(self.headers, query), time.monotonic()):
                     log.warning("status page: %s offered %d different wrong tokens or passwords within %d s and is "
                                 "refused for a while (someone guessing, or a script with an old token)",
-                                escape_controls(client), GUESSES_MAX, GUESS_WINDOW_S)
+                                escape_controls(_named(client)), GUESSES_MAX, GUESS_WINDOW_S)
                 if not via:
                     self._send(401, b"This page needs its link with the token (ask whoever installed the monitor "
                                     b"for it), or the password; the token is [status] token in the monitor's "
