@@ -24,7 +24,7 @@ from edge.labels import LABELS
 from edge.paths import FILE_KEY, check_readable, expand_path, from_folder, items, not_a_file, unset_vars, visible
 from edge.redact import CONTROL, redact_text, redact_url
 from edge.pipeline.detectors import DetectorConfig
-from edge.pipeline.sources import ROTATIONS, video_device_index
+from edge.pipeline.sources import IMAGE_SUFFIXES, ROTATIONS, video_device_index
 from edge.sinks import SINKS
 
 log = logging.getLogger(__name__)
@@ -426,14 +426,16 @@ def _score_mode(score: str) -> Mode:
 # it would guess. Not refused (the store's file stays valid when its mode is switched): named in
 # one warning by `edge config`, `edge run`, `edge doctor`, `edge analyze` and `edge bundle` (unread_keys).
 def _fps_read(c: Config) -> bool:
-    # a video file keeps its own rate; an image folder, a camera and a stream read [source] fps.
+    # a video file keeps its own rate, and one image is one frame; an image folder, a camera and a
+    # stream read [source] fps.
     # Only the file tells a recording's two kinds apart: a path not found here (only on the Pi) is not judged.
     return source_kind(c.source) != "recording" or not visible(expand_path(c.source.path), Path.is_file)
 
 
 MODE_KEYS = {
     "source.fps": Mode("for a camera, a stream or an image folder", _fps_read,
-                       lambda c: f"{c.source.path} is a video file, which keeps its own frame rate"),
+                       lambda c: f"{c.source.path} is " + ("one image, a single frame" if Path(c.source.path).suffix.lower()
+                                                           in IMAGE_SUFFIXES else "a video file, which keeps its own frame rate")),
     "source.width": _source_mode("for a camera or a stream", "camera", "stream"),
     "source.height": _source_mode("for a camera or a stream", "camera", "stream"),
     "source.realtime": _source_mode("for a recording (a video file or image folder as [source] path)", "recording"),

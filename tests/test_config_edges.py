@@ -444,6 +444,9 @@ def test_a_frame_rate_set_for_a_video_file_is_named_and_for_an_image_folder_is_n
     assert said.startswith("Config key 'source.fps' = 30.0 is read only for a camera, a stream or an image folder, "
                            f"but {tmp_path / 'queue.mp4'} is a video file, which keeps its own frame rate"), said
     assert unread('[source]\npath = "images"\nfps = 2\n', tmp_path) == []
+    (tmp_path / "queue.jpg").write_bytes(b"")  # one image: not a video, though fps is not read either
+    (said,) = unread('[source]\npath = "queue.jpg"\nfps = 30\n', tmp_path)
+    assert f"but {tmp_path / 'queue.jpg'} is one image, a single frame: it has no effect" in said, said
     assert unread('[source]\ncamera = 0\nfps = 30\n', tmp_path) == []
     assert unread('[source]\npath = "rtsp://cam.local/live"\nfps = 10\n', tmp_path) == []
 

@@ -670,6 +670,26 @@ def test_doctor_states_the_budget_of_a_recording_at_its_own_size_and_rate(tmp_pa
     assert "at 15 fps with 4 faces" in _doctor_budget(tmp_path).detail  # an image folder: [source] fps
 
 
+def test_doctor_states_the_budget_of_an_image_folder_at_its_images_size_and_the_source_rate(tmp_path,
+                                                                                             shipped_classifier):
+    """An image folder keeps its images' size too (its rate is [source] fps): a folder of 1280x720
+    stills was costed, and the detector checked, as a 640x480 camera's frames."""
+    import cv2
+
+    from edge.ops.doctor import DoctorSettings, diagnose
+
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    (frames / "0000.jpg").write_bytes(b"not an image")  # skipped, as edge run does
+    cv2.imwrite(str(frames / "0001.jpg"), np.full((720, 1280, 3), 90, np.uint8))
+    path = tmp_path / "config.toml"
+    path.write_text(f"[source]\npath = '{frames}'\nfps = 2\n")
+    checks = {c.name: c for c in diagnose(DoctorSettings(config=str(path), camera_timeout_s=5))}
+    assert f"at 2 fps ({frames}'s 1280x720 images) with 4 faces" in checks["compute budget"].detail, \
+        checks["compute budget"].detail
+    assert "blank 1280x720 frame" in checks["detector"].detail, checks["detector"].detail
+
+
 def test_the_schedule_forgets_people_long_gone_so_its_memory_stays_flat():
     """Each remembered look holds its frame's motion blocks (19 KB at 640x480): a queue where a
     new person is found every 50 s for hours keeps only the recent ones."""

@@ -2503,3 +2503,24 @@ def test_mqtt_delivers_an_event_made_before_ntp_and_its_state_at_their_true_time
     states = lambda: [p["event"] for t, p, _, _ in sub.messages if t == "qm/state" and p["event"]]  # noqa: E731
     assert wait_for(lambda: len(states()) == 2), sub.messages
     assert states() == [want, want]
+
+
+@needs_mosquitto
+def test_mqtt_a_camera_up_after_ntp_republishes_an_alert_made_before_it_at_its_true_time(broker, subscribers,
+                                                                                          mqtt_sinks, tmp_path, clock):
+    """The alert was delivered before NTP set the clock (as made); the state a later camera_up
+    republishes holds it again, and then at its true time, without the spool's stamp."""
+    sub = subscribers(broker.port, ["qm/alerts", "qm/state"], client_id="sub-up", persistent=True)
+    sink = mqtt_sinks(broker.port, tmp_path / "spool")
+    event = clock.made("raised", 1)
+    sink.send(event)
+    assert wait_for(lambda: sub.ids("qm/alerts") == ["e1"] and len(sink.spool) == 0), sub.messages
+    clock.ntp_sets_it()
+    for kind, i in (("camera_down", 2), ("camera_up", 3)):
+        sink.send(clock.made(kind, i))
+    states = lambda: [p for t, p, _, _ in sub.messages if t == "qm/state" and p["event"]]  # noqa: E731
+    assert wait_for(lambda: len(states()) == 3), sub.messages
+    assert [p for t, p, _, _ in sub.messages if t == "qm/alerts"][0] == event.to_dict()  # sent as made
+    assert [s["state"] for s in states()] == ["raised", "unknown", "raised"]
+    assert states()[0]["event"] == event.to_dict() and states()[2]["event"] == corrected(event.to_dict())
+    assert "_restamp" not in json.dumps(sub.messages)

@@ -22,23 +22,47 @@ def _median_s(fn, n: int = 7) -> float:
 
 def frames_timed(source) -> tuple[int, int, float, str]:
     """The frames the budget is stated for: (width, height, fps, whose). A recording keeps its own
-    size and rate ([source] width, height and fps are a camera's), so they are read from the file;
-    whose then names it (" (queue.mp4's 1280x720)")."""
+    size ([source] width and height are a camera's), and a video file its own rate too ([source]
+    fps paces an image folder), so they are read from it; whose then names it
+    (" (queue.mp4's 1280x720)")."""
     from edge.errors import UserError
-    from edge.pipeline.sources import VideoFileSource, video_device_index
+    from edge.pipeline.sources import IMAGE_SUFFIXES, ImageFolderSource, VideoFileSource, video_device_index
     from edge.paths import expand_path
 
     path = source.path
     if source.camera is None and path and "://" not in path and video_device_index(path) is None:
         try:
-            if expand_path(path).is_file():
-                video = VideoFileSource(expand_path(path))
+            p = expand_path(path)
+            if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES:
+                video = VideoFileSource(p)
                 video.close()
                 (w, h), fps = video.size, video.fps
                 return w, h, fps, f" ({path}'s {w}x{h})"
+            # an image folder (or one image): the size of its first readable image
+            if size := _first_image_size([p] if p.is_file() else ImageFolderSource(str(p)).files):
+                w, h = size
+                return w, h, source.fps, f" ({path}'s {w}x{h} images)"
         except (UserError, OSError):
             pass  # the camera check says what is wrong with the file
     return source.width, source.height, source.fps, ""
+
+
+def _first_image_size(files) -> tuple[int, int] | None:
+    """(width, height) of the first of `files` that decodes; None if none does."""
+    import numpy as np
+
+    from edge.errors import import_cv2
+
+    cv2 = import_cv2()
+    for f in files:
+        try:
+            data = np.fromfile(f, np.uint8)
+        except OSError:
+            continue
+        img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        if img is not None:
+            return img.shape[1], img.shape[0]
+    return None
 
 
 def check_budget(ctx: _Context, cfg) -> None:
