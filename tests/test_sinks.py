@@ -2524,3 +2524,18 @@ def test_mqtt_a_camera_up_after_ntp_republishes_an_alert_made_before_it_at_its_t
     assert [s["state"] for s in states()] == ["raised", "unknown", "raised"]
     assert states()[0]["event"] == event.to_dict() and states()[2]["event"] == corrected(event.to_dict())
     assert "_restamp" not in json.dumps(sub.messages)
+
+
+def test_an_event_never_carries_a_time_read_before_ntp_set_the_clock_marked_synced(monkeypatch):
+    """The clock's state is read before the time: NTP setting the clock between the two reads
+    then leaves a true time marked unsynced, never a stale one marked synced, which no one corrects."""
+    import time as time_module
+
+    from edge.service import app, health
+
+    reads = []
+    monkeypatch.setattr(health, "clock_synced", lambda: reads.append("synced") or True)
+    real_time = time_module.time
+    monkeypatch.setattr(time_module, "time", lambda: reads.append("time") or real_time())
+    event = app._event("raised", 12.0, "till-1")
+    assert reads[:2] == ["synced", "time"] and event.clock_synced is True

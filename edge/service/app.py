@@ -74,10 +74,13 @@ def make_event(kind: str, result, device: str) -> AlertEvent:
 
 def _event(kind: str, t_s: float, device: str, negative_share: float = 0.0, faces: int = 0,
            counts: dict | None = None) -> AlertEvent:
+    # synced read first: NTP setting the clock between the two reads then leaves a true time marked
+    # unsynced (restamped to itself), never a stale one marked synced (which no one would correct)
+    synced = health.clock_synced()
     mono, wall = time.monotonic(), time.time()
     return AlertEvent(kind=kind, t_s=round(t_s, 3), wall_time=wall_iso(wall), negative_share=negative_share,
                       faces=faces, counts=counts or {}, device=device, event_id=uuid.uuid4().hex,
-                      clock_synced=health.clock_synced(), mono_s=mono)
+                      clock_synced=synced, mono_s=mono)
 
 
 TICK_S = 0.25  # longest wait for a frame before the loop checks its stop conditions again

@@ -8,9 +8,9 @@ requests addressed to this machine by a name no other site can take are answered
 DNS rebinding); URLs with
 credentials are redacted; idle connections time out; the number of handler threads is
 capped (extra clients get 503 at once), one host on the network may hold at most half of
-them, and a connection that has not sent its request is cut to make room; a host (an IPv6 one:
-its /64, host_key) asking faster than any page or scrape does is answered 429, a second late,
-before anything else is done (Rates); a host guessing credentials is refused for a while
+them, and a connection that has not sent its request is cut to make room; a host asking faster
+than any page or scrape does is answered 429, a second late, before anything else is done
+(Rates); a host guessing credentials (an IPv6 one: its /64, host_key) is refused for a while
 (Guesses); clients that hang up are logged at debug level."""
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ COOKIE_MAX_AGE_S = 30 * 24 * 3600  # renewed by every answer to it: the idle tim
 _QUERY = re.compile(r"\?[^\s\"]*")  # a link's ?token= never reaches the log
 REFUSAL_LOG_EVERY_S = 60.0
 GUESSES_MAX, GUESS_WINDOW_S = 20, 60.0  # different wrong credentials a host may offer in a window (Guesses)
-HOSTS_MAX = 1024  # hosts (host_key: an IPv6 one is its /64) a per-host table (Guesses, Rates) remembers
+HOSTS_MAX = 1024  # hosts a per-host table (Guesses: host_key, an IPv6 one by its /64; Rates) remembers
 # Requests a host may make: RATE_BURST at once, then RATE_PER_S a second (Rates). The page asks
 # for /status every 2 s and /history every 10 s; a load is at most 7 (the link's redirect, the
 # page, its script and style, a favicon, the first two polls); Prometheus scrapes every 15 s or so.
@@ -89,11 +89,13 @@ def _loopback(host: str) -> bool:
 
 
 def host_key(address: str) -> str:
-    """What every per-host limit (Rates, Guesses, connections held) counts a client address as:
-    an IPv4 address (::ffff:10.0.0.5 on a dual-stack bind too) or loopback as itself, any other
-    IPv6 address as its /64. An IPv6 host is given a whole /64 (SLAAC, privacy addresses) and
-    may take any address in it at will, so counted per address it would pass every limit by
-    changing address (unlimited guesses from one laptop). Hosts sharing a /64 share its limits."""
+    """What the guess limit (Guesses) counts a client address as: an IPv4 address (::ffff:10.0.0.5
+    on a dual-stack bind too) or loopback as itself, any other IPv6 address as its /64. An IPv6
+    host is given a whole /64 (SLAAC, privacy addresses) and may take any address in it at will:
+    counted per address, one laptop could guess without limit. Hosts sharing a /64 (a store's LAN)
+    share the limit, which only guessing reaches. The request rate and the share of connections
+    stay per address: they are there for a page reloading in a loop or a scrape set too fast, which
+    keep their address, and per /64 every browser on such a LAN would share one page's allowance."""
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -105,7 +107,7 @@ def host_key(address: str) -> str:
 
 
 def _named(address: str) -> str:
-    """A client for a log line: its own address, and the /64 its limits count it by (host_key)."""
+    """A client for a log line: its own address, and the /64 its guesses count as (host_key)."""
     key = host_key(address)
     return f"{address} (counted as {key})" if "/" in key else address
 
@@ -446,7 +448,7 @@ class Guesses:
 
 
 class Rates:
-    """Requests per client host (host_key), counted as a token bucket: RATE_BURST at once,
+    """Requests per client address, counted as a token bucket: RATE_BURST at once,
     refilled at RATE_PER_S. Found in a review: one host asking 1,100 times a second (401s, no token) cost the
     monitor half a core, and a Pi's cores are several times slower; a kiosk reloading in a loop
     or a scraper set too fast does the same. Loopback is counted too: it is the same CPU, and
@@ -457,12 +459,11 @@ class Rates:
 
     def wait_s(self, host: str, now: float) -> float:
         """Count a request from `host`: 0 when it may be served, else how long until one may be."""
-        host = host_key(host)
         left, then = self._hosts.pop(host, (RATE_BURST, now))
         left = min(RATE_BURST, left + max(0.0, now - then) * RATE_PER_S)
         wait = 0.0 if left >= 1 else (1 - left) / RATE_PER_S
         self._hosts[host] = (left - 1 if not wait else left, now)  # put last: the first is the longest unheard
-        if len(self._hosts) > HOSTS_MAX:  # many hosts (the /64s of an IPv6 /48): the longest unheard forgotten
+        if len(self._hosts) > HOSTS_MAX:  # many addresses (an IPv6 /64): the longest unheard forgotten
             del self._hosts[next(iter(self._hosts))]
         return wait
 
@@ -538,7 +539,7 @@ class _Server(ThreadingHTTPServer):
         # At least 4 (or the whole pool when smaller): a browser loads the page, its script and
         # the polls over parallel connections.
         self._per_host = max(min(4, max_clients), max_clients // 2)
-        self._held: dict[str, int] = {}  # host_key -> connections it holds
+        self._held: dict[str, int] = {}  # address -> connections it holds
         # Connections that have not sent a whole request head (new, or kept alive between
         # requests), with since when: the first to be cut when room is needed. Without that, two
         # hosts holding idle connections (and reconnecting when the idle cut drops them) would keep
@@ -602,7 +603,7 @@ class _Server(ThreadingHTTPServer):
         accepting thread for everyone). When every handler is taken, the connection that has waited
         longest for a request head is cut and its place given at once: its thread, its socket shut,
         ends within moments, and this thread goes on accepting meanwhile."""
-        if not _loopback(host) and self._held.get(host_key(host), 0) >= self._per_host:
+        if not _loopback(host) and self._held.get(host, 0) >= self._per_host:
             return f"it already holds its share of connections, {self._per_host}"
         if self.busy < self.max_clients:
             return ""
@@ -627,17 +628,16 @@ class _Server(ThreadingHTTPServer):
             self._refuse(request, b"HTTP/1.0 429 Too Many Requests\r\nRetry-After: %d\r\nContent-Length: 0\r\n\r\n"
                          % math.ceil(wait), "status page: %s asked more than %d times a second (%d at once) and is "
                          "answered 429, a second late, meanwhile: a page reloading in a loop, or a scrape set too "
-                         "fast?", _named(host), RATE_PER_S, RATE_BURST, hold_s=HOLD_S)
+                         "fast?", host, RATE_PER_S, RATE_BURST, hold_s=HOLD_S)
             return
         with self._lock:
             why = self._make_room(host)
             if not why:
-                self._held[host_key(host)] = self._held.get(host_key(host), 0) + 1
+                self._held[host] = self._held.get(host, 0) + 1
                 self.busy += 1
         if why:
             self._refuse(request, b"HTTP/1.0 503 Service Unavailable\r\nRetry-After: 2\r\nContent-Length: 0\r\n\r\n",
-                         "status page: turned away %s (%s); the page may not load for others meanwhile.", _named(host),
-                         why)
+                         "status page: turned away %s (%s); the page may not load for others meanwhile.", host, why)
             return
         try:
             super().process_request(request, client_address)
@@ -655,7 +655,6 @@ class _Server(ThreadingHTTPServer):
             if early:
                 self._released.add(request)
             self.busy -= 1
-            host = host_key(host)
             left = self._held.get(host, 0) - 1
             if left > 0:
                 self._held[host] = left
