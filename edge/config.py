@@ -427,15 +427,19 @@ def _score_mode(score: str) -> Mode:
 # one warning by `edge config`, `edge run`, `edge doctor`, `edge analyze` and `edge bundle` (unread_keys).
 def _fps_read(c: Config) -> bool:
     # a video file keeps its own rate, and one image is one frame; an image folder, a camera and a
-    # stream read [source] fps.
-    # Only the file tells a recording's two kinds apart: a path not found here (only on the Pi) is not judged.
+    # stream read [source] fps. Only the file tells a recording's kinds apart: a path not found
+    # here (only on the Pi) is not judged.
     return source_kind(c.source) != "recording" or not visible(expand_path(c.source.path), Path.is_file)
 
 
+def _fps_file(c: Config) -> str:
+    one_image = Path(c.source.path).suffix.lower() in IMAGE_SUFFIXES
+    return f"{c.source.path} is " + ("one image, a single frame" if one_image else
+                                     "a video file, which keeps its own frame rate")
+
+
 MODE_KEYS = {
-    "source.fps": Mode("for a camera, a stream or an image folder", _fps_read,
-                       lambda c: f"{c.source.path} is " + ("one image, a single frame" if Path(c.source.path).suffix.lower()
-                                                           in IMAGE_SUFFIXES else "a video file, which keeps its own frame rate")),
+    "source.fps": Mode("for a camera, a stream or an image folder", _fps_read, _fps_file),
     "source.width": _source_mode("for a camera or a stream", "camera", "stream"),
     "source.height": _source_mode("for a camera or a stream", "camera", "stream"),
     "source.realtime": _source_mode("for a recording (a video file or image folder as [source] path)", "recording"),

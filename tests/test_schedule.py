@@ -668,6 +668,9 @@ def test_doctor_states_the_budget_of_a_recording_at_its_own_size_and_rate(tmp_pa
     calls, _ = budget_rates(cfg.schedule, 30.0, 4, len(configured_detector(cfg).windows_for(1280, 720)))
     assert f"x {calls:.0f} calls/s at most" in detail
     assert "at 15 fps with 4 faces" in _doctor_budget(tmp_path).detail  # an image folder: [source] fps
+    path.write_text(f"[source]\npath = '{video}'\nrotate = 90\n")  # a camera filmed on its side: turned upright
+    checks = {c.name: c for c in diagnose(DoctorSettings(config=str(path), camera_timeout_s=5))}
+    assert f"at 30 fps ({video}'s 720x1280) with 4 faces" in checks["compute budget"].detail
 
 
 def test_doctor_states_the_budget_of_an_image_folder_at_its_images_size_and_the_source_rate(tmp_path,

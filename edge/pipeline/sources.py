@@ -178,12 +178,6 @@ class VideoFileSource(Source):
 
         return pixels
 
-    @property
-    def size(self) -> tuple[int, int]:
-        """(width, height) of its frames, as decoded."""
-        h, w = self._first.shape[:2]
-        return w, h
-
     def close(self):
         self.cap.release()
 

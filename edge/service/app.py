@@ -35,7 +35,7 @@ from edge.pipeline.core import load_parts
 from edge.pipeline.tracking import PeopleCount
 from edge.release import current as current_release, summary as release_summary
 from edge.signals import StopFlag
-from edge.sinks.base import AlertEvent, wall_iso
+from edge.sinks.base import AlertEvent
 from edge.service import health
 
 log = logging.getLogger("edge")
@@ -78,7 +78,7 @@ def _event(kind: str, t_s: float, device: str, negative_share: float = 0.0, face
     # unsynced (restamped to itself), never a stale one marked synced (which no one would correct)
     synced = health.clock_synced()
     mono, wall = time.monotonic(), time.time()
-    return AlertEvent(kind=kind, t_s=round(t_s, 3), wall_time=wall_iso(wall), negative_share=negative_share,
+    return AlertEvent(kind=kind, t_s=round(t_s, 3), wall_time=health.wall_iso(wall), negative_share=negative_share,
                       faces=faces, counts=counts or {}, device=device, event_id=uuid.uuid4().hex,
                       clock_synced=synced, mono_s=mono)
 

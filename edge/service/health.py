@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -87,6 +88,11 @@ def clock_synced() -> bool | None:
     if fn(timex) < 0:
         return None
     return ctypes.c_long.from_buffer(timex, _MAXERROR_OFFSET).value < MAX_ERROR_SYNCED_US
+
+
+def wall_iso(t: float) -> str:
+    """A time.time() as events, /status and the history give it: ISO 8601 UTC, to the second."""
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
 
 
 BOOT_ID = Path("/proc/sys/kernel/random/boot_id")

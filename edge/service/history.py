@@ -20,9 +20,9 @@ import os
 import sqlite3
 import time
 from collections import deque
-from datetime import datetime, timezone
 
 from edge.outages import FLAP_WINDOW_S
+from edge.service.health import wall_iso
 
 log = logging.getLogger(__name__)
 
@@ -189,10 +189,6 @@ def _keep_newest_aside(path: str, aside: str) -> None:
                 pass
 
 
-def iso(t_wall: float) -> str:
-    return datetime.fromtimestamp(t_wall, timezone.utc).isoformat(timespec="seconds")
-
-
 def _number(v) -> float | None:
     """A finite number read from the file, else None: a flipped bit can turn a REAL into a blob or
     text that PRAGMA quick_check passes, and that /status could not put into JSON."""
@@ -212,7 +208,7 @@ def _alert(row: tuple) -> dict | None:
     if None in (t, share, faces) or kind not in KINDS or not 0 <= share <= 1 or faces < 0:
         return None
     try:
-        time_ = iso(t)
+        time_ = wall_iso(t)
     except (OverflowError, OSError, ValueError):  # a time no calendar has
         return None
     return {"t": t, "time": time_, "kind": kind, "negative_share": share, "faces": int(faces),
@@ -225,7 +221,7 @@ def _outage(row: tuple) -> dict | None:
     if t is None or kind not in OUTAGE_KINDS:
         return None
     try:
-        time_ = iso(t)
+        time_ = wall_iso(t)
     except (OverflowError, OSError, ValueError):  # a time no calendar has
         return None
     return {"t": t, "time": time_, "kind": kind, "clock_set": bool(clock_set), "mono": None}
@@ -501,7 +497,7 @@ class History:
         """An alert raised or cleared at `t_wall`. Not `clock_set`: NTP had not set the clock then (a
         Pi has no real-time clock: 1970, or the last shutdown's time), and `mono`, its time.monotonic(),
         places it once the clock is set (settle)."""
-        a = {"t": t_wall, "time": iso(t_wall), "kind": kind, "negative_share": round(negative_share, 4), "faces": faces,
+        a = {"t": t_wall, "time": wall_iso(t_wall), "kind": kind, "negative_share": round(negative_share, 4), "faces": faces,
              "clock_set": clock_set, "mono": None if clock_set else mono}
         self.alerts.append(a)
         self._write(self._pending_alerts, (t_wall, kind, a["negative_share"], faces, clock_set))
@@ -510,7 +506,7 @@ class History:
         """The camera declared down ("down") or delivering again ("up") at `t_wall`; the clock as in add_alert."""
         if len(self.outages) == self.outages.maxlen:
             self._outage_dropped = self.outages[0]
-        self.outages.append({"t": t_wall, "time": iso(t_wall), "kind": kind, "clock_set": clock_set,
+        self.outages.append({"t": t_wall, "time": wall_iso(t_wall), "kind": kind, "clock_set": clock_set,
                              "mono": None if clock_set else mono})
         self._write(self._pending_outages, (t_wall, kind, clock_set), at_once=False)  # a flapping camera: not a commit each
 
@@ -532,7 +528,7 @@ class History:
             if a["mono"] is not None:
                 t = wall - (mono - a["mono"])
                 restamps.append((t, a["t"], a["kind"]))
-                a.update(t=t, time=iso(t), clock_set=True, mono=None)
+                a.update(t=t, time=wall_iso(t), clock_set=True, mono=None)
         moved = {(old, kind): t for t, old, kind in restamps}
         for waiting in (self._pending_alerts, self._pending_outages):  # not in the file yet
             pending = [(moved[t, kind], kind, *rest, True) if (t, kind) in moved else (t, kind, *rest, clock_set)
@@ -624,7 +620,7 @@ class History:
         shown = {k: v for k, v in a.items() if k != "mono"}
         if a["mono"] is not None:
             t = wall - (mono - a["mono"])
-            shown.update(t=t, time=iso(t))
+            shown.update(t=t, time=wall_iso(t))
         elif not a["clock_set"]:
             shown.update(t=None, time=None)
         return shown

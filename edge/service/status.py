@@ -41,7 +41,8 @@ from edge.errors import UserError
 from edge.labels import LABELS
 from edge.outages import FLAP_WINDOW_S
 from edge.service import health
-from edge.service.history import History, iso
+from edge.service.health import wall_iso
+from edge.service.history import History
 from edge.redact import escape_controls, redact_text
 from edge.release import current as current_release
 
@@ -224,7 +225,7 @@ class Stats:
             d["alert_state"] = result.alert_state
             # the queue unhappy again while the cooldown after a clear holds a new alert back: until when
             held = result.held_back_s
-            d["alert_held_back_until"] = None if held is None else iso(wall + held)
+            d["alert_held_back_until"] = None if held is None else wall_iso(wall + held)
             d["stage_ms"] = {k: round(v, 3) for k, v in stage_ms.items()}
             if result.transition:
                 d["alerts_raised"] += result.transition == "raised"
@@ -307,7 +308,7 @@ class Stats:
             d = json.loads(json.dumps(self.data))
             for key in STAMPS:
                 if isinstance(d[key], (int, float)):
-                    d[key] = iso(wall - (now - d[key]))
+                    d[key] = wall_iso(wall - (now - d[key]))
             self._settle(now, wall)
             alerts = self.history.recent_alerts(wall, now)
             # raised still: so too while the camera is down, if it was when the camera went (the alert bridges an outage)
@@ -315,7 +316,7 @@ class Stats:
             periods = self.history.periods(wall, now, raised=raised == "raised", down=d["camera"] == "down")
             shown = [wall, *(a["t"] for a in alerts), *(e["t"] for p in periods for e in (p["start"], p["end"]) if e),
                      *map(_seconds, (d[k] for k in (*STAMPS, "alert_held_back_until")))]
-            return {**d, "now": iso(wall), **local_zone(wall), "zones": zones(t for t in shown if t is not None),
+            return {**d, "now": wall_iso(wall), **local_zone(wall), "zones": zones(t for t in shown if t is not None),
                     "uptime_s": round(now - self.started, 1), "health": dict(self._health), "recent_alerts": alerts,
                     "alert_periods": periods, "outage_join_s": FLAP_WINDOW_S}
 

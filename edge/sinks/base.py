@@ -5,7 +5,6 @@ check() is its line in `edge doctor`."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from edge.errors import UserError
@@ -44,11 +43,6 @@ class AlertEvent:
         payload = asdict(self)
         del payload["mono_s"]
         return payload
-
-
-def wall_iso(t: float) -> str:
-    """An event's wall_time for the time.time() t: ISO 8601 UTC, to the second."""
-    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
 
 
 class Sink:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 
 from edge.service import health
-from edge.sinks.base import AlertEvent, wall_iso
+from edge.sinks.base import AlertEvent
 
 KEY = "_restamp"  # in a spooled copy only: {"mono_s": time.monotonic(), "boot_id": the kernel's}
 UNCORRECTED = "wall_time_uncorrected"  # in the payload of a restamped event only
@@ -48,7 +48,7 @@ def _correct(event: dict, stamp) -> None:
             or not stamp.get("boot_id") or stamp["boot_id"] != health.boot_id() or health.clock_synced() is not True):
         return
     try:
-        wall = wall_iso(time.time() - (time.monotonic() - mono))
+        wall = health.wall_iso(time.time() - (time.monotonic() - mono))
     except (OverflowError, OSError, ValueError):  # a hand-edited stamp no calendar has
         return
     event.update({UNCORRECTED: event.get("wall_time"), "wall_time": wall, "clock_synced": True})

@@ -22,47 +22,27 @@ def _median_s(fn, n: int = 7) -> float:
 
 def frames_timed(source) -> tuple[int, int, float, str]:
     """The frames the budget is stated for: (width, height, fps, whose). A recording keeps its own
-    size ([source] width and height are a camera's), and a video file its own rate too ([source]
-    fps paces an image folder), so they are read from it; whose then names it
-    (" (queue.mp4's 1280x720)")."""
+    frame size ([source] width and height are a camera's), and a video file its own rate too
+    ([source] fps paces an image folder), so they are read from its first frame, as [source]
+    rotate turns it; whose then names it (" (queue.mp4's 1280x720)")."""
+    from edge.config import source_kind
     from edge.errors import UserError
-    from edge.pipeline.sources import IMAGE_SUFFIXES, ImageFolderSource, VideoFileSource, video_device_index
-    from edge.paths import expand_path
+    from edge.pipeline.sources import VideoFileSource, open_source
 
-    path = source.path
-    if source.camera is None and path and "://" not in path and video_device_index(path) is None:
+    if source_kind(source) == "recording":
         try:
-            p = expand_path(path)
-            if p.is_file() and p.suffix.lower() not in IMAGE_SUFFIXES:
-                video = VideoFileSource(p)
-                video.close()
-                (w, h), fps = video.size, video.fps
-                return w, h, fps, f" ({path}'s {w}x{h})"
-            # an image folder (or one image): the size of its first readable image
-            if size := _first_image_size([p] if p.is_file() else ImageFolderSource(str(p)).files):
-                w, h = size
-                return w, h, source.fps, f" ({path}'s {w}x{h} images)"
-        except (UserError, OSError):
-            pass  # the camera check says what is wrong with the file
+            recording = open_source(None, source.path, fps=source.fps, rotate=source.rotate)
+            try:
+                h, w = next(iter(recording)).image.shape[:2]
+            finally:
+                recording.close()
+        except (UserError, OSError, StopIteration):
+            pass  # the camera check says what is wrong with it
+        else:
+            if isinstance(recording, VideoFileSource):
+                return w, h, recording.fps, f" ({source.path}'s {w}x{h})"
+            return w, h, source.fps, f" ({source.path}'s {w}x{h} images)"
     return source.width, source.height, source.fps, ""
-
-
-def _first_image_size(files) -> tuple[int, int] | None:
-    """(width, height) of the first of `files` that decodes; None if none does."""
-    import numpy as np
-
-    from edge.errors import import_cv2
-
-    cv2 = import_cv2()
-    for f in files:
-        try:
-            data = np.fromfile(f, np.uint8)
-        except OSError:
-            continue
-        img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-        if img is not None:
-            return img.shape[1], img.shape[0]
-    return None
 
 
 def check_budget(ctx: _Context, cfg) -> None:
