@@ -795,3 +795,16 @@ def test_flip_averaging_without_a_temperature_still_gives_probabilities(shipped_
     assert clf.predict_many(crops[:0]).shape == (0, len(clf.labels))
     p = np.array([[0.64, 0.32, 0.04]], np.float32)
     assert np.allclose(apply_temperature(p, 2.0), np.sqrt(p) / np.sqrt(p).sum())  # softmax(log p / 2)
+
+
+@pytest.mark.parametrize("rotate, expected", [(0, (640, 480, "")), (180, (640, 480, "")),
+                                               (90, (480, 640, " (640x480 turned on its side)")),
+                                               (270, (480, 640, " (640x480 turned on its side)"))])
+def test_doctor_costs_a_camera_on_its_side_at_its_turned_size(rotate, expected):
+    """A camera mounted on its side delivers 640x480 frames that [source] rotate turns to 480x640
+    before the detector sees them: its tiles are laid over the turned frame."""
+    from edge.config import SourceConfig
+    from edge.ops.doctor.budget import frames_timed
+
+    w, h, fps, whose = frames_timed(SourceConfig(camera=0, width=640, height=480, fps=15, rotate=rotate))
+    assert (w, h, whose) == expected and fps == 15

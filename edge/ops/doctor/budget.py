@@ -24,7 +24,8 @@ def frames_timed(source) -> tuple[int, int, float, str]:
     """The frames the budget is stated for: (width, height, fps, whose). A recording keeps its own
     frame size ([source] width and height are a camera's), and a video file its own rate too
     ([source] fps paces an image folder), so they are read from its first frame, as [source]
-    rotate turns it; whose then names it (" (queue.mp4's 1280x720)")."""
+    rotate turns it; whose then names it (" (queue.mp4's 1280x720)"). A camera's frames are
+    [source] width x height, turned by rotate too: on its side, 640x480 is costed as 480x640."""
     from edge.config import source_kind
     from edge.errors import UserError
     from edge.pipeline.sources import VideoFileSource, open_source
@@ -42,6 +43,8 @@ def frames_timed(source) -> tuple[int, int, float, str]:
             if isinstance(recording, VideoFileSource):
                 return w, h, recording.fps, f" ({source.path}'s {w}x{h})"
             return w, h, source.fps, f" ({source.path}'s {w}x{h} images)"
+    if source.rotate in (90, 270):
+        return source.height, source.width, source.fps, f" ({source.width}x{source.height} turned on its side)"
     return source.width, source.height, source.fps, ""
 
 
