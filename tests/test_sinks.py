@@ -2326,6 +2326,27 @@ def test_two_monitors_on_one_state_topic_each_say_so_once(broker, tmp_path, capl
 
 
 @needs_mosquitto
+def test_a_deeply_nested_message_on_the_state_topic_does_not_end_mqtt_delivery(broker, mqtt_sinks, tmp_path):
+    """Whoever may publish on the broker put "[[[[..." on the state topic: reading it raised RecursionError
+    in paho's network thread, which ended it, and no alert was delivered (nor said undelivered) until a restart."""
+    import paho.mqtt.client as mqtt
+
+    sink = mqtt_sinks(broker.port, tmp_path / "spool")
+    assert wait_for(lambda: sink.connected and not sink._inflight)
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", broker.port)
+    pub.loop_start()
+    try:
+        pub.publish("qm/state", "[" * 100_000, qos=1).wait_for_publish(15)
+        time.sleep(0.5)  # heard by the sink meanwhile
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+    sink.send(ev("raised", 1))
+    assert wait_for(lambda: not sink.spool), "the broker's PUBACKs were never read"
+
+
+@needs_mosquitto
 def test_doctor_does_not_touch_the_retained_state(broker, tmp_path):
     from edge.sinks.mqtt import MqttSink, MqttSinkConfig
 

@@ -587,6 +587,21 @@ def test_an_outage_dropped_without_an_end_does_not_make_the_oldest_line_say_it_h
     assert [(p["start"]["t"] - t, p["joins_dropped"]) for p in cams] == [(120, False), (100, True)]
 
 
+def test_the_oldest_dated_line_says_it_had_more_when_an_older_outage_has_no_time():
+    """Runs before and after one that stopped before NTP set the clock: its outage has no time, so the page
+    sorts it last and joins the dropped outage to the next one; that line said "once", not "more than once"."""
+    h = History(outages_kept=4)
+    t = time.time() - 3600
+    h.add_outage(t, "down")
+    h.add_outage(t + 10, "up")  # dropped below
+    h.add_outage(30.0, "down", clock_set=False)  # stamped 1970 by a run that stopped before NTP: no time now
+    h.add_outage(40.0, "up", clock_set=False)
+    h.add_outage(t + 100, "down")
+    h.add_outage(t + 110, "up")
+    cams = [p for p in h.periods() if p["kind"] == "camera_down"]
+    assert [(p["start"]["t"], p["joins_dropped"]) for p in cams] == [(t + 100, True), (None, False)]
+
+
 def test_the_history_file_keeps_as_many_outages_as_memory_and_stays_bounded_across_restarts(tmp_path):
     """Three runs of a flapping camera, 300 changes each: the file holds the newest OUTAGES_KEPT (and the
     one before them, which says the oldest line had more), however many runs; a restart shows them all."""

@@ -586,7 +586,10 @@ class History:
                     last["end"] = self._stamp(a, wall, mono)
             if last is not None and last["end"] is None:
                 last["ongoing"] = now
-        if oldest := next((p for p in out if p["kind"] == "camera_down"), None):  # out is in the order recorded
+        # the oldest line the page dates, as it sorts them: not the first recorded, which may have no time (stamped
+        # before NTP set the clock, before a restart) while the page puts it last and joins the dropped to the next
+        dated = [p for p in out if p["kind"] == "camera_down" and p["start"]["t"] is not None]
+        if oldest := min(dated, key=lambda p: p["start"]["t"], default=None):
             oldest["joins_dropped"] = self._joins_dropped(oldest["start"]["t"], wall, mono)
         for p in (p for p in out if p["kind"] == "unhappy"):
             t0, t1 = p["start"]["t"], p["end"]["t"] if p["end"] and p["end"]["t"] is not None else wall

@@ -267,9 +267,9 @@ class MqttSink(BrokerOutages, Sink):
         """A state message of another monitor on this one's state_topic. Retained ones are left
         out: they may be this Pi's own, from before it was renamed; a monitor running now publishes
         again at its start, each alert and each reconnect."""
-        try:
+        try:  # whatever anyone may publish there: raising here would end paho's network thread
             other = json.loads(msg.payload).get("device")
-        except (ValueError, AttributeError):
+        except (ValueError, AttributeError, RecursionError):  # RecursionError: "[[[[..."
             return
         if msg.retain or not isinstance(other, str) or other == self.device or other in self._others:
             return
