@@ -688,6 +688,22 @@ def torn(text: str) -> str:
     return f"holds NUL bytes from line {line}"
 
 
+# Quotes a word processor, e-mail or chat app puts for typed ones (a token pasted from a message),
+# opening a value: to TOML no quotes at all, while the line looks quoted to whoever reads it.
+_CURLY_VALUE = re.compile(r"[=\[,{]\s*[\u201c\u201d\u201e\u2018\u2019\u00ab\u00bb]")
+
+
+def _toml_fix(text: str, exc: tomllib.TOMLDecodeError) -> str:
+    """What to write, for the line a TOML error names: straight quotes for curly ones there, else
+    the usual mistakes."""
+    at = re.search(r"at line (\d+)", str(exc))
+    lines = text.splitlines()
+    if at and 0 < int(at.group(1)) <= len(lines) and _CURLY_VALUE.search(lines[int(at.group(1)) - 1]):
+        return "its value is in typographic quotes, as a word processor or an e-mail puts them: retype them as the " \
+               "keyboard's straight double quotes"
+    return "text goes in double quotes, true and false in lower case, a list in [ ], each [table] and each key once"
+
+
 def load_config(path: str | Path | None, overrides: dict | None = None, paths_from: Path | None = None,
                 unread: list | None = None) -> Config:
     """Config from a TOML file (or defaults), with dotted-key overrides from the CLI. Relative
@@ -713,8 +729,8 @@ def load_config(path: str | Path | None, overrides: dict | None = None, paths_fr
                               "save it as UTF-8.") from exc
         except tomllib.TOMLDecodeError as exc:
             # tomllib's "Invalid value" says neither what a hand-edited line most often lacks
-            raise ConfigError(f"Config file {p} is not valid TOML: {exc}; fix that line (text goes in double quotes, "
-                              "true and false in lower case, a list in [ ], each [table] and each key once).") from exc
+            raise ConfigError(f"Config file {p} is not valid TOML: {exc}; fix that line ({_toml_fix(text, exc)}).") \
+                from exc
         except OSError as exc:
             raise ConfigError(f"Config file {p} cannot be read ({exc.strerror}); run as a user allowed to read it "
                               "(the service user, or sudo).") from exc

@@ -2,6 +2,7 @@
 
 import ipaddress
 import re
+import sys
 from urllib.parse import urlsplit
 
 from edge.redact import HIDDEN, redact_url
@@ -65,8 +66,13 @@ def check_url(url: str, path: str, schemes: tuple[str, ...], shown: str) -> None
 
 def import_cv2():
     """OpenCV, imported when first needed; missing, it is one sentence saying how to get it."""
+    if (cv2 := sys.modules.get("cv2")) is not None:  # imported already: no signal handlers to swap
+        return cv2
+    from edge.signals import sigint_held
+
     try:
-        import cv2
+        with sigint_held():  # OpenCV's native init loses a Ctrl-C that comes during it
+            import cv2
     except ImportError as exc:
         raise UserError("OpenCV is missing; on a Raspberry Pi run: sudo apt install python3-opencv "
                         "(elsewhere: pip install 'queue-mood[opencv]').") from exc

@@ -3,6 +3,7 @@ finish the frame in hand and write what they have, instead of ending mid-file.""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 
@@ -38,3 +39,23 @@ class StopFlag:
 
     def __exit__(self, *exc) -> None:
         self.restore()
+
+
+@contextlib.contextmanager
+def sigint_held():
+    """Ctrl-C noted during the block and raised as KeyboardInterrupt when it ends. For a native
+    import that runs Python's signal handler itself and drops the KeyboardInterrupt it raises:
+    OpenCV's first import (half a second or more on a Pi) did, and `edge run` then went on as if
+    no Ctrl-C had come. Only where Python's own handler is in place (a StopFlag does not raise)."""
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt

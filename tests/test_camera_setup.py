@@ -103,6 +103,21 @@ def test_doctor_checks_the_camera_when_the_config_names_a_camera_and_a_path(monk
     assert row.status == FAIL and row.detail.startswith("Cannot open camera 63"), row.detail
 
 
+def test_doctor_does_not_say_a_config_that_did_not_load_names_no_camera(tmp_path):
+    """A typo in one key of a config with `camera = 0` (or one read without sudo): the checks run on the
+    built-in defaults, which name no camera, and the camera line said the config named none."""
+    from edge.ops.doctor.config import check_config
+
+    config = tmp_path / "store.toml"
+    config.write_text("[source]\ncamera = 0\n[alert]\nraise_shar = 0.5\n")
+    ctx = _Context(DoctorSettings(config=str(config)))
+    check_camera(ctx, check_config(ctx))
+    rows = {c.name: c for c in ctx.checks}
+    assert rows["config"].status == FAIL and "alert.raise_shar" in rows["config"].detail
+    assert rows["camera"].status == WARN and "no camera" not in rows["camera"].detail, rows["camera"].detail
+    assert rows["camera"].detail.startswith("skipped: the config did not load"), rows["camera"].detail
+
+
 PICAMERA2_STUB = '''
 import time, numpy as np
 

@@ -220,18 +220,32 @@ def test_a_utf8_config_saved_with_a_byte_order_mark_loads(tmp_path):
     assert load_config(p).alert.min_faces == 3
 
 
-@pytest.mark.parametrize("text", ["[mood]\nscore = change\n",  # text without quotes
-                                  "[status]\nenabled = True\n", '[source]\npath = "a.avi\n',  # a quote missing
-                                  "[alert]\n[alert]\n"])
-def test_a_toml_mistake_names_its_line_and_what_to_write(tmp_path, text):
-    """tomllib's "Invalid value (at line 2, column 9)" was all a hand-edited `score = change` got."""
+def toml_error(tmp_path, text: str) -> str:
     p = tmp_path / "store.toml"
     p.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError) as err:
         load_config(p)
     assert "store.toml is not valid TOML" in str(err.value) and "(at line 2, column " in str(err.value)
-    assert str(err.value).endswith("fix that line (text goes in double quotes, true and false in lower case, a list "
-                                   "in [ ], each [table] and each key once).")
+    return str(err.value)
+
+
+@pytest.mark.parametrize("text", ["[mood]\nscore = change\n",  # text without quotes
+                                  "[status]\nenabled = True\n", '[source]\npath = "a.avi\n',  # a quote missing
+                                  '[status]\nalert_advice = "Don\u2019t wait\n',  # and a curly apostrophe, no quote
+                                  "[alert]\n[alert]\n"])
+def test_a_toml_mistake_names_its_line_and_what_to_write(tmp_path, text):
+    """tomllib's "Invalid value (at line 2, column 9)" was all a hand-edited `score = change` got."""
+    assert toml_error(tmp_path, text).endswith("fix that line (text goes in double quotes, true and false in lower "
+                                               "case, a list in [ ], each [table] and each key once).")
+
+
+@pytest.mark.parametrize("text", ['[status]\ntoken = \u201cabcdefghijklmnopqrstuvwx\u201d\n',  # pasted from an e-mail
+                                  "[sinks.command]\nargv = [\u2018/usr/local/bin/notify\u2019]\n"])
+def test_curly_quotes_from_an_e_mail_are_named_not_called_missing_quotes(tmp_path, text):
+    """"text goes in double quotes" was all a line that looks quoted got."""
+    assert toml_error(tmp_path, text).endswith("fix that line (its value is in typographic quotes, as a word processor "
+                                               "or an e-mail puts them: retype them as the keyboard's straight double "
+                                               "quotes).")
 
 
 def test_a_config_saved_in_another_encoding_names_the_line(tmp_path):

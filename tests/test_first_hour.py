@@ -7,6 +7,7 @@ import dataclasses
 import io
 import json
 import logging
+import os
 import subprocess
 import sys
 import tomllib
@@ -373,6 +374,31 @@ def test_ctrl_c_while_the_command_line_loads_is_one_line_too():
     assert r.returncode == 130 and r.stderr.strip() == "Interrupted.", r.stderr
     entry = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]["scripts"]["edge"]
     assert entry == "edge.__main__:main"  # the script installed as `edge` is the guarded one
+
+
+def test_ctrl_c_during_opencvs_import_is_not_lost(tmp_path):
+    """OpenCV's native init runs Python's signal handler and drops the KeyboardInterrupt it raises:
+    a Ctrl-C in that half second of `edge run`'s start was lost, and the monitor went on watching."""
+    (tmp_path / "cv2.py").write_text(
+        "import os, signal, time\n"
+        "try:  # as OpenCV's native init does: the handler runs, its error is dropped\n"
+        "    os.kill(os.getpid(), signal.SIGINT)\n"
+        "    time.sleep(0.5)\n"
+        "except KeyboardInterrupt:\n"
+        "    pass\n")
+    script = ("import signal, sys\n"
+              "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+              f"sys.path.insert(0, {str(tmp_path)!r})\n"
+              "from edge.errors import import_cv2\n"
+              "try:\n"
+              "    import_cv2()\n"
+              "except KeyboardInterrupt:\n"
+              "    print('interrupted', signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n"
+              "else:\n"
+              "    print('lost')\n")
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert r.stdout.strip() == "interrupted True", r.stdout + r.stderr
 
 
 def test_edge_demo_runs_another_model_and_names_a_wrong_one_before_making_the_scene(tmp_path, shipped_model):

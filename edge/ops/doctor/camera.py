@@ -164,8 +164,12 @@ def check_camera(ctx: _Context, cfg) -> None:
             return
         index = src.camera
     if index is None:
-        ctx.add("camera", WARN, "no camera or source path in the config ([source] camera = N); "
-                                "pass --camera N to check a camera")
+        if not ctx.config_loaded:  # it may well name a camera: the built-in defaults' lack of one says nothing
+            ctx.add("camera", WARN, "skipped: the config did not load (its FAIL above says why); fix that, or pass "
+                                    "--camera N to check a camera")
+        else:
+            ctx.add("camera", WARN, "no camera or source path in the config ([source] camera = N); "
+                                    "pass --camera N to check a camera")
         return
     timeout = ctx.s.camera_timeout_s
     pi, why = _child(_PICAMERA_LIST, timeout)

@@ -75,6 +75,7 @@ def check_config(ctx: _Context):
         why = str(exc) if isinstance(exc, UserError) else \
             f"cannot read {getattr(exc, 'filename', None) or ctx.s.config} ({exc.strerror}); try sudo"
         ctx.add("config", FAIL, f"{why} (the checks below use the built-in defaults){said}")
+        ctx.config_loaded = False
         cfg = Config()
         if ctx.s.model:
             cfg.model.path = ctx.s.model

@@ -31,6 +31,7 @@ class _Context:
     on_pi: bool = False
     board: str = ""
     cfg: object = None
+    config_loaded: bool = True  # False: the file failed, and the checks run on the built-in defaults
     home: str = ""  # `~` in the config: the service's HOME when this is the service's config, "" otherwise
 
     def add(self, name: str, status: str, detail: str) -> Check:
