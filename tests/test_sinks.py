@@ -18,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
@@ -2325,25 +2326,65 @@ def test_two_monitors_on_one_state_topic_each_say_so_once(broker, tmp_path, capl
             till1.close()
 
 
+@contextmanager
+def publisher(port: int):
+    """A plain paho client on the test broker, as anyone on the store's network may run one."""
+    import paho.mqtt.client as mqtt
+
+    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
+    pub.connect("127.0.0.1", port)
+    pub.loop_start()
+    try:
+        yield pub
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+
+
 @needs_mosquitto
 def test_a_deeply_nested_message_on_the_state_topic_does_not_end_mqtt_delivery(broker, mqtt_sinks, tmp_path):
     """Whoever may publish on the broker put "[[[[..." on the state topic: reading it raised RecursionError
     in paho's network thread, which ended it, and no alert was delivered (nor said undelivered) until a restart."""
-    import paho.mqtt.client as mqtt
-
     sink = mqtt_sinks(broker.port, tmp_path / "spool")
     assert wait_for(lambda: sink.connected and not sink._inflight)
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2)
-    pub.connect("127.0.0.1", broker.port)
-    pub.loop_start()
-    try:
+    with publisher(broker.port) as pub:
         pub.publish("qm/state", "[" * 100_000, qos=1).wait_for_publish(15)
         time.sleep(0.5)  # heard by the sink meanwhile
-    finally:
-        pub.disconnect()
-        pub.loop_stop()
     sink.send(ev("raised", 1))
     assert wait_for(lambda: not sink.spool), "the broker's PUBACKs were never read"
+
+
+@needs_mosquitto
+def test_a_fault_in_a_callback_is_logged_and_mqtt_delivery_goes_on(broker, mqtt_sinks, tmp_path, monkeypatch, caplog):
+    """Any exception out of a paho callback (a bug of ours, an input not foreseen) ended paho's network
+    thread: alerts held in the spool until a restart, nothing said. It is logged, and delivery goes on."""
+    import types
+
+    import edge.sinks.mqtt as mqtt_sink
+
+    def broken(payload):
+        raise RuntimeError("a reader that fails")
+
+    monkeypatch.setattr(mqtt_sink, "json", types.SimpleNamespace(loads=broken, dumps=mqtt_sink.json.dumps))
+    sink = mqtt_sinks(broker.port, tmp_path / "spool")
+    assert wait_for(lambda: sink.connected and not sink._inflight)
+    with publisher(broker.port) as pub:
+        pub.publish("qm/state", b'{"device": "other-pi"}', qos=1).wait_for_publish(15)
+        assert wait_for(lambda: any("Caught exception in on_message: a reader that fails" in r.getMessage()
+                                    for r in caplog.records if r.levelname == "ERROR"))
+    sink.send(ev("raised", 1))
+    assert wait_for(lambda: not sink.spool), "paho's network thread ended: the broker's PUBACKs were never read"
+
+
+def test_the_home_assistant_sink_takes_the_same_guarded_client():
+    pytest.importorskip("paho.mqtt.client", reason="MQTT tests need the mqtt extra (paho-mqtt)")
+    from edge.sinks.homeassistant import HomeAssistantSink
+
+    sink = HomeAssistantSink("127.0.0.1", port=1, reconnect_min_s=60, reconnect_max_s=60, close_wait_s=0.1)
+    try:
+        assert sink._client.suppress_exceptions and sink._client.on_log is not None
+    finally:
+        sink.close()
 
 
 @needs_mosquitto

@@ -33,7 +33,7 @@ from collections import OrderedDict
 from edge import __version__
 from edge.errors import missing_dependency
 from edge.sinks.base import AlertEvent, Sink, SinkUnavailable
-from edge.sinks.mqtt import BrokerOutages, safe_id, stop_client
+from edge.sinks.mqtt import BrokerOutages, new_client, safe_id, stop_client
 from edge.sinks.webhook import tcp_reachable
 
 log = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class HomeAssistantSink(BrokerOutages, Sink):
         self._state: dict | None = None
         self._instance = f"queue-mood-ha-{self.topics.node}-{uuid.uuid4().hex[:6]}"  # new at each start
         self._others: OrderedDict[bytes, None] = OrderedDict()  # the newest OTHERS_KEPT other instances (logged)
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self._instance)
+        self._client = new_client(mqtt, self._instance)
         if username:
             self._client.username_pw_set(username, password or None)
         self._client.will_set(self.topics.availability, OFFLINE, qos=1, retain=True)

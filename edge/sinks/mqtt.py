@@ -40,6 +40,23 @@ CHECK_WAIT_S = 5.0  # check(): how long the broker may take to answer the sink's
 START_STATE = {"state": "cleared", "event": None}
 
 
+def new_client(mqtt, client_id: str):
+    """A paho client whose callbacks cannot end its network thread. paho re-raises an exception
+    out of a callback there, and the thread ends: no PUBACK read, no reconnect, `connected` left
+    true, every later alert held in the spool until a restart, and nothing said. Suppressed, paho
+    goes on, and the fault is logged (paho's own lines, such as a lost socket, stay unsaid: the
+    outage lines say those once)."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    client.suppress_exceptions = True
+    client.on_log = _log_callback_faults
+    return client
+
+
+def _log_callback_faults(client, userdata, level, buf: str) -> None:
+    if buf.startswith("Caught exception in "):
+        log.error("MQTT: %s; delivery goes on (a fault in queue-mood: please report this line).", buf)
+
+
 def stop_client(client, wait_s: float) -> None:
     """Disconnect and end paho's network thread, waiting for it at most wait_s: loop_stop()
     joins a thread that may be asleep between reconnects or in a connect attempt (5 s, longer
@@ -232,7 +249,7 @@ class MqttSink(BrokerOutages, Sink):
         # older of two clients with the same id. The spool, not the broker session, keeps events.
         # The name made safe: a broker may refuse every connect of an id with spaces or umlauts.
         cid = client_id or f"queue-mood-{safe_id(self.device)}-{uuid.uuid4().hex[:6]}"
-        self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid)
+        self._client = new_client(mqtt, cid)
         if username:
             self._client.username_pw_set(username, password or None)
         self._client.reconnect_delay_set(reconnect_min_s, reconnect_max_s)
