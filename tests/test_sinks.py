@@ -662,6 +662,18 @@ def test_command_failures_are_logged_counted_not_raised(tmp_path, caplog):
     assert "not found" in CommandSink(argv=[str(tmp_path / "no-such-program")]).check()
 
 
+def test_a_command_that_is_not_there_is_said_at_the_start_not_first_at_an_alert(tmp_path, caplog):
+    """A typo in [sinks.command] argv was said only when the first alert failed, hours after the IT
+    person had left; edge doctor FAILs it, edge run now says it as it starts."""
+    with caplog.at_level(logging.WARNING, logger="edge.sinks.command"):
+        CommandSink(["notify-staf", "--till", "3"])
+        CommandSink([str(tmp_path / "notify-staff")])
+        CommandSink([sys.executable, "-c", "pass"])
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2 and said[0].startswith("Alert command notify-staf is not found or not executable")
+    assert f"Alert command {tmp_path / 'notify-staff'} is not found" in said[1]
+
+
 def test_a_commands_stderr_is_one_log_line_without_escapes(caplog):
     """What the program says (maybe a server's answer passed on) cannot forge the monitor's own
     journal lines nor send a terminal escape."""

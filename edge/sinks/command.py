@@ -82,6 +82,9 @@ class CommandSink(Sink):
         if not argv:
             raise ValueError("the command sink needs argv: program and arguments")
         self.argv, self.timeout_s = list(argv), timeout_s
+        if not shutil.which(self.argv[0]):  # said at the start, not first at an alert hours later
+            log.warning("Alert command %s is not found or not executable: each alert sent to it will fail until it "
+                        "is installed or [sinks.command] argv names it (a path, or a program on PATH).", self.argv[0])
         self._proc: subprocess.Popen | None = None  # the running command, for abort()
         self._aborted = False  # abort() killed it: that line is the one to log
         self._killed: subprocess.Popen | None = None  # the one killed at shutdown, counted once
