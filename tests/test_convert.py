@@ -403,6 +403,52 @@ def test_converting_an_unfinished_run_warns_once(tiny_run, synthetic_dataset, tm
     assert err.count("WARNING") == 1 and "has no metrics.json: its training did not finish" in err, err
 
 
+@pytest.mark.slow
+def test_converting_a_run_still_training_names_the_model_it_loaded_and_says_to_wait(tmp_path, cache_env, capsys,
+                                                                                    monkeypatch):
+    """A run that trains on while it converts: the warning said to `edge train --resume` (refused while the
+    run trains), and the card took the hash of (and the report on) a best epoch written after the model was
+    loaded, so `edge bundle` could not tell that the model converted was not the run's."""
+    import signal
+
+    from convert import quantize
+    from edge.card import sha256_file
+    from tests.conftest import write_class_folders
+
+    data = write_class_folders(tmp_path / "flat", 10)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    tiny_dense_model().save(run_dir / "model.keras")
+    loaded = sha256_file(run_dir / "model.keras")
+    (run_dir / "train_settings.json").write_text(json.dumps({"seed": 7, "val_fraction": 0.3}))
+    to_tflite = quantize.to_tflite
+
+    def next_epoch_ends_the_run(model, kind, calib=None):  # the trainer's next best epoch, then its report
+        if not (run_dir / "metrics.json").exists():
+            tiny_dense_model().save(run_dir / "model.partial.keras")
+            os.replace(run_dir / "model.partial.keras", run_dir / "model.keras")
+            (run_dir / "metrics.json").write_text(json.dumps({"accuracy": 0.9}))
+        return to_tflite(model, kind, calib)
+
+    monkeypatch.setattr(quantize, "to_tflite", next_epoch_ends_the_run)
+    trainer = subprocess.Popen([sys.executable, "-c", "import time\nfrom edge.files import held_by_this_process\n"
+                                f"with held_by_this_process({str(run_dir)!r}):\n    print('held', flush=True)\n"
+                                "    time.sleep(60)"], stdout=subprocess.PIPE, text=True)  # as `edge train` holds it
+    try:
+        assert trainer.stdout.readline().strip() == "held"
+        quantize.run(quantize.ConvertSettings(model=str(run_dir), data=str(data), out=str(tmp_path / "int8"),
+                                              calibration_size=7, max_drop_pp=100, min_agreement=0))
+    finally:
+        trainer.send_signal(signal.SIGKILL)
+        trainer.wait()
+    card = load_card(tmp_path / "int8" / "model_int8.tflite")
+    assert card.source_sha256 == loaded != sha256_file(run_dir / "model.keras") and "accuracy" not in card.metrics
+    (warning,) = [ln for ln in capsys.readouterr().err.splitlines() if "WARNING" in ln]
+    assert warning == (f"WARNING: {run_dir} has no metrics.json: it is still training (PID {trainer.pid} is writing "
+                       "it), so this converts its best epoch so far and the card gets no accuracy or macro_f1; convert "
+                       "it again when its training has ended.")
+
+
 def tiny_dense_model():
     """A softmax over the mean pixel: a model that converts in about a second."""
     import keras
@@ -500,7 +546,7 @@ def test_a_second_convert_into_an_out_being_written_is_refused_and_the_first_fin
     (tmp_path / "run" / "model.keras").write_bytes(b"")
     calls, first_started, go = [], threading.Event(), threading.Event()
 
-    def slow_convert(s, model, keras_path, ds, scratch, votes):
+    def slow_convert(s, model, keras_path, ds, scratch, votes, source):
         calls.append(scratch)
         if len(calls) == 1:  # the first conversion is still writing when the second one starts
             first_started.set()
