@@ -317,6 +317,34 @@ def test_a_temperature_at_the_end_of_its_range_is_a_warning_in_the_parity_report
     assert "WARNING: the temperature is at the end of the range searched (5.00)" in text
 
 
+def test_outputs_in_another_class_order_are_a_warning_in_the_parity_report(shipped_model):
+    """A Keras model trained with fer2013.csv's code order (sad, surprise, neutral last) converted and
+    passed the gate without a word (Keras and int8 agree), its card reading sad faces as neutral."""
+    from types import SimpleNamespace
+
+    from convert.parity import markdown, other_class_order, parity_report
+    from edge.labels import LABELS
+    from train.data import Split
+
+    shipped = json.loads((shipped_model.parent / "eval.json").read_text())
+    csv_order = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    as_csv = [LABELS.index(c) for c in csv_order]  # output j of such a model is csv_order[j]
+    cm = np.array(shipped["confusion_matrix"])
+    few = cm // 8  # 445 of its val images, enough to tell, and a second to run
+    y = np.repeat(np.arange(len(LABELS)), few.sum(1))  # the shipped model's val predictions, then read in csv order
+    probs = np.eye(len(LABELS))[np.concatenate([np.repeat(np.arange(len(LABELS)), row) for row in few])][:, as_csv]
+    model = SimpleNamespace(predict=lambda x, **k: probs)
+    split = Split(np.zeros((len(y), 48, 48), np.uint8), y, [f"val/{i}.png" for i in range(len(y))])
+    p = parity_report(model, {"int8": shipped_model}, load_card(shipped_model), split, 1)
+    assert p["class_order_suspect"] == {"neutral": "surprise", "sad": "neutral", "surprise": "sad"}
+    assert ("- WARNING: the Keras model names neutral images surprise, sad images neutral, surprise images sad more "
+            "often than by their own class: its outputs look trained in another class order") in markdown(p)
+    # a model's own confusions (the shipped one's, against both truths), a chance model's, a tiny val set's: none
+    assert not other_class_order(cm) and not other_class_order(shipped["ferplus_majority"]["confusion_matrix"])
+    assert not other_class_order(np.outer(np.ones(7, int), [5, 0, 0, 0, 9, 0, 1]))
+    assert not other_class_order(np.eye(7, dtype=int)[:, as_csv] * 3)  # 9 images moved: too few to tell
+
+
 @pytest.mark.slow
 def test_card_carries_calibration(tiny_converted):
     card = load_card(tiny_converted / "model_int8.tflite")
