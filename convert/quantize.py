@@ -17,7 +17,7 @@ import numpy as np
 from edge.card import (CARD_NAME, DEFAULT_MAX_DROP_PP, DEFAULT_MIN_AGREEMENT, FAILED_DIR, INT8_MODEL, ModelCard, Quant,
                        sha256_file)
 from edge.errors import UserError
-from edge.files import held_by_this_process
+from edge.files import held_by, held_by_this_process
 from edge.paths import check_out_folder
 from edge.pipeline.cost import model_macs
 from edge.labels import LABELS
@@ -61,6 +61,25 @@ def resolve_keras_model(path: str) -> Path:
     if not p.is_file():
         raise UserError(f"No Keras model at {p}; pass a run folder from `edge train` or a .keras file.")
     return p
+
+
+@dataclass
+class Source:
+    sha256: str  # of the Keras file's bytes that were loaded
+    trainer: str  # "PID n" when a process (edge train) held the run as it was loaded, else ""
+
+
+def load_snapshot(keras_path: Path):
+    """(the Keras model, Source): a run still training replaces model.keras at each better epoch,
+    during a conversion too, so the card must name the bytes loaded, not those there at its end
+    (edge bundle tells a changed model by that hash)."""
+    trainer = held_by(keras_path.parent)
+    trainer = "" if trainer == f"PID {os.getpid()}" else trainer  # this convert's own --out is the run folder
+    while True:
+        sha = sha256_file(keras_path)
+        model = load_keras(keras_path)
+        if sha256_file(keras_path) == sha:  # else an epoch was written while it loaded: load that one
+            return model, Source(sha, trainer)
 
 
 def is_tflite(path: Path) -> bool:
@@ -220,7 +239,7 @@ def run(s: ConvertSettings) -> tuple[dict, list[str]]:
     with held_by_this_process(out):
         keras_path = resolve_keras_model(s.model).resolve()
         votes = run_votes(s, keras_path.parent)  # the run's votes file gone: said now, not after both conversions
-        model = load_keras(keras_path)
+        model, source = load_snapshot(keras_path)
         ds = load_dataset(s.data, size=int(model.input_shape[1]))
         warn_if_other_data(ds, keras_path.parent, s.data)
         remove_scratch(out)
@@ -228,7 +247,7 @@ def run(s: ConvertSettings) -> tuple[dict, list[str]]:
         scratch = Path(tempfile.mkdtemp(prefix=f".{out.name}{SCRATCH}", dir=out.parent))  # parent made by the hold
         scratch.chmod(out_mode(out))  # mkdtemp's 0700 would become --out's (or failed/'s) mode
         try:
-            parity, failures = _convert(s, model, keras_path, ds, scratch, votes)
+            parity, failures = _convert(s, model, keras_path, ds, scratch, votes, source)
             if failures:
                 out.mkdir(exist_ok=True)
                 shutil.rmtree(out / FAILED_DIR, ignore_errors=True)  # the last failed attempt's files, not a mix
@@ -341,7 +360,7 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path, votes=None) -> tuple[dict, list[str]]:
+def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path, votes, source: Source) -> tuple[dict, list[str]]:
     from convert.parity import parity_report, write_parity
 
     size = int(model.input_shape[1])
@@ -372,18 +391,24 @@ def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path, votes=N
 
     in_q, out_q = io_quant(files["int8"])
     run_dir = keras_path.parent
-    metrics = json.loads((run_dir / "metrics.json").read_text()) if (run_dir / "metrics.json").exists() else {}
+    # A report written while this converts (the training ended) describes a later model than the one loaded.
+    metrics = json.loads((run_dir / "metrics.json").read_text()) if (
+        (run_dir / "metrics.json").exists() and not source.trainer) else {}
     if not metrics and (run_dir / "train_settings.json").exists() and not (run_dir / "soup.json").exists():
-        print(f"WARNING: {run_dir} has no metrics.json: its training did not finish (or its report was cut short), "
-              "so the card gets no accuracy or macro_f1; finish it with `edge train --resume` first.",
-              file=sys.stderr, flush=True)
+        # A run still training refuses --resume (its folder is held): say to wait for it instead.
+        state = (f"it is still training ({source.trainer} is writing it), so this converts its best epoch so far and "
+                 "the card gets no accuracy or macro_f1; convert it again when its training has ended"
+                 if source.trainer else
+                 "its training did not finish (or its report was cut short), so the card gets no accuracy or "
+                 "macro_f1; finish it with `edge train --resume` first")
+        print(f"WARNING: {run_dir} has no metrics.json: {state}.", file=sys.stderr, flush=True)
     if "ferplus_majority" in metrics:
         metrics["ferplus_majority_accuracy"] = metrics["ferplus_majority"]["accuracy"]
     card = ModelCard(
         labels=list(LABELS), input_size=size, color="gray", crop=DEFAULT_CROP_RULE,
         crop_by_detector=dict(CROP_BY_DETECTOR),
         input_quant=in_q, output_quant=out_q, model_file=files["int8"].name,
-        model_sha256=sha256_file(files["int8"]), source_sha256=sha256_file(keras_path),
+        model_sha256=sha256_file(files["int8"]), source_sha256=source.sha256,
         architecture=model.name, macs_per_invoke=model_macs(files["int8"])["total"],
         metrics={k: metrics[k] for k in ("accuracy", "ferplus_majority_accuracy", "macro_f1", "parameters") if k in metrics},
     )

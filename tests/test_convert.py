@@ -317,6 +317,34 @@ def test_a_temperature_at_the_end_of_its_range_is_a_warning_in_the_parity_report
     assert "WARNING: the temperature is at the end of the range searched (5.00)" in text
 
 
+def test_outputs_in_another_class_order_are_a_warning_in_the_parity_report(shipped_model):
+    """A Keras model trained with fer2013.csv's code order (sad, surprise, neutral last) converted and
+    passed the gate without a word (Keras and int8 agree), its card reading sad faces as neutral."""
+    from types import SimpleNamespace
+
+    from convert.parity import markdown, other_class_order, parity_report
+    from edge.labels import LABELS
+    from train.data import Split
+
+    shipped = json.loads((shipped_model.parent / "eval.json").read_text())
+    csv_order = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+    as_csv = [LABELS.index(c) for c in csv_order]  # output j of such a model is csv_order[j]
+    cm = np.array(shipped["confusion_matrix"])
+    few = cm // 8  # 445 of its val images, enough to tell, and a second to run
+    y = np.repeat(np.arange(len(LABELS)), few.sum(1))  # the shipped model's val predictions, then read in csv order
+    probs = np.eye(len(LABELS))[np.concatenate([np.repeat(np.arange(len(LABELS)), row) for row in few])][:, as_csv]
+    model = SimpleNamespace(predict=lambda x, **k: probs)
+    split = Split(np.zeros((len(y), 48, 48), np.uint8), y, [f"val/{i}.png" for i in range(len(y))])
+    p = parity_report(model, {"int8": shipped_model}, load_card(shipped_model), split, 1)
+    assert p["class_order_suspect"] == {"neutral": "surprise", "sad": "neutral", "surprise": "sad"}
+    assert ("- WARNING: the Keras model names neutral images surprise, sad images neutral, surprise images sad more "
+            "often than by their own class: its outputs look trained in another class order") in markdown(p)
+    # a model's own confusions (the shipped one's, against both truths), a chance model's, a tiny val set's: none
+    assert not other_class_order(cm) and not other_class_order(shipped["ferplus_majority"]["confusion_matrix"])
+    assert not other_class_order(np.outer(np.ones(7, int), [5, 0, 0, 0, 9, 0, 1]))
+    assert not other_class_order(np.eye(7, dtype=int)[:, as_csv] * 3)  # 9 images moved: too few to tell
+
+
 @pytest.mark.slow
 def test_card_carries_calibration(tiny_converted):
     card = load_card(tiny_converted / "model_int8.tflite")
@@ -401,6 +429,52 @@ def test_converting_an_unfinished_run_warns_once(tiny_run, synthetic_dataset, tm
                                           calibration_size=50, max_drop_pp=100, min_agreement=0))
     err = capsys.readouterr().err
     assert err.count("WARNING") == 1 and "has no metrics.json: its training did not finish" in err, err
+
+
+@pytest.mark.slow
+def test_converting_a_run_still_training_names_the_model_it_loaded_and_says_to_wait(tmp_path, cache_env, capsys,
+                                                                                    monkeypatch):
+    """A run that trains on while it converts: the warning said to `edge train --resume` (refused while the
+    run trains), and the card took the hash of (and the report on) a best epoch written after the model was
+    loaded, so `edge bundle` could not tell that the model converted was not the run's."""
+    import signal
+
+    from convert import quantize
+    from edge.card import sha256_file
+    from tests.conftest import write_class_folders
+
+    data = write_class_folders(tmp_path / "flat", 10)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    tiny_dense_model().save(run_dir / "model.keras")
+    loaded = sha256_file(run_dir / "model.keras")
+    (run_dir / "train_settings.json").write_text(json.dumps({"seed": 7, "val_fraction": 0.3}))
+    to_tflite = quantize.to_tflite
+
+    def next_epoch_ends_the_run(model, kind, calib=None):  # the trainer's next best epoch, then its report
+        if not (run_dir / "metrics.json").exists():
+            tiny_dense_model().save(run_dir / "model.partial.keras")
+            os.replace(run_dir / "model.partial.keras", run_dir / "model.keras")
+            (run_dir / "metrics.json").write_text(json.dumps({"accuracy": 0.9}))
+        return to_tflite(model, kind, calib)
+
+    monkeypatch.setattr(quantize, "to_tflite", next_epoch_ends_the_run)
+    trainer = subprocess.Popen([sys.executable, "-c", "import time\nfrom edge.files import held_by_this_process\n"
+                                f"with held_by_this_process({str(run_dir)!r}):\n    print('held', flush=True)\n"
+                                "    time.sleep(60)"], stdout=subprocess.PIPE, text=True)  # as `edge train` holds it
+    try:
+        assert trainer.stdout.readline().strip() == "held"
+        quantize.run(quantize.ConvertSettings(model=str(run_dir), data=str(data), out=str(tmp_path / "int8"),
+                                              calibration_size=7, max_drop_pp=100, min_agreement=0))
+    finally:
+        trainer.send_signal(signal.SIGKILL)
+        trainer.wait()
+    card = load_card(tmp_path / "int8" / "model_int8.tflite")
+    assert card.source_sha256 == loaded != sha256_file(run_dir / "model.keras") and "accuracy" not in card.metrics
+    (warning,) = [ln for ln in capsys.readouterr().err.splitlines() if "WARNING" in ln]
+    assert warning == (f"WARNING: {run_dir} has no metrics.json: it is still training (PID {trainer.pid} is writing "
+                       "it), so this converts its best epoch so far and the card gets no accuracy or macro_f1; convert "
+                       "it again when its training has ended.")
 
 
 def tiny_dense_model():
@@ -500,7 +574,7 @@ def test_a_second_convert_into_an_out_being_written_is_refused_and_the_first_fin
     (tmp_path / "run" / "model.keras").write_bytes(b"")
     calls, first_started, go = [], threading.Event(), threading.Event()
 
-    def slow_convert(s, model, keras_path, ds, scratch, votes):
+    def slow_convert(s, model, keras_path, ds, scratch, votes, source):
         calls.append(scratch)
         if len(calls) == 1:  # the first conversion is still writing when the second one starts
             first_started.set()

@@ -105,15 +105,36 @@ def test_votes_against_fer2013_csv_say_the_rows_have_no_file_names(tmp_path, cac
     "the folder that holds train/ and val/", which a user of the CSV does not have."""
     pixels = " ".join(["128"] * 48 * 48)
     (tmp_path / "fer2013.csv").write_text("emotion,pixels,Usage\n" + f"3,{pixels},Training\n" * 3)
-    ds = load_dataset(tmp_path / "fer2013.csv", progress=False)
-    votes = read_votes(write_votes(tmp_path / "ferplus_votes.csv", [vote_row("train/happy/Training_1.jpg", happiness=10)]))
-    tr = ds.splits["train"]
+    sentence, _ = _unmatched(tmp_path / "fer2013.csv", "train", "train/happy/Training_1.jpg")
+    assert sentence == (f"None of the 3 images matches a row of {tmp_path / 'votes.csv'}: they are rows of a CSV "
+                        "(fer2013.csv:2, ...), and the votes name each image by its file in FER2013's folder "
+                        "layout (e.g. train/angry/Training_10118481.jpg); use that layout as --data (as "
+                        "fer2013.tar.gz unpacks), or leave the votes out.")
+
+
+def test_votes_against_a_renamed_copy_say_the_names_differ(tmp_path, cache_env):
+    """Kaggle's emotion-detection-fer copy (train/ and test/, angry/im0.png ...) renames FER2013's files:
+    the sentence told the user to pass "the folder that holds train/ and val/", which they had done."""
+    write_class_folders(tmp_path / "kaggle" / "train", 1, names=["angry", "disgusted", "fearful", "happy", "neutral",
+                                                                  "sad", "surprised"])
+    sentence, names = _unmatched(tmp_path / "kaggle", "train", "train/happy/Training_1.jpg")
+    assert sentence == (f"None of the {len(names)} images matches a row of {tmp_path / 'votes.csv'}, not even by file "
+                        f"name ({names[0]}, ...): the votes name FER2013's own files (e.g. "
+                        "train/angry/Training_10118481.jpg), which copies such as Kaggle's emotion-detection-fer "
+                        "rename; use the copy fer2013.tar.gz unpacks as --data, or leave the votes out.")
+    # the right copy at the wrong level (its own train/ given) keeps the sentence that mends that
+    write_class_folders(tmp_path / "fer" / "train", 1)
+    sentence, _ = _unmatched(tmp_path / "fer" / "train", "all", "train/angry/0000.png")
+    assert sentence.endswith("pass the folder that holds train/ and val/ as --data.")
+
+
+def _unmatched(data, split, voted_file):
+    """The sentence soft_targets gives for `split` of `data` against votes for voted_file alone (and its image names)."""
+    tr = load_dataset(data, progress=False).splits[split]
+    votes = read_votes(write_votes(data.parent / "votes.csv", [vote_row(voted_file, happiness=10)]))
     with pytest.raises(UserError) as err:
         soft_targets(tr.names, tr.y, votes)
-    assert str(err.value) == (f"None of the 3 images matches a row of {votes.source}: they are rows of a CSV "
-                              "(fer2013.csv:2, ...), and the votes name each image by its file in FER2013's folder "
-                              "layout (e.g. train/angry/Training_10118481.jpg); use that layout as --data (as "
-                              "fer2013.tar.gz unpacks), or leave the votes out.")
+    return str(err.value), tr.names
 
 
 def test_a_votes_row_of_other_length_or_bytes_is_one_sentence(tmp_path):

@@ -136,6 +136,13 @@ def unmatched_error(names: list[str], votes: Votes) -> UserError:
                          f"({names[0]}, ...), and the votes name each image by its file in FER2013's folder layout "
                          "(e.g. train/angry/Training_10118481.jpg); use that layout as --data (as fer2013.tar.gz "
                          "unpacks), or leave the votes out.")
+    # No file name in common either: not a folder given at the wrong level (which the sentence
+    # below mends) but another copy of FER2013 whose files were renamed, as Kaggle's PNG one is.
+    if not {n.rsplit("/", 1)[-1] for n in names} & {f.rsplit("/", 1)[-1] for f in votes.counts}:
+        return UserError(f"None of the {len(names)} images matches a row of {votes.source}, not even by file name "
+                         f"({names[0]}, ...): the votes name FER2013's own files (e.g. "
+                         "train/angry/Training_10118481.jpg), which copies such as Kaggle's emotion-detection-fer "
+                         "rename; use the copy fer2013.tar.gz unpacks as --data, or leave the votes out.")
     return UserError(f"None of the {len(names)} images matches a row of {votes.source}; its file column must be "
                      "relative to the dataset folder (e.g. train/angry/Training_10118481.jpg), so pass the folder "
                      "that holds train/ and val/ as --data.")
