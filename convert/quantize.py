@@ -360,6 +360,19 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
+def gate_failures(parity: dict, s: ConvertSettings, split_name: str) -> list[str]:
+    """Why the int8 model fails the parity gate, one line each; [] when it passes."""
+    failures = []
+    if parity["drop_pp"] > s.max_drop_pp:
+        one = 100 / parity["images"]  # a gate finer than one image judges chance, not quantization
+        few = (f" (one image of these {parity['images']} is {one:.2f} pp: judge on more {split_name} images, or "
+               f"set --max-drop to at least {one:.2f})") if one > s.max_drop_pp else ""
+        failures.append(f"int8 accuracy drop {parity['drop_pp']:.2f} pp exceeds --max-drop {s.max_drop_pp} pp{few}")
+    if parity["agreement"] < s.min_agreement:
+        failures.append(f"Keras/int8 top-1 agreement {parity['agreement']:.4f} is below --min-agreement {s.min_agreement}")
+    return failures
+
+
 def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path, votes, source: Source) -> tuple[dict, list[str]]:
     from convert.parity import parity_report, write_parity
 
@@ -420,11 +433,7 @@ def _convert(s: ConvertSettings, model, keras_path: Path, ds, out: Path, votes, 
     parity = parity_report(model, files, card, val_split, len(calib), votes)
     parity = {"converted_from": card.metrics["converted_from"], "calibration_requested": s.calibration_size,
               "versions": versions(), **parity}  # the converter's build decides the int8 file
-    failures = []
-    if parity["drop_pp"] > s.max_drop_pp:
-        failures.append(f"int8 accuracy drop {parity['drop_pp']:.2f} pp exceeds --max-drop {s.max_drop_pp} pp")
-    if parity["agreement"] < s.min_agreement:
-        failures.append(f"Keras/int8 top-1 agreement {parity['agreement']:.4f} is below --min-agreement {s.min_agreement}")
+    failures = gate_failures(parity, s, split_name)
     parity["budget"] = {"max_drop_pp": s.max_drop_pp, "min_agreement": s.min_agreement, "passed": not failures,
                         "failures": failures}
     card.parity = {k: parity[k] for k in ("images", "keras_accuracy", "int8_accuracy", "drop_pp", "agreement")}

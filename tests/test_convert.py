@@ -877,3 +877,17 @@ def test_a_tflite_model_given_to_convert_is_said_to_be_converted_already(tmp_pat
                                         r"--model` or `edge eval`"):
         run(ConvertSettings(model=str(folder if given == "folder" else model), data=str(tmp_path / "data"),
                             out=str(tmp_path / "o")))
+
+
+def test_a_gate_finer_than_one_image_says_so():
+    """On 105 validation images one image is 0.95 points, above the default 0.5 allowed: the gate
+    then judged one image's luck, and its sentence gave no hint of that."""
+    from convert.quantize import ConvertSettings, gate_failures
+
+    s = ConvertSettings(model="m", data="d", out="o")
+    small = gate_failures({"images": 105, "drop_pp": 0.95, "agreement": 0.99}, s, "val")
+    assert small == ["int8 accuracy drop 0.95 pp exceeds --max-drop 0.5 pp (one image of these 105 is 0.95 pp: "
+                     "judge on more val images, or set --max-drop to at least 0.95)"]
+    assert gate_failures({"images": 3589, "drop_pp": 0.56, "agreement": 0.99}, s, "val") == \
+        ["int8 accuracy drop 0.56 pp exceeds --max-drop 0.5 pp"]
+    assert gate_failures({"images": 105, "drop_pp": 0.0, "agreement": 0.99}, s, "val") == []
