@@ -134,7 +134,8 @@ def cli():
               help="A camera that cannot be opened at the start is reported down and tried again, not an error "
                    "(the service uses it: at boot the camera may not be ready).")
 @click.option("--model", default=None, callback=not_empty, help="int8 .tflite model with model.json beside it, or the folder `edge convert --out` wrote (default: the shipped model).")
-@click.option("--detector", type=PluginChoice(DETECTORS), default=None)
+@click.option("--detector", type=PluginChoice(DETECTORS), default=None,
+              help="Face detector (default: the config's [detector] kind, else blazeface).")
 @click.option("--detector-model", default=None, help="Face detector model file.")
 @click.option("--threads", type=int, default=None, help="Interpreter threads (default 1).")
 @click.option("--max-frames", type=int, default=None, help="Stop after this many frames (1 or more).")

@@ -4,11 +4,12 @@ the programs' own parsers), every config key and stated default (against the con
 /metrics series named. Users copy these lines; a renamed flag or key must fail here, not at a store."""
 import re
 
+import click
 import pytest
 
 from edge.config import RENAMED, toml_value
-from tests.doc_commands import (DOCS, ROOT, code_spans, command_lines, config_keys, config_references, every_flag,
-                                key_values, metric_names, problems, stated_defaults, toml_block_keys)
+from tests.doc_commands import (DOCS, ROOT, code_spans, command_lines, config_keys, config_references, edge_commands,
+                                every_flag, key_values, metric_names, problems, stated_defaults, toml_block_keys)
 
 IDS = {"ids": lambda p: str(p.relative_to(ROOT))}
 # Options of other programs the docs name in passing (venv, apt-get, journalctl).
@@ -98,3 +99,11 @@ def test_metrics_named_are_exported(doc):
     bad = [f"line {n}: {name}" for n, name in metric_names(doc.read_text())
            if not (any(s.startswith(name[:-1]) for s in exported) if name.endswith("*") else name in exported)]
     assert not bad, f"{doc.relative_to(ROOT)} names series /metrics does not have:\n" + "\n".join(bad)
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    # `edge X --help` is where a newcomer looks first; an option with neither help nor a shown
+    # default is listed there as a bare name.
+    bare = [f"edge {name} {p.opts[0]}" for name, cmd in edge_commands().items() for p in cmd.params
+            if isinstance(p, click.Option) and not p.hidden and not (p.help or p.show_default)]
+    assert not bare, f"options with no help text: {bare}"

@@ -220,6 +220,23 @@ def test_status_line_redraws_in_place_once_per_interval_and_logs_go_above_it():
         _reset_logging()
 
 
+def test_status_line_left_on_screen_is_the_last_frames_even_within_the_interval():
+    from edge.service.console import Console
+
+    out, clock = io.StringIO(), FakeClock()
+    console = Console(status_line=True, stream=out, interval_s=1.0, clock=clock)
+    try:
+        console.on_result(None, result(tops=()))  # a recording's first frame: nobody in view yet
+        for _ in range(5):  # faces found, all read within the interval (a short clip, a fast machine)
+            clock.t += 0.1
+            console.on_result(None, result())
+        console.close()
+        last = out.getvalue().split("\r\x1b[K")[-1]
+        assert last == "faces 3 | angry 2 happy 1 | negative 67% | alert clear | 10.0 fps\n"
+    finally:
+        _reset_logging()
+
+
 def test_no_status_line_when_not_a_terminal_and_quiet_keeps_alerts(monkeypatch):
     from edge.service.console import Console
 

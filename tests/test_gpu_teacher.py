@@ -108,7 +108,8 @@ def test_a_missing_fold_or_foreign_images_are_one_sentence(voted, tmp_path, caps
 
 
 def test_a_teacher_fold_trains_resumes_and_predicts(voted, tmp_path):  # noqa: F811
-    pytest.importorskip("torch", reason="the GPU teacher needs PyTorch, which the build machine's venv does not install")
+    pytest.importorskip("torch", reason="the GPU teacher needs PyTorch, which the README's install leaves out; "
+                        "pip install -e '.[teacher]' adds it")
     from train.torch_teacher import main
 
     pack, run = tmp_path / "pack.npz", tmp_path / "teacher"

@@ -49,14 +49,19 @@ class StatusLine:
         self.text = ""
         self._last = None
         self._frames = 0
+        self._undrawn = None  # the newest result not drawn yet: close() draws it
 
     def on_result(self, frame, result) -> None:
         self._frames += 1
+        if self._last is not None and self.clock() - self._last < self.interval_s and not result.transition:
+            self._undrawn = result  # an alert raised or cleared is shown at once
+            return
+        self._draw(result)
+
+    def _draw(self, result) -> None:
         now = self.clock()
-        if self._last is not None and now - self._last < self.interval_s and not result.transition:
-            return  # an alert raised or cleared is shown at once
         fps = self._frames / (now - self._last) if self._last is not None and now > self._last else 0.0
-        self._last, self._frames = now, 0
+        self._last, self._frames, self._undrawn = now, 0, None
         self.text = f"{status_text(result)} | {fps:.1f} fps"
         self.redraw()
 
@@ -71,6 +76,10 @@ class StatusLine:
             self.stream.flush()
 
     def close(self) -> None:
+        # The line left on the screen is the last frame's, not one up to interval_s older: a
+        # recording read in under a second would otherwise end on its first frame ("faces 0").
+        if self._undrawn is not None:
+            self._draw(self._undrawn)
         if self.text:
             self.stream.write("\n")
             self.stream.flush()
