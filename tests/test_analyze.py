@@ -365,6 +365,63 @@ def test_a_video_cut_short_says_so_and_charts_only_what_was_read(tmp_path):
     assert "ended at frame" in r.stdout
 
 
+def _variable_rate_mp4(path: Path, frames: int = 40, slow_from: int = 20, slower: int = 6) -> None:
+    """An MP4 whose frames from `slow_from` on last `slower` times as long (a phone's variable
+    rate): OpenCV writes one stts entry, split here into two (the boxes around it grow)."""
+    import struct
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (64, 48))
+    for i in range(frames):
+        writer.write(np.full((48, 64, 3), 40 + i, np.uint8))
+    writer.release()
+    b = bytearray(path.read_bytes())
+    i = b.find(b"stts")
+    if b.find(b"moov") < b.find(b"mdat") or struct.unpack(">I", b[i + 8:i + 12])[0] != 1:
+        pytest.skip("this OpenCV writes MP4 boxes another way")
+    count, delta = struct.unpack(">II", b[i + 12:i + 20])
+    b[i + 8:i + 20] = struct.pack(">IIIII", 2, slow_from, delta, count - slow_from, delta * slower)
+    for box in (b"stts", b"moov", b"trak", b"mdia", b"minf", b"stbl"):  # moov is after mdat: no offset moves
+        j = b.find(box)
+        b[j - 4:j] = struct.pack(">I", struct.unpack(">I", b[j - 4:j])[0] + 8)
+    j = b.find(b"mdhd")
+    timescale = struct.unpack(">I", b[j + 16:j + 20])[0]
+    seconds = (slow_from + (count - slow_from) * slower) * delta / timescale
+    j = b.find(b"mvhd")
+    movie_duration = struct.pack(">I", int(seconds * struct.unpack(">I", b[j + 16:j + 20])[0]))
+    b[b.find(b"mdhd") + 20:b.find(b"mdhd") + 24] = struct.pack(">I", int(seconds * timescale))
+    for box, at in ((b"mvhd", 20), (b"tkhd", 24), (b"elst", 12)):  # the edit list would cut it at the old length
+        if (j := b.find(box)) > 0:
+            b[j + at:j + at + 4] = movie_duration
+    path.write_bytes(bytes(b))
+
+
+def test_a_variable_frame_rate_video_says_its_times_assume_a_steady_rate(tmp_path):
+    """A phone's variable frame rate: the times (index / the header's fps) stray seconds from the
+    file's own, which a player shows; the analysis says so instead of passing them off silently."""
+    video = tmp_path / "phone.mp4"
+    _variable_rate_mp4(video)
+    cap = cv2.VideoCapture(str(video))
+    own = [cap.get(cv2.CAP_PROP_POS_MSEC) / 1000 for _ in range(40) if cap.grab()]
+    if len(own) != 40 or abs(own[20] - 20 / 30) > 0.01:
+        pytest.skip("this OpenCV does not read the patched timestamps")
+    out = tmp_path / "out"
+    r = run_cli("analyze", video, "--out", out)
+    assert r.returncode == 0, r.stderr
+    s = json.loads((out / "summary.json").read_text())
+    assert s["frames_analysed"] == 40
+    assert any("variable frame rate: its frame" in n for n in s["notes"]), s["notes"]
+    assert "variable frame rate" in r.stdout
+
+
+def test_a_steady_rate_video_has_no_variable_rate_note(tmp_path):
+    video = tmp_path / "steady.mp4"
+    _variable_rate_mp4(video, slower=1)  # patched the same way, every frame as long
+    out = tmp_path / "out"
+    r = run_cli("analyze", video, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "variable frame rate" not in r.stdout + r.stderr
+
+
 @pytest.mark.parametrize("name,content", [("broken.mp4", b"not a video " * 50), ("broken.jpg", b"\xff\xd8 junk" * 30),
                                           ("missing.mp4", None)])
 def test_unreadable_input_is_one_error_line_and_exit_2(tmp_path, name, content):

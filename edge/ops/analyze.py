@@ -547,8 +547,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
         name_of = (lambda frame: "") if video else (lambda frame: Path(source.files[frame.index]).name)
         _replay(cfg, (classifier, detector), source, name_of, rec, timer, annotator, bar, opts.notes, stop)
         processing_s = time.monotonic() - t_loop
-        if getattr(source, "ended_early", None):
-            opts.notes.append(source.ended_early)
+        opts.notes.extend(n for n in (getattr(source, "ended_early", None), getattr(source, "uneven_rate", None)) if n)
 
         failed = [{"path": p, "reason": r} for p, r in getattr(source, "failed", [])] + \
             [{"path": str(p), "reason": NOT_AN_IMAGE} for p in getattr(source, "not_images", [])]
