@@ -342,6 +342,16 @@ def test_no_faces_gives_a_header_only_timeline(tiny_converted, tmp_path):
     assert png_size(out / "summary.png") == figure_size_px("video")
 
 
+def test_no_faces_in_json_says_the_timeline_is_an_empty_list(tmp_path):
+    """timeline.json is `[]`: it has no header to speak of, as timeline.csv has."""
+    video = write_video(tmp_path / "empty.mp4", (background() for _ in range(5)))
+    out = tmp_path / "out"
+    r = run_cli("analyze", video, "--out", out, "--format", "json")  # the shipped model
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "timeline.json").read_text()) == []
+    assert "timeline.json is an empty list" in r.stdout and "header" not in r.stdout
+
+
 def test_a_video_cut_short_says_so_and_charts_only_what_was_read(tmp_path):
     """An AVI whose second half is gone still lists every frame in its header; the analysis
     covers the frames that decode and says the rest is missing, instead of passing silently."""

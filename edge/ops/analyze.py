@@ -747,7 +747,8 @@ def report_lines(s: dict) -> list[str]:
                      f"{s['processing_s']:.2f} s ({s['seconds_per_image']} s per image).")
     name = Path(s["files"]["timeline"]).name
     if not s["faces"]:
-        lines.append(f"No faces were found in {s['input']}, so {name} has only its header.")
+        held = "has only its header" if name.endswith(".csv") else "is an empty list"  # JSON has no header
+        lines.append(f"No faces were found in {s['input']}, so {name} {held}.")
     else:
         dom = ", ".join(f"{k} {v}" for k, v in s["counts"]["tracks_by_dominant"].items() if v)
         if s["kind"] == "video":
