@@ -272,13 +272,20 @@ def test_every_nth_frame_json_and_annotated_copy(scene, tiny_converted, tmp_path
     assert n == N_FRAMES // 3
 
 
+def every_face_negative(tmp_path: Path, raise_after_s: float) -> Path:
+    """A config under which every face counts as negative from its first frame."""
+    cfg = tmp_path / "alert.toml"
+    cfg.write_text('[mood]\nnegative = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]\n'
+                   'min_confidence = 0.0\nmin_seen_s = 0.0\nscore = "expected"\n[alert]\nmin_faces = 1\n'
+                   f'raise_after_s = {raise_after_s:g}\n')
+    return cfg
+
+
 @pytest.mark.slow
 def test_alert_periods_are_in_the_summary_and_shaded(scene, tiny_converted, tmp_path):
     """A config that counts every face as negative raises the alert 0.5 s after the first
     confirmed face, and it stays raised (the astronaut never leaves)."""
-    cfg = tmp_path / "alert.toml"
-    cfg.write_text('[mood]\nnegative = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]\n'
-                   'min_confidence = 0.0\nmin_seen_s = 0.0\nscore = "expected"\n[alert]\nmin_faces = 1\nraise_after_s = 0.5\n')
+    cfg = every_face_negative(tmp_path, raise_after_s=0.5)
     out = tmp_path / "out"
     r = analyze_cli(scene.video, out, tiny_converted / "model_int8.tflite", "--config", cfg)
     s = json.loads((out / "summary.json").read_text())
@@ -294,6 +301,20 @@ def test_alert_periods_are_in_the_summary_and_shaded(scene, tiny_converted, tmp_
     panel = img[int(0.80 * h) : int(0.86 * h), int(0.1 * w) : int(0.75 * w)].reshape(-1, 3).astype(int)
     pink = (panel[:, 2] > 235) & (panel[:, 1] < 230) & (panel[:, 1] > 190) & (abs(panel[:, 1] - panel[:, 0]) < 8)
     assert 0.5 < pink.mean() < 0.95  # shaded from ~0.63 s to the end of the 4 s
+
+
+@pytest.mark.slow
+def test_a_raise_the_recording_ends_before_is_said(scene, tiny_converted, tmp_path):
+    """Every face negative but raise_after_s longer than the 4 s video: the share sits over the
+    raise line to the end with no alert; the report says the raise timer was running, and for how long."""
+    cfg = every_face_negative(tmp_path, raise_after_s=30)
+    out = tmp_path / "out"
+    r = analyze_cli(scene.video, out, tiny_converted / "model_int8.tflite", "--config", cfg)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["alerts"] == []
+    (note,) = [n for n in s["notes"] if "short of alert.raise_after_s (30 s)" in n]
+    assert note.startswith(f"When the analysis ended at {(N_FRAMES - 1) / FPS:.1f} s, the queue had been unhappy")
+    assert note in r.stdout
 
 
 # -- images ----------------------------------------------------------------------------

@@ -465,12 +465,27 @@ def _replay(cfg: Config, parts, source, name_of, rec: _Recorder, timer: StageTim
                     notes.append(f"Stopped by {_stopped_by(stop.name)} after {rec.frames} analysed frames; the files "
                                  "cover only that part.")
                     break
+        if rec.video and pipeline is not None:
+            _cut_short_raise(pipeline.policy, rec.frame_rows, notes)
     finally:
         if bar is not None:
             bar.close()
         rec.timeline.close()
         if annotator:
             annotator.close()
+
+
+def _cut_short_raise(policy, frame_rows: FrameRows, notes: list[str]) -> None:
+    """The recording ends while the raise timer runs: said, else a share over the raise line at the
+    end of the chart sits beside "would not have been raised" unexplained."""
+    since = policy.raising_since()
+    if since is None or not len(frame_rows):
+        return
+    end = frame_rows.t[-1]
+    notes.append(f"When the analysis ended at {end:.1f} s, the queue had been unhappy enough for an alert for "
+                 f"{end - since:.1f} s (since {since:.1f} s), short of alert.raise_after_s "
+                 f"({policy.cfg.raise_after_s:g} s): it would have been raised had the queue stayed so "
+                 f"{policy.cfg.raise_after_s - (end - since):.1f} s longer.")
 
 
 def _stopped_by(signal_name: str) -> str:
