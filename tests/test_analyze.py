@@ -272,13 +272,20 @@ def test_every_nth_frame_json_and_annotated_copy(scene, tiny_converted, tmp_path
     assert n == N_FRAMES // 3
 
 
+def every_face_negative(tmp_path: Path, raise_after_s: float) -> Path:
+    """A config under which every face counts as negative from its first frame."""
+    cfg = tmp_path / "alert.toml"
+    cfg.write_text('[mood]\nnegative = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]\n'
+                   'min_confidence = 0.0\nmin_seen_s = 0.0\nscore = "expected"\n[alert]\nmin_faces = 1\n'
+                   f'raise_after_s = {raise_after_s:g}\n')
+    return cfg
+
+
 @pytest.mark.slow
 def test_alert_periods_are_in_the_summary_and_shaded(scene, tiny_converted, tmp_path):
     """A config that counts every face as negative raises the alert 0.5 s after the first
     confirmed face, and it stays raised (the astronaut never leaves)."""
-    cfg = tmp_path / "alert.toml"
-    cfg.write_text('[mood]\nnegative = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]\n'
-                   'min_confidence = 0.0\nmin_seen_s = 0.0\nscore = "expected"\n[alert]\nmin_faces = 1\nraise_after_s = 0.5\n')
+    cfg = every_face_negative(tmp_path, raise_after_s=0.5)
     out = tmp_path / "out"
     r = analyze_cli(scene.video, out, tiny_converted / "model_int8.tflite", "--config", cfg)
     s = json.loads((out / "summary.json").read_text())
@@ -294,6 +301,20 @@ def test_alert_periods_are_in_the_summary_and_shaded(scene, tiny_converted, tmp_
     panel = img[int(0.80 * h) : int(0.86 * h), int(0.1 * w) : int(0.75 * w)].reshape(-1, 3).astype(int)
     pink = (panel[:, 2] > 235) & (panel[:, 1] < 230) & (panel[:, 1] > 190) & (abs(panel[:, 1] - panel[:, 0]) < 8)
     assert 0.5 < pink.mean() < 0.95  # shaded from ~0.63 s to the end of the 4 s
+
+
+@pytest.mark.slow
+def test_a_raise_the_recording_ends_before_is_said(scene, tiny_converted, tmp_path):
+    """Every face negative but raise_after_s longer than the 4 s video: the share sits over the
+    raise line to the end with no alert; the report says the raise timer was running, and for how long."""
+    cfg = every_face_negative(tmp_path, raise_after_s=30)
+    out = tmp_path / "out"
+    r = analyze_cli(scene.video, out, tiny_converted / "model_int8.tflite", "--config", cfg)
+    s = json.loads((out / "summary.json").read_text())
+    assert s["alerts"] == []
+    (note,) = [n for n in s["notes"] if "short of alert.raise_after_s (30 s)" in n]
+    assert note.startswith(f"When the analysis ended at {(N_FRAMES - 1) / FPS:.1f} s, the queue had been unhappy")
+    assert note in r.stdout
 
 
 # -- images ----------------------------------------------------------------------------
@@ -342,6 +363,16 @@ def test_no_faces_gives_a_header_only_timeline(tiny_converted, tmp_path):
     assert png_size(out / "summary.png") == figure_size_px("video")
 
 
+def test_no_faces_in_json_says_the_timeline_is_an_empty_list(tmp_path):
+    """timeline.json is `[]`: it has no header to speak of, as timeline.csv has."""
+    video = write_video(tmp_path / "empty.mp4", (background() for _ in range(5)))
+    out = tmp_path / "out"
+    r = run_cli("analyze", video, "--out", out, "--format", "json")  # the shipped model
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "timeline.json").read_text()) == []
+    assert "timeline.json is an empty list" in r.stdout and "header" not in r.stdout
+
+
 def test_a_video_cut_short_says_so_and_charts_only_what_was_read(tmp_path):
     """An AVI whose second half is gone still lists every frame in its header; the analysis
     covers the frames that decode and says the rest is missing, instead of passing silently."""
@@ -363,6 +394,63 @@ def test_a_video_cut_short_says_so_and_charts_only_what_was_read(tmp_path):
     assert s["media_seconds"] == round(s["frames_analysed"] / FPS, 3)  # not the header's 4 s
     assert any("ended at frame" in n and "of the 60 its header lists" in n for n in s["notes"]), s["notes"]
     assert "ended at frame" in r.stdout
+
+
+def _variable_rate_mp4(path: Path, frames: int = 40, slow_from: int = 20, slower: int = 6) -> None:
+    """An MP4 whose frames from `slow_from` on last `slower` times as long (a phone's variable
+    rate): OpenCV writes one stts entry, split here into two (the boxes around it grow)."""
+    import struct
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (64, 48))
+    for i in range(frames):
+        writer.write(np.full((48, 64, 3), 40 + i, np.uint8))
+    writer.release()
+    b = bytearray(path.read_bytes())
+    i = b.find(b"stts")
+    if b.find(b"moov") < b.find(b"mdat") or struct.unpack(">I", b[i + 8:i + 12])[0] != 1:
+        pytest.skip("this OpenCV writes MP4 boxes another way")
+    count, delta = struct.unpack(">II", b[i + 12:i + 20])
+    b[i + 8:i + 20] = struct.pack(">IIIII", 2, slow_from, delta, count - slow_from, delta * slower)
+    for box in (b"stts", b"moov", b"trak", b"mdia", b"minf", b"stbl"):  # moov is after mdat: no offset moves
+        j = b.find(box)
+        b[j - 4:j] = struct.pack(">I", struct.unpack(">I", b[j - 4:j])[0] + 8)
+    j = b.find(b"mdhd")
+    timescale = struct.unpack(">I", b[j + 16:j + 20])[0]
+    seconds = (slow_from + (count - slow_from) * slower) * delta / timescale
+    j = b.find(b"mvhd")
+    movie_duration = struct.pack(">I", int(seconds * struct.unpack(">I", b[j + 16:j + 20])[0]))
+    b[b.find(b"mdhd") + 20:b.find(b"mdhd") + 24] = struct.pack(">I", int(seconds * timescale))
+    for box, at in ((b"mvhd", 20), (b"tkhd", 24), (b"elst", 12)):  # the edit list would cut it at the old length
+        if (j := b.find(box)) > 0:
+            b[j + at:j + at + 4] = movie_duration
+    path.write_bytes(bytes(b))
+
+
+def test_a_variable_frame_rate_video_says_its_times_assume_a_steady_rate(tmp_path):
+    """A phone's variable frame rate: the times (index / the header's fps) stray seconds from the
+    file's own, which a player shows; the analysis says so instead of passing them off silently."""
+    video = tmp_path / "phone.mp4"
+    _variable_rate_mp4(video)
+    cap = cv2.VideoCapture(str(video))
+    own = [cap.get(cv2.CAP_PROP_POS_MSEC) / 1000 for _ in range(40) if cap.grab()]
+    if len(own) != 40 or abs(own[20] - 20 / 30) > 0.01:
+        pytest.skip("this OpenCV does not read the patched timestamps")
+    out = tmp_path / "out"
+    r = run_cli("analyze", video, "--out", out)
+    assert r.returncode == 0, r.stderr
+    s = json.loads((out / "summary.json").read_text())
+    assert s["frames_analysed"] == 40
+    assert any("variable frame rate: its frame" in n for n in s["notes"]), s["notes"]
+    assert "variable frame rate" in r.stdout
+
+
+def test_a_steady_rate_video_has_no_variable_rate_note(tmp_path):
+    video = tmp_path / "steady.mp4"
+    _variable_rate_mp4(video, slower=1)  # patched the same way, every frame as long
+    out = tmp_path / "out"
+    r = run_cli("analyze", video, "--out", out)
+    assert r.returncode == 0, r.stderr
+    assert "variable frame rate" not in r.stdout + r.stderr
 
 
 @pytest.mark.parametrize("name,content", [("broken.mp4", b"not a video " * 50), ("broken.jpg", b"\xff\xd8 junk" * 30),

@@ -465,12 +465,27 @@ def _replay(cfg: Config, parts, source, name_of, rec: _Recorder, timer: StageTim
                     notes.append(f"Stopped by {_stopped_by(stop.name)} after {rec.frames} analysed frames; the files "
                                  "cover only that part.")
                     break
+        if rec.video and pipeline is not None:
+            _cut_short_raise(pipeline.policy, rec.frame_rows, notes)
     finally:
         if bar is not None:
             bar.close()
         rec.timeline.close()
         if annotator:
             annotator.close()
+
+
+def _cut_short_raise(policy, frame_rows: FrameRows, notes: list[str]) -> None:
+    """The recording ends while the raise timer runs: said, else a share over the raise line at the
+    end of the chart sits beside "would not have been raised" unexplained."""
+    since = policy.raising_since()
+    if since is None or not len(frame_rows):
+        return
+    end = frame_rows.t[-1]
+    notes.append(f"When the analysis ended at {end:.1f} s, the queue had been unhappy enough for an alert for "
+                 f"{end - since:.1f} s (since {since:.1f} s), short of alert.raise_after_s "
+                 f"({policy.cfg.raise_after_s:g} s): it would have been raised had the queue stayed so "
+                 f"{policy.cfg.raise_after_s - (end - since):.1f} s longer.")
 
 
 def _stopped_by(signal_name: str) -> str:
@@ -547,8 +562,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
         name_of = (lambda frame: "") if video else (lambda frame: Path(source.files[frame.index]).name)
         _replay(cfg, (classifier, detector), source, name_of, rec, timer, annotator, bar, opts.notes, stop)
         processing_s = time.monotonic() - t_loop
-        if getattr(source, "ended_early", None):
-            opts.notes.append(source.ended_early)
+        opts.notes.extend(n for n in (getattr(source, "ended_early", None), getattr(source, "uneven_rate", None)) if n)
 
         failed = [{"path": p, "reason": r} for p, r in getattr(source, "failed", [])] + \
             [{"path": str(p), "reason": NOT_AN_IMAGE} for p in getattr(source, "not_images", [])]
@@ -748,7 +762,8 @@ def report_lines(s: dict) -> list[str]:
                      f"{s['processing_s']:.2f} s ({s['seconds_per_image']} s per image).")
     name = Path(s["files"]["timeline"]).name
     if not s["faces"]:
-        lines.append(f"No faces were found in {s['input']}, so {name} has only its header.")
+        held = "has only its header" if name.endswith(".csv") else "is an empty list"  # JSON has no header
+        lines.append(f"No faces were found in {s['input']}, so {name} {held}.")
     else:
         dom = ", ".join(f"{k} {v}" for k, v in s["counts"]["tracks_by_dominant"].items() if v)
         if s["kind"] == "video":

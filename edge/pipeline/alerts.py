@@ -47,6 +47,11 @@ class AlertPolicy:
             return None
         return self._cooldown_until + self.cfg.raise_after_s - t_s
 
+    def raising_since(self) -> float | None:
+        """While clear: when the raise timer began (the queue unhappy enough since, not yet for
+        raise_after_s); else None. Only reads the state: what a recording's end cut short."""
+        return None if self.raised else self._since
+
     def _unhappy(self, negative_share: float, faces: int) -> bool:
         """The queue is unhappy enough to raise an alert (the cooldown and the timer aside)."""
         return faces >= self.cfg.min_faces and negative_share >= self.cfg.raise_share

@@ -146,15 +146,20 @@ class VideoFileSource(Source):
         count = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
         self.frame_count = count if count > 0 else None
         self.ended_early: str | None = None  # set when decoding stops well before the header's frame count
+        self.uneven_rate: str | None = None  # set when the frames' own times stray from index / fps
         self._at: int | None = None  # the frame the capture holds, whose pixels may still be converted
 
     def __iter__(self):
         # grab() demuxes and decodes; the conversion to BGR waits until a frame's pixels are
         # asked for, which must happen before the next frame is read.
         yield self._frame(self._first, 0.0, 0)
-        index = 0
+        index, pos_msec = 0, import_cv2().CAP_PROP_POS_MSEC
+        stray = (0.0, 0, 0.0)  # (seconds, frame, its own time): where index / fps strays most from the file's times
         while self.cap.grab():
             index += 1
+            own_s = self.cap.get(pos_msec) / 1000  # 0 (unknown) from backends without timestamps
+            if own_s > 0 and abs(own_s - index / self.fps) > stray[0]:
+                stray = (abs(own_s - index / self.fps), index, own_s)
             if index % self.every == 0:
                 yield self._frame(None, index / self.fps, index, self._pixels_of(index))
         self._at = None
@@ -163,6 +168,15 @@ class VideoFileSource(Source):
             self.ended_early = (f"Video {self.path} ended at frame {read} of the {self.frame_count} its header "
                                 "lists: the rest could not be decoded (the file is cut short or damaged).")
             log.warning(self.ended_early)
+        # a phone's variable frame rate: times kept as index / fps (the same on any machine), but said,
+        # else every time in the results is off from a player's clock without a word
+        if stray[0] > max(0.5, 2 / self.fps):
+            _, at, own_s = stray
+            self.uneven_rate = (f"Video {self.path} has a variable frame rate: its frame {at} is at {own_s:.1f} s in "
+                                f"the file but {at / self.fps:.1f} s here, where times assume a steady {self.fps:.4g} "
+                                "frames per second; for times that match a player's, re-encode it at a constant rate "
+                                "(e.g. ffmpeg -i IN -vsync cfr -r 15 OUT.mp4).")
+            log.warning(self.uneven_rate)
 
     def _pixels_of(self, index: int):
         self._at = index
