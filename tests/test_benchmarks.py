@@ -683,11 +683,34 @@ def test_accuracy_scores_against_the_annotators_majority_too(shipped_model, synt
     report, md = read_outputs(out, "accuracy")
     (row,) = report["rows"]
     assert row["ferplus"]["images"] == len(files) and "FER+ majority" in md
-    assert row["ferplus"]["per_class_recall"]["happy"] == 0.0  # no face is happy by the votes
+    # No face is happy by the votes: no recall to give, not 0 (which reads as a model missing every happy face)
+    assert row["ferplus"]["per_class_recall"]["happy"] is None
+    plus_row = next(ln for ln in md.splitlines() if ln.startswith("| ") and "FER+ accuracy" not in ln
+                    and ln.count("|") == 4 + len(LABELS) + 1 and str(len(files)) in ln.split("|")[2])
+    assert plus_row.split("|")[5 + LABELS.index("happy")].strip() == "–"
     cm = np.array(row["confusion_matrix"])  # rows: folder label, columns: prediction
     h, n = LABELS.index("happy"), LABELS.index("neutral")
     expected = (np.trace(cm) - cm[h, h] + cm[h, n]) / cm.sum()
     assert row["ferplus"]["accuracy"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_accuracy_gives_no_recall_for_a_class_the_images_scored_do_not_have(shipped_model):
+    """--limit or a store's own folders can leave a class out: its recall is blank in the table,
+    not 0.000, which would read as a model that misses every such face."""
+    from benchmarks import accuracy
+
+    y = np.array([LABELS.index("angry"), LABELS.index("happy")])
+    res = {"y": y, "probs": np.eye(len(LABELS))[y], "runtime": "r", "path": "p", "parameters": 1,
+           "parameters_source": "s", "seconds": 0.0}
+    row = accuracy.make_row("m", "ours", shipped_model, res)
+    assert row["per_class_recall"]["angry"] == 1.0 and row["per_class_recall"]["disgust"] is None
+    cells = accuracy.markdown({"machine": {"cpu": "c", "machine": "m", "cores": {"usable": 1}, "os": "o",
+                                           "python": "3", "numpy": "1", "opencv": "4", "tflite_runtime": "t"},
+                               "date": "d", "command": "c", "data": "d", "split": "val", "limit": 2, "rows": [row],
+                               "votes": None, "peer": {"skipped": "no"}, "peer_note": "n", "skipped": []})
+    table_row = next(ln for ln in cells.splitlines() if ln.startswith("| m |")).split("|")
+    assert table_row[5 + LABELS.index("disgust")].strip() == "–"
+    assert table_row[5 + LABELS.index("angry")].strip() == "1.000"
 
 
 def test_detector_calls_are_counted_once_whichever_way_the_detector_is_asked():
