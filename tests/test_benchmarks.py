@@ -846,6 +846,29 @@ def test_ctrl_c_after_the_figures_were_drawn_leaves_the_earlier_figure_too(tmp_p
     assert sorted(p.name for p in out.iterdir()) == ["latency.json", "latency.md", "latency.png"]
 
 
+@pytest.mark.parametrize("fault", [KeyboardInterrupt, lambda: OSError(28, "No space left on device")])
+def test_a_stop_while_the_markdown_is_written_leaves_the_earlier_json_too(tmp_path, capsys, monkeypatch, fault):
+    """The JSON was moved into --out before the markdown was written: Ctrl-C or a full disk then
+    left this run's JSON beside the earlier run's table, under "nothing new is in" the folder."""
+    import argparse
+
+    out = tmp_path / "out"
+    args = argparse.Namespace(out=str(out))
+    assert common.finish("latency", args, [], lambda a, v: {"run": 1}, lambda r, o: [], lambda r: "# first\n") == 0
+    first = {p.name: p.read_text() for p in out.iterdir()}
+    real = common.replace_file
+
+    def stopped_at_markdown(path, write):
+        if path.suffix == ".md":
+            raise fault()
+        return real(path, write)
+
+    monkeypatch.setattr(common, "replace_file", stopped_at_markdown)
+    rc = common.finish("latency", args, [], lambda a, v: {"run": 2}, lambda r, o: [], lambda r: "# second\n")
+    assert rc == (130 if fault is KeyboardInterrupt else 2)
+    assert {p.name: p.read_text() for p in out.iterdir()} == first
+
+
 def test_a_run_into_a_folder_with_earlier_results_says_it_replaced_them(tmp_path, capsys):
     import argparse
 
