@@ -154,6 +154,12 @@ def _calibration_changes_anything(path: Path, others) -> bool:
     return True
 
 
+def recalls(per_class: dict) -> dict:
+    """Recall per class; None for a class with no image in the set scored (--limit, a store's own
+    folders, the FER+ majority), which has no recall: 0.000 would read as a model that misses it."""
+    return {k: round(v["recall"], 4) if v["support"] else None for k, v in per_class.items()}
+
+
 def make_row(label: str, kind: str, model_path: Path, res: dict, note: str = "", votes=None, names=None) -> dict:
     from edge.metrics import classification_report
 
@@ -165,12 +171,12 @@ def make_row(label: str, kind: str, model_path: Path, res: dict, note: str = "",
         fp = ferplus_report(names, res["probs"], votes)
         plus = {"ferplus": {"images": fp["images"], "accuracy": round(fp["accuracy"], 4),
                             "macro_f1": round(fp["macro_f1"], 4),
-                            "per_class_recall": {k: round(v["recall"], 4) for k, v in fp["per_class"].items()}}}
+                            "per_class_recall": recalls(fp["per_class"])}}
     return {
         "label": label, "kind": kind, "model": str(model_path), "size_bytes": Path(model_path).stat().st_size,
         "runtime": res["runtime"], "path": res["path"], "images": rep["images"],
         "accuracy": round(rep["accuracy"], 4), "macro_f1": round(rep["macro_f1"], 4),
-        "per_class_recall": {k: round(v["recall"], 4) for k, v in rep["per_class"].items()},
+        "per_class_recall": recalls(rep["per_class"]),
         "ece": round(rep["ece"], 4), "loss": round(rep["loss"], 4),
         "parameters": res["parameters"], "parameters_source": res["parameters_source"],
         "seconds": round(res["seconds"], 2), "confusion_matrix": rep["confusion_matrix"], "note": note,
@@ -273,7 +279,7 @@ def figures(report: dict, out: Path) -> list[Path]:
         n = len(report["rows"])
         width = 0.8 / n
         for i, r in enumerate(report["rows"]):
-            vals = [r["per_class_recall"][c] for c in LABELS]
+            vals = [np.nan if r["per_class_recall"][c] is None else r["per_class_recall"][c] for c in LABELS]
             ax.bar(np.arange(len(LABELS)) + (i - (n - 1) / 2) * width, vals, width,
                    label=f"{r['label'][:60]} (acc {r['accuracy']:.3f})")
         ax.set_xticks(range(len(LABELS)), LABELS)
@@ -297,7 +303,7 @@ def markdown(report: dict) -> str:
     rows = []
     for r in report["rows"]:
         rows.append([r["label"], r["path"], f"{r['accuracy']:.4f}", f"{r['macro_f1']:.4f}",
-                     *[f"{r['per_class_recall'][c]:.3f}" for c in LABELS],
+                     *[common.fmt(r["per_class_recall"][c], 3) for c in LABELS],
                      f"{r['size_bytes'] / 1e6:.3f}", f"{r['parameters']:,}", r["runtime"]])
     heads = ["model", "path", "accuracy", "macro-F1", *[f"recall {c}" for c in LABELS], "file MB", "parameters", "runtime"]
     lines.append(common.md_table(heads, rows, [False, False, *[True] * (len(heads) - 3), False]))
@@ -308,7 +314,7 @@ def markdown(report: dict) -> str:
         lines.append(common.md_table(
             ["model", "images", "FER+ accuracy", "FER+ macro-F1", *[f"recall {c}" for c in LABELS]],
             [[r["label"], r["ferplus"]["images"], f"{r['ferplus']['accuracy']:.4f}", f"{r['ferplus']['macro_f1']:.4f}",
-              *[f"{r['ferplus']['per_class_recall'].get(c, 0):.3f}" for c in LABELS]] for r in plus],
+              *[common.fmt(r["ferplus"]["per_class_recall"].get(c), 3) for c in LABELS]] for r in plus],
             [False, *[True] * (3 + len(LABELS))]))
     notes = [r for r in report["rows"] if r["note"] and r["kind"] == "baseline"]
     lines.append("")
@@ -319,10 +325,11 @@ def markdown(report: dict) -> str:
         lines.append(f"\n**{r['label']}.** {r['note']}")
     for s in report["skipped"]:
         lines.append(f"\nSkipped {s['label']}: {s['reason']}")
-    lines.append("\nColumns: accuracy and macro-F1 over all images; recall per class = correct / images of that class; "
-                 "file MB = size of the model file; parameters = Keras count_params, the card's figure, or the element "
-                 "count of a .tflite's constant tensors (batch norm folded, so a little below the Keras count). "
-                 "path = how inputs reach the model (the edge path is what the Pi runs).")
+    lines.append("\nColumns: accuracy and macro-F1 over all images; recall per class = correct / images of that class "
+                 "(– where the set scored has none); file MB = size of the model file; parameters = Keras "
+                 "count_params, the card's figure, or the element count of a .tflite's constant tensors (batch norm "
+                 "folded, so a little below the Keras count). path = how inputs reach the model (the edge path is what "
+                 "the Pi runs).")
     # The figures are listed once, by common.finish, which writes them.
     return "\n".join(lines) + "\n"
 

@@ -631,6 +631,8 @@ def finish(name: str, args, argv, run, draw, to_markdown) -> int:
             before = {p.name for p in out.iterdir()}
             # The figures are drawn aside and moved in after the JSON and markdown: a stop while
             # drawing leaves the earlier run's files, not new figures beside its numbers.
+            # The JSON and markdown are written there too and all moved in together: a stop while
+            # writing the markdown must not leave this run's JSON beside the earlier run's table.
             stage = Path(tempfile.mkdtemp(prefix=".figures-", dir=out))
             staged = [p for p in draw(report, stage) if p]
             report["png"] = [p.name for p in staged]
@@ -638,11 +640,9 @@ def finish(name: str, args, argv, run, draw, to_markdown) -> int:
             if staged:
                 md += f"\nFigures: {', '.join(report['png'])}\n"
             earlier = [p for p in (f"{stem(name)}.json", f"{stem(name)}.md", *report["png"]) if p in before]
-            j, m = write_results(out, name, report, md)
-            pngs = []
-            for p in staged:
-                os.replace(p, out / p.name)
-                pngs.append(out / p.name)
+            j, m, *pngs = [out / p.name for p in (*write_results(stage, name, report, md), *staged)]
+            for p in (j, m, *pngs):
+                os.replace(stage / p.name, p)
         except OSError as exc:  # e.g. the disk filled during the run
             print(f"error: Cannot write the results to {args.out} ({exc.strerror}); pass --out with a folder you can "
                   "write to.", file=sys.stderr)

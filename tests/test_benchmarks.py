@@ -683,11 +683,34 @@ def test_accuracy_scores_against_the_annotators_majority_too(shipped_model, synt
     report, md = read_outputs(out, "accuracy")
     (row,) = report["rows"]
     assert row["ferplus"]["images"] == len(files) and "FER+ majority" in md
-    assert row["ferplus"]["per_class_recall"]["happy"] == 0.0  # no face is happy by the votes
+    # No face is happy by the votes: no recall to give, not 0 (which reads as a model missing every happy face)
+    assert row["ferplus"]["per_class_recall"]["happy"] is None
+    plus_row = next(ln for ln in md.splitlines() if ln.startswith("| ") and "FER+ accuracy" not in ln
+                    and ln.count("|") == 4 + len(LABELS) + 1 and str(len(files)) in ln.split("|")[2])
+    assert plus_row.split("|")[5 + LABELS.index("happy")].strip() == "–"
     cm = np.array(row["confusion_matrix"])  # rows: folder label, columns: prediction
     h, n = LABELS.index("happy"), LABELS.index("neutral")
     expected = (np.trace(cm) - cm[h, h] + cm[h, n]) / cm.sum()
     assert row["ferplus"]["accuracy"] == pytest.approx(expected, abs=1e-4)
+
+
+def test_accuracy_gives_no_recall_for_a_class_the_images_scored_do_not_have(shipped_model):
+    """--limit or a store's own folders can leave a class out: its recall is blank in the table,
+    not 0.000, which would read as a model that misses every such face."""
+    from benchmarks import accuracy
+
+    y = np.array([LABELS.index("angry"), LABELS.index("happy")])
+    res = {"y": y, "probs": np.eye(len(LABELS))[y], "runtime": "r", "path": "p", "parameters": 1,
+           "parameters_source": "s", "seconds": 0.0}
+    row = accuracy.make_row("m", "ours", shipped_model, res)
+    assert row["per_class_recall"]["angry"] == 1.0 and row["per_class_recall"]["disgust"] is None
+    cells = accuracy.markdown({"machine": {"cpu": "c", "machine": "m", "cores": {"usable": 1}, "os": "o",
+                                           "python": "3", "numpy": "1", "opencv": "4", "tflite_runtime": "t"},
+                               "date": "d", "command": "c", "data": "d", "split": "val", "limit": 2, "rows": [row],
+                               "votes": None, "peer": {"skipped": "no"}, "peer_note": "n", "skipped": []})
+    table_row = next(ln for ln in cells.splitlines() if ln.startswith("| m |")).split("|")
+    assert table_row[5 + LABELS.index("disgust")].strip() == "–"
+    assert table_row[5 + LABELS.index("angry")].strip() == "1.000"
 
 
 def test_detector_calls_are_counted_once_whichever_way_the_detector_is_asked():
@@ -821,6 +844,29 @@ def test_ctrl_c_after_the_figures_were_drawn_leaves_the_earlier_figure_too(tmp_p
     assert common.finish("latency", args, [], measured, draw("second"), lambda r: "# t\n") == 130
     assert (out / "latency.png").read_text() == "first"
     assert sorted(p.name for p in out.iterdir()) == ["latency.json", "latency.md", "latency.png"]
+
+
+@pytest.mark.parametrize("fault", [KeyboardInterrupt, lambda: OSError(28, "No space left on device")])
+def test_a_stop_while_the_markdown_is_written_leaves_the_earlier_json_too(tmp_path, capsys, monkeypatch, fault):
+    """The JSON was moved into --out before the markdown was written: Ctrl-C or a full disk then
+    left this run's JSON beside the earlier run's table, under "nothing new is in" the folder."""
+    import argparse
+
+    out = tmp_path / "out"
+    args = argparse.Namespace(out=str(out))
+    assert common.finish("latency", args, [], lambda a, v: {"run": 1}, lambda r, o: [], lambda r: "# first\n") == 0
+    first = {p.name: p.read_text() for p in out.iterdir()}
+    real = common.replace_file
+
+    def stopped_at_markdown(path, write):
+        if path.suffix == ".md":
+            raise fault()
+        return real(path, write)
+
+    monkeypatch.setattr(common, "replace_file", stopped_at_markdown)
+    rc = common.finish("latency", args, [], lambda a, v: {"run": 2}, lambda r, o: [], lambda r: "# second\n")
+    assert rc == (130 if fault is KeyboardInterrupt else 2)
+    assert {p.name: p.read_text() for p in out.iterdir()} == first
 
 
 def test_a_run_into_a_folder_with_earlier_results_says_it_replaced_them(tmp_path, capsys):

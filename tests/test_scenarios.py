@@ -399,3 +399,29 @@ def test_each_rendered_scene_is_reported_when_it_ends_not_all_at_the_end(monkeyp
     rows = queue_video.run_scenes(load_config(None), Path("."), ["turn", "calm"], Path("."), seed=0)
     assert [r["scene"] for r in rows] == ["turn", "calm"]
     assert said_before[1] == ["video", "turn", "done"] and capsys.readouterr().err.split() == ["video", "calm", "done"]
+
+
+def test_a_target_whose_scenario_was_not_run_or_too_short_is_not_measured_not_failed(shipped_model, tmp_path,
+                                                                                    monkeypatch):
+    """--mixed-hours 0 (as the per-seed scene runs use it) runs no unhappy queue: its targets read
+    'not run', not '**no**' as if the alert rule had missed them; a run too short for an unhappy
+    period says so; one whose unhappy periods went unalerted still fails."""
+    from benchmarks import scenarios
+
+    monkeypatch.setattr(scenarios, "build_bank", lambda *a, **k: fake_bank())
+    (tmp_path / "faces" / "happy").mkdir(parents=True)
+    out = tmp_path / "out"
+    assert scenarios.main(["--model", str(shipped_model), "--data", str(tmp_path / "faces"), "--truth", "folder",
+                           "--hours", "0.05", "--mixed-hours", "0", "--sweep-hours", "0", "--sizes", "3", "--videos",
+                           "--out", str(out)]) == 0
+    r = json.loads((out / "scenarios.json").read_text())
+    met = {(t["scenario"], t["metric"]): t["met"] for t in r["targets"]}
+    assert met[("people turn unhappy", "alerted_share")] is None and met[("all calm time", "false_alarms_per_8h")]
+    table = (out / "scenarios.md").read_text().split("## Targets")[1].split("##")[0]
+    assert "**no**" not in table and "| people turn unhappy | alerted_share | >= 0.95 | – | not run |" in table
+
+    head = {"people turn unhappy": {"unhappy_periods": 0, "alerted_share": None, "time_to_alert_median_s": None},
+            "unhappy people arrive": {"unhappy_periods": 2, "alerted_share": 0.0, "time_to_alert_median_s": None}}
+    assert scenarios.judge(head, "people turn unhappy", "time_to_alert_median_s", "<=", 12.0)["met"] is None
+    assert scenarios.judge(head, "unhappy people arrive", "time_to_alert_median_s", "<=", 12.0)["met"] is False
+    assert scenarios.judge(head, "unhappy people arrive", "alerted_share", ">=", 0.95)["met"] is False
