@@ -426,6 +426,7 @@ def _variable_rate_mp4(path: Path, frames: int = 40, slow_from: int = 20, slower
     path.write_bytes(bytes(b))
 
 
+@pytest.mark.slow
 def test_a_variable_frame_rate_video_says_its_times_assume_a_steady_rate(tmp_path):
     """A phone's variable frame rate: the times (index / the header's fps) stray seconds from the
     file's own, which a player shows; the analysis says so instead of passing them off silently."""
@@ -444,6 +445,7 @@ def test_a_variable_frame_rate_video_says_its_times_assume_a_steady_rate(tmp_pat
     assert "variable frame rate" in r.stdout
 
 
+@pytest.mark.slow
 def test_a_steady_rate_video_has_no_variable_rate_note(tmp_path):
     video = tmp_path / "steady.mp4"
     _variable_rate_mp4(video, slower=1)  # patched the same way, every frame as long
@@ -705,6 +707,7 @@ def test_the_summary_records_the_command_that_made_it(tmp_path):
     assert s["working_folder"] == os.getcwd()
 
 
+@pytest.mark.slow
 def test_a_failed_analysis_puts_the_earlier_one_back(tmp_path):
     """A run that fails (here: no image of the folder can be read) removed the earlier analysis
     and left a header-only timeline.csv in its place."""

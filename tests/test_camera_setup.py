@@ -47,6 +47,7 @@ class SlowWideCamera(LiveSource):
         return "camera 0"
 
 
+@pytest.mark.slow
 def test_the_probe_measures_size_rate_light_and_faces_through_the_monitors_source(monkeypatch):
     cam = SlowWideCamera(queue_frame(1280, 720, 320))
     monkeypatch.setattr("edge.pipeline.sources.open_source", lambda *a, **kw: cam)

@@ -817,6 +817,7 @@ def test_a_loosened_gate_is_recorded_on_the_card_and_said_in_the_summary(tmp_pat
     assert said in r.output.splitlines() and said in (out / "parity.md").read_text().splitlines()
 
 
+@pytest.mark.slow
 def test_convert_says_each_stage_as_it_starts(tmp_path, cache_env, capsys):
     """After the images were decoded a full FER2013 conversion ran over a minute with nothing on
     the terminal: a line as each stage starts, in the order they run, before the report."""

@@ -188,6 +188,7 @@ def test_relative_paths_in_a_bundled_config_go_under_the_pi_state_folder(tmp_pat
     assert any(n.startswith(f"status.history_db {tmp_path / 'h.db'} is outside /var/lib/queue-mood") for n in notes)
 
 
+@pytest.mark.slow
 @needs_blazeface
 def test_default_config_bundle_into_a_folder(store_bundle, bundled_model, tmp_path):
     (wheel,) = (store_bundle["dir"] / "wheels").glob("*.whl")
@@ -211,6 +212,7 @@ def test_default_config_bundle_into_a_folder(store_bundle, bundled_model, tmp_pa
     assert sorted(p.name for p in foreign.iterdir()) == ["holiday.jpg"]
 
 
+@pytest.mark.slow
 @needs_blazeface
 def test_a_bundle_that_falls_back_to_the_default_model_says_so(store_bundle, tmp_path):
     """Without --model and a config's [model] path the bundle ships the project's default model:
@@ -228,6 +230,7 @@ def test_a_bundle_that_falls_back_to_the_default_model_says_so(store_bundle, tmp
     assert proc.returncode == 0 and "ships the project's default" not in proc.stdout, proc.stderr
 
 
+@pytest.mark.slow
 @needs_blazeface
 def test_a_bundle_of_a_model_whose_keras_file_changed_since_its_conversion_says_so(store_bundle, bundled_model,
                                                                                     tmp_path):
