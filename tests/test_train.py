@@ -1083,6 +1083,23 @@ def test_a_run_killed_before_its_first_backup_trains_each_epoch_once(tmp_path, s
     assert json.loads((out / "metrics.json").read_text())["train_seconds"] < 1000
 
 
+@pytest.mark.slow
+def test_the_training_step_is_traced_once(tmp_path, synthetic_dataset, cache_env, monkeypatch):
+    """A variable first made inside fit's first step (a metric's, the optimizer's) makes TF trace
+    that step a second time: about 7 s of every training here, tests included."""
+    import keras
+
+    from train.trainer import TrainSettings, run
+
+    traced = []
+    step = keras.Model.train_step
+    monkeypatch.setattr(keras.Model, "train_step", lambda self, data: traced.append(1) or step(self, data))
+    run(TrainSettings(data=str(synthetic_dataset), out=str(tmp_path / "run"), arch="mini_xception", epochs=2,
+                      batch_size=16, steps_per_epoch=2, warmup_epochs=0, augment=False))
+    assert _epochs(tmp_path / "run") == [0, 1]
+    assert len(traced) == 1
+
+
 def test_resume_refuses_a_flag_by_what_it_means(tmp_path, synthetic_dataset):
     from edge.errors import UserError
     from train.trainer import TrainSettings, run
