@@ -459,6 +459,18 @@ def test_a_usb_camera_index_that_is_not_there_lists_the_ones_that_are(dev, monke
     assert f"there is no {dev / 'dev' / 'video2'}" in msg and "video0 HD Pro Webcam C920" in msg
 
 
+@pytest.mark.parametrize("terminal", [True, False])
+def test_no_video_device_at_all_points_a_person_at_a_terminal_to_a_recording(dev, monkeypatch, terminal):
+    """On a laptop without a camera the way on is --source; the service's journal on a Pi gets the cable only."""
+    import io
+
+    monkeypatch.setattr(FakeCapture, "opens", False)
+    stdin = io.StringIO()
+    stdin.isatty = lambda: terminal
+    monkeypatch.setattr("sys.stdin", stdin)
+    assert ("edge run --source VIDEO" in _open_error(0)) is terminal
+
+
 def test_a_usb_camera_this_user_may_not_use_says_permission_and_the_group(dev, monkeypatch):
     monkeypatch.setattr(FakeCapture, "opens", False)
     (dev / "dev" / "video0").touch()

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import math
 import os
+import sys
 import threading
 import time
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -517,8 +518,13 @@ def usb_camera_hint(index: int, opened: bool) -> str:
     node = DEV / f"video{index}"
     if not node.exists():
         nodes = _video_nodes()
-        return (f"there is no {node} ({nodes}); check the cable" if nodes else
-                f"there is no {node}, nor any other video device: no camera is connected; check the cable")
+        if nodes:
+            return f"there is no {node} ({nodes}); check the cable"
+        # At a terminal this is likely someone trying edge on a laptop; the service's journal
+        # on a Pi without its camera should say the cable, not a recording.
+        elsewhere = "; to try edge without one, run it on a recording: edge run --source VIDEO" if (
+            sys.stdin is not None and sys.stdin.isatty()) else ""
+        return f"there is no {node}, nor any other video device: no camera is connected; check the cable{elsewhere}"
     if not os.access(node, os.R_OK | os.W_OK):
         return (f"this user may not use {node} (permission denied): add the user to the group video "
                 "(sudo usermod -aG video $USER, then log in again)")
