@@ -96,3 +96,21 @@ def check_status(ctx: _Context, cfg) -> None:
         ctx.add("status auth", WARN, f"http://{lan}:{st.port}/status answers without a token or password: anyone on "
                                      "the store network can read it; restart the service with [status] token or "
                                      "password set (or host = \"127.0.0.1\")")
+
+
+def check_history(ctx: _Context, cfg) -> None:
+    """status.history_db, when set: edge run carries on without a file it cannot use (the page's
+    last hour then kept in memory only, lost at each restart), saying so only in its log."""
+    from edge.ops.doctor.service import home_note
+    from edge.paths import expand_path
+    from edge.service.history import unusable
+
+    if not cfg.status.history_db:
+        return
+    path = expand_path(cfg.status.history_db)
+    where = home_note(ctx, cfg.status.history_db)
+    if why := unusable(str(path)):
+        ctx.add("status history", WARN, f"{path} cannot be written ({why}){where}: edge run keeps the page's last "
+                                        "hour in memory only, lost at each restart")
+    else:
+        ctx.add("status history", OK, f"the page's last hour is kept in {path} across restarts{where}")
