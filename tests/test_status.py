@@ -1676,6 +1676,45 @@ def test_doctor_warns_of_a_history_file_edge_run_cannot_write_and_makes_none(tmp
     assert status == WARN and f"the disk of {tmp_path} is mounted read-only" in detail, detail
 
 
+def test_doctor_as_root_fails_a_status_port_the_services_user_may_not_listen_on(monkeypatch, tmp_path):
+    """`sudo edge doctor --config /etc/queue-mood/config.toml` with [status] port = 80 bound the port as
+    root and said OK; the service's user (its unit grants no capability) may not, and ran without its page."""
+    import shutil
+
+    from edge.config import Config
+    from edge.ops.doctor.context import FAIL, OK, DoctorSettings, _Context
+    from edge.ops.doctor import status_page
+    from edge.ops.doctor.status_page import check_status
+
+    unit = tmp_path / "queue-mood.service"
+    shutil.copy(Path(__file__).parents[1] / "deploy" / "queue-mood.service", unit)
+    monkeypatch.setattr("edge.ops.doctor.config.UNIT_FILE", unit)
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setattr(status_page, "unprivileged_port_start", lambda: 1024, raising=False)
+    monkeypatch.setattr(status_page, "port_verdict", lambda host, port: None)  # free: root may bind any port
+    monkeypatch.setattr(status_page, "_lan_address", lambda: None)
+
+    def status_line(port: int, home: str = "/var/lib/queue-mood"):
+        cfg = Config()
+        cfg.status.port = port
+        ctx = _Context(DoctorSettings())
+        ctx.home = home  # set for the installed service's config only
+        check_status(ctx, cfg)
+        (line,) = [c for c in ctx.checks if c.name == "status page"]
+        return line.status, line.detail
+
+    status, detail = status_line(80)
+    assert status == FAIL and detail == (
+        "port 80: this doctor, as root, may listen there, but not the service's user queue-mood (ports below 1024 "
+        "need root), so edge run would run without its page; choose [status] port above 1023, e.g. 8765"), detail
+    assert status_line(8080)[0] == OK
+    assert status_line(80, home="")[0] == OK  # another config: root's own edge run may listen there
+    (tmp_path / "queue-mood.service.d").mkdir()  # a drop-in that grants the service the capability
+    (tmp_path / "queue-mood.service.d" / "port.conf").write_text(
+        "[Service]\nAmbientCapabilities=CAP_NET_BIND_SERVICE\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\n")
+    assert status_line(80)[0] == OK
+
+
 def test_process_cpu_share_is_cpu_seconds_per_wall_second_over_the_interval():
     from edge.service.health import CpuShare
 
