@@ -3,9 +3,11 @@
 Checks the TFLite runtime, numpy/OpenCV (and that they work together), the camera (what it
 delivers, its light, the faces in view and their width: what aiming it needs), the model
 and its card (with a dummy inference), the face detector (on a blank frame), the CPU the
-configured schedule needs here (compute budget), whether an NTP client has set the clock, the config, each
-configured alert sink, free disk at the spool, whether the status page's history file can be written, (as root, for the installed config) whether the service's
-user may read its config and model and write its spool and camera, the status page (warning when this machine's
+configured schedule needs here (compute budget), whether an NTP client has set the clock, the config (for
+the installed one: that the service's sandbox hides none of the files it reads), each configured alert sink,
+free disk at the spool, whether the status page's history file can be written, (as root, for the installed
+config) whether the service's user may read its config and model and write its spool and camera, the status
+page (for the installed config, a port its user may listen on; warning when this machine's
 network address answers it without a token or password), and on a Raspberry Pi the board, temperature,
 throttling and CPU governor. Nothing is sent, no event is written to the spool (only a probe
 file, removed at once, to see that the spool's disk takes writes), and a camera
