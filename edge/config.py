@@ -389,10 +389,19 @@ class Config:
                f"{self.tracking.max_gap_s:g} s end), or 0 for every frame, e.g. 5")
 
 
+def camera_index(src: SourceConfig) -> int | None:
+    """The camera edge run watches, as open_source takes it: [source] camera, else N of the
+    /dev/videoN device that path names (a USB camera by a name that survives replugging); None for
+    a recording, a stream or no source."""
+    if src.camera is not None:
+        return src.camera
+    return video_device_index(src.path) if src.path and "://" not in src.path else None
+
+
 def source_kind(src: SourceConfig) -> str:
     """What the source is, as open_source takes it: "camera" (camera, or a /dev/video device as
     path), "stream" (a URL), "recording" (a video file or image folder), or "" (none given)."""
-    if src.camera is not None or (src.path and "://" not in src.path and video_device_index(src.path) is not None):
+    if camera_index(src) is not None:
         return "camera"
     return ("stream" if "://" in src.path else "recording") if src.path else ""
 

@@ -119,6 +119,44 @@ def test_doctor_does_not_say_a_config_that_did_not_load_names_no_camera(tmp_path
     assert rows["camera"].detail.startswith("skipped: the config did not load"), rows["camera"].detail
 
 
+def _camera_row(cfg) -> tuple[str, str]:
+    ctx = _Context(DoctorSettings())
+    check_camera(ctx, cfg)
+    (row,) = [c for c in ctx.checks if c.name == "camera"]
+    return row.status, row.detail
+
+
+def test_doctor_fails_a_recording_edge_run_would_refuse_at_once(tmp_path):
+    """A config whose [source] path was no video OpenCV decodes, or an image folder without images,
+    got "OK skipped: the config reads ... (it exists)", and `edge run` then stopped at its first line."""
+    (tmp_path / "queue.mp4").write_text("not a video: a file saved under the wrong name\n")
+    (tmp_path / "frames").mkdir()
+    status, detail = _camera_row(load_config(None, {"source.path": str(tmp_path / "queue.mp4")}))
+    assert status == FAIL and detail == (f"edge run would stop at once: Cannot read video {tmp_path / 'queue.mp4'}: "
+                                         "the file is missing, damaged or in a format OpenCV cannot decode."), detail
+    status, detail = _camera_row(load_config(None, {"source.path": str(tmp_path / "frames")}))
+    assert status == FAIL and detail.startswith(f"edge run would stop at once: Folder {tmp_path / 'frames'} has no "
+                                                "images"), detail
+    cv2.imwrite(str(tmp_path / "frames" / "0001.png"), queue_frame(320, 240, 60))
+    status, detail = _camera_row(load_config(None, {"source.path": str(tmp_path / "frames"), "source.rotate": 90}))
+    assert (status, detail) == (OK, f"skipped: the config reads the recording {tmp_path / 'frames'} (its first frame "
+                                    "read, 240x320)")
+
+
+def test_doctor_watches_a_usb_camera_named_by_its_device_not_skips_it_as_a_file(monkeypatch, tmp_path):
+    """[source] path = /dev/v4l/by-id/usb-...-video-index0 (the name docs/config.md suggests) is a camera
+    to edge run, but the doctor said "skipped: the config reads ... (it exists)" and never opened it."""
+    device = tmp_path / "usb-Cam-video-index0"  # stands for the udev link to /dev/video63
+    device.write_text("")
+    monkeypatch.setattr("edge.config.video_device_index", lambda path: 63 if path == str(device) else None)
+    monkeypatch.setattr("edge.ops.doctor.camera.service_active", lambda: False)
+    status, detail = _camera_row(load_config(None, {"source.path": str(device)}))
+    assert status == FAIL and detail.startswith("Cannot open camera 63: there is no /dev/video63"), detail
+    # unplugged, udev removes the link: said as a camera's, not as a recording that was never there
+    status, detail = _camera_row(load_config(None, {"source.path": "/dev/v4l/by-id/usb-Cam-video-index0"}))
+    assert status == FAIL and "is the camera plugged in? ls /dev/v4l/by-id" in detail, detail
+
+
 PICAMERA2_STUB = '''
 import time, numpy as np
 

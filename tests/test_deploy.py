@@ -505,8 +505,11 @@ def test_model_and_card_that_do_not_belong_together_are_refused(tmp_path, bundle
 
 
 def doctor_config(tmp_path: Path) -> Path:
-    video = tmp_path / "queue.mp4"
-    video.write_bytes(b"")  # the doctor only checks that the source exists; it does not decode it
+    import cv2
+    import numpy as np
+
+    video = tmp_path / "queue.png"  # one image, a one-frame recording: the doctor reads its frame as edge run does
+    cv2.imwrite(str(video), np.full((240, 320, 3), 90, np.uint8))
     cfg = tmp_path / "doctor.toml"
     cfg.write_text(f'[source]\npath = "{video}"\n[sinks]\nspool_dir = "{tmp_path / "spool"}"\n'
                    f'[sinks.jsonl]\npath = "{tmp_path / "alerts.jsonl"}"\n[status]\nport = 0\n')
@@ -608,6 +611,8 @@ def test_doctor_calls_a_read_only_spool_disk_read_only_not_full(tmp_path):
         check_disk(ctx, cfg)
     (line,) = [c for c in ctx.checks if c.name == "disk"]
     assert line.status == FAIL and "read-only" in line.detail and "free some space" not in line.detail
+    # not also "not writable by this user (the service's user may be the one that can: sudo -u ...)": none can
+    assert [c for c in ctx.checks if c.name == "spool"] == []
 
 
 @pytest.mark.parametrize("numpy_v, cv2_v, error, status", [

@@ -378,6 +378,32 @@ def test_unit_home_takes_the_last_home_of_the_unit_and_its_drop_ins(tmp_path):
     assert service_paths_verdict(*args, "/srv/b")[0] == WARN  # a home outside the state folder
 
 
+def test_doctor_fails_a_file_the_services_sandbox_hides_from_it(service_layout):
+    """sudo edge doctor read model.path /home/pi/... (or a recording in /tmp) and said OK; the service,
+    whose unit sets ProtectHome=yes and PrivateTmp=yes, finds no such file there and never starts."""
+    etc, unit = service_layout["etc"], service_layout["unit"]
+    unit.write_text(unit.read_text() + "ProtectHome=yes\nPrivateTmp=yes\n")
+    (etc / "config.toml").write_text(service_layout["text"] + '[model]\npath = "/home/pi/model_int8.tflite"\n'
+                                     '[sinks.command]\nargv = ["/root/notify.sh", "--till", "3"]\n')
+    row = doctor_rows(etc / "config.toml")["service sandbox"]
+    assert row.status == FAIL and row.detail.startswith(
+        "the service cannot see model.path /home/pi/model_int8.tflite (ProtectHome=yes in its unit: /home is empty to "
+        "it); "), row.detail
+    assert "sinks.command.argv /root/notify.sh (ProtectHome=yes in its unit: /root is empty to it)" in row.detail
+    (unit.parent / (unit.name + ".d")).mkdir()  # a drop-in that lets it read the homes
+    (unit.parent / (unit.name + ".d") / "homes.conf").write_text("[Service]\nProtectHome=read-only\n")
+    rows = doctor_rows(etc / "config.toml")
+    assert "service sandbox" not in rows or "ProtectHome" not in rows["service sandbox"].detail
+    # no unit to read: the bundled one's sandbox, which hides them
+    from edge.ops.doctor.config import sandbox_verdict
+
+    cfg = load_config(None, {"source.path": "/tmp/queue.mp4", "detector.model": "~/face.tflite"})
+    status, detail = sandbox_verdict(cfg, unit.parent / "none.service", "/home/qm")
+    assert status == FAIL and "detector.model ~/face.tflite (ProtectHome=yes" in detail
+    assert "source.path /tmp/queue.mp4 (PrivateTmp=yes in its unit: /tmp is its own, empty to it)" in detail
+    assert sandbox_verdict(load_config(None, {"source.path": "rtsp://cam.local/s"}), unit, "/var/lib/queue-mood") is None
+
+
 # -- 7. a 32-bit OS is refused before anything changes --------------------------------------------
 
 

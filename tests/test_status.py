@@ -1639,6 +1639,82 @@ def test_doctor_fails_a_status_port_another_program_holds_and_explains_port_0():
     assert line.status == OK and "localhost:0" not in line.detail and "port = 0" in line.detail
 
 
+def test_doctor_warns_of_a_history_file_edge_run_cannot_write_and_makes_none(tmp_path, monkeypatch):
+    """status.history_db in a folder that does not exist, or on a disk mounted read-only: edge run keeps
+    the chart in memory only and says so in its log, while `edge doctor` said nothing of it."""
+    from edge.ops.doctor import diagnose
+    from edge.ops.doctor.context import OK, WARN, DoctorSettings
+
+    monkeypatch.setattr("edge.ops.doctor.camera.service_active", lambda: False)
+
+    def row(history_db: Path):
+        config = tmp_path / "store.toml"
+        config.write_text(f'[sinks]\nspool_dir = "{tmp_path / "spool"}"\n[status]\nport = 0\n'
+                          f'history_db = "{history_db}"\n')
+        (found,) = [c for c in diagnose(DoctorSettings(config=str(config))) if c.name == "status history"]
+        return found.status, found.detail
+
+    status, detail = row(tmp_path / "gone" / "history.sqlite")
+    assert status == WARN and detail == (
+        f"{tmp_path / 'gone' / 'history.sqlite'} cannot be written (its folder {tmp_path / 'gone'} does not exist; "
+        "make it, or set status.history_db to a file in a folder that does): edge run keeps the page's last hour in "
+        "memory only, lost at each restart"), detail
+    assert row(tmp_path / "history.sqlite") == (OK, f"the page's last hour is kept in {tmp_path / 'history.sqlite'} "
+                                                    "across restarts")
+    assert not (tmp_path / "history.sqlite").exists()  # the doctor makes no file of its own
+    import edge.service.history
+
+    real = os.statvfs
+
+    def statvfs(path):  # the card remounted read-only after errors (root may write anything else)
+        st = real(path)
+        fields = {k: getattr(st, k) for k in dir(st) if k.startswith("f_")}
+        return types.SimpleNamespace(**{**fields, "f_flag": st.f_flag | os.ST_RDONLY}) if str(path) == str(tmp_path) else st
+
+    monkeypatch.setattr(edge.service.history.os, "statvfs", statvfs)
+    status, detail = row(tmp_path / "history.sqlite")
+    assert status == WARN and f"the disk of {tmp_path} is mounted read-only" in detail, detail
+
+
+def test_doctor_as_root_fails_a_status_port_the_services_user_may_not_listen_on(monkeypatch, tmp_path):
+    """`sudo edge doctor --config /etc/queue-mood/config.toml` with [status] port = 80 bound the port as
+    root and said OK; the service's user (its unit grants no capability) may not, and ran without its page."""
+    import shutil
+
+    from edge.config import Config
+    from edge.ops.doctor.context import FAIL, OK, DoctorSettings, _Context
+    from edge.ops.doctor import status_page
+    from edge.ops.doctor.status_page import check_status
+
+    unit = tmp_path / "queue-mood.service"
+    shutil.copy(Path(__file__).parents[1] / "deploy" / "queue-mood.service", unit)
+    monkeypatch.setattr("edge.ops.doctor.config.UNIT_FILE", unit)
+    monkeypatch.setattr("os.geteuid", lambda: 0)
+    monkeypatch.setattr(status_page, "unprivileged_port_start", lambda: 1024, raising=False)
+    monkeypatch.setattr(status_page, "port_verdict", lambda host, port: None)  # free: root may bind any port
+    monkeypatch.setattr(status_page, "_lan_address", lambda: None)
+
+    def status_line(port: int, home: str = "/var/lib/queue-mood"):
+        cfg = Config()
+        cfg.status.port = port
+        ctx = _Context(DoctorSettings())
+        ctx.home = home  # set for the installed service's config only
+        check_status(ctx, cfg)
+        (line,) = [c for c in ctx.checks if c.name == "status page"]
+        return line.status, line.detail
+
+    status, detail = status_line(80)
+    assert status == FAIL and detail == (
+        "port 80: this doctor, as root, may listen there, but not the service's user queue-mood (ports below 1024 "
+        "need root), so edge run would run without its page; choose [status] port above 1023, e.g. 8765"), detail
+    assert status_line(8080)[0] == OK
+    assert status_line(80, home="")[0] == OK  # another config: root's own edge run may listen there
+    (tmp_path / "queue-mood.service.d").mkdir()  # a drop-in that grants the service the capability
+    (tmp_path / "queue-mood.service.d" / "port.conf").write_text(
+        "[Service]\nAmbientCapabilities=CAP_NET_BIND_SERVICE\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE\n")
+    assert status_line(80)[0] == OK
+
+
 def test_process_cpu_share_is_cpu_seconds_per_wall_second_over_the_interval():
     from edge.service.health import CpuShare
 

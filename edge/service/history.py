@@ -59,22 +59,38 @@ def _code(exc: sqlite3.Error) -> int:
     return (getattr(exc, "sqlite_errorcode", None) or 0) & 0xFF  # the primary code of an extended one
 
 
-def _connect(path: str) -> sqlite3.Connection:
-    # SQLite says only "unable to open database file" for either
+def _unreachable(path: str) -> OSError | None:
+    """What stops SQLite opening the file before it is tried (SQLite says only "unable to open
+    database file" for each): the path a folder, its folder missing, closed or a file."""
     if os.path.isdir(path):
-        raise IsADirectoryError(f"it is a folder; set status.history_db to a file, e.g. "
-                                f"{os.path.join(path, 'history.sqlite')}")
+        return IsADirectoryError(f"it is a folder; set status.history_db to a file, e.g. "
+                                 f"{os.path.join(path, 'history.sqlite')}")
     folder = os.path.dirname(path) or "."
     try:
         os.stat(folder)
     except FileNotFoundError:
-        raise FileNotFoundError(f"its folder {folder} does not exist; make it, or set status.history_db to a file "
-                                "in a folder that does") from None
+        return FileNotFoundError(f"its folder {folder} does not exist; make it, or set status.history_db to a file "
+                                 "in a folder that does")
     except OSError as exc:  # a folder above it closed to this user: it may well exist
-        raise PermissionError(f"its folder {folder} cannot be reached by this user ({exc.strerror}); run as the "
-                              "service's user, or set status.history_db to a file in a folder this user may write") from None
+        return PermissionError(f"its folder {folder} cannot be reached by this user ({exc.strerror}); run as the "
+                               "service's user, or set status.history_db to a file in a folder this user may write")
     if not os.path.isdir(folder):
-        raise NotADirectoryError(f"{folder} is a file, not a folder; set status.history_db to a file in a folder")
+        return NotADirectoryError(f"{folder} is a file, not a folder; set status.history_db to a file in a folder")
+    return None
+
+
+def unusable(path: str) -> str:
+    """Why History could not keep its points in this file, as far as can be told without opening
+    (and so making) it: what `edge doctor` says of status.history_db; "" when nothing is seen."""
+    if exc := _unreachable(path):
+        return str(exc)
+    return _unwritable(path, os.path.dirname(path) or ".") or ""
+
+
+def _connect(path: str) -> sqlite3.Connection:
+    if exc := _unreachable(path):
+        raise exc
+    folder = os.path.dirname(path) or "."
     try:
         return _open(path)
     except sqlite3.OperationalError as exc:  # "unable to open database file" for a disk or folder it may not write too

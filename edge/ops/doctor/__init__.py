@@ -3,9 +3,11 @@
 Checks the TFLite runtime, numpy/OpenCV (and that they work together), the camera (what it
 delivers, its light, the faces in view and their width: what aiming it needs), the model
 and its card (with a dummy inference), the face detector (on a blank frame), the CPU the
-configured schedule needs here (compute budget), whether an NTP client has set the clock, the config, each
-configured alert sink, free disk at the spool, (as root, for the installed config) whether the service's
-user may read its config and model and write its spool and camera, the status page (warning when this machine's
+configured schedule needs here (compute budget), whether an NTP client has set the clock, the config (for
+the installed one: that the service's sandbox hides none of the files it reads), each configured alert sink,
+free disk at the spool, whether the status page's history file can be written, (as root, for the installed
+config) whether the service's user may read its config and model and write its spool and camera, the status
+page (for the installed config, a port its user may listen on; warning when this machine's
 network address answers it without a token or password), and on a Raspberry Pi the board, temperature,
 throttling and CPU governor. Nothing is sent, no event is written to the spool (only a probe
 file, removed at once, to see that the spool's disk takes writes), and a camera
@@ -33,7 +35,7 @@ from edge.ops.doctor.libraries import check_numpy_opencv, check_runtime
 from edge.ops.doctor.model import check_detector, check_model
 from edge.ops.doctor.service import check_service_access, service_home
 from edge.ops.doctor.sinks import check_sinks
-from edge.ops.doctor.status_page import check_status
+from edge.ops.doctor.status_page import check_history, check_status
 
 
 def diagnose(s: DoctorSettings) -> list[Check]:
@@ -49,6 +51,7 @@ def diagnose(s: DoctorSettings) -> list[Check]:
         check_camera(ctx, cfg)
         check_sinks(ctx, cfg)
         check_disk(ctx, cfg)
+        check_history(ctx, cfg)
         check_service_access(ctx, cfg)
     check_status(ctx, cfg)
     check_pi(ctx)

@@ -20,6 +20,26 @@ def _median_s(fn, n: int = 7) -> float:
     return sorted(times)[n // 2]
 
 
+def recording_frames(source) -> tuple[int, int, float | None]:
+    """The recording [source] path names, opened as edge run opens it: its first frame's width and
+    height, as [source] rotate turns it, and a video file's own rate (None for images, paced by
+    [source] fps). UserError: what edge run would say of it (a file OpenCV cannot decode, a folder
+    without images, one without a frame)."""
+    from edge.errors import UserError
+    from edge.pipeline.sources import VideoFileSource, open_source
+
+    recording = open_source(None, source.path, fps=source.fps, rotate=source.rotate)
+    try:
+        first = next(iter(recording), None)
+    finally:
+        recording.close()
+    if first is None:
+        raise UserError(f"Source {source.path} opens but gives no frame; pass a video file, an image folder or an "
+                        "rtsp:// URL.")
+    h, w = first.image.shape[:2]
+    return w, h, recording.fps if isinstance(recording, VideoFileSource) else None
+
+
 def frames_timed(source) -> tuple[int, int, float, str]:
     """The frames the budget is stated for: (width, height, fps, whose). A recording keeps its own
     frame size ([source] width and height are a camera's), and a video file its own rate too
@@ -28,20 +48,15 @@ def frames_timed(source) -> tuple[int, int, float, str]:
     [source] width x height, turned by rotate too: on its side, 640x480 is costed as 480x640."""
     from edge.config import source_kind
     from edge.errors import UserError
-    from edge.pipeline.sources import VideoFileSource, open_source
 
     if source_kind(source) == "recording":
         try:
-            recording = open_source(None, source.path, fps=source.fps, rotate=source.rotate)
-            try:
-                h, w = next(iter(recording)).image.shape[:2]
-            finally:
-                recording.close()
-        except (UserError, OSError, StopIteration):
+            w, h, fps = recording_frames(source)
+        except (UserError, OSError):
             pass  # the camera check says what is wrong with it
         else:
-            if isinstance(recording, VideoFileSource):
-                return w, h, recording.fps, f" ({source.path}'s {w}x{h})"
+            if fps is not None:
+                return w, h, fps, f" ({source.path}'s {w}x{h})"
             return w, h, source.fps, f" ({source.path}'s {w}x{h} images)"
     if source.rotate in (90, 270):
         return source.height, source.width, source.fps, f" ({source.width}x{source.height} turned on its side)"

@@ -138,31 +138,48 @@ def faces_verdict(widths: list[int], frame_w: int, roi: bool) -> tuple[str, str,
     return ("faces now", OK, f"{found} (aim for {target:.0f} px or more)")
 
 
+def check_recording(ctx: _Context, src) -> None:
+    """A video file or image folder as [source] path, opened and its first frame read as edge run
+    does: one OpenCV cannot decode, or a folder without images, stops edge run at once."""
+    from edge.ops.doctor.budget import recording_frames
+
+    try:
+        there = expand_path(src.path).exists()
+    except OSError as exc:  # under a folder this user may not enter
+        ctx.add("camera", FAIL, f"the config reads {src.path}, which this user cannot reach "
+                                f"({exc.strerror}); try sudo, or make it readable")
+        return
+    if not there:
+        # a USB camera by its /dev/v4l/by-id name: the name is there only while the camera is plugged in
+        device = " (a camera device: is the camera plugged in? ls /dev/v4l/by-id lists those that are)" \
+            if src.path.startswith("/dev/") else ""
+        ctx.add("camera", FAIL, f"the config reads {src.path}, which does not exist{device}")
+        return
+    try:
+        w, h, _ = recording_frames(src)
+    except (UserError, OSError) as exc:
+        ctx.add("camera", FAIL, f"edge run would stop at once: {exc}")
+        return
+    ctx.add("camera", OK, f"skipped: the config reads the recording {src.path} (its first frame read, {w}x{h})")
+
+
 def check_camera(ctx: _Context, cfg) -> None:
-    from edge.config import both_sources
+    from edge.config import both_sources, camera_index
 
     src = cfg.source
     index = ctx.s.camera
     if said := both_sources(src):
         ctx.add("source", WARN, said)
     if index is None:
-        if src.path and src.camera is None:  # as `edge run`: a camera in the config wins over its path
+        # as `edge run`: a camera in the config wins over its path, and a camera's device as path is that camera
+        index = camera_index(src)
+        if index is None and src.path:
             if "://" in src.path:
                 # its password would give the camera's picture to whoever reads the report or install log
                 ctx.add("camera", OK, f"skipped: the config reads the stream {redact_url(src.path)}")
             else:
-                try:
-                    there = expand_path(src.path).exists()
-                except OSError as exc:  # under a folder this user may not enter
-                    ctx.add("camera", FAIL, f"the config reads {src.path}, which this user cannot reach "
-                                            f"({exc.strerror}); try sudo, or make it readable")
-                    return
-                if there:
-                    ctx.add("camera", OK, f"skipped: the config reads {src.path} (it exists)")
-                else:
-                    ctx.add("camera", FAIL, f"the config reads {src.path}, which does not exist")
+                check_recording(ctx, src)
             return
-        index = src.camera
     if index is None:
         if not ctx.config_loaded:  # it may well name a camera: the built-in defaults' lack of one says nothing
             ctx.add("camera", WARN, "skipped: the config did not load (its FAIL above says why); fix that, or pass "

@@ -26,7 +26,8 @@ def check_disk(ctx: _Context, cfg) -> None:
     usage = shutil.disk_usage(existing)
     free_mb = usage.free / 2**20
     where = f"{free_mb / 1024:.1f} GiB free of {usage.total / 2**30:.1f} GiB at {spool}{where_from}"
-    if os.statvfs(existing).f_flag & os.ST_RDONLY:  # its free space is beside the point (and may read 0)
+    read_only = bool(os.statvfs(existing).f_flag & os.ST_RDONLY)
+    if read_only:  # its free space is beside the point (and may read 0)
         ctx.add("disk", FAIL, f"{spool} is on a read-only file system: undelivered alerts cannot be kept; remount "
                               "it read-write or set sinks.spool_dir to a folder on a writable disk")
     elif free_mb < FREE_FAIL_MB:
@@ -40,7 +41,7 @@ def check_disk(ctx: _Context, cfg) -> None:
     elif existing == spool:
         name, status, detail = spool_writable(spool)
         ctx.add(name, status, detail + where_from)
-    elif not os.access(existing, os.W_OK):
+    elif not read_only and not os.access(existing, os.W_OK):  # read-only: no user may, as the FAIL above says
         ctx.add("spool", WARN, f"{existing} is not writable by this user (the service's user {SERVICE} may be "
                                f"the one that can: sudo -u {SERVICE} edge doctor ...)")
     if holder := held_by(spool):  # a WARN, not a FAIL: it is what a running service looks like

@@ -92,7 +92,7 @@ def check_service_access(ctx: _Context, cfg) -> None:
     import grp
     import pwd
 
-    from edge.config import resolve_model
+    from edge.config import camera_index, resolve_model
 
     if not ctx.home or os.geteuid() != 0:
         return
@@ -116,7 +116,8 @@ def check_service_access(ctx: _Context, cfg) -> None:
     for value in (cfg.status.history_db, cfg.sinks.jsonl.path if cfg.sinks.jsonl is not None else ""):
         if value:  # SQLite's journal and the log's rotation go beside the file
             writes += [expand_path(value), expand_path(value).parent]
-    if cfg.source.camera is not None:
+    camera = camera_index(cfg.source) is not None  # [source] camera, or a USB camera's device as path
+    if camera:
         writes += sorted(Path("/dev").glob("video*")) + sorted(Path("/dev").glob("media*"))
     denied = [f"read {p}" for p in reads if not may(p, user.pw_uid, gids)]
     denied += [f"write {p}" for p in writes if not may(p, user.pw_uid, gids, write=True)]
@@ -127,4 +128,4 @@ def check_service_access(ctx: _Context, cfg) -> None:
                                         f"sudo chmod 0640 FILE, or sudo chown -R {SERVICE}: FOLDER")
     else:
         ctx.add("service access", OK, f"the service's user {SERVICE} may read its config and model and write "
-                                      "its spool" + (" and use the camera" if cfg.source.camera is not None else ""))
+                                      "its spool" + (" and use the camera" if camera else ""))

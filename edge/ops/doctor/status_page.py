@@ -4,9 +4,42 @@ machine's network address answers it without a token or password."""
 from __future__ import annotations
 
 import errno
+import os
 import socket
+from pathlib import Path
 
 from edge.ops.doctor.context import FAIL, OK, WARN, _Context
+
+# Ports below this need root (CAP_NET_BIND_SERVICE), which the service's user lacks (its unit's
+# CapabilityBoundingSet is empty): `sudo edge doctor` may bind one the service then cannot.
+UNPRIVILEGED_PORT_START = Path("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+
+
+def unprivileged_port_start() -> int:
+    try:
+        return int(UNPRIVILEGED_PORT_START.read_text())
+    except (OSError, ValueError):
+        return 1024  # Linux's default
+
+
+def service_low_port_verdict(port: int) -> tuple[str, str] | None:
+    """For the installed service's config checked as root: (FAIL, why) when the service's user may
+    not listen on port, unless its unit or a drop-in grants the capability."""
+    from edge.ops.doctor.config import UNIT_FILE
+    from edge.ops.doctor.service import SERVICE
+
+    start = unprivileged_port_start()
+    if not port or port >= start or os.geteuid() != 0:
+        return None
+    for f in (UNIT_FILE, *sorted(UNIT_FILE.with_name(UNIT_FILE.name + ".d").glob("*.conf"))):
+        try:
+            if "CAP_NET_BIND_SERVICE" in f.read_text(errors="replace"):
+                return None
+        except OSError:
+            continue
+    return FAIL, (f"port {port}: this doctor, as root, may listen there, but not the service's user {SERVICE} (ports "
+                  f"below {start} need root), so edge run would run without its page; choose [status] port above "
+                  f"{start - 1}, e.g. 8765")
 
 
 def _lan_address() -> str | None:
@@ -89,6 +122,8 @@ def check_status(ctx: _Context, cfg) -> None:
     else:
         line = f"on {st.host}, {port}, {need} required" if port else f"on {st.host}:{st.port}, {need} required"
     taken = port_verdict(st.host, st.port) if st.port else None
+    if taken is None and ctx.home:  # free now, for root: the service's config, whose user is not root
+        taken = service_low_port_verdict(st.port)
     status, why = taken or (OK, "")
     ctx.add("status page", status, why if status == FAIL else f"{line}; {why}" if why else line)
     lan = _lan_address()
@@ -96,3 +131,21 @@ def check_status(ctx: _Context, cfg) -> None:
         ctx.add("status auth", WARN, f"http://{lan}:{st.port}/status answers without a token or password: anyone on "
                                      "the store network can read it; restart the service with [status] token or "
                                      "password set (or host = \"127.0.0.1\")")
+
+
+def check_history(ctx: _Context, cfg) -> None:
+    """status.history_db, when set: edge run carries on without a file it cannot use (the page's
+    last hour then kept in memory only, lost at each restart), saying so only in its log."""
+    from edge.ops.doctor.service import home_note
+    from edge.paths import expand_path
+    from edge.service.history import unusable
+
+    if not cfg.status.history_db:
+        return
+    path = expand_path(cfg.status.history_db)
+    where = home_note(ctx, cfg.status.history_db)
+    if why := unusable(str(path)):
+        ctx.add("status history", WARN, f"{path} cannot be written ({why}){where}: edge run keeps the page's last "
+                                        "hour in memory only, lost at each restart")
+    else:
+        ctx.add("status history", OK, f"the page's last hour is kept in {path} across restarts{where}")
