@@ -81,6 +81,48 @@ CONSTRAINTS="$PREFIX/pip-constraints.txt"
 say() { printf '\n== %s\n' "$*"; }
 die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
 
+# A copy cut short (scp interrupted, a full disk while unpacking, tar's "Unexpected EOF" passed
+# over) leaves a wheel or model that pip or the service would call broken in other words (pip:
+# "invalid wheel", told as no PyPI), or leaves out the files after it in the archive, which the
+# checks below would call "not a bundle" or "found 0" wheels: so this comes first.
+# MANIFEST.json holds each file's sha256 but config.toml's (its digest would help guess the passwords
+# in it; an older bundle's lists it); config.toml and README.txt may be edited, so only the program
+# and model files are compared. Prints the files missing, then on a second line those that differ.
+# $PYTHON not running yet gives "": the checks after this one say what is wrong.
+damaged=$("$PYTHON" -I - "$BUNDLE" 2>/dev/null <<'EOF'
+import hashlib, json, os, sys
+root = sys.argv[1]
+try:
+    with open(os.path.join(root, "MANIFEST.json"), encoding="utf-8") as f:
+        files = dict(json.load(f)["files"])
+except (OSError, ValueError, KeyError, TypeError):  # an older bundle has none: nothing to compare
+    sys.exit()
+missing, differ = [], []
+for name, digest in files.items():
+    if not name.startswith(("wheels/", "model/", "detector/")):
+        continue
+    h = hashlib.sha256()
+    try:
+        with open(os.path.join(root, name), "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except FileNotFoundError:
+        missing.append(name)
+        continue
+    except OSError:
+        pass
+    if h.hexdigest() != digest:
+        differ.append(name)
+print(" ".join(missing))
+print(" ".join(differ))
+EOF
+) || damaged=""
+{ read -r missing_files; read -r damaged_files; } <<< "$damaged" || true
+[[ -z ${missing_files:-} ]] \
+    || die "$BUNDLE lacks ${missing_files// /, }, which its MANIFEST.json lists: the copy or the unpacking was cut short (tar said \"Unexpected EOF\"?); copy the .tar.gz again, unpack it afresh (rm -rf $BUNDLE first) and run install.sh again. Nothing was changed."
+[[ -z ${damaged_files:-} ]] \
+    || die "the bundle's MANIFEST.json lists another sha256 for ${damaged_files// /, } in $BUNDLE: the copy is damaged or cut short; copy the .tar.gz again, unpack it afresh (rm -rf $BUNDLE first) and run install.sh again. Nothing was changed."
+
 for f in config.toml queue-mood.service model/model_int8.tflite model/model.json; do
     [[ -f "$BUNDLE/$f" ]] || die "$BUNDLE/$f is missing: this is not a complete queue-mood bundle (make one with \`edge bundle\`)."
 done
@@ -115,36 +157,6 @@ pyver=$("$PYTHON" -I -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/d
 if ! [[ $pyver =~ ^3\.([0-9]+)$ ]] || (( BASH_REMATCH[1] < 11 )); then
     die "$PYTHON is Python $pyver, but queue-mood needs Python 3.11 or newer (Raspberry Pi OS 64-bit, Bookworm or Trixie; Bullseye is too old). Nothing was changed."
 fi
-
-# A copy cut short (scp interrupted, a full disk while unpacking) leaves a wheel or model that
-# pip or the service would call broken in other words (pip: "invalid wheel", told as no PyPI).
-# MANIFEST.json holds each file's sha256 but config.toml's (its digest would help guess the passwords
-# in it; an older bundle's lists it); config.toml and README.txt may be edited, so only the program
-# and model files are compared.
-damaged=$("$PYTHON" -I - "$BUNDLE" <<'EOF'
-import hashlib, json, os, sys
-root = sys.argv[1]
-try:
-    with open(os.path.join(root, "MANIFEST.json"), encoding="utf-8") as f:
-        files = dict(json.load(f)["files"])
-except (OSError, ValueError, KeyError, TypeError):  # an older bundle has none: nothing to compare
-    sys.exit()
-for name, digest in files.items():
-    if not name.startswith(("wheels/", "model/", "detector/")):
-        continue
-    h = hashlib.sha256()
-    try:
-        with open(os.path.join(root, name), "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    except OSError:
-        pass
-    if h.hexdigest() != digest:
-        print(name, end=" ")
-EOF
-) || damaged=""
-[[ -z $damaged ]] \
-    || die "the bundle's MANIFEST.json lists another sha256 for ${damaged% } in $BUNDLE: the copy is damaged or cut short; copy the .tar.gz again, unpack it afresh (rm -rf $BUNDLE first) and run install.sh again. Nothing was changed."
 
 # The nearest existing folder of PREFIX: where the venv and pip's downloads go.
 free_at=$PREFIX
