@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+[ -n "${BASH_VERSION:-}" ] || { echo "install.sh: run it with bash, not sh: sudo bash $0. Nothing was changed." >&2; exit 2; }  # sh (dash) would stop at set -o pipefail below, in words of its own
 # Install or upgrade the queue-mood monitor from this bundle (made by `edge bundle`) on
 # Raspberry Pi OS 64-bit, Bookworm or Trixie (Raspberry Pi Imager's default since October 2025):
 #
@@ -68,7 +69,7 @@ SERVICE_USER=queue-mood
 for arg in "$@"; do
     case "$arg" in
         --no-service) QM_NO_SERVICE=1 ;;
-        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '3,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "install.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
     esac
 done

@@ -767,6 +767,18 @@ def test_install_sh_help_and_bad_arguments(tmp_path):
     assert bad.returncode == 2 and "unknown argument" in bad.stderr
 
 
+@pytest.mark.skipif(not shutil.which("dash"), reason="needs dash, Debian's sh")
+def test_install_sh_run_with_sh_says_to_run_it_with_bash(tmp_path):
+    """`sudo sh install.sh`, a common habit, stopped with dash's "set: Illegal option -o pipefail"."""
+    bundle = fake_bundle(tmp_path)
+    proc = subprocess.run(["dash", "install.sh"], cwd=bundle, capture_output=True, text=True,
+                          env=fake_install_env(tmp_path))
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr == "install.sh: run it with bash, not sh: sudo bash install.sh. Nothing was changed.\n"
+    help_ = subprocess.run(["bash", "install.sh", "--help"], cwd=bundle, capture_output=True, text=True)
+    assert help_.stdout.startswith("Install or upgrade the queue-mood monitor"), help_.stdout  # not the check
+
+
 def test_install_sh_refuses_an_incomplete_bundle(tmp_path):
     shutil.copy(DEPLOY / "install.sh", tmp_path / "install.sh")
     env = fake_install_env(tmp_path, venv=False)  # every folder in tmp_path, should the check ever let it through
