@@ -46,6 +46,10 @@
 # Paths in the bundled config and unit that start with /opt/queue-mood, /etc/queue-mood or
 # /var/lib/queue-mood are rewritten to PREFIX, ETC_DIR and STATE_DIR.
 set -euo pipefail
+# What this writes without a mode of its own (PREFIX, the venv, pip's files in it) must be readable
+# by the service's user: a hardened root umask (027, 077: sudo keeps the caller's where it is stricter
+# than 022) left /opt/queue-mood 0750 root:root, and the service failing to start at every try.
+umask 022
 
 DEFAULT_PREFIX=/opt/queue-mood
 DEFAULT_ETC_DIR=/etc/queue-mood

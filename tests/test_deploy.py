@@ -1093,6 +1093,24 @@ def test_install_sh_says_where_the_status_page_is_as_edge_reads_the_config(tmp_p
     assert says in proc.stdout and not [s for s in ("pw-0123456789", "s3cret-token", "fleet-token") if s in proc.stdout]
 
 
+def test_install_sh_under_a_hardened_umask_leaves_the_program_readable_by_the_service(tmp_path):
+    """sudo keeps a caller's umask stricter than 022: under 027 the venv, pip's files and PREFIX were
+    0750/0640 root:root, which the unit's User=queue-mood may not enter, so the service never started."""
+    env = fake_install_env(tmp_path)
+    venv_python = Path(env["PREFIX"]) / "venv/bin/python"
+    venv_python.rename(venv_python.with_name("python.fake"))
+    venv_python.write_text(f'#!/bin/sh\numask >> "{tmp_path}/umask.log"\nexec "$0.fake" "$@"\n')
+    venv_python.chmod(0o755)
+    bundle = fake_bundle(tmp_path)
+    proc = subprocess.run(["bash", str(bundle / "install.sh")], capture_output=True, text=True, env=env,
+                          timeout=120, umask=0o027)
+    assert proc.returncode == 0, proc.stderr
+    umasks = set((tmp_path / "umask.log").read_text().split())
+    assert umasks == {"0022"}, umasks  # pip (and a new venv) write what the service reads
+    assert stat.S_IMODE((Path(env["PREFIX"]) / "pip-constraints.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((Path(env["ETC_DIR"]) / "config.toml").stat().st_mode) == 0o640  # modes of its own stay
+
+
 def test_install_sh_syncs_what_it_wrote_to_the_card_once_it_is_all_in_place(tmp_path):
     """A Pi unplugged within ext4's 30 s of an install (carried from the desk to the till) booted to
     an empty config or model: the service restarting into that error every 5 s."""
