@@ -156,6 +156,16 @@ if [[ $EUID -ne 0 ]] && { [[ $QM_SKIP_APT != 1 ]] || [[ $QM_SYSTEM_USER != 0 ]] 
     die "run it as root: sudo $0 (an unprivileged test install needs QM_SKIP_APT=1 QM_SYSTEM_USER=0 QM_NO_SERVICE=1 and PREFIX, ETC_DIR, STATE_DIR, UNIT_DIR)."
 fi
 
+# One install at a time: a second one (the first-boot unit's, or one from another SSH session while
+# the first waits for apt) would run pip into the same venv and swap the kept bundles under the first.
+# The lock is on the folder PREFIX goes in (/opt), there before and after an install.
+lock_at=$(dirname "$PREFIX")
+while [[ ! -d "$lock_at" ]]; do lock_at=$(dirname "$lock_at"); done
+if command -v flock >/dev/null; then
+    exec 9<"$lock_at"
+    flock -n 9 || die "another install.sh is installing into $PREFIX now (the first-boot unit's, or one from another SSH session): let it finish, then run this one again if it is still needed. Nothing was changed."
+fi
+
 # Checks that change nothing come first, so a Pi they refuse is left as it was.
 pyver=$("$PYTHON" -I -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) \
     || die "$PYTHON does not run; this bundle is for Raspberry Pi OS 64-bit, Bookworm or Trixie (Python 3.11 or newer). Nothing was changed."

@@ -1111,6 +1111,25 @@ def test_install_sh_under_a_hardened_umask_leaves_the_program_readable_by_the_se
     assert stat.S_IMODE((Path(env["ETC_DIR"]) / "config.toml").stat().st_mode) == 0o640  # modes of its own stay
 
 
+@pytest.mark.skipif(not shutil.which("flock"), reason="needs util-linux's flock")
+def test_install_sh_while_another_install_runs_is_one_sentence_and_changes_nothing(tmp_path):
+    """A second install.sh (the first-boot unit's, another SSH session's while apt waits) ran pip into
+    the same venv and swapped the kept bundles under the first."""
+    import fcntl
+
+    env = fake_install_env(tmp_path)
+    bundle = fake_bundle(tmp_path)
+    fd = os.open(Path(env["PREFIX"]).parent, os.O_RDONLY)  # as the running install holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = install(bundle, env)
+    finally:
+        os.close(fd)
+    assert_install_sentence(proc, "another install.sh is installing into", "let it finish", "Nothing was changed")
+    assert not (tmp_path / "python.log").exists() and not Path(env["ETC_DIR"]).exists()
+    assert install(bundle, env).returncode == 0  # once it is done
+
+
 def test_install_sh_syncs_what_it_wrote_to_the_card_once_it_is_all_in_place(tmp_path):
     """A Pi unplugged within ext4's 30 s of an install (carried from the desk to the till) booted to
     an empty config or model: the service restarting into that error every 5 s."""
