@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+[ -n "${BASH_VERSION:-}" ] || { echo "install.sh: run it with bash, not sh: sudo bash $0. Nothing was changed." >&2; exit 2; }  # sh (dash) would stop at set -o pipefail below, in words of its own
 # Install or upgrade the queue-mood monitor from this bundle (made by `edge bundle`) on
 # Raspberry Pi OS 64-bit, Bookworm or Trixie (Raspberry Pi Imager's default since October 2025):
 #
@@ -45,6 +46,10 @@
 # Paths in the bundled config and unit that start with /opt/queue-mood, /etc/queue-mood or
 # /var/lib/queue-mood are rewritten to PREFIX, ETC_DIR and STATE_DIR.
 set -euo pipefail
+# What this writes without a mode of its own (PREFIX, the venv, pip's files in it) must be readable
+# by the service's user: a hardened root umask (027, 077: sudo keeps the caller's where it is stricter
+# than 022) left /opt/queue-mood 0750 root:root, and the service failing to start at every try.
+umask 022
 
 DEFAULT_PREFIX=/opt/queue-mood
 DEFAULT_ETC_DIR=/etc/queue-mood
@@ -68,7 +73,7 @@ SERVICE_USER=queue-mood
 for arg in "$@"; do
     case "$arg" in
         --no-service) QM_NO_SERVICE=1 ;;
-        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '3,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         *) echo "install.sh: unknown argument $arg (try --help)" >&2; exit 2 ;;
     esac
 done
@@ -80,6 +85,48 @@ CONSTRAINTS="$PREFIX/pip-constraints.txt"
 
 say() { printf '\n== %s\n' "$*"; }
 die() { printf 'install.sh: %s\n' "$*" >&2; exit 1; }
+
+# A copy cut short (scp interrupted, a full disk while unpacking, tar's "Unexpected EOF" passed
+# over) leaves a wheel or model that pip or the service would call broken in other words (pip:
+# "invalid wheel", told as no PyPI), or leaves out the files after it in the archive, which the
+# checks below would call "not a bundle" or "found 0" wheels: so this comes first.
+# MANIFEST.json holds each file's sha256 but config.toml's (its digest would help guess the passwords
+# in it; an older bundle's lists it); config.toml and README.txt may be edited, so only the program
+# and model files are compared. Prints the files missing, then on a second line those that differ.
+# $PYTHON not running yet gives "": the checks after this one say what is wrong.
+damaged=$("$PYTHON" -I - "$BUNDLE" 2>/dev/null <<'EOF'
+import hashlib, json, os, sys
+root = sys.argv[1]
+try:
+    with open(os.path.join(root, "MANIFEST.json"), encoding="utf-8") as f:
+        files = dict(json.load(f)["files"])
+except (OSError, ValueError, KeyError, TypeError):  # an older bundle has none: nothing to compare
+    sys.exit()
+missing, differ = [], []
+for name, digest in files.items():
+    if not name.startswith(("wheels/", "model/", "detector/")):
+        continue
+    h = hashlib.sha256()
+    try:
+        with open(os.path.join(root, name), "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except FileNotFoundError:
+        missing.append(name)
+        continue
+    except OSError:
+        pass
+    if h.hexdigest() != digest:
+        differ.append(name)
+print(" ".join(missing))
+print(" ".join(differ))
+EOF
+) || damaged=""
+{ read -r missing_files; read -r damaged_files; } <<< "$damaged" || true
+[[ -z ${missing_files:-} ]] \
+    || die "$BUNDLE lacks ${missing_files// /, }, which its MANIFEST.json lists: the copy or the unpacking was cut short (tar said \"Unexpected EOF\"?); copy the .tar.gz again, unpack it afresh (rm -rf $BUNDLE first) and run install.sh again. Nothing was changed."
+[[ -z ${damaged_files:-} ]] \
+    || die "the bundle's MANIFEST.json lists another sha256 for ${damaged_files// /, } in $BUNDLE: the copy is damaged or cut short; copy the .tar.gz again, unpack it afresh (rm -rf $BUNDLE first) and run install.sh again. Nothing was changed."
 
 for f in config.toml queue-mood.service model/model_int8.tflite model/model.json; do
     [[ -f "$BUNDLE/$f" ]] || die "$BUNDLE/$f is missing: this is not a complete queue-mood bundle (make one with \`edge bundle\`)."
@@ -109,42 +156,22 @@ if [[ $EUID -ne 0 ]] && { [[ $QM_SKIP_APT != 1 ]] || [[ $QM_SYSTEM_USER != 0 ]] 
     die "run it as root: sudo $0 (an unprivileged test install needs QM_SKIP_APT=1 QM_SYSTEM_USER=0 QM_NO_SERVICE=1 and PREFIX, ETC_DIR, STATE_DIR, UNIT_DIR)."
 fi
 
+# One install at a time: a second one (the first-boot unit's, or one from another SSH session while
+# the first waits for apt) would run pip into the same venv and swap the kept bundles under the first.
+# The lock is on the folder PREFIX goes in (/opt), there before and after an install.
+lock_at=$(dirname "$PREFIX")
+while [[ ! -d "$lock_at" ]]; do lock_at=$(dirname "$lock_at"); done
+if command -v flock >/dev/null; then
+    exec 9<"$lock_at"
+    flock -n 9 || die "another install.sh is installing into $PREFIX now (the first-boot unit's, or one from another SSH session): let it finish, then run this one again if it is still needed. Nothing was changed."
+fi
+
 # Checks that change nothing come first, so a Pi they refuse is left as it was.
 pyver=$("$PYTHON" -I -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) \
     || die "$PYTHON does not run; this bundle is for Raspberry Pi OS 64-bit, Bookworm or Trixie (Python 3.11 or newer). Nothing was changed."
 if ! [[ $pyver =~ ^3\.([0-9]+)$ ]] || (( BASH_REMATCH[1] < 11 )); then
     die "$PYTHON is Python $pyver, but queue-mood needs Python 3.11 or newer (Raspberry Pi OS 64-bit, Bookworm or Trixie; Bullseye is too old). Nothing was changed."
 fi
-
-# A copy cut short (scp interrupted, a full disk while unpacking) leaves a wheel or model that
-# pip or the service would call broken in other words (pip: "invalid wheel", told as no PyPI).
-# MANIFEST.json holds each file's sha256 but config.toml's (its digest would help guess the passwords
-# in it; an older bundle's lists it); config.toml and README.txt may be edited, so only the program
-# and model files are compared.
-damaged=$("$PYTHON" -I - "$BUNDLE" <<'EOF'
-import hashlib, json, os, sys
-root = sys.argv[1]
-try:
-    with open(os.path.join(root, "MANIFEST.json"), encoding="utf-8") as f:
-        files = dict(json.load(f)["files"])
-except (OSError, ValueError, KeyError, TypeError):  # an older bundle has none: nothing to compare
-    sys.exit()
-for name, digest in files.items():
-    if not name.startswith(("wheels/", "model/", "detector/")):
-        continue
-    h = hashlib.sha256()
-    try:
-        with open(os.path.join(root, name), "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    except OSError:
-        pass
-    if h.hexdigest() != digest:
-        print(name, end=" ")
-EOF
-) || damaged=""
-[[ -z $damaged ]] \
-    || die "the bundle's MANIFEST.json lists another sha256 for ${damaged% } in $BUNDLE: the copy is damaged or cut short; copy the .tar.gz again, unpack it afresh (rm -rf $BUNDLE first) and run install.sh again. Nothing was changed."
 
 # The nearest existing folder of PREFIX: where the venv and pip's downloads go.
 free_at=$PREFIX

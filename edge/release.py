@@ -12,6 +12,7 @@ import functools
 import json
 import re
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 from edge import __version__
@@ -55,14 +56,18 @@ def _git_checkout(source: Path) -> None:
     _git(source, "ls-files", "--error-unmatch", "--", "pyproject.toml")
 
 
-def source_commit(source: Path) -> str | None:
+def source_commit(source: Path, shipped: Iterable[str] = ()) -> str | None:
     """For `edge bundle`: the commit checked out in `source`, with "-dirty" when its tracked files
-    have changes not committed; None when `source` is not a git checkout (its pyproject.toml not
-    tracked) or git is missing."""
+    have changes not committed, or when a file of `shipped` (paths relative to `source`: what the
+    wheel holds) is in no commit: a module not yet added to git goes into the wheel all the same.
+    None when `source` is not a git checkout (its pyproject.toml not tracked) or git is missing."""
     try:
         _git_checkout(source)
         commit = _git(source, "rev-parse", "--verify", "HEAD")[:COMMIT_LEN]
-        dirty = _git(source, "status", "--porcelain", "--untracked-files=no")
+        dirty = bool(_git(source, "status", "--porcelain", "--untracked-files=no"))
+        if shipped and not dirty:
+            tracked = set(_git(source, "ls-files", "-z").split("\0"))
+            dirty = any(name not in tracked for name in shipped)
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("-dirty" if dirty else "")

@@ -772,6 +772,18 @@ def test_install_sh_help_and_bad_arguments(tmp_path):
     assert bad.returncode == 2 and "unknown argument" in bad.stderr
 
 
+@pytest.mark.skipif(not shutil.which("dash"), reason="needs dash, Debian's sh")
+def test_install_sh_run_with_sh_says_to_run_it_with_bash(tmp_path):
+    """`sudo sh install.sh`, a common habit, stopped with dash's "set: Illegal option -o pipefail"."""
+    bundle = fake_bundle(tmp_path)
+    proc = subprocess.run(["dash", "install.sh"], cwd=bundle, capture_output=True, text=True,
+                          env=fake_install_env(tmp_path))
+    assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+    assert proc.stderr == "install.sh: run it with bash, not sh: sudo bash install.sh. Nothing was changed.\n"
+    help_ = subprocess.run(["bash", "install.sh", "--help"], cwd=bundle, capture_output=True, text=True)
+    assert help_.stdout.startswith("Install or upgrade the queue-mood monitor"), help_.stdout  # not the check
+
+
 def test_install_sh_refuses_an_incomplete_bundle(tmp_path):
     shutil.copy(DEPLOY / "install.sh", tmp_path / "install.sh")
     env = fake_install_env(tmp_path, venv=False)  # every folder in tmp_path, should the check ever let it through
@@ -1084,6 +1096,43 @@ def test_install_sh_says_where_the_status_page_is_as_edge_reads_the_config(tmp_p
     proc = install(fake_bundle(tmp_path, "0.1.0", "[status]\n" + status), fake_install_env(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert says in proc.stdout and not [s for s in ("pw-0123456789", "s3cret-token", "fleet-token") if s in proc.stdout]
+
+
+def test_install_sh_under_a_hardened_umask_leaves_the_program_readable_by_the_service(tmp_path):
+    """sudo keeps a caller's umask stricter than 022: under 027 the venv, pip's files and PREFIX were
+    0750/0640 root:root, which the unit's User=queue-mood may not enter, so the service never started."""
+    env = fake_install_env(tmp_path)
+    venv_python = Path(env["PREFIX"]) / "venv/bin/python"
+    venv_python.rename(venv_python.with_name("python.fake"))
+    venv_python.write_text(f'#!/bin/sh\numask >> "{tmp_path}/umask.log"\nexec "$0.fake" "$@"\n')
+    venv_python.chmod(0o755)
+    bundle = fake_bundle(tmp_path)
+    proc = subprocess.run(["bash", str(bundle / "install.sh")], capture_output=True, text=True, env=env,
+                          timeout=120, umask=0o027)
+    assert proc.returncode == 0, proc.stderr
+    umasks = set((tmp_path / "umask.log").read_text().split())
+    assert umasks == {"0022"}, umasks  # pip (and a new venv) write what the service reads
+    assert stat.S_IMODE((Path(env["PREFIX"]) / "pip-constraints.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((Path(env["ETC_DIR"]) / "config.toml").stat().st_mode) == 0o640  # modes of its own stay
+
+
+@pytest.mark.skipif(not shutil.which("flock"), reason="needs util-linux's flock")
+def test_install_sh_while_another_install_runs_is_one_sentence_and_changes_nothing(tmp_path):
+    """A second install.sh (the first-boot unit's, another SSH session's while apt waits) ran pip into
+    the same venv and swapped the kept bundles under the first."""
+    import fcntl
+
+    env = fake_install_env(tmp_path)
+    bundle = fake_bundle(tmp_path)
+    fd = os.open(Path(env["PREFIX"]).parent, os.O_RDONLY)  # as the running install holds it
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        proc = install(bundle, env)
+    finally:
+        os.close(fd)
+    assert_install_sentence(proc, "another install.sh is installing into", "let it finish", "Nothing was changed")
+    assert not (tmp_path / "python.log").exists() and not Path(env["ETC_DIR"]).exists()
+    assert install(bundle, env).returncode == 0  # once it is done
 
 
 def test_install_sh_syncs_what_it_wrote_to_the_card_once_it_is_all_in_place(tmp_path):

@@ -565,3 +565,36 @@ def test_no_file_of_a_bundle_or_its_install_but_the_config_holds_the_configs_sha
     model = bundle / "model/model_int8.tflite"  # and install.sh still checks the program and model
     model.write_bytes(model.read_bytes()[:-2])
     assert_install_sentence(install(bundle, env), "lists another sha256 for model/model_int8.tflite")
+
+
+# -- 9. a .tar.gz copied short, unpacked as far as it goes ---------------------------------------
+
+
+def test_install_sh_from_a_tar_gz_cut_short_says_to_copy_it_again_not_that_it_is_no_bundle(tmp_path):
+    """tar stops at the cut ("Unexpected EOF") leaving the files before it: cut in the model, there was
+    no queue-mood.service nor wheel, and install.sh said "not a complete queue-mood bundle (make one with
+    `edge bundle`)" of a bundle edge bundle had made; the copy is what to redo."""
+    import hashlib
+    import json
+    import tarfile
+
+    bundle = fake_bundle(tmp_path)
+    (bundle / "model" / "model_int8.tflite").write_bytes(os.urandom(1 << 20))  # random: gzip keeps its size
+    files = {n: hashlib.sha256((bundle / n).read_bytes()).hexdigest()
+             for n in ("wheels/queue_mood-0.1.0-py3-none-any.whl", "model/model_int8.tflite", "model/model.json")}
+    (bundle / "MANIFEST.json").write_text(json.dumps({"files": files}))
+    whole = tmp_path / "queue-mood-bundle.tar.gz"
+    with tarfile.open(whole, "w:gz") as tar:  # edge bundle's order: the model before the unit and the wheel
+        tar.add(bundle, arcname="queue-mood-bundle")
+    cut = tmp_path / "copied" / whole.name
+    cut.parent.mkdir()
+    cut.write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+    untar = subprocess.run(["tar", "xzf", cut.name], cwd=cut.parent, capture_output=True, text=True)
+    unpacked = cut.parent / "queue-mood-bundle"
+    assert untar.returncode != 0 and (unpacked / "install.sh").is_file()
+    assert not (unpacked / "queue-mood.service").exists()
+    env = fake_install_env(tmp_path)
+    proc = install(unpacked, env)
+    assert_install_sentence(proc, f"{unpacked} lacks wheels/queue_mood-0.1.0-py3-none-any.whl", "cut short",
+                            "copy the .tar.gz again", "Nothing was changed")
+    assert not Path(env["ETC_DIR"]).exists() and not (tmp_path / "python.log").exists()

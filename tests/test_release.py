@@ -50,6 +50,35 @@ def test_the_bundle_commit_is_short_and_dirty_only_for_changes_to_tracked_files(
     assert source_commit(checkout) == head[:12] + "-dirty"
 
 
+@pytest.mark.slow
+@needs_git
+def test_a_bundle_whose_wheel_holds_a_module_not_yet_in_git_is_dirty(tmp_path, shipped_model):
+    """A module written but not yet `git add`ed goes into the wheel, yet the bundle recorded the bare
+    commit: two bundles of different code said the same release, in /status and `edge --version`."""
+    from edge.ops.bundle import BundleSettings
+    from edge.ops.bundle import run as bundle_run
+
+    src = tmp_path / "src"
+    shutil.copytree(REPO / "deploy", src / "deploy")
+    (src / "pyproject.toml").write_text('[project]\nname = "queue-mood"\nversion = "0.1.0"\n'
+                                        '[tool.setuptools.packages.find]\ninclude = ["pkgx*"]\n')
+    (src / "pkgx").mkdir()
+    (src / "pkgx" / "__init__.py").write_text("")
+    git(src, "init", "-q", "-b", "main")
+    git(src, "add", "-A")
+    git(src, "commit", "-q", "-m", "one")
+    (src / "notes.txt").write_text("untracked, and not in the wheel")
+    head = git(src, "rev-parse", "HEAD")[:12]
+
+    def commit_of(out: str):
+        bundle_run(BundleSettings(out=str(tmp_path / out), model=str(shipped_model), source=str(src)))
+        return json.loads((tmp_path / out / "MANIFEST.json").read_text())["commit"]
+
+    assert commit_of("clean") == head
+    (src / "pkgx" / "new_sink.py").write_text("")
+    assert commit_of("untracked-module") == head + "-dirty"
+
+
 @needs_git
 def test_a_source_that_is_not_a_git_checkout_or_without_git_has_no_commit(checkout, tmp_path, monkeypatch):
     plain = tmp_path / "plain"  # an unpacked source archive

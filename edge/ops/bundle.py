@@ -324,6 +324,12 @@ def build_wheel(source: Path, out_dir: Path, epoch: int) -> Path:
     return wheels[-1]
 
 
+def _wheel_sources(wheel: Path) -> list[str]:
+    """The checkout's files the wheel holds (paths relative to the checkout), its metadata left out."""
+    with zipfile.ZipFile(wheel) as z:
+        return [n for n in z.namelist() if not n.endswith("/") and ".dist-info/" not in n]
+
+
 # -- the systemd unit -------------------------------------------------------------------
 
 # Keys systemd 252 (Raspberry Pi OS Bookworm) knows, for the sections our unit uses. Keys only
@@ -518,7 +524,7 @@ def _stage(s: BundleSettings, stage: Path, archive: str | None, folder: str) -> 
     manifest = {
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         # the code the Pi runs (edge.release reads it there): null for a --wheel built elsewhere, or a source not in git
-        "commit": None if s.wheel else source_commit(source),
+        "commit": None if s.wheel else source_commit(source, _wheel_sources(wheel)),
         "version": version,
         "source": str(source),
         "config_from": origin,
