@@ -2136,7 +2136,8 @@ def test_home_assistant_remembers_a_bounded_number_of_other_instances(caplog):
     pytest.importorskip("paho.mqtt.client", reason="MQTT tests need the mqtt extra (paho-mqtt)")
     from types import SimpleNamespace
 
-    from edge.sinks.homeassistant import OTHERS_KEPT, HomeAssistantSink
+    from edge.sinks.homeassistant import HomeAssistantSink
+    from edge.sinks.mqtt import OTHERS_KEPT
 
     sink = HomeAssistantSink("127.0.0.1", 1, device_name="raspberrypi", reconnect_min_s=60, reconnect_max_s=60)
     answered = []
@@ -2156,6 +2157,36 @@ def test_home_assistant_remembers_a_bounded_number_of_other_instances(caplog):
             assert len(ha_errors(caplog)) == len(answered) == 10 * OTHERS_KEPT
     finally:
         sink.connected = False
+        sink.close()
+
+
+def test_mqtt_remembers_a_bounded_number_of_other_monitors(tmp_path, caplog):
+    """Anyone on the store's network may publish made-up device names on the state topic: this sink
+    kept every name it ever heard. Each new one is still said once; only the most recent ones are
+    remembered, as many as the Home Assistant sink keeps."""
+    pytest.importorskip("paho.mqtt.client", reason="MQTT tests need the mqtt extra (paho-mqtt)")
+    from types import SimpleNamespace
+
+    from edge.sinks.mqtt import OTHERS_KEPT, MqttSink
+
+    sink = MqttSink("127.0.0.1", 1, spool=Spool(tmp_path / "spool"), device_name="till-1",
+                    reconnect_min_s=60, reconnect_max_s=60)
+    try:
+        def hear(name: str):
+            payload = json.dumps({"state": "cleared", "event": None, "device": name})
+            sink._on_message(sink._client, None, SimpleNamespace(payload=payload, retain=False))
+
+        def said() -> int:
+            return sum(r.name == "edge.sinks.mqtt" and r.levelno == logging.ERROR for r in caplog.records)
+
+        with caplog.at_level(logging.ERROR, logger="edge.sinks.mqtt"):
+            for n in range(10 * OTHERS_KEPT):
+                hear(f"till-{n + 2}")
+            assert len(sink._others) == OTHERS_KEPT
+            assert said() == 10 * OTHERS_KEPT  # each new one said once
+            hear(f"till-{10 * OTHERS_KEPT + 1}")  # the newest, again
+            assert said() == 10 * OTHERS_KEPT
+    finally:
         sink.close()
 
 
