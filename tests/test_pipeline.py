@@ -1,6 +1,7 @@
 """The whole edge pipeline driven from videos built from real faces."""
 
 import json
+import logging
 import os
 import re
 import time
@@ -86,6 +87,25 @@ def test_a_folder_of_only_unreadable_images_is_an_error_not_an_empty_run(tmp_pat
     assert r.returncode == 2 and errors == [f"error: None of the 3 images in {folder} could be read (damaged or "
                                             "not images)."], r.stderr
     assert "stopped after" not in r.stderr
+
+
+def test_one_unreadable_image_is_one_image(tmp_path):
+    from edge.errors import UserError
+    from edge.pipeline.sources import ImageFolderSource
+
+    (tmp_path / "a.jpg").write_bytes(b"junk")
+    with pytest.raises(UserError, match=r"None of the 1 image in .* could be read"):  # was "1 images"
+        list(ImageFolderSource(str(tmp_path)))
+    assert ImageFolderSource(str(tmp_path)).describe().endswith("(1 image)")
+
+
+def test_a_run_of_one_frame_says_one_frame(astronaut_video, shipped_model, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = load_config(None, {"source.path": str(astronaut_video), "model.path": str(shipped_model),
+                             "status.enabled": False})
+    with caplog.at_level(logging.INFO, logger="edge"):
+        run(cfg, RunOptions(max_frames=1))
+    assert any(r.getMessage().startswith("stopped after 1 frame: {") for r in caplog.records), caplog.text
 
 
 def test_only_the_images_tried_are_counted_when_every_skips_some(tmp_path):

@@ -872,6 +872,22 @@ def test_webhook_url_credentials_are_sent_as_basic_auth_and_never_logged(tmp_pat
     assert len(down.spool) == 1 and "127.0.0.1" in caplog.text and "secret" not in caplog.text
 
 
+def test_one_spooled_event_or_message_is_said_in_the_singular(tmp_path):
+    """edge doctor's sink line said "1 events spooled" / "1 messages spooled"."""
+    sink = WebhookSink(url=f"http://127.0.0.1:{free_port()}/hook", spool=Spool(tmp_path / "hook"))
+    sink.spool.put({"event_id": "e1"})
+    assert sink.check().endswith("; 1 event spooled")
+    pytest.importorskip("paho.mqtt.client", reason="MQTT tests need the mqtt extra (paho-mqtt)")
+    from edge.sinks.mqtt import MqttSink
+
+    mqtt = MqttSink("127.0.0.1", free_port(), spool=Spool(tmp_path / "mqtt"), reconnect_min_s=60, reconnect_max_s=60)
+    try:
+        mqtt.spool.put({"topic": "qm/alerts", "payload": {}, "retain": False})
+        assert mqtt.check().endswith("; 1 message spooled")
+    finally:
+        mqtt.close()
+
+
 def test_webhook_dead_port_spools_then_flush_delivers_in_order(tmp_path, receivers):
     port = free_port()  # nothing listens here yet
     sink = WebhookSink(url=f"http://127.0.0.1:{port}/hook", timeout_s=2, spool=Spool(tmp_path / "sp"),

@@ -29,6 +29,7 @@ from edge.outages import OutageLog
 from edge.paths import check_readable, expand_path
 from edge.pipeline.face_width import READ_PX, read_px_at
 from edge.redact import redact_url
+from edge.words import plural
 
 # FFmpeg (OpenCV's backend for streams and files) prints a line to stderr on every failed
 # open: a dead stream's reopen attempts would fill the journal with them, while this module
@@ -244,8 +245,8 @@ class ImageFolderSource(Source):
             read += 1
             yield self._frame(img, index / self.fps, index)
         if not read:  # else edge run ends as if the folder were done, and analyze writes empty results
-            tried = f"{len(self.failed)} images" if self.every == 1 else \
-                f"{len(self.failed)} images tried (one in {self.every} of {len(self.files)})"
+            tried = plural(len(self.failed), "image") + \
+                ("" if self.every == 1 else f" tried (one in {self.every} of {len(self.files)})")
             raise UserError(f"None of the {tried} in {self.path} could be read (damaged or not images).")
 
     @classmethod
@@ -258,7 +259,7 @@ class ImageFolderSource(Source):
         return cls(str(image.parent), files=[image])
 
     def describe(self):
-        return f"image folder {self.path} ({len(self.files)} images)"
+        return f"image folder {self.path} ({plural(len(self.files), 'image')})"
 
 
 def subfolder_names(folders: list[Path], most: int = 3) -> str:

@@ -31,6 +31,7 @@ from edge.sinks.base import AlertEvent, Sink, SinkUnavailable, register
 from edge.sinks.restamp import restamped, spooled
 from edge.sinks.spool import DEFAULT_SPOOL_DIR, Spool
 from edge.sinks.webhook import tcp_reachable
+from edge.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -433,7 +434,7 @@ class MqttSink(BrokerOutages, Sink):
 
     def check(self) -> str:
         why = tcp_reachable(self.host, self.port)
-        backlog = f"; {len(self.spool)} messages spooled" if len(self.spool) else ""
+        backlog = f"; {plural(len(self.spool), 'message')} spooled" if len(self.spool) else ""
         where = f"MQTT broker {self.host}:{self.port}"
         if why:
             return f"{where} not reachable ({why}){backlog}"
