@@ -130,10 +130,17 @@ class VideoFileSource(Source):
         cv2 = import_cv2()
         self.path, self.every = path, max(1, every)
         self.cap = cv2.VideoCapture(os.fspath(path))  # OpenCV < 4.10 (a Pi's 4.6) takes no Path
-        ok, first = self.cap.read() if self.cap.isOpened() else (False, None)
+        opened = self.cap.isOpened()
+        ok, first = self.cap.read() if opened else (False, None)
         if not ok:
+            # opened, no frame, none in the header: a whole file that holds no frame (a recording
+            # stopped before its first), not a damaged one
+            empty = opened and not self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
             self.cap.release()
             check_readable(path, "Video")  # OpenCV says nothing of permissions: the service's own user
+            if empty:
+                raise UserError(f"Video {path} has no frames: the file opens but holds no picture (a recording "
+                                "stopped before its first frame?); give a recording with frames in it.")
             raise UserError(f"Cannot read video {path}: the file is missing, damaged or in a format OpenCV cannot decode.")
         self._first = first
         fps = self.cap.get(cv2.CAP_PROP_FPS)
