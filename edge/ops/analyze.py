@@ -570,6 +570,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
         by_dominant = rec.write_tracks()
         media_s = _chart(out / "summary.png" if draw else None, path, source, rec, every, step_s, cfg.alert)
         frames = rec.frames
+        read_px = face_width.read_px_for(classifier.card, detector.key)  # the model's crop, not a fixed 40 px
         summary = {
             "input": str(path),
             "kind": kind,
@@ -584,7 +585,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
             "media_fps": round(fps, 3) if video else None,
             "faces": rec.timeline.rows,
             "tracks": len(rec.tracks),
-            "face_width_px": face_width.summarize(rec.face_widths),
+            "face_width_px": face_width.summarize(rec.face_widths, read_px),
             "tracks_confirmed": sum(st.confirmed for st in rec.tracks.values()) if video else None,
             "counts": {"tracks_by_dominant": by_dominant, "faces_by_smoothed_top": rec.by_top},
             "alerts": rec.alerts,
