@@ -324,11 +324,14 @@ def markdown(report: dict) -> str:
         lines.append(common.md_table(["set-up", *[f"{w} px" for w in widths]], rows))
     if report.get("expression_truth"):
         lines += ["", f"Expression truth: {report['expression_truth']}."]
+    rows = [[name, b["n"], f"{b['scale']:.3f}", f"{b['shift_x']:+.3f}", f"{b['shift_y']:+.3f}"]
+            for name, r in report["setups"].items() if (b := r.get("box_fit"))]
+    if not rows:  # a table of headers alone reads as a broken run
+        lines += ["", "How the boxes frame the faces: no set-up found a face, so there is no framing to show."]
+        return "\n".join(lines) + "\n"
     lines += ["", "How the boxes frame the faces (medians over found faces; the face box is BlazeFace full range's "
               "framing at full resolution, the one the card's `blazeface` crop rule was measured with): box width / "
               "face width, and the box centre's offset in face widths:", ""]
-    rows = [[name, b["n"], f"{b['scale']:.3f}", f"{b['shift_x']:+.3f}", f"{b['shift_y']:+.3f}"]
-            for name, r in report["setups"].items() if (b := r.get("box_fit"))]
     lines.append(common.md_table(["set-up", "faces", "scale", "shift x", "shift y"], rows))
     return "\n".join(lines) + "\n"
 

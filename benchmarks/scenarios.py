@@ -302,6 +302,11 @@ def _f(v, digits=2):
     return common.fmt(v, digits)
 
 
+def _hours(v) -> str:
+    """Hours to a tenth; under an hour to two significant digits (2 min is 0.033, not 0.0)."""
+    return _f(v, 1) if not v or v >= 1 else f"{v:.2g}"
+
+
 def to_markdown(r: dict) -> str:
     lines = [common.md_header("Queue scenarios: alert quality on simulated queues", r)]
     d = r["data"]
@@ -330,7 +335,7 @@ def to_markdown(r: dict) -> str:
         ["scenario", "faces", "hours", "calm h", "false alarms /8 h", "periods", "alerted", "TTA median s",
          "TTA p90 s", "TTC median s", "TTC p90 s", "one track (>=10 s)", "tracks/person", "identity swaps",
          "images / classification"],
-        [[s["scenario"], s["faces"], _f(s["hours"], 1), _f(s["calm_hours"], 1), _f(s["false_alarms_per_8h"]),
+        [[s["scenario"], s["faces"], _hours(s["hours"]), _hours(s["calm_hours"]), _f(s["false_alarms_per_8h"]),
           s["unhappy_periods"], _f(s["alerted_share"]), _f(s["time_to_alert_median_s"], 1), _f(s["time_to_alert_p90_s"], 1),
           _f(s["time_to_clear_median_s"], 1), _f(s["time_to_clear_p90_s"], 1), _f(s["one_track_share"]),
           _f(s["tracks_per_person"]), s["identity_swaps"], _f(s.get("classifier_images_per_classification"))]

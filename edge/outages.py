@@ -12,6 +12,8 @@ import logging
 import math
 import time
 
+from edge.words import plural
+
 EVERY_S = 60.0
 # Outages starting within this of the end of the one before are one flap (a loose cable, a failing USB
 # port): the sinks are told of one per window (edge.service.app), and the status page joins them into one
@@ -56,5 +58,5 @@ class OutageLog:
         if not self.said or not self.unsaid:
             return ""
         n, self.unsaid = self.unsaid, 0
-        return (f" ({n} more outage{'s' if n != 1 else ''} since the last one logged, each starting within "
+        return (f" ({plural(n, 'more outage')} since the last one logged, each starting within "
                 f"{EVERY_S:.0f} s of it, were not logged: it keeps dropping out)")

@@ -719,7 +719,7 @@ def test_a_failed_analysis_puts_the_earlier_one_back(tmp_path):
     assert run_cli("analyze", images, "--out", out).returncode == 0
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     r = run_cli("analyze", bad, "--out", out)
-    assert r.returncode == 2 and "None of the 1 images" in r.stderr
+    assert r.returncode == 2 and "None of the 1 image in" in r.stderr
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # nothing set aside left behind either
 
 
@@ -1175,3 +1175,17 @@ def test_a_video_with_faces_and_no_alert_says_no_alert_would_have_been_raised():
     s["alerts_held_back"] = [{"from_s": 1, "until_s": 2}]
     s["alert_cooldown_s"] = 120
     assert "The alert would not have been raised." not in report_lines(s)  # the held-back sentence says why
+
+
+def test_the_report_counts_one_track_and_one_face_sighting_in_the_singular():
+    """A clip with one face in one analysed frame was reported as "1 tracks ... in 1 face sightings"."""
+    from edge.ops.analyze import report_lines
+
+    s = {"kind": "video", "every": 1, "frames_analysed": 1, "media_seconds": 0.1, "processing_s": 0.1,
+         "seconds_per_media_minute": 60, "files": {"timeline": "out/timeline.csv"}, "faces": 1, "tracks": 1,
+         "tracks_confirmed": 0, "counts": {"tracks_by_dominant": {"happy": 1}}, "alerts": [], "failed": [],
+         "notes": []}
+    assert "1 track (0 long enough to count in the live monitor) in 1 face sighting; dominant emotions: happy 1." \
+        in report_lines(s)
+    s.update(tracks=2, faces=3)
+    assert any(line.startswith("2 tracks (0 long enough") and "in 3 face sightings;" in line for line in report_lines(s))

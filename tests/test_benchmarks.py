@@ -962,6 +962,19 @@ def test_head_detection_results_name_the_detector_models_they_measured(tmp_path)
                                                      "face_detection_full_range.tflite"]
 
 
+def test_head_detection_with_no_face_found_says_so_instead_of_an_empty_framing_table():
+    from benchmarks import head_detection
+
+    report = json.loads((Path(head_detection.__file__).parent / "results" / "head_detection.json").read_text())
+    framing = "How the boxes frame the faces"
+    assert "\n| full_range | 446 | 0.992 |" in head_detection.markdown(report).split(framing)[1]  # the committed run
+    for r in report["setups"].values():
+        r["box_fit"] = None  # as box_fit() leaves a set-up that found no face
+    md = head_detection.markdown(report)
+    assert md.endswith(f"{framing}: no set-up found a face, so there is no framing to show.\n")
+    assert "| set-up | faces | scale |" not in md  # was that header alone
+
+
 def test_head_detection_names_the_classifier_it_was_given(shipped_model, fer_faces, tmp_path):
     import shutil
 

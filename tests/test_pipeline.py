@@ -1,6 +1,7 @@
 """The whole edge pipeline driven from videos built from real faces."""
 
 import json
+import logging
 import os
 import re
 import time
@@ -86,6 +87,25 @@ def test_a_folder_of_only_unreadable_images_is_an_error_not_an_empty_run(tmp_pat
     assert r.returncode == 2 and errors == [f"error: None of the 3 images in {folder} could be read (damaged or "
                                             "not images)."], r.stderr
     assert "stopped after" not in r.stderr
+
+
+def test_one_unreadable_image_is_one_image(tmp_path):
+    from edge.errors import UserError
+    from edge.pipeline.sources import ImageFolderSource
+
+    (tmp_path / "a.jpg").write_bytes(b"junk")
+    with pytest.raises(UserError, match=r"None of the 1 image in .* could be read"):  # was "1 images"
+        list(ImageFolderSource(str(tmp_path)))
+    assert ImageFolderSource(str(tmp_path)).describe().endswith("(1 image)")
+
+
+def test_a_run_of_one_frame_says_one_frame(astronaut_video, shipped_model, tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = load_config(None, {"source.path": str(astronaut_video), "model.path": str(shipped_model),
+                             "status.enabled": False})
+    with caplog.at_level(logging.INFO, logger="edge"):
+        run(cfg, RunOptions(max_frames=1))
+    assert any(r.getMessage().startswith("stopped after 1 frame: {") for r in caplog.records), caplog.text
 
 
 def test_only_the_images_tried_are_counted_when_every_skips_some(tmp_path):
@@ -268,6 +288,48 @@ def test_a_video_given_as_a_path_opens_as_one_given_as_a_str(tmp_path, astronaut
     bad.write_bytes(b"\x00garbage" * 100)
     with pytest.raises(UserError, match="Cannot read video"):
         VideoFileSource(bad)
+
+
+def zero_frame_mp4(path: Path) -> Path:
+    """A whole MP4 whose track holds no sample (as a recorder stopped before its first frame
+    leaves it): a one-frame mp4v file with its sample tables and durations emptied."""
+    import struct
+
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 15, (64, 48))
+    writer.write(np.zeros((48, 64, 3), np.uint8))
+    writer.release()
+    data = bytearray(path.read_bytes())
+    zero_at = {"stts": 12, "stsc": 12, "stco": 12, "stss": 12, "elst": 12, "stsz": 16,  # entry/sample counts
+               "mvhd": 24, "mdhd": 24, "tkhd": 28}  # durations (version 0 boxes)
+
+    def walk(at: int, end: int) -> None:
+        while at + 8 <= end:
+            size, kind = struct.unpack(">I4s", data[at:at + 8])
+            if kind in (b"moov", b"trak", b"mdia", b"minf", b"stbl", b"edts"):
+                walk(at + 8, at + size)
+            elif kind.decode() in zero_at:
+                struct.pack_into(">I", data, at + zero_at[kind.decode()], 0)
+            at += size
+
+    walk(0, len(data))
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_video_with_no_frames_is_said_to_have_none_not_to_be_damaged(tmp_path):
+    """A whole MP4 (or AVI) holding no frame was called "missing, damaged or in a format OpenCV cannot decode"."""
+    import cv2
+
+    from edge.pipeline.sources import VideoFileSource
+
+    avi = tmp_path / "empty.avi"
+    cv2.VideoWriter(str(avi), cv2.VideoWriter_fourcc(*"MJPG"), 15, (64, 48)).release()
+    for video in (zero_frame_mp4(tmp_path / "empty.mp4"), avi):
+        assert cv2.VideoCapture(str(video)).isOpened(), video  # a whole file, as OpenCV sees it
+        with pytest.raises(UserError, match=f"^Video {re.escape(str(video))} has no frames: the file opens"):
+            VideoFileSource(video)
 
 
 def test_unreadable_video_and_bad_config(tmp_path, shipped_model):

@@ -419,6 +419,8 @@ def test_a_target_whose_scenario_was_not_run_or_too_short_is_not_measured_not_fa
     assert met[("people turn unhappy", "alerted_share")] is None and met[("all calm time", "false_alarms_per_8h")]
     table = (out / "scenarios.md").read_text().split("## Targets")[1].split("##")[0]
     assert "**no**" not in table and "| people turn unhappy | alerted_share | >= 0.95 | – | not run |" in table
+    assert "\n| calm queue | 3 | 0.05 | 0.05 | " in (out / "scenarios.md").read_text()  # 3 min: was "0.1"
+    assert [scenarios._hours(h) for h in (2 / 60, 0.5, 0.0, 80.0)] == ["0.033", "0.5", "0.0", "80.0"]  # 2 min was "0.0"
 
     head = {"people turn unhappy": {"unhappy_periods": 0, "alerted_share": None, "time_to_alert_median_s": None},
             "unhappy people arrive": {"unhappy_periods": 2, "alerted_share": 0.0, "time_to_alert_median_s": None}}

@@ -808,3 +808,15 @@ def test_doctor_costs_a_camera_on_its_side_at_its_turned_size(rotate, expected):
 
     w, h, fps, whose = frames_timed(SourceConfig(camera=0, width=640, height=480, fps=15, rotate=rotate))
     assert (w, h, whose) == expected and fps == 15
+
+
+def test_the_doctor_counts_one_face_on_a_blank_frame_in_the_singular():
+    """A detector finding one face where none is was said as "(1 faces)"."""
+    from edge.pipeline.detectors.regions import RegionDetector, Roi
+
+    def one_face(frame):
+        return [Detection(BBox(10, 10, 40, 40), 0.9)]
+
+    assert CountingDetector(one_face).doctor(320, 240) == ("WARN", "blazeface: ran on a blank 320x240 frame (1 face)")
+    status, line = RegionDetector(CountingDetector(one_face), roi=Roi(0, 0.5, 1, 0.5)).doctor(320, 240)
+    assert status == "WARN" and line.endswith("(1 call per frame): 1 face"), line

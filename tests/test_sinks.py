@@ -872,6 +872,22 @@ def test_webhook_url_credentials_are_sent_as_basic_auth_and_never_logged(tmp_pat
     assert len(down.spool) == 1 and "127.0.0.1" in caplog.text and "secret" not in caplog.text
 
 
+def test_one_spooled_event_or_message_is_said_in_the_singular(tmp_path):
+    """edge doctor's sink line said "1 events spooled" / "1 messages spooled"."""
+    sink = WebhookSink(url=f"http://127.0.0.1:{free_port()}/hook", spool=Spool(tmp_path / "hook"))
+    sink.spool.put({"event_id": "e1"})
+    assert sink.check().endswith("; 1 event spooled")
+    pytest.importorskip("paho.mqtt.client", reason="MQTT tests need the mqtt extra (paho-mqtt)")
+    from edge.sinks.mqtt import MqttSink
+
+    mqtt = MqttSink("127.0.0.1", free_port(), spool=Spool(tmp_path / "mqtt"), reconnect_min_s=60, reconnect_max_s=60)
+    try:
+        mqtt.spool.put({"topic": "qm/alerts", "payload": {}, "retain": False})
+        assert mqtt.check().endswith("; 1 message spooled")
+    finally:
+        mqtt.close()
+
+
 def test_webhook_dead_port_spools_then_flush_delivers_in_order(tmp_path, receivers):
     port = free_port()  # nothing listens here yet
     sink = WebhookSink(url=f"http://127.0.0.1:{port}/hook", timeout_s=2, spool=Spool(tmp_path / "sp"),
@@ -2136,7 +2152,8 @@ def test_home_assistant_remembers_a_bounded_number_of_other_instances(caplog):
     pytest.importorskip("paho.mqtt.client", reason="MQTT tests need the mqtt extra (paho-mqtt)")
     from types import SimpleNamespace
 
-    from edge.sinks.homeassistant import OTHERS_KEPT, HomeAssistantSink
+    from edge.sinks.homeassistant import HomeAssistantSink
+    from edge.sinks.mqtt import OTHERS_KEPT
 
     sink = HomeAssistantSink("127.0.0.1", 1, device_name="raspberrypi", reconnect_min_s=60, reconnect_max_s=60)
     answered = []
@@ -2156,6 +2173,36 @@ def test_home_assistant_remembers_a_bounded_number_of_other_instances(caplog):
             assert len(ha_errors(caplog)) == len(answered) == 10 * OTHERS_KEPT
     finally:
         sink.connected = False
+        sink.close()
+
+
+def test_mqtt_remembers_a_bounded_number_of_other_monitors(tmp_path, caplog):
+    """Anyone on the store's network may publish made-up device names on the state topic: this sink
+    kept every name it ever heard. Each new one is still said once; only the most recent ones are
+    remembered, as many as the Home Assistant sink keeps."""
+    pytest.importorskip("paho.mqtt.client", reason="MQTT tests need the mqtt extra (paho-mqtt)")
+    from types import SimpleNamespace
+
+    from edge.sinks.mqtt import OTHERS_KEPT, MqttSink
+
+    sink = MqttSink("127.0.0.1", 1, spool=Spool(tmp_path / "spool"), device_name="till-1",
+                    reconnect_min_s=60, reconnect_max_s=60)
+    try:
+        def hear(name: str):
+            payload = json.dumps({"state": "cleared", "event": None, "device": name})
+            sink._on_message(sink._client, None, SimpleNamespace(payload=payload, retain=False))
+
+        def said() -> int:
+            return sum(r.name == "edge.sinks.mqtt" and r.levelno == logging.ERROR for r in caplog.records)
+
+        with caplog.at_level(logging.ERROR, logger="edge.sinks.mqtt"):
+            for n in range(10 * OTHERS_KEPT):
+                hear(f"till-{n + 2}")
+            assert len(sink._others) == OTHERS_KEPT
+            assert said() == 10 * OTHERS_KEPT  # each new one said once
+            hear(f"till-{10 * OTHERS_KEPT + 1}")  # the newest, again
+            assert said() == 10 * OTHERS_KEPT
+    finally:
         sink.close()
 
 

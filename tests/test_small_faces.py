@@ -264,6 +264,42 @@ def test_analyze_reports_the_face_widths_a_camera_gives(tmp_path):
     assert any("under 40 px" in line for line in report_lines(summary))
 
 
+def test_the_width_a_face_is_read_from_follows_the_models_input_size_and_crop(shipped_model):
+    """Faces of 40 px were "wide enough to read" whatever the model: one reading 96-px crops gets
+    a 40-px face's 50-px crop enlarged to twice its size."""
+    import dataclasses
+
+    from edge.card import load_card
+    from edge.pipeline.face_width import READ_PX, advice, read_px_for, summarize
+
+    card = load_card(shipped_model)  # 48 px, crop 1.25x the blazeface box: read from 39 px, found from 40
+    assert read_px_for(card, "blazeface") == READ_PX == 40
+    assert read_px_for(card, "haar") == 47  # its crop is 1.04x the box: ceil(48 / 1.04)
+    big = dataclasses.replace(card, input_size=96)
+    assert read_px_for(big, "blazeface") == 77  # ceil(96 / 1.25)
+    faces = summarize([60, 64, 70, 90], read_px_for(big, "blazeface"))
+    assert faces["read_px"] == 77 and faces["share_below_77"] == 0.75
+    assert "75% are under 77 px, where the classifier gets fewer pixels than it reads" in advice(faces)
+    assert "wide enough to find and read (>= 40 px)" in advice(summarize([60, 64, 70, 90]))
+
+
+def test_analyze_judges_face_widths_by_the_crop_of_the_detector_in_use(tmp_path):
+    """Haar's boxes are cropped 1.04x (the card's rule for it): a 43-px box gives a 45-px crop of
+    a model reading 48, not "wide enough" as with a fixed 40 px."""
+    from edge.ops.analyze import AnalyzeOptions, analyze, report_lines
+
+    frame = np.full((480, 640, 3), 120, np.uint8)
+    for x in (60, 330):
+        heads.paste_head(frame, heads.astronaut_head(), x, 150, 44)
+    cv2.imwrite(str(tmp_path / "queue.png"), frame)
+    summary = analyze(load_config(None, {"detector.kind": "haar"}), str(tmp_path / "queue.png"),
+                      AnalyzeOptions(out=str(tmp_path / "out")))
+    fw = summary["face_width_px"]
+    assert fw["faces"] == 2 and 40 <= fw["min"] and fw["max"] < 47, fw
+    assert any("100% are under 47 px" in line for line in report_lines(summary)), report_lines(summary)
+    assert fw["read_px"] == 47 and fw["share_below_47"] == 1.0
+
+
 # ---------------------------------------------------------------------------- the benchmarks
 
 @needs_blazeface

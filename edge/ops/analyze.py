@@ -53,6 +53,7 @@ from edge.pipeline.sources import (IMAGE_SUFFIXES, NOT_AN_IMAGE, ImageFolderSour
                                    video_device_index)
 from edge.redact import redact_url
 from edge.signals import StopFlag
+from edge.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -462,7 +463,7 @@ def _replay(cfg: Config, parts, source, name_of, rec: _Recorder, timer: StageTim
                     bar.update(1)
                 if stop.event.is_set():  # keep what was analysed and write the files for it
                     rec.stopped_by = stop.name
-                    notes.append(f"Stopped by {_stopped_by(stop.name)} after {rec.frames} analysed frames; the files "
+                    notes.append(f"Stopped by {_stopped_by(stop.name)} after {plural(rec.frames, 'analysed frame')}; the files "
                                  "cover only that part.")
                     break
         if rec.video and pipeline is not None:
@@ -569,6 +570,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
         by_dominant = rec.write_tracks()
         media_s = _chart(out / "summary.png" if draw else None, path, source, rec, every, step_s, cfg.alert)
         frames = rec.frames
+        read_px = face_width.read_px_for(classifier.card, detector.key)  # the model's crop, not a fixed 40 px
         summary = {
             "input": str(path),
             "kind": kind,
@@ -583,7 +585,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
             "media_fps": round(fps, 3) if video else None,
             "faces": rec.timeline.rows,
             "tracks": len(rec.tracks),
-            "face_width_px": face_width.summarize(rec.face_widths),
+            "face_width_px": face_width.summarize(rec.face_widths, read_px),
             "tracks_confirmed": sum(st.confirmed for st in rec.tracks.values()) if video else None,
             "counts": {"tracks_by_dominant": by_dominant, "faces_by_smoothed_top": rec.by_top},
             "alerts": rec.alerts,
@@ -725,7 +727,7 @@ def _plot_images(path: Path, title: str, labels, rows):
         ax.barh(y, means[:, j], left=left, color=colors[j], label=name, height=0.8)
         left += means[:, j]
     for i, (_, faces, m) in enumerate(shown):
-        text = "unreadable" if faces < 0 else ("no face" if faces == 0 else f"{faces} face{'s' if faces > 1 else ''}")
+        text = "unreadable" if faces < 0 else ("no face" if faces == 0 else plural(faces, "face"))
         ax.text(1.01 if m is not None else 0.01, i, text, va="center", fontsize=8)
     ax.set_yticks(y)
     ax.set_yticklabels([n if len(n) <= 28 else n[:25] + "..." for n, _, _ in shown], fontsize=8)
@@ -753,12 +755,12 @@ def report_lines(s: dict) -> list[str]:
     lines = []
     if s["kind"] == "video":
         which = "every frame" if s["every"] == 1 else f"every {_ordinal(s['every'])} frame"
-        lines.append(f"Analysed {s['frames_analysed']} frame{'s' if s['frames_analysed'] != 1 else ''} "
+        lines.append(f"Analysed {plural(s['frames_analysed'], 'frame')} "
                      f"({s['media_seconds']:.1f} s of video, {which}) in "
                      f"{s['processing_s']:.1f} s: "
                      f"{s['seconds_per_media_minute']} s per minute of video.")
     else:
-        lines.append(f"Analysed {s['frames_analysed']} image{'s' if s['frames_analysed'] != 1 else ''} in "
+        lines.append(f"Analysed {plural(s['frames_analysed'], 'image')} in "
                      f"{s['processing_s']:.2f} s ({s['seconds_per_image']} s per image).")
     name = Path(s["files"]["timeline"]).name
     if not s["faces"]:
@@ -767,10 +769,10 @@ def report_lines(s: dict) -> list[str]:
     else:
         dom = ", ".join(f"{k} {v}" for k, v in s["counts"]["tracks_by_dominant"].items() if v)
         if s["kind"] == "video":
-            lines.append(f"{s['tracks']} tracks ({s['tracks_confirmed']} long enough to count in the live monitor) in "
-                         f"{s['faces']} face sightings; dominant emotions: {dom}.")
+            lines.append(f"{plural(s['tracks'], 'track')} ({s['tracks_confirmed']} long enough to count in the live monitor) in "
+                         f"{plural(s['faces'], 'face sighting')}; dominant emotions: {dom}.")
         else:
-            lines.append(f"{s['faces']} face{'s' if s['faces'] > 1 else ''}; dominant emotions: {dom}.")
+            lines.append(f"{plural(s['faces'], 'face')}; dominant emotions: {dom}.")
     if s.get("face_width_px"):
         lines.append(face_width.advice(s["face_width_px"]))
     if s["alerts"]:
@@ -789,7 +791,7 @@ def report_lines(s: dict) -> list[str]:
     unread = [f for f in s["failed"] if f["reason"] != NOT_AN_IMAGE]
     others = [Path(f["path"]).name for f in s["failed"] if f["reason"] == NOT_AN_IMAGE]
     if unread:
-        lines.append(f"{len(unread)} file{'s' if len(unread) > 1 else ''} could not be read and "
+        lines.append(f"{plural(len(unread), 'file')} could not be read and "
                      f"{'were' if len(unread) > 1 else 'was'} skipped: "
                      + "; ".join(f"{f['path']} ({f['reason']})" for f in unread) + ".")
     if others:  # a video or notes beside the images: said, not passed over

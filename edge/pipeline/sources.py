@@ -30,6 +30,7 @@ from edge.outages import OutageLog
 from edge.paths import check_readable, expand_path
 from edge.pipeline.face_width import READ_PX, read_px_at
 from edge.redact import redact_url
+from edge.words import plural
 
 # FFmpeg (OpenCV's backend for streams and files) prints a line to stderr on every failed
 # open: a dead stream's reopen attempts would fill the journal with them, while this module
@@ -130,10 +131,17 @@ class VideoFileSource(Source):
         cv2 = import_cv2()
         self.path, self.every = path, max(1, every)
         self.cap = cv2.VideoCapture(os.fspath(path))  # OpenCV < 4.10 (a Pi's 4.6) takes no Path
-        ok, first = self.cap.read() if self.cap.isOpened() else (False, None)
+        opened = self.cap.isOpened()
+        ok, first = self.cap.read() if opened else (False, None)
         if not ok:
+            # opened, no frame, none in the header: a whole file that holds no frame (a recording
+            # stopped before its first), not a damaged one
+            empty = opened and not self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
             self.cap.release()
             check_readable(path, "Video")  # OpenCV says nothing of permissions: the service's own user
+            if empty:
+                raise UserError(f"Video {path} has no frames: the file opens but holds no picture (a recording "
+                                "stopped before its first frame?); give a recording with frames in it.")
             raise UserError(f"Cannot read video {path}: the file is missing, damaged or in a format OpenCV cannot decode.")
         self._first = first
         fps = self.cap.get(cv2.CAP_PROP_FPS)
@@ -245,8 +253,8 @@ class ImageFolderSource(Source):
             read += 1
             yield self._frame(img, index / self.fps, index)
         if not read:  # else edge run ends as if the folder were done, and analyze writes empty results
-            tried = f"{len(self.failed)} images" if self.every == 1 else \
-                f"{len(self.failed)} images tried (one in {self.every} of {len(self.files)})"
+            tried = plural(len(self.failed), "image") + \
+                ("" if self.every == 1 else f" tried (one in {self.every} of {len(self.files)})")
             raise UserError(f"None of the {tried} in {self.path} could be read (damaged or not images).")
 
     @classmethod
@@ -259,7 +267,7 @@ class ImageFolderSource(Source):
         return cls(str(image.parent), files=[image])
 
     def describe(self):
-        return f"image folder {self.path} ({len(self.files)} images)"
+        return f"image folder {self.path} ({plural(len(self.files), 'image')})"
 
 
 def subfolder_names(folders: list[Path], most: int = 3) -> str:

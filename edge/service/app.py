@@ -37,6 +37,7 @@ from edge.release import current as current_release, summary as release_summary
 from edge.signals import StopFlag
 from edge.sinks.base import AlertEvent
 from edge.service import health
+from edge.words import plural
 
 log = logging.getLogger("edge")
 STATE_EVERY_S = 5.0  # how often sinks that show live values (Home Assistant) get the current mood
@@ -357,6 +358,6 @@ def _run(cfg: Config, opts: RunOptions, on_result=None) -> dict:
                "stage_ms": {k: round(v, 2) for k, v in pipeline.timer.medians_ms().items()}, "runtime": classifier.runtime.describe(),
                "alert_state": pipeline.policy.state, "sinks": sinks.stats(),
                "stopped_by_signal": stop.event.is_set()}  # SIGINT/SIGTERM: the source was not played to its end
-    log.info("stopped after %d frames: %s", frames, summary)
+    log.info("stopped after %s: %s", plural(frames, "frame"), summary)
     return summary
 

@@ -33,7 +33,7 @@ from collections import OrderedDict
 from edge import __version__
 from edge.errors import missing_dependency
 from edge.sinks.base import AlertEvent, Sink, SinkUnavailable
-from edge.sinks.mqtt import BrokerOutages, new_client, safe_id, stop_client
+from edge.sinks.mqtt import BrokerOutages, first_heard, new_client, safe_id, stop_client
 from edge.sinks.webhook import tcp_reachable
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,6 @@ ONLINE, OFFLINE = "online", "offline"
 # Home Assistant's birth topic is a setting of its own, not derived from the discovery prefix:
 # one who changed only the prefix still announces a restart here.
 HA_BIRTH_TOPIC = "homeassistant/status"
-# Other processes of this node remembered, newest kept: each start of a second Pi of the same name
-# is a new instance, and one restarting every few minutes for months must not fill this one's memory.
-OTHERS_KEPT = 64
 
 
 def node_id(device: str) -> str:
@@ -121,7 +118,8 @@ class HomeAssistantSink(BrokerOutages, Sink):
         self._labels: list[str] | None = None  # known from the first status (the model's labels)
         self._state: dict | None = None
         self._instance = f"queue-mood-ha-{self.topics.node}-{uuid.uuid4().hex[:6]}"  # new at each start
-        self._others: OrderedDict[bytes, None] = OrderedDict()  # the newest OTHERS_KEPT other instances (logged)
+        # the newest OTHERS_KEPT other instances (logged): each start of a second Pi of the same name is a new one
+        self._others: OrderedDict[bytes, None] = OrderedDict()
         self._client = new_client(mqtt, self._instance)
         if username:
             self._client.username_pw_set(username, password or None)
@@ -166,11 +164,8 @@ class HomeAssistantSink(BrokerOutages, Sink):
                     "the connection); saying online again.")
             client.publish(self.topics.availability, ONLINE, qos=1, retain=True)
         elif msg.topic == self.topics.instance and msg.payload != self._instance.encode() \
-                and msg.payload not in self._others:
+                and first_heard(self._others, msg.payload):
             # Not retained: only a process running now says so, never this Pi's earlier runs.
-            self._others[msg.payload] = None
-            if len(self._others) > OTHERS_KEPT:
-                self._others.popitem(last=False)
             log.error("Home Assistant discovery: another running monitor has the device name %r (a second Pi left "
                       "at the same host name?): Home Assistant shows the two as one device, with values from "
                       "either; give each Pi its own device_name in its config.", self.device)

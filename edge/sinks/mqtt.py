@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from edge.errors import check, check_host, check_range, missing_dependency
@@ -30,6 +31,7 @@ from edge.sinks.base import AlertEvent, Sink, SinkUnavailable, register
 from edge.sinks.restamp import restamped, spooled
 from edge.sinks.spool import DEFAULT_SPOOL_DIR, Spool
 from edge.sinks.webhook import tcp_reachable
+from edge.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,9 @@ CHECK_WAIT_S = 5.0  # check(): how long the broker may take to answer the sink's
 # The retained state a new process starts with: its alert policy starts clear, and the state
 # topic may still say "raised" from before a restart (crash, power cut, upgrade).
 START_STATE = {"state": "cleared", "event": None}
+# Other monitors remembered (this sink's and Home Assistant's), newest kept: a second Pi restarting
+# every few minutes for months, or anyone publishing made-up names, must not fill this one's memory.
+OTHERS_KEPT = 64
 
 
 def new_client(mqtt, client_id: str):
@@ -55,6 +60,17 @@ def new_client(mqtt, client_id: str):
 def _log_callback_faults(client, userdata, level, buf: str) -> None:
     if buf.startswith("Caught exception in "):
         log.error("MQTT: %s; delivery goes on (a fault in queue-mood: please report this line).", buf)
+
+
+def first_heard(heard: OrderedDict, name) -> bool:
+    """True the first time name is heard: it is then remembered, and the oldest past OTHERS_KEPT
+    forgotten (a forgotten one heard again is said again, once)."""
+    if name in heard:
+        return False
+    heard[name] = None
+    if len(heard) > OTHERS_KEPT:
+        heard.popitem(last=False)
+    return True
 
 
 def stop_client(client, wait_s: float) -> None:
@@ -239,7 +255,7 @@ class MqttSink(BrokerOutages, Sink):
         # overwrite each other's retained state (a clear at till 2 hides till 1's alert), and
         # each tells from the other's messages on the topic that it is not alone there.
         self.device = device_name or socket.gethostname()
-        self._others: set[str] = set()  # other monitors heard on the state topic (logged once each)
+        self._others: OrderedDict[str, None] = OrderedDict()  # the newest OTHERS_KEPT other monitors heard (logged)
         self._start_state = {**START_STATE, "device": self.device}
         self._alert_state = self._start_state  # the policy's, as the last raised/cleared event left it
         self._announce_state = announce_state
@@ -288,9 +304,8 @@ class MqttSink(BrokerOutages, Sink):
             other = json.loads(msg.payload).get("device")
         except (ValueError, AttributeError, RecursionError):  # RecursionError: "[[[[..."
             return
-        if msg.retain or not isinstance(other, str) or other == self.device or other in self._others:
+        if msg.retain or not isinstance(other, str) or other == self.device or not first_heard(self._others, other):
             return
-        self._others.add(other)
         log.error("MQTT: another monitor, %r, publishes its alert state to this one's state_topic %r, so each "
                   "overwrites the other's retained state; give each Pi its own [sinks.mqtt] state_topic "
                   "(e.g. queue-mood/%s/state).", other, self.state_topic, safe_id(self.device))
@@ -419,7 +434,7 @@ class MqttSink(BrokerOutages, Sink):
 
     def check(self) -> str:
         why = tcp_reachable(self.host, self.port)
-        backlog = f"; {len(self.spool)} messages spooled" if len(self.spool) else ""
+        backlog = f"; {plural(len(self.spool), 'message')} spooled" if len(self.spool) else ""
         where = f"MQTT broker {self.host}:{self.port}"
         if why:
             return f"{where} not reachable ({why}){backlog}"

@@ -37,6 +37,7 @@ from edge.redact import redact_url
 from edge.sinks.base import MAX_TIMEOUT_S, AlertEvent, Sink, register
 from edge.sinks.restamp import spooled
 from edge.sinks.spool import DEFAULT_SPOOL_DIR, Spool
+from edge.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -389,7 +390,7 @@ class WebhookSink(Sink):
         parts = urlsplit(self.url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
         why = tcp_reachable(parts.hostname or "", port)
-        backlog = f"; {len(self.spool)} events spooled" if len(self.spool) else ""
+        backlog = f"; {plural(len(self.spool), 'event')} spooled" if len(self.spool) else ""
         if why:
             return f"webhook {parts.hostname}:{port} not reachable ({why}){backlog}"
         why, until = tls_refused(parts.hostname or "", port) if parts.scheme == "https" else ("", "")

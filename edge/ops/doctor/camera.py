@@ -16,6 +16,7 @@ from edge.ops.doctor.context import FAIL, OK, WARN, _Context
 from edge.ops.doctor.service import SERVICE, service_active
 from edge.paths import expand_path
 from edge.redact import redact_url
+from edge.words import plural
 
 
 def _child(code: str, timeout_s: float, *args: str) -> tuple[dict | None, str]:
@@ -131,7 +132,7 @@ def faces_verdict(widths: list[int], frame_w: int, roi: bool) -> tuple[str, str,
     if not widths:
         return ("faces now", OK, f"no face{where} now; with someone standing where the queue stands, run this again: "
                                  f"it gives each face's width (aim for {target:.0f} px or more)")
-    found = f"{len(widths)} face{'s' if len(widths) > 1 else ''}{where}, {'-'.join(map(str, sorted({widths[0], widths[-1]})))} px wide"
+    found = f"{plural(len(widths), 'face')}{where}, {'-'.join(map(str, sorted({widths[0], widths[-1]})))} px wide"
     if widths[0] < target:
         return ("faces now", WARN, f"{found}: under the {target:.0f} px to aim for, faces are missed more often; move "
                                    "the camera closer or use a narrower lens or a roi (README: Placing the camera)")

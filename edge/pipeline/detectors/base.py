@@ -13,6 +13,7 @@ from edge.errors import UserError, check
 from edge.paths import FILE_KEY, expand_path, items, not_a_file
 from edge.pipeline.geometry import BBox
 from edge.plugins import Registry
+from edge.words import plural
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ class FaceDetector:
     def doctor(self, width: int, height: int) -> tuple[str, str]:
         """(OK or WARN, one line) for `edge doctor`: runs on a blank frame, where no face is."""
         faces = self.detect(np.zeros((height, width, 3), np.uint8))
-        return ("OK" if not faces else "WARN"), f"{self.describe()}: ran on a blank {width}x{height} frame ({len(faces)} faces)"
+        return ("OK" if not faces else "WARN"), f"{self.describe()}: ran on a blank {width}x{height} frame ({plural(len(faces), 'face')})"
 
     @classmethod
     def bundle_files(cls, cfg: DetectorConfig) -> dict[str, Path]:

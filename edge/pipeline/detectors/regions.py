@@ -21,6 +21,7 @@ import numpy as np
 
 from edge.pipeline.detectors.base import Detection, FaceDetector
 from edge.pipeline.geometry import BBox
+from edge.words import plural
 
 MERGE_IOU = 0.3  # the same face seen by two windows
 MERGE_INSIDE = 0.6  # a part of a face cut by a tile border, lying inside the whole face's box
@@ -149,7 +150,7 @@ class RegionDetector(FaceDetector):
             parts.append(f"{self.tiles[0]}x{self.tiles[1]} tiles, overlap {self.overlap:g}"
                          + (" + whole" if self.whole else ""))
         calls = self.tiles[0] * self.tiles[1] + (self.whole and self.tiles != (1, 1))
-        return f"{'; '.join(parts)} ({calls} call{'s' if calls > 1 else ''} per frame)"
+        return f"{'; '.join(parts)} ({plural(calls, 'call')} per frame)"
 
     def describe(self) -> str:
         return f"{self.inner.describe()} on {self.regions()}"
@@ -158,7 +159,7 @@ class RegionDetector(FaceDetector):
         """The inner detector's own check, then this set-up on a blank frame (where no face is)."""
         status, line = self.inner.doctor(width, height)
         faces = self.detect(np.zeros((height, width, 3), np.uint8))
-        return (status if not faces else "WARN"), f"{line}; on {self.regions()}: {len(faces)} faces"
+        return (status if not faces else "WARN"), f"{line}; on {self.regions()}: {plural(len(faces), 'face')}"
 
 
 def with_regions(inner: FaceDetector, roi=(), tiles=(1, 1), overlap: float = 0.25, whole: bool = False) -> FaceDetector:
