@@ -24,7 +24,7 @@ from edge.labels import LABELS
 from edge.paths import FILE_KEY, check_readable, expand_path, from_folder, items, not_a_file, unset_vars, visible
 from edge.redact import CONTROL, redact_text, redact_url
 from edge.pipeline.detectors import DetectorConfig
-from edge.pipeline.sources import IMAGE_SUFFIXES, ROTATIONS, video_device_index
+from edge.pipeline.sources import IMAGE_SUFFIXES, ROTATIONS, names_camera_device, video_device_index
 from edge.sinks import SINKS
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,8 @@ class SourceConfig:
     camera: int | None = None  # camera index (the Pi camera via picamera2, else a USB camera), e.g. `0`
     # video file, image folder, rtsp:// / http:// URL (a stream that gives nothing for 8 s on opening or
     # between frames counts as failed and is reopened with back-off), or a USB camera's device (a name that
-    # survives replugging, e.g. /dev/v4l/by-id/usb-...-video-index0, is watched like `camera`); used when camera is unset
+    # survives replugging, e.g. /dev/v4l/by-id/usb-...-video-index0, is watched like `camera`, looked up
+    # again at each reopen and waited for while unplugged); used when camera is unset
     path: str = field(default="", metadata=FILE_KEY)
     width: int = 640  # requested frame width in pixels (a camera or stream; a recording keeps its own)
     height: int = 480  # requested frame height in pixels (a camera or stream; a recording keeps its own)
@@ -399,9 +400,9 @@ def camera_index(src: SourceConfig) -> int | None:
 
 
 def source_kind(src: SourceConfig) -> str:
-    """What the source is, as open_source takes it: "camera" (camera, or a /dev/video device as
-    path), "stream" (a URL), "recording" (a video file or image folder), or "" (none given)."""
-    if camera_index(src) is not None:
+    """What the source is, as open_source takes it: "camera" (camera, or a camera's device as path,
+    plugged in or not), "stream" (a URL), "recording" (a video file or image folder), or "" (none given)."""
+    if src.camera is not None or (src.path and names_camera_device(src.path)):
         return "camera"
     return ("stream" if "://" in src.path else "recording") if src.path else ""
 

@@ -66,9 +66,41 @@ def test_a_camera_device_path_is_a_live_camera_not_a_recording(tmp_path, monkeyp
     (tmp_path / "by-id" / "usb-cam-video-index0").symlink_to(tmp_path / "video2")
     for path in (tmp_path / "video2", tmp_path / "by-id" / "usb-cam-video-index0"):
         source = open_source(None, str(path), wait_for_camera=True)
-        assert isinstance(source, BootCamera) and source.args[0] == 2, path
+        assert isinstance(source, sources.DeviceCamera) and source.wait_first, path
+    assert sources.video_device_index(str(tmp_path / "video2")) == 2
     assert sources.video_device_index(str(tmp_path / "video2x")) is None
     assert sources.video_device_index("clip.mp4") is None
+
+
+def test_a_camera_named_by_its_device_is_looked_up_at_each_open(tmp_path, monkeypatch):
+    """A USB camera replugged while edge held its node comes back as another /dev/videoN, and its
+    /dev/v4l/by-id link is missing while it is unplugged (or at boot, before udev made it): edge
+    opened the N it found at the start for ever, and refused a missing link as a missing recording.
+    The device is always OpenCV's, even where a Pi camera has the same index."""
+    from edge.errors import UserError
+    from edge.pipeline import sources
+
+    monkeypatch.setattr(sources, "DEV", tmp_path)
+    monkeypatch.setattr(sources.PiCamera, "available", staticmethod(lambda index: True))
+    opened = []
+    monkeypatch.setattr(sources.OpenCVCamera, "_open", lambda self: opened.append(self.device))
+    link = tmp_path / "by-id" / "usb-cam-video-index0"
+    link.parent.mkdir()
+
+    source = open_source(None, str(link), wait_for_camera=True)  # unplugged at the start: a camera to wait for
+    assert isinstance(source, sources.DeviceCamera)
+    with pytest.raises(UserError, match="is the camera plugged in"):
+        source._open()
+    with pytest.raises(UserError, match="is the camera plugged in"):  # at a terminal: one sentence, not a wait
+        with open_source(None, str(link)):
+            pass
+    for n in (0, 2):  # plugged in as video0, then replugged as video2
+        (tmp_path / f"video{n}").write_bytes(b"")
+        link.unlink(missing_ok=True)
+        link.symlink_to(tmp_path / f"video{n}")
+        source._open()
+    assert opened == [0, 2]
+    assert str(link) in source.describe()
 
 
 def test_a_config_without_a_source_says_which_keys_to_set(tmp_path):

@@ -49,8 +49,8 @@ from edge.paths import check_out_folder, expand_path, same_file
 from edge.pipeline import face_width
 from edge.pipeline.annotate import AnnotatedVideo
 from edge.pipeline.core import Pipeline, StageTimer, load_parts
-from edge.pipeline.sources import (IMAGE_SUFFIXES, NOT_AN_IMAGE, ImageFolderSource, open_source, subfolder_names,
-                                   video_device_index)
+from edge.pipeline.sources import (IMAGE_SUFFIXES, NOT_AN_IMAGE, ImageFolderSource, names_camera_device, open_source,
+                                   subfolder_names)
 from edge.redact import redact_url
 from edge.signals import StopFlag
 from edge.words import plural
@@ -510,7 +510,7 @@ def analyze(cfg: Config, path: str, opts: AnalyzeOptions) -> dict:
     if path.lower().startswith("file://"):  # OpenCV would read it as a stream that never ends
         raise UserError(f"{path} is a file:// URL; pass the file's own path (e.g. edge analyze /home/pi/queue.mp4).")
     # a stream or a camera never ends: edge run watches those (before the model loads, as below)
-    if "://" in path or video_device_index(path) is not None:
+    if "://" in path or names_camera_device(path):
         raise UserError(f"edge analyze reads recordings, and {redact_url(path)} is a live camera or stream; record it "
                         "first, or watch it with edge run --source.")
     if Path(path).is_dir() and Path(opts.out).resolve() == Path(path).resolve():

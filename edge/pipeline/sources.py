@@ -694,7 +694,21 @@ class PiCamera(LiveSource):
         return f"Pi camera {self.index} (picamera2, {self.width}x{self.height}{said})"
 
 
-class BootCamera(LiveSource):
+class _ChosenAtOpen(LiveSource):
+    """A camera whose device is chosen again at each open (self.inner, made by _open)."""
+
+    inner: LiveSource | None = None
+
+    def _read(self):
+        return self.inner._read() if self.inner is not None else None
+
+    def _release(self):
+        if self.inner is not None:
+            inner, self.inner = self.inner, None
+            inner._release()
+
+
+class BootCamera(_ChosenAtOpen):
     """Camera N waited for: the Pi camera or a USB camera, chosen again at each open, since at
     boot libcamera may not list a Pi camera yet (chosen once, the service would wait on the
     wrong one for ever)."""
@@ -719,16 +733,34 @@ class BootCamera(LiveSource):
         inner._open()
         self.inner = inner
 
-    def _read(self):
-        return self.inner._read() if self.inner is not None else None
-
-    def _release(self):
-        if self.inner is not None:
-            inner, self.inner = self.inner, None
-            inner._release()
-
     def describe(self):
         return self.inner.describe() if self.inner is not None else f"camera {self.args[0]}"
+
+
+class DeviceCamera(_ChosenAtOpen):
+    """A USB camera named by its device: /dev/video2, or a udev link such as
+    /dev/v4l/by-id/usb-...-video-index0. The name is looked up again at each open: a camera
+    replugged while this process still held its node comes back as another /dev/videoN, and the
+    link is there only while the camera is plugged in (at boot, or unplugged, it is waited for as
+    a camera, not refused as a missing recording). Opened by OpenCV: the path names a V4L2 device,
+    never a Pi camera's libcamera index."""
+
+    def __init__(self, path: str, width: int = 640, height: int = 480, fps: float = 15.0, max_backoff_s: float = 30.0):
+        super().__init__(max_backoff_s)
+        self.path, self.args = path, (width, height, fps, max_backoff_s)
+        self.asked_size, self.fps = (width, height), fps
+
+    def _open(self):
+        index = video_device_index(self.path)
+        if index is None:
+            raise UserError(f"Cannot open camera {self.path}: it is not there; is the camera plugged in? "
+                            "(ls /dev/v4l/by-id lists the USB cameras that are)")
+        inner = OpenCVCamera(index, *self.args)
+        inner._open()
+        self.inner = inner
+
+    def describe(self):
+        return f"camera {self.path}"
 
 
 def _close_quietly(cam) -> None:
@@ -765,15 +797,29 @@ def video_device_index(path: str) -> int | None:
     return None
 
 
+def names_camera_device(path: str) -> bool:
+    """Whether path names a camera's device: /dev/videoN, a link to one, or a path under /dev that
+    is not there (a /dev/v4l/by-id link of a camera unplugged, or not yet found at boot)."""
+    if "://" in path:
+        return False
+    if video_device_index(path) is not None:
+        return True
+    p = expand_path(path)
+    return p.is_relative_to(DEV) and not os.path.lexists(p)
+
+
 def _source(camera, path, width, height, fps, every, max_backoff_s, realtime, wait_for_camera, pi_settings) -> Source:
+    live: LiveSource
     if camera is None and path and "://" not in path:  # path is read only when camera is unset (SourceConfig.path)
-        camera = video_device_index(path)
-        if camera is None:
+        if not names_camera_device(path):
             source = _recording(path, fps, every)
             source.realtime = realtime
             return source
-    if camera is None and path:  # a stream URL
-        live: LiveSource = OpenCVCamera(path, width, height, fps, max_backoff_s)
+        live = DeviceCamera(path, width, height, fps, max_backoff_s)
+        if said := usb_ignores(path, pi_settings):
+            log.warning("%s.", said)
+    elif camera is None and path:  # a stream URL
+        live = OpenCVCamera(path, width, height, fps, max_backoff_s)
     elif camera is None:
         raise UserError("No source given; set [source] camera or path in the config (--config FILE), or pass "
                         "--camera N or --source PATH_or_URL.")
@@ -789,7 +835,7 @@ def _source(camera, path, width, height, fps, every, max_backoff_s, realtime, wa
     return live
 
 
-def usb_ignores(index: int, pi_settings: tuple) -> str:
+def usb_ignores(index: int | str, pi_settings: tuple) -> str:
     """What to say when camera `index` turned out a USB camera and the config sets what only a Pi
     camera reads ([source] focus_m, mains_hz; config.MODE_KEYS has the rest of such keys); "" if none."""
     given = [f"{key} = {value:g}" for key, value in zip(("focus_m", "mains_hz"), pi_settings) if value]
