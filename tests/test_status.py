@@ -1294,6 +1294,21 @@ def test_basic_auth_password(serve):
     assert get(base + "/", {"Authorization": "Basic !!notbase64"})[0] == 401
 
 
+@pytest.mark.parametrize("cfg, login", [({"token": TOKEN}, "token"), ({"password": "correct horse"}, "password"),
+                                        ({"token": TOKEN, "password": "correct horse"}, "token password")])
+def test_the_pages_refused_polls_get_no_password_prompt_but_what_opens_the_page(serve, cfg, login):
+    """A browser asks for the password on a fetch answered with a Basic challenge, and the page's poll
+    gives up after 8 s, taking the prompt away again: the page's own polls (X-Queue-Mood-Poll) get none,
+    and what this monitor opens the page with; a visit to the page itself is challenged as before."""
+    base, _ = serve(**cfg)
+    for path in ("/status", "/history"):
+        code, headers, _ = get(base + path, {"X-Queue-Mood-Poll": "1"})
+        assert code == 401 and "WWW-Authenticate" not in headers and headers["X-Queue-Mood-Login"] == login, path
+    code, headers, _ = get(base + "/")
+    assert code == 401 and headers["WWW-Authenticate"].split()[0] == ("Basic" if "password" in cfg else "Bearer")
+    assert "X-Queue-Mood-Login" not in headers
+
+
 def test_read_only(serve):
     base, _ = serve()
     for method in ("POST", "PUT", "DELETE", "OPTIONS"):

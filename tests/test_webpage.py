@@ -307,6 +307,27 @@ def test_a_refused_poll_says_to_open_the_link_again_not_that_the_monitor_is_unre
         assert page.js("document.title") == "NO DATA · Queue mood"
 
 
+def test_a_page_whose_password_was_changed_says_to_give_the_new_one_not_that_the_monitor_is_unreachable():
+    """[status] password changed while a page is open (a wall display): its polls are refused. They used to be
+    answered with a Basic challenge, for which the browser asks for the password (headless: never answered),
+    until the poll gave up after 8 s: the banner said the monitor was not reachable, beside one that ran."""
+    from edge.config import StatusConfig
+    from edge.service.status import Stats, StatusServer
+
+    stats = Stats("rt", "model.tflite", "rtsp://cam", device="till-9")
+    watched(stats)
+    srv = StatusServer(stats, StatusConfig(port=0, user="manager", password="pw-of-the-store")).start()
+    try:
+        with LivePage(f"http://manager:pw-of-the-store@127.0.0.1:{srv.port}/") as page:
+            assert page.wait_for("document.body.dataset.live === '1'")
+            srv.auth.password = b"the-new-pw-of-the-store"
+            banner = page.wait_for("!document.getElementById('stale').hidden && document.getElementById('stale').textContent")
+            assert re.fullmatch(rf"No data since {ANOTHER_DAY}\d\d:\d\d:\d\d(?: [AP]M)? — the monitor refuses this page: "
+                                r"reload it and give the user and password", banner or ""), banner
+    finally:
+        srv.stop()
+
+
 def test_a_page_opened_with_user_and_password_in_its_link_shows_the_queue():
     """With [status] password, a till's browser may be given http://manager:PASSWORD@pi:8765/ to
     open without a prompt: the page's polls reach the monitor (chromium refuses a fetch of a

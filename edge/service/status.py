@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 HEALTH_EVERY_S = 5.0  # sysfs reads are cheap, but not per request
 COOKIE = "qm_token"
+POLL_HEADER = "X-Queue-Mood-Poll"  # sent by the page's own polls of /status and /history (web/app.js)
 COOKIE_MAX_AGE_S = 30 * 24 * 3600  # renewed by every answer to it: the idle time that signs a browser out
 _QUERY = re.compile(r"\?[^\s\"]*")  # a link's ?token= never reaches the log
 REFUSAL_LOG_EVERY_S = 60.0
@@ -407,6 +408,11 @@ class Auth:
 
     def challenge(self) -> str:
         return 'Basic realm="queue-mood", charset="UTF-8"' if self.password else 'Bearer realm="queue-mood"'
+
+    def login(self) -> str:
+        """What a person may open the page with here, for the page's own refused polls (POLL_HEADER):
+        "token", "password" or "token password"."""
+        return " ".join(name for name, set_ in (("token", self.token), ("password", self.password)) if set_) or "token"
 
 
 class Guesses:
@@ -806,10 +812,15 @@ class StatusServer:
                                 "refused for a while (someone guessing, or a script with an old token)",
                                 escape_controls(_named(client)), GUESSES_MAX, GUESS_WINDOW_S)
                 if not via:
+                    # The page's own polls get no challenge, but what would open the page: a browser asks for the
+                    # password on a fetch answered with a Basic one too, and the poll gives up after 8 s, taking
+                    # the prompt away again (a login box flickering on a wall display, under a banner saying the
+                    # monitor was not reachable); the page says what to do, and a reload asks for the password.
+                    how = {"X-Queue-Mood-Login": auth.login()} if self.headers.get(POLL_HEADER) else \
+                        {"WWW-Authenticate": auth.challenge()}
                     self._send(401, b"This page needs its link with the token (ask whoever installed the monitor "
                                     b"for it), or the password; the token is [status] token in the monitor's "
-                                    b"config.\n", "text/plain; charset=utf-8", send_body,
-                               {"WWW-Authenticate": auth.challenge()})
+                                    b"config.\n", "text/plain; charset=utf-8", send_body, how)
                     return
                 if via == "link":  # keep the token in a cookie and out of the address bar and history
                     # Lax, not Strict: a link tapped in webmail or on an intranet page is a request from

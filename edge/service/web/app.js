@@ -235,12 +235,15 @@ function renderStatus(s) {
 // A /status poll that failed (no answer, 401, an error status): the figures on the page are the
 // last ones received, not current ones, so they are marked as old under a banner until a poll succeeds.
 let lastStatusAt = null;  // the monitor's time (its `now`) at the last answer, as every time on the page
-// `refused`: the monitor answered 401 (the page's 30-day cookie ran out, the token was changed);
-// it is there, and opening the link again is what helps.
+// `refused`: the monitor answered 401 (the page's 30-day cookie ran out, the token or password was changed);
+// it is there, and what helps is what it opens the page with (its X-Queue-Mood-Login: "token", "password" or both).
+const ASK = {token: "open its link with the token again", password: "reload it and give the user and password",
+             "token password": "open its link with the token again, or reload it and give the user and password"};
+const ask = (login) => ASK[login] || ASK.token;
 function setStale(stale, refused) {
   document.body.classList.toggle("stale", stale);
   $("stale").hidden = !stale;
-  const why = refused ? "the monitor refuses this page: open its link with the token again" : "the monitor is not reachable";
+  const why = refused ? "the monitor refuses this page: " + ask(refused) : "the monitor is not reachable";
   if (stale) text($("stale"), (lastStatusAt ? "No data since " + at(lastStatusAt) : "No data yet") + " — " + why);
   // The tab too: the state it said (or "Queue mood", read as all well) is no longer known. A poll that
   // succeeds sets it again (renderStatus).
@@ -320,14 +323,17 @@ function renderHistory(h) {
 // Only the /status poll (the one given `stale`) speaks in the header line: a failed /history
 // leaves the chart as it was, and must not call a monitor that answers /status unreachable.
 async function poll(path, render, every, stale) {
-  let ok = false, refused = false;
+  let ok = false, refused = "";
   const say = (what) => { if (stale) text($("updated"), what); };
   const abort = new AbortController(), giveUp = setTimeout(() => abort.abort(), ANSWER_WITHIN_MS);
   try {
     // From the origin: a page opened by a link with the user and password in it (a till's kiosk) has them in its
     // base URL, and chromium refuses to fetch a relative path against it; the browser sends them along anyway.
-    const r = await fetch(new URL(path, location.origin), {cache: "no-store", credentials: "same-origin", signal: abort.signal});
-    if (r.status === 401) { refused = true; say("not authorised: open the link with the token"); return; }
+    // X-Queue-Mood-Poll: a refusal comes without a Basic challenge, for which the browser would ask for the
+    // password, a prompt the poll's time limit takes away again; the banner says what to do instead.
+    const r = await fetch(new URL(path, location.origin), {cache: "no-store", credentials: "same-origin", signal: abort.signal,
+                                                           headers: {"X-Queue-Mood-Poll": "1"}});
+    if (r.status === 401) { refused = r.headers.get("X-Queue-Mood-Login") || "token"; say("not authorised: " + ask(refused)); return; }
     if (r.ok) { render(await r.json()); ok = true; }
     else say(`monitor answered ${r.status}`);
   } catch (e) {
