@@ -4,6 +4,9 @@ how wide), measured through the monitor's own source; no frame leaves the probe.
 
 from __future__ import annotations
 
+import re
+import socket
+import threading
 import time
 
 import cv2
@@ -55,7 +58,8 @@ def test_the_probe_measures_size_rate_light_and_faces_through_the_monitors_sourc
     assert got["source"] == "camera 0" and got["size"] == [1280, 720] and 3.5 < got["fps"] < 5.5
     assert 60 < got["mean"] < 190 and len(got["faces"]) == 1 and got["faces"][0] > 80
     assert got["focus"] is None  # a USB camera: no focus of ours to report
-    assert set(got) == {"source", "size", "fps", "mean", "white", "faces", "focus", "flicker"}  # numbers only: never the frame
+    assert set(got) == {"source", "size", "fps", "mean", "white", "faces", "focus", "flicker", "stream"}  # never the frame
+    assert got["stream"] is False
 
 
 def _rows(got: dict, **cfg) -> dict:
@@ -155,6 +159,84 @@ def test_doctor_watches_a_usb_camera_named_by_its_device_not_skips_it_as_a_file(
     # unplugged, udev removes the link: said as a camera's, not as a recording that was never there
     status, detail = _camera_row(load_config(None, {"source.path": "/dev/v4l/by-id/usb-Cam-video-index0"}))
     assert status == FAIL and "is the camera plugged in? ls /dev/v4l/by-id" in detail, detail
+
+
+def _watch_stream(monkeypatch, url: str, timeout_s: float = 15.0, service: bool = False) -> tuple[list, list[list[str]]]:
+    """The doctor's rows for [source] path = url, and the argv of each process it started."""
+    import subprocess
+
+    started, real_run = [], subprocess.run
+    monkeypatch.setattr(subprocess, "run", lambda args, **kw: started.append(list(args)) or real_run(args, **kw))
+    monkeypatch.setattr("edge.ops.doctor.camera.service_active", lambda: service)
+    ctx = _Context(DoctorSettings(camera_timeout_s=timeout_s))
+    check_camera(ctx, load_config(None, {"source.path": url, "source.width": 160, "source.height": 120,
+                                         "source.fps": 10}))
+    return ctx.checks, started
+
+
+@pytest.mark.slow
+def test_doctor_watches_a_network_stream_and_says_its_size_and_rate(monkeypatch):
+    """It said "OK skipped: the config reads the stream ...", so a wrong URL or password was found
+    only when the service showed the camera down for good."""
+    from tests.test_reliability import MjpegStream
+
+    stream = MjpegStream(frames=400)  # 20 s of frames, sent 20 a second
+    try:
+        rows, started = _watch_stream(monkeypatch, f"http://viewer:hunter2secret@127.0.0.1:{stream.port}/video.mjpg")
+    finally:
+        stream.stop()
+    camera = next(r for r in rows if r.name == "camera")
+    assert camera.status == OK, camera.detail
+    assert re.fullmatch(rf"stream http://\*\*\*@127\.0\.0\.1:{stream.port}/video\.mjpg: 160x120 at [\d.]+ fps "
+                        r"measured over 2 s", camera.detail), camera.detail
+    assert [r.name for r in rows] == ["camera", "camera light", "faces now"]  # the picture's too, as a camera's
+    assert "hunter2secret" not in " ".join(r.detail for r in rows) + repr(started) and len(started) == 1
+
+
+def _silent_server() -> tuple[socket.socket, list]:
+    """A host that accepts the connection and never answers (a camera whose firmware hangs), and
+    the connections it holds open (one dropped is a refusal FFmpeg sees at once)."""
+    server, held = socket.create_server(("127.0.0.1", 0)), []
+    threading.Thread(target=lambda: held.append(server.accept()[0]), daemon=True).start()
+    return server, held
+
+
+@pytest.mark.parametrize("silent", [False, True], ids=["nothing-listens", "never-answers"])
+def test_doctor_fails_a_stream_it_cannot_open_with_edge_runs_sentence_and_no_password(monkeypatch, silent):
+    """A wrong port, or a host that never answers (given up at --camera-timeout, which the test sets
+    short: the doctor never waits longer); the password in neither the report nor the child's argv."""
+    from tests.test_sinks import free_port
+
+    server, held = _silent_server() if silent else (None, [])
+    port = server.getsockname()[1] if server else free_port()
+    try:
+        rows, started = _watch_stream(monkeypatch, f"rtsp://admin:hunter2secret@127.0.0.1:{port}/stream1",
+                                      timeout_s=3 if silent else 15)
+    finally:
+        for s in [*held, *([server] if server else [])]:
+            s.close()
+    (row,) = rows
+    assert row.status == FAIL and row.detail.startswith(f"Cannot open stream rtsp://***@127.0.0.1:{port}/stream1: ")
+    assert row.detail.endswith("and the user name and password in the URL."), row.detail
+    assert ("no answer within 3 s" in row.detail) is silent, row.detail
+    assert len(started) == 1 and "hunter2secret" not in repr(started) + row.detail
+
+
+def test_a_stream_the_doctor_cannot_open_while_the_service_reads_it_points_to_the_services_status(monkeypatch):
+    """A camera that serves one viewer at a time refuses the doctor's second connection."""
+    from tests.test_sinks import free_port
+
+    (row,), _ = _watch_stream(monkeypatch, f"rtsp://127.0.0.1:{free_port()}/stream1", service=True)
+    assert row.status == FAIL and row.detail.endswith("service is reading it too: its status shows whether it gets "
+                                                      "frames."), row.detail
+
+
+def test_what_a_failed_child_says_is_redacted():
+    """Its last line of stderr is reported: a traceback may quote the stream URL."""
+    from edge.ops.doctor.camera import _child
+
+    got, why = _child("import sys; sys.exit('cannot read rtsp://admin:hunter2secret@cam:554/s')", 30)
+    assert got is None and why == "cannot read rtsp://***@cam:554/s"
 
 
 PICAMERA2_STUB = '''

@@ -694,7 +694,30 @@ def test_pi_health_verdicts():
     assert throttled_verdict(0x4)[0] == WARN
     assert [temperature_verdict(t)[0] for t in (55.0, 78.0, 86.0)] == [OK, WARN, FAIL]
     assert governor_verdict("performance")[0] == OK and governor_verdict("ondemand")[0] == WARN
-    assert clock_verdict(True)[0] == OK and clock_verdict(None)[0] == OK
+    assert clock_verdict(True, "")[0] == OK and clock_verdict(None, "not Linux: the kernel was not asked")[0] == OK
+
+
+def test_doctor_says_what_failed_when_the_kernel_gives_no_clock_state(monkeypatch):
+    """On Linux with adjtimex refused (a sandbox's seccomp filter), the clock row said "(not Linux)"."""
+    import ctypes
+    import errno
+
+    from edge.ops.doctor.board import check_platform
+    from edge.ops.doctor.context import DoctorSettings, _Context
+    from edge.service import health
+
+    def refused(_buf):
+        ctypes.set_errno(errno.EPERM)
+        return -1
+
+    monkeypatch.setattr(health.sys, "platform", "linux")
+    monkeypatch.setattr(health, "_adjtimex", lambda: refused)
+    ctx = _Context(DoctorSettings())
+    check_platform(ctx)
+    (row,) = [c for c in ctx.checks if c.name == "clock"]
+    assert row.detail == f"not checked: the kernel's adjtimex call failed ({os.strerror(errno.EPERM)})", row.detail
+    monkeypatch.setattr(health, "_adjtimex", lambda: None)
+    assert clock_verdict(*health.clock_state())[1] == "not checked: this C library has no adjtimex to ask the kernel with"
 
 
 def test_doctor_warns_when_the_installed_config_points_the_service_outside_its_state_folder(tmp_path):
@@ -711,7 +734,7 @@ def test_doctor_warns_when_the_installed_config_points_the_service_outside_its_s
     (etc / "config.toml").write_text(f'[sinks]\nspool_dir = "{state}/spool"\n[status]\nhistory_db = "~/h.db"\n')
     assert service_paths_verdict(load_config(etc / "config.toml"), str(etc / "config.toml"), str(etc), str(state))[0] == OK
     assert service_paths_verdict(cfg, str(tmp_path / "elsewhere.toml"), str(etc), str(state)) is None  # not the service's
-    assert clock_verdict(False)[0] == WARN and "timedatectl" in clock_verdict(False)[1]
+    assert clock_verdict(False, "")[0] == WARN and "timedatectl" in clock_verdict(False, "")[1]
     assert sink_verdict("MQTT broker b:1883 not reachable (timed out)") == WARN
     assert sink_verdict("cannot write /var/lib/queue-mood/alerts.jsonl") == FAIL
     assert sink_verdict("webhook h:443 reachable") == OK

@@ -465,6 +465,9 @@ def _reason(exc: BaseException) -> str:
 # How long a stream may take to open, or to give its next frame, before it counts as failed: a
 # camera that accepts the connection and never answers held the start for FFmpeg's 30 s.
 STREAM_TIMEOUT_MS = 8000
+# What to check when a stream gives no frame (edge run's and edge doctor's sentence)
+STREAM_HINT = ("check the URL (path, port), that this machine reaches the camera over the network, "
+               "and the user name and password in the URL")
 
 
 class OpenCVCamera(LiveSource):
@@ -494,8 +497,7 @@ class OpenCVCamera(LiveSource):
             if isinstance(self.device, int):
                 hint = usb_camera_hint(self.device, opened)
             else:
-                hint = ("check the URL (path, port), that this machine reaches the camera over the network, "
-                        "and the user name and password in the URL")
+                hint = STREAM_HINT
             raise UserError(f"Cannot open {self.describe()}: {hint}.")
         self.cap = cap
 

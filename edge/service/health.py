@@ -81,13 +81,21 @@ def _adjtimex():
 def clock_synced() -> bool | None:
     """Whether an NTP client keeps the system clock synchronized, as the kernel sees it; None
     off Linux or where the call fails."""
-    fn = _adjtimex() if sys.platform.startswith("linux") else None
+    return clock_state()[0]
+
+
+def clock_state() -> tuple[bool | None, str]:
+    """(clock_synced's answer, and where it is None what kept the kernel from giving one)."""
+    if not sys.platform.startswith("linux"):
+        return None, "not Linux: the kernel was not asked"
+    fn = _adjtimex()
     if fn is None:
-        return None
+        return None, "this C library has no adjtimex to ask the kernel with"
     timex = ctypes.create_string_buffer(512)  # struct timex: 208 bytes on 64-bit, less on 32; modes 0: only read
     if fn(timex) < 0:
-        return None
-    return ctypes.c_long.from_buffer(timex, _MAXERROR_OFFSET).value < MAX_ERROR_SYNCED_US
+        err = ctypes.get_errno()
+        return None, f"the kernel's adjtimex call failed ({os.strerror(err) if err else 'no reason given'})"
+    return ctypes.c_long.from_buffer(timex, _MAXERROR_OFFSET).value < MAX_ERROR_SYNCED_US, ""
 
 
 def wall_iso(t: float) -> str:

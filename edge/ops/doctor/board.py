@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edge.ops.doctor.context import FAIL, OK, WARN, _Context
 from edge.release import current, summary
-from edge.service.health import THERMAL, THROTTLE_BITS, clock_synced
+from edge.service.health import THERMAL, THROTTLE_BITS, clock_state
 
 DEVICE_MODEL = Path("/proc/device-tree/model")
 GOVERNOR = Path("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
@@ -39,9 +39,10 @@ def throttled_verdict(value: int) -> tuple[str, str]:
     return OK, "no under-voltage or throttling since boot (0x0)"
 
 
-def clock_verdict(synced: bool | None) -> tuple[str, str]:
+def clock_verdict(synced: bool | None, why: str) -> tuple[str, str]:
+    """health.clock_state's answer -> the clock's row; why: what kept the kernel from answering."""
     if synced is None:
-        return OK, "not checked: the kernel was not asked (not Linux)"
+        return OK, f"not checked: {why}"
     if synced:
         return OK, "synchronized by NTP"
     return WARN, ("not synchronized: alert events carry the wall_time of a clock no NTP client has set (a Pi has no "
@@ -70,7 +71,7 @@ def check_platform(ctx: _Context) -> None:
     where = model or f"{platform.system()} {platform.machine()} (not a Raspberry Pi)"
     ctx.add("system", OK, f"{where}; Python {platform.python_version()} at {sys.executable}")
     ctx.add("release", OK, summary(current()))
-    ctx.add("clock", *clock_verdict(clock_synced()))
+    ctx.add("clock", *clock_verdict(*clock_state()))
 
 
 def check_pi(ctx: _Context) -> None:

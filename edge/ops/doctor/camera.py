@@ -1,5 +1,6 @@
-"""The camera: the Pi cameras listed and the configured one watched for a moment, each in a child
-process with a timeout (a stuck driver cannot hang the doctor), and what aiming it needs."""
+"""The camera: the Pi cameras listed and the configured one (or stream) watched for a moment, each in
+a child process with a timeout (a stuck driver or a silent host cannot hang the doctor), and what
+aiming it needs."""
 
 from __future__ import annotations
 
@@ -15,22 +16,23 @@ from edge.files import no_core_dumps
 from edge.ops.doctor.context import FAIL, OK, WARN, _Context
 from edge.ops.doctor.service import SERVICE, service_active
 from edge.paths import expand_path
-from edge.redact import redact_url
+from edge.redact import redact_text, redact_url
 from edge.words import plural
 
 
-def _child(code: str, timeout_s: float, *args: str) -> tuple[dict | None, str]:
-    """Run a Python snippet in a child process; (its JSON answer, '' or why there is none)."""
+def _child(code: str, timeout_s: float, *args: str, stdin: str | None = None) -> tuple[dict | None, str]:
+    """Run a Python snippet in a child process; (its JSON answer, '' or why there is none).
+    stdin: text for the child's standard input (a secret: argv is shown to every user by ps)."""
     no_core_dumps()  # inherited by the child: the camera probe holds a frame, which a crash must not write to /tmp
     try:
-        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, input=stdin,
                               timeout=timeout_s, cwd=tempfile.gettempdir())
     except subprocess.TimeoutExpired:
         return None, f"no answer within {timeout_s:g} s"
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if not lines:
         err = (proc.stderr.strip().splitlines() or [f"exit code {proc.returncode}"])[-1]
-        return None, err
+        return None, redact_text(err)  # a traceback's last line may quote a stream URL
     return json.loads(lines[-1]), ""
 
 
@@ -45,20 +47,24 @@ else:
 """
 
 # The monitor's own source (the Pi camera or OpenCV, turned by source.rotate) watched for a
-# moment; only numbers come back (probe_camera), the frames stay in the child's memory.
+# moment; only numbers come back (probe_camera), the frames stay in the child's memory. No camera
+# index: the stream URL is read from stdin, as its password must not be in argv.
 _CAMERA_PROBE = """
 import json, sys
 sys.path.insert(0, sys.argv[1])
 from edge.config import load_config
 from edge.ops.doctor.camera import probe_camera
-print(json.dumps(probe_camera(load_config(sys.argv[2] or None, {}), int(sys.argv[3]))))
+index = int(sys.argv[3]) if sys.argv[3] else None
+url = sys.stdin.read() if index is None else ""
+print(json.dumps(probe_camera(load_config(sys.argv[2] or None, {}), index, path=url)))
 """
 PROBE_S = 2.0  # how long the camera is watched: enough frames to measure its rate
 DARK_MEAN, BRIGHT_MEAN, WHITE_SHARE = 60, 190, 0.2  # mean grey level (0-255); share of clipped pixels
 
 
-def probe_camera(cfg, index: int, seconds: float = PROBE_S) -> dict:
-    """What camera `index` gives the monitor: its frame size, the frames a second it delivers,
+def probe_camera(cfg, index: int | None, seconds: float = PROBE_S, path: str = "") -> dict:
+    """What camera `index` (None: the stream URL `path`, opened as edge run opens it) gives the
+    monitor: its frame size, the frames a second it delivers,
     the light of the last frame, the width of each face the configured detector finds in it
     now, and the focus and flicker avoidance in use (a Pi camera that has them; else None). Only these numbers
     are returned; no frame is kept, written or sent."""
@@ -68,7 +74,7 @@ def probe_camera(cfg, index: int, seconds: float = PROBE_S) -> dict:
 
     s = cfg.source
     try:
-        source = open_source(index, "", s.width, s.height, s.fps, rotate=s.rotate, focus_m=s.focus_m,
+        source = open_source(index, path, s.width, s.height, s.fps, rotate=s.rotate, focus_m=s.focus_m,
                              mains_hz=s.mains_hz)
         with source:
             times, last, end = [], None, time.monotonic() + seconds
@@ -89,7 +95,8 @@ def probe_camera(cfg, index: int, seconds: float = PROBE_S) -> dict:
     return {"source": source.describe(), "size": list(getattr(source, "frame_size", None) or image.shape[1::-1]),
             "fps": round((len(times) - 1) / span, 2) if span > 0 else 0.0, "mean": round(float(gray.mean()), 1),
             "white": round(float((gray >= 250).mean()), 3), "faces": faces, "focus": getattr(source, "focus", None),
-            "flicker": getattr(source, "flicker", None)}
+            "flicker": getattr(source, "flicker", None),
+            "stream": index is None}
 
 
 def camera_verdicts(got: dict, cfg) -> list[tuple[str, str, str]]:
@@ -98,12 +105,17 @@ def camera_verdicts(got: dict, cfg) -> list[tuple[str, str, str]]:
     s = cfg.source
     (w, h), fps = got["size"], got["fps"]
     line, issues = f"{got['source']}: {w}x{h} at {fps:g} fps measured over {PROBE_S:g} s", []
+    stream = got.get("stream")  # a stream's size and rate are set in the camera, not asked by edge
     if (w, h) != (s.width, s.height):
-        issues.append(f"not the {s.width}x{s.height} asked for ([source] width, height): it does not offer that size, "
-                      f"and each frame costs {w * h / (s.width * s.height):.2g}x the pixels; set them to a size it offers")
+        cost = f"each frame costs {w * h / (s.width * s.height):.2g}x the pixels"
+        issues.append(f"not the {s.width}x{s.height} asked for ([source] width, height): " + (
+            f"{cost}; set the size in the camera's own stream settings" if stream else
+            f"it does not offer that size, and {cost}; set them to a size it offers"))
     if fps < 0.6 * s.fps:
-        issues.append(f"not the {s.fps:g} fps asked for: in dim light a camera lengthens its exposure and slows down "
-                      "(the alert timings hold, in seconds, but moving faces blur); light the queue better")
+        issues.append(f"not the {s.fps:g} fps asked for: " + (
+            "check the frame rate in the camera's own stream settings; " if stream else "") +
+            "in dim light a camera lengthens its exposure and slows down "
+            "(the alert timings hold, in seconds, but moving faces blur); light the queue better")
     if s.focus_m > 0 and not got.get("focus"):
         issues.append(f"[source] focus_m = {s.focus_m:g} does nothing here: only a Pi camera with a focus motor "
                       "(Camera Module 3) takes it; set it to 0, and focus a fixed-focus lens by turning it")
@@ -176,8 +188,7 @@ def check_camera(ctx: _Context, cfg) -> None:
         index = camera_index(src)
         if index is None and src.path:
             if "://" in src.path:
-                # its password would give the camera's picture to whoever reads the report or install log
-                ctx.add("camera", OK, f"skipped: the config reads the stream {redact_url(src.path)}")
+                _watch(ctx, cfg, None, src.path)
             else:
                 check_recording(ctx, src)
             return
@@ -205,12 +216,29 @@ def check_camera(ctx: _Context, cfg) -> None:
     if service_active():
         ctx.add("camera", OK, f"camera {index}: not opened, the running {SERVICE} service is using it")
         return
+    _watch(ctx, cfg, index)
+
+
+def _watch(ctx: _Context, cfg, index: int | None, url: str = "") -> None:
+    """Camera `index`, or the stream `url`, watched in a child (probe_camera) given at most the
+    doctor's camera_timeout_s; its rows, or one FAIL with edge run's sentence. The URL's password is
+    said only redacted and goes to the child on stdin, never in its argv."""
+    from edge.pipeline.sources import STREAM_HINT
+
+    timeout = ctx.s.camera_timeout_s
     loaded = not any(c.name == "config" and c.status == FAIL for c in ctx.checks)
     root = str(Path(__file__).resolve().parents[3])  # where this edge package is imported from
     config = str(Path(ctx.s.config).absolute()) if ctx.s.config and loaded else ""  # the child runs in /tmp
-    got, why = _child(_CAMERA_PROBE, timeout, root, config, str(index))
+    got, why = _child(_CAMERA_PROBE, timeout, root, config, "" if index is None else str(index),
+                      stdin=url if index is None else None)
     if got is None or "error" in got:
-        ctx.add("camera", FAIL, got["error"] if got else f"camera {index}: {why}")
+        if index is not None:
+            ctx.add("camera", FAIL, got["error"] if got else f"camera {index}: {why}")
+            return
+        said = got["error"] if got else f"Cannot open stream {redact_url(url)}: {why}; {STREAM_HINT}."
+        if service_active():  # a camera that serves one viewer at a time refuses the doctor while edge runs
+            said += f" The running {SERVICE} service is reading it too: its status shows whether it gets frames."
+        ctx.add("camera", FAIL, said)
         return
     for row in camera_verdicts(got, cfg):
         ctx.add(*row)
