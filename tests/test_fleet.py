@@ -708,8 +708,9 @@ needs_alertmanager = pytest.mark.skipif(not ALERTMANAGER, reason="needs Debian's
 def test_alertmanager_sends_one_message_per_store_and_kind_inhibits_and_mutes(tmp_path):
     """The real Alertmanager on the shipped config, its receivers pointed at a local webhook and a
     second's waits: two Pis down at an open store are one page, a down Pi's camera alert is
-    inhibited, another Pi's camera alert is one warning, and a closed store (its closed-* interval
-    made the whole week) sends nothing."""
+    inhibited, another Pi's camera alert is one warning, a camera's flapping alert is inhibited
+    while its camera down alert fires and told for another Pi, and a closed store (its closed-*
+    interval made the whole week) sends nothing."""
     import http.server
     import threading
 
@@ -746,6 +747,8 @@ def test_alertmanager_sends_one_message_per_store_and_kind_inhibits_and_mutes(tm
                   pi("QueueMonitorDown", "critical", "open", "2", "always"),
                   pi("QueueMonitorCameraDown", "warning", "open", "1", "always"),  # its Pi is down
                   pi("QueueMonitorCameraDown", "warning", "open", "3", "always"),
+                  pi("QueueMonitorCameraFlapping", "warning", "open", "3", "always"),  # now down for good
+                  pi("QueueMonitorCameraFlapping", "warning", "open", "4", "always"),
                   pi("QueueMonitorDown", "critical", "closed", "1", "late")]
         deadline = time.monotonic() + 30
         while True:
@@ -758,15 +761,16 @@ def test_alertmanager_sends_one_message_per_store_and_kind_inhibits_and_mutes(tm
                 assert time.monotonic() < deadline and am.poll() is None, (tmp_path / "am.log").read_text()[-3000:]
                 time.sleep(0.2)
         deadline = time.monotonic() + 30
-        while len(received) < 2 and time.monotonic() < deadline:
+        while len(received) < 3 and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(4)  # a few group intervals more: nothing else comes
     finally:
         am.terminate()
         am.wait(30)
         server.shutdown()
-    got = sorted((path, msg["groupLabels"], sorted(a["labels"]["checkout"] for a in msg["alerts"]))
-                 for path, msg in received)
+    got = sorted(((path, msg["groupLabels"], sorted(a["labels"]["checkout"] for a in msg["alerts"]))
+                  for path, msg in received), key=lambda m: (m[0], sorted(m[1].items())))
     assert got == [(PAGER, {"alertname": "QueueMonitorDown", "store": "open"}, ["1", "2"]),
-                   (WARNINGS, {"alertname": "QueueMonitorCameraDown", "store": "open"}, ["3"])], (
+                   (WARNINGS, {"alertname": "QueueMonitorCameraDown", "store": "open"}, ["3"]),
+                   (WARNINGS, {"alertname": "QueueMonitorCameraFlapping", "store": "open"}, ["4"])], (
         got, (tmp_path / "am.log").read_text()[-3000:])
