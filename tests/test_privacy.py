@@ -98,6 +98,29 @@ def test_edge_analyze_leaves_no_core_file_with_the_recordings_frames(tmp_path):
     assert r.stdout.splitlines()[-1] == "core limit 0"
 
 
+def test_edge_doctor_reads_a_recordings_frame_with_core_dumps_off(tmp_path):
+    """With a recording as [source] path, `edge doctor` reads its first frame in its own process (the
+    camera row, the detector's and the compute budget's frame size), not in a child as a camera's:
+    a crash while decoding it, or Ctrl-\\, wrote a core file of that frame into the working folder."""
+    import cv2
+    import numpy as np
+
+    needs_core_files()
+    (tmp_path / "stills").mkdir()
+    cv2.imwrite(str(tmp_path / "stills" / "queue.png"), np.full((120, 160, 3), 90, np.uint8))
+    (tmp_path / "c.toml").write_text('[source]\npath = "stills"\n')
+    code = ("import resource, sys\nimport edge.pipeline.sources as sources\nopen_source = sources.open_source\n"
+            "def opened(*args, **kwargs):\n    print('core limit', resource.getrlimit(resource.RLIMIT_CORE)[0])\n"
+            "    return open_source(*args, **kwargs)\nsources.open_source = opened\nfrom edge.cli import cli\n"
+            "cli(sys.argv[1:])")
+    r = subprocess.run([*UNLIMITED_CORES, sys.executable, "-c", code, "doctor", "--config", "c.toml"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(REPO), "HOME": str(tmp_path)})
+    assert "stills (its first frame read, 160x120)" in r.stdout, r.stdout + r.stderr
+    limits = [line for line in r.stdout.splitlines() if line.startswith("core limit")]
+    assert limits and set(limits) == {"core limit 0"}, limits
+
+
 @pytest.mark.slow
 def test_the_pipeline_benchmark_on_a_recording_leaves_no_core_file_with_its_frames(tmp_path):
     """`edge bench pipeline --video` runs the whole monitor on a store's recording in its own

@@ -26,8 +26,12 @@ def recording_frames(source) -> tuple[int, int, float | None]:
     [source] fps). UserError: what edge run would say of it (a file OpenCV cannot decode, a folder
     without images, one without a frame)."""
     from edge.errors import UserError
+    from edge.files import no_core_dumps
     from edge.pipeline.sources import VideoFileSource, open_source
 
+    # The doctor reads this frame itself, not in a child as a camera's: a store's recording is
+    # customers' faces, which a crash or Ctrl-\ must not copy into a core file (as edge analyze).
+    no_core_dumps()
     recording = open_source(None, source.path, fps=source.fps, rotate=source.rotate)
     try:
         first = next(iter(recording), None)
