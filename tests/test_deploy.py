@@ -1142,13 +1142,16 @@ def test_install_sh_syncs_what_it_wrote_to_the_card_once_it_is_all_in_place(tmp_
     etc, prefix = Path(env["ETC_DIR"]), Path(env["PREFIX"])
     bin_, log = tmp_path / "syncbin", tmp_path / "sync.log"
     bin_.mkdir()
-    (bin_ / "sync").write_text(f'#!/bin/sh\nfor f in "{etc}/config.toml" "{prefix}/model/model_int8.tflite" '
-                               f'"{prefix}/bundle/install.sh" "{env["UNIT_DIR"]}/queue-mood.service"; do\n'
-                               f'  [ -s "$f" ] || echo "missing $f" >> "{log}"; done\necho synced >> "{log}"\n')
+    (bin_ / "sync").write_text(  # `sync -- FILE...`: the staged files, before they are renamed into place
+        f'#!/bin/sh\nif [ $# -gt 0 ]; then shift; for f; do [ -s "$f" ] || echo "empty $f" >> "{log}"; done\n'
+        f'  echo "synced $# staged" >> "{log}"; exit 0; fi\n'
+        f'for f in "{etc}/config.toml" "{prefix}/model/model_int8.tflite" '
+        f'"{prefix}/bundle/install.sh" "{env["UNIT_DIR"]}/queue-mood.service"; do\n'
+        f'  [ -s "$f" ] || echo "missing $f" >> "{log}"; done\necho synced >> "{log}"\n')
     (bin_ / "sync").chmod(0o755)
     proc = install(fake_bundle(tmp_path), {**env, "PATH": f"{bin_}:{env['PATH']}"})
     assert proc.returncode == 0, proc.stderr
-    assert log.read_text() == "synced\n"
+    assert log.read_text() == "synced 4 staged\nsynced\n"  # model, card, config, unit
 
 
 @pytest.mark.slow
