@@ -634,14 +634,17 @@ else
 fi
 
 # Where the status page is, from the config in force as the program reads it (never its token).
-read -r status_on status_host status_port status_auth < <(cd / && "$VENV/bin/python" -I - "$CONFIG" 2>/dev/null <<'EOF'
+# A command substitution, which bash waits for: a process substitution's python outlived the script
+# (its exit is slow on a busy Pi), holding the install lock, and an install run right after was refused.
+status_line=$(cd / && "$VENV/bin/python" -I - "$CONFIG" 2>/dev/null <<'EOF'
 import sys
 from edge.config import load_config
 s = load_config(sys.argv[1]).status
 print(int(s.enabled), s.host, s.port, "token" if s.token else "password" if s.password else
       "metrics" if s.metrics_token else "none")
 EOF
-) || true
+) || status_line=""
+read -r status_on status_host status_port status_auth <<< "$status_line" || true
 if [[ -z ${status_on:-} ]]; then
     page="see [status] in $CONFIG (edge config --config $CONFIG shows it)"
 elif [[ $status_on == 0 ]]; then

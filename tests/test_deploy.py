@@ -1135,6 +1135,25 @@ def test_install_sh_while_another_install_runs_is_one_sentence_and_changes_nothi
     assert install(bundle, env).returncode == 0  # once it is done
 
 
+@pytest.mark.skipif(not shutil.which("flock"), reason="needs util-linux's flock")
+def test_install_sh_run_right_after_another_finished_is_not_refused_as_running(tmp_path):
+    """The status-page line was read from a process substitution, which bash does not wait for: its
+    python, slow to exit on a busy machine, held the install lock after install.sh had exited."""
+    env = fake_install_env(tmp_path)
+    venv_python = Path(env["PREFIX"]) / "venv/bin/python"
+    venv_python.rename(venv_python.with_name("python.fake"))
+    venv_python.write_text('#!/bin/sh\nif [ "$2" = - ]; then script=$(cat)\n'
+                           '  case "$script" in *"load_config(sys.argv[1]).status"*)  # answers, then is slow to exit\n'
+                           '    printf "%s\\n" "$script" | "$0.fake" "$@"; sleep 2; exit 0;; esac\n'
+                           '  printf "%s\\n" "$script" | exec "$0.fake" "$@"; fi\nexec "$0.fake" "$@"\n')
+    venv_python.chmod(0o755)
+    bundle = fake_bundle(tmp_path)
+    first = install(bundle, env)
+    assert first.returncode == 0 and "on the Pi only" in first.stdout, first.stderr
+    second = install(bundle, env)
+    assert second.returncode == 0, second.stderr
+
+
 def test_install_sh_syncs_what_it_wrote_to_the_card_once_it_is_all_in_place(tmp_path):
     """A Pi unplugged within ext4's 30 s of an install (carried from the desk to the till) booted to
     an empty config or model: the service restarting into that error every 5 s."""
