@@ -7,11 +7,9 @@ runs unprivileged into a temp root, as in test_deploy."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -188,3 +186,24 @@ def test_install_sh_a_rename_that_fails_is_one_sentence_and_leaves_each_file_who
     now = installed(env)
     assert now["pair"] == new["pair"] and now["unit"] == old["unit"] and now["manifest"] == old["manifest"]
     assert not leftovers(root)
+
+
+@pytest.mark.slow  # an install per rename
+def test_install_sh_first_install_killed_at_a_rename_leaves_no_config_or_a_whole_one(tmp_path):
+    """On a fresh Pi config.toml is written, never half: killed at any rename, it is absent or whole,
+    and so are the model and its card."""
+    env = fake_install_env(tmp_path)
+    root = Path(env["PREFIX"]).parents[1]
+    shutil.copytree(root, tmp_path / "root.empty", symlinks=True)
+    b = bundle(tmp_path, "0.1.0")
+    assert run_group(b, wrapped(tmp_path, env)).returncode == 0
+    new = installed(env)
+    renames = [i + 1 for i, c in enumerate((tmp_path / "calls.log").read_text().splitlines())
+               if c.startswith(("python ", "mv ")) and "/bundle" not in c]
+    assert len(renames) == 5, renames  # model, detector, config, unit, MANIFEST.json
+    for n in renames + [renames[-1] + 1]:
+        shutil.rmtree(root)
+        shutil.copytree(tmp_path / "root.empty", root, symlinks=True)
+        assert run_group(b, wrapped(tmp_path, env, kill_at=n)).returncode == -signal.SIGKILL
+        now = installed(env)
+        assert now["config"] in ((None,), new["config"]) and now["pair"] in ((None, None), new["pair"]), n
