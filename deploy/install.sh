@@ -23,7 +23,8 @@
 #   3. the system user queue-mood in the groups video and gpio (gpio is created if missing).
 #   4. the model to $PREFIX/model, a detector file the config names to $PREFIX/detector; the config to
 #      $ETC_DIR/config.toml only if there is none (else beside it as config.toml.bundle), and
-#      config.example.toml (every key explained) beside it.
+#      config.example.toml (every key explained) beside it. Each is staged beside its target and
+#      swapped in at the end, the model with its card as one folder: stopped anywhere, old or new.
 #   5. queue-mood.service to $UNIT_DIR, enabled and (re)started.
 #   6. this bundle kept as $PREFIX/bundle, the one installed before it as $PREFIX/bundle.previous:
 #      sudo /opt/queue-mood/bundle.previous/install.sh goes back to that version (config,
@@ -433,31 +434,130 @@ if [[ $QM_SYSTEM_USER != 0 ]]; then
 fi
 
 # -- 4. files ----------------------------------------------------------------------------
-say "files: $PREFIX/model, $PREFIX/detector, $STATE_DIR"
-put() {  # put MODE SRC DEST: replace DEST in one step
-    install -m "$1" "$2" "$3.new"
-    mv -f "$3.new" "$3"
-}
-install -d -m 0755 "$PREFIX/model" "$PREFIX/detector" "$ETC_DIR"
-install -d -m 0750 "$STATE_DIR" "$STATE_DIR/spool"
-put 0644 "$BUNDLE/model/model_int8.tflite" "$PREFIX/model/model_int8.tflite"
-put 0644 "$BUNDLE/model/model.json" "$PREFIX/model/model.json"
-for f in "${detectors[@]}"; do
-    if [[ -f "$f" ]]; then put 0644 "$f" "$PREFIX/detector/$(basename "$f")"; fi
-done
-if [[ -f "$BUNDLE/MANIFEST.json" ]]; then put 0644 "$BUNDLE/MANIFEST.json" "$PREFIX/MANIFEST.json"; fi
-if [[ -f "$BUNDLE/config.example.toml" ]]; then put 0644 "$BUNDLE/config.example.toml" "$ETC_DIR/config.example.toml"; fi
+# Each file this step writes is staged beside its target first (NAME.new; the model and detector
+# folders whole, as FOLDER.new), synced to the card, then swapped in by renames at the end. The model
+# and its card (which names the model's sha256) trade places as one folder in one step, so a power
+# cut or a kill at any point leaves the old pair or the new one, never one of each, which the
+# service refuses. A staging step that fails (a full disk) removes what was staged: nothing changes.
+say "files: $PREFIX/model, $PREFIX/detector, $ETC_DIR, $UNIT_DIR/queue-mood.service, $STATE_DIR"
+staged=() targets=() written=()
+unstage() { if [[ ${#staged[@]} -gt 0 ]]; then rm -rf "${staged[@]}"; fi; }
+trap unstage EXIT
 
-config_tmp=$(mktemp)
-trap 'rm -f "$config_tmp"' EXIT
-rewrite_paths "$BUNDLE/config.toml" > "$config_tmp"
+stage_error=""
+staging() {  # staging COMMAND...: run it, its last error line kept for stage_failed
+    local out
+    out=$("$@" 2>&1 >/dev/null) && return 0
+    stage_error=${out##*$'\n'}
+    return 1
+}
+stage_failed() {  # stage_failed PATH: one sentence; nothing has been swapped in yet
+    unstage
+    local why="could not write $1 (${stage_error:-see above})" todo="fix that"
+    if [[ $stage_error == *"No space left on device"* || $stage_error == *"Disk quota exceeded"* ]]; then
+        why="the disk is full: there was no room for $1" todo="free some space (sudo apt clean; sudo journalctl --vacuum-size=100M)"
+    fi
+    die "$why, so none of the model, detector, config and unit files was changed (pip had already installed the new program; the service was not restarted): $todo and run install.sh again to finish."
+}
+stage() {  # stage DEST: DEST.new is to replace DEST
+    staged+=("$1.new") targets+=("$1")
+    staging rm -rf "$1.new" "$1.new.old" || stage_failed "$1.new"  # left by an install killed before
+}
+stage_file() {  # stage_file MODE SRC DEST
+    stage "$3"
+    staging install -m "$1" "$2" "$3.new" || stage_failed "$3.new"
+    written+=("$3.new")
+}
+write_rewritten() { (umask 077 && rewrite_paths "$1" > "$2"); }  # a config's secrets never readable by all
+stage_rewritten() {  # stage_rewritten MODE SRC DEST: SRC with its paths rewritten
+    stage "$3"
+    { staging write_rewritten "$2" "$3.new" && staging chmod "$1" "$3.new"; } || stage_failed "$3.new"
+    written+=("$3.new")
+}
+stage_folder() {  # stage_folder DIR SRC...: what DIR holds (hard links: no room taken), the SRC files replacing theirs
+    local dir=$1 f; shift
+    stage "$dir"
+    staging install -d -m 0755 "$dir.new" || stage_failed "$dir.new"
+    if [[ -d "$dir" ]]; then staging cp -al "$dir/." "$dir.new/" || stage_failed "$dir.new"; fi
+    for f in "$@"; do  # removed first: installed onto a hard link, the new file would be written into the old folder
+        { staging rm -f "$dir.new/${f##*/}" && staging install -m 0644 "$f" "$dir.new/${f##*/}"; } \
+            || stage_failed "$dir.new/${f##*/}"
+        written+=("$dir.new/${f##*/}")
+    done
+}
+# exchange A B: the two folders trade places in one step (renameat2's RENAME_EXCHANGE, which ext4
+# has); exits 3 where the file system or the C library lacks it.
+exchange() {
+    "$PYTHON" -I -c 'import ctypes, errno, os, sys
+try:
+    renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+except AttributeError:
+    sys.exit(3)
+AT_FDCWD, RENAME_EXCHANGE = -100, 2
+if renameat2(AT_FDCWD, os.fsencode(sys.argv[1]), AT_FDCWD, os.fsencode(sys.argv[2]), RENAME_EXCHANGE):
+    err = ctypes.get_errno()
+    sys.exit(3 if err in (errno.EINVAL, errno.ENOSYS) else f"{sys.argv[2]}: {os.strerror(err)}")' "$1" "$2"
+}
+swap_in() {  # each staged path to its target, the replaced folders left at the staged paths for unstage
+    local i new old rc
+    for i in "${!staged[@]}"; do
+        new=${staged[i]} old=${targets[i]}
+        if [[ -d "$new" && -d "$old" ]]; then
+            rc=0; exchange "$new" "$old" || rc=$?
+            if [[ $rc == 3 ]]; then  # no exchange here: a moment without the folder, never a mixed one
+                mv -T "$old" "$new.old" && mv -T "$new" "$old" && mv -T "$new.old" "$new" || return 1
+            elif [[ $rc != 0 ]]; then
+                return 1
+            fi
+        else
+            mv -f -T "$new" "$old" || return 1
+        fi
+    done
+}
+
+# Ctrl-C, SIGTERM or SIGHUP while staging: what was staged goes, and nothing is replaced.
+# shellcheck disable=SC2064 # $sig is meant to expand now
+for sig in INT TERM HUP; do
+    trap "die 'stopped by SIG$sig before any of the model, detector, config and unit files was replaced (pip had already installed the new program; the service was not restarted): run install.sh again to finish.'" "$sig"
+done
+for d in "$PREFIX/model" "$PREFIX/detector" "$ETC_DIR" "$UNIT_DIR"; do
+    staging install -d -m 0755 "$d" || stage_failed "$d"
+done
+for d in "$STATE_DIR" "$STATE_DIR/spool"; do
+    staging install -d -m 0750 "$d" || stage_failed "$d"
+done
+stage_folder "$PREFIX/model" "$BUNDLE/model/model_int8.tflite" "$BUNDLE/model/model.json"
+detector_files=()
+for f in "${detectors[@]}"; do
+    if [[ -f "$f" ]]; then detector_files+=("$f"); fi
+done
+if [[ ${#detector_files[@]} -gt 0 ]]; then stage_folder "$PREFIX/detector" "${detector_files[@]}"; fi
+if [[ -f "$BUNDLE/config.example.toml" ]]; then stage_file 0644 "$BUNDLE/config.example.toml" "$ETC_DIR/config.example.toml"; fi
 if [[ -f "$CONFIG" ]]; then
     echo "keeping $CONFIG; this bundle's config is beside it as config.toml.bundle"
-    put 0640 "$config_tmp" "$CONFIG.bundle"
+    stage_rewritten 0640 "$BUNDLE/config.toml" "$CONFIG.bundle"
 else
     echo "writing $CONFIG"
-    put 0640 "$config_tmp" "$CONFIG"
+    stage_rewritten 0640 "$BUNDLE/config.toml" "$CONFIG"
 fi
+stage_rewritten 0644 "$BUNDLE/queue-mood.service" "$UNIT_DIR/queue-mood.service"
+# last: it says which bundle is installed, so it is swapped in once the rest is
+if [[ -f "$BUNDLE/MANIFEST.json" ]]; then stage_file 0644 "$BUNDLE/MANIFEST.json" "$PREFIX/MANIFEST.json"; fi
+# On the card before the renames: ext4 writes a new file's data up to 30 s after it is written, and
+# a power cut after a rename but before that would leave the swapped-in file empty.
+staging sync -- "${written[@]}" || stage_failed "${written[0]}"
+
+# Ctrl-C, SIGTERM or SIGHUP wait for the renames (a subshell deaf to them, its mv and python too),
+# then stop the install with what is installed named.
+interrupted=""
+# shellcheck disable=SC2064
+for sig in INT TERM HUP; do trap "interrupted=SIG$sig" "$sig"; done
+swap_error=$( (trap '' INT TERM HUP; swap_in && unstage) 2>&1 ) \
+    || die "could not put the staged files in place (${swap_error##*$'\n'}): the files before that one are the new ones, the rest the old ones, each whole (the service was not restarted): fix that and run install.sh again to finish."
+staged=()  # swapped in, and the folders they replaced removed
+trap - INT TERM HUP
+[[ -z $interrupted ]] \
+    || die "stopped by $interrupted once the new program, model and files were in place (the service was not restarted): run install.sh again to finish."
 if [[ $QM_SYSTEM_USER != 0 ]]; then
     for f in "$CONFIG" "$CONFIG.bundle"; do
         if [[ -f "$f" ]]; then chown "root:$SERVICE_USER" "$f"; fi
@@ -467,9 +567,6 @@ fi
 
 # -- 5. service --------------------------------------------------------------------------
 say "service: $UNIT_DIR/queue-mood.service"
-install -d -m 0755 "$UNIT_DIR"
-rewrite_paths "$BUNDLE/queue-mood.service" > "$config_tmp"
-put 0644 "$config_tmp" "$UNIT_DIR/queue-mood.service"
 
 # The kept config as this version reads it, where the check before the install could not import
 # the wheel. One it refuses (a key an older release wrote at a value the store chose, a value now
@@ -537,14 +634,17 @@ else
 fi
 
 # Where the status page is, from the config in force as the program reads it (never its token).
-read -r status_on status_host status_port status_auth < <(cd / && "$VENV/bin/python" -I - "$CONFIG" 2>/dev/null <<'EOF'
+# A command substitution, which bash waits for: a process substitution's python outlived the script
+# (its exit is slow on a busy Pi), holding the install lock, and an install run right after was refused.
+status_line=$(cd / && "$VENV/bin/python" -I - "$CONFIG" 2>/dev/null <<'EOF'
 import sys
 from edge.config import load_config
 s = load_config(sys.argv[1]).status
 print(int(s.enabled), s.host, s.port, "token" if s.token else "password" if s.password else
       "metrics" if s.metrics_token else "none")
 EOF
-) || true
+) || status_line=""
+read -r status_on status_host status_port status_auth <<< "$status_line" || true
 if [[ -z ${status_on:-} ]]; then
     page="see [status] in $CONFIG (edge config --config $CONFIG shows it)"
 elif [[ $status_on == 0 ]]; then

@@ -1158,6 +1158,25 @@ def test_install_sh_while_another_install_runs_is_one_sentence_and_changes_nothi
     assert install(bundle, env).returncode == 0  # once it is done
 
 
+@pytest.mark.skipif(not shutil.which("flock"), reason="needs util-linux's flock")
+def test_install_sh_run_right_after_another_finished_is_not_refused_as_running(tmp_path):
+    """The status-page line was read from a process substitution, which bash does not wait for: its
+    python, slow to exit on a busy machine, held the install lock after install.sh had exited."""
+    env = fake_install_env(tmp_path)
+    venv_python = Path(env["PREFIX"]) / "venv/bin/python"
+    venv_python.rename(venv_python.with_name("python.fake"))
+    venv_python.write_text('#!/bin/sh\nif [ "$2" = - ]; then script=$(cat)\n'
+                           '  case "$script" in *"load_config(sys.argv[1]).status"*)  # answers, then is slow to exit\n'
+                           '    printf "%s\\n" "$script" | "$0.fake" "$@"; sleep 2; exit 0;; esac\n'
+                           '  printf "%s\\n" "$script" | exec "$0.fake" "$@"; fi\nexec "$0.fake" "$@"\n')
+    venv_python.chmod(0o755)
+    bundle = fake_bundle(tmp_path)
+    first = install(bundle, env)
+    assert first.returncode == 0 and "on the Pi only" in first.stdout, first.stderr
+    second = install(bundle, env)
+    assert second.returncode == 0, second.stderr
+
+
 def test_install_sh_syncs_what_it_wrote_to_the_card_once_it_is_all_in_place(tmp_path):
     """A Pi unplugged within ext4's 30 s of an install (carried from the desk to the till) booted to
     an empty config or model: the service restarting into that error every 5 s."""
@@ -1165,13 +1184,16 @@ def test_install_sh_syncs_what_it_wrote_to_the_card_once_it_is_all_in_place(tmp_
     etc, prefix = Path(env["ETC_DIR"]), Path(env["PREFIX"])
     bin_, log = tmp_path / "syncbin", tmp_path / "sync.log"
     bin_.mkdir()
-    (bin_ / "sync").write_text(f'#!/bin/sh\nfor f in "{etc}/config.toml" "{prefix}/model/model_int8.tflite" '
-                               f'"{prefix}/bundle/install.sh" "{env["UNIT_DIR"]}/queue-mood.service"; do\n'
-                               f'  [ -s "$f" ] || echo "missing $f" >> "{log}"; done\necho synced >> "{log}"\n')
+    (bin_ / "sync").write_text(  # `sync -- FILE...`: the staged files, before they are renamed into place
+        f'#!/bin/sh\nif [ $# -gt 0 ]; then shift; for f; do [ -s "$f" ] || echo "empty $f" >> "{log}"; done\n'
+        f'  echo "synced $# staged" >> "{log}"; exit 0; fi\n'
+        f'for f in "{etc}/config.toml" "{prefix}/model/model_int8.tflite" '
+        f'"{prefix}/bundle/install.sh" "{env["UNIT_DIR"]}/queue-mood.service"; do\n'
+        f'  [ -s "$f" ] || echo "missing $f" >> "{log}"; done\necho synced >> "{log}"\n')
     (bin_ / "sync").chmod(0o755)
     proc = install(fake_bundle(tmp_path), {**env, "PATH": f"{bin_}:{env['PATH']}"})
     assert proc.returncode == 0, proc.stderr
-    assert log.read_text() == "synced\n"
+    assert log.read_text() == "synced 4 staged\nsynced\n"  # model, card, config, unit
 
 
 @pytest.mark.slow
