@@ -401,7 +401,7 @@ class MqttSink(BrokerOutages, Sink):
                 # through a broker outage, each took a file and half the cap's room, and at the cap an
                 # alert was dropped while they stayed. Removed first, so the new one never pushes an
                 # alert out. Its event stays; one already sent or in flight: no matter.
-                self.spool.ack(self._state_spooled)
+                self.spool.discard(self._state_spooled)
             self._state_spooled = self.spool.put({"topic": self.state_topic, "retain": True, "payload": state})
             self._retained = state  # once spooled: a reconnect's pump publishes it after its event
         return True
