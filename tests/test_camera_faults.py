@@ -497,6 +497,19 @@ def test_opencv_prints_nothing_when_a_usb_camera_is_not_there():
     assert "WARN" not in r.stderr, r.stderr
 
 
+def test_libcamera_says_only_its_warnings_and_errors_at_each_pi_camera_open():
+    """libcamera prints its INFO lines (its version, the camera registered, the streams and sensor
+    format chosen) to stderr, the journal, at each Pi camera open: every reopen of a flapping camera.
+    Set before picamera2 loads libcamera, which reads it once; one set by hand is kept."""
+    code = "import os, edge.pipeline.sources\nprint(os.environ.get('LIBCAMERA_LOG_LEVELS'))\n"
+    env = {k: v for k, v in os.environ.items() if k != "LIBCAMERA_LOG_LEVELS"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
+    assert r.stdout.strip() == "*:WARN", r.stderr
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                       env={**env, "LIBCAMERA_LOG_LEVELS": "*:DEBUG"})
+    assert r.stdout.strip() == "*:DEBUG", r.stderr
+
+
 # ---------------------------------------------------------------- a USB camera that ignores the size asked for
 
 

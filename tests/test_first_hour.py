@@ -254,6 +254,24 @@ def test_no_status_line_when_not_a_terminal_and_quiet_keeps_alerts(monkeypatch):
         _reset_logging()
 
 
+def test_picamera2s_lines_at_each_camera_open_stay_out_of_the_journal_unless_vv():
+    """picamera2 logs six INFO lines at each open and close of a Pi camera: a flapping camera's
+    reopens made a dozen journal lines a minute past the outage log's one. Its warnings still come."""
+    from edge.service.console import Console
+
+    cam = logging.getLogger("picamera2.picamera2")  # the logger picamera2 logs to
+    for verbose, shown in ((0, False), (1, False), (2, True)):
+        out = io.StringIO()
+        Console(verbose=verbose, stream=out)
+        try:
+            cam.info("Camera now open.")
+            cam.warning("Camera did not start properly.")
+            assert ("Camera now open." in out.getvalue()) == shown, (verbose, out.getvalue())
+            assert "Camera did not start properly." in out.getvalue()
+        finally:
+            _reset_logging()
+
+
 def test_verbose_adds_a_track_line_per_interval():
     from edge.service.console import Console
 
@@ -273,7 +291,7 @@ def _reset_logging():
     root = logging.getLogger()
     for h in list(root.handlers):
         root.removeHandler(h)
-    for name in ("edge", "edge.alerts"):
+    for name in ("edge", "edge.alerts", "picamera2"):
         logging.getLogger(name).setLevel(logging.NOTSET)
 
 

@@ -1864,6 +1864,60 @@ def test_mqtt_broker_down_spools_then_delivers_after_restart(broker, subscribers
     assert wait_for(lambda: sub.messages[-1][1].get("state") == "cleared")
 
 
+def test_a_broker_down_for_days_spools_every_alert_and_only_the_newest_state(mqtt_sinks, tmp_path):
+    """The retained state is only ever read as the newest one: the states an outage made before it are
+    no reason to write a file each, nor to drop alerts at the spool's cap while they stay."""
+    from edge.sinks.mqtt import MqttSink
+
+    sink = MqttSink(host="127.0.0.1", port=free_port(), topic="qm/alerts", state_topic="qm/state",
+                    spool=Spool(tmp_path / "spool", cap=7), device_name="test-pi", reconnect_min_s=0.1,
+                    reconnect_max_s=0.5)  # nothing listens there
+    try:
+        for i in range(1, 7):  # three alerts raised and cleared: six events, six states
+            sink.keep(ev("raised" if i % 2 else "cleared", i))
+        msgs = [m for _, m in sink.spool.pending()]
+        assert sink.spool.dropped == 0
+        assert [m["payload"]["event_id"] for m in msgs if not m["retain"]] == ["e1", "e2", "e3", "e4", "e5", "e6"]
+        assert [(m["payload"]["state"], m["payload"]["event"]["event_id"]) for m in msgs if m["retain"]] == \
+            [("cleared", "e6")]
+        assert msgs[-1]["retain"]  # after its event, as before
+        assert len(list((tmp_path / "spool").glob("*.json"))) == 7
+    finally:
+        sink.close()
+
+
+def test_a_state_superseded_while_a_stalled_write_holds_the_spool_at_the_stop_is_left_not_waited_for(tmp_path):
+    """At the stop a stalled SD-card write may hold the spool for many seconds (wait_s): the events
+    and the new state are written beside it, and the state they supersede stays rather than hold them up."""
+    from edge.sinks.mqtt import MqttSink
+
+    sink = MqttSink(host="127.0.0.1", port=free_port(), topic="qm/alerts", state_topic="qm/state",
+                    spool=Spool(tmp_path / "spool"), device_name="test-pi")  # nothing listens there
+    held, release = threading.Event(), threading.Event()
+
+    def stalled_write():
+        with sink.spool._lock:
+            held.set()
+            release.wait(60)
+
+    try:
+        sink.keep(ev("raised", 1))
+        threading.Thread(target=stalled_write, daemon=True).start()
+        assert held.wait(15)
+        sink.spool.wait_s = 0.05  # as Fanout.close sets it
+        saver = threading.Thread(target=sink.keep, args=(ev("cleared", 2),), daemon=True)
+        saver.start()
+        saver.join(30)  # a guard against a hang, not a measure: it returns while the write still stalls
+        returned = not saver.is_alive()
+        msgs = [json.loads(f.read_bytes()) for f in sorted((tmp_path / "spool").glob("*.json"))]
+    finally:
+        release.set()
+        sink.close()
+    assert returned
+    assert [m["payload"]["event_id"] for m in msgs if not m["retain"]] == ["e1", "e2"]
+    assert [m["payload"]["state"] for m in msgs if m["retain"]] == ["raised", "cleared"]
+
+
 @needs_mosquitto
 def test_mqtt_spool_survives_process_restart(broker, subscribers, mqtt_sinks, tmp_path):
     sub = subscribers(broker.port, ["qm/alerts", "qm/state"], client_id="sub-b", persistent=True)

@@ -39,6 +39,10 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 # The same for OpenCV's own "[ WARN ] ... can't open camera by index" lines, two per attempt at a
 # USB camera that is not there (read at OpenCV's first log line; an error sentence here says why).
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
+# And libcamera's INFO lines to stderr (its version, "Registered camera", "configuring streams",
+# "Selected sensor format"), four or so at each Pi camera open: its warnings and errors still come.
+# Read when picamera2 first loads libcamera, which this module imports late.
+os.environ.setdefault("LIBCAMERA_LOG_LEVELS", "*:WARN")
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")  # what OpenCV decodes

@@ -125,6 +125,9 @@ class Console:
         logging.getLogger("edge").setLevel(logging.DEBUG if verbose else logging.NOTSET)
         logging.getLogger("edge.alerts").setLevel(logging.INFO if quiet else logging.NOTSET)
         logging.getLogger("matplotlib").setLevel(logging.NOTSET if verbose > 1 else logging.WARNING)
+        # picamera2 says six INFO lines at each open and close ("Camera now open.", "Camera started",
+        # ...): every reopen of a flapping Pi camera, past the outage log's one line a minute.
+        logging.getLogger("picamera2").setLevel(logging.NOTSET if verbose > 1 else logging.WARNING)
 
     def on_result(self, frame, result) -> None:
         if self.status:

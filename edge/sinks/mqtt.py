@@ -261,6 +261,7 @@ class MqttSink(BrokerOutages, Sink):
         self._announce_state = announce_state
         self._retained = self._start_state  # the newest state message, for publishing again on a reconnect
         self._restate = False  # a reconnect: publish _retained again once the spool is sent
+        self._state_spooled: str | None = None  # the spool id of this run's newest state message
         # A random suffix: many Pis share the host name "raspberrypi", and a broker drops the
         # older of two clients with the same id. The spool, not the broker session, keeps events.
         # The name made safe: a broker may refuse every connect of an id with spaces or umlauts.
@@ -395,7 +396,13 @@ class MqttSink(BrokerOutages, Sink):
         if state is not None:
             self._state_set = True  # START_STATE would now be older news
             # Retained, so a dashboard that subscribes later still sees whether an alert is on.
-            self.spool.put({"topic": self.state_topic, "retain": True, "payload": state})
+            if self._state_spooled is not None:
+                # The state this replaces is old news (the broker keeps the newest only): spooled on
+                # through a broker outage, each took a file and half the cap's room, and at the cap an
+                # alert was dropped while they stayed. Removed first, so the new one never pushes an
+                # alert out. Its event stays; one already sent or in flight: no matter.
+                self.spool.discard(self._state_spooled)
+            self._state_spooled = self.spool.put({"topic": self.state_topic, "retain": True, "payload": state})
             self._retained = state  # once spooled: a reconnect's pump publishes it after its event
         return True
 

@@ -378,6 +378,17 @@ class Spool:
             if self._remove(event_id) is None:
                 self._unlink_delivered(event_id)
 
+    def discard(self, event_id: str) -> None:
+        """Remove an event a newer one made worthless (MQTT's superseded retained state), as ack
+        does; left as it is when a write in progress holds the spool past wait_s (the stop)."""
+        if not self._acquire():
+            return
+        try:
+            if self._remove(event_id) is None:
+                self._unlink_delivered(event_id)
+        finally:
+            self._lock.release()
+
     def _trim_dead(self, dead: Path) -> None:
         """Remove the oldest dead letters beyond the cap: months of rejections must not fill the card."""
         ids = event_ids(dead)[0]
