@@ -201,7 +201,8 @@ def _silent_server() -> tuple[socket.socket, list]:
     return server, held
 
 
-@pytest.mark.parametrize("silent", [False, True], ids=["nothing-listens", "never-answers"])
+@pytest.mark.parametrize("silent", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["nothing-listens", "never-answers"])
 def test_doctor_fails_a_stream_it_cannot_open_with_edge_runs_sentence_and_no_password(monkeypatch, silent):
     """A wrong port, or a host that never answers (given up at --camera-timeout, which the test sets
     short: the doctor never waits longer); the password in neither the report nor the child's argv."""

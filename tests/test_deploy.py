@@ -1158,6 +1158,7 @@ def test_install_sh_while_another_install_runs_is_one_sentence_and_changes_nothi
     assert install(bundle, env).returncode == 0  # once it is done
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not shutil.which("flock"), reason="needs util-linux's flock")
 def test_install_sh_run_right_after_another_finished_is_not_refused_as_running(tmp_path):
     """The status-page line was read from a process substitution, which bash does not wait for: its

@@ -16,6 +16,9 @@ import pytest
 
 from tests.test_deploy import UNIT, assert_install_sentence, fake_bundle, fake_install_env, install
 
+# Each test installs twice or more (3-7 s here), the sweeps once per call of the files step.
+pytestmark = pytest.mark.slow
+
 # what the files step (and keep_bundle after it) runs; python only where it trades two folders' places
 COMMANDS = ("install", "cp", "mv", "rm", "sync", "chmod", "sed")
 
@@ -98,7 +101,6 @@ def assert_old_or_new(now: dict, old: dict, new: dict, where: str):
         assert now[key] in (old[key], new[key]), f"{key} is neither the old nor the new one {where}: {now[key]}"
 
 
-@pytest.mark.slow  # an install per call of the files step
 @pytest.mark.parametrize("sig", ["KILL", "INT"])
 def test_install_sh_stopped_at_any_call_of_the_files_step_leaves_old_or_new_files_whole(upgrade, tmp_path, sig):
     """Each file was replaced by a rename of its own: a kill (a power cut) or Ctrl-C between the model's
@@ -188,7 +190,6 @@ def test_install_sh_a_rename_that_fails_is_one_sentence_and_leaves_each_file_who
     assert not leftovers(root)
 
 
-@pytest.mark.slow  # an install per rename
 def test_install_sh_first_install_killed_at_a_rename_leaves_no_config_or_a_whole_one(tmp_path):
     """On a fresh Pi config.toml is written, never half: killed at any rename, it is absent or whole,
     and so are the model and its card."""
