@@ -49,7 +49,7 @@ def service_paths_verdict(cfg, config_path: str | None, etc_dir: str, state_dir:
                   f"relative path in this file is taken from {etc_dir}, so give the full path, e.g. {state_dir}/spool")
 
 
-def _service_lines(unit: Path) -> tuple[list[tuple[str, str]], bool]:
+def service_lines(unit: Path) -> tuple[list[tuple[str, str]], bool]:
     """(key, value) of the [Service] lines of the installed unit and the drop-ins beside it, in the
     order systemd reads them, and whether the unit itself could be read."""
     from edge.ops.bundle import parse_unit
@@ -69,7 +69,7 @@ def unit_home(unit: Path, default: str) -> str:
     """HOME as the installed unit (or a drop-in beside it) sets it for the service; default, the
     bundled unit's HOME, where the unit cannot be read or sets none."""
     home = default
-    for key, value in _service_lines(unit)[0]:
+    for key, value in service_lines(unit)[0]:
         try:
             words = shlex.split(value) if key == "Environment" else []
         except ValueError:  # unbalanced quotes: systemd skips that line too
@@ -82,7 +82,7 @@ def sandbox_verdict(cfg, unit: Path, home: str) -> tuple[str, str] | None:
     """For the installed service's config: (FAIL, why) when a file the service reads lies where its
     sandbox (SANDBOX_HIDES, as the unit and its drop-ins set it; the bundled unit's where the unit
     cannot be read) hides it. What it writes is service_paths_verdict's."""
-    lines, read = _service_lines(unit)
+    lines, read = service_lines(unit)
     settings = {} if read else {key: "yes" for key in SANDBOX_HIDES}
     settings.update({key: value for key, value in lines if key in SANDBOX_HIDES})
     hiding = {key: SANDBOX_HIDES[key] for key, value in settings.items() if value.lower() in _HIDING[key]}

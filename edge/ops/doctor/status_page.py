@@ -25,18 +25,14 @@ def unprivileged_port_start() -> int:
 def service_low_port_verdict(port: int) -> tuple[str, str] | None:
     """For the installed service's config checked as root: (FAIL, why) when the service's user may
     not listen on port, unless its unit or a drop-in grants the capability."""
-    from edge.ops.doctor.config import UNIT_FILE
+    from edge.ops.doctor.config import UNIT_FILE, service_lines
     from edge.ops.doctor.service import SERVICE
 
     start = unprivileged_port_start()
     if not port or port >= start or os.geteuid() != 0:
         return None
-    for f in (UNIT_FILE, *sorted(UNIT_FILE.with_name(UNIT_FILE.name + ".d").glob("*.conf"))):
-        try:
-            if "CAP_NET_BIND_SERVICE" in f.read_text(errors="replace"):
-                return None
-        except OSError:
-            continue
+    if any("CAP_NET_BIND_SERVICE" in value for _, value in service_lines(UNIT_FILE)[0]):
+        return None
     return FAIL, (f"port {port}: this doctor, as root, may listen there, but not the service's user {SERVICE} (ports "
                   f"below {start} need root), so edge run would run without its page; choose [status] port above "
                   f"{start - 1}, e.g. 8765")
